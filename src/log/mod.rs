@@ -1,5 +1,7 @@
 //! Per-shard append-only segment log: durable offline storage.
 
 pub mod record;
+pub mod state;
 
-pub use record::{MessageRecord, Record};
+pub use record::{InboxQuery, MessageRecord, Record};
+pub use state::{DedupConfig, DedupEntry, DedupWindow, RecoveredState, SendKey};

@@ -58,8 +58,35 @@ pub enum Record {
         from_device: DeviceId,
         /// The released client message id.
         client_msg_id: u64,
+        /// Addressee of the released send.
+        to: UserId,
     },
     /// Snapshot of the delivery state (opaque to the log) that lets recovery
     /// start here instead of at the first segment.
     Checkpoint(Bytes),
+}
+
+/// Which part of one inbox a read wants. Results are always in ascending
+/// sequence order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InboxQuery {
+    /// Up to `limit` messages with `seq > after`, oldest first (replay).
+    After {
+        /// Exclusive lower bound.
+        after: Seq,
+        /// Page size.
+        limit: u32,
+    },
+    /// The newest `limit` messages (a device with no cursor).
+    Latest {
+        /// Page size.
+        limit: u32,
+    },
+    /// Up to `limit` messages with `seq < before`, the newest of those (paging back).
+    Before {
+        /// Exclusive upper bound.
+        before: Seq,
+        /// Page size.
+        limit: u32,
+    },
 }

@@ -1,0 +1,235 @@
+//! Delivery state that is derived from the log: inbox heads, device cursors
+//! and the send dedup window.
+//!
+//! Recovery folds every record after the last checkpoint into a
+//! [`RecoveredState`] (starting from the checkpoint's copy of it), so the
+//! delivery core can resume exactly where the durable log ends. The fold is a
+//! pure function of the records, which lets the simulator's in-memory storage
+//! and the real segment log share it.
+//!
+//! Invariants kept by [`RecoveredState::apply`]:
+//! - `heads[u]` is the highest `seq` of any message stored in `u`'s inbox;
+//! - `cursors[(u, d)]` only grows (an older cursor record is ignored);
+//! - `dedup` holds the newest entries in log order, at most
+//!   `DedupConfig::max_entries` of QoS 1 and none older than
+//!   `DedupConfig::max_age_ms` (relative to the newest message seen); QoS 2
+//!   entries stay until released (or until they are older than
+//!   `DedupConfig::qos2_max_age_ms`).
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::log::record::{MessageRecord, Record};
+use crate::proto::{DeviceId, Qos, Seq, UserId};
+
+/// How much send history the gateway remembers to recognise retries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DedupConfig {
+    /// QoS 1 entries kept at most (oldest evicted first).
+    pub max_entries: usize,
+    /// QoS 1 entries older than this (ms, relative to the newest message) are evicted.
+    pub max_age_ms: u64,
+    /// Unreleased QoS 2 entries are kept this long at most (ms), so a sender
+    /// that never sends REL cannot grow the window without bound.
+    pub qos2_max_age_ms: u64,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        DedupConfig {
+            max_entries: 1 << 20,
+            max_age_ms: 10 * 60 * 1000,
+            qos2_max_age_ms: 24 * 60 * 60 * 1000,
+        }
+    }
+}
+
+/// Identity of one send: the dedup key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SendKey {
+    /// Sending user.
+    pub from: UserId,
+    /// Sending device.
+    pub from_device: DeviceId,
+    /// Sender-chosen id.
+    pub client_msg_id: u64,
+}
+
+/// What the gateway remembers about one stored copy of a send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DedupEntry {
+    /// The send.
+    pub key: SendKey,
+    /// Inbox the copy was stored in.
+    pub inbox: UserId,
+    /// Sequence assigned in that inbox.
+    pub seq: Seq,
+    /// QoS of the send.
+    pub qos: Qos,
+    /// Gateway receive time (ms since the Unix epoch).
+    pub ts_ms: u64,
+}
+
+impl DedupEntry {
+    /// The entry for a stored message.
+    pub fn of(m: &MessageRecord) -> DedupEntry {
+        DedupEntry {
+            key: SendKey {
+                from: m.from,
+                from_device: m.from_device,
+                client_msg_id: m.client_msg_id,
+            },
+            inbox: m.inbox,
+            seq: m.seq,
+            qos: m.qos,
+            ts_ms: m.ts_ms,
+        }
+    }
+}
+
+/// The send dedup window: which (send, inbox) copies are already stored.
+///
+/// QoS 1 entries live in a FIFO bounded by count and age; QoS 2 entries stay
+/// until released or past `qos2_max_age_ms`. Every operation is amortised
+/// O(1): eviction pops from the front of insertion-ordered queues, and a
+/// queue slot whose entry was released or replaced is skipped lazily.
+#[derive(Clone, Debug, Default)]
+pub struct DedupWindow {
+    index: HashMap<(SendKey, UserId), DedupEntry>,
+    qos1: VecDeque<(SendKey, UserId, Seq)>,
+    qos2: VecDeque<(SendKey, UserId, Seq)>,
+    newest_ts_ms: u64,
+}
+
+impl PartialEq for DedupWindow {
+    fn eq(&self, other: &Self) -> bool {
+        self.index == other.index
+    }
+}
+impl Eq for DedupWindow {}
+
+impl DedupWindow {
+    /// The stored copy of `key` in `inbox`, if the window still holds it.
+    pub fn get(&self, key: &SendKey, inbox: UserId) -> Option<&DedupEntry> {
+        self.index.get(&(*key, inbox))
+    }
+
+    /// Number of live entries.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// True when nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Live entries in no particular order (for checkpoints).
+    pub fn entries(&self) -> impl Iterator<Item = &DedupEntry> {
+        self.index.values()
+    }
+
+    /// Remembers a stored copy, then evicts what fell out of the window.
+    pub fn insert(&mut self, entry: DedupEntry, config: &DedupConfig) {
+        self.newest_ts_ms = self.newest_ts_ms.max(entry.ts_ms);
+        let slot = (entry.key, entry.inbox, entry.seq);
+        match entry.qos {
+            Qos::ExactlyOnce => self.qos2.push_back(slot),
+            _ => self.qos1.push_back(slot),
+        }
+        self.index.insert((entry.key, entry.inbox), entry);
+        self.evict(config);
+    }
+
+    /// Forgets the copies of `key` stored in the sender's own inbox and in
+    /// the addressee's inbox `to` (QoS 2 release). Returns how many were held.
+    pub fn release(&mut self, key: &SendKey, to: UserId) -> usize {
+        let mut n = usize::from(self.index.remove(&(*key, key.from)).is_some());
+        if to != key.from {
+            n += usize::from(self.index.remove(&(*key, to)).is_some());
+        }
+        n
+    }
+
+    fn evict(&mut self, config: &DedupConfig) {
+        let now = self.newest_ts_ms;
+        let index = &mut self.index;
+        // An index entry is live for a queue slot only if it still has the same seq.
+        let live = |index: &HashMap<(SendKey, UserId), DedupEntry>, s: &(SendKey, UserId, Seq)| {
+            index.get(&(s.0, s.1)).filter(|e| e.seq == s.2).copied()
+        };
+        while let Some(front) = self.qos1.front() {
+            match live(index, front) {
+                None => {
+                    self.qos1.pop_front();
+                }
+                Some(e) => {
+                    let too_many = self.qos1.len() > config.max_entries;
+                    let too_old = now.saturating_sub(e.ts_ms) > config.max_age_ms;
+                    if !(too_many || too_old) {
+                        break;
+                    }
+                    index.remove(&(e.key, e.inbox));
+                    self.qos1.pop_front();
+                }
+            }
+        }
+        while let Some(front) = self.qos2.front() {
+            match live(index, front) {
+                None => {
+                    self.qos2.pop_front();
+                }
+                Some(e) if now.saturating_sub(e.ts_ms) > config.qos2_max_age_ms => {
+                    index.remove(&(e.key, e.inbox));
+                    self.qos2.pop_front();
+                }
+                Some(_) => break,
+            }
+        }
+    }
+}
+
+/// Delivery state rebuilt from the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveredState {
+    /// Highest stored sequence per inbox.
+    pub heads: HashMap<UserId, Seq>,
+    /// Highest acknowledged sequence per (inbox owner, device).
+    pub cursors: HashMap<(UserId, DeviceId), Seq>,
+    /// Recent sends, for retry recognition.
+    pub dedup: DedupWindow,
+}
+
+impl RecoveredState {
+    /// Folds one record into the state.
+    pub fn apply(&mut self, record: &Record, config: &DedupConfig) {
+        match record {
+            Record::Message(m) => {
+                let head = self.heads.entry(m.inbox).or_default();
+                if m.seq > *head {
+                    *head = m.seq;
+                }
+                self.dedup.insert(DedupEntry::of(m), config);
+            }
+            Record::Cursor { user, device, seq } => {
+                let c = self.cursors.entry((*user, *device)).or_default();
+                if *seq > *c {
+                    *c = *seq;
+                }
+            }
+            Record::Release {
+                from,
+                from_device,
+                client_msg_id,
+                to,
+            } => {
+                let key = SendKey {
+                    from: *from,
+                    from_device: *from_device,
+                    client_msg_id: *client_msg_id,
+                };
+                self.dedup.release(&key, *to);
+            }
+            Record::Checkpoint(_) => {}
+        }
+    }
+}
