@@ -1,0 +1,144 @@
+//! What the core asks its driver to do, and what shards tell each other.
+
+use bytes::Bytes;
+
+use crate::log::{InboxQuery, Record, SendKey};
+use crate::proto::{Frame, Qos, Seq, UserId};
+
+/// A connection on this shard. Allocated by [`super::Shard::handle_open`];
+/// the generation makes a reused slot distinguishable from its predecessor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    pub(crate) index: u32,
+    pub(crate) generation: u32,
+}
+
+impl ConnId {
+    /// A compact number for logs and maps in the driver.
+    pub fn as_u64(self) -> u64 {
+        (u64::from(self.generation) << 32) | u64::from(self.index)
+    }
+}
+
+/// Identifies an append until its durability is reported back.
+pub type AppendToken = u64;
+/// Identifies a read until its result is reported back.
+pub type ReadId = u64;
+
+/// One instruction for the driver. Actions come out in the order they must
+/// take effect: frames for one connection in order, `Close` after the frames
+/// queued before it, appends in log order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Write `frame` to `conn`.
+    Send {
+        /// Target connection.
+        conn: ConnId,
+        /// The frame.
+        frame: Frame,
+    },
+    /// Flush what was queued for `conn`, then close it. The core has
+    /// already forgotten it; do not report `handle_closed` for it.
+    Close {
+        /// Target connection.
+        conn: ConnId,
+    },
+    /// Append `record` to this shard's log; report durability with
+    /// [`super::Shard::handle_appended`] in token order.
+    Append {
+        /// Echo in `handle_appended`.
+        token: AppendToken,
+        /// The record.
+        record: Record,
+    },
+    /// Read part of an inbox from this shard's log (durable records only);
+    /// report with [`super::Shard::handle_read`].
+    Read {
+        /// Echo in `handle_read`.
+        id: ReadId,
+        /// Inbox owner.
+        user: UserId,
+        /// Which records.
+        query: InboxQuery,
+    },
+    /// Deliver `msg` to shard `shard` ([`super::Shard::handle_peer`] there).
+    Peer {
+        /// Destination shard.
+        shard: u16,
+        /// The message.
+        msg: PeerMsg,
+    },
+}
+
+/// Result of storing one copy of a send in one inbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// Stored durably now at this sequence.
+    Stored(Seq),
+    /// Already stored at this sequence (a retry).
+    Duplicate(Seq),
+    /// Not stored: the log failed.
+    Failed,
+}
+
+impl StoreOutcome {
+    /// The sequence, 0 when failed.
+    pub fn seq(self) -> Seq {
+        match self {
+            StoreOutcome::Stored(s) | StoreOutcome::Duplicate(s) => s,
+            StoreOutcome::Failed => Seq::ZERO,
+        }
+    }
+}
+
+/// Messages between shards (through the channel mesh in the server).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerMsg {
+    /// Store a copy of a send in `inbox` (owned by the receiving shard) and
+    /// answer `origin` with [`PeerMsg::Stored`] once durable.
+    Store {
+        /// Shard holding the sender's session.
+        origin: u16,
+        /// The send.
+        key: SendKey,
+        /// Inbox to store into.
+        inbox: UserId,
+        /// Addressee of the send.
+        to: UserId,
+        /// QoS (1 or 2).
+        qos: Qos,
+        /// Gateway receive time (ms since the epoch).
+        ts_ms: u64,
+        /// Payload.
+        payload: Bytes,
+    },
+    /// Answer to `Store`.
+    Stored {
+        /// The send.
+        key: SendKey,
+        /// The inbox stored into.
+        inbox: UserId,
+        /// Outcome.
+        outcome: StoreOutcome,
+    },
+    /// A QoS 0 message for the online devices of `inbox`; never stored.
+    Ephemeral {
+        /// The send.
+        key: SendKey,
+        /// Inbox owner to push to.
+        inbox: UserId,
+        /// Addressee.
+        to: UserId,
+        /// Receive time.
+        ts_ms: u64,
+        /// Payload.
+        payload: Bytes,
+    },
+    /// QoS 2 release of `key` for the copy in `inbox`.
+    Release {
+        /// The send.
+        key: SendKey,
+        /// Addressee of the send.
+        to: UserId,
+    },
+}

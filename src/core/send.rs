@@ -1,0 +1,316 @@
+//! The send path: dedup, durable store of each copy, SENDACK, QoS 2 release.
+//!
+//! A QoS 1/2 SEND from user S to user R makes two copies: one in R's inbox
+//! (on R's owner shard) and one in S's own inbox (on this shard) so that S's
+//! other devices see it. Each copy is idempotent on its own shard: the shard
+//! looks up `(send key, inbox)` in its dedup window (durable copies) and in
+//! its in-flight copies (appended, not yet durable) before appending. The
+//! SENDACK goes out only when both copies are durable, so a crash at any
+//! point leaves either nothing acknowledged or everything stored; a retry
+//! after a crash stores whatever copy is missing and reports the other as a
+//! duplicate.
+
+use bytes::Bytes;
+
+use super::action::{ConnId, PeerMsg, StoreOutcome};
+use super::shard::{AppendPurpose, InFlightCopy, PendingSend, Shard};
+use crate::log::{DedupEntry, MessageRecord, Record, SendKey};
+use crate::proto::{DeviceId, ErrorCode, Frame, Push, Qos, Send, SendAck, SendResult, Seq, UserId};
+
+impl Shard {
+    pub(super) fn on_send(&mut self, conn: ConnId, user: UserId, device: DeviceId, send: Send) {
+        self.stats.sends += 1;
+        let key = SendKey {
+            from: user,
+            from_device: device,
+            client_msg_id: send.client_msg_id,
+        };
+        let ts_ms = self.wall_ms();
+        if !Self::qos_needs_store(send.qos) {
+            let target = self.owner_of(send.to);
+            let msg = |inbox| PeerMsg::Ephemeral {
+                key,
+                inbox,
+                to: send.to,
+                ts_ms,
+                payload: send.payload.clone(),
+            };
+            self.route_to(target, msg(send.to));
+            if send.to != user {
+                self.push_ephemeral(key, user, send.to, ts_ms, send.payload.clone());
+            }
+            return;
+        }
+        if self.storage_failed || self.shutting_down {
+            self.send_frame(
+                conn,
+                Frame::SendAck(SendAck {
+                    client_msg_id: send.client_msg_id,
+                    seq: Seq::ZERO,
+                    own_seq: Seq::ZERO,
+                    result: SendResult::StorageUnavailable,
+                }),
+            );
+            return;
+        }
+        if let Some(p) = self.sends.get(&key) {
+            // A retry while the first attempt is still being stored: answer
+            // on the newest connection once it completes.
+            let old = p.conn;
+            if old != conn {
+                if let Some(c) = self.conn_mut(old) {
+                    c.pending_sends -= 1;
+                }
+                self.conn_mut(conn)
+                    .expect("sender is connected")
+                    .pending_sends += 1;
+                self.sends.get_mut(&key).expect("present").conn = conn;
+            }
+            return;
+        }
+        let max = self.config.max_pending_sends;
+        let c = self.conn_mut(conn).expect("sender is connected");
+        if c.pending_sends >= max {
+            self.fail(
+                conn,
+                ErrorCode::InflightExceeded,
+                "too many SENDs awaiting SENDACK",
+            );
+            return;
+        }
+        c.pending_sends += 1;
+        let to_self = send.to == user;
+        self.sends.insert(
+            key,
+            PendingSend {
+                conn,
+                to: send.to,
+                remote: None,
+                own: None,
+            },
+        );
+        let origin = self.params.id;
+        let target = self.owner_of(send.to);
+        self.route_to(
+            target,
+            PeerMsg::Store {
+                origin,
+                key,
+                inbox: send.to,
+                to: send.to,
+                qos: send.qos,
+                ts_ms,
+                payload: send.payload.clone(),
+            },
+        );
+        if !to_self {
+            self.store_copy(origin, key, user, send.to, send.qos, ts_ms, send.payload);
+        }
+    }
+
+    /// Stores one copy of `key` in `inbox` (owned here), answering `origin`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn store_copy(
+        &mut self,
+        origin: u16,
+        key: SendKey,
+        inbox: UserId,
+        to: UserId,
+        qos: Qos,
+        ts_ms: u64,
+        payload: Bytes,
+    ) {
+        if let Some(entry) = self.dedup.get(&key, inbox) {
+            let seq = entry.seq;
+            self.stats.send_duplicates += 1;
+            self.answer(origin, key, inbox, StoreOutcome::Duplicate(seq));
+            return;
+        }
+        if let Some(copy) = self.copies.get_mut(&(key, inbox)) {
+            copy.waiters.push(origin);
+            return;
+        }
+        if self.storage_failed {
+            self.answer(origin, key, inbox, StoreOutcome::Failed);
+            return;
+        }
+        let state = self.users.entry(inbox).or_default();
+        state.assigned = state.assigned.next();
+        let record = MessageRecord {
+            inbox,
+            seq: state.assigned,
+            from: key.from,
+            from_device: key.from_device,
+            to,
+            client_msg_id: key.client_msg_id,
+            qos,
+            ts_ms,
+            payload,
+        };
+        self.append(
+            Record::Message(record.clone()),
+            AppendPurpose::Copy { key, inbox },
+        );
+        self.copies.insert(
+            (key, inbox),
+            InFlightCopy {
+                record,
+                waiters: vec![origin],
+            },
+        );
+    }
+
+    fn answer(&mut self, origin: u16, key: SendKey, inbox: UserId, outcome: StoreOutcome) {
+        self.route_to(
+            origin,
+            PeerMsg::Stored {
+                key,
+                inbox,
+                outcome,
+            },
+        );
+    }
+
+    pub(super) fn on_copy_durable(&mut self, key: SendKey, inbox: UserId, ok: bool) {
+        let Some(copy) = self.copies.remove(&(key, inbox)) else {
+            debug_assert!(false, "durable copy {key:?} in {inbox} was not in flight");
+            return;
+        };
+        let outcome = if ok {
+            let seq = copy.record.seq;
+            self.dedup
+                .insert(DedupEntry::of(&copy.record), &self.config.dedup);
+            let state = self.users.entry(inbox).or_default();
+            debug_assert_eq!(
+                state.durable.next(),
+                seq,
+                "copies become durable in seq order"
+            );
+            state.durable = state.durable.max(seq);
+            self.stats.copies_stored += 1;
+            self.on_durable(&copy.record);
+            StoreOutcome::Stored(seq)
+        } else {
+            StoreOutcome::Failed
+        };
+        for origin in copy.waiters {
+            self.answer(origin, key, inbox, outcome);
+        }
+    }
+
+    pub(super) fn on_stored(&mut self, key: SendKey, inbox: UserId, outcome: StoreOutcome) {
+        let Some(p) = self.sends.get_mut(&key) else {
+            return; // answered already (a duplicate answer for a merged retry)
+        };
+        if inbox == p.to {
+            p.remote = Some(outcome);
+            if p.to == key.from {
+                p.own = Some(outcome);
+            }
+        } else {
+            p.own = Some(outcome);
+        }
+        let (Some(remote), Some(own)) = (p.remote, p.own) else {
+            return;
+        };
+        let conn = p.conn;
+        self.sends.remove(&key);
+        let result = match (remote, own) {
+            (StoreOutcome::Failed, _) | (_, StoreOutcome::Failed) => SendResult::StorageUnavailable,
+            (StoreOutcome::Duplicate(_), _) => SendResult::Duplicate,
+            _ => SendResult::Stored,
+        };
+        let Some(c) = self.conn_mut(conn) else {
+            return; // the sender left; it retries on its next session
+        };
+        c.pending_sends -= 1;
+        self.send_frame(
+            conn,
+            Frame::SendAck(SendAck {
+                client_msg_id: key.client_msg_id,
+                seq: remote.seq(),
+                own_seq: own.seq(),
+                result,
+            }),
+        );
+    }
+
+    /// Pushes a QoS 0 message to the online devices of `inbox` (owned here).
+    pub(super) fn push_ephemeral(
+        &mut self,
+        key: SendKey,
+        inbox: UserId,
+        to: UserId,
+        ts_ms: u64,
+        payload: Bytes,
+    ) {
+        let Some(state) = self.users.get(&inbox) else {
+            return;
+        };
+        let targets: Vec<(ConnId, DeviceId)> = state
+            .devices
+            .iter()
+            .filter_map(|d| d.conn.map(|c| (c, d.id)))
+            .collect();
+        for (conn, device) in targets {
+            let echo = inbox == key.from && device == key.from_device;
+            if echo {
+                continue; // the sending device needs no copy of a QoS 0 send
+            }
+            if self.conn(conn).is_some_and(|c| c.live) {
+                self.send_frame(
+                    conn,
+                    Frame::Push(Push {
+                        seq: Seq::ZERO,
+                        prev_seq: Seq::ZERO,
+                        from: key.from,
+                        from_device: key.from_device,
+                        to,
+                        client_msg_id: key.client_msg_id,
+                        ts_ms,
+                        qos: Qos::AtMostOnce,
+                        echo: false,
+                        retransmit: false,
+                        payload: payload.clone(),
+                    }),
+                );
+            }
+        }
+    }
+
+    pub(super) fn on_rel(
+        &mut self,
+        conn: ConnId,
+        user: UserId,
+        device: DeviceId,
+        client_msg_id: u64,
+        to: UserId,
+    ) {
+        let key = SendKey {
+            from: user,
+            from_device: device,
+            client_msg_id,
+        };
+        let target = self.owner_of(to);
+        self.route_to(target, PeerMsg::Release { key, to });
+        if to != user {
+            self.release(key, to);
+        }
+        self.send_frame(conn, Frame::Comp { client_msg_id });
+    }
+
+    /// Forgets the QoS 2 dedup entries of `key` held here and logs it.
+    pub(super) fn release(&mut self, key: SendKey, to: UserId) {
+        if self.dedup.release(&key, to) > 0 && !self.storage_failed {
+            self.append(
+                Record::Release {
+                    from: key.from,
+                    from_device: key.from_device,
+                    client_msg_id: key.client_msg_id,
+                    to,
+                },
+                AppendPurpose::Bookkeeping,
+            );
+        }
+    }
+}

@@ -1,0 +1,477 @@
+//! The per-shard delivery state machine: state, entry points, dispatch.
+//!
+//! Call order for a driver (the server's shard loop or the simulator):
+//! 1. feed inputs with the `handle_*` methods, each with the current
+//!    monotonic time `now` (ns since an origin the driver picks);
+//! 2. drain [`Shard::poll_action`] until `None` and carry each action out;
+//! 3. sleep until [`Shard::poll_timeout`] (or the next input), then call
+//!    [`Shard::handle_timeout`].
+//!
+//! The concern-specific halves of the state machine live in sibling files:
+//! `session.rs` (connect, limits, close), `send.rs` (dedup, store, SENDACK),
+//! `deliver.rs` (push window, ACK, retransmit) and `sync.rs` (paged replay).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use slab::Slab;
+
+use super::action::{Action, AppendToken, ConnId, PeerMsg, ReadId};
+use super::auth::TokenVerifier;
+use super::config::CoreConfig;
+use super::stats::CoreStats;
+use crate::log::{DedupWindow, InboxQuery, MessageRecord, Record, RecoveredState, SendKey};
+use crate::proto::{DeviceId, Frame, Qos, Seq, UserId};
+use crate::timer::{TimerId, TimerWheel};
+
+/// Nanoseconds per millisecond.
+pub(super) const NS_PER_MS: u64 = 1_000_000;
+
+/// Static facts about one shard.
+#[derive(Clone, Debug)]
+pub struct ShardParams {
+    /// This shard's index.
+    pub id: u16,
+    /// Number of shards in the node.
+    pub shards: u16,
+    /// Wall-clock time (ms since the Unix epoch) at monotonic time 0; used
+    /// for message timestamps and token expiry only.
+    pub wall_ms_at_zero: u64,
+}
+
+/// One user's inbox as far as delivery is concerned.
+#[derive(Debug, Default)]
+pub(super) struct Inbox {
+    /// Highest sequence handed to an append (durable or not).
+    pub(super) assigned: Seq,
+    /// Highest durable sequence.
+    pub(super) durable: Seq,
+    /// Devices that ever connected or acknowledged.
+    pub(super) devices: Vec<Device>,
+}
+
+impl Inbox {
+    pub(super) fn device_mut(&mut self, id: DeviceId) -> Option<&mut Device> {
+        self.devices.iter_mut().find(|d| d.id == id)
+    }
+}
+
+/// One device's delivery position.
+#[derive(Debug)]
+pub(super) struct Device {
+    pub(super) id: DeviceId,
+    /// Highest acknowledged sequence.
+    pub(super) cursor: Seq,
+    /// Highest cursor written to the log.
+    pub(super) persisted: Seq,
+    /// The device's connection on this shard, if online.
+    pub(super) conn: Option<ConnId>,
+}
+
+/// A push awaiting its ACK.
+#[derive(Debug)]
+pub(super) struct PendingPush {
+    pub(super) record: MessageRecord,
+    pub(super) tries: u32,
+    pub(super) timer: TimerId,
+}
+
+/// State of one SYNC exchange on a connection.
+#[derive(Debug, Default)]
+pub(super) struct SyncState {
+    /// Highest request id processed (older ones are stale duplicates).
+    pub(super) last_request: Option<u32>,
+    /// The read serving the current request.
+    pub(super) in_flight: Option<ReadId>,
+    /// A request that arrived while another was being read.
+    pub(super) queued: Option<crate::proto::Sync>,
+}
+
+/// One connection.
+#[derive(Debug)]
+pub(super) struct Conn {
+    pub(super) generation: u32,
+    /// (user, device) once CONNECT succeeded.
+    pub(super) session: Option<(UserId, DeviceId)>,
+    /// Receiving live pushes (after a SYNC returned an empty page).
+    pub(super) live: bool,
+    /// Highest sequence pushed live (the push window's front edge).
+    pub(super) sent_up_to: Seq,
+    /// Highest sequence sent in any form (push or page): the ACK bound.
+    pub(super) highest_sent: Seq,
+    pub(super) pending: VecDeque<PendingPush>,
+    pub(super) refill: Option<ReadId>,
+    pub(super) sync: SyncState,
+    pub(super) last_rx_ns: u64,
+    pub(super) idle_timer: Option<TimerId>,
+    pub(super) idle_limit_ns: u64,
+    pub(super) pending_sends: u32,
+    pub(super) rate_window_start_ns: u64,
+    pub(super) rate_count: u32,
+}
+
+/// What a timer means when it fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum TimerEvent {
+    Retransmit { conn: ConnId, seq: Seq },
+    Idle { conn: ConnId },
+    FlushCursors,
+}
+
+/// Why an append was issued.
+#[derive(Debug)]
+pub(super) enum AppendPurpose {
+    /// A message copy: completes the in-flight copy `(key, inbox)`.
+    Copy { key: SendKey, inbox: UserId },
+    /// Cursor or release bookkeeping.
+    Bookkeeping,
+}
+
+/// Why a read was issued.
+#[derive(Debug)]
+pub(super) enum ReadPurpose {
+    Sync {
+        conn: ConnId,
+        request: crate::proto::Sync,
+    },
+    Refill {
+        conn: ConnId,
+    },
+}
+
+/// A copy appended but not yet durable, with the shards awaiting it.
+#[derive(Debug)]
+pub(super) struct InFlightCopy {
+    pub(super) record: MessageRecord,
+    pub(super) waiters: Vec<u16>,
+}
+
+/// A SEND awaiting its copies.
+#[derive(Debug)]
+pub(super) struct PendingSend {
+    pub(super) conn: ConnId,
+    pub(super) to: UserId,
+    pub(super) remote: Option<super::action::StoreOutcome>,
+    /// `None` while awaited; equal to `remote` for a send to oneself.
+    pub(super) own: Option<super::action::StoreOutcome>,
+}
+
+/// The delivery state machine of one shard. See the module docs for the call order.
+#[derive(Debug)]
+pub struct Shard {
+    pub(super) params: ShardParams,
+    pub(super) config: CoreConfig,
+    pub(super) auth: TokenVerifier,
+    pub(super) now_ns: u64,
+    pub(super) users: HashMap<UserId, Inbox>,
+    pub(super) conns: Slab<Conn>,
+    pub(super) next_generation: u32,
+    pub(super) dedup: DedupWindow,
+    pub(super) copies: HashMap<(SendKey, UserId), InFlightCopy>,
+    pub(super) sends: HashMap<SendKey, PendingSend>,
+    pub(super) timers: TimerWheel<TimerEvent>,
+    pub(super) actions: VecDeque<Action>,
+    pub(super) appends: VecDeque<(AppendToken, AppendPurpose)>,
+    pub(super) next_token: AppendToken,
+    pub(super) reads: HashMap<ReadId, ReadPurpose>,
+    pub(super) next_read: ReadId,
+    pub(super) dirty_cursors: Vec<(UserId, DeviceId)>,
+    pub(super) flush_armed: bool,
+    pub(super) storage_failed: bool,
+    pub(super) shutting_down: bool,
+    pub(super) stats: CoreStats,
+}
+
+impl Shard {
+    /// A shard resuming from `recovered` (use `RecoveredState::default()` for an empty log).
+    pub fn new(
+        params: ShardParams,
+        config: CoreConfig,
+        auth: TokenVerifier,
+        recovered: RecoveredState,
+    ) -> Shard {
+        let mut users: HashMap<UserId, Inbox> = HashMap::with_capacity(recovered.heads.len());
+        for (user, head) in recovered.heads {
+            let inbox = users.entry(user).or_default();
+            inbox.assigned = head;
+            inbox.durable = head;
+        }
+        for ((user, device), seq) in recovered.cursors {
+            users.entry(user).or_default().devices.push(Device {
+                id: device,
+                cursor: seq,
+                persisted: seq,
+                conn: None,
+            });
+        }
+        let tick = Duration::from_micros(config.timer_tick_us.max(1));
+        Shard {
+            params,
+            auth,
+            now_ns: 0,
+            users,
+            conns: Slab::new(),
+            next_generation: 0,
+            dedup: recovered.dedup,
+            copies: HashMap::new(),
+            sends: HashMap::new(),
+            timers: TimerWheel::new(tick),
+            actions: VecDeque::new(),
+            appends: VecDeque::new(),
+            next_token: 0,
+            reads: HashMap::new(),
+            next_read: 0,
+            dirty_cursors: Vec::new(),
+            flush_armed: false,
+            storage_failed: false,
+            shutting_down: false,
+            stats: CoreStats::default(),
+            config,
+        }
+    }
+
+    /// This shard's index.
+    pub fn id(&self) -> u16 {
+        self.params.id
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> &CoreStats {
+        &self.stats
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// Highest durable sequence of `user`'s inbox (0 if unknown here).
+    pub fn durable_head(&self, user: UserId) -> Seq {
+        self.users.get(&user).map_or(Seq::ZERO, |i| i.durable)
+    }
+
+    /// Acknowledged position of one device, if the device is known.
+    pub fn device_cursor(&self, user: UserId, device: DeviceId) -> Option<Seq> {
+        let inbox = self.users.get(&user)?;
+        inbox
+            .devices
+            .iter()
+            .find(|d| d.id == device)
+            .map(|d| d.cursor)
+    }
+
+    /// True once a log append failed: the shard refuses QoS 1/2 sends.
+    pub fn storage_failed(&self) -> bool {
+        self.storage_failed
+    }
+
+    // ----- inputs -----------------------------------------------------------
+
+    /// A connection was accepted (or handed over); returns its id.
+    pub fn handle_open(&mut self, now: u64) -> ConnId {
+        self.set_now(now);
+        self.open_connection()
+    }
+
+    /// A frame arrived on `conn`.
+    pub fn handle_frame(&mut self, conn: ConnId, frame: Frame, now: u64) {
+        self.set_now(now);
+        self.on_frame(conn, frame);
+    }
+
+    /// The connection's byte stream failed to decode: answer with a typed
+    /// ERROR and close.
+    pub fn handle_decode_error(
+        &mut self,
+        conn: ConnId,
+        error: &crate::proto::ProtoError,
+        now: u64,
+    ) {
+        self.set_now(now);
+        self.stats.protocol_errors += 1;
+        self.fail(conn, error.code(), &error.to_string());
+    }
+
+    /// The transport of `conn` is gone (peer closed, reset, write error).
+    pub fn handle_closed(&mut self, conn: ConnId, now: u64) {
+        self.set_now(now);
+        self.forget_connection(conn);
+    }
+
+    /// A message from another shard.
+    pub fn handle_peer(&mut self, msg: PeerMsg, now: u64) {
+        self.set_now(now);
+        self.on_peer(msg);
+    }
+
+    /// The append `token` (and, since the log is ordered, every earlier one)
+    /// is durable, or failed.
+    pub fn handle_appended(&mut self, token: AppendToken, result: Result<(), ()>, now: u64) {
+        self.set_now(now);
+        while let Some((t, _)) = self.appends.front() {
+            if *t > token {
+                break;
+            }
+            let (_, purpose) = self.appends.pop_front().expect("front exists");
+            self.on_appended(purpose, result.is_ok());
+        }
+    }
+
+    /// Result of [`Action::Read`] `id`: records in ascending seq order.
+    pub fn handle_read(&mut self, id: ReadId, result: Result<Vec<MessageRecord>, ()>, now: u64) {
+        self.set_now(now);
+        let Some(purpose) = self.reads.remove(&id) else {
+            return;
+        };
+        match purpose {
+            ReadPurpose::Sync { conn, request } => self.on_sync_read(conn, request, result),
+            ReadPurpose::Refill { conn } => self.on_refill_read(conn, id, result),
+        }
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: u64) {
+        self.set_now(now);
+        while let Some(event) = self.timers.poll(self.now_ns) {
+            match event {
+                TimerEvent::Retransmit { conn, seq } => self.on_retransmit_timer(conn, seq),
+                TimerEvent::Idle { conn } => self.on_idle_timer(conn),
+                TimerEvent::FlushCursors => self.flush_cursors(),
+            }
+        }
+    }
+
+    /// Starts a graceful shutdown: every session gets DISCONNECT
+    /// (`ShuttingDown`, with `redirect`) and is closed; cursors are flushed.
+    pub fn begin_shutdown(&mut self, redirect: &str, now: u64) {
+        self.set_now(now);
+        self.shutting_down = true;
+        let conns: Vec<ConnId> = self.conns.iter().map(|(i, c)| self.conn_id(i, c)).collect();
+        for conn in conns {
+            self.close_with(
+                conn,
+                Frame::disconnect(crate::proto::ErrorCode::ShuttingDown, redirect),
+            );
+        }
+        self.flush_cursors();
+    }
+
+    // ----- outputs ----------------------------------------------------------
+
+    /// Next instruction for the driver.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Shard::handle_timeout`] should next be called (ns), if ever.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.timers.next_deadline()
+    }
+
+    // ----- shared plumbing --------------------------------------------------
+
+    fn set_now(&mut self, now: u64) {
+        self.now_ns = self.now_ns.max(now);
+    }
+
+    pub(super) fn wall_ms(&self) -> u64 {
+        self.params.wall_ms_at_zero + self.now_ns / NS_PER_MS
+    }
+
+    pub(super) fn owner_of(&self, user: UserId) -> u16 {
+        super::routing::shard_of(user, self.params.shards)
+    }
+
+    pub(super) fn conn_id(&self, index: usize, conn: &Conn) -> ConnId {
+        ConnId {
+            index: index as u32,
+            generation: conn.generation,
+        }
+    }
+
+    pub(super) fn conn(&self, id: ConnId) -> Option<&Conn> {
+        self.conns
+            .get(id.index as usize)
+            .filter(|c| c.generation == id.generation)
+    }
+
+    pub(super) fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns
+            .get_mut(id.index as usize)
+            .filter(|c| c.generation == id.generation)
+    }
+
+    pub(super) fn send_frame(&mut self, conn: ConnId, frame: Frame) {
+        self.actions.push_back(Action::Send { conn, frame });
+    }
+
+    pub(super) fn append(&mut self, record: Record, purpose: AppendPurpose) {
+        self.next_token += 1;
+        let token = self.next_token;
+        self.appends.push_back((token, purpose));
+        self.actions.push_back(Action::Append { token, record });
+    }
+
+    pub(super) fn read(&mut self, user: UserId, query: InboxQuery, purpose: ReadPurpose) -> ReadId {
+        self.next_read += 1;
+        let id = self.next_read;
+        self.reads.insert(id, purpose);
+        self.actions.push_back(Action::Read { id, user, query });
+        id
+    }
+
+    /// Sends `msg` to `shard`, or handles it here when it is this shard.
+    pub(super) fn route_to(&mut self, shard: u16, msg: PeerMsg) {
+        if shard == self.params.id {
+            self.on_peer(msg);
+        } else {
+            self.actions.push_back(Action::Peer { shard, msg });
+        }
+    }
+
+    fn on_peer(&mut self, msg: PeerMsg) {
+        match msg {
+            PeerMsg::Store {
+                origin,
+                key,
+                inbox,
+                to,
+                qos,
+                ts_ms,
+                payload,
+            } => self.store_copy(origin, key, inbox, to, qos, ts_ms, payload),
+            PeerMsg::Stored {
+                key,
+                inbox,
+                outcome,
+            } => self.on_stored(key, inbox, outcome),
+            PeerMsg::Ephemeral {
+                key,
+                inbox,
+                to,
+                ts_ms,
+                payload,
+            } => self.push_ephemeral(key, inbox, to, ts_ms, payload),
+            PeerMsg::Release { key, to } => self.release(key, to),
+        }
+    }
+
+    fn on_appended(&mut self, purpose: AppendPurpose, ok: bool) {
+        if !ok && !self.storage_failed {
+            self.storage_failed = true;
+            self.stats.storage_failures += 1;
+            tracing::error!(
+                shard = self.params.id,
+                "log append failed: refusing QoS 1/2 sends from now on"
+            );
+        }
+        match purpose {
+            AppendPurpose::Copy { key, inbox } => self.on_copy_durable(key, inbox, ok),
+            AppendPurpose::Bookkeeping => {}
+        }
+    }
+
+    pub(super) fn qos_needs_store(qos: Qos) -> bool {
+        qos != Qos::AtMostOnce
+    }
+}

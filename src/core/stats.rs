@@ -1,0 +1,34 @@
+//! Counters the core keeps for `/metrics`.
+
+/// Monotonic counters and gauges of one shard's delivery core.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    /// Sessions established (CONNACK sent).
+    pub sessions_opened: u64,
+    /// Sessions currently established (gauge).
+    pub sessions_live: u64,
+    /// SENDs received (all QoS).
+    pub sends: u64,
+    /// SENDs recognised as retries of stored sends.
+    pub send_duplicates: u64,
+    /// Message copies made durable.
+    pub copies_stored: u64,
+    /// Live pushes written (first transmissions).
+    pub pushes: u64,
+    /// Retransmitted pushes.
+    pub retransmits: u64,
+    /// ACK frames processed.
+    pub acks: u64,
+    /// Pushes awaiting ACK (gauge).
+    pub pending_acks: u64,
+    /// Connections closed for exceeding max retries.
+    pub dead_connections: u64,
+    /// SYNC pages sent.
+    pub sync_pages: u64,
+    /// ERROR frames caused by peer protocol violations.
+    pub protocol_errors: u64,
+    /// Authentication failures.
+    pub auth_failures: u64,
+    /// Log failures observed.
+    pub storage_failures: u64,
+}
