@@ -1,1 +1,8 @@
-//! Client SDK.
+//! Client SDK: a sans-IO [`ClientSession`] plus a blocking TCP driver
+//! ([`BlockingClient`]) for tests, examples and simple tools.
+
+mod blocking;
+mod session;
+
+pub use blocking::BlockingClient;
+pub use session::{ClientConfig, ClientSession, Event};

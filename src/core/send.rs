@@ -301,7 +301,7 @@ impl Shard {
 
     /// Forgets the QoS 2 dedup entries of `key` held here and logs it.
     pub(super) fn release(&mut self, key: SendKey, to: UserId) {
-        if self.dedup.release(&key, to) > 0 && !self.storage_failed {
+        if self.dedup.release(&key, to, &self.config.dedup) > 0 && !self.storage_failed {
             self.append(
                 Record::Release {
                     from: key.from,

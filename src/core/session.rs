@@ -191,6 +191,7 @@ impl Shard {
             push_window: self.config.push_window,
             max_pending_sends: self.config.max_pending_sends,
             keepalive_ms: keepalive_ms as u32,
+            max_sync_limit: self.config.max_sync_limit,
         };
         self.send_frame(conn, Frame::ConnAck(ack));
         self.arm_idle(conn);

@@ -65,8 +65,11 @@ pub struct DedupEntry {
     pub seq: Seq,
     /// QoS of the send.
     pub qos: Qos,
-    /// Gateway receive time (ms since the Unix epoch).
+    /// Gateway receive time (ms since the Unix epoch), or the release time
+    /// once released.
     pub ts_ms: u64,
+    /// A QoS 2 entry the sender released: kept only as long as a QoS 1 one.
+    pub released: bool,
 }
 
 impl DedupEntry {
@@ -82,6 +85,7 @@ impl DedupEntry {
             seq: m.seq,
             qos: m.qos,
             ts_ms: m.ts_ms,
+            released: false,
         }
     }
 }
@@ -140,13 +144,31 @@ impl DedupWindow {
         self.evict(config);
     }
 
-    /// Forgets the copies of `key` stored in the sender's own inbox and in
-    /// the addressee's inbox `to` (QoS 2 release). Returns how many were held.
-    pub fn release(&mut self, key: &SendKey, to: UserId) -> usize {
-        let mut n = usize::from(self.index.remove(&(*key, key.from)).is_some());
-        if to != key.from {
-            n += usize::from(self.index.remove(&(*key, to)).is_some());
+    /// Releases the QoS 2 copies of `key` in the sender's own inbox and in
+    /// the addressee's inbox `to`. Returns how many were newly released.
+    ///
+    /// A released entry is not forgotten at once: it moves to the bounded
+    /// QoS 1 FIFO (aged from the release), so a late duplicate of the SEND —
+    /// reordered behind the release — is still recognised instead of being
+    /// stored a second time.
+    pub fn release(&mut self, key: &SendKey, to: UserId, config: &DedupConfig) -> usize {
+        let mut n = 0;
+        for inbox in [key.from, to] {
+            let Some(e) = self.index.get_mut(&(*key, inbox)) else {
+                continue;
+            };
+            if e.qos != Qos::ExactlyOnce || e.released {
+                continue;
+            }
+            e.released = true;
+            e.ts_ms = self.newest_ts_ms;
+            self.qos1.push_back((e.key, e.inbox, e.seq));
+            n += 1;
+            if to == key.from {
+                break;
+            }
         }
+        self.evict(config);
         n
     }
 
@@ -176,6 +198,9 @@ impl DedupWindow {
         while let Some(front) = self.qos2.front() {
             match live(index, front) {
                 None => {
+                    self.qos2.pop_front();
+                }
+                Some(e) if e.released => {
                     self.qos2.pop_front();
                 }
                 Some(e) if now.saturating_sub(e.ts_ms) > config.qos2_max_age_ms => {
@@ -227,7 +252,7 @@ impl RecoveredState {
                     from_device: *from_device,
                     client_msg_id: *client_msg_id,
                 };
-                self.dedup.release(&key, *to);
+                self.dedup.release(&key, *to, config);
             }
             Record::Checkpoint(_) => {}
         }

@@ -133,6 +133,8 @@ pub struct ConnAck {
     pub max_pending_sends: u32,
     /// Keepalive in force (ms).
     pub keepalive_ms: u32,
+    /// Largest SYNC `limit` accepted.
+    pub max_sync_limit: u32,
 }
 
 /// SEND: a message to another user (or to oneself).
@@ -398,6 +400,7 @@ impl Frame {
                     push_window: a.push_window.into(),
                     max_pending_sends: a.max_pending_sends.into(),
                     keepalive_ms: a.keepalive_ms.into(),
+                    max_sync_limit: a.max_sync_limit.into(),
                 };
                 dst.put_slice(f.as_bytes());
             }
@@ -534,6 +537,7 @@ impl Frame {
                     push_window: f.push_window.get(),
                     max_pending_sends: f.max_pending_sends.get(),
                     keepalive_ms: f.keepalive_ms.get(),
+                    max_sync_limit: f.max_sync_limit.get(),
                 })
             }
             FrameKind::Send => {

@@ -53,6 +53,7 @@ pub struct ConnAckFixed {
     pub(crate) push_window: U32,
     pub(crate) max_pending_sends: U32,
     pub(crate) keepalive_ms: U32,
+    pub(crate) max_sync_limit: U32,
 }
 
 /// SEND fixed part; the payload follows.
@@ -143,7 +144,7 @@ mod tests {
     fn fixed_sizes_match_the_protocol_document() {
         assert_eq!(HEADER_LEN, 8);
         assert_eq!(fixed_len::<ConnectFixed>(), 20);
-        assert_eq!(fixed_len::<ConnAckFixed>(), 48);
+        assert_eq!(fixed_len::<ConnAckFixed>(), 52);
         assert_eq!(fixed_len::<SendFixed>(), 17);
         assert_eq!(fixed_len::<SendAckFixed>(), 25);
         assert_eq!(fixed_len::<PushFixed>(), 57);

@@ -58,7 +58,7 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
         (
             any::<[u64; 3]>(),
             proptest::option::of(any::<u64>()),
-            any::<[u32; 4]>()
+            any::<[u32; 5]>()
         )
             .prop_map(|(a, c, b)| {
                 Frame::ConnAck(ConnAck {
@@ -70,6 +70,7 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                     push_window: b[1],
                     max_pending_sends: b[2],
                     keepalive_ms: b[3],
+                    max_sync_limit: b[4],
                 })
             }),
         (any::<u64>(), any::<u64>(), arb_qos(), arb_bytes(200)).prop_map(|(c, t, q, p)| {
