@@ -31,3 +31,6 @@ pub use config::CoreConfig;
 pub use routing::shard_of;
 pub use shard::{Shard, ShardParams};
 pub use stats::CoreStats;
+
+#[cfg(test)]
+mod tests;

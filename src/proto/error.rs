@@ -56,15 +56,13 @@ pub enum ErrorCode {
     InflightExceeded = 22,
     /// A bug on the gateway side; the connection is closed.
     Internal = 23,
-    /// A QoS 2 REL names a send the gateway does not hold.
-    UnknownSend = 24,
     /// Client closed the session normally.
-    Normal = 25,
+    Normal = 24,
 }
 
 impl ErrorCode {
     /// Every code, for docs and tests.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::Malformed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownFrameType,
@@ -88,7 +86,6 @@ impl ErrorCode {
         ErrorCode::ShuttingDown,
         ErrorCode::InflightExceeded,
         ErrorCode::Internal,
-        ErrorCode::UnknownSend,
         ErrorCode::Normal,
     ];
 

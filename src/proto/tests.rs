@@ -334,3 +334,17 @@ fn error_codes_are_unique_and_parse_back() {
     }
     assert_eq!(ErrorCode::from_u16(0), None);
 }
+
+/// docs/PROTOCOL.md is the contract: its error table must list every code
+/// with the same number and name.
+#[test]
+fn protocol_document_lists_every_error_code() {
+    let doc = include_str!("../../docs/PROTOCOL.md");
+    for code in ErrorCode::ALL {
+        let row = format!("| {:<4} | {:<18} |", code as u16, format!("{code:?}"));
+        assert!(
+            doc.contains(&row),
+            "PROTOCOL.md lacks the row for {code:?}: {row}"
+        );
+    }
+}

@@ -19,10 +19,6 @@ impl Storage {
         self.unsynced.push((token, self.records.len()));
     }
 
-    pub fn has_unsynced(&self) -> bool {
-        !self.unsynced.is_empty()
-    }
-
     /// Makes everything durable; returns the last token covered.
     pub fn sync(&mut self) -> Option<AppendToken> {
         self.synced = self.records.len();
