@@ -21,4 +21,5 @@ pub mod client;
 pub mod core;
 pub mod log;
 pub mod proto;
+pub mod server;
 pub mod timer;

@@ -1,0 +1,3 @@
+//! The thread-per-core server: glommio shards around the sans-IO core.
+
+pub mod admin_api;
