@@ -61,6 +61,14 @@ pub enum Action {
         /// Which records.
         query: InboxQuery,
     },
+    /// A backend publish ([`super::Shard::handle_publish`]) finished:
+    /// `Stored(seq)`, `Duplicate(seq)` (seq 0 for QoS 0) or `Failed`.
+    Published {
+        /// Echo of the request id.
+        request: u64,
+        /// Outcome.
+        outcome: StoreOutcome,
+    },
     /// Deliver `msg` to shard `shard` ([`super::Shard::handle_peer`] there).
     Peer {
         /// Destination shard.

@@ -12,8 +12,9 @@
 
 use bytes::Bytes;
 
+use super::action::Action;
 use super::action::{ConnId, PeerMsg, StoreOutcome};
-use super::shard::{AppendPurpose, InFlightCopy, PendingSend, Shard};
+use super::shard::{AppendPurpose, InFlightCopy, PendingSend, SendOrigin, Shard};
 use crate::log::{DedupEntry, MessageRecord, Record, SendKey};
 use crate::proto::{DeviceId, ErrorCode, Frame, Push, Qos, Send, SendAck, SendResult, Seq, UserId};
 
@@ -56,15 +57,17 @@ impl Shard {
         if let Some(p) = self.sends.get(&key) {
             // A retry while the first attempt is still being stored: answer
             // on the newest connection once it completes.
-            let old = p.conn;
-            if old != conn {
-                if let Some(c) = self.conn_mut(old) {
-                    c.pending_sends -= 1;
+            let old = p.origin;
+            if old != SendOrigin::Conn(conn) {
+                if let SendOrigin::Conn(old) = old {
+                    if let Some(c) = self.conn_mut(old) {
+                        c.pending_sends -= 1;
+                    }
                 }
                 self.conn_mut(conn)
                     .expect("sender is connected")
                     .pending_sends += 1;
-                self.sends.get_mut(&key).expect("present").conn = conn;
+                self.sends.get_mut(&key).expect("present").origin = SendOrigin::Conn(conn);
             }
             return;
         }
@@ -83,7 +86,7 @@ impl Shard {
         self.sends.insert(
             key,
             PendingSend {
-                conn,
+                origin: SendOrigin::Conn(conn),
                 to: send.to,
                 remote: None,
                 own: None,
@@ -106,6 +109,71 @@ impl Shard {
         if !to_self {
             self.store_copy(origin, key, user, send.to, send.qos, ts_ms, send.payload);
         }
+    }
+
+    /// A message published by the application backend (not by a session):
+    /// stored in `to`'s inbox only, answered with [`Action::Published`].
+    /// `key` identifies it for dedup (the API's idempotency key).
+    pub fn handle_publish(
+        &mut self,
+        request: u64,
+        key: SendKey,
+        to: UserId,
+        qos: Qos,
+        payload: Bytes,
+        now: u64,
+    ) {
+        self.set_now(now);
+        let ts_ms = self.wall_ms();
+        let target = self.owner_of(to);
+        if !Self::qos_needs_store(qos) {
+            self.route_to(
+                target,
+                PeerMsg::Ephemeral {
+                    key,
+                    inbox: to,
+                    to,
+                    ts_ms,
+                    payload,
+                },
+            );
+            self.actions.push_back(Action::Published {
+                request,
+                outcome: StoreOutcome::Stored(Seq::ZERO),
+            });
+            return;
+        }
+        if self.storage_failed || self.shutting_down || self.sends.contains_key(&key) {
+            // A concurrent publish with the same id is refused rather than
+            // merged: the API caller retries and then gets Duplicate.
+            self.actions.push_back(Action::Published {
+                request,
+                outcome: StoreOutcome::Failed,
+            });
+            return;
+        }
+        self.sends.insert(
+            key,
+            PendingSend {
+                origin: SendOrigin::Api(request),
+                to,
+                remote: None,
+                own: Some(StoreOutcome::Stored(Seq::ZERO)),
+            },
+        );
+        let origin = self.params.id;
+        self.route_to(
+            target,
+            PeerMsg::Store {
+                origin,
+                key,
+                inbox: to,
+                to,
+                qos,
+                ts_ms,
+                payload,
+            },
+        );
     }
 
     /// Stores one copy of `key` in `inbox` (owned here), answering `origin`.
@@ -213,12 +281,22 @@ impl Shard {
         let (Some(remote), Some(own)) = (p.remote, p.own) else {
             return;
         };
-        let conn = p.conn;
+        let origin = p.origin;
         self.sends.remove(&key);
         let result = match (remote, own) {
             (StoreOutcome::Failed, _) | (_, StoreOutcome::Failed) => SendResult::StorageUnavailable,
             (StoreOutcome::Duplicate(_), _) => SendResult::Duplicate,
             _ => SendResult::Stored,
+        };
+        let conn = match origin {
+            SendOrigin::Conn(conn) => conn,
+            SendOrigin::Api(request) => {
+                self.actions.push_back(Action::Published {
+                    request,
+                    outcome: remote,
+                });
+                return;
+            }
         };
         let Some(c) = self.conn_mut(conn) else {
             return; // the sender left; it retries on its next session

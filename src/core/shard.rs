@@ -146,10 +146,19 @@ pub(super) struct InFlightCopy {
     pub(super) waiters: Vec<u16>,
 }
 
+/// Who awaits the outcome of a send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SendOrigin {
+    /// A client connection (answered with SENDACK).
+    Conn(ConnId),
+    /// A backend publish (answered with [`Action::Published`]).
+    Api(u64),
+}
+
 /// A SEND awaiting its copies.
 #[derive(Debug)]
 pub(super) struct PendingSend {
-    pub(super) conn: ConnId,
+    pub(super) origin: SendOrigin,
     pub(super) to: UserId,
     pub(super) remote: Option<super::action::StoreOutcome>,
     /// `None` while awaited; equal to `remote` for a send to oneself.
@@ -370,7 +379,7 @@ impl Shard {
 
     // ----- shared plumbing --------------------------------------------------
 
-    fn set_now(&mut self, now: u64) {
+    pub(super) fn set_now(&mut self, now: u64) {
         self.now_ns = self.now_ns.max(now);
     }
 

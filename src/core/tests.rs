@@ -476,3 +476,50 @@ fn storage_failure_stops_acknowledging() {
         "{frames:?}"
     );
 }
+
+#[test]
+fn backend_publish_is_stored_once_per_id_and_pushed() {
+    let mut h = Harness::new(CoreConfig::default());
+    let receiver = h.connect(2, 1);
+    h.go_live(receiver, 0);
+    let key = crate::log::SendKey {
+        from: UserId(0),
+        from_device: DeviceId(u64::MAX),
+        client_msg_id: 99,
+    };
+    for (request, expect) in [
+        (1, StoreOutcome::Stored(Seq(1))),
+        (2, StoreOutcome::Duplicate(Seq(1))),
+    ] {
+        h.shard.handle_publish(
+            request,
+            key,
+            UserId(2),
+            Qos::AtLeastOnce,
+            Bytes::from_static(b"x"),
+            h.now,
+        );
+        h.run();
+        let done: Vec<_> = h
+            .out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Published {
+                    request: r,
+                    outcome,
+                } if *r == request => Some(*outcome),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(done, vec![expect]);
+    }
+    assert_eq!(
+        h.log.len(),
+        1,
+        "stored once, no own copy for the system sender"
+    );
+    let pushes = h.take(receiver);
+    assert!(
+        matches!(pushes.as_slice(), [Frame::Push(p)] if p.seq == Seq(1) && p.from == UserId(0))
+    );
+}

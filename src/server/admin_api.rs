@@ -65,7 +65,10 @@ pub trait AdminBackend: 'static {
     /// Node health.
     fn health(&self) -> Health;
     /// Stores (QoS 1/2) or pushes (QoS 0) a message; resolves when durable.
-    fn publish(&self, req: PublishRequest) -> Pin<Box<dyn Future<Output = Result<PublishResult, PublishError>>>>;
+    fn publish(
+        &self,
+        req: PublishRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<PublishResult, PublishError>>>>;
     /// Mints a client token for (user, device) valid for `ttl_s` seconds.
     fn mint_token(&self, user: UserId, device: DeviceId, ttl_s: u64) -> String;
 }

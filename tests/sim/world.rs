@@ -622,6 +622,9 @@ impl World {
                     },
                 );
             }
+            Action::Published { .. } => {
+                unreachable!("the simulation publishes nothing through the API")
+            }
             Action::Peer { shard: to, msg } => {
                 // The mesh is reliable and FIFO per pair: a fixed delay keeps order.
                 self.schedule(
