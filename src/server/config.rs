@@ -1,0 +1,277 @@
+//! The server's configuration: one struct, documented defaults, loaded from
+//! TOML (`--config`) and overridden by command-line flags.
+//!
+//! The defaults run on a laptop: loopback listeners, a `./data` directory,
+//! one shard per core, secrets generated into the data directory on first
+//! start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::CoreConfig;
+
+/// Storage settings of each shard's segment log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// Maximum segment file size (MiB); segments are preallocated.
+    pub segment_mib: u64,
+    /// Group commit: sync once this many bytes are pending (KiB)...
+    pub sync_kib: u64,
+    /// ...or this long after the first pending append (µs).
+    pub sync_interval_us: u64,
+    /// Write a recovery checkpoint every this many MiB of log.
+    pub checkpoint_mib: u64,
+    /// Delete acknowledged segments, and any segment older than this (hours).
+    pub retention_hours: u64,
+    /// Cache of recent records for replay (MiB per shard).
+    pub cache_mib: u64,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            segment_mib: 64,
+            sync_kib: 256,
+            sync_interval_us: 200,
+            checkpoint_mib: 256,
+            retention_hours: 24 * 7,
+            cache_mib: 16,
+        }
+    }
+}
+
+/// Everything `surepush serve` needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Client listener (every shard binds it with SO_REUSEPORT).
+    pub listen: SocketAddr,
+    /// Admin HTTP listener (metrics, health, publish API). Keep it private.
+    pub admin_listen: SocketAddr,
+    /// Where logs and generated secrets live.
+    pub data_dir: PathBuf,
+    /// Number of shards (one thread each); 0 = one per available core.
+    pub shards: u16,
+    /// Pin each shard to its own core.
+    pub pin_cores: bool,
+    /// io_uring registered buffer memory per shard (KiB); 0 = automatic
+    /// (fits the locked-memory limit, see `surepush check-host`).
+    pub io_memory_kib: u64,
+    /// HMAC secret for client tokens; empty = read or create
+    /// `<data_dir>/token.secret`.
+    pub token_secret: String,
+    /// Bearer token for the admin publish/token API; empty = read or create
+    /// `<data_dir>/admin.token`.
+    pub admin_token: String,
+    /// Bytes queued for one client before it is dropped as too slow.
+    pub max_write_buffer_bytes: usize,
+    /// Capacity of each shard-to-shard channel (batches).
+    pub mesh_channel_size: usize,
+    /// On shutdown, wait this long for clients to receive DISCONNECT (ms).
+    pub shutdown_grace_ms: u64,
+    /// Redirect sent in DISCONNECT on shutdown (`host:port`, or empty).
+    pub shutdown_redirect: String,
+    /// Delivery limits and timings.
+    pub core: CoreConfig,
+    /// Segment log settings.
+    pub log: LogSettings,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:7400".parse().expect("valid literal"),
+            admin_listen: "127.0.0.1:7401".parse().expect("valid literal"),
+            data_dir: PathBuf::from("data"),
+            shards: 0,
+            pin_cores: true,
+            io_memory_kib: 0,
+            token_secret: String::new(),
+            admin_token: String::new(),
+            max_write_buffer_bytes: 8 << 20,
+            mesh_channel_size: 1024,
+            shutdown_grace_ms: 2_000,
+            shutdown_redirect: String::new(),
+            core: CoreConfig::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+/// A configuration problem, reported before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this struct.
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: toml::de::Error,
+    },
+    /// A value is out of range.
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+    /// A secret file could not be read or created.
+    #[error("secret file {path}: {source}")]
+    Secret {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+impl Config {
+    /// Reads a TOML file (missing keys take their defaults).
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Shards to run: the setting, or one per available core.
+    pub fn shard_count(&self) -> u16 {
+        match self.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(u16::MAX as usize) as u16),
+            n => n,
+        }
+    }
+
+    /// Checks ranges that would otherwise fail later and obscurely.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let c = &self.core;
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if c.max_frame < 1024 || c.max_frame > 64 << 20 {
+            return bad("core.max_frame must be within 1 KiB ..= 64 MiB");
+        }
+        if c.push_window == 0 || c.max_pending_sends == 0 || c.max_sync_limit == 0 {
+            return bad("core.push_window, core.max_pending_sends and core.max_sync_limit must be > 0");
+        }
+        if c.ack_timeout_ms == 0 || c.keepalive_ms == 0 || c.timer_tick_us == 0 {
+            return bad("core.ack_timeout_ms, core.keepalive_ms and core.timer_tick_us must be > 0");
+        }
+        if self.log.segment_mib == 0 || self.log.segment_mib > 4096 {
+            return bad("log.segment_mib must be within 1 ..= 4096");
+        }
+        if u64::from(c.max_frame) > self.log.segment_mib << 20 {
+            return bad("log.segment_mib must hold at least one maximum-size frame");
+        }
+        Ok(())
+    }
+
+    /// The token secret: configured, or read/created in the data dir.
+    pub fn load_token_secret(&self) -> Result<Vec<u8>, ConfigError> {
+        if !self.token_secret.is_empty() {
+            return Ok(self.token_secret.as_bytes().to_vec());
+        }
+        read_or_create_secret(&self.data_dir.join("token.secret")).map(String::into_bytes)
+    }
+
+    /// The admin bearer token: configured, or read/created in the data dir.
+    pub fn load_admin_token(&self) -> Result<String, ConfigError> {
+        if !self.admin_token.is_empty() {
+            return Ok(self.admin_token.clone());
+        }
+        read_or_create_secret(&self.data_dir.join("admin.token"))
+    }
+}
+
+/// Reads a secret file, or creates it (mode 0600) with 32 random bytes in hex.
+fn read_or_create_secret(path: &Path) -> Result<String, ConfigError> {
+    let err = |source| ConfigError::Secret {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let mut raw = [0u8; 32];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .map_err(err)?;
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
+    use std::io::Write;
+    f.write_all(hex.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    Ok(hex)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip_through_toml() {
+        let c = Config::default();
+        c.validate().unwrap();
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(toml::from_str::<Config>(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn partial_file_keeps_defaults_and_unknown_keys_are_refused() {
+        let c: Config = toml::from_str("shards = 3\n[core]\npush_window = 7\n").unwrap();
+        assert_eq!(c.shards, 3);
+        assert_eq!(c.core.push_window, 7);
+        assert_eq!(c.core.ack_timeout_ms, CoreConfig::default().ack_timeout_ms);
+        assert!(toml::from_str::<Config>("shardz = 3\n").is_err());
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        let mut c = Config::default();
+        c.core.push_window = 0;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.core.max_frame = 8 << 20;
+        c.log.segment_mib = 4;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn secrets_are_created_once_then_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        let a = c.load_admin_token().unwrap();
+        assert_eq!(a.len(), 64);
+        assert_eq!(c.load_admin_token().unwrap(), a);
+        assert_ne!(c.load_token_secret().unwrap(), a.as_bytes());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("admin.token")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

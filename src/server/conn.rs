@@ -1,0 +1,218 @@
+//! One client connection on its owner shard: a reader task that decodes
+//! frames in place and feeds the core, and a writer task that sends what the
+//! core queued, coalesced into one write per wake-up.
+//!
+//! Also the accepting side: read the first frame (CONNECT) of a new socket,
+//! check its token, and keep the connection here or hand it to the shard
+//! that owns the user.
+
+use std::cell::{Cell, RefCell};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::future;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::net::TcpStream;
+
+use super::mesh::MeshMsg;
+use super::runtime::ShardRuntime;
+use crate::core::{shard_of, ConnId};
+use crate::proto::{Connect, Decoder, ErrorCode, Frame};
+
+/// Read size per `read` call.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// The runtime's handle on a connection's output side.
+pub(crate) struct ConnIo {
+    /// Encoded frames not yet written.
+    pub(crate) out: RefCell<BytesMut>,
+    wake: LocalSender<()>,
+    /// Flush what is queued, then close.
+    pub(crate) closing: Cell<bool>,
+    fd: RawFd,
+}
+
+impl ConnIo {
+    /// Wakes the writer (no-op if it is already awake).
+    pub(crate) fn wake(&self) {
+        let _ = self.wake.try_send(());
+    }
+
+    /// Shuts the socket down in both directions so the reader returns.
+    fn shutdown(&self) {
+        // SAFETY: `fd` belongs to the TcpStream owned by this connection's
+        // tasks, which outlive every ConnIo method call (the tasks hold an
+        // Rc of this ConnIo); the borrow does not outlive this statement.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Serves a connection whose user this shard owns, starting with an already
+/// authenticated `connect` (from the handoff) or with nothing (`None`, the
+/// CONNECT is still in `initial`).
+pub(crate) fn start(rt: &Rc<ShardRuntime>, stream: TcpStream, connect: Option<Connect>, initial: Bytes) {
+    let _ = stream.set_nodelay(true);
+    let (wake, wake_rx) = local_channel::new_bounded(1);
+    let io = Rc::new(ConnIo {
+        out: RefCell::new(BytesMut::with_capacity(4096)),
+        wake,
+        closing: Cell::new(false),
+        fd: stream.as_raw_fd(),
+    });
+    let conn = rt.open_connection(io.clone());
+    let (reader, writer) = futures_lite::io::split(stream);
+    glommio::spawn_local(write_loop(rt.clone(), conn, io.clone(), writer, wake_rx)).detach();
+    glommio::spawn_local(read_loop(rt.clone(), conn, io, reader, connect, initial)).detach();
+}
+
+async fn read_loop(
+    rt: Rc<ShardRuntime>,
+    conn: ConnId,
+    io: Rc<ConnIo>,
+    mut reader: futures_lite::io::ReadHalf<TcpStream>,
+    connect: Option<Connect>,
+    initial: Bytes,
+) {
+    let mut decoder = Decoder::new(rt.config.core.max_frame);
+    if let Some(c) = connect {
+        rt.frame(conn, Frame::Connect(c));
+    }
+    decoder.feed(&initial);
+    loop {
+        loop {
+            match decoder.decode() {
+                Ok(Some(frame)) => rt.frame(conn, frame),
+                Ok(None) => break,
+                Err(e) => {
+                    rt.decode_error(conn, &e);
+                    return;
+                }
+            }
+        }
+        rt.drive();
+        if io.closing.get() {
+            return;
+        }
+        rt.wait_for_mesh_room().await;
+        let buf = decoder.buffer_mut();
+        let old = buf.len();
+        buf.resize(old + READ_CHUNK.max(decoder.missing().min(1 << 20)), 0);
+        let n = reader.read(&mut decoder.buffer_mut()[old..]).await;
+        let buf = decoder.buffer_mut();
+        match n {
+            Ok(n) if n > 0 => buf.truncate(old + n),
+            _ => {
+                buf.truncate(old);
+                rt.transport_closed(conn);
+                io.shutdown();
+                return;
+            }
+        }
+    }
+}
+
+async fn write_loop(
+    rt: Rc<ShardRuntime>,
+    conn: ConnId,
+    io: Rc<ConnIo>,
+    mut writer: futures_lite::io::WriteHalf<TcpStream>,
+    wake: LocalReceiver<()>,
+) {
+    while wake.recv().await.is_some() {
+        loop {
+            let chunk = io.out.borrow_mut().split().freeze();
+            if chunk.is_empty() {
+                break;
+            }
+            if writer.write_all(&chunk).await.is_err() {
+                rt.transport_closed(conn);
+                io.shutdown();
+                return;
+            }
+        }
+        if io.closing.get() {
+            let _ = writer.flush().await;
+            io.shutdown();
+            return;
+        }
+    }
+}
+
+/// Accepting side: reads CONNECT (within the connect timeout), checks the
+/// token, then serves the connection here or hands it to the owner shard.
+pub(crate) async fn accept(rt: Rc<ShardRuntime>, mut stream: TcpStream) {
+    let timeout = Duration::from_millis(rt.config.core.connect_timeout_ms);
+    let mut decoder = Decoder::new(rt.config.core.max_frame);
+    let first = future::or(read_first_frame(&mut stream, &mut decoder), async {
+        glommio::timer::sleep(timeout).await;
+        Err(Some(Frame::error(ErrorCode::IdleTimeout, "no CONNECT within the connect timeout")))
+    })
+    .await;
+    let connect = match first {
+        Ok(Frame::Connect(c)) => c,
+        Ok(_) => return refuse(stream, Frame::error(ErrorCode::NotConnected, "CONNECT must come first")).await,
+        Err(Some(frame)) => return refuse(stream, frame).await,
+        Err(None) => return, // the peer left before sending anything
+    };
+    let claims = match rt.verifier.verify(&connect.token, rt.wall_s()) {
+        Ok(c) => c,
+        Err(e) => {
+            rt.count_auth_failure();
+            return refuse(stream, Frame::error(e.code(), e.to_string())).await;
+        }
+    };
+    let rest = decoder.buffer_mut().split().freeze();
+    let owner = shard_of(claims.user, rt.shards);
+    if owner == rt.id {
+        start(&rt, stream, Some(connect), rest);
+        return;
+    }
+    // Hand the socket to the owner: duplicate the descriptor (the duplicate
+    // travels; this shard's stream is dropped, closing only its copy).
+    // SAFETY: the fd is open and owned by `stream` for this whole block.
+    let dup = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned();
+    match dup {
+        Ok(fd) => {
+            drop(stream);
+            rt.handoff(owner, MeshMsg::Handoff { fd, connect, rest });
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot duplicate a socket for handoff");
+            refuse(stream, Frame::error(ErrorCode::Internal, "handoff failed")).await;
+        }
+    }
+}
+
+/// The owner's side of a handoff.
+pub(crate) fn adopt(rt: &Rc<ShardRuntime>, fd: OwnedFd, connect: Connect, rest: Bytes) {
+    // SAFETY: `fd` is an open TCP socket this shard now exclusively owns
+    // (the sender dropped its own descriptor); ownership moves into the stream.
+    let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
+    start(rt, stream, Some(connect), rest);
+}
+
+async fn read_first_frame(stream: &mut TcpStream, decoder: &mut Decoder) -> Result<Frame, Option<Frame>> {
+    let mut buf = [0u8; 4096];
+    loop {
+        match decoder.decode() {
+            Ok(Some(frame)) => return Ok(frame),
+            Ok(None) => {}
+            Err(e) => return Err(Some(Frame::error(e.code(), e.to_string()))),
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return Err(None),
+            Ok(n) => decoder.feed(&buf[..n]),
+        }
+    }
+}
+
+/// Writes one last frame and closes.
+async fn refuse(mut stream: TcpStream, frame: Frame) {
+    let _ = stream.write_all(&frame.to_bytes()).await;
+    let _ = stream.flush().await;
+    let _ = stream.close().await;
+}

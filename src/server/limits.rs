@@ -1,0 +1,96 @@
+//! Process resource limits the server adjusts or sizes itself by.
+
+use std::io;
+
+/// Soft and hard value of one limit (`u64::MAX` = unlimited).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit {
+    /// In force.
+    pub soft: u64,
+    /// Ceiling the soft value may be raised to without privileges.
+    pub hard: u64,
+}
+
+fn get(resource: libc::__rlimit_resource_t) -> io::Result<Limit> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `r` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(resource, &mut r) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Limit {
+        soft: r.rlim_cur,
+        hard: r.rlim_max,
+    })
+}
+
+/// Open-file limit.
+pub fn nofile() -> io::Result<Limit> {
+    get(libc::RLIMIT_NOFILE)
+}
+
+/// Locked-memory limit (bytes), which caps io_uring registered buffers.
+pub fn memlock() -> io::Result<Limit> {
+    get(libc::RLIMIT_MEMLOCK)
+}
+
+/// Raises the open-file soft limit to the hard limit; returns the new limit.
+/// Every client connection is a descriptor, so the soft default (often
+/// 1024) would cap the gateway long before memory does.
+pub fn raise_nofile() -> io::Result<Limit> {
+    let l = nofile()?;
+    if l.soft < l.hard {
+        let r = libc::rlimit {
+            rlim_cur: l.hard,
+            rlim_max: l.hard,
+        };
+        // SAFETY: `r` is a valid rlimit; setrlimit only reads it.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    nofile()
+}
+
+/// glommio refuses io memory below this.
+pub const MIN_IO_MEMORY: usize = 512 << 10;
+/// Enough registered buffer memory for one shard's DMA log writes.
+pub const DEFAULT_IO_MEMORY: usize = 2 << 20;
+
+/// io_uring buffer memory per shard: the configured value, or the default
+/// shrunk so all shards together use at most half the locked-memory limit
+/// (the limit counts per user, across every executor).
+pub fn io_memory_per_shard(configured_kib: u64, shards: u16) -> usize {
+    if configured_kib > 0 {
+        return ((configured_kib as usize) << 10).max(MIN_IO_MEMORY);
+    }
+    let budget = memlock().map_or(u64::MAX, |l| l.soft) / 2 / u64::from(shards.max(1));
+    (DEFAULT_IO_MEMORY as u64).min(budget).max(MIN_IO_MEMORY as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raising_nofile_never_lowers_it() {
+        let before = nofile().unwrap();
+        let after = raise_nofile().unwrap();
+        assert!(after.soft >= before.soft);
+        assert_eq!(after.soft, after.hard);
+    }
+
+    #[test]
+    fn io_memory_respects_configuration_and_floor() {
+        assert_eq!(io_memory_per_shard(1024, 2), 1 << 20);
+        assert_eq!(io_memory_per_shard(1, 2), MIN_IO_MEMORY);
+        let auto = io_memory_per_shard(0, 2);
+        assert!((MIN_IO_MEMORY..=DEFAULT_IO_MEMORY).contains(&auto));
+        let l = memlock().unwrap();
+        if l.soft != u64::MAX && l.soft >= 4 * DEFAULT_IO_MEMORY as u64 {
+            assert_eq!(auto, DEFAULT_IO_MEMORY);
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! Starting and stopping a node: one glommio executor per shard, the mesh
+//! between them, the listeners, and graceful shutdown on SIGTERM/SIGINT.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+
+use super::admin::{self, AdminHttpConfig};
+use super::admin_backend::NodeAdmin;
+use super::config::{Config, ConfigError};
+use super::conn;
+use super::limits;
+use super::mesh::{MeshMsg, PeerQueue};
+use super::metrics::Metrics;
+use super::runtime::{NodeShared, ShardRuntime};
+use crate::core::{Shard, ShardParams, TokenVerifier};
+use crate::log::{LogConfig, SegmentLog};
+
+/// Why the node could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Configuration problem.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory holds logs of a different shard count.
+    #[error("{0}")]
+    Layout(String),
+    /// An OS-level failure (bind, executor creation, ...).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A shard failed.
+    #[error("shard {shard}: {message}")]
+    Shard {
+        /// Shard index.
+        shard: usize,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
+    let context = context.into();
+    move |source| ServeError::Io { context, source }
+}
+
+/// Runs a node until SIGTERM/SIGINT (then shuts down gracefully) or a shard fails.
+pub fn serve(config: Config) -> Result<(), ServeError> {
+    config.validate()?;
+    let shards = config.shard_count();
+    std::fs::create_dir_all(&config.data_dir).map_err(io_err(format!("create {}", config.data_dir.display())))?;
+    check_layout(&config, shards)?;
+    let secret = config.load_token_secret()?;
+    let admin_token = config.load_admin_token()?;
+    match limits::raise_nofile() {
+        Ok(l) => tracing::info!(nofile = l.soft, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+    let io_memory = limits::io_memory_per_shard(config.io_memory_kib, shards);
+    let shared = NodeShared::new(shards);
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, shared.shutdown.clone()).map_err(io_err("install signal handler"))?;
+    }
+    let metrics = Metrics::new(shards);
+    let mesh = MeshBuilder::<MeshMsg, _>::full(shards as usize, config.mesh_channel_size);
+    let origin = Instant::now();
+    let wall_ms = ShardRuntime::wall_ms_now();
+    let placement = if config.pin_cores {
+        PoolPlacement::MaxSpread(shards as usize, None)
+    } else {
+        PoolPlacement::Unbound(shards as usize)
+    };
+    tracing::info!(
+        shards,
+        listen = %config.listen,
+        admin = %config.admin_listen,
+        data_dir = %config.data_dir.display(),
+        io_memory,
+        "starting"
+    );
+    let config = Arc::new(config);
+    let handles = LocalExecutorPoolBuilder::new(placement)
+        .name("surepush")
+        .io_memory(io_memory)
+        .on_all_shards(move || {
+            let ctx = ShardContext {
+                config: (*config).clone(),
+                shards,
+                secret,
+                admin_token,
+                shared,
+                metrics,
+                origin,
+                wall_ms,
+            };
+            async move { shard_main(ctx, mesh).await }
+        })
+        .map_err(|e| ServeError::Io {
+            context: "start shard executors".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    let mut first_error = None;
+    for (shard, result) in handles.join_all().into_iter().enumerate() {
+        let failure = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(message)) => Some(message),
+            Err(e) => Some(format!("executor failed: {e}")),
+        };
+        if let Some(message) = failure {
+            tracing::error!(shard, %message, "shard stopped with an error");
+            first_error.get_or_insert(ServeError::Shard { shard, message });
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("stopped cleanly");
+            Ok(())
+        }
+    }
+}
+
+/// The shard count decides which shard owns which user, so logs written
+/// with one count cannot be served with another.
+fn check_layout(config: &Config, shards: u16) -> Result<(), ServeError> {
+    let path = config.data_dir.join("layout");
+    let want = format!("shards={shards}\n");
+    match std::fs::read_to_string(&path) {
+        Ok(have) if have == want => Ok(()),
+        Ok(have) => Err(ServeError::Layout(format!(
+            "{} was written with {} but this node runs {shards} shards; start with the same shard count \
+             (--shards) or use a new data dir",
+            config.data_dir.display(),
+            have.trim()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&path, want).map_err(io_err(format!("write {}", path.display())))
+        }
+        Err(e) => Err(io_err(format!("read {}", path.display()))(e)),
+    }
+}
+
+struct ShardContext {
+    config: Config,
+    shards: u16,
+    secret: Vec<u8>,
+    admin_token: String,
+    shared: Arc<NodeShared>,
+    metrics: Arc<Metrics>,
+    origin: Instant,
+    wall_ms: u64,
+}
+
+async fn shard_main(ctx: ShardContext, mesh: MeshBuilder<MeshMsg, glommio::channels::channel_mesh::Full>) -> Result<(), String> {
+    let (senders, mut receivers) = mesh.join().await.map_err(|_| "mesh join failed".to_string())?;
+    let id = senders.peer_id() as u16;
+    let config = Rc::new(ctx.config);
+    let log_config = LogConfig {
+        dir: config.data_dir.join(format!("shard-{id:03}")),
+        segment_bytes: config.log.segment_mib << 20,
+        sync_bytes: (config.log.sync_kib << 10) as usize,
+        sync_interval: Duration::from_micros(config.log.sync_interval_us),
+        checkpoint_bytes: config.log.checkpoint_mib << 20,
+        retention_max_age: Duration::from_secs(config.log.retention_hours * 3600),
+        dedup: config.core.dedup,
+        cache_bytes: (config.log.cache_mib << 20) as usize,
+        ..LogConfig::default()
+    };
+    let (log, recovered, report) = SegmentLog::open(log_config)
+        .await
+        .map_err(|e| format!("cannot open the log: {e}"))?;
+    tracing::info!(shard = id, ?report, "log recovered");
+    let verifier = TokenVerifier::new(&ctx.secret);
+    let params = ShardParams {
+        id,
+        shards: ctx.shards,
+        wall_ms_at_zero: ctx.wall_ms,
+    };
+    let core = Shard::new(params, config.core.clone(), verifier.clone(), recovered);
+    let senders = Rc::new(senders);
+    let mut peers = Vec::new();
+    for p in 0..ctx.shards {
+        if p == id {
+            peers.push(None);
+            continue;
+        }
+        let (queue, wake) = PeerQueue::new();
+        glommio::spawn_local(queue.clone().forward(senders.clone(), p as usize, wake)).detach();
+        peers.push(Some(queue));
+    }
+    let (rt, durability_wake) = ShardRuntime::new(
+        id,
+        ctx.shards,
+        config.clone(),
+        verifier.clone(),
+        ctx.shared.clone(),
+        ctx.metrics.shard(id),
+        core,
+        Rc::new(log),
+        peers,
+        ctx.origin,
+        ctx.wall_ms,
+    );
+    glommio::spawn_local(rt.clone().durability_loop(durability_wake)).detach();
+    for (_, rx) in receivers.streams() {
+        let rt = rt.clone();
+        glommio::spawn_local(async move {
+            while let Some(msg) = rx.recv().await {
+                match msg {
+                    MeshMsg::Batch(batch) => {
+                        for m in batch {
+                            rt.peer(m);
+                        }
+                        rt.drive();
+                    }
+                    MeshMsg::Handoff { fd, connect, rest } => conn::adopt(&rt, fd, connect, rest),
+                }
+            }
+        })
+        .detach();
+    }
+    let listener = TcpListener::bind(config.listen).map_err(|e| format!("bind {}: {e}", config.listen))?;
+    let accepting = glommio::spawn_local(accept_loop(rt.clone(), listener));
+    if id == 0 {
+        let listener =
+            TcpListener::bind(config.admin_listen).map_err(|e| format!("bind admin {}: {e}", config.admin_listen))?;
+        let backend = Rc::new(NodeAdmin::new(rt.clone(), ctx.metrics.clone(), ctx.shared.clone(), verifier));
+        let http = AdminHttpConfig {
+            admin_token: Some(ctx.admin_token.clone()),
+            ..AdminHttpConfig::default()
+        };
+        let stop = Rc::new(std::cell::Cell::new(false));
+        glommio::spawn_local(admin::serve(listener, backend, http, stop.clone())).detach();
+        glommio::spawn_local(watch_shutdown(ctx.shared.clone(), stop)).detach();
+    }
+    tracing::info!(shard = id, "serving");
+    run_timers(&rt).await;
+    // Graceful shutdown: stop accepting, tell clients, flush, close the log.
+    accepting.cancel().await;
+    rt.begin_shutdown();
+    let grace = Instant::now() + Duration::from_millis(config.shutdown_grace_ms);
+    while rt.open_connections() > 0 && Instant::now() < grace {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    rt.record_metrics();
+    let log = rt.log.clone();
+    drop(rt);
+    match Rc::try_unwrap(log) {
+        Ok(log) => log.close().await.map_err(|e| format!("closing the log: {e}"))?,
+        Err(log) => log.flush().await.map_err(|e| format!("flushing the log: {e}"))?,
+    }
+    tracing::info!(shard = id, "stopped");
+    Ok(())
+}
+
+/// The shard's tick task: fires the core's timers (retransmits, keepalive,
+/// cursor flushes), refreshes metrics and runs retention, until shutdown.
+async fn run_timers(rt: &Rc<ShardRuntime>) {
+    // New timers can be armed while this task sleeps; waking at least this
+    // often bounds how late such a timer fires.
+    const MAX_SLEEP: Duration = Duration::from_millis(10);
+    let mut last_metrics = Instant::now();
+    let mut last_retention = Instant::now();
+    while !rt.shared.shutdown.load(Ordering::Relaxed) {
+        let now = rt.now();
+        let wait = rt
+            .poll_timeout()
+            .map_or(MAX_SLEEP, |t| Duration::from_nanos(t.saturating_sub(now)))
+            .min(MAX_SLEEP);
+        if !wait.is_zero() {
+            glommio::timer::sleep(wait).await;
+        }
+        rt.timeout();
+        if last_metrics.elapsed() >= Duration::from_secs(1) {
+            last_metrics = Instant::now();
+            rt.record_metrics();
+        }
+        if last_retention.elapsed() >= Duration::from_secs(60) {
+            last_retention = Instant::now();
+            let log = rt.log.clone();
+            let id = rt.id;
+            glommio::spawn_local(async move {
+                match log.enforce_retention(ShardRuntime::wall_ms_now()).await {
+                    Ok(r) => tracing::debug!(shard = id, ?r, "retention"),
+                    Err(e) => tracing::warn!(shard = id, error = %e, "retention failed"),
+                }
+            })
+            .detach();
+        }
+    }
+}
+
+async fn accept_loop(rt: Rc<ShardRuntime>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(conn::accept(rt.clone(), stream)).detach();
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(shard = rt.id, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn watch_shutdown(shared: Arc<NodeShared>, stop: Rc<std::cell::Cell<bool>>) {
+    while !shared.shutdown.load(Ordering::Relaxed) {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    stop.set(true);
+}

@@ -1,0 +1,322 @@
+//! One shard at run time: the sans-IO core plus the sockets, the log and the
+//! clock it does not own.
+//!
+//! Everything here runs on the shard's own glommio executor; state is in
+//! `RefCell`s that are never borrowed across an `.await`. [`ShardRuntime::drive`]
+//! is the only place actions leave the core: after every input the caller
+//! drives, and the runtime turns each action into a socket write, a log
+//! append, a log read, a mesh message or a publish answer.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+
+use super::config::Config;
+use super::conn::ConnIo;
+use super::mesh::{MeshMsg, PeerQueue};
+use super::metrics::ShardMetrics;
+use crate::core::{Action, AppendToken, ConnId, PeerMsg, Shard, StoreOutcome, TokenVerifier};
+use crate::log::{InboxQuery, Lsn, SegmentLog};
+use crate::proto::{Frame, ProtoError, UserId};
+
+/// State shared by every shard of the node (thread-safe, rarely touched).
+#[derive(Debug)]
+pub struct NodeShared {
+    /// Set by the signal handler: shut down gracefully.
+    pub shutdown: Arc<AtomicBool>,
+    /// Per shard: the log failed and the shard no longer stores.
+    pub storage_failed: Vec<AtomicBool>,
+}
+
+impl NodeShared {
+    /// Shared state for `shards` shards.
+    pub fn new(shards: u16) -> Arc<NodeShared> {
+        Arc::new(NodeShared {
+            shutdown: Arc::new(AtomicBool::new(false)),
+            storage_failed: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+        })
+    }
+}
+
+/// Mesh backlog (queued messages to one peer) above which readers pause.
+const MESH_BACKLOG_LIMIT: usize = 64 * 1024;
+
+/// One shard's runtime state.
+pub(crate) struct ShardRuntime {
+    pub(crate) id: u16,
+    pub(crate) shards: u16,
+    pub(crate) config: Rc<Config>,
+    pub(crate) verifier: TokenVerifier,
+    pub(crate) shared: Arc<NodeShared>,
+    pub(crate) metrics: ShardMetrics,
+    core: RefCell<Shard>,
+    pub(crate) log: Rc<SegmentLog>,
+    conns: RefCell<HashMap<ConnId, Rc<ConnIo>>>,
+    peers: Vec<Option<Rc<PeerQueue>>>,
+    durability: RefCell<VecDeque<(AppendToken, Lsn)>>,
+    durability_wake: LocalSender<()>,
+    publishes: RefCell<HashMap<u64, LocalSender<StoreOutcome>>>,
+    next_publish: Cell<u64>,
+    origin: Instant,
+    wall_ms_at_origin: u64,
+    /// Set when a sync failed: the shard refuses new stores.
+    pub(crate) storage_failed: Cell<bool>,
+}
+
+impl ShardRuntime {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: u16,
+        shards: u16,
+        config: Rc<Config>,
+        verifier: TokenVerifier,
+        shared: Arc<NodeShared>,
+        metrics: ShardMetrics,
+        core: Shard,
+        log: Rc<SegmentLog>,
+        peers: Vec<Option<Rc<PeerQueue>>>,
+        origin: Instant,
+        wall_ms_at_origin: u64,
+    ) -> (Rc<ShardRuntime>, LocalReceiver<()>) {
+        let (durability_wake, rx) = local_channel::new_bounded(1);
+        let rt = Rc::new(ShardRuntime {
+            id,
+            shards,
+            config,
+            verifier,
+            shared,
+            metrics,
+            core: RefCell::new(core),
+            log,
+            conns: RefCell::new(HashMap::new()),
+            peers,
+            durability: RefCell::new(VecDeque::new()),
+            durability_wake,
+            publishes: RefCell::new(HashMap::new()),
+            next_publish: Cell::new(0),
+            origin,
+            wall_ms_at_origin,
+            storage_failed: Cell::new(false),
+        });
+        (rt, rx)
+    }
+
+    /// Monotonic ns since the node's origin: the core's clock.
+    pub(crate) fn now(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+
+    /// Wall-clock seconds (token expiry).
+    pub(crate) fn wall_s(&self) -> u64 {
+        (self.wall_ms_at_origin + self.now() / 1_000_000) / 1000
+    }
+
+    /// Wall clock now, ms since the Unix epoch (used once at start).
+    pub(crate) fn wall_ms_now() -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    }
+
+    pub(crate) fn open_connection(&self, io: Rc<ConnIo>) -> ConnId {
+        let now = self.now();
+        let conn = self.core.borrow_mut().handle_open(now);
+        self.conns.borrow_mut().insert(conn, io);
+        conn
+    }
+
+    pub(crate) fn frame(&self, conn: ConnId, frame: Frame) {
+        let now = self.now();
+        self.core.borrow_mut().handle_frame(conn, frame, now);
+    }
+
+    pub(crate) fn decode_error(self: &Rc<Self>, conn: ConnId, e: &ProtoError) {
+        let now = self.now();
+        self.core.borrow_mut().handle_decode_error(conn, e, now);
+        self.drive();
+    }
+
+    /// The socket failed or the peer closed it.
+    pub(crate) fn transport_closed(self: &Rc<Self>, conn: ConnId) {
+        if self.conns.borrow_mut().remove(&conn).is_some() {
+            let now = self.now();
+            self.core.borrow_mut().handle_closed(conn, now);
+            self.drive();
+        }
+    }
+
+    pub(crate) fn count_auth_failure(&self) {
+        self.metrics.count_auth_failure();
+    }
+
+    pub(crate) fn peer(&self, msg: PeerMsg) {
+        let now = self.now();
+        self.core.borrow_mut().handle_peer(msg, now);
+    }
+
+    pub(crate) fn handoff(&self, owner: u16, msg: MeshMsg) {
+        self.peers[owner as usize]
+            .as_ref()
+            .expect("handoff targets another shard")
+            .handoff(msg);
+    }
+
+    pub(crate) fn timeout(self: &Rc<Self>) {
+        let now = self.now();
+        self.core.borrow_mut().handle_timeout(now);
+        self.drive();
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<u64> {
+        self.core.borrow().poll_timeout()
+    }
+
+    pub(crate) fn begin_shutdown(self: &Rc<Self>) {
+        let now = self.now();
+        self.core.borrow_mut().begin_shutdown(&self.config.shutdown_redirect, now);
+        self.drive();
+    }
+
+    pub(crate) fn open_connections(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    pub(crate) fn record_metrics(&self) {
+        self.metrics.record_core(self.core.borrow().stats());
+        self.metrics.set_connections(self.open_connections() as u64);
+        let s = self.log.stats();
+        self.metrics.record_log(s.bytes_appended, s.syncs, s.segments);
+    }
+
+    /// Waits while the mesh backlog to any peer is above its limit.
+    pub(crate) async fn wait_for_mesh_room(&self) {
+        while self.peers.iter().flatten().any(|p| p.backlog.get() > MESH_BACKLOG_LIMIT) {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Starts a backend publish; resolves with its outcome.
+    pub(crate) async fn publish(
+        self: &Rc<Self>,
+        key: crate::log::SendKey,
+        to: UserId,
+        qos: crate::proto::Qos,
+        payload: Bytes,
+    ) -> StoreOutcome {
+        let request = self.next_publish.get() + 1;
+        self.next_publish.set(request);
+        let (tx, rx) = local_channel::new_bounded(1);
+        self.publishes.borrow_mut().insert(request, tx);
+        let now = self.now();
+        self.core.borrow_mut().handle_publish(request, key, to, qos, payload, now);
+        self.drive();
+        rx.recv().await.unwrap_or(StoreOutcome::Failed)
+    }
+
+    /// Carries out every action the core has queued.
+    pub(crate) fn drive(self: &Rc<Self>) {
+        let mut dirty: Vec<Rc<ConnIo>> = Vec::new();
+        loop {
+            let action = self.core.borrow_mut().poll_action();
+            let Some(action) = action else { break };
+            match action {
+                Action::Send { conn, frame } => {
+                    if let Some(io) = self.conns.borrow().get(&conn) {
+                        let mut out = io.out.borrow_mut();
+                        frame.encode(&mut out);
+                        if out.len() > self.config.max_write_buffer_bytes {
+                            // The client does not read: drop it rather than grow.
+                            tracing::warn!(shard = self.id, conn = conn.as_u64(), "slow client dropped");
+                            io.closing.set(true);
+                        }
+                        dirty.push(io.clone());
+                    }
+                }
+                Action::Close { conn } => {
+                    if let Some(io) = self.conns.borrow_mut().remove(&conn) {
+                        io.closing.set(true);
+                        dirty.push(io);
+                    }
+                }
+                Action::Append { token, record } => match self.log.append(&record) {
+                    Ok(lsn) => {
+                        self.durability.borrow_mut().push_back((token, lsn));
+                        let _ = self.durability_wake.try_send(());
+                    }
+                    Err(e) => {
+                        self.mark_storage_failed(&e.to_string());
+                        let now = self.now();
+                        self.core.borrow_mut().handle_appended(token, Err(()), now);
+                    }
+                },
+                Action::Read { id, user, query } => self.spawn_read(id, user, query),
+                Action::Peer { shard, msg } => match &self.peers[shard as usize] {
+                    Some(q) => q.push(msg),
+                    None => self.peer(msg),
+                },
+                Action::Published { request, outcome } => {
+                    if let Some(tx) = self.publishes.borrow_mut().remove(&request) {
+                        let _ = tx.try_send(outcome);
+                    }
+                }
+            }
+        }
+        for io in dirty {
+            io.wake();
+        }
+    }
+
+    fn spawn_read(self: &Rc<Self>, id: u64, user: UserId, query: InboxQuery) {
+        let log = self.log.clone();
+        let me = self.clone();
+        glommio::spawn_local(async move {
+            let result = log.read_inbox(user, query).await;
+            let result = result.map_err(|e| {
+                tracing::error!(shard = me.id, %user, error = %e, "inbox read failed");
+            });
+            let now = me.now();
+            me.core.borrow_mut().handle_read(id, result, now);
+            me.drive();
+        })
+        .detach();
+    }
+
+    fn mark_storage_failed(&self, why: &str) {
+        if !self.storage_failed.replace(true) {
+            tracing::error!(shard = self.id, error = why, "log failure: this shard stops acknowledging sends");
+            self.shared.storage_failed[self.id as usize].store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Reports durability to the core as group commits complete.
+    pub(crate) async fn durability_loop(self: Rc<Self>, wake: LocalReceiver<()>) {
+        while wake.recv().await.is_some() {
+            loop {
+                let target = self.durability.borrow().back().map(|(_, lsn)| *lsn);
+                let Some(target) = target else { break };
+                let started = Instant::now();
+                let result = self.log.wait_durable(target).await;
+                self.metrics.observe_fsync(started.elapsed());
+                let mut last = None;
+                {
+                    let mut q = self.durability.borrow_mut();
+                    while q.front().is_some_and(|(_, lsn)| *lsn <= target) {
+                        last = q.pop_front().map(|(t, _)| t);
+                    }
+                }
+                if let Err(e) = &result {
+                    self.mark_storage_failed(&e.to_string());
+                }
+                if let Some(token) = last {
+                    let now = self.now();
+                    self.core.borrow_mut().handle_appended(token, result.as_ref().map(|_| ()).map_err(|_| ()), now);
+                    self.drive();
+                }
+            }
+        }
+    }
+}
