@@ -1,10 +1,272 @@
-//! The `surepush` binary.
+//! The `surepush` binary: the gateway (`serve`), a host checker
+//! (`check-host`), and a small example client (`token`, `send`, `recv`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand};
+
+use surepush::client::{BlockingClient, ClientConfig, Event};
+use surepush::core::{Claims, TokenVerifier};
+use surepush::proto::{DeviceId, Qos, Seq, UserId};
+use surepush::server::Config;
 
 // mimalloc: thread-per-core shards allocate and free on their own thread;
 // mimalloc's per-thread heaps keep that free of cross-core contention.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() {
-    println!("surepush {}", env!("CARGO_PKG_VERSION"));
+#[derive(Parser)]
+#[command(name = "surepush", version, about = "Thread-per-core push gateway with durable, acknowledged delivery")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (defaults: 127.0.0.1:7400 for clients, 127.0.0.1:7401
+    /// for admin HTTP, ./data for logs and secrets, one shard per core).
+    Serve(ServeArgs),
+    /// Report the host limits that cap connections and throughput.
+    CheckHost {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mint a client token with the node's secret (read from the data dir).
+    Token {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// User id.
+        #[arg(long)]
+        user: u64,
+        /// Device id.
+        #[arg(long, default_value_t = 1)]
+        device: u64,
+        /// Validity in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl_s: u64,
+    },
+    /// Example client: send one message and wait for its SENDACK.
+    Send {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Addressee user id.
+        #[arg(long)]
+        to: u64,
+        /// QoS 0, 1 or 2.
+        #[arg(long, default_value_t = 1)]
+        qos: u8,
+        /// Message text.
+        message: String,
+    },
+    /// Example client: print messages as they arrive (replaying what is stored).
+    Recv {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Exit after this many messages (0 = run until interrupted).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+        /// Resume after this sequence (default: the newest messages).
+        #[arg(long)]
+        after: Option<u64>,
+        /// Give up after this many seconds without a message (0 = never).
+        #[arg(long, default_value_t = 0)]
+        timeout_s: u64,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML config file (see README); flags override it.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Client listener address.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Admin HTTP listener address (keep it private).
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Data directory (logs, generated secrets).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Shards (threads); 0 = one per core.
+    #[arg(long)]
+    shards: Option<u16>,
+    /// Do not pin shards to cores.
+    #[arg(long)]
+    no_pin: bool,
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    /// TOML config file of the node (for its data dir and secret).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data directory of the node (holds token.secret).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ClientArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Gateway address.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    server: SocketAddr,
+    /// Act as this user (a token is minted from the node's secret).
+    #[arg(long)]
+    user: u64,
+    /// Act as this device.
+    #[arg(long, default_value_t = 1)]
+    device: u64,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::CheckHost { json } => surepush::hostcheck::run(json).map(|_| ()).map_err(|e| e.to_string()),
+        Command::Token {
+            node,
+            user,
+            device,
+            ttl_s,
+        } => mint(&node, user, device, ttl_s).map(|t| println!("{t}")),
+        Command::Send {
+            client,
+            to,
+            qos,
+            message,
+        } => send(&client, to, qos, message),
+        Command::Recv {
+            client,
+            count,
+            after,
+            timeout_s,
+        } => recv(&client, count, after, timeout_s),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("surepush: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
+    match path {
+        Some(p) => Config::from_file(p).map_err(|e| e.to_string()),
+        None => Ok(Config::default()),
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    let mut config = load_config(args.config.as_ref())?;
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = args.admin_listen {
+        config.admin_listen = v;
+    }
+    if let Some(v) = args.data_dir {
+        config.data_dir = v;
+    }
+    if let Some(v) = args.shards {
+        config.shards = v;
+    }
+    if args.no_pin {
+        config.pin_cores = false;
+    }
+    surepush::server::serve(config).map_err(|e| e.to_string())
+}
+
+fn mint(node: &NodeArgs, user: u64, device: u64, ttl_s: u64) -> Result<String, String> {
+    let mut config = load_config(node.config.as_ref())?;
+    if let Some(d) = &node.data_dir {
+        config.data_dir = d.clone();
+    }
+    let secret = config.load_token_secret().map_err(|e| e.to_string())?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs();
+    Ok(TokenVerifier::new(&secret).mint(&Claims {
+        user: UserId(user),
+        device: DeviceId(device),
+        expires_s: now + ttl_s,
+    }))
+}
+
+fn connect(args: &ClientArgs, delivered: Option<Seq>) -> Result<BlockingClient, String> {
+    let token = mint(&args.node, args.user, args.device, 3_600)?;
+    let config = ClientConfig::new(token, DeviceId(args.device));
+    BlockingClient::connect(args.server, config, delivered, Duration::from_secs(5))
+        .map_err(|e| format!("connect {}: {e}", args.server))
+}
+
+fn send(args: &ClientArgs, to: u64, qos: u8, message: String) -> Result<(), String> {
+    let qos = Qos::from_u8(qos).ok_or("qos must be 0, 1 or 2")?;
+    let mut client = connect(args, None)?;
+    let id = client
+        .send(UserId(to), qos, Bytes::from(message))
+        .map_err(|e| e.to_string())?;
+    if qos == Qos::AtMostOnce {
+        println!("sent (QoS 0, not acknowledged)");
+        return Ok(());
+    }
+    let done = client
+        .wait_for(Duration::from_secs(10), |e| match e {
+            Event::SendAcked(a) => a.client_msg_id == id && qos == Qos::AtLeastOnce,
+            Event::SendCompleted(c) => *c == id,
+            Event::SendFailed(_) | Event::Error(_) => true,
+            _ => false,
+        })
+        .map_err(|e| e.to_string())?;
+    match done {
+        Some(Event::SendAcked(a)) => println!("stored: seq {} in user {to}'s inbox ({:?})", a.seq.0, a.result),
+        Some(Event::SendCompleted(_)) => println!("stored and released (QoS 2)"),
+        Some(other) => return Err(format!("send failed: {other:?}")),
+        None => return Err("no SENDACK within 10 s".into()),
+    }
+    Ok(())
+}
+
+fn recv(args: &ClientArgs, count: u64, after: Option<u64>, timeout_s: u64) -> Result<(), String> {
+    let mut client = connect(args, after.map(Seq))?;
+    let mut seen = 0;
+    let wait = if timeout_s == 0 { Duration::from_secs(3600) } else { Duration::from_secs(timeout_s) };
+    loop {
+        match client.next_event(wait).map_err(|e| e.to_string())? {
+            Some(Event::Message(p)) => {
+                let text = String::from_utf8_lossy(&p.payload);
+                println!("#{} from {} ({:?}): {}", p.seq.0, p.from.0, p.qos, if p.echo { "<own message>" } else { &text });
+                seen += 1;
+            }
+            Some(Event::Ephemeral(p)) => {
+                println!("(QoS 0) from {}: {}", p.from.0, String::from_utf8_lossy(&p.payload));
+                seen += 1;
+            }
+            Some(Event::Error(e)) => return Err(format!("gateway error {}: {}", e.code, e.message)),
+            Some(Event::Disconnected(code, redirect)) => return Err(format!("disconnected ({code}) {redirect}")),
+            Some(_) => {}
+            None if timeout_s > 0 => return Err(format!("no message within {timeout_s} s")),
+            None => {}
+        }
+        if count > 0 && seen >= count {
+            return Ok(());
+        }
+    }
 }

@@ -98,10 +98,13 @@ async fn read_loop(
             return;
         }
         rt.wait_for_mesh_room().await;
+        // Read straight into the decoder's buffer: a frame's payload is
+        // copied once, from the kernel, and sliced out of it afterwards.
+        let want = READ_CHUNK.max(decoder.missing().min(1 << 20));
         let buf = decoder.buffer_mut();
         let old = buf.len();
-        buf.resize(old + READ_CHUNK.max(decoder.missing().min(1 << 20)), 0);
-        let n = reader.read(&mut decoder.buffer_mut()[old..]).await;
+        buf.resize(old + want, 0);
+        let n = reader.read(&mut buf[old..]).await;
         let buf = decoder.buffer_mut();
         match n {
             Ok(n) if n > 0 => buf.truncate(old + n),

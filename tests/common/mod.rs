@@ -1,0 +1,213 @@
+//! Test harness: runs the real `surepush` binary on loopback with a temp
+//! data dir, and talks to it with the SDK and raw HTTP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use surepush::client::{BlockingClient, ClientConfig, Event};
+use surepush::core::{Claims, TokenVerifier};
+use surepush::proto::{DeviceId, Seq, UserId};
+
+pub const SECRET: &str = "integration-test-secret";
+pub const ADMIN_TOKEN: &str = "integration-admin-token";
+
+/// A running gateway process.
+pub struct TestServer {
+    pub child: Option<Child>,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: PathBuf,
+    pub shards: u16,
+    _tmp: Option<tempfile::TempDir>,
+    extra_config: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl TestServer {
+    /// Starts a server with `shards` shards and extra TOML appended to the config.
+    pub fn start(shards: u16, extra_config: &str) -> TestServer {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        let mut s = TestServer {
+            child: None,
+            addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            admin: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            dir,
+            shards,
+            _tmp: Some(tmp),
+            extra_config: extra_config.to_string(),
+        };
+        s.spawn();
+        s
+    }
+
+    fn write_config(&self) -> PathBuf {
+        let path = self.dir.join("test.toml");
+        let mut text = format!(
+            "listen = \"{}\"\nadmin_listen = \"{}\"\ndata_dir = \"{}\"\nshards = {}\npin_cores = false\n\
+             io_memory_kib = 1024\ntoken_secret = \"{SECRET}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n\
+             shutdown_grace_ms = 2000\n",
+            self.addr,
+            self.admin,
+            self.dir.join("data").display(),
+            self.shards
+        );
+        text.push_str("[log]\nsegment_mib = 8\n");
+        text.push_str(&self.extra_config);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// (Re)starts the process and waits until every shard reports "serving".
+    pub fn spawn(&mut self) {
+        let config = self.write_config();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_surepush"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start surepush");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var("TEST_SERVER_LOG").is_ok() {
+                    eprintln!("[server] {line}");
+                }
+                if tx.send(line).is_err() {
+                    // Keep draining so the server never blocks on stderr.
+                }
+            }
+        });
+        let mut serving = 0;
+        while serving < self.shards {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("server did not report ready ({serving}/{} shards serving)", self.shards));
+            assert!(!line.contains("ERROR"), "server failed to start: {line}");
+            if line.contains("serving") {
+                serving += 1;
+            }
+        }
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        c.wait().unwrap()
+    }
+
+    pub fn token(&self, user: u64, device: u64) -> String {
+        TokenVerifier::new(SECRET.as_bytes()).mint(&Claims {
+            user: UserId(user),
+            device: DeviceId(device),
+            expires_s: 4_000_000_000,
+        })
+    }
+
+    pub fn client_config(&self, user: u64, device: u64) -> ClientConfig {
+        let mut c = ClientConfig::new(self.token(user, device), DeviceId(device));
+        c.page = 10;
+        c
+    }
+
+    /// Connects and waits until replay is done (the session is live).
+    pub fn connect(&self, user: u64, device: u64, delivered: Option<Seq>) -> (BlockingClient, Vec<Event>) {
+        let mut c = BlockingClient::connect(self.addr, self.client_config(user, device), delivered, Duration::from_secs(5))
+            .expect("connect");
+        let mut seen = Vec::new();
+        loop {
+            let e = c.next_event(Duration::from_secs(10)).expect("io").expect("event before timeout");
+            match e {
+                Event::CaughtUp => return (c, seen),
+                Event::Error(e) => panic!("gateway error while connecting: {e:?}"),
+                other => seen.push(other),
+            }
+        }
+    }
+
+    /// One HTTP/1.1 request to the admin port; returns (status, body).
+    pub fn http(&self, method: &str, path: &str, body: &str, auth: bool) -> (u16, String) {
+        http(self.admin, method, path, body, auth.then_some(ADMIN_TOKEN))
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// Waits for the next `Message` event, skipping others.
+pub fn next_message(c: &mut BlockingClient) -> surepush::proto::Push {
+    match c
+        .wait_for(Duration::from_secs(10), |e| matches!(e, Event::Message(_)))
+        .expect("io")
+    {
+        Some(Event::Message(p)) => p,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+/// Reads raw frames until the server closes; returns the decoded frames.
+pub fn read_until_closed(stream: &mut TcpStream) -> Vec<surepush::proto::Frame> {
+    stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut d = surepush::proto::Decoder::default();
+    let mut buf = [0u8; 4096];
+    let mut frames = Vec::new();
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return frames,
+            Ok(n) => {
+                d.feed(&buf[..n]);
+                while let Ok(Some(f)) = d.decode() {
+                    frames.push(f);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return frames,
+            Err(e) => panic!("no close within the timeout: {e}"),
+        }
+    }
+}
