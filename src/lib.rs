@@ -19,6 +19,7 @@
 
 pub mod client;
 pub mod core;
+pub mod hostcheck;
 pub mod log;
 pub mod proto;
 pub mod server;

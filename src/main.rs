@@ -20,7 +20,11 @@ use surepush::server::Config;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "surepush", version, about = "Thread-per-core push gateway with durable, acknowledged delivery")]
+#[command(
+    name = "surepush",
+    version,
+    about = "Thread-per-core push gateway with durable, acknowledged delivery"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -137,7 +141,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
-        Command::CheckHost { json } => surepush::hostcheck::run(json).map(|_| ()).map_err(|e| e.to_string()),
+        Command::CheckHost { json } => surepush::hostcheck::run(json)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         Command::Token {
             node,
             user,
@@ -236,7 +242,10 @@ fn send(args: &ClientArgs, to: u64, qos: u8, message: String) -> Result<(), Stri
         })
         .map_err(|e| e.to_string())?;
     match done {
-        Some(Event::SendAcked(a)) => println!("stored: seq {} in user {to}'s inbox ({:?})", a.seq.0, a.result),
+        Some(Event::SendAcked(a)) => println!(
+            "stored: seq {} in user {to}'s inbox ({:?})",
+            a.seq.0, a.result
+        ),
         Some(Event::SendCompleted(_)) => println!("stored and released (QoS 2)"),
         Some(other) => return Err(format!("send failed: {other:?}")),
         None => return Err("no SENDACK within 10 s".into()),
@@ -247,20 +256,38 @@ fn send(args: &ClientArgs, to: u64, qos: u8, message: String) -> Result<(), Stri
 fn recv(args: &ClientArgs, count: u64, after: Option<u64>, timeout_s: u64) -> Result<(), String> {
     let mut client = connect(args, after.map(Seq))?;
     let mut seen = 0;
-    let wait = if timeout_s == 0 { Duration::from_secs(3600) } else { Duration::from_secs(timeout_s) };
+    let wait = if timeout_s == 0 {
+        Duration::from_secs(3600)
+    } else {
+        Duration::from_secs(timeout_s)
+    };
     loop {
         match client.next_event(wait).map_err(|e| e.to_string())? {
             Some(Event::Message(p)) => {
                 let text = String::from_utf8_lossy(&p.payload);
-                println!("#{} from {} ({:?}): {}", p.seq.0, p.from.0, p.qos, if p.echo { "<own message>" } else { &text });
+                println!(
+                    "#{} from {} ({:?}): {}",
+                    p.seq.0,
+                    p.from.0,
+                    p.qos,
+                    if p.echo { "<own message>" } else { &text }
+                );
                 seen += 1;
             }
             Some(Event::Ephemeral(p)) => {
-                println!("(QoS 0) from {}: {}", p.from.0, String::from_utf8_lossy(&p.payload));
+                println!(
+                    "(QoS 0) from {}: {}",
+                    p.from.0,
+                    String::from_utf8_lossy(&p.payload)
+                );
                 seen += 1;
             }
-            Some(Event::Error(e)) => return Err(format!("gateway error {}: {}", e.code, e.message)),
-            Some(Event::Disconnected(code, redirect)) => return Err(format!("disconnected ({code}) {redirect}")),
+            Some(Event::Error(e)) => {
+                return Err(format!("gateway error {}: {}", e.code, e.message))
+            }
+            Some(Event::Disconnected(code, redirect)) => {
+                return Err(format!("disconnected ({code}) {redirect}"))
+            }
             Some(_) => {}
             None if timeout_s > 0 => return Err(format!("no message within {timeout_s} s")),
             None => {}

@@ -27,9 +27,14 @@ fn one_to_one_at_every_qos() {
     let (mut rx, _) = server.connect(2, 1, Some(Seq::ZERO));
     let (mut tx, _) = server.connect(1, 1, Some(Seq::ZERO));
     for qos in [Qos::AtLeastOnce, Qos::ExactlyOnce] {
-        let id = tx.send(UserId(2), qos, Bytes::from(format!("qos {qos:?}"))).unwrap();
+        let id = tx
+            .send(UserId(2), qos, Bytes::from(format!("qos {qos:?}")))
+            .unwrap();
         let ack = tx
-            .wait_for(Duration::from_secs(10), |e| matches!(e, Event::SendAcked(a) if a.client_msg_id == id))
+            .wait_for(
+                Duration::from_secs(10),
+                |e| matches!(e, Event::SendAcked(a) if a.client_msg_id == id),
+            )
             .unwrap();
         assert!(matches!(ack, Some(Event::SendAcked(a)) if a.result == SendResult::Stored));
         let p = next_message(&mut rx);
@@ -37,14 +42,25 @@ fn one_to_one_at_every_qos() {
         assert_eq!((p.from, p.qos), (UserId(1), qos));
     }
     let done = tx
-        .wait_for(Duration::from_secs(10), |e| matches!(e, Event::SendCompleted(_)))
+        .wait_for(Duration::from_secs(10), |e| {
+            matches!(e, Event::SendCompleted(_))
+        })
         .unwrap();
     assert!(done.is_some(), "QoS 2 send completes with COMP");
-    tx.send(UserId(2), Qos::AtMostOnce, Bytes::from_static(b"fire and forget")).unwrap();
+    tx.send(
+        UserId(2),
+        Qos::AtMostOnce,
+        Bytes::from_static(b"fire and forget"),
+    )
+    .unwrap();
     let e = rx
-        .wait_for(Duration::from_secs(10), |e| matches!(e, Event::Ephemeral(_)))
+        .wait_for(Duration::from_secs(10), |e| {
+            matches!(e, Event::Ephemeral(_))
+        })
         .unwrap();
-    assert!(matches!(e, Some(Event::Ephemeral(p)) if p.payload == Bytes::from_static(b"fire and forget")));
+    assert!(
+        matches!(e, Some(Event::Ephemeral(p)) if p.payload == Bytes::from_static(b"fire and forget"))
+    );
 }
 
 #[test]
@@ -52,7 +68,8 @@ fn offline_receiver_gets_everything_in_order_through_pages() {
     let server = TestServer::start(1, "");
     let (mut tx, _) = server.connect(1, 1, Some(Seq::ZERO));
     for i in 0..25 {
-        tx.send(UserId(3), Qos::AtLeastOnce, Bytes::from(format!("m{i}"))).unwrap();
+        tx.send(UserId(3), Qos::AtLeastOnce, Bytes::from(format!("m{i}")))
+            .unwrap();
     }
     let mut acked = 0;
     while acked < 25 {
@@ -79,16 +96,34 @@ fn every_device_sees_the_inbox_and_own_sends_sync_to_other_devices() {
     let (mut d1, _) = server.connect(4, 1, Some(Seq::ZERO));
     let (mut d2, _) = server.connect(4, 2, Some(Seq::ZERO));
     let (mut other, _) = server.connect(5, 1, Some(Seq::ZERO));
-    other.send(UserId(4), Qos::AtLeastOnce, Bytes::from_static(b"to both")).unwrap();
-    assert_eq!(next_message(&mut d1).payload, Bytes::from_static(b"to both"));
-    assert_eq!(next_message(&mut d2).payload, Bytes::from_static(b"to both"));
-    d1.send(UserId(5), Qos::AtLeastOnce, Bytes::from_static(b"mine")).unwrap();
+    other
+        .send(UserId(4), Qos::AtLeastOnce, Bytes::from_static(b"to both"))
+        .unwrap();
+    assert_eq!(
+        next_message(&mut d1).payload,
+        Bytes::from_static(b"to both")
+    );
+    assert_eq!(
+        next_message(&mut d2).payload,
+        Bytes::from_static(b"to both")
+    );
+    d1.send(UserId(5), Qos::AtLeastOnce, Bytes::from_static(b"mine"))
+        .unwrap();
     let on_d2 = next_message(&mut d2);
-    assert_eq!((on_d2.payload.clone(), on_d2.echo), (Bytes::from_static(b"mine"), false));
+    assert_eq!(
+        (on_d2.payload.clone(), on_d2.echo),
+        (Bytes::from_static(b"mine"), false)
+    );
     let on_d1 = next_message(&mut d1);
-    assert!(on_d1.echo && on_d1.payload.is_empty(), "the sender device gets an echo without payload");
+    assert!(
+        on_d1.echo && on_d1.payload.is_empty(),
+        "the sender device gets an echo without payload"
+    );
     assert_eq!(on_d1.seq, on_d2.seq, "same inbox position on both devices");
-    assert_eq!(next_message(&mut other).payload, Bytes::from_static(b"mine"));
+    assert_eq!(
+        next_message(&mut other).payload,
+        Bytes::from_static(b"mine")
+    );
 }
 
 #[test]
@@ -97,10 +132,14 @@ fn users_on_different_shards_talk_through_the_mesh() {
     let a = (1..100u64).find(|u| shard_of(UserId(*u), 2) == 0).unwrap();
     let b = (1..100u64).find(|u| shard_of(UserId(*u), 2) == 1).unwrap();
     // Several connections each, so some land on the non-owner shard and are handed off.
-    let mut receivers: Vec<BlockingClient> = (1..=3).map(|d| server.connect(b, d, Some(Seq::ZERO)).0).collect();
+    let mut receivers: Vec<BlockingClient> = (1..=3)
+        .map(|d| server.connect(b, d, Some(Seq::ZERO)).0)
+        .collect();
     let (mut sender, _) = server.connect(a, 1, Some(Seq::ZERO));
     for i in 0..10 {
-        sender.send(UserId(b), Qos::AtLeastOnce, Bytes::from(format!("x{i}"))).unwrap();
+        sender
+            .send(UserId(b), Qos::AtLeastOnce, Bytes::from(format!("x{i}")))
+            .unwrap();
     }
     for r in &mut receivers {
         for i in 0..10 {
@@ -118,7 +157,13 @@ fn kill_9_loses_nothing_that_was_acknowledged() {
     let (mut tx, _) = server.connect(1, 1, Some(Seq::ZERO));
     let mut acked = Vec::new();
     for i in 0..200u32 {
-        let id = tx.send(UserId(receiver), Qos::ExactlyOnce, Bytes::from(i.to_string())).unwrap();
+        let id = tx
+            .send(
+                UserId(receiver),
+                Qos::ExactlyOnce,
+                Bytes::from(i.to_string()),
+            )
+            .unwrap();
         // Collect acknowledgements as they come, without waiting for each.
         while let Ok(Some(e)) = tx.next_event(Duration::from_millis(1)) {
             if let Event::SendAcked(a) = e {
@@ -131,7 +176,10 @@ fn kill_9_loses_nothing_that_was_acknowledged() {
         }
         let _ = id;
     }
-    assert!(!acked.is_empty(), "some sends were acknowledged before the kill");
+    assert!(
+        !acked.is_empty(),
+        "some sends were acknowledged before the kill"
+    );
     server.spawn();
     // The receiver must hold every acknowledged message, once, in order.
     let (_rx, events) = server.connect(receiver, 1, Some(Seq::ZERO));
@@ -163,7 +211,10 @@ fn bad_token_is_refused_before_any_state() {
         token: "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.AAAA".into(),
     });
     s.write_all(&connect.to_bytes()).unwrap();
-    assert_eq!(error_code(&read_until_closed(&mut s)), Some(ErrorCode::AuthFailed as u16));
+    assert_eq!(
+        error_code(&read_until_closed(&mut s)),
+        Some(ErrorCode::AuthFailed as u16)
+    );
 }
 
 #[test]
@@ -177,7 +228,10 @@ fn a_token_for_one_device_cannot_connect_as_another() {
         token: server.token(1, 1),
     });
     s.write_all(&connect.to_bytes()).unwrap();
-    assert_eq!(error_code(&read_until_closed(&mut s)), Some(ErrorCode::DeviceMismatch as u16));
+    assert_eq!(
+        error_code(&read_until_closed(&mut s)),
+        Some(ErrorCode::DeviceMismatch as u16)
+    );
 }
 
 #[test]
@@ -187,7 +241,10 @@ fn oversized_frame_is_refused_from_its_header() {
     let mut header = vec![0xB5, 1, 0x03, 0];
     header.extend_from_slice(&u32::MAX.to_le_bytes());
     s.write_all(&header).unwrap();
-    assert_eq!(error_code(&read_until_closed(&mut s)), Some(ErrorCode::FrameTooLarge as u16));
+    assert_eq!(
+        error_code(&read_until_closed(&mut s)),
+        Some(ErrorCode::FrameTooLarge as u16)
+    );
 }
 
 #[test]
@@ -195,7 +252,10 @@ fn silent_connection_is_closed_after_the_connect_timeout() {
     let server = TestServer::start(1, "[core]\nconnect_timeout_ms = 300\n");
     let mut s = TcpStream::connect(server.addr).unwrap();
     s.write_all(&[0xB5]).unwrap(); // slowloris: one byte, then nothing
-    assert_eq!(error_code(&read_until_closed(&mut s)), Some(ErrorCode::IdleTimeout as u16));
+    assert_eq!(
+        error_code(&read_until_closed(&mut s)),
+        Some(ErrorCode::IdleTimeout as u16)
+    );
 }
 
 #[test]
@@ -203,7 +263,9 @@ fn ack_beyond_what_was_sent_is_refused() {
     let server = TestServer::start(1, "");
     let (mut c, _) = server.connect(9, 1, Some(Seq::ZERO));
     c.write_raw(&Frame::Ack(Seq(1000)).to_bytes()).unwrap();
-    let e = c.wait_for(Duration::from_secs(10), |e| matches!(e, Event::Error(_))).unwrap();
+    let e = c
+        .wait_for(Duration::from_secs(10), |e| matches!(e, Event::Error(_)))
+        .unwrap();
     assert!(matches!(e, Some(Event::Error(e)) if e.code == ErrorCode::AckBeyondSent as u16));
 }
 
@@ -211,21 +273,40 @@ fn ack_beyond_what_was_sent_is_refused() {
 fn backend_publish_reaches_the_user_and_metrics_count_it() {
     let server = TestServer::start(2, "");
     let (mut rx, _) = server.connect(7, 1, Some(Seq::ZERO));
-    let (status, body) = server.http("POST", "/v1/publish", r#"{"to": 7, "payload": "from backend", "id": 42}"#, true);
+    let (status, body) = server.http(
+        "POST",
+        "/v1/publish",
+        r#"{"to": 7, "payload": "from backend", "id": 42}"#,
+        true,
+    );
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"seq\":1"), "{body}");
-    let (status, body) = server.http("POST", "/v1/publish", r#"{"to": 7, "payload": "from backend", "id": 42}"#, true);
+    let (status, body) = server.http(
+        "POST",
+        "/v1/publish",
+        r#"{"to": 7, "payload": "from backend", "id": 42}"#,
+        true,
+    );
     assert_eq!(status, 200);
-    assert!(body.contains("\"duplicate\":true"), "a retried publish is stored once: {body}");
+    assert!(
+        body.contains("\"duplicate\":true"),
+        "a retried publish is stored once: {body}"
+    );
     let p = next_message(&mut rx);
-    assert_eq!((p.payload, p.from), (Bytes::from_static(b"from backend"), UserId(0)));
+    assert_eq!(
+        (p.payload, p.from),
+        (Bytes::from_static(b"from backend"), UserId(0))
+    );
     let (status, _) = server.http("POST", "/v1/publish", r#"{"to": 7, "payload": "x"}"#, false);
     assert_eq!(status, 401, "publishing needs the admin token");
     let (status, body) = server.http("GET", "/healthz", "", false);
     assert_eq!((status, body.trim()), (200, "ok"));
     let (status, metrics) = server.http("GET", "/metrics", "", false);
     assert_eq!(status, 200);
-    assert!(metrics.contains("surepush_copies_stored_total"), "{metrics}");
+    assert!(
+        metrics.contains("surepush_copies_stored_total"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -235,7 +316,9 @@ fn sigterm_disconnects_clients_and_exits_cleanly() {
     let status = server.terminate();
     assert!(status.success(), "exit status {status:?}");
     let e = c
-        .wait_for(Duration::from_secs(10), |e| matches!(e, Event::Disconnected(..)))
+        .wait_for(Duration::from_secs(10), |e| {
+            matches!(e, Event::Disconnected(..))
+        })
         .unwrap_or(None);
     assert!(
         matches!(e, Some(Event::Disconnected(code, _)) if code == ErrorCode::ShuttingDown as u16),

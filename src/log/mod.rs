@@ -1,7 +1,32 @@
-//! Per-shard append-only segment log: durable offline storage.
+//! Per-shard append-only segment log: the durable store of every message a
+//! gateway acknowledged, with group commit, per-inbox reads, checkpoints,
+//! retention and crash recovery.
+//!
+//! | file             | owns                                                       |
+//! |------------------|------------------------------------------------------------|
+//! | `record.rs`      | the logical records shared with the delivery core          |
+//! | `state.rs`       | the state derived from records (heads, cursors, dedup)     |
+//! | `format.rs`      | byte layout: segment header, record framing, checkpoints   |
+//! | `segment.rs`     | segment file names and per-segment metadata                |
+//! | `io.rs`          | file I/O trait (O_DIRECT glommio files; faults in tests)   |
+//! | `index.rs`       | inbox -> record locations                                  |
+//! | `segment_log.rs` | append, group commit, reads, checkpoints, retention        |
+//! | `recovery.rs`    | scan, verify, cut a torn tail, rebuild                      |
 
+pub mod format;
+mod index;
+pub mod io;
 pub mod record;
+mod recovery;
+mod segment;
+mod segment_log;
 pub mod state;
 
 pub use record::{InboxQuery, MessageRecord, Record};
+pub use segment_log::{
+    LogConfig, LogError, LogStats, Lsn, RecoveryMode, RecoveryReport, RetentionReport, SegmentLog,
+};
 pub use state::{DedupConfig, DedupEntry, DedupWindow, RecoveredState, SendKey};
+
+#[cfg(test)]
+mod tests;

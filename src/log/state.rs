@@ -134,11 +134,18 @@ impl DedupWindow {
 
     /// Remembers a stored copy, then evicts what fell out of the window.
     pub fn insert(&mut self, entry: DedupEntry, config: &DedupConfig) {
+        self.restore(entry, config);
+    }
+
+    /// Re-inserts an entry as it was (a released QoS 2 entry stays released);
+    /// used when loading a checkpoint, oldest entries first.
+    pub fn restore(&mut self, entry: DedupEntry, config: &DedupConfig) {
         self.newest_ts_ms = self.newest_ts_ms.max(entry.ts_ms);
         let slot = (entry.key, entry.inbox, entry.seq);
-        match entry.qos {
-            Qos::ExactlyOnce => self.qos2.push_back(slot),
-            _ => self.qos1.push_back(slot),
+        if entry.qos == Qos::ExactlyOnce && !entry.released {
+            self.qos2.push_back(slot);
+        } else {
+            self.qos1.push_back(slot);
         }
         self.index.insert((entry.key, entry.inbox), entry);
         self.evict(config);

@@ -33,7 +33,12 @@ pub(crate) struct NodeAdmin {
 }
 
 impl NodeAdmin {
-    pub(crate) fn new(rt: Rc<ShardRuntime>, metrics: Arc<Metrics>, shared: Arc<NodeShared>, verifier: TokenVerifier) -> Self {
+    pub(crate) fn new(
+        rt: Rc<ShardRuntime>,
+        metrics: Arc<Metrics>,
+        shared: Arc<NodeShared>,
+        verifier: TokenVerifier,
+    ) -> Self {
         // Start automatic ids at the current time in µs so ids stay unique
         // across restarts without persisting a counter.
         let start = ShardRuntime::wall_ms_now() * 1000;
@@ -71,7 +76,10 @@ impl AdminBackend for NodeAdmin {
         }
     }
 
-    fn publish(&self, req: PublishRequest) -> Pin<Box<dyn Future<Output = Result<PublishResult, PublishError>>>> {
+    fn publish(
+        &self,
+        req: PublishRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<PublishResult, PublishError>>>> {
         let id = req.id.unwrap_or_else(|| {
             let id = self.next_auto_id.get();
             self.next_auto_id.set(id + 1);
@@ -92,8 +100,14 @@ impl AdminBackend for NodeAdmin {
                 return Err(PublishError::ShuttingDown);
             }
             match rt.publish(key, req.to, req.qos, req.payload).await {
-                StoreOutcome::Stored(seq) => Ok(PublishResult { seq, duplicate: false }),
-                StoreOutcome::Duplicate(seq) => Ok(PublishResult { seq, duplicate: true }),
+                StoreOutcome::Stored(seq) => Ok(PublishResult {
+                    seq,
+                    duplicate: false,
+                }),
+                StoreOutcome::Duplicate(seq) => Ok(PublishResult {
+                    seq,
+                    duplicate: true,
+                }),
                 StoreOutcome::Failed => Err(PublishError::StorageUnavailable),
             }
         })

@@ -149,7 +149,8 @@ impl Config {
     /// Shards to run: the setting, or one per available core.
     pub fn shard_count(&self) -> u16 {
         match self.shards {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(u16::MAX as usize) as u16),
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get().min(u16::MAX as usize) as u16),
             n => n,
         }
     }
@@ -162,10 +163,14 @@ impl Config {
             return bad("core.max_frame must be within 1 KiB ..= 64 MiB");
         }
         if c.push_window == 0 || c.max_pending_sends == 0 || c.max_sync_limit == 0 {
-            return bad("core.push_window, core.max_pending_sends and core.max_sync_limit must be > 0");
+            return bad(
+                "core.push_window, core.max_pending_sends and core.max_sync_limit must be > 0",
+            );
         }
         if c.ack_timeout_ms == 0 || c.keepalive_ms == 0 || c.timer_tick_us == 0 {
-            return bad("core.ack_timeout_ms, core.keepalive_ms and core.timer_tick_us must be > 0");
+            return bad(
+                "core.ack_timeout_ms, core.keepalive_ms and core.timer_tick_us must be > 0",
+            );
         }
         if self.log.segment_mib == 0 || self.log.segment_mib > 4096 {
             return bad("log.segment_mib must be within 1 ..= 4096");
@@ -271,7 +276,10 @@ mod tests {
         assert_eq!(c.load_admin_token().unwrap(), a);
         assert_ne!(c.load_token_secret().unwrap(), a.as_bytes());
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("admin.token")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("admin.token"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }

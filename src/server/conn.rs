@@ -54,7 +54,12 @@ impl ConnIo {
 /// Serves a connection whose user this shard owns, starting with an already
 /// authenticated `connect` (from the handoff) or with nothing (`None`, the
 /// CONNECT is still in `initial`).
-pub(crate) fn start(rt: &Rc<ShardRuntime>, stream: TcpStream, connect: Option<Connect>, initial: Bytes) {
+pub(crate) fn start(
+    rt: &Rc<ShardRuntime>,
+    stream: TcpStream,
+    connect: Option<Connect>,
+    initial: Bytes,
+) {
     let _ = stream.set_nodelay(true);
     let (wake, wake_rx) = local_channel::new_bounded(1);
     let io = Rc::new(ConnIo {
@@ -152,12 +157,21 @@ pub(crate) async fn accept(rt: Rc<ShardRuntime>, mut stream: TcpStream) {
     let mut decoder = Decoder::new(rt.config.core.max_frame);
     let first = future::or(read_first_frame(&mut stream, &mut decoder), async {
         glommio::timer::sleep(timeout).await;
-        Err(Some(Frame::error(ErrorCode::IdleTimeout, "no CONNECT within the connect timeout")))
+        Err(Some(Frame::error(
+            ErrorCode::IdleTimeout,
+            "no CONNECT within the connect timeout",
+        )))
     })
     .await;
     let connect = match first {
         Ok(Frame::Connect(c)) => c,
-        Ok(_) => return refuse(stream, Frame::error(ErrorCode::NotConnected, "CONNECT must come first")).await,
+        Ok(_) => {
+            return refuse(
+                stream,
+                Frame::error(ErrorCode::NotConnected, "CONNECT must come first"),
+            )
+            .await
+        }
         Err(Some(frame)) => return refuse(stream, frame).await,
         Err(None) => return, // the peer left before sending anything
     };
@@ -198,7 +212,10 @@ pub(crate) fn adopt(rt: &Rc<ShardRuntime>, fd: OwnedFd, connect: Connect, rest: 
     start(rt, stream, Some(connect), rest);
 }
 
-async fn read_first_frame(stream: &mut TcpStream, decoder: &mut Decoder) -> Result<Frame, Option<Frame>> {
+async fn read_first_frame(
+    stream: &mut TcpStream,
+    decoder: &mut Decoder,
+) -> Result<Frame, Option<Frame>> {
     let mut buf = [0u8; 4096];
     loop {
         match decoder.decode() {

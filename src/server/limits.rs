@@ -67,7 +67,9 @@ pub fn io_memory_per_shard(configured_kib: u64, shards: u16) -> usize {
         return ((configured_kib as usize) << 10).max(MIN_IO_MEMORY);
     }
     let budget = memlock().map_or(u64::MAX, |l| l.soft) / 2 / u64::from(shards.max(1));
-    (DEFAULT_IO_MEMORY as u64).min(budget).max(MIN_IO_MEMORY as u64) as usize
+    (DEFAULT_IO_MEMORY as u64)
+        .min(budget)
+        .max(MIN_IO_MEMORY as u64) as usize
 }
 
 #[cfg(test)]

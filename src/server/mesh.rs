@@ -80,7 +80,12 @@ impl PeerQueue {
     }
 
     /// Forwards queued messages to `peer` until the mesh closes.
-    pub(crate) async fn forward(self: Rc<Self>, senders: Rc<Senders<MeshMsg>>, peer: usize, wake: LocalReceiver<()>) {
+    pub(crate) async fn forward(
+        self: Rc<Self>,
+        senders: Rc<Senders<MeshMsg>>,
+        peer: usize,
+        wake: LocalReceiver<()>,
+    ) {
         while wake.recv().await.is_some() {
             loop {
                 self.seal();

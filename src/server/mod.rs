@@ -9,12 +9,14 @@
 //! - this layer owns sockets, files and the clock and does nothing the core
 //!   could decide: it carries out the core's actions ([`runtime`]).
 
+pub mod admin;
 pub mod admin_api;
 mod admin_backend;
 pub mod config;
 mod conn;
 pub mod limits;
 mod mesh;
+pub mod metrics;
 mod node;
 mod runtime;
 

@@ -57,7 +57,8 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeErr
 pub fn serve(config: Config) -> Result<(), ServeError> {
     config.validate()?;
     let shards = config.shard_count();
-    std::fs::create_dir_all(&config.data_dir).map_err(io_err(format!("create {}", config.data_dir.display())))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(io_err(format!("create {}", config.data_dir.display())))?;
     check_layout(&config, shards)?;
     let secret = config.load_token_secret()?;
     let admin_token = config.load_admin_token()?;
@@ -68,7 +69,8 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let io_memory = limits::io_memory_per_shard(config.io_memory_kib, shards);
     let shared = NodeShared::new(shards);
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, shared.shutdown.clone()).map_err(io_err("install signal handler"))?;
+        signal_hook::flag::register(sig, shared.shutdown.clone())
+            .map_err(io_err("install signal handler"))?;
     }
     let metrics = Metrics::new(shards);
     let mesh = MeshBuilder::<MeshMsg, _>::full(shards as usize, config.mesh_channel_size);
@@ -160,8 +162,14 @@ struct ShardContext {
     wall_ms: u64,
 }
 
-async fn shard_main(ctx: ShardContext, mesh: MeshBuilder<MeshMsg, glommio::channels::channel_mesh::Full>) -> Result<(), String> {
-    let (senders, mut receivers) = mesh.join().await.map_err(|_| "mesh join failed".to_string())?;
+async fn shard_main(
+    ctx: ShardContext,
+    mesh: MeshBuilder<MeshMsg, glommio::channels::channel_mesh::Full>,
+) -> Result<(), String> {
+    let (senders, mut receivers) = mesh
+        .join()
+        .await
+        .map_err(|_| "mesh join failed".to_string())?;
     let id = senders.peer_id() as u16;
     let config = Rc::new(ctx.config);
     let log_config = LogConfig {
@@ -228,12 +236,18 @@ async fn shard_main(ctx: ShardContext, mesh: MeshBuilder<MeshMsg, glommio::chann
         })
         .detach();
     }
-    let listener = TcpListener::bind(config.listen).map_err(|e| format!("bind {}: {e}", config.listen))?;
+    let listener =
+        TcpListener::bind(config.listen).map_err(|e| format!("bind {}: {e}", config.listen))?;
     let accepting = glommio::spawn_local(accept_loop(rt.clone(), listener));
     if id == 0 {
-        let listener =
-            TcpListener::bind(config.admin_listen).map_err(|e| format!("bind admin {}: {e}", config.admin_listen))?;
-        let backend = Rc::new(NodeAdmin::new(rt.clone(), ctx.metrics.clone(), ctx.shared.clone(), verifier));
+        let listener = TcpListener::bind(config.admin_listen)
+            .map_err(|e| format!("bind admin {}: {e}", config.admin_listen))?;
+        let backend = Rc::new(NodeAdmin::new(
+            rt.clone(),
+            ctx.metrics.clone(),
+            ctx.shared.clone(),
+            verifier,
+        ));
         let http = AdminHttpConfig {
             admin_token: Some(ctx.admin_token.clone()),
             ..AdminHttpConfig::default()
@@ -255,8 +269,14 @@ async fn shard_main(ctx: ShardContext, mesh: MeshBuilder<MeshMsg, glommio::chann
     let log = rt.log.clone();
     drop(rt);
     match Rc::try_unwrap(log) {
-        Ok(log) => log.close().await.map_err(|e| format!("closing the log: {e}"))?,
-        Err(log) => log.flush().await.map_err(|e| format!("flushing the log: {e}"))?,
+        Ok(log) => log
+            .close()
+            .await
+            .map_err(|e| format!("closing the log: {e}"))?,
+        Err(log) => log
+            .flush()
+            .await
+            .map_err(|e| format!("flushing the log: {e}"))?,
     }
     tracing::info!(shard = id, "stopped");
     Ok(())

@@ -119,7 +119,9 @@ impl ShardRuntime {
 
     /// Wall clock now, ms since the Unix epoch (used once at start).
     pub(crate) fn wall_ms_now() -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
     }
 
     pub(crate) fn open_connection(&self, io: Rc<ConnIo>) -> ConnId {
@@ -177,7 +179,9 @@ impl ShardRuntime {
 
     pub(crate) fn begin_shutdown(self: &Rc<Self>) {
         let now = self.now();
-        self.core.borrow_mut().begin_shutdown(&self.config.shutdown_redirect, now);
+        self.core
+            .borrow_mut()
+            .begin_shutdown(&self.config.shutdown_redirect, now);
         self.drive();
     }
 
@@ -189,12 +193,18 @@ impl ShardRuntime {
         self.metrics.record_core(self.core.borrow().stats());
         self.metrics.set_connections(self.open_connections() as u64);
         let s = self.log.stats();
-        self.metrics.record_log(s.bytes_appended, s.syncs, s.segments);
+        self.metrics
+            .record_log(s.bytes_appended, s.syncs, s.segments);
     }
 
     /// Waits while the mesh backlog to any peer is above its limit.
     pub(crate) async fn wait_for_mesh_room(&self) {
-        while self.peers.iter().flatten().any(|p| p.backlog.get() > MESH_BACKLOG_LIMIT) {
+        while self
+            .peers
+            .iter()
+            .flatten()
+            .any(|p| p.backlog.get() > MESH_BACKLOG_LIMIT)
+        {
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
     }
@@ -212,7 +222,9 @@ impl ShardRuntime {
         let (tx, rx) = local_channel::new_bounded(1);
         self.publishes.borrow_mut().insert(request, tx);
         let now = self.now();
-        self.core.borrow_mut().handle_publish(request, key, to, qos, payload, now);
+        self.core
+            .borrow_mut()
+            .handle_publish(request, key, to, qos, payload, now);
         self.drive();
         rx.recv().await.unwrap_or(StoreOutcome::Failed)
     }
@@ -230,7 +242,11 @@ impl ShardRuntime {
                         frame.encode(&mut out);
                         if out.len() > self.config.max_write_buffer_bytes {
                             // The client does not read: drop it rather than grow.
-                            tracing::warn!(shard = self.id, conn = conn.as_u64(), "slow client dropped");
+                            tracing::warn!(
+                                shard = self.id,
+                                conn = conn.as_u64(),
+                                "slow client dropped"
+                            );
                             io.closing.set(true);
                         }
                         dirty.push(io.clone());
@@ -287,7 +303,11 @@ impl ShardRuntime {
 
     fn mark_storage_failed(&self, why: &str) {
         if !self.storage_failed.replace(true) {
-            tracing::error!(shard = self.id, error = why, "log failure: this shard stops acknowledging sends");
+            tracing::error!(
+                shard = self.id,
+                error = why,
+                "log failure: this shard stops acknowledging sends"
+            );
             self.shared.storage_failed[self.id as usize].store(true, Ordering::Relaxed);
         }
     }
@@ -313,7 +333,11 @@ impl ShardRuntime {
                 }
                 if let Some(token) = last {
                     let now = self.now();
-                    self.core.borrow_mut().handle_appended(token, result.as_ref().map(|_| ()).map_err(|_| ()), now);
+                    self.core.borrow_mut().handle_appended(
+                        token,
+                        result.as_ref().map(|_| ()).map_err(|_| ()),
+                        now,
+                    );
                     self.drive();
                 }
             }

@@ -28,7 +28,11 @@ pub struct TestServer {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl TestServer {
@@ -93,7 +97,12 @@ impl TestServer {
         while serving < self.shards {
             let line = rx
                 .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("server did not report ready ({serving}/{} shards serving)", self.shards));
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "server did not report ready ({serving}/{} shards serving)",
+                        self.shards
+                    )
+                });
             assert!(!line.contains("ERROR"), "server failed to start: {line}");
             if line.contains("serving") {
                 serving += 1;
@@ -133,12 +142,25 @@ impl TestServer {
     }
 
     /// Connects and waits until replay is done (the session is live).
-    pub fn connect(&self, user: u64, device: u64, delivered: Option<Seq>) -> (BlockingClient, Vec<Event>) {
-        let mut c = BlockingClient::connect(self.addr, self.client_config(user, device), delivered, Duration::from_secs(5))
-            .expect("connect");
+    pub fn connect(
+        &self,
+        user: u64,
+        device: u64,
+        delivered: Option<Seq>,
+    ) -> (BlockingClient, Vec<Event>) {
+        let mut c = BlockingClient::connect(
+            self.addr,
+            self.client_config(user, device),
+            delivered,
+            Duration::from_secs(5),
+        )
+        .expect("connect");
         let mut seen = Vec::new();
         loop {
-            let e = c.next_event(Duration::from_secs(10)).expect("io").expect("event before timeout");
+            let e = c
+                .next_event(Duration::from_secs(10))
+                .expect("io")
+                .expect("event before timeout");
             match e {
                 Event::CaughtUp => return (c, seen),
                 Event::Error(e) => panic!("gateway error while connecting: {e:?}"),
@@ -163,10 +185,18 @@ impl Drop for TestServer {
     }
 }
 
-pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -175,8 +205,15 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str, token: Optio
     .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -193,7 +230,9 @@ pub fn next_message(c: &mut BlockingClient) -> surepush::proto::Push {
 
 /// Reads raw frames until the server closes; returns the decoded frames.
 pub fn read_until_closed(stream: &mut TcpStream) -> Vec<surepush::proto::Frame> {
-    stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
     let mut d = surepush::proto::Decoder::default();
     let mut buf = [0u8; 4096];
     let mut frames = Vec::new();

@@ -1,0 +1,164 @@
+//! File I/O of the log behind a small trait, so tests can inject torn
+//! writes and failed syncs; the production implementation is glommio's
+//! O_DIRECT [`DmaFile`].
+//!
+//! Contract: `write_at` gets block-aligned positions and lengths (the log
+//! pads); `read_at` takes any range. A file is created with its header
+//! already written and synced through the page cache, because glommio
+//! probes whether polled O_DIRECT reads work on the first DmaFile a process
+//! opens, and an empty file makes that probe pass wrongly (every later read
+//! then fails with EOPNOTSUPP; see MACHINE-NOTES.md).
+
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::io::{DmaFile, OpenOptions};
+
+/// A boxed local future (no `Send`: the log lives on one shard).
+pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// Block size for positions and lengths of writes.
+pub const BLOCK: u64 = 4096;
+
+/// One open segment file.
+pub trait LogFile {
+    /// Writes `data` (a multiple of [`BLOCK`]) at `pos` (a multiple of [`BLOCK`]).
+    fn write_at<'a>(&'a self, data: &'a [u8], pos: u64) -> LocalFuture<'a, io::Result<()>>;
+    /// Makes every completed write durable (fdatasync).
+    fn sync(&self) -> LocalFuture<'_, io::Result<()>>;
+    /// Reads up to `len` bytes at `pos` (fewer at the end of the file).
+    fn read_at(&self, pos: u64, len: usize) -> LocalFuture<'_, io::Result<Bytes>>;
+    /// Turns `[pos, pos + len)` (block-aligned) into zeros.
+    fn zero_range(&self, pos: u64, len: u64) -> LocalFuture<'_, io::Result<()>>;
+}
+
+/// Creates, opens and removes segment files.
+pub trait LogFs {
+    /// Creates `path` holding `header`, preallocated to `size` bytes, and opens it.
+    fn create<'a>(
+        &'a self,
+        path: &'a Path,
+        header: &'a [u8],
+        size: u64,
+    ) -> LocalFuture<'a, io::Result<Rc<dyn LogFile>>>;
+    /// Opens an existing segment for reading and writing.
+    fn open<'a>(&'a self, path: &'a Path) -> LocalFuture<'a, io::Result<Rc<dyn LogFile>>>;
+    /// Deletes a segment.
+    fn remove<'a>(&'a self, path: &'a Path) -> LocalFuture<'a, io::Result<()>>;
+    /// Segment files (`*.seg`) in `dir`.
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir)? {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == "seg") {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// glommio DMA files.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DmaFs;
+
+struct Dma(DmaFile);
+
+impl LogFile for Dma {
+    fn write_at<'a>(&'a self, data: &'a [u8], pos: u64) -> LocalFuture<'a, io::Result<()>> {
+        Box::pin(async move {
+            debug_assert!(
+                pos % BLOCK == 0 && data.len() as u64 % BLOCK == 0,
+                "unaligned write {pos}+{}",
+                data.len()
+            );
+            let mut buf = self.0.alloc_dma_buffer(data.len());
+            buf.as_bytes_mut().copy_from_slice(data);
+            let n = self.0.write_at(buf, pos).await.map_err(io::Error::from)?;
+            if n != data.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    format!("short write {n} of {}", data.len()),
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    fn sync(&self) -> LocalFuture<'_, io::Result<()>> {
+        Box::pin(async move { self.0.fdatasync().await.map_err(io::Error::from) })
+    }
+
+    fn read_at(&self, pos: u64, len: usize) -> LocalFuture<'_, io::Result<Bytes>> {
+        Box::pin(async move {
+            let r = self.0.read_at(pos, len).await.map_err(io::Error::from)?;
+            Ok(Bytes::copy_from_slice(&r))
+        })
+    }
+
+    fn zero_range(&self, pos: u64, len: u64) -> LocalFuture<'_, io::Result<()>> {
+        Box::pin(async move {
+            if len > 0 {
+                self.0.deallocate(pos, len).await.map_err(io::Error::from)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+async fn dma_open(path: &Path) -> io::Result<DmaFile> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .dma_open(path)
+        .await
+        .map_err(io::Error::from)
+}
+
+impl LogFs for DmaFs {
+    fn create<'a>(
+        &'a self,
+        path: &'a Path,
+        header: &'a [u8],
+        size: u64,
+    ) -> LocalFuture<'a, io::Result<Rc<dyn LogFile>>> {
+        Box::pin(async move {
+            {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(path)?;
+                f.write_all(header)?;
+                f.set_len(size)?;
+                f.sync_all()?;
+            }
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            let f = dma_open(path).await?;
+            // Reserve the blocks now so appends do not allocate; a failure
+            // (e.g. a filesystem without fallocate) only costs speed.
+            let _ = f.pre_allocate(size, true).await;
+            Ok(Rc::new(Dma(f)) as Rc<dyn LogFile>)
+        })
+    }
+
+    fn open<'a>(&'a self, path: &'a Path) -> LocalFuture<'a, io::Result<Rc<dyn LogFile>>> {
+        Box::pin(async move { Ok(Rc::new(Dma(dma_open(path).await?)) as Rc<dyn LogFile>) })
+    }
+
+    fn remove<'a>(&'a self, path: &'a Path) -> LocalFuture<'a, io::Result<()>> {
+        Box::pin(async move {
+            std::fs::remove_file(path)?;
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,236 @@
+//! Opening a log: scan every segment in order, verify each record, cut a
+//! torn tail, and rebuild the index, the segment metadata and the derived
+//! delivery state (from the newest checkpoint on).
+//!
+//! Scanning (finding valid records) is kept apart from what is rebuilt
+//! from them (`Rebuild`), so the policy for damage stays in one place.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::Path;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::format::{self, Decoded, SegmentHeader, SEGMENT_HEADER_LEN};
+use super::index::{Index, Location};
+use super::io::{LogFs, BLOCK};
+use super::record::Record;
+use super::segment::{self, Segment};
+use super::segment_log::{
+    io_error, LogConfig, LogError, LogStats, RecoveryMode, RecoveryReport, State,
+};
+use super::state::RecoveredState;
+
+/// Bytes read per scan step.
+const SCAN_CHUNK: usize = 4 << 20;
+
+/// Everything rebuilt from the records.
+#[derive(Default)]
+struct Rebuild {
+    index: Index,
+    derived: RecoveredState,
+    checkpoint: Option<u64>,
+}
+
+impl Rebuild {
+    fn apply(
+        &mut self,
+        seg: &mut Segment,
+        lsn: u64,
+        len: usize,
+        record: Record,
+        config: &LogConfig,
+    ) -> Result<(), LogError> {
+        match &record {
+            Record::Message(m) => {
+                let max = seg.inbox_max.entry(m.inbox).or_default();
+                *max = (*max).max(m.seq);
+                seg.max_ts_ms = seg.max_ts_ms.max(m.ts_ms);
+                self.index.add(
+                    m.inbox,
+                    m.seq,
+                    Location {
+                        lsn,
+                        len: len as u32,
+                    },
+                );
+            }
+            Record::Checkpoint(body) => {
+                // A checkpoint is the whole state as of its position.
+                self.derived = format::decode_checkpoint(body, &config.dedup).ok_or_else(|| {
+                    LogError::Corrupt(format!("checkpoint at {lsn} does not parse"))
+                })?;
+                self.checkpoint = Some(lsn);
+                return Ok(());
+            }
+            _ => {}
+        }
+        self.derived.apply(&record, &config.dedup);
+        Ok(())
+    }
+}
+
+/// Recovers the log in `config.dir`.
+pub(super) async fn recover(
+    config: &LogConfig,
+    fs: &dyn LogFs,
+) -> Result<(State, RecoveryReport), LogError> {
+    let started = Instant::now();
+    let dir = &config.dir;
+    std::fs::create_dir_all(dir).map_err(|e| io_error("create dir", dir, e))?;
+    let mut bases: Vec<(u64, std::path::PathBuf)> = fs
+        .list(dir)
+        .map_err(|e| io_error("list", dir, e))?
+        .into_iter()
+        .filter_map(|p| segment::parse_name(&p).map(|b| (b, p)))
+        .collect();
+    bases.sort();
+    if bases.is_empty() {
+        let path = segment::file_name(dir, 0);
+        create(fs, &path, 0, config.segment_bytes).await?;
+        bases.push((0, path));
+    }
+    let mut report = RecoveryReport::default();
+    let mut rebuild = Rebuild::default();
+    let mut segments = BTreeMap::new();
+    let last = bases.len() - 1;
+    let mut tail_block = Bytes::new();
+    for (i, (base, path)) in bases.into_iter().enumerate() {
+        let file = fs
+            .open(&path)
+            .await
+            .map_err(|e| io_error("open", &path, e))?;
+        let size = std::fs::metadata(&path)
+            .map_err(|e| io_error("stat", &path, e))?
+            .len();
+        let head = file
+            .read_at(0, SEGMENT_HEADER_LEN as usize)
+            .await
+            .map_err(|e| io_error("read", &path, e))?;
+        let header = SegmentHeader::parse(&head)
+            .filter(|h| h.base_lsn.get() == base)
+            .ok_or_else(|| LogError::Corrupt(format!("{}: bad segment header", path.display())))?;
+        let base = header.base_lsn.get();
+        let mut seg = Segment {
+            base,
+            capacity: size.max(SEGMENT_HEADER_LEN) - SEGMENT_HEADER_LEN,
+            file: file.clone(),
+            path: path.clone(),
+            inbox_max: HashMap::new(),
+            max_ts_ms: 0,
+            end: base,
+        };
+        // Scan the records.
+        let mut pos = SEGMENT_HEADER_LEN;
+        let mut buf = BytesMut::new();
+        let mut eof = false;
+        let damage = loop {
+            let bytes = buf.clone().freeze();
+            match format::decode(&bytes) {
+                Decoded::Record(record, len) => {
+                    let lsn = base + pos - SEGMENT_HEADER_LEN;
+                    rebuild.apply(&mut seg, lsn, len, record, config)?;
+                    report.records += 1;
+                    report.bytes += len as u64;
+                    pos += len as u64;
+                    let _ = buf.split_to(len);
+                }
+                Decoded::End if buf.len() >= format::RECORD_HEADER_LEN || eof => break None,
+                Decoded::Truncated | Decoded::End if !eof => {
+                    let at = pos + buf.len() as u64;
+                    let chunk = file
+                        .read_at(at, SCAN_CHUNK)
+                        .await
+                        .map_err(|e| io_error("read", &path, e))?;
+                    if chunk.is_empty() || at + chunk.len() as u64 >= size {
+                        eof = true;
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Decoded::Truncated | Decoded::End => {
+                    break Some("record cut off at the end of the file")
+                }
+                Decoded::Corrupt(why) => break Some(why),
+            }
+        };
+        seg.end = base + pos - SEGMENT_HEADER_LEN;
+        report.segments += 1;
+        if let Some(why) = damage {
+            if i != last || config.recovery == RecoveryMode::AbsoluteConsistency {
+                return Err(LogError::Corrupt(format!(
+                    "{} at offset {pos}: {why}",
+                    path.display()
+                )));
+            }
+            tracing::warn!(file = %path.display(), offset = pos, reason = why, "cutting a torn log tail");
+            report.truncated = Some((base + pos - SEGMENT_HEADER_LEN, why));
+            // Zero everything after the valid prefix, so a later, shorter
+            // write cannot make stale records behind it readable again.
+            let block_start = pos / BLOCK * BLOCK;
+            let head = file
+                .read_at(block_start, (pos - block_start) as usize)
+                .await
+                .map_err(|e| io_error("read", &path, e))?;
+            let mut block = vec![0u8; BLOCK as usize];
+            block[..head.len()].copy_from_slice(&head);
+            file.write_at(&block, block_start)
+                .await
+                .map_err(|e| io_error("write", &path, e))?;
+            let rest = block_start + BLOCK;
+            if size > rest {
+                file.zero_range(rest, size - rest)
+                    .await
+                    .map_err(|e| io_error("zero", &path, e))?;
+            }
+            file.sync()
+                .await
+                .map_err(|e| io_error("fdatasync", &path, e))?;
+        }
+        if i == last {
+            let block_start = pos / BLOCK * BLOCK;
+            tail_block = file
+                .read_at(block_start, (pos - block_start) as usize)
+                .await
+                .map_err(|e| io_error("read", &path, e))?;
+        }
+        segments.insert(base, seg);
+    }
+    let (&active, seg) = segments.iter().next_back().expect("at least one segment");
+    let next = seg.end;
+    let pending_start = active + (next - active) / BLOCK * BLOCK;
+    debug_assert_eq!(tail_block.len() as u64, next - pending_start);
+    report.checkpoint = rebuild.checkpoint;
+    report.elapsed = started.elapsed();
+    let state = State {
+        segments,
+        active,
+        create_pending: Vec::new(),
+        sealed: Vec::new(),
+        pending: BytesMut::from(&tail_block[..]),
+        pending_start,
+        next,
+        durable: next,
+        poisoned: None,
+        closed: false,
+        waiters: Vec::new(),
+        index: rebuild.index,
+        derived: rebuild.derived,
+        cache: VecDeque::new(),
+        cache_bytes: 0,
+        since_checkpoint: 0,
+        stats: LogStats::default(),
+        first_pending_at: None,
+    };
+    Ok((state, report))
+}
+
+async fn create(fs: &dyn LogFs, path: &Path, base: u64, size: u64) -> Result<(), LogError> {
+    let header = SegmentHeader::new(base);
+    let mut block = vec![0u8; SEGMENT_HEADER_LEN as usize];
+    block[..std::mem::size_of::<SegmentHeader>()]
+        .copy_from_slice(zerocopy::IntoBytes::as_bytes(&header));
+    fs.create(path, &block, size)
+        .await
+        .map_err(|e| io_error("create", path, e))?;
+    Ok(())
+}

@@ -1,0 +1,696 @@
+//! The segment log of one shard: appends with group commit, per-inbox
+//! reads, checkpoints and retention. Recovery lives in `recovery.rs`.
+//!
+//! Ground rules:
+//! - [`SegmentLog::append`] is synchronous: it encodes the record into the
+//!   pending buffer, updates the index and the derived state, and returns
+//!   the record's end position. Durability is separate: [`SegmentLog::wait_durable`].
+//! - One committer task per log (spawned by `open` on the current glommio
+//!   executor) writes the pending bytes with O_DIRECT, block-aligned (the
+//!   partial last block is rewritten by the next commit), then fdatasyncs,
+//!   then wakes every waiter the sync covers. It commits at once when
+//!   `sync_bytes` are pending, otherwise after `sync_interval`, so
+//!   concurrent appenders share one sync.
+//! - A failed write or sync poisons the log: every waiter gets the error and
+//!   every later append is refused. The caller stops acknowledging.
+//! - Readers see only durable records: nothing a crash could still lose is
+//!   ever returned.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+
+use super::format::{self, Decoded, SegmentHeader, SEGMENT_HEADER_LEN};
+use super::index::{Index, Location};
+use super::io::{LogFs, BLOCK};
+use super::record::{InboxQuery, MessageRecord, Record};
+use super::segment::{self, Segment};
+use super::state::{DedupConfig, RecoveredState};
+use crate::proto::{Seq, UserId};
+
+/// A position in the log (byte offset in the log's address space; each
+/// segment covers `[base, base + capacity)`).
+pub type Lsn = u64;
+
+/// What to do with a damaged log on open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// Any damage is an error (for audits and tests).
+    AbsoluteConsistency,
+    /// A torn or corrupt tail of the newest segment (an interrupted write
+    /// that was never acknowledged) is cut off and reported; damage anywhere
+    /// else is an error.
+    #[default]
+    TolerateTailCorruption,
+}
+
+/// Settings of one log.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// Directory of the segment files.
+    pub dir: PathBuf,
+    /// Segment file size (header included).
+    pub segment_bytes: u64,
+    /// Commit at once when this many bytes are pending.
+    pub sync_bytes: usize,
+    /// Otherwise commit this long after the first pending append.
+    pub sync_interval: Duration,
+    /// Append a checkpoint after this many bytes of log.
+    pub checkpoint_bytes: u64,
+    /// Segments whose newest message is older than this are deleted.
+    pub retention_max_age: Duration,
+    /// Send dedup window (shared with the delivery core).
+    pub dedup: DedupConfig,
+    /// Damage policy on open.
+    pub recovery: RecoveryMode,
+    /// Recent message records kept in memory for reads.
+    pub cache_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            dir: PathBuf::from("data/log"),
+            segment_bytes: 64 << 20,
+            sync_bytes: 256 << 10,
+            sync_interval: Duration::from_micros(200),
+            checkpoint_bytes: 256 << 20,
+            retention_max_age: Duration::from_secs(7 * 24 * 3600),
+            dedup: DedupConfig::default(),
+            recovery: RecoveryMode::default(),
+            cache_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Log failures.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogError {
+    /// An I/O operation failed.
+    #[error("{op} {path}: {message}")]
+    Io {
+        /// What was done.
+        op: &'static str,
+        /// Which file.
+        path: String,
+        /// The OS error.
+        message: String,
+    },
+    /// An earlier write or sync failed; the log accepts nothing more.
+    #[error("log poisoned by an earlier failure: {0}")]
+    Poisoned(String),
+    /// The log on disk is damaged where it may not be.
+    #[error("corrupt log: {0}")]
+    Corrupt(String),
+    /// A record larger than a segment.
+    #[error("record of {0} bytes does not fit in a segment")]
+    TooLarge(usize),
+    /// The log is closing.
+    #[error("log closed")]
+    Closed,
+}
+
+pub(super) fn io_error(op: &'static str, path: &std::path::Path, e: std::io::Error) -> LogError {
+    LogError::Io {
+        op,
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Counters for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Bytes appended since open.
+    pub bytes_appended: u64,
+    /// Records appended since open.
+    pub records_appended: u64,
+    /// Completed group commits since open.
+    pub syncs: u64,
+    /// Segment files.
+    pub segments: u64,
+    /// Reads served from the file (not the cache).
+    pub file_reads: u64,
+}
+
+/// What recovery found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segments read.
+    pub segments: u64,
+    /// Valid records found.
+    pub records: u64,
+    /// Bytes of valid records.
+    pub bytes: u64,
+    /// Where a damaged tail was cut, and why.
+    pub truncated: Option<(u64, &'static str)>,
+    /// Position of the newest checkpoint applied.
+    pub checkpoint: Option<Lsn>,
+    /// Time taken.
+    pub elapsed: Duration,
+}
+
+/// What retention removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Segments deleted.
+    pub segments_deleted: u64,
+    /// Their capacity in bytes.
+    pub bytes_deleted: u64,
+}
+
+pub(super) struct State {
+    pub(super) segments: BTreeMap<u64, Segment>,
+    pub(super) active: u64,
+    /// Segments rolled to whose files the committer has yet to create.
+    pub(super) create_pending: Vec<u64>,
+    /// Last bytes of sealed segments not yet written: (base, start, bytes).
+    pub(super) sealed: Vec<(u64, u64, BytesMut)>,
+    /// Pending bytes of the active segment, from `pending_start` (block-aligned).
+    pub(super) pending: BytesMut,
+    pub(super) pending_start: Lsn,
+    pub(super) next: Lsn,
+    pub(super) durable: Lsn,
+    pub(super) poisoned: Option<String>,
+    pub(super) closed: bool,
+    pub(super) waiters: Vec<(Lsn, LocalSender<Result<(), LogError>>)>,
+    pub(super) index: Index,
+    pub(super) derived: RecoveredState,
+    pub(super) cache: VecDeque<(Lsn, MessageRecord)>,
+    pub(super) cache_bytes: usize,
+    pub(super) since_checkpoint: u64,
+    pub(super) stats: LogStats,
+    pub(super) first_pending_at: Option<Instant>,
+}
+
+pub(super) struct Inner {
+    pub(super) config: LogConfig,
+    pub(super) fs: Rc<dyn LogFs>,
+    pub(super) st: RefCell<State>,
+    pub(super) wake: LocalSender<()>,
+}
+
+/// The segment log of one shard. Lives on one glommio executor.
+pub struct SegmentLog {
+    pub(super) inner: Rc<Inner>,
+}
+
+impl std::fmt::Debug for SegmentLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentLog")
+            .field("dir", &self.inner.config.dir)
+            .finish()
+    }
+}
+
+impl SegmentLog {
+    /// Opens (creating if needed) and recovers the log in `config.dir` with
+    /// O_DIRECT files, and spawns its committer on the current executor.
+    pub async fn open(
+        config: LogConfig,
+    ) -> Result<(SegmentLog, RecoveredState, RecoveryReport), LogError> {
+        Self::open_with(config, Rc::new(super::io::DmaFs)).await
+    }
+
+    /// As [`SegmentLog::open`], with a chosen file layer (tests inject faults).
+    pub async fn open_with(
+        config: LogConfig,
+        fs: Rc<dyn LogFs>,
+    ) -> Result<(SegmentLog, RecoveredState, RecoveryReport), LogError> {
+        let (state, report) = super::recovery::recover(&config, &*fs).await?;
+        let derived = state.derived.clone();
+        let (wake, rx) = local_channel::new_bounded(1);
+        let inner = Rc::new(Inner {
+            config,
+            fs,
+            st: RefCell::new(state),
+            wake,
+        });
+        glommio::spawn_local(committer(inner.clone(), rx)).detach();
+        Ok((SegmentLog { inner }, derived, report))
+    }
+
+    /// Buffers `record` for the next group commit; returns its end position
+    /// (pass it to [`SegmentLog::wait_durable`]).
+    pub fn append(&self, record: &Record) -> Result<Lsn, LogError> {
+        let inner = &self.inner;
+        let mut st = inner.st.borrow_mut();
+        if let Some(p) = &st.poisoned {
+            return Err(LogError::Poisoned(p.clone()));
+        }
+        if st.closed {
+            return Err(LogError::Closed);
+        }
+        let len = format::encoded_len(record);
+        let capacity = inner
+            .config
+            .segment_bytes
+            .saturating_sub(SEGMENT_HEADER_LEN);
+        if len as u64 > capacity {
+            return Err(LogError::TooLarge(len));
+        }
+        let active_end = {
+            let seg = &st.segments[&st.active];
+            seg.base + seg.capacity
+        };
+        if st.next + len as u64 > active_end {
+            roll(&mut st, inner.config.segment_bytes);
+        }
+        let lsn = st.next;
+        format::encode(record, &mut st.pending);
+        st.next += len as u64;
+        let end = st.next;
+        let active = st.active;
+        let seg = st.segments.get_mut(&active).expect("active segment exists");
+        seg.end = end;
+        if let Record::Message(m) = record {
+            let max = seg.inbox_max.entry(m.inbox).or_default();
+            *max = (*max).max(m.seq);
+            seg.max_ts_ms = seg.max_ts_ms.max(m.ts_ms);
+            st.index.add(
+                m.inbox,
+                m.seq,
+                Location {
+                    lsn,
+                    len: len as u32,
+                },
+            );
+            st.cache.push_back((lsn, m.clone()));
+            st.cache_bytes += m.payload.len() + 96;
+            while st.cache_bytes > inner.config.cache_bytes {
+                let Some((_, old)) = st.cache.pop_front() else {
+                    break;
+                };
+                st.cache_bytes -= old.payload.len() + 96;
+            }
+        }
+        st.derived.apply(record, &inner.config.dedup);
+        st.stats.bytes_appended += len as u64;
+        st.stats.records_appended += 1;
+        st.since_checkpoint += len as u64;
+        st.first_pending_at.get_or_insert_with(Instant::now);
+        let checkpoint_due = st.since_checkpoint >= inner.config.checkpoint_bytes
+            && !matches!(record, Record::Checkpoint(_));
+        drop(st);
+        if checkpoint_due {
+            self.append_checkpoint()?;
+        }
+        let _ = inner.wake.try_send(());
+        Ok(end)
+    }
+
+    fn append_checkpoint(&self) -> Result<Lsn, LogError> {
+        let snapshot = {
+            let mut st = self.inner.st.borrow_mut();
+            st.since_checkpoint = 0;
+            format::encode_checkpoint(&st.derived)
+        };
+        self.append(&Record::Checkpoint(snapshot))
+    }
+
+    /// Resolves once everything up to `lsn` is durable.
+    pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), LogError> {
+        let rx = {
+            let mut st = self.inner.st.borrow_mut();
+            if st.durable >= lsn {
+                return Ok(());
+            }
+            if let Some(p) = &st.poisoned {
+                return Err(LogError::Poisoned(p.clone()));
+            }
+            let (tx, rx) = local_channel::new_bounded(1);
+            st.waiters.push((lsn, tx));
+            rx
+        };
+        let _ = self.inner.wake.try_send(());
+        rx.recv().await.unwrap_or(Err(LogError::Closed))
+    }
+
+    /// Everything appended so far is durable.
+    pub async fn flush(&self) -> Result<(), LogError> {
+        let next = self.inner.st.borrow().next;
+        self.wait_durable(next).await
+    }
+
+    /// Highest durable position.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.inner.st.borrow().durable
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> LogStats {
+        let st = self.inner.st.borrow();
+        LogStats {
+            segments: st.segments.len() as u64,
+            ..st.stats.clone()
+        }
+    }
+
+    /// Messages of `user`'s inbox (durable ones only), ascending by seq.
+    pub async fn read_inbox(
+        &self,
+        user: UserId,
+        query: InboxQuery,
+    ) -> Result<Vec<MessageRecord>, LogError> {
+        let plan: Vec<(Seq, Location)> = {
+            let st = self.inner.st.borrow();
+            let Some(idx) = st.index.get(user) else {
+                return Ok(Vec::new());
+            };
+            // Highest seq whose record is durable (entries are in log order).
+            let durable_count = idx
+                .entries
+                .partition_point(|l| l.lsn != u64::MAX && l.lsn + u64::from(l.len) <= st.durable);
+            if durable_count == 0 {
+                return Ok(Vec::new());
+            }
+            let first = idx.first.0;
+            let last = first + durable_count as u64 - 1;
+            let (lo, hi) = match query {
+                InboxQuery::After { after, limit } => {
+                    let lo = first.max(after.0 + 1);
+                    (
+                        lo,
+                        last.min(lo.saturating_add(u64::from(limit)).saturating_sub(1)),
+                    )
+                }
+                InboxQuery::Latest { limit } => {
+                    (first.max((last + 1).saturating_sub(u64::from(limit))), last)
+                }
+                InboxQuery::Before { before, limit } => {
+                    let hi = last.min(before.0.saturating_sub(1));
+                    (first.max((hi + 1).saturating_sub(u64::from(limit))), hi)
+                }
+            };
+            if lo > hi || hi < first {
+                return Ok(Vec::new());
+            }
+            (lo..=hi)
+                .filter_map(|s| {
+                    idx.get(Seq(s))
+                        .filter(|l| l.lsn != u64::MAX)
+                        .map(|l| (Seq(s), l))
+                })
+                .collect()
+        };
+        let mut out = Vec::with_capacity(plan.len());
+        let mut pending_reads = Vec::new();
+        {
+            let st = self.inner.st.borrow();
+            for (i, (_, loc)) in plan.iter().enumerate() {
+                let pos = st.cache.partition_point(|(lsn, _)| *lsn < loc.lsn);
+                match st.cache.get(pos) {
+                    Some((lsn, m)) if *lsn == loc.lsn => out.push(Some(m.clone())),
+                    _ => {
+                        out.push(None);
+                        pending_reads.push(i);
+                    }
+                }
+            }
+        }
+        // Cache misses: read them concurrently from the files.
+        let tasks: Vec<_> = pending_reads
+            .iter()
+            .map(|&i| {
+                let inner = self.inner.clone();
+                let loc = plan[i].1;
+                glommio::spawn_local(async move { read_record(&inner, loc).await })
+            })
+            .collect();
+        for (&i, task) in pending_reads.iter().zip(tasks) {
+            out[i] = Some(task.await?);
+        }
+        self.inner.st.borrow_mut().stats.file_reads += pending_reads.len() as u64;
+        Ok(out.into_iter().map(|m| m.expect("filled above")).collect())
+    }
+
+    /// Appends a checkpoint of the derived state and waits until it is durable.
+    pub async fn checkpoint(&self) -> Result<(), LogError> {
+        let end = self.append_checkpoint()?;
+        self.wait_durable(end).await
+    }
+
+    /// Deletes the oldest sealed segments whose every message is
+    /// acknowledged by all known devices of its inbox, or older than the
+    /// maximum age. A checkpoint is made durable first, so the state those
+    /// segments carried (inbox heads, cursors) survives them.
+    pub async fn enforce_retention(&self, now_ms: u64) -> Result<RetentionReport, LogError> {
+        let deletable = {
+            let st = self.inner.st.borrow();
+            let max_age_ms = self.inner.config.retention_max_age.as_millis() as u64;
+            let mut min_cursor: HashMap<UserId, Seq> = HashMap::new();
+            for ((user, _), seq) in &st.derived.cursors {
+                let c = min_cursor.entry(*user).or_insert(*seq);
+                *c = (*c).min(*seq);
+            }
+            let mut out = Vec::new();
+            for (base, seg) in &st.segments {
+                if *base == st.active
+                    || st.sealed.iter().any(|(b, _, _)| b == base)
+                    || seg.end > st.durable
+                {
+                    break;
+                }
+                let expired =
+                    seg.max_ts_ms > 0 && now_ms.saturating_sub(seg.max_ts_ms) > max_age_ms;
+                let acked = seg
+                    .inbox_max
+                    .iter()
+                    .all(|(inbox, max)| min_cursor.get(inbox).is_some_and(|c| c >= max));
+                if !(expired || acked) {
+                    break;
+                }
+                out.push(*base);
+            }
+            out
+        };
+        if deletable.is_empty() {
+            return Ok(RetentionReport::default());
+        }
+        self.checkpoint().await?;
+        let mut report = RetentionReport::default();
+        for base in deletable {
+            let seg = self
+                .inner
+                .st
+                .borrow_mut()
+                .segments
+                .remove(&base)
+                .expect("listed above");
+            self.inner
+                .fs
+                .remove(&seg.path)
+                .await
+                .map_err(|e| io_error("remove", &seg.path, e))?;
+            let mut st = self.inner.st.borrow_mut();
+            for inbox in seg.inbox_max.keys() {
+                st.index.trim_before(*inbox, seg.base + seg.capacity);
+            }
+            report.segments_deleted += 1;
+            report.bytes_deleted += seg.capacity + SEGMENT_HEADER_LEN;
+        }
+        Ok(report)
+    }
+
+    /// Flushes, writes a final checkpoint and stops the committer.
+    pub async fn close(self) -> Result<(), LogError> {
+        self.checkpoint().await?;
+        self.inner.st.borrow_mut().closed = true;
+        let _ = self.inner.wake.try_send(());
+        Ok(())
+    }
+}
+
+/// Starts a new segment after the active one: its bytes are written by the
+/// committer, which also creates the file.
+fn roll(st: &mut State, segment_bytes: u64) {
+    let (base, capacity) = {
+        let seg = &st.segments[&st.active];
+        (seg.base, seg.capacity)
+    };
+    let pending = std::mem::take(&mut st.pending);
+    let start = st.pending_start;
+    st.sealed.push((base, start, pending));
+    let new_base = base + capacity;
+    st.create_pending.push(new_base);
+    st.segments.insert(
+        new_base,
+        Segment {
+            base: new_base,
+            capacity: segment_bytes - SEGMENT_HEADER_LEN,
+            file: st.segments[&base].file.clone(), // replaced once created
+            path: PathBuf::new(),
+            inbox_max: HashMap::new(),
+            max_ts_ms: 0,
+            end: new_base,
+        },
+    );
+    st.active = new_base;
+    st.pending_start = new_base;
+    st.next = new_base;
+}
+
+async fn read_record(inner: &Inner, loc: Location) -> Result<MessageRecord, LogError> {
+    let (file, path, offset) = {
+        let st = inner.st.borrow();
+        let (_, seg) =
+            st.segments.range(..=loc.lsn).next_back().ok_or_else(|| {
+                LogError::Corrupt(format!("no segment holds position {}", loc.lsn))
+            })?;
+        (
+            seg.file.clone(),
+            seg.path.clone(),
+            SEGMENT_HEADER_LEN + loc.lsn - seg.base,
+        )
+    };
+    let bytes = file
+        .read_at(offset, loc.len as usize)
+        .await
+        .map_err(|e| io_error("read", &path, e))?;
+    match format::decode(&bytes) {
+        Decoded::Record(Record::Message(m), _) => Ok(m),
+        other => Err(LogError::Corrupt(format!(
+            "{} at {}: expected a message record, found {other:?}",
+            path.display(),
+            loc.lsn
+        ))),
+    }
+}
+
+/// The group committer: writes and syncs pending bytes, wakes waiters.
+async fn committer(inner: Rc<Inner>, wake: LocalReceiver<()>) {
+    while wake.recv().await.is_some() {
+        loop {
+            let (pending_len, first_at, closed) = {
+                let st = inner.st.borrow();
+                (st.next - st.durable, st.first_pending_at, st.closed)
+            };
+            if pending_len == 0 {
+                if closed {
+                    return;
+                }
+                break;
+            }
+            // Give concurrent appenders a moment to join this commit.
+            if (pending_len as usize) < inner.config.sync_bytes {
+                if let Some(at) = first_at {
+                    let due = at + inner.config.sync_interval;
+                    let now = Instant::now();
+                    if due > now {
+                        glommio::timer::sleep(due - now).await;
+                    }
+                }
+            }
+            if let Err(e) = commit(&inner).await {
+                let message = e.to_string();
+                tracing::error!(dir = %inner.config.dir.display(), error = %message, "log commit failed; log poisoned");
+                let waiters = {
+                    let mut st = inner.st.borrow_mut();
+                    st.poisoned = Some(message.clone());
+                    std::mem::take(&mut st.waiters)
+                };
+                for (_, w) in waiters {
+                    let _ = w.try_send(Err(LogError::Poisoned(message.clone())));
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// One group commit: create a rolled-to segment, write the sealed
+/// segment's last bytes and the active segment's pending bytes, sync, and
+/// advance the durable position.
+async fn commit(inner: &Inner) -> Result<(), LogError> {
+    let to_create = inner.st.borrow().create_pending.clone();
+    for base in to_create {
+        let path = segment::file_name(&inner.config.dir, base);
+        let header = SegmentHeader::new(base);
+        let mut block = vec![0u8; SEGMENT_HEADER_LEN as usize];
+        block[..std::mem::size_of::<SegmentHeader>()]
+            .copy_from_slice(zerocopy::IntoBytes::as_bytes(&header));
+        let file = inner
+            .fs
+            .create(&path, &block, inner.config.segment_bytes)
+            .await
+            .map_err(|e| io_error("create", &path, e))?;
+        let mut st = inner.st.borrow_mut();
+        st.create_pending.retain(|b| *b != base);
+        let seg = st
+            .segments
+            .get_mut(&base)
+            .expect("rolled segment registered");
+        seg.file = file;
+        seg.path = path;
+    }
+    let (sealed, active, target) = {
+        let mut st = inner.st.borrow_mut();
+        st.first_pending_at = None;
+        let sealed = std::mem::take(&mut st.sealed);
+        let active = (
+            st.active,
+            st.pending_start,
+            Bytes::copy_from_slice(&st.pending),
+        );
+        (sealed, active, st.next)
+    };
+    let mut synced = Vec::new();
+    for (base, start, data) in sealed
+        .into_iter()
+        .map(|(b, s, d)| (b, s, d.freeze()))
+        .chain([active])
+    {
+        if data.is_empty() {
+            continue;
+        }
+        let (file, path) = {
+            let st = inner.st.borrow();
+            let seg = &st.segments[&base];
+            (seg.file.clone(), seg.path.clone())
+        };
+        let mut padded = BytesMut::from(&data[..]);
+        let aligned = (padded.len() as u64).div_ceil(BLOCK) * BLOCK;
+        padded.resize(aligned as usize, 0);
+        file.write_at(&padded, SEGMENT_HEADER_LEN + start - base)
+            .await
+            .map_err(|e| io_error("write", &path, e))?;
+        synced.push((file, path));
+    }
+    for (file, path) in &synced {
+        file.sync()
+            .await
+            .map_err(|e| io_error("fdatasync", path, e))?;
+    }
+    let ready = {
+        let mut st = inner.st.borrow_mut();
+        st.durable = st.durable.max(target);
+        st.stats.syncs += 1;
+        // Keep only the partial block at the durable end: the next commit
+        // rewrites it with what follows.
+        if st.pending_start <= target && target <= st.next {
+            let base = st.active;
+            let keep_from = base + (target - base) / BLOCK * BLOCK;
+            if keep_from > st.pending_start {
+                let drop = (keep_from - st.pending_start) as usize;
+                let drop = drop.min(st.pending.len());
+                let _ = st.pending.split_to(drop);
+                st.pending_start = keep_from;
+            }
+        }
+        let durable = st.durable;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut st.waiters)
+            .into_iter()
+            .partition(|(lsn, _)| *lsn <= durable);
+        st.waiters = waiting;
+        ready
+    };
+    for (_, w) in ready {
+        let _ = w.try_send(Ok(()));
+    }
+    Ok(())
+}

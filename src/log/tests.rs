@@ -1,0 +1,449 @@
+//! Segment log tests on real O_DIRECT files in temp dirs, plus a fault
+//! injecting file layer.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::io::{DmaFs, LocalFuture, LogFile, LogFs};
+use super::*;
+use crate::proto::{DeviceId, Qos, Seq, UserId};
+
+/// Runs `f` on a fresh glommio executor (small io memory: memlock here is 8 MiB).
+pub(crate) fn run<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    glommio::LocalExecutorBuilder::default()
+        .io_memory(512 << 10)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+fn config(dir: &Path) -> LogConfig {
+    LogConfig {
+        dir: dir.to_owned(),
+        segment_bytes: 1 << 20,
+        sync_interval: Duration::from_micros(50),
+        ..LogConfig::default()
+    }
+}
+
+fn msg(inbox: u64, seq: u64, payload_len: usize) -> Record {
+    Record::Message(MessageRecord {
+        inbox: UserId(inbox),
+        seq: Seq(seq),
+        from: UserId(1000 + inbox),
+        from_device: DeviceId(1),
+        to: UserId(inbox),
+        client_msg_id: inbox * 1_000_000 + seq,
+        qos: Qos::AtLeastOnce,
+        ts_ms: 1_700_000_000_000 + seq,
+        payload: Bytes::from(vec![(seq % 251) as u8; payload_len]),
+    })
+}
+
+fn seqs(v: &[MessageRecord]) -> Vec<u64> {
+    v.iter().map(|m| m.seq.0).collect()
+}
+
+#[test]
+fn fresh_dir_append_sync_read_back_and_reopen() {
+    // Also the regression test for glommio's polled-read probe: the first
+    // DMA file this process opens is a new segment, and reads must work.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let (log, state, report) = SegmentLog::open(config(&path)).await.unwrap();
+        assert_eq!((report.records, state.heads.len()), (0, 0));
+        let mut end = 0;
+        for s in 1..=20 {
+            end = log.append(&msg(7, s, 100)).unwrap();
+        }
+        log.wait_durable(end).await.unwrap();
+        let all = log
+            .read_inbox(
+                UserId(7),
+                InboxQuery::After {
+                    after: Seq(0),
+                    limit: 100,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(seqs(&all), (1..=20).collect::<Vec<_>>());
+        assert_eq!(
+            all[4],
+            match msg(7, 5, 100) {
+                Record::Message(m) => m,
+                _ => unreachable!(),
+            }
+        );
+        drop(log); // no close: like a crash after the sync
+        let (log, state, report) = SegmentLog::open(config(&path)).await.unwrap();
+        assert_eq!(report.records, 20);
+        assert_eq!(state.heads[&UserId(7)], Seq(20));
+        // Reads now come from the files (the cache is empty after reopen).
+        let page = log
+            .read_inbox(
+                UserId(7),
+                InboxQuery::After {
+                    after: Seq(5),
+                    limit: 3,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(seqs(&page), vec![6, 7, 8]);
+        assert!(log.stats().file_reads >= 3);
+        let latest = log
+            .read_inbox(UserId(7), InboxQuery::Latest { limit: 4 })
+            .await
+            .unwrap();
+        assert_eq!(seqs(&latest), vec![17, 18, 19, 20]);
+        let older = log
+            .read_inbox(
+                UserId(7),
+                InboxQuery::Before {
+                    before: Seq(17),
+                    limit: 2,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(seqs(&older), vec![15, 16]);
+        assert!(log
+            .read_inbox(UserId(8), InboxQuery::Latest { limit: 4 })
+            .await
+            .unwrap()
+            .is_empty());
+    });
+}
+
+#[test]
+fn unsynced_records_are_invisible_to_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let mut c = config(&path);
+        c.sync_interval = Duration::from_secs(3600);
+        let (log, _, _) = SegmentLog::open(c).await.unwrap();
+        log.append(&msg(1, 1, 10)).unwrap();
+        let got = log
+            .read_inbox(UserId(1), InboxQuery::Latest { limit: 10 })
+            .await
+            .unwrap();
+        assert!(
+            got.is_empty(),
+            "a record that a crash could lose must not be read"
+        );
+    });
+}
+
+#[test]
+fn segments_roll_and_reads_span_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let (log, _, _) = SegmentLog::open(config(&path)).await.unwrap();
+        let mut end = 0;
+        for s in 1..=300 {
+            end = log.append(&msg(3, s, 10_000)).unwrap(); // ~3 MB over 1 MiB segments
+        }
+        log.wait_durable(end).await.unwrap();
+        assert!(log.stats().segments >= 3, "{:?}", log.stats());
+        drop(log);
+        let (log, state, report) = SegmentLog::open(config(&path)).await.unwrap();
+        assert_eq!((report.records, state.heads[&UserId(3)]), (300, Seq(300)));
+        let all = log
+            .read_inbox(
+                UserId(3),
+                InboxQuery::After {
+                    after: Seq(0),
+                    limit: 1000,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(seqs(&all), (1..=300).collect::<Vec<_>>());
+        assert!(all
+            .iter()
+            .all(|m| m.payload.len() == 10_000 && m.payload[0] == (m.seq.0 % 251) as u8));
+    });
+}
+
+/// Writes `n` records (inboxes alternate), syncs, returns the byte offsets
+/// (in the segment file) where each record starts, plus the file end.
+fn write_records(path: &Path, n: u64) -> Vec<u64> {
+    let path = path.to_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    run(move || async move {
+        let (log, _, _) = SegmentLog::open(config(&path)).await.unwrap();
+        let mut starts = vec![format::SEGMENT_HEADER_LEN];
+        for s in 1..=n {
+            let end = log.append(&msg(1 + s % 2, s.div_ceil(2), 37)).unwrap();
+            starts.push(format::SEGMENT_HEADER_LEN + end);
+        }
+        log.flush().await.unwrap();
+        tx.send(starts).unwrap();
+    });
+    rx.recv().unwrap()
+}
+
+#[test]
+fn a_cut_at_every_byte_of_the_tail_keeps_exactly_the_whole_records_before_it() {
+    let src = tempfile::tempdir().unwrap();
+    let starts = write_records(src.path(), 6);
+    let seg = segment::file_name(src.path(), 0);
+    let original = std::fs::read(&seg).unwrap();
+    let first_cut = starts[3]; // the last three records, every byte
+    let last = *starts.last().unwrap();
+    let cases: Vec<(u64, bool)> = (first_cut..last)
+        .flat_map(|c| [(c, false), (c, true)])
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().to_owned();
+    run(move || async move {
+        for (cut, flip) in cases {
+            let mut bytes = original.clone();
+            if flip {
+                bytes[cut as usize] ^= 0x5A; // corruption inside a record
+            } else {
+                bytes[cut as usize..].iter_mut().for_each(|b| *b = 0); // torn: never written
+            }
+            let file = segment::file_name(&dir_path, 0);
+            std::fs::write(&file, &bytes).unwrap();
+            let (log, state, report) = SegmentLog::open(config(&dir_path)).await.unwrap();
+            let whole = starts.iter().filter(|s| **s <= cut).count() as u64 - 1;
+            assert_eq!(report.records, whole, "cut at {cut} (flip {flip})");
+            let heads: u64 = state.heads.values().map(|s| s.0).sum();
+            assert_eq!(heads, whole, "cut at {cut}");
+            // The log is writable again right after the valid prefix.
+            let end = log.append(&msg(9, 1, 5)).unwrap();
+            log.wait_durable(end).await.unwrap();
+            drop(log);
+            let (_, _, again) = SegmentLog::open(config(&dir_path)).await.unwrap();
+            assert_eq!(again.records, whole + 1, "after rewrite at {cut}");
+            assert!(
+                again.truncated.is_none(),
+                "the cut tail was zeroed: {again:?}"
+            );
+        }
+    });
+}
+
+#[test]
+fn damage_is_an_error_in_absolute_consistency_mode() {
+    let src = tempfile::tempdir().unwrap();
+    let starts = write_records(src.path(), 3);
+    let seg = segment::file_name(src.path(), 0);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[starts[2] as usize + 3] ^= 1;
+    std::fs::write(&seg, &bytes).unwrap();
+    let path = src.path().to_owned();
+    run(move || async move {
+        let mut c = config(&path);
+        c.recovery = RecoveryMode::AbsoluteConsistency;
+        let e = SegmentLog::open(c).await.unwrap_err();
+        assert!(matches!(e, LogError::Corrupt(_)), "{e}");
+    });
+}
+
+/// A file layer whose sync can be made to fail.
+struct FaultyFs {
+    inner: DmaFs,
+    fail_sync: Rc<Cell<bool>>,
+}
+
+struct FaultyFile {
+    inner: Rc<dyn LogFile>,
+    fail_sync: Rc<Cell<bool>>,
+}
+
+impl LogFile for FaultyFile {
+    fn write_at<'a>(&'a self, data: &'a [u8], pos: u64) -> LocalFuture<'a, io::Result<()>> {
+        self.inner.write_at(data, pos)
+    }
+    fn sync(&self) -> LocalFuture<'_, io::Result<()>> {
+        if self.fail_sync.get() {
+            return Box::pin(async { Err(io::Error::from_raw_os_error(28)) }); // ENOSPC
+        }
+        self.inner.sync()
+    }
+    fn read_at(&self, pos: u64, len: usize) -> LocalFuture<'_, io::Result<Bytes>> {
+        self.inner.read_at(pos, len)
+    }
+    fn zero_range(&self, pos: u64, len: u64) -> LocalFuture<'_, io::Result<()>> {
+        self.inner.zero_range(pos, len)
+    }
+}
+
+impl LogFs for FaultyFs {
+    fn create<'a>(
+        &'a self,
+        path: &'a Path,
+        header: &'a [u8],
+        size: u64,
+    ) -> LocalFuture<'a, io::Result<Rc<dyn LogFile>>> {
+        Box::pin(async move {
+            let inner = self.inner.create(path, header, size).await?;
+            Ok(Rc::new(FaultyFile {
+                inner,
+                fail_sync: self.fail_sync.clone(),
+            }) as Rc<dyn LogFile>)
+        })
+    }
+    fn open<'a>(&'a self, path: &'a Path) -> LocalFuture<'a, io::Result<Rc<dyn LogFile>>> {
+        Box::pin(async move {
+            let inner = self.inner.open(path).await?;
+            Ok(Rc::new(FaultyFile {
+                inner,
+                fail_sync: self.fail_sync.clone(),
+            }) as Rc<dyn LogFile>)
+        })
+    }
+    fn remove<'a>(&'a self, path: &'a Path) -> LocalFuture<'a, io::Result<()>> {
+        self.inner.remove(path)
+    }
+}
+
+#[test]
+fn a_failed_sync_reaches_every_waiter_and_poisons_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let fail = Rc::new(Cell::new(false));
+        let fs = Rc::new(FaultyFs {
+            inner: DmaFs,
+            fail_sync: fail.clone(),
+        });
+        let (log, _, _) = SegmentLog::open_with(config(&path), fs).await.unwrap();
+        let ok = log.append(&msg(1, 1, 10)).unwrap();
+        log.wait_durable(ok).await.unwrap();
+        fail.set(true);
+        let a = log.append(&msg(1, 2, 10)).unwrap();
+        let b = log.append(&msg(1, 3, 10)).unwrap();
+        assert!(log.wait_durable(a).await.is_err());
+        assert!(matches!(
+            log.wait_durable(b).await,
+            Err(LogError::Poisoned(_))
+        ));
+        assert!(matches!(
+            log.append(&msg(1, 4, 10)),
+            Err(LogError::Poisoned(_))
+        ));
+        // What was durable before the failure is still readable.
+        let got = log
+            .read_inbox(UserId(1), InboxQuery::Latest { limit: 10 })
+            .await
+            .unwrap();
+        assert_eq!(seqs(&got), vec![1]);
+        drop(log);
+        fail.set(false);
+        let (_, state, _) = SegmentLog::open(config(&path)).await.unwrap();
+        assert!(
+            state.heads[&UserId(1)] >= Seq(1),
+            "the acknowledged record survives"
+        );
+    });
+}
+
+#[test]
+fn retention_deletes_only_acknowledged_or_expired_segments_and_keeps_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let (log, _, _) = SegmentLog::open(config(&path)).await.unwrap();
+        // Inbox 1 (acked by its only device) and inbox 2 (never acked).
+        for s in 1..=120 {
+            log.append(&msg(1, s, 10_000)).unwrap();
+        }
+        log.append(&msg(2, 1, 100)).unwrap();
+        for s in 121..=240 {
+            log.append(&msg(1, s, 10_000)).unwrap();
+        }
+        let end = log
+            .append(&Record::Cursor {
+                user: UserId(1),
+                device: DeviceId(1),
+                seq: Seq(240),
+            })
+            .unwrap();
+        log.wait_durable(end).await.unwrap();
+        let before = log.stats().segments;
+        let now = 1_700_000_000_000 + 1000; // nothing expired yet
+        let r = log.enforce_retention(now).await.unwrap();
+        // Only the segments before the one holding inbox 2's message go.
+        assert!(r.segments_deleted >= 1, "{r:?}");
+        assert!(log.stats().segments < before);
+        let two = log
+            .read_inbox(UserId(2), InboxQuery::Latest { limit: 5 })
+            .await
+            .unwrap();
+        assert_eq!(seqs(&two), vec![1], "the unacknowledged message stays");
+        let one = log
+            .read_inbox(UserId(1), InboxQuery::Latest { limit: 1000 })
+            .await
+            .unwrap();
+        assert_eq!(one.last().map(|m| m.seq), Some(Seq(240)));
+        drop(log);
+        // After a restart the heads come from the checkpoint, not from 0.
+        let (_, state, report) = SegmentLog::open(config(&path)).await.unwrap();
+        assert!(report.checkpoint.is_some());
+        assert_eq!(state.heads[&UserId(1)], Seq(240));
+        assert_eq!(state.heads[&UserId(2)], Seq(1));
+        assert_eq!(state.cursors[&(UserId(1), DeviceId(1))], Seq(240));
+        // Past the maximum age everything sealed goes.
+        let (log, _, _) = SegmentLog::open(config(&path)).await.unwrap();
+        let far = 1_700_000_000_000 + 30 * 24 * 3600 * 1000;
+        log.enforce_retention(far).await.unwrap();
+        assert!(log
+            .read_inbox(UserId(2), InboxQuery::Latest { limit: 5 })
+            .await
+            .unwrap()
+            .is_empty());
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Appends, reads and reopens agree with an in-memory model.
+    #[test]
+    fn log_matches_a_model(ops in proptest::collection::vec((0u64..3, 0usize..3000, any::<bool>()), 1..60)) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_owned();
+        run(move || async move {
+            let mut model: std::collections::HashMap<u64, Vec<Record>> = Default::default();
+            let (log, _, _) = SegmentLog::open(config(&path)).await.unwrap();
+            let mut end = 0;
+            for (inbox, len, reopen) in ops {
+                let seq = model.get(&inbox).map_or(0, Vec::len) as u64 + 1;
+                let r = msg(inbox, seq, len);
+                end = log.append(&r).unwrap();
+                model.entry(inbox).or_default().push(r);
+                if reopen {
+                    log.wait_durable(end).await.unwrap();
+                }
+            }
+            log.wait_durable(end).await.unwrap();
+            drop(log);
+            let (log, state, _) = SegmentLog::open(config(&path)).await.unwrap();
+            for (inbox, records) in &model {
+                assert_eq!(state.heads[&UserId(*inbox)], Seq(records.len() as u64));
+                let got = log.read_inbox(UserId(*inbox), InboxQuery::After { after: Seq(0), limit: 10_000 }).await.unwrap();
+                let want: Vec<MessageRecord> = records.iter().map(|r| match r { Record::Message(m) => m.clone(), _ => unreachable!() }).collect();
+                assert_eq!(got, want);
+            }
+        });
+    }
+}

@@ -1,0 +1,299 @@
+//! The admin HTTP server: `/healthz`, `/metrics`, and the backend API
+//! (`POST /v1/publish`, `POST /v1/tokens`).
+//!
+//! hyper 1 (HTTP/1.1 server) runs on the shard's glommio executor through
+//! smol-hyper's `FuturesIo` adapter; nothing needs `Send`. hyper's own
+//! header timeout needs a thread-safe timer glommio lacks, so the deadline
+//! is enforced here: each connection serves one request (no keep-alive)
+//! and is dropped when `request_timeout` passes, which also bounds a
+//! slowloris client. Bodies are read through a size limit, never beyond it.
+//! The API is meant for a private interface; publish and token minting
+//! additionally require the admin bearer token, compared in constant time.
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::rc::Rc;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use futures_lite::future;
+use glommio::net::TcpListener;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+
+use super::admin_api::{AdminBackend, Health, PublishError, PublishRequest};
+use crate::proto::{DeviceId, Qos, UserId};
+
+/// Admin HTTP limits.
+#[derive(Clone, Debug)]
+pub struct AdminHttpConfig {
+    /// Bearer token required by the API endpoints (`None`: no auth).
+    pub admin_token: Option<String>,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// A connection (one request) must complete within this.
+    pub request_timeout: Duration,
+}
+
+impl Default for AdminHttpConfig {
+    fn default() -> Self {
+        AdminHttpConfig {
+            admin_token: None,
+            max_body_bytes: 1 << 20,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Longest token lifetime `POST /v1/tokens` grants.
+const MAX_TOKEN_TTL_S: u64 = 30 * 24 * 3600;
+
+/// Serves until `stop` becomes true (checked between connections).
+pub async fn serve<B: AdminBackend>(
+    listener: TcpListener,
+    backend: Rc<B>,
+    config: AdminHttpConfig,
+    stop: Rc<Cell<bool>>,
+) {
+    let config = Rc::new(config);
+    while !stop.get() {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            while !stop.get() {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => break,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let backend = backend.clone();
+        let config = config.clone();
+        glommio::spawn_local(async move {
+            let io = smol_hyper::rt::FuturesIo::new(stream);
+            let timeout = config.request_timeout;
+            let service = hyper::service::service_fn(move |req| {
+                let backend = backend.clone();
+                let config = config.clone();
+                async move { Ok::<_, Infallible>(route(req, &*backend, &config).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
+                .serve_connection(io, service);
+            let done = future::or(async { Some(conn.await) }, async {
+                glommio::timer::sleep(timeout).await;
+                None
+            })
+            .await;
+            match done {
+                None => tracing::debug!("admin connection timed out"),
+                Some(Err(e)) => tracing::debug!(error = %e, "admin connection error"),
+                Some(Ok(())) => {}
+            }
+        })
+        .detach();
+    }
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn json_error(status: StatusCode, message: &str) -> Resp {
+    respond(
+        status,
+        "application/json",
+        serde_json::json!({ "error": message }).to_string(),
+    )
+}
+
+async fn route<B: AdminBackend>(
+    req: Request<Incoming>,
+    backend: &B,
+    config: &AdminHttpConfig,
+) -> Resp {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    match (path.as_str(), &method) {
+        ("/healthz", &Method::GET) => match backend.health() {
+            Health::Ok => respond(StatusCode::OK, "text/plain", "ok\n"),
+            Health::Degraded(why) => respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("{why}\n"),
+            ),
+        },
+        ("/metrics", &Method::GET) => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            backend.metrics_text(),
+        ),
+        ("/v1/publish", &Method::POST) | ("/v1/tokens", &Method::POST) => {
+            if !authorized(&req, config) {
+                return json_error(
+                    StatusCode::UNAUTHORIZED,
+                    "missing or wrong admin bearer token",
+                );
+            }
+            let body = match Limited::new(req.into_body(), config.max_body_bytes)
+                .collect()
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(e)
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some() =>
+                {
+                    return json_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+                }
+                Err(_) => {
+                    return json_error(StatusCode::BAD_REQUEST, "could not read the request body")
+                }
+            };
+            if path == "/v1/publish" {
+                publish(&body, backend).await
+            } else {
+                token(&body, backend)
+            }
+        }
+        ("/healthz", _) | ("/metrics", _) | ("/v1/publish", _) | ("/v1/tokens", _) => {
+            json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => json_error(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+fn authorized(req: &Request<Incoming>, config: &AdminHttpConfig) -> bool {
+    let Some(expected) = &config.admin_token else {
+        return true;
+    };
+    let given = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    constant_time_eq(given.as_bytes(), expected.as_bytes())
+}
+
+/// Compares without an early exit, so timing does not reveal the prefix
+/// that matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    to: u64,
+    #[serde(default)]
+    payload: Option<String>,
+    #[serde(default)]
+    payload_b64: Option<String>,
+    #[serde(default = "default_qos")]
+    qos: u8,
+    #[serde(default)]
+    from: u64,
+    #[serde(default)]
+    id: Option<u64>,
+}
+
+fn default_qos() -> u8 {
+    1
+}
+
+async fn publish<B: AdminBackend>(body: &[u8], backend: &B) -> Resp {
+    let b: PublishBody = match serde_json::from_slice(body) {
+        Ok(b) => b,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
+    };
+    let payload = match (b.payload, b.payload_b64) {
+        (Some(text), None) => Bytes::from(text),
+        (None, Some(b64)) => match base64::engine::general_purpose::STANDARD.decode(b64) {
+            Ok(raw) => Bytes::from(raw),
+            Err(_) => return json_error(StatusCode::BAD_REQUEST, "payload_b64 is not base64"),
+        },
+        _ => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "give exactly one of payload and payload_b64",
+            )
+        }
+    };
+    let Some(qos) = Qos::from_u8(b.qos) else {
+        return json_error(StatusCode::BAD_REQUEST, "qos must be 0, 1 or 2");
+    };
+    let req = PublishRequest {
+        to: UserId(b.to),
+        from: UserId(b.from),
+        qos,
+        payload,
+        id: b.id,
+    };
+    match backend.publish(req).await {
+        Ok(r) => respond(
+            StatusCode::OK,
+            "application/json",
+            serde_json::json!({ "seq": r.seq.0, "duplicate": r.duplicate }).to_string(),
+        ),
+        Err(PublishError::Invalid(why)) => json_error(StatusCode::BAD_REQUEST, &why),
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    user: u64,
+    device: u64,
+    #[serde(default = "default_ttl")]
+    ttl_s: u64,
+}
+
+fn default_ttl() -> u64 {
+    86_400
+}
+
+fn token<B: AdminBackend>(body: &[u8], backend: &B) -> Resp {
+    let b: TokenBody = match serde_json::from_slice(body) {
+        Ok(b) => b,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
+    };
+    if b.ttl_s == 0 || b.ttl_s > MAX_TOKEN_TTL_S {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "ttl_s must be within 1 ..= 2592000",
+        );
+    }
+    let token = backend.mint_token(UserId(b.user), DeviceId(b.device), b.ttl_s);
+    respond(
+        StatusCode::OK,
+        "application/json",
+        serde_json::json!({ "token": token }).to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests;
