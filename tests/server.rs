@@ -120,6 +120,9 @@ fn every_device_sees_the_inbox_and_own_sends_sync_to_other_devices() {
         "the sender device gets an echo without payload"
     );
     assert_eq!(on_d1.seq, on_d2.seq, "same inbox position on both devices");
+    // The sender's inbox holds its own send first (an echo on the sending device).
+    let own = next_message(&mut other);
+    assert!(own.echo && own.seq == Seq(1), "{own:?}");
     assert_eq!(
         next_message(&mut other).payload,
         Bytes::from_static(b"mine")

@@ -34,8 +34,11 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(50e-6, 2.0, 12))
 }
 
-/// Counters copied from [`CoreStats`]: (name, help, accessor).
-const CORE_COUNTERS: &[(&str, &str, fn(&CoreStats) -> u64)] = &[
+/// A series copied from [`CoreStats`]: (name, help, accessor).
+type CoreSeries = (&'static str, &'static str, fn(&CoreStats) -> u64);
+
+/// Counters copied from [`CoreStats`].
+const CORE_COUNTERS: &[CoreSeries] = &[
     (
         "sessions_opened",
         "Sessions established (CONNACK sent)",
@@ -75,7 +78,7 @@ const CORE_COUNTERS: &[(&str, &str, fn(&CoreStats) -> u64)] = &[
 ];
 
 /// Gauges copied from [`CoreStats`].
-const CORE_GAUGES: &[(&str, &str, fn(&CoreStats) -> u64)] = &[
+const CORE_GAUGES: &[CoreSeries] = &[
     ("sessions_live", "Established sessions", |s| s.sessions_live),
     ("pending_acks", "Pushes awaiting ACK", |s| s.pending_acks),
 ];
