@@ -1,1 +1,275 @@
-fn main() {}
+//! Segment log throughput, latency and recovery, beside the raw limits of
+//! the same disk measured in the same run.
+//!
+//! Run: `cargo bench --bench log` (results: BENCHMARKS.md). Set
+//! `LOG_BENCH_QUICK=1` for a short smoke run.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use glommio::io::{DmaFile, OpenOptions};
+use hdrhistogram::Histogram;
+use surepush::log::{LogConfig, MessageRecord, Record, SegmentLog};
+use surepush::proto::{DeviceId, Qos, Seq, UserId};
+
+fn quick() -> bool {
+    std::env::var("LOG_BENCH_QUICK").is_ok()
+}
+
+fn record(inbox: u64, seq: u64, payload: &Bytes) -> Record {
+    Record::Message(MessageRecord {
+        inbox: UserId(inbox),
+        seq: Seq(seq),
+        from: UserId(1),
+        from_device: DeviceId(1),
+        to: UserId(inbox),
+        client_msg_id: seq,
+        qos: Qos::AtLeastOnce,
+        ts_ms: 1_700_000_000_000 + seq,
+        payload: payload.clone(),
+    })
+}
+
+async fn dma_file(path: &std::path::Path) -> DmaFile {
+    // Create with data first: glommio's polled-read probe needs a non-empty
+    // first file (MACHINE-NOTES.md).
+    std::fs::write(path, vec![1u8; 4096]).unwrap();
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .dma_open(path)
+        .await
+        .unwrap()
+}
+
+/// Sequential O_DIRECT write bandwidth (bytes/s) with 1 MiB writes.
+async fn raw_bandwidth(dir: &std::path::Path, total: u64) -> f64 {
+    let f = dma_file(&dir.join("raw-bw")).await;
+    let block = 1 << 20;
+    let start = Instant::now();
+    let mut pos = 0;
+    while pos < total {
+        let mut buf = f.alloc_dma_buffer(block);
+        buf.as_bytes_mut().fill(7);
+        f.write_at(buf, pos).await.unwrap();
+        pos += block as u64;
+    }
+    f.fdatasync().await.unwrap();
+    let bw = total as f64 / start.elapsed().as_secs_f64();
+    f.close().await.unwrap();
+    bw
+}
+
+/// 4 KiB O_DIRECT write + fdatasync, one at a time: the latency floor.
+async fn raw_sync_latency(dir: &std::path::Path, n: u64) -> Histogram<u64> {
+    let f = dma_file(&dir.join("raw-sync")).await;
+    let mut h = Histogram::<u64>::new(3).unwrap();
+    for i in 0..n {
+        let mut buf = f.alloc_dma_buffer(4096);
+        buf.as_bytes_mut().fill(3);
+        let t = Instant::now();
+        f.write_at(buf, i * 4096).await.unwrap();
+        f.fdatasync().await.unwrap();
+        h.record(t.elapsed().as_nanos() as u64).unwrap();
+    }
+    f.close().await.unwrap();
+    h
+}
+
+struct AppendResult {
+    records: u64,
+    bytes: u64,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+    syncs: u64,
+}
+
+/// `appenders` concurrent tasks each appending `payload_len`-byte messages
+/// and waiting for durability, until `total_bytes` or `max_time`.
+async fn append_bench(
+    dir: &std::path::Path,
+    appenders: u64,
+    payload_len: usize,
+    total_bytes: u64,
+    max_time: Duration,
+) -> AppendResult {
+    let config = LogConfig {
+        dir: dir.to_owned(),
+        ..LogConfig::default()
+    };
+    let (log, _, _) = SegmentLog::open(config).await.unwrap();
+    let log = Rc::new(log);
+    let payload = Bytes::from(vec![0xAB; payload_len]);
+    let per_task = total_bytes / appenders / (payload_len as u64 + 75) + 1;
+    // One bounded histogram for all tasks: a per-task auto-resizing one
+    // would allocate ~0.5 MB each and dominate the run at 4096 tasks.
+    let latency = Rc::new(std::cell::RefCell::new(
+        Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).unwrap(),
+    ));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..appenders)
+        .map(|t| {
+            let log = log.clone();
+            let payload = payload.clone();
+            let latency = latency.clone();
+            glommio::spawn_local(async move {
+                let mut n = 0;
+                for s in 1..=per_task {
+                    let t0 = Instant::now();
+                    let end = log.append(&record(t + 1, s, &payload)).unwrap();
+                    log.wait_durable(end).await.unwrap();
+                    latency
+                        .borrow_mut()
+                        .saturating_record(t0.elapsed().as_nanos() as u64);
+                    n += 1;
+                    if start.elapsed() > max_time {
+                        break;
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    let mut records = 0;
+    for t in tasks {
+        records += t.await;
+    }
+    let latency = latency.borrow().clone();
+    let elapsed = start.elapsed();
+    let stats = log.stats();
+    AppendResult {
+        records,
+        bytes: stats.bytes_appended,
+        elapsed,
+        latency,
+        syncs: stats.syncs,
+    }
+}
+
+/// How the server uses the log: one task appends continuously and waits
+/// once per batch of `batch` records (the shard's durability loop).
+async fn batched_bench(
+    dir: &std::path::Path,
+    batch: u64,
+    payload_len: usize,
+    max_time: Duration,
+) -> (f64, f64, u64) {
+    let config = LogConfig {
+        dir: dir.to_owned(),
+        ..LogConfig::default()
+    };
+    let (log, _, _) = SegmentLog::open(config).await.unwrap();
+    let payload = Bytes::from(vec![0xCD; payload_len]);
+    let start = Instant::now();
+    let mut s = 0;
+    while start.elapsed() < max_time {
+        let mut end = 0;
+        for _ in 0..batch {
+            s += 1;
+            end = log
+                .append(&record(s % 1024, s / 1024 + 1, &payload))
+                .unwrap();
+        }
+        log.wait_durable(end).await.unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let stats = log.stats();
+    (
+        s as f64 / secs,
+        stats.bytes_appended as f64 / secs,
+        stats.syncs,
+    )
+}
+
+/// Writes `n` small records, then times a reopen (recovery).
+async fn recovery_bench(dir: &std::path::Path, n: u64) -> (Duration, u64) {
+    {
+        let config = LogConfig {
+            dir: dir.to_owned(),
+            ..LogConfig::default()
+        };
+        let (log, _, _) = SegmentLog::open(config).await.unwrap();
+        let payload = Bytes::from(vec![1u8; 100]);
+        for s in 1..=n {
+            // 10,000 inboxes, contiguous seqs each.
+            log.append(&record(s % 10_000, s / 10_000 + 1, &payload))
+                .unwrap();
+            if s % 100_000 == 0 {
+                log.flush().await.unwrap();
+            }
+        }
+        log.flush().await.unwrap();
+    }
+    let config = LogConfig {
+        dir: dir.to_owned(),
+        ..LogConfig::default()
+    };
+    let t = Instant::now();
+    let (_, _, report) = SegmentLog::open(config).await.unwrap();
+    (t.elapsed(), report.records)
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn main() {
+    let base = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("log-bench");
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    let ex = glommio::LocalExecutorBuilder::default()
+        .io_memory(2 << 20)
+        .make()
+        .unwrap();
+    let dir = base.clone();
+    ex.run(async move {
+        let base = dir;
+        let scale = if quick() { 16 } else { 1 };
+        let bw = raw_bandwidth(&base, (1 << 30) / scale).await;
+        let sync = raw_sync_latency(&base, 2000 / scale).await;
+        println!("raw O_DIRECT sequential write: {:.0} MB/s", bw / 1e6);
+        println!(
+            "raw 4 KiB write+fdatasync: p50 {:.3} ms, p99 {:.3} ms",
+            ms(sync.value_at_quantile(0.5)),
+            ms(sync.value_at_quantile(0.99))
+        );
+        println!();
+        println!("| appenders | records/s | MB/s | vs raw bandwidth | syncs | p50 durable | p99 durable |");
+        println!("|---:|---:|---:|---:|---:|---:|---:|");
+        for appenders in [1u64, 64, 4096] {
+            let dir = base.join(format!("append-{appenders}"));
+            let r = append_bench(&dir, appenders, 1024, (1 << 30) / scale, Duration::from_millis(10_000 / scale as u64)).await;
+            let secs = r.elapsed.as_secs_f64();
+            println!(
+                "| {appenders} | {:.0} | {:.0} | {:.2} | {} | {:.3} ms | {:.3} ms |",
+                r.records as f64 / secs,
+                r.bytes as f64 / secs / 1e6,
+                r.bytes as f64 / secs / bw,
+                r.syncs,
+                ms(r.latency.value_at_quantile(0.5)),
+                ms(r.latency.value_at_quantile(0.99)),
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        for batch in [256u64, 4096] {
+            let dir = base.join(format!("batched-{batch}"));
+            let (rps, bps, syncs) = batched_bench(&dir, batch, 1024, Duration::from_millis(5_000 / scale as u64)).await;
+            println!(
+                "| 1 task, one wait per {batch} | {rps:.0} | {:.0} | {:.2} | {syncs} | - | - |",
+                bps / 1e6,
+                bps / bw
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        println!();
+        for n in [1_000_000u64, 10_000_000] {
+            let n = n / scale as u64;
+            let dir = base.join(format!("recover-{n}"));
+            let (t, records) = recovery_bench(&dir, n).await;
+            println!("recovery of {records} records (100 B payloads): {:.2} s", t.as_secs_f64());
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    });
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -26,7 +26,8 @@ pub const BLOCK: u64 = 4096;
 
 /// One open segment file.
 pub trait LogFile {
-    /// Writes `data` (a multiple of [`BLOCK`]) at `pos` (a multiple of [`BLOCK`]).
+    /// Writes `data` at `pos` (a multiple of [`BLOCK`]), zero-padded to a
+    /// multiple of [`BLOCK`].
     fn write_at<'a>(&'a self, data: &'a [u8], pos: u64) -> LocalFuture<'a, io::Result<()>>;
     /// Makes every completed write durable (fdatasync).
     fn sync(&self) -> LocalFuture<'_, io::Result<()>>;
@@ -71,18 +72,17 @@ struct Dma(DmaFile);
 impl LogFile for Dma {
     fn write_at<'a>(&'a self, data: &'a [u8], pos: u64) -> LocalFuture<'a, io::Result<()>> {
         Box::pin(async move {
-            debug_assert!(
-                pos % BLOCK == 0 && data.len() as u64 % BLOCK == 0,
-                "unaligned write {pos}+{}",
-                data.len()
-            );
-            let mut buf = self.0.alloc_dma_buffer(data.len());
-            buf.as_bytes_mut().copy_from_slice(data);
+            debug_assert!(pos % BLOCK == 0, "unaligned write at {pos}");
+            let padded = (data.len() as u64).div_ceil(BLOCK) * BLOCK;
+            let mut buf = self.0.alloc_dma_buffer(padded as usize);
+            let bytes = buf.as_bytes_mut();
+            bytes[..data.len()].copy_from_slice(data);
+            bytes[data.len()..].fill(0);
             let n = self.0.write_at(buf, pos).await.map_err(io::Error::from)?;
-            if n != data.len() {
+            if n as u64 != padded {
                 return Err(io::Error::new(
                     io::ErrorKind::WriteZero,
-                    format!("short write {n} of {}", data.len()),
+                    format!("short write {n} of {padded}"),
                 ));
             }
             Ok(())

@@ -122,18 +122,19 @@ pub(super) async fn recover(
         };
         // Scan the records.
         let mut pos = SEGMENT_HEADER_LEN;
-        let mut buf = BytesMut::new();
+        // Unparsed bytes from `pos` on; records are sliced out of it, so
+        // payloads are never copied again.
+        let mut buf = Bytes::new();
         let mut eof = false;
         let damage = loop {
-            let bytes = buf.clone().freeze();
-            match format::decode(&bytes) {
+            match format::decode(&buf) {
                 Decoded::Record(record, len) => {
                     let lsn = base + pos - SEGMENT_HEADER_LEN;
                     rebuild.apply(&mut seg, lsn, len, record, config)?;
                     report.records += 1;
                     report.bytes += len as u64;
                     pos += len as u64;
-                    let _ = buf.split_to(len);
+                    buf = buf.slice(len..);
                 }
                 Decoded::End if buf.len() >= format::RECORD_HEADER_LEN || eof => break None,
                 Decoded::Truncated | Decoded::End if !eof => {
@@ -145,7 +146,10 @@ pub(super) async fn recover(
                     if chunk.is_empty() || at + chunk.len() as u64 >= size {
                         eof = true;
                     }
-                    buf.extend_from_slice(&chunk);
+                    let mut joined = BytesMut::with_capacity(buf.len() + chunk.len());
+                    joined.extend_from_slice(&buf);
+                    joined.extend_from_slice(&chunk);
+                    buf = joined.freeze();
                 }
                 Decoded::Truncated | Decoded::End => {
                     break Some("record cut off at the end of the file")

@@ -58,7 +58,9 @@ pub struct LogConfig {
     pub segment_bytes: u64,
     /// Commit at once when this many bytes are pending.
     pub sync_bytes: usize,
-    /// Otherwise commit this long after the first pending append.
+    /// Otherwise commit this long after the first pending append (zero:
+    /// as soon as the committer is idle; batching still happens, since
+    /// appends made during one sync all go into the next).
     pub sync_interval: Duration,
     /// Append a checkpoint after this many bytes of log.
     pub checkpoint_bytes: u64,
@@ -78,7 +80,7 @@ impl Default for LogConfig {
             dir: PathBuf::from("data/log"),
             segment_bytes: 64 << 20,
             sync_bytes: 256 << 10,
-            sync_interval: Duration::from_micros(200),
+            sync_interval: Duration::ZERO,
             checkpoint_bytes: 256 << 20,
             retention_max_age: Duration::from_secs(7 * 24 * 3600),
             dedup: DedupConfig::default(),
@@ -653,10 +655,7 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
             let seg = &st.segments[&base];
             (seg.file.clone(), seg.path.clone())
         };
-        let mut padded = BytesMut::from(&data[..]);
-        let aligned = (padded.len() as u64).div_ceil(BLOCK) * BLOCK;
-        padded.resize(aligned as usize, 0);
-        file.write_at(&padded, SEGMENT_HEADER_LEN + start - base)
+        file.write_at(&data, SEGMENT_HEADER_LEN + start - base)
             .await
             .map_err(|e| io_error("write", &path, e))?;
         synced.push((file, path));

@@ -20,7 +20,9 @@ pub struct LogSettings {
     pub segment_mib: u64,
     /// Group commit: sync once this many bytes are pending (KiB)...
     pub sync_kib: u64,
-    /// ...or this long after the first pending append (µs).
+    /// ...or this long after the first pending append (µs). 0: commit as
+    /// soon as the previous commit is done (appends arriving during a sync
+    /// form the next batch), the lowest latency on fast disks.
     pub sync_interval_us: u64,
     /// Write a recovery checkpoint every this many MiB of log.
     pub checkpoint_mib: u64,
@@ -35,7 +37,7 @@ impl Default for LogSettings {
         LogSettings {
             segment_mib: 64,
             sync_kib: 256,
-            sync_interval_us: 200,
+            sync_interval_us: 0,
             checkpoint_mib: 256,
             retention_hours: 24 * 7,
             cache_mib: 16,
