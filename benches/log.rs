@@ -239,7 +239,7 @@ fn main() {
         println!("|---:|---:|---:|---:|---:|---:|---:|");
         for appenders in [1u64, 64, 4096] {
             let dir = base.join(format!("append-{appenders}"));
-            let r = append_bench(&dir, appenders, 1024, (1 << 30) / scale, Duration::from_millis(10_000 / scale as u64)).await;
+            let r = append_bench(&dir, appenders, 1024, (1 << 30) / scale, Duration::from_millis(10_000 / scale)).await;
             let secs = r.elapsed.as_secs_f64();
             println!(
                 "| {appenders} | {:.0} | {:.0} | {:.2} | {} | {:.3} ms | {:.3} ms |",
@@ -254,7 +254,7 @@ fn main() {
         }
         for batch in [256u64, 4096] {
             let dir = base.join(format!("batched-{batch}"));
-            let (rps, bps, syncs) = batched_bench(&dir, batch, 1024, Duration::from_millis(5_000 / scale as u64)).await;
+            let (rps, bps, syncs) = batched_bench(&dir, batch, 1024, Duration::from_millis(5_000 / scale)).await;
             println!(
                 "| 1 task, one wait per {batch} | {rps:.0} | {:.0} | {:.2} | {syncs} | - | - |",
                 bps / 1e6,
@@ -264,7 +264,7 @@ fn main() {
         }
         println!();
         for n in [1_000_000u64, 10_000_000] {
-            let n = n / scale as u64;
+            let n = n / scale;
             let dir = base.join(format!("recover-{n}"));
             let (t, records) = recovery_bench(&dir, n).await;
             println!("recovery of {records} records (100 B payloads): {:.2} s", t.as_secs_f64());
