@@ -1,0 +1,327 @@
+//! The surepush load generator: drives real client sessions against a
+//! gateway, measures latency with hdrhistogram, and checks the delivery
+//! guarantees of everything it sent.
+//!
+//! Scenario `one-to-one`: `pairs` senders each send `messages` messages to
+//! their own receiver. Each payload carries the *intended* send time; with a
+//! rate set, messages are scheduled on a fixed timetable and latency is
+//! measured from that timetable, so a stalled gateway shows up as latency
+//! instead of silently lowering the offered load (coordinated omission).
+//!
+//! This first version drives each connection from its own OS thread with
+//! the SDK's blocking client, which is enough for correctness runs and
+//! modest rates; the thread-per-core engine for large connection counts is
+//! still to come.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use surepush::client::{BlockingClient, ClientConfig, Event};
+use surepush::core::{Claims, TokenVerifier};
+use surepush::proto::{DeviceId, Qos, Seq, UserId};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Gateway address.
+    pub server: SocketAddr,
+    /// The gateway's token secret.
+    pub secret: Vec<u8>,
+    /// Sender/receiver pairs.
+    pub pairs: u32,
+    /// Messages per sender.
+    pub messages: u32,
+    /// QoS of every message (1 or 2).
+    pub qos: Qos,
+    /// Messages per second per sender (0: closed loop, next after SENDACK).
+    pub rate: u32,
+    /// Payload bytes (at least 16: timestamp and index).
+    pub payload: usize,
+    /// Give up waiting for deliveries after this long.
+    pub timeout: Duration,
+    /// First user id used (runs use fresh users so old inboxes do not interfere).
+    pub first_user: u64,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Latency {
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
+    /// Maximum.
+    pub max_ms: f64,
+}
+
+/// What a run measured and checked.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Messages sent (SEND issued).
+    pub sent: u64,
+    /// Messages acknowledged stored.
+    pub acked: u64,
+    /// Distinct messages delivered.
+    pub delivered: u64,
+    /// Deliveries of a message already delivered.
+    pub duplicates: u64,
+    /// Acknowledged messages never delivered.
+    pub lost: u64,
+    /// Deliveries out of per-sender order.
+    pub out_of_order: u64,
+    /// Send to SENDACK.
+    pub ack_latency: Latency,
+    /// Send to delivery at the receiver.
+    pub deliver_latency: Latency,
+    /// Acknowledged messages per second over the run.
+    pub acked_per_sec: f64,
+    /// Wall time of the run (s).
+    pub seconds: f64,
+}
+
+impl Report {
+    /// True when the delivery guarantees held for this QoS.
+    pub fn passed(&self, qos: Qos) -> bool {
+        self.lost == 0
+            && self.out_of_order == 0
+            && (qos != Qos::ExactlyOnce || self.duplicates == 0)
+    }
+
+    /// A table for people.
+    pub fn to_text(&self) -> String {
+        format!(
+            "sent {}  acked {}  delivered {}  duplicates {}  lost {}  out-of-order {}\n\
+             acked/s {:.0} over {:.2} s\n\
+             send->ack     p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms\n\
+             send->deliver p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms\n",
+            self.sent,
+            self.acked,
+            self.delivered,
+            self.duplicates,
+            self.lost,
+            self.out_of_order,
+            self.acked_per_sec,
+            self.seconds,
+            self.ack_latency.p50_ms,
+            self.ack_latency.p99_ms,
+            self.ack_latency.p999_ms,
+            self.ack_latency.max_ms,
+            self.deliver_latency.p50_ms,
+            self.deliver_latency.p99_ms,
+            self.deliver_latency.p999_ms,
+            self.deliver_latency.max_ms,
+        )
+    }
+}
+
+fn latency(h: &Histogram<u64>) -> Latency {
+    let ms = |ns: u64| ns as f64 / 1e6;
+    Latency {
+        p50_ms: ms(h.value_at_quantile(0.5)),
+        p99_ms: ms(h.value_at_quantile(0.99)),
+        p999_ms: ms(h.value_at_quantile(0.999)),
+        max_ms: ms(h.max()),
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1_000, 600_000_000_000, 3).expect("valid bounds")
+}
+
+/// A user id range no earlier run used: the wall clock in ms, scaled.
+pub fn fresh_user_base() -> u64 {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    ms * 1_000
+}
+
+fn client(s: &Scenario, user: u64) -> Result<BlockingClient, String> {
+    let token = TokenVerifier::new(&s.secret).mint(&Claims {
+        user: UserId(user),
+        device: DeviceId(1),
+        expires_s: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + 3600,
+    });
+    let mut config = ClientConfig::new(token, DeviceId(1));
+    config.page = 500;
+    BlockingClient::connect(s.server, config, Some(Seq::ZERO), Duration::from_secs(10))
+        .map_err(|e| format!("connect as {user}: {e}"))
+}
+
+fn wait_live(c: &mut BlockingClient) -> Result<(), String> {
+    match c.wait_for(Duration::from_secs(10), |e| {
+        matches!(e, Event::CaughtUp | Event::Error(_))
+    }) {
+        Ok(Some(Event::CaughtUp)) => Ok(()),
+        other => Err(format!("session did not become live: {other:?}")),
+    }
+}
+
+/// Delivery as seen by a receiver: (sender index, message index, latency ns).
+type Delivery = (u32, u32, u64);
+
+/// Runs the scenario and checks it.
+pub fn run(s: &Scenario) -> Result<Report, String> {
+    if s.payload < 16 {
+        return Err("payload must be at least 16 bytes".into());
+    }
+    let origin = Instant::now();
+    let (deliveries_tx, deliveries_rx) = mpsc::channel::<(u32, Vec<Delivery>)>();
+    let mut receivers = Vec::new();
+    for pair in 0..s.pairs {
+        let mut c = client(s, s.first_user + 2 * u64::from(pair) + 1)?;
+        wait_live(&mut c)?;
+        let tx = deliveries_tx.clone();
+        let (expect, timeout) = (s.messages, s.timeout);
+        receivers.push(std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let deadline = Instant::now() + timeout;
+            let mut distinct = std::collections::HashSet::new();
+            while distinct.len() < expect as usize && Instant::now() < deadline {
+                match c.next_event(Duration::from_millis(200)) {
+                    Ok(Some(Event::Message(p))) if p.payload.len() >= 16 => {
+                        let sent_at =
+                            u64::from_le_bytes(p.payload[..8].try_into().expect("8 bytes"));
+                        let index =
+                            u32::from_le_bytes(p.payload[8..12].try_into().expect("4 bytes"));
+                        let now = origin.elapsed().as_nanos() as u64;
+                        distinct.insert(index);
+                        got.push((pair, index, now.saturating_sub(sent_at)));
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = tx.send((pair, got));
+        }));
+    }
+    drop(deliveries_tx);
+    let started = Instant::now();
+    let mut senders = Vec::new();
+    for pair in 0..s.pairs {
+        let mut c = client(s, s.first_user + 2 * u64::from(pair))?;
+        wait_live(&mut c)?;
+        let to = UserId(s.first_user + 2 * u64::from(pair) + 1);
+        let (messages, qos, rate, size, timeout) =
+            (s.messages, s.qos, s.rate, s.payload, s.timeout);
+        senders.push(std::thread::spawn(
+            move || -> Result<(Histogram<u64>, u64, u64), String> {
+                let mut h = histogram();
+                let mut sent_at: HashMap<u64, u64> = HashMap::new();
+                let (mut sent, mut acked) = (0u64, 0u64);
+                let start = origin.elapsed().as_nanos() as u64;
+                let interval = if rate == 0 {
+                    0
+                } else {
+                    1_000_000_000 / u64::from(rate)
+                };
+                let mut wait_ack = |c: &mut BlockingClient,
+                                    sent_at: &mut HashMap<u64, u64>,
+                                    block: bool|
+                 -> Result<u64, String> {
+                    let mut n = 0;
+                    let wait = if block {
+                        Duration::from_secs(10)
+                    } else {
+                        Duration::ZERO
+                    };
+                    while let Some(e) = c.next_event(wait).map_err(|e| e.to_string())? {
+                        if let Event::SendAcked(a) = e {
+                            if let Some(t) = sent_at.remove(&a.client_msg_id) {
+                                h.saturating_record(
+                                    (origin.elapsed().as_nanos() as u64).saturating_sub(t),
+                                );
+                                n += 1;
+                                if block {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Ok(n)
+                };
+                for index in 0..messages {
+                    // Open loop: the intended time is on a fixed timetable.
+                    let intended = if interval == 0 {
+                        origin.elapsed().as_nanos() as u64
+                    } else {
+                        let t = start + u64::from(index) * interval;
+                        let now = origin.elapsed().as_nanos() as u64;
+                        if t > now {
+                            std::thread::sleep(Duration::from_nanos(t - now));
+                        }
+                        t
+                    };
+                    let mut payload = BytesMut::with_capacity(size);
+                    payload.put_u64_le(intended);
+                    payload.put_u32_le(index);
+                    payload.resize(size, 0x5A);
+                    let id = c
+                        .send(to, qos, Bytes::from(payload))
+                        .map_err(|e| e.to_string())?;
+                    sent_at.insert(id, intended);
+                    sent += 1;
+                    acked += wait_ack(&mut c, &mut sent_at, interval == 0)?;
+                }
+                let deadline = Instant::now() + timeout;
+                while !sent_at.is_empty() && Instant::now() < deadline {
+                    acked += wait_ack(&mut c, &mut sent_at, true)?;
+                }
+                Ok((h, sent, acked))
+            },
+        ));
+    }
+    let mut ack_h = histogram();
+    let (mut sent, mut acked) = (0, 0);
+    for t in senders {
+        let (h, s_, a) = t.join().map_err(|_| "sender thread panicked")??;
+        ack_h.add(h).map_err(|e| e.to_string())?;
+        sent += s_;
+        acked += a;
+    }
+    let acked_at = started.elapsed();
+    let mut deliver_h = histogram();
+    let (mut delivered, mut duplicates, mut out_of_order, mut lost) = (0, 0, 0, 0);
+    for (_, got) in deliveries_rx.iter() {
+        let mut seen = std::collections::HashSet::new();
+        let mut last: Option<u32> = None;
+        for (_, index, lat) in &got {
+            if !seen.insert(*index) {
+                duplicates += 1;
+                continue;
+            }
+            if last.is_some_and(|l| *index < l) {
+                out_of_order += 1;
+            }
+            last = Some(*index);
+            deliver_h.saturating_record(*lat);
+            delivered += 1;
+        }
+        lost += u64::from(s.messages).saturating_sub(seen.len() as u64);
+    }
+    for r in receivers {
+        let _ = r.join();
+    }
+    Ok(Report {
+        sent,
+        acked,
+        delivered,
+        duplicates,
+        lost,
+        out_of_order,
+        ack_latency: latency(&ack_h),
+        deliver_latency: latency(&deliver_h),
+        acked_per_sec: acked as f64 / acked_at.as_secs_f64(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,99 @@
+//! CI smoke run: a real gateway on loopback, a short one-to-one scenario at
+//! QoS 1 and 2 (closed and open loop), and the checker's verdict.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use surepush::proto::Qos;
+use surepush_loadgen::{fresh_user_base, run, Scenario};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The gateway binary built next to this test (`target/<profile>/surepush`).
+fn gateway_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("surepush");
+    assert!(
+        bin.exists(),
+        "{} missing: build the workspace first (cargo build)",
+        bin.display()
+    );
+    bin
+}
+
+struct Gateway(std::process::Child);
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn one_to_one_smoke_passes_the_checker() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\nshards = 2\n\
+             pin_cores = false\nio_memory_kib = 1024\ntoken_secret = \"smoke\"\n[log]\nsegment_mib = 8\n",
+            free_port(),
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(gateway_binary())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _gateway = Gateway(child);
+    let mut lines = BufReader::new(stderr).lines();
+    let mut serving = 0;
+    while serving < 2 {
+        let line = lines.next().expect("gateway exited").unwrap();
+        serving += usize::from(line.contains("serving"));
+    }
+    std::thread::spawn(move || for _ in lines {});
+    for (qos, rate) in [
+        (Qos::AtLeastOnce, 0),
+        (Qos::ExactlyOnce, 0),
+        (Qos::AtLeastOnce, 500),
+    ] {
+        let s = Scenario {
+            server: format!("127.0.0.1:{port}").parse().unwrap(),
+            secret: b"smoke".to_vec(),
+            pairs: 3,
+            messages: 150,
+            qos,
+            rate,
+            payload: 64,
+            timeout: Duration::from_secs(30),
+            first_user: fresh_user_base() + u64::from(rate) * 10_000 + qos as u64 * 100_000,
+        };
+        let r = run(&s).unwrap();
+        assert!(r.passed(qos), "{qos:?}/{rate}: {}", r.to_text());
+        assert_eq!(
+            (r.sent, r.acked, r.delivered),
+            (450, 450, 450),
+            "{}",
+            r.to_text()
+        );
+        assert!(r.ack_latency.p50_ms > 0.0 && r.deliver_latency.p99_ms >= r.deliver_latency.p50_ms);
+    }
+}
