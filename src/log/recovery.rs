@@ -6,7 +6,6 @@
 //! from them (`Rebuild`), so the policy for damage stays in one place.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::Path;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -43,9 +42,7 @@ impl Rebuild {
     ) -> Result<(), LogError> {
         match &record {
             Record::Message(m) => {
-                let max = seg.inbox_max.entry(m.inbox).or_default();
-                *max = (*max).max(m.seq);
-                seg.max_ts_ms = seg.max_ts_ms.max(m.ts_ms);
+                seg.note_message(m);
                 self.index.add(
                     m.inbox,
                     m.seq,
@@ -87,7 +84,7 @@ pub(super) async fn recover(
     bases.sort();
     if bases.is_empty() {
         let path = segment::file_name(dir, 0);
-        create(fs, &path, 0, config.segment_bytes).await?;
+        segment::create(fs, &path, 0, config.segment_bytes).await?;
         bases.push((0, path));
     }
     let mut report = RecoveryReport::default();
@@ -226,15 +223,4 @@ pub(super) async fn recover(
         first_pending_at: None,
     };
     Ok((state, report))
-}
-
-async fn create(fs: &dyn LogFs, path: &Path, base: u64, size: u64) -> Result<(), LogError> {
-    let header = SegmentHeader::new(base);
-    let mut block = vec![0u8; SEGMENT_HEADER_LEN as usize];
-    block[..std::mem::size_of::<SegmentHeader>()]
-        .copy_from_slice(zerocopy::IntoBytes::as_bytes(&header));
-    fs.create(path, &block, size)
-        .await
-        .map_err(|e| io_error("create", path, e))?;
-    Ok(())
 }

@@ -4,7 +4,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use super::io::LogFile;
+use super::format::{SegmentHeader, SEGMENT_HEADER_LEN};
+use super::io::{LogFile, LogFs};
+use super::record::MessageRecord;
+use super::segment_log::{io_error, LogError};
 use crate::proto::{Seq, UserId};
 
 /// Digits of the base position in a segment file name.
@@ -29,6 +32,23 @@ pub fn parse_name(path: &Path) -> Option<u64> {
     stem.parse().ok()
 }
 
+/// Creates the segment file for position `base` (header block written and
+/// synced, `size` bytes preallocated) and opens it.
+pub async fn create(
+    fs: &dyn LogFs,
+    path: &Path,
+    base: u64,
+    size: u64,
+) -> Result<Rc<dyn LogFile>, LogError> {
+    let header = SegmentHeader::new(base);
+    let mut block = vec![0u8; SEGMENT_HEADER_LEN as usize];
+    block[..std::mem::size_of::<SegmentHeader>()]
+        .copy_from_slice(zerocopy::IntoBytes::as_bytes(&header));
+    fs.create(path, &block, size)
+        .await
+        .map_err(|e| io_error("create", path, e))
+}
+
 /// One segment of the log.
 pub struct Segment {
     /// Position of its first record.
@@ -45,6 +65,15 @@ pub struct Segment {
     pub max_ts_ms: u64,
     /// End position of the data written into it.
     pub end: u64,
+}
+
+impl Segment {
+    /// Notes a message stored here (for retention).
+    pub fn note_message(&mut self, m: &MessageRecord) {
+        let max = self.inbox_max.entry(m.inbox).or_default();
+        *max = (*max).max(m.seq);
+        self.max_ts_ms = self.max_ts_ms.max(m.ts_ms);
+    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
-use super::format::{self, Decoded, SegmentHeader, SEGMENT_HEADER_LEN};
+use super::format::{self, Decoded, SEGMENT_HEADER_LEN};
 use super::index::{Index, Location};
 use super::io::{LogFs, BLOCK};
 use super::record::{InboxQuery, MessageRecord, Record};
@@ -271,9 +271,7 @@ impl SegmentLog {
         let seg = st.segments.get_mut(&active).expect("active segment exists");
         seg.end = end;
         if let Record::Message(m) = record {
-            let max = seg.inbox_max.entry(m.inbox).or_default();
-            *max = (*max).max(m.seq);
-            seg.max_ts_ms = seg.max_ts_ms.max(m.ts_ms);
+            seg.note_message(m);
             st.index.add(
                 m.inbox,
                 m.seq,
@@ -612,15 +610,7 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
     let to_create = inner.st.borrow().create_pending.clone();
     for base in to_create {
         let path = segment::file_name(&inner.config.dir, base);
-        let header = SegmentHeader::new(base);
-        let mut block = vec![0u8; SEGMENT_HEADER_LEN as usize];
-        block[..std::mem::size_of::<SegmentHeader>()]
-            .copy_from_slice(zerocopy::IntoBytes::as_bytes(&header));
-        let file = inner
-            .fs
-            .create(&path, &block, inner.config.segment_bytes)
-            .await
-            .map_err(|e| io_error("create", &path, e))?;
+        let file = segment::create(&*inner.fs, &path, base, inner.config.segment_bytes).await?;
         let mut st = inner.st.borrow_mut();
         st.create_pending.retain(|b| *b != base);
         let seg = st
