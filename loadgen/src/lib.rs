@@ -225,30 +225,33 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
                 } else {
                     1_000_000_000 / u64::from(rate)
                 };
+                // Reads SENDACKs until `until` (open loop: the next scheduled
+                // send), or until one arrives (`None`: closed loop).
                 let mut wait_ack = |c: &mut BlockingClient,
                                     sent_at: &mut HashMap<u64, u64>,
-                                    block: bool|
+                                    until: Option<Instant>|
                  -> Result<u64, String> {
                     let mut n = 0;
-                    let wait = if block {
-                        Duration::from_secs(10)
-                    } else {
-                        Duration::ZERO
-                    };
-                    while let Some(e) = c.next_event(wait).map_err(|e| e.to_string())? {
+                    loop {
+                        let wait = match until {
+                            Some(t) => t.saturating_duration_since(Instant::now()),
+                            None => Duration::from_secs(10),
+                        };
+                        let Some(e) = c.next_event(wait).map_err(|e| e.to_string())? else {
+                            return Ok(n);
+                        };
                         if let Event::SendAcked(a) = e {
                             if let Some(t) = sent_at.remove(&a.client_msg_id) {
                                 h.saturating_record(
                                     (origin.elapsed().as_nanos() as u64).saturating_sub(t),
                                 );
                                 n += 1;
-                                if block {
-                                    break;
+                                if until.is_none() {
+                                    return Ok(n);
                                 }
                             }
                         }
                     }
-                    Ok(n)
                 };
                 for index in 0..messages {
                     // Open loop: the intended time is on a fixed timetable.
@@ -256,10 +259,9 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
                         origin.elapsed().as_nanos() as u64
                     } else {
                         let t = start + u64::from(index) * interval;
-                        let now = origin.elapsed().as_nanos() as u64;
-                        if t > now {
-                            std::thread::sleep(Duration::from_nanos(t - now));
-                        }
+                        // Until then, collect acknowledgements as they arrive.
+                        acked +=
+                            wait_ack(&mut c, &mut sent_at, Some(origin + Duration::from_nanos(t)))?;
                         t
                     };
                     let mut payload = BytesMut::with_capacity(size);
@@ -271,11 +273,13 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
                         .map_err(|e| e.to_string())?;
                     sent_at.insert(id, intended);
                     sent += 1;
-                    acked += wait_ack(&mut c, &mut sent_at, interval == 0)?;
+                    if interval == 0 {
+                        acked += wait_ack(&mut c, &mut sent_at, None)?;
+                    }
                 }
                 let deadline = Instant::now() + timeout;
                 while !sent_at.is_empty() && Instant::now() < deadline {
-                    acked += wait_ack(&mut c, &mut sent_at, true)?;
+                    acked += wait_ack(&mut c, &mut sent_at, None)?;
                 }
                 Ok((h, sent, acked))
             },

@@ -42,6 +42,7 @@ impl BlockingClient {
     ) -> io::Result<BlockingClient> {
         let stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_nodelay(true)?;
+        stream.set_nonblocking(true)?;
         let origin = Instant::now();
         session.connect(0);
         let mut client = BlockingClient {
@@ -85,24 +86,30 @@ impl BlockingClient {
     }
 
     /// Waits up to `timeout` for the next event. `Ok(None)` on timeout;
-    /// an error when the connection is closed or broken.
+    /// an error when the connection is closed or broken. A zero timeout
+    /// still reads what the socket already holds.
     pub fn next_event(&mut self, timeout: Duration) -> io::Result<Option<Event>> {
         let deadline = Instant::now() + timeout;
+        let mut first = true;
         loop {
             if let Some(e) = self.session.poll_event() {
                 self.flush()?;
                 return Ok(Some(e));
             }
             let now = Instant::now();
-            if now >= deadline {
+            if now >= deadline && !first {
                 return Ok(None);
             }
-            let mut wait = deadline - now;
+            first = false;
+            let mut wait = deadline.saturating_duration_since(now);
             if let Some(t) = self.session.poll_timeout() {
                 let until = Duration::from_nanos(t.saturating_sub(self.now()));
                 wait = wait.min(until.max(Duration::from_millis(1)));
             }
-            self.stream.set_read_timeout(Some(wait))?;
+            // The socket is non-blocking; waiting is ppoll's, whose timeout
+            // is precise (a socket read timeout is rounded up to a
+            // scheduler tick, 1-4 ms, which skews paced senders).
+            wait_readable(&self.stream, wait)?;
             let mut buf = [0u8; 16 * 1024];
             match self.stream.read(&mut buf) {
                 Ok(0) => {
@@ -171,10 +178,16 @@ impl BlockingClient {
         while let Some(f) = self.session.poll_transmit() {
             f.encode(&mut self.out);
         }
-        if !self.out.is_empty() {
-            self.stream.write_all(&self.out)?;
-            self.out.clear();
+        let mut written = 0;
+        while written < self.out.len() {
+            match self.stream.write(&self.out[written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_writable(&self.stream)?,
+                Err(e) => return Err(e),
+            }
         }
+        self.out.clear();
         Ok(())
     }
 
@@ -185,6 +198,44 @@ impl BlockingClient {
 
     /// Writes raw bytes (for bad-input tests).
     pub fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)
+        self.out.extend_from_slice(bytes);
+        self.flush()
     }
+}
+
+/// Waits until `stream` is readable (or has an error/EOF pending), at most
+/// `timeout`; a zero timeout only checks.
+fn wait_readable(stream: &TcpStream, timeout: Duration) -> io::Result<()> {
+    ppoll(stream, libc::POLLIN, Some(timeout))
+}
+
+/// Waits until `stream` can take more bytes.
+fn wait_writable(stream: &TcpStream) -> io::Result<()> {
+    ppoll(stream, libc::POLLOUT, None)
+}
+
+fn ppoll(stream: &TcpStream, events: libc::c_short, timeout: Option<Duration>) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `fd` and `ts` are valid for the duration of the call; one
+    // pollfd is passed with nfds = 1; a null sigmask keeps the mask as is.
+    let r = unsafe { libc::ppoll(&mut fd, 1, ts_ptr, std::ptr::null()) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(())
 }
