@@ -287,6 +287,32 @@ pub fn decode(buf: &Bytes) -> Decoded {
     Decoded::Record(record, total)
 }
 
+// ----- checkpoint pointer ------------------------------------------------------
+
+/// Name of the file that says where the newest durable checkpoint is.
+pub const CHECKPOINT_POINTER: &str = "checkpoint";
+
+/// Text of the pointer file: `surepush-checkpoint v1 <lsn> <crc32c hex>`.
+pub fn encode_pointer(lsn: u64) -> String {
+    let digits = lsn.to_string();
+    format!(
+        "surepush-checkpoint v1 {digits} {:08x}\n",
+        crc32c::crc32c(digits.as_bytes())
+    )
+}
+
+/// The position in a pointer file, `None` if it is damaged.
+pub fn parse_pointer(text: &str) -> Option<u64> {
+    let mut parts = text.split_whitespace();
+    if parts.next()? != "surepush-checkpoint" || parts.next()? != "v1" {
+        return None;
+    }
+    let digits = parts.next()?;
+    let crc = u32::from_str_radix(parts.next()?, 16).ok()?;
+    (crc32c::crc32c(digits.as_bytes()) == crc && parts.next().is_none())
+        .then(|| digits.parse().ok())?
+}
+
 // ----- checkpoint snapshot ---------------------------------------------------
 
 /// Encodes a [`RecoveredState`] as a checkpoint body:
@@ -460,6 +486,17 @@ mod tests {
         let mut bad = h.as_bytes().to_vec();
         bad[10] ^= 1;
         assert!(SegmentHeader::parse(&bad).is_none());
+    }
+
+    #[test]
+    fn pointer_round_trips_and_rejects_damage() {
+        for lsn in [0u64, 4096, u64::MAX] {
+            assert_eq!(parse_pointer(&encode_pointer(lsn)), Some(lsn));
+        }
+        let good = encode_pointer(123_456);
+        assert_eq!(parse_pointer(&good.replace("123456", "123457")), None);
+        assert_eq!(parse_pointer("garbage"), None);
+        assert_eq!(parse_pointer(""), None);
     }
 
     #[test]

@@ -29,6 +29,10 @@ struct Rebuild {
     index: Index,
     derived: RecoveredState,
     checkpoint: Option<u64>,
+    /// Position of the newest durable checkpoint (from the pointer file):
+    /// records before it are indexed but not folded, since it replaces
+    /// the state they would build.
+    fold_from: Option<u64>,
 }
 
 impl Rebuild {
@@ -40,7 +44,9 @@ impl Rebuild {
         record: Record,
         config: &LogConfig,
     ) -> Result<(), LogError> {
+        let before_pointer = self.fold_from.is_some_and(|p| lsn < p);
         match &record {
+            Record::Checkpoint(_) if before_pointer => return Ok(()),
             Record::Message(m) => {
                 seg.note_message(m);
                 self.index.add(
@@ -62,7 +68,9 @@ impl Rebuild {
             }
             _ => {}
         }
-        self.derived.apply(&record, &config.dedup);
+        if !before_pointer {
+            self.derived.apply(&record, &config.dedup);
+        }
         Ok(())
     }
 }
@@ -71,6 +79,24 @@ impl Rebuild {
 pub(super) async fn recover(
     config: &LogConfig,
     fs: &dyn LogFs,
+) -> Result<(State, RecoveryReport), LogError> {
+    let pointer = std::fs::read_to_string(config.dir.join(format::CHECKPOINT_POINTER))
+        .ok()
+        .and_then(|t| format::parse_pointer(&t));
+    if let Some(p) = pointer {
+        let (state, report) = recover_from(config, fs, Some(p)).await?;
+        if report.checkpoint == Some(p) {
+            return Ok((state, report));
+        }
+        tracing::warn!(dir = %config.dir.display(), pointer = p, "no checkpoint where the pointer says; folding the whole log");
+    }
+    recover_from(config, fs, None).await
+}
+
+async fn recover_from(
+    config: &LogConfig,
+    fs: &dyn LogFs,
+    fold_from: Option<u64>,
 ) -> Result<(State, RecoveryReport), LogError> {
     let started = Instant::now();
     let dir = &config.dir;
@@ -88,7 +114,10 @@ pub(super) async fn recover(
         bases.push((0, path));
     }
     let mut report = RecoveryReport::default();
-    let mut rebuild = Rebuild::default();
+    let mut rebuild = Rebuild {
+        fold_from,
+        ..Rebuild::default()
+    };
     let mut segments = BTreeMap::new();
     let last = bases.len() - 1;
     let mut tail_block = Bytes::new();
@@ -219,6 +248,7 @@ pub(super) async fn recover(
         cache: VecDeque::new(),
         cache_bytes: 0,
         since_checkpoint: 0,
+        pointer_due: None,
         stats: LogStats::default(),
         first_pending_at: None,
     };

@@ -186,6 +186,8 @@ pub(super) struct State {
     pub(super) cache: VecDeque<(Lsn, MessageRecord)>,
     pub(super) cache_bytes: usize,
     pub(super) since_checkpoint: u64,
+    /// A checkpoint (start, end) whose pointer file is written once durable.
+    pub(super) pointer_due: Option<(Lsn, Lsn)>,
     pub(super) stats: LogStats,
     pub(super) first_pending_at: Option<Instant>,
 }
@@ -310,7 +312,10 @@ impl SegmentLog {
             st.since_checkpoint = 0;
             format::encode_checkpoint(&st.derived)
         };
-        self.append(&Record::Checkpoint(snapshot))
+        let len = format::encoded_len(&Record::Checkpoint(snapshot.clone())) as u64;
+        let end = self.append(&Record::Checkpoint(snapshot))?;
+        self.inner.st.borrow_mut().pointer_due = Some((end - len, end));
+        Ok(end)
     }
 
     /// Resolves once everything up to `lsn` is durable.
@@ -535,6 +540,21 @@ fn roll(st: &mut State, segment_bytes: u64) {
     st.next = new_base;
 }
 
+/// Points recovery at the checkpoint starting at `lsn` (atomic replace).
+fn write_pointer(dir: &std::path::Path, lsn: Lsn) -> Result<(), LogError> {
+    use std::io::Write;
+    let path = dir.join(format::CHECKPOINT_POINTER);
+    let tmp = dir.join(format!("{}.tmp", format::CHECKPOINT_POINTER));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(format::encode_pointer(lsn).as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| io_error("write", &path, e))
+}
+
 async fn read_record(inner: &Inner, loc: Location) -> Result<MessageRecord, LogError> {
     let (file, path, offset) = {
         let st = inner.st.borrow();
@@ -665,13 +685,21 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
             let base = st.active;
             let keep_from = base + (target - base) / BLOCK * BLOCK;
             if keep_from > st.pending_start {
-                let drop = (keep_from - st.pending_start) as usize;
-                let drop = drop.min(st.pending.len());
-                let _ = st.pending.split_to(drop);
+                let written = ((keep_from - st.pending_start) as usize).min(st.pending.len());
+                let _ = st.pending.split_to(written);
                 st.pending_start = keep_from;
             }
         }
         let durable = st.durable;
+        let pointer = st.pointer_due.filter(|(_, end)| *end <= durable);
+        if pointer.is_some() {
+            st.pointer_due = None;
+        }
+        drop(st);
+        if let Some((start, _)) = pointer {
+            write_pointer(&inner.config.dir, start)?;
+        }
+        let mut st = inner.st.borrow_mut();
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut st.waiters)
             .into_iter()
             .partition(|(lsn, _)| *lsn <= durable);

@@ -414,6 +414,69 @@ fn retention_deletes_only_acknowledged_or_expired_segments_and_keeps_state() {
     });
 }
 
+#[test]
+fn recovery_from_the_checkpoint_pointer_equals_a_full_fold() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let (log, _, _) = SegmentLog::open(config(&path)).await.unwrap();
+        for s in 1..=50 {
+            log.append(&msg(1, s, 20)).unwrap();
+        }
+        log.append(&Record::Cursor {
+            user: UserId(1),
+            device: DeviceId(1),
+            seq: Seq(40),
+        })
+        .unwrap();
+        log.checkpoint().await.unwrap();
+        for s in 51..=60 {
+            log.append(&msg(1, s, 20)).unwrap();
+        }
+        let end = log
+            .append(&Record::Cursor {
+                user: UserId(1),
+                device: DeviceId(2),
+                seq: Seq(55),
+            })
+            .unwrap();
+        log.wait_durable(end).await.unwrap();
+        drop(log);
+        let (log, fast, report) = SegmentLog::open(config(&path)).await.unwrap();
+        assert!(report.checkpoint.is_some(), "{report:?}");
+        let got = log
+            .read_inbox(
+                UserId(1),
+                InboxQuery::After {
+                    after: Seq(0),
+                    limit: 100,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            got.len(),
+            60,
+            "records before the checkpoint are still indexed"
+        );
+        drop(log);
+        // Without the pointer every record is folded: the same state.
+        std::fs::remove_file(path.join(format::CHECKPOINT_POINTER)).unwrap();
+        let (_, full, _) = SegmentLog::open(config(&path)).await.unwrap();
+        assert_eq!(fast, full);
+        assert_eq!(fast.cursors[&(UserId(1), DeviceId(2))], Seq(55));
+        assert_eq!(fast.heads[&UserId(1)], Seq(60));
+        // A pointer to a place without a checkpoint falls back to a full fold.
+        std::fs::write(
+            path.join(format::CHECKPOINT_POINTER),
+            format::encode_pointer(12),
+        )
+        .unwrap();
+        let (_, fallback, _) = SegmentLog::open(config(&path)).await.unwrap();
+        assert_eq!(fallback, full);
+    });
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
