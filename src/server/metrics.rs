@@ -94,7 +94,6 @@ pub struct Metrics {
     log_syncs: Counters,
     log_segments: Gauges,
     fsync: Histograms,
-    send_ack_latency: Histograms,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -137,7 +136,6 @@ impl Metrics {
             "log_fsync_seconds",
             "Time from append to durable (group commit wait)",
         );
-        let send_ack_latency = histogram("send_ack_seconds", "Time from SEND to SENDACK");
         let m = Metrics {
             registry,
             core_counters,
@@ -148,7 +146,6 @@ impl Metrics {
             log_syncs,
             log_segments,
             fsync,
-            send_ack_latency,
         };
         // Create every series up front so a scrape shows all shards at zero.
         for shard in 0..shards {
@@ -257,14 +254,6 @@ impl ShardMetrics {
     pub fn observe_fsync(&self, d: Duration) {
         self.metrics
             .fsync
-            .get_or_create(&self.label)
-            .observe(d.as_secs_f64());
-    }
-
-    /// One SEND to SENDACK interval.
-    pub fn observe_send_ack_latency(&self, d: Duration) {
-        self.metrics
-            .send_ack_latency
             .get_or_create(&self.label)
             .observe(d.as_secs_f64());
     }
