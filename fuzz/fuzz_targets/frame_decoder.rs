@@ -22,7 +22,10 @@ fuzz_target!(|data: &[u8]| {
                 Ok(Some(frame)) => {
                     let mut again = Decoder::new(64 * 1024);
                     again.feed(&frame.to_bytes());
-                    assert_eq!(again.decode().expect("re-encoded frame decodes"), Some(frame));
+                    assert_eq!(
+                        again.decode().expect("re-encoded frame decodes"),
+                        Some(frame)
+                    );
                 }
                 Ok(None) => break,
                 Err(e) => {

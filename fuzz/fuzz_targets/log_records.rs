@@ -7,7 +7,7 @@
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use surepush::log::format::{self, Decoded};
-use surepush::log::{DedupConfig, RecoveredState, Record};
+use surepush::log::{DedupConfig, Record, RecoveredState};
 
 fuzz_target!(|data: &[u8]| {
     let config = DedupConfig::default();
@@ -18,7 +18,11 @@ fuzz_target!(|data: &[u8]| {
             Decoded::Record(record, len) => {
                 let mut again = BytesMut::new();
                 format::encode(&record, &mut again);
-                assert_eq!(&again[..], &buf[..len], "accepted record re-encodes identically");
+                assert_eq!(
+                    &again[..],
+                    &buf[..len],
+                    "accepted record re-encodes identically"
+                );
                 if let Record::Checkpoint(body) = &record {
                     if let Some(s) = format::decode_checkpoint(body, &config) {
                         state = s;
