@@ -274,31 +274,44 @@ pub struct Disconnect {
     pub redirect: String,
 }
 
-/// A decoded frame.
+/// A decoded frame (see [`FrameKind`] for who sends which).
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[allow(missing_docs)]
 pub enum Frame {
+    /// Open a session.
     Connect(Connect),
+    /// Session open.
     ConnAck(ConnAck),
+    /// Send a message.
     Send(Send),
+    /// Outcome of a SEND.
     SendAck(SendAck),
+    /// One inbox message.
     Push(Push),
     /// Cumulative acknowledgement of the inbox up to this sequence.
     Ack(Seq),
+    /// Request a page of the inbox.
     Sync(Sync),
+    /// One page of the inbox.
     SyncPage(SyncPage),
-    /// QoS 2 release: (client_msg_id, to).
+    /// QoS 2 release of a stored send.
     Rel {
+        /// The released send.
         client_msg_id: u64,
+        /// Its addressee.
         to: UserId,
     },
     /// QoS 2 release confirmed.
     Comp {
+        /// The released send.
         client_msg_id: u64,
     },
+    /// Keepalive probe with a nonce.
     Ping(u64),
+    /// Keepalive answer with the probe's nonce.
     Pong(u64),
+    /// Typed error.
     Error(ErrorFrame),
+    /// Orderly close.
     Disconnect(Disconnect),
 }
 
