@@ -19,6 +19,7 @@ use super::segment_log::{
     io_error, LogConfig, LogError, LogStats, RecoveryMode, RecoveryReport, State,
 };
 use super::state::RecoveredState;
+use crate::proto::{Seq, UserId};
 
 /// Bytes read per scan step.
 const SCAN_CHUNK: usize = 4 << 20;
@@ -48,7 +49,7 @@ impl Rebuild {
         match &record {
             Record::Checkpoint(_) if before_pointer => return Ok(()),
             Record::Message(m) => {
-                seg.note_message(m);
+                seg.note_message(m, lsn, len);
                 self.index.add(
                     m.inbox,
                     m.seq,
@@ -145,7 +146,38 @@ async fn recover_from(
             inbox_max: HashMap::new(),
             max_ts_ms: 0,
             end: base,
+            entries: Vec::new(),
         };
+        // A sealed segment wholly before the newest checkpoint contributes
+        // only index entries: take them from its sidecar if it verifies.
+        let before_checkpoint =
+            i != last && rebuild.fold_from.is_some_and(|p| base + seg.capacity <= p);
+        let sidecar = before_checkpoint
+            .then(|| std::fs::read(segment::sidecar_path(&path)).ok())
+            .flatten()
+            .and_then(|bytes| format::decode_sidecar(&bytes, base));
+        if let Some(sidecar) = sidecar {
+            for e in &sidecar.entries {
+                let (inbox, seq) = (UserId(e.inbox.get()), Seq(e.seq.get()));
+                seg.note(inbox, seq);
+                let lsn = base + u64::from(e.offset.get());
+                rebuild.index.add(
+                    inbox,
+                    seq,
+                    Location {
+                        lsn,
+                        len: e.len.get(),
+                    },
+                );
+            }
+            seg.max_ts_ms = sidecar.max_ts_ms;
+            seg.end = base + sidecar.end_offset;
+            report.records += sidecar.entries.len() as u64;
+            report.segments += 1;
+            report.sidecars += 1;
+            segments.insert(base, seg);
+            continue;
+        }
         // Scan the records.
         let mut pos = SEGMENT_HEADER_LEN;
         // Unparsed bytes from `pos` on; records are sliced out of it, so
@@ -222,6 +254,17 @@ async fn recover_from(
                 .read_at(block_start, (pos - block_start) as usize)
                 .await
                 .map_err(|e| io_error("read", &path, e))?;
+        }
+        // Sealed, scanned and undamaged: leave a sidecar for the next restart.
+        if i != last {
+            let valid = std::fs::read(segment::sidecar_path(&path))
+                .ok()
+                .and_then(|bytes| format::decode_sidecar(&bytes, base))
+                .is_some();
+            if !valid {
+                segment::write_sidecar(&seg)?;
+            }
+            seg.entries = Vec::new();
         }
         segments.insert(base, seg);
     }

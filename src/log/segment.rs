@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use super::format::{SegmentHeader, SEGMENT_HEADER_LEN};
+use super::format::{encode_sidecar, SegmentHeader, SidecarEntry, SEGMENT_HEADER_LEN};
 use super::io::{LogFile, LogFs};
 use super::record::MessageRecord;
 use super::segment_log::{io_error, LogError};
@@ -65,15 +65,56 @@ pub struct Segment {
     pub max_ts_ms: u64,
     /// End position of the data written into it.
     pub end: u64,
+    /// Messages of this segment while it is active (for its sidecar).
+    pub entries: Vec<SidecarEntry>,
 }
 
 impl Segment {
-    /// Notes a message stored here (for retention).
-    pub fn note_message(&mut self, m: &MessageRecord) {
-        let max = self.inbox_max.entry(m.inbox).or_default();
-        *max = (*max).max(m.seq);
+    /// Notes a message stored here at `lsn` (for retention and the sidecar).
+    pub fn note_message(&mut self, m: &MessageRecord, lsn: u64, len: usize) {
+        self.note(m.inbox, m.seq);
         self.max_ts_ms = self.max_ts_ms.max(m.ts_ms);
+        self.entries.push(SidecarEntry {
+            inbox: m.inbox.0.into(),
+            seq: m.seq.0.into(),
+            offset: ((lsn - self.base) as u32).into(),
+            len: (len as u32).into(),
+        });
     }
+
+    /// Notes that `inbox` has `seq` here.
+    pub fn note(&mut self, inbox: UserId, seq: Seq) {
+        let max = self.inbox_max.entry(inbox).or_default();
+        *max = (*max).max(seq);
+    }
+}
+
+/// Path of the sidecar index of the segment at `path`.
+pub fn sidecar_path(path: &Path) -> PathBuf {
+    path.with_extension("idx")
+}
+
+/// Writes a sealed segment's sidecar (temp file, fsync, rename, fsync dir).
+pub fn write_sidecar(seg: &Segment) -> Result<(), LogError> {
+    use std::io::Write;
+    let path = sidecar_path(&seg.path);
+    let tmp = path.with_extension("idx.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&encode_sidecar(
+            seg.base,
+            seg.end - seg.base,
+            seg.max_ts_ms,
+            &seg.entries,
+        ))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    write().map_err(|e| io_error("write", &path, e))
 }
 
 #[cfg(test)]

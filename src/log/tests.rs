@@ -477,6 +477,72 @@ fn recovery_from_the_checkpoint_pointer_equals_a_full_fold() {
     });
 }
 
+#[test]
+fn sealed_segments_before_the_checkpoint_load_from_sidecars_like_a_full_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let (log, _, _) = SegmentLog::open(config(&path)).await.unwrap();
+        for s in 1..=400 {
+            log.append(&msg(1 + s % 3, s.div_ceil(3), 8_000)).unwrap();
+        }
+        log.checkpoint().await.unwrap();
+        for s in 401..=420 {
+            log.append(&msg(1 + s % 3, s.div_ceil(3), 8_000)).unwrap();
+        }
+        log.flush().await.unwrap();
+        drop(log);
+        let (log, fast, report) = SegmentLog::open(config(&path)).await.unwrap();
+        assert!(report.sidecars >= 2, "{report:?}");
+        // Sidecar segments count their messages only; the scanned tail counts
+        // every record, the checkpoint included.
+        assert!(report.records >= 420, "every message indexed: {report:?}");
+        let fast_reads = read_all(&log).await;
+        assert_eq!(fast_reads.iter().map(Vec::len).sum::<usize>(), 420);
+        drop(log);
+        // Damage one sidecar: that segment is scanned instead.
+        let idx: Vec<_> = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "idx"))
+            .collect();
+        assert!(!idx.is_empty());
+        let mut bytes = std::fs::read(&idx[0]).unwrap();
+        bytes[20] ^= 0xFF;
+        std::fs::write(&idx[0], bytes).unwrap();
+        let (_, damaged, r) = SegmentLog::open(config(&path)).await.unwrap();
+        assert_eq!(
+            r.sidecars,
+            report.sidecars - 1,
+            "the damaged sidecar is not used"
+        );
+        assert_eq!(damaged, fast);
+        // No sidecars and no pointer: a full scan and fold, same result.
+        for p in std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()) {
+            if p.extension().is_some_and(|x| x == "idx") || p.ends_with(format::CHECKPOINT_POINTER)
+            {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+        let (log, full, r) = SegmentLog::open(config(&path)).await.unwrap();
+        assert_eq!(r.sidecars, 0);
+        assert_eq!(full, fast);
+        assert_eq!(read_all(&log).await, fast_reads);
+    });
+}
+
+async fn read_all(log: &SegmentLog) -> Vec<Vec<MessageRecord>> {
+    let mut all = Vec::new();
+    for inbox in 1..=3 {
+        let q = InboxQuery::After {
+            after: Seq(0),
+            limit: 1000,
+        };
+        all.push(log.read_inbox(UserId(inbox), q).await.unwrap());
+    }
+    all
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
