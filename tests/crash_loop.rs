@@ -113,13 +113,7 @@ fn kill_9_loop_loses_and_duplicates_nothing() {
     }
     // The receiver replays its whole inbox.
     let (_rx, events) = server.connect(receiver, 1, Some(Seq::ZERO));
-    let got: Vec<_> = events
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Message(p) => Some(p),
-            _ => None,
-        })
-        .collect();
+    let got = common::messages(events);
     let mut count: HashMap<u64, u32> = HashMap::new();
     for (i, p) in got.iter().enumerate() {
         assert_eq!(p.seq, Seq(i as u64 + 1), "inbox order without gaps");

@@ -186,13 +186,7 @@ fn kill_9_loses_nothing_that_was_acknowledged() {
     server.spawn();
     // The receiver must hold every acknowledged message, once, in order.
     let (_rx, events) = server.connect(receiver, 1, Some(Seq::ZERO));
-    let got: Vec<_> = events
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Message(p) => Some(p),
-            _ => None,
-        })
-        .collect();
+    let got = common::messages(events);
     for (i, p) in got.iter().enumerate() {
         assert_eq!(p.seq, Seq(i as u64 + 1), "in order without gaps");
     }

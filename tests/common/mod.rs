@@ -217,6 +217,17 @@ pub fn http(
     (status, body)
 }
 
+/// The inbox messages among `events`, in order.
+pub fn messages(events: Vec<Event>) -> Vec<surepush::proto::Push> {
+    events
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Message(p) => Some(p),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Waits for the next `Message` event, skipping others.
 pub fn next_message(c: &mut BlockingClient) -> surepush::proto::Push {
     match c
