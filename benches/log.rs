@@ -2,7 +2,8 @@
 //! the same disk measured in the same run.
 //!
 //! Run: `cargo bench --bench log` (results: BENCHMARKS.md). Set
-//! `LOG_BENCH_QUICK=1` for a short smoke run.
+//! `LOG_BENCH_QUICK=1` for a short smoke run, `LOG_BENCH_ONLY=append`
+//! (or `batched`, `recovery`, comma-separated) for some parts only.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -13,8 +14,19 @@ use hdrhistogram::Histogram;
 use surepush::log::{LogConfig, MessageRecord, Record, SegmentLog};
 use surepush::proto::{DeviceId, Qos, Seq, UserId};
 
+// The gateway binary runs on mimalloc (see src/main.rs); measure the log
+// with the allocator it runs with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn quick() -> bool {
     std::env::var("LOG_BENCH_QUICK").is_ok()
+}
+
+/// `LOG_BENCH_ONLY=append,batched,recovery` runs only those parts (the raw
+/// limits always run: every ratio needs them).
+fn wanted(part: &str) -> bool {
+    std::env::var("LOG_BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p == part))
 }
 
 fn record(inbox: u64, seq: u64, payload: &Bytes) -> Record {
@@ -237,7 +249,14 @@ fn main() {
         println!();
         println!("| appenders | records/s | MB/s | vs raw bandwidth | syncs | p50 durable | p99 durable |");
         println!("|---:|---:|---:|---:|---:|---:|---:|");
-        for appenders in [1u64, 64, 4096] {
+        let appender_counts: &[u64] = if wanted("append") {
+            &[1, 64, 4096]
+        } else if wanted("append4096") {
+            &[4096]
+        } else {
+            &[]
+        };
+        for &appenders in appender_counts {
             let dir = base.join(format!("append-{appenders}"));
             let r = append_bench(&dir, appenders, 1024, (1 << 30) / scale, Duration::from_millis(10_000 / scale)).await;
             let secs = r.elapsed.as_secs_f64();
@@ -252,7 +271,8 @@ fn main() {
             );
             let _ = std::fs::remove_dir_all(&dir);
         }
-        for batch in [256u64, 4096] {
+        let batches: &[u64] = if wanted("batched") { &[256, 4096] } else { &[] };
+        for &batch in batches {
             let dir = base.join(format!("batched-{batch}"));
             let (rps, bps, syncs) = batched_bench(&dir, batch, 1024, Duration::from_millis(5_000 / scale)).await;
             println!(
@@ -263,7 +283,8 @@ fn main() {
             let _ = std::fs::remove_dir_all(&dir);
         }
         println!();
-        for n in [1_000_000u64, 10_000_000] {
+        let recoveries: &[u64] = if wanted("recovery") { &[1_000_000, 10_000_000] } else { &[] };
+        for &n in recoveries {
             let n = n / scale;
             let dir = base.join(format!("recover-{n}"));
             let (t, records) = recovery_bench(&dir, n).await;

@@ -19,6 +19,7 @@
 
 pub mod client;
 pub mod core;
+pub mod hashing;
 pub mod hostcheck;
 pub mod log;
 pub mod proto;

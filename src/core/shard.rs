@@ -11,7 +11,9 @@
 //! `session.rs` (connect, limits, close), `send.rs` (dedup, store, SENDACK),
 //! `deliver.rs` (push window, ACK, retransmit) and `sync.rs` (paged replay).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::hashing::FastHashMap;
 use std::time::Duration;
 
 use slab::Slab;
@@ -172,17 +174,17 @@ pub struct Shard {
     pub(super) config: CoreConfig,
     pub(super) auth: TokenVerifier,
     pub(super) now_ns: u64,
-    pub(super) users: HashMap<UserId, Inbox>,
+    pub(super) users: FastHashMap<UserId, Inbox>,
     pub(super) conns: Slab<Conn>,
     pub(super) next_generation: u32,
     pub(super) dedup: DedupWindow,
-    pub(super) copies: HashMap<(SendKey, UserId), InFlightCopy>,
-    pub(super) sends: HashMap<SendKey, PendingSend>,
+    pub(super) copies: FastHashMap<(SendKey, UserId), InFlightCopy>,
+    pub(super) sends: FastHashMap<SendKey, PendingSend>,
     pub(super) timers: TimerWheel<TimerEvent>,
     pub(super) actions: VecDeque<Action>,
     pub(super) appends: VecDeque<(AppendToken, AppendPurpose)>,
     pub(super) next_token: AppendToken,
-    pub(super) reads: HashMap<ReadId, ReadPurpose>,
+    pub(super) reads: FastHashMap<ReadId, ReadPurpose>,
     pub(super) next_read: ReadId,
     pub(super) dirty_cursors: Vec<(UserId, DeviceId)>,
     pub(super) flush_armed: bool,
@@ -199,7 +201,8 @@ impl Shard {
         auth: TokenVerifier,
         recovered: RecoveredState,
     ) -> Shard {
-        let mut users: HashMap<UserId, Inbox> = HashMap::with_capacity(recovered.heads.len());
+        let mut users: FastHashMap<UserId, Inbox> =
+            FastHashMap::with_capacity_and_hasher(recovered.heads.len(), Default::default());
         for (user, head) in recovered.heads {
             let inbox = users.entry(user).or_default();
             inbox.assigned = head;
@@ -222,13 +225,13 @@ impl Shard {
             conns: Slab::new(),
             next_generation: 0,
             dedup: recovered.dedup,
-            copies: HashMap::new(),
-            sends: HashMap::new(),
+            copies: FastHashMap::default(),
+            sends: FastHashMap::default(),
             timers: TimerWheel::new(tick),
             actions: VecDeque::new(),
             appends: VecDeque::new(),
             next_token: 0,
-            reads: HashMap::new(),
+            reads: FastHashMap::default(),
             next_read: 0,
             dirty_cursors: Vec::new(),
             flush_armed: false,

@@ -405,7 +405,9 @@ pub fn parse_pointer(text: &str) -> Option<u64> {
 /// `[n_heads u32][(user u64, seq u64)]* [n_cursors u32][(user, device, seq)]*
 ///  [n_dedup u32][(from, device, cmid, inbox, seq, ts u64; qos u8; released u8)]*`.
 pub fn encode_checkpoint(state: &RecoveredState) -> Bytes {
-    let mut out = BytesMut::new();
+    let mut out = BytesMut::with_capacity(
+        12 + state.heads.len() * 16 + state.cursors.len() * 24 + state.dedup.len() * 50,
+    );
     out.put_u32_le(state.heads.len() as u32);
     for (u, s) in &state.heads {
         out.put_u64_le(u.0);
@@ -417,9 +419,8 @@ pub fn encode_checkpoint(state: &RecoveredState) -> Bytes {
         out.put_u64_le(d.0);
         out.put_u64_le(s.0);
     }
-    let entries: Vec<&DedupEntry> = state.dedup.entries().collect();
-    out.put_u32_le(entries.len() as u32);
-    for e in entries {
+    out.put_u32_le(state.dedup.len() as u32);
+    for e in state.dedup.entries() {
         out.put_u64_le(e.key.from.0);
         out.put_u64_le(e.key.from_device.0);
         out.put_u64_le(e.key.client_msg_id);

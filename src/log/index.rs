@@ -4,7 +4,9 @@
 //! and the log is append-only), so an inbox's index is a deque addressed by
 //! `seq - first`: 12 bytes per message, no tree.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::hashing::FastHashMap;
 
 use crate::proto::{Seq, UserId};
 
@@ -46,7 +48,7 @@ impl InboxIndex {
 /// Every inbox of a shard.
 #[derive(Debug, Default)]
 pub struct Index {
-    inboxes: HashMap<UserId, InboxIndex>,
+    inboxes: FastHashMap<UserId, InboxIndex>,
 }
 
 impl Index {

@@ -5,7 +5,7 @@
 //! Scanning (finding valid records) is kept apart from what is rebuilt
 //! from them (`Rebuild`), so the policy for damage stays in one place.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -143,7 +143,7 @@ async fn recover_from(
             capacity: size.max(SEGMENT_HEADER_LEN) - SEGMENT_HEADER_LEN,
             file: file.clone(),
             path: path.clone(),
-            inbox_max: HashMap::new(),
+            inbox_max: Default::default(),
             max_ts_ms: 0,
             end: base,
             entries: Vec::new(),
@@ -285,11 +285,13 @@ async fn recover_from(
         durable: next,
         poisoned: None,
         closed: false,
+        committer_done: false,
         waiters: Vec::new(),
         index: rebuild.index,
         derived: rebuild.derived,
-        cache: VecDeque::new(),
-        cache_bytes: 0,
+        tail: VecDeque::new(),
+        tail_bytes: 0,
+        spare: Vec::new(),
         since_checkpoint: 0,
         pointer_due: None,
         stats: LogStats::default(),

@@ -1,6 +1,6 @@
 //! Segment files: names, and what the log remembers about each one.
 
-use std::collections::HashMap;
+use crate::hashing::FastHashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -60,7 +60,7 @@ pub struct Segment {
     /// Its path.
     pub path: PathBuf,
     /// Highest seq per inbox stored here (retention).
-    pub inbox_max: HashMap<UserId, Seq>,
+    pub inbox_max: FastHashMap<UserId, Seq>,
     /// Newest message timestamp here (retention by age).
     pub max_ts_ms: u64,
     /// End position of the data written into it.

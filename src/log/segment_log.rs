@@ -20,6 +20,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -182,16 +183,35 @@ pub(super) struct State {
     pub(super) durable: Lsn,
     pub(super) poisoned: Option<String>,
     pub(super) closed: bool,
-    pub(super) waiters: Vec<(Lsn, LocalSender<Result<(), LogError>>)>,
+    /// The committer has stopped (closed or poisoned).
+    pub(super) committer_done: bool,
+    pub(super) waiters: Vec<(Lsn, Waker)>,
     pub(super) index: Index,
     pub(super) derived: RecoveredState,
-    pub(super) cache: VecDeque<(Lsn, MessageRecord)>,
-    pub(super) cache_bytes: usize,
+    /// The newest committed (durable) write buffers, oldest first:
+    /// `(position of the first byte, bytes)`. Reads decode records from
+    /// here before going to the files. Consecutive chunks overlap by at
+    /// most the partial block a commit rewrites, and a record never spans
+    /// two chunks (a commit always ends on a record boundary).
+    pub(super) tail: VecDeque<Chunk>,
+    /// Memory the tail holds (allocations, not just lengths).
+    pub(super) tail_bytes: usize,
+    /// Emptied write buffers for reuse: a commit allocates nothing once warm.
+    pub(super) spare: Vec<BytesMut>,
     pub(super) since_checkpoint: u64,
     /// A checkpoint (start, end) whose pointer file is written once durable.
     pub(super) pointer_due: Option<(Lsn, Lsn)>,
     pub(super) stats: LogStats,
     pub(super) first_pending_at: Option<Instant>,
+}
+
+/// Committed bytes of the log kept for reads.
+pub(super) struct Chunk {
+    /// Position of the first byte.
+    start: Lsn,
+    bytes: Bytes,
+    /// Size of the allocation behind `bytes`.
+    held: usize,
 }
 
 pub(super) struct Inner {
@@ -284,14 +304,6 @@ impl SegmentLog {
                     len: len as u32,
                 },
             );
-            st.cache.push_back((lsn, m.clone()));
-            st.cache_bytes += m.payload.len() + 96;
-            while st.cache_bytes > inner.config.cache_bytes {
-                let Some((_, old)) = st.cache.pop_front() else {
-                    break;
-                };
-                st.cache_bytes -= old.payload.len() + 96;
-            }
         }
         st.derived.apply(record, &inner.config.dedup);
         st.stats.bytes_appended += len as u64;
@@ -322,20 +334,25 @@ impl SegmentLog {
 
     /// Resolves once everything up to `lsn` is durable.
     pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), LogError> {
-        let rx = {
+        std::future::poll_fn(|cx| {
             let mut st = self.inner.st.borrow_mut();
             if st.durable >= lsn {
-                return Ok(());
+                return Poll::Ready(Ok(()));
             }
             if let Some(p) = &st.poisoned {
-                return Err(LogError::Poisoned(p.clone()));
+                return Poll::Ready(Err(LogError::Poisoned(p.clone())));
             }
-            let (tx, rx) = local_channel::new_bounded(1);
-            st.waiters.push((lsn, tx));
-            rx
-        };
-        let _ = self.inner.wake.try_send(());
-        rx.recv().await.unwrap_or(Err(LogError::Closed))
+            if st.committer_done {
+                return Poll::Ready(Err(LogError::Closed));
+            }
+            // Woken (and removed) by the commit that covers `lsn`; a
+            // spurious poll only adds an entry that is woken early.
+            st.waiters.push((lsn, cx.waker().clone()));
+            drop(st);
+            let _ = self.inner.wake.try_send(());
+            Poll::Pending
+        })
+        .await
     }
 
     /// Everything appended so far is durable.
@@ -410,10 +427,9 @@ impl SegmentLog {
         {
             let st = self.inner.st.borrow();
             for (i, (_, loc)) in plan.iter().enumerate() {
-                let pos = st.cache.partition_point(|(lsn, _)| *lsn < loc.lsn);
-                match st.cache.get(pos) {
-                    Some((lsn, m)) if *lsn == loc.lsn => out.push(Some(m.clone())),
-                    _ => {
+                match from_tail(&st.tail, *loc) {
+                    Some(m) => out.push(Some(m)),
+                    None => {
                         out.push(None);
                         pending_reads.push(i);
                     }
@@ -513,6 +529,17 @@ impl SegmentLog {
     }
 }
 
+/// Emptied write buffers kept for reuse.
+const SPARE_BUFFERS: usize = 4;
+
+/// The next write buffer: a warm one from the tail, or one sized like the
+/// current, so appends do not grow it by doubling and copying.
+fn fresh_buffer(st: &mut State) -> BytesMut {
+    st.spare
+        .pop()
+        .unwrap_or_else(|| BytesMut::with_capacity(st.pending.capacity().max(BLOCK as usize * 2)))
+}
+
 /// Starts a new segment after the active one: its bytes are written by the
 /// committer, which also creates the file.
 fn roll(st: &mut State, segment_bytes: u64) {
@@ -520,7 +547,8 @@ fn roll(st: &mut State, segment_bytes: u64) {
         let seg = &st.segments[&st.active];
         (seg.base, seg.capacity)
     };
-    let pending = std::mem::take(&mut st.pending);
+    let next = fresh_buffer(st);
+    let pending = std::mem::replace(&mut st.pending, next);
     let start = st.pending_start;
     st.sealed.push((base, start, pending));
     let new_base = base + capacity;
@@ -532,7 +560,7 @@ fn roll(st: &mut State, segment_bytes: u64) {
             capacity: segment_bytes - SEGMENT_HEADER_LEN,
             file: st.segments[&base].file.clone(), // replaced once created
             path: PathBuf::new(),
-            inbox_max: HashMap::new(),
+            inbox_max: Default::default(),
             max_ts_ms: 0,
             end: new_base,
             entries: Vec::new(),
@@ -556,6 +584,26 @@ fn write_pointer(dir: &std::path::Path, lsn: Lsn) -> Result<(), LogError> {
         std::fs::File::open(dir)?.sync_all()
     };
     write().map_err(|e| io_error("write", &path, e))
+}
+
+/// Decodes the message at `loc` from the committed write buffers, if they
+/// still hold it (the payload is a slice of the buffer: no copy).
+fn from_tail(tail: &VecDeque<Chunk>, loc: Location) -> Option<MessageRecord> {
+    let end = loc.lsn + u64::from(loc.len);
+    // The newest chunk starting at or before the record, or the one before
+    // it (chunks overlap by the rewritten partial block).
+    let after = tail.partition_point(|c| c.start <= loc.lsn);
+    let chunk = (after.saturating_sub(2)..after)
+        .rev()
+        .map(|i| &tail[i])
+        .find(|c| end <= c.start + c.bytes.len() as u64)?;
+    let from = (loc.lsn - chunk.start) as usize;
+    match format::decode(&chunk.bytes.slice(from..from + loc.len as usize)) {
+        Decoded::Record(Record::Message(m), _) => Some(m),
+        // Not a message where the index says one is: let the file read
+        // report it with its path.
+        _ => None,
+    }
 }
 
 async fn read_record(inner: &Inner, loc: Location) -> Result<MessageRecord, LogError> {
@@ -595,6 +643,7 @@ async fn committer(inner: Rc<Inner>, wake: LocalReceiver<()>) {
             };
             if pending_len == 0 {
                 if closed {
+                    stop_committer(&inner);
                     return;
                 }
                 break;
@@ -612,17 +661,63 @@ async fn committer(inner: Rc<Inner>, wake: LocalReceiver<()>) {
             if let Err(e) = commit(&inner).await {
                 let message = e.to_string();
                 tracing::error!(dir = %inner.config.dir.display(), error = %message, "log commit failed; log poisoned");
-                let waiters = {
-                    let mut st = inner.st.borrow_mut();
-                    st.poisoned = Some(message.clone());
-                    std::mem::take(&mut st.waiters)
-                };
-                for (_, w) in waiters {
-                    let _ = w.try_send(Err(LogError::Poisoned(message.clone())));
-                }
+                inner.st.borrow_mut().poisoned = Some(message);
+                stop_committer(&inner);
                 return;
             }
         }
+    }
+}
+
+/// Adds a committed buffer to the read tail, evicting the oldest beyond
+/// `limit` bytes of memory, and recycles emptied buffers.
+fn keep_in_tail(st: &mut State, chunk: Chunk, limit: usize) {
+    if chunk.bytes.is_empty() {
+        recycle(st, chunk.bytes);
+        return;
+    }
+    // A small commit in a big buffer (a quiet log): keep a right-sized
+    // copy, so the tail's memory stays close to the data it holds.
+    let chunk = if chunk.bytes.len() * 4 < chunk.held {
+        let copy = Bytes::copy_from_slice(&chunk.bytes);
+        recycle(st, chunk.bytes);
+        Chunk {
+            start: chunk.start,
+            held: copy.len(),
+            bytes: copy,
+        }
+    } else {
+        chunk
+    };
+    st.tail_bytes += chunk.held;
+    st.tail.push_back(chunk);
+    while st.tail_bytes > limit && st.tail.len() > 1 {
+        let old = st.tail.pop_front().expect("len > 1");
+        st.tail_bytes -= old.held;
+        recycle(st, old.bytes);
+    }
+}
+
+/// Keeps an emptied write buffer for reuse, unless a reader still holds a
+/// record of it (then it is freed once the reader drops it).
+fn recycle(st: &mut State, bytes: Bytes) {
+    if st.spare.len() < SPARE_BUFFERS {
+        if let Ok(mut buf) = bytes.try_into_mut() {
+            buf.clear();
+            st.spare.push(buf);
+        }
+    }
+}
+
+/// Marks the committer stopped and wakes every waiter (they see why).
+fn stop_committer(inner: &Inner) {
+    let waiters = {
+        let mut st = inner.st.borrow_mut();
+        st.committer_done = true;
+        std::mem::take(&mut st.waiters)
+    };
+    for (_, w) in waiters {
+        w.wake();
     }
 }
 
@@ -647,20 +742,41 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
         let mut st = inner.st.borrow_mut();
         st.first_pending_at = None;
         let sealed = std::mem::take(&mut st.sealed);
+        // Take the active buffer whole (no copy); the next one starts with
+        // the partial last block, which the next commit rewrites.
+        let target = st.next;
+        let base = st.active;
+        let keep_from = base + (target - base) / BLOCK * BLOCK;
+        let mut next = fresh_buffer(&mut st);
+        next.extend_from_slice(&st.pending[(keep_from - st.pending_start) as usize..]);
+        let taken = std::mem::replace(&mut st.pending, next);
         let active = (
-            st.active,
-            st.pending_start,
-            Bytes::copy_from_slice(&st.pending),
+            base,
+            std::mem::replace(&mut st.pending_start, keep_from),
+            taken,
         );
-        (sealed, active, st.next)
+        (sealed, active, target)
     };
     let sealed_bases: Vec<u64> = sealed.iter().map(|(b, _, _)| *b).collect();
-    let mut synced = Vec::new();
-    for (base, start, data) in sealed
+    // (segment base, chunk)
+    let chunks: Vec<(u64, Chunk)> = sealed
         .into_iter()
-        .map(|(b, s, d)| (b, s, d.freeze()))
         .chain([active])
+        .map(|(base, start, buf)| {
+            let held = buf.capacity();
+            let bytes = buf.freeze();
+            (base, Chunk { start, bytes, held })
+        })
+        .collect();
+    let mut synced = Vec::new();
+    for (
+        base,
+        Chunk {
+            start, bytes: data, ..
+        },
+    ) in &chunks
     {
+        let (base, start) = (*base, *start);
         if data.is_empty() {
             continue;
         }
@@ -669,7 +785,7 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
             let seg = &st.segments[&base];
             (seg.file.clone(), seg.path.clone())
         };
-        file.write_at(&data, SEGMENT_HEADER_LEN + start - base)
+        file.write_at(data, SEGMENT_HEADER_LEN + start - base)
             .await
             .map_err(|e| io_error("write", &path, e))?;
         synced.push((file, path));
@@ -691,16 +807,8 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
         let mut st = inner.st.borrow_mut();
         st.durable = st.durable.max(target);
         st.stats.syncs += 1;
-        // Keep only the partial block at the durable end: the next commit
-        // rewrites it with what follows.
-        if st.pending_start <= target && target <= st.next {
-            let base = st.active;
-            let keep_from = base + (target - base) / BLOCK * BLOCK;
-            if keep_from > st.pending_start {
-                let written = ((keep_from - st.pending_start) as usize).min(st.pending.len());
-                let _ = st.pending.split_to(written);
-                st.pending_start = keep_from;
-            }
+        for (_, chunk) in chunks {
+            keep_in_tail(&mut st, chunk, inner.config.cache_bytes);
         }
         let durable = st.durable;
         let pointer = st.pointer_due.filter(|(_, end)| *end <= durable);
@@ -719,7 +827,7 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
         ready
     };
     for (_, w) in ready {
-        let _ = w.try_send(Ok(()));
+        w.wake();
     }
     Ok(())
 }

@@ -16,7 +16,13 @@
 //!   entries stay until released (or until they are older than
 //!   `DedupConfig::qos2_max_age_ms`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use std::hash::BuildHasher;
+
+use hashbrown::hash_table::{Entry, HashTable};
+
+use crate::hashing::FastHashMap;
 
 use crate::log::record::{MessageRecord, Record};
 use crate::proto::{DeviceId, Qos, Seq, UserId};
@@ -94,27 +100,62 @@ impl DedupEntry {
 ///
 /// QoS 1 entries live in a FIFO bounded by count and age; QoS 2 entries stay
 /// until released or past `qos2_max_age_ms`. Every operation is amortised
-/// O(1): eviction pops from the front of insertion-ordered queues, and a
-/// queue slot whose entry was released or replaced is skipped lazily.
-#[derive(Clone, Debug, Default)]
+/// O(1), and an insert that evicts nothing costs one hash insert: each
+/// queue slot carries its own timestamp, so the front is checked without a
+/// lookup, and a slot whose entry was released or replaced is skipped
+/// lazily when it reaches the front.
+///
+/// Memory: the table stores each entry once (64 bytes, the key inside it)
+/// and a queue slot is 32 bytes: it finds its entry by the stored hash and
+/// the copy's `(inbox, seq)`, which no other stored copy shares.
+#[derive(Clone, Default)]
 pub struct DedupWindow {
-    index: HashMap<(SendKey, UserId), DedupEntry>,
-    qos1: VecDeque<(SendKey, UserId, Seq)>,
-    qos2: VecDeque<(SendKey, UserId, Seq)>,
+    index: HashTable<DedupEntry>,
+    hasher: foldhash::fast::RandomState,
+    qos1: VecDeque<Slot>,
+    qos2: VecDeque<Slot>,
     newest_ts_ms: u64,
+}
+
+impl std::fmt::Debug for DedupWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DedupWindow")
+            .field("entries", &self.index.len())
+            .field("qos1_slots", &self.qos1.len())
+            .field("qos2_slots", &self.qos2.len())
+            .finish()
+    }
+}
+
+/// A queue position of one entry.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    hash: u64,
+    inbox: UserId,
+    seq: Seq,
+    ts_ms: u64,
 }
 
 impl PartialEq for DedupWindow {
     fn eq(&self, other: &Self) -> bool {
-        self.index == other.index
+        self.index.len() == other.index.len()
+            && self
+                .index
+                .iter()
+                .all(|e| other.get(&e.key, e.inbox) == Some(e))
     }
 }
 impl Eq for DedupWindow {}
 
 impl DedupWindow {
+    fn hash(&self, key: &SendKey, inbox: UserId) -> u64 {
+        self.hasher.hash_one((key, inbox))
+    }
+
     /// The stored copy of `key` in `inbox`, if the window still holds it.
     pub fn get(&self, key: &SendKey, inbox: UserId) -> Option<&DedupEntry> {
-        self.index.get(&(*key, inbox))
+        let hash = self.hash(key, inbox);
+        self.index.find(hash, |e| e.key == *key && e.inbox == inbox)
     }
 
     /// Number of live entries.
@@ -129,7 +170,7 @@ impl DedupWindow {
 
     /// Live entries in no particular order (for checkpoints).
     pub fn entries(&self) -> impl Iterator<Item = &DedupEntry> {
-        self.index.values()
+        self.index.iter()
     }
 
     /// Remembers a stored copy, then evicts what fell out of the window.
@@ -141,13 +182,29 @@ impl DedupWindow {
     /// used when loading a checkpoint, oldest entries first.
     pub fn restore(&mut self, entry: DedupEntry, config: &DedupConfig) {
         self.newest_ts_ms = self.newest_ts_ms.max(entry.ts_ms);
-        let slot = (entry.key, entry.inbox, entry.seq);
+        let hash = self.hash(&entry.key, entry.inbox);
+        let slot = Slot {
+            hash,
+            inbox: entry.inbox,
+            seq: entry.seq,
+            ts_ms: entry.ts_ms,
+        };
         if entry.qos == Qos::ExactlyOnce && !entry.released {
             self.qos2.push_back(slot);
         } else {
             self.qos1.push_back(slot);
         }
-        self.index.insert((entry.key, entry.inbox), entry);
+        let hasher = &self.hasher;
+        match self.index.entry(
+            hash,
+            |e| e.key == entry.key && e.inbox == entry.inbox,
+            |e| hasher.hash_one((&e.key, e.inbox)),
+        ) {
+            Entry::Occupied(mut o) => *o.get_mut() = entry,
+            Entry::Vacant(v) => {
+                v.insert(entry);
+            }
+        }
         self.evict(config);
     }
 
@@ -161,7 +218,11 @@ impl DedupWindow {
     pub fn release(&mut self, key: &SendKey, to: UserId, config: &DedupConfig) -> usize {
         let mut n = 0;
         for inbox in [key.from, to] {
-            let Some(e) = self.index.get_mut(&(*key, inbox)) else {
+            let hash = self.hash(key, inbox);
+            let Some(e) = self
+                .index
+                .find_mut(hash, |e| e.key == *key && e.inbox == inbox)
+            else {
                 continue;
             };
             if e.qos != Qos::ExactlyOnce || e.released {
@@ -169,53 +230,74 @@ impl DedupWindow {
             }
             e.released = true;
             e.ts_ms = self.newest_ts_ms;
-            self.qos1.push_back((e.key, e.inbox, e.seq));
+            self.qos1.push_back(Slot {
+                hash,
+                inbox: e.inbox,
+                seq: e.seq,
+                ts_ms: e.ts_ms,
+            });
             n += 1;
             if to == key.from {
                 break;
+            }
+        }
+        // Released slots at the front of the QoS 2 queue are dead now: drop
+        // them here (one lookup per release), so the queue holds no more
+        // than the unreleased sends.
+        while let Some(front) = self.qos2.front() {
+            match self.slot_entry(front) {
+                Some(e) if !e.released => break,
+                _ => {
+                    self.qos2.pop_front();
+                }
             }
         }
         self.evict(config);
         n
     }
 
-    fn evict(&mut self, config: &DedupConfig) {
-        let now = self.newest_ts_ms;
-        let index = &mut self.index;
-        // An index entry is live for a queue slot only if it still has the same seq.
-        let live = |index: &HashMap<(SendKey, UserId), DedupEntry>, s: &(SendKey, UserId, Seq)| {
-            index.get(&(s.0, s.1)).filter(|e| e.seq == s.2).copied()
-        };
-        while let Some(front) = self.qos1.front() {
-            match live(index, front) {
-                None => {
-                    self.qos1.pop_front();
-                }
-                Some(e) => {
-                    let too_many = self.qos1.len() > config.max_entries;
-                    let too_old = now.saturating_sub(e.ts_ms) > config.max_age_ms;
-                    if !(too_many || too_old) {
-                        break;
-                    }
-                    index.remove(&(e.key, e.inbox));
-                    self.qos1.pop_front();
-                }
+    /// Queue slots held (QoS 1 FIFO, QoS 2 queue), live or not.
+    #[cfg(test)]
+    pub(crate) fn queued_slots(&self) -> (usize, usize) {
+        (self.qos1.len(), self.qos2.len())
+    }
+
+    /// The entry a slot stands for, if it is still the same stored copy.
+    fn slot_entry(&self, slot: &Slot) -> Option<&DedupEntry> {
+        self.index
+            .find(slot.hash, |e| e.inbox == slot.inbox && e.seq == slot.seq)
+    }
+
+    /// Forgets the entry of `slot` if it is still that copy and `live` says so.
+    fn remove_slot(&mut self, slot: &Slot, live: impl Fn(&DedupEntry) -> bool) {
+        if let Ok(o) = self
+            .index
+            .find_entry(slot.hash, |e| e.inbox == slot.inbox && e.seq == slot.seq)
+        {
+            if live(o.get()) {
+                o.remove();
             }
         }
-        while let Some(front) = self.qos2.front() {
-            match live(index, front) {
-                None => {
-                    self.qos2.pop_front();
-                }
-                Some(e) if e.released => {
-                    self.qos2.pop_front();
-                }
-                Some(e) if now.saturating_sub(e.ts_ms) > config.qos2_max_age_ms => {
-                    index.remove(&(e.key, e.inbox));
-                    self.qos2.pop_front();
-                }
-                Some(_) => break,
+    }
+
+    fn evict(&mut self, config: &DedupConfig) {
+        let now = self.newest_ts_ms;
+        while let Some(front) = self.qos1.front().copied() {
+            let too_many = self.qos1.len() > config.max_entries;
+            let too_old = now.saturating_sub(front.ts_ms) > config.max_age_ms;
+            if !(too_many || too_old) {
+                break;
             }
+            self.qos1.pop_front();
+            // An unreleased QoS 2 entry belongs to the other queue.
+            self.remove_slot(&front, |e| e.qos != Qos::ExactlyOnce || e.released);
+        }
+        while let Some(front) = self.qos2.front().copied() {
+            if now.saturating_sub(front.ts_ms) <= config.qos2_max_age_ms {
+                break;
+            }
+            self.qos2.pop_front();
+            self.remove_slot(&front, |e| !e.released);
         }
     }
 }
@@ -224,9 +306,9 @@ impl DedupWindow {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoveredState {
     /// Highest stored sequence per inbox.
-    pub heads: HashMap<UserId, Seq>,
+    pub heads: FastHashMap<UserId, Seq>,
     /// Highest acknowledged sequence per (inbox owner, device).
-    pub cursors: HashMap<(UserId, DeviceId), Seq>,
+    pub cursors: FastHashMap<(UserId, DeviceId), Seq>,
     /// Recent sends, for retry recognition.
     pub dedup: DedupWindow,
 }
