@@ -605,7 +605,10 @@ fn reads_from_the_committed_tail_equal_reads_from_the_files() {
             }
         }
         log.flush().await.unwrap();
-        assert!(log.stats().segments > 2, "the test must cross segment rolls");
+        assert!(
+            log.stats().segments > 2,
+            "the test must cross segment rolls"
+        );
         let query = InboxQuery::After {
             after: Seq(0),
             limit: 1000,

@@ -42,7 +42,7 @@ impl ConnIo {
     }
 
     /// Shuts the socket down in both directions so the reader returns.
-    fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         // SAFETY: `fd` belongs to the TcpStream owned by this connection's
         // tasks, which outlive every ConnIo method call (the tasks hold an
         // Rc of this ConnIo); the borrow does not outlive this statement.

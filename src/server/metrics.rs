@@ -93,6 +93,7 @@ pub struct Metrics {
     log_bytes: Counters,
     log_syncs: Counters,
     log_segments: Gauges,
+    storage_failed: Gauges,
     fsync: Histograms,
 }
 
@@ -127,6 +128,10 @@ impl Metrics {
         let core_gauges = CORE_GAUGES.iter().map(|(n, h, _)| gauge(n, h)).collect();
         let connections = gauge("connections", "Open client TCP connections");
         let log_segments = gauge("log_segments", "Segment files in the log");
+        let storage_failed = gauge(
+            "storage_failed",
+            "1 while the shard's log has failed (sends refused until the node restarts it)",
+        );
         let mut histogram = |name: &str, help: &str| {
             let f = Histograms::new_with_constructor(latency_histogram as fn() -> Histogram);
             registry.register(name, help, f.clone());
@@ -145,6 +150,7 @@ impl Metrics {
             log_bytes,
             log_syncs,
             log_segments,
+            storage_failed,
             fsync,
         };
         // Create every series up front so a scrape shows all shards at zero.
@@ -155,6 +161,7 @@ impl Metrics {
                 .for_each(|f| drop(f.get_or_create(&l)));
             m.core_gauges.iter().for_each(|f| drop(f.get_or_create(&l)));
             drop(m.connections.get_or_create(&l));
+            drop(m.storage_failed.get_or_create(&l));
         }
         Arc::new(m)
     }
@@ -223,6 +230,14 @@ impl ShardMetrics {
             .connections
             .get_or_create(&self.label)
             .set(n as i64);
+    }
+
+    /// Whether this shard's log has failed.
+    pub fn set_storage_failed(&self, failed: bool) {
+        self.metrics
+            .storage_failed
+            .get_or_create(&self.label)
+            .set(i64::from(failed));
     }
 
     /// A token refused by the accepting shard.

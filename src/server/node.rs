@@ -69,10 +69,42 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let io_memory = limits::io_memory_per_shard(config.io_memory_kib, shards);
     let shared = NodeShared::new(shards);
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, shared.shutdown.clone())
-            .map_err(io_err("install signal handler"))?;
+        for flag in [&shared.shutdown, &shared.signalled] {
+            signal_hook::flag::register(sig, flag.clone())
+                .map_err(io_err("install signal handler"))?;
+        }
     }
     let metrics = Metrics::new(shards);
+    let config = Arc::new(config);
+    loop {
+        let keys = (secret.clone(), admin_token.clone());
+        run_shards(&config, shards, keys, io_memory, &shared, &metrics)?;
+        if !shared.restart.load(Ordering::Relaxed) || shared.signalled.load(Ordering::Relaxed) {
+            tracing::info!("stopped cleanly");
+            return Ok(());
+        }
+        // A shard's log failed and the disk has room again: start every
+        // shard from its log, exactly as after a crash (the durable prefix
+        // is all that counts), without leaving the process.
+        tracing::warn!("restarting the shards from their logs after a storage failure");
+        shared.restart.store(false, Ordering::Relaxed);
+        shared
+            .storage_failed
+            .iter()
+            .for_each(|f| f.store(false, Ordering::Relaxed));
+        shared.shutdown.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Runs one generation of the shard executors until they all stop.
+fn run_shards(
+    config: &Arc<Config>,
+    shards: u16,
+    (secret, admin_token): (Vec<u8>, String),
+    io_memory: usize,
+    shared: &Arc<NodeShared>,
+    metrics: &Arc<Metrics>,
+) -> Result<(), ServeError> {
     let mesh = MeshBuilder::<MeshMsg, _>::full(shards as usize, config.mesh_channel_size);
     let origin = Instant::now();
     let wall_ms = ShardRuntime::wall_ms_now();
@@ -89,7 +121,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         io_memory,
         "starting"
     );
-    let config = Arc::new(config);
+    let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
     let handles = LocalExecutorPoolBuilder::new(placement)
         .name("surepush")
         .io_memory(io_memory)
@@ -122,13 +154,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             first_error.get_or_insert(ServeError::Shard { shard, message });
         }
     }
-    match first_error {
-        Some(e) => Err(e),
-        None => {
-            tracing::info!("stopped cleanly");
-            Ok(())
-        }
-    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// The shard count decides which shard owns which user, so logs written
@@ -218,6 +244,7 @@ async fn shard_main(
         ctx.origin,
         ctx.wall_ms,
     );
+    rt.metrics.set_storage_failed(false);
     glommio::spawn_local(rt.clone().durability_loop(durability_wake)).detach();
     for (_, rx) in receivers.streams() {
         let rt = rt.clone();
@@ -239,6 +266,7 @@ async fn shard_main(
     let listener =
         TcpListener::bind(config.listen).map_err(|e| format!("bind {}: {e}", config.listen))?;
     let accepting = glommio::spawn_local(accept_loop(rt.clone(), listener));
+    let mut admin_task = None;
     if id == 0 {
         let listener = TcpListener::bind(config.admin_listen)
             .map_err(|e| format!("bind admin {}: {e}", config.admin_listen))?;
@@ -253,21 +281,44 @@ async fn shard_main(
             ..AdminHttpConfig::default()
         };
         let stop = Rc::new(std::cell::Cell::new(false));
-        glommio::spawn_local(admin::serve(listener, backend, http, stop.clone())).detach();
-        glommio::spawn_local(watch_shutdown(ctx.shared.clone(), stop)).detach();
+        let serving = glommio::spawn_local(admin::serve(listener, backend, http, stop.clone()));
+        admin_task = Some((serving, stop));
+        let need = 2 * (config.log.segment_mib << 20) + (1 << 20);
+        glommio::spawn_local(watch_storage(
+            ctx.shared.clone(),
+            config.data_dir.clone(),
+            need,
+        ))
+        .detach();
     }
     tracing::info!(shard = id, "serving");
     run_timers(&rt).await;
     // Graceful shutdown: stop accepting, tell clients, flush, close the log.
     accepting.cancel().await;
     rt.begin_shutdown();
+    // Close the listening sockets before this generation ends: a listener
+    // left open (tasks of a finished executor are never run again) would
+    // take a share of new connections under SO_REUSEPORT after an
+    // in-process restart, and never answer them.
+    if let Some((serving, stop)) = admin_task {
+        stop.set(true);
+        serving.await;
+    }
     let grace = Instant::now() + Duration::from_millis(config.shutdown_grace_ms);
     while rt.open_connections() > 0 && Instant::now() < grace {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
+    rt.shutdown_connections();
     rt.record_metrics();
     let log = rt.log.clone();
+    let failed = rt.storage_failed.get();
     drop(rt);
+    if failed {
+        // Nothing more can be written; what is durable is what recovery
+        // will find.
+        tracing::warn!(shard = id, "stopped with a failed log");
+        return Ok(());
+    }
     match Rc::try_unwrap(log) {
         Ok(log) => log
             .close()
@@ -334,9 +385,52 @@ async fn accept_loop(rt: Rc<ShardRuntime>, listener: TcpListener) {
     }
 }
 
-async fn watch_shutdown(shared: Arc<NodeShared>, stop: Rc<std::cell::Cell<bool>>) {
+/// After a shard's log failed (for example the disk filled up), waits until
+/// the data dir's filesystem has `need` bytes free again, then asks for a
+/// restart of every shard from its log. Meanwhile the failed shard refuses
+/// sends (StorageUnavailable), `/healthz` says degraded and the
+/// `storage_failed` gauge is 1.
+async fn watch_storage(shared: Arc<NodeShared>, data_dir: std::path::PathBuf, need: u64) {
+    // Not sooner than this after a failure: a disk that keeps failing
+    // must not turn into a restart loop.
+    const SETTLE: Duration = Duration::from_secs(2);
+    const REPORT_EVERY: Duration = Duration::from_secs(30);
+    let mut failed_since: Option<Instant> = None;
+    let mut last_report = Instant::now();
     while !shared.shutdown.load(Ordering::Relaxed) {
-        glommio::timer::sleep(Duration::from_millis(20)).await;
+        glommio::timer::sleep(Duration::from_millis(250)).await;
+        let failed = shared
+            .storage_failed
+            .iter()
+            .any(|f| f.load(Ordering::Relaxed));
+        if !failed {
+            failed_since = None;
+            continue;
+        }
+        let since = *failed_since.get_or_insert_with(Instant::now);
+        let free = limits::free_bytes(&data_dir);
+        match free {
+            Ok(free) if free >= need && since.elapsed() >= SETTLE => {
+                tracing::warn!(
+                    data_dir = %data_dir.display(),
+                    free,
+                    need,
+                    "storage has room again: restarting the shards from their logs"
+                );
+                shared.restart.store(true, Ordering::Relaxed);
+                shared.shutdown.store(true, Ordering::Relaxed);
+                return;
+            }
+            _ if last_report.elapsed() >= REPORT_EVERY => {
+                last_report = Instant::now();
+                tracing::error!(
+                    data_dir = %data_dir.display(),
+                    free = ?free.as_ref().map_err(|e| e.to_string()),
+                    need,
+                    "storage failed: refusing sends until the data dir has room"
+                );
+            }
+            _ => {}
+        }
     }
-    stop.set(true);
 }

@@ -28,8 +28,13 @@ use crate::proto::{Frame, ProtoError, UserId};
 /// State shared by every shard of the node (thread-safe, rarely touched).
 #[derive(Debug)]
 pub struct NodeShared {
-    /// Set by the signal handler: shut down gracefully.
+    /// Stop the shards gracefully (a signal, or a restart after a storage
+    /// failure).
     pub shutdown: Arc<AtomicBool>,
+    /// Set by the SIGTERM/SIGINT handler only: the node exits.
+    pub signalled: Arc<AtomicBool>,
+    /// The shards stop in order to start again from their logs.
+    pub restart: AtomicBool,
     /// Per shard: the log failed and the shard no longer stores.
     pub storage_failed: Vec<AtomicBool>,
 }
@@ -39,6 +44,8 @@ impl NodeShared {
     pub fn new(shards: u16) -> Arc<NodeShared> {
         Arc::new(NodeShared {
             shutdown: Arc::new(AtomicBool::new(false)),
+            signalled: Arc::new(AtomicBool::new(false)),
+            restart: AtomicBool::new(false),
             storage_failed: (0..shards).map(|_| AtomicBool::new(false)).collect(),
         })
     }
@@ -189,6 +196,14 @@ impl ShardRuntime {
         self.conns.borrow().len()
     }
 
+    /// Shuts down every socket still open (after the shutdown grace): the
+    /// peers see the close even if a task never runs again.
+    pub(crate) fn shutdown_connections(&self) {
+        for io in self.conns.borrow().values() {
+            io.shutdown();
+        }
+    }
+
     pub(crate) fn record_metrics(&self) {
         self.metrics.record_core(self.core.borrow().stats());
         self.metrics.set_connections(self.open_connections() as u64);
@@ -309,6 +324,7 @@ impl ShardRuntime {
                 "log failure: this shard stops acknowledging sends"
             );
             self.shared.storage_failed[self.id as usize].store(true, Ordering::Relaxed);
+            self.metrics.set_storage_failed(true);
         }
     }
 

@@ -38,6 +38,12 @@ fn free_port() -> u16 {
 impl TestServer {
     /// Starts a server with `shards` shards and extra TOML appended to the config.
     pub fn start(shards: u16, extra_config: &str) -> TestServer {
+        Self::start_with(shards, extra_config, |_| {})
+    }
+
+    /// As [`TestServer::start`], calling `prepare` with the data dir path
+    /// (not yet created) before the first start, e.g. to mount a filesystem.
+    pub fn start_with(shards: u16, extra_config: &str, prepare: impl FnOnce(&Path)) -> TestServer {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
         let mut s = TestServer {
@@ -49,6 +55,7 @@ impl TestServer {
             _tmp: Some(tmp),
             extra_config: extra_config.to_string(),
         };
+        prepare(&s.dir.join("data"));
         s.spawn();
         s
     }
@@ -64,7 +71,11 @@ impl TestServer {
             self.dir.join("data").display(),
             self.shards
         );
-        text.push_str("[log]\nsegment_mib = 8\n");
+        // Extra config lands in the [log] table; it may set its own size.
+        text.push_str("[log]\n");
+        if !self.extra_config.contains("segment_mib") {
+            text.push_str("segment_mib = 8\n");
+        }
         text.push_str(&self.extra_config);
         std::fs::write(&path, text).unwrap();
         path
@@ -192,8 +203,20 @@ pub fn http(
     body: &str,
     token: Option<&str>,
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    try_http(addr, method, path, body, token, Duration::from_secs(10)).unwrap()
+}
+
+/// As [`http`], returning I/O errors (e.g. while the node restarts).
+pub fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(timeout))?;
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -201,10 +224,9 @@ pub fn http(
         s,
         "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
+    )?;
     let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
+    s.read_to_string(&mut resp)?;
     let status = resp
         .split(' ')
         .nth(1)
@@ -214,7 +236,7 @@ pub fn http(
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
-    (status, body)
+    Ok((status, body))
 }
 
 /// The inbox messages among `events`, in order.
