@@ -165,17 +165,37 @@ pub const PROPERTY_TABLE: [PropertyInfo; 27] = [
     row(0x03, "Content Type", MESSAGE),
     row(0x08, "Response Topic", MESSAGE),
     row(0x09, "Correlation Data", MESSAGE),
-    row(0x0B, "Subscription Identifier", S::Publish.bit() | S::Subscribe.bit()),
-    row(0x11, "Session Expiry Interval", S::Connect.bit() | S::ConnAck.bit() | S::Disconnect.bit()),
+    row(
+        0x0B,
+        "Subscription Identifier",
+        S::Publish.bit() | S::Subscribe.bit(),
+    ),
+    row(
+        0x11,
+        "Session Expiry Interval",
+        S::Connect.bit() | S::ConnAck.bit() | S::Disconnect.bit(),
+    ),
     row(0x12, "Assigned Client Identifier", S::ConnAck.bit()),
     row(0x13, "Server Keep Alive", S::ConnAck.bit()),
-    row(0x15, "Authentication Method", S::Connect.bit() | S::ConnAck.bit() | S::Auth.bit()),
-    row(0x16, "Authentication Data", S::Connect.bit() | S::ConnAck.bit() | S::Auth.bit()),
+    row(
+        0x15,
+        "Authentication Method",
+        S::Connect.bit() | S::ConnAck.bit() | S::Auth.bit(),
+    ),
+    row(
+        0x16,
+        "Authentication Data",
+        S::Connect.bit() | S::ConnAck.bit() | S::Auth.bit(),
+    ),
     row(0x17, "Request Problem Information", S::Connect.bit()),
     row(0x18, "Will Delay Interval", S::Will.bit()),
     row(0x19, "Request Response Information", S::Connect.bit()),
     row(0x1A, "Response Information", S::ConnAck.bit()),
-    row(0x1C, "Server Reference", S::ConnAck.bit() | S::Disconnect.bit()),
+    row(
+        0x1C,
+        "Server Reference",
+        S::ConnAck.bit() | S::Disconnect.bit(),
+    ),
     row(
         0x1F,
         "Reason String",
@@ -187,12 +207,20 @@ pub const PROPERTY_TABLE: [PropertyInfo; 27] = [
             | S::Auth.bit(),
     ),
     row(0x21, "Receive Maximum", S::Connect.bit() | S::ConnAck.bit()),
-    row(0x22, "Topic Alias Maximum", S::Connect.bit() | S::ConnAck.bit()),
+    row(
+        0x22,
+        "Topic Alias Maximum",
+        S::Connect.bit() | S::ConnAck.bit(),
+    ),
     row(0x23, "Topic Alias", S::Publish.bit()),
     row(0x24, "Maximum QoS", S::ConnAck.bit()),
     row(0x25, "Retain Available", S::ConnAck.bit()),
     row(0x26, "User Property", EVERYWHERE),
-    row(0x27, "Maximum Packet Size", S::Connect.bit() | S::ConnAck.bit()),
+    row(
+        0x27,
+        "Maximum Packet Size",
+        S::Connect.bit() | S::ConnAck.bit(),
+    ),
     row(0x28, "Wildcard Subscription Available", S::ConnAck.bit()),
     row(0x29, "Subscription Identifier Available", S::ConnAck.bit()),
     row(0x2A, "Shared Subscription Available", S::ConnAck.bit()),
@@ -302,15 +330,31 @@ impl Properties {
             0x13 => set_once(&mut self.server_keep_alive, r.u16(f)?, id),
             0x15 => set_once(&mut self.authentication_method, r.string(f)?, id),
             0x16 => set_once(&mut self.authentication_data, r.binary(f)?, id),
-            0x17 => set_once(&mut self.request_problem_information, flag(r.u8(f)?, id)?, id),
+            0x17 => set_once(
+                &mut self.request_problem_information,
+                flag(r.u8(f)?, id)?,
+                id,
+            ),
             0x18 => set_once(&mut self.will_delay_interval, r.u32(f)?, id),
-            0x19 => set_once(&mut self.request_response_information, flag(r.u8(f)?, id)?, id),
+            0x19 => set_once(
+                &mut self.request_response_information,
+                flag(r.u8(f)?, id)?,
+                id,
+            ),
             0x1A => set_once(&mut self.response_information, r.string(f)?, id),
             0x1C => set_once(&mut self.server_reference, r.string(f)?, id),
             0x1F => set_once(&mut self.reason_string, r.string(f)?, id),
-            0x21 => set_once(&mut self.receive_maximum, NonZeroU16::new(r.u16(f)?).ok_or(bad)?, id),
+            0x21 => set_once(
+                &mut self.receive_maximum,
+                NonZeroU16::new(r.u16(f)?).ok_or(bad)?,
+                id,
+            ),
             0x22 => set_once(&mut self.topic_alias_maximum, r.u16(f)?, id),
-            0x23 => set_once(&mut self.topic_alias, NonZeroU16::new(r.u16(f)?).ok_or(bad)?, id),
+            0x23 => set_once(
+                &mut self.topic_alias,
+                NonZeroU16::new(r.u16(f)?).ok_or(bad)?,
+                id,
+            ),
             0x24 => {
                 let qos = match r.u8(f)? {
                     0 => QoS::AtMostOnce,
@@ -329,9 +373,21 @@ impl Properties {
                 let v = NonZeroU32::new(r.u32(f)?).ok_or(bad)?;
                 set_once(&mut self.maximum_packet_size, v, id)
             }
-            0x28 => set_once(&mut self.wildcard_subscription_available, flag(r.u8(f)?, id)?, id),
-            0x29 => set_once(&mut self.subscription_identifier_available, flag(r.u8(f)?, id)?, id),
-            0x2A => set_once(&mut self.shared_subscription_available, flag(r.u8(f)?, id)?, id),
+            0x28 => set_once(
+                &mut self.wildcard_subscription_available,
+                flag(r.u8(f)?, id)?,
+                id,
+            ),
+            0x29 => set_once(
+                &mut self.subscription_identifier_available,
+                flag(r.u8(f)?, id)?,
+                id,
+            ),
+            0x2A => set_once(
+                &mut self.shared_subscription_available,
+                flag(r.u8(f)?, id)?,
+                id,
+            ),
             // Only reachable if PROPERTY_TABLE gains a row this match lacks;
             // the round-trip tests cover every row.
             _ => Err(MqttError::UnknownProperty(u32::from(id))),
@@ -361,7 +417,10 @@ impl Properties {
         }
         let singles = [
             (0x11, self.session_expiry_interval.map(Value::U32)),
-            (0x12, self.assigned_client_identifier.as_ref().map(Value::Str)),
+            (
+                0x12,
+                self.assigned_client_identifier.as_ref().map(Value::Str),
+            ),
             (0x13, self.server_keep_alive.map(Value::U16)),
             (0x15, self.authentication_method.as_ref().map(Value::Str)),
             (0x16, self.authentication_data.as_ref().map(Value::Bin)),
@@ -400,7 +459,11 @@ impl Properties {
     }
 
     /// Writes the property length and the properties.
-    pub(crate) fn encode<S: Sink>(&self, scope: PropertyScope, s: &mut S) -> Result<(), EncodeError> {
+    pub(crate) fn encode<S: Sink>(
+        &self,
+        scope: PropertyScope,
+        s: &mut S,
+    ) -> Result<(), EncodeError> {
         if self.maximum_qos == Some(QoS::ExactlyOnce) {
             return Err(MqttError::InvalidPropertyValue(0x24).into());
         }
@@ -408,10 +471,7 @@ impl Properties {
             return Err(MqttError::DuplicateProperty(0x0B).into());
         }
         let len = measure(|c| self.encode_entries(scope, c))?;
-        s.write_varint(
-            u32::try_from(len).unwrap_or(u32::MAX),
-            "property length",
-        )?;
+        s.write_varint(u32::try_from(len).unwrap_or(u32::MAX), "property length")?;
         self.encode_entries(scope, s)
     }
 

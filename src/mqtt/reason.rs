@@ -154,10 +154,9 @@ fn legal_codes(packet: PacketType, level: ProtocolLevel) -> &'static [u8] {
     match (packet, level) {
         (T::ConnAck, ProtocolLevel::V311) => V311_CONNACK,
         (T::SubAck, ProtocolLevel::V311) => V311_SUBACK,
-        (
-            T::PubAck | T::PubRec | T::PubRel | T::PubComp | T::Disconnect,
-            ProtocolLevel::V311,
-        ) => SUCCESS_ONLY,
+        (T::PubAck | T::PubRec | T::PubRel | T::PubComp | T::Disconnect, ProtocolLevel::V311) => {
+            SUCCESS_ONLY
+        }
         (T::ConnAck, ProtocolLevel::V5) => V5_CONNACK,
         (T::PubAck | T::PubRec, ProtocolLevel::V5) => V5_PUBACK,
         (T::PubRel | T::PubComp, ProtocolLevel::V5) => V5_PUBREL,

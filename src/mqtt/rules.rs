@@ -92,7 +92,11 @@ fn reason(code: ReasonCode, packet: PacketType, level: ProtocolLevel) -> Result<
 }
 
 /// SUBACK and MQTT 5 UNSUBACK: one code per filter, so at least one.
-fn reasons(codes: &[ReasonCode], packet: PacketType, level: ProtocolLevel) -> Result<(), MqttError> {
+fn reasons(
+    codes: &[ReasonCode],
+    packet: PacketType,
+    level: ProtocolLevel,
+) -> Result<(), MqttError> {
     if codes.is_empty() {
         return Err(MqttError::NoReasonCodes { packet });
     }

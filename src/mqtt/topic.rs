@@ -25,7 +25,10 @@ pub fn validate_topic_name(topic: &str) -> Result<(), MqttError> {
     if topic.is_empty() {
         return Err(MqttError::EmptyTopicName);
     }
-    match topic.chars().find(|c| *c == SINGLE_LEVEL || *c == MULTI_LEVEL) {
+    match topic
+        .chars()
+        .find(|c| *c == SINGLE_LEVEL || *c == MULTI_LEVEL)
+    {
         Some(c) => Err(MqttError::WildcardInTopicName(c)),
         None => Ok(()),
     }
@@ -37,9 +40,11 @@ pub fn validate_topic_name(topic: &str) -> Result<(), MqttError> {
 pub fn validate_topic_filter(filter: &str, shared_allowed: bool) -> Result<bool, MqttError> {
     let (filter, shared) = match filter.strip_prefix(SHARED_PREFIX) {
         Some(rest) if shared_allowed => {
-            let (name, inner) = rest
-                .split_once(LEVEL_SEPARATOR)
-                .ok_or(MqttError::InvalidTopicFilter("shared subscription without a filter"))?;
+            let (name, inner) =
+                rest.split_once(LEVEL_SEPARATOR)
+                    .ok_or(MqttError::InvalidTopicFilter(
+                        "shared subscription without a filter",
+                    ))?;
             if name.is_empty() || name.contains([SINGLE_LEVEL, MULTI_LEVEL]) {
                 return Err(MqttError::InvalidTopicFilter("invalid share name"));
             }
