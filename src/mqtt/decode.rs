@@ -118,7 +118,7 @@ impl Decoder {
             None => {
                 let connect = decode_connect(r)?;
                 let level = connect.protocol_level;
-                (Packet::Connect(connect), level)
+                (Packet::Connect(Box::new(connect)), level)
             }
             Some(level) => (decode_body(kind, flags, level, r)?, level),
         };
@@ -165,7 +165,7 @@ fn decode_body(
     mut r: Reader,
 ) -> Result<Packet, MqttError> {
     let packet = match kind {
-        PacketType::Connect => Packet::Connect(decode_connect(r)?),
+        PacketType::Connect => Packet::Connect(Box::new(decode_connect(r)?)),
         PacketType::ConnAck => {
             let ack_flags = r.u8("connect acknowledge flags")?;
             if ack_flags & !1 != 0 {

@@ -270,8 +270,9 @@ impl fmt::Display for PacketType {
 /// One MQTT control packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Packet {
-    /// CONNECT.
-    Connect(Connect),
+    /// CONNECT (boxed: with two property sets it is by far the largest
+    /// packet, and it arrives once per connection).
+    Connect(Box<Connect>),
     /// CONNACK.
     ConnAck(ConnAck),
     /// PUBLISH.

@@ -313,7 +313,7 @@ fn arb_connect(level: ProtocolLevel) -> impl Strategy<Value = Packet> {
                 } else {
                     None
                 };
-                Packet::Connect(Connect {
+                Packet::Connect(Box::new(Connect {
                     protocol_level: level,
                     clean_start,
                     keep_alive,
@@ -322,7 +322,7 @@ fn arb_connect(level: ProtocolLevel) -> impl Strategy<Value = Packet> {
                     username,
                     password,
                     properties,
-                })
+                }))
             },
         )
 }
@@ -628,7 +628,7 @@ proptest! {
 fn every_single_split_of_a_stream_decodes_the_same() {
     let level = ProtocolLevel::V5;
     let packets = vec![
-        Packet::Connect(Connect {
+        Packet::Connect(Box::new(Connect {
             protocol_level: level,
             clean_start: true,
             keep_alive: 30,
@@ -640,7 +640,7 @@ fn every_single_split_of_a_stream_decodes_the_same() {
                 session_expiry_interval: Some(60),
                 ..Properties::default()
             },
-        }),
+        })),
         publish_v5_vector(),
         Packet::PubAck(PubReply::success(pid(7))),
         Packet::PingReq,
@@ -671,7 +671,7 @@ fn connect_v311_vector() {
         0x10, 0x0F, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3C, 0x00, 0x03, b'a',
         b'b', b'c',
     ];
-    let packet = Packet::Connect(Connect {
+    let packet = Packet::Connect(Box::new(Connect {
         protocol_level: ProtocolLevel::V311,
         clean_start: true,
         keep_alive: 60,
@@ -680,7 +680,7 @@ fn connect_v311_vector() {
         username: None,
         password: None,
         properties: Properties::default(),
-    });
+    }));
     assert_eq!(encode_vec(&packet, ProtocolLevel::V311), wire);
     assert_eq!(decode_ok(&wire, None), packet);
 }

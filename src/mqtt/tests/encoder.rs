@@ -86,7 +86,7 @@ fn publish_packet_id_must_match_qos() {
 
 #[test]
 fn connect_level_must_match() {
-    let c = Packet::Connect(Connect {
+    let c = Packet::Connect(Box::new(Connect {
         protocol_level: ProtocolLevel::V5,
         clean_start: true,
         keep_alive: 0,
@@ -95,7 +95,7 @@ fn connect_level_must_match() {
         username: None,
         password: None,
         properties: Properties::default(),
-    });
+    }));
     assert_eq!(
         encode_err(&c, ProtocolLevel::V311),
         EncodeError::ProtocolLevelMismatch
