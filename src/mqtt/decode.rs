@@ -10,9 +10,9 @@
 //! of it (no copy).
 //!
 //! A server does not know the protocol level until CONNECT arrives: create
-//! the decoder with `None`, and the level of the first CONNECT is used for
-//! every later packet ([`Decoder::protocol_level`]). Whether a second
-//! CONNECT is allowed is the session's business, not the codec's.
+//! the decoder with `None`; each CONNECT carries its own level and sets the
+//! one used for the packets after it ([`Decoder::protocol_level`]). Whether
+//! a second CONNECT is allowed is the session's business, not the codec's.
 
 use bytes::{Buf, BytesMut};
 

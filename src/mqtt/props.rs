@@ -471,7 +471,15 @@ impl Properties {
             return Err(MqttError::DuplicateProperty(0x0B).into());
         }
         let len = measure(|c| self.encode_entries(scope, c))?;
-        s.write_varint(u32::try_from(len).unwrap_or(u32::MAX), "property length")?;
+        let len = u32::try_from(len)
+            .ok()
+            .filter(|len| *len <= VARINT_MAX)
+            .ok_or(EncodeError::TooLong {
+                field: "property length",
+                len,
+                max: VARINT_MAX as usize,
+            })?;
+        s.write_varint(len, "property length")?;
         self.encode_entries(scope, s)
     }
 
