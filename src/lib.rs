@@ -15,6 +15,7 @@
 //! | [`log`]    | per-shard append-only segment log, group commit, recovery   | yes      |
 //! | [`core`]   | sans-IO delivery state machines (dedup, inbox, ACK, replay) | no       |
 //! | [`client`] | sans-IO client session plus a blocking TCP driver           | driver   |
+//! | [`mqtt`]   | MQTT 3.1.1/5.0 packet codec: streaming decoder, encoder     | no       |
 #![warn(missing_docs)]
 
 pub mod client;
@@ -22,6 +23,7 @@ pub mod core;
 pub mod hashing;
 pub mod hostcheck;
 pub mod log;
+pub mod mqtt;
 pub mod proto;
 pub mod server;
 pub mod timer;
