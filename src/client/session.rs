@@ -43,8 +43,12 @@ pub struct ClientConfig {
     /// Messages a new device (no cursor) fetches first.
     pub initial_latest: u32,
     /// First client message id; ids increase from here. Must not repeat
-    /// for this (user, device) across restarts (e.g. persist the counter,
-    /// or start from the wall clock in µs).
+    /// for this (user, device) across restarts: the gateway treats a
+    /// repeated id as a retry and stores nothing new. [`ClientConfig::new`]
+    /// starts from the wall clock in µs, which is unique across restarts
+    /// as long as the clock does not go back and a session sends less than
+    /// one message per µs on average; persist a counter if that is not
+    /// good enough.
     pub first_client_msg_id: u64,
 }
 
@@ -59,7 +63,12 @@ impl ClientConfig {
             sync_timeout_ms: 5_000,
             page: 200,
             initial_latest: 50,
-            first_client_msg_id: 1,
+            // A fixed start (say 1) would make the first sends after an app
+            // restart look like retries of the previous run's, and the
+            // gateway would silently store nothing.
+            first_client_msg_id: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_micros() as u64),
         }
     }
 }

@@ -36,8 +36,7 @@ pub struct CoreConfig {
     pub max_frames_per_sec: u32,
     /// Device cursors are written to the log in batches this often.
     pub cursor_flush_ms: u64,
-    /// Retry recognition window.
-    #[serde(skip)]
+    /// Retry recognition window (`[core.dedup]`).
     pub dedup: DedupConfig,
     /// Timer wheel granularity (microseconds).
     pub timer_tick_us: u64,

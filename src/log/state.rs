@@ -27,8 +27,10 @@ use crate::hashing::FastHashMap;
 use crate::log::record::{MessageRecord, Record};
 use crate::proto::{DeviceId, Qos, Seq, UserId};
 
-/// How much send history the gateway remembers to recognise retries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How much send history the gateway remembers to recognise retries
+/// (TOML: `[core.dedup]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DedupConfig {
     /// QoS 1 entries kept at most (oldest evicted first).
     pub max_entries: usize,

@@ -151,7 +151,14 @@ impl ShardRuntime {
 
     /// The socket failed or the peer closed it.
     pub(crate) fn transport_closed(self: &Rc<Self>, conn: ConnId) {
-        if self.conns.borrow_mut().remove(&conn).is_some() {
+        let removed = self.conns.borrow_mut().remove(&conn);
+        if let Some(io) = removed {
+            // Let the writer task finish too: it holds the other half of
+            // the socket, and the descriptor closes only when both halves
+            // are gone (regression: one fd leaked per closed connection,
+            // found by tests/soak.rs).
+            io.closing.set(true);
+            io.wake();
             let now = self.now();
             self.core.borrow_mut().handle_closed(conn, now);
             self.drive();
