@@ -322,3 +322,48 @@ fn sigterm_disconnects_clients_and_exits_cleanly() {
         "{e:?}"
     );
 }
+
+/// Issue 9, security: no secret reaches the log, even at `trace` level —
+/// not the token secret, not the admin token, not a client's session token
+/// (valid or forged), whatever the traffic does.
+#[test]
+fn secrets_never_reach_the_log_even_at_trace_level() {
+    let mut server = TestServer::start_with(2, "", |_| {});
+    server.terminate();
+    server.rust_log = "trace".into();
+    server.spawn();
+    let token = server.token(5, 1);
+    let (mut a, _) = server.connect(5, 1, Some(Seq::ZERO));
+    a.send(UserId(6), Qos::AtLeastOnce, Bytes::from_static(b"hi"))
+        .unwrap();
+    let _ = a.wait_for(Duration::from_secs(5), |e| matches!(e, Event::SendAcked(_)));
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    let connect = Frame::Connect(Connect {
+        device: DeviceId(1),
+        last_seq: None,
+        keepalive_ms: 0,
+        token: forged.clone(),
+    });
+    s.write_all(&connect.to_bytes()).unwrap();
+    let _ = read_until_closed(&mut s);
+    let (status, _) = server.http("POST", "/v1/tokens", r#"{"user": 9, "device": 1}"#, true);
+    assert_eq!(status, 200);
+    let (status, _) = server.http("GET", "/metrics", "", true);
+    assert_eq!(status, 200);
+    drop(a);
+    server.terminate();
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "trace logging was on"
+    );
+    for (what, secret) in [
+        ("token secret", common::SECRET),
+        ("admin token", common::ADMIN_TOKEN),
+        ("session token", token.as_str()),
+        ("forged token", forged.as_str()),
+    ] {
+        assert!(!log.contains(secret), "the {what} appears in the log");
+    }
+}

@@ -25,6 +25,10 @@ pub struct TestServer {
     pub shards: u16,
     _tmp: Option<tempfile::TempDir>,
     extra_config: String,
+    /// `RUST_LOG` of the process (default `info`).
+    pub rust_log: String,
+    /// Every line the process wrote to stderr, across restarts.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 fn free_port() -> u16 {
@@ -54,6 +58,8 @@ impl TestServer {
             shards,
             _tmp: Some(tmp),
             extra_config: extra_config.to_string(),
+            rust_log: std::env::var("TEST_SERVER_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            log: Default::default(),
         };
         prepare(&s.dir.join("data"));
         s.spawn();
@@ -87,18 +93,20 @@ impl TestServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_surepush"))
             .args(["serve", "--config"])
             .arg(&config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &self.rust_log)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start surepush");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let log = self.log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if std::env::var("TEST_SERVER_LOG").is_ok() {
                     eprintln!("[server] {line}");
                 }
+                log.lock().unwrap().push(line.clone());
                 if tx.send(line).is_err() {
                     // Keep draining so the server never blocks on stderr.
                 }
