@@ -69,6 +69,14 @@ pub enum Action {
         /// Outcome.
         outcome: StoreOutcome,
     },
+    /// A group membership request ([`super::Shard::handle_group_update`])
+    /// finished.
+    GroupUpdated {
+        /// Echo of the request id.
+        request: u64,
+        /// The members after the change.
+        outcome: GroupOutcome,
+    },
     /// Deliver `msg` to shard `shard` ([`super::Shard::handle_peer`] there).
     Peer {
         /// Destination shard.
@@ -87,6 +95,20 @@ pub enum StoreOutcome {
     Duplicate(Seq),
     /// Not stored: the log failed.
     Failed,
+    /// Not stored and never will be: a group that does not exist, or a
+    /// sender that is not a member of it.
+    Rejected,
+}
+
+/// Result of a group membership request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupOutcome {
+    /// Done (durable): the members now, sorted.
+    Members(Vec<UserId>),
+    /// Refused: not a group id, or a group id given as a member.
+    Invalid(&'static str),
+    /// The home shard's log failed.
+    Failed,
 }
 
 impl StoreOutcome {
@@ -94,7 +116,7 @@ impl StoreOutcome {
     pub fn seq(self) -> Seq {
         match self {
             StoreOutcome::Stored(s) | StoreOutcome::Duplicate(s) => s,
-            StoreOutcome::Failed => Seq::ZERO,
+            StoreOutcome::Failed | StoreOutcome::Rejected => Seq::ZERO,
         }
     }
 }
@@ -148,5 +170,90 @@ pub enum PeerMsg {
         key: SendKey,
         /// Addressee of the send.
         to: UserId,
+    },
+    /// To a group's home shard: store `key` in every member's inbox, then
+    /// answer `origin` with one `Stored { inbox: group }`.
+    GroupStore {
+        /// Shard awaiting the answer.
+        origin: u16,
+        /// The send.
+        key: SendKey,
+        /// The group.
+        group: UserId,
+        /// QoS of the send.
+        qos: Qos,
+        /// Receive time (ms since the epoch).
+        ts_ms: u64,
+        /// Body.
+        payload: Bytes,
+        /// Refuse senders that are not members (false for backend publishes).
+        members_only: bool,
+    },
+    /// From a group's home shard to a member shard: one copy per inbox
+    /// (one message per shard, not per member).
+    StoreMany {
+        /// The group's home shard (gets a `GroupStored` per inbox).
+        home: u16,
+        /// The send.
+        key: SendKey,
+        /// The group (the copies' addressee).
+        group: UserId,
+        /// Member inboxes owned by the receiving shard.
+        inboxes: Vec<UserId>,
+        /// QoS of the send.
+        qos: Qos,
+        /// Receive time (ms since the epoch).
+        ts_ms: u64,
+        /// Body.
+        payload: Bytes,
+    },
+    /// Answer to `StoreMany`, per member copy.
+    GroupStored {
+        /// The send.
+        key: SendKey,
+        /// The group.
+        group: UserId,
+        /// The member inbox.
+        inbox: UserId,
+        /// Outcome.
+        outcome: StoreOutcome,
+    },
+    /// QoS 0 to a group: pushed to the members' live devices.
+    GroupEphemeral {
+        /// The send.
+        key: SendKey,
+        /// The group.
+        group: UserId,
+        /// Receive time (ms since the epoch).
+        ts_ms: u64,
+        /// Body.
+        payload: Bytes,
+    },
+    /// QoS 2 release of the member copies of `key` in `inboxes`.
+    ReleaseMany {
+        /// The send.
+        key: SendKey,
+        /// Member inboxes owned by the receiving shard.
+        inboxes: Vec<UserId>,
+    },
+    /// To a group's home shard: change membership, answer `origin`.
+    GroupUpdate {
+        /// Shard awaiting the answer.
+        origin: u16,
+        /// Echo for the answer.
+        request: u64,
+        /// The group.
+        group: UserId,
+        /// Users to add.
+        add: Vec<UserId>,
+        /// Users to remove.
+        remove: Vec<UserId>,
+    },
+    /// Answer to `GroupUpdate`.
+    GroupUpdated {
+        /// Echo of the request.
+        request: u64,
+        /// Outcome.
+        outcome: GroupOutcome,
     },
 }

@@ -120,6 +120,11 @@ impl TokenVerifier {
             .sub
             .parse::<u64>()
             .map_err(|_| AuthError::Malformed("sub must be a decimal user id"))?;
+        if UserId(user).is_group() {
+            return Err(AuthError::Malformed(
+                "sub must be below 2^63 (ids with the top bit set name groups)",
+            ));
+        }
         if claims.exp <= now_s {
             return Err(AuthError::Expired);
         }

@@ -18,6 +18,7 @@ mod action;
 pub mod auth;
 mod config;
 mod deliver;
+mod group;
 pub mod routing;
 mod send;
 mod session;
@@ -25,7 +26,7 @@ mod shard;
 mod stats;
 mod sync;
 
-pub use action::{Action, AppendToken, ConnId, PeerMsg, ReadId, StoreOutcome};
+pub use action::{Action, AppendToken, ConnId, GroupOutcome, PeerMsg, ReadId, StoreOutcome};
 pub use auth::{AuthError, Claims, TokenVerifier};
 pub use config::CoreConfig;
 pub use routing::shard_of;

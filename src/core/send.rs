@@ -14,6 +14,7 @@ use bytes::Bytes;
 
 use super::action::Action;
 use super::action::{ConnId, PeerMsg, StoreOutcome};
+use super::group::Reply;
 use super::shard::{AppendPurpose, InFlightCopy, PendingSend, SendOrigin, Shard};
 use crate::log::{DedupEntry, MessageRecord, Record, SendKey};
 use crate::proto::{DeviceId, ErrorCode, Frame, Push, Qos, Send, SendAck, SendResult, Seq, UserId};
@@ -27,6 +28,16 @@ impl Shard {
             client_msg_id: send.client_msg_id,
         };
         let ts_ms = self.wall_ms();
+        if !Self::qos_needs_store(send.qos) && send.to.is_group() {
+            let msg = PeerMsg::GroupEphemeral {
+                key,
+                group: send.to,
+                ts_ms,
+                payload: send.payload,
+            };
+            self.route_to(self.owner_of(send.to), msg);
+            return;
+        }
         if !Self::qos_needs_store(send.qos) {
             let target = self.owner_of(send.to);
             let msg = |inbox| PeerMsg::Ephemeral {
@@ -83,17 +94,32 @@ impl Shard {
         }
         c.pending_sends += 1;
         let to_self = send.to == user;
+        let to_group = send.to.is_group();
         self.sends.insert(
             key,
             PendingSend {
                 origin: SendOrigin::Conn(conn),
                 to: send.to,
                 remote: None,
-                own: None,
+                // A group send's own copy is the sender's member copy.
+                own: to_group.then_some(StoreOutcome::Stored(Seq::ZERO)),
             },
         );
         let origin = self.params.id;
         let target = self.owner_of(send.to);
+        if to_group {
+            let msg = PeerMsg::GroupStore {
+                origin,
+                key,
+                group: send.to,
+                qos: send.qos,
+                ts_ms,
+                payload: send.payload,
+                members_only: true,
+            };
+            self.route_to(target, msg);
+            return;
+        }
         self.route_to(
             target,
             PeerMsg::Store {
@@ -107,7 +133,15 @@ impl Shard {
             },
         );
         if !to_self {
-            self.store_copy(origin, key, user, send.to, send.qos, ts_ms, send.payload);
+            self.store_copy(
+                Reply::Send(origin),
+                key,
+                user,
+                send.to,
+                send.qos,
+                ts_ms,
+                send.payload,
+            );
         }
     }
 
@@ -127,16 +161,23 @@ impl Shard {
         let ts_ms = self.wall_ms();
         let target = self.owner_of(to);
         if !Self::qos_needs_store(qos) {
-            self.route_to(
-                target,
+            let msg = if to.is_group() {
+                PeerMsg::GroupEphemeral {
+                    key,
+                    group: to,
+                    ts_ms,
+                    payload,
+                }
+            } else {
                 PeerMsg::Ephemeral {
                     key,
                     inbox: to,
                     to,
                     ts_ms,
                     payload,
-                },
-            );
+                }
+            };
+            self.route_to(target, msg);
             self.actions.push_back(Action::Published {
                 request,
                 outcome: StoreOutcome::Stored(Seq::ZERO),
@@ -162,8 +203,17 @@ impl Shard {
             },
         );
         let origin = self.params.id;
-        self.route_to(
-            target,
+        let msg = if to.is_group() {
+            PeerMsg::GroupStore {
+                origin,
+                key,
+                group: to,
+                qos,
+                ts_ms,
+                payload,
+                members_only: false,
+            }
+        } else {
             PeerMsg::Store {
                 origin,
                 key,
@@ -172,15 +222,16 @@ impl Shard {
                 qos,
                 ts_ms,
                 payload,
-            },
-        );
+            }
+        };
+        self.route_to(target, msg);
     }
 
     /// Stores one copy of `key` in `inbox` (owned here), answering `origin`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn store_copy(
         &mut self,
-        origin: u16,
+        origin: Reply,
         key: SendKey,
         inbox: UserId,
         to: UserId,
@@ -228,15 +279,27 @@ impl Shard {
         );
     }
 
-    fn answer(&mut self, origin: u16, key: SendKey, inbox: UserId, outcome: StoreOutcome) {
-        self.route_to(
-            origin,
-            PeerMsg::Stored {
-                key,
-                inbox,
-                outcome,
-            },
-        );
+    fn answer(&mut self, reply: Reply, key: SendKey, inbox: UserId, outcome: StoreOutcome) {
+        let (shard, msg) = match reply {
+            Reply::Send(origin) => (
+                origin,
+                PeerMsg::Stored {
+                    key,
+                    inbox,
+                    outcome,
+                },
+            ),
+            Reply::Group { home, group } => (
+                home,
+                PeerMsg::GroupStored {
+                    key,
+                    group,
+                    inbox,
+                    outcome,
+                },
+            ),
+        };
+        self.route_to(shard, msg);
     }
 
     pub(super) fn on_copy_durable(&mut self, key: SendKey, inbox: UserId, ok: bool) {
@@ -284,6 +347,7 @@ impl Shard {
         let origin = p.origin;
         self.sends.remove(&key);
         let result = match (remote, own) {
+            (StoreOutcome::Rejected, _) | (_, StoreOutcome::Rejected) => SendResult::Forbidden,
             (StoreOutcome::Failed, _) | (_, StoreOutcome::Failed) => SendResult::StorageUnavailable,
             (StoreOutcome::Duplicate(_), _) => SendResult::Duplicate,
             _ => SendResult::Stored,
@@ -371,7 +435,7 @@ impl Shard {
         };
         let target = self.owner_of(to);
         self.route_to(target, PeerMsg::Release { key, to });
-        if to != user {
+        if to != user && !to.is_group() {
             self.release(key, to);
         }
         self.send_frame(conn, Frame::Comp { client_msg_id });

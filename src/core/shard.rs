@@ -127,6 +127,12 @@ pub(super) enum AppendPurpose {
     Copy { key: SendKey, inbox: UserId },
     /// Cursor or release bookkeeping.
     Bookkeeping,
+    /// The last record of a membership change: answer `origin`.
+    Membership {
+        origin: u16,
+        request: u64,
+        members: Vec<UserId>,
+    },
 }
 
 /// Why a read was issued.
@@ -145,7 +151,7 @@ pub(super) enum ReadPurpose {
 #[derive(Debug)]
 pub(super) struct InFlightCopy {
     pub(super) record: MessageRecord,
-    pub(super) waiters: Vec<u16>,
+    pub(super) waiters: Vec<super::group::Reply>,
 }
 
 /// Who awaits the outcome of a send.
@@ -180,6 +186,10 @@ pub struct Shard {
     pub(super) dedup: DedupWindow,
     pub(super) copies: FastHashMap<(SendKey, UserId), InFlightCopy>,
     pub(super) sends: FastHashMap<SendKey, PendingSend>,
+    /// Members of the groups homed here.
+    pub(super) groups: FastHashMap<UserId, Vec<UserId>>,
+    /// Group sends waiting for their member copies (home shard).
+    pub(super) fanouts: FastHashMap<(SendKey, UserId), super::group::Fanout>,
     pub(super) timers: TimerWheel<TimerEvent>,
     pub(super) actions: VecDeque<Action>,
     pub(super) appends: VecDeque<(AppendToken, AppendPurpose)>,
@@ -227,6 +237,8 @@ impl Shard {
             dedup: recovered.dedup,
             copies: FastHashMap::default(),
             sends: FastHashMap::default(),
+            groups: recovered.groups,
+            fanouts: FastHashMap::default(),
             timers: TimerWheel::new(tick),
             actions: VecDeque::new(),
             appends: VecDeque::new(),
@@ -451,7 +463,10 @@ impl Shard {
                 qos,
                 ts_ms,
                 payload,
-            } => self.store_copy(origin, key, inbox, to, qos, ts_ms, payload),
+            } => {
+                let reply = super::group::Reply::Send(origin);
+                self.store_copy(reply, key, inbox, to, qos, ts_ms, payload)
+            }
             PeerMsg::Stored {
                 key,
                 inbox,
@@ -464,7 +479,47 @@ impl Shard {
                 ts_ms,
                 payload,
             } => self.push_ephemeral(key, inbox, to, ts_ms, payload),
+            PeerMsg::Release { key, to } if to.is_group() => self.release_group(key, to),
             PeerMsg::Release { key, to } => self.release(key, to),
+            PeerMsg::GroupStore {
+                origin,
+                key,
+                group,
+                qos,
+                ts_ms,
+                payload,
+                members_only,
+            } => self.on_group_store(origin, key, group, qos, ts_ms, payload, members_only),
+            PeerMsg::StoreMany {
+                home,
+                key,
+                group,
+                inboxes,
+                qos,
+                ts_ms,
+                payload,
+            } => self.on_store_many(home, key, group, inboxes, qos, ts_ms, payload),
+            PeerMsg::GroupStored {
+                key,
+                group,
+                inbox: _,
+                outcome,
+            } => self.on_group_stored(key, group, outcome),
+            PeerMsg::GroupEphemeral {
+                key,
+                group,
+                ts_ms,
+                payload,
+            } => self.on_group_ephemeral(key, group, ts_ms, payload),
+            PeerMsg::ReleaseMany { key, inboxes } => self.on_release_many(key, inboxes),
+            PeerMsg::GroupUpdate {
+                origin,
+                request,
+                group,
+                add,
+                remove,
+            } => self.on_group_update(origin, request, group, add, remove),
+            PeerMsg::GroupUpdated { request, outcome } => self.on_group_updated(request, outcome),
         }
     }
 
@@ -479,6 +534,11 @@ impl Shard {
         }
         match purpose {
             AppendPurpose::Copy { key, inbox } => self.on_copy_durable(key, inbox, ok),
+            AppendPurpose::Membership {
+                origin,
+                request,
+                members,
+            } => self.on_membership_durable(origin, request, members, ok),
             AppendPurpose::Bookkeeping => {}
         }
     }

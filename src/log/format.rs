@@ -95,6 +95,8 @@ pub enum Kind {
     Release = 3,
     /// [`Record::Checkpoint`].
     Checkpoint = 4,
+    /// [`Record::Member`].
+    Member = 5,
 }
 
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
@@ -120,6 +122,14 @@ struct CursorBody {
 
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
 #[repr(C)]
+struct MemberBody {
+    group: U64,
+    user: U64,
+    joined: u8,
+}
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
 struct ReleaseBody {
     from: U64,
     from_device: U64,
@@ -135,6 +145,7 @@ pub fn encoded_len(record: &Record) -> usize {
             Record::Message(m) => std::mem::size_of::<MessageBody>() + m.payload.len(),
             Record::Cursor { .. } => std::mem::size_of::<CursorBody>(),
             Record::Release { .. } => std::mem::size_of::<ReleaseBody>(),
+            Record::Member { .. } => std::mem::size_of::<MemberBody>(),
             Record::Checkpoint(b) => b.len(),
         }
 }
@@ -182,6 +193,19 @@ pub fn encode(record: &Record, out: &mut BytesMut) {
                 from_device: from_device.0.into(),
                 client_msg_id: (*client_msg_id).into(),
                 to: to.0.into(),
+            };
+            out.put_slice(b.as_bytes());
+        }
+        Record::Member {
+            group,
+            user,
+            joined,
+        } => {
+            out.put_u8(Kind::Member as u8);
+            let b = MemberBody {
+                group: group.0.into(),
+                user: user.0.into(),
+                joined: u8::from(*joined),
             };
             out.put_slice(b.as_bytes());
         }
@@ -279,6 +303,19 @@ pub fn decode(buf: &Bytes) -> Decoded {
                 from_device: DeviceId(b.from_device.get()),
                 client_msg_id: b.client_msg_id.get(),
                 to: UserId(b.to.get()),
+            }
+        }
+        k if k == Kind::Member as u8 => {
+            let Ok(b) = MemberBody::read_from_bytes(&body[..]) else {
+                return Decoded::Corrupt("bad member body");
+            };
+            if b.joined > 1 {
+                return Decoded::Corrupt("bad member flag");
+            }
+            Record::Member {
+                group: UserId(b.group.get()),
+                user: UserId(b.user.get()),
+                joined: b.joined == 1,
             }
         }
         k if k == Kind::Checkpoint as u8 => Record::Checkpoint(body),
@@ -403,7 +440,9 @@ pub fn parse_pointer(text: &str) -> Option<u64> {
 
 /// Encodes a [`RecoveredState`] as a checkpoint body:
 /// `[n_heads u32][(user u64, seq u64)]* [n_cursors u32][(user, device, seq)]*
-///  [n_dedup u32][(from, device, cmid, inbox, seq, ts u64; qos u8; released u8)]*`.
+///  [n_dedup u32][(from, device, cmid, inbox, seq, ts u64; qos u8; released u8)]*
+///  [n_groups u32][(group u64, n u32, members u64 * n)]*` (the groups
+/// section is absent in checkpoints written before groups existed).
 pub fn encode_checkpoint(state: &RecoveredState) -> Bytes {
     let mut out = BytesMut::with_capacity(
         12 + state.heads.len() * 16 + state.cursors.len() * 24 + state.dedup.len() * 50,
@@ -429,6 +468,15 @@ pub fn encode_checkpoint(state: &RecoveredState) -> Bytes {
         out.put_u64_le(e.ts_ms);
         out.put_u8(e.qos as u8);
         out.put_u8(u8::from(e.released));
+    }
+    // Optional trailing section (checkpoints written before groups have none).
+    out.put_u32_le(state.groups.len() as u32);
+    for (group, members) in &state.groups {
+        out.put_u64_le(group.0);
+        out.put_u32_le(members.len() as u32);
+        for m in members {
+            out.put_u64_le(m.0);
+        }
     }
     out.freeze()
 }
@@ -460,6 +508,20 @@ pub fn decode_checkpoint(body: &[u8], config: &DedupConfig) -> Option<RecoveredS
             qos: Qos::from_u8(r.u8()?)?,
             released: r.u8()? != 0,
         });
+    }
+    if !r.0.is_empty() {
+        for _ in 0..r.u32()? {
+            let group = UserId(r.u64()?);
+            let n = r.u32()? as usize;
+            let mut members = Vec::with_capacity(n.min(r.0.len() / 8));
+            for _ in 0..n {
+                members.push(UserId(r.u64()?));
+            }
+            if !members.windows(2).all(|w| w[0] < w[1]) {
+                return None; // members are kept sorted and unique
+            }
+            state.groups.insert(group, members);
+        }
     }
     if !r.0.is_empty() {
         return None;
@@ -523,6 +585,11 @@ mod tests {
                 from_device: DeviceId(2),
                 client_msg_id: 3,
                 to: UserId(4),
+            },
+            Record::Member {
+                group: UserId(UserId::GROUP_BIT | 5),
+                user: UserId(6),
+                joined: true,
             },
             Record::Checkpoint(Bytes::from_static(b"snap")),
         ];
@@ -627,11 +694,29 @@ mod tests {
                 device: DeviceId(1),
                 seq: Seq(2),
             },
+            Record::Member {
+                group: UserId(UserId::GROUP_BIT | 1),
+                user: UserId(9),
+                joined: true,
+            },
+            Record::Member {
+                group: UserId(UserId::GROUP_BIT | 1),
+                user: UserId(3),
+                joined: true,
+            },
         ] {
             state.apply(&r, &config);
         }
-        let back = decode_checkpoint(&encode_checkpoint(&state), &config).unwrap();
+        assert_eq!(state.groups.values().next().unwrap(), &[UserId(3), UserId(9)]);
+        let encoded = encode_checkpoint(&state);
+        let back = decode_checkpoint(&encoded, &config).unwrap();
         assert_eq!(back, state);
+        // A checkpoint from before groups (no trailing section) still loads.
+        let mut old = state.clone();
+        old.groups.clear();
+        let old_encoded = encode_checkpoint(&old);
+        let without_section = &old_encoded[..old_encoded.len() - 4];
+        assert_eq!(decode_checkpoint(without_section, &config).unwrap(), old);
         assert!(decode_checkpoint(b"\x01\x00\x00", &config).is_none());
     }
 }

@@ -26,7 +26,7 @@ pub use record::{InboxQuery, MessageRecord, Record};
 pub use segment_log::{
     LogConfig, LogError, LogStats, Lsn, RecoveryMode, RecoveryReport, RetentionReport, SegmentLog,
 };
-pub use state::{DedupConfig, DedupEntry, DedupWindow, RecoveredState, SendKey};
+pub use state::{apply_membership, DedupConfig, DedupEntry, DedupWindow, RecoveredState, SendKey};
 
 #[cfg(test)]
 mod tests;

@@ -61,6 +61,15 @@ pub enum Record {
         /// Addressee of the released send.
         to: UserId,
     },
+    /// A group membership change, on the group's home shard.
+    Member {
+        /// The group (an id with [`UserId::GROUP_BIT`] set).
+        group: UserId,
+        /// The member.
+        user: UserId,
+        /// Joined (true) or left (false).
+        joined: bool,
+    },
     /// Snapshot of the delivery state (opaque to the log) that lets recovery
     /// start here instead of at the first segment.
     Checkpoint(Bytes),

@@ -218,31 +218,34 @@ impl DedupWindow {
     /// reordered behind the release — is still recognised instead of being
     /// stored a second time.
     pub fn release(&mut self, key: &SendKey, to: UserId, config: &DedupConfig) -> usize {
-        let mut n = 0;
-        for inbox in [key.from, to] {
-            let hash = self.hash(key, inbox);
-            let Some(e) = self
-                .index
-                .find_mut(hash, |e| e.key == *key && e.inbox == inbox)
-            else {
-                continue;
-            };
-            if e.qos != Qos::ExactlyOnce || e.released {
-                continue;
-            }
-            e.released = true;
-            e.ts_ms = self.newest_ts_ms;
-            self.qos1.push_back(Slot {
-                hash,
-                inbox: e.inbox,
-                seq: e.seq,
-                ts_ms: e.ts_ms,
-            });
-            n += 1;
-            if to == key.from {
-                break;
-            }
+        let mut n = usize::from(self.release_copy(key, key.from, config));
+        if to != key.from {
+            n += usize::from(self.release_copy(key, to, config));
         }
+        n
+    }
+
+    /// Releases the QoS 2 copy of `key` in `inbox` only (a group member's
+    /// copy). Returns whether it was newly released.
+    pub fn release_copy(&mut self, key: &SendKey, inbox: UserId, config: &DedupConfig) -> bool {
+        let hash = self.hash(key, inbox);
+        let Some(e) = self
+            .index
+            .find_mut(hash, |e| e.key == *key && e.inbox == inbox)
+        else {
+            return false;
+        };
+        if e.qos != Qos::ExactlyOnce || e.released {
+            return false;
+        }
+        e.released = true;
+        e.ts_ms = self.newest_ts_ms;
+        self.qos1.push_back(Slot {
+            hash,
+            inbox: e.inbox,
+            seq: e.seq,
+            ts_ms: e.ts_ms,
+        });
         // Released slots at the front of the QoS 2 queue are dead now: drop
         // them here (one lookup per release), so the queue holds no more
         // than the unreleased sends.
@@ -255,7 +258,7 @@ impl DedupWindow {
             }
         }
         self.evict(config);
-        n
+        true
     }
 
     /// Queue slots held (QoS 1 FIFO, QoS 2 queue), live or not.
@@ -313,6 +316,8 @@ pub struct RecoveredState {
     pub cursors: FastHashMap<(UserId, DeviceId), Seq>,
     /// Recent sends, for retry recognition.
     pub dedup: DedupWindow,
+    /// Members of the groups homed on this shard, sorted, no repeats.
+    pub groups: FastHashMap<UserId, Vec<UserId>>,
 }
 
 impl RecoveredState {
@@ -345,7 +350,33 @@ impl RecoveredState {
                 };
                 self.dedup.release(&key, *to, config);
             }
+            Record::Member {
+                group,
+                user,
+                joined,
+            } => apply_membership(&mut self.groups, *group, *user, *joined),
             Record::Checkpoint(_) => {}
         }
+    }
+}
+
+/// Adds or removes `user` in `group`'s sorted member list (an emptied group
+/// is forgotten).
+pub fn apply_membership(
+    groups: &mut FastHashMap<UserId, Vec<UserId>>,
+    group: UserId,
+    user: UserId,
+    joined: bool,
+) {
+    let members = groups.entry(group).or_default();
+    match (members.binary_search(&user), joined) {
+        (Err(at), true) => members.insert(at, user),
+        (Ok(at), false) => {
+            members.remove(at);
+        }
+        _ => {}
+    }
+    if members.is_empty() {
+        groups.remove(&group);
     }
 }

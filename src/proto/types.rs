@@ -9,6 +9,17 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct UserId(pub u64);
 
+impl UserId {
+    /// Ids with this bit set name groups (write diffusion: a SEND to one is
+    /// stored in every member's inbox), never users.
+    pub const GROUP_BIT: u64 = 1 << 63;
+
+    /// True for a group id.
+    pub fn is_group(self) -> bool {
+        self.0 & Self::GROUP_BIT != 0
+    }
+}
+
 /// One device (installation) of a user. Each device keeps its own cursor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct DeviceId(pub u64);

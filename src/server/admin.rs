@@ -151,20 +151,9 @@ async fn route<B: AdminBackend>(
                     "missing or wrong admin bearer token",
                 );
             }
-            let body = match Limited::new(req.into_body(), config.max_body_bytes)
-                .collect()
-                .await
-            {
-                Ok(b) => b.to_bytes(),
-                Err(e)
-                    if e.downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some() =>
-                {
-                    return json_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
-                }
-                Err(_) => {
-                    return json_error(StatusCode::BAD_REQUEST, "could not read the request body")
-                }
+            let body = match read_body(req, config).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
             };
             if path == "/v1/publish" {
                 publish(&body, backend).await
@@ -172,10 +161,46 @@ async fn route<B: AdminBackend>(
                 token(&body, backend)
             }
         }
+        (p, &Method::GET | &Method::POST) if p.starts_with("/v1/groups/") => {
+            if !authorized(&req, config) {
+                return json_error(
+                    StatusCode::UNAUTHORIZED,
+                    "missing or wrong admin bearer token",
+                );
+            }
+            let body = match read_body(req, config).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            group(&path["/v1/groups/".len()..], &body, backend).await
+        }
         ("/healthz", _) | ("/metrics", _) | ("/v1/publish", _) | ("/v1/tokens", _) => {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => json_error(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// The request body, at most `max_body_bytes`.
+async fn read_body(req: Request<Incoming>, config: &AdminHttpConfig) -> Result<Bytes, Resp> {
+    match Limited::new(req.into_body(), config.max_body_bytes)
+        .collect()
+        .await
+    {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large",
+            ))
+        }
+        Err(_) => Err(json_error(
+            StatusCode::BAD_REQUEST,
+            "could not read the request body",
+        )),
     }
 }
 
@@ -207,7 +232,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PublishBody {
-    to: u64,
+    /// A user id (below 2^63).
+    #[serde(default)]
+    to: Option<u64>,
+    /// A group number (below 2^63; the wire id sets the top bit).
+    #[serde(default)]
+    group: Option<u64>,
     #[serde(default)]
     payload: Option<String>,
     #[serde(default)]
@@ -245,8 +275,17 @@ async fn publish<B: AdminBackend>(body: &[u8], backend: &B) -> Resp {
     let Some(qos) = Qos::from_u8(b.qos) else {
         return json_error(StatusCode::BAD_REQUEST, "qos must be 0, 1 or 2");
     };
+    let to =
+        match (b.to, b.group) {
+            (Some(user), None) if !UserId(user).is_group() => UserId(user),
+            (None, Some(n)) if !UserId(n).is_group() => group_id(n),
+            _ => return json_error(
+                StatusCode::BAD_REQUEST,
+                "give exactly one of to (a user id) and group (a group number), each below 2^63",
+            ),
+        };
     let req = PublishRequest {
-        to: UserId(b.to),
+        to,
         from: UserId(b.from),
         qos,
         payload,
@@ -257,6 +296,64 @@ async fn publish<B: AdminBackend>(body: &[u8], backend: &B) -> Resp {
             StatusCode::OK,
             "application/json",
             serde_json::json!({ "seq": r.seq.0, "duplicate": r.duplicate }).to_string(),
+        ),
+        Err(PublishError::Invalid(why)) => json_error(StatusCode::BAD_REQUEST, &why),
+        Err(PublishError::NoSuchGroup) => json_error(StatusCode::NOT_FOUND, "no such group"),
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+/// The wire id of group number `n`.
+fn group_id(n: u64) -> UserId {
+    UserId(n | UserId::GROUP_BIT)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct GroupBody {
+    #[serde(default)]
+    add: Vec<u64>,
+    #[serde(default)]
+    remove: Vec<u64>,
+}
+
+/// `GET /v1/groups/{n}` (members) or `POST` with `{"add": [..], "remove": [..]}`.
+async fn group<B: AdminBackend>(n: &str, body: &[u8], backend: &B) -> Resp {
+    let Some(n) = n.parse::<u64>().ok().filter(|n| !UserId(*n).is_group()) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "the group number must be below 2^63",
+        );
+    };
+    let b: GroupBody = if body.is_empty() {
+        GroupBody::default()
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(b) => b,
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
+        }
+    };
+    let users = |v: Vec<u64>| -> Option<Vec<UserId>> {
+        v.into_iter()
+            .map(|u| (!UserId(u).is_group()).then_some(UserId(u)))
+            .collect()
+    };
+    let (Some(add), Some(remove)) = (users(b.add), users(b.remove)) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "member ids must be user ids below 2^63",
+        );
+    };
+    match backend.update_group(group_id(n), add, remove).await {
+        Ok(members) => respond(
+            StatusCode::OK,
+            "application/json",
+            serde_json::json!({
+                "group": n,
+                "id": group_id(n).0,
+                "members": members.iter().map(|m| m.0).collect::<Vec<_>>(),
+            })
+            .to_string(),
         ),
         Err(PublishError::Invalid(why)) => json_error(StatusCode::BAD_REQUEST, &why),
         Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
@@ -281,6 +378,12 @@ fn token<B: AdminBackend>(body: &[u8], backend: &B) -> Resp {
         Ok(b) => b,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
     };
+    if UserId(b.user).is_group() {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "user must be below 2^63 (ids with the top bit set name groups)",
+        );
+    }
     if b.ttl_s == 0 || b.ttl_s > MAX_TOKEN_TTL_S {
         return json_error(
             StatusCode::BAD_REQUEST,

@@ -13,7 +13,7 @@ use crate::proto::{DeviceId, Qos, Seq, UserId};
 /// A message published by an application backend (POST /v1/publish).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PublishRequest {
-    /// Addressee.
+    /// Addressee: a user, or a group (an id with [`UserId::GROUP_BIT`]).
     pub to: UserId,
     /// Sender shown to the receiver; `UserId(0)` is the system sender.
     pub from: UserId,
@@ -46,6 +46,9 @@ pub enum PublishError {
     /// The request is invalid (HTTP 400).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// Published to a group that has no members (HTTP 404).
+    #[error("no such group")]
+    NoSuchGroup,
 }
 
 /// Health of the node for /healthz.
@@ -71,4 +74,12 @@ pub trait AdminBackend: 'static {
     ) -> Pin<Box<dyn Future<Output = Result<PublishResult, PublishError>>>>;
     /// Mints a client token for (user, device) valid for `ttl_s` seconds.
     fn mint_token(&self, user: UserId, device: DeviceId, ttl_s: u64) -> String;
+    /// Adds, then removes members of `group`; resolves with the members
+    /// once the change is durable (no change: just the members).
+    fn update_group(
+        &self,
+        group: UserId,
+        add: Vec<UserId>,
+        remove: Vec<UserId>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<UserId>, PublishError>>>>;
 }

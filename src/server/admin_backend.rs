@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::admin_api::{AdminBackend, Health, PublishError, PublishRequest, PublishResult};
 use super::metrics::Metrics;
 use super::runtime::{NodeShared, ShardRuntime};
-use crate::core::{Claims, StoreOutcome, TokenVerifier};
+use crate::core::{Claims, GroupOutcome, StoreOutcome, TokenVerifier};
 use crate::log::SendKey;
 use crate::proto::{DeviceId, UserId};
 
@@ -109,6 +109,27 @@ impl AdminBackend for NodeAdmin {
                     duplicate: true,
                 }),
                 StoreOutcome::Failed => Err(PublishError::StorageUnavailable),
+                StoreOutcome::Rejected => Err(PublishError::NoSuchGroup),
+            }
+        })
+    }
+
+    fn update_group(
+        &self,
+        group: UserId,
+        add: Vec<UserId>,
+        remove: Vec<UserId>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<UserId>, PublishError>>>> {
+        let rt = self.rt.clone();
+        let shutting_down = self.shared.shutdown.load(Ordering::Relaxed);
+        Box::pin(async move {
+            if shutting_down {
+                return Err(PublishError::ShuttingDown);
+            }
+            match rt.update_group(group, add, remove).await {
+                GroupOutcome::Members(m) => Ok(m),
+                GroupOutcome::Invalid(why) => Err(PublishError::Invalid(why.into())),
+                GroupOutcome::Failed => Err(PublishError::StorageUnavailable),
             }
         })
     }

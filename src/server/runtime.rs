@@ -21,7 +21,9 @@ use super::config::Config;
 use super::conn::ConnIo;
 use super::mesh::{MeshMsg, PeerQueue};
 use super::metrics::ShardMetrics;
-use crate::core::{Action, AppendToken, ConnId, PeerMsg, Shard, StoreOutcome, TokenVerifier};
+use crate::core::{
+    Action, AppendToken, ConnId, GroupOutcome, PeerMsg, Shard, StoreOutcome, TokenVerifier,
+};
 use crate::log::{InboxQuery, Lsn, SegmentLog};
 use crate::proto::{Frame, ProtoError, UserId};
 
@@ -69,6 +71,7 @@ pub(crate) struct ShardRuntime {
     durability: RefCell<VecDeque<(AppendToken, Lsn)>>,
     durability_wake: LocalSender<()>,
     publishes: RefCell<HashMap<u64, LocalSender<StoreOutcome>>>,
+    group_updates: RefCell<HashMap<u64, LocalSender<GroupOutcome>>>,
     next_publish: Cell<u64>,
     origin: Instant,
     wall_ms_at_origin: u64,
@@ -106,6 +109,7 @@ impl ShardRuntime {
             durability: RefCell::new(VecDeque::new()),
             durability_wake,
             publishes: RefCell::new(HashMap::new()),
+            group_updates: RefCell::new(HashMap::new()),
             next_publish: Cell::new(0),
             origin,
             wall_ms_at_origin,
@@ -251,6 +255,25 @@ impl ShardRuntime {
         rx.recv().await.unwrap_or(StoreOutcome::Failed)
     }
 
+    /// Changes a group's members (see `Shard::handle_group_update`).
+    pub(crate) async fn update_group(
+        self: &Rc<Self>,
+        group: UserId,
+        add: Vec<UserId>,
+        remove: Vec<UserId>,
+    ) -> GroupOutcome {
+        let request = self.next_publish.get() + 1;
+        self.next_publish.set(request);
+        let (tx, rx) = local_channel::new_bounded(1);
+        self.group_updates.borrow_mut().insert(request, tx);
+        let now = self.now();
+        self.core
+            .borrow_mut()
+            .handle_group_update(request, group, add, remove, now);
+        self.drive();
+        rx.recv().await.unwrap_or(GroupOutcome::Failed)
+    }
+
     /// Carries out every action the core has queued.
     pub(crate) fn drive(self: &Rc<Self>) {
         let mut dirty: Vec<Rc<ConnIo>> = Vec::new();
@@ -298,6 +321,11 @@ impl ShardRuntime {
                 },
                 Action::Published { request, outcome } => {
                     if let Some(tx) = self.publishes.borrow_mut().remove(&request) {
+                        let _ = tx.try_send(outcome);
+                    }
+                }
+                Action::GroupUpdated { request, outcome } => {
+                    if let Some(tx) = self.group_updates.borrow_mut().remove(&request) {
                         let _ = tx.try_send(outcome);
                     }
                 }

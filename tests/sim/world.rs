@@ -11,7 +11,7 @@ use surepush::client::{ClientConfig, ClientSession, Event};
 use surepush::core::{
     shard_of, Action, Claims, ConnId, CoreConfig, PeerMsg, Shard, ShardParams, TokenVerifier,
 };
-use surepush::log::{InboxQuery, RecoveredState};
+use surepush::log::{InboxQuery, Record, RecoveredState};
 use surepush::proto::{DeviceId, Frame, Push, Qos, SendResult, UserId};
 
 use super::storage::Storage;
@@ -34,7 +34,12 @@ pub struct Plan {
     pub crash_every_ms: u64,
     pub storage_fail: f64,
     pub fault_phase_ms: u64,
+    /// Members of the one group (empty: no group traffic this run).
+    pub group_members: Vec<UserId>,
 }
+
+/// The group of every run that has one.
+pub const GROUP: UserId = UserId(UserId::GROUP_BIT | 1);
 
 impl Plan {
     pub fn from_seed(seed: u64) -> Plan {
@@ -49,7 +54,20 @@ impl Plan {
             }
         }
         let calm = rng.random_bool(0.2);
+        // A group of all users but possibly the last (who then never sends
+        // to it: only members may).
+        let group_members: Vec<UserId> = if rng.random_bool(0.6) {
+            let n = if users > 2 && rng.random_bool(0.5) {
+                users - 1
+            } else {
+                users
+            };
+            (1..=n).map(UserId).collect()
+        } else {
+            Vec::new()
+        };
         Plan {
+            group_members,
             shards,
             users,
             devices,
@@ -230,6 +248,17 @@ impl World {
             config,
             plan,
         };
+        // The group exists (durably, on its home shard) before any traffic.
+        let home = shard_of(GROUP, w.plan.shards) as usize;
+        for &user in &w.plan.group_members {
+            let joined = Record::Member {
+                group: GROUP,
+                user,
+                joined: true,
+            };
+            w.storage[home].append(0, joined);
+        }
+        w.storage[home].sync();
         w.boot_shards();
         for c in 0..w.clients.len() {
             let t = w.rng.random_range(0..50 * MS);
@@ -503,7 +532,12 @@ impl World {
             return;
         }
         c.sends_left -= 1;
-        let to = UserId(self.rng.random_range(1..=self.plan.users));
+        let member = self.plan.group_members.contains(&c.user);
+        let to = if member && self.rng.random_bool(0.3) {
+            GROUP
+        } else {
+            UserId(self.rng.random_range(1..=self.plan.users))
+        };
         let qos = match self.rng.random_range(0..10) {
             0 => Qos::AtMostOnce,
             1..=5 => Qos::AtLeastOnce,
@@ -622,8 +656,8 @@ impl World {
                     },
                 );
             }
-            Action::Published { .. } => {
-                unreachable!("the simulation publishes nothing through the API")
+            Action::Published { .. } | Action::GroupUpdated { .. } => {
+                unreachable!("the simulation uses no API requests")
             }
             Action::Peer { shard: to, msg } => {
                 // The mesh is reliable and FIFO per pair: a fixed delay keeps order.

@@ -16,6 +16,7 @@ use crate::server::admin_api::PublishResult;
 struct TestBackend {
     degraded: bool,
     published: RefCell<Vec<PublishRequest>>,
+    groups: RefCell<std::collections::HashMap<UserId, Vec<UserId>>>,
 }
 
 impl AdminBackend for TestBackend {
@@ -47,6 +48,21 @@ impl AdminBackend for TestBackend {
     }
     fn mint_token(&self, user: UserId, device: DeviceId, ttl_s: u64) -> String {
         format!("token-{}-{}-{ttl_s}", user.0, device.0)
+    }
+    fn update_group(
+        &self,
+        group: UserId,
+        add: Vec<UserId>,
+        remove: Vec<UserId>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<UserId>, PublishError>>>> {
+        let mut groups = self.groups.borrow_mut();
+        let members = groups.entry(group).or_default();
+        members.extend(add);
+        members.retain(|m| !remove.contains(m));
+        members.sort();
+        members.dedup();
+        let members = members.clone();
+        Box::pin(async move { Ok(members) })
     }
 }
 
