@@ -78,6 +78,26 @@ impl BlockingClient {
         Ok(id)
     }
 
+    /// Follows a room from now on (answered with [`Event::Subscribed`]).
+    pub fn subscribe(&mut self, room: u64, qos: Qos) -> io::Result<()> {
+        let now = self.now();
+        self.session.subscribe(room, qos, now);
+        self.flush()
+    }
+
+    /// Follows a room from just after `last`.
+    pub fn resume_room(&mut self, room: u64, qos: Qos, last: Seq) -> io::Result<()> {
+        let now = self.now();
+        self.session.resume(room, qos, last, now);
+        self.flush()
+    }
+
+    /// Acknowledges what was delivered in QoS 1 rooms.
+    pub fn ack_rooms(&mut self) -> io::Result<()> {
+        self.session.ack_rooms();
+        self.flush()
+    }
+
     /// Asks for older history (answered as [`Event::Older`]).
     pub fn fetch_older(&mut self, before: Seq, limit: u32) -> io::Result<()> {
         let now = self.now();

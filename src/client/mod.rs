@@ -2,6 +2,7 @@
 //! ([`BlockingClient`]) for tests, examples and simple tools.
 
 mod blocking;
+mod rooms;
 mod session;
 
 pub use blocking::BlockingClient;

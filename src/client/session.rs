@@ -97,6 +97,14 @@ pub enum Event {
     Error(ErrorFrame),
     /// The gateway closed the session (reason code, redirect).
     Disconnected(u16, String),
+    /// A room subscription is in place (or was refused).
+    Subscribed(crate::proto::SubAck),
+    /// A room message: in room order, each sequence once (seq 0: a QoS 0
+    /// publish outside the sequence).
+    RoomMessage(crate::proto::RoomPush),
+    /// The gateway dropped a room subscription as too slow; the session
+    /// re-subscribed from the last message it delivered.
+    RoomLagged(u64),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,6 +159,7 @@ pub struct ClientSession {
     last_tx_ns: u64,
     transmit: VecDeque<Frame>,
     events: VecDeque<Event>,
+    pub(super) rooms: super::rooms::Follows,
 }
 
 impl ClientSession {
@@ -173,6 +182,7 @@ impl ClientSession {
             next_request: 0,
             sync: None,
             older: None,
+            rooms: Default::default(),
             last_tx_ns: 0,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
@@ -287,6 +297,9 @@ impl ClientSession {
                 self.pump_outbox();
             }
             Frame::Ping(n) => self.queue(Frame::Pong(n)),
+            Frame::SubAck(ack) => self.on_suback(ack),
+            Frame::RoomPush(p) => self.on_room_push(p),
+            Frame::RoomLag { room, .. } => self.on_room_lag(room),
             Frame::Error(e) => self.events.push_back(Event::Error(e)),
             Frame::Disconnect(d) => {
                 self.phase = Phase::Disconnected;
@@ -372,13 +385,21 @@ impl ClientSession {
 
     // ----- internals ----------------------------------------------------------
 
-    fn set_now(&mut self, now: u64) {
+    pub(super) fn set_now(&mut self, now: u64) {
         self.now_ns = self.now_ns.max(now);
     }
 
     fn queue(&mut self, frame: Frame) {
         self.last_tx_ns = self.now_ns;
         self.transmit.push_back(frame);
+    }
+
+    pub(super) fn queue_frame(&mut self, frame: Frame) {
+        self.queue(frame);
+    }
+
+    pub(super) fn push_event(&mut self, event: Event) {
+        self.events.push_back(event);
     }
 
     fn new_request(&mut self, direction: SyncDirection, limit: u32) -> SyncReq {
@@ -401,6 +422,7 @@ impl ClientSession {
 
     fn on_connack(&mut self, ack: ConnAck) {
         self.phase = Phase::Syncing;
+        self.resubscribe_all();
         self.max_pending_sends = ack.max_pending_sends.max(1) as usize;
         self.max_sync_limit = ack.max_sync_limit.max(1);
         self.acked = ack.cursor.unwrap_or_default();

@@ -69,6 +69,17 @@ pub enum Action {
         /// Outcome.
         outcome: StoreOutcome,
     },
+    /// Write `bytes` (an encoded frame shared by many connections) to
+    /// `conn`. If the connection's write buffer is over its limit, drop it
+    /// and report [`super::Shard::handle_room_lagged`] instead.
+    SendShared {
+        /// Destination.
+        conn: ConnId,
+        /// The room the frame belongs to.
+        room: u64,
+        /// The encoded frame.
+        bytes: Bytes,
+    },
     /// A group membership request ([`super::Shard::handle_group_update`])
     /// finished.
     GroupUpdated {
@@ -255,5 +266,54 @@ pub enum PeerMsg {
         request: u64,
         /// Outcome.
         outcome: GroupOutcome,
+    },
+    /// To a room's home shard: a subscriber on `shard` wants the room from
+    /// `from` (registers `shard` for fan-out, then replays).
+    RoomSubscribe {
+        /// The room.
+        room: u64,
+        /// The subscriber's shard.
+        shard: u16,
+        /// The subscriber's connection there.
+        conn: ConnId,
+        /// The subscription (echoed in its pages).
+        sub: u64,
+        /// Where to start.
+        from: crate::proto::SubscribeFrom,
+    },
+    /// To a room's home shard: `shard` has no subscribers left.
+    RoomLeave {
+        /// The room.
+        room: u64,
+        /// The shard.
+        shard: u16,
+    },
+    /// Replay page for one subscriber (the first one answers SUBSCRIBE).
+    RoomPage {
+        /// The room.
+        room: u64,
+        /// The subscriber.
+        conn: ConnId,
+        /// The subscription the page is for.
+        sub: u64,
+        /// Room head at subscription.
+        head: Seq,
+        /// First sequence delivered.
+        first: Seq,
+        /// History did not reach back to the requested point.
+        gap: bool,
+        /// Encoded ROOMPUSH frames, ascending.
+        frames: Vec<(Seq, Bytes)>,
+        /// The replay reached `head`: go live.
+        done: bool,
+    },
+    /// One durable room message, encoded once, for a subscribed shard.
+    RoomFanout {
+        /// The room.
+        room: u64,
+        /// Its sequence (0: a QoS 0 publish, outside the sequence).
+        seq: Seq,
+        /// The encoded ROOMPUSH frame.
+        frame: Bytes,
     },
 }

@@ -120,9 +120,9 @@ impl TokenVerifier {
             .sub
             .parse::<u64>()
             .map_err(|_| AuthError::Malformed("sub must be a decimal user id"))?;
-        if UserId(user).is_group() {
+        if UserId(user).is_group() || crate::proto::is_room(user) {
             return Err(AuthError::Malformed(
-                "sub must be below 2^63 (ids with the top bit set name groups)",
+                "sub must be below 2^62 (higher ids name groups and rooms)",
             ));
         }
         if claims.exp <= now_s {

@@ -36,6 +36,14 @@ pub struct CoreConfig {
     pub max_frames_per_sec: u32,
     /// Device cursors are written to the log in batches this often.
     pub cursor_flush_ms: u64,
+    /// Room messages each shard keeps for resuming subscribers, and the
+    /// oldest point a subscriber can resume from (count).
+    pub room_history: u32,
+    /// Unacknowledged room messages a QoS 1 subscription may have before
+    /// it is dropped from live delivery (ROOMLAG).
+    pub room_window: u32,
+    /// Room messages per replay page.
+    pub room_page: u32,
     /// Retry recognition window (`[core.dedup]`).
     pub dedup: DedupConfig,
     /// Timer wheel granularity (microseconds).
@@ -57,6 +65,9 @@ impl Default for CoreConfig {
             max_sync_limit: 1_000,
             max_frames_per_sec: 10_000,
             cursor_flush_ms: 100,
+            room_history: 1_000,
+            room_window: 256,
+            room_page: 100,
             dedup: DedupConfig::default(),
             timer_tick_us: 1_000,
         }

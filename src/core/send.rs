@@ -95,6 +95,8 @@ impl Shard {
         c.pending_sends += 1;
         let to_self = send.to == user;
         let to_group = send.to.is_group();
+        // A room message is stored once, in the room: no own copy.
+        let to_room = crate::proto::is_room(send.to.0);
         self.sends.insert(
             key,
             PendingSend {
@@ -102,7 +104,7 @@ impl Shard {
                 to: send.to,
                 remote: None,
                 // A group send's own copy is the sender's member copy.
-                own: to_group.then_some(StoreOutcome::Stored(Seq::ZERO)),
+                own: (to_group || to_room).then_some(StoreOutcome::Stored(Seq::ZERO)),
             },
         );
         let origin = self.params.id;
@@ -132,7 +134,7 @@ impl Shard {
                 payload: send.payload.clone(),
             },
         );
-        if !to_self {
+        if !to_self && !to_room {
             self.store_copy(
                 Reply::Send(origin),
                 key,
@@ -319,7 +321,11 @@ impl Shard {
             );
             state.durable = state.durable.max(seq);
             self.stats.copies_stored += 1;
-            self.on_durable(&copy.record);
+            if crate::proto::is_room(inbox.0) {
+                self.room_durable(&copy.record);
+            } else {
+                self.on_durable(&copy.record);
+            }
             StoreOutcome::Stored(seq)
         } else {
             StoreOutcome::Failed

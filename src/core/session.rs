@@ -33,6 +33,7 @@ impl Shard {
             pending_sends: 0,
             rate_window_start_ns: self.now_ns,
             rate_count: 0,
+            rooms: Vec::new(),
         });
         let id = ConnId {
             index: index as u32,
@@ -74,6 +75,9 @@ impl Shard {
             (Some((user, device)), Frame::Send(s)) => self.on_send(conn, user, device, s),
             (Some((user, device)), Frame::Ack(seq)) => self.on_ack(conn, user, device, seq),
             (Some((user, device)), Frame::Sync(s)) => self.on_sync(conn, user, device, s),
+            (Some(_), Frame::Subscribe(s)) => self.on_subscribe(conn, s),
+            (Some(_), Frame::Unsubscribe { room }) => self.on_unsubscribe(conn, room),
+            (Some(_), Frame::RoomAck { room, seq }) => self.on_room_ack(conn, room, seq),
             (Some((user, device)), Frame::Rel { client_msg_id, to }) => {
                 self.on_rel(conn, user, device, client_msg_id, to)
             }
@@ -247,7 +251,9 @@ impl Shard {
         if self.conn(conn).is_none() {
             return;
         }
-        let c = self.conns.remove(conn.index as usize);
+        let mut c = self.conns.remove(conn.index as usize);
+        let rooms = std::mem::take(&mut c.rooms);
+        self.drop_room_subs(conn, rooms);
         if let Some(t) = c.idle_timer {
             self.timers.cancel(t);
         }

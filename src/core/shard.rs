@@ -110,6 +110,8 @@ pub(super) struct Conn {
     pub(super) pending_sends: u32,
     pub(super) rate_window_start_ns: u64,
     pub(super) rate_count: u32,
+    /// Rooms this connection subscribes to.
+    pub(super) rooms: Vec<u64>,
 }
 
 /// What a timer means when it fires.
@@ -145,6 +147,7 @@ pub(super) enum ReadPurpose {
     Refill {
         conn: ConnId,
     },
+    RoomReplay(super::room::ReplayTarget),
 }
 
 /// A copy appended but not yet durable, with the shards awaiting it.
@@ -190,6 +193,11 @@ pub struct Shard {
     pub(super) groups: FastHashMap<UserId, Vec<UserId>>,
     /// Group sends waiting for their member copies (home shard).
     pub(super) fanouts: FastHashMap<(SendKey, UserId), super::group::Fanout>,
+    /// Rooms with subscribers on this shard.
+    pub(super) rooms: FastHashMap<u64, super::room::RoomReplica>,
+    /// Rooms homed here: which shards have subscribers.
+    pub(super) room_shards: super::room::RoomShards,
+    pub(super) next_sub_id: u64,
     pub(super) timers: TimerWheel<TimerEvent>,
     pub(super) actions: VecDeque<Action>,
     pub(super) appends: VecDeque<(AppendToken, AppendPurpose)>,
@@ -239,6 +247,9 @@ impl Shard {
             sends: FastHashMap::default(),
             groups: recovered.groups,
             fanouts: FastHashMap::default(),
+            rooms: FastHashMap::default(),
+            room_shards: FastHashMap::default(),
+            next_sub_id: 0,
             timers: TimerWheel::new(tick),
             actions: VecDeque::new(),
             appends: VecDeque::new(),
@@ -350,6 +361,7 @@ impl Shard {
         match purpose {
             ReadPurpose::Sync { conn, request } => self.on_sync_read(conn, request, result),
             ReadPurpose::Refill { conn } => self.on_refill_read(conn, id, result),
+            ReadPurpose::RoomReplay(target) => self.on_room_read(target, result),
         }
     }
 
@@ -478,6 +490,26 @@ impl Shard {
                 to,
                 ts_ms,
                 payload,
+            } if crate::proto::is_room(inbox.0) => {
+                let record = MessageRecord {
+                    inbox,
+                    seq: Seq::ZERO,
+                    from: key.from,
+                    from_device: key.from_device,
+                    to,
+                    client_msg_id: key.client_msg_id,
+                    qos: crate::proto::Qos::AtMostOnce,
+                    ts_ms,
+                    payload,
+                };
+                self.room_ephemeral(&record);
+            }
+            PeerMsg::Ephemeral {
+                key,
+                inbox,
+                to,
+                ts_ms,
+                payload,
             } => self.push_ephemeral(key, inbox, to, ts_ms, payload),
             PeerMsg::Release { key, to } if to.is_group() => self.release_group(key, to),
             PeerMsg::Release { key, to } => self.release(key, to),
@@ -520,6 +552,25 @@ impl Shard {
                 remove,
             } => self.on_group_update(origin, request, group, add, remove),
             PeerMsg::GroupUpdated { request, outcome } => self.on_group_updated(request, outcome),
+            PeerMsg::RoomSubscribe {
+                room,
+                shard,
+                conn,
+                sub,
+                from,
+            } => self.on_room_subscribe(room, shard, conn, sub, from),
+            PeerMsg::RoomLeave { room, shard } => self.on_room_leave(room, shard),
+            PeerMsg::RoomPage {
+                room,
+                conn,
+                sub,
+                head,
+                first,
+                gap,
+                frames,
+                done,
+            } => self.on_room_page(room, conn, sub, head, first, gap, frames, done),
+            PeerMsg::RoomFanout { room, seq, frame } => self.on_room_fanout(room, seq, frame),
         }
     }
 

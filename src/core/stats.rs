@@ -3,6 +3,10 @@
 /// Monotonic counters and gauges of one shard's delivery core.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CoreStats {
+    /// Room frames handed to subscriber connections.
+    pub room_pushes: u64,
+    /// Room subscriptions dropped from live delivery (slow consumers).
+    pub room_lags: u64,
     /// Sessions established (CONNACK sent).
     pub sessions_opened: u64,
     /// Sessions currently established (gauge).

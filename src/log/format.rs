@@ -707,7 +707,10 @@ mod tests {
         ] {
             state.apply(&r, &config);
         }
-        assert_eq!(state.groups.values().next().unwrap(), &[UserId(3), UserId(9)]);
+        assert_eq!(
+            state.groups.values().next().unwrap(),
+            &[UserId(3), UserId(9)]
+        );
         let encoded = encode_checkpoint(&state);
         let back = decode_checkpoint(&encoded, &config).unwrap();
         assert_eq!(back, state);

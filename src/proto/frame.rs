@@ -9,6 +9,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::error::{ErrorCode, ProtoError};
 use super::header::*;
+use super::room::{self, RoomPush, SubAck, Subscribe};
 use super::types::{DeviceId, Qos, Seq, UserId};
 
 /// Frame type byte.
@@ -43,6 +44,18 @@ pub enum FrameKind {
     Error = 0x0D,
     /// Orderly close with a reason and an optional redirect.
     Disconnect = 0x0E,
+    /// Client follows a room.
+    Subscribe = 0x0F,
+    /// Gateway confirms a SUBSCRIBE.
+    SubAck = 0x10,
+    /// Client stops following a room.
+    Unsubscribe = 0x11,
+    /// Gateway delivers one room message.
+    RoomPush = 0x12,
+    /// Client acknowledges a room up to a sequence (QoS 1 subscriptions).
+    RoomAck = 0x13,
+    /// Gateway dropped a slow subscription from live delivery.
+    RoomLag = 0x14,
 }
 
 impl FrameKind {
@@ -64,6 +77,12 @@ impl FrameKind {
             0x0C => Pong,
             0x0D => Error,
             0x0E => Disconnect,
+            0x0F => Subscribe,
+            0x10 => SubAck,
+            0x11 => Unsubscribe,
+            0x12 => RoomPush,
+            0x13 => RoomAck,
+            0x14 => RoomLag,
             _ => return None,
         })
     }
@@ -86,6 +105,12 @@ impl FrameKind {
             Pong => "PONG",
             Error => "ERROR",
             Disconnect => "DISCONNECT",
+            Subscribe => "SUBSCRIBE",
+            SubAck => "SUBACK",
+            Unsubscribe => "UNSUBSCRIBE",
+            RoomPush => "ROOMPUSH",
+            RoomAck => "ROOMACK",
+            RoomLag => "ROOMLAG",
         }
     }
 }
@@ -313,6 +338,32 @@ pub enum Frame {
     Error(ErrorFrame),
     /// Orderly close.
     Disconnect(Disconnect),
+    /// Follow a room.
+    Subscribe(Subscribe),
+    /// Subscription in place.
+    SubAck(SubAck),
+    /// Stop following a room.
+    Unsubscribe {
+        /// The room.
+        room: u64,
+    },
+    /// One room message.
+    RoomPush(RoomPush),
+    /// Cumulative acknowledgement of a room up to `seq`.
+    RoomAck {
+        /// The room.
+        room: u64,
+        /// Highest sequence processed.
+        seq: Seq,
+    },
+    /// The subscription was dropped from live delivery: re-SUBSCRIBE after
+    /// the last sequence processed (the next expected one was `next`).
+    RoomLag {
+        /// The room.
+        room: u64,
+        /// The next sequence the subscriber would have received.
+        next: Seq,
+    },
 }
 
 impl Frame {
@@ -349,6 +400,12 @@ impl Frame {
             Frame::Pong(_) => FrameKind::Pong,
             Frame::Error(_) => FrameKind::Error,
             Frame::Disconnect(_) => FrameKind::Disconnect,
+            Frame::Subscribe(_) => FrameKind::Subscribe,
+            Frame::SubAck(_) => FrameKind::SubAck,
+            Frame::Unsubscribe { .. } => FrameKind::Unsubscribe,
+            Frame::RoomPush(_) => FrameKind::RoomPush,
+            Frame::RoomAck { .. } => FrameKind::RoomAck,
+            Frame::RoomLag { .. } => FrameKind::RoomLag,
         }
     }
 
@@ -378,6 +435,11 @@ impl Frame {
             Frame::Rel { .. } => fixed_len::<RelFixed>(),
             Frame::Error(e) => fixed_len::<CodeFixed>() + e.message.len(),
             Frame::Disconnect(d) => fixed_len::<CodeFixed>() + d.redirect.len(),
+            Frame::Subscribe(_) => room::SUBSCRIBE_LEN,
+            Frame::SubAck(_) => room::SUBACK_LEN,
+            Frame::Unsubscribe { .. } => fixed_len::<U64Body>(),
+            Frame::RoomPush(p) => room::ROOMPUSH_FIXED_LEN + p.payload.len(),
+            Frame::RoomAck { .. } | Frame::RoomLag { .. } => room::ROOM_SEQ_LEN,
         }
     }
 
@@ -484,6 +546,12 @@ impl Frame {
                 dst.put_u16_le(d.reason);
                 dst.put_slice(d.redirect.as_bytes());
             }
+            Frame::Subscribe(s) => room::encode_subscribe(s, dst),
+            Frame::SubAck(a) => room::encode_suback(a, dst),
+            Frame::Unsubscribe { room } => put_u64(dst, *room),
+            Frame::RoomPush(p) => room::encode_room_push(p, dst),
+            Frame::RoomAck { room, seq } => room::encode_room_seq(*room, *seq, dst),
+            Frame::RoomLag { room, next } => room::encode_room_seq(*room, *next, dst),
         }
     }
 
@@ -626,6 +694,20 @@ impl Frame {
                     reason: f.code.get(),
                     redirect: text(rest, "DISCONNECT redirect")?,
                 })
+            }
+            FrameKind::Subscribe => Frame::Subscribe(room::decode_subscribe(&body)?),
+            FrameKind::SubAck => Frame::SubAck(room::decode_suback(&body)?),
+            FrameKind::Unsubscribe => Frame::Unsubscribe {
+                room: exact::<U64Body>(&body, name)?.value.get(),
+            },
+            FrameKind::RoomPush => Frame::RoomPush(room::decode_room_push(&body)?),
+            FrameKind::RoomAck => {
+                let (room, seq) = room::decode_room_seq(&body, name)?;
+                Frame::RoomAck { room, seq }
+            }
+            FrameKind::RoomLag => {
+                let (room, next) = room::decode_room_seq(&body, name)?;
+                Frame::RoomLag { room, next }
             }
         })
     }

@@ -13,6 +13,7 @@ mod codec;
 mod error;
 mod frame;
 mod header;
+mod room;
 mod types;
 
 pub use codec::Decoder;
@@ -23,6 +24,7 @@ pub use frame::{
     PUSH_RETRANSMIT, SYNCPAGE_END,
 };
 pub use header::{FrameHeader, DEFAULT_MAX_FRAME, HEADER_LEN, MAGIC, VERSION};
+pub use room::{is_room, RoomPush, SubAck, SubResult, Subscribe, SubscribeFrom, ROOM_BIT};
 pub use types::{DeviceId, Qos, Seq, UserId};
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 
 use super::admin_api::{AdminBackend, Health, PublishError, PublishRequest};
-use crate::proto::{DeviceId, Qos, UserId};
+use crate::proto::{DeviceId, Qos, UserId, ROOM_BIT};
 
 /// Admin HTTP limits.
 #[derive(Clone, Debug)]
@@ -232,12 +232,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PublishBody {
-    /// A user id (below 2^63).
+    /// A user id (below 2^62).
     #[serde(default)]
     to: Option<u64>,
-    /// A group number (below 2^63; the wire id sets the top bit).
+    /// A group number (below 2^62; the wire id sets the top bit).
     #[serde(default)]
     group: Option<u64>,
+    /// A room number (below 2^62; the wire id sets bit 62).
+    #[serde(default)]
+    room: Option<u64>,
     #[serde(default)]
     payload: Option<String>,
     #[serde(default)]
@@ -275,15 +278,17 @@ async fn publish<B: AdminBackend>(body: &[u8], backend: &B) -> Resp {
     let Some(qos) = Qos::from_u8(b.qos) else {
         return json_error(StatusCode::BAD_REQUEST, "qos must be 0, 1 or 2");
     };
-    let to =
-        match (b.to, b.group) {
-            (Some(user), None) if !UserId(user).is_group() => UserId(user),
-            (None, Some(n)) if !UserId(n).is_group() => group_id(n),
-            _ => return json_error(
+    let to = match (b.to, b.group, b.room) {
+        (Some(user), None, None) if user < ROOM_BIT => UserId(user),
+        (None, Some(n), None) if n < ROOM_BIT => group_id(n),
+        (None, None, Some(n)) if n < ROOM_BIT => UserId(n | ROOM_BIT),
+        _ => {
+            return json_error(
                 StatusCode::BAD_REQUEST,
-                "give exactly one of to (a user id) and group (a group number), each below 2^63",
-            ),
-        };
+                "give exactly one of to (a user id), group or room (numbers), each below 2^62",
+            )
+        }
+    };
     let req = PublishRequest {
         to,
         from: UserId(b.from),
@@ -319,10 +324,10 @@ struct GroupBody {
 
 /// `GET /v1/groups/{n}` (members) or `POST` with `{"add": [..], "remove": [..]}`.
 async fn group<B: AdminBackend>(n: &str, body: &[u8], backend: &B) -> Resp {
-    let Some(n) = n.parse::<u64>().ok().filter(|n| !UserId(*n).is_group()) else {
+    let Some(n) = n.parse::<u64>().ok().filter(|n| *n < ROOM_BIT) else {
         return json_error(
             StatusCode::BAD_REQUEST,
-            "the group number must be below 2^63",
+            "the group number must be below 2^62",
         );
     };
     let b: GroupBody = if body.is_empty() {
@@ -335,13 +340,13 @@ async fn group<B: AdminBackend>(n: &str, body: &[u8], backend: &B) -> Resp {
     };
     let users = |v: Vec<u64>| -> Option<Vec<UserId>> {
         v.into_iter()
-            .map(|u| (!UserId(u).is_group()).then_some(UserId(u)))
+            .map(|u| (u < ROOM_BIT).then_some(UserId(u)))
             .collect()
     };
     let (Some(add), Some(remove)) = (users(b.add), users(b.remove)) else {
         return json_error(
             StatusCode::BAD_REQUEST,
-            "member ids must be user ids below 2^63",
+            "member ids must be user ids below 2^62",
         );
     };
     match backend.update_group(group_id(n), add, remove).await {
@@ -378,10 +383,10 @@ fn token<B: AdminBackend>(body: &[u8], backend: &B) -> Resp {
         Ok(b) => b,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
     };
-    if UserId(b.user).is_group() {
+    if b.user >= ROOM_BIT {
         return json_error(
             StatusCode::BAD_REQUEST,
-            "user must be below 2^63 (ids with the top bit set name groups)",
+            "user must be below 2^62 (higher ids name groups and rooms)",
         );
     }
     if b.ttl_s == 0 || b.ttl_s > MAX_TOKEN_TTL_S {

@@ -70,6 +70,10 @@ pub struct Config {
     pub admin_token: String,
     /// Bytes queued for one client before it is dropped as too slow.
     pub max_write_buffer_bytes: usize,
+    /// Bytes queued for one client above which room messages are no longer
+    /// queued for it: its subscriptions get ROOMLAG and resume from the
+    /// log (below `max_write_buffer_bytes`, so the session survives).
+    pub room_lag_bytes: usize,
     /// Capacity of each shard-to-shard channel (batches).
     pub mesh_channel_size: usize,
     /// On shutdown, wait this long for clients to receive DISCONNECT (ms).
@@ -94,6 +98,7 @@ impl Default for Config {
             token_secret: String::new(),
             admin_token: String::new(),
             max_write_buffer_bytes: 8 << 20,
+            room_lag_bytes: 1 << 20,
             mesh_channel_size: 1024,
             shutdown_grace_ms: 2_000,
             shutdown_redirect: String::new(),

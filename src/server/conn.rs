@@ -7,6 +7,7 @@
 //! that owns the user.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
@@ -26,9 +27,18 @@ use crate::proto::{Connect, Decoder, ErrorCode, Frame};
 const READ_CHUNK: usize = 16 * 1024;
 
 /// The runtime's handle on a connection's output side.
+///
+/// Output is a queue of byte chunks in write order: frames encoded for this
+/// connection alone accumulate in `out`; a frame shared with other
+/// connections (a room message) closes `out` into a chunk and is queued as
+/// the same `Bytes` every subscriber holds. The writer hands the whole
+/// queue to one `sendmsg` (gather write), so a shared frame is never
+/// copied per connection.
 pub(crate) struct ConnIo {
-    /// Encoded frames not yet written.
+    /// Encoded frames not yet written (after every chunk in `chunks`).
     pub(crate) out: RefCell<BytesMut>,
+    chunks: RefCell<VecDeque<Bytes>>,
+    chunk_bytes: Cell<usize>,
     wake: LocalSender<()>,
     /// Flush what is queued, then close.
     pub(crate) closing: Cell<bool>,
@@ -36,6 +46,36 @@ pub(crate) struct ConnIo {
 }
 
 impl ConnIo {
+    /// Queues a frame shared with other connections, after what is queued.
+    pub(crate) fn push_shared(&self, bytes: Bytes) {
+        let mut chunks = self.chunks.borrow_mut();
+        let mut out = self.out.borrow_mut();
+        let mut added = bytes.len();
+        if !out.is_empty() {
+            let own = out.split().freeze();
+            added += own.len();
+            chunks.push_back(own);
+        }
+        chunks.push_back(bytes);
+        self.chunk_bytes.set(self.chunk_bytes.get() + added);
+    }
+
+    /// Bytes queued and not yet written.
+    pub(crate) fn queued(&self) -> usize {
+        self.chunk_bytes.get() + self.out.borrow().len()
+    }
+
+    /// Takes everything queued, in write order.
+    fn take_queued(&self) -> VecDeque<Bytes> {
+        let mut chunks = std::mem::take(&mut *self.chunks.borrow_mut());
+        self.chunk_bytes.set(0);
+        let own = self.out.borrow_mut().split().freeze();
+        if !own.is_empty() {
+            chunks.push_back(own);
+        }
+        chunks
+    }
+
     /// Wakes the writer (no-op if it is already awake).
     pub(crate) fn wake(&self) {
         let _ = self.wake.try_send(());
@@ -64,6 +104,8 @@ pub(crate) fn start(
     let (wake, wake_rx) = local_channel::new_bounded(1);
     let io = Rc::new(ConnIo {
         out: RefCell::new(BytesMut::with_capacity(4096)),
+        chunks: RefCell::new(VecDeque::new()),
+        chunk_bytes: Cell::new(0),
         wake,
         closing: Cell::new(false),
         fd: stream.as_raw_fd(),
@@ -132,11 +174,11 @@ async fn write_loop(
 ) {
     while wake.recv().await.is_some() {
         loop {
-            let chunk = io.out.borrow_mut().split().freeze();
-            if chunk.is_empty() {
+            let mut chunks = io.take_queued();
+            if chunks.is_empty() {
                 break;
             }
-            if writer.write_all(&chunk).await.is_err() {
+            if write_chunks(&mut writer, io.fd, &mut chunks).await.is_err() {
                 rt.transport_closed(conn);
                 io.shutdown();
                 return;
@@ -148,6 +190,63 @@ async fn write_loop(
             return;
         }
     }
+}
+
+/// Most chunks handed to one `sendmsg`.
+const MAX_IOV: usize = 64;
+
+/// Writes `chunks` in order: gather writes without waiting while the socket
+/// takes them, then one awaited write through glommio when it is full.
+async fn write_chunks(
+    writer: &mut futures_lite::io::WriteHalf<TcpStream>,
+    fd: RawFd,
+    chunks: &mut VecDeque<Bytes>,
+) -> std::io::Result<()> {
+    while !chunks.is_empty() {
+        let iov: Vec<libc::iovec> = chunks
+            .iter()
+            .take(MAX_IOV)
+            .map(|c| libc::iovec {
+                iov_base: c.as_ptr() as *mut libc::c_void,
+                iov_len: c.len(),
+            })
+            .collect();
+        // SAFETY: a zeroed msghdr is valid (no name, no control data).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = iov.len() as _;
+        // SAFETY: `fd` is this connection's open socket (owned by the
+        // stream the writer holds); `msg` points at `iov`, whose entries
+        // point into `chunks`, all alive and unmodified during the call.
+        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock => {
+                    // Full: let glommio wait for room and write one chunk.
+                    let front = chunks.pop_front().expect("not empty");
+                    writer.write_all(&front).await?;
+                    continue;
+                }
+                _ => return Err(e),
+            }
+        }
+        let mut n = n as usize;
+        while n > 0 {
+            let front = chunks
+                .front_mut()
+                .expect("sendmsg wrote no more than given");
+            if n >= front.len() {
+                n -= front.len();
+                chunks.pop_front();
+            } else {
+                let _ = front.split_to(n);
+                n = 0;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Accepting side: reads CONNECT (within the connect timeout), checks the

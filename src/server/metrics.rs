@@ -45,6 +45,14 @@ const CORE_COUNTERS: &[CoreSeries] = &[
         |s| s.sessions_opened,
     ),
     ("sends", "SEND frames received, all QoS", |s| s.sends),
+    ("room_pushes", "Room frames queued to subscribers", |s| {
+        s.room_pushes
+    }),
+    (
+        "room_lags",
+        "Room subscriptions dropped from live delivery (slow consumers)",
+        |s| s.room_lags,
+    ),
     (
         "send_duplicates",
         "SENDs recognised as retries of stored sends",

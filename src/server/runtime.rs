@@ -277,9 +277,19 @@ impl ShardRuntime {
     /// Carries out every action the core has queued.
     pub(crate) fn drive(self: &Rc<Self>) {
         let mut dirty: Vec<Rc<ConnIo>> = Vec::new();
+        let mut lagged: Vec<(ConnId, u64)> = Vec::new();
         loop {
+            if let Some((conn, room)) = lagged.pop() {
+                let now = self.now();
+                self.core.borrow_mut().handle_room_lagged(conn, room, now);
+            }
             let action = self.core.borrow_mut().poll_action();
-            let Some(action) = action else { break };
+            let Some(action) = action else {
+                if lagged.is_empty() {
+                    break;
+                }
+                continue;
+            };
             match action {
                 Action::Send { conn, frame } => {
                     if let Some(io) = self.conns.borrow().get(&conn) {
@@ -295,6 +305,18 @@ impl ShardRuntime {
                             io.closing.set(true);
                         }
                         dirty.push(io.clone());
+                    }
+                }
+                Action::SendShared { conn, room, bytes } => {
+                    if let Some(io) = self.conns.borrow().get(&conn) {
+                        if io.queued() + bytes.len() > self.config.room_lag_bytes {
+                            // A slow subscriber: out of live fan-out, not
+                            // out of the session (it resumes from the log).
+                            lagged.push((conn, room));
+                        } else {
+                            io.push_shared(bytes);
+                            dirty.push(io.clone());
+                        }
                     }
                 }
                 Action::Close { conn } => {

@@ -25,6 +25,7 @@ pub struct TestServer {
     pub shards: u16,
     _tmp: Option<tempfile::TempDir>,
     extra_config: String,
+    top_config: String,
     /// `RUST_LOG` of the process (default `info`).
     pub rust_log: String,
     /// Every line the process wrote to stderr, across restarts.
@@ -48,6 +49,17 @@ impl TestServer {
     /// As [`TestServer::start`], calling `prepare` with the data dir path
     /// (not yet created) before the first start, e.g. to mount a filesystem.
     pub fn start_with(shards: u16, extra_config: &str, prepare: impl FnOnce(&Path)) -> TestServer {
+        Self::start_full(shards, "", extra_config, prepare)
+    }
+
+    /// As [`TestServer::start_with`], with top-level settings `top` (the
+    /// extra config lands in the `[log]` table and what follows it).
+    pub fn start_full(
+        shards: u16,
+        top: &str,
+        extra_config: &str,
+        prepare: impl FnOnce(&Path),
+    ) -> TestServer {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
         let mut s = TestServer {
@@ -58,6 +70,7 @@ impl TestServer {
             shards,
             _tmp: Some(tmp),
             extra_config: extra_config.to_string(),
+            top_config: top.to_string(),
             rust_log: std::env::var("TEST_SERVER_RUST_LOG").unwrap_or_else(|_| "info".into()),
             log: Default::default(),
         };
@@ -77,6 +90,7 @@ impl TestServer {
             self.dir.join("data").display(),
             self.shards
         );
+        text.push_str(&self.top_config);
         // Extra config lands in the [log] table; it may set its own size.
         text.push_str("[log]\n");
         if !self.extra_config.contains("segment_mib") {

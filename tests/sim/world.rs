@@ -659,6 +659,7 @@ impl World {
             Action::Published { .. } | Action::GroupUpdated { .. } => {
                 unreachable!("the simulation uses no API requests")
             }
+            Action::SendShared { .. } => unreachable!("the simulation subscribes to no room"),
             Action::Peer { shard: to, msg } => {
                 // The mesh is reliable and FIFO per pair: a fixed delay keeps order.
                 self.schedule(
