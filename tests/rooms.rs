@@ -242,3 +242,17 @@ fn a_subscriber_that_stops_reading_is_dropped_from_live_delivery_alone() {
         "the slow subscriber's connection was closed"
     );
 }
+
+/// Regression: glommio runs a spawned task at once, so a replay page read
+/// from memory used to drive the next page from inside the previous one;
+/// 10,000 subscribers resuming at once overflowed a shard's stack (the
+/// process aborted). One page per message makes the chain long.
+#[test]
+fn a_long_replay_in_one_message_pages_does_not_nest() {
+    let server = TestServer::start(1, "[core]\nroom_history = 5000\nroom_page = 1\n");
+    publish(&server, 1..=3000);
+    let (mut c, _) = server.connect(9, 1, None);
+    c.resume_room(ROOM, Qos::AtMostOnce, Seq::ZERO).unwrap();
+    assert_eq!(subscribed(&mut c).result, SubResult::Ok);
+    assert_in_order(&collect(&mut c, 3000), 1, 3000);
+}

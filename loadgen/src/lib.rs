@@ -25,6 +25,9 @@ use surepush::client::{BlockingClient, ClientConfig, Event};
 use surepush::core::{Claims, TokenVerifier};
 use surepush::proto::{DeviceId, Qos, Seq, UserId};
 
+mod room;
+pub use room::{run_room, RoomReport, RoomScenario};
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct Scenario {
@@ -121,7 +124,7 @@ impl Report {
     }
 }
 
-fn latency(h: &Histogram<u64>) -> Latency {
+pub(crate) fn latency(h: &Histogram<u64>) -> Latency {
     let ms = |ns: u64| ns as f64 / 1e6;
     Latency {
         p50_ms: ms(h.value_at_quantile(0.5)),

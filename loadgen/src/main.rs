@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use surepush::proto::Qos;
-use surepush_loadgen::{fresh_user_base, run, Scenario};
+use surepush_loadgen::{fresh_user_base, run, run_room, RoomScenario, Scenario};
 
 #[derive(Parser)]
 #[command(
@@ -55,9 +55,124 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// One publisher, many subscribers of one room; checks every subscriber
+    /// got every message in order and reports room pushes per second.
+    Room {
+        /// Gateway address.
+        #[arg(long, default_value = "127.0.0.1:7400")]
+        server: SocketAddr,
+        /// The gateway's data dir (for token.secret) ...
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// ... or the secret itself.
+        #[arg(long, env = "SUREPUSH_SECRET")]
+        secret: Option<String>,
+        /// Subscriber connections (each needs a file descriptor here and
+        /// one in the gateway).
+        #[arg(long, default_value_t = 1000)]
+        subscribers: u32,
+        /// Messages published.
+        #[arg(long, default_value_t = 1000)]
+        messages: u32,
+        /// Subscription QoS: 0, or 1 (ROOMACK every 32 messages).
+        #[arg(long, default_value_t = 0)]
+        sub_qos: u8,
+        /// Payload bytes (>= 16).
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Subscriber threads (one epoll loop each).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Seconds before giving up.
+        #[arg(long, default_value_t = 60)]
+        timeout_s: u64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn load_secret(secret: Option<String>, data_dir: &std::path::Path) -> Result<Vec<u8>, String> {
+    match secret {
+        Some(s) => Ok(s.into_bytes()),
+        None => std::fs::read_to_string(data_dir.join("token.secret"))
+            .map(|s| s.trim().as_bytes().to_vec())
+            .map_err(|e| {
+                format!(
+                    "no --secret and cannot read {}/token.secret: {e}",
+                    data_dir.display()
+                )
+            }),
+    }
+}
+
+fn room(cli: Command) -> ExitCode {
+    let Command::Room {
+        server,
+        data_dir,
+        secret,
+        subscribers,
+        messages,
+        sub_qos,
+        payload,
+        threads,
+        timeout_s,
+        json,
+    } = cli
+    else {
+        unreachable!("called for the room scenario")
+    };
+    let secret = match load_secret(secret, &data_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("surepush-loadgen: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(sub_qos) = Qos::from_u8(sub_qos).filter(|q| *q != Qos::ExactlyOnce) else {
+        eprintln!("surepush-loadgen: --sub-qos must be 0 or 1");
+        return ExitCode::FAILURE;
+    };
+    let scenario = RoomScenario {
+        server,
+        secret,
+        subscribers,
+        messages,
+        payload,
+        sub_qos,
+        threads,
+        timeout: Duration::from_secs(timeout_s),
+        first_user: fresh_user_base(),
+    };
+    match run_room(&scenario) {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("serialisable")
+                );
+            } else {
+                print!("{}", report.to_text());
+            }
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("surepush-loadgen: FAILED: room delivery incomplete or out of order");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("surepush-loadgen: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse().scenario;
+    if matches!(cli, Command::Room { .. }) {
+        return room(cli);
+    }
     let Command::OneToOne {
         server,
         data_dir,
@@ -69,19 +184,16 @@ fn main() -> ExitCode {
         payload,
         timeout_s,
         json,
-    } = Cli::parse().scenario;
-    let secret = match secret {
-        Some(s) => s.into_bytes(),
-        None => match std::fs::read_to_string(data_dir.join("token.secret")) {
-            Ok(s) => s.trim().as_bytes().to_vec(),
-            Err(e) => {
-                eprintln!(
-                    "surepush-loadgen: no --secret and cannot read {}/token.secret: {e}",
-                    data_dir.display()
-                );
-                return ExitCode::FAILURE;
-            }
-        },
+    } = cli
+    else {
+        unreachable!("the room scenario returned above")
+    };
+    let secret = match load_secret(secret, &data_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("surepush-loadgen: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     let Some(qos) = Qos::from_u8(qos).filter(|q| *q != Qos::AtMostOnce) else {
         eprintln!("surepush-loadgen: --qos must be 1 or 2");

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use surepush::proto::Qos;
-use surepush_loadgen::{fresh_user_base, run, Scenario};
+use surepush_loadgen::{fresh_user_base, run, run_room, RoomScenario, Scenario};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -95,5 +95,22 @@ fn one_to_one_smoke_passes_the_checker() {
             r.to_text()
         );
         assert!(r.ack_latency.p50_ms > 0.0 && r.deliver_latency.p99_ms >= r.deliver_latency.p50_ms);
+    }
+    // The room scenario: every subscriber gets every message in order.
+    for sub_qos in [Qos::AtMostOnce, Qos::AtLeastOnce] {
+        let s = RoomScenario {
+            server: format!("127.0.0.1:{port}").parse().unwrap(),
+            secret: b"smoke".to_vec(),
+            subscribers: 100,
+            messages: 200,
+            payload: 64,
+            sub_qos,
+            threads: 2,
+            timeout: Duration::from_secs(30),
+            first_user: fresh_user_base() + 1_000_000 + sub_qos as u64 * 100_000,
+        };
+        let r = run_room(&s).unwrap();
+        assert!(r.passed(), "{}", r.to_text());
+        assert_eq!((r.subscribers, r.published, r.pushes), (100, 200, 20_000));
     }
 }

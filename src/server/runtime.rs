@@ -362,6 +362,11 @@ impl ShardRuntime {
         let log = self.log.clone();
         let me = self.clone();
         glommio::spawn_local(async move {
+            // glommio runs a spawned task at once, inside `drive`; a read
+            // served from memory would then drive again from in there, and
+            // a chain of replay pages (10,000 room subscribers resuming)
+            // overflowed the stack. Start from the run queue instead.
+            futures_lite::future::yield_now().await;
             let result = log.read_inbox(user, query).await;
             let result = result.map_err(|e| {
                 tracing::error!(shard = me.id, %user, error = %e, "inbox read failed");

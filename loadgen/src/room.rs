@@ -1,0 +1,384 @@
+//! Scenario `room`: one publisher, many subscribers of one room (read
+//! diffusion). Measures room pushes delivered per second and publish-to-
+//! receive latency, and checks that every subscriber got every message in
+//! room order, once.
+//!
+//! Subscribers are not SDK threads: each of `threads` OS threads owns a
+//! share of the sockets and serves them from one epoll loop, so 10,000
+//! subscribers cost 2 threads (the load generator must not be the
+//! bottleneck). Each socket sends CONNECT and SUBSCRIBE as raw frames and
+//! decodes with the gateway's own decoder.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use surepush::client::{BlockingClient, ClientConfig, Event};
+use surepush::core::{Claims, TokenVerifier};
+use surepush::proto::{
+    Connect, Decoder, DeviceId, Frame, Qos, Seq, SubResult, Subscribe, SubscribeFrom, UserId,
+    ROOM_BIT,
+};
+
+use crate::Latency;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct RoomScenario {
+    /// Gateway address.
+    pub server: SocketAddr,
+    /// The gateway's token secret.
+    pub secret: Vec<u8>,
+    /// Subscriber connections.
+    pub subscribers: u32,
+    /// Messages the publisher sends.
+    pub messages: u32,
+    /// Payload bytes (at least 16: timestamp and index).
+    pub payload: usize,
+    /// Subscription QoS (0, or 1 with a ROOMACK every 32 messages).
+    pub sub_qos: Qos,
+    /// Subscriber threads.
+    pub threads: usize,
+    /// Give up after this long.
+    pub timeout: Duration,
+    /// First user id used.
+    pub first_user: u64,
+}
+
+/// What a room run measured and checked.
+#[derive(Clone, Debug, Serialize)]
+pub struct RoomReport {
+    /// Subscribers that got a SUBACK.
+    pub subscribers: u64,
+    /// Messages published (acknowledged).
+    pub published: u64,
+    /// ROOMPUSH frames received in order.
+    pub pushes: u64,
+    /// Expected: subscribers x published.
+    pub expected: u64,
+    /// Frames whose sequence was not the next one (holes or repeats).
+    pub out_of_order: u64,
+    /// ROOMLAGs received (the subscriber fell behind, re-subscribed and
+    /// caught up from the log).
+    pub lags: u64,
+    /// Seconds from the first publish to the last push received.
+    pub seconds: f64,
+    /// `pushes / seconds`.
+    pub pushes_per_s: f64,
+    /// Publish (intended send time) to receive.
+    pub latency: Latency,
+}
+
+impl RoomReport {
+    /// Every subscriber got every message, in order.
+    pub fn passed(&self) -> bool {
+        self.out_of_order == 0 && self.pushes == self.expected && self.expected > 0
+    }
+
+    /// Human-readable summary.
+    pub fn to_text(&self) -> String {
+        format!(
+            "room: {} subscribers x {} messages\n  pushes delivered {} of {} in {:.2} s = {:.0} pushes/s\n  \
+             out of order {}, lagged and resumed {}\n  publish->receive p50 {:.2} ms p99 {:.2} ms max {:.2} ms\n  verdict: {}\n",
+            self.subscribers,
+            self.published,
+            self.pushes,
+            self.expected,
+            self.seconds,
+            self.pushes_per_s,
+            self.out_of_order,
+            self.lags,
+            self.latency.p50_ms,
+            self.latency.p99_ms,
+            self.latency.max_ms,
+            if self.passed() { "PASS" } else { "FAIL" }
+        )
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// One subscriber socket's state.
+struct Sub {
+    stream: TcpStream,
+    decoder: Decoder,
+    next: u64,
+    got: u64,
+    out_of_order: u64,
+    acked: u64,
+    subscribed: bool,
+}
+
+struct ThreadResult {
+    subscribed: u64,
+    lags: u64,
+    pushes: u64,
+    out_of_order: u64,
+    last_rx: Option<Instant>,
+    latency: Histogram<u64>,
+}
+
+fn token(s: &RoomScenario, user: u64) -> String {
+    TokenVerifier::new(&s.secret).mint(&Claims {
+        user: UserId(user),
+        device: DeviceId(1),
+        expires_s: 4_000_000_000,
+    })
+}
+
+fn open_sub(s: &RoomScenario, room: u64, user: u64) -> Result<Sub, String> {
+    let mut stream = TcpStream::connect(s.server).map_err(|e| format!("connect: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut out = BytesMut::new();
+    Frame::Connect(Connect {
+        device: DeviceId(1),
+        last_seq: None,
+        keepalive_ms: 0,
+        token: token(s, user),
+    })
+    .encode(&mut out);
+    Frame::Subscribe(Subscribe {
+        room,
+        from: SubscribeFrom::Now,
+        qos: s.sub_qos,
+    })
+    .encode(&mut out);
+    stream.write_all(&out).map_err(|e| format!("write: {e}"))?;
+    Ok(Sub {
+        stream,
+        decoder: Decoder::new(1 << 20),
+        next: 1,
+        got: 0,
+        out_of_order: 0,
+        acked: 0,
+        subscribed: false,
+    })
+}
+
+/// Reads what `sub` has; returns false when the connection is gone.
+fn pump(sub: &mut Sub, buf: &mut [u8], r: &mut ThreadResult, qos: Qos, room: u64) -> bool {
+    loop {
+        match sub.stream.read(buf) {
+            Ok(0) => return false,
+            Ok(n) => sub.decoder.feed(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        }
+    }
+    let mut ack = None;
+    let mut resubscribe = false;
+    while let Ok(Some(frame)) = sub.decoder.decode() {
+        match frame {
+            // The first SUBACK only (later ones answer re-subscriptions).
+            Frame::SubAck(a) if a.result != SubResult::Refused && !sub.subscribed => {
+                sub.subscribed = true;
+                sub.next = a.first.0;
+                r.subscribed += 1;
+            }
+            Frame::RoomLag { .. } => {
+                // Too slow for live delivery: resume after the last one.
+                r.lags += 1;
+                resubscribe = true;
+            }
+            Frame::RoomPush(p) => {
+                if p.seq.0 != sub.next {
+                    sub.out_of_order += 1;
+                    r.out_of_order += 1;
+                    continue;
+                }
+                sub.next += 1;
+                sub.got += 1;
+                r.pushes += 1;
+                r.last_rx = Some(Instant::now());
+                if p.payload.len() >= 8 {
+                    let sent = u64::from_le_bytes(p.payload[..8].try_into().expect("8 bytes"));
+                    r.latency.saturating_record(now_ns().saturating_sub(sent));
+                }
+                if qos == Qos::AtLeastOnce && p.seq.0 - sub.acked >= 32 {
+                    sub.acked = p.seq.0;
+                    ack = Some(p.seq);
+                }
+            }
+            _ => {}
+        }
+    }
+    if resubscribe {
+        let frame = Frame::Subscribe(Subscribe {
+            room,
+            from: SubscribeFrom::After(Seq(sub.next - 1)),
+            qos,
+        });
+        let _ = sub.stream.write_all(&frame.to_bytes());
+    }
+    if let Some(seq) = ack {
+        // Small and rare (every 32 messages): a full socket buffer here
+        // would mean the gateway stopped reading, which the run reports.
+        let _ = sub
+            .stream
+            .write_all(&Frame::RoomAck { room, seq }.to_bytes());
+    }
+    true
+}
+
+/// The room every run uses.
+const ROOM_NO: u64 = 1;
+
+fn subscriber_thread(
+    s: RoomScenario,
+    users: std::ops::Range<u64>,
+    ready: Arc<Barrier>,
+    deadline: Instant,
+) -> Result<ThreadResult, String> {
+    let room = ROOM_BIT | ROOM_NO;
+    let mut subs = Vec::new();
+    for u in users {
+        subs.push(open_sub(&s, room, u)?);
+    }
+    // SAFETY: plain epoll_create1; the fd is closed below.
+    let ep = unsafe { libc::epoll_create1(0) };
+    if ep < 0 {
+        return Err("epoll_create1 failed".into());
+    }
+    for (i, sub) in subs.iter().enumerate() {
+        sub.stream
+            .set_nonblocking(true)
+            .map_err(|e| e.to_string())?;
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: i as u64,
+        };
+        // SAFETY: `ep` and the socket fd are open; `ev` lives for the call.
+        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, sub.stream.as_raw_fd(), &mut ev) };
+    }
+    let mut r = ThreadResult {
+        subscribed: 0,
+        lags: 0,
+        pushes: 0,
+        out_of_order: 0,
+        last_rx: None,
+        latency: Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("bounds"),
+    };
+    let expected_each = u64::from(s.messages);
+    let mut buf = vec![0u8; 256 << 10];
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+    let mut released = false;
+    let mut done = 0usize;
+    while Instant::now() < deadline {
+        if !released && r.subscribed as usize == subs.len() {
+            ready.wait();
+            released = true;
+        }
+        // SAFETY: `events` has room for its length.
+        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, 50) };
+        for ev in events.iter().take(n.max(0) as usize) {
+            let i = ev.u64 as usize;
+            let sub = &mut subs[i];
+            let before = sub.got;
+            let alive = pump(sub, &mut buf, &mut r, s.sub_qos, room);
+            if (before < expected_each && sub.got >= expected_each) || !alive {
+                done += 1;
+            }
+        }
+        if released && done >= subs.len() {
+            break;
+        }
+    }
+    if !released {
+        ready.wait(); // never leave the others waiting
+    }
+    // SAFETY: closing the epoll fd created above.
+    unsafe { libc::close(ep) };
+    Ok(r)
+}
+
+/// Runs the room scenario.
+pub fn run_room(s: &RoomScenario) -> Result<RoomReport, String> {
+    if s.payload < 16 {
+        return Err("payload must be at least 16 bytes".into());
+    }
+    let deadline = Instant::now() + s.timeout;
+    let threads = s.threads.max(1);
+    let ready = Arc::new(Barrier::new(threads + 1));
+    let per = u64::from(s.subscribers).div_ceil(threads as u64);
+    let mut handles = Vec::new();
+    for t in 0..threads as u64 {
+        let start = s.first_user + 10 + t * per;
+        let end = (start + per).min(s.first_user + 10 + u64::from(s.subscribers));
+        let (s2, ready) = (s.clone(), ready.clone());
+        handles.push(std::thread::spawn(move || {
+            subscriber_thread(s2, start..end, ready, deadline)
+        }));
+    }
+    ready.wait(); // every subscriber has its SUBACK
+    let mut config = ClientConfig::new(token(s, s.first_user), DeviceId(1));
+    config.send_timeout_ms = 10_000;
+    let mut p = BlockingClient::connect(s.server, config, None, Duration::from_secs(5))
+        .map_err(|e| format!("publisher: {e}"))?;
+    let started = Instant::now();
+    let mut acked = 0u64;
+    let room = UserId(ROOM_BIT | ROOM_NO);
+    for i in 0..s.messages {
+        let mut b = BytesMut::with_capacity(s.payload);
+        b.put_u64_le(now_ns());
+        b.put_u64_le(u64::from(i));
+        b.resize(s.payload, 0);
+        p.send(room, Qos::AtLeastOnce, Bytes::from(b))
+            .map_err(|e| format!("publish: {e}"))?;
+        while let Ok(Some(e)) = p.next_event(Duration::ZERO) {
+            acked += u64::from(matches!(e, Event::SendAcked(_)));
+        }
+    }
+    while acked < u64::from(s.messages) && Instant::now() < deadline {
+        if let Some(Event::SendAcked(_)) = p
+            .next_event(Duration::from_millis(50))
+            .map_err(|e| format!("publisher: {e}"))?
+        {
+            acked += 1;
+        }
+    }
+    let mut total = ThreadResult {
+        subscribed: 0,
+        lags: 0,
+        pushes: 0,
+        out_of_order: 0,
+        last_rx: None,
+        latency: Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("bounds"),
+    };
+    for h in handles {
+        let r = h.join().map_err(|_| "a subscriber thread panicked")??;
+        total.subscribed += r.subscribed;
+        total.lags += r.lags;
+        total.pushes += r.pushes;
+        total.out_of_order += r.out_of_order;
+        total.last_rx = total.last_rx.max(r.last_rx);
+        total.latency.add(&r.latency).expect("same bounds");
+    }
+    let seconds = total
+        .last_rx
+        .map_or(0.0, |t| t.duration_since(started).as_secs_f64());
+    Ok(RoomReport {
+        subscribers: total.subscribed,
+        published: acked,
+        pushes: total.pushes,
+        expected: total.subscribed * acked,
+        out_of_order: total.out_of_order,
+        lags: total.lags,
+        seconds,
+        pushes_per_s: if seconds > 0.0 {
+            total.pushes as f64 / seconds
+        } else {
+            0.0
+        },
+        latency: crate::latency(&total.latency),
+    })
+}
