@@ -25,7 +25,9 @@ use surepush::client::{BlockingClient, ClientConfig, Event};
 use surepush::core::{Claims, TokenVerifier};
 use surepush::proto::{DeviceId, Qos, Seq, UserId};
 
+mod group;
 mod room;
+pub use group::{run_group, GroupReport, GroupScenario};
 pub use room::{run_room, RoomReport, RoomScenario};
 
 /// What to run.
@@ -331,4 +333,11 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
         acked_per_sec: acked as f64 / acked_at.as_secs_f64(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Wall clock in ns since the Unix epoch (timestamps carried in payloads).
+pub(crate) fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }

@@ -13,7 +13,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use crate::now_ns;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
@@ -99,12 +101,6 @@ impl RoomReport {
             if self.passed() { "PASS" } else { "FAIL" }
         )
     }
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// One subscriber socket's state.

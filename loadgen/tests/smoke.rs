@@ -7,7 +7,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use surepush::proto::Qos;
-use surepush_loadgen::{fresh_user_base, run, run_room, RoomScenario, Scenario};
+use surepush_loadgen::{
+    fresh_user_base, run, run_group, run_room, GroupScenario, RoomScenario, Scenario,
+};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -43,13 +45,14 @@ impl Drop for Gateway {
 fn one_to_one_smoke_passes_the_checker() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    let admin_port = free_port();
     let config = dir.path().join("c.toml");
     std::fs::write(
         &config,
         format!(
             "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\nshards = 2\n\
              pin_cores = false\nio_memory_kib = 1024\ntoken_secret = \"smoke\"\n[log]\nsegment_mib = 8\n",
-            free_port(),
+            admin_port,
             dir.path().join("data").display()
         ),
     )
@@ -113,4 +116,21 @@ fn one_to_one_smoke_passes_the_checker() {
         assert!(r.passed(), "{}", r.to_text());
         assert_eq!((r.subscribers, r.published, r.pushes), (100, 200, 20_000));
     }
+    // The group scenario: 20 members, each gets every message once, in order.
+    let admin_token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
+    let s = GroupScenario {
+        server: format!("127.0.0.1:{port}").parse().unwrap(),
+        admin: format!("127.0.0.1:{admin_port}").parse().unwrap(),
+        admin_token: admin_token.trim().to_string(),
+        secret: b"smoke".to_vec(),
+        members: 20,
+        messages: 100,
+        payload: 64,
+        threads: 2,
+        timeout: Duration::from_secs(30),
+        first_user: fresh_user_base() + 5_000_000,
+    };
+    let r = run_group(&s).unwrap();
+    assert!(r.passed(), "{}", r.to_text());
+    assert_eq!((r.members, r.published, r.pushes), (19, 100, 1_900));
 }
