@@ -23,8 +23,12 @@ use super::runtime::ShardRuntime;
 use crate::core::{shard_of, ConnId};
 use crate::proto::{Connect, Decoder, ErrorCode, Frame};
 
-/// Read size per `read` call.
+/// Read size per `read` call while data keeps coming.
 const READ_CHUNK: usize = 16 * 1024;
+/// Read size of a connection with nothing buffered whose last read was
+/// small: an idle connection waits on this much memory, not `READ_CHUNK`
+/// (thousands of idle subscribers were 32 KiB each).
+const IDLE_READ: usize = 512;
 
 /// The runtime's handle on a connection's output side.
 ///
@@ -103,7 +107,7 @@ pub(crate) fn start(
     let _ = stream.set_nodelay(true);
     let (wake, wake_rx) = local_channel::new_bounded(1);
     let io = Rc::new(ConnIo {
-        out: RefCell::new(BytesMut::with_capacity(4096)),
+        out: RefCell::new(BytesMut::new()),
         chunks: RefCell::new(VecDeque::new()),
         chunk_bytes: Cell::new(0),
         wake,
@@ -125,6 +129,7 @@ async fn read_loop(
     initial: Bytes,
 ) {
     let mut decoder = Decoder::new(rt.config.core.max_frame);
+    let mut busy = false;
     if let Some(c) = connect {
         rt.frame(conn, Frame::Connect(c));
     }
@@ -147,14 +152,28 @@ async fn read_loop(
         rt.wait_for_mesh_room().await;
         // Read straight into the decoder's buffer: a frame's payload is
         // copied once, from the kernel, and sliced out of it afterwards.
-        let want = READ_CHUNK.max(decoder.missing().min(1 << 20));
+        let buf = decoder.buffer_mut();
+        let idle = buf.is_empty() && !busy;
+        if idle && buf.capacity() > IDLE_READ {
+            // Let the big buffer go (frames sliced from it keep their part).
+            *buf = BytesMut::new();
+        }
+        let want = if idle {
+            IDLE_READ
+        } else {
+            READ_CHUNK.max(decoder.missing().min(1 << 20))
+        };
         let buf = decoder.buffer_mut();
         let old = buf.len();
         buf.resize(old + want, 0);
         let n = reader.read(&mut buf[old..]).await;
         let buf = decoder.buffer_mut();
         match n {
-            Ok(n) if n > 0 => buf.truncate(old + n),
+            Ok(n) if n > 0 => {
+                buf.truncate(old + n);
+                // A full read means more is waiting: read big next time.
+                busy = n == want;
+            }
             _ => {
                 buf.truncate(old);
                 rt.transport_closed(conn);
