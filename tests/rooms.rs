@@ -256,3 +256,19 @@ fn a_long_replay_in_one_message_pages_does_not_nest() {
     assert_eq!(subscribed(&mut c).result, SubResult::Ok);
     assert_in_order(&collect(&mut c, 3000), 1, 3000);
 }
+
+/// History is bounded by age as well as count: a resume reaching back past
+/// `room_max_age_ms` starts at the oldest young-enough message, with a gap.
+#[test]
+fn a_resume_older_than_the_history_age_starts_after_the_expired_messages() {
+    let server = TestServer::start(1, "[core]\nroom_max_age_ms = 400\n");
+    publish(&server, 1..=10);
+    // Let the first ten age past the limit (time itself is the subject here).
+    std::thread::sleep(Duration::from_millis(600));
+    publish(&server, 11..=20);
+    let (mut c, _) = server.connect(5, 1, None);
+    c.resume_room(ROOM, Qos::AtLeastOnce, Seq(3)).unwrap();
+    let ack = subscribed(&mut c);
+    assert_eq!((ack.result, ack.first), (SubResult::Gap, Seq(11)));
+    assert_in_order(&collect(&mut c, 20), 11, 20);
+}

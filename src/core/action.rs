@@ -304,6 +304,8 @@ pub enum PeerMsg {
         gap: bool,
         /// Encoded ROOMPUSH frames, ascending.
         frames: Vec<(Seq, Bytes)>,
+        /// Sequences below this are gone (age or retention); 0: none.
+        skip_to: Seq,
         /// The replay reached `head`: go live.
         done: bool,
     },

@@ -44,6 +44,9 @@ pub struct CoreConfig {
     pub room_window: u32,
     /// Room messages per replay page.
     pub room_page: u32,
+    /// Room messages older than this (ms) are not replayed to resuming
+    /// subscribers (0: bounded only by the log's retention age).
+    pub room_max_age_ms: u64,
     /// Retry recognition window (`[core.dedup]`).
     pub dedup: DedupConfig,
     /// Timer wheel granularity (microseconds).
@@ -68,6 +71,7 @@ impl Default for CoreConfig {
             room_history: 1_000,
             room_window: 256,
             room_page: 100,
+            room_max_age_ms: 24 * 60 * 60 * 1000,
             dedup: DedupConfig::default(),
             timer_tick_us: 1_000,
         }

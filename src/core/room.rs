@@ -233,8 +233,7 @@ impl Shard {
         conn: ConnId,
         sub_id: u64,
         head: Seq,
-        first: Seq,
-        gap: bool,
+        (first, gap, skip_to): (Seq, bool, Seq),
         frames: Frames,
         done: bool,
     ) {
@@ -243,6 +242,15 @@ impl Shard {
         };
         if sub.id != sub_id || !sub.replaying {
             return; // a page of an earlier subscription
+        }
+        // Sequences before `skip_to` no longer exist: start or move past them.
+        let (first, gap) = if skip_to > first {
+            (skip_to, true)
+        } else {
+            (first, gap)
+        };
+        if sub.next != Seq::ZERO && skip_to > sub.next {
+            sub.next = skip_to;
         }
         if sub.next == Seq::ZERO {
             sub.next = first;
@@ -256,7 +264,7 @@ impl Shard {
             };
             self.send_frame(conn, Frame::SubAck(ack));
         }
-        if frames.is_empty() && !done {
+        if frames.is_empty() && !done && skip_to == Seq::ZERO {
             self.lag(conn, room); // the home shard could not read the log
             return;
         }
@@ -336,14 +344,16 @@ impl Shard {
             head,
             first,
             gap,
+            at: first,
         };
         self.room_page(target, first);
     }
 
     /// Reads the next replay page (from `at`), or says replay is done.
-    fn room_page(&mut self, t: ReplayTarget, at: Seq) {
+    fn room_page(&mut self, mut t: ReplayTarget, at: Seq) {
+        t.at = at;
         if at > t.head {
-            self.send_page(t, Vec::new(), true);
+            self.send_page(t, Vec::new(), Seq::ZERO, true);
             return;
         }
         let query = InboxQuery::After {
@@ -353,7 +363,7 @@ impl Shard {
         self.read(UserId(t.room), query, ReadPurpose::RoomReplay(t));
     }
 
-    fn send_page(&mut self, t: ReplayTarget, frames: Frames, done: bool) {
+    fn send_page(&mut self, t: ReplayTarget, frames: Frames, skip_to: Seq, done: bool) {
         let msg = PeerMsg::RoomPage {
             room: t.room,
             conn: t.conn,
@@ -362,22 +372,39 @@ impl Shard {
             first: t.first,
             gap: t.gap,
             frames,
+            skip_to,
             done,
         };
         self.route_to(t.shard, msg);
     }
 
     pub(super) fn on_room_read(&mut self, t: ReplayTarget, result: Result<Vec<MessageRecord>, ()>) {
-        let Ok(records) = result else {
+        let Ok(mut records) = result else {
             // No frames and not done: the subscriber gets ROOMLAG and
             // subscribes again.
-            self.send_page(t, Vec::new(), false);
+            self.send_page(t, Vec::new(), Seq::ZERO, false);
             return;
         };
         let last = records.last().map(|m| m.seq);
+        // History is bounded by age too: older messages are not replayed.
+        let max_age = self.config.room_max_age_ms;
+        let cutoff = if max_age == 0 {
+            0
+        } else {
+            self.wall_ms().saturating_sub(max_age)
+        };
+        let young = records.partition_point(|m| m.ts_ms < cutoff);
+        records.drain(..young);
+        // What the page does not start with is gone (too old, or deleted
+        // by retention): the subscriber moves past it.
+        let skip_to = match (records.first(), last) {
+            (Some(m), _) if m.seq > t.at => m.seq,
+            (None, Some(l)) => l.next(),
+            _ => Seq::ZERO,
+        };
         let frames: Frames = records.iter().map(|m| (m.seq, encode(t.room, m))).collect();
         let done = last.is_none_or(|l| l >= t.head);
-        self.send_page(t, frames, done);
+        self.send_page(t, frames, skip_to, done);
         if let (false, Some(last)) = (done, last) {
             self.room_page(t, last.next());
         }
@@ -429,6 +456,8 @@ pub(super) struct ReplayTarget {
     head: Seq,
     first: Seq,
     gap: bool,
+    /// Where the page being read starts.
+    at: Seq,
 }
 
 /// Which shards have subscribers, per room homed here.

@@ -568,8 +568,9 @@ impl Shard {
                 first,
                 gap,
                 frames,
+                skip_to,
                 done,
-            } => self.on_room_page(room, conn, sub, head, first, gap, frames, done),
+            } => self.on_room_page(room, conn, sub, head, (first, gap, skip_to), frames, done),
             PeerMsg::RoomFanout { room, seq, frame } => self.on_room_fanout(room, seq, frame),
         }
     }
