@@ -189,6 +189,19 @@ mod tests {
     }
 
     #[test]
+    fn tokens_for_group_or_room_ids_are_refused() {
+        let v = TokenVerifier::new(b"secret");
+        for user in [UserId::GROUP_BIT | 1, crate::proto::ROOM_BIT | 1] {
+            let token = v.mint(&Claims {
+                user: UserId(user),
+                ..claims()
+            });
+            let e = v.verify(&token, 1_000).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::AuthFailed, "{e}");
+        }
+    }
+
+    #[test]
     fn expired_token_is_refused_with_its_own_code() {
         let v = TokenVerifier::new(b"secret");
         let e = v.verify(&v.mint(&claims()), 2_000).unwrap_err();

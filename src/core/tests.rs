@@ -281,10 +281,62 @@ fn sync_with_absurd_limit_is_typed_but_keeps_the_session() {
 
 #[test]
 fn gateway_only_frames_from_a_client_are_malformed() {
+    let room = crate::proto::ROOM_BIT | 1;
+    for frame in [
+        Frame::Comp { client_msg_id: 1 },
+        Frame::RoomLag { room, next: Seq(1) },
+        Frame::SubAck(crate::proto::SubAck {
+            room,
+            head: Seq(0),
+            first: Seq(1),
+            result: crate::proto::SubResult::Ok,
+        }),
+    ] {
+        let mut h = Harness::new(CoreConfig::default());
+        let c = h.connect(1, 1);
+        h.frame(c, frame);
+        h.assert_failed(c, ErrorCode::Malformed);
+    }
+}
+
+#[test]
+fn bad_room_requests_are_refused_or_ignored_and_the_session_stays() {
     let mut h = Harness::new(CoreConfig::default());
     let c = h.connect(1, 1);
-    h.frame(c, Frame::Comp { client_msg_id: 1 });
-    h.assert_failed(c, ErrorCode::Malformed);
+    let refused = |h: &mut Harness, room: u64, qos: Qos| {
+        h.frame(
+            c,
+            Frame::Subscribe(crate::proto::Subscribe {
+                room,
+                from: crate::proto::SubscribeFrom::Now,
+                qos,
+            }),
+        );
+        let frames = h.take(c);
+        assert!(
+            matches!(frames.as_slice(), [Frame::SubAck(a)] if a.result == crate::proto::SubResult::Refused),
+            "{frames:?}"
+        );
+    };
+    refused(&mut h, 7, Qos::AtLeastOnce); // a user id, not a room
+    refused(&mut h, UserId::GROUP_BIT | 3, Qos::AtLeastOnce); // a group id
+    refused(&mut h, crate::proto::ROOM_BIT | 3, Qos::ExactlyOnce); // QoS 2
+                                                                   // ROOMACK and UNSUBSCRIBE of a room never subscribed: nothing happens.
+    h.frame(
+        c,
+        Frame::RoomAck {
+            room: crate::proto::ROOM_BIT | 3,
+            seq: Seq(1_000_000),
+        },
+    );
+    h.frame(
+        c,
+        Frame::Unsubscribe {
+            room: crate::proto::ROOM_BIT | 3,
+        },
+    );
+    assert!(h.take(c).is_empty());
+    assert!(!h.closed(c));
 }
 
 #[test]
