@@ -231,3 +231,38 @@ fn token_comparison_checks_every_byte_and_the_length() {
     assert!(!constant_time_eq(b"abc", b"abcd"));
     assert!(!constant_time_eq(b"", b"a"));
 }
+
+#[test]
+fn groups_and_fan_out_addresses_are_validated() {
+    let addr = start(false, Duration::from_secs(5));
+    let token = Some("sekret");
+    let (status, body) = post(addr, "/v1/groups/5", r#"{"add": [3, 1, 2]}"#, token);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"members\":[1,2,3]"), "{body}");
+    let (status, _) = post(addr, "/v1/groups/5", r#"{"remove": [2]}"#, None);
+    assert_eq!(status, 401, "membership needs the admin token");
+    let too_big = 1u64 << 62;
+    for (path, body) in [
+        (format!("/v1/groups/{too_big}"), "{}".to_string()),
+        ("/v1/groups/x".to_string(), "{}".to_string()),
+        (
+            "/v1/groups/5".to_string(),
+            format!(r#"{{"add": [{too_big}]}}"#),
+        ),
+        ("/v1/groups/5".to_string(), r#"{"add": "1"}"#.to_string()),
+        (
+            "/v1/publish".to_string(),
+            r#"{"to": 1, "group": 2, "payload": "x"}"#.to_string(),
+        ),
+        (
+            "/v1/publish".to_string(),
+            format!(r#"{{"room": {too_big}, "payload": "x"}}"#),
+        ),
+        ("/v1/publish".to_string(), r#"{"payload": "x"}"#.to_string()),
+    ] {
+        let (status, resp) = post(addr, &path, &body, token);
+        assert_eq!(status, 400, "{path} {body}: {resp}");
+    }
+    let (status, _) = post(addr, "/v1/publish", r#"{"room": 9, "payload": "x"}"#, token);
+    assert_eq!(status, 200);
+}
