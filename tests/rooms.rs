@@ -87,8 +87,8 @@ fn subscribed(c: &mut BlockingClient) -> surepush::proto::SubAck {
 #[test]
 fn every_subscriber_gets_every_message_in_order_and_resumes_after_its_last() {
     let mut server = TestServer::start(2, "");
-    // 200 subscribers (users 1000..1200: both shards).
-    let mut subs: Vec<BlockingClient> = (0..200)
+    // 2,000 subscribers (users 1000..3000: both shards), each its own socket.
+    let mut subs: Vec<BlockingClient> = (0..2000)
         .map(|i| {
             let (mut c, _) = server.connect(1000 + i, 1, None);
             c.subscribe(ROOM, Qos::AtLeastOnce).unwrap();
