@@ -26,8 +26,10 @@ use surepush::core::{Claims, TokenVerifier};
 use surepush::proto::{DeviceId, Qos, Seq, UserId};
 
 mod group;
+mod raw;
 mod room;
 pub use group::{run_group, GroupReport, GroupScenario};
+pub use raw::{run_raw, start_relay, RawReport, Relay};
 pub use room::{run_room, RoomReport, RoomScenario};
 
 /// What to run.

@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use surepush::proto::Qos;
 use surepush_loadgen::{
-    fresh_user_base, run, run_group, run_room, GroupScenario, RoomScenario, Scenario,
+    fresh_user_base, run, run_group, run_raw, run_room, start_relay, GroupScenario, RoomScenario,
+    Scenario,
 };
 
 #[derive(Parser)]
@@ -92,6 +93,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The same closed-loop one-to-one workload through a minimal relay (no
+    /// durability, the machine's limit) and through surepush at QoS 1;
+    /// prints both and the ratio.
+    Compare {
+        /// Gateway address.
+        #[arg(long, default_value = "127.0.0.1:7400")]
+        server: SocketAddr,
+        /// The gateway's data dir (for token.secret).
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Sender/receiver pairs.
+        #[arg(long, default_value_t = 8)]
+        pairs: u32,
+        /// Messages per sender.
+        #[arg(long, default_value_t = 2000)]
+        messages: u32,
+        /// Payload bytes (>= 16).
+        #[arg(long, default_value_t = 256)]
+        payload: usize,
+    },
     /// One publisher sends to a group; every member (an SDK session driven
     /// from an epoll loop) must get every message once, in order.
     Group {
@@ -123,6 +144,76 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn compare(cli: Command) -> ExitCode {
+    let Command::Compare {
+        server,
+        data_dir,
+        pairs,
+        messages,
+        payload,
+    } = cli
+    else {
+        unreachable!("called for compare")
+    };
+    let secret = match load_secret(None, &data_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("surepush-loadgen: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let raw = match start_relay().and_then(|relay| {
+        let r = run_raw(relay.addr, pairs, messages, payload);
+        drop(relay);
+        r
+    }) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("surepush-loadgen: raw relay: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let scenario = Scenario {
+        server,
+        secret,
+        pairs,
+        messages,
+        qos: Qos::AtLeastOnce,
+        rate: 0,
+        payload,
+        timeout: Duration::from_secs(60),
+        first_user: fresh_user_base(),
+    };
+    let ours = match run(&scenario) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("surepush-loadgen: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "one-to-one, {pairs} pairs x {messages} messages of {payload} B, closed loop, same run:"
+    );
+    println!(
+        "  raw relay (no durability):    {:>9.0} msgs/s  ack p50 {:.3} ms  deliver p50 {:.3} ms",
+        raw.acked_per_sec, raw.ack_latency.p50_ms, raw.deliver_latency.p50_ms
+    );
+    println!(
+        "  surepush QoS 1 (durable):     {:>9.0} msgs/s  ack p50 {:.3} ms  deliver p50 {:.3} ms",
+        ours.acked_per_sec, ours.ack_latency.p50_ms, ours.deliver_latency.p50_ms
+    );
+    println!(
+        "  surepush / raw:               {:>9.2}",
+        ours.acked_per_sec / raw.acked_per_sec.max(1.0)
+    );
+    if ours.passed(Qos::AtLeastOnce) && raw.delivered == raw.acked {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("surepush-loadgen: FAILED: a delivery check failed");
+        ExitCode::FAILURE
+    }
 }
 
 fn group(cli: Command) -> ExitCode {
@@ -269,6 +360,7 @@ fn main() -> ExitCode {
     match cli {
         Command::Room { .. } => return room(cli),
         Command::Group { .. } => return group(cli),
+        Command::Compare { .. } => return compare(cli),
         Command::OneToOne { .. } => {}
     }
     let Command::OneToOne {

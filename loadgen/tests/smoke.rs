@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use surepush::proto::Qos;
 use surepush_loadgen::{
-    fresh_user_base, run, run_group, run_room, GroupScenario, RoomScenario, Scenario,
+    fresh_user_base, run, run_group, run_raw, run_room, start_relay, GroupScenario, RoomScenario,
+    Scenario,
 };
 
 fn free_port() -> u16 {
@@ -116,6 +117,11 @@ fn one_to_one_smoke_passes_the_checker() {
         assert!(r.passed(), "{}", r.to_text());
         assert_eq!((r.subscribers, r.published, r.pushes), (100, 200, 20_000));
     }
+    // The raw relay baseline runs the same workload and checks it.
+    let relay = start_relay().unwrap();
+    let raw = run_raw(relay.addr, 3, 150, 64).unwrap();
+    assert_eq!((raw.acked, raw.delivered), (450, 450));
+    assert!(raw.acked_per_sec > 0.0);
     // The group scenario: 20 members, each gets every message once, in order.
     let admin_token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
     let s = GroupScenario {
