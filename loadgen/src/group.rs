@@ -10,12 +10,12 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use surepush::client::{BlockingClient, ClientConfig, ClientSession, Event};
 use surepush::core::{Claims, TokenVerifier};
-use surepush::proto::{Decoder, DeviceId, Qos, Seq, UserId};
+use surepush::proto::{Decoder, DeviceId, Seq, UserId};
 
 use crate::Latency;
 
@@ -300,26 +300,7 @@ pub fn run_group(s: &GroupScenario) -> Result<GroupReport, String> {
         .map_err(|e| format!("publisher: {e}"))?;
     let group = UserId(UserId::GROUP_BIT | s.first_user);
     let started = Instant::now();
-    let mut acked = 0u64;
-    for i in 0..s.messages {
-        let mut b = BytesMut::with_capacity(s.payload);
-        b.put_u64_le(crate::now_ns());
-        b.put_u64_le(u64::from(i));
-        b.resize(s.payload, 0);
-        p.send(group, Qos::AtLeastOnce, Bytes::from(b))
-            .map_err(|e| format!("publish: {e}"))?;
-        while let Ok(Some(e)) = p.next_event(Duration::ZERO) {
-            acked += u64::from(matches!(e, Event::SendAcked(_)));
-        }
-    }
-    while acked < u64::from(s.messages) && Instant::now() < deadline {
-        if let Some(Event::SendAcked(_)) = p
-            .next_event(Duration::from_millis(50))
-            .map_err(|e| format!("publisher: {e}"))?
-        {
-            acked += 1;
-        }
-    }
+    let acked = crate::publish_timed(&mut p, group, s.messages, s.payload, deadline)?;
     let mut total = Tally {
         latency: Some(Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("bounds")),
         ..Tally::default()

@@ -343,3 +343,37 @@ pub(crate) fn now_ns() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
 }
+
+/// Publishes `messages` QoS 1 messages of `payload` bytes to `to` (each
+/// carrying its send time and index), keeping the SDK's window full, and
+/// waits for their SENDACKs until `deadline`. Returns how many were
+/// acknowledged.
+pub(crate) fn publish_timed(
+    p: &mut BlockingClient,
+    to: UserId,
+    messages: u32,
+    payload: usize,
+    deadline: Instant,
+) -> Result<u64, String> {
+    let mut acked = 0u64;
+    for i in 0..messages {
+        let mut b = BytesMut::with_capacity(payload);
+        b.put_u64_le(now_ns());
+        b.put_u64_le(u64::from(i));
+        b.resize(payload, 0);
+        p.send(to, Qos::AtLeastOnce, Bytes::from(b))
+            .map_err(|e| format!("publish: {e}"))?;
+        while let Ok(Some(e)) = p.next_event(Duration::ZERO) {
+            acked += u64::from(matches!(e, Event::SendAcked(_)));
+        }
+    }
+    while acked < u64::from(messages) && Instant::now() < deadline {
+        if let Some(Event::SendAcked(_)) = p
+            .next_event(Duration::from_millis(50))
+            .map_err(|e| format!("publisher: {e}"))?
+        {
+            acked += 1;
+        }
+    }
+    Ok(acked)
+}

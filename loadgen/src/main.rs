@@ -255,7 +255,24 @@ fn group(cli: Command) -> ExitCode {
         timeout: Duration::from_secs(timeout_s),
         first_user: fresh_user_base(),
     };
-    match run_group(&scenario) {
+    finish(
+        run_group(&scenario),
+        json,
+        |r| r.to_text(),
+        |r| r.passed(),
+        "group delivery incomplete or out of order",
+    )
+}
+
+/// Prints a report (JSON or a table) and turns its verdict into the exit code.
+fn finish<R: serde::Serialize>(
+    result: Result<R, String>,
+    json: bool,
+    text: impl Fn(&R) -> String,
+    passed: impl Fn(&R) -> bool,
+    failure: &str,
+) -> ExitCode {
+    match result {
         Ok(report) => {
             if json {
                 println!(
@@ -263,12 +280,12 @@ fn group(cli: Command) -> ExitCode {
                     serde_json::to_string_pretty(&report).expect("serialisable")
                 );
             } else {
-                print!("{}", report.to_text());
+                print!("{}", text(&report));
             }
-            if report.passed() {
+            if passed(&report) {
                 ExitCode::SUCCESS
             } else {
-                eprintln!("surepush-loadgen: FAILED: group delivery incomplete or out of order");
+                eprintln!("surepush-loadgen: FAILED: {failure}");
                 ExitCode::FAILURE
             }
         }
@@ -331,28 +348,13 @@ fn room(cli: Command) -> ExitCode {
         timeout: Duration::from_secs(timeout_s),
         first_user: fresh_user_base(),
     };
-    match run_room(&scenario) {
-        Ok(report) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("serialisable")
-                );
-            } else {
-                print!("{}", report.to_text());
-            }
-            if report.passed() {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("surepush-loadgen: FAILED: room delivery incomplete or out of order");
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("surepush-loadgen: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    finish(
+        run_room(&scenario),
+        json,
+        |r| r.to_text(),
+        |r| r.passed(),
+        "room delivery incomplete or out of order",
+    )
 }
 
 fn main() -> ExitCode {
@@ -400,26 +402,11 @@ fn main() -> ExitCode {
         timeout: Duration::from_secs(timeout_s),
         first_user: fresh_user_base(),
     };
-    match run(&scenario) {
-        Ok(report) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("serialisable")
-                );
-            } else {
-                print!("{}", report.to_text());
-            }
-            if report.passed(qos) {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("surepush-loadgen: FAILED: delivery guarantees violated");
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("surepush-loadgen: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    finish(
+        run(&scenario),
+        json,
+        |r| r.to_text(),
+        |r| r.passed(qos),
+        "delivery guarantees violated",
+    )
 }

@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use crate::now_ns;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use surepush::client::{BlockingClient, ClientConfig, Event};
+use surepush::client::{BlockingClient, ClientConfig};
 use surepush::core::{Claims, TokenVerifier};
 use surepush::proto::{
     Connect, Decoder, DeviceId, Frame, Qos, Seq, SubResult, Subscribe, SubscribeFrom, UserId,
@@ -321,27 +321,8 @@ pub fn run_room(s: &RoomScenario) -> Result<RoomReport, String> {
     let mut p = BlockingClient::connect(s.server, config, None, Duration::from_secs(5))
         .map_err(|e| format!("publisher: {e}"))?;
     let started = Instant::now();
-    let mut acked = 0u64;
     let room = UserId(ROOM_BIT | ROOM_NO);
-    for i in 0..s.messages {
-        let mut b = BytesMut::with_capacity(s.payload);
-        b.put_u64_le(now_ns());
-        b.put_u64_le(u64::from(i));
-        b.resize(s.payload, 0);
-        p.send(room, Qos::AtLeastOnce, Bytes::from(b))
-            .map_err(|e| format!("publish: {e}"))?;
-        while let Ok(Some(e)) = p.next_event(Duration::ZERO) {
-            acked += u64::from(matches!(e, Event::SendAcked(_)));
-        }
-    }
-    while acked < u64::from(s.messages) && Instant::now() < deadline {
-        if let Some(Event::SendAcked(_)) = p
-            .next_event(Duration::from_millis(50))
-            .map_err(|e| format!("publisher: {e}"))?
-        {
-            acked += 1;
-        }
-    }
+    let acked = crate::publish_timed(&mut p, room, s.messages, s.payload, deadline)?;
     let mut total = ThreadResult {
         subscribed: 0,
         lags: 0,
