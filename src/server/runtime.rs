@@ -293,9 +293,9 @@ impl ShardRuntime {
             match action {
                 Action::Send { conn, frame } => {
                     if let Some(io) = self.conns.borrow().get(&conn) {
-                        let mut out = io.out.borrow_mut();
-                        frame.encode(&mut out);
-                        if out.len() > self.config.max_write_buffer_bytes {
+                        frame.encode(&mut io.out.borrow_mut());
+                        // Own frames and shared room frames both count.
+                        if io.queued() > self.config.max_write_buffer_bytes {
                             // The client does not read: drop it rather than grow.
                             tracing::warn!(
                                 shard = self.id,
