@@ -26,7 +26,9 @@ use surepush::core::{Claims, TokenVerifier};
 use surepush::proto::{DeviceId, Qos, Seq, UserId};
 
 mod group;
+mod mqtt_peer;
 mod raw;
+pub use mqtt_peer::run_mqtt;
 mod room;
 pub use group::{run_group, GroupReport, GroupScenario};
 pub use raw::{run_raw, start_relay, RawReport, Relay};

@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use surepush::proto::Qos;
 use surepush_loadgen::{
-    fresh_user_base, run, run_group, run_raw, run_room, start_relay, GroupScenario, RoomScenario,
-    Scenario,
+    fresh_user_base, run, run_group, run_mqtt, run_raw, run_room, start_relay, GroupScenario,
+    RoomScenario, Scenario,
 };
 
 #[derive(Parser)]
@@ -112,6 +112,10 @@ enum Command {
         /// Payload bytes (>= 16).
         #[arg(long, default_value_t = 256)]
         payload: usize,
+        /// Also run the workload against this MQTT 3.1.1 broker (QoS 1,
+        /// persistent sessions), e.g. a local mosquitto.
+        #[arg(long)]
+        mqtt: Option<SocketAddr>,
     },
     /// One publisher sends to a group; every member (an SDK session driven
     /// from an epoll loop) must get every message once, in order.
@@ -153,6 +157,7 @@ fn compare(cli: Command) -> ExitCode {
         pairs,
         messages,
         payload,
+        mqtt,
     } = cli
     else {
         unreachable!("called for compare")
@@ -208,6 +213,21 @@ fn compare(cli: Command) -> ExitCode {
         "  surepush / raw:               {:>9.2}",
         ours.acked_per_sec / raw.acked_per_sec.max(1.0)
     );
+    if let Some(broker) = mqtt {
+        match run_mqtt(broker, pairs, messages, payload, fresh_user_base()) {
+            Ok(m) => {
+                println!(
+                    "  MQTT broker at {broker} QoS 1: {:>9.0} msgs/s  ack p50 {:.3} ms  deliver p50 {:.3} ms  (delivered {} of {})",
+                    m.acked_per_sec, m.ack_latency.p50_ms, m.deliver_latency.p50_ms, m.delivered, m.acked
+                );
+                println!(
+                    "  surepush / MQTT broker:       {:>9.2}",
+                    ours.acked_per_sec / m.acked_per_sec.max(1.0)
+                );
+            }
+            Err(e) => eprintln!("surepush-loadgen: MQTT broker {broker}: {e}"),
+        }
+    }
     if ours.passed(Qos::AtLeastOnce) && raw.delivered == raw.acked {
         ExitCode::SUCCESS
     } else {

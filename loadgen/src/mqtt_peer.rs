@@ -1,0 +1,197 @@
+//! The one-to-one workload against an MQTT broker (mosquitto, or any
+//! MQTT 3.1.1 server), for side-by-side numbers: `pairs` receivers each
+//! subscribe at QoS 1 to their own topic with a persistent session; each
+//! sender publishes `messages` QoS 1 messages there, the next one after the
+//! previous PUBACK (the same closed loop as `one-to-one`). Receivers
+//! acknowledge every delivery and check order. Spoken with surepush's own
+//! MQTT codec.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use surepush::mqtt::{
+    encode, Connect, Decoder, MqttString, Packet, PacketId, ProtocolLevel, PubReply, Publish, QoS,
+    Subscribe, Subscription, SubscriptionOptions,
+};
+
+use crate::{latency, now_ns, RawReport};
+
+const LEVEL: ProtocolLevel = ProtocolLevel::V311;
+
+struct Peer {
+    stream: TcpStream,
+    decoder: Decoder,
+    buf: BytesMut,
+}
+
+impl Peer {
+    fn connect(addr: SocketAddr, client_id: String) -> Result<Peer, String> {
+        let stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        let mut p = Peer {
+            stream,
+            decoder: Decoder::new(Some(LEVEL), 1 << 20),
+            buf: BytesMut::new(),
+        };
+        p.send(&Packet::Connect(Box::new(Connect {
+            protocol_level: LEVEL,
+            clean_start: false, // a persistent session, like a surepush device
+            keep_alive: 60,
+            client_id: MqttString::from_utf8(Bytes::from(client_id)).expect("ascii"),
+            will: None,
+            username: None,
+            password: None,
+            properties: Default::default(),
+        })))?;
+        match p.next()? {
+            Packet::ConnAck(_) => Ok(p),
+            other => Err(format!("expected CONNACK, got {other:?}")),
+        }
+    }
+
+    fn send(&mut self, packet: &Packet) -> Result<(), String> {
+        let mut out = BytesMut::new();
+        encode(packet, LEVEL, &mut out).map_err(|e| e.to_string())?;
+        self.stream.write_all(&out).map_err(|e| e.to_string())
+    }
+
+    fn next(&mut self) -> Result<Packet, String> {
+        loop {
+            if let Some(p) = self
+                .decoder
+                .decode(&mut self.buf)
+                .map_err(|e| e.to_string())?
+            {
+                return Ok(p);
+            }
+            let mut chunk = [0u8; 16 << 10];
+            let n = self.stream.read(&mut chunk).map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("broker closed the connection".into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+fn topic(run: u64, pair: u64) -> MqttString {
+    MqttString::from_utf8(Bytes::from(format!("surepush-lg/{run}/{pair}"))).expect("ascii")
+}
+
+/// Runs the workload against the MQTT broker at `addr`; `run` keeps client
+/// ids and topics of different runs apart.
+pub fn run_mqtt(
+    addr: SocketAddr,
+    pairs: u32,
+    messages: u32,
+    payload: usize,
+    run: u64,
+) -> Result<RawReport, String> {
+    let (tx, rx) = mpsc::channel::<(Histogram<u64>, Histogram<u64>, u64, u64)>();
+    let new_histogram =
+        || Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).expect("bounds");
+    let mut receivers = Vec::new();
+    for pair in 0..u64::from(pairs) {
+        let mut r = Peer::connect(addr, format!("lg-{run}-r{pair}"))?;
+        r.send(&Packet::Subscribe(Subscribe {
+            packet_id: PacketId::new(1).expect("nonzero"),
+            filters: vec![Subscription {
+                filter: topic(run, pair),
+                options: SubscriptionOptions::qos(QoS::AtLeastOnce),
+            }],
+            properties: Default::default(),
+        }))?;
+        match r.next()? {
+            Packet::SubAck(_) => {}
+            other => return Err(format!("expected SUBACK, got {other:?}")),
+        }
+        let tx = tx.clone();
+        receivers.push(std::thread::spawn(move || {
+            let mut h = new_histogram();
+            let mut next = 0u64;
+            while next < u64::from(messages) {
+                let Ok(Packet::Publish(p)) = r.next() else {
+                    break;
+                };
+                if p.payload.len() >= 16 {
+                    let sent = u64::from_le_bytes(p.payload[..8].try_into().expect("8"));
+                    let k = u64::from_le_bytes(p.payload[8..16].try_into().expect("8"));
+                    if k == next {
+                        next += 1;
+                        h.saturating_record(now_ns().saturating_sub(sent));
+                    }
+                }
+                if let Some(id) = p.packet_id {
+                    if r.send(&Packet::PubAck(PubReply::success(id))).is_err() {
+                        break;
+                    }
+                }
+            }
+            let _ = tx.send((new_histogram(), h, 0, next));
+        }));
+    }
+    let started = Instant::now();
+    for pair in 0..u64::from(pairs) {
+        let mut s = Peer::connect(addr, format!("lg-{run}-s{pair}"))?;
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut h = new_histogram();
+            let mut acked = 0u64;
+            for k in 0..u64::from(messages) {
+                let t = now_ns();
+                let mut body = vec![0u8; payload];
+                body[..8].copy_from_slice(&t.to_le_bytes());
+                body[8..16].copy_from_slice(&k.to_le_bytes());
+                let id = PacketId::new((k % 65_535 + 1) as u16).expect("nonzero");
+                let publish = Packet::Publish(Publish {
+                    dup: false,
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    topic: topic(run, pair),
+                    packet_id: Some(id),
+                    payload: Bytes::from(body),
+                    properties: Default::default(),
+                });
+                if s.send(&publish).is_err() {
+                    break;
+                }
+                match s.next() {
+                    Ok(Packet::PubAck(a)) if a.packet_id == id => {}
+                    _ => break,
+                }
+                acked += 1;
+                h.saturating_record(now_ns().saturating_sub(t));
+            }
+            let _ = tx.send((h, new_histogram(), acked, 0));
+        });
+    }
+    drop(tx);
+    let mut ack_h = new_histogram();
+    let mut del_h = new_histogram();
+    let (mut acked, mut delivered) = (0, 0);
+    for (a, d, n_acked, n_delivered) in rx {
+        ack_h.add(&a).expect("same bounds");
+        del_h.add(&d).expect("same bounds");
+        acked += n_acked;
+        delivered += n_delivered;
+    }
+    for r in receivers {
+        let _ = r.join();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(RawReport {
+        acked,
+        delivered,
+        acked_per_sec: acked as f64 / seconds,
+        ack_latency: latency(&ack_h),
+        deliver_latency: latency(&del_h),
+        seconds,
+    })
+}
