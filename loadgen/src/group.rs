@@ -17,6 +17,8 @@ use surepush::client::{BlockingClient, ClientConfig, ClientSession, Event};
 use surepush::core::{Claims, TokenVerifier};
 use surepush::proto::{Decoder, DeviceId, Seq, UserId};
 
+use crate::poller::Poller;
+use crate::raw::new_histogram;
 use crate::Latency;
 
 /// What to run.
@@ -224,26 +226,13 @@ fn member_thread(
         m.stream.set_nonblocking(true).map_err(|e| e.to_string())?;
         members.push(m);
     }
-    // SAFETY: plain epoll_create1; closed below.
-    let ep = unsafe { libc::epoll_create1(0) };
-    if ep < 0 {
-        return Err("epoll_create1 failed".into());
-    }
-    for (i, m) in members.iter().enumerate() {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: i as u64,
-        };
-        // SAFETY: `ep` and the socket are open; `ev` lives for the call.
-        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, m.stream.as_raw_fd(), &mut ev) };
-    }
+    let mut poller = Poller::new(members.iter().map(|m| m.stream.as_raw_fd()))?;
     let mut t = Tally {
-        latency: Some(Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("bounds")),
+        latency: Some(new_histogram()),
         ..Tally::default()
     };
     let expected = u64::from(s.messages);
     let mut buf = vec![0u8; 256 << 10];
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
     let mut released = false;
     while Instant::now() < deadline {
         if !released && t.live as usize == members.len() {
@@ -253,12 +242,11 @@ fn member_thread(
         if released && members.iter().all(|m| m.next > expected) {
             break;
         }
-        // SAFETY: `events` has room for its length.
-        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, 20) };
-        for ev in events.iter().take(n.max(0) as usize) {
-            pump(&mut members[ev.u64 as usize], &mut buf, &mut t, origin);
+        let ready = poller.wait(20);
+        for &i in &ready {
+            pump(&mut members[i], &mut buf, &mut t, origin);
         }
-        if n == 0 {
+        if ready.is_empty() {
             // Quiet: let each session send what its timers want (ACKs).
             for m in &mut members {
                 pump(m, &mut buf, &mut t, origin);
@@ -268,8 +256,6 @@ fn member_thread(
     if !released {
         ready.wait();
     }
-    // SAFETY: closing the epoll fd created above.
-    unsafe { libc::close(ep) };
     Ok(t)
 }
 
@@ -302,7 +288,7 @@ pub fn run_group(s: &GroupScenario) -> Result<GroupReport, String> {
     let started = Instant::now();
     let acked = crate::publish_timed(&mut p, group, s.messages, s.payload, deadline)?;
     let mut total = Tally {
-        latency: Some(Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("bounds")),
+        latency: Some(new_histogram()),
         ..Tally::default()
     };
     for h in handles {

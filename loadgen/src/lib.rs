@@ -27,6 +27,7 @@ use surepush::proto::{DeviceId, Qos, Seq, UserId};
 
 mod group;
 mod mqtt_peer;
+mod poller;
 mod raw;
 pub use mqtt_peer::run_mqtt;
 mod room;

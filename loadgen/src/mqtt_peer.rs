@@ -12,13 +12,13 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use hdrhistogram::Histogram;
 use surepush::mqtt::{
     encode, Connect, Decoder, MqttString, Packet, PacketId, ProtocolLevel, PubReply, Publish, QoS,
     Subscribe, Subscription, SubscriptionOptions,
 };
 
-use crate::{latency, now_ns, RawReport};
+use crate::raw::{collect, new_histogram, PeerResult};
+use crate::{now_ns, RawReport};
 
 const LEVEL: ProtocolLevel = ProtocolLevel::V311;
 
@@ -94,9 +94,7 @@ pub fn run_mqtt(
     payload: usize,
     run: u64,
 ) -> Result<RawReport, String> {
-    let (tx, rx) = mpsc::channel::<(Histogram<u64>, Histogram<u64>, u64, u64)>();
-    let new_histogram =
-        || Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).expect("bounds");
+    let (tx, rx) = mpsc::channel::<PeerResult>();
     let mut receivers = Vec::new();
     for pair in 0..u64::from(pairs) {
         let mut r = Peer::connect(addr, format!("lg-{run}-r{pair}"))?;
@@ -173,25 +171,5 @@ pub fn run_mqtt(
         });
     }
     drop(tx);
-    let mut ack_h = new_histogram();
-    let mut del_h = new_histogram();
-    let (mut acked, mut delivered) = (0, 0);
-    for (a, d, n_acked, n_delivered) in rx {
-        ack_h.add(&a).expect("same bounds");
-        del_h.add(&d).expect("same bounds");
-        acked += n_acked;
-        delivered += n_delivered;
-    }
-    for r in receivers {
-        let _ = r.join();
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(RawReport {
-        acked,
-        delivered,
-        acked_per_sec: acked as f64 / seconds,
-        ack_latency: latency(&ack_h),
-        deliver_latency: latency(&del_h),
-        seconds,
-    })
+    Ok(collect(rx, receivers, started))
 }

@@ -139,14 +139,13 @@ pub fn run_raw(
     messages: u32,
     payload: usize,
 ) -> std::io::Result<RawReport> {
-    let (tx, rx) = mpsc::channel::<(Histogram<u64>, Histogram<u64>, u64, u64)>();
+    let (tx, rx) = mpsc::channel::<PeerResult>();
     let mut receivers = Vec::new();
     for p in 0..u64::from(pairs) {
         let mut r = connect(addr, 2 * p + 1)?;
         let tx = tx.clone();
         receivers.push(std::thread::spawn(move || {
-            let mut h =
-                Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).expect("bounds");
+            let mut h = new_histogram();
             let mut header = [0u8; 12];
             let mut body = Vec::new();
             let mut next = 0u64;
@@ -165,9 +164,7 @@ pub fn run_raw(
                     h.saturating_record(now_ns().saturating_sub(sent));
                 }
             }
-            let empty =
-                Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).expect("bounds");
-            let _ = tx.send((empty, h, 0, next));
+            let _ = tx.send((new_histogram(), h, 0, next));
         }));
     }
     // Every receiver is registered (connect waits for it): senders may start.
@@ -176,8 +173,7 @@ pub fn run_raw(
         let mut s = connect(addr, 2 * p)?;
         let tx = tx.clone();
         std::thread::spawn(move || {
-            let mut h =
-                Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).expect("bounds");
+            let mut h = new_histogram();
             let mut frame = vec![0u8; 12 + payload];
             let mut ack = [0u8; 12];
             let mut acked = 0;
@@ -193,14 +189,31 @@ pub fn run_raw(
                 acked += 1;
                 h.saturating_record(now_ns().saturating_sub(t));
             }
-            let empty =
-                Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).expect("bounds");
-            let _ = tx.send((h, empty, acked, 0));
+            let _ = tx.send((h, new_histogram(), acked, 0));
         });
     }
     drop(tx);
-    let mut ack_h = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).expect("bounds");
-    let mut del_h = ack_h.clone();
+    Ok(collect(rx, receivers, started))
+}
+
+/// What one sender or receiver thread reports: send→ack and send→deliver
+/// latencies, messages acknowledged, messages delivered in order.
+pub(crate) type PeerResult = (Histogram<u64>, Histogram<u64>, u64, u64);
+
+/// An empty latency histogram (1 µs to 60 s).
+pub(crate) fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("bounds")
+}
+
+/// Sums the threads' results once every sender has reported and every
+/// receiver has finished.
+pub(crate) fn collect(
+    rx: mpsc::Receiver<PeerResult>,
+    receivers: Vec<std::thread::JoinHandle<()>>,
+    started: Instant,
+) -> RawReport {
+    let mut ack_h = new_histogram();
+    let mut del_h = new_histogram();
     let (mut acked, mut delivered) = (0, 0);
     for (a, d, n_acked, n_delivered) in rx {
         ack_h.add(&a).expect("same bounds");
@@ -212,12 +225,12 @@ pub fn run_raw(
         let _ = r.join();
     }
     let seconds = started.elapsed().as_secs_f64();
-    Ok(RawReport {
+    RawReport {
         acked,
         delivered,
         acked_per_sec: acked as f64 / seconds,
         ack_latency: latency(&ack_h),
         deliver_latency: latency(&del_h),
         seconds,
-    })
+    }
 }

@@ -16,6 +16,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use crate::now_ns;
+use crate::poller::Poller;
+use crate::raw::new_histogram;
 
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
@@ -240,33 +242,22 @@ fn subscriber_thread(
     for u in users {
         subs.push(open_sub(&s, room, u)?);
     }
-    // SAFETY: plain epoll_create1; the fd is closed below.
-    let ep = unsafe { libc::epoll_create1(0) };
-    if ep < 0 {
-        return Err("epoll_create1 failed".into());
-    }
-    for (i, sub) in subs.iter().enumerate() {
+    for sub in &subs {
         sub.stream
             .set_nonblocking(true)
             .map_err(|e| e.to_string())?;
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: i as u64,
-        };
-        // SAFETY: `ep` and the socket fd are open; `ev` lives for the call.
-        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, sub.stream.as_raw_fd(), &mut ev) };
     }
+    let mut poller = Poller::new(subs.iter().map(|s| s.stream.as_raw_fd()))?;
     let mut r = ThreadResult {
         subscribed: 0,
         lags: 0,
         pushes: 0,
         out_of_order: 0,
         last_rx: None,
-        latency: Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("bounds"),
+        latency: new_histogram(),
     };
     let expected_each = u64::from(s.messages);
     let mut buf = vec![0u8; 256 << 10];
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
     let mut released = false;
     let mut done = 0usize;
     while Instant::now() < deadline {
@@ -274,10 +265,7 @@ fn subscriber_thread(
             ready.wait();
             released = true;
         }
-        // SAFETY: `events` has room for its length.
-        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, 50) };
-        for ev in events.iter().take(n.max(0) as usize) {
-            let i = ev.u64 as usize;
+        for i in poller.wait(50) {
             let sub = &mut subs[i];
             let before = sub.got;
             let alive = pump(sub, &mut buf, &mut r, s.sub_qos, room);
@@ -292,8 +280,6 @@ fn subscriber_thread(
     if !released {
         ready.wait(); // never leave the others waiting
     }
-    // SAFETY: closing the epoll fd created above.
-    unsafe { libc::close(ep) };
     Ok(r)
 }
 
@@ -329,7 +315,7 @@ pub fn run_room(s: &RoomScenario) -> Result<RoomReport, String> {
         pushes: 0,
         out_of_order: 0,
         last_rx: None,
-        latency: Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("bounds"),
+        latency: new_histogram(),
     };
     for h in handles {
         let r = h.join().map_err(|_| "a subscriber thread panicked")??;
