@@ -419,9 +419,10 @@ impl Shard {
         }
     }
 
-    /// A room message became durable here (its home): one encode, one
-    /// message per subscribed shard.
-    pub(super) fn room_durable(&mut self, record: &MessageRecord) {
+    /// Hands a room message to every shard with subscribers (on the room's
+    /// home shard): one encode, one message per shard. A message that became
+    /// durable, or a QoS 0 publish (seq 0, nothing stored).
+    pub(super) fn room_fan_out(&mut self, record: &MessageRecord) {
         let room = record.inbox.0;
         let Some(shards) = self.room_shards.get(&room) else {
             return;
@@ -436,13 +437,6 @@ impl Shard {
             };
             self.route_to(shard, msg);
         }
-    }
-
-    /// A QoS 0 publish to a room: fanned out with seq 0, nothing stored.
-    pub(super) fn room_ephemeral(&mut self, record: &MessageRecord) {
-        let mut m = record.clone();
-        m.seq = Seq::ZERO;
-        self.room_durable(&m);
     }
 }
 

@@ -322,7 +322,7 @@ impl Shard {
             state.durable = state.durable.max(seq);
             self.stats.copies_stored += 1;
             if crate::proto::is_room(inbox.0) {
-                self.room_durable(&copy.record);
+                self.room_fan_out(&copy.record);
             } else {
                 self.on_durable(&copy.record);
             }

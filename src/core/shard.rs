@@ -502,7 +502,7 @@ impl Shard {
                     ts_ms,
                     payload,
                 };
-                self.room_ephemeral(&record);
+                self.room_fan_out(&record);
             }
             PeerMsg::Ephemeral {
                 key,
