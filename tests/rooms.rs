@@ -272,3 +272,43 @@ fn a_resume_older_than_the_history_age_starts_after_the_expired_messages() {
     assert_eq!((ack.result, ack.first), (SubResult::Gap, Seq(11)));
     assert_in_order(&collect(&mut c, 20), 11, 20);
 }
+
+/// A QoS 0 publish reaches live subscribers outside the room sequence
+/// (seq 0) and is not stored: a later resume does not see it.
+#[test]
+fn a_qos_0_publish_reaches_live_subscribers_with_seq_0_and_is_not_stored() {
+    let server = TestServer::start(2, "");
+    let (mut c, _) = server.connect(1000, 1, None);
+    c.subscribe(ROOM, Qos::AtMostOnce).unwrap();
+    subscribed(&mut c);
+    let (mut p, _) = server.connect(1, 1, None);
+    p.send(
+        surepush::proto::UserId(ROOM),
+        Qos::AtMostOnce,
+        Bytes::from_static(b"fleeting"),
+    )
+    .unwrap();
+    match c
+        .wait_for(Duration::from_secs(10), |e| {
+            matches!(e, Event::RoomMessage(_))
+        })
+        .unwrap()
+    {
+        Some(Event::RoomMessage(m)) => {
+            assert_eq!(
+                (m.seq, m.payload),
+                (Seq::ZERO, Bytes::from_static(b"fleeting"))
+            )
+        }
+        other => panic!("no QoS 0 room message: {other:?}"),
+    }
+    publish(&server, 1..=1);
+    let (mut d, _) = server.connect(1001, 1, None);
+    d.resume_room(ROOM, Qos::AtLeastOnce, Seq::ZERO).unwrap();
+    assert_eq!(
+        subscribed(&mut d).head,
+        Seq(1),
+        "the QoS 0 publish took no seq"
+    );
+    assert_in_order(&collect(&mut d, 1), 1, 1);
+}
