@@ -18,6 +18,7 @@
 //! | [`mqtt`]   | MQTT 3.1.1/5.0 packet codec: streaming decoder, encoder     | no       |
 #![warn(missing_docs)]
 
+pub mod bridge;
 pub mod client;
 pub mod core;
 pub mod hashing;

@@ -84,6 +84,33 @@ pub struct Config {
     pub core: CoreConfig,
     /// Segment log settings.
     pub log: LogSettings,
+    /// The MQTT front end (docs/MQTT.md).
+    pub mqtt: MqttSettings,
+}
+
+/// `[mqtt]`: the MQTT 3.1.1/5.0 listener.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttSettings {
+    /// Serve MQTT at all.
+    pub enabled: bool,
+    /// MQTT listener (every shard binds it with SO_REUSEPORT).
+    pub listen: SocketAddr,
+    /// Inbox messages per replay page when a session resumes.
+    pub page: u32,
+    /// Largest MQTT packet accepted, in bytes (advertised to v5 clients).
+    pub max_packet: u32,
+}
+
+impl Default for MqttSettings {
+    fn default() -> Self {
+        MqttSettings {
+            enabled: true,
+            listen: "127.0.0.1:1883".parse().expect("valid literal"),
+            page: 64,
+            max_packet: 1 << 20,
+        }
+    }
 }
 
 impl Default for Config {
@@ -104,6 +131,7 @@ impl Default for Config {
             shutdown_redirect: String::new(),
             core: CoreConfig::default(),
             log: LogSettings::default(),
+            mqtt: MqttSettings::default(),
         }
     }
 }
@@ -184,6 +212,13 @@ impl Config {
         }
         if u64::from(c.max_frame) > self.log.segment_mib << 20 {
             return bad("log.segment_mib must hold at least one maximum-size frame");
+        }
+        let m = &self.mqtt;
+        if m.enabled && (m.page == 0 || m.page > c.max_sync_limit) {
+            return bad("mqtt.page must be within 1 ..= core.max_sync_limit");
+        }
+        if m.enabled && (m.max_packet < 1024 || m.max_packet > c.max_frame) {
+            return bad("mqtt.max_packet must be within 1 KiB ..= core.max_frame");
         }
         Ok(())
     }

@@ -47,9 +47,27 @@ pub(crate) struct ConnIo {
     /// Flush what is queued, then close.
     pub(crate) closing: Cell<bool>,
     fd: RawFd,
+    /// Set for an MQTT connection: frames for it go through the bridge.
+    pub(crate) bridge: RefCell<Option<crate::bridge::Bridge>>,
 }
 
 impl ConnIo {
+    /// The output side of `stream`, and the receiver its writer waits on.
+    pub(crate) fn new(stream: &TcpStream) -> (Rc<ConnIo>, LocalReceiver<()>) {
+        let _ = stream.set_nodelay(true);
+        let (wake, wake_rx) = local_channel::new_bounded(1);
+        let io = Rc::new(ConnIo {
+            out: RefCell::new(BytesMut::new()),
+            chunks: RefCell::new(VecDeque::new()),
+            chunk_bytes: Cell::new(0),
+            wake,
+            closing: Cell::new(false),
+            fd: stream.as_raw_fd(),
+            bridge: RefCell::new(None),
+        });
+        (io, wake_rx)
+    }
+
     /// Queues a frame shared with other connections, after what is queued.
     pub(crate) fn push_shared(&self, bytes: Bytes) {
         let mut chunks = self.chunks.borrow_mut();
@@ -104,16 +122,7 @@ pub(crate) fn start(
     connect: Option<Connect>,
     initial: Bytes,
 ) {
-    let _ = stream.set_nodelay(true);
-    let (wake, wake_rx) = local_channel::new_bounded(1);
-    let io = Rc::new(ConnIo {
-        out: RefCell::new(BytesMut::new()),
-        chunks: RefCell::new(VecDeque::new()),
-        chunk_bytes: Cell::new(0),
-        wake,
-        closing: Cell::new(false),
-        fd: stream.as_raw_fd(),
-    });
+    let (io, wake_rx) = ConnIo::new(&stream);
     let conn = rt.open_connection(io.clone());
     let (reader, writer) = futures_lite::io::split(stream);
     glommio::spawn_local(write_loop(rt.clone(), conn, io.clone(), writer, wake_rx)).detach();
@@ -184,7 +193,7 @@ async fn read_loop(
     }
 }
 
-async fn write_loop(
+pub(crate) async fn write_loop(
     rt: Rc<ShardRuntime>,
     conn: ConnId,
     io: Rc<ConnIo>,
@@ -306,11 +315,7 @@ pub(crate) async fn accept(rt: Rc<ShardRuntime>, mut stream: TcpStream) {
         start(&rt, stream, Some(connect), rest);
         return;
     }
-    // Hand the socket to the owner: duplicate the descriptor (the duplicate
-    // travels; this shard's stream is dropped, closing only its copy).
-    // SAFETY: the fd is open and owned by `stream` for this whole block.
-    let dup = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned();
-    match dup {
+    match duplicate(&stream) {
         Ok(fd) => {
             drop(stream);
             rt.handoff(owner, MeshMsg::Handoff { fd, connect, rest });
@@ -322,12 +327,24 @@ pub(crate) async fn accept(rt: Rc<ShardRuntime>, mut stream: TcpStream) {
     }
 }
 
-/// The owner's side of a handoff.
-pub(crate) fn adopt(rt: &Rc<ShardRuntime>, fd: OwnedFd, connect: Connect, rest: Bytes) {
+/// Duplicates the socket's descriptor for a handoff to the owner shard:
+/// the duplicate travels and this shard drops its stream, closing only its
+/// own copy.
+pub(crate) fn duplicate(stream: &TcpStream) -> std::io::Result<OwnedFd> {
+    // SAFETY: the fd is open and owned by `stream`, which outlives the borrow.
+    unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned()
+}
+
+/// Takes over a descriptor received in a handoff.
+pub(crate) fn stream_from(fd: OwnedFd) -> TcpStream {
     // SAFETY: `fd` is an open TCP socket this shard now exclusively owns
     // (the sender dropped its own descriptor); ownership moves into the stream.
-    let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
-    start(rt, stream, Some(connect), rest);
+    unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) }
+}
+
+/// The owner's side of a handoff.
+pub(crate) fn adopt(rt: &Rc<ShardRuntime>, fd: OwnedFd, connect: Connect, rest: Bytes) {
+    start(rt, stream_from(fd), Some(connect), rest);
 }
 
 async fn read_first_frame(
@@ -348,9 +365,14 @@ async fn read_first_frame(
     }
 }
 
-/// Writes one last frame and closes.
-async fn refuse(mut stream: TcpStream, frame: Frame) {
-    let _ = stream.write_all(&frame.to_bytes()).await;
+/// Writes `bytes` and closes.
+pub(crate) async fn refuse_with(mut stream: TcpStream, bytes: &[u8]) {
+    let _ = stream.write_all(bytes).await;
     let _ = stream.flush().await;
     let _ = stream.close().await;
+}
+
+/// Writes one last frame and closes.
+async fn refuse(stream: TcpStream, frame: Frame) {
+    refuse_with(stream, &frame.to_bytes()).await;
 }

@@ -33,6 +33,13 @@ pub enum MeshMsg {
         /// Bytes received after the CONNECT frame.
         rest: Bytes,
     },
+    /// An MQTT connection whose user this shard owns (see `server::mqtt`).
+    MqttHandoff {
+        /// The socket.
+        fd: OwnedFd,
+        /// The authenticated CONNECT and what followed it.
+        session: Box<super::mqtt::Handoff>,
+    },
 }
 
 /// Messages queued for one peer shard.
@@ -96,7 +103,7 @@ impl PeerQueue {
                 for msg in msgs {
                     let n = match &msg {
                         MeshMsg::Batch(b) => b.len(),
-                        MeshMsg::Handoff { .. } => 1,
+                        MeshMsg::Handoff { .. } | MeshMsg::MqttHandoff { .. } => 1,
                     };
                     if let Err(lost) = senders.send_to(peer, msg).await {
                         tracing::error!(peer, ?lost, "mesh channel closed; message to peer lost");

@@ -17,6 +17,7 @@ mod conn;
 pub mod limits;
 mod mesh;
 pub mod metrics;
+mod mqtt;
 mod node;
 mod runtime;
 

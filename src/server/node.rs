@@ -121,6 +121,13 @@ fn run_shards(
         io_memory,
         "starting"
     );
+    let mqtt = match config.mqtt.enabled {
+        true => Some(Arc::new(
+            super::mqtt::MqttStore::open(&config.data_dir)
+                .map_err(io_err("open the MQTT store"))?,
+        )),
+        false => None,
+    };
     let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
     let handles = LocalExecutorPoolBuilder::new(placement)
         .name("surepush")
@@ -128,6 +135,7 @@ fn run_shards(
         .on_all_shards(move || {
             let ctx = ShardContext {
                 config: (*config).clone(),
+                mqtt: mqtt.clone(),
                 shards,
                 secret,
                 admin_token,
@@ -179,6 +187,7 @@ fn check_layout(config: &Config, shards: u16) -> Result<(), ServeError> {
 
 struct ShardContext {
     config: Config,
+    mqtt: Option<Arc<super::mqtt::MqttStore>>,
     shards: u16,
     secret: Vec<u8>,
     admin_token: String,
@@ -220,6 +229,14 @@ async fn shard_main(
         wall_ms_at_zero: ctx.wall_ms,
     };
     let core = Shard::new(params, config.core.clone(), verifier.clone(), recovered);
+    let mqtt = ctx.mqtt.clone().map(|store| {
+        let params = crate::bridge::BridgeParams {
+            page: config.mqtt.page,
+            max_packet: config.mqtt.max_packet,
+            receive_max: config.core.max_pending_sends.min(u32::from(u16::MAX)) as u16,
+        };
+        super::mqtt::MqttShard::new(store, params)
+    });
     let senders = Rc::new(senders);
     let mut peers = Vec::new();
     for p in 0..ctx.shards {
@@ -243,6 +260,7 @@ async fn shard_main(
         peers,
         ctx.origin,
         ctx.wall_ms,
+        mqtt,
     );
     rt.metrics.set_storage_failed(false);
     glommio::spawn_local(rt.clone().durability_loop(durability_wake)).detach();
@@ -258,6 +276,7 @@ async fn shard_main(
                         rt.drive();
                     }
                     MeshMsg::Handoff { fd, connect, rest } => conn::adopt(&rt, fd, connect, rest),
+                    MeshMsg::MqttHandoff { fd, session } => super::mqtt::adopt(&rt, fd, *session),
                 }
             }
         })
@@ -265,7 +284,19 @@ async fn shard_main(
     }
     let listener =
         TcpListener::bind(config.listen).map_err(|e| format!("bind {}: {e}", config.listen))?;
-    let accepting = glommio::spawn_local(accept_loop(rt.clone(), listener));
+    let accepting = glommio::spawn_local(accept_loop(rt.clone(), listener, conn::accept));
+    let mqtt_accepting = match config.mqtt.enabled {
+        true => {
+            let l = TcpListener::bind(config.mqtt.listen)
+                .map_err(|e| format!("bind MQTT {}: {e}", config.mqtt.listen))?;
+            Some(glommio::spawn_local(accept_loop(
+                rt.clone(),
+                l,
+                super::mqtt::accept,
+            )))
+        }
+        false => None,
+    };
     let mut admin_task = None;
     if id == 0 {
         let listener = TcpListener::bind(config.admin_listen)
@@ -295,6 +326,9 @@ async fn shard_main(
     run_timers(&rt).await;
     // Graceful shutdown: stop accepting, tell clients, flush, close the log.
     accepting.cancel().await;
+    if let Some(task) = mqtt_accepting {
+        task.cancel().await;
+    }
     rt.begin_shutdown();
     // Close the listening sockets before this generation ends: a listener
     // left open (tasks of a finished executor are never run again) would
@@ -370,11 +404,15 @@ async fn run_timers(rt: &Rc<ShardRuntime>) {
     }
 }
 
-async fn accept_loop(rt: Rc<ShardRuntime>, listener: TcpListener) {
+async fn accept_loop<F, Fut>(rt: Rc<ShardRuntime>, listener: TcpListener, serve: F)
+where
+    F: Fn(Rc<ShardRuntime>, glommio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(conn::accept(rt.clone(), stream)).detach();
+                glommio::spawn_local(serve(rt.clone(), stream)).detach();
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.

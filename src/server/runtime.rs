@@ -77,6 +77,8 @@ pub(crate) struct ShardRuntime {
     wall_ms_at_origin: u64,
     /// Set when a sync failed: the shard refuses new stores.
     pub(crate) storage_failed: Cell<bool>,
+    /// The MQTT front end, when enabled.
+    pub(crate) mqtt: Option<super::mqtt::MqttShard>,
 }
 
 impl ShardRuntime {
@@ -93,6 +95,7 @@ impl ShardRuntime {
         peers: Vec<Option<Rc<PeerQueue>>>,
         origin: Instant,
         wall_ms_at_origin: u64,
+        mqtt: Option<super::mqtt::MqttShard>,
     ) -> (Rc<ShardRuntime>, LocalReceiver<()>) {
         let (durability_wake, rx) = local_channel::new_bounded(1);
         let rt = Rc::new(ShardRuntime {
@@ -114,6 +117,7 @@ impl ShardRuntime {
             origin,
             wall_ms_at_origin,
             storage_failed: Cell::new(false),
+            mqtt,
         });
         (rt, rx)
     }
@@ -142,6 +146,11 @@ impl ShardRuntime {
         conn
     }
 
+    /// The output side of an open connection.
+    pub(crate) fn conn_io(&self, conn: ConnId) -> Option<Rc<ConnIo>> {
+        self.conns.borrow().get(&conn).cloned()
+    }
+
     pub(crate) fn frame(&self, conn: ConnId, frame: Frame) {
         let now = self.now();
         self.core.borrow_mut().handle_frame(conn, frame, now);
@@ -163,6 +172,7 @@ impl ShardRuntime {
             // found by tests/soak.rs).
             io.closing.set(true);
             io.wake();
+            self.finish_bridge(&io);
             let now = self.now();
             self.core.borrow_mut().handle_closed(conn, now);
             self.drive();
@@ -290,6 +300,10 @@ impl ShardRuntime {
                 }
                 continue;
             };
+            let action = match self.to_bridge(action) {
+                Some(action) => action,
+                None => continue,
+            };
             match action {
                 Action::Send { conn, frame } => {
                     if let Some(io) = self.conns.borrow().get(&conn) {
@@ -320,8 +334,10 @@ impl ShardRuntime {
                     }
                 }
                 Action::Close { conn } => {
-                    if let Some(io) = self.conns.borrow_mut().remove(&conn) {
+                    let removed = self.conns.borrow_mut().remove(&conn);
+                    if let Some(io) = removed {
                         io.closing.set(true);
+                        self.finish_bridge(&io);
                         dirty.push(io);
                     }
                 }

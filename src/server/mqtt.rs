@@ -1,0 +1,584 @@
+//! The MQTT front end on the shards (docs/MQTT.md).
+//!
+//! A second listener accepts MQTT 3.1.1 and 5.0 connections. The accepting
+//! shard reads CONNECT, checks the token in the password field, and keeps
+//! the connection or hands it to the shard that owns the user, as for the
+//! native protocol. There a [`Bridge`] turns it into a native session of the
+//! same core: storage, dedup, retransmission and fan-out are the core's.
+//!
+//! Two small pieces of state are MQTT's own and live beside the segment
+//! logs, under `<data_dir>/mqtt/`:
+//! - `sessions/{user}-{device}`: a persistent session's subscriptions,
+//!   room positions and inbound QoS 2 state, rewritten (write, fsync,
+//!   rename) when they change, before the SUBACK/UNSUBACK goes out, and
+//!   when the connection ends;
+//! - `retained/room-{n}`: a room's retained message, written the same way
+//!   before the PUBACK of the retained PUBLISH.
+//!
+//! They change at subscription rate, not message rate; messages themselves
+//! are only ever in the segment log.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::future;
+use futures_lite::io::AsyncReadExt;
+use glommio::net::TcpStream;
+
+use super::conn::{self, ConnIo};
+use super::mesh::MeshMsg;
+use super::runtime::ShardRuntime;
+use crate::bridge::{self, Bridge, BridgeParams, Keep, Retained, SessionState};
+use crate::core::{shard_of, Action, ConnId};
+use crate::hashing::FastHashMap;
+use crate::mqtt::{self, Packet, ProtocolLevel, QoS, ReasonCode};
+use crate::proto::{DeviceId, UserId};
+
+/// Read size per `read` call.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// MQTT state shared by the node's shards: retained messages and the
+/// directory of persistent sessions.
+#[derive(Debug)]
+pub(crate) struct MqttStore {
+    sessions: PathBuf,
+    retained_dir: PathBuf,
+    retained: Mutex<FastHashMap<u64, Retained>>,
+}
+
+impl MqttStore {
+    /// Opens (creating) `<data_dir>/mqtt` and loads the retained messages.
+    pub(crate) fn open(data_dir: &Path) -> std::io::Result<MqttStore> {
+        let root = data_dir.join("mqtt");
+        let sessions = root.join("sessions");
+        let retained_dir = root.join("retained");
+        std::fs::create_dir_all(&sessions)?;
+        std::fs::create_dir_all(&retained_dir)?;
+        let mut retained = FastHashMap::default();
+        for entry in std::fs::read_dir(&retained_dir)? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let Some(room) = name.strip_prefix("room-").and_then(|n| n.parse().ok()) else {
+                continue; // a temp file of an interrupted write, or foreign
+            };
+            match decode_retained(&std::fs::read(&path)?) {
+                Some(msg) => {
+                    retained.insert(room, msg);
+                }
+                None => {
+                    tracing::warn!(path = %path.display(), "unreadable retained message skipped")
+                }
+            }
+        }
+        Ok(MqttStore {
+            sessions,
+            retained_dir,
+            retained: Mutex::new(retained),
+        })
+    }
+
+    fn retained(&self, room: u64) -> Option<Retained> {
+        self.retained
+            .lock()
+            .expect("no panics under this lock")
+            .get(&room)
+            .cloned()
+    }
+
+    /// Sets (or clears) a room's retained message, durably.
+    fn set_retained(&self, room: u64, msg: Option<Retained>) -> std::io::Result<()> {
+        let path = self.retained_dir.join(format!("room-{room}"));
+        let mut map = self.retained.lock().expect("no panics under this lock");
+        match &msg {
+            Some(m) => write_durably(&path, &encode_retained(m))?,
+            None => remove_durably(&path)?,
+        }
+        match msg {
+            Some(m) => map.insert(room, m),
+            None => map.remove(&room),
+        };
+        Ok(())
+    }
+
+    fn session_path(&self, (user, device): (UserId, DeviceId)) -> PathBuf {
+        self.sessions.join(format!("{}-{}", user.0, device.0))
+    }
+
+    fn load_session(&self, key: (UserId, DeviceId)) -> Option<SessionState> {
+        let path = self.session_path(key);
+        let bytes = std::fs::read(&path).ok()?;
+        let state = SessionState::decode(&bytes);
+        if state.is_none() {
+            tracing::warn!(path = %path.display(), "unreadable MQTT session state ignored");
+        }
+        state
+    }
+
+    fn save_session(&self, key: (UserId, DeviceId), bytes: &[u8]) {
+        if let Err(e) = write_durably(&self.session_path(key), bytes) {
+            tracing::error!(user = key.0 .0, device = key.1 .0, error = %e, "cannot store an MQTT session");
+        }
+    }
+
+    fn forget_session(&self, key: (UserId, DeviceId)) {
+        if let Err(e) = remove_durably(&self.session_path(key)) {
+            tracing::error!(user = key.0 .0, device = key.1 .0, error = %e, "cannot remove an MQTT session");
+        }
+    }
+}
+
+/// Writes `bytes` to `path` so that after a crash it holds either the old
+/// or the new content: temp file, fsync, rename, fsync of the directory.
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    sync_dir(path)
+}
+
+fn remove_durably(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => sync_dir(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(path.parent().expect("files live in a directory"))?.sync_all()
+}
+
+fn encode_retained(m: &Retained) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + m.payload.len());
+    out.push(m.qos as u8);
+    out.extend_from_slice(&m.from.0.to_le_bytes());
+    out.extend_from_slice(&m.payload);
+    out
+}
+
+fn decode_retained(b: &[u8]) -> Option<Retained> {
+    let qos = QoS::from_u8(*b.first()?)?;
+    let from = UserId(u64::from_le_bytes(b.get(1..9)?.try_into().ok()?));
+    let payload = Bytes::copy_from_slice(&b[9..]);
+    (!payload.is_empty()).then_some(Retained { from, qos, payload })
+}
+
+/// Per-shard MQTT state.
+pub(crate) struct MqttShard {
+    store: Arc<MqttStore>,
+    params: BridgeParams,
+    /// Persistent sessions whose connection ended (also on disk).
+    sessions: RefCell<FastHashMap<(UserId, DeviceId), SessionState>>,
+    /// Open MQTT connections by session (for takeover).
+    live: RefCell<FastHashMap<(UserId, DeviceId), Rc<ConnIo>>>,
+}
+
+impl MqttShard {
+    pub(crate) fn new(store: Arc<MqttStore>, params: BridgeParams) -> MqttShard {
+        MqttShard {
+            store,
+            params,
+            sessions: RefCell::new(FastHashMap::default()),
+            live: RefCell::new(FastHashMap::default()),
+        }
+    }
+}
+
+/// Accepting side: reads CONNECT within the connect timeout, checks it and
+/// the token, then serves the connection here or hands it to the owner.
+pub(crate) async fn accept(rt: Rc<ShardRuntime>, mut stream: TcpStream) {
+    let Some(mqtt) = rt.mqtt.as_ref() else { return };
+    let timeout = Duration::from_millis(rt.config.core.connect_timeout_ms);
+    let mut buf = BytesMut::new();
+    let max_packet = mqtt.params.max_packet;
+    let first = future::or(read_connect(&mut stream, &mut buf, max_packet), async {
+        glommio::timer::sleep(timeout).await;
+        Err(None)
+    })
+    .await;
+    let connect = match first {
+        Ok(c) => c,
+        Err(Some(reply)) => return conn::refuse_with(stream, &reply).await,
+        Err(None) => return, // silent, gone, or not MQTT at all
+    };
+    let level = connect.protocol_level;
+    if let Some(code) = bridge::refuse_connect(&connect) {
+        return conn::refuse_with(stream, &connack(level, code)).await;
+    }
+    let token = connect
+        .password
+        .as_ref()
+        .and_then(|p| std::str::from_utf8(p).ok())
+        .unwrap_or("")
+        .to_string();
+    let claims = match rt.verifier.verify(&token, rt.wall_s()) {
+        Ok(c) => c,
+        Err(_) => {
+            rt.count_auth_failure();
+            let code = bridge::bad_credentials(level);
+            return conn::refuse_with(stream, &connack(level, code)).await;
+        }
+    };
+    let rest = buf.freeze();
+    let owner = shard_of(claims.user, rt.shards);
+    let session = Box::new(Handoff {
+        connect,
+        token,
+        user: claims.user,
+        device: claims.device,
+        rest,
+    });
+    if owner == rt.id {
+        start(&rt, stream, *session);
+        return;
+    }
+    match conn::duplicate(&stream) {
+        Ok(fd) => {
+            drop(stream);
+            rt.handoff(owner, MeshMsg::MqttHandoff { fd, session });
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot duplicate a socket for handoff");
+            let reply = connack(level, unavailable(level));
+            conn::refuse_with(stream, &reply).await;
+        }
+    }
+}
+
+/// An authenticated MQTT CONNECT on its way to the owner shard.
+#[derive(Debug)]
+pub(crate) struct Handoff {
+    connect: mqtt::Connect,
+    token: String,
+    user: UserId,
+    device: DeviceId,
+    /// Bytes received after CONNECT.
+    rest: Bytes,
+}
+
+/// The owner's side of a handoff.
+pub(crate) fn adopt(rt: &Rc<ShardRuntime>, fd: std::os::fd::OwnedFd, session: Handoff) {
+    start(rt, conn::stream_from(fd), session);
+}
+
+fn unavailable(level: ProtocolLevel) -> ReasonCode {
+    if level.is_v5() {
+        ReasonCode::SERVER_UNAVAILABLE
+    } else {
+        ReasonCode(0x03)
+    }
+}
+
+fn connack(level: ProtocolLevel, code: ReasonCode) -> Vec<u8> {
+    let packet = Packet::ConnAck(mqtt::ConnAck {
+        session_present: false,
+        code,
+        properties: Default::default(),
+    });
+    let mut out = BytesMut::new();
+    let _ = mqtt::encode(&packet, level, &mut out);
+    out.to_vec()
+}
+
+/// Reads the first packet; it must be CONNECT. `Err(Some(bytes))`: answer
+/// with `bytes` and close; `Err(None)`: just close.
+async fn read_connect(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    max_packet: u32,
+) -> Result<mqtt::Connect, Option<Vec<u8>>> {
+    let mut decoder = mqtt::Decoder::new(None, max_packet);
+    let mut chunk = [0u8; 4096];
+    loop {
+        match decoder.decode(buf) {
+            Ok(Some(Packet::Connect(c))) => return Ok(*c),
+            Ok(Some(_)) => return Err(None), // MQTT-3.1.0-1: close
+            Ok(None) => {}
+            Err(e) => {
+                let code = e.reason_code();
+                // A CONNECT we could not accept gets a CONNACK when its
+                // protocol level is known (MQTT-3.1.2-2, MQTT-3.1.4-5).
+                let reply = match decoder.protocol_level() {
+                    Some(ProtocolLevel::V5)
+                        if code.valid_in(mqtt::PacketType::ConnAck, ProtocolLevel::V5) =>
+                    {
+                        Some(connack(ProtocolLevel::V5, code))
+                    }
+                    _ if code == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION => {
+                        Some(connack(ProtocolLevel::V311, ReasonCode(0x01)))
+                    }
+                    _ => None,
+                };
+                return Err(reply);
+            }
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Err(None),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Serves an authenticated MQTT connection on the owner shard.
+fn start(rt: &Rc<ShardRuntime>, stream: TcpStream, h: Handoff) {
+    let mqtt = rt
+        .mqtt
+        .as_ref()
+        .expect("MQTT connections only when enabled");
+    let key = (h.user, h.device);
+    let level = h.connect.protocol_level;
+    // Take the session over from a connection still open for it, else from
+    // where the last connection left it.
+    let previous = mqtt.live.borrow().get(&key).cloned();
+    let mut stored = previous.and_then(|io| io.bridge.borrow_mut().as_mut().map(Bridge::take_over));
+    if stored.is_none() {
+        stored = mqtt.sessions.borrow_mut().remove(&key);
+    }
+    if stored.is_none() && !h.connect.clean_start {
+        stored = mqtt.store.load_session(key);
+    }
+    if h.connect.clean_start {
+        mqtt.store.forget_session(key);
+    }
+    let msg_id_base = ShardRuntime::wall_ms_now() * 1000;
+    let bridge = Bridge::new(
+        h.connect,
+        h.token,
+        h.user,
+        h.device,
+        stored,
+        msg_id_base,
+        mqtt.params,
+    );
+    let (io, wake_rx) = ConnIo::new(&stream);
+    *io.bridge.borrow_mut() = Some(bridge);
+    let conn = rt.open_connection(io.clone());
+    mqtt.live.borrow_mut().insert(key, io.clone());
+    let (reader, writer) = futures_lite::io::split(stream);
+    glommio::spawn_local(conn::write_loop(
+        rt.clone(),
+        conn,
+        io.clone(),
+        writer,
+        wake_rx,
+    ))
+    .detach();
+    glommio::spawn_local(read_loop(rt.clone(), conn, io, reader, h.rest, level)).detach();
+}
+
+async fn read_loop(
+    rt: Rc<ShardRuntime>,
+    conn: ConnId,
+    io: Rc<ConnIo>,
+    mut reader: futures_lite::io::ReadHalf<TcpStream>,
+    rest: Bytes,
+    level: ProtocolLevel,
+) {
+    let max_packet = rt.mqtt.as_ref().map_or(0, |m| m.params.max_packet);
+    let mut decoder = mqtt::Decoder::new(Some(level), max_packet);
+    let mut buf = BytesMut::from(&rest[..]);
+    loop {
+        loop {
+            let packet = decoder.decode(&mut buf);
+            let mut guard = io.bridge.borrow_mut();
+            let Some(bridge) = guard.as_mut() else { break };
+            match packet {
+                Ok(Some(p)) => bridge.on_packet(p),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(conn = conn.as_u64(), error = %e, "bad MQTT packet");
+                    bridge.on_decode_error(&e);
+                    break;
+                }
+            }
+        }
+        rt.pump_bridge(conn, &io);
+        rt.drive();
+        if io.closing.get() {
+            return;
+        }
+        rt.wait_for_mesh_room().await;
+        let old = buf.len();
+        buf.resize(old + READ_CHUNK, 0);
+        match reader.read(&mut buf[old..]).await {
+            Ok(n) if n > 0 => buf.truncate(old + n),
+            _ => {
+                buf.truncate(old);
+                rt.transport_closed(conn);
+                io.shutdown();
+                return;
+            }
+        }
+    }
+}
+
+impl ShardRuntime {
+    /// Moves what a bridge produced to the socket and the core: durable
+    /// MQTT state first, then the packets (so a PUBACK or SUBACK leaves
+    /// only after what it confirms is on disk), then the frames.
+    pub(crate) fn pump_bridge(&self, conn: ConnId, io: &Rc<ConnIo>) {
+        let Some(mqtt) = self.mqtt.as_ref() else {
+            return;
+        };
+        let mut frames = Vec::new();
+        {
+            let mut guard = io.bridge.borrow_mut();
+            let Some(b) = guard.as_mut() else { return };
+            while let Some((room, msg)) = b.poll_retain() {
+                if let Err(e) = mqtt.store.set_retained(room, msg) {
+                    tracing::error!(room, error = %e, "cannot store a retained message");
+                }
+            }
+            if let Some(state) = b.take_dirty_state() {
+                mqtt.store.save_session(b.session(), &state);
+            }
+            while let Some(room) = b.poll_retained_query() {
+                if let Some(msg) = mqtt.store.retained(room) {
+                    b.deliver_retained(room, msg);
+                }
+            }
+            let mut out = io.out.borrow_mut();
+            while let Some(p) = b.poll_packet() {
+                b.encode(&p, &mut out);
+            }
+            while let Some(f) = b.poll_core() {
+                frames.push(f);
+            }
+        }
+        if io.queued() > self.config.max_write_buffer_bytes {
+            tracing::warn!(
+                shard = self.id,
+                conn = conn.as_u64(),
+                "slow MQTT client dropped"
+            );
+            io.closing.set(true);
+        }
+        io.wake();
+        for f in frames {
+            self.frame(conn, f);
+        }
+    }
+
+    /// Hands an action for an MQTT connection to its bridge (`None`);
+    /// returns every other action.
+    pub(crate) fn to_bridge(&self, action: Action) -> Option<Action> {
+        if self.mqtt.is_none() {
+            return Some(action);
+        }
+        let conn = match &action {
+            Action::Send { conn, .. } | Action::SendShared { conn, .. } => *conn,
+            _ => return Some(action),
+        };
+        let Some(io) = self.conn_io(conn).filter(|io| io.bridge.borrow().is_some()) else {
+            return Some(action);
+        };
+        let frame = match action {
+            Action::Send { frame, .. } => frame,
+            Action::SendShared { bytes, .. } => {
+                // A room frame encoded once for native subscribers.
+                let mut d = crate::proto::Decoder::new(bytes.len() as u32);
+                d.feed(&bytes);
+                match d.decode() {
+                    Ok(Some(frame)) => frame,
+                    _ => return None,
+                }
+            }
+            other => return Some(other),
+        };
+        if let Some(b) = io.bridge.borrow_mut().as_mut() {
+            b.on_frame(frame);
+        }
+        self.pump_bridge(conn, &io);
+        None
+    }
+
+    /// An MQTT connection is gone: keep or forget its session, publish its will.
+    pub(crate) fn finish_bridge(self: &Rc<Self>, io: &Rc<ConnIo>) {
+        let Some(mqtt) = self.mqtt.as_ref() else {
+            return;
+        };
+        let Some(b) = io.bridge.borrow_mut().take() else {
+            return;
+        };
+        let key = b.session();
+        {
+            let mut live = mqtt.live.borrow_mut();
+            if live.get(&key).is_some_and(|l| Rc::ptr_eq(l, io)) {
+                live.remove(&key);
+            }
+        }
+        let done = b.finish();
+        match done.keep {
+            Keep::Save(state) => {
+                mqtt.store.save_session(key, &state.encode());
+                mqtt.sessions.borrow_mut().insert(key, state);
+            }
+            Keep::Forget => {
+                if mqtt.sessions.borrow_mut().remove(&key).is_some() {
+                    mqtt.store.forget_session(key);
+                }
+            }
+            Keep::Nothing => {}
+        }
+        if let Some(will) = done.will {
+            let rt = self.clone();
+            let send = crate::log::SendKey {
+                from: key.0,
+                from_device: key.1,
+                client_msg_id: will.client_msg_id,
+            };
+            glommio::spawn_local(async move {
+                let outcome = rt.publish(send, will.to, will.qos, will.payload).await;
+                tracing::debug!(user = key.0 .0, ?outcome, "MQTT will published");
+            })
+            .detach();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retained_messages_round_trip_and_empty_ones_are_refused() {
+        let m = Retained {
+            from: UserId(9),
+            qos: QoS::AtLeastOnce,
+            payload: Bytes::from_static(b"status: up"),
+        };
+        assert_eq!(decode_retained(&encode_retained(&m)), Some(m));
+        assert_eq!(decode_retained(&[1, 0, 0, 0, 0, 0, 0, 0, 9]), None);
+        assert_eq!(decode_retained(&[3; 12]), None);
+        assert_eq!(decode_retained(&[1, 2]), None);
+    }
+
+    #[test]
+    fn a_store_reopened_finds_its_retained_messages_and_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MqttStore::open(dir.path()).unwrap();
+        let m = Retained {
+            from: UserId(1),
+            qos: QoS::ExactlyOnce,
+            payload: Bytes::from_static(b"x"),
+        };
+        store.set_retained(4, Some(m.clone())).unwrap();
+        store.set_retained(5, Some(m.clone())).unwrap();
+        store.set_retained(5, None).unwrap();
+        let key = (UserId(3), DeviceId(2));
+        store.save_session(key, &SessionState::new(77).encode());
+        let again = MqttStore::open(dir.path()).unwrap();
+        assert_eq!(again.retained(4), Some(m));
+        assert_eq!(again.retained(5), None);
+        assert!(again.load_session(key).is_some());
+        again.forget_session(key);
+        assert!(again.load_session(key).is_none());
+    }
+}
