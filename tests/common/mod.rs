@@ -21,6 +21,8 @@ pub struct TestServer {
     pub child: Option<Child>,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// MQTT listener.
+    pub mqtt: SocketAddr,
     pub dir: PathBuf,
     pub shards: u16,
     _tmp: Option<tempfile::TempDir>,
@@ -66,6 +68,7 @@ impl TestServer {
             child: None,
             addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
             admin: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            mqtt: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
             dir,
             shards,
             _tmp: Some(tmp),
@@ -91,6 +94,9 @@ impl TestServer {
             self.shards
         );
         text.push_str(&self.top_config);
+        if !self.top_config.contains("[mqtt]") {
+            text.push_str(&format!("[mqtt]\nlisten = \"{}\"\n", self.mqtt));
+        }
         // Extra config lands in the [log] table; it may set its own size.
         text.push_str("[log]\n");
         if !self.extra_config.contains("segment_mib") {

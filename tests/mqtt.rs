@@ -1,0 +1,455 @@
+//! The MQTT front end against real clients: paho-mqtt (Python), the
+//! mosquitto command-line clients, our SDK on the native port, and raw
+//! packets for the exact reactions the specs require.
+//!
+//! Needs `/usr/bin/python3` with paho-mqtt and `mosquitto_pub`/`mosquitto_sub`
+//! (Debian: python3-paho-mqtt, mosquitto-clients; `.ci/run` installs them).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use common::{next_message, TestServer};
+use surepush::mqtt::{
+    encode, ConnAck, Connect, Decoder, MqttString, Packet, PacketId, Properties, ProtocolLevel,
+    PubReply, Publish, QoS, ReasonCode, Subscribe, Subscription, SubscriptionOptions,
+};
+use surepush::proto::{Qos, UserId};
+
+const V311: ProtocolLevel = ProtocolLevel::V311;
+const V5: ProtocolLevel = ProtocolLevel::V5;
+
+/// A raw MQTT connection speaking surepush's own codec.
+struct Raw {
+    stream: TcpStream,
+    decoder: Decoder,
+    buf: BytesMut,
+    level: ProtocolLevel,
+}
+
+impl Raw {
+    fn open(addr: SocketAddr, level: ProtocolLevel) -> Raw {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Raw {
+            stream,
+            decoder: Decoder::new(Some(level), 1 << 20),
+            buf: BytesMut::new(),
+            level,
+        }
+    }
+
+    /// Opens and sends CONNECT; returns the connection and its CONNACK.
+    fn connect(addr: SocketAddr, level: ProtocolLevel, token: &str, clean: bool) -> (Raw, ConnAck) {
+        let mut raw = Raw::open(addr, level);
+        raw.send(&connect_packet(level, token, clean));
+        match raw.recv() {
+            Some(Packet::ConnAck(a)) => (raw, a),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    fn send(&mut self, p: &Packet) {
+        let mut out = BytesMut::new();
+        encode(p, self.level, &mut out).unwrap();
+        self.stream.write_all(&out).unwrap();
+    }
+
+    /// The next packet; `None` once the server closed the connection.
+    fn recv(&mut self) -> Option<Packet> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(p) = self
+                .decoder
+                .decode(&mut self.buf)
+                .expect("server sends valid MQTT")
+            {
+                return Some(p);
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("no packet from the server: {e}"),
+            }
+        }
+    }
+
+    fn subscribe(&mut self, id: u16, filter: &str, qos: QoS) {
+        self.send(&Packet::Subscribe(Subscribe {
+            packet_id: pid(id),
+            filters: vec![Subscription {
+                filter: MqttString::from(filter),
+                options: SubscriptionOptions::qos(qos),
+            }],
+            properties: Properties::default(),
+        }));
+        match self.recv() {
+            Some(Packet::SubAck(a)) => assert_eq!(a.reasons, vec![ReasonCode(qos as u8)]),
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+}
+
+fn pid(n: u16) -> PacketId {
+    PacketId::new(n).unwrap()
+}
+
+fn connect_packet(level: ProtocolLevel, token: &str, clean: bool) -> Packet {
+    Packet::Connect(Box::new(Connect {
+        protocol_level: level,
+        clean_start: clean,
+        keep_alive: 30,
+        client_id: MqttString::from("raw"),
+        will: None,
+        // v3.1.1 allows a password only with a user name; ours is ignored.
+        username: Some(MqttString::from("x")),
+        password: Some(Bytes::copy_from_slice(token.as_bytes())),
+        properties: Properties::default(),
+    }))
+}
+
+fn publish(topic: &str, qos: QoS, id: Option<u16>, payload: &'static [u8]) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: MqttString::from(topic),
+        packet_id: id.map(pid),
+        payload: Bytes::from_static(payload),
+        properties: Properties::default(),
+    })
+}
+
+fn paho(server: &TestServer, scenario: &str, extra: &[&str]) -> Output {
+    let (a, b) = (4001, 4002);
+    let out = Command::new("/usr/bin/python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/mqtt/paho_check.py"
+        ))
+        .args(["--port", &server.mqtt.port().to_string()])
+        .args(["--scenario", scenario])
+        .args([
+            "--token-a",
+            &server.token(a, 1),
+            "--token-b",
+            &server.token(b, 1),
+        ])
+        .args(["--user-a", &a.to_string(), "--user-b", &b.to_string()])
+        .args(extra)
+        .output()
+        .expect("run /usr/bin/python3 (install python3-paho-mqtt)");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("No module named 'paho'"),
+        "paho-mqtt missing: apt-get install python3-paho-mqtt"
+    );
+    out
+}
+
+fn assert_ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn paho_clients_get_qos_0_1_2_wildcards_rooms_retained_and_wills() {
+    // Two shards: the accepting shard hands most connections over.
+    let server = TestServer::start(2, "");
+    for scenario in ["roundtrip", "wildcard", "room", "retained", "will"] {
+        let out = paho(&server, scenario, &["--room", "31"]);
+        assert_ok(&out, scenario);
+    }
+}
+
+#[test]
+fn a_persistent_session_gets_what_arrived_while_away_also_across_kill_9() {
+    let mut server = TestServer::start(2, "");
+    for (version, kill) in [("311", false), ("5", false), ("311", true), ("5", true)] {
+        let phase1 = paho(
+            &server,
+            "persistent",
+            &["--phase", "1", "--version", version],
+        );
+        assert_ok(&phase1, "persistent phase 1");
+        let line = String::from_utf8_lossy(&phase1.stdout).to_string();
+        let sent: Vec<String> = line
+            .split('"')
+            .filter(|s| s.starts_with("p-"))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(sent.len(), 5, "phase 1 printed {line}");
+        if kill {
+            server.kill9();
+            server.spawn();
+        }
+        let expect = sent.join(",");
+        let args = ["--phase", "2", "--version", version, "--expect", &expect];
+        let phase2 = paho(&server, "persistent", &args);
+        assert_ok(
+            &phase2,
+            &format!("persistent phase 2 (v{version}, kill -9: {kill})"),
+        );
+    }
+}
+
+#[test]
+fn mosquitto_command_line_clients_round_trip_at_every_qos() {
+    let server = TestServer::start(1, "");
+    let port = server.mqtt.port().to_string();
+    let b = server.token(5002, 1);
+    let sub = |extra: &[&str]| {
+        Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-u", "x", "-P", &b])
+            .args(["-t", "user/5002", "-q", "2", "-v"])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("mosquitto_sub (apt-get install mosquitto-clients)")
+    };
+    let a = server.token(5001, 1);
+    let publish = |qos: &str, msg: &str| {
+        let out = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-u", "x", "-P", &a])
+            .args(["-t", "user/5002", "-q", qos, "-m", msg])
+            .output()
+            .expect("mosquitto_pub");
+        assert_ok(&out, "mosquitto_pub");
+    };
+    // A persistent session: registered, then offline while QoS 1 and 2
+    // messages arrive, then collected.
+    let register = sub(&["-c", "-i", "msub", "-W", "1"])
+        .wait_with_output()
+        .unwrap();
+    assert!(register.stdout.is_empty());
+    publish("1", "offline-1");
+    publish("2", "offline-2");
+    let out = sub(&["-c", "-i", "msub", "-C", "2", "-W", "20"])
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        vec!["user/5002 offline-1", "user/5002 offline-2"]
+    );
+    // QoS 0 reaches live subscribers only: publish until the subscriber
+    // (which exits after one message) has one.
+    let mut live = sub(&["-C", "1", "-W", "20"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while live.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "QoS 0 never reached the live subscriber"
+        );
+        publish("0", "live-0");
+    }
+    let out = live.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "user/5002 live-0"
+    );
+}
+
+#[test]
+fn native_and_mqtt_clients_reach_each_other_through_the_same_inboxes() {
+    let server = TestServer::start(2, "");
+    let (mut native, _) = server.connect(6001, 1, None);
+    let (mut mq, ack) = Raw::connect(server.mqtt, V5, &server.token(6002, 1), true);
+    assert_eq!(ack.code, ReasonCode::SUCCESS);
+    mq.subscribe(1, "user/+", QoS::AtLeastOnce);
+    // Native → MQTT.
+    native
+        .send(
+            UserId(6002),
+            Qos::AtLeastOnce,
+            Bytes::from_static(b"from native"),
+        )
+        .unwrap();
+    match mq.recv() {
+        Some(Packet::Publish(p)) => {
+            assert_eq!(p.topic.as_str(), "user/6002");
+            assert_eq!(&p.payload[..], b"from native");
+            let from = &p.properties.user_properties;
+            assert!(
+                from.iter().any(|(k, v)| k == "from" && v == "6001"),
+                "{from:?}"
+            );
+            mq.send(&Packet::PubAck(PubReply::success(p.packet_id.unwrap())));
+        }
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+    // MQTT → native.
+    mq.send(&publish(
+        "user/6001",
+        QoS::AtLeastOnce,
+        Some(9),
+        b"from mqtt",
+    ));
+    match mq.recv() {
+        Some(Packet::PubAck(r)) => {
+            assert_eq!(r.packet_id, pid(9));
+            assert_eq!(r.reason, ReasonCode::SUCCESS);
+        }
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    // The native device first sees the echo of its own send.
+    let mut got = next_message(&mut native);
+    while got.echo {
+        got = next_message(&mut native);
+    }
+    assert_eq!(&got.payload[..], b"from mqtt");
+    assert_eq!(got.from, UserId(6002));
+}
+
+#[test]
+fn a_qos2_publish_retried_with_its_packet_id_is_delivered_once() {
+    let server = TestServer::start(1, "");
+    let (mut rx, _) = Raw::connect(server.mqtt, V311, &server.token(7002, 1), true);
+    rx.subscribe(1, "user/7002", QoS::ExactlyOnce);
+    let (mut tx, _) = Raw::connect(server.mqtt, V311, &server.token(7001, 1), true);
+    let first = publish("user/7002", QoS::ExactlyOnce, Some(7), b"exactly once");
+    tx.send(&first);
+    assert_eq!(tx.recv(), Some(Packet::PubRec(PubReply::success(pid(7)))));
+    // PUBREC "lost": the client retries with DUP, before releasing.
+    let Packet::Publish(mut again) = first else {
+        unreachable!()
+    };
+    again.dup = true;
+    tx.send(&Packet::Publish(again));
+    assert_eq!(tx.recv(), Some(Packet::PubRec(PubReply::success(pid(7)))));
+    tx.send(&Packet::PubRel(PubReply::success(pid(7))));
+    assert_eq!(tx.recv(), Some(Packet::PubComp(PubReply::success(pid(7)))));
+    // The receiver gets it once; a second message proves nothing else came
+    // in between.
+    tx.send(&publish("user/7002", QoS::AtLeastOnce, Some(8), b"marker"));
+    assert!(matches!(tx.recv(), Some(Packet::PubAck(_))));
+    // Packets of different messages may interleave (the marker can come
+    // before the PUBREL of the first).
+    let mut payloads = Vec::new();
+    let mut releasing = 0;
+    while releasing > 0 || payloads.last().map(|p: &Bytes| &p[..]) != Some(b"marker") {
+        match rx.recv() {
+            Some(Packet::Publish(p)) => {
+                let id = p.packet_id.unwrap();
+                if p.qos == QoS::ExactlyOnce {
+                    rx.send(&Packet::PubRec(PubReply::success(id)));
+                    releasing += 1;
+                } else {
+                    rx.send(&Packet::PubAck(PubReply::success(id)));
+                }
+                payloads.push(p.payload);
+            }
+            Some(Packet::PubRel(r)) => {
+                rx.send(&Packet::PubComp(PubReply::success(r.packet_id)));
+                releasing -= 1;
+            }
+            other => panic!("expected PUBLISH or PUBREL, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        payloads,
+        vec![
+            Bytes::from_static(b"exactly once"),
+            Bytes::from_static(b"marker")
+        ]
+    );
+}
+
+#[test]
+fn bad_input_gets_the_reaction_the_specs_require_and_the_server_keeps_serving() {
+    let server = TestServer::start(2, "");
+    // Not MQTT at all: closed without an answer.
+    let mut junk = Raw::open(server.mqtt, V311);
+    junk.stream.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(junk.recv(), None);
+    // An unknown protocol level: CONNACK 0x01 (unacceptable protocol), close.
+    let mut old = Raw::open(server.mqtt, V311);
+    old.stream
+        .write_all(&[0x10, 0x0C, 0, 4, b'M', b'Q', b'T', b'T', 3, 2, 0, 30, 0, 0])
+        .unwrap();
+    match old.recv() {
+        Some(Packet::ConnAck(a)) => assert_eq!(a.code, ReasonCode(0x01)),
+        other => panic!("expected CONNACK 0x01, got {other:?}"),
+    }
+    assert_eq!(old.recv(), None);
+    // A bad token: 0x04 (v3.1.1) / 0x86 (v5), then close.
+    for (level, code) in [
+        (V311, ReasonCode(0x04)),
+        (V5, ReasonCode::BAD_USER_NAME_OR_PASSWORD),
+    ] {
+        let (mut c, ack) = Raw::connect(server.mqtt, level, "not-a-token", true);
+        assert_eq!(ack.code, code);
+        assert_eq!(c.recv(), None);
+    }
+    // v3.1.1: an empty client id with a persistent session: 0x02.
+    let mut anon = Raw::open(server.mqtt, V311);
+    let Packet::Connect(mut c) = connect_packet(V311, &server.token(8001, 1), false) else {
+        unreachable!()
+    };
+    c.client_id = MqttString::from("");
+    anon.send(&Packet::Connect(c));
+    match anon.recv() {
+        Some(Packet::ConnAck(a)) => assert_eq!(a.code, ReasonCode(0x02)),
+        other => panic!("expected CONNACK 0x02, got {other:?}"),
+    }
+    // v5: a topic outside the mapping gets PUBACK 0x90; the session stays.
+    let (mut v5, _) = Raw::connect(server.mqtt, V5, &server.token(8002, 1), true);
+    v5.send(&publish("sensors/1", QoS::AtLeastOnce, Some(3), b"x"));
+    match v5.recv() {
+        Some(Packet::PubAck(r)) => assert_eq!(r.reason, ReasonCode::TOPIC_NAME_INVALID),
+        other => panic!("expected PUBACK 0x90, got {other:?}"),
+    }
+    // v5: a malformed PUBLISH (QoS 3): DISCONNECT 0x81, then close.
+    v5.stream
+        .write_all(&[0x36, 0x05, 0, 1, b'a', 0, 1])
+        .unwrap();
+    match v5.recv() {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, ReasonCode::MALFORMED_PACKET),
+        other => panic!("expected DISCONNECT 0x81, got {other:?}"),
+    }
+    assert_eq!(v5.recv(), None);
+    // v3.1.1: a topic outside the mapping closes the connection.
+    let (mut v3, _) = Raw::connect(server.mqtt, V311, &server.token(8003, 1), true);
+    v3.send(&publish("sensors/1", QoS::AtLeastOnce, Some(3), b"x"));
+    assert_eq!(v3.recv(), None);
+    // And the node still serves.
+    let (mut ok, ack) = Raw::connect(server.mqtt, V5, &server.token(8004, 1), true);
+    assert_eq!(ack.code, ReasonCode::SUCCESS);
+    ok.send(&publish(
+        "user/8004",
+        QoS::AtLeastOnce,
+        Some(1),
+        b"still here",
+    ));
+    assert!(matches!(ok.recv(), Some(Packet::PubAck(r)) if r.reason == ReasonCode::SUCCESS));
+}
+
+#[test]
+fn a_second_connection_of_the_same_device_takes_the_session_over() {
+    let server = TestServer::start(2, "");
+    let token = server.token(9001, 1);
+    let (mut first, _) = Raw::connect(server.mqtt, V5, &token, false);
+    first.subscribe(1, "user/9001", QoS::AtLeastOnce);
+    let (_second, ack) = Raw::connect(server.mqtt, V5, &token, false);
+    assert!(
+        ack.session_present,
+        "the subscription moved with the session"
+    );
+    match first.recv() {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, ReasonCode::SESSION_TAKEN_OVER),
+        other => panic!("expected DISCONNECT 0x8E, got {other:?}"),
+    }
+    assert_eq!(first.recv(), None);
+}
