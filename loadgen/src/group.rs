@@ -14,7 +14,6 @@ use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use surepush::client::{BlockingClient, ClientConfig, ClientSession, Event};
-use surepush::core::{Claims, TokenVerifier};
 use surepush::proto::{Decoder, DeviceId, Seq, UserId};
 
 use crate::poller::Poller;
@@ -92,14 +91,6 @@ impl GroupReport {
             if self.passed() { "PASS" } else { "FAIL" }
         )
     }
-}
-
-fn token(secret: &[u8], user: u64) -> String {
-    TokenVerifier::new(secret).mint(&Claims {
-        user: UserId(user),
-        device: DeviceId(1),
-        expires_s: 4_000_000_000,
-    })
 }
 
 /// `POST /v1/groups/{n}` with the members; errors unless 200.
@@ -210,7 +201,7 @@ fn member_thread(
     for u in users {
         let stream = TcpStream::connect(s.server).map_err(|e| format!("connect: {e}"))?;
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        let config = ClientConfig::new(token(&s.secret, u), DeviceId(1));
+        let config = ClientConfig::new(crate::mint_token(&s.secret, u), DeviceId(1));
         let mut session = ClientSession::new(config, Some(Seq::ZERO));
         session.connect(origin.elapsed().as_nanos() as u64);
         let mut m = Member {
@@ -280,7 +271,7 @@ pub fn run_group(s: &GroupScenario) -> Result<GroupReport, String> {
         }));
     }
     ready.wait();
-    let mut config = ClientConfig::new(token(&s.secret, publisher), DeviceId(1));
+    let mut config = ClientConfig::new(crate::mint_token(&s.secret, publisher), DeviceId(1));
     config.send_timeout_ms = 10_000;
     let mut p = BlockingClient::connect(s.server, config, Some(Seq::ZERO), Duration::from_secs(5))
         .map_err(|e| format!("publisher: {e}"))?;

@@ -29,7 +29,7 @@ mod group;
 mod mqtt_peer;
 mod poller;
 mod raw;
-pub use mqtt_peer::run_mqtt;
+pub use mqtt_peer::{run_mqtt, MqttTarget};
 mod room;
 pub use group::{run_group, GroupReport, GroupScenario};
 pub use raw::{run_raw, start_relay, RawReport, Relay};
@@ -153,16 +153,20 @@ pub fn fresh_user_base() -> u64 {
     ms * 1_000
 }
 
-fn client(s: &Scenario, user: u64) -> Result<BlockingClient, String> {
-    let token = TokenVerifier::new(&s.secret).mint(&Claims {
+/// A token for `user`, device 1, valid for an hour.
+pub(crate) fn mint_token(secret: &[u8], user: u64) -> String {
+    TokenVerifier::new(secret).mint(&Claims {
         user: UserId(user),
         device: DeviceId(1),
         expires_s: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
             + 3600,
-    });
-    let mut config = ClientConfig::new(token, DeviceId(1));
+    })
+}
+
+fn client(s: &Scenario, user: u64) -> Result<BlockingClient, String> {
+    let mut config = ClientConfig::new(mint_token(&s.secret, user), DeviceId(1));
     config.page = 500;
     BlockingClient::connect(s.server, config, Some(Seq::ZERO), Duration::from_secs(10))
         .map_err(|e| format!("connect as {user}: {e}"))

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use surepush::proto::Qos;
 use surepush_loadgen::{
     fresh_user_base, run, run_group, run_mqtt, run_raw, run_room, start_relay, GroupScenario,
-    RoomScenario, Scenario,
+    MqttTarget, RoomScenario, Scenario,
 };
 
 #[derive(Parser)]
@@ -129,6 +129,10 @@ struct CompareArgs {
     /// persistent sessions), e.g. a local mosquitto.
     #[arg(long)]
     mqtt: Option<SocketAddr>,
+    /// Also run it over MQTT against the gateway's own MQTT listener
+    /// (same node as `--server`), e.g. 127.0.0.1:1883.
+    #[arg(long)]
+    surepush_mqtt: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -170,8 +174,12 @@ fn compare(args: CompareArgs) -> Result<ExitCode, String> {
         messages,
         payload,
         mqtt,
+        surepush_mqtt,
     } = args;
     let secret = load_secret(None, &data_dir)?;
+    let mqtt_target = MqttTarget::Surepush {
+        secret: secret.clone(),
+    };
     let raw = start_relay()
         .and_then(|relay| run_raw(relay.addr, pairs, messages, payload))
         .map_err(|e| format!("raw relay: {e}"))?;
@@ -202,23 +210,47 @@ fn compare(args: CompareArgs) -> Result<ExitCode, String> {
         "  surepush / raw:               {:>9.2}",
         ours.acked_per_sec / raw.acked_per_sec.max(1.0)
     );
-    if let Some(broker) = mqtt {
-        match run_mqtt(broker, pairs, messages, payload, fresh_user_base()) {
-            Ok(m) => {
-                println!(
-                    "  MQTT broker at {broker} QoS 1: {:>9.0} msgs/s  ack p50 {:.3} ms  deliver p50 {:.3} ms  (delivered {} of {})",
-                    m.acked_per_sec, m.ack_latency.p50_ms, m.deliver_latency.p50_ms, m.delivered, m.acked
-                );
-                println!(
-                    "  surepush / MQTT broker:       {:>9.2}",
-                    ours.acked_per_sec / m.acked_per_sec.max(1.0)
-                );
-            }
-            Err(e) => eprintln!("surepush-loadgen: MQTT broker {broker}: {e}"),
+    let run_over_mqtt = |label: &str, addr: SocketAddr, target: &MqttTarget| {
+        let r = run_mqtt(addr, target, pairs, messages, payload, fresh_user_base());
+        match &r {
+            Ok(m) => println!(
+                "  {label:<29} {:>9.0} msgs/s  ack p50 {:.3} ms  deliver p50 {:.3} ms  (delivered {} of {})",
+                m.acked_per_sec, m.ack_latency.p50_ms, m.deliver_latency.p50_ms, m.delivered, m.acked
+            ),
+            Err(e) => eprintln!("surepush-loadgen: {label} {addr}: {e}"),
+        }
+        r.ok()
+    };
+    let ours_mqtt = surepush_mqtt
+        .and_then(|addr| run_over_mqtt("surepush over MQTT QoS 1:", addr, &mqtt_target));
+    let broker =
+        mqtt.and_then(|addr| run_over_mqtt("MQTT broker QoS 1:", addr, &MqttTarget::Broker));
+    let ratio = |label: &str, a: f64, b: f64| println!("  {label:<29} {:>9.2}", a / b.max(1.0));
+    if let Some(m) = &ours_mqtt {
+        ratio(
+            "surepush MQTT / native:",
+            m.acked_per_sec,
+            ours.acked_per_sec,
+        );
+    }
+    if let Some(b) = &broker {
+        ratio(
+            "surepush / MQTT broker:",
+            ours.acked_per_sec,
+            b.acked_per_sec,
+        );
+        if let Some(m) = &ours_mqtt {
+            ratio(
+                "surepush MQTT / MQTT broker:",
+                m.acked_per_sec,
+                b.acked_per_sec,
+            );
         }
     }
+    let mqtt_ok = ours_mqtt.as_ref().is_none_or(|m| m.delivered == m.acked)
+        && surepush_mqtt.is_none() == ours_mqtt.is_none();
     Ok(verdict(
-        ours.passed(Qos::AtLeastOnce) && raw.delivered == raw.acked,
+        ours.passed(Qos::AtLeastOnce) && raw.delivered == raw.acked && mqtt_ok,
         "a delivery check failed",
     ))
 }

@@ -1,5 +1,6 @@
-//! The one-to-one workload against an MQTT broker (mosquitto, or any
-//! MQTT 3.1.1 server), for side-by-side numbers: `pairs` receivers each
+//! The one-to-one workload over MQTT 3.1.1, against a broker (mosquitto, or
+//! any MQTT server) or surepush's own MQTT listener, for side-by-side
+//! numbers: `pairs` receivers each
 //! subscribe at QoS 1 to their own topic with a persistent session; each
 //! sender publishes `messages` QoS 1 messages there, the next one after the
 //! previous PUBACK (the same closed loop as `one-to-one`). Receivers
@@ -29,7 +30,11 @@ struct Peer {
 }
 
 impl Peer {
-    fn connect(addr: SocketAddr, client_id: String) -> Result<Peer, String> {
+    fn connect(
+        addr: SocketAddr,
+        client_id: String,
+        password: Option<String>,
+    ) -> Result<Peer, String> {
         let stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
         stream
@@ -46,12 +51,13 @@ impl Peer {
             keep_alive: 60,
             client_id: MqttString::from_utf8(Bytes::from(client_id)).expect("ascii"),
             will: None,
-            username: None,
-            password: None,
+            // 3.1.1 allows a password only with a user name.
+            username: password.as_ref().map(|_| MqttString::from("loadgen")),
+            password: password.map(Bytes::from),
             properties: Default::default(),
         })))?;
         match p.next()? {
-            Packet::ConnAck(_) => Ok(p),
+            Packet::ConnAck(a) if a.code.0 == 0 => Ok(p),
             other => Err(format!("expected CONNACK, got {other:?}")),
         }
     }
@@ -81,14 +87,54 @@ impl Peer {
     }
 }
 
-fn topic(run: u64, pair: u64) -> MqttString {
-    MqttString::from_utf8(Bytes::from(format!("surepush-lg/{run}/{pair}"))).expect("ascii")
+/// What speaks MQTT at the other end.
+#[derive(Clone, Debug)]
+pub enum MqttTarget {
+    /// A plain broker: topics `surepush-lg/{run}/{pair}`, no credentials.
+    Broker,
+    /// surepush's MQTT listener (docs/MQTT.md): pair `p`'s receiver is user
+    /// `run + 2p + 1`, its topic `user/{id}`; passwords are tokens minted
+    /// with the node's secret.
+    Surepush {
+        /// The node's token secret.
+        secret: Vec<u8>,
+    },
 }
 
-/// Runs the workload against the MQTT broker at `addr`; `run` keeps client
-/// ids and topics of different runs apart.
+impl MqttTarget {
+    fn topic(&self, run: u64, pair: u64) -> MqttString {
+        let t = match self {
+            MqttTarget::Broker => format!("surepush-lg/{run}/{pair}"),
+            MqttTarget::Surepush { .. } => format!("user/{}", run + 2 * pair + 1),
+        };
+        MqttString::from(t)
+    }
+
+    /// Connects the sender (`receiver` false) or receiver of a pair.
+    fn connect(
+        &self,
+        addr: SocketAddr,
+        run: u64,
+        pair: u64,
+        receiver: bool,
+    ) -> Result<Peer, String> {
+        let role = if receiver { "r" } else { "s" };
+        let password = match self {
+            MqttTarget::Broker => None,
+            MqttTarget::Surepush { secret } => Some(crate::mint_token(
+                secret,
+                run + 2 * pair + u64::from(receiver),
+            )),
+        };
+        Peer::connect(addr, format!("lg-{run}-{role}{pair}"), password)
+    }
+}
+
+/// Runs the workload against `target` at `addr`; `run` keeps client ids,
+/// users and topics of different runs apart.
 pub fn run_mqtt(
     addr: SocketAddr,
+    target: &MqttTarget,
     pairs: u32,
     messages: u32,
     payload: usize,
@@ -97,11 +143,11 @@ pub fn run_mqtt(
     let (tx, rx) = mpsc::channel::<PeerResult>();
     let mut receivers = Vec::new();
     for pair in 0..u64::from(pairs) {
-        let mut r = Peer::connect(addr, format!("lg-{run}-r{pair}"))?;
+        let mut r = target.connect(addr, run, pair, true)?;
         r.send(&Packet::Subscribe(Subscribe {
             packet_id: PacketId::new(1).expect("nonzero"),
             filters: vec![Subscription {
-                filter: topic(run, pair),
+                filter: target.topic(run, pair),
                 options: SubscriptionOptions::qos(QoS::AtLeastOnce),
             }],
             properties: Default::default(),
@@ -137,7 +183,8 @@ pub fn run_mqtt(
     }
     let started = Instant::now();
     for pair in 0..u64::from(pairs) {
-        let mut s = Peer::connect(addr, format!("lg-{run}-s{pair}"))?;
+        let mut s = target.connect(addr, run, pair, false)?;
+        let topic = target.topic(run, pair);
         let tx = tx.clone();
         std::thread::spawn(move || {
             let mut h = new_histogram();
@@ -152,7 +199,7 @@ pub fn run_mqtt(
                     dup: false,
                     qos: QoS::AtLeastOnce,
                     retain: false,
-                    topic: topic(run, pair),
+                    topic: topic.clone(),
                     packet_id: Some(id),
                     payload: Bytes::from(body),
                     properties: Default::default(),

@@ -23,7 +23,6 @@ use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use surepush::client::{BlockingClient, ClientConfig};
-use surepush::core::{Claims, TokenVerifier};
 use surepush::proto::{
     Connect, Decoder, DeviceId, Frame, Qos, Seq, SubResult, Subscribe, SubscribeFrom, UserId,
     ROOM_BIT,
@@ -125,14 +124,6 @@ struct ThreadResult {
     latency: Histogram<u64>,
 }
 
-fn token(s: &RoomScenario, user: u64) -> String {
-    TokenVerifier::new(&s.secret).mint(&Claims {
-        user: UserId(user),
-        device: DeviceId(1),
-        expires_s: 4_000_000_000,
-    })
-}
-
 fn open_sub(s: &RoomScenario, room: u64, user: u64) -> Result<Sub, String> {
     let mut stream = TcpStream::connect(s.server).map_err(|e| format!("connect: {e}"))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
@@ -141,7 +132,7 @@ fn open_sub(s: &RoomScenario, room: u64, user: u64) -> Result<Sub, String> {
         device: DeviceId(1),
         last_seq: None,
         keepalive_ms: 0,
-        token: token(s, user),
+        token: crate::mint_token(&s.secret, user),
     })
     .encode(&mut out);
     Frame::Subscribe(Subscribe {
@@ -302,7 +293,7 @@ pub fn run_room(s: &RoomScenario) -> Result<RoomReport, String> {
         }));
     }
     ready.wait(); // every subscriber has its SUBACK
-    let mut config = ClientConfig::new(token(s, s.first_user), DeviceId(1));
+    let mut config = ClientConfig::new(crate::mint_token(&s.secret, s.first_user), DeviceId(1));
     config.send_timeout_ms = 10_000;
     let mut p = BlockingClient::connect(s.server, config, None, Duration::from_secs(5))
         .map_err(|e| format!("publisher: {e}"))?;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use surepush::proto::Qos;
 use surepush_loadgen::{
-    fresh_user_base, run, run_group, run_raw, run_room, start_relay, GroupScenario, RoomScenario,
-    Scenario,
+    fresh_user_base, run, run_group, run_mqtt, run_raw, run_room, start_relay, GroupScenario,
+    MqttTarget, RoomScenario, Scenario,
 };
 
 fn free_port() -> u16 {
@@ -47,12 +47,14 @@ fn one_to_one_smoke_passes_the_checker() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let admin_port = free_port();
+    let mqtt_port = free_port();
     let config = dir.path().join("c.toml");
     std::fs::write(
         &config,
         format!(
             "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\nshards = 2\n\
-             pin_cores = false\nio_memory_kib = 1024\ntoken_secret = \"smoke\"\n[log]\nsegment_mib = 8\n",
+             pin_cores = false\nio_memory_kib = 1024\ntoken_secret = \"smoke\"\n[log]\nsegment_mib = 8\n\
+             [mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n",
             admin_port,
             dir.path().join("data").display()
         ),
@@ -139,4 +141,11 @@ fn one_to_one_smoke_passes_the_checker() {
     let r = run_group(&s).unwrap();
     assert!(r.passed(), "{}", r.to_text());
     assert_eq!((r.members, r.published, r.pushes), (19, 100, 1_900));
+    // The same one-to-one workload over the gateway's MQTT listener.
+    let target = MqttTarget::Surepush {
+        secret: b"smoke".to_vec(),
+    };
+    let addr = format!("127.0.0.1:{mqtt_port}").parse().unwrap();
+    let m = run_mqtt(addr, &target, 3, 150, 64, fresh_user_base() + 7_000_000).unwrap();
+    assert_eq!((m.acked, m.delivered), (450, 450));
 }
