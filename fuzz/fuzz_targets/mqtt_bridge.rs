@@ -161,7 +161,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    let _ = b.finish();
+    let _ = b.finish(1);
 });
 
 fn push(seq: Seq, n: u64) -> Push {

@@ -68,7 +68,14 @@ pub struct SessionState {
     /// The inbox head when the session began: a resumed session never
     /// replays from before it, even when the device has no cursor yet.
     inbox_start: Seq,
+    /// Session Expiry Interval in seconds (`u32::MAX`: never, as in 3.1.1).
+    expiry_s: u32,
+    /// When the last connection ended (ms since the epoch; 0: connected).
+    ended_ms: u64,
 }
+
+/// Topic aliases a v5 client may set (Topic Alias Maximum).
+const TOPIC_ALIAS_MAX: u16 = 32;
 
 /// Version byte of [`SessionState::encode`].
 const STATE_VERSION: u8 = 1;
@@ -100,7 +107,16 @@ impl SessionState {
         }
         out.extend_from_slice(&self.next_msg_id.to_le_bytes());
         out.extend_from_slice(&self.inbox_start.0.to_le_bytes());
+        out.extend_from_slice(&self.expiry_s.to_le_bytes());
+        out.extend_from_slice(&self.ended_ms.to_le_bytes());
         out
+    }
+
+    /// Whether the session has expired by `now_ms` (ms since the epoch).
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.ended_ms > 0
+            && self.expiry_s != u32::MAX
+            && now_ms >= self.ended_ms + u64::from(self.expiry_s) * 1000
     }
 
     /// Parses [`SessionState::encode`]'s output; `None` if it is not that.
@@ -140,6 +156,8 @@ impl SessionState {
         }
         state.next_msg_id = r.u64()?;
         state.inbox_start = Seq(r.u64()?);
+        state.expiry_s = r.u32()?;
+        state.ended_ms = r.u64()?;
         r.0.is_empty().then_some(state)
     }
 
@@ -336,6 +354,8 @@ pub struct Bridge {
     /// Inbound QoS 2 releases awaiting COMP: client_msg_id → packet id.
     releases: FastHashMap<u64, PacketId>,
     subacks: VecDeque<PendingSubAck>,
+    /// Inbound topic aliases (MQTT 5), index = alias - 1.
+    aliases: Vec<Option<MqttString>>,
     /// The durable part of the state changed (persist before the packets
     /// queued since go out).
     dirty: bool,
@@ -358,15 +378,20 @@ impl Bridge {
         params: BridgeParams,
     ) -> Bridge {
         let v5 = connect.protocol_level.is_v5();
-        let persistent = if v5 {
-            connect.properties.session_expiry_interval.unwrap_or(0) > 0
+        let expiry_s = if v5 {
+            connect.properties.session_expiry_interval.unwrap_or(0)
+        } else if connect.clean_start {
+            0
         } else {
-            !connect.clean_start
+            u32::MAX
         };
+        let persistent = expiry_s > 0;
         let resumed = stored.filter(|_| !connect.clean_start);
         let session_present = resumed.is_some();
         let mut state = resumed.unwrap_or_else(|| SessionState::new(msg_id_base));
         state.next_msg_id = state.next_msg_id.max(msg_id_base);
+        state.expiry_s = expiry_s;
+        state.ended_ms = 0;
         let client_id_assigned = connect
             .client_id
             .is_empty()
@@ -408,6 +433,7 @@ impl Bridge {
             retained_queries: VecDeque::new(),
             releases: FastHashMap::default(),
             subacks: VecDeque::new(),
+            aliases: vec![None; if v5 { usize::from(TOPIC_ALIAS_MAX) } else { 0 }],
             dirty: false,
             next_pid: 0,
             to_core: VecDeque::new(),
@@ -474,8 +500,10 @@ impl Bridge {
         self.closed
     }
 
-    /// The connection is over: what to keep and what to publish.
-    pub fn finish(mut self) -> Finished {
+    /// The connection is over (at `now_ms`, ms since the epoch): what to
+    /// keep and what to publish.
+    pub fn finish(mut self, now_ms: u64) -> Finished {
+        self.state.ended_ms = now_ms.max(1);
         let will = if self.graceful {
             None
         } else {
@@ -526,6 +554,7 @@ impl Bridge {
                 self.graceful = d.reason != ReasonCode::DISCONNECT_WITH_WILL;
                 if let Some(e) = d.properties.session_expiry_interval {
                     self.persistent = e > 0;
+                    self.state.expiry_s = e;
                 }
                 self.closed = true;
                 self.to_core
@@ -642,6 +671,7 @@ impl Bridge {
             props.shared_subscription_available = Some(false);
             props.subscription_identifier_available = Some(false);
             props.wildcard_subscription_available = Some(true);
+            props.topic_alias_maximum = Some(TOPIC_ALIAS_MAX);
             let keep_alive = (a.keepalive_ms / 1000).min(u32::from(u16::MAX)) as u16;
             if keep_alive != self.client_keep_alive {
                 props.server_keep_alive = Some(keep_alive);
@@ -1043,7 +1073,26 @@ impl Bridge {
         id
     }
 
-    fn on_publish(&mut self, p: Publish) {
+    fn on_publish(&mut self, mut p: Publish) {
+        if let Some(alias) = p.properties.topic_alias {
+            // MQTT 5 topic alias (MQTT-3.3.2-7 .. -12): a name sets it, an
+            // empty name uses it.
+            let slot = usize::from(alias.get()) - 1;
+            if slot >= self.aliases.len() {
+                return self.close_session(
+                    ReasonCode::TOPIC_ALIAS_INVALID,
+                    "topic alias above the maximum",
+                );
+            }
+            if p.topic.is_empty() {
+                match &self.aliases[slot] {
+                    Some(t) => p.topic = t.clone(),
+                    None => return self.protocol_error("topic alias not set"),
+                }
+            } else {
+                self.aliases[slot] = Some(p.topic.clone());
+            }
+        }
         let Some(target) = Target::parse(p.topic.as_str()) else {
             let why = "topic must be user/{id}, group/{n} or room/{n}";
             match (p.packet_id, self.level.is_v5()) {

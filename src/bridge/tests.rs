@@ -524,6 +524,10 @@ fn session_state_round_trips_and_garbage_is_refused() {
         },
     );
     state.inbox_start = Seq(17);
+    state.expiry_s = 60;
+    state.ended_ms = 1_000;
+    assert!(!state.expired(60_999));
+    assert!(state.expired(61_000));
     let bytes = state.encode();
     let back = SessionState::decode(&bytes).expect("decodes");
     assert_eq!(back.encode(), bytes);
@@ -555,19 +559,19 @@ fn a_will_is_published_unless_the_client_disconnected() {
         });
         Bridge::new(c, "t".into(), ME, DEV, None, 1, params())
     };
-    let dropped = with_will(ProtocolLevel::V311).finish();
+    let dropped = with_will(ProtocolLevel::V311).finish(1);
     let will = dropped.will.expect("abnormal end publishes the will");
     assert_eq!(will.to, UserId(8));
     assert_eq!(will.qos, Qos::AtLeastOnce);
     let mut polite = with_will(ProtocolLevel::V5);
     polite.on_packet(Packet::Disconnect(mqtt::Disconnect::normal()));
-    assert!(polite.finish().will.is_none());
+    assert!(polite.finish(1).will.is_none());
     let mut asks = with_will(ProtocolLevel::V5);
     asks.on_packet(Packet::Disconnect(mqtt::Disconnect {
         reason: ReasonCode::DISCONNECT_WITH_WILL,
         properties: Properties::default(),
     }));
-    assert!(asks.finish().will.is_some());
+    assert!(asks.finish(1).will.is_some());
 }
 
 #[test]
@@ -585,4 +589,47 @@ fn connects_the_spec_refuses_are_refused() {
     });
     assert_eq!(refuse_connect(&c), Some(ReasonCode::TOPIC_NAME_INVALID));
     assert_eq!(refuse_connect(&connect(ProtocolLevel::V5, false)), None);
+}
+
+#[test]
+fn topic_aliases_set_by_a_name_are_used_by_an_empty_one_and_bounded() {
+    let mut h = Harness::live(ProtocolLevel::V5, &[]);
+    h.packets();
+    h.core();
+    let aliased = |topic: &str, alias: u16| {
+        let mut properties = Properties::default();
+        properties.topic_alias = NonZeroU16::new(alias);
+        Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: MqttString::from(topic),
+            packet_id: None,
+            payload: Bytes::from_static(b"a"),
+            properties,
+        })
+    };
+    h.b.on_packet(aliased("user/42", 3));
+    h.b.on_packet(aliased("", 3));
+    let targets: Vec<UserId> = h
+        .core()
+        .into_iter()
+        .map(|f| match f {
+            Frame::Send(s) => s.to,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(targets, vec![UserId(42), UserId(42)]);
+    h.b.on_packet(aliased("", 4));
+    match h.packets().as_slice() {
+        [Packet::Disconnect(d)] => assert_eq!(d.reason, ReasonCode::PROTOCOL_ERROR),
+        other => panic!("{other:?}"),
+    }
+    let mut h = Harness::live(ProtocolLevel::V5, &[]);
+    h.packets();
+    h.b.on_packet(aliased("user/42", TOPIC_ALIAS_MAX + 1));
+    match h.packets().as_slice() {
+        [Packet::Disconnect(d)] => assert_eq!(d.reason, ReasonCode::TOPIC_ALIAS_INVALID),
+        other => panic!("{other:?}"),
+    }
 }

@@ -344,6 +344,12 @@ fn start(rt: &Rc<ShardRuntime>, stream: TcpStream, h: Handoff) {
     if stored.is_none() && !h.connect.clean_start {
         stored = mqtt.store.load_session(key);
     }
+    let now_ms = ShardRuntime::wall_ms_now();
+    if stored.as_ref().is_some_and(|s| s.expired(now_ms)) {
+        // Session Expiry Interval passed since the last connection ended.
+        stored = None;
+        mqtt.store.forget_session(key);
+    }
     if h.connect.clean_start {
         mqtt.store.forget_session(key);
     }
@@ -514,7 +520,7 @@ impl ShardRuntime {
                 live.remove(&key);
             }
         }
-        let done = b.finish();
+        let done = b.finish(ShardRuntime::wall_ms_now());
         match done.keep {
             Keep::Save(state) => {
                 mqtt.store.save_session(key, &state.encode());
