@@ -597,8 +597,10 @@ fn topic_aliases_set_by_a_name_are_used_by_an_empty_one_and_bounded() {
     h.packets();
     h.core();
     let aliased = |topic: &str, alias: u16| {
-        let mut properties = Properties::default();
-        properties.topic_alias = NonZeroU16::new(alias);
+        let properties = Properties {
+            topic_alias: NonZeroU16::new(alias),
+            ..Properties::default()
+        };
         Packet::Publish(Publish {
             dup: false,
             qos: QoS::AtMostOnce,
