@@ -105,7 +105,8 @@ fn connect_packet(level: ProtocolLevel, token: &str, clean: bool) -> Packet {
     Packet::Connect(Box::new(Connect {
         protocol_level: level,
         clean_start: clean,
-        keep_alive: 30,
+        // Above the native default (30 s): MQTT clients keep theirs.
+        keep_alive: 90,
         client_id: MqttString::from("raw"),
         will: None,
         // v3.1.1 allows a password only with a user name; ours is ignored.
@@ -268,6 +269,10 @@ fn native_and_mqtt_clients_reach_each_other_through_the_same_inboxes() {
     let (mut native, _) = server.connect(6001, 1, None);
     let (mut mq, ack) = Raw::connect(server.mqtt, V5, &server.token(6002, 1), true);
     assert_eq!(ack.code, ReasonCode::SUCCESS);
+    assert_eq!(
+        ack.properties.server_keep_alive, None,
+        "keep alive 90 s granted as asked"
+    );
     mq.subscribe(1, "user/+", QoS::AtLeastOnce);
     // Native → MQTT.
     native

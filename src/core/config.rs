@@ -24,8 +24,12 @@ pub struct CoreConfig {
     /// Retransmits before the connection is declared dead (the message stays
     /// stored for the next session).
     pub max_retries: u32,
-    /// Keepalive granted to clients; a session silent for 1.5x this is closed.
+    /// Keepalive granted to clients that ask for 0 (MQTT: no keep alive);
+    /// a session silent for 1.5x its keepalive is closed.
     pub keepalive_ms: u64,
+    /// Largest keepalive granted (default 65,535 s, MQTT's largest: an MQTT
+    /// 3.1.1 server cannot lower a client's keep alive).
+    pub max_keepalive_ms: u64,
     /// Time a new connection has to send CONNECT.
     pub connect_timeout_ms: u64,
     /// Concurrent connections (devices) per user.
@@ -63,6 +67,7 @@ impl Default for CoreConfig {
             max_backoff_ms: 30_000,
             max_retries: 5,
             keepalive_ms: 30_000,
+            max_keepalive_ms: 65_535_000,
             connect_timeout_ms: 10_000,
             max_connections_per_user: 8,
             max_sync_limit: 1_000,

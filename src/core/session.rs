@@ -175,7 +175,7 @@ impl Shard {
         let cursor = cursor.max(connect.last_seq.unwrap_or_default());
         let keepalive_ms = match connect.keepalive_ms {
             0 => self.config.keepalive_ms,
-            k => u64::from(k).min(self.config.keepalive_ms),
+            k => u64::from(k).min(self.config.max_keepalive_ms),
         };
         let c = self
             .conn_mut(conn)
