@@ -125,10 +125,11 @@ struct CompareArgs {
     /// Payload bytes (>= 16).
     #[arg(long, default_value_t = 256)]
     payload: usize,
-    /// Also run the workload against this MQTT 3.1.1 broker (QoS 1,
-    /// persistent sessions), e.g. a local mosquitto.
-    #[arg(long)]
-    mqtt: Option<SocketAddr>,
+    /// Also run the workload against an MQTT 3.1.1 broker (QoS 1,
+    /// persistent sessions): `NAME=ADDR` or just `ADDR`, repeatable, e.g.
+    /// `--mqtt mosquitto=127.0.0.1:1884 --mqtt nats=127.0.0.1:1885`.
+    #[arg(long, value_parser = parse_broker)]
+    mqtt: Vec<(String, SocketAddr)>,
     /// Also run it over MQTT against the gateway's own MQTT listener
     /// (same node as `--server`), e.g. 127.0.0.1:1883.
     #[arg(long)]
@@ -164,6 +165,13 @@ struct GroupArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// `NAME=ADDR` or `ADDR` (named "MQTT broker").
+fn parse_broker(s: &str) -> Result<(String, SocketAddr), String> {
+    let (name, addr) = s.split_once('=').unwrap_or(("MQTT broker", s));
+    let addr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    Ok((name.to_string(), addr))
 }
 
 fn compare(args: CompareArgs) -> Result<ExitCode, String> {
@@ -223,8 +231,13 @@ fn compare(args: CompareArgs) -> Result<ExitCode, String> {
     };
     let ours_mqtt = surepush_mqtt
         .and_then(|addr| run_over_mqtt("surepush over MQTT QoS 1:", addr, &mqtt_target));
-    let broker =
-        mqtt.and_then(|addr| run_over_mqtt("MQTT broker QoS 1:", addr, &MqttTarget::Broker));
+    let brokers: Vec<(String, surepush_loadgen::RawReport)> = mqtt
+        .iter()
+        .filter_map(|(name, addr)| {
+            let label = format!("{name} (MQTT) QoS 1:");
+            run_over_mqtt(&label, *addr, &MqttTarget::Broker).map(|r| (name.clone(), r))
+        })
+        .collect();
     let ratio = |label: &str, a: f64, b: f64| println!("  {label:<29} {:>9.2}", a / b.max(1.0));
     if let Some(m) = &ours_mqtt {
         ratio(
@@ -233,18 +246,15 @@ fn compare(args: CompareArgs) -> Result<ExitCode, String> {
             ours.acked_per_sec,
         );
     }
-    if let Some(b) = &broker {
+    for (name, b) in &brokers {
         ratio(
-            "surepush / MQTT broker:",
+            &format!("surepush / {name}:"),
             ours.acked_per_sec,
             b.acked_per_sec,
         );
         if let Some(m) = &ours_mqtt {
-            ratio(
-                "surepush MQTT / MQTT broker:",
-                m.acked_per_sec,
-                b.acked_per_sec,
-            );
+            let label = format!("surepush MQTT / {name}:");
+            ratio(&label, m.acked_per_sec, b.acked_per_sec);
         }
     }
     let mqtt_ok = ours_mqtt.as_ref().is_none_or(|m| m.delivered == m.acked)
