@@ -31,7 +31,9 @@ impl Decoder {
     /// A decoder refusing frames larger than `max_frame` bytes (header included).
     pub fn new(max_frame: u32) -> Decoder {
         Decoder {
-            buf: BytesMut::with_capacity(4096),
+            // No buffer up front: readers size their reads (an idle
+            // connection holds 512 bytes, not 4 KiB).
+            buf: BytesMut::new(),
             max_frame: max_frame.max(HEADER_LEN as u32),
             failed: false,
         }

@@ -337,7 +337,7 @@ fn start(rt: &Rc<ShardRuntime>, stream: TcpStream, h: Handoff) {
     // Take the session over from a connection still open for it, else from
     // where the last connection left it.
     let previous = mqtt.live.borrow().get(&key).cloned();
-    let mut stored = previous.and_then(|io| io.bridge.borrow_mut().as_mut().map(Bridge::take_over));
+    let mut stored = previous.and_then(|io| io.bridge.borrow_mut().as_mut().map(|b| b.take_over()));
     if stored.is_none() {
         stored = mqtt.sessions.borrow_mut().remove(&key);
     }
@@ -364,7 +364,7 @@ fn start(rt: &Rc<ShardRuntime>, stream: TcpStream, h: Handoff) {
         mqtt.params,
     );
     let (io, wake_rx) = ConnIo::new(&stream);
-    *io.bridge.borrow_mut() = Some(bridge);
+    *io.bridge.borrow_mut() = Some(Box::new(bridge));
     let conn = rt.open_connection(io.clone());
     mqtt.live.borrow_mut().insert(key, io.clone());
     let (reader, writer) = futures_lite::io::split(stream);
@@ -390,6 +390,7 @@ async fn read_loop(
     let max_packet = rt.mqtt.as_ref().map_or(0, |m| m.params.max_packet);
     let mut decoder = mqtt::Decoder::new(Some(level), max_packet);
     let mut buf = BytesMut::from(&rest[..]);
+    drop(rest); // a slice of the accepting side's buffer: do not pin it
     loop {
         loop {
             let packet = decoder.decode(&mut buf);
