@@ -458,3 +458,66 @@ fn a_second_connection_of_the_same_device_takes_the_session_over() {
     }
     assert_eq!(first.recv(), None);
 }
+
+#[test]
+fn unacknowledged_deliveries_are_resent_on_reconnect_with_dup_and_the_same_ids() {
+    let server = TestServer::start(2, "");
+    let rx_token = server.token(9101, 1);
+    let (mut rx, _) = Raw::connect(server.mqtt, V311, &rx_token, false);
+    rx.subscribe(1, "user/9101", QoS::ExactlyOnce);
+    let (mut tx, _) = Raw::connect(server.mqtt, V311, &server.token(9102, 1), true);
+    tx.send(&publish("user/9101", QoS::AtLeastOnce, Some(1), b"one"));
+    assert!(matches!(tx.recv(), Some(Packet::PubAck(_))));
+    tx.send(&publish("user/9101", QoS::ExactlyOnce, Some(2), b"two"));
+    assert!(matches!(tx.recv(), Some(Packet::PubRec(_))));
+    tx.send(&Packet::PubRel(PubReply::success(pid(2))));
+    assert!(matches!(tx.recv(), Some(Packet::PubComp(_))));
+    // The receiver takes both, acknowledges neither the QoS 1 one nor the
+    // end of the QoS 2 one (PUBREC, then gone before PUBCOMP).
+    let mut first = None;
+    let mut second = None;
+    while first.is_none() || second.is_none() {
+        match rx.recv() {
+            Some(Packet::Publish(p)) if &p.payload[..] == b"one" => first = Some(p),
+            Some(Packet::Publish(p)) if &p.payload[..] == b"two" => {
+                rx.send(&Packet::PubRec(PubReply::success(p.packet_id.unwrap())));
+                second = Some(p);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert!(!first.dup);
+    assert_eq!(
+        rx.recv(),
+        Some(Packet::PubRel(PubReply::success(second.packet_id.unwrap())))
+    );
+    drop(rx);
+    // Reconnect (persistent session): the QoS 1 message again with DUP and
+    // its packet id, and PUBREL again for the QoS 2 one (MQTT-4.4.0-1).
+    let (mut rx, ack) = Raw::connect(server.mqtt, V311, &rx_token, false);
+    assert!(ack.session_present);
+    let mut got_publish = false;
+    let mut got_rel = false;
+    while !(got_publish && got_rel) {
+        match rx.recv() {
+            Some(Packet::Publish(p)) => {
+                assert_eq!(
+                    &p.payload[..],
+                    b"one",
+                    "only the unacknowledged one comes again"
+                );
+                assert!(p.dup);
+                assert_eq!(p.packet_id, first.packet_id);
+                rx.send(&Packet::PubAck(PubReply::success(p.packet_id.unwrap())));
+                got_publish = true;
+            }
+            Some(Packet::PubRel(r)) => {
+                assert_eq!(r.packet_id, second.packet_id.unwrap());
+                rx.send(&Packet::PubComp(PubReply::success(r.packet_id)));
+                got_rel = true;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
