@@ -98,14 +98,17 @@ struct AppendResult {
 }
 
 /// `appenders` concurrent tasks each appending `payload_len`-byte messages
-/// and waiting for durability, until `total_bytes` or `max_time`.
+/// and waiting for durability, until `total_bytes` or `max_time`. Runs
+/// twice on the same log: `cold` is a fresh process (the dedup window and
+/// buffers are faulted in as they fill), `warm` the steady state of a
+/// running shard (the window full: every insert also evicts).
 async fn append_bench(
     dir: &std::path::Path,
     appenders: u64,
     payload_len: usize,
     total_bytes: u64,
     max_time: Duration,
-) -> AppendResult {
+) -> (AppendResult, AppendResult) {
     let config = LogConfig {
         dir: dir.to_owned(),
         ..LogConfig::default()
@@ -114,6 +117,21 @@ async fn append_bench(
     let log = Rc::new(log);
     let payload = Bytes::from(vec![0xAB; payload_len]);
     let per_task = total_bytes / appenders / (payload_len as u64 + 75) + 1;
+    let cold = append_round(&log, appenders, &payload, 0, per_task, max_time).await;
+    let warm = append_round(&log, appenders, &payload, per_task, per_task, max_time).await;
+    (cold, warm)
+}
+
+/// One round of [`append_bench`]: sequences `first + 1 ..= first + n` per task.
+async fn append_round(
+    log: &Rc<SegmentLog>,
+    appenders: u64,
+    payload: &Bytes,
+    first: u64,
+    n: u64,
+    max_time: Duration,
+) -> AppendResult {
+    let before = log.stats();
     // One bounded histogram for all tasks: a per-task auto-resizing one
     // would allocate ~0.5 MB each and dominate the run at 4096 tasks.
     let latency = Rc::new(std::cell::RefCell::new(
@@ -126,20 +144,20 @@ async fn append_bench(
             let payload = payload.clone();
             let latency = latency.clone();
             glommio::spawn_local(async move {
-                let mut n = 0;
-                for s in 1..=per_task {
+                let mut done = 0;
+                for s in first + 1..=first + n {
                     let t0 = Instant::now();
                     let end = log.append(&record(t + 1, s, &payload)).unwrap();
                     log.wait_durable(end).await.unwrap();
                     latency
                         .borrow_mut()
                         .saturating_record(t0.elapsed().as_nanos() as u64);
-                    n += 1;
+                    done += 1;
                     if start.elapsed() > max_time {
                         break;
                     }
                 }
-                n
+                done
             })
         })
         .collect();
@@ -152,10 +170,10 @@ async fn append_bench(
     let stats = log.stats();
     AppendResult {
         records,
-        bytes: stats.bytes_appended,
+        bytes: stats.bytes_appended - before.bytes_appended,
         elapsed,
         latency,
-        syncs: stats.syncs,
+        syncs: stats.syncs - before.syncs,
     }
 }
 
@@ -258,17 +276,19 @@ fn main() {
         };
         for &appenders in appender_counts {
             let dir = base.join(format!("append-{appenders}"));
-            let r = append_bench(&dir, appenders, 1024, (1 << 30) / scale, Duration::from_millis(10_000 / scale)).await;
-            let secs = r.elapsed.as_secs_f64();
-            println!(
-                "| {appenders} | {:.0} | {:.0} | {:.2} | {} | {:.3} ms | {:.3} ms |",
-                r.records as f64 / secs,
-                r.bytes as f64 / secs / 1e6,
-                r.bytes as f64 / secs / bw,
-                r.syncs,
-                ms(r.latency.value_at_quantile(0.5)),
-                ms(r.latency.value_at_quantile(0.99)),
-            );
+            let (cold, warm) = append_bench(&dir, appenders, 1024, (1 << 30) / scale, Duration::from_millis(10_000 / scale)).await;
+            for (label, r) in [("cold", cold), ("warm", warm)] {
+                let secs = r.elapsed.as_secs_f64();
+                println!(
+                    "| {appenders} ({label}) | {:.0} | {:.0} | {:.2} | {} | {:.3} ms | {:.3} ms |",
+                    r.records as f64 / secs,
+                    r.bytes as f64 / secs / 1e6,
+                    r.bytes as f64 / secs / bw,
+                    r.syncs,
+                    ms(r.latency.value_at_quantile(0.5)),
+                    ms(r.latency.value_at_quantile(0.99)),
+                );
+            }
             let _ = std::fs::remove_dir_all(&dir);
         }
         let batches: &[u64] = if wanted("batched") { &[256, 4096] } else { &[] };
