@@ -445,13 +445,26 @@ fn bad_input_gets_the_reaction_the_specs_require_and_the_server_keeps_serving() 
 fn a_second_connection_of_the_same_device_takes_the_session_over() {
     let server = TestServer::start(2, "");
     let token = server.token(9001, 1);
-    let (mut first, _) = Raw::connect(server.mqtt, V5, &token, false);
+    // v5: a session outlives its connection only with a session expiry.
+    let persistent = || {
+        let Packet::Connect(mut c) = connect_packet(V5, &token, false) else {
+            unreachable!()
+        };
+        c.properties.session_expiry_interval = Some(600);
+        Packet::Connect(c)
+    };
+    let mut first = Raw::open(server.mqtt, V5);
+    first.send(&persistent());
+    assert!(matches!(first.recv(), Some(Packet::ConnAck(_))));
     first.subscribe(1, "user/9001", QoS::AtLeastOnce);
-    let (_second, ack) = Raw::connect(server.mqtt, V5, &token, false);
-    assert!(
-        ack.session_present,
-        "the subscription moved with the session"
-    );
+    let mut second = Raw::open(server.mqtt, V5);
+    second.send(&persistent());
+    match second.recv() {
+        Some(Packet::ConnAck(a)) => {
+            assert!(a.session_present, "the subscription moved with the session")
+        }
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
     match first.recv() {
         Some(Packet::Disconnect(d)) => assert_eq!(d.reason, ReasonCode::SESSION_TAKEN_OVER),
         other => panic!("expected DISCONNECT 0x8E, got {other:?}"),

@@ -55,7 +55,7 @@ pub struct SessionState {
     /// Inbox subscriptions (filters other than `room/{n}`).
     subs: Vec<Subscription>,
     /// Room subscriptions: room number → (granted QoS, last acknowledged seq).
-    rooms: BTreeMap<u64, (QoS, Seq)>,
+    rooms: BTreeMap<u64, RoomSub>,
     /// Inbound QoS 2 messages awaiting PUBREL, by packet id.
     inbound: BTreeMap<u16, Inbound>,
     /// Inbox messages sent and not acknowledged: seq → packet id (resent
@@ -73,6 +73,9 @@ pub struct SessionState {
     /// When the last connection ended (ms since the epoch; 0: connected).
     ended_ms: u64,
 }
+
+/// Packets a client may pipeline behind CONNECT before our CONNACK.
+const EARLY_PACKETS_MAX: usize = 1024;
 
 /// Topic aliases a v5 client may set (Topic Alias Maximum).
 const TOPIC_ALIAS_MAX: u16 = 32;
@@ -93,10 +96,10 @@ impl SessionState {
             out.push(options_byte(&s.options));
         }
         out.extend_from_slice(&(self.rooms.len() as u32).to_le_bytes());
-        for (&n, &(qos, acked)) in &self.rooms {
+        for (&n, r) in &self.rooms {
             out.extend_from_slice(&n.to_le_bytes());
-            out.push(qos as u8);
-            out.extend_from_slice(&acked.0.to_le_bytes());
+            out.push(r.qos as u8 | u8::from(r.no_local) << 2);
+            out.extend_from_slice(&r.acked.0.to_le_bytes());
         }
         out.extend_from_slice(&(self.inbound.len() as u32).to_le_bytes());
         for (&pid, i) in &self.inbound {
@@ -107,9 +110,26 @@ impl SessionState {
         }
         out.extend_from_slice(&self.next_msg_id.to_le_bytes());
         out.extend_from_slice(&self.inbox_start.0.to_le_bytes());
+        out.extend_from_slice(&(self.out_pids.len() as u32).to_le_bytes());
+        for (&seq, &pid) in &self.out_pids {
+            out.extend_from_slice(&seq.to_le_bytes());
+            out.extend_from_slice(&pid.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.rel_pending.len() as u32).to_le_bytes());
+        for &pid in &self.rel_pending {
+            out.extend_from_slice(&pid.to_le_bytes());
+        }
         out.extend_from_slice(&self.expiry_s.to_le_bytes());
         out.extend_from_slice(&self.ended_ms.to_le_bytes());
         out
+    }
+
+    /// Records `at_ms` as the end of the last connection, unless one is
+    /// recorded already.
+    pub fn mark_ended(&mut self, at_ms: u64) {
+        if self.ended_ms == 0 {
+            self.ended_ms = at_ms.max(1);
+        }
     }
 
     /// Whether the session has expired by `now_ms` (ms since the epoch).
@@ -135,9 +155,18 @@ impl SessionState {
         }
         for _ in 0..r.u32()? {
             let n = r.u64()?;
-            let qos = QoS::from_u8(r.u8()?)?;
+            let flags = r.u8()?;
+            let qos = QoS::from_u8(flags & 3)?;
             let acked = Seq(r.u64()?);
-            state.rooms.insert(n, (qos, acked));
+            let no_local = flags & 4 != 0;
+            state.rooms.insert(
+                n,
+                RoomSub {
+                    qos,
+                    acked,
+                    no_local,
+                },
+            );
         }
         for _ in 0..r.u32()? {
             let pid = r.u16()?;
@@ -156,6 +185,17 @@ impl SessionState {
         }
         state.next_msg_id = r.u64()?;
         state.inbox_start = Seq(r.u64()?);
+        for _ in 0..r.u32()? {
+            let seq = r.u64()?;
+            let pid = r.u16()?;
+            PacketId::new(pid)?;
+            state.out_pids.insert(seq, pid);
+        }
+        for _ in 0..r.u32()? {
+            let pid = r.u16()?;
+            PacketId::new(pid)?;
+            state.rel_pending.insert(pid);
+        }
         state.expiry_s = r.u32()?;
         state.ended_ms = r.u64()?;
         r.0.is_empty().then_some(state)
@@ -188,6 +228,17 @@ struct PendingPub {
     qos: QoS,
     /// Room and retained message to set once stored.
     retain: Option<(u64, Option<Retained>)>,
+}
+
+/// A room subscription of a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RoomSub {
+    /// Granted QoS (at most 1).
+    qos: QoS,
+    /// Last acknowledged room sequence (0: none yet, start from "now").
+    acked: Seq,
+    /// MQTT 5 No Local: skip messages this user published.
+    no_local: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -248,8 +299,9 @@ struct RoomTrack {
 struct PendingSubAck {
     packet_id: PacketId,
     reasons: Vec<ReasonCode>,
-    /// Rooms whose native SUBACK is outstanding.
-    rooms: Vec<u64>,
+    /// Rooms whose native SUBACK is outstanding, with the index of their
+    /// filter's reason code.
+    rooms: Vec<(u64, usize)>,
 }
 
 /// How a connection's session ends, for the server.
@@ -289,6 +341,10 @@ pub struct WillMessage {
 /// a CONNACK carrying `code` (already in the right protocol's numbering).
 pub fn refuse_connect(c: &mqtt::Connect) -> Option<ReasonCode> {
     let v5 = c.protocol_level.is_v5();
+    if v5 && c.properties.authentication_method.is_some() {
+        // Enhanced authentication is not supported (MQTT-4.12.0-1).
+        return Some(ReasonCode::BAD_AUTHENTICATION_METHOD);
+    }
     if !v5 && c.client_id.is_empty() && !c.clean_start {
         return Some(ReasonCode(0x02)); // v3.1.1: identifier rejected
     }
@@ -354,6 +410,8 @@ pub struct Bridge {
     /// Inbound QoS 2 releases awaiting COMP: client_msg_id → packet id.
     releases: FastHashMap<u64, PacketId>,
     subacks: VecDeque<PendingSubAck>,
+    /// Packets that arrived before the CONNACK, handled after it.
+    early: VecDeque<Packet>,
     /// Inbound topic aliases (MQTT 5), index = alias - 1.
     aliases: Vec<Option<MqttString>>,
     /// The durable part of the state changed (persist before the packets
@@ -433,6 +491,7 @@ impl Bridge {
             retained_queries: VecDeque::new(),
             releases: FastHashMap::default(),
             subacks: VecDeque::new(),
+            early: VecDeque::new(),
             aliases: vec![None; if v5 { usize::from(TOPIC_ALIAS_MAX) } else { 0 }],
             dirty: false,
             next_pid: 0,
@@ -469,6 +528,13 @@ impl Bridge {
         self.close_session(e.reason_code(), &e.to_string());
     }
 
+    /// Durable state the queued packets confirm could not be stored:
+    /// withdraws those packets and ends the session (v5: DISCONNECT).
+    pub fn abort(&mut self, reason: ReasonCode) {
+        self.to_client.clear();
+        self.close_session(reason, "could not store the session state");
+    }
+
     /// The session's (user, device).
     pub fn session(&self) -> (UserId, DeviceId) {
         (self.user, self.device)
@@ -486,12 +552,31 @@ impl Bridge {
         (dirty && self.persistent).then(|| self.state.encode())
     }
 
-    /// Another connection takes the session over: hands its state on; this
-    /// connection ends without a will and keeps nothing.
-    pub fn take_over(&mut self) -> SessionState {
-        self.graceful = true;
+    /// Another connection of the same (user, device) takes over: this one
+    /// ends (its will is published: it did not DISCONNECT, MQTT-3.1.2-8)
+    /// and keeps nothing; its state moves on if the session was persistent
+    /// (a clean session ends with its connection, MQTT-3.1.2-6).
+    pub fn take_over(&mut self) -> Option<SessionState> {
         self.taken_over = true;
-        self.state.clone()
+        self.persistent.then(|| self.state.clone())
+    }
+
+    /// CONNACK with a failure code (already in the connection's protocol's
+    /// numbering for v5; mapped for 3.1.1), then close.
+    fn refuse_session(&mut self, reason: ReasonCode) {
+        let code = if self.level.is_v5() {
+            reason
+        } else if reason == ReasonCode::NOT_AUTHORIZED {
+            ReasonCode(0x05)
+        } else {
+            ReasonCode(0x03) // server unavailable
+        };
+        self.closed = true;
+        self.to_client.push_back(Packet::ConnAck(ConnAck {
+            session_present: false,
+            code,
+            properties: Properties::default(),
+        }));
     }
 
     /// The bridge asked for the connection to be closed (after the packets
@@ -536,6 +621,16 @@ impl Bridge {
         if self.closed {
             return;
         }
+        if self.mode == Mode::Connecting {
+            // Sent behind CONNECT before our CONNACK: answered after it
+            // (MQTT-3.2.0-1), in order.
+            if self.early.len() >= EARLY_PACKETS_MAX {
+                return self.protocol_error("too many packets before CONNACK");
+            }
+            self.early.push_back(packet);
+            return;
+        }
+        let frames_before = self.to_core.len();
         match packet {
             Packet::Publish(p) => self.on_publish(p),
             Packet::PubAck(r) => self.on_puback(r.packet_id),
@@ -544,18 +639,20 @@ impl Bridge {
             Packet::PubComp(r) => self.on_pubcomp(r.packet_id),
             Packet::Subscribe(s) => self.on_subscribe(s),
             Packet::Unsubscribe(u) => self.on_unsubscribe(u),
-            Packet::PingReq => {
-                self.to_client.push_back(Packet::PingResp);
-                // Keeps the core's idle timer fed.
-                self.to_core.push_back(Frame::Ping(0));
-            }
+            Packet::PingReq => self.to_client.push_back(Packet::PingResp),
             Packet::Disconnect(d) => {
-                // v5 reason 0x04: disconnect, but publish the will.
-                self.graceful = d.reason != ReasonCode::DISCONNECT_WITH_WILL;
                 if let Some(e) = d.properties.session_expiry_interval {
+                    if self.state.expiry_s == 0 && e > 0 {
+                        // MQTT-3.14.2-2 (v5 3.14.2.2.2): a session that was
+                        // to end cannot be extended at DISCONNECT.
+                        return self.protocol_error("session expiry raised from 0 at DISCONNECT");
+                    }
                     self.persistent = e > 0;
                     self.state.expiry_s = e;
                 }
+                // Only a normal DISCONNECT (0x00) deletes the will
+                // (MQTT-3.14.4-3); v5 0x04 and error reasons keep it.
+                self.graceful = d.reason == ReasonCode::SUCCESS;
                 self.closed = true;
                 self.to_core
                     .push_back(Frame::disconnect(ErrorCode::Normal, ""));
@@ -565,6 +662,11 @@ impl Bridge {
                 "{} is not sent by clients",
                 other.packet_type().name()
             )),
+        }
+        if self.to_core.len() == frames_before && !self.closed {
+            // Any packet counts as activity for the keep alive
+            // (MQTT-3.1.2-24); the core's idle timer hears of it this way.
+            self.to_core.push_back(Frame::Ping(0));
         }
         self.pump();
     }
@@ -612,16 +714,8 @@ impl Bridge {
             Frame::RoomPush(p) => self.deliver_room(p),
             Frame::RoomLag { room, .. } => {
                 let n = room & !ROOM_BIT;
-                if let Some((qos, acked)) = self.state.rooms.get(&n).copied() {
-                    self.rooms.insert(
-                        n,
-                        RoomTrack {
-                            order: VecDeque::new(),
-                            seen: acked,
-                        },
-                    );
-                    self.to_core
-                        .push_back(room_subscribe(n, SubscribeFrom::After(acked), qos));
+                if let Some(sub) = self.state.rooms.get(&n).copied() {
+                    self.resubscribe_room(n, sub);
                 }
             }
             Frame::Error(e) => {
@@ -635,7 +729,13 @@ impl Bridge {
                     }
                     _ => ReasonCode::UNSPECIFIED_ERROR,
                 };
-                self.server_disconnect(reason, &e.message);
+                if self.mode == Mode::Connecting {
+                    // Refused before the session opened: CONNACK carries
+                    // it (a DISCONNECT may not precede CONNACK).
+                    self.refuse_session(reason);
+                } else {
+                    self.server_disconnect(reason, &e.message);
+                }
             }
             Frame::Disconnect(d) => {
                 let reason = match ErrorCode::from_u16(d.reason) {
@@ -708,24 +808,33 @@ impl Bridge {
             self.to_client
                 .push_back(Packet::PubRel(PubReply::success(pid)));
         }
-        let rooms: Vec<(u64, QoS, Seq)> = self
-            .state
-            .rooms
-            .iter()
-            .map(|(&n, &(q, s))| (n, q, s))
-            .collect();
-        for (n, qos, acked) in rooms {
-            self.rooms.insert(
-                n,
-                RoomTrack {
-                    order: VecDeque::new(),
-                    seen: acked,
-                },
-            );
-            self.to_core
-                .push_back(room_subscribe(n, SubscribeFrom::After(acked), qos));
+        let rooms: Vec<(u64, RoomSub)> = self.state.rooms.iter().map(|(&n, &r)| (n, r)).collect();
+        for (n, sub) in rooms {
+            self.resubscribe_room(n, sub);
         }
         self.ask_page(from);
+        // Packets the client sent before this CONNACK, in order.
+        while let Some(p) = self.early.pop_front() {
+            self.on_packet(p);
+        }
+    }
+
+    /// (Re)subscribes a room of the session after its last acknowledged
+    /// message, or from "now" if it has none yet.
+    fn resubscribe_room(&mut self, n: u64, sub: RoomSub) {
+        self.rooms.insert(
+            n,
+            RoomTrack {
+                order: VecDeque::new(),
+                seen: sub.acked,
+            },
+        );
+        let from = if sub.acked == Seq::ZERO {
+            SubscribeFrom::Now
+        } else {
+            SubscribeFrom::After(sub.acked)
+        };
+        self.to_core.push_back(room_subscribe(n, from, sub.qos));
     }
 
     fn ask_page(&mut self, after: Seq) {
@@ -808,7 +917,10 @@ impl Bridge {
 
     fn deliver_inbox(&mut self, p: Push, dup: bool) {
         let topic = Target::from_wire(p.to.0).topic();
-        let granted = if p.echo { None } else { self.inbox_qos(&topic) };
+        // This device's own sends come back live as ECHO and in replay
+        // pages as ordinary items: neither goes to the client.
+        let own = p.echo || (p.from == self.user && p.from_device == self.device);
+        let granted = if own { None } else { self.inbox_qos(&topic) };
         if p.seq == Seq::ZERO {
             // QoS 0: live devices only, nothing to acknowledge.
             if granted.is_some() {
@@ -837,12 +949,15 @@ impl Bridge {
 
     fn deliver_room(&mut self, p: RoomPush) {
         let n = p.room & !ROOM_BIT;
-        let Some((granted, _)) = self.state.rooms.get(&n).copied() else {
+        let Some(sub) = self.state.rooms.get(&n).copied() else {
             return;
         };
         let topic = Target::Room(n).topic();
+        let own = sub.no_local && p.from == self.user;
         if p.seq == Seq::ZERO {
-            self.publish(&topic, QoS::AtMostOnce, p.payload, p.from, None, false);
+            if !own {
+                self.publish(&topic, QoS::AtMostOnce, p.payload, p.from, None, false);
+            }
             return;
         }
         let Some(track) = self.rooms.get_mut(&n) else {
@@ -852,8 +967,10 @@ impl Bridge {
             return;
         }
         track.seen = p.seq;
-        let qos = granted.min(mqtt_qos(p.qos));
-        if qos == QoS::AtMostOnce {
+        let qos = sub.qos.min(mqtt_qos(p.qos));
+        if own {
+            track.order.push_back((p.seq, true));
+        } else if qos == QoS::AtMostOnce {
             track.order.push_back((p.seq, true));
             self.publish(&topic, qos, p.payload, p.from, None, false);
         } else {
@@ -1026,8 +1143,8 @@ impl Bridge {
             }
             if let Some(seq) = last {
                 if let Some(entry) = self.state.rooms.get_mut(&n) {
-                    entry.1 = seq;
-                    if entry.0 != QoS::AtMostOnce {
+                    entry.acked = seq;
+                    if entry.qos != QoS::AtMostOnce {
                         self.to_core.push_back(Frame::RoomAck {
                             room: n | ROOM_BIT,
                             seq,
@@ -1040,22 +1157,29 @@ impl Bridge {
 
     fn on_room_suback(&mut self, a: proto::SubAck) {
         let n = a.room & !ROOM_BIT;
-        if let Some((_, acked)) = self.state.rooms.get_mut(&n) {
+        if let Some(sub) = self.state.rooms.get_mut(&n) {
             if a.result == SubResult::Refused {
                 self.state.rooms.remove(&n);
                 self.rooms.remove(&n);
-            } else if *acked == Seq::ZERO || a.result == SubResult::Gap {
+                self.dirty = true;
+            } else if sub.acked == Seq::ZERO || a.result == SubResult::Gap {
                 // Started from "now" (or history is gone): the position is
-                // just before the first message that will come.
-                *acked = Seq(a.first.0.saturating_sub(1));
+                // just before the first message that will come; stored so a
+                // restart resumes there, not from the room's beginning.
+                sub.acked = Seq(a.first.0.saturating_sub(1));
+                let acked = sub.acked;
                 if let Some(t) = self.rooms.get_mut(&n) {
-                    t.seen = t.seen.max(*acked);
+                    t.seen = t.seen.max(acked);
                 }
+                self.dirty = true;
             }
         }
         for pending in self.subacks.iter_mut() {
-            if let Some(i) = pending.rooms.iter().position(|&r| r == n) {
-                pending.rooms.swap_remove(i);
+            if let Some(i) = pending.rooms.iter().position(|&(r, _)| r == n) {
+                let (_, index) = pending.rooms.swap_remove(i);
+                if a.result == SubResult::Refused {
+                    pending.reasons[index] = ReasonCode::UNSPECIFIED_ERROR;
+                }
                 break;
             }
         }
@@ -1261,15 +1385,23 @@ impl Bridge {
             if let Some(n) = room_filter(filter) {
                 // Rooms deliver at most QoS 1 (ROOMACK is cumulative).
                 let qos = sub.options.qos.min(QoS::AtLeastOnce);
-                let from = match self.state.rooms.get(&n) {
-                    Some(&(_, acked)) if acked > Seq::ZERO => SubscribeFrom::After(acked),
-                    _ => SubscribeFrom::Now,
+                let previous = self.state.rooms.get(&n).copied();
+                let acked = previous.map_or(Seq::ZERO, |r| r.acked);
+                let from = if acked > Seq::ZERO {
+                    SubscribeFrom::After(acked)
+                } else {
+                    SubscribeFrom::Now
                 };
-                let acked = match from {
-                    SubscribeFrom::After(s) => s,
-                    SubscribeFrom::Now => Seq::ZERO,
-                };
-                let existed = self.state.rooms.insert(n, (qos, acked)).is_some();
+                let no_local = sub.options.no_local;
+                self.state.rooms.insert(
+                    n,
+                    RoomSub {
+                        qos,
+                        acked,
+                        no_local,
+                    },
+                );
+                let existed = previous.is_some();
                 let wants_retained = match sub.options.retain_handling {
                     mqtt::RetainHandling::SendAtSubscribe => true,
                     mqtt::RetainHandling::SendIfNewSubscription => !existed,
@@ -1286,8 +1418,8 @@ impl Bridge {
                     },
                 );
                 self.to_core.push_back(room_subscribe(n, from, qos));
-                if !rooms.contains(&n) {
-                    rooms.push(n);
+                if !rooms.iter().any(|&(r, _)| r == n) {
+                    rooms.push((n, reasons.len()));
                 }
                 reasons.push(ReasonCode(qos as u8));
                 continue;
@@ -1410,10 +1542,10 @@ impl Bridge {
 
     /// Sends room `room`'s retained message (RETAIN set) to the client.
     pub fn deliver_retained(&mut self, room: u64, msg: Retained) {
-        let Some(&(granted, _)) = self.state.rooms.get(&room) else {
+        let Some(sub) = self.state.rooms.get(&room).copied() else {
             return;
         };
-        let qos = granted.min(msg.qos);
+        let qos = sub.qos.min(msg.qos);
         let topic = Target::Room(room).topic();
         if qos == QoS::AtMostOnce {
             let p = self.make_publish(&topic, qos, msg.payload, msg.from, true);

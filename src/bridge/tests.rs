@@ -116,7 +116,16 @@ impl Harness {
         }));
     }
 
+    /// Frames for the core, without the keep-alive pings (see
+    /// `every_packet_feeds_the_keep_alive`).
     fn core(&mut self) -> Vec<Frame> {
+        self.core_raw()
+            .into_iter()
+            .filter(|f| *f != Frame::Ping(0))
+            .collect()
+    }
+
+    fn core_raw(&mut self) -> Vec<Frame> {
         std::iter::from_fn(|| self.b.poll_core()).collect()
     }
 
@@ -514,7 +523,16 @@ fn session_state_round_trips_and_garbage_is_refused() {
         filter: MqttString::from("user/+"),
         options: SubscriptionOptions::qos(QoS::ExactlyOnce),
     });
-    state.rooms.insert(9, (QoS::AtLeastOnce, Seq(44)));
+    state.rooms.insert(
+        9,
+        RoomSub {
+            qos: QoS::AtLeastOnce,
+            acked: Seq(44),
+            no_local: true,
+        },
+    );
+    state.out_pids.insert(45, 7);
+    state.rel_pending.insert(8);
     state.inbound.insert(
         3,
         Inbound {
@@ -564,9 +582,11 @@ fn a_will_is_published_unless_the_client_disconnected() {
     assert_eq!(will.to, UserId(8));
     assert_eq!(will.qos, Qos::AtLeastOnce);
     let mut polite = with_will(ProtocolLevel::V5);
+    polite.on_frame(native_connack(0, None));
     polite.on_packet(Packet::Disconnect(mqtt::Disconnect::normal()));
     assert!(polite.finish(1).will.is_none());
     let mut asks = with_will(ProtocolLevel::V5);
+    asks.on_frame(native_connack(0, None));
     asks.on_packet(Packet::Disconnect(mqtt::Disconnect {
         reason: ReasonCode::DISCONNECT_WITH_WILL,
         properties: Properties::default(),
@@ -634,4 +654,231 @@ fn topic_aliases_set_by_a_name_are_used_by_an_empty_one_and_bounded() {
         [Packet::Disconnect(d)] => assert_eq!(d.reason, ReasonCode::TOPIC_ALIAS_INVALID),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn packets_sent_before_the_connack_are_answered_after_it_in_order() {
+    let mut h = Harness {
+        b: Bridge::new(
+            connect(ProtocolLevel::V5, true),
+            "t".into(),
+            ME,
+            DEV,
+            None,
+            1,
+            params(),
+        ),
+    };
+    h.core();
+    h.subscribe(1, &[("user/7", QoS::AtLeastOnce)]);
+    h.b.on_packet(Packet::PingReq);
+    assert_eq!(h.packets(), vec![], "nothing may precede CONNACK");
+    assert_eq!(h.core(), vec![]);
+    h.b.on_frame(native_connack(0, None));
+    let kinds: Vec<mqtt::PacketType> = h.packets().iter().map(Packet::packet_type).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            mqtt::PacketType::ConnAck,
+            mqtt::PacketType::SubAck,
+            mqtt::PacketType::PingResp
+        ]
+    );
+}
+
+#[test]
+fn a_refusal_before_the_session_opens_is_a_connack_not_a_disconnect() {
+    for (level, code) in [
+        (ProtocolLevel::V5, ReasonCode::QUOTA_EXCEEDED),
+        (ProtocolLevel::V311, ReasonCode(0x03)),
+    ] {
+        let mut h = Harness {
+            b: Bridge::new(connect(level, true), "t".into(), ME, DEV, None, 1, params()),
+        };
+        h.core();
+        h.b.on_frame(Frame::error(
+            ErrorCode::TooManyConnections,
+            "too many devices",
+        ));
+        match h.packets().as_slice() {
+            [Packet::ConnAck(a)] => assert_eq!(a.code, code),
+            other => panic!("{other:?}"),
+        }
+        assert!(h.b.wants_close());
+    }
+}
+
+#[test]
+fn this_devices_own_sends_are_not_delivered_back_even_in_replay_pages() {
+    let mut h = Harness {
+        b: Bridge::new(
+            connect(ProtocolLevel::V311, true),
+            "t".into(),
+            ME,
+            DEV,
+            None,
+            1,
+            params(),
+        ),
+    };
+    h.core();
+    h.b.on_frame(native_connack(0, None));
+    let request = h.sync_request();
+    let mut own = push(1, 8, Qos::AtLeastOnce);
+    own.from = ME;
+    own.from_device = DEV;
+    let mut other_device = push(2, 8, Qos::AtLeastOnce);
+    other_device.from = ME;
+    other_device.from_device = DeviceId(2);
+    h.subscribe(1, &[("#", QoS::AtLeastOnce)]);
+    h.packets();
+    h.b.on_frame(Frame::SyncPage(SyncPage {
+        request_id: request,
+        head: Seq(2),
+        end: true,
+        items: vec![own, other_device],
+    }));
+    let sent = h.publishes();
+    assert_eq!(sent.len(), 1, "only the copy sent from another device");
+    assert_eq!(sent[0].topic.as_str(), "user/8");
+}
+
+#[test]
+fn only_a_normal_disconnect_deletes_the_will_and_expiry_cannot_rise_from_zero() {
+    let with_will = || {
+        let mut c = connect(ProtocolLevel::V5, true);
+        c.will = Some(Will {
+            topic: MqttString::from("user/8"),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Properties::default(),
+        });
+        Bridge::new(c, "t".into(), ME, DEV, None, 1, params())
+    };
+    let mut b = with_will();
+    b.on_frame(native_connack(0, None));
+    b.on_packet(Packet::Disconnect(mqtt::Disconnect {
+        reason: ReasonCode::UNSPECIFIED_ERROR,
+        properties: Properties::default(),
+    }));
+    assert!(b.finish(1).will.is_some(), "an error reason keeps the will");
+    let mut b = with_will();
+    b.on_frame(native_connack(0, None));
+    b.on_packet(Packet::Disconnect(mqtt::Disconnect {
+        reason: ReasonCode::SUCCESS,
+        properties: Properties {
+            session_expiry_interval: Some(60),
+            ..Properties::default()
+        },
+    }));
+    let out: Vec<Packet> = std::iter::from_fn(|| b.poll_packet()).collect();
+    assert!(
+        matches!(out.last(), Some(Packet::Disconnect(d)) if d.reason == ReasonCode::PROTOCOL_ERROR),
+        "{out:?}"
+    );
+    assert!(
+        b.finish(1).will.is_some(),
+        "a protocol error is not a normal disconnect"
+    );
+}
+
+#[test]
+fn a_taken_over_session_publishes_its_will_and_hands_on_only_persistent_state() {
+    let mut c = connect(ProtocolLevel::V311, true);
+    c.will = Some(Will {
+        topic: MqttString::from("user/8"),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Properties::default(),
+    });
+    let mut clean = Bridge::new(c, "t".into(), ME, DEV, None, 1, params());
+    assert!(
+        clean.take_over().is_none(),
+        "a clean session ends with its connection"
+    );
+    let done = clean.finish(1);
+    assert!(done.will.is_some());
+    assert!(matches!(done.keep, Keep::Nothing));
+    let mut persistent = Bridge::new(
+        connect(ProtocolLevel::V311, false),
+        "t".into(),
+        ME,
+        DEV,
+        None,
+        1,
+        params(),
+    );
+    assert!(persistent.take_over().is_some());
+}
+
+#[test]
+fn no_local_room_subscriptions_skip_this_users_publishes_but_acknowledge_them() {
+    let mut h = Harness::live(ProtocolLevel::V5, &[]);
+    h.packets();
+    h.core();
+    let mut options = SubscriptionOptions::qos(QoS::AtLeastOnce);
+    options.no_local = true;
+    h.b.on_packet(Packet::Subscribe(Subscribe {
+        packet_id: pid(5),
+        filters: vec![Subscription {
+            filter: MqttString::from("room/2"),
+            options,
+        }],
+        properties: Properties::default(),
+    }));
+    h.core();
+    h.b.on_frame(Frame::SubAck(proto::SubAck {
+        room: 2 | ROOM_BIT,
+        head: Seq(0),
+        first: Seq(1),
+        result: SubResult::Ok,
+    }));
+    h.packets();
+    for (seq, from) in [(1, ME), (2, UserId(3))] {
+        h.b.on_frame(Frame::RoomPush(RoomPush {
+            room: 2 | ROOM_BIT,
+            seq: Seq(seq),
+            from,
+            ts_ms: 0,
+            qos: Qos::AtLeastOnce,
+            payload: Bytes::from_static(b"r"),
+        }));
+    }
+    let sent = h.publishes();
+    assert_eq!(sent.len(), 1, "the user's own publish is skipped");
+    assert_eq!(
+        h.core(),
+        vec![Frame::RoomAck {
+            room: 2 | ROOM_BIT,
+            seq: Seq(1)
+        }],
+        "and acknowledged at once"
+    );
+    h.b.on_packet(Packet::PubAck(PubReply::success(
+        sent[0].packet_id.unwrap(),
+    )));
+    assert_eq!(
+        h.core(),
+        vec![Frame::RoomAck {
+            room: 2 | ROOM_BIT,
+            seq: Seq(2)
+        }]
+    );
+}
+
+#[test]
+fn every_packet_feeds_the_keep_alive() {
+    let mut h = Harness::live(ProtocolLevel::V311, &[]);
+    h.packets();
+    h.core();
+    h.subscribe(2, &[("user/+", QoS::AtLeastOnce)]);
+    assert_eq!(
+        h.core_raw(),
+        vec![Frame::Ping(0)],
+        "an inbox SUBSCRIBE has no frame of its own"
+    );
+    h.b.on_packet(Packet::PingReq);
+    assert_eq!(h.core_raw(), vec![Frame::Ping(0)]);
 }

@@ -46,6 +46,8 @@ const READ_CHUNK: usize = 16 * 1024;
 /// directory of persistent sessions.
 #[derive(Debug)]
 pub(crate) struct MqttStore {
+    /// When this process opened the store (ms since the epoch).
+    opened_ms: u64,
     sessions: PathBuf,
     retained_dir: PathBuf,
     retained: Mutex<FastHashMap<u64, Retained>>,
@@ -76,6 +78,7 @@ impl MqttStore {
             }
         }
         Ok(MqttStore {
+            opened_ms: ShardRuntime::wall_ms_now(),
             sessions,
             retained_dir,
             retained: Mutex::new(retained),
@@ -112,17 +115,20 @@ impl MqttStore {
     fn load_session(&self, key: (UserId, DeviceId)) -> Option<SessionState> {
         let path = self.session_path(key);
         let bytes = std::fs::read(&path).ok()?;
-        let state = SessionState::decode(&bytes);
-        if state.is_none() {
-            tracing::warn!(path = %path.display(), "unreadable MQTT session state ignored");
+        let mut state = SessionState::decode(&bytes);
+        match &mut state {
+            // Written while its connection was open, which the last stop
+            // (or crash) ended: the session expiry counts from then.
+            Some(s) => s.mark_ended(self.opened_ms),
+            None => tracing::warn!(path = %path.display(), "unreadable MQTT session state ignored"),
         }
         state
     }
 
-    fn save_session(&self, key: (UserId, DeviceId), bytes: &[u8]) {
-        if let Err(e) = write_durably(&self.session_path(key), bytes) {
+    fn save_session(&self, key: (UserId, DeviceId), bytes: &[u8]) -> std::io::Result<()> {
+        write_durably(&self.session_path(key), bytes).inspect_err(|e| {
             tracing::error!(user = key.0 .0, device = key.1 .0, error = %e, "cannot store an MQTT session");
-        }
+        })
     }
 
     fn forget_session(&self, key: (UserId, DeviceId)) {
@@ -337,7 +343,8 @@ fn start(rt: &Rc<ShardRuntime>, stream: TcpStream, h: Handoff) {
     // Take the session over from a connection still open for it, else from
     // where the last connection left it.
     let previous = mqtt.live.borrow().get(&key).cloned();
-    let mut stored = previous.and_then(|io| io.bridge.borrow_mut().as_mut().map(|b| b.take_over()));
+    let mut stored =
+        previous.and_then(|io| io.bridge.borrow_mut().as_mut().and_then(|b| b.take_over()));
     if stored.is_none() {
         stored = mqtt.sessions.borrow_mut().remove(&key);
     }
@@ -438,13 +445,19 @@ impl ShardRuntime {
         {
             let mut guard = io.bridge.borrow_mut();
             let Some(b) = guard.as_mut() else { return };
+            let mut stored = Ok(());
             while let Some((room, msg)) = b.poll_retain() {
-                if let Err(e) = mqtt.store.set_retained(room, msg) {
+                stored = stored.and(mqtt.store.set_retained(room, msg).inspect_err(|e| {
                     tracing::error!(room, error = %e, "cannot store a retained message");
-                }
+                }));
             }
             if let Some(state) = b.take_dirty_state() {
-                mqtt.store.save_session(b.session(), &state);
+                stored = stored.and(mqtt.store.save_session(b.session(), &state));
+            }
+            if stored.is_err() {
+                // What the queued PUBACK/SUBACK would confirm is not on
+                // disk: withdraw them and close; the client retries.
+                b.abort(ReasonCode::UNSPECIFIED_ERROR);
             }
             while let Some(room) = b.poll_retained_query() {
                 if let Some(msg) = mqtt.store.retained(room) {
@@ -524,13 +537,15 @@ impl ShardRuntime {
         let done = b.finish(ShardRuntime::wall_ms_now());
         match done.keep {
             Keep::Save(state) => {
-                mqtt.store.save_session(key, &state.encode());
+                // Best effort: the connection is gone; a failure is logged.
+                let _ = mqtt.store.save_session(key, &state.encode());
                 mqtt.sessions.borrow_mut().insert(key, state);
             }
             Keep::Forget => {
-                if mqtt.sessions.borrow_mut().remove(&key).is_some() {
-                    mqtt.store.forget_session(key);
-                }
+                // A session file may exist from earlier in this connection
+                // (written when it was still persistent) or before it.
+                mqtt.sessions.borrow_mut().remove(&key);
+                mqtt.store.forget_session(key);
             }
             Keep::Nothing => {}
         }
@@ -580,11 +595,16 @@ mod tests {
         store.set_retained(5, Some(m.clone())).unwrap();
         store.set_retained(5, None).unwrap();
         let key = (UserId(3), DeviceId(2));
-        store.save_session(key, &SessionState::new(77).encode());
+        store
+            .save_session(key, &SessionState::new(77).encode())
+            .unwrap();
         let again = MqttStore::open(dir.path()).unwrap();
         assert_eq!(again.retained(4), Some(m));
         assert_eq!(again.retained(5), None);
-        assert!(again.load_session(key).is_some());
+        let loaded = again.load_session(key).expect("stored");
+        // Written while connected (no end time), found after a restart: the
+        // expiry (0 here) counts from the restart, so it has expired.
+        assert!(loaded.expired(again.opened_ms));
         again.forget_session(key);
         assert!(again.load_session(key).is_none());
     }
