@@ -277,7 +277,9 @@ pub fn run_group(s: &GroupScenario) -> Result<GroupReport, String> {
         .map_err(|e| format!("publisher: {e}"))?;
     let group = UserId(UserId::GROUP_BIT | s.first_user);
     let started = Instant::now();
-    let acked = crate::publish_timed(&mut p, group, s.messages, s.payload, deadline)?;
+    let acked = crate::publish_timed(&mut p, s.messages, s.payload, deadline, |i| {
+        (group, u64::from(i))
+    })?;
     let mut total = Tally {
         latency: Some(new_histogram()),
         ..Tally::default()
