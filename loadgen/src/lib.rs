@@ -25,13 +25,14 @@ use surepush::client::{BlockingClient, ClientConfig, Event};
 use surepush::core::{Claims, TokenVerifier};
 use surepush::proto::{DeviceId, Qos, Seq, UserId};
 
+mod fleet;
 mod group;
 mod mqtt_peer;
 mod poller;
 mod raw;
-pub use mqtt_peer::{run_mqtt, MqttTarget};
 mod room;
 pub use group::{run_group, GroupReport, GroupScenario};
+pub use mqtt_peer::{run_mqtt, MqttTarget};
 pub use raw::{run_raw, start_relay, RawReport, Relay};
 pub use room::{run_room, RoomReport, RoomScenario};
 
