@@ -25,12 +25,16 @@ use surepush::client::{BlockingClient, ClientConfig, Event};
 use surepush::core::{Claims, TokenVerifier};
 use surepush::proto::{DeviceId, Qos, Seq, UserId};
 
+mod backlog;
+mod check;
 mod fleet;
 mod group;
 mod mqtt_peer;
 mod poller;
 mod raw;
 mod room;
+pub use backlog::{run_backlog, BacklogReport, BacklogScenario};
+pub use check::DeliveryCheck;
 pub use group::{run_group, GroupReport, GroupScenario};
 pub use mqtt_peer::{run_mqtt, MqttTarget};
 pub use raw::{run_raw, start_relay, RawReport, Relay};

@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use surepush::proto::Qos;
 use surepush_loadgen::{
-    fresh_user_base, run, run_group, run_mqtt, run_raw, run_room, start_relay, GroupScenario,
-    MqttTarget, RoomScenario, Scenario,
+    fresh_user_base, run, run_backlog, run_group, run_mqtt, run_raw, run_room, start_relay,
+    BacklogScenario, GroupScenario, MqttTarget, RoomScenario, Scenario,
 };
 
 #[derive(Parser)]
@@ -37,6 +37,9 @@ enum Command {
     /// One publisher sends to a group; every member (an SDK session driven
     /// from an epoll loop) must get every message once, in order.
     Group(GroupArgs),
+    /// Receivers get messages while offline, then all connect at once and
+    /// replay them in SYNC pages; checks every message once, in order.
+    Backlog(BacklogArgs),
 }
 
 #[derive(Args)]
@@ -161,6 +164,44 @@ struct GroupArgs {
     threads: usize,
     /// Seconds before giving up.
     #[arg(long, default_value_t = 60)]
+    timeout_s: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct BacklogArgs {
+    /// Gateway address.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    server: SocketAddr,
+    /// The gateway's data dir (for token.secret) ...
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// ... or the secret itself.
+    #[arg(long, env = "SUREPUSH_SECRET")]
+    secret: Option<String>,
+    /// Offline receivers (each one connection when replaying).
+    #[arg(long, default_value_t = 1000)]
+    receivers: u32,
+    /// Messages stored for each receiver while it is offline.
+    #[arg(long, default_value_t = 100)]
+    messages: u32,
+    /// Sender connections (pipelined QoS 1; each stays under the
+    /// gateway's frames-per-second limit more easily when there are several).
+    #[arg(long, default_value_t = 8)]
+    senders: u32,
+    /// Payload bytes (>= 16).
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// SYNC page size the receivers ask for (the gateway caps it).
+    #[arg(long, default_value_t = 200)]
+    page: u32,
+    /// Receiver threads (one epoll loop each).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Seconds before giving up (each phase).
+    #[arg(long, default_value_t = 120)]
     timeout_s: u64,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -391,6 +432,7 @@ fn main() -> ExitCode {
         Command::Room(args) => room(args),
         Command::Group(args) => group(args),
         Command::Compare(args) => compare(args),
+        Command::Backlog(args) => backlog(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("surepush-loadgen: {e}");
@@ -432,5 +474,40 @@ fn one_to_one(args: OneToOneArgs) -> Result<ExitCode, String> {
         |r| r.to_text(),
         |r| r.passed(qos),
         "delivery guarantees violated",
+    ))
+}
+
+fn backlog(args: BacklogArgs) -> Result<ExitCode, String> {
+    let BacklogArgs {
+        server,
+        data_dir,
+        secret,
+        receivers,
+        messages,
+        senders,
+        payload,
+        page,
+        threads,
+        timeout_s,
+        json,
+    } = args;
+    let scenario = BacklogScenario {
+        server,
+        secret: load_secret(secret, &data_dir)?,
+        receivers,
+        messages,
+        senders,
+        payload,
+        page,
+        threads,
+        timeout: Duration::from_secs(timeout_s),
+        first_user: fresh_user_base(),
+    };
+    Ok(finish(
+        run_backlog(&scenario)?,
+        json,
+        |r| r.to_text(),
+        |r| r.passed(),
+        "backlog replay incomplete, repeated or out of order",
     ))
 }
