@@ -4,7 +4,8 @@
 //! replay from its cursor, reconnects) over a non-blocking socket; a
 //! [`Fleet`] is one thread's connections, served from one epoll loop
 //! ([`Poller`]). Connects are non-blocking, so a thread opens or reopens
-//! all its sockets at once without waiting for each handshake; bytes that do not fit a socket wait until it drains.
+//! all its sockets at once (a reconnect storm) without waiting for each
+//! handshake; bytes that do not fit a socket wait until it drains.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,11 +13,27 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
+use serde::Serialize;
 use socket2::{Domain, SockRef, Socket, Type};
 use surepush::client::{ClientSession, Event};
 use surepush::proto::{Decoder, DEFAULT_MAX_FRAME};
 
 use crate::poller::Poller;
+
+/// How a connection is dropped on purpose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DropMode {
+    /// A reset (SO_LINGER 0): the gateway sees the error at once, and
+    /// this side keeps no TIME_WAIT socket (no ephemeral ports run out).
+    Reset,
+    /// A plain close (FIN).
+    Close,
+    /// Nothing is sent: the socket stays open and unread until the round
+    /// ends, like a phone whose network vanished. The gateway learns of it
+    /// when the device's new connection replaces it.
+    Silent,
+}
 
 /// Timers (retransmits, keepalive PINGs) are checked this often.
 const TICK: Duration = Duration::from_millis(50);
@@ -73,6 +90,20 @@ impl Conn {
         self.session.connect(now);
         self.flush();
         Ok(fd)
+    }
+
+    /// Drops the connection without a word to the gateway; the session
+    /// keeps its cursor and outbox. Returns the socket when it is to be
+    /// left open (`Silent`).
+    fn drop_connection(&mut self, mode: DropMode, now: u64) -> Option<TcpStream> {
+        let stream = self.stream.take()?;
+        self.session.handle_disconnect(now);
+        match mode {
+            DropMode::Reset => reset(stream),
+            DropMode::Close => drop(stream),
+            DropMode::Silent => return Some(stream),
+        }
+        None
     }
 
     /// The connection broke or was closed by the gateway.
@@ -169,6 +200,8 @@ pub(crate) struct Fleet {
     conns: Vec<Conn>,
     server: SocketAddr,
     poller: Poller,
+    /// Sockets dropped with [`DropMode::Silent`], still open.
+    parked: Vec<TcpStream>,
     buf: Vec<u8>,
     origin: Instant,
     last_tick: Instant,
@@ -186,6 +219,7 @@ impl Fleet {
             conns: sessions.into_iter().map(Conn::new).collect(),
             server,
             poller: Poller::empty()?,
+            parked: Vec::new(),
             buf: vec![0u8; 256 << 10],
             origin,
             last_tick: Instant::now(),
@@ -212,6 +246,21 @@ impl Fleet {
         self.poller.add_edge(fd, i)
     }
 
+    /// Drops connection `i` on purpose (see [`DropMode`]).
+    pub(crate) fn drop_conn(&mut self, i: usize, mode: DropMode) -> Result<(), String> {
+        let now = self.now();
+        if let Some(s) = self.conns[i].drop_connection(mode, now) {
+            self.poller.remove(s.as_raw_fd())?;
+            self.parked.push(s);
+        }
+        Ok(())
+    }
+
+    /// Resets the sockets left open by [`DropMode::Silent`].
+    pub(crate) fn release_parked(&mut self) {
+        self.parked.drain(..).for_each(reset);
+    }
+
     /// Resets every connection (teardown without TIME_WAIT here).
     pub(crate) fn close_all(&mut self) {
         let now = self.now();
@@ -221,6 +270,7 @@ impl Fleet {
                 reset(s);
             }
         }
+        self.release_parked();
     }
 
     /// Waits up to `timeout_ms` for socket activity, runs the connections

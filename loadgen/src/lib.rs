@@ -33,12 +33,15 @@ mod mqtt_peer;
 mod poller;
 mod raw;
 mod room;
+mod storm;
 pub use backlog::{run_backlog, BacklogReport, BacklogScenario};
 pub use check::DeliveryCheck;
+pub use fleet::DropMode;
 pub use group::{run_group, GroupReport, GroupScenario};
 pub use mqtt_peer::{run_mqtt, MqttTarget};
 pub use raw::{run_raw, start_relay, RawReport, Relay};
 pub use room::{run_room, RoomReport, RoomScenario};
+pub use storm::{run_storm, StormReport, StormRound, StormScenario};
 
 /// What to run.
 #[derive(Clone, Debug)]

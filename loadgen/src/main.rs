@@ -8,8 +8,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use surepush::proto::Qos;
 use surepush_loadgen::{
-    fresh_user_base, run, run_backlog, run_group, run_mqtt, run_raw, run_room, start_relay,
-    BacklogScenario, GroupScenario, MqttTarget, RoomScenario, Scenario,
+    fresh_user_base, run, run_backlog, run_group, run_mqtt, run_raw, run_room, run_storm,
+    start_relay, BacklogScenario, DropMode, GroupScenario, MqttTarget, RoomScenario, Scenario,
+    StormScenario,
 };
 
 #[derive(Parser)]
@@ -40,6 +41,10 @@ enum Command {
     /// Receivers get messages while offline, then all connect at once and
     /// replay them in SYNC pages; checks every message once, in order.
     Backlog(BacklogArgs),
+    /// Clients drop their connections at once and reconnect, round after
+    /// round, while messages are sent to them; checks nothing is lost or
+    /// duplicated.
+    Storm(StormArgs),
 }
 
 #[derive(Args)]
@@ -206,6 +211,59 @@ struct BacklogArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct StormArgs {
+    /// Gateway address.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    server: SocketAddr,
+    /// The gateway's data dir (for token.secret) ...
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// ... or the secret itself.
+    #[arg(long, env = "SUREPUSH_SECRET")]
+    secret: Option<String>,
+    /// Client connections.
+    #[arg(long, default_value_t = 1000)]
+    clients: u32,
+    /// Rounds of drop-and-reconnect (one message to every client each).
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
+    /// Share of the clients dropped each round, chosen at random.
+    #[arg(long, default_value_t = 1.0)]
+    drop_rate: f64,
+    /// How connections are dropped: reset (RST), close (FIN) or silent
+    /// (left open and unread until the device's new connection replaces it).
+    #[arg(long, default_value = "reset", value_parser = parse_drop_mode)]
+    drop_mode: DropMode,
+    /// Sender connections (pipelined QoS 1).
+    #[arg(long, default_value_t = 4)]
+    senders: u32,
+    /// Payload bytes (>= 16).
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Client threads (one epoll loop each).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Seed of the random choice of dropped clients.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Seconds before giving up (whole run).
+    #[arg(long, default_value_t = 120)]
+    timeout_s: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_drop_mode(s: &str) -> Result<DropMode, String> {
+    match s {
+        "reset" => Ok(DropMode::Reset),
+        "close" => Ok(DropMode::Close),
+        "silent" => Ok(DropMode::Silent),
+        _ => Err("expected reset, close or silent".into()),
+    }
 }
 
 /// `NAME=ADDR` or `ADDR` (named "MQTT broker").
@@ -433,6 +491,7 @@ fn main() -> ExitCode {
         Command::Group(args) => group(args),
         Command::Compare(args) => compare(args),
         Command::Backlog(args) => backlog(args),
+        Command::Storm(args) => storm(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("surepush-loadgen: {e}");
@@ -509,5 +568,44 @@ fn backlog(args: BacklogArgs) -> Result<ExitCode, String> {
         |r| r.to_text(),
         |r| r.passed(),
         "backlog replay incomplete, repeated or out of order",
+    ))
+}
+
+fn storm(args: StormArgs) -> Result<ExitCode, String> {
+    let StormArgs {
+        server,
+        data_dir,
+        secret,
+        clients,
+        rounds,
+        drop_rate,
+        drop_mode,
+        senders,
+        payload,
+        threads,
+        seed,
+        timeout_s,
+        json,
+    } = args;
+    let scenario = StormScenario {
+        server,
+        secret: load_secret(secret, &data_dir)?,
+        clients,
+        rounds,
+        drop_rate,
+        drop_mode,
+        senders,
+        payload,
+        threads,
+        timeout: Duration::from_secs(timeout_s),
+        seed,
+        first_user: fresh_user_base(),
+    };
+    Ok(finish(
+        run_storm(&scenario)?,
+        json,
+        |r| r.to_text(),
+        |r| r.passed(),
+        "a message was lost, repeated or reordered across the drops, or a round did not finish",
     ))
 }

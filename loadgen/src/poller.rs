@@ -45,6 +45,11 @@ impl Poller {
         self.ctl(libc::EPOLL_CTL_ADD, socket, index, interest as u32)
     }
 
+    /// Stops watching `socket` (closing a socket also does that).
+    pub(crate) fn remove(&mut self, socket: RawFd) -> Result<(), String> {
+        self.ctl(libc::EPOLL_CTL_DEL, socket, 0, 0)
+    }
+
     fn ctl(&mut self, op: i32, socket: RawFd, index: usize, events: u32) -> Result<(), String> {
         let mut ev = libc::epoll_event {
             events,
