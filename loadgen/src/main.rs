@@ -8,9 +8,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use surepush::proto::Qos;
 use surepush_loadgen::{
-    fresh_user_base, run, run_backlog, run_group, run_mqtt, run_raw, run_room, run_storm,
-    start_relay, BacklogScenario, DropMode, GroupScenario, MqttTarget, RoomScenario, Scenario,
-    StormScenario,
+    fresh_user_base, procfs, run, run_backlog, run_group, run_idle, run_mqtt, run_raw, run_room,
+    run_storm, start_relay, BacklogScenario, DropMode, GroupScenario, IdleScenario, MqttTarget,
+    RoomScenario, Scenario, StormScenario,
 };
 
 #[derive(Parser)]
@@ -45,6 +45,9 @@ enum Command {
     /// round, while messages are sent to them; checks nothing is lost or
     /// duplicated.
     Storm(StormArgs),
+    /// Holds idle authenticated connections and reports the gateway's
+    /// memory per connection.
+    Idle(IdleArgs),
 }
 
 #[derive(Args)]
@@ -250,6 +253,42 @@ struct StormArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Seconds before giving up (whole run).
+    #[arg(long, default_value_t = 120)]
+    timeout_s: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct IdleArgs {
+    /// Gateway address.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    server: SocketAddr,
+    /// The gateway's data dir (for token.secret) ...
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// ... or the secret itself.
+    #[arg(long, env = "SUREPUSH_SECRET")]
+    secret: Option<String>,
+    /// Idle connections to hold (each one open file here and one in the
+    /// gateway; the limit is per process, see `ulimit -n`).
+    #[arg(long, default_value_t = 1000)]
+    connections: u32,
+    /// The gateway's pid (its RSS is sampled); default: the process
+    /// listening on the `--server` port, found through /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Seconds to hold them once all are live.
+    #[arg(long, default_value_t = 10)]
+    hold_s: u64,
+    /// Handshakes in flight at once (keeps the accept queues from overflowing).
+    #[arg(long, default_value_t = 512)]
+    connecting: usize,
+    /// Client threads (one epoll loop each).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Seconds to get every connection live before giving up.
     #[arg(long, default_value_t = 120)]
     timeout_s: u64,
     /// Print JSON instead of a table.
@@ -492,6 +531,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => compare(args),
         Command::Backlog(args) => backlog(args),
         Command::Storm(args) => storm(args),
+        Command::Idle(args) => idle(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("surepush-loadgen: {e}");
@@ -607,5 +647,42 @@ fn storm(args: StormArgs) -> Result<ExitCode, String> {
         |r| r.to_text(),
         |r| r.passed(),
         "a message was lost, repeated or reordered across the drops, or a round did not finish",
+    ))
+}
+
+fn idle(args: IdleArgs) -> Result<ExitCode, String> {
+    let IdleArgs {
+        server,
+        data_dir,
+        secret,
+        connections,
+        server_pid,
+        hold_s,
+        connecting,
+        threads,
+        timeout_s,
+        json,
+    } = args;
+    let server_pid = match server_pid {
+        Some(pid) => pid,
+        None => procfs::listener_pid(server.port())?,
+    };
+    let scenario = IdleScenario {
+        server,
+        secret: load_secret(secret, &data_dir)?,
+        connections,
+        server_pid,
+        hold: Duration::from_secs(hold_s),
+        threads,
+        connecting,
+        timeout: Duration::from_secs(timeout_s),
+        first_user: fresh_user_base(),
+    };
+    Ok(finish(
+        run_idle(&scenario)?,
+        json,
+        |r| r.to_text(),
+        |r| r.passed(),
+        "not every connection went live, or the gateway closed some",
     ))
 }
