@@ -11,6 +11,7 @@
 //! it missed included) and CONNECT-to-CONNACK latency; checks that every
 //! message reached its client once, in order, without a sequence gap.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
@@ -72,6 +73,8 @@ pub struct StormRound {
     pub live_seconds: f64,
     /// CONNECT (socket connect started) to CONNACK.
     pub connack: Latency,
+    /// Connections the gateway closed on its own during the round.
+    pub unexpected_closes: u64,
     /// Messages acknowledged to the senders this round.
     pub acked: u64,
 }
@@ -95,6 +98,10 @@ pub struct StormReport {
     pub connack: Latency,
     /// Connections the gateway closed or broke on its own (reconnected).
     pub unexpected_closes: u64,
+    /// Those closes by the last thing the gateway said before closing
+    /// ("ERROR <code>: <text>" with digits as '#', "DISCONNECT <reason>",
+    /// or "no word").
+    pub close_reasons: BTreeMap<String, u64>,
     /// Messages acknowledged to the senders.
     pub acked: u64,
     /// Clients x rounds.
@@ -122,7 +129,8 @@ impl StormReport {
         for r in &self.rounds {
             t += &format!(
                 "  round {}: {} dropped, {} reconnected in {:.3} s = {:.0} reconnects/s, \
-                 all live after {:.3} s, CONNACK p50 {:.2} ms p99 {:.2} ms max {:.2} ms\n",
+                 all live after {:.3} s, CONNACK p50 {:.2} ms p99 {:.2} ms max {:.2} ms, \
+                 closed by the gateway {}\n",
                 r.round,
                 r.dropped,
                 r.reconnected,
@@ -131,17 +139,19 @@ impl StormReport {
                 r.live_seconds,
                 r.connack.p50_ms,
                 r.connack.p99_ms,
-                r.connack.max_ms
+                r.connack.max_ms,
+                r.unexpected_closes
             );
         }
         t += &format!(
             "  all rounds: {} reconnects, CONNACK p50 {:.2} ms p99 {:.2} ms max {:.2} ms, \
-             closed by the gateway {}\n  acked {} of {}\n  {}\n  verdict: {}\n",
+             closed by the gateway {} {:?}\n  acked {} of {}\n  {}\n  verdict: {}\n",
             self.reconnects,
             self.connack.p50_ms,
             self.connack.p99_ms,
             self.connack.max_ms,
             self.unexpected_closes,
+            self.close_reasons,
             self.acked,
             self.expected,
             self.check.to_text(),
@@ -171,6 +181,7 @@ struct RoundTally {
     last_connack: Option<Instant>,
     last_live: Option<Instant>,
     connack: Histogram<u64>,
+    unexpected_closes: u64,
 }
 
 /// What a client thread saw.
@@ -178,6 +189,7 @@ struct ThreadResult {
     live: u64,
     rounds: Vec<RoundTally>,
     unexpected_closes: u64,
+    close_reasons: BTreeMap<String, u64>,
     check: DeliveryCheck,
 }
 
@@ -213,8 +225,11 @@ fn client_thread(
         live: 0,
         rounds: Vec::new(),
         unexpected_closes: 0,
+        close_reasons: BTreeMap::new(),
         check: DeliveryCheck::default(),
     };
+    // Per client: what the gateway last said before a close.
+    let mut last_word: Vec<Option<String>> = vec![None; n];
     let mut current: Option<RoundTally> = None;
     let mut rng = seed;
     let mut setting_up = true;
@@ -251,6 +266,7 @@ fn client_thread(
                 last_connack: None,
                 last_live: None,
                 connack: new_histogram(),
+                unexpected_closes: 0,
             });
         }
         if live_count == n {
@@ -281,11 +297,28 @@ fn client_thread(
                 live_count += 1;
             }
             Event::Message(p) if !p.echo => checks[i].on_message(&p),
+            Event::Error(e) => {
+                // Numbers blanked, so that the same cause counts once.
+                let text: String = e
+                    .message
+                    .chars()
+                    .map(|c| if c.is_ascii_digit() { '#' } else { c })
+                    .collect();
+                last_word[i] = Some(format!("ERROR {:?}: {text}", e.code));
+            }
+            Event::Disconnected(reason, _) => {
+                last_word[i] = Some(format!("DISCONNECT {reason}"));
+            }
             _ => {}
         });
         for i in closed {
             // Not one of ours: the gateway closed it. Resume at once.
             result.unexpected_closes += 1;
+            let word = last_word[i].take().unwrap_or_else(|| "no word".into());
+            *result.close_reasons.entry(word).or_default() += 1;
+            if let Some(r) = current.as_mut() {
+                r.unexpected_closes += 1;
+            }
             awaiting[i] = None;
             if std::mem::take(&mut live[i]) {
                 live_count -= 1;
@@ -437,12 +470,13 @@ fn report(s: &StormScenario, results: &[ThreadResult], acked_per_round: &[u64]) 
         .enumerate()
         .map(|(k, &acked)| {
             let mut h = new_histogram();
-            let (mut dropped, mut reconnected) = (0, 0);
+            let (mut dropped, mut reconnected, mut unexpected_closes) = (0, 0, 0);
             let mut first_drop: Option<Instant> = None;
             let (mut last_connack, mut last_live) = (None, None);
             for t in results.iter().filter_map(|r| r.rounds.get(k)) {
                 dropped += t.dropped;
                 reconnected += t.reconnected;
+                unexpected_closes += t.unexpected_closes;
                 first_drop = Some(first_drop.map_or(t.first_drop, |f| f.min(t.first_drop)));
                 last_connack = last_connack.max(t.last_connack);
                 last_live = last_live.max(t.last_live);
@@ -466,6 +500,7 @@ fn report(s: &StormScenario, results: &[ThreadResult], acked_per_round: &[u64]) 
                 },
                 live_seconds: since_drop(last_live),
                 connack: crate::latency(&h),
+                unexpected_closes,
                 acked,
             }
         })
@@ -478,6 +513,13 @@ fn report(s: &StormScenario, results: &[ThreadResult], acked_per_round: &[u64]) 
         reconnects: rounds.iter().map(|r| r.dropped).sum(),
         connack: crate::latency(&all),
         unexpected_closes: results.iter().map(|r| r.unexpected_closes).sum(),
+        close_reasons: results.iter().flat_map(|r| &r.close_reasons).fold(
+            BTreeMap::new(),
+            |mut all, (k, v)| {
+                *all.entry(k.clone()).or_default() += v;
+                all
+            },
+        ),
         acked: acked_per_round.iter().sum(),
         expected: u64::from(s.clients) * u64::from(s.rounds),
         check,
