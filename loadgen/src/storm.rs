@@ -319,7 +319,8 @@ fn client_thread(
             if let Some(r) = current.as_mut() {
                 r.unexpected_closes += 1;
             }
-            awaiting[i] = None;
+            // A reconnect refused before its CONNACK still awaits one:
+            // `awaiting` keeps its start, so the retry's time counts.
             if std::mem::take(&mut live[i]) {
                 live_count -= 1;
             }
