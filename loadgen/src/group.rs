@@ -1,22 +1,20 @@
 //! Scenario `group`: one publisher sends to a group of `members` users
 //! (write diffusion: one stored copy per member inbox). Each member is the
-//! SDK's sans-IO [`ClientSession`] (ACKs, retransmits, replay) driven from
-//! an epoll loop, `threads` loops in all. Reports member pushes per second
+//! SDK's sans-IO [`ClientSession`] (ACKs, retransmits, replay) in a
+//! [`Fleet`] driven from an epoll loop, `threads` loops in all. Reports member pushes per second
 //! and checks that every member got every message once, in order.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use surepush::client::{BlockingClient, ClientConfig, ClientSession, Event};
-use surepush::proto::{Decoder, DeviceId, Seq, UserId};
+use surepush::proto::{DeviceId, Seq, UserId};
 
-use crate::poller::Poller;
+use crate::fleet::Fleet;
 use crate::raw::new_histogram;
 use crate::Latency;
 
@@ -123,14 +121,6 @@ fn create_group(s: &GroupScenario, members: &[u64]) -> Result<(), String> {
     }
 }
 
-struct Member {
-    stream: TcpStream,
-    decoder: Decoder,
-    session: ClientSession,
-    next: u64,
-    live: bool,
-}
-
 #[derive(Default)]
 struct Tally {
     live: u64,
@@ -140,41 +130,48 @@ struct Tally {
     latency: Option<Histogram<u64>>,
 }
 
-fn flush(m: &mut Member) -> bool {
-    let mut out = BytesMut::new();
-    while let Some(f) = m.session.poll_transmit() {
-        f.encode(&mut out);
+fn member_thread(
+    s: GroupScenario,
+    users: Vec<u64>,
+    ready: Arc<Barrier>,
+    deadline: Instant,
+) -> Result<Tally, String> {
+    let sessions = users.iter().map(|&u| {
+        let config = ClientConfig::new(crate::mint_token(&s.secret, u), DeviceId(1));
+        ClientSession::new(config, Some(Seq::ZERO))
+    });
+    let mut fleet = Fleet::new(s.server, sessions, Instant::now())?;
+    for i in 0..fleet.len() {
+        fleet.open(i)?;
     }
-    out.is_empty() || m.stream.write_all(&out).is_ok()
-}
-
-fn pump(m: &mut Member, buf: &mut [u8], t: &mut Tally, origin: Instant) -> bool {
-    let now = origin.elapsed().as_nanos() as u64;
-    loop {
-        match m.stream.read(buf) {
-            Ok(0) => return false,
-            Ok(n) => m.decoder.feed(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return false,
+    let mut t = Tally {
+        latency: Some(new_histogram()),
+        ..Tally::default()
+    };
+    // Per member: the next inbox sequence expected, and whether it is live.
+    let mut next = vec![1u64; fleet.len()];
+    let mut live = vec![false; fleet.len()];
+    let expected = u64::from(s.messages);
+    let mut released = false;
+    while Instant::now() < deadline {
+        if !released && t.live as usize == fleet.len() {
+            ready.wait();
+            released = true;
         }
-    }
-    while let Ok(Some(frame)) = m.decoder.decode() {
-        m.session.handle_frame(frame, now);
-    }
-    m.session.handle_timeout(now);
-    while let Some(e) = m.session.poll_event() {
-        match e {
-            Event::CaughtUp if !m.live => {
-                m.live = true;
+        if released && next.iter().all(|&n| n > expected) {
+            break;
+        }
+        fleet.turn(20, |i, e| match e {
+            Event::CaughtUp if !live[i] => {
+                live[i] = true;
                 t.live += 1;
             }
             Event::Message(p) if !p.echo => {
-                if p.seq.0 != m.next {
+                if p.seq.0 != next[i] {
                     t.out_of_order += 1;
-                    continue;
+                    return;
                 }
-                m.next += 1;
+                next[i] += 1;
                 t.pushes += 1;
                 t.last_rx = Some(Instant::now());
                 if p.payload.len() >= 8 {
@@ -185,68 +182,12 @@ fn pump(m: &mut Member, buf: &mut [u8], t: &mut Tally, origin: Instant) -> bool 
                 }
             }
             _ => {}
-        }
-    }
-    flush(m)
-}
-
-fn member_thread(
-    s: GroupScenario,
-    users: Vec<u64>,
-    ready: Arc<Barrier>,
-    deadline: Instant,
-) -> Result<Tally, String> {
-    let origin = Instant::now();
-    let mut members = Vec::new();
-    for u in users {
-        let stream = TcpStream::connect(s.server).map_err(|e| format!("connect: {e}"))?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        let config = ClientConfig::new(crate::mint_token(&s.secret, u), DeviceId(1));
-        let mut session = ClientSession::new(config, Some(Seq::ZERO));
-        session.connect(origin.elapsed().as_nanos() as u64);
-        let mut m = Member {
-            stream,
-            decoder: Decoder::new(1 << 20),
-            session,
-            next: 1,
-            live: false,
-        };
-        if !flush(&mut m) {
-            return Err("CONNECT write failed".into());
-        }
-        m.stream.set_nonblocking(true).map_err(|e| e.to_string())?;
-        members.push(m);
-    }
-    let mut poller = Poller::new(members.iter().map(|m| m.stream.as_raw_fd()))?;
-    let mut t = Tally {
-        latency: Some(new_histogram()),
-        ..Tally::default()
-    };
-    let expected = u64::from(s.messages);
-    let mut buf = vec![0u8; 256 << 10];
-    let mut released = false;
-    while Instant::now() < deadline {
-        if !released && t.live as usize == members.len() {
-            ready.wait();
-            released = true;
-        }
-        if released && members.iter().all(|m| m.next > expected) {
-            break;
-        }
-        let ready = poller.wait(20);
-        for &i in &ready {
-            pump(&mut members[i], &mut buf, &mut t, origin);
-        }
-        if ready.is_empty() {
-            // Quiet: let each session send what its timers want (ACKs).
-            for m in &mut members {
-                pump(m, &mut buf, &mut t, origin);
-            }
-        }
+        });
     }
     if !released {
         ready.wait();
     }
+    fleet.close_all();
     Ok(t)
 }
 
@@ -277,7 +218,9 @@ pub fn run_group(s: &GroupScenario) -> Result<GroupReport, String> {
         .map_err(|e| format!("publisher: {e}"))?;
     let group = UserId(UserId::GROUP_BIT | s.first_user);
     let started = Instant::now();
-    let acked = crate::publish_timed(&mut p, group, s.messages, s.payload, deadline)?;
+    let acked = crate::publish_timed(&mut p, s.messages, s.payload, deadline, |i| {
+        (group, u64::from(i))
+    })?;
     let mut total = Tally {
         latency: Some(new_histogram()),
         ..Tally::default()

@@ -25,15 +25,26 @@ use surepush::client::{BlockingClient, ClientConfig, Event};
 use surepush::core::{Claims, TokenVerifier};
 use surepush::proto::{DeviceId, Qos, Seq, UserId};
 
+mod backlog;
+mod check;
+mod fleet;
 mod group;
+mod idle;
 mod mqtt_peer;
 mod poller;
+pub mod procfs;
 mod raw;
-pub use mqtt_peer::{run_mqtt, MqttTarget};
 mod room;
+mod storm;
+pub use backlog::{run_backlog, BacklogReport, BacklogScenario};
+pub use check::DeliveryCheck;
+pub use fleet::DropMode;
 pub use group::{run_group, GroupReport, GroupScenario};
+pub use idle::{run_idle, IdleReport, IdleScenario};
+pub use mqtt_peer::{run_mqtt, MqttTarget};
 pub use raw::{run_raw, start_relay, RawReport, Relay};
 pub use room::{run_room, RoomReport, RoomScenario};
+pub use storm::{run_storm, StormReport, StormRound, StormScenario};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -351,36 +362,52 @@ pub(crate) fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// Publishes `messages` QoS 1 messages of `payload` bytes to `to` (each
-/// carrying its send time and index), keeping the SDK's window full, and
-/// waits for their SENDACKs until `deadline`. Returns how many were
-/// acknowledged.
+/// Sends queued in the SDK beyond its window (`max_pending_sends`): enough
+/// to keep the window full, few enough that its outbox stays cheap to scan.
+const PUBLISH_QUEUE: usize = 1024;
+
+/// Publishes `messages` QoS 1 messages of `payload` bytes, message `i` to
+/// `address(i).0`, each carrying its send time and the index
+/// `address(i).1`, keeping the SDK's window full (pipelined, not closed
+/// loop), and waits for their SENDACKs until `deadline`. Returns how many
+/// were acknowledged.
 pub(crate) fn publish_timed(
     p: &mut BlockingClient,
-    to: UserId,
     messages: u32,
     payload: usize,
     deadline: Instant,
+    address: impl Fn(u32) -> (UserId, u64),
 ) -> Result<u64, String> {
     let mut acked = 0u64;
     for i in 0..messages {
+        let (to, index) = address(i);
         let mut b = BytesMut::with_capacity(payload);
         b.put_u64_le(now_ns());
-        b.put_u64_le(u64::from(i));
+        b.put_u64_le(index);
         b.resize(payload, 0);
         p.send(to, Qos::AtLeastOnce, Bytes::from(b))
             .map_err(|e| format!("publish: {e}"))?;
-        while let Ok(Some(e)) = p.next_event(Duration::ZERO) {
-            acked += u64::from(matches!(e, Event::SendAcked(_)));
+        while let Some(ack) = next_ack(p, Duration::ZERO)? {
+            acked += u64::from(ack);
+        }
+        while p.session().unfinished_sends() >= PUBLISH_QUEUE && Instant::now() < deadline {
+            acked += u64::from(next_ack(p, Duration::from_millis(50))? == Some(true));
         }
     }
     while acked < u64::from(messages) && Instant::now() < deadline {
-        if let Some(Event::SendAcked(_)) = p
-            .next_event(Duration::from_millis(50))
-            .map_err(|e| format!("publisher: {e}"))?
-        {
-            acked += 1;
-        }
+        acked += u64::from(next_ack(p, Duration::from_millis(50))? == Some(true));
     }
     Ok(acked)
+}
+
+/// The publisher's next event within `wait`: `Some(true)` for a SENDACK,
+/// `Some(false)` for anything else, `None` for nothing; a gateway ERROR
+/// (say `RateLimited`) is an error.
+fn next_ack(p: &mut BlockingClient, wait: Duration) -> Result<Option<bool>, String> {
+    match p.next_event(wait).map_err(|e| format!("publisher: {e}"))? {
+        Some(Event::SendAcked(_)) => Ok(Some(true)),
+        Some(Event::Error(e)) => Err(format!("publisher: gateway error {e:?}")),
+        Some(_) => Ok(Some(false)),
+        None => Ok(None),
+    }
 }

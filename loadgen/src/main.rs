@@ -8,8 +8,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use surepush::proto::Qos;
 use surepush_loadgen::{
-    fresh_user_base, run, run_group, run_mqtt, run_raw, run_room, start_relay, GroupScenario,
-    MqttTarget, RoomScenario, Scenario,
+    fresh_user_base, procfs, run, run_backlog, run_group, run_idle, run_mqtt, run_raw, run_room,
+    run_storm, start_relay, BacklogScenario, DropMode, GroupScenario, IdleScenario, MqttTarget,
+    RoomScenario, Scenario, StormScenario,
 };
 
 #[derive(Parser)]
@@ -37,6 +38,16 @@ enum Command {
     /// One publisher sends to a group; every member (an SDK session driven
     /// from an epoll loop) must get every message once, in order.
     Group(GroupArgs),
+    /// Receivers get messages while offline, then all connect at once and
+    /// replay them in SYNC pages; checks every message once, in order.
+    Backlog(BacklogArgs),
+    /// Clients drop their connections at once and reconnect, round after
+    /// round, while messages are sent to them; checks nothing is lost or
+    /// duplicated.
+    Storm(StormArgs),
+    /// Holds idle authenticated connections and reports the gateway's
+    /// memory per connection.
+    Idle(IdleArgs),
 }
 
 #[derive(Args)]
@@ -165,6 +176,135 @@ struct GroupArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct BacklogArgs {
+    /// Gateway address.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    server: SocketAddr,
+    /// The gateway's data dir (for token.secret) ...
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// ... or the secret itself.
+    #[arg(long, env = "SUREPUSH_SECRET")]
+    secret: Option<String>,
+    /// Offline receivers (each one connection when replaying).
+    #[arg(long, default_value_t = 1000)]
+    receivers: u32,
+    /// Messages stored for each receiver while it is offline.
+    #[arg(long, default_value_t = 100)]
+    messages: u32,
+    /// Sender connections (pipelined QoS 1). Each sender's SENDs and the
+    /// ACKs of its own echoes count against the gateway's
+    /// `max_frames_per_sec` (10,000 by default): with 8 senders at about
+    /// 75,000 msgs/s one was cut off (RateLimited), hence 32.
+    #[arg(long, default_value_t = 32)]
+    senders: u32,
+    /// Payload bytes (>= 16).
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// SYNC page size the receivers ask for (the gateway caps it).
+    #[arg(long, default_value_t = 200)]
+    page: u32,
+    /// Receiver threads (one epoll loop each).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Seconds before giving up (each phase).
+    #[arg(long, default_value_t = 120)]
+    timeout_s: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct StormArgs {
+    /// Gateway address.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    server: SocketAddr,
+    /// The gateway's data dir (for token.secret) ...
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// ... or the secret itself.
+    #[arg(long, env = "SUREPUSH_SECRET")]
+    secret: Option<String>,
+    /// Client connections.
+    #[arg(long, default_value_t = 1000)]
+    clients: u32,
+    /// Rounds of drop-and-reconnect (one message to every client each).
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
+    /// Share of the clients dropped each round, chosen at random.
+    #[arg(long, default_value_t = 1.0)]
+    drop_rate: f64,
+    /// How connections are dropped: reset (RST), close (FIN) or silent
+    /// (left open and unread until the device's new connection replaces it).
+    #[arg(long, default_value = "reset", value_parser = parse_drop_mode)]
+    drop_mode: DropMode,
+    /// Sender connections (pipelined QoS 1).
+    #[arg(long, default_value_t = 4)]
+    senders: u32,
+    /// Payload bytes (>= 16).
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Client threads (one epoll loop each).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Seed of the random choice of dropped clients.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Seconds before giving up (whole run).
+    #[arg(long, default_value_t = 120)]
+    timeout_s: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct IdleArgs {
+    /// Gateway address.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    server: SocketAddr,
+    /// The gateway's data dir (for token.secret) ...
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// ... or the secret itself.
+    #[arg(long, env = "SUREPUSH_SECRET")]
+    secret: Option<String>,
+    /// Idle connections to hold (each one open file here and one in the
+    /// gateway; the limit is per process, see `ulimit -n`).
+    #[arg(long, default_value_t = 1000)]
+    connections: u32,
+    /// The gateway's pid (its RSS is sampled); default: the process
+    /// listening on the `--server` port, found through /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Seconds to hold them once all are live.
+    #[arg(long, default_value_t = 10)]
+    hold_s: u64,
+    /// Handshakes in flight at once (keeps the accept queues from overflowing).
+    #[arg(long, default_value_t = 512)]
+    connecting: usize,
+    /// Client threads (one epoll loop each).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Seconds to get every connection live before giving up.
+    #[arg(long, default_value_t = 120)]
+    timeout_s: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_drop_mode(s: &str) -> Result<DropMode, String> {
+    match s {
+        "reset" => Ok(DropMode::Reset),
+        "close" => Ok(DropMode::Close),
+        "silent" => Ok(DropMode::Silent),
+        _ => Err("expected reset, close or silent".into()),
+    }
 }
 
 /// `NAME=ADDR` or `ADDR` (named "MQTT broker").
@@ -391,6 +531,9 @@ fn main() -> ExitCode {
         Command::Room(args) => room(args),
         Command::Group(args) => group(args),
         Command::Compare(args) => compare(args),
+        Command::Backlog(args) => backlog(args),
+        Command::Storm(args) => storm(args),
+        Command::Idle(args) => idle(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("surepush-loadgen: {e}");
@@ -432,5 +575,116 @@ fn one_to_one(args: OneToOneArgs) -> Result<ExitCode, String> {
         |r| r.to_text(),
         |r| r.passed(qos),
         "delivery guarantees violated",
+    ))
+}
+
+fn backlog(args: BacklogArgs) -> Result<ExitCode, String> {
+    let BacklogArgs {
+        server,
+        data_dir,
+        secret,
+        receivers,
+        messages,
+        senders,
+        payload,
+        page,
+        threads,
+        timeout_s,
+        json,
+    } = args;
+    let scenario = BacklogScenario {
+        server,
+        secret: load_secret(secret, &data_dir)?,
+        receivers,
+        messages,
+        senders,
+        payload,
+        page,
+        threads,
+        timeout: Duration::from_secs(timeout_s),
+        first_user: fresh_user_base(),
+    };
+    Ok(finish(
+        run_backlog(&scenario)?,
+        json,
+        |r| r.to_text(),
+        |r| r.passed(),
+        "backlog replay incomplete, repeated or out of order",
+    ))
+}
+
+fn storm(args: StormArgs) -> Result<ExitCode, String> {
+    let StormArgs {
+        server,
+        data_dir,
+        secret,
+        clients,
+        rounds,
+        drop_rate,
+        drop_mode,
+        senders,
+        payload,
+        threads,
+        seed,
+        timeout_s,
+        json,
+    } = args;
+    let scenario = StormScenario {
+        server,
+        secret: load_secret(secret, &data_dir)?,
+        clients,
+        rounds,
+        drop_rate,
+        drop_mode,
+        senders,
+        payload,
+        threads,
+        timeout: Duration::from_secs(timeout_s),
+        seed,
+        first_user: fresh_user_base(),
+    };
+    Ok(finish(
+        run_storm(&scenario)?,
+        json,
+        |r| r.to_text(),
+        |r| r.passed(),
+        "a message was lost, repeated or reordered across the drops, or a round did not finish",
+    ))
+}
+
+fn idle(args: IdleArgs) -> Result<ExitCode, String> {
+    let IdleArgs {
+        server,
+        data_dir,
+        secret,
+        connections,
+        server_pid,
+        hold_s,
+        connecting,
+        threads,
+        timeout_s,
+        json,
+    } = args;
+    let server_pid = match server_pid {
+        Some(pid) => pid,
+        None => procfs::listener_pid(server.port())?,
+    };
+    let scenario = IdleScenario {
+        server,
+        secret: load_secret(secret, &data_dir)?,
+        connections,
+        server_pid,
+        hold: Duration::from_secs(hold_s),
+        threads,
+        connecting,
+        timeout: Duration::from_secs(timeout_s),
+        first_user: fresh_user_base(),
+    };
+    Ok(finish(
+        run_idle(&scenario)?,
+        json,
+        |r| r.to_text(),
+        |r| r.passed(),
+        "not every connection went live, or the gateway closed some",
     ))
 }

@@ -299,7 +299,9 @@ pub fn run_room(s: &RoomScenario) -> Result<RoomReport, String> {
         .map_err(|e| format!("publisher: {e}"))?;
     let started = Instant::now();
     let room = UserId(ROOM_BIT | ROOM_NO);
-    let acked = crate::publish_timed(&mut p, room, s.messages, s.payload, deadline)?;
+    let acked = crate::publish_timed(&mut p, s.messages, s.payload, deadline, |i| {
+        (room, u64::from(i))
+    })?;
     let mut total = ThreadResult {
         subscribed: 0,
         lags: 0,

@@ -1,5 +1,7 @@
-//! CI smoke run: a real gateway on loopback, a short one-to-one scenario at
-//! QoS 1 and 2 (closed and open loop), and the checker's verdict.
+//! CI smoke runs: a real gateway on loopback, short runs of every scenario
+//! (one-to-one at QoS 1 and 2, closed and open loop; room; group; the raw
+//! relay; MQTT; backlog replay; reconnect storm; idle connections), and
+//! each checker's verdict.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -8,8 +10,9 @@ use std::time::Duration;
 
 use surepush::proto::Qos;
 use surepush_loadgen::{
-    fresh_user_base, run, run_group, run_mqtt, run_raw, run_room, start_relay, GroupScenario,
-    MqttTarget, RoomScenario, Scenario,
+    fresh_user_base, procfs, run, run_backlog, run_group, run_idle, run_mqtt, run_raw, run_room,
+    run_storm, start_relay, BacklogScenario, DropMode, GroupScenario, IdleScenario, MqttTarget,
+    RoomScenario, Scenario, StormScenario,
 };
 
 fn free_port() -> u16 {
@@ -33,49 +36,71 @@ fn gateway_binary() -> std::path::PathBuf {
     bin
 }
 
-struct Gateway(std::process::Child);
+/// A gateway on free loopback ports, its data in a temporary directory,
+/// token secret "smoke"; killed when dropped.
+struct Gateway {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    port: u16,
+    admin_port: u16,
+    mqtt_port: u16,
+}
+
+impl Gateway {
+    fn start() -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, admin_port, mqtt_port) = (free_port(), free_port(), free_port());
+        let config = dir.path().join("c.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\ndata_dir = \"{}\"\n\
+                 shards = 2\npin_cores = false\nio_memory_kib = 1024\ntoken_secret = \"smoke\"\n[log]\n\
+                 segment_mib = 8\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(gateway_binary())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let gateway = Gateway {
+            child,
+            dir,
+            port,
+            admin_port,
+            mqtt_port,
+        };
+        let mut serving = 0;
+        while serving < 2 {
+            let line = lines.next().expect("gateway exited").unwrap();
+            serving += usize::from(line.contains("serving"));
+        }
+        std::thread::spawn(move || for _ in lines {});
+        gateway
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        format!("127.0.0.1:{}", self.port).parse().unwrap()
+    }
+}
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 #[test]
 fn one_to_one_smoke_passes_the_checker() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let admin_port = free_port();
-    let mqtt_port = free_port();
-    let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\nshards = 2\n\
-             pin_cores = false\nio_memory_kib = 1024\ntoken_secret = \"smoke\"\n[log]\nsegment_mib = 8\n\
-             [mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n",
-            admin_port,
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(gateway_binary())
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let _gateway = Gateway(child);
-    let mut lines = BufReader::new(stderr).lines();
-    let mut serving = 0;
-    while serving < 2 {
-        let line = lines.next().expect("gateway exited").unwrap();
-        serving += usize::from(line.contains("serving"));
-    }
-    std::thread::spawn(move || for _ in lines {});
+    let gw = Gateway::start();
+    let (port, admin_port, mqtt_port) = (gw.port, gw.admin_port, gw.mqtt_port);
     for (qos, rate) in [
         (Qos::AtLeastOnce, 0),
         (Qos::ExactlyOnce, 0),
@@ -125,7 +150,7 @@ fn one_to_one_smoke_passes_the_checker() {
     assert_eq!((raw.acked, raw.delivered), (450, 450));
     assert!(raw.acked_per_sec > 0.0);
     // The group scenario: 20 members, each gets every message once, in order.
-    let admin_token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
+    let admin_token = std::fs::read_to_string(gw.dir.path().join("data/admin.token")).unwrap();
     let s = GroupScenario {
         server: format!("127.0.0.1:{port}").parse().unwrap(),
         admin: format!("127.0.0.1:{admin_port}").parse().unwrap(),
@@ -148,4 +173,96 @@ fn one_to_one_smoke_passes_the_checker() {
     let addr = format!("127.0.0.1:{mqtt_port}").parse().unwrap();
     let m = run_mqtt(addr, &target, 3, 150, 64, fresh_user_base() + 7_000_000).unwrap();
     assert_eq!((m.acked, m.delivered), (450, 450));
+}
+
+#[test]
+fn backlog_storm_and_idle_smoke_pass_their_checkers() {
+    let gw = Gateway::start();
+    // Idle first, on a fresh gateway: its RSS growth is the connections'
+    // (a small run may fit in memory the allocator already holds, so only
+    // the bounds are checked, not the exact growth).
+    assert_eq!(procfs::listener_pid(gw.port).unwrap(), gw.child.id());
+    let s = IdleScenario {
+        server: gw.addr(),
+        secret: b"smoke".to_vec(),
+        connections: 1000,
+        server_pid: gw.child.id(),
+        hold: Duration::from_secs(2),
+        threads: 2,
+        connecting: 64,
+        timeout: Duration::from_secs(30),
+        first_user: fresh_user_base() + 1_000_000,
+    };
+    let r = run_idle(&s).unwrap();
+    assert!(r.passed(), "{}", r.to_text());
+    assert_eq!((r.live, r.closed), (1000, 0), "{}", r.to_text());
+    assert!(
+        r.rss_before_kib > 1024 && r.rss_live_kib >= r.rss_before_kib,
+        "{}",
+        r.to_text()
+    );
+    assert!(r.kib_per_connection < 256.0, "{}", r.to_text());
+    assert!(r.hold_seconds >= 2.0 && r.loadgen_kib_per_connection > 0.0);
+
+    // Backlog: 50 offline receivers x 40 messages, replayed in pages of 16.
+    let s = BacklogScenario {
+        server: gw.addr(),
+        secret: b"smoke".to_vec(),
+        receivers: 50,
+        messages: 40,
+        senders: 3,
+        payload: 64,
+        page: 16,
+        threads: 2,
+        timeout: Duration::from_secs(30),
+        first_user: fresh_user_base() + 2_000_000,
+    };
+    let r = run_backlog(&s).unwrap();
+    assert!(r.passed(), "{}", r.to_text());
+    assert_eq!(
+        (r.stored, r.check.delivered, r.caught_up, r.closed),
+        (2_000, 2_000, 50, 0),
+        "{}",
+        r.to_text()
+    );
+    assert!(r.send_msgs_per_s > 0.0 && r.replay_msgs_per_s > 0.0);
+    assert!(r.catch_up.p50_ms > 0.0 && r.catch_up.p50_ms <= r.catch_up.max_ms);
+    assert!(r.replay_seconds * 1000.0 >= r.catch_up.max_ms * 0.99);
+
+    // Storm: every client dropped each round (reset, close), then half of
+    // them going silent; one message per client per round, each once.
+    for (k, mode, rate, rounds) in [
+        (0, DropMode::Reset, 1.0, 3),
+        (1, DropMode::Close, 1.0, 2),
+        (2, DropMode::Silent, 0.5, 3),
+    ] {
+        let s = StormScenario {
+            server: gw.addr(),
+            secret: b"smoke".to_vec(),
+            clients: 80,
+            rounds,
+            drop_rate: rate,
+            drop_mode: mode,
+            senders: 2,
+            payload: 64,
+            threads: 2,
+            timeout: Duration::from_secs(40),
+            seed: 7,
+            first_user: fresh_user_base() + 3_000_000 + k * 100_000,
+        };
+        let r = run_storm(&s).unwrap();
+        assert!(r.passed(), "{}", r.to_text());
+        assert_eq!(r.rounds.len(), rounds as usize, "{}", r.to_text());
+        assert_eq!(r.check.delivered, 80 * u64::from(rounds), "{}", r.to_text());
+        for round in &r.rounds {
+            assert_eq!(round.reconnected, round.dropped, "{}", r.to_text());
+            if rate == 1.0 {
+                assert_eq!(round.dropped, 80, "{}", r.to_text());
+            } else {
+                assert!(round.dropped > 10 && round.dropped < 70, "{}", r.to_text());
+            }
+            assert!(round.reconnects_per_s > 0.0 && round.live_seconds >= round.reconnect_seconds);
+            assert!(round.connack.p50_ms > 0.0 && round.connack.p99_ms >= round.connack.p50_ms);
+        }
+    }
 }

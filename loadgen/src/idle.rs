@@ -1,0 +1,247 @@
+//! Scenario `idle`: what an idle connection costs the gateway. Opens
+//! `connections` authenticated SDK sessions (one user each, in [`Fleet`]s,
+//! `threads` epoll loops, at most `connecting` handshakes in flight so the
+//! accept queues do not overflow), waits until every one is live (replay
+//! of its empty inbox done), then holds them idle for `hold` — the SDK
+//! sends only its keepalive PINGs — and closes them. The gateway's
+//! resident memory (/proc/PID/status VmRSS) is sampled before, once all
+//! are live, at the end of the hold and after the close; the report is
+//! the growth per live connection. Checks that every connection went live
+//! and none was closed by the gateway.
+//!
+//! Each connection is a file descriptor on both sides: the load generator
+//! raises its own open-file soft limit to the hard one and refuses to
+//! start with fewer than `connections` + 64; the gateway does the same at
+//! its start. The limit is per process (RLIMIT_NOFILE), so on a machine
+//! capped at 20,000 each side can hold about 19,900.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use surepush::client::{ClientConfig, ClientSession, Event};
+use surepush::proto::{DeviceId, Seq};
+
+use crate::fleet::Fleet;
+use crate::procfs::rss_kib;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct IdleScenario {
+    /// Gateway address.
+    pub server: SocketAddr,
+    /// The gateway's token secret.
+    pub secret: Vec<u8>,
+    /// Connections to hold.
+    pub connections: u32,
+    /// The gateway's process (its RSS is sampled).
+    pub server_pid: u32,
+    /// How long to hold them idle once all are live.
+    pub hold: Duration,
+    /// Client threads (one epoll loop each).
+    pub threads: usize,
+    /// Handshakes in flight at once, over all threads.
+    pub connecting: usize,
+    /// Give up on connections not live after this long.
+    pub timeout: Duration,
+    /// First user id used.
+    pub first_user: u64,
+}
+
+/// What an idle run measured and checked.
+#[derive(Clone, Debug, Serialize)]
+pub struct IdleReport {
+    /// Connections asked for.
+    pub connections: u64,
+    /// Connections that went live.
+    pub live: u64,
+    /// Connections closed by the gateway (or broken) at any point.
+    pub closed: u64,
+    /// First connect until all were live (s).
+    pub connect_seconds: f64,
+    /// Held idle (s).
+    pub hold_seconds: f64,
+    /// The gateway's pid.
+    pub server_pid: u32,
+    /// Gateway RSS before the first connection (KiB).
+    pub rss_before_kib: u64,
+    /// Gateway RSS with every connection live, after 1 s to settle (KiB).
+    pub rss_live_kib: u64,
+    /// Gateway RSS at the end of the hold (KiB).
+    pub rss_held_kib: u64,
+    /// Gateway RSS 1 s after the connections were closed (KiB).
+    pub rss_closed_kib: u64,
+    /// `(rss_live - rss_before) / live`.
+    pub kib_per_connection: f64,
+    /// `(rss_held - rss_before) / live`.
+    pub kib_per_connection_held: f64,
+    /// The load generator's own RSS growth per connection (KiB).
+    pub loadgen_kib_per_connection: f64,
+    /// This process's open-file limit in force.
+    pub nofile_limit: u64,
+}
+
+impl IdleReport {
+    /// Every connection went live and stayed open.
+    pub fn passed(&self) -> bool {
+        self.connections > 0 && self.live == self.connections && self.closed == 0
+    }
+
+    /// Human-readable summary.
+    pub fn to_text(&self) -> String {
+        format!(
+            "idle: {} of {} connections live after {:.2} s, held {:.1} s, closed by the gateway {}\n  \
+             gateway (pid {}) RSS: before {} KiB, live {} KiB, end of hold {} KiB, after close {} KiB\n  \
+             per connection: {:.2} KiB live, {:.2} KiB at the end of the hold (load generator: {:.2} KiB)\n  \
+             verdict: {}\n",
+            self.live,
+            self.connections,
+            self.connect_seconds,
+            self.hold_seconds,
+            self.closed,
+            self.server_pid,
+            self.rss_before_kib,
+            self.rss_live_kib,
+            self.rss_held_kib,
+            self.rss_closed_kib,
+            self.kib_per_connection,
+            self.kib_per_connection_held,
+            self.loadgen_kib_per_connection,
+            if self.passed() { "PASS" } else { "FAIL" }
+        )
+    }
+}
+
+/// What the threads share.
+struct Shared {
+    /// Threads whose connections are all live.
+    ready: AtomicU32,
+    /// Close everything and stop.
+    release: AtomicBool,
+}
+
+/// Opens `users` (at most `budget` handshakes at a time), keeps them open
+/// until released; returns (went live, closed).
+fn holder_thread(
+    s: IdleScenario,
+    users: Vec<u64>,
+    budget: usize,
+    shared: Arc<Shared>,
+) -> Result<(u64, u64), String> {
+    let sessions = users.iter().map(|&u| {
+        let config = ClientConfig::new(crate::mint_token(&s.secret, u), DeviceId(1));
+        ClientSession::new(config, Some(Seq::ZERO))
+    });
+    let mut fleet = Fleet::new(s.server, sessions, Instant::now())?;
+    let n = fleet.len();
+    let (mut opened, mut live, mut closed) = (0usize, 0usize, 0usize);
+    let mut signalled = false;
+    while !shared.release.load(Ordering::SeqCst) {
+        while opened < n && opened.saturating_sub(live + closed) < budget.max(1) {
+            fleet.open(opened)?;
+            opened += 1;
+        }
+        if !signalled && live == n {
+            signalled = true;
+            shared.ready.fetch_add(1, Ordering::SeqCst);
+        }
+        let gone = fleet.turn(50, |_, e| {
+            // Once per connection: it is never reconnected.
+            live += usize::from(matches!(e, Event::CaughtUp));
+        });
+        // Not reopened: an idle connection must simply stay.
+        closed += gone.len();
+    }
+    fleet.close_all();
+    Ok((live as u64, closed as u64))
+}
+
+/// Raises this process's open-file soft limit to the hard one and checks
+/// that `connections` fit; returns the limit in force.
+fn fit_nofile(connections: u32) -> Result<u64, String> {
+    let limit = surepush::server::limits::raise_nofile()
+        .map_err(|e| format!("open-file limit: {e}"))?
+        .soft;
+    if u64::from(connections) + 64 > limit {
+        return Err(format!(
+            "{connections} connections need {} open files here; the limit is {limit} (ulimit -n)",
+            u64::from(connections) + 64
+        ));
+    }
+    Ok(limit)
+}
+
+/// Runs the idle scenario.
+pub fn run_idle(s: &IdleScenario) -> Result<IdleReport, String> {
+    if s.connections == 0 {
+        return Err("connections must be at least 1".into());
+    }
+    let nofile_limit = fit_nofile(s.connections)?;
+    let threads = s.threads.max(1);
+    let me = std::process::id();
+    let rss_before_kib = rss_kib(s.server_pid)?;
+    let own_before = rss_kib(me)?;
+    let shared = Arc::new(Shared {
+        ready: AtomicU32::new(0),
+        release: AtomicBool::new(false),
+    });
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads as u64)
+        .map(|t| {
+            let users: Vec<u64> = (0..u64::from(s.connections))
+                .skip(t as usize)
+                .step_by(threads)
+                .map(|i| s.first_user + i)
+                .collect();
+            let (s2, shared) = (s.clone(), shared.clone());
+            let budget = s.connecting / threads;
+            std::thread::spawn(move || holder_thread(s2, users, budget, shared))
+        })
+        .collect();
+    let deadline = started + s.timeout;
+    while shared.ready.load(Ordering::SeqCst) < threads as u32
+        && Instant::now() < deadline
+        && !handles.iter().any(|h| h.is_finished())
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let connect_seconds = started.elapsed().as_secs_f64();
+    // Let the gateway settle (buffers shrink after the first small reads).
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_live_kib = rss_kib(s.server_pid)?;
+    let own_live = rss_kib(me)?;
+    let held_from = Instant::now();
+    while held_from.elapsed() < s.hold && !handles.iter().any(|h| h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let hold_seconds = held_from.elapsed().as_secs_f64();
+    let rss_held_kib = rss_kib(s.server_pid)?;
+    shared.release.store(true, Ordering::SeqCst);
+    let (mut live, mut closed) = (0, 0);
+    for h in handles {
+        let (l, c) = h.join().map_err(|_| "a client thread panicked")??;
+        live += l;
+        closed += c;
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_closed_kib = rss_kib(s.server_pid)?;
+    let per = |kib: u64, base: u64| (kib as f64 - base as f64) / live.max(1) as f64;
+    Ok(IdleReport {
+        connections: u64::from(s.connections),
+        live,
+        closed,
+        connect_seconds,
+        hold_seconds,
+        server_pid: s.server_pid,
+        rss_before_kib,
+        rss_live_kib,
+        rss_held_kib,
+        rss_closed_kib,
+        kib_per_connection: per(rss_live_kib, rss_before_kib),
+        kib_per_connection_held: per(rss_held_kib, rss_before_kib),
+        loadgen_kib_per_connection: per(own_live, own_before),
+        nofile_limit,
+    })
+}
