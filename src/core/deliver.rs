@@ -122,7 +122,14 @@ impl Shard {
             return;
         };
         let window = self.config.push_window as usize;
+        let durable = self
+            .conn(conn)
+            .and_then(|c| c.session)
+            .map(|(u, _)| self.durable_head(u));
         for record in records {
+            if durable.is_some_and(|d| record.seq > d) {
+                break;
+            }
             let Some(c) = self.conn(conn) else { return };
             if !c.live || c.pending.len() >= window {
                 break;

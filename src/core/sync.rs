@@ -122,6 +122,8 @@ impl Shard {
             );
             return;
         };
+        let durable = self.durable_head(user);
+        records.retain(|r| r.seq <= durable);
         // Keep the page within the frame limit. Forward pages keep their
         // oldest items (the next page continues after them); backward pages
         // keep their newest (the next one continues before them).

@@ -575,3 +575,48 @@ fn backend_publish_is_stored_once_per_id_and_pushed() {
         matches!(pushes.as_slice(), [Frame::Push(p)] if p.seq == Seq(1) && p.from == UserId(0))
     );
 }
+
+#[test]
+fn a_read_racing_a_durability_report_shows_nothing_the_core_has_not_counted() {
+    // Found by `surepush-loadgen storm`: a log read returned a record that
+    // was durable on disk before the core handled its durability report;
+    // the client then acknowledged it and was closed with AckBeyondSent.
+    let mut h = Harness::new(CoreConfig::default());
+    let rx = h.connect(2, 1);
+    let tx = h.connect(1, 1);
+    h.shard
+        .handle_frame(tx, send(1, 2, Qos::AtLeastOnce), h.now);
+    let mut held = Vec::new();
+    while let Some(a) = h.shard.poll_action() {
+        match a {
+            Action::Append { token, record } => {
+                h.log.push(record); // on disk ...
+                held.push(token); // ... but not reported yet
+            }
+            other => h.out.push(other),
+        }
+    }
+    let sync = |request_id, after| {
+        Frame::Sync(Sync {
+            request_id,
+            direction: SyncDirection::After(Seq(after)),
+            limit: 100,
+        })
+    };
+    h.frame(rx, sync(1, 0));
+    match h.take(rx).as_slice() {
+        [Frame::SyncPage(p)] => assert!(p.items.is_empty(), "{p:?}"),
+        other => panic!("{other:?}"),
+    }
+    for token in held {
+        h.shard.handle_appended(token, Ok(()), h.now);
+    }
+    h.run();
+    // The empty page made the connection live: the message is pushed now.
+    let seq = match h.take(rx).as_slice() {
+        [Frame::Push(p)] => p.seq,
+        other => panic!("{other:?}"),
+    };
+    h.frame(rx, Frame::Ack(seq));
+    assert!(!h.closed(rx), "acknowledging what was pushed is allowed");
+}
