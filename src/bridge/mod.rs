@@ -54,7 +54,7 @@ pub struct BridgeParams {
 pub struct SessionState {
     /// Inbox subscriptions (filters other than `room/{n}`).
     subs: Vec<Subscription>,
-    /// Room subscriptions: room number → (granted QoS, last acknowledged seq).
+    /// Room subscriptions by room number.
     rooms: BTreeMap<u64, RoomSub>,
     /// Inbound QoS 2 messages awaiting PUBREL, by packet id.
     inbound: BTreeMap<u16, Inbound>,
@@ -85,7 +85,8 @@ const STATE_VERSION: u8 = 1;
 
 impl SessionState {
     /// The durable part of the session (subscriptions, room positions,
-    /// inbound QoS 2 awaiting PUBREL) in a versioned binary form.
+    /// inbound QoS 2 awaiting PUBREL, outbound packet ids, where the session
+    /// began, expiry) in a versioned binary form.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![STATE_VERSION];
         out.extend_from_slice(&(self.subs.len() as u32).to_le_bytes());
@@ -531,7 +532,8 @@ impl Bridge {
     /// Durable state the queued packets confirm could not be stored:
     /// withdraws those packets and ends the session (v5: DISCONNECT).
     pub fn abort(&mut self, reason: ReasonCode) {
-        self.to_client.clear();
+        // A CONNACK stays: a DISCONNECT may not come without one.
+        self.to_client.retain(|p| matches!(p, Packet::ConnAck(_)));
         self.close_session(reason, "could not store the session state");
     }
 
@@ -564,6 +566,10 @@ impl Bridge {
     /// CONNACK with a failure code (already in the connection's protocol's
     /// numbering for v5; mapped for 3.1.1), then close.
     fn refuse_session(&mut self, reason: ReasonCode) {
+        // The session never opened: no will, and its stored state (if
+        // any) is left as it was.
+        self.graceful = true;
+        self.taken_over = true;
         let code = if self.level.is_v5() {
             reason
         } else if reason == ReasonCode::NOT_AUTHORIZED {
@@ -643,8 +649,8 @@ impl Bridge {
             Packet::Disconnect(d) => {
                 if let Some(e) = d.properties.session_expiry_interval {
                     if self.state.expiry_s == 0 && e > 0 {
-                        // MQTT-3.14.2-2 (v5 3.14.2.2.2): a session that was
-                        // to end cannot be extended at DISCONNECT.
+                        // MQTT 5 section 3.14.2.2.2: a session that was to
+                        // end cannot be extended at DISCONNECT.
                         return self.protocol_error("session expiry raised from 0 at DISCONNECT");
                     }
                     self.persistent = e > 0;
@@ -796,6 +802,9 @@ impl Bridge {
             a.head
         };
         self.seen = from;
+        // Ids of messages acknowledged after the file was last written are
+        // free again (the cursor is past them).
+        self.state.out_pids.retain(|&seq, _| seq > from.0);
         for &pid in &self.state.rel_pending {
             let pid = PacketId::new(pid).expect("stored ids are non-zero");
             self.inflight.insert(
@@ -1515,6 +1524,10 @@ impl Bridge {
     fn server_disconnect(&mut self, reason: ReasonCode, why: &str) {
         if self.closed {
             return;
+        }
+        if self.mode == Mode::Connecting {
+            // No CONNACK yet: the refusal is one (MQTT-3.2.0-1).
+            return self.refuse_session(reason);
         }
         self.closed = true;
         if self.level.is_v5() && reason.valid_in(mqtt::PacketType::Disconnect, self.level) {

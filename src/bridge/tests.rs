@@ -882,3 +882,46 @@ fn every_packet_feeds_the_keep_alive() {
     h.b.on_packet(Packet::PingReq);
     assert_eq!(h.core_raw(), vec![Frame::Ping(0)]);
 }
+
+#[test]
+fn a_malformed_packet_before_the_connack_is_refused_with_a_connack() {
+    let mut h = Harness {
+        b: Bridge::new(
+            connect(ProtocolLevel::V5, true),
+            "t".into(),
+            ME,
+            DEV,
+            None,
+            1,
+            params(),
+        ),
+    };
+    h.core();
+    let e = mqtt::Decoder::new(Some(ProtocolLevel::V5), 1024)
+        .decode(&mut bytes::BytesMut::from(
+            &[0x36u8, 0x05, 0, 1, b'a', 0, 1][..],
+        ))
+        .expect_err("QoS 3 is malformed");
+    h.b.on_decode_error(&e);
+    match h.packets().as_slice() {
+        [Packet::ConnAck(a)] => assert_eq!(a.code, ReasonCode::MALFORMED_PACKET),
+        other => panic!("{other:?}"),
+    }
+    let done = std::mem::replace(
+        &mut h.b,
+        Bridge::new(
+            connect(ProtocolLevel::V5, true),
+            "t".into(),
+            ME,
+            DEV,
+            None,
+            1,
+            params(),
+        ),
+    )
+    .finish(1);
+    assert!(
+        matches!(done.keep, Keep::Nothing),
+        "a refused session leaves stored state alone"
+    );
+}

@@ -8,10 +8,11 @@
 //!
 //! Two small pieces of state are MQTT's own and live beside the segment
 //! logs, under `<data_dir>/mqtt/`:
-//! - `sessions/{user}-{device}`: a persistent session's subscriptions,
-//!   room positions and inbound QoS 2 state, rewritten (write, fsync,
-//!   rename) when they change, before the SUBACK/UNSUBACK goes out, and
-//!   when the connection ends;
+//! - `sessions/{user}-{device}`: a persistent session's state
+//!   ([`SessionState::encode`]: subscriptions, room positions, QoS 2 and
+//!   packet-id state), rewritten (write, fsync, rename) before the CONNACK of
+//!   a new session, before a SUBACK/UNSUBACK, when a room position becomes
+//!   known, and when the connection ends;
 //! - `retained/room-{n}`: a room's retained message, written the same way
 //!   before the PUBACK of the retained PUBLISH.
 //!
@@ -357,10 +358,8 @@ fn start(rt: &Rc<ShardRuntime>, stream: TcpStream, h: Handoff) {
         stored = None;
         mqtt.store.forget_session(key);
     }
-    if h.connect.clean_start {
-        mqtt.store.forget_session(key);
-    }
     let msg_id_base = ShardRuntime::wall_ms_now() * 1000;
+    let clean_start = h.connect.clean_start;
     let bridge = Bridge::new(
         h.connect,
         h.token,
@@ -370,6 +369,11 @@ fn start(rt: &Rc<ShardRuntime>, stream: TcpStream, h: Handoff) {
         msg_id_base,
         mqtt.params,
     );
+    if clean_start || !bridge.persistent() {
+        // Discarded (clean start), or ends with this connection (expiry
+        // 0): a file left on disk could be resumed after a crash.
+        mqtt.store.forget_session(key);
+    }
     let (io, wake_rx) = ConnIo::new(&stream);
     *io.bridge.borrow_mut() = Some(Box::new(bridge));
     let conn = rt.open_connection(io.clone());
