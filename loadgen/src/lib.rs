@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,6 +30,8 @@ mod backlog;
 mod check;
 mod fleet;
 mod group;
+mod progress;
+pub use progress::{latency_chart_svg, Progress};
 mod idle;
 mod mqtt_peer;
 mod poller;
@@ -67,6 +70,8 @@ pub struct Scenario {
     pub timeout: Duration,
     /// First user id used (runs use fresh users so old inboxes do not interfere).
     pub first_user: u64,
+    /// Print a progress line to stderr every second.
+    pub progress: bool,
 }
 
 /// Latency percentiles in milliseconds.
@@ -105,6 +110,12 @@ pub struct Report {
     pub acked_per_sec: f64,
     /// Wall time of the run (s).
     pub seconds: f64,
+    /// Send to SENDACK, every sample (ns).
+    #[serde(skip)]
+    pub ack_histogram: Histogram<u64>,
+    /// Send to delivery, every sample (ns).
+    #[serde(skip)]
+    pub deliver_histogram: Histogram<u64>,
 }
 
 impl Report {
@@ -201,6 +212,10 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
         return Err("payload must be at least 16 bytes".into());
     }
     let origin = Instant::now();
+    let progress = Progress::new();
+    let printer = s
+        .progress
+        .then(|| progress.print_every(Duration::from_secs(1)));
     let (deliveries_tx, deliveries_rx) = mpsc::channel::<(u32, Vec<Delivery>)>();
     let mut receivers = Vec::new();
     for pair in 0..s.pairs {
@@ -208,6 +223,7 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
         wait_live(&mut c)?;
         let tx = deliveries_tx.clone();
         let (expect, timeout) = (s.messages, s.timeout);
+        let progress = progress.clone();
         receivers.push(std::thread::spawn(move || {
             let mut got = Vec::new();
             let deadline = Instant::now() + timeout;
@@ -220,7 +236,9 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
                         let index =
                             u32::from_le_bytes(p.payload[8..12].try_into().expect("4 bytes"));
                         let now = origin.elapsed().as_nanos() as u64;
-                        distinct.insert(index);
+                        if distinct.insert(index) {
+                            progress.delivered.fetch_add(1, Ordering::Relaxed);
+                        }
                         got.push((pair, index, now.saturating_sub(sent_at)));
                     }
                     Ok(_) => {}
@@ -239,6 +257,7 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
         let to = UserId(s.first_user + 2 * u64::from(pair) + 1);
         let (messages, qos, rate, size, timeout) =
             (s.messages, s.qos, s.rate, s.payload, s.timeout);
+        let progress = progress.clone();
         senders.push(std::thread::spawn(
             move || -> Result<(Histogram<u64>, u64, u64), String> {
                 let mut h = histogram();
@@ -267,9 +286,10 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
                         };
                         if let Event::SendAcked(a) = e {
                             if let Some(t) = sent_at.remove(&a.client_msg_id) {
-                                h.saturating_record(
-                                    (origin.elapsed().as_nanos() as u64).saturating_sub(t),
-                                );
+                                let latency =
+                                    (origin.elapsed().as_nanos() as u64).saturating_sub(t);
+                                h.saturating_record(latency);
+                                progress.acked(latency);
                                 n += 1;
                                 if until.is_none() {
                                     return Ok(n);
@@ -298,6 +318,7 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
                         .map_err(|e| e.to_string())?;
                     sent_at.insert(id, intended);
                     sent += 1;
+                    progress.sent.fetch_add(1, Ordering::Relaxed);
                     if interval == 0 {
                         acked += wait_ack(&mut c, &mut sent_at, None)?;
                     }
@@ -341,6 +362,9 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
     for r in receivers {
         let _ = r.join();
     }
+    if let Some(printer) = printer {
+        progress.finish(printer);
+    }
     Ok(Report {
         sent,
         acked,
@@ -352,6 +376,8 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
         deliver_latency: latency(&deliver_h),
         acked_per_sec: acked as f64 / acked_at.as_secs_f64(),
         seconds: started.elapsed().as_secs_f64(),
+        ack_histogram: ack_h,
+        deliver_histogram: deliver_h,
     })
 }
 

@@ -8,9 +8,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use surepush::proto::Qos;
 use surepush_loadgen::{
-    fresh_user_base, procfs, run, run_backlog, run_group, run_idle, run_mqtt, run_raw, run_room,
-    run_storm, start_relay, BacklogScenario, DropMode, GroupScenario, IdleScenario, MqttTarget,
-    RoomScenario, Scenario, StormScenario,
+    fresh_user_base, latency_chart_svg, procfs, run, run_backlog, run_group, run_idle, run_mqtt,
+    run_raw, run_room, run_storm, start_relay, BacklogScenario, DropMode, GroupScenario,
+    IdleScenario, MqttTarget, RoomScenario, Scenario, StormScenario,
 };
 
 #[derive(Parser)]
@@ -82,6 +82,9 @@ struct OneToOneArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also write an SVG chart of latency by percentile to this file.
+    #[arg(long)]
+    chart: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -341,6 +344,7 @@ fn compare(args: CompareArgs) -> Result<ExitCode, String> {
         payload,
         timeout: Duration::from_secs(60),
         first_user: fresh_user_base(),
+        progress: false,
     };
     let ours = run(&scenario)?;
     println!(
@@ -553,6 +557,7 @@ fn one_to_one(args: OneToOneArgs) -> Result<ExitCode, String> {
         payload,
         timeout_s,
         json,
+        chart,
     } = args;
     let secret = load_secret(secret, &data_dir)?;
     let qos = Qos::from_u8(qos)
@@ -568,9 +573,30 @@ fn one_to_one(args: OneToOneArgs) -> Result<ExitCode, String> {
         payload,
         timeout: Duration::from_secs(timeout_s),
         first_user: fresh_user_base(),
+        progress: !json,
     };
+    let report = run(&scenario)?;
+    if let Some(path) = chart {
+        let title = format!(
+            "one-to-one, {pairs} pairs x {messages} msgs, QoS {}, {}",
+            qos as u8,
+            if rate == 0 {
+                "closed loop".to_string()
+            } else {
+                format!("{rate} msgs/s per sender")
+            }
+        );
+        let svg = latency_chart_svg(
+            &title,
+            &[
+                ("send -> SENDACK", &report.ack_histogram),
+                ("send -> deliver", &report.deliver_histogram),
+            ],
+        );
+        std::fs::write(&path, svg).map_err(|e| format!("write {}: {e}", path.display()))?;
+    }
     Ok(finish(
-        run(&scenario)?,
+        report,
         json,
         |r| r.to_text(),
         |r| r.passed(qos),

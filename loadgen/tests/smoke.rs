@@ -116,6 +116,7 @@ fn one_to_one_smoke_passes_the_checker() {
             payload: 64,
             timeout: Duration::from_secs(30),
             first_user: fresh_user_base() + u64::from(rate) * 10_000 + qos as u64 * 100_000,
+            progress: false,
         };
         let r = run(&s).unwrap();
         assert!(r.passed(qos), "{qos:?}/{rate}: {}", r.to_text());
