@@ -148,6 +148,21 @@ struct Replay {
     check: DeliveryCheck,
 }
 
+impl Replay {
+    /// Nothing replayed yet, for `receivers` receivers.
+    fn new(receivers: u64) -> Replay {
+        Replay {
+            receivers,
+            caught_up: 0,
+            closed: 0,
+            first_connect: None,
+            last_caught_up: None,
+            catch_up: new_histogram(),
+            check: DeliveryCheck::default(),
+        }
+    }
+}
+
 fn replay_thread(
     s: BacklogScenario,
     users: Vec<u64>,
@@ -164,15 +179,7 @@ fn replay_thread(
     let mut checks: Vec<InboxCheck> = (0..n).map(|_| InboxCheck::default()).collect();
     let mut connected_at = vec![0u64; n];
     let mut done = vec![false; n];
-    let mut r = Replay {
-        receivers: n as u64,
-        caught_up: 0,
-        closed: 0,
-        first_connect: None,
-        last_caught_up: None,
-        catch_up: new_histogram(),
-        check: DeliveryCheck::default(),
-    };
+    let mut r = Replay::new(n as u64);
     start.wait();
     let deadline = Instant::now() + s.timeout;
     r.first_connect = Some(Instant::now());
@@ -246,15 +253,7 @@ pub fn run_backlog(s: &BacklogScenario) -> Result<BacklogReport, String> {
             std::thread::spawn(move || replay_thread(s2, mine, start, origin))
         })
         .collect();
-    let mut total = Replay {
-        receivers: 0,
-        caught_up: 0,
-        closed: 0,
-        first_connect: None,
-        last_caught_up: None,
-        catch_up: new_histogram(),
-        check: DeliveryCheck::default(),
-    };
+    let mut total = Replay::new(0);
     for h in handles {
         let r = h.join().map_err(|_| "a receiver thread panicked")??;
         total.receivers += r.receivers;
