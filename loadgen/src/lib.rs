@@ -72,6 +72,67 @@ pub struct Scenario {
     pub first_user: u64,
     /// Print a progress line to stderr every second.
     pub progress: bool,
+    /// Fault: once half the messages are acknowledged, run this shell
+    /// command (e.g. one that kills the gateway with SIGKILL and starts it
+    /// again); every client reconnects and resumes its session.
+    pub restart_cmd: Option<String>,
+    /// Fault: receivers pause this long after each event, so their ACKs
+    /// come late (past `ack_timeout_ms` the gateway retransmits).
+    pub ack_delay: Duration,
+}
+
+/// A client that, when the gateway goes away, reconnects and resumes its
+/// session (outbox and position carry over), trying for up to `patience`.
+struct Reconnecting {
+    c: Option<BlockingClient>,
+    addr: SocketAddr,
+    patience: Duration,
+}
+
+impl Reconnecting {
+    fn client(&mut self) -> &mut BlockingClient {
+        self.c.as_mut().expect("present between calls")
+    }
+
+    fn recover(&mut self) -> Result<(), String> {
+        let mut session = self.c.take().expect("present between calls").into_session();
+        let deadline = Instant::now() + self.patience;
+        loop {
+            match BlockingClient::try_resume(self.addr, session, Duration::from_secs(1)) {
+                Ok(c) => {
+                    self.c = Some(c);
+                    return Ok(());
+                }
+                Err(failed) => {
+                    let (e, back) = *failed;
+                    if Instant::now() > deadline {
+                        return Err(format!("gateway did not come back: {e}"));
+                    }
+                    session = back;
+                    // Retry backoff while the gateway restarts.
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    /// The next event; `Ok(None)` on timeout or after a reconnect.
+    fn next_event(&mut self, timeout: Duration) -> Result<Option<Event>, String> {
+        match self.client().next_event(timeout) {
+            Ok(e) => Ok(e),
+            Err(_) => self.recover().map(|()| None),
+        }
+    }
+
+    /// Sends; a message that could not be written goes out after the
+    /// reconnect (it is in the session's outbox).
+    fn send(&mut self, to: UserId, qos: Qos, payload: Bytes) -> Result<u64, String> {
+        let (id, written) = self.client().queue_send(to, qos, payload);
+        if written.is_err() {
+            self.recover()?;
+        }
+        Ok(id)
+    }
 }
 
 /// Latency percentiles in milliseconds.
@@ -222,13 +283,22 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
         let mut c = client(s, s.first_user + 2 * u64::from(pair) + 1)?;
         wait_live(&mut c)?;
         let tx = deliveries_tx.clone();
-        let (expect, timeout) = (s.messages, s.timeout);
+        let (expect, timeout, ack_delay) = (s.messages, s.timeout, s.ack_delay);
         let progress = progress.clone();
+        let deadline = Instant::now() + timeout;
+        let mut c = Reconnecting {
+            c: Some(c),
+            addr: s.server,
+            patience: timeout,
+        };
         receivers.push(std::thread::spawn(move || {
             let mut got = Vec::new();
-            let deadline = Instant::now() + timeout;
             let mut distinct = std::collections::HashSet::new();
             while distinct.len() < expect as usize && Instant::now() < deadline {
+                if !ack_delay.is_zero() {
+                    // Fault injection: a slow device acknowledges late.
+                    std::thread::sleep(ack_delay);
+                }
                 match c.next_event(Duration::from_millis(200)) {
                     Ok(Some(Event::Message(p))) if p.payload.len() >= 16 => {
                         let sent_at =
@@ -250,6 +320,12 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
     }
     drop(deliveries_tx);
     let started = Instant::now();
+    let senders_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fault = s.restart_cmd.clone().map(|cmd| {
+        let (progress, done) = (progress.clone(), senders_done.clone());
+        let half = u64::from(s.pairs) * u64::from(s.messages) / 2;
+        std::thread::spawn(move || restart_at(&progress, half, &done, &cmd))
+    });
     let mut senders = Vec::new();
     for pair in 0..s.pairs {
         let mut c = client(s, s.first_user + 2 * u64::from(pair))?;
@@ -258,6 +334,11 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
         let (messages, qos, rate, size, timeout) =
             (s.messages, s.qos, s.rate, s.payload, s.timeout);
         let progress = progress.clone();
+        let mut c = Reconnecting {
+            c: Some(c),
+            addr: s.server,
+            patience: timeout,
+        };
         senders.push(std::thread::spawn(
             move || -> Result<(Histogram<u64>, u64, u64), String> {
                 let mut h = histogram();
@@ -271,7 +352,7 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
                 };
                 // Reads SENDACKs until `until` (open loop: the next scheduled
                 // send), or until one arrives (`None`: closed loop).
-                let mut wait_ack = |c: &mut BlockingClient,
+                let mut wait_ack = |c: &mut Reconnecting,
                                     sent_at: &mut HashMap<u64, u64>,
                                     until: Option<Instant>|
                  -> Result<u64, String> {
@@ -281,7 +362,7 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
                             Some(t) => t.saturating_duration_since(Instant::now()),
                             None => Duration::from_secs(10),
                         };
-                        let Some(e) = c.next_event(wait).map_err(|e| e.to_string())? else {
+                        let Some(e) = c.next_event(wait)? else {
                             return Ok(n);
                         };
                         if let Event::SendAcked(a) = e {
@@ -313,9 +394,7 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
                     payload.put_u64_le(intended);
                     payload.put_u32_le(index);
                     payload.resize(size, 0x5A);
-                    let id = c
-                        .send(to, qos, Bytes::from(payload))
-                        .map_err(|e| e.to_string())?;
+                    let id = c.send(to, qos, Bytes::from(payload))?;
                     sent_at.insert(id, intended);
                     sent += 1;
                     progress.sent.fetch_add(1, Ordering::Relaxed);
@@ -339,6 +418,7 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
         sent += s_;
         acked += a;
     }
+    senders_done.store(true, Ordering::Relaxed);
     let acked_at = started.elapsed();
     let mut deliver_h = histogram();
     let (mut delivered, mut duplicates, mut out_of_order, mut lost) = (0, 0, 0, 0);
@@ -365,6 +445,9 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
     if let Some(printer) = printer {
         progress.finish(printer);
     }
+    if let Some(fault) = fault {
+        fault.join().map_err(|_| "fault thread panicked")??;
+    }
     Ok(Report {
         sent,
         acked,
@@ -379,6 +462,33 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
         ack_histogram: ack_h,
         deliver_histogram: deliver_h,
     })
+}
+
+/// Runs `cmd` with `sh -c` once `progress` has `at` acknowledged messages
+/// (not at all if the senders finish first).
+fn restart_at(
+    progress: &Progress,
+    at: u64,
+    senders_done: &std::sync::atomic::AtomicBool,
+    cmd: &str,
+) -> Result<(), String> {
+    while progress.acked.load(Ordering::Relaxed) < at {
+        if senders_done.load(Ordering::Relaxed) {
+            return Err("the run ended before the restart point".into());
+        }
+        // Polls counters the scenario threads bump (no signal to wait on).
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!("surepush-loadgen: fault: running {cmd:?}");
+    let status = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .status()
+        .map_err(|e| format!("restart command: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("restart command failed: {status}"))
+    }
 }
 
 /// Wall clock in ns since the Unix epoch (timestamps carried in payloads).

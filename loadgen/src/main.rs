@@ -85,6 +85,15 @@ struct OneToOneArgs {
     /// Also write an SVG chart of latency by percentile to this file.
     #[arg(long)]
     chart: Option<PathBuf>,
+    /// Fault: when half the messages are acknowledged, run this shell
+    /// command (e.g. kill the gateway with SIGKILL and start it again);
+    /// clients reconnect and resume, and the checker still applies.
+    #[arg(long)]
+    restart_cmd: Option<String>,
+    /// Fault: receivers pause this long after every event, so their ACKs
+    /// are late (past the gateway's ack timeout it retransmits).
+    #[arg(long, default_value_t = 0)]
+    ack_delay_ms: u64,
 }
 
 #[derive(Args)]
@@ -345,6 +354,8 @@ fn compare(args: CompareArgs) -> Result<ExitCode, String> {
         timeout: Duration::from_secs(60),
         first_user: fresh_user_base(),
         progress: false,
+        restart_cmd: None,
+        ack_delay: Duration::ZERO,
     };
     let ours = run(&scenario)?;
     println!(
@@ -558,6 +569,8 @@ fn one_to_one(args: OneToOneArgs) -> Result<ExitCode, String> {
         timeout_s,
         json,
         chart,
+        restart_cmd,
+        ack_delay_ms,
     } = args;
     let secret = load_secret(secret, &data_dir)?;
     let qos = Qos::from_u8(qos)
@@ -574,6 +587,8 @@ fn one_to_one(args: OneToOneArgs) -> Result<ExitCode, String> {
         timeout: Duration::from_secs(timeout_s),
         first_user: fresh_user_base(),
         progress: !json,
+        restart_cmd,
+        ack_delay: Duration::from_millis(ack_delay_ms),
     };
     let report = run(&scenario)?;
     if let Some(path) = chart {

@@ -117,6 +117,8 @@ fn one_to_one_smoke_passes_the_checker() {
             timeout: Duration::from_secs(30),
             first_user: fresh_user_base() + u64::from(rate) * 10_000 + qos as u64 * 100_000,
             progress: false,
+            restart_cmd: None,
+            ack_delay: Duration::ZERO,
         };
         let r = run(&s).unwrap();
         assert!(r.passed(qos), "{qos:?}/{rate}: {}", r.to_text());
@@ -266,4 +268,64 @@ fn backlog_storm_and_idle_smoke_pass_their_checkers() {
             assert!(round.connack.p50_ms > 0.0 && round.connack.p99_ms >= round.connack.p50_ms);
         }
     }
+}
+
+#[test]
+fn one_to_one_survives_a_kill_9_and_restart_of_the_gateway_midway() {
+    let gw = Gateway::start();
+    let pid_file = gw.dir.path().join("gateway.pid");
+    std::fs::write(&pid_file, gw.child.id().to_string()).unwrap();
+    // The fault: SIGKILL the gateway, wait until it is dead, start it again
+    // on the same config and data, wait for its port.
+    let script = gw.dir.path().join("restart.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/bash\nold=$(cat {pid})\nkill -9 $old\n\
+             while [ -e /proc/$old ] && ! grep -q '^State:.*Z' /proc/$old/status; do sleep 0.01; done\n\
+             {bin} serve --config {cfg} >/dev/null 2>&1 &\necho $! > {pid}\n\
+             for i in $(seq 1 500); do (echo > /dev/tcp/127.0.0.1/{port}) 2>/dev/null && exit 0; sleep 0.02; done\nexit 1\n",
+            pid = pid_file.display(),
+            bin = gateway_binary().display(),
+            cfg = gw.dir.path().join("c.toml").display(),
+            port = gw.port,
+        ),
+    )
+    .unwrap();
+    let s = Scenario {
+        server: gw.addr(),
+        secret: b"smoke".to_vec(),
+        pairs: 3,
+        messages: 300,
+        qos: Qos::ExactlyOnce,
+        rate: 0,
+        payload: 64,
+        timeout: Duration::from_secs(60),
+        first_user: fresh_user_base() + 9_000_000,
+        progress: false,
+        restart_cmd: Some(format!("bash {}", script.display())),
+        ack_delay: Duration::ZERO,
+    };
+    let r = run(&s);
+    // Whatever happened, stop the restarted gateway.
+    let restarted: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(
+        restarted as u32,
+        gw.child.id(),
+        "the fault ran and restarted the gateway"
+    );
+    // SAFETY: plain kill(2) of the process the script started.
+    unsafe { libc::kill(restarted, libc::SIGKILL) };
+    let r = r.unwrap();
+    assert!(r.passed(Qos::ExactlyOnce), "{}", r.to_text());
+    assert_eq!(
+        (r.sent, r.acked, r.delivered, r.duplicates),
+        (900, 900, 900, 0),
+        "{}",
+        r.to_text()
+    );
 }

@@ -37,12 +37,27 @@ impl BlockingClient {
     /// Reconnects an existing session (its outbox and position carry over).
     pub fn resume(
         addr: SocketAddr,
-        mut session: ClientSession,
+        session: ClientSession,
         timeout: Duration,
     ) -> io::Result<BlockingClient> {
-        let stream = TcpStream::connect_timeout(&addr, timeout)?;
-        stream.set_nodelay(true)?;
-        stream.set_nonblocking(true)?;
+        Self::try_resume(addr, session, timeout).map_err(|failed| failed.0)
+    }
+
+    /// As [`BlockingClient::resume`], giving the session back when the
+    /// gateway cannot be reached (to try again later).
+    pub fn try_resume(
+        addr: SocketAddr,
+        mut session: ClientSession,
+        timeout: Duration,
+    ) -> Result<BlockingClient, Box<(io::Error, ClientSession)>> {
+        let stream = match TcpStream::connect_timeout(&addr, timeout).and_then(|s| {
+            s.set_nodelay(true)?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        }) {
+            Ok(s) => s,
+            Err(e) => return Err(Box::new((e, session))),
+        };
         let origin = Instant::now();
         session.connect(0);
         let mut client = BlockingClient {
@@ -52,8 +67,10 @@ impl BlockingClient {
             origin,
             out: BytesMut::new(),
         };
-        client.flush()?;
-        Ok(client)
+        match client.flush() {
+            Ok(()) => Ok(client),
+            Err(e) => Err(Box::new((e, client.session))),
+        }
     }
 
     /// The protocol state (to persist `delivered`, or to resume elsewhere).
@@ -72,10 +89,17 @@ impl BlockingClient {
 
     /// Queues a message and writes it out; returns its client message id.
     pub fn send(&mut self, to: UserId, qos: Qos, payload: Bytes) -> io::Result<u64> {
+        let (id, written) = self.queue_send(to, qos, payload);
+        written.map(|()| id)
+    }
+
+    /// As [`BlockingClient::send`], returning the id even when writing
+    /// failed: a QoS 1/2 message stays in the session's outbox and goes out
+    /// again after [`BlockingClient::try_resume`].
+    pub fn queue_send(&mut self, to: UserId, qos: Qos, payload: Bytes) -> (u64, io::Result<()>) {
         let now = self.now();
         let id = self.session.send(to, qos, payload, now);
-        self.flush()?;
-        Ok(id)
+        (id, self.flush())
     }
 
     /// Follows a room from now on (answered with [`Event::Subscribed`]).
