@@ -48,6 +48,46 @@ enum Command {
     /// Holds idle authenticated connections and reports the gateway's
     /// memory per connection.
     Idle(IdleArgs),
+    /// One-to-one (open loop), a room and a group at the same time, each
+    /// with its own checker.
+    Mixed(MixedArgs),
+}
+
+#[derive(Args)]
+struct MixedArgs {
+    /// Gateway address.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    server: SocketAddr,
+    /// Admin HTTP address (the group is created there).
+    #[arg(long, default_value = "127.0.0.1:7401")]
+    admin: SocketAddr,
+    /// The gateway's data dir (token.secret and admin.token).
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// One-to-one sender/receiver pairs.
+    #[arg(long, default_value_t = 8)]
+    pairs: u32,
+    /// Messages per one-to-one sender, and published to the room and to the group.
+    #[arg(long, default_value_t = 2000)]
+    messages: u32,
+    /// One-to-one messages per second per sender.
+    #[arg(long, default_value_t = 200)]
+    rate: u32,
+    /// Room subscribers.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: u32,
+    /// Group members.
+    #[arg(long, default_value_t = 50)]
+    members: u32,
+    /// Payload bytes (>= 16).
+    #[arg(long, default_value_t = 128)]
+    payload: usize,
+    /// Seconds before giving up.
+    #[arg(long, default_value_t = 120)]
+    timeout_s: u64,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -420,6 +460,98 @@ fn compare(args: CompareArgs) -> Result<ExitCode, String> {
     ))
 }
 
+/// Reads `<data_dir>/<name>`, trimmed.
+fn read_data_file(data_dir: &std::path::Path, name: &str) -> Result<String, String> {
+    std::fs::read_to_string(data_dir.join(name))
+        .map(|s| s.trim().to_string())
+        .map_err(|e| format!("cannot read {}/{name}: {e}", data_dir.display()))
+}
+
+fn mixed(args: MixedArgs) -> Result<ExitCode, String> {
+    let MixedArgs {
+        server,
+        admin,
+        data_dir,
+        pairs,
+        messages,
+        rate,
+        subscribers,
+        members,
+        payload,
+        timeout_s,
+        json,
+    } = args;
+    let secret = read_data_file(&data_dir, "token.secret")?.into_bytes();
+    let admin_token = read_data_file(&data_dir, "admin.token")?;
+    let timeout = Duration::from_secs(timeout_s);
+    let base = fresh_user_base();
+    let one = Scenario {
+        server,
+        secret: secret.clone(),
+        pairs,
+        messages,
+        qos: Qos::AtLeastOnce,
+        rate,
+        payload,
+        timeout,
+        first_user: base,
+        progress: false,
+        restart_cmd: None,
+        ack_delay: Duration::ZERO,
+    };
+    let room = RoomScenario {
+        server,
+        secret: secret.clone(),
+        subscribers,
+        messages,
+        payload,
+        sub_qos: Qos::AtLeastOnce,
+        threads: 1,
+        timeout,
+        first_user: base + 1_000_000,
+    };
+    let group = GroupScenario {
+        server,
+        admin,
+        admin_token,
+        secret,
+        members,
+        messages,
+        payload,
+        threads: 1,
+        timeout,
+        first_user: base + 2_000_000,
+    };
+    let (one, room, group) = std::thread::scope(|s| {
+        let one = s.spawn(|| run(&one));
+        let room = s.spawn(|| run_room(&room));
+        let group = s.spawn(|| run_group(&group));
+        let panicked = "a scenario thread panicked".to_string();
+        (
+            one.join().unwrap_or_else(|_| Err(panicked.clone())),
+            room.join().unwrap_or_else(|_| Err(panicked.clone())),
+            group.join().unwrap_or(Err(panicked)),
+        )
+    });
+    let (one, room, group) = (one?, room?, group?);
+    let passed = one.passed(Qos::AtLeastOnce) && room.passed() && group.passed();
+    if json {
+        let all = serde_json::json!({ "one_to_one": one, "room": room, "group": group });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&all).expect("serialisable")
+        );
+    } else {
+        print!(
+            "one-to-one ({pairs} pairs at {rate} msgs/s each):\n{}\nroom:\n{}\ngroup:\n{}",
+            one.to_text(),
+            room.to_text(),
+            group.to_text()
+        );
+    }
+    Ok(verdict(passed, "a scenario's checker failed"))
+}
+
 fn group(args: GroupArgs) -> Result<ExitCode, String> {
     let GroupArgs {
         server,
@@ -432,13 +564,8 @@ fn group(args: GroupArgs) -> Result<ExitCode, String> {
         timeout_s,
         json,
     } = args;
-    let read = |name: &str| {
-        std::fs::read_to_string(data_dir.join(name))
-            .map(|s| s.trim().to_string())
-            .map_err(|e| format!("cannot read {}/{name}: {e}", data_dir.display()))
-    };
-    let secret = read("token.secret")?.into_bytes();
-    let admin_token = read("admin.token")?;
+    let secret = read_data_file(&data_dir, "token.secret")?.into_bytes();
+    let admin_token = read_data_file(&data_dir, "admin.token")?;
     let scenario = GroupScenario {
         server,
         admin,
@@ -549,6 +676,7 @@ fn main() -> ExitCode {
         Command::Backlog(args) => backlog(args),
         Command::Storm(args) => storm(args),
         Command::Idle(args) => idle(args),
+        Command::Mixed(args) => mixed(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("surepush-loadgen: {e}");
