@@ -107,7 +107,7 @@ struct OneToOneArgs {
     /// Messages per sender.
     #[arg(long, default_value_t = 1000)]
     messages: u32,
-    /// QoS 1 or 2.
+    /// QoS 0, 1 or 2 (QoS 0: no SENDACK; losses are counted, not failed).
     #[arg(long, default_value_t = 1)]
     qos: u8,
     /// Messages per second per sender; 0 = closed loop.
@@ -134,6 +134,13 @@ struct OneToOneArgs {
     /// are late (past the gateway's ack timeout it retransmits).
     #[arg(long, default_value_t = 0)]
     ack_delay_ms: u64,
+    /// A step ramp instead of one run: comma-separated rates per sender
+    /// (open loop), each held for `--step-s` seconds, e.g. 250,500,1000.
+    #[arg(long, value_delimiter = ',')]
+    ramp: Vec<u32>,
+    /// Seconds per ramp step.
+    #[arg(long, default_value_t = 5)]
+    step_s: u32,
 }
 
 #[derive(Args)]
@@ -699,11 +706,57 @@ fn one_to_one(args: OneToOneArgs) -> Result<ExitCode, String> {
         chart,
         restart_cmd,
         ack_delay_ms,
+        ramp,
+        step_s,
     } = args;
     let secret = load_secret(secret, &data_dir)?;
-    let qos = Qos::from_u8(qos)
-        .filter(|q| *q != Qos::AtMostOnce)
-        .ok_or("--qos must be 1 or 2")?;
+    let qos = Qos::from_u8(qos).ok_or("--qos must be 0, 1 or 2")?;
+    if !ramp.is_empty() {
+        // A step ramp: one open-loop run per rate, fresh users each.
+        let mut steps = Vec::new();
+        for &rate in &ramp {
+            let step = Scenario {
+                server,
+                secret: secret.clone(),
+                pairs,
+                messages: rate.saturating_mul(step_s).max(1),
+                qos,
+                rate,
+                payload,
+                timeout: Duration::from_secs(timeout_s),
+                first_user: fresh_user_base(),
+                progress: false,
+                restart_cmd: None,
+                ack_delay: Duration::from_millis(ack_delay_ms),
+            };
+            let r = run(&step)?;
+            if !json {
+                println!(
+                    "{:>6} msgs/s per sender x {pairs}: delivered {}/{}  deliver p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  {}",
+                    rate,
+                    r.delivered,
+                    r.sent,
+                    r.deliver_latency.p50_ms,
+                    r.deliver_latency.p99_ms,
+                    r.deliver_latency.p999_ms,
+                    if r.passed(qos) { "PASS" } else { "FAIL" }
+                );
+            }
+            steps.push((rate, r));
+        }
+        let passed = steps.iter().all(|(_, r)| r.passed(qos));
+        if json {
+            let all: Vec<_> = steps
+                .iter()
+                .map(|(rate, r)| serde_json::json!({ "rate_per_sender": rate, "report": r }))
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&all).expect("serialisable")
+            );
+        }
+        return Ok(verdict(passed, "delivery guarantees violated at a step"));
+    }
     let scenario = Scenario {
         server,
         secret,
