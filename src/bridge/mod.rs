@@ -1278,7 +1278,12 @@ impl Bridge {
             }
             (QoS::ExactlyOnce, Some(pid)) => match self.state.inbound.get(&pid.get()).copied() {
                 Some(i) if i.stored => {
-                    // A resend after PUBREC was lost: stored already.
+                    // A resend after PUBREC was lost: stored already. Its
+                    // retained-message change is made again (idempotent),
+                    // in case writing it failed the first time.
+                    if let Some(change) = retain {
+                        self.retains.push_back(change);
+                    }
                     self.to_client
                         .push_back(Packet::PubRec(PubReply::success(pid)));
                     return;
