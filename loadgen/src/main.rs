@@ -8,9 +8,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use surepush::proto::Qos;
 use surepush_loadgen::{
-    fresh_user_base, latency_chart_svg, procfs, run, run_backlog, run_group, run_idle, run_mqtt,
-    run_raw, run_room, run_storm, start_relay, BacklogScenario, DropMode, GroupScenario,
-    IdleScenario, MqttTarget, RoomScenario, Scenario, StormScenario,
+    fresh_user_base, latency_chart_svg, procfs, run, run_backlog, run_group, run_idle,
+    run_jetstream, run_mqtt, run_raw, run_room, run_storm, start_relay, BacklogScenario, DropMode,
+    GroupScenario, IdleScenario, MqttTarget, RoomScenario, Scenario, StormScenario,
 };
 
 #[derive(Parser)]
@@ -204,6 +204,12 @@ struct CompareArgs {
     /// (same node as `--server`), e.g. 127.0.0.1:1883.
     #[arg(long)]
     surepush_mqtt: Option<SocketAddr>,
+    /// Also run it against a NATS server with JetStream, in its own
+    /// protocol: a file-storage stream, a durable push consumer with
+    /// explicit acks per receiver, PubAcks as acknowledgements, e.g.
+    /// 127.0.0.1:4222.
+    #[arg(long)]
+    jetstream: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -382,6 +388,7 @@ fn compare(args: CompareArgs) -> Result<ExitCode, String> {
         payload,
         mqtt,
         surepush_mqtt,
+        jetstream,
     } = args;
     let secret = load_secret(None, &data_dir)?;
     let mqtt_target = MqttTarget::Surepush {
@@ -420,8 +427,7 @@ fn compare(args: CompareArgs) -> Result<ExitCode, String> {
         "  surepush / raw:               {:>9.2}",
         ours.acked_per_sec / raw.acked_per_sec.max(1.0)
     );
-    let run_over_mqtt = |label: &str, addr: SocketAddr, target: &MqttTarget| {
-        let r = run_mqtt(addr, target, pairs, messages, payload, fresh_user_base());
+    let report = |label: &str, addr: SocketAddr, r: Result<surepush_loadgen::RawReport, String>| {
         match &r {
             Ok(m) => println!(
                 "  {label:<29} {:>9.0} msgs/s  ack p50 {:.3} ms  deliver p50 {:.3} ms  (delivered {} of {})",
@@ -431,15 +437,23 @@ fn compare(args: CompareArgs) -> Result<ExitCode, String> {
         }
         r.ok()
     };
+    let run_over_mqtt = |label: &str, addr: SocketAddr, target: &MqttTarget| {
+        let r = run_mqtt(addr, target, pairs, messages, payload, fresh_user_base());
+        report(label, addr, r)
+    };
     let ours_mqtt = surepush_mqtt
         .and_then(|addr| run_over_mqtt("surepush over MQTT QoS 1:", addr, &mqtt_target));
-    let brokers: Vec<(String, surepush_loadgen::RawReport)> = mqtt
+    let mut brokers: Vec<(String, surepush_loadgen::RawReport)> = mqtt
         .iter()
         .filter_map(|(name, addr)| {
             let label = format!("{name} (MQTT) QoS 1:");
             run_over_mqtt(&label, *addr, &MqttTarget::Broker).map(|r| (name.clone(), r))
         })
         .collect();
+    brokers.extend(jetstream.and_then(|addr| {
+        let r = run_jetstream(addr, pairs, messages, payload, fresh_user_base());
+        report("JetStream (NATS, file):", addr, r).map(|r| ("JetStream".to_string(), r))
+    }));
     let ratio = |label: &str, a: f64, b: f64| println!("  {label:<29} {:>9.2}", a / b.max(1.0));
     if let Some(m) = &ours_mqtt {
         ratio(
