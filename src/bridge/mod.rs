@@ -760,10 +760,7 @@ impl Bridge {
     /// Encodes `packet` for this connection, or `None` if it exceeds the
     /// client's Maximum Packet Size.
     pub fn encode(&self, packet: &Packet, out: &mut bytes::BytesMut) -> bool {
-        match mqtt::encoded_len(packet, self.level) {
-            Ok(n) if n <= self.client_max_packet => mqtt::encode(packet, self.level, out).is_ok(),
-            _ => false,
-        }
+        self.fits(packet) && mqtt::encode(packet, self.level, out).is_ok()
     }
 
     // ----- core → client -------------------------------------------------

@@ -310,8 +310,11 @@ async fn read_connect(
             Ok(None) => {}
             Err(e) => {
                 let code = e.reason_code();
-                // A CONNECT we could not accept gets a CONNACK when its
-                // protocol level is known (MQTT-3.1.2-2, MQTT-3.1.4-5).
+                // An unknown protocol level gets CONNACK 0x01 (MQTT-3.1.2-2).
+                // The v5 arm would answer other refusals of a v5 CONNECT,
+                // but the decoder learns the level only from a CONNECT it
+                // could decode, so today such a CONNECT is just closed
+                // (allowed: MQTT-3.1.4-5 makes the CONNACK optional).
                 let reply = match decoder.protocol_level() {
                     Some(ProtocolLevel::V5)
                         if code.valid_in(mqtt::PacketType::ConnAck, ProtocolLevel::V5) =>
