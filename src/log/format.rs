@@ -18,6 +18,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::record::{MessageRecord, Record};
 use super::state::{DedupConfig, DedupEntry, RecoveredState, SendKey};
+use super::window::WindowStart;
 use crate::proto::{DeviceId, Qos, Seq, UserId};
 
 /// First bytes of every segment file.
@@ -345,6 +346,42 @@ pub struct SidecarEntry {
     pub len: U32,
 }
 
+/// The dedup key of one message of a sealed segment (same order as the
+/// [`SidecarEntry`] list): recovery rebuilds the QoS 1 dedup window from
+/// these without reading the records.
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq,
+)]
+#[repr(C)]
+pub struct SidecarKey {
+    /// Sending user.
+    pub from: U64,
+    /// Sending device.
+    pub from_device: U64,
+    /// The sender's id of the send.
+    pub client_msg_id: U64,
+    /// Gateway receive time.
+    pub ts_ms: U64,
+    /// QoS of the send.
+    pub qos: u8,
+}
+
+impl SidecarKey {
+    /// The key of `m`.
+    pub fn of(m: &MessageRecord) -> SidecarKey {
+        SidecarKey {
+            from: m.from.0.into(),
+            from_device: m.from_device.0.into(),
+            client_msg_id: m.client_msg_id.into(),
+            ts_ms: m.ts_ms.into(),
+            qos: m.qos as u8,
+        }
+    }
+}
+
+/// Version of the sidecar layout (2: with the keys section).
+pub const SIDECAR_VERSION: u32 = 2;
+
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
 #[repr(C)]
 struct SidecarHeader {
@@ -356,6 +393,9 @@ struct SidecarHeader {
     count: U32,
 }
 
+/// Size of a sidecar's header.
+pub const SIDECAR_HEADER_LEN: usize = std::mem::size_of::<SidecarHeader>();
+
 /// A sealed segment's summary: where its data ends, its newest message
 /// time, and every message in it. Lets recovery skip scanning it.
 #[derive(Debug, PartialEq, Eq)]
@@ -366,47 +406,86 @@ pub struct Sidecar {
     pub max_ts_ms: u64,
     /// The messages, in log order.
     pub entries: Vec<SidecarEntry>,
+    /// Their dedup keys (empty unless asked for).
+    pub keys: Vec<SidecarKey>,
 }
 
-/// Encodes a sidecar for the segment at `base`; a CRC32C of everything
-/// before it ends the file.
+/// Encodes a sidecar for the segment at `base`:
+/// `[header][entries][crc32c][keys][crc32c]`, the first CRC over the header
+/// and the entries, the second over the keys, so the index part can be
+/// read and verified alone.
 pub fn encode_sidecar(
     base: u64,
     end_offset: u64,
     max_ts_ms: u64,
     entries: &[SidecarEntry],
+    keys: &[SidecarKey],
 ) -> Vec<u8> {
+    assert_eq!(entries.len(), keys.len(), "a key per message");
     let header = SidecarHeader {
         magic: SIDECAR_MAGIC,
-        version: FORMAT_VERSION.into(),
+        version: SIDECAR_VERSION.into(),
         base: base.into(),
         end_offset: end_offset.into(),
         max_ts_ms: max_ts_ms.into(),
         count: (entries.len() as u32).into(),
     };
-    let mut out = Vec::with_capacity(std::mem::size_of::<SidecarHeader>() + 24 * entries.len() + 4);
+    let mut out = Vec::with_capacity(sidecar_len(entries.len(), true));
     out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(entries.as_bytes());
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
+    let keys = keys.as_bytes();
+    out.extend_from_slice(keys);
+    out.extend_from_slice(&crc32c::crc32c(keys).to_le_bytes());
     out
 }
 
-/// Decodes and verifies a sidecar of the segment at `base`.
-pub fn decode_sidecar(bytes: &[u8], base: u64) -> Option<Sidecar> {
-    let (body, crc) = bytes.split_last_chunk::<4>()?;
-    if crc32c::crc32c(body) != u32::from_le_bytes(*crc) {
+/// Bytes of a sidecar of `count` messages: the index part alone, or all.
+pub fn sidecar_len(count: usize, with_keys: bool) -> usize {
+    let index = SIDECAR_HEADER_LEN + count * std::mem::size_of::<SidecarEntry>() + 4;
+    if with_keys {
+        index + count * std::mem::size_of::<SidecarKey>() + 4
+    } else {
+        index
+    }
+}
+
+/// The message count a sidecar's header announces (to size the read).
+pub fn sidecar_count(header: &[u8]) -> Option<usize> {
+    let (h, _) = SidecarHeader::read_from_prefix(header).ok()?;
+    Some(h.count.get() as usize)
+}
+
+/// Decodes and verifies a sidecar of the segment at `base` (`bytes` holds
+/// at least the index part; the keys too if `with_keys`).
+pub fn decode_sidecar(bytes: &[u8], base: u64, with_keys: bool) -> Option<Sidecar> {
+    let (h, _) = SidecarHeader::read_from_prefix(bytes).ok()?;
+    if h.magic != SIDECAR_MAGIC || h.version.get() != SIDECAR_VERSION || h.base.get() != base {
         return None;
     }
-    let (h, rest) = SidecarHeader::read_from_prefix(body).ok()?;
-    if h.magic != SIDECAR_MAGIC || h.version.get() != FORMAT_VERSION || h.base.get() != base {
+    let count = h.count.get() as usize;
+    let index_len = sidecar_len(count, false);
+    let (index, crc) = bytes.get(..index_len)?.split_last_chunk::<4>()?;
+    if crc32c::crc32c(index) != u32::from_le_bytes(*crc) {
         return None;
     }
-    let entries = <[SidecarEntry]>::ref_from_bytes(rest).ok()?;
-    (entries.len() == h.count.get() as usize).then(|| Sidecar {
+    let entries = <[SidecarEntry]>::ref_from_bytes(&index[SIDECAR_HEADER_LEN..]).ok()?;
+    let keys = if with_keys {
+        let rest = bytes.get(index_len..sidecar_len(count, true))?;
+        let (keys, crc) = rest.split_last_chunk::<4>()?;
+        if crc32c::crc32c(keys) != u32::from_le_bytes(*crc) {
+            return None;
+        }
+        <[SidecarKey]>::ref_from_bytes(keys).ok()?.to_vec()
+    } else {
+        Vec::new()
+    };
+    Some(Sidecar {
         end_offset: h.end_offset.get(),
         max_ts_ms: h.max_ts_ms.get(),
         entries: entries.to_vec(),
+        keys,
     })
 }
 
@@ -415,38 +494,90 @@ pub fn decode_sidecar(bytes: &[u8], base: u64) -> Option<Sidecar> {
 /// Name of the file that says where the newest durable checkpoint is.
 pub const CHECKPOINT_POINTER: &str = "checkpoint";
 
-/// Text of the pointer file: `surepush-checkpoint v1 <lsn> <crc32c hex>`.
-pub fn encode_pointer(lsn: u64) -> String {
-    let digits = lsn.to_string();
+/// What the pointer file says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pointer {
+    /// Position of the checkpoint record.
+    pub lsn: u64,
+    /// Where the QoS 1 dedup window began then; `None` for a version 1
+    /// pointer, whose checkpoint holds the whole window.
+    pub window: Option<WindowStart>,
+}
+
+/// Text of the pointer file:
+/// `surepush-checkpoint v2 <lsn> <window lsn> <window clock ms> <crc32c hex>`,
+/// the CRC over the three numbers as written, space-separated.
+pub fn encode_pointer(lsn: u64, window: WindowStart) -> String {
+    let numbers = format!("{lsn} {} {}", window.lsn, window.newest_ts_ms);
     format!(
-        "surepush-checkpoint v1 {digits} {:08x}\n",
-        crc32c::crc32c(digits.as_bytes())
+        "surepush-checkpoint v2 {numbers} {:08x}\n",
+        crc32c::crc32c(numbers.as_bytes())
     )
 }
 
-/// The position in a pointer file, `None` if it is damaged.
-pub fn parse_pointer(text: &str) -> Option<u64> {
-    let mut parts = text.split_whitespace();
-    if parts.next()? != "surepush-checkpoint" || parts.next()? != "v1" {
+/// The pointer in a pointer file (version 1 or 2), `None` if it is damaged.
+pub fn parse_pointer(text: &str) -> Option<Pointer> {
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let (numbers, crc) = match parts.as_slice() {
+        ["surepush-checkpoint", "v1", lsn, crc] => (vec![*lsn], crc),
+        ["surepush-checkpoint", "v2", lsn, wlsn, wts, crc] => (vec![*lsn, *wlsn, *wts], crc),
+        _ => return None,
+    };
+    let crc = u32::from_str_radix(crc, 16).ok()?;
+    if crc32c::crc32c(numbers.join(" ").as_bytes()) != crc {
         return None;
     }
-    let digits = parts.next()?;
-    let crc = u32::from_str_radix(parts.next()?, 16).ok()?;
-    (crc32c::crc32c(digits.as_bytes()) == crc && parts.next().is_none())
-        .then(|| digits.parse().ok())?
+    let n: Vec<u64> = numbers
+        .iter()
+        .map(|d| d.parse().ok())
+        .collect::<Option<_>>()?;
+    Some(Pointer {
+        lsn: n[0],
+        window: (n.len() == 3).then(|| WindowStart {
+            lsn: n[1],
+            newest_ts_ms: n[2],
+        }),
+    })
 }
 
 // ----- checkpoint snapshot ---------------------------------------------------
 
-/// Encodes a [`RecoveredState`] as a checkpoint body:
-/// `[n_heads u32][(user u64, seq u64)]* [n_cursors u32][(user, device, seq)]*
+/// First word of a version 2 checkpoint body (a version 1 body starts
+/// with its head count, which is never this).
+const CHECKPOINT_MARK: u32 = u32::MAX;
+/// Checkpoint body version written by this build.
+const CHECKPOINT_VERSION: u32 = 2;
+
+/// A decoded checkpoint.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The state as of the checkpoint.
+    pub state: RecoveredState,
+    /// Version 1: `state.dedup` is the whole window. Version 2 holds the
+    /// QoS 2 part only (recovery rebuilds the rest from the log).
+    pub whole_window: bool,
+}
+
+/// Encodes the log's [`RecoveredState`] (its `dedup` the QoS 2 part of the
+/// window) as a checkpoint body, version 2:
+/// `[0xFFFFFFFF u32][2 u32][newest message ms u64]
+///  [n_heads u32][(user u64, seq u64)]* [n_cursors u32][(user, device, seq)]*
 ///  [n_dedup u32][(from, device, cmid, inbox, seq, ts u64; qos u8; released u8)]*
-///  [n_groups u32][(group u64, n u32, members u64 * n)]*` (the groups
-/// section is absent in checkpoints written before groups existed).
+///  [n_groups u32][(group u64, n u32, members u64 * n)]*`.
+/// Version 1 (still read) is the same without the first three fields, the
+/// whole window in the dedup section, and the groups section optional.
 pub fn encode_checkpoint(state: &RecoveredState) -> Bytes {
     let mut out = BytesMut::with_capacity(
-        12 + state.heads.len() * 16 + state.cursors.len() * 24 + state.dedup.len() * 50,
+        28 + state.heads.len() * 16 + state.cursors.len() * 24 + state.dedup.len() * 50,
     );
+    out.put_u32_le(CHECKPOINT_MARK);
+    out.put_u32_le(CHECKPOINT_VERSION);
+    out.put_u64_le(state.dedup.newest_ts_ms());
+    encode_state(state, &mut out);
+    out.freeze()
+}
+
+fn encode_state(state: &RecoveredState, out: &mut BytesMut) {
     out.put_u32_le(state.heads.len() as u32);
     for (u, s) in &state.heads {
         out.put_u64_le(u.0);
@@ -469,7 +600,6 @@ pub fn encode_checkpoint(state: &RecoveredState) -> Bytes {
         out.put_u8(e.qos as u8);
         out.put_u8(u8::from(e.released));
     }
-    // Optional trailing section (checkpoints written before groups have none).
     out.put_u32_le(state.groups.len() as u32);
     for (group, members) in &state.groups {
         out.put_u64_le(group.0);
@@ -478,12 +608,21 @@ pub fn encode_checkpoint(state: &RecoveredState) -> Bytes {
             out.put_u64_le(m.0);
         }
     }
-    out.freeze()
 }
 
-/// Decodes a checkpoint body; `None` if malformed.
-pub fn decode_checkpoint(body: &[u8], config: &DedupConfig) -> Option<RecoveredState> {
+/// Decodes a checkpoint body of either version; `None` if malformed.
+pub fn decode_checkpoint(body: &[u8], config: &DedupConfig) -> Option<Checkpoint> {
     let mut r = Reader(body);
+    let v2 = body.get(..4) == Some(&CHECKPOINT_MARK.to_le_bytes()[..]);
+    let newest = if v2 {
+        r.u32()?;
+        if r.u32()? != CHECKPOINT_VERSION {
+            return None;
+        }
+        Some(r.u64()?)
+    } else {
+        None
+    };
     let mut state = RecoveredState::default();
     for _ in 0..r.u32()? {
         state.heads.insert(UserId(r.u64()?), Seq(r.u64()?));
@@ -509,7 +648,8 @@ pub fn decode_checkpoint(body: &[u8], config: &DedupConfig) -> Option<RecoveredS
             released: r.u8()? != 0,
         });
     }
-    if !r.0.is_empty() {
+    // Version 1 checkpoints written before groups existed have no section.
+    if v2 || !r.0.is_empty() {
         for _ in 0..r.u32()? {
             let group = UserId(r.u64()?);
             let n = r.u32()? as usize;
@@ -531,7 +671,21 @@ pub fn decode_checkpoint(body: &[u8], config: &DedupConfig) -> Option<RecoveredS
     for e in entries {
         state.dedup.restore(e, config);
     }
-    Some(state)
+    if let Some(newest) = newest {
+        state.dedup.observe(newest);
+    }
+    Some(Checkpoint {
+        state,
+        whole_window: !v2,
+    })
+}
+
+/// Version 1 encoding, kept for the tests that check old checkpoints still load.
+#[cfg(test)]
+pub fn encode_checkpoint_v1(state: &RecoveredState) -> Bytes {
+    let mut out = BytesMut::new();
+    encode_state(state, &mut out);
+    out.freeze()
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -644,42 +798,84 @@ mod tests {
 
     #[test]
     fn sidecar_round_trips_and_rejects_damage() {
-        let s = Sidecar {
-            end_offset: 9000,
-            max_ts_ms: 77,
-            entries: (0..5u64)
-                .map(|i| SidecarEntry {
-                    inbox: i.into(),
-                    seq: (i + 1).into(),
-                    offset: (i as u32 * 100).into(),
-                    len: 100.into(),
-                })
-                .collect(),
-        };
-        let bytes = encode_sidecar(4096, s.end_offset, s.max_ts_ms, &s.entries);
-        assert_eq!(decode_sidecar(&bytes, 4096), Some(s));
+        let entries: Vec<SidecarEntry> = (0..5u64)
+            .map(|i| SidecarEntry {
+                inbox: i.into(),
+                seq: (i + 1).into(),
+                offset: (i as u32 * 100).into(),
+                len: 100.into(),
+            })
+            .collect();
+        let keys: Vec<SidecarKey> = (0..5u64)
+            .map(|i| SidecarKey {
+                from: (i + 10).into(),
+                from_device: 1.into(),
+                client_msg_id: (i * 3).into(),
+                ts_ms: (1000 + i).into(),
+                qos: 1 + (i % 2) as u8,
+            })
+            .collect();
+        let bytes = encode_sidecar(4096, 9000, 77, &entries, &keys);
+        assert_eq!(bytes.len(), sidecar_len(5, true));
+        assert_eq!(sidecar_count(&bytes), Some(5));
+        let full = decode_sidecar(&bytes, 4096, true).unwrap();
+        assert_eq!((full.end_offset, full.max_ts_ms), (9000, 77));
+        assert_eq!((&full.entries, &full.keys), (&entries, &keys));
+        // The index part alone reads and verifies without the keys.
+        let index_only = decode_sidecar(&bytes[..sidecar_len(5, false)], 4096, false).unwrap();
+        assert_eq!((index_only.entries, index_only.keys), (entries, Vec::new()));
         assert_eq!(
-            decode_sidecar(&bytes, 8192),
+            decode_sidecar(&bytes, 8192, false),
             None,
             "another segment's sidecar"
         );
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 1;
-            assert_eq!(decode_sidecar(&bad, 4096), None, "flip at {i}");
+            assert_eq!(decode_sidecar(&bad, 4096, true), None, "flip at {i}");
+            if i < sidecar_len(5, false) {
+                assert_eq!(decode_sidecar(&bad, 4096, false), None, "flip at {i}");
+            }
         }
-        assert_eq!(decode_sidecar(&bytes[..bytes.len() - 1], 4096), None);
+        assert_eq!(decode_sidecar(&bytes[..bytes.len() - 1], 4096, true), None);
     }
 
     #[test]
     fn pointer_round_trips_and_rejects_damage() {
         for lsn in [0u64, 4096, u64::MAX] {
-            assert_eq!(parse_pointer(&encode_pointer(lsn)), Some(lsn));
+            let window = WindowStart {
+                lsn: lsn / 2,
+                newest_ts_ms: 1_700_000_000_000,
+            };
+            assert_eq!(
+                parse_pointer(&encode_pointer(lsn, window)),
+                Some(Pointer {
+                    lsn,
+                    window: Some(window)
+                })
+            );
         }
-        let good = encode_pointer(123_456);
+        let window = WindowStart {
+            lsn: 100,
+            newest_ts_ms: 5,
+        };
+        let good = encode_pointer(123_456, window);
         assert_eq!(parse_pointer(&good.replace("123456", "123457")), None);
+        assert_eq!(parse_pointer(&good.replace(" 100 ", " 101 ")), None);
         assert_eq!(parse_pointer("garbage"), None);
         assert_eq!(parse_pointer(""), None);
+        // Version 1 pointers (no window) still parse.
+        let v1 = format!(
+            "surepush-checkpoint v1 4096 {:08x}\n",
+            crc32c::crc32c(b"4096")
+        );
+        assert_eq!(
+            parse_pointer(&v1),
+            Some(Pointer {
+                lsn: 4096,
+                window: None
+            })
+        );
     }
 
     #[test]
@@ -707,19 +903,30 @@ mod tests {
         ] {
             state.apply(&r, &config);
         }
+        state.dedup.observe(5_000);
         assert_eq!(
             state.groups.values().next().unwrap(),
             &[UserId(3), UserId(9)]
         );
-        let encoded = encode_checkpoint(&state);
-        let back = decode_checkpoint(&encoded, &config).unwrap();
-        assert_eq!(back, state);
-        // A checkpoint from before groups (no trailing section) still loads.
+        let back = decode_checkpoint(&encode_checkpoint(&state), &config).unwrap();
+        assert!(!back.whole_window);
+        assert_eq!(back.state, state);
+        assert_eq!(back.state.dedup.newest_ts_ms(), 5_000, "the clock is kept");
+        // Version 1 (the whole window, groups optional) still loads.
+        let v1 = decode_checkpoint(&encode_checkpoint_v1(&state), &config).unwrap();
+        assert!(v1.whole_window);
+        assert_eq!(v1.state, state);
         let mut old = state.clone();
         old.groups.clear();
-        let old_encoded = encode_checkpoint(&old);
+        let old_encoded = encode_checkpoint_v1(&old);
         let without_section = &old_encoded[..old_encoded.len() - 4];
-        assert_eq!(decode_checkpoint(without_section, &config).unwrap(), old);
+        assert_eq!(
+            decode_checkpoint(without_section, &config).unwrap().state,
+            old
+        );
         assert!(decode_checkpoint(b"\x01\x00\x00", &config).is_none());
+        // A version 2 body cut short is malformed (its groups are not optional).
+        let v2 = encode_checkpoint(&old);
+        assert!(decode_checkpoint(&v2[..v2.len() - 4], &config).is_none());
     }
 }

@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use glommio::io::{DmaFile, OpenOptions};
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 
 /// A boxed local future (no `Send`: the log lives on one shard).
 pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
@@ -63,11 +63,31 @@ pub trait LogFs {
     }
 }
 
-/// glommio DMA files.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct DmaFs;
+/// glommio DMA files. The files of one log share a pool of write buffers.
+#[derive(Default, Clone)]
+pub struct DmaFs {
+    pieces: Pieces,
+}
 
-struct Dma(DmaFile);
+impl std::fmt::Debug for DmaFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DmaFs")
+            .field("pooled_pieces", &self.pieces.borrow().len())
+            .finish()
+    }
+}
+
+/// Full-size write pieces kept for reuse: a warm log allocates none, so no
+/// memory is faulted in (zeroed by the kernel) per commit.
+type Pieces = Rc<std::cell::RefCell<Vec<DmaBuffer>>>;
+
+/// Pieces pooled at most (16 MiB).
+const POOLED_PIECES: usize = 64;
+
+struct Dma {
+    file: DmaFile,
+    pieces: Pieces,
+}
 
 /// Largest single O_DIRECT write (a multiple of [`BLOCK`]).
 const WRITE_PIECE: usize = 256 << 10;
@@ -75,11 +95,23 @@ const WRITE_PIECE: usize = 256 << 10;
 impl Dma {
     async fn write_piece(&self, data: &[u8], pos: u64) -> io::Result<()> {
         let padded = (data.len() as u64).div_ceil(BLOCK) * BLOCK;
-        let mut buf = self.0.alloc_dma_buffer(padded as usize);
+        let full = padded as usize == WRITE_PIECE;
+        let pooled = full.then(|| self.pieces.borrow_mut().pop()).flatten();
+        let mut buf = pooled.unwrap_or_else(|| self.file.alloc_dma_buffer(padded as usize));
         let bytes = buf.as_bytes_mut();
         bytes[..data.len()].copy_from_slice(data);
         bytes[data.len()..].fill(0);
-        let n = self.0.write_at(buf, pos).await.map_err(io::Error::from)?;
+        let buf = Rc::new(buf);
+        let written = self.file.write_rc_at(buf.clone(), pos).await;
+        if full {
+            if let Ok(buf) = Rc::try_unwrap(buf) {
+                let mut pool = self.pieces.borrow_mut();
+                if pool.len() < POOLED_PIECES {
+                    pool.push(buf);
+                }
+            }
+        }
+        let n = written.map_err(io::Error::from)?;
         if n as u64 != padded {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
@@ -138,12 +170,12 @@ impl LogFile for Dma {
     }
 
     fn sync(&self) -> LocalFuture<'_, io::Result<()>> {
-        Box::pin(async move { self.0.fdatasync().await.map_err(io::Error::from) })
+        Box::pin(async move { self.file.fdatasync().await.map_err(io::Error::from) })
     }
 
     fn read_at(&self, pos: u64, len: usize) -> LocalFuture<'_, io::Result<Bytes>> {
         Box::pin(async move {
-            let r = self.0.read_at(pos, len).await.map_err(io::Error::from)?;
+            let r = self.file.read_at(pos, len).await.map_err(io::Error::from)?;
             Ok(Bytes::copy_from_slice(&r))
         })
     }
@@ -151,7 +183,10 @@ impl LogFile for Dma {
     fn zero_range(&self, pos: u64, len: u64) -> LocalFuture<'_, io::Result<()>> {
         Box::pin(async move {
             if len > 0 {
-                self.0.deallocate(pos, len).await.map_err(io::Error::from)?;
+                self.file
+                    .deallocate(pos, len)
+                    .await
+                    .map_err(io::Error::from)?;
             }
             Ok(())
         })
@@ -175,29 +210,43 @@ impl LogFs for DmaFs {
         size: u64,
     ) -> LocalFuture<'a, io::Result<Rc<dyn LogFile>>> {
         Box::pin(async move {
-            {
-                use std::io::Write;
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(path)?;
-                f.write_all(header)?;
-                f.set_len(size)?;
-                f.sync_all()?;
-            }
-            if let Some(dir) = path.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
+            // Create, size and sync on glommio's blocking thread: three
+            // blocking syscalls with two fsyncs would stall the shard.
+            let (owned_path, header) = (path.to_owned(), header.to_vec());
+            glommio::executor()
+                .spawn_blocking(move || -> io::Result<()> {
+                    use std::io::Write;
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&owned_path)?;
+                    f.write_all(&header)?;
+                    f.set_len(size)?;
+                    f.sync_all()?;
+                    if let Some(dir) = owned_path.parent() {
+                        std::fs::File::open(dir)?.sync_all()?;
+                    }
+                    Ok(())
+                })
+                .await?;
             let f = dma_open(path).await?;
             // Reserve the blocks now so appends do not allocate; a failure
             // (e.g. a filesystem without fallocate) only costs speed.
             let _ = f.pre_allocate(size, true).await;
-            Ok(Rc::new(Dma(f)) as Rc<dyn LogFile>)
+            Ok(Rc::new(Dma {
+                file: f,
+                pieces: self.pieces.clone(),
+            }) as Rc<dyn LogFile>)
         })
     }
 
     fn open<'a>(&'a self, path: &'a Path) -> LocalFuture<'a, io::Result<Rc<dyn LogFile>>> {
-        Box::pin(async move { Ok(Rc::new(Dma(dma_open(path).await?)) as Rc<dyn LogFile>) })
+        Box::pin(async move {
+            Ok(Rc::new(Dma {
+                file: dma_open(path).await?,
+                pieces: self.pieces.clone(),
+            }) as Rc<dyn LogFile>)
+        })
     }
 
     fn remove<'a>(&'a self, path: &'a Path) -> LocalFuture<'a, io::Result<()>> {

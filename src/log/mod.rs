@@ -12,6 +12,7 @@
 //! | `index.rs`       | inbox -> record locations                                  |
 //! | `segment_log.rs` | append, group commit, reads, checkpoints, retention        |
 //! | `recovery.rs`    | scan, verify, cut a torn tail, rebuild                      |
+//! | `window.rs`      | the state kept per append; rebuilding the QoS 1 dedup window |
 
 pub mod format;
 mod index;
@@ -21,6 +22,7 @@ mod recovery;
 mod segment;
 mod segment_log;
 pub mod state;
+mod window;
 
 pub use record::{InboxQuery, MessageRecord, Record};
 pub use segment_log::{

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::format::{self, Decoded, SegmentHeader, SEGMENT_HEADER_LEN};
+use super::format::{self, Decoded, Pointer, SegmentHeader, SEGMENT_HEADER_LEN};
 use super::index::{Index, Location};
 use super::io::{LogFs, BLOCK};
 use super::record::Record;
@@ -19,20 +19,25 @@ use super::segment_log::{
     io_error, LogConfig, LogError, LogStats, RecoveryMode, RecoveryReport, State,
 };
 use super::state::RecoveredState;
+use super::window::{MessageKey, QosOneFold, Tracked, WindowStart};
 use crate::proto::{Seq, UserId};
 
 /// Bytes read per scan step.
 const SCAN_CHUNK: usize = 4 << 20;
 
 /// Everything rebuilt from the records.
-#[derive(Default)]
 struct Rebuild {
     index: Index,
-    derived: RecoveredState,
+    /// Heads, cursors, groups and the QoS 2 dedup entries: the newest
+    /// checkpoint's, with every later record folded in.
+    tracked: Tracked,
+    /// The QoS 1 dedup entries, folded from where the window began.
+    fold: QosOneFold,
     checkpoint: Option<u64>,
     /// Position of the newest durable checkpoint (from the pointer file):
-    /// records before it are indexed but not folded, since it replaces
-    /// the state they would build.
+    /// records before it are indexed (and their QoS 1 sends folded into
+    /// the window) but not folded into `tracked`, which the checkpoint
+    /// replaces.
     fold_from: Option<u64>,
 }
 
@@ -58,38 +63,49 @@ impl Rebuild {
                         len: len as u32,
                     },
                 );
+                self.fold.message(lsn, &MessageKey::of(m), &config.dedup);
             }
             Record::Checkpoint(body) => {
                 // A checkpoint is the whole state as of its position.
-                self.derived = format::decode_checkpoint(body, &config.dedup).ok_or_else(|| {
+                let cp = format::decode_checkpoint(body, &config.dedup).ok_or_else(|| {
                     LogError::Corrupt(format!("checkpoint at {lsn} does not parse"))
                 })?;
+                let state = if cp.whole_window {
+                    self.fold.take_whole_window(cp.state, lsn, &config.dedup)
+                } else {
+                    cp.state
+                };
+                self.tracked = Tracked {
+                    state,
+                    ..Tracked::default()
+                };
                 self.checkpoint = Some(lsn);
                 return Ok(());
             }
             _ => {}
         }
         if !before_pointer {
-            self.derived.apply(&record, &config.dedup);
+            self.tracked.apply(&record, lsn, &config.dedup);
         }
         Ok(())
     }
 }
 
-/// Recovers the log in `config.dir`.
+/// Recovers the log in `config.dir`: the log's state, the delivery state
+/// for the core, and what was found.
 pub(super) async fn recover(
     config: &LogConfig,
     fs: &dyn LogFs,
-) -> Result<(State, RecoveryReport), LogError> {
+) -> Result<(State, RecoveredState, RecoveryReport), LogError> {
     let pointer = std::fs::read_to_string(config.dir.join(format::CHECKPOINT_POINTER))
         .ok()
         .and_then(|t| format::parse_pointer(&t));
     if let Some(p) = pointer {
-        let (state, report) = recover_from(config, fs, Some(p)).await?;
-        if report.checkpoint == Some(p) {
-            return Ok((state, report));
+        let recovered = recover_from(config, fs, Some(p)).await?;
+        if recovered.2.checkpoint == Some(p.lsn) {
+            return Ok(recovered);
         }
-        tracing::warn!(dir = %config.dir.display(), pointer = p, "no checkpoint where the pointer says; folding the whole log");
+        tracing::warn!(dir = %config.dir.display(), pointer = p.lsn, "no checkpoint where the pointer says; folding the whole log");
     }
     recover_from(config, fs, None).await
 }
@@ -97,8 +113,8 @@ pub(super) async fn recover(
 async fn recover_from(
     config: &LogConfig,
     fs: &dyn LogFs,
-    fold_from: Option<u64>,
-) -> Result<(State, RecoveryReport), LogError> {
+    pointer: Option<Pointer>,
+) -> Result<(State, RecoveredState, RecoveryReport), LogError> {
     let started = Instant::now();
     let dir = &config.dir;
     std::fs::create_dir_all(dir).map_err(|e| io_error("create dir", dir, e))?;
@@ -115,9 +131,24 @@ async fn recover_from(
         bases.push((0, path));
     }
     let mut report = RecoveryReport::default();
+    // Without a pointer every record is folded; a version 1 pointer's
+    // checkpoint holds the whole window (the fold starts there).
+    let window = match pointer {
+        None => WindowStart {
+            lsn: 0,
+            newest_ts_ms: 0,
+        },
+        Some(p) => p.window.unwrap_or(WindowStart {
+            lsn: p.lsn,
+            newest_ts_ms: 0,
+        }),
+    };
     let mut rebuild = Rebuild {
-        fold_from,
-        ..Rebuild::default()
+        index: Index::default(),
+        tracked: Tracked::default(),
+        fold: QosOneFold::new(window),
+        checkpoint: None,
+        fold_from: pointer.map(|p| p.lsn),
     };
     let mut segments = BTreeMap::new();
     let last = bases.len() - 1;
@@ -147,18 +178,28 @@ async fn recover_from(
             max_ts_ms: 0,
             end: base,
             entries: Vec::new(),
+            keys: Vec::new(),
         };
         // A sealed segment wholly before the newest checkpoint contributes
         // only index entries: take them from its sidecar if it verifies.
         let before_checkpoint =
             i != last && rebuild.fold_from.is_some_and(|p| base + seg.capacity <= p);
+        // Its messages' keys are needed too where the dedup window reaches.
+        let with_keys = base + seg.capacity > rebuild.fold.from;
         let sidecar = before_checkpoint
-            .then(|| std::fs::read(segment::sidecar_path(&path)).ok())
-            .flatten()
-            .and_then(|bytes| format::decode_sidecar(&bytes, base));
+            .then(|| segment::read_sidecar(&path, base, with_keys))
+            .flatten();
         if let Some(sidecar) = sidecar {
-            for e in &sidecar.entries {
+            for (i, e) in sidecar.entries.iter().enumerate() {
                 let (inbox, seq) = (UserId(e.inbox.get()), Seq(e.seq.get()));
+                if let Some(k) = sidecar.keys.get(i) {
+                    let key = MessageKey::from_sidecar(inbox, seq, k).ok_or_else(|| {
+                        LogError::Corrupt(format!("{}: bad QoS in sidecar", path.display()))
+                    })?;
+                    rebuild
+                        .fold
+                        .message(base + u64::from(e.offset.get()), &key, &config.dedup);
+                }
                 seg.note(inbox, seq);
                 let lsn = base + u64::from(e.offset.get());
                 rebuild.index.add(
@@ -257,14 +298,12 @@ async fn recover_from(
         }
         // Sealed, scanned and undamaged: leave a sidecar for the next restart.
         if i != last {
-            let valid = std::fs::read(segment::sidecar_path(&path))
-                .ok()
-                .and_then(|bytes| format::decode_sidecar(&bytes, base))
-                .is_some();
-            if !valid {
-                segment::write_sidecar(&seg)?;
+            let job = seg.seal();
+            if segment::read_sidecar(&path, base, true).is_none() {
+                if let Err(e) = segment::write_sidecar(&job) {
+                    tracing::warn!(segment = %path.display(), error = %e, "sidecar not written; the next recovery scans this segment again");
+                }
             }
-            seg.entries = Vec::new();
         }
         segments.insert(base, seg);
     }
@@ -273,6 +312,7 @@ async fn recover_from(
     let pending_start = active + (next - active) / BLOCK * BLOCK;
     debug_assert_eq!(tail_block.len() as u64, next - pending_start);
     report.checkpoint = rebuild.checkpoint;
+    let (derived, tracked) = rebuild.fold.finish(rebuild.tracked.state, &config.dedup);
     report.elapsed = started.elapsed();
     let state = State {
         segments,
@@ -288,14 +328,15 @@ async fn recover_from(
         committer_done: false,
         waiters: Vec::new(),
         index: rebuild.index,
-        derived: rebuild.derived,
+        tracked,
         tail: VecDeque::new(),
         tail_bytes: 0,
         spare: Vec::new(),
+        sidecar_tasks: Vec::new(),
         since_checkpoint: 0,
         pointer_due: None,
         stats: LogStats::default(),
         first_pending_at: None,
     };
-    Ok((state, report))
+    Ok((state, derived, report))
 }

@@ -4,7 +4,9 @@ use crate::hashing::FastHashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use super::format::{encode_sidecar, SegmentHeader, SidecarEntry, SEGMENT_HEADER_LEN};
+use super::format::{
+    self, encode_sidecar, SegmentHeader, Sidecar, SidecarEntry, SidecarKey, SEGMENT_HEADER_LEN,
+};
 use super::io::{LogFile, LogFs};
 use super::record::MessageRecord;
 use super::segment_log::{io_error, LogError};
@@ -67,12 +69,15 @@ pub struct Segment {
     pub end: u64,
     /// Messages of this segment while it is active (for its sidecar).
     pub entries: Vec<SidecarEntry>,
+    /// Their dedup keys, same order.
+    pub keys: Vec<SidecarKey>,
 }
 
 impl Segment {
-    /// Notes a message stored here at `lsn` (for retention and the sidecar).
+    /// Notes a message stored here at `lsn` (for the sidecar; retention's
+    /// per-inbox maxima are taken from the list once the segment is sealed,
+    /// see [`Segment::seal`], which keeps a hash update off every append).
     pub fn note_message(&mut self, m: &MessageRecord, lsn: u64, len: usize) {
-        self.note(m.inbox, m.seq);
         self.max_ts_ms = self.max_ts_ms.max(m.ts_ms);
         self.entries.push(SidecarEntry {
             inbox: m.inbox.0.into(),
@@ -80,6 +85,24 @@ impl Segment {
             offset: ((lsn - self.base) as u32).into(),
             len: (len as u32).into(),
         });
+        self.keys.push(SidecarKey::of(m));
+    }
+
+    /// The segment is complete: fills the per-inbox maxima from its
+    /// message list and hands the list over for its sidecar.
+    pub fn seal(&mut self) -> SidecarJob {
+        for e in &self.entries {
+            let max = self.inbox_max.entry(UserId(e.inbox.get())).or_default();
+            *max = (*max).max(Seq(e.seq.get()));
+        }
+        SidecarJob {
+            path: self.path.clone(),
+            base: self.base,
+            end_offset: self.end - self.base,
+            max_ts_ms: self.max_ts_ms,
+            entries: std::mem::take(&mut self.entries),
+            keys: std::mem::take(&mut self.keys),
+        }
     }
 
     /// Notes that `inbox` has `seq` here.
@@ -94,18 +117,37 @@ pub fn sidecar_path(path: &Path) -> PathBuf {
     path.with_extension("idx")
 }
 
+/// What a sealed segment's sidecar is written from (owned, so it can be
+/// written off the shard's thread).
+#[derive(Debug)]
+pub struct SidecarJob {
+    /// The segment file.
+    pub path: PathBuf,
+    base: u64,
+    end_offset: u64,
+    max_ts_ms: u64,
+    entries: Vec<SidecarEntry>,
+    keys: Vec<SidecarKey>,
+}
+
 /// Writes a sealed segment's sidecar (temp file, fsync, rename, fsync dir).
-pub fn write_sidecar(seg: &Segment) -> Result<(), LogError> {
+/// Blocking: the log runs it on glommio's blocking thread.
+pub fn write_sidecar(job: &SidecarJob) -> Result<(), LogError> {
     use std::io::Write;
-    let path = sidecar_path(&seg.path);
-    let tmp = path.with_extension("idx.tmp");
+    let path = sidecar_path(&job.path);
+    // A name of its own per write: a log reopened in the same process may
+    // write the same sidecar while the old one's write is still running.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("idx.{}-{n}.tmp", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&encode_sidecar(
-            seg.base,
-            seg.end - seg.base,
-            seg.max_ts_ms,
-            &seg.entries,
+            job.base,
+            job.end_offset,
+            job.max_ts_ms,
+            &job.entries,
+            &job.keys,
         ))?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
@@ -115,6 +157,25 @@ pub fn write_sidecar(seg: &Segment) -> Result<(), LogError> {
         Ok(())
     };
     write().map_err(|e| io_error("write", &path, e))
+}
+
+/// Reads and verifies the sidecar of the segment at `path` (based at
+/// `base`): the index part only, or the keys too. `None` if it is missing,
+/// of an older layout or damaged (the segment is scanned instead).
+pub fn read_sidecar(path: &Path, base: u64, with_keys: bool) -> Option<Sidecar> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(sidecar_path(path)).ok()?;
+    let size = f.metadata().ok()?.len();
+    let mut bytes = vec![0u8; format::SIDECAR_HEADER_LEN];
+    f.read_exact(&mut bytes).ok()?;
+    let want = format::sidecar_len(format::sidecar_count(&bytes)?, with_keys);
+    if want as u64 > size {
+        return None;
+    }
+    bytes.resize(want, 0);
+    f.read_exact(&mut bytes[format::SIDECAR_HEADER_LEN..])
+        .ok()?;
+    format::decode_sidecar(&bytes, base, with_keys)
 }
 
 #[cfg(test)]

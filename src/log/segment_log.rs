@@ -32,6 +32,7 @@ use super::io::{LogFs, BLOCK};
 use super::record::{InboxQuery, MessageRecord, Record};
 use super::segment::{self, Segment};
 use super::state::{DedupConfig, RecoveredState};
+use super::window::{Tracked, WindowStart};
 use crate::proto::{Seq, UserId};
 
 /// A position in the log (byte offset in the log's address space; each
@@ -187,7 +188,8 @@ pub(super) struct State {
     pub(super) committer_done: bool,
     pub(super) waiters: Vec<(Lsn, Waker)>,
     pub(super) index: Index,
-    pub(super) derived: RecoveredState,
+    /// Heads, cursors, groups and the QoS 2 dedup entries (`window.rs`).
+    pub(super) tracked: Tracked,
     /// The newest committed (durable) write buffers, oldest first:
     /// `(position of the first byte, bytes)`. Reads decode records from
     /// here before going to the files. Consecutive chunks overlap by at
@@ -198,9 +200,12 @@ pub(super) struct State {
     pub(super) tail_bytes: usize,
     /// Emptied write buffers for reuse: a commit allocates nothing once warm.
     pub(super) spare: Vec<BytesMut>,
+    /// Sidecar writes under way ([`SegmentLog::flush`] waits for them).
+    pub(super) sidecar_tasks: Vec<glommio::Task<()>>,
     pub(super) since_checkpoint: u64,
-    /// A checkpoint (start, end) whose pointer file is written once durable.
-    pub(super) pointer_due: Option<(Lsn, Lsn)>,
+    /// A checkpoint (start, end, window start) whose pointer file is
+    /// written once it is durable.
+    pub(super) pointer_due: Option<(Lsn, Lsn, WindowStart)>,
     pub(super) stats: LogStats,
     pub(super) first_pending_at: Option<Instant>,
 }
@@ -240,7 +245,7 @@ impl SegmentLog {
     pub async fn open(
         config: LogConfig,
     ) -> Result<(SegmentLog, RecoveredState, RecoveryReport), LogError> {
-        Self::open_with(config, Rc::new(super::io::DmaFs)).await
+        Self::open_with(config, Rc::new(super::io::DmaFs::default())).await
     }
 
     /// As [`SegmentLog::open`], with a chosen file layer (tests inject faults).
@@ -248,8 +253,7 @@ impl SegmentLog {
         config: LogConfig,
         fs: Rc<dyn LogFs>,
     ) -> Result<(SegmentLog, RecoveredState, RecoveryReport), LogError> {
-        let (state, report) = super::recovery::recover(&config, &*fs).await?;
-        let derived = state.derived.clone();
+        let (state, derived, report) = super::recovery::recover(&config, &*fs).await?;
         let (wake, rx) = local_channel::new_bounded(1);
         let inner = Rc::new(Inner {
             config,
@@ -305,7 +309,7 @@ impl SegmentLog {
                 },
             );
         }
-        st.derived.apply(record, &inner.config.dedup);
+        st.tracked.apply(record, lsn, &inner.config.dedup);
         st.stats.bytes_appended += len as u64;
         st.stats.records_appended += 1;
         st.since_checkpoint += len as u64;
@@ -322,10 +326,14 @@ impl SegmentLog {
 
     fn append_checkpoint(&self) -> Result<Lsn, LogError> {
         let started = Instant::now();
-        let snapshot = {
+        let dedup = &self.inner.config.dedup;
+        let (snapshot, window) = {
             let mut st = self.inner.st.borrow_mut();
             st.since_checkpoint = 0;
-            format::encode_checkpoint(&st.derived)
+            let at = st.next;
+            let window = st.tracked.window_start(at, dedup);
+            st.tracked.state.dedup.evict(dedup);
+            (format::encode_checkpoint(&st.tracked.state), window)
         };
         // The shard does nothing else meanwhile: worth seeing in the log.
         tracing::info!(
@@ -336,7 +344,7 @@ impl SegmentLog {
         );
         let len = format::encoded_len(&Record::Checkpoint(snapshot.clone())) as u64;
         let end = self.append(&Record::Checkpoint(snapshot))?;
-        self.inner.st.borrow_mut().pointer_due = Some((end - len, end));
+        self.inner.st.borrow_mut().pointer_due = Some((end - len, end, window));
         Ok(end)
     }
 
@@ -363,10 +371,16 @@ impl SegmentLog {
         .await
     }
 
-    /// Everything appended so far is durable.
+    /// Everything appended so far is durable, and so are the sidecars of
+    /// the segments sealed so far.
     pub async fn flush(&self) -> Result<(), LogError> {
         let next = self.inner.st.borrow().next;
-        self.wait_durable(next).await
+        self.wait_durable(next).await?;
+        let tasks = std::mem::take(&mut self.inner.st.borrow_mut().sidecar_tasks);
+        for task in tasks {
+            task.await;
+        }
+        Ok(())
     }
 
     /// Highest durable position.
@@ -468,14 +482,21 @@ impl SegmentLog {
 
     /// Deletes the oldest sealed segments whose every message is
     /// acknowledged by all known devices of its inbox, or older than the
-    /// maximum age. A checkpoint is made durable first, so the state those
-    /// segments carried (inbox heads, cursors) survives them.
+    /// maximum age. An acknowledged segment also waits until the QoS 1
+    /// dedup window no longer reaches it (recovery rebuilds the window
+    /// from the log). A checkpoint is made durable
+    /// first, so the state those segments carried (inbox heads, cursors)
+    /// survives them.
     pub async fn enforce_retention(&self, now_ms: u64) -> Result<RetentionReport, LogError> {
         let deletable = {
-            let st = self.inner.st.borrow();
+            let mut st = self.inner.st.borrow_mut();
+            // The QoS 1 dedup window is rebuilt from the log on recovery:
+            // keep every segment it reaches into.
+            let next = st.next;
+            let window = st.tracked.window_start(next, &self.inner.config.dedup);
             let max_age_ms = self.inner.config.retention_max_age.as_millis() as u64;
             let mut min_cursor: HashMap<UserId, Seq> = HashMap::new();
-            for ((user, _), seq) in &st.derived.cursors {
+            for ((user, _), seq) in &st.tracked.state.cursors {
                 let c = min_cursor.entry(*user).or_insert(*seq);
                 *c = (*c).min(*seq);
             }
@@ -493,7 +514,10 @@ impl SegmentLog {
                     .inbox_max
                     .iter()
                     .all(|(inbox, max)| min_cursor.get(inbox).is_some_and(|c| c >= max));
-                if !(expired || acked) {
+                // Past the maximum age a segment goes even if the window
+                // reaches it (a retry that old is not recognised after a
+                // restart); acknowledged ones wait for the window to pass.
+                if !(expired || (acked && seg.end <= window.lsn)) {
                     break;
                 }
                 out.push(*base);
@@ -518,6 +542,13 @@ impl SegmentLog {
                 .remove(&seg.path)
                 .await
                 .map_err(|e| io_error("remove", &seg.path, e))?;
+            // Its sidecar goes too (a missing one is not an error).
+            let sidecar = segment::sidecar_path(&seg.path);
+            if let Err(e) = std::fs::remove_file(&sidecar) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(io_error("remove", &sidecar, e));
+                }
+            }
             let mut st = self.inner.st.borrow_mut();
             for inbox in seg.inbox_max.keys() {
                 st.index.trim_before(*inbox, seg.base + seg.capacity);
@@ -531,6 +562,7 @@ impl SegmentLog {
     /// Flushes, writes a final checkpoint and stops the committer.
     pub async fn close(self) -> Result<(), LogError> {
         self.checkpoint().await?;
+        self.flush().await?;
         self.inner.st.borrow_mut().closed = true;
         let _ = self.inner.wake.try_send(());
         Ok(())
@@ -540,12 +572,17 @@ impl SegmentLog {
 /// Emptied write buffers kept for reuse.
 const SPARE_BUFFERS: usize = 4;
 
+/// Smallest write buffer: appends made while a commit is in flight all go
+/// into one, so it should rarely need to grow (growing means a new
+/// allocation whose pages the kernel zeroes as they are touched).
+const MIN_WRITE_BUFFER: usize = 1 << 20;
+
 /// The next write buffer: a warm one from the tail, or one sized like the
 /// current, so appends do not grow it by doubling and copying.
 fn fresh_buffer(st: &mut State) -> BytesMut {
     st.spare
         .pop()
-        .unwrap_or_else(|| BytesMut::with_capacity(st.pending.capacity().max(BLOCK as usize * 2)))
+        .unwrap_or_else(|| BytesMut::with_capacity(st.pending.capacity().max(MIN_WRITE_BUFFER)))
 }
 
 /// Starts a new segment after the active one: its bytes are written by the
@@ -571,7 +608,10 @@ fn roll(st: &mut State, segment_bytes: u64) {
             inbox_max: Default::default(),
             max_ts_ms: 0,
             end: new_base,
-            entries: Vec::new(),
+            // Sized like the last segment's: growing them while appending
+            // would fault in fresh pages again and again.
+            entries: Vec::with_capacity(st.segments[&base].entries.len()),
+            keys: Vec::with_capacity(st.segments[&base].keys.len()),
         },
     );
     st.active = new_base;
@@ -580,13 +620,13 @@ fn roll(st: &mut State, segment_bytes: u64) {
 }
 
 /// Points recovery at the checkpoint starting at `lsn` (atomic replace).
-fn write_pointer(dir: &std::path::Path, lsn: Lsn) -> Result<(), LogError> {
+fn write_pointer(dir: &std::path::Path, lsn: Lsn, window: WindowStart) -> Result<(), LogError> {
     use std::io::Write;
     let path = dir.join(format::CHECKPOINT_POINTER);
     let tmp = dir.join(format!("{}.tmp", format::CHECKPOINT_POINTER));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(format::encode_pointer(lsn).as_bytes())?;
+        f.write_all(format::encode_pointer(lsn, window).as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
         std::fs::File::open(dir)?.sync_all()
@@ -707,12 +747,15 @@ fn keep_in_tail(st: &mut State, chunk: Chunk, limit: usize) {
 }
 
 /// Keeps an emptied write buffer for reuse, unless a reader still holds a
-/// record of it (then it is freed once the reader drops it).
+/// record of it (then it is freed once the reader drops it) or it is a
+/// small copy (reusing it would mean growing it).
 fn recycle(st: &mut State, bytes: Bytes) {
     if st.spare.len() < SPARE_BUFFERS {
         if let Ok(mut buf) = bytes.try_into_mut() {
-            buf.clear();
-            st.spare.push(buf);
+            if buf.capacity() >= MIN_WRITE_BUFFER / 2 {
+                buf.clear();
+                st.spare.push(buf);
+            }
         }
     }
 }
@@ -803,31 +846,51 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
             .await
             .map_err(|e| io_error("fdatasync", path, e))?;
     }
-    // Sealed segments are complete and durable: write their sidecars.
+    // Sealed segments are complete and durable: their sidecars are written
+    // on glommio's blocking thread (a buffered write and two fsyncs would
+    // stall the shard); a missing one only makes the next recovery scan.
     for base in sealed_bases {
         let mut st = inner.st.borrow_mut();
         if let Some(seg) = st.segments.get_mut(&base) {
-            segment::write_sidecar(seg)?;
-            seg.entries = Vec::new();
+            let job = seg.seal();
+            let task = glommio::spawn_local(async move {
+                let path = job.path.clone();
+                let written = glommio::executor()
+                    .spawn_blocking(move || segment::write_sidecar(&job))
+                    .await;
+                if let Err(e) = written {
+                    tracing::warn!(segment = %path.display(), error = %e, "sidecar not written; the next recovery scans this segment");
+                }
+            });
+            st.sidecar_tasks.push(task);
         }
+    }
+    let (durable, pointer) = {
+        let mut st = inner.st.borrow_mut();
+        let durable = st.durable.max(target);
+        let pointer = st.pointer_due.filter(|(_, end, _)| *end <= durable);
+        if pointer.is_some() {
+            st.pointer_due = None;
+        }
+        (durable, pointer)
+    };
+    // A checkpoint became durable: point recovery at it before anyone
+    // learns that (retention deletes segments once its checkpoint is
+    // durable, and recovery must then start from it). Written on the
+    // blocking thread: two fsyncs would stall the shard.
+    if let Some((start, _, window)) = pointer {
+        let dir = inner.config.dir.clone();
+        glommio::executor()
+            .spawn_blocking(move || write_pointer(&dir, start, window))
+            .await?;
     }
     let ready = {
         let mut st = inner.st.borrow_mut();
-        st.durable = st.durable.max(target);
+        st.durable = durable;
         st.stats.syncs += 1;
         for (_, chunk) in chunks {
             keep_in_tail(&mut st, chunk, inner.config.cache_bytes);
         }
-        let durable = st.durable;
-        let pointer = st.pointer_due.filter(|(_, end)| *end <= durable);
-        if pointer.is_some() {
-            st.pointer_due = None;
-        }
-        drop(st);
-        if let Some((start, _)) = pointer {
-            write_pointer(&inner.config.dir, start)?;
-        }
-        let mut st = inner.st.borrow_mut();
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut st.waiters)
             .into_iter()
             .partition(|(lsn, _)| *lsn <= durable);

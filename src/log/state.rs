@@ -14,7 +14,8 @@
 //!   `DedupConfig::max_entries` of QoS 1 and none older than
 //!   `DedupConfig::max_age_ms` (relative to the newest message seen); QoS 2
 //!   entries stay until released (or until they are older than
-//!   `DedupConfig::qos2_max_age_ms`).
+//!   `DedupConfig::qos2_max_age_ms`), then as many and as long as QoS 1
+//!   ones, counted apart.
 
 use std::collections::VecDeque;
 
@@ -32,7 +33,8 @@ use crate::proto::{DeviceId, Qos, Seq, UserId};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DedupConfig {
-    /// QoS 1 entries kept at most (oldest evicted first).
+    /// QoS 1 entries kept at most (oldest evicted first); released QoS 2
+    /// entries are counted apart, with the same limit.
     pub max_entries: usize,
     /// QoS 1 entries older than this (ms, relative to the newest message) are evicted.
     pub max_age_ms: u64,
@@ -100,23 +102,57 @@ impl DedupEntry {
 
 /// The send dedup window: which (send, inbox) copies are already stored.
 ///
-/// QoS 1 entries live in a FIFO bounded by count and age; QoS 2 entries stay
-/// until released or past `qos2_max_age_ms`. Every operation is amortised
-/// O(1), and an insert that evicts nothing costs one hash insert: each
-/// queue slot carries its own timestamp, so the front is checked without a
-/// lookup, and a slot whose entry was released or replaced is skipped
-/// lazily when it reaches the front.
+/// Three queues, each touching only its own entries:
+/// - QoS 1 entries (and QoS 0, which the gateway never stores) live in a
+///   FIFO bounded by count and age;
+/// - QoS 2 entries stay until released or past `qos2_max_age_ms`;
+/// - a released QoS 2 entry is not forgotten at once: it moves to a FIFO
+///   of its own, bounded like the QoS 1 one (count and age from the
+///   release), so a late duplicate of the SEND is still recognised.
+///
+/// Because the QoS 1 part depends on nothing but the QoS 1 message records
+/// in log order, the segment log rebuilds it from the log on recovery
+/// instead of keeping a copy of it and writing it into every checkpoint
+/// (see `log/window.rs`).
+///
+/// Every operation is amortised O(1), and an insert that evicts nothing
+/// costs one hash insert: each queue slot carries its own timestamp, so the
+/// front is checked without a lookup, and a slot whose entry was released
+/// or replaced is skipped lazily when it reaches the front.
 ///
 /// Memory: the table stores each entry once (64 bytes, the key inside it)
 /// and a queue slot is 32 bytes: it finds its entry by the stored hash and
 /// the copy's `(inbox, seq)`, which no other stored copy shares.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct DedupWindow {
     index: HashTable<DedupEntry>,
     hasher: foldhash::fast::RandomState,
     qos1: VecDeque<Slot>,
+    released: VecDeque<Slot>,
     qos2: VecDeque<Slot>,
     newest_ts_ms: u64,
+}
+
+/// One seed per process, shared by every window, so two windows can be
+/// merged slot by slot (and still unpredictable to clients).
+fn shared_hasher() -> foldhash::fast::RandomState {
+    static HASHER: std::sync::OnceLock<foldhash::fast::RandomState> = std::sync::OnceLock::new();
+    HASHER
+        .get_or_init(foldhash::fast::RandomState::default)
+        .clone()
+}
+
+impl Default for DedupWindow {
+    fn default() -> Self {
+        DedupWindow {
+            index: HashTable::new(),
+            hasher: shared_hasher(),
+            qos1: VecDeque::new(),
+            released: VecDeque::new(),
+            qos2: VecDeque::new(),
+            newest_ts_ms: 0,
+        }
+    }
 }
 
 impl std::fmt::Debug for DedupWindow {
@@ -124,7 +160,9 @@ impl std::fmt::Debug for DedupWindow {
         f.debug_struct("DedupWindow")
             .field("entries", &self.index.len())
             .field("qos1_slots", &self.qos1.len())
+            .field("released_slots", &self.released.len())
             .field("qos2_slots", &self.qos2.len())
+            .field("newest_ts_ms", &self.newest_ts_ms)
             .finish()
     }
 }
@@ -175,6 +213,11 @@ impl DedupWindow {
         self.index.iter()
     }
 
+    /// Newest message time seen (the clock the age limits are measured by).
+    pub fn newest_ts_ms(&self) -> u64 {
+        self.newest_ts_ms
+    }
+
     /// Remembers a stored copy, then evicts what fell out of the window.
     pub fn insert(&mut self, entry: DedupEntry, config: &DedupConfig) {
         self.restore(entry, config);
@@ -191,10 +234,10 @@ impl DedupWindow {
             seq: entry.seq,
             ts_ms: entry.ts_ms,
         };
-        if entry.qos == Qos::ExactlyOnce && !entry.released {
-            self.qos2.push_back(slot);
-        } else {
-            self.qos1.push_back(slot);
+        match (entry.qos, entry.released) {
+            (Qos::ExactlyOnce, false) => self.qos2.push_back(slot),
+            (Qos::ExactlyOnce, true) => self.released.push_back(slot),
+            _ => self.qos1.push_back(slot),
         }
         let hasher = &self.hasher;
         match self.index.entry(
@@ -210,13 +253,19 @@ impl DedupWindow {
         self.evict(config);
     }
 
+    /// Advances the window's clock to a message time seen elsewhere (a
+    /// message whose entry is kept by another window); evicts nothing
+    /// until the next insert, release or [`DedupWindow::evict`].
+    pub fn observe(&mut self, ts_ms: u64) {
+        self.newest_ts_ms = self.newest_ts_ms.max(ts_ms);
+    }
+
     /// Releases the QoS 2 copies of `key` in the sender's own inbox and in
     /// the addressee's inbox `to`. Returns how many were newly released.
     ///
-    /// A released entry is not forgotten at once: it moves to the bounded
-    /// QoS 1 FIFO (aged from the release), so a late duplicate of the SEND —
-    /// reordered behind the release — is still recognised instead of being
-    /// stored a second time.
+    /// A released entry moves to the released FIFO (aged from the
+    /// release), so a late duplicate of the SEND — reordered behind the
+    /// release — is still recognised instead of being stored a second time.
     pub fn release(&mut self, key: &SendKey, to: UserId, config: &DedupConfig) -> usize {
         let mut n = usize::from(self.release_copy(key, key.from, config));
         if to != key.from {
@@ -240,7 +289,7 @@ impl DedupWindow {
         }
         e.released = true;
         e.ts_ms = self.newest_ts_ms;
-        self.qos1.push_back(Slot {
+        self.released.push_back(Slot {
             hash,
             inbox: e.inbox,
             seq: e.seq,
@@ -261,10 +310,41 @@ impl DedupWindow {
         true
     }
 
-    /// Queue slots held (QoS 1 FIFO, QoS 2 queue), live or not.
+    /// Moves every entry of `other` (same process: same hasher) into this
+    /// window; an entry this window already has for the same copy is kept.
+    /// The segment log joins its QoS 2 window and the QoS 1 window it
+    /// rebuilt this way.
+    pub fn merge(&mut self, other: DedupWindow, config: &DedupConfig) {
+        let DedupWindow {
+            index,
+            qos1,
+            released,
+            qos2,
+            newest_ts_ms,
+            ..
+        } = other;
+        for entry in index {
+            let hash = self.hash(&entry.key, entry.inbox);
+            let hasher = &self.hasher;
+            if let Entry::Vacant(v) = self.index.entry(
+                hash,
+                |e| e.key == entry.key && e.inbox == entry.inbox,
+                |e| hasher.hash_one((&e.key, e.inbox)),
+            ) {
+                v.insert(entry);
+            }
+        }
+        self.qos1.extend(qos1);
+        self.released.extend(released);
+        self.qos2.extend(qos2);
+        self.newest_ts_ms = self.newest_ts_ms.max(newest_ts_ms);
+        self.evict(config);
+    }
+
+    /// Queue slots held (QoS 1 FIFO, released FIFO, QoS 2 queue), live or not.
     #[cfg(test)]
-    pub(crate) fn queued_slots(&self) -> (usize, usize) {
-        (self.qos1.len(), self.qos2.len())
+    pub(crate) fn queued_slots(&self) -> (usize, usize, usize) {
+        (self.qos1.len(), self.released.len(), self.qos2.len())
     }
 
     /// The entry a slot stands for, if it is still the same stored copy.
@@ -285,24 +365,32 @@ impl DedupWindow {
         }
     }
 
-    fn evict(&mut self, config: &DedupConfig) {
+    /// Drops what is past the limits at the newest time seen.
+    pub fn evict(&mut self, config: &DedupConfig) {
         let now = self.newest_ts_ms;
+        let past = |q: &VecDeque<Slot>, front: &Slot| {
+            q.len() > config.max_entries || now.saturating_sub(front.ts_ms) > config.max_age_ms
+        };
         while let Some(front) = self.qos1.front().copied() {
-            let too_many = self.qos1.len() > config.max_entries;
-            let too_old = now.saturating_sub(front.ts_ms) > config.max_age_ms;
-            if !(too_many || too_old) {
+            if !past(&self.qos1, &front) {
                 break;
             }
             self.qos1.pop_front();
-            // An unreleased QoS 2 entry belongs to the other queue.
-            self.remove_slot(&front, |e| e.qos != Qos::ExactlyOnce || e.released);
+            self.remove_slot(&front, |e| e.qos != Qos::ExactlyOnce);
+        }
+        while let Some(front) = self.released.front().copied() {
+            if !past(&self.released, &front) {
+                break;
+            }
+            self.released.pop_front();
+            self.remove_slot(&front, |e| e.qos == Qos::ExactlyOnce && e.released);
         }
         while let Some(front) = self.qos2.front().copied() {
             if now.saturating_sub(front.ts_ms) <= config.qos2_max_age_ms {
                 break;
             }
             self.qos2.pop_front();
-            self.remove_slot(&front, |e| !e.released);
+            self.remove_slot(&front, |e| e.qos == Qos::ExactlyOnce && !e.released);
         }
     }
 }

@@ -323,7 +323,7 @@ fn a_failed_sync_reaches_every_waiter_and_poisons_the_log() {
     run(move || async move {
         let fail = Rc::new(Cell::new(false));
         let fs = Rc::new(FaultyFs {
-            inner: DmaFs,
+            inner: DmaFs::default(),
             fail_sync: fail.clone(),
         });
         let (log, _, _) = SegmentLog::open_with(config(&path), fs).await.unwrap();
@@ -362,6 +362,16 @@ fn retention_deletes_only_acknowledged_or_expired_segments_and_keeps_state() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_owned();
     run(move || async move {
+        // A dedup window of 100 sends: segments wholly before the last 100
+        // messages are no longer needed to rebuild it (the proptest below
+        // checks that retention never cuts into it).
+        let config = |path: &Path| LogConfig {
+            dedup: DedupConfig {
+                max_entries: 100,
+                ..DedupConfig::default()
+            },
+            ..config(path)
+        };
         let (log, _, _) = SegmentLog::open(config(&path)).await.unwrap();
         // Inbox 1 (acked by its only device) and inbox 2 (never acked).
         for s in 1..=120 {
@@ -382,9 +392,28 @@ fn retention_deletes_only_acknowledged_or_expired_segments_and_keeps_state() {
         let before = log.stats().segments;
         let now = 1_700_000_000_000 + 1000; // nothing expired yet
         let r = log.enforce_retention(now).await.unwrap();
-        // Only the segments before the one holding inbox 2's message go.
+        // Only the segments before the one holding inbox 2's message go,
+        // with their sidecars.
         assert!(r.segments_deleted >= 1, "{r:?}");
         assert!(log.stats().segments < before);
+        log.flush().await.unwrap();
+        let count = |ext: &str| {
+            std::fs::read_dir(&path)
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .path()
+                        .extension()
+                        .is_some_and(|x| x == ext)
+                })
+                .count()
+        };
+        assert_eq!(
+            count("idx"),
+            count("seg") - 1,
+            "a sidecar per sealed segment"
+        );
         let two = log
             .read_inbox(UserId(2), InboxQuery::Latest { limit: 5 })
             .await
@@ -469,7 +498,13 @@ fn recovery_from_the_checkpoint_pointer_equals_a_full_fold() {
         // A pointer to a place without a checkpoint falls back to a full fold.
         std::fs::write(
             path.join(format::CHECKPOINT_POINTER),
-            format::encode_pointer(12),
+            format::encode_pointer(
+                12,
+                super::window::WindowStart {
+                    lsn: 12,
+                    newest_ts_ms: 0,
+                },
+            ),
         )
         .unwrap();
         let (_, fallback, _) = SegmentLog::open(config(&path)).await.unwrap();
@@ -630,8 +665,8 @@ fn reads_from_the_committed_tail_equal_reads_from_the_files() {
 }
 
 /// The window's queues stay bounded: released QoS 2 slots leave the QoS 2
-/// queue at once, and the QoS 1 FIFO (which takes the released entries)
-/// keeps at most `max_entries`, however many sends pass through.
+/// queue at once, and the released FIFO and the QoS 1 FIFO each keep at
+/// most `max_entries`, however many sends pass through.
 #[test]
 fn dedup_window_queues_stay_bounded_under_release_and_churn() {
     let config = DedupConfig {
@@ -659,10 +694,10 @@ fn dedup_window_queues_stay_bounded_under_release_and_churn() {
             );
         }
         assert_eq!(w.release(&key(n), UserId(2), &config), 2);
-        assert_eq!(w.queued_slots().1, 0, "released slots left the QoS 2 queue");
+        assert_eq!(w.queued_slots().2, 0, "released slots left the QoS 2 queue");
     }
-    assert_eq!(w.len(), 1000, "released entries age out of the QoS 1 FIFO");
-    assert!(w.queued_slots().0 <= 1000);
+    assert_eq!(w.len(), 1000, "released entries leave their FIFO by count");
+    assert!(w.queued_slots().1 <= 1000);
     // The newest releases are still recognised; the oldest are forgotten.
     assert!(w.get(&key(5000), UserId(2)).is_some_and(|e| e.released));
     assert!(w.get(&key(1), UserId(2)).is_none());
@@ -684,5 +719,231 @@ fn dedup_window_queues_stay_bounded_under_release_and_churn() {
         w.insert(e, &config);
     }
     assert_eq!(w.get(&held.key, UserId(3)), Some(&held));
-    assert_eq!(w.len(), 1001);
+    assert!(w.queued_slots().0 <= 1000);
+    // QoS 1 churn does not push released entries out: the FIFOs are apart.
+    assert!(w.get(&key(5000), UserId(2)).is_some_and(|e| e.released));
+    assert_eq!(w.len(), 2001);
+}
+
+/// One step of [`recovered_dedup_window_equals_a_fold_of_every_record`].
+#[derive(Clone, Debug)]
+enum WindowOp {
+    /// A send of `cmid` by user `from` to user `to`, stored in `to`'s inbox
+    /// and, if `own_copy`, in the sender's too (unless the window already
+    /// holds it: the core answers such a retry as a duplicate).
+    Send {
+        from: u64,
+        to: u64,
+        cmid: u64,
+        qos2: bool,
+        own_copy: bool,
+        payload: usize,
+    },
+    /// The sender releases a QoS 2 send.
+    Release { from: u64, to: u64, cmid: u64 },
+    /// Time passes.
+    Advance(u64),
+    /// An explicit checkpoint.
+    Checkpoint,
+    /// Retention of acknowledged segments (none is past its maximum age).
+    Retention,
+    /// Close without a final checkpoint and recover.
+    Reopen,
+}
+
+fn window_op() -> impl Strategy<Value = WindowOp> {
+    prop_oneof![
+        6 => (1u64..4, 1u64..5, 0u64..30, any::<bool>(), any::<bool>(), 0usize..1500).prop_map(
+            |(from, to, cmid, qos2, own_copy, payload)| WindowOp::Send { from, to, cmid, qos2, own_copy, payload }
+        ),
+        2 => (1u64..4, 1u64..5, 0u64..30).prop_map(|(from, to, cmid)| WindowOp::Release { from, to, cmid }),
+        2 => (0u64..40).prop_map(WindowOp::Advance),
+        1 => Just(WindowOp::Checkpoint),
+        1 => Just(WindowOp::Retention),
+        1 => Just(WindowOp::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    /// The log keeps no copy of the QoS 1 dedup window and checkpoints only
+    /// the QoS 2 part; whatever mix of sends, releases, checkpoints (also
+    /// automatic ones), segment rolls, retention and restarts, the window
+    /// it recovers equals a fold of every record it was given, as do heads
+    /// and cursors.
+    #[test]
+    fn recovered_dedup_window_equals_a_fold_of_every_record(ops in proptest::collection::vec(window_op(), 1..160)) {
+        check_window_ops(ops);
+    }
+}
+
+fn check_window_ops(ops: Vec<WindowOp>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let config = LogConfig {
+            segment_bytes: 24 << 10,
+            checkpoint_bytes: 10 << 10,
+            dedup: DedupConfig {
+                max_entries: 12,
+                max_age_ms: 60,
+                qos2_max_age_ms: 300,
+            },
+            ..config(&path)
+        };
+        let dedup = config.dedup;
+        let mut model = RecoveredState::default();
+        let (mut log, recovered, _) = SegmentLog::open(config.clone()).await.unwrap();
+        assert_eq!(recovered, model);
+        let mut now = 1_700_000_000_000u64;
+        let mut end = 0;
+        for op in ops {
+            match op {
+                WindowOp::Send {
+                    from,
+                    to,
+                    cmid,
+                    qos2,
+                    own_copy,
+                    payload,
+                } => {
+                    let key = SendKey {
+                        from: UserId(from),
+                        from_device: DeviceId(1),
+                        client_msg_id: cmid,
+                    };
+                    let inboxes = if own_copy && from != to {
+                        vec![to, from]
+                    } else {
+                        vec![to]
+                    };
+                    for inbox in inboxes {
+                        if model.dedup.get(&key, UserId(inbox)).is_some() {
+                            continue;
+                        }
+                        let seq = model.heads.get(&UserId(inbox)).map_or(1, |s| s.0 + 1);
+                        let r = Record::Message(MessageRecord {
+                            inbox: UserId(inbox),
+                            seq: Seq(seq),
+                            from: key.from,
+                            from_device: key.from_device,
+                            to: UserId(to),
+                            client_msg_id: cmid,
+                            qos: if qos2 {
+                                Qos::ExactlyOnce
+                            } else {
+                                Qos::AtLeastOnce
+                            },
+                            ts_ms: now,
+                            payload: Bytes::from(vec![7u8; payload]),
+                        });
+                        end = log.append(&r).unwrap();
+                        model.apply(&r, &dedup);
+                    }
+                    // A device acknowledges now and then.
+                    if cmid % 3 == 0 {
+                        let head = model.heads.get(&UserId(to)).copied().unwrap_or_default();
+                        let r = Record::Cursor {
+                            user: UserId(to),
+                            device: DeviceId(cmid % 2),
+                            seq: head,
+                        };
+                        end = log.append(&r).unwrap();
+                        model.apply(&r, &dedup);
+                    }
+                }
+                WindowOp::Release { from, to, cmid } => {
+                    let key = SendKey {
+                        from: UserId(from),
+                        from_device: DeviceId(1),
+                        client_msg_id: cmid,
+                    };
+                    // The core logs a release only when it released something.
+                    if model.dedup.clone().release(&key, UserId(to), &dedup) > 0 {
+                        let r = Record::Release {
+                            from: key.from,
+                            from_device: key.from_device,
+                            client_msg_id: cmid,
+                            to: UserId(to),
+                        };
+                        end = log.append(&r).unwrap();
+                        model.apply(&r, &dedup);
+                    }
+                }
+                WindowOp::Advance(ms) => now += ms,
+                WindowOp::Checkpoint => log.checkpoint().await.unwrap(),
+                WindowOp::Retention => {
+                    log.enforce_retention(now).await.unwrap();
+                }
+                WindowOp::Reopen => {
+                    log.wait_durable(end).await.unwrap();
+                    drop(log);
+                    let (reopened, recovered, _) = SegmentLog::open(config.clone()).await.unwrap();
+                    model.dedup.evict(&dedup);
+                    assert_eq!(recovered, model, "after a restart");
+                    log = reopened;
+                }
+            }
+        }
+        log.flush().await.unwrap();
+        drop(log);
+        let (_, recovered, report) = SegmentLog::open(config.clone()).await.unwrap();
+        model.dedup.evict(&dedup);
+        assert_eq!(recovered, model, "{report:?}");
+        // And without the pointer (every record still on disk folded).
+        let _ = std::fs::remove_file(path.join(format::CHECKPOINT_POINTER));
+        let (_, refolded, _) = SegmentLog::open(config).await.unwrap();
+        if report.segments == refolded_segments(&path) {
+            assert_eq!(refolded.dedup, model.dedup, "a fold without the pointer");
+        }
+    });
+}
+
+fn refolded_segments(path: &Path) -> u64 {
+    std::fs::read_dir(path)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "seg")
+        })
+        .count() as u64
+}
+
+/// Found by the proptest: retention deleted acknowledged segments that the
+/// QoS 1 window still reached, and the restart after it forgot those sends.
+#[test]
+fn retention_keeps_the_segments_the_dedup_window_is_rebuilt_from() {
+    use WindowOp::*;
+    let s = |from, to, cmid, qos2, own_copy, payload| Send {
+        from,
+        to,
+        cmid,
+        qos2,
+        own_copy,
+        payload,
+    };
+    check_window_ops(vec![
+        s(1, 1, 0, false, false, 1195),
+        s(1, 1, 1, false, false, 1410),
+        s(1, 4, 0, true, false, 1281),
+        s(1, 1, 2, true, false, 1426),
+        s(1, 1, 3, false, false, 570),
+        s(1, 2, 13, false, true, 813),
+        s(2, 2, 26, false, false, 1498),
+        s(1, 3, 19, true, true, 1083),
+        s(2, 3, 9, false, true, 558),
+        s(2, 1, 27, true, false, 287),
+        s(2, 1, 15, true, true, 511),
+        s(2, 4, 20, true, true, 1259),
+        Checkpoint,
+        s(2, 2, 25, true, true, 465),
+        s(2, 4, 29, false, false, 824),
+        s(3, 4, 29, true, true, 672),
+        Reopen,
+        Retention,
+    ]);
 }
