@@ -32,7 +32,9 @@ fn kill_9_loop_loses_and_duplicates_nothing() {
     let cycles = env_u64("CRASH_CYCLES", 20);
     let seed = env_u64("CRASH_SEED", 7);
     let mut rng = SmallRng::seed_from_u64(seed);
-    let mut server = TestServer::start(2, "");
+    // Tiny write-behind pieces: kills land while pieces are in flight on
+    // the blocking thread, not only between commits.
+    let mut server = TestServer::start(2, "write_behind_kib = 4");
     let sender = (1..100u64).find(|u| shard_of(UserId(*u), 2) == 0).unwrap();
     let receiver = (1..100u64).find(|u| shard_of(UserId(*u), 2) == 1).unwrap();
     let mut session = ClientSession::new(server.client_config(sender, 1), Some(Seq::ZERO));
@@ -69,7 +71,8 @@ fn kill_9_loop_loses_and_duplicates_nothing() {
             } else {
                 Qos::AtLeastOnce
             };
-            let payload = Bytes::from(format!("c{cycle}-m{n}"));
+            // 2 KiB, so a cycle fills many blocks.
+            let payload = Bytes::from(format!("c{cycle}-m{n}-{}", "x".repeat(2000)));
             n += 1;
             match c.send(UserId(receiver), qos, payload.clone()) {
                 Ok(id) => {

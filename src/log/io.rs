@@ -35,7 +35,17 @@ pub trait LogFile {
     fn read_at(&self, pos: u64, len: usize) -> LocalFuture<'_, io::Result<Bytes>>;
     /// Turns `[pos, pos + len)` (block-aligned) into zeros.
     fn zero_range(&self, pos: u64, len: u64) -> LocalFuture<'_, io::Result<()>>;
+    /// Starts writing `data` (whole blocks) at `pos` (block-aligned) at
+    /// once, off the shard's thread, and returns its completion; `None` if
+    /// this file cannot (then the log writes everything at commit). Not
+    /// durable until a later [`LogFile::sync`] issued after it completed.
+    fn write_behind(&self, _data: &[u8], _pos: u64) -> Option<WriteBehind> {
+        None
+    }
 }
+
+/// Completion of a [`LogFile::write_behind`].
+pub type WriteBehind = LocalFuture<'static, io::Result<()>>;
 
 /// Creates, opens and removes segment files.
 pub trait LogFs {
@@ -67,6 +77,7 @@ pub trait LogFs {
 #[derive(Default, Clone)]
 pub struct DmaFs {
     pieces: Pieces,
+    behind_pool: Rc<std::cell::RefCell<Vec<AlignedBuf>>>,
 }
 
 impl std::fmt::Debug for DmaFs {
@@ -87,7 +98,52 @@ const POOLED_PIECES: usize = 64;
 struct Dma {
     file: DmaFile,
     pieces: Pieces,
+    /// Its path: write-behind opens it O_DIRECT on glommio's blocking
+    /// thread for each piece (no second descriptor held per segment).
+    path: std::sync::Arc<PathBuf>,
+    /// Aligned buffers for write-behind, returned by each write.
+    behind_pool: Rc<std::cell::RefCell<Vec<AlignedBuf>>>,
 }
+
+/// A heap buffer with a block-aligned window (O_DIRECT wants aligned
+/// memory): safe code, no custom allocator; `Send`, so the blocking thread
+/// can write from it.
+#[derive(Debug)]
+pub struct AlignedBuf {
+    vec: Vec<u8>,
+    offset: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    /// A zeroed buffer able to hold `capacity` bytes at an aligned address.
+    fn new(capacity: usize) -> AlignedBuf {
+        let vec = vec![0u8; capacity + BLOCK as usize];
+        let offset = vec.as_ptr().align_offset(BLOCK as usize);
+        AlignedBuf {
+            vec,
+            offset,
+            len: 0,
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        self.vec.len() - self.offset
+    }
+
+    /// Holds a copy of `data`.
+    fn fill(&mut self, data: &[u8]) {
+        self.vec[self.offset..self.offset + data.len()].copy_from_slice(data);
+        self.len = data.len();
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.vec[self.offset..self.offset + self.len]
+    }
+}
+
+/// Write-behind buffers kept per log (each is a write in flight at most).
+const BEHIND_POOL: usize = 32;
 
 /// Largest single O_DIRECT write (a multiple of [`BLOCK`]).
 const WRITE_PIECE: usize = 256 << 10;
@@ -180,6 +236,45 @@ impl LogFile for Dma {
         })
     }
 
+    fn write_behind(&self, data: &[u8], pos: u64) -> Option<WriteBehind> {
+        debug_assert!(pos % BLOCK == 0 && data.len() as u64 % BLOCK == 0);
+        let mut buf = self
+            .behind_pool
+            .borrow_mut()
+            .pop()
+            .filter(|b| b.capacity() >= data.len())
+            .unwrap_or_else(|| AlignedBuf::new(data.len()));
+        buf.fill(data);
+        let path = self.path.clone();
+        let pool = self.behind_pool.clone();
+        let written = glommio::executor().spawn_blocking(move || {
+            use std::os::unix::fs::{FileExt, OpenOptionsExt};
+            let result = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&*path)
+                .and_then(|f| f.write_all_at(buf.as_slice(), pos));
+            (result, buf)
+        });
+        let mut future: WriteBehind = Box::pin(async move {
+            let (result, buf) = written.await;
+            let mut pool = pool.borrow_mut();
+            if pool.len() < BEHIND_POOL {
+                pool.push(buf);
+            }
+            result
+        });
+        // Poll once now: that hands the write to the blocking thread at
+        // once, while this shard goes on appending (glommio submits its own
+        // I/O only when the task queue yields). Whoever awaits the
+        // completion later registers the real waker.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if let std::task::Poll::Ready(result) = future.as_mut().poll(&mut cx) {
+            future = Box::pin(std::future::ready(result));
+        }
+        Some(future)
+    }
+
     fn zero_range(&self, pos: u64, len: u64) -> LocalFuture<'_, io::Result<()>> {
         Box::pin(async move {
             if len > 0 {
@@ -236,6 +331,8 @@ impl LogFs for DmaFs {
             Ok(Rc::new(Dma {
                 file: f,
                 pieces: self.pieces.clone(),
+                path: std::sync::Arc::new(path.to_owned()),
+                behind_pool: self.behind_pool.clone(),
             }) as Rc<dyn LogFile>)
         })
     }
@@ -245,6 +342,8 @@ impl LogFs for DmaFs {
             Ok(Rc::new(Dma {
                 file: dma_open(path).await?,
                 pieces: self.pieces.clone(),
+                path: std::sync::Arc::new(path.to_owned()),
+                behind_pool: self.behind_pool.clone(),
             }) as Rc<dyn LogFile>)
         })
     }

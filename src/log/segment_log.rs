@@ -28,7 +28,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
 use super::format::{self, Decoded, SEGMENT_HEADER_LEN};
 use super::index::{Index, Location};
-use super::io::{LogFs, BLOCK};
+use super::io::{LogFs, WriteBehind, BLOCK};
 use super::record::{InboxQuery, MessageRecord, Record};
 use super::segment::{self, Segment};
 use super::state::{DedupConfig, RecoveredState};
@@ -74,6 +74,9 @@ pub struct LogConfig {
     pub recovery: RecoveryMode,
     /// Recent message records kept in memory for reads.
     pub cache_bytes: usize,
+    /// Hand full blocks to the disk in pieces of this size while appends go
+    /// on, instead of only at commit (0: never). See [`LogFile::write_behind`].
+    pub write_behind_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -88,6 +91,7 @@ impl Default for LogConfig {
             dedup: DedupConfig::default(),
             recovery: RecoveryMode::default(),
             cache_bytes: 16 << 20,
+            write_behind_bytes: 1 << 20,
         }
     }
 }
@@ -180,6 +184,11 @@ pub(super) struct State {
     /// Pending bytes of the active segment, from `pending_start` (block-aligned).
     pub(super) pending: BytesMut,
     pub(super) pending_start: Lsn,
+    /// Where the next write-behind piece of the active segment starts
+    /// (block-aligned; never inside the block a commit in flight writes).
+    pub(super) behind_from: Lsn,
+    /// Write-behind pieces not yet taken by a commit.
+    pub(super) behind: Vec<Behind>,
     pub(super) next: Lsn,
     pub(super) durable: Lsn,
     pub(super) poisoned: Option<String>,
@@ -187,6 +196,8 @@ pub(super) struct State {
     /// The committer has stopped (closed or poisoned).
     pub(super) committer_done: bool,
     pub(super) waiters: Vec<(Lsn, Waker)>,
+    /// Scratch list of the waiters a commit wakes (kept for its allocation).
+    pub(super) ready: Vec<Waker>,
     pub(super) index: Index,
     /// Heads, cursors, groups and the QoS 2 dedup entries (`window.rs`).
     pub(super) tracked: Tracked,
@@ -208,6 +219,14 @@ pub(super) struct State {
     pub(super) pointer_due: Option<(Lsn, Lsn, WindowStart)>,
     pub(super) stats: LogStats,
     pub(super) first_pending_at: Option<Instant>,
+}
+
+/// A write-behind piece: `[start, end)` of the segment at `base`.
+pub(super) struct Behind {
+    base: u64,
+    start: Lsn,
+    end: Lsn,
+    done: WriteBehind,
 }
 
 /// Committed bytes of the log kept for reads.
@@ -314,6 +333,7 @@ impl SegmentLog {
         st.stats.records_appended += 1;
         st.since_checkpoint += len as u64;
         st.first_pending_at.get_or_insert_with(Instant::now);
+        start_write_behind(&mut st, inner.config.write_behind_bytes);
         let checkpoint_due = st.since_checkpoint >= inner.config.checkpoint_bytes
             && !matches!(record, Record::Checkpoint(_));
         drop(st);
@@ -616,7 +636,70 @@ fn roll(st: &mut State, segment_bytes: u64) {
     );
     st.active = new_base;
     st.pending_start = new_base;
+    st.behind_from = new_base;
     st.next = new_base;
+}
+
+/// Hands the active segment's full blocks to the disk in whole pieces of
+/// `piece` bytes once there are enough, so the device writes while the
+/// shard goes on appending; the commit then writes only the rest, and its
+/// sync covers both.
+fn start_write_behind(st: &mut State, piece: u64) {
+    if piece == 0 || st.create_pending.contains(&st.active) {
+        return;
+    }
+    let base = st.active;
+    let full = base + (st.next - base) / BLOCK * BLOCK;
+    if st
+        .behind_from
+        .checked_add(piece)
+        .is_none_or(|enough| full < enough)
+    {
+        return;
+    }
+    let (start, end) = (
+        st.behind_from,
+        st.behind_from + (full - st.behind_from) / piece * piece,
+    );
+    debug_assert!(start >= st.pending_start && start % BLOCK == base % BLOCK);
+    let data = &st.pending[(start - st.pending_start) as usize..(end - st.pending_start) as usize];
+    let seg = &st.segments[&base];
+    match seg
+        .file
+        .write_behind(data, SEGMENT_HEADER_LEN + start - base)
+    {
+        Some(done) => {
+            st.behind.push(Behind {
+                base,
+                start,
+                end,
+                done,
+            });
+            st.behind_from = end;
+        }
+        // This file layer cannot: the commit writes everything.
+        None => st.behind_from = u64::MAX,
+    }
+}
+
+/// Parts of `[start, end)` that no write-behind piece covers (pieces of
+/// one segment are contiguous and block-aligned).
+fn uncovered(start: Lsn, end: Lsn, pieces: &[(Lsn, Lsn)]) -> Vec<(Lsn, Lsn)> {
+    let mut out = Vec::new();
+    let mut at = start;
+    for &(s, e) in pieces {
+        if e <= at || s >= end {
+            continue;
+        }
+        if s > at {
+            out.push((at, s));
+        }
+        at = at.max(e);
+    }
+    if at < end {
+        out.push((at, end));
+    }
+    out
 }
 
 /// Points recovery at the checkpoint starting at `lsn` (atomic replace).
@@ -789,7 +872,7 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
         seg.file = file;
         seg.path = path;
     }
-    let (sealed, active, target) = {
+    let (sealed, active, target, behind) = {
         let mut st = inner.st.borrow_mut();
         st.first_pending_at = None;
         let sealed = std::mem::take(&mut st.sealed);
@@ -806,7 +889,15 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
             std::mem::replace(&mut st.pending_start, keep_from),
             taken,
         );
-        (sealed, active, target)
+        // Pieces handed off so far are part of this commit. The partial
+        // last block is written now and rewritten by the next commit: no
+        // piece may write it meanwhile.
+        let behind = std::mem::take(&mut st.behind);
+        if st.behind_from != u64::MAX {
+            debug_assert!(st.behind_from <= keep_from.max(st.pending_start) + BLOCK);
+            st.behind_from = st.behind_from.max(keep_from + BLOCK);
+        }
+        (sealed, active, target, behind)
     };
     let sealed_bases: Vec<u64> = sealed.iter().map(|(b, _, _)| *b).collect();
     // (segment base, chunk)
@@ -819,7 +910,12 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
             (base, Chunk { start, bytes, held })
         })
         .collect();
-    let mut synced = Vec::new();
+    let file_of = |base: u64| {
+        let st = inner.st.borrow();
+        let seg = &st.segments[&base];
+        (seg.file.clone(), seg.path.clone())
+    };
+    let mut synced: Vec<(u64, Rc<dyn super::io::LogFile>, PathBuf)> = Vec::new();
     for (
         base,
         Chunk {
@@ -828,20 +924,32 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
     ) in &chunks
     {
         let (base, start) = (*base, *start);
-        if data.is_empty() {
+        let pieces: Vec<(Lsn, Lsn)> = behind
+            .iter()
+            .filter(|b| b.base == base)
+            .map(|b| (b.start, b.end))
+            .collect();
+        if data.is_empty() && pieces.is_empty() {
             continue;
         }
-        let (file, path) = {
-            let st = inner.st.borrow();
-            let seg = &st.segments[&base];
-            (seg.file.clone(), seg.path.clone())
-        };
-        file.write_at(data, SEGMENT_HEADER_LEN + start - base)
-            .await
-            .map_err(|e| io_error("write", &path, e))?;
-        synced.push((file, path));
+        let (file, path) = file_of(base);
+        // What the pieces did not write (they start and end on blocks).
+        for (from, to) in uncovered(start, start + data.len() as u64, &pieces) {
+            let slice = &data[(from - start) as usize..(to - start) as usize];
+            file.write_at(slice, SEGMENT_HEADER_LEN + from - base)
+                .await
+                .map_err(|e| io_error("write", &path, e))?;
+        }
+        synced.push((base, file, path));
     }
-    for (file, path) in &synced {
+    for piece in behind {
+        let (file, path) = file_of(piece.base);
+        piece.done.await.map_err(|e| io_error("write", &path, e))?;
+        if !synced.iter().any(|(b, _, _)| *b == piece.base) {
+            synced.push((piece.base, file, path));
+        }
+    }
+    for (_, file, path) in &synced {
         file.sync()
             .await
             .map_err(|e| io_error("fdatasync", path, e))?;
@@ -884,21 +992,44 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
             .spawn_blocking(move || write_pointer(&dir, start, window))
             .await?;
     }
-    let ready = {
+    let mut ready = {
         let mut st = inner.st.borrow_mut();
         st.durable = durable;
         st.stats.syncs += 1;
         for (_, chunk) in chunks {
             keep_in_tail(&mut st, chunk, inner.config.cache_bytes);
         }
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut st.waiters)
-            .into_iter()
-            .partition(|(lsn, _)| *lsn <= durable);
-        st.waiters = waiting;
+        // Into a kept vector: no allocation per commit.
+        let mut ready = std::mem::take(&mut st.ready);
+        let mut i = 0;
+        while i < st.waiters.len() {
+            if st.waiters[i].0 <= durable {
+                ready.push(st.waiters.swap_remove(i).1);
+            } else {
+                i += 1;
+            }
+        }
         ready
     };
-    for (_, w) in ready {
+    for w in ready.drain(..) {
         w.wake();
     }
+    inner.st.borrow_mut().ready = ready;
     Ok(())
+}
+
+#[cfg(test)]
+mod write_behind_tests {
+    use super::uncovered;
+
+    #[test]
+    fn uncovered_leaves_out_exactly_the_pieces() {
+        assert_eq!(uncovered(0, 100, &[]), vec![(0, 100)]);
+        assert_eq!(uncovered(0, 100, &[(0, 40)]), vec![(40, 100)]);
+        assert_eq!(uncovered(0, 100, &[(10, 40)]), vec![(0, 10), (40, 100)]);
+        assert_eq!(uncovered(0, 100, &[(10, 40), (40, 100)]), vec![(0, 10)]);
+        assert_eq!(uncovered(50, 100, &[(10, 40)]), vec![(50, 100)]);
+        assert_eq!(uncovered(0, 100, &[(0, 100)]), Vec::<(u64, u64)>::new());
+        assert_eq!(uncovered(0, 30, &[(10, 40)]), vec![(0, 10)]);
+    }
 }

@@ -34,6 +34,8 @@ fn config(dir: &Path) -> LogConfig {
         dir: dir.to_owned(),
         segment_bytes: 1 << 20,
         sync_interval: Duration::from_micros(50),
+        // Small pieces, so the tests' modest volumes go through write-behind.
+        write_behind_bytes: 8 << 10,
         ..LogConfig::default()
     }
 }
@@ -258,15 +260,17 @@ fn damage_is_an_error_in_absolute_consistency_mode() {
     });
 }
 
-/// A file layer whose sync can be made to fail.
+/// A file layer whose syncs or write-behind pieces can be made to fail.
 struct FaultyFs {
     inner: DmaFs,
     fail_sync: Rc<Cell<bool>>,
+    fail_behind: Rc<Cell<bool>>,
 }
 
 struct FaultyFile {
     inner: Rc<dyn LogFile>,
     fail_sync: Rc<Cell<bool>>,
+    fail_behind: Rc<Cell<bool>>,
 }
 
 impl LogFile for FaultyFile {
@@ -285,6 +289,13 @@ impl LogFile for FaultyFile {
     fn zero_range(&self, pos: u64, len: u64) -> LocalFuture<'_, io::Result<()>> {
         self.inner.zero_range(pos, len)
     }
+    fn write_behind(&self, data: &[u8], pos: u64) -> Option<super::io::WriteBehind> {
+        if self.fail_behind.get() {
+            return Some(Box::pin(async { Err(io::Error::from_raw_os_error(5)) }));
+            // EIO
+        }
+        self.inner.write_behind(data, pos)
+    }
 }
 
 impl LogFs for FaultyFs {
@@ -299,6 +310,7 @@ impl LogFs for FaultyFs {
             Ok(Rc::new(FaultyFile {
                 inner,
                 fail_sync: self.fail_sync.clone(),
+                fail_behind: self.fail_behind.clone(),
             }) as Rc<dyn LogFile>)
         })
     }
@@ -308,6 +320,7 @@ impl LogFs for FaultyFs {
             Ok(Rc::new(FaultyFile {
                 inner,
                 fail_sync: self.fail_sync.clone(),
+                fail_behind: self.fail_behind.clone(),
             }) as Rc<dyn LogFile>)
         })
     }
@@ -325,6 +338,7 @@ fn a_failed_sync_reaches_every_waiter_and_poisons_the_log() {
         let fs = Rc::new(FaultyFs {
             inner: DmaFs::default(),
             fail_sync: fail.clone(),
+            fail_behind: Rc::new(Cell::new(false)),
         });
         let (log, _, _) = SegmentLog::open_with(config(&path), fs).await.unwrap();
         let ok = log.append(&msg(1, 1, 10)).unwrap();
@@ -354,6 +368,55 @@ fn a_failed_sync_reaches_every_waiter_and_poisons_the_log() {
             state.heads[&UserId(1)] >= Seq(1),
             "the acknowledged record survives"
         );
+    });
+}
+
+/// A write-behind piece that fails poisons the log like a failed commit:
+/// nothing it carried is acknowledged, and what was durable stays readable.
+#[test]
+fn a_failed_write_behind_piece_poisons_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let fail = Rc::new(Cell::new(false));
+        let fs = Rc::new(FaultyFs {
+            inner: DmaFs::default(),
+            fail_sync: Rc::new(Cell::new(false)),
+            fail_behind: fail.clone(),
+        });
+        let (log, _, _) = SegmentLog::open_with(config(&path), fs).await.unwrap();
+        // Enough for several pieces, all written behind and then synced.
+        let mut end = 0;
+        for s in 1..=40 {
+            end = log.append(&msg(1, s, 1000)).unwrap();
+        }
+        log.wait_durable(end).await.unwrap();
+        fail.set(true);
+        for s in 41..=80 {
+            end = log.append(&msg(1, s, 1000)).unwrap();
+        }
+        assert!(log.wait_durable(end).await.is_err());
+        assert!(matches!(
+            log.append(&msg(1, 81, 10)),
+            Err(LogError::Poisoned(_))
+        ));
+        drop(log);
+        let (log, state, _) = SegmentLog::open(config(&path)).await.unwrap();
+        assert!(
+            state.heads[&UserId(1)] >= Seq(40),
+            "the acknowledged records survive"
+        );
+        let got = log
+            .read_inbox(
+                UserId(1),
+                InboxQuery::After {
+                    after: Seq(0),
+                    limit: 100,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(seqs(&got)[..40], (1..=40).collect::<Vec<_>>()[..]);
     });
 }
 

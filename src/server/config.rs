@@ -30,6 +30,11 @@ pub struct LogSettings {
     pub retention_hours: u64,
     /// Cache of recent records for replay (MiB per shard).
     pub cache_mib: u64,
+    /// Hand full blocks to the disk in pieces of this size while the shard
+    /// goes on appending (KiB; 0: write only at commit). The pieces are
+    /// written by glommio's blocking thread, so the disk works while the
+    /// shard encodes; the commit's fdatasync covers them.
+    pub write_behind_kib: u64,
 }
 
 impl Default for LogSettings {
@@ -41,6 +46,7 @@ impl Default for LogSettings {
             checkpoint_mib: 256,
             retention_hours: 24 * 7,
             cache_mib: 16,
+            write_behind_kib: 1024,
         }
     }
 }

@@ -216,6 +216,7 @@ async fn shard_main(
         retention_max_age: Duration::from_secs(config.log.retention_hours * 3600),
         dedup: config.core.dedup,
         cache_bytes: (config.log.cache_mib << 20) as usize,
+        write_behind_bytes: config.log.write_behind_kib << 10,
         ..LogConfig::default()
     };
     let (log, recovered, report) = SegmentLog::open(log_config)
