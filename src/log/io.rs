@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::Rc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 
 /// A boxed local future (no `Send`: the log lives on one shard).
@@ -35,17 +35,23 @@ pub trait LogFile {
     fn read_at(&self, pos: u64, len: usize) -> LocalFuture<'_, io::Result<Bytes>>;
     /// Turns `[pos, pos + len)` (block-aligned) into zeros.
     fn zero_range(&self, pos: u64, len: u64) -> LocalFuture<'_, io::Result<()>>;
-    /// Starts writing `data` (whole blocks) at `pos` (block-aligned) at
-    /// once, off the shard's thread, and returns its completion; `None` if
-    /// this file cannot (then the log writes everything at commit). Not
-    /// durable until a later [`LogFile::sync`] issued after it completed.
-    fn write_behind(&self, _data: &[u8], _pos: u64) -> Option<WriteBehind> {
-        None
+    /// Starts writing `part[from..]` (whole blocks) at `pos` (block-aligned)
+    /// at once, off the shard's thread; the completion hands `part` back.
+    /// `Err(part)` if this file cannot (then the log writes everything at
+    /// commit). Not durable until a [`LogFile::sync`] issued after it
+    /// completed.
+    fn write_behind(
+        &self,
+        part: BytesMut,
+        _from: usize,
+        _pos: u64,
+    ) -> Result<WriteBehind, BytesMut> {
+        Err(part)
     }
 }
 
-/// Completion of a [`LogFile::write_behind`].
-pub type WriteBehind = LocalFuture<'static, io::Result<()>>;
+/// Completion of a [`LogFile::write_behind`]: the result and the bytes.
+pub type WriteBehind = LocalFuture<'static, (io::Result<()>, BytesMut)>;
 
 /// Creates, opens and removes segment files.
 pub trait LogFs {
@@ -236,43 +242,57 @@ impl LogFile for Dma {
         })
     }
 
-    fn write_behind(&self, data: &[u8], pos: u64) -> Option<WriteBehind> {
-        debug_assert!(pos % BLOCK == 0 && data.len() as u64 % BLOCK == 0);
-        let mut buf = self
-            .behind_pool
-            .borrow_mut()
-            .pop()
-            .filter(|b| b.capacity() >= data.len())
-            .unwrap_or_else(|| AlignedBuf::new(data.len()));
-        buf.fill(data);
+    fn write_behind(&self, part: BytesMut, from: usize, pos: u64) -> Result<WriteBehind, BytesMut> {
+        debug_assert!(pos % BLOCK == 0 && (part.len() - from) as u64 % BLOCK == 0);
         let path = self.path.clone();
-        let pool = self.behind_pool.clone();
-        let written = glommio::executor().spawn_blocking(move || {
-            use std::os::unix::fs::{FileExt, OpenOptionsExt};
-            let result = std::fs::OpenOptions::new()
+        let open = move || {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
                 .write(true)
                 .custom_flags(libc::O_DIRECT)
                 .open(&*path)
-                .and_then(|f| f.write_all_at(buf.as_slice(), pos));
-            (result, buf)
-        });
-        let mut future: WriteBehind = Box::pin(async move {
-            let (result, buf) = written.await;
-            let mut pool = pool.borrow_mut();
-            if pool.len() < BEHIND_POOL {
-                pool.push(buf);
-            }
-            result
-        });
+        };
+        let mut future: WriteBehind = if part[from..].as_ptr().align_offset(BLOCK as usize) == 0 {
+            // The log's buffer is block-aligned in memory: write from it.
+            let written = glommio::executor().spawn_blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let result = open().and_then(|f| f.write_all_at(&part[from..], pos));
+                (result, part)
+            });
+            Box::pin(written)
+        } else {
+            // Not aligned (a buffer that had to grow): copy it.
+            let mut buf = self
+                .behind_pool
+                .borrow_mut()
+                .pop()
+                .filter(|b| b.capacity() >= part.len() - from)
+                .unwrap_or_else(|| AlignedBuf::new(part.len() - from));
+            buf.fill(&part[from..]);
+            let pool = self.behind_pool.clone();
+            let written = glommio::executor().spawn_blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let result = open().and_then(|f| f.write_all_at(buf.as_slice(), pos));
+                (result, buf)
+            });
+            Box::pin(async move {
+                let (result, buf) = written.await;
+                let mut pool = pool.borrow_mut();
+                if pool.len() < BEHIND_POOL {
+                    pool.push(buf);
+                }
+                (result, part)
+            })
+        };
         // Poll once now: that hands the write to the blocking thread at
         // once, while this shard goes on appending (glommio submits its own
         // I/O only when the task queue yields). Whoever awaits the
         // completion later registers the real waker.
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        if let std::task::Poll::Ready(result) = future.as_mut().poll(&mut cx) {
-            future = Box::pin(std::future::ready(result));
+        if let std::task::Poll::Ready(done) = future.as_mut().poll(&mut cx) {
+            future = Box::pin(std::future::ready(done));
         }
-        Some(future)
+        Ok(future)
     }
 
     fn zero_range(&self, pos: u64, len: u64) -> LocalFuture<'_, io::Result<()>> {

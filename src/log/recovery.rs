@@ -321,6 +321,7 @@ async fn recover_from(
         sealed: Vec::new(),
         pending: BytesMut::from(&tail_block[..]),
         pending_start,
+        chunk_start: pending_start,
         // The partial block is rewritten by the first commit.
         behind_from: pending_start + BLOCK,
         behind: Vec::new(),

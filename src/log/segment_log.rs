@@ -179,11 +179,17 @@ pub(super) struct State {
     pub(super) active: u64,
     /// Segments rolled to whose files the committer has yet to create.
     pub(super) create_pending: Vec<u64>,
-    /// Last bytes of sealed segments not yet written: (base, start, bytes).
+    /// Last bytes of sealed segments not yet written: (base, chunk start,
+    /// bytes after the segment's write-behind pieces).
     pub(super) sealed: Vec<(u64, u64, BytesMut)>,
-    /// Pending bytes of the active segment, from `pending_start` (block-aligned).
+    /// Pending bytes of the active segment, from `pending_start` (block-aligned,
+    /// and block-aligned in memory when possible, so write-behind pieces
+    /// split off its front go to the disk without a copy).
     pub(super) pending: BytesMut,
     pub(super) pending_start: Lsn,
+    /// Where the active segment's uncommitted bytes begin: write-behind
+    /// pieces away on the blocking thread hold `[chunk_start, pending_start)`.
+    pub(super) chunk_start: Lsn,
     /// Where the next write-behind piece of the active segment starts
     /// (block-aligned; never inside the block a commit in flight writes).
     pub(super) behind_from: Lsn,
@@ -221,10 +227,12 @@ pub(super) struct State {
     pub(super) first_pending_at: Option<Instant>,
 }
 
-/// A write-behind piece: `[start, end)` of the segment at `base`.
+/// A write-behind piece of the segment at `base`: it holds the bytes
+/// `[start, end)` and writes `[from, end)` (its first block may be one a
+/// commit rewrites).
 pub(super) struct Behind {
     base: u64,
-    start: Lsn,
+    from: Lsn,
     end: Lsn,
     done: WriteBehind,
 }
@@ -600,9 +608,23 @@ const MIN_WRITE_BUFFER: usize = 1 << 20;
 /// The next write buffer: a warm one from the tail, or one sized like the
 /// current, so appends do not grow it by doubling and copying.
 fn fresh_buffer(st: &mut State) -> BytesMut {
-    st.spare
-        .pop()
-        .unwrap_or_else(|| BytesMut::with_capacity(st.pending.capacity().max(MIN_WRITE_BUFFER)))
+    let mut buf = st.spare.pop().unwrap_or_else(|| {
+        BytesMut::with_capacity(st.pending.capacity().max(MIN_WRITE_BUFFER) + BLOCK as usize)
+    });
+    align_empty(&mut buf);
+    buf
+}
+
+/// Moves the start of an empty buffer to the next block boundary in memory
+/// (no copy: the skipped bytes stay unused), so block-aligned log positions
+/// are block-aligned addresses, as O_DIRECT wants them.
+fn align_empty(buf: &mut BytesMut) {
+    debug_assert!(buf.is_empty());
+    let skip = buf.as_ptr().align_offset(BLOCK as usize);
+    if skip != 0 && skip < buf.capacity() {
+        buf.resize(skip, 0);
+        bytes::Buf::advance(buf, skip);
+    }
 }
 
 /// Starts a new segment after the active one: its bytes are written by the
@@ -614,7 +636,7 @@ fn roll(st: &mut State, segment_bytes: u64) {
     };
     let next = fresh_buffer(st);
     let pending = std::mem::replace(&mut st.pending, next);
-    let start = st.pending_start;
+    let start = st.chunk_start;
     st.sealed.push((base, start, pending));
     let new_base = base + capacity;
     st.create_pending.push(new_base);
@@ -636,6 +658,7 @@ fn roll(st: &mut State, segment_bytes: u64) {
     );
     st.active = new_base;
     st.pending_start = new_base;
+    st.chunk_start = new_base;
     st.behind_from = new_base;
     st.next = new_base;
 }
@@ -645,40 +668,39 @@ fn roll(st: &mut State, segment_bytes: u64) {
 /// shard goes on appending; the commit then writes only the rest, and its
 /// sync covers both.
 fn start_write_behind(st: &mut State, piece: u64) {
-    if piece == 0 || st.create_pending.contains(&st.active) {
+    if piece == 0 || st.behind_from == u64::MAX || st.create_pending.contains(&st.active) {
         return;
     }
     let base = st.active;
     let full = base + (st.next - base) / BLOCK * BLOCK;
-    if st
-        .behind_from
-        .checked_add(piece)
-        .is_none_or(|enough| full < enough)
-    {
+    if st.behind_from + piece > full {
         return;
     }
-    let (start, end) = (
-        st.behind_from,
-        st.behind_from + (full - st.behind_from) / piece * piece,
-    );
-    debug_assert!(start >= st.pending_start && start % BLOCK == base % BLOCK);
-    let data = &st.pending[(start - st.pending_start) as usize..(end - st.pending_start) as usize];
-    let seg = &st.segments[&base];
-    match seg
-        .file
-        .write_behind(data, SEGMENT_HEADER_LEN + start - base)
-    {
-        Some(done) => {
+    let from = st.behind_from;
+    let end = from + (full - from) / piece * piece;
+    debug_assert!(from >= st.pending_start && (from - base) % BLOCK == 0);
+    // Split the front off the buffer (no copy): the piece carries its
+    // bytes to the blocking thread and back to the commit.
+    let part = st.pending.split_to((end - st.pending_start) as usize);
+    let skip = (from - st.pending_start) as usize;
+    let file = st.segments[&base].file.clone();
+    match file.write_behind(part, skip, SEGMENT_HEADER_LEN + from - base) {
+        Ok(done) => {
             st.behind.push(Behind {
                 base,
-                start,
+                from,
                 end,
                 done,
             });
+            st.pending_start = end;
             st.behind_from = end;
         }
-        // This file layer cannot: the commit writes everything.
-        None => st.behind_from = u64::MAX,
+        // This file layer cannot: rejoin the bytes; the commit writes all.
+        Err(part) => {
+            let rest = std::mem::replace(&mut st.pending, part);
+            st.pending.unsplit(rest);
+            st.behind_from = u64::MAX;
+        }
     }
 }
 
@@ -837,6 +859,7 @@ fn recycle(st: &mut State, bytes: Bytes) {
         if let Ok(mut buf) = bytes.try_into_mut() {
             if buf.capacity() >= MIN_WRITE_BUFFER / 2 {
                 buf.clear();
+                align_empty(&mut buf);
                 st.spare.push(buf);
             }
         }
@@ -881,12 +904,14 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
         let target = st.next;
         let base = st.active;
         let keep_from = base + (target - base) / BLOCK * BLOCK;
+        debug_assert!(keep_from >= st.pending_start);
         let mut next = fresh_buffer(&mut st);
         next.extend_from_slice(&st.pending[(keep_from - st.pending_start) as usize..]);
         let taken = std::mem::replace(&mut st.pending, next);
+        st.pending_start = keep_from;
         let active = (
             base,
-            std::mem::replace(&mut st.pending_start, keep_from),
+            std::mem::replace(&mut st.chunk_start, keep_from),
             taken,
         );
         // Pieces handed off so far are part of this commit. The partial
@@ -894,27 +919,40 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
         // piece may write it meanwhile.
         let behind = std::mem::take(&mut st.behind);
         if st.behind_from != u64::MAX {
-            debug_assert!(st.behind_from <= keep_from.max(st.pending_start) + BLOCK);
+            debug_assert!(st.behind_from <= keep_from + BLOCK);
             st.behind_from = st.behind_from.max(keep_from + BLOCK);
         }
         (sealed, active, target, behind)
     };
     let sealed_bases: Vec<u64> = sealed.iter().map(|(b, _, _)| *b).collect();
-    // (segment base, chunk)
-    let chunks: Vec<(u64, Chunk)> = sealed
-        .into_iter()
-        .chain([active])
-        .map(|(base, start, buf)| {
-            let held = buf.capacity();
-            let bytes = buf.freeze();
-            (base, Chunk { start, bytes, held })
-        })
-        .collect();
     let file_of = |base: u64| {
         let st = inner.st.borrow();
         let seg = &st.segments[&base];
         (seg.file.clone(), seg.path.clone())
     };
+    // The pieces first: they hand their bytes back.
+    let mut parts: Vec<(u64, Lsn, Lsn, BytesMut)> = Vec::with_capacity(behind.len());
+    for piece in behind {
+        let (written, part) = piece.done.await;
+        written.map_err(|e| io_error("write", &file_of(piece.base).1, e))?;
+        parts.push((piece.base, piece.from, piece.end, part));
+    }
+    // (segment base, chunk): each segment's pieces rejoined (contiguous
+    // in memory: no copy) with the bytes after them.
+    let chunks: Vec<(u64, Chunk)> = sealed
+        .into_iter()
+        .chain([active])
+        .map(|(base, start, rest)| {
+            let mut whole = BytesMut::new();
+            for (_, _, _, part) in parts.iter_mut().filter(|p| p.0 == base) {
+                whole.unsplit(std::mem::take(part));
+            }
+            whole.unsplit(rest);
+            let held = whole.capacity();
+            let bytes = whole.freeze();
+            (base, Chunk { start, bytes, held })
+        })
+        .collect();
     let mut synced: Vec<(u64, Rc<dyn super::io::LogFile>, PathBuf)> = Vec::new();
     for (
         base,
@@ -924,10 +962,10 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
     ) in &chunks
     {
         let (base, start) = (*base, *start);
-        let pieces: Vec<(Lsn, Lsn)> = behind
+        let pieces: Vec<(Lsn, Lsn)> = parts
             .iter()
-            .filter(|b| b.base == base)
-            .map(|b| (b.start, b.end))
+            .filter(|p| p.0 == base)
+            .map(|p| (p.1, p.2))
             .collect();
         if data.is_empty() && pieces.is_empty() {
             continue;
@@ -941,13 +979,6 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
                 .map_err(|e| io_error("write", &path, e))?;
         }
         synced.push((base, file, path));
-    }
-    for piece in behind {
-        let (file, path) = file_of(piece.base);
-        piece.done.await.map_err(|e| io_error("write", &path, e))?;
-        if !synced.iter().any(|(b, _, _)| *b == piece.base) {
-            synced.push((piece.base, file, path));
-        }
     }
     for (_, file, path) in &synced {
         file.sync()

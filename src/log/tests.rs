@@ -289,12 +289,17 @@ impl LogFile for FaultyFile {
     fn zero_range(&self, pos: u64, len: u64) -> LocalFuture<'_, io::Result<()>> {
         self.inner.zero_range(pos, len)
     }
-    fn write_behind(&self, data: &[u8], pos: u64) -> Option<super::io::WriteBehind> {
+    fn write_behind(
+        &self,
+        part: bytes::BytesMut,
+        from: usize,
+        pos: u64,
+    ) -> Result<super::io::WriteBehind, bytes::BytesMut> {
         if self.fail_behind.get() {
-            return Some(Box::pin(async { Err(io::Error::from_raw_os_error(5)) }));
-            // EIO
+            let eio = io::Error::from_raw_os_error(5);
+            return Ok(Box::pin(async move { (Err(eio), part) }));
         }
-        self.inner.write_behind(data, pos)
+        self.inner.write_behind(part, from, pos)
     }
 }
 
