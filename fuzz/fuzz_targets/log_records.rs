@@ -1,7 +1,8 @@
 //! Arbitrary bytes as the tail of a segment: recovery's scan (decode record
 //! after record, fold into the delivery state, load checkpoints) must stop
 //! at damage with a verdict, never panic, and every record it accepts must
-//! re-encode to the same bytes.
+//! re-encode to the same bytes. The same bytes as a sidecar or a checkpoint
+//! pointer must be rejected or read, never panic.
 #![no_main]
 
 use bytes::{Bytes, BytesMut};
@@ -24,8 +25,8 @@ fuzz_target!(|data: &[u8]| {
                     "accepted record re-encodes identically"
                 );
                 if let Record::Checkpoint(body) = &record {
-                    if let Some(s) = format::decode_checkpoint(body, &config) {
-                        state = s;
+                    if let Some(cp) = format::decode_checkpoint(body, &config) {
+                        state = cp.state;
                     }
                 } else {
                     state.apply(&record, &config);
@@ -34,5 +35,14 @@ fuzz_target!(|data: &[u8]| {
             }
             Decoded::End | Decoded::Truncated | Decoded::Corrupt(_) => break,
         }
+    }
+    // The other files recovery reads: sidecars and the checkpoint pointer.
+    for with_keys in [false, true] {
+        if let Some(sidecar) = format::decode_sidecar(data, 0, with_keys) {
+            assert_eq!(sidecar.keys.is_empty(), !with_keys || sidecar.entries.is_empty());
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = format::parse_pointer(text);
     }
 });

@@ -11,6 +11,16 @@
 //!   then wakes every waiter the sync covers. It commits at once when
 //!   `sync_bytes` are pending, otherwise after `sync_interval`, so
 //!   concurrent appenders share one sync.
+//! - Write-behind: glommio submits io_uring requests only when the task
+//!   queue yields, so while a shard appends, its commit's writes wait. Once
+//!   `write_behind_bytes` of full blocks are pending, `append` splits them
+//!   off the (block-aligned) write buffer and hands them to glommio's
+//!   blocking thread, which writes them O_DIRECT at once. The commit takes
+//!   them back (no copy), writes only what they did not cover, and its
+//!   fdatasync, issued after they completed, makes both durable. The block
+//!   a commit in flight writes is never part of a piece.
+//! - Sidecars, new segment files and the checkpoint pointer are written on
+//!   the blocking thread too (their fsyncs would stall the shard).
 //! - A failed write or sync poisons the log: every waiter gets the error and
 //!   every later append is refused. The caller stops acknowledging.
 //! - Readers see only durable records: nothing a crash could still lose is
