@@ -237,9 +237,10 @@ pub(super) struct State {
     pub(super) first_pending_at: Option<Instant>,
 }
 
-/// A write-behind piece of the segment at `base`: it holds the bytes
-/// `[start, end)` and writes `[from, end)` (its first block may be one a
-/// commit rewrites).
+/// A write-behind piece of the segment at `base`: it carries the bytes
+/// from the pending buffer's start at hand-off up to `end` and writes
+/// `[from, end)` (the first block it carries may be one a commit rewrites;
+/// that one it leaves alone).
 pub(super) struct Behind {
     base: u64,
     from: Lsn,
