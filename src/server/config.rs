@@ -26,7 +26,9 @@ pub struct LogSettings {
     pub sync_interval_us: u64,
     /// Write a recovery checkpoint every this many MiB of log.
     pub checkpoint_mib: u64,
-    /// Delete acknowledged segments, and any segment older than this (hours).
+    /// Delete acknowledged segments once the send dedup window no longer
+    /// reaches them (it is rebuilt from the log on restart), and any
+    /// segment older than this (hours).
     pub retention_hours: u64,
     /// Cache of recent records for replay (MiB per shard).
     pub cache_mib: u64,
