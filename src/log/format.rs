@@ -170,8 +170,22 @@ pub fn encode(record: &Record, out: &mut BytesMut) {
                 ts_ms: m.ts_ms.into(),
                 qos: m.qos as u8,
             };
+            // The CRC over the sources, not the bytes just copied: a large
+            // copy may bypass the cache, and reading it back would miss.
+            let crc = crc32c::crc32c_append(
+                crc32c::crc32c_append(
+                    crc32c::crc32c_append(
+                        crc32c::crc32c(&len.to_le_bytes()),
+                        &[Kind::Message as u8],
+                    ),
+                    b.as_bytes(),
+                ),
+                &m.payload,
+            );
             out.put_slice(b.as_bytes());
             out.put_slice(&m.payload);
+            out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+            return;
         }
         Record::Cursor { user, device, seq } => {
             out.put_u8(Kind::Cursor as u8);
