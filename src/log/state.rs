@@ -409,14 +409,19 @@ pub struct RecoveredState {
 }
 
 impl RecoveredState {
+    /// `seq` is stored in `inbox`: the head moves up to it.
+    pub fn note_head(&mut self, inbox: UserId, seq: Seq) {
+        let head = self.heads.entry(inbox).or_default();
+        if seq > *head {
+            *head = seq;
+        }
+    }
+
     /// Folds one record into the state.
     pub fn apply(&mut self, record: &Record, config: &DedupConfig) {
         match record {
             Record::Message(m) => {
-                let head = self.heads.entry(m.inbox).or_default();
-                if m.seq > *head {
-                    *head = m.seq;
-                }
+                self.note_head(m.inbox, m.seq);
                 self.dedup.insert(DedupEntry::of(m), config);
             }
             Record::Cursor { user, device, seq } => {

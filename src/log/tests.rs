@@ -72,16 +72,7 @@ fn fresh_dir_append_sync_read_back_and_reopen() {
             end = log.append(&msg(7, s, 100)).unwrap();
         }
         log.wait_durable(end).await.unwrap();
-        let all = log
-            .read_inbox(
-                UserId(7),
-                InboxQuery::After {
-                    after: Seq(0),
-                    limit: 100,
-                },
-            )
-            .await
-            .unwrap();
+        let all = read_from_start(&log, 7, 100).await;
         assert_eq!(seqs(&all), (1..=20).collect::<Vec<_>>());
         assert_eq!(
             all[4],
@@ -166,16 +157,7 @@ fn segments_roll_and_reads_span_them() {
         drop(log);
         let (log, state, report) = SegmentLog::open(config(&path)).await.unwrap();
         assert_eq!((report.records, state.heads[&UserId(3)]), (300, Seq(300)));
-        let all = log
-            .read_inbox(
-                UserId(3),
-                InboxQuery::After {
-                    after: Seq(0),
-                    limit: 1000,
-                },
-            )
-            .await
-            .unwrap();
+        let all = read_from_start(&log, 3, 1000).await;
         assert_eq!(seqs(&all), (1..=300).collect::<Vec<_>>());
         assert!(all
             .iter()
@@ -411,16 +393,7 @@ fn a_failed_write_behind_piece_poisons_the_log() {
             state.heads[&UserId(1)] >= Seq(40),
             "the acknowledged records survive"
         );
-        let got = log
-            .read_inbox(
-                UserId(1),
-                InboxQuery::After {
-                    after: Seq(0),
-                    limit: 100,
-                },
-            )
-            .await
-            .unwrap();
+        let got = read_from_start(&log, 1, 100).await;
         assert_eq!(seqs(&got)[..40], (1..=40).collect::<Vec<_>>()[..]);
     });
 }
@@ -541,16 +514,7 @@ fn recovery_from_the_checkpoint_pointer_equals_a_full_fold() {
         drop(log);
         let (log, fast, report) = SegmentLog::open(config(&path)).await.unwrap();
         assert!(report.checkpoint.is_some(), "{report:?}");
-        let got = log
-            .read_inbox(
-                UserId(1),
-                InboxQuery::After {
-                    after: Seq(0),
-                    limit: 100,
-                },
-            )
-            .await
-            .unwrap();
+        let got = read_from_start(&log, 1, 100).await;
         assert_eq!(
             got.len(),
             60,
@@ -634,14 +598,19 @@ fn sealed_segments_before_the_checkpoint_load_from_sidecars_like_a_full_scan() {
     });
 }
 
+/// Up to `limit` messages of `inbox`, from its first.
+async fn read_from_start(log: &SegmentLog, inbox: u64, limit: u32) -> Vec<MessageRecord> {
+    let q = InboxQuery::After {
+        after: Seq(0),
+        limit,
+    };
+    log.read_inbox(UserId(inbox), q).await.unwrap()
+}
+
 async fn read_all(log: &SegmentLog) -> Vec<Vec<MessageRecord>> {
     let mut all = Vec::new();
     for inbox in 1..=3 {
-        let q = InboxQuery::After {
-            after: Seq(0),
-            limit: 1000,
-        };
-        all.push(log.read_inbox(UserId(inbox), q).await.unwrap());
+        all.push(read_from_start(log, inbox, 1000).await);
     }
     all
 }
@@ -672,7 +641,7 @@ proptest! {
             let (log, state, _) = SegmentLog::open(config(&path)).await.unwrap();
             for (inbox, records) in &model {
                 assert_eq!(state.heads[&UserId(*inbox)], Seq(records.len() as u64));
-                let got = log.read_inbox(UserId(*inbox), InboxQuery::After { after: Seq(0), limit: 10_000 }).await.unwrap();
+                let got = read_from_start(&log, *inbox, 10_000).await;
                 let want: Vec<MessageRecord> = records.iter().map(|r| match r { Record::Message(m) => m.clone(), _ => unreachable!() }).collect();
                 assert_eq!(got, want);
             }

@@ -134,10 +134,7 @@ impl Tracked {
     pub fn apply(&mut self, record: &Record, lsn: Lsn, config: &DedupConfig) {
         match record {
             Record::Message(m) if m.qos != Qos::ExactlyOnce => {
-                let head = self.state.heads.entry(m.inbox).or_default();
-                if m.seq > *head {
-                    *head = m.seq;
-                }
+                self.state.note_head(m.inbox, m.seq);
                 let newest = self.state.dedup.newest_ts_ms();
                 self.marks.note(lsn, m.ts_ms, newest, config);
                 self.state.dedup.observe(m.ts_ms);
