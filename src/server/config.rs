@@ -30,6 +30,10 @@ pub struct LogSettings {
     /// reaches them (it is rebuilt from the log on restart), and any
     /// segment older than this (hours).
     pub retention_hours: u64,
+    /// How often each shard looks for segments retention may delete
+    /// (seconds; at least 1). Until then acknowledged segments stay on disk
+    /// and their messages in the in-memory index.
+    pub retention_interval_s: u64,
     /// Cache of recent records for replay (MiB per shard).
     pub cache_mib: u64,
     /// Hand full blocks to the disk in pieces of this size while the shard
@@ -47,6 +51,7 @@ impl Default for LogSettings {
             sync_interval_us: 0,
             checkpoint_mib: 256,
             retention_hours: 24 * 7,
+            retention_interval_s: 60,
             cache_mib: 16,
             write_behind_kib: 1024,
         }

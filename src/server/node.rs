@@ -376,6 +376,7 @@ async fn run_timers(rt: &Rc<ShardRuntime>) {
     const MAX_SLEEP: Duration = Duration::from_millis(10);
     let mut last_metrics = Instant::now();
     let mut last_retention = Instant::now();
+    let retention_every = Duration::from_secs(rt.config.log.retention_interval_s.max(1));
     while !rt.shared.shutdown.load(Ordering::Relaxed) {
         let now = rt.now();
         let wait = rt
@@ -390,7 +391,7 @@ async fn run_timers(rt: &Rc<ShardRuntime>) {
             last_metrics = Instant::now();
             rt.record_metrics();
         }
-        if last_retention.elapsed() >= Duration::from_secs(60) {
+        if last_retention.elapsed() >= retention_every {
             last_retention = Instant::now();
             let log = rt.log.clone();
             let id = rt.id;
