@@ -10,10 +10,12 @@
 //! | `segment.rs`     | segment file names and per-segment metadata                |
 //! | `io.rs`          | file I/O trait (O_DIRECT glommio files; faults in tests)   |
 //! | `index.rs`       | inbox -> record locations                                  |
-//! | `segment_log.rs` | append, group commit, reads, checkpoints, retention        |
+//! | `segment_log.rs` | append, reads, checkpoints, retention                      |
+//! | `commit.rs`      | write buffers, write-behind, the group committer           |
 //! | `recovery.rs`    | scan, verify, cut a torn tail, rebuild                      |
 //! | `window.rs`      | the state kept per append; rebuilding the QoS 1 dedup window |
 
+mod commit;
 pub mod format;
 mod index;
 pub mod io;

@@ -337,6 +337,7 @@ async fn recover_from(
         tail: VecDeque::new(),
         tail_bytes: 0,
         spare: Vec::new(),
+        buffer_size: 0,
         sidecar_tasks: Vec::new(),
         since_checkpoint: 0,
         pointer_due: None,

@@ -5,22 +5,8 @@
 //! - [`SegmentLog::append`] is synchronous: it encodes the record into the
 //!   pending buffer, updates the index and the derived state, and returns
 //!   the record's end position. Durability is separate: [`SegmentLog::wait_durable`].
-//! - One committer task per log (spawned by `open` on the current glommio
-//!   executor) writes the pending bytes with O_DIRECT, block-aligned (the
-//!   partial last block is rewritten by the next commit), then fdatasyncs,
-//!   then wakes every waiter the sync covers. It commits at once when
-//!   `sync_bytes` are pending, otherwise after `sync_interval`, so
-//!   concurrent appenders share one sync.
-//! - Write-behind: glommio submits io_uring requests only when the task
-//!   queue yields, so while a shard appends, its commit's writes wait. Once
-//!   `write_behind_bytes` of full blocks are pending, `append` splits them
-//!   off the (block-aligned) write buffer and hands them to glommio's
-//!   blocking thread, which writes them O_DIRECT at once. The commit takes
-//!   them back (no copy), writes only what they did not cover, and its
-//!   fdatasync, issued after they completed, makes both durable. The block
-//!   a commit in flight writes is never part of a piece.
-//! - Sidecars, new segment files and the checkpoint pointer are written on
-//!   the blocking thread too (their fsyncs would stall the shard).
+//! - Durability comes from the group committer (`commit.rs`): one
+//!   fdatasync covers every append made before it started.
 //! - A failed write or sync poisons the log: every waiter gets the error and
 //!   every later append is refused. The caller stops acknowledging.
 //! - Readers see only durable records: nothing a crash could still lose is
@@ -33,12 +19,13 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use bytes::BytesMut;
+use glommio::channels::local_channel::{self, LocalSender};
 
+use super::commit::{committer, roll, start_write_behind, Behind, Chunk};
 use super::format::{self, Decoded, SEGMENT_HEADER_LEN};
 use super::index::{Index, Location};
-use super::io::{LogFs, WriteBehind, BLOCK};
+use super::io::LogFs;
 use super::record::{InboxQuery, MessageRecord, Record};
 use super::segment::{self, Segment};
 use super::state::{DedupConfig, RecoveredState};
@@ -227,6 +214,8 @@ pub(super) struct State {
     pub(super) tail_bytes: usize,
     /// Emptied write buffers for reuse: a commit allocates nothing once warm.
     pub(super) spare: Vec<BytesMut>,
+    /// Capacity of the next write buffer (see [`note_buffer_use`]).
+    pub(super) buffer_size: usize,
     /// Sidecar writes under way ([`SegmentLog::flush`] waits for them).
     pub(super) sidecar_tasks: Vec<glommio::Task<()>>,
     pub(super) since_checkpoint: u64,
@@ -235,26 +224,6 @@ pub(super) struct State {
     pub(super) pointer_due: Option<(Lsn, Lsn, WindowStart)>,
     pub(super) stats: LogStats,
     pub(super) first_pending_at: Option<Instant>,
-}
-
-/// A write-behind piece of the segment at `base`: it carries the bytes
-/// from the pending buffer's start at hand-off up to `end` and writes
-/// `[from, end)` (the first block it carries may be one a commit rewrites;
-/// that one it leaves alone).
-pub(super) struct Behind {
-    base: u64,
-    from: Lsn,
-    end: Lsn,
-    done: WriteBehind,
-}
-
-/// Committed bytes of the log kept for reads.
-pub(super) struct Chunk {
-    /// Position of the first byte.
-    start: Lsn,
-    bytes: Bytes,
-    /// Size of the allocation behind `bytes`.
-    held: usize,
 }
 
 pub(super) struct Inner {
@@ -608,148 +577,6 @@ impl SegmentLog {
     }
 }
 
-/// Emptied write buffers kept for reuse.
-const SPARE_BUFFERS: usize = 4;
-
-/// Smallest write buffer: appends made while a commit is in flight all go
-/// into one, so it should rarely need to grow (growing means a new
-/// allocation whose pages the kernel zeroes as they are touched).
-const MIN_WRITE_BUFFER: usize = 1 << 20;
-
-/// The next write buffer: a warm one from the tail, or one sized like the
-/// current, so appends do not grow it by doubling and copying.
-fn fresh_buffer(st: &mut State) -> BytesMut {
-    let mut buf = st.spare.pop().unwrap_or_else(|| {
-        BytesMut::with_capacity(st.pending.capacity().max(MIN_WRITE_BUFFER) + BLOCK as usize)
-    });
-    align_empty(&mut buf);
-    buf
-}
-
-/// Moves the start of an empty buffer to the next block boundary in memory
-/// (no copy: the skipped bytes stay unused), so block-aligned log positions
-/// are block-aligned addresses, as O_DIRECT wants them.
-fn align_empty(buf: &mut BytesMut) {
-    debug_assert!(buf.is_empty());
-    let skip = buf.as_ptr().align_offset(BLOCK as usize);
-    if skip != 0 && skip < buf.capacity() {
-        buf.resize(skip, 0);
-        bytes::Buf::advance(buf, skip);
-    }
-}
-
-/// Starts a new segment after the active one: its bytes are written by the
-/// committer, which also creates the file.
-fn roll(st: &mut State, segment_bytes: u64) {
-    let (base, capacity) = {
-        let seg = &st.segments[&st.active];
-        (seg.base, seg.capacity)
-    };
-    let next = fresh_buffer(st);
-    let pending = std::mem::replace(&mut st.pending, next);
-    let start = st.chunk_start;
-    st.sealed.push((base, start, pending));
-    let new_base = base + capacity;
-    st.create_pending.push(new_base);
-    st.segments.insert(
-        new_base,
-        Segment {
-            base: new_base,
-            capacity: segment_bytes - SEGMENT_HEADER_LEN,
-            file: st.segments[&base].file.clone(), // replaced once created
-            path: PathBuf::new(),
-            inbox_max: Default::default(),
-            max_ts_ms: 0,
-            end: new_base,
-            // Sized like the last segment's: growing them while appending
-            // would fault in fresh pages again and again.
-            entries: Vec::with_capacity(st.segments[&base].entries.len()),
-            keys: Vec::with_capacity(st.segments[&base].keys.len()),
-        },
-    );
-    st.active = new_base;
-    st.pending_start = new_base;
-    st.chunk_start = new_base;
-    st.behind_from = new_base;
-    st.next = new_base;
-}
-
-/// Hands the active segment's full blocks to the disk in whole pieces of
-/// `piece` bytes once there are enough, so the device writes while the
-/// shard goes on appending; the commit then writes only the rest, and its
-/// sync covers both.
-fn start_write_behind(st: &mut State, piece: u64) {
-    if piece == 0 || st.behind_from == u64::MAX || st.create_pending.contains(&st.active) {
-        return;
-    }
-    let base = st.active;
-    let full = base + (st.next - base) / BLOCK * BLOCK;
-    if st.behind_from + piece > full {
-        return;
-    }
-    let from = st.behind_from;
-    let end = from + (full - from) / piece * piece;
-    debug_assert!(from >= st.pending_start && (from - base) % BLOCK == 0);
-    // Split the front off the buffer (no copy): the piece carries its
-    // bytes to the blocking thread and back to the commit.
-    let part = st.pending.split_to((end - st.pending_start) as usize);
-    let skip = (from - st.pending_start) as usize;
-    let file = st.segments[&base].file.clone();
-    match file.write_behind(part, skip, SEGMENT_HEADER_LEN + from - base) {
-        Ok(done) => {
-            st.behind.push(Behind {
-                base,
-                from,
-                end,
-                done,
-            });
-            st.pending_start = end;
-            st.behind_from = end;
-        }
-        // This file layer cannot: rejoin the bytes; the commit writes all.
-        Err(part) => {
-            let rest = std::mem::replace(&mut st.pending, part);
-            st.pending.unsplit(rest);
-            st.behind_from = u64::MAX;
-        }
-    }
-}
-
-/// Parts of `[start, end)` that no write-behind piece covers (pieces of
-/// one segment are contiguous and block-aligned).
-fn uncovered(start: Lsn, end: Lsn, pieces: &[(Lsn, Lsn)]) -> Vec<(Lsn, Lsn)> {
-    let mut out = Vec::new();
-    let mut at = start;
-    for &(s, e) in pieces {
-        if e <= at || s >= end {
-            continue;
-        }
-        if s > at {
-            out.push((at, s));
-        }
-        at = at.max(e);
-    }
-    if at < end {
-        out.push((at, end));
-    }
-    out
-}
-
-/// Points recovery at the checkpoint starting at `lsn` (atomic replace).
-fn write_pointer(dir: &std::path::Path, lsn: Lsn, window: WindowStart) -> Result<(), LogError> {
-    use std::io::Write;
-    let path = dir.join(format::CHECKPOINT_POINTER);
-    let tmp = dir.join(format!("{}.tmp", format::CHECKPOINT_POINTER));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(format::encode_pointer(lsn, window).as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| io_error("write", &path, e))
-}
-
 /// Decodes the message at `loc` from the committed write buffers, if they
 /// still hold it (the payload is a slice of the buffer: no copy).
 fn from_tail(tail: &VecDeque<Chunk>, loc: Location) -> Option<MessageRecord> {
@@ -794,284 +621,5 @@ async fn read_record(inner: &Inner, loc: Location) -> Result<MessageRecord, LogE
             path.display(),
             loc.lsn
         ))),
-    }
-}
-
-/// The group committer: writes and syncs pending bytes, wakes waiters.
-async fn committer(inner: Rc<Inner>, wake: LocalReceiver<()>) {
-    while wake.recv().await.is_some() {
-        loop {
-            let (pending_len, first_at, closed) = {
-                let st = inner.st.borrow();
-                (st.next - st.durable, st.first_pending_at, st.closed)
-            };
-            if pending_len == 0 {
-                if closed {
-                    stop_committer(&inner);
-                    return;
-                }
-                break;
-            }
-            // Give concurrent appenders a moment to join this commit.
-            if (pending_len as usize) < inner.config.sync_bytes {
-                if let Some(at) = first_at {
-                    let due = at + inner.config.sync_interval;
-                    let now = Instant::now();
-                    if due > now {
-                        glommio::timer::sleep(due - now).await;
-                    }
-                }
-            }
-            if let Err(e) = commit(&inner).await {
-                let message = e.to_string();
-                tracing::error!(dir = %inner.config.dir.display(), error = %message, "log commit failed; log poisoned");
-                inner.st.borrow_mut().poisoned = Some(message);
-                stop_committer(&inner);
-                return;
-            }
-        }
-    }
-}
-
-/// Adds a committed buffer to the read tail, evicting the oldest beyond
-/// `limit` bytes of memory, and recycles emptied buffers.
-fn keep_in_tail(st: &mut State, chunk: Chunk, limit: usize) {
-    if chunk.bytes.is_empty() {
-        recycle(st, chunk.bytes);
-        return;
-    }
-    // A small commit in a big buffer (a quiet log): keep a right-sized
-    // copy, so the tail's memory stays close to the data it holds.
-    let chunk = if chunk.bytes.len() * 4 < chunk.held {
-        let copy = Bytes::copy_from_slice(&chunk.bytes);
-        recycle(st, chunk.bytes);
-        Chunk {
-            start: chunk.start,
-            held: copy.len(),
-            bytes: copy,
-        }
-    } else {
-        chunk
-    };
-    st.tail_bytes += chunk.held;
-    st.tail.push_back(chunk);
-    while st.tail_bytes > limit && st.tail.len() > 1 {
-        let old = st.tail.pop_front().expect("len > 1");
-        st.tail_bytes -= old.held;
-        recycle(st, old.bytes);
-    }
-}
-
-/// Keeps an emptied write buffer for reuse, unless a reader still holds a
-/// record of it (then it is freed once the reader drops it) or it is a
-/// small copy (reusing it would mean growing it).
-fn recycle(st: &mut State, bytes: Bytes) {
-    if st.spare.len() < SPARE_BUFFERS {
-        if let Ok(mut buf) = bytes.try_into_mut() {
-            if buf.capacity() >= MIN_WRITE_BUFFER / 2 {
-                buf.clear();
-                align_empty(&mut buf);
-                st.spare.push(buf);
-            }
-        }
-    }
-}
-
-/// Marks the committer stopped and wakes every waiter (they see why).
-fn stop_committer(inner: &Inner) {
-    let waiters = {
-        let mut st = inner.st.borrow_mut();
-        st.committer_done = true;
-        std::mem::take(&mut st.waiters)
-    };
-    for (_, w) in waiters {
-        w.wake();
-    }
-}
-
-/// One group commit: create a rolled-to segment, write the sealed
-/// segment's last bytes and the active segment's pending bytes, sync, and
-/// advance the durable position.
-async fn commit(inner: &Inner) -> Result<(), LogError> {
-    let to_create = inner.st.borrow().create_pending.clone();
-    for base in to_create {
-        let path = segment::file_name(&inner.config.dir, base);
-        let file = segment::create(&*inner.fs, &path, base, inner.config.segment_bytes).await?;
-        let mut st = inner.st.borrow_mut();
-        st.create_pending.retain(|b| *b != base);
-        let seg = st
-            .segments
-            .get_mut(&base)
-            .expect("rolled segment registered");
-        seg.file = file;
-        seg.path = path;
-    }
-    let (sealed, active, target, behind) = {
-        let mut st = inner.st.borrow_mut();
-        st.first_pending_at = None;
-        let sealed = std::mem::take(&mut st.sealed);
-        // Take the active buffer whole (no copy); the next one starts with
-        // the partial last block, which the next commit rewrites.
-        let target = st.next;
-        let base = st.active;
-        let keep_from = base + (target - base) / BLOCK * BLOCK;
-        debug_assert!(keep_from >= st.pending_start);
-        let mut next = fresh_buffer(&mut st);
-        next.extend_from_slice(&st.pending[(keep_from - st.pending_start) as usize..]);
-        let taken = std::mem::replace(&mut st.pending, next);
-        st.pending_start = keep_from;
-        let active = (
-            base,
-            std::mem::replace(&mut st.chunk_start, keep_from),
-            taken,
-        );
-        // Pieces handed off so far are part of this commit. The partial
-        // last block is written now and rewritten by the next commit: no
-        // piece may write it meanwhile.
-        let behind = std::mem::take(&mut st.behind);
-        if st.behind_from != u64::MAX {
-            debug_assert!(st.behind_from <= keep_from + BLOCK);
-            st.behind_from = st.behind_from.max(keep_from + BLOCK);
-        }
-        (sealed, active, target, behind)
-    };
-    let sealed_bases: Vec<u64> = sealed.iter().map(|(b, _, _)| *b).collect();
-    let file_of = |base: u64| {
-        let st = inner.st.borrow();
-        let seg = &st.segments[&base];
-        (seg.file.clone(), seg.path.clone())
-    };
-    // The pieces first: they hand their bytes back.
-    let mut parts: Vec<(u64, Lsn, Lsn, BytesMut)> = Vec::with_capacity(behind.len());
-    for piece in behind {
-        let (written, part) = piece.done.await;
-        written.map_err(|e| io_error("write", &file_of(piece.base).1, e))?;
-        parts.push((piece.base, piece.from, piece.end, part));
-    }
-    // (segment base, chunk): each segment's pieces rejoined (contiguous
-    // in memory: no copy) with the bytes after them.
-    let chunks: Vec<(u64, Chunk)> = sealed
-        .into_iter()
-        .chain([active])
-        .map(|(base, start, rest)| {
-            let mut whole = BytesMut::new();
-            for (_, _, _, part) in parts.iter_mut().filter(|p| p.0 == base) {
-                whole.unsplit(std::mem::take(part));
-            }
-            whole.unsplit(rest);
-            let held = whole.capacity();
-            let bytes = whole.freeze();
-            (base, Chunk { start, bytes, held })
-        })
-        .collect();
-    let mut synced: Vec<(u64, Rc<dyn super::io::LogFile>, PathBuf)> = Vec::new();
-    for (
-        base,
-        Chunk {
-            start, bytes: data, ..
-        },
-    ) in &chunks
-    {
-        let (base, start) = (*base, *start);
-        let pieces: Vec<(Lsn, Lsn)> = parts
-            .iter()
-            .filter(|p| p.0 == base)
-            .map(|p| (p.1, p.2))
-            .collect();
-        if data.is_empty() && pieces.is_empty() {
-            continue;
-        }
-        let (file, path) = file_of(base);
-        // What the pieces did not write (they start and end on blocks).
-        for (from, to) in uncovered(start, start + data.len() as u64, &pieces) {
-            let slice = &data[(from - start) as usize..(to - start) as usize];
-            file.write_at(slice, SEGMENT_HEADER_LEN + from - base)
-                .await
-                .map_err(|e| io_error("write", &path, e))?;
-        }
-        synced.push((base, file, path));
-    }
-    for (_, file, path) in &synced {
-        file.sync()
-            .await
-            .map_err(|e| io_error("fdatasync", path, e))?;
-    }
-    // Sealed segments are complete and durable: their sidecars are written
-    // on glommio's blocking thread (a buffered write and two fsyncs would
-    // stall the shard); a missing one only makes the next recovery scan.
-    for base in sealed_bases {
-        let mut st = inner.st.borrow_mut();
-        if let Some(seg) = st.segments.get_mut(&base) {
-            let job = seg.seal();
-            let task = glommio::spawn_local(async move {
-                let path = job.path.clone();
-                let written = glommio::executor()
-                    .spawn_blocking(move || segment::write_sidecar(&job))
-                    .await;
-                if let Err(e) = written {
-                    tracing::warn!(segment = %path.display(), error = %e, "sidecar not written; the next recovery scans this segment");
-                }
-            });
-            st.sidecar_tasks.push(task);
-        }
-    }
-    let (durable, pointer) = {
-        let mut st = inner.st.borrow_mut();
-        let durable = st.durable.max(target);
-        let pointer = st.pointer_due.filter(|(_, end, _)| *end <= durable);
-        if pointer.is_some() {
-            st.pointer_due = None;
-        }
-        (durable, pointer)
-    };
-    // A checkpoint became durable: point recovery at it before anyone
-    // learns that (retention deletes segments once its checkpoint is
-    // durable, and recovery must then start from it). Written on the
-    // blocking thread: two fsyncs would stall the shard.
-    if let Some((start, _, window)) = pointer {
-        let dir = inner.config.dir.clone();
-        glommio::executor()
-            .spawn_blocking(move || write_pointer(&dir, start, window))
-            .await?;
-    }
-    let mut ready = {
-        let mut st = inner.st.borrow_mut();
-        st.durable = durable;
-        st.stats.syncs += 1;
-        for (_, chunk) in chunks {
-            keep_in_tail(&mut st, chunk, inner.config.cache_bytes);
-        }
-        // Into a kept vector: no allocation per commit.
-        let mut ready = std::mem::take(&mut st.ready);
-        let mut i = 0;
-        while i < st.waiters.len() {
-            if st.waiters[i].0 <= durable {
-                ready.push(st.waiters.swap_remove(i).1);
-            } else {
-                i += 1;
-            }
-        }
-        ready
-    };
-    for w in ready.drain(..) {
-        w.wake();
-    }
-    inner.st.borrow_mut().ready = ready;
-    Ok(())
-}
-
-#[cfg(test)]
-mod write_behind_tests {
-    use super::uncovered;
-
-    #[test]
-    fn uncovered_leaves_out_exactly_the_pieces() {
-        assert_eq!(uncovered(0, 100, &[]), vec![(0, 100)]);
-        assert_eq!(uncovered(0, 100, &[(0, 40)]), vec![(40, 100)]);
-        assert_eq!(uncovered(0, 100, &[(10, 40)]), vec![(0, 10), (40, 100)]);
-        assert_eq!(uncovered(0, 100, &[(10, 40), (40, 100)]), vec![(0, 10)]);
-        assert_eq!(uncovered(50, 100, &[(10, 40)]), vec![(50, 100)]);
-        assert_eq!(uncovered(0, 100, &[(0, 100)]), Vec::<(u64, u64)>::new());
-        assert_eq!(uncovered(0, 30, &[(10, 40)]), vec![(0, 10)]);
     }
 }
