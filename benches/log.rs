@@ -19,6 +19,41 @@ use surepush::proto::{DeviceId, Qos, Seq, UserId};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// CPU time (user + system) of this thread (`RUSAGE_THREAD`: the shard's
+/// own work) or of the whole process (`RUSAGE_SELF`: with glommio's
+/// blocking thread and the kernel's io_uring workers). Unlike wall time it
+/// barely moves with the disk's drift, so it shows what a change to the
+/// append path saves.
+fn cpu_time(who: libc::c_int) -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole rusage into the pointer it is given,
+    // which points at one; the value is read only if it reports success.
+    let usage = unsafe {
+        assert_eq!(libc::getrusage(who, usage.as_mut_ptr()), 0, "getrusage");
+        usage.assume_init()
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// CPU spent while `f` ran: (this thread, the process).
+struct CpuClock(Duration, Duration);
+
+impl CpuClock {
+    fn start() -> CpuClock {
+        CpuClock(cpu_time(libc::RUSAGE_THREAD), cpu_time(libc::RUSAGE_SELF))
+    }
+
+    /// Microseconds per record since `start`: (shard thread, process).
+    fn per_record(&self, records: u64) -> (f64, f64) {
+        let n = records.max(1) as f64;
+        (
+            (cpu_time(libc::RUSAGE_THREAD) - self.0).as_secs_f64() * 1e6 / n,
+            (cpu_time(libc::RUSAGE_SELF) - self.1).as_secs_f64() * 1e6 / n,
+        )
+    }
+}
+
 fn quick() -> bool {
     std::env::var("LOG_BENCH_QUICK").is_ok()
 }
@@ -131,6 +166,8 @@ struct AppendResult {
     elapsed: Duration,
     latency: Histogram<u64>,
     syncs: u64,
+    /// CPU µs per record: (shard thread, process).
+    cpu: (f64, f64),
 }
 
 /// `appenders` concurrent tasks each appending `payload_len`-byte messages
@@ -174,6 +211,7 @@ async fn append_round(
         Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).unwrap(),
     ));
     let start = Instant::now();
+    let cpu = CpuClock::start();
     let tasks: Vec<_> = (0..appenders)
         .map(|t| {
             let log = log.clone();
@@ -205,8 +243,9 @@ async fn append_round(
     for t in tasks {
         records += t.await;
     }
-    let latency = latency.borrow().clone();
     let elapsed = start.elapsed();
+    let cpu = cpu.per_record(records);
+    let latency = latency.borrow().clone();
     let stats = log.stats();
     AppendResult {
         records,
@@ -214,6 +253,7 @@ async fn append_round(
         elapsed,
         latency,
         syncs: stats.syncs - before.syncs,
+        cpu,
     }
 }
 
@@ -224,7 +264,7 @@ async fn batched_bench(
     batch: u64,
     payload_len: usize,
     max_time: Duration,
-) -> [(f64, f64, u64); 2] {
+) -> [(f64, f64, u64, (f64, f64)); 2] {
     let config = LogConfig {
         dir: dir.to_owned(),
         ..LogConfig::default()
@@ -234,11 +274,12 @@ async fn batched_bench(
     let mut rec = record(1, 1, &payload);
     let mut s = 0;
     // Cold (fresh log), then warm (same log, as in the appender rows).
-    let mut out = [(0.0, 0.0, 0); 2];
+    let mut out = [(0.0, 0.0, 0, (0.0, 0.0)); 2];
     for pass in &mut out {
         let before = log.stats();
         let first = s;
         let start = Instant::now();
+        let cpu = CpuClock::start();
         while start.elapsed() < max_time {
             let mut end = 0;
             for _ in 0..batch {
@@ -249,11 +290,13 @@ async fn batched_bench(
             log.wait_durable(end).await.unwrap();
         }
         let secs = start.elapsed().as_secs_f64();
+        let cpu = cpu.per_record(s - first);
         let stats = log.stats();
         *pass = (
             (s - first) as f64 / secs,
             (stats.bytes_appended - before.bytes_appended) as f64 / secs,
             stats.syncs - before.syncs,
+            cpu,
         );
     }
     out
@@ -321,8 +364,8 @@ fn main() {
             ms(sync.value_at_quantile(0.99))
         );
         println!();
-        println!("| appenders | records/s | MB/s | raw MB/s just before | vs raw | syncs | p50 durable | p99 durable |");
-        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("| appenders | records/s | MB/s | raw MB/s just before | vs raw | syncs | p50 durable | p99 durable | CPU µs/record shard / process |");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let appender_counts: &[u64] = if wanted("append") {
             &[1, 64, 4096]
         } else if wanted("append4096") {
@@ -337,7 +380,7 @@ fn main() {
             for (label, r) in [("cold", cold), ("warm", warm)] {
                 let secs = r.elapsed.as_secs_f64();
                 println!(
-                    "| {appenders} ({label}) | {:.0} | {:.0} | {:.0} | {:.2} | {} | {:.3} ms | {:.3} ms |",
+                    "| {appenders} ({label}) | {:.0} | {:.0} | {:.0} | {:.2} | {} | {:.3} ms | {:.3} ms | {:.2} / {:.2} |",
                     r.records as f64 / secs,
                     r.bytes as f64 / secs / 1e6,
                     bw / 1e6,
@@ -345,6 +388,8 @@ fn main() {
                     r.syncs,
                     ms(r.latency.value_at_quantile(0.5)),
                     ms(r.latency.value_at_quantile(0.99)),
+                    r.cpu.0,
+                    r.cpu.1,
                 );
             }
             // Kept until the end (see raw_bandwidth: no deletes mid-run).
@@ -354,12 +399,14 @@ fn main() {
             let dir = base.join(format!("batched-{batch}"));
             let bw = raw(base.clone()).await;
             let passes = batched_bench(&dir, batch, 1024, Duration::from_millis(5_000 / scale)).await;
-            for (label, (rps, bps, syncs)) in ["cold", "warm"].into_iter().zip(passes) {
+            for (label, (rps, bps, syncs, cpu)) in ["cold", "warm"].into_iter().zip(passes) {
                 println!(
-                    "| 1 task, one wait per {batch} ({label}) | {rps:.0} | {:.0} | {:.0} | {:.2} | {syncs} | - | - |",
+                    "| 1 task, one wait per {batch} ({label}) | {rps:.0} | {:.0} | {:.0} | {:.2} | {syncs} | - | - | {:.2} / {:.2} |",
                     bps / 1e6,
                     bw / 1e6,
-                    bps / bw
+                    bps / bw,
+                    cpu.0,
+                    cpu.1
                 );
             }
             // Kept until the end (see raw_bandwidth: no deletes mid-run).
