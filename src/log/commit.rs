@@ -34,13 +34,16 @@ use super::segment_log::{io_error, Inner, LogError, Lsn, State};
 use super::window::WindowStart;
 
 /// A write-behind piece of the segment at `base`: it carries the bytes
-/// from the pending buffer's start at hand-off up to `end` and writes
-/// `[from, end)` (the first block it carries may be one a commit rewrites;
-/// that one it leaves alone).
+/// `[start, end)` (from the pending buffer's start at hand-off) and writes
+/// `[from, end)`. A piece cut while a commit was writing its first block
+/// leaves that block alone and keeps a copy of it in `head`, so the next
+/// commit can write it without waiting for the piece to come back.
 pub(super) struct Behind {
     pub(super) base: u64,
+    pub(super) start: Lsn,
     pub(super) from: Lsn,
     pub(super) end: Lsn,
+    pub(super) head: Option<BytesMut>,
     pub(super) done: WriteBehind,
 }
 
@@ -84,9 +87,14 @@ pub(super) fn note_buffer_use(st: &mut State, used: usize) {
 /// grow it by doubling and copying.
 fn fresh_buffer(st: &mut State) -> BytesMut {
     let want = st.buffer_size.max(MIN_WRITE_BUFFER);
+    // A spare is good while it holds what a commit carried (`want` has a
+    // quarter on top): demanding the full `want` would throw away every
+    // spare whenever commits grow a little, and a new buffer of this size
+    // comes as fresh pages the kernel zeroes first.
+    let enough = want / 5 * 4;
     let mut buf = loop {
         match st.spare.pop() {
-            Some(b) if b.capacity() >= want => break b,
+            Some(b) if b.capacity() >= enough => break b,
             Some(_) => continue, // too small now: freed
             None => break BytesMut::with_capacity(want + BLOCK as usize),
         }
@@ -161,15 +169,21 @@ pub(super) fn start_write_behind(st: &mut State, piece: u64) {
     debug_assert!(from >= st.pending_start && (from - base) % BLOCK == 0);
     // Split the front off the buffer (no copy): the piece carries its
     // bytes to the blocking thread and back to the commit.
-    let part = st.pending.split_to((end - st.pending_start) as usize);
-    let skip = (from - st.pending_start) as usize;
+    let start = st.pending_start;
+    let part = st.pending.split_to((end - start) as usize);
+    let skip = (from - start) as usize;
+    // The skipped block is complete (the piece ends past it): a 4 KiB copy
+    // for the next commit, which writes it.
+    let head = (skip > 0).then(|| BytesMut::from(&part[..skip]));
     let file = st.segments[&base].file.clone();
     match file.write_behind(part, skip, SEGMENT_HEADER_LEN + from - base) {
         Ok(done) => {
             st.behind.push(Behind {
                 base,
+                start,
                 from,
                 end,
+                head,
                 done,
             });
             st.pending_start = end;
@@ -315,6 +329,57 @@ fn stop_committer(inner: &Inner) {
     }
 }
 
+/// One segment's part of a commit: its bytes from `start` are the pieces'
+/// (up to `rest_start`), then `rest`.
+struct Share {
+    base: u64,
+    start: Lsn,
+    rest_start: Lsn,
+    /// `None` while its write is in flight.
+    rest: Option<BytesMut>,
+    /// What the pieces of this segment write.
+    pieces: Vec<(Lsn, Lsn)>,
+    /// Whether the segment gets any write (then it is synced).
+    writes: bool,
+    /// Ranges to write from the whole chunk once the pieces are back
+    /// (file layers without write-behind).
+    late: Vec<(Lsn, Lsn)>,
+}
+
+impl Share {
+    fn new(base: u64, start: Lsn, rest: BytesMut, behind: &[Behind]) -> Share {
+        let pieces: Vec<(Lsn, Lsn)> = behind
+            .iter()
+            .filter(|p| p.base == base)
+            .map(|p| (p.from, p.end))
+            .collect();
+        let rest_start = behind
+            .iter()
+            .filter(|p| p.base == base)
+            .map(|p| p.end)
+            .max()
+            .unwrap_or(start);
+        Share {
+            base,
+            start,
+            rest_start,
+            writes: !(rest.is_empty() && pieces.is_empty()),
+            rest: Some(rest),
+            pieces,
+            late: Vec::new(),
+        }
+    }
+
+    /// What no piece writes (they start and end on blocks).
+    fn unwritten(&self) -> Vec<(Lsn, Lsn)> {
+        if !self.writes {
+            return Vec::new();
+        }
+        let len = self.rest.as_ref().map_or(0, |r| r.len()) as u64;
+        uncovered(self.start, self.rest_start + len, &self.pieces)
+    }
+}
+
 /// One group commit: create a rolled-to segment, write the sealed
 /// segment's last bytes and the active segment's pending bytes, sync, and
 /// advance the durable position.
@@ -369,57 +434,93 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
         let seg = &st.segments[&base];
         (seg.file.clone(), seg.path.clone())
     };
-    // The pieces first: they hand their bytes back.
-    let mut parts: Vec<(u64, Lsn, Lsn, BytesMut)> = Vec::with_capacity(behind.len());
+    let mut behind = behind;
+    let mut shares: Vec<Share> = sealed
+        .into_iter()
+        .chain([active])
+        .map(|(base, start, rest)| Share::new(base, start, rest, &behind))
+        .collect();
+    // This commit's own bytes (what no piece writes) go to the disk now,
+    // queued behind the pieces still in flight rather than after them.
+    let mut own: Vec<(usize, Option<usize>, WriteBehind)> = Vec::new();
+    for (i, share) in shares.iter_mut().enumerate() {
+        let file = file_of(share.base).0;
+        for (from, to) in share.unwritten() {
+            let pos = SEGMENT_HEADER_LEN + from - share.base;
+            if from >= share.rest_start {
+                // The bytes after the pieces, zero-padded to a block.
+                let mut rest = share.rest.take().expect("one range in the rest");
+                let len = rest.len();
+                let skip = (from - share.rest_start) as usize;
+                rest.resize(skip + (len - skip).next_multiple_of(BLOCK as usize), 0);
+                match file.write_behind(rest, skip, pos) {
+                    Ok(done) => own.push((i, Some(len), done)),
+                    Err(mut rest) => {
+                        rest.truncate(len);
+                        share.rest = Some(rest);
+                        share.late.push((from, to));
+                    }
+                }
+            } else {
+                // The first block of a piece, cut while a commit wrote it.
+                let head = behind
+                    .iter_mut()
+                    .find(|p| p.base == share.base && p.start == from)
+                    .and_then(|p| p.head.take())
+                    .expect("a piece's skipped block has a copy");
+                debug_assert_eq!(head.len() as u64, to - from);
+                match file.write_behind(head, 0, pos) {
+                    Ok(done) => own.push((i, None, done)),
+                    Err(_) => share.late.push((from, to)),
+                }
+            }
+        }
+    }
+    // The pieces, then this commit's writes, hand their bytes back.
+    let mut parts: Vec<(u64, BytesMut)> = Vec::with_capacity(behind.len());
     for piece in behind {
         let (written, part) = piece.done.await;
         written.map_err(|e| io_error("write", &file_of(piece.base).1, e))?;
-        parts.push((piece.base, piece.from, piece.end, part));
+        parts.push((piece.base, part));
+    }
+    for (i, len, done) in own {
+        let (written, mut bytes) = done.await;
+        let share = &mut shares[i];
+        written.map_err(|e| io_error("write", &file_of(share.base).1, e))?;
+        if let Some(len) = len {
+            bytes.truncate(len);
+            share.rest = Some(bytes);
+        }
     }
     // (segment base, chunk): each segment's pieces rejoined (contiguous
     // in memory: no copy) with the bytes after them.
-    let chunks: Vec<(u64, Chunk)> = sealed
-        .into_iter()
-        .chain([active])
-        .map(|(base, start, rest)| {
-            let mut whole = BytesMut::new();
-            for (_, _, _, part) in parts.iter_mut().filter(|p| p.0 == base) {
-                whole.unsplit(std::mem::take(part));
+    let mut synced: Vec<(Rc<dyn super::io::LogFile>, PathBuf)> = Vec::new();
+    let mut chunks: Vec<Chunk> = Vec::with_capacity(shares.len());
+    for share in shares {
+        let mut whole = BytesMut::new();
+        for (_, part) in parts.iter_mut().filter(|p| p.0 == share.base) {
+            whole.unsplit(std::mem::take(part));
+        }
+        whole.unsplit(share.rest.expect("every write handed its bytes back"));
+        if share.writes {
+            let (file, path) = file_of(share.base);
+            // A file layer without write-behind: written from the chunk.
+            for (from, to) in share.late {
+                let slice = &whole[(from - share.start) as usize..(to - share.start) as usize];
+                file.write_at(slice, SEGMENT_HEADER_LEN + from - share.base)
+                    .await
+                    .map_err(|e| io_error("write", &path, e))?;
             }
-            whole.unsplit(rest);
-            let held = whole.capacity();
-            let bytes = whole.freeze();
-            (base, Chunk { start, bytes, held })
-        })
-        .collect();
-    let mut synced: Vec<(u64, Rc<dyn super::io::LogFile>, PathBuf)> = Vec::new();
-    for (
-        base,
-        Chunk {
-            start, bytes: data, ..
-        },
-    ) in &chunks
-    {
-        let (base, start) = (*base, *start);
-        let pieces: Vec<(Lsn, Lsn)> = parts
-            .iter()
-            .filter(|p| p.0 == base)
-            .map(|p| (p.1, p.2))
-            .collect();
-        if data.is_empty() && pieces.is_empty() {
-            continue;
+            synced.push((file, path));
         }
-        let (file, path) = file_of(base);
-        // What the pieces did not write (they start and end on blocks).
-        for (from, to) in uncovered(start, start + data.len() as u64, &pieces) {
-            let slice = &data[(from - start) as usize..(to - start) as usize];
-            file.write_at(slice, SEGMENT_HEADER_LEN + from - base)
-                .await
-                .map_err(|e| io_error("write", &path, e))?;
-        }
-        synced.push((base, file, path));
+        let held = whole.capacity();
+        chunks.push(Chunk {
+            start: share.start,
+            bytes: whole.freeze(),
+            held,
+        });
     }
-    for (_, file, path) in &synced {
+    for (file, path) in &synced {
         file.sync()
             .await
             .map_err(|e| io_error("fdatasync", path, e))?;
@@ -466,7 +567,7 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
         let mut st = inner.st.borrow_mut();
         st.durable = durable;
         st.stats.syncs += 1;
-        for (_, chunk) in chunks {
+        for chunk in chunks {
             keep_in_tail(&mut st, chunk, inner.config.cache_bytes);
         }
         // Into a kept vector: no allocation per commit.
