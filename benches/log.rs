@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use glommio::io::{DmaFile, OpenOptions};
 use hdrhistogram::Histogram;
-use surepush::log::{LogConfig, MessageRecord, Record, SegmentLog};
+use surepush::log::{LogConfig, LogStats, MessageRecord, Record, SegmentLog};
 use surepush::proto::{DeviceId, Qos, Seq, UserId};
 
 // The gateway binary runs on mimalloc (see src/main.rs); measure the log
@@ -160,14 +160,47 @@ async fn raw_sync_latency(dir: &std::path::Path, n: u64) -> Histogram<u64> {
     h
 }
 
-struct AppendResult {
+/// One timed pass over a log.
+struct Pass {
     records: u64,
     bytes: u64,
     elapsed: Duration,
-    latency: Histogram<u64>,
     syncs: u64,
     /// CPU µs per record: (shard thread, process).
     cpu: (f64, f64),
+    /// Append-to-durable latency of each record, where each waits for its own.
+    latency: Option<Histogram<u64>>,
+}
+
+impl Pass {
+    /// Measures from `before` (the log's counters when the pass started).
+    fn finish(
+        log: &SegmentLog,
+        before: &LogStats,
+        start: Instant,
+        cpu: CpuClock,
+        records: u64,
+    ) -> Pass {
+        let elapsed = start.elapsed();
+        let cpu = cpu.per_record(records);
+        let stats = log.stats();
+        Pass {
+            records,
+            bytes: stats.bytes_appended - before.bytes_appended,
+            elapsed,
+            syncs: stats.syncs - before.syncs,
+            cpu,
+            latency: None,
+        }
+    }
+
+    fn records_per_s(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn bytes_per_s(&self) -> f64 {
+        self.bytes as f64 / self.elapsed.as_secs_f64()
+    }
 }
 
 /// `appenders` concurrent tasks each appending `payload_len`-byte messages
@@ -181,7 +214,7 @@ async fn append_bench(
     payload_len: usize,
     total_bytes: u64,
     max_time: Duration,
-) -> (AppendResult, AppendResult) {
+) -> [Pass; 2] {
     let config = LogConfig {
         dir: dir.to_owned(),
         ..LogConfig::default()
@@ -192,7 +225,7 @@ async fn append_bench(
     let per_task = total_bytes / appenders / (payload_len as u64 + 75) + 1;
     let cold = append_round(&log, appenders, &payload, 0, per_task, max_time).await;
     let warm = append_round(&log, appenders, &payload, per_task, per_task, max_time).await;
-    (cold, warm)
+    [cold, warm]
 }
 
 /// One round of [`append_bench`]: sequences `first + 1 ..= first + n` per task.
@@ -203,7 +236,7 @@ async fn append_round(
     first: u64,
     n: u64,
     max_time: Duration,
-) -> AppendResult {
+) -> Pass {
     let before = log.stats();
     // One bounded histogram for all tasks: a per-task auto-resizing one
     // would allocate ~0.5 MB each and dominate the run at 4096 tasks.
@@ -243,43 +276,46 @@ async fn append_round(
     for t in tasks {
         records += t.await;
     }
-    let elapsed = start.elapsed();
-    let cpu = cpu.per_record(records);
-    let latency = latency.borrow().clone();
-    let stats = log.stats();
-    AppendResult {
-        records,
-        bytes: stats.bytes_appended - before.bytes_appended,
-        elapsed,
-        latency,
-        syncs: stats.syncs - before.syncs,
-        cpu,
-    }
+    let mut pass = Pass::finish(log, &before, start, cpu, records);
+    pass.latency = Some(latency.borrow().clone());
+    pass
 }
 
-/// How the server uses the log: one task appends continuously and waits
-/// once per batch of `batch` records (the shard's durability loop).
-async fn batched_bench(
+/// Opens a fresh log in `dir` and times `body` on it twice: cold (a fresh
+/// log), then warm (the same log, as in the appender rows). `body` gets
+/// the log and the pass's start and returns the records it appended.
+async fn two_passes(
     dir: &std::path::Path,
-    batch: u64,
-    payload_len: usize,
-    max_time: Duration,
-) -> [(f64, f64, u64, (f64, f64)); 2] {
+    mut body: impl AsyncFnMut(&SegmentLog, Instant) -> u64,
+) -> [Pass; 2] {
     let config = LogConfig {
         dir: dir.to_owned(),
         ..LogConfig::default()
     };
     let (log, _, _) = SegmentLog::open(config).await.unwrap();
+    let mut pass = async || {
+        let before = log.stats();
+        let start = Instant::now();
+        let cpu = CpuClock::start();
+        let records = body(&log, start).await;
+        Pass::finish(&log, &before, start, cpu, records)
+    };
+    [pass().await, pass().await]
+}
+
+/// One task appends `batch` records, then waits until they are durable
+/// before the next batch (a closed loop: CPU and disk take turns).
+async fn batched_bench(
+    dir: &std::path::Path,
+    batch: u64,
+    payload_len: usize,
+    max_time: Duration,
+) -> [Pass; 2] {
     let payload = Bytes::from(vec![0xCD; payload_len]);
     let mut rec = record(1, 1, &payload);
     let mut s = 0;
-    // Cold (fresh log), then warm (same log, as in the appender rows).
-    let mut out = [(0.0, 0.0, 0, (0.0, 0.0)); 2];
-    for pass in &mut out {
-        let before = log.stats();
+    two_passes(dir, async |log: &SegmentLog, start: Instant| {
         let first = s;
-        let start = Instant::now();
-        let cpu = CpuClock::start();
         while start.elapsed() < max_time {
             let mut end = 0;
             for _ in 0..batch {
@@ -289,17 +325,80 @@ async fn batched_bench(
             }
             log.wait_durable(end).await.unwrap();
         }
-        let secs = start.elapsed().as_secs_f64();
-        let cpu = cpu.per_record(s - first);
-        let stats = log.stats();
-        *pass = (
-            (s - first) as f64 / secs,
-            (stats.bytes_appended - before.bytes_appended) as f64 / secs,
-            stats.syncs - before.syncs,
-            cpu,
-        );
-    }
-    out
+        s - first
+    })
+    .await
+}
+
+/// The server's layout: `shards` executors on their own threads (pinned to
+/// cores, as `surepush serve` runs them), each with its own log in its own
+/// directory on the same disk, each with `appenders` tasks as in
+/// [`append_bench`], all started together. Returns each shard's passes.
+fn sharded_bench(
+    base: &std::path::Path,
+    shards: usize,
+    appenders: u64,
+    total_bytes: u64,
+    max_time: Duration,
+) -> Vec<[Pass; 2]> {
+    let start = std::sync::Arc::new(std::sync::Barrier::new(shards));
+    let threads: Vec<_> = (0..shards)
+        .map(|i| {
+            let dir = base.join(format!("shard-{i}"));
+            let start = start.clone();
+            std::thread::spawn(move || {
+                let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(i))
+                    .io_memory(2 << 20)
+                    .make()
+                    .expect("an executor per shard");
+                ex.run(async move {
+                    start.wait();
+                    append_bench(&dir, appenders, 1024, total_bytes, max_time).await
+                })
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().expect("a shard's bench"))
+        .collect()
+}
+
+/// How a gateway shard uses the log: appends keep coming while a commit is
+/// in flight. One task appends continuously and yields every `chunk`
+/// records (a connection task yields at every socket read), so the
+/// committer runs between chunks; it waits for durability only when more
+/// than `window` bytes are not yet durable (clients' in-flight windows
+/// bound that in the server).
+async fn streaming_bench(
+    dir: &std::path::Path,
+    chunk: u64,
+    window: u64,
+    payload_len: usize,
+    max_time: Duration,
+) -> [Pass; 2] {
+    let payload = Bytes::from(vec![0xEF; payload_len]);
+    let mut rec = record(1, 1, &payload);
+    let mut s = 0;
+    two_passes(dir, async |log: &SegmentLog, start: Instant| {
+        let first = s;
+        let mut end = 0;
+        while start.elapsed() < max_time {
+            for _ in 0..chunk {
+                s += 1;
+                retarget(&mut rec, s % 1024, s / 1024 + 1);
+                end = log.append(&rec).unwrap();
+            }
+            if end - log.durable_lsn() > window {
+                log.wait_durable(end - window).await.unwrap();
+            } else {
+                glommio::executor().yield_now().await;
+            }
+        }
+        log.wait_durable(end).await.unwrap();
+        s - first
+    })
+    .await
 }
 
 /// Writes `n` small records, then times a reopen (recovery).
@@ -328,6 +427,48 @@ async fn recovery_bench(dir: &std::path::Path, n: u64) -> (Duration, u64) {
     let t = Instant::now();
     let (_, _, report) = SegmentLog::open(config).await.unwrap();
     (t.elapsed(), report.records)
+}
+
+/// The cases of the table (see each function).
+enum Case {
+    /// [`append_bench`] with this many appenders.
+    Appenders(u64),
+    /// [`sharded_bench`] on this many shards, 4096 appenders in all.
+    Sharded(usize),
+    /// [`streaming_bench`].
+    Streaming,
+    /// [`batched_bench`] with this batch.
+    Batched(u64),
+}
+
+/// One table row: the passes of the shards that ran at the same time
+/// (their rates added up), against the mean of the raw bandwidth measured
+/// just before and just after.
+fn print_row(label: &str, shards: &[&Pass], raw_before: f64, raw_after: f64) {
+    let sum = |f: fn(&Pass) -> f64| shards.iter().map(|p| f(p)).sum::<f64>();
+    let (records, bytes) = (sum(Pass::records_per_s), sum(Pass::bytes_per_s));
+    let n = shards.len() as f64;
+    let cpu_shard = sum(|p| p.cpu.0) / n;
+    // Each shard measured the whole process over (about) the same time.
+    let process_us = sum(|p| p.cpu.1 * p.records as f64) / n;
+    let cpu_process = process_us / shards.iter().map(|p| p.records).sum::<u64>().max(1) as f64;
+    let quantile = |q: f64| {
+        let worst = shards
+            .iter()
+            .filter_map(|p| p.latency.as_ref().map(|h| h.value_at_quantile(q)))
+            .max();
+        worst.map_or("-".to_owned(), |ns| format!("{:.3} ms", ms(ns)))
+    };
+    println!(
+        "| {label} | {records:.0} | {:.0} | {:.0} / {:.0} | {:.2} | {} | {} | {} | {cpu_shard:.2} / {cpu_process:.2} |",
+        bytes / 1e6,
+        raw_before / 1e6,
+        raw_after / 1e6,
+        bytes / ((raw_before + raw_after) / 2.0),
+        shards.iter().map(|p| p.syncs).sum::<u64>(),
+        quantile(0.5),
+        quantile(0.99),
+    );
 }
 
 fn ms(ns: u64) -> f64 {
@@ -364,52 +505,56 @@ fn main() {
             ms(sync.value_at_quantile(0.99))
         );
         println!();
-        println!("| appenders | records/s | MB/s | raw MB/s just before | vs raw | syncs | p50 durable | p99 durable | CPU µs/record shard / process |");
-        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-        let appender_counts: &[u64] = if wanted("append") {
-            &[1, 64, 4096]
+        println!("| case | records/s | MB/s | raw MB/s before / after | vs raw (mean) | syncs | p50 durable | p99 durable | CPU µs/record shard / process |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut cases = Vec::new();
+        if wanted("append") {
+            cases.extend([Case::Appenders(1), Case::Appenders(64), Case::Appenders(4096)]);
         } else if wanted("append4096") {
-            &[4096]
-        } else {
-            &[]
-        };
-        for &appenders in appender_counts {
-            let dir = base.join(format!("append-{appenders}"));
-            let bw = raw(base.clone()).await;
-            let (cold, warm) = append_bench(&dir, appenders, 1024, (1 << 30) / scale, Duration::from_millis(10_000 / scale)).await;
-            for (label, r) in [("cold", cold), ("warm", warm)] {
-                let secs = r.elapsed.as_secs_f64();
-                println!(
-                    "| {appenders} ({label}) | {:.0} | {:.0} | {:.0} | {:.2} | {} | {:.3} ms | {:.3} ms | {:.2} / {:.2} |",
-                    r.records as f64 / secs,
-                    r.bytes as f64 / secs / 1e6,
-                    bw / 1e6,
-                    r.bytes as f64 / secs / bw,
-                    r.syncs,
-                    ms(r.latency.value_at_quantile(0.5)),
-                    ms(r.latency.value_at_quantile(0.99)),
-                    r.cpu.0,
-                    r.cpu.1,
-                );
-            }
-            // Kept until the end (see raw_bandwidth: no deletes mid-run).
+            cases.push(Case::Appenders(4096));
         }
-        let batches: &[u64] = if wanted("batched") { &[256, 4096] } else { &[] };
-        for &batch in batches {
-            let dir = base.join(format!("batched-{batch}"));
-            let bw = raw(base.clone()).await;
-            let passes = batched_bench(&dir, batch, 1024, Duration::from_millis(5_000 / scale)).await;
-            for (label, (rps, bps, syncs, cpu)) in ["cold", "warm"].into_iter().zip(passes) {
-                println!(
-                    "| 1 task, one wait per {batch} ({label}) | {rps:.0} | {:.0} | {:.0} | {:.2} | {syncs} | - | - | {:.2} / {:.2} |",
-                    bps / 1e6,
-                    bw / 1e6,
-                    bps / bw,
-                    cpu.0,
-                    cpu.1
-                );
+        if wanted("sharded") && cores > 1 {
+            cases.push(Case::Sharded(cores));
+        }
+        if wanted("streaming") {
+            cases.push(Case::Streaming);
+        }
+        if wanted("batched") {
+            cases.extend([Case::Batched(256), Case::Batched(4096)]);
+        }
+        let bytes = (1 << 30) / scale;
+        let (long, short) = (Duration::from_millis(10_000 / scale), Duration::from_millis(5_000 / scale));
+        for case in cases {
+            // Every case's directory is kept until the end (see
+            // raw_bandwidth: no deletes mid-run).
+            let before = raw(base.clone()).await;
+            let (label, passes) = match case {
+                Case::Appenders(n) => (
+                    format!("{n} appenders"),
+                    vec![append_bench(&base.join(format!("append-{n}")), n, 1024, bytes, long).await],
+                ),
+                Case::Sharded(shards) => {
+                    let per_shard = 4096 / shards as u64;
+                    (
+                        format!("{shards} shards x {per_shard} appenders (rates added)"),
+                        sharded_bench(&base.join("sharded"), shards, per_shard, bytes, long),
+                    )
+                }
+                Case::Streaming => (
+                    "1 task streaming: yield per 256, <= 16 MiB not durable".to_owned(),
+                    vec![streaming_bench(&base.join("streaming"), 256, 16 << 20, 1024, short).await],
+                ),
+                Case::Batched(n) => (
+                    format!("1 task, one wait per {n}"),
+                    vec![batched_bench(&base.join(format!("batched-{n}")), n, 1024, short).await],
+                ),
+            };
+            let after = raw(base.clone()).await;
+            for (i, pass) in ["cold", "warm"].into_iter().enumerate() {
+                let shards: Vec<&Pass> = passes.iter().map(|p| &p[i]).collect();
+                print_row(&format!("{label} ({pass})"), &shards, before, after);
             }
-            // Kept until the end (see raw_bandwidth: no deletes mid-run).
         }
         println!();
         let recoveries: &[u64] = if wanted("recovery") { &[1_000_000, 10_000_000] } else { &[] };
