@@ -424,17 +424,19 @@ pub struct Sidecar {
     pub keys: Vec<SidecarKey>,
 }
 
-/// Encodes a sidecar for the segment at `base`:
+/// Writes a sidecar for the segment at `base` to `out`:
 /// `[header][entries][crc32c][keys][crc32c]`, the first CRC over the header
 /// and the entries, the second over the keys, so the index part can be
-/// read and verified alone.
-pub fn encode_sidecar(
+/// read and verified alone. Streams the lists as they lie in memory (no
+/// copy of a sidecar that may run to tens of MiB).
+pub fn write_sidecar_to(
+    out: &mut impl std::io::Write,
     base: u64,
     end_offset: u64,
     max_ts_ms: u64,
     entries: &[SidecarEntry],
     keys: &[SidecarKey],
-) -> Vec<u8> {
+) -> std::io::Result<()> {
     assert_eq!(entries.len(), keys.len(), "a key per message");
     let header = SidecarHeader {
         magic: SIDECAR_MAGIC,
@@ -444,14 +446,26 @@ pub fn encode_sidecar(
         max_ts_ms: max_ts_ms.into(),
         count: (entries.len() as u32).into(),
     };
+    let (header, entries, keys) = (header.as_bytes(), entries.as_bytes(), keys.as_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(header), entries);
+    out.write_all(header)?;
+    out.write_all(entries)?;
+    out.write_all(&crc.to_le_bytes())?;
+    out.write_all(keys)?;
+    out.write_all(&crc32c::crc32c(keys).to_le_bytes())
+}
+
+/// [`write_sidecar_to`] into memory.
+pub fn encode_sidecar(
+    base: u64,
+    end_offset: u64,
+    max_ts_ms: u64,
+    entries: &[SidecarEntry],
+    keys: &[SidecarKey],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(sidecar_len(entries.len(), true));
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(entries.as_bytes());
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    let keys = keys.as_bytes();
-    out.extend_from_slice(keys);
-    out.extend_from_slice(&crc32c::crc32c(keys).to_le_bytes());
+    write_sidecar_to(&mut out, base, end_offset, max_ts_ms, entries, keys)
+        .expect("writing to memory cannot fail");
     out
 }
 

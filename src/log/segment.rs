@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use super::format::{
-    self, encode_sidecar, SegmentHeader, Sidecar, SidecarEntry, SidecarKey, SEGMENT_HEADER_LEN,
+    self, write_sidecar_to, SegmentHeader, Sidecar, SidecarEntry, SidecarKey, SEGMENT_HEADER_LEN,
 };
 use super::io::{LogFile, LogFs};
 use super::record::MessageRecord;
@@ -133,7 +133,6 @@ pub struct SidecarJob {
 /// Writes a sealed segment's sidecar (temp file, fsync, rename, fsync dir).
 /// Blocking: the log runs it on glommio's blocking thread.
 pub fn write_sidecar(job: &SidecarJob) -> Result<(), LogError> {
-    use std::io::Write;
     let path = sidecar_path(&job.path);
     // A name of its own per write: a log reopened in the same process may
     // write the same sidecar while the old one's write is still running.
@@ -141,14 +140,18 @@ pub fn write_sidecar(job: &SidecarJob) -> Result<(), LogError> {
     let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = path.with_extension(format!("idx.{}-{n}.tmp", std::process::id()));
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&encode_sidecar(
+        // The header and CRCs are gathered by the buffer; the lists, larger
+        // than it, are written straight from memory (no copy of them).
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        write_sidecar_to(
+            &mut f,
             job.base,
             job.end_offset,
             job.max_ts_ms,
             &job.entries,
             &job.keys,
-        ))?;
+        )?;
+        let f = f.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
         if let Some(dir) = path.parent() {
