@@ -477,7 +477,7 @@ fn ms(ns: u64) -> f64 {
 
 fn main() {
     let base = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("log-bench");
-    let _ = std::fs::remove_dir_all(&base);
+    remove_and_trim(&base);
     std::fs::create_dir_all(&base).unwrap();
     let ex = glommio::LocalExecutorBuilder::default()
         .io_memory(2 << 20)
@@ -566,5 +566,15 @@ fn main() {
             // Kept until the end (see raw_bandwidth: no deletes mid-run).
         }
     });
-    let _ = std::fs::remove_dir_all(&base);
+    remove_and_trim(&base);
+}
+
+/// Deletes `dir` (a run's files, ~15 GB) and syncs: the filesystem here is
+/// mounted with `discard`, and the trims a deletion causes are issued at
+/// the next journal commit; without the sync they land in whatever runs
+/// next (4 GiB deleted here: 36 discards, 0.85 s of device time).
+fn remove_and_trim(dir: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
 }

@@ -11,10 +11,12 @@
 //!   queue yields, so while a shard appends, its commit's writes wait. Once
 //!   `write_behind_bytes` of full blocks are pending, `append` splits them
 //!   off the (block-aligned) write buffer and hands them to glommio's
-//!   blocking thread, which writes them O_DIRECT at once. The commit takes
-//!   them back (no copy), writes only what they did not cover, and its
-//!   fdatasync, issued after they completed, makes both durable. The block
-//!   a commit in flight writes is never part of a piece.
+//!   blocking thread, which writes them O_DIRECT at once. A commit hands
+//!   what they do not cover to the same thread straight away (queued behind
+//!   them, not after they came back), takes all the bytes back (no copy)
+//!   and issues its fdatasync once every write completed. The block a
+//!   commit in flight writes is never written by a piece; the piece keeps a
+//!   copy of it for the next commit.
 //! - Sidecars, new segment files and the checkpoint pointer are written on
 //!   the blocking thread too (their fsyncs would stall the shard).
 //! - A failed write or sync poisons the log: every waiter gets the error and
