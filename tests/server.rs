@@ -306,6 +306,27 @@ fn backend_publish_reaches_the_user_and_metrics_count_it() {
     );
 }
 
+/// Regression test: a shard whose log cannot be opened stopped by itself
+/// while the other shard went on serving, and the node waited for both
+/// before it said anything: the process hung half up, the error unsaid
+/// (found by the 1,000-cycle crash loop). Now the node stops and exits
+/// with the shard's error.
+#[test]
+fn a_shard_that_cannot_open_its_log_stops_the_node_with_the_reason() {
+    let mut server = TestServer::start(2, "");
+    server.terminate();
+    let segment = server.data_dir().join("data/shard-001/00000000000000000000.seg");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[0] ^= 0xFF; // the segment header's magic: damage, not a torn tail
+    std::fs::write(&segment, &bytes).unwrap();
+    let (status, stderr) = server.start_expecting_failure();
+    assert!(!status.success(), "exit status {status:?}");
+    assert!(
+        stderr.contains("cannot open the log") && stderr.contains("bad segment header"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn sigterm_disconnects_clients_and_exits_cleanly() {
     let mut server = TestServer::start(2, "");

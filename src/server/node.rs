@@ -144,7 +144,19 @@ fn run_shards(
                 origin,
                 wall_ms,
             };
-            async move { shard_main(ctx, mesh).await }
+            async move {
+                let shared = ctx.shared.clone();
+                let result = shard_main(ctx, mesh).await;
+                if let Err(message) = &result {
+                    // Say it now and stop the other shards: the node waits
+                    // for every shard before it reports, and a serving
+                    // shard never ends by itself (the process would hang,
+                    // half up, with the reason unsaid).
+                    tracing::error!(%message, "a shard failed; stopping the node");
+                    shared.shutdown.store(true, Ordering::Relaxed);
+                }
+                result
+            }
         })
         .map_err(|e| ServeError::Io {
             context: "start shard executors".into(),

@@ -150,6 +150,41 @@ impl TestServer {
         self.child = Some(child);
     }
 
+    /// Starts the process expecting it to fail: waits (up to 30 s) for it to
+    /// exit by itself and returns its status and what it wrote to stderr.
+    /// Panics if it is still running then (killing it first).
+    pub fn start_expecting_failure(&mut self) -> (std::process::ExitStatus, String) {
+        let config = self.write_config();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_surepush"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", &self.rust_log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start surepush");
+        let mut stderr = child.stderr.take().unwrap();
+        // stderr closes when the process exits: that is the signal.
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
+            text
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                panic!("the server did not exit: {}", reader.join().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(50)); // polling an exit status
+        };
+        (status, reader.join().unwrap())
+    }
+
     /// SIGKILL: no flush, no goodbye.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
