@@ -22,6 +22,24 @@ use super::state::RecoveredState;
 use super::window::{MessageKey, QosOneFold, Tracked, WindowStart};
 use crate::proto::{Seq, UserId};
 
+/// Whether the segments after a damaged one hold no record yet: then the
+/// damage is the torn tail of the log, not a hole in it. A commit that
+/// rolls creates the new segment's file before it writes the bytes that
+/// finish the one before, and writes them in log order (one blocking
+/// thread, pieces queued in order), so a crash can leave the older segment
+/// torn and the newer ones created but empty; never a newer record after
+/// a torn older one. Empty means the first record header is still zeros
+/// (segments are preallocated); anything else keeps the damage an error.
+fn hold_no_records(paths: &[std::path::PathBuf]) -> bool {
+    use std::os::unix::fs::FileExt;
+    paths.iter().all(|path| {
+        let mut first = [0u8; format::RECORD_HEADER_LEN];
+        std::fs::File::open(path)
+            .and_then(|f| f.read_exact_at(&mut first, SEGMENT_HEADER_LEN))
+            .is_ok_and(|()| first.iter().all(|b| *b == 0))
+    })
+}
+
 /// Bytes read per scan step.
 const SCAN_CHUNK: usize = 4 << 20;
 
@@ -152,6 +170,7 @@ async fn recover_from(
     };
     let mut segments = BTreeMap::new();
     let last = bases.len() - 1;
+    let paths: Vec<std::path::PathBuf> = bases.iter().map(|(_, p)| p.clone()).collect();
     let mut tail_block = Bytes::new();
     for (i, (base, path)) in bases.into_iter().enumerate() {
         let file = fs
@@ -259,7 +278,10 @@ async fn recover_from(
         seg.end = base + pos - SEGMENT_HEADER_LEN;
         report.segments += 1;
         if let Some(why) = damage {
-            if i != last || config.recovery == RecoveryMode::AbsoluteConsistency {
+            // A torn end before the newest segment is a tail too when the
+            // newer segments are still empty (see `hold_no_records`).
+            let tail = i == last || hold_no_records(&paths[i + 1..]);
+            if !tail || config.recovery == RecoveryMode::AbsoluteConsistency {
                 return Err(LogError::Corrupt(format!(
                     "{} at offset {pos}: {why}",
                     path.display()

@@ -41,9 +41,10 @@ pub type Lsn = u64;
 pub enum RecoveryMode {
     /// Any damage is an error (for audits and tests).
     AbsoluteConsistency,
-    /// A torn or corrupt tail of the newest segment (an interrupted write
-    /// that was never acknowledged) is cut off and reported; damage anywhere
-    /// else is an error.
+    /// A torn or corrupt tail of the log (an interrupted write that was
+    /// never acknowledged) is cut off and reported: in the newest segment,
+    /// or in an older one when every newer segment is still empty (a crash
+    /// during the commit that rolled). Damage anywhere else is an error.
     #[default]
     TolerateTailCorruption,
 }

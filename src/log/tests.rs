@@ -225,6 +225,96 @@ fn a_cut_at_every_byte_of_the_tail_keeps_exactly_the_whole_records_before_it() {
     });
 }
 
+/// Writes 10 KB records over 1 MiB segments until the second segment holds
+/// a few; returns the segment-file offsets where the records of the first
+/// segment start, and how many records went into the second.
+fn write_across_a_roll(path: &Path) -> (Vec<u64>, u64) {
+    let path = path.to_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    run(move || async move {
+        let (log, _, _) = SegmentLog::open(config(&path)).await.unwrap();
+        let capacity = config(&path).segment_bytes - format::SEGMENT_HEADER_LEN;
+        let (mut starts, mut in_second, mut lsn) = (Vec::new(), 0, 0);
+        for s in 1.. {
+            let end = log.append(&msg(4, s, 10_000)).unwrap();
+            if end <= capacity {
+                starts.push(format::SEGMENT_HEADER_LEN + lsn);
+            } else {
+                in_second += 1;
+            }
+            lsn = end;
+            if in_second == 5 {
+                break;
+            }
+        }
+        log.flush().await.unwrap();
+        tx.send((starts, in_second)).unwrap();
+    });
+    rx.recv().unwrap()
+}
+
+/// Regression test (found by the 1,000-cycle kill -9 loop, seed 20261203:
+/// "corrupt log: ...08384512.seg at offset 8382459: crc mismatch", and the
+/// node then hung half started): a crash during the commit that rolled
+/// left the older segment's last bytes unwritten and the new segment
+/// created but empty. That is the log's torn tail, not damage.
+#[test]
+fn a_torn_end_before_an_empty_newer_segment_is_cut_like_a_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (starts, _) = write_across_a_roll(dir.path());
+    let (first, second) = (segment::file_name(dir.path(), 0), {
+        let capacity = config(dir.path()).segment_bytes - format::SEGMENT_HEADER_LEN;
+        segment::file_name(dir.path(), capacity)
+    });
+    // The newer segment as created (header only), the older one torn in
+    // the middle of its third-last record.
+    let mut bytes = std::fs::read(&second).unwrap();
+    bytes[format::SEGMENT_HEADER_LEN as usize..].fill(0);
+    std::fs::write(&second, &bytes).unwrap();
+    let cut = starts[starts.len() - 3] + 100;
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[cut as usize..].fill(0);
+    std::fs::write(&first, &bytes).unwrap();
+    let kept = starts.len() as u64 - 3;
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let (log, state, report) = SegmentLog::open(config(&path)).await.unwrap();
+        assert_eq!(report.records, kept, "{report:?}");
+        assert_eq!(state.heads[&UserId(4)], Seq(kept));
+        assert!(report.truncated.is_some(), "{report:?}");
+        // Writable again, in the newer segment; a reopen finds no damage.
+        let end = log.append(&msg(4, kept + 1, 10_000)).unwrap();
+        log.wait_durable(end).await.unwrap();
+        assert_eq!(
+            seqs(&read_from_start(&log, 4, 1000).await),
+            (1..=kept + 1).collect::<Vec<_>>()
+        );
+        drop(log);
+        let (log, _, again) = SegmentLog::open(config(&path)).await.unwrap();
+        assert_eq!((again.records, again.truncated), (kept + 1, None));
+        assert_eq!(
+            seqs(&read_from_start(&log, 4, 1000).await),
+            (1..=kept + 1).collect::<Vec<_>>()
+        );
+    });
+}
+
+#[test]
+fn a_torn_end_before_a_newer_segment_with_records_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (starts, in_second) = write_across_a_roll(dir.path());
+    assert!(in_second > 0);
+    let first = segment::file_name(dir.path(), 0);
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[(starts[starts.len() - 3] + 100) as usize..].fill(0);
+    std::fs::write(&first, &bytes).unwrap();
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let e = SegmentLog::open(config(&path)).await.unwrap_err();
+        assert!(matches!(e, LogError::Corrupt(_)), "{e}");
+    });
+}
+
 #[test]
 fn damage_is_an_error_in_absolute_consistency_mode() {
     let src = tempfile::tempdir().unwrap();
