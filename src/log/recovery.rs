@@ -40,6 +40,24 @@ fn hold_no_records(paths: &[std::path::PathBuf]) -> bool {
     })
 }
 
+/// Deletes segments a crash left half built (under their temporary name:
+/// they never held a record).
+fn remove_unfinished_segments(dir: &std::path::Path) -> Result<(), LogError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| io_error("list", dir, e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| io_error("list", dir, e))?.path();
+        let unfinished = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(".seg.tmp"));
+        if unfinished {
+            tracing::warn!(file = %path.display(), "removing a segment a crash left half built");
+            std::fs::remove_file(&path).map_err(|e| io_error("remove", &path, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Bytes read per scan step.
 const SCAN_CHUNK: usize = 4 << 20;
 
@@ -136,6 +154,7 @@ async fn recover_from(
     let started = Instant::now();
     let dir = &config.dir;
     std::fs::create_dir_all(dir).map_err(|e| io_error("create dir", dir, e))?;
+    remove_unfinished_segments(dir)?;
     let mut bases: Vec<(u64, std::path::PathBuf)> = fs
         .list(dir)
         .map_err(|e| io_error("list", dir, e))?
