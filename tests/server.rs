@@ -315,7 +315,9 @@ fn backend_publish_reaches_the_user_and_metrics_count_it() {
 fn a_shard_that_cannot_open_its_log_stops_the_node_with_the_reason() {
     let mut server = TestServer::start(2, "");
     server.terminate();
-    let segment = server.data_dir().join("data/shard-001/00000000000000000000.seg");
+    let segment = server
+        .data_dir()
+        .join("data/shard-001/00000000000000000000.seg");
     let mut bytes = std::fs::read(&segment).unwrap();
     bytes[0] ^= 0xFF; // the segment header's magic: damage, not a torn tail
     std::fs::write(&segment, &bytes).unwrap();
