@@ -107,17 +107,21 @@ impl TestServer {
         path
     }
 
-    /// (Re)starts the process and waits until every shard reports "serving".
-    pub fn spawn(&mut self) {
-        let config = self.write_config();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_surepush"))
+    /// `surepush serve` on a freshly written config, stderr piped.
+    fn serve_command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_surepush"));
+        command
             .args(["serve", "--config"])
-            .arg(&config)
+            .arg(self.write_config())
             .env("RUST_LOG", &self.rust_log)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start surepush");
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// (Re)starts the process and waits until every shard reports "serving".
+    pub fn spawn(&mut self) {
+        let mut child = self.serve_command().spawn().expect("start surepush");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         let log = self.log.clone();
@@ -154,15 +158,7 @@ impl TestServer {
     /// exit by itself and returns its status and what it wrote to stderr.
     /// Panics if it is still running then (killing it first).
     pub fn start_expecting_failure(&mut self) -> (std::process::ExitStatus, String) {
-        let config = self.write_config();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_surepush"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", &self.rust_log)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start surepush");
+        let mut child = self.serve_command().spawn().expect("start surepush");
         let mut stderr = child.stderr.take().unwrap();
         // stderr closes when the process exits: that is the signal.
         let reader = std::thread::spawn(move || {
