@@ -106,14 +106,15 @@ fn churn_pair(server: &TestServer, pair: u64, stop: &AtomicBool, done: &AtomicU6
 fn churn_keeps_memory_flat_and_leaks_no_descriptors() {
     let seconds = env_u64("SOAK_SECONDS", 20);
     let workers = env_u64("SOAK_WORKERS", 16);
-    // The log at its steady state within seconds: small segments, and
-    // retention every second deletes the acknowledged ones (with 60 s
-    // rounds and 8 MiB segments its index and message lists would grow
-    // through the whole run, and nothing could be told from RSS).
+    // The log at its steady state within seconds: small segments, a dedup
+    // window full after a second or two, and retention every second
+    // deleting the acknowledged segments once the window has passed them
+    // (with 60 s rounds and 8 MiB segments its index and message lists
+    // would grow through the whole run, and nothing could be told from RSS).
     let server = Arc::new(TestServer::start(
         2,
         "segment_mib = 1\nretention_interval_s = 1\ncache_mib = 1\n\
-         [core.dedup]\nmax_entries = 20000\n",
+         [core.dedup]\nmax_entries = 4000\n",
     ));
     let pid = server.child.as_ref().unwrap().id();
     let (_, fds_idle) = sample(pid);
