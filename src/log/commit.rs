@@ -221,11 +221,7 @@ fn uncovered(start: Lsn, end: Lsn, pieces: &[(Lsn, Lsn)]) -> Vec<(Lsn, Lsn)> {
 }
 
 /// Points recovery at the checkpoint starting at `lsn` (atomic replace).
-pub(super) fn write_pointer(
-    dir: &std::path::Path,
-    lsn: Lsn,
-    window: WindowStart,
-) -> Result<(), LogError> {
+fn write_pointer(dir: &std::path::Path, lsn: Lsn, window: WindowStart) -> Result<(), LogError> {
     use std::io::Write;
     let path = dir.join(format::CHECKPOINT_POINTER);
     let tmp = dir.join(format!("{}.tmp", format::CHECKPOINT_POINTER));
@@ -355,12 +351,8 @@ impl Share {
             .filter(|p| p.base == base)
             .map(|p| (p.from, p.end))
             .collect();
-        let rest_start = behind
-            .iter()
-            .filter(|p| p.base == base)
-            .map(|p| p.end)
-            .max()
-            .unwrap_or(start);
+        // A segment's pieces are cut in order, each from where the last ended.
+        let rest_start = pieces.last().map_or(start, |&(_, end)| end);
         Share {
             base,
             start,

@@ -79,10 +79,13 @@ pub trait LogFs {
     }
 }
 
-/// Where a segment is built before it is renamed into place
-/// (`<name>.seg.tmp`; not a `*.seg`, so [`LogFs::list`] never returns one).
+/// Extension of a segment being built, before it is renamed into place
+/// (not `seg`, so [`LogFs::list`] never returns one).
+pub const UNFINISHED_EXTENSION: &str = "seg.tmp";
+
+/// Where the segment `path` is built before it is renamed into place.
 pub fn temporary_name(path: &Path) -> PathBuf {
-    path.with_extension("seg.tmp")
+    path.with_extension(UNFINISHED_EXTENSION)
 }
 
 /// glommio DMA files. The files of one log share a pool of write buffers.

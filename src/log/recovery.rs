@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::format::{self, Decoded, Pointer, SegmentHeader, SEGMENT_HEADER_LEN};
 use super::index::{Index, Location};
-use super::io::{LogFs, BLOCK};
+use super::io::{LogFs, BLOCK, UNFINISHED_EXTENSION};
 use super::record::Record;
 use super::segment::{self, Segment};
 use super::segment_log::{
@@ -49,7 +49,7 @@ fn remove_unfinished_segments(dir: &std::path::Path) -> Result<(), LogError> {
         let unfinished = path
             .file_name()
             .and_then(|n| n.to_str())
-            .is_some_and(|n| n.ends_with(".seg.tmp"));
+            .is_some_and(|n| n.ends_with(&format!(".{UNFINISHED_EXTENSION}")));
         if unfinished {
             tracing::warn!(file = %path.display(), "removing a segment a crash left half built");
             std::fs::remove_file(&path).map_err(|e| io_error("remove", &path, e))?;

@@ -215,7 +215,7 @@ pub(super) struct State {
     pub(super) tail_bytes: usize,
     /// Emptied write buffers for reuse: a commit allocates nothing once warm.
     pub(super) spare: Vec<BytesMut>,
-    /// Capacity of the next write buffer (see [`note_buffer_use`]).
+    /// Capacity of the next write buffer (see [`super::commit::note_buffer_use`]).
     pub(super) buffer_size: usize,
     /// Sidecar writes under way ([`SegmentLog::flush`] waits for them).
     pub(super) sidecar_tasks: Vec<glommio::Task<()>>,
