@@ -390,3 +390,98 @@ fn secrets_never_reach_the_log_even_at_trace_level() {
         assert!(!log.contains(secret), "the {what} appears in the log");
     }
 }
+
+/// Sends one QoS 1 message and returns its SENDACK.
+fn send_stored(tx: &mut BlockingClient, to: u64, text: &str) -> surepush::proto::SendAck {
+    let id = tx
+        .send(UserId(to), Qos::AtLeastOnce, Bytes::from(text.to_string()))
+        .unwrap();
+    match tx
+        .wait_for(
+            Duration::from_secs(10),
+            |e| matches!(e, Event::SendAcked(a) if a.client_msg_id == id),
+        )
+        .unwrap()
+    {
+        Some(Event::SendAcked(a)) => a,
+        other => panic!("no SENDACK for {text}: {other:?}"),
+    }
+}
+
+/// Issue #16 item 1: two gateways on one data dir both ran (SO_REUSEPORT
+/// let the second join the ports, nothing locked the dir), numbered one
+/// inbox twice and lost acknowledged messages. The second must exit at
+/// once, naming the data dir and the holder, and the first keep serving.
+#[test]
+fn a_second_gateway_on_the_same_data_dir_is_refused_and_the_first_keeps_its_sequence() {
+    let server = TestServer::start(2, "");
+    let (mut tx, _) = server.connect(1, 1, Some(Seq::ZERO));
+    assert_eq!(send_stored(&mut tx, 2, "before").seq, Seq(1));
+    let mut twin = server.twin(true);
+    let (status, stderr) = twin.start_expecting_failure();
+    assert!(!status.success(), "exit status {status:?}");
+    let data = server.data_dir().display().to_string();
+    assert!(stderr.contains(&data), "names the data dir: {stderr}");
+    assert!(
+        stderr.contains(&format!("pid {}", server.pid())),
+        "names the holder: {stderr}"
+    );
+    // Nothing of the first node was disturbed: new connections still reach
+    // it alone, and the inbox numbering continues.
+    let (mut tx2, _) = server.connect(3, 1, Some(Seq::ZERO));
+    assert_eq!(send_stored(&mut tx2, 2, "after").seq, Seq(2));
+    assert_eq!(send_stored(&mut tx, 2, "after, again").seq, Seq(3));
+}
+
+/// Issue #16 item 1: a listener address served by another process is
+/// refused with the address in the error (SO_REUSEPORT only among our own
+/// shards), even with a data dir of its own.
+#[test]
+fn a_second_gateway_on_the_same_ports_is_refused_naming_the_address() {
+    let server = TestServer::start(2, "");
+    let mut other = server.twin(false);
+    let (status, stderr) = other.start_expecting_failure();
+    assert!(!status.success(), "exit status {status:?}");
+    assert!(
+        stderr.contains(&server.addr.to_string()) && stderr.contains("client"),
+        "names the address: {stderr}"
+    );
+    let (mut tx, _) = server.connect(1, 1, Some(Seq::ZERO));
+    assert_eq!(send_stored(&mut tx, 2, "still served").seq, Seq(1));
+}
+
+/// Port of `addr` in TIME_WAIT in /proc/net/tcp (state 06), as the local end.
+fn time_wait_on(addr: std::net::SocketAddr) -> usize {
+    let port = format!(":{:04X}", addr.port());
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&port) && f[3] == "06"
+        })
+        .count()
+}
+
+/// Issue #16 item 1: a port held only by TIME_WAIT sockets of the previous
+/// run is bound at once after a restart (SO_REUSEADDR).
+#[test]
+fn a_restart_binds_ports_held_only_by_time_wait_sockets() {
+    let mut server = TestServer::start(1, "");
+    let (mut c, _) = server.connect(1, 1, Some(Seq::ZERO));
+    // A graceful stop closes the sessions from the server's side first:
+    // its end of each connection goes to TIME_WAIT.
+    assert!(server.terminate().success());
+    let _ = c.wait_for(Duration::from_secs(10), |e| {
+        matches!(e, Event::Disconnected(..))
+    });
+    drop(c);
+    assert!(
+        time_wait_on(server.addr) > 0,
+        "the test needs a TIME_WAIT socket"
+    );
+    server.spawn();
+    let (mut tx, _) = server.connect(1, 1, Some(Seq::ZERO));
+    assert_eq!(send_stored(&mut tx, 2, "after restart").seq, Seq(1));
+}

@@ -14,7 +14,9 @@ use super::admin::{self, AdminHttpConfig};
 use super::admin_backend::NodeAdmin;
 use super::config::{Config, ConfigError};
 use super::conn;
+use super::data_dir::{self, DataDirError, DataDirLock};
 use super::limits;
+use super::listeners::BoundListeners;
 use super::mesh::{MeshMsg, PeerQueue};
 use super::metrics::Metrics;
 use super::runtime::{NodeShared, ShardRuntime};
@@ -30,6 +32,19 @@ pub enum ServeError {
     /// The data directory holds logs of a different shard count.
     #[error("{0}")]
     Layout(String),
+    /// The data directory is in use by another process, or cannot be locked.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// A listener address is taken (by another process) or cannot be bound.
+    #[error("cannot listen for {what} connections on {addr}: {source}")]
+    Bind {
+        /// Which listener ("client", "MQTT", "admin").
+        what: &'static str,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Cause (`AddrInUse` when another process holds it).
+        source: std::io::Error,
+    },
     /// An OS-level failure (bind, executor creation, ...).
     #[error("{context}: {source}")]
     Io {
@@ -59,7 +74,10 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let shards = config.shard_count();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(io_err(format!("create {}", config.data_dir.display())))?;
-    check_layout(&config, shards)?;
+    // Before anything in the data dir is read or written; held until the
+    // process ends.
+    let _lock = DataDirLock::acquire(&config.data_dir)?;
+    data_dir::check_layout(&config.data_dir, shards)?;
     let secret = config.load_token_secret()?;
     let admin_token = config.load_admin_token()?;
     match limits::raise_nofile() {
@@ -128,6 +146,20 @@ fn run_shards(
         )),
         false => None,
     };
+    // Bound here, before any shard runs, so a taken address stops the node
+    // with its name instead of failing one shard (see `listeners`).
+    let listeners = Arc::new(NodeListeners {
+        client: BoundListeners::bind("client", config.listen, shards as usize)?,
+        mqtt: match config.mqtt.enabled {
+            true => Some(BoundListeners::bind(
+                "MQTT",
+                config.mqtt.listen,
+                shards as usize,
+            )?),
+            false => None,
+        },
+        admin: BoundListeners::bind("admin", config.admin_listen, 1)?,
+    });
     let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
     let handles = LocalExecutorPoolBuilder::new(placement)
         .name("surepush")
@@ -135,6 +167,7 @@ fn run_shards(
         .on_all_shards(move || {
             let ctx = ShardContext {
                 config: (*config).clone(),
+                listeners: listeners.clone(),
                 mqtt: mqtt.clone(),
                 shards,
                 secret,
@@ -177,28 +210,17 @@ fn run_shards(
     first_error.map_or(Ok(()), Err)
 }
 
-/// The shard count decides which shard owns which user, so logs written
-/// with one count cannot be served with another.
-fn check_layout(config: &Config, shards: u16) -> Result<(), ServeError> {
-    let path = config.data_dir.join("layout");
-    let want = format!("shards={shards}\n");
-    match std::fs::read_to_string(&path) {
-        Ok(have) if have == want => Ok(()),
-        Ok(have) => Err(ServeError::Layout(format!(
-            "{} was written with {} but this node runs {shards} shards; start with the same shard count \
-             (--shards) or use a new data dir",
-            config.data_dir.display(),
-            have.trim()
-        ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::write(&path, want).map_err(io_err(format!("write {}", path.display())))
-        }
-        Err(e) => Err(io_err(format!("read {}", path.display()))(e)),
-    }
+/// The node's listening sockets, bound before the shards start.
+struct NodeListeners {
+    client: BoundListeners,
+    mqtt: Option<BoundListeners>,
+    /// Served by shard 0 only.
+    admin: BoundListeners,
 }
 
 struct ShardContext {
     config: Config,
+    listeners: Arc<NodeListeners>,
     mqtt: Option<Arc<super::mqtt::MqttStore>>,
     shards: u16,
     secret: Vec<u8>,
@@ -295,25 +317,19 @@ async fn shard_main(
         })
         .detach();
     }
-    let listener =
-        TcpListener::bind(config.listen).map_err(|e| format!("bind {}: {e}", config.listen))?;
+    let listener = ctx.listeners.client.take()?;
     let accepting = glommio::spawn_local(accept_loop(rt.clone(), listener, conn::accept));
-    let mqtt_accepting = match config.mqtt.enabled {
-        true => {
-            let l = TcpListener::bind(config.mqtt.listen)
-                .map_err(|e| format!("bind MQTT {}: {e}", config.mqtt.listen))?;
-            Some(glommio::spawn_local(accept_loop(
-                rt.clone(),
-                l,
-                super::mqtt::accept,
-            )))
-        }
-        false => None,
+    let mqtt_accepting = match &ctx.listeners.mqtt {
+        Some(l) => Some(glommio::spawn_local(accept_loop(
+            rt.clone(),
+            l.take()?,
+            super::mqtt::accept,
+        ))),
+        None => None,
     };
     let mut admin_task = None;
     if id == 0 {
-        let listener = TcpListener::bind(config.admin_listen)
-            .map_err(|e| format!("bind admin {}: {e}", config.admin_listen))?;
+        let listener = ctx.listeners.admin.take()?;
         let backend = Rc::new(NodeAdmin::new(
             rt.clone(),
             ctx.metrics.clone(),

@@ -82,6 +82,32 @@ impl TestServer {
         s
     }
 
+    /// A second server with this one's config (same ports; the same data
+    /// dir when `same_data_dir`, else a fresh one), not started.
+    pub fn twin(&self, same_data_dir: bool) -> TestServer {
+        let tmp = (!same_data_dir).then(|| tempfile::tempdir().unwrap());
+        TestServer {
+            child: None,
+            addr: self.addr,
+            admin: self.admin,
+            mqtt: self.mqtt,
+            dir: tmp
+                .as_ref()
+                .map_or_else(|| self.dir.clone(), |t| t.path().to_owned()),
+            shards: self.shards,
+            _tmp: tmp,
+            extra_config: self.extra_config.clone(),
+            top_config: self.top_config.clone(),
+            rust_log: self.rust_log.clone(),
+            log: Default::default(),
+        }
+    }
+
+    /// The running process's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     fn write_config(&self) -> PathBuf {
         let path = self.dir.join("test.toml");
         let mut text = format!(
