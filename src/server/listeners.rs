@@ -20,6 +20,7 @@
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -46,13 +47,11 @@ impl BoundListeners {
         addr: SocketAddr,
         count: usize,
     ) -> Result<BoundListeners, ServeError> {
+        let err = |source| ServeError::Bind { what, addr, source };
         let mut sockets = Vec::with_capacity(count);
-        for i in 0..count {
-            sockets.push(listen(addr, i == 0).map_err(|source| ServeError::Bind {
-                what,
-                addr,
-                source,
-            })?);
+        sockets.push(listen_first(addr).map_err(err)?);
+        for _ in 1..count {
+            sockets.push(listen(addr, false).map_err(err)?);
         }
         Ok(BoundListeners {
             what,
@@ -72,6 +71,28 @@ impl BoundListeners {
         // SAFETY: `fd` is a bound, listening TCP socket this process owns
         // exclusively (taken out of the list); ownership moves into the listener.
         Ok(unsafe { glommio::net::TcpListener::from_raw_fd(fd.into_raw_fd()) })
+    }
+}
+
+/// How long the first bind waits for a listener of a process that has
+/// already exited: glommio's io_uring instance is torn down by the kernel
+/// after the process is reaped, and until then the ring holds the old
+/// listening sockets (seen here: a restart right after a clean exit found
+/// the port taken in 3 of 8 tries). A live process holds it past this.
+const EXITED_LISTENER_GRACE: Duration = Duration::from_secs(2);
+
+/// The exclusive first socket of an address, waiting out a listener that
+/// only a dead process's ring still holds.
+fn listen_first(addr: SocketAddr) -> std::io::Result<OwnedFd> {
+    let deadline = Instant::now() + EXITED_LISTENER_GRACE;
+    loop {
+        match listen(addr, true) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                // Polling: nothing signals the end of another process's ring.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            result => return result,
+        }
     }
 }
 
