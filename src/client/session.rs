@@ -557,7 +557,7 @@ impl ClientSession {
             SendResult::StorageUnavailable => {
                 // Retried after send_timeout by pump_outbox.
             }
-            SendResult::Forbidden => {
+            SendResult::Forbidden | SendResult::Conflict => {
                 self.outbox.remove(&ack.client_msg_id);
                 self.events.push_back(Event::SendFailed(ack));
             }

@@ -109,6 +109,9 @@ pub enum StoreOutcome {
     /// Not stored and never will be: a group that does not exist, or a
     /// sender that is not a member of it.
     Rejected,
+    /// Not stored: the id was used before for a different message (another
+    /// addressee, QoS or payload).
+    Conflict,
 }
 
 /// Result of a group membership request.
@@ -127,7 +130,7 @@ impl StoreOutcome {
     pub fn seq(self) -> Seq {
         match self {
             StoreOutcome::Stored(s) | StoreOutcome::Duplicate(s) => s,
-            StoreOutcome::Failed | StoreOutcome::Rejected => Seq::ZERO,
+            StoreOutcome::Failed | StoreOutcome::Rejected | StoreOutcome::Conflict => Seq::ZERO,
         }
     }
 }

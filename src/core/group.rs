@@ -256,7 +256,10 @@ impl Shard {
         match outcome {
             StoreOutcome::Stored(_) => f.stored_any = true,
             StoreOutcome::Duplicate(_) => {}
-            StoreOutcome::Failed | StoreOutcome::Rejected => f.failed = true,
+            // Member copies are never compared (see `retry`): no conflict here.
+            StoreOutcome::Failed | StoreOutcome::Rejected | StoreOutcome::Conflict => {
+                f.failed = true
+            }
         }
         if f.remaining > 0 {
             return;

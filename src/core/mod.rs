@@ -19,6 +19,7 @@ pub mod auth;
 mod config;
 mod deliver;
 mod group;
+mod retry;
 mod room;
 pub mod routing;
 mod send;

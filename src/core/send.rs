@@ -15,6 +15,7 @@ use bytes::Bytes;
 use super::action::Action;
 use super::action::{ConnId, PeerMsg, StoreOutcome};
 use super::group::Reply;
+use super::retry::{CopyCheck, RetryCheck, SendFingerprint};
 use super::shard::{AppendPurpose, InFlightCopy, PendingSend, SendOrigin, Shard};
 use crate::log::{DedupEntry, MessageRecord, Record, SendKey};
 use crate::proto::{DeviceId, ErrorCode, Frame, Push, Qos, Send, SendAck, SendResult, Seq, UserId};
@@ -65,7 +66,13 @@ impl Shard {
             );
             return;
         }
+        let fingerprint = SendFingerprint::of(send.to, send.qos, &send.payload);
         if let Some(p) = self.sends.get(&key) {
+            if p.fingerprint != Some(fingerprint) {
+                // Not a retry: another message under the same id.
+                self.refuse_conflicting_retry(conn, send.client_msg_id);
+                return;
+            }
             // A retry while the first attempt is still being stored: answer
             // on the newest connection once it completes.
             let old = p.origin;
@@ -93,7 +100,6 @@ impl Shard {
             return;
         }
         c.pending_sends += 1;
-        let to_self = send.to == user;
         let to_group = send.to.is_group();
         // A room message is stored once, in the room: no own copy.
         let to_room = crate::proto::is_room(send.to.0);
@@ -102,11 +108,35 @@ impl Shard {
             PendingSend {
                 origin: SendOrigin::Conn(conn),
                 to: send.to,
+                fingerprint: Some(fingerprint),
                 remote: None,
                 // A group send's own copy is the sender's member copy.
                 own: (to_group || to_room).then_some(StoreOutcome::Stored(Seq::ZERO)),
             },
         );
+        if let Some(entry) = self.dedup.get(&key, user) {
+            // A retry of a send stored before (its own-inbox copy is known):
+            // make sure it is the same SEND before anything is stored.
+            let seq = entry.seq;
+            self.check_retry(RetryCheck {
+                conn,
+                key,
+                send,
+                ts_ms,
+                seq,
+            });
+            return;
+        }
+        self.route_send(key, send, ts_ms);
+    }
+
+    /// Sends the store requests of an accepted SEND (registered in `sends`)
+    /// to the shards of its copies.
+    pub(super) fn route_send(&mut self, key: SendKey, send: Send, ts_ms: u64) {
+        let user = key.from;
+        let to_self = send.to == user;
+        let to_group = send.to.is_group();
+        let to_room = crate::proto::is_room(send.to.0);
         let origin = self.params.id;
         let target = self.owner_of(send.to);
         if to_group {
@@ -200,6 +230,7 @@ impl Shard {
             PendingSend {
                 origin: SendOrigin::Api(request),
                 to,
+                fingerprint: None,
                 remote: None,
                 own: Some(StoreOutcome::Stored(Seq::ZERO)),
             },
@@ -243,6 +274,21 @@ impl Shard {
     ) {
         if let Some(entry) = self.dedup.get(&key, inbox) {
             let seq = entry.seq;
+            if matches!(origin, Reply::Send(_)) && inbox != key.from {
+                // Compare with the stored copy before calling it a retry
+                // (the sender's own copy was compared on its shard; group
+                // member copies through the sender's member copy).
+                self.check_copy(CopyCheck {
+                    reply: origin,
+                    key,
+                    inbox,
+                    to,
+                    qos,
+                    payload,
+                    seq,
+                });
+                return;
+            }
             self.stats.send_duplicates += 1;
             self.answer(origin, key, inbox, StoreOutcome::Duplicate(seq));
             return;
@@ -281,7 +327,13 @@ impl Shard {
         );
     }
 
-    fn answer(&mut self, reply: Reply, key: SendKey, inbox: UserId, outcome: StoreOutcome) {
+    pub(super) fn answer(
+        &mut self,
+        reply: Reply,
+        key: SendKey,
+        inbox: UserId,
+        outcome: StoreOutcome,
+    ) {
         let (shard, msg) = match reply {
             Reply::Send(origin) => (
                 origin,
@@ -354,6 +406,7 @@ impl Shard {
         self.sends.remove(&key);
         let result = match (remote, own) {
             (StoreOutcome::Rejected, _) | (_, StoreOutcome::Rejected) => SendResult::Forbidden,
+            (StoreOutcome::Conflict, _) | (_, StoreOutcome::Conflict) => SendResult::Conflict,
             (StoreOutcome::Failed, _) | (_, StoreOutcome::Failed) => SendResult::StorageUnavailable,
             (StoreOutcome::Duplicate(_), _) => SendResult::Duplicate,
             _ => SendResult::Stored,

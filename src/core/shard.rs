@@ -148,6 +148,10 @@ pub(super) enum ReadPurpose {
         conn: ConnId,
     },
     RoomReplay(super::room::ReplayTarget),
+    /// The stored original of a retried SEND, read back before routing it.
+    Retry(super::retry::RetryCheck),
+    /// A stored copy, read back before a retry is called a duplicate.
+    Copy(super::retry::CopyCheck),
 }
 
 /// A copy appended but not yet durable, with the shards awaiting it.
@@ -171,6 +175,9 @@ pub(super) enum SendOrigin {
 pub(super) struct PendingSend {
     pub(super) origin: SendOrigin,
     pub(super) to: UserId,
+    /// What a retry must repeat (client sends; backend publishes refuse
+    /// any concurrent reuse of their id instead).
+    pub(super) fingerprint: Option<super::retry::SendFingerprint>,
     pub(super) remote: Option<super::action::StoreOutcome>,
     /// `None` while awaited; equal to `remote` for a send to oneself.
     pub(super) own: Option<super::action::StoreOutcome>,
@@ -362,6 +369,8 @@ impl Shard {
             ReadPurpose::Sync { conn, request } => self.on_sync_read(conn, request, result),
             ReadPurpose::Refill { conn } => self.on_refill_read(conn, id, result),
             ReadPurpose::RoomReplay(target) => self.on_room_read(target, result),
+            ReadPurpose::Retry(check) => self.on_retry_read(check, result),
+            ReadPurpose::Copy(check) => self.on_copy_check_read(check, result),
         }
     }
 

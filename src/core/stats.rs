@@ -15,6 +15,8 @@ pub struct CoreStats {
     pub sends: u64,
     /// SENDs recognised as retries of stored sends.
     pub send_duplicates: u64,
+    /// SENDs refused because their id was used for a different message.
+    pub send_conflicts: u64,
     /// Message copies made durable.
     pub copies_stored: u64,
     /// Live pushes written (first transmissions).

@@ -187,6 +187,9 @@ pub enum SendResult {
     StorageUnavailable = 2,
     /// Not stored: not allowed.
     Forbidden = 3,
+    /// Not stored: this client_msg_id was used before for a different
+    /// message (another addressee, QoS or payload). Never retry it.
+    Conflict = 4,
 }
 
 impl SendResult {
@@ -196,6 +199,7 @@ impl SendResult {
             1 => SendResult::Duplicate,
             2 => SendResult::StorageUnavailable,
             3 => SendResult::Forbidden,
+            4 => SendResult::Conflict,
             _ => return None,
         })
     }

@@ -304,6 +304,7 @@ async fn publish<B: AdminBackend>(body: &[u8], backend: &B) -> Resp {
         ),
         Err(PublishError::Invalid(why)) => json_error(StatusCode::BAD_REQUEST, &why),
         Err(PublishError::NoSuchGroup) => json_error(StatusCode::NOT_FOUND, "no such group"),
+        Err(e @ PublishError::Conflict) => json_error(StatusCode::CONFLICT, &e.to_string()),
         Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
 }

@@ -49,6 +49,9 @@ pub enum PublishError {
     /// Published to a group that has no members (HTTP 404).
     #[error("no such group")]
     NoSuchGroup,
+    /// The `id` was used before for a different message (HTTP 409).
+    #[error("id used before for a different message")]
+    Conflict,
 }
 
 /// Health of the node for /healthz.

@@ -110,6 +110,7 @@ impl AdminBackend for NodeAdmin {
                 }),
                 StoreOutcome::Failed => Err(PublishError::StorageUnavailable),
                 StoreOutcome::Rejected => Err(PublishError::NoSuchGroup),
+                StoreOutcome::Conflict => Err(PublishError::Conflict),
             }
         })
     }

@@ -54,6 +54,11 @@ const CORE_COUNTERS: &[CoreSeries] = &[
         |s| s.room_lags,
     ),
     (
+        "send_conflicts",
+        "SENDs refused: their client_msg_id was used before for a different message",
+        |s| s.send_conflicts,
+    ),
+    (
         "send_duplicates",
         "SENDs recognised as retries of stored sends",
         |s| s.send_duplicates,
