@@ -1,5 +1,6 @@
 //! The admin HTTP server: `/healthz`, `/metrics`, and the backend API
-//! (`POST /v1/publish`, `POST /v1/tokens`).
+//! (publish, tokens, groups). The routes are listed once, in [`routes`];
+//! docs/openapi.yaml is their description for client authors.
 //!
 //! hyper 1 (HTTP/1.1 server) runs on the shard's glommio executor through
 //! smol-hyper's `FuturesIo` adapter; nothing needs `Send`. hyper's own
@@ -9,6 +10,8 @@
 //! slowloris client. Bodies are read through a size limit, never beyond it.
 //! The API is meant for a private interface; publish and token minting
 //! additionally require the admin bearer token, compared in constant time.
+
+pub mod routes;
 
 use std::cell::Cell;
 use std::convert::Infallible;
@@ -22,9 +25,10 @@ use glommio::net::TcpListener;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 
+use self::routes::{Endpoint, RouteMatch};
 use super::admin_api::{AdminBackend, Health, PublishError, PublishRequest};
 use crate::proto::{DeviceId, Qos, UserId, ROOM_BIT};
 
@@ -129,9 +133,22 @@ async fn route<B: AdminBackend>(
     config: &AdminHttpConfig,
 ) -> Resp {
     let path = req.uri().path().to_string();
-    let method = req.method().clone();
-    match (path.as_str(), &method) {
-        ("/healthz", &Method::GET) => match backend.health() {
+    let (route, params) = match routes::find(req.method().as_str(), &path) {
+        RouteMatch::Found(route, params) => (route, params),
+        RouteMatch::WrongMethod => {
+            return json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        RouteMatch::NotFound => return json_error(StatusCode::NOT_FOUND, "not found"),
+    };
+    if route.needs_token && !authorized(&req, config) {
+        return json_error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong admin bearer token",
+        );
+    }
+    let group_number = params.first().copied().unwrap_or_default();
+    match route.endpoint {
+        Endpoint::Health => match backend.health() {
             Health::Ok => respond(StatusCode::OK, "text/plain", "ok\n"),
             Health::Degraded(why) => respond(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -139,45 +156,24 @@ async fn route<B: AdminBackend>(
                 format!("{why}\n"),
             ),
         },
-        ("/metrics", &Method::GET) => respond(
+        Endpoint::Metrics => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4",
             backend.metrics_text(),
         ),
-        ("/v1/publish", &Method::POST) | ("/v1/tokens", &Method::POST) => {
-            if !authorized(&req, config) {
-                return json_error(
-                    StatusCode::UNAUTHORIZED,
-                    "missing or wrong admin bearer token",
-                );
-            }
+        // A read never changes the group, whatever body it carries.
+        Endpoint::ReadGroup => group(group_number, b"", backend).await,
+        Endpoint::Publish | Endpoint::MintToken | Endpoint::UpdateGroup => {
             let body = match read_body(req, config).await {
                 Ok(b) => b,
                 Err(resp) => return resp,
             };
-            if path == "/v1/publish" {
-                publish(&body, backend).await
-            } else {
-                token(&body, backend)
+            match route.endpoint {
+                Endpoint::Publish => publish(&body, backend).await,
+                Endpoint::MintToken => token(&body, backend),
+                _ => group(group_number, &body, backend).await,
             }
         }
-        (p, &Method::GET | &Method::POST) if p.starts_with("/v1/groups/") => {
-            if !authorized(&req, config) {
-                return json_error(
-                    StatusCode::UNAUTHORIZED,
-                    "missing or wrong admin bearer token",
-                );
-            }
-            let body = match read_body(req, config).await {
-                Ok(b) => b,
-                Err(resp) => return resp,
-            };
-            group(&path["/v1/groups/".len()..], &body, backend).await
-        }
-        ("/healthz", _) | ("/metrics", _) | ("/v1/publish", _) | ("/v1/tokens", _) => {
-            json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
-        _ => json_error(StatusCode::NOT_FOUND, "not found"),
     }
 }
 

@@ -274,6 +274,26 @@ pub fn try_http(
     token: Option<&str>,
     timeout: Duration,
 ) -> std::io::Result<(u16, String)> {
+    http_exchange(addr, method, path, body, token, timeout).map(|r| (r.status, r.body))
+}
+
+/// An admin HTTP answer.
+pub struct HttpResponse {
+    pub status: u16,
+    /// The `Content-Type` header, empty if absent.
+    pub content_type: String,
+    pub body: String,
+}
+
+/// One HTTP/1.1 request (JSON body, optional bearer token); the whole answer.
+pub fn http_exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> std::io::Result<HttpResponse> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(timeout))?;
     let auth = token
@@ -286,16 +306,23 @@ pub fn try_http(
     )?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
-    let status = resp
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let status = head
         .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
+    let content_type = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.trim().to_string())
         .unwrap_or_default();
-    Ok((status, body))
+    Ok(HttpResponse {
+        status,
+        content_type,
+        body: body.to_string(),
+    })
 }
 
 /// The inbox messages among `events`, in order.
