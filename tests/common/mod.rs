@@ -280,9 +280,19 @@ pub fn try_http(
 /// An admin HTTP answer.
 pub struct HttpResponse {
     pub status: u16,
-    /// The `Content-Type` header, empty if absent.
-    pub content_type: String,
+    /// Header names (lower case) and values, in order.
+    pub headers: Vec<(String, String)>,
     pub body: String,
+}
+
+impl HttpResponse {
+    /// The first header called `name` (lower case), if any.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// One HTTP/1.1 request (JSON body, optional bearer token); the whole answer.
@@ -312,15 +322,15 @@ pub fn http_exchange(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let content_type = head
+    let headers = head
         .lines()
+        .skip(1)
         .filter_map(|l| l.split_once(':'))
-        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_default();
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
     Ok(HttpResponse {
         status,
-        content_type,
+        headers,
         body: body.to_string(),
     })
 }

@@ -83,15 +83,16 @@ pub const ROUTES: &[Route] = &[
 pub enum RouteMatch<'a> {
     /// A route, with the path's `{param}` segments in order.
     Found(&'static Route, Vec<&'a str>),
-    /// The path exists, not with this method (HTTP 405).
-    WrongMethod,
+    /// The path exists, not with this method (HTTP 405): the methods it
+    /// has, for the `Allow` header.
+    WrongMethod(Vec<&'static str>),
     /// No route has this path (HTTP 404).
     NotFound,
 }
 
 /// Finds the route for `method` and `path` (no query string).
 pub fn find<'a>(method: &str, path: &'a str) -> RouteMatch<'a> {
-    let mut path_known = false;
+    let mut allowed = Vec::new();
     for route in ROUTES {
         let Some(params) = match_template(route.path, path) else {
             continue;
@@ -99,12 +100,12 @@ pub fn find<'a>(method: &str, path: &'a str) -> RouteMatch<'a> {
         if route.method == method {
             return RouteMatch::Found(route, params);
         }
-        path_known = true;
+        allowed.push(route.method);
     }
-    if path_known {
-        RouteMatch::WrongMethod
-    } else {
+    if allowed.is_empty() {
         RouteMatch::NotFound
+    } else {
+        RouteMatch::WrongMethod(allowed)
     }
 }
 
@@ -161,8 +162,14 @@ mod tests {
         ] {
             assert_eq!(find("GET", missing), RouteMatch::NotFound, "{missing}");
         }
-        assert_eq!(find("DELETE", "/v1/groups/5"), RouteMatch::WrongMethod);
-        assert_eq!(find("GET", "/v1/publish"), RouteMatch::WrongMethod);
+        assert_eq!(
+            find("DELETE", "/v1/groups/5"),
+            RouteMatch::WrongMethod(vec!["GET", "POST"])
+        );
+        assert_eq!(
+            find("GET", "/v1/publish"),
+            RouteMatch::WrongMethod(vec!["POST"])
+        );
     }
 
     #[test]
