@@ -262,19 +262,8 @@ pub fn http(
     body: &str,
     token: Option<&str>,
 ) -> (u16, String) {
-    try_http(addr, method, path, body, token, Duration::from_secs(10)).unwrap()
-}
-
-/// As [`http`], returning I/O errors (e.g. while the node restarts).
-pub fn try_http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: &str,
-    token: Option<&str>,
-    timeout: Duration,
-) -> std::io::Result<(u16, String)> {
-    http_exchange(addr, method, path, body, token, timeout).map(|r| (r.status, r.body))
+    let r = http_exchange(addr, method, path, body, token, Duration::from_secs(10)).unwrap();
+    (r.status, r.body)
 }
 
 /// An admin HTTP answer.
@@ -295,7 +284,8 @@ impl HttpResponse {
     }
 }
 
-/// One HTTP/1.1 request (JSON body, optional bearer token); the whole answer.
+/// One HTTP/1.1 request (JSON body, optional bearer token); the whole
+/// answer, or the I/O error (e.g. while the node restarts).
 pub fn http_exchange(
     addr: SocketAddr,
     method: &str,
