@@ -110,7 +110,7 @@ fn disk_full_stops_acks_then_recovers_when_space_returns_losing_nothing() {
     std::fs::remove_file(&filler).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let healthy = || {
-        common::try_http(
+        common::http_exchange(
             server.admin,
             "GET",
             "/healthz",
@@ -118,7 +118,7 @@ fn disk_full_stops_acks_then_recovers_when_space_returns_losing_nothing() {
             None,
             Duration::from_secs(1),
         )
-        .is_ok_and(|(status, _)| status == 200)
+        .is_ok_and(|r| r.status == 200)
     };
     while !healthy() {
         assert!(Instant::now() < deadline, "the node did not recover");

@@ -346,6 +346,26 @@ fn sigterm_disconnects_clients_and_exits_cleanly() {
     );
 }
 
+/// Issue 16 item 8: PROTOCOL.md section 5b says a connection that is not
+/// through CONNECT when the gateway stops is closed without any frame (a
+/// client must treat that like a network failure and retry), and that the
+/// retry works once the gateway is back.
+#[test]
+fn a_connection_before_connect_is_closed_without_a_frame_on_shutdown_and_a_retry_works() {
+    let mut server = TestServer::start(2, "");
+    let mut early = TcpStream::connect(server.addr).unwrap();
+    // Accepted by the kernel and (soon) by a shard; no CONNECT is sent.
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(read_until_closed(&mut early), vec![], "no frame before EOF");
+    server.spawn();
+    let (_c, events) = server.connect(1, 1, Some(Seq::ZERO));
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Connected(_))),
+        "{events:?}"
+    );
+}
+
 /// Issue 9, security: no secret reaches the log, even at `trace` level —
 /// not the token secret, not the admin token, not a client's session token
 /// (valid or forged), whatever the traffic does.

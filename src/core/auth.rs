@@ -26,7 +26,10 @@ pub struct Claims {
     pub user: UserId,
     /// The device the connection is.
     pub device: DeviceId,
-    /// Expiry, seconds since the Unix epoch.
+    /// Expiry, whole seconds since the Unix epoch. A fractional `exp` is
+    /// rounded up here, so a token re-minted from these claims is valid
+    /// whenever the original is; validity itself is decided on the exact
+    /// `exp` (see [`TokenVerifier::verify`]).
     pub expires_s: u64,
 }
 
@@ -67,7 +70,35 @@ struct JwtHeader {
 struct JwtClaims {
     sub: String,
     dev: u64,
-    exp: u64,
+    exp: NumericDate,
+}
+
+/// RFC 7519 NumericDate: seconds since the epoch, "possibly non-integer".
+/// Any JSON number is accepted (`1700000000`, `1700000000.25`, `1.7e9`,
+/// negative ones, which are simply in the past).
+#[derive(Serialize, Deserialize)]
+#[serde(transparent)]
+struct NumericDate(serde_json::Number);
+
+impl NumericDate {
+    /// True when the date lies after `now_ms` (ms since the epoch).
+    fn is_after_ms(&self, now_ms: u64) -> bool {
+        match self.0.as_u64() {
+            Some(s) => u128::from(s) * 1000 > u128::from(now_ms),
+            // A fraction, an exponent, a negative or a huge number: f64 holds
+            // every ms timestamp of this era exactly (below 2^53).
+            None => self.0.as_f64().is_some_and(|s| s * 1000.0 > now_ms as f64),
+        }
+    }
+
+    /// Whole seconds, rounded up; negative dates give 0, huge ones u64::MAX.
+    fn ceil_seconds(&self) -> u64 {
+        match self.0.as_u64() {
+            Some(s) => s,
+            // `as` saturates (and maps NaN to 0), which is the wanted clamp.
+            None => self.0.as_f64().map_or(0, |s| s.ceil() as u64),
+        }
+    }
 }
 
 /// Verifies and mints tokens with one shared secret.
@@ -90,8 +121,10 @@ impl TokenVerifier {
         }
     }
 
-    /// Checks `token` at wall-clock time `now_s` (seconds since the epoch).
-    pub fn verify(&self, token: &str, now_s: u64) -> Result<Claims, AuthError> {
+    /// Checks `token` at wall-clock time `now_ms` (milliseconds since the
+    /// epoch): the token is valid while `exp` (seconds, any JSON number) is
+    /// after `now_ms / 1000` exactly.
+    pub fn verify(&self, token: &str, now_ms: u64) -> Result<Claims, AuthError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::Malformed("too long"));
         }
@@ -125,13 +158,13 @@ impl TokenVerifier {
                 "sub must be below 2^62 (higher ids name groups and rooms)",
             ));
         }
-        if claims.exp <= now_s {
+        if !claims.exp.is_after_ms(now_ms) {
             return Err(AuthError::Expired);
         }
         Ok(Claims {
             user: UserId(user),
             device: DeviceId(claims.dev),
-            expires_s: claims.exp,
+            expires_s: claims.exp.ceil_seconds(),
         })
     }
 
@@ -141,7 +174,7 @@ impl TokenVerifier {
         let body = serde_json::to_vec(&JwtClaims {
             sub: claims.user.0.to_string(),
             dev: claims.device.0,
-            exp: claims.expires_s,
+            exp: NumericDate(claims.expires_s.into()),
         })
         .expect("claims serialise");
         let body = URL_SAFE_NO_PAD.encode(body);
@@ -176,14 +209,14 @@ mod tests {
     #[test]
     fn minted_token_verifies() {
         let v = TokenVerifier::new(b"secret");
-        assert_eq!(v.verify(&v.mint(&claims()), 1_000), Ok(claims()));
+        assert_eq!(v.verify(&v.mint(&claims()), 1_000_000), Ok(claims()));
     }
 
     #[test]
     fn token_from_another_secret_is_refused() {
         let token = TokenVerifier::new(b"other").mint(&claims());
         assert_eq!(
-            TokenVerifier::new(b"secret").verify(&token, 1_000),
+            TokenVerifier::new(b"secret").verify(&token, 1_000_000),
             Err(AuthError::BadSignature)
         );
     }
@@ -196,7 +229,7 @@ mod tests {
                 user: UserId(user),
                 ..claims()
             });
-            let e = v.verify(&token, 1_000).unwrap_err();
+            let e = v.verify(&token, 1_000_000).unwrap_err();
             assert_eq!(e.code(), ErrorCode::AuthFailed, "{e}");
         }
     }
@@ -204,7 +237,7 @@ mod tests {
     #[test]
     fn expired_token_is_refused_with_its_own_code() {
         let v = TokenVerifier::new(b"secret");
-        let e = v.verify(&v.mint(&claims()), 2_000).unwrap_err();
+        let e = v.verify(&v.mint(&claims()), 2_000_000).unwrap_err();
         assert_eq!(e, AuthError::Expired);
         assert_eq!(e.code(), ErrorCode::TokenExpired);
     }
@@ -217,7 +250,7 @@ mod tests {
         let forged = URL_SAFE_NO_PAD.encode(br#"{"sub":"1","dev":7,"exp":9999999999}"#);
         parts[1] = &forged;
         assert_eq!(
-            v.verify(&parts.join("."), 1_000),
+            v.verify(&parts.join("."), 1_000_000),
             Err(AuthError::BadSignature)
         );
     }
@@ -251,8 +284,98 @@ mod tests {
         mac.update(format!("{h}.{c}").as_bytes());
         let s = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
         assert_eq!(
-            v.verify(&format!("{h}.{c}.{s}"), 1_000),
+            v.verify(&format!("{h}.{c}.{s}"), 1_000_000),
             Err(AuthError::Malformed("alg must be HS256"))
         );
+    }
+
+    /// Signs `claims_json` as the gateway would, with the standard header.
+    fn sign(v: &TokenVerifier, claims_json: &str) -> String {
+        let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let c = URL_SAFE_NO_PAD.encode(claims_json);
+        let mut mac = v.key.clone();
+        mac.update(format!("{h}.{c}").as_bytes());
+        let s = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{h}.{c}.{s}")
+    }
+
+    /// Issue 16 item 8: RFC 7519's NumericDate "can represent any number of
+    /// seconds"; backends in other languages mint `exp` as 1.7e9 or with a
+    /// fraction, and such tokens were refused as malformed.
+    #[test]
+    fn exp_may_be_any_json_number() {
+        let v = TokenVerifier::new(b"secret");
+        for (exp, valid_until_ms, expires_s) in [
+            ("2000.5", 2_000_500, 2_001),
+            ("2e3", 2_000_000, 2_000),
+            ("2000.0", 2_000_000, 2_000),
+            ("1.9999999e3", 2_000_000, 2_000),
+        ] {
+            let token = sign(&v, &format!(r#"{{"sub":"42","dev":7,"exp":{exp}}}"#));
+            let claims = v.verify(&token, valid_until_ms - 1);
+            assert_eq!(claims, Ok(claims_at(expires_s)), "exp {exp}");
+            assert_eq!(
+                v.verify(&token, valid_until_ms),
+                Err(AuthError::Expired),
+                "exp {exp}"
+            );
+            // The claims re-mint into a token valid at least as long.
+            let again = v.mint(&claims.unwrap());
+            assert!(v.verify(&again, valid_until_ms - 1).is_ok(), "exp {exp}");
+        }
+        for past in ["-1", "-1.5e300", "0", "0.0"] {
+            let token = sign(&v, &format!(r#"{{"sub":"42","dev":7,"exp":{past}}}"#));
+            assert_eq!(v.verify(&token, 0), Err(AuthError::Expired), "exp {past}");
+        }
+        // Far beyond u64 seconds: valid (and clamped when re-minted).
+        let token = sign(&v, r#"{"sub":"42","dev":7,"exp":1e300}"#);
+        assert_eq!(v.verify(&token, 1).map(|c| c.expires_s), Ok(u64::MAX));
+        // Not a number at all stays malformed.
+        for bad in [r#""2000""#, "null", "true", "[2000]"] {
+            let token = sign(&v, &format!(r#"{{"sub":"42","dev":7,"exp":{bad}}}"#));
+            assert!(
+                matches!(v.verify(&token, 0), Err(AuthError::Malformed(_))),
+                "exp {bad}"
+            );
+        }
+    }
+
+    fn claims_at(expires_s: u64) -> Claims {
+        Claims {
+            expires_s,
+            ..claims()
+        }
+    }
+
+    /// The worked example of docs/PROTOCOL.md section 4 (issue 16 item 8:
+    /// the HMAC key is the secret's text, not its hex-decoded bytes). The
+    /// doc must show exactly what the gateway computes.
+    #[test]
+    fn the_documented_token_example_is_what_the_gateway_mints_and_accepts() {
+        const SECRET: &str = "5f0c2a9e8b7d41c3a6e9f2b0d8c4e1a7b3f6d9c2e5a8b1f4d7c0e3a6b9f2c5d8";
+        const TOKEN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.\
+             eyJzdWIiOiI0MiIsImRldiI6NywiZXhwIjo0MTAyNDQ0ODAwfQ.\
+             bz6ApusyngzO7V9gAhMHRwzVho3LFerXQIxHBfqjh7I";
+        const SIGNED_WITH_DECODED_BYTES: &str = "7XjYS4w5qEWwDLDk7eCH6kbErrLkbFRCWKOpL3-U0t4";
+        let doc = include_str!("../../docs/PROTOCOL.md");
+        for shown in [SECRET, TOKEN, SIGNED_WITH_DECODED_BYTES] {
+            assert!(doc.contains(shown), "PROTOCOL.md no longer shows {shown}");
+        }
+        let v = TokenVerifier::new(SECRET.as_bytes());
+        let claims = Claims {
+            user: UserId(42),
+            device: DeviceId(7),
+            expires_s: 4_102_444_800,
+        };
+        assert_eq!(v.mint(&claims), TOKEN);
+        assert_eq!(v.verify(TOKEN, 1_000), Ok(claims));
+        // A client that hex-decodes the secret signs with other key bytes.
+        let decoded: Vec<u8> = (0..SECRET.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&SECRET[i..i + 2], 16).expect("hex"))
+            .collect();
+        let wrong = TokenVerifier::new(&decoded).mint(&claims);
+        assert!(wrong.ends_with(SIGNED_WITH_DECODED_BYTES));
+        assert_eq!(v.verify(&wrong, 1_000), Err(AuthError::BadSignature));
     }
 }

@@ -103,7 +103,7 @@ impl Shard {
     }
 
     fn on_connect(&mut self, conn: ConnId, connect: Connect) {
-        let claims = match self.auth.verify(&connect.token, self.wall_ms() / 1000) {
+        let claims = match self.auth.verify(&connect.token, self.wall_ms()) {
             Ok(c) => c,
             Err(e) => {
                 self.stats.auth_failures += 1;

@@ -348,3 +348,26 @@ fn protocol_document_lists_every_error_code() {
         );
     }
 }
+
+/// Issue 16 item 8: the frame-type table of docs/PROTOCOL.md section 2
+/// stopped at 0x0E while 0x0F–0x14 lived in section 6b. The table must list
+/// every type byte the decoder knows, with its name, in order, and nothing
+/// else.
+#[test]
+fn the_protocol_doc_lists_every_frame_type() {
+    let doc = include_str!("../../docs/PROTOCOL.md");
+    let start = doc.find("## 2. Frame header").expect("section 2");
+    let end = doc.find("## 3. Frame bodies").expect("section 3");
+    let documented: Vec<(u8, &str)> = doc[start..end]
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let hex = cells.get(1)?.strip_prefix("`0x")?.strip_suffix('`')?;
+            Some((u8::from_str_radix(hex, 16).ok()?, *cells.get(2)?))
+        })
+        .collect();
+    let known: Vec<(u8, &str)> = (0..=u8::MAX)
+        .filter_map(|b| FrameKind::from_u8(b).map(|k| (b, k.name())))
+        .collect();
+    assert_eq!(documented, known);
+}

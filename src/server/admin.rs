@@ -1,5 +1,6 @@
 //! The admin HTTP server: `/healthz`, `/metrics`, and the backend API
-//! (`POST /v1/publish`, `POST /v1/tokens`).
+//! (publish, tokens, groups). The routes are listed once, in [`routes`];
+//! docs/openapi.yaml is their description for client authors.
 //!
 //! hyper 1 (HTTP/1.1 server) runs on the shard's glommio executor through
 //! smol-hyper's `FuturesIo` adapter; nothing needs `Send`. hyper's own
@@ -9,6 +10,9 @@
 //! slowloris client. Bodies are read through a size limit, never beyond it.
 //! The API is meant for a private interface; publish and token minting
 //! additionally require the admin bearer token, compared in constant time.
+
+mod json_body;
+pub mod routes;
 
 use std::cell::Cell;
 use std::convert::Infallible;
@@ -21,10 +25,12 @@ use futures_lite::future;
 use glommio::net::TcpListener;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 
+use self::json_body::{object, present, JsonInt};
+use self::routes::{Endpoint, RouteMatch};
 use super::admin_api::{AdminBackend, Health, PublishError, PublishRequest};
 use crate::proto::{DeviceId, Qos, UserId, ROOM_BIT};
 
@@ -129,9 +135,26 @@ async fn route<B: AdminBackend>(
     config: &AdminHttpConfig,
 ) -> Resp {
     let path = req.uri().path().to_string();
-    let method = req.method().clone();
-    match (path.as_str(), &method) {
-        ("/healthz", &Method::GET) => match backend.health() {
+    let (route, params) = match routes::find(req.method().as_str(), &path) {
+        RouteMatch::Found(route, params) => (route, params),
+        RouteMatch::WrongMethod(allowed) => {
+            // RFC 9110: a 405 lists the methods the resource has.
+            let mut resp = json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            let allow = HeaderValue::from_str(&allowed.join(", ")).expect("method names are ASCII");
+            resp.headers_mut().insert(ALLOW, allow);
+            return resp;
+        }
+        RouteMatch::NotFound => return json_error(StatusCode::NOT_FOUND, "not found"),
+    };
+    if route.needs_token && !authorized(&req, config) {
+        return json_error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong admin bearer token",
+        );
+    }
+    let group_number = params.first().copied().unwrap_or_default();
+    match route.endpoint {
+        Endpoint::Health => match backend.health() {
             Health::Ok => respond(StatusCode::OK, "text/plain", "ok\n"),
             Health::Degraded(why) => respond(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -139,45 +162,24 @@ async fn route<B: AdminBackend>(
                 format!("{why}\n"),
             ),
         },
-        ("/metrics", &Method::GET) => respond(
+        Endpoint::Metrics => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4",
             backend.metrics_text(),
         ),
-        ("/v1/publish", &Method::POST) | ("/v1/tokens", &Method::POST) => {
-            if !authorized(&req, config) {
-                return json_error(
-                    StatusCode::UNAUTHORIZED,
-                    "missing or wrong admin bearer token",
-                );
-            }
+        // A read never changes the group, whatever body it carries.
+        Endpoint::ReadGroup => group(group_number, b"", backend).await,
+        Endpoint::Publish | Endpoint::MintToken | Endpoint::UpdateGroup => {
             let body = match read_body(req, config).await {
                 Ok(b) => b,
                 Err(resp) => return resp,
             };
-            if path == "/v1/publish" {
-                publish(&body, backend).await
-            } else {
-                token(&body, backend)
+            match route.endpoint {
+                Endpoint::Publish => publish(&body, backend).await,
+                Endpoint::MintToken => token(&body, backend),
+                _ => group(group_number, &body, backend).await,
             }
         }
-        (p, &Method::GET | &Method::POST) if p.starts_with("/v1/groups/") => {
-            if !authorized(&req, config) {
-                return json_error(
-                    StatusCode::UNAUTHORIZED,
-                    "missing or wrong admin bearer token",
-                );
-            }
-            let body = match read_body(req, config).await {
-                Ok(b) => b,
-                Err(resp) => return resp,
-            };
-            group(&path["/v1/groups/".len()..], &body, backend).await
-        }
-        ("/healthz", _) | ("/metrics", _) | ("/v1/publish", _) | ("/v1/tokens", _) => {
-            json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
-        _ => json_error(StatusCode::NOT_FOUND, "not found"),
     }
 }
 
@@ -233,32 +235,32 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[serde(deny_unknown_fields)]
 struct PublishBody {
     /// A user id (below 2^62).
-    #[serde(default)]
-    to: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    to: Option<JsonInt>,
     /// A group number (below 2^62; the wire id sets the top bit).
-    #[serde(default)]
-    group: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    group: Option<JsonInt>,
     /// A room number (below 2^62; the wire id sets bit 62).
-    #[serde(default)]
-    room: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
+    room: Option<JsonInt>,
+    #[serde(default, deserialize_with = "present")]
     payload: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     payload_b64: Option<String>,
     #[serde(default = "default_qos")]
-    qos: u8,
+    qos: JsonInt,
     #[serde(default)]
-    from: u64,
-    #[serde(default)]
-    id: Option<u64>,
+    from: JsonInt,
+    #[serde(default, deserialize_with = "present")]
+    id: Option<JsonInt>,
 }
 
-fn default_qos() -> u8 {
-    1
+fn default_qos() -> JsonInt {
+    JsonInt(1)
 }
 
 async fn publish<B: AdminBackend>(body: &[u8], backend: &B) -> Resp {
-    let b: PublishBody = match serde_json::from_slice(body) {
+    let b: PublishBody = match object(body) {
         Ok(b) => b,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
     };
@@ -275,10 +277,10 @@ async fn publish<B: AdminBackend>(body: &[u8], backend: &B) -> Resp {
             )
         }
     };
-    let Some(qos) = Qos::from_u8(b.qos) else {
+    let Some(qos) = u8::try_from(b.qos.0).ok().and_then(Qos::from_u8) else {
         return json_error(StatusCode::BAD_REQUEST, "qos must be 0, 1 or 2");
     };
-    let to = match (b.to, b.group, b.room) {
+    let to = match (b.to.map(|n| n.0), b.group.map(|n| n.0), b.room.map(|n| n.0)) {
         (Some(user), None, None) if user < ROOM_BIT => UserId(user),
         (None, Some(n), None) if n < ROOM_BIT => group_id(n),
         (None, None, Some(n)) if n < ROOM_BIT => UserId(n | ROOM_BIT),
@@ -291,10 +293,10 @@ async fn publish<B: AdminBackend>(body: &[u8], backend: &B) -> Resp {
     };
     let req = PublishRequest {
         to,
-        from: UserId(b.from),
+        from: UserId(b.from.0),
         qos,
         payload,
-        id: b.id,
+        id: b.id.map(|id| id.0),
     };
     match backend.publish(req).await {
         Ok(r) => respond(
@@ -318,9 +320,9 @@ fn group_id(n: u64) -> UserId {
 #[serde(deny_unknown_fields)]
 struct GroupBody {
     #[serde(default)]
-    add: Vec<u64>,
+    add: Vec<JsonInt>,
     #[serde(default)]
-    remove: Vec<u64>,
+    remove: Vec<JsonInt>,
 }
 
 /// `GET /v1/groups/{n}` (members) or `POST` with `{"add": [..], "remove": [..]}`.
@@ -334,14 +336,14 @@ async fn group<B: AdminBackend>(n: &str, body: &[u8], backend: &B) -> Resp {
     let b: GroupBody = if body.is_empty() {
         GroupBody::default()
     } else {
-        match serde_json::from_slice(body) {
+        match object(body) {
             Ok(b) => b,
             Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
         }
     };
-    let users = |v: Vec<u64>| -> Option<Vec<UserId>> {
+    let users = |v: Vec<JsonInt>| -> Option<Vec<UserId>> {
         v.into_iter()
-            .map(|u| (u < ROOM_BIT).then_some(UserId(u)))
+            .map(|JsonInt(u)| (u < ROOM_BIT).then_some(UserId(u)))
             .collect()
     };
     let (Some(add), Some(remove)) = (users(b.add), users(b.remove)) else {
@@ -369,34 +371,34 @@ async fn group<B: AdminBackend>(n: &str, body: &[u8], backend: &B) -> Resp {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TokenBody {
-    user: u64,
-    device: u64,
+    user: JsonInt,
+    device: JsonInt,
     #[serde(default = "default_ttl")]
-    ttl_s: u64,
+    ttl_s: JsonInt,
 }
 
-fn default_ttl() -> u64 {
-    86_400
+fn default_ttl() -> JsonInt {
+    JsonInt(86_400)
 }
 
 fn token<B: AdminBackend>(body: &[u8], backend: &B) -> Resp {
-    let b: TokenBody = match serde_json::from_slice(body) {
-        Ok(b) => b,
+    let (user, device, ttl_s) = match object::<TokenBody>(body) {
+        Ok(b) => (b.user.0, b.device.0, b.ttl_s.0),
         Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
     };
-    if b.user >= ROOM_BIT {
+    if user >= ROOM_BIT {
         return json_error(
             StatusCode::BAD_REQUEST,
             "user must be below 2^62 (higher ids name groups and rooms)",
         );
     }
-    if b.ttl_s == 0 || b.ttl_s > MAX_TOKEN_TTL_S {
+    if ttl_s == 0 || ttl_s > MAX_TOKEN_TTL_S {
         return json_error(
             StatusCode::BAD_REQUEST,
             "ttl_s must be within 1 ..= 2592000",
         );
     }
-    let token = backend.mint_token(UserId(b.user), DeviceId(b.device), b.ttl_s);
+    let token = backend.mint_token(UserId(user), DeviceId(device), ttl_s);
     respond(
         StatusCode::OK,
         "application/json",

@@ -306,7 +306,7 @@ pub(crate) async fn accept(rt: Rc<ShardRuntime>, mut stream: TcpStream) {
         Err(Some(frame)) => return refuse(stream, frame).await,
         Err(None) => return, // the peer left before sending anything
     };
-    let claims = match rt.verifier.verify(&connect.token, rt.wall_s()) {
+    let claims = match rt.verifier.verify(&connect.token, rt.wall_ms()) {
         Ok(c) => c,
         Err(e) => {
             rt.count_auth_failure();

@@ -225,7 +225,7 @@ pub(crate) async fn accept(rt: Rc<ShardRuntime>, mut stream: TcpStream) {
         .and_then(|p| std::str::from_utf8(p).ok())
         .unwrap_or("")
         .to_string();
-    let claims = match rt.verifier.verify(&token, rt.wall_s()) {
+    let claims = match rt.verifier.verify(&token, rt.wall_ms()) {
         Ok(c) => c,
         Err(_) => {
             rt.count_auth_failure();

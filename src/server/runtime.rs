@@ -127,9 +127,15 @@ impl ShardRuntime {
         self.origin.elapsed().as_nanos() as u64
     }
 
-    /// Wall-clock seconds (token expiry).
+    /// Wall-clock ms since the Unix epoch, on the node's monotonic clock
+    /// (token expiry).
+    pub(crate) fn wall_ms(&self) -> u64 {
+        self.wall_ms_at_origin + self.now() / 1_000_000
+    }
+
+    /// Wall-clock seconds (token minting).
     pub(crate) fn wall_s(&self) -> u64 {
-        (self.wall_ms_at_origin + self.now() / 1_000_000) / 1000
+        self.wall_ms() / 1000
     }
 
     /// Wall clock now, ms since the Unix epoch (used once at start).

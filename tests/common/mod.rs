@@ -288,18 +288,38 @@ pub fn http(
     body: &str,
     token: Option<&str>,
 ) -> (u16, String) {
-    try_http(addr, method, path, body, token, Duration::from_secs(10)).unwrap()
+    let r = http_exchange(addr, method, path, body, token, Duration::from_secs(10)).unwrap();
+    (r.status, r.body)
 }
 
-/// As [`http`], returning I/O errors (e.g. while the node restarts).
-pub fn try_http(
+/// An admin HTTP answer.
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names (lower case) and values, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The first header called `name` (lower case), if any.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request (JSON body, optional bearer token); the whole
+/// answer, or the I/O error (e.g. while the node restarts).
+pub fn http_exchange(
     addr: SocketAddr,
     method: &str,
     path: &str,
     body: &str,
     token: Option<&str>,
     timeout: Duration,
-) -> std::io::Result<(u16, String)> {
+) -> std::io::Result<HttpResponse> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(timeout))?;
     let auth = token
@@ -312,16 +332,23 @@ pub fn try_http(
     )?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
-    let status = resp
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let status = head
         .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: body.to_string(),
+    })
 }
 
 /// The inbox messages among `events`, in order.

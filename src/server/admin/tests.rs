@@ -266,3 +266,24 @@ fn groups_and_fan_out_addresses_are_validated() {
     let (status, _) = post(addr, "/v1/publish", r#"{"room": 9, "payload": "x"}"#, token);
     assert_eq!(status, 200);
 }
+
+/// Issue 16 item 8 (found while documenting the API): `GET /v1/groups/{n}`
+/// read a body and applied its `add`/`remove`, so a read could change a
+/// group. A read ignores any body.
+#[test]
+fn reading_a_group_never_changes_it() {
+    let addr = start(false, Duration::from_secs(5));
+    let token = Some("sekret");
+    assert_eq!(post(addr, "/v1/groups/6", r#"{"add": [1]}"#, token).0, 200);
+    let body = r#"{"add": [2], "remove": [1]}"#;
+    let (status, resp) = request(
+        addr,
+        &format!(
+            "GET /v1/groups/6 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer sekret\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert_eq!(status, 200, "{resp}");
+    assert!(resp.contains(r#""members":[1]"#), "{resp}");
+}

@@ -1,0 +1,188 @@
+//! The admin API's route table: the one list the router dispatches on.
+//!
+//! docs/openapi.yaml describes the same routes for client authors;
+//! `tests/admin_api.rs` checks that the file documents exactly the routes in
+//! [`ROUTES`] and that the running server answers each of them as
+//! documented. Adding a route here without documenting it fails that test.
+//!
+//! Paths use OpenAPI's template syntax: a `{name}` segment matches any one
+//! non-empty path segment and is handed to the endpoint as a parameter.
+
+/// What a route does (the router maps each to its handler).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `GET /healthz`: is the node storing.
+    Health,
+    /// `GET /metrics`: Prometheus text exposition.
+    Metrics,
+    /// `POST /v1/publish`: a backend message to a user, group or room.
+    Publish,
+    /// `POST /v1/tokens`: mint a client token.
+    MintToken,
+    /// `GET /v1/groups/{n}`: a group's members.
+    ReadGroup,
+    /// `POST /v1/groups/{n}`: add and remove members.
+    UpdateGroup,
+}
+
+/// One route of the admin API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// HTTP method, upper case.
+    pub method: &'static str,
+    /// Path template (`{name}` matches one segment).
+    pub path: &'static str,
+    /// Whether the admin bearer token is required.
+    pub needs_token: bool,
+    /// The handler.
+    pub endpoint: Endpoint,
+}
+
+/// Every route the admin server serves.
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "GET",
+        path: "/healthz",
+        needs_token: false,
+        endpoint: Endpoint::Health,
+    },
+    Route {
+        method: "GET",
+        path: "/metrics",
+        needs_token: false,
+        endpoint: Endpoint::Metrics,
+    },
+    Route {
+        method: "POST",
+        path: "/v1/publish",
+        needs_token: true,
+        endpoint: Endpoint::Publish,
+    },
+    Route {
+        method: "POST",
+        path: "/v1/tokens",
+        needs_token: true,
+        endpoint: Endpoint::MintToken,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/groups/{n}",
+        needs_token: true,
+        endpoint: Endpoint::ReadGroup,
+    },
+    Route {
+        method: "POST",
+        path: "/v1/groups/{n}",
+        needs_token: true,
+        endpoint: Endpoint::UpdateGroup,
+    },
+];
+
+/// How a request matched the table.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteMatch<'a> {
+    /// A route, with the path's `{param}` segments in order.
+    Found(&'static Route, Vec<&'a str>),
+    /// The path exists, not with this method (HTTP 405): the methods it
+    /// has, for the `Allow` header.
+    WrongMethod(Vec<&'static str>),
+    /// No route has this path (HTTP 404).
+    NotFound,
+}
+
+/// Finds the route for `method` and `path` (no query string).
+pub fn find<'a>(method: &str, path: &'a str) -> RouteMatch<'a> {
+    let mut allowed = Vec::new();
+    for route in ROUTES {
+        let Some(params) = match_template(route.path, path) else {
+            continue;
+        };
+        if route.method == method {
+            return RouteMatch::Found(route, params);
+        }
+        allowed.push(route.method);
+    }
+    if allowed.is_empty() {
+        RouteMatch::NotFound
+    } else {
+        RouteMatch::WrongMethod(allowed)
+    }
+}
+
+/// The `{param}` segments of `path` if it fits `template`.
+fn match_template<'a>(template: &str, path: &'a str) -> Option<Vec<&'a str>> {
+    let mut params = Vec::new();
+    let mut given = path.split('/');
+    for want in template.split('/') {
+        let got = given.next()?;
+        if want.starts_with('{') && want.ends_with('}') {
+            if got.is_empty() {
+                return None;
+            }
+            params.push(got);
+        } else if want != got {
+            return None;
+        }
+    }
+    given.next().is_none().then_some(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_match_whole_segments_and_capture_parameters() {
+        fn found(m: RouteMatch<'_>) -> Option<(Endpoint, Vec<&str>)> {
+            match m {
+                RouteMatch::Found(r, p) => Some((r.endpoint, p)),
+                _ => None,
+            }
+        }
+        assert_eq!(
+            found(find("GET", "/v1/groups/5")),
+            Some((Endpoint::ReadGroup, vec!["5"]))
+        );
+        assert_eq!(
+            found(find("POST", "/v1/groups/x")),
+            Some((Endpoint::UpdateGroup, vec!["x"]))
+        );
+        assert_eq!(
+            found(find("GET", "/healthz")),
+            Some((Endpoint::Health, vec![]))
+        );
+        for missing in [
+            "/v1/groups/",
+            "/v1/groups",
+            "/v1/groups/5/x",
+            "/healthz/",
+            "/v1/publishx",
+            "/",
+            "",
+        ] {
+            assert_eq!(find("GET", missing), RouteMatch::NotFound, "{missing}");
+        }
+        assert_eq!(
+            find("DELETE", "/v1/groups/5"),
+            RouteMatch::WrongMethod(vec!["GET", "POST"])
+        );
+        assert_eq!(
+            find("GET", "/v1/publish"),
+            RouteMatch::WrongMethod(vec!["POST"])
+        );
+    }
+
+    #[test]
+    fn no_two_routes_share_a_method_and_path() {
+        for (i, a) in ROUTES.iter().enumerate() {
+            for b in &ROUTES[i + 1..] {
+                assert!(
+                    (a.method, a.path) != (b.method, b.path),
+                    "{} {} twice",
+                    a.method,
+                    a.path
+                );
+            }
+        }
+    }
+}
