@@ -98,6 +98,7 @@ export class Writer {
 
   /** Writes `changes`, retrying until it works; false if stopped first. */
   private async persist(changes: StoreChange[]): Promise<boolean> {
+    if (changes.length === 0) return true; // frames queued behind a write, nothing of their own
     for (;;) {
       try {
         await this.store.apply(changes);

@@ -70,8 +70,8 @@ function openWebSocket(ws: WebSocketLike, handlers: TransportHandlers): Promise<
     };
     ws.onopen = () => {
       if (ws.protocol !== WEBSOCKET_SUBPROTOCOL) {
-        ws.close(CLOSE_NORMAL, "subprotocol not agreed");
         finish(new Error(`server did not agree to subprotocol ${WEBSOCKET_SUBPROTOCOL}`));
+        ws.close(CLOSE_NORMAL, "subprotocol not agreed");
         return;
       }
       open = true;
@@ -90,8 +90,8 @@ function openWebSocket(ws: WebSocketLike, handlers: TransportHandlers): Promise<
         handlers.onData(new Uint8Array(ev.data));
         return;
       }
-      ws.close(CLOSE_UNSUPPORTED_DATA, "binary messages only");
       finish(new Error("the server sent a non-binary WebSocket message"));
+      ws.close(CLOSE_UNSUPPORTED_DATA, "binary messages only");
     };
     ws.onerror = () => finish(new Error("WebSocket error"));
     ws.onclose = (ev) => finish(ev.code === CLOSE_NORMAL ? undefined : new Error(`WebSocket closed: ${ev.code} ${ev.reason}`));

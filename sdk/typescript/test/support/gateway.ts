@@ -24,6 +24,8 @@ import { fileURLToPath } from "node:url";
 export const TOKEN_SECRET = "typescript-sdk-e2e-secret";
 export const ADMIN_TOKEN = "typescript-sdk-e2e-admin";
 
+const usedPorts = new Set<number>();
+
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../../../..");
 
 /** The gateway binary to run. */
@@ -45,8 +47,12 @@ export function mintToken(user: bigint, device: bigint, secret = TOKEN_SECRET, e
   return `${header}.${claims}.${sig}`;
 }
 
-/** A port below 32768 that nothing listens on now. */
-async function freePort(taken: Set<number>): Promise<number> {
+/** A port below 32768 that nothing listens on now (and this process has not handed out). */
+export function freePort(): Promise<number> {
+  return pickPort(usedPorts);
+}
+
+async function pickPort(taken: Set<number>): Promise<number> {
   for (let tries = 0; tries < 200; tries++) {
     const port = 20_000 + Math.floor(Math.random() * 12_000);
     if (taken.has(port)) continue;
@@ -63,7 +69,6 @@ async function freePort(taken: Set<number>): Promise<number> {
   throw new Error("no free port below 32768");
 }
 
-const usedPorts = new Set<number>();
 
 /** Settings of a test gateway. */
 export interface GatewayOptions {
@@ -90,7 +95,7 @@ export class Gateway {
   /** Starts a gateway on a fresh data dir. */
   static async start(options: GatewayOptions = {}): Promise<Gateway> {
     const dir = await mkdtemp(join(tmpdir(), "surepush-ts-e2e-"));
-    const g = new Gateway(dir, await freePort(usedPorts), await freePort(usedPorts), options);
+    const g = new Gateway(dir, await freePort(), await freePort(), options);
     await g.spawn();
     return g;
   }
