@@ -185,8 +185,11 @@ export class Client {
    */
   async close(): Promise<void> {
     if (this.stateValue === "closed") return;
-    if (this.transport && this.session?.state !== "disconnected") {
-      void this.writer.submit([], [encodeFrame({ type: "disconnect", reason: ErrorCode.Normal, redirect: "" })], this.generation);
+    // What is drained so far reaches the store (and its frames the wire)
+    // before the goodbye.
+    await this.writer.idle();
+    if (this.transport && (this.session?.state === "replaying" || this.session?.state === "live")) {
+      this.transport.write([encodeFrame({ type: "disconnect", reason: ErrorCode.Normal, redirect: "" })]);
     }
     this.shutdown(undefined);
     await this.writer.idle();
