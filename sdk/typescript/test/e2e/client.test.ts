@@ -17,18 +17,16 @@ import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 
 import { ErrorCode, FileStore, tcpConnector, type Connector } from "../../src/node.js";
-import { Device, text } from "../support/device.js";
+import { Device, text, gatewayForThisFile } from "../support/device.js";
 import { Gateway, mintToken } from "../support/gateway.js";
 
-let gw: Gateway;
+const gateway = gatewayForThisFile();
+
 let dir: string;
 before(async () => {
-  gw = await Gateway.start();
   dir = await mkdtemp(join(tmpdir(), "surepush-ts-client-"));
 });
 after(async () => {
-  await Device.closeAll();
-  await gw.stop();
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -56,21 +54,21 @@ describe("connection policy", () => {
 
   test("a token for another device (DeviceMismatch) stops the client instead of retrying", async () => {
     const endpoints: string[] = [];
-    const d = Device.create(gw, 702n, 1n, {
+    const d = Device.create(gateway(), 702n, 1n, {
       client: { connector: counting(endpoints), token: mintToken(702n, 2n) },
     });
     const closed = d.client.once("closed");
     await d.client.start();
     assert.equal((await closed).reason, ErrorCode.DeviceMismatch);
     assert.equal(d.client.state, "closed");
-    assert.deepEqual(endpoints, [gw.endpoint], "one attempt only");
+    assert.deepEqual(endpoints, [gateway().endpoint], "one attempt only");
     assert.ok(d.log.includes("gateway-error"));
   });
 
   test("an expired token from a token function is replaced by a fresh one on the next connection", async () => {
     let calls = 0;
     const token = (): string => (++calls === 1 ? mintToken(703n, 1n, undefined, 1_000) : mintToken(703n, 1n));
-    const d = Device.create(gw, 703n, 1n, { client: { token } });
+    const d = Device.create(gateway(), 703n, 1n, { client: { token } });
     await d.client.start();
     await d.until("live", () => d.client.state === "live");
     assert.equal(calls, 2);
@@ -87,7 +85,7 @@ describe("app restarts", () => {
     args: { from: number; count: number; store: string; pauseAt?: number },
     onLine?: (line: string, child: ReturnType<typeof spawn>) => void,
   ) {
-    const argv = [senderApp, gw.endpoint, "711", "1", "712", args.store, String(args.from), String(args.count)];
+    const argv = [senderApp, gateway().endpoint, "711", "1", "712", args.store, String(args.from), String(args.count)];
     if (args.pauseAt !== undefined) argv.push(String(args.pauseAt));
     const child = spawn(process.execPath, argv, { stdio: ["pipe", "pipe", "inherit"] });
     const lines: string[] = [];
@@ -104,16 +102,16 @@ describe("app restarts", () => {
     const senderStore = join(dir, "sender.journal");
     const receiverStore = join(dir, "receiver.journal");
     const receiverFile = await FileStore.open({ path: receiverStore });
-    const receiver = await Device.online(gw, 712n, 1n, { store: receiverFile });
+    const receiver = await Device.online(gateway(), 712n, 1n, { store: receiverFile });
 
     // Message 15 queued: the gateway dies; the app queues 16..25 into its
     // outbox (nothing can be acknowledged now) and is killed with -9.
     const first = await runSender({ from: 0, count: 60, store: senderStore, pauseAt: 15 }, (line, child) => {
-      if (line.startsWith("queued 15 ")) void gw.kill9().then(() => child.stdin!.write("go\n"));
+      if (line.startsWith("queued 15 ")) void gateway().kill9().then(() => child.stdin!.write("go\n"));
       if (line.startsWith("queued 25 ")) child.kill("SIGKILL");
     });
     assert.equal(first.signal, "SIGKILL");
-    await gw.restart();
+    await gateway().restart();
     const queued1 = first.lines.map((l) => l.split(" ")).filter((p) => p[0] === "queued");
     const lastQueued = Number(queued1.at(-1)![1]);
     assert.ok(lastQueued >= 25);
@@ -133,7 +131,7 @@ describe("app restarts", () => {
     assert.equal(new Set(ids).size, ids.length, "client message ids never repeat across processes");
 
     const reopened = await FileStore.open({ path: receiverStore });
-    const back = await Device.online(gw, 712n, 1n, { store: reopened });
+    const back = await Device.online(gateway(), 712n, 1n, { store: reopened });
     const expected = [...queued1, ...queued2].map((p) => `app-${p[1]}`);
     const all = () => [...receiver.texts(), ...back.texts()];
     await back.until("every queued message", () => expected.every((t) => all().includes(t)));

@@ -14,25 +14,18 @@
  */
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
 import { MemoryStore, type InboxMessage, type QosLevel, type SendOutcome } from "../../src/node.js";
-import { Device, show, text } from "../support/device.js";
-import { Gateway } from "../support/gateway.js";
+import { Device, gatewayForThisFile, show, text } from "../support/device.js";
+
+const gateway = gatewayForThisFile({ shards: 2 });
 
 const SENDER = 601n;
 const RECEIVERS = [602n, 603n];
 const MESSAGES = 150;
 const KILLS = 3;
 
-let gw: Gateway;
-before(async () => {
-  gw = await Gateway.start({ shards: 2 });
-});
-after(async () => {
-  await Device.closeAll();
-  await gw.stop();
-});
 
 interface Sent {
   readonly to: bigint;
@@ -42,8 +35,8 @@ interface Sent {
 }
 
 test("kill -9 mid-stream: nothing acknowledged is lost, nothing is shown twice, QoS 2 exactly once", async (t) => {
-  const receivers = await Promise.all(RECEIVERS.map((u) => Device.online(gw, u, 1n)));
-  const sender = await Device.online(gw, SENDER, 1n, { store: new MemoryStore() });
+  const receivers = await Promise.all(RECEIVERS.map((u) => Device.online(gateway(), u, 1n)));
+  const sender = await Device.online(gateway(), SENDER, 1n, { store: new MemoryStore() });
   const sent = new Map<bigint, Sent>();
   const ackedBeforeKill = new Set<bigint>();
   let inFlightAtKills = 0;
@@ -62,9 +55,9 @@ test("kill -9 mid-stream: nothing acknowledged is lost, nothing is shown twice, 
     await sendMany(15);
     inFlightAtKills += [...sent.values()].filter((s) => !s.outcome).length;
     for (const [id, s] of sent) if (s.outcome?.status === "stored") ackedBeforeKill.add(id);
-    await gw.kill9();
+    await gateway().kill9();
     await sendMany(5); // queued in the outbox while the gateway is down
-    await gw.restart();
+    await gateway().restart();
     await sender.until("the sender is live again", () => sender.client.state === "live");
   }
   await sendMany(MESSAGES - next);
@@ -103,7 +96,7 @@ test("kill -9 mid-stream: nothing acknowledged is lost, nothing is shown twice, 
     checkInbox(device.messages, expected, ackedBeforeKill, `live device of ${user}`);
 
     // The log itself: a new device replays the whole inbox.
-    const replay = await Device.online(gw, user, 2n, { store: storeAt(0n), session: { page: 25 } });
+    const replay = await Device.online(gateway(), user, 2n, { store: storeAt(0n), session: { page: 25 } });
     checkInbox(replay.messages, expected, ackedBeforeKill, `replay of ${user}`);
     await replay.close();
   }

@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
 import {
   decodeFrame,
@@ -18,17 +18,10 @@ import {
   type SendReceipt,
   type SyncFrame,
 } from "../../src/node.js";
-import { Device, show, text } from "../support/device.js";
-import { Gateway } from "../support/gateway.js";
+import { Device, gatewayForThisFile, show, text } from "../support/device.js";
 
-let gw: Gateway;
-before(async () => {
-  gw = await Gateway.start({ shards: 2 });
-});
-after(async () => {
-  await Device.closeAll();
-  await gw.stop();
-});
+const gateway = gatewayForThisFile({ shards: 2 });
+
 
 async function stored(receipt: SendReceipt): Promise<Extract<SendOutcome, { status: "stored" }>> {
   const outcome = await receipt.outcome;
@@ -56,8 +49,8 @@ function recording(sent: Frame[]): Connector {
 
 describe("one-to-one", () => {
   test("QoS 1, 2 and 0 arrive with the sender's identity; QoS 2 completes with REL/COMP", async () => {
-    const alice = await Device.online(gw, 101n, 1n);
-    const bob = await Device.online(gw, 102n, 1n);
+    const alice = await Device.online(gateway(), 101n, 1n);
+    const bob = await Device.online(gateway(), 102n, 1n);
     const one = await alice.client.send(102n, "one", { qos: 1 });
     const two = await alice.client.send(102n, "two", { qos: 2 });
     const a1 = await stored(one);
@@ -90,9 +83,9 @@ describe("one-to-one", () => {
   });
 
   test("multi-device: the sending device gets a payload-less echo, its other device the message, at the own-inbox seq", async () => {
-    const carol1 = await Device.online(gw, 201n, 1n);
-    const carol2 = await Device.online(gw, 201n, 2n);
-    const dave = await Device.online(gw, 202n, 1n);
+    const carol1 = await Device.online(gateway(), 201n, 1n);
+    const carol2 = await Device.online(gateway(), 201n, 2n);
+    const dave = await Device.online(gateway(), 202n, 1n);
     const receipt = await carol1.client.send(202n, "hello dave", { qos: 1 });
     const outcome = await stored(receipt);
     await carol1.until("echo", () => carol1.messages.length === 1);
@@ -117,15 +110,15 @@ describe("one-to-one", () => {
 describe("replay", () => {
   test("an offline device replays in pages; each SYNC After acknowledges the page before; ids increase", async () => {
     const store = new MemoryStore();
-    const erin = await Device.online(gw, 301n, 1n, { store });
+    const erin = await Device.online(gateway(), 301n, 1n, { store });
     await erin.close();
-    const frank = await Device.online(gw, 302n, 1n);
+    const frank = await Device.online(gateway(), 302n, 1n);
     const receipts: SendReceipt[] = [];
     for (let i = 1; i <= 25; i++) receipts.push(await frank.client.send(301n, `offline ${i}`));
     const outcomes = await Promise.all(receipts.map(stored));
 
     const sent: Frame[] = [];
-    const back = Device.create(gw, 301n, 1n, { store, session: { page: 10 }, client: { connector: recording(sent) } });
+    const back = Device.create(gateway(), 301n, 1n, { store, session: { page: 10 }, client: { connector: recording(sent) } });
     await back.client.start();
     await back.until("caught up", () => back.client.state === "live");
     assert.deepEqual(back.texts(), receipts.map((_, i) => `offline ${i + 1}`));
@@ -147,12 +140,12 @@ describe("replay", () => {
   });
 
   test("a new device gets the newest N, then older pages on demand, then live pushes", async () => {
-    const sender = await Device.online(gw, 402n, 1n);
+    const sender = await Device.online(gateway(), 402n, 1n);
     const receipts: SendReceipt[] = [];
     for (let i = 1; i <= 30; i++) receipts.push(await sender.client.send(401n, `m${i}`));
     await Promise.all(receipts.map(stored));
 
-    const gina = await Device.online(gw, 401n, 9n, { session: { initialLatest: 10 } });
+    const gina = await Device.online(gateway(), 401n, 9n, { session: { initialLatest: 10 } });
     assert.deepEqual(gina.texts(), Array.from({ length: 10 }, (_, i) => `m${21 + i}`));
     const page2 = await gina.client.fetchOlder({ limit: 10 });
     assert.deepEqual(page2.items.map((m) => text(m.payload)), Array.from({ length: 10 }, (_, i) => `m${11 + i}`));

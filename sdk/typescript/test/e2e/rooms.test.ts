@@ -13,18 +13,15 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 
 import { FileStore, roomId, type SendReceipt } from "../../src/node.js";
-import { Device, text } from "../support/device.js";
-import { Gateway } from "../support/gateway.js";
+import { Device, gatewayForThisFile, text } from "../support/device.js";
 
-let gw: Gateway;
+const gateway = gatewayForThisFile({ shards: 2, core: "room_history = 30" });
+
 let dir: string;
 before(async () => {
-  gw = await Gateway.start({ shards: 2, core: "room_history = 30" });
   dir = await mkdtemp(join(tmpdir(), "surepush-ts-rooms-"));
 });
 after(async () => {
-  await Device.closeAll();
-  await gw.stop();
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -55,9 +52,9 @@ describe("rooms", () => {
   test("an app restart resumes the room after the last message it delivered (position in the file store)", async () => {
     const room = roomId(11n);
     const path = join(dir, "hank.journal");
-    const publisher = await Device.online(gw, 502n, 1n);
+    const publisher = await Device.online(gateway(), 502n, 1n);
     const firstStore = await FileStore.open({ path });
-    const hank = Device.create(gw, 501n, 1n, { store: firstStore });
+    const hank = Device.create(gateway(), 501n, 1n, { store: firstStore });
     await hank.client.start();
     await hank.client.subscribe(room);
     await hank.until("subscribed", () => hank.log.includes("subscribed"));
@@ -72,7 +69,7 @@ describe("rooms", () => {
     const missedSeqs = await publish(publisher, room, missed);
     const store = await FileStore.open({ path });
     assert.equal((await store.load()).rooms[0]?.last, firstSeqs[4], "the position survived the restart");
-    const again = Device.create(gw, 501n, 1n, { store });
+    const again = Device.create(gateway(), 501n, 1n, { store });
     await again.client.start();
     await again.client.subscribe(room); // as an app does at every start: the stored position is kept
     await again.until("the 7 missed messages", () => again.rooms.length === 7);
@@ -83,8 +80,8 @@ describe("rooms", () => {
 
   test("a gateway restart: the client reconnects by itself and resumes without loss or duplicates", async () => {
     const room = roomId(12n);
-    const publisher = await Device.online(gw, 512n, 1n);
-    const sub = await Device.online(gw, 511n, 1n);
+    const publisher = await Device.online(gateway(), 512n, 1n);
+    const sub = await Device.online(gateway(), 511n, 1n);
     await sub.client.subscribe(room, { qos: 0 });
     await sub.until("subscribed", () => sub.log.includes("subscribed"));
     const before = range("g", 1, 4);
@@ -92,10 +89,10 @@ describe("rooms", () => {
     await sub.until("4 messages", () => sub.rooms.length === 4);
     await publisher.close();
 
-    await gw.terminate(); // DISCONNECT ShuttingDown to both clients
+    await gateway().terminate(); // DISCONNECT ShuttingDown to both clients
     await sub.until("disconnected", () => sub.log.includes("disconnected"));
-    await gw.restart();
-    const publisher2 = await Device.online(gw, 512n, 1n);
+    await gateway().restart();
+    const publisher2 = await Device.online(gateway(), 512n, 1n);
     const afterRestart = range("g", 5, 9);
     seqs.push(...(await publish(publisher2, room, afterRestart)));
     await sub.until("all 9", () => sub.rooms.length >= 9);
@@ -105,10 +102,10 @@ describe("rooms", () => {
 
   test("a resume older than the room's history reports the gap, then continues at the oldest kept", async () => {
     const room = roomId(13n);
-    const publisher = await Device.online(gw, 522n, 1n);
+    const publisher = await Device.online(gateway(), 522n, 1n);
     const texts = range("h", 1, 40);
     const seqs = await publish(publisher, room, texts);
-    const late = Device.create(gw, 521n, 1n);
+    const late = Device.create(gateway(), 521n, 1n);
     await late.client.start();
     await late.client.resume(room, 0n);
     await late.until("the kept history", () => late.rooms.length === 30);

@@ -15,10 +15,11 @@ import { after, before, test } from "node:test";
 import { WebSocketServer, type WebSocket } from "ws";
 
 import { decodeFrame, nodeWebSocketConnector, WEBSOCKET_SUBPROTOCOL } from "../../src/node.js";
-import { Device, text } from "../support/device.js";
-import { freePort, Gateway } from "../support/gateway.js";
+import { Device, gatewayForThisFile, text } from "../support/device.js";
+import { freePort } from "../support/gateway.js";
 
-let gw: Gateway;
+const gateway = gatewayForThisFile();
+
 let bridge: WebSocketServer;
 let refusing: WebSocketServer;
 const fromClients: string[] = [];
@@ -42,7 +43,7 @@ function frameSplitter(): (chunk: Buffer) => Buffer[] {
 
 function relay(ws: WebSocket): void {
   protocols.push(ws.protocol);
-  const tcp = tcpConnect(gw.port, "127.0.0.1");
+  const tcp = tcpConnect(gateway().port, "127.0.0.1");
   const split = frameSplitter();
   tcp.on("data", (chunk: Buffer) => {
     for (const f of split(chunk)) ws.send(f, { binary: true });
@@ -67,7 +68,6 @@ async function listen(server: WebSocketServer): Promise<number> {
 let url: string;
 let refusingUrl: string;
 before(async () => {
-  gw = await Gateway.start();
   bridge = new WebSocketServer({
     host: "127.0.0.1",
     port: await freePort(),
@@ -83,16 +83,14 @@ before(async () => {
   refusingUrl = `ws://127.0.0.1:${await listen(refusing)}/`;
 });
 after(async () => {
-  await Device.closeAll();
   await new Promise((resolve) => bridge.close(resolve));
   await new Promise((resolve) => refusing.close(resolve));
-  await gw.stop();
 });
 
 test("over WebSocket (surepush.v1, one frame per binary message): QoS 1 and 2 both ways with identity", async () => {
   const ws = { endpoint: url, client: { connector: nodeWebSocketConnector() } };
-  const kim = await Device.online(gw, 801n, 1n, ws);
-  const lee = await Device.online(gw, 802n, 1n, ws);
+  const kim = await Device.online(gateway(), 801n, 1n, ws);
+  const lee = await Device.online(gateway(), 802n, 1n, ws);
   const r1 = await kim.client.send(802n, "over websocket", { qos: 1 });
   const r2 = await lee.client.send(801n, "and back", { qos: 2 });
   const [o1, o2] = await Promise.all([r1.outcome, r2.outcome]);
@@ -111,7 +109,7 @@ test("over WebSocket (surepush.v1, one frame per binary message): QoS 1 and 2 bo
 });
 
 test("a server that does not agree to surepush.v1 is not used", async () => {
-  const d = Device.create(gw, 803n, 1n, { endpoint: refusingUrl, client: { connector: nodeWebSocketConnector() } });
+  const d = Device.create(gateway(), 803n, 1n, { endpoint: refusingUrl, client: { connector: nodeWebSocketConnector() } });
   await d.client.start();
   await d.until("a refused connection", () => d.log.includes("connect-failed"));
   assert.notEqual(d.client.state, "live");

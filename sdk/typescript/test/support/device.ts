@@ -15,7 +15,9 @@ import {
   type RoomMessage,
   type SessionConfig,
 } from "../../src/node.js";
-import type { Gateway } from "./gateway.js";
+import { after, before } from "node:test";
+
+import { Gateway, type GatewayOptions } from "./gateway.js";
 
 const WATCHED = [
   "connected",
@@ -44,6 +46,26 @@ export interface DeviceOptions {
   readonly session?: Partial<Omit<SessionConfig, "device" | "firstClientMsgId">>;
   readonly endpoint?: string;
   readonly client?: Partial<ClientOptions>;
+}
+
+/**
+ * One gateway for the test file: started before its first test; after the
+ * last, every device still open is closed and the gateway stopped (so a
+ * failed test leaves nothing reconnecting). Returns the gateway's getter.
+ */
+export function gatewayForThisFile(options: GatewayOptions = {}): () => Gateway {
+  let gateway: Gateway | undefined;
+  before(async () => {
+    gateway = await Gateway.start(options);
+  });
+  after(async () => {
+    await Device.closeAll();
+    await gateway?.stop();
+  });
+  return () => {
+    if (!gateway) throw new Error("the gateway is not started yet");
+    return gateway;
+  };
 }
 
 /** JSON with bigints as strings (for assertion messages). */

@@ -31,10 +31,6 @@ function rebuilt(frame: Uint8Array, body: Uint8Array, flags?: number): Uint8Arra
   return out;
 }
 
-function bodyOf(frame: Frame): Uint8Array {
-  return encodeFrame(frame).subarray(HEADER);
-}
-
 function assertProtocolError(bytes: Uint8Array, code: number, what: string): ProtocolError {
   try {
     const f = decodeFrame(bytes);

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
-import { Harness, message, ofType } from "../support/harness.js";
+import { connack, Harness, message, ofType } from "../support/harness.js";
 
 describe("replay after CONNACK", () => {
   test("a device with history pages SYNC After from delivered; each page acknowledges the last; an empty page ends replay", () => {
@@ -15,7 +15,7 @@ describe("replay after CONNACK", () => {
     h.session.connect(h.now, "t");
     const [connect] = h.frames();
     assert.deepEqual(connect, { type: "connect", device: 7n, lastSeq: 4n, keepaliveMs: 30_000, token: "t" });
-    const [sync1] = ofType(h.gateway({ type: "connack", ...baseAck(9n) }), "sync");
+    const [sync1] = ofType(h.gateway(connack({ head: 9n })), "sync");
     assert.deepEqual({ ...sync1!, requestId: 0 }, { type: "sync", requestId: 0, direction: "after", anchor: 4n, limit: 3 });
     assert.equal(h.session.state, "replaying");
     // The page may overlap what the device holds (4): skipped.
@@ -66,7 +66,7 @@ describe("a new device", () => {
     h.session.connect(h.now, "t");
     const [connect] = h.frames();
     assert.equal(connect?.type === "connect" && connect.lastSeq, undefined, "no cursor: HAS_CURSOR clear");
-    const [latest] = ofType(h.gateway({ type: "connack", ...baseAck(30n) }), "sync");
+    const [latest] = ofType(h.gateway(connack({ head: 30n })), "sync");
     assert.equal(latest?.direction, "latest");
     assert.equal(latest?.limit, 10);
     const newest = Array.from({ length: 10 }, (_, i) => message(21n + BigInt(i)));
@@ -170,17 +170,3 @@ describe("live pushes", () => {
     assert.deepEqual(h.delivered(), [5n, 6n]);
   });
 });
-
-function baseAck(head: bigint) {
-  return {
-    user: 42n,
-    device: 7n,
-    head,
-    cursor: undefined,
-    maxFrame: 1 << 20,
-    pushWindow: 64,
-    maxPendingSends: 256,
-    keepaliveMs: 30_000,
-    maxSyncLimit: 1000,
-  } as const;
-}

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import { roomId, SubResult, type Frame, type RoomPushFrame } from "../../src/index.js";
-import { Harness, ofType } from "../support/harness.js";
+import { connack, Harness, ofType } from "../support/harness.js";
 
 const ROOM = roomId(7n);
 
@@ -37,7 +37,7 @@ describe("rooms", () => {
     h.session.handleDisconnect(h.now);
     h.session.connect(h.now, "t");
     h.frames();
-    const resub = ofType(h.gateway({ type: "connack", ...ack() }), "subscribe");
+    const resub = ofType(h.gateway(connack()), "subscribe");
     assert.deepEqual(resub, [{ type: "subscribe", room: ROOM, after: 12n, qos: 1 }]);
     subscribed(h, 14n, 13n);
     h.gateway(push(12n), push(13n), push(14n));
@@ -128,17 +128,3 @@ describe("rooms", () => {
     assert.throws(() => h.session.subscribe((1n << 63n) | (1n << 62n), 1, h.now), RangeError);
   });
 });
-
-function ack() {
-  return {
-    user: 42n,
-    device: 7n,
-    head: 0n,
-    cursor: undefined,
-    maxFrame: 1 << 20,
-    pushWindow: 64,
-    maxPendingSends: 256,
-    keepaliveMs: 30_000,
-    maxSyncLimit: 1000,
-  } as const;
-}

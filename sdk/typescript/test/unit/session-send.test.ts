@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import { PayloadTooLargeError, SendResult, type SendAckFrame } from "../../src/index.js";
-import { Harness, ofType } from "../support/harness.js";
+import { connack, Harness, ofType } from "../support/harness.js";
 
 const enc = new TextEncoder();
 
@@ -55,7 +55,7 @@ describe("QoS 1", () => {
     h.session.handleDisconnect(h.now);
     h.session.connect(h.now, "t");
     assert.deepEqual(ofType(h.frames(), "send"), [], "nothing but CONNECT before CONNACK");
-    const [resent] = ofType(h.gateway({ type: "connack", ...connackFields() }), "send");
+    const [resent] = ofType(h.gateway(connack({ cursor: 0n })), "send");
     assert.equal(resent?.clientMsgId, id);
     h.gateway(ack(id, SendResult.Duplicate));
     assert.equal(h.events().filter((e) => e.type === "send-acked").length, 1, "Duplicate means stored earlier");
@@ -156,17 +156,3 @@ describe("client message ids and limits", () => {
     assert.throws(() => h.session.send(1n, new Uint8Array(0), 3 as 1, h.now), RangeError);
   });
 });
-
-function connackFields() {
-  return {
-    user: 42n,
-    device: 7n,
-    head: 0n,
-    cursor: 0n,
-    maxFrame: 1 << 20,
-    pushWindow: 64,
-    maxPendingSends: 256,
-    keepaliveMs: 30_000,
-    maxSyncLimit: 1000,
-  } as const;
-}
