@@ -141,6 +141,7 @@ export class Client {
   private redirectTo: string | undefined;
   private pumping = false;
   private pumpAgain = false;
+  private readonly nestedPumps: Array<(stored: Promise<void>) => void> = [];
   /** Sends of this run whose outcome is not settled yet. */
   private readonly outcomes = new Map<bigint, PendingOutcome>();
   private older: { resolve: (p: OlderPage) => void; reject: (e: Error) => void } | undefined;
@@ -358,8 +359,10 @@ export class Client {
     const session = this.session;
     if (!session) return Promise.resolve();
     if (this.pumping) {
+      // Called from a listener: the running pump drains this call's
+      // changes too; answer when they are stored, not before.
       this.pumpAgain = true;
-      return this.writer.idle();
+      return new Promise((resolve) => this.nestedPumps.push(resolve));
     }
     this.pumping = true;
     let durable: Promise<void> = Promise.resolve();
@@ -378,7 +381,9 @@ export class Client {
       this.pumping = false;
     }
     this.armTimer();
-    return durable.catch(() => undefined);
+    const stored = durable.catch(() => undefined);
+    for (const nested of this.nestedPumps.splice(0)) nested(stored);
+    return stored;
   }
 
   private dispatch(event: SessionEvent): void {

@@ -46,6 +46,9 @@ import { Replay } from "./replay.js";
 import { Rooms } from "./rooms.js";
 import { NEW_DEVICE, type RoomPosition, type SessionState, type StoreChange } from "./state.js";
 
+/** The gateway's default keepalive (PROTOCOL.md §3, CONNECT), used if neither side names one. */
+const DEFAULT_KEEPALIVE_MS = 30_000;
+
 /** Where a session stands with its current connection. */
 export type SessionPhase =
   /** No transport (or the last one is over). */
@@ -103,7 +106,7 @@ export class ClientSession {
     this.inbox = new Inbox(state.delivered, config.reorderLimit);
     this.outbox = new Outbox(state.outbox);
     this.rooms = new Rooms(state.rooms, config.roomAckEvery, config.roomAckDelayMs);
-    this.keepaliveMs = config.keepaliveMs;
+    this.keepaliveMs = config.keepaliveMs > 0 ? config.keepaliveMs : DEFAULT_KEEPALIVE_MS;
     const afterOutbox = (this.outbox.highestId ?? 0n) + 1n;
     this.nextClientMsgId = [state.nextClientMsgId ?? 0n, afterOutbox, config.firstClientMsgId].reduce(
       (a, b) => (a > b ? a : b),
@@ -430,7 +433,7 @@ export class ClientSession {
     this.maxPending = Math.max(1, ack.maxPendingSends);
     this.maxFrame = ack.maxFrame > 0 ? ack.maxFrame : DEFAULT_MAX_FRAME;
     this.decoder.setMaxFrame(Math.max(DEFAULT_MAX_FRAME, ack.maxFrame));
-    this.keepaliveMs = ack.keepaliveMs > 0 ? ack.keepaliveMs : this.config.keepaliveMs;
+    this.keepaliveMs = [ack.keepaliveMs, this.config.keepaliveMs].find((k) => k > 0) ?? DEFAULT_KEEPALIVE_MS;
     this.replay.setMaxLimit(ack.maxSyncLimit);
     this.inbox.onConnAck(ack.cursor);
     this.out.event({ type: "connected", connack: ack });

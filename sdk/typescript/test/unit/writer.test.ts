@@ -9,48 +9,8 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { Writer } from "../../src/client/writer.js";
-import { roomId, type OutboxStore, type SessionState, type StoreChange } from "../../src/index.js";
-
-/** A store whose writes complete when the test says so. */
-class GatedStore implements OutboxStore {
-  readonly applied: StoreChange[][] = [];
-  private gates: Array<{ open: () => void; fail: (e: Error) => void }> = [];
-
-  async load(): Promise<SessionState> {
-    return { outbox: [], rooms: [] };
-  }
-
-  apply(changes: readonly StoreChange[]): Promise<void> {
-    return new Promise((open, fail) =>
-      this.gates.push({
-        open: () => {
-          this.applied.push([...changes]);
-          open();
-        },
-        fail,
-      }),
-    );
-  }
-
-  async close(): Promise<void> {}
-
-  /** Completes the oldest pending write. */
-  release(): void {
-    const gate = this.gates.shift();
-    assert.ok(gate, "no write pending");
-    gate.open();
-  }
-
-  failNext(): void {
-    const gate = this.gates.shift();
-    assert.ok(gate, "no write pending");
-    gate.fail(new Error("disk full"));
-  }
-
-  get pending(): number {
-    return this.gates.length;
-  }
-}
+import { roomId, type StoreChange } from "../../src/index.js";
+import { GatedStore } from "../support/gated-store.js";
 
 const frame = (n: number): Uint8Array => Uint8Array.of(n);
 const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
