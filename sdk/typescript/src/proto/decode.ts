@@ -1,0 +1,307 @@
+/**
+ * Frame decoding with the gateway's rules (docs/PROTOCOL.md §2-3): the
+ * header is checked first (magic, version, type, length against the
+ * maximum), then the body against its exact layout. Unknown flag bits, a
+ * body of the wrong length, an unknown enumeration value, bad UTF-8 or a
+ * QoS outside 0..2 are typed {@link ProtocolError}s, never exceptions of
+ * another kind and never a partly filled frame.
+ *
+ * Payloads are views into the given bytes (no copy).
+ *
+ * @module
+ */
+
+import {
+  BodyLen,
+  CONNACK_CURSOR_KNOWN,
+  CONNECT_HAS_CURSOR,
+  DEFAULT_MAX_FRAME,
+  ErrorCode,
+  FrameType,
+  HEADER_LEN,
+  MAGIC,
+  PUSH_ECHO,
+  PUSH_RETRANSMIT,
+  type QosLevel,
+  SendResult,
+  type SendResultValue,
+  SubResult,
+  type SubResultValue,
+  SubscribeMode,
+  SYNCPAGE_END,
+  type SyncDirection,
+  SyncDirectionByte,
+  VERSION,
+} from "./constants.js";
+import { BodyReader } from "./bytes.js";
+import { malformed, ProtocolError } from "./errors.js";
+import type { Frame, InboxMessage } from "./frames.js";
+
+/** A validated frame header. */
+export interface FrameHeader {
+  readonly type: number;
+  readonly flags: number;
+  /** Body length (header not included). */
+  readonly bodyLen: number;
+}
+
+const TYPE_NAMES: ReadonlyMap<number, string> = new Map(
+  Object.entries(FrameType).map(([name, byte]) => [byte, name.toUpperCase()]),
+);
+
+/** The name of a frame type byte (`"SYNCPAGE"`), for errors and logs. */
+export function frameName(type: number): string {
+  return TYPE_NAMES.get(type) ?? `0x${type.toString(16).padStart(2, "0")}`;
+}
+
+/**
+ * Checks the 8 header bytes at the start of `bytes` (which must hold at
+ * least {@link HEADER_LEN}): UnsupportedVersion, UnknownFrameType or
+ * FrameTooLarge (the whole frame against `maxFrame`).
+ */
+export function readHeader(bytes: Uint8Array, maxFrame: number): FrameHeader {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, HEADER_LEN);
+  const magic = view.getUint8(0);
+  const version = view.getUint8(1);
+  if (magic !== MAGIC || version !== VERSION) {
+    throw new ProtocolError(
+      ErrorCode.UnsupportedVersion,
+      "stream",
+      `magic 0x${magic.toString(16)} version ${version}`,
+    );
+  }
+  const type = view.getUint8(2);
+  if (!TYPE_NAMES.has(type)) {
+    throw new ProtocolError(ErrorCode.UnknownFrameType, "stream", `type 0x${type.toString(16)}`);
+  }
+  const bodyLen = view.getUint32(4, true);
+  if (HEADER_LEN + bodyLen > maxFrame) {
+    throw new ProtocolError(
+      ErrorCode.FrameTooLarge,
+      frameName(type),
+      `${HEADER_LEN + bodyLen} bytes exceed the limit of ${maxFrame}`,
+    );
+  }
+  return { type, flags: view.getUint8(3), bodyLen };
+}
+
+/** Decodes one complete frame: `bytes` holds exactly header and body. */
+export function decodeFrame(bytes: Uint8Array, maxFrame: number = DEFAULT_MAX_FRAME): Frame {
+  if (bytes.length < HEADER_LEN) throw malformed("stream", "shorter than a frame header");
+  const header = readHeader(bytes, maxFrame);
+  if (bytes.length !== HEADER_LEN + header.bodyLen) {
+    throw malformed(frameName(header.type), "length differs from the header's");
+  }
+  return decodeBody(header, bytes.subarray(HEADER_LEN));
+}
+
+const ALLOWED_FLAGS: ReadonlyMap<number, number> = new Map([
+  [FrameType.Connect, CONNECT_HAS_CURSOR],
+  [FrameType.ConnAck, CONNACK_CURSOR_KNOWN],
+  [FrameType.Push, PUSH_ECHO | PUSH_RETRANSMIT],
+  [FrameType.SyncPage, SYNCPAGE_END],
+]);
+
+/** Decodes a body whose header was validated by {@link readHeader}. */
+export function decodeBody(header: FrameHeader, body: Uint8Array): Frame {
+  const name = frameName(header.type);
+  const flags = header.flags;
+  if ((flags & ~(ALLOWED_FLAGS.get(header.type) ?? 0)) !== 0) {
+    throw malformed(name, "unknown flag bits set");
+  }
+  const r = new BodyReader(name, body);
+  const exact = (len: number): BodyReader => {
+    if (body.length !== len) throw malformed(name, "body length differs from its fixed size");
+    return r;
+  };
+  const atLeast = (len: number): BodyReader => {
+    if (body.length < len) throw malformed(name, "body shorter than its fixed part");
+    return r;
+  };
+  switch (header.type) {
+    case FrameType.Connect: {
+      atLeast(BodyLen.connect);
+      const device = r.u64();
+      const lastSeq = r.u64();
+      const keepaliveMs = r.u32();
+      const token = r.restText("CONNECT token");
+      if (token.length === 0) throw malformed(name, "empty token");
+      return {
+        type: "connect",
+        device,
+        lastSeq: flags & CONNECT_HAS_CURSOR ? lastSeq : undefined,
+        keepaliveMs,
+        token,
+      };
+    }
+    case FrameType.ConnAck: {
+      exact(BodyLen.connAck);
+      const user = r.u64();
+      const device = r.u64();
+      const head = r.u64();
+      const cursor = r.u64();
+      return {
+        type: "connack",
+        user,
+        device,
+        head,
+        cursor: flags & CONNACK_CURSOR_KNOWN ? cursor : undefined,
+        maxFrame: r.u32(),
+        pushWindow: r.u32(),
+        maxPendingSends: r.u32(),
+        keepaliveMs: r.u32(),
+        maxSyncLimit: r.u32(),
+      };
+    }
+    case FrameType.Send: {
+      atLeast(BodyLen.send);
+      const clientMsgId = r.u64();
+      const to = r.u64();
+      const qos = qosOf(r.u8(), name);
+      return { type: "send", clientMsgId, to, qos, payload: r.rest() };
+    }
+    case FrameType.SendAck: {
+      exact(BodyLen.sendAck);
+      const clientMsgId = r.u64();
+      const seq = r.u64();
+      const ownSeq = r.u64();
+      const result = enumOf<SendResultValue>(SendResult, r.u8(), name, "unknown result");
+      return { type: "sendack", clientMsgId, seq, ownSeq, result };
+    }
+    case FrameType.Push: {
+      atLeast(BodyLen.push);
+      const fixed = readMessageFixed(r, name);
+      return {
+        type: "push",
+        ...fixed,
+        echo: (flags & PUSH_ECHO) !== 0,
+        retransmit: (flags & PUSH_RETRANSMIT) !== 0,
+        payload: r.rest(),
+      };
+    }
+    case FrameType.Ack:
+      return { type: "ack", upTo: exact(BodyLen.u64).u64() };
+    case FrameType.Sync: {
+      exact(BodyLen.sync);
+      const requestId = r.u32();
+      const anchor = r.u64();
+      const limit = r.u32();
+      const direction = directionOf(r.u8(), name);
+      return { type: "sync", requestId, direction, anchor: direction === "latest" ? 0n : anchor, limit };
+    }
+    case FrameType.SyncPage:
+      return decodeSyncPage(atLeast(BodyLen.syncPage), name, flags);
+    case FrameType.Rel: {
+      exact(BodyLen.rel);
+      return { type: "rel", clientMsgId: r.u64(), to: r.u64() };
+    }
+    case FrameType.Comp:
+      return { type: "comp", clientMsgId: exact(BodyLen.u64).u64() };
+    case FrameType.Ping:
+      return { type: "ping", nonce: exact(BodyLen.u64).u64() };
+    case FrameType.Pong:
+      return { type: "pong", nonce: exact(BodyLen.u64).u64() };
+    case FrameType.Error: {
+      const code = atLeast(BodyLen.code).u16();
+      return { type: "error", code, message: r.restText("ERROR message") };
+    }
+    case FrameType.Disconnect: {
+      const reason = atLeast(BodyLen.code).u16();
+      return { type: "disconnect", reason, redirect: r.restText("DISCONNECT redirect") };
+    }
+    case FrameType.Subscribe: {
+      exact(BodyLen.subscribe);
+      const room = r.u64();
+      const last = r.u64();
+      const qos = qosOf(r.u8(), name);
+      const mode = r.u8();
+      if (mode !== SubscribeMode.now && mode !== SubscribeMode.after) {
+        throw malformed(name, "unknown mode");
+      }
+      return { type: "subscribe", room, after: mode === SubscribeMode.after ? last : undefined, qos };
+    }
+    case FrameType.SubAck: {
+      exact(BodyLen.subAck);
+      const room = r.u64();
+      const head = r.u64();
+      const first = r.u64();
+      const result = enumOf<SubResultValue>(SubResult, r.u8(), name, "unknown result");
+      return { type: "suback", room, head, first, result };
+    }
+    case FrameType.Unsubscribe:
+      return { type: "unsubscribe", room: exact(BodyLen.u64).u64() };
+    case FrameType.RoomPush: {
+      atLeast(BodyLen.roomPush);
+      const room = r.u64();
+      const seq = r.u64();
+      const from = r.u64();
+      const tsMs = r.u64();
+      const qos = qosOf(r.u8(), name);
+      return { type: "roompush", room, seq, from, tsMs, qos, payload: r.rest() };
+    }
+    case FrameType.RoomAck: {
+      exact(BodyLen.roomSeq);
+      return { type: "roomack", room: r.u64(), seq: r.u64() };
+    }
+    case FrameType.RoomLag: {
+      exact(BodyLen.roomSeq);
+      return { type: "roomlag", room: r.u64(), next: r.u64() };
+    }
+    default:
+      throw new ProtocolError(ErrorCode.UnknownFrameType, "stream", `type 0x${header.type.toString(16)}`);
+  }
+}
+
+function decodeSyncPage(r: BodyReader, name: string, flags: number): Frame {
+  const requestId = r.u32();
+  const head = r.u64();
+  const count = r.u32();
+  // Each item takes at least its fixed part and its length field: bound
+  // the work by what the body can actually hold before looping.
+  const minItem = BodyLen.push + BodyLen.itemPayloadLen;
+  if (count > Math.floor(r.remaining / minItem)) throw malformed(name, "count exceeds body");
+  const items: InboxMessage[] = [];
+  for (let i = 0; i < count; i++) {
+    if (r.remaining < minItem) throw malformed(name, "truncated item");
+    const fixed = readMessageFixed(r, name);
+    const len = r.u32();
+    if (len > r.remaining) throw malformed(name, "item payload exceeds body");
+    items.push({ ...fixed, echo: false, retransmit: false, payload: r.bytes(len) });
+  }
+  if (r.remaining !== 0) throw malformed(name, "trailing bytes");
+  return { type: "syncpage", requestId, head, end: (flags & SYNCPAGE_END) !== 0, items };
+}
+
+type MessageFixed = Omit<InboxMessage, "echo" | "retransmit" | "payload">;
+
+function readMessageFixed(r: BodyReader, name: string): MessageFixed {
+  return {
+    seq: r.u64(),
+    prevSeq: r.u64(),
+    from: r.u64(),
+    fromDevice: r.u64(),
+    to: r.u64(),
+    clientMsgId: r.u64(),
+    tsMs: r.u64(),
+    qos: qosOf(r.u8(), name),
+  };
+}
+
+function qosOf(v: number, frame: string): QosLevel {
+  if (v === 0 || v === 1 || v === 2) return v;
+  throw new ProtocolError(ErrorCode.InvalidQos, frame, `invalid QoS ${v}`);
+}
+
+function directionOf(v: number, frame: string): SyncDirection {
+  for (const [direction, byte] of Object.entries(SyncDirectionByte)) {
+    if (byte === v) return direction as SyncDirection;
+  }
+  throw malformed(frame, "unknown direction");
+}
+
+function enumOf<T extends number>(values: Record<string, T>, v: number, frame: string, what: string): T {
+  for (const known of Object.values(values)) {
+    if (known === v) return known;
+  }
+  throw malformed(frame, what);
+}

@@ -1,0 +1,63 @@
+/**
+ * What the session tells the application, drained with `pollEvent` in the
+ * order things happened.
+ *
+ * @module
+ */
+
+import type { ProtocolError } from "../proto/errors.js";
+import type { ConnAckFrame, InboxMessage, RoomMessage, SendAckFrame, SubAckFrame } from "../proto/frames.js";
+
+/** Why a send was given up: the gateway refused it, or it can never fit in a frame. */
+export type SendFailure = "forbidden" | "too-large";
+
+/** An event of the session. */
+export type SessionEvent =
+  /** CONNACK arrived: the session is open and replay starts. */
+  | { readonly type: "connected"; readonly connack: ConnAckFrame }
+  /** The next inbox message: in sequence order, exactly once per sequence. `echo` messages are this device's own sends (no payload). */
+  | { readonly type: "message"; readonly message: InboxMessage }
+  /** A QoS 0 message (sequence 0; may be lost, never repeated). */
+  | { readonly type: "ephemeral"; readonly message: InboxMessage }
+  /** A page of older history (SYNC Before): not part of the live stream, acknowledges nothing. */
+  | { readonly type: "older"; readonly items: readonly InboxMessage[]; readonly end: boolean }
+  /** Replay finished: the session is live (new messages are pushed). */
+  | { readonly type: "caught-up" }
+  /** A QoS 1/2 send is stored (`Stored` or `Duplicate`). QoS 1 is finished; QoS 2 goes on with REL. */
+  | { readonly type: "send-acked"; readonly ack: SendAckFrame }
+  /** A QoS 2 send is released (COMP): finished. */
+  | { readonly type: "send-completed"; readonly clientMsgId: bigint }
+  /** A send was given up for good. */
+  | {
+      readonly type: "send-failed";
+      readonly clientMsgId: bigint;
+      readonly reason: SendFailure;
+      readonly ack?: SendAckFrame | undefined;
+    }
+  /** The gateway sent ERROR (it closes afterwards, except for BadSyncRequest). */
+  | { readonly type: "gateway-error"; readonly code: number; readonly message: string }
+  /** The gateway's bytes broke the protocol; the connection is dropped. */
+  | { readonly type: "protocol-error"; readonly error: ProtocolError }
+  /**
+   * The connection is over: close the transport. `reason` is a wire code
+   * (DISCONNECT reason, ERROR code, or IdleTimeout when this side gave up
+   * waiting); `redirect` is where to reconnect (`host:port`) or empty.
+   */
+  | {
+      readonly type: "disconnected";
+      readonly reason: number;
+      readonly redirect: string;
+      /** True when the gateway said so (DISCONNECT or ERROR), false when this side decided. */
+      readonly byGateway: boolean;
+    }
+  /** A SUBACK arrived (result Ok, Gap or Refused). */
+  | { readonly type: "subscribed"; readonly ack: SubAckFrame }
+  /** A room message: in room order, each sequence once (seq 0: a QoS 0 publish). */
+  | { readonly type: "room-message"; readonly message: RoomMessage }
+  /** Room sequences `from..=to` are gone for this subscriber (SUBACK Gap: past the room's history). */
+  | { readonly type: "room-gap"; readonly room: bigint; readonly from: bigint; readonly to: bigint }
+  /** The gateway dropped the subscription as too slow; the session re-subscribed after its last message. */
+  | { readonly type: "room-lagged"; readonly room: bigint };
+
+/** The `type` names of {@link SessionEvent}. */
+export type SessionEventType = SessionEvent["type"];

@@ -1,0 +1,118 @@
+/**
+ * Rooms end to end: a subscriber resumes after its last message across an
+ * app restart (room position in a FileStore) and across a gateway
+ * restart (automatic reconnect), with nothing lost or shown twice
+ * (checked by room sequence, publisher and payload); a resume older than
+ * the room's history is reported as a gap naming what is gone.
+ */
+
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+
+import { FileStore, roomId, type SendReceipt } from "../../src/node.js";
+import { Device, gatewayForThisFile, text } from "../support/device.js";
+
+const gateway = gatewayForThisFile({ shards: 2, core: "room_history = 30" });
+
+let dir: string;
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), "surepush-ts-rooms-"));
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** Publishes `texts` to `room` and returns their room sequences (from SENDACK). */
+async function publish(from: Device, room: bigint, texts: string[]): Promise<bigint[]> {
+  const receipts: SendReceipt[] = [];
+  for (const t of texts) receipts.push(await from.client.send(room, t, { qos: 1 }));
+  return Promise.all(
+    receipts.map(async (r) => {
+      const o = await r.outcome;
+      assert.equal(o.status, "stored");
+      return o.status === "stored" ? o.seq : 0n;
+    }),
+  );
+}
+
+function assertRoomMessages(d: Device, room: bigint, seqs: bigint[], texts: string[], from: bigint): void {
+  assert.deepEqual(
+    d.rooms.map((m) => [m.room, m.seq, m.from, text(m.payload)]),
+    seqs.map((seq, i) => [room, seq, from, texts[i]]),
+  );
+}
+
+const range = (prefix: string, from: number, to: number): string[] =>
+  Array.from({ length: to - from + 1 }, (_, i) => `${prefix}${from + i}`);
+
+describe("rooms", () => {
+  test("an app restart resumes the room after the last message it delivered (position in the file store)", async () => {
+    const room = roomId(11n);
+    const path = join(dir, "hank.journal");
+    const publisher = await Device.online(gateway(), 502n, 1n);
+    const firstStore = await FileStore.open({ path });
+    const hank = Device.create(gateway(), 501n, 1n, { store: firstStore });
+    await hank.client.start();
+    await hank.client.subscribe(room);
+    await hank.until("subscribed", () => hank.log.includes("subscribed"));
+    const first = range("r", 1, 5);
+    const firstSeqs = await publish(publisher, room, first);
+    await hank.until("5 room messages", () => hank.rooms.length === 5);
+    assertRoomMessages(hank, room, firstSeqs, first, 502n);
+    await hank.close();
+    await firstStore.close(); // the app exits
+
+    const missed = range("r", 6, 12);
+    const missedSeqs = await publish(publisher, room, missed);
+    const store = await FileStore.open({ path });
+    assert.equal((await store.load()).rooms[0]?.last, firstSeqs[4], "the position survived the restart");
+    const again = Device.create(gateway(), 501n, 1n, { store });
+    await again.client.start();
+    await again.client.subscribe(room); // as an app does at every start: the stored position is kept
+    await again.until("the 7 missed messages", () => again.rooms.length === 7);
+    assertRoomMessages(again, room, missedSeqs, missed, 502n);
+    await Promise.all([again.close(), publisher.close()]);
+    await store.close();
+  });
+
+  test("a gateway restart: the client reconnects by itself and resumes without loss or duplicates", async () => {
+    const room = roomId(12n);
+    const publisher = await Device.online(gateway(), 512n, 1n);
+    const sub = await Device.online(gateway(), 511n, 1n);
+    await sub.client.subscribe(room, { qos: 0 });
+    await sub.until("subscribed", () => sub.log.includes("subscribed"));
+    const before = range("g", 1, 4);
+    const seqs = await publish(publisher, room, before);
+    await sub.until("4 messages", () => sub.rooms.length === 4);
+    await publisher.close();
+
+    await gateway().terminate(); // DISCONNECT ShuttingDown to both clients
+    await sub.until("disconnected", () => sub.log.includes("disconnected"));
+    await gateway().restart();
+    const publisher2 = await Device.online(gateway(), 512n, 1n);
+    const afterRestart = range("g", 5, 9);
+    seqs.push(...(await publish(publisher2, room, afterRestart)));
+    await sub.until("all 9", () => sub.rooms.length >= 9);
+    assertRoomMessages(sub, room, seqs, [...before, ...afterRestart], 512n);
+    await Promise.all([sub.close(), publisher2.close()]);
+  });
+
+  test("a resume older than the room's history reports the gap, then continues at the oldest kept", async () => {
+    const room = roomId(13n);
+    const publisher = await Device.online(gateway(), 522n, 1n);
+    const texts = range("h", 1, 40);
+    const seqs = await publish(publisher, room, texts);
+    const late = Device.create(gateway(), 521n, 1n);
+    await late.client.start();
+    await late.client.resume(room, 0n);
+    await late.until("the kept history", () => late.rooms.length === 30);
+    assert.deepEqual(late.gaps, [{ room, from: seqs[0], to: seqs[9] }], "sequences 1..=10 are gone");
+    const gapAt = late.log.indexOf("room-gap");
+    assert.ok(gapAt >= 0 && gapAt < late.log.indexOf("room-message"), "the gap comes before the messages");
+    assertRoomMessages(late, room, seqs.slice(10), texts.slice(10), 522n);
+    await Promise.all([late.close(), publisher.close()]);
+  });
+});

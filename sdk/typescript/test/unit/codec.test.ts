@@ -1,0 +1,276 @@
+/**
+ * The codec against docs/PROTOCOL.md: every frame's bytes match the
+ * document's layout (written out by hand in support/samples.ts), decode
+ * inverts encode, and every kind of malformed input is a typed
+ * ProtocolError with the gateway's error code, never another exception.
+ */
+
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+
+import {
+  BodyLen,
+  decodeFrame,
+  encodeFrame,
+  ErrorCode,
+  FrameDecoder,
+  type Frame,
+  ProtocolError,
+} from "../../src/proto/index.js";
+import { handEncoded, item, ROOM, SAMPLES } from "../support/samples.js";
+
+const HEADER = 8;
+
+/** `frame`'s encoding with its body replaced (length fixed up) and optionally other flags. */
+function rebuilt(frame: Uint8Array, body: Uint8Array, flags?: number): Uint8Array {
+  const out = new Uint8Array(HEADER + body.length);
+  out.set(frame.subarray(0, HEADER));
+  if (flags !== undefined) out[3] = flags;
+  new DataView(out.buffer).setUint32(4, body.length, true);
+  out.set(body, HEADER);
+  return out;
+}
+
+function assertProtocolError(bytes: Uint8Array, code: number, what: string): ProtocolError {
+  try {
+    const f = decodeFrame(bytes);
+    assert.fail(`${what}: decoded as ${f.type} instead of failing`);
+  } catch (e) {
+    assert.ok(e instanceof ProtocolError, `${what}: threw ${String(e)}, not a ProtocolError`);
+    assert.equal(e.code, code, `${what}: ${e.message}`);
+    return e;
+  }
+}
+
+const FIXED_SIZE: Partial<Record<Frame["type"], number>> = {
+  connack: BodyLen.connAck,
+  sendack: BodyLen.sendAck,
+  ack: BodyLen.u64,
+  sync: BodyLen.sync,
+  rel: BodyLen.rel,
+  comp: BodyLen.u64,
+  ping: BodyLen.u64,
+  pong: BodyLen.u64,
+  subscribe: BodyLen.subscribe,
+  suback: BodyLen.subAck,
+  unsubscribe: BodyLen.u64,
+  roomack: BodyLen.roomSeq,
+  roomlag: BodyLen.roomSeq,
+};
+
+const FIXED_PART: Partial<Record<Frame["type"], number>> = {
+  connect: BodyLen.connect,
+  send: BodyLen.send,
+  push: BodyLen.push,
+  syncpage: BodyLen.syncPage,
+  error: BodyLen.code,
+  disconnect: BodyLen.code,
+  roompush: BodyLen.roomPush,
+};
+
+describe("codec: every frame", () => {
+  test("covers all 20 frame types of the document", () => {
+    assert.equal(new Set(SAMPLES.map((f) => f.type)).size, 20);
+  });
+
+  for (const frame of SAMPLES) {
+    test(`${frame.type}: bytes match the document's layout and decode back`, () => {
+      const bytes = encodeFrame(frame);
+      assert.deepEqual(bytes, handEncoded(frame));
+      assert.deepEqual(decodeFrame(bytes), frame);
+    });
+  }
+});
+
+describe("codec: malformed input is a typed error", () => {
+  for (const frame of SAMPLES) {
+    const bytes = encodeFrame(frame);
+    const body = bytes.subarray(HEADER);
+    test(`${frame.type}: unknown flag bits`, () => {
+      assertProtocolError(rebuilt(bytes, body, bytes[3]! | 0x80), ErrorCode.Malformed, "flag 0x80");
+    });
+    const fixed = FIXED_SIZE[frame.type];
+    if (fixed !== undefined) {
+      test(`${frame.type}: body one byte short or long`, () => {
+        assert.equal(body.length, fixed);
+        assertProtocolError(rebuilt(bytes, body.subarray(0, fixed - 1)), ErrorCode.Malformed, "short");
+        assertProtocolError(rebuilt(bytes, Uint8Array.from([...body, 0])), ErrorCode.Malformed, "long");
+        assertProtocolError(rebuilt(bytes, new Uint8Array(0)), ErrorCode.Malformed, "empty");
+      });
+    }
+    const part = FIXED_PART[frame.type];
+    if (part !== undefined) {
+      test(`${frame.type}: body shorter than its fixed part`, () => {
+        assertProtocolError(rebuilt(bytes, body.subarray(0, part - 1)), ErrorCode.Malformed, "short");
+      });
+    }
+  }
+
+  test("flag bit 0 on a frame type without flags", () => {
+    for (const frame of SAMPLES) {
+      if (["connect", "connack", "push", "syncpage"].includes(frame.type)) continue;
+      const bytes = encodeFrame(frame);
+      assertProtocolError(rebuilt(bytes, bytes.subarray(HEADER), 0x01), ErrorCode.Malformed, frame.type);
+    }
+  });
+
+  test("QoS 3 in SEND, PUSH, a SYNCPAGE item, SUBSCRIBE and ROOMPUSH is InvalidQos", () => {
+    const cases: Array<[Frame, number]> = [
+      [{ type: "send", clientMsgId: 1n, to: 2n, qos: 1, payload: new Uint8Array(3) }, 16],
+      [{ type: "push", ...item(4n) }, 56],
+      [{ type: "syncpage", requestId: 1, head: 4n, end: false, items: [item(4n)] }, 16 + 56],
+      [{ type: "subscribe", room: ROOM, after: 3n, qos: 1 }, 16],
+      [{ type: "roompush", room: ROOM, seq: 1n, from: 2n, tsMs: 3n, qos: 1, payload: new Uint8Array(1) }, 32],
+    ];
+    for (const [frame, offset] of cases) {
+      const bytes = encodeFrame(frame).slice();
+      bytes[HEADER + offset] = 3;
+      assertProtocolError(bytes, ErrorCode.InvalidQos, frame.type);
+    }
+  });
+
+  test("unknown enumeration values: SENDACK result, SYNC direction, SUBACK result, SUBSCRIBE mode", () => {
+    const cases: Array<[Frame, number]> = [
+      [{ type: "sendack", clientMsgId: 1n, seq: 2n, ownSeq: 3n, result: 0 }, 24],
+      [{ type: "sync", requestId: 1, direction: "after", anchor: 2n, limit: 3 }, 16],
+      [{ type: "suback", room: ROOM, head: 1n, first: 2n, result: 0 }, 24],
+      [{ type: "subscribe", room: ROOM, after: 3n, qos: 1 }, 17],
+    ];
+    for (const [frame, offset] of cases) {
+      const bytes = encodeFrame(frame).slice();
+      bytes[HEADER + offset] = 4;
+      assertProtocolError(bytes, ErrorCode.Malformed, frame.type);
+    }
+  });
+
+  test("an empty CONNECT token is Malformed", () => {
+    const bytes = encodeFrame({ type: "connect", device: 1n, keepaliveMs: 0, token: "x" });
+    assertProtocolError(rebuilt(bytes, bytes.subarray(HEADER, HEADER + 20)), ErrorCode.Malformed, "empty token");
+  });
+
+  test("text that is not UTF-8 (token, ERROR message, DISCONNECT redirect) is InvalidUtf8", () => {
+    const bad = Uint8Array.from([0x61, 0xff, 0xfe]);
+    const frames: Frame[] = [
+      { type: "connect", device: 1n, keepaliveMs: 0, token: "x" },
+      { type: "error", code: 1, message: "" },
+      { type: "disconnect", reason: 21, redirect: "" },
+    ];
+    for (const f of frames) {
+      const bytes = encodeFrame(f);
+      const fixed = f.type === "connect" ? 20 : 2;
+      const body = Uint8Array.from([...bytes.subarray(HEADER, HEADER + fixed), ...bad]);
+      assertProtocolError(rebuilt(bytes, body), ErrorCode.InvalidUtf8, f.type);
+    }
+  });
+
+  test("a byte-order mark is kept as text, not stripped", () => {
+    const f: Frame = { type: "error", code: 1, message: "\uFEFFhi" };
+    assert.deepEqual(decodeFrame(encodeFrame(f)), f);
+  });
+
+  test("SYNCPAGE: count beyond the body, item payload beyond the body, trailing bytes", () => {
+    const page: Frame = { type: "syncpage", requestId: 1, head: 2n, end: false, items: [item(1n, "ab"), item(2n, "cd")] };
+    const bytes = encodeFrame(page);
+    const body = bytes.slice(HEADER);
+    const view = new DataView(body.buffer);
+    view.setUint32(12, 3, true);
+    assertProtocolError(rebuilt(bytes, body), ErrorCode.Malformed, "count 3 for 2 items");
+    view.setUint32(12, 0xffff_ffff, true);
+    assertProtocolError(rebuilt(bytes, body), ErrorCode.Malformed, "absurd count");
+    view.setUint32(12, 2, true);
+    view.setUint32(16 + 57, 1000, true);
+    assertProtocolError(rebuilt(bytes, body), ErrorCode.Malformed, "payload length 1000");
+    const valid = bytes.slice(HEADER);
+    assertProtocolError(rebuilt(bytes, Uint8Array.from([...valid, 0])), ErrorCode.Malformed, "trailing byte");
+    const oneItem = valid.slice();
+    new DataView(oneItem.buffer).setUint32(12, 1, true);
+    assertProtocolError(rebuilt(bytes, oneItem), ErrorCode.Malformed, "count 1 with a second item after it");
+  });
+
+  test("header: magic, version, unknown type, length above the maximum", () => {
+    const ping = encodeFrame({ type: "ping", nonce: 1n });
+    const mutate = (i: number, v: number): Uint8Array => {
+      const b = ping.slice();
+      b[i] = v;
+      return b;
+    };
+    assertProtocolError(mutate(0, 0xb4), ErrorCode.UnsupportedVersion, "magic");
+    assertProtocolError(mutate(1, 2), ErrorCode.UnsupportedVersion, "version");
+    assertProtocolError(mutate(2, 0x15), ErrorCode.UnknownFrameType, "type 0x15");
+    assertProtocolError(mutate(2, 0x00), ErrorCode.UnknownFrameType, "type 0x00");
+    const huge = ping.slice();
+    new DataView(huge.buffer).setUint32(4, (1 << 20) - HEADER + 1, true);
+    assertProtocolError(huge, ErrorCode.FrameTooLarge, "1 MiB + 1");
+  });
+});
+
+describe("codec: stream decoder", () => {
+  const all = SAMPLES.map((f) => encodeFrame(f));
+  const stream = Uint8Array.from(all.flatMap((b) => [...b]));
+
+  const drain = (d: FrameDecoder): Frame[] => {
+    const out: Frame[] = [];
+    for (let f = d.next(); f; f = d.next()) out.push(f);
+    return out;
+  };
+
+  test("byte by byte, in one chunk and in odd slices it yields the same frames", () => {
+    for (const slice of [1, 7, 100, stream.length]) {
+      const d = new FrameDecoder();
+      const got: Frame[] = [];
+      for (let i = 0; i < stream.length; i += slice) {
+        d.push(stream.slice(i, i + slice));
+        got.push(...drain(d));
+      }
+      assert.deepEqual(got, SAMPLES, `slices of ${slice}`);
+      assert.equal(d.buffered, 0);
+    }
+  });
+
+  test("payloads stay intact when later chunks arrive (no buffer reuse)", () => {
+    const d = new FrameDecoder();
+    const first = encodeFrame({ type: "push", ...item(1n, "first payload") });
+    d.push(first.slice(0, 10));
+    d.push(first.slice(10));
+    const f = d.next();
+    d.push(encodeFrame({ type: "push", ...item(2n, "XXXXXXXXXXXXXXXXXXXXXXXXXXXX") }).slice(0, 30));
+    assert.ok(f?.type === "push");
+    assert.equal(new TextDecoder().decode(f.payload), "first payload");
+  });
+
+  test("an oversized header is refused before its body arrives, and the error sticks", () => {
+    const d = new FrameDecoder(1024);
+    const header = encodeFrame({ type: "ping", nonce: 1n }).slice(0, HEADER);
+    new DataView(header.buffer).setUint32(4, 2000, true);
+    d.push(header);
+    assert.throws(() => d.next(), (e) => e instanceof ProtocolError && e.code === ErrorCode.FrameTooLarge);
+    d.push(encodeFrame({ type: "ping", nonce: 2n }));
+    assert.throws(() => d.next(), (e) => e instanceof ProtocolError && e.code === ErrorCode.FrameTooLarge);
+  });
+
+  test("random and mutated bytes never throw anything but ProtocolError", () => {
+    let seed = 0x2545f491;
+    const rand = (n: number): number => {
+      seed ^= seed << 13;
+      seed ^= seed >>> 17;
+      seed ^= seed << 5;
+      return (seed >>> 0) % n;
+    };
+    let decoded = 0;
+    let refused = 0;
+    for (let round = 0; round < 20_000; round++) {
+      const base = all[rand(all.length)]!.slice();
+      for (let flips = 1 + rand(4); flips > 0; flips--) base[rand(base.length)] = rand(256);
+      const d = new FrameDecoder();
+      d.push(base);
+      try {
+        drain(d);
+        decoded++;
+      } catch (e) {
+        assert.ok(e instanceof ProtocolError, `round ${round}: ${String(e)}`);
+        refused++;
+      }
+    }
+    assert.ok(decoded > 0 && refused > 0, `decoded ${decoded}, refused ${refused}`);
+  });
+});
