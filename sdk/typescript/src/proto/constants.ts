@@ -136,6 +136,8 @@ export const SendResult = {
   Duplicate: 1,
   StorageUnavailable: 2,
   Forbidden: 3,
+  /** The client_msg_id was used before for a different message; never retried. */
+  Conflict: 4,
 } as const;
 /** One of the {@link SendResult} values. */
 export type SendResultValue = (typeof SendResult)[keyof typeof SendResult];

@@ -8,8 +8,12 @@
 import type { ProtocolError } from "../proto/errors.js";
 import type { ConnAckFrame, InboxMessage, RoomMessage, SendAckFrame, SubAckFrame } from "../proto/frames.js";
 
-/** Why a send was given up: the gateway refused it, or it can never fit in a frame. */
-export type SendFailure = "forbidden" | "too-large";
+/**
+ * Why a send was given up: the gateway refused it (`forbidden`), its id was
+ * used before for a different message (`conflict`), or it can never fit in
+ * a frame (`too-large`).
+ */
+export type SendFailure = "forbidden" | "conflict" | "too-large";
 
 /** An event of the session. */
 export type SessionEvent =

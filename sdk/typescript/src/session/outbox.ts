@@ -90,6 +90,7 @@ export class Outbox {
         p.lastTxMs = nowMs; // the retry waits a send timeout
         return { kind: "retry" };
       case SendResult.Forbidden:
+      case SendResult.Conflict:
         this.pending.delete(ack.clientMsgId);
         return { kind: "failed", entry: p.entry };
     }

@@ -31,6 +31,7 @@ import {
   ErrorCode,
   MAX_TOKEN_LEN,
   type QosLevel,
+  SendResult,
   U64_MAX,
 } from "../proto/constants.js";
 import { utf8 } from "../proto/bytes.js";
@@ -511,7 +512,12 @@ export class ClientSession {
         break;
       case "failed":
         this.out.store({ type: "outbox-delete", clientMsgId: ack.clientMsgId });
-        this.out.event({ type: "send-failed", clientMsgId: ack.clientMsgId, reason: "forbidden", ack });
+        this.out.event({
+          type: "send-failed",
+          clientMsgId: ack.clientMsgId,
+          reason: ack.result === SendResult.Conflict ? "conflict" : "forbidden",
+          ack,
+        });
         break;
       case "retry":
       case "unknown":

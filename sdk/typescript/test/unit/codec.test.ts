@@ -130,15 +130,16 @@ describe("codec: malformed input is a typed error", () => {
   });
 
   test("unknown enumeration values: SENDACK result, SYNC direction, SUBACK result, SUBSCRIBE mode", () => {
-    const cases: Array<[Frame, number]> = [
-      [{ type: "sendack", clientMsgId: 1n, seq: 2n, ownSeq: 3n, result: 0 }, 24],
-      [{ type: "sync", requestId: 1, direction: "after", anchor: 2n, limit: 3 }, 16],
-      [{ type: "suback", room: ROOM, head: 1n, first: 2n, result: 0 }, 24],
-      [{ type: "subscribe", room: ROOM, after: 3n, qos: 1 }, 17],
+    // [frame, offset of the byte, first value not defined for it]
+    const cases: Array<[Frame, number, number]> = [
+      [{ type: "sendack", clientMsgId: 1n, seq: 2n, ownSeq: 3n, result: 0 }, 24, 5],
+      [{ type: "sync", requestId: 1, direction: "after", anchor: 2n, limit: 3 }, 16, 4],
+      [{ type: "suback", room: ROOM, head: 1n, first: 2n, result: 0 }, 24, 4],
+      [{ type: "subscribe", room: ROOM, after: 3n, qos: 1 }, 17, 4],
     ];
-    for (const [frame, offset] of cases) {
+    for (const [frame, offset, undefinedValue] of cases) {
       const bytes = encodeFrame(frame).slice();
-      bytes[HEADER + offset] = 4;
+      bytes[HEADER + offset] = undefinedValue;
       assertProtocolError(bytes, ErrorCode.Malformed, frame.type);
     }
   });

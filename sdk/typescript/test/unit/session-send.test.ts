@@ -75,6 +75,15 @@ describe("QoS 1", () => {
     assert.deepEqual(retried, [a], "only the unavailable one is retried");
   });
 
+  test("Conflict (an id reused for another message) gives up and says so", () => {
+    const h = liveHarness();
+    const a = h.session.send(9n, enc.encode("a"), 1, h.now);
+    h.frames();
+    h.gateway(ack(a, SendResult.Conflict));
+    assert.deepEqual(h.events(), [{ type: "send-failed", clientMsgId: a, reason: "conflict", ack: ack(a, SendResult.Conflict) }]);
+    assert.deepEqual(ofType(h.advance(10_000), "send"), [], "never retried");
+  });
+
   test("at most max_pending_sends SENDs await SENDACK; the rest follow as answers come", () => {
     const h = liveHarness();
     h.session.handleDisconnect(h.now);
