@@ -12,7 +12,8 @@
 //! | `index.rs`       | inbox -> record locations                                  |
 //! | `segment_log.rs` | append, reads, checkpoints, retention                      |
 //! | `commit.rs`      | write buffers, write-behind, the group committer           |
-//! | `recovery.rs`    | scan, verify, cut a torn tail, rebuild                      |
+//! | `scan.rs`        | finding records, damage and the end in one segment file    |
+//! | `recovery.rs`    | classify damage: cut a torn tail, refuse, or salvage; rebuild |
 //! | `window.rs`      | the state kept per append; rebuilding the QoS 1 dedup window |
 
 mod commit;
@@ -21,6 +22,7 @@ mod index;
 pub mod io;
 pub mod record;
 mod recovery;
+pub mod scan;
 mod segment;
 mod segment_log;
 pub mod state;

@@ -273,6 +273,10 @@ async fn recover_from(
                     pos += len as u64;
                     buf = buf.slice(len..);
                 }
+                Decoded::Internal(_, len) => {
+                    pos += len as u64;
+                    buf = buf.slice(len..);
+                }
                 Decoded::End if buf.len() >= format::RECORD_HEADER_LEN || eof => break None,
                 Decoded::Truncated | Decoded::End if !eof => {
                     let at = pos + buf.len() as u64;
