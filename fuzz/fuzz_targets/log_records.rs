@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
     let mut scanner = scan::Scanner::new(0, data.len() as u64);
     let mut next = 0u64;
     loop {
-        match scanner.next() {
+        match scanner.step() {
             scan::Step::Found(found) => {
                 let (at, end) = match found {
                     scan::Found::Record { at, len, .. } | scan::Found::Internal { at, len, .. } => {

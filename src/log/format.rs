@@ -144,7 +144,10 @@ pub fn encode_marker(up_to: u64, out: &mut BytesMut) {
 /// [`MIN_FILLER_LEN`]): as few as fit under [`MAX_RECORD_LEN`], the last
 /// never shorter than a record header.
 pub fn encode_filler(mut len: usize, out: &mut BytesMut) {
-    assert!(len >= MIN_FILLER_LEN, "a filler needs {MIN_FILLER_LEN} bytes");
+    assert!(
+        len >= MIN_FILLER_LEN,
+        "a filler needs {MIN_FILLER_LEN} bytes"
+    );
     let largest = RECORD_HEADER_LEN + MAX_RECORD_LEN as usize;
     while len > 0 {
         let mut this = len.min(largest);
@@ -872,7 +875,15 @@ mod tests {
             Decoded::Internal(Internal::Durable { up_to: 123_456 }, MARKER_LEN)
         );
         let largest = RECORD_HEADER_LEN + MAX_RECORD_LEN as usize;
-        for len in [MIN_FILLER_LEN, 10, 4096, largest, largest + 1, largest + 9, 2 * largest + 3] {
+        for len in [
+            MIN_FILLER_LEN,
+            10,
+            4096,
+            largest,
+            largest + 1,
+            largest + 9,
+            2 * largest + 3,
+        ] {
             let mut b = BytesMut::new();
             encode_filler(len, &mut b);
             assert_eq!(b.len(), len, "filler of {len}");

@@ -84,6 +84,19 @@ impl Index {
         self.inboxes.get(&inbox)
     }
 
+    /// Sequences missing between indexed ones (lost to salvage), per inbox.
+    pub fn holes(&self) -> Vec<(UserId, Seq)> {
+        let mut out = Vec::new();
+        for (inbox, idx) in &self.inboxes {
+            for (i, l) in idx.entries.iter().enumerate() {
+                if l.lsn == u64::MAX {
+                    out.push((*inbox, Seq(idx.first.0 + i as u64)));
+                }
+            }
+        }
+        out
+    }
+
     /// Forgets the locations before position `lsn` of `inbox` (retention).
     pub fn trim_before(&mut self, inbox: UserId, lsn: u64) {
         if let Some(idx) = self.inboxes.get_mut(&inbox) {

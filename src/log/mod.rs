@@ -13,10 +13,12 @@
 //! | `segment_log.rs` | append, reads, checkpoints, retention                      |
 //! | `commit.rs`      | write buffers, write-behind, the group committer           |
 //! | `scan.rs`        | finding records, damage and the end in one segment file    |
-//! | `recovery.rs`    | classify damage: cut a torn tail, refuse, or salvage; rebuild |
+//! | `damage.rs`      | torn tail or damage: the evidence, refusal and salvage reports |
+//! | `recovery.rs`    | open a log: cut a torn tail, refuse, or salvage; rebuild   |
 //! | `window.rs`      | the state kept per append; rebuilding the QoS 1 dedup window |
 
 mod commit;
+pub mod damage;
 pub mod format;
 mod index;
 pub mod io;
@@ -34,5 +36,7 @@ pub use segment_log::{
 };
 pub use state::{apply_membership, DedupConfig, DedupEntry, DedupWindow, RecoveredState, SendKey};
 
+#[cfg(test)]
+mod damage_tests;
 #[cfg(test)]
 mod tests;

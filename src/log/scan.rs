@@ -74,7 +74,7 @@ pub enum Found {
     },
 }
 
-/// What [`Scanner::next`] has to say.
+/// What [`Scanner::step`] has to say.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
     /// The next thing in the file.
@@ -165,7 +165,7 @@ impl Scanner {
     }
 
     /// The next thing found, or what the scan needs first.
-    pub fn next(&mut self) -> Step {
+    pub fn step(&mut self) -> Step {
         if self.done {
             return Step::Done;
         }
@@ -397,7 +397,7 @@ where
 {
     let mut scanner = Scanner::new(start, size);
     loop {
-        match scanner.next() {
+        match scanner.step() {
             Step::Found(found) => {
                 if !visit(found)? {
                     return Ok(());

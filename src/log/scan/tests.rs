@@ -45,7 +45,7 @@ fn scan_all(bytes: &[u8], chunk: usize) -> Vec<Found> {
     let mut scanner = Scanner::new(SEGMENT_HEADER_LEN, bytes.len() as u64);
     let mut out = Vec::new();
     loop {
-        match scanner.next() {
+        match scanner.step() {
             Step::Found(f) => out.push(f),
             Step::NeedMore => {
                 let at = scanner.wants() as usize;
@@ -153,7 +153,10 @@ fn a_torn_last_record_is_damage_to_the_end_and_zeros_alone_are_the_end() {
     let start_of_torn = starts[starts.len() - 2];
     assert_eq!(
         found[found.len() - 2..],
-        [("damage", start_of_torn, last as u64), ("end", last as u64, 0)]
+        [
+            ("damage", start_of_torn, last as u64),
+            ("end", last as u64, 0)
+        ]
     );
     let none = vec![0u8; 8192];
     assert_eq!(check_every_chunk_size(&none), vec![("end", 4096, 0)]);
@@ -178,7 +181,10 @@ fn a_record_inside_a_payload_is_not_resynced_to() {
     bytes[SEGMENT_HEADER_LEN as usize + 40] ^= 0x01; // the first message's body
     let found = check_every_chunk_size(&bytes);
     assert_eq!(found[0], ("damage", SEGMENT_HEADER_LEN, second));
-    assert_eq!(found[1], ("record", second, bytes_len_of(&message(2, vec![2; 10]))));
+    assert_eq!(
+        found[1],
+        ("record", second, bytes_len_of(&message(2, vec![2; 10])))
+    );
 }
 
 fn bytes_len_of(r: &Record) -> u64 {
