@@ -15,6 +15,7 @@
 //! | `scan.rs`        | finding records, damage and the end in one segment file    |
 //! | `damage.rs`      | torn tail or damage: the evidence, refusal and salvage reports |
 //! | `recovery.rs`    | open a log: cut a torn tail, refuse, or salvage; rebuild   |
+//! | `verify.rs`      | `surepush log verify`: the offline, read-only check        |
 //! | `window.rs`      | the state kept per append; rebuilding the QoS 1 dedup window |
 
 mod commit;
@@ -28,6 +29,7 @@ pub mod scan;
 mod segment;
 mod segment_log;
 pub mod state;
+pub mod verify;
 mod window;
 
 pub use record::{InboxQuery, MessageRecord, Record};

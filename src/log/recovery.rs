@@ -330,7 +330,9 @@ async fn scan_pass(
             pass.segments.insert(base, seg);
             continue;
         }
-        if i != last && load_from_sidecar(&mut pass, &mut seg, i, config) {
+        // Salvage reads every segment: damage under a sidecar is found too.
+        let sidecars = config.recovery != RecoveryMode::Salvage;
+        if sidecars && i != last && load_from_sidecar(&mut pass, &mut seg, i, config) {
             pass.segments.insert(base, seg);
             continue;
         }

@@ -49,8 +49,9 @@ pub enum RecoveryMode {
     /// See `damage.rs` for how the two are told apart.
     #[default]
     TolerateTailCorruption,
-    /// As above, but damage to durable bytes is salvaged: the damaged
-    /// stretches are moved aside to `<segment>.damaged-<offset>` files and
+    /// As above, but every segment is scanned (no sidecar is trusted) and
+    /// damage to durable bytes is salvaged: the damaged stretches are moved
+    /// aside to `<segment>.damaged-<offset>` files and
     /// overwritten with filler, every valid record is kept, and what was
     /// lost is reported ([`RecoveryReport::salvage`]). Inbox heads never
     /// go back: lost sequences are not handed out again.

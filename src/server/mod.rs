@@ -14,11 +14,13 @@ pub mod admin_api;
 mod admin_backend;
 pub mod config;
 mod conn;
+pub mod layout;
 pub mod limits;
 mod mesh;
 pub mod metrics;
 mod mqtt;
 mod node;
+pub mod offline;
 mod runtime;
 
 pub use config::{Config, ConfigError, LogSettings};

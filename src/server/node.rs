@@ -19,7 +19,7 @@ use super::mesh::{MeshMsg, PeerQueue};
 use super::metrics::Metrics;
 use super::runtime::{NodeShared, ShardRuntime};
 use crate::core::{Shard, ShardParams, TokenVerifier};
-use crate::log::{LogConfig, SegmentLog};
+use crate::log::SegmentLog;
 
 /// Why the node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +59,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let shards = config.shard_count();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(io_err(format!("create {}", config.data_dir.display())))?;
-    check_layout(&config, shards)?;
+    super::layout::check(&config.data_dir, shards)?;
     let secret = config.load_token_secret()?;
     let admin_token = config.load_admin_token()?;
     match limits::raise_nofile() {
@@ -177,26 +177,6 @@ fn run_shards(
     first_error.map_or(Ok(()), Err)
 }
 
-/// The shard count decides which shard owns which user, so logs written
-/// with one count cannot be served with another.
-fn check_layout(config: &Config, shards: u16) -> Result<(), ServeError> {
-    let path = config.data_dir.join("layout");
-    let want = format!("shards={shards}\n");
-    match std::fs::read_to_string(&path) {
-        Ok(have) if have == want => Ok(()),
-        Ok(have) => Err(ServeError::Layout(format!(
-            "{} was written with {} but this node runs {shards} shards; start with the same shard count \
-             (--shards) or use a new data dir",
-            config.data_dir.display(),
-            have.trim()
-        ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::write(&path, want).map_err(io_err(format!("write {}", path.display())))
-        }
-        Err(e) => Err(io_err(format!("read {}", path.display()))(e)),
-    }
-}
-
 struct ShardContext {
     config: Config,
     mqtt: Option<Arc<super::mqtt::MqttStore>>,
@@ -219,22 +199,18 @@ async fn shard_main(
         .map_err(|_| "mesh join failed".to_string())?;
     let id = senders.peer_id() as u16;
     let config = Rc::new(ctx.config);
-    let log_config = LogConfig {
-        dir: config.data_dir.join(format!("shard-{id:03}")),
-        segment_bytes: config.log.segment_mib << 20,
-        sync_bytes: (config.log.sync_kib << 10) as usize,
-        sync_interval: Duration::from_micros(config.log.sync_interval_us),
-        checkpoint_bytes: config.log.checkpoint_mib << 20,
-        retention_max_age: Duration::from_secs(config.log.retention_hours * 3600),
-        dedup: config.core.dedup,
-        cache_bytes: (config.log.cache_mib << 20) as usize,
-        write_behind_bytes: config.log.write_behind_kib << 10,
-        ..LogConfig::default()
-    };
-    let (log, recovered, report) = SegmentLog::open(log_config)
+    let (log, recovered, report) = SegmentLog::open(config.log_config(id))
         .await
         .map_err(|e| format!("cannot open the log: {e}"))?;
-    tracing::info!(shard = id, ?report, "log recovered");
+    tracing::info!(shard = id, records = report.records, segments = report.segments, sidecars = report.sidecars, checkpoint = ?report.checkpoint, truncated = ?report.truncated, elapsed = ?report.elapsed, "log recovered");
+    if let Some(salvage) = &report.salvage {
+        tracing::error!(
+            shard = id,
+            lost = salvage.lost.len(),
+            skipped = salvage.skipped.len(),
+            "log salvaged (log.recovery = \"salvage\"):\n{salvage}"
+        );
+    }
     let verifier = TokenVerifier::new(&ctx.secret);
     let params = ShardParams {
         id,
@@ -276,6 +252,9 @@ async fn shard_main(
         mqtt,
     );
     rt.metrics.set_storage_failed(false);
+    if let Some(salvage) = &report.salvage {
+        rt.metrics.count_salvaged(salvage.lost.len() as u64);
+    }
     glommio::spawn_local(rt.clone().durability_loop(durability_wake)).detach();
     for (_, rx) in receivers.streams() {
         let rt = rt.clone();
