@@ -194,6 +194,16 @@ pub struct RetentionReport {
     pub segments_deleted: u64,
     /// Their capacity in bytes.
     pub bytes_deleted: u64,
+    /// Inbox messages deleted that a device of the inbox had not
+    /// acknowledged (past the maximum age): (inbox, first seq, last seq).
+    pub unacked: Vec<(UserId, Seq, Seq)>,
+}
+
+impl RetentionReport {
+    /// How many unacknowledged messages were deleted.
+    pub fn unacked_messages(&self) -> u64 {
+        self.unacked.iter().map(|(_, a, b)| b.0 - a.0 + 1).sum()
+    }
 }
 
 pub(super) struct State {
@@ -555,7 +565,7 @@ impl SegmentLog {
     /// first, so the state those segments carried (inbox heads, cursors)
     /// survives them.
     pub async fn enforce_retention(&self, now_ms: u64) -> Result<RetentionReport, LogError> {
-        let deletable = {
+        let (deletable, min_cursor) = {
             let mut st = self.inner.st.borrow_mut();
             // The QoS 1 dedup window is rebuilt from the log on recovery:
             // keep every segment it reaches into.
@@ -589,7 +599,7 @@ impl SegmentLog {
                 }
                 out.push(*base);
             }
-            out
+            (out, min_cursor)
         };
         if deletable.is_empty() {
             return Ok(RetentionReport::default());
@@ -618,7 +628,24 @@ impl SegmentLog {
             }
             let mut st = self.inner.st.borrow_mut();
             for inbox in seg.inbox_max.keys() {
-                st.index.trim_before(*inbox, seg.base + seg.capacity);
+                let Some((first, last)) = st.index.trim_before(*inbox, seg.base + seg.capacity)
+                else {
+                    continue;
+                };
+                // Rooms have no device cursors: their history is not owed
+                // to anyone.
+                let acked = min_cursor.get(inbox).copied().unwrap_or_default();
+                if last > acked && !crate::proto::is_room(inbox.0) {
+                    let from = first.max(acked.next());
+                    tracing::warn!(
+                        dir = %self.inner.config.dir.display(),
+                        user = inbox.0,
+                        first = from.0,
+                        last = last.0,
+                        "retention deleted unacknowledged messages (older than the maximum age)"
+                    );
+                    report.unacked.push((*inbox, from, last));
+                }
             }
             report.segments_deleted += 1;
             report.bytes_deleted += seg.capacity + SEGMENT_HEADER_LEN;

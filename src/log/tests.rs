@@ -591,7 +591,11 @@ fn retention_deletes_only_acknowledged_or_expired_segments_and_keeps_state() {
         // Past the maximum age everything sealed goes.
         let (log, _, _) = SegmentLog::open(config(&path)).await.unwrap();
         let far = 1_700_000_000_000 + 30 * 24 * 3600 * 1000;
-        log.enforce_retention(far).await.unwrap();
+        let r = log.enforce_retention(far).await.unwrap();
+        // Issue 16 item 7: what goes unacknowledged is named (inbox 1 was
+        // acknowledged by its device up to 240, inbox 2 never).
+        assert_eq!(r.unacked, vec![(UserId(2), Seq(1), Seq(1))], "{r:?}");
+        assert_eq!(r.unacked_messages(), 1);
         assert!(log
             .read_inbox(UserId(2), InboxQuery::Latest { limit: 5 })
             .await

@@ -384,12 +384,14 @@ async fn run_timers(rt: &Rc<ShardRuntime>) {
         }
         if last_retention.elapsed() >= retention_every {
             last_retention = Instant::now();
-            let log = rt.log.clone();
-            let id = rt.id;
+            let rt = rt.clone();
             glommio::spawn_local(async move {
-                match log.enforce_retention(ShardRuntime::wall_ms_now()).await {
-                    Ok(r) => tracing::debug!(shard = id, ?r, "retention"),
-                    Err(e) => tracing::warn!(shard = id, error = %e, "retention failed"),
+                match rt.log.enforce_retention(ShardRuntime::wall_ms_now()).await {
+                    Ok(r) => {
+                        rt.metrics.count_unacked_expired(r.unacked_messages());
+                        tracing::debug!(shard = rt.id, ?r, "retention");
+                    }
+                    Err(e) => tracing::warn!(shard = rt.id, error = %e, "retention failed"),
                 }
             })
             .detach();
