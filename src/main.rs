@@ -326,6 +326,12 @@ fn recv(args: &ClientArgs, count: u64, after: Option<u64>, timeout_s: u64) -> Re
                 );
                 seen += 1;
             }
+            Some(Event::Lost { first, last }) => {
+                println!(
+                    "(#{}..#{} are gone: expired or lost by the gateway)",
+                    first.0, last.0
+                );
+            }
             Some(Event::Error(e)) => {
                 return Err(format!("gateway error {}: {}", e.code, e.message))
             }

@@ -123,8 +123,11 @@ fn run_shards(
     );
     let mqtt = match config.mqtt.enabled {
         true => Some(Arc::new(
-            super::mqtt::MqttStore::open(&config.data_dir)
-                .map_err(io_err("open the MQTT store"))?,
+            super::mqtt::MqttStore::open(
+                &config.data_dir,
+                config.log.recovery == crate::log::RecoveryMode::Salvage,
+            )
+            .map_err(io_err("open the MQTT store"))?,
         )),
         false => None,
     };
