@@ -167,10 +167,12 @@ impl Ledger {
         (lsn, resume): (u64, u64),
         why: &'static str,
     ) {
+        // The pointer is written once its checkpoint record is durable:
+        // the record at `at` itself was, so damage there is damage too.
         let claimed = self
             .pointer
-            .filter(|at| *at > lsn)
-            .map(|at| (at, Claim::Pointer { at }));
+            .filter(|at| *at >= lsn)
+            .map(|at| (at + 1, Claim::Pointer { at }));
         self.damages.push(Damage {
             segment,
             seg_index,
@@ -440,8 +442,12 @@ mod tests {
         let v = l.verdict(0);
         assert_eq!(
             v.damaged[0].claimed,
-            Some((4000, Claim::Pointer { at: 4000 }))
+            Some((4001, Claim::Pointer { at: 4000 }))
         );
+        let mut l = Ledger::new(Some(1000));
+        l.damage("s".into(), 0, 0, (1000, 1050), "crc mismatch");
+        let v = l.verdict(0);
+        assert_eq!(v.damaged.len(), 1, "the checkpoint the pointer names");
         let mut l = Ledger::new(Some(400));
         l.damage("s".into(), 0, 0, (1000, 1050), "crc mismatch");
         assert!(
