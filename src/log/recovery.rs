@@ -438,8 +438,10 @@ async fn scan_segment(
                 .map_err(|e| io_error("read", &path, e))
         }
     };
+    let next_data = |pos: u64| file.next_data(pos).map_err(|e| io_error("seek", &path, e));
     let mut end = base;
-    scan::scan_file(SEGMENT_HEADER_LEN, size, read, |found| {
+    let reads = scan::Reads { read, next_data };
+    scan::scan_file(SEGMENT_HEADER_LEN, size, reads, |found| {
         match found {
             Found::Record { at, len, record } => {
                 let lsn = lsn_of(at);

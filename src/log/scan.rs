@@ -19,7 +19,10 @@
 //!
 //! Zeros where a record should start are the end of the written part only
 //! if nothing but zeros follows to the end of the file; otherwise they are
-//! damage too (a block lost or zeroed under later records).
+//! damage too (a block lost or zeroed under later records). The zeros the
+//! file system never stored (the preallocated rest of the newest segment)
+//! are skipped, not read: [`scan_file`] asks where data is next
+//! (`SEEK_DATA`), so checking a clean end costs one read at most.
 #![forbid(unsafe_code)]
 
 use std::future::Future;
@@ -308,6 +311,32 @@ impl Scanner {
         }
     }
 
+    /// Where a search through zeros stands, if it does (every byte from
+    /// there on that is buffered is zero): bytes the file system does not
+    /// hold from there on may be skipped with [`Scanner::skip_zeros_to`].
+    pub fn in_zeros(&self) -> Option<u64> {
+        let bad = self.bad?;
+        let from = (bad.search.max(self.pos) - self.pos) as usize;
+        let zeros = !bad.trusted && self.buf[from.min(self.buf.len())..].iter().all(|b| *b == 0);
+        zeros.then(|| self.wants())
+    }
+
+    /// Everything from [`Scanner::wants`] up to `to` is zeros the file
+    /// system does not hold: the search goes on at `to`. (A record whose
+    /// header would straddle the start of such a hole was never written
+    /// whole, so no candidate is lost.)
+    pub fn skip_zeros_to(&mut self, to: u64) {
+        let to = to.min(self.size);
+        if to <= self.wants() {
+            return;
+        }
+        self.advance(self.wants());
+        self.pos = to;
+        if let Some(bad) = &mut self.bad {
+            bad.search = to;
+        }
+    }
+
     /// Asks for more bytes during a search, dropping the buffered bytes no
     /// candidate needs any more (a trusted candidate may still fall back
     /// to the bytes after the damage start).
@@ -383,17 +412,28 @@ fn first_nonzero(b: &[u8]) -> Option<usize> {
 /// Bytes read per step of [`scan_file`].
 pub const SCAN_CHUNK: usize = 4 << 20;
 
-/// Scans a file of `size` bytes from `start`, reading with `read(pos,
-/// len)` (fewer bytes at the end of the file), and hands everything found
+/// How a scanned file is read: `read(pos, len)` (fewer bytes at the end of
+/// the file) and `next_data(pos)` (where the file system next holds data,
+/// `None` past the last; `Some(pos)` if it cannot tell).
+pub struct Reads<R, N> {
+    /// Reads bytes.
+    pub read: R,
+    /// Finds data past zeros.
+    pub next_data: N,
+}
+
+/// Scans a file of `size` bytes from `start` and hands everything found
 /// to `visit` until it returns `false` or the file is done.
-pub async fn scan_file<E, Fut>(
+pub async fn scan_file<E, Fut, R, N>(
     start: u64,
     size: u64,
-    read: impl Fn(u64, usize) -> Fut,
+    reads: Reads<R, N>,
     mut visit: impl FnMut(Found) -> Result<bool, E>,
 ) -> Result<(), E>
 where
     Fut: Future<Output = Result<Bytes, E>>,
+    R: Fn(u64, usize) -> Fut,
+    N: Fn(u64) -> Result<Option<u64>, E>,
 {
     let mut scanner = Scanner::new(start, size);
     loop {
@@ -404,7 +444,14 @@ where
                 }
             }
             Step::NeedMore => {
-                let chunk = read(scanner.wants(), SCAN_CHUNK).await?;
+                if let Some(at) = scanner.in_zeros() {
+                    let data = (reads.next_data)(at)?;
+                    scanner.skip_zeros_to(data.unwrap_or(size));
+                    if scanner.wants() >= size {
+                        continue;
+                    }
+                }
+                let chunk = (reads.read)(scanner.wants(), SCAN_CHUNK).await?;
                 scanner.feed(chunk);
             }
             Step::Done => return Ok(()),

@@ -113,11 +113,15 @@ pub fn verify(dir: &Path, dedup: &DedupConfig) -> std::io::Result<VerifyReport> 
             let r = file.read_exact_at(&mut buf, pos).map(|()| Bytes::from(buf));
             std::future::ready(r)
         };
+        let next_data = |pos: u64| {
+            use std::os::fd::AsRawFd;
+            super::io::next_data(file.as_raw_fd(), pos)
+        };
         let lsn_of = |at: u64| base + at - SEGMENT_HEADER_LEN;
         let scanned = futures_lite::future::block_on(scan::scan_file(
             SEGMENT_HEADER_LEN,
             size,
-            read,
+            scan::Reads { read, next_data },
             |found| -> std::io::Result<bool> {
                 match found {
                     Found::Record { at, len, record } => {

@@ -229,3 +229,61 @@ fn a_lenient_reading_names_the_lost_message() {
         vec![Guess::Unreadable { lsn: 8, len: 6 }]
     );
 }
+
+/// Scans `bytes` with `scan_file`, the file system reporting the given
+/// stretches as data (everything else a hole); returns what was found and
+/// how many bytes were read.
+fn scan_with_holes(bytes: &[u8], data: &[(u64, u64)]) -> (Vec<(&'static str, u64, u64)>, usize) {
+    let read_bytes = std::cell::Cell::new(0usize);
+    let read = |pos: u64, len: usize| {
+        let end = (pos as usize + len).min(bytes.len());
+        read_bytes.set(read_bytes.get() + (end - pos as usize));
+        std::future::ready(Ok::<_, std::io::Error>(Bytes::copy_from_slice(
+            &bytes[pos as usize..end],
+        )))
+    };
+    let next_data = |pos: u64| {
+        Ok(data
+            .iter()
+            .find(|(_, end)| *end > pos)
+            .map(|(start, _)| pos.max(*start)))
+    };
+    let mut found = Vec::new();
+    futures_lite::future::block_on(scan_file(
+        SEGMENT_HEADER_LEN,
+        bytes.len() as u64,
+        Reads { read, next_data },
+        |f| {
+            found.push(f);
+            Ok(true)
+        },
+    ))
+    .unwrap();
+    (shape(&found), read_bytes.get())
+}
+
+/// The preallocated rest of a segment is skipped, not read, and what is
+/// found is what reading every byte finds; data after a hole is found too.
+#[test]
+fn zeros_the_file_system_does_not_hold_are_skipped_not_read() {
+    let size = 64 << 20;
+    let (bytes, starts) = image(9, size);
+    let data_end = (*starts.last().unwrap() as usize + 4096) / 4096 * 4096;
+    let (found, read) = scan_with_holes(&bytes, &[(0, data_end as u64)]);
+    assert_eq!(found, shape(&scan_all(&bytes, bytes.len())));
+    assert!(read <= SCAN_CHUNK, "read {read} bytes of {size}");
+    // A block of records far after a hole: damage, found.
+    let mut later = bytes.clone();
+    let far = 40 << 20;
+    later[far..far + 200].copy_from_slice(&bytes[starts[0] as usize..starts[0] as usize + 200]);
+    let (found, read) = scan_with_holes(
+        &later,
+        &[(0, data_end as u64), (far as u64, far as u64 + 4096)],
+    );
+    assert_eq!(found, shape(&scan_all(&later, later.len())));
+    assert!(
+        found.iter().any(|f| f.0 == "damage" && f.2 == far as u64),
+        "{found:?}"
+    );
+    assert!(read <= 3 * SCAN_CHUNK, "read {read} bytes of {size}");
+}
