@@ -1,5 +1,6 @@
 //! The `surepush` binary: the gateway (`serve`), a host checker
-//! (`check-host`), and a small example client (`token`, `send`, `recv`).
+//! (`check-host`), offline log tools (`log verify`, `log salvage`), and a
+//! small example client (`token`, `send`, `recv`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +36,11 @@ enum Command {
     /// Run the gateway (defaults: 127.0.0.1:7400 for clients, 127.0.0.1:7401
     /// for admin HTTP, ./data for logs and secrets, one shard per core).
     Serve(ServeArgs),
+    /// Offline log tools; run them with the gateway stopped.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
     /// Report the host limits that cap connections and throughput.
     CheckHost {
         /// Print JSON instead of a table.
@@ -82,6 +88,17 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         timeout_s: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Check every segment, sidecar, checkpoint and pointer of every shard,
+    /// read-only; exits non-zero if durable records are damaged.
+    Verify(NodeArgs),
+    /// Open every shard's log in salvage mode: keep every valid record,
+    /// move damaged bytes aside (`<segment>.damaged-<offset>`) and report
+    /// which inbox sequences were lost (they are never numbered again).
+    Salvage(NodeArgs),
 }
 
 #[derive(Args)]
@@ -141,6 +158,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Log { command } => log_tool(command),
         Command::CheckHost { json } => surepush::hostcheck::run(json)
             .map(|_| ())
             .map_err(|e| e.to_string()),
@@ -199,11 +217,37 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     surepush::server::serve(config).map_err(|e| e.to_string())
 }
 
-fn mint(node: &NodeArgs, user: u64, device: u64, ttl_s: u64) -> Result<String, String> {
+/// The node's config from `--config`, with `--data-dir` over it.
+fn node_config(node: &NodeArgs) -> Result<Config, String> {
     let mut config = load_config(node.config.as_ref())?;
     if let Some(d) = &node.data_dir {
         config.data_dir = d.clone();
     }
+    Ok(config)
+}
+
+fn log_tool(command: LogCommand) -> Result<(), String> {
+    match command {
+        LogCommand::Verify(node) => {
+            let (report, damaged) = surepush::server::offline::verify(&node_config(&node)?)
+                .map_err(|e| e.to_string())?;
+            print!("{report}");
+            if damaged {
+                return Err("damaged: see above".into());
+            }
+            Ok(())
+        }
+        LogCommand::Salvage(node) => {
+            let report = surepush::server::offline::salvage(&node_config(&node)?)
+                .map_err(|e| e.to_string())?;
+            print!("{report}");
+            Ok(())
+        }
+    }
+}
+
+fn mint(node: &NodeArgs, user: u64, device: u64, ttl_s: u64) -> Result<String, String> {
+    let config = node_config(node)?;
     let secret = config.load_token_secret().map_err(|e| e.to_string())?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -281,6 +325,12 @@ fn recv(args: &ClientArgs, count: u64, after: Option<u64>, timeout_s: u64) -> Re
                     String::from_utf8_lossy(&p.payload)
                 );
                 seen += 1;
+            }
+            Some(Event::Lost { first, last }) => {
+                println!(
+                    "(#{}..#{} are gone: expired or lost by the gateway)",
+                    first.0, last.0
+                );
             }
             Some(Event::Error(e)) => {
                 return Err(format!("gateway error {}: {}", e.code, e.message))

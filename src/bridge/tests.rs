@@ -96,6 +96,7 @@ impl Harness {
             request_id: request,
             head: Seq(0),
             end: true,
+            gap: false,
             items: vec![],
         }));
         h.subscribe(1, filters);
@@ -247,6 +248,7 @@ fn the_clients_receive_maximum_bounds_publishes_in_flight() {
         request_id: request,
         head: Seq(0),
         end: true,
+        gap: false,
         items: vec![],
     }));
     h.subscribe(1, &[("#", QoS::AtLeastOnce)]);
@@ -302,6 +304,7 @@ fn a_replay_page_is_acknowledged_by_the_next_sync_only_when_every_item_is_acked(
         request_id: request,
         head: Seq(5),
         end: false,
+        gap: false,
         items: vec![
             push(3, ME.0, Qos::AtLeastOnce),
             push(4, ME.0, Qos::AtLeastOnce),
@@ -736,6 +739,7 @@ fn this_devices_own_sends_are_not_delivered_back_even_in_replay_pages() {
         request_id: request,
         head: Seq(2),
         end: true,
+        gap: false,
         items: vec![own, other_device],
     }));
     let sent = h.publishes();

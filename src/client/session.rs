@@ -4,8 +4,10 @@
 //! - an outbox of sends, retried with the same `client_msg_id` until
 //!   SENDACK (QoS 1) or COMP (QoS 2), also across reconnects;
 //! - `delivered`, the highest inbox sequence handed to the application, in
-//!   order and without gaps; pushes above it are buffered, pushes at or
-//!   below it are duplicates and only re-acknowledged. The application
+//!   order; pushes above it are buffered, pushes at or below it are
+//!   duplicates and only re-acknowledged. Sequences the gateway says are
+//!   gone (a PUSH whose `prev_seq` skips them, a SYNCPAGE with `GAP`) are
+//!   reported once as [`Event::Lost`] and stepped over. The application
 //!   persists `delivered` (see [`ClientSession::delivered`]) and passes it
 //!   back to [`ClientSession::new`] after a restart;
 //! - the replay loop: after CONNACK, `SYNC After(delivered)` pages until an
@@ -83,6 +85,16 @@ pub enum Event {
     Message(Push),
     /// A QoS 0 message (no sequence, may be lost).
     Ephemeral(Push),
+    /// Inbox sequences `first..=last` are gone and will never be delivered:
+    /// removed by retention before this device fetched them, or lost by
+    /// the gateway to a damaged disk (salvaged). Reported in order, between
+    /// the messages around them.
+    Lost {
+        /// First missing sequence.
+        first: Seq,
+        /// Last missing sequence.
+        last: Seq,
+    },
     /// Older history requested with [`ClientSession::fetch_older`].
     Older(Vec<Push>),
     /// Replay finished: the session is live.
@@ -465,6 +477,13 @@ impl ClientSession {
             }
             SyncDirection::After(_) => {
                 if page.items.is_empty() {
+                    let d = self.delivered.unwrap_or_default();
+                    if page.gap && page.head > d {
+                        // Nothing up to the head exists any more.
+                        self.report_lost(d, page.head.next());
+                        self.delivered = Some(page.head);
+                        self.ack_due = true;
+                    }
                     self.sync = None;
                     self.phase = Phase::Live;
                     self.drain_buffered();
@@ -490,6 +509,7 @@ impl ClientSession {
     fn deliver_from_page(&mut self, item: Push) {
         let d = self.delivered.unwrap_or_default();
         if item.seq > d {
+            self.report_lost(d, item.seq);
             self.delivered = Some(item.seq);
             self.buffered.remove(&item.seq);
             self.events.push_back(Event::Message(item));
@@ -523,13 +543,32 @@ impl ClientSession {
 
     fn drain_buffered(&mut self) {
         let Some(mut d) = self.delivered else { return };
-        while let Some(p) = self.buffered.remove(&d.next()) {
+        self.buffered.retain(|s, _| *s > d);
+        // The next push is deliverable if it follows `d`, or if the
+        // gateway says nothing exists between what it sent before it and
+        // it (`prev_seq`), and `d` is at least that far.
+        while let Some(entry) = self.buffered.first_entry() {
+            let p = entry.get();
+            if p.seq != d.next() && p.prev_seq > d {
+                break;
+            }
+            let p = entry.remove();
+            self.report_lost(d, p.seq);
             d = p.seq;
             self.events.push_back(Event::Message(p));
             self.ack_due = true;
         }
-        self.buffered.retain(|s, _| *s > d);
         self.delivered = Some(d);
+    }
+
+    /// Reports the sequences strictly between `delivered` and `next` as lost.
+    fn report_lost(&mut self, delivered: Seq, next: Seq) {
+        if next > delivered.next() {
+            self.events.push_back(Event::Lost {
+                first: delivered.next(),
+                last: Seq(next.0 - 1),
+            });
+        }
     }
 
     fn on_send_ack(&mut self, ack: SendAck) {
@@ -611,3 +650,6 @@ impl ClientSession {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,9 +2,14 @@
 //! backoff, dead-connection detection and batched cursor persistence.
 //!
 //! Invariants per live connection:
-//! - pushes go out in seq order with no gap: the next push is always
-//!   `sent_up_to + 1`, so `pending` is sorted and a cumulative ACK pops a
-//!   prefix of it;
+//! - pushes go out in seq order: the next push is the inbox's next
+//!   sequence the log holds after `sent_up_to`, and its PUSH `prev_seq` is
+//!   `sent_up_to` (sequences in between are gone: lost to a salvaged
+//!   damage or past a head a device raised; `gone_to` remembers how far),
+//!   so `pending` is sorted and a cumulative ACK pops a prefix of it;
+//! - an ACK may acknowledge anything up to the inbox's durable head (a
+//!   device may hold messages from an earlier connection or page); beyond
+//!   it is `AckBeyondSent`;
 //! - at most `push_window` pushes await an ACK; beyond that, messages stay
 //!   in the log and are read back (`refill`) as the window opens;
 //! - a push unacknowledged after `max_retries` retransmits closes the
@@ -15,12 +20,18 @@ use super::shard::{AppendPurpose, PendingPush, ReadPurpose, Shard, TimerEvent, N
 use crate::log::{InboxQuery, MessageRecord, Record};
 use crate::proto::{DeviceId, ErrorCode, Frame, Push, Seq, UserId};
 
-/// The PUSH frame for `record` as seen by `device`.
-pub(super) fn push_frame(record: &MessageRecord, device: DeviceId, retransmit: bool) -> Frame {
+/// The PUSH frame for `record` as seen by `device`; `prev` is the
+/// sequence before it in what the device is sent.
+pub(super) fn push_frame(
+    record: &MessageRecord,
+    device: DeviceId,
+    retransmit: bool,
+    prev: Seq,
+) -> Frame {
     let echo = record.inbox == record.from && record.from_device == device;
     Frame::Push(Push {
         seq: record.seq,
-        prev_seq: Seq(record.seq.0.saturating_sub(1)),
+        prev_seq: prev,
         from: record.from,
         from_device: record.from_device,
         to: record.to,
@@ -50,7 +61,8 @@ impl Shard {
             if !c.live {
                 continue;
             }
-            if c.refill.is_none() && c.sent_up_to.next() == record.seq && c.pending.len() < window {
+            let next = c.sent_up_to.max(c.gone_to).next();
+            if c.refill.is_none() && next == record.seq && c.pending.len() < window {
                 self.push_now(conn, record.clone());
             } else {
                 self.refill(conn);
@@ -67,12 +79,13 @@ impl Shard {
             .insert(deadline, TimerEvent::Retransmit { conn, seq });
         let c = self.conn_mut(conn).expect("caller checked the connection");
         let (_, device) = c.session.expect("live connections have a session");
-        debug_assert_eq!(c.sent_up_to.next(), seq, "pushes are contiguous");
+        debug_assert!(seq > c.sent_up_to.max(c.gone_to), "pushes go forward");
+        let prev = c.sent_up_to;
         c.sent_up_to = seq;
-        c.highest_sent = c.highest_sent.max(seq);
-        let frame = push_frame(&record, device, false);
+        let frame = push_frame(&record, device, false, prev);
         c.pending.push_back(PendingPush {
             record,
+            prev,
             tries: 0,
             timer,
         });
@@ -91,14 +104,19 @@ impl Shard {
             return;
         }
         let durable = self.durable_head(user);
-        if c.sent_up_to >= durable {
+        let after = c.sent_up_to.max(c.gone_to);
+        if after >= durable {
             return;
         }
         let query = InboxQuery::After {
-            after: c.sent_up_to,
+            after,
             limit: (window - c.pending.len()) as u32,
         };
-        let id = self.read(user, query, ReadPurpose::Refill { conn });
+        let purpose = ReadPurpose::Refill {
+            conn,
+            head: durable,
+        };
+        let id = self.read(user, query, purpose);
         self.conn_mut(conn).expect("checked above").refill = Some(id);
     }
 
@@ -106,6 +124,7 @@ impl Shard {
         &mut self,
         conn: ConnId,
         id: ReadId,
+        head: Seq,
         result: Result<Vec<MessageRecord>, ()>,
     ) {
         let Some(c) = self.conn_mut(conn) else { return };
@@ -122,19 +141,21 @@ impl Shard {
             return;
         };
         let window = self.config.push_window as usize;
-        let durable = self
-            .conn(conn)
-            .and_then(|c| c.session)
-            .map(|(u, _)| self.durable_head(u));
+        if !records.iter().any(|r| r.seq <= head) {
+            // Everything the log held up to the head is read (the limit
+            // was above zero): what is not there is gone.
+            let c = self.conn_mut(conn).expect("checked above");
+            c.gone_to = c.gone_to.max(head);
+        }
         for record in records {
-            if durable.is_some_and(|d| record.seq > d) {
+            if record.seq > head {
                 break;
             }
             let Some(c) = self.conn(conn) else { return };
             if !c.live || c.pending.len() >= window {
                 break;
             }
-            if record.seq == c.sent_up_to.next() {
+            if record.seq > c.sent_up_to.max(c.gone_to) {
                 self.push_now(conn, record);
             }
         }
@@ -143,18 +164,20 @@ impl Shard {
 
     pub(super) fn on_ack(&mut self, conn: ConnId, user: UserId, device: DeviceId, up_to: Seq) {
         self.stats.acks += 1;
-        let c = self.conn_mut(conn).expect("connected");
-        if up_to > c.highest_sent {
-            let bound = c.highest_sent;
+        let head = self.durable_head(user);
+        if up_to > head {
             self.fail(
                 conn,
                 ErrorCode::AckBeyondSent,
-                &format!(
-                    "ACK {} beyond the highest sequence sent ({})",
-                    up_to.0, bound.0
-                ),
+                &format!("ACK {} beyond the inbox head {}", up_to.0, head.0),
             );
             return;
+        }
+        let c = self.conn_mut(conn).expect("connected");
+        if c.live && up_to > c.sent_up_to {
+            // The device holds these already (an earlier connection or
+            // page): live delivery goes on after them.
+            c.sent_up_to = up_to;
         }
         let mut cancelled = Vec::new();
         while c.pending.front().is_some_and(|p| p.record.seq <= up_to) {
@@ -230,7 +253,8 @@ impl Shard {
             );
             return;
         }
-        let frame = push_frame(&c.pending[pos].record, device, true);
+        let pending = &c.pending[pos];
+        let frame = push_frame(&pending.record, device, true, pending.prev);
         let deadline = self.now_ns + self.config.backoff_ms(tries + 1) * NS_PER_MS;
         let timer = self
             .timers

@@ -5,13 +5,24 @@
 //!   `NotConnected`), and must send it within `connect_timeout_ms`;
 //! - at most one connection per (user, device): a newer one replaces the
 //!   older, which gets DISCONNECT `Replaced`;
-//! - every limit breach is answered with a typed ERROR, then a close.
+//! - every limit breach is answered with a typed ERROR, then a close;
+//! - a CONNECT whose `last_seq` is beyond the inbox head (the gateway lost
+//!   what the device holds, say to a salvaged damage) raises the head to
+//!   it: the device is evidence those sequences were handed out, and they
+//!   are never numbered again. The raise is a cursor record; the CONNACK
+//!   (and anything sent meanwhile) waits until it is durable.
+
+/// How far above the head a CONNECT `last_seq` may raise it; beyond, the
+/// claim is refused (`AckBeyondSent`): no device holds four billion
+/// messages the gateway lost, and sequences must stay far from overflow.
+pub(super) const MAX_RAISE: u64 = 1 << 32;
 
 use std::collections::VecDeque;
 
 use super::action::{Action, ConnId};
-use super::shard::{Conn, Device, Shard, SyncState, TimerEvent, NS_PER_MS};
-use crate::proto::{ConnAck, Connect, ErrorCode, Frame};
+use super::shard::{AppendPurpose, Conn, Device, Shard, SyncState, TimerEvent, NS_PER_MS};
+use crate::log::Record;
+use crate::proto::{ConnAck, Connect, ErrorCode, Frame, Seq, UserId};
 
 impl Shard {
     pub(super) fn open_connection(&mut self) -> ConnId {
@@ -23,7 +34,8 @@ impl Shard {
             session: None,
             live: false,
             sent_up_to: Default::default(),
-            highest_sent: Default::default(),
+            gone_to: Default::default(),
+            held: None,
             pending: VecDeque::new(),
             refill: None,
             sync: SyncState::default(),
@@ -133,12 +145,24 @@ impl Shard {
         let max_conns = self.config.max_connections_per_user as usize;
         let inbox = self.users.entry(user).or_default();
         let durable = inbox.durable;
-        if let Some(last) = connect.last_seq {
-            if last > durable {
+        let raise = connect.last_seq.filter(|last| *last > durable);
+        if let Some(last) = raise {
+            if last.0 - durable.0 > MAX_RAISE {
                 self.fail(
                     conn,
                     ErrorCode::AckBeyondSent,
-                    &format!("last_seq {} is beyond the inbox head {}", last.0, durable.0),
+                    &format!(
+                        "last_seq {} is more than {MAX_RAISE} beyond the inbox head {}",
+                        last.0, durable.0
+                    ),
+                );
+                return;
+            }
+            if self.storage_failed {
+                self.fail(
+                    conn,
+                    ErrorCode::StorageUnavailable,
+                    "cannot record a last_seq beyond the inbox head now",
                 );
                 return;
             }
@@ -169,7 +193,24 @@ impl Shard {
         let device = inbox.device_mut(connect.device).expect("present");
         device.conn = Some(conn);
         let cursor = device.cursor;
-        if let Some(last) = connect.last_seq {
+        if let Some(last) = raise {
+            // Written now, not with the batched cursors: it carries the raise.
+            device.cursor = last;
+            device.persisted = last;
+            inbox.assigned = inbox.assigned.max(last);
+            tracing::warn!(%user, device = connect.device.0, head = durable.0, last_seq = last.0, "a device holds sequences beyond the inbox head; raising the head");
+            let record = Record::Cursor {
+                user,
+                device: connect.device,
+                seq: last,
+            };
+            let purpose = AppendPurpose::Raise {
+                conn,
+                user,
+                seq: last,
+            };
+            self.append(record, purpose);
+        } else if let Some(last) = connect.last_seq {
             self.advance_cursor(user, connect.device, last);
         }
         let cursor = cursor.max(connect.last_seq.unwrap_or_default());
@@ -181,7 +222,6 @@ impl Shard {
             .conn_mut(conn)
             .expect("connection exists while handling its frame");
         c.session = Some((user, connect.device));
-        c.highest_sent = cursor;
         c.sent_up_to = cursor;
         c.idle_limit_ns = keepalive_ms * NS_PER_MS * 3 / 2;
         self.stats.sessions_opened += 1;
@@ -197,8 +237,40 @@ impl Shard {
             keepalive_ms: keepalive_ms as u32,
             max_sync_limit: self.config.max_sync_limit,
         };
-        self.send_frame(conn, Frame::ConnAck(ack));
+        match raise {
+            Some(_) => {
+                let c = self.conn_mut(conn).expect("connection exists");
+                c.held = Some((ack, Vec::new()));
+            }
+            None => self.send_frame(conn, Frame::ConnAck(ack)),
+        }
         self.arm_idle(conn);
+    }
+
+    /// The cursor record raising `user`'s head to `seq` is durable (or
+    /// failed): the head moves up and the held CONNACK goes out.
+    pub(super) fn on_raise_durable(&mut self, conn: ConnId, user: UserId, seq: Seq, ok: bool) {
+        if ok {
+            let inbox = self.users.entry(user).or_default();
+            inbox.durable = inbox.durable.max(seq);
+        }
+        let head = self.durable_head(user);
+        let Some((mut ack, queued)) = self.conn_mut(conn).and_then(|c| c.held.take()) else {
+            return; // the connection is gone
+        };
+        if !ok {
+            self.fail(
+                conn,
+                ErrorCode::StorageUnavailable,
+                "could not record last_seq beyond the inbox head",
+            );
+            return;
+        }
+        ack.head = head;
+        self.send_frame(conn, Frame::ConnAck(ack));
+        for frame in queued {
+            self.send_frame(conn, frame);
+        }
     }
 
     pub(super) fn arm_idle(&mut self, conn: ConnId) {
@@ -238,8 +310,14 @@ impl Shard {
 
     /// Sends `last` (ERROR or DISCONNECT), then closes.
     pub(super) fn close_with(&mut self, conn: ConnId, last: Frame) {
-        if self.conn(conn).is_none() {
+        let Some(c) = self.conn_mut(conn) else {
             return;
+        };
+        // Frames held behind a CONNACK go out first (without it: the
+        // session never opened).
+        let held = c.held.take().map(|(_, queued)| queued).unwrap_or_default();
+        for frame in held {
+            self.send_frame(conn, frame);
         }
         self.send_frame(conn, last);
         self.forget_connection(conn);

@@ -23,7 +23,7 @@ use super::auth::TokenVerifier;
 use super::config::CoreConfig;
 use super::stats::CoreStats;
 use crate::log::{DedupWindow, InboxQuery, MessageRecord, Record, RecoveredState, SendKey};
-use crate::proto::{DeviceId, Frame, Qos, Seq, UserId};
+use crate::proto::{ConnAck, DeviceId, Frame, Qos, Seq, UserId};
 use crate::timer::{TimerId, TimerWheel};
 
 /// Nanoseconds per millisecond.
@@ -74,6 +74,8 @@ pub(super) struct Device {
 #[derive(Debug)]
 pub(super) struct PendingPush {
     pub(super) record: MessageRecord,
+    /// The push before it on this connection (its PUSH `prev_seq`).
+    pub(super) prev: Seq,
     pub(super) tries: u32,
     pub(super) timer: TimerId,
 }
@@ -97,10 +99,15 @@ pub(super) struct Conn {
     pub(super) session: Option<(UserId, DeviceId)>,
     /// Receiving live pushes (after a SYNC returned an empty page).
     pub(super) live: bool,
-    /// Highest sequence pushed live (the push window's front edge).
+    /// Highest sequence pushed live (the push window's front edge), or
+    /// acknowledged beyond it by the device.
     pub(super) sent_up_to: Seq,
-    /// Highest sequence sent in any form (push or page): the ACK bound.
-    pub(super) highest_sent: Seq,
+    /// Sequences up to here that the log no longer holds (lost to
+    /// salvage, or past a raised head): live delivery skips them.
+    pub(super) gone_to: Seq,
+    /// A CONNACK held until the head its CONNECT raised is durable, and the
+    /// frames queued behind it meanwhile (`session.rs`).
+    pub(super) held: Option<(ConnAck, Vec<Frame>)>,
     pub(super) pending: VecDeque<PendingPush>,
     pub(super) refill: Option<ReadId>,
     pub(super) sync: SyncState,
@@ -129,6 +136,13 @@ pub(super) enum AppendPurpose {
     Copy { key: SendKey, inbox: UserId },
     /// Cursor or release bookkeeping.
     Bookkeeping,
+    /// A device's cursor beyond the inbox head (CONNECT `last_seq`): once
+    /// durable, the head is raised to it and the CONNACK goes out.
+    Raise {
+        conn: ConnId,
+        user: UserId,
+        seq: Seq,
+    },
     /// The last record of a membership change: answer `origin`.
     Membership {
         origin: u16,
@@ -140,12 +154,17 @@ pub(super) enum AppendPurpose {
 /// Why a read was issued.
 #[derive(Debug)]
 pub(super) enum ReadPurpose {
+    /// `head`: the durable head when the read was issued; every record up
+    /// to it is in the result (up to the limit), so what is missing below
+    /// it is gone.
     Sync {
         conn: ConnId,
         request: crate::proto::Sync,
+        head: Seq,
     },
     Refill {
         conn: ConnId,
+        head: Seq,
     },
     RoomReplay(super::room::ReplayTarget),
     /// The stored original of a retried SEND, read back before routing it.
@@ -366,8 +385,12 @@ impl Shard {
             return;
         };
         match purpose {
-            ReadPurpose::Sync { conn, request } => self.on_sync_read(conn, request, result),
-            ReadPurpose::Refill { conn } => self.on_refill_read(conn, id, result),
+            ReadPurpose::Sync {
+                conn,
+                request,
+                head,
+            } => self.on_sync_read(conn, request, head, result),
+            ReadPurpose::Refill { conn, head } => self.on_refill_read(conn, id, head, result),
             ReadPurpose::RoomReplay(target) => self.on_room_read(target, result),
             ReadPurpose::Retry(check) => self.on_retry_read(check, result),
             ReadPurpose::Copy(check) => self.on_copy_check_read(check, result),
@@ -447,6 +470,10 @@ impl Shard {
     }
 
     pub(super) fn send_frame(&mut self, conn: ConnId, frame: Frame) {
+        if let Some((_, queued)) = self.conn_mut(conn).and_then(|c| c.held.as_mut()) {
+            queued.push(frame); // behind a CONNACK not sent yet
+            return;
+        }
         self.actions.push_back(Action::Send { conn, frame });
     }
 
@@ -600,6 +627,7 @@ impl Shard {
                 request,
                 members,
             } => self.on_membership_durable(origin, request, members, ok),
+            AppendPurpose::Raise { conn, user, seq } => self.on_raise_durable(conn, user, seq, ok),
             AppendPurpose::Bookkeeping => {}
         }
     }

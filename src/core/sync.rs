@@ -10,13 +10,19 @@
 //! - while a SYNC is being served, the connection is not live: the replay
 //!   itself covers what arrives meanwhile;
 //! - request ids increase; a SYNC with an id not above the last one served
-//!   is a stale duplicate and is ignored.
+//!   is a stale duplicate and is ignored;
+//! - a page's `head` is the durable head when its read was issued: every
+//!   record up to it is in the read, so a sequence missing below it is
+//!   gone (lost to a salvaged damage, removed by retention, or past a head
+//!   a device raised) and the page says so with `GAP`.
 
 use super::action::ConnId;
 use super::deliver::push_frame;
 use super::shard::{ReadPurpose, Shard};
 use crate::log::{InboxQuery, MessageRecord};
-use crate::proto::{DeviceId, ErrorCode, Frame, Sync, SyncDirection, SyncPage, UserId, HEADER_LEN};
+use crate::proto::{
+    DeviceId, ErrorCode, Frame, Seq, Sync, SyncDirection, SyncPage, UserId, HEADER_LEN,
+};
 
 /// Bytes of a SYNCPAGE before its items, and per item before the payload.
 const PAGE_OVERHEAD: usize = HEADER_LEN + 16;
@@ -59,9 +65,10 @@ impl Shard {
     fn start_sync(&mut self, conn: ConnId, request: Sync) {
         let c = self.conn(conn).expect("connected");
         let (user, device) = c.session.expect("SYNC needs a session");
+        let head = self.durable_head(user);
         let query = match request.direction {
             SyncDirection::After(anchor) => {
-                let durable = self.durable_head(user);
+                let durable = head;
                 if anchor > durable {
                     self.fail(
                         conn,
@@ -88,7 +95,12 @@ impl Shard {
                 limit: request.limit,
             },
         };
-        let id = self.read(user, query, ReadPurpose::Sync { conn, request });
+        let purpose = ReadPurpose::Sync {
+            conn,
+            request,
+            head,
+        };
+        let id = self.read(user, query, purpose);
         self.conn_mut(conn).expect("connected").sync.in_flight = Some(id);
     }
 
@@ -108,12 +120,13 @@ impl Shard {
         &mut self,
         conn: ConnId,
         request: Sync,
+        head: Seq,
         result: Result<Vec<MessageRecord>, ()>,
     ) {
         let max_frame = self.config.max_frame as usize;
         let Some(c) = self.conn_mut(conn) else { return };
         c.sync.in_flight = None;
-        let (user, device) = c.session.expect("SYNC needs a session");
+        let (_, device) = c.session.expect("SYNC needs a session");
         let Ok(mut records) = result else {
             self.fail(
                 conn,
@@ -122,8 +135,7 @@ impl Shard {
             );
             return;
         };
-        let durable = self.durable_head(user);
-        records.retain(|r| r.seq <= durable);
+        records.retain(|r| r.seq <= head);
         // Keep the page within the frame limit. Forward pages keep their
         // oldest items (the next page continues after them); backward pages
         // keep their newest (the next one continues before them).
@@ -153,27 +165,37 @@ impl Shard {
             }
         }
         let trimmed = records.len() < before_trim;
-        let head = self.durable_head(user);
         let end = match request.direction {
             SyncDirection::After(_) => records.last().is_none_or(|r| r.seq >= head),
             _ => !full && !trimmed,
         };
+        // Each item's `prev_seq` is the item (or anchor) before it: what
+        // lies strictly between is gone.
+        let first_prev = match (request.direction, records.first()) {
+            (SyncDirection::After(anchor), _) => anchor,
+            (_, Some(first)) => Seq(first.seq.0 - 1),
+            (_, None) => Seq::ZERO,
+        };
+        let mut prev = first_prev;
+        let mut gap =
+            matches!(request.direction, SyncDirection::After(a) if records.is_empty() && head > a);
         let items: Vec<_> = records
             .iter()
-            .map(|r| match push_frame(r, device, false) {
-                Frame::Push(mut p) => {
-                    // A replay always carries the payload: the device may have lost it.
-                    p.echo = false;
-                    p.payload = r.payload.clone();
-                    p
+            .map(|r| {
+                gap |= r.seq > prev.next();
+                let before = std::mem::replace(&mut prev, r.seq);
+                match push_frame(r, device, false, before) {
+                    Frame::Push(mut p) => {
+                        // A replay always carries the payload: the device may have lost it.
+                        p.echo = false;
+                        p.payload = r.payload.clone();
+                        p
+                    }
+                    _ => unreachable!("push_frame builds a PUSH"),
                 }
-                _ => unreachable!("push_frame builds a PUSH"),
             })
             .collect();
         let c = self.conn_mut(conn).expect("checked above");
-        if let Some(last) = records.last() {
-            c.highest_sent = c.highest_sent.max(last.seq);
-        }
         // An empty forward page acknowledged everything: go live from its anchor.
         let go_live = match request.direction {
             SyncDirection::After(anchor) if records.is_empty() => {
@@ -190,6 +212,7 @@ impl Shard {
                 request_id: request.request_id,
                 head,
                 end,
+                gap,
                 items,
             }),
         );

@@ -19,6 +19,13 @@
 //!   copy of it for the next commit.
 //! - Sidecars, new segment files and the checkpoint pointer are written on
 //!   the blocking thread too (their fsyncs would stall the shard).
+//! - Commit markers: once a commit is durable, the next commit carries a
+//!   marker record saying so (`up_to` = the durable end); with nothing
+//!   else to commit for `marker_delay`, a commit of the marker alone. A
+//!   marker claims only what was durable before it was made, so it stays
+//!   true whatever order a crash lets its own commit reach the disk in.
+//!   Recovery uses markers to tell a torn tail (never acknowledged) from
+//!   damage to acknowledged records (`recovery.rs`).
 //! - A failed write or sync poisons the log: every waiter gets the error and
 //!   every later append is refused.
 
@@ -220,6 +227,26 @@ fn uncovered(start: Lsn, end: Lsn, pieces: &[(Lsn, Lsn)]) -> Vec<(Lsn, Lsn)> {
     out
 }
 
+/// Appends a commit marker if a completed commit made data durable that no
+/// marker claims yet and the active segment has room (else the next
+/// commit's marker claims it). Returns whether it did.
+pub(super) fn append_marker(st: &mut State) -> bool {
+    if st.marks.durable <= st.marks.claimed {
+        return false;
+    }
+    let len = format::MARKER_LEN as u64;
+    let active = st.active;
+    let seg = st.segments.get_mut(&active).expect("active segment exists");
+    if st.next + len > seg.base + seg.capacity {
+        return false;
+    }
+    format::encode_marker(st.durable, &mut st.pending);
+    st.next += len;
+    seg.end = st.next;
+    st.marks.claimed = st.marks.durable;
+    true
+}
+
 /// Points recovery at the checkpoint starting at `lsn` (atomic replace).
 fn write_pointer(dir: &std::path::Path, lsn: Lsn, window: WindowStart) -> Result<(), LogError> {
     use std::io::Write;
@@ -237,10 +264,43 @@ fn write_pointer(dir: &std::path::Path, lsn: Lsn, window: WindowStart) -> Result
 
 /// The group committer: writes and syncs pending bytes, wakes waiters.
 pub(super) async fn committer(inner: Rc<Inner>, wake: LocalReceiver<()>) {
-    while wake.recv().await.is_some() {
+    loop {
+        let marker_owed = {
+            let st = inner.st.borrow();
+            if st.abandoned {
+                drop(st);
+                stop_committer(&inner);
+                return;
+            }
+            st.marks.durable > st.marks.claimed
+        };
+        let delay = inner.config.marker_delay;
+        if marker_owed && !delay.is_zero() {
+            // Wait for appends, or commit the marker alone after the delay.
+            let woken =
+                futures_lite::future::or(async { Some(wake.recv().await.is_some()) }, async {
+                    glommio::timer::sleep(delay).await;
+                    None
+                })
+                .await;
+            match woken {
+                Some(false) => return,
+                Some(true) => {}
+                None => {
+                    append_marker(&mut inner.st.borrow_mut());
+                }
+            }
+        } else if wake.recv().await.is_none() {
+            return;
+        }
         loop {
             let (pending_len, first_at, closed) = {
                 let st = inner.st.borrow();
+                if st.abandoned {
+                    drop(st);
+                    stop_committer(&inner);
+                    return;
+                }
                 (st.next - st.durable, st.first_pending_at, st.closed)
             };
             if pending_len == 0 {
@@ -391,10 +451,12 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
         seg.file = file;
         seg.path = path;
     }
-    let (sealed, active, target, behind) = {
+    let (sealed, active, target, behind, data_end) = {
         let mut st = inner.st.borrow_mut();
         st.first_pending_at = None;
         let sealed = std::mem::take(&mut st.sealed);
+        append_marker(&mut st);
+        let data_end = st.marks.appended;
         // Take the active buffer whole (no copy); the next one starts with
         // the partial last block, which the next commit rewrites.
         let target = st.next;
@@ -420,7 +482,7 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
             debug_assert!(st.behind_from <= keep_from + BLOCK);
             st.behind_from = st.behind_from.max(keep_from + BLOCK);
         }
-        (sealed, active, target, behind)
+        (sealed, active, target, behind, data_end)
     };
     let sealed_bases: Vec<u64> = sealed.iter().map(|(b, _, _)| *b).collect();
     let file_of = |base: u64| {
@@ -560,6 +622,7 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
     let mut ready = {
         let mut st = inner.st.borrow_mut();
         st.durable = durable;
+        st.marks.durable = st.marks.durable.max(data_end);
         st.stats.syncs += 1;
         for chunk in chunks {
             keep_in_tail(&mut st, chunk, inner.config.cache_bytes);

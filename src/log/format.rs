@@ -7,9 +7,14 @@
 //! crc32c       = over the len field, the kind byte and the body
 //! ```
 //! All integers are little-endian. A record never spans two segments. A
-//! `len` of 0 marks the clean end of the written part (files are
-//! preallocated with zeros); anything else that fails to parse or verify is
-//! a torn or corrupt tail.
+//! `len` of 0 marks the end of the written part (files are preallocated
+//! with zeros); anything else that fails to parse or verify is damage,
+//! which recovery (`recovery.rs`) tells apart from a torn tail.
+//!
+//! Two kinds are the log's own and never reach the delivery core
+//! ([`Internal`]): the commit marker, which says how far the log was durable
+//! when it was written, and the filler that salvage writes over damaged
+//! bytes.
 #![forbid(unsafe_code)]
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -98,6 +103,71 @@ pub enum Kind {
     Checkpoint = 4,
     /// [`Record::Member`].
     Member = 5,
+    /// [`Internal::Durable`]: a commit marker.
+    Durable = 6,
+    /// [`Internal::Filler`]: written by salvage over damaged bytes.
+    Filler = 7,
+}
+
+/// Records the log writes for itself; the delivery core never sees them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Internal {
+    /// A commit marker: every byte of the log before `up_to` was durable
+    /// (fdatasync completed) when this record was appended. It claims
+    /// nothing about the bytes written with it, so it stays true whatever
+    /// order a crash lets those reach the disk in.
+    Durable {
+        /// End of the durable part when the marker was made.
+        up_to: u64,
+    },
+    /// Padding that salvage wrote over damaged bytes (moved aside to a
+    /// file next to the segment); recovery skips it.
+    Filler,
+}
+
+/// Framed size of a commit marker.
+pub const MARKER_LEN: usize = RECORD_HEADER_LEN + 1 + 8;
+/// Smallest framed filler record (no body).
+pub const MIN_FILLER_LEN: usize = RECORD_HEADER_LEN + 1;
+
+/// Appends a commit marker claiming everything before `up_to`.
+pub fn encode_marker(up_to: u64, out: &mut BytesMut) {
+    let start = out.len();
+    out.put_u32_le((MARKER_LEN - RECORD_HEADER_LEN) as u32);
+    out.put_u32_le(0);
+    out.put_u8(Kind::Durable as u8);
+    out.put_u64_le(up_to);
+    seal_crc(out, start);
+}
+
+/// Appends filler records covering exactly `len` bytes (at least
+/// [`MIN_FILLER_LEN`]): as few as fit under [`MAX_RECORD_LEN`], the last
+/// never shorter than a record header.
+pub fn encode_filler(mut len: usize, out: &mut BytesMut) {
+    assert!(
+        len >= MIN_FILLER_LEN,
+        "a filler needs {MIN_FILLER_LEN} bytes"
+    );
+    let largest = RECORD_HEADER_LEN + MAX_RECORD_LEN as usize;
+    while len > 0 {
+        let mut this = len.min(largest);
+        if len - this != 0 && len - this < MIN_FILLER_LEN {
+            this -= MIN_FILLER_LEN;
+        }
+        let start = out.len();
+        out.put_u32_le((this - RECORD_HEADER_LEN) as u32);
+        out.put_u32_le(0);
+        out.put_u8(Kind::Filler as u8);
+        out.put_bytes(0, this - MIN_FILLER_LEN);
+        seal_crc(out, start);
+        len -= this;
+    }
+}
+
+/// Fills in the CRC of the record framed at `out[start..]`.
+fn seal_crc(out: &mut BytesMut, start: usize) {
+    let crc = record_crc(&out[start..start + 4], &out[start + RECORD_HEADER_LEN..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
@@ -229,8 +299,7 @@ pub fn encode(record: &Record, out: &mut BytesMut) {
             out.put_slice(snapshot);
         }
     }
-    let crc = record_crc(&out[start..start + 4], &out[start + RECORD_HEADER_LEN..]);
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    seal_crc(out, start);
 }
 
 fn record_crc(len_field: &[u8], rest: &[u8]) -> u32 {
@@ -242,11 +311,13 @@ fn record_crc(len_field: &[u8], rest: &[u8]) -> u32 {
 pub enum Decoded {
     /// A valid record and its total framed size.
     Record(Record, usize),
-    /// Zeros: the clean end of the written part.
+    /// A valid log-internal record and its total framed size.
+    Internal(Internal, usize),
+    /// Zeros: the end of the written part.
     End,
     /// Not enough bytes for the framed length (read more, or a torn tail).
     Truncated,
-    /// Bad CRC, impossible length or unknown kind: a torn or corrupt tail.
+    /// Bad CRC, impossible length or unknown kind: torn or damaged.
     Corrupt(&'static str),
 }
 
@@ -334,6 +405,14 @@ pub fn decode(buf: &Bytes) -> Decoded {
             }
         }
         k if k == Kind::Checkpoint as u8 => Record::Checkpoint(body),
+        k if k == Kind::Durable as u8 => {
+            let Some(up_to) = body.first_chunk::<8>().filter(|_| body.len() == 8) else {
+                return Decoded::Corrupt("bad marker body");
+            };
+            let up_to = u64::from_le_bytes(*up_to);
+            return Decoded::Internal(Internal::Durable { up_to }, total);
+        }
+        k if k == Kind::Filler as u8 => return Decoded::Internal(Internal::Filler, total),
         _ => return Decoded::Corrupt("unknown record kind"),
     };
     Decoded::Record(record, total)
@@ -783,6 +862,38 @@ mod tests {
                 decode(&b.freeze()),
                 Decoded::Record(r.clone(), encoded_len(&r))
             );
+        }
+    }
+
+    #[test]
+    fn markers_and_fillers_round_trip_and_fillers_cover_exactly() {
+        let mut b = BytesMut::new();
+        encode_marker(123_456, &mut b);
+        assert_eq!(b.len(), MARKER_LEN);
+        assert_eq!(
+            decode(&b.clone().freeze()),
+            Decoded::Internal(Internal::Durable { up_to: 123_456 }, MARKER_LEN)
+        );
+        let largest = RECORD_HEADER_LEN + MAX_RECORD_LEN as usize;
+        for len in [
+            MIN_FILLER_LEN,
+            10,
+            4096,
+            largest,
+            largest + 1,
+            largest + 9,
+            2 * largest + 3,
+        ] {
+            let mut b = BytesMut::new();
+            encode_filler(len, &mut b);
+            assert_eq!(b.len(), len, "filler of {len}");
+            let mut rest = b.freeze();
+            while !rest.is_empty() {
+                let Decoded::Internal(Internal::Filler, n) = decode(&rest) else {
+                    panic!("filler of {len} does not decode as fillers");
+                };
+                rest = rest.slice(n..);
+            }
         }
     }
 

@@ -84,18 +84,33 @@ impl Index {
         self.inboxes.get(&inbox)
     }
 
-    /// Forgets the locations before position `lsn` of `inbox` (retention).
-    pub fn trim_before(&mut self, inbox: UserId, lsn: u64) {
-        if let Some(idx) = self.inboxes.get_mut(&inbox) {
-            while idx
-                .entries
-                .front()
-                .is_some_and(|l| l.lsn < lsn || l.lsn == u64::MAX)
-            {
-                idx.entries.pop_front();
-                idx.first = idx.first.next();
+    /// Sequences missing between indexed ones (lost to salvage), per inbox.
+    pub fn holes(&self) -> Vec<(UserId, Seq)> {
+        let mut out = Vec::new();
+        for (inbox, idx) in &self.inboxes {
+            for (i, l) in idx.entries.iter().enumerate() {
+                if l.lsn == u64::MAX {
+                    out.push((*inbox, Seq(idx.first.0 + i as u64)));
+                }
             }
         }
+        out
+    }
+
+    /// Forgets the locations before position `lsn` of `inbox` (retention);
+    /// returns the first and last sequence forgotten.
+    pub fn trim_before(&mut self, inbox: UserId, lsn: u64) -> Option<(Seq, Seq)> {
+        let idx = self.inboxes.get_mut(&inbox)?;
+        let first = idx.first;
+        while idx
+            .entries
+            .front()
+            .is_some_and(|l| l.lsn < lsn || l.lsn == u64::MAX)
+        {
+            idx.entries.pop_front();
+            idx.first = idx.first.next();
+        }
+        (idx.first > first).then(|| (first, Seq(idx.first.0 - 1)))
     }
 }
 
@@ -120,7 +135,8 @@ mod tests {
         assert_eq!(idx.get(Seq(10)), None);
         i.add(UserId(1), Seq(9), at(1)); // repeat: ignored
         assert_eq!(i.get(UserId(1)).unwrap().get(Seq(9)), Some(at(900)));
-        i.trim_before(UserId(1), 750);
+        assert_eq!(i.trim_before(UserId(1), 750), Some((Seq(5), Seq(7))));
+        assert_eq!(i.trim_before(UserId(1), 750), None);
         let idx = i.get(UserId(1)).unwrap();
         assert_eq!((idx.first, idx.last()), (Seq(8), Seq(9)));
         assert_eq!(idx.get(Seq(8)), Some(at(800)));

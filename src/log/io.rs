@@ -35,6 +35,13 @@ pub trait LogFile {
     fn read_at(&self, pos: u64, len: usize) -> LocalFuture<'_, io::Result<Bytes>>;
     /// Turns `[pos, pos + len)` (block-aligned) into zeros.
     fn zero_range(&self, pos: u64, len: u64) -> LocalFuture<'_, io::Result<()>>;
+    /// Where the file next holds data at or after `pos` (`None`: nowhere
+    /// up to its end); everything before that is zeros the file system
+    /// never stored (a hole, or preallocated and unwritten). Recovery skips
+    /// it instead of reading it. The default knows no holes.
+    fn next_data(&self, pos: u64) -> io::Result<Option<u64>> {
+        Ok(Some(pos))
+    }
     /// Starts writing `part[from..]` (whole blocks) at `pos` (block-aligned)
     /// at once, off the shard's thread; the completion hands `part` back.
     /// `Err(part)` if this file cannot (then the log writes everything at
@@ -304,6 +311,11 @@ impl LogFile for Dma {
         Ok(future)
     }
 
+    fn next_data(&self, pos: u64) -> io::Result<Option<u64>> {
+        use std::os::fd::AsRawFd;
+        next_data(self.file.as_raw_fd(), pos)
+    }
+
     fn zero_range(&self, pos: u64, len: u64) -> LocalFuture<'_, io::Result<()>> {
         Box::pin(async move {
             if len > 0 {
@@ -314,6 +326,30 @@ impl LogFile for Dma {
             }
             Ok(())
         })
+    }
+}
+
+/// `lseek(SEEK_DATA)`: the next offset at or after `pos` the file system
+/// holds data for (block-granular, never past real data), `None` past the
+/// last. A file system that cannot tell answers `pos` itself.
+pub fn next_data(fd: std::os::fd::RawFd, pos: u64) -> io::Result<Option<u64>> {
+    let Ok(offset) = libc::off_t::try_from(pos) else {
+        return Ok(None);
+    };
+    // SAFETY: lseek takes a descriptor and two integers and touches no
+    // memory; a bad descriptor is an error return. It moves the file's
+    // offset, which nothing here uses (all reads and writes are
+    // positional).
+    let at = unsafe { libc::lseek(fd, offset, libc::SEEK_DATA) };
+    if at >= 0 {
+        return Ok(Some(at as u64));
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENXIO) => Ok(None),
+        // No SEEK_DATA here: everything may be data.
+        Some(libc::EINVAL) => Ok(Some(pos)),
+        _ => Err(e),
     }
 }
 

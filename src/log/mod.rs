@@ -12,18 +12,24 @@
 //! | `index.rs`       | inbox -> record locations                                  |
 //! | `segment_log.rs` | append, reads, checkpoints, retention                      |
 //! | `commit.rs`      | write buffers, write-behind, the group committer           |
-//! | `recovery.rs`    | scan, verify, cut a torn tail, rebuild                      |
+//! | `scan.rs`        | finding records, damage and the end in one segment file    |
+//! | `damage.rs`      | torn tail or damage: the evidence, refusal and salvage reports |
+//! | `recovery.rs`    | open a log: cut a torn tail, refuse, or salvage; rebuild   |
+//! | `verify.rs`      | `surepush log verify`: the offline, read-only check        |
 //! | `window.rs`      | the state kept per append; rebuilding the QoS 1 dedup window |
 
 mod commit;
+pub mod damage;
 pub mod format;
 mod index;
 pub mod io;
 pub mod record;
 mod recovery;
+pub mod scan;
 mod segment;
 mod segment_log;
 pub mod state;
+pub mod verify;
 mod window;
 
 pub use record::{InboxQuery, MessageRecord, Record};
@@ -32,5 +38,7 @@ pub use segment_log::{
 };
 pub use state::{apply_membership, DedupConfig, DedupEntry, DedupWindow, RecoveredState, SendKey};
 
+#[cfg(test)]
+mod damage_tests;
 #[cfg(test)]
 mod tests;

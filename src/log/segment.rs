@@ -130,6 +130,13 @@ pub struct SidecarJob {
     keys: Vec<SidecarKey>,
 }
 
+impl SidecarJob {
+    /// Base position of the segment.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+}
+
 /// Writes a sealed segment's sidecar (temp file, fsync, rename, fsync dir).
 /// Blocking: the log runs it on glommio's blocking thread.
 pub fn write_sidecar(job: &SidecarJob) -> Result<(), LogError> {

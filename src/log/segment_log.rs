@@ -36,17 +36,26 @@ use crate::proto::{Seq, UserId};
 /// segment covers `[base, base + capacity)`).
 pub type Lsn = u64;
 
-/// What to do with a damaged log on open.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+/// What to do with a damaged log on open (TOML `log.recovery`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum RecoveryMode {
-    /// Any damage is an error (for audits and tests).
+    /// Any damage, a torn tail included, is an error (for audits and tests).
     AbsoluteConsistency,
-    /// A torn or corrupt tail of the log (an interrupted write that was
-    /// never acknowledged) is cut off and reported: in the newest segment,
-    /// or in an older one when every newer segment is still empty (a crash
-    /// during the commit that rolled). Damage anywhere else is an error.
+    /// A torn tail (bytes after the last completed sync: never
+    /// acknowledged) is cut off and reported; its valid records, if any,
+    /// are kept in a file next to the segment. Damage to durable bytes
+    /// refuses the open without changing anything ([`LogError::Damaged`]).
+    /// See `damage.rs` for how the two are told apart.
     #[default]
     TolerateTailCorruption,
+    /// As above, but every segment is scanned (no sidecar is trusted) and
+    /// damage to durable bytes is salvaged: the damaged stretches are moved
+    /// aside to `<segment>.damaged-<offset>` files and
+    /// overwritten with filler, every valid record is kept, and what was
+    /// lost is reported ([`RecoveryReport::salvage`]). Inbox heads never
+    /// go back: lost sequences are not handed out again.
+    Salvage,
 }
 
 /// Settings of one log.
@@ -75,6 +84,11 @@ pub struct LogConfig {
     /// Hand full blocks to the disk in pieces of this size while appends go
     /// on, instead of only at commit (0: never). See [`LogFile::write_behind`].
     pub write_behind_bytes: u64,
+    /// A commit's marker (the record saying how far the log is durable)
+    /// rides with the next commit; when nothing else is appended for this
+    /// long, a commit of the marker alone is made, so the last
+    /// acknowledged batch is claimed too (zero: only with the next commit).
+    pub marker_delay: Duration,
 }
 
 impl Default for LogConfig {
@@ -90,6 +104,7 @@ impl Default for LogConfig {
             recovery: RecoveryMode::default(),
             cache_bytes: 16 << 20,
             write_behind_bytes: 1 << 20,
+            marker_delay: Duration::from_millis(10),
         }
     }
 }
@@ -113,6 +128,10 @@ pub enum LogError {
     /// The log on disk is damaged where it may not be.
     #[error("corrupt log: {0}")]
     Corrupt(String),
+    /// Durable (possibly acknowledged) records are damaged; nothing was
+    /// changed. Salvage is the operator's decision.
+    #[error("{0}")]
+    Damaged(Box<super::damage::DamageReport>),
     /// A record larger than a segment.
     #[error("record of {0} bytes does not fit in a segment")]
     TooLarge(usize),
@@ -153,8 +172,13 @@ pub struct RecoveryReport {
     pub records: u64,
     /// Bytes of valid records.
     pub bytes: u64,
-    /// Where a damaged tail was cut, and why.
+    /// Where a torn tail was cut, and why.
     pub truncated: Option<(u64, &'static str)>,
+    /// The cut bytes, kept next to the segment when they held valid
+    /// (never acknowledged) records.
+    pub cut_file: Option<PathBuf>,
+    /// What salvage skipped and lost ([`RecoveryMode::Salvage`] only).
+    pub salvage: Option<super::damage::SalvageReport>,
     /// Position of the newest checkpoint applied.
     pub checkpoint: Option<Lsn>,
     /// Sealed segments taken from their sidecar index instead of scanned.
@@ -170,6 +194,16 @@ pub struct RetentionReport {
     pub segments_deleted: u64,
     /// Their capacity in bytes.
     pub bytes_deleted: u64,
+    /// Inbox messages deleted that a device of the inbox had not
+    /// acknowledged (past the maximum age): (inbox, first seq, last seq).
+    pub unacked: Vec<(UserId, Seq, Seq)>,
+}
+
+impl RetentionReport {
+    /// How many unacknowledged messages were deleted.
+    pub fn unacked_messages(&self) -> u64 {
+        self.unacked.iter().map(|(_, a, b)| b.0 - a.0 + 1).sum()
+    }
 }
 
 pub(super) struct State {
@@ -197,6 +231,9 @@ pub(super) struct State {
     pub(super) durable: Lsn,
     pub(super) poisoned: Option<String>,
     pub(super) closed: bool,
+    /// The [`SegmentLog`] was dropped without `close`: like a crash, the
+    /// committer stops without writing anything more.
+    pub(super) abandoned: bool,
     /// The committer has stopped (closed or poisoned).
     pub(super) committer_done: bool,
     pub(super) waiters: Vec<(Lsn, Waker)>,
@@ -225,6 +262,19 @@ pub(super) struct State {
     pub(super) pointer_due: Option<(Lsn, Lsn, WindowStart)>,
     pub(super) stats: LogStats,
     pub(super) first_pending_at: Option<Instant>,
+    /// Commit markers (`commit.rs`): the end of the last record appended
+    /// that is not a marker, the part of it a completed commit made
+    /// durable, and the part a marker appended so far claims.
+    pub(super) marks: Marks,
+}
+
+/// How far the log's data is appended, durable, and claimed durable by a
+/// commit marker in the log itself.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Marks {
+    pub(super) appended: Lsn,
+    pub(super) durable: Lsn,
+    pub(super) claimed: Lsn,
 }
 
 pub(super) struct Inner {
@@ -237,6 +287,16 @@ pub(super) struct Inner {
 /// The segment log of one shard. Lives on one glommio executor.
 pub struct SegmentLog {
     pub(super) inner: Rc<Inner>,
+}
+
+impl Drop for SegmentLog {
+    fn drop(&mut self) {
+        // The committer must not outlive its log: a commit (an idle
+        // marker, say) after the drop would write into files a reopened
+        // log of the same directory owns.
+        self.inner.st.borrow_mut().abandoned = true;
+        let _ = self.inner.wake.try_send(());
+    }
 }
 
 impl std::fmt::Debug for SegmentLog {
@@ -270,7 +330,13 @@ impl SegmentLog {
             wake,
         });
         glommio::spawn_local(committer(inner.clone(), rx)).detach();
-        Ok((SegmentLog { inner }, derived, report))
+        let log = SegmentLog { inner };
+        if report.salvage.is_some() {
+            // The heads salvage raised over lost sequences are durable
+            // before anything is served: a restart must not lower them.
+            log.checkpoint().await?;
+        }
+        Ok((log, derived, report))
     }
 
     /// Buffers `record` for the next group commit; returns its end position
@@ -318,6 +384,7 @@ impl SegmentLog {
             );
         }
         st.tracked.apply(record, lsn, &inner.config.dedup);
+        st.marks.appended = end;
         st.stats.bytes_appended += len as u64;
         st.stats.records_appended += 1;
         st.since_checkpoint += len as u64;
@@ -417,10 +484,11 @@ impl SegmentLog {
             let Some(idx) = st.index.get(user) else {
                 return Ok(Vec::new());
             };
-            // Highest seq whose record is durable (entries are in log order).
+            // Highest seq whose record is durable (entries are in log order;
+            // a hole salvage left is no record to wait for).
             let durable_count = idx
                 .entries
-                .partition_point(|l| l.lsn != u64::MAX && l.lsn + u64::from(l.len) <= st.durable);
+                .partition_point(|l| l.lsn == u64::MAX || l.lsn + u64::from(l.len) <= st.durable);
             if durable_count == 0 {
                 return Ok(Vec::new());
             }
@@ -497,7 +565,7 @@ impl SegmentLog {
     /// first, so the state those segments carried (inbox heads, cursors)
     /// survives them.
     pub async fn enforce_retention(&self, now_ms: u64) -> Result<RetentionReport, LogError> {
-        let deletable = {
+        let (deletable, min_cursor) = {
             let mut st = self.inner.st.borrow_mut();
             // The QoS 1 dedup window is rebuilt from the log on recovery:
             // keep every segment it reaches into.
@@ -531,7 +599,7 @@ impl SegmentLog {
                 }
                 out.push(*base);
             }
-            out
+            (out, min_cursor)
         };
         if deletable.is_empty() {
             return Ok(RetentionReport::default());
@@ -560,7 +628,24 @@ impl SegmentLog {
             }
             let mut st = self.inner.st.borrow_mut();
             for inbox in seg.inbox_max.keys() {
-                st.index.trim_before(*inbox, seg.base + seg.capacity);
+                let Some((first, last)) = st.index.trim_before(*inbox, seg.base + seg.capacity)
+                else {
+                    continue;
+                };
+                // Rooms have no device cursors: their history is not owed
+                // to anyone.
+                let acked = min_cursor.get(inbox).copied().unwrap_or_default();
+                if last > acked && !crate::proto::is_room(inbox.0) {
+                    let from = first.max(acked.next());
+                    tracing::warn!(
+                        dir = %self.inner.config.dir.display(),
+                        user = inbox.0,
+                        first = from.0,
+                        last = last.0,
+                        "retention deleted unacknowledged messages (older than the maximum age)"
+                    );
+                    report.unacked.push((*inbox, from, last));
+                }
             }
             report.segments_deleted += 1;
             report.bytes_deleted += seg.capacity + SEGMENT_HEADER_LEN;
@@ -568,10 +653,15 @@ impl SegmentLog {
         Ok(report)
     }
 
-    /// Flushes, writes a final checkpoint and stops the committer.
+    /// Flushes, writes a final checkpoint (and the marker claiming it) and
+    /// stops the committer.
     pub async fn close(self) -> Result<(), LogError> {
         self.checkpoint().await?;
         self.flush().await?;
+        let marked = super::commit::append_marker(&mut self.inner.st.borrow_mut());
+        if marked {
+            self.flush().await?;
+        }
         self.inner.st.borrow_mut().closed = true;
         let _ = self.inner.wake.try_send(());
         Ok(())

@@ -8,7 +8,9 @@
 //! and the real segment log share it.
 //!
 //! Invariants kept by [`RecoveredState::apply`]:
-//! - `heads[u]` is the highest `seq` of any message stored in `u`'s inbox;
+//! - `heads[u]` is the highest `seq` of any message stored in `u`'s inbox,
+//!   or acknowledged by one of `u`'s devices if that is higher (sequences
+//!   lost to damage are never numbered again);
 //! - `cursors[(u, d)]` only grows (an older cursor record is ignored);
 //! - `dedup` holds the newest entries in log order, at most
 //!   `DedupConfig::max_entries` of QoS 1 and none older than
@@ -429,6 +431,9 @@ impl RecoveredState {
                 if *seq > *c {
                     *c = *seq;
                 }
+                // A device holds `seq`: the inbox got that far, whatever
+                // else was lost (a head never goes below a cursor).
+                self.note_head(*user, *seq);
             }
             Record::Release {
                 from,

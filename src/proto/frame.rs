@@ -125,6 +125,10 @@ pub const PUSH_ECHO: u8 = 0x01;
 pub const PUSH_RETRANSMIT: u8 = 0x02;
 /// SYNCPAGE flag: nothing further exists in the requested direction.
 pub const SYNCPAGE_END: u8 = 0x01;
+/// SYNCPAGE flag: sequences are missing (gone: lost to damage or removed
+/// by retention) between the anchor and the first item, between items,
+/// or, for an empty `After` page, between the anchor and `head`.
+pub const SYNCPAGE_GAP: u8 = 0x02;
 
 /// CONNECT: open a session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -281,6 +285,8 @@ pub struct SyncPage {
     pub head: Seq,
     /// Nothing further exists in the requested direction.
     pub end: bool,
+    /// Sequences are missing before or among the items (see [`SYNCPAGE_GAP`]).
+    pub gap: bool,
     /// The messages (flags `echo`/`retransmit` are always false here).
     pub items: Vec<Push>,
 }
@@ -574,7 +580,9 @@ impl Frame {
                 (if p.echo { PUSH_ECHO } else { 0 })
                     | (if p.retransmit { PUSH_RETRANSMIT } else { 0 })
             }
-            Frame::SyncPage(p) if p.end => SYNCPAGE_END,
+            Frame::SyncPage(p) => {
+                (if p.end { SYNCPAGE_END } else { 0 }) | (if p.gap { SYNCPAGE_GAP } else { 0 })
+            }
             _ => 0,
         }
     }
@@ -722,7 +730,7 @@ fn allowed_flags(kind: FrameKind) -> u8 {
         FrameKind::Connect => CONNECT_HAS_CURSOR,
         FrameKind::ConnAck => CONNACK_CURSOR_KNOWN,
         FrameKind::Push => PUSH_ECHO | PUSH_RETRANSMIT,
-        FrameKind::SyncPage => SYNCPAGE_END,
+        FrameKind::SyncPage => SYNCPAGE_END | SYNCPAGE_GAP,
         _ => 0,
     }
 }
@@ -802,6 +810,7 @@ fn decode_sync_page(flags: u8, body: Bytes) -> Result<Frame, ProtoError> {
         request_id: f.request_id.get(),
         head: Seq(f.head.get()),
         end: flags & SYNCPAGE_END != 0,
+        gap: flags & SYNCPAGE_GAP != 0,
         items,
     }))
 }

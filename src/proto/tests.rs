@@ -115,6 +115,7 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                 request_id: r,
                 head: Seq(h),
                 end: e,
+                gap: h % 3 == 0,
                 items,
             })),
         (any::<u64>(), any::<u64>()).prop_map(|(c, t)| Frame::Rel {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::core::CoreConfig;
+use crate::log::{LogConfig, RecoveryMode};
 
 /// Storage settings of each shard's segment log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +42,17 @@ pub struct LogSettings {
     /// written by glommio's blocking thread, so the disk works while the
     /// shard encodes; the commit's fdatasync covers them.
     pub write_behind_kib: u64,
+    /// Each commit's marker (a record saying how far the log is durable,
+    /// which lets recovery tell a torn tail from damage) rides with the
+    /// next commit; with nothing else to commit for this long (ms), it is
+    /// committed alone. 0: only with the next commit.
+    pub marker_delay_ms: u64,
+    /// What recovery does with damage to durable records:
+    /// `"tolerate-tail-corruption"` (default: cut a torn tail, refuse to
+    /// start on damage), `"salvage"` (keep every valid record, move the
+    /// damaged bytes aside, report what was lost; scans every segment), or
+    /// `"absolute-consistency"` (refuse on any damage, a torn tail too).
+    pub recovery: RecoveryMode,
 }
 
 impl Default for LogSettings {
@@ -54,6 +66,8 @@ impl Default for LogSettings {
             retention_interval_s: 60,
             cache_mib: 16,
             write_behind_kib: 1024,
+            marker_delay_ms: 10,
+            recovery: RecoveryMode::default(),
         }
     }
 }
@@ -200,6 +214,24 @@ impl Config {
             0 => std::thread::available_parallelism()
                 .map_or(1, |n| n.get().min(u16::MAX as usize) as u16),
             n => n,
+        }
+    }
+
+    /// The segment log settings of shard `id` (the one place they are
+    /// derived from the config: serving and the offline tools agree).
+    pub fn log_config(&self, id: u16) -> LogConfig {
+        LogConfig {
+            dir: self.data_dir.join(format!("shard-{id:03}")),
+            segment_bytes: self.log.segment_mib << 20,
+            sync_bytes: (self.log.sync_kib << 10) as usize,
+            sync_interval: std::time::Duration::from_micros(self.log.sync_interval_us),
+            checkpoint_bytes: self.log.checkpoint_mib << 20,
+            retention_max_age: std::time::Duration::from_secs(self.log.retention_hours * 3600),
+            dedup: self.core.dedup,
+            recovery: self.log.recovery,
+            cache_bytes: (self.log.cache_mib << 20) as usize,
+            write_behind_bytes: self.log.write_behind_kib << 10,
+            marker_delay: std::time::Duration::from_millis(self.log.marker_delay_ms),
         }
     }
 

@@ -7,21 +7,14 @@
 //! and holds it for the life of the process; the kernel releases it when
 //! the process ends, also by kill -9, so a stale lock never blocks a
 //! restart. The file holds the holder's pid, which a refused process names.
-//!
-//! The data dir also records the shard count it was written with
-//! (`layout`): which shard owns a user depends on it.
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use super::node::ServeError;
-
 /// Name of the lock file inside the data dir.
 pub const LOCK_FILE: &str = "lock";
-/// Name of the file recording the shard count.
-const LAYOUT_FILE: &str = "layout";
 
 /// Why a data dir cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -99,33 +92,6 @@ impl DataDirLock {
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-}
-
-/// The shard count decides which shard owns which user, so logs written
-/// with one count cannot be served with another. Records the count on
-/// first use.
-pub fn check_layout(dir: &Path, shards: u16) -> Result<(), ServeError> {
-    let path = dir.join(LAYOUT_FILE);
-    let want = format!("shards={shards}\n");
-    match std::fs::read_to_string(&path) {
-        Ok(have) if have == want => Ok(()),
-        Ok(have) => Err(ServeError::Layout(format!(
-            "{} was written with {} but this node runs {shards} shards; start with the same shard count \
-             (--shards) or use a new data dir",
-            dir.display(),
-            have.trim()
-        ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::write(&path, want).map_err(|source| ServeError::Io {
-                context: format!("write {}", path.display()),
-                source,
-            })
-        }
-        Err(source) => Err(ServeError::Io {
-            context: format!("read {}", path.display()),
-            source,
-        }),
     }
 }
 

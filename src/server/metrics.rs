@@ -107,6 +107,8 @@ pub struct Metrics {
     log_syncs: Counters,
     log_segments: Gauges,
     storage_failed: Gauges,
+    salvaged: Counters,
+    unacked_expired: Counters,
     fsync: Histograms,
 }
 
@@ -133,6 +135,14 @@ impl Metrics {
             counter("accept_auth_failures", "Tokens refused before handoff");
         let log_bytes = counter("log_appended_bytes", "Bytes appended to the segment log");
         let log_syncs = counter("log_syncs", "Group commits (fdatasync) completed");
+        let salvaged = counter(
+            "log_salvaged_records",
+            "Inbox messages found lost when a damaged log was salvaged (log.recovery = salvage)",
+        );
+        let unacked_expired = counter(
+            "log_unacked_expired",
+            "Unacknowledged inbox messages deleted by retention (older than retention_hours)",
+        );
         let mut gauge = |name: &str, help: &str| {
             let f = Gauges::default();
             registry.register(name, help, f.clone());
@@ -164,6 +174,8 @@ impl Metrics {
             log_syncs,
             log_segments,
             storage_failed,
+            salvaged,
+            unacked_expired,
             fsync,
         };
         // Create every series up front so a scrape shows all shards at zero.
@@ -175,6 +187,8 @@ impl Metrics {
             m.core_gauges.iter().for_each(|f| drop(f.get_or_create(&l)));
             drop(m.connections.get_or_create(&l));
             drop(m.storage_failed.get_or_create(&l));
+            drop(m.salvaged.get_or_create(&l));
+            drop(m.unacked_expired.get_or_create(&l));
         }
         Arc::new(m)
     }
@@ -251,6 +265,22 @@ impl ShardMetrics {
             .storage_failed
             .get_or_create(&self.label)
             .set(i64::from(failed));
+    }
+
+    /// Messages a salvage found lost.
+    pub fn count_salvaged(&self, lost: u64) {
+        self.metrics
+            .salvaged
+            .get_or_create(&self.label)
+            .inc_by(lost);
+    }
+
+    /// Unacknowledged messages retention deleted.
+    pub fn count_unacked_expired(&self, n: u64) {
+        self.metrics
+            .unacked_expired
+            .get_or_create(&self.label)
+            .inc_by(n);
     }
 
     /// A token refused by the accepting shard.

@@ -15,12 +15,14 @@ mod admin_backend;
 pub mod config;
 mod conn;
 pub mod data_dir;
+pub mod layout;
 pub mod limits;
 mod listeners;
 mod mesh;
 pub mod metrics;
 mod mqtt;
 mod node;
+pub mod offline;
 mod runtime;
 
 pub use config::{Config, ConfigError, LogSettings};

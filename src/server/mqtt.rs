@@ -17,7 +17,10 @@
 //!   before the PUBACK of the retained PUBLISH.
 //!
 //! They change at subscription rate, not message rate; messages themselves
-//! are only ever in the segment log.
+//! are only ever in the segment log. Each file carries a CRC32C
+//! ([`frame_state`]); the store checks every one when it opens and refuses
+//! to start on a damaged one, or, with `log.recovery = "salvage"`, moves
+//! it aside (`<file>.damaged`) and goes on without it (issue 23).
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -55,8 +58,10 @@ pub(crate) struct MqttStore {
 }
 
 impl MqttStore {
-    /// Opens (creating) `<data_dir>/mqtt` and loads the retained messages.
-    pub(crate) fn open(data_dir: &Path) -> std::io::Result<MqttStore> {
+    /// Opens (creating) `<data_dir>/mqtt`, checks every state file and
+    /// loads the retained messages. A damaged file is an error, or with
+    /// `salvage` is moved aside.
+    pub(crate) fn open(data_dir: &Path, salvage: bool) -> std::io::Result<MqttStore> {
         let root = data_dir.join("mqtt");
         let sessions = root.join("sessions");
         let retained_dir = root.join("retained");
@@ -69,13 +74,26 @@ impl MqttStore {
             let Some(room) = name.strip_prefix("room-").and_then(|n| n.parse().ok()) else {
                 continue; // a temp file of an interrupted write, or foreign
             };
-            match decode_retained(&std::fs::read(&path)?) {
+            let bytes = std::fs::read(&path)?;
+            match unframe_state(&bytes).and_then(decode_retained) {
                 Some(msg) => {
                     retained.insert(room, msg);
                 }
-                None => {
-                    tracing::warn!(path = %path.display(), "unreadable retained message skipped")
-                }
+                None => damaged_state(&path, salvage)?,
+            }
+        }
+        for entry in std::fs::read_dir(&sessions)? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.contains('.') {
+                continue; // a temp file, or one moved aside
+            }
+            let bytes = std::fs::read(&path)?;
+            if unframe_state(&bytes)
+                .and_then(SessionState::decode)
+                .is_none()
+            {
+                damaged_state(&path, salvage)?;
             }
         }
         Ok(MqttStore {
@@ -116,7 +134,7 @@ impl MqttStore {
     fn load_session(&self, key: (UserId, DeviceId)) -> Option<SessionState> {
         let path = self.session_path(key);
         let bytes = std::fs::read(&path).ok()?;
-        let mut state = SessionState::decode(&bytes);
+        let mut state = unframe_state(&bytes).and_then(SessionState::decode);
         match &mut state {
             // Written while its connection was open, which the last stop
             // (or crash) ended: the session expiry counts from then.
@@ -139,12 +157,52 @@ impl MqttStore {
     }
 }
 
+/// First bytes of a state file written with its checksum.
+const STATE_MAGIC: [u8; 4] = *b"SPMQ";
+
+/// `bytes` as a state file holds them: magic, CRC32C of `bytes`, `bytes`.
+fn frame_state(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + bytes.len());
+    out.extend_from_slice(&STATE_MAGIC);
+    out.extend_from_slice(&crc32c::crc32c(bytes).to_le_bytes());
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// The content of a state file, verified; a file written before the
+/// checksum existed is returned as it is (its decoder still checks its
+/// shape). `None`: damaged.
+fn unframe_state(file: &[u8]) -> Option<&[u8]> {
+    let Some(rest) = file.strip_prefix(&STATE_MAGIC) else {
+        return Some(file);
+    };
+    let (crc, body) = rest.split_first_chunk::<4>()?;
+    (crc32c::crc32c(body) == u32::from_le_bytes(*crc)).then_some(body)
+}
+
+/// A state file that does not verify: refuse to start, or (salvage) move
+/// it aside and go on without it.
+fn damaged_state(path: &Path, salvage: bool) -> std::io::Result<()> {
+    if !salvage {
+        return Err(std::io::Error::other(format!(
+            "{} is damaged (checksum or layout); nothing was changed. Start once with \
+             log.recovery = \"salvage\" to move it aside and go on without it",
+            path.display()
+        )));
+    }
+    let aside = path.with_extension("damaged");
+    std::fs::rename(path, &aside)?;
+    sync_dir(path)?;
+    tracing::error!(file = %path.display(), moved_to = %aside.display(), "salvage: a damaged MQTT state file moved aside (that session or retained message is lost)");
+    Ok(())
+}
+
 /// Writes `bytes` to `path` so that after a crash it holds either the old
 /// or the new content: temp file, fsync, rename, fsync of the directory.
 fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
+    f.write_all(&frame_state(bytes))?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
     sync_dir(path)
@@ -592,7 +650,7 @@ mod tests {
     #[test]
     fn a_store_reopened_finds_its_retained_messages_and_sessions() {
         let dir = tempfile::tempdir().unwrap();
-        let store = MqttStore::open(dir.path()).unwrap();
+        let store = MqttStore::open(dir.path(), false).unwrap();
         let m = Retained {
             from: UserId(1),
             qos: QoS::ExactlyOnce,
@@ -605,7 +663,7 @@ mod tests {
         store
             .save_session(key, &SessionState::new(77).encode())
             .unwrap();
-        let again = MqttStore::open(dir.path()).unwrap();
+        let again = MqttStore::open(dir.path(), false).unwrap();
         assert_eq!(again.retained(4), Some(m));
         assert_eq!(again.retained(5), None);
         let loaded = again.load_session(key).expect("stored");
@@ -614,5 +672,67 @@ mod tests {
         assert!(loaded.expired(again.opened_ms));
         again.forget_session(key);
         assert!(again.load_session(key).is_none());
+    }
+
+    /// Issue 23, item 4: a flipped byte in a retained message or a session
+    /// file refuses the start (nothing changed); salvage moves that file
+    /// aside and keeps the rest.
+    #[test]
+    fn a_damaged_state_file_refuses_the_start_and_salvage_moves_only_it_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MqttStore::open(dir.path(), false).unwrap();
+        let m = Retained {
+            from: UserId(1),
+            qos: QoS::AtLeastOnce,
+            payload: Bytes::from_static(b"kept"),
+        };
+        store.set_retained(1, Some(m.clone())).unwrap();
+        store.set_retained(2, Some(m.clone())).unwrap();
+        let (good, bad) = ((UserId(3), DeviceId(1)), (UserId(4), DeviceId(1)));
+        for key in [good, bad] {
+            store
+                .save_session(key, &SessionState::new(77).encode())
+                .unwrap();
+        }
+        let root = dir.path().join("mqtt");
+        for (file, at) in [("retained/room-2", 14), ("sessions/4-1", 9)] {
+            let path = root.join(file);
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[at] ^= 0x04;
+            std::fs::write(&path, &bytes).unwrap();
+            let e = MqttStore::open(dir.path(), false).unwrap_err().to_string();
+            assert!(e.contains(file) && e.contains("damaged"), "{e}");
+            assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing changed");
+            bytes[at] ^= 0x04;
+            std::fs::write(&path, &bytes).unwrap();
+            MqttStore::open(dir.path(), false).unwrap();
+        }
+        for (file, at) in [("retained/room-2", 14), ("sessions/4-1", 9)] {
+            let path = root.join(file);
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[at] ^= 0x04;
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        let salvaged = MqttStore::open(dir.path(), true).unwrap();
+        assert_eq!(salvaged.retained(1), Some(m));
+        assert_eq!(salvaged.retained(2), None);
+        assert!(root.join("retained/room-2.damaged").exists());
+        assert!(salvaged.load_session(good).is_some());
+        assert!(salvaged.load_session(bad).is_none());
+        assert!(root.join("sessions/4-1.damaged").exists());
+        // Files written before the checksum existed still load.
+        std::fs::write(
+            root.join("retained/room-9"),
+            encode_retained(&Retained {
+                from: UserId(2),
+                qos: QoS::AtMostOnce,
+                payload: Bytes::from_static(b"old"),
+            }),
+        )
+        .unwrap();
+        assert!(MqttStore::open(dir.path(), false)
+            .unwrap()
+            .retained(9)
+            .is_some());
     }
 }

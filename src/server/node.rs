@@ -14,14 +14,14 @@ use super::admin::{self, AdminHttpConfig};
 use super::admin_backend::NodeAdmin;
 use super::config::{Config, ConfigError};
 use super::conn;
-use super::data_dir::{self, DataDirError, DataDirLock};
+use super::data_dir::{DataDirError, DataDirLock};
 use super::limits;
 use super::listeners::BoundListeners;
 use super::mesh::{MeshMsg, PeerQueue};
 use super::metrics::Metrics;
 use super::runtime::{NodeShared, ShardRuntime};
 use crate::core::{Shard, ShardParams, TokenVerifier};
-use crate::log::{LogConfig, SegmentLog};
+use crate::log::SegmentLog;
 
 /// Why the node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +77,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     // Before anything in the data dir is read or written; held until the
     // process ends.
     let _lock = DataDirLock::acquire(&config.data_dir)?;
-    data_dir::check_layout(&config.data_dir, shards)?;
+    super::layout::check(&config.data_dir, shards)?;
     let secret = config.load_token_secret()?;
     let admin_token = config.load_admin_token()?;
     match limits::raise_nofile() {
@@ -141,8 +141,11 @@ fn run_shards(
     );
     let mqtt = match config.mqtt.enabled {
         true => Some(Arc::new(
-            super::mqtt::MqttStore::open(&config.data_dir)
-                .map_err(io_err("open the MQTT store"))?,
+            super::mqtt::MqttStore::open(
+                &config.data_dir,
+                config.log.recovery == crate::log::RecoveryMode::Salvage,
+            )
+            .map_err(io_err("open the MQTT store"))?,
         )),
         false => None,
     };
@@ -241,22 +244,18 @@ async fn shard_main(
         .map_err(|_| "mesh join failed".to_string())?;
     let id = senders.peer_id() as u16;
     let config = Rc::new(ctx.config);
-    let log_config = LogConfig {
-        dir: config.data_dir.join(format!("shard-{id:03}")),
-        segment_bytes: config.log.segment_mib << 20,
-        sync_bytes: (config.log.sync_kib << 10) as usize,
-        sync_interval: Duration::from_micros(config.log.sync_interval_us),
-        checkpoint_bytes: config.log.checkpoint_mib << 20,
-        retention_max_age: Duration::from_secs(config.log.retention_hours * 3600),
-        dedup: config.core.dedup,
-        cache_bytes: (config.log.cache_mib << 20) as usize,
-        write_behind_bytes: config.log.write_behind_kib << 10,
-        ..LogConfig::default()
-    };
-    let (log, recovered, report) = SegmentLog::open(log_config)
+    let (log, recovered, report) = SegmentLog::open(config.log_config(id))
         .await
         .map_err(|e| format!("cannot open the log: {e}"))?;
-    tracing::info!(shard = id, ?report, "log recovered");
+    tracing::info!(shard = id, records = report.records, segments = report.segments, sidecars = report.sidecars, checkpoint = ?report.checkpoint, truncated = ?report.truncated, elapsed = ?report.elapsed, "log recovered");
+    if let Some(salvage) = &report.salvage {
+        tracing::error!(
+            shard = id,
+            lost = salvage.lost.len(),
+            skipped = salvage.skipped.len(),
+            "log salvaged (log.recovery = \"salvage\"):\n{salvage}"
+        );
+    }
     let verifier = TokenVerifier::new(&ctx.secret);
     let params = ShardParams {
         id,
@@ -298,6 +297,9 @@ async fn shard_main(
         mqtt,
     );
     rt.metrics.set_storage_failed(false);
+    if let Some(salvage) = &report.salvage {
+        rt.metrics.count_salvaged(salvage.lost.len() as u64);
+    }
     glommio::spawn_local(rt.clone().durability_loop(durability_wake)).detach();
     for (_, rx) in receivers.streams() {
         let rt = rt.clone();
@@ -421,12 +423,14 @@ async fn run_timers(rt: &Rc<ShardRuntime>) {
         }
         if last_retention.elapsed() >= retention_every {
             last_retention = Instant::now();
-            let log = rt.log.clone();
-            let id = rt.id;
+            let rt = rt.clone();
             glommio::spawn_local(async move {
-                match log.enforce_retention(ShardRuntime::wall_ms_now()).await {
-                    Ok(r) => tracing::debug!(shard = id, ?r, "retention"),
-                    Err(e) => tracing::warn!(shard = id, error = %e, "retention failed"),
+                match rt.log.enforce_retention(ShardRuntime::wall_ms_now()).await {
+                    Ok(r) => {
+                        rt.metrics.count_unacked_expired(r.unacked_messages());
+                        tracing::debug!(shard = rt.id, ?r, "retention");
+                    }
+                    Err(e) => tracing::warn!(shard = rt.id, error = %e, "retention failed"),
                 }
             })
             .detach();

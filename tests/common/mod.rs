@@ -32,6 +32,9 @@ pub struct TestServer {
     pub rust_log: String,
     /// Every line the process wrote to stderr, across restarts.
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// ERROR lines containing one of these do not fail a start (a test
+    /// that expects the server to report something at ERROR and serve).
+    pub tolerated_errors: Vec<&'static str>,
 }
 
 fn free_port() -> u16 {
@@ -76,6 +79,7 @@ impl TestServer {
             top_config: top.to_string(),
             rust_log: std::env::var("TEST_SERVER_RUST_LOG").unwrap_or_else(|_| "info".into()),
             log: Default::default(),
+            tolerated_errors: Vec::new(),
         };
         prepare(&s.dir.join("data"));
         s.spawn();
@@ -100,12 +104,23 @@ impl TestServer {
             top_config: self.top_config.clone(),
             rust_log: self.rust_log.clone(),
             log: Default::default(),
+            tolerated_errors: self.tolerated_errors.clone(),
         }
     }
 
     /// The running process's pid.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// The config file of the last start.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("test.toml")
+    }
+
+    /// Replaces the extra config (the `[log]` table's content) of the next start.
+    pub fn set_extra_config(&mut self, extra: &str) {
+        self.extra_config = extra.to_string();
     }
 
     fn write_config(&self) -> PathBuf {
@@ -172,7 +187,11 @@ impl TestServer {
                         self.shards
                     )
                 });
-            assert!(!line.contains("ERROR"), "server failed to start: {line}");
+            let tolerated = self.tolerated_errors.iter().any(|t| line.contains(t));
+            assert!(
+                !line.contains("ERROR") || tolerated,
+                "server failed to start: {line}"
+            );
             if line.contains("serving") {
                 serving += 1;
             }
