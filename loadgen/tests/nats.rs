@@ -1,7 +1,7 @@
 //! The JetStream baseline against a real `nats-server -js` (Debian package
 //! nats-server; `.ci/run` installs it).
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -34,11 +34,7 @@ fn start_nats() -> NatsServer {
         "nats-server missing: apt-get install nats-server"
     );
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = surepush::server::limits::free_loopback_port().expect("a free port");
     let child = Command::new("nats-server")
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(dir.path())

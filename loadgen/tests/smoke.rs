@@ -4,7 +4,6 @@
 //! each checker's verdict.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -16,11 +15,7 @@ use surepush_loadgen::{
 };
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    surepush::server::limits::free_loopback_port().expect("a free port")
 }
 
 /// The gateway binary built next to this test (`target/<profile>/surepush`).

@@ -89,6 +89,41 @@ pub fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
     Ok(st.f_bavail * st.f_frsize)
 }
 
+/// A TCP port on 127.0.0.1 that is free now and below the host's
+/// ephemeral range (`net.ipv4.ip_local_port_range`, read from /proc;
+/// 32768 if unreadable), for tests and benchmarks that start servers.
+///
+/// A port picked by binding port 0 lies *inside* the ephemeral range, where
+/// any outgoing connection of the machine may take it before the server
+/// binds it (a test once connected to an HTTP server there). Ports are
+/// probed from a per-process pseudo-random start, so concurrent test
+/// processes rarely probe the same ones.
+pub fn free_loopback_port() -> io::Result<u16> {
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const LOWEST: u16 = 10_000;
+    let span = u64::from(ephemeral_start.saturating_sub(LOWEST).max(1));
+    let seed = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let start = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33;
+    for _ in 0..span {
+        let i = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = LOWEST + ((start + i * 7919) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrNotAvailable,
+        "no free loopback port below the ephemeral range",
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
