@@ -101,7 +101,9 @@ impl Shard {
             acked: Seq::ZERO,
             replaying: true,
         });
-        if let Some(c) = self.conn_mut(conn) {
+        // Once per room: a SUBSCRIBE replacing the previous one (a resume
+        // after ROOMLAG, a hole) must not grow the connection's list.
+        if let Some(c) = self.conn_mut(conn).filter(|c| !c.rooms.contains(&s.room)) {
             c.rooms.push(s.room);
         }
         let msg = PeerMsg::RoomSubscribe {

@@ -688,3 +688,26 @@ fn a_resume_past_history_that_aged_out_over_several_pages_is_told_where_delivery
         "{frames:?}"
     );
 }
+
+#[test]
+fn subscribing_again_to_a_room_does_not_grow_the_connection() {
+    // Seen while adding rooms to the simulator (issue #16 item 3): every
+    // SUBSCRIBE replacing the previous one (the SDK sends one after each
+    // ROOMLAG or hole) added the room to the connection's list once more,
+    // so a long-lived subscriber grew without bound.
+    let room = crate::proto::ROOM_BIT | 1;
+    let mut h = Harness::new(CoreConfig::default());
+    let c = h.connect(1, 1);
+    for _ in 0..100 {
+        h.frame(
+            c,
+            Frame::Subscribe(crate::proto::Subscribe {
+                room,
+                from: crate::proto::SubscribeFrom::Now,
+                qos: Qos::AtLeastOnce,
+            }),
+        );
+    }
+    assert_eq!(h.shard.conn(c).expect("open").rooms, [room]);
+    assert_eq!(take_room(&mut h, c).len(), 100, "one SUBACK each");
+}
