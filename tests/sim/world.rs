@@ -498,8 +498,14 @@ impl World {
                 query,
             } => {
                 if epoch == self.epoch {
-                    let records = self.storage[shard as usize].read(user, query);
-                    self.shards[shard as usize].handle_read(id, Ok(records), now);
+                    let fail = self.plan.rooms.as_ref().map_or(0.0, |r| r.read_fail);
+                    let result = if self.faults_on && is_room(user.0) && self.rng.random_bool(fail)
+                    {
+                        Err(()) // a replay read of a room fails
+                    } else {
+                        Ok(self.storage[shard as usize].read(user, query))
+                    };
+                    self.shards[shard as usize].handle_read(id, result, now);
                 }
             }
             Ev::Sync { shard, epoch } => {
