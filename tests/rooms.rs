@@ -247,6 +247,41 @@ fn a_subscriber_that_stops_reading_is_dropped_from_live_delivery_alone() {
 /// from memory used to drive the next page from inside the previous one;
 /// 10,000 subscribers resuming at once overflowed a shard's stack (the
 /// process aborted). One page per message makes the chain long.
+/// A room message larger than `room_lag_bytes` still reaches subscribers
+/// that read, live and resuming. Found by the simulator (tests/sim, seed
+/// 219283 of the first 1,000,000-seed run with rooms, issue #16 item 3):
+/// the driver refused a room frame when the output queued *with* it would
+/// pass the allowance, so a frame that (with the SUBACK queued just before
+/// it) was larger never went out: ROOMLAG, SUBSCRIBE, replay, ROOMLAG, for
+/// ever. The allowance bounds what is queued *before* a room frame, as
+/// PROTOCOL.md says ("unsent output above room_lag_bytes").
+#[test]
+fn a_room_message_larger_than_the_lag_allowance_still_reaches_readers() {
+    let server = TestServer::start_full(1, "room_lag_bytes = 4096\n", "", |_| {});
+    let big = Bytes::from(vec![b'r'; 16 << 10]);
+    let (mut live, _) = server.connect(5, 1, None);
+    live.subscribe(ROOM, Qos::AtLeastOnce).unwrap();
+    subscribed(&mut live);
+    let (mut p, _) = server.connect(1, 1, None);
+    p.send(surepush::proto::UserId(ROOM), Qos::AtLeastOnce, big.clone())
+        .unwrap();
+    let acked = p
+        .wait_for(Duration::from_secs(10), |e| {
+            matches!(e, Event::SendAcked(_))
+        })
+        .unwrap();
+    assert!(matches!(acked, Some(Event::SendAcked(_))), "{acked:?}");
+    let (mut resuming, _) = server.connect(6, 1, None);
+    resuming
+        .resume_room(ROOM, Qos::AtLeastOnce, Seq::ZERO)
+        .unwrap();
+    for c in [&mut live, &mut resuming] {
+        let got = collect(c, 1);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].payload, big);
+    }
+}
+
 #[test]
 fn a_long_replay_in_one_message_pages_does_not_nest() {
     let server = TestServer::start(1, "[core]\nroom_history = 5000\nroom_page = 1\n");

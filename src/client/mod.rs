@@ -7,3 +7,6 @@ mod session;
 
 pub use blocking::BlockingClient;
 pub use session::{ClientConfig, ClientSession, Event};
+
+#[cfg(test)]
+mod tests;

@@ -84,8 +84,15 @@ impl ClientSession {
         if ack.result == SubResult::Refused {
             self.rooms.remove(&ack.room);
         } else if let Some(f) = self.rooms.get_mut(&ack.room) {
-            // Delivery continues at `first` (after a gap, earlier ones are gone).
-            if f.last.is_none_or(|l| l.next() < ack.first) {
+            // Delivery starts at `first` when subscribing from now, or
+            // continues there after a gap (earlier ones are gone). An `Ok`
+            // never moves a known position: one that starts later answers
+            // an earlier SUBSCRIBE from now (a duplicate, or one replaced);
+            // the pushes that follow show a hole and are asked for again.
+            let skip = f
+                .last
+                .is_none_or(|l| ack.result == SubResult::Gap && l.next() < ack.first);
+            if skip {
                 f.last = Some(Seq(ack.first.0.saturating_sub(1)));
             }
         }
@@ -100,10 +107,18 @@ impl ClientSession {
             self.push_event(Event::RoomMessage(p));
             return;
         }
-        if f.last.is_some_and(|l| p.seq <= l) {
+        let Some(last) = f.last else {
+            // Subscribed from now, SUBACK not seen: where the subscription
+            // starts is unknown, so a hole before this push could not be
+            // seen. On a stream the SUBACK comes first; if it was lost,
+            // nothing is delivered until the SUBACK of the next SUBSCRIBE
+            // says where the subscription starts.
+            return;
+        };
+        if p.seq <= last {
             return; // seen already (a resume overlapping what was delivered)
         }
-        if f.last.is_some_and(|l| p.seq != l.next()) {
+        if p.seq != last.next() {
             // A hole cannot happen on one TCP connection; if it does, do
             // not skip it: subscribe again from the last one delivered.
             self.send_subscribe(p.room);

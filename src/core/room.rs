@@ -101,7 +101,9 @@ impl Shard {
             acked: Seq::ZERO,
             replaying: true,
         });
-        if let Some(c) = self.conn_mut(conn) {
+        // Once per room: a SUBSCRIBE replacing the previous one (a resume
+        // after ROOMLAG, a hole) must not grow the connection's list.
+        if let Some(c) = self.conn_mut(conn).filter(|c| !c.rooms.contains(&s.room)) {
             c.rooms.push(s.room);
         }
         let msg = PeerMsg::RoomSubscribe {
@@ -345,6 +347,7 @@ impl Shard {
             first,
             gap,
             at: first,
+            skip_to: Seq::ZERO,
         };
         self.room_page(target, first);
     }
@@ -378,7 +381,11 @@ impl Shard {
         self.route_to(t.shard, msg);
     }
 
-    pub(super) fn on_room_read(&mut self, t: ReplayTarget, result: Result<Vec<MessageRecord>, ()>) {
+    pub(super) fn on_room_read(
+        &mut self,
+        mut t: ReplayTarget,
+        result: Result<Vec<MessageRecord>, ()>,
+    ) {
         let Ok(mut records) = result else {
             // No frames and not done: the subscriber gets ROOMLAG and
             // subscribes again.
@@ -401,10 +408,22 @@ impl Shard {
             (Some(m), _) if m.seq > t.at => m.seq,
             (None, Some(l)) => l.next(),
             _ => Seq::ZERO,
-        };
+        }
+        .max(t.skip_to);
         let frames: Frames = records.iter().map(|m| (m.seq, encode(t.room, m))).collect();
         let done = last.is_none_or(|l| l >= t.head);
+        if let (true, false, Some(last)) = (frames.is_empty(), done, last) {
+            // Nothing left of this page: read on before telling the
+            // subscriber, so that its SUBACK names the first message it
+            // will really get (an empty page with a skip would leave it
+            // waiting before sequences that no longer exist, with nothing
+            // coming to show it the hole).
+            t.skip_to = skip_to;
+            self.room_page(t, last.next());
+            return;
+        }
         self.send_page(t, frames, skip_to, done);
+        t.skip_to = Seq::ZERO;
         if let (false, Some(last)) = (done, last) {
             self.room_page(t, last.next());
         }
@@ -452,6 +471,9 @@ pub(super) struct ReplayTarget {
     gap: bool,
     /// Where the page being read starts.
     at: Seq,
+    /// Where the subscriber must move to: found in pages read but not
+    /// sent (every message in them gone), zero if none.
+    skip_to: Seq,
 }
 
 /// Which shards have subscribers, per room homed here.

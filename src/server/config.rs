@@ -99,7 +99,9 @@ pub struct Config {
     pub max_write_buffer_bytes: usize,
     /// Bytes queued for one client above which room messages are no longer
     /// queued for it: its subscriptions get ROOMLAG and resume from the
-    /// log (below `max_write_buffer_bytes`, so the session survives).
+    /// log (below `max_write_buffer_bytes`, so the session survives). What
+    /// is queued before a room frame counts, so one frame larger than this
+    /// still goes out.
     pub room_lag_bytes: usize,
     /// Capacity of each shard-to-shard channel (batches).
     pub mesh_channel_size: usize,

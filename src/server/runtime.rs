@@ -329,7 +329,11 @@ impl ShardRuntime {
                 }
                 Action::SendShared { conn, room, bytes } => {
                     if let Some(io) = self.conns.borrow().get(&conn) {
-                        if io.queued() + bytes.len() > self.config.room_lag_bytes {
+                        // What is queued *before* the frame counts: a frame
+                        // that would pass the allowance with it (a large one,
+                        // or any behind the SUBACK of a resume) must still go
+                        // out, or it lags and replays for ever.
+                        if io.queued() > self.config.room_lag_bytes {
                             // A slow subscriber: out of live fan-out, not
                             // out of the session (it resumes from the log).
                             lagged.push((conn, room));

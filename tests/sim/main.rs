@@ -1,19 +1,25 @@
 //! Deterministic simulation of the delivery core and the client SDK.
 //!
-//! Each seed builds a world (1-3 shards, a few users with 1-2 devices each),
-//! runs a fault phase (frames dropped, duplicated and reordered, connections
-//! killed, the whole process crashing and losing its unsynced log tail,
-//! failed syncs), then heals the network and runs until every send is
-//! finished and every device holds its whole inbox. The checker then
-//! verifies the delivery guarantees. A failure prints its seed; replay it
-//! with `SIM_SEED=<seed> cargo nextest run --test sim replay`.
+//! Each seed builds a world (1-3 shards, a few users with 1-2 devices each;
+//! some seeds add a group and some 1-2 rooms with subscribers), runs a fault
+//! phase (frames dropped, duplicated and reordered, connections killed, the
+//! whole process crashing and losing its unsynced log tail, failed syncs,
+//! unsubscribe and re-subscribe, slow readers), then heals the network and
+//! runs until every send is finished, every device holds its whole inbox
+//! and every room subscriber has reached its room's head. The checkers
+//! then verify the delivery guarantees (`check` here, rooms in
+//! [`rooms::check`]). A failure prints its seed; replay it with
+//! `SIM_SEED=<seed> cargo nextest run --test sim replay`.
 
+mod link;
+mod plan;
+mod rooms;
 mod storage;
 mod world;
 
 use std::collections::HashMap;
 
-use surepush::proto::Qos;
+use surepush::proto::{is_room, Qos};
 use world::World;
 
 const MS: u64 = 1_000_000;
@@ -25,6 +31,14 @@ struct Summary {
     deliveries: u64,
     crashes: u64,
     steps: u64,
+    /// Room messages (with a sequence) handed to subscribers' applications.
+    room_deliveries: u64,
+    /// ROOMLAGs seen by subscribers (window or driver).
+    room_lags: u64,
+    /// Of those, room frames the driver refused (a slow reader's output).
+    driver_lags: u64,
+    /// SUBACK `Gap`s that moved a subscriber past lost history.
+    room_gaps: u64,
 }
 
 fn run_seed(seed: u64) -> Result<Summary, String> {
@@ -37,21 +51,29 @@ fn run_seed(seed: u64) -> Result<Summary, String> {
     while !w.quiescent() {
         if w.now >= deadline || w.steps >= 3_000_000 {
             return Err(format!(
-                "no progress: not quiescent at t={}ms after {} steps\n{}",
+                "no progress: not quiescent at t={}ms after {} steps\n{}\nplan: {:?}",
                 w.now / MS,
                 w.steps,
-                w.describe()
+                w.describe(),
+                w.plan
             ));
         }
         let until = w.now + 50 * MS;
         w.run_until(until, 3_000_000);
     }
-    check(&w).map_err(|e| format!("{e}\nplan: {:?}", w.plan))?;
+    check(&w)
+        .and_then(|()| rooms::check(&w))
+        .map_err(|e| format!("{e}\nplan: {:?}", w.plan))?;
+    let follows = || w.clients.iter().flat_map(|c| &c.follows);
     Ok(Summary {
         sends: w.sent.len() as u64,
         deliveries: w.clients.iter().map(|c| c.delivered.len() as u64).sum(),
         crashes: u64::from(w.crashes),
         steps: w.steps,
+        room_deliveries: follows().map(|f| f.delivered() as u64).sum(),
+        room_lags: follows().map(|f| u64::from(f.lags)).sum(),
+        driver_lags: w.driver_lags,
+        room_gaps: follows().map(|f| f.gaps() as u64).sum(),
     })
 }
 
@@ -71,15 +93,8 @@ fn check(w: &World) -> Result<(), String> {
                     .collect::<Vec<_>>()
             );
         }
-        for (i, p) in history.iter().enumerate() {
-            if p.seq.0 != i as u64 + 1 {
-                return Err(format!(
-                    "{who}: delivery #{i} has seq {} (expected {})",
-                    p.seq.0,
-                    i + 1
-                ));
-            }
-        }
+        numbered_from_one(history.iter().map(|p| p.seq))
+            .map_err(|e| format!("{who}: delivery {e}"))?;
         let head = heads.get(&c.user).copied().unwrap_or(0);
         if history.len() as u64 != head {
             return Err(format!(
@@ -105,7 +120,7 @@ fn check(w: &World) -> Result<(), String> {
             } else if p.payload != sent.payload {
                 return Err(format!("{who}: {key:?} payload differs"));
             }
-            let member = sent.to == world::GROUP && w.plan.group_members.contains(&c.user);
+            let member = sent.to == plan::GROUP && w.plan.group_members.contains(&c.user);
             if sent.to != c.user && p.from != c.user && !member {
                 return Err(format!("{who}: received {key:?} addressed to {}", sent.to));
             }
@@ -121,10 +136,11 @@ fn check(w: &World) -> Result<(), String> {
         // Completeness and exactly-once: every stored send addressed to this
         // user, or sent by this user, is in this device's history.
         for (key, sent) in &w.sent {
-            if sent.qos == Qos::AtMostOnce {
+            // Room publishes are checked by `rooms::check`.
+            if sent.qos == Qos::AtMostOnce || is_room(sent.to.0) {
                 continue;
             }
-            let member = sent.to == world::GROUP && w.plan.group_members.contains(&c.user);
+            let member = sent.to == plan::GROUP && w.plan.group_members.contains(&c.user);
             let relevant = sent.to == c.user || key.0 == c.user || member;
             if !relevant {
                 continue;
@@ -152,6 +168,16 @@ fn check(w: &World) -> Result<(), String> {
     Ok(())
 }
 
+/// Sequences 1, 2, 3, ... without gap or repeat; else which one is not.
+fn numbered_from_one(seqs: impl Iterator<Item = surepush::proto::Seq>) -> Result<(), String> {
+    for (i, seq) in seqs.enumerate() {
+        if seq.0 != i as u64 + 1 {
+            return Err(format!("#{i} has seq {} (expected {})", seq.0, i + 1));
+        }
+    }
+    Ok(())
+}
+
 fn run_range(seeds: std::ops::Range<u64>) {
     let mut total = Summary::default();
     let mut failures = Vec::new();
@@ -162,6 +188,10 @@ fn run_range(seeds: std::ops::Range<u64>) {
                 total.deliveries += s.deliveries;
                 total.crashes += s.crashes;
                 total.steps += s.steps;
+                total.room_deliveries += s.room_deliveries;
+                total.room_lags += s.room_lags;
+                total.driver_lags += s.driver_lags;
+                total.room_gaps += s.room_gaps;
             }
             Err(e) => {
                 eprintln!("seed {seed} FAILED: {e}");
@@ -173,8 +203,17 @@ fn run_range(seeds: std::ops::Range<u64>) {
         }
     }
     println!(
-        "seeds {}..{}: {} sends, {} deliveries, {} crashes, {} steps",
-        seeds.start, seeds.end, total.sends, total.deliveries, total.crashes, total.steps
+        "seeds {}..{}: {} sends, {} deliveries, {} crashes, {} steps; rooms: {} deliveries, {} lags ({} by the driver), {} gaps",
+        seeds.start,
+        seeds.end,
+        total.sends,
+        total.deliveries,
+        total.crashes,
+        total.steps,
+        total.room_deliveries,
+        total.room_lags,
+        total.driver_lags,
+        total.room_gaps
     );
     assert!(
         failures.is_empty(),
@@ -242,20 +281,26 @@ fn replay() {
     }
 }
 
+/// A world of `seed` run without faults until quiescent.
+fn healed_world(seed: u64) -> World {
+    let mut w = World::new(seed);
+    w.heal();
+    let mut guard = 0;
+    while !w.quiescent() && guard < 20_000 {
+        let until = w.now + 50 * MS;
+        w.run_until(until, 3_000_000);
+        guard += 1;
+    }
+    w
+}
+
 /// The checker must be able to fail: a world whose storage silently drops
 /// a durable message is caught.
 #[test]
 fn checker_catches_a_lost_message() {
     // Find a seed that stored something, then sabotage the device history.
     for seed in 0..50 {
-        let mut w = World::new(seed);
-        w.heal();
-        let mut guard = 0;
-        while !w.quiescent() && guard < 20_000 {
-            let until = w.now + 50 * MS;
-            w.run_until(until, 3_000_000);
-            guard += 1;
-        }
+        let mut w = healed_world(seed);
         if let Some(c) = w.clients.iter_mut().find(|c| c.delivered.len() >= 2) {
             c.delivered.remove(0);
             assert!(check(&w).is_err(), "a missing message must be reported");
@@ -263,4 +308,88 @@ fn checker_catches_a_lost_message() {
         }
     }
     panic!("no seed produced deliveries");
+}
+
+/// The room checker must be able to fail: a room message lost, repeated,
+/// reordered, altered or skipped by an unjustified SUBACK `Gap` in what a
+/// QoS 1 subscriber's application saw is reported, and so is a publish
+/// acknowledged with a sequence that holds another message.
+#[test]
+fn room_checker_catches_lost_repeated_reordered_altered_and_skipped_room_messages() {
+    use rooms::RoomEntry;
+    use surepush::proto::{SubAck, SubResult};
+
+    // A seed whose rooms keep their whole history, with a QoS 1 follower
+    // that received two room messages one right after the other.
+    let msg = |e: &RoomEntry| matches!(e, RoomEntry::Msg(p) if p.seq.0 > 0);
+    let (seed, client, follow, at) = (0..500)
+        .find_map(|seed| {
+            let w = healed_world(seed);
+            let rooms = w.plan.rooms.as_ref()?;
+            if rooms.history < 1_000 || rooms.max_age_ms > 0 {
+                return None;
+            }
+            w.clients.iter().enumerate().find_map(|(c, client)| {
+                client.follows.iter().enumerate().find_map(|(f, follow)| {
+                    let e = &follow.entries;
+                    let at = (1..e.len()).find(|&i| msg(&e[i - 1]) && msg(&e[i]))?;
+                    (follow.plan.qos == Qos::AtLeastOnce).then_some((seed, c, f, at))
+                })
+            })
+        })
+        .expect("a seed with a QoS 1 room follower and two room messages in a row");
+    assert_eq!(
+        rooms::check(&healed_world(seed)),
+        Ok(()),
+        "the unsabotaged world passes"
+    );
+    type Sabotage = fn(&mut Vec<RoomEntry>, usize);
+    let sabotages: [(&str, Sabotage); 5] = [
+        ("lost", |e, at| {
+            e.remove(at);
+        }),
+        ("repeated", |e, at| {
+            let m = e[at].clone();
+            e.insert(at, m);
+        }),
+        ("reordered", |e, at| e.swap(at - 1, at)),
+        ("altered", |e, at| {
+            if let RoomEntry::Msg(p) = &mut e[at] {
+                p.payload = bytes::Bytes::from_static(b"forged");
+            }
+        }),
+        ("skipped by an unjustified Gap", |e, at| {
+            let RoomEntry::Msg(p) = e.remove(at) else {
+                unreachable!("a message")
+            };
+            let ack = SubAck {
+                room: p.room,
+                head: p.seq,
+                first: p.seq.next(),
+                result: SubResult::Gap,
+            };
+            e.insert(at, RoomEntry::SubAck(ack, p.ts_ms));
+        }),
+    ];
+    for (what, sabotage) in sabotages {
+        let mut w = healed_world(seed);
+        sabotage(&mut w.clients[client].follows[follow].entries, at);
+        assert!(
+            rooms::check(&w).is_err(),
+            "a room message {what} must be reported"
+        );
+    }
+    // A publish acknowledged with a sequence that does not hold it.
+    let mut w = healed_world(seed);
+    let (key, seq) = w
+        .room_acks
+        .iter()
+        .map(|(k, s)| (*k, *s))
+        .min()
+        .expect("an acknowledged room publish");
+    w.room_acks.insert(key, seq.next());
+    assert!(
+        rooms::check(&w).is_err(),
+        "a publish acknowledged with another's sequence must be reported"
+    );
 }

@@ -12,88 +12,18 @@ use surepush::core::{
     shard_of, Action, Claims, ConnId, CoreConfig, PeerMsg, Shard, ShardParams, TokenVerifier,
 };
 use surepush::log::{InboxQuery, Record, RecoveredState};
-use surepush::proto::{DeviceId, Frame, Push, Qos, SendResult, UserId};
+use surepush::proto::{is_room, DeviceId, Frame, Push, Qos, SendResult, Seq, UserId};
 
+use super::link::{decode_shared, Direction, Link};
+use super::plan::{Plan, GROUP};
+use super::rooms::SimFollow;
 use super::storage::Storage;
 
 const MS: u64 = 1_000_000;
 const US: u64 = 1_000;
 const SECRET: &[u8] = b"simulation secret";
-
-/// Knobs of one run, all drawn from the seed.
-#[derive(Clone, Debug)]
-pub struct Plan {
-    pub shards: u16,
-    pub users: u64,
-    pub devices: Vec<(UserId, DeviceId, bool)>,
-    pub sends_per_device: u32,
-    pub drop: f64,
-    pub dup: f64,
-    pub max_delay_us: u64,
-    pub kill_every_ms: u64,
-    pub crash_every_ms: u64,
-    pub storage_fail: f64,
-    pub fault_phase_ms: u64,
-    /// Members of the one group (empty: no group traffic this run).
-    pub group_members: Vec<UserId>,
-}
-
-/// The group of every run that has one.
-pub const GROUP: UserId = UserId(UserId::GROUP_BIT | 1);
-
-impl Plan {
-    pub fn from_seed(seed: u64) -> Plan {
-        let mut rng = SmallRng::seed_from_u64(seed ^ 0x5EED);
-        let shards = rng.random_range(1..=3);
-        let users = rng.random_range(2..=4);
-        let mut devices = Vec::new();
-        for u in 1..=users {
-            for d in 0..rng.random_range(1..=2u64) {
-                // Some devices start with a cursor, some as new devices.
-                devices.push((UserId(u), DeviceId(d + 1), rng.random_bool(0.5)));
-            }
-        }
-        let calm = rng.random_bool(0.2);
-        // A group of all users but possibly the last (who then never sends
-        // to it: only members may).
-        let group_members: Vec<UserId> = if rng.random_bool(0.6) {
-            let n = if users > 2 && rng.random_bool(0.5) {
-                users - 1
-            } else {
-                users
-            };
-            (1..=n).map(UserId).collect()
-        } else {
-            Vec::new()
-        };
-        Plan {
-            group_members,
-            shards,
-            users,
-            devices,
-            sends_per_device: rng.random_range(1..=12),
-            drop: if calm {
-                0.0
-            } else {
-                rng.random_range(0.0..0.15)
-            },
-            dup: if calm {
-                0.0
-            } else {
-                rng.random_range(0.0..0.1)
-            },
-            max_delay_us: rng.random_range(10..3_000),
-            kill_every_ms: if calm { 0 } else { rng.random_range(50..2_000) },
-            crash_every_ms: if calm || rng.random_bool(0.3) {
-                0
-            } else {
-                rng.random_range(100..3_000)
-            },
-            storage_fail: if rng.random_bool(0.1) { 0.02 } else { 0.0 },
-            fault_phase_ms: rng.random_range(200..4_000),
-        }
-    }
-}
+/// The shards' wall clock at virtual time 0 (ms since the Unix epoch).
+const WALL_MS_AT_ZERO: u64 = 1_700_000_000_000;
 
 #[derive(Debug)]
 enum Ev {
@@ -141,6 +71,15 @@ enum Ev {
     },
     Kill,
     Crash,
+    /// A follower unsubscribes, or subscribes again.
+    RoomToggle {
+        client: usize,
+        follow: usize,
+    },
+    /// A follower that acknowledges lazily acknowledges what it received.
+    AckRooms {
+        client: usize,
+    },
 }
 
 /// What one send was, for the checker.
@@ -161,6 +100,14 @@ pub struct SimClient {
     pub older: Vec<Push>,
     pub ephemeral: Vec<Push>,
     sends_left: u32,
+    /// Rooms this device follows, with what its application saw.
+    pub follows: Vec<SimFollow>,
+    /// Reading speed (ns per byte; 0: reads everything at once).
+    read_ns_per_byte: u64,
+    /// A lazy acknowledgement of room messages is scheduled.
+    ack_armed: bool,
+    /// The current link as the network and the driver see it.
+    link_state: Link,
 }
 
 pub struct World {
@@ -179,15 +126,27 @@ pub struct World {
     pub clients: Vec<SimClient>,
     pub sent: HashMap<(UserId, DeviceId, u64), SentMsg>,
     pub acked: HashMap<(UserId, DeviceId, u64), u32>,
+    /// The room sequence each room publish was acknowledged with (last one).
+    pub room_acks: HashMap<(UserId, DeviceId, u64), Seq>,
     pub crashes: u32,
     pub steps: u64,
+    /// Room frames the driver did not queue (slow reader): lags reported.
+    pub driver_lags: u64,
     faults_on: bool,
+    /// `SIM_TRACE` is set: print every frame.
+    trace: bool,
 }
 
 impl World {
     pub fn new(seed: u64) -> World {
         let plan = Plan::from_seed(seed);
+        let defaults = CoreConfig::default();
+        let rooms = plan.rooms.as_ref();
         let config = CoreConfig {
+            room_history: rooms.map_or(defaults.room_history, |r| r.history),
+            room_window: rooms.map_or(defaults.room_window, |r| r.window),
+            room_page: rooms.map_or(defaults.room_page, |r| r.page),
+            room_max_age_ms: rooms.map_or(defaults.room_max_age_ms, |r| r.max_age_ms),
             keepalive_ms: 5_000,
             connect_timeout_ms: 2_000,
             ack_timeout_ms: 200,
@@ -225,6 +184,18 @@ impl World {
                     older: Vec::new(),
                     ephemeral: Vec::new(),
                     sends_left: plan.sends_per_device,
+                    follows: rooms
+                        .map(|r| {
+                            r.follows
+                                .iter()
+                                .filter(|f| f.client == i)
+                                .map(|f| SimFollow::new(f.clone()))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    read_ns_per_byte: rooms.map_or(0, |r| r.read_ns_per_byte[i]),
+                    ack_armed: false,
+                    link_state: Link::default(),
                 }
             })
             .collect();
@@ -242,9 +213,12 @@ impl World {
             clients,
             sent: HashMap::new(),
             acked: HashMap::new(),
+            room_acks: HashMap::new(),
             crashes: 0,
             steps: 0,
+            driver_lags: 0,
             faults_on: true,
+            trace: std::env::var("SIM_TRACE").is_ok(),
             config,
             plan,
         };
@@ -274,7 +248,73 @@ impl World {
             let t = w.rng.random_range(1..w.plan.crash_every_ms * MS);
             w.schedule(t, Ev::Crash);
         }
+        w.start_following();
         w
+    }
+
+    /// Every planned follower subscribes before it first connects: from
+    /// now, or (some) after 0, i.e. the room's whole history.
+    fn start_following(&mut self) {
+        let Some(rooms) = self.plan.rooms.clone() else {
+            return;
+        };
+        for c in 0..self.clients.len() {
+            for f in 0..self.clients[c].follows.len() {
+                let from = self.rng.random_bool(0.3).then_some(Seq::ZERO);
+                self.follow(c, f, from);
+                if rooms.toggle_every_ms > 0 {
+                    let t = self.rng.random_range(1..=rooms.toggle_every_ms) * MS;
+                    self.schedule(
+                        t,
+                        Ev::RoomToggle {
+                            client: c,
+                            follow: f,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Follow `follow` of `client` from now (`None`) or after `from`.
+    fn follow(&mut self, client: usize, follow: usize, from: Option<Seq>) {
+        let now = self.now;
+        let c = &mut self.clients[client];
+        let f = &mut c.follows[follow];
+        let (room, qos) = (f.plan.room, f.plan.qos);
+        match from {
+            None => c.session.subscribe(room, qos, now),
+            Some(last) => c.session.resume(room, qos, last, now),
+        }
+        f.start(from);
+        self.flush_client(client);
+    }
+
+    /// Fault phase: unsubscribe, or subscribe again (mostly resuming after
+    /// the last position, sometimes from now, sometimes replacing a live
+    /// subscription). After healing: everyone planned follows again.
+    fn toggle_follow(&mut self, client: usize, follow: usize) {
+        let f = &self.clients[client].follows[follow];
+        let (following, pos, room) = (f.following, f.pos, f.plan.room);
+        if !self.faults_on {
+            if !following {
+                self.follow(client, follow, pos);
+            }
+            return;
+        }
+        if following && self.rng.random_bool(0.7) {
+            let now = self.now;
+            let c = &mut self.clients[client];
+            c.session.unsubscribe(room, now);
+            c.follows[follow].stop();
+            self.flush_client(client);
+        } else {
+            let from = if self.rng.random_bool(0.8) { pos } else { None };
+            self.follow(client, follow, from);
+        }
+        let every = self.plan.rooms.as_ref().map_or(0, |r| r.toggle_every_ms);
+        let t = self.now + self.rng.random_range(1..=every) * MS;
+        self.schedule(t, Ev::RoomToggle { client, follow });
     }
 
     fn boot_shards(&mut self) {
@@ -287,7 +327,7 @@ impl World {
                     ShardParams {
                         id,
                         shards: self.plan.shards,
-                        wall_ms_at_zero: 1_700_000_000_000,
+                        wall_ms_at_zero: WALL_MS_AT_ZERO,
                     },
                     self.config.clone(),
                     verifier.clone(),
@@ -306,25 +346,51 @@ impl World {
         self.rng.random_range(1..=self.plan.max_delay_us) * US
     }
 
-    /// Sends a frame over a link, subject to drop, duplication and delay.
-    fn transmit(&mut self, ev: impl Fn() -> Ev) {
-        if self.faults_on && self.rng.random_bool(self.plan.drop) {
-            return;
+    /// Sends `frame` over `client`'s link in direction `dir` as the events
+    /// `ev` makes, subject to drop, duplication and delay (which reorders);
+    /// a slow reader takes its frames one after the other, each as long as
+    /// its size needs, and what it has not read yet is queued.
+    fn transmit(&mut self, client: usize, dir: Direction, frame: Frame, ev: impl Fn(Frame) -> Ev) {
+        for t in self.arrivals(client, &frame, dir) {
+            self.schedule(t, ev(frame.clone()));
         }
-        let copies = if self.faults_on && self.rng.random_bool(self.plan.dup) {
+    }
+
+    /// When the copies of a frame arrive: none (dropped), one, or two
+    /// (duplicated), each after a random delay, which reorders frames.
+    fn arrivals(&mut self, client: usize, frame: &Frame, dir: Direction) -> Vec<u64> {
+        let copies = if !self.faults_on {
+            1
+        } else if self.rng.random_bool(self.plan.drop) {
+            0
+        } else if self.rng.random_bool(self.plan.dup) {
             2
         } else {
             1
         };
-        for _ in 0..copies {
-            let t = self.now + self.delay();
-            self.schedule(t, ev());
+        if copies != 1 {
+            self.clients[client].link_state.lost_or_repeated(frame);
         }
+        (0..copies)
+            .map(|_| {
+                let delayed = self.now + self.delay();
+                let faults_on = self.faults_on;
+                self.clients[client]
+                    .link_state
+                    .arrival(frame, dir, delayed, faults_on)
+            })
+            .collect()
     }
 
     /// Ends the fault phase: the network and the disks become reliable.
+    /// Links whose room frames were lost, repeated or reordered are reset.
     pub fn heal(&mut self) {
         self.faults_on = false;
+        for c in 0..self.clients.len() {
+            if self.clients[c].link_state.room_stream_broken() {
+                self.drop_client_link(c, true);
+            }
+        }
     }
 
     /// Runs until virtual time `until` or until nothing is left to do.
@@ -380,7 +446,7 @@ impl World {
                 conn,
                 frame,
             } => {
-                if std::env::var("SIM_TRACE").is_ok() {
+                if self.trace {
                     eprintln!(
                         "{}ms -> s{shard} {conn:?} ok={}: {frame:?}",
                         now / MS,
@@ -396,7 +462,7 @@ impl World {
                 link,
                 frame,
             } => {
-                if std::env::var("SIM_TRACE").is_ok() {
+                if self.trace {
                     eprintln!(
                         "{}ms -> c{client} link {link} (cur {:?}): {frame:?}",
                         now / MS,
@@ -404,6 +470,7 @@ impl World {
                     );
                 }
                 if self.clients[client].link.is_some_and(|l| l.0 == link) {
+                    self.clients[client].link_state.read(&frame);
                     self.clients[client].session.handle_frame(frame, now);
                     self.flush_client(client);
                 }
@@ -431,8 +498,14 @@ impl World {
                 query,
             } => {
                 if epoch == self.epoch {
-                    let records = self.storage[shard as usize].read(user, query);
-                    self.shards[shard as usize].handle_read(id, Ok(records), now);
+                    let fail = self.plan.rooms.as_ref().map_or(0.0, |r| r.read_fail);
+                    let result = if self.faults_on && is_room(user.0) && self.rng.random_bool(fail)
+                    {
+                        Err(()) // a replay read of a room fails
+                    } else {
+                        Ok(self.storage[shard as usize].read(user, query))
+                    };
+                    self.shards[shard as usize].handle_read(id, result, now);
                 }
             }
             Ev::Sync { shard, epoch } => {
@@ -455,6 +528,12 @@ impl World {
             }
             Ev::Connect { client } => self.connect(client),
             Ev::Work { client } => self.work(client),
+            Ev::RoomToggle { client, follow } => self.toggle_follow(client, follow),
+            Ev::AckRooms { client } => {
+                self.clients[client].ack_armed = false;
+                self.clients[client].session.ack_rooms();
+                self.flush_client(client);
+            }
             Ev::Kill => {
                 if self.faults_on {
                     let c = self.rng.random_range(0..self.clients.len());
@@ -521,6 +600,7 @@ impl World {
         let link = self.next_link;
         self.links.insert((shard, conn), (client, link));
         self.clients[client].link = Some((link, shard, conn));
+        self.clients[client].link_state = Link::new(self.clients[client].read_ns_per_byte);
         self.clients[client].session.connect(now);
         self.flush_client(client);
     }
@@ -533,7 +613,13 @@ impl World {
         }
         c.sends_left -= 1;
         let member = self.plan.group_members.contains(&c.user);
-        let to = if member && self.rng.random_bool(0.3) {
+        let room = self.plan.rooms.as_ref().and_then(|r| {
+            let i = self.rng.random_range(0..r.rooms.len());
+            self.rng.random_bool(r.publish_share).then(|| r.rooms[i])
+        });
+        let to = if let Some(room) = room {
+            UserId(room)
+        } else if member && self.rng.random_bool(0.3) {
             GROUP
         } else {
             UserId(self.rng.random_range(1..=self.plan.users))
@@ -555,6 +641,7 @@ impl World {
 
     fn flush_client(&mut self, client: usize) {
         let mut fetch_older = false;
+        let mut room_messages = false;
         while let Some(e) = self.clients[client].session.poll_event() {
             let c = &mut self.clients[client];
             match e {
@@ -568,10 +655,28 @@ impl World {
                 }
                 Event::CaughtUp => fetch_older = true,
                 Event::SendAcked(a) if a.result.is_stored() => {
-                    *self
-                        .acked
-                        .entry((c.user, c.device, a.client_msg_id))
-                        .or_default() += 1;
+                    let key = (c.user, c.device, a.client_msg_id);
+                    *self.acked.entry(key).or_default() += 1;
+                    if self.sent.get(&key).is_some_and(|s| is_room(s.to.0)) {
+                        self.room_acks.insert(key, a.seq);
+                    }
+                }
+                Event::Subscribed(ack) => {
+                    let wall_ms = WALL_MS_AT_ZERO + self.now / MS;
+                    if let Some(f) = c.follows.iter_mut().find(|f| f.plan.room == ack.room) {
+                        f.on_suback(ack, wall_ms);
+                    }
+                }
+                Event::RoomMessage(p) => {
+                    if let Some(f) = c.follows.iter_mut().find(|f| f.plan.room == p.room) {
+                        f.on_message(p);
+                        room_messages = true;
+                    }
+                }
+                Event::RoomLagged(room) => {
+                    if let Some(f) = c.follows.iter_mut().find(|f| f.plan.room == room) {
+                        f.lags += 1;
+                    }
                 }
                 Event::SendFailed(a) => {
                     assert_ne!(
@@ -582,6 +687,19 @@ impl World {
                 }
                 _ => {}
             }
+        }
+        // The application acknowledges room messages as they come, or
+        // (lazily) a while after the first it has not acknowledged.
+        let c = &mut self.clients[client];
+        let ack_delay_ms = c.follows.iter().map(|f| f.plan.ack_every_ms).min();
+        match ack_delay_ms {
+            Some(0) if room_messages => c.session.ack_rooms(),
+            Some(ms) if room_messages && !c.ack_armed => {
+                c.ack_armed = true;
+                let t = self.now + ms * MS;
+                self.schedule(t, Ev::AckRooms { client });
+            }
+            _ => {}
         }
         if fetch_older {
             // A new device pages back until its history starts at seq 1.
@@ -598,11 +716,11 @@ impl World {
         };
         let epoch = self.epoch;
         while let Some(frame) = self.clients[client].session.poll_transmit() {
-            self.transmit(|| Ev::ToServer {
+            self.transmit(client, Direction::ToServer, frame, |frame| Ev::ToServer {
                 shard,
                 epoch,
                 conn,
-                frame: frame.clone(),
+                frame,
             });
         }
     }
@@ -621,10 +739,30 @@ impl World {
         match action {
             Action::Send { conn, frame } => {
                 if let Some(&(client, link)) = self.links.get(&(shard, conn)) {
-                    self.transmit(|| Ev::ToClient {
+                    self.transmit(client, Direction::ToClient, frame, |frame| Ev::ToClient {
                         client,
                         link,
-                        frame: frame.clone(),
+                        frame,
+                    });
+                }
+            }
+            Action::SendShared { conn, room, bytes } => {
+                let Some(&(client, link)) = self.links.get(&(shard, conn)) else {
+                    return;
+                };
+                let lag_bytes = self.plan.rooms.as_ref().map_or(usize::MAX, |r| r.lag_bytes);
+                if self.clients[client].link_state.unread() > lag_bytes {
+                    // The runtime's rule (`Runtime::drive`): a room frame
+                    // is not queued behind unsent output above
+                    // `room_lag_bytes`; the subscription lags.
+                    self.driver_lags += 1;
+                    self.shards[shard as usize].handle_room_lagged(conn, room, now);
+                } else {
+                    let frame = decode_shared(&bytes);
+                    self.transmit(client, Direction::ToClient, frame, |frame| Ev::ToClient {
+                        client,
+                        link,
+                        frame,
                     });
                 }
             }
@@ -659,7 +797,6 @@ impl World {
             Action::Published { .. } | Action::GroupUpdated { .. } => {
                 unreachable!("the simulation uses no API requests")
             }
-            Action::SendShared { .. } => unreachable!("the simulation subscribes to no room"),
             Action::Peer { shard: to, msg } => {
                 // The mesh is reliable and FIFO per pair: a fixed delay keeps order.
                 self.schedule(
@@ -689,6 +826,11 @@ impl World {
                 && c.session.unfinished_sends() == 0
                 && c.session.delivered().unwrap_or_default() == head
                 && c.sends_left == 0
+                && c.follows.iter().all(|f| {
+                    let room = UserId(f.plan.room);
+                    let home = shard_of(room, self.plan.shards) as usize;
+                    !f.following || f.pos == Some(self.shards[home].durable_head(room))
+                })
         })
     }
 
@@ -709,7 +851,26 @@ impl World {
                     self.shards[shard].durable_head(c.user).0,
                     c.older.first().or(c.delivered.first()).map(|p| p.seq.0),
                     c.sends_left
-                )
+                ) + &c
+                    .follows
+                    .iter()
+                    .map(|f| {
+                        format!(
+                            "\n  room {:#x} {:?}: following={} pos={:?} head={} lags={} delivered={}",
+                            f.plan.room,
+                            f.plan.qos,
+                            f.following,
+                            f.pos,
+                            {
+                                let room = UserId(f.plan.room);
+                                let home = shard_of(room, self.plan.shards) as usize;
+                                self.shards[home].durable_head(room).0
+                            },
+                            f.lags,
+                            f.delivered()
+                        )
+                    })
+                    .collect::<String>()
             })
             .collect::<Vec<_>>()
             .join("\n")
