@@ -53,6 +53,12 @@ export const PUSH_ECHO = 0x01;
 export const PUSH_RETRANSMIT = 0x02;
 /** SYNCPAGE flag: nothing further exists in the requested direction. */
 export const SYNCPAGE_END = 0x01;
+/**
+ * SYNCPAGE flag: sequences are gone (PROTOCOL.md §7) between the anchor and
+ * the first item, between items, or, for an empty `After` page, between the
+ * anchor and `head`.
+ */
+export const SYNCPAGE_GAP = 0x02;
 
 /** Fixed body sizes in bytes (variable data follows where the frame has any). */
 export const BodyLen = {

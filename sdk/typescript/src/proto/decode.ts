@@ -29,6 +29,7 @@ import {
   type SubResultValue,
   SubscribeMode,
   SYNCPAGE_END,
+  SYNCPAGE_GAP,
   type SyncDirection,
   SyncDirectionByte,
   VERSION,
@@ -99,7 +100,7 @@ const ALLOWED_FLAGS: ReadonlyMap<number, number> = new Map([
   [FrameType.Connect, CONNECT_HAS_CURSOR],
   [FrameType.ConnAck, CONNACK_CURSOR_KNOWN],
   [FrameType.Push, PUSH_ECHO | PUSH_RETRANSMIT],
-  [FrameType.SyncPage, SYNCPAGE_END],
+  [FrameType.SyncPage, SYNCPAGE_END | SYNCPAGE_GAP],
 ]);
 
 /** Decodes a body whose header was validated by {@link readHeader}. */
@@ -269,7 +270,9 @@ function decodeSyncPage(r: BodyReader, name: string, flags: number): Frame {
     items.push({ ...fixed, echo: false, retransmit: false, payload: r.bytes(len) });
   }
   if (r.remaining !== 0) throw malformed(name, "trailing bytes");
-  return { type: "syncpage", requestId, head, end: (flags & SYNCPAGE_END) !== 0, items };
+  const end = (flags & SYNCPAGE_END) !== 0;
+  const gap = (flags & SYNCPAGE_GAP) !== 0;
+  return { type: "syncpage", requestId, head, end, gap, items };
 }
 
 type MessageFixed = Omit<InboxMessage, "echo" | "retransmit" | "payload">;

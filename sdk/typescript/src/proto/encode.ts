@@ -19,6 +19,7 @@ import {
   PUSH_RETRANSMIT,
   SubscribeMode,
   SYNCPAGE_END,
+  SYNCPAGE_GAP,
   SyncDirectionByte,
   VERSION,
 } from "./constants.js";
@@ -185,7 +186,7 @@ function flagsOf(frame: Frame): number {
     case "push":
       return (frame.echo ? PUSH_ECHO : 0) | (frame.retransmit ? PUSH_RETRANSMIT : 0);
     case "syncpage":
-      return frame.end ? SYNCPAGE_END : 0;
+      return (frame.end ? SYNCPAGE_END : 0) | (frame.gap ? SYNCPAGE_GAP : 0);
     default:
       return 0;
   }

@@ -66,7 +66,11 @@ export interface SendAckFrame {
 export interface InboxMessage {
   /** Position in the receiving user's inbox; 0 for QoS 0. */
   readonly seq: bigint;
-  /** `seq - 1` for stored messages (0 for QoS 0). */
+  /**
+   * The sequence before it in what this device is sent (0 for QoS 0):
+   * usually `seq - 1`; the sequences strictly between are gone
+   * (PROTOCOL.md §7). In a page, the item (or anchor) before it.
+   */
   readonly prevSeq: bigint;
   readonly from: bigint;
   readonly fromDevice: bigint;
@@ -109,10 +113,16 @@ export interface SyncFrame {
 export interface SyncPageFrame {
   readonly type: "syncpage";
   readonly requestId: number;
-  /** Highest durable sequence when the page was read. */
+  /** Highest sequence of the inbox (durable or gone) when the page's read began. */
   readonly head: bigint;
   /** Nothing further exists in the requested direction. */
   readonly end: boolean;
+  /**
+   * Sequences are gone before or among the items (an item whose `prevSeq`
+   * is not `seq - 1`), or, for an empty `after` page, every sequence after
+   * the anchor up to `head` (PROTOCOL.md §3 SYNCPAGE, §7).
+   */
+  readonly gap: boolean;
   readonly items: readonly InboxMessage[];
 }
 

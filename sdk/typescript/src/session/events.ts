@@ -19,8 +19,20 @@ export type SendFailure = "forbidden" | "conflict" | "too-large";
 export type SessionEvent =
   /** CONNACK arrived: the session is open and replay starts. */
   | { readonly type: "connected"; readonly connack: ConnAckFrame }
-  /** The next inbox message: in sequence order, exactly once per sequence. `echo` messages are this device's own sends (no payload). */
+  /**
+   * The next inbox message: in sequence order, exactly once per sequence
+   * (sequences that are gone in between come as a `lost` event before it).
+   * `echo` messages are this device's own sends (no payload).
+   */
   | { readonly type: "message"; readonly message: InboxMessage }
+  /**
+   * Inbox sequences `first..=last` are gone and will never be delivered:
+   * removed by the gateway's retention before this device fetched them, or
+   * lost by the gateway to a damaged disk (PROTOCOL.md §7, "Gone
+   * sequences"). Reported once, in order between the messages around them;
+   * `delivered` moves past them.
+   */
+  | { readonly type: "lost"; readonly first: bigint; readonly last: bigint }
   /** A QoS 0 message (sequence 0; may be lost, never repeated). */
   | { readonly type: "ephemeral"; readonly message: InboxMessage }
   /** A page of older history (SYNC Before): not part of the live stream, acknowledges nothing. */

@@ -1,16 +1,22 @@
 /**
  * The receiving half of a session: `delivered`, the reorder buffer and the
- * cumulative ACK (docs/PROTOCOL.md §7, "Live pushes").
+ * cumulative ACK (docs/PROTOCOL.md §7, "Live pushes" and "Gone sequences").
  *
- * Invariants: messages leave in sequence order, each sequence once, with no
- * hole (a retention gap in a replay page is the one accepted jump);
- * buffered pushes are all above `delivered`; `acked` never passes
- * `delivered`.
+ * Invariants: messages leave in sequence order, each sequence once; the
+ * sequences the gateway says are gone (a page item or a push whose
+ * `prevSeq` steps over them, an empty `After` page with `gap`) leave once,
+ * as one `lost` range in their place, so every sequence up to `delivered`
+ * was handed over as a message or as lost; buffered pushes are all above
+ * `delivered`; `acked` never passes `delivered`.
  *
  * @module
  */
 
 import type { InboxMessage } from "../proto/frames.js";
+import type { SessionEvent } from "./events.js";
+
+/** What the inbox hands to the application, in order: messages and lost ranges. */
+export type Delivery = Extract<SessionEvent, { type: "message" } | { type: "lost" }>;
 
 /** What became of a live push. */
 export type PushOutcome =
@@ -35,7 +41,7 @@ export class Inbox {
     this.deliveredSeq = delivered;
   }
 
-  /** Highest sequence handed to the application. */
+  /** Highest sequence handed to the application (as a message or as lost). */
   get delivered(): bigint | undefined {
     return this.deliveredSeq;
   }
@@ -59,14 +65,30 @@ export class Inbox {
 
   /**
    * A replay page item: authoritative history, so anything above
-   * `delivered` is taken (a retention gap is accepted, a duplicate skipped).
-   * Returns whether it was delivered.
+   * `delivered` is taken, the sequences it steps over reported lost first
+   * (PROTOCOL.md §3: a page skips only gone sequences); a duplicate is
+   * skipped.
    */
-  fromPage(item: InboxMessage): boolean {
-    if (item.seq <= (this.deliveredSeq ?? 0n)) return false;
+  fromPage(item: InboxMessage, out: Delivery[]): void {
+    const d = this.deliveredSeq ?? 0n;
+    if (item.seq <= d) return;
+    this.lostBetween(d, item.seq, out);
     this.deliveredSeq = item.seq;
     this.buffered.delete(item.seq);
-    return true;
+    out.push({ type: "message", message: item });
+  }
+
+  /**
+   * An empty `After` page with `gap`: every sequence after `delivered` up
+   * to `head` is gone. Reported lost; `delivered` moves to `head` and is
+   * acknowledged.
+   */
+  goneUpTo(head: bigint, out: Delivery[]): void {
+    const d = this.deliveredSeq ?? 0n;
+    if (head <= d) return;
+    this.lostBetween(d, head + 1n, out);
+    this.deliveredSeq = head;
+    this.ackDue = true;
   }
 
   /** A live push with `seq > 0`. */
@@ -81,18 +103,25 @@ export class Inbox {
     return "buffered";
   }
 
-  /** Delivers buffered messages that continue `delivered`, appending them to `out`. */
-  drain(out: InboxMessage[]): void {
+  /**
+   * Delivers the buffered pushes that continue `delivered`, appending them
+   * to `out`: the push at `delivered + 1`, or the lowest one whose
+   * `prevSeq` is at most `delivered` (the gateway sent nothing between:
+   * the sequences it steps over are gone, reported lost before it). A
+   * lower sequence the gateway did send is waited for (its retransmission).
+   */
+  drain(out: Delivery[]): void {
     let d = this.deliveredSeq;
     if (d === undefined) return; // a new device's replay sets the start first
-    for (let next = this.buffered.get(d + 1n); next; next = this.buffered.get(d + 1n)) {
-      this.buffered.delete(next.seq);
-      d = next.seq;
-      out.push(next);
-      this.ackDue = true;
-    }
     for (const seq of this.buffered.keys()) {
       if (seq <= d) this.buffered.delete(seq);
+    }
+    for (let next = this.deliverableAfter(d); next; next = this.deliverableAfter(d)) {
+      this.buffered.delete(next.seq);
+      this.lostBetween(d, next.seq, out);
+      d = next.seq;
+      out.push({ type: "message", message: next });
+      this.ackDue = true;
     }
     this.deliveredSeq = d;
   }
@@ -115,6 +144,22 @@ export class Inbox {
   /** Replay pages acknowledge through SYNC After: the gateway's position is `seq` now. */
   acknowledgedBySync(seq: bigint): void {
     if (seq > this.acked) this.acked = seq;
+  }
+
+  /** The buffered push that may follow `d` (every buffered push is above `d`). */
+  private deliverableAfter(d: bigint): InboxMessage | undefined {
+    const follows = this.buffered.get(d + 1n);
+    if (follows) return follows;
+    let lowest: InboxMessage | undefined;
+    for (const p of this.buffered.values()) {
+      if (!lowest || p.seq < lowest.seq) lowest = p;
+    }
+    return lowest && lowest.prevSeq <= d ? lowest : undefined;
+  }
+
+  /** Reports the sequences strictly between `delivered` and `next` as lost, if any. */
+  private lostBetween(delivered: bigint, next: bigint, out: Delivery[]): void {
+    if (next > delivered + 1n) out.push({ type: "lost", first: delivered + 1n, last: next - 1n });
   }
 
   /** Keeps the reorder buffer bounded by dropping its highest entries. */

@@ -40,7 +40,7 @@ import type { ConnAckFrame, Frame, InboxMessage, SendAckFrame, SyncPageFrame } f
 import { FrameDecoder } from "../proto/stream.js";
 import type { SessionConfig } from "./config.js";
 import type { SessionEvent } from "./events.js";
-import { Inbox } from "./inbox.js";
+import { type Delivery, Inbox } from "./inbox.js";
 import { maxSendPayload, Outbox } from "./outbox.js";
 import type { SessionOutput } from "./output.js";
 import { Replay } from "./replay.js";
@@ -460,6 +460,7 @@ export class ClientSession {
     }
     const before = this.inbox.delivered;
     const request = matched.request;
+    const out: Delivery[] = [];
     if (request.direction === "latest") {
       // A new device starts at the newest messages (or the head).
       const first = page.items[0];
@@ -468,17 +469,16 @@ export class ClientSession {
       this.inbox.acknowledgedBySync(request.anchor);
     }
     if (request.direction === "after" && page.items.length === 0) {
+      // Nothing up to the head exists any more: step over it (and ACK it).
+      if (page.gap) this.inbox.goneUpTo(page.head, out);
       this.phase = "live";
-      this.deliver([]);
+      this.inbox.drain(out);
+      this.hand(out, before);
       this.out.event({ type: "caught-up" });
       return;
     }
-    for (const item of page.items) {
-      if (this.inbox.fromPage(item)) this.out.event({ type: "message", message: item });
-    }
-    if (this.inbox.delivered !== before && this.inbox.delivered !== undefined) {
-      this.out.store({ type: "delivered", seq: this.inbox.delivered });
-    }
+    for (const item of page.items) this.inbox.fromPage(item, out);
+    this.hand(out, before);
     // The next page acknowledges this one.
     this.queue(this.replay.startReplay("after", this.inbox.delivered ?? 0n, this.config.page, this.nowMs));
   }
@@ -488,15 +488,18 @@ export class ClientSession {
       this.out.event({ type: "ephemeral", message });
       return;
     }
-    if (this.inbox.onPush(message) === "buffered") this.deliver([]);
+    if (this.inbox.onPush(message) !== "buffered") return;
+    const before = this.inbox.delivered;
+    const out: Delivery[] = [];
+    this.inbox.drain(out);
+    this.hand(out, before);
   }
 
-  /** Hands `ready` and any buffered successors to the application and persists `delivered`. */
-  private deliver(ready: InboxMessage[]): void {
-    this.inbox.drain(ready);
-    for (const message of ready) this.out.event({ type: "message", message });
-    const last = ready[ready.length - 1];
-    if (last) this.out.store({ type: "delivered", seq: last.seq });
+  /** Hands `out` (messages and lost ranges) to the application; persists `delivered` if it moved from `before`. */
+  private hand(out: Delivery[], before: bigint | undefined): void {
+    for (const event of out) this.out.event(event);
+    const delivered = this.inbox.delivered;
+    if (delivered !== undefined && delivered !== before) this.out.store({ type: "delivered", seq: delivered });
   }
 
   private onSendAck(ack: SendAckFrame): void {

@@ -8,44 +8,10 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
-import {
-  decodeFrame,
-  MemoryStore,
-  tcpConnector,
-  type Connector,
-  type Frame,
-  type SendOutcome,
-  type SendReceipt,
-  type SyncFrame,
-} from "../../src/node.js";
-import { Device, gatewayForThisFile, show, text } from "../support/device.js";
+import { MemoryStore, type Frame, type SendReceipt, type SyncFrame } from "../../src/node.js";
+import { Device, gatewayForThisFile, recordingConnector, stored, text } from "../support/device.js";
 
 const gateway = gatewayForThisFile({ shards: 2 });
-
-
-async function stored(receipt: SendReceipt): Promise<Extract<SendOutcome, { status: "stored" }>> {
-  const outcome = await receipt.outcome;
-  assert.equal(outcome.status, "stored", `send ${receipt.clientMsgId}: ${show(outcome)}`);
-  return outcome as Extract<SendOutcome, { status: "stored" }>;
-}
-
-/** A TCP connector that records every frame the client writes. */
-function recording(sent: Frame[]): Connector {
-  const tcp = tcpConnector();
-  return {
-    redirect: tcp.redirect,
-    async connect(endpoint, handlers) {
-      const t = await tcp.connect(endpoint, handlers);
-      return {
-        write(frames) {
-          for (const f of frames) sent.push(decodeFrame(f));
-          t.write(frames);
-        },
-        close: () => t.close(),
-      };
-    },
-  };
-}
 
 describe("one-to-one", () => {
   test("QoS 1, 2 and 0 arrive with the sender's identity; QoS 2 completes with REL/COMP", async () => {
@@ -118,7 +84,7 @@ describe("replay", () => {
     const outcomes = await Promise.all(receipts.map(stored));
 
     const sent: Frame[] = [];
-    const back = Device.create(gateway(), 301n, 1n, { store, session: { page: 10 }, client: { connector: recording(sent) } });
+    const back = Device.create(gateway(), 301n, 1n, { store, session: { page: 10 }, client: { connector: recordingConnector(sent) } });
     await back.client.start();
     await back.until("caught up", () => back.client.state === "live");
     assert.deepEqual(back.texts(), receipts.map((_, i) => `offline ${i + 1}`));

@@ -5,14 +5,21 @@
  * what was seen when it does not hold in time.
  */
 
+import assert from "node:assert/strict";
+
 import {
   Client,
+  decodeFrame,
   tcpConnector,
   type ClientEvents,
   type ClientOptions,
+  type Connector,
+  type Frame,
   type InboxMessage,
   type OutboxStore,
   type RoomMessage,
+  type SendOutcome,
+  type SendReceipt,
   type SessionConfig,
 } from "../../src/node.js";
 import { after, before } from "node:test";
@@ -22,6 +29,7 @@ import { Gateway, type GatewayOptions } from "./gateway.js";
 const WATCHED = [
   "connected",
   "message",
+  "lost",
   "ephemeral",
   "older",
   "caught-up",
@@ -68,6 +76,13 @@ export function gatewayForThisFile(options: GatewayOptions = {}): () => Gateway 
   };
 }
 
+/** The outcome of `receipt`, asserted to be `stored`. */
+export async function stored(receipt: SendReceipt): Promise<Extract<SendOutcome, { status: "stored" }>> {
+  const outcome = await receipt.outcome;
+  assert.equal(outcome.status, "stored", `send ${receipt.clientMsgId}: ${show(outcome)}`);
+  return outcome as Extract<SendOutcome, { status: "stored" }>;
+}
+
 /** JSON with bigints as strings (for assertion messages). */
 export function show(value: unknown): string {
   return JSON.stringify(value, (_k, v: unknown) => (typeof v === "bigint" ? `${v}n` : v));
@@ -82,6 +97,8 @@ export class Device {
   }
 
   readonly messages: InboxMessage[] = [];
+  /** The inbox as told, in order: messages as `m<seq>`, gone sequences as `lost<first>-<last>`. */
+  readonly told: string[] = [];
   readonly ephemeral: InboxMessage[] = [];
   readonly rooms: RoomMessage[] = [];
   readonly gaps: Array<{ room: bigint; from: bigint; to: bigint }> = [];
@@ -97,6 +114,8 @@ export class Device {
     for (const type of WATCHED) {
       client.on(type, (e: ClientEvents[typeof type]) => {
         if (e.type === "message") this.messages.push(e.message);
+        if (e.type === "message") this.told.push(`m${e.message.seq}`);
+        else if (e.type === "lost") this.told.push(`lost${e.first}-${e.last}`);
         else if (e.type === "ephemeral") this.ephemeral.push(e.message);
         else if (e.type === "room-message") this.rooms.push(e.message);
         else if (e.type === "room-gap") this.gaps.push({ room: e.room, from: e.from, to: e.to });
@@ -161,4 +180,22 @@ export class Device {
 /** Text of a payload. */
 export function text(payload: Uint8Array): string {
   return new TextDecoder().decode(payload);
+}
+
+/** A TCP connector that records every frame the client writes into `sent`. */
+export function recordingConnector(sent: Frame[]): Connector {
+  const tcp = tcpConnector();
+  return {
+    redirect: tcp.redirect,
+    async connect(endpoint, handlers) {
+      const t = await tcp.connect(endpoint, handlers);
+      return {
+        write(frames) {
+          for (const f of frames) sent.push(decodeFrame(f));
+          t.write(frames);
+        },
+        close: () => t.close(),
+      };
+    },
+  };
 }

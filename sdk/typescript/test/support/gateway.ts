@@ -4,16 +4,17 @@
  * on this machine), `token_secret` in the config so tests mint HS256
  * tokens themselves (docs/PROTOCOL.md §4), readiness taken from the
  * "serving" line of every shard. `kill9` and `restart` keep the data dir
- * and ports, as a crashed and restarted gateway would.
+ * and ports, as a crashed and restarted gateway would. `damageMessage` and
+ * `logTool` play a damaged disk and the operator's `surepush log salvage`.
  *
  * The binary is `$SUREPUSH_BIN`, else `target/debug/surepush` of this
  * repository (`cargo build` first).
  */
 
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { request } from "node:http";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -25,6 +26,15 @@ export const TOKEN_SECRET = "typescript-sdk-e2e-secret";
 export const ADMIN_TOKEN = "typescript-sdk-e2e-admin";
 
 const usedPorts = new Set<number>();
+
+/**
+ * Where a message record's payload starts (src/log/format.rs): record
+ * header `[len u32][crc32c u32][kind u8]`, then the message body
+ * `inbox, seq, from, from_device, to, client_msg_id, ts_ms` (u64 each) and
+ * `qos` (u8). The inbox is the body's first field.
+ */
+const RECORD_HEADER_LEN = 9;
+const MESSAGE_PAYLOAD_AT = RECORD_HEADER_LEN + 7 * 8 + 1;
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../../../..");
 
@@ -129,6 +139,51 @@ export class Gateway {
     await this.spawn();
   }
 
+  /** The config file the gateway runs with (for the offline tools). */
+  get configPath(): string {
+    return join(this.dir, "gateway.toml");
+  }
+
+  /**
+   * A damaged disk: flips one bit inside the payload of the stored message
+   * record in `inbox` whose payload is `payload` (the process must be
+   * stopped). Exactly one such record must exist.
+   */
+  async damageMessage(inbox: bigint, payload: string): Promise<void> {
+    if (this.child) throw new Error("still running");
+    const needle = Buffer.from(payload);
+    const inboxBytes = Buffer.alloc(8);
+    inboxBytes.writeBigUInt64LE(inbox);
+    const hits: Array<{ path: string; bytes: Buffer; at: number }> = [];
+    const data = join(this.dir, "data");
+    for (const shard of await readdir(data)) {
+      if (!shard.startsWith("shard-")) continue;
+      for (const name of await readdir(join(data, shard))) {
+        if (!name.endsWith(".seg")) continue;
+        const path = join(data, shard, name);
+        const bytes = await readFile(path);
+        for (let at = bytes.indexOf(needle); at >= 0; at = bytes.indexOf(needle, at + 1)) {
+          const record = at - MESSAGE_PAYLOAD_AT;
+          const inboxAt = record + RECORD_HEADER_LEN;
+          if (record >= 0 && bytes.subarray(inboxAt, inboxAt + 8).equals(inboxBytes)) hits.push({ path, bytes, at });
+        }
+      }
+    }
+    if (hits.length !== 1) throw new Error(`${hits.length} records of inbox ${inbox} hold ${JSON.stringify(payload)}`);
+    const { path, bytes, at } = hits[0]!;
+    bytes[at] = bytes[at]! ^ 0x20;
+    await writeFile(path, bytes);
+  }
+
+  /** Runs `surepush log <tool>` (`verify`, `salvage`) on this gateway's data dir; its output and success. */
+  logTool(tool: string): Promise<{ ok: boolean; output: string }> {
+    return new Promise((done) => {
+      execFile(gatewayBinary(), ["log", tool, "--config", this.configPath], (error, stdout, stderr) =>
+        done({ ok: error === null, output: stdout + stderr }),
+      );
+    });
+  }
+
   /** Kills the process and removes the data dir. */
   async stop(): Promise<void> {
     await this.kill9();
@@ -169,7 +224,7 @@ export class Gateway {
 
   private async spawn(): Promise<void> {
     const shards = this.options.shards ?? 1;
-    const config = join(this.dir, "gateway.toml");
+    const config = this.configPath;
     await writeFile(
       config,
       [

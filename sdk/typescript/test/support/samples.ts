@@ -65,8 +65,17 @@ export const SAMPLES: readonly Frame[] = [
   { type: "sync", requestId: 0xfeed_beef, direction: "after", anchor: BIG, limit: 200 },
   { type: "sync", requestId: 2, direction: "latest", anchor: 0n, limit: 50 },
   { type: "sync", requestId: 3, direction: "before", anchor: 21n, limit: 10 },
-  { type: "syncpage", requestId: 7, head: 30n, end: true, items: [item(1n), item(2n, ""), item(3n, "three")] },
-  { type: "syncpage", requestId: 8, head: 0n, end: false, items: [] },
+  { type: "syncpage", requestId: 7, head: 30n, end: true, gap: false, items: [item(1n), item(2n, ""), item(3n, "three")] },
+  { type: "syncpage", requestId: 8, head: 0n, end: false, gap: false, items: [] },
+  {
+    type: "syncpage",
+    requestId: 9,
+    head: BIG,
+    end: true,
+    gap: true,
+    items: [{ ...item(20n), prevSeq: 10n }, item(21n), { ...item(25n), prevSeq: 21n }],
+  },
+  { type: "syncpage", requestId: 10, head: 80n, end: false, gap: true, items: [] },
   { type: "rel", clientMsgId: BIG, to: GROUP_TO },
   { type: "comp", clientMsgId: BIG },
   { type: "ping", nonce: BIG },
@@ -158,7 +167,7 @@ function layout(f: Frame): { flags: number; fields: Field[] } {
       };
     case "syncpage":
       return {
-        flags: f.end ? 1 : 0,
+        flags: (f.end ? 1 : 0) | (f.gap ? 2 : 0),
         fields: [
           [4, f.requestId],
           [8, f.head],

@@ -69,11 +69,11 @@ async function liveClient(): Promise<{ client: Client; gateway: ScriptedGateway;
   gateway.send(connack());
   const latest = gateway.last("sync");
   assert.ok(latest?.type === "sync" && latest.direction === "latest");
-  gateway.send({ type: "syncpage", requestId: latest.requestId, head: 0n, end: true, items: [] });
+  gateway.send({ type: "syncpage", requestId: latest.requestId, head: 0n, end: true, gap: false, items: [] });
   await settle();
   const after = gateway.last("sync");
   assert.ok(after?.type === "sync" && after.direction === "after");
-  gateway.send({ type: "syncpage", requestId: after.requestId, head: 0n, end: true, items: [] });
+  gateway.send({ type: "syncpage", requestId: after.requestId, head: 0n, end: true, gap: false, items: [] });
   await settle();
   assert.equal(client.state, "live");
 

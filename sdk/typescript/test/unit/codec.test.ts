@@ -114,11 +114,30 @@ describe("codec: malformed input is a typed error", () => {
     }
   });
 
+  // Issue 23 follow-up: the gateway sets SYNCPAGE bit 1 (GAP) when
+  // sequences are gone; this codec rejected the bit as Malformed, so such a
+  // page dropped the connection on every replay.
+  test("SYNCPAGE flag bit 1 is GAP, alone or with END; bit 2 is still unknown", () => {
+    const page: Frame = { type: "syncpage", requestId: 4, head: 9n, end: false, gap: false, items: [item(9n)] };
+    const bytes = encodeFrame(page);
+    const body = bytes.subarray(HEADER);
+    for (const [flags, end, gap] of [
+      [0x02, false, true],
+      [0x03, true, true],
+      [0x01, true, false],
+    ] as const) {
+      assert.deepEqual(decodeFrame(rebuilt(bytes, body, flags)), { ...page, end, gap }, `flags 0x0${flags}`);
+      assert.equal(encodeFrame({ ...page, end, gap })[3], flags, `encoded flags 0x0${flags}`);
+    }
+    assertProtocolError(rebuilt(bytes, body, 0x04), ErrorCode.Malformed, "flag 0x04");
+    assertProtocolError(rebuilt(bytes, body, 0x06), ErrorCode.Malformed, "flags 0x06");
+  });
+
   test("QoS 3 in SEND, PUSH, a SYNCPAGE item, SUBSCRIBE and ROOMPUSH is InvalidQos", () => {
     const cases: Array<[Frame, number]> = [
       [{ type: "send", clientMsgId: 1n, to: 2n, qos: 1, payload: new Uint8Array(3) }, 16],
       [{ type: "push", ...item(4n) }, 56],
-      [{ type: "syncpage", requestId: 1, head: 4n, end: false, items: [item(4n)] }, 16 + 56],
+      [{ type: "syncpage", requestId: 1, head: 4n, end: false, gap: false, items: [item(4n)] }, 16 + 56],
       [{ type: "subscribe", room: ROOM, after: 3n, qos: 1 }, 16],
       [{ type: "roompush", room: ROOM, seq: 1n, from: 2n, tsMs: 3n, qos: 1, payload: new Uint8Array(1) }, 32],
     ];
@@ -170,7 +189,7 @@ describe("codec: malformed input is a typed error", () => {
   });
 
   test("SYNCPAGE: count beyond the body, item payload beyond the body, trailing bytes", () => {
-    const page: Frame = { type: "syncpage", requestId: 1, head: 2n, end: false, items: [item(1n, "ab"), item(2n, "cd")] };
+    const page: Frame = { type: "syncpage", requestId: 1, head: 2n, end: false, gap: false, items: [item(1n, "ab"), item(2n, "cd")] };
     const bytes = encodeFrame(page);
     const body = bytes.slice(HEADER);
     const view = new DataView(body.buffer);

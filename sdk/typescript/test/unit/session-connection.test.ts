@@ -14,7 +14,7 @@ describe("keepalive and timeouts", () => {
   test("PING after half the keepalive in force without traffic; silence for a whole keepalive drops the connection", () => {
     const h = new Harness({ keepaliveMs: 60_000 }, { delivered: 0n, outbox: [], rooms: [] });
     const [sync] = ofType(h.open({ keepaliveMs: 10_000 }), "sync");
-    h.gateway({ type: "syncpage", requestId: sync!.requestId, head: 0n, end: true, items: [] });
+    h.gateway({ type: "syncpage", requestId: sync!.requestId, head: 0n, end: true, gap: false, items: [] });
     h.events();
     assert.deepEqual(ofType(h.advance(4_999), "ping"), []);
     const [ping] = ofType(h.advance(1), "ping");
@@ -117,7 +117,7 @@ describe("store changes", () => {
       { type: "sendack", clientMsgId: a, seq: 1n, ownSeq: 2n, result: SendResult.Stored },
       { type: "sendack", clientMsgId: b, seq: 3n, ownSeq: 4n, result: SendResult.Stored },
     );
-    h.gateway({ type: "syncpage", requestId: sync!.requestId, head: 3n, end: false, items: [message(1n), message(2n)] });
+    h.gateway({ type: "syncpage", requestId: sync!.requestId, head: 3n, end: false, gap: false, items: [message(1n), message(2n)] });
     h.changes();
     assert.deepEqual(canonical(h.stored), canonical(h.session.snapshot()));
     assert.deepEqual(canonical(applyChanges(NEW_DEVICE, [])), canonical(NEW_DEVICE));

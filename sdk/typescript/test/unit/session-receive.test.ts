@@ -20,17 +20,17 @@ describe("replay after CONNACK", () => {
     assert.equal(h.session.state, "replaying");
     // The page may overlap what the device holds (4): skipped.
     const page1 = [message(4n), message(5n), message(6n)];
-    const [sync2] = ofType(h.gateway({ type: "syncpage", requestId: sync1!.requestId, head: 9n, end: false, items: page1 }), "sync");
+    const [sync2] = ofType(h.gateway({ type: "syncpage", requestId: sync1!.requestId, head: 9n, end: false, gap: false, items: page1 }), "sync");
     assert.equal(sync2?.direction, "after");
     assert.equal(sync2?.anchor, 6n, "the next page acknowledges this one");
     assert.ok(sync2!.requestId > sync1!.requestId, "request ids strictly increase");
     const [sync3] = ofType(
-      h.gateway({ type: "syncpage", requestId: sync2!.requestId, head: 9n, end: true, items: [message(7n), message(8n), message(9n)] }),
+      h.gateway({ type: "syncpage", requestId: sync2!.requestId, head: 9n, end: true, gap: false, items: [message(7n), message(8n), message(9n)] }),
       "sync",
     );
     assert.equal(sync3?.anchor, 9n);
     assert.ok(sync3!.requestId > sync2!.requestId);
-    const after = h.gateway({ type: "syncpage", requestId: sync3!.requestId, head: 9n, end: true, items: [] });
+    const after = h.gateway({ type: "syncpage", requestId: sync3!.requestId, head: 9n, end: true, gap: false, items: [] });
     assert.deepEqual(ofType(after, "sync"), [], "the empty page ends the replay");
     const events = h.events();
     assert.deepEqual(h.delivered(events), [5n, 6n, 7n, 8n, 9n]);
@@ -46,16 +46,16 @@ describe("replay after CONNACK", () => {
     const [again] = ofType(h.advance(1), "sync");
     assert.ok(again && again.requestId > first!.requestId, "resent with a new id");
     assert.equal(again.anchor, 0n);
-    h.gateway({ type: "syncpage", requestId: first!.requestId, head: 2n, end: true, items: [message(1n)] });
+    h.gateway({ type: "syncpage", requestId: first!.requestId, head: 2n, end: true, gap: false, items: [message(1n)] });
     assert.deepEqual(h.delivered(), [], "the stale answer is ignored");
-    h.gateway({ type: "syncpage", requestId: again.requestId, head: 2n, end: true, items: [message(1n), message(2n)] });
+    h.gateway({ type: "syncpage", requestId: again.requestId, head: 2n, end: true, gap: false, items: [message(1n), message(2n)] });
     assert.deepEqual(h.delivered(), [1n, 2n]);
   });
 
   test("a page item past a retention gap is accepted (history is authoritative)", () => {
     const h = new Harness({}, { delivered: 3n, outbox: [], rooms: [] });
     const [sync] = ofType(h.open({ head: 20n }), "sync");
-    h.gateway({ type: "syncpage", requestId: sync!.requestId, head: 20n, end: true, items: [message(10n), message(11n)] });
+    h.gateway({ type: "syncpage", requestId: sync!.requestId, head: 20n, end: true, gap: false, items: [message(10n), message(11n)] });
     assert.deepEqual(h.delivered(), [10n, 11n]);
   });
 });
@@ -70,10 +70,10 @@ describe("a new device", () => {
     assert.equal(latest?.direction, "latest");
     assert.equal(latest?.limit, 10);
     const newest = Array.from({ length: 10 }, (_, i) => message(21n + BigInt(i)));
-    const [after] = ofType(h.gateway({ type: "syncpage", requestId: latest!.requestId, head: 30n, end: false, items: newest }), "sync");
+    const [after] = ofType(h.gateway({ type: "syncpage", requestId: latest!.requestId, head: 30n, end: false, gap: false, items: newest }), "sync");
     assert.equal(after?.direction, "after");
     assert.equal(after?.anchor, 30n);
-    h.gateway({ type: "syncpage", requestId: after!.requestId, head: 30n, end: true, items: [] });
+    h.gateway({ type: "syncpage", requestId: after!.requestId, head: 30n, end: true, gap: false, items: [] });
     assert.deepEqual(h.delivered(), newest.map((m) => m.seq));
     assert.equal(h.session.oldestSeen, 21n);
 
@@ -81,7 +81,7 @@ describe("a new device", () => {
     const [before] = ofType(h.frames(), "sync");
     assert.deepEqual({ ...before!, requestId: 0 }, { type: "sync", requestId: 0, direction: "before", anchor: 21n, limit: 10 });
     const older = Array.from({ length: 10 }, (_, i) => message(11n + BigInt(i)));
-    h.gateway({ type: "syncpage", requestId: before!.requestId, head: 30n, end: false, items: older });
+    h.gateway({ type: "syncpage", requestId: before!.requestId, head: 30n, end: false, gap: false, items: older });
     const events = h.events();
     assert.deepEqual(events, [{ type: "older", items: older, end: false }]);
     assert.equal(h.session.delivered, 30n, "history pages are not part of the live stream");
@@ -91,7 +91,7 @@ describe("a new device", () => {
   test("an empty Latest page starts at the head", () => {
     const h = new Harness();
     const [latest] = ofType(h.open({ head: 0n }), "sync");
-    const [after] = ofType(h.gateway({ type: "syncpage", requestId: latest!.requestId, head: 0n, end: true, items: [] }), "sync");
+    const [after] = ofType(h.gateway({ type: "syncpage", requestId: latest!.requestId, head: 0n, end: true, gap: false, items: [] }), "sync");
     assert.equal(after?.anchor, 0n);
     assert.equal(h.stored.delivered, 0n, "a new device that saw nothing still persists its start");
   });
@@ -112,7 +112,7 @@ describe("live pushes", () => {
   function live(delivered: bigint): Harness {
     const h = new Harness({}, { delivered, outbox: [], rooms: [] });
     const [sync] = ofType(h.open({ head: delivered }), "sync");
-    h.gateway({ type: "syncpage", requestId: sync!.requestId, head: delivered, end: true, items: [] });
+    h.gateway({ type: "syncpage", requestId: sync!.requestId, head: delivered, end: true, gap: false, items: [] });
     h.events();
     return h;
   }
@@ -165,8 +165,8 @@ describe("live pushes", () => {
     const h = new Harness();
     const [latest] = ofType(h.open({ head: 5n }), "sync");
     h.gateway({ type: "push", ...message(6n) });
-    const [after] = ofType(h.gateway({ type: "syncpage", requestId: latest!.requestId, head: 5n, end: false, items: [message(5n)] }), "sync");
-    h.gateway({ type: "syncpage", requestId: after!.requestId, head: 5n, end: true, items: [] });
+    const [after] = ofType(h.gateway({ type: "syncpage", requestId: latest!.requestId, head: 5n, end: false, gap: false, items: [message(5n)] }), "sync");
+    h.gateway({ type: "syncpage", requestId: after!.requestId, head: 5n, end: true, gap: false, items: [] });
     assert.deepEqual(h.delivered(), [5n, 6n]);
   });
 });
