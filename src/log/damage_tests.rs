@@ -496,3 +496,75 @@ fn a_commit_marker_rides_with_the_next_commit_and_an_idle_log_writes_one_alone()
         assert_eq!(log.stats().syncs, syncs, "an idle log stays idle");
     });
 }
+
+/// Found by the TypeScript SDK's end-to-end tests: a flipped bit in the
+/// newest acknowledged message, kill -9 right after, and its sequence was
+/// numbered again. The evidence that its commit was durable (the marker)
+/// had not reached the disk, so recovery cannot tell the damage from a
+/// torn tail and cuts it; but all its bytes were written, so its sequence
+/// is treated as handed out.
+#[test]
+fn damage_to_the_last_commit_before_its_marker_is_cut_but_its_sequence_is_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = LogConfig {
+        marker_delay: Duration::from_secs(3600), // no idle marker: the last commit has none
+        ..config(dir.path())
+    };
+    let written = write_acknowledged(dir.path(), 30, c.clone());
+    let victim = written[29].clone();
+    flip(dir.path(), victim.offset() + 40); // inside its body
+    let keep: Vec<Written> = written[..29].to_vec();
+    let lost = vec![(victim.record.inbox.0, victim.record.seq.0)];
+    let (state, report) = open_and_check(c, keep, lost);
+    assert_eq!(
+        report.truncated.map(|t| t.0),
+        Some(victim.lsn),
+        "{report:?}"
+    );
+    assert_eq!(
+        state.heads.get(&victim.record.inbox),
+        Some(&victim.record.seq),
+        "the cut message's sequence stays taken"
+    );
+}
+
+/// The other side of the rule above: a record a crash cut short (a sector
+/// of it never written) was never acknowledged, and an ordinary crash must
+/// not leave a gap in the inbox.
+#[test]
+fn a_record_a_crash_cut_short_raises_no_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = LogConfig {
+        marker_delay: Duration::from_secs(3600),
+        ..config(dir.path())
+    };
+    let path = dir.path().to_owned();
+    let c2 = c.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    run(move || async move {
+        let (log, _, _) = SegmentLog::open(LogConfig { dir: path, ..c2 })
+            .await
+            .unwrap();
+        let mut starts = Vec::new();
+        for s in 1..=5 {
+            let r = msg(1, s, 1500); // spans sectors
+            let end = log.append(&r).unwrap();
+            log.wait_durable(end).await.unwrap();
+            starts.push(end - format::encoded_len(&r) as u64);
+        }
+        tx.send(starts).unwrap();
+    });
+    let starts = rx.recv().unwrap();
+    let seg = segment::file_name(dir.path(), 0);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let last = (format::SEGMENT_HEADER_LEN + starts[4]) as usize;
+    let unwritten = (last / 512 + 1) * 512; // its second sector on
+    bytes[unwritten..].fill(0);
+    std::fs::write(&seg, &bytes).unwrap();
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let (_, state, report) = SegmentLog::open(config(&path)).await.unwrap();
+        assert!(report.truncated.is_some(), "{report:?}");
+        assert_eq!(state.heads.get(&UserId(1)), Some(&Seq(4)), "no gap");
+    });
+}

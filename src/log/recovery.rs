@@ -571,6 +571,7 @@ async fn cut_tail(pass: &mut Pass, verdict: &Verdict) -> Result<(), LogError> {
         .last_end
         .filter(|_| verdict.tail_records > 0)
         .filter(|end| *end <= tail.base + seg.capacity);
+    note_cut_sequences(pass, tail, kept).await?;
     if let Some(end) = kept {
         let len = (end - tail.lsn) as usize;
         let bytes = file
@@ -579,7 +580,7 @@ async fn cut_tail(pass: &mut Pass, verdict: &Verdict) -> Result<(), LogError> {
             .map_err(|e| io_error("read", &path, e))?;
         let aside = path.with_extension(format!("{}.cut-{pos}", segment::EXTENSION));
         keep_aside(&aside, &bytes)?;
-        tracing::warn!(file = %aside.display(), records = verdict.tail_records, "the cut tail held valid records (never acknowledged); kept for inspection");
+        tracing::warn!(file = %aside.display(), records = verdict.tail_records, "the cut tail held valid records (no durable evidence they were acknowledged); kept for inspection");
         pass.report.cut_file = Some(aside);
     }
     zero_from(&file, &path, pos).await?;
@@ -589,6 +590,106 @@ async fn cut_tail(pass: &mut Pass, verdict: &Verdict) -> Result<(), LogError> {
     }
     pass.report.truncated = Some((tail.lsn, tail.why));
     Ok(())
+}
+
+/// Raises inbox heads over the messages in the cut bytes that may have
+/// been acknowledged, so no sequence in them is numbered again: valid
+/// records after the bad one, and the bad one itself when all its bytes
+/// were written (damage rather than an unfinished write).
+///
+/// A cut tail was never acknowledged when it is what it looks like: the
+/// end of a commit whose fdatasync a crash interrupted. But the evidence
+/// that a commit was durable (its marker) reaches the disk only with the
+/// next commit, or `marker_delay_ms` later; damage to the last acknowledged
+/// commit in that window looks the same as a torn tail (found by the
+/// TypeScript SDK's tests: a flipped bit in the newest message, kill -9 at
+/// once, and its sequence was numbered again). Its messages are cut either
+/// way, but their sequences are treated as handed out: devices learn they
+/// are gone (SYNCPAGE `GAP`), and a sender's SENDACK never names a
+/// sequence twice.
+///
+/// A record cut short by a crash (kill -9 mid-commit, power loss) was
+/// never acknowledged, and it always has a sector that never reached the
+/// disk: segments are preallocated with zeros and never reused. Such a
+/// record does not raise its inbox's head, so an ordinary crash leaves no
+/// gap. Nothing valid follows it after a kill -9 (the blocking writer
+/// completes writes in order); after a power loss whatever follows was
+/// never acknowledged either, and raising over it costs only a reported
+/// gap.
+async fn note_cut_sequences(
+    pass: &mut Pass,
+    tail: &super::damage::Damage,
+    kept_end: Option<u64>,
+) -> Result<(), LogError> {
+    let seg = &pass.segments[&tail.base];
+    let end = kept_end
+        .unwrap_or(tail.resume)
+        .max(tail.resume)
+        .min(tail.base + seg.capacity);
+    if end <= tail.lsn {
+        return Ok(());
+    }
+    let bytes = seg
+        .file
+        .read_at(tail.offset(), (end - tail.lsn) as usize)
+        .await
+        .map_err(|e| io_error("read", &seg.path, e))?;
+    // As for salvage: a sequence is believed only up to the inbox's known
+    // head plus the number of messages the cut bytes could hold.
+    let room = bytes.len() as u64 / MIN_MESSAGE_LEN + 1;
+    let mut raised = Vec::new();
+    for g in scan::guess_records(&bytes, tail.lsn) {
+        if let Guess::Message {
+            lsn,
+            inbox,
+            seq,
+            payload_len,
+            ..
+        } = g
+        {
+            let start = (lsn - tail.lsn) as usize;
+            let len = MIN_MESSAGE_LEN as usize + payload_len;
+            if lsn == tail.lsn && has_unwritten_sector(&bytes, start, len, tail.offset()) {
+                continue; // cut short by a crash: never acknowledged
+            }
+            let state = &mut pass.rebuild.tracked.state;
+            let known = state.heads.get(&UserId(inbox)).map_or(0, |s| s.0);
+            if seq > known && seq <= known.saturating_add(room) {
+                state.note_head(UserId(inbox), Seq(seq));
+                raised.push((inbox, seq));
+            }
+        }
+    }
+    if !raised.is_empty() {
+        tracing::warn!(
+            file = %seg.path.display(),
+            ?raised,
+            "the cut tail named these (inbox, seq): they will not be numbered again"
+        );
+    }
+    Ok(())
+}
+
+/// Whether the record at `start..start + len` of `bytes` (whose first byte
+/// is at file offset `file_offset`) was cut short by a crash: a sector it
+/// reaches into after its first one was never written (all zeros up to the
+/// sector's end, or past the end of `bytes`). A record inside one sector
+/// cannot be cut short that way (a sector is written whole), so bad bytes
+/// there are damage.
+fn has_unwritten_sector(bytes: &[u8], start: usize, len: usize, file_offset: u64) -> bool {
+    const SECTOR: u64 = 512;
+    let at = file_offset + start as u64;
+    let end = at + len as u64;
+    let mut sector = (at / SECTOR + 1) * SECTOR;
+    while sector < end {
+        let from = (sector - file_offset) as usize;
+        let to = ((sector + SECTOR - file_offset) as usize).min(bytes.len());
+        if from >= bytes.len() || bytes[from..to].iter().all(|b| *b == 0) {
+            return true;
+        }
+        sector += SECTOR;
+    }
+    false
 }
 
 /// Moves each skipped stretch aside to `<segment>.damaged-<offset>`,
