@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::mqtt::{Subscribe, SubscriptionOptions, Unsubscribe};
-use crate::proto::{Sync, SyncPage};
+use crate::proto::{RoomPush, Sync, SyncPage};
 
 const ME: UserId = UserId(7);
 const DEV: DeviceId = DeviceId(1);
@@ -16,6 +16,7 @@ fn params() -> BridgeParams {
         page: 10,
         max_packet: 1 << 20,
         receive_max: 100,
+        room_window: 8,
     }
 }
 
@@ -527,7 +528,7 @@ fn session_state_round_trips_and_garbage_is_refused() {
         9,
         RoomSub {
             qos: QoS::AtLeastOnce,
-            acked: Seq(44),
+            position: Some(Seq(44)),
             no_local: true,
         },
     );
@@ -925,3 +926,6 @@ fn a_malformed_packet_before_the_connack_is_refused_with_a_connack() {
         "a refused session leaves stored state alone"
     );
 }
+
+mod rooms;
+mod with_core;

@@ -44,28 +44,50 @@ pub(crate) struct ConnIo {
     chunks: RefCell<VecDeque<Bytes>>,
     chunk_bytes: Cell<usize>,
     wake: LocalSender<()>,
-    /// Flush what is queued, then close.
+    /// Tells a writer blocked on a full socket that the connection closes:
+    /// it gets `close_grace_ms` more, then the socket is shut down, so a
+    /// client that does not read cannot pin a closed connection's socket
+    /// and output for as long as it stays frozen.
+    closed: LocalSender<()>,
+    /// Flush what is queued (within `close_grace_ms`), then close.
     pub(crate) closing: Cell<bool>,
+    /// Dropped for its unsent output (see `ShardRuntime::drop_slow`).
+    pub(crate) dropped: Cell<bool>,
     fd: RawFd,
     /// Set for an MQTT connection: frames for it go through the bridge.
     pub(crate) bridge: RefCell<Option<Box<crate::bridge::Bridge>>>,
 }
 
+/// What a connection's writer task waits on.
+pub(crate) struct WriterSignals {
+    /// Something was queued (or the connection is closing).
+    wake: LocalReceiver<()>,
+    /// The connection closes ([`ConnIo::close`]).
+    closed: LocalReceiver<()>,
+}
+
 impl ConnIo {
-    /// The output side of `stream`, and the receiver its writer waits on.
-    pub(crate) fn new(stream: &TcpStream) -> (Rc<ConnIo>, LocalReceiver<()>) {
+    /// The output side of `stream`, and the signals its writer waits on.
+    pub(crate) fn new(stream: &TcpStream) -> (Rc<ConnIo>, WriterSignals) {
         let _ = stream.set_nodelay(true);
         let (wake, wake_rx) = local_channel::new_bounded(1);
+        let (closed, closed_rx) = local_channel::new_bounded(1);
         let io = Rc::new(ConnIo {
             out: RefCell::new(BytesMut::new()),
             chunks: RefCell::new(VecDeque::new()),
             chunk_bytes: Cell::new(0),
             wake,
+            closed,
             closing: Cell::new(false),
+            dropped: Cell::new(false),
             fd: stream.as_raw_fd(),
             bridge: RefCell::new(None),
         });
-        (io, wake_rx)
+        let signals = WriterSignals {
+            wake: wake_rx,
+            closed: closed_rx,
+        };
+        (io, signals)
     }
 
     /// Queues a frame shared with other connections, after what is queued.
@@ -85,6 +107,28 @@ impl ConnIo {
     /// Bytes queued and not yet written.
     pub(crate) fn queued(&self) -> usize {
         self.chunk_bytes.get() + self.out.borrow().len()
+    }
+
+    /// Output not yet written: queued bytes plus what an MQTT bridge holds
+    /// back for the client's Receive Maximum. The output budgets
+    /// (`room_lag_bytes`, `max_write_buffer_bytes`) apply to this.
+    pub(crate) fn unsent(&self) -> usize {
+        let held = self.bridge.borrow().as_ref().map_or(0, |b| b.held_bytes());
+        self.queued() + held
+    }
+
+    /// Drops everything queued that the writer has not taken yet (whole
+    /// frames or packets: the stream stays aligned).
+    pub(crate) fn discard_queued(&self) {
+        drop(self.take_queued());
+    }
+
+    /// Closes the connection: the writer sends what is queued if the peer
+    /// reads it within `close_grace_ms`, then shuts the socket down.
+    pub(crate) fn close(&self) {
+        self.closing.set(true);
+        let _ = self.closed.try_send(());
+        self.wake();
     }
 
     /// Takes everything queued, in write order.
@@ -122,10 +166,10 @@ pub(crate) fn start(
     connect: Option<Connect>,
     initial: Bytes,
 ) {
-    let (io, wake_rx) = ConnIo::new(&stream);
+    let (io, signals) = ConnIo::new(&stream);
     let conn = rt.open_connection(io.clone());
     let (reader, writer) = futures_lite::io::split(stream);
-    glommio::spawn_local(write_loop(rt.clone(), conn, io.clone(), writer, wake_rx)).detach();
+    glommio::spawn_local(write_loop(rt.clone(), conn, io.clone(), writer, signals)).detach();
     glommio::spawn_local(read_loop(rt.clone(), conn, io, reader, connect, initial)).detach();
 }
 
@@ -202,18 +246,43 @@ pub(crate) async fn write_loop(
     conn: ConnId,
     io: Rc<ConnIo>,
     mut writer: futures_lite::io::WriteHalf<TcpStream>,
-    wake: LocalReceiver<()>,
+    signals: WriterSignals,
 ) {
-    while wake.recv().await.is_some() {
+    while signals.wake.recv().await.is_some() {
         loop {
             let mut chunks = io.take_queued();
             if chunks.is_empty() {
                 break;
             }
-            if write_chunks(&mut writer, io.fd, &mut chunks).await.is_err() {
-                rt.transport_closed(conn);
-                io.shutdown();
-                return;
+            let written = future::or(
+                async { Some(write_chunks(&mut writer, io.fd, &mut chunks).await) },
+                async {
+                    let _ = signals.closed.recv().await;
+                    None
+                },
+            )
+            .await;
+            match written {
+                Some(Ok(())) => {}
+                Some(Err(_)) => {
+                    rt.transport_closed(conn);
+                    io.shutdown();
+                    return;
+                }
+                None => {
+                    // Closing while the peer does not read: what is queued
+                    // gets the grace, then the socket goes.
+                    chunks.extend(io.take_queued());
+                    let last = write_chunks(&mut writer, io.fd, &mut chunks);
+                    let _ = future::or(async { last.await.ok() }, async {
+                        let grace = Duration::from_millis(rt.config.close_grace_ms);
+                        glommio::timer::sleep(grace).await;
+                        None
+                    })
+                    .await;
+                    io.shutdown();
+                    return;
+                }
             }
         }
         if io.closing.get() {
@@ -221,6 +290,7 @@ pub(crate) async fn write_loop(
             io.shutdown();
             return;
         }
+        rt.output_drained(conn, &io);
     }
 }
 

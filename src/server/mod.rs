@@ -15,6 +15,7 @@ mod admin_backend;
 pub mod config;
 mod conn;
 pub mod limits;
+mod log_every;
 mod mesh;
 pub mod metrics;
 mod mqtt;
