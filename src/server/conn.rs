@@ -44,6 +44,8 @@ pub(crate) struct ConnIo {
     chunks: RefCell<VecDeque<Bytes>>,
     chunk_bytes: Cell<usize>,
     wake: LocalSender<()>,
+    /// The reader task is done (the peer closed, or the socket failed).
+    reader_gone: LocalSender<()>,
     /// Tells a writer blocked on a full socket that the connection closes:
     /// it gets `close_grace_ms` more, then the socket is shut down, so a
     /// client that does not read cannot pin a closed connection's socket
@@ -64,6 +66,8 @@ pub(crate) struct WriterSignals {
     wake: LocalReceiver<()>,
     /// The connection closes ([`ConnIo::close`]).
     closed: LocalReceiver<()>,
+    /// The reader saw the end of the peer's input.
+    reader_gone: LocalReceiver<()>,
 }
 
 impl ConnIo {
@@ -72,11 +76,13 @@ impl ConnIo {
         let _ = stream.set_nodelay(true);
         let (wake, wake_rx) = local_channel::new_bounded(1);
         let (closed, closed_rx) = local_channel::new_bounded(1);
+        let (reader_gone, reader_gone_rx) = local_channel::new_bounded(1);
         let io = Rc::new(ConnIo {
             out: RefCell::new(BytesMut::new()),
             chunks: RefCell::new(VecDeque::new()),
             chunk_bytes: Cell::new(0),
             wake,
+            reader_gone,
             closed,
             closing: Cell::new(false),
             dropped: Cell::new(false),
@@ -86,6 +92,7 @@ impl ConnIo {
         let signals = WriterSignals {
             wake: wake_rx,
             closed: closed_rx,
+            reader_gone: reader_gone_rx,
         };
         (io, signals)
     }
@@ -149,12 +156,35 @@ impl ConnIo {
 
     /// Shuts the socket down in both directions so the reader returns.
     pub(crate) fn shutdown(&self) {
+        self.shutdown_how(std::net::Shutdown::Both);
+    }
+
+    fn shutdown_how(&self, how: std::net::Shutdown) {
         // SAFETY: `fd` belongs to the TcpStream owned by this connection's
         // tasks, which outlive every ConnIo method call (the tasks hold an
         // Rc of this ConnIo); the borrow does not outlive this statement.
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
-        let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
+        let _ = socket2::SockRef::from(&fd).shutdown(how);
     }
+
+    /// The reader task is done (the peer's input ended, or failed).
+    pub(crate) fn reader_done(&self) {
+        let _ = self.reader_gone.try_send(());
+    }
+}
+
+/// The reader of a closing connection: reads and discards until the peer
+/// closes (or the writer shuts the socket after the close grace). A socket
+/// closed with unread input makes the kernel send a reset, and a reset can
+/// destroy the last frames queued for the peer before it reads them (an
+/// ERROR, an MQTT 5 DISCONNECT 0x97).
+pub(crate) async fn drain_until_closed(
+    mut reader: futures_lite::io::ReadHalf<TcpStream>,
+    io: &ConnIo,
+) {
+    let mut discard = vec![0u8; IDLE_READ];
+    while matches!(reader.read(&mut discard).await, Ok(n) if n > 0) {}
+    io.reader_done();
 }
 
 /// Serves a connection whose user this shard owns, starting with an already
@@ -198,13 +228,13 @@ async fn read_loop(
                 Ok(None) => break,
                 Err(e) => {
                     rt.decode_error(conn, &e);
-                    return;
+                    return drain_until_closed(reader, &io).await;
                 }
             }
         }
         rt.drive();
         if io.closing.get() {
-            return;
+            return drain_until_closed(reader, &io).await;
         }
         rt.wait_for_mesh_room().await;
         // Read straight into the decoder's buffer: a frame's payload is
@@ -235,7 +265,7 @@ async fn read_loop(
                 buf.truncate(old);
                 rt.transport_closed(conn);
                 io.shutdown();
-                return;
+                return io.reader_done();
             }
         }
     }
@@ -248,16 +278,19 @@ pub(crate) async fn write_loop(
     mut writer: futures_lite::io::WriteHalf<TcpStream>,
     signals: WriterSignals,
 ) {
+    let grace = CloseGrace::new(&signals.closed, rt.config.close_grace_ms);
     while signals.wake.recv().await.is_some() {
         loop {
             let mut chunks = io.take_queued();
             if chunks.is_empty() {
                 break;
             }
+            // A write is never abandoned half way (the stream would lose
+            // its frame boundaries), only when the close grace is over.
             let written = future::or(
                 async { Some(write_chunks(&mut writer, io.fd, &mut chunks).await) },
                 async {
-                    let _ = signals.closed.recv().await;
+                    grace.expired().await;
                     None
                 },
             )
@@ -270,27 +303,62 @@ pub(crate) async fn write_loop(
                     return;
                 }
                 None => {
-                    // Closing while the peer does not read: what is queued
-                    // gets the grace, then the socket goes.
-                    chunks.extend(io.take_queued());
-                    let last = write_chunks(&mut writer, io.fd, &mut chunks);
-                    let _ = future::or(async { last.await.ok() }, async {
-                        let grace = Duration::from_millis(rt.config.close_grace_ms);
-                        glommio::timer::sleep(grace).await;
-                        None
-                    })
-                    .await;
+                    // Closing, and the peer did not read in time.
                     io.shutdown();
                     return;
                 }
             }
         }
         if io.closing.get() {
+            // Everything is written: end our side, and close once the peer
+            // has ended its own (see `drain_until_closed`) or the grace is
+            // over.
             let _ = writer.flush().await;
+            io.shutdown_how(std::net::Shutdown::Write);
+            future::or(
+                async {
+                    let _ = signals.reader_gone.recv().await;
+                },
+                grace.expired(),
+            )
+            .await;
             io.shutdown();
             return;
         }
         rt.output_drained(conn, &io);
+    }
+}
+
+/// The writer's view of `close_grace_ms`: from the close signal on, what
+/// is still queued has that long to be written.
+struct CloseGrace<'a> {
+    closed: &'a LocalReceiver<()>,
+    grace: Duration,
+    since: Cell<Option<std::time::Instant>>,
+}
+
+impl<'a> CloseGrace<'a> {
+    fn new(closed: &'a LocalReceiver<()>, grace_ms: u64) -> CloseGrace<'a> {
+        CloseGrace {
+            closed,
+            grace: Duration::from_millis(grace_ms),
+            since: Cell::new(None),
+        }
+    }
+
+    /// Resolves once the connection is closing and the grace is over.
+    async fn expired(&self) {
+        let since = match self.since.get() {
+            Some(since) => since,
+            None => {
+                // The signal comes once; a write racing it may finish first.
+                let _ = self.closed.recv().await;
+                let now = std::time::Instant::now();
+                self.since.set(Some(now));
+                now
+            }
+        };
+        glommio::timer::sleep(self.grace.saturating_sub(since.elapsed())).await;
     }
 }
 

@@ -432,7 +432,7 @@ async fn read_loop(
         rt.pump_bridge(conn, &io);
         rt.drive();
         if io.closing.get() {
-            return;
+            return conn::drain_until_closed(reader, &io).await;
         }
         rt.wait_for_mesh_room().await;
         let old = buf.len();
@@ -443,7 +443,7 @@ async fn read_loop(
                 buf.truncate(old);
                 rt.transport_closed(conn);
                 io.shutdown();
-                return;
+                return io.reader_done();
             }
         }
     }
