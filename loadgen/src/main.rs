@@ -173,8 +173,8 @@ struct RoomArgs {
     threads: usize,
     /// Share of the subscribers (0..1; any share above 0 is at least one)
     /// that stop reading after their SUBACK, like a stopped process. Runs
-    /// the room twice, without and with them, and reports the throughput
-    /// ratio.
+    /// the room three times (without, with, without; rooms 1, 2, 3) and
+    /// reports the throughput with them over the mean without.
     #[arg(long, default_value_t = 0.0)]
     freeze_share: f64,
     /// Seconds before giving up.

@@ -12,8 +12,11 @@
 //! Slow consumers (issue #25): `frozen` of the subscribers stop reading
 //! their socket right after their SUBACK, as a stopped process would; they
 //! are left out of the delivery check. [`run_room_with_frozen`] runs the
-//! room twice in one invocation, without and with them, so their cost to
-//! everyone else is a ratio of two throughputs measured back to back.
+//! room three times in one invocation — without them, with them, without
+//! them again (each on a fresh room and fresh users) — so their cost to
+//! everyone else is the ratio of the middle throughput to the mean of the
+//! two around it (a run that is faster for coming later, or slower for a
+//! busy neighbour, weighs on both sides).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -80,6 +83,10 @@ pub struct RoomReport {
     /// ROOMLAGs received (the subscriber fell behind, re-subscribed and
     /// caught up from the log).
     pub lags: u64,
+    /// Re-subscriptions answered with SUBACK `Gap`: the subscriber fell
+    /// further behind than the room's history (`room_history`), and the
+    /// messages in between are gone for it.
+    pub gaps: u64,
     /// Seconds from the first publish to the last push received.
     pub seconds: f64,
     /// `pushes / seconds`.
@@ -101,7 +108,7 @@ impl RoomReport {
     pub fn to_text(&self) -> String {
         format!(
             "room: {} subscribers ({} frozen) x {} messages\n  pushes delivered {} of {} in {:.2} s = {:.0} pushes/s, {:.0} messages/s\n  \
-             out of order {}, lagged and resumed {}\n  publish->receive p50 {:.2} ms p99 {:.2} ms max {:.2} ms\n  verdict: {}\n",
+             out of order {}, lagged and resumed {}, resumed past a gap {}\n  publish->receive p50 {:.2} ms p99 {:.2} ms max {:.2} ms\n  verdict: {}\n",
             self.subscribers,
             self.frozen,
             self.published,
@@ -112,6 +119,7 @@ impl RoomReport {
             self.messages_per_s,
             self.out_of_order,
             self.lags,
+            self.gaps,
             self.latency.p50_ms,
             self.latency.p99_ms,
             self.latency.max_ms,
@@ -137,6 +145,7 @@ struct ThreadResult {
     subscribed: u64,
     frozen: u64,
     lags: u64,
+    gaps: u64,
     pushes: u64,
     out_of_order: u64,
     last_rx: Option<Instant>,
@@ -188,6 +197,13 @@ fn pump(sub: &mut Sub, buf: &mut [u8], r: &mut ThreadResult, qos: Qos, room: u64
     let mut resubscribe = false;
     while let Ok(Some(frame)) = sub.decoder.decode() {
         match frame {
+            // A re-subscription that fell out of the room's history: what
+            // lies between is gone for this subscriber (counted, and the
+            // run fails: it did not get every message).
+            Frame::SubAck(a) if a.result == SubResult::Gap && sub.subscribed => {
+                r.gaps += 1;
+                sub.next = a.first.0;
+            }
             // The first SUBACK only (later ones answer re-subscriptions).
             Frame::SubAck(a) if a.result != SubResult::Refused && !sub.subscribed => {
                 sub.subscribed = true;
@@ -268,6 +284,7 @@ fn subscriber_thread(
         subscribed: 0,
         frozen: 0,
         lags: 0,
+        gaps: 0,
         pushes: 0,
         out_of_order: 0,
         last_rx: None,
@@ -310,30 +327,34 @@ pub fn run_room(s: &RoomScenario) -> Result<RoomReport, String> {
     run_room_in(s, ROOM_NO)
 }
 
-/// The room scenario twice, back to back on fresh rooms and users: without
-/// frozen subscribers, then with `s.frozen` of them.
+/// The room scenario three times, back to back on fresh rooms and users:
+/// without frozen subscribers, with `s.frozen` of them, without again.
 #[derive(Clone, Debug, Serialize)]
 pub struct FrozenComparison {
-    /// Every subscriber reading.
+    /// Every subscriber reading (first run).
     pub baseline: RoomReport,
-    /// `frozen` subscribers not reading.
+    /// `frozen` subscribers not reading (second run).
     pub with_frozen: RoomReport,
-    /// `with_frozen.messages_per_s / baseline.messages_per_s`.
+    /// Every subscriber reading (third run).
+    pub baseline_again: RoomReport,
+    /// `with_frozen.messages_per_s` over the mean of the two baselines'.
     pub ratio: f64,
 }
 
 impl FrozenComparison {
-    /// Both runs delivered everything to every reading subscriber.
+    /// Every run delivered everything to every reading subscriber.
     pub fn passed(&self) -> bool {
-        self.baseline.passed() && self.with_frozen.passed()
+        self.baseline.passed() && self.with_frozen.passed() && self.baseline_again.passed()
     }
 
     /// Human-readable summary.
     pub fn to_text(&self) -> String {
         format!(
-            "without frozen subscribers:\n{}with frozen subscribers:\n{}throughput with / without: {:.3}\n",
+            "without frozen subscribers:\n{}with frozen subscribers:\n{}without again:\n{}\
+             throughput with / mean without: {:.3}\n",
             self.baseline.to_text(),
             self.with_frozen.to_text(),
+            self.baseline_again.to_text(),
             self.ratio
         )
     }
@@ -341,26 +362,28 @@ impl FrozenComparison {
 
 /// Runs [`FrozenComparison`].
 pub fn run_room_with_frozen(s: &RoomScenario) -> Result<FrozenComparison, String> {
-    let baseline = run_room_in(
-        &RoomScenario {
-            frozen: 0,
+    let mut runs = Vec::new();
+    for (i, frozen) in [0, s.frozen, 0].into_iter().enumerate() {
+        let run = RoomScenario {
+            first_user: s.first_user + i as u64 * (u64::from(s.subscribers) + 100),
+            frozen,
             ..s.clone()
-        },
-        ROOM_NO,
-    )?;
-    let second = RoomScenario {
-        first_user: s.first_user + u64::from(s.subscribers) + 100,
-        ..s.clone()
-    };
-    let with_frozen = run_room_in(&second, ROOM_NO + 1)?;
-    let ratio = if baseline.messages_per_s > 0.0 {
-        with_frozen.messages_per_s / baseline.messages_per_s
+        };
+        runs.push(run_room_in(&run, ROOM_NO + i as u64)?);
+    }
+    let baseline_again = runs.pop().expect("three runs");
+    let with_frozen = runs.pop().expect("three runs");
+    let baseline = runs.pop().expect("three runs");
+    let mean = (baseline.messages_per_s + baseline_again.messages_per_s) / 2.0;
+    let ratio = if mean > 0.0 {
+        with_frozen.messages_per_s / mean
     } else {
         0.0
     };
     Ok(FrozenComparison {
         baseline,
         with_frozen,
+        baseline_again,
         ratio,
     })
 }
@@ -400,6 +423,7 @@ fn run_room_in(s: &RoomScenario, room_no: u64) -> Result<RoomReport, String> {
         subscribed: 0,
         frozen: 0,
         lags: 0,
+        gaps: 0,
         pushes: 0,
         out_of_order: 0,
         last_rx: None,
@@ -410,6 +434,7 @@ fn run_room_in(s: &RoomScenario, room_no: u64) -> Result<RoomReport, String> {
         total.subscribed += r.subscribed;
         total.frozen += r.frozen;
         total.lags += r.lags;
+        total.gaps += r.gaps;
         total.pushes += r.pushes;
         total.out_of_order += r.out_of_order;
         total.last_rx = total.last_rx.max(r.last_rx);
@@ -426,6 +451,7 @@ fn run_room_in(s: &RoomScenario, room_no: u64) -> Result<RoomReport, String> {
         expected: (total.subscribed - total.frozen) * acked,
         out_of_order: total.out_of_order,
         lags: total.lags,
+        gaps: total.gaps,
         seconds,
         pushes_per_s: if seconds > 0.0 {
             total.pushes as f64 / seconds

@@ -165,6 +165,10 @@ fn one_to_one_smoke_passes_the_checker() {
     assert!(r.passed(), "{}", r.to_text());
     assert_eq!((r.baseline.frozen, r.baseline.pushes), (0, 2_000));
     assert_eq!((r.with_frozen.frozen, r.with_frozen.pushes), (1, 1_900));
+    assert_eq!(
+        (r.baseline_again.frozen, r.baseline_again.pushes),
+        (0, 2_000)
+    );
     assert!(r.ratio > 0.0, "{}", r.to_text());
     // The raw relay baseline runs the same workload and checks it.
     let relay = start_relay().unwrap();
