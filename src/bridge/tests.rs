@@ -37,6 +37,19 @@ fn connect(level: ProtocolLevel, clean: bool) -> mqtt::Connect {
     }
 }
 
+/// A persistent v3.1.1 session of `ME`, resumed from `stored` if given.
+fn persistent_bridge(stored: Option<SessionState>, msg_id_base: u64) -> Bridge {
+    Bridge::new(
+        connect(ProtocolLevel::V311, false),
+        "token".into(),
+        ME,
+        DEV,
+        stored,
+        msg_id_base,
+        params(),
+    )
+}
+
 fn pid(n: u16) -> PacketId {
     PacketId::new(n).unwrap()
 }
@@ -275,15 +288,7 @@ fn a_replay_page_is_acknowledged_by_the_next_sync_only_when_every_item_is_acked(
         ..SessionState::new(1)
     };
     let mut h = Harness {
-        b: Bridge::new(
-            connect(ProtocolLevel::V311, false),
-            "t".into(),
-            ME,
-            DEV,
-            Some(stored),
-            1,
-            params(),
-        ),
+        b: persistent_bridge(Some(stored), 1),
     };
     h.core();
     h.b.on_frame(native_connack(5, Some(2)));
@@ -802,15 +807,7 @@ fn a_taken_over_session_publishes_its_will_and_hands_on_only_persistent_state() 
     let done = clean.finish(1);
     assert!(done.will.is_some());
     assert!(matches!(done.keep, Keep::Nothing));
-    let mut persistent = Bridge::new(
-        connect(ProtocolLevel::V311, false),
-        "t".into(),
-        ME,
-        DEV,
-        None,
-        1,
-        params(),
-    );
+    let mut persistent = persistent_bridge(None, 1);
     assert!(persistent.take_over().is_some());
 }
 

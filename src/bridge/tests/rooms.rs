@@ -16,6 +16,13 @@ fn room_push(seq: u64) -> Frame {
     })
 }
 
+fn room_lag(next: u64) -> Frame {
+    Frame::RoomLag {
+        room: ROOM | ROOM_BIT,
+        next: Seq(next),
+    }
+}
+
 fn suback(head: u64, first: u64) -> Frame {
     Frame::SubAck(proto::SubAck {
         room: ROOM | ROOM_BIT,
@@ -60,15 +67,7 @@ fn ack(h: &mut Harness, p: &Publish) {
 /// published while the session was offline.
 #[test]
 fn a_session_subscribed_to_an_empty_room_resumes_after_0_not_from_now() {
-    let mut first = Bridge::new(
-        connect(ProtocolLevel::V311, false),
-        "token".into(),
-        ME,
-        DEV,
-        None,
-        1000,
-        params(),
-    );
+    let mut first = persistent_bridge(None, 1000);
     first.on_frame(native_connack(0, None));
     first.on_packet(Packet::Subscribe(mqtt::Subscribe {
         packet_id: pid(1),
@@ -85,15 +84,7 @@ fn a_session_subscribed_to_an_empty_room_resumes_after_0_not_from_now() {
     let stored = SessionState::decode(&state.encode()).expect("decodes");
     assert_eq!(stored.rooms[&ROOM].position, Some(Seq(0)));
     let mut h = Harness {
-        b: Bridge::new(
-            connect(ProtocolLevel::V311, false),
-            "token".into(),
-            ME,
-            DEV,
-            Some(stored),
-            2000,
-            params(),
-        ),
+        b: persistent_bridge(Some(stored), 2000),
     };
     h.core();
     h.b.on_frame(native_connack(0, None));
@@ -147,10 +138,7 @@ fn a_lagged_room_waits_for_the_output_to_drain_and_resumes_without_resending() {
     assert_eq!(room_seqs(&sent), ["r11", "r12", "r13", "r14"]);
     ack(&mut h, &sent[0]);
     h.core();
-    h.b.on_frame(Frame::RoomLag {
-        room: ROOM | ROOM_BIT,
-        next: Seq(15),
-    });
+    h.b.on_frame(room_lag(15));
     assert!(h.core().is_empty(), "no re-subscription into a full socket");
     assert!(h.b.wants_drain());
     h.b.on_frame(room_push(15)); // queued before the lag: comes again
@@ -181,10 +169,7 @@ fn a_lagged_room_resumes_only_when_half_the_window_is_acknowledged() {
         h.b.on_frame(room_push(seq));
     }
     let sent = h.publishes();
-    h.b.on_frame(Frame::RoomLag {
-        room: ROOM | ROOM_BIT,
-        next: Seq(9),
-    });
+    h.b.on_frame(room_lag(9));
     h.b.on_output_drained();
     assert!(
         subscribe_from(&h.core()).is_empty(),
