@@ -263,6 +263,43 @@ fn mosquitto_command_line_clients_round_trip_at_every_qos() {
     );
 }
 
+/// Issue #16 item 2: a persistent session subscribed to a room that has
+/// never had a message stored its position as 0, which also meant "no
+/// position", so it resumed from "now" and got nothing published while it
+/// was away (with one earlier message in the room, everything came).
+#[test]
+fn a_persistent_mosquitto_session_on_an_empty_room_gets_what_came_while_it_was_away() {
+    let server = TestServer::start(2, "");
+    let port = server.mqtt.port().to_string();
+    let b = server.token(5102, 1);
+    let sub = |extra: &[&str]| {
+        Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-u", "x", "-P", &b])
+            .args(["-t", "room/42", "-q", "1", "-c", "-i", "room-sub"])
+            .args(extra)
+            .output()
+            .expect("mosquitto_sub (apt-get install mosquitto-clients)")
+    };
+    // Subscribed (persistent session), then offline.
+    assert!(sub(&["-W", "1"]).stdout.is_empty());
+    let a = server.token(5101, 1);
+    for msg in ["one", "two", "three"] {
+        let out = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-u", "x", "-P", &a])
+            .args(["-t", "room/42", "-q", "1", "-m", msg])
+            .output()
+            .expect("mosquitto_pub");
+        assert_ok(&out, "mosquitto_pub");
+    }
+    let out = sub(&["-C", "3", "-W", "20"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        vec!["one", "two", "three"]
+    );
+}
+
 #[test]
 fn native_and_mqtt_clients_reach_each_other_through_the_same_inboxes() {
     let server = TestServer::start(2, "");
