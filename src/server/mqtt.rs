@@ -491,6 +491,9 @@ impl ShardRuntime {
             }
         }
         self.check_write_budget(conn, io);
+        // Also when nothing was queued: a writer that finds its queue
+        // empty reports the output drained, which a room that lagged while
+        // everything was written already waits for.
         io.wake();
         for f in frames {
             self.frame(conn, f);
