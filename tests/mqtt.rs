@@ -263,6 +263,96 @@ fn mosquitto_command_line_clients_round_trip_at_every_qos() {
     );
 }
 
+/// Issue #16 item 2: a persistent session subscribed to a room that has
+/// never had a message stored its position as 0, which also meant "no
+/// position", so it resumed from "now" and got nothing published while it
+/// was away (with one earlier message in the room, everything came).
+#[test]
+fn a_persistent_mosquitto_session_on_an_empty_room_gets_what_came_while_it_was_away() {
+    let server = TestServer::start(2, "");
+    let port = server.mqtt.port().to_string();
+    let b = server.token(5102, 1);
+    let sub = |extra: &[&str]| {
+        Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-u", "x", "-P", &b])
+            .args(["-t", "room/42", "-q", "1", "-c", "-i", "room-sub"])
+            .args(extra)
+            .output()
+            .expect("mosquitto_sub (apt-get install mosquitto-clients)")
+    };
+    // Subscribed (persistent session), then offline.
+    assert!(sub(&["-W", "1"]).stdout.is_empty());
+    let a = server.token(5101, 1);
+    for msg in ["one", "two", "three"] {
+        let out = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-u", "x", "-P", &a])
+            .args(["-t", "room/42", "-q", "1", "-m", msg])
+            .output()
+            .expect("mosquitto_pub");
+        assert_ok(&out, "mosquitto_pub");
+    }
+    let out = sub(&["-C", "3", "-W", "20"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        vec!["one", "two", "three"]
+    );
+}
+
+/// Issue #25: a room subscriber that reads but acknowledges late is taken
+/// out of live delivery at the room window (256 unacknowledged). When that
+/// happens while everything sent to it is written already, nothing more is
+/// written to report the socket drained; it must still resume as soon as
+/// it acknowledges (not a keep alive later, at its next PINGRESP), after
+/// its last acknowledged message, without a message twice.
+#[test]
+fn a_room_subscriber_that_acknowledges_late_resumes_when_it_does() {
+    let server = TestServer::start(2, "");
+    let (mut sub, _) = Raw::connect(server.mqtt, V311, &server.token(6102, 1), true);
+    sub.subscribe(1, "room/77", QoS::AtLeastOnce);
+    let publish = |range: std::ops::RangeInclusive<u64>| {
+        for n in range {
+            let body = format!(r#"{{"room": 77, "payload": "{n}", "id": {n}}}"#);
+            let (status, answer) = server.http("POST", "/v1/publish", &body, true);
+            assert_eq!(status, 200, "{answer}");
+        }
+    };
+    let next = |sub: &mut Raw| match sub.recv() {
+        Some(Packet::Publish(p)) => p,
+        other => panic!("expected PUBLISH, got {other:?}"),
+    };
+    publish(1..=256);
+    let window: Vec<Publish> = (0..256).map(|_| next(&mut sub)).collect();
+    // Everything is read, nothing acknowledged: the next one lags the room.
+    publish(257..=300);
+    let lagged = || {
+        let (_, text) = server.http("GET", "/metrics", "", true);
+        text.lines()
+            .filter(|l| l.starts_with("surepush_slow_consumers_total{") && l.contains("lagged"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lagged() < 1.0 {
+        assert!(Instant::now() < deadline, "the room never lagged");
+        std::thread::sleep(Duration::from_millis(100)); // a counter copied once a second
+    }
+    for p in &window {
+        sub.send(&Packet::PubAck(PubReply::success(p.packet_id.unwrap())));
+    }
+    let mut got: Vec<u64> = window
+        .iter()
+        .map(|p| String::from_utf8_lossy(&p.payload).parse().unwrap())
+        .collect();
+    while got.len() < 300 {
+        let p = next(&mut sub); // the read timeout (10 s) bounds the wait
+        sub.send(&Packet::PubAck(PubReply::success(p.packet_id.unwrap())));
+        got.push(String::from_utf8_lossy(&p.payload).parse().unwrap());
+    }
+    assert_eq!(got, (1..=300).collect::<Vec<u64>>(), "in order, once");
+}
+
 #[test]
 fn native_and_mqtt_clients_reach_each_other_through_the_same_inboxes() {
     let server = TestServer::start(2, "");

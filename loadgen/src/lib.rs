@@ -48,7 +48,7 @@ pub use idle::{run_idle, IdleReport, IdleScenario};
 pub use mqtt_peer::{run_mqtt, MqttTarget};
 pub use nats_peer::run_jetstream;
 pub use raw::{run_raw, start_relay, RawReport, Relay};
-pub use room::{run_room, RoomReport, RoomScenario};
+pub use room::{run_room, run_room_with_frozen, FrozenComparison, RoomReport, RoomScenario};
 pub use storm::{run_storm, StormReport, StormRound, StormScenario};
 
 /// What to run.

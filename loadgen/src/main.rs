@@ -9,8 +9,9 @@ use clap::{Args, Parser, Subcommand};
 use surepush::proto::Qos;
 use surepush_loadgen::{
     fresh_user_base, latency_chart_svg, procfs, run, run_backlog, run_group, run_idle,
-    run_jetstream, run_mqtt, run_raw, run_room, run_storm, start_relay, BacklogScenario, DropMode,
-    GroupScenario, IdleScenario, MqttTarget, RoomScenario, Scenario, StormScenario,
+    run_jetstream, run_mqtt, run_raw, run_room, run_room_with_frozen, run_storm, start_relay,
+    BacklogScenario, DropMode, GroupScenario, IdleScenario, MqttTarget, RoomScenario, Scenario,
+    StormScenario,
 };
 
 #[derive(Parser)]
@@ -170,6 +171,12 @@ struct RoomArgs {
     /// Subscriber threads (one epoll loop each).
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Share of the subscribers (0..1; any share above 0 is at least one)
+    /// that stop reading after their SUBACK, like a stopped process. Runs
+    /// the room three times (without, with, without; rooms 1, 2, 3) and
+    /// reports the throughput with them over the mean without.
+    #[arg(long, default_value_t = 0.0)]
+    freeze_share: f64,
     /// Seconds before giving up.
     #[arg(long, default_value_t = 60)]
     timeout_s: u64,
@@ -530,6 +537,7 @@ fn mixed(args: MixedArgs) -> Result<ExitCode, String> {
         threads: 1,
         timeout,
         first_user: base + 1_000_000,
+        frozen: 0,
     };
     let group = GroupScenario {
         server,
@@ -661,9 +669,13 @@ fn room(args: RoomArgs) -> Result<ExitCode, String> {
         sub_qos,
         payload,
         threads,
+        freeze_share,
         timeout_s,
         json,
     } = args;
+    if !(0.0..=1.0).contains(&freeze_share) {
+        return Err("--freeze-share must be between 0 and 1".into());
+    }
     let secret = load_secret(secret, &data_dir)?;
     let sub_qos = Qos::from_u8(sub_qos)
         .filter(|q| *q != Qos::ExactlyOnce)
@@ -678,7 +690,17 @@ fn room(args: RoomArgs) -> Result<ExitCode, String> {
         threads,
         timeout: Duration::from_secs(timeout_s),
         first_user: fresh_user_base(),
+        frozen: (f64::from(subscribers) * freeze_share).ceil() as u32,
     };
+    if scenario.frozen > 0 {
+        return Ok(finish(
+            run_room_with_frozen(&scenario)?,
+            json,
+            |r| r.to_text(),
+            |r| r.passed(),
+            "room delivery to the reading subscribers incomplete or out of order",
+        ));
+    }
     Ok(finish(
         run_room(&scenario)?,
         json,

@@ -8,6 +8,15 @@
 //! subscribers cost 2 threads (the load generator must not be the
 //! bottleneck). Each socket sends CONNECT and SUBSCRIBE as raw frames and
 //! decodes with the gateway's own decoder.
+//!
+//! Slow consumers (issue #25): `frozen` of the subscribers stop reading
+//! their socket right after their SUBACK, as a stopped process would; they
+//! are left out of the delivery check. [`run_room_with_frozen`] runs the
+//! room three times in one invocation — without them, with them, without
+//! them again (each on a fresh room and fresh users) — so their cost to
+//! everyone else is the ratio of the middle throughput to the mean of the
+//! two around it (a run that is faster for coming later, or slower for a
+//! busy neighbour, weighs on both sides).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -51,6 +60,8 @@ pub struct RoomScenario {
     pub timeout: Duration,
     /// First user id used.
     pub first_user: u64,
+    /// Subscribers that stop reading after their SUBACK (slow consumers).
+    pub frozen: u32,
 }
 
 /// What a room run measured and checked.
@@ -58,6 +69,9 @@ pub struct RoomScenario {
 pub struct RoomReport {
     /// Subscribers that got a SUBACK.
     pub subscribers: u64,
+    /// Of those, subscribers that stopped reading after their SUBACK (not
+    /// in `expected`).
+    pub frozen: u64,
     /// Messages published (acknowledged).
     pub published: u64,
     /// ROOMPUSH frames received in order.
@@ -69,10 +83,17 @@ pub struct RoomReport {
     /// ROOMLAGs received (the subscriber fell behind, re-subscribed and
     /// caught up from the log).
     pub lags: u64,
+    /// Re-subscriptions answered with SUBACK `Gap`: the subscriber fell
+    /// further behind than the room's history (`room_history`), and the
+    /// messages in between are gone for it.
+    pub gaps: u64,
     /// Seconds from the first publish to the last push received.
     pub seconds: f64,
     /// `pushes / seconds`.
     pub pushes_per_s: f64,
+    /// `published / seconds`: the room's throughput as every reading
+    /// subscriber saw it.
+    pub messages_per_s: f64,
     /// Publish (intended send time) to receive.
     pub latency: Latency,
 }
@@ -86,16 +107,19 @@ impl RoomReport {
     /// Human-readable summary.
     pub fn to_text(&self) -> String {
         format!(
-            "room: {} subscribers x {} messages\n  pushes delivered {} of {} in {:.2} s = {:.0} pushes/s\n  \
-             out of order {}, lagged and resumed {}\n  publish->receive p50 {:.2} ms p99 {:.2} ms max {:.2} ms\n  verdict: {}\n",
+            "room: {} subscribers ({} frozen) x {} messages\n  pushes delivered {} of {} in {:.2} s = {:.0} pushes/s, {:.0} messages/s\n  \
+             out of order {}, lagged and resumed {}, resumed past a gap {}\n  publish->receive p50 {:.2} ms p99 {:.2} ms max {:.2} ms\n  verdict: {}\n",
             self.subscribers,
+            self.frozen,
             self.published,
             self.pushes,
             self.expected,
             self.seconds,
             self.pushes_per_s,
+            self.messages_per_s,
             self.out_of_order,
             self.lags,
+            self.gaps,
             self.latency.p50_ms,
             self.latency.p99_ms,
             self.latency.max_ms,
@@ -113,18 +137,22 @@ struct Sub {
     out_of_order: u64,
     acked: u64,
     subscribed: bool,
+    /// Stops reading after its SUBACK.
+    frozen: bool,
 }
 
 struct ThreadResult {
     subscribed: u64,
+    frozen: u64,
     lags: u64,
+    gaps: u64,
     pushes: u64,
     out_of_order: u64,
     last_rx: Option<Instant>,
     latency: Histogram<u64>,
 }
 
-fn open_sub(s: &RoomScenario, room: u64, user: u64) -> Result<Sub, String> {
+fn open_sub(s: &RoomScenario, room: u64, user: u64, frozen: bool) -> Result<Sub, String> {
     let mut stream = TcpStream::connect(s.server).map_err(|e| format!("connect: {e}"))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let mut out = BytesMut::new();
@@ -150,6 +178,7 @@ fn open_sub(s: &RoomScenario, room: u64, user: u64) -> Result<Sub, String> {
         out_of_order: 0,
         acked: 0,
         subscribed: false,
+        frozen,
     })
 }
 
@@ -168,11 +197,22 @@ fn pump(sub: &mut Sub, buf: &mut [u8], r: &mut ThreadResult, qos: Qos, room: u64
     let mut resubscribe = false;
     while let Ok(Some(frame)) = sub.decoder.decode() {
         match frame {
+            // A re-subscription that fell out of the room's history: what
+            // lies between is gone for this subscriber (counted, and the
+            // run fails: it did not get every message).
+            Frame::SubAck(a) if a.result == SubResult::Gap && sub.subscribed => {
+                r.gaps += 1;
+                sub.next = a.first.0;
+            }
             // The first SUBACK only (later ones answer re-subscriptions).
             Frame::SubAck(a) if a.result != SubResult::Refused && !sub.subscribed => {
                 sub.subscribed = true;
                 sub.next = a.first.0;
                 r.subscribed += 1;
+                if sub.frozen {
+                    r.frozen += 1;
+                    return true; // and never read again
+                }
             }
             Frame::RoomLag { .. } => {
                 // Too slow for live delivery: resume after the last one.
@@ -219,19 +259,20 @@ fn pump(sub: &mut Sub, buf: &mut [u8], r: &mut ThreadResult, qos: Qos, room: u64
     true
 }
 
-/// The room every run uses.
+/// The room a run uses (the second run of [`run_room_with_frozen`] the next).
 const ROOM_NO: u64 = 1;
 
 fn subscriber_thread(
     s: RoomScenario,
+    room: u64,
     users: std::ops::Range<u64>,
+    frozen: u64,
     ready: Arc<Barrier>,
     deadline: Instant,
 ) -> Result<ThreadResult, String> {
-    let room = ROOM_BIT | ROOM_NO;
     let mut subs = Vec::new();
-    for u in users {
-        subs.push(open_sub(&s, room, u)?);
+    for (i, u) in users.enumerate() {
+        subs.push(open_sub(&s, room, u, (i as u64) < frozen)?);
     }
     for sub in &subs {
         sub.stream
@@ -241,7 +282,9 @@ fn subscriber_thread(
     let mut poller = Poller::new(subs.iter().map(|s| s.stream.as_raw_fd()))?;
     let mut r = ThreadResult {
         subscribed: 0,
+        frozen: 0,
         lags: 0,
+        gaps: 0,
         pushes: 0,
         out_of_order: 0,
         last_rx: None,
@@ -258,9 +301,14 @@ fn subscriber_thread(
         }
         for i in poller.wait(50) {
             let sub = &mut subs[i];
-            let before = sub.got;
+            let before = (sub.got, sub.subscribed);
             let alive = pump(sub, &mut buf, &mut r, s.sub_qos, room);
-            if (before < expected_each && sub.got >= expected_each) || !alive {
+            let frozen_now = sub.frozen && sub.subscribed && !before.1;
+            if frozen_now {
+                // A stopped process: its socket fills up from here on.
+                poller.remove(sub.stream.as_raw_fd())?;
+            }
+            if (before.0 < expected_each && sub.got >= expected_each) || !alive || frozen_now {
                 done += 1;
             }
         }
@@ -276,6 +324,71 @@ fn subscriber_thread(
 
 /// Runs the room scenario.
 pub fn run_room(s: &RoomScenario) -> Result<RoomReport, String> {
+    run_room_in(s, ROOM_NO)
+}
+
+/// The room scenario three times, back to back on fresh rooms and users:
+/// without frozen subscribers, with `s.frozen` of them, without again.
+#[derive(Clone, Debug, Serialize)]
+pub struct FrozenComparison {
+    /// Every subscriber reading (first run).
+    pub baseline: RoomReport,
+    /// `frozen` subscribers not reading (second run).
+    pub with_frozen: RoomReport,
+    /// Every subscriber reading (third run).
+    pub baseline_again: RoomReport,
+    /// `with_frozen.messages_per_s` over the mean of the two baselines'.
+    pub ratio: f64,
+}
+
+impl FrozenComparison {
+    /// Every run delivered everything to every reading subscriber.
+    pub fn passed(&self) -> bool {
+        self.baseline.passed() && self.with_frozen.passed() && self.baseline_again.passed()
+    }
+
+    /// Human-readable summary.
+    pub fn to_text(&self) -> String {
+        format!(
+            "without frozen subscribers:\n{}with frozen subscribers:\n{}without again:\n{}\
+             throughput with / mean without: {:.3}\n",
+            self.baseline.to_text(),
+            self.with_frozen.to_text(),
+            self.baseline_again.to_text(),
+            self.ratio
+        )
+    }
+}
+
+/// Runs [`FrozenComparison`].
+pub fn run_room_with_frozen(s: &RoomScenario) -> Result<FrozenComparison, String> {
+    let mut runs = Vec::new();
+    for (i, frozen) in [0, s.frozen, 0].into_iter().enumerate() {
+        let run = RoomScenario {
+            first_user: s.first_user + i as u64 * (u64::from(s.subscribers) + 100),
+            frozen,
+            ..s.clone()
+        };
+        runs.push(run_room_in(&run, ROOM_NO + i as u64)?);
+    }
+    let baseline_again = runs.pop().expect("three runs");
+    let with_frozen = runs.pop().expect("three runs");
+    let baseline = runs.pop().expect("three runs");
+    let mean = (baseline.messages_per_s + baseline_again.messages_per_s) / 2.0;
+    let ratio = if mean > 0.0 {
+        with_frozen.messages_per_s / mean
+    } else {
+        0.0
+    };
+    Ok(FrozenComparison {
+        baseline,
+        with_frozen,
+        baseline_again,
+        ratio,
+    })
+}
+
+fn run_room_in(s: &RoomScenario, room_no: u64) -> Result<RoomReport, String> {
     if s.payload < 16 {
         return Err("payload must be at least 16 bytes".into());
     }
@@ -283,13 +396,17 @@ pub fn run_room(s: &RoomScenario) -> Result<RoomReport, String> {
     let threads = s.threads.max(1);
     let ready = Arc::new(Barrier::new(threads + 1));
     let per = u64::from(s.subscribers).div_ceil(threads as u64);
+    let room = ROOM_BIT | room_no;
     let mut handles = Vec::new();
     for t in 0..threads as u64 {
         let start = s.first_user + 10 + t * per;
         let end = (start + per).min(s.first_user + 10 + u64::from(s.subscribers));
+        // The frozen ones are the first of each thread's share.
+        let frozen = u64::from(s.frozen).div_ceil(threads as u64);
+        let frozen = frozen.min(u64::from(s.frozen).saturating_sub(t * frozen));
         let (s2, ready) = (s.clone(), ready.clone());
         handles.push(std::thread::spawn(move || {
-            subscriber_thread(s2, start..end, ready, deadline)
+            subscriber_thread(s2, room, start..end, frozen, ready, deadline)
         }));
     }
     ready.wait(); // every subscriber has its SUBACK
@@ -298,13 +415,15 @@ pub fn run_room(s: &RoomScenario) -> Result<RoomReport, String> {
     let mut p = BlockingClient::connect(s.server, config, None, Duration::from_secs(5))
         .map_err(|e| format!("publisher: {e}"))?;
     let started = Instant::now();
-    let room = UserId(ROOM_BIT | ROOM_NO);
+    let room = UserId(room);
     let acked = crate::publish_timed(&mut p, s.messages, s.payload, deadline, |i| {
         (room, u64::from(i))
     })?;
     let mut total = ThreadResult {
         subscribed: 0,
+        frozen: 0,
         lags: 0,
+        gaps: 0,
         pushes: 0,
         out_of_order: 0,
         last_rx: None,
@@ -313,7 +432,9 @@ pub fn run_room(s: &RoomScenario) -> Result<RoomReport, String> {
     for h in handles {
         let r = h.join().map_err(|_| "a subscriber thread panicked")??;
         total.subscribed += r.subscribed;
+        total.frozen += r.frozen;
         total.lags += r.lags;
+        total.gaps += r.gaps;
         total.pushes += r.pushes;
         total.out_of_order += r.out_of_order;
         total.last_rx = total.last_rx.max(r.last_rx);
@@ -324,14 +445,21 @@ pub fn run_room(s: &RoomScenario) -> Result<RoomReport, String> {
         .map_or(0.0, |t| t.duration_since(started).as_secs_f64());
     Ok(RoomReport {
         subscribers: total.subscribed,
+        frozen: total.frozen,
         published: acked,
         pushes: total.pushes,
-        expected: total.subscribed * acked,
+        expected: (total.subscribed - total.frozen) * acked,
         out_of_order: total.out_of_order,
         lags: total.lags,
+        gaps: total.gaps,
         seconds,
         pushes_per_s: if seconds > 0.0 {
             total.pushes as f64 / seconds
+        } else {
+            0.0
+        },
+        messages_per_s: if seconds > 0.0 {
+            acked as f64 / seconds
         } else {
             0.0
         },

@@ -10,8 +10,8 @@ use std::time::Duration;
 use surepush::proto::Qos;
 use surepush_loadgen::{
     fresh_user_base, procfs, run, run_backlog, run_group, run_idle, run_mqtt, run_raw, run_room,
-    run_storm, start_relay, BacklogScenario, DropMode, GroupScenario, IdleScenario, MqttTarget,
-    RoomScenario, Scenario, StormScenario,
+    run_room_with_frozen, run_storm, start_relay, BacklogScenario, DropMode, GroupScenario,
+    IdleScenario, MqttTarget, RoomScenario, Scenario, StormScenario,
 };
 
 fn free_port() -> u16 {
@@ -137,11 +137,34 @@ fn one_to_one_smoke_passes_the_checker() {
             threads: 2,
             timeout: Duration::from_secs(30),
             first_user: fresh_user_base() + 1_000_000 + sub_qos as u64 * 100_000,
+            frozen: 0,
         };
         let r = run_room(&s).unwrap();
         assert!(r.passed(), "{}", r.to_text());
         assert_eq!((r.subscribers, r.published, r.pushes), (100, 200, 20_000));
     }
+    // With a subscriber that stops reading: run twice, compared.
+    let s = RoomScenario {
+        server: format!("127.0.0.1:{port}").parse().unwrap(),
+        secret: b"smoke".to_vec(),
+        subscribers: 20,
+        messages: 100,
+        payload: 64,
+        sub_qos: Qos::AtLeastOnce,
+        threads: 2,
+        timeout: Duration::from_secs(30),
+        first_user: fresh_user_base() + 3_000_000,
+        frozen: 1,
+    };
+    let r = run_room_with_frozen(&s).unwrap();
+    assert!(r.passed(), "{}", r.to_text());
+    assert_eq!((r.baseline.frozen, r.baseline.pushes), (0, 2_000));
+    assert_eq!((r.with_frozen.frozen, r.with_frozen.pushes), (1, 1_900));
+    assert_eq!(
+        (r.baseline_again.frozen, r.baseline_again.pushes),
+        (0, 2_000)
+    );
+    assert!(r.ratio > 0.0, "{}", r.to_text());
     // The raw relay baseline runs the same workload and checks it.
     let relay = start_relay().unwrap();
     let raw = run_raw(relay.addr, 3, 150, 64).unwrap();

@@ -21,6 +21,7 @@
 //!
 //! The mapping is specified in docs/MQTT.md.
 
+mod rooms;
 pub mod topics;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -33,9 +34,10 @@ use crate::mqtt::{
     ReasonCode, SubAck, Subscription, UnsubAck, Will,
 };
 use crate::proto::{
-    self, ConnAck as NativeConnAck, DeviceId, ErrorCode, Frame, Push, Qos, RoomPush, SendAck,
-    SendResult, Seq, SubResult, SubscribeFrom, SyncDirection, UserId, ROOM_BIT,
+    self, ConnAck as NativeConnAck, DeviceId, ErrorCode, Frame, Push, Qos, SendAck, SendResult,
+    Seq, SubResult, SubscribeFrom, SyncDirection, UserId, ROOM_BIT,
 };
+use rooms::{RoomSub, RoomTrack};
 use topics::{room_filter, Target};
 
 /// Limits the bridge works with.
@@ -47,6 +49,9 @@ pub struct BridgeParams {
     pub max_packet: u32,
     /// Unacknowledged PUBLISHes a client may send (v5 Receive Maximum).
     pub receive_max: u16,
+    /// The core's `room_window`: unacknowledged messages of a QoS 1 room
+    /// subscription before it counts as slow.
+    pub room_window: u32,
 }
 
 /// Session state that outlives a connection (persistent sessions).
@@ -80,8 +85,9 @@ const EARLY_PACKETS_MAX: usize = 1024;
 /// Topic aliases a v5 client may set (Topic Alias Maximum).
 const TOPIC_ALIAS_MAX: u16 = 32;
 
-/// Version byte of [`SessionState::encode`].
-const STATE_VERSION: u8 = 1;
+/// Version byte of [`SessionState::encode`]. Version 2 marks whether a
+/// room position is known (issue #16 item 2); version 1 files still load.
+const STATE_VERSION: u8 = 2;
 
 impl SessionState {
     /// The durable part of the session (subscriptions, room positions,
@@ -98,9 +104,7 @@ impl SessionState {
         }
         out.extend_from_slice(&(self.rooms.len() as u32).to_le_bytes());
         for (&n, r) in &self.rooms {
-            out.extend_from_slice(&n.to_le_bytes());
-            out.push(r.qos as u8 | u8::from(r.no_local) << 2);
-            out.extend_from_slice(&r.acked.0.to_le_bytes());
+            r.encode(n, &mut out);
         }
         out.extend_from_slice(&(self.inbound.len() as u32).to_le_bytes());
         for (&pid, i) in &self.inbound {
@@ -143,7 +147,8 @@ impl SessionState {
     /// Parses [`SessionState::encode`]'s output; `None` if it is not that.
     pub fn decode(bytes: &[u8]) -> Option<SessionState> {
         let mut r = Reader(bytes);
-        if r.u8()? != STATE_VERSION {
+        let version = r.u8()?;
+        if !(1..=STATE_VERSION).contains(&version) {
             return None;
         }
         let mut state = SessionState::default();
@@ -155,19 +160,8 @@ impl SessionState {
             state.subs.push(Subscription { filter, options });
         }
         for _ in 0..r.u32()? {
-            let n = r.u64()?;
-            let flags = r.u8()?;
-            let qos = QoS::from_u8(flags & 3)?;
-            let acked = Seq(r.u64()?);
-            let no_local = flags & 4 != 0;
-            state.rooms.insert(
-                n,
-                RoomSub {
-                    qos,
-                    acked,
-                    no_local,
-                },
-            );
+            let (n, sub) = RoomSub::decode(&mut r, version)?;
+            state.rooms.insert(n, sub);
         }
         for _ in 0..r.u32()? {
             let pid = r.u16()?;
@@ -231,17 +225,6 @@ struct PendingPub {
     retain: Option<(u64, Option<Retained>)>,
 }
 
-/// A room subscription of a session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct RoomSub {
-    /// Granted QoS (at most 1).
-    qos: QoS,
-    /// Last acknowledged room sequence (0: none yet, start from "now").
-    acked: Seq,
-    /// MQTT 5 No Local: skip messages this user published.
-    no_local: bool,
-}
-
 #[derive(Clone, Copy, Debug)]
 struct Inbound {
     client_msg_id: u64,
@@ -286,14 +269,6 @@ enum Mode {
     },
     /// Live pushes.
     Live,
-}
-
-#[derive(Debug, Default)]
-struct RoomTrack {
-    /// Delivered and not yet acknowledged, in order: (seq, done).
-    order: VecDeque<(Seq, bool)>,
-    /// Highest seq seen.
-    seen: Seq,
 }
 
 #[derive(Debug)]
@@ -398,6 +373,13 @@ pub struct Bridge {
     inflight: FastHashMap<u16, Outbound>,
     /// PUBLISHes beyond the client's Receive Maximum.
     waiting: VecDeque<(Publish, Delivery)>,
+    /// Payload bytes in `waiting` (output held here, not yet in the
+    /// connection's buffer: it counts against the same budgets).
+    waiting_bytes: usize,
+    /// The connection's output drained since the last ROOMLAG.
+    output_drained: bool,
+    /// A packet came since the last frame for the core (keep alive).
+    heard: bool,
     /// Inbound PUBLISHes awaiting the core's SENDACK, by native id.
     sends: FastHashMap<u64, PendingPub>,
     /// Retained-message changes to make durable before the packets queued
@@ -486,6 +468,9 @@ impl Bridge {
             rooms: BTreeMap::new(),
             inflight: FastHashMap::default(),
             waiting: VecDeque::new(),
+            waiting_bytes: 0,
+            output_drained: true,
+            heard: false,
             sends: FastHashMap::default(),
             retains: VecDeque::new(),
             retained_wanted: BTreeSet::new(),
@@ -513,14 +498,67 @@ impl Bridge {
         self.level
     }
 
-    /// The next native frame for the core.
+    /// The next native frame for the core. Poll until `None` after every
+    /// batch of packets: a batch without frames of its own yields one PING
+    /// (the keep alive), not one per packet, and acknowledgements within a
+    /// batch are merged ([`Bridge::ack_to_core`]): a client acknowledging a
+    /// fast catch-up packet by packet must not reach the core's frame rate
+    /// limit on the server's account (issue #25).
     pub fn poll_core(&mut self) -> Option<Frame> {
-        self.to_core.pop_front()
+        let frame = self.to_core.pop_front();
+        if frame.is_some() || std::mem::take(&mut self.heard) {
+            self.heard = false;
+            return frame.or(Some(Frame::Ping(0)));
+        }
+        None
+    }
+
+    /// Queues a cumulative acknowledgement (ACK, or ROOMACK of one room)
+    /// for the core, replacing an earlier one of the same kind among the
+    /// acknowledgements at the end of the queue.
+    fn ack_to_core(&mut self, ack: Frame) {
+        let same = |f: &Frame| match (f, &ack) {
+            (Frame::Ack(_), Frame::Ack(_)) => true,
+            (Frame::RoomAck { room: a, .. }, Frame::RoomAck { room: b, .. }) => a == b,
+            _ => false,
+        };
+        let trailing_acks = self
+            .to_core
+            .iter_mut()
+            .rev()
+            .take_while(|f| matches!(f, Frame::Ack(_) | Frame::RoomAck { .. }));
+        for f in trailing_acks {
+            if same(f) {
+                *f = ack;
+                return;
+            }
+        }
+        self.to_core.push_back(ack);
     }
 
     /// The next MQTT packet for the client.
     pub fn poll_packet(&mut self) -> Option<Packet> {
         self.to_client.pop_front()
+    }
+
+    /// Output held in the bridge (PUBLISHes beyond the client's Receive
+    /// Maximum), in payload bytes: it counts against the connection's
+    /// output budgets as if it were queued on the socket.
+    pub fn held_bytes(&self) -> usize {
+        self.waiting_bytes
+    }
+
+    /// The server drops the connection because the client does not read
+    /// its output (issue #25): whatever is queued for the client is
+    /// withdrawn, and a v5 client gets DISCONNECT 0x97 Quota exceeded (a
+    /// 3.1.1 connection is just closed). The session itself is kept as for
+    /// any connection that ends without DISCONNECT.
+    pub fn drop_for_quota(&mut self) {
+        self.to_client.retain(|p| matches!(p, Packet::ConnAck(_)));
+        self.server_disconnect(
+            ReasonCode::QUOTA_EXCEEDED,
+            "the client does not read: output buffer full",
+        );
     }
 
     /// The client sent bytes that are not MQTT: DISCONNECT with the
@@ -636,7 +674,6 @@ impl Bridge {
             self.early.push_back(packet);
             return;
         }
-        let frames_before = self.to_core.len();
         match packet {
             Packet::Publish(p) => self.on_publish(p),
             Packet::PubAck(r) => self.on_puback(r.packet_id),
@@ -669,11 +706,10 @@ impl Bridge {
                 other.packet_type().name()
             )),
         }
-        if self.to_core.len() == frames_before && !self.closed {
-            // Any packet counts as activity for the keep alive
-            // (MQTT-3.1.2-24); the core's idle timer hears of it this way.
-            self.to_core.push_back(Frame::Ping(0));
-        }
+        // Any packet counts as activity for the keep alive (MQTT-3.1.2-24);
+        // the core's idle timer hears of it through the frames of this
+        // batch, or a PING if there are none (see `poll_core`).
+        self.heard = !self.closed;
         self.pump();
     }
 
@@ -718,12 +754,7 @@ impl Bridge {
             }
             Frame::SubAck(a) => self.on_room_suback(a),
             Frame::RoomPush(p) => self.deliver_room(p),
-            Frame::RoomLag { room, .. } => {
-                let n = room & !ROOM_BIT;
-                if let Some(sub) = self.state.rooms.get(&n).copied() {
-                    self.resubscribe_room(n, sub);
-                }
-            }
+            Frame::RoomLag { room, .. } => self.on_room_lag(room & !ROOM_BIT),
             Frame::Error(e) => {
                 let reason = match ErrorCode::from_u16(e.code) {
                     Some(ErrorCode::IdleTimeout) => ReasonCode::KEEP_ALIVE_TIMEOUT,
@@ -814,33 +845,12 @@ impl Bridge {
             self.to_client
                 .push_back(Packet::PubRel(PubReply::success(pid)));
         }
-        let rooms: Vec<(u64, RoomSub)> = self.state.rooms.iter().map(|(&n, &r)| (n, r)).collect();
-        for (n, sub) in rooms {
-            self.resubscribe_room(n, sub);
-        }
+        self.resubscribe_rooms();
         self.ask_page(from);
         // Packets the client sent before this CONNACK, in order.
         while let Some(p) = self.early.pop_front() {
             self.on_packet(p);
         }
-    }
-
-    /// (Re)subscribes a room of the session after its last acknowledged
-    /// message, or from "now" if it has none yet.
-    fn resubscribe_room(&mut self, n: u64, sub: RoomSub) {
-        self.rooms.insert(
-            n,
-            RoomTrack {
-                order: VecDeque::new(),
-                seen: sub.acked,
-            },
-        );
-        let from = if sub.acked == Seq::ZERO {
-            SubscribeFrom::Now
-        } else {
-            SubscribeFrom::After(sub.acked)
-        };
-        self.to_core.push_back(room_subscribe(n, from, sub.qos));
     }
 
     fn ask_page(&mut self, after: Seq) {
@@ -887,7 +897,8 @@ impl Bridge {
         if !ok && !self.level.is_v5() {
             if a.result == SendResult::Forbidden {
                 // v3.1.1 cannot say "refused": acknowledge (MQTT-3.3.5-2).
-                tracing::warn!(user = self.user.0, "MQTT publish refused (forbidden)");
+                // The client's doing, per publish: not the operator's log.
+                tracing::debug!(user = self.user.0, "MQTT publish refused (forbidden)");
             } else {
                 // Nothing stored and no way to say so: close, the client
                 // resends on its next connection.
@@ -953,45 +964,6 @@ impl Bridge {
         }
     }
 
-    fn deliver_room(&mut self, p: RoomPush) {
-        let n = p.room & !ROOM_BIT;
-        let Some(sub) = self.state.rooms.get(&n).copied() else {
-            return;
-        };
-        let topic = Target::Room(n).topic();
-        let own = sub.no_local && p.from == self.user;
-        if p.seq == Seq::ZERO {
-            if !own {
-                self.publish(&topic, QoS::AtMostOnce, p.payload, p.from, None, false);
-            }
-            return;
-        }
-        let Some(track) = self.rooms.get_mut(&n) else {
-            return;
-        };
-        if p.seq <= track.seen {
-            return;
-        }
-        track.seen = p.seq;
-        let qos = sub.qos.min(mqtt_qos(p.qos));
-        if own {
-            track.order.push_back((p.seq, true));
-        } else if qos == QoS::AtMostOnce {
-            track.order.push_back((p.seq, true));
-            self.publish(&topic, qos, p.payload, p.from, None, false);
-        } else {
-            track.order.push_back((p.seq, false));
-            self.publish(
-                &topic,
-                qos,
-                p.payload,
-                p.from,
-                Some(Delivery::Room(n, p.seq)),
-                false,
-            );
-        }
-    }
-
     /// Queues a PUBLISH; QoS 1/2 ones wait while the client's Receive
     /// Maximum is reached.
     fn publish(
@@ -1009,6 +981,7 @@ impl Bridge {
             None => self.send_publish(p),
             Some(what) => {
                 p.dup = dup;
+                self.waiting_bytes += p.payload.len();
                 self.waiting.push_back((p, what));
             }
         }
@@ -1047,6 +1020,7 @@ impl Bridge {
             let Some((mut p, what)) = self.waiting.pop_front() else {
                 break;
             };
+            self.waiting_bytes -= p.payload.len();
             let reused = match what {
                 Delivery::Inbox(seq) => self.state.out_pids.get(&seq.0).copied(),
                 _ => None,
@@ -1114,9 +1088,7 @@ impl Bridge {
             }
             Delivery::Room(n, seq) => {
                 if let Some(t) = self.rooms.get_mut(&n) {
-                    if let Some(e) = t.order.iter_mut().find(|e| e.0 == seq) {
-                        e.1 = true;
-                    }
+                    t.complete(seq);
                 }
             }
             Delivery::Retained => {}
@@ -1133,7 +1105,7 @@ impl Bridge {
         match self.mode {
             Mode::Live => {
                 if let Some(seq) = last {
-                    self.to_core.push_back(Frame::Ack(seq));
+                    self.ack_to_core(Frame::Ack(seq));
                 }
             }
             Mode::Replay {
@@ -1141,56 +1113,22 @@ impl Bridge {
             } if self.inbox.is_empty() => self.ask_page(last),
             _ => {}
         }
-        for (&n, track) in self.rooms.iter_mut() {
-            let mut last = None;
-            while let Some(&(seq, true)) = track.order.front() {
-                track.order.pop_front();
-                last = Some(seq);
-            }
-            if let Some(seq) = last {
-                if let Some(entry) = self.state.rooms.get_mut(&n) {
-                    entry.acked = seq;
-                    if entry.qos != QoS::AtMostOnce {
-                        self.to_core.push_back(Frame::RoomAck {
-                            room: n | ROOM_BIT,
-                            seq,
-                        });
-                    }
-                }
-            }
-        }
+        self.advance_rooms();
     }
 
-    fn on_room_suback(&mut self, a: proto::SubAck) {
-        let n = a.room & !ROOM_BIT;
-        if let Some(sub) = self.state.rooms.get_mut(&n) {
-            if a.result == SubResult::Refused {
-                self.state.rooms.remove(&n);
-                self.rooms.remove(&n);
-                self.dirty = true;
-            } else if sub.acked == Seq::ZERO || a.result == SubResult::Gap {
-                // Started from "now" (or history is gone): the position is
-                // just before the first message that will come; stored so a
-                // restart resumes there, not from the room's beginning.
-                sub.acked = Seq(a.first.0.saturating_sub(1));
-                let acked = sub.acked;
-                if let Some(t) = self.rooms.get_mut(&n) {
-                    t.seen = t.seen.max(acked);
-                }
-                self.dirty = true;
-            }
-        }
+    /// Room `n`'s native SUBACK came: its MQTT SUBACK may go.
+    fn room_suback_arrived(&mut self, n: u64, result: SubResult) {
         for pending in self.subacks.iter_mut() {
             if let Some(i) = pending.rooms.iter().position(|&(r, _)| r == n) {
                 let (_, index) = pending.rooms.swap_remove(i);
-                if a.result == SubResult::Refused {
+                if result == SubResult::Refused {
                     pending.reasons[index] = ReasonCode::UNSPECIFIED_ERROR;
                 }
                 break;
             }
         }
         self.flush_subacks();
-        if a.result != SubResult::Refused && self.retained_wanted.remove(&n) {
+        if result != SubResult::Refused && self.retained_wanted.remove(&n) {
             self.retained_queries.push_back(n);
         }
     }
@@ -1394,25 +1332,7 @@ impl Bridge {
                 continue;
             }
             if let Some(n) = room_filter(filter) {
-                // Rooms deliver at most QoS 1 (ROOMACK is cumulative).
-                let qos = sub.options.qos.min(QoS::AtLeastOnce);
-                let previous = self.state.rooms.get(&n).copied();
-                let acked = previous.map_or(Seq::ZERO, |r| r.acked);
-                let from = if acked > Seq::ZERO {
-                    SubscribeFrom::After(acked)
-                } else {
-                    SubscribeFrom::Now
-                };
-                let no_local = sub.options.no_local;
-                self.state.rooms.insert(
-                    n,
-                    RoomSub {
-                        qos,
-                        acked,
-                        no_local,
-                    },
-                );
-                let existed = previous.is_some();
+                let (qos, existed) = self.subscribe_room(n, &sub.options);
                 let wants_retained = match sub.options.retain_handling {
                     mqtt::RetainHandling::SendAtSubscribe => true,
                     mqtt::RetainHandling::SendIfNewSubscription => !existed,
@@ -1421,14 +1341,6 @@ impl Bridge {
                 if wants_retained {
                     self.retained_wanted.insert(n);
                 }
-                self.rooms.insert(
-                    n,
-                    RoomTrack {
-                        order: VecDeque::new(),
-                        seen: acked,
-                    },
-                );
-                self.to_core.push_back(room_subscribe(n, from, qos));
                 if !rooms.iter().any(|&(r, _)| r == n) {
                     rooms.push((n, reasons.len()));
                 }
@@ -1473,13 +1385,7 @@ impl Bridge {
         for f in u.filters {
             let filter = f.as_str();
             let existed = if let Some(n) = room_filter(filter) {
-                self.rooms.remove(&n);
-                let had = self.state.rooms.remove(&n).is_some();
-                if had {
-                    self.to_core
-                        .push_back(Frame::Unsubscribe { room: n | ROOM_BIT });
-                }
-                had
+                self.unsubscribe_room(n)
             } else {
                 let before = self.state.subs.len();
                 self.state.subs.retain(|s| s.filter.as_str() != filter);

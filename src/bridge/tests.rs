@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::mqtt::{Subscribe, SubscriptionOptions, Unsubscribe};
-use crate::proto::{Sync, SyncPage};
+use crate::proto::{RoomPush, Sync, SyncPage};
 
 const ME: UserId = UserId(7);
 const DEV: DeviceId = DeviceId(1);
@@ -16,6 +16,7 @@ fn params() -> BridgeParams {
         page: 10,
         max_packet: 1 << 20,
         receive_max: 100,
+        room_window: 8,
     }
 }
 
@@ -34,6 +35,19 @@ fn connect(level: ProtocolLevel, clean: bool) -> mqtt::Connect {
         password: Some(Bytes::from_static(b"token")),
         properties,
     }
+}
+
+/// A persistent v3.1.1 session of `ME`, resumed from `stored` if given.
+fn persistent_bridge(stored: Option<SessionState>, msg_id_base: u64) -> Bridge {
+    Bridge::new(
+        connect(ProtocolLevel::V311, false),
+        "token".into(),
+        ME,
+        DEV,
+        stored,
+        msg_id_base,
+        params(),
+    )
 }
 
 fn pid(n: u16) -> PacketId {
@@ -276,15 +290,7 @@ fn a_replay_page_is_acknowledged_by_the_next_sync_only_when_every_item_is_acked(
         ..SessionState::new(1)
     };
     let mut h = Harness {
-        b: Bridge::new(
-            connect(ProtocolLevel::V311, false),
-            "t".into(),
-            ME,
-            DEV,
-            Some(stored),
-            1,
-            params(),
-        ),
+        b: persistent_bridge(Some(stored), 1),
     };
     h.core();
     h.b.on_frame(native_connack(5, Some(2)));
@@ -530,7 +536,7 @@ fn session_state_round_trips_and_garbage_is_refused() {
         9,
         RoomSub {
             qos: QoS::AtLeastOnce,
-            acked: Seq(44),
+            position: Some(Seq(44)),
             no_local: true,
         },
     );
@@ -805,15 +811,7 @@ fn a_taken_over_session_publishes_its_will_and_hands_on_only_persistent_state() 
     let done = clean.finish(1);
     assert!(done.will.is_some());
     assert!(matches!(done.keep, Keep::Nothing));
-    let mut persistent = Bridge::new(
-        connect(ProtocolLevel::V311, false),
-        "t".into(),
-        ME,
-        DEV,
-        None,
-        1,
-        params(),
-    );
+    let mut persistent = persistent_bridge(None, 1);
     assert!(persistent.take_over().is_some());
 }
 
@@ -929,3 +927,6 @@ fn a_malformed_packet_before_the_connack_is_refused_with_a_connack() {
         "a refused session leaves stored state alone"
     );
 }
+
+mod rooms;
+mod with_core;

@@ -66,6 +66,7 @@ pub async fn serve<B: AdminBackend>(
     stop: Rc<Cell<bool>>,
 ) {
     let config = Rc::new(config);
+    let failures_log = super::log_every::LogEvery::new(Duration::from_secs(10));
     while !stop.get() {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             while !stop.get() {
@@ -78,7 +79,9 @@ pub async fn serve<B: AdminBackend>(
             None => break,
             Some(Ok(s)) => s,
             Some(Err(e)) => {
-                tracing::warn!(error = %e, "admin accept failed");
+                if let Some(failures) = failures_log.tick() {
+                    tracing::warn!(error = %e, failures, "admin accept failed");
+                }
                 glommio::timer::sleep(Duration::from_millis(50)).await;
                 continue;
             }

@@ -95,14 +95,19 @@ pub struct Config {
     /// Bearer token for the admin publish/token API; empty = read or create
     /// `<data_dir>/admin.token`.
     pub admin_token: String,
-    /// Bytes queued for one client before it is dropped as too slow.
+    /// Unsent bytes for one client before it is dropped as too slow (its
+    /// unread output is discarded; what it would deliver stays stored).
     pub max_write_buffer_bytes: usize,
-    /// Bytes queued for one client above which room messages are no longer
+    /// Unsent bytes for one client above which room messages are no longer
     /// queued for it: its subscriptions get ROOMLAG and resume from the
     /// log (below `max_write_buffer_bytes`, so the session survives). What
     /// is queued before a room frame counts, so one frame larger than this
     /// still goes out.
     pub room_lag_bytes: usize,
+    /// How long a closing connection may take to read its last frames (an
+    /// ERROR, an MQTT 5 DISCONNECT) before its socket is shut down (ms): a
+    /// client that does not read cannot hold a closed connection open.
+    pub close_grace_ms: u64,
     /// Capacity of each shard-to-shard channel (batches).
     pub mesh_channel_size: usize,
     /// On shutdown, wait this long for clients to receive DISCONNECT (ms).
@@ -155,6 +160,7 @@ impl Default for Config {
             admin_token: String::new(),
             max_write_buffer_bytes: 8 << 20,
             room_lag_bytes: 1 << 20,
+            close_grace_ms: 1_000,
             mesh_channel_size: 1024,
             shutdown_grace_ms: 2_000,
             shutdown_redirect: String::new(),

@@ -44,28 +44,57 @@ pub(crate) struct ConnIo {
     chunks: RefCell<VecDeque<Bytes>>,
     chunk_bytes: Cell<usize>,
     wake: LocalSender<()>,
-    /// Flush what is queued, then close.
+    /// The reader task is done (the peer closed, or the socket failed).
+    reader_gone: LocalSender<()>,
+    /// Tells a writer blocked on a full socket that the connection closes:
+    /// it gets `close_grace_ms` more, then the socket is shut down, so a
+    /// client that does not read cannot pin a closed connection's socket
+    /// and output for as long as it stays frozen.
+    closed: LocalSender<()>,
+    /// Flush what is queued (within `close_grace_ms`), then close.
     pub(crate) closing: Cell<bool>,
+    /// Dropped for its unsent output (see `ShardRuntime::drop_slow`).
+    pub(crate) dropped: Cell<bool>,
     fd: RawFd,
     /// Set for an MQTT connection: frames for it go through the bridge.
     pub(crate) bridge: RefCell<Option<Box<crate::bridge::Bridge>>>,
 }
 
+/// What a connection's writer task waits on.
+pub(crate) struct WriterSignals {
+    /// Something was queued (or the connection is closing).
+    wake: LocalReceiver<()>,
+    /// The connection closes ([`ConnIo::close`]).
+    closed: LocalReceiver<()>,
+    /// The reader saw the end of the peer's input.
+    reader_gone: LocalReceiver<()>,
+}
+
 impl ConnIo {
-    /// The output side of `stream`, and the receiver its writer waits on.
-    pub(crate) fn new(stream: &TcpStream) -> (Rc<ConnIo>, LocalReceiver<()>) {
+    /// The output side of `stream`, and the signals its writer waits on.
+    pub(crate) fn new(stream: &TcpStream) -> (Rc<ConnIo>, WriterSignals) {
         let _ = stream.set_nodelay(true);
         let (wake, wake_rx) = local_channel::new_bounded(1);
+        let (closed, closed_rx) = local_channel::new_bounded(1);
+        let (reader_gone, reader_gone_rx) = local_channel::new_bounded(1);
         let io = Rc::new(ConnIo {
             out: RefCell::new(BytesMut::new()),
             chunks: RefCell::new(VecDeque::new()),
             chunk_bytes: Cell::new(0),
             wake,
+            reader_gone,
+            closed,
             closing: Cell::new(false),
+            dropped: Cell::new(false),
             fd: stream.as_raw_fd(),
             bridge: RefCell::new(None),
         });
-        (io, wake_rx)
+        let signals = WriterSignals {
+            wake: wake_rx,
+            closed: closed_rx,
+            reader_gone: reader_gone_rx,
+        };
+        (io, signals)
     }
 
     /// Queues a frame shared with other connections, after what is queued.
@@ -87,6 +116,28 @@ impl ConnIo {
         self.chunk_bytes.get() + self.out.borrow().len()
     }
 
+    /// Output not yet written: queued bytes plus what an MQTT bridge holds
+    /// back for the client's Receive Maximum. The output budgets
+    /// (`room_lag_bytes`, `max_write_buffer_bytes`) apply to this.
+    pub(crate) fn unsent(&self) -> usize {
+        let held = self.bridge.borrow().as_ref().map_or(0, |b| b.held_bytes());
+        self.queued() + held
+    }
+
+    /// Drops everything queued that the writer has not taken yet (whole
+    /// frames or packets: the stream stays aligned).
+    pub(crate) fn discard_queued(&self) {
+        drop(self.take_queued());
+    }
+
+    /// Closes the connection: the writer sends what is queued if the peer
+    /// reads it within `close_grace_ms`, then shuts the socket down.
+    pub(crate) fn close(&self) {
+        self.closing.set(true);
+        let _ = self.closed.try_send(());
+        self.wake();
+    }
+
     /// Takes everything queued, in write order.
     fn take_queued(&self) -> VecDeque<Bytes> {
         let mut chunks = std::mem::take(&mut *self.chunks.borrow_mut());
@@ -105,12 +156,35 @@ impl ConnIo {
 
     /// Shuts the socket down in both directions so the reader returns.
     pub(crate) fn shutdown(&self) {
+        self.shutdown_how(std::net::Shutdown::Both);
+    }
+
+    fn shutdown_how(&self, how: std::net::Shutdown) {
         // SAFETY: `fd` belongs to the TcpStream owned by this connection's
         // tasks, which outlive every ConnIo method call (the tasks hold an
         // Rc of this ConnIo); the borrow does not outlive this statement.
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
-        let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
+        let _ = socket2::SockRef::from(&fd).shutdown(how);
     }
+
+    /// The reader task is done (the peer's input ended, or failed).
+    pub(crate) fn reader_done(&self) {
+        let _ = self.reader_gone.try_send(());
+    }
+}
+
+/// The reader of a closing connection: reads and discards until the peer
+/// closes (or the writer shuts the socket after the close grace). A socket
+/// closed with unread input makes the kernel send a reset, and a reset can
+/// destroy the last frames queued for the peer before it reads them (an
+/// ERROR, an MQTT 5 DISCONNECT 0x97).
+pub(crate) async fn drain_until_closed(
+    mut reader: futures_lite::io::ReadHalf<TcpStream>,
+    io: &ConnIo,
+) {
+    let mut discard = vec![0u8; IDLE_READ];
+    while matches!(reader.read(&mut discard).await, Ok(n) if n > 0) {}
+    io.reader_done();
 }
 
 /// Serves a connection whose user this shard owns, starting with an already
@@ -122,10 +196,10 @@ pub(crate) fn start(
     connect: Option<Connect>,
     initial: Bytes,
 ) {
-    let (io, wake_rx) = ConnIo::new(&stream);
+    let (io, signals) = ConnIo::new(&stream);
     let conn = rt.open_connection(io.clone());
     let (reader, writer) = futures_lite::io::split(stream);
-    glommio::spawn_local(write_loop(rt.clone(), conn, io.clone(), writer, wake_rx)).detach();
+    glommio::spawn_local(write_loop(rt.clone(), conn, io.clone(), writer, signals)).detach();
     glommio::spawn_local(read_loop(rt.clone(), conn, io, reader, connect, initial)).detach();
 }
 
@@ -154,13 +228,13 @@ async fn read_loop(
                 Ok(None) => break,
                 Err(e) => {
                     rt.decode_error(conn, &e);
-                    return;
+                    return drain_until_closed(reader, &io).await;
                 }
             }
         }
         rt.drive();
         if io.closing.get() {
-            return;
+            return drain_until_closed(reader, &io).await;
         }
         rt.wait_for_mesh_room().await;
         // Read straight into the decoder's buffer: a frame's payload is
@@ -191,7 +265,7 @@ async fn read_loop(
                 buf.truncate(old);
                 rt.transport_closed(conn);
                 io.shutdown();
-                return;
+                return io.reader_done();
             }
         }
     }
@@ -202,25 +276,89 @@ pub(crate) async fn write_loop(
     conn: ConnId,
     io: Rc<ConnIo>,
     mut writer: futures_lite::io::WriteHalf<TcpStream>,
-    wake: LocalReceiver<()>,
+    signals: WriterSignals,
 ) {
-    while wake.recv().await.is_some() {
+    let grace = CloseGrace::new(&signals.closed, rt.config.close_grace_ms);
+    while signals.wake.recv().await.is_some() {
         loop {
             let mut chunks = io.take_queued();
             if chunks.is_empty() {
                 break;
             }
-            if write_chunks(&mut writer, io.fd, &mut chunks).await.is_err() {
-                rt.transport_closed(conn);
-                io.shutdown();
-                return;
+            // A write is never abandoned half way (the stream would lose
+            // its frame boundaries), only when the close grace is over.
+            let written = future::or(
+                async { Some(write_chunks(&mut writer, io.fd, &mut chunks).await) },
+                async {
+                    grace.expired().await;
+                    None
+                },
+            )
+            .await;
+            match written {
+                Some(Ok(())) => {}
+                Some(Err(_)) => {
+                    rt.transport_closed(conn);
+                    io.shutdown();
+                    return;
+                }
+                None => {
+                    // Closing, and the peer did not read in time.
+                    io.shutdown();
+                    return;
+                }
             }
         }
         if io.closing.get() {
+            // Everything is written: end our side, and close once the peer
+            // has ended its own (see `drain_until_closed`) or the grace is
+            // over.
             let _ = writer.flush().await;
+            io.shutdown_how(std::net::Shutdown::Write);
+            future::or(
+                async {
+                    let _ = signals.reader_gone.recv().await;
+                },
+                grace.expired(),
+            )
+            .await;
             io.shutdown();
             return;
         }
+        rt.output_drained(conn, &io);
+    }
+}
+
+/// The writer's view of `close_grace_ms`: from the close signal on, what
+/// is still queued has that long to be written.
+struct CloseGrace<'a> {
+    closed: &'a LocalReceiver<()>,
+    grace: Duration,
+    since: Cell<Option<std::time::Instant>>,
+}
+
+impl<'a> CloseGrace<'a> {
+    fn new(closed: &'a LocalReceiver<()>, grace_ms: u64) -> CloseGrace<'a> {
+        CloseGrace {
+            closed,
+            grace: Duration::from_millis(grace_ms),
+            since: Cell::new(None),
+        }
+    }
+
+    /// Resolves once the connection is closing and the grace is over.
+    async fn expired(&self) {
+        let since = match self.since.get() {
+            Some(since) => since,
+            None => {
+                // The signal comes once; a write racing it may finish first.
+                let _ = self.closed.recv().await;
+                let now = std::time::Instant::now();
+                self.since.set(Some(now));
+                now
+            }
+        };
+        glommio::timer::sleep(self.grace.saturating_sub(since.elapsed())).await;
     }
 }
 

@@ -25,6 +25,15 @@ struct ShardLabel {
     shard: u16,
 }
 
+/// What became of a slow consumer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SlowLabel {
+    shard: u16,
+    /// `lagged`: a room subscription taken out of live fan-out (it resumes
+    /// from the log); `dropped`: a connection closed for its unsent output.
+    action: &'static str,
+}
+
 type Counters = Family<ShardLabel, Counter>;
 type Gauges = Family<ShardLabel, Gauge>;
 type Histograms = Family<ShardLabel, Histogram, fn() -> Histogram>;
@@ -110,6 +119,7 @@ pub struct Metrics {
     salvaged: Counters,
     unacked_expired: Counters,
     fsync: Histograms,
+    slow_consumers: Family<SlowLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -142,6 +152,12 @@ impl Metrics {
         let unacked_expired = counter(
             "log_unacked_expired",
             "Unacknowledged inbox messages deleted by retention (older than retention_hours)",
+        );
+        let slow_consumers = Family::<SlowLabel, Counter>::default();
+        registry.register(
+            "slow_consumers",
+            "Slow consumers: room subscriptions lagged (out of live fan-out) and connections dropped for unsent output",
+            slow_consumers.clone(),
         );
         let mut gauge = |name: &str, help: &str| {
             let f = Gauges::default();
@@ -177,6 +193,7 @@ impl Metrics {
             salvaged,
             unacked_expired,
             fsync,
+            slow_consumers,
         };
         // Create every series up front so a scrape shows all shards at zero.
         for shard in 0..shards {
@@ -189,6 +206,9 @@ impl Metrics {
             drop(m.storage_failed.get_or_create(&l));
             drop(m.salvaged.get_or_create(&l));
             drop(m.unacked_expired.get_or_create(&l));
+            for action in [SLOW_LAGGED, SLOW_DROPPED] {
+                drop(m.slow_consumers.get_or_create(&SlowLabel { shard, action }));
+            }
         }
         Arc::new(m)
     }
@@ -225,6 +245,9 @@ pub struct ShardMetrics {
     last: RefCell<Snapshot>,
 }
 
+const SLOW_LAGGED: &str = "lagged";
+const SLOW_DROPPED: &str = "dropped";
+
 /// Increment for a monotonic counter from two snapshots; a lower value
 /// means the source restarted from zero.
 fn delta(now: u64, before: u64) -> u64 {
@@ -248,7 +271,25 @@ impl ShardMetrics {
         for ((_, _, get), family) in CORE_GAUGES.iter().zip(&self.metrics.core_gauges) {
             family.get_or_create(&self.label).set(get(stats) as i64);
         }
+        // Every room lag is a slow consumer taken out of live fan-out.
+        let lags = delta(stats.room_lags, last.core.room_lags);
+        if lags > 0 {
+            self.slow(SLOW_LAGGED).inc_by(lags);
+        }
         last.core = stats.clone();
+    }
+
+    fn slow(&self, action: &'static str) -> Counter {
+        let label = SlowLabel {
+            shard: self.label.shard,
+            action,
+        };
+        self.metrics.slow_consumers.get_or_create(&label).clone()
+    }
+
+    /// A connection dropped for its unsent output.
+    pub fn count_slow_drop(&self) {
+        self.slow(SLOW_DROPPED).inc();
     }
 
     /// Open TCP connections on this shard.
@@ -373,6 +414,26 @@ mod tests {
             value(&text, "surepush_log_syncs_total{shard=\"0\"}"),
             Some(12.0)
         );
+    }
+
+    #[test]
+    fn slow_consumers_are_counted_by_what_became_of_them() {
+        let m = Metrics::new(1);
+        let s = m.shard(0);
+        s.record_core(&CoreStats {
+            room_lags: 3,
+            ..CoreStats::default()
+        });
+        s.count_slow_drop();
+        let text = m.encode();
+        let series = |action: &str| {
+            value(
+                &text,
+                &format!("surepush_slow_consumers_total{{shard=\"0\",action=\"{action}\"}}"),
+            )
+        };
+        assert_eq!(series("lagged"), Some(3.0), "{text}");
+        assert_eq!(series("dropped"), Some(1.0), "{text}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod data_dir;
 pub mod layout;
 pub mod limits;
 mod listeners;
+mod log_every;
 mod mesh;
 pub mod metrics;
 mod mqtt;

@@ -35,6 +35,7 @@ use futures_lite::io::AsyncReadExt;
 use glommio::net::TcpStream;
 
 use super::conn::{self, ConnIo};
+use super::log_every::LogEvery;
 use super::mesh::MeshMsg;
 use super::runtime::ShardRuntime;
 use crate::bridge::{self, Bridge, BridgeParams, Keep, Retained, SessionState};
@@ -55,6 +56,9 @@ pub(crate) struct MqttStore {
     sessions: PathBuf,
     retained_dir: PathBuf,
     retained: Mutex<FastHashMap<u64, Retained>>,
+    /// Failed state writes (a full disk fails every one), logged at most
+    /// once a second.
+    write_failures_log: LogEvery,
 }
 
 impl MqttStore {
@@ -101,6 +105,7 @@ impl MqttStore {
             sessions,
             retained_dir,
             retained: Mutex::new(retained),
+            write_failures_log: LogEvery::new(Duration::from_secs(1)),
         })
     }
 
@@ -146,13 +151,17 @@ impl MqttStore {
 
     fn save_session(&self, key: (UserId, DeviceId), bytes: &[u8]) -> std::io::Result<()> {
         write_durably(&self.session_path(key), bytes).inspect_err(|e| {
-            tracing::error!(user = key.0 .0, device = key.1 .0, error = %e, "cannot store an MQTT session");
+            if let Some(failures) = self.write_failures_log.tick() {
+                tracing::error!(user = key.0 .0, device = key.1 .0, error = %e, failures, "cannot store an MQTT session");
+            }
         })
     }
 
     fn forget_session(&self, key: (UserId, DeviceId)) {
         if let Err(e) = remove_durably(&self.session_path(key)) {
-            tracing::error!(user = key.0 .0, device = key.1 .0, error = %e, "cannot remove an MQTT session");
+            if let Some(failures) = self.write_failures_log.tick() {
+                tracing::error!(user = key.0 .0, device = key.1 .0, error = %e, failures, "cannot remove an MQTT session");
+            }
         }
     }
 }
@@ -435,7 +444,7 @@ fn start(rt: &Rc<ShardRuntime>, stream: TcpStream, h: Handoff) {
         // 0): a file left on disk could be resumed after a crash.
         mqtt.store.forget_session(key);
     }
-    let (io, wake_rx) = ConnIo::new(&stream);
+    let (io, signals) = ConnIo::new(&stream);
     *io.bridge.borrow_mut() = Some(Box::new(bridge));
     let conn = rt.open_connection(io.clone());
     mqtt.live.borrow_mut().insert(key, io.clone());
@@ -445,7 +454,7 @@ fn start(rt: &Rc<ShardRuntime>, stream: TcpStream, h: Handoff) {
         conn,
         io.clone(),
         writer,
-        wake_rx,
+        signals,
     ))
     .detach();
     glommio::spawn_local(read_loop(rt.clone(), conn, io, reader, h.rest, level)).detach();
@@ -481,7 +490,7 @@ async fn read_loop(
         rt.pump_bridge(conn, &io);
         rt.drive();
         if io.closing.get() {
-            return;
+            return conn::drain_until_closed(reader, &io).await;
         }
         rt.wait_for_mesh_room().await;
         let old = buf.len();
@@ -492,7 +501,7 @@ async fn read_loop(
                 buf.truncate(old);
                 rt.transport_closed(conn);
                 io.shutdown();
-                return;
+                return io.reader_done();
             }
         }
     }
@@ -513,7 +522,9 @@ impl ShardRuntime {
             let mut stored = Ok(());
             while let Some((room, msg)) = b.poll_retain() {
                 stored = stored.and(mqtt.store.set_retained(room, msg).inspect_err(|e| {
-                    tracing::error!(room, error = %e, "cannot store a retained message");
+                    if let Some(failures) = mqtt.store.write_failures_log.tick() {
+                        tracing::error!(room, error = %e, failures, "cannot store a retained message");
+                    }
                 }));
             }
             if let Some(state) = b.take_dirty_state() {
@@ -537,17 +548,29 @@ impl ShardRuntime {
                 frames.push(f);
             }
         }
-        if io.queued() > self.config.max_write_buffer_bytes {
-            tracing::warn!(
-                shard = self.id,
-                conn = conn.as_u64(),
-                "slow MQTT client dropped"
-            );
-            io.closing.set(true);
-        }
+        self.check_write_budget(conn, io);
+        // Also when nothing was queued: a writer that finds its queue
+        // empty reports the output drained, which a room that lagged while
+        // everything was written already waits for.
         io.wake();
         for f in frames {
             self.frame(conn, f);
+        }
+    }
+
+    /// A connection's writer emptied its queue: an MQTT session waiting for
+    /// that (a room out of live fan-out after ROOMLAG) catches up now.
+    pub(crate) fn output_drained(self: &Rc<Self>, conn: ConnId, io: &Rc<ConnIo>) {
+        {
+            let mut guard = io.bridge.borrow_mut();
+            match guard.as_mut() {
+                Some(b) if b.wants_drain() => b.on_output_drained(),
+                _ => return,
+            }
+        }
+        if self.conn_io(conn).is_some() {
+            self.pump_bridge(conn, io);
+            self.drive();
         }
     }
 

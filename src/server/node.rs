@@ -268,6 +268,7 @@ async fn shard_main(
             page: config.mqtt.page,
             max_packet: config.mqtt.max_packet,
             receive_max: config.core.max_pending_sends.min(u32::from(u16::MAX)) as u16,
+            room_window: config.core.room_window,
         };
         super::mqtt::MqttShard::new(store, params)
     });
@@ -443,14 +444,18 @@ where
     F: Fn(Rc<ShardRuntime>, glommio::net::TcpStream) -> Fut,
     Fut: std::future::Future<Output = ()> + 'static,
 {
+    let failures_log = super::log_every::LogEvery::new(Duration::from_secs(10));
     loop {
         match listener.accept().await {
             Ok(stream) => {
                 glommio::spawn_local(serve(rt.clone(), stream)).detach();
             }
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(shard = rt.id, error = %e, "accept failed");
+                // EMFILE and friends: back off instead of spinning, and
+                // say so once in a while, not 20 times a second.
+                if let Some(failures) = failures_log.tick() {
+                    tracing::warn!(shard = rt.id, error = %e, failures, "accept failed");
+                }
                 glommio::timer::sleep(Duration::from_millis(50)).await;
             }
         }
