@@ -5,26 +5,33 @@
 //! of the receiver's devices with a per-user sequence number, retransmitted
 //! until the device acknowledges it, and replayed in pages after a reconnect.
 //!
-//! The crate is layered, each layer depending only on the ones below it
-//! (see `docs/PROTOCOL.md` for the wire contract):
+//! The layers are crates, each depending only on the ones below it
+//! (docs/ARCHITECTURE.md; `docs/PROTOCOL.md` is the wire contract):
 //!
-//! | module     | owns                                                        | does I/O |
-//! |------------|-------------------------------------------------------------|----------|
-//! | [`proto`]  | wire format: zero-copy frame headers, codec, typed errors   | no       |
-//! | [`timer`]  | hierarchical timer wheel for millions of pending ACKs       | no       |
-//! | [`log`]    | per-shard append-only segment log, group commit, recovery   | yes      |
-//! | [`core`]   | sans-IO delivery state machines (dedup, inbox, ACK, replay) | no       |
-//! | [`client`] | sans-IO client session plus a blocking TCP driver           | driver   |
-//! | [`mqtt`]   | MQTT 3.1.1/5.0 packet codec: streaming decoder, encoder     | no       |
-#![warn(missing_docs)]
+//! | crate              | owns                                                        | runtime |
+//! |--------------------|-------------------------------------------------------------|---------|
+//! | `surepush-proto`   | wire format: zero-copy frame headers, codec, typed errors   | none    |
+//! | `surepush-token`   | session tokens (JWT)                                        | none    |
+//! | `surepush-core`    | sans-IO delivery state machines, timer wheel, record model  | none    |
+//! | `surepush-mqtt`    | MQTT 3.1.1/5.0 codec and the sans-IO bridge                 | none    |
+//! | `surepush-client`  | sans-IO client session plus a blocking TCP driver           | std     |
+//! | `surepush-host`    | host checks and process limits                              | std     |
+//! | `surepush-log`     | per-shard append-only segment log, group commit, recovery   | glommio |
+//! | `surepush-server`  | glommio shards, transports, mesh, admin HTTP                | glommio |
+//!
+//! This package is the `surepush` binary; its library re-exports the layers
+//! under short names for the integration tests, the simulator and the fuzz
+//! targets.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
-pub mod bridge;
-pub mod client;
-pub mod core;
-pub mod hashing;
-pub mod hostcheck;
-pub mod log;
-pub mod mqtt;
-pub mod proto;
-pub mod server;
-pub mod timer;
+pub use surepush_client as client;
+pub use surepush_core as core;
+pub use surepush_core::{hashing, timer};
+pub use surepush_host::hostcheck;
+pub use surepush_log as log;
+pub use surepush_mqtt as mqtt;
+pub use surepush_mqtt::bridge;
+pub use surepush_proto as proto;
+pub use surepush_server as server;
+pub use surepush_token as token;

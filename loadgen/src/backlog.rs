@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use surepush::client::{BlockingClient, ClientConfig, ClientSession, Event};
-use surepush::proto::{DeviceId, Seq, UserId};
+use surepush_client::{BlockingClient, ClientConfig, ClientSession, Event};
+use surepush_proto::{DeviceId, Seq, UserId};
 
 use crate::check::{DeliveryCheck, InboxCheck};
 use crate::fleet::Fleet;

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use serde::Serialize;
-use surepush::proto::Push;
+use surepush_proto::Push;
 
 /// One receiver's stream of inbox messages, checked as it arrives.
 #[derive(Debug)]

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use serde::Serialize;
 use socket2::{Domain, SockRef, Socket, Type};
-use surepush::client::{ClientSession, Event};
-use surepush::proto::{Decoder, DEFAULT_MAX_FRAME};
+use surepush_client::{ClientSession, Event};
+use surepush_proto::{Decoder, DEFAULT_MAX_FRAME};
 
 use crate::poller::Poller;
 

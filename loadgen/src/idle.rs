@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use surepush::client::{ClientConfig, ClientSession, Event};
-use surepush::proto::{DeviceId, Seq};
+use surepush_client::{ClientConfig, ClientSession, Event};
+use surepush_proto::{DeviceId, Seq};
 
 use crate::fleet::Fleet;
 use crate::procfs::rss_kib;
@@ -161,7 +161,7 @@ fn holder_thread(
 /// Raises this process's open-file soft limit to the hard one and checks
 /// that `connections` fit; returns the limit in force.
 fn fit_nofile(connections: u32) -> Result<u64, String> {
-    let limit = surepush::server::limits::raise_nofile()
+    let limit = surepush_host::limits::raise_nofile()
         .map_err(|e| format!("open-file limit: {e}"))?
         .soft;
     if u64::from(connections) + 64 > limit {

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use surepush::client::{BlockingClient, ClientConfig, Event};
-use surepush::core::{Claims, TokenVerifier};
-use surepush::proto::{DeviceId, Qos, Seq, UserId};
+use surepush_client::{BlockingClient, ClientConfig, Event};
+use surepush_proto::{DeviceId, Qos, Seq, UserId};
+use surepush_token::{Claims, TokenVerifier};
 
 mod backlog;
 mod check;

@@ -6,13 +6,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use surepush::proto::Qos;
 use surepush_loadgen::{
     fresh_user_base, latency_chart_svg, procfs, run, run_backlog, run_group, run_idle,
     run_jetstream, run_mqtt, run_raw, run_room, run_room_with_frozen, run_storm, start_relay,
     BacklogScenario, DropMode, GroupScenario, IdleScenario, MqttTarget, RoomScenario, Scenario,
     StormScenario,
 };
+use surepush_proto::Qos;
 
 #[derive(Parser)]
 #[command(

@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use surepush::mqtt::{
+use surepush_mqtt::{
     encode, Connect, Decoder, MqttString, Packet, PacketId, ProtocolLevel, PubReply, Publish, QoS,
     Subscribe, Subscription, SubscriptionOptions,
 };

@@ -31,8 +31,8 @@ use crate::raw::new_histogram;
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use surepush::client::{BlockingClient, ClientConfig};
-use surepush::proto::{
+use surepush_client::{BlockingClient, ClientConfig};
+use surepush_proto::{
     Connect, Decoder, DeviceId, Frame, Qos, Seq, SubResult, Subscribe, SubscribeFrom, UserId,
     ROOM_BIT,
 };

@@ -34,7 +34,7 @@ fn start_nats() -> NatsServer {
         "nats-server missing: apt-get install nats-server"
     );
     let dir = tempfile::tempdir().unwrap();
-    let port = surepush::server::limits::free_loopback_port().expect("a free port");
+    let port = surepush_host::limits::free_loopback_port().expect("a free port");
     let child = Command::new("nats-server")
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(dir.path())

@@ -7,15 +7,15 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use surepush::proto::Qos;
 use surepush_loadgen::{
     fresh_user_base, procfs, run, run_backlog, run_group, run_idle, run_mqtt, run_raw, run_room,
     run_room_with_frozen, run_storm, start_relay, BacklogScenario, DropMode, GroupScenario,
     IdleScenario, MqttTarget, RoomScenario, Scenario, StormScenario,
 };
+use surepush_proto::Qos;
 
 fn free_port() -> u16 {
-    surepush::server::limits::free_loopback_port().expect("a free port")
+    surepush_host::limits::free_loopback_port().expect("a free port")
 }
 
 /// The gateway binary built next to this test (`target/<profile>/surepush`).

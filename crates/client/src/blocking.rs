@@ -1,0 +1,274 @@
+//! A blocking TCP driver for [`ClientSession`]: one socket, one thread.
+//!
+//! Good for tests, examples and scripts; the load generator drives many
+//! sessions itself.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::session::{ClientConfig, ClientSession, Event};
+use surepush_host::poll::Readiness;
+use surepush_proto::{Decoder, DeviceId, Qos, Seq, UserId, DEFAULT_MAX_FRAME};
+
+impl ClientConfig {
+    /// Defaults for `token` / `device`, numbering sends from the wall clock
+    /// in µs. A fixed start (say 1) would make the first sends after an app
+    /// restart look like retries of the previous run's, and the gateway
+    /// would answer them `Duplicate` (or `Conflict`) and store nothing. The
+    /// clock is read here, in the driver: the session itself reads none.
+    pub fn new(token: String, device: DeviceId) -> ClientConfig {
+        let first = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros() as u64);
+        ClientConfig::with_first_id(token, device, first)
+    }
+}
+
+/// A connected client session over a blocking socket.
+#[derive(Debug)]
+pub struct BlockingClient {
+    stream: TcpStream,
+    session: ClientSession,
+    decoder: Decoder,
+    origin: Instant,
+    out: BytesMut,
+}
+
+impl BlockingClient {
+    /// Connects, sends CONNECT and waits (up to `timeout`) for the session
+    /// to be live (replay finished). Events seen on the way stay queued.
+    pub fn connect(
+        addr: SocketAddr,
+        config: ClientConfig,
+        delivered: Option<Seq>,
+        timeout: Duration,
+    ) -> io::Result<BlockingClient> {
+        Self::resume(addr, ClientSession::new(config, delivered), timeout)
+    }
+
+    /// Reconnects an existing session (its outbox and position carry over).
+    pub fn resume(
+        addr: SocketAddr,
+        session: ClientSession,
+        timeout: Duration,
+    ) -> io::Result<BlockingClient> {
+        Self::try_resume(addr, session, timeout).map_err(|failed| failed.0)
+    }
+
+    /// As [`BlockingClient::resume`], giving the session back when the
+    /// gateway cannot be reached (to try again later).
+    pub fn try_resume(
+        addr: SocketAddr,
+        mut session: ClientSession,
+        timeout: Duration,
+    ) -> Result<BlockingClient, Box<(io::Error, ClientSession)>> {
+        let stream = match TcpStream::connect_timeout(&addr, timeout).and_then(|s| {
+            s.set_nodelay(true)?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        }) {
+            Ok(s) => s,
+            Err(e) => return Err(Box::new((e, session))),
+        };
+        let origin = Instant::now();
+        session.connect(0);
+        let mut client = BlockingClient {
+            stream,
+            session,
+            decoder: Decoder::new(DEFAULT_MAX_FRAME),
+            origin,
+            out: BytesMut::new(),
+        };
+        match client.flush() {
+            Ok(()) => Ok(client),
+            Err(e) => Err(Box::new((e, client.session))),
+        }
+    }
+
+    /// The protocol state (to persist `delivered`, or to resume elsewhere).
+    pub fn session(&self) -> &ClientSession {
+        &self.session
+    }
+
+    /// Gives the session back (e.g. to reconnect after an error).
+    pub fn into_session(self) -> ClientSession {
+        self.session
+    }
+
+    fn now(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+
+    /// Queues a message and writes it out; returns its client message id.
+    pub fn send(&mut self, to: UserId, qos: Qos, payload: Bytes) -> io::Result<u64> {
+        let (id, written) = self.queue_send(to, qos, payload);
+        written.map(|()| id)
+    }
+
+    /// As [`BlockingClient::send`], returning the id even when writing
+    /// failed: a QoS 1/2 message stays in the session's outbox and goes out
+    /// again after [`BlockingClient::try_resume`].
+    pub fn queue_send(&mut self, to: UserId, qos: Qos, payload: Bytes) -> (u64, io::Result<()>) {
+        let now = self.now();
+        let id = self.session.send(to, qos, payload, now);
+        (id, self.flush())
+    }
+
+    /// Follows a room from now on (answered with [`Event::Subscribed`]).
+    pub fn subscribe(&mut self, room: u64, qos: Qos) -> io::Result<()> {
+        let now = self.now();
+        self.session.subscribe(room, qos, now);
+        self.flush()
+    }
+
+    /// Follows a room from just after `last`.
+    pub fn resume_room(&mut self, room: u64, qos: Qos, last: Seq) -> io::Result<()> {
+        let now = self.now();
+        self.session.resume(room, qos, last, now);
+        self.flush()
+    }
+
+    /// Acknowledges what was delivered in QoS 1 rooms.
+    pub fn ack_rooms(&mut self) -> io::Result<()> {
+        self.session.ack_rooms();
+        self.flush()
+    }
+
+    /// Asks for older history (answered as [`Event::Older`]).
+    pub fn fetch_older(&mut self, before: Seq, limit: u32) -> io::Result<()> {
+        let now = self.now();
+        self.session.fetch_older(before, limit, now);
+        self.flush()
+    }
+
+    /// Waits up to `timeout` for the next event. `Ok(None)` on timeout;
+    /// an error when the connection is closed or broken. A zero timeout
+    /// still reads what the socket already holds.
+    pub fn next_event(&mut self, timeout: Duration) -> io::Result<Option<Event>> {
+        let deadline = Instant::now() + timeout;
+        let mut first = true;
+        loop {
+            if let Some(e) = self.session.poll_event() {
+                self.flush()?;
+                return Ok(Some(e));
+            }
+            let now = Instant::now();
+            if now >= deadline && !first {
+                return Ok(None);
+            }
+            first = false;
+            let mut wait = deadline.saturating_duration_since(now);
+            if let Some(t) = self.session.poll_timeout() {
+                let until = Duration::from_nanos(t.saturating_sub(self.now()));
+                wait = wait.min(until.max(Duration::from_millis(1)));
+            }
+            // The socket is non-blocking; waiting is ppoll's, whose timeout
+            // is precise (a socket read timeout is rounded up to a
+            // scheduler tick, 1-4 ms, which skews paced senders).
+            wait_readable(&self.stream, wait)?;
+            let mut buf = [0u8; 16 * 1024];
+            match self.stream.read(&mut buf) {
+                Ok(0) => {
+                    let now = self.now();
+                    self.session.handle_disconnect(now);
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "gateway closed the connection",
+                    ));
+                }
+                Ok(n) => {
+                    self.decoder.feed(&buf[..n]);
+                    loop {
+                        match self.decoder.decode() {
+                            Ok(Some(frame)) => {
+                                let now = self.now();
+                                self.session.handle_frame(frame, now);
+                            }
+                            Ok(None) => break,
+                            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+                        }
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    let now = self.now();
+                    self.session.handle_timeout(now);
+                }
+                Err(e) => return Err(e),
+            }
+            self.flush()?;
+        }
+    }
+
+    /// Waits for an event matching `pred`, skipping others (which are lost
+    /// to the caller), up to `timeout`.
+    pub fn wait_for(
+        &mut self,
+        timeout: Duration,
+        mut pred: impl FnMut(&Event) -> bool,
+    ) -> io::Result<Option<Event>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            match self.next_event(left)? {
+                Some(e) if pred(&e) => return Ok(Some(e)),
+                Some(_) => {}
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Local address of the socket.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.local_addr()
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        while let Some(f) = self.session.poll_transmit() {
+            f.encode(&mut self.out);
+        }
+        let mut written = 0;
+        while written < self.out.len() {
+            match self.stream.write(&self.out[written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_writable(&self.stream)?,
+                Err(e) => return Err(e),
+            }
+        }
+        self.out.clear();
+        Ok(())
+    }
+
+    /// Addr `peer` of the socket.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.peer_addr()
+    }
+
+    /// Writes raw bytes (for bad-input tests).
+    pub fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out.extend_from_slice(bytes);
+        self.flush()
+    }
+}
+
+/// Waits until `stream` is readable (or has an error/EOF pending), at most
+/// `timeout`; a zero timeout only checks.
+fn wait_readable(stream: &TcpStream, timeout: Duration) -> io::Result<()> {
+    surepush_host::poll::wait(stream, Readiness::Readable, Some(timeout))
+}
+
+/// Waits until `stream` can take more bytes.
+fn wait_writable(stream: &TcpStream) -> io::Result<()> {
+    surepush_host::poll::wait(stream, Readiness::Writable, None)
+}

@@ -1,0 +1,17 @@
+//! Client SDK: a sans-IO [`ClientSession`] plus a blocking TCP driver
+//! ([`BlockingClient`]) for tests, examples and simple tools.
+//!
+//! The session reads no clock and does no I/O (time comes in as `now`);
+//! the driver owns the socket and the clock.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod blocking;
+mod rooms;
+mod session;
+
+pub use blocking::BlockingClient;
+pub use session::{ClientConfig, ClientSession, Event};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,92 @@
+//! Limits and timings of the delivery core. One struct, documented defaults;
+//! the server embeds it in its TOML config.
+
+use serde::{Deserialize, Serialize};
+
+use crate::DedupConfig;
+use surepush_proto::DEFAULT_MAX_FRAME;
+
+/// Delivery limits and timings (all durations in milliseconds).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoreConfig {
+    /// Unacknowledged pushes kept in flight per connection; further messages
+    /// wait in the log (like MQTT's receive maximum).
+    pub push_window: u32,
+    /// SENDs a connection may have awaiting SENDACK.
+    pub max_pending_sends: u32,
+    /// Largest frame accepted or sent, header included (bytes).
+    pub max_frame: u32,
+    /// First retransmit after this long without ACK.
+    pub ack_timeout_ms: u64,
+    /// Backoff doubles per retry up to this.
+    pub max_backoff_ms: u64,
+    /// Retransmits before the connection is declared dead (the message stays
+    /// stored for the next session).
+    pub max_retries: u32,
+    /// Keepalive granted to clients that ask for 0 (MQTT: no keep alive);
+    /// a session silent for 1.5x its keepalive is closed.
+    pub keepalive_ms: u64,
+    /// Largest keepalive granted (default 65,535 s, MQTT's largest: an MQTT
+    /// 3.1.1 server cannot lower a client's keep alive).
+    pub max_keepalive_ms: u64,
+    /// Time a new connection has to send CONNECT.
+    pub connect_timeout_ms: u64,
+    /// Concurrent connections (devices) per user.
+    pub max_connections_per_user: u32,
+    /// Largest SYNC page (messages).
+    pub max_sync_limit: u32,
+    /// Frames per second a connection may send before it is closed.
+    pub max_frames_per_sec: u32,
+    /// Device cursors are written to the log in batches this often.
+    pub cursor_flush_ms: u64,
+    /// Room messages each shard keeps for resuming subscribers, and the
+    /// oldest point a subscriber can resume from (count).
+    pub room_history: u32,
+    /// Unacknowledged room messages a QoS 1 subscription may have before
+    /// it is dropped from live delivery (ROOMLAG).
+    pub room_window: u32,
+    /// Room messages per replay page.
+    pub room_page: u32,
+    /// Room messages older than this (ms) are not replayed to resuming
+    /// subscribers (0: bounded only by the log's retention age).
+    pub room_max_age_ms: u64,
+    /// Retry recognition window (`[core.dedup]`).
+    pub dedup: DedupConfig,
+    /// Timer wheel granularity (microseconds).
+    pub timer_tick_us: u64,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            push_window: 64,
+            max_pending_sends: 256,
+            max_frame: DEFAULT_MAX_FRAME,
+            ack_timeout_ms: 2_000,
+            max_backoff_ms: 30_000,
+            max_retries: 5,
+            keepalive_ms: 30_000,
+            max_keepalive_ms: 65_535_000,
+            connect_timeout_ms: 10_000,
+            max_connections_per_user: 8,
+            max_sync_limit: 1_000,
+            max_frames_per_sec: 10_000,
+            cursor_flush_ms: 100,
+            room_history: 1_000,
+            room_window: 256,
+            room_page: 100,
+            room_max_age_ms: 24 * 60 * 60 * 1000,
+            dedup: DedupConfig::default(),
+            timer_tick_us: 1_000,
+        }
+    }
+}
+
+impl CoreConfig {
+    /// Retransmit delay before try `tries` (1-based): doubles, capped.
+    pub fn backoff_ms(&self, tries: u32) -> u64 {
+        let shift = tries.saturating_sub(1).min(20);
+        (self.ack_timeout_ms << shift).min(self.max_backoff_ms.max(self.ack_timeout_ms))
+    }
+}

@@ -1,0 +1,268 @@
+//! Live delivery: the push window, cumulative ACKs, retransmission with
+//! backoff, dead-connection detection and batched cursor persistence.
+//!
+//! Invariants per live connection:
+//! - pushes go out in seq order: the next push is the inbox's next
+//!   sequence the log holds after `sent_up_to`, and its PUSH `prev_seq` is
+//!   `sent_up_to` (sequences in between are gone: lost to a salvaged
+//!   damage or past a head a device raised; `gone_to` remembers how far),
+//!   so `pending` is sorted and a cumulative ACK pops a prefix of it;
+//! - an ACK may acknowledge anything up to the inbox's durable head (a
+//!   device may hold messages from an earlier connection or page); beyond
+//!   it is `AckBeyondSent`;
+//! - at most `push_window` pushes await an ACK; beyond that, messages stay
+//!   in the log and are read back (`refill`) as the window opens;
+//! - a push unacknowledged after `max_retries` retransmits closes the
+//!   connection (`AckTimeout`); the message stays stored for the next session.
+
+use super::action::{ConnId, ReadId};
+use super::shard::{AppendPurpose, PendingPush, ReadPurpose, Shard, TimerEvent, NS_PER_MS};
+use crate::{InboxQuery, MessageRecord, Record};
+use surepush_proto::{DeviceId, ErrorCode, Frame, Push, Seq, UserId};
+
+/// The PUSH frame for `record` as seen by `device`; `prev` is the
+/// sequence before it in what the device is sent.
+pub(super) fn push_frame(
+    record: &MessageRecord,
+    device: DeviceId,
+    retransmit: bool,
+    prev: Seq,
+) -> Frame {
+    let echo = record.inbox == record.from && record.from_device == device;
+    Frame::Push(Push {
+        seq: record.seq,
+        prev_seq: prev,
+        from: record.from,
+        from_device: record.from_device,
+        to: record.to,
+        client_msg_id: record.client_msg_id,
+        ts_ms: record.ts_ms,
+        qos: record.qos,
+        echo,
+        retransmit,
+        payload: if echo {
+            Default::default()
+        } else {
+            record.payload.clone()
+        },
+    })
+}
+
+impl Shard {
+    /// A copy just became durable: push it to the inbox's live devices.
+    pub(super) fn on_durable(&mut self, record: &MessageRecord) {
+        let Some(inbox) = self.users.get(&record.inbox) else {
+            return;
+        };
+        let conns: Vec<ConnId> = inbox.devices.iter().filter_map(|d| d.conn).collect();
+        let window = self.config.push_window as usize;
+        for conn in conns {
+            let Some(c) = self.conn(conn) else { continue };
+            if !c.live {
+                continue;
+            }
+            let next = c.sent_up_to.max(c.gone_to).next();
+            if c.refill.is_none() && next == record.seq && c.pending.len() < window {
+                self.push_now(conn, record.clone());
+            } else {
+                self.refill(conn);
+            }
+        }
+    }
+
+    /// Writes a first-time push and arms its retransmit timer.
+    pub(super) fn push_now(&mut self, conn: ConnId, record: MessageRecord) {
+        let deadline = self.now_ns + self.config.backoff_ms(1) * NS_PER_MS;
+        let seq = record.seq;
+        let timer = self
+            .timers
+            .insert(deadline, TimerEvent::Retransmit { conn, seq });
+        let c = self.conn_mut(conn).expect("caller checked the connection");
+        let (_, device) = c.session.expect("live connections have a session");
+        debug_assert!(seq > c.sent_up_to.max(c.gone_to), "pushes go forward");
+        let prev = c.sent_up_to;
+        c.sent_up_to = seq;
+        let frame = push_frame(&record, device, false, prev);
+        c.pending.push_back(PendingPush {
+            record,
+            prev,
+            tries: 0,
+            timer,
+        });
+        self.stats.pushes += 1;
+        self.stats.pending_acks += 1;
+        self.send_frame(conn, frame);
+    }
+
+    /// If a live connection is behind the durable head and its window has
+    /// room, reads the next messages from the log.
+    pub(super) fn refill(&mut self, conn: ConnId) {
+        let window = self.config.push_window as usize;
+        let Some(c) = self.conn(conn) else { return };
+        let Some((user, _)) = c.session else { return };
+        if !c.live || c.refill.is_some() || c.pending.len() >= window {
+            return;
+        }
+        let durable = self.durable_head(user);
+        let after = c.sent_up_to.max(c.gone_to);
+        if after >= durable {
+            return;
+        }
+        let query = InboxQuery::After {
+            after,
+            limit: (window - c.pending.len()) as u32,
+        };
+        let purpose = ReadPurpose::Refill {
+            conn,
+            head: durable,
+        };
+        let id = self.read(user, query, purpose);
+        self.conn_mut(conn).expect("checked above").refill = Some(id);
+    }
+
+    pub(super) fn on_refill_read(
+        &mut self,
+        conn: ConnId,
+        id: ReadId,
+        head: Seq,
+        result: Result<Vec<MessageRecord>, ()>,
+    ) {
+        let Some(c) = self.conn_mut(conn) else { return };
+        if c.refill != Some(id) {
+            return; // superseded (the connection re-synced meanwhile)
+        }
+        c.refill = None;
+        let Ok(records) = result else {
+            self.fail(
+                conn,
+                ErrorCode::StorageUnavailable,
+                "could not read the inbox",
+            );
+            return;
+        };
+        let window = self.config.push_window as usize;
+        if !records.iter().any(|r| r.seq <= head) {
+            // Everything the log held up to the head is read (the limit
+            // was above zero): what is not there is gone.
+            let c = self.conn_mut(conn).expect("checked above");
+            c.gone_to = c.gone_to.max(head);
+        }
+        for record in records {
+            if record.seq > head {
+                break;
+            }
+            let Some(c) = self.conn(conn) else { return };
+            if !c.live || c.pending.len() >= window {
+                break;
+            }
+            if record.seq > c.sent_up_to.max(c.gone_to) {
+                self.push_now(conn, record);
+            }
+        }
+        self.refill(conn);
+    }
+
+    pub(super) fn on_ack(&mut self, conn: ConnId, user: UserId, device: DeviceId, up_to: Seq) {
+        self.stats.acks += 1;
+        let head = self.durable_head(user);
+        if up_to > head {
+            self.fail(
+                conn,
+                ErrorCode::AckBeyondSent,
+                &format!("ACK {} beyond the inbox head {}", up_to.0, head.0),
+            );
+            return;
+        }
+        let c = self.conn_mut(conn).expect("connected");
+        if c.live && up_to > c.sent_up_to {
+            // The device holds these already (an earlier connection or
+            // page): live delivery goes on after them.
+            c.sent_up_to = up_to;
+        }
+        let mut cancelled = Vec::new();
+        while c.pending.front().is_some_and(|p| p.record.seq <= up_to) {
+            cancelled.push(c.pending.pop_front().expect("front exists").timer);
+        }
+        self.stats.pending_acks -= cancelled.len() as u64;
+        for t in cancelled {
+            self.timers.cancel(t);
+        }
+        self.advance_cursor(user, device, up_to);
+        self.refill(conn);
+    }
+
+    /// Moves a device's cursor forward (never back) and schedules its write.
+    pub(super) fn advance_cursor(&mut self, user: UserId, device: DeviceId, seq: Seq) {
+        let Some(d) = self.users.get_mut(&user).and_then(|i| i.device_mut(device)) else {
+            return;
+        };
+        if seq <= d.cursor {
+            return;
+        }
+        let was_clean = d.cursor == d.persisted;
+        d.cursor = seq;
+        if was_clean {
+            self.dirty_cursors.push((user, device));
+        }
+        if !self.flush_armed {
+            self.flush_armed = true;
+            let at = self.now_ns + self.config.cursor_flush_ms * NS_PER_MS;
+            self.timers.insert(at, TimerEvent::FlushCursors);
+        }
+    }
+
+    /// Writes every changed cursor to the log (one record each, one batch).
+    pub(super) fn flush_cursors(&mut self) {
+        self.flush_armed = false;
+        let dirty = std::mem::take(&mut self.dirty_cursors);
+        for (user, device) in dirty {
+            let Some(d) = self.users.get_mut(&user).and_then(|i| i.device_mut(device)) else {
+                continue;
+            };
+            if d.cursor == d.persisted {
+                continue;
+            }
+            d.persisted = d.cursor;
+            let seq = d.cursor;
+            if !self.storage_failed {
+                self.append(
+                    Record::Cursor { user, device, seq },
+                    AppendPurpose::Bookkeeping,
+                );
+            }
+        }
+    }
+
+    pub(super) fn on_retransmit_timer(&mut self, conn: ConnId, seq: Seq) {
+        let max_retries = self.config.max_retries;
+        let Some(c) = self.conn_mut(conn) else { return };
+        let Some(pos) = c.pending.iter().position(|p| p.record.seq == seq) else {
+            return;
+        };
+        let (_, device) = c.session.expect("pending pushes imply a session");
+        let tries = c.pending[pos].tries + 1;
+        if tries > max_retries {
+            self.stats.dead_connections += 1;
+            self.fail(
+                conn,
+                ErrorCode::AckTimeout,
+                &format!(
+                    "push {} unacknowledged after {max_retries} retransmits",
+                    seq.0
+                ),
+            );
+            return;
+        }
+        let pending = &c.pending[pos];
+        let frame = push_frame(&pending.record, device, true, pending.prev);
+        let deadline = self.now_ns + self.config.backoff_ms(tries + 1) * NS_PER_MS;
+        let timer = self
+            .timers
+            .insert(deadline, TimerEvent::Retransmit { conn, seq });
+        let c = self.conn_mut(conn).expect("checked above");
+        c.pending[pos].tries = tries;
+        c.pending[pos].timer = timer;
+        self.stats.retransmits += 1;
+        self.send_frame(conn, frame);
+    }
+}

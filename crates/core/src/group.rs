@@ -1,0 +1,332 @@
+//! Groups: write diffusion on top of the inbox path.
+//!
+//! A group is an id with [`UserId::GROUP_BIT`] set. Its member list lives on
+//! its home shard (`shard_of(group)`) and in that shard's log (`Member`
+//! records, folded into checkpoints), so membership survives restarts.
+//!
+//! A QoS 1/2 SEND to a group goes from the sender's shard to the home shard
+//! (`GroupStore`), which splits the members by owner shard and sends one
+//! `StoreMany` per shard. Each member shard stores one ordinary copy per
+//! member inbox (addressee = the group), deduplicated per `(send, inbox)`
+//! like any copy, and answers per copy (`GroupStored`; the mesh batches
+//! them). When every copy has answered, the home shard answers the sender's
+//! shard once, and the SENDACK goes out: `Stored` if any copy was new,
+//! `Duplicate` if all existed, `StorageUnavailable` if any failed (a retry
+//! stores only what is missing), `Forbidden` for an unknown group or a
+//! sender that is not a member. A member receives group messages in its own
+//! inbox with the same ACK, retry and replay guarantees as direct ones.
+//!
+//! QoS 0 goes to the members' live devices only; a QoS 2 release is
+//! expanded to the member copies the same way.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::action::{Action, GroupOutcome, PeerMsg, StoreOutcome};
+use super::shard::{AppendPurpose, Shard};
+use crate::{apply_membership, Record, SendKey};
+use surepush_proto::{Qos, UserId};
+
+/// A group send waiting for its member copies (on the home shard).
+#[derive(Debug)]
+pub(super) struct Fanout {
+    origin: u16,
+    remaining: usize,
+    failed: bool,
+    stored_any: bool,
+}
+
+/// Where the outcome of a stored copy goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Reply {
+    /// A direct send: `Stored` to this shard.
+    Send(u16),
+    /// A group member copy: `GroupStored` to the group's home shard.
+    Group {
+        /// The home shard.
+        home: u16,
+        /// The group.
+        group: UserId,
+    },
+}
+
+impl Shard {
+    /// Changes the members of `group` (adds first, then removes) and answers
+    /// with [`Action::GroupUpdated`] once the change is durable. With
+    /// nothing to add or remove it just reports the members.
+    pub fn handle_group_update(
+        &mut self,
+        request: u64,
+        group: UserId,
+        add: Vec<UserId>,
+        remove: Vec<UserId>,
+        now: u64,
+    ) {
+        self.set_now(now);
+        let origin = self.params.id;
+        let msg = PeerMsg::GroupUpdate {
+            origin,
+            request,
+            group,
+            add,
+            remove,
+        };
+        self.route_to(self.owner_of(group), msg);
+    }
+
+    pub(super) fn on_group_update(
+        &mut self,
+        origin: u16,
+        request: u64,
+        group: UserId,
+        add: Vec<UserId>,
+        remove: Vec<UserId>,
+    ) {
+        let invalid = if !group.is_group() {
+            Some("not a group id (the top bit must be set)")
+        } else if add.iter().chain(&remove).any(|u| u.is_group()) {
+            Some("a group cannot be a member")
+        } else {
+            None
+        };
+        let answer = |outcome| PeerMsg::GroupUpdated { request, outcome };
+        if let Some(why) = invalid {
+            self.route_to(origin, answer(GroupOutcome::Invalid(why)));
+            return;
+        }
+        if self.storage_failed {
+            self.route_to(origin, answer(GroupOutcome::Failed));
+            return;
+        }
+        let before = self.groups.get(&group).cloned().unwrap_or_default();
+        let changes: Vec<(UserId, bool)> = add
+            .into_iter()
+            .map(|u| (u, true))
+            .chain(remove.into_iter().map(|u| (u, false)))
+            .collect();
+        let mut last = None;
+        for (user, joined) in changes {
+            let present = self
+                .groups
+                .get(&group)
+                .is_some_and(|m| m.binary_search(&user).is_ok());
+            if present == joined {
+                continue; // no change, nothing to log
+            }
+            apply_membership(&mut self.groups, group, user, joined);
+            if let Some(record) = last.replace(Record::Member {
+                group,
+                user,
+                joined,
+            }) {
+                self.append(record, AppendPurpose::Bookkeeping);
+            }
+        }
+        let members = self.groups.get(&group).cloned().unwrap_or_default();
+        match last {
+            // Appends complete in order: the last one durable means all are.
+            Some(record) => self.append(
+                record,
+                AppendPurpose::Membership {
+                    origin,
+                    request,
+                    members,
+                },
+            ),
+            None => {
+                debug_assert_eq!(before, members);
+                self.route_to(origin, answer(GroupOutcome::Members(members)));
+            }
+        }
+    }
+
+    pub(super) fn on_membership_durable(
+        &mut self,
+        origin: u16,
+        request: u64,
+        members: Vec<UserId>,
+        ok: bool,
+    ) {
+        let outcome = if ok {
+            GroupOutcome::Members(members)
+        } else {
+            GroupOutcome::Failed
+        };
+        self.route_to(origin, PeerMsg::GroupUpdated { request, outcome });
+    }
+
+    pub(super) fn on_group_updated(&mut self, request: u64, outcome: GroupOutcome) {
+        self.actions
+            .push_back(Action::GroupUpdated { request, outcome });
+    }
+
+    /// The members of `group` homed here, if `key.from` may send to it.
+    fn members_for(&self, group: UserId, key: &SendKey, members_only: bool) -> Option<Vec<UserId>> {
+        let members = self.groups.get(&group)?;
+        if members_only && members.binary_search(&key.from).is_err() {
+            return None;
+        }
+        Some(members.clone())
+    }
+
+    fn by_shard(&self, members: Vec<UserId>) -> BTreeMap<u16, Vec<UserId>> {
+        let mut out: BTreeMap<u16, Vec<UserId>> = BTreeMap::new();
+        for m in members {
+            out.entry(self.owner_of(m)).or_default().push(m);
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_group_store(
+        &mut self,
+        origin: u16,
+        key: SendKey,
+        group: UserId,
+        qos: Qos,
+        ts_ms: u64,
+        payload: Bytes,
+        members_only: bool,
+    ) {
+        let Some(members) = self.members_for(group, &key, members_only) else {
+            let outcome = StoreOutcome::Rejected;
+            self.route_to(
+                origin,
+                PeerMsg::Stored {
+                    key,
+                    inbox: group,
+                    outcome,
+                },
+            );
+            return;
+        };
+        if self.fanouts.contains_key(&(key, group)) {
+            // The sender's shard merges retries of an unfinished send, so
+            // this is a late duplicate: the first fan-out answers.
+            return;
+        }
+        self.fanouts.insert(
+            (key, group),
+            Fanout {
+                origin,
+                remaining: members.len(),
+                failed: false,
+                stored_any: false,
+            },
+        );
+        let home = self.params.id;
+        for (shard, inboxes) in self.by_shard(members) {
+            let msg = PeerMsg::StoreMany {
+                home,
+                key,
+                group,
+                inboxes,
+                qos,
+                ts_ms,
+                payload: payload.clone(),
+            };
+            self.route_to(shard, msg);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_store_many(
+        &mut self,
+        home: u16,
+        key: SendKey,
+        group: UserId,
+        inboxes: Vec<UserId>,
+        qos: Qos,
+        ts_ms: u64,
+        payload: Bytes,
+    ) {
+        let reply = Reply::Group { home, group };
+        for inbox in inboxes {
+            self.store_copy(reply, key, inbox, group, qos, ts_ms, payload.clone());
+        }
+    }
+
+    pub(super) fn on_group_stored(&mut self, key: SendKey, group: UserId, outcome: StoreOutcome) {
+        let Some(f) = self.fanouts.get_mut(&(key, group)) else {
+            debug_assert!(false, "answer for an unknown group send {key:?}");
+            return;
+        };
+        f.remaining -= 1;
+        match outcome {
+            StoreOutcome::Stored(_) => f.stored_any = true,
+            StoreOutcome::Duplicate(_) => {}
+            // Member copies are never compared (see `retry`): no conflict here.
+            StoreOutcome::Failed | StoreOutcome::Rejected | StoreOutcome::Conflict => {
+                f.failed = true
+            }
+        }
+        if f.remaining > 0 {
+            return;
+        }
+        let f = self.fanouts.remove(&(key, group)).expect("present above");
+        let outcome = if f.failed {
+            StoreOutcome::Failed
+        } else if f.stored_any {
+            StoreOutcome::Stored(surepush_proto::Seq::ZERO)
+        } else {
+            StoreOutcome::Duplicate(surepush_proto::Seq::ZERO)
+        };
+        self.route_to(
+            f.origin,
+            PeerMsg::Stored {
+                key,
+                inbox: group,
+                outcome,
+            },
+        );
+    }
+
+    pub(super) fn on_group_ephemeral(
+        &mut self,
+        key: SendKey,
+        group: UserId,
+        ts_ms: u64,
+        payload: Bytes,
+    ) {
+        let Some(members) = self.members_for(group, &key, true) else {
+            return; // QoS 0: nothing to answer
+        };
+        for m in members {
+            let msg = PeerMsg::Ephemeral {
+                key,
+                inbox: m,
+                to: group,
+                ts_ms,
+                payload: payload.clone(),
+            };
+            self.route_to(self.owner_of(m), msg);
+        }
+    }
+
+    /// QoS 2 release of a group send: on the home shard, split by member shard.
+    pub(super) fn release_group(&mut self, key: SendKey, group: UserId) {
+        let Some(members) = self.groups.get(&group).cloned() else {
+            return;
+        };
+        for (shard, inboxes) in self.by_shard(members) {
+            self.route_to(shard, PeerMsg::ReleaseMany { key, inboxes });
+        }
+    }
+
+    pub(super) fn on_release_many(&mut self, key: SendKey, inboxes: Vec<UserId>) {
+        for inbox in inboxes {
+            if self.dedup.release_copy(&key, inbox, &self.config.dedup) && !self.storage_failed {
+                self.append(
+                    Record::Release {
+                        from: key.from,
+                        from_device: key.from_device,
+                        client_msg_id: key.client_msg_id,
+                        to: inbox,
+                    },
+                    AppendPurpose::Bookkeeping,
+                );
+            }
+        }
+    }
+}

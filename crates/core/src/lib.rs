@@ -1,0 +1,55 @@
+//! The sans-IO delivery core: one [`Shard`] state machine per shard, the
+//! hierarchical timer wheel it keeps its deadlines in, and the record model
+//! the segment log stores (`surepush-log` persists it; the state folded
+//! from it is the core's).
+//!
+//! This crate depends on no runtime and holds no `unsafe`: sans-IO is a
+//! compiler fact here, as in quinn-proto.
+//!
+//! Ground rules (as in quinn-proto):
+//! - no sockets, no files, no threads and no clock reads: every input comes
+//!   with `now` (monotonic ns) and every effect leaves as an [`Action`];
+//! - all state of a user (inbox head, device cursors, pending ACKs, the send
+//!   dedup window for copies stored here) is touched by its owner shard only
+//!   ([`routing::shard_of`]); other shards reach it with [`PeerMsg`]s;
+//! - a SENDACK leaves only after every copy it covers is durable, and a
+//!   PUSH only carries durable messages, so nothing acknowledged can be lost
+//!   by a crash and nothing lost can have been seen.
+//!
+//! The deterministic simulator in `tests/sim/` drives shards and clients
+//! with an injected clock over a lossy network; it is the main test of this
+//! module.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod action;
+/// Session tokens (the `surepush-token` crate): what the core verifies.
+pub use surepush_token as auth;
+mod config;
+mod deliver;
+mod group;
+pub mod hashing;
+pub mod record;
+mod retry;
+mod room;
+pub mod routing;
+mod send;
+mod session;
+mod shard;
+pub mod state;
+mod stats;
+mod sync;
+pub mod timer;
+
+pub use action::{Action, AppendToken, ConnId, GroupOutcome, PeerMsg, ReadId, StoreOutcome};
+pub use auth::{AuthError, Claims, TokenVerifier};
+pub use config::CoreConfig;
+pub use record::{InboxQuery, MessageRecord, Record};
+pub use routing::shard_of;
+pub use shard::{Shard, ShardParams};
+pub use state::{apply_membership, DedupConfig, DedupEntry, DedupWindow, RecoveredState, SendKey};
+pub use stats::CoreStats;
+
+#[cfg(test)]
+mod tests;

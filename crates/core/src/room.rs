@@ -1,0 +1,480 @@
+//! Rooms: read diffusion with one shared buffer per shard.
+//!
+//! A room is an id with [`ROOM_BIT`] set. Its messages are stored once, in
+//! the room's own sequence, on its home shard (`shard_of(room)`): a QoS 1/2
+//! SEND to a room is an ordinary copy whose "inbox" is the room, so dedup,
+//! durability and replay reads are the inbox machinery's. Subscribers read
+//! the same messages:
+//!
+//! - The home shard knows which shards have subscribers. When a room message
+//!   is durable it encodes the ROOMPUSH frame **once** and sends the bytes
+//!   to each of those shards (`RoomFanout`).
+//! - Each such shard keeps a [`RoomReplica`]: the last `room_history`
+//!   frames (a ring of `Bytes`) and its subscribers. A frame goes to every
+//!   subscriber as the same `Bytes` ([`Action::SendShared`]): no
+//!   per-subscriber encode or copy.
+//! - Every subscription has a `next` sequence and receives only
+//!   `seq == next`, so it sees the room in order without gaps or repeats.
+//!   A (re)subscription after `last_seq` is replayed by the home shard from
+//!   the log in pages (`RoomPage`), then caught up from the ring, then live.
+//!   A point older than the room's history (count-bounded) starts at the
+//!   oldest kept message with SUBACK `Gap`.
+//! - A subscriber that cannot keep up (QoS 1: `room_window` unacknowledged;
+//!   any QoS: its connection's write buffer over the limit, reported by the
+//!   driver with [`Shard::handle_room_lagged`]) is dropped from live fan-out
+//!   with ROOMLAG and re-subscribes from its last sequence: it never stalls
+//!   the room, and memory per subscriber stays bounded.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use bytes::Bytes;
+
+use super::action::{Action, ConnId, PeerMsg};
+use super::shard::{ReadPurpose, Shard};
+use crate::{InboxQuery, MessageRecord};
+use surepush_proto::{
+    is_room, Frame, Qos, RoomPush, Seq, SubAck, SubResult, Subscribe, SubscribeFrom, UserId,
+};
+
+/// One room as seen by a shard that has subscribers to it.
+#[derive(Debug, Default)]
+pub(super) struct RoomReplica {
+    /// Recent ROOMPUSH frames, ascending by seq.
+    ring: VecDeque<(Seq, Bytes)>,
+    subs: Vec<RoomSub>,
+}
+
+#[derive(Debug)]
+struct RoomSub {
+    /// Tells this subscription's replay pages from those of an earlier
+    /// one of the same connection (still in flight after a ROOMLAG).
+    id: u64,
+    conn: ConnId,
+    qos: Qos,
+    /// Next sequence to deliver (valid once the first page arrived).
+    next: Seq,
+    /// Highest sequence acknowledged (QoS 1).
+    acked: Seq,
+    /// Waiting for replay pages from the home shard.
+    replaying: bool,
+}
+
+/// A page of replayed room frames, or the live fan-out of one frame.
+pub(super) type Frames = Vec<(Seq, Bytes)>;
+
+/// Encodes a room message once, as the bytes every subscriber gets.
+fn encode(room: u64, m: &MessageRecord) -> Bytes {
+    Frame::RoomPush(RoomPush {
+        room,
+        seq: m.seq,
+        from: m.from,
+        ts_ms: m.ts_ms,
+        qos: m.qos,
+        payload: m.payload.clone(),
+    })
+    .to_bytes()
+}
+
+impl Shard {
+    // ----- subscriber side ---------------------------------------------------
+
+    pub(super) fn on_subscribe(&mut self, conn: ConnId, s: Subscribe) {
+        if !is_room(s.room) || s.qos == Qos::ExactlyOnce {
+            let ack = SubAck {
+                room: s.room,
+                head: Seq::ZERO,
+                first: Seq::ZERO,
+                result: SubResult::Refused,
+            };
+            self.send_frame(conn, Frame::SubAck(ack));
+            return;
+        }
+        self.drop_sub(conn, s.room, false);
+        self.next_sub_id += 1;
+        let id = self.next_sub_id;
+        let replica = self.rooms.entry(s.room).or_default();
+        replica.subs.push(RoomSub {
+            id,
+            conn,
+            qos: s.qos,
+            next: Seq::ZERO,
+            acked: Seq::ZERO,
+            replaying: true,
+        });
+        // Once per room: a SUBSCRIBE replacing the previous one (a resume
+        // after ROOMLAG, a hole) must not grow the connection's list.
+        if let Some(c) = self.conn_mut(conn).filter(|c| !c.rooms.contains(&s.room)) {
+            c.rooms.push(s.room);
+        }
+        let msg = PeerMsg::RoomSubscribe {
+            room: s.room,
+            shard: self.params.id,
+            conn,
+            sub: id,
+            from: s.from,
+        };
+        self.route_to(self.owner_of(UserId(s.room)), msg);
+    }
+
+    pub(super) fn on_unsubscribe(&mut self, conn: ConnId, room: u64) {
+        self.drop_sub(conn, room, true);
+    }
+
+    pub(super) fn on_room_ack(&mut self, conn: ConnId, room: u64, seq: Seq) {
+        if let Some(sub) = self.sub_mut(room, conn) {
+            let top = Seq(sub.next.0.saturating_sub(1));
+            sub.acked = sub.acked.max(seq.min(top));
+        }
+    }
+
+    /// The driver could not queue a room frame for `conn` (its write buffer
+    /// is full): drop the subscription from live delivery.
+    pub fn handle_room_lagged(&mut self, conn: ConnId, room: u64, now: u64) {
+        self.set_now(now);
+        self.lag(conn, room);
+    }
+
+    fn lag(&mut self, conn: ConnId, room: u64) {
+        let Some(next) = self.sub_mut(room, conn).map(|s| s.next) else {
+            return;
+        };
+        self.stats.room_lags += 1;
+        self.drop_sub(conn, room, true);
+        self.send_frame(conn, Frame::RoomLag { room, next });
+    }
+
+    fn sub_mut(&mut self, room: u64, conn: ConnId) -> Option<&mut RoomSub> {
+        self.rooms
+            .get_mut(&room)?
+            .subs
+            .iter_mut()
+            .find(|s| s.conn == conn)
+    }
+
+    /// Removes `conn`'s subscription to `room`; the last one on this shard
+    /// tells the home shard to stop sending here.
+    fn drop_sub(&mut self, conn: ConnId, room: u64, forget_on_conn: bool) {
+        let Some(replica) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        let before = replica.subs.len();
+        replica.subs.retain(|s| s.conn != conn);
+        if replica.subs.len() == before {
+            return;
+        }
+        if forget_on_conn {
+            if let Some(c) = self.conn_mut(conn) {
+                c.rooms.retain(|r| *r != room);
+            }
+        }
+        if self.rooms[&room].subs.is_empty() {
+            self.rooms.remove(&room);
+            let msg = PeerMsg::RoomLeave {
+                room,
+                shard: self.params.id,
+            };
+            self.route_to(self.owner_of(UserId(room)), msg);
+        }
+    }
+
+    /// Every subscription of a closing connection.
+    pub(super) fn drop_room_subs(&mut self, conn: ConnId, rooms: Vec<u64>) {
+        for room in rooms {
+            self.drop_sub(conn, room, false);
+        }
+    }
+
+    /// Sends `frame` (seq `seq`) to `conn` if it is the next one it needs.
+    fn deliver(&mut self, room: u64, conn: ConnId, seq: Seq, frame: &Bytes) {
+        let window = u64::from(self.config.room_window);
+        let Some(sub) = self.sub_mut(room, conn) else {
+            return;
+        };
+        if sub.next != seq {
+            return;
+        }
+        if sub.qos == Qos::AtLeastOnce && seq.0.saturating_sub(sub.acked.0) > window {
+            self.lag(conn, room);
+            return;
+        }
+        sub.next = seq.next();
+        self.stats.room_pushes += 1;
+        self.actions.push_back(Action::SendShared {
+            conn,
+            room,
+            bytes: frame.clone(),
+        });
+    }
+
+    /// Delivers from the ring what `conn` still needs; lags it if the ring
+    /// no longer reaches back to its next sequence.
+    fn catch_up(&mut self, room: u64, conn: ConnId) {
+        let Some(next) = self.sub_mut(room, conn).map(|s| s.next) else {
+            return;
+        };
+        let replica = &self.rooms[&room];
+        if replica
+            .ring
+            .front()
+            .is_some_and(|(oldest, _)| *oldest > next)
+        {
+            self.lag(conn, room);
+            return;
+        }
+        let from = replica.ring.partition_point(|(s, _)| *s < next);
+        let frames: Frames = replica.ring.iter().skip(from).cloned().collect();
+        for (seq, frame) in frames {
+            self.deliver(room, conn, seq, &frame);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_room_page(
+        &mut self,
+        room: u64,
+        conn: ConnId,
+        sub_id: u64,
+        head: Seq,
+        (first, gap, skip_to): (Seq, bool, Seq),
+        frames: Frames,
+        done: bool,
+    ) {
+        let Some(sub) = self.sub_mut(room, conn) else {
+            return; // unsubscribed meanwhile
+        };
+        if sub.id != sub_id || !sub.replaying {
+            return; // a page of an earlier subscription
+        }
+        // Sequences before `skip_to` no longer exist: start or move past them.
+        let (first, gap) = if skip_to > first {
+            (skip_to, true)
+        } else {
+            (first, gap)
+        };
+        if sub.next != Seq::ZERO && skip_to > sub.next {
+            sub.next = skip_to;
+        }
+        if sub.next == Seq::ZERO {
+            sub.next = first;
+            sub.acked = Seq(first.0.saturating_sub(1));
+            let result = if gap { SubResult::Gap } else { SubResult::Ok };
+            let ack = SubAck {
+                room,
+                head,
+                first,
+                result,
+            };
+            self.send_frame(conn, Frame::SubAck(ack));
+        }
+        if frames.is_empty() && !done && skip_to == Seq::ZERO {
+            self.lag(conn, room); // the home shard could not read the log
+            return;
+        }
+        for (seq, frame) in &frames {
+            self.deliver(room, conn, *seq, frame);
+        }
+        if done {
+            if let Some(sub) = self.sub_mut(room, conn) {
+                sub.replaying = false;
+            }
+            self.catch_up(room, conn);
+        }
+    }
+
+    pub(super) fn on_room_fanout(&mut self, room: u64, seq: Seq, frame: Bytes) {
+        let history = self.config.room_history as usize;
+        let Some(replica) = self.rooms.get_mut(&room) else {
+            return; // the last subscriber left
+        };
+        if seq != Seq::ZERO {
+            replica.ring.push_back((seq, frame.clone()));
+            while replica.ring.len() > history {
+                replica.ring.pop_front();
+            }
+        }
+        let live: Vec<(ConnId, Seq)> = replica
+            .subs
+            .iter()
+            .filter(|s| !s.replaying)
+            .map(|s| (s.conn, s.next))
+            .collect();
+        for (conn, next) in live {
+            if seq == Seq::ZERO {
+                // QoS 0 publish: outside the sequence, live subscribers only.
+                self.stats.room_pushes += 1;
+                let bytes = frame.clone();
+                self.actions
+                    .push_back(Action::SendShared { conn, room, bytes });
+            } else if next == seq {
+                self.deliver(room, conn, seq, &frame);
+            } else if next < seq {
+                self.catch_up(room, conn);
+            }
+        }
+    }
+
+    // ----- home side ---------------------------------------------------------
+
+    pub(super) fn on_room_subscribe(
+        &mut self,
+        room: u64,
+        shard: u16,
+        conn: ConnId,
+        sub: u64,
+        from: SubscribeFrom,
+    ) {
+        self.room_shards.entry(room).or_default().insert(shard);
+        let head = self
+            .users
+            .get(&UserId(room))
+            .map_or(Seq::ZERO, |i| i.durable);
+        let oldest = Seq(head
+            .0
+            .saturating_sub(u64::from(self.config.room_history))
+            .saturating_add(1));
+        let wanted = match from {
+            SubscribeFrom::Now => head.next(),
+            SubscribeFrom::After(s) => s.next().min(head.next()),
+        };
+        let gap = wanted < oldest;
+        let first = wanted.max(oldest);
+        let target = ReplayTarget {
+            room,
+            shard,
+            conn,
+            sub,
+            head,
+            first,
+            gap,
+            at: first,
+            skip_to: Seq::ZERO,
+        };
+        self.room_page(target, first);
+    }
+
+    /// Reads the next replay page (from `at`), or says replay is done.
+    fn room_page(&mut self, mut t: ReplayTarget, at: Seq) {
+        t.at = at;
+        if at > t.head {
+            self.send_page(t, Vec::new(), Seq::ZERO, true);
+            return;
+        }
+        let query = InboxQuery::After {
+            after: Seq(at.0 - 1),
+            limit: self.config.room_page,
+        };
+        self.read(UserId(t.room), query, ReadPurpose::RoomReplay(t));
+    }
+
+    fn send_page(&mut self, t: ReplayTarget, frames: Frames, skip_to: Seq, done: bool) {
+        let msg = PeerMsg::RoomPage {
+            room: t.room,
+            conn: t.conn,
+            sub: t.sub,
+            head: t.head,
+            first: t.first,
+            gap: t.gap,
+            frames,
+            skip_to,
+            done,
+        };
+        self.route_to(t.shard, msg);
+    }
+
+    pub(super) fn on_room_read(
+        &mut self,
+        mut t: ReplayTarget,
+        result: Result<Vec<MessageRecord>, ()>,
+    ) {
+        let Ok(mut records) = result else {
+            // No frames and not done: the subscriber gets ROOMLAG and
+            // subscribes again.
+            self.send_page(t, Vec::new(), Seq::ZERO, false);
+            return;
+        };
+        let last = records.last().map(|m| m.seq);
+        // History is bounded by age too: older messages are not replayed.
+        let max_age = self.config.room_max_age_ms;
+        let cutoff = if max_age == 0 {
+            0
+        } else {
+            self.wall_ms().saturating_sub(max_age)
+        };
+        let young = records.partition_point(|m| m.ts_ms < cutoff);
+        records.drain(..young);
+        // What the page does not start with is gone (too old, or deleted
+        // by retention): the subscriber moves past it.
+        let skip_to = match (records.first(), last) {
+            (Some(m), _) if m.seq > t.at => m.seq,
+            (None, Some(l)) => l.next(),
+            _ => Seq::ZERO,
+        }
+        .max(t.skip_to);
+        let frames: Frames = records.iter().map(|m| (m.seq, encode(t.room, m))).collect();
+        let done = last.is_none_or(|l| l >= t.head);
+        if let (true, false, Some(last)) = (frames.is_empty(), done, last) {
+            // Nothing left of this page: read on before telling the
+            // subscriber, so that its SUBACK names the first message it
+            // will really get (an empty page with a skip would leave it
+            // waiting before sequences that no longer exist, with nothing
+            // coming to show it the hole).
+            t.skip_to = skip_to;
+            self.room_page(t, last.next());
+            return;
+        }
+        self.send_page(t, frames, skip_to, done);
+        t.skip_to = Seq::ZERO;
+        if let (false, Some(last)) = (done, last) {
+            self.room_page(t, last.next());
+        }
+    }
+
+    pub(super) fn on_room_leave(&mut self, room: u64, shard: u16) {
+        if let Some(shards) = self.room_shards.get_mut(&room) {
+            shards.remove(&shard);
+            if shards.is_empty() {
+                self.room_shards.remove(&room);
+            }
+        }
+    }
+
+    /// Hands a room message to every shard with subscribers (on the room's
+    /// home shard): one encode, one message per shard. A message that became
+    /// durable, or a QoS 0 publish (seq 0, nothing stored).
+    pub(super) fn room_fan_out(&mut self, record: &MessageRecord) {
+        let room = record.inbox.0;
+        let Some(shards) = self.room_shards.get(&room) else {
+            return;
+        };
+        let shards: Vec<u16> = shards.iter().copied().collect();
+        let frame = encode(room, record);
+        for shard in shards {
+            let msg = PeerMsg::RoomFanout {
+                room,
+                seq: record.seq,
+                frame: frame.clone(),
+            };
+            self.route_to(shard, msg);
+        }
+    }
+}
+
+/// Who a replay is for, and what its SUBACK says.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ReplayTarget {
+    room: u64,
+    shard: u16,
+    conn: ConnId,
+    sub: u64,
+    head: Seq,
+    first: Seq,
+    gap: bool,
+    /// Where the page being read starts.
+    at: Seq,
+    /// Where the subscriber must move to: found in pages read but not
+    /// sent (every message in them gone), zero if none.
+    skip_to: Seq,
+}
+
+/// Which shards have subscribers, per room homed here.
+pub(super) type RoomShards = crate::hashing::FastHashMap<u64, BTreeSet<u16>>;

@@ -1,0 +1,519 @@
+//! The send path: dedup, durable store of each copy, SENDACK, QoS 2 release.
+//!
+//! A QoS 1/2 SEND from user S to user R makes two copies: one in R's inbox
+//! (on R's owner shard) and one in S's own inbox (on this shard) so that S's
+//! other devices see it. Each copy is idempotent on its own shard: the shard
+//! looks up `(send key, inbox)` in its dedup window (durable copies) and in
+//! its in-flight copies (appended, not yet durable) before appending. The
+//! SENDACK goes out only when both copies are durable, so a crash at any
+//! point leaves either nothing acknowledged or everything stored; a retry
+//! after a crash stores whatever copy is missing and reports the other as a
+//! duplicate.
+
+use bytes::Bytes;
+
+use super::action::Action;
+use super::action::{ConnId, PeerMsg, StoreOutcome};
+use super::group::Reply;
+use super::retry::{CopyCheck, RetryCheck, SendFingerprint};
+use super::shard::{AppendPurpose, InFlightCopy, PendingSend, SendOrigin, Shard};
+use crate::{DedupEntry, MessageRecord, Record, SendKey};
+use surepush_proto::{
+    DeviceId, ErrorCode, Frame, Push, Qos, Send, SendAck, SendResult, Seq, UserId,
+};
+
+impl Shard {
+    pub(super) fn on_send(&mut self, conn: ConnId, user: UserId, device: DeviceId, send: Send) {
+        self.stats.sends += 1;
+        let key = SendKey {
+            from: user,
+            from_device: device,
+            client_msg_id: send.client_msg_id,
+        };
+        let ts_ms = self.wall_ms();
+        if !Self::qos_needs_store(send.qos) && send.to.is_group() {
+            let msg = PeerMsg::GroupEphemeral {
+                key,
+                group: send.to,
+                ts_ms,
+                payload: send.payload,
+            };
+            self.route_to(self.owner_of(send.to), msg);
+            return;
+        }
+        if !Self::qos_needs_store(send.qos) {
+            let target = self.owner_of(send.to);
+            let msg = |inbox| PeerMsg::Ephemeral {
+                key,
+                inbox,
+                to: send.to,
+                ts_ms,
+                payload: send.payload.clone(),
+            };
+            self.route_to(target, msg(send.to));
+            if send.to != user {
+                self.push_ephemeral(key, user, send.to, ts_ms, send.payload.clone());
+            }
+            return;
+        }
+        if self.storage_failed || self.shutting_down {
+            self.send_frame(
+                conn,
+                Frame::SendAck(SendAck {
+                    client_msg_id: send.client_msg_id,
+                    seq: Seq::ZERO,
+                    own_seq: Seq::ZERO,
+                    result: SendResult::StorageUnavailable,
+                }),
+            );
+            return;
+        }
+        let fingerprint = SendFingerprint::of(send.to, send.qos, &send.payload);
+        if let Some(p) = self.sends.get(&key) {
+            if p.fingerprint != Some(fingerprint) {
+                // Not a retry: another message under the same id.
+                self.refuse_conflicting_retry(conn, send.client_msg_id);
+                return;
+            }
+            // A retry while the first attempt is still being stored: answer
+            // on the newest connection once it completes.
+            let old = p.origin;
+            if old != SendOrigin::Conn(conn) {
+                if let SendOrigin::Conn(old) = old {
+                    if let Some(c) = self.conn_mut(old) {
+                        c.pending_sends -= 1;
+                    }
+                }
+                self.conn_mut(conn)
+                    .expect("sender is connected")
+                    .pending_sends += 1;
+                self.sends.get_mut(&key).expect("present").origin = SendOrigin::Conn(conn);
+            }
+            return;
+        }
+        let max = self.config.max_pending_sends;
+        let c = self.conn_mut(conn).expect("sender is connected");
+        if c.pending_sends >= max {
+            self.fail(
+                conn,
+                ErrorCode::InflightExceeded,
+                "too many SENDs awaiting SENDACK",
+            );
+            return;
+        }
+        c.pending_sends += 1;
+        let to_group = send.to.is_group();
+        // A room message is stored once, in the room: no own copy.
+        let to_room = surepush_proto::is_room(send.to.0);
+        self.sends.insert(
+            key,
+            PendingSend {
+                origin: SendOrigin::Conn(conn),
+                to: send.to,
+                fingerprint: Some(fingerprint),
+                remote: None,
+                // A group send's own copy is the sender's member copy.
+                own: (to_group || to_room).then_some(StoreOutcome::Stored(Seq::ZERO)),
+            },
+        );
+        if let Some(entry) = self.dedup.get(&key, user) {
+            // A retry of a send stored before (its own-inbox copy is known):
+            // make sure it is the same SEND before anything is stored.
+            let seq = entry.seq;
+            self.check_retry(RetryCheck {
+                conn,
+                key,
+                send,
+                ts_ms,
+                seq,
+            });
+            return;
+        }
+        self.route_send(key, send, ts_ms);
+    }
+
+    /// Sends the store requests of an accepted SEND (registered in `sends`)
+    /// to the shards of its copies.
+    pub(super) fn route_send(&mut self, key: SendKey, send: Send, ts_ms: u64) {
+        let user = key.from;
+        let to_self = send.to == user;
+        let to_group = send.to.is_group();
+        let to_room = surepush_proto::is_room(send.to.0);
+        let origin = self.params.id;
+        let target = self.owner_of(send.to);
+        if to_group {
+            let msg = PeerMsg::GroupStore {
+                origin,
+                key,
+                group: send.to,
+                qos: send.qos,
+                ts_ms,
+                payload: send.payload,
+                members_only: true,
+            };
+            self.route_to(target, msg);
+            return;
+        }
+        self.route_to(
+            target,
+            PeerMsg::Store {
+                origin,
+                key,
+                inbox: send.to,
+                to: send.to,
+                qos: send.qos,
+                ts_ms,
+                payload: send.payload.clone(),
+            },
+        );
+        if !to_self && !to_room {
+            self.store_copy(
+                Reply::Send(origin),
+                key,
+                user,
+                send.to,
+                send.qos,
+                ts_ms,
+                send.payload,
+            );
+        }
+    }
+
+    /// A message published by the application backend (not by a session):
+    /// stored in `to`'s inbox only, answered with [`Action::Published`].
+    /// `key` identifies it for dedup (the API's idempotency key).
+    pub fn handle_publish(
+        &mut self,
+        request: u64,
+        key: SendKey,
+        to: UserId,
+        qos: Qos,
+        payload: Bytes,
+        now: u64,
+    ) {
+        self.set_now(now);
+        let ts_ms = self.wall_ms();
+        let target = self.owner_of(to);
+        if !Self::qos_needs_store(qos) {
+            let msg = if to.is_group() {
+                PeerMsg::GroupEphemeral {
+                    key,
+                    group: to,
+                    ts_ms,
+                    payload,
+                }
+            } else {
+                PeerMsg::Ephemeral {
+                    key,
+                    inbox: to,
+                    to,
+                    ts_ms,
+                    payload,
+                }
+            };
+            self.route_to(target, msg);
+            self.actions.push_back(Action::Published {
+                request,
+                outcome: StoreOutcome::Stored(Seq::ZERO),
+            });
+            return;
+        }
+        if self.storage_failed || self.shutting_down || self.sends.contains_key(&key) {
+            // A concurrent publish with the same id is refused rather than
+            // merged: the API caller retries and then gets Duplicate.
+            self.actions.push_back(Action::Published {
+                request,
+                outcome: StoreOutcome::Failed,
+            });
+            return;
+        }
+        self.sends.insert(
+            key,
+            PendingSend {
+                origin: SendOrigin::Api(request),
+                to,
+                fingerprint: None,
+                remote: None,
+                own: Some(StoreOutcome::Stored(Seq::ZERO)),
+            },
+        );
+        let origin = self.params.id;
+        let msg = if to.is_group() {
+            PeerMsg::GroupStore {
+                origin,
+                key,
+                group: to,
+                qos,
+                ts_ms,
+                payload,
+                members_only: false,
+            }
+        } else {
+            PeerMsg::Store {
+                origin,
+                key,
+                inbox: to,
+                to,
+                qos,
+                ts_ms,
+                payload,
+            }
+        };
+        self.route_to(target, msg);
+    }
+
+    /// Stores one copy of `key` in `inbox` (owned here), answering `origin`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn store_copy(
+        &mut self,
+        origin: Reply,
+        key: SendKey,
+        inbox: UserId,
+        to: UserId,
+        qos: Qos,
+        ts_ms: u64,
+        payload: Bytes,
+    ) {
+        if let Some(entry) = self.dedup.get(&key, inbox) {
+            let seq = entry.seq;
+            if matches!(origin, Reply::Send(_)) && inbox != key.from {
+                // Compare with the stored copy before calling it a retry
+                // (the sender's own copy was compared on its shard; group
+                // member copies through the sender's member copy).
+                self.check_copy(CopyCheck {
+                    reply: origin,
+                    key,
+                    inbox,
+                    to,
+                    qos,
+                    payload,
+                    seq,
+                });
+                return;
+            }
+            self.stats.send_duplicates += 1;
+            self.answer(origin, key, inbox, StoreOutcome::Duplicate(seq));
+            return;
+        }
+        if let Some(copy) = self.copies.get_mut(&(key, inbox)) {
+            copy.waiters.push(origin);
+            return;
+        }
+        if self.storage_failed {
+            self.answer(origin, key, inbox, StoreOutcome::Failed);
+            return;
+        }
+        let state = self.users.entry(inbox).or_default();
+        state.assigned = state.assigned.next();
+        let record = MessageRecord {
+            inbox,
+            seq: state.assigned,
+            from: key.from,
+            from_device: key.from_device,
+            to,
+            client_msg_id: key.client_msg_id,
+            qos,
+            ts_ms,
+            payload,
+        };
+        self.append(
+            Record::Message(record.clone()),
+            AppendPurpose::Copy { key, inbox },
+        );
+        self.copies.insert(
+            (key, inbox),
+            InFlightCopy {
+                record,
+                waiters: vec![origin],
+            },
+        );
+    }
+
+    pub(super) fn answer(
+        &mut self,
+        reply: Reply,
+        key: SendKey,
+        inbox: UserId,
+        outcome: StoreOutcome,
+    ) {
+        let (shard, msg) = match reply {
+            Reply::Send(origin) => (
+                origin,
+                PeerMsg::Stored {
+                    key,
+                    inbox,
+                    outcome,
+                },
+            ),
+            Reply::Group { home, group } => (
+                home,
+                PeerMsg::GroupStored {
+                    key,
+                    group,
+                    inbox,
+                    outcome,
+                },
+            ),
+        };
+        self.route_to(shard, msg);
+    }
+
+    pub(super) fn on_copy_durable(&mut self, key: SendKey, inbox: UserId, ok: bool) {
+        let Some(copy) = self.copies.remove(&(key, inbox)) else {
+            debug_assert!(false, "durable copy {key:?} in {inbox} was not in flight");
+            return;
+        };
+        let outcome = if ok {
+            let seq = copy.record.seq;
+            self.dedup
+                .insert(DedupEntry::of(&copy.record), &self.config.dedup);
+            let state = self.users.entry(inbox).or_default();
+            debug_assert_eq!(
+                state.durable.next(),
+                seq,
+                "copies become durable in seq order"
+            );
+            state.durable = state.durable.max(seq);
+            self.stats.copies_stored += 1;
+            if surepush_proto::is_room(inbox.0) {
+                self.room_fan_out(&copy.record);
+            } else {
+                self.on_durable(&copy.record);
+            }
+            StoreOutcome::Stored(seq)
+        } else {
+            StoreOutcome::Failed
+        };
+        for origin in copy.waiters {
+            self.answer(origin, key, inbox, outcome);
+        }
+    }
+
+    pub(super) fn on_stored(&mut self, key: SendKey, inbox: UserId, outcome: StoreOutcome) {
+        let Some(p) = self.sends.get_mut(&key) else {
+            return; // answered already (a duplicate answer for a merged retry)
+        };
+        if inbox == p.to {
+            p.remote = Some(outcome);
+            if p.to == key.from {
+                p.own = Some(outcome);
+            }
+        } else {
+            p.own = Some(outcome);
+        }
+        let (Some(remote), Some(own)) = (p.remote, p.own) else {
+            return;
+        };
+        let origin = p.origin;
+        self.sends.remove(&key);
+        let result = match (remote, own) {
+            (StoreOutcome::Rejected, _) | (_, StoreOutcome::Rejected) => SendResult::Forbidden,
+            (StoreOutcome::Conflict, _) | (_, StoreOutcome::Conflict) => SendResult::Conflict,
+            (StoreOutcome::Failed, _) | (_, StoreOutcome::Failed) => SendResult::StorageUnavailable,
+            (StoreOutcome::Duplicate(_), _) => SendResult::Duplicate,
+            _ => SendResult::Stored,
+        };
+        let conn = match origin {
+            SendOrigin::Conn(conn) => conn,
+            SendOrigin::Api(request) => {
+                self.actions.push_back(Action::Published {
+                    request,
+                    outcome: remote,
+                });
+                return;
+            }
+        };
+        let Some(c) = self.conn_mut(conn) else {
+            return; // the sender left; it retries on its next session
+        };
+        c.pending_sends -= 1;
+        self.send_frame(
+            conn,
+            Frame::SendAck(SendAck {
+                client_msg_id: key.client_msg_id,
+                seq: remote.seq(),
+                own_seq: own.seq(),
+                result,
+            }),
+        );
+    }
+
+    /// Pushes a QoS 0 message to the online devices of `inbox` (owned here).
+    pub(super) fn push_ephemeral(
+        &mut self,
+        key: SendKey,
+        inbox: UserId,
+        to: UserId,
+        ts_ms: u64,
+        payload: Bytes,
+    ) {
+        let Some(state) = self.users.get(&inbox) else {
+            return;
+        };
+        let targets: Vec<(ConnId, DeviceId)> = state
+            .devices
+            .iter()
+            .filter_map(|d| d.conn.map(|c| (c, d.id)))
+            .collect();
+        for (conn, device) in targets {
+            let echo = inbox == key.from && device == key.from_device;
+            if echo {
+                continue; // the sending device needs no copy of a QoS 0 send
+            }
+            if self.conn(conn).is_some_and(|c| c.live) {
+                self.send_frame(
+                    conn,
+                    Frame::Push(Push {
+                        seq: Seq::ZERO,
+                        prev_seq: Seq::ZERO,
+                        from: key.from,
+                        from_device: key.from_device,
+                        to,
+                        client_msg_id: key.client_msg_id,
+                        ts_ms,
+                        qos: Qos::AtMostOnce,
+                        echo: false,
+                        retransmit: false,
+                        payload: payload.clone(),
+                    }),
+                );
+            }
+        }
+    }
+
+    pub(super) fn on_rel(
+        &mut self,
+        conn: ConnId,
+        user: UserId,
+        device: DeviceId,
+        client_msg_id: u64,
+        to: UserId,
+    ) {
+        let key = SendKey {
+            from: user,
+            from_device: device,
+            client_msg_id,
+        };
+        let target = self.owner_of(to);
+        self.route_to(target, PeerMsg::Release { key, to });
+        if to != user && !to.is_group() {
+            self.release(key, to);
+        }
+        self.send_frame(conn, Frame::Comp { client_msg_id });
+    }
+
+    /// Forgets the QoS 2 dedup entries of `key` held here and logs it.
+    pub(super) fn release(&mut self, key: SendKey, to: UserId) {
+        if self.dedup.release(&key, to, &self.config.dedup) > 0 && !self.storage_failed {
+            self.append(
+                Record::Release {
+                    from: key.from,
+                    from_device: key.from_device,
+                    client_msg_id: key.client_msg_id,
+                    to,
+                },
+                AppendPurpose::Bookkeeping,
+            );
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! Connection lifecycle: open, CONNECT, frame dispatch, limits, close.
+//!
+//! Invariants:
+//! - a connection without a session accepts only CONNECT (anything else is
+//!   `NotConnected`), and must send it within `connect_timeout_ms`;
+//! - at most one connection per (user, device): a newer one replaces the
+//!   older, which gets DISCONNECT `Replaced`;
+//! - every limit breach is answered with a typed ERROR, then a close;
+//! - a CONNECT whose `last_seq` is beyond the inbox head (the gateway lost
+//!   what the device holds, say to a salvaged damage) raises the head to
+//!   it: the device is evidence those sequences were handed out, and they
+//!   are never numbered again. The raise is a cursor record; the CONNACK
+//!   (and anything sent meanwhile) waits until it is durable.
+
+/// How far above the head a CONNECT `last_seq` may raise it; beyond, the
+/// claim is refused (`AckBeyondSent`): no device holds four billion
+/// messages the gateway lost, and sequences must stay far from overflow.
+pub(super) const MAX_RAISE: u64 = 1 << 32;
+
+use std::collections::VecDeque;
+
+use super::action::{Action, ConnId};
+use super::shard::{AppendPurpose, Conn, Device, Shard, SyncState, TimerEvent, NS_PER_MS};
+use crate::Record;
+use surepush_proto::{ConnAck, Connect, ErrorCode, Frame, Seq, UserId};
+
+impl Shard {
+    pub(super) fn open_connection(&mut self) -> ConnId {
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let generation = self.next_generation;
+        let idle_limit_ns = self.config.connect_timeout_ms * NS_PER_MS;
+        let index = self.conns.insert(Conn {
+            generation,
+            session: None,
+            live: false,
+            sent_up_to: Default::default(),
+            gone_to: Default::default(),
+            held: None,
+            pending: VecDeque::new(),
+            refill: None,
+            sync: SyncState::default(),
+            last_rx_ns: self.now_ns,
+            idle_timer: None,
+            idle_limit_ns,
+            pending_sends: 0,
+            rate_window_start_ns: self.now_ns,
+            rate_count: 0,
+            rooms: Vec::new(),
+        });
+        let id = ConnId {
+            index: index as u32,
+            generation,
+        };
+        self.arm_idle(id);
+        id
+    }
+
+    pub(super) fn on_frame(&mut self, conn: ConnId, frame: Frame) {
+        let now = self.now_ns;
+        let max_rate = self.config.max_frames_per_sec;
+        let Some(c) = self.conn_mut(conn) else {
+            return; // closed by us; the driver may still deliver buffered frames
+        };
+        c.last_rx_ns = now;
+        if now.saturating_sub(c.rate_window_start_ns) >= 1_000 * NS_PER_MS {
+            c.rate_window_start_ns = now;
+            c.rate_count = 0;
+        }
+        c.rate_count += 1;
+        if c.rate_count > max_rate {
+            self.fail(
+                conn,
+                ErrorCode::RateLimited,
+                "more frames per second than allowed",
+            );
+            return;
+        }
+        let session = c.session;
+        match (session, frame) {
+            (None, Frame::Connect(connect)) => self.on_connect(conn, connect),
+            (Some(_), Frame::Connect(_)) => {
+                self.fail(conn, ErrorCode::AlreadyConnected, "second CONNECT")
+            }
+            (None, _) => self.fail(conn, ErrorCode::NotConnected, "CONNECT must come first"),
+            (Some(_), Frame::Ping(n)) => self.send_frame(conn, Frame::Pong(n)),
+            (Some(_), Frame::Pong(_)) => {}
+            (Some((user, device)), Frame::Send(s)) => self.on_send(conn, user, device, s),
+            (Some((user, device)), Frame::Ack(seq)) => self.on_ack(conn, user, device, seq),
+            (Some((user, device)), Frame::Sync(s)) => self.on_sync(conn, user, device, s),
+            (Some(_), Frame::Subscribe(s)) => self.on_subscribe(conn, s),
+            (Some(_), Frame::Unsubscribe { room }) => self.on_unsubscribe(conn, room),
+            (Some(_), Frame::RoomAck { room, seq }) => self.on_room_ack(conn, room, seq),
+            (Some((user, device)), Frame::Rel { client_msg_id, to }) => {
+                self.on_rel(conn, user, device, client_msg_id, to)
+            }
+            (Some(_), Frame::Disconnect(_)) => {
+                self.close_with(conn, Frame::disconnect(ErrorCode::Normal, ""))
+            }
+            (Some(_), Frame::Error(e)) => {
+                tracing::debug!(
+                    conn = conn.as_u64(),
+                    code = e.code,
+                    "client reported an error"
+                );
+            }
+            (Some(_), other) => self.fail(
+                conn,
+                ErrorCode::Malformed,
+                &format!(
+                    "{} is sent by the gateway, not by clients",
+                    other.kind().name()
+                ),
+            ),
+        }
+    }
+
+    fn on_connect(&mut self, conn: ConnId, connect: Connect) {
+        let claims = match self.auth.verify(&connect.token, self.wall_ms()) {
+            Ok(c) => c,
+            Err(e) => {
+                self.stats.auth_failures += 1;
+                self.fail(conn, e.code(), &e.to_string());
+                return;
+            }
+        };
+        if claims.device != connect.device {
+            self.stats.auth_failures += 1;
+            self.fail(
+                conn,
+                ErrorCode::DeviceMismatch,
+                "CONNECT device differs from the token's",
+            );
+            return;
+        }
+        let user = claims.user;
+        if self.owner_of(user) != self.params.id {
+            tracing::error!(%user, shard = self.params.id, "session reached a shard that does not own its user");
+            self.fail(
+                conn,
+                ErrorCode::Internal,
+                "session routed to the wrong shard",
+            );
+            return;
+        }
+        let max_conns = self.config.max_connections_per_user as usize;
+        let inbox = self.users.entry(user).or_default();
+        let durable = inbox.durable;
+        let raise = connect.last_seq.filter(|last| *last > durable);
+        if let Some(last) = raise {
+            if last.0 - durable.0 > MAX_RAISE {
+                self.fail(
+                    conn,
+                    ErrorCode::AckBeyondSent,
+                    &format!(
+                        "last_seq {} is more than {MAX_RAISE} beyond the inbox head {}",
+                        last.0, durable.0
+                    ),
+                );
+                return;
+            }
+            if self.storage_failed {
+                self.fail(
+                    conn,
+                    ErrorCode::StorageUnavailable,
+                    "cannot record a last_seq beyond the inbox head now",
+                );
+                return;
+            }
+        }
+        let replaced = inbox.device_mut(connect.device).and_then(|d| d.conn.take());
+        let online = inbox.devices.iter().filter(|d| d.conn.is_some()).count();
+        if replaced.is_none() && online >= max_conns {
+            self.fail(
+                conn,
+                ErrorCode::TooManyConnections,
+                "too many devices online for this user",
+            );
+            return;
+        }
+        if let Some(old) = replaced {
+            self.close_with(old, Frame::disconnect(ErrorCode::Replaced, ""));
+        }
+        let inbox = self.users.get_mut(&user).expect("inserted above");
+        let known = inbox.device_mut(connect.device).is_some();
+        if !known {
+            inbox.devices.push(Device {
+                id: connect.device,
+                cursor: Default::default(),
+                persisted: Default::default(),
+                conn: None,
+            });
+        }
+        let device = inbox.device_mut(connect.device).expect("present");
+        device.conn = Some(conn);
+        let cursor = device.cursor;
+        if let Some(last) = raise {
+            // Written now, not with the batched cursors: it carries the raise.
+            device.cursor = last;
+            device.persisted = last;
+            inbox.assigned = inbox.assigned.max(last);
+            tracing::warn!(%user, device = connect.device.0, head = durable.0, last_seq = last.0, "a device holds sequences beyond the inbox head; raising the head");
+            let record = Record::Cursor {
+                user,
+                device: connect.device,
+                seq: last,
+            };
+            let purpose = AppendPurpose::Raise {
+                conn,
+                user,
+                seq: last,
+            };
+            self.append(record, purpose);
+        } else if let Some(last) = connect.last_seq {
+            self.advance_cursor(user, connect.device, last);
+        }
+        let cursor = cursor.max(connect.last_seq.unwrap_or_default());
+        let keepalive_ms = match connect.keepalive_ms {
+            0 => self.config.keepalive_ms,
+            k => u64::from(k).min(self.config.max_keepalive_ms),
+        };
+        let c = self
+            .conn_mut(conn)
+            .expect("connection exists while handling its frame");
+        c.session = Some((user, connect.device));
+        c.sent_up_to = cursor;
+        c.idle_limit_ns = keepalive_ms * NS_PER_MS * 3 / 2;
+        self.stats.sessions_opened += 1;
+        self.stats.sessions_live += 1;
+        let ack = ConnAck {
+            user,
+            device: connect.device,
+            head: durable,
+            cursor: (known || connect.last_seq.is_some()).then_some(cursor),
+            max_frame: self.config.max_frame,
+            push_window: self.config.push_window,
+            max_pending_sends: self.config.max_pending_sends,
+            keepalive_ms: keepalive_ms as u32,
+            max_sync_limit: self.config.max_sync_limit,
+        };
+        match raise {
+            Some(_) => {
+                let c = self.conn_mut(conn).expect("connection exists");
+                c.held = Some((ack, Vec::new()));
+            }
+            None => self.send_frame(conn, Frame::ConnAck(ack)),
+        }
+        self.arm_idle(conn);
+    }
+
+    /// The cursor record raising `user`'s head to `seq` is durable (or
+    /// failed): the head moves up and the held CONNACK goes out.
+    pub(super) fn on_raise_durable(&mut self, conn: ConnId, user: UserId, seq: Seq, ok: bool) {
+        if ok {
+            let inbox = self.users.entry(user).or_default();
+            inbox.durable = inbox.durable.max(seq);
+        }
+        let head = self.durable_head(user);
+        let Some((mut ack, queued)) = self.conn_mut(conn).and_then(|c| c.held.take()) else {
+            return; // the connection is gone
+        };
+        if !ok {
+            self.fail(
+                conn,
+                ErrorCode::StorageUnavailable,
+                "could not record last_seq beyond the inbox head",
+            );
+            return;
+        }
+        ack.head = head;
+        self.send_frame(conn, Frame::ConnAck(ack));
+        for frame in queued {
+            self.send_frame(conn, frame);
+        }
+    }
+
+    pub(super) fn arm_idle(&mut self, conn: ConnId) {
+        let Some(c) = self.conn(conn) else { return };
+        let deadline = c.last_rx_ns + c.idle_limit_ns;
+        let old = c.idle_timer;
+        if let Some(t) = old {
+            self.timers.cancel(t);
+        }
+        let t = self.timers.insert(deadline, TimerEvent::Idle { conn });
+        if let Some(c) = self.conn_mut(conn) {
+            c.idle_timer = Some(t);
+        }
+    }
+
+    pub(super) fn on_idle_timer(&mut self, conn: ConnId) {
+        let now = self.now_ns;
+        let Some(c) = self.conn_mut(conn) else { return };
+        c.idle_timer = None;
+        if now.saturating_sub(c.last_rx_ns) >= c.idle_limit_ns {
+            let what = if c.session.is_some() {
+                "no frame within 1.5x keepalive"
+            } else {
+                "no CONNECT within the connect timeout"
+            };
+            self.fail(conn, ErrorCode::IdleTimeout, what);
+        } else {
+            self.arm_idle(conn);
+        }
+    }
+
+    /// Answers a violation with ERROR `code` and closes the connection.
+    pub(super) fn fail(&mut self, conn: ConnId, code: ErrorCode, message: &str) {
+        tracing::debug!(conn = conn.as_u64(), ?code, message, "closing connection");
+        self.close_with(conn, Frame::error(code, message));
+    }
+
+    /// Sends `last` (ERROR or DISCONNECT), then closes.
+    pub(super) fn close_with(&mut self, conn: ConnId, last: Frame) {
+        let Some(c) = self.conn_mut(conn) else {
+            return;
+        };
+        // Frames held behind a CONNACK go out first (without it: the
+        // session never opened).
+        let held = c.held.take().map(|(_, queued)| queued).unwrap_or_default();
+        for frame in held {
+            self.send_frame(conn, frame);
+        }
+        self.send_frame(conn, last);
+        self.forget_connection(conn);
+        self.actions.push_back(Action::Close { conn });
+    }
+
+    /// Drops every trace of `conn` (its stored messages stay in the log).
+    pub(super) fn forget_connection(&mut self, conn: ConnId) {
+        if self.conn(conn).is_none() {
+            return;
+        }
+        let mut c = self.conns.remove(conn.index as usize);
+        let rooms = std::mem::take(&mut c.rooms);
+        self.drop_room_subs(conn, rooms);
+        if let Some(t) = c.idle_timer {
+            self.timers.cancel(t);
+        }
+        for p in &c.pending {
+            self.timers.cancel(p.timer);
+        }
+        self.stats.pending_acks -= c.pending.len() as u64;
+        if let Some((user, device)) = c.session {
+            self.stats.sessions_live -= 1;
+            if let Some(d) = self.users.get_mut(&user).and_then(|i| i.device_mut(device)) {
+                if d.conn == Some(conn) {
+                    d.conn = None;
+                }
+            }
+        }
+    }
+}

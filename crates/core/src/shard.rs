@@ -1,0 +1,638 @@
+//! The per-shard delivery state machine: state, entry points, dispatch.
+//!
+//! Call order for a driver (the server's shard loop or the simulator):
+//! 1. feed inputs with the `handle_*` methods, each with the current
+//!    monotonic time `now` (ns since an origin the driver picks);
+//! 2. drain [`Shard::poll_action`] until `None` and carry each action out;
+//! 3. sleep until [`Shard::poll_timeout`] (or the next input), then call
+//!    [`Shard::handle_timeout`].
+//!
+//! The concern-specific halves of the state machine live in sibling files:
+//! `session.rs` (connect, limits, close), `send.rs` (dedup, store, SENDACK),
+//! `deliver.rs` (push window, ACK, retransmit) and `sync.rs` (paged replay).
+
+use std::collections::VecDeque;
+
+use crate::hashing::FastHashMap;
+use std::time::Duration;
+
+use slab::Slab;
+
+use super::action::{Action, AppendToken, ConnId, PeerMsg, ReadId};
+use super::config::CoreConfig;
+use super::stats::CoreStats;
+use crate::timer::{TimerId, TimerWheel};
+use crate::{DedupWindow, InboxQuery, MessageRecord, Record, RecoveredState, SendKey};
+use surepush_proto::{ConnAck, DeviceId, Frame, Qos, Seq, UserId};
+use surepush_token::TokenVerifier;
+
+/// Nanoseconds per millisecond.
+pub(super) const NS_PER_MS: u64 = 1_000_000;
+
+/// Static facts about one shard.
+#[derive(Clone, Debug)]
+pub struct ShardParams {
+    /// This shard's index.
+    pub id: u16,
+    /// Number of shards in the node.
+    pub shards: u16,
+    /// Wall-clock time (ms since the Unix epoch) at monotonic time 0; used
+    /// for message timestamps and token expiry only.
+    pub wall_ms_at_zero: u64,
+}
+
+/// One user's inbox as far as delivery is concerned.
+#[derive(Debug, Default)]
+pub(super) struct Inbox {
+    /// Highest sequence handed to an append (durable or not).
+    pub(super) assigned: Seq,
+    /// Highest durable sequence.
+    pub(super) durable: Seq,
+    /// Devices that ever connected or acknowledged.
+    pub(super) devices: Vec<Device>,
+}
+
+impl Inbox {
+    pub(super) fn device_mut(&mut self, id: DeviceId) -> Option<&mut Device> {
+        self.devices.iter_mut().find(|d| d.id == id)
+    }
+}
+
+/// One device's delivery position.
+#[derive(Debug)]
+pub(super) struct Device {
+    pub(super) id: DeviceId,
+    /// Highest acknowledged sequence.
+    pub(super) cursor: Seq,
+    /// Highest cursor written to the log.
+    pub(super) persisted: Seq,
+    /// The device's connection on this shard, if online.
+    pub(super) conn: Option<ConnId>,
+}
+
+/// A push awaiting its ACK.
+#[derive(Debug)]
+pub(super) struct PendingPush {
+    pub(super) record: MessageRecord,
+    /// The push before it on this connection (its PUSH `prev_seq`).
+    pub(super) prev: Seq,
+    pub(super) tries: u32,
+    pub(super) timer: TimerId,
+}
+
+/// State of one SYNC exchange on a connection.
+#[derive(Debug, Default)]
+pub(super) struct SyncState {
+    /// Highest request id processed (older ones are stale duplicates).
+    pub(super) last_request: Option<u32>,
+    /// The read serving the current request.
+    pub(super) in_flight: Option<ReadId>,
+    /// A request that arrived while another was being read.
+    pub(super) queued: Option<surepush_proto::Sync>,
+}
+
+/// One connection.
+#[derive(Debug)]
+pub(super) struct Conn {
+    pub(super) generation: u32,
+    /// (user, device) once CONNECT succeeded.
+    pub(super) session: Option<(UserId, DeviceId)>,
+    /// Receiving live pushes (after a SYNC returned an empty page).
+    pub(super) live: bool,
+    /// Highest sequence pushed live (the push window's front edge), or
+    /// acknowledged beyond it by the device.
+    pub(super) sent_up_to: Seq,
+    /// Sequences up to here that the log no longer holds (lost to
+    /// salvage, or past a raised head): live delivery skips them.
+    pub(super) gone_to: Seq,
+    /// A CONNACK held until the head its CONNECT raised is durable, and the
+    /// frames queued behind it meanwhile (`session.rs`).
+    pub(super) held: Option<(ConnAck, Vec<Frame>)>,
+    pub(super) pending: VecDeque<PendingPush>,
+    pub(super) refill: Option<ReadId>,
+    pub(super) sync: SyncState,
+    pub(super) last_rx_ns: u64,
+    pub(super) idle_timer: Option<TimerId>,
+    pub(super) idle_limit_ns: u64,
+    pub(super) pending_sends: u32,
+    pub(super) rate_window_start_ns: u64,
+    pub(super) rate_count: u32,
+    /// Rooms this connection subscribes to.
+    pub(super) rooms: Vec<u64>,
+}
+
+/// What a timer means when it fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum TimerEvent {
+    Retransmit { conn: ConnId, seq: Seq },
+    Idle { conn: ConnId },
+    FlushCursors,
+}
+
+/// Why an append was issued.
+#[derive(Debug)]
+pub(super) enum AppendPurpose {
+    /// A message copy: completes the in-flight copy `(key, inbox)`.
+    Copy { key: SendKey, inbox: UserId },
+    /// Cursor or release bookkeeping.
+    Bookkeeping,
+    /// A device's cursor beyond the inbox head (CONNECT `last_seq`): once
+    /// durable, the head is raised to it and the CONNACK goes out.
+    Raise {
+        conn: ConnId,
+        user: UserId,
+        seq: Seq,
+    },
+    /// The last record of a membership change: answer `origin`.
+    Membership {
+        origin: u16,
+        request: u64,
+        members: Vec<UserId>,
+    },
+}
+
+/// Why a read was issued.
+#[derive(Debug)]
+pub(super) enum ReadPurpose {
+    /// `head`: the durable head when the read was issued; every record up
+    /// to it is in the result (up to the limit), so what is missing below
+    /// it is gone.
+    Sync {
+        conn: ConnId,
+        request: surepush_proto::Sync,
+        head: Seq,
+    },
+    Refill {
+        conn: ConnId,
+        head: Seq,
+    },
+    RoomReplay(super::room::ReplayTarget),
+    /// The stored original of a retried SEND, read back before routing it.
+    Retry(super::retry::RetryCheck),
+    /// A stored copy, read back before a retry is called a duplicate.
+    Copy(super::retry::CopyCheck),
+}
+
+/// A copy appended but not yet durable, with the shards awaiting it.
+#[derive(Debug)]
+pub(super) struct InFlightCopy {
+    pub(super) record: MessageRecord,
+    pub(super) waiters: Vec<super::group::Reply>,
+}
+
+/// Who awaits the outcome of a send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SendOrigin {
+    /// A client connection (answered with SENDACK).
+    Conn(ConnId),
+    /// A backend publish (answered with [`Action::Published`]).
+    Api(u64),
+}
+
+/// A SEND awaiting its copies.
+#[derive(Debug)]
+pub(super) struct PendingSend {
+    pub(super) origin: SendOrigin,
+    pub(super) to: UserId,
+    /// What a retry must repeat (client sends; backend publishes refuse
+    /// any concurrent reuse of their id instead).
+    pub(super) fingerprint: Option<super::retry::SendFingerprint>,
+    pub(super) remote: Option<super::action::StoreOutcome>,
+    /// `None` while awaited; equal to `remote` for a send to oneself.
+    pub(super) own: Option<super::action::StoreOutcome>,
+}
+
+/// The delivery state machine of one shard. See the module docs for the call order.
+#[derive(Debug)]
+pub struct Shard {
+    pub(super) params: ShardParams,
+    pub(super) config: CoreConfig,
+    pub(super) auth: TokenVerifier,
+    pub(super) now_ns: u64,
+    pub(super) users: FastHashMap<UserId, Inbox>,
+    pub(super) conns: Slab<Conn>,
+    pub(super) next_generation: u32,
+    pub(super) dedup: DedupWindow,
+    pub(super) copies: FastHashMap<(SendKey, UserId), InFlightCopy>,
+    pub(super) sends: FastHashMap<SendKey, PendingSend>,
+    /// Members of the groups homed here.
+    pub(super) groups: FastHashMap<UserId, Vec<UserId>>,
+    /// Group sends waiting for their member copies (home shard).
+    pub(super) fanouts: FastHashMap<(SendKey, UserId), super::group::Fanout>,
+    /// Rooms with subscribers on this shard.
+    pub(super) rooms: FastHashMap<u64, super::room::RoomReplica>,
+    /// Rooms homed here: which shards have subscribers.
+    pub(super) room_shards: super::room::RoomShards,
+    pub(super) next_sub_id: u64,
+    pub(super) timers: TimerWheel<TimerEvent>,
+    pub(super) actions: VecDeque<Action>,
+    pub(super) appends: VecDeque<(AppendToken, AppendPurpose)>,
+    pub(super) next_token: AppendToken,
+    pub(super) reads: FastHashMap<ReadId, ReadPurpose>,
+    pub(super) next_read: ReadId,
+    pub(super) dirty_cursors: Vec<(UserId, DeviceId)>,
+    pub(super) flush_armed: bool,
+    pub(super) storage_failed: bool,
+    pub(super) shutting_down: bool,
+    pub(super) stats: CoreStats,
+}
+
+impl Shard {
+    /// A shard resuming from `recovered` (use `RecoveredState::default()` for an empty log).
+    pub fn new(
+        params: ShardParams,
+        config: CoreConfig,
+        auth: TokenVerifier,
+        recovered: RecoveredState,
+    ) -> Shard {
+        let mut users: FastHashMap<UserId, Inbox> =
+            FastHashMap::with_capacity_and_hasher(recovered.heads.len(), Default::default());
+        for (user, head) in recovered.heads {
+            let inbox = users.entry(user).or_default();
+            inbox.assigned = head;
+            inbox.durable = head;
+        }
+        for ((user, device), seq) in recovered.cursors {
+            users.entry(user).or_default().devices.push(Device {
+                id: device,
+                cursor: seq,
+                persisted: seq,
+                conn: None,
+            });
+        }
+        let tick = Duration::from_micros(config.timer_tick_us.max(1));
+        Shard {
+            params,
+            auth,
+            now_ns: 0,
+            users,
+            conns: Slab::new(),
+            next_generation: 0,
+            dedup: recovered.dedup,
+            copies: FastHashMap::default(),
+            sends: FastHashMap::default(),
+            groups: recovered.groups,
+            fanouts: FastHashMap::default(),
+            rooms: FastHashMap::default(),
+            room_shards: FastHashMap::default(),
+            next_sub_id: 0,
+            timers: TimerWheel::new(tick),
+            actions: VecDeque::new(),
+            appends: VecDeque::new(),
+            next_token: 0,
+            reads: FastHashMap::default(),
+            next_read: 0,
+            dirty_cursors: Vec::new(),
+            flush_armed: false,
+            storage_failed: false,
+            shutting_down: false,
+            stats: CoreStats::default(),
+            config,
+        }
+    }
+
+    /// This shard's index.
+    pub fn id(&self) -> u16 {
+        self.params.id
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> &CoreStats {
+        &self.stats
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// Highest durable sequence of `user`'s inbox (0 if unknown here).
+    pub fn durable_head(&self, user: UserId) -> Seq {
+        self.users.get(&user).map_or(Seq::ZERO, |i| i.durable)
+    }
+
+    /// Acknowledged position of one device, if the device is known.
+    pub fn device_cursor(&self, user: UserId, device: DeviceId) -> Option<Seq> {
+        let inbox = self.users.get(&user)?;
+        inbox
+            .devices
+            .iter()
+            .find(|d| d.id == device)
+            .map(|d| d.cursor)
+    }
+
+    /// True once a log append failed: the shard refuses QoS 1/2 sends.
+    pub fn storage_failed(&self) -> bool {
+        self.storage_failed
+    }
+
+    // ----- inputs -----------------------------------------------------------
+
+    /// A connection was accepted (or handed over); returns its id.
+    pub fn handle_open(&mut self, now: u64) -> ConnId {
+        self.set_now(now);
+        self.open_connection()
+    }
+
+    /// A frame arrived on `conn`.
+    pub fn handle_frame(&mut self, conn: ConnId, frame: Frame, now: u64) {
+        self.set_now(now);
+        self.on_frame(conn, frame);
+    }
+
+    /// The connection's byte stream failed to decode: answer with a typed
+    /// ERROR and close.
+    pub fn handle_decode_error(
+        &mut self,
+        conn: ConnId,
+        error: &surepush_proto::ProtoError,
+        now: u64,
+    ) {
+        self.set_now(now);
+        self.stats.protocol_errors += 1;
+        self.fail(conn, error.code(), &error.to_string());
+    }
+
+    /// The transport of `conn` is gone (peer closed, reset, write error).
+    pub fn handle_closed(&mut self, conn: ConnId, now: u64) {
+        self.set_now(now);
+        self.forget_connection(conn);
+    }
+
+    /// A message from another shard.
+    pub fn handle_peer(&mut self, msg: PeerMsg, now: u64) {
+        self.set_now(now);
+        self.on_peer(msg);
+    }
+
+    /// The append `token` (and, since the log is ordered, every earlier one)
+    /// is durable, or failed.
+    pub fn handle_appended(&mut self, token: AppendToken, result: Result<(), ()>, now: u64) {
+        self.set_now(now);
+        while let Some((t, _)) = self.appends.front() {
+            if *t > token {
+                break;
+            }
+            let (_, purpose) = self.appends.pop_front().expect("front exists");
+            self.on_appended(purpose, result.is_ok());
+        }
+    }
+
+    /// Result of [`Action::Read`] `id`: records in ascending seq order.
+    pub fn handle_read(&mut self, id: ReadId, result: Result<Vec<MessageRecord>, ()>, now: u64) {
+        self.set_now(now);
+        let Some(purpose) = self.reads.remove(&id) else {
+            return;
+        };
+        match purpose {
+            ReadPurpose::Sync {
+                conn,
+                request,
+                head,
+            } => self.on_sync_read(conn, request, head, result),
+            ReadPurpose::Refill { conn, head } => self.on_refill_read(conn, id, head, result),
+            ReadPurpose::RoomReplay(target) => self.on_room_read(target, result),
+            ReadPurpose::Retry(check) => self.on_retry_read(check, result),
+            ReadPurpose::Copy(check) => self.on_copy_check_read(check, result),
+        }
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: u64) {
+        self.set_now(now);
+        while let Some(event) = self.timers.poll(self.now_ns) {
+            match event {
+                TimerEvent::Retransmit { conn, seq } => self.on_retransmit_timer(conn, seq),
+                TimerEvent::Idle { conn } => self.on_idle_timer(conn),
+                TimerEvent::FlushCursors => self.flush_cursors(),
+            }
+        }
+    }
+
+    /// Starts a graceful shutdown: every session gets DISCONNECT
+    /// (`ShuttingDown`, with `redirect`) and is closed; cursors are flushed.
+    pub fn begin_shutdown(&mut self, redirect: &str, now: u64) {
+        self.set_now(now);
+        self.shutting_down = true;
+        let conns: Vec<ConnId> = self.conns.iter().map(|(i, c)| self.conn_id(i, c)).collect();
+        for conn in conns {
+            self.close_with(
+                conn,
+                Frame::disconnect(surepush_proto::ErrorCode::ShuttingDown, redirect),
+            );
+        }
+        self.flush_cursors();
+    }
+
+    // ----- outputs ----------------------------------------------------------
+
+    /// Next instruction for the driver.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Shard::handle_timeout`] should next be called (ns), if ever.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.timers.next_deadline()
+    }
+
+    // ----- shared plumbing --------------------------------------------------
+
+    pub(super) fn set_now(&mut self, now: u64) {
+        self.now_ns = self.now_ns.max(now);
+    }
+
+    pub(super) fn wall_ms(&self) -> u64 {
+        self.params.wall_ms_at_zero + self.now_ns / NS_PER_MS
+    }
+
+    pub(super) fn owner_of(&self, user: UserId) -> u16 {
+        super::routing::shard_of(user, self.params.shards)
+    }
+
+    pub(super) fn conn_id(&self, index: usize, conn: &Conn) -> ConnId {
+        ConnId {
+            index: index as u32,
+            generation: conn.generation,
+        }
+    }
+
+    pub(super) fn conn(&self, id: ConnId) -> Option<&Conn> {
+        self.conns
+            .get(id.index as usize)
+            .filter(|c| c.generation == id.generation)
+    }
+
+    pub(super) fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns
+            .get_mut(id.index as usize)
+            .filter(|c| c.generation == id.generation)
+    }
+
+    pub(super) fn send_frame(&mut self, conn: ConnId, frame: Frame) {
+        if let Some((_, queued)) = self.conn_mut(conn).and_then(|c| c.held.as_mut()) {
+            queued.push(frame); // behind a CONNACK not sent yet
+            return;
+        }
+        self.actions.push_back(Action::Send { conn, frame });
+    }
+
+    pub(super) fn append(&mut self, record: Record, purpose: AppendPurpose) {
+        self.next_token += 1;
+        let token = self.next_token;
+        self.appends.push_back((token, purpose));
+        self.actions.push_back(Action::Append { token, record });
+    }
+
+    pub(super) fn read(&mut self, user: UserId, query: InboxQuery, purpose: ReadPurpose) -> ReadId {
+        self.next_read += 1;
+        let id = self.next_read;
+        self.reads.insert(id, purpose);
+        self.actions.push_back(Action::Read { id, user, query });
+        id
+    }
+
+    /// Sends `msg` to `shard`, or handles it here when it is this shard.
+    pub(super) fn route_to(&mut self, shard: u16, msg: PeerMsg) {
+        if shard == self.params.id {
+            self.on_peer(msg);
+        } else {
+            self.actions.push_back(Action::Peer { shard, msg });
+        }
+    }
+
+    fn on_peer(&mut self, msg: PeerMsg) {
+        match msg {
+            PeerMsg::Store {
+                origin,
+                key,
+                inbox,
+                to,
+                qos,
+                ts_ms,
+                payload,
+            } => {
+                let reply = super::group::Reply::Send(origin);
+                self.store_copy(reply, key, inbox, to, qos, ts_ms, payload)
+            }
+            PeerMsg::Stored {
+                key,
+                inbox,
+                outcome,
+            } => self.on_stored(key, inbox, outcome),
+            PeerMsg::Ephemeral {
+                key,
+                inbox,
+                to,
+                ts_ms,
+                payload,
+            } if surepush_proto::is_room(inbox.0) => {
+                let record = MessageRecord {
+                    inbox,
+                    seq: Seq::ZERO,
+                    from: key.from,
+                    from_device: key.from_device,
+                    to,
+                    client_msg_id: key.client_msg_id,
+                    qos: surepush_proto::Qos::AtMostOnce,
+                    ts_ms,
+                    payload,
+                };
+                self.room_fan_out(&record);
+            }
+            PeerMsg::Ephemeral {
+                key,
+                inbox,
+                to,
+                ts_ms,
+                payload,
+            } => self.push_ephemeral(key, inbox, to, ts_ms, payload),
+            PeerMsg::Release { key, to } if to.is_group() => self.release_group(key, to),
+            PeerMsg::Release { key, to } => self.release(key, to),
+            PeerMsg::GroupStore {
+                origin,
+                key,
+                group,
+                qos,
+                ts_ms,
+                payload,
+                members_only,
+            } => self.on_group_store(origin, key, group, qos, ts_ms, payload, members_only),
+            PeerMsg::StoreMany {
+                home,
+                key,
+                group,
+                inboxes,
+                qos,
+                ts_ms,
+                payload,
+            } => self.on_store_many(home, key, group, inboxes, qos, ts_ms, payload),
+            PeerMsg::GroupStored {
+                key,
+                group,
+                inbox: _,
+                outcome,
+            } => self.on_group_stored(key, group, outcome),
+            PeerMsg::GroupEphemeral {
+                key,
+                group,
+                ts_ms,
+                payload,
+            } => self.on_group_ephemeral(key, group, ts_ms, payload),
+            PeerMsg::ReleaseMany { key, inboxes } => self.on_release_many(key, inboxes),
+            PeerMsg::GroupUpdate {
+                origin,
+                request,
+                group,
+                add,
+                remove,
+            } => self.on_group_update(origin, request, group, add, remove),
+            PeerMsg::GroupUpdated { request, outcome } => self.on_group_updated(request, outcome),
+            PeerMsg::RoomSubscribe {
+                room,
+                shard,
+                conn,
+                sub,
+                from,
+            } => self.on_room_subscribe(room, shard, conn, sub, from),
+            PeerMsg::RoomLeave { room, shard } => self.on_room_leave(room, shard),
+            PeerMsg::RoomPage {
+                room,
+                conn,
+                sub,
+                head,
+                first,
+                gap,
+                frames,
+                skip_to,
+                done,
+            } => self.on_room_page(room, conn, sub, head, (first, gap, skip_to), frames, done),
+            PeerMsg::RoomFanout { room, seq, frame } => self.on_room_fanout(room, seq, frame),
+        }
+    }
+
+    fn on_appended(&mut self, purpose: AppendPurpose, ok: bool) {
+        if !ok && !self.storage_failed {
+            self.storage_failed = true;
+            self.stats.storage_failures += 1;
+            tracing::error!(
+                shard = self.params.id,
+                "log append failed: refusing QoS 1/2 sends from now on"
+            );
+        }
+        match purpose {
+            AppendPurpose::Copy { key, inbox } => self.on_copy_durable(key, inbox, ok),
+            AppendPurpose::Membership {
+                origin,
+                request,
+                members,
+            } => self.on_membership_durable(origin, request, members, ok),
+            AppendPurpose::Raise { conn, user, seq } => self.on_raise_durable(conn, user, seq, ok),
+            AppendPurpose::Bookkeeping => {}
+        }
+    }
+
+    pub(super) fn qos_needs_store(qos: Qos) -> bool {
+        qos != Qos::AtMostOnce
+    }
+}

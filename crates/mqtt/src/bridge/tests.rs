@@ -1,0 +1,932 @@
+//! The bridge on its own: MQTT packets and native frames in, the other side out.
+
+use std::num::NonZeroU16;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::{Subscribe, SubscriptionOptions, Unsubscribe};
+use surepush_proto::{RoomPush, Sync, SyncPage};
+
+const ME: UserId = UserId(7);
+const DEV: DeviceId = DeviceId(1);
+
+fn params() -> BridgeParams {
+    BridgeParams {
+        page: 10,
+        max_packet: 1 << 20,
+        receive_max: 100,
+        room_window: 8,
+    }
+}
+
+fn connect(level: ProtocolLevel, clean: bool) -> mqtt::Connect {
+    let mut properties = Properties::default();
+    if level.is_v5() && !clean {
+        properties.session_expiry_interval = Some(3600);
+    }
+    mqtt::Connect {
+        protocol_level: level,
+        clean_start: clean,
+        keep_alive: 30,
+        client_id: MqttString::from("c"),
+        will: None,
+        username: None,
+        password: Some(Bytes::from_static(b"token")),
+        properties,
+    }
+}
+
+/// A persistent v3.1.1 session of `ME`, resumed from `stored` if given.
+fn persistent_bridge(stored: Option<SessionState>, msg_id_base: u64) -> Bridge {
+    Bridge::new(
+        connect(ProtocolLevel::V311, false),
+        "token".into(),
+        ME,
+        DEV,
+        stored,
+        msg_id_base,
+        params(),
+    )
+}
+
+fn pid(n: u16) -> PacketId {
+    PacketId::new(n).unwrap()
+}
+
+fn native_connack(head: u64, cursor: Option<u64>) -> Frame {
+    Frame::ConnAck(NativeConnAck {
+        user: ME,
+        device: DEV,
+        head: Seq(head),
+        cursor: cursor.map(Seq),
+        max_frame: 1 << 20,
+        push_window: 64,
+        max_pending_sends: 100,
+        keepalive_ms: 30_000,
+        max_sync_limit: 100,
+    })
+}
+
+fn push(seq: u64, to: u64, qos: Qos) -> Push {
+    Push {
+        seq: Seq(seq),
+        prev_seq: Seq(seq.saturating_sub(1)),
+        from: UserId(99),
+        from_device: DeviceId(1),
+        to: UserId(to),
+        client_msg_id: seq,
+        ts_ms: 0,
+        qos,
+        echo: false,
+        retransmit: false,
+        payload: Bytes::from(format!("m{seq}")),
+    }
+}
+
+struct Harness {
+    b: Bridge,
+}
+
+impl Harness {
+    /// A connected bridge, live, subscribed to `filters`.
+    fn live(level: ProtocolLevel, filters: &[(&str, QoS)]) -> Harness {
+        let mut h = Harness {
+            b: Bridge::new(
+                connect(level, true),
+                "token".into(),
+                ME,
+                DEV,
+                None,
+                1000,
+                params(),
+            ),
+        };
+        assert!(matches!(h.core().as_slice(), [Frame::Connect(_)]));
+        h.b.on_frame(native_connack(0, None));
+        assert!(matches!(h.packets().as_slice(), [Packet::ConnAck(_)]));
+        let request = h.sync_request();
+        h.b.on_frame(Frame::SyncPage(SyncPage {
+            request_id: request,
+            head: Seq(0),
+            end: true,
+            gap: false,
+            items: vec![],
+        }));
+        h.subscribe(1, filters);
+        h
+    }
+
+    fn subscribe(&mut self, id: u16, filters: &[(&str, QoS)]) {
+        self.b.on_packet(Packet::Subscribe(Subscribe {
+            packet_id: pid(id),
+            filters: filters
+                .iter()
+                .map(|(f, q)| Subscription {
+                    filter: MqttString::from(*f),
+                    options: SubscriptionOptions::qos(*q),
+                })
+                .collect(),
+            properties: Properties::default(),
+        }));
+    }
+
+    /// Frames for the core, without the keep-alive pings (see
+    /// `every_packet_feeds_the_keep_alive`).
+    fn core(&mut self) -> Vec<Frame> {
+        self.core_raw()
+            .into_iter()
+            .filter(|f| *f != Frame::Ping(0))
+            .collect()
+    }
+
+    fn core_raw(&mut self) -> Vec<Frame> {
+        std::iter::from_fn(|| self.b.poll_core()).collect()
+    }
+
+    fn packets(&mut self) -> Vec<Packet> {
+        std::iter::from_fn(|| self.b.poll_packet()).collect()
+    }
+
+    fn sync_request(&mut self) -> u32 {
+        let frames = self.core();
+        match frames.as_slice() {
+            [.., Frame::Sync(Sync { request_id, .. })] => *request_id,
+            other => panic!("expected a SYNC, got {other:?}"),
+        }
+    }
+
+    fn publishes(&mut self) -> Vec<Publish> {
+        self.packets()
+            .into_iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn acks_reach_the_core_only_for_a_contiguous_prefix_the_client_acknowledged() {
+    let mut h = Harness::live(ProtocolLevel::V311, &[("user/7", QoS::AtLeastOnce)]);
+    h.packets();
+    h.core();
+    for seq in 1..=3 {
+        h.b.on_frame(Frame::Push(push(seq, ME.0, Qos::AtLeastOnce)));
+    }
+    let sent = h.publishes();
+    assert_eq!(sent.len(), 3);
+    let ids: Vec<PacketId> = sent.iter().map(|p| p.packet_id.unwrap()).collect();
+    // The client acknowledges the third first: nothing may reach the core.
+    h.b.on_packet(Packet::PubAck(PubReply::success(ids[2])));
+    assert_eq!(h.core(), vec![]);
+    h.b.on_packet(Packet::PubAck(PubReply::success(ids[0])));
+    assert_eq!(h.core(), vec![Frame::Ack(Seq(1))]);
+    h.b.on_packet(Packet::PubAck(PubReply::success(ids[1])));
+    assert_eq!(h.core(), vec![Frame::Ack(Seq(3))]);
+}
+
+#[test]
+fn messages_no_subscription_matches_are_acknowledged_in_order_but_not_sent() {
+    let mut h = Harness::live(ProtocolLevel::V5, &[("group/+", QoS::AtLeastOnce)]);
+    h.packets();
+    h.core();
+    let group = 3 | UserId::GROUP_BIT;
+    h.b.on_frame(Frame::Push(push(1, group, Qos::AtLeastOnce)));
+    h.b.on_frame(Frame::Push(push(2, ME.0, Qos::AtLeastOnce))); // direct: not subscribed
+    let sent = h.publishes();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].topic.as_str(), "group/3");
+    // Seq 2 is skipped, but must wait for seq 1's PUBACK.
+    assert_eq!(h.core(), vec![]);
+    h.b.on_packet(Packet::PubAck(PubReply::success(
+        sent[0].packet_id.unwrap(),
+    )));
+    assert_eq!(h.core(), vec![Frame::Ack(Seq(2))]);
+}
+
+#[test]
+fn retransmissions_from_the_core_are_not_sent_twice() {
+    let mut h = Harness::live(ProtocolLevel::V5, &[("#", QoS::ExactlyOnce)]);
+    h.packets();
+    let mut p = push(1, ME.0, Qos::ExactlyOnce);
+    h.b.on_frame(Frame::Push(p.clone()));
+    p.retransmit = true;
+    h.b.on_frame(Frame::Push(p));
+    let sent = h.publishes();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].qos, QoS::ExactlyOnce);
+}
+
+#[test]
+fn qos2_out_acknowledges_at_pubrec_and_releases_until_pubcomp() {
+    let mut h = Harness::live(ProtocolLevel::V311, &[("user/7", QoS::ExactlyOnce)]);
+    h.packets();
+    h.core();
+    h.b.on_frame(Frame::Push(push(1, ME.0, Qos::ExactlyOnce)));
+    let id = h.publishes()[0].packet_id.unwrap();
+    h.b.on_packet(Packet::PubRec(PubReply::success(id)));
+    assert_eq!(h.core(), vec![Frame::Ack(Seq(1))]);
+    assert_eq!(h.packets(), vec![Packet::PubRel(PubReply::success(id))]);
+    // A repeated PUBREC gets PUBREL again; PUBCOMP frees the id.
+    h.b.on_packet(Packet::PubRec(PubReply::success(id)));
+    assert_eq!(h.packets(), vec![Packet::PubRel(PubReply::success(id))]);
+    h.b.on_packet(Packet::PubComp(PubReply::success(id)));
+    assert!(h.b.inflight.is_empty());
+    assert!(h.b.state.rel_pending.is_empty());
+}
+
+#[test]
+fn delivery_qos_is_the_lower_of_message_and_subscription() {
+    let mut h = Harness::live(ProtocolLevel::V311, &[("user/7", QoS::AtMostOnce)]);
+    h.packets();
+    h.core();
+    h.b.on_frame(Frame::Push(push(1, ME.0, Qos::ExactlyOnce)));
+    let sent = h.publishes();
+    assert_eq!(sent[0].qos, QoS::AtMostOnce);
+    assert_eq!(sent[0].packet_id, None);
+    assert_eq!(h.core(), vec![Frame::Ack(Seq(1))]);
+}
+
+#[test]
+fn the_clients_receive_maximum_bounds_publishes_in_flight() {
+    let mut c = connect(ProtocolLevel::V5, true);
+    c.properties.receive_maximum = NonZeroU16::new(2);
+    let mut h = Harness {
+        b: Bridge::new(c, "t".into(), ME, DEV, None, 1, params()),
+    };
+    h.b.on_frame(native_connack(0, None));
+    let request = h.sync_request();
+    h.b.on_frame(Frame::SyncPage(SyncPage {
+        request_id: request,
+        head: Seq(0),
+        end: true,
+        gap: false,
+        items: vec![],
+    }));
+    h.subscribe(1, &[("#", QoS::AtLeastOnce)]);
+    h.packets();
+    for seq in 1..=5 {
+        h.b.on_frame(Frame::Push(push(seq, ME.0, Qos::AtLeastOnce)));
+    }
+    let first = h.publishes();
+    assert_eq!(first.len(), 2);
+    h.b.on_packet(Packet::PubAck(PubReply::success(
+        first[0].packet_id.unwrap(),
+    )));
+    let next = h.publishes();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].payload, Bytes::from_static(b"m3"));
+}
+
+#[test]
+fn a_replay_page_is_acknowledged_by_the_next_sync_only_when_every_item_is_acked() {
+    let stored = SessionState {
+        subs: vec![Subscription {
+            filter: MqttString::from("user/7"),
+            options: SubscriptionOptions::qos(QoS::AtLeastOnce),
+        }],
+        ..SessionState::new(1)
+    };
+    let mut h = Harness {
+        b: persistent_bridge(Some(stored), 1),
+    };
+    h.core();
+    h.b.on_frame(native_connack(5, Some(2)));
+    match h.packets().as_slice() {
+        [Packet::ConnAck(a)] => assert!(a.session_present),
+        other => panic!("{other:?}"),
+    }
+    let frames = h.core();
+    let request = match frames.as_slice() {
+        [Frame::Sync(s)] => {
+            assert_eq!(s.direction, SyncDirection::After(Seq(2)));
+            s.request_id
+        }
+        other => panic!("{other:?}"),
+    };
+    h.b.on_frame(Frame::SyncPage(SyncPage {
+        request_id: request,
+        head: Seq(5),
+        end: false,
+        gap: false,
+        items: vec![
+            push(3, ME.0, Qos::AtLeastOnce),
+            push(4, ME.0, Qos::AtLeastOnce),
+        ],
+    }));
+    let sent = h.publishes();
+    assert_eq!(sent.len(), 2);
+    h.b.on_packet(Packet::PubAck(PubReply::success(
+        sent[0].packet_id.unwrap(),
+    )));
+    assert_eq!(h.core(), vec![]);
+    h.b.on_packet(Packet::PubAck(PubReply::success(
+        sent[1].packet_id.unwrap(),
+    )));
+    match h.core().as_slice() {
+        [Frame::Sync(s)] => assert_eq!(s.direction, SyncDirection::After(Seq(4))),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_qos2_publish_resent_with_the_same_packet_id_is_sent_to_the_core_once() {
+    let mut h = Harness::live(ProtocolLevel::V311, &[]);
+    h.packets();
+    h.core();
+    let publish = Publish {
+        dup: false,
+        qos: QoS::ExactlyOnce,
+        retain: false,
+        topic: MqttString::from("user/8"),
+        packet_id: Some(pid(9)),
+        payload: Bytes::from_static(b"once"),
+        properties: Properties::default(),
+    };
+    h.b.on_packet(Packet::Publish(publish.clone()));
+    let id = match h.core().as_slice() {
+        [Frame::Send(s)] => {
+            assert_eq!(s.to, UserId(8));
+            s.client_msg_id
+        }
+        other => panic!("{other:?}"),
+    };
+    // Resent before the store finished: not sent again.
+    h.b.on_packet(Packet::Publish(Publish {
+        dup: true,
+        ..publish.clone()
+    }));
+    assert_eq!(h.core(), vec![]);
+    h.b.on_frame(Frame::SendAck(SendAck {
+        client_msg_id: id,
+        seq: Seq(1),
+        own_seq: Seq(1),
+        result: SendResult::Stored,
+    }));
+    assert_eq!(h.packets(), vec![Packet::PubRec(PubReply::success(pid(9)))]);
+    // Resent after PUBREC was lost: PUBREC again, still nothing stored.
+    h.b.on_packet(Packet::Publish(Publish {
+        dup: true,
+        ..publish
+    }));
+    assert_eq!(h.core(), vec![]);
+    assert_eq!(h.packets(), vec![Packet::PubRec(PubReply::success(pid(9)))]);
+    h.b.on_packet(Packet::PubRel(PubReply::success(pid(9))));
+    assert_eq!(
+        h.core(),
+        vec![Frame::Rel {
+            client_msg_id: id,
+            to: UserId(8)
+        }]
+    );
+    h.b.on_frame(Frame::Comp { client_msg_id: id });
+    assert_eq!(
+        h.packets(),
+        vec![Packet::PubComp(PubReply::success(pid(9)))]
+    );
+    assert!(h.b.state.inbound.is_empty());
+}
+
+#[test]
+fn failures_are_reason_codes_in_v5_and_a_close_in_v311() {
+    for level in [ProtocolLevel::V5, ProtocolLevel::V311] {
+        let mut h = Harness::live(level, &[]);
+        h.packets();
+        h.core();
+        h.b.on_packet(Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: MqttString::from("user/8"),
+            packet_id: Some(pid(1)),
+            payload: Bytes::new(),
+            properties: Properties::default(),
+        }));
+        let id = match h.core().as_slice() {
+            [Frame::Send(s)] => s.client_msg_id,
+            other => panic!("{other:?}"),
+        };
+        h.b.on_frame(Frame::SendAck(SendAck {
+            client_msg_id: id,
+            seq: Seq(0),
+            own_seq: Seq(0),
+            result: SendResult::StorageUnavailable,
+        }));
+        if level.is_v5() {
+            match h.packets().as_slice() {
+                [Packet::PubAck(r)] => assert_eq!(r.reason, ReasonCode::UNSPECIFIED_ERROR),
+                other => panic!("{other:?}"),
+            }
+            assert!(!h.b.wants_close());
+        } else {
+            assert_eq!(h.packets(), vec![]);
+            assert!(h.b.wants_close());
+            assert!(matches!(h.core().as_slice(), [Frame::Disconnect(_)]));
+        }
+    }
+}
+
+#[test]
+fn unknown_topics_are_refused_per_protocol_level() {
+    let bad = |qos, packet_id| {
+        Packet::Publish(Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: MqttString::from("sensors/1"),
+            packet_id,
+            payload: Bytes::new(),
+            properties: Properties::default(),
+        })
+    };
+    let mut h = Harness::live(ProtocolLevel::V5, &[]);
+    h.packets();
+    h.core();
+    h.b.on_packet(bad(QoS::AtLeastOnce, Some(pid(4))));
+    match h.packets().as_slice() {
+        [Packet::PubAck(r)] => assert_eq!(r.reason, ReasonCode::TOPIC_NAME_INVALID),
+        other => panic!("{other:?}"),
+    }
+    h.b.on_packet(bad(QoS::AtMostOnce, None));
+    match h.packets().as_slice() {
+        [Packet::Disconnect(d)] => assert_eq!(d.reason, ReasonCode::TOPIC_NAME_INVALID),
+        other => panic!("{other:?}"),
+    }
+    assert!(h.b.wants_close());
+    let mut h = Harness::live(ProtocolLevel::V311, &[]);
+    h.packets();
+    h.b.on_packet(bad(QoS::AtLeastOnce, Some(pid(4))));
+    assert_eq!(h.packets(), vec![]);
+    assert!(h.b.wants_close());
+}
+
+#[test]
+fn room_subscriptions_go_to_the_core_and_suback_waits_for_them() {
+    let mut h = Harness::live(ProtocolLevel::V5, &[]);
+    h.packets();
+    h.core();
+    h.subscribe(
+        2,
+        &[("room/4", QoS::ExactlyOnce), ("user/7", QoS::AtLeastOnce)],
+    );
+    match h.core().as_slice() {
+        [Frame::Subscribe(s)] => {
+            assert_eq!(s.room, 4 | ROOM_BIT);
+            assert_eq!(s.qos, Qos::AtLeastOnce, "rooms grant at most QoS 1");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.packets(), vec![]);
+    h.b.on_frame(Frame::SubAck(proto::SubAck {
+        room: 4 | ROOM_BIT,
+        head: Seq(10),
+        first: Seq(11),
+        result: SubResult::Ok,
+    }));
+    match h.packets().as_slice() {
+        [Packet::SubAck(a)] => assert_eq!(a.reasons, vec![ReasonCode(1), ReasonCode(1)]),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.b.poll_retained_query(), Some(4));
+    h.b.on_frame(Frame::RoomPush(RoomPush {
+        room: 4 | ROOM_BIT,
+        seq: Seq(11),
+        from: UserId(3),
+        ts_ms: 0,
+        qos: Qos::AtLeastOnce,
+        payload: Bytes::from_static(b"hi"),
+    }));
+    let sent = h.publishes();
+    assert_eq!(sent[0].topic.as_str(), "room/4");
+    h.b.on_packet(Packet::PubAck(PubReply::success(
+        sent[0].packet_id.unwrap(),
+    )));
+    assert_eq!(
+        h.core(),
+        vec![Frame::RoomAck {
+            room: 4 | ROOM_BIT,
+            seq: Seq(11)
+        }]
+    );
+    h.b.on_packet(Packet::Unsubscribe(Unsubscribe {
+        packet_id: pid(3),
+        filters: vec![MqttString::from("room/4"), MqttString::from("nope")],
+        properties: Properties::default(),
+    }));
+    assert_eq!(h.core(), vec![Frame::Unsubscribe { room: 4 | ROOM_BIT }]);
+    match h.packets().as_slice() {
+        [Packet::UnsubAck(a)] => assert_eq!(
+            a.reasons,
+            vec![ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn session_state_round_trips_and_garbage_is_refused() {
+    let mut state = SessionState::new(12345);
+    state.subs.push(Subscription {
+        filter: MqttString::from("user/+"),
+        options: SubscriptionOptions::qos(QoS::ExactlyOnce),
+    });
+    state.rooms.insert(
+        9,
+        RoomSub {
+            qos: QoS::AtLeastOnce,
+            position: Some(Seq(44)),
+            no_local: true,
+        },
+    );
+    state.out_pids.insert(45, 7);
+    state.rel_pending.insert(8);
+    state.inbound.insert(
+        3,
+        Inbound {
+            client_msg_id: 5,
+            to: UserId(6),
+            stored: true,
+        },
+    );
+    state.inbox_start = Seq(17);
+    state.expiry_s = 60;
+    state.ended_ms = 1_000;
+    assert!(!state.expired(60_999));
+    assert!(state.expired(61_000));
+    let bytes = state.encode();
+    let back = SessionState::decode(&bytes).expect("decodes");
+    assert_eq!(back.encode(), bytes);
+    assert_eq!(back.inbox_start, Seq(17));
+    for cut in 0..bytes.len() {
+        assert!(
+            SessionState::decode(&bytes[..cut]).is_none(),
+            "prefix {cut}"
+        );
+    }
+    let mut extra = bytes.clone();
+    extra.push(0);
+    assert!(SessionState::decode(&extra).is_none());
+    let mut bad_version = bytes;
+    bad_version[0] = 9;
+    assert!(SessionState::decode(&bad_version).is_none());
+}
+
+#[test]
+fn a_will_is_published_unless_the_client_disconnected() {
+    let with_will = |level| {
+        let mut c = connect(level, true);
+        c.will = Some(Will {
+            topic: MqttString::from("user/8"),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Properties::default(),
+        });
+        Bridge::new(c, "t".into(), ME, DEV, None, 1, params())
+    };
+    let dropped = with_will(ProtocolLevel::V311).finish(1);
+    let will = dropped.will.expect("abnormal end publishes the will");
+    assert_eq!(will.to, UserId(8));
+    assert_eq!(will.qos, Qos::AtLeastOnce);
+    let mut polite = with_will(ProtocolLevel::V5);
+    polite.on_frame(native_connack(0, None));
+    polite.on_packet(Packet::Disconnect(mqtt::Disconnect::normal()));
+    assert!(polite.finish(1).will.is_none());
+    let mut asks = with_will(ProtocolLevel::V5);
+    asks.on_frame(native_connack(0, None));
+    asks.on_packet(Packet::Disconnect(mqtt::Disconnect {
+        reason: ReasonCode::DISCONNECT_WITH_WILL,
+        properties: Properties::default(),
+    }));
+    assert!(asks.finish(1).will.is_some());
+}
+
+#[test]
+fn connects_the_spec_refuses_are_refused() {
+    let mut c = connect(ProtocolLevel::V311, false);
+    c.client_id = MqttString::from("");
+    assert_eq!(refuse_connect(&c), Some(ReasonCode(0x02)));
+    let mut c = connect(ProtocolLevel::V5, true);
+    c.will = Some(Will {
+        topic: MqttString::from("nowhere"),
+        payload: Bytes::new(),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Properties::default(),
+    });
+    assert_eq!(refuse_connect(&c), Some(ReasonCode::TOPIC_NAME_INVALID));
+    assert_eq!(refuse_connect(&connect(ProtocolLevel::V5, false)), None);
+}
+
+#[test]
+fn topic_aliases_set_by_a_name_are_used_by_an_empty_one_and_bounded() {
+    let mut h = Harness::live(ProtocolLevel::V5, &[]);
+    h.packets();
+    h.core();
+    let aliased = |topic: &str, alias: u16| {
+        let properties = Properties {
+            topic_alias: NonZeroU16::new(alias),
+            ..Properties::default()
+        };
+        Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: MqttString::from(topic),
+            packet_id: None,
+            payload: Bytes::from_static(b"a"),
+            properties,
+        })
+    };
+    h.b.on_packet(aliased("user/42", 3));
+    h.b.on_packet(aliased("", 3));
+    let targets: Vec<UserId> = h
+        .core()
+        .into_iter()
+        .map(|f| match f {
+            Frame::Send(s) => s.to,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(targets, vec![UserId(42), UserId(42)]);
+    h.b.on_packet(aliased("", 4));
+    match h.packets().as_slice() {
+        [Packet::Disconnect(d)] => assert_eq!(d.reason, ReasonCode::PROTOCOL_ERROR),
+        other => panic!("{other:?}"),
+    }
+    let mut h = Harness::live(ProtocolLevel::V5, &[]);
+    h.packets();
+    h.b.on_packet(aliased("user/42", TOPIC_ALIAS_MAX + 1));
+    match h.packets().as_slice() {
+        [Packet::Disconnect(d)] => assert_eq!(d.reason, ReasonCode::TOPIC_ALIAS_INVALID),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn packets_sent_before_the_connack_are_answered_after_it_in_order() {
+    let mut h = Harness {
+        b: Bridge::new(
+            connect(ProtocolLevel::V5, true),
+            "t".into(),
+            ME,
+            DEV,
+            None,
+            1,
+            params(),
+        ),
+    };
+    h.core();
+    h.subscribe(1, &[("user/7", QoS::AtLeastOnce)]);
+    h.b.on_packet(Packet::PingReq);
+    assert_eq!(h.packets(), vec![], "nothing may precede CONNACK");
+    assert_eq!(h.core(), vec![]);
+    h.b.on_frame(native_connack(0, None));
+    let kinds: Vec<mqtt::PacketType> = h.packets().iter().map(Packet::packet_type).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            mqtt::PacketType::ConnAck,
+            mqtt::PacketType::SubAck,
+            mqtt::PacketType::PingResp
+        ]
+    );
+}
+
+#[test]
+fn a_refusal_before_the_session_opens_is_a_connack_not_a_disconnect() {
+    for (level, code) in [
+        (ProtocolLevel::V5, ReasonCode::QUOTA_EXCEEDED),
+        (ProtocolLevel::V311, ReasonCode(0x03)),
+    ] {
+        let mut h = Harness {
+            b: Bridge::new(connect(level, true), "t".into(), ME, DEV, None, 1, params()),
+        };
+        h.core();
+        h.b.on_frame(Frame::error(
+            ErrorCode::TooManyConnections,
+            "too many devices",
+        ));
+        match h.packets().as_slice() {
+            [Packet::ConnAck(a)] => assert_eq!(a.code, code),
+            other => panic!("{other:?}"),
+        }
+        assert!(h.b.wants_close());
+    }
+}
+
+#[test]
+fn this_devices_own_sends_are_not_delivered_back_even_in_replay_pages() {
+    let mut h = Harness {
+        b: Bridge::new(
+            connect(ProtocolLevel::V311, true),
+            "t".into(),
+            ME,
+            DEV,
+            None,
+            1,
+            params(),
+        ),
+    };
+    h.core();
+    h.b.on_frame(native_connack(0, None));
+    let request = h.sync_request();
+    let mut own = push(1, 8, Qos::AtLeastOnce);
+    own.from = ME;
+    own.from_device = DEV;
+    let mut other_device = push(2, 8, Qos::AtLeastOnce);
+    other_device.from = ME;
+    other_device.from_device = DeviceId(2);
+    h.subscribe(1, &[("#", QoS::AtLeastOnce)]);
+    h.packets();
+    h.b.on_frame(Frame::SyncPage(SyncPage {
+        request_id: request,
+        head: Seq(2),
+        end: true,
+        gap: false,
+        items: vec![own, other_device],
+    }));
+    let sent = h.publishes();
+    assert_eq!(sent.len(), 1, "only the copy sent from another device");
+    assert_eq!(sent[0].topic.as_str(), "user/8");
+}
+
+#[test]
+fn only_a_normal_disconnect_deletes_the_will_and_expiry_cannot_rise_from_zero() {
+    let with_will = || {
+        let mut c = connect(ProtocolLevel::V5, true);
+        c.will = Some(Will {
+            topic: MqttString::from("user/8"),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Properties::default(),
+        });
+        Bridge::new(c, "t".into(), ME, DEV, None, 1, params())
+    };
+    let mut b = with_will();
+    b.on_frame(native_connack(0, None));
+    b.on_packet(Packet::Disconnect(mqtt::Disconnect {
+        reason: ReasonCode::UNSPECIFIED_ERROR,
+        properties: Properties::default(),
+    }));
+    assert!(b.finish(1).will.is_some(), "an error reason keeps the will");
+    let mut b = with_will();
+    b.on_frame(native_connack(0, None));
+    b.on_packet(Packet::Disconnect(mqtt::Disconnect {
+        reason: ReasonCode::SUCCESS,
+        properties: Properties {
+            session_expiry_interval: Some(60),
+            ..Properties::default()
+        },
+    }));
+    let out: Vec<Packet> = std::iter::from_fn(|| b.poll_packet()).collect();
+    assert!(
+        matches!(out.last(), Some(Packet::Disconnect(d)) if d.reason == ReasonCode::PROTOCOL_ERROR),
+        "{out:?}"
+    );
+    assert!(
+        b.finish(1).will.is_some(),
+        "a protocol error is not a normal disconnect"
+    );
+}
+
+#[test]
+fn a_taken_over_session_publishes_its_will_and_hands_on_only_persistent_state() {
+    let mut c = connect(ProtocolLevel::V311, true);
+    c.will = Some(Will {
+        topic: MqttString::from("user/8"),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Properties::default(),
+    });
+    let mut clean = Bridge::new(c, "t".into(), ME, DEV, None, 1, params());
+    assert!(
+        clean.take_over().is_none(),
+        "a clean session ends with its connection"
+    );
+    let done = clean.finish(1);
+    assert!(done.will.is_some());
+    assert!(matches!(done.keep, Keep::Nothing));
+    let mut persistent = persistent_bridge(None, 1);
+    assert!(persistent.take_over().is_some());
+}
+
+#[test]
+fn no_local_room_subscriptions_skip_this_users_publishes_but_acknowledge_them() {
+    let mut h = Harness::live(ProtocolLevel::V5, &[]);
+    h.packets();
+    h.core();
+    let mut options = SubscriptionOptions::qos(QoS::AtLeastOnce);
+    options.no_local = true;
+    h.b.on_packet(Packet::Subscribe(Subscribe {
+        packet_id: pid(5),
+        filters: vec![Subscription {
+            filter: MqttString::from("room/2"),
+            options,
+        }],
+        properties: Properties::default(),
+    }));
+    h.core();
+    h.b.on_frame(Frame::SubAck(proto::SubAck {
+        room: 2 | ROOM_BIT,
+        head: Seq(0),
+        first: Seq(1),
+        result: SubResult::Ok,
+    }));
+    h.packets();
+    for (seq, from) in [(1, ME), (2, UserId(3))] {
+        h.b.on_frame(Frame::RoomPush(RoomPush {
+            room: 2 | ROOM_BIT,
+            seq: Seq(seq),
+            from,
+            ts_ms: 0,
+            qos: Qos::AtLeastOnce,
+            payload: Bytes::from_static(b"r"),
+        }));
+    }
+    let sent = h.publishes();
+    assert_eq!(sent.len(), 1, "the user's own publish is skipped");
+    assert_eq!(
+        h.core(),
+        vec![Frame::RoomAck {
+            room: 2 | ROOM_BIT,
+            seq: Seq(1)
+        }],
+        "and acknowledged at once"
+    );
+    h.b.on_packet(Packet::PubAck(PubReply::success(
+        sent[0].packet_id.unwrap(),
+    )));
+    assert_eq!(
+        h.core(),
+        vec![Frame::RoomAck {
+            room: 2 | ROOM_BIT,
+            seq: Seq(2)
+        }]
+    );
+}
+
+#[test]
+fn every_packet_feeds_the_keep_alive() {
+    let mut h = Harness::live(ProtocolLevel::V311, &[]);
+    h.packets();
+    h.core();
+    h.subscribe(2, &[("user/+", QoS::AtLeastOnce)]);
+    assert_eq!(
+        h.core_raw(),
+        vec![Frame::Ping(0)],
+        "an inbox SUBSCRIBE has no frame of its own"
+    );
+    h.b.on_packet(Packet::PingReq);
+    assert_eq!(h.core_raw(), vec![Frame::Ping(0)]);
+}
+
+#[test]
+fn a_malformed_packet_before_the_connack_is_refused_with_a_connack() {
+    let mut h = Harness {
+        b: Bridge::new(
+            connect(ProtocolLevel::V5, true),
+            "t".into(),
+            ME,
+            DEV,
+            None,
+            1,
+            params(),
+        ),
+    };
+    h.core();
+    let e = mqtt::Decoder::new(Some(ProtocolLevel::V5), 1024)
+        .decode(&mut bytes::BytesMut::from(
+            &[0x36u8, 0x05, 0, 1, b'a', 0, 1][..],
+        ))
+        .expect_err("QoS 3 is malformed");
+    h.b.on_decode_error(&e);
+    match h.packets().as_slice() {
+        [Packet::ConnAck(a)] => assert_eq!(a.code, ReasonCode::MALFORMED_PACKET),
+        other => panic!("{other:?}"),
+    }
+    let done = std::mem::replace(
+        &mut h.b,
+        Bridge::new(
+            connect(ProtocolLevel::V5, true),
+            "t".into(),
+            ME,
+            DEV,
+            None,
+            1,
+            params(),
+        ),
+    )
+    .finish(1);
+    assert!(
+        matches!(done.keep, Keep::Nothing),
+        "a refused session leaves stored state alone"
+    );
+}
+
+mod rooms;
+mod with_core;

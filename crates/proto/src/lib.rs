@@ -1,0 +1,32 @@
+//! Wire format of the surepush protocol; `docs/PROTOCOL.md` is the contract.
+//!
+//! Ground rules:
+//! - No I/O and no clock: this module turns bytes into [`Frame`]s and back.
+//! - Every frame is an 8-byte [`FrameHeader`] (read in place with zerocopy)
+//!   followed by a body whose fixed part is also read in place; payloads are
+//!   `bytes::Bytes` slices of the receive buffer, never copied.
+//! - Every malformed input is a typed [`ProtoError`] with a wire
+//!   [`ErrorCode`]; nothing here panics on peer input.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod codec;
+mod error;
+mod frame;
+mod header;
+mod room;
+mod types;
+
+pub use codec::Decoder;
+pub use error::{ErrorCode, ProtoError};
+pub use frame::{
+    ConnAck, Connect, Disconnect, ErrorFrame, Frame, FrameKind, Push, Send, SendAck, SendResult,
+    Sync, SyncDirection, SyncPage, CONNACK_CURSOR_KNOWN, CONNECT_HAS_CURSOR, PUSH_ECHO,
+    PUSH_RETRANSMIT, SYNCPAGE_END,
+};
+pub use header::{FrameHeader, DEFAULT_MAX_FRAME, HEADER_LEN, MAGIC, VERSION};
+pub use room::{is_room, RoomPush, SubAck, SubResult, Subscribe, SubscribeFrom, ROOM_BIT};
+pub use types::{DeviceId, Qos, Seq, UserId};
+
+#[cfg(test)]
+mod tests;

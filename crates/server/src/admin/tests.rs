@@ -1,0 +1,289 @@
+//! The admin HTTP layer against a test backend (the seam), over real
+//! sockets with raw HTTP/1.1 requests.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::mpsc;
+
+use super::*;
+use crate::admin_api::PublishResult;
+
+#[derive(Default)]
+struct TestBackend {
+    degraded: bool,
+    published: RefCell<Vec<PublishRequest>>,
+    groups: RefCell<std::collections::HashMap<UserId, Vec<UserId>>>,
+}
+
+impl AdminBackend for TestBackend {
+    fn metrics_text(&self) -> String {
+        "surepush_test_total 7\n".into()
+    }
+    fn health(&self) -> Health {
+        if self.degraded {
+            Health::Degraded("disk full".into())
+        } else {
+            Health::Ok
+        }
+    }
+    fn publish(
+        &self,
+        req: PublishRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<PublishResult, PublishError>>>> {
+        let n = {
+            let mut p = self.published.borrow_mut();
+            p.push(req);
+            p.len() as u64
+        };
+        Box::pin(async move {
+            Ok(PublishResult {
+                seq: surepush_proto::Seq(n),
+                duplicate: false,
+            })
+        })
+    }
+    fn mint_token(&self, user: UserId, device: DeviceId, ttl_s: u64) -> String {
+        format!("token-{}-{}-{ttl_s}", user.0, device.0)
+    }
+    fn update_group(
+        &self,
+        group: UserId,
+        add: Vec<UserId>,
+        remove: Vec<UserId>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<UserId>, PublishError>>>> {
+        let mut groups = self.groups.borrow_mut();
+        let members = groups.entry(group).or_default();
+        members.extend(add);
+        members.retain(|m| !remove.contains(m));
+        members.sort();
+        members.dedup();
+        let members = members.clone();
+        Box::pin(async move { Ok(members) })
+    }
+}
+
+/// Runs the server on its own executor; returns its address.
+fn start(degraded: bool, timeout: Duration) -> SocketAddr {
+    let (tx, rx) = mpsc::channel();
+    glommio::LocalExecutorBuilder::default()
+        .io_memory(512 << 10)
+        .spawn(move || async move {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let backend = Rc::new(TestBackend {
+                degraded,
+                ..TestBackend::default()
+            });
+            let config = AdminHttpConfig {
+                admin_token: Some("sekret".into()),
+                max_body_bytes: 1024,
+                request_timeout: timeout,
+            };
+            serve(listener, backend, config, Rc::new(Cell::new(false))).await;
+        })
+        .unwrap();
+    rx.recv().unwrap()
+}
+
+fn request(addr: SocketAddr, raw: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+fn post(addr: SocketAddr, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    request(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+#[test]
+fn health_metrics_and_routing() {
+    let addr = start(false, Duration::from_secs(5));
+    assert_eq!(
+        request(addr, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"),
+        (200, "ok\n".into())
+    );
+    let (status, body) = request(addr, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!((status, body.as_str()), (200, "surepush_test_total 7\n"));
+    assert_eq!(
+        request(addr, "GET /nope HTTP/1.1\r\nHost: t\r\n\r\n").0,
+        404
+    );
+    assert_eq!(
+        request(addr, "DELETE /metrics HTTP/1.1\r\nHost: t\r\n\r\n").0,
+        405
+    );
+    let degraded = start(true, Duration::from_secs(5));
+    let (status, body) = request(degraded, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!((status, body.trim()), (503, "disk full"));
+}
+
+#[test]
+fn publish_needs_the_token_and_valid_json() {
+    let addr = start(false, Duration::from_secs(5));
+    let ok = r#"{"to": 9, "payload": "hi", "qos": 2, "id": 5}"#;
+    assert_eq!(post(addr, "/v1/publish", ok, None).0, 401);
+    assert_eq!(post(addr, "/v1/publish", ok, Some("sekreT")).0, 401);
+    let (status, body) = post(addr, "/v1/publish", ok, Some("sekret"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, r#"{"duplicate":false,"seq":1}"#);
+    let (status, body) = post(
+        addr,
+        "/v1/publish",
+        r#"{"to": 9, "payload_b64": "aGk="}"#,
+        Some("sekret"),
+    );
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"duplicate":false,"seq":2}"#)
+    );
+    for bad in [
+        "not json",
+        r#"{"to": 9}"#,
+        r#"{"to": 9, "payload": "a", "payload_b64": "YQ=="}"#,
+        r#"{"to": 9, "payload": "a", "qos": 3}"#,
+        r#"{"to": 9, "payload_b64": "!!"}"#,
+        r#"{"to": 9, "payload": "a", "unknown": 1}"#,
+    ] {
+        assert_eq!(
+            post(addr, "/v1/publish", bad, Some("sekret")).0,
+            400,
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn oversized_body_is_refused() {
+    let addr = start(false, Duration::from_secs(5));
+    let big = format!(r#"{{"to": 1, "payload": "{}"}}"#, "x".repeat(4096));
+    assert_eq!(post(addr, "/v1/publish", &big, Some("sekret")).0, 413);
+}
+
+#[test]
+fn tokens_are_minted_with_bounded_lifetimes() {
+    let addr = start(false, Duration::from_secs(5));
+    let (status, body) = post(
+        addr,
+        "/v1/tokens",
+        r#"{"user": 3, "device": 4, "ttl_s": 60}"#,
+        Some("sekret"),
+    );
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"token":"token-3-4-60"}"#)
+    );
+    assert_eq!(
+        post(
+            addr,
+            "/v1/tokens",
+            r#"{"user": 3, "device": 4, "ttl_s": 0}"#,
+            Some("sekret")
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        post(addr, "/v1/tokens", r#"{"user": 3, "device": 4}"#, None).0,
+        401
+    );
+}
+
+#[test]
+fn a_stalled_request_is_dropped_at_the_deadline() {
+    let addr = start(false, Duration::from_millis(300));
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost:").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 64];
+    // The server closes the connection: read returns EOF, not a timeout.
+    assert_eq!(s.read(&mut buf).unwrap(), 0);
+}
+
+#[test]
+fn token_comparison_checks_every_byte_and_the_length() {
+    assert!(constant_time_eq(b"abc", b"abc"));
+    assert!(!constant_time_eq(b"abc", b"abd"));
+    assert!(!constant_time_eq(b"abc", b"abcd"));
+    assert!(!constant_time_eq(b"", b"a"));
+}
+
+#[test]
+fn groups_and_fan_out_addresses_are_validated() {
+    let addr = start(false, Duration::from_secs(5));
+    let token = Some("sekret");
+    let (status, body) = post(addr, "/v1/groups/5", r#"{"add": [3, 1, 2]}"#, token);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"members\":[1,2,3]"), "{body}");
+    let (status, _) = post(addr, "/v1/groups/5", r#"{"remove": [2]}"#, None);
+    assert_eq!(status, 401, "membership needs the admin token");
+    let too_big = 1u64 << 62;
+    for (path, body) in [
+        (format!("/v1/groups/{too_big}"), "{}".to_string()),
+        ("/v1/groups/x".to_string(), "{}".to_string()),
+        (
+            "/v1/groups/5".to_string(),
+            format!(r#"{{"add": [{too_big}]}}"#),
+        ),
+        ("/v1/groups/5".to_string(), r#"{"add": "1"}"#.to_string()),
+        (
+            "/v1/publish".to_string(),
+            r#"{"to": 1, "group": 2, "payload": "x"}"#.to_string(),
+        ),
+        (
+            "/v1/publish".to_string(),
+            format!(r#"{{"room": {too_big}, "payload": "x"}}"#),
+        ),
+        ("/v1/publish".to_string(), r#"{"payload": "x"}"#.to_string()),
+    ] {
+        let (status, resp) = post(addr, &path, &body, token);
+        assert_eq!(status, 400, "{path} {body}: {resp}");
+    }
+    let (status, _) = post(addr, "/v1/publish", r#"{"room": 9, "payload": "x"}"#, token);
+    assert_eq!(status, 200);
+}
+
+/// Issue 16 item 8 (found while documenting the API): `GET /v1/groups/{n}`
+/// read a body and applied its `add`/`remove`, so a read could change a
+/// group. A read ignores any body.
+#[test]
+fn reading_a_group_never_changes_it() {
+    let addr = start(false, Duration::from_secs(5));
+    let token = Some("sekret");
+    assert_eq!(post(addr, "/v1/groups/6", r#"{"add": [1]}"#, token).0, 200);
+    let body = r#"{"add": [2], "remove": [1]}"#;
+    let (status, resp) = request(
+        addr,
+        &format!(
+            "GET /v1/groups/6 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer sekret\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert_eq!(status, 200, "{resp}");
+    assert!(resp.contains(r#""members":[1]"#), "{resp}");
+}

@@ -1,0 +1,145 @@
+//! The node's side of the admin API: publishes enter the core on shard 0
+//! (which routes them to the owner shard like any send), metrics come from
+//! the shared registry, health from the shards' storage flags.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::admin_api::{AdminBackend, Health, PublishError, PublishRequest, PublishResult};
+use super::metrics::Metrics;
+use super::runtime::{NodeShared, ShardRuntime};
+use surepush_core::{Claims, GroupOutcome, StoreOutcome, TokenVerifier};
+use surepush_log::SendKey;
+use surepush_proto::{DeviceId, UserId};
+
+/// The device id under which backend publishes are deduplicated.
+pub const API_DEVICE: DeviceId = DeviceId(u64::MAX);
+
+/// Publishes without an idempotency key get ids from this range, which
+/// backends must not use for their own keys.
+const AUTO_ID_BASE: u64 = 1 << 63;
+
+/// Admin backend of a running node.
+pub(crate) struct NodeAdmin {
+    rt: Rc<ShardRuntime>,
+    metrics: Arc<Metrics>,
+    shared: Arc<NodeShared>,
+    verifier: TokenVerifier,
+    next_auto_id: Cell<u64>,
+}
+
+impl NodeAdmin {
+    pub(crate) fn new(
+        rt: Rc<ShardRuntime>,
+        metrics: Arc<Metrics>,
+        shared: Arc<NodeShared>,
+        verifier: TokenVerifier,
+    ) -> Self {
+        // Start automatic ids at the current time in µs so ids stay unique
+        // across restarts without persisting a counter.
+        let start = ShardRuntime::wall_ms_now() * 1000;
+        NodeAdmin {
+            rt,
+            metrics,
+            shared,
+            verifier,
+            next_auto_id: Cell::new(AUTO_ID_BASE | start),
+        }
+    }
+}
+
+impl AdminBackend for NodeAdmin {
+    fn metrics_text(&self) -> String {
+        self.metrics.encode()
+    }
+
+    fn health(&self) -> Health {
+        if self.shared.shutdown.load(Ordering::Relaxed) {
+            return Health::Degraded("shutting down".into());
+        }
+        let failed: Vec<usize> = self
+            .shared
+            .storage_failed
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.load(Ordering::Relaxed))
+            .map(|(i, _)| i)
+            .collect();
+        if failed.is_empty() {
+            Health::Ok
+        } else {
+            Health::Degraded(format!("log failure on shard(s) {failed:?}: not storing"))
+        }
+    }
+
+    fn publish(
+        &self,
+        req: PublishRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<PublishResult, PublishError>>>> {
+        let id = req.id.unwrap_or_else(|| {
+            let id = self.next_auto_id.get();
+            self.next_auto_id.set(id + 1);
+            id
+        });
+        if req.id.is_some_and(|id| id >= AUTO_ID_BASE) {
+            return Box::pin(async { Err(PublishError::Invalid("id must be below 2^63".into())) });
+        }
+        let key = SendKey {
+            from: req.from,
+            from_device: API_DEVICE,
+            client_msg_id: id,
+        };
+        let rt = self.rt.clone();
+        let shutting_down = self.shared.shutdown.load(Ordering::Relaxed);
+        Box::pin(async move {
+            if shutting_down {
+                return Err(PublishError::ShuttingDown);
+            }
+            match rt.publish(key, req.to, req.qos, req.payload).await {
+                StoreOutcome::Stored(seq) => Ok(PublishResult {
+                    seq,
+                    duplicate: false,
+                }),
+                StoreOutcome::Duplicate(seq) => Ok(PublishResult {
+                    seq,
+                    duplicate: true,
+                }),
+                StoreOutcome::Failed => Err(PublishError::StorageUnavailable),
+                StoreOutcome::Rejected => Err(PublishError::NoSuchGroup),
+                StoreOutcome::Conflict => Err(PublishError::Conflict),
+            }
+        })
+    }
+
+    fn update_group(
+        &self,
+        group: UserId,
+        add: Vec<UserId>,
+        remove: Vec<UserId>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<UserId>, PublishError>>>> {
+        let rt = self.rt.clone();
+        let shutting_down = self.shared.shutdown.load(Ordering::Relaxed);
+        Box::pin(async move {
+            if shutting_down {
+                return Err(PublishError::ShuttingDown);
+            }
+            match rt.update_group(group, add, remove).await {
+                GroupOutcome::Members(m) => Ok(m),
+                GroupOutcome::Invalid(why) => Err(PublishError::Invalid(why.into())),
+                GroupOutcome::Failed => Err(PublishError::StorageUnavailable),
+            }
+        })
+    }
+
+    fn mint_token(&self, user: UserId, device: DeviceId, ttl_s: u64) -> String {
+        self.verifier.mint(&Claims {
+            user,
+            device,
+            expires_s: self.rt.wall_s() + ttl_s,
+        })
+    }
+}

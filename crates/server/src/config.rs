@@ -1,0 +1,380 @@
+//! The server's configuration: one struct, documented defaults, loaded from
+//! TOML (`--config`) and overridden by command-line flags.
+//!
+//! The defaults run on a laptop: loopback listeners, a `./data` directory,
+//! one shard per core, secrets generated into the data directory on first
+//! start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use surepush_core::CoreConfig;
+use surepush_log::{LogConfig, RecoveryMode};
+
+/// Storage settings of each shard's segment log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// Maximum segment file size (MiB); segments are preallocated.
+    pub segment_mib: u64,
+    /// Group commit: sync once this many bytes are pending (KiB)...
+    pub sync_kib: u64,
+    /// ...or this long after the first pending append (µs). 0: commit as
+    /// soon as the previous commit is done (appends arriving during a sync
+    /// form the next batch), the lowest latency on fast disks.
+    pub sync_interval_us: u64,
+    /// Write a recovery checkpoint every this many MiB of log.
+    pub checkpoint_mib: u64,
+    /// Delete acknowledged segments once the send dedup window no longer
+    /// reaches them (it is rebuilt from the log on restart), and any
+    /// segment older than this (hours).
+    pub retention_hours: u64,
+    /// How often each shard looks for segments retention may delete
+    /// (seconds; at least 1). Until then acknowledged segments stay on disk
+    /// and their messages in the in-memory index.
+    pub retention_interval_s: u64,
+    /// Cache of recent records for replay (MiB per shard).
+    pub cache_mib: u64,
+    /// Hand full blocks to the disk in pieces of this size while the shard
+    /// goes on appending (KiB; 0: write only at commit). The pieces are
+    /// written by glommio's blocking thread, so the disk works while the
+    /// shard encodes; the commit's fdatasync covers them.
+    pub write_behind_kib: u64,
+    /// Each commit's marker (a record saying how far the log is durable,
+    /// which lets recovery tell a torn tail from damage) rides with the
+    /// next commit; with nothing else to commit for this long (ms), it is
+    /// committed alone. 0: only with the next commit.
+    pub marker_delay_ms: u64,
+    /// What recovery does with damage to durable records:
+    /// `"tolerate-tail-corruption"` (default: cut a torn tail, refuse to
+    /// start on damage), `"salvage"` (keep every valid record, move the
+    /// damaged bytes aside, report what was lost; scans every segment), or
+    /// `"absolute-consistency"` (refuse on any damage, a torn tail too).
+    pub recovery: RecoveryMode,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            segment_mib: 64,
+            sync_kib: 256,
+            sync_interval_us: 0,
+            checkpoint_mib: 256,
+            retention_hours: 24 * 7,
+            retention_interval_s: 60,
+            cache_mib: 16,
+            write_behind_kib: 1024,
+            marker_delay_ms: 10,
+            recovery: RecoveryMode::default(),
+        }
+    }
+}
+
+/// Everything `surepush serve` needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Client listener (every shard binds it with SO_REUSEPORT).
+    pub listen: SocketAddr,
+    /// Admin HTTP listener (metrics, health, publish API). Keep it private.
+    pub admin_listen: SocketAddr,
+    /// Where logs and generated secrets live.
+    pub data_dir: PathBuf,
+    /// Number of shards (one thread each); 0 = one per available core.
+    pub shards: u16,
+    /// Pin each shard to its own core.
+    pub pin_cores: bool,
+    /// io_uring registered buffer memory per shard (KiB); 0 = automatic
+    /// (fits the locked-memory limit, see `surepush check-host`).
+    pub io_memory_kib: u64,
+    /// HMAC secret for client tokens; empty = read or create
+    /// `<data_dir>/token.secret`.
+    pub token_secret: String,
+    /// Bearer token for the admin publish/token API; empty = read or create
+    /// `<data_dir>/admin.token`.
+    pub admin_token: String,
+    /// Unsent bytes for one client before it is dropped as too slow (its
+    /// unread output is discarded; what it would deliver stays stored).
+    pub max_write_buffer_bytes: usize,
+    /// Unsent bytes for one client above which room messages are no longer
+    /// queued for it: its subscriptions get ROOMLAG and resume from the
+    /// log (below `max_write_buffer_bytes`, so the session survives). What
+    /// is queued before a room frame counts, so one frame larger than this
+    /// still goes out.
+    pub room_lag_bytes: usize,
+    /// How long a closing connection may take to read its last frames (an
+    /// ERROR, an MQTT 5 DISCONNECT) before its socket is shut down (ms): a
+    /// client that does not read cannot hold a closed connection open.
+    pub close_grace_ms: u64,
+    /// Capacity of each shard-to-shard channel (batches).
+    pub mesh_channel_size: usize,
+    /// On shutdown, wait this long for clients to receive DISCONNECT (ms).
+    pub shutdown_grace_ms: u64,
+    /// Redirect sent in DISCONNECT on shutdown (`host:port`, or empty).
+    pub shutdown_redirect: String,
+    /// Delivery limits and timings.
+    pub core: CoreConfig,
+    /// Segment log settings.
+    pub log: LogSettings,
+    /// The MQTT front end (docs/MQTT.md).
+    pub mqtt: MqttSettings,
+}
+
+/// `[mqtt]`: the MQTT 3.1.1/5.0 listener.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttSettings {
+    /// Serve MQTT at all.
+    pub enabled: bool,
+    /// MQTT listener (every shard binds it with SO_REUSEPORT).
+    pub listen: SocketAddr,
+    /// Inbox messages per replay page when a session resumes.
+    pub page: u32,
+    /// Largest MQTT packet accepted, in bytes (advertised to v5 clients).
+    pub max_packet: u32,
+}
+
+impl Default for MqttSettings {
+    fn default() -> Self {
+        MqttSettings {
+            enabled: true,
+            listen: "127.0.0.1:1883".parse().expect("valid literal"),
+            page: 64,
+            max_packet: 1 << 20,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:7400".parse().expect("valid literal"),
+            admin_listen: "127.0.0.1:7401".parse().expect("valid literal"),
+            data_dir: PathBuf::from("data"),
+            shards: 0,
+            pin_cores: true,
+            io_memory_kib: 0,
+            token_secret: String::new(),
+            admin_token: String::new(),
+            max_write_buffer_bytes: 8 << 20,
+            room_lag_bytes: 1 << 20,
+            close_grace_ms: 1_000,
+            mesh_channel_size: 1024,
+            shutdown_grace_ms: 2_000,
+            shutdown_redirect: String::new(),
+            core: CoreConfig::default(),
+            log: LogSettings::default(),
+            mqtt: MqttSettings::default(),
+        }
+    }
+}
+
+/// A configuration problem, reported before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this struct.
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: toml::de::Error,
+    },
+    /// A value is out of range.
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+    /// A secret file could not be read or created.
+    #[error("secret file {path}: {source}")]
+    Secret {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+impl Config {
+    /// Reads a TOML file (missing keys take their defaults).
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Shards to run: the setting, or one per available core.
+    pub fn shard_count(&self) -> u16 {
+        match self.shards {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get().min(u16::MAX as usize) as u16),
+            n => n,
+        }
+    }
+
+    /// The segment log settings of shard `id` (the one place they are
+    /// derived from the config: serving and the offline tools agree).
+    pub fn log_config(&self, id: u16) -> LogConfig {
+        LogConfig {
+            dir: self.data_dir.join(format!("shard-{id:03}")),
+            segment_bytes: self.log.segment_mib << 20,
+            sync_bytes: (self.log.sync_kib << 10) as usize,
+            sync_interval: std::time::Duration::from_micros(self.log.sync_interval_us),
+            checkpoint_bytes: self.log.checkpoint_mib << 20,
+            retention_max_age: std::time::Duration::from_secs(self.log.retention_hours * 3600),
+            dedup: self.core.dedup,
+            recovery: self.log.recovery,
+            cache_bytes: (self.log.cache_mib << 20) as usize,
+            write_behind_bytes: self.log.write_behind_kib << 10,
+            marker_delay: std::time::Duration::from_millis(self.log.marker_delay_ms),
+        }
+    }
+
+    /// Checks ranges that would otherwise fail later and obscurely.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let c = &self.core;
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if c.max_frame < 1024 || c.max_frame > 64 << 20 {
+            return bad("core.max_frame must be within 1 KiB ..= 64 MiB");
+        }
+        if c.push_window == 0 || c.max_pending_sends == 0 || c.max_sync_limit == 0 {
+            return bad(
+                "core.push_window, core.max_pending_sends and core.max_sync_limit must be > 0",
+            );
+        }
+        if c.ack_timeout_ms == 0 || c.keepalive_ms == 0 || c.timer_tick_us == 0 {
+            return bad(
+                "core.ack_timeout_ms, core.keepalive_ms and core.timer_tick_us must be > 0",
+            );
+        }
+        if self.log.segment_mib == 0 || self.log.segment_mib > 4096 {
+            return bad("log.segment_mib must be within 1 ..= 4096");
+        }
+        if u64::from(c.max_frame) > self.log.segment_mib << 20 {
+            return bad("log.segment_mib must hold at least one maximum-size frame");
+        }
+        let m = &self.mqtt;
+        if m.enabled && (m.page == 0 || m.page > c.max_sync_limit) {
+            return bad("mqtt.page must be within 1 ..= core.max_sync_limit");
+        }
+        if m.enabled && (m.max_packet < 1024 || m.max_packet > c.max_frame) {
+            return bad("mqtt.max_packet must be within 1 KiB ..= core.max_frame");
+        }
+        Ok(())
+    }
+
+    /// The token secret: configured, or read/created in the data dir.
+    pub fn load_token_secret(&self) -> Result<Vec<u8>, ConfigError> {
+        if !self.token_secret.is_empty() {
+            return Ok(self.token_secret.as_bytes().to_vec());
+        }
+        read_or_create_secret(&self.data_dir.join("token.secret")).map(String::into_bytes)
+    }
+
+    /// The admin bearer token: configured, or read/created in the data dir.
+    pub fn load_admin_token(&self) -> Result<String, ConfigError> {
+        if !self.admin_token.is_empty() {
+            return Ok(self.admin_token.clone());
+        }
+        read_or_create_secret(&self.data_dir.join("admin.token"))
+    }
+}
+
+/// Reads a secret file, or creates it (mode 0600) with 32 random bytes in hex.
+fn read_or_create_secret(path: &Path) -> Result<String, ConfigError> {
+    let err = |source| ConfigError::Secret {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let mut raw = [0u8; 32];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .map_err(err)?;
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
+    use std::io::Write;
+    f.write_all(hex.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    Ok(hex)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip_through_toml() {
+        let c = Config::default();
+        c.validate().unwrap();
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(toml::from_str::<Config>(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn partial_file_keeps_defaults_and_unknown_keys_are_refused() {
+        let c: Config = toml::from_str("shards = 3\n[core]\npush_window = 7\n").unwrap();
+        assert_eq!(c.shards, 3);
+        assert_eq!(c.core.push_window, 7);
+        assert_eq!(c.core.ack_timeout_ms, CoreConfig::default().ack_timeout_ms);
+        assert!(toml::from_str::<Config>("shardz = 3\n").is_err());
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        let mut c = Config::default();
+        c.core.push_window = 0;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.core.max_frame = 8 << 20;
+        c.log.segment_mib = 4;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn secrets_are_created_once_then_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        let a = c.load_admin_token().unwrap();
+        assert_eq!(a.len(), 64);
+        assert_eq!(c.load_admin_token().unwrap(), a);
+        assert_ne!(c.load_token_secret().unwrap(), a.as_bytes());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("admin.token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

@@ -1,0 +1,32 @@
+//! The thread-per-core server: glommio shards around the sans-IO core.
+//!
+//! Ground rules:
+//! - one glommio executor per shard, pinned to a core; a user's whole state
+//!   lives on its owner shard ([`surepush_core::shard_of`]);
+//! - every shard listens on the same port (SO_REUSEPORT); the accepting
+//!   shard reads CONNECT, checks the token, and hands the socket to the
+//!   owner shard through the channel mesh;
+//! - this layer owns sockets, files and the clock and does nothing the core
+//!   could decide: it carries out the core's actions ([`runtime`]).
+
+pub mod admin;
+pub mod admin_api;
+mod admin_backend;
+pub mod config;
+mod conn;
+pub mod data_dir;
+pub mod layout;
+/// Process limits (the `surepush-host` crate).
+pub use surepush_host::limits;
+mod listeners;
+mod log_every;
+mod mesh;
+pub mod metrics;
+mod mqtt;
+mod node;
+pub mod offline;
+mod runtime;
+
+pub use config::{Config, ConfigError, LogSettings};
+pub use node::{serve, ServeError};
+pub use runtime::NodeShared;

@@ -1,0 +1,451 @@
+//! Node metrics in Prometheus text format (prometheus-client).
+//!
+//! One [`Metrics`] registry per node, shared by all shards. Each shard holds
+//! a [`ShardMetrics`] whose series carry its `shard` label; updates are
+//! atomic adds on series no other shard touches, so they never contend.
+//! The core keeps plain counters ([`CoreStats`]); the shard copies them here
+//! about once a second, turning snapshots into monotonic counter increments.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use surepush_core::CoreStats;
+
+/// The label every series carries.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShardLabel {
+    shard: u16,
+}
+
+/// What became of a slow consumer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SlowLabel {
+    shard: u16,
+    /// `lagged`: a room subscription taken out of live fan-out (it resumes
+    /// from the log); `dropped`: a connection closed for its unsent output.
+    action: &'static str,
+}
+
+type Counters = Family<ShardLabel, Counter>;
+type Gauges = Family<ShardLabel, Gauge>;
+type Histograms = Family<ShardLabel, Histogram, fn() -> Histogram>;
+
+/// Latency buckets from 50 µs doubling to ~100 ms.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(50e-6, 2.0, 12))
+}
+
+/// A series copied from [`CoreStats`]: (name, help, accessor).
+type CoreSeries = (&'static str, &'static str, fn(&CoreStats) -> u64);
+
+/// Counters copied from [`CoreStats`].
+const CORE_COUNTERS: &[CoreSeries] = &[
+    (
+        "sessions_opened",
+        "Sessions established (CONNACK sent)",
+        |s| s.sessions_opened,
+    ),
+    ("sends", "SEND frames received, all QoS", |s| s.sends),
+    ("room_pushes", "Room frames queued to subscribers", |s| {
+        s.room_pushes
+    }),
+    (
+        "room_lags",
+        "Room subscriptions dropped from live delivery (slow consumers)",
+        |s| s.room_lags,
+    ),
+    (
+        "send_conflicts",
+        "SENDs refused: their client_msg_id was used before for a different message",
+        |s| s.send_conflicts,
+    ),
+    (
+        "send_duplicates",
+        "SENDs recognised as retries of stored sends",
+        |s| s.send_duplicates,
+    ),
+    ("copies_stored", "Message copies made durable", |s| {
+        s.copies_stored
+    }),
+    ("pushes", "Live pushes written (first transmissions)", |s| {
+        s.pushes
+    }),
+    ("retransmits", "Pushes retransmitted for lack of ACK", |s| {
+        s.retransmits
+    }),
+    ("acks", "ACK frames processed", |s| s.acks),
+    (
+        "dead_connections",
+        "Connections closed after max retransmits",
+        |s| s.dead_connections,
+    ),
+    ("sync_pages", "SYNC pages sent", |s| s.sync_pages),
+    (
+        "protocol_errors",
+        "Connections closed for protocol violations",
+        |s| s.protocol_errors,
+    ),
+    ("auth_failures", "Refused tokens", |s| s.auth_failures),
+    ("storage_failures", "Log failures observed", |s| {
+        s.storage_failures
+    }),
+];
+
+/// Gauges copied from [`CoreStats`].
+const CORE_GAUGES: &[CoreSeries] = &[
+    ("sessions_live", "Established sessions", |s| s.sessions_live),
+    ("pending_acks", "Pushes awaiting ACK", |s| s.pending_acks),
+];
+
+/// The node's registry.
+pub struct Metrics {
+    registry: Registry,
+    core_counters: Vec<Counters>,
+    core_gauges: Vec<Gauges>,
+    connections: Gauges,
+    auth_refused_at_accept: Counters,
+    log_bytes: Counters,
+    log_syncs: Counters,
+    log_segments: Gauges,
+    storage_failed: Gauges,
+    salvaged: Counters,
+    unacked_expired: Counters,
+    fsync: Histograms,
+    slow_consumers: Family<SlowLabel, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// A registry for `shards` shards.
+    pub fn new(shards: u16) -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("surepush");
+        let mut counter = |name: &str, help: &str| {
+            let f = Counters::default();
+            registry.register(name, help, f.clone());
+            f
+        };
+        let core_counters = CORE_COUNTERS
+            .iter()
+            .map(|(n, h, _)| counter(n, h))
+            .collect();
+        let auth_refused_at_accept =
+            counter("accept_auth_failures", "Tokens refused before handoff");
+        let log_bytes = counter("log_appended_bytes", "Bytes appended to the segment log");
+        let log_syncs = counter("log_syncs", "Group commits (fdatasync) completed");
+        let salvaged = counter(
+            "log_salvaged_records",
+            "Inbox messages found lost when a damaged log was salvaged (log.recovery = salvage)",
+        );
+        let unacked_expired = counter(
+            "log_unacked_expired",
+            "Unacknowledged inbox messages deleted by retention (older than retention_hours)",
+        );
+        let slow_consumers = Family::<SlowLabel, Counter>::default();
+        registry.register(
+            "slow_consumers",
+            "Slow consumers: room subscriptions lagged (out of live fan-out) and connections dropped for unsent output",
+            slow_consumers.clone(),
+        );
+        let mut gauge = |name: &str, help: &str| {
+            let f = Gauges::default();
+            registry.register(name, help, f.clone());
+            f
+        };
+        let core_gauges = CORE_GAUGES.iter().map(|(n, h, _)| gauge(n, h)).collect();
+        let connections = gauge("connections", "Open client TCP connections");
+        let log_segments = gauge("log_segments", "Segment files in the log");
+        let storage_failed = gauge(
+            "storage_failed",
+            "1 while the shard's log has failed (sends refused until the node restarts it)",
+        );
+        let mut histogram = |name: &str, help: &str| {
+            let f = Histograms::new_with_constructor(latency_histogram as fn() -> Histogram);
+            registry.register(name, help, f.clone());
+            f
+        };
+        let fsync = histogram(
+            "log_fsync_seconds",
+            "Time from append to durable (group commit wait)",
+        );
+        let m = Metrics {
+            registry,
+            core_counters,
+            core_gauges,
+            connections,
+            auth_refused_at_accept,
+            log_bytes,
+            log_syncs,
+            log_segments,
+            storage_failed,
+            salvaged,
+            unacked_expired,
+            fsync,
+            slow_consumers,
+        };
+        // Create every series up front so a scrape shows all shards at zero.
+        for shard in 0..shards {
+            let l = ShardLabel { shard };
+            m.core_counters
+                .iter()
+                .for_each(|f| drop(f.get_or_create(&l)));
+            m.core_gauges.iter().for_each(|f| drop(f.get_or_create(&l)));
+            drop(m.connections.get_or_create(&l));
+            drop(m.storage_failed.get_or_create(&l));
+            drop(m.salvaged.get_or_create(&l));
+            drop(m.unacked_expired.get_or_create(&l));
+            for action in [SLOW_LAGGED, SLOW_DROPPED] {
+                drop(m.slow_consumers.get_or_create(&SlowLabel { shard, action }));
+            }
+        }
+        Arc::new(m)
+    }
+
+    /// The handle one shard updates.
+    pub fn shard(self: &Arc<Self>, shard: u16) -> ShardMetrics {
+        ShardMetrics {
+            metrics: self.clone(),
+            label: ShardLabel { shard },
+            last: RefCell::new(Snapshot::default()),
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[derive(Default)]
+struct Snapshot {
+    core: CoreStats,
+    log_bytes: u64,
+    log_syncs: u64,
+}
+
+/// One shard's view of the registry (lives on that shard's thread).
+pub struct ShardMetrics {
+    metrics: Arc<Metrics>,
+    label: ShardLabel,
+    last: RefCell<Snapshot>,
+}
+
+const SLOW_LAGGED: &str = "lagged";
+const SLOW_DROPPED: &str = "dropped";
+
+/// Increment for a monotonic counter from two snapshots; a lower value
+/// means the source restarted from zero.
+fn delta(now: u64, before: u64) -> u64 {
+    if now >= before {
+        now - before
+    } else {
+        now
+    }
+}
+
+impl ShardMetrics {
+    /// Copies the core's counters and gauges.
+    pub fn record_core(&self, stats: &CoreStats) {
+        let mut last = self.last.borrow_mut();
+        for ((_, _, get), family) in CORE_COUNTERS.iter().zip(&self.metrics.core_counters) {
+            let d = delta(get(stats), get(&last.core));
+            if d > 0 {
+                family.get_or_create(&self.label).inc_by(d);
+            }
+        }
+        for ((_, _, get), family) in CORE_GAUGES.iter().zip(&self.metrics.core_gauges) {
+            family.get_or_create(&self.label).set(get(stats) as i64);
+        }
+        // Every room lag is a slow consumer taken out of live fan-out.
+        let lags = delta(stats.room_lags, last.core.room_lags);
+        if lags > 0 {
+            self.slow(SLOW_LAGGED).inc_by(lags);
+        }
+        last.core = stats.clone();
+    }
+
+    fn slow(&self, action: &'static str) -> Counter {
+        let label = SlowLabel {
+            shard: self.label.shard,
+            action,
+        };
+        self.metrics.slow_consumers.get_or_create(&label).clone()
+    }
+
+    /// A connection dropped for its unsent output.
+    pub fn count_slow_drop(&self) {
+        self.slow(SLOW_DROPPED).inc();
+    }
+
+    /// Open TCP connections on this shard.
+    pub fn set_connections(&self, n: u64) {
+        self.metrics
+            .connections
+            .get_or_create(&self.label)
+            .set(n as i64);
+    }
+
+    /// Whether this shard's log has failed.
+    pub fn set_storage_failed(&self, failed: bool) {
+        self.metrics
+            .storage_failed
+            .get_or_create(&self.label)
+            .set(i64::from(failed));
+    }
+
+    /// Messages a salvage found lost.
+    pub fn count_salvaged(&self, lost: u64) {
+        self.metrics
+            .salvaged
+            .get_or_create(&self.label)
+            .inc_by(lost);
+    }
+
+    /// Unacknowledged messages retention deleted.
+    pub fn count_unacked_expired(&self, n: u64) {
+        self.metrics
+            .unacked_expired
+            .get_or_create(&self.label)
+            .inc_by(n);
+    }
+
+    /// A token refused by the accepting shard.
+    pub fn count_auth_failure(&self) {
+        self.metrics
+            .auth_refused_at_accept
+            .get_or_create(&self.label)
+            .inc();
+    }
+
+    /// Copies the log's totals.
+    pub fn record_log(&self, appended_bytes_total: u64, syncs_total: u64, segments: u64) {
+        let mut last = self.last.borrow_mut();
+        let m = &self.metrics;
+        m.log_bytes
+            .get_or_create(&self.label)
+            .inc_by(delta(appended_bytes_total, last.log_bytes));
+        m.log_syncs
+            .get_or_create(&self.label)
+            .inc_by(delta(syncs_total, last.log_syncs));
+        m.log_segments
+            .get_or_create(&self.label)
+            .set(segments as i64);
+        last.log_bytes = appended_bytes_total;
+        last.log_syncs = syncs_total;
+    }
+
+    /// One wait for durability.
+    pub fn observe_fsync(&self, d: Duration) {
+        self.metrics
+            .fsync
+            .get_or_create(&self.label)
+            .observe(d.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn snapshots_become_counters_and_gauges_per_shard() {
+        let m = Metrics::new(2);
+        let s1 = m.shard(1);
+        let mut stats = CoreStats {
+            pushes: 5,
+            pending_acks: 3,
+            ..CoreStats::default()
+        };
+        s1.record_core(&stats);
+        stats.pushes = 8;
+        stats.pending_acks = 1;
+        s1.record_core(&stats);
+        let text = m.encode();
+        assert_eq!(
+            value(&text, "surepush_pushes_total{shard=\"1\"}"),
+            Some(8.0),
+            "{text}"
+        );
+        assert_eq!(
+            value(&text, "surepush_pushes_total{shard=\"0\"}"),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(&text, "surepush_pending_acks{shard=\"1\"}"),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn a_restarted_source_never_makes_a_counter_go_backwards() {
+        let m = Metrics::new(1);
+        let s = m.shard(0);
+        s.record_log(1000, 10, 1);
+        s.record_log(200, 2, 1); // the log was reopened and counts from zero
+        let text = m.encode();
+        assert_eq!(
+            value(&text, "surepush_log_appended_bytes_total{shard=\"0\"}"),
+            Some(1200.0),
+            "{text}"
+        );
+        assert_eq!(
+            value(&text, "surepush_log_syncs_total{shard=\"0\"}"),
+            Some(12.0)
+        );
+    }
+
+    #[test]
+    fn slow_consumers_are_counted_by_what_became_of_them() {
+        let m = Metrics::new(1);
+        let s = m.shard(0);
+        s.record_core(&CoreStats {
+            room_lags: 3,
+            ..CoreStats::default()
+        });
+        s.count_slow_drop();
+        let text = m.encode();
+        let series = |action: &str| {
+            value(
+                &text,
+                &format!("surepush_slow_consumers_total{{shard=\"0\",action=\"{action}\"}}"),
+            )
+        };
+        assert_eq!(series("lagged"), Some(3.0), "{text}");
+        assert_eq!(series("dropped"), Some(1.0), "{text}");
+    }
+
+    #[test]
+    fn latencies_land_in_histogram_buckets() {
+        let m = Metrics::new(1);
+        let s = m.shard(0);
+        s.observe_fsync(Duration::from_micros(150));
+        let text = m.encode();
+        assert_eq!(
+            value(&text, "surepush_log_fsync_seconds_count{shard=\"0\"}"),
+            Some(1.0),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,513 @@
+//! Starting and stopping a node: one glommio executor per shard, the mesh
+//! between them, the listeners, and graceful shutdown on SIGTERM/SIGINT.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+
+use super::admin::{self, AdminHttpConfig};
+use super::admin_backend::NodeAdmin;
+use super::config::{Config, ConfigError};
+use super::conn;
+use super::data_dir::{DataDirError, DataDirLock};
+use super::limits;
+use super::listeners::BoundListeners;
+use super::mesh::{MeshMsg, PeerQueue};
+use super::metrics::Metrics;
+use super::runtime::{NodeShared, ShardRuntime};
+use surepush_core::{Shard, ShardParams, TokenVerifier};
+use surepush_log::SegmentLog;
+
+/// Why the node could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Configuration problem.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory holds logs of a different shard count.
+    #[error("{0}")]
+    Layout(String),
+    /// The data directory is in use by another process, or cannot be locked.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// A listener address is taken (by another process) or cannot be bound.
+    #[error("cannot listen for {what} connections on {addr}: {source}")]
+    Bind {
+        /// Which listener ("client", "MQTT", "admin").
+        what: &'static str,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Cause (`AddrInUse` when another process holds it).
+        source: std::io::Error,
+    },
+    /// An OS-level failure (bind, executor creation, ...).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A shard failed.
+    #[error("shard {shard}: {message}")]
+    Shard {
+        /// Shard index.
+        shard: usize,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
+    let context = context.into();
+    move |source| ServeError::Io { context, source }
+}
+
+/// Runs a node until SIGTERM/SIGINT (then shuts down gracefully) or a shard fails.
+pub fn serve(config: Config) -> Result<(), ServeError> {
+    config.validate()?;
+    let shards = config.shard_count();
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(io_err(format!("create {}", config.data_dir.display())))?;
+    // Before anything in the data dir is read or written; held until the
+    // process ends.
+    let _lock = DataDirLock::acquire(&config.data_dir)?;
+    super::layout::check(&config.data_dir, shards)?;
+    let secret = config.load_token_secret()?;
+    let admin_token = config.load_admin_token()?;
+    match limits::raise_nofile() {
+        Ok(l) => tracing::info!(nofile = l.soft, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+    let io_memory = limits::io_memory_per_shard(config.io_memory_kib, shards);
+    let shared = NodeShared::new(shards);
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        for flag in [&shared.shutdown, &shared.signalled] {
+            signal_hook::flag::register(sig, flag.clone())
+                .map_err(io_err("install signal handler"))?;
+        }
+    }
+    let metrics = Metrics::new(shards);
+    let config = Arc::new(config);
+    loop {
+        let keys = (secret.clone(), admin_token.clone());
+        run_shards(&config, shards, keys, io_memory, &shared, &metrics)?;
+        if !shared.restart.load(Ordering::Relaxed) || shared.signalled.load(Ordering::Relaxed) {
+            tracing::info!("stopped cleanly");
+            return Ok(());
+        }
+        // A shard's log failed and the disk has room again: start every
+        // shard from its log, exactly as after a crash (the durable prefix
+        // is all that counts), without leaving the process.
+        tracing::warn!("restarting the shards from their logs after a storage failure");
+        shared.restart.store(false, Ordering::Relaxed);
+        shared
+            .storage_failed
+            .iter()
+            .for_each(|f| f.store(false, Ordering::Relaxed));
+        shared.shutdown.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Runs one generation of the shard executors until they all stop.
+fn run_shards(
+    config: &Arc<Config>,
+    shards: u16,
+    (secret, admin_token): (Vec<u8>, String),
+    io_memory: usize,
+    shared: &Arc<NodeShared>,
+    metrics: &Arc<Metrics>,
+) -> Result<(), ServeError> {
+    let mesh = MeshBuilder::<MeshMsg, _>::full(shards as usize, config.mesh_channel_size);
+    let origin = Instant::now();
+    let wall_ms = ShardRuntime::wall_ms_now();
+    let placement = if config.pin_cores {
+        PoolPlacement::MaxSpread(shards as usize, None)
+    } else {
+        PoolPlacement::Unbound(shards as usize)
+    };
+    tracing::info!(
+        shards,
+        listen = %config.listen,
+        admin = %config.admin_listen,
+        data_dir = %config.data_dir.display(),
+        io_memory,
+        "starting"
+    );
+    let mqtt = match config.mqtt.enabled {
+        true => Some(Arc::new(
+            super::mqtt::MqttStore::open(
+                &config.data_dir,
+                config.log.recovery == surepush_log::RecoveryMode::Salvage,
+            )
+            .map_err(io_err("open the MQTT store"))?,
+        )),
+        false => None,
+    };
+    // Bound here, before any shard runs, so a taken address stops the node
+    // with its name instead of failing one shard (see `listeners`).
+    let listeners = Arc::new(NodeListeners {
+        client: BoundListeners::bind("client", config.listen, shards as usize)?,
+        mqtt: match config.mqtt.enabled {
+            true => Some(BoundListeners::bind(
+                "MQTT",
+                config.mqtt.listen,
+                shards as usize,
+            )?),
+            false => None,
+        },
+        admin: BoundListeners::bind("admin", config.admin_listen, 1)?,
+    });
+    let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
+    let handles = LocalExecutorPoolBuilder::new(placement)
+        .name("surepush")
+        .io_memory(io_memory)
+        .on_all_shards(move || {
+            let ctx = ShardContext {
+                config: (*config).clone(),
+                listeners: listeners.clone(),
+                mqtt: mqtt.clone(),
+                shards,
+                secret,
+                admin_token,
+                shared,
+                metrics,
+                origin,
+                wall_ms,
+            };
+            async move {
+                let shared = ctx.shared.clone();
+                let result = shard_main(ctx, mesh).await;
+                if let Err(message) = &result {
+                    // Say it now and stop the other shards: the node waits
+                    // for every shard before it reports, and a serving
+                    // shard never ends by itself (the process would hang,
+                    // half up, with the reason unsaid).
+                    tracing::error!(%message, "a shard failed; stopping the node");
+                    shared.shutdown.store(true, Ordering::Relaxed);
+                }
+                result
+            }
+        })
+        .map_err(|e| ServeError::Io {
+            context: "start shard executors".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    let mut first_error = None;
+    for (shard, result) in handles.join_all().into_iter().enumerate() {
+        let failure = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(message)) => Some(message),
+            Err(e) => Some(format!("executor failed: {e}")),
+        };
+        if let Some(message) = failure {
+            tracing::error!(shard, %message, "shard stopped with an error");
+            first_error.get_or_insert(ServeError::Shard { shard, message });
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// The node's listening sockets, bound before the shards start.
+struct NodeListeners {
+    client: BoundListeners,
+    mqtt: Option<BoundListeners>,
+    /// Served by shard 0 only.
+    admin: BoundListeners,
+}
+
+struct ShardContext {
+    config: Config,
+    listeners: Arc<NodeListeners>,
+    mqtt: Option<Arc<super::mqtt::MqttStore>>,
+    shards: u16,
+    secret: Vec<u8>,
+    admin_token: String,
+    shared: Arc<NodeShared>,
+    metrics: Arc<Metrics>,
+    origin: Instant,
+    wall_ms: u64,
+}
+
+async fn shard_main(
+    ctx: ShardContext,
+    mesh: MeshBuilder<MeshMsg, glommio::channels::channel_mesh::Full>,
+) -> Result<(), String> {
+    let (senders, mut receivers) = mesh
+        .join()
+        .await
+        .map_err(|_| "mesh join failed".to_string())?;
+    let id = senders.peer_id() as u16;
+    let config = Rc::new(ctx.config);
+    let (log, recovered, report) = SegmentLog::open(config.log_config(id))
+        .await
+        .map_err(|e| format!("cannot open the log: {e}"))?;
+    tracing::info!(shard = id, records = report.records, segments = report.segments, sidecars = report.sidecars, checkpoint = ?report.checkpoint, truncated = ?report.truncated, elapsed = ?report.elapsed, "log recovered");
+    if let Some(salvage) = &report.salvage {
+        tracing::error!(
+            shard = id,
+            lost = salvage.lost.len(),
+            skipped = salvage.skipped.len(),
+            "log salvaged (log.recovery = \"salvage\"):\n{salvage}"
+        );
+    }
+    let verifier = TokenVerifier::new(&ctx.secret);
+    let params = ShardParams {
+        id,
+        shards: ctx.shards,
+        wall_ms_at_zero: ctx.wall_ms,
+    };
+    let core = Shard::new(params, config.core.clone(), verifier.clone(), recovered);
+    let mqtt = ctx.mqtt.clone().map(|store| {
+        let params = surepush_mqtt::bridge::BridgeParams {
+            page: config.mqtt.page,
+            max_packet: config.mqtt.max_packet,
+            receive_max: config.core.max_pending_sends.min(u32::from(u16::MAX)) as u16,
+            room_window: config.core.room_window,
+        };
+        super::mqtt::MqttShard::new(store, params)
+    });
+    let senders = Rc::new(senders);
+    let mut peers = Vec::new();
+    for p in 0..ctx.shards {
+        if p == id {
+            peers.push(None);
+            continue;
+        }
+        let (queue, wake) = PeerQueue::new();
+        glommio::spawn_local(queue.clone().forward(senders.clone(), p as usize, wake)).detach();
+        peers.push(Some(queue));
+    }
+    let (rt, durability_wake) = ShardRuntime::new(
+        id,
+        ctx.shards,
+        config.clone(),
+        verifier.clone(),
+        ctx.shared.clone(),
+        ctx.metrics.shard(id),
+        core,
+        Rc::new(log),
+        peers,
+        ctx.origin,
+        ctx.wall_ms,
+        mqtt,
+    );
+    rt.metrics.set_storage_failed(false);
+    if let Some(salvage) = &report.salvage {
+        rt.metrics.count_salvaged(salvage.lost.len() as u64);
+    }
+    glommio::spawn_local(rt.clone().durability_loop(durability_wake)).detach();
+    for (_, rx) in receivers.streams() {
+        let rt = rt.clone();
+        glommio::spawn_local(async move {
+            while let Some(msg) = rx.recv().await {
+                match msg {
+                    MeshMsg::Batch(batch) => {
+                        for m in batch {
+                            rt.peer(m);
+                        }
+                        rt.drive();
+                    }
+                    MeshMsg::Handoff { fd, connect, rest } => conn::adopt(&rt, fd, connect, rest),
+                    MeshMsg::MqttHandoff { fd, session } => super::mqtt::adopt(&rt, fd, *session),
+                }
+            }
+        })
+        .detach();
+    }
+    let listener = ctx.listeners.client.take()?;
+    let accepting = glommio::spawn_local(accept_loop(rt.clone(), listener, conn::accept));
+    let mqtt_accepting = match &ctx.listeners.mqtt {
+        Some(l) => Some(glommio::spawn_local(accept_loop(
+            rt.clone(),
+            l.take()?,
+            super::mqtt::accept,
+        ))),
+        None => None,
+    };
+    let mut admin_task = None;
+    if id == 0 {
+        let listener = ctx.listeners.admin.take()?;
+        let backend = Rc::new(NodeAdmin::new(
+            rt.clone(),
+            ctx.metrics.clone(),
+            ctx.shared.clone(),
+            verifier,
+        ));
+        let http = AdminHttpConfig {
+            admin_token: Some(ctx.admin_token.clone()),
+            ..AdminHttpConfig::default()
+        };
+        let stop = Rc::new(std::cell::Cell::new(false));
+        let serving = glommio::spawn_local(admin::serve(listener, backend, http, stop.clone()));
+        admin_task = Some((serving, stop));
+        let need = 2 * (config.log.segment_mib << 20) + (1 << 20);
+        glommio::spawn_local(watch_storage(
+            ctx.shared.clone(),
+            config.data_dir.clone(),
+            need,
+        ))
+        .detach();
+    }
+    tracing::info!(shard = id, "serving");
+    run_timers(&rt).await;
+    // Graceful shutdown: stop accepting, tell clients, flush, close the log.
+    accepting.cancel().await;
+    if let Some(task) = mqtt_accepting {
+        task.cancel().await;
+    }
+    rt.begin_shutdown();
+    // Close the listening sockets before this generation ends: a listener
+    // left open (tasks of a finished executor are never run again) would
+    // take a share of new connections under SO_REUSEPORT after an
+    // in-process restart, and never answer them.
+    if let Some((serving, stop)) = admin_task {
+        stop.set(true);
+        serving.await;
+    }
+    let grace = Instant::now() + Duration::from_millis(config.shutdown_grace_ms);
+    while rt.open_connections() > 0 && Instant::now() < grace {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    rt.shutdown_connections();
+    rt.record_metrics();
+    let log = rt.log.clone();
+    let failed = rt.storage_failed.get();
+    drop(rt);
+    if failed {
+        // Nothing more can be written; what is durable is what recovery
+        // will find.
+        tracing::warn!(shard = id, "stopped with a failed log");
+        return Ok(());
+    }
+    match Rc::try_unwrap(log) {
+        Ok(log) => log
+            .close()
+            .await
+            .map_err(|e| format!("closing the log: {e}"))?,
+        Err(log) => log
+            .flush()
+            .await
+            .map_err(|e| format!("flushing the log: {e}"))?,
+    }
+    tracing::info!(shard = id, "stopped");
+    Ok(())
+}
+
+/// The shard's tick task: fires the core's timers (retransmits, keepalive,
+/// cursor flushes), refreshes metrics and runs retention, until shutdown.
+async fn run_timers(rt: &Rc<ShardRuntime>) {
+    // New timers can be armed while this task sleeps; waking at least this
+    // often bounds how late such a timer fires.
+    const MAX_SLEEP: Duration = Duration::from_millis(10);
+    let mut last_metrics = Instant::now();
+    let mut last_retention = Instant::now();
+    let retention_every = Duration::from_secs(rt.config.log.retention_interval_s.max(1));
+    while !rt.shared.shutdown.load(Ordering::Relaxed) {
+        let now = rt.now();
+        let wait = rt
+            .poll_timeout()
+            .map_or(MAX_SLEEP, |t| Duration::from_nanos(t.saturating_sub(now)))
+            .min(MAX_SLEEP);
+        if !wait.is_zero() {
+            glommio::timer::sleep(wait).await;
+        }
+        rt.timeout();
+        if last_metrics.elapsed() >= Duration::from_secs(1) {
+            last_metrics = Instant::now();
+            rt.record_metrics();
+        }
+        if last_retention.elapsed() >= retention_every {
+            last_retention = Instant::now();
+            let rt = rt.clone();
+            glommio::spawn_local(async move {
+                match rt.log.enforce_retention(ShardRuntime::wall_ms_now()).await {
+                    Ok(r) => {
+                        rt.metrics.count_unacked_expired(r.unacked_messages());
+                        tracing::debug!(shard = rt.id, ?r, "retention");
+                    }
+                    Err(e) => tracing::warn!(shard = rt.id, error = %e, "retention failed"),
+                }
+            })
+            .detach();
+        }
+    }
+}
+
+async fn accept_loop<F, Fut>(rt: Rc<ShardRuntime>, listener: TcpListener, serve: F)
+where
+    F: Fn(Rc<ShardRuntime>, glommio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let failures_log = super::log_every::LogEvery::new(Duration::from_secs(10));
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(serve(rt.clone(), stream)).detach();
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning, and
+                // say so once in a while, not 20 times a second.
+                if let Some(failures) = failures_log.tick() {
+                    tracing::warn!(shard = rt.id, error = %e, failures, "accept failed");
+                }
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// After a shard's log failed (for example the disk filled up), waits until
+/// the data dir's filesystem has `need` bytes free again, then asks for a
+/// restart of every shard from its log. Meanwhile the failed shard refuses
+/// sends (StorageUnavailable), `/healthz` says degraded and the
+/// `storage_failed` gauge is 1.
+async fn watch_storage(shared: Arc<NodeShared>, data_dir: std::path::PathBuf, need: u64) {
+    // Not sooner than this after a failure: a disk that keeps failing
+    // must not turn into a restart loop.
+    const SETTLE: Duration = Duration::from_secs(2);
+    const REPORT_EVERY: Duration = Duration::from_secs(30);
+    let mut failed_since: Option<Instant> = None;
+    let mut last_report = Instant::now();
+    while !shared.shutdown.load(Ordering::Relaxed) {
+        glommio::timer::sleep(Duration::from_millis(250)).await;
+        let failed = shared
+            .storage_failed
+            .iter()
+            .any(|f| f.load(Ordering::Relaxed));
+        if !failed {
+            failed_since = None;
+            continue;
+        }
+        let since = *failed_since.get_or_insert_with(Instant::now);
+        let free = limits::free_bytes(&data_dir);
+        match free {
+            Ok(free) if free >= need && since.elapsed() >= SETTLE => {
+                tracing::warn!(
+                    data_dir = %data_dir.display(),
+                    free,
+                    need,
+                    "storage has room again: restarting the shards from their logs"
+                );
+                shared.restart.store(true, Ordering::Relaxed);
+                shared.shutdown.store(true, Ordering::Relaxed);
+                return;
+            }
+            _ if last_report.elapsed() >= REPORT_EVERY => {
+                last_report = Instant::now();
+                tracing::error!(
+                    data_dir = %data_dir.display(),
+                    free = ?free.as_ref().map_err(|e| e.to_string()),
+                    need,
+                    "storage failed: refusing sends until the data dir has room"
+                );
+            }
+            _ => {}
+        }
+    }
+}

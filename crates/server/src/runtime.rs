@@ -1,0 +1,561 @@
+//! One shard at run time: the sans-IO core plus the sockets, the log and the
+//! clock it does not own.
+//!
+//! Everything here runs on the shard's own glommio executor; state is in
+//! `RefCell`s that are never borrowed across an `.await`. [`ShardRuntime::drive`]
+//! is the only place actions leave the core: after every input the caller
+//! drives, and the runtime turns each action into a socket write, a log
+//! append, a log read, a mesh message or a publish answer.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+
+use super::config::Config;
+use super::conn::ConnIo;
+use super::log_every::LogEvery;
+use super::mesh::{MeshMsg, PeerQueue};
+use super::metrics::ShardMetrics;
+use surepush_core::{
+    Action, AppendToken, ConnId, GroupOutcome, PeerMsg, Shard, StoreOutcome, TokenVerifier,
+};
+use surepush_log::{InboxQuery, Lsn, SegmentLog};
+use surepush_proto::{Frame, ProtoError, UserId};
+
+/// State shared by every shard of the node (thread-safe, rarely touched).
+#[derive(Debug)]
+pub struct NodeShared {
+    /// Stop the shards gracefully (a signal, or a restart after a storage
+    /// failure).
+    pub shutdown: Arc<AtomicBool>,
+    /// Set by the SIGTERM/SIGINT handler only: the node exits.
+    pub signalled: Arc<AtomicBool>,
+    /// The shards stop in order to start again from their logs.
+    pub restart: AtomicBool,
+    /// Per shard: the log failed and the shard no longer stores.
+    pub storage_failed: Vec<AtomicBool>,
+}
+
+impl NodeShared {
+    /// Shared state for `shards` shards.
+    pub fn new(shards: u16) -> Arc<NodeShared> {
+        Arc::new(NodeShared {
+            shutdown: Arc::new(AtomicBool::new(false)),
+            signalled: Arc::new(AtomicBool::new(false)),
+            restart: AtomicBool::new(false),
+            storage_failed: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+        })
+    }
+}
+
+/// Mesh backlog (queued messages to one peer) above which readers pause.
+const MESH_BACKLOG_LIMIT: usize = 64 * 1024;
+
+/// At most one log line per this interval for a condition that can repeat
+/// per message or per connection.
+const LOG_REPEATS_EVERY: Duration = Duration::from_secs(1);
+
+/// One shard's runtime state.
+pub(crate) struct ShardRuntime {
+    pub(crate) id: u16,
+    pub(crate) shards: u16,
+    pub(crate) config: Rc<Config>,
+    pub(crate) verifier: TokenVerifier,
+    pub(crate) shared: Arc<NodeShared>,
+    pub(crate) metrics: ShardMetrics,
+    core: RefCell<Shard>,
+    pub(crate) log: Rc<SegmentLog>,
+    conns: RefCell<HashMap<ConnId, Rc<ConnIo>>>,
+    peers: Vec<Option<Rc<PeerQueue>>>,
+    durability: RefCell<VecDeque<(AppendToken, Lsn)>>,
+    durability_wake: LocalSender<()>,
+    publishes: RefCell<HashMap<u64, LocalSender<StoreOutcome>>>,
+    group_updates: RefCell<HashMap<u64, LocalSender<GroupOutcome>>>,
+    next_publish: Cell<u64>,
+    origin: Instant,
+    wall_ms_at_origin: u64,
+    /// Set when a sync failed: the shard refuses new stores.
+    pub(crate) storage_failed: Cell<bool>,
+    /// The MQTT front end, when enabled.
+    pub(crate) mqtt: Option<super::mqtt::MqttShard>,
+    /// Connections over `max_write_buffer_bytes`, to drop at the next turn
+    /// of `drive` (see [`ShardRuntime::check_write_budget`]).
+    slow: RefCell<Vec<ConnId>>,
+    /// Slow-consumer drops, logged at most once a second with a count.
+    slow_drops_log: LogEvery,
+    /// Failed log reads, likewise.
+    read_failures_log: LogEvery,
+}
+
+impl ShardRuntime {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: u16,
+        shards: u16,
+        config: Rc<Config>,
+        verifier: TokenVerifier,
+        shared: Arc<NodeShared>,
+        metrics: ShardMetrics,
+        core: Shard,
+        log: Rc<SegmentLog>,
+        peers: Vec<Option<Rc<PeerQueue>>>,
+        origin: Instant,
+        wall_ms_at_origin: u64,
+        mqtt: Option<super::mqtt::MqttShard>,
+    ) -> (Rc<ShardRuntime>, LocalReceiver<()>) {
+        let (durability_wake, rx) = local_channel::new_bounded(1);
+        let rt = Rc::new(ShardRuntime {
+            id,
+            shards,
+            config,
+            verifier,
+            shared,
+            metrics,
+            core: RefCell::new(core),
+            log,
+            conns: RefCell::new(HashMap::new()),
+            peers,
+            durability: RefCell::new(VecDeque::new()),
+            durability_wake,
+            publishes: RefCell::new(HashMap::new()),
+            group_updates: RefCell::new(HashMap::new()),
+            next_publish: Cell::new(0),
+            origin,
+            wall_ms_at_origin,
+            storage_failed: Cell::new(false),
+            mqtt,
+            slow: RefCell::new(Vec::new()),
+            slow_drops_log: LogEvery::new(LOG_REPEATS_EVERY),
+            read_failures_log: LogEvery::new(LOG_REPEATS_EVERY),
+        });
+        (rt, rx)
+    }
+
+    /// Monotonic ns since the node's origin: the core's clock.
+    pub(crate) fn now(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+
+    /// Wall-clock ms since the Unix epoch, on the node's monotonic clock
+    /// (token expiry).
+    pub(crate) fn wall_ms(&self) -> u64 {
+        self.wall_ms_at_origin + self.now() / 1_000_000
+    }
+
+    /// Wall-clock seconds (token minting).
+    pub(crate) fn wall_s(&self) -> u64 {
+        self.wall_ms() / 1000
+    }
+
+    /// Wall clock now, ms since the Unix epoch (used once at start).
+    pub(crate) fn wall_ms_now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    pub(crate) fn open_connection(&self, io: Rc<ConnIo>) -> ConnId {
+        let now = self.now();
+        let conn = self.core.borrow_mut().handle_open(now);
+        self.conns.borrow_mut().insert(conn, io);
+        conn
+    }
+
+    /// The output side of an open connection.
+    pub(crate) fn conn_io(&self, conn: ConnId) -> Option<Rc<ConnIo>> {
+        self.conns.borrow().get(&conn).cloned()
+    }
+
+    pub(crate) fn frame(&self, conn: ConnId, frame: Frame) {
+        let now = self.now();
+        self.core.borrow_mut().handle_frame(conn, frame, now);
+    }
+
+    pub(crate) fn decode_error(self: &Rc<Self>, conn: ConnId, e: &ProtoError) {
+        let now = self.now();
+        self.core.borrow_mut().handle_decode_error(conn, e, now);
+        self.drive();
+    }
+
+    /// The socket failed or the peer closed it.
+    pub(crate) fn transport_closed(self: &Rc<Self>, conn: ConnId) {
+        if self.forget_connection(conn).is_some() {
+            self.drive();
+        }
+    }
+
+    /// Takes a connection the core still serves out of the core and the
+    /// runtime (and so out of every room's fan-out) and closes its socket.
+    fn forget_connection(self: &Rc<Self>, conn: ConnId) -> Option<Rc<ConnIo>> {
+        let io = self.conns.borrow_mut().remove(&conn)?;
+        // Let the writer task finish too: it holds the other half of the
+        // socket, and the descriptor closes only when both halves are gone
+        // (regression: one fd leaked per closed connection, found by
+        // tests/soak.rs).
+        io.close();
+        self.finish_bridge(&io);
+        let now = self.now();
+        self.core.borrow_mut().handle_closed(conn, now);
+        Some(io)
+    }
+
+    /// Checks the output budget of a connection something was just queued
+    /// for: over `max_write_buffer_bytes`, it is dropped at the next turn of
+    /// [`ShardRuntime::drive`], once (its output stops growing meanwhile:
+    /// nothing more is queued for it).
+    pub(crate) fn check_write_budget(&self, conn: ConnId, io: &ConnIo) {
+        if !io.dropped.get() && io.unsent() > self.config.max_write_buffer_bytes {
+            io.dropped.set(true);
+            self.slow.borrow_mut().push(conn);
+        }
+    }
+
+    /// Drops a connection whose client does not read (issue #25), for
+    /// native and MQTT alike: the output it never read is discarded (what
+    /// it confirms or delivers stays in the log and the session), an MQTT 5
+    /// client is told why (DISCONNECT 0x97 Quota exceeded), and the socket
+    /// is shut down after a short grace. Logged at most once a second per
+    /// shard, counted in `surepush_slow_consumers_total{action="dropped"}`.
+    fn drop_slow(self: &Rc<Self>, conn: ConnId) {
+        let Some(io) = self.conn_io(conn) else {
+            return;
+        };
+        let unsent = io.unsent();
+        io.discard_queued();
+        if let Some(b) = io.bridge.borrow_mut().as_mut() {
+            b.drop_for_quota();
+            let mut out = io.out.borrow_mut();
+            while let Some(p) = b.poll_packet() {
+                b.encode(&p, &mut out);
+            }
+        }
+        self.metrics.count_slow_drop();
+        if let Some(dropped) = self.slow_drops_log.tick() {
+            tracing::warn!(
+                shard = self.id,
+                conn = conn.as_u64(),
+                unsent,
+                dropped,
+                "slow consumer dropped: its unsent output passed max_write_buffer_bytes \
+                 (dropped = such drops on this shard since the last line)"
+            );
+        }
+        self.forget_connection(conn);
+    }
+
+    pub(crate) fn count_auth_failure(&self) {
+        self.metrics.count_auth_failure();
+    }
+
+    pub(crate) fn peer(&self, msg: PeerMsg) {
+        let now = self.now();
+        self.core.borrow_mut().handle_peer(msg, now);
+    }
+
+    pub(crate) fn handoff(&self, owner: u16, msg: MeshMsg) {
+        self.peers[owner as usize]
+            .as_ref()
+            .expect("handoff targets another shard")
+            .handoff(msg);
+    }
+
+    pub(crate) fn timeout(self: &Rc<Self>) {
+        let now = self.now();
+        self.core.borrow_mut().handle_timeout(now);
+        self.drive();
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<u64> {
+        self.core.borrow().poll_timeout()
+    }
+
+    pub(crate) fn begin_shutdown(self: &Rc<Self>) {
+        let now = self.now();
+        self.core
+            .borrow_mut()
+            .begin_shutdown(&self.config.shutdown_redirect, now);
+        self.drive();
+    }
+
+    pub(crate) fn open_connections(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    /// Shuts down every socket still open (after the shutdown grace): the
+    /// peers see the close even if a task never runs again.
+    pub(crate) fn shutdown_connections(&self) {
+        for io in self.conns.borrow().values() {
+            io.shutdown();
+        }
+    }
+
+    pub(crate) fn record_metrics(&self) {
+        self.metrics.record_core(self.core.borrow().stats());
+        self.metrics.set_connections(self.open_connections() as u64);
+        let s = self.log.stats();
+        self.metrics
+            .record_log(s.bytes_appended, s.syncs, s.segments);
+    }
+
+    /// Waits while the mesh backlog to any peer is above its limit.
+    pub(crate) async fn wait_for_mesh_room(&self) {
+        while self
+            .peers
+            .iter()
+            .flatten()
+            .any(|p| p.backlog.get() > MESH_BACKLOG_LIMIT)
+        {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Starts a backend publish; resolves with its outcome.
+    pub(crate) async fn publish(
+        self: &Rc<Self>,
+        key: surepush_log::SendKey,
+        to: UserId,
+        qos: surepush_proto::Qos,
+        payload: Bytes,
+    ) -> StoreOutcome {
+        let request = self.next_publish.get() + 1;
+        self.next_publish.set(request);
+        let (tx, rx) = local_channel::new_bounded(1);
+        self.publishes.borrow_mut().insert(request, tx);
+        let now = self.now();
+        self.core
+            .borrow_mut()
+            .handle_publish(request, key, to, qos, payload, now);
+        self.drive();
+        rx.recv().await.unwrap_or(StoreOutcome::Failed)
+    }
+
+    /// Changes a group's members (see `Shard::handle_group_update`).
+    pub(crate) async fn update_group(
+        self: &Rc<Self>,
+        group: UserId,
+        add: Vec<UserId>,
+        remove: Vec<UserId>,
+    ) -> GroupOutcome {
+        let request = self.next_publish.get() + 1;
+        self.next_publish.set(request);
+        let (tx, rx) = local_channel::new_bounded(1);
+        self.group_updates.borrow_mut().insert(request, tx);
+        let now = self.now();
+        self.core
+            .borrow_mut()
+            .handle_group_update(request, group, add, remove, now);
+        self.drive();
+        rx.recv().await.unwrap_or(GroupOutcome::Failed)
+    }
+
+    /// Carries out every action the core has queued.
+    pub(crate) fn drive(self: &Rc<Self>) {
+        let mut dirty: Vec<Rc<ConnIo>> = Vec::new();
+        let mut lagged = RoomLags::default();
+        loop {
+            if let Some((conn, room)) = lagged.next_to_report() {
+                let now = self.now();
+                self.core.borrow_mut().handle_room_lagged(conn, room, now);
+            }
+            let slow = self.slow.borrow_mut().pop();
+            if let Some(conn) = slow {
+                self.drop_slow(conn);
+                continue;
+            }
+            let action = self.core.borrow_mut().poll_action();
+            let Some(action) = action else {
+                if lagged.all_reported() && self.slow.borrow().is_empty() {
+                    break;
+                }
+                continue;
+            };
+            if let Action::SendShared { conn, room, .. } = &action {
+                if !self.room_frame_fits(&mut lagged, *conn, *room) {
+                    continue;
+                }
+            }
+            let action = match self.to_bridge(action) {
+                Some(action) => action,
+                None => continue,
+            };
+            match action {
+                Action::Send { conn, frame } => {
+                    if let Some(io) = self.conn_io(conn) {
+                        frame.encode(&mut io.out.borrow_mut());
+                        self.check_write_budget(conn, &io);
+                        dirty.push(io);
+                    }
+                }
+                Action::SendShared { conn, bytes, .. } => {
+                    if let Some(io) = self.conn_io(conn) {
+                        io.push_shared(bytes);
+                        dirty.push(io);
+                    }
+                }
+                Action::Close { conn } => {
+                    let removed = self.conns.borrow_mut().remove(&conn);
+                    if let Some(io) = removed {
+                        io.close();
+                        self.finish_bridge(&io);
+                    }
+                }
+                Action::Append { token, record } => match self.log.append(&record) {
+                    Ok(lsn) => {
+                        self.durability.borrow_mut().push_back((token, lsn));
+                        let _ = self.durability_wake.try_send(());
+                    }
+                    Err(e) => {
+                        self.mark_storage_failed(&e.to_string());
+                        let now = self.now();
+                        self.core.borrow_mut().handle_appended(token, Err(()), now);
+                    }
+                },
+                Action::Read { id, user, query } => self.spawn_read(id, user, query),
+                Action::Peer { shard, msg } => match &self.peers[shard as usize] {
+                    Some(q) => q.push(msg),
+                    None => self.peer(msg),
+                },
+                Action::Published { request, outcome } => {
+                    if let Some(tx) = self.publishes.borrow_mut().remove(&request) {
+                        let _ = tx.try_send(outcome);
+                    }
+                }
+                Action::GroupUpdated { request, outcome } => {
+                    if let Some(tx) = self.group_updates.borrow_mut().remove(&request) {
+                        let _ = tx.try_send(outcome);
+                    }
+                }
+            }
+        }
+        for io in dirty {
+            io.wake();
+        }
+    }
+
+    /// Whether a room frame for `conn` may be queued: not while its unsent
+    /// output is above `room_lag_bytes` (native and MQTT alike). What is
+    /// queued *before* the frame counts: a frame that would pass the
+    /// allowance with it (a large one, or any behind the SUBACK of a resume)
+    /// must still go out, or it lags and replays for ever (found by the
+    /// simulator: 4 livelocked seeds in 1,000,000). A slow
+    /// subscriber is taken out of the room's live fan-out, not out of the
+    /// session (it resumes from the log), and every later frame of the room
+    /// already queued in this turn is skipped, so it sees no hole.
+    fn room_frame_fits(&self, lagged: &mut RoomLags, conn: ConnId, room: u64) -> bool {
+        if lagged.contains(conn, room) {
+            return false;
+        }
+        let Some(io) = self.conn_io(conn) else {
+            return false;
+        };
+        if io.dropped.get() {
+            return false;
+        }
+        if io.unsent() > self.config.room_lag_bytes {
+            lagged.add(conn, room);
+            return false;
+        }
+        true
+    }
+
+    fn spawn_read(self: &Rc<Self>, id: u64, user: UserId, query: InboxQuery) {
+        let log = self.log.clone();
+        let me = self.clone();
+        glommio::spawn_local(async move {
+            // glommio runs a spawned task at once, inside `drive`; a read
+            // served from memory would then drive again from in there, and
+            // a chain of replay pages (10,000 room subscribers resuming)
+            // overflowed the stack. Start from the run queue instead.
+            futures_lite::future::yield_now().await;
+            let result = log.read_inbox(user, query).await;
+            let result = result.map_err(|e| {
+                if let Some(failures) = me.read_failures_log.tick() {
+                    tracing::error!(shard = me.id, %user, error = %e, failures, "inbox read failed");
+                }
+            });
+            let now = me.now();
+            me.core.borrow_mut().handle_read(id, result, now);
+            me.drive();
+        })
+        .detach();
+    }
+
+    fn mark_storage_failed(&self, why: &str) {
+        if !self.storage_failed.replace(true) {
+            tracing::error!(
+                shard = self.id,
+                error = why,
+                "log failure: this shard stops acknowledging sends"
+            );
+            self.shared.storage_failed[self.id as usize].store(true, Ordering::Relaxed);
+            self.metrics.set_storage_failed(true);
+        }
+    }
+
+    /// Reports durability to the core as group commits complete.
+    pub(crate) async fn durability_loop(self: Rc<Self>, wake: LocalReceiver<()>) {
+        while wake.recv().await.is_some() {
+            loop {
+                let target = self.durability.borrow().back().map(|(_, lsn)| *lsn);
+                let Some(target) = target else { break };
+                let started = Instant::now();
+                let result = self.log.wait_durable(target).await;
+                self.metrics.observe_fsync(started.elapsed());
+                let mut last = None;
+                {
+                    let mut q = self.durability.borrow_mut();
+                    while q.front().is_some_and(|(_, lsn)| *lsn <= target) {
+                        last = q.pop_front().map(|(t, _)| t);
+                    }
+                }
+                if let Err(e) = &result {
+                    self.mark_storage_failed(&e.to_string());
+                }
+                if let Some(token) = last {
+                    let now = self.now();
+                    self.core.borrow_mut().handle_appended(
+                        token,
+                        result.as_ref().map(|_| ()).map_err(|_| ()),
+                        now,
+                    );
+                    self.drive();
+                }
+            }
+        }
+    }
+}
+
+/// Room subscriptions found slow during one [`ShardRuntime::drive`]: each
+/// is reported to the core once, and frames of it still queued in the same
+/// turn are skipped.
+#[derive(Default)]
+struct RoomLags {
+    found: Vec<(ConnId, u64)>,
+    reported: usize,
+}
+
+impl RoomLags {
+    fn add(&mut self, conn: ConnId, room: u64) {
+        self.found.push((conn, room));
+    }
+
+    fn contains(&self, conn: ConnId, room: u64) -> bool {
+        self.found.contains(&(conn, room))
+    }
+
+    fn next_to_report(&mut self) -> Option<(ConnId, u64)> {
+        let next = self.found.get(self.reported).copied();
+        self.reported += usize::from(next.is_some());
+        next
+    }
+
+    fn all_reported(&self) -> bool {
+        self.reported == self.found.len()
+    }
+}
