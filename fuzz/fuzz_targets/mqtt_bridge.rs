@@ -37,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
         page: 4,
         max_packet: 64 * 1024,
         receive_max: 8,
+        room_window: 16,
     };
     let mut b = Bridge::new(
         connect,
@@ -96,6 +97,7 @@ fuzz_target!(|data: &[u8]| {
                     request_id: sync_request,
                     head: given,
                     end: n & 4 != 0,
+                    gap: n & 8 != 0,
                     items,
                 }));
             }
