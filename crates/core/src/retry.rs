@@ -120,6 +120,33 @@ impl Shard {
         check: RetryCheck,
         result: Result<Vec<MessageRecord>, ()>,
     ) {
+        let conn = check.conn;
+        self.finish_retry_check(check, result);
+        self.resume_deferred_sends(conn);
+    }
+
+    /// Handles the SENDs a connection sent while one of its retries was
+    /// being compared, in order, until one needs a comparison again.
+    fn resume_deferred_sends(&mut self, conn: ConnId) {
+        let Some((user, device)) = self.conn_mut(conn).and_then(|c| {
+            c.verifying = false;
+            c.session
+        }) else {
+            return;
+        };
+        loop {
+            let Some(c) = self.conn_mut(conn) else { return };
+            if c.verifying {
+                return;
+            }
+            let Some(send) = c.deferred.pop_front() else {
+                return;
+            };
+            self.on_send(conn, user, device, send);
+        }
+    }
+
+    fn finish_retry_check(&mut self, check: RetryCheck, result: Result<Vec<MessageRecord>, ()>) {
         let same = match found(&result, check.seq) {
             Some(stored) => same_send(stored, check.send.to, check.send.qos, &check.send.payload),
             // Gone (retention) or unreadable: nothing left to compare with;

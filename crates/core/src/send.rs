@@ -24,6 +24,20 @@ use surepush_proto::{
 
 impl Shard {
     pub(super) fn on_send(&mut self, conn: ConnId, user: UserId, device: DeviceId, send: Send) {
+        let max = self.config.max_pending_sends as usize;
+        if let Some(c) = self.conn_mut(conn).filter(|c| c.verifying) {
+            // Behind a retry being compared: keep the connection's order.
+            if c.pending_sends as usize + c.deferred.len() >= max {
+                self.fail(
+                    conn,
+                    ErrorCode::InflightExceeded,
+                    "too many SENDs awaiting SENDACK",
+                );
+                return;
+            }
+            c.deferred.push_back(send);
+            return;
+        }
         self.stats.sends += 1;
         let key = SendKey {
             from: user,
@@ -120,6 +134,7 @@ impl Shard {
             // A retry of a send stored before (its own-inbox copy is known):
             // make sure it is the same SEND before anything is stored.
             let seq = entry.seq;
+            self.conn_mut(conn).expect("sender is connected").verifying = true;
             self.check_retry(RetryCheck {
                 conn,
                 key,

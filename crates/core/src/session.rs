@@ -46,6 +46,8 @@ impl Shard {
             rate_window_start_ns: self.now_ns,
             rate_count: 0,
             rooms: Vec::new(),
+            verifying: false,
+            deferred: VecDeque::new(),
         });
         let id = ConnId {
             index: index as u32,

@@ -119,6 +119,11 @@ pub(super) struct Conn {
     pub(super) rate_count: u32,
     /// Rooms this connection subscribes to.
     pub(super) rooms: Vec<u64>,
+    /// A retried SEND of this connection is being compared with its stored
+    /// original (see `retry`): later SENDs wait in `deferred`, so sends
+    /// are stored in the order the connection sent them.
+    pub(super) verifying: bool,
+    pub(super) deferred: VecDeque<crate::proto::Send>,
 }
 
 /// What a timer means when it fires.

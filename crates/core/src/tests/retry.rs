@@ -165,3 +165,58 @@ fn a_backend_publish_reusing_an_id_for_another_message_is_a_conflict() {
     assert_eq!(publish(&mut h, 3, b"x"), StoreOutcome::Duplicate(Seq(1)));
     assert_eq!(stored_in(&h, 2).len(), 1);
 }
+
+/// Found by the loadgen kill -9 smoke test: a retried SEND waits for its
+/// stored original to be read back; a newer SEND of the same connection
+/// went ahead of it and was stored first, so the inbox held the sender's
+/// messages out of order (index 130 at seq 130, index 129 at seq 131).
+/// Later SENDs now wait behind the comparison.
+#[test]
+fn sends_behind_a_retry_being_compared_keep_the_connections_order() {
+    use crate::proto::SendResult::{Duplicate, Stored};
+    let mut h = Harness::new(CoreConfig::default());
+    let a = h.connect(1, 1);
+    h.frame(a, send_with(1, 2, Qos::AtLeastOnce, b"first"));
+    assert_eq!(sendack(&h.take(a)), (Stored, Seq(1)));
+    // The retry of 1 (compared: its read held), then a new send 2.
+    h.shard
+        .handle_frame(a, send_with(1, 2, Qos::AtLeastOnce, b"first"), h.now);
+    h.shard
+        .handle_frame(a, send_with(2, 2, Qos::AtLeastOnce, b"second"), h.now);
+    let mut held = Vec::new();
+    while let Some(action) = h.shard.poll_action() {
+        match action {
+            Action::Read { id, user, query } => held.push((id, user, query)),
+            Action::Append { .. } => panic!("send 2 was stored before the retry of 1 was decided"),
+            other => h.out.push(other),
+        }
+    }
+    assert_eq!(held.len(), 1, "one comparison read");
+    let (id, user, _) = held.remove(0);
+    let records = h
+        .log
+        .iter()
+        .filter_map(|r| match r {
+            Record::Message(m) if m.inbox == user => Some(m.clone()),
+            _ => None,
+        })
+        .collect();
+    h.shard.handle_read(id, Ok(records), h.now);
+    h.run();
+    let acks: Vec<_> = h
+        .take(a)
+        .into_iter()
+        .map(|f| match f {
+            Frame::SendAck(s) => (s.client_msg_id, s.result, s.seq),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(acks, vec![(1, Duplicate, Seq(1)), (2, Stored, Seq(2))]);
+    assert_eq!(
+        stored_in(&h, 2),
+        vec![
+            (1, 2, Bytes::from_static(b"first")),
+            (2, 2, Bytes::from_static(b"second"))
+        ]
+    );
+}
