@@ -123,7 +123,7 @@ pub(super) struct Conn {
     /// original (see `retry`): later SENDs wait in `deferred`, so sends
     /// are stored in the order the connection sent them.
     pub(super) verifying: bool,
-    pub(super) deferred: VecDeque<crate::proto::Send>,
+    pub(super) deferred: VecDeque<surepush_proto::Send>,
 }
 
 /// What a timer means when it fires.

@@ -173,7 +173,7 @@ fn a_backend_publish_reusing_an_id_for_another_message_is_a_conflict() {
 /// Later SENDs now wait behind the comparison.
 #[test]
 fn sends_behind_a_retry_being_compared_keep_the_connections_order() {
-    use crate::proto::SendResult::{Duplicate, Stored};
+    use surepush_proto::SendResult::{Duplicate, Stored};
     let mut h = Harness::new(CoreConfig::default());
     let a = h.connect(1, 1);
     h.frame(a, send_with(1, 2, Qos::AtLeastOnce, b"first"));
