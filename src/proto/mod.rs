@@ -14,6 +14,7 @@ mod error;
 mod frame;
 mod header;
 mod room;
+pub mod topic;
 mod types;
 
 pub use codec::Decoder;
