@@ -257,6 +257,7 @@ fn mint(node: &NodeArgs, user: u64, device: u64, ttl_s: u64) -> Result<String, S
         user: UserId(user),
         device: DeviceId(device),
         expires_s: now + ttl_s,
+        acl: Default::default(),
     }))
 }
 

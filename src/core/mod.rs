@@ -14,6 +14,7 @@
 //! with an injected clock over a lossy network; it is the main test of this
 //! module.
 
+mod acl;
 mod action;
 pub mod auth;
 mod config;
@@ -28,6 +29,7 @@ mod shard;
 mod stats;
 mod sync;
 
+pub use acl::{Acl, AclAction, AclError, MAX_ACL_FILTERS, MAX_ACL_FILTER_LEN};
 pub use action::{Action, AppendToken, ConnId, GroupOutcome, PeerMsg, ReadId, StoreOutcome};
 pub use auth::{AuthError, Claims, TokenVerifier};
 pub use config::CoreConfig;

@@ -46,6 +46,7 @@ impl Harness {
             user: UserId(user),
             device: DeviceId(device),
             expires_s,
+            acl: Default::default(),
         })
     }
 
@@ -186,6 +187,7 @@ fn bad_signature_expired_token_and_device_mismatch_are_typed() {
                 user: UserId(1),
                 device: DeviceId(1),
                 expires_s: u64::MAX / 2,
+                acl: Default::default(),
             }),
             1,
             ErrorCode::AuthFailed,

@@ -140,6 +140,7 @@ impl AdminBackend for NodeAdmin {
             user,
             device,
             expires_s: self.rt.wall_s() + ttl_s,
+            acl: Default::default(),
         })
     }
 }

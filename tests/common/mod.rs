@@ -243,6 +243,7 @@ impl TestServer {
             user: UserId(user),
             device: DeviceId(device),
             expires_s: 4_000_000_000,
+            acl: Default::default(),
         })
     }
 

@@ -43,6 +43,7 @@ fn token(user: UserId, device: DeviceId) -> String {
         user,
         device,
         expires_s: u64::MAX / 2,
+        acl: Default::default(),
     })
 }
 
