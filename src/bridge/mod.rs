@@ -1249,6 +1249,7 @@ impl Bridge {
             client_msg_id: id,
             to,
             qos,
+            confirm: false,
             payload: p.payload,
         }));
     }

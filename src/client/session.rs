@@ -260,6 +260,7 @@ impl ClientSession {
                     client_msg_id: cmid,
                     to,
                     qos,
+                    confirm: false,
                     payload,
                 }));
             }
@@ -635,6 +636,7 @@ impl ClientSession {
                         client_msg_id: cmid,
                         to: m.to,
                         qos: m.qos,
+                        confirm: false,
                         payload: m.payload.clone(),
                     }));
                 }

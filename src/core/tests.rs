@@ -166,6 +166,7 @@ fn send(cmid: u64, to: u64, qos: Qos) -> Frame {
         client_msg_id: cmid,
         to: UserId(to),
         qos,
+        confirm: false,
         payload: Bytes::from_static(b"hi"),
     })
 }

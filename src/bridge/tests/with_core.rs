@@ -177,6 +177,7 @@ impl World {
                 client_msg_id: id,
                 to: UserId(room | ROOM_BIT),
                 qos: Qos::AtLeastOnce,
+                confirm: false,
                 payload: Bytes::from(payload),
             }),
             0,

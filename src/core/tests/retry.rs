@@ -9,6 +9,7 @@ fn send_with(cmid: u64, to: u64, qos: Qos, payload: &'static [u8]) -> Frame {
         client_msg_id: cmid,
         to: UserId(to),
         qos,
+        confirm: false,
         payload: Bytes::from_static(payload),
     })
 }
