@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 
+use crate::core::{Acl, AclAction, Claims};
 use crate::hashing::FastHashMap;
 use crate::mqtt::{
     self, ConnAck, MqttString, Packet, PacketId, Properties, ProtocolLevel, PubReply, Publish, QoS,
@@ -311,6 +312,9 @@ pub struct WillMessage {
     pub payload: Bytes,
     /// Native id for the send (unique for the device).
     pub client_msg_id: u64,
+    /// The session's token granted publishing to `to` (a room; see
+    /// `core::Publisher::User`).
+    pub room_grant: bool,
 }
 
 /// Checks a CONNECT before the session starts; `Some(code)` refuses it with
@@ -351,6 +355,9 @@ pub struct Bridge {
     level: ProtocolLevel,
     user: UserId,
     device: DeviceId,
+    /// What the session's token grants (for its will; the core checks the
+    /// session's own sends and subscriptions).
+    acl: Acl,
     params: BridgeParams,
     state: SessionState,
     persistent: bool,
@@ -406,18 +413,20 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// Starts the bridge for an accepted CONNECT (token already verified:
-    /// `user`, `device` are its claims). `stored` is the session kept from a
+    /// Starts the bridge for an accepted CONNECT (`token` already verified:
+    /// `claims` are its claims). `stored` is the session kept from a
     /// previous connection, if any. The native CONNECT is queued for the core.
     pub fn new(
         connect: mqtt::Connect,
         token: String,
-        user: UserId,
-        device: DeviceId,
+        claims: Claims,
         stored: Option<SessionState>,
         msg_id_base: u64,
         params: BridgeParams,
     ) -> Bridge {
+        let Claims {
+            user, device, acl, ..
+        } = claims;
         let v5 = connect.protocol_level.is_v5();
         let expiry_s = if v5 {
             connect.properties.session_expiry_interval.unwrap_or(0)
@@ -449,6 +458,7 @@ impl Bridge {
             level: connect.protocol_level,
             user,
             device,
+            acl,
             params,
             state,
             persistent,
@@ -645,6 +655,7 @@ impl Bridge {
                     qos: native_qos(w.qos),
                     payload: w.payload,
                     client_msg_id: id,
+                    room_grant: self.acl.grants_room(AclAction::Publish, to.0),
                 })
             })
         };

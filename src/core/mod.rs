@@ -20,8 +20,10 @@ pub mod auth;
 mod config;
 mod deliver;
 mod group;
+mod members;
 mod retry;
 mod room;
+mod room_access;
 pub mod routing;
 mod send;
 mod session;
@@ -30,7 +32,10 @@ mod stats;
 mod sync;
 
 pub use acl::{Acl, AclAction, AclError, MAX_ACL_FILTERS, MAX_ACL_FILTER_LEN};
-pub use action::{Action, AppendToken, ConnId, GroupOutcome, PeerMsg, ReadId, StoreOutcome};
+pub use action::{
+    Action, AppendToken, ConnId, MembersOutcome, PeerMsg, Publisher, ReadId, Revoked, RoomPublish,
+    StoreOutcome,
+};
 pub use auth::{AuthError, Claims, TokenVerifier};
 pub use config::CoreConfig;
 pub use routing::shard_of;

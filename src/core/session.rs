@@ -46,6 +46,7 @@ impl Shard {
             rate_window_start_ns: self.now_ns,
             rate_count: 0,
             rooms: Vec::new(),
+            acl: Default::default(),
         });
         let id = ConnId {
             index: index as u32,
@@ -222,6 +223,7 @@ impl Shard {
             .conn_mut(conn)
             .expect("connection exists while handling its frame");
         c.session = Some((user, connect.device));
+        c.acl = claims.acl;
         c.sent_up_to = cursor;
         c.idle_limit_ns = keepalive_ms * NS_PER_MS * 3 / 2;
         self.stats.sessions_opened += 1;

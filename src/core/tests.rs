@@ -539,6 +539,7 @@ fn backend_publish_is_stored_once_per_id_and_pushed() {
             UserId(2),
             Qos::AtLeastOnce,
             Bytes::from_static(b"x"),
+            Publisher::Backend,
             h.now,
         );
         h.run();
@@ -613,6 +614,7 @@ fn a_read_racing_a_durability_report_shows_nothing_the_core_has_not_counted() {
 
 mod gone;
 mod retry;
+mod room_access;
 
 /// Room frames (SUBACK, ROOMLAG and the shared ROOMPUSH bytes) sent to
 /// `conn` so far, drained.

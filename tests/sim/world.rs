@@ -795,7 +795,7 @@ impl World {
                     },
                 );
             }
-            Action::Published { .. } | Action::GroupUpdated { .. } => {
+            Action::Published { .. } | Action::MembersUpdated { .. } => {
                 unreachable!("the simulation uses no API requests")
             }
             Action::Peer { shard: to, msg } => {

@@ -159,8 +159,12 @@ impl World {
         Bridge::new(
             connect(ProtocolLevel::V311, false),
             token(user, device),
-            user,
-            device,
+            Claims {
+                user,
+                device,
+                expires_s: u64::MAX / 2,
+                acl: Default::default(),
+            },
             stored,
             1_000,
             params(),
@@ -225,7 +229,7 @@ impl World {
                 Action::Peer { shard: to, msg } => {
                     self.links[shard][usize::from(to)].push_back(msg)
                 }
-                Action::Published { .. } | Action::GroupUpdated { .. } => {}
+                Action::Published { .. } | Action::MembersUpdated { .. } => {}
             }
         }
     }

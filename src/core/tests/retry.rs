@@ -147,6 +147,7 @@ fn a_backend_publish_reusing_an_id_for_another_message_is_a_conflict() {
             UserId(2),
             Qos::AtLeastOnce,
             Bytes::from_static(payload),
+            Publisher::Backend,
             h.now,
         );
         h.run();
