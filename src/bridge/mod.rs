@@ -1132,15 +1132,21 @@ impl Bridge {
         for pending in self.subacks.iter_mut() {
             if let Some(i) = pending.rooms.iter().position(|&(r, _)| r == n) {
                 let (_, index) = pending.rooms.swap_remove(i);
-                if result == SubResult::Refused {
-                    pending.reasons[index] = ReasonCode::UNSPECIFIED_ERROR;
-                }
+                pending.reasons[index] = match (result, self.level.is_v5()) {
+                    (SubResult::Ok | SubResult::Gap, _) => pending.reasons[index],
+                    (SubResult::Forbidden, true) => ReasonCode::NOT_AUTHORIZED,
+                    // 3.1.1 has one failure code for everything (MQTT-3.9.3-2).
+                    (SubResult::Forbidden | SubResult::Refused, _) => ReasonCode::UNSPECIFIED_ERROR,
+                };
                 break;
             }
         }
         self.flush_subacks();
-        if result != SubResult::Refused && self.retained_wanted.remove(&n) {
+        if result.subscribed() && self.retained_wanted.remove(&n) {
             self.retained_queries.push_back(n);
+        } else if !result.subscribed() {
+            // Not allowed to read it: not its retained message either.
+            self.retained_wanted.remove(&n);
         }
     }
 
@@ -1210,12 +1216,16 @@ impl Bridge {
             qos: p.qos,
             retain: retain.clone(),
         };
+        // A QoS 0 retained PUBLISH changes the retained message only once
+        // the room has accepted it (its permissions): the core confirms it.
+        let confirm = p.qos == QoS::AtMostOnce && retain.is_some();
         let id = match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) | (_, None) => {
-                if let Some(change) = retain.clone() {
-                    self.retains.push_back(change);
+                let id = self.next_msg_id();
+                if confirm {
+                    self.sends.insert(id, pending(None));
                 }
-                self.next_msg_id()
+                id
             }
             (QoS::AtLeastOnce, Some(pid)) => {
                 let id = self.next_msg_id();
@@ -1260,7 +1270,7 @@ impl Bridge {
             client_msg_id: id,
             to,
             qos,
-            confirm: false,
+            confirm,
             payload: p.payload,
         }));
     }

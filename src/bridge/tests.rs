@@ -932,5 +932,6 @@ fn a_malformed_packet_before_the_connack_is_refused_with_a_connack() {
     );
 }
 
+mod permissions;
 mod rooms;
 mod with_core;
