@@ -150,12 +150,21 @@ impl Shard {
     }
 
     fn lag(&mut self, conn: ConnId, room: u64) {
+        if self.end_sub(conn, room, |room, next| Frame::RoomLag { room, next }) {
+            self.stats.room_lags += 1;
+        }
+    }
+
+    /// Ends `conn`'s subscription to `room` and tells the client with
+    /// `notice(room, next)`, `next` being the sequence it would have
+    /// delivered next; false if there was none.
+    fn end_sub(&mut self, conn: ConnId, room: u64, notice: fn(u64, Seq) -> Frame) -> bool {
         let Some(next) = self.sub_mut(room, conn).map(|s| s.next) else {
-            return;
+            return false;
         };
-        self.stats.room_lags += 1;
         self.drop_sub(conn, room, true);
-        self.send_frame(conn, Frame::RoomLag { room, next });
+        self.send_frame(conn, notice(room, next));
+        true
     }
 
     /// The room's home shard refused subscription `sub` (`room_access.rs`).
@@ -189,18 +198,17 @@ impl Shard {
     /// Ends `conn`'s subscription to `room` with SUBACK `Forbidden`; its
     /// `first` is the sequence it would have delivered next (0 if none).
     fn forbid(&mut self, conn: ConnId, room: u64) {
-        let Some(next) = self.sub_mut(room, conn).map(|s| s.next) else {
-            return;
+        let notice = |room, next| {
+            Frame::SubAck(SubAck {
+                room,
+                head: Seq::ZERO,
+                first: next,
+                result: SubResult::Forbidden,
+            })
         };
-        self.stats.room_forbidden += 1;
-        self.drop_sub(conn, room, true);
-        let ack = SubAck {
-            room,
-            head: Seq::ZERO,
-            first: next,
-            result: SubResult::Forbidden,
-        };
-        self.send_frame(conn, Frame::SubAck(ack));
+        if self.end_sub(conn, room, notice) {
+            self.stats.room_forbidden += 1;
+        }
     }
 
     fn sub_mut(&mut self, room: u64, conn: ConnId) -> Option<&mut RoomSub> {

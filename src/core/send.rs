@@ -141,18 +141,7 @@ impl Shard {
             };
             self.route_to(target, msg);
         } else if crate::proto::is_room(send.to.0) {
-            let granted = self.token_grants(conn, AclAction::Publish, send.to.0);
-            let msg = PeerMsg::RoomPublish(RoomPublish {
-                origin,
-                key,
-                room: send.to,
-                qos: send.qos,
-                ts_ms,
-                payload: send.payload,
-                granted,
-                confirm,
-            });
-            self.route_to(target, msg);
+            self.publish_to_room(conn, key, send, ts_ms, confirm);
         } else {
             let msg = PeerMsg::Ephemeral {
                 key,
@@ -170,6 +159,29 @@ impl Shard {
                 self.on_stored(key, send.to, StoreOutcome::Stored(Seq::ZERO));
             }
         }
+    }
+
+    /// Hands a session's SEND to a room's home shard, with what the
+    /// session's token grants (`room_access.rs` decides there).
+    fn publish_to_room(
+        &mut self,
+        conn: ConnId,
+        key: SendKey,
+        send: Send,
+        ts_ms: u64,
+        confirm: bool,
+    ) {
+        let msg = PeerMsg::RoomPublish(RoomPublish {
+            origin: self.params.id,
+            key,
+            room: send.to,
+            qos: send.qos,
+            ts_ms,
+            payload: send.payload,
+            granted: self.token_grants(conn, AclAction::Publish, send.to.0),
+            confirm,
+        });
+        self.route_to(self.owner_of(send.to), msg);
     }
 
     /// Sends the store requests of an accepted SEND (registered in `sends`,
@@ -195,18 +207,7 @@ impl Shard {
             return;
         }
         if to_room {
-            let granted = self.token_grants(conn, AclAction::Publish, send.to.0);
-            let msg = PeerMsg::RoomPublish(RoomPublish {
-                origin,
-                key,
-                room: send.to,
-                qos: send.qos,
-                ts_ms,
-                payload: send.payload,
-                granted,
-                confirm: false,
-            });
-            self.route_to(target, msg);
+            self.publish_to_room(conn, key, send, ts_ms, false);
             return;
         }
         self.route_to(

@@ -42,11 +42,15 @@ impl Harness {
     }
 
     fn token(user: u64, device: u64, expires_s: u64) -> String {
+        Self::token_granting(user, device, expires_s, Acl::default())
+    }
+
+    fn token_granting(user: u64, device: u64, expires_s: u64, acl: Acl) -> String {
         TokenVerifier::new(SECRET).mint(&Claims {
             user: UserId(user),
             device: DeviceId(device),
             expires_s,
-            acl: Default::default(),
+            acl,
         })
     }
 
@@ -94,8 +98,13 @@ impl Harness {
     }
 
     fn connect(&mut self, user: u64, device: u64) -> ConnId {
+        self.connect_granted(user, device, Acl::default())
+    }
+
+    /// A session whose token carries `acl`.
+    fn connect_granted(&mut self, user: u64, device: u64, acl: Acl) -> ConnId {
         let c = self.open();
-        let token = Self::token(user, device, u64::MAX / 2);
+        let token = Self::token_granting(user, device, u64::MAX / 2, acl);
         self.frame(
             c,
             Frame::Connect(Connect {

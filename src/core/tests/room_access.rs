@@ -16,28 +16,6 @@ fn closed_rooms() -> Harness {
 }
 
 impl Harness {
-    /// A session whose token carries `acl`.
-    fn connect_granted(&mut self, user: u64, device: u64, acl: Acl) -> ConnId {
-        let c = self.open();
-        let token = TokenVerifier::new(SECRET).mint(&Claims {
-            user: UserId(user),
-            device: DeviceId(device),
-            expires_s: u64::MAX / 2,
-            acl,
-        });
-        self.frame(
-            c,
-            Frame::Connect(Connect {
-                device: DeviceId(device),
-                last_seq: Some(Seq::ZERO),
-                keepalive_ms: 0,
-                token,
-            }),
-        );
-        assert!(matches!(self.take(c).first(), Some(Frame::ConnAck(_))));
-        c
-    }
-
     /// Changes `room`'s members; returns them.
     fn room_members(&mut self, room: u64, add: &[u64], remove: &[u64]) -> Vec<UserId> {
         let ids = |v: &[u64]| v.iter().copied().map(UserId).collect();
