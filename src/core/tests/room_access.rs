@@ -16,11 +16,11 @@ fn closed_rooms() -> Harness {
 }
 
 impl Harness {
-    /// Changes `room`'s members; returns them.
-    fn room_members(&mut self, room: u64, add: &[u64], remove: &[u64]) -> Vec<UserId> {
+    /// Changes the members of `id` (a room or group); returns them.
+    fn change_members(&mut self, id: u64, add: &[u64], remove: &[u64]) -> Vec<UserId> {
         let ids = |v: &[u64]| v.iter().copied().map(UserId).collect();
         self.shard
-            .handle_members_update(7, UserId(room), ids(add), ids(remove), self.now);
+            .handle_members_update(7, UserId(id), ids(add), ids(remove), self.now);
         self.run();
         let at = self
             .out
@@ -122,7 +122,7 @@ fn with_rooms_closed_only_the_tokens_grant_lets_a_session_in() {
 #[test]
 fn a_room_with_members_is_theirs_even_when_rooms_are_open() {
     let mut h = Harness::new(CoreConfig::default());
-    assert_eq!(h.room_members(ROOM, &[2], &[]), [UserId(2)]);
+    assert_eq!(h.change_members(ROOM, &[2], &[]), [UserId(2)]);
     let (outsider, member) = (h.connect(1, 1), h.connect(2, 1));
     assert_eq!(h.subscribe(outsider, ROOM), [forbidden(0)]);
     assert_eq!(h.publish(outsider, 1, ROOM), SendResult::Forbidden);
@@ -145,7 +145,7 @@ fn a_room_with_members_is_theirs_even_when_rooms_are_open() {
 #[test]
 fn qos0_publishes_are_dropped_or_with_confirm_answered_forbidden() {
     let mut h = closed_rooms();
-    h.room_members(ROOM, &[2], &[]);
+    h.change_members(ROOM, &[2], &[]);
     let (outsider, member) = (h.connect(1, 1), h.connect(2, 1));
     assert_eq!(sub_result(&h.subscribe(member, ROOM)), SubResult::Ok);
     let qos0 = |cmid, confirm| {
@@ -182,7 +182,7 @@ fn qos0_publishes_are_dropped_or_with_confirm_answered_forbidden() {
 #[test]
 fn a_member_removed_while_subscribed_is_dropped_with_suback_forbidden() {
     let mut h = closed_rooms();
-    h.room_members(ROOM, &[1, 2], &[]);
+    h.change_members(ROOM, &[1, 2], &[]);
     let acl = Acl::new(&["room/1"], &[]).expect("valid");
     let (publisher, member, granted) = (
         h.connect(1, 1),
@@ -194,7 +194,7 @@ fn a_member_removed_while_subscribed_is_dropped_with_suback_forbidden() {
     assert_eq!(h.publish(publisher, 1, ROOM), SendResult::Stored);
     assert_eq!(pushed(&take_room(&mut h, member)), [1]);
     assert_eq!(pushed(&take_room(&mut h, granted)), [1]);
-    assert_eq!(h.room_members(ROOM, &[], &[2, 3]), [UserId(1)]);
+    assert_eq!(h.change_members(ROOM, &[], &[2, 3]), [UserId(1)]);
     // Ended, saying where it would have gone on.
     assert_eq!(take_room(&mut h, member), [forbidden(2)]);
     assert_eq!(h.shard.conn(member).expect("open").rooms, [] as [u64; 0]);
@@ -214,12 +214,12 @@ fn the_first_members_close_an_open_room_to_its_other_subscribers() {
     let (a, b) = (h.connect(1, 1), h.connect(2, 1));
     assert_eq!(sub_result(&h.subscribe(a, ROOM)), SubResult::Ok);
     assert_eq!(sub_result(&h.subscribe(b, ROOM)), SubResult::Ok);
-    h.room_members(ROOM, &[2], &[]);
+    h.change_members(ROOM, &[2], &[]);
     assert_eq!(take_room(&mut h, a), [forbidden(1)]);
     assert_eq!(take_room(&mut h, b), []);
     // Removing the last member opens it again (rooms_open), nobody is
     // dropped for that.
-    assert_eq!(h.room_members(ROOM, &[], &[2]), []);
+    assert_eq!(h.change_members(ROOM, &[], &[2]), []);
     assert_eq!(take_room(&mut h, b), []);
     assert_eq!(sub_result(&h.subscribe(a, ROOM)), SubResult::Ok);
 }
@@ -227,10 +227,10 @@ fn the_first_members_close_an_open_room_to_its_other_subscribers() {
 #[test]
 fn a_retry_of_a_message_stored_while_allowed_is_still_a_duplicate() {
     let mut h = closed_rooms();
-    h.room_members(ROOM, &[1], &[]);
+    h.change_members(ROOM, &[1], &[]);
     let a = h.connect(1, 1);
     assert_eq!(h.publish(a, 1, ROOM), SendResult::Stored);
-    h.room_members(ROOM, &[], &[1]);
+    h.change_members(ROOM, &[], &[1]);
     assert_eq!(h.publish(a, 1, ROOM), SendResult::Duplicate);
     assert_eq!(h.publish(a, 2, ROOM), SendResult::Forbidden);
 }
@@ -238,22 +238,15 @@ fn a_retry_of_a_message_stored_while_allowed_is_still_a_duplicate() {
 #[test]
 fn backend_publishes_are_never_refused_and_wills_carry_their_sessions_grant() {
     let mut h = closed_rooms();
-    let publish = |h: &mut Harness, cmid, by| {
+    let publish_to = |h: &mut Harness, to: u64, cmid, by| {
         let key = crate::log::SendKey {
             from: UserId(5),
             from_device: DeviceId(1),
             client_msg_id: cmid,
         };
         let payload = Bytes::from_static(b"p");
-        h.shard.handle_publish(
-            cmid,
-            key,
-            UserId(ROOM),
-            Qos::AtLeastOnce,
-            payload,
-            by,
-            h.now,
-        );
+        h.shard
+            .handle_publish(cmid, key, UserId(to), Qos::AtLeastOnce, payload, by, h.now);
         h.run();
         let at = h
             .out
@@ -265,6 +258,7 @@ fn backend_publishes_are_never_refused_and_wills_carry_their_sessions_grant() {
             _ => unreachable!(),
         }
     };
+    let publish = |h: &mut Harness, cmid, by| publish_to(h, ROOM, cmid, by);
     assert_eq!(
         publish(&mut h, 1, Publisher::Backend),
         StoreOutcome::Stored(Seq(1))
@@ -273,15 +267,22 @@ fn backend_publishes_are_never_refused_and_wills_carry_their_sessions_grant() {
     assert_eq!(publish(&mut h, 2, will), StoreOutcome::Rejected);
     let granted = Publisher::User { room_grant: true };
     assert_eq!(publish(&mut h, 3, granted), StoreOutcome::Stored(Seq(2)));
-    h.room_members(ROOM, &[5], &[]);
+    h.change_members(ROOM, &[5], &[]);
     assert_eq!(publish(&mut h, 4, will), StoreOutcome::Stored(Seq(3)));
+    // A will to a group needs membership (it was published as if by the
+    // backend); the backend needs none.
+    let group = UserId::GROUP_BIT | 9;
+    h.change_members(group, &[6], &[]);
+    assert_eq!(publish_to(&mut h, group, 5, will), StoreOutcome::Rejected);
+    let backend = publish_to(&mut h, group, 6, Publisher::Backend);
+    assert_eq!(backend, StoreOutcome::Stored(Seq::ZERO));
 }
 
 #[test]
 fn room_membership_survives_a_restart() {
     let mut h = closed_rooms();
-    h.room_members(ROOM, &[2, 3], &[]);
-    h.room_members(ROOM, &[], &[3]);
+    h.change_members(ROOM, &[2, 3], &[]);
+    h.change_members(ROOM, &[], &[3]);
     let mut recovered = RecoveredState::default();
     for r in &h.log {
         recovered.apply(r, &CoreConfig::default().dedup);
