@@ -73,6 +73,44 @@ pub enum Record {
     /// Snapshot of the delivery state (opaque to the log) that lets recovery
     /// start here instead of at the first segment.
     Checkpoint(Bytes),
+    /// A piece of keyed state a layer above the core keeps in the log (the
+    /// MQTT bridge's sessions and retained messages): the newest record of
+    /// a key wins, `None` deletes it (a tombstone). Folded into checkpoints
+    /// like heads and cursors, so retention never drops a live value.
+    State {
+        /// Whose state.
+        key: StateKey,
+        /// The value (opaque to the log), or `None`: deleted.
+        value: Option<Bytes>,
+    },
+}
+
+/// What a [`Record::State`] belongs to. Each key lives on one shard, the
+/// owner of [`StateKey::owner`], like every other state of that id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StateKey {
+    /// An MQTT persistent session of (user, device), on the user's shard.
+    MqttSession {
+        /// The session's user.
+        user: UserId,
+        /// The session's device.
+        device: DeviceId,
+    },
+    /// A room's retained MQTT message, on the room's home shard.
+    Retained {
+        /// The room's wire id (with [`crate::proto::ROOM_BIT`]).
+        room: UserId,
+    },
+}
+
+impl StateKey {
+    /// The id whose owner shard keeps this key.
+    pub fn owner(self) -> UserId {
+        match self {
+            StateKey::MqttSession { user, .. } => user,
+            StateKey::Retained { room } => room,
+        }
+    }
 }
 
 /// Which part of one inbox a read wants. Results are always in ascending
