@@ -609,6 +609,7 @@ fn a_read_racing_a_durability_report_shows_nothing_the_core_has_not_counted() {
 }
 
 mod gone;
+mod keyed;
 mod retry;
 
 /// Room frames (SUBACK, ROOMLAG and the shared ROOMPUSH bytes) sent to

@@ -431,6 +431,9 @@ impl ShardRuntime {
                         let _ = tx.try_send(outcome);
                     }
                 }
+                // For a connection gone meanwhile (an MQTT connection's go
+                // to its bridge in `to_bridge`).
+                Action::StateStored { .. } | Action::StateValue { .. } => {}
             }
         }
         for io in dirty {

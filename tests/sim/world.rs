@@ -797,6 +797,7 @@ impl World {
             Action::Published { .. } | Action::GroupUpdated { .. } => {
                 unreachable!("the simulation uses no API requests")
             }
+            Action::StateStored { .. } | Action::StateValue { .. } => {}
             Action::Peer { shard: to, msg } => {
                 // The mesh is reliable and FIFO per pair: a fixed delay keeps order.
                 self.schedule(

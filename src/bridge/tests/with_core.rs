@@ -224,6 +224,7 @@ impl World {
                     self.links[shard][usize::from(to)].push_back(msg)
                 }
                 Action::Published { .. } | Action::GroupUpdated { .. } => {}
+                Action::StateStored { .. } | Action::StateValue { .. } => {}
             }
         }
     }
