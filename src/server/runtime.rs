@@ -23,9 +23,10 @@ use super::log_every::LogEvery;
 use super::mesh::{MeshMsg, PeerQueue};
 use super::metrics::ShardMetrics;
 use crate::core::{
-    Action, AppendToken, ConnId, GroupOutcome, PeerMsg, Shard, StoreOutcome, TokenVerifier,
+    Action, AppendToken, ConnId, GroupOutcome, PeerMsg, Shard, StateDurability, StoreOutcome,
+    TokenVerifier,
 };
-use crate::log::{InboxQuery, Lsn, SegmentLog};
+use crate::log::{InboxQuery, Lsn, SegmentLog, StateKey};
 use crate::proto::{Frame, ProtoError, UserId};
 
 /// State shared by every shard of the node (thread-safe, rarely touched).
@@ -170,6 +171,31 @@ impl ShardRuntime {
     /// The output side of an open connection.
     pub(crate) fn conn_io(&self, conn: ConnId) -> Option<Rc<ConnIo>> {
         self.conns.borrow().get(&conn).cloned()
+    }
+
+    /// Writes keyed state (see `core/keyed.rs`).
+    pub(crate) fn write_state(
+        &self,
+        key: StateKey,
+        value: Option<Bytes>,
+        durability: StateDurability,
+    ) {
+        let now = self.now();
+        self.core
+            .borrow_mut()
+            .handle_state(key, value, durability, now);
+    }
+
+    /// Asks for keyed state wherever it lives; `conn` hears
+    /// [`Action::StateValue`].
+    pub(crate) fn query_state(&self, conn: ConnId, key: StateKey) {
+        let now = self.now();
+        self.core.borrow_mut().handle_state_query(conn, key, now);
+    }
+
+    /// The newest value of keyed state this shard owns.
+    pub(crate) fn stored_state(&self, key: &StateKey) -> Option<Bytes> {
+        self.core.borrow().state(key).cloned()
     }
 
     pub(crate) fn frame(&self, conn: ConnId, frame: Frame) {
