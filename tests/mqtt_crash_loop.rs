@@ -178,8 +178,10 @@ impl Client {
         self.buf.clear();
         self.decoder = Decoder::new(Some(LEVEL), 1 << 20);
         self.conns += 1;
-        let mut properties = Properties::default();
-        properties.session_expiry_interval = Some(u32::MAX);
+        let properties = Properties {
+            session_expiry_interval: Some(u32::MAX),
+            ..Properties::default()
+        };
         self.send(&Packet::Connect(Box::new(Connect {
             protocol_level: LEVEL,
             clean_start: false,
