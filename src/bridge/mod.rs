@@ -751,6 +751,16 @@ impl Bridge {
             SendResult::Forbidden => ReasonCode::NOT_AUTHORIZED,
             _ => ReasonCode::UNSPECIFIED_ERROR,
         };
+        if qos == QoS::ExactlyOnce && a.result == SendResult::StorageUnavailable {
+            // Perhaps stored in part (one copy durable, another failed):
+            // the packet id keeps its native id, and the client's resend
+            // with it on its next connection completes the message once.
+            // A refusal would free the id and make the retry a second
+            // message (found by the simulator: a QoS 2 message stored
+            // twice in the sender's own inbox).
+            self.close_session(ReasonCode::UNSPECIFIED_ERROR, "not stored");
+            return;
+        }
         if qos == QoS::ExactlyOnce {
             if ok {
                 if let Some(i) = self.state.inbound.get_mut(&pid.get()) {

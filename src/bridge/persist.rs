@@ -31,7 +31,7 @@ use bytes::Bytes;
 use super::{Bridge, Retained};
 use crate::log::StateKey;
 use crate::mqtt::{Packet, ReasonCode};
-use crate::proto::{Frame, ROOM_BIT};
+use crate::proto::{ErrorCode, Frame, ROOM_BIT};
 
 /// What changed in the durable state of a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -258,8 +258,12 @@ impl Bridge {
     }
 
     /// The state write `id` is durable (`ok`), or could not be stored: then
-    /// what waited for it is withdrawn and the session ends (v5:
-    /// DISCONNECT 0x80); the client retries on its next connection.
+    /// what waited for it is withdrawn and the session ends; the client
+    /// retries on its next connection. A CONNACK that waited becomes a
+    /// refusal (5.0 0x88, 3.1.1 0x03): the session it would have announced
+    /// is not stored (found by the simulator: a CONNACK kept here told a
+    /// client its session existed, and the next connection found none).
+    /// Once the CONNACK is out, a 5.0 client gets DISCONNECT 0x80.
     pub fn on_state_stored(&mut self, id: u64, ok: bool) {
         if !self.gate.pending.remove(&id) || ok {
             return;
@@ -274,15 +278,19 @@ impl Bridge {
         let held = std::mem::take(&mut self.gate.client)
             .into_iter()
             .map(|(_, p)| p);
-        let connack: VecDeque<Packet> = held
+        let connack_held = held
             .chain(self.to_client.drain(..))
-            .filter(|p| matches!(p, Packet::ConnAck(_)))
-            .collect();
-        self.to_client = connack;
-        self.close_session(
-            ReasonCode::UNSPECIFIED_ERROR,
-            "could not store the session state",
-        );
+            .any(|p| matches!(p, Packet::ConnAck(_)));
+        if connack_held {
+            self.refuse_session(ReasonCode::SERVER_UNAVAILABLE);
+            self.to_core
+                .push_back(Frame::disconnect(ErrorCode::Normal, ""));
+        } else {
+            self.close_session(
+                ReasonCode::UNSPECIFIED_ERROR,
+                "could not store the session state",
+            );
+        }
     }
 
     /// The next key whose value the session wants (a room's retained

@@ -49,7 +49,11 @@ impl Shard {
                 payload: send.payload.clone(),
             };
             self.route_to(target, msg(send.to));
-            if send.to != user {
+            // The sender's other devices see their own sends, but a room's
+            // messages only as the room's (found by the MQTT simulation: a
+            // QoS 0 room publish reached the sender's other device as an
+            // inbox message, which an MQTT `#` subscription then matched).
+            if send.to != user && !crate::proto::is_room(send.to.0) {
                 self.push_ephemeral(key, user, send.to, ts_ms, send.payload.clone());
             }
             return;

@@ -358,3 +358,105 @@ fn a_clean_session_deletes_a_stored_one_before_its_connack() {
     let done = h.b.finish(5);
     assert!(matches!(done.keep, Keep::Forget));
 }
+
+/// Found by the simulator (seed 26 with `SIM_MQTT_SHARE=1`): when the
+/// record of a new persistent session could not be stored (the log had
+/// failed), its CONNACK still went out, announcing a session the next
+/// connection did not find. The CONNACK is a refusal now, in both
+/// versions, and the core is told to close.
+#[test]
+fn a_connack_whose_session_could_not_be_stored_is_a_refusal() {
+    for (level, code) in [
+        (ProtocolLevel::V311, ReasonCode(0x03)),
+        (ProtocolLevel::V5, ReasonCode::SERVER_UNAVAILABLE),
+    ] {
+        let mut c = connect(level, false);
+        if level.is_v5() {
+            c.properties.session_expiry_interval = Some(600);
+        }
+        let mut h = Held {
+            b: Bridge::new(c, "t".into(), ME, DEV, None, 1, params()),
+            pending: Vec::new(),
+            deferred: Vec::new(),
+            all: Vec::new(),
+        };
+        h.core();
+        h.b.on_frame(native_connack(0, None));
+        h.take_writes();
+        let id = h.pending[0].report.expect("the CONNACK waits for it");
+        h.b.on_state_stored(id, false);
+        match h.packets().as_slice() {
+            [Packet::ConnAck(a)] => {
+                assert_eq!((a.code, a.session_present), (code, false), "{level:?}")
+            }
+            other => panic!("{level:?}: {other:?}"),
+        }
+        assert!(h.b.wants_close());
+        assert!(h.core().contains(&Frame::disconnect(ErrorCode::Normal, "")));
+        assert!(
+            matches!(h.b.finish(1).keep, Keep::Nothing),
+            "a refused session leaves the stored one as it was"
+        );
+    }
+}
+
+/// Found by the simulator (seed 791 with `SIM_MQTT_SHARE=1`): a QoS 2
+/// PUBLISH whose store failed on one shard (its own-inbox copy was durable
+/// on the other) got PUBREC 0x80 (5.0) or a close (3.1.1) that also freed
+/// its packet id, so the client's retry became a new message and was
+/// stored a second time. Now, in both versions, the session ends without
+/// PUBREC and the packet id keeps its native id: the resend on the next
+/// connection carries the same id to the core, which recognises the copy
+/// already stored.
+#[test]
+fn a_qos2_publish_stored_in_part_keeps_its_native_id_for_the_resend() {
+    for level in [ProtocolLevel::V5, ProtocolLevel::V311] {
+        let mut c = connect(level, false);
+        if level.is_v5() {
+            c.properties.session_expiry_interval = Some(600);
+        }
+        let mut h = Held {
+            b: Bridge::new(c, "t".into(), ME, DEV, None, 1, params()),
+            pending: Vec::new(),
+            deferred: Vec::new(),
+            all: Vec::new(),
+        };
+        h.core();
+        h.b.on_frame(native_connack(0, None));
+        h.durable();
+        h.packets();
+        h.core();
+        h.b.on_packet(qos2_publish(5));
+        h.durable();
+        let id = match h.core().as_slice() {
+            [Frame::Send(s)] => s.client_msg_id,
+            other => panic!("{other:?}"),
+        };
+        h.b.on_frame(Frame::SendAck(SendAck {
+            client_msg_id: id,
+            seq: Seq(0),
+            own_seq: Seq(0),
+            result: SendResult::StorageUnavailable,
+        }));
+        h.durable();
+        assert!(
+            !h.packets().iter().any(|p| matches!(p, Packet::PubRec(_))),
+            "{level:?}: no PUBREC"
+        );
+        assert!(h.b.wants_close(), "{level:?}");
+        let Keep::Save(state) = h.b.finish(1).keep else {
+            panic!("a persistent session is kept");
+        };
+        // The next connection: the resend goes to the core with the same id.
+        let mut next = Held::new(Some(state), 0, None);
+        next.durable();
+        next.packets();
+        next.core();
+        next.b.on_packet(qos2_publish(5));
+        next.durable();
+        match next.core().as_slice() {
+            [Frame::Send(s)] => assert_eq!(s.client_msg_id, id, "{level:?}"),
+            other => panic!("{level:?}: {other:?}"),
+        }
+    }
+}
