@@ -748,3 +748,103 @@ fn paho_clients_see_room_refusals_and_refused_publishes_reach_no_one() {
     );
     assert_ok(&out, "permissions");
 }
+
+/// Issue #16 item 4: the MQTT state files of an earlier build (a version 2
+/// session file with its checksum, a retained message written before the
+/// checksum existed) are moved into the log on the first start: the
+/// session resumes with its subscription, the retained message is there,
+/// the directory is renamed, and a kill -9 later the session is still
+/// found (in the log now).
+#[test]
+fn the_state_files_of_an_earlier_build_move_into_the_log_on_the_first_start() {
+    const USER: u64 = 9301;
+    let write_legacy = |data: &std::path::Path| {
+        let sessions = data.join("mqtt/sessions");
+        let retained = data.join("mqtt/retained");
+        std::fs::create_dir_all(&sessions).unwrap();
+        std::fs::create_dir_all(&retained).unwrap();
+        // Version 2 session: one inbox subscription `user/9301` at QoS 1,
+        // no rooms, nothing in flight, never expires, ended at 1 ms.
+        let filter = format!("user/{USER}");
+        let mut body = vec![2u8];
+        body.extend_from_slice(&1u32.to_le_bytes());
+        body.extend_from_slice(&(filter.len() as u16).to_le_bytes());
+        body.extend_from_slice(filter.as_bytes());
+        body.push(1); // QoS 1, no options
+        body.extend_from_slice(&0u32.to_le_bytes()); // rooms
+        body.extend_from_slice(&0u32.to_le_bytes()); // inbound QoS 2
+        body.extend_from_slice(&1u64.to_le_bytes()); // next message id
+        body.extend_from_slice(&0u64.to_le_bytes()); // inbox start
+        body.extend_from_slice(&0u32.to_le_bytes()); // outbound packet ids
+        body.extend_from_slice(&0u32.to_le_bytes()); // PUBREL pending
+        body.extend_from_slice(&u32::MAX.to_le_bytes()); // expiry: never
+        body.extend_from_slice(&1u64.to_le_bytes()); // ended
+        let mut file = b"SPMQ".to_vec();
+        file.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        file.extend_from_slice(&body);
+        std::fs::write(sessions.join(format!("{USER}-1")), file).unwrap();
+        // A retained message of room 77 without the checksum (older still).
+        let mut msg = vec![1u8];
+        msg.extend_from_slice(&42u64.to_le_bytes());
+        msg.extend_from_slice(b"status: up");
+        std::fs::write(retained.join("room-77"), msg).unwrap();
+    };
+    let mut server = TestServer::start_with(2, "", write_legacy);
+    let data = server.dir.join("data");
+    assert!(!data.join("mqtt").exists(), "the directory was moved");
+    assert!(data.join("mqtt.migrated/sessions").exists());
+    let token = server.token(USER, 1);
+    for restart in [false, true] {
+        if restart {
+            server.kill9();
+            server.spawn();
+        }
+        let (mut rx, ack) = Raw::connect(server.mqtt, V311, &token, false);
+        assert!(
+            ack.session_present,
+            "restart {restart}: the session is found"
+        );
+        let (mut tx, _) = Raw::connect(server.mqtt, V311, &server.token(9302, 1), true);
+        let body: &'static [u8] = if restart { b"after" } else { b"before" };
+        tx.send(&publish(
+            &format!("user/{USER}"),
+            QoS::AtLeastOnce,
+            Some(1),
+            body,
+        ));
+        assert!(matches!(tx.recv(), Some(Packet::PubAck(_))));
+        // Delivered through the subscription the old file held (after the
+        // kill, "before" may come again: QoS 1, its acknowledgement was not
+        // yet written when the process died).
+        loop {
+            match rx.recv() {
+                Some(Packet::Publish(p)) => {
+                    assert_eq!(p.topic.as_str(), format!("user/{USER}"));
+                    rx.send(&Packet::PubAck(PubReply::success(p.packet_id.unwrap())));
+                    if &p.payload[..] == body {
+                        break;
+                    }
+                    assert!(restart && &p.payload[..] == b"before", "{p:?}");
+                }
+                other => panic!("expected the PUBLISH, got {other:?}"),
+            }
+        }
+        let (mut sub, _) = Raw::connect(server.mqtt, V311, &server.token(9303, 1), true);
+        sub.send(&Packet::Subscribe(Subscribe {
+            packet_id: pid(1),
+            filters: vec![Subscription {
+                filter: MqttString::from("room/77"),
+                options: SubscriptionOptions::qos(QoS::AtLeastOnce),
+            }],
+            properties: Properties::default(),
+        }));
+        assert!(matches!(sub.recv(), Some(Packet::SubAck(_))));
+        match sub.recv() {
+            Some(Packet::Publish(p)) => {
+                assert!(p.retain);
+                assert_eq!(&p.payload[..], b"status: up");
+            }
+            other => panic!("expected the retained message, got {other:?}"),
+        }
+    }
+}

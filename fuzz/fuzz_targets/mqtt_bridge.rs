@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
         page: 4,
         max_packet: 64 * 1024,
         receive_max: 8,
-        room_window: 16,
+        room_window: 4,
     };
     let claims = Claims {
         user: UserId(7),
@@ -144,6 +144,13 @@ fuzz_target!(|data: &[u8]| {
                 }));
             }
         }
+        // State writes: durable, or (rarely) failed.
+        while let Some(w) = b.poll_state() {
+            if let Some(id) = w.report {
+                b.on_state_stored(id, op & 0xF0 != 0xF0);
+            }
+        }
+        while b.poll_state_query().is_some() {}
         while let Some(f) = b.poll_core() {
             match f {
                 Frame::Ack(s) => assert!(

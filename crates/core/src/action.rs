@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use crate::{InboxQuery, Record, SendKey};
+use crate::{InboxQuery, Record, SendKey, StateKey};
 use surepush_proto::{Frame, Qos, Seq, UserId};
 
 /// A connection on this shard. Allocated by [`super::Shard::handle_open`];
@@ -94,6 +94,25 @@ pub enum Action {
         shard: u16,
         /// The message.
         msg: PeerMsg,
+    },
+    /// A state write `conn` asked to hear about
+    /// ([`super::StateDurability::Report`]) is durable (`ok`), or failed.
+    StateStored {
+        /// The asking connection.
+        conn: ConnId,
+        /// The id it gave.
+        id: u64,
+        /// Durable (false: the log failed; the write may be lost).
+        ok: bool,
+    },
+    /// The answer to [`super::Shard::handle_state_query`].
+    StateValue {
+        /// The asking connection.
+        conn: ConnId,
+        /// The key asked for.
+        key: StateKey,
+        /// Its newest value (`None`: not set).
+        value: Option<Bytes>,
     },
 }
 
@@ -350,6 +369,43 @@ pub enum PeerMsg {
         seq: Seq,
         /// The encoded ROOMPUSH frame.
         frame: Bytes,
+    },
+    /// To a key's owner shard: append this state write
+    /// ([`super::Shard::handle_state`]).
+    StoreState {
+        /// The key.
+        key: StateKey,
+        /// Its new value, or `None` to delete it.
+        value: Option<Bytes>,
+        /// Who hears when it is durable.
+        report: Option<super::StateReport>,
+    },
+    /// Answer to `StoreState`, for the asking connection.
+    StateStored {
+        /// The asking connection.
+        conn: ConnId,
+        /// The id it gave.
+        id: u64,
+        /// Durable (false: the owner's log failed).
+        ok: bool,
+    },
+    /// To a key's owner shard: what is its value?
+    QueryState {
+        /// The asking connection's shard.
+        origin: u16,
+        /// The asking connection.
+        conn: ConnId,
+        /// The key.
+        key: StateKey,
+    },
+    /// Answer to `QueryState`.
+    StateValue {
+        /// The asking connection.
+        conn: ConnId,
+        /// The key.
+        key: StateKey,
+        /// Its value (`None`: not set).
+        value: Option<Bytes>,
     },
 }
 

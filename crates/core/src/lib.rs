@@ -30,6 +30,7 @@ mod config;
 mod deliver;
 mod group;
 pub mod hashing;
+mod keyed;
 mod members;
 pub mod record;
 mod retry;
@@ -51,7 +52,8 @@ pub use action::{
 pub use auth::{Acl, AclAction, AclError, MAX_ACL_FILTERS, MAX_ACL_FILTER_LEN};
 pub use auth::{AuthError, Claims, TokenVerifier};
 pub use config::CoreConfig;
-pub use record::{InboxQuery, MessageRecord, Record};
+pub use keyed::{StateDurability, StateReport};
+pub use record::{InboxQuery, MessageRecord, Record, StateKey};
 pub use routing::shard_of;
 pub use shard::{Shard, ShardParams};
 pub use state::{apply_membership, DedupConfig, DedupEntry, DedupWindow, RecoveredState, SendKey};

@@ -156,6 +156,8 @@ pub(super) enum AppendPurpose {
         request: u64,
         members: Vec<UserId>,
     },
+    /// Keyed state (`keyed.rs`): tell whoever asked, if anyone.
+    State(Option<super::keyed::StateReport>),
 }
 
 /// Why a read was issued.
@@ -230,6 +232,8 @@ pub struct Shard {
     pub(super) rooms: FastHashMap<u64, super::room::RoomReplica>,
     /// Rooms homed here: which shards have subscribers.
     pub(super) room_shards: super::room::RoomShards,
+    /// Keyed state of the layers above owned here (`keyed.rs`).
+    pub(super) keyed: super::keyed::KeyedState,
     pub(super) next_sub_id: u64,
     pub(super) timers: TimerWheel<TimerEvent>,
     pub(super) actions: VecDeque<Action>,
@@ -282,6 +286,7 @@ impl Shard {
             fanouts: FastHashMap::default(),
             rooms: FastHashMap::default(),
             room_shards: FastHashMap::default(),
+            keyed: super::keyed::KeyedState::recovered(recovered.keyed),
             next_sub_id: 0,
             timers: TimerWheel::new(tick),
             actions: VecDeque::new(),
@@ -411,7 +416,10 @@ impl Shard {
             match event {
                 TimerEvent::Retransmit { conn, seq } => self.on_retransmit_timer(conn, seq),
                 TimerEvent::Idle { conn } => self.on_idle_timer(conn),
-                TimerEvent::FlushCursors => self.flush_cursors(),
+                TimerEvent::FlushCursors => {
+                    self.flush_cursors();
+                    self.flush_deferred_state();
+                }
             }
         }
     }
@@ -429,6 +437,7 @@ impl Shard {
             );
         }
         self.flush_cursors();
+        self.flush_deferred_state();
     }
 
     // ----- outputs ----------------------------------------------------------
@@ -604,6 +613,14 @@ impl Shard {
                 done,
             } => self.on_room_page(room, conn, sub, head, (first, gap, skip_to), frames, done),
             PeerMsg::RoomFanout { room, seq, frame } => self.on_room_fanout(room, seq, frame),
+            PeerMsg::StoreState { key, value, report } => self.store_state(key, value, report),
+            PeerMsg::StateStored { conn, id, ok } => {
+                self.actions.push_back(Action::StateStored { conn, id, ok })
+            }
+            PeerMsg::QueryState { origin, conn, key } => self.answer_state_query(origin, conn, key),
+            PeerMsg::StateValue { conn, key, value } => self
+                .actions
+                .push_back(Action::StateValue { conn, key, value }),
         }
     }
 
@@ -624,7 +641,8 @@ impl Shard {
                 members,
             } => self.on_membership_durable(origin, request, members, ok),
             AppendPurpose::Raise { conn, user, seq } => self.on_raise_durable(conn, user, seq, ok),
-            AppendPurpose::Bookkeeping => {}
+            AppendPurpose::State(Some(report)) => self.state_stored(report, ok),
+            AppendPurpose::State(None) | AppendPurpose::Bookkeeping => {}
         }
     }
 

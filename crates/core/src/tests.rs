@@ -622,6 +622,7 @@ fn a_read_racing_a_durability_report_shows_nothing_the_core_has_not_counted() {
 }
 
 mod gone;
+mod keyed;
 mod retry;
 mod room_access;
 
@@ -686,6 +687,35 @@ fn a_resume_past_history_that_aged_out_over_several_pages_is_told_where_delivery
     assert!(
         matches!(frames.as_slice(), [Frame::RoomPush(p)] if p.seq == Seq(5)),
         "{frames:?}"
+    );
+}
+
+/// Found by the MQTT simulation: a QoS 0 publish to a room also went to
+/// the sender's other devices as an inbox message (the own-inbox echo of a
+/// QoS 0 send), although a room's messages are the room's only; an MQTT
+/// session subscribed to `#` on the other device got it as an inbox
+/// message. Now only the room's subscribers get it.
+#[test]
+fn a_qos0_room_publish_is_not_echoed_to_the_senders_other_devices() {
+    let mut h = Harness::new(CoreConfig::default());
+    let d1 = h.connect(1, 1);
+    let d2 = h.connect(1, 2);
+    h.go_live(d2, 0);
+    let room = surepush_proto::ROOM_BIT | 5;
+    h.frame(d1, send(1, room, Qos::AtMostOnce));
+    h.frame(d1, send(2, 7, Qos::AtMostOnce));
+    let pushed: Vec<UserId> = h
+        .take(d2)
+        .into_iter()
+        .filter_map(|f| match f {
+            Frame::Push(p) => Some(p.to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        pushed,
+        vec![UserId(7)],
+        "the user send is echoed, the room one is not"
     );
 }
 

@@ -15,6 +15,7 @@ mod error;
 mod frame;
 mod header;
 mod room;
+mod state_key;
 pub mod topic;
 mod types;
 
@@ -27,6 +28,7 @@ pub use frame::{
 };
 pub use header::{FrameHeader, DEFAULT_MAX_FRAME, HEADER_LEN, MAGIC, VERSION};
 pub use room::{is_room, RoomPush, SubAck, SubResult, Subscribe, SubscribeFrom, ROOM_BIT};
+pub use state_key::StateKey;
 pub use types::{DeviceId, Qos, Seq, UserId};
 
 #[cfg(test)]

@@ -23,7 +23,8 @@ use super::log_every::LogEvery;
 use super::mesh::{MeshMsg, PeerQueue};
 use super::metrics::ShardMetrics;
 use surepush_core::{
-    Action, AppendToken, ConnId, MembersOutcome, PeerMsg, Shard, StoreOutcome, TokenVerifier,
+    Action, AppendToken, ConnId, MembersOutcome, PeerMsg, Shard, StateDurability, StateKey,
+    StoreOutcome, TokenVerifier,
 };
 use surepush_log::{InboxQuery, Lsn, SegmentLog};
 use surepush_proto::{Frame, ProtoError, UserId};
@@ -170,6 +171,31 @@ impl ShardRuntime {
     /// The output side of an open connection.
     pub(crate) fn conn_io(&self, conn: ConnId) -> Option<Rc<ConnIo>> {
         self.conns.borrow().get(&conn).cloned()
+    }
+
+    /// Writes keyed state (see `core/keyed.rs`).
+    pub(crate) fn write_state(
+        &self,
+        key: StateKey,
+        value: Option<Bytes>,
+        durability: StateDurability,
+    ) {
+        let now = self.now();
+        self.core
+            .borrow_mut()
+            .handle_state(key, value, durability, now);
+    }
+
+    /// Asks for keyed state wherever it lives; `conn` hears
+    /// [`Action::StateValue`].
+    pub(crate) fn query_state(&self, conn: ConnId, key: StateKey) {
+        let now = self.now();
+        self.core.borrow_mut().handle_state_query(conn, key, now);
+    }
+
+    /// The newest value of keyed state this shard owns.
+    pub(crate) fn stored_state(&self, key: &StateKey) -> Option<Bytes> {
+        self.core.borrow().state(key).cloned()
     }
 
     pub(crate) fn frame(&self, conn: ConnId, frame: Frame) {
@@ -434,6 +460,9 @@ impl ShardRuntime {
                         let _ = tx.try_send(outcome);
                     }
                 }
+                // For a connection gone meanwhile (an MQTT connection's go
+                // to its bridge in `to_bridge`).
+                Action::StateStored { .. } | Action::StateValue { .. } => {}
             }
         }
         for io in dirty {

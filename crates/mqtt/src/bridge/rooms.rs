@@ -33,6 +33,7 @@
 
 use std::collections::VecDeque;
 
+use super::persist::Change;
 use super::{room_subscribe, Bridge, Delivery, Reader};
 use crate::QoS;
 use surepush_proto as proto;
@@ -282,10 +283,12 @@ impl Bridge {
     /// client now holds in each room; resumes lagged rooms that may.
     pub(super) fn advance_rooms(&mut self) {
         let mut acks = Vec::new();
+        let mut moved = false;
         for (&n, track) in self.rooms.iter_mut() {
             let Some(seq) = track.advance() else { continue };
             if let Some(entry) = self.state.rooms.get_mut(&n) {
                 entry.position = Some(seq);
+                moved = true;
                 if entry.qos != QoS::AtMostOnce {
                     acks.push(proto::Frame::RoomAck {
                         room: n | ROOM_BIT,
@@ -293,6 +296,9 @@ impl Bridge {
                     });
                 }
             }
+        }
+        if moved {
+            self.changed(Change::RoomProgress);
         }
         for ack in acks {
             self.ack_to_core(ack);
@@ -310,7 +316,7 @@ impl Bridge {
                 // messages just stop.
                 self.state.rooms.remove(&n);
                 self.rooms.remove(&n);
-                self.dirty = true;
+                self.changed(Change::Subscriptions);
             } else if sub.position.is_none() || a.result == SubResult::Gap {
                 // Started from "now" (or history is gone): the position is
                 // just before the first message that will come (0 for an
@@ -325,7 +331,7 @@ impl Bridge {
                         self.to_core.push_back(room_subscribe(n, from, qos));
                     }
                 }
-                self.dirty = true;
+                self.changed(Change::RoomStart);
             }
         }
         self.room_suback_arrived(n, a.result);

@@ -4,8 +4,9 @@ use std::num::NonZeroU16;
 
 use bytes::Bytes;
 
+use super::rooms::RoomSub;
 use super::*;
-use crate::{Subscribe, SubscriptionOptions, Unsubscribe};
+use crate::{Subscribe, Subscription, SubscriptionOptions, Unsubscribe};
 use surepush_proto::{RoomPush, Sync, SyncPage};
 
 const ME: UserId = UserId(7);
@@ -95,21 +96,28 @@ fn push(seq: u64, to: u64, qos: Qos) -> Push {
 
 struct Harness {
     b: Bridge,
+    /// State writes handed out (and reported durable at once).
+    stored: Vec<StateWrite>,
 }
 
 impl Harness {
+    fn of(b: Bridge) -> Harness {
+        Harness {
+            b,
+            stored: Vec::new(),
+        }
+    }
+
     /// A connected bridge, live, subscribed to `filters`.
     fn live(level: ProtocolLevel, filters: &[(&str, QoS)]) -> Harness {
-        let mut h = Harness {
-            b: Bridge::new(
-                connect(level, true),
-                "token".into(),
-                me(),
-                None,
-                1000,
-                params(),
-            ),
-        };
+        let mut h = Harness::of(Bridge::new(
+            connect(level, true),
+            "token".into(),
+            me(),
+            None,
+            1000,
+            params(),
+        ));
         assert!(matches!(h.core().as_slice(), [Frame::Connect(_)]));
         h.b.on_frame(native_connack(0, None));
         assert!(matches!(h.packets().as_slice(), [Packet::ConnAck(_)]));
@@ -149,11 +157,31 @@ impl Harness {
     }
 
     fn core_raw(&mut self) -> Vec<Frame> {
+        self.store_state();
         std::iter::from_fn(|| self.b.poll_core()).collect()
     }
 
     fn packets(&mut self) -> Vec<Packet> {
+        self.store_state();
         std::iter::from_fn(|| self.b.poll_packet()).collect()
+    }
+
+    /// Takes the bridge's state writes and reports them durable at once
+    /// (`persist_tests` holds them back instead).
+    fn store_state(&mut self) {
+        while let Some(w) = self.b.poll_state() {
+            if let Some(id) = w.report {
+                self.b.on_state_stored(id, true);
+            }
+            self.stored.push(w);
+        }
+    }
+
+    /// Whether a retained-message change was handed out for storing.
+    fn retained_written(&self) -> bool {
+        self.stored
+            .iter()
+            .any(|w| matches!(w.key, surepush_proto::StateKey::Retained { .. }))
     }
 
     fn sync_request(&mut self) -> u32 {
@@ -261,9 +289,7 @@ fn delivery_qos_is_the_lower_of_message_and_subscription() {
 fn the_clients_receive_maximum_bounds_publishes_in_flight() {
     let mut c = connect(ProtocolLevel::V5, true);
     c.properties.receive_maximum = NonZeroU16::new(2);
-    let mut h = Harness {
-        b: Bridge::new(c, "t".into(), me(), None, 1, params()),
-    };
+    let mut h = Harness::of(Bridge::new(c, "t".into(), me(), None, 1, params()));
     h.b.on_frame(native_connack(0, None));
     let request = h.sync_request();
     h.b.on_frame(Frame::SyncPage(SyncPage {
@@ -297,9 +323,7 @@ fn a_replay_page_is_acknowledged_by_the_next_sync_only_when_every_item_is_acked(
         }],
         ..SessionState::new(1)
     };
-    let mut h = Harness {
-        b: persistent_bridge(Some(stored), 1),
-    };
+    let mut h = Harness::of(persistent_bridge(Some(stored), 1));
     h.core();
     h.b.on_frame(native_connack(5, Some(2)));
     match h.packets().as_slice() {
@@ -497,7 +521,12 @@ fn room_subscriptions_go_to_the_core_and_suback_waits_for_them() {
         [Packet::SubAck(a)] => assert_eq!(a.reasons, vec![ReasonCode(1), ReasonCode(1)]),
         other => panic!("{other:?}"),
     }
-    assert_eq!(h.b.poll_retained_query(), Some(4));
+    assert_eq!(
+        h.b.poll_state_query(),
+        Some(surepush_proto::StateKey::Retained {
+            room: UserId(4 | ROOM_BIT)
+        })
+    );
     h.b.on_frame(Frame::RoomPush(RoomPush {
         room: 4 | ROOM_BIT,
         seq: Seq(11),
@@ -559,6 +588,8 @@ fn session_state_round_trips_and_garbage_is_refused() {
         },
     );
     state.inbox_start = Seq(17);
+    state.inbox_acked = Seq(40);
+    state.done.extend([43, 46]);
     state.expiry_s = 60;
     state.ended_ms = 1_000;
     assert!(!state.expired(60_999));
@@ -567,6 +598,14 @@ fn session_state_round_trips_and_garbage_is_refused() {
     let back = SessionState::decode(&bytes).expect("decodes");
     assert_eq!(back.encode(), bytes);
     assert_eq!(back.inbox_start, Seq(17));
+    assert_eq!((back.inbox_acked, &back.done), (Seq(40), &state.done));
+    // Version 2 (without the position and the out-of-order
+    // acknowledgements) still loads.
+    let mut v2 = bytes[..bytes.len() - (8 + 4 + 2 * 8)].to_vec();
+    v2[0] = 2;
+    let old = SessionState::decode(&v2).expect("version 2 decodes");
+    assert_eq!((old.inbox_acked, old.done.len()), (Seq::ZERO, 0));
+    assert_eq!(old.out_pids, state.out_pids);
     for cut in 0..bytes.len() {
         assert!(
             SessionState::decode(&bytes[..cut]).is_none(),
@@ -675,16 +714,14 @@ fn topic_aliases_set_by_a_name_are_used_by_an_empty_one_and_bounded() {
 
 #[test]
 fn packets_sent_before_the_connack_are_answered_after_it_in_order() {
-    let mut h = Harness {
-        b: Bridge::new(
-            connect(ProtocolLevel::V5, true),
-            "t".into(),
-            me(),
-            None,
-            1,
-            params(),
-        ),
-    };
+    let mut h = Harness::of(Bridge::new(
+        connect(ProtocolLevel::V5, true),
+        "t".into(),
+        me(),
+        None,
+        1,
+        params(),
+    ));
     h.core();
     h.subscribe(1, &[("user/7", QoS::AtLeastOnce)]);
     h.b.on_packet(Packet::PingReq);
@@ -708,9 +745,14 @@ fn a_refusal_before_the_session_opens_is_a_connack_not_a_disconnect() {
         (ProtocolLevel::V5, ReasonCode::QUOTA_EXCEEDED),
         (ProtocolLevel::V311, ReasonCode(0x03)),
     ] {
-        let mut h = Harness {
-            b: Bridge::new(connect(level, true), "t".into(), me(), None, 1, params()),
-        };
+        let mut h = Harness::of(Bridge::new(
+            connect(level, true),
+            "t".into(),
+            me(),
+            None,
+            1,
+            params(),
+        ));
         h.core();
         h.b.on_frame(Frame::error(
             ErrorCode::TooManyConnections,
@@ -726,16 +768,14 @@ fn a_refusal_before_the_session_opens_is_a_connack_not_a_disconnect() {
 
 #[test]
 fn this_devices_own_sends_are_not_delivered_back_even_in_replay_pages() {
-    let mut h = Harness {
-        b: Bridge::new(
-            connect(ProtocolLevel::V311, true),
-            "t".into(),
-            me(),
-            None,
-            1,
-            params(),
-        ),
-    };
+    let mut h = Harness::of(Bridge::new(
+        connect(ProtocolLevel::V311, true),
+        "t".into(),
+        me(),
+        None,
+        1,
+        params(),
+    ));
     h.core();
     h.b.on_frame(native_connack(0, None));
     let request = h.sync_request();
@@ -893,16 +933,14 @@ fn every_packet_feeds_the_keep_alive() {
 
 #[test]
 fn a_malformed_packet_before_the_connack_is_refused_with_a_connack() {
-    let mut h = Harness {
-        b: Bridge::new(
-            connect(ProtocolLevel::V5, true),
-            "t".into(),
-            me(),
-            None,
-            1,
-            params(),
-        ),
-    };
+    let mut h = Harness::of(Bridge::new(
+        connect(ProtocolLevel::V5, true),
+        "t".into(),
+        me(),
+        None,
+        1,
+        params(),
+    ));
     h.core();
     let e = mqtt::Decoder::new(Some(ProtocolLevel::V5), 1024)
         .decode(&mut bytes::BytesMut::from(
@@ -933,5 +971,6 @@ fn a_malformed_packet_before_the_connack_is_refused_with_a_connack() {
 }
 
 mod permissions;
+mod persist;
 mod rooms;
 mod with_core;

@@ -44,7 +44,7 @@ fn a_forbidden_room_gets_0x87_in_v5_and_0x80_in_v311_and_no_retained_message() {
             [code, ReasonCode(1)],
             "{level:?}"
         );
-        assert_eq!(h.b.poll_retained_query(), None, "{level:?}");
+        assert_eq!(h.b.poll_state_query(), None, "{level:?}");
         // Not part of the session: UNSUBSCRIBE finds nothing.
         h.b.on_packet(Packet::Unsubscribe(Unsubscribe {
             packet_id: pid(3),
@@ -73,9 +73,7 @@ fn a_subscription_ended_by_a_membership_change_leaves_the_persistent_session() {
     let Keep::Save(state) = b.finish(5).keep else {
         panic!("a persistent session is kept");
     };
-    let mut h = Harness {
-        b: persistent_bridge(Some(state), 2000),
-    };
+    let mut h = Harness::of(persistent_bridge(Some(state), 2000));
     h.core();
     h.b.on_frame(native_connack(0, None));
     let resubscribed = h
@@ -112,14 +110,15 @@ fn a_qos0_retained_publish_changes_the_retained_message_only_once_the_room_accep
             }
             other => panic!("{other:?}"),
         };
-        assert_eq!(h.b.poll_retain(), None, "not before the room answered");
+        assert!(!h.retained_written(), "not before the room answered");
         h.b.on_frame(Frame::SendAck(SendAck {
             client_msg_id: id,
             seq: Seq::ZERO,
             own_seq: Seq::ZERO,
             result,
         }));
-        assert_eq!(h.b.poll_retain().is_some(), retained, "{result:?}");
+        h.store_state();
+        assert_eq!(h.retained_written(), retained, "{result:?}");
         assert_eq!(h.packets(), [], "QoS 0 is never acknowledged to the client");
     }
 }
