@@ -167,7 +167,7 @@ async fn route<B: AdminBackend>(
         },
         Endpoint::Metrics => respond(
             StatusCode::OK,
-            "text/plain; version=0.0.4",
+            super::metrics::CONTENT_TYPE,
             backend.metrics_text(),
         ),
         // A read never changes the group, whatever body it carries.

@@ -66,7 +66,7 @@ pub enum Health {
 /// What the admin HTTP server needs from the node. Lives on one executor
 /// (not `Send`); futures are local.
 pub trait AdminBackend: 'static {
-    /// Prometheus text exposition of every metric.
+    /// OpenMetrics text exposition of every metric (`# EOF` included).
     fn metrics_text(&self) -> String;
     /// Node health.
     fn health(&self) -> Health;
