@@ -156,3 +156,141 @@ fn metrics_are_openmetrics_that_a_real_parser_reads() {
         "{started} vs {now}"
     );
 }
+
+/// Issue 22 item 6: `surepush config defaults` prints a TOML file that
+/// reads back as exactly the defaults.
+#[test]
+fn config_defaults_prints_a_file_that_reads_back_as_the_defaults() {
+    let out = Command::new(env!("CARGO_BIN_EXE_surepush"))
+        .args(["config", "defaults"])
+        .output()
+        .expect("run surepush");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("defaults.toml");
+    std::fs::write(&path, &text).unwrap();
+    let read = surepush::server::Config::from_file(&path).expect("the printed file reads");
+    assert_eq!(read, surepush::server::Config::default(), "{text}");
+    assert!(text.contains("\n[core.dedup]\n"), "{text}");
+}
+
+/// Polls the server's stderr (collected by the harness) for a line
+/// matching `want` after line `from`; returns its index.
+fn wait_for_line(server: &TestServer, from: usize, want: impl Fn(&str) -> bool) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        {
+            let log = server.log.lock().unwrap();
+            if let Some(i) = log.iter().skip(from).position(|l| want(l)) {
+                return from + i;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no such line; the log:\n{}",
+                log.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20)); // polling a log file
+    }
+}
+
+/// Issue 22 item 6: `--log-format json` writes one JSON object per line.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let mut server = TestServer::unstarted(1, "", "");
+    server.extra_args = vec!["--log-format".into(), "json".into()];
+    server.spawn();
+    let log = server.log.lock().unwrap().clone();
+    let serving = log
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .find(|v| v["fields"]["message"] == "serving")
+        .expect("a serving line");
+    assert_eq!(serving["level"], "INFO");
+    assert_eq!(serving["fields"]["shard"], 0);
+    assert!(serving["target"]
+        .as_str()
+        .unwrap()
+        .starts_with("surepush_server"));
+}
+
+/// Issue 22 item 6: SIGHUP applies the log level and the per-connection
+/// limits, and names the changed settings it cannot apply.
+#[test]
+fn sighup_reloads_the_level_and_limits_and_names_the_rest() {
+    use surepush::client::{BlockingClient, Event};
+    use surepush::proto::ErrorCode;
+
+    let mut server = TestServer::unstarted(
+        2,
+        "[logging]\nlevel = \"info\"\n[core]\nmax_connections_per_user = 8\n",
+        "retention_interval_s = 1\n",
+    );
+    // RUST_LOG would pin the filter (as documented): leave it unset.
+    server.rust_log = String::new();
+    server.spawn();
+    let (_a1, _) = server.connect(5, 1, None);
+    let (_a2, _) = server.connect(5, 2, None);
+
+    let path = server.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let changed = text
+        .replace("level = \"info\"", "level = \"info,surepush_server=debug\"")
+        .replace(
+            "max_connections_per_user = 8",
+            "max_connections_per_user = 1",
+        )
+        .replace("shutdown_grace_ms = 2000", "shutdown_grace_ms = \"2500ms\"");
+    assert_ne!(text, changed);
+    std::fs::write(&path, changed).unwrap();
+    let before = server.log.lock().unwrap().len();
+    assert!(
+        !server
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("DEBUG")),
+        "no DEBUG line at level info"
+    );
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(server.pid() as i32, libc::SIGHUP) };
+
+    let restart = wait_for_line(&server, before, |l| l.contains("need a restart"));
+    let line = server.log.lock().unwrap()[restart].clone();
+    assert!(line.contains("shutdown_grace_ms"), "{line}");
+    assert!(!line.contains("logging.level"), "{line}");
+    let reloaded = wait_for_line(&server, before, |l| l.contains("configuration reloaded"));
+    let line = server.log.lock().unwrap()[reloaded].clone();
+    assert!(
+        line.contains("core.max_connections_per_user") && line.contains("logging.level"),
+        "{line}"
+    );
+    // The new filter: the shards' debug lines (retention, every second).
+    wait_for_line(&server, reloaded, |l| {
+        l.contains("DEBUG") && l.contains("retention")
+    });
+    // Each shard applied the limit (its signal, not a sleep).
+    for shard in 0..2 {
+        wait_for_line(&server, before, |l| {
+            l.contains("live limits applied") && l.contains(&format!("shard={shard}"))
+        });
+    }
+    // Connected devices stay; a second device of a new user is refused.
+    let (_b1, _) = server.connect(6, 1, None);
+    let mut b2 = BlockingClient::connect(
+        server.addr,
+        server.client_config(6, 2),
+        None,
+        Duration::from_secs(5),
+    )
+    .expect("connect");
+    let refused = b2
+        .wait_for(Duration::from_secs(10), |e| matches!(e, Event::Error(_)))
+        .expect("io");
+    match refused {
+        Some(Event::Error(e)) => assert_eq!(e.code, ErrorCode::TooManyConnections as u16),
+        other => panic!("expected TooManyConnections, got {other:?}"),
+    }
+}

@@ -28,6 +28,7 @@ mod action;
 pub use surepush_token as auth;
 mod config;
 mod deliver;
+pub mod durations;
 mod group;
 pub mod hashing;
 pub mod record;
@@ -44,7 +45,7 @@ pub mod timer;
 
 pub use action::{Action, AppendToken, ConnId, GroupOutcome, PeerMsg, ReadId, StoreOutcome};
 pub use auth::{AuthError, Claims, TokenVerifier};
-pub use config::CoreConfig;
+pub use config::{CoreConfig, LiveLimits};
 pub use record::{InboxQuery, MessageRecord, Record};
 pub use routing::shard_of;
 pub use shard::{Shard, ShardParams};

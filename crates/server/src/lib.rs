@@ -20,13 +20,15 @@ pub mod layout;
 pub use surepush_host::limits;
 mod listeners;
 mod log_every;
+pub mod logging;
 mod mesh;
 pub mod metrics;
 mod mqtt;
 mod node;
 pub mod offline;
+pub mod reload;
 mod runtime;
 
-pub use config::{Config, ConfigError, LogSettings};
-pub use node::{serve, ServeError};
+pub use config::{Config, ConfigError, ConfigSources, LogSettings};
+pub use node::{serve, Reload, ServeError};
 pub use runtime::NodeShared;

@@ -1,5 +1,6 @@
 //! Starting and stopping a node: one glommio executor per shard, the mesh
-//! between them, the listeners, and graceful shutdown on SIGTERM/SIGINT.
+//! between them, the listeners, graceful shutdown on SIGTERM/SIGINT, and
+//! configuration reloads on SIGHUP ([`crate::reload`]).
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -12,13 +13,15 @@ use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use super::admin::{self, AdminHttpConfig};
 use super::admin_backend::NodeAdmin;
-use super::config::{Config, ConfigError};
+use super::config::{Config, ConfigError, ConfigSources};
 use super::conn;
 use super::data_dir::{DataDirError, DataDirLock};
 use super::limits;
 use super::listeners::BoundListeners;
+use super::logging::LogControl;
 use super::mesh::{MeshMsg, PeerQueue};
 use super::metrics::Metrics;
+use super::reload::{self, LimitsPart, LogLevelPart, Reloader};
 use super::runtime::{NodeShared, ShardRuntime};
 use surepush_core::{Shard, ShardParams, TokenVerifier};
 use surepush_log::SegmentLog;
@@ -68,8 +71,28 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeErr
     move |source| ServeError::Io { context, source }
 }
 
-/// Runs a node until SIGTERM/SIGINT (then shuts down gracefully) or a shard fails.
-pub fn serve(config: Config) -> Result<(), ServeError> {
+/// What a node reloads on SIGHUP: the sources its settings came from (read
+/// again) and the log filter (if this process installed one).
+#[derive(Debug, Default)]
+pub struct Reload {
+    /// Where `config` was loaded from.
+    pub sources: ConfigSources,
+    /// The log filter to change.
+    pub log: Option<LogControl>,
+}
+
+/// Ends the SIGHUP thread when the node stops.
+struct SighupThread(signal_hook::iterator::Handle);
+
+impl Drop for SighupThread {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// Runs a node until SIGTERM/SIGINT (then shuts down gracefully) or a shard
+/// fails; SIGHUP reloads `config` from `reload.sources`.
+pub fn serve(config: Config, reload: Reload) -> Result<(), ServeError> {
     config.validate()?;
     let shards = config.shard_count();
     std::fs::create_dir_all(&config.data_dir)
@@ -92,6 +115,14 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
                 .map_err(io_err("install signal handler"))?;
         }
     }
+    shared.set_live_limits(surepush_core::LiveLimits::of(&config.core));
+    let mut reloader =
+        Reloader::new(reload.sources, config.clone()).with(Box::new(LimitsPart(shared.clone())));
+    if let Some(log) = reload.log {
+        reloader = reloader.with(Box::new(LogLevelPart(log)));
+    }
+    let _sighup =
+        SighupThread(reload::on_sighup(reloader).map_err(io_err("install the SIGHUP handler"))?);
     let metrics = Metrics::new(shards);
     let config = Arc::new(config);
     loop {
@@ -298,6 +329,7 @@ async fn shard_main(
         mqtt,
     );
     rt.metrics.set_storage_failed(false);
+    rt.refresh_live_limits();
     if let Some(salvage) = &report.salvage {
         rt.metrics.count_salvaged(salvage.lost.len() as u64);
     }
@@ -409,6 +441,7 @@ async fn run_timers(rt: &Rc<ShardRuntime>) {
     let mut last_retention = Instant::now();
     let retention_every = Duration::from_secs(rt.config.log.retention_interval_s.max(1));
     while !rt.shared.shutdown.load(Ordering::Relaxed) {
+        rt.refresh_live_limits();
         let now = rt.now();
         let wait = rt
             .poll_timeout()
