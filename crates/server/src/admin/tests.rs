@@ -89,7 +89,11 @@ fn start(degraded: bool, timeout: Duration) -> SocketAddr {
     rx.recv().unwrap()
 }
 
+/// One request on its own connection (`Connection: close` is added, so
+/// the answer ends at EOF).
 fn request(addr: SocketAddr, raw: &str) -> (u16, String) {
+    let (line, rest) = raw.split_once("\r\n").expect("a request line");
+    let raw = format!("{line}\r\nConnection: close\r\n{rest}");
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(raw.as_bytes()).unwrap();
     let mut out = String::new();
@@ -238,7 +242,7 @@ fn groups_and_fan_out_addresses_are_validated() {
     let token = Some("sekret");
     let (status, body) = post(addr, "/v1/groups/5", r#"{"add": [3, 1, 2]}"#, token);
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("\"members\":[1,2,3]"), "{body}");
+    assert!(body.contains(r#""members":["1","2","3"]"#), "{body}");
     let (status, _) = post(addr, "/v1/groups/5", r#"{"remove": [2]}"#, None);
     assert_eq!(status, 401, "membership needs the admin token");
     let too_big = 1u64 << 62;
@@ -285,5 +289,145 @@ fn reading_a_group_never_changes_it() {
         ),
     );
     assert_eq!(status, 200, "{resp}");
-    assert!(resp.contains(r#""members":[1]"#), "{resp}");
+    assert!(resp.contains(r#""members":["1"]"#), "{resp}");
+}
+
+/// Reads one HTTP/1.1 answer with a Content-Length body from `s`.
+fn read_answer(s: &mut TcpStream) -> (u16, Vec<(String, String)>, String) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "EOF inside a head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .map(|(_, v)| v.parse().unwrap())
+        .expect("content-length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    (status, headers, String::from_utf8(body).unwrap())
+}
+
+/// Issue 22 item 5: the admin port keeps connections alive (it closed
+/// after every answer).
+#[test]
+fn two_requests_share_one_connection() {
+    let addr = start(false, Duration::from_secs(5));
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let (status, _, body) = read_answer(&mut s);
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let publish = r#"{"to": "9", "payload": "hi", "id": "5"}"#;
+    write!(
+        s,
+        "POST /v1/publish HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer sekret\r\n\
+         Content-Length: {}\r\n\r\n{publish}",
+        publish.len()
+    )
+    .unwrap();
+    let (status, _, body) = read_answer(&mut s);
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"duplicate":false,"seq":1}"#)
+    );
+    // A third on the same socket, asking to close: answered, then EOF.
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_answer(&mut s).0, 200);
+    let mut rest = Vec::new();
+    assert_eq!(s.read_to_end(&mut rest).unwrap(), 0);
+}
+
+/// An idle kept-alive connection is closed at the request deadline, so
+/// idle clients cannot hold the admin port's connections forever.
+#[test]
+fn an_idle_kept_alive_connection_closes_at_the_deadline() {
+    let addr = start(false, Duration::from_millis(300));
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_answer(&mut s).0, 200);
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    assert_eq!(s.read(&mut buf).unwrap(), 0, "closed, not timed out");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// Issue 22 item 5: error answers carry a machine-readable code.
+#[test]
+fn errors_carry_their_code() {
+    let addr = start(false, Duration::from_secs(5));
+    let code = |(status, body): (u16, String)| {
+        let v: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert!(v["error"]["message"].is_string(), "{body}");
+        (status, v["error"]["code"].as_str().unwrap().to_string())
+    };
+    let token = Some("sekret");
+    let expect = |got: (u16, String), status: u16, c: &str| {
+        assert_eq!((got.0, got.1.as_str()), (status, c));
+    };
+    expect(
+        code(post(addr, "/v1/publish", "{}", None)),
+        401,
+        "unauthorized",
+    );
+    expect(
+        code(post(addr, "/v1/publish", "not json", token)),
+        400,
+        "invalid_json",
+    );
+    expect(
+        code(post(
+            addr,
+            "/v1/publish",
+            r#"{"to": 1, "payload": "x", "qos": 7}"#,
+            token,
+        )),
+        400,
+        "invalid_request",
+    );
+    expect(code(post(addr, "/v1/nothing", "", token)), 404, "not_found");
+    expect(
+        code(post(addr, "/healthz", "", token)),
+        405,
+        "method_not_allowed",
+    );
+    let big = format!(r#"{{"to": 1, "payload": "{}"}}"#, "x".repeat(4096));
+    expect(
+        code(post(addr, "/v1/publish", &big, token)),
+        413,
+        "body_too_large",
+    );
+}
+
+/// Issue 22 item 5: ids above 2^53 travel exactly as strings, both ways.
+#[test]
+fn large_ids_travel_as_strings() {
+    let addr = start(false, Duration::from_secs(5));
+    let big = (1u64 << 62) - 1; // not a double
+    let (status, body) = post(
+        addr,
+        "/v1/groups/4611686018427387903",
+        &format!(r#"{{"add": ["{big}", 7]}}"#),
+        Some("sekret"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["group"], big.to_string());
+    assert_eq!(v["id"], (big | (1 << 63)).to_string());
+    assert_eq!(v["members"], serde_json::json!(["7", big.to_string()]));
 }
