@@ -367,7 +367,9 @@ fn string_ids_are_accepted_exactly_as_documented() {
     let doc = spec();
     let server = TestServer::start(1, "");
     let schema = |name: &str| &doc["components"]["schemas"][name];
-    let cases: [(&str, &str, fn(&str) -> String); 3] = [
+    /// (schema, field, the request body with the field's JSON value).
+    type Case = (&'static str, &'static str, fn(&str) -> String);
+    let cases: [Case; 3] = [
         ("Id62", "user", |v| {
             format!(r#"{{"user": {v}, "device": 1}}"#)
         }),
