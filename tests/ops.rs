@@ -294,3 +294,70 @@ fn sighup_reloads_the_level_and_limits_and_names_the_rest() {
         other => panic!("expected TooManyConnections, got {other:?}"),
     }
 }
+
+/// Issue 22 item 6: `/readyz` says no, with the reason, until every shard
+/// has recovered its log and serves; `/healthz` (liveness) says yes
+/// meanwhile. The admin port answers from before recovery.
+#[test]
+fn readiness_follows_recovery() {
+    let mut server = TestServer::unstarted(2, "", "recovery = \"salvage\"\n");
+    server.spawn();
+    // A log to recover: salvage mode scans every segment, which keeps the
+    // shards recovering long enough to be asked.
+    let (mut sender, _) = server.connect(1, 1, None);
+    let payload = bytes::Bytes::from(vec![7u8; 60_000]);
+    // In windows below the pending-send limit.
+    for window in 0..8u64 {
+        for to in 0..50u64 {
+            let to = surepush::proto::UserId(100 + (window * 50 + to) % 8);
+            sender
+                .send(to, surepush::proto::Qos::AtLeastOnce, payload.clone())
+                .expect("send");
+        }
+        let mut acked = 0;
+        while acked < 50 {
+            match sender.next_event(Duration::from_secs(10)).expect("io") {
+                Some(surepush::client::Event::SendAcked(_)) => acked += 1,
+                Some(_) => {}
+                None => panic!("no SENDACK; {acked} so far"),
+            }
+        }
+    }
+    drop(sender);
+    server.terminate();
+
+    let asking = {
+        let admin = server.admin;
+        std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            let until = std::time::Instant::now() + Duration::from_secs(60);
+            while std::time::Instant::now() < until {
+                let ready =
+                    http_exchange(admin, "GET", "/readyz", "", None, Duration::from_secs(10));
+                let Ok(ready) = ready else { continue }; // not listening yet
+                let live =
+                    http_exchange(admin, "GET", "/healthz", "", None, Duration::from_secs(10))
+                        .map(|r| r.status)
+                        .unwrap_or(0);
+                answers.push((ready.status, ready.body, live));
+                if ready.status == 200 {
+                    break;
+                }
+            }
+            answers
+        })
+    };
+    server.spawn();
+    let answers = asking.join().unwrap();
+    let (last_status, last_body, _) = answers.last().expect("answers");
+    assert_eq!((*last_status, last_body.as_str()), (200, "ready\n"));
+    let waiting: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
+    assert!(
+        !waiting.is_empty(),
+        "never saw the node not ready: {answers:?}"
+    );
+    for (_, body, live) in &waiting {
+        assert!(body.contains("not serving yet"), "{body}");
+        assert_eq!(*live, 200, "liveness during recovery");
+    }
+}

@@ -1,5 +1,8 @@
-//! The admin HTTP server: `/healthz`, `/metrics`, and the backend API
-//! (publish, tokens, groups). The routes are listed once, in [`routes`];
+//! The admin HTTP server: `/healthz`, `/readyz`, `/metrics`, and the
+//! backend API (publish, tokens, groups). It listens before the shards
+//! have recovered their logs: health, readiness and metrics answer at once
+//! ([`NodeStatus`]); the API answers 503 `not_ready` until its backend is
+//! attached ([`BackendSlot`]). The routes are listed once, in [`routes`];
 //! docs/openapi.yaml is their description for client authors.
 //!
 //! hyper 1 (HTTP/1.1 server) runs on the shard's glommio executor through
@@ -35,7 +38,9 @@ use serde::Deserialize;
 
 use self::json_body::{id_text, object, present, JsonId, JsonInt};
 use self::routes::{Endpoint, RouteMatch};
-use super::admin_api::{AdminBackend, Health, PublishError, PublishRequest};
+use super::admin_api::{
+    AdminBackend, BackendSlot, Health, NodeStatus, PublishError, PublishRequest,
+};
 use surepush_proto::{DeviceId, Qos, UserId, ROOM_BIT};
 
 /// Admin HTTP limits.
@@ -65,9 +70,10 @@ const MAX_TOKEN_TTL_S: u64 = 30 * 24 * 3600;
 
 /// Serves until `stop` becomes true (then closes the listener and every
 /// idle connection; busy ones finish their request).
-pub async fn serve<B: AdminBackend>(
+pub async fn serve<S: NodeStatus, B: AdminBackend>(
     listener: TcpListener,
-    backend: Rc<B>,
+    status: Rc<S>,
+    backend: Rc<BackendSlot<B>>,
     config: AdminHttpConfig,
     stop: Rc<Cell<bool>>,
 ) {
@@ -92,11 +98,11 @@ pub async fn serve<B: AdminBackend>(
                 continue;
             }
         };
-        let (backend, handler_config) = (backend.clone(), config.clone());
+        let (status, backend, handler_config) = (status.clone(), backend.clone(), config.clone());
         let handle = move |req| {
-            let backend = backend.clone();
+            let (status, backend) = (status.clone(), backend.clone());
             let config = handler_config.clone();
-            async move { route(req, &*backend, &config).await }
+            async move { route(req, &*status, &backend, &config).await }
         };
         glommio::spawn_local(connection::serve(
             stream,
@@ -122,19 +128,33 @@ fn json(value: serde_json::Value) -> Resp {
     respond(StatusCode::OK, "application/json", value.to_string())
 }
 
-async fn route<B: AdminBackend>(
+async fn route<S: NodeStatus, B: AdminBackend>(
     req: Request<Incoming>,
-    backend: &B,
+    status: &S,
+    backend: &BackendSlot<B>,
     config: &AdminHttpConfig,
 ) -> Resp {
-    handle(req, backend, config)
+    handle(req, status, backend, config)
         .await
         .unwrap_or_else(|e| e.response())
 }
 
-async fn handle<B: AdminBackend>(
+/// `/healthz` and `/readyz` answers: plain text, the reason on 503.
+fn health_answer(health: Health, ok: &'static str) -> Resp {
+    match health {
+        Health::Ok => respond(StatusCode::OK, "text/plain", ok),
+        Health::Degraded(why) => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("{why}\n"),
+        ),
+    }
+}
+
+async fn handle<S: NodeStatus, B: AdminBackend>(
     req: Request<Incoming>,
-    backend: &B,
+    status: &S,
+    backend: &BackendSlot<B>,
     config: &AdminHttpConfig,
 ) -> Result<Resp, ApiError> {
     let path = req.uri().path().to_string();
@@ -148,30 +168,32 @@ async fn handle<B: AdminBackend>(
     }
     let group_number = params.first().copied().unwrap_or_default();
     match route.endpoint {
-        Endpoint::Health => Ok(match backend.health() {
-            Health::Ok => respond(StatusCode::OK, "text/plain", "ok\n"),
-            Health::Degraded(why) => respond(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                format!("{why}\n"),
-            ),
-        }),
+        Endpoint::Health => Ok(health_answer(status.health(), "ok\n")),
+        Endpoint::Ready => Ok(health_answer(status.readiness(), "ready\n")),
         Endpoint::Metrics => Ok(respond(
             StatusCode::OK,
             super::metrics::CONTENT_TYPE,
-            backend.metrics_text(),
+            status.metrics_text(),
         )),
         // A read never changes the group, whatever body it carries.
-        Endpoint::ReadGroup => group(group_number, b"", backend).await,
+        Endpoint::ReadGroup => group(group_number, b"", &*attached(backend)?).await,
         Endpoint::Publish | Endpoint::MintToken | Endpoint::UpdateGroup => {
+            let backend = attached(backend)?;
             let body = read_body(req, config).await?;
             match route.endpoint {
-                Endpoint::Publish => publish(&body, backend).await,
-                Endpoint::MintToken => token(&body, backend),
-                _ => group(group_number, &body, backend).await,
+                Endpoint::Publish => publish(&body, &*backend).await,
+                Endpoint::MintToken => token(&body, &*backend),
+                _ => group(group_number, &body, &*backend).await,
             }
         }
     }
+}
+
+/// The API backend, or 503 `not_ready` while the node starts.
+fn attached<B>(slot: &BackendSlot<B>) -> Result<Rc<B>, ApiError> {
+    slot.get().ok_or_else(|| {
+        ApiError::NotReady("the node is starting: its logs are being recovered".into())
+    })
 }
 
 /// The request body, at most `max_body_bytes`.

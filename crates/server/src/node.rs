@@ -12,7 +12,8 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use super::admin::{self, AdminHttpConfig};
-use super::admin_backend::NodeAdmin;
+use super::admin_api::BackendSlot;
+use super::admin_backend::{NodeAdmin, NodeStatusView};
 use super::config::{Config, ConfigError, ConfigSources};
 use super::conn;
 use super::data_dir::{DataDirError, DataDirLock};
@@ -274,6 +275,13 @@ async fn shard_main(
         .await
         .map_err(|_| "mesh join failed".to_string())?;
     let id = senders.peer_id() as u16;
+    // Shard 0 serves the admin port from before recovery: liveness,
+    // readiness (no, with the reason) and metrics answer while logs are
+    // recovered; the API once its backend is attached below.
+    let admin = match id {
+        0 => Some(AdminTask::start(&ctx)?),
+        _ => None,
+    };
     let config = Rc::new(ctx.config);
     let (log, recovered, report) = SegmentLog::open(config.log_config(id))
         .await
@@ -362,22 +370,9 @@ async fn shard_main(
         ))),
         None => None,
     };
-    let mut admin_task = None;
-    if id == 0 {
-        let listener = ctx.listeners.admin.take()?;
-        let backend = Rc::new(NodeAdmin::new(
-            rt.clone(),
-            ctx.metrics.clone(),
-            ctx.shared.clone(),
-            verifier,
-        ));
-        let http = AdminHttpConfig {
-            admin_token: Some(ctx.admin_token.clone()),
-            ..AdminHttpConfig::default()
-        };
-        let stop = Rc::new(std::cell::Cell::new(false));
-        let serving = glommio::spawn_local(admin::serve(listener, backend, http, stop.clone()));
-        admin_task = Some((serving, stop));
+    if let Some(admin) = &admin {
+        let backend = NodeAdmin::new(rt.clone(), ctx.shared.clone(), verifier);
+        admin.backend.attach(Rc::new(backend));
         let need = 2 * (config.log.segment_mib << 20) + (1 << 20);
         glommio::spawn_local(watch_storage(
             ctx.shared.clone(),
@@ -386,25 +381,28 @@ async fn shard_main(
         ))
         .detach();
     }
+    ctx.shared.serving[usize::from(id)].store(true, Ordering::Relaxed);
     tracing::info!(shard = id, "serving");
     run_timers(&rt).await;
+    ctx.shared.serving[usize::from(id)].store(false, Ordering::Relaxed);
     // Graceful shutdown: stop accepting, tell clients, flush, close the log.
     accepting.cancel().await;
     if let Some(task) = mqtt_accepting {
         task.cancel().await;
     }
     rt.begin_shutdown();
+    // The admin port answers through the grace period (readiness: no,
+    // "shutting down"), so a balancer sees the node leave.
+    let grace = Instant::now() + Duration::from_millis(config.shutdown_grace_ms);
+    while rt.open_connections() > 0 && Instant::now() < grace {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
     // Close the listening sockets before this generation ends: a listener
     // left open (tasks of a finished executor are never run again) would
     // take a share of new connections under SO_REUSEPORT after an
     // in-process restart, and never answer them.
-    if let Some((serving, stop)) = admin_task {
-        stop.set(true);
-        serving.await;
-    }
-    let grace = Instant::now() + Duration::from_millis(config.shutdown_grace_ms);
-    while rt.open_connections() > 0 && Instant::now() < grace {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+    if let Some(admin) = admin {
+        admin.stop().await;
     }
     rt.shutdown_connections();
     rt.record_metrics();
@@ -429,6 +427,49 @@ async fn shard_main(
     }
     tracing::info!(shard = id, "stopped");
     Ok(())
+}
+
+/// The admin HTTP server of a generation (on shard 0).
+struct AdminTask {
+    serving: glommio::Task<()>,
+    stop: Rc<std::cell::Cell<bool>>,
+    /// Where the API backend goes once shard 0 recovered.
+    backend: Rc<BackendSlot<NodeAdmin>>,
+}
+
+impl AdminTask {
+    /// Serves the admin listener: status at once, the API once attached.
+    fn start(ctx: &ShardContext) -> Result<AdminTask, String> {
+        let listener = ctx.listeners.admin.take()?;
+        let status = Rc::new(NodeStatusView {
+            metrics: ctx.metrics.clone(),
+            shared: ctx.shared.clone(),
+        });
+        let backend = Rc::new(BackendSlot::default());
+        let http = AdminHttpConfig {
+            admin_token: Some(ctx.admin_token.clone()),
+            ..AdminHttpConfig::default()
+        };
+        let stop = Rc::new(std::cell::Cell::new(false));
+        let serving = glommio::spawn_local(admin::serve(
+            listener,
+            status,
+            backend.clone(),
+            http,
+            stop.clone(),
+        ));
+        Ok(AdminTask {
+            serving,
+            stop,
+            backend,
+        })
+    }
+
+    /// Stops accepting, closes idle connections, waits for the server.
+    async fn stop(self) {
+        self.stop.set(true);
+        self.serving.await;
+    }
 }
 
 /// The shard's tick task: fires the core's timers (retransmits, keepalive,

@@ -41,6 +41,8 @@ pub struct NodeShared {
     pub restart: AtomicBool,
     /// Per shard: the log failed and the shard no longer stores.
     pub storage_failed: Vec<AtomicBool>,
+    /// Per shard: recovered its log and serves (until it begins to stop).
+    pub serving: Vec<AtomicBool>,
     /// The limits shards apply while running (SIGHUP, [`crate::reload`]).
     live_limits: Mutex<LiveLimits>,
     /// Bumped on each change of `live_limits`: a shard compares it with
@@ -56,9 +58,38 @@ impl NodeShared {
             signalled: Arc::new(AtomicBool::new(false)),
             restart: AtomicBool::new(false),
             storage_failed: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+            serving: (0..shards).map(|_| AtomicBool::new(false)).collect(),
             live_limits: Mutex::new(LiveLimits::of(&CoreConfig::default())),
             live_generation: AtomicU64::new(0),
         })
+    }
+
+    /// Liveness: `Err(why)` while the node stops or a shard's log has
+    /// failed (it restarts the shards once the disk has room).
+    pub fn health(&self) -> Result<(), String> {
+        if self.shutdown.load(Ordering::Relaxed) {
+            return Err("shutting down".into());
+        }
+        let failed = flagged(&self.storage_failed);
+        if !failed.is_empty() {
+            return Err(format!("log failure on shard(s) {failed:?}: not storing"));
+        }
+        Ok(())
+    }
+
+    /// Readiness: healthy, and every shard recovered its log and serves.
+    pub fn readiness(&self) -> Result<(), String> {
+        self.health()?;
+        let waiting: Vec<usize> = (0..self.serving.len())
+            .filter(|i| !self.serving[*i].load(Ordering::Relaxed))
+            .collect();
+        match waiting.is_empty() {
+            true => Ok(()),
+            false => Err(format!(
+                "shard(s) {waiting:?} of {} not serving yet (recovering their logs)",
+                self.serving.len()
+            )),
+        }
     }
 
     /// Hands new live limits to every shard (each applies them at its
@@ -85,6 +116,13 @@ impl NodeShared {
     pub fn live_generation(&self) -> u64 {
         self.live_generation.load(Ordering::Acquire)
     }
+}
+
+/// The indices of the set flags.
+fn flagged(flags: &[AtomicBool]) -> Vec<usize> {
+    (0..flags.len())
+        .filter(|i| flags[*i].load(Ordering::Relaxed))
+        .collect()
 }
 
 /// Mesh backlog (queued messages to one peer) above which readers pause.

@@ -15,11 +15,13 @@ use crate::admin_api::PublishResult;
 #[derive(Default)]
 struct TestBackend {
     degraded: bool,
+    /// Answer API requests (false: as while the node recovers).
+    attached: bool,
     published: RefCell<Vec<PublishRequest>>,
     groups: RefCell<std::collections::HashMap<UserId, Vec<UserId>>>,
 }
 
-impl AdminBackend for TestBackend {
+impl NodeStatus for TestBackend {
     fn metrics_text(&self) -> String {
         "surepush_test_total 7\n".into()
     }
@@ -30,6 +32,16 @@ impl AdminBackend for TestBackend {
             Health::Ok
         }
     }
+    fn readiness(&self) -> Health {
+        if self.attached {
+            Health::Ok
+        } else {
+            Health::Degraded("shard 1 is recovering its log".into())
+        }
+    }
+}
+
+impl AdminBackend for TestBackend {
     fn publish(
         &self,
         req: PublishRequest,
@@ -68,6 +80,12 @@ impl AdminBackend for TestBackend {
 
 /// Runs the server on its own executor; returns its address.
 fn start(degraded: bool, timeout: Duration) -> SocketAddr {
+    start_with(degraded, true, timeout)
+}
+
+/// As [`start`]; `attached: false` serves without an API backend, as
+/// while the node recovers its logs.
+fn start_with(degraded: bool, attached: bool, timeout: Duration) -> SocketAddr {
     let (tx, rx) = mpsc::channel();
     glommio::LocalExecutorBuilder::default()
         .io_memory(512 << 10)
@@ -76,14 +94,20 @@ fn start(degraded: bool, timeout: Duration) -> SocketAddr {
             tx.send(listener.local_addr().unwrap()).unwrap();
             let backend = Rc::new(TestBackend {
                 degraded,
+                attached,
                 ..TestBackend::default()
             });
+            let slot = match attached {
+                true => BackendSlot::with(backend.clone()),
+                false => BackendSlot::default(),
+            };
             let config = AdminHttpConfig {
                 admin_token: Some("sekret".into()),
                 max_body_bytes: 1024,
                 request_timeout: timeout,
             };
-            serve(listener, backend, config, Rc::new(Cell::new(false))).await;
+            let stop = Rc::new(Cell::new(false));
+            serve(listener, backend, Rc::new(slot), config, stop).await;
         })
         .unwrap();
     rx.recv().unwrap()
@@ -430,4 +454,39 @@ fn large_ids_travel_as_strings() {
     assert_eq!(v["group"], big.to_string());
     assert_eq!(v["id"], (big | (1 << 63)).to_string());
     assert_eq!(v["members"], serde_json::json!(["7", big.to_string()]));
+}
+
+/// Issue 22 item 6: while the node recovers, the admin port answers:
+/// liveness yes, readiness no (with the reason), the API 503 `not_ready`.
+#[test]
+fn before_the_backend_is_attached_only_status_answers() {
+    let addr = start_with(false, false, Duration::from_secs(5));
+    assert_eq!(
+        request(addr, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"),
+        (200, "ok\n".into())
+    );
+    let (status, body) = request(addr, "GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "shard 1 is recovering its log\n")
+    );
+    assert_eq!(
+        request(addr, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").0,
+        200
+    );
+    let (status, body) = post(
+        addr,
+        "/v1/tokens",
+        r#"{"user": 1, "device": 1}"#,
+        Some("sekret"),
+    );
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains(r#""code":"not_ready""#), "{body}");
+    // Authentication still comes first.
+    assert_eq!(post(addr, "/v1/tokens", "{}", None).0, 401);
+    let ready = start(false, Duration::from_secs(5));
+    assert_eq!(
+        request(ready, "GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n"),
+        (200, "ready\n".into())
+    );
 }
