@@ -5,6 +5,8 @@
 //! python3-prometheus-client; `.ci/run` installs it).
 
 mod common;
+#[path = "ops/grafana.rs"]
+mod grafana;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
