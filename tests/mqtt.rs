@@ -624,3 +624,127 @@ fn unacknowledged_deliveries_are_resent_on_reconnect_with_dup_and_the_same_ids()
         }
     }
 }
+
+/// Runs a mosquitto command-line client (`bin`) against `server` with
+/// `token` and `args`; returns what it printed (stdout and stderr, `-d`
+/// output included).
+fn mosquitto(bin: &str, server: &TestServer, token: &str, args: &[&str]) -> String {
+    let out = Command::new(bin)
+        .args(["-h", "127.0.0.1", "-p", &server.mqtt.port().to_string()])
+        .args(["-u", "x", "-P", token])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{bin} (apt-get install mosquitto-clients): {e}"));
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Issue #16 item 6: room permissions reach MQTT clients as the reason
+/// codes each version has. With `rooms_open = false`: a user without a
+/// grant or membership gets SUBACK 0x87 (5.0) / 0x80 (3.1.1, its only
+/// failure code, MQTT-3.9.3-2); its QoS 1/2 PUBLISH gets PUBACK/PUBREC 0x87
+/// (5.0) or a positive acknowledgement (3.1.1 cannot refuse, MQTT-3.3.5-2)
+/// and is stored nowhere; its QoS 0 retained PUBLISH does not replace the
+/// room's retained message. Members and token grants read and write.
+#[test]
+fn room_permissions_reach_mqtt_clients_as_the_reason_codes_of_each_version() {
+    let server = TestServer::start(2, "[core]\nrooms_open = false\n");
+    let (outsider, member) = (server.token(6001, 1), server.token(6002, 1));
+    let acl = surepush::core::Acl::new(&["room/61"], &["room/+"]).expect("valid");
+    let granted = server.token_granting(6003, 1, acl);
+    let (status, body) = server.http("POST", "/v1/rooms/61", r#"{"add": [6002]}"#, true);
+    assert_eq!(status, 200, "{body}");
+    let mqtt_sub = |token: &str, version: &str, extra: &[&str]| {
+        let args = [&["-t", "room/61", "-q", "1", "-V", version][..], extra].concat();
+        mosquitto("mosquitto_sub", &server, token, &args)
+    };
+    let mqtt_pub = |token: &str, version: &str, qos: &str, msg: &str, extra: &[&str]| {
+        let args = [
+            &["-t", "room/61", "-q", qos, "-V", version, "-m", msg, "-d"][..],
+            extra,
+        ]
+        .concat();
+        mosquitto("mosquitto_pub", &server, token, &args)
+    };
+    for (version, refused, pub_rc) in [("311", 128, 0), ("5", 135, 135)] {
+        let out = mqtt_sub(&outsider, version, &["-d", "-W", "2"]);
+        assert!(
+            out.contains(&format!("Subscribed (mid: 1): {refused}")),
+            "v{version}: {out}"
+        );
+        // The member's persistent session is subscribed (its position
+        // known), then offline while the outsider and the grantee publish.
+        let id = format!("member-{version}");
+        let session = ["-c", "-i", &id];
+        let out = mqtt_sub(
+            &member,
+            version,
+            &[&session[..], &["-d", "-W", "1"]].concat(),
+        );
+        assert!(out.contains("Subscribed (mid: 1): 1"), "v{version}: {out}");
+        let out = mqtt_pub(&outsider, version, "1", "refused-1", &[]);
+        assert!(
+            out.contains(&format!("PUBACK (Mid: 1, RC:{pub_rc})")),
+            "v{version}: {out}"
+        );
+        let out = mqtt_pub(&outsider, version, "2", "refused-2", &[]);
+        // mosquitto prints no reason code for PUBREC; 5.0's 0x87 shows
+        // as its name, and 3.1.1 goes on to PUBREL/PUBCOMP as usual.
+        let pubrec = match version {
+            "5" => "Publish 1 failed: Not authorized.",
+            _ => "received PUBCOMP (Mid: 1, RC:0)",
+        };
+        assert!(out.contains(pubrec), "v{version}: {out}");
+        let allowed = format!("allowed-v{version}");
+        let out = mqtt_pub(&granted, version, "1", &allowed, &[]);
+        assert!(out.contains("PUBACK (Mid: 1, RC:0)"), "v{version}: {out}");
+        // Were either refused message stored, it would come first.
+        let out = mqtt_sub(
+            &member,
+            version,
+            &[&session[..], &["-C", "1", "-W", "20"]].concat(),
+        );
+        assert_eq!(out.trim(), allowed, "v{version}");
+    }
+    // The retained message: set by the grantee, not replaced by the
+    // outsider's QoS 0 retained PUBLISH (which used to change it unchecked).
+    let out = mqtt_pub(&granted, "5", "1", "keep", &["-r"]);
+    assert!(out.contains("RC:0"), "{out}");
+    for level in [V311, V5] {
+        let (mut raw, _) = Raw::connect(server.mqtt, level, &outsider, true);
+        let mut evil = publish("room/61", QoS::AtMostOnce, None, b"evil");
+        if let Packet::Publish(p) = &mut evil {
+            p.retain = true;
+        }
+        raw.send(&evil);
+        // Packets are handled in order, and a retained change is durable
+        // before the packets queued after it go out: once this PUBACK is
+        // in, an unchecked change would be in place.
+        raw.send(&publish("user/6001", QoS::AtLeastOnce, Some(1), b"marker"));
+        assert!(
+            matches!(raw.recv(), Some(Packet::PubAck(_))),
+            "{level:?}: PUBACK of the marker"
+        );
+        let out = mqtt_sub(&granted, "5", &["-C", "1", "-W", "20", "-v"]);
+        assert_eq!(out.trim(), "room/61 keep", "{level:?}");
+    }
+}
+
+/// Issue #16 item 6, with paho: a refused SUBSCRIBE says 0x87 (5.0) or
+/// 0x80 (3.1.1), and a refused publisher's messages (QoS 1 and 0) reach
+/// no one while a granted user's do.
+#[test]
+fn paho_clients_see_room_refusals_and_refused_publishes_reach_no_one() {
+    let server = TestServer::start(2, "[core]\nrooms_open = false\n");
+    let acl = surepush::core::Acl::new(&["room/77"], &["room/77"]).expect("valid");
+    let granted = server.token_granting(4002, 1, acl);
+    let out = paho(
+        &server,
+        "permissions",
+        &["--room", "77", "--token-b", &granted],
+    );
+    assert_ok(&out, "permissions");
+}

@@ -167,6 +167,7 @@ impl World {
                     user,
                     device,
                     expires_s: u64::MAX / 2,
+                    acl: Default::default(),
                 });
                 let mut cfg = ClientConfig::new(token, device);
                 cfg.keepalive_ms = 5_000;
@@ -794,7 +795,7 @@ impl World {
                     },
                 );
             }
-            Action::Published { .. } | Action::GroupUpdated { .. } => {
+            Action::Published { .. } | Action::MembersUpdated { .. } => {
                 unreachable!("the simulation uses no API requests")
             }
             Action::Peer { shard: to, msg } => {

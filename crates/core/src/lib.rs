@@ -31,9 +31,11 @@ mod deliver;
 pub mod durations;
 mod group;
 pub mod hashing;
+mod members;
 pub mod record;
 mod retry;
 mod room;
+mod room_access;
 pub mod routing;
 mod send;
 mod session;
@@ -43,7 +45,11 @@ mod stats;
 mod sync;
 pub mod timer;
 
-pub use action::{Action, AppendToken, ConnId, GroupOutcome, PeerMsg, ReadId, StoreOutcome};
+pub use action::{
+    Action, AppendToken, ConnId, MembersOutcome, PeerMsg, Publisher, ReadId, Revoked, RoomPublish,
+    StoreOutcome,
+};
+pub use auth::{Acl, AclAction, AclError, MAX_ACL_FILTERS, MAX_ACL_FILTER_LEN};
 pub use auth::{AuthError, Claims, TokenVerifier};
 pub use config::{CoreConfig, LiveLimits};
 pub use record::{InboxQuery, MessageRecord, Record};

@@ -124,6 +124,8 @@ pub(super) struct Conn {
     /// are stored in the order the connection sent them.
     pub(super) verifying: bool,
     pub(super) deferred: VecDeque<surepush_proto::Send>,
+    /// What the session's token grants (empty before CONNECT).
+    pub(super) acl: surepush_token::Acl,
 }
 
 /// What a timer means when it fires.
@@ -220,8 +222,8 @@ pub struct Shard {
     pub(super) dedup: DedupWindow,
     pub(super) copies: FastHashMap<(SendKey, UserId), InFlightCopy>,
     pub(super) sends: FastHashMap<SendKey, PendingSend>,
-    /// Members of the groups homed here.
-    pub(super) groups: FastHashMap<UserId, Vec<UserId>>,
+    /// Members of the groups and rooms homed here (`members.rs`).
+    pub(super) members: FastHashMap<UserId, Vec<UserId>>,
     /// Group sends waiting for their member copies (home shard).
     pub(super) fanouts: FastHashMap<(SendKey, UserId), super::group::Fanout>,
     /// Rooms with subscribers on this shard.
@@ -276,7 +278,7 @@ impl Shard {
             dedup: recovered.dedup,
             copies: FastHashMap::default(),
             sends: FastHashMap::default(),
-            groups: recovered.groups,
+            members: recovered.groups,
             fanouts: FastHashMap::default(),
             rooms: FastHashMap::default(),
             room_shards: FastHashMap::default(),
@@ -531,26 +533,7 @@ impl Shard {
                 inbox,
                 outcome,
             } => self.on_stored(key, inbox, outcome),
-            PeerMsg::Ephemeral {
-                key,
-                inbox,
-                to,
-                ts_ms,
-                payload,
-            } if surepush_proto::is_room(inbox.0) => {
-                let record = MessageRecord {
-                    inbox,
-                    seq: Seq::ZERO,
-                    from: key.from,
-                    from_device: key.from_device,
-                    to,
-                    client_msg_id: key.client_msg_id,
-                    qos: surepush_proto::Qos::AtMostOnce,
-                    ts_ms,
-                    payload,
-                };
-                self.room_fan_out(&record);
-            }
+            PeerMsg::RoomPublish(p) => self.on_room_publish(p),
             PeerMsg::Ephemeral {
                 key,
                 inbox,
@@ -589,23 +572,31 @@ impl Shard {
                 group,
                 ts_ms,
                 payload,
-            } => self.on_group_ephemeral(key, group, ts_ms, payload),
+                confirm_to,
+                members_only,
+            } => self.on_group_ephemeral(key, group, ts_ms, payload, (confirm_to, members_only)),
             PeerMsg::ReleaseMany { key, inboxes } => self.on_release_many(key, inboxes),
-            PeerMsg::GroupUpdate {
+            PeerMsg::MembersUpdate {
                 origin,
                 request,
-                group,
+                id,
                 add,
                 remove,
-            } => self.on_group_update(origin, request, group, add, remove),
-            PeerMsg::GroupUpdated { request, outcome } => self.on_group_updated(request, outcome),
+            } => self.on_members_update(origin, request, id, add, remove),
+            PeerMsg::MembersUpdated { request, outcome } => {
+                self.on_members_updated(request, outcome)
+            }
             PeerMsg::RoomSubscribe {
                 room,
                 shard,
                 conn,
                 sub,
                 from,
-            } => self.on_room_subscribe(room, shard, conn, sub, from),
+                user,
+                granted,
+            } => self.on_room_subscribe(room, shard, conn, sub, from, (user, granted)),
+            PeerMsg::RoomRefused { room, conn, sub } => self.on_room_refused(room, conn, sub),
+            PeerMsg::RoomRevoke { room, revoked } => self.on_room_revoke(room, revoked),
             PeerMsg::RoomLeave { room, shard } => self.on_room_leave(room, shard),
             PeerMsg::RoomPage {
                 room,

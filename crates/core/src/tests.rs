@@ -42,10 +42,15 @@ impl Harness {
     }
 
     fn token(user: u64, device: u64, expires_s: u64) -> String {
+        Self::token_granting(user, device, expires_s, Acl::default())
+    }
+
+    fn token_granting(user: u64, device: u64, expires_s: u64, acl: Acl) -> String {
         TokenVerifier::new(SECRET).mint(&Claims {
             user: UserId(user),
             device: DeviceId(device),
             expires_s,
+            acl,
         })
     }
 
@@ -93,8 +98,13 @@ impl Harness {
     }
 
     fn connect(&mut self, user: u64, device: u64) -> ConnId {
+        self.connect_granted(user, device, Acl::default())
+    }
+
+    /// A session whose token carries `acl`.
+    fn connect_granted(&mut self, user: u64, device: u64, acl: Acl) -> ConnId {
         let c = self.open();
-        let token = Self::token(user, device, u64::MAX / 2);
+        let token = Self::token_granting(user, device, u64::MAX / 2, acl);
         self.frame(
             c,
             Frame::Connect(Connect {
@@ -165,6 +175,7 @@ fn send(cmid: u64, to: u64, qos: Qos) -> Frame {
         client_msg_id: cmid,
         to: UserId(to),
         qos,
+        confirm: false,
         payload: Bytes::from_static(b"hi"),
     })
 }
@@ -186,6 +197,7 @@ fn bad_signature_expired_token_and_device_mismatch_are_typed() {
                 user: UserId(1),
                 device: DeviceId(1),
                 expires_s: u64::MAX / 2,
+                acl: Default::default(),
             }),
             1,
             ErrorCode::AuthFailed,
@@ -536,6 +548,7 @@ fn backend_publish_is_stored_once_per_id_and_pushed() {
             UserId(2),
             Qos::AtLeastOnce,
             Bytes::from_static(b"x"),
+            Publisher::Backend,
             h.now,
         );
         h.run();
@@ -610,6 +623,7 @@ fn a_read_racing_a_durability_report_shows_nothing_the_core_has_not_counted() {
 
 mod gone;
 mod retry;
+mod room_access;
 
 /// Room frames (SUBACK, ROOMLAG and the shared ROOMPUSH bytes) sent to
 /// `conn` so far, drained.

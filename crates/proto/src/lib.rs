@@ -15,6 +15,7 @@ mod error;
 mod frame;
 mod header;
 mod room;
+pub mod topic;
 mod types;
 
 pub use codec::Decoder;
@@ -22,7 +23,7 @@ pub use error::{ErrorCode, ProtoError};
 pub use frame::{
     ConnAck, Connect, Disconnect, ErrorFrame, Frame, FrameKind, Push, Send, SendAck, SendResult,
     Sync, SyncDirection, SyncPage, CONNACK_CURSOR_KNOWN, CONNECT_HAS_CURSOR, PUSH_ECHO,
-    PUSH_RETRANSMIT, SYNCPAGE_END,
+    PUSH_RETRANSMIT, SEND_CONFIRM, SYNCPAGE_END,
 };
 pub use header::{FrameHeader, DEFAULT_MAX_FRAME, HEADER_LEN, MAGIC, VERSION};
 pub use room::{is_room, RoomPush, SubAck, SubResult, Subscribe, SubscribeFrom, ROOM_BIT};

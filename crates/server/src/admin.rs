@@ -1,8 +1,9 @@
 //! The admin HTTP server: `/healthz`, `/readyz`, `/metrics`, and the
-//! backend API (publish, tokens, groups). It listens before the shards
-//! have recovered their logs: health, readiness and metrics answer at once
-//! ([`NodeStatus`]); the API answers 503 `not_ready` until its backend is
-//! attached ([`BackendSlot`]). The routes are listed once, in [`routes`];
+//! backend API (publish, tokens, group and room members). It listens
+//! before the shards have recovered their logs: health, readiness and
+//! metrics answer at once ([`NodeStatus`]); the API answers 503
+//! `not_ready` until its backend is attached ([`BackendSlot`]). The routes
+//! are listed once, in [`routes`];
 //! docs/openapi.yaml is their description for client authors.
 //!
 //! hyper 1 (HTTP/1.1 server) runs on the shard's glommio executor through
@@ -166,7 +167,7 @@ async fn handle<S: NodeStatus, B: AdminBackend>(
     if route.needs_token && !authorized(&req, config) {
         return Err(ApiError::Unauthorized);
     }
-    let group_number = params.first().copied().unwrap_or_default();
+    let number = params.first().copied().unwrap_or_default();
     match route.endpoint {
         Endpoint::Health => Ok(health_answer(status.health(), "ok\n")),
         Endpoint::Ready => Ok(health_answer(status.readiness(), "ready\n")),
@@ -175,15 +176,17 @@ async fn handle<S: NodeStatus, B: AdminBackend>(
             super::metrics::CONTENT_TYPE,
             status.metrics_text(),
         )),
-        // A read never changes the group, whatever body it carries.
-        Endpoint::ReadGroup => group(group_number, b"", &*attached(backend)?).await,
-        Endpoint::Publish | Endpoint::MintToken | Endpoint::UpdateGroup => {
+        // A read never changes the members, whatever body it carries.
+        Endpoint::ReadGroup => members(Membership::Group, number, b"", &*attached(backend)?).await,
+        Endpoint::ReadRoom => members(Membership::Room, number, b"", &*attached(backend)?).await,
+        Endpoint::Publish | Endpoint::MintToken | Endpoint::UpdateGroup | Endpoint::UpdateRoom => {
             let backend = attached(backend)?;
             let body = read_body(req, config).await?;
             match route.endpoint {
                 Endpoint::Publish => publish(&body, &*backend).await,
                 Endpoint::MintToken => token(&body, &*backend),
-                _ => group(group_number, &body, &*backend).await,
+                Endpoint::UpdateGroup => members(Membership::Group, number, &body, &*backend).await,
+                _ => members(Membership::Room, number, &body, &*backend).await,
             }
         }
     }
@@ -303,8 +306,8 @@ async fn publish<B: AdminBackend>(body: &[u8], backend: &B) -> Result<Resp, ApiE
     };
     let to = match (b.to.map(|n| n.0), b.group.map(|n| n.0), b.room.map(|n| n.0)) {
         (Some(user), None, None) if user < ROOM_BIT => UserId(user),
-        (None, Some(n), None) if n < ROOM_BIT => group_id(n),
-        (None, None, Some(n)) if n < ROOM_BIT => UserId(n | ROOM_BIT),
+        (None, Some(n), None) if n < ROOM_BIT => Membership::Group.id(n),
+        (None, None, Some(n)) if n < ROOM_BIT => Membership::Room.id(n),
         _ => {
             return Err(invalid(
                 "give exactly one of to (a user id), group or room (numbers), each below 2^62",
@@ -324,27 +327,57 @@ async fn publish<B: AdminBackend>(body: &[u8], backend: &B) -> Result<Resp, ApiE
     ))
 }
 
-/// The wire id of group number `n`.
-fn group_id(n: u64) -> UserId {
-    UserId(n | UserId::GROUP_BIT)
+/// Whose members a route manages: a group's (they get its messages) or a
+/// room's (they may read and write it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Membership {
+    Group,
+    Room,
+}
+
+impl Membership {
+    /// The wire id of number `n` (below 2^62).
+    fn id(self, n: u64) -> UserId {
+        match self {
+            Membership::Group => UserId(n | UserId::GROUP_BIT),
+            Membership::Room => UserId(n | ROOM_BIT),
+        }
+    }
+
+    /// The JSON key naming the number in answers.
+    fn key(self) -> &'static str {
+        match self {
+            Membership::Group => "group",
+            Membership::Room => "room",
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct GroupBody {
+struct MembersBody {
     #[serde(default)]
     add: Vec<JsonId>,
     #[serde(default)]
     remove: Vec<JsonId>,
 }
 
-/// `GET /v1/groups/{n}` (members) or `POST` with `{"add": [..], "remove": [..]}`.
-async fn group<B: AdminBackend>(n: &str, body: &[u8], backend: &B) -> Result<Resp, ApiError> {
+/// `GET /v1/{groups,rooms}/{n}` (members) or `POST` with
+/// `{"add": [..], "remove": [..]}`.
+async fn members<B: AdminBackend>(
+    kind: Membership,
+    n: &str,
+    body: &[u8],
+    backend: &B,
+) -> Result<Resp, ApiError> {
     let Some(n) = n.parse::<u64>().ok().filter(|n| *n < ROOM_BIT) else {
-        return Err(invalid("the group number must be below 2^62"));
+        return Err(invalid(&format!(
+            "the {} number must be below 2^62",
+            kind.key()
+        )));
     };
-    let b: GroupBody = if body.is_empty() {
-        GroupBody::default()
+    let b: MembersBody = if body.is_empty() {
+        MembersBody::default()
     } else {
         parse(body)?
     };
@@ -356,15 +389,17 @@ async fn group<B: AdminBackend>(n: &str, body: &[u8], backend: &B) -> Result<Res
     let (Some(add), Some(remove)) = (users(b.add), users(b.remove)) else {
         return Err(invalid("member ids must be user ids below 2^62"));
     };
+    let id = kind.id(n);
     let members = backend
-        .update_group(group_id(n), add, remove)
+        .update_members(id, add, remove)
         .await
         .map_err(backend_error)?;
-    Ok(json(serde_json::json!({
-        "group": id_text(n),
-        "id": id_text(group_id(n).0),
-        "members": members.iter().map(|m| id_text(m.0)).collect::<Vec<_>>(),
-    })))
+    let mut answer = serde_json::Map::new();
+    answer.insert(kind.key().into(), id_text(n).into());
+    answer.insert("id".into(), id_text(id.0).into());
+    let members: Vec<String> = members.iter().map(|m| id_text(m.0)).collect();
+    answer.insert("members".into(), members.into());
+    Ok(json(serde_json::Value::Object(answer)))
 }
 
 #[derive(Deserialize)]

@@ -306,8 +306,7 @@ pub(crate) async fn accept(rt: Rc<ShardRuntime>, mut stream: TcpStream) {
     let session = Box::new(Handoff {
         connect,
         token,
-        user: claims.user,
-        device: claims.device,
+        claims,
         rest,
     });
     if owner == rt.id {
@@ -332,8 +331,7 @@ pub(crate) async fn accept(rt: Rc<ShardRuntime>, mut stream: TcpStream) {
 pub(crate) struct Handoff {
     connect: mqtt::Connect,
     token: String,
-    user: UserId,
-    device: DeviceId,
+    claims: surepush_core::Claims,
     /// Bytes received after CONNECT.
     rest: Bytes,
 }
@@ -410,7 +408,7 @@ fn start(rt: &Rc<ShardRuntime>, stream: TcpStream, h: Handoff) {
         .mqtt
         .as_ref()
         .expect("MQTT connections only when enabled");
-    let key = (h.user, h.device);
+    let key = (h.claims.user, h.claims.device);
     let level = h.connect.protocol_level;
     // Take the session over from a connection still open for it, else from
     // where the last connection left it.
@@ -434,8 +432,7 @@ fn start(rt: &Rc<ShardRuntime>, stream: TcpStream, h: Handoff) {
     let bridge = Bridge::new(
         h.connect,
         h.token,
-        h.user,
-        h.device,
+        h.claims,
         stored,
         msg_id_base,
         mqtt.params,
@@ -646,7 +643,10 @@ impl ShardRuntime {
                 client_msg_id: will.client_msg_id,
             };
             glommio::spawn_local(async move {
-                let outcome = rt.publish(send, will.to, will.qos, will.payload).await;
+                let by = surepush_core::Publisher::User {
+                    room_grant: will.room_grant,
+                };
+                let outcome = rt.publish(send, will.to, will.qos, will.payload, by).await;
                 tracing::debug!(user = key.0 .0, ?outcome, "MQTT will published");
             })
             .detach();

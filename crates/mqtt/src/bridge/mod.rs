@@ -40,6 +40,7 @@ use surepush_proto::{
     ConnAck as NativeConnAck, DeviceId, ErrorCode, Frame, Push, Qos, SendAck, SendResult, Seq,
     SubResult, SubscribeFrom, SyncDirection, UserId, ROOM_BIT,
 };
+use surepush_token::{Acl, AclAction, Claims};
 use topics::{room_filter, Target};
 
 /// Limits the bridge works with.
@@ -313,6 +314,9 @@ pub struct WillMessage {
     pub payload: Bytes,
     /// Native id for the send (unique for the device).
     pub client_msg_id: u64,
+    /// The session's token granted publishing to `to` (a room; see
+    /// `core::Publisher::User`).
+    pub room_grant: bool,
 }
 
 /// Checks a CONNECT before the session starts; `Some(code)` refuses it with
@@ -353,6 +357,9 @@ pub struct Bridge {
     level: ProtocolLevel,
     user: UserId,
     device: DeviceId,
+    /// What the session's token grants (for its will; the core checks the
+    /// session's own sends and subscriptions).
+    acl: Acl,
     params: BridgeParams,
     state: SessionState,
     persistent: bool,
@@ -408,18 +415,20 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// Starts the bridge for an accepted CONNECT (token already verified:
-    /// `user`, `device` are its claims). `stored` is the session kept from a
+    /// Starts the bridge for an accepted CONNECT (`token` already verified:
+    /// `claims` are its claims). `stored` is the session kept from a
     /// previous connection, if any. The native CONNECT is queued for the core.
     pub fn new(
         connect: mqtt::Connect,
         token: String,
-        user: UserId,
-        device: DeviceId,
+        claims: Claims,
         stored: Option<SessionState>,
         msg_id_base: u64,
         params: BridgeParams,
     ) -> Bridge {
+        let Claims {
+            user, device, acl, ..
+        } = claims;
         let v5 = connect.protocol_level.is_v5();
         let expiry_s = if v5 {
             connect.properties.session_expiry_interval.unwrap_or(0)
@@ -451,6 +460,7 @@ impl Bridge {
             level: connect.protocol_level,
             user,
             device,
+            acl,
             params,
             state,
             persistent,
@@ -647,6 +657,7 @@ impl Bridge {
                     qos: native_qos(w.qos),
                     payload: w.payload,
                     client_msg_id: id,
+                    room_grant: self.acl.grants_room(AclAction::Publish, to.0),
                 })
             })
         };
@@ -1123,15 +1134,21 @@ impl Bridge {
         for pending in self.subacks.iter_mut() {
             if let Some(i) = pending.rooms.iter().position(|&(r, _)| r == n) {
                 let (_, index) = pending.rooms.swap_remove(i);
-                if result == SubResult::Refused {
-                    pending.reasons[index] = ReasonCode::UNSPECIFIED_ERROR;
-                }
+                pending.reasons[index] = match (result, self.level.is_v5()) {
+                    (SubResult::Ok | SubResult::Gap, _) => pending.reasons[index],
+                    (SubResult::Forbidden, true) => ReasonCode::NOT_AUTHORIZED,
+                    // 3.1.1 has one failure code for everything (MQTT-3.9.3-2).
+                    (SubResult::Forbidden | SubResult::Refused, _) => ReasonCode::UNSPECIFIED_ERROR,
+                };
                 break;
             }
         }
         self.flush_subacks();
-        if result != SubResult::Refused && self.retained_wanted.remove(&n) {
+        if result.subscribed() && self.retained_wanted.remove(&n) {
             self.retained_queries.push_back(n);
+        } else if !result.subscribed() {
+            // Not allowed to read it: not its retained message either.
+            self.retained_wanted.remove(&n);
         }
     }
 
@@ -1201,12 +1218,16 @@ impl Bridge {
             qos: p.qos,
             retain: retain.clone(),
         };
+        // A QoS 0 retained PUBLISH changes the retained message only once
+        // the room has accepted it (its permissions): the core confirms it.
+        let confirm = p.qos == QoS::AtMostOnce && retain.is_some();
         let id = match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) | (_, None) => {
-                if let Some(change) = retain.clone() {
-                    self.retains.push_back(change);
+                let id = self.next_msg_id();
+                if confirm {
+                    self.sends.insert(id, pending(None));
                 }
-                self.next_msg_id()
+                id
             }
             (QoS::AtLeastOnce, Some(pid)) => {
                 let id = self.next_msg_id();
@@ -1251,6 +1272,7 @@ impl Bridge {
             client_msg_id: id,
             to,
             qos,
+            confirm,
             payload: p.payload,
         }));
     }

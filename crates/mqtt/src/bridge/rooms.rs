@@ -28,6 +28,8 @@
 //!   drained ([`Bridge::on_output_drained`]) and the client has acknowledged
 //!   at least half the room window; then it re-subscribes once and catches
 //!   up from the log. One ROOMLAG is one episode, whatever arrives meanwhile.
+//! - A room the core refuses (SUBACK `Refused` or `Forbidden`, also unasked
+//!   when a membership change ends the subscription) leaves the session.
 
 use std::collections::VecDeque;
 
@@ -301,7 +303,11 @@ impl Bridge {
     pub(super) fn on_room_suback(&mut self, a: proto::SubAck) {
         let n = a.room & !ROOM_BIT;
         if let Some(sub) = self.state.rooms.get_mut(&n) {
-            if a.result == SubResult::Refused {
+            if !a.result.subscribed() {
+                // Refused, or not (any more) allowed: the room leaves the
+                // session, as after an UNSUBSCRIBE. MQTT cannot tell the
+                // client of an ended subscription (Forbidden unasked): its
+                // messages just stop.
                 self.state.rooms.remove(&n);
                 self.rooms.remove(&n);
                 self.dirty = true;

@@ -11,6 +11,16 @@ use surepush_proto::{RoomPush, Sync, SyncPage};
 const ME: UserId = UserId(7);
 const DEV: DeviceId = DeviceId(1);
 
+/// The claims of `ME`'s token (no grants).
+fn me() -> surepush_token::Claims {
+    surepush_token::Claims {
+        user: ME,
+        device: DEV,
+        expires_s: u64::MAX / 2,
+        acl: Default::default(),
+    }
+}
+
 fn params() -> BridgeParams {
     BridgeParams {
         page: 10,
@@ -42,8 +52,7 @@ fn persistent_bridge(stored: Option<SessionState>, msg_id_base: u64) -> Bridge {
     Bridge::new(
         connect(ProtocolLevel::V311, false),
         "token".into(),
-        ME,
-        DEV,
+        me(),
         stored,
         msg_id_base,
         params(),
@@ -95,8 +104,7 @@ impl Harness {
             b: Bridge::new(
                 connect(level, true),
                 "token".into(),
-                ME,
-                DEV,
+                me(),
                 None,
                 1000,
                 params(),
@@ -254,7 +262,7 @@ fn the_clients_receive_maximum_bounds_publishes_in_flight() {
     let mut c = connect(ProtocolLevel::V5, true);
     c.properties.receive_maximum = NonZeroU16::new(2);
     let mut h = Harness {
-        b: Bridge::new(c, "t".into(), ME, DEV, None, 1, params()),
+        b: Bridge::new(c, "t".into(), me(), None, 1, params()),
     };
     h.b.on_frame(native_connack(0, None));
     let request = h.sync_request();
@@ -584,7 +592,7 @@ fn a_will_is_published_unless_the_client_disconnected() {
             retain: false,
             properties: Properties::default(),
         });
-        Bridge::new(c, "t".into(), ME, DEV, None, 1, params())
+        Bridge::new(c, "t".into(), me(), None, 1, params())
     };
     let dropped = with_will(ProtocolLevel::V311).finish(1);
     let will = dropped.will.expect("abnormal end publishes the will");
@@ -671,8 +679,7 @@ fn packets_sent_before_the_connack_are_answered_after_it_in_order() {
         b: Bridge::new(
             connect(ProtocolLevel::V5, true),
             "t".into(),
-            ME,
-            DEV,
+            me(),
             None,
             1,
             params(),
@@ -702,7 +709,7 @@ fn a_refusal_before_the_session_opens_is_a_connack_not_a_disconnect() {
         (ProtocolLevel::V311, ReasonCode(0x03)),
     ] {
         let mut h = Harness {
-            b: Bridge::new(connect(level, true), "t".into(), ME, DEV, None, 1, params()),
+            b: Bridge::new(connect(level, true), "t".into(), me(), None, 1, params()),
         };
         h.core();
         h.b.on_frame(Frame::error(
@@ -723,8 +730,7 @@ fn this_devices_own_sends_are_not_delivered_back_even_in_replay_pages() {
         b: Bridge::new(
             connect(ProtocolLevel::V311, true),
             "t".into(),
-            ME,
-            DEV,
+            me(),
             None,
             1,
             params(),
@@ -764,7 +770,7 @@ fn only_a_normal_disconnect_deletes_the_will_and_expiry_cannot_rise_from_zero() 
             retain: false,
             properties: Properties::default(),
         });
-        Bridge::new(c, "t".into(), ME, DEV, None, 1, params())
+        Bridge::new(c, "t".into(), me(), None, 1, params())
     };
     let mut b = with_will();
     b.on_frame(native_connack(0, None));
@@ -803,7 +809,7 @@ fn a_taken_over_session_publishes_its_will_and_hands_on_only_persistent_state() 
         retain: false,
         properties: Properties::default(),
     });
-    let mut clean = Bridge::new(c, "t".into(), ME, DEV, None, 1, params());
+    let mut clean = Bridge::new(c, "t".into(), me(), None, 1, params());
     assert!(
         clean.take_over().is_none(),
         "a clean session ends with its connection"
@@ -891,8 +897,7 @@ fn a_malformed_packet_before_the_connack_is_refused_with_a_connack() {
         b: Bridge::new(
             connect(ProtocolLevel::V5, true),
             "t".into(),
-            ME,
-            DEV,
+            me(),
             None,
             1,
             params(),
@@ -914,8 +919,7 @@ fn a_malformed_packet_before_the_connack_is_refused_with_a_connack() {
         Bridge::new(
             connect(ProtocolLevel::V5, true),
             "t".into(),
-            ME,
-            DEV,
+            me(),
             None,
             1,
             params(),
@@ -928,5 +932,6 @@ fn a_malformed_packet_before_the_connack_is_refused_with_a_connack() {
     );
 }
 
+mod permissions;
 mod rooms;
 mod with_core;

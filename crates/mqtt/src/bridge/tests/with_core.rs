@@ -43,6 +43,7 @@ fn token(user: UserId, device: DeviceId) -> String {
         user,
         device,
         expires_s: u64::MAX / 2,
+        acl: Default::default(),
     })
 }
 
@@ -155,8 +156,12 @@ impl World {
         Bridge::new(
             connect(ProtocolLevel::V311, false),
             token(user, device),
-            user,
-            device,
+            Claims {
+                user,
+                device,
+                expires_s: u64::MAX / 2,
+                acl: Default::default(),
+            },
             stored,
             1_000,
             params(),
@@ -173,6 +178,7 @@ impl World {
                 client_msg_id: id,
                 to: UserId(room | ROOM_BIT),
                 qos: Qos::AtLeastOnce,
+                confirm: false,
                 payload: Bytes::from(payload),
             }),
             0,
@@ -220,7 +226,7 @@ impl World {
                 Action::Peer { shard: to, msg } => {
                     self.links[shard][usize::from(to)].push_back(msg)
                 }
-                Action::Published { .. } | Action::GroupUpdated { .. } => {}
+                Action::Published { .. } | Action::MembersUpdated { .. } => {}
             }
         }
     }
