@@ -1,0 +1,3 @@
+//! Partition placement: which node owns each partition.
+
+pub mod record;
