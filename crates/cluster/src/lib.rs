@@ -26,14 +26,26 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "nats")]
+pub mod admin;
+#[cfg(feature = "nats")]
+mod error;
 pub mod messaging;
+#[cfg(feature = "nats")]
+mod node;
 pub mod node_id;
 pub mod partition;
 pub mod placement;
 pub mod registry;
+#[cfg(feature = "nats")]
+pub mod runtime;
 pub mod shard_map;
 pub mod wire;
 
+#[cfg(feature = "nats")]
+pub use error::ClusterError;
+#[cfg(feature = "nats")]
+pub use node::{Addresses, ClusterNode, NodeConfig};
 pub use node_id::{NodeId, NodeIdError};
 pub use partition::{EntityKind, PartitionCount, PartitionId};
 
