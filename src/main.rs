@@ -1,6 +1,9 @@
 //! The `surepush` binary: the gateway (`serve`), a host checker
 //! (`check-host`), offline log tools (`log verify`, `log salvage`), and a
-//! small example client (`token`, `send`, `recv`).
+//! small example client (`token`, `send`, `recv`), and the cluster's state
+//! in NATS (`cluster init`, `cluster status`).
+
+mod cluster_cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +43,11 @@ enum Command {
     Log {
         #[command(subcommand)]
         command: LogCommand,
+    },
+    /// The cluster's state in NATS JetStream KV (docs/CLUSTER.md).
+    Cluster {
+        #[command(subcommand)]
+        command: cluster_cli::ClusterCommand,
     },
     /// Report the host limits that cap connections and throughput.
     CheckHost {
@@ -159,6 +167,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Log { command } => log_tool(command),
+        Command::Cluster { command } => cluster_cli::run(command),
         Command::CheckHost { json } => surepush::hostcheck::run(json)
             .map(|_| ())
             .map_err(|e| e.to_string()),

