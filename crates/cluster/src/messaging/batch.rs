@@ -106,6 +106,14 @@ impl Wire for BatchRequest {
         let incarnation = body.u64()?;
         let seq = body.u64()?;
         let first_unacked = body.u64()?;
+        // No link numbers 2^64 - 1 batches; refusing the last number keeps
+        // the receiver's next expected number from overflowing.
+        if seq == u64::MAX {
+            return Err(WireError::Invalid {
+                field: "seq",
+                reason: "u64::MAX is not a batch number".into(),
+            });
+        }
         if first_unacked > seq || first_unacked == 0 {
             return Err(WireError::Invalid {
                 field: "first_unacked",
