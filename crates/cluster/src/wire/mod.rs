@@ -12,8 +12,8 @@
 //! - `kind` names the struct ([`MessageKind`]; the registry of numbers is
 //!   [`kinds`]). A decoder checks it, so bytes of one struct are never read
 //!   as another.
-//! - `version` is the body layout's version. A reader decodes every version
-//!   up to its own `VERSION` and refuses newer ones with
+//! - `version` is the body layout's version, from 1. A reader decodes
+//!   every version up to its own `VERSION` and refuses 0 and newer ones with
 //!   [`WireError::UnsupportedVersion`]; a writer only sends what its peers
 //!   read (nodes advertise their wire version in the registry).
 //! - Integers are little-endian; byte strings and text carry a length
@@ -72,8 +72,9 @@ pub enum WireError {
         /// The kind in the frame.
         got: u16,
     },
-    /// A body layout newer than this build reads.
-    #[error("message kind {kind} version {version} is newer than this build's {supported}")]
+    /// A body layout this build does not read: newer than its own, or 0
+    /// (layouts are numbered from 1).
+    #[error("message kind {kind} version {version} is not in 1..={supported}")]
     UnsupportedVersion {
         /// The struct.
         kind: u16,
@@ -156,7 +157,7 @@ pub fn decode_body<T: Wire>(kind: MessageKind, version: u8, body: &Bytes) -> Res
             got: kind.0,
         });
     }
-    if version > T::VERSION {
+    if version == 0 || version > T::VERSION {
         return Err(WireError::UnsupportedVersion {
             kind: kind.0,
             version,

@@ -112,6 +112,24 @@ fn trailing_bytes_wrong_kinds_and_newer_versions_are_refused() {
     );
 }
 
+/// Found by the `cluster_wire` fuzz target: a cluster record framed with
+/// version 0 decoded (as if version 1) and re-encoded as version 1, so
+/// two different byte strings meant the same record. Layouts are numbered
+/// from 1; 0 is refused.
+#[test]
+fn version_zero_is_refused() {
+    let mut zero = BytesMut::from(&to_bytes(&sample_batch())[..]);
+    zero[6] = 0;
+    assert_eq!(
+        decode::<BatchRequest>(&zero.freeze()),
+        Err(WireError::UnsupportedVersion {
+            kind: kinds::BATCH_REQUEST.0,
+            version: 0,
+            supported: BatchRequest::VERSION
+        })
+    );
+}
+
 #[test]
 fn a_forged_item_count_is_refused_before_any_allocation() {
     // A batch header claiming 2^32 - 1 items in a few bytes.
