@@ -3,6 +3,7 @@
 //! small example client (`token`, `send`, `recv`), and the cluster's state
 //! in NATS (`cluster init`, `cluster status`).
 
+#[cfg(feature = "cluster")]
 mod cluster_cli;
 
 use std::net::SocketAddr;
@@ -45,6 +46,7 @@ enum Command {
         command: LogCommand,
     },
     /// The cluster's state in NATS JetStream KV (docs/CLUSTER.md).
+    #[cfg(feature = "cluster")]
     Cluster {
         #[command(subcommand)]
         command: cluster_cli::ClusterCommand,
@@ -167,6 +169,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Log { command } => log_tool(command),
+        #[cfg(feature = "cluster")]
         Command::Cluster { command } => cluster_cli::run(command),
         Command::CheckHost { json } => surepush::hostcheck::run(json)
             .map(|_| ())
