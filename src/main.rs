@@ -15,7 +15,7 @@ use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 
 use surepush::client::{BlockingClient, ClientConfig, Event};
-use surepush::core::{Claims, TokenVerifier};
+use surepush::core::{Acl, Claims, TokenVerifier};
 use surepush::proto::{DeviceId, Qos, Seq, UserId};
 use surepush::server::Config;
 
@@ -70,6 +70,14 @@ enum Command {
         /// Validity in seconds.
         #[arg(long, default_value_t = 86_400)]
         ttl_s: u64,
+        /// Grant subscribing to resources matching this filter (the `acl`
+        /// claim's `sub` list, e.g. `room/+`); repeatable.
+        #[arg(long = "sub", value_name = "FILTER")]
+        subscribe: Vec<String>,
+        /// Grant publishing to resources matching this filter (`acl.pub`,
+        /// e.g. `room/42`); repeatable.
+        #[arg(long = "pub", value_name = "FILTER")]
+        publish: Vec<String>,
     },
     /// Example client: send one message and wait for its SENDACK.
     Send {
@@ -179,7 +187,12 @@ fn main() -> ExitCode {
             user,
             device,
             ttl_s,
-        } => mint(&node, user, device, ttl_s).map(|t| println!("{t}")),
+            subscribe,
+            publish,
+        } => Acl::new(&subscribe, &publish)
+            .map_err(|e| e.to_string())
+            .and_then(|acl| mint(&node, user, device, ttl_s, acl))
+            .map(|t| println!("{t}")),
         Command::Send {
             client,
             to,
@@ -258,7 +271,7 @@ fn log_tool(command: LogCommand) -> Result<(), String> {
     }
 }
 
-fn mint(node: &NodeArgs, user: u64, device: u64, ttl_s: u64) -> Result<String, String> {
+fn mint(node: &NodeArgs, user: u64, device: u64, ttl_s: u64, acl: Acl) -> Result<String, String> {
     let config = node_config(node)?;
     let secret = config.load_token_secret().map_err(|e| e.to_string())?;
     let now = std::time::SystemTime::now()
@@ -269,11 +282,12 @@ fn mint(node: &NodeArgs, user: u64, device: u64, ttl_s: u64) -> Result<String, S
         user: UserId(user),
         device: DeviceId(device),
         expires_s: now + ttl_s,
+        acl,
     }))
 }
 
 fn connect(args: &ClientArgs, delivered: Option<Seq>) -> Result<BlockingClient, String> {
-    let token = mint(&args.node, args.user, args.device, 3_600)?;
+    let token = mint(&args.node, args.user, args.device, 3_600, Acl::default())?;
     let config = ClientConfig::new(token, DeviceId(args.device));
     BlockingClient::connect(args.server, config, delivered, Duration::from_secs(5))
         .map_err(|e| format!("connect {}: {e}", args.server))

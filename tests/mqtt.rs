@@ -624,3 +624,227 @@ fn unacknowledged_deliveries_are_resent_on_reconnect_with_dup_and_the_same_ids()
         }
     }
 }
+
+/// Runs a mosquitto command-line client (`bin`) against `server` with
+/// `token` and `args`; returns what it printed (stdout and stderr, `-d`
+/// output included).
+fn mosquitto(bin: &str, server: &TestServer, token: &str, args: &[&str]) -> String {
+    let out = Command::new(bin)
+        .args(["-h", "127.0.0.1", "-p", &server.mqtt.port().to_string()])
+        .args(["-u", "x", "-P", token])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{bin} (apt-get install mosquitto-clients): {e}"));
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Issue #16 item 6: room permissions reach MQTT clients as the reason
+/// codes each version has. With `rooms_open = false`: a user without a
+/// grant or membership gets SUBACK 0x87 (5.0) / 0x80 (3.1.1, its only
+/// failure code, MQTT-3.9.3-2); its QoS 1/2 PUBLISH gets PUBACK/PUBREC 0x87
+/// (5.0) or a positive acknowledgement (3.1.1 cannot refuse, MQTT-3.3.5-2)
+/// and is stored nowhere; its QoS 0 retained PUBLISH does not replace the
+/// room's retained message. Members and token grants read and write.
+#[test]
+fn room_permissions_reach_mqtt_clients_as_the_reason_codes_of_each_version() {
+    let server = TestServer::start(2, "[core]\nrooms_open = false\n");
+    let (outsider, member) = (server.token(6001, 1), server.token(6002, 1));
+    let acl = surepush::core::Acl::new(&["room/61"], &["room/+"]).expect("valid");
+    let granted = server.token_granting(6003, 1, acl);
+    let (status, body) = server.http("POST", "/v1/rooms/61", r#"{"add": [6002]}"#, true);
+    assert_eq!(status, 200, "{body}");
+    let mqtt_sub = |token: &str, version: &str, extra: &[&str]| {
+        let args = [&["-t", "room/61", "-q", "1", "-V", version][..], extra].concat();
+        mosquitto("mosquitto_sub", &server, token, &args)
+    };
+    let mqtt_pub = |token: &str, version: &str, qos: &str, msg: &str, extra: &[&str]| {
+        let args = [
+            &["-t", "room/61", "-q", qos, "-V", version, "-m", msg, "-d"][..],
+            extra,
+        ]
+        .concat();
+        mosquitto("mosquitto_pub", &server, token, &args)
+    };
+    for (version, refused, pub_rc) in [("311", 128, 0), ("5", 135, 135)] {
+        let out = mqtt_sub(&outsider, version, &["-d", "-W", "2"]);
+        assert!(
+            out.contains(&format!("Subscribed (mid: 1): {refused}")),
+            "v{version}: {out}"
+        );
+        // The member's persistent session is subscribed (its position
+        // known), then offline while the outsider and the grantee publish.
+        let id = format!("member-{version}");
+        let session = ["-c", "-i", &id];
+        let out = mqtt_sub(
+            &member,
+            version,
+            &[&session[..], &["-d", "-W", "1"]].concat(),
+        );
+        assert!(out.contains("Subscribed (mid: 1): 1"), "v{version}: {out}");
+        let out = mqtt_pub(&outsider, version, "1", "refused-1", &[]);
+        assert!(
+            out.contains(&format!("PUBACK (Mid: 1, RC:{pub_rc})")),
+            "v{version}: {out}"
+        );
+        let out = mqtt_pub(&outsider, version, "2", "refused-2", &[]);
+        // mosquitto prints no reason code for PUBREC; 5.0's 0x87 shows
+        // as its name, and 3.1.1 goes on to PUBREL/PUBCOMP as usual.
+        let pubrec = match version {
+            "5" => "Publish 1 failed: Not authorized.",
+            _ => "received PUBCOMP (Mid: 1, RC:0)",
+        };
+        assert!(out.contains(pubrec), "v{version}: {out}");
+        let allowed = format!("allowed-v{version}");
+        let out = mqtt_pub(&granted, version, "1", &allowed, &[]);
+        assert!(out.contains("PUBACK (Mid: 1, RC:0)"), "v{version}: {out}");
+        // Were either refused message stored, it would come first.
+        let out = mqtt_sub(
+            &member,
+            version,
+            &[&session[..], &["-C", "1", "-W", "20"]].concat(),
+        );
+        assert_eq!(out.trim(), allowed, "v{version}");
+    }
+    // The retained message: set by the grantee, not replaced by the
+    // outsider's QoS 0 retained PUBLISH (which used to change it unchecked).
+    let out = mqtt_pub(&granted, "5", "1", "keep", &["-r"]);
+    assert!(out.contains("RC:0"), "{out}");
+    for level in [V311, V5] {
+        let (mut raw, _) = Raw::connect(server.mqtt, level, &outsider, true);
+        let mut evil = publish("room/61", QoS::AtMostOnce, None, b"evil");
+        if let Packet::Publish(p) = &mut evil {
+            p.retain = true;
+        }
+        raw.send(&evil);
+        // Packets are handled in order, and a retained change is durable
+        // before the packets queued after it go out: once this PUBACK is
+        // in, an unchecked change would be in place.
+        raw.send(&publish("user/6001", QoS::AtLeastOnce, Some(1), b"marker"));
+        assert!(
+            matches!(raw.recv(), Some(Packet::PubAck(_))),
+            "{level:?}: PUBACK of the marker"
+        );
+        let out = mqtt_sub(&granted, "5", &["-C", "1", "-W", "20", "-v"]);
+        assert_eq!(out.trim(), "room/61 keep", "{level:?}");
+    }
+}
+
+/// Issue #16 item 6, with paho: a refused SUBSCRIBE says 0x87 (5.0) or
+/// 0x80 (3.1.1), and a refused publisher's messages (QoS 1 and 0) reach
+/// no one while a granted user's do.
+#[test]
+fn paho_clients_see_room_refusals_and_refused_publishes_reach_no_one() {
+    let server = TestServer::start(2, "[core]\nrooms_open = false\n");
+    let acl = surepush::core::Acl::new(&["room/77"], &["room/77"]).expect("valid");
+    let granted = server.token_granting(4002, 1, acl);
+    let out = paho(
+        &server,
+        "permissions",
+        &["--room", "77", "--token-b", &granted],
+    );
+    assert_ok(&out, "permissions");
+}
+
+/// Issue #16 item 4: the MQTT state files of an earlier build (a version 2
+/// session file with its checksum, a retained message written before the
+/// checksum existed) are moved into the log on the first start: the
+/// session resumes with its subscription, the retained message is there,
+/// the directory is renamed, and a kill -9 later the session is still
+/// found (in the log now).
+#[test]
+fn the_state_files_of_an_earlier_build_move_into_the_log_on_the_first_start() {
+    const USER: u64 = 9301;
+    let write_legacy = |data: &std::path::Path| {
+        let sessions = data.join("mqtt/sessions");
+        let retained = data.join("mqtt/retained");
+        std::fs::create_dir_all(&sessions).unwrap();
+        std::fs::create_dir_all(&retained).unwrap();
+        // Version 2 session: one inbox subscription `user/9301` at QoS 1,
+        // no rooms, nothing in flight, never expires, ended at 1 ms.
+        let filter = format!("user/{USER}");
+        let mut body = vec![2u8];
+        body.extend_from_slice(&1u32.to_le_bytes());
+        body.extend_from_slice(&(filter.len() as u16).to_le_bytes());
+        body.extend_from_slice(filter.as_bytes());
+        body.push(1); // QoS 1, no options
+        body.extend_from_slice(&0u32.to_le_bytes()); // rooms
+        body.extend_from_slice(&0u32.to_le_bytes()); // inbound QoS 2
+        body.extend_from_slice(&1u64.to_le_bytes()); // next message id
+        body.extend_from_slice(&0u64.to_le_bytes()); // inbox start
+        body.extend_from_slice(&0u32.to_le_bytes()); // outbound packet ids
+        body.extend_from_slice(&0u32.to_le_bytes()); // PUBREL pending
+        body.extend_from_slice(&u32::MAX.to_le_bytes()); // expiry: never
+        body.extend_from_slice(&1u64.to_le_bytes()); // ended
+        let mut file = b"SPMQ".to_vec();
+        file.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        file.extend_from_slice(&body);
+        std::fs::write(sessions.join(format!("{USER}-1")), file).unwrap();
+        // A retained message of room 77 without the checksum (older still).
+        let mut msg = vec![1u8];
+        msg.extend_from_slice(&42u64.to_le_bytes());
+        msg.extend_from_slice(b"status: up");
+        std::fs::write(retained.join("room-77"), msg).unwrap();
+    };
+    let mut server = TestServer::start_with(2, "", write_legacy);
+    let data = server.dir.join("data");
+    assert!(!data.join("mqtt").exists(), "the directory was moved");
+    assert!(data.join("mqtt.migrated/sessions").exists());
+    let token = server.token(USER, 1);
+    for restart in [false, true] {
+        if restart {
+            server.kill9();
+            server.spawn();
+        }
+        let (mut rx, ack) = Raw::connect(server.mqtt, V311, &token, false);
+        assert!(
+            ack.session_present,
+            "restart {restart}: the session is found"
+        );
+        let (mut tx, _) = Raw::connect(server.mqtt, V311, &server.token(9302, 1), true);
+        let body: &'static [u8] = if restart { b"after" } else { b"before" };
+        tx.send(&publish(
+            &format!("user/{USER}"),
+            QoS::AtLeastOnce,
+            Some(1),
+            body,
+        ));
+        assert!(matches!(tx.recv(), Some(Packet::PubAck(_))));
+        // Delivered through the subscription the old file held (after the
+        // kill, "before" may come again: QoS 1, its acknowledgement was not
+        // yet written when the process died).
+        loop {
+            match rx.recv() {
+                Some(Packet::Publish(p)) => {
+                    assert_eq!(p.topic.as_str(), format!("user/{USER}"));
+                    rx.send(&Packet::PubAck(PubReply::success(p.packet_id.unwrap())));
+                    if &p.payload[..] == body {
+                        break;
+                    }
+                    assert!(restart && &p.payload[..] == b"before", "{p:?}");
+                }
+                other => panic!("expected the PUBLISH, got {other:?}"),
+            }
+        }
+        let (mut sub, _) = Raw::connect(server.mqtt, V311, &server.token(9303, 1), true);
+        sub.send(&Packet::Subscribe(Subscribe {
+            packet_id: pid(1),
+            filters: vec![Subscription {
+                filter: MqttString::from("room/77"),
+                options: SubscriptionOptions::qos(QoS::AtLeastOnce),
+            }],
+            properties: Properties::default(),
+        }));
+        assert!(matches!(sub.recv(), Some(Packet::SubAck(_))));
+        match sub.recv() {
+            Some(Packet::Publish(p)) => {
+                assert!(p.retain);
+                assert_eq!(&p.payload[..], b"status: up");
+            }
+            other => panic!("expected the retained message, got {other:?}"),
+        }
+    }
+}

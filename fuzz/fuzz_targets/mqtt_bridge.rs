@@ -8,6 +8,7 @@
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use surepush::bridge::{Bridge, BridgeParams};
+use surepush::core::Claims;
 use surepush::mqtt::{self, Decoder, MqttString, Packet, ProtocolLevel};
 use surepush::proto::{
     ConnAck, DeviceId, Frame, Push, Qos, RoomPush, SendAck, SendResult, Seq, SubAck, SubResult,
@@ -37,17 +38,15 @@ fuzz_target!(|data: &[u8]| {
         page: 4,
         max_packet: 64 * 1024,
         receive_max: 8,
-        room_window: 16,
+        room_window: 4,
     };
-    let mut b = Bridge::new(
-        connect,
-        String::new(),
-        UserId(7),
-        DeviceId(1),
-        None,
-        1,
-        params,
-    );
+    let claims = Claims {
+        user: UserId(7),
+        device: DeviceId(1),
+        expires_s: u64::MAX,
+        acl: Default::default(),
+    };
+    let mut b = Bridge::new(connect, String::new(), claims, None, 1, params);
     let mut decoder = Decoder::new(Some(level), 64 * 1024);
     let mut buf = BytesMut::new();
     let mut given = Seq::ZERO;
@@ -122,11 +121,18 @@ fuzz_target!(|data: &[u8]| {
             }
             _ => {
                 let room = (n % 3) | ROOM_BIT;
+                // Mostly Ok; now and then a refusal, asked or not.
+                let result = match n % 8 {
+                    5 => SubResult::Refused,
+                    6 => SubResult::Forbidden,
+                    7 => SubResult::Gap,
+                    _ => SubResult::Ok,
+                };
                 b.on_frame(Frame::SubAck(SubAck {
                     room,
                     head: Seq(n),
                     first: Seq(n + 1),
-                    result: SubResult::Ok,
+                    result,
                 }));
                 b.on_frame(Frame::RoomPush(RoomPush {
                     room,
@@ -138,6 +144,13 @@ fuzz_target!(|data: &[u8]| {
                 }));
             }
         }
+        // State writes: durable, or (rarely) failed.
+        while let Some(w) = b.poll_state() {
+            if let Some(id) = w.report {
+                b.on_state_stored(id, op & 0xF0 != 0xF0);
+            }
+        }
+        while b.poll_state_query().is_some() {}
         while let Some(f) = b.poll_core() {
             match f {
                 Frame::Ack(s) => assert!(

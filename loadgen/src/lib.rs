@@ -251,6 +251,7 @@ pub(crate) fn mint_token(secret: &[u8], user: u64) -> String {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
             + 3600,
+        acl: Default::default(),
     })
 }
 

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use surepush::client::{BlockingClient, ClientConfig, Event};
-use surepush::core::{Claims, TokenVerifier};
+use surepush::core::{Acl, Claims, TokenVerifier};
 use surepush::proto::{DeviceId, Seq, UserId};
 
 pub const SECRET: &str = "integration-test-secret";
@@ -239,10 +239,16 @@ impl TestServer {
     }
 
     pub fn token(&self, user: u64, device: u64) -> String {
+        self.token_granting(user, device, Acl::default())
+    }
+
+    /// A token whose `acl` claim grants `acl` (docs/PROTOCOL.md section 4).
+    pub fn token_granting(&self, user: u64, device: u64, acl: Acl) -> String {
         TokenVerifier::new(SECRET.as_bytes()).mint(&Claims {
             user: UserId(user),
             device: DeviceId(device),
             expires_s: 4_000_000_000,
+            acl,
         })
     }
 
@@ -259,13 +265,23 @@ impl TestServer {
         device: u64,
         delivered: Option<Seq>,
     ) -> (BlockingClient, Vec<Event>) {
-        let mut c = BlockingClient::connect(
-            self.addr,
-            self.client_config(user, device),
-            delivered,
-            Duration::from_secs(5),
-        )
-        .expect("connect");
+        self.connect_with(self.client_config(user, device), delivered)
+    }
+
+    /// [`TestServer::connect`] with a token granting `acl`.
+    pub fn connect_granted(&self, user: u64, device: u64, acl: Acl) -> BlockingClient {
+        let mut config = self.client_config(user, device);
+        config.token = self.token_granting(user, device, acl);
+        self.connect_with(config, None).0
+    }
+
+    fn connect_with(
+        &self,
+        config: ClientConfig,
+        delivered: Option<Seq>,
+    ) -> (BlockingClient, Vec<Event>) {
+        let mut c = BlockingClient::connect(self.addr, config, delivered, Duration::from_secs(5))
+            .expect("connect");
         let mut seen = Vec::new();
         loop {
             let e = c

@@ -106,7 +106,8 @@ class Conn:
             raise CheckFailed(f"{self.name} (v{self.version}): CONNACK refused, rc={self.connack[0]:#x}")
         return self.connack[1]
 
-    def subscribe(self, topic, qos):
+    def subscribe(self, topic, qos, expect=None):
+        """Subscribe and wait for the SUBACK; it must grant `qos` (or say `expect`)."""
         rc, mid = self.c.subscribe(topic, qos)
         if rc != mqtt.MQTT_ERR_SUCCESS:
             raise CheckFailed(f"{self.name}: subscribe {topic} failed locally rc={rc}")
@@ -115,8 +116,9 @@ class Conn:
         if not ev.wait(WAIT):
             raise CheckFailed(f"{self.name}: no SUBACK for {topic} within {WAIT}s")
         granted = self.subacks[mid]
-        if granted != [qos]:
-            raise CheckFailed(f"{self.name}: SUBACK for {topic} granted {granted}, wanted [{qos}]")
+        wanted = [qos if expect is None else expect]
+        if granted != wanted:
+            raise CheckFailed(f"{self.name}: SUBACK for {topic} said {granted}, wanted {wanted}")
 
     def publish(self, topic, payload, qos, retain=False):
         info = self.c.publish(topic, payload, qos=qos, retain=retain)
@@ -338,7 +340,32 @@ def sc_room(args, v):
         close_all(a, b)
 
 
-SCENARIOS = {"roundtrip": sc_roundtrip, "persistent": sc_persistent,
+def sc_permissions(args, v):
+    """Run with rooms closed to A and --token-b granting B room N (issue #16
+    item 6): A's SUBSCRIBE gets 0x87 (v5) / 0x80 (v3.1.1); A's publishes are
+    acknowledged (0x87 in v5, positive in v3.1.1) but reach nobody."""
+    require(args.room is not None, "permissions needs --room N")
+    topic, n = f"room/{args.room}", nonce()
+    a, b = conn(args, v, "a", "perm"), conn(args, v, "b", "perm")
+    try:
+        b.connect(args.host, args.port)
+        b.subscribe(topic, 1)
+        a.connect(args.host, args.port)
+        a.subscribe(topic, 1, expect=0x87 if v == "5" else 0x80)
+        a.publish(topic, f"refused-{n}", 1)
+        a.publish(topic, f"refused-{n}-q0", 0)
+        b.publish(topic, f"allowed-{n}", 1)
+        require(b.wait_for(lambda ms: any(m[1] == f"allowed-{n}" for m in ms)),
+                f"B did not get its own allowed message; got {b.received('')}")
+        b.wait_for(lambda ms: False, GRACE)
+        got = [m[1] for m in b.received("")]
+        require(got == [f"allowed-{n}"], f"a refused publish reached the room: {got}")
+        require(a.received("") == [], f"A got room messages: {a.received('')}")
+    finally:
+        close_all(a, b)
+
+
+SCENARIOS = {"permissions": sc_permissions, "roundtrip": sc_roundtrip, "persistent": sc_persistent,
              "wildcard": sc_wildcard, "will": sc_will,
              "retained": sc_retained, "room": sc_room}
 

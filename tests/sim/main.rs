@@ -12,6 +12,7 @@
 //! `SIM_SEED=<seed> cargo nextest run --test sim replay`.
 
 mod link;
+mod mqtt;
 mod plan;
 mod rooms;
 mod storage;
@@ -39,6 +40,11 @@ struct Summary {
     driver_lags: u64,
     /// SUBACK `Gap`s that moved a subscriber past lost history.
     room_gaps: u64,
+    /// MQTT publishes, application deliveries, and QoS 2 PUBLISHes the
+    /// clients recognised by packet id (`mqtt.rs`).
+    mqtt_publishes: u64,
+    mqtt_deliveries: u64,
+    mqtt_qos2_repeats: u64,
 }
 
 fn run_seed(seed: u64) -> Result<Summary, String> {
@@ -63,9 +69,14 @@ fn run_seed(seed: u64) -> Result<Summary, String> {
     }
     check(&w)
         .and_then(|()| rooms::check(&w))
+        .and_then(|()| mqtt::check(&w))
         .map_err(|e| format!("{e}\nplan: {:?}", w.plan))?;
     let follows = || w.clients.iter().flat_map(|c| &c.follows);
+    let (mqtt_publishes, mqtt_deliveries, mqtt_qos2_repeats) = mqtt::summary(&w);
     Ok(Summary {
+        mqtt_publishes,
+        mqtt_deliveries,
+        mqtt_qos2_repeats,
         sends: w.sent.len() as u64,
         deliveries: w.clients.iter().map(|c| c.delivered.len() as u64).sum(),
         crashes: u64::from(w.crashes),
@@ -192,6 +203,9 @@ fn run_range(seeds: std::ops::Range<u64>) {
                 total.room_lags += s.room_lags;
                 total.driver_lags += s.driver_lags;
                 total.room_gaps += s.room_gaps;
+                total.mqtt_publishes += s.mqtt_publishes;
+                total.mqtt_deliveries += s.mqtt_deliveries;
+                total.mqtt_qos2_repeats += s.mqtt_qos2_repeats;
             }
             Err(e) => {
                 eprintln!("seed {seed} FAILED: {e}");
@@ -203,7 +217,7 @@ fn run_range(seeds: std::ops::Range<u64>) {
         }
     }
     println!(
-        "seeds {}..{}: {} sends, {} deliveries, {} crashes, {} steps; rooms: {} deliveries, {} lags ({} by the driver), {} gaps",
+        "seeds {}..{}: {} sends, {} deliveries, {} crashes, {} steps; rooms: {} deliveries, {} lags ({} by the driver), {} gaps; MQTT: {} publishes, {} deliveries, {} QoS 2 repeats recognised by packet id",
         seeds.start,
         seeds.end,
         total.sends,
@@ -213,7 +227,10 @@ fn run_range(seeds: std::ops::Range<u64>) {
         total.room_deliveries,
         total.room_lags,
         total.driver_lags,
-        total.room_gaps
+        total.room_gaps,
+        total.mqtt_publishes,
+        total.mqtt_deliveries,
+        total.mqtt_qos2_repeats
     );
     assert!(
         failures.is_empty(),
@@ -392,4 +409,72 @@ fn room_checker_catches_lost_repeated_reordered_altered_and_skipped_room_message
         rooms::check(&w).is_err(),
         "a publish acknowledged with another's sequence must be reported"
     );
+}
+
+/// The MQTT checker must be able to fail: a delivery lost, a QoS 2
+/// delivery repeated, two deliveries of a connection swapped, a payload
+/// altered, a message stored twice, and a session the gateway lost are
+/// each reported.
+#[test]
+fn mqtt_checker_catches_lost_repeated_reordered_altered_and_unfound() {
+    use surepush::mqtt::QoS;
+    // A seed whose MQTT device got two QoS 2 inbox messages in a row on
+    // one connection.
+    let (seed, client, at) = (0..2_000)
+        .find_map(|seed| {
+            let plan = plan::Plan::from_seed(seed);
+            plan.mqtt.as_ref()?;
+            let w = healed_world(seed);
+            w.mqtt.clients.iter().enumerate().find_map(|(c, client)| {
+                let g = &client.got;
+                let at = (1..g.len()).find(|&i| {
+                    g[i - 1].qos == QoS::ExactlyOnce
+                        && g[i].qos == QoS::ExactlyOnce
+                        && g[i - 1].conn == g[i].conn
+                        && g[i - 1].topic == g[i].topic
+                })?;
+                Some((seed, c, at))
+            })
+        })
+        .expect("a seed with two QoS 2 MQTT deliveries in a row");
+    assert_eq!(
+        mqtt::check(&healed_world(seed)),
+        Ok(()),
+        "the unsabotaged world passes"
+    );
+    type Sabotage = fn(&mut world::World, usize, usize);
+    let sabotages: [(&str, Sabotage); 6] = [
+        ("lost", |w, c, at| {
+            w.mqtt.clients[c].got.remove(at);
+        }),
+        ("repeated", |w, c, at| {
+            let g = w.mqtt.clients[c].got[at].clone();
+            w.mqtt.clients[c].got.insert(at, g);
+        }),
+        ("reordered", |w, c, at| {
+            w.mqtt.clients[c].got.swap(at - 1, at)
+        }),
+        ("altered", |w, c, at| {
+            w.mqtt.clients[c].got[at].payload = bytes::Bytes::from_static(b"forged");
+        }),
+        ("stored twice", |w, c, at| {
+            let payload = w.mqtt.clients[c].got[at].payload.clone();
+            for s in &mut w.storage {
+                s.duplicate_message_with(&payload);
+            }
+        }),
+        ("a session not found", |w, c, _| {
+            w.mqtt.clients[c]
+                .errors
+                .push("a confirmed session was not found".into());
+        }),
+    ];
+    for (what, sabotage) in sabotages {
+        let mut w = healed_world(seed);
+        sabotage(&mut w, client, at);
+        assert!(
+            mqtt::check(&w).is_err(),
+            "an MQTT delivery {what} must be reported"
+        );
+    }
 }

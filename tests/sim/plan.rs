@@ -6,6 +6,7 @@ use rand::{Rng, SeedableRng};
 
 use surepush::proto::{DeviceId, UserId};
 
+use super::mqtt::MqttPlan;
 use super::rooms::RoomPlan;
 
 /// Knobs of one run, all drawn from the seed.
@@ -26,6 +27,8 @@ pub struct Plan {
     pub group_members: Vec<UserId>,
     /// Rooms, their subscribers and the gateway's room limits (some seeds).
     pub rooms: Option<RoomPlan>,
+    /// MQTT users, devices and rooms (some seeds).
+    pub mqtt: Option<MqttPlan>,
 }
 
 /// The group of every run that has one.
@@ -60,6 +63,7 @@ impl Plan {
         Plan {
             group_members,
             rooms,
+            mqtt: MqttPlan::from_seed(seed),
             shards,
             users,
             devices,

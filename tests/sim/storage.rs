@@ -62,6 +62,29 @@ impl Storage {
         }
     }
 
+    /// A test's sabotage: the durable message with `payload` appears a
+    /// second time (at the next sequence of its inbox).
+    pub fn duplicate_message_with(&mut self, payload: &[u8]) {
+        let Some(m) = self.records[..self.synced].iter().find_map(|r| match r {
+            Record::Message(m) if m.payload == payload => Some(m.clone()),
+            _ => None,
+        }) else {
+            return;
+        };
+        let head = self
+            .durable_messages()
+            .filter(|x| x.inbox == m.inbox)
+            .map(|x| x.seq)
+            .max()
+            .unwrap_or_default();
+        let copy = MessageRecord {
+            seq: head.next(),
+            ..m
+        };
+        self.records.insert(self.synced, Record::Message(copy));
+        self.synced += 1;
+    }
+
     pub fn durable_messages(&self) -> impl Iterator<Item = &MessageRecord> {
         self.records[..self.synced].iter().filter_map(|r| match r {
             Record::Message(m) => Some(m),

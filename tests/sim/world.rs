@@ -12,21 +12,23 @@ use surepush::core::{
     shard_of, Action, Claims, ConnId, CoreConfig, PeerMsg, Shard, ShardParams, TokenVerifier,
 };
 use surepush::log::{InboxQuery, Record, RecoveredState};
+use surepush::mqtt::Packet;
 use surepush::proto::{is_room, DeviceId, Frame, Push, Qos, SendResult, Seq, UserId};
 
 use super::link::{decode_shared, Direction, Link};
+use super::mqtt::MqttWorld;
 use super::plan::{Plan, GROUP};
 use super::rooms::SimFollow;
 use super::storage::Storage;
 
-const MS: u64 = 1_000_000;
+pub const MS: u64 = 1_000_000;
 const US: u64 = 1_000;
-const SECRET: &[u8] = b"simulation secret";
+pub const SECRET: &[u8] = b"simulation secret";
 /// The shards' wall clock at virtual time 0 (ms since the Unix epoch).
-const WALL_MS_AT_ZERO: u64 = 1_700_000_000_000;
+pub const WALL_MS_AT_ZERO: u64 = 1_700_000_000_000;
 
 #[derive(Debug)]
-enum Ev {
+pub enum Ev {
     ToServer {
         shard: u16,
         epoch: u64,
@@ -80,6 +82,35 @@ enum Ev {
     AckRooms {
         client: usize,
     },
+    /// MQTT (`mqtt.rs`): a packet reaches the server side of a link.
+    MqttToServer {
+        link: u64,
+        epoch: u64,
+        packet: Packet,
+    },
+    /// A packet reaches an MQTT client.
+    MqttToClient {
+        client: usize,
+        link: u64,
+        packet: Packet,
+    },
+    MqttConnect {
+        client: usize,
+    },
+    MqttWork {
+        client: usize,
+    },
+    /// The server hears that an MQTT client closed its link.
+    MqttClientClosed {
+        link: u64,
+        epoch: u64,
+    },
+    /// An MQTT client sees the server close its link.
+    MqttServerClosed {
+        client: usize,
+        link: u64,
+    },
+    MqttKill,
 }
 
 /// What one send was, for the checker.
@@ -112,18 +143,20 @@ pub struct SimClient {
 
 pub struct World {
     pub plan: Plan,
-    rng: SmallRng,
+    pub(super) rng: SmallRng,
     pub now: u64,
     seq: u64,
     queue: BTreeMap<(u64, u64), Ev>,
-    config: CoreConfig,
+    pub(super) config: CoreConfig,
     pub shards: Vec<Shard>,
     pub storage: Vec<Storage>,
     sync_armed: Vec<bool>,
-    epoch: u64,
+    pub(super) epoch: u64,
     links: HashMap<(u16, ConnId), (usize, u64)>,
-    next_link: u64,
+    pub(super) next_link: u64,
     pub clients: Vec<SimClient>,
+    /// MQTT devices and the bridges serving them (`mqtt.rs`).
+    pub mqtt: MqttWorld,
     pub sent: HashMap<(UserId, DeviceId, u64), SentMsg>,
     pub acked: HashMap<(UserId, DeviceId, u64), u32>,
     /// The room sequence each room publish was acknowledged with (last one).
@@ -134,7 +167,7 @@ pub struct World {
     pub driver_lags: u64,
     faults_on: bool,
     /// `SIM_TRACE` is set: print every frame.
-    trace: bool,
+    pub(super) trace: bool,
 }
 
 impl World {
@@ -167,6 +200,7 @@ impl World {
                     user,
                     device,
                     expires_s: u64::MAX / 2,
+                    acl: Default::default(),
                 });
                 let mut cfg = ClientConfig::new(token, device);
                 cfg.keepalive_ms = 5_000;
@@ -211,6 +245,7 @@ impl World {
             links: HashMap::new(),
             next_link: 0,
             clients,
+            mqtt: MqttWorld::new(plan.mqtt.as_ref()),
             sent: HashMap::new(),
             acked: HashMap::new(),
             room_acks: HashMap::new(),
@@ -243,12 +278,17 @@ impl World {
         if w.plan.kill_every_ms > 0 {
             let t = w.rng.random_range(0..w.plan.kill_every_ms * MS);
             w.schedule(t, Ev::Kill);
+            if w.plan.mqtt.is_some() {
+                let t = w.rng.random_range(0..w.plan.kill_every_ms * MS);
+                w.schedule(t, Ev::MqttKill);
+            }
         }
         if w.plan.crash_every_ms > 0 {
             let t = w.rng.random_range(1..w.plan.crash_every_ms * MS);
             w.schedule(t, Ev::Crash);
         }
         w.start_following();
+        w.start_mqtt();
         w
     }
 
@@ -337,12 +377,12 @@ impl World {
             .collect();
     }
 
-    fn schedule(&mut self, at: u64, ev: Ev) {
+    pub(super) fn schedule(&mut self, at: u64, ev: Ev) {
         self.seq += 1;
         self.queue.insert((at.max(self.now), self.seq), ev);
     }
 
-    fn delay(&mut self) -> u64 {
+    pub(super) fn delay(&mut self) -> u64 {
         self.rng.random_range(1..=self.plan.max_delay_us) * US
     }
 
@@ -516,6 +556,9 @@ impl World {
                 self.sync_armed[s] = false;
                 let fail = self.faults_on && self.rng.random_bool(self.plan.storage_fail);
                 if fail {
+                    if self.trace {
+                        eprintln!("{}ms s{s}: sync fails", now / MS);
+                    }
                     if let Some(token) = self.storage[s].fail_sync() {
                         self.shards[s].handle_appended(token, Err(()), now);
                         // An operator (or supervisor) restarts the poisoned process.
@@ -542,6 +585,31 @@ impl World {
                     }
                     let t = now + self.rng.random_range(1..=self.plan.kill_every_ms) * MS;
                     self.schedule(t, Ev::Kill);
+                }
+            }
+            Ev::MqttToServer {
+                link,
+                epoch,
+                packet,
+            } => self.mqtt_to_server(link, epoch, packet),
+            Ev::MqttToClient {
+                client,
+                link,
+                packet,
+            } => self.mqtt_to_client(client, link, packet),
+            Ev::MqttConnect { client } => self.mqtt_connect(client),
+            Ev::MqttWork { client } => self.mqtt_work(client),
+            Ev::MqttClientClosed { link, epoch } => self.mqtt_client_closed(link, epoch),
+            Ev::MqttServerClosed { client, link } => {
+                if self.mqtt.clients[client].link == Some(link) {
+                    self.mqtt_drop_link(client, None);
+                }
+            }
+            Ev::MqttKill => {
+                if self.faults_on {
+                    self.mqtt_kill();
+                    let t = now + self.rng.random_range(1..=self.plan.kill_every_ms) * MS;
+                    self.schedule(t, Ev::MqttKill);
                 }
             }
             Ev::Crash => {
@@ -571,6 +639,7 @@ impl World {
                 self.drop_client_link(c, false);
             }
         }
+        self.mqtt_crash();
     }
 
     /// The client side of a link goes away; it reconnects after a while.
@@ -734,6 +803,9 @@ impl World {
     }
 
     fn carry_out(&mut self, shard: u16, action: Action) {
+        let Some(action) = self.mqtt_action(shard, action) else {
+            return;
+        };
         let now = self.now;
         let epoch = self.epoch;
         match action {
@@ -794,8 +866,11 @@ impl World {
                     },
                 );
             }
-            Action::Published { .. } | Action::GroupUpdated { .. } => {
+            Action::Published { .. } | Action::MembersUpdated { .. } => {
                 unreachable!("the simulation uses no API requests")
+            }
+            Action::StateStored { .. } | Action::StateValue { .. } => {
+                unreachable!("only MQTT connections write state")
             }
             Action::Peer { shard: to, msg } => {
                 // The mesh is reliable and FIFO per pair: a fixed delay keeps order.
@@ -811,27 +886,29 @@ impl World {
         }
     }
 
-    /// True when every send is finished and every device holds its whole inbox.
+    /// True when every send is finished and every device holds its whole
+    /// inbox (every MQTT device what it must: `mqtt.rs`).
     pub fn quiescent(&self) -> bool {
-        self.clients.iter().all(|c| {
-            let shard = shard_of(c.user, self.plan.shards) as usize;
-            let head = self.shards[shard].durable_head(c.user);
-            let oldest = c
-                .older
-                .first()
-                .or(c.delivered.first())
-                .map_or(1, |p| p.seq.0);
-            c.session.is_live()
-                && oldest <= 1
-                && c.session.unfinished_sends() == 0
-                && c.session.delivered().unwrap_or_default() == head
-                && c.sends_left == 0
-                && c.follows.iter().all(|f| {
-                    let room = UserId(f.plan.room);
-                    let home = shard_of(room, self.plan.shards) as usize;
-                    !f.following || f.pos == Some(self.shards[home].durable_head(room))
-                })
-        })
+        self.mqtt_quiescent()
+            && self.clients.iter().all(|c| {
+                let shard = shard_of(c.user, self.plan.shards) as usize;
+                let head = self.shards[shard].durable_head(c.user);
+                let oldest = c
+                    .older
+                    .first()
+                    .or(c.delivered.first())
+                    .map_or(1, |p| p.seq.0);
+                c.session.is_live()
+                    && oldest <= 1
+                    && c.session.unfinished_sends() == 0
+                    && c.session.delivered().unwrap_or_default() == head
+                    && c.sends_left == 0
+                    && c.follows.iter().all(|f| {
+                        let room = UserId(f.plan.room);
+                        let home = shard_of(room, self.plan.shards) as usize;
+                        !f.following || f.pos == Some(self.shards[home].durable_head(room))
+                    })
+            })
     }
 
     /// One line per client, for "no progress" reports.
@@ -874,6 +951,7 @@ impl World {
             })
             .collect::<Vec<_>>()
             .join("\n")
+            + &self.describe_mqtt()
     }
 
     pub fn durable_heads(&self) -> HashMap<UserId, u64> {

@@ -81,6 +81,15 @@ impl ClientSession {
     }
 
     pub(super) fn on_suback(&mut self, ack: SubAck) {
+        if ack.result == SubResult::Forbidden {
+            // Refused, or ended by the gateway (permission taken away): no
+            // longer followed; `last` lets the application resume later.
+            if let Some(f) = self.rooms.remove(&ack.room) {
+                let room = ack.room;
+                self.push_event(Event::RoomForbidden { room, last: f.last });
+            }
+            return;
+        }
         if ack.result == SubResult::Refused {
             self.rooms.remove(&ack.room);
         } else if let Some(f) = self.rooms.get_mut(&ack.room) {

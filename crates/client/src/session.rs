@@ -118,6 +118,17 @@ pub enum Event {
     /// The gateway dropped a room subscription as too slow; the session
     /// re-subscribed from the last message it delivered.
     RoomLagged(u64),
+    /// The room does not allow this user to read it (SUBACK `Forbidden`):
+    /// the subscription was refused, or ended because the permission was
+    /// taken away. The session no longer follows the room; `last` is the
+    /// last sequence delivered from it, for [`ClientSession::resume`] once
+    /// the permission is back.
+    RoomForbidden {
+        /// The room.
+        room: u64,
+        /// Last sequence delivered, if any.
+        last: Option<Seq>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -261,6 +272,7 @@ impl ClientSession {
                     client_msg_id: cmid,
                     to,
                     qos,
+                    confirm: false,
                     payload,
                 }));
             }
@@ -636,6 +648,7 @@ impl ClientSession {
                         client_msg_id: cmid,
                         to: m.to,
                         qos: m.qos,
+                        confirm: false,
                         payload: m.payload.clone(),
                     }));
                 }

@@ -16,7 +16,13 @@ const ROOM: u64 = ROOM_BIT | 1;
 fn following_from_now() -> ClientSession {
     let mut s = ClientSession::new(ClientConfig::new("token".into(), DeviceId(1)), None);
     s.subscribe(ROOM, Qos::AtLeastOnce, 0);
-    s.connect(0);
+    connected(&mut s, 0);
+    s
+}
+
+/// Connects `s` and answers with a CONNACK; drains what it sends.
+fn connected(s: &mut ClientSession, now: u64) -> Vec<Frame> {
+    s.connect(now);
     s.handle_frame(
         Frame::ConnAck(ConnAck {
             user: UserId(1),
@@ -29,10 +35,9 @@ fn following_from_now() -> ClientSession {
             keepalive_ms: 30_000,
             max_sync_limit: 1_000,
         }),
-        0,
+        now,
     );
-    drain(&mut s);
-    s
+    drain(s)
 }
 
 fn suback(head: u64, first: u64) -> Frame {
@@ -115,4 +120,45 @@ fn an_ok_suback_that_starts_later_does_not_move_the_position() {
     s.handle_frame(push(5), 4);
     s.handle_frame(push(6), 5);
     assert_eq!(delivered(&mut s), [5, 6]);
+}
+
+/// Issue 16 item 6: SUBACK Forbidden (refused, or a subscription the
+/// gateway ended when the user lost the room) ends the follow and says so,
+/// with the last sequence delivered; the session does not subscribe again
+/// on its own.
+#[test]
+fn suback_forbidden_ends_the_follow_and_is_reported_with_the_last_sequence() {
+    let mut s = following_from_now();
+    s.handle_frame(suback(0, 1), 1);
+    s.handle_frame(push(1), 2);
+    s.handle_frame(push(2), 3);
+    assert_eq!(delivered(&mut s), [1, 2]);
+    s.handle_frame(
+        Frame::SubAck(SubAck {
+            room: ROOM,
+            head: Seq::ZERO,
+            first: Seq(3),
+            result: SubResult::Forbidden,
+        }),
+        4,
+    );
+    let events: Vec<Event> = std::iter::from_fn(|| s.poll_event()).collect();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Event::RoomForbidden {
+                room: ROOM,
+                last: Some(Seq(2))
+            }]
+        ),
+        "{events:?}"
+    );
+    s.handle_frame(push(3), 5);
+    assert_eq!(delivered(&mut s), [] as [u64; 0], "no longer followed");
+    s.handle_disconnect(6);
+    let again = connected(&mut s, 7);
+    assert!(
+        !again.iter().any(|f| matches!(f, Frame::Subscribe(_))),
+        "{again:?}"
+    );
 }

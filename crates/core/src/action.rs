@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use crate::{InboxQuery, Record, SendKey};
+use crate::{InboxQuery, Record, SendKey, StateKey};
 use surepush_proto::{Frame, Qos, Seq, UserId};
 
 /// A connection on this shard. Allocated by [`super::Shard::handle_open`];
@@ -80,13 +80,13 @@ pub enum Action {
         /// The encoded frame.
         bytes: Bytes,
     },
-    /// A group membership request ([`super::Shard::handle_group_update`])
+    /// A membership request ([`super::Shard::handle_members_update`])
     /// finished.
-    GroupUpdated {
+    MembersUpdated {
         /// Echo of the request id.
         request: u64,
         /// The members after the change.
-        outcome: GroupOutcome,
+        outcome: MembersOutcome,
     },
     /// Deliver `msg` to shard `shard` ([`super::Shard::handle_peer`] there).
     Peer {
@@ -94,6 +94,25 @@ pub enum Action {
         shard: u16,
         /// The message.
         msg: PeerMsg,
+    },
+    /// A state write `conn` asked to hear about
+    /// ([`super::StateDurability::Report`]) is durable (`ok`), or failed.
+    StateStored {
+        /// The asking connection.
+        conn: ConnId,
+        /// The id it gave.
+        id: u64,
+        /// Durable (false: the log failed; the write may be lost).
+        ok: bool,
+    },
+    /// The answer to [`super::Shard::handle_state_query`].
+    StateValue {
+        /// The asking connection.
+        conn: ConnId,
+        /// The key asked for.
+        key: StateKey,
+        /// Its newest value (`None`: not set).
+        value: Option<Bytes>,
     },
 }
 
@@ -106,20 +125,21 @@ pub enum StoreOutcome {
     Duplicate(Seq),
     /// Not stored: the log failed.
     Failed,
-    /// Not stored and never will be: a group that does not exist, or a
-    /// sender that is not a member of it.
+    /// Not stored and never will be: a group that does not exist, a
+    /// sender that is not a member of it, or a room the sender may not
+    /// publish into.
     Rejected,
     /// Not stored: the id was used before for a different message (another
     /// addressee, QoS or payload).
     Conflict,
 }
 
-/// Result of a group membership request.
+/// Result of a membership request (a group's or a room's).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum GroupOutcome {
+pub enum MembersOutcome {
     /// Done (durable): the members now, sorted.
     Members(Vec<UserId>),
-    /// Refused: not a group id, or a group id given as a member.
+    /// Refused: not a group or room id, or such an id given as a member.
     Invalid(&'static str),
     /// The home shard's log failed.
     Failed,
@@ -165,6 +185,9 @@ pub enum PeerMsg {
         /// Outcome.
         outcome: StoreOutcome,
     },
+    /// A message into a room, to the room's home shard (QoS 1/2: stored
+    /// there; QoS 0: handed to the live subscribers).
+    RoomPublish(RoomPublish),
     /// A QoS 0 message for the online devices of `inbox`; never stored.
     Ephemeral {
         /// The send.
@@ -242,6 +265,10 @@ pub enum PeerMsg {
         ts_ms: u64,
         /// Body.
         payload: Bytes,
+        /// Answer this shard with `Stored` (a SEND with CONFIRM).
+        confirm_to: Option<u16>,
+        /// Refuse senders that are not members (false for backend publishes).
+        members_only: bool,
     },
     /// QoS 2 release of the member copies of `key` in `inboxes`.
     ReleaseMany {
@@ -250,25 +277,26 @@ pub enum PeerMsg {
         /// Member inboxes owned by the receiving shard.
         inboxes: Vec<UserId>,
     },
-    /// To a group's home shard: change membership, answer `origin`.
-    GroupUpdate {
+    /// To a group's or room's home shard: change membership, answer
+    /// `origin`.
+    MembersUpdate {
         /// Shard awaiting the answer.
         origin: u16,
         /// Echo for the answer.
         request: u64,
-        /// The group.
-        group: UserId,
+        /// The group or room.
+        id: UserId,
         /// Users to add.
         add: Vec<UserId>,
         /// Users to remove.
         remove: Vec<UserId>,
     },
-    /// Answer to `GroupUpdate`.
-    GroupUpdated {
+    /// Answer to `MembersUpdate`.
+    MembersUpdated {
         /// Echo of the request.
         request: u64,
         /// Outcome.
-        outcome: GroupOutcome,
+        outcome: MembersOutcome,
     },
     /// To a room's home shard: a subscriber on `shard` wants the room from
     /// `from` (registers `shard` for fan-out, then replays).
@@ -283,6 +311,27 @@ pub enum PeerMsg {
         sub: u64,
         /// Where to start.
         from: surepush_proto::SubscribeFrom,
+        /// The subscribing user.
+        user: UserId,
+        /// The session's token grants reading the room.
+        granted: bool,
+    },
+    /// To a subscriber's shard: the room refused subscription `sub`.
+    RoomRefused {
+        /// The room.
+        room: u64,
+        /// The subscriber's connection.
+        conn: ConnId,
+        /// The subscription.
+        sub: u64,
+    },
+    /// To a shard with subscribers: a membership change took users'
+    /// permission to read the room away (`room_access.rs`).
+    RoomRevoke {
+        /// The room.
+        room: u64,
+        /// Whose.
+        revoked: Revoked,
     },
     /// To a room's home shard: `shard` has no subscribers left.
     RoomLeave {
@@ -321,4 +370,100 @@ pub enum PeerMsg {
         /// The encoded ROOMPUSH frame.
         frame: Bytes,
     },
+    /// To a key's owner shard: append this state write
+    /// ([`super::Shard::handle_state`]).
+    StoreState {
+        /// The key.
+        key: StateKey,
+        /// Its new value, or `None` to delete it.
+        value: Option<Bytes>,
+        /// Who hears when it is durable.
+        report: Option<super::StateReport>,
+    },
+    /// Answer to `StoreState`, for the asking connection.
+    StateStored {
+        /// The asking connection.
+        conn: ConnId,
+        /// The id it gave.
+        id: u64,
+        /// Durable (false: the owner's log failed).
+        ok: bool,
+    },
+    /// To a key's owner shard: what is its value?
+    QueryState {
+        /// The asking connection's shard.
+        origin: u16,
+        /// The asking connection.
+        conn: ConnId,
+        /// The key.
+        key: StateKey,
+    },
+    /// Answer to `QueryState`.
+    StateValue {
+        /// The asking connection.
+        conn: ConnId,
+        /// The key.
+        key: StateKey,
+        /// Its value (`None`: not set).
+        value: Option<Bytes>,
+    },
+}
+
+/// Who publishes through [`super::Shard::handle_publish`] (not a session).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Publisher {
+    /// The application backend (admin API): trusted, so neither room
+    /// permissions nor group membership apply.
+    Backend,
+    /// A user whose session is gone (an MQTT will): a group must have it
+    /// as a member, a room must allow it; `room_grant` is what the
+    /// session's token granted for the addressee (publish).
+    User {
+        /// The token's grant for the addressee (rooms).
+        room_grant: bool,
+    },
+}
+
+/// A publish into a room, on its way to the room's home shard, which
+/// decides with its own state whether the publisher may (`room_access.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomPublish {
+    /// Shard awaiting the answer (`Stored { inbox: room }`).
+    pub origin: u16,
+    /// The send.
+    pub key: SendKey,
+    /// The room.
+    pub room: UserId,
+    /// QoS of the send.
+    pub qos: Qos,
+    /// Receive time (ms since the epoch).
+    pub ts_ms: u64,
+    /// Body.
+    pub payload: Bytes,
+    /// The publisher's token grants writing the room (the backend always
+    /// does).
+    pub granted: bool,
+    /// Answer a QoS 0 publish too (SEND CONFIRM); QoS 1/2 always are.
+    pub confirm: bool,
+}
+
+/// Whose permission to read a room a membership change took away.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Revoked {
+    /// These users are no longer members (the room has members left, or
+    /// is not open).
+    Users(Vec<UserId>),
+    /// The room was open to everyone and now has members: everyone but
+    /// these (sorted).
+    AllBut(Vec<UserId>),
+}
+
+impl Revoked {
+    /// Whether `user` lost the permission.
+    pub fn covers(&self, user: UserId) -> bool {
+        match self {
+            Revoked::Users(users) => users.contains(&user),
+            Revoked::AllBut(members) => members.binary_search(&user).is_err(),
+        }
+    }
 }

@@ -51,6 +51,11 @@ pub struct CoreConfig {
     /// Room messages older than this (ms) are not replayed to resuming
     /// subscribers (0: bounded only by the log's retention age).
     pub room_max_age_ms: u64,
+    /// Whether a room without members is open to every authenticated
+    /// user (read and write). `false`: every room needs a grant in the
+    /// session's token or membership (admin API), the recommended setting
+    /// in production. A room with members is never open to others.
+    pub rooms_open: bool,
     /// Retry recognition window (`[core.dedup]`).
     pub dedup: DedupConfig,
     /// Timer wheel granularity (microseconds).
@@ -77,6 +82,7 @@ impl Default for CoreConfig {
             room_window: 256,
             room_page: 100,
             room_max_age_ms: 24 * 60 * 60 * 1000,
+            rooms_open: true,
             dedup: DedupConfig::default(),
             timer_tick_us: 1_000,
         }

@@ -204,6 +204,12 @@ impl Shard {
         if was_clean {
             self.dirty_cursors.push((user, device));
         }
+        self.arm_bookkeeping_flush();
+    }
+
+    /// Arms the flush of cursors and deferred state (`cursor_flush_ms`
+    /// from now), unless it is armed already.
+    pub(super) fn arm_bookkeeping_flush(&mut self) {
         if !self.flush_armed {
             self.flush_armed = true;
             let at = self.now_ns + self.config.cursor_flush_ms * NS_PER_MS;

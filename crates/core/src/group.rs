@@ -1,8 +1,8 @@
 //! Groups: write diffusion on top of the inbox path.
 //!
 //! A group is an id with [`UserId::GROUP_BIT`] set. Its member list lives on
-//! its home shard (`shard_of(group)`) and in that shard's log (`Member`
-//! records, folded into checkpoints), so membership survives restarts.
+//! its home shard (`shard_of(group)`, `members.rs`) and in that shard's log,
+//! so membership survives restarts.
 //!
 //! A QoS 1/2 SEND to a group goes from the sender's shard to the home shard
 //! (`GroupStore`), which splits the members by owner shard and sends one
@@ -23,9 +23,9 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use super::action::{Action, GroupOutcome, PeerMsg, StoreOutcome};
+use super::action::{PeerMsg, StoreOutcome};
 use super::shard::{AppendPurpose, Shard};
-use crate::{apply_membership, Record, SendKey};
+use crate::{Record, SendKey};
 use surepush_proto::{Qos, UserId};
 
 /// A group send waiting for its member copies (on the home shard).
@@ -52,118 +52,9 @@ pub(super) enum Reply {
 }
 
 impl Shard {
-    /// Changes the members of `group` (adds first, then removes) and answers
-    /// with [`Action::GroupUpdated`] once the change is durable. With
-    /// nothing to add or remove it just reports the members.
-    pub fn handle_group_update(
-        &mut self,
-        request: u64,
-        group: UserId,
-        add: Vec<UserId>,
-        remove: Vec<UserId>,
-        now: u64,
-    ) {
-        self.set_now(now);
-        let origin = self.params.id;
-        let msg = PeerMsg::GroupUpdate {
-            origin,
-            request,
-            group,
-            add,
-            remove,
-        };
-        self.route_to(self.owner_of(group), msg);
-    }
-
-    pub(super) fn on_group_update(
-        &mut self,
-        origin: u16,
-        request: u64,
-        group: UserId,
-        add: Vec<UserId>,
-        remove: Vec<UserId>,
-    ) {
-        let invalid = if !group.is_group() {
-            Some("not a group id (the top bit must be set)")
-        } else if add.iter().chain(&remove).any(|u| u.is_group()) {
-            Some("a group cannot be a member")
-        } else {
-            None
-        };
-        let answer = |outcome| PeerMsg::GroupUpdated { request, outcome };
-        if let Some(why) = invalid {
-            self.route_to(origin, answer(GroupOutcome::Invalid(why)));
-            return;
-        }
-        if self.storage_failed {
-            self.route_to(origin, answer(GroupOutcome::Failed));
-            return;
-        }
-        let before = self.groups.get(&group).cloned().unwrap_or_default();
-        let changes: Vec<(UserId, bool)> = add
-            .into_iter()
-            .map(|u| (u, true))
-            .chain(remove.into_iter().map(|u| (u, false)))
-            .collect();
-        let mut last = None;
-        for (user, joined) in changes {
-            let present = self
-                .groups
-                .get(&group)
-                .is_some_and(|m| m.binary_search(&user).is_ok());
-            if present == joined {
-                continue; // no change, nothing to log
-            }
-            apply_membership(&mut self.groups, group, user, joined);
-            if let Some(record) = last.replace(Record::Member {
-                group,
-                user,
-                joined,
-            }) {
-                self.append(record, AppendPurpose::Bookkeeping);
-            }
-        }
-        let members = self.groups.get(&group).cloned().unwrap_or_default();
-        match last {
-            // Appends complete in order: the last one durable means all are.
-            Some(record) => self.append(
-                record,
-                AppendPurpose::Membership {
-                    origin,
-                    request,
-                    members,
-                },
-            ),
-            None => {
-                debug_assert_eq!(before, members);
-                self.route_to(origin, answer(GroupOutcome::Members(members)));
-            }
-        }
-    }
-
-    pub(super) fn on_membership_durable(
-        &mut self,
-        origin: u16,
-        request: u64,
-        members: Vec<UserId>,
-        ok: bool,
-    ) {
-        let outcome = if ok {
-            GroupOutcome::Members(members)
-        } else {
-            GroupOutcome::Failed
-        };
-        self.route_to(origin, PeerMsg::GroupUpdated { request, outcome });
-    }
-
-    pub(super) fn on_group_updated(&mut self, request: u64, outcome: GroupOutcome) {
-        self.actions
-            .push_back(Action::GroupUpdated { request, outcome });
-    }
-
     /// The members of `group` homed here, if `key.from` may send to it.
     fn members_for(&self, group: UserId, key: &SendKey, members_only: bool) -> Option<Vec<UserId>> {
-        let members = self.groups.get(&group)?;
+        let members = self.members.get(&group)?;
         if members_only && members.binary_search(&key.from).is_err() {
             return None;
         }
@@ -282,17 +173,25 @@ impl Shard {
         );
     }
 
+    /// QoS 0 to a group (on its home shard): pushed to the members' live
+    /// devices; answered when the SEND asked (CONFIRM, `confirm_to`).
     pub(super) fn on_group_ephemeral(
         &mut self,
         key: SendKey,
         group: UserId,
         ts_ms: u64,
         payload: Bytes,
+        (confirm_to, members_only): (Option<u16>, bool),
     ) {
-        let Some(members) = self.members_for(group, &key, true) else {
-            return; // QoS 0: nothing to answer
-        };
-        for m in members {
+        let members = self.members_for(group, &key, members_only);
+        if let Some(origin) = confirm_to {
+            let outcome = match members {
+                Some(_) => StoreOutcome::Stored(surepush_proto::Seq::ZERO),
+                None => StoreOutcome::Rejected,
+            };
+            self.answer(Reply::Send(origin), key, group, outcome);
+        }
+        for m in members.unwrap_or_default() {
             let msg = PeerMsg::Ephemeral {
                 key,
                 inbox: m,
@@ -306,7 +205,7 @@ impl Shard {
 
     /// QoS 2 release of a group send: on the home shard, split by member shard.
     pub(super) fn release_group(&mut self, key: SendKey, group: UserId) {
-        let Some(members) = self.groups.get(&group).cloned() else {
+        let Some(members) = self.members.get(&group).cloned() else {
             return;
         };
         for (shard, inboxes) in self.by_shard(members) {

@@ -30,9 +30,12 @@ mod config;
 mod deliver;
 mod group;
 pub mod hashing;
+mod keyed;
+mod members;
 pub mod record;
 mod retry;
 mod room;
+mod room_access;
 pub mod routing;
 mod send;
 mod session;
@@ -42,10 +45,15 @@ mod stats;
 mod sync;
 pub mod timer;
 
-pub use action::{Action, AppendToken, ConnId, GroupOutcome, PeerMsg, ReadId, StoreOutcome};
+pub use action::{
+    Action, AppendToken, ConnId, MembersOutcome, PeerMsg, Publisher, ReadId, Revoked, RoomPublish,
+    StoreOutcome,
+};
+pub use auth::{Acl, AclAction, AclError, MAX_ACL_FILTERS, MAX_ACL_FILTER_LEN};
 pub use auth::{AuthError, Claims, TokenVerifier};
 pub use config::CoreConfig;
-pub use record::{InboxQuery, MessageRecord, Record};
+pub use keyed::{StateDurability, StateReport};
+pub use record::{InboxQuery, MessageRecord, Record, StateKey};
 pub use routing::shard_of;
 pub use shard::{Shard, ShardParams};
 pub use state::{apply_membership, DedupConfig, DedupEntry, DedupWindow, RecoveredState, SendKey};

@@ -5,6 +5,7 @@
 
 use bytes::Bytes;
 
+pub use surepush_proto::StateKey;
 use surepush_proto::{DeviceId, Qos, Seq, UserId};
 
 /// One message as stored in one user's inbox.
@@ -73,6 +74,16 @@ pub enum Record {
     /// Snapshot of the delivery state (opaque to the log) that lets recovery
     /// start here instead of at the first segment.
     Checkpoint(Bytes),
+    /// A piece of keyed state a layer above the core keeps in the log (the
+    /// MQTT bridge's sessions and retained messages): the newest record of
+    /// a key wins, `None` deletes it (a tombstone). Folded into checkpoints
+    /// like heads and cursors, so retention never drops a live value.
+    State {
+        /// Whose state.
+        key: StateKey,
+        /// The value (opaque to the log), or `None`: deleted.
+        value: Option<Bytes>,
+    },
 }
 
 /// Which part of one inbox a read wants. Results are always in ascending

@@ -154,7 +154,7 @@ impl Shard {
             None => true,
         };
         if same {
-            self.route_send(check.key, check.send, check.ts_ms);
+            self.route_send(check.conn, check.key, check.send, check.ts_ms);
             return;
         }
         tracing::debug!(key = ?check.key, "retry differs from the stored send");

@@ -24,17 +24,22 @@
 //!   driver with [`Shard::handle_room_lagged`]) is dropped from live fan-out
 //!   with ROOMLAG and re-subscribes from its last sequence: it never stalls
 //!   the room, and memory per subscriber stays bounded.
+//! - Every (re)subscription is checked by the home shard against the room's
+//!   permissions (`room_access.rs`) before anything is replayed; one that
+//!   is refused, or that a membership change later takes the permission
+//!   from, gets SUBACK `Forbidden` and ends.
 
 use std::collections::{BTreeSet, VecDeque};
 
 use bytes::Bytes;
 
-use super::action::{Action, ConnId, PeerMsg};
+use super::action::{Action, ConnId, PeerMsg, Revoked};
 use super::shard::{ReadPurpose, Shard};
 use crate::{InboxQuery, MessageRecord};
 use surepush_proto::{
     is_room, Frame, Qos, RoomPush, Seq, SubAck, SubResult, Subscribe, SubscribeFrom, UserId,
 };
+use surepush_token::AclAction;
 
 /// One room as seen by a shard that has subscribers to it.
 #[derive(Debug, Default)]
@@ -57,6 +62,9 @@ struct RoomSub {
     acked: Seq,
     /// Waiting for replay pages from the home shard.
     replaying: bool,
+    /// The session's token grants reading the room: membership changes
+    /// cannot end this subscription.
+    granted: bool,
 }
 
 /// A page of replayed room frames, or the live fan-out of one frame.
@@ -89,6 +97,10 @@ impl Shard {
             self.send_frame(conn, Frame::SubAck(ack));
             return;
         }
+        let Some((user, _)) = self.conn(conn).and_then(|c| c.session) else {
+            return; // frames reach here only from sessions
+        };
+        let granted = self.token_grants(conn, AclAction::Subscribe, s.room);
         self.drop_sub(conn, s.room, false);
         self.next_sub_id += 1;
         let id = self.next_sub_id;
@@ -100,6 +112,7 @@ impl Shard {
             next: Seq::ZERO,
             acked: Seq::ZERO,
             replaying: true,
+            granted,
         });
         // Once per room: a SUBSCRIBE replacing the previous one (a resume
         // after ROOMLAG, a hole) must not grow the connection's list.
@@ -112,6 +125,8 @@ impl Shard {
             conn,
             sub: id,
             from: s.from,
+            user,
+            granted,
         };
         self.route_to(self.owner_of(UserId(s.room)), msg);
     }
@@ -135,12 +150,65 @@ impl Shard {
     }
 
     fn lag(&mut self, conn: ConnId, room: u64) {
+        if self.end_sub(conn, room, |room, next| Frame::RoomLag { room, next }) {
+            self.stats.room_lags += 1;
+        }
+    }
+
+    /// Ends `conn`'s subscription to `room` and tells the client with
+    /// `notice(room, next)`, `next` being the sequence it would have
+    /// delivered next; false if there was none.
+    fn end_sub(&mut self, conn: ConnId, room: u64, notice: fn(u64, Seq) -> Frame) -> bool {
         let Some(next) = self.sub_mut(room, conn).map(|s| s.next) else {
+            return false;
+        };
+        self.drop_sub(conn, room, true);
+        self.send_frame(conn, notice(room, next));
+        true
+    }
+
+    /// The room's home shard refused subscription `sub` (`room_access.rs`).
+    pub(super) fn on_room_refused(&mut self, room: u64, conn: ConnId, sub: u64) {
+        if self.sub_mut(room, conn).is_some_and(|s| s.id == sub) {
+            self.forbid(conn, room);
+        }
+    }
+
+    /// A membership change took `revoked`'s permission to read `room`:
+    /// their subscriptions here end, except those their token grants.
+    pub(super) fn on_room_revoke(&mut self, room: u64, revoked: Revoked) {
+        let Some(replica) = self.rooms.get(&room) else {
             return;
         };
-        self.stats.room_lags += 1;
-        self.drop_sub(conn, room, true);
-        self.send_frame(conn, Frame::RoomLag { room, next });
+        let ending: Vec<ConnId> = replica
+            .subs
+            .iter()
+            .filter(|s| !s.granted)
+            .filter(|s| {
+                let user = self.conn(s.conn).and_then(|c| c.session).map(|(u, _)| u);
+                user.is_some_and(|u| revoked.covers(u))
+            })
+            .map(|s| s.conn)
+            .collect();
+        for conn in ending {
+            self.forbid(conn, room);
+        }
+    }
+
+    /// Ends `conn`'s subscription to `room` with SUBACK `Forbidden`; its
+    /// `first` is the sequence it would have delivered next (0 if none).
+    fn forbid(&mut self, conn: ConnId, room: u64) {
+        let notice = |room, next| {
+            Frame::SubAck(SubAck {
+                room,
+                head: Seq::ZERO,
+                first: next,
+                result: SubResult::Forbidden,
+            })
+        };
+        if self.end_sub(conn, room, notice) {
+            self.stats.room_forbidden += 1;
+        }
     }
 
     fn sub_mut(&mut self, room: u64, conn: ConnId) -> Option<&mut RoomSub> {
@@ -322,7 +390,13 @@ impl Shard {
         conn: ConnId,
         sub: u64,
         from: SubscribeFrom,
+        (user, granted): (UserId, bool),
     ) {
+        if !self.room_allows(room, user, granted) {
+            // Counted where the subscription ends (`forbid`).
+            self.route_to(shard, PeerMsg::RoomRefused { room, conn, sub });
+            return;
+        }
         self.room_shards.entry(room).or_default().insert(shard);
         let head = self
             .users

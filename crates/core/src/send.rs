@@ -12,8 +12,7 @@
 
 use bytes::Bytes;
 
-use super::action::Action;
-use super::action::{ConnId, PeerMsg, StoreOutcome};
+use super::action::{Action, ConnId, PeerMsg, Publisher, RoomPublish, StoreOutcome};
 use super::group::Reply;
 use super::retry::{CopyCheck, RetryCheck, SendFingerprint};
 use super::shard::{AppendPurpose, InFlightCopy, PendingSend, SendOrigin, Shard};
@@ -21,6 +20,7 @@ use crate::{DedupEntry, MessageRecord, Record, SendKey};
 use surepush_proto::{
     DeviceId, ErrorCode, Frame, Push, Qos, Send, SendAck, SendResult, Seq, UserId,
 };
+use surepush_token::AclAction;
 
 impl Shard {
     pub(super) fn on_send(&mut self, conn: ConnId, user: UserId, device: DeviceId, send: Send) {
@@ -45,32 +45,14 @@ impl Shard {
             client_msg_id: send.client_msg_id,
         };
         let ts_ms = self.wall_ms();
-        if !Self::qos_needs_store(send.qos) && send.to.is_group() {
-            let msg = PeerMsg::GroupEphemeral {
-                key,
-                group: send.to,
-                ts_ms,
-                payload: send.payload,
-            };
-            self.route_to(self.owner_of(send.to), msg);
+        // QoS 0 is answered only when asked (CONFIRM); then it is tracked
+        // like any send until the answer comes.
+        let confirm = send.confirm && !Self::qos_needs_store(send.qos);
+        if !Self::qos_needs_store(send.qos) && !confirm {
+            self.route_ephemeral(conn, key, send, ts_ms, false);
             return;
         }
-        if !Self::qos_needs_store(send.qos) {
-            let target = self.owner_of(send.to);
-            let msg = |inbox| PeerMsg::Ephemeral {
-                key,
-                inbox,
-                to: send.to,
-                ts_ms,
-                payload: send.payload.clone(),
-            };
-            self.route_to(target, msg(send.to));
-            if send.to != user {
-                self.push_ephemeral(key, user, send.to, ts_ms, send.payload.clone());
-            }
-            return;
-        }
-        if self.storage_failed || self.shutting_down {
+        if Self::qos_needs_store(send.qos) && (self.storage_failed || self.shutting_down) {
             self.send_frame(
                 conn,
                 Frame::SendAck(SendAck {
@@ -126,10 +108,15 @@ impl Shard {
                 to: send.to,
                 fingerprint: Some(fingerprint),
                 remote: None,
-                // A group send's own copy is the sender's member copy.
-                own: (to_group || to_room).then_some(StoreOutcome::Stored(Seq::ZERO)),
+                // A group send's own copy is the sender's member copy; QoS 0
+                // makes no copy of its own.
+                own: (to_group || to_room || confirm).then_some(StoreOutcome::Stored(Seq::ZERO)),
             },
         );
+        if confirm {
+            self.route_ephemeral(conn, key, send, ts_ms, true);
+            return;
+        }
         if let Some(entry) = self.dedup.get(&key, user) {
             // A retry of a send stored before (its own-inbox copy is known):
             // make sure it is the same SEND before anything is stored.
@@ -144,12 +131,79 @@ impl Shard {
             });
             return;
         }
-        self.route_send(key, send, ts_ms);
+        self.route_send(conn, key, send, ts_ms);
     }
 
-    /// Sends the store requests of an accepted SEND (registered in `sends`)
-    /// to the shards of its copies.
-    pub(super) fn route_send(&mut self, key: SendKey, send: Send, ts_ms: u64) {
+    /// Hands a QoS 0 SEND to delivery: the addressee's live devices, a
+    /// group's members, a room's live subscribers. With `confirm` (the send
+    /// is registered in `sends`) the outcome comes back as `Stored`.
+    fn route_ephemeral(
+        &mut self,
+        conn: ConnId,
+        key: SendKey,
+        send: Send,
+        ts_ms: u64,
+        confirm: bool,
+    ) {
+        let origin = self.params.id;
+        let target = self.owner_of(send.to);
+        if send.to.is_group() {
+            let msg = PeerMsg::GroupEphemeral {
+                key,
+                group: send.to,
+                ts_ms,
+                payload: send.payload,
+                confirm_to: confirm.then_some(origin),
+                members_only: true,
+            };
+            self.route_to(target, msg);
+        } else if surepush_proto::is_room(send.to.0) {
+            self.publish_to_room(conn, key, send, ts_ms, confirm);
+        } else {
+            let msg = PeerMsg::Ephemeral {
+                key,
+                inbox: send.to,
+                to: send.to,
+                ts_ms,
+                payload: send.payload.clone(),
+            };
+            self.route_to(target, msg);
+            if send.to != key.from {
+                self.push_ephemeral(key, key.from, send.to, ts_ms, send.payload);
+            }
+            if confirm {
+                // Nothing can refuse a message to a user.
+                self.on_stored(key, send.to, StoreOutcome::Stored(Seq::ZERO));
+            }
+        }
+    }
+
+    /// Hands a session's SEND to a room's home shard, with what the
+    /// session's token grants (`room_access.rs` decides there).
+    fn publish_to_room(
+        &mut self,
+        conn: ConnId,
+        key: SendKey,
+        send: Send,
+        ts_ms: u64,
+        confirm: bool,
+    ) {
+        let msg = PeerMsg::RoomPublish(RoomPublish {
+            origin: self.params.id,
+            key,
+            room: send.to,
+            qos: send.qos,
+            ts_ms,
+            payload: send.payload,
+            granted: self.token_grants(conn, AclAction::Publish, send.to.0),
+            confirm,
+        });
+        self.route_to(self.owner_of(send.to), msg);
+    }
+
+    /// Sends the store requests of an accepted SEND (registered in `sends`,
+    /// from `conn`) to the shards of its copies.
+    pub(super) fn route_send(&mut self, conn: ConnId, key: SendKey, send: Send, ts_ms: u64) {
         let user = key.from;
         let to_self = send.to == user;
         let to_group = send.to.is_group();
@@ -169,6 +223,10 @@ impl Shard {
             self.route_to(target, msg);
             return;
         }
+        if to_room {
+            self.publish_to_room(conn, key, send, ts_ms, false);
+            return;
+        }
         self.route_to(
             target,
             PeerMsg::Store {
@@ -181,7 +239,7 @@ impl Shard {
                 payload: send.payload.clone(),
             },
         );
-        if !to_self && !to_room {
+        if !to_self {
             self.store_copy(
                 Reply::Send(origin),
                 key,
@@ -194,9 +252,12 @@ impl Shard {
         }
     }
 
-    /// A message published by the application backend (not by a session):
-    /// stored in `to`'s inbox only, answered with [`Action::Published`].
-    /// `key` identifies it for dedup (the API's idempotency key).
+    /// A message published by the application backend, or on behalf of a
+    /// user whose session is gone (`by`): stored in `to`'s inbox only (or
+    /// the room, or the group's members), answered with
+    /// [`Action::Published`]. `key` identifies it for dedup (the API's
+    /// idempotency key).
+    #[allow(clippy::too_many_arguments)]
     pub fn handle_publish(
         &mut self,
         request: u64,
@@ -204,28 +265,69 @@ impl Shard {
         to: UserId,
         qos: Qos,
         payload: Bytes,
+        by: Publisher,
         now: u64,
     ) {
         self.set_now(now);
         let ts_ms = self.wall_ms();
         let target = self.owner_of(to);
-        if !Self::qos_needs_store(qos) {
-            let msg = if to.is_group() {
+        let (members_only, room_grant) = match by {
+            Publisher::Backend => (false, true),
+            Publisher::User { room_grant } => (true, room_grant),
+        };
+        let origin = self.params.id;
+        let msg = if to.is_group() {
+            if Self::qos_needs_store(qos) {
+                PeerMsg::GroupStore {
+                    origin,
+                    key,
+                    group: to,
+                    qos,
+                    ts_ms,
+                    payload,
+                    members_only,
+                }
+            } else {
                 PeerMsg::GroupEphemeral {
                     key,
                     group: to,
                     ts_ms,
                     payload,
+                    confirm_to: None,
+                    members_only,
                 }
-            } else {
-                PeerMsg::Ephemeral {
-                    key,
-                    inbox: to,
-                    to,
-                    ts_ms,
-                    payload,
-                }
-            };
+            }
+        } else if surepush_proto::is_room(to.0) {
+            PeerMsg::RoomPublish(RoomPublish {
+                origin,
+                key,
+                room: to,
+                qos,
+                ts_ms,
+                payload,
+                granted: room_grant,
+                confirm: false,
+            })
+        } else if Self::qos_needs_store(qos) {
+            PeerMsg::Store {
+                origin,
+                key,
+                inbox: to,
+                to,
+                qos,
+                ts_ms,
+                payload,
+            }
+        } else {
+            PeerMsg::Ephemeral {
+                key,
+                inbox: to,
+                to,
+                ts_ms,
+                payload,
+            }
+        };
+        if !Self::qos_needs_store(qos) {
             self.route_to(target, msg);
             self.actions.push_back(Action::Published {
                 request,
@@ -252,28 +354,6 @@ impl Shard {
                 own: Some(StoreOutcome::Stored(Seq::ZERO)),
             },
         );
-        let origin = self.params.id;
-        let msg = if to.is_group() {
-            PeerMsg::GroupStore {
-                origin,
-                key,
-                group: to,
-                qos,
-                ts_ms,
-                payload,
-                members_only: false,
-            }
-        } else {
-            PeerMsg::Store {
-                origin,
-                key,
-                inbox: to,
-                to,
-                qos,
-                ts_ms,
-                payload,
-            }
-        };
         self.route_to(target, msg);
     }
 

@@ -48,6 +48,7 @@ impl Shard {
             rooms: Vec::new(),
             verifying: false,
             deferred: VecDeque::new(),
+            acl: Default::default(),
         });
         let id = ConnId {
             index: index as u32,
@@ -224,6 +225,7 @@ impl Shard {
             .conn_mut(conn)
             .expect("connection exists while handling its frame");
         c.session = Some((user, connect.device));
+        c.acl = claims.acl;
         c.sent_up_to = cursor;
         c.idle_limit_ns = keepalive_ms * NS_PER_MS * 3 / 2;
         self.stats.sessions_opened += 1;

@@ -124,6 +124,8 @@ pub(super) struct Conn {
     /// are stored in the order the connection sent them.
     pub(super) verifying: bool,
     pub(super) deferred: VecDeque<surepush_proto::Send>,
+    /// What the session's token grants (empty before CONNECT).
+    pub(super) acl: surepush_token::Acl,
 }
 
 /// What a timer means when it fires.
@@ -154,6 +156,8 @@ pub(super) enum AppendPurpose {
         request: u64,
         members: Vec<UserId>,
     },
+    /// Keyed state (`keyed.rs`): tell whoever asked, if anyone.
+    State(Option<super::keyed::StateReport>),
 }
 
 /// Why a read was issued.
@@ -220,14 +224,16 @@ pub struct Shard {
     pub(super) dedup: DedupWindow,
     pub(super) copies: FastHashMap<(SendKey, UserId), InFlightCopy>,
     pub(super) sends: FastHashMap<SendKey, PendingSend>,
-    /// Members of the groups homed here.
-    pub(super) groups: FastHashMap<UserId, Vec<UserId>>,
+    /// Members of the groups and rooms homed here (`members.rs`).
+    pub(super) members: FastHashMap<UserId, Vec<UserId>>,
     /// Group sends waiting for their member copies (home shard).
     pub(super) fanouts: FastHashMap<(SendKey, UserId), super::group::Fanout>,
     /// Rooms with subscribers on this shard.
     pub(super) rooms: FastHashMap<u64, super::room::RoomReplica>,
     /// Rooms homed here: which shards have subscribers.
     pub(super) room_shards: super::room::RoomShards,
+    /// Keyed state of the layers above owned here (`keyed.rs`).
+    pub(super) keyed: super::keyed::KeyedState,
     pub(super) next_sub_id: u64,
     pub(super) timers: TimerWheel<TimerEvent>,
     pub(super) actions: VecDeque<Action>,
@@ -276,10 +282,11 @@ impl Shard {
             dedup: recovered.dedup,
             copies: FastHashMap::default(),
             sends: FastHashMap::default(),
-            groups: recovered.groups,
+            members: recovered.groups,
             fanouts: FastHashMap::default(),
             rooms: FastHashMap::default(),
             room_shards: FastHashMap::default(),
+            keyed: super::keyed::KeyedState::recovered(recovered.keyed),
             next_sub_id: 0,
             timers: TimerWheel::new(tick),
             actions: VecDeque::new(),
@@ -409,7 +416,10 @@ impl Shard {
             match event {
                 TimerEvent::Retransmit { conn, seq } => self.on_retransmit_timer(conn, seq),
                 TimerEvent::Idle { conn } => self.on_idle_timer(conn),
-                TimerEvent::FlushCursors => self.flush_cursors(),
+                TimerEvent::FlushCursors => {
+                    self.flush_cursors();
+                    self.flush_deferred_state();
+                }
             }
         }
     }
@@ -427,6 +437,7 @@ impl Shard {
             );
         }
         self.flush_cursors();
+        self.flush_deferred_state();
     }
 
     // ----- outputs ----------------------------------------------------------
@@ -525,26 +536,7 @@ impl Shard {
                 inbox,
                 outcome,
             } => self.on_stored(key, inbox, outcome),
-            PeerMsg::Ephemeral {
-                key,
-                inbox,
-                to,
-                ts_ms,
-                payload,
-            } if surepush_proto::is_room(inbox.0) => {
-                let record = MessageRecord {
-                    inbox,
-                    seq: Seq::ZERO,
-                    from: key.from,
-                    from_device: key.from_device,
-                    to,
-                    client_msg_id: key.client_msg_id,
-                    qos: surepush_proto::Qos::AtMostOnce,
-                    ts_ms,
-                    payload,
-                };
-                self.room_fan_out(&record);
-            }
+            PeerMsg::RoomPublish(p) => self.on_room_publish(p),
             PeerMsg::Ephemeral {
                 key,
                 inbox,
@@ -583,23 +575,31 @@ impl Shard {
                 group,
                 ts_ms,
                 payload,
-            } => self.on_group_ephemeral(key, group, ts_ms, payload),
+                confirm_to,
+                members_only,
+            } => self.on_group_ephemeral(key, group, ts_ms, payload, (confirm_to, members_only)),
             PeerMsg::ReleaseMany { key, inboxes } => self.on_release_many(key, inboxes),
-            PeerMsg::GroupUpdate {
+            PeerMsg::MembersUpdate {
                 origin,
                 request,
-                group,
+                id,
                 add,
                 remove,
-            } => self.on_group_update(origin, request, group, add, remove),
-            PeerMsg::GroupUpdated { request, outcome } => self.on_group_updated(request, outcome),
+            } => self.on_members_update(origin, request, id, add, remove),
+            PeerMsg::MembersUpdated { request, outcome } => {
+                self.on_members_updated(request, outcome)
+            }
             PeerMsg::RoomSubscribe {
                 room,
                 shard,
                 conn,
                 sub,
                 from,
-            } => self.on_room_subscribe(room, shard, conn, sub, from),
+                user,
+                granted,
+            } => self.on_room_subscribe(room, shard, conn, sub, from, (user, granted)),
+            PeerMsg::RoomRefused { room, conn, sub } => self.on_room_refused(room, conn, sub),
+            PeerMsg::RoomRevoke { room, revoked } => self.on_room_revoke(room, revoked),
             PeerMsg::RoomLeave { room, shard } => self.on_room_leave(room, shard),
             PeerMsg::RoomPage {
                 room,
@@ -613,6 +613,14 @@ impl Shard {
                 done,
             } => self.on_room_page(room, conn, sub, head, (first, gap, skip_to), frames, done),
             PeerMsg::RoomFanout { room, seq, frame } => self.on_room_fanout(room, seq, frame),
+            PeerMsg::StoreState { key, value, report } => self.store_state(key, value, report),
+            PeerMsg::StateStored { conn, id, ok } => {
+                self.actions.push_back(Action::StateStored { conn, id, ok })
+            }
+            PeerMsg::QueryState { origin, conn, key } => self.answer_state_query(origin, conn, key),
+            PeerMsg::StateValue { conn, key, value } => self
+                .actions
+                .push_back(Action::StateValue { conn, key, value }),
         }
     }
 
@@ -633,7 +641,8 @@ impl Shard {
                 members,
             } => self.on_membership_durable(origin, request, members, ok),
             AppendPurpose::Raise { conn, user, seq } => self.on_raise_durable(conn, user, seq, ok),
-            AppendPurpose::Bookkeeping => {}
+            AppendPurpose::State(Some(report)) => self.state_stored(report, ok),
+            AppendPurpose::State(None) | AppendPurpose::Bookkeeping => {}
         }
     }
 

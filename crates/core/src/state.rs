@@ -1,5 +1,5 @@
-//! Delivery state that is derived from the log: inbox heads, device cursors
-//! and the send dedup window.
+//! Delivery state that is derived from the log: inbox heads, device cursors,
+//! the send dedup window, group members and keyed state.
 //!
 //! Recovery folds every record after the last checkpoint into a
 //! [`RecoveredState`] (starting from the checkpoint's copy of it), so the
@@ -17,17 +17,21 @@
 //!   `DedupConfig::max_age_ms` (relative to the newest message seen); QoS 2
 //!   entries stay until released (or until they are older than
 //!   `DedupConfig::qos2_max_age_ms`), then as many and as long as QoS 1
-//!   ones, counted apart.
+//!   ones, counted apart;
+//! - `keyed[k]` is the value of the newest [`Record::State`] of `k`; a
+//!   deletion removes the key.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use std::hash::BuildHasher;
+
+use bytes::Bytes;
 
 use hashbrown::hash_table::{Entry, HashTable};
 
 use crate::hashing::FastHashMap;
 
-use crate::record::{MessageRecord, Record};
+use crate::record::{MessageRecord, Record, StateKey};
 use surepush_proto::{DeviceId, Qos, Seq, UserId};
 
 /// How much send history the gateway remembers to recognise retries
@@ -408,6 +412,10 @@ pub struct RecoveredState {
     pub dedup: DedupWindow,
     /// Members of the groups homed on this shard, sorted, no repeats.
     pub groups: FastHashMap<UserId, Vec<UserId>>,
+    /// Keyed state of the layers above ([`Record::State`]): the newest
+    /// value of each key. Ordered, so a checkpoint's bytes are a function
+    /// of the state.
+    pub keyed: BTreeMap<StateKey, Bytes>,
 }
 
 impl RecoveredState {
@@ -453,6 +461,14 @@ impl RecoveredState {
                 user,
                 joined,
             } => apply_membership(&mut self.groups, *group, *user, *joined),
+            Record::State { key, value } => match value {
+                Some(v) => {
+                    self.keyed.insert(*key, v.clone());
+                }
+                None => {
+                    self.keyed.remove(key);
+                }
+            },
             Record::Checkpoint(_) => {}
         }
     }

@@ -7,6 +7,9 @@ pub struct CoreStats {
     pub room_pushes: u64,
     /// Room subscriptions dropped from live delivery (slow consumers).
     pub room_lags: u64,
+    /// Room subscriptions and publishes refused, and subscriptions ended,
+    /// by room permissions.
+    pub room_forbidden: u64,
     /// Sessions established (CONNACK sent).
     pub sessions_opened: u64,
     /// Sessions currently established (gauge).

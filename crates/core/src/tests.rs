@@ -42,10 +42,15 @@ impl Harness {
     }
 
     fn token(user: u64, device: u64, expires_s: u64) -> String {
+        Self::token_granting(user, device, expires_s, Acl::default())
+    }
+
+    fn token_granting(user: u64, device: u64, expires_s: u64, acl: Acl) -> String {
         TokenVerifier::new(SECRET).mint(&Claims {
             user: UserId(user),
             device: DeviceId(device),
             expires_s,
+            acl,
         })
     }
 
@@ -93,8 +98,13 @@ impl Harness {
     }
 
     fn connect(&mut self, user: u64, device: u64) -> ConnId {
+        self.connect_granted(user, device, Acl::default())
+    }
+
+    /// A session whose token carries `acl`.
+    fn connect_granted(&mut self, user: u64, device: u64, acl: Acl) -> ConnId {
         let c = self.open();
-        let token = Self::token(user, device, u64::MAX / 2);
+        let token = Self::token_granting(user, device, u64::MAX / 2, acl);
         self.frame(
             c,
             Frame::Connect(Connect {
@@ -165,6 +175,7 @@ fn send(cmid: u64, to: u64, qos: Qos) -> Frame {
         client_msg_id: cmid,
         to: UserId(to),
         qos,
+        confirm: false,
         payload: Bytes::from_static(b"hi"),
     })
 }
@@ -186,6 +197,7 @@ fn bad_signature_expired_token_and_device_mismatch_are_typed() {
                 user: UserId(1),
                 device: DeviceId(1),
                 expires_s: u64::MAX / 2,
+                acl: Default::default(),
             }),
             1,
             ErrorCode::AuthFailed,
@@ -536,6 +548,7 @@ fn backend_publish_is_stored_once_per_id_and_pushed() {
             UserId(2),
             Qos::AtLeastOnce,
             Bytes::from_static(b"x"),
+            Publisher::Backend,
             h.now,
         );
         h.run();
@@ -609,7 +622,9 @@ fn a_read_racing_a_durability_report_shows_nothing_the_core_has_not_counted() {
 }
 
 mod gone;
+mod keyed;
 mod retry;
+mod room_access;
 
 /// Room frames (SUBACK, ROOMLAG and the shared ROOMPUSH bytes) sent to
 /// `conn` so far, drained.
@@ -672,6 +687,35 @@ fn a_resume_past_history_that_aged_out_over_several_pages_is_told_where_delivery
     assert!(
         matches!(frames.as_slice(), [Frame::RoomPush(p)] if p.seq == Seq(5)),
         "{frames:?}"
+    );
+}
+
+/// Found by the MQTT simulation: a QoS 0 publish to a room also went to
+/// the sender's other devices as an inbox message (the own-inbox echo of a
+/// QoS 0 send), although a room's messages are the room's only; an MQTT
+/// session subscribed to `#` on the other device got it as an inbox
+/// message. Now only the room's subscribers get it.
+#[test]
+fn a_qos0_room_publish_is_not_echoed_to_the_senders_other_devices() {
+    let mut h = Harness::new(CoreConfig::default());
+    let d1 = h.connect(1, 1);
+    let d2 = h.connect(1, 2);
+    h.go_live(d2, 0);
+    let room = surepush_proto::ROOM_BIT | 5;
+    h.frame(d1, send(1, room, Qos::AtMostOnce));
+    h.frame(d1, send(2, 7, Qos::AtMostOnce));
+    let pushed: Vec<UserId> = h
+        .take(d2)
+        .into_iter()
+        .filter_map(|f| match f {
+            Frame::Push(p) => Some(p.to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        pushed,
+        vec![UserId(7)],
+        "the user send is echoed, the room one is not"
     );
 }
 

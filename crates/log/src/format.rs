@@ -21,7 +21,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use super::record::{MessageRecord, Record};
+use super::record::{MessageRecord, Record, StateKey};
 use super::state::{DedupConfig, DedupEntry, RecoveredState, SendKey};
 use super::window::WindowStart;
 use surepush_proto::{DeviceId, Qos, Seq, UserId};
@@ -107,6 +107,10 @@ pub enum Kind {
     Durable = 6,
     /// [`Internal::Filler`]: written by salvage over damaged bytes.
     Filler = 7,
+    /// [`Record::State`] with a value.
+    State = 8,
+    /// [`Record::State`] without a value: the key is deleted.
+    StateDeleted = 9,
 }
 
 /// Records the log writes for itself; the delivery core never sees them.
@@ -199,6 +203,52 @@ struct MemberBody {
     joined: u8,
 }
 
+/// The key of a [`Record::State`], in front of its value:
+/// `tag` 1 = MQTT session (`a` user, `b` device), 2 = retained message
+/// (`a` room wire id, `b` 0).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+struct StateKeyBody {
+    tag: u8,
+    a: U64,
+    b: U64,
+}
+
+const STATE_TAG_MQTT_SESSION: u8 = 1;
+const STATE_TAG_RETAINED: u8 = 2;
+
+impl StateKeyBody {
+    fn of(key: StateKey) -> StateKeyBody {
+        let (tag, a, b) = match key {
+            StateKey::MqttSession { user, device } => (STATE_TAG_MQTT_SESSION, user.0, device.0),
+            StateKey::Retained { room } => (STATE_TAG_RETAINED, room.0, 0),
+        };
+        StateKeyBody {
+            tag,
+            a: a.into(),
+            b: b.into(),
+        }
+    }
+
+    /// The key, `None` for an unknown tag or a field it cannot hold.
+    fn key(&self) -> Option<StateKey> {
+        let (a, b) = (self.a.get(), self.b.get());
+        match self.tag {
+            STATE_TAG_MQTT_SESSION => Some(StateKey::MqttSession {
+                user: UserId(a),
+                device: DeviceId(b),
+            }),
+            STATE_TAG_RETAINED if b == 0 && surepush_proto::is_room(a) => {
+                Some(StateKey::Retained { room: UserId(a) })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Size of a state record's key.
+const STATE_KEY_LEN: usize = std::mem::size_of::<StateKeyBody>();
+
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
 #[repr(C)]
 struct ReleaseBody {
@@ -218,6 +268,7 @@ pub fn encoded_len(record: &Record) -> usize {
             Record::Release { .. } => std::mem::size_of::<ReleaseBody>(),
             Record::Member { .. } => std::mem::size_of::<MemberBody>(),
             Record::Checkpoint(b) => b.len(),
+            Record::State { value, .. } => STATE_KEY_LEN + value.as_ref().map_or(0, Bytes::len),
         }
 }
 
@@ -297,6 +348,17 @@ pub fn encode(record: &Record, out: &mut BytesMut) {
         Record::Checkpoint(snapshot) => {
             out.put_u8(Kind::Checkpoint as u8);
             out.put_slice(snapshot);
+        }
+        Record::State { key, value } => {
+            let kind = match value {
+                Some(_) => Kind::State,
+                None => Kind::StateDeleted,
+            };
+            out.put_u8(kind as u8);
+            out.put_slice(StateKeyBody::of(*key).as_bytes());
+            if let Some(v) = value {
+                out.put_slice(v);
+            }
         }
     }
     seal_crc(out, start);
@@ -405,6 +467,22 @@ pub fn decode(buf: &Bytes) -> Decoded {
             }
         }
         k if k == Kind::Checkpoint as u8 => Record::Checkpoint(body),
+        k if k == Kind::State as u8 || k == Kind::StateDeleted as u8 => {
+            let Ok((b, _)) = StateKeyBody::read_from_prefix(&body[..]) else {
+                return Decoded::Corrupt("short state key");
+            };
+            let Some(key) = b.key() else {
+                return Decoded::Corrupt("bad state key");
+            };
+            let value = if k == Kind::State as u8 {
+                Some(body.slice(STATE_KEY_LEN..))
+            } else if body.len() == STATE_KEY_LEN {
+                None
+            } else {
+                return Decoded::Corrupt("a state deletion with a value");
+            };
+            Record::State { key, value }
+        }
         k if k == Kind::Durable as u8 => {
             let Some(up_to) = body.first_chunk::<8>().filter(|_| body.len() == 8) else {
                 return Decoded::Corrupt("bad marker body");
@@ -652,8 +730,9 @@ pub fn parse_pointer(text: &str) -> Option<Pointer> {
 /// First word of a version 2 checkpoint body (a version 1 body starts
 /// with its head count, which is never this).
 const CHECKPOINT_MARK: u32 = u32::MAX;
-/// Checkpoint body version written by this build.
-const CHECKPOINT_VERSION: u32 = 2;
+/// Checkpoint body version written by this build (3: with keyed state;
+/// version 2 bodies, without it, still load).
+const CHECKPOINT_VERSION: u32 = 3;
 
 /// A decoded checkpoint.
 #[derive(Debug, PartialEq, Eq)]
@@ -666,13 +745,15 @@ pub struct Checkpoint {
 }
 
 /// Encodes the log's [`RecoveredState`] (its `dedup` the QoS 2 part of the
-/// window) as a checkpoint body, version 2:
-/// `[0xFFFFFFFF u32][2 u32][newest message ms u64]
+/// window) as a checkpoint body, version 3:
+/// `[0xFFFFFFFF u32][3 u32][newest message ms u64]
 ///  [n_heads u32][(user u64, seq u64)]* [n_cursors u32][(user, device, seq)]*
 ///  [n_dedup u32][(from, device, cmid, inbox, seq, ts u64; qos u8; released u8)]*
-///  [n_groups u32][(group u64, n u32, members u64 * n)]*`.
-/// Version 1 (still read) is the same without the first three fields, the
-/// whole window in the dedup section, and the groups section optional.
+///  [n_groups u32][(group u64, n u32, members u64 * n)]*
+///  [n_keyed u32][(key: tag u8, a u64, b u64; len u32; value)]*`.
+/// Version 2 (still read) has no keyed section. Version 1 (still read) is
+/// version 2 without the first three fields, with the whole window in the
+/// dedup section, and the groups section optional.
 pub fn encode_checkpoint(state: &RecoveredState) -> Bytes {
     let mut out = BytesMut::with_capacity(
         28 + state.heads.len() * 16 + state.cursors.len() * 24 + state.dedup.len() * 50,
@@ -681,6 +762,7 @@ pub fn encode_checkpoint(state: &RecoveredState) -> Bytes {
     out.put_u32_le(CHECKPOINT_VERSION);
     out.put_u64_le(state.dedup.newest_ts_ms());
     encode_state(state, &mut out);
+    encode_keyed(state, &mut out);
     out.freeze()
 }
 
@@ -717,13 +799,25 @@ fn encode_state(state: &RecoveredState, out: &mut BytesMut) {
     }
 }
 
+/// The keyed section of a version 3 checkpoint.
+fn encode_keyed(state: &RecoveredState, out: &mut BytesMut) {
+    out.put_u32_le(state.keyed.len() as u32);
+    for (key, value) in &state.keyed {
+        out.put_slice(StateKeyBody::of(*key).as_bytes());
+        out.put_u32_le(value.len() as u32);
+        out.put_slice(value);
+    }
+}
+
 /// Decodes a checkpoint body of either version; `None` if malformed.
 pub fn decode_checkpoint(body: &[u8], config: &DedupConfig) -> Option<Checkpoint> {
     let mut r = Reader(body);
     let v2 = body.get(..4) == Some(&CHECKPOINT_MARK.to_le_bytes()[..]);
+    let mut version = 1;
     let newest = if v2 {
         r.u32()?;
-        if r.u32()? != CHECKPOINT_VERSION {
+        version = r.u32()?;
+        if !(2..=CHECKPOINT_VERSION).contains(&version) {
             return None;
         }
         Some(r.u64()?)
@@ -770,6 +864,22 @@ pub fn decode_checkpoint(body: &[u8], config: &DedupConfig) -> Option<Checkpoint
             state.groups.insert(group, members);
         }
     }
+    if version >= 3 {
+        for _ in 0..r.u32()? {
+            let key = StateKeyBody::read_from_bytes(&r.take::<STATE_KEY_LEN>()?)
+                .ok()?
+                .key()?;
+            let len = r.u32()? as usize;
+            let value = r.bytes(len)?;
+            if state
+                .keyed
+                .insert(key, Bytes::copy_from_slice(value))
+                .is_some()
+            {
+                return None; // each key once
+            }
+        }
+    }
     if !r.0.is_empty() {
         return None;
     }
@@ -785,6 +895,18 @@ pub fn decode_checkpoint(body: &[u8], config: &DedupConfig) -> Option<Checkpoint
         state,
         whole_window: !v2,
     })
+}
+
+/// Version 2 encoding (no keyed section), kept for the tests that check
+/// old checkpoints still load.
+#[cfg(test)]
+pub fn encode_checkpoint_v2(state: &RecoveredState) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_u32_le(CHECKPOINT_MARK);
+    out.put_u32_le(2);
+    out.put_u64_le(state.dedup.newest_ts_ms());
+    encode_state(state, &mut out);
+    out.freeze()
 }
 
 /// Version 1 encoding, kept for the tests that check old checkpoints still load.
@@ -811,6 +933,11 @@ impl Reader<'_> {
     }
     fn u64(&mut self) -> Option<u64> {
         self.take::<8>().map(u64::from_le_bytes)
+    }
+    fn bytes(&mut self, n: usize) -> Option<&[u8]> {
+        let (a, b) = self.0.split_at_checked(n)?;
+        self.0 = b;
+        Some(a)
     }
 }
 
@@ -853,6 +980,25 @@ mod tests {
                 joined: true,
             },
             Record::Checkpoint(Bytes::from_static(b"snap")),
+            Record::State {
+                key: StateKey::MqttSession {
+                    user: UserId(3),
+                    device: DeviceId(4),
+                },
+                value: Some(Bytes::from_static(b"session")),
+            },
+            Record::State {
+                key: StateKey::Retained {
+                    room: UserId(surepush_proto::ROOM_BIT | 9),
+                },
+                value: Some(Bytes::new()),
+            },
+            Record::State {
+                key: StateKey::Retained {
+                    room: UserId(surepush_proto::ROOM_BIT | 9),
+                },
+                value: None,
+            },
         ];
         for r in records {
             let mut b = BytesMut::new();
@@ -863,6 +1009,57 @@ mod tests {
                 Decoded::Record(r.clone(), encoded_len(&r))
             );
         }
+    }
+
+    /// A state record whose key names nothing this build knows (an
+    /// unknown tag, a retained message of a non-room id, a deletion that
+    /// carries a value) is damage, not a key to fold.
+    #[test]
+    fn state_records_with_impossible_keys_are_refused() {
+        let encode_raw = |kind: Kind, tag: u8, a: u64, b: u64, value: &[u8]| {
+            let mut out = BytesMut::new();
+            let body_len = 1 + STATE_KEY_LEN + value.len();
+            out.put_u32_le(body_len as u32);
+            out.put_u32_le(0);
+            out.put_u8(kind as u8);
+            out.put_u8(tag);
+            out.put_u64_le(a);
+            out.put_u64_le(b);
+            out.put_slice(value);
+            seal_crc(&mut out, 0);
+            out.freeze()
+        };
+        let room = surepush_proto::ROOM_BIT | 1;
+        for (kind, tag, a, b, value, why) in [
+            (Kind::State, 3, 1, 1, &b"v"[..], "bad state key"),
+            (Kind::State, STATE_TAG_RETAINED, 5, 0, b"v", "bad state key"),
+            (
+                Kind::State,
+                STATE_TAG_RETAINED,
+                room,
+                1,
+                b"v",
+                "bad state key",
+            ),
+            (
+                Kind::StateDeleted,
+                STATE_TAG_MQTT_SESSION,
+                1,
+                1,
+                b"v",
+                "a state deletion with a value",
+            ),
+        ] {
+            assert_eq!(
+                decode(&encode_raw(kind, tag, a, b, value)),
+                Decoded::Corrupt(why)
+            );
+        }
+        let good = encode_raw(Kind::StateDeleted, STATE_TAG_RETAINED, room, 0, b"");
+        assert!(matches!(
+            decode(&good),
+            Decoded::Record(Record::State { value: None, .. }, _)
+        ));
     }
 
     #[test]
@@ -1042,20 +1239,44 @@ mod tests {
         ] {
             state.apply(&r, &config);
         }
+        for (device, value) in [(1, Some("a")), (2, Some("b")), (1, Some("c")), (2, None)] {
+            let record = Record::State {
+                key: StateKey::MqttSession {
+                    user: UserId(7),
+                    device: DeviceId(device),
+                },
+                value: value.map(|v: &'static str| Bytes::from_static(v.as_bytes())),
+            };
+            state.apply(&record, &config);
+        }
         state.dedup.observe(5_000);
         assert_eq!(
             state.groups.values().next().unwrap(),
             &[UserId(3), UserId(9)]
         );
+        let session = |device| StateKey::MqttSession {
+            user: UserId(7),
+            device: DeviceId(device),
+        };
+        assert_eq!(
+            state.keyed.iter().collect::<Vec<_>>(),
+            vec![(&session(1), &Bytes::from_static(b"c"))],
+            "the last value wins; a deletion removes the key"
+        );
         let back = decode_checkpoint(&encode_checkpoint(&state), &config).unwrap();
         assert!(!back.whole_window);
         assert_eq!(back.state, state);
         assert_eq!(back.state.dedup.newest_ts_ms(), 5_000, "the clock is kept");
+        // Version 2 (no keyed section) still loads, without keyed state.
+        let mut unkeyed = state.clone();
+        unkeyed.keyed.clear();
+        let v2 = decode_checkpoint(&encode_checkpoint_v2(&state), &config).unwrap();
+        assert_eq!(v2.state, unkeyed);
         // Version 1 (the whole window, groups optional) still loads.
         let v1 = decode_checkpoint(&encode_checkpoint_v1(&state), &config).unwrap();
         assert!(v1.whole_window);
-        assert_eq!(v1.state, state);
-        let mut old = state.clone();
+        assert_eq!(v1.state, unkeyed);
+        let mut old = unkeyed.clone();
         old.groups.clear();
         let old_encoded = encode_checkpoint_v1(&old);
         let without_section = &old_encoded[..old_encoded.len() - 4];
@@ -1064,8 +1285,10 @@ mod tests {
             old
         );
         assert!(decode_checkpoint(b"\x01\x00\x00", &config).is_none());
-        // A version 2 body cut short is malformed (its groups are not optional).
-        let v2 = encode_checkpoint(&old);
+        // A body cut short is malformed (its sections are not optional).
+        let v3 = encode_checkpoint(&state);
+        assert!(decode_checkpoint(&v3[..v3.len() - 4], &config).is_none());
+        let v2 = encode_checkpoint_v2(&old);
         assert!(decode_checkpoint(&v2[..v2.len() - 4], &config).is_none());
     }
 }

@@ -32,7 +32,7 @@ mod segment_log;
 pub mod verify;
 mod window;
 
-pub use record::{InboxQuery, MessageRecord, Record};
+pub use record::{InboxQuery, MessageRecord, Record, StateKey};
 pub use segment_log::{
     LogConfig, LogError, LogStats, Lsn, RecoveryMode, RecoveryReport, RetentionReport, SegmentLog,
 };

@@ -617,6 +617,75 @@ fn retention_deletes_only_acknowledged_or_expired_segments_and_keeps_state() {
     });
 }
 
+/// Issue #16 item 4: MQTT session state and retained messages live in the
+/// log as keyed records. The newest record of a key wins, a deletion
+/// removes the key, and both survive a checkpoint, the deletion of the
+/// segments that held the older versions (retention), and restarts with
+/// and without the checkpoint pointer.
+#[test]
+fn keyed_state_is_last_writer_wins_across_checkpoints_retention_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let session = |device| StateKey::MqttSession {
+            user: UserId(1),
+            device: DeviceId(device),
+        };
+        let retained = StateKey::Retained {
+            room: UserId(surepush_proto::ROOM_BIT | 4),
+        };
+        let put = |key, v: &'static str| Record::State {
+            key,
+            value: Some(Bytes::from_static(v.as_bytes())),
+        };
+        let (log, _, _) = SegmentLog::open(config(&path)).await.unwrap();
+        log.append(&put(session(1), "first")).unwrap();
+        log.append(&put(session(2), "gone soon")).unwrap();
+        log.append(&put(retained, "kept")).unwrap();
+        // Fill and seal segments, acknowledged, so retention deletes them.
+        for s in 1..=200 {
+            log.append(&msg(1, s, 10_000)).unwrap();
+        }
+        log.append(&Record::Cursor {
+            user: UserId(1),
+            device: DeviceId(1),
+            seq: Seq(200),
+        })
+        .unwrap();
+        log.append(&put(session(1), "second")).unwrap();
+        let end = log
+            .append(&Record::State {
+                key: session(2),
+                value: None,
+            })
+            .unwrap();
+        log.wait_durable(end).await.unwrap();
+        let far = 1_700_000_000_000 + 30 * 24 * 3600 * 1000;
+        let r = log.enforce_retention(far).await.unwrap();
+        assert!(r.segments_deleted >= 1, "{r:?}");
+        let want: Vec<(StateKey, Bytes)> = vec![
+            (session(1), Bytes::from_static(b"second")),
+            (retained, Bytes::from_static(b"kept")),
+        ];
+        let keyed = |s: &RecoveredState| {
+            let mut v: Vec<(StateKey, Bytes)> =
+                s.keyed.iter().map(|(k, v)| (*k, v.clone())).collect();
+            v.sort();
+            v
+        };
+        let mut sorted = want.clone();
+        sorted.sort();
+        drop(log);
+        let (log, state, report) = SegmentLog::open(config(&path)).await.unwrap();
+        assert!(report.checkpoint.is_some(), "{report:?}");
+        assert_eq!(keyed(&state), sorted, "from the checkpoint");
+        drop(log);
+        std::fs::remove_file(path.join(format::CHECKPOINT_POINTER)).unwrap();
+        let (_, full, _) = SegmentLog::open(config(&path)).await.unwrap();
+        assert_eq!(keyed(&full), sorted, "from a full fold");
+    });
+}
+
 #[test]
 fn recovery_from_the_checkpoint_pointer_equals_a_full_fold() {
     let dir = tempfile::tempdir().unwrap();

@@ -57,6 +57,9 @@ impl std::fmt::Display for VerifyReport {
 #[derive(Default)]
 struct Tally {
     messages: u64,
+    /// Keyed state records (MQTT sessions, retained messages), deletions
+    /// included.
+    states: u64,
     other: u64,
     markers: u64,
     fillers: u64,
@@ -146,6 +149,7 @@ pub fn verify(dir: &Path, dedup: &DedupConfig) -> std::io::Result<VerifyReport> 
                                     tally.checkpoints_bad += 1;
                                 }
                             }
+                            Record::State { .. } => tally.states += 1,
                             _ => tally.other += 1,
                         }
                     }
@@ -168,9 +172,10 @@ pub fn verify(dir: &Path, dedup: &DedupConfig) -> std::io::Result<VerifyReport> 
         scanned?;
         pointer_found |= tally.pointer_found;
         let mut line = format!(
-            "{}: {} messages, {} other records, {} commit markers",
+            "{}: {} messages, {} state records, {} other records, {} commit markers",
             path.display(),
             tally.messages,
+            tally.states,
             tally.other,
             tally.markers
         );

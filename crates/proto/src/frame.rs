@@ -119,6 +119,10 @@ impl FrameKind {
 pub const CONNECT_HAS_CURSOR: u8 = 0x01;
 /// CONNACK flag: the gateway knows a cursor for this device.
 pub const CONNACK_CURSOR_KNOWN: u8 = 0x01;
+/// SEND flag: answer this QoS 0 SEND with a SENDACK too (`Stored` with
+/// seq 0 once it is handed to delivery, or `Forbidden`); QoS 1/2 SENDs are
+/// always answered.
+pub const SEND_CONFIRM: u8 = 0x01;
 /// PUSH flag: this device sent the message itself; payload omitted.
 pub const PUSH_ECHO: u8 = 0x01;
 /// PUSH flag: a retransmission of an unacknowledged push.
@@ -175,6 +179,8 @@ pub struct Send {
     pub to: UserId,
     /// Delivery guarantee.
     pub qos: Qos,
+    /// QoS 0: answer with a SENDACK all the same ([`SEND_CONFIRM`]).
+    pub confirm: bool,
     /// Opaque payload.
     pub payload: Bytes,
 }
@@ -576,6 +582,7 @@ impl Frame {
         match self {
             Frame::Connect(c) if c.last_seq.is_some() => CONNECT_HAS_CURSOR,
             Frame::ConnAck(a) if a.cursor.is_some() => CONNACK_CURSOR_KNOWN,
+            Frame::Send(s) if s.confirm => SEND_CONFIRM,
             Frame::Push(p) => {
                 (if p.echo { PUSH_ECHO } else { 0 })
                     | (if p.retransmit { PUSH_RETRANSMIT } else { 0 })
@@ -639,6 +646,7 @@ impl Frame {
                     client_msg_id: f.client_msg_id.get(),
                     to: UserId(f.to.get()),
                     qos: qos(f.qos)?,
+                    confirm: flags & SEND_CONFIRM != 0,
                     payload: body.slice(body.len() - rest.len()..),
                 })
             }
@@ -729,6 +737,7 @@ fn allowed_flags(kind: FrameKind) -> u8 {
     match kind {
         FrameKind::Connect => CONNECT_HAS_CURSOR,
         FrameKind::ConnAck => CONNACK_CURSOR_KNOWN,
+        FrameKind::Send => SEND_CONFIRM,
         FrameKind::Push => PUSH_ECHO | PUSH_RETRANSMIT,
         FrameKind::SyncPage => SYNCPAGE_END | SYNCPAGE_GAP,
         _ => 0,

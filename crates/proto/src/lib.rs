@@ -15,6 +15,8 @@ mod error;
 mod frame;
 mod header;
 mod room;
+mod state_key;
+pub mod topic;
 mod types;
 
 pub use codec::Decoder;
@@ -22,10 +24,11 @@ pub use error::{ErrorCode, ProtoError};
 pub use frame::{
     ConnAck, Connect, Disconnect, ErrorFrame, Frame, FrameKind, Push, Send, SendAck, SendResult,
     Sync, SyncDirection, SyncPage, CONNACK_CURSOR_KNOWN, CONNECT_HAS_CURSOR, PUSH_ECHO,
-    PUSH_RETRANSMIT, SYNCPAGE_END,
+    PUSH_RETRANSMIT, SEND_CONFIRM, SYNCPAGE_END,
 };
 pub use header::{FrameHeader, DEFAULT_MAX_FRAME, HEADER_LEN, MAGIC, VERSION};
 pub use room::{is_room, RoomPush, SubAck, SubResult, Subscribe, SubscribeFrom, ROOM_BIT};
+pub use state_key::StateKey;
 pub use types::{DeviceId, Qos, Seq, UserId};
 
 #[cfg(test)]

@@ -46,8 +46,20 @@ pub enum SubResult {
     /// The room's history no longer holds the requested point: delivery
     /// starts at `first`, messages before it are gone for this subscriber.
     Gap = 1,
-    /// Not a room id, or QoS 2 asked.
+    /// Not a room id, or QoS 2 asked (a malformed request).
     Refused = 2,
+    /// The room does not allow this user to read it: no grant in the
+    /// token, not a member, and the room is not open. Also sent, unasked,
+    /// when a subscription in place loses that permission (its `first` is
+    /// then the sequence it would have delivered next): it has ended.
+    Forbidden = 3,
+}
+
+impl SubResult {
+    /// True when the subscription is in place (`Ok` or `Gap`).
+    pub fn subscribed(self) -> bool {
+        matches!(self, SubResult::Ok | SubResult::Gap)
+    }
 }
 
 /// SUBACK: the subscription is in place.
@@ -192,6 +204,7 @@ pub(crate) fn decode_suback(body: &[u8]) -> Result<SubAck, ProtoError> {
         0 => SubResult::Ok,
         1 => SubResult::Gap,
         2 => SubResult::Refused,
+        3 => SubResult::Forbidden,
         _ => return Err(malformed("SUBACK", "unknown result")),
     };
     Ok(SubAck {

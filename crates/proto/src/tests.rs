@@ -73,14 +73,22 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                     max_sync_limit: b[4],
                 })
             }),
-        (any::<u64>(), any::<u64>(), arb_qos(), arb_bytes(200)).prop_map(|(c, t, q, p)| {
-            Frame::Send(Send {
-                client_msg_id: c,
-                to: UserId(t),
-                qos: q,
-                payload: p,
-            })
-        }),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            arb_qos(),
+            any::<bool>(),
+            arb_bytes(200)
+        )
+            .prop_map(|(c, t, q, confirm, p)| {
+                Frame::Send(Send {
+                    client_msg_id: c,
+                    to: UserId(t),
+                    qos: q,
+                    confirm,
+                    payload: p,
+                })
+            }),
         (any::<[u64; 3]>(), 0u8..4).prop_map(|(a, r)| Frame::SendAck(SendAck {
             client_msg_id: a[0],
             seq: Seq(a[1]),
@@ -311,6 +319,7 @@ fn payload_is_a_slice_of_the_receive_buffer_not_a_copy() {
         client_msg_id: 1,
         to: UserId(2),
         qos: Qos::AtLeastOnce,
+        confirm: false,
         payload,
     });
     let mut d = Decoder::default();
@@ -371,4 +380,48 @@ fn the_protocol_doc_lists_every_frame_type() {
         .filter_map(|b| FrameKind::from_u8(b).map(|k| (b, k.name())))
         .collect();
     assert_eq!(documented, known);
+}
+
+/// Issue 16 item 6: SUBACK result 3 is `Forbidden` (2 stays `Refused`, a
+/// malformed request), and SEND flag bit 0 asks a QoS 0 SEND for a SENDACK.
+#[test]
+fn suback_forbidden_and_send_confirm_have_their_wire_values() {
+    for (result, byte) in [
+        (SubResult::Ok, 0u8),
+        (SubResult::Gap, 1),
+        (SubResult::Refused, 2),
+        (SubResult::Forbidden, 3),
+    ] {
+        let frame = Frame::SubAck(SubAck {
+            room: ROOM_BIT | 5,
+            head: Seq(9),
+            first: Seq(10),
+            result,
+        });
+        let bytes = frame.to_bytes();
+        assert_eq!(bytes[bytes.len() - 1], byte, "{result:?}");
+        let mut d = Decoder::default();
+        d.feed(&bytes);
+        assert_eq!(d.decode().expect("valid"), Some(frame));
+    }
+    let send = |confirm| {
+        Frame::Send(Send {
+            client_msg_id: 1,
+            to: UserId(ROOM_BIT | 5),
+            qos: Qos::AtMostOnce,
+            confirm,
+            payload: Bytes::from_static(b"x"),
+        })
+    };
+    for confirm in [false, true] {
+        let bytes = send(confirm).to_bytes();
+        assert_eq!(
+            bytes[3],
+            if confirm { SEND_CONFIRM } else { 0 },
+            "flags byte"
+        );
+        let mut d = Decoder::default();
+        d.feed(&bytes);
+        assert_eq!(d.decode().expect("valid"), Some(send(confirm)));
+    }
 }

@@ -1,5 +1,5 @@
 //! The admin HTTP server: `/healthz`, `/metrics`, and the backend API
-//! (publish, tokens, groups). The routes are listed once, in [`routes`];
+//! (publish, tokens, group and room members). The routes are listed once, in [`routes`];
 //! docs/openapi.yaml is their description for client authors.
 //!
 //! hyper 1 (HTTP/1.1 server) runs on the shard's glommio executor through
@@ -155,7 +155,7 @@ async fn route<B: AdminBackend>(
             "missing or wrong admin bearer token",
         );
     }
-    let group_number = params.first().copied().unwrap_or_default();
+    let number = params.first().copied().unwrap_or_default();
     match route.endpoint {
         Endpoint::Health => match backend.health() {
             Health::Ok => respond(StatusCode::OK, "text/plain", "ok\n"),
@@ -170,9 +170,10 @@ async fn route<B: AdminBackend>(
             "text/plain; version=0.0.4",
             backend.metrics_text(),
         ),
-        // A read never changes the group, whatever body it carries.
-        Endpoint::ReadGroup => group(group_number, b"", backend).await,
-        Endpoint::Publish | Endpoint::MintToken | Endpoint::UpdateGroup => {
+        // A read never changes the members, whatever body it carries.
+        Endpoint::ReadGroup => members(Membership::Group, number, b"", backend).await,
+        Endpoint::ReadRoom => members(Membership::Room, number, b"", backend).await,
+        Endpoint::Publish | Endpoint::MintToken | Endpoint::UpdateGroup | Endpoint::UpdateRoom => {
             let body = match read_body(req, config).await {
                 Ok(b) => b,
                 Err(resp) => return resp,
@@ -180,7 +181,8 @@ async fn route<B: AdminBackend>(
             match route.endpoint {
                 Endpoint::Publish => publish(&body, backend).await,
                 Endpoint::MintToken => token(&body, backend),
-                _ => group(group_number, &body, backend).await,
+                Endpoint::UpdateGroup => members(Membership::Group, number, &body, backend).await,
+                _ => members(Membership::Room, number, &body, backend).await,
             }
         }
     }
@@ -285,8 +287,8 @@ async fn publish<B: AdminBackend>(body: &[u8], backend: &B) -> Resp {
     };
     let to = match (b.to.map(|n| n.0), b.group.map(|n| n.0), b.room.map(|n| n.0)) {
         (Some(user), None, None) if user < ROOM_BIT => UserId(user),
-        (None, Some(n), None) if n < ROOM_BIT => group_id(n),
-        (None, None, Some(n)) if n < ROOM_BIT => UserId(n | ROOM_BIT),
+        (None, Some(n), None) if n < ROOM_BIT => Membership::Group.id(n),
+        (None, None, Some(n)) if n < ROOM_BIT => Membership::Room.id(n),
         _ => {
             return json_error(
                 StatusCode::BAD_REQUEST,
@@ -314,30 +316,50 @@ async fn publish<B: AdminBackend>(body: &[u8], backend: &B) -> Resp {
     }
 }
 
-/// The wire id of group number `n`.
-fn group_id(n: u64) -> UserId {
-    UserId(n | UserId::GROUP_BIT)
+/// Whose members a route manages: a group's (they get its messages) or a
+/// room's (they may read and write it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Membership {
+    Group,
+    Room,
+}
+
+impl Membership {
+    /// The wire id of number `n` (below 2^62).
+    fn id(self, n: u64) -> UserId {
+        match self {
+            Membership::Group => UserId(n | UserId::GROUP_BIT),
+            Membership::Room => UserId(n | ROOM_BIT),
+        }
+    }
+
+    /// The JSON key naming the number in answers.
+    fn key(self) -> &'static str {
+        match self {
+            Membership::Group => "group",
+            Membership::Room => "room",
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct GroupBody {
+struct MembersBody {
     #[serde(default)]
     add: Vec<JsonInt>,
     #[serde(default)]
     remove: Vec<JsonInt>,
 }
 
-/// `GET /v1/groups/{n}` (members) or `POST` with `{"add": [..], "remove": [..]}`.
-async fn group<B: AdminBackend>(n: &str, body: &[u8], backend: &B) -> Resp {
+/// `GET /v1/{groups,rooms}/{n}` (members) or `POST` with
+/// `{"add": [..], "remove": [..]}`.
+async fn members<B: AdminBackend>(kind: Membership, n: &str, body: &[u8], backend: &B) -> Resp {
     let Some(n) = n.parse::<u64>().ok().filter(|n| *n < ROOM_BIT) else {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "the group number must be below 2^62",
-        );
+        let why = format!("the {} number must be below 2^62", kind.key());
+        return json_error(StatusCode::BAD_REQUEST, &why);
     };
-    let b: GroupBody = if body.is_empty() {
-        GroupBody::default()
+    let b: MembersBody = if body.is_empty() {
+        MembersBody::default()
     } else {
         match object(body) {
             Ok(b) => b,
@@ -355,17 +377,20 @@ async fn group<B: AdminBackend>(n: &str, body: &[u8], backend: &B) -> Resp {
             "member ids must be user ids below 2^62",
         );
     };
-    match backend.update_group(group_id(n), add, remove).await {
-        Ok(members) => respond(
-            StatusCode::OK,
-            "application/json",
-            serde_json::json!({
-                "group": n,
-                "id": group_id(n).0,
-                "members": members.iter().map(|m| m.0).collect::<Vec<_>>(),
-            })
-            .to_string(),
-        ),
+    let id = kind.id(n);
+    match backend.update_members(id, add, remove).await {
+        Ok(members) => {
+            let mut answer = serde_json::Map::new();
+            answer.insert(kind.key().into(), n.into());
+            answer.insert("id".into(), id.0.into());
+            let members: Vec<u64> = members.iter().map(|m| m.0).collect();
+            answer.insert("members".into(), members.into());
+            respond(
+                StatusCode::OK,
+                "application/json",
+                serde_json::Value::Object(answer).to_string(),
+            )
+        }
         Err(PublishError::Invalid(why)) => json_error(StatusCode::BAD_REQUEST, &why),
         Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }

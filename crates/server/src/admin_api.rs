@@ -13,7 +13,8 @@ use surepush_proto::{DeviceId, Qos, Seq, UserId};
 /// A message published by an application backend (POST /v1/publish).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PublishRequest {
-    /// Addressee: a user, or a group (an id with [`UserId::GROUP_BIT`]).
+    /// Addressee: a user, a group (an id with [`UserId::GROUP_BIT`]) or a
+    /// room (`surepush_proto::ROOM_BIT`).
     pub to: UserId,
     /// Sender shown to the receiver; `UserId(0)` is the system sender.
     pub from: UserId,
@@ -77,11 +78,11 @@ pub trait AdminBackend: 'static {
     ) -> Pin<Box<dyn Future<Output = Result<PublishResult, PublishError>>>>;
     /// Mints a client token for (user, device) valid for `ttl_s` seconds.
     fn mint_token(&self, user: UserId, device: DeviceId, ttl_s: u64) -> String;
-    /// Adds, then removes members of `group`; resolves with the members
-    /// once the change is durable (no change: just the members).
-    fn update_group(
+    /// Adds, then removes members of the group or room `id`; resolves with
+    /// the members once the change is durable (no change: just the members).
+    fn update_members(
         &self,
-        group: UserId,
+        id: UserId,
         add: Vec<UserId>,
         remove: Vec<UserId>,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<UserId>, PublishError>>>>;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::admin_api::{AdminBackend, Health, PublishError, PublishRequest, PublishResult};
 use super::metrics::Metrics;
 use super::runtime::{NodeShared, ShardRuntime};
-use surepush_core::{Claims, GroupOutcome, StoreOutcome, TokenVerifier};
+use surepush_core::{Claims, MembersOutcome, Publisher, StoreOutcome, TokenVerifier};
 use surepush_log::SendKey;
 use surepush_proto::{DeviceId, UserId};
 
@@ -99,7 +99,10 @@ impl AdminBackend for NodeAdmin {
             if shutting_down {
                 return Err(PublishError::ShuttingDown);
             }
-            match rt.publish(key, req.to, req.qos, req.payload).await {
+            match rt
+                .publish(key, req.to, req.qos, req.payload, Publisher::Backend)
+                .await
+            {
                 StoreOutcome::Stored(seq) => Ok(PublishResult {
                     seq,
                     duplicate: false,
@@ -115,9 +118,9 @@ impl AdminBackend for NodeAdmin {
         })
     }
 
-    fn update_group(
+    fn update_members(
         &self,
-        group: UserId,
+        id: UserId,
         add: Vec<UserId>,
         remove: Vec<UserId>,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<UserId>, PublishError>>>> {
@@ -127,10 +130,10 @@ impl AdminBackend for NodeAdmin {
             if shutting_down {
                 return Err(PublishError::ShuttingDown);
             }
-            match rt.update_group(group, add, remove).await {
-                GroupOutcome::Members(m) => Ok(m),
-                GroupOutcome::Invalid(why) => Err(PublishError::Invalid(why.into())),
-                GroupOutcome::Failed => Err(PublishError::StorageUnavailable),
+            match rt.update_members(id, add, remove).await {
+                MembersOutcome::Members(m) => Ok(m),
+                MembersOutcome::Invalid(why) => Err(PublishError::Invalid(why.into())),
+                MembersOutcome::Failed => Err(PublishError::StorageUnavailable),
             }
         })
     }
@@ -140,6 +143,7 @@ impl AdminBackend for NodeAdmin {
             user,
             device,
             expires_s: self.rt.wall_s() + ttl_s,
+            acl: Default::default(),
         })
     }
 }

@@ -23,6 +23,7 @@ mod log_every;
 mod mesh;
 pub mod metrics;
 mod mqtt;
+mod mqtt_legacy;
 mod node;
 pub mod offline;
 mod runtime;

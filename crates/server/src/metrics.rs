@@ -63,6 +63,11 @@ const CORE_COUNTERS: &[CoreSeries] = &[
         |s| s.room_lags,
     ),
     (
+        "room_forbidden",
+        "Room subscriptions and publishes refused, and subscriptions ended, by room permissions",
+        |s| s.room_forbidden,
+    ),
+    (
         "send_conflicts",
         "SENDs refused: their client_msg_id was used before for a different message",
         |s| s.send_conflicts,

@@ -139,16 +139,15 @@ fn run_shards(
         io_memory,
         "starting"
     );
-    let mqtt = match config.mqtt.enabled {
-        true => Some(Arc::new(
-            super::mqtt::MqttStore::open(
-                &config.data_dir,
-                config.log.recovery == surepush_log::RecoveryMode::Salvage,
-            )
-            .map_err(io_err("open the MQTT store"))?,
-        )),
-        false => None,
-    };
+    // MQTT state files of an earlier build: moved into the logs before
+    // any shard serves.
+    let legacy = super::mqtt_legacy::LegacyMqttState::read(
+        &config.data_dir,
+        config.log.recovery == surepush_log::RecoveryMode::Salvage,
+        shards as usize,
+    )
+    .map_err(io_err("read the MQTT state files of an earlier build"))?
+    .map(Arc::new);
     // Bound here, before any shard runs, so a taken address stops the node
     // with its name instead of failing one shard (see `listeners`).
     let listeners = Arc::new(NodeListeners {
@@ -171,7 +170,7 @@ fn run_shards(
             let ctx = ShardContext {
                 config: (*config).clone(),
                 listeners: listeners.clone(),
-                mqtt: mqtt.clone(),
+                legacy: legacy.clone(),
                 shards,
                 secret,
                 admin_token,
@@ -224,7 +223,7 @@ struct NodeListeners {
 struct ShardContext {
     config: Config,
     listeners: Arc<NodeListeners>,
-    mqtt: Option<Arc<super::mqtt::MqttStore>>,
+    legacy: Option<Arc<super::mqtt_legacy::LegacyMqttState>>,
     shards: u16,
     secret: Vec<u8>,
     admin_token: String,
@@ -244,7 +243,7 @@ async fn shard_main(
         .map_err(|_| "mesh join failed".to_string())?;
     let id = senders.peer_id() as u16;
     let config = Rc::new(ctx.config);
-    let (log, recovered, report) = SegmentLog::open(config.log_config(id))
+    let (log, mut recovered, report) = SegmentLog::open(config.log_config(id))
         .await
         .map_err(|e| format!("cannot open the log: {e}"))?;
     tracing::info!(shard = id, records = report.records, segments = report.segments, sidecars = report.sidecars, checkpoint = ?report.checkpoint, truncated = ?report.truncated, elapsed = ?report.elapsed, "log recovered");
@@ -262,15 +261,20 @@ async fn shard_main(
         shards: ctx.shards,
         wall_ms_at_zero: ctx.wall_ms,
     };
+    if let Some(legacy) = &ctx.legacy {
+        legacy
+            .move_into(id, &log, &mut recovered, &ctx.shared.shutdown)
+            .await?;
+    }
     let core = Shard::new(params, config.core.clone(), verifier.clone(), recovered);
-    let mqtt = ctx.mqtt.clone().map(|store| {
+    let mqtt = config.mqtt.enabled.then(|| {
         let params = surepush_mqtt::bridge::BridgeParams {
             page: config.mqtt.page,
             max_packet: config.mqtt.max_packet,
             receive_max: config.core.max_pending_sends.min(u32::from(u16::MAX)) as u16,
             room_window: config.core.room_window,
         };
-        super::mqtt::MqttShard::new(store, params)
+        super::mqtt::MqttShard::new(params, ctx.wall_ms)
     });
     let senders = Rc::new(senders);
     let mut peers = Vec::new();

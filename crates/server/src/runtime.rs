@@ -23,7 +23,8 @@ use super::log_every::LogEvery;
 use super::mesh::{MeshMsg, PeerQueue};
 use super::metrics::ShardMetrics;
 use surepush_core::{
-    Action, AppendToken, ConnId, GroupOutcome, PeerMsg, Shard, StoreOutcome, TokenVerifier,
+    Action, AppendToken, ConnId, MembersOutcome, PeerMsg, Shard, StateDurability, StateKey,
+    StoreOutcome, TokenVerifier,
 };
 use surepush_log::{InboxQuery, Lsn, SegmentLog};
 use surepush_proto::{Frame, ProtoError, UserId};
@@ -76,7 +77,7 @@ pub(crate) struct ShardRuntime {
     durability: RefCell<VecDeque<(AppendToken, Lsn)>>,
     durability_wake: LocalSender<()>,
     publishes: RefCell<HashMap<u64, LocalSender<StoreOutcome>>>,
-    group_updates: RefCell<HashMap<u64, LocalSender<GroupOutcome>>>,
+    member_updates: RefCell<HashMap<u64, LocalSender<MembersOutcome>>>,
     next_publish: Cell<u64>,
     origin: Instant,
     wall_ms_at_origin: u64,
@@ -124,7 +125,7 @@ impl ShardRuntime {
             durability: RefCell::new(VecDeque::new()),
             durability_wake,
             publishes: RefCell::new(HashMap::new()),
-            group_updates: RefCell::new(HashMap::new()),
+            member_updates: RefCell::new(HashMap::new()),
             next_publish: Cell::new(0),
             origin,
             wall_ms_at_origin,
@@ -170,6 +171,31 @@ impl ShardRuntime {
     /// The output side of an open connection.
     pub(crate) fn conn_io(&self, conn: ConnId) -> Option<Rc<ConnIo>> {
         self.conns.borrow().get(&conn).cloned()
+    }
+
+    /// Writes keyed state (see `core/keyed.rs`).
+    pub(crate) fn write_state(
+        &self,
+        key: StateKey,
+        value: Option<Bytes>,
+        durability: StateDurability,
+    ) {
+        let now = self.now();
+        self.core
+            .borrow_mut()
+            .handle_state(key, value, durability, now);
+    }
+
+    /// Asks for keyed state wherever it lives; `conn` hears
+    /// [`Action::StateValue`].
+    pub(crate) fn query_state(&self, conn: ConnId, key: StateKey) {
+        let now = self.now();
+        self.core.borrow_mut().handle_state_query(conn, key, now);
+    }
+
+    /// The newest value of keyed state this shard owns.
+    pub(crate) fn stored_state(&self, key: &StateKey) -> Option<Bytes> {
+        self.core.borrow().state(key).cloned()
     }
 
     pub(crate) fn frame(&self, conn: ConnId, frame: Frame) {
@@ -315,13 +341,15 @@ impl ShardRuntime {
         }
     }
 
-    /// Starts a backend publish; resolves with its outcome.
+    /// Starts a publish by the backend or on a gone session's behalf (`by`,
+    /// see `Shard::handle_publish`); resolves with its outcome.
     pub(crate) async fn publish(
         self: &Rc<Self>,
         key: surepush_log::SendKey,
         to: UserId,
         qos: surepush_proto::Qos,
         payload: Bytes,
+        by: surepush_core::Publisher,
     ) -> StoreOutcome {
         let request = self.next_publish.get() + 1;
         self.next_publish.set(request);
@@ -330,28 +358,29 @@ impl ShardRuntime {
         let now = self.now();
         self.core
             .borrow_mut()
-            .handle_publish(request, key, to, qos, payload, now);
+            .handle_publish(request, key, to, qos, payload, by, now);
         self.drive();
         rx.recv().await.unwrap_or(StoreOutcome::Failed)
     }
 
-    /// Changes a group's members (see `Shard::handle_group_update`).
-    pub(crate) async fn update_group(
+    /// Changes a group's or room's members (see
+    /// `Shard::handle_members_update`).
+    pub(crate) async fn update_members(
         self: &Rc<Self>,
-        group: UserId,
+        id: UserId,
         add: Vec<UserId>,
         remove: Vec<UserId>,
-    ) -> GroupOutcome {
+    ) -> MembersOutcome {
         let request = self.next_publish.get() + 1;
         self.next_publish.set(request);
         let (tx, rx) = local_channel::new_bounded(1);
-        self.group_updates.borrow_mut().insert(request, tx);
+        self.member_updates.borrow_mut().insert(request, tx);
         let now = self.now();
         self.core
             .borrow_mut()
-            .handle_group_update(request, group, add, remove, now);
+            .handle_members_update(request, id, add, remove, now);
         self.drive();
-        rx.recv().await.unwrap_or(GroupOutcome::Failed)
+        rx.recv().await.unwrap_or(MembersOutcome::Failed)
     }
 
     /// Carries out every action the core has queued.
@@ -426,11 +455,14 @@ impl ShardRuntime {
                         let _ = tx.try_send(outcome);
                     }
                 }
-                Action::GroupUpdated { request, outcome } => {
-                    if let Some(tx) = self.group_updates.borrow_mut().remove(&request) {
+                Action::MembersUpdated { request, outcome } => {
+                    if let Some(tx) = self.member_updates.borrow_mut().remove(&request) {
                         let _ = tx.try_send(outcome);
                     }
                 }
+                // For a connection gone meanwhile (an MQTT connection's go
+                // to its bridge in `to_bridge`).
+                Action::StateStored { .. } | Action::StateValue { .. } => {}
             }
         }
         for io in dirty {

@@ -1,9 +1,10 @@
 //! Session tokens: JWT (RFC 7519) compact form signed with HS256.
 //!
-//! A token names one user and one device and expires. The application
-//! backend mints them with the shared secret (any JWT library works); the
-//! gateway verifies the signature in constant time before it creates any
-//! state for the connection. Secrets and tokens are never logged.
+//! A token names one user and one device and expires; it may grant rooms
+//! (the `acl` claim, `acl.rs`). The application backend mints them with the
+//! shared secret (any JWT library works); the gateway verifies the
+//! signature in constant time before it creates any state for the
+//! connection. Secrets and tokens are never logged.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -15,6 +16,9 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use thiserror::Error;
 
+mod acl;
+use acl::AclClaim;
+pub use acl::{Acl, AclAction, AclError, MAX_ACL_FILTERS, MAX_ACL_FILTER_LEN};
 use surepush_proto::{DeviceId, ErrorCode, UserId};
 
 /// Longest token accepted; bounds the work an unauthenticated peer causes.
@@ -23,7 +27,7 @@ pub const MAX_TOKEN_LEN: usize = 4096;
 type HmacSha256 = Hmac<Sha256>;
 
 /// What a valid token says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claims {
     /// The user the connection acts as.
     pub user: UserId,
@@ -34,6 +38,8 @@ pub struct Claims {
     /// whenever the original is; validity itself is decided on the exact
     /// `exp` (see [`TokenVerifier::verify`]).
     pub expires_s: u64,
+    /// What the token grants (`acl` claim; empty when absent).
+    pub acl: Acl,
 }
 
 /// Why a token was refused.
@@ -48,6 +54,9 @@ pub enum AuthError {
     /// `exp` is in the past.
     #[error("token expired")]
     Expired,
+    /// The `acl` claim is too big or holds an invalid filter.
+    #[error("token {0}")]
+    BadAcl(#[from] AclError),
 }
 
 impl AuthError {
@@ -68,12 +77,14 @@ struct JwtHeader {
 }
 
 /// JSON claims; `sub` is the user id as a decimal string (JWT convention),
-/// `dev` the device id, `exp` the expiry.
+/// `dev` the device id, `exp` the expiry, `acl` the optional grants.
 #[derive(Serialize, Deserialize)]
 struct JwtClaims {
     sub: String,
     dev: u64,
     exp: NumericDate,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    acl: Option<AclClaim>,
 }
 
 /// RFC 7519 NumericDate: seconds since the epoch, "possibly non-integer".
@@ -164,10 +175,12 @@ impl TokenVerifier {
         if !claims.exp.is_after_ms(now_ms) {
             return Err(AuthError::Expired);
         }
+        let acl = claims.acl.map(Acl::from_claim).transpose()?;
         Ok(Claims {
             user: UserId(user),
             device: DeviceId(claims.dev),
             expires_s: claims.exp.ceil_seconds(),
+            acl: acl.unwrap_or_default(),
         })
     }
 
@@ -178,6 +191,7 @@ impl TokenVerifier {
             sub: claims.user.0.to_string(),
             dev: claims.device.0,
             exp: NumericDate(claims.expires_s.into()),
+            acl: claims.acl.to_claim(),
         })
         .expect("claims serialise");
         let body = URL_SAFE_NO_PAD.encode(body);
@@ -206,6 +220,7 @@ mod tests {
             user: UserId(42),
             device: DeviceId(7),
             expires_s: 2_000,
+            acl: Acl::default(),
         }
     }
 
@@ -323,7 +338,7 @@ mod tests {
                 "exp {exp}"
             );
             // The claims re-mint into a token valid at least as long.
-            let again = v.mint(&claims.unwrap());
+            let again = v.mint(&claims.expect("valid"));
             assert!(v.verify(&again, valid_until_ms - 1).is_ok(), "exp {exp}");
         }
         for past in ["-1", "-1.5e300", "0", "0.0"] {
@@ -369,9 +384,10 @@ mod tests {
             user: UserId(42),
             device: DeviceId(7),
             expires_s: 4_102_444_800,
+            acl: Acl::default(),
         };
         assert_eq!(v.mint(&claims), TOKEN);
-        assert_eq!(v.verify(TOKEN, 1_000), Ok(claims));
+        assert_eq!(v.verify(TOKEN, 1_000), Ok(claims.clone()));
         // A client that hex-decodes the secret signs with other key bytes.
         let decoded: Vec<u8> = (0..SECRET.len())
             .step_by(2)
@@ -380,5 +396,76 @@ mod tests {
         let wrong = TokenVerifier::new(&decoded).mint(&claims);
         assert!(wrong.ends_with(SIGNED_WITH_DECODED_BYTES));
         assert_eq!(v.verify(&wrong, 1_000), Err(AuthError::BadSignature));
+    }
+
+    /// Issue 16 item 6: the `acl` claim grants rooms by filter; it is
+    /// parsed once, here, and survives minting.
+    #[test]
+    fn the_acl_claim_is_parsed_and_minted_back() {
+        let v = TokenVerifier::new(b"secret");
+        let token = sign(
+            &v,
+            r#"{"sub":"42","dev":7,"exp":2000,"acl":{"sub":["room/+"],"pub":["room/42"]}}"#,
+        );
+        let got = v.verify(&token, 1_000_000).expect("valid");
+        let want = Acl::new(&["room/+"], &["room/42"]).expect("valid");
+        assert_eq!(got.acl, want);
+        assert_eq!(v.verify(&v.mint(&got), 1_000_000), Ok(got));
+        // Absent, null, empty object and empty lists all grant nothing.
+        for acl in [
+            "",
+            r#","acl":null"#,
+            r#","acl":{}"#,
+            r#","acl":{"sub":[],"pub":[]}"#,
+        ] {
+            let token = sign(&v, &format!(r#"{{"sub":"42","dev":7,"exp":2000{acl}}}"#));
+            assert_eq!(v.verify(&token, 1_000_000), Ok(claims()), "{acl}");
+        }
+    }
+
+    /// Issue 16 item 6: an ACL beyond the limits, or malformed, refuses the
+    /// token with AuthFailed and says why; it never becomes "no grants".
+    #[test]
+    fn an_oversized_or_malformed_acl_refuses_the_token() {
+        use crate::acl::{MAX_ACL_FILTERS, MAX_ACL_FILTER_LEN};
+        let v = TokenVerifier::new(b"secret");
+        let with = |acl: &str| {
+            sign(
+                &v,
+                &format!(r#"{{"sub":"42","dev":7,"exp":2000,"acl":{acl}}}"#),
+            )
+        };
+        let many: Vec<String> = (0..=MAX_ACL_FILTERS)
+            .map(|n| format!("\"room/{n}\""))
+            .collect();
+        let long = format!("\"room/{}\"", "1".repeat(MAX_ACL_FILTER_LEN));
+        for (acl, says) in [
+            (
+                format!(r#"{{"pub":[{}]}}"#, many.join(",")),
+                "acl.pub: more than 64 filters",
+            ),
+            (
+                format!(r#"{{"sub":[{long}]}}"#),
+                "acl.sub: a filter is longer than 256 bytes",
+            ),
+            (
+                r#"{"sub":["room/#/x"]}"#.to_string(),
+                "acl.sub: invalid filter",
+            ),
+        ] {
+            let e = v.verify(&with(&acl), 1_000_000).expect_err(&acl);
+            assert_eq!(e.code(), ErrorCode::AuthFailed, "{e}");
+            assert!(e.to_string().contains(says), "{e}");
+        }
+        for malformed in [
+            r#"{"subscribe":["room/1"]}"#,
+            r#"["room/1"]"#,
+            r#"{"sub":"room/1"}"#,
+            r#"{"sub":[1]}"#,
+        ] {
+            let e = v.verify(&with(malformed), 1_000_000).expect_err(malformed);
+            assert!(matches!(e, AuthError::Malformed(_)), "{malformed}: {e}");
+            assert_eq!(e.code(), ErrorCode::AuthFailed);
+        }
     }
 }

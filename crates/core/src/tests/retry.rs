@@ -9,6 +9,7 @@ fn send_with(cmid: u64, to: u64, qos: Qos, payload: &'static [u8]) -> Frame {
         client_msg_id: cmid,
         to: UserId(to),
         qos,
+        confirm: false,
         payload: Bytes::from_static(payload),
     })
 }
@@ -146,6 +147,7 @@ fn a_backend_publish_reusing_an_id_for_another_message_is_a_conflict() {
             UserId(2),
             Qos::AtLeastOnce,
             Bytes::from_static(payload),
+            Publisher::Backend,
             h.now,
         );
         h.run();

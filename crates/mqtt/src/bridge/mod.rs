@@ -17,11 +17,16 @@
 //! - a replay page is acknowledged (by asking for the next one) only when
 //!   every item in it is acknowledged in that sense;
 //! - QoS 1/2 PUBACK/PUBREC leave only after the core's SENDACK, i.e. after
-//!   the message is durable.
+//!   the message is durable;
+//! - the session's own durable state is in the segment log, and a packet
+//!   that depends on a change of it leaves only once that change is
+//!   durable (`persist.rs` says which).
 //!
 //! The mapping is specified in docs/MQTT.md.
 
+mod persist;
 mod rooms;
+mod state;
 pub mod topics;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -31,15 +36,20 @@ use bytes::Bytes;
 use crate as mqtt;
 use crate::{
     ConnAck, MqttString, Packet, PacketId, Properties, ProtocolLevel, PubReply, Publish, QoS,
-    ReasonCode, SubAck, Subscription, UnsubAck, Will,
+    ReasonCode, SubAck, UnsubAck, Will,
 };
 use foldhash::HashMap as FastHashMap;
-use rooms::{RoomSub, RoomTrack};
+pub use persist::StateWrite;
+use persist::{Change, Gate};
+use rooms::RoomTrack;
+use state::{Inbound, Reader};
+pub use state::{Retained, SessionState};
 use surepush_proto as proto;
 use surepush_proto::{
     ConnAck as NativeConnAck, DeviceId, ErrorCode, Frame, Push, Qos, SendAck, SendResult, Seq,
     SubResult, SubscribeFrom, SyncDirection, UserId, ROOM_BIT,
 };
+use surepush_token::{Acl, AclAction, Claims};
 use topics::{room_filter, Target};
 
 /// Limits the bridge works with.
@@ -56,168 +66,11 @@ pub struct BridgeParams {
     pub room_window: u32,
 }
 
-/// Session state that outlives a connection (persistent sessions).
-#[derive(Clone, Debug, Default)]
-pub struct SessionState {
-    /// Inbox subscriptions (filters other than `room/{n}`).
-    subs: Vec<Subscription>,
-    /// Room subscriptions by room number.
-    rooms: BTreeMap<u64, RoomSub>,
-    /// Inbound QoS 2 messages awaiting PUBREL, by packet id.
-    inbound: BTreeMap<u16, Inbound>,
-    /// Inbox messages sent and not acknowledged: seq → packet id (resent
-    /// with the same id and DUP on reconnect).
-    out_pids: BTreeMap<u64, u16>,
-    /// Outbound QoS 2 messages whose PUBREC arrived: awaiting PUBCOMP.
-    rel_pending: BTreeSet<u16>,
-    /// Next native `client_msg_id` for an inbound PUBLISH.
-    next_msg_id: u64,
-    /// The inbox head when the session began: a resumed session never
-    /// replays from before it, even when the device has no cursor yet.
-    inbox_start: Seq,
-    /// Session Expiry Interval in seconds (`u32::MAX`: never, as in 3.1.1).
-    expiry_s: u32,
-    /// When the last connection ended (ms since the epoch; 0: connected).
-    ended_ms: u64,
-}
-
 /// Packets a client may pipeline behind CONNECT before our CONNACK.
 const EARLY_PACKETS_MAX: usize = 1024;
 
 /// Topic aliases a v5 client may set (Topic Alias Maximum).
 const TOPIC_ALIAS_MAX: u16 = 32;
-
-/// Version byte of [`SessionState::encode`]. Version 2 marks whether a
-/// room position is known (issue #16 item 2); version 1 files still load.
-const STATE_VERSION: u8 = 2;
-
-impl SessionState {
-    /// The durable part of the session (subscriptions, room positions,
-    /// inbound QoS 2 awaiting PUBREL, outbound packet ids, where the session
-    /// began, expiry) in a versioned binary form.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![STATE_VERSION];
-        out.extend_from_slice(&(self.subs.len() as u32).to_le_bytes());
-        for s in &self.subs {
-            let f = s.filter.as_bytes();
-            out.extend_from_slice(&(f.len() as u16).to_le_bytes());
-            out.extend_from_slice(f);
-            out.push(options_byte(&s.options));
-        }
-        out.extend_from_slice(&(self.rooms.len() as u32).to_le_bytes());
-        for (&n, r) in &self.rooms {
-            r.encode(n, &mut out);
-        }
-        out.extend_from_slice(&(self.inbound.len() as u32).to_le_bytes());
-        for (&pid, i) in &self.inbound {
-            out.extend_from_slice(&pid.to_le_bytes());
-            out.extend_from_slice(&i.client_msg_id.to_le_bytes());
-            out.extend_from_slice(&i.to.0.to_le_bytes());
-            out.push(u8::from(i.stored));
-        }
-        out.extend_from_slice(&self.next_msg_id.to_le_bytes());
-        out.extend_from_slice(&self.inbox_start.0.to_le_bytes());
-        out.extend_from_slice(&(self.out_pids.len() as u32).to_le_bytes());
-        for (&seq, &pid) in &self.out_pids {
-            out.extend_from_slice(&seq.to_le_bytes());
-            out.extend_from_slice(&pid.to_le_bytes());
-        }
-        out.extend_from_slice(&(self.rel_pending.len() as u32).to_le_bytes());
-        for &pid in &self.rel_pending {
-            out.extend_from_slice(&pid.to_le_bytes());
-        }
-        out.extend_from_slice(&self.expiry_s.to_le_bytes());
-        out.extend_from_slice(&self.ended_ms.to_le_bytes());
-        out
-    }
-
-    /// Records `at_ms` as the end of the last connection, unless one is
-    /// recorded already.
-    pub fn mark_ended(&mut self, at_ms: u64) {
-        if self.ended_ms == 0 {
-            self.ended_ms = at_ms.max(1);
-        }
-    }
-
-    /// Whether the session has expired by `now_ms` (ms since the epoch).
-    pub fn expired(&self, now_ms: u64) -> bool {
-        self.ended_ms > 0
-            && self.expiry_s != u32::MAX
-            && now_ms >= self.ended_ms + u64::from(self.expiry_s) * 1000
-    }
-
-    /// Parses [`SessionState::encode`]'s output; `None` if it is not that.
-    pub fn decode(bytes: &[u8]) -> Option<SessionState> {
-        let mut r = Reader(bytes);
-        let version = r.u8()?;
-        if !(1..=STATE_VERSION).contains(&version) {
-            return None;
-        }
-        let mut state = SessionState::default();
-        for _ in 0..r.u32()? {
-            let len = usize::from(r.u16()?);
-            let filter = MqttString::from_utf8(Bytes::copy_from_slice(r.take(len)?)).ok()?;
-            mqtt::validate_topic_filter(filter.as_str(), false).ok()?;
-            let options = options_from_byte(r.u8()?)?;
-            state.subs.push(Subscription { filter, options });
-        }
-        for _ in 0..r.u32()? {
-            let (n, sub) = RoomSub::decode(&mut r, version)?;
-            state.rooms.insert(n, sub);
-        }
-        for _ in 0..r.u32()? {
-            let pid = r.u16()?;
-            PacketId::new(pid)?;
-            let client_msg_id = r.u64()?;
-            let to = UserId(r.u64()?);
-            let stored = r.u8()? != 0;
-            state.inbound.insert(
-                pid,
-                Inbound {
-                    client_msg_id,
-                    to,
-                    stored,
-                },
-            );
-        }
-        state.next_msg_id = r.u64()?;
-        state.inbox_start = Seq(r.u64()?);
-        for _ in 0..r.u32()? {
-            let seq = r.u64()?;
-            let pid = r.u16()?;
-            PacketId::new(pid)?;
-            state.out_pids.insert(seq, pid);
-        }
-        for _ in 0..r.u32()? {
-            let pid = r.u16()?;
-            PacketId::new(pid)?;
-            state.rel_pending.insert(pid);
-        }
-        state.expiry_s = r.u32()?;
-        state.ended_ms = r.u64()?;
-        r.0.is_empty().then_some(state)
-    }
-
-    /// A new session; `msg_id_base` must exceed every `client_msg_id` this
-    /// (user, device) used before (wall-clock µs does).
-    pub fn new(msg_id_base: u64) -> SessionState {
-        SessionState {
-            next_msg_id: msg_id_base,
-            ..SessionState::default()
-        }
-    }
-}
-
-/// A room's retained message (MQTT RETAIN).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Retained {
-    /// Publisher.
-    pub from: UserId,
-    /// QoS it was published with.
-    pub qos: QoS,
-    /// Body (never empty: an empty retained PUBLISH clears).
-    pub payload: Bytes,
-}
 
 #[derive(Clone, Debug)]
 struct PendingPub {
@@ -225,13 +78,6 @@ struct PendingPub {
     qos: QoS,
     /// Room and retained message to set once stored.
     retain: Option<(u64, Option<Retained>)>,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Inbound {
-    client_msg_id: u64,
-    to: UserId,
-    stored: bool,
 }
 
 /// What an outbound PUBLISH carries, for when it is acknowledged.
@@ -287,6 +133,9 @@ struct PendingSubAck {
 pub struct Finished {
     /// What becomes of the session state.
     pub keep: Keep,
+    /// The log write that records `keep` (append it at once; nobody waits
+    /// for it), if the log must change.
+    pub write: Option<StateWrite>,
     /// The will to publish (the connection ended without DISCONNECT).
     pub will: Option<WillMessage>,
 }
@@ -313,6 +162,9 @@ pub struct WillMessage {
     pub payload: Bytes,
     /// Native id for the send (unique for the device).
     pub client_msg_id: u64,
+    /// The session's token granted publishing to `to` (a room; see
+    /// `core::Publisher::User`).
+    pub room_grant: bool,
 }
 
 /// Checks a CONNECT before the session starts; `Some(code)` refuses it with
@@ -353,6 +205,9 @@ pub struct Bridge {
     level: ProtocolLevel,
     user: UserId,
     device: DeviceId,
+    /// What the session's token grants (for its will; the core checks the
+    /// session's own sends and subscriptions).
+    acl: Acl,
     params: BridgeParams,
     state: SessionState,
     persistent: bool,
@@ -399,27 +254,29 @@ pub struct Bridge {
     early: VecDeque<Packet>,
     /// Inbound topic aliases (MQTT 5), index = alias - 1.
     aliases: Vec<Option<MqttString>>,
-    /// The durable part of the state changed (persist before the packets
-    /// queued since go out).
-    dirty: bool,
+    /// What the durable state's changes hold back (`persist.rs`).
+    gate: Gate,
     next_pid: u16,
     to_core: VecDeque<Frame>,
     to_client: VecDeque<Packet>,
 }
 
 impl Bridge {
-    /// Starts the bridge for an accepted CONNECT (token already verified:
-    /// `user`, `device` are its claims). `stored` is the session kept from a
-    /// previous connection, if any. The native CONNECT is queued for the core.
+    /// Starts the bridge for an accepted CONNECT (`token` already verified:
+    /// `claims` are its claims). `stored` is the session kept from a
+    /// previous connection, if any (with a clean start too: it is then
+    /// replaced, or deleted). The native CONNECT is queued for the core.
     pub fn new(
         connect: mqtt::Connect,
         token: String,
-        user: UserId,
-        device: DeviceId,
+        claims: Claims,
         stored: Option<SessionState>,
         msg_id_base: u64,
         params: BridgeParams,
     ) -> Bridge {
+        let Claims {
+            user, device, acl, ..
+        } = claims;
         let v5 = connect.protocol_level.is_v5();
         let expiry_s = if v5 {
             connect.properties.session_expiry_interval.unwrap_or(0)
@@ -429,6 +286,7 @@ impl Bridge {
             u32::MAX
         };
         let persistent = expiry_s > 0;
+        let had_stored = stored.is_some();
         let resumed = stored.filter(|_| !connect.clean_start);
         let session_present = resumed.is_some();
         let mut state = resumed.unwrap_or_else(|| SessionState::new(msg_id_base));
@@ -451,6 +309,7 @@ impl Bridge {
             level: connect.protocol_level,
             user,
             device,
+            acl,
             params,
             state,
             persistent,
@@ -481,7 +340,7 @@ impl Bridge {
             subacks: VecDeque::new(),
             early: VecDeque::new(),
             aliases: vec![None; if v5 { usize::from(TOPIC_ALIAS_MAX) } else { 0 }],
-            dirty: false,
+            gate: Gate::default(),
             next_pid: 0,
             to_core: VecDeque::new(),
             to_client: VecDeque::new(),
@@ -492,6 +351,7 @@ impl Bridge {
             keepalive_ms: u32::from(connect.keep_alive) * 1000,
             token,
         }));
+        b.gate.logged = had_stored;
         b
     }
 
@@ -507,6 +367,10 @@ impl Bridge {
     /// fast catch-up packet by packet must not reach the core's frame rate
     /// limit on the server's account (issue #25).
     pub fn poll_core(&mut self) -> Option<Frame> {
+        if self.gate.core_held() {
+            // Held for a state write (`persist.rs`); so is the keep alive.
+            return self.gate.next_frame(&mut self.to_core);
+        }
         let frame = self.to_core.pop_front();
         if frame.is_some() || std::mem::take(&mut self.heard) {
             self.heard = false;
@@ -538,9 +402,10 @@ impl Bridge {
         self.to_core.push_back(ack);
     }
 
-    /// The next MQTT packet for the client.
+    /// The next MQTT packet for the client (none while what is queued
+    /// waits for a state write: see `persist.rs`).
     pub fn poll_packet(&mut self) -> Option<Packet> {
-        self.to_client.pop_front()
+        self.gate.next_packet(&mut self.to_client)
     }
 
     /// Output held in the bridge (PUBLISHes beyond the client's Receive
@@ -569,14 +434,6 @@ impl Bridge {
         self.close_session(e.reason_code(), &e.to_string());
     }
 
-    /// Durable state the queued packets confirm could not be stored:
-    /// withdraws those packets and ends the session (v5: DISCONNECT).
-    pub fn abort(&mut self, reason: ReasonCode) {
-        // A CONNACK stays: a DISCONNECT may not come without one.
-        self.to_client.retain(|p| matches!(p, Packet::ConnAck(_)));
-        self.close_session(reason, "could not store the session state");
-    }
-
     /// The session's (user, device).
     pub fn session(&self) -> (UserId, DeviceId) {
         (self.user, self.device)
@@ -585,13 +442,6 @@ impl Bridge {
     /// Whether the session outlives the connection.
     pub fn persistent(&self) -> bool {
         self.persistent
-    }
-
-    /// The durable state if it changed since the last call (persistent
-    /// sessions only): store it before sending what was queued since.
-    pub fn take_dirty_state(&mut self) -> Option<Vec<u8>> {
-        let dirty = std::mem::take(&mut self.dirty);
-        (dirty && self.persistent).then(|| self.state.encode())
     }
 
     /// Another connection of the same (user, device) takes over: this one
@@ -647,19 +497,35 @@ impl Bridge {
                     qos: native_qos(w.qos),
                     payload: w.payload,
                     client_msg_id: id,
+                    room_grant: self.acl.grants_room(AclAction::Publish, to.0),
                 })
             })
         };
-        // Room positions were recorded as acknowledged; inbox positions live
-        // in the core (the device cursor).
-        let keep = if self.taken_over {
-            Keep::Nothing
-        } else if self.persistent {
-            Keep::Save(self.state)
-        } else {
-            Keep::Forget
+        let key = surepush_proto::StateKey::MqttSession {
+            user: self.user,
+            device: self.device,
         };
-        Finished { keep, will }
+        let (keep, write) = if self.taken_over {
+            (Keep::Nothing, None)
+        } else if self.persistent {
+            let value = Some(Bytes::from(self.state.encode()));
+            let write = StateWrite {
+                key,
+                value,
+                report: None,
+            };
+            (Keep::Save(self.state), Some(write))
+        } else {
+            // A session that was persistent earlier on this connection (or
+            // was stored before it) may have a record to delete.
+            let write = self.gate.logged.then_some(StateWrite {
+                key,
+                value: None,
+                report: None,
+            });
+            (Keep::Forget, write)
+        };
+        Finished { keep, write, will }
     }
 
     /// A packet from the client.
@@ -750,6 +616,7 @@ impl Bridge {
             Frame::Comp { client_msg_id } => {
                 if let Some(pid) = self.releases.remove(&client_msg_id) {
                     self.state.inbound.remove(&pid.get());
+                    self.changed(Change::InboundDropped);
                     self.to_client
                         .push_back(Packet::PubComp(PubReply::success(pid)));
                 }
@@ -821,20 +688,30 @@ impl Bridge {
             code: ReasonCode::SUCCESS,
             properties: props,
         }));
-        // A resumed session continues from the device's cursor; a new or
+        // A resumed session continues from what it acknowledged (its own
+        // record, or the device's cursor, whichever is further); a new or
         // clean one from the inbox head (older messages were not for it).
         let from = if self.session_present {
             let from = a.cursor.unwrap_or(Seq::ZERO).max(self.state.inbox_start);
-            from.min(a.head)
+            from.max(self.state.inbox_acked).min(a.head)
         } else {
             self.state.inbox_start = a.head;
-            self.dirty = true;
+            self.state.inbox_acked = a.head;
             a.head
         };
+        if self.persistent {
+            self.changed(Change::Started);
+        } else if self.gate.logged {
+            // A stored session that ends with this connection (or a clean
+            // start): deleted before the CONNACK, so a crash cannot bring
+            // it back.
+            self.changed(Change::Discarded);
+        }
         self.seen = from;
-        // Ids of messages acknowledged after the file was last written are
-        // free again (the cursor is past them).
+        // Ids of messages acknowledged after the state was last written
+        // are free again (the position is past them).
         self.state.out_pids.retain(|&seq, _| seq > from.0);
+        self.state.done.retain(|&seq| seq > from.0);
         for &pid in &self.state.rel_pending {
             let pid = PacketId::new(pid).expect("stored ids are non-zero");
             self.inflight.insert(
@@ -887,13 +764,24 @@ impl Bridge {
             SendResult::Forbidden => ReasonCode::NOT_AUTHORIZED,
             _ => ReasonCode::UNSPECIFIED_ERROR,
         };
+        if qos == QoS::ExactlyOnce && a.result == SendResult::StorageUnavailable {
+            // Perhaps stored in part (one copy durable, another failed):
+            // the packet id keeps its native id, and the client's resend
+            // with it on its next connection completes the message once.
+            // A refusal would free the id and make the retry a second
+            // message (found by the simulator: a QoS 2 message stored
+            // twice in the sender's own inbox).
+            self.close_session(ReasonCode::UNSPECIFIED_ERROR, "not stored");
+            return;
+        }
         if qos == QoS::ExactlyOnce {
             if ok {
                 if let Some(i) = self.state.inbound.get_mut(&pid.get()) {
                     i.stored = true;
+                    self.changed(Change::InboundStored);
                 }
-            } else {
-                self.state.inbound.remove(&pid.get());
+            } else if self.state.inbound.remove(&pid.get()).is_some() {
+                self.changed(Change::InboundDropped);
             }
         }
         if !ok && !self.level.is_v5() {
@@ -951,6 +839,11 @@ impl Bridge {
             return; // a retransmission of something in flight or done
         }
         self.seen = p.seq;
+        if self.state.done.contains(&p.seq.0) {
+            // Acknowledged (out of order) before a restart: not again.
+            self.inbox.push_back((p.seq, true));
+            return;
+        }
         let qos = granted.map(|g| g.min(mqtt_qos(p.qos)));
         match qos {
             None => self.inbox.push_back((p.seq, true)),
@@ -1032,7 +925,13 @@ impl Bridge {
                 _ => self.alloc_pid(),
             };
             if let Delivery::Inbox(seq) = what {
-                self.state.out_pids.insert(seq.0, pid.get());
+                if self.state.out_pids.insert(seq.0, pid.get()) != Some(pid.get()) {
+                    self.changed(if p.qos == QoS::ExactlyOnce {
+                        Change::OutboundQos2Sent
+                    } else {
+                        Change::Bookkeeping
+                    });
+                }
             }
             p.packet_id = Some(pid);
             let stage = if p.qos == QoS::ExactlyOnce {
@@ -1084,6 +983,11 @@ impl Bridge {
         match what {
             Delivery::Inbox(seq) => {
                 self.state.out_pids.remove(&seq.0);
+                if seq > self.state.inbox_acked {
+                    // Until the prefix passes it: never sent again.
+                    self.state.done.insert(seq.0);
+                }
+                self.changed(Change::Bookkeeping);
                 if let Some(e) = self.inbox.iter_mut().find(|e| e.0 == seq) {
                     e.1 = true;
                 }
@@ -1104,6 +1008,11 @@ impl Bridge {
             self.inbox.pop_front();
             last = Some(seq);
         }
+        if let Some(seq) = last.filter(|s| *s > self.state.inbox_acked) {
+            self.state.inbox_acked = seq;
+            self.state.done.retain(|&s| s > seq.0);
+            self.changed(Change::Bookkeeping);
+        }
         match self.mode {
             Mode::Live => {
                 if let Some(seq) = last {
@@ -1123,15 +1032,21 @@ impl Bridge {
         for pending in self.subacks.iter_mut() {
             if let Some(i) = pending.rooms.iter().position(|&(r, _)| r == n) {
                 let (_, index) = pending.rooms.swap_remove(i);
-                if result == SubResult::Refused {
-                    pending.reasons[index] = ReasonCode::UNSPECIFIED_ERROR;
-                }
+                pending.reasons[index] = match (result, self.level.is_v5()) {
+                    (SubResult::Ok | SubResult::Gap, _) => pending.reasons[index],
+                    (SubResult::Forbidden, true) => ReasonCode::NOT_AUTHORIZED,
+                    // 3.1.1 has one failure code for everything (MQTT-3.9.3-2).
+                    (SubResult::Forbidden | SubResult::Refused, _) => ReasonCode::UNSPECIFIED_ERROR,
+                };
                 break;
             }
         }
         self.flush_subacks();
-        if result != SubResult::Refused && self.retained_wanted.remove(&n) {
+        if result.subscribed() && self.retained_wanted.remove(&n) {
             self.retained_queries.push_back(n);
+        } else if !result.subscribed() {
+            // Not allowed to read it: not its retained message either.
+            self.retained_wanted.remove(&n);
         }
     }
 
@@ -1201,12 +1116,16 @@ impl Bridge {
             qos: p.qos,
             retain: retain.clone(),
         };
+        // A QoS 0 retained PUBLISH changes the retained message only once
+        // the room has accepted it (its permissions): the core confirms it.
+        let confirm = p.qos == QoS::AtMostOnce && retain.is_some();
         let id = match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) | (_, None) => {
-                if let Some(change) = retain.clone() {
-                    self.retains.push_back(change);
+                let id = self.next_msg_id();
+                if confirm {
+                    self.sends.insert(id, pending(None));
                 }
-                self.next_msg_id()
+                id
             }
             (QoS::AtLeastOnce, Some(pid)) => {
                 let id = self.next_msg_id();
@@ -1242,6 +1161,7 @@ impl Bridge {
                             stored: false,
                         },
                     );
+                    self.changed(Change::InboundAccepted);
                     self.sends.insert(id, pending(Some(pid)));
                     id
                 }
@@ -1251,6 +1171,7 @@ impl Bridge {
             client_msg_id: id,
             to,
             qos,
+            confirm,
             payload: p.payload,
         }));
     }
@@ -1276,6 +1197,7 @@ impl Bridge {
                 } else {
                     o.stage = Stage::Comp;
                     self.state.rel_pending.insert(pid.get());
+                    self.changed(Change::OutboundReceived);
                     self.to_client
                         .push_back(Packet::PubRel(PubReply::success(pid)));
                 }
@@ -1293,12 +1215,18 @@ impl Bridge {
         if matches!(self.inflight.get(&pid.get()), Some(o) if o.stage == Stage::Comp) {
             self.inflight.remove(&pid.get());
         }
-        self.state.rel_pending.remove(&pid.get());
+        if self.state.rel_pending.remove(&pid.get()) {
+            self.changed(Change::Bookkeeping);
+        }
     }
 
     fn on_pubrel(&mut self, pid: PacketId) {
         match self.state.inbound.get(&pid.get()).copied() {
-            Some(i) if i.stored => {
+            // The client releases only what it got PUBREC for, which left
+            // after the SENDACK: stored, even if the state written before a
+            // crash did not say so yet (unless its SEND is still under way
+            // on this connection: then PUBREL came before PUBREC).
+            Some(i) if !self.sends.contains_key(&i.client_msg_id) => {
                 self.releases.insert(i.client_msg_id, pid);
                 self.to_core.push_back(Frame::Rel {
                     client_msg_id: i.client_msg_id,
@@ -1361,7 +1289,7 @@ impl Bridge {
             }
             reasons.push(ReasonCode(qos as u8));
         }
-        self.dirty = true;
+        self.changed(Change::Subscriptions);
         self.subacks.push_back(PendingSubAck {
             packet_id: s.packet_id,
             reasons,
@@ -1399,7 +1327,7 @@ impl Bridge {
                 ReasonCode::NO_SUBSCRIPTION_EXISTED
             });
         }
-        self.dirty = true;
+        self.changed(Change::Subscriptions);
         self.to_client.push_back(Packet::UnsubAck(UnsubAck {
             packet_id: u.packet_id,
             reasons: if self.level.is_v5() {
@@ -1450,19 +1378,6 @@ impl Bridge {
         }
     }
 
-    /// The next retained-message change to make durable (room, message or
-    /// `None` to clear). Packets queued after it must not reach the client
-    /// before it is durable.
-    pub fn poll_retain(&mut self) -> Option<(u64, Option<Retained>)> {
-        self.retains.pop_front()
-    }
-
-    /// The next room whose retained message a new subscription wants; answer
-    /// with [`Bridge::deliver_retained`].
-    pub fn poll_retained_query(&mut self) -> Option<u64> {
-        self.retained_queries.pop_front()
-    }
-
     /// Sends room `room`'s retained message (RETAIN set) to the client.
     pub fn deliver_retained(&mut self, room: u64, msg: Retained) {
         let Some(sub) = self.state.rooms.get(&room).copied() else {
@@ -1478,54 +1393,6 @@ impl Bridge {
             self.publish(&topic, qos, msg.payload, msg.from, what, false);
         }
         self.pump();
-    }
-}
-
-/// The SUBSCRIBE options byte (MQTT 5 layout).
-fn options_byte(o: &mqtt::SubscriptionOptions) -> u8 {
-    o.qos as u8
-        | u8::from(o.no_local) << 2
-        | u8::from(o.retain_as_published) << 3
-        | (o.retain_handling as u8) << 4
-}
-
-fn options_from_byte(b: u8) -> Option<mqtt::SubscriptionOptions> {
-    let retain_handling = match b >> 4 {
-        0 => mqtt::RetainHandling::SendAtSubscribe,
-        1 => mqtt::RetainHandling::SendIfNewSubscription,
-        2 => mqtt::RetainHandling::DoNotSend,
-        _ => return None,
-    };
-    let mut o = mqtt::SubscriptionOptions::qos(QoS::from_u8(b & 3)?);
-    o.no_local = b & 4 != 0;
-    o.retain_as_published = b & 8 != 0;
-    o.retain_handling = retain_handling;
-    Some(o)
-}
-
-/// Little-endian reader over a byte slice.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
 }
 

@@ -28,9 +28,12 @@
 //!   drained ([`Bridge::on_output_drained`]) and the client has acknowledged
 //!   at least half the room window; then it re-subscribes once and catches
 //!   up from the log. One ROOMLAG is one episode, whatever arrives meanwhile.
+//! - A room the core refuses (SUBACK `Refused` or `Forbidden`, also unasked
+//!   when a membership change ends the subscription) leaves the session.
 
 use std::collections::VecDeque;
 
+use super::persist::Change;
 use super::{room_subscribe, Bridge, Delivery, Reader};
 use crate::QoS;
 use surepush_proto as proto;
@@ -280,10 +283,12 @@ impl Bridge {
     /// client now holds in each room; resumes lagged rooms that may.
     pub(super) fn advance_rooms(&mut self) {
         let mut acks = Vec::new();
+        let mut moved = false;
         for (&n, track) in self.rooms.iter_mut() {
             let Some(seq) = track.advance() else { continue };
             if let Some(entry) = self.state.rooms.get_mut(&n) {
                 entry.position = Some(seq);
+                moved = true;
                 if entry.qos != QoS::AtMostOnce {
                     acks.push(proto::Frame::RoomAck {
                         room: n | ROOM_BIT,
@@ -291,6 +296,9 @@ impl Bridge {
                     });
                 }
             }
+        }
+        if moved {
+            self.changed(Change::RoomProgress);
         }
         for ack in acks {
             self.ack_to_core(ack);
@@ -301,10 +309,14 @@ impl Bridge {
     pub(super) fn on_room_suback(&mut self, a: proto::SubAck) {
         let n = a.room & !ROOM_BIT;
         if let Some(sub) = self.state.rooms.get_mut(&n) {
-            if a.result == SubResult::Refused {
+            if !a.result.subscribed() {
+                // Refused, or not (any more) allowed: the room leaves the
+                // session, as after an UNSUBSCRIBE. MQTT cannot tell the
+                // client of an ended subscription (Forbidden unasked): its
+                // messages just stop.
                 self.state.rooms.remove(&n);
                 self.rooms.remove(&n);
-                self.dirty = true;
+                self.changed(Change::Subscriptions);
             } else if sub.position.is_none() || a.result == SubResult::Gap {
                 // Started from "now" (or history is gone): the position is
                 // just before the first message that will come (0 for an
@@ -319,7 +331,7 @@ impl Bridge {
                         self.to_core.push_back(room_subscribe(n, from, qos));
                     }
                 }
-                self.dirty = true;
+                self.changed(Change::RoomStart);
             }
         }
         self.room_suback_arrived(n, a.result);

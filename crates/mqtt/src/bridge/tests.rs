@@ -4,12 +4,23 @@ use std::num::NonZeroU16;
 
 use bytes::Bytes;
 
+use super::rooms::RoomSub;
 use super::*;
-use crate::{Subscribe, SubscriptionOptions, Unsubscribe};
+use crate::{Subscribe, Subscription, SubscriptionOptions, Unsubscribe};
 use surepush_proto::{RoomPush, Sync, SyncPage};
 
 const ME: UserId = UserId(7);
 const DEV: DeviceId = DeviceId(1);
+
+/// The claims of `ME`'s token (no grants).
+fn me() -> surepush_token::Claims {
+    surepush_token::Claims {
+        user: ME,
+        device: DEV,
+        expires_s: u64::MAX / 2,
+        acl: Default::default(),
+    }
+}
 
 fn params() -> BridgeParams {
     BridgeParams {
@@ -42,8 +53,7 @@ fn persistent_bridge(stored: Option<SessionState>, msg_id_base: u64) -> Bridge {
     Bridge::new(
         connect(ProtocolLevel::V311, false),
         "token".into(),
-        ME,
-        DEV,
+        me(),
         stored,
         msg_id_base,
         params(),
@@ -86,22 +96,28 @@ fn push(seq: u64, to: u64, qos: Qos) -> Push {
 
 struct Harness {
     b: Bridge,
+    /// State writes handed out (and reported durable at once).
+    stored: Vec<StateWrite>,
 }
 
 impl Harness {
+    fn of(b: Bridge) -> Harness {
+        Harness {
+            b,
+            stored: Vec::new(),
+        }
+    }
+
     /// A connected bridge, live, subscribed to `filters`.
     fn live(level: ProtocolLevel, filters: &[(&str, QoS)]) -> Harness {
-        let mut h = Harness {
-            b: Bridge::new(
-                connect(level, true),
-                "token".into(),
-                ME,
-                DEV,
-                None,
-                1000,
-                params(),
-            ),
-        };
+        let mut h = Harness::of(Bridge::new(
+            connect(level, true),
+            "token".into(),
+            me(),
+            None,
+            1000,
+            params(),
+        ));
         assert!(matches!(h.core().as_slice(), [Frame::Connect(_)]));
         h.b.on_frame(native_connack(0, None));
         assert!(matches!(h.packets().as_slice(), [Packet::ConnAck(_)]));
@@ -141,11 +157,31 @@ impl Harness {
     }
 
     fn core_raw(&mut self) -> Vec<Frame> {
+        self.store_state();
         std::iter::from_fn(|| self.b.poll_core()).collect()
     }
 
     fn packets(&mut self) -> Vec<Packet> {
+        self.store_state();
         std::iter::from_fn(|| self.b.poll_packet()).collect()
+    }
+
+    /// Takes the bridge's state writes and reports them durable at once
+    /// (`persist_tests` holds them back instead).
+    fn store_state(&mut self) {
+        while let Some(w) = self.b.poll_state() {
+            if let Some(id) = w.report {
+                self.b.on_state_stored(id, true);
+            }
+            self.stored.push(w);
+        }
+    }
+
+    /// Whether a retained-message change was handed out for storing.
+    fn retained_written(&self) -> bool {
+        self.stored
+            .iter()
+            .any(|w| matches!(w.key, surepush_proto::StateKey::Retained { .. }))
     }
 
     fn sync_request(&mut self) -> u32 {
@@ -253,9 +289,7 @@ fn delivery_qos_is_the_lower_of_message_and_subscription() {
 fn the_clients_receive_maximum_bounds_publishes_in_flight() {
     let mut c = connect(ProtocolLevel::V5, true);
     c.properties.receive_maximum = NonZeroU16::new(2);
-    let mut h = Harness {
-        b: Bridge::new(c, "t".into(), ME, DEV, None, 1, params()),
-    };
+    let mut h = Harness::of(Bridge::new(c, "t".into(), me(), None, 1, params()));
     h.b.on_frame(native_connack(0, None));
     let request = h.sync_request();
     h.b.on_frame(Frame::SyncPage(SyncPage {
@@ -289,9 +323,7 @@ fn a_replay_page_is_acknowledged_by_the_next_sync_only_when_every_item_is_acked(
         }],
         ..SessionState::new(1)
     };
-    let mut h = Harness {
-        b: persistent_bridge(Some(stored), 1),
-    };
+    let mut h = Harness::of(persistent_bridge(Some(stored), 1));
     h.core();
     h.b.on_frame(native_connack(5, Some(2)));
     match h.packets().as_slice() {
@@ -489,7 +521,12 @@ fn room_subscriptions_go_to_the_core_and_suback_waits_for_them() {
         [Packet::SubAck(a)] => assert_eq!(a.reasons, vec![ReasonCode(1), ReasonCode(1)]),
         other => panic!("{other:?}"),
     }
-    assert_eq!(h.b.poll_retained_query(), Some(4));
+    assert_eq!(
+        h.b.poll_state_query(),
+        Some(surepush_proto::StateKey::Retained {
+            room: UserId(4 | ROOM_BIT)
+        })
+    );
     h.b.on_frame(Frame::RoomPush(RoomPush {
         room: 4 | ROOM_BIT,
         seq: Seq(11),
@@ -551,6 +588,8 @@ fn session_state_round_trips_and_garbage_is_refused() {
         },
     );
     state.inbox_start = Seq(17);
+    state.inbox_acked = Seq(40);
+    state.done.extend([43, 46]);
     state.expiry_s = 60;
     state.ended_ms = 1_000;
     assert!(!state.expired(60_999));
@@ -559,6 +598,14 @@ fn session_state_round_trips_and_garbage_is_refused() {
     let back = SessionState::decode(&bytes).expect("decodes");
     assert_eq!(back.encode(), bytes);
     assert_eq!(back.inbox_start, Seq(17));
+    assert_eq!((back.inbox_acked, &back.done), (Seq(40), &state.done));
+    // Version 2 (without the position and the out-of-order
+    // acknowledgements) still loads.
+    let mut v2 = bytes[..bytes.len() - (8 + 4 + 2 * 8)].to_vec();
+    v2[0] = 2;
+    let old = SessionState::decode(&v2).expect("version 2 decodes");
+    assert_eq!((old.inbox_acked, old.done.len()), (Seq::ZERO, 0));
+    assert_eq!(old.out_pids, state.out_pids);
     for cut in 0..bytes.len() {
         assert!(
             SessionState::decode(&bytes[..cut]).is_none(),
@@ -584,7 +631,7 @@ fn a_will_is_published_unless_the_client_disconnected() {
             retain: false,
             properties: Properties::default(),
         });
-        Bridge::new(c, "t".into(), ME, DEV, None, 1, params())
+        Bridge::new(c, "t".into(), me(), None, 1, params())
     };
     let dropped = with_will(ProtocolLevel::V311).finish(1);
     let will = dropped.will.expect("abnormal end publishes the will");
@@ -667,17 +714,14 @@ fn topic_aliases_set_by_a_name_are_used_by_an_empty_one_and_bounded() {
 
 #[test]
 fn packets_sent_before_the_connack_are_answered_after_it_in_order() {
-    let mut h = Harness {
-        b: Bridge::new(
-            connect(ProtocolLevel::V5, true),
-            "t".into(),
-            ME,
-            DEV,
-            None,
-            1,
-            params(),
-        ),
-    };
+    let mut h = Harness::of(Bridge::new(
+        connect(ProtocolLevel::V5, true),
+        "t".into(),
+        me(),
+        None,
+        1,
+        params(),
+    ));
     h.core();
     h.subscribe(1, &[("user/7", QoS::AtLeastOnce)]);
     h.b.on_packet(Packet::PingReq);
@@ -701,9 +745,14 @@ fn a_refusal_before_the_session_opens_is_a_connack_not_a_disconnect() {
         (ProtocolLevel::V5, ReasonCode::QUOTA_EXCEEDED),
         (ProtocolLevel::V311, ReasonCode(0x03)),
     ] {
-        let mut h = Harness {
-            b: Bridge::new(connect(level, true), "t".into(), ME, DEV, None, 1, params()),
-        };
+        let mut h = Harness::of(Bridge::new(
+            connect(level, true),
+            "t".into(),
+            me(),
+            None,
+            1,
+            params(),
+        ));
         h.core();
         h.b.on_frame(Frame::error(
             ErrorCode::TooManyConnections,
@@ -719,17 +768,14 @@ fn a_refusal_before_the_session_opens_is_a_connack_not_a_disconnect() {
 
 #[test]
 fn this_devices_own_sends_are_not_delivered_back_even_in_replay_pages() {
-    let mut h = Harness {
-        b: Bridge::new(
-            connect(ProtocolLevel::V311, true),
-            "t".into(),
-            ME,
-            DEV,
-            None,
-            1,
-            params(),
-        ),
-    };
+    let mut h = Harness::of(Bridge::new(
+        connect(ProtocolLevel::V311, true),
+        "t".into(),
+        me(),
+        None,
+        1,
+        params(),
+    ));
     h.core();
     h.b.on_frame(native_connack(0, None));
     let request = h.sync_request();
@@ -764,7 +810,7 @@ fn only_a_normal_disconnect_deletes_the_will_and_expiry_cannot_rise_from_zero() 
             retain: false,
             properties: Properties::default(),
         });
-        Bridge::new(c, "t".into(), ME, DEV, None, 1, params())
+        Bridge::new(c, "t".into(), me(), None, 1, params())
     };
     let mut b = with_will();
     b.on_frame(native_connack(0, None));
@@ -803,7 +849,7 @@ fn a_taken_over_session_publishes_its_will_and_hands_on_only_persistent_state() 
         retain: false,
         properties: Properties::default(),
     });
-    let mut clean = Bridge::new(c, "t".into(), ME, DEV, None, 1, params());
+    let mut clean = Bridge::new(c, "t".into(), me(), None, 1, params());
     assert!(
         clean.take_over().is_none(),
         "a clean session ends with its connection"
@@ -887,17 +933,14 @@ fn every_packet_feeds_the_keep_alive() {
 
 #[test]
 fn a_malformed_packet_before_the_connack_is_refused_with_a_connack() {
-    let mut h = Harness {
-        b: Bridge::new(
-            connect(ProtocolLevel::V5, true),
-            "t".into(),
-            ME,
-            DEV,
-            None,
-            1,
-            params(),
-        ),
-    };
+    let mut h = Harness::of(Bridge::new(
+        connect(ProtocolLevel::V5, true),
+        "t".into(),
+        me(),
+        None,
+        1,
+        params(),
+    ));
     h.core();
     let e = mqtt::Decoder::new(Some(ProtocolLevel::V5), 1024)
         .decode(&mut bytes::BytesMut::from(
@@ -914,8 +957,7 @@ fn a_malformed_packet_before_the_connack_is_refused_with_a_connack() {
         Bridge::new(
             connect(ProtocolLevel::V5, true),
             "t".into(),
-            ME,
-            DEV,
+            me(),
             None,
             1,
             params(),
@@ -928,5 +970,7 @@ fn a_malformed_packet_before_the_connack_is_refused_with_a_connack() {
     );
 }
 
+mod permissions;
+mod persist;
 mod rooms;
 mod with_core;

@@ -9,6 +9,7 @@
 //! Numbers are decimal without sign or leading zeros and below 2^62, so
 //! every addressee has exactly one topic name.
 
+use surepush_proto::topic::RoomName;
 use surepush_proto::{is_room, UserId, ROOM_BIT};
 
 /// Largest user, group or room number (exclusive).
@@ -63,7 +64,7 @@ impl Target {
         match self {
             Target::User(n) => format!("user/{n}"),
             Target::Group(n) => format!("group/{n}"),
-            Target::Room(n) => format!("room/{n}"),
+            Target::Room(n) => RoomName::new(n).as_str().to_string(),
         }
     }
 }

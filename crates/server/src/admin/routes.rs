@@ -23,6 +23,10 @@ pub enum Endpoint {
     ReadGroup,
     /// `POST /v1/groups/{n}`: add and remove members.
     UpdateGroup,
+    /// `GET /v1/rooms/{n}`: a room's members.
+    ReadRoom,
+    /// `POST /v1/rooms/{n}`: add and remove members.
+    UpdateRoom,
 }
 
 /// One route of the admin API.
@@ -75,6 +79,18 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/groups/{n}",
         needs_token: true,
         endpoint: Endpoint::UpdateGroup,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/rooms/{n}",
+        needs_token: true,
+        endpoint: Endpoint::ReadRoom,
+    },
+    Route {
+        method: "POST",
+        path: "/v1/rooms/{n}",
+        needs_token: true,
+        endpoint: Endpoint::UpdateRoom,
     },
 ];
 
@@ -146,6 +162,10 @@ mod tests {
         assert_eq!(
             found(find("POST", "/v1/groups/x")),
             Some((Endpoint::UpdateGroup, vec!["x"]))
+        );
+        assert_eq!(
+            found(find("POST", "/v1/rooms/9")),
+            Some((Endpoint::UpdateRoom, vec!["9"]))
         );
         assert_eq!(
             found(find("GET", "/healthz")),

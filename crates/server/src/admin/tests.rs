@@ -49,14 +49,14 @@ impl AdminBackend for TestBackend {
     fn mint_token(&self, user: UserId, device: DeviceId, ttl_s: u64) -> String {
         format!("token-{}-{}-{ttl_s}", user.0, device.0)
     }
-    fn update_group(
+    fn update_members(
         &self,
-        group: UserId,
+        id: UserId,
         add: Vec<UserId>,
         remove: Vec<UserId>,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<UserId>, PublishError>>>> {
         let mut groups = self.groups.borrow_mut();
-        let members = groups.entry(group).or_default();
+        let members = groups.entry(id).or_default();
         members.extend(add);
         members.retain(|m| !remove.contains(m));
         members.sort();
@@ -286,4 +286,38 @@ fn reading_a_group_never_changes_it() {
     );
     assert_eq!(status, 200, "{resp}");
     assert!(resp.contains(r#""members":[1]"#), "{resp}");
+}
+
+/// Issue 16 item 6: room members are managed like group members, under the
+/// room's wire id, and answered with the room number.
+#[test]
+fn room_members_are_kept_under_the_rooms_wire_id() {
+    let addr = start(false, Duration::from_secs(5));
+    let token = Some("sekret");
+    let (status, body) = post(addr, "/v1/rooms/9", r#"{"add": [42, 1]}"#, token);
+    assert_eq!(status, 200, "{body}");
+    let room_id = 9 | surepush_proto::ROOM_BIT;
+    let want = format!(r#"{{"id":{room_id},"members":[1,42],"room":9}}"#);
+    let got: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        got,
+        serde_json::from_str::<serde_json::Value>(&want).expect("JSON")
+    );
+    // Group 9 is another list.
+    let (status, body) = post(addr, "/v1/groups/9", "{}", token);
+    assert_eq!(status, 200);
+    assert!(body.contains(r#""members":[]"#), "{body}");
+    let too_big = 1u64 << 62;
+    for (path, body) in [
+        (format!("/v1/rooms/{too_big}"), "{}".to_string()),
+        ("/v1/rooms/-1".to_string(), "{}".to_string()),
+        (
+            "/v1/rooms/9".to_string(),
+            format!(r#"{{"remove": [{too_big}]}}"#),
+        ),
+    ] {
+        let (status, resp) = post(addr, &path, &body, token);
+        assert_eq!(status, 400, "{path} {body}: {resp}");
+    }
+    assert_eq!(post(addr, "/v1/rooms/9", "{}", None).0, 401);
 }

@@ -152,7 +152,13 @@ export type SendResultValue = (typeof SendResult)[keyof typeof SendResult];
 export const SubResult = {
   Ok: 0,
   Gap: 1,
+  /** Not a room id, or QoS 2 (a malformed request). */
   Refused: 2,
+  /**
+   * The room does not allow this user to read it; also sent unasked when a
+   * subscription loses that permission (it has ended).
+   */
+  Forbidden: 3,
 } as const;
 /** One of the {@link SubResult} values. */
 export type SubResultValue = (typeof SubResult)[keyof typeof SubResult];

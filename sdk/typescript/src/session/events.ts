@@ -66,14 +66,22 @@ export type SessionEvent =
       /** True when the gateway said so (DISCONNECT or ERROR), false when this side decided. */
       readonly byGateway: boolean;
     }
-  /** A SUBACK arrived (result Ok, Gap or Refused). */
+  /** A SUBACK arrived (result Ok, Gap or Refused; Forbidden comes as `room-forbidden`). */
   | { readonly type: "subscribed"; readonly ack: SubAckFrame }
   /** A room message: in room order, each sequence once (seq 0: a QoS 0 publish). */
   | { readonly type: "room-message"; readonly message: RoomMessage }
   /** Room sequences `from..=to` are gone for this subscriber (SUBACK Gap: past the room's history). */
   | { readonly type: "room-gap"; readonly room: bigint; readonly from: bigint; readonly to: bigint }
   /** The gateway dropped the subscription as too slow; the session re-subscribed after its last message. */
-  | { readonly type: "room-lagged"; readonly room: bigint };
+  | { readonly type: "room-lagged"; readonly room: bigint }
+  /**
+   * The room does not allow this user to read it (SUBACK Forbidden): the
+   * subscription was refused, or ended because the permission was taken
+   * away (docs/PROTOCOL.md §6b). The room is no longer followed; `last` is
+   * the last sequence delivered from it, for `resume` once it is allowed
+   * again.
+   */
+  | { readonly type: "room-forbidden"; readonly room: bigint; readonly last: bigint | undefined };
 
 /** The `type` names of {@link SessionEvent}. */
 export type SessionEventType = SessionEvent["type"];

@@ -5,10 +5,15 @@
  *
  * Invariants: per room, messages reach the application in room order, each
  * sequence once; `last` (persisted) is the last one delivered; a SUBACK Gap
- * (or any SUBACK whose `first` skips sequences) is reported as a
- * `room-gap` event naming the lost sequences; while a
- * re-subscription is on its way, pushes that do not continue `last` are
- * left to its replay (so a burst of stale pushes causes one SUBSCRIBE).
+ * is reported as a `room-gap` event naming the lost sequences and moves
+ * `last` past them, while an Ok SUBACK never moves a known `last` (one that
+ * starts later answers an earlier SUBSCRIBE from now, duplicated or
+ * replaced: the pushes that follow show the hole and are asked for again);
+ * a push before the first SUBACK of a subscription from now is not
+ * delivered (where it starts is unknown, so a hole before it could not be
+ * seen); while a re-subscription is on its way, pushes that do not
+ * continue `last` are left to its replay (so a burst of stale pushes
+ * causes one SUBSCRIBE); SUBACK Forbidden ends the follow.
  *
  * @module
  */
@@ -84,19 +89,28 @@ export class Rooms {
 
   onSubAck(ack: SubAckFrame, out: SessionOutput): void {
     const f = this.follows.get(ack.room);
+    if (ack.result === SubResult.Forbidden) {
+      // Refused, or ended by the gateway: no longer followed.
+      if (!f) return;
+      this.follows.delete(ack.room);
+      out.store({ type: "room-delete", room: ack.room });
+      out.event({ type: "room-forbidden", room: ack.room, last: f.last });
+      return;
+    }
     if (f && ack.result === SubResult.Refused) {
       this.follows.delete(ack.room);
       out.store({ type: "room-delete", room: ack.room });
     } else if (f) {
       f.awaitingSubAck = false;
       const expected = (f.last ?? -1n) + 1n;
-      // Reported whenever sequences are skipped, whatever the result says:
-      // a loss is never hidden.
-      if (f.last !== undefined && ack.first > expected) {
+      if (f.last === undefined) {
+        // Subscribed from now: delivery starts at `first`.
+        f.last = ack.first - 1n;
+        f.acked = f.last;
+        out.store({ type: "room-put", position: position(ack.room, f) });
+      } else if (ack.result === SubResult.Gap && ack.first > expected) {
+        // Past the room's history: what lies before `first` is gone.
         out.event({ type: "room-gap", room: ack.room, from: expected, to: ack.first - 1n });
-      }
-      // Delivery continues at `first`; after a gap, what lies before is gone.
-      if (f.last === undefined || ack.first > expected) {
         f.last = ack.first - 1n;
         f.acked = f.last;
         out.store({ type: "room-put", position: position(ack.room, f) });
@@ -113,8 +127,13 @@ export class Rooms {
       out.event({ type: "room-message", message });
       return;
     }
-    if (f.last !== undefined && push.seq <= f.last) return; // seen already (a resume overlapping)
-    if (f.last !== undefined && push.seq !== f.last + 1n) {
+    // Subscribed from now, SUBACK not seen: where the subscription starts
+    // is unknown, so a hole before this push could not be seen. On a stream
+    // the SUBACK comes first; if it did not, nothing is delivered until the
+    // SUBACK of the next SUBSCRIBE says where delivery starts.
+    if (f.last === undefined) return;
+    if (push.seq <= f.last) return; // seen already (a resume overlapping)
+    if (push.seq !== f.last + 1n) {
       // A hole: never skip it; subscribe again after the last one delivered.
       if (!f.awaitingSubAck) this.subscribe(push.room, f, out);
       return;

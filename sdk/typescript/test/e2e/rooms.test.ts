@@ -3,7 +3,9 @@
  * app restart (room position in a FileStore) and across a gateway
  * restart (automatic reconnect), with nothing lost or shown twice
  * (checked by room sequence, publisher and payload); a resume older than
- * the room's history is reported as a gap naming what is gone.
+ * the room's history is reported as a gap naming what is gone; a room
+ * with members refuses everyone else, and a member removed while
+ * subscribed is told (`room-forbidden`) and gets nothing more.
  */
 
 import assert from "node:assert/strict";
@@ -114,5 +116,44 @@ describe("rooms", () => {
     assert.ok(gapAt >= 0 && gapAt < late.log.indexOf("room-message"), "the gap comes before the messages");
     assertRoomMessages(late, room, seqs.slice(10), texts.slice(10), 522n);
     await Promise.all([late.close(), publisher.close()]);
+  });
+
+  test("room permissions: outsiders are refused, a member removed while subscribed is told where it stopped (issue #16 item 6)", async () => {
+    const room = roomId(14n);
+    const set = await gateway().admin("POST", "/v1/rooms/14", { add: [531, 532] });
+    assert.equal(set.status, 200, JSON.stringify(set.body));
+    const publisher = await Device.online(gateway(), 532n, 1n);
+    const member = await Device.online(gateway(), 531n, 1n);
+    const outsider = await Device.online(gateway(), 533n, 1n);
+    const forbidden: Array<{ room: bigint; last: bigint | undefined }> = [];
+    for (const d of [member, outsider]) {
+      d.client.on("room-forbidden", ({ room, last }) => forbidden.push({ room, last }));
+    }
+    await outsider.client.subscribe(room);
+    await outsider.until("refused", () => outsider.log.includes("room-forbidden"));
+    assert.deepEqual(forbidden, [{ room, last: undefined }]);
+    const refused = await (await outsider.client.send(room, "let me in", { qos: 1 })).outcome;
+    assert.deepEqual(refused, { status: "failed", reason: "forbidden" });
+
+    await member.client.subscribe(room);
+    await member.until("subscribed", () => member.log.includes("subscribed"));
+    const texts = range("p", 1, 3);
+    const seqs = await publish(publisher, room, texts);
+    await member.until("3 messages", () => member.rooms.length === 3);
+    assertRoomMessages(member, room, seqs, texts, 532n);
+
+    await publisher.client.subscribe(room);
+    await publisher.until("subscribed", () => publisher.log.includes("subscribed"));
+    const removed = await gateway().admin("POST", "/v1/rooms/14", { remove: [531] });
+    assert.equal(removed.status, 200);
+    assert.deepEqual((removed.body as { members: number[] }).members, [532]);
+    await member.until("ended", () => member.log.includes("room-forbidden"));
+    assert.deepEqual(forbidden[1], { room, last: seqs[2] });
+    // Once the publisher's own subscription has it, the member (whose
+    // subscription ended before its room-forbidden was sent) never will.
+    await publish(publisher, room, ["after"]);
+    await publisher.until("after", () => publisher.rooms.some((m) => text(m.payload) === "after"));
+    assert.equal(member.rooms.length, 3);
+    await Promise.all([member.close(), outsider.close(), publisher.close()]);
   });
 });

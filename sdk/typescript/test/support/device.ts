@@ -43,6 +43,7 @@ const WATCHED = [
   "room-message",
   "room-gap",
   "room-lagged",
+  "room-forbidden",
   "state",
   "closed",
   "connect-failed",

@@ -20,7 +20,7 @@ function roomSeqs(h: Harness): bigint[] {
   return h.events().flatMap((e) => (e.type === "room-message" ? [e.message.seq] : []));
 }
 
-function subscribed(h: Harness, head: bigint, first: bigint, result: 0 | 1 | 2 = SubResult.Ok): Frame[] {
+function subscribed(h: Harness, head: bigint, first: bigint, result: 0 | 1 | 2 | 3 = SubResult.Ok): Frame[] {
   return h.gateway({ type: "suback", room: ROOM, head, first, result });
 }
 
@@ -126,5 +126,64 @@ describe("rooms", () => {
     const h = new Harness();
     assert.throws(() => h.session.subscribe(5n, 1, h.now), RangeError);
     assert.throws(() => h.session.subscribe((1n << 63n) | (1n << 62n), 1, h.now), RangeError);
+  });
+  test("a push before the SUBACK of a subscription from now is not delivered (ported from the Rust SDK, found by its simulator)", () => {
+    // The SUBACK was lost or overtaken: with no position to check against,
+    // delivering 12 would hide a hole, and 11 arriving next would be
+    // dropped as already seen.
+    const h = new Harness({ roomAckEvery: 1000 });
+    h.open();
+    h.session.subscribe(ROOM, 1, h.now);
+    h.frames();
+    h.gateway(push(12n));
+    assert.deepEqual(roomSeqs(h), [], "no position yet");
+    subscribed(h, 10n, 11n);
+    h.gateway(push(11n));
+    assert.deepEqual(roomSeqs(h), [11n]);
+    // 12 was dropped, not lost: the next push shows the hole.
+    const sent = h.gateway(push(13n));
+    assert.deepEqual(roomSeqs(h), []);
+    assert.deepEqual(ofType(sent, "subscribe"), [{ type: "subscribe", room: ROOM, after: 11n, qos: 1 }]);
+  });
+
+  test("an Ok SUBACK that starts later does not move the position (ported from the Rust SDK, found by its simulator)", () => {
+    // A SUBSCRIBE from now was duplicated: the first SUBACK starts at 5, the
+    // second (the room grew meanwhile) at 6. Skipping to 6 would lose 5.
+    const h = new Harness({ roomAckEvery: 1000 });
+    h.open();
+    h.session.subscribe(ROOM, 1, h.now);
+    h.frames();
+    subscribed(h, 4n, 5n);
+    subscribed(h, 5n, 6n);
+    assert.deepEqual(
+      h.events().filter((e) => e.type === "room-gap"),
+      [],
+      "nothing is gone",
+    );
+    assert.equal(h.stored.rooms[0]?.last, 4n);
+    const sent = h.gateway(push(6n));
+    assert.deepEqual(roomSeqs(h), [], "5 comes first");
+    assert.deepEqual(ofType(sent, "subscribe"), [{ type: "subscribe", room: ROOM, after: 4n, qos: 1 }]);
+    h.gateway(push(5n), push(6n));
+    assert.deepEqual(roomSeqs(h), [5n, 6n]);
+  });
+
+  test("SUBACK Forbidden ends the follow and reports the last sequence delivered (issue #16 item 6)", () => {
+    const h = new Harness({ roomAckEvery: 1000 });
+    h.open();
+    h.session.resume(ROOM, 1, 20n, h.now);
+    h.frames();
+    subscribed(h, 21n, 21n);
+    h.gateway(push(21n));
+    h.events();
+    subscribed(h, 0n, 22n, SubResult.Forbidden);
+    assert.deepEqual(h.events(), [{ type: "room-forbidden", room: ROOM, last: 21n }]);
+    assert.deepEqual(h.stored.rooms, [], "no longer followed");
+    h.gateway(push(22n));
+    assert.deepEqual(roomSeqs(h), []);
+    h.session.handleDisconnect(h.now);
+    h.session.connect(h.now, "t");
+    h.frames();
+    assert.deepEqual(ofType(h.gateway(connack()), "subscribe"), [], "not subscribed again");
   });
 });

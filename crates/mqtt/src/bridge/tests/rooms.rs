@@ -1,6 +1,7 @@
 //! Room subscriptions of the bridge: positions that outlive a connection
 //! (issue #16 item 2) and slow subscribers (issue #25).
 
+use super::super::state::STATE_VERSION;
 use super::*;
 
 const ROOM: u64 = 4;
@@ -83,9 +84,7 @@ fn a_session_subscribed_to_an_empty_room_resumes_after_0_not_from_now() {
     };
     let stored = SessionState::decode(&state.encode()).expect("decodes");
     assert_eq!(stored.rooms[&ROOM].position, Some(Seq(0)));
-    let mut h = Harness {
-        b: persistent_bridge(Some(stored), 2000),
-    };
+    let mut h = Harness::of(persistent_bridge(Some(stored), 2000));
     h.core();
     h.b.on_frame(native_connack(0, None));
     assert_eq!(

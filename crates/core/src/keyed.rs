@@ -1,0 +1,188 @@
+//! Keyed state for the layers above the core (the MQTT bridge's sessions
+//! and retained messages), kept in the segment log as [`Record::State`].
+//!
+//! Why through the core: the core already owns the order of this shard's
+//! appends and learns their durability ([`Shard::handle_appended`]). A
+//! state write appended here sits in the same log, in the same order, as
+//! the messages and cursors the core appends after it, so whatever the
+//! core makes durable later covers it too; and the simulator, which drives
+//! the core with a storage model that loses its unsynced tail, tests it
+//! with the messages instead of beside them.
+//!
+//! Rules:
+//! - a key lives on the owner shard of [`StateKey::owner`] (a session on
+//!   its user's shard, a retained message on its room's home shard); a
+//!   write or a read of a key owned elsewhere goes there through the mesh;
+//! - the owner keeps the newest value it appended of each key in memory
+//!   ([`Shard::state`]), starting from what recovery folded;
+//! - a write is appended now, and reported to the connection that asked
+//!   ([`Action::StateStored`]) once durable, or it is **deferred**: kept
+//!   until the next bookkeeping flush (`core.cursor_flush_ms`, with the
+//!   cursors), replaced by a newer write of the same key meanwhile, never
+//!   reported. Deferred is for state whose loss in a crash costs a repeat
+//!   the protocol allows (a QoS 1 message delivered again), never a loss;
+//! - once the log failed, nothing is appended: a reported write answers
+//!   failed at once.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::action::{Action, ConnId, PeerMsg};
+use super::shard::{AppendPurpose, Shard};
+use crate::hashing::FastHashMap;
+use crate::{Record, StateKey};
+
+/// When a state write must be durable ([`Shard::handle_state`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateDurability {
+    /// Appended now; `conn` hears [`Action::StateStored`] with `id` once it
+    /// is durable (or failed).
+    Report {
+        /// The asking connection.
+        conn: ConnId,
+        /// Echoed in the report.
+        id: u64,
+    },
+    /// Appended now; nobody waits (the asking connection is gone).
+    Now,
+    /// With the next bookkeeping flush (see the module docs).
+    Deferred,
+}
+
+/// Who hears about a state append (carried by [`PeerMsg::StoreState`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateReport {
+    /// The asking connection's shard.
+    pub origin: u16,
+    /// The asking connection.
+    pub conn: ConnId,
+    /// The id it gave.
+    pub id: u64,
+}
+
+/// The keyed state owned by this shard.
+#[derive(Debug, Default)]
+pub(super) struct KeyedState {
+    /// The newest value appended of each key owned here.
+    values: FastHashMap<StateKey, Bytes>,
+    /// Deferred writes not appended yet (newest per key; `None` deletes).
+    /// Ordered, so a flush appends in the same order on every run.
+    deferred: BTreeMap<StateKey, Option<Bytes>>,
+}
+
+impl KeyedState {
+    /// The state recovery folded.
+    pub(super) fn recovered(keyed: BTreeMap<StateKey, Bytes>) -> KeyedState {
+        KeyedState {
+            values: keyed.into_iter().collect(),
+            deferred: BTreeMap::new(),
+        }
+    }
+
+    fn set(&mut self, key: StateKey, value: &Option<Bytes>) {
+        match value {
+            Some(v) => self.values.insert(key, v.clone()),
+            None => self.values.remove(&key),
+        };
+    }
+}
+
+impl Shard {
+    /// Writes keyed state (see the module docs): appended to the log of the
+    /// key's owner shard, now or deferred as `durability` says. Call it
+    /// before handing the core the frames whose effects the state governs:
+    /// the log keeps that order.
+    pub fn handle_state(
+        &mut self,
+        key: StateKey,
+        value: Option<Bytes>,
+        durability: StateDurability,
+        now: u64,
+    ) {
+        self.set_now(now);
+        let report = match durability {
+            StateDurability::Report { conn, id } => Some(StateReport {
+                origin: self.params.id,
+                conn,
+                id,
+            }),
+            StateDurability::Now | StateDurability::Deferred => None,
+        };
+        let owner = self.owner_of(key.owner());
+        if owner != self.params.id {
+            let msg = PeerMsg::StoreState { key, value, report };
+            self.route_to(owner, msg);
+            return;
+        }
+        if durability == StateDurability::Deferred {
+            self.keyed.set(key, &value);
+            self.keyed.deferred.insert(key, value);
+            self.arm_bookkeeping_flush();
+            return;
+        }
+        self.store_state(key, value, report);
+    }
+
+    /// The newest value of a key this shard owns (`None`: not set, or
+    /// owned by another shard).
+    pub fn state(&self, key: &StateKey) -> Option<&Bytes> {
+        self.keyed.values.get(key)
+    }
+
+    /// Asks for the value of `key` wherever it lives; `conn` hears
+    /// [`Action::StateValue`].
+    pub fn handle_state_query(&mut self, conn: ConnId, key: StateKey, now: u64) {
+        self.set_now(now);
+        let msg = PeerMsg::QueryState {
+            origin: self.params.id,
+            conn,
+            key,
+        };
+        self.route_to(self.owner_of(key.owner()), msg);
+    }
+
+    /// Appends a write of a key owned here (from this shard or another).
+    pub(super) fn store_state(
+        &mut self,
+        key: StateKey,
+        value: Option<Bytes>,
+        report: Option<StateReport>,
+    ) {
+        // A newer write replaces a deferred one still waiting.
+        self.keyed.deferred.remove(&key);
+        if self.storage_failed {
+            if let Some(r) = report {
+                self.state_stored(r, false);
+            }
+            return;
+        }
+        self.keyed.set(key, &value);
+        self.append(Record::State { key, value }, AppendPurpose::State(report));
+    }
+
+    /// Appends the deferred writes (the bookkeeping flush).
+    pub(super) fn flush_deferred_state(&mut self) {
+        let deferred = std::mem::take(&mut self.keyed.deferred);
+        for (key, value) in deferred {
+            self.store_state(key, value, None);
+        }
+    }
+
+    /// A state append is durable (or failed): tell whoever asked.
+    pub(super) fn state_stored(&mut self, report: StateReport, ok: bool) {
+        let StateReport { origin, conn, id } = report;
+        if origin == self.params.id {
+            self.actions.push_back(Action::StateStored { conn, id, ok });
+        } else {
+            self.route_to(origin, PeerMsg::StateStored { conn, id, ok });
+        }
+    }
+
+    /// A query for a key owned here: answer the asking connection.
+    pub(super) fn answer_state_query(&mut self, origin: u16, conn: ConnId, key: StateKey) {
+        let value = self.keyed.values.get(&key).cloned();
+        let msg = PeerMsg::StateValue { conn, key, value };
+        self.route_to(origin, msg);
+    }
+}

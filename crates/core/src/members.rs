@@ -1,0 +1,136 @@
+//! Members of groups and rooms: sorted, durable lists on the id's home shard.
+//!
+//! A group's members get its messages (`group.rs`); a room's members may
+//! read and write it (`room_access.rs`). Both lists live on the home shard
+//! (`shard_of(id)`), change only through [`Shard::handle_members_update`]
+//! (the admin API), and are written to that shard's log as `Member` records
+//! (folded into checkpoints) before the change is answered, so they survive
+//! restarts.
+//!
+//! A change applies in memory at once, so everything that reaches the home
+//! shard after it (a send, a subscription) sees it; for a room, the
+//! subscriptions in place that lose their permission are ended too.
+
+use super::action::{Action, MembersOutcome, PeerMsg};
+use super::shard::{AppendPurpose, Shard};
+use crate::{apply_membership, Record};
+use surepush_proto::{is_room, UserId};
+
+impl Shard {
+    /// Changes the members of the group or room `id` (adds first, then
+    /// removes) and answers with [`Action::MembersUpdated`] once the change
+    /// is durable. With nothing to add or remove it just reports the
+    /// members.
+    pub fn handle_members_update(
+        &mut self,
+        request: u64,
+        id: UserId,
+        add: Vec<UserId>,
+        remove: Vec<UserId>,
+        now: u64,
+    ) {
+        self.set_now(now);
+        let origin = self.params.id;
+        let msg = PeerMsg::MembersUpdate {
+            origin,
+            request,
+            id,
+            add,
+            remove,
+        };
+        self.route_to(self.owner_of(id), msg);
+    }
+
+    /// The members of the group or room `id` homed here, sorted.
+    pub(super) fn members_of(&self, id: UserId) -> &[UserId] {
+        self.members.get(&id).map_or(&[], Vec::as_slice)
+    }
+
+    pub(super) fn on_members_update(
+        &mut self,
+        origin: u16,
+        request: u64,
+        id: UserId,
+        add: Vec<UserId>,
+        remove: Vec<UserId>,
+    ) {
+        let is_user = |u: &UserId| !u.is_group() && !is_room(u.0);
+        let invalid = if is_user(&id) {
+            Some("not a group or room id")
+        } else if !add.iter().chain(&remove).all(is_user) {
+            Some("members must be user ids (below 2^62)")
+        } else {
+            None
+        };
+        let answer = |outcome| PeerMsg::MembersUpdated { request, outcome };
+        if let Some(why) = invalid {
+            self.route_to(origin, answer(MembersOutcome::Invalid(why)));
+            return;
+        }
+        if self.storage_failed {
+            self.route_to(origin, answer(MembersOutcome::Failed));
+            return;
+        }
+        let was_open = self.room_open_to_all(id);
+        let changes: Vec<(UserId, bool)> = add
+            .into_iter()
+            .map(|u| (u, true))
+            .chain(remove.into_iter().map(|u| (u, false)))
+            .collect();
+        let mut left = Vec::new();
+        let mut last = None;
+        for (user, joined) in changes {
+            let present = self.members_of(id).binary_search(&user).is_ok();
+            if present == joined {
+                continue; // no change, nothing to log
+            }
+            apply_membership(&mut self.members, id, user, joined);
+            if !joined {
+                left.push(user);
+            }
+            if let Some(record) = last.replace(Record::Member {
+                group: id,
+                user,
+                joined,
+            }) {
+                self.append(record, AppendPurpose::Bookkeeping);
+            }
+        }
+        if is_room(id.0) {
+            self.room_members_changed(id.0, was_open, left);
+        }
+        let members = self.members_of(id).to_vec();
+        match last {
+            // Appends complete in order: the last one durable means all are.
+            Some(record) => self.append(
+                record,
+                AppendPurpose::Membership {
+                    origin,
+                    request,
+                    members,
+                },
+            ),
+            None => self.route_to(origin, answer(MembersOutcome::Members(members))),
+        }
+    }
+
+    pub(super) fn on_membership_durable(
+        &mut self,
+        origin: u16,
+        request: u64,
+        members: Vec<UserId>,
+        ok: bool,
+    ) {
+        let outcome = if ok {
+            MembersOutcome::Members(members)
+        } else {
+            MembersOutcome::Failed
+        };
+        self.route_to(origin, PeerMsg::MembersUpdated { request, outcome });
+    }
+
+    pub(super) fn on_members_updated(&mut self, request: u64, outcome: MembersOutcome) {
+        self.actions
+            .push_back(Action::MembersUpdated { request, outcome });
+    }
+}

@@ -1,0 +1,225 @@
+//! Keyed state through the core (issue #16 item 4): a write lands in the
+//! log of its key's owner shard, is reported to the asking connection only
+//! once durable, a deferred write waits for the bookkeeping flush and
+//! yields to a newer write, a failed log answers "not stored", and a query
+//! finds the value wherever it lives.
+
+use std::collections::VecDeque;
+
+use super::*;
+use crate::StateKey;
+use surepush_proto::ROOM_BIT;
+
+/// Two shards; appends wait in a per-shard queue until [`Pair::commit`].
+struct Pair {
+    shards: Vec<Shard>,
+    unsynced: Vec<VecDeque<(AppendToken, Record)>>,
+    log: Vec<Vec<Record>>,
+    out: Vec<Action>,
+    now: u64,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let shards = (0..2)
+            .map(|id| {
+                let params = ShardParams {
+                    id,
+                    shards: 2,
+                    wall_ms_at_zero: 1_700_000_000_000,
+                };
+                Shard::new(
+                    params,
+                    CoreConfig::default(),
+                    TokenVerifier::new(SECRET),
+                    RecoveredState::default(),
+                )
+            })
+            .collect();
+        Pair {
+            shards,
+            unsynced: vec![VecDeque::new(), VecDeque::new()],
+            log: vec![Vec::new(), Vec::new()],
+            out: Vec::new(),
+            now: 0,
+        }
+    }
+
+    /// Carries out actions (peer messages at once) until none are left.
+    fn run(&mut self) {
+        loop {
+            let mut idle = true;
+            for s in 0..2 {
+                while let Some(a) = self.shards[s].poll_action() {
+                    idle = false;
+                    match a {
+                        Action::Append { token, record } => {
+                            self.unsynced[s].push_back((token, record))
+                        }
+                        Action::Peer { shard, msg } => {
+                            self.shards[usize::from(shard)].handle_peer(msg, self.now)
+                        }
+                        other => self.out.push(other),
+                    }
+                }
+            }
+            if idle {
+                return;
+            }
+        }
+    }
+
+    /// Makes shard `s`'s appends durable (`ok`) or failed.
+    fn commit(&mut self, s: usize, ok: bool) {
+        let mut last = None;
+        while let Some((token, record)) = self.unsynced[s].pop_front() {
+            if ok {
+                self.log[s].push(record);
+            }
+            last = Some(token);
+        }
+        if let Some(token) = last {
+            let result = if ok { Ok(()) } else { Err(()) };
+            self.shards[s].handle_appended(token, result, self.now);
+        }
+        self.run();
+    }
+
+    fn reports(&mut self) -> Vec<(u64, bool)> {
+        let mut got = Vec::new();
+        self.out.retain(|a| match a {
+            Action::StateStored { id, ok, .. } => {
+                got.push((*id, *ok));
+                false
+            }
+            _ => true,
+        });
+        got
+    }
+}
+
+fn on_shard(shard: u16) -> UserId {
+    (1..)
+        .map(UserId)
+        .find(|u| shard_of(*u, 2) == shard)
+        .expect("a user there")
+}
+
+fn room_on(shard: u16) -> UserId {
+    (1..)
+        .map(|n| UserId(n | ROOM_BIT))
+        .find(|r| shard_of(*r, 2) == shard)
+        .expect("a room there")
+}
+
+fn conn() -> ConnId {
+    ConnId {
+        index: 3,
+        generation: 1,
+    }
+}
+
+/// A write is reported only when the append that holds it is durable, on
+/// the key's owner shard even when another shard asks.
+#[test]
+fn a_reported_write_is_answered_once_durable_on_the_owner_shard() {
+    let mut p = Pair::new();
+    let session = StateKey::MqttSession {
+        user: on_shard(0),
+        device: DeviceId(1),
+    };
+    let retained = StateKey::Retained { room: room_on(1) };
+    let report = |id| StateDurability::Report { conn: conn(), id };
+    p.shards[0].handle_state(session, Some(Bytes::from_static(b"s")), report(1), 0);
+    p.shards[0].handle_state(retained, Some(Bytes::from_static(b"r")), report(2), 0);
+    p.run();
+    assert!(p.reports().is_empty(), "nothing is durable yet");
+    assert_eq!(p.unsynced[0].len(), 1, "the session on shard 0");
+    assert_eq!(
+        p.unsynced[1].len(),
+        1,
+        "the retained message on the room's shard"
+    );
+    p.commit(1, true);
+    assert_eq!(p.reports(), vec![(2, true)]);
+    p.commit(0, true);
+    assert_eq!(p.reports(), vec![(1, true)]);
+    assert_eq!(p.shards[0].state(&session), Some(&Bytes::from_static(b"s")));
+    assert_eq!(
+        p.shards[1].state(&retained),
+        Some(&Bytes::from_static(b"r"))
+    );
+    // A query from shard 0 finds the retained message on shard 1.
+    p.shards[0].handle_state_query(conn(), retained, 0);
+    p.run();
+    assert!(p.out.iter().any(|a| matches!(a,
+        Action::StateValue { key, value: Some(v), .. } if *key == retained && v == "r"
+    )));
+}
+
+/// A deferred write is appended with the bookkeeping flush, and a newer
+/// write of the same key before the flush replaces it (only the newer one
+/// is appended).
+#[test]
+fn a_deferred_write_waits_for_the_flush_and_yields_to_a_newer_write() {
+    let mut p = Pair::new();
+    let key = StateKey::MqttSession {
+        user: on_shard(0),
+        device: DeviceId(1),
+    };
+    p.shards[0].handle_state(
+        key,
+        Some(Bytes::from_static(b"old")),
+        StateDurability::Deferred,
+        0,
+    );
+    p.run();
+    assert!(p.unsynced[0].is_empty(), "deferred: nothing appended yet");
+    assert_eq!(p.shards[0].state(&key), Some(&Bytes::from_static(b"old")));
+    let report = StateDurability::Report {
+        conn: conn(),
+        id: 9,
+    };
+    p.shards[0].handle_state(key, None, report, 0);
+    p.run();
+    p.now += CoreConfig::default().cursor_flush_ms * MS;
+    p.shards[0].handle_timeout(p.now);
+    p.run();
+    p.commit(0, true);
+    assert_eq!(p.log[0], vec![Record::State { key, value: None }]);
+    assert_eq!(p.reports(), vec![(9, true)]);
+    assert_eq!(p.shards[0].state(&key), None);
+    // A deferred write alone reaches the log at the flush.
+    p.shards[0].handle_state(
+        key,
+        Some(Bytes::from_static(b"new")),
+        StateDurability::Deferred,
+        p.now,
+    );
+    p.now += CoreConfig::default().cursor_flush_ms * MS;
+    p.shards[0].handle_timeout(p.now);
+    p.run();
+    p.commit(0, true);
+    assert_eq!(p.log[0].len(), 2);
+    assert!(p.reports().is_empty(), "a deferred write is never reported");
+}
+
+/// A failed log answers the write "not stored", and every later write at
+/// once, without appending.
+#[test]
+fn a_failed_log_answers_state_writes_not_stored() {
+    let mut p = Pair::new();
+    let key = StateKey::MqttSession {
+        user: on_shard(1),
+        device: DeviceId(1),
+    };
+    let report = |id| StateDurability::Report { conn: conn(), id };
+    p.shards[0].handle_state(key, Some(Bytes::from_static(b"a")), report(1), 0);
+    p.run();
+    p.commit(1, false);
+    assert_eq!(p.reports(), vec![(1, false)]);
+    p.shards[0].handle_state(key, Some(Bytes::from_static(b"b")), report(2), 0);
+    p.run();
+    assert_eq!(p.reports(), vec![(2, false)]);
+    assert!(p.unsynced[1].is_empty());
+}
