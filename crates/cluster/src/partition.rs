@@ -126,7 +126,11 @@ impl PartitionCount {
 }
 
 /// splitmix64's finaliser (Steele, Lea & Flood, 2014): a bijection on u64
-/// whose output bits each depend on every input bit.
+/// whose output bits each depend on every input bit. Not shared with the
+/// core's shard hash (`surepush-core` routing.rs) on purpose: this copy is
+/// frozen with the partition function (`golden_values_never_change`), the
+/// core's may change with its shard routing, and this crate does not
+/// depend on the core.
 const fn splitmix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
