@@ -25,6 +25,7 @@ fn sync_after(request_id: u32, after: u64) -> Frame {
         request_id,
         direction: SyncDirection::After(Seq(after)),
         limit: 100,
+        read_ahead: false,
     })
 }
 
