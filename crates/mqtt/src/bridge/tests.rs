@@ -351,7 +351,10 @@ fn replay_reads_the_next_page_before_the_previous_pages_pubacks() {
     let request = match h.core().as_slice() {
         [Frame::Sync(s)] => {
             // The session holds 2 already: this one may acknowledge it.
-            assert_eq!((s.direction, s.read_ahead), (SyncDirection::After(Seq(2)), false));
+            assert_eq!(
+                (s.direction, s.read_ahead),
+                (SyncDirection::After(Seq(2)), false)
+            );
             s.request_id
         }
         other => panic!("{other:?}"),
@@ -360,7 +363,10 @@ fn replay_reads_the_next_page_before_the_previous_pages_pubacks() {
     h.b.on_frame(replay_page(request, 100, 3..=12));
     let request = match h.core().as_slice() {
         [Frame::Sync(s)] => {
-            assert_eq!((s.direction, s.read_ahead), (SyncDirection::After(Seq(12)), true));
+            assert_eq!(
+                (s.direction, s.read_ahead),
+                (SyncDirection::After(Seq(12)), true)
+            );
             s.request_id
         }
         other => panic!("the next page must be asked before any PUBACK: {other:?}"),
@@ -381,7 +387,10 @@ fn replay_reads_the_next_page_before_the_previous_pages_pubacks() {
     }
     match h.core().as_slice() {
         [Frame::Ack(Seq(8)), Frame::Sync(s)] => {
-            assert_eq!((s.direction, s.read_ahead), (SyncDirection::After(Seq(32)), true));
+            assert_eq!(
+                (s.direction, s.read_ahead),
+                (SyncDirection::After(Seq(32)), true)
+            );
         }
         other => panic!("{other:?}"),
     }
