@@ -9,6 +9,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -105,10 +106,13 @@ fn a_mosquitto_sub_session_drains_thousands_of_stored_messages_once_and_in_order
 /// nothing: after the restart mosquitto_sub reconnects by itself and gets
 /// every message not yet acknowledged; across both connections every
 /// message arrives (QoS 1: at least once), and each connection receives
-/// its messages in inbox order.
+/// its messages in inbox order. The subscriber's stdout is a one-page pipe
+/// the test stops reading, so it stops acknowledging mid-stream while the
+/// bridge has read ahead; cursors are written every millisecond, so a
+/// cursor moved by reading ahead would be on disk at the kill.
 #[test]
 fn a_kill_9_in_the_middle_of_a_streaming_replay_loses_nothing() {
-    let mut server = TestServer::start(2, "");
+    let mut server = TestServer::start(2, "[core]\ncursor_flush_ms = 1\n");
     let (tx, rx) = (7300, 7301);
     let token = server.token(rx, 1);
     subscribe_and_leave(&server, &token, rx, "replay-kill");
@@ -119,7 +123,10 @@ fn a_kill_9_in_the_middle_of_a_streaming_replay_loses_nothing() {
         .stderr(Stdio::null())
         .spawn()
         .expect("mosquitto_sub");
-    let mut lines = BufReader::new(sub.stdout.take().expect("piped")).lines();
+    let stdout = sub.stdout.take().expect("piped");
+    // SAFETY: fcntl(2) on a pipe fd we own; a failure only leaves it larger.
+    unsafe { libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+    let mut lines = BufReader::new(stdout).lines();
     let mut got = Vec::new();
     while got.len() < MESSAGES / 3 {
         got.push(lines.next().expect("a line").expect("utf-8"));
