@@ -44,22 +44,26 @@ fn subscribe_and_leave(server: &TestServer, token: &str, user: u64, client_id: &
     assert!(out.stdout.is_empty(), "nothing stored yet");
 }
 
-/// Stores `MESSAGES` QoS 1 messages from `from` to `to` (every SENDACK back).
+/// Stores `MESSAGES` QoS 1 messages from `from` to `to` (every SENDACK
+/// back), in batches whose acknowledgements are awaited: the sender must
+/// keep reading (and acknowledging its own echoes) or the gateway declares
+/// it dead.
 fn store_backlog(server: &TestServer, from: u64, to: u64) {
+    const BATCH: usize = 100;
     let (mut tx, _) = server.connect(from, 1, None);
-    for i in 0..MESSAGES {
-        tx.send(UserId(to), Qos::AtLeastOnce, Bytes::from(payload(i)))
-            .expect("send");
-    }
-    let mut acked = 0;
-    while acked < MESSAGES {
-        let e = tx
-            .wait_for(Duration::from_secs(30), |e| {
-                matches!(e, Event::SendAcked(_))
-            })
-            .expect("connection");
-        assert!(e.is_some(), "only {acked} of {MESSAGES} sends acknowledged");
-        acked += 1;
+    for first in (0..MESSAGES).step_by(BATCH) {
+        for i in first..(first + BATCH).min(MESSAGES) {
+            tx.send(UserId(to), Qos::AtLeastOnce, Bytes::from(payload(i)))
+                .expect("send");
+        }
+        for acked in first..(first + BATCH).min(MESSAGES) {
+            let e = tx
+                .wait_for(Duration::from_secs(30), |e| {
+                    matches!(e, Event::SendAcked(_))
+                })
+                .expect("connection");
+            assert!(e.is_some(), "only {acked} of {MESSAGES} sends acknowledged");
+        }
     }
 }
 

@@ -4,28 +4,27 @@
 
 use super::*;
 
-fn read_ahead(request_id: u32, after: u64, limit: u32) -> Frame {
+/// SYNC `After(after)` for `limit` items, reading ahead or not.
+fn sync(request_id: u32, after: u64, limit: u32, read_ahead: bool) -> Frame {
     Frame::Sync(Sync {
         request_id,
         direction: SyncDirection::After(Seq(after)),
         limit,
-        read_ahead: true,
+        read_ahead,
     })
+}
+
+fn read_ahead(request_id: u32, after: u64, limit: u32) -> Frame {
+    sync(request_id, after, limit, true)
+}
+
+fn sync_after_limit(request_id: u32, after: u64, limit: u32) -> Frame {
+    sync(request_id, after, limit, false)
 }
 
 /// The cursor a new connection of (user, device) is told in its CONNACK.
 fn cursor_on_reconnect(h: &mut Harness, user: u64, device: u64) -> Option<Seq> {
-    let c = h.open();
-    let token = Harness::token(user, device, u64::MAX / 2);
-    h.frame(
-        c,
-        Frame::Connect(Connect {
-            device: DeviceId(device),
-            last_seq: None,
-            keepalive_ms: 0,
-            token,
-        }),
-    );
+    let c = super::gone::connect_with(h, user, device, None);
     match h.take(c).as_slice() {
         [Frame::ConnAck(a), ..] => a.cursor,
         other => panic!("{other:?}"),
@@ -83,13 +82,4 @@ fn a_read_ahead_sync_pages_on_without_acknowledging_and_ack_moves_the_cursor() {
         other => panic!("{other:?}"),
     }
     assert_eq!(cursor_on_reconnect(&mut h, 2, 1), Some(Seq(6)));
-}
-
-fn sync_after_limit(request_id: u32, after: u64, limit: u32) -> Frame {
-    Frame::Sync(Sync {
-        request_id,
-        direction: SyncDirection::After(Seq(after)),
-        limit,
-        read_ahead: false,
-    })
 }
