@@ -27,9 +27,10 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use crate::now_ns;
 use crate::poller::Poller;
+use crate::procfs::CpuMeter;
 use crate::raw::new_histogram;
+use crate::{cli, now_ns};
 
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
@@ -42,32 +43,84 @@ use surepush_proto::{
 
 use crate::Latency;
 
-/// What to run.
-#[derive(Clone, Debug)]
+/// What to run (`room`'s options; the secret, the first user and the
+/// frozen count are filled in by the command).
+#[derive(Clone, Debug, clap::Args)]
 pub struct RoomScenario {
     /// Gateway address.
+    #[arg(long, default_value = "127.0.0.1:7400")]
     pub server: SocketAddr,
     /// The gateway's token secret.
+    #[arg(skip)]
     pub secret: Vec<u8>,
-    /// Subscriber connections.
+    /// Subscriber connections (each needs a file descriptor here and
+    /// one in the server).
+    #[arg(long, default_value_t = 1000)]
     pub subscribers: u32,
-    /// Messages the publisher sends.
+    /// Messages published.
+    #[arg(long, default_value_t = 1000)]
     pub messages: u32,
     /// Payload bytes (at least 16: timestamp and index).
+    #[arg(long, default_value_t = 64)]
     pub payload: usize,
-    /// Subscription QoS (0, or 1 with a ROOMACK every 32 messages).
+    /// Subscription QoS: 0, or 1 (native: ROOMACK every 32 messages;
+    /// MQTT: a PUBACK for each).
+    #[arg(long, default_value = "0", value_parser = cli::parse_sub_qos)]
     pub sub_qos: Qos,
-    /// Subscriber threads.
+    /// Subscriber threads (one epoll loop each).
+    #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Give up after this long.
+    /// Seconds before giving up.
+    #[arg(long = "timeout-s", value_name = "SECONDS", default_value = "60", value_parser = cli::parse_seconds)]
     pub timeout: Duration,
     /// First user id used.
+    #[arg(skip = crate::fresh_user_base())]
     pub first_user: u64,
     /// Subscribers that stop reading after their SUBACK (slow consumers).
+    #[arg(skip)]
     pub frozen: u32,
-    /// Subscribe over MQTT at this address (the gateway's MQTT listener)
-    /// instead of the native protocol.
+    /// Subscribe over MQTT 3.1.1 at this address: the gateway's MQTT
+    /// listener (same node as `--server`; `room/{n}`, tokens as
+    /// passwords), or with `--mqtt-broker` any MQTT broker.
+    #[arg(long)]
     pub mqtt: Option<SocketAddr>,
+    /// `--mqtt` is a plain MQTT broker (e.g. mosquitto): no tokens, a
+    /// topic of this run's own, and the publisher publishes there over
+    /// MQTT too (QoS 1, 256 in flight).
+    #[arg(long, requires = "mqtt")]
+    pub mqtt_broker: bool,
+    /// With `--mqtt` on surepush: publish over MQTT too (QoS 1, 256 in
+    /// flight) instead of the native protocol, as against a broker.
+    #[arg(long, requires = "mqtt")]
+    pub mqtt_publish: bool,
+    /// The server's pid, for its CPU time per push; default: the process
+    /// listening on the `--mqtt` port, else on the `--server` port.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+}
+
+impl RoomScenario {
+    /// The MQTT topic of room `room` (with its room bit).
+    fn mqtt_topic(&self, room: u64) -> String {
+        let n = room & !ROOM_BIT;
+        if self.mqtt_broker {
+            format!("surepush-lg/{}/room/{n}", self.first_user)
+        } else {
+            format!("room/{n}")
+        }
+    }
+
+    /// The MQTT password of `user`: a token for surepush, none for a broker.
+    fn mqtt_password(&self, user: u64) -> Option<String> {
+        (!self.mqtt_broker).then(|| crate::mint_token(&self.secret, user))
+    }
+
+    /// The server process whose CPU time is measured.
+    fn measured_pid(&self) -> Option<u32> {
+        let port = self.mqtt.map_or(self.server.port(), |a| a.port());
+        self.server_pid
+            .or_else(|| crate::procfs::listener_pid(port).ok())
+    }
 }
 
 /// What a room run measured and checked.
@@ -102,6 +155,10 @@ pub struct RoomReport {
     pub messages_per_s: f64,
     /// Publish (intended send time) to receive.
     pub latency: Latency,
+    /// The server's CPU time (user + system, all threads, from /proc)
+    /// from the first publish to the last push, per push (µs); none when
+    /// its process was not found.
+    pub server_cpu_us_per_push: Option<f64>,
 }
 
 impl RoomReport {
@@ -114,7 +171,8 @@ impl RoomReport {
     pub fn to_text(&self) -> String {
         format!(
             "room: {} subscribers ({} frozen) x {} messages\n  pushes delivered {} of {} in {:.2} s = {:.0} pushes/s, {:.0} messages/s\n  \
-             out of order {}, lagged and resumed {}, resumed past a gap {}\n  publish->receive p50 {:.2} ms p99 {:.2} ms max {:.2} ms\n  verdict: {}\n",
+             out of order {}, lagged and resumed {}, resumed past a gap {}\n  publish->receive p50 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms max {:.2} ms\n  \
+             server CPU {} per push\n  verdict: {}\n",
             self.subscribers,
             self.frozen,
             self.published,
@@ -128,7 +186,9 @@ impl RoomReport {
             self.gaps,
             self.latency.p50_ms,
             self.latency.p99_ms,
+            self.latency.p999_ms,
             self.latency.max_ms,
+            crate::procfs::format_cpu(self.server_cpu_us_per_push),
             if self.passed() { "PASS" } else { "FAIL" }
         )
     }
@@ -222,14 +282,14 @@ fn open_mqtt_sub(
         keep_alive: 0,
         client_id: MqttString::from(format!("lg-room-{user}").as_str()),
         will: None,
-        username: Some(MqttString::from("loadgen")),
-        password: Some(crate::mint_token(&s.secret, user).into()),
+        username: s.mqtt_password(user).map(|_| MqttString::from("loadgen")),
+        password: s.mqtt_password(user).map(Into::into),
         properties: Default::default(),
     }));
     let subscribe = Packet::Subscribe(surepush_mqtt::Subscribe {
         packet_id: PacketId::new(1).expect("nonzero"),
         filters: vec![Subscription {
-            filter: MqttString::from(format!("room/{}", room & !ROOM_BIT).as_str()),
+            filter: MqttString::from(s.mqtt_topic(room).as_str()),
             options: surepush_mqtt::SubscriptionOptions::qos(qos),
         }],
         properties: Default::default(),
@@ -549,15 +609,35 @@ fn run_room_in(s: &RoomScenario, room_no: u64) -> Result<RoomReport, String> {
         }));
     }
     ready.wait(); // every subscriber has its SUBACK
-    let mut config = ClientConfig::new(crate::mint_token(&s.secret, s.first_user), DeviceId(1));
-    config.send_timeout_ms = 10_000;
-    let mut p = BlockingClient::connect(s.server, config, None, Duration::from_secs(5))
-        .map_err(|e| format!("publisher: {e}"))?;
-    let started = Instant::now();
-    let room = UserId(room);
-    let acked = crate::publish_timed(&mut p, s.messages, s.payload, deadline, |i| {
-        (room, u64::from(i))
-    })?;
+    let cpu = CpuMeter::start(s.measured_pid());
+    let (acked, started) = match s.mqtt {
+        Some(addr) if s.mqtt_broker || s.mqtt_publish => {
+            let started = Instant::now();
+            let acked = crate::mqtt_peer::publish_pipelined(
+                addr,
+                format!("lg-room-{}", s.first_user),
+                s.mqtt_password(s.first_user),
+                &s.mqtt_topic(room),
+                s.messages,
+                s.payload,
+                deadline,
+            )?;
+            (acked, started)
+        }
+        _ => {
+            let mut config =
+                ClientConfig::new(crate::mint_token(&s.secret, s.first_user), DeviceId(1));
+            config.send_timeout_ms = 10_000;
+            let mut p = BlockingClient::connect(s.server, config, None, Duration::from_secs(5))
+                .map_err(|e| format!("publisher: {e}"))?;
+            let started = Instant::now();
+            let room = UserId(room);
+            let acked = crate::publish_timed(&mut p, s.messages, s.payload, deadline, |i| {
+                (room, u64::from(i))
+            })?;
+            (acked, started)
+        }
+    };
     let mut total = ThreadResult {
         subscribed: 0,
         frozen: 0,
@@ -603,5 +683,6 @@ fn run_room_in(s: &RoomScenario, room_no: u64) -> Result<RoomReport, String> {
             0.0
         },
         latency: crate::latency(&total.latency),
+        server_cpu_us_per_push: cpu.and_then(|m| m.per_message(total.pushes)),
     })
 }
