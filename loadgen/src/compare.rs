@@ -199,7 +199,8 @@ impl CompareReport {
         self.systems.iter().find(|s| s.name == name)
     }
 
-    /// A table for people, then surepush's ratios to every other system.
+    /// A table for people, then each surepush row's ratios to every
+    /// system that is not surepush.
     pub fn to_text(&self) -> String {
         let mut out = format!(
             "one-to-one, {} pairs x {} messages of {} B, closed loop, same run:\n\
@@ -240,10 +241,11 @@ impl CompareReport {
             .filter(|s| s.name.starts_with("surepush") && s.error.is_none())
             .collect();
         for o in &ours {
-            for other in self.systems.iter().filter(|s| s.error.is_none()) {
-                if std::ptr::eq(*o, other) {
-                    continue;
-                }
+            let others = self
+                .systems
+                .iter()
+                .filter(|s| s.error.is_none() && !s.name.starts_with("surepush"));
+            for other in others {
                 let cpu = match (o.server_cpu_us_per_msg, other.server_cpu_us_per_msg) {
                     (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
                     _ => "n/a".into(),
