@@ -16,6 +16,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,7 @@ use super::io::LogFs;
 use super::record::{InboxQuery, MessageRecord, Record};
 use super::segment::{self, Segment};
 use super::state::{DedupConfig, RecoveredState};
+use super::storage::{self, Storage};
 use super::window::{Tracked, WindowStart};
 use surepush_proto::{Seq, UserId};
 
@@ -280,6 +282,8 @@ pub(super) struct Marks {
 pub(super) struct Inner {
     pub(super) config: LogConfig,
     pub(super) fs: Rc<dyn LogFs>,
+    /// `fs`'s whole-file operations (sidecars, pointer, removals).
+    pub(super) storage: Arc<dyn Storage>,
     pub(super) st: RefCell<State>,
     pub(super) wake: LocalSender<()>,
 }
@@ -325,6 +329,7 @@ impl SegmentLog {
         let (wake, rx) = local_channel::new_bounded(1);
         let inner = Rc::new(Inner {
             config,
+            storage: fs.storage(),
             fs,
             st: RefCell::new(state),
             wake,
@@ -614,14 +619,11 @@ impl SegmentLog {
                 .segments
                 .remove(&base)
                 .expect("listed above");
-            self.inner
-                .fs
-                .remove(&seg.path)
-                .await
+            storage::remove_durably(&*self.inner.storage, &seg.path)
                 .map_err(|e| io_error("remove", &seg.path, e))?;
             // Its sidecar goes too (a missing one is not an error).
             let sidecar = segment::sidecar_path(&seg.path);
-            if let Err(e) = std::fs::remove_file(&sidecar) {
+            if let Err(e) = self.inner.storage.remove(&sidecar) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     return Err(io_error("remove", &sidecar, e));
                 }
