@@ -48,4 +48,6 @@ mod damage_tests;
 #[cfg(test)]
 mod fault;
 #[cfg(test)]
+mod fault_tests;
+#[cfg(test)]
 mod tests;

@@ -612,6 +612,20 @@ impl SegmentLog {
         self.checkpoint().await?;
         let mut report = RetentionReport::default();
         for base in deletable {
+            let path = self.inner.st.borrow().segments[&base].path.clone();
+            // The sidecar first: a segment left without one is only
+            // scanned on the next start. The segment leaves the log's
+            // state only once its file is gone, so a failed removal leaves
+            // every message of it readable (found by the fault-injecting
+            // storage: reads failed with "no segment holds position").
+            let sidecar = segment::sidecar_path(&path);
+            if let Err(e) = self.inner.storage.remove(&sidecar) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(io_error("remove", &sidecar, e));
+                }
+            }
+            storage::remove_durably(&*self.inner.storage, &path)
+                .map_err(|e| io_error("remove", &path, e))?;
             let seg = self
                 .inner
                 .st
@@ -619,15 +633,6 @@ impl SegmentLog {
                 .segments
                 .remove(&base)
                 .expect("listed above");
-            storage::remove_durably(&*self.inner.storage, &seg.path)
-                .map_err(|e| io_error("remove", &seg.path, e))?;
-            // Its sidecar goes too (a missing one is not an error).
-            let sidecar = segment::sidecar_path(&seg.path);
-            if let Err(e) = self.inner.storage.remove(&sidecar) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    return Err(io_error("remove", &sidecar, e));
-                }
-            }
             let mut st = self.inner.st.borrow_mut();
             for inbox in seg.inbox_max.keys() {
                 let Some((first, last)) = st.index.trim_before(*inbox, seg.base + seg.capacity)
