@@ -5,10 +5,11 @@
 
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use super::damage_tests::{flip, salvage_config, snapshot, write_acknowledged};
-use super::fault::{Fault, FaultyFs, Op};
-use super::tests::{config, msg, read_from_start, run};
+use super::fault::{Fault, Faults, FaultyFs, Op};
+use super::tests::{config, msg, read_from_start, retention_config, run};
 use super::*;
 use surepush_proto::{DeviceId, Seq, UserId};
 
@@ -20,6 +21,23 @@ fn expected(inbox: u64, last: u64, len: usize) -> Vec<MessageRecord> {
             _ => unreachable!("msg makes messages"),
         })
         .collect()
+}
+
+/// A log on a fault-injecting file layer, and its fault rules.
+async fn open_faulty(c: LogConfig) -> (SegmentLog, Arc<Faults>) {
+    let fs = Rc::new(FaultyFs::new());
+    let faults = fs.faults.clone();
+    let (log, _, _) = SegmentLog::open_with(c, fs).await.unwrap();
+    (log, faults)
+}
+
+/// What a rule for `op` must name: the directory for its sync (which
+/// names no file), else `file` (a part of the file's name).
+fn target(op: Op, dir: &Path, file: &str) -> String {
+    match op {
+        Op::SyncDir => dir.to_str().unwrap().to_owned(),
+        _ => file.to_owned(),
+    }
 }
 
 /// Names in `dir` ending in `.tmp` (leftovers of atomic writes).
@@ -41,9 +59,8 @@ fn a_failed_or_torn_sidecar_write_costs_only_a_scan_on_the_next_start() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_owned();
         run(move || async move {
-            let fs = Rc::new(FaultyFs::new());
-            fs.faults.set(Op::Create, ".idx", fault);
-            let (log, _, _) = SegmentLog::open_with(config(&path), fs).await.unwrap();
+            let (log, faults) = open_faulty(config(&path)).await;
+            faults.set(Op::Create, ".idx", fault);
             let mut end = 0;
             for s in 1..=300 {
                 end = log.append(&msg(7, s, 10_000)).unwrap();
@@ -93,9 +110,7 @@ fn a_failed_or_crashed_pointer_write_stops_acknowledging_and_loses_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_owned();
         run(move || async move {
-            let fs = Rc::new(FaultyFs::new());
-            let faults = fs.faults.clone();
-            let (log, _, _) = SegmentLog::open_with(config(&path), fs).await.unwrap();
+            let (log, faults) = open_faulty(config(&path)).await;
             for s in 1..=50 {
                 log.append(&msg(1, s, 100)).unwrap();
             }
@@ -115,12 +130,7 @@ fn a_failed_or_crashed_pointer_write_stops_acknowledging_and_loses_nothing() {
                 .unwrap(),
             );
             log.wait_durable(end).await.unwrap(); // acknowledged
-                                                  // The directory sync names the directory, the others the file.
-            let at = match op {
-                Op::SyncDir => path.to_str().unwrap().to_owned(),
-                _ => format::CHECKPOINT_POINTER.to_owned(),
-            };
-            faults.set(op, &at, fault);
+            faults.set(op, &target(op, &path, format::CHECKPOINT_POINTER), fault);
             assert!(log.checkpoint().await.is_err(), "{op:?} {fault:?}");
             assert!(
                 matches!(log.append(&msg(1, 101, 1)), Err(LogError::Poisoned(_))),
@@ -155,20 +165,12 @@ fn a_failed_retention_delete_keeps_every_message_readable() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_owned();
         run(move || async move {
-            // As in the retention test: a dedup window of 100 sends, so the
-            // oldest segments are deletable once acknowledged.
             let config = |path: &Path| LogConfig {
-                dedup: DedupConfig {
-                    max_entries: 100,
-                    ..DedupConfig::default()
-                },
                 // Reads come from the files, not the committed tail.
                 cache_bytes: 0,
-                ..config(path)
+                ..retention_config(path)
             };
-            let fs = Rc::new(FaultyFs::new());
-            let faults = fs.faults.clone();
-            let (log, _, _) = SegmentLog::open_with(config(&path), fs).await.unwrap();
+            let (log, faults) = open_faulty(config(&path)).await;
             for s in 1..=240 {
                 log.append(&msg(1, s, 10_000)).unwrap();
             }
@@ -226,9 +228,7 @@ fn a_failed_or_crashed_segment_creation_loses_no_acknowledged_record() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_owned();
         run(move || async move {
-            let fs = Rc::new(FaultyFs::new());
-            let faults = fs.faults.clone();
-            let (log, _, _) = SegmentLog::open_with(config(&path), fs).await.unwrap();
+            let (log, faults) = open_faulty(config(&path)).await;
             let mut acked = 0;
             for s in 1..=90 {
                 let end = log.append(&msg(4, s, 10_000)).unwrap();
@@ -236,12 +236,9 @@ fn a_failed_or_crashed_segment_creation_loses_no_acknowledged_record() {
                 acked = s;
             }
             assert_eq!(log.stats().segments, 1, "no roll yet");
-            let at = match op {
-                Op::SyncDir => path.to_str().unwrap().to_owned(),
-                Op::Remove => ".seg.tmp".to_owned(),
-                _ => ".seg".to_owned(),
-            };
-            faults.set(op, &at, fault);
+            // The temporary name is what is removed after the link.
+            let file = if op == Op::Remove { ".seg.tmp" } else { ".seg" };
+            faults.set(op, &target(op, &path, file), fault);
             let mut failed = false;
             for s in 91..=200 {
                 let Ok(end) = log.append(&msg(4, s, 10_000)) else {

@@ -38,6 +38,19 @@ pub(super) fn config(dir: &Path) -> LogConfig {
     }
 }
 
+/// [`config`] with a dedup window of 100 sends: segments wholly before the
+/// last 100 messages are no longer needed to rebuild it (a proptest below
+/// checks that retention never cuts into it), so retention can delete them.
+pub(super) fn retention_config(dir: &Path) -> LogConfig {
+    LogConfig {
+        dedup: DedupConfig {
+            max_entries: 100,
+            ..DedupConfig::default()
+        },
+        ..config(dir)
+    }
+}
+
 pub(super) fn msg(inbox: u64, seq: u64, payload_len: usize) -> Record {
     Record::Message(MessageRecord {
         inbox: UserId(inbox),
@@ -447,16 +460,7 @@ fn retention_deletes_only_acknowledged_or_expired_segments_and_keeps_state() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_owned();
     run(move || async move {
-        // A dedup window of 100 sends: segments wholly before the last 100
-        // messages are no longer needed to rebuild it (the proptest below
-        // checks that retention never cuts into it).
-        let config = |path: &Path| LogConfig {
-            dedup: DedupConfig {
-                max_entries: 100,
-                ..DedupConfig::default()
-            },
-            ..config(path)
-        };
+        let config = retention_config;
         let (log, _, _) = SegmentLog::open(config(&path)).await.unwrap();
         // Inbox 1 (acked by its only device) and inbox 2 (never acked).
         for s in 1..=120 {
