@@ -12,7 +12,10 @@
 //!   records ([`Rebuild`]), so the damage policy stays in one place;
 //! - salvage is a second scan with a plan (which stretches to skip, where
 //!   to cut), so what it keeps is what a clean scan of the salvaged files
-//!   finds on the next start.
+//!   finds on the next start;
+//! - every file it reads, lists, writes or removes goes through the
+//!   storage seam (`LogFs` for segments, its `Storage` for the rest), and
+//!   every side file it keeps is written whole (`write_atomically`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -332,7 +335,7 @@ async fn scan_pass(
         }
         // Salvage reads every segment: damage under a sidecar is found too.
         let sidecars = config.recovery != RecoveryMode::Salvage;
-        if sidecars && i != last && load_from_sidecar(&*storage, &mut pass, &mut seg, i, config) {
+        if sidecars && i != last && load_from_sidecar(&mut pass, &mut seg, i, config) {
             pass.segments.insert(base, seg);
             continue;
         }
@@ -359,14 +362,10 @@ async fn scan_pass(
 /// index entries: taken from its sidecar if that verifies (no scan). After
 /// damage, a valid sidecar is evidence that everything before the
 /// segment's end was durable. Returns whether the sidecar was used.
-fn load_from_sidecar(
-    storage: &dyn Storage,
-    pass: &mut Pass,
-    seg: &mut Segment,
-    i: usize,
-    config: &LogConfig,
-) -> bool {
+fn load_from_sidecar(pass: &mut Pass, seg: &mut Segment, i: usize, config: &LogConfig) -> bool {
     let base = seg.base;
+    let storage = pass.storage.clone();
+    let storage = &*storage;
     if pass.frozen {
         let Some(sidecar) = segment::read_sidecar(storage, &seg.path, base, false) else {
             return false;
