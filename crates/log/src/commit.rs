@@ -18,7 +18,8 @@
 //!   commit in flight writes is never written by a piece; the piece keeps a
 //!   copy of it for the next commit.
 //! - Sidecars, new segment files and the checkpoint pointer are written on
-//!   the blocking thread too (their fsyncs would stall the shard).
+//!   the blocking thread too (their fsyncs would stall the shard), each
+//!   through the storage seam's atomic write (`storage.rs`).
 //! - Commit markers: once a commit is durable, the next commit carries a
 //!   marker record saying so (`up_to` = the durable end); with nothing
 //!   else to commit for `marker_delay`, a commit of the marker alone. A
@@ -40,6 +41,7 @@ use super::format::{self, SEGMENT_HEADER_LEN};
 use super::io::{WriteBehind, BLOCK};
 use super::segment::{self, Segment};
 use super::segment_log::{io_error, Inner, LogError, Lsn, State};
+use super::storage::{self, NewFile, Storage};
 use super::window::WindowStart;
 
 /// A write-behind piece of the segment at `base`: it carries the bytes
@@ -247,19 +249,19 @@ pub(super) fn append_marker(st: &mut State) -> bool {
     true
 }
 
-/// Points recovery at the checkpoint starting at `lsn` (atomic replace).
-fn write_pointer(dir: &std::path::Path, lsn: Lsn, window: WindowStart) -> Result<(), LogError> {
-    use std::io::Write;
+/// Points recovery at the checkpoint starting at `lsn`
+/// ([`storage::write_atomically`]: the old pointer or the new one, whole).
+fn write_pointer(
+    storage: &dyn Storage,
+    dir: &std::path::Path,
+    lsn: Lsn,
+    window: WindowStart,
+) -> Result<(), LogError> {
     let path = dir.join(format::CHECKPOINT_POINTER);
-    let tmp = dir.join(format!("{}.tmp", format::CHECKPOINT_POINTER));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(format::encode_pointer(lsn, window).as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| io_error("write", &path, e))
+    let text = format::encode_pointer(lsn, window);
+    let contents = |out: &mut dyn std::io::Write| out.write_all(text.as_bytes());
+    storage::write_atomically(storage, &path, &NewFile::new(&contents))
+        .map_err(|e| io_error("write", &path, e))
 }
 
 /// The group committer: writes and syncs pending bytes, wakes waiters.
@@ -588,10 +590,11 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
         let mut st = inner.st.borrow_mut();
         if let Some(seg) = st.segments.get_mut(&base) {
             let job = seg.seal();
+            let storage = inner.storage.clone();
             let task = glommio::spawn_local(async move {
                 let path = job.path.clone();
                 let written = glommio::executor()
-                    .spawn_blocking(move || segment::write_sidecar(&job))
+                    .spawn_blocking(move || segment::write_sidecar(&*storage, &job))
                     .await;
                 if let Err(e) = written {
                     tracing::warn!(segment = %path.display(), error = %e, "sidecar not written; the next recovery scans this segment");
@@ -614,9 +617,9 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
     // durable, and recovery must then start from it). Written on the
     // blocking thread: two fsyncs would stall the shard.
     if let Some((start, _, window)) = pointer {
-        let dir = inner.config.dir.clone();
+        let (dir, storage) = (inner.config.dir.clone(), inner.storage.clone());
         glommio::executor()
-            .spawn_blocking(move || write_pointer(&dir, start, window))
+            .spawn_blocking(move || write_pointer(&*storage, &dir, start, window))
             .await?;
     }
     let mut ready = {

@@ -14,7 +14,7 @@ use super::*;
 use surepush_proto::{DeviceId, Seq, UserId};
 
 /// Every file of a log directory, by name.
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+pub(super) fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -28,13 +28,13 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 /// A record the test wrote, and where it went.
 #[derive(Clone, Debug)]
-struct Written {
-    lsn: u64,
-    record: MessageRecord,
+pub(super) struct Written {
+    pub(super) lsn: u64,
+    pub(super) record: MessageRecord,
 }
 
 impl Written {
-    fn offset(&self) -> usize {
+    pub(super) fn offset(&self) -> usize {
         (format::SEGMENT_HEADER_LEN + self.lsn) as usize
     }
 }
@@ -42,7 +42,7 @@ impl Written {
 /// Appends `n` messages (inboxes 1 and 2 alternating), each waited for
 /// like an acknowledged send, then drops the log without closing it (a
 /// crash right after the last sync).
-fn write_acknowledged(path: &Path, n: u64, config: LogConfig) -> Vec<Written> {
+pub(super) fn write_acknowledged(path: &Path, n: u64, config: LogConfig) -> Vec<Written> {
     let path = path.to_owned();
     let (tx, rx) = std::sync::mpsc::channel();
     run(move || async move {
@@ -70,7 +70,7 @@ fn write_acknowledged(path: &Path, n: u64, config: LogConfig) -> Vec<Written> {
     rx.recv().unwrap()
 }
 
-fn flip(path: &Path, offset: usize) {
+pub(super) fn flip(path: &Path, offset: usize) {
     let seg = segment::file_name(path, 0);
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[offset] ^= 0x10;
@@ -136,7 +136,7 @@ fn a_flipped_byte_in_the_newest_segment_with_acknowledged_records_after_it_refus
     assert_eq!(snapshot(dir.path()), before);
 }
 
-fn salvage_config(dir: &Path) -> LogConfig {
+pub(super) fn salvage_config(dir: &Path) -> LogConfig {
     LogConfig {
         recovery: RecoveryMode::Salvage,
         ..config(dir)

@@ -1,6 +1,8 @@
-//! File I/O of the log behind a small trait, so tests can inject torn
-//! writes and failed syncs; the production implementation is glommio's
-//! O_DIRECT [`DmaFile`].
+//! Segment file I/O of the log behind a small trait, so tests can inject
+//! torn writes and failed syncs; the production implementation is
+//! glommio's O_DIRECT [`DmaFile`]. This is one half of the storage seam;
+//! the other, every whole-file and directory operation, is [`Storage`]
+//! (`storage.rs`), which a [`LogFs`] hands out with its files.
 //!
 //! Contract: `write_at` gets block-aligned positions and lengths (the log
 //! pads); `read_at` takes any range. A file is created with its header
@@ -14,9 +16,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
+
+use super::storage::{self, NewFile, StdStorage, Storage};
 
 /// A boxed local future (no `Send`: the log lives on one shard).
 pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
@@ -60,9 +65,12 @@ pub trait LogFile {
 /// Completion of a [`LogFile::write_behind`]: the result and the bytes.
 pub type WriteBehind = LocalFuture<'static, (io::Result<()>, BytesMut)>;
 
-/// Creates, opens and removes segment files.
+/// Creates and opens segment files, and hands out the [`Storage`] that
+/// goes with them (removals, small files, listings, directory syncs).
 pub trait LogFs {
-    /// Creates `path` holding `header`, preallocated to `size` bytes, and opens it.
+    /// Creates `path` holding `header`, preallocated to `size` bytes, and
+    /// opens it. The file appears under `path` whole or not at all
+    /// ([`storage::write_atomically`]).
     fn create<'a>(
         &'a self,
         path: &'a Path,
@@ -71,35 +79,43 @@ pub trait LogFs {
     ) -> LocalFuture<'a, io::Result<Rc<dyn LogFile>>>;
     /// Opens an existing segment for reading and writing.
     fn open<'a>(&'a self, path: &'a Path) -> LocalFuture<'a, io::Result<Rc<dyn LogFile>>>;
-    /// Deletes a segment.
-    fn remove<'a>(&'a self, path: &'a Path) -> LocalFuture<'a, io::Result<()>>;
-    /// Segment files (`*.seg`) in `dir`.
-    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(dir)? {
-            let p = e?.path();
-            if p.extension().is_some_and(|x| x == "seg") {
-                out.push(p);
-            }
-        }
-        Ok(out)
-    }
+    /// Every other file operation of the log.
+    fn storage(&self) -> Arc<dyn Storage>;
 }
 
-/// Extension of a segment being built, before it is renamed into place
-/// (not `seg`, so [`LogFs::list`] never returns one).
+/// Extension of a segment being built, before it is linked into place
+/// (not `seg`, so a listing of segments never returns one).
 pub const UNFINISHED_EXTENSION: &str = "seg.tmp";
 
-/// Where the segment `path` is built before it is renamed into place.
+/// Where the segment `path` is built before it is linked into place.
 pub fn temporary_name(path: &Path) -> PathBuf {
-    path.with_extension(UNFINISHED_EXTENSION)
+    storage::temp_path(path, storage::TempName::Beside)
 }
 
 /// glommio DMA files. The files of one log share a pool of write buffers.
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub struct DmaFs {
     pieces: Pieces,
     behind_pool: Rc<std::cell::RefCell<Vec<AlignedBuf>>>,
+    storage: Arc<dyn Storage>,
+}
+
+impl Default for DmaFs {
+    fn default() -> Self {
+        DmaFs::with_storage(Arc::new(StdStorage))
+    }
+}
+
+impl DmaFs {
+    /// DMA segment files, with `storage` for every other file operation
+    /// (segment files are created through it too).
+    pub fn with_storage(storage: Arc<dyn Storage>) -> DmaFs {
+        DmaFs {
+            pieces: Pieces::default(),
+            behind_pool: Default::default(),
+            storage,
+        }
+    }
 }
 
 impl std::fmt::Debug for DmaFs {
@@ -372,31 +388,17 @@ impl LogFs for DmaFs {
         Box::pin(async move {
             // Create, size and sync on glommio's blocking thread: three
             // blocking syscalls with two fsyncs would stall the shard.
-            // Built under a temporary name and renamed into place once its
+            // Built under a temporary name and linked into place once its
             // header is durable: a crash between creating the file and
             // writing its header left a headerless segment that recovery
             // (rightly) refuses (found by a 1,000-cycle kill -9 loop).
             let (owned_path, header) = (path.to_owned(), header.to_vec());
+            let storage = self.storage.clone();
             glommio::executor()
-                .spawn_blocking(move || -> io::Result<()> {
-                    use std::io::Write;
-                    let tmp = temporary_name(&owned_path);
-                    let mut f = std::fs::File::create(&tmp)?;
-                    f.write_all(&header)?;
-                    f.set_len(size)?;
-                    f.sync_all()?;
-                    if owned_path.exists() {
-                        let _ = std::fs::remove_file(&tmp);
-                        return Err(io::Error::new(
-                            io::ErrorKind::AlreadyExists,
-                            format!("{} exists", owned_path.display()),
-                        ));
-                    }
-                    std::fs::rename(&tmp, &owned_path)?;
-                    if let Some(dir) = owned_path.parent() {
-                        std::fs::File::open(dir)?.sync_all()?;
-                    }
-                    Ok(())
+                .spawn_blocking(move || {
+                    let contents = |out: &mut dyn io::Write| out.write_all(&header);
+                    let file = NewFile::new(&contents).len(size).keep_existing();
+                    storage::write_atomically(&*storage, &owned_path, &file)
                 })
                 .await?;
             let f = dma_open(path).await?;
@@ -423,13 +425,7 @@ impl LogFs for DmaFs {
         })
     }
 
-    fn remove<'a>(&'a self, path: &'a Path) -> LocalFuture<'a, io::Result<()>> {
-        Box::pin(async move {
-            std::fs::remove_file(path)?;
-            if let Some(dir) = path.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-            Ok(())
-        })
+    fn storage(&self) -> Arc<dyn Storage> {
+        self.storage.clone()
     }
 }

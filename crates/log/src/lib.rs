@@ -10,7 +10,8 @@
 //! |------------------|------------------------------------------------------------|
 //! | `format.rs`      | byte layout: segment header, record framing, checkpoints   |
 //! | `segment.rs`     | segment file names and per-segment metadata                |
-//! | `io.rs`          | file I/O trait (O_DIRECT glommio files; faults in tests)   |
+//! | `io.rs`          | segment file I/O trait (O_DIRECT glommio files)            |
+//! | `storage.rs`     | every other file operation; the atomic small-file write    |
 //! | `index.rs`       | inbox -> record locations                                  |
 //! | `segment_log.rs` | append, reads, checkpoints, retention                      |
 //! | `commit.rs`      | write buffers, write-behind, the group committer           |
@@ -18,6 +19,7 @@
 //! | `damage.rs`      | torn tail or damage: the evidence, refusal and salvage reports |
 //! | `recovery.rs`    | open a log: cut a torn tail, refuse, or salvage; rebuild   |
 //! | `verify.rs`      | `surepush log verify`: the offline, read-only check        |
+//! | `fault.rs`       | (tests) a file layer that fails, tears or crashes any seam operation |
 //! | `window.rs`      | the state kept per append; rebuilding the QoS 1 dedup window |
 
 mod commit;
@@ -29,6 +31,7 @@ mod recovery;
 pub mod scan;
 mod segment;
 mod segment_log;
+pub mod storage;
 pub mod verify;
 mod window;
 
@@ -42,5 +45,9 @@ pub use surepush_core::{record, state};
 
 #[cfg(test)]
 mod damage_tests;
+#[cfg(test)]
+mod fault;
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod tests;

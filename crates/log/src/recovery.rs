@@ -12,11 +12,15 @@
 //!   records ([`Rebuild`]), so the damage policy stays in one place;
 //! - salvage is a second scan with a plan (which stretches to skip, where
 //!   to cut), so what it keeps is what a clean scan of the salvaged files
-//!   finds on the next start.
+//!   finds on the next start;
+//! - every file it reads, lists, writes or removes goes through the
+//!   storage seam (`LogFs` for segments, its `Storage` for the rest), and
+//!   every side file it keeps is written whole (`write_atomically`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -32,25 +36,23 @@ use super::segment_log::{
     io_error, LogConfig, LogError, LogStats, Marks, RecoveryMode, RecoveryReport, State,
 };
 use super::state::RecoveredState;
+use super::storage::{self, NewFile, Storage};
 use super::window::{MessageKey, QosOneFold, Tracked, WindowStart};
 use surepush_proto::{Seq, UserId};
 
 /// Segments a crash left half built (under their temporary name: they
 /// never held a record).
-fn unfinished_segments(dir: &Path) -> Result<Vec<PathBuf>, LogError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| io_error("list", dir, e))?;
-    let mut out = Vec::new();
-    for entry in entries {
-        let path = entry.map_err(|e| io_error("list", dir, e))?.path();
-        let unfinished = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.ends_with(&format!(".{UNFINISHED_EXTENSION}")));
-        if unfinished {
-            out.push(path);
-        }
-    }
-    Ok(out)
+fn unfinished_segments(storage: &dyn Storage, dir: &Path) -> Result<Vec<PathBuf>, LogError> {
+    let entries = storage.list(dir).map_err(|e| io_error("list", dir, e))?;
+    let suffix = format!(".{UNFINISHED_EXTENSION}");
+    Ok(entries
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(&suffix))
+        })
+        .collect())
 }
 
 /// Everything rebuilt from the records.
@@ -150,6 +152,8 @@ struct Pass {
     /// Segments salvage changed (their sidecars are rewritten).
     salvaged: Vec<PathBuf>,
     started: Instant,
+    /// The log's whole-file operations (side files, sidecars, removals).
+    storage: Arc<dyn Storage>,
 }
 
 /// The log's segment files, oldest first (a first one is created in an
@@ -159,14 +163,11 @@ async fn segment_files(
     fs: &dyn LogFs,
 ) -> Result<Vec<(u64, PathBuf)>, LogError> {
     let dir = &config.dir;
-    std::fs::create_dir_all(dir).map_err(|e| io_error("create dir", dir, e))?;
-    let mut bases: Vec<(u64, PathBuf)> = fs
-        .list(dir)
-        .map_err(|e| io_error("list", dir, e))?
-        .into_iter()
-        .filter_map(|p| segment::parse_name(&p).map(|b| (b, p)))
-        .collect();
-    bases.sort();
+    let storage = fs.storage();
+    storage
+        .create_dir_all(dir)
+        .map_err(|e| io_error("create dir", dir, e))?;
+    let mut bases = segment::list(&*storage, dir).map_err(|e| io_error("list", dir, e))?;
     if bases.is_empty() {
         let path = segment::file_name(dir, 0);
         segment::create(fs, &path, 0, config.segment_bytes).await?;
@@ -177,10 +178,12 @@ async fn segment_files(
 
 /// Reads the checkpoint pointer; a damaged one is only an index (recovery
 /// then folds every segment, as without one).
-fn read_pointer(dir: &Path) -> Option<Pointer> {
+fn read_pointer(storage: &dyn Storage, dir: &Path) -> Option<Pointer> {
     let path = dir.join(format::CHECKPOINT_POINTER);
-    let text = std::fs::read_to_string(&path).ok()?;
-    let pointer = format::parse_pointer(&text);
+    let bytes = storage.read(&path).ok()?;
+    let pointer = std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(format::parse_pointer);
     if pointer.is_none() {
         tracing::warn!(file = %path.display(), "checkpoint pointer damaged (checksum or syntax); rebuilding from every segment");
     }
@@ -194,7 +197,7 @@ pub(super) async fn recover(
     fs: &dyn LogFs,
 ) -> Result<(State, RecoveredState, RecoveryReport), LogError> {
     let mut carried = None;
-    if let Some(p) = read_pointer(&config.dir) {
+    if let Some(p) = read_pointer(&*fs.storage(), &config.dir) {
         let recovered = recover_from(config, fs, Some(p), None).await?;
         if recovered.2.checkpoint == Some(p.lsn) {
             return Ok(recovered);
@@ -299,13 +302,13 @@ async fn scan_pass(
         skipped: Vec::new(),
         salvaged: Vec::new(),
         started: Instant::now(),
+        storage: fs.storage(),
     };
     let last = bases.len() - 1;
+    let storage = pass.storage.clone();
     for (i, (base, path)) in bases.iter().enumerate() {
         let file = fs.open(path).await.map_err(|e| io_error("open", path, e))?;
-        let size = std::fs::metadata(path)
-            .map_err(|e| io_error("stat", path, e))?
-            .len();
+        let size = storage.len(path).map_err(|e| io_error("stat", path, e))?;
         let head = file
             .read_at(0, SEGMENT_HEADER_LEN as usize)
             .await
@@ -361,8 +364,10 @@ async fn scan_pass(
 /// segment's end was durable. Returns whether the sidecar was used.
 fn load_from_sidecar(pass: &mut Pass, seg: &mut Segment, i: usize, config: &LogConfig) -> bool {
     let base = seg.base;
+    let storage = pass.storage.clone();
+    let storage = &*storage;
     if pass.frozen {
-        let Some(sidecar) = segment::read_sidecar(&seg.path, base, false) else {
+        let Some(sidecar) = segment::read_sidecar(storage, &seg.path, base, false) else {
             return false;
         };
         let end = base + sidecar.end_offset;
@@ -382,7 +387,7 @@ fn load_from_sidecar(pass: &mut Pass, seg: &mut Segment, i: usize, config: &LogC
     }
     // Its messages' keys are needed too where the dedup window reaches.
     let with_keys = base + seg.capacity > pass.rebuild.fold.from;
-    let Some(sidecar) = segment::read_sidecar(&seg.path, base, with_keys) else {
+    let Some(sidecar) = segment::read_sidecar(storage, &seg.path, base, with_keys) else {
         return false;
     };
     let mut keys = Vec::with_capacity(sidecar.keys.len());
@@ -490,19 +495,13 @@ async fn scan_segment(
     Ok(())
 }
 
-/// Writes `bytes` to a new file next to the log's files, durably.
-fn keep_aside(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
-    use std::io::Write;
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(path)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    };
-    write().map_err(|e| io_error("write", path, e))
+/// Writes `bytes` to a new file next to the log's files, durably and
+/// whole ([`storage::write_atomically`]; a repeated salvage or cut after a
+/// crash writes it again).
+fn keep_aside(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> Result<(), LogError> {
+    let contents = |out: &mut dyn std::io::Write| out.write_all(bytes);
+    storage::write_atomically(storage, path, &NewFile::new(&contents))
+        .map_err(|e| io_error("write", path, e))
 }
 
 /// Replaces `[pos, pos + data.len())` of `file` (block-aligned writes: the
@@ -533,10 +532,13 @@ async fn overwrite(
 
 /// Zeros a segment file from `pos` to its end, so a later, shorter write
 /// cannot make stale records behind it readable again.
-async fn zero_from(file: &Rc<dyn LogFile>, path: &Path, pos: u64) -> Result<(), LogError> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| io_error("stat", path, e))?
-        .len();
+async fn zero_from(
+    storage: &dyn Storage,
+    file: &Rc<dyn LogFile>,
+    path: &Path,
+    pos: u64,
+) -> Result<(), LogError> {
+    let size = storage.len(path).map_err(|e| io_error("stat", path, e))?;
     let block_start = pos / BLOCK * BLOCK;
     let head = file
         .read_at(block_start, (pos - block_start) as usize)
@@ -579,14 +581,14 @@ async fn cut_tail(pass: &mut Pass, verdict: &Verdict) -> Result<(), LogError> {
             .await
             .map_err(|e| io_error("read", &path, e))?;
         let aside = path.with_extension(format!("{}.cut-{pos}", segment::EXTENSION));
-        keep_aside(&aside, &bytes)?;
+        keep_aside(&*pass.storage, &aside, &bytes)?;
         tracing::warn!(file = %aside.display(), records = verdict.tail_records, "the cut tail held valid records (no durable evidence they were acknowledged); kept for inspection");
         pass.report.cut_file = Some(aside);
     }
-    zero_from(&file, &path, pos).await?;
+    zero_from(&*pass.storage, &file, &path, pos).await?;
     for torn in verdict.tail.iter().filter(|d| d.base != tail.base) {
         let seg = &pass.segments[&torn.base];
-        zero_from(&seg.file, &seg.path, torn.offset()).await?;
+        zero_from(&*pass.storage, &seg.file, &seg.path, torn.offset()).await?;
     }
     pass.report.truncated = Some((tail.lsn, tail.why));
     Ok(())
@@ -712,10 +714,10 @@ async fn apply_salvage(pass: &mut Pass) -> Result<SalvageReport, LogError> {
             .await
             .map_err(|e| io_error("read", &path, e))?;
         let moved_to = path.with_extension(format!("{}.damaged-{pos}", segment::EXTENSION));
-        keep_aside(&moved_to, &bytes)?;
+        keep_aside(&*pass.storage, &moved_to, &bytes)?;
         let guesses = scan::guess_records(&bytes, d.lsn);
         // A sealed segment's sidecar names exactly what the stretch held.
-        if let Some(sidecar) = segment::read_sidecar(&path, d.base, false) {
+        if let Some(sidecar) = segment::read_sidecar(&*pass.storage, &path, d.base, false) {
             for e in &sidecar.entries {
                 let at = d.base + u64::from(e.offset.get());
                 if (d.lsn..d.resume).contains(&at) {
@@ -791,16 +793,19 @@ async fn finish(
     config: &LogConfig,
     pass: Pass,
 ) -> Result<(State, RecoveredState, RecoveryReport), LogError> {
-    for path in unfinished_segments(&config.dir)? {
+    let storage = &*pass.storage;
+    for path in unfinished_segments(storage, &config.dir)? {
         tracing::warn!(file = %path.display(), "removing a segment a crash left half built");
-        std::fs::remove_file(&path).map_err(|e| io_error("remove", &path, e))?;
+        storage
+            .remove(&path)
+            .map_err(|e| io_error("remove", &path, e))?;
     }
     for job in &pass.sidecar_jobs {
         let salvaged = pass.salvaged.contains(&job.path);
-        if !salvaged && segment::read_sidecar(&job.path, job.base(), true).is_some() {
+        if !salvaged && segment::read_sidecar(storage, &job.path, job.base(), true).is_some() {
             continue;
         }
-        if let Err(e) = segment::write_sidecar(job) {
+        if let Err(e) = segment::write_sidecar(storage, job) {
             tracing::warn!(segment = %job.path.display(), error = %e, "sidecar not written; the next recovery scans this segment again");
         }
     }

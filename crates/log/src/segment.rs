@@ -10,6 +10,7 @@ use super::format::{
 use super::io::{LogFile, LogFs};
 use super::record::MessageRecord;
 use super::segment_log::{io_error, LogError};
+use super::storage::{self, NewFile, Storage};
 use surepush_proto::{Seq, UserId};
 
 /// Digits of the base position in a segment file name.
@@ -32,6 +33,17 @@ pub fn parse_name(path: &Path) -> Option<u64> {
         return None;
     }
     stem.parse().ok()
+}
+
+/// The segment files in `dir` with their base positions, oldest first.
+pub fn list(storage: &dyn Storage, dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut out: Vec<(u64, PathBuf)> = storage
+        .list(dir)?
+        .into_iter()
+        .filter_map(|p| parse_name(&p).map(|b| (b, p)))
+        .collect();
+    out.sort();
+    Ok(out)
 }
 
 /// Creates the segment file for position `base` (header block written and
@@ -137,54 +149,47 @@ impl SidecarJob {
     }
 }
 
-/// Writes a sealed segment's sidecar (temp file, fsync, rename, fsync dir).
+/// Writes a sealed segment's sidecar ([`storage::write_atomically`]).
 /// Blocking: the log runs it on glommio's blocking thread.
-pub fn write_sidecar(job: &SidecarJob) -> Result<(), LogError> {
+pub fn write_sidecar(storage: &dyn Storage, job: &SidecarJob) -> Result<(), LogError> {
     let path = sidecar_path(&job.path);
-    // A name of its own per write: a log reopened in the same process may
-    // write the same sidecar while the old one's write is still running.
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = path.with_extension(format!("idx.{}-{n}.tmp", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        // The header and CRCs are gathered by the buffer; the lists, larger
-        // than it, are written straight from memory (no copy of them).
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    let contents = |out: &mut dyn std::io::Write| {
         write_sidecar_to(
-            &mut f,
+            &mut &mut *out,
             job.base,
             job.end_offset,
             job.max_ts_ms,
             &job.entries,
             &job.keys,
-        )?;
-        let f = f.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        )
     };
-    write().map_err(|e| io_error("write", &path, e))
+    // A temporary name of its own per write: a log reopened in the same
+    // process may write the same sidecar while the old one's write is
+    // still running.
+    let file = NewFile::new(&contents).unique_temp();
+    storage::write_atomically(storage, &path, &file).map_err(|e| io_error("write", &path, e))
 }
 
 /// Reads and verifies the sidecar of the segment at `path` (based at
 /// `base`): the index part only, or the keys too. `None` if it is missing,
 /// of an older layout or damaged (the segment is scanned instead).
-pub fn read_sidecar(path: &Path, base: u64, with_keys: bool) -> Option<Sidecar> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(sidecar_path(path)).ok()?;
-    let size = f.metadata().ok()?.len();
-    let mut bytes = vec![0u8; format::SIDECAR_HEADER_LEN];
-    f.read_exact(&mut bytes).ok()?;
-    let want = format::sidecar_len(format::sidecar_count(&bytes)?, with_keys);
+pub fn read_sidecar(
+    storage: &dyn Storage,
+    path: &Path,
+    base: u64,
+    with_keys: bool,
+) -> Option<Sidecar> {
+    let path = sidecar_path(path);
+    let size = storage.len(&path).ok()?;
+    let header = storage.read_at(&path, 0, format::SIDECAR_HEADER_LEN).ok()?;
+    let want = format::sidecar_len(format::sidecar_count(&header)?, with_keys);
     if want as u64 > size {
         return None;
     }
-    bytes.resize(want, 0);
-    f.read_exact(&mut bytes[format::SIDECAR_HEADER_LEN..])
-        .ok()?;
+    let bytes = storage.read_at(&path, 0, want).ok()?;
+    if bytes.len() != want {
+        return None;
+    }
     format::decode_sidecar(&bytes, base, with_keys)
 }
 

@@ -16,6 +16,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,7 @@ use super::io::LogFs;
 use super::record::{InboxQuery, MessageRecord, Record};
 use super::segment::{self, Segment};
 use super::state::{DedupConfig, RecoveredState};
+use super::storage::{self, Storage};
 use super::window::{Tracked, WindowStart};
 use surepush_proto::{Seq, UserId};
 
@@ -290,6 +292,8 @@ pub(super) struct Marks {
 pub(super) struct Inner {
     pub(super) config: LogConfig,
     pub(super) fs: Rc<dyn LogFs>,
+    /// `fs`'s whole-file operations (sidecars, pointer, removals).
+    pub(super) storage: Arc<dyn Storage>,
     pub(super) st: RefCell<State>,
     pub(super) wake: LocalSender<()>,
 }
@@ -335,6 +339,7 @@ impl SegmentLog {
         let (wake, rx) = local_channel::new_bounded(1);
         let inner = Rc::new(Inner {
             config,
+            storage: fs.storage(),
             fs,
             st: RefCell::new(state),
             wake,
@@ -617,6 +622,20 @@ impl SegmentLog {
         self.checkpoint().await?;
         let mut report = RetentionReport::default();
         for base in deletable {
+            let path = self.inner.st.borrow().segments[&base].path.clone();
+            // The sidecar first: a segment left without one is only
+            // scanned on the next start. The segment leaves the log's
+            // state only once its file is gone, so a failed removal leaves
+            // every message of it readable (found by the fault-injecting
+            // storage: reads failed with "no segment holds position").
+            let sidecar = segment::sidecar_path(&path);
+            if let Err(e) = self.inner.storage.remove(&sidecar) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(io_error("remove", &sidecar, e));
+                }
+            }
+            storage::remove_durably(&*self.inner.storage, &path)
+                .map_err(|e| io_error("remove", &path, e))?;
             let seg = self
                 .inner
                 .st
@@ -624,18 +643,6 @@ impl SegmentLog {
                 .segments
                 .remove(&base)
                 .expect("listed above");
-            self.inner
-                .fs
-                .remove(&seg.path)
-                .await
-                .map_err(|e| io_error("remove", &seg.path, e))?;
-            // Its sidecar goes too (a missing one is not an error).
-            let sidecar = segment::sidecar_path(&seg.path);
-            if let Err(e) = std::fs::remove_file(&sidecar) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    return Err(io_error("remove", &sidecar, e));
-                }
-            }
             let mut st = self.inner.st.borrow_mut();
             for inbox in seg.inbox_max.keys() {
                 let Some((first, last)) = st.index.trim_before(*inbox, seg.base + seg.capacity)

@@ -1,9 +1,7 @@
 //! Segment log tests on real O_DIRECT files in temp dirs, plus a fault
 //! injecting file layer.
 
-use std::cell::Cell;
 use std::future::Future;
-use std::io;
 use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
@@ -11,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use proptest::prelude::*;
 
-use super::io::{DmaFs, LocalFuture, LogFile, LogFs};
+use super::fault::{Fault, FaultyFs, Op};
 use super::*;
 use surepush_proto::{DeviceId, Qos, Seq, UserId};
 
@@ -37,6 +35,19 @@ pub(super) fn config(dir: &Path) -> LogConfig {
         // Small pieces, so the tests' modest volumes go through write-behind.
         write_behind_bytes: 8 << 10,
         ..LogConfig::default()
+    }
+}
+
+/// [`config`] with a dedup window of 100 sends: segments wholly before the
+/// last 100 messages are no longer needed to rebuild it (a proptest below
+/// checks that retention never cuts into it), so retention can delete them.
+pub(super) fn retention_config(dir: &Path) -> LogConfig {
+    LogConfig {
+        dedup: DedupConfig {
+            max_entries: 100,
+            ..DedupConfig::default()
+        },
+        ..config(dir)
     }
 }
 
@@ -371,95 +382,17 @@ fn damage_is_an_error_in_absolute_consistency_mode() {
     });
 }
 
-/// A file layer whose syncs or write-behind pieces can be made to fail.
-struct FaultyFs {
-    inner: DmaFs,
-    fail_sync: Rc<Cell<bool>>,
-    fail_behind: Rc<Cell<bool>>,
-}
-
-struct FaultyFile {
-    inner: Rc<dyn LogFile>,
-    fail_sync: Rc<Cell<bool>>,
-    fail_behind: Rc<Cell<bool>>,
-}
-
-impl LogFile for FaultyFile {
-    fn write_at<'a>(&'a self, data: &'a [u8], pos: u64) -> LocalFuture<'a, io::Result<()>> {
-        self.inner.write_at(data, pos)
-    }
-    fn sync(&self) -> LocalFuture<'_, io::Result<()>> {
-        if self.fail_sync.get() {
-            return Box::pin(async { Err(io::Error::from_raw_os_error(28)) }); // ENOSPC
-        }
-        self.inner.sync()
-    }
-    fn read_at(&self, pos: u64, len: usize) -> LocalFuture<'_, io::Result<Bytes>> {
-        self.inner.read_at(pos, len)
-    }
-    fn zero_range(&self, pos: u64, len: u64) -> LocalFuture<'_, io::Result<()>> {
-        self.inner.zero_range(pos, len)
-    }
-    fn write_behind(
-        &self,
-        part: bytes::BytesMut,
-        from: usize,
-        pos: u64,
-    ) -> Result<super::io::WriteBehind, bytes::BytesMut> {
-        if self.fail_behind.get() {
-            let eio = io::Error::from_raw_os_error(5);
-            return Ok(Box::pin(async move { (Err(eio), part) }));
-        }
-        self.inner.write_behind(part, from, pos)
-    }
-}
-
-impl LogFs for FaultyFs {
-    fn create<'a>(
-        &'a self,
-        path: &'a Path,
-        header: &'a [u8],
-        size: u64,
-    ) -> LocalFuture<'a, io::Result<Rc<dyn LogFile>>> {
-        Box::pin(async move {
-            let inner = self.inner.create(path, header, size).await?;
-            Ok(Rc::new(FaultyFile {
-                inner,
-                fail_sync: self.fail_sync.clone(),
-                fail_behind: self.fail_behind.clone(),
-            }) as Rc<dyn LogFile>)
-        })
-    }
-    fn open<'a>(&'a self, path: &'a Path) -> LocalFuture<'a, io::Result<Rc<dyn LogFile>>> {
-        Box::pin(async move {
-            let inner = self.inner.open(path).await?;
-            Ok(Rc::new(FaultyFile {
-                inner,
-                fail_sync: self.fail_sync.clone(),
-                fail_behind: self.fail_behind.clone(),
-            }) as Rc<dyn LogFile>)
-        })
-    }
-    fn remove<'a>(&'a self, path: &'a Path) -> LocalFuture<'a, io::Result<()>> {
-        self.inner.remove(path)
-    }
-}
-
 #[test]
 fn a_failed_sync_reaches_every_waiter_and_poisons_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_owned();
     run(move || async move {
-        let fail = Rc::new(Cell::new(false));
-        let fs = Rc::new(FaultyFs {
-            inner: DmaFs::default(),
-            fail_sync: fail.clone(),
-            fail_behind: Rc::new(Cell::new(false)),
-        });
+        let fs = Rc::new(FaultyFs::new());
+        let faults = fs.faults.clone();
         let (log, _, _) = SegmentLog::open_with(config(&path), fs).await.unwrap();
         let ok = log.append(&msg(1, 1, 10)).unwrap();
         log.wait_durable(ok).await.unwrap();
-        fail.set(true);
+        faults.set(Op::Sync, ".seg", Fault::Fail);
         let a = log.append(&msg(1, 2, 10)).unwrap();
         let b = log.append(&msg(1, 3, 10)).unwrap();
         assert!(log.wait_durable(a).await.is_err());
@@ -478,7 +411,6 @@ fn a_failed_sync_reaches_every_waiter_and_poisons_the_log() {
             .unwrap();
         assert_eq!(seqs(&got), vec![1]);
         drop(log);
-        fail.set(false);
         let (_, state, _) = SegmentLog::open(config(&path)).await.unwrap();
         assert!(
             state.heads[&UserId(1)] >= Seq(1),
@@ -494,12 +426,8 @@ fn a_failed_write_behind_piece_poisons_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_owned();
     run(move || async move {
-        let fail = Rc::new(Cell::new(false));
-        let fs = Rc::new(FaultyFs {
-            inner: DmaFs::default(),
-            fail_sync: Rc::new(Cell::new(false)),
-            fail_behind: fail.clone(),
-        });
+        let fs = Rc::new(FaultyFs::new());
+        let faults = fs.faults.clone();
         let (log, _, _) = SegmentLog::open_with(config(&path), fs).await.unwrap();
         // Enough for several pieces, all written behind and then synced.
         let mut end = 0;
@@ -507,7 +435,7 @@ fn a_failed_write_behind_piece_poisons_the_log() {
             end = log.append(&msg(1, s, 1000)).unwrap();
         }
         log.wait_durable(end).await.unwrap();
-        fail.set(true);
+        faults.set(Op::WriteBehind, ".seg", Fault::Fail);
         for s in 41..=80 {
             end = log.append(&msg(1, s, 1000)).unwrap();
         }
@@ -532,16 +460,7 @@ fn retention_deletes_only_acknowledged_or_expired_segments_and_keeps_state() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_owned();
     run(move || async move {
-        // A dedup window of 100 sends: segments wholly before the last 100
-        // messages are no longer needed to rebuild it (the proptest below
-        // checks that retention never cuts into it).
-        let config = |path: &Path| LogConfig {
-            dedup: DedupConfig {
-                max_entries: 100,
-                ..DedupConfig::default()
-            },
-            ..config(path)
-        };
+        let config = retention_config;
         let (log, _, _) = SegmentLog::open(config(&path)).await.unwrap();
         // Inbox 1 (acked by its only device) and inbox 2 (never acked).
         for s in 1..=120 {

@@ -12,7 +12,7 @@
 use std::fmt::Write as _;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bytes::Bytes;
 
@@ -72,11 +72,7 @@ struct Tally {
 /// Verifies the log in `dir` (one shard's directory).
 pub fn verify(dir: &Path, dedup: &DedupConfig) -> std::io::Result<VerifyReport> {
     let mut report = VerifyReport::default();
-    let mut paths: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter_map(|p| segment::parse_name(&p).map(|b| (b, p)))
-        .collect();
-    paths.sort();
+    let paths = segment::list(&super::storage::StdStorage, dir)?;
     let pointer_path = dir.join(format::CHECKPOINT_POINTER);
     let pointer = match std::fs::read_to_string(&pointer_path) {
         Ok(text) => match format::parse_pointer(&text) {
@@ -266,7 +262,7 @@ fn check_sidecar(path: &Path, base: u64, tally: &Tally, report: &mut VerifyRepor
         ));
         return;
     }
-    let Some(sidecar) = segment::read_sidecar(path, base, true) else {
+    let Some(sidecar) = segment::read_sidecar(&super::storage::StdStorage, path, base, true) else {
         report.repairable += 1;
         report.lines.push(format!(
             "{}: DAMAGED (checksum); the next start scans the segment and rewrites it",

@@ -400,18 +400,24 @@ impl Config {
     }
 }
 
-/// Reads a secret file, or creates it (mode 0600) with 32 random bytes in hex.
+/// Reads a secret file, or creates it (mode 0600) with 32 random bytes in
+/// hex, atomically (the log's storage seam): a crash never leaves a part
+/// of one, and of two processes creating it at once, both end up with the
+/// one that took the name.
 fn read_or_create_secret(path: &Path) -> Result<String, ConfigError> {
+    use surepush_log::storage::{write_atomically, NewFile, StdStorage};
     let err = |source| ConfigError::Secret {
         path: path.to_owned(),
         source,
     };
-    match std::fs::read_to_string(path) {
+    // An empty file is what a crash in an older build's plain write left:
+    // never used, so replaced.
+    let replace = match std::fs::read_to_string(path) {
         Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(err(e)),
-    }
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
@@ -421,17 +427,18 @@ fn read_or_create_secret(path: &Path) -> Result<String, ConfigError> {
         .and_then(|mut f| f.read_exact(&mut raw))
         .map_err(err)?;
     let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(err)?;
-    use std::io::Write;
-    f.write_all(hex.as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    Ok(hex)
+    let contents = |out: &mut dyn std::io::Write| out.write_all(hex.as_bytes());
+    let file = NewFile::new(&contents).mode(0o600);
+    let file = if replace { file } else { file.keep_existing() };
+    match write_atomically(&StdStorage, path, &file) {
+        Ok(()) => Ok(hex),
+        // Another process created it meanwhile: theirs is the secret.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let s = std::fs::read_to_string(path).map_err(err)?;
+            Ok(s.trim().to_string())
+        }
+        Err(e) => Err(err(e)),
+    }
 }
 
 #[cfg(test)]
@@ -483,5 +490,26 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    /// Issue #18 item 4: secrets are written atomically. An empty secret
+    /// file (what a crash in the old plain write left) refused every later
+    /// start with "File exists"; it is replaced, with mode 0600.
+    #[test]
+    fn an_empty_secret_file_left_by_a_crash_is_replaced() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.token");
+        std::fs::write(&path, "").unwrap();
+        let c = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        let token = c.load_admin_token().unwrap();
+        assert_eq!(token.len(), 64);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), token);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(c.load_admin_token().unwrap(), token);
     }
 }

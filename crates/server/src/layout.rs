@@ -5,9 +5,12 @@
 //! Text, `shards=<n> crc32c=<hex>\n`, the CRC over `shards=<n>`; a file
 //! without the CRC (written before it existed) is still read. A file that
 //! does not verify is refused: the count cannot be guessed safely (count
-//! the `shard-NNN` directories and write it back by hand).
+//! the `shard-NNN` directories and write it back by hand). Written once,
+//! atomically (the log's storage seam: `surepush_log::storage`).
 
 use std::path::Path;
+
+use surepush_log::storage::{write_atomically, NewFile, StdStorage};
 
 use super::node::ServeError;
 
@@ -58,10 +61,11 @@ pub fn check(data_dir: &Path, shards: u16) -> Result<(), ServeError> {
             ))),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&path).map_err(|e| io("create", e))?;
-            f.write_all(encode(shards).as_bytes())
-                .and_then(|()| f.sync_all())
+            // Whole or not at all: a crash half way through a plain write
+            // left a layout file that refused every later start.
+            let text = encode(shards);
+            let contents = |out: &mut dyn std::io::Write| out.write_all(text.as_bytes());
+            write_atomically(&StdStorage, &path, &NewFile::new(&contents))
                 .map_err(|e| io("write", e))
         }
         Err(e) => Err(io("read", e)),

@@ -23,6 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use surepush_core::shard_of;
+use surepush_log::storage::{StdStorage, Storage};
 use surepush_log::{Record, RecoveredState, SegmentLog, StateKey};
 use surepush_mqtt::bridge::{Retained, SessionState};
 use surepush_proto::{DeviceId, UserId, ROOM_BIT};
@@ -135,8 +136,10 @@ impl LegacyMqttState {
             .map_err(|e| format!("moving MQTT state into the log: {e}"))?;
         if self.appended.fetch_add(1, Ordering::AcqRel) + 1 == self.shards {
             let to = self.dir.with_file_name(MIGRATED_DIR);
-            std::fs::rename(&self.dir, &to)
-                .and_then(|()| sync_dir(&to))
+            let data_dir = self.dir.parent().expect("the data dir holds it");
+            StdStorage
+                .rename(&self.dir, &to)
+                .and_then(|()| StdStorage.sync_dir(data_dir))
                 .map_err(|e| format!("renaming {} to {}: {e}", self.dir.display(), to.display()))?;
             tracing::info!(moved_to = %to.display(), "MQTT state files moved into the log");
             self.moved.store(true, Ordering::Release);
@@ -194,10 +197,6 @@ fn damaged(path: &Path, salvage: bool) -> std::io::Result<()> {
     }
     tracing::error!(file = %path.display(), "salvage: a damaged MQTT state file left out of the move into the log (that session or retained message is lost)");
     Ok(())
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir.parent().expect("the data dir holds it"))?.sync_all()
 }
 
 #[cfg(test)]
