@@ -177,6 +177,11 @@ struct RoomArgs {
     /// reports the throughput with them over the mean without.
     #[arg(long, default_value_t = 0.0)]
     freeze_share: f64,
+    /// Subscribe over MQTT 3.1.1 at this address (the gateway's MQTT
+    /// listener, same node as `--server`) instead of the native protocol;
+    /// the publisher stays native.
+    #[arg(long)]
+    mqtt: Option<SocketAddr>,
     /// Seconds before giving up.
     #[arg(long, default_value_t = 60)]
     timeout_s: u64,
@@ -538,6 +543,7 @@ fn mixed(args: MixedArgs) -> Result<ExitCode, String> {
         timeout,
         first_user: base + 1_000_000,
         frozen: 0,
+        mqtt: None,
     };
     let group = GroupScenario {
         server,
@@ -670,6 +676,7 @@ fn room(args: RoomArgs) -> Result<ExitCode, String> {
         payload,
         threads,
         freeze_share,
+        mqtt,
         timeout_s,
         json,
     } = args;
@@ -691,6 +698,7 @@ fn room(args: RoomArgs) -> Result<ExitCode, String> {
         timeout: Duration::from_secs(timeout_s),
         first_user: fresh_user_base(),
         frozen: (f64::from(subscribers) * freeze_share).ceil() as u32,
+        mqtt,
     };
     if scenario.frozen > 0 {
         return Ok(finish(

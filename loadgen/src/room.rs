@@ -7,7 +7,10 @@
 //! share of the sockets and serves them from one epoll loop, so 10,000
 //! subscribers cost 2 threads (the load generator must not be the
 //! bottleneck). Each socket sends CONNECT and SUBSCRIBE as raw frames and
-//! decodes with the gateway's own decoder.
+//! decodes with the gateway's own decoder; with `mqtt` set, the subscribers
+//! are MQTT 3.1.1 clients of the gateway's MQTT listener instead
+//! (`room/{n}`, checked by the message index in the payload), while the
+//! publisher stays native.
 //!
 //! Slow consumers (issue #25): `frozen` of the subscribers stop reading
 //! their socket right after their SUBACK, as a stopped process would; they
@@ -62,6 +65,9 @@ pub struct RoomScenario {
     pub first_user: u64,
     /// Subscribers that stop reading after their SUBACK (slow consumers).
     pub frozen: u32,
+    /// Subscribe over MQTT at this address (the gateway's MQTT listener)
+    /// instead of the native protocol.
+    pub mqtt: Option<SocketAddr>,
 }
 
 /// What a room run measured and checked.
@@ -128,10 +134,20 @@ impl RoomReport {
     }
 }
 
+/// How a subscriber socket speaks.
+enum Wire {
+    Native(Decoder),
+    Mqtt {
+        decoder: surepush_mqtt::Decoder,
+        buf: BytesMut,
+    },
+}
+
 /// One subscriber socket's state.
 struct Sub {
     stream: TcpStream,
-    decoder: Decoder,
+    wire: Wire,
+    /// Native: the next room seq; MQTT: the next message index.
     next: u64,
     got: u64,
     out_of_order: u64,
@@ -153,6 +169,9 @@ struct ThreadResult {
 }
 
 fn open_sub(s: &RoomScenario, room: u64, user: u64, frozen: bool) -> Result<Sub, String> {
+    if let Some(addr) = s.mqtt {
+        return open_mqtt_sub(s, addr, room, user, frozen);
+    }
     let mut stream = TcpStream::connect(s.server).map_err(|e| format!("connect: {e}"))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let mut out = BytesMut::new();
@@ -172,7 +191,7 @@ fn open_sub(s: &RoomScenario, room: u64, user: u64, frozen: bool) -> Result<Sub,
     stream.write_all(&out).map_err(|e| format!("write: {e}"))?;
     Ok(Sub {
         stream,
-        decoder: Decoder::new(1 << 20),
+        wire: Wire::Native(Decoder::new(1 << 20)),
         next: 1,
         got: 0,
         out_of_order: 0,
@@ -182,20 +201,150 @@ fn open_sub(s: &RoomScenario, room: u64, user: u64, frozen: bool) -> Result<Sub,
     })
 }
 
-/// Reads what `sub` has; returns false when the connection is gone.
-fn pump(sub: &mut Sub, buf: &mut [u8], r: &mut ThreadResult, qos: Qos, room: u64) -> bool {
+/// An MQTT 3.1.1 subscriber (clean session, the token as password) to
+/// `room/{n}` at the scenario's QoS.
+fn open_mqtt_sub(
+    s: &RoomScenario,
+    addr: SocketAddr,
+    room: u64,
+    user: u64,
+    frozen: bool,
+) -> Result<Sub, String> {
+    use surepush_mqtt::{MqttString, Packet, PacketId, ProtocolLevel, QoS, Subscription};
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let level = ProtocolLevel::V311;
+    let qos = QoS::from_u8(s.sub_qos as u8).ok_or("MQTT room QoS 0 or 1")?;
+    let mut out = BytesMut::new();
+    let connect = Packet::Connect(Box::new(surepush_mqtt::Connect {
+        protocol_level: level,
+        clean_start: true,
+        keep_alive: 0,
+        client_id: MqttString::from(format!("lg-room-{user}").as_str()),
+        will: None,
+        username: Some(MqttString::from("loadgen")),
+        password: Some(crate::mint_token(&s.secret, user).into()),
+        properties: Default::default(),
+    }));
+    let subscribe = Packet::Subscribe(surepush_mqtt::Subscribe {
+        packet_id: PacketId::new(1).expect("nonzero"),
+        filters: vec![Subscription {
+            filter: MqttString::from(format!("room/{}", room & !ROOM_BIT).as_str()),
+            options: surepush_mqtt::SubscriptionOptions::qos(qos),
+        }],
+        properties: Default::default(),
+    });
+    for p in [connect, subscribe] {
+        surepush_mqtt::encode(&p, level, &mut out).map_err(|e| e.to_string())?;
+    }
+    stream.write_all(&out).map_err(|e| format!("write: {e}"))?;
+    Ok(Sub {
+        stream,
+        wire: Wire::Mqtt {
+            decoder: surepush_mqtt::Decoder::new(Some(level), 1 << 20),
+            buf: BytesMut::new(),
+        },
+        next: 0,
+        got: 0,
+        out_of_order: 0,
+        acked: 0,
+        subscribed: false,
+        frozen,
+    })
+}
+
+/// Reads what `sub` has into its decoder; false when the connection is gone.
+fn read_into(sub: &mut Sub, buf: &mut [u8]) -> bool {
     loop {
         match sub.stream.read(buf) {
             Ok(0) => return false,
-            Ok(n) => sub.decoder.feed(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Ok(n) => match &mut sub.wire {
+                Wire::Native(d) => d.feed(&buf[..n]),
+                Wire::Mqtt { buf: b, .. } => b.extend_from_slice(&buf[..n]),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return false,
         }
     }
+}
+
+/// Counts one message received by `sub` (native seq or MQTT index `at`).
+fn received(sub: &mut Sub, r: &mut ThreadResult, at: u64, payload: &[u8]) -> bool {
+    if at != sub.next {
+        sub.out_of_order += 1;
+        r.out_of_order += 1;
+        return false;
+    }
+    sub.next += 1;
+    sub.got += 1;
+    r.pushes += 1;
+    r.last_rx = Some(Instant::now());
+    if payload.len() >= 8 {
+        let sent = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
+        r.latency.saturating_record(now_ns().saturating_sub(sent));
+    }
+    true
+}
+
+/// Handles what an MQTT subscriber received; false when it is gone.
+fn pump_mqtt(sub: &mut Sub, r: &mut ThreadResult) -> bool {
+    use surepush_mqtt::{Packet, ProtocolLevel, PubReply};
+    let mut out = BytesMut::new();
+    loop {
+        let Wire::Mqtt { decoder, buf } = &mut sub.wire else {
+            return false;
+        };
+        let packet = match decoder.decode(buf) {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            Err(_) => return false,
+        };
+        match packet {
+            Packet::ConnAck(a) if a.code.0 != 0 => return false,
+            Packet::SubAck(a) if !sub.subscribed => {
+                if a.reasons.iter().any(|c| c.0 >= 0x80) {
+                    return false;
+                }
+                sub.subscribed = true;
+                r.subscribed += 1;
+                if sub.frozen {
+                    r.frozen += 1;
+                    return true; // and never read again
+                }
+            }
+            Packet::Publish(p) if p.payload.len() >= 16 => {
+                let index = u64::from_le_bytes(p.payload[8..16].try_into().expect("8 bytes"));
+                received(sub, r, index, &p.payload);
+                if let Some(id) = p.packet_id {
+                    let ack = Packet::PubAck(PubReply::success(id));
+                    let _ = surepush_mqtt::encode(&ack, ProtocolLevel::V311, &mut out);
+                }
+            }
+            _ => {}
+        }
+    }
+    // Small (4 bytes a message): a full socket buffer here would mean the
+    // gateway stopped reading, which the run reports.
+    out.is_empty() || sub.stream.write_all(&out).is_ok()
+}
+
+/// Reads what `sub` has; returns false when the connection is gone.
+fn pump(sub: &mut Sub, buf: &mut [u8], r: &mut ThreadResult, qos: Qos, room: u64) -> bool {
+    let alive = read_into(sub, buf);
+    if matches!(sub.wire, Wire::Mqtt { .. }) {
+        return pump_mqtt(sub, r) && alive;
+    }
+    let Wire::Native(decoder) = &mut sub.wire else {
+        return false;
+    };
+    let mut frames = Vec::new();
+    while let Ok(Some(frame)) = decoder.decode() {
+        frames.push(frame);
+    }
     let mut ack = None;
     let mut resubscribe = false;
-    while let Ok(Some(frame)) = sub.decoder.decode() {
+    for frame in frames {
         match frame {
             // A re-subscription that fell out of the room's history: what
             // lies between is gone for this subscriber (counted, and the
@@ -220,18 +369,8 @@ fn pump(sub: &mut Sub, buf: &mut [u8], r: &mut ThreadResult, qos: Qos, room: u64
                 resubscribe = true;
             }
             Frame::RoomPush(p) => {
-                if p.seq.0 != sub.next {
-                    sub.out_of_order += 1;
-                    r.out_of_order += 1;
+                if !received(sub, r, p.seq.0, &p.payload) {
                     continue;
-                }
-                sub.next += 1;
-                sub.got += 1;
-                r.pushes += 1;
-                r.last_rx = Some(Instant::now());
-                if p.payload.len() >= 8 {
-                    let sent = u64::from_le_bytes(p.payload[..8].try_into().expect("8 bytes"));
-                    r.latency.saturating_record(now_ns().saturating_sub(sent));
                 }
                 if qos == Qos::AtLeastOnce && p.seq.0 - sub.acked >= 32 {
                     sub.acked = p.seq.0;
@@ -256,7 +395,7 @@ fn pump(sub: &mut Sub, buf: &mut [u8], r: &mut ThreadResult, qos: Qos, room: u64
             .stream
             .write_all(&Frame::RoomAck { room, seq }.to_bytes());
     }
-    true
+    alive
 }
 
 /// The room a run uses (the second run of [`run_room_with_frozen`] the next).

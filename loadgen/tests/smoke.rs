@@ -138,6 +138,7 @@ fn one_to_one_smoke_passes_the_checker() {
             timeout: Duration::from_secs(30),
             first_user: fresh_user_base() + 1_000_000 + sub_qos as u64 * 100_000,
             frozen: 0,
+            mqtt: None,
         };
         let r = run_room(&s).unwrap();
         assert!(r.passed(), "{}", r.to_text());
@@ -155,6 +156,7 @@ fn one_to_one_smoke_passes_the_checker() {
         timeout: Duration::from_secs(30),
         first_user: fresh_user_base() + 3_000_000,
         frozen: 1,
+        mqtt: None,
     };
     let r = run_room_with_frozen(&s).unwrap();
     assert!(r.passed(), "{}", r.to_text());
