@@ -13,13 +13,13 @@ use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use super::admin::{self, AdminHttpConfig};
 use super::admin_backend::NodeAdmin;
 use super::config::{Config, ConfigError};
-use super::conn;
 use super::data_dir::{DataDirError, DataDirLock};
 use super::limits;
 use super::listeners::BoundListeners;
 use super::mesh::{MeshMsg, PeerQueue};
 use super::metrics::Metrics;
 use super::runtime::{NodeShared, ShardRuntime};
+use super::transport::{self, mqtt::MqttHandshake, NativeHandshake};
 use surepush_core::{Shard, ShardParams, TokenVerifier};
 use surepush_log::SegmentLog;
 
@@ -274,7 +274,7 @@ async fn shard_main(
             receive_max: config.core.max_pending_sends.min(u32::from(u16::MAX)) as u16,
             room_window: config.core.room_window,
         };
-        super::mqtt::MqttShard::new(params, ctx.wall_ms)
+        transport::MqttShard::new(params, ctx.wall_ms)
     });
     let senders = Rc::new(senders);
     let mut peers = Vec::new();
@@ -317,20 +317,23 @@ async fn shard_main(
                         }
                         rt.drive();
                     }
-                    MeshMsg::Handoff { fd, connect, rest } => conn::adopt(&rt, fd, connect, rest),
-                    MeshMsg::MqttHandoff { fd, session } => super::mqtt::adopt(&rt, fd, *session),
+                    MeshMsg::Handoff(handoff) => transport::adopt(&rt, *handoff),
                 }
             }
         })
         .detach();
     }
     let listener = ctx.listeners.client.take()?;
-    let accepting = glommio::spawn_local(accept_loop(rt.clone(), listener, conn::accept));
+    let accepting = glommio::spawn_local(accept_loop(
+        rt.clone(),
+        listener,
+        transport::accept::<NativeHandshake>,
+    ));
     let mqtt_accepting = match &ctx.listeners.mqtt {
         Some(l) => Some(glommio::spawn_local(accept_loop(
             rt.clone(),
             l.take()?,
-            super::mqtt::accept,
+            transport::accept::<MqttHandshake>,
         ))),
         None => None,
     };
