@@ -327,13 +327,13 @@ async fn shard_main(
     let accepting = glommio::spawn_local(accept_loop(
         rt.clone(),
         listener,
-        transport::accept::<NativeHandshake>,
+        transport::accept::<NativeHandshake, ShardRuntime>,
     ));
     let mqtt_accepting = match &ctx.listeners.mqtt {
         Some(l) => Some(glommio::spawn_local(accept_loop(
             rt.clone(),
             l.take()?,
-            transport::accept::<MqttHandshake>,
+            transport::accept::<MqttHandshake, ShardRuntime>,
         ))),
         None => None,
     };

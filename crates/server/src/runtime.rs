@@ -22,10 +22,10 @@ use super::log_every::LogEvery;
 use super::mesh::{MeshMsg, PeerQueue};
 use super::metrics::ShardMetrics;
 use super::transport::slow::{RoomLags, SlowConsumers};
-use super::transport::{ConnIo, MqttShard};
+use super::transport::{ConnIo, Handoff, LastWill, MqttShard, ShardLoop, ShardPort};
 use surepush_core::{
-    Action, AppendToken, ConnId, MembersOutcome, PeerMsg, Shard, StateDurability, StateKey,
-    StoreOutcome, TokenVerifier,
+    Action, AppendToken, AuthError, Claims, ConnId, MembersOutcome, PeerMsg, Shard,
+    StateDurability, StateKey, StoreOutcome, TokenVerifier,
 };
 use surepush_log::{InboxQuery, Lsn, SegmentLog};
 use surepush_proto::{Frame, ProtoError, UserId};
@@ -230,15 +230,30 @@ impl ShardRuntime {
 
     /// A connection is over: its protocol keeps or forgets what it must.
     fn finish_session(self: &Rc<Self>, io: &Rc<ConnIo>) {
-        if let Some(session) = io.take_session() {
-            session.finish(self, io);
+        let Some(session) = io.take_session() else {
+            return;
+        };
+        if let Some(will) = session.finish(self.as_ref(), io) {
+            let rt = self.clone();
+            glommio::spawn_local(async move {
+                let LastWill {
+                    key,
+                    to,
+                    qos,
+                    payload,
+                    by,
+                } = will;
+                let outcome = rt.publish(key, to, qos, payload, by).await;
+                tracing::debug!(user = key.from.0, ?outcome, "will published");
+            })
+            .detach();
         }
     }
 
     /// A connection's writer emptied its queue (its protocol may wait for
     /// that: an MQTT room out of live fan-out after ROOMLAG).
     pub(crate) fn output_drained(self: &Rc<Self>, conn: ConnId, io: &Rc<ConnIo>) {
-        if io.with_session(|s| s.output_drained(self, conn, io)) == Some(true) {
+        if io.with_session(|s| s.output_drained(self.as_ref(), conn, io)) == Some(true) {
             self.drive();
         }
     }
@@ -255,10 +270,6 @@ impl ShardRuntime {
         self.forget_connection(conn);
     }
 
-    pub(crate) fn count_auth_failure(&self) {
-        self.metrics.count_auth_failure();
-    }
-
     pub(crate) fn peer(&self, msg: PeerMsg) {
         let now = self.now();
         self.core.borrow_mut().handle_peer(msg, now);
@@ -269,6 +280,15 @@ impl ShardRuntime {
             .as_ref()
             .expect("handoff targets another shard")
             .handoff(msg);
+    }
+
+    /// Whether the mesh backlog to any peer is above its limit (readers
+    /// pause meanwhile).
+    fn mesh_congested(&self) -> bool {
+        self.peers
+            .iter()
+            .flatten()
+            .any(|p| p.backlog.get() > MESH_BACKLOG_LIMIT)
     }
 
     pub(crate) fn timeout(self: &Rc<Self>) {
@@ -307,18 +327,6 @@ impl ShardRuntime {
         let s = self.log.stats();
         self.metrics
             .record_log(s.bytes_appended, s.syncs, s.segments);
-    }
-
-    /// Waits while the mesh backlog to any peer is above its limit.
-    pub(crate) async fn wait_for_mesh_room(&self) {
-        while self
-            .peers
-            .iter()
-            .flatten()
-            .any(|p| p.backlog.get() > MESH_BACKLOG_LIMIT)
-        {
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-        }
     }
 
     /// Starts a publish by the backend or on a gone session's behalf (`by`,
@@ -387,7 +395,7 @@ impl ShardRuntime {
             match action {
                 Action::Send { conn, frame } => {
                     if let Some(io) = self.conn_io(conn) {
-                        io.with_session(|s| s.send(self, conn, &io, frame));
+                        io.with_session(|s| s.send(self.as_ref(), conn, &io, frame));
                         dirty.push(io);
                     }
                 }
@@ -398,18 +406,18 @@ impl ShardRuntime {
                         .room_frame_fits(&mut lagged, conn, io.as_deref(), room)
                     {
                         let io = io.expect("fits only if open");
-                        io.with_session(|s| s.send_shared(self, conn, &io, bytes));
+                        io.with_session(|s| s.send_shared(self.as_ref(), conn, &io, bytes));
                         dirty.push(io);
                     }
                 }
                 Action::StateStored { conn, id, ok } => {
                     if let Some(io) = self.conn_io(conn) {
-                        io.with_session(|s| s.state_stored(self, conn, &io, id, ok));
+                        io.with_session(|s| s.state_stored(self.as_ref(), conn, &io, id, ok));
                     }
                 }
                 Action::StateValue { conn, key, value } => {
                     if let Some(io) = self.conn_io(conn) {
-                        io.with_session(|s| s.state_value(self, conn, &io, key, value));
+                        io.with_session(|s| s.state_value(self.as_ref(), conn, &io, key, value));
                     }
                 }
                 Action::Close { conn } => {
@@ -516,5 +524,91 @@ impl ShardRuntime {
                 }
             }
         }
+    }
+}
+
+/// What the connections' protocols ask of the shard.
+impl ShardPort for ShardRuntime {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn mqtt(&self) -> Option<&MqttShard> {
+        self.mqtt.as_ref()
+    }
+
+    fn wall_ms_now(&self) -> u64 {
+        ShardRuntime::wall_ms_now()
+    }
+
+    fn frame(&self, conn: ConnId, frame: Frame) {
+        ShardRuntime::frame(self, conn, frame);
+    }
+
+    fn write_state(&self, key: StateKey, value: Option<Bytes>, durability: StateDurability) {
+        ShardRuntime::write_state(self, key, value, durability);
+    }
+
+    fn query_state(&self, conn: ConnId, key: StateKey) {
+        ShardRuntime::query_state(self, conn, key);
+    }
+
+    fn stored_state(&self, key: &StateKey) -> Option<Bytes> {
+        ShardRuntime::stored_state(self, key)
+    }
+
+    fn check_budget(&self, conn: ConnId, io: &ConnIo) {
+        self.slow.check_budget(conn, io);
+    }
+
+    fn is_open(&self, conn: ConnId) -> bool {
+        self.conns.borrow().contains_key(&conn)
+    }
+}
+
+/// What the accept path and the connection loops ask of the shard.
+impl ShardLoop for ShardRuntime {
+    fn shard_id(&self) -> u16 {
+        self.id
+    }
+
+    fn shard_count(&self) -> u16 {
+        self.shards
+    }
+
+    fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        self.verifier.verify(token, self.wall_ms())
+    }
+
+    fn count_auth_failure(&self) {
+        self.metrics.count_auth_failure();
+    }
+
+    fn hand_off(&self, owner: u16, handoff: Handoff) {
+        self.handoff(owner, MeshMsg::Handoff(Box::new(handoff)));
+    }
+
+    fn open_connection(&self, io: Rc<ConnIo>) -> ConnId {
+        ShardRuntime::open_connection(self, io)
+    }
+
+    fn decode_error(self: &Rc<Self>, conn: ConnId, e: &ProtoError) {
+        ShardRuntime::decode_error(self, conn, e);
+    }
+
+    fn drive(self: &Rc<Self>) {
+        ShardRuntime::drive(self);
+    }
+
+    fn transport_closed(self: &Rc<Self>, conn: ConnId) {
+        ShardRuntime::transport_closed(self, conn);
+    }
+
+    fn output_drained(self: &Rc<Self>, conn: ConnId, io: &Rc<ConnIo>) {
+        ShardRuntime::output_drained(self, conn, io);
+    }
+
+    fn mesh_congested(&self) -> bool {
+        ShardRuntime::mesh_congested(self)
     }
 }

@@ -18,8 +18,7 @@ use glommio::channels::local_channel::LocalReceiver;
 
 use super::output::WriterSignals;
 use super::stream::{StreamReader, StreamWriter};
-use super::{ConnIo, Inbound};
-use crate::runtime::ShardRuntime;
+use super::{ConnIo, Inbound, ShardLoop};
 use surepush_core::ConnId;
 
 /// Read size per `read` call while data keeps coming.
@@ -32,8 +31,8 @@ const IDLE_READ: usize = 512;
 const MAX_READ: usize = 1 << 20;
 
 /// Reads the connection's input until it ends or the connection closes.
-pub(crate) async fn read_loop<R: StreamReader, I: Inbound>(
-    rt: Rc<ShardRuntime>,
+pub(crate) async fn read_loop<S: ShardLoop, R: StreamReader, I: Inbound>(
+    rt: Rc<S>,
     conn: ConnId,
     io: Rc<ConnIo>,
     mut reader: R,
@@ -41,7 +40,7 @@ pub(crate) async fn read_loop<R: StreamReader, I: Inbound>(
 ) {
     let mut busy = false;
     loop {
-        if let Err(e) = inbound.on_input(&rt, conn, &io) {
+        if let Err(e) = inbound.on_input(rt.as_ref(), conn, &io) {
             rt.decode_error(conn, &e);
             return drain_until_closed(reader, &io).await;
         }
@@ -49,7 +48,10 @@ pub(crate) async fn read_loop<R: StreamReader, I: Inbound>(
         if io.closing.get() {
             return drain_until_closed(reader, &io).await;
         }
-        rt.wait_for_mesh_room().await;
+        while rt.mesh_congested() {
+            // Polling: the mesh forwarders do not signal each send.
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
         // Read straight into the decoder's buffer: a message's payload is
         // copied once, from the kernel, and sliced out of it afterwards.
         let missing = inbound.missing();
@@ -96,14 +98,14 @@ async fn drain_until_closed<R: StreamReader>(mut reader: R, io: &ConnIo) {
 }
 
 /// Writes what is queued for the connection until it closes.
-pub(crate) async fn write_loop<W: StreamWriter>(
-    rt: Rc<ShardRuntime>,
+pub(crate) async fn write_loop<S: ShardLoop, W: StreamWriter>(
+    rt: Rc<S>,
     conn: ConnId,
     io: Rc<ConnIo>,
     mut writer: W,
     signals: WriterSignals,
 ) {
-    let grace = CloseGrace::new(&signals.closed, rt.config.close_grace_ms);
+    let grace = CloseGrace::new(&signals.closed, rt.config().close_grace_ms);
     while signals.wake.recv().await.is_some() {
         loop {
             let mut chunks = io.take_queued();

@@ -52,12 +52,13 @@
 //!   descriptor.
 
 mod handoff;
-pub(crate) mod loops;
+mod loops;
 pub(crate) mod mqtt;
 mod native;
 mod output;
+mod port;
 pub(crate) mod slow;
-pub(crate) mod stream;
+mod stream;
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -67,8 +68,6 @@ use futures_lite::future;
 use futures_lite::io::AsyncReadExt;
 use glommio::net::TcpStream;
 
-use super::mesh::MeshMsg;
-use super::runtime::ShardRuntime;
 use surepush_core::{Claims, ConnId};
 use surepush_proto::{Frame, ProtoError, UserId};
 
@@ -76,6 +75,7 @@ pub(crate) use handoff::{Handoff, Hello};
 pub(crate) use mqtt::MqttShard;
 pub(crate) use native::NativeHandshake;
 pub(crate) use output::ConnIo;
+pub(crate) use port::{LastWill, ShardLoop, ShardPort};
 
 /// Which shard owns `user`: the one place the server asks (the accept path
 /// of every protocol, the MQTT state migration). The core's router answers.
@@ -101,7 +101,7 @@ pub(crate) trait Handshake: Sized {
 
     /// A handshake for a new socket on this shard; `None` when the protocol
     /// is not served here.
-    fn new(rt: &ShardRuntime) -> Option<Self>;
+    fn new(rt: &dyn ShardPort) -> Option<Self>;
     /// Bytes received.
     fn feed(&mut self, bytes: &[u8]);
     /// The first message, once complete (or a refusal).
@@ -126,11 +126,11 @@ const HANDSHAKE_READ: usize = 4096;
 /// Accepting side, for every protocol: reads the hello within the connect
 /// timeout, authenticates it, then serves the connection here or hands it
 /// to the owner shard.
-pub(crate) async fn accept<H: Handshake>(rt: Rc<ShardRuntime>, mut stream: TcpStream) {
-    let Some(mut hs) = H::new(&rt) else {
+pub(crate) async fn accept<H: Handshake, S: ShardLoop>(rt: Rc<S>, mut stream: TcpStream) {
+    let Some(mut hs) = H::new(rt.as_ref()) else {
         return;
     };
-    let timeout = Duration::from_millis(rt.config.core.connect_timeout_ms);
+    let timeout = Duration::from_millis(rt.config().core.connect_timeout_ms);
     let first = future::or(read_hello(&mut stream, &mut hs), async {
         glommio::timer::sleep(timeout).await;
         None
@@ -142,15 +142,15 @@ pub(crate) async fn accept<H: Handshake>(rt: Rc<ShardRuntime>, mut stream: TcpSt
         Some(Step::More) => return, // the peer left before a whole hello
         None => return refuse_with(stream, &hs.timed_out()).await,
     };
-    let claims = match rt.verifier.verify(H::token(&hello), rt.wall_ms()) {
+    let claims = match rt.verify(H::token(&hello)) {
         Ok(c) => c,
         Err(e) => {
             rt.count_auth_failure();
             return refuse_with(stream, &H::refuse_auth(&hello, &e)).await;
         }
     };
-    let owner = owner_shard(claims.user, rt.shards);
-    if owner == rt.id {
+    let owner = owner_shard(claims.user, rt.shard_count());
+    if owner == rt.shard_id() {
         let hello = H::into_hello(hello, claims);
         return serve(&rt, stream, hello, hs.rest());
     }
@@ -162,7 +162,7 @@ pub(crate) async fn accept<H: Handshake>(rt: Rc<ShardRuntime>, mut stream: TcpSt
                 hello: H::into_hello(hello, claims),
                 rest: hs.rest(),
             };
-            rt.handoff(owner, MeshMsg::Handoff(Box::new(handoff)));
+            rt.hand_off(owner, handoff);
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot duplicate a socket for handoff");
@@ -198,21 +198,21 @@ pub(crate) async fn refuse_with(mut stream: TcpStream, bytes: &[u8]) {
 }
 
 /// The owner's side of a handoff.
-pub(crate) fn adopt(rt: &Rc<ShardRuntime>, handoff: Handoff) {
+pub(crate) fn adopt<S: ShardLoop>(rt: &Rc<S>, handoff: Handoff) {
     let Handoff { fd, hello, rest } = handoff;
     serve(rt, stream::adopt_fd(fd), hello, rest);
 }
 
 /// Serves an authenticated connection on the shard that owns its user: its
 /// protocol's session and inbound decoder, then the two loops.
-fn serve(rt: &Rc<ShardRuntime>, stream: TcpStream, hello: Hello, rest: Bytes) {
+fn serve<S: ShardLoop>(rt: &Rc<S>, stream: TcpStream, hello: Hello, rest: Bytes) {
     match hello {
         Hello::Native(connect) => {
-            let (session, inbound) = native::open(rt, connect, rest);
+            let (session, inbound) = native::open(rt.as_ref(), connect, rest);
             start(rt, stream, session, inbound, |_, _| {});
         }
         Hello::Mqtt(hello) => {
-            let Some((session, inbound)) = mqtt::open(rt, *hello, rest) else {
+            let Some((session, inbound)) = mqtt::open(rt.as_ref(), *hello, rest) else {
                 return;
             };
             start(rt, stream, session, inbound, mqtt::opened);
@@ -220,18 +220,18 @@ fn serve(rt: &Rc<ShardRuntime>, stream: TcpStream, hello: Hello, rest: Bytes) {
     }
 }
 
-fn start<I: Inbound>(
-    rt: &Rc<ShardRuntime>,
+fn start<S: ShardLoop, I: Inbound>(
+    rt: &Rc<S>,
     stream: TcpStream,
     session: Box<dyn Session>,
     inbound: I,
-    opened: impl FnOnce(&ShardRuntime, &Rc<ConnIo>),
+    opened: impl FnOnce(&dyn ShardPort, &Rc<ConnIo>),
 ) {
     let _ = stream.set_nodelay(true);
     let stream = stream::Tcp::new(stream);
     let (io, signals) = ConnIo::new(stream::ByteStream::raw_fd(&stream), session);
     let conn = rt.open_connection(io.clone());
-    opened(rt, &io);
+    opened(rt.as_ref(), &io);
     let (reader, writer) = stream::ByteStream::split(stream);
     glommio::spawn_local(loops::write_loop(
         rt.clone(),
@@ -256,7 +256,8 @@ pub(crate) trait Inbound: 'static {
     /// connection's session where the protocol needs one). Never drives the
     /// runtime. `Err`: the input is not the protocol; the read loop reports
     /// it to the core and stops reading.
-    fn on_input(&mut self, rt: &ShardRuntime, conn: ConnId, io: &ConnIo) -> Result<(), ProtoError>;
+    fn on_input(&mut self, rt: &dyn ShardPort, conn: ConnId, io: &ConnIo)
+        -> Result<(), ProtoError>;
 }
 
 /// A protocol's per-connection state on the owner shard, shared by the read
@@ -266,14 +267,14 @@ pub(crate) trait Inbound: 'static {
 /// drives afterwards).
 pub(crate) trait Session: std::any::Any {
     /// A frame the core sends to this connection alone.
-    fn send(&mut self, rt: &ShardRuntime, conn: ConnId, io: &ConnIo, frame: Frame);
+    fn send(&mut self, rt: &dyn ShardPort, conn: ConnId, io: &ConnIo, frame: Frame);
     /// A frame the core encoded once for many connections (a room
     /// message); queue it without copying its payload.
-    fn send_shared(&mut self, rt: &ShardRuntime, conn: ConnId, io: &ConnIo, bytes: Bytes);
+    fn send_shared(&mut self, rt: &dyn ShardPort, conn: ConnId, io: &ConnIo, bytes: Bytes);
     /// A keyed-state write this connection asked for is stored (or failed).
     fn state_stored(
         &mut self,
-        _rt: &ShardRuntime,
+        _rt: &dyn ShardPort,
         _conn: ConnId,
         _io: &ConnIo,
         _id: u64,
@@ -283,7 +284,7 @@ pub(crate) trait Session: std::any::Any {
     /// A keyed-state value this connection asked for.
     fn state_value(
         &mut self,
-        _rt: &ShardRuntime,
+        _rt: &dyn ShardPort,
         _conn: ConnId,
         _io: &ConnIo,
         _key: surepush_core::StateKey,
@@ -295,11 +296,14 @@ pub(crate) trait Session: std::any::Any {
     fn drop_for_quota(&mut self, _io: &ConnIo) {}
     /// The writer emptied the queue; `true` if the session queued more work
     /// for the core (the caller drives).
-    fn output_drained(&mut self, _rt: &ShardRuntime, _conn: ConnId, _io: &ConnIo) -> bool {
+    fn output_drained(&mut self, _rt: &dyn ShardPort, _conn: ConnId, _io: &ConnIo) -> bool {
         false
     }
-    /// The connection is gone (whatever the reason).
-    fn finish(self: Box<Self>, _rt: &Rc<ShardRuntime>, _io: &Rc<ConnIo>) {}
+    /// The connection is gone (whatever the reason): what to publish on
+    /// its behalf, if anything.
+    fn finish(self: Box<Self>, _rt: &dyn ShardPort, _io: &Rc<ConnIo>) -> Option<LastWill> {
+        None
+    }
     /// For a protocol that looks up its own sessions (MQTT takeover).
     fn as_any(&mut self) -> &mut dyn std::any::Any;
 }

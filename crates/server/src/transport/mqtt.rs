@@ -25,8 +25,7 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{ConnIo, Handshake, Hello, Inbound, Session, Step};
-use crate::runtime::ShardRuntime;
+use super::{ConnIo, Handshake, Hello, Inbound, LastWill, Session, ShardPort, Step};
 use surepush_core::hashing::FastHashMap;
 use surepush_core::{AuthError, Claims, ConnId, StateDurability, StateKey};
 use surepush_mqtt as mqtt;
@@ -83,8 +82,8 @@ pub(crate) struct MqttHandshake {
 impl Handshake for MqttHandshake {
     type Hello = MqttConnect;
 
-    fn new(rt: &ShardRuntime) -> Option<Self> {
-        let mqtt = rt.mqtt.as_ref()?;
+    fn new(rt: &dyn ShardPort) -> Option<Self> {
+        let mqtt = rt.mqtt()?;
         Some(MqttHandshake {
             decoder: mqtt::Decoder::new(None, mqtt.params.max_packet),
             buf: BytesMut::new(),
@@ -190,11 +189,11 @@ fn connack(level: ProtocolLevel, code: ReasonCode) -> Vec<u8> {
 /// bridge, with the session taken over from a connection still open for it
 /// or resumed from the log) and its decoder.
 pub(super) fn open(
-    rt: &ShardRuntime,
+    rt: &dyn ShardPort,
     h: MqttHello,
     rest: Bytes,
 ) -> Option<(Box<dyn Session>, MqttInbound)> {
-    let Some(mqtt) = rt.mqtt.as_ref() else {
+    let Some(mqtt) = rt.mqtt() else {
         tracing::error!("an MQTT hand-off reached a shard without MQTT");
         return None;
     };
@@ -221,7 +220,7 @@ pub(super) fn open(
             .stored_state(&state_key)
             .and_then(|v| SessionState::from_record(&v, mqtt.opened_ms));
     }
-    let now_ms = ShardRuntime::wall_ms_now();
+    let now_ms = rt.wall_ms_now();
     if stored.as_ref().is_some_and(|s| s.expired(now_ms)) {
         // Session Expiry Interval passed since the last connection ended.
         stored = None;
@@ -249,8 +248,8 @@ pub(super) fn open(
 }
 
 /// The connection is open: it is the session's live connection now.
-pub(super) fn opened(rt: &ShardRuntime, io: &Rc<ConnIo>) {
-    let (Some(mqtt), Some(key)) = (rt.mqtt.as_ref(), io.with_session(session_key).flatten()) else {
+pub(super) fn opened(rt: &dyn ShardPort, io: &Rc<ConnIo>) {
+    let (Some(mqtt), Some(key)) = (rt.mqtt(), io.with_session(session_key).flatten()) else {
         return;
     };
     mqtt.live.borrow_mut().insert(key, io.clone());
@@ -275,7 +274,12 @@ impl Inbound for MqttInbound {
         0
     }
 
-    fn on_input(&mut self, rt: &ShardRuntime, conn: ConnId, io: &ConnIo) -> Result<(), ProtoError> {
+    fn on_input(
+        &mut self,
+        rt: &dyn ShardPort,
+        conn: ConnId,
+        io: &ConnIo,
+    ) -> Result<(), ProtoError> {
         let (decoder, buf) = (&mut self.decoder, &mut self.buf);
         io.with_session(|s| {
             let Some(m) = s.as_any().downcast_mut::<MqttSession>() else {
@@ -310,7 +314,7 @@ impl MqttSession {
     /// writes first (appended before the frames that follow, in log order),
     /// then its queries, the packets the gate lets go (`bridge/persist.rs`),
     /// then the frames.
-    fn pump(&mut self, rt: &ShardRuntime, conn: ConnId, io: &ConnIo) {
+    fn pump(&mut self, rt: &dyn ShardPort, conn: ConnId, io: &ConnIo) {
         let b = &mut self.bridge;
         while let Some(w) = b.poll_state() {
             write_bridge_state(rt, conn, w);
@@ -322,7 +326,7 @@ impl MqttSession {
             queue_packet(b, &p, io);
         }
         io.set_held(b.held_bytes());
-        rt.slow.check_budget(conn, io);
+        rt.check_budget(conn, io);
         // Also when nothing was queued: a writer that finds its queue
         // empty reports the output drained, which a room that lagged while
         // everything was written already waits for.
@@ -347,7 +351,7 @@ fn queue_packet(b: &Bridge, p: &Packet, io: &ConnIo) {
 }
 
 /// Hands a bridge's state write to the core.
-fn write_bridge_state(rt: &ShardRuntime, conn: ConnId, w: StateWrite) {
+fn write_bridge_state(rt: &dyn ShardPort, conn: ConnId, w: StateWrite) {
     let durability = match w.report {
         Some(id) => StateDurability::Report { conn, id },
         None => StateDurability::Deferred,
@@ -356,12 +360,12 @@ fn write_bridge_state(rt: &ShardRuntime, conn: ConnId, w: StateWrite) {
 }
 
 impl Session for MqttSession {
-    fn send(&mut self, rt: &ShardRuntime, conn: ConnId, io: &ConnIo, frame: Frame) {
+    fn send(&mut self, rt: &dyn ShardPort, conn: ConnId, io: &ConnIo, frame: Frame) {
         self.bridge.on_frame(frame);
         self.pump(rt, conn, io);
     }
 
-    fn send_shared(&mut self, rt: &ShardRuntime, conn: ConnId, io: &ConnIo, bytes: Bytes) {
+    fn send_shared(&mut self, rt: &dyn ShardPort, conn: ConnId, io: &ConnIo, bytes: Bytes) {
         // A room frame the core encoded once for every subscriber: read in
         // place, its payload stays a slice of `bytes`.
         match surepush_proto::decode_shared(&bytes) {
@@ -372,14 +376,14 @@ impl Session for MqttSession {
         }
     }
 
-    fn state_stored(&mut self, rt: &ShardRuntime, conn: ConnId, io: &ConnIo, id: u64, ok: bool) {
+    fn state_stored(&mut self, rt: &dyn ShardPort, conn: ConnId, io: &ConnIo, id: u64, ok: bool) {
         self.bridge.on_state_stored(id, ok);
         self.pump(rt, conn, io);
     }
 
     fn state_value(
         &mut self,
-        rt: &ShardRuntime,
+        rt: &dyn ShardPort,
         conn: ConnId,
         io: &ConnIo,
         key: StateKey,
@@ -397,49 +401,47 @@ impl Session for MqttSession {
     }
 
     /// A room out of live fan-out after ROOMLAG catches up now.
-    fn output_drained(&mut self, rt: &ShardRuntime, conn: ConnId, io: &ConnIo) -> bool {
+    fn output_drained(&mut self, rt: &dyn ShardPort, conn: ConnId, io: &ConnIo) -> bool {
         if !self.bridge.wants_drain() {
             return false;
         }
         self.bridge.on_output_drained();
-        if rt.conn_io(conn).is_none() {
+        if !rt.is_open(conn) {
             return false;
         }
         self.pump(rt, conn, io);
         true
     }
 
-    /// Keeps or forgets the session, publishes its will.
-    fn finish(self: Box<Self>, rt: &Rc<ShardRuntime>, io: &Rc<ConnIo>) {
+    /// Keeps or forgets the session; its will, if it is to be published.
+    fn finish(self: Box<Self>, rt: &dyn ShardPort, io: &Rc<ConnIo>) -> Option<LastWill> {
         let key = self.key;
-        if let Some(mqtt) = rt.mqtt.as_ref() {
+        if let Some(mqtt) = rt.mqtt() {
             let mut live = mqtt.live.borrow_mut();
             if live.get(&key).is_some_and(|l| Rc::ptr_eq(l, io)) {
                 live.remove(&key);
             }
         }
-        let done = self.bridge.finish(ShardRuntime::wall_ms_now());
+        let done = self.bridge.finish(rt.wall_ms_now());
         if let Some(w) = done.write {
             // The session as the connection left it (or its deletion):
             // appended now; nobody waits, the connection is gone.
             rt.write_state(w.key, w.value, StateDurability::Now);
         }
-        if let Some(will) = done.will {
-            let rt = rt.clone();
-            let send = surepush_log::SendKey {
+        let will = done.will?;
+        Some(LastWill {
+            key: surepush_core::SendKey {
                 from: key.0,
                 from_device: key.1,
                 client_msg_id: will.client_msg_id,
-            };
-            glommio::spawn_local(async move {
-                let by = surepush_core::Publisher::User {
-                    room_grant: will.room_grant,
-                };
-                let outcome = rt.publish(send, will.to, will.qos, will.payload, by).await;
-                tracing::debug!(user = key.0 .0, ?outcome, "MQTT will published");
-            })
-            .detach();
-        }
+            },
+            to: will.to,
+            qos: will.qos,
+            payload: will.payload,
+            by: surepush_core::Publisher::User {
+                room_grant: will.room_grant,
+            },
+        })
     }
 
     fn as_any(&mut self) -> &mut dyn std::any::Any {

@@ -3,8 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::{ConnIo, Handshake, Hello, Inbound, Session, Step};
-use crate::runtime::ShardRuntime;
+use super::{ConnIo, Handshake, Hello, Inbound, Session, ShardPort, Step};
 use surepush_core::{AuthError, Claims, ConnId};
 use surepush_proto::{Connect, Decoder, ErrorCode, Frame, ProtoError};
 
@@ -16,9 +15,9 @@ pub(crate) struct NativeHandshake {
 impl Handshake for NativeHandshake {
     type Hello = Connect;
 
-    fn new(rt: &ShardRuntime) -> Option<Self> {
+    fn new(rt: &dyn ShardPort) -> Option<Self> {
         Some(NativeHandshake {
-            decoder: Decoder::new(rt.config.core.max_frame),
+            decoder: Decoder::new(rt.config().core.max_frame),
         })
     }
 
@@ -77,11 +76,11 @@ fn frame_bytes(frame: Frame) -> Vec<u8> {
 
 /// A native connection on its owner shard: its session and its decoder.
 pub(super) fn open(
-    rt: &ShardRuntime,
+    rt: &dyn ShardPort,
     connect: Connect,
     rest: Bytes,
 ) -> (Box<dyn Session>, NativeInbound) {
-    let mut decoder = Decoder::new(rt.config.core.max_frame);
+    let mut decoder = Decoder::new(rt.config().core.max_frame);
     decoder.feed(&rest);
     // `rest` is a slice of the accepting side's buffer and would pin it
     // (4 KiB per idle connection, found with a counting allocator): copied
@@ -110,7 +109,7 @@ impl Inbound for NativeInbound {
         self.decoder.missing()
     }
 
-    fn on_input(&mut self, rt: &ShardRuntime, conn: ConnId, _: &ConnIo) -> Result<(), ProtoError> {
+    fn on_input(&mut self, rt: &dyn ShardPort, conn: ConnId, _: &ConnIo) -> Result<(), ProtoError> {
         if let Some(c) = self.connect.take() {
             rt.frame(conn, Frame::Connect(c));
         }
@@ -126,12 +125,12 @@ impl Inbound for NativeInbound {
 struct NativeSession;
 
 impl Session for NativeSession {
-    fn send(&mut self, rt: &ShardRuntime, conn: ConnId, io: &ConnIo, frame: Frame) {
+    fn send(&mut self, rt: &dyn ShardPort, conn: ConnId, io: &ConnIo, frame: Frame) {
         frame.encode(&mut io.out.borrow_mut());
-        rt.slow.check_budget(conn, io);
+        rt.check_budget(conn, io);
     }
 
-    fn send_shared(&mut self, _: &ShardRuntime, _: ConnId, io: &ConnIo, bytes: Bytes) {
+    fn send_shared(&mut self, _: &dyn ShardPort, _: ConnId, io: &ConnIo, bytes: Bytes) {
         io.push_shared(bytes);
     }
 

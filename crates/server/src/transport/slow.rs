@@ -8,7 +8,7 @@
 //!   fan-out (the core hears ROOMLAG once per turn) and resumes from the
 //!   log, so a slow subscriber sees no hole;
 //! - **output budget**: above `max_write_buffer_bytes` the connection is
-//!   dropped at the next turn of `ShardRuntime::drive`, once: its queued
+//!   dropped at the next turn of the runtime's `drive`, once: its queued
 //!   output is discarded, its protocol says why if it can (MQTT 5:
 //!   DISCONNECT 0x97), the socket closes after a short grace;
 //! - drops are counted and logged at most once a second per shard.
@@ -115,7 +115,7 @@ impl SlowConsumers {
     }
 }
 
-/// Room subscriptions found slow during one `ShardRuntime::drive`: each is
+/// Room subscriptions found slow during one the runtime's `drive`: each is
 /// reported to the core once, and frames of it still queued in the same
 /// turn are skipped.
 #[derive(Default)]
