@@ -133,6 +133,10 @@ pub const SYNCPAGE_END: u8 = 0x01;
 /// by retention) between the anchor and the first item, between items,
 /// or, for an empty `After` page, between the anchor and `head`.
 pub const SYNCPAGE_GAP: u8 = 0x02;
+/// SYNC flag: read ahead. An `After` page is read without acknowledging
+/// its anchor; the client acknowledges with ACK as its application takes
+/// the items (issue #24: reading ahead is not acknowledging).
+pub const SYNC_READ_AHEAD: u8 = 0x01;
 
 /// CONNECT: open a session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -263,7 +267,8 @@ pub struct Push {
 /// Which part of the inbox a SYNC asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncDirection {
-    /// Messages with `seq > anchor`, oldest first. Also acknowledges `anchor`.
+    /// Messages with `seq > anchor`, oldest first. Also acknowledges
+    /// `anchor`, unless the SYNC reads ahead ([`Sync::read_ahead`]).
     After(Seq),
     /// The newest messages.
     Latest,
@@ -280,6 +285,9 @@ pub struct Sync {
     pub direction: SyncDirection,
     /// Page size (1..=gateway maximum).
     pub limit: u32,
+    /// Read only: an `After` SYNC does not acknowledge its anchor
+    /// ([`SYNC_READ_AHEAD`]); no effect on `Latest` and `Before`.
+    pub read_ahead: bool,
 }
 
 /// SYNCPAGE: one page of the inbox, ascending by seq.
@@ -587,6 +595,7 @@ impl Frame {
                 (if p.echo { PUSH_ECHO } else { 0 })
                     | (if p.retransmit { PUSH_RETRANSMIT } else { 0 })
             }
+            Frame::Sync(s) if s.read_ahead => SYNC_READ_AHEAD,
             Frame::SyncPage(p) => {
                 (if p.end { SYNCPAGE_END } else { 0 }) | (if p.gap { SYNCPAGE_GAP } else { 0 })
             }
@@ -691,6 +700,7 @@ impl Frame {
                     request_id: f.request_id.get(),
                     direction,
                     limit: f.limit.get(),
+                    read_ahead: flags & SYNC_READ_AHEAD != 0,
                 })
             }
             FrameKind::SyncPage => decode_sync_page(flags, body)?,
@@ -739,6 +749,7 @@ fn allowed_flags(kind: FrameKind) -> u8 {
         FrameKind::ConnAck => CONNACK_CURSOR_KNOWN,
         FrameKind::Send => SEND_CONFIRM,
         FrameKind::Push => PUSH_ECHO | PUSH_RETRANSMIT,
+        FrameKind::Sync => SYNC_READ_AHEAD,
         FrameKind::SyncPage => SYNCPAGE_END | SYNCPAGE_GAP,
         _ => 0,
     }
