@@ -49,8 +49,15 @@ fn one_to_one_smoke_passes_the_checker() {
         );
         assert!(r.ack_latency.p50_ms > 0.0 && r.deliver_latency.p99_ms >= r.deliver_latency.p50_ms);
     }
-    // The room scenario: every subscriber gets every message in order.
-    for sub_qos in [Qos::AtMostOnce, Qos::AtLeastOnce] {
+    // The room scenario: every subscriber gets every message in order,
+    // native and MQTT subscribers alike.
+    let mqtt_addr: std::net::SocketAddr = format!("127.0.0.1:{mqtt_port}").parse().unwrap();
+    for (sub_qos, mqtt) in [
+        (Qos::AtMostOnce, None),
+        (Qos::AtLeastOnce, None),
+        (Qos::AtMostOnce, Some(mqtt_addr)),
+        (Qos::AtLeastOnce, Some(mqtt_addr)),
+    ] {
         let s = RoomScenario {
             server: format!("127.0.0.1:{port}").parse().unwrap(),
             secret: b"smoke".to_vec(),
@@ -60,9 +67,12 @@ fn one_to_one_smoke_passes_the_checker() {
             sub_qos,
             threads: 2,
             timeout: Duration::from_secs(30),
-            first_user: fresh_user_base() + 1_000_000 + sub_qos as u64 * 100_000,
+            first_user: fresh_user_base()
+                + 1_000_000
+                + sub_qos as u64 * 100_000
+                + u64::from(mqtt.is_some()) * 10_000,
             frozen: 0,
-            mqtt: None,
+            mqtt,
             mqtt_broker: false,
             mqtt_publish: false,
             server_pid: None,

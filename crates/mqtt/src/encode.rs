@@ -11,11 +11,13 @@
 //! subscription options or AUTH) and pass the same content rules the
 //! decoder applies, so everything `encode` writes decodes back equal.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use super::decode::PROTOCOL_NAME;
 use super::error::EncodeError;
-use super::packet::{Packet, ProtocolLevel, PubReply, QoS, RetainHandling, SubscriptionOptions};
+use super::packet::{
+    Packet, ProtocolLevel, PubReply, Publish, QoS, RetainHandling, SubscriptionOptions,
+};
 use super::props::{Properties, PropertyScope};
 use super::reason::ReasonCode;
 use super::rules;
@@ -43,6 +45,48 @@ pub fn encode(
         "measured and written lengths differ for {packet:?}"
     );
     written
+}
+
+/// As [`encode`], except that a PUBLISH's payload is left out of `out` and
+/// returned: the caller writes it right after what was appended (a payload
+/// shared by many connections is then gathered, not copied into each
+/// connection's buffer). Other packets are appended whole and return an
+/// empty payload. On error nothing is appended.
+pub fn encode_head(
+    packet: &Packet,
+    level: ProtocolLevel,
+    out: &mut BytesMut,
+) -> Result<Bytes, EncodeError> {
+    let Packet::Publish(p) = packet else {
+        return encode(packet, level, out).map(|()| Bytes::new());
+    };
+    let remaining = remaining_length(packet, level)?;
+    let start = out.len();
+    out.write_u8(first_byte(packet));
+    let written = out
+        .write_varint(remaining, "remaining length")
+        .and_then(|()| write_publish_head(p, level, out));
+    match written {
+        Ok(()) => Ok(p.payload.clone()),
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
+    }
+}
+
+/// A PUBLISH's variable header (topic, packet id, properties): its body
+/// up to the payload.
+fn write_publish_head<S: Sink>(
+    p: &Publish,
+    level: ProtocolLevel,
+    s: &mut S,
+) -> Result<(), EncodeError> {
+    s.write_string(&p.topic, "topic name")?;
+    if let Some(id) = p.packet_id {
+        s.write_u16(id.get());
+    }
+    write_properties(&p.properties, level, PropertyScope::Publish, s)
 }
 
 /// How many bytes [`encode`] would append for `packet` at `level`.
@@ -184,11 +228,7 @@ fn write_body<S: Sink>(
             write_properties(&a.properties, level, PropertyScope::ConnAck, s)?;
         }
         Packet::Publish(p) => {
-            s.write_string(&p.topic, "topic name")?;
-            if let Some(id) = p.packet_id {
-                s.write_u16(id.get());
-            }
-            write_properties(&p.properties, level, PropertyScope::Publish, s)?;
+            write_publish_head(p, level, s)?;
             s.write(&p.payload);
         }
         Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {

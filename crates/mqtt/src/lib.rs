@@ -55,7 +55,7 @@ mod topic;
 mod wire;
 
 pub use decode::{Decoder, MAX_PACKET_SIZE, PROTOCOL_NAME};
-pub use encode::{encode, encoded_len};
+pub use encode::{encode, encode_head, encoded_len};
 pub use error::{EncodeError, MqttError};
 pub use packet::{
     Auth, ConnAck, Connect, Disconnect, MqttString, Packet, PacketId, PacketType, ProtocolLevel,

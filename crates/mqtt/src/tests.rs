@@ -492,3 +492,32 @@ fn publish_payload_is_a_slice_of_the_decode_buffer() {
         "topic points into the buffer too"
     );
 }
+
+proptest! {
+    /// `encode_head` followed by the payload it returns is exactly what
+    /// `encode` writes (the gathered write of a shared room payload,
+    /// issue #18 item 2, relies on it).
+    #[test]
+    fn encode_head_then_payload_is_encode(
+        (level, packet) in prop_oneof![Just(ProtocolLevel::V311), Just(ProtocolLevel::V5)]
+            .prop_flat_map(|l| (Just(l), arb_packet(l)))
+    ) {
+        let mut whole = BytesMut::new();
+        let mut head = BytesMut::new();
+        let whole_ok = encode(&packet, level, &mut whole).is_ok();
+        match encode_head(&packet, level, &mut head) {
+            Ok(tail) => {
+                prop_assert!(whole_ok);
+                if !matches!(packet, Packet::Publish(_)) {
+                    prop_assert!(tail.is_empty());
+                }
+                head.extend_from_slice(&tail);
+                prop_assert_eq!(&head[..], &whole[..]);
+            }
+            Err(_) => {
+                prop_assert!(!whole_ok);
+                prop_assert!(head.is_empty());
+            }
+        }
+    }
+}

@@ -6,12 +6,36 @@
 //! foreign frame is refused before its body is buffered — and hands out each
 //! complete frame as a `Bytes` split off the buffer (no copy).
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use zerocopy::FromBytes;
 
 use super::error::ProtoError;
 use super::frame::{Frame, FrameKind};
 use super::header::{FrameHeader, DEFAULT_MAX_FRAME, HEADER_LEN, MAGIC, VERSION};
+
+/// Decodes one whole encoded frame held in `bytes` (a frame encoded once
+/// and shared, such as a room message queued for many connections): the
+/// payload is sliced out of `bytes`, not copied, and `bytes` itself is left
+/// as it is for the other holders.
+pub fn decode_shared(bytes: &Bytes) -> Result<Frame, ProtoError> {
+    let malformed = |what| ProtoError::Malformed {
+        frame: "shared frame",
+        what,
+    };
+    let (header, _) =
+        FrameHeader::ref_from_prefix(&bytes[..]).map_err(|_| malformed("shorter than a header"))?;
+    if header.magic != MAGIC || header.version != VERSION {
+        return Err(ProtoError::UnsupportedVersion {
+            magic: header.magic,
+            version: header.version,
+        });
+    }
+    let kind = FrameKind::from_u8(header.kind).ok_or(ProtoError::UnknownFrameType(header.kind))?;
+    if HEADER_LEN + header.len.get() as usize != bytes.len() {
+        return Err(malformed("not exactly one frame"));
+    }
+    Frame::decode_body(kind, header.flags, bytes.slice(HEADER_LEN..))
+}
 
 /// Incremental decoder for one byte stream.
 #[derive(Debug)]

@@ -19,7 +19,7 @@ mod state_key;
 pub mod topic;
 mod types;
 
-pub use codec::Decoder;
+pub use codec::{decode_shared, Decoder};
 pub use error::{ErrorCode, ProtoError};
 pub use frame::{
     ConnAck, Connect, Disconnect, ErrorFrame, Frame, FrameKind, Push, Send, SendAck, SendResult,

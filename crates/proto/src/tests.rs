@@ -431,3 +431,31 @@ fn suback_forbidden_and_send_confirm_have_their_wire_values() {
         assert_eq!(d.decode().expect("valid"), Some(send(confirm)));
     }
 }
+
+proptest! {
+    /// A frame encoded once and decoded from the shared bytes is the frame,
+    /// and a ROOMPUSH's payload is a slice of those bytes, not a copy
+    /// (issue #18 item 2: room pushes to MQTT subscribers).
+    #[test]
+    fn decode_shared_is_decode_without_a_copy(frame in arb_frame()) {
+        let bytes = frame.to_bytes();
+        let decoded = decode_shared(&bytes).expect("a whole frame");
+        if let Frame::RoomPush(p) = &decoded {
+            if !p.payload.is_empty() {
+                let inside = bytes.as_ptr_range();
+                prop_assert!(inside.contains(&p.payload.as_ptr()));
+            }
+        }
+        prop_assert_eq!(decoded, frame);
+    }
+}
+
+#[test]
+fn decode_shared_refuses_anything_but_one_whole_frame() {
+    let bytes = Frame::Ping(7).to_bytes();
+    let mut two = BytesMut::from(&bytes[..]);
+    two.extend_from_slice(&bytes);
+    assert!(decode_shared(&two.freeze()).is_err());
+    assert!(decode_shared(&bytes.slice(..bytes.len() - 1)).is_err());
+    assert!(decode_shared(&Bytes::from_static(b"xx")).is_err());
+}

@@ -2,10 +2,11 @@
 //!
 //! Ground rules:
 //! - one glommio executor per shard, pinned to a core; a user's whole state
-//!   lives on its owner shard ([`surepush_core::shard_of`]);
+//!   lives on its owner shard (`transport::owner_shard`);
 //! - every shard listens on the same port (SO_REUSEPORT); the accepting
-//!   shard reads CONNECT, checks the token, and hands the socket to the
-//!   owner shard through the channel mesh;
+//!   shard runs the protocol's handshake, checks the token, and hands the
+//!   socket to the owner shard through the channel mesh — one path for
+//!   every protocol (`transport`, where new transports go);
 //! - this layer owns sockets, files and the clock and does nothing the core
 //!   could decide: it carries out the core's actions ([`runtime`]).
 
@@ -13,7 +14,6 @@ pub mod admin;
 pub mod admin_api;
 mod admin_backend;
 pub mod config;
-mod conn;
 pub mod data_dir;
 pub mod layout;
 /// Process limits (the `surepush-host` crate).
@@ -23,12 +23,12 @@ mod log_every;
 pub mod logging;
 mod mesh;
 pub mod metrics;
-mod mqtt;
 mod mqtt_legacy;
 mod node;
 pub mod offline;
 pub mod reload;
 mod runtime;
+mod transport;
 
 pub use config::{Config, ConfigError, ConfigSources, LogSettings};
 pub use node::{serve, Reload, ServeError};

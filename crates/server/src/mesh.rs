@@ -7,39 +7,22 @@
 //! backpressure out to the clients' TCP windows.
 
 use std::cell::{Cell, RefCell};
-use std::os::fd::OwnedFd;
 use std::rc::Rc;
 
-use bytes::Bytes;
 use glommio::channels::channel_mesh::Senders;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
+use super::transport::Handoff;
 use surepush_core::PeerMsg;
-use surepush_proto::Connect;
 
 /// A message between shards.
 #[derive(Debug)]
 pub enum MeshMsg {
     /// Delivery-core messages, in order.
     Batch(Vec<PeerMsg>),
-    /// A client connection whose user this shard owns: the socket (a
-    /// duplicate of the accepting shard's descriptor), its authenticated
-    /// CONNECT, and bytes that arrived after it.
-    Handoff {
-        /// The socket.
-        fd: OwnedFd,
-        /// The CONNECT frame read by the accepting shard.
-        connect: Connect,
-        /// Bytes received after the CONNECT frame.
-        rest: Bytes,
-    },
-    /// An MQTT connection whose user this shard owns (see `server::mqtt`).
-    MqttHandoff {
-        /// The socket.
-        fd: OwnedFd,
-        /// The authenticated CONNECT and what followed it.
-        session: Box<super::mqtt::Handoff>,
-    },
+    /// A client connection whose user this shard owns, whatever its
+    /// protocol (`transport/handoff.rs`); boxed, so core batches stay small.
+    Handoff(Box<Handoff>),
 }
 
 /// Messages queued for one peer shard.
@@ -103,7 +86,7 @@ impl PeerQueue {
                 for msg in msgs {
                     let n = match &msg {
                         MeshMsg::Batch(b) => b.len(),
-                        MeshMsg::Handoff { .. } | MeshMsg::MqttHandoff { .. } => 1,
+                        MeshMsg::Handoff(_) => 1,
                     };
                     if let Err(lost) = senders.send_to(peer, msg).await {
                         tracing::error!(peer, ?lost, "mesh channel closed; message to peer lost");

@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use surepush_core::shard_of;
 use surepush_log::storage::{StdStorage, Storage};
 use surepush_log::{Record, RecoveredState, SegmentLog, StateKey};
 use surepush_mqtt::bridge::{Retained, SessionState};
@@ -120,7 +119,7 @@ impl LegacyMqttState {
     ) -> Result<(), String> {
         let shards = u16::try_from(self.shards).map_err(|e| e.to_string())?;
         for (key, value) in &self.records {
-            if shard_of(key.owner(), shards) != shard {
+            if super::transport::owner_shard(key.owner(), shards) != shard {
                 continue;
             }
             let record = Record::State {

@@ -15,7 +15,6 @@ use super::admin::{self, AdminHttpConfig};
 use super::admin_api::BackendSlot;
 use super::admin_backend::{NodeAdmin, NodeStatusView};
 use super::config::{Config, ConfigError, ConfigSources};
-use super::conn;
 use super::data_dir::{DataDirError, DataDirLock};
 use super::limits;
 use super::listeners::BoundListeners;
@@ -24,6 +23,7 @@ use super::mesh::{MeshMsg, PeerQueue};
 use super::metrics::Metrics;
 use super::reload::{self, LimitsPart, LogLevelPart, Reloader};
 use super::runtime::{NodeShared, ShardRuntime};
+use super::transport::{self, mqtt::MqttHandshake, NativeHandshake};
 use surepush_core::{Shard, ShardParams, TokenVerifier};
 use surepush_log::SegmentLog;
 
@@ -314,7 +314,7 @@ async fn shard_main(
             receive_max: config.core.max_pending_sends.min(u32::from(u16::MAX)) as u16,
             room_window: config.core.room_window,
         };
-        super::mqtt::MqttShard::new(params, ctx.wall_ms)
+        transport::MqttShard::new(params, ctx.wall_ms)
     });
     let senders = Rc::new(senders);
     let mut peers = Vec::new();
@@ -358,20 +358,23 @@ async fn shard_main(
                         }
                         rt.drive();
                     }
-                    MeshMsg::Handoff { fd, connect, rest } => conn::adopt(&rt, fd, connect, rest),
-                    MeshMsg::MqttHandoff { fd, session } => super::mqtt::adopt(&rt, fd, *session),
+                    MeshMsg::Handoff(handoff) => transport::adopt(&rt, *handoff),
                 }
             }
         })
         .detach();
     }
     let listener = ctx.listeners.client.take()?;
-    let accepting = glommio::spawn_local(accept_loop(rt.clone(), listener, conn::accept));
+    let accepting = glommio::spawn_local(accept_loop(
+        rt.clone(),
+        listener,
+        transport::accept::<NativeHandshake, ShardRuntime>,
+    ));
     let mqtt_accepting = match &ctx.listeners.mqtt {
         Some(l) => Some(glommio::spawn_local(accept_loop(
             rt.clone(),
             l.take()?,
-            super::mqtt::accept,
+            transport::accept::<MqttHandshake, ShardRuntime>,
         ))),
         None => None,
     };

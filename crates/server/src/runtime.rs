@@ -18,13 +18,14 @@ use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
 use super::config::Config;
-use super::conn::ConnIo;
 use super::log_every::LogEvery;
 use super::mesh::{MeshMsg, PeerQueue};
 use super::metrics::ShardMetrics;
+use super::transport::slow::{RoomLags, SlowConsumers};
+use super::transport::{ConnIo, Handoff, LastWill, MqttShard, ShardLoop, ShardPort};
 use surepush_core::{
-    Action, AppendToken, ConnId, CoreConfig, LiveLimits, MembersOutcome, PeerMsg, Shard,
-    StateDurability, StateKey, StoreOutcome, TokenVerifier,
+    Action, AppendToken, AuthError, Claims, ConnId, CoreConfig, LiveLimits, MembersOutcome,
+    PeerMsg, Shard, StateDurability, StateKey, StoreOutcome, TokenVerifier,
 };
 use surepush_log::{InboxQuery, Lsn, SegmentLog};
 use surepush_proto::{Frame, ProtoError, UserId};
@@ -154,12 +155,9 @@ pub(crate) struct ShardRuntime {
     /// Set when a sync failed: the shard refuses new stores.
     pub(crate) storage_failed: Cell<bool>,
     /// The MQTT front end, when enabled.
-    pub(crate) mqtt: Option<super::mqtt::MqttShard>,
-    /// Connections over `max_write_buffer_bytes`, to drop at the next turn
-    /// of `drive` (see [`ShardRuntime::check_write_budget`]).
-    slow: RefCell<Vec<ConnId>>,
-    /// Slow-consumer drops, logged at most once a second with a count.
-    slow_drops_log: LogEvery,
+    pub(crate) mqtt: Option<MqttShard>,
+    /// The output budgets of every connection (`transport/slow.rs`).
+    pub(crate) slow: SlowConsumers,
     /// Failed log reads, likewise.
     read_failures_log: LogEvery,
     /// The generation of the node's live limits this shard applied.
@@ -180,13 +178,13 @@ impl ShardRuntime {
         peers: Vec<Option<Rc<PeerQueue>>>,
         origin: Instant,
         wall_ms_at_origin: u64,
-        mqtt: Option<super::mqtt::MqttShard>,
+        mqtt: Option<MqttShard>,
     ) -> (Rc<ShardRuntime>, LocalReceiver<()>) {
         let (durability_wake, rx) = local_channel::new_bounded(1);
         let rt = Rc::new(ShardRuntime {
             id,
             shards,
-            config,
+            config: config.clone(),
             verifier,
             shared,
             metrics,
@@ -202,9 +200,8 @@ impl ShardRuntime {
             origin,
             wall_ms_at_origin,
             storage_failed: Cell::new(false),
+            slow: SlowConsumers::new(config.max_write_buffer_bytes, config.room_lag_bytes),
             mqtt,
-            slow: RefCell::new(Vec::new()),
-            slow_drops_log: LogEvery::new(LOG_REPEATS_EVERY),
             read_failures_log: LogEvery::new(LOG_REPEATS_EVERY),
             live_applied: Cell::new(None),
         });
@@ -311,58 +308,52 @@ impl ShardRuntime {
         // (regression: one fd leaked per closed connection, found by
         // tests/soak.rs).
         io.close();
-        self.finish_bridge(&io);
+        self.finish_session(&io);
         let now = self.now();
         self.core.borrow_mut().handle_closed(conn, now);
         Some(io)
     }
 
-    /// Checks the output budget of a connection something was just queued
-    /// for: over `max_write_buffer_bytes`, it is dropped at the next turn of
-    /// [`ShardRuntime::drive`], once (its output stops growing meanwhile:
-    /// nothing more is queued for it).
-    pub(crate) fn check_write_budget(&self, conn: ConnId, io: &ConnIo) {
-        if !io.dropped.get() && io.unsent() > self.config.max_write_buffer_bytes {
-            io.dropped.set(true);
-            self.slow.borrow_mut().push(conn);
+    /// A connection is over: its protocol keeps or forgets what it must.
+    fn finish_session(self: &Rc<Self>, io: &Rc<ConnIo>) {
+        let Some(session) = io.take_session() else {
+            return;
+        };
+        if let Some(will) = session.finish(self.as_ref(), io) {
+            let rt = self.clone();
+            glommio::spawn_local(async move {
+                let LastWill {
+                    key,
+                    to,
+                    qos,
+                    payload,
+                    by,
+                } = will;
+                let outcome = rt.publish(key, to, qos, payload, by).await;
+                tracing::debug!(user = key.from.0, ?outcome, "will published");
+            })
+            .detach();
         }
     }
 
-    /// Drops a connection whose client does not read (issue #25), for
-    /// native and MQTT alike: the output it never read is discarded (what
-    /// it confirms or delivers stays in the log and the session), an MQTT 5
-    /// client is told why (DISCONNECT 0x97 Quota exceeded), and the socket
-    /// is shut down after a short grace. Logged at most once a second per
-    /// shard, counted in `surepush_slow_consumers_total{action="dropped"}`.
+    /// A connection's writer emptied its queue (its protocol may wait for
+    /// that: an MQTT room out of live fan-out after ROOMLAG).
+    pub(crate) fn output_drained(self: &Rc<Self>, conn: ConnId, io: &Rc<ConnIo>) {
+        if io.with_session(|s| s.output_drained(self.as_ref(), conn, io)) == Some(true) {
+            self.drive();
+        }
+    }
+
+    /// Drops a connection whose client does not read (issue #25, rules in
+    /// `transport/slow.rs`), counted in
+    /// `surepush_slow_consumers_total{action="dropped"}`.
     fn drop_slow(self: &Rc<Self>, conn: ConnId) {
         let Some(io) = self.conn_io(conn) else {
             return;
         };
-        let unsent = io.unsent();
-        io.discard_queued();
-        if let Some(b) = io.bridge.borrow_mut().as_mut() {
-            b.drop_for_quota();
-            let mut out = io.out.borrow_mut();
-            while let Some(p) = b.poll_packet() {
-                b.encode(&p, &mut out);
-            }
-        }
+        self.slow.drop_output(self.id, conn, &io);
         self.metrics.count_slow_drop();
-        if let Some(dropped) = self.slow_drops_log.tick() {
-            tracing::warn!(
-                shard = self.id,
-                conn = conn.as_u64(),
-                unsent,
-                dropped,
-                "slow consumer dropped: its unsent output passed max_write_buffer_bytes \
-                 (dropped = such drops on this shard since the last line)"
-            );
-        }
         self.forget_connection(conn);
-    }
-
-    pub(crate) fn count_auth_failure(&self) {
-        self.metrics.count_auth_failure();
     }
 
     pub(crate) fn peer(&self, msg: PeerMsg) {
@@ -375,6 +366,15 @@ impl ShardRuntime {
             .as_ref()
             .expect("handoff targets another shard")
             .handoff(msg);
+    }
+
+    /// Whether the mesh backlog to any peer is above its limit (readers
+    /// pause meanwhile).
+    fn mesh_congested(&self) -> bool {
+        self.peers
+            .iter()
+            .flatten()
+            .any(|p| p.backlog.get() > MESH_BACKLOG_LIMIT)
     }
 
     pub(crate) fn timeout(self: &Rc<Self>) {
@@ -413,18 +413,6 @@ impl ShardRuntime {
         let s = self.log.stats();
         self.metrics
             .record_log(s.bytes_appended, s.syncs, s.segments);
-    }
-
-    /// Waits while the mesh backlog to any peer is above its limit.
-    pub(crate) async fn wait_for_mesh_room(&self) {
-        while self
-            .peers
-            .iter()
-            .flatten()
-            .any(|p| p.backlog.get() > MESH_BACKLOG_LIMIT)
-        {
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-        }
     }
 
     /// Starts a publish by the backend or on a gone session's behalf (`by`,
@@ -478,46 +466,51 @@ impl ShardRuntime {
                 let now = self.now();
                 self.core.borrow_mut().handle_room_lagged(conn, room, now);
             }
-            let slow = self.slow.borrow_mut().pop();
+            let slow = self.slow.next_to_drop();
             if let Some(conn) = slow {
                 self.drop_slow(conn);
                 continue;
             }
             let action = self.core.borrow_mut().poll_action();
             let Some(action) = action else {
-                if lagged.all_reported() && self.slow.borrow().is_empty() {
+                if lagged.all_reported() && self.slow.none_to_drop() {
                     break;
                 }
                 continue;
             };
-            if let Action::SendShared { conn, room, .. } = &action {
-                if !self.room_frame_fits(&mut lagged, *conn, *room) {
-                    continue;
-                }
-            }
-            let action = match self.to_bridge(action) {
-                Some(action) => action,
-                None => continue,
-            };
             match action {
                 Action::Send { conn, frame } => {
                     if let Some(io) = self.conn_io(conn) {
-                        frame.encode(&mut io.out.borrow_mut());
-                        self.check_write_budget(conn, &io);
+                        io.with_session(|s| s.send(self.as_ref(), conn, &io, frame));
                         dirty.push(io);
                     }
                 }
-                Action::SendShared { conn, bytes, .. } => {
-                    if let Some(io) = self.conn_io(conn) {
-                        io.push_shared(bytes);
+                Action::SendShared { conn, room, bytes } => {
+                    let io = self.conn_io(conn);
+                    if self
+                        .slow
+                        .room_frame_fits(&mut lagged, conn, io.as_deref(), room)
+                    {
+                        let io = io.expect("fits only if open");
+                        io.with_session(|s| s.send_shared(self.as_ref(), conn, &io, bytes));
                         dirty.push(io);
+                    }
+                }
+                Action::StateStored { conn, id, ok } => {
+                    if let Some(io) = self.conn_io(conn) {
+                        io.with_session(|s| s.state_stored(self.as_ref(), conn, &io, id, ok));
+                    }
+                }
+                Action::StateValue { conn, key, value } => {
+                    if let Some(io) = self.conn_io(conn) {
+                        io.with_session(|s| s.state_value(self.as_ref(), conn, &io, key, value));
                     }
                 }
                 Action::Close { conn } => {
                     let removed = self.conns.borrow_mut().remove(&conn);
                     if let Some(io) = removed {
                         io.close();
-                        self.finish_bridge(&io);
+                        self.finish_session(&io);
                     }
                 }
                 Action::Append { token, record } => match self.log.append(&record) {
@@ -546,40 +539,11 @@ impl ShardRuntime {
                         let _ = tx.try_send(outcome);
                     }
                 }
-                // For a connection gone meanwhile (an MQTT connection's go
-                // to its bridge in `to_bridge`).
-                Action::StateStored { .. } | Action::StateValue { .. } => {}
             }
         }
         for io in dirty {
             io.wake();
         }
-    }
-
-    /// Whether a room frame for `conn` may be queued: not while its unsent
-    /// output is above `room_lag_bytes` (native and MQTT alike). What is
-    /// queued *before* the frame counts: a frame that would pass the
-    /// allowance with it (a large one, or any behind the SUBACK of a resume)
-    /// must still go out, or it lags and replays for ever (found by the
-    /// simulator: 4 livelocked seeds in 1,000,000). A slow
-    /// subscriber is taken out of the room's live fan-out, not out of the
-    /// session (it resumes from the log), and every later frame of the room
-    /// already queued in this turn is skipped, so it sees no hole.
-    fn room_frame_fits(&self, lagged: &mut RoomLags, conn: ConnId, room: u64) -> bool {
-        if lagged.contains(conn, room) {
-            return false;
-        }
-        let Some(io) = self.conn_io(conn) else {
-            return false;
-        };
-        if io.dropped.get() {
-            return false;
-        }
-        if io.unsent() > self.config.room_lag_bytes {
-            lagged.add(conn, room);
-            return false;
-        }
-        true
     }
 
     fn spawn_read(self: &Rc<Self>, id: u64, user: UserId, query: InboxQuery) {
@@ -649,31 +613,88 @@ impl ShardRuntime {
     }
 }
 
-/// Room subscriptions found slow during one [`ShardRuntime::drive`]: each
-/// is reported to the core once, and frames of it still queued in the same
-/// turn are skipped.
-#[derive(Default)]
-struct RoomLags {
-    found: Vec<(ConnId, u64)>,
-    reported: usize,
+/// What the connections' protocols ask of the shard.
+impl ShardPort for ShardRuntime {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn mqtt(&self) -> Option<&MqttShard> {
+        self.mqtt.as_ref()
+    }
+
+    fn wall_ms_now(&self) -> u64 {
+        ShardRuntime::wall_ms_now()
+    }
+
+    fn frame(&self, conn: ConnId, frame: Frame) {
+        ShardRuntime::frame(self, conn, frame);
+    }
+
+    fn write_state(&self, key: StateKey, value: Option<Bytes>, durability: StateDurability) {
+        ShardRuntime::write_state(self, key, value, durability);
+    }
+
+    fn query_state(&self, conn: ConnId, key: StateKey) {
+        ShardRuntime::query_state(self, conn, key);
+    }
+
+    fn stored_state(&self, key: &StateKey) -> Option<Bytes> {
+        ShardRuntime::stored_state(self, key)
+    }
+
+    fn check_budget(&self, conn: ConnId, io: &ConnIo) {
+        self.slow.check_budget(conn, io);
+    }
+
+    fn is_open(&self, conn: ConnId) -> bool {
+        self.conns.borrow().contains_key(&conn)
+    }
 }
 
-impl RoomLags {
-    fn add(&mut self, conn: ConnId, room: u64) {
-        self.found.push((conn, room));
+/// What the accept path and the connection loops ask of the shard.
+impl ShardLoop for ShardRuntime {
+    fn shard_id(&self) -> u16 {
+        self.id
     }
 
-    fn contains(&self, conn: ConnId, room: u64) -> bool {
-        self.found.contains(&(conn, room))
+    fn shard_count(&self) -> u16 {
+        self.shards
     }
 
-    fn next_to_report(&mut self) -> Option<(ConnId, u64)> {
-        let next = self.found.get(self.reported).copied();
-        self.reported += usize::from(next.is_some());
-        next
+    fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        self.verifier.verify(token, self.wall_ms())
     }
 
-    fn all_reported(&self) -> bool {
-        self.reported == self.found.len()
+    fn count_auth_failure(&self) {
+        self.metrics.count_auth_failure();
+    }
+
+    fn hand_off(&self, owner: u16, handoff: Handoff) {
+        self.handoff(owner, MeshMsg::Handoff(Box::new(handoff)));
+    }
+
+    fn open_connection(&self, io: Rc<ConnIo>) -> ConnId {
+        ShardRuntime::open_connection(self, io)
+    }
+
+    fn decode_error(self: &Rc<Self>, conn: ConnId, e: &ProtoError) {
+        ShardRuntime::decode_error(self, conn, e);
+    }
+
+    fn drive(self: &Rc<Self>) {
+        ShardRuntime::drive(self);
+    }
+
+    fn transport_closed(self: &Rc<Self>, conn: ConnId) {
+        ShardRuntime::transport_closed(self, conn);
+    }
+
+    fn output_drained(self: &Rc<Self>, conn: ConnId, io: &Rc<ConnIo>) {
+        ShardRuntime::output_drained(self, conn, io);
+    }
+
+    fn mesh_congested(&self) -> bool {
+        ShardRuntime::mesh_congested(self)
     }
 }

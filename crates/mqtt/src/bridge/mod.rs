@@ -674,6 +674,17 @@ impl Bridge {
         self.fits(packet) && mqtt::encode(packet, self.level, out).is_ok()
     }
 
+    /// As [`Bridge::encode`], but a PUBLISH's payload is returned instead
+    /// of copied into `out`, to be written right after it
+    /// ([`mqtt::encode_head`]); `None` if the packet exceeds the client's
+    /// Maximum Packet Size (nothing written).
+    pub fn encode_head(&self, packet: &Packet, out: &mut bytes::BytesMut) -> Option<Bytes> {
+        if !self.fits(packet) {
+            return None;
+        }
+        mqtt::encode_head(packet, self.level, out).ok()
+    }
+
     // ----- core → client -------------------------------------------------
 
     fn on_connack(&mut self, a: NativeConnAck) {

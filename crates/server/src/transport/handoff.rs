@@ -1,0 +1,33 @@
+//! What travels between shards when a connection's user lives elsewhere.
+//!
+//! The accepting shard authenticated the connection; the owner serves it.
+//! The hand-off names the protocol through its hello and is otherwise the
+//! same for every protocol (the mesh does not know any of them).
+
+use std::os::fd::OwnedFd;
+
+use bytes::Bytes;
+use surepush_proto::Connect;
+
+/// An authenticated connection on its way to the shard that owns its user.
+#[derive(Debug)]
+pub(crate) struct Handoff {
+    /// The socket (a duplicate of the accepting shard's descriptor, which
+    /// that shard closed).
+    pub(crate) fd: OwnedFd,
+    /// The protocol's first message, authenticated.
+    pub(crate) hello: Hello,
+    /// Bytes received after the hello.
+    pub(crate) rest: Bytes,
+}
+
+/// An authenticated first message, per protocol (the variant is the
+/// protocol the connection speaks).
+#[derive(Debug)]
+pub(crate) enum Hello {
+    /// A native CONNECT (the core checks its token again when it opens
+    /// the session).
+    Native(Connect),
+    /// An MQTT CONNECT with the claims of the token in its password.
+    Mqtt(Box<super::mqtt::MqttHello>),
+}

@@ -1,0 +1,189 @@
+//! The read loop and the write loop of every connection, whatever its
+//! protocol ([`Inbound`]) and whatever stream carries it ([`ByteStream`]
+//! halves).
+//!
+//! The read loop reads into the protocol's receive buffer, hands what is
+//! decodable to the core and drives; the write loop sends what the runtime
+//! queued in [`ConnIo`], coalesced into one gathered write per wake-up.
+//!
+//! [`ByteStream`]: super::stream::ByteStream
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_lite::future;
+use glommio::channels::local_channel::LocalReceiver;
+
+use super::output::WriterSignals;
+use super::stream::{StreamReader, StreamWriter};
+use super::{ConnIo, Inbound, ShardLoop};
+use surepush_core::ConnId;
+
+/// Read size per `read` call while data keeps coming.
+const READ_CHUNK: usize = 16 * 1024;
+/// Read size of a connection with nothing buffered whose last read was
+/// small: an idle connection waits on this much memory, not `READ_CHUNK`
+/// (thousands of idle subscribers were 32 KiB each).
+const IDLE_READ: usize = 512;
+/// Largest read size a message in progress can ask for.
+const MAX_READ: usize = 1 << 20;
+
+/// Reads the connection's input until it ends or the connection closes.
+pub(crate) async fn read_loop<S: ShardLoop, R: StreamReader, I: Inbound>(
+    rt: Rc<S>,
+    conn: ConnId,
+    io: Rc<ConnIo>,
+    mut reader: R,
+    mut inbound: I,
+) {
+    let mut busy = false;
+    loop {
+        if let Err(e) = inbound.on_input(rt.as_ref(), conn, &io) {
+            rt.decode_error(conn, &e);
+            return drain_until_closed(reader, &io).await;
+        }
+        rt.drive();
+        if io.closing.get() {
+            return drain_until_closed(reader, &io).await;
+        }
+        while rt.mesh_congested() {
+            // Polling: the mesh forwarders do not signal each send.
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        // Read straight into the decoder's buffer: a message's payload is
+        // copied once, from the kernel, and sliced out of it afterwards.
+        let missing = inbound.missing();
+        let buf = inbound.buffer();
+        let idle = buf.is_empty() && !busy;
+        if idle && buf.capacity() > IDLE_READ {
+            // Let the big buffer go (messages sliced from it keep their part).
+            *buf = BytesMut::new();
+        }
+        let want = if idle {
+            IDLE_READ
+        } else {
+            READ_CHUNK.max(missing.min(MAX_READ))
+        };
+        let old = buf.len();
+        buf.resize(old + want, 0);
+        let n = reader.read(&mut buf[old..]).await;
+        let buf = inbound.buffer();
+        match n {
+            Ok(n) if n > 0 => {
+                buf.truncate(old + n);
+                // A full read means more is waiting: read big next time.
+                busy = n == want;
+            }
+            _ => {
+                buf.truncate(old);
+                rt.transport_closed(conn);
+                io.shutdown();
+                return io.reader_done();
+            }
+        }
+    }
+}
+
+/// The reader of a closing connection: reads and discards until the peer
+/// closes (or the writer shuts the socket after the close grace). A socket
+/// closed with unread input makes the kernel send a reset, and a reset can
+/// destroy the last bytes queued for the peer before it reads them (an
+/// ERROR, an MQTT 5 DISCONNECT 0x97).
+async fn drain_until_closed<R: StreamReader>(mut reader: R, io: &ConnIo) {
+    let mut discard = vec![0u8; IDLE_READ];
+    while matches!(reader.read(&mut discard).await, Ok(n) if n > 0) {}
+    io.reader_done();
+}
+
+/// Writes what is queued for the connection until it closes.
+pub(crate) async fn write_loop<S: ShardLoop, W: StreamWriter>(
+    rt: Rc<S>,
+    conn: ConnId,
+    io: Rc<ConnIo>,
+    mut writer: W,
+    signals: WriterSignals,
+) {
+    let grace = CloseGrace::new(&signals.closed, rt.config().close_grace_ms);
+    while signals.wake.recv().await.is_some() {
+        loop {
+            let mut chunks = io.take_queued();
+            if chunks.is_empty() {
+                break;
+            }
+            // A write is never abandoned half way (the stream would lose
+            // its message boundaries), only when the close grace is over.
+            let written = future::or(
+                async { Some(writer.write_chunks(&mut chunks).await) },
+                async {
+                    grace.expired().await;
+                    None
+                },
+            )
+            .await;
+            match written {
+                Some(Ok(())) => {}
+                Some(Err(_)) => {
+                    rt.transport_closed(conn);
+                    io.shutdown();
+                    return;
+                }
+                None => {
+                    // Closing, and the peer did not read in time.
+                    io.shutdown();
+                    return;
+                }
+            }
+        }
+        if io.closing.get() {
+            // Everything is written: end our side, and close once the peer
+            // has ended its own (see `drain_until_closed`) or the grace is
+            // over.
+            let _ = writer.end().await;
+            future::or(
+                async {
+                    let _ = signals.reader_gone.recv().await;
+                },
+                grace.expired(),
+            )
+            .await;
+            io.shutdown();
+            return;
+        }
+        rt.output_drained(conn, &io);
+    }
+}
+
+/// The writer's view of `close_grace_ms`: from the close signal on, what
+/// is still queued has that long to be written.
+struct CloseGrace<'a> {
+    closed: &'a LocalReceiver<()>,
+    grace: Duration,
+    since: Cell<Option<std::time::Instant>>,
+}
+
+impl<'a> CloseGrace<'a> {
+    fn new(closed: &'a LocalReceiver<()>, grace_ms: u64) -> CloseGrace<'a> {
+        CloseGrace {
+            closed,
+            grace: Duration::from_millis(grace_ms),
+            since: Cell::new(None),
+        }
+    }
+
+    /// Resolves once the connection is closing and the grace is over.
+    async fn expired(&self) {
+        let since = match self.since.get() {
+            Some(since) => since,
+            None => {
+                // The signal comes once; a write racing it may finish first.
+                let _ = self.closed.recv().await;
+                let now = std::time::Instant::now();
+                self.since.set(Some(now));
+                now
+            }
+        };
+        glommio::timer::sleep(self.grace.saturating_sub(since.elapsed())).await;
+    }
+}

@@ -1,0 +1,309 @@
+//! The transport seam: how a client's bytes become core frames and back,
+//! once for every protocol.
+//!
+//! One path for every connection:
+//!
+//! ```text
+//! accept (any shard)                         owner shard
+//! ──────────────────                         ───────────
+//! socket ─► Handshake::feed/poll_hello ─► authenticate ─► owner_shard(user)
+//!                                                 │ here ─► serve
+//!                                                 └ else ─► mesh: Handoff ─► adopt ─► serve
+//! serve: ConnIo { output queue, Box<dyn Session> } + read_loop(Inbound) + write_loop
+//! ```
+//!
+//! Ground rules:
+//! - [`accept`] is the only place a new socket is read before it has an
+//!   owner: it runs a protocol's [`Handshake`] until an authenticated hello
+//!   or a refusal (bytes to write, then close), and routes by
+//!   [`owner_shard`], the server's one question "which shard owns this
+//!   user" (the core's router answers it).
+//! - The mesh carries one transport-neutral [`Handoff`]: the socket, the
+//!   protocol's hello, and the bytes that came after it.
+//! - On the owner, a connection is an output queue plus a protocol
+//!   [`Session`] ([`ConnIo`]), one read loop generic over the protocol's
+//!   [`Inbound`] decoder and one write loop ([`loops`]); both loops are
+//!   generic over the byte stream under them ([`stream`]).
+//! - Room messages reach every protocol as the bytes the core encoded once
+//!   ([`Session::send_shared`]): native connections queue them as they are,
+//!   MQTT connections write a small PUBLISH header of their own in front of
+//!   the shared payload; nothing is decoded into a copy and re-encoded.
+//! - When a client reads too slowly is decided in one place for every
+//!   protocol ([`slow`]).
+//!
+//! # Where a new transport goes
+//!
+//! - **A new protocol** (a third wire format next to native and MQTT): a
+//!   file here with a [`Handshake`] (first message → hello + token, and the
+//!   refusals in the protocol's own words), an [`Inbound`] (bytes → core
+//!   frames) and a [`Session`] (core output → bytes, including
+//!   [`Session::send_shared`]); a variant of [`Hello`]; a listener in
+//!   `node.rs` that calls `accept::<YourHandshake>`. The loops, the mesh,
+//!   the output budgets and the runtime stay as they are.
+//! - **A framing layer** (WebSocket: bytes ↔ messages) or **a stream
+//!   layer** (TLS): a type implementing [`stream::ByteStream`] over another
+//!   one (its reader unframes or decrypts, its writer frames or encrypts the
+//!   gathered chunks — a WebSocket server frame is an unmasked header in
+//!   front of the chunks, so shared room payloads stay shared), plus its own
+//!   opening step (HTTP upgrade, TLS handshake) run in [`accept`] before the
+//!   protocol's handshake. Any protocol then runs over it unchanged:
+//!   `ws + native`, `ws + mqtt`, `tls + ...` are compositions. A layer with
+//!   state of its own (a TLS session) adds it to [`Handoff`] next to the
+//!   descriptor.
+
+mod handoff;
+mod loops;
+pub(crate) mod mqtt;
+mod native;
+mod output;
+mod port;
+pub(crate) mod slow;
+mod stream;
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::future;
+use futures_lite::io::AsyncReadExt;
+use glommio::net::TcpStream;
+
+use surepush_core::{Claims, ConnId};
+use surepush_proto::{Frame, ProtoError, UserId};
+
+pub(crate) use handoff::{Handoff, Hello};
+pub(crate) use mqtt::MqttShard;
+pub(crate) use native::NativeHandshake;
+pub(crate) use output::ConnIo;
+pub(crate) use port::{LastWill, ShardLoop, ShardPort};
+
+/// Which shard owns `user`: the one place the server asks (the accept path
+/// of every protocol, the MQTT state migration). The core's router answers.
+pub(crate) fn owner_shard(user: UserId, shards: u16) -> u16 {
+    surepush_core::shard_of(user, shards)
+}
+
+/// What a handshake made of the bytes so far.
+pub(crate) enum Step<H> {
+    /// Not enough bytes yet.
+    More,
+    /// The first message: a hello to authenticate.
+    Hello(H),
+    /// Write these bytes (may be empty), then close.
+    Refuse(Vec<u8>),
+}
+
+/// A protocol's accepting side: from the first bytes of a socket to an
+/// authenticated hello. Sans IO: [`accept`] reads and writes.
+pub(crate) trait Handshake: Sized {
+    /// The protocol's first message (before authentication).
+    type Hello;
+
+    /// A handshake for a new socket on this shard; `None` when the protocol
+    /// is not served here.
+    fn new(rt: &dyn ShardPort) -> Option<Self>;
+    /// Bytes received.
+    fn feed(&mut self, bytes: &[u8]);
+    /// The first message, once complete (or a refusal).
+    fn poll_hello(&mut self) -> Step<Self::Hello>;
+    /// What to write when no hello came within the connect timeout.
+    fn timed_out(&self) -> Vec<u8>;
+    /// The token the hello carries.
+    fn token(hello: &Self::Hello) -> &str;
+    /// What to write when the token does not verify.
+    fn refuse_auth(hello: &Self::Hello, e: &surepush_core::AuthError) -> Vec<u8>;
+    /// What to write when the socket cannot be handed to its owner.
+    fn refuse_unavailable(hello: &Self::Hello) -> Vec<u8>;
+    /// Bytes received after the hello (the decoder's leftover).
+    fn rest(self) -> Bytes;
+    /// The hello as the mesh and the owner shard carry it.
+    fn into_hello(hello: Self::Hello, claims: Claims) -> Hello;
+}
+
+/// Bytes read per `read` during the handshake.
+const HANDSHAKE_READ: usize = 4096;
+
+/// Accepting side, for every protocol: reads the hello within the connect
+/// timeout, authenticates it, then serves the connection here or hands it
+/// to the owner shard.
+pub(crate) async fn accept<H: Handshake, S: ShardLoop>(rt: Rc<S>, mut stream: TcpStream) {
+    let Some(mut hs) = H::new(rt.as_ref()) else {
+        return;
+    };
+    let timeout = Duration::from_millis(rt.config().core.connect_timeout_ms);
+    let first = future::or(read_hello(&mut stream, &mut hs), async {
+        glommio::timer::sleep(timeout).await;
+        None
+    })
+    .await;
+    let hello = match first {
+        Some(Step::Hello(hello)) => hello,
+        Some(Step::Refuse(reply)) => return refuse_with(stream, &reply).await,
+        Some(Step::More) => return, // the peer left before a whole hello
+        None => return refuse_with(stream, &hs.timed_out()).await,
+    };
+    let claims = match rt.verify(H::token(&hello)) {
+        Ok(c) => c,
+        Err(e) => {
+            rt.count_auth_failure();
+            return refuse_with(stream, &H::refuse_auth(&hello, &e)).await;
+        }
+    };
+    let owner = owner_shard(claims.user, rt.shard_count());
+    if owner == rt.shard_id() {
+        let hello = H::into_hello(hello, claims);
+        return serve(&rt, stream, hello, hs.rest());
+    }
+    match stream::duplicate(&stream) {
+        Ok(fd) => {
+            drop(stream);
+            let handoff = Handoff {
+                fd,
+                hello: H::into_hello(hello, claims),
+                rest: hs.rest(),
+            };
+            rt.hand_off(owner, handoff);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot duplicate a socket for handoff");
+            refuse_with(stream, &H::refuse_unavailable(&hello)).await;
+        }
+    }
+}
+
+/// Reads until the handshake has a hello or a refusal; `Step::More` if the
+/// peer left first.
+async fn read_hello<H: Handshake>(stream: &mut TcpStream, hs: &mut H) -> Option<Step<H::Hello>> {
+    let mut buf = [0u8; HANDSHAKE_READ];
+    loop {
+        match hs.poll_hello() {
+            Step::More => {}
+            step => return Some(step),
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return Some(Step::More),
+            Ok(n) => hs.feed(&buf[..n]),
+        }
+    }
+}
+
+/// Writes `bytes` (if any) and closes.
+pub(crate) async fn refuse_with(mut stream: TcpStream, bytes: &[u8]) {
+    use futures_lite::io::AsyncWriteExt;
+    if !bytes.is_empty() {
+        let _ = stream.write_all(bytes).await;
+        let _ = stream.flush().await;
+    }
+    let _ = stream.close().await;
+}
+
+/// The owner's side of a handoff.
+pub(crate) fn adopt<S: ShardLoop>(rt: &Rc<S>, handoff: Handoff) {
+    let Handoff { fd, hello, rest } = handoff;
+    serve(rt, stream::adopt_fd(fd), hello, rest);
+}
+
+/// Serves an authenticated connection on the shard that owns its user: its
+/// protocol's session and inbound decoder, then the two loops.
+fn serve<S: ShardLoop>(rt: &Rc<S>, stream: TcpStream, hello: Hello, rest: Bytes) {
+    match hello {
+        Hello::Native(connect) => {
+            let (session, inbound) = native::open(rt.as_ref(), connect, rest);
+            start(rt, stream, session, inbound, |_, _| {});
+        }
+        Hello::Mqtt(hello) => {
+            let Some((session, inbound)) = mqtt::open(rt.as_ref(), *hello, rest) else {
+                return;
+            };
+            start(rt, stream, session, inbound, mqtt::opened);
+        }
+    }
+}
+
+fn start<S: ShardLoop, I: Inbound>(
+    rt: &Rc<S>,
+    stream: TcpStream,
+    session: Box<dyn Session>,
+    inbound: I,
+    opened: impl FnOnce(&dyn ShardPort, &Rc<ConnIo>),
+) {
+    let _ = stream.set_nodelay(true);
+    let stream = stream::Tcp::new(stream);
+    let (io, signals) = ConnIo::new(stream::ByteStream::raw_fd(&stream), session);
+    let conn = rt.open_connection(io.clone());
+    opened(rt.as_ref(), &io);
+    let (reader, writer) = stream::ByteStream::split(stream);
+    glommio::spawn_local(loops::write_loop(
+        rt.clone(),
+        conn,
+        io.clone(),
+        writer,
+        signals,
+    ))
+    .detach();
+    glommio::spawn_local(loops::read_loop(rt.clone(), conn, io, reader, inbound)).detach();
+}
+
+/// A protocol's inbound side on the owner shard: the decoder the read loop
+/// owns (never shared, so it may be borrowed across a read).
+pub(crate) trait Inbound: 'static {
+    /// The receive buffer the read loop reads into.
+    fn buffer(&mut self) -> &mut BytesMut;
+    /// Bytes still missing of a message begun (a read size hint; 0 if
+    /// unknown).
+    fn missing(&self) -> usize;
+    /// Hands everything decodable in the buffer to the core (through the
+    /// connection's session where the protocol needs one). Never drives the
+    /// runtime. `Err`: the input is not the protocol; the read loop reports
+    /// it to the core and stops reading.
+    fn on_input(&mut self, rt: &dyn ShardPort, conn: ConnId, io: &ConnIo)
+        -> Result<(), ProtoError>;
+}
+
+/// A protocol's per-connection state on the owner shard, shared by the read
+/// loop, the write loop and the runtime (held in [`ConnIo`]): core output
+/// → bytes in the connection's queue. Methods never drive the runtime
+/// (they may hand frames and state requests to the core, which the caller
+/// drives afterwards).
+pub(crate) trait Session: std::any::Any {
+    /// A frame the core sends to this connection alone.
+    fn send(&mut self, rt: &dyn ShardPort, conn: ConnId, io: &ConnIo, frame: Frame);
+    /// A frame the core encoded once for many connections (a room
+    /// message); queue it without copying its payload.
+    fn send_shared(&mut self, rt: &dyn ShardPort, conn: ConnId, io: &ConnIo, bytes: Bytes);
+    /// A keyed-state write this connection asked for is stored (or failed).
+    fn state_stored(
+        &mut self,
+        _rt: &dyn ShardPort,
+        _conn: ConnId,
+        _io: &ConnIo,
+        _id: u64,
+        _ok: bool,
+    ) {
+    }
+    /// A keyed-state value this connection asked for.
+    fn state_value(
+        &mut self,
+        _rt: &dyn ShardPort,
+        _conn: ConnId,
+        _io: &ConnIo,
+        _key: surepush_core::StateKey,
+        _value: Option<Bytes>,
+    ) {
+    }
+    /// The connection is dropped for not reading: queue the protocol's last
+    /// words, if it has any (after the queue was discarded).
+    fn drop_for_quota(&mut self, _io: &ConnIo) {}
+    /// The writer emptied the queue; `true` if the session queued more work
+    /// for the core (the caller drives).
+    fn output_drained(&mut self, _rt: &dyn ShardPort, _conn: ConnId, _io: &ConnIo) -> bool {
+        false
+    }
+    /// The connection is gone (whatever the reason): what to publish on
+    /// its behalf, if anything.
+    fn finish(self: Box<Self>, _rt: &dyn ShardPort, _io: &Rc<ConnIo>) -> Option<LastWill> {
+        None
+    }
+    /// For a protocol that looks up its own sessions (MQTT takeover).
+    fn as_any(&mut self) -> &mut dyn std::any::Any;
+}

@@ -1,0 +1,77 @@
+//! What the transport asks of its shard: the runtime implements these, so
+//! the transport depends on no other module of the server (the runtime
+//! depends on the transport, one way).
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::{ConnIo, Handoff, MqttShard};
+use crate::config::Config;
+use surepush_core::{AuthError, Claims, ConnId, Publisher, SendKey, StateDurability, StateKey};
+use surepush_proto::{Frame, ProtoError, Qos, UserId};
+
+/// A connection's protocol talking to its shard (object safe: sessions are
+/// trait objects). Nothing here drives the shard: the caller does, after.
+pub(crate) trait ShardPort {
+    /// The node's configuration.
+    fn config(&self) -> &Config;
+    /// The MQTT front end of this shard, when enabled.
+    fn mqtt(&self) -> Option<&MqttShard>;
+    /// Wall clock, ms since the Unix epoch.
+    fn wall_ms_now(&self) -> u64;
+    /// A frame from `conn` for the core.
+    fn frame(&self, conn: ConnId, frame: Frame);
+    /// Writes keyed state through the core.
+    fn write_state(&self, key: StateKey, value: Option<Bytes>, durability: StateDurability);
+    /// Asks for keyed state wherever it lives; `conn` hears the answer.
+    fn query_state(&self, conn: ConnId, key: StateKey);
+    /// The newest value of keyed state this shard owns.
+    fn stored_state(&self, key: &StateKey) -> Option<Bytes>;
+    /// Something was queued for `conn`: check its output budget
+    /// (`slow.rs`).
+    fn check_budget(&self, conn: ConnId, io: &ConnIo);
+    /// Whether `conn` is still open.
+    fn is_open(&self, conn: ConnId) -> bool;
+}
+
+/// What the accept path and the loops ask of their shard, on top.
+pub(crate) trait ShardLoop: ShardPort + 'static {
+    /// This shard's index.
+    fn shard_id(&self) -> u16;
+    /// Shards of the node.
+    fn shard_count(&self) -> u16;
+    /// Verifies a session token.
+    fn verify(&self, token: &str) -> Result<Claims, AuthError>;
+    /// Counts a refused token.
+    fn count_auth_failure(&self);
+    /// Sends a connection to the shard that owns its user.
+    fn hand_off(&self, owner: u16, handoff: Handoff);
+    /// Registers a new connection with the core.
+    fn open_connection(&self, io: Rc<ConnIo>) -> ConnId;
+    /// The input of `conn` is not its protocol (then drives).
+    fn decode_error(self: &Rc<Self>, conn: ConnId, e: &ProtoError);
+    /// Carries out what the core queued.
+    fn drive(self: &Rc<Self>);
+    /// The socket of `conn` failed or the peer closed it (then drives).
+    fn transport_closed(self: &Rc<Self>, conn: ConnId);
+    /// The writer of `conn` emptied its queue (then drives if needed).
+    fn output_drained(self: &Rc<Self>, conn: ConnId, io: &Rc<ConnIo>);
+    /// Readers pause while this holds (the mesh is backed up).
+    fn mesh_congested(&self) -> bool;
+}
+
+/// A message to publish on behalf of a connection that is gone (an MQTT
+/// will), as the backend would.
+pub(crate) struct LastWill {
+    /// Sender and dedup key.
+    pub(crate) key: SendKey,
+    /// Addressee (user or room).
+    pub(crate) to: UserId,
+    /// QoS.
+    pub(crate) qos: Qos,
+    /// Payload.
+    pub(crate) payload: Bytes,
+    /// On whose authority.
+    pub(crate) by: Publisher,
+}

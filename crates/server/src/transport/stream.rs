@@ -1,0 +1,170 @@
+//! The byte stream under a protocol: what the read and write loops use.
+//!
+//! A plain TCP socket ([`Tcp`]) is the only stream today. A stream layer
+//! (TLS) or a framing layer (WebSocket) implements [`ByteStream`] over
+//! another stream: its reader hands the protocol plain bytes (decrypted,
+//! unframed and unmasked), its writer takes the queue of chunks the
+//! connection gathered (own bytes and shared room buffers, in order) and
+//! writes them in its own envelope — so the protocols and the loops do not
+//! change. Every stream sits on one TCP socket ([`ByteStream::raw_fd`]):
+//! that socket is what a hand-off moves and what a hard shutdown closes.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+
+use bytes::Bytes;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use glommio::net::TcpStream;
+
+/// A connected byte stream, split between the read and the write loop.
+pub(crate) trait ByteStream: 'static {
+    /// The read half.
+    type Reader: StreamReader;
+    /// The write half.
+    type Writer: StreamWriter;
+    /// The TCP socket under the stream.
+    fn raw_fd(&self) -> RawFd;
+    /// The two halves.
+    fn split(self) -> (Self::Reader, Self::Writer);
+}
+
+/// The read half of a [`ByteStream`].
+pub(crate) trait StreamReader: 'static {
+    /// Reads what is there into `buf` (0: the peer ended its side).
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize>;
+}
+
+/// The write half of a [`ByteStream`].
+pub(crate) trait StreamWriter: 'static {
+    /// Writes every chunk in order, taking each out of `chunks` once it is
+    /// written; never abandons a chunk half written unless it fails.
+    async fn write_chunks(&mut self, chunks: &mut VecDeque<Bytes>) -> std::io::Result<()>;
+    /// Ends our side of the stream once everything is written (TCP: a
+    /// write shutdown; TLS would send close_notify first).
+    async fn end(&mut self) -> std::io::Result<()>;
+}
+
+/// A plain TCP socket.
+pub(crate) struct Tcp {
+    stream: TcpStream,
+}
+
+impl Tcp {
+    pub(crate) fn new(stream: TcpStream) -> Tcp {
+        Tcp { stream }
+    }
+}
+
+impl ByteStream for Tcp {
+    type Reader = ReadHalf<TcpStream>;
+    type Writer = TcpWriter;
+
+    fn raw_fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    fn split(self) -> (Self::Reader, Self::Writer) {
+        let fd = self.stream.as_raw_fd();
+        let (reader, writer) = futures_lite::io::split(self.stream);
+        (reader, TcpWriter { writer, fd })
+    }
+}
+
+impl StreamReader for ReadHalf<TcpStream> {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        AsyncReadExt::read(self, buf).await
+    }
+}
+
+/// The write half of a [`Tcp`] stream: gather writes with `sendmsg`.
+pub(crate) struct TcpWriter {
+    writer: WriteHalf<TcpStream>,
+    fd: RawFd,
+}
+
+/// Most chunks handed to one `sendmsg`.
+const MAX_IOV: usize = 64;
+
+impl StreamWriter for TcpWriter {
+    /// Gather writes without waiting while the socket takes them, then one
+    /// awaited write through glommio when it is full.
+    async fn write_chunks(&mut self, chunks: &mut VecDeque<Bytes>) -> std::io::Result<()> {
+        while !chunks.is_empty() {
+            let iov: Vec<libc::iovec> = chunks
+                .iter()
+                .take(MAX_IOV)
+                .map(|c| libc::iovec {
+                    iov_base: c.as_ptr() as *mut libc::c_void,
+                    iov_len: c.len(),
+                })
+                .collect();
+            // SAFETY: a zeroed msghdr is valid (no name, no control data).
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = iov.len() as _;
+            // SAFETY: `fd` is this connection's open socket (owned by the
+            // stream whose write half `self` holds); `msg` points at `iov`,
+            // whose entries point into `chunks`, all alive and unmodified
+            // during the call.
+            let n =
+                unsafe { libc::sendmsg(self.fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                match e.kind() {
+                    std::io::ErrorKind::Interrupted => continue,
+                    std::io::ErrorKind::WouldBlock => {
+                        // Full: let glommio wait for room and write one chunk.
+                        let front = chunks.pop_front().expect("not empty");
+                        self.writer.write_all(&front).await?;
+                        continue;
+                    }
+                    _ => return Err(e),
+                }
+            }
+            let mut n = n as usize;
+            while n > 0 {
+                let front = chunks
+                    .front_mut()
+                    .expect("sendmsg wrote no more than given");
+                if n >= front.len() {
+                    n -= front.len();
+                    chunks.pop_front();
+                } else {
+                    let _ = front.split_to(n);
+                    n = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn end(&mut self) -> std::io::Result<()> {
+        self.writer.flush().await?;
+        shutdown(self.fd, std::net::Shutdown::Write);
+        Ok(())
+    }
+}
+
+/// Shuts the socket `fd` down (`how`), whoever holds it: the reader of a
+/// closed connection returns, a writer blocked on a full socket fails.
+pub(crate) fn shutdown(fd: RawFd, how: std::net::Shutdown) {
+    // SAFETY: callers pass the fd of a socket owned by a connection's tasks,
+    // alive for the duration of the call; the borrow ends with it.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let _ = socket2::SockRef::from(&fd).shutdown(how);
+}
+
+/// Duplicates the socket's descriptor for a handoff to the owner shard:
+/// the duplicate travels and this shard drops its stream, closing only its
+/// own copy.
+pub(crate) fn duplicate(stream: &TcpStream) -> std::io::Result<OwnedFd> {
+    // SAFETY: the fd is open and owned by `stream`, which outlives the borrow.
+    unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned()
+}
+
+/// Takes over a descriptor received in a handoff.
+pub(crate) fn adopt_fd(fd: OwnedFd) -> TcpStream {
+    // SAFETY: `fd` is an open TCP socket this shard now exclusively owns
+    // (the sender dropped its own descriptor); ownership moves into the stream.
+    unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) }
+}
