@@ -1,7 +1,7 @@
 //! Groups: write diffusion on top of the inbox path.
 //!
 //! A group is an id with [`UserId::GROUP_BIT`] set. Its member list lives on
-//! its home shard (`shard_of(group)`, `members.rs`) and in that shard's log,
+//! its home shard (`Router::owner(group)`, `members.rs`) and in that shard's log,
 //! so membership survives restarts.
 //!
 //! A QoS 1/2 SEND to a group goes from the sender's shard to the home shard
@@ -21,17 +21,20 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
-
-use super::action::{PeerMsg, StoreOutcome};
+use super::action::StoreOutcome;
+use super::send::NewCopy;
 use super::shard::{AppendPurpose, Shard};
+use crate::peer::{
+    Ephemeral, GroupEphemeral, GroupStore, GroupStored, Release, ReleaseMany, StoreMany, Stored,
+};
+use crate::router::ShardId;
 use crate::{Record, SendKey};
-use surepush_proto::{Qos, UserId};
+use surepush_proto::UserId;
 
 /// A group send waiting for its member copies (on the home shard).
 #[derive(Debug)]
 pub(super) struct Fanout {
-    origin: u16,
+    origin: ShardId,
     remaining: usize,
     failed: bool,
     stored_any: bool,
@@ -41,11 +44,11 @@ pub(super) struct Fanout {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Reply {
     /// A direct send: `Stored` to this shard.
-    Send(u16),
+    Send(ShardId),
     /// A group member copy: `GroupStored` to the group's home shard.
     Group {
         /// The home shard.
-        home: u16,
+        home: ShardId,
         /// The group.
         group: UserId,
     },
@@ -61,30 +64,29 @@ impl Shard {
         Some(members.clone())
     }
 
-    fn by_shard(&self, members: Vec<UserId>) -> BTreeMap<u16, Vec<UserId>> {
-        let mut out: BTreeMap<u16, Vec<UserId>> = BTreeMap::new();
+    fn by_shard(&self, members: Vec<UserId>) -> BTreeMap<ShardId, Vec<UserId>> {
+        let mut out: BTreeMap<ShardId, Vec<UserId>> = BTreeMap::new();
         for m in members {
-            out.entry(self.owner_of(m)).or_default().push(m);
+            out.entry(self.router.owner(m)).or_default().push(m);
         }
         out
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn on_group_store(
-        &mut self,
-        origin: u16,
-        key: SendKey,
-        group: UserId,
-        qos: Qos,
-        ts_ms: u64,
-        payload: Bytes,
-        members_only: bool,
-    ) {
+    pub(super) fn on_group_store(&mut self, m: GroupStore) {
+        let GroupStore {
+            origin,
+            key,
+            group,
+            qos,
+            ts_ms,
+            payload,
+            members_only,
+        } = m;
         let Some(members) = self.members_for(group, &key, members_only) else {
             let outcome = StoreOutcome::Rejected;
             self.route_to(
                 origin,
-                PeerMsg::Stored {
+                Stored {
                     key,
                     inbox: group,
                     outcome,
@@ -108,7 +110,7 @@ impl Shard {
         );
         let home = self.params.id;
         for (shard, inboxes) in self.by_shard(members) {
-            let msg = PeerMsg::StoreMany {
+            let msg = StoreMany {
                 home,
                 key,
                 group,
@@ -121,24 +123,31 @@ impl Shard {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn on_store_many(
-        &mut self,
-        home: u16,
-        key: SendKey,
-        group: UserId,
-        inboxes: Vec<UserId>,
-        qos: Qos,
-        ts_ms: u64,
-        payload: Bytes,
-    ) {
-        let reply = Reply::Group { home, group };
-        for inbox in inboxes {
-            self.store_copy(reply, key, inbox, group, qos, ts_ms, payload.clone());
+    pub(super) fn on_store_many(&mut self, m: StoreMany) {
+        let reply = Reply::Group {
+            home: m.home,
+            group: m.group,
+        };
+        for inbox in m.inboxes {
+            let copy = NewCopy {
+                key: m.key,
+                inbox,
+                to: m.group,
+                qos: m.qos,
+                ts_ms: m.ts_ms,
+                payload: m.payload.clone(),
+            };
+            self.store_copy(reply, copy);
         }
     }
 
-    pub(super) fn on_group_stored(&mut self, key: SendKey, group: UserId, outcome: StoreOutcome) {
+    pub(super) fn on_group_stored(&mut self, m: GroupStored) {
+        let GroupStored {
+            key,
+            group,
+            inbox: _,
+            outcome,
+        } = m;
         let Some(f) = self.fanouts.get_mut(&(key, group)) else {
             debug_assert!(false, "answer for an unknown group send {key:?}");
             return;
@@ -165,7 +174,7 @@ impl Shard {
         };
         self.route_to(
             f.origin,
-            PeerMsg::Stored {
+            Stored {
                 key,
                 inbox: group,
                 outcome,
@@ -175,14 +184,15 @@ impl Shard {
 
     /// QoS 0 to a group (on its home shard): pushed to the members' live
     /// devices; answered when the SEND asked (CONFIRM, `confirm_to`).
-    pub(super) fn on_group_ephemeral(
-        &mut self,
-        key: SendKey,
-        group: UserId,
-        ts_ms: u64,
-        payload: Bytes,
-        (confirm_to, members_only): (Option<u16>, bool),
-    ) {
+    pub(super) fn on_group_ephemeral(&mut self, m: GroupEphemeral) {
+        let GroupEphemeral {
+            key,
+            group,
+            ts_ms,
+            payload,
+            confirm_to,
+            members_only,
+        } = m;
         let members = self.members_for(group, &key, members_only);
         if let Some(origin) = confirm_to {
             let outcome = match members {
@@ -192,28 +202,30 @@ impl Shard {
             self.answer(Reply::Send(origin), key, group, outcome);
         }
         for m in members.unwrap_or_default() {
-            let msg = PeerMsg::Ephemeral {
+            let msg = Ephemeral {
                 key,
                 inbox: m,
                 to: group,
                 ts_ms,
                 payload: payload.clone(),
             };
-            self.route_to(self.owner_of(m), msg);
+            self.route_to_owner(m, msg);
         }
     }
 
     /// QoS 2 release of a group send: on the home shard, split by member shard.
-    pub(super) fn release_group(&mut self, key: SendKey, group: UserId) {
+    pub(super) fn release_group(&mut self, m: Release) {
+        let Release { key, to: group } = m;
         let Some(members) = self.members.get(&group).cloned() else {
             return;
         };
         for (shard, inboxes) in self.by_shard(members) {
-            self.route_to(shard, PeerMsg::ReleaseMany { key, inboxes });
+            self.route_to(shard, ReleaseMany { key, inboxes });
         }
     }
 
-    pub(super) fn on_release_many(&mut self, key: SendKey, inboxes: Vec<UserId>) {
+    pub(super) fn on_release_many(&mut self, m: ReleaseMany) {
+        let ReleaseMany { key, inboxes } = m;
         for inbox in inboxes {
             if self.dedup.release_copy(&key, inbox, &self.config.dedup) && !self.storage_failed {
                 self.append(

@@ -11,7 +11,7 @@
 //!   with `now` (monotonic ns) and every effect leaves as an [`Action`];
 //! - all state of a user (inbox head, device cursors, pending ACKs, the send
 //!   dedup window for copies stored here) is touched by its owner shard only
-//!   ([`routing::shard_of`]); other shards reach it with [`PeerMsg`]s;
+//!   ([`Router::owner`]); other shards reach it with [`PeerMsg`]s;
 //! - a SENDACK leaves only after every copy it covers is durable, and a
 //!   PUSH only carries durable messages, so nothing acknowledged can be lost
 //!   by a crash and nothing lost can have been seen.
@@ -32,11 +32,12 @@ mod group;
 pub mod hashing;
 mod keyed;
 mod members;
+mod peer;
 pub mod record;
 mod retry;
 mod room;
 mod room_access;
-pub mod routing;
+pub mod router;
 mod send;
 mod session;
 mod shard;
@@ -46,15 +47,20 @@ mod sync;
 pub mod timer;
 
 pub use action::{
-    Action, AppendToken, ConnId, MembersOutcome, PeerMsg, Publisher, ReadId, Revoked, RoomPublish,
-    StoreOutcome,
+    Action, AppendToken, ConnId, MembersOutcome, Publish, Publisher, ReadId, StoreOutcome,
 };
 pub use auth::{Acl, AclAction, AclError, MAX_ACL_FILTERS, MAX_ACL_FILTER_LEN};
 pub use auth::{AuthError, Claims, TokenVerifier};
 pub use config::CoreConfig;
 pub use keyed::{StateDurability, StateReport};
+pub use peer::{
+    Ephemeral, GroupEphemeral, GroupStore, GroupStored, MembersUpdate, MembersUpdated, PeerMsg,
+    PeerWireError, QueryState, Release, ReleaseMany, Revoked, RoomFanout, RoomLeave, RoomPage,
+    RoomPublish, RoomRefused, RoomRevoke, RoomSubscribe, StateStored, StateValue, StoreCopy,
+    StoreMany, StoreState, Stored, PEER_WIRE_VERSION,
+};
 pub use record::{InboxQuery, MessageRecord, Record, StateKey};
-pub use routing::shard_of;
+pub use router::{Address, Router, ShardId};
 pub use shard::{Shard, ShardParams};
 pub use state::{apply_membership, DedupConfig, DedupEntry, DedupWindow, RecoveredState, SendKey};
 pub use stats::CoreStats;

@@ -2,7 +2,7 @@
 //!
 //! A group's members get its messages (`group.rs`); a room's members may
 //! read and write it (`room_access.rs`). Both lists live on the home shard
-//! (`shard_of(id)`), change only through [`Shard::handle_members_update`]
+//! (`Router::owner(id)`), change only through [`Shard::handle_members_update`]
 //! (the admin API), and are written to that shard's log as `Member` records
 //! (folded into checkpoints) before the change is answered, so they survive
 //! restarts.
@@ -11,8 +11,10 @@
 //! shard after it (a send, a subscription) sees it; for a room, the
 //! subscriptions in place that lose their permission are ended too.
 
-use super::action::{Action, MembersOutcome, PeerMsg};
+use super::action::MembersOutcome;
 use super::shard::{AppendPurpose, Shard};
+use crate::peer::{MembersUpdate, MembersUpdated};
+use crate::router::ShardId;
 use crate::{apply_membership, Record};
 use surepush_proto::{is_room, UserId};
 
@@ -30,15 +32,14 @@ impl Shard {
         now: u64,
     ) {
         self.set_now(now);
-        let origin = self.params.id;
-        let msg = PeerMsg::MembersUpdate {
-            origin,
+        let msg = MembersUpdate {
+            origin: self.params.id,
             request,
             id,
             add,
             remove,
         };
-        self.route_to(self.owner_of(id), msg);
+        self.route_to_owner(id, msg);
     }
 
     /// The members of the group or room `id` homed here, sorted.
@@ -46,23 +47,24 @@ impl Shard {
         self.members.get(&id).map_or(&[], Vec::as_slice)
     }
 
-    pub(super) fn on_members_update(
-        &mut self,
-        origin: u16,
-        request: u64,
-        id: UserId,
-        add: Vec<UserId>,
-        remove: Vec<UserId>,
-    ) {
+    pub(super) fn on_members_update(&mut self, m: MembersUpdate) {
+        let MembersUpdate {
+            origin,
+            request,
+            id,
+            add,
+            remove,
+        } = m;
         let is_user = |u: &UserId| !u.is_group() && !is_room(u.0);
+        let [not_group_or_room, not_users] = MembersOutcome::INVALID_REASONS;
         let invalid = if is_user(&id) {
-            Some("not a group or room id")
+            Some(not_group_or_room)
         } else if !add.iter().chain(&remove).all(is_user) {
-            Some("members must be user ids (below 2^62)")
+            Some(not_users)
         } else {
             None
         };
-        let answer = |outcome| PeerMsg::MembersUpdated { request, outcome };
+        let answer = |outcome| MembersUpdated { request, outcome };
         if let Some(why) = invalid {
             self.route_to(origin, answer(MembersOutcome::Invalid(why)));
             return;
@@ -116,7 +118,7 @@ impl Shard {
 
     pub(super) fn on_membership_durable(
         &mut self,
-        origin: u16,
+        origin: ShardId,
         request: u64,
         members: Vec<UserId>,
         ok: bool,
@@ -126,11 +128,6 @@ impl Shard {
         } else {
             MembersOutcome::Failed
         };
-        self.route_to(origin, PeerMsg::MembersUpdated { request, outcome });
-    }
-
-    pub(super) fn on_members_updated(&mut self, request: u64, outcome: MembersOutcome) {
-        self.actions
-            .push_back(Action::MembersUpdated { request, outcome });
+        self.route_to(origin, MembersUpdated { request, outcome });
     }
 }

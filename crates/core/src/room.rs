@@ -1,7 +1,7 @@
 //! Rooms: read diffusion with one shared buffer per shard.
 //!
 //! A room is an id with [`ROOM_BIT`] set. Its messages are stored once, in
-//! the room's own sequence, on its home shard (`shard_of(room)`): a QoS 1/2
+//! the room's own sequence, on its home shard (`Router::owner(room)`): a QoS 1/2
 //! SEND to a room is an ordinary copy whose "inbox" is the room, so dedup,
 //! durability and replay reads are the inbox machinery's. Subscribers read
 //! the same messages:
@@ -33,8 +33,10 @@ use std::collections::{BTreeSet, VecDeque};
 
 use bytes::Bytes;
 
-use super::action::{Action, ConnId, PeerMsg, Revoked};
+use super::action::{Action, ConnId};
 use super::shard::{ReadPurpose, Shard};
+use crate::peer::{RoomFanout, RoomLeave, RoomPage, RoomRefused, RoomRevoke, RoomSubscribe};
+use crate::router::ShardId;
 use crate::{InboxQuery, MessageRecord};
 use surepush_proto::{
     is_room, Frame, Qos, RoomPush, Seq, SubAck, SubResult, Subscribe, SubscribeFrom, UserId,
@@ -119,7 +121,7 @@ impl Shard {
         if let Some(c) = self.conn_mut(conn).filter(|c| !c.rooms.contains(&s.room)) {
             c.rooms.push(s.room);
         }
-        let msg = PeerMsg::RoomSubscribe {
+        let msg = RoomSubscribe {
             room: s.room,
             shard: self.params.id,
             conn,
@@ -128,7 +130,7 @@ impl Shard {
             user,
             granted,
         };
-        self.route_to(self.owner_of(UserId(s.room)), msg);
+        self.route_to_owner(UserId(s.room), msg);
     }
 
     pub(super) fn on_unsubscribe(&mut self, conn: ConnId, room: u64) {
@@ -168,7 +170,8 @@ impl Shard {
     }
 
     /// The room's home shard refused subscription `sub` (`room_access.rs`).
-    pub(super) fn on_room_refused(&mut self, room: u64, conn: ConnId, sub: u64) {
+    pub(super) fn on_room_refused(&mut self, m: RoomRefused) {
+        let RoomRefused { room, conn, sub } = m;
         if self.sub_mut(room, conn).is_some_and(|s| s.id == sub) {
             self.forbid(conn, room);
         }
@@ -176,7 +179,8 @@ impl Shard {
 
     /// A membership change took `revoked`'s permission to read `room`:
     /// their subscriptions here end, except those their token grants.
-    pub(super) fn on_room_revoke(&mut self, room: u64, revoked: Revoked) {
+    pub(super) fn on_room_revoke(&mut self, m: RoomRevoke) {
+        let RoomRevoke { room, revoked } = m;
         let Some(replica) = self.rooms.get(&room) else {
             return;
         };
@@ -237,11 +241,11 @@ impl Shard {
         }
         if self.rooms[&room].subs.is_empty() {
             self.rooms.remove(&room);
-            let msg = PeerMsg::RoomLeave {
+            let msg = RoomLeave {
                 room,
                 shard: self.params.id,
             };
-            self.route_to(self.owner_of(UserId(room)), msg);
+            self.route_to_owner(UserId(room), msg);
         }
     }
 
@@ -296,17 +300,18 @@ impl Shard {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn on_room_page(
-        &mut self,
-        room: u64,
-        conn: ConnId,
-        sub_id: u64,
-        head: Seq,
-        (first, gap, skip_to): (Seq, bool, Seq),
-        frames: Frames,
-        done: bool,
-    ) {
+    pub(super) fn on_room_page(&mut self, page: RoomPage) {
+        let RoomPage {
+            room,
+            conn,
+            sub: sub_id,
+            head,
+            first,
+            gap,
+            frames,
+            skip_to,
+            done,
+        } = page;
         let Some(sub) = self.sub_mut(room, conn) else {
             return; // unsubscribed meanwhile
         };
@@ -349,7 +354,8 @@ impl Shard {
         }
     }
 
-    pub(super) fn on_room_fanout(&mut self, room: u64, seq: Seq, frame: Bytes) {
+    pub(super) fn on_room_fanout(&mut self, m: RoomFanout) {
+        let RoomFanout { room, seq, frame } = m;
         let history = self.config.room_history as usize;
         let Some(replica) = self.rooms.get_mut(&room) else {
             return; // the last subscriber left
@@ -383,18 +389,19 @@ impl Shard {
 
     // ----- home side ---------------------------------------------------------
 
-    pub(super) fn on_room_subscribe(
-        &mut self,
-        room: u64,
-        shard: u16,
-        conn: ConnId,
-        sub: u64,
-        from: SubscribeFrom,
-        (user, granted): (UserId, bool),
-    ) {
+    pub(super) fn on_room_subscribe(&mut self, m: RoomSubscribe) {
+        let RoomSubscribe {
+            room,
+            shard,
+            conn,
+            sub,
+            from,
+            user,
+            granted,
+        } = m;
         if !self.room_allows(room, user, granted) {
             // Counted where the subscription ends (`forbid`).
-            self.route_to(shard, PeerMsg::RoomRefused { room, conn, sub });
+            self.route_to(shard, RoomRefused { room, conn, sub });
             return;
         }
         self.room_shards.entry(room).or_default().insert(shard);
@@ -441,7 +448,7 @@ impl Shard {
     }
 
     fn send_page(&mut self, t: ReplayTarget, frames: Frames, skip_to: Seq, done: bool) {
-        let msg = PeerMsg::RoomPage {
+        let msg = RoomPage {
             room: t.room,
             conn: t.conn,
             sub: t.sub,
@@ -503,7 +510,8 @@ impl Shard {
         }
     }
 
-    pub(super) fn on_room_leave(&mut self, room: u64, shard: u16) {
+    pub(super) fn on_room_leave(&mut self, m: RoomLeave) {
+        let RoomLeave { room, shard } = m;
         if let Some(shards) = self.room_shards.get_mut(&room) {
             shards.remove(&shard);
             if shards.is_empty() {
@@ -520,10 +528,10 @@ impl Shard {
         let Some(shards) = self.room_shards.get(&room) else {
             return;
         };
-        let shards: Vec<u16> = shards.iter().copied().collect();
+        let shards: Vec<ShardId> = shards.iter().copied().collect();
         let frame = encode(room, record);
         for shard in shards {
-            let msg = PeerMsg::RoomFanout {
+            let msg = RoomFanout {
                 room,
                 seq: record.seq,
                 frame: frame.clone(),
@@ -537,7 +545,7 @@ impl Shard {
 #[derive(Clone, Copy, Debug)]
 pub(super) struct ReplayTarget {
     room: u64,
-    shard: u16,
+    shard: ShardId,
     conn: ConnId,
     sub: u64,
     head: Seq,
@@ -551,4 +559,4 @@ pub(super) struct ReplayTarget {
 }
 
 /// Which shards have subscribers, per room homed here.
-pub(super) type RoomShards = crate::hashing::FastHashMap<u64, BTreeSet<u16>>;
+pub(super) type RoomShards = crate::hashing::FastHashMap<u64, BTreeSet<ShardId>>;

@@ -21,14 +21,17 @@
 //!
 //! Revocation: a membership change that takes users' permission away (they
 //! left the members, or the first members closed an open room) is sent by
-//! the home shard to every shard with subscribers ([`PeerMsg::RoomRevoke`]);
+//! the home shard to every shard with subscribers ([`RoomRevoke`]);
 //! each ends those users' subscriptions that their token does not grant
 //! (`room.rs`, an unasked SUBACK `Forbidden`). A token grant lasts as long
 //! as its session, like the token itself.
 
-use super::action::{ConnId, PeerMsg, Revoked, RoomPublish, StoreOutcome};
+use super::action::{ConnId, StoreOutcome};
 use super::group::Reply;
+use super::send::NewCopy;
 use super::shard::Shard;
+use crate::peer::{Revoked, RoomPublish, RoomRevoke};
+use crate::router::ShardId;
 use crate::MessageRecord;
 use surepush_proto::{Qos, Seq, UserId};
 use surepush_token::AclAction;
@@ -101,7 +104,15 @@ impl Shard {
             self.answer(reply, p.key, room, StoreOutcome::Rejected);
             return;
         }
-        self.store_copy(reply, p.key, room, room, p.qos, p.ts_ms, p.payload);
+        let copy = NewCopy {
+            key: p.key,
+            inbox: room,
+            to: room,
+            qos: p.qos,
+            ts_ms: p.ts_ms,
+            payload: p.payload,
+        };
+        self.store_copy(reply, copy);
     }
 
     /// After a membership change of `room` (homed here; `was_open`: open to
@@ -120,10 +131,10 @@ impl Shard {
         let Some(shards) = self.room_shards.get(&room) else {
             return;
         };
-        let shards: Vec<u16> = shards.iter().copied().collect();
+        let shards: Vec<ShardId> = shards.iter().copied().collect();
         for shard in shards {
             let revoked = revoked.clone();
-            self.route_to(shard, PeerMsg::RoomRevoke { room, revoked });
+            self.route_to(shard, RoomRevoke { room, revoked });
         }
     }
 }

@@ -18,9 +18,11 @@ use std::time::Duration;
 
 use slab::Slab;
 
-use super::action::{Action, AppendToken, ConnId, PeerMsg, ReadId};
+use super::action::{Action, AppendToken, ConnId, ReadId};
 use super::config::CoreConfig;
 use super::stats::CoreStats;
+use crate::peer::PeerMsg;
+use crate::router::{Address, Router, ShardId};
 use crate::timer::{TimerId, TimerWheel};
 use crate::{DedupWindow, InboxQuery, MessageRecord, Record, RecoveredState, SendKey};
 use surepush_proto::{ConnAck, DeviceId, Frame, Qos, Seq, UserId};
@@ -32,8 +34,8 @@ pub(super) const NS_PER_MS: u64 = 1_000_000;
 /// Static facts about one shard.
 #[derive(Clone, Debug)]
 pub struct ShardParams {
-    /// This shard's index.
-    pub id: u16,
+    /// This shard.
+    pub id: ShardId,
     /// Number of shards in the node.
     pub shards: u16,
     /// Wall-clock time (ms since the Unix epoch) at monotonic time 0; used
@@ -152,7 +154,7 @@ pub(super) enum AppendPurpose {
     },
     /// The last record of a membership change: answer `origin`.
     Membership {
-        origin: u16,
+        origin: ShardId,
         request: u64,
         members: Vec<UserId>,
     },
@@ -215,6 +217,7 @@ pub(super) struct PendingSend {
 #[derive(Debug)]
 pub struct Shard {
     pub(super) params: ShardParams,
+    pub(super) router: Router,
     pub(super) config: CoreConfig,
     pub(super) auth: TokenVerifier,
     pub(super) now_ns: u64,
@@ -273,6 +276,7 @@ impl Shard {
         }
         let tick = Duration::from_micros(config.timer_tick_us.max(1));
         Shard {
+            router: Router::new(params.id, params.shards),
             params,
             auth,
             now_ns: 0,
@@ -303,8 +307,8 @@ impl Shard {
         }
     }
 
-    /// This shard's index.
-    pub fn id(&self) -> u16 {
+    /// This shard.
+    pub fn id(&self) -> ShardId {
         self.params.id
     }
 
@@ -462,10 +466,6 @@ impl Shard {
         self.params.wall_ms_at_zero + self.now_ns / NS_PER_MS
     }
 
-    pub(super) fn owner_of(&self, user: UserId) -> u16 {
-        super::routing::shard_of(user, self.params.shards)
-    }
-
     pub(super) fn conn_id(&self, index: usize, conn: &Conn) -> ConnId {
         ConnId {
             index: index as u32,
@@ -509,7 +509,8 @@ impl Shard {
     }
 
     /// Sends `msg` to `shard`, or handles it here when it is this shard.
-    pub(super) fn route_to(&mut self, shard: u16, msg: PeerMsg) {
+    pub(super) fn route_to(&mut self, shard: ShardId, msg: impl Into<PeerMsg>) {
+        let msg = msg.into();
         if shard == self.params.id {
             self.on_peer(msg);
         } else {
@@ -517,110 +518,52 @@ impl Shard {
         }
     }
 
+    /// Sends `msg` to the owner of `id` (see [`Router`]).
+    pub(super) fn route_to_owner(&mut self, id: UserId, msg: impl Into<PeerMsg>) {
+        match self.router.address(id) {
+            Address::Shard(shard) => self.route_to(shard, msg),
+        }
+    }
+
     fn on_peer(&mut self, msg: PeerMsg) {
         match msg {
-            PeerMsg::Store {
-                origin,
-                key,
-                inbox,
-                to,
-                qos,
-                ts_ms,
-                payload,
-            } => {
-                let reply = super::group::Reply::Send(origin);
-                self.store_copy(reply, key, inbox, to, qos, ts_ms, payload)
+            PeerMsg::StoreCopy(m) => {
+                let reply = super::group::Reply::Send(m.origin);
+                self.store_copy(reply, super::send::NewCopy::from(m))
             }
-            PeerMsg::Stored {
-                key,
-                inbox,
-                outcome,
-            } => self.on_stored(key, inbox, outcome),
-            PeerMsg::RoomPublish(p) => self.on_room_publish(p),
-            PeerMsg::Ephemeral {
-                key,
-                inbox,
-                to,
-                ts_ms,
-                payload,
-            } => self.push_ephemeral(key, inbox, to, ts_ms, payload),
-            PeerMsg::Release { key, to } if to.is_group() => self.release_group(key, to),
-            PeerMsg::Release { key, to } => self.release(key, to),
-            PeerMsg::GroupStore {
-                origin,
-                key,
-                group,
-                qos,
-                ts_ms,
-                payload,
-                members_only,
-            } => self.on_group_store(origin, key, group, qos, ts_ms, payload, members_only),
-            PeerMsg::StoreMany {
-                home,
-                key,
-                group,
-                inboxes,
-                qos,
-                ts_ms,
-                payload,
-            } => self.on_store_many(home, key, group, inboxes, qos, ts_ms, payload),
-            PeerMsg::GroupStored {
-                key,
-                group,
-                inbox: _,
-                outcome,
-            } => self.on_group_stored(key, group, outcome),
-            PeerMsg::GroupEphemeral {
-                key,
-                group,
-                ts_ms,
-                payload,
-                confirm_to,
-                members_only,
-            } => self.on_group_ephemeral(key, group, ts_ms, payload, (confirm_to, members_only)),
-            PeerMsg::ReleaseMany { key, inboxes } => self.on_release_many(key, inboxes),
-            PeerMsg::MembersUpdate {
-                origin,
-                request,
-                id,
-                add,
-                remove,
-            } => self.on_members_update(origin, request, id, add, remove),
-            PeerMsg::MembersUpdated { request, outcome } => {
-                self.on_members_updated(request, outcome)
-            }
-            PeerMsg::RoomSubscribe {
-                room,
-                shard,
-                conn,
-                sub,
-                from,
-                user,
-                granted,
-            } => self.on_room_subscribe(room, shard, conn, sub, from, (user, granted)),
-            PeerMsg::RoomRefused { room, conn, sub } => self.on_room_refused(room, conn, sub),
-            PeerMsg::RoomRevoke { room, revoked } => self.on_room_revoke(room, revoked),
-            PeerMsg::RoomLeave { room, shard } => self.on_room_leave(room, shard),
-            PeerMsg::RoomPage {
-                room,
-                conn,
-                sub,
-                head,
-                first,
-                gap,
-                frames,
-                skip_to,
-                done,
-            } => self.on_room_page(room, conn, sub, head, (first, gap, skip_to), frames, done),
-            PeerMsg::RoomFanout { room, seq, frame } => self.on_room_fanout(room, seq, frame),
-            PeerMsg::StoreState { key, value, report } => self.store_state(key, value, report),
-            PeerMsg::StateStored { conn, id, ok } => {
-                self.actions.push_back(Action::StateStored { conn, id, ok })
-            }
-            PeerMsg::QueryState { origin, conn, key } => self.answer_state_query(origin, conn, key),
-            PeerMsg::StateValue { conn, key, value } => self
-                .actions
-                .push_back(Action::StateValue { conn, key, value }),
+            PeerMsg::Stored(m) => self.on_stored(m),
+            PeerMsg::RoomPublish(m) => self.on_room_publish(m),
+            PeerMsg::Ephemeral(m) => self.push_ephemeral(m),
+            PeerMsg::Release(m) if m.to.is_group() => self.release_group(m),
+            PeerMsg::Release(m) => self.release(m.key, m.to),
+            PeerMsg::GroupStore(m) => self.on_group_store(m),
+            PeerMsg::StoreMany(m) => self.on_store_many(m),
+            PeerMsg::GroupStored(m) => self.on_group_stored(m),
+            PeerMsg::GroupEphemeral(m) => self.on_group_ephemeral(m),
+            PeerMsg::ReleaseMany(m) => self.on_release_many(m),
+            PeerMsg::MembersUpdate(m) => self.on_members_update(m),
+            PeerMsg::MembersUpdated(m) => self.actions.push_back(Action::MembersUpdated {
+                request: m.request,
+                outcome: m.outcome,
+            }),
+            PeerMsg::RoomSubscribe(m) => self.on_room_subscribe(m),
+            PeerMsg::RoomRefused(m) => self.on_room_refused(m),
+            PeerMsg::RoomRevoke(m) => self.on_room_revoke(m),
+            PeerMsg::RoomLeave(m) => self.on_room_leave(m),
+            PeerMsg::RoomPage(m) => self.on_room_page(m),
+            PeerMsg::RoomFanout(m) => self.on_room_fanout(m),
+            PeerMsg::StoreState(m) => self.store_state(m.key, m.value, m.report),
+            PeerMsg::StateStored(m) => self.actions.push_back(Action::StateStored {
+                conn: m.conn,
+                id: m.id,
+                ok: m.ok,
+            }),
+            PeerMsg::QueryState(m) => self.answer_state_query(m),
+            PeerMsg::StateValue(m) => self.actions.push_back(Action::StateValue {
+                conn: m.conn,
+                key: m.key,
+                value: m.value,
+            }),
         }
     }
 
@@ -629,7 +572,7 @@ impl Shard {
             self.storage_failed = true;
             self.stats.storage_failures += 1;
             tracing::error!(
-                shard = self.params.id,
+                shard = self.params.id.0,
                 "log append failed: refusing QoS 1/2 sends from now on"
             );
         }

@@ -20,7 +20,7 @@ use glommio::net::TcpStream;
 
 use super::mesh::MeshMsg;
 use super::runtime::ShardRuntime;
-use surepush_core::{shard_of, ConnId};
+use surepush_core::{ConnId, Router};
 use surepush_proto::{Connect, Decoder, ErrorCode, Frame};
 
 /// Read size per `read` call while data keeps coming.
@@ -452,7 +452,7 @@ pub(crate) async fn accept(rt: Rc<ShardRuntime>, mut stream: TcpStream) {
         }
     };
     let rest = decoder.buffer_mut().split().freeze();
-    let owner = shard_of(claims.user, rt.shards);
+    let owner = Router::of_node(rt.shards).owner(claims.user).0;
     if owner == rt.id {
         start(&rt, stream, Some(connect), rest);
         return;

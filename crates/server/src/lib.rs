@@ -2,7 +2,7 @@
 //!
 //! Ground rules:
 //! - one glommio executor per shard, pinned to a core; a user's whole state
-//!   lives on its owner shard ([`surepush_core::shard_of`]);
+//!   lives on its owner shard ([`surepush_core::Router`]);
 //! - every shard listens on the same port (SO_REUSEPORT); the accepting
 //!   shard reads CONNECT, checks the token, and hands the socket to the
 //!   owner shard through the channel mesh;

@@ -30,7 +30,7 @@ use super::conn::{self, ConnIo};
 use super::mesh::MeshMsg;
 use super::runtime::ShardRuntime;
 use surepush_core::hashing::FastHashMap;
-use surepush_core::{shard_of, Action, ConnId, StateDurability, StateKey};
+use surepush_core::{Action, ConnId, Router, StateDurability, StateKey};
 use surepush_mqtt as mqtt;
 use surepush_mqtt::bridge::{self, Bridge, BridgeParams, SessionState, StateWrite};
 use surepush_mqtt::{Packet, ProtocolLevel, ReasonCode};
@@ -96,7 +96,7 @@ pub(crate) async fn accept(rt: Rc<ShardRuntime>, mut stream: TcpStream) {
         }
     };
     let rest = buf.freeze();
-    let owner = shard_of(claims.user, rt.shards);
+    let owner = Router::of_node(rt.shards).owner(claims.user).0;
     let session = Box::new(Handoff {
         connect,
         token,

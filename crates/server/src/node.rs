@@ -257,7 +257,7 @@ async fn shard_main(
     }
     let verifier = TokenVerifier::new(&ctx.secret);
     let params = ShardParams {
-        id,
+        id: surepush_core::ShardId(id),
         shards: ctx.shards,
         wall_ms_at_zero: ctx.wall_ms,
     };

@@ -356,9 +356,15 @@ impl ShardRuntime {
         let (tx, rx) = local_channel::new_bounded(1);
         self.publishes.borrow_mut().insert(request, tx);
         let now = self.now();
-        self.core
-            .borrow_mut()
-            .handle_publish(request, key, to, qos, payload, by, now);
+        let publish = surepush_core::Publish {
+            request,
+            key,
+            to,
+            qos,
+            payload,
+            by,
+        };
+        self.core.borrow_mut().handle_publish(publish, now);
         self.drive();
         rx.recv().await.unwrap_or(StoreOutcome::Failed)
     }
@@ -446,7 +452,7 @@ impl ShardRuntime {
                     }
                 },
                 Action::Read { id, user, query } => self.spawn_read(id, user, query),
-                Action::Peer { shard, msg } => match &self.peers[shard as usize] {
+                Action::Peer { shard, msg } => match &self.peers[shard.index()] {
                     Some(q) => q.push(msg),
                     None => self.peer(msg),
                 },
