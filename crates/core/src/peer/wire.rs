@@ -11,7 +11,9 @@
 //!
 //! Decoding takes untrusted bytes: every length is checked against what is
 //! left before anything is allocated, unknown tags and trailing bytes are
-//! typed errors, and payloads are slices of the input (no copy). A new
+//! typed errors, and payloads are slices of the input (no copy). Each
+//! message has exactly one encoding (a decoded message re-encodes to its
+//! input; the `peer_msg` fuzz target checks it). A new
 //! field or message means a new version; a reader refuses versions it does
 //! not know rather than guess.
 
@@ -413,12 +415,13 @@ impl Wire for StoreOutcome {
     fn get(r: &mut Reader) -> Result<Self, PeerWireError> {
         let tag = u8::get(r)?;
         let seq = Seq::get(r)?;
-        match tag {
-            0 => Ok(StoreOutcome::Stored(seq)),
-            1 => Ok(StoreOutcome::Duplicate(seq)),
-            2 => Ok(StoreOutcome::Failed),
-            3 => Ok(StoreOutcome::Rejected),
-            4 => Ok(StoreOutcome::Conflict),
+        // One form per outcome: the outcomes without a sequence carry 0.
+        match (tag, seq) {
+            (0, seq) => Ok(StoreOutcome::Stored(seq)),
+            (1, seq) => Ok(StoreOutcome::Duplicate(seq)),
+            (2, Seq::ZERO) => Ok(StoreOutcome::Failed),
+            (3, Seq::ZERO) => Ok(StoreOutcome::Rejected),
+            (4, Seq::ZERO) => Ok(StoreOutcome::Conflict),
             _ => Err(PeerWireError::Invalid("store outcome")),
         }
     }
