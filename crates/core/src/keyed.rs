@@ -152,7 +152,7 @@ impl Shard {
     ) {
         // A newer write replaces a deferred one still waiting.
         self.keyed.deferred.remove(&key);
-        if self.storage_failed {
+        if self.storage.failed() {
             if let Some(r) = report {
                 self.state_stored(r, false);
             }

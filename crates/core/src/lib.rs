@@ -43,6 +43,7 @@ mod session;
 mod shard;
 pub mod state;
 mod stats;
+mod storage;
 mod sync;
 pub mod timer;
 

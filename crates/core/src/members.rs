@@ -69,7 +69,7 @@ impl Shard {
             self.route_to(origin, answer(MembersOutcome::Invalid(why)));
             return;
         }
-        if self.storage_failed {
+        if self.storage.failed() {
             self.route_to(origin, answer(MembersOutcome::Failed));
             return;
         }

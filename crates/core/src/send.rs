@@ -81,7 +81,7 @@ impl Shard {
             self.route_ephemeral(conn, key, send, ts_ms, false);
             return;
         }
-        if Self::qos_needs_store(send.qos) && (self.storage_failed || self.shutting_down) {
+        if Self::qos_needs_store(send.qos) && (self.storage.failed() || self.shutting_down) {
             self.send_frame(
                 conn,
                 Frame::SendAck(SendAck {
@@ -372,7 +372,7 @@ impl Shard {
             });
             return;
         }
-        if self.storage_failed || self.shutting_down || self.sends.contains_key(&key) {
+        if self.storage.failed() || self.shutting_down || self.sends.contains_key(&key) {
             // A concurrent publish with the same id is refused rather than
             // merged: the API caller retries and then gets Duplicate.
             self.actions.push_back(Action::Published {
@@ -418,7 +418,7 @@ impl Shard {
             copy.waiters.push(origin);
             return;
         }
-        if self.storage_failed {
+        if self.storage.failed() {
             self.answer(origin, key, inbox, StoreOutcome::Failed);
             return;
         }
@@ -629,7 +629,7 @@ impl Shard {
 
     /// Forgets the QoS 2 dedup entries of `key` held here and logs it.
     pub(super) fn release(&mut self, key: SendKey, to: UserId) {
-        if self.dedup.release(&key, to, &self.config.dedup) > 0 && !self.storage_failed {
+        if self.dedup.release(&key, to, &self.config.dedup) > 0 && !self.storage.failed() {
             self.append(
                 Record::Release {
                     from: key.from,

@@ -161,7 +161,7 @@ impl Shard {
                 );
                 return;
             }
-            if self.storage_failed {
+            if self.storage.failed() {
                 self.fail(
                     conn,
                     ErrorCode::StorageUnavailable,

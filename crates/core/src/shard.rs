@@ -21,6 +21,8 @@ use slab::Slab;
 use super::action::{Action, AppendToken, ConnId, ReadId};
 use super::config::CoreConfig;
 use super::stats::CoreStats;
+use super::storage::Storage;
+pub(super) use super::storage::{AppendPurpose, ReadPurpose};
 use crate::peer::PeerMsg;
 use crate::router::{Address, Router, ShardId};
 use crate::timer::{TimerId, TimerWheel};
@@ -138,52 +140,6 @@ pub(super) enum TimerEvent {
     FlushCursors,
 }
 
-/// Why an append was issued.
-#[derive(Debug)]
-pub(super) enum AppendPurpose {
-    /// A message copy: completes the in-flight copy `(key, inbox)`.
-    Copy { key: SendKey, inbox: UserId },
-    /// Cursor or release bookkeeping.
-    Bookkeeping,
-    /// A device's cursor beyond the inbox head (CONNECT `last_seq`): once
-    /// durable, the head is raised to it and the CONNACK goes out.
-    Raise {
-        conn: ConnId,
-        user: UserId,
-        seq: Seq,
-    },
-    /// The last record of a membership change: answer `origin`.
-    Membership {
-        origin: ShardId,
-        request: u64,
-        members: Vec<UserId>,
-    },
-    /// Keyed state (`keyed.rs`): tell whoever asked, if anyone.
-    State(Option<super::keyed::StateReport>),
-}
-
-/// Why a read was issued.
-#[derive(Debug)]
-pub(super) enum ReadPurpose {
-    /// `head`: the durable head when the read was issued; every record up
-    /// to it is in the result (up to the limit), so what is missing below
-    /// it is gone.
-    Sync {
-        conn: ConnId,
-        request: surepush_proto::Sync,
-        head: Seq,
-    },
-    Refill {
-        conn: ConnId,
-        head: Seq,
-    },
-    RoomReplay(super::room::ReplayTarget),
-    /// The stored original of a retried SEND, read back before routing it.
-    Retry(super::retry::RetryCheck),
-    /// A stored copy, read back before a retry is called a duplicate.
-    Copy(super::retry::CopyCheck),
-}
-
 /// A copy appended but not yet durable, with the shards awaiting it.
 #[derive(Debug)]
 pub(super) struct InFlightCopy {
@@ -240,13 +196,10 @@ pub struct Shard {
     pub(super) next_sub_id: u64,
     pub(super) timers: TimerWheel<TimerEvent>,
     pub(super) actions: VecDeque<Action>,
-    pub(super) appends: VecDeque<(AppendToken, AppendPurpose)>,
-    pub(super) next_token: AppendToken,
-    pub(super) reads: FastHashMap<ReadId, ReadPurpose>,
-    pub(super) next_read: ReadId,
+    /// Appends and reads in flight, and whether the log failed.
+    pub(super) storage: Storage,
     pub(super) dirty_cursors: Vec<(UserId, DeviceId)>,
     pub(super) flush_armed: bool,
-    pub(super) storage_failed: bool,
     pub(super) shutting_down: bool,
     pub(super) stats: CoreStats,
 }
@@ -294,13 +247,9 @@ impl Shard {
             next_sub_id: 0,
             timers: TimerWheel::new(tick),
             actions: VecDeque::new(),
-            appends: VecDeque::new(),
-            next_token: 0,
-            reads: FastHashMap::default(),
-            next_read: 0,
+            storage: Storage::default(),
             dirty_cursors: Vec::new(),
             flush_armed: false,
-            storage_failed: false,
             shutting_down: false,
             stats: CoreStats::default(),
             config,
@@ -339,7 +288,7 @@ impl Shard {
 
     /// True once a log append failed: the shard refuses QoS 1/2 sends.
     pub fn storage_failed(&self) -> bool {
-        self.storage_failed
+        self.storage.failed()
     }
 
     // ----- inputs -----------------------------------------------------------
@@ -385,11 +334,7 @@ impl Shard {
     /// is durable, or failed.
     pub fn handle_appended(&mut self, token: AppendToken, result: Result<(), ()>, now: u64) {
         self.set_now(now);
-        while let Some((t, _)) = self.appends.front() {
-            if *t > token {
-                break;
-            }
-            let (_, purpose) = self.appends.pop_front().expect("front exists");
+        while let Some(purpose) = self.storage.complete_append(token) {
             self.on_appended(purpose, result.is_ok());
         }
     }
@@ -397,7 +342,7 @@ impl Shard {
     /// Result of [`Action::Read`] `id`: records in ascending seq order.
     pub fn handle_read(&mut self, id: ReadId, result: Result<Vec<MessageRecord>, ()>, now: u64) {
         self.set_now(now);
-        let Some(purpose) = self.reads.remove(&id) else {
+        let Some(purpose) = self.storage.complete_read(id) else {
             return;
         };
         match purpose {
@@ -494,16 +439,12 @@ impl Shard {
     }
 
     pub(super) fn append(&mut self, record: Record, purpose: AppendPurpose) {
-        self.next_token += 1;
-        let token = self.next_token;
-        self.appends.push_back((token, purpose));
+        let token = self.storage.start_append(purpose);
         self.actions.push_back(Action::Append { token, record });
     }
 
     pub(super) fn read(&mut self, user: UserId, query: InboxQuery, purpose: ReadPurpose) -> ReadId {
-        self.next_read += 1;
-        let id = self.next_read;
-        self.reads.insert(id, purpose);
+        let id = self.storage.start_read(purpose);
         self.actions.push_back(Action::Read { id, user, query });
         id
     }
@@ -568,8 +509,7 @@ impl Shard {
     }
 
     fn on_appended(&mut self, purpose: AppendPurpose, ok: bool) {
-        if !ok && !self.storage_failed {
-            self.storage_failed = true;
+        if !ok && self.storage.mark_failed() {
             self.stats.storage_failures += 1;
             tracing::error!(
                 shard = self.params.id.0,
