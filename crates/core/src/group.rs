@@ -24,20 +24,84 @@ use std::collections::BTreeMap;
 use super::action::StoreOutcome;
 use super::send::NewCopy;
 use super::shard::{AppendPurpose, Shard};
+use crate::hashing::FastHashMap;
 use crate::peer::{
     Ephemeral, GroupEphemeral, GroupStore, GroupStored, Release, ReleaseMany, StoreMany, Stored,
 };
 use crate::router::ShardId;
 use crate::{Record, SendKey};
-use surepush_proto::UserId;
+use surepush_proto::{Seq, UserId};
 
 /// A group send waiting for its member copies (on the home shard).
 #[derive(Debug)]
-pub(super) struct Fanout {
+struct Fanout {
     origin: ShardId,
     remaining: usize,
     failed: bool,
     stored_any: bool,
+}
+
+/// The group sends homed here that wait for member copies.
+///
+/// Invariant: one entry per `(send, group)` until its last member copy
+/// answered; the entry then yields the sender's answer once.
+#[derive(Debug, Default)]
+pub(super) struct Fanouts {
+    waiting: FastHashMap<(SendKey, UserId), Fanout>,
+}
+
+impl Fanouts {
+    /// Starts waiting for `copies` member answers; false if this send is
+    /// already waiting (a late duplicate: the first fan-out answers).
+    fn start(&mut self, key: SendKey, group: UserId, origin: ShardId, copies: usize) -> bool {
+        if self.waiting.contains_key(&(key, group)) {
+            return false;
+        }
+        let fanout = Fanout {
+            origin,
+            remaining: copies,
+            failed: false,
+            stored_any: false,
+        };
+        self.waiting.insert((key, group), fanout);
+        true
+    }
+
+    /// One member copy answered; the last one gives the sender's shard and
+    /// the send's outcome: `Failed` if any copy failed, `Stored` if any was
+    /// new, else `Duplicate`.
+    fn answered(
+        &mut self,
+        key: SendKey,
+        group: UserId,
+        outcome: StoreOutcome,
+    ) -> Option<(ShardId, StoreOutcome)> {
+        let Some(f) = self.waiting.get_mut(&(key, group)) else {
+            debug_assert!(false, "answer for an unknown group send {key:?}");
+            return None;
+        };
+        f.remaining -= 1;
+        match outcome {
+            StoreOutcome::Stored(_) => f.stored_any = true,
+            StoreOutcome::Duplicate(_) => {}
+            // Member copies are never compared (see `retry`): no conflict here.
+            StoreOutcome::Failed | StoreOutcome::Rejected | StoreOutcome::Conflict => {
+                f.failed = true
+            }
+        }
+        if f.remaining > 0 {
+            return None;
+        }
+        let f = self.waiting.remove(&(key, group)).expect("present above");
+        let outcome = if f.failed {
+            StoreOutcome::Failed
+        } else if f.stored_any {
+            StoreOutcome::Stored(Seq::ZERO)
+        } else {
+            StoreOutcome::Duplicate(Seq::ZERO)
+        };
+        Some((f.origin, outcome))
+    }
 }
 
 /// Where the outcome of a stored copy goes.
@@ -57,11 +121,13 @@ pub(super) enum Reply {
 impl Shard {
     /// The members of `group` homed here, if `key.from` may send to it.
     fn members_for(&self, group: UserId, key: &SendKey, members_only: bool) -> Option<Vec<UserId>> {
-        let members = self.members.get(&group)?;
-        if members_only && members.binary_search(&key.from).is_err() {
+        if !self.members.has_any(group) {
             return None;
         }
-        Some(members.clone())
+        if members_only && !self.members.contains(group, key.from) {
+            return None;
+        }
+        Some(self.members.of(group).to_vec())
     }
 
     fn by_shard(&self, members: Vec<UserId>) -> BTreeMap<ShardId, Vec<UserId>> {
@@ -94,20 +160,11 @@ impl Shard {
             );
             return;
         };
-        if self.fanouts.contains_key(&(key, group)) {
-            // The sender's shard merges retries of an unfinished send, so
-            // this is a late duplicate: the first fan-out answers.
+        // The sender's shard merges retries of an unfinished send, so a
+        // send already waiting is a late duplicate: the first fan-out answers.
+        if !self.fanouts.start(key, group, origin, members.len()) {
             return;
         }
-        self.fanouts.insert(
-            (key, group),
-            Fanout {
-                origin,
-                remaining: members.len(),
-                failed: false,
-                stored_any: false,
-            },
-        );
         let home = self.params.id;
         for (shard, inboxes) in self.by_shard(members) {
             let msg = StoreMany {
@@ -148,32 +205,11 @@ impl Shard {
             inbox: _,
             outcome,
         } = m;
-        let Some(f) = self.fanouts.get_mut(&(key, group)) else {
-            debug_assert!(false, "answer for an unknown group send {key:?}");
+        let Some((origin, outcome)) = self.fanouts.answered(key, group, outcome) else {
             return;
-        };
-        f.remaining -= 1;
-        match outcome {
-            StoreOutcome::Stored(_) => f.stored_any = true,
-            StoreOutcome::Duplicate(_) => {}
-            // Member copies are never compared (see `retry`): no conflict here.
-            StoreOutcome::Failed | StoreOutcome::Rejected | StoreOutcome::Conflict => {
-                f.failed = true
-            }
-        }
-        if f.remaining > 0 {
-            return;
-        }
-        let f = self.fanouts.remove(&(key, group)).expect("present above");
-        let outcome = if f.failed {
-            StoreOutcome::Failed
-        } else if f.stored_any {
-            StoreOutcome::Stored(surepush_proto::Seq::ZERO)
-        } else {
-            StoreOutcome::Duplicate(surepush_proto::Seq::ZERO)
         };
         self.route_to(
-            f.origin,
+            origin,
             Stored {
                 key,
                 inbox: group,
@@ -216,9 +252,7 @@ impl Shard {
     /// QoS 2 release of a group send: on the home shard, split by member shard.
     pub(super) fn release_group(&mut self, m: Release) {
         let Release { key, to: group } = m;
-        let Some(members) = self.members.get(&group).cloned() else {
-            return;
-        };
+        let members = self.members.of(group).to_vec();
         for (shard, inboxes) in self.by_shard(members) {
             self.route_to(shard, ReleaseMany { key, inboxes });
         }

@@ -13,10 +13,51 @@
 
 use super::action::MembersOutcome;
 use super::shard::{AppendPurpose, Shard};
+use crate::hashing::FastHashMap;
 use crate::peer::{MembersUpdate, MembersUpdated};
 use crate::router::ShardId;
 use crate::{apply_membership, Record};
 use surepush_proto::{is_room, UserId};
+
+/// The member lists of the groups and rooms homed on this shard.
+///
+/// Invariant: every list is sorted, without repeats, and not empty (a
+/// group or room without members has no entry).
+#[derive(Debug, Default)]
+pub(super) struct Members {
+    lists: FastHashMap<UserId, Vec<UserId>>,
+}
+
+impl Members {
+    /// The lists recovery folded from the log.
+    pub(super) fn recovered(lists: FastHashMap<UserId, Vec<UserId>>) -> Members {
+        Members { lists }
+    }
+
+    /// The members of `id`, sorted (empty if it has none).
+    pub(super) fn of(&self, id: UserId) -> &[UserId] {
+        self.lists.get(&id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether `id` has any members.
+    pub(super) fn has_any(&self, id: UserId) -> bool {
+        self.lists.contains_key(&id)
+    }
+
+    /// Whether `user` is a member of `id`.
+    pub(super) fn contains(&self, id: UserId, user: UserId) -> bool {
+        self.of(id).binary_search(&user).is_ok()
+    }
+
+    /// Adds (`joined`) or removes `user`; true if that changed the list.
+    fn apply(&mut self, id: UserId, user: UserId, joined: bool) -> bool {
+        if self.contains(id, user) == joined {
+            return false;
+        }
+        apply_membership(&mut self.lists, id, user, joined);
+        true
+    }
+}
 
 impl Shard {
     /// Changes the members of the group or room `id` (adds first, then
@@ -40,11 +81,6 @@ impl Shard {
             remove,
         };
         self.route_to_owner(id, msg);
-    }
-
-    /// The members of the group or room `id` homed here, sorted.
-    pub(super) fn members_of(&self, id: UserId) -> &[UserId] {
-        self.members.get(&id).map_or(&[], Vec::as_slice)
     }
 
     pub(super) fn on_members_update(&mut self, m: MembersUpdate) {
@@ -82,11 +118,9 @@ impl Shard {
         let mut left = Vec::new();
         let mut last = None;
         for (user, joined) in changes {
-            let present = self.members_of(id).binary_search(&user).is_ok();
-            if present == joined {
+            if !self.members.apply(id, user, joined) {
                 continue; // no change, nothing to log
             }
-            apply_membership(&mut self.members, id, user, joined);
             if !joined {
                 left.push(user);
             }
@@ -101,7 +135,7 @@ impl Shard {
         if is_room(id.0) {
             self.room_members_changed(id.0, was_open, left);
         }
-        let members = self.members_of(id).to_vec();
+        let members = self.members.of(id).to_vec();
         match last {
             // Appends complete in order: the last one durable means all are.
             Some(record) => self.append(

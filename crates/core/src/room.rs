@@ -404,7 +404,7 @@ impl Shard {
             self.route_to(shard, RoomRefused { room, conn, sub });
             return;
         }
-        self.room_shards.entry(room).or_default().insert(shard);
+        self.room_shards.join(room, shard);
         let head = self
             .users
             .get(&UserId(room))
@@ -512,12 +512,7 @@ impl Shard {
 
     pub(super) fn on_room_leave(&mut self, m: RoomLeave) {
         let RoomLeave { room, shard } = m;
-        if let Some(shards) = self.room_shards.get_mut(&room) {
-            shards.remove(&shard);
-            if shards.is_empty() {
-                self.room_shards.remove(&room);
-            }
-        }
+        self.room_shards.leave(room, shard);
     }
 
     /// Hands a room message to every shard with subscribers (on the room's
@@ -525,10 +520,10 @@ impl Shard {
     /// durable, or a QoS 0 publish (seq 0, nothing stored).
     pub(super) fn room_fan_out(&mut self, record: &MessageRecord) {
         let room = record.inbox.0;
-        let Some(shards) = self.room_shards.get(&room) else {
+        let shards = self.room_shards.of(room);
+        if shards.is_empty() {
             return;
-        };
-        let shards: Vec<ShardId> = shards.iter().copied().collect();
+        }
         let frame = encode(room, record);
         for shard in shards {
             let msg = RoomFanout {
@@ -559,4 +554,33 @@ pub(super) struct ReplayTarget {
 }
 
 /// Which shards have subscribers, per room homed here.
-pub(super) type RoomShards = crate::hashing::FastHashMap<u64, BTreeSet<ShardId>>;
+///
+/// Invariant: a room has an entry only while some shard has subscribers.
+#[derive(Debug, Default)]
+pub(super) struct RoomShards {
+    by_room: crate::hashing::FastHashMap<u64, BTreeSet<ShardId>>,
+}
+
+impl RoomShards {
+    /// `shard` has a subscriber to `room`.
+    fn join(&mut self, room: u64, shard: ShardId) {
+        self.by_room.entry(room).or_default().insert(shard);
+    }
+
+    /// `shard` has no subscribers to `room` left.
+    fn leave(&mut self, room: u64, shard: ShardId) {
+        if let Some(shards) = self.by_room.get_mut(&room) {
+            shards.remove(&shard);
+            if shards.is_empty() {
+                self.by_room.remove(&room);
+            }
+        }
+    }
+
+    /// The shards with subscribers to `room`, ascending.
+    pub(super) fn of(&self, room: u64) -> Vec<ShardId> {
+        self.by_room
+            .get(&room)
+            .map_or_else(Vec::new, |s| s.iter().copied().collect())
+    }
+}

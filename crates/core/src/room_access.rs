@@ -31,7 +31,6 @@ use super::group::Reply;
 use super::send::NewCopy;
 use super::shard::Shard;
 use crate::peer::{Revoked, RoomPublish, RoomRevoke};
-use crate::router::ShardId;
 use crate::MessageRecord;
 use surepush_proto::{Qos, Seq, UserId};
 use surepush_token::AclAction;
@@ -50,17 +49,16 @@ impl Shard {
         if granted {
             return true;
         }
-        match self.members.get(&UserId(room)) {
-            Some(members) => members.binary_search(&user).is_ok(),
-            None => self.config.rooms_open,
+        if self.members.has_any(UserId(room)) {
+            self.members.contains(UserId(room), user)
+        } else {
+            self.config.rooms_open
         }
     }
 
     /// True for a room (homed here) that everyone may read and write.
     pub(super) fn room_open_to_all(&self, room: UserId) -> bool {
-        surepush_proto::is_room(room.0)
-            && self.config.rooms_open
-            && !self.members.contains_key(&room)
+        surepush_proto::is_room(room.0) && self.config.rooms_open && !self.members.has_any(room)
     }
 
     /// A publish reaching the room's home shard.
@@ -122,17 +120,13 @@ impl Shard {
         let revoked = if self.room_open_to_all(UserId(room)) {
             return; // everyone may read it now
         } else if was_open {
-            Revoked::AllBut(self.members_of(UserId(room)).to_vec())
+            Revoked::AllBut(self.members.of(UserId(room)).to_vec())
         } else if left.is_empty() {
             return;
         } else {
             Revoked::Users(left)
         };
-        let Some(shards) = self.room_shards.get(&room) else {
-            return;
-        };
-        let shards: Vec<ShardId> = shards.iter().copied().collect();
-        for shard in shards {
+        for shard in self.room_shards.of(room) {
             let revoked = revoked.clone();
             self.route_to(shard, RoomRevoke { room, revoked });
         }

@@ -184,9 +184,9 @@ pub struct Shard {
     pub(super) copies: FastHashMap<(SendKey, UserId), InFlightCopy>,
     pub(super) sends: FastHashMap<SendKey, PendingSend>,
     /// Members of the groups and rooms homed here (`members.rs`).
-    pub(super) members: FastHashMap<UserId, Vec<UserId>>,
+    pub(super) members: super::members::Members,
     /// Group sends waiting for their member copies (home shard).
-    pub(super) fanouts: FastHashMap<(SendKey, UserId), super::group::Fanout>,
+    pub(super) fanouts: super::group::Fanouts,
     /// Rooms with subscribers on this shard.
     pub(super) rooms: FastHashMap<u64, super::room::RoomReplica>,
     /// Rooms homed here: which shards have subscribers.
@@ -239,10 +239,10 @@ impl Shard {
             dedup: recovered.dedup,
             copies: FastHashMap::default(),
             sends: FastHashMap::default(),
-            members: recovered.groups,
-            fanouts: FastHashMap::default(),
+            members: super::members::Members::recovered(recovered.groups),
+            fanouts: Default::default(),
             rooms: FastHashMap::default(),
-            room_shards: FastHashMap::default(),
+            room_shards: Default::default(),
             keyed: super::keyed::KeyedState::recovered(recovered.keyed),
             next_sub_id: 0,
             timers: TimerWheel::new(tick),
