@@ -1,6 +1,11 @@
 //! The `surepush` binary: the gateway (`serve`), a host checker
-//! (`check-host`), offline log tools (`log verify`, `log salvage`), and a
-//! small example client (`token`, `send`, `recv`).
+//! (`check-host`), offline log tools (`log verify`, `log salvage`), the
+//! default configuration (`config defaults`), and a small example client
+//! (`token`, `send`, `recv`).
+//!
+//! Settings come from the defaults, the `--config` TOML file, `SUREPUSH_*`
+//! environment variables and the flags, each overriding the ones before
+//! (`surepush::server::ConfigSources`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,7 +18,8 @@ use clap::{Args, Parser, Subcommand};
 use surepush::client::{BlockingClient, ClientConfig, Event};
 use surepush::core::{Acl, Claims, TokenVerifier};
 use surepush::proto::{DeviceId, Qos, Seq, UserId};
-use surepush::server::Config;
+use surepush::server::config::{annotated, LogFormat, LoggingSettings};
+use surepush::server::{logging, Config, ConfigSources};
 
 // mimalloc: thread-per-core shards allocate and free on their own thread;
 // mimalloc's per-thread heaps keep that free of cross-core contention.
@@ -40,6 +46,11 @@ enum Command {
     Log {
         #[command(subcommand)]
         command: LogCommand,
+    },
+    /// The configuration file's settings.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// Report the host limits that cap connections and throughput.
     CheckHost {
@@ -109,6 +120,12 @@ enum LogCommand {
     Salvage(NodeArgs),
 }
 
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print every setting with its default and its description, as TOML.
+    Defaults,
+}
+
 #[derive(Args)]
 struct ServeArgs {
     /// TOML config file (see README); flags override it.
@@ -129,6 +146,9 @@ struct ServeArgs {
     /// Do not pin shards to cores.
     #[arg(long)]
     no_pin: bool,
+    /// Log lines as `text` or `json` (one object per line).
+    #[arg(long, value_parser = clap::value_parser!(LogFormat))]
+    log_format: Option<LogFormat>,
 }
 
 #[derive(Args)]
@@ -157,15 +177,22 @@ struct ClientArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // `serve` sets logging up from its configuration; the tools log text.
+    if !matches!(cli.command, Command::Serve(_)) {
+        if let Err(e) = logging::init(&LoggingSettings::default()) {
+            eprintln!("surepush: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Config {
+            command: ConfigCommand::Defaults,
+        } => {
+            print!("{}", annotated::defaults_toml());
+            Ok(())
+        }
         Command::Log { command } => log_tool(command),
         Command::CheckHost { json } => surepush::hostcheck::run(json)
             .map(|_| ())
@@ -203,40 +230,49 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
-    match path {
-        Some(p) => Config::from_file(p).map_err(|e| e.to_string()),
-        None => Ok(Config::default()),
-    }
-}
-
 fn serve(args: ServeArgs) -> Result<(), String> {
-    let mut config = load_config(args.config.as_ref())?;
+    let mut sources = ConfigSources::from_process(args.config);
     if let Some(v) = args.listen {
-        config.listen = v;
+        sources = sources.flag("listen", v.to_string());
     }
     if let Some(v) = args.admin_listen {
-        config.admin_listen = v;
+        sources = sources.flag("admin_listen", v.to_string());
     }
     if let Some(v) = args.data_dir {
-        config.data_dir = v;
+        sources = sources.flag("data_dir", v.display().to_string());
     }
     if let Some(v) = args.shards {
-        config.shards = v;
+        sources = sources.flag("shards", i64::from(v));
     }
     if args.no_pin {
-        config.pin_cores = false;
+        sources = sources.flag("pin_cores", false);
     }
-    surepush::server::serve(config).map_err(|e| e.to_string())
+    if let Some(format) = args.log_format {
+        sources = sources.flag("logging.format", format.name());
+    }
+    let loaded = sources.load().map_err(|e| e.to_string())?;
+    let log = logging::init(&loaded.config.logging).map_err(|e| e.to_string())?;
+    for note in &loaded.notes {
+        tracing::warn!("{note}");
+    }
+    let reload = surepush::server::Reload {
+        sources,
+        log: Some(log),
+    };
+    surepush::server::serve(loaded.config, reload).map_err(|e| e.to_string())
 }
 
-/// The node's config from `--config`, with `--data-dir` over it.
+/// The node's config (file, environment), with `--data-dir` over it.
 fn node_config(node: &NodeArgs) -> Result<Config, String> {
-    let mut config = load_config(node.config.as_ref())?;
+    let mut sources = ConfigSources::from_process(node.config.clone());
     if let Some(d) = &node.data_dir {
-        config.data_dir = d.clone();
+        sources = sources.flag("data_dir", d.display().to_string());
     }
-    Ok(config)
+    let loaded = sources.load().map_err(|e| e.to_string())?;
+    for note in &loaded.notes {
+        tracing::warn!("{note}");
+    }
+    Ok(loaded.config)
 }
 
 fn log_tool(command: LogCommand) -> Result<(), String> {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::{http_exchange, HttpResponse, TestServer, ADMIN_TOKEN};
 use serde_json::Value;
 use surepush::server::admin::routes::ROUTES;
+use surepush::server::admin::ApiError;
 use yaml_rust2::{Yaml, YamlLoader};
 
 /// The operation keys of an OpenAPI path item.
@@ -81,7 +82,7 @@ fn to_json(y: &Yaml) -> Value {
 }
 
 /// Checks `value` against the part of JSON Schema the file uses: type,
-/// const, enum, minimum, maximum, required, properties,
+/// const, enum, minimum, maximum, pattern, required, properties,
 /// additionalProperties: false, items, oneOf, allOf.
 fn check(doc: &Yaml, schema: &Yaml, value: &Value, at: &str) -> Result<(), String> {
     let schema = resolve(doc, schema);
@@ -104,6 +105,12 @@ fn check(doc: &Yaml, schema: &Yaml, value: &Value, at: &str) -> Result<(), Strin
     if let Some(options) = schema["enum"].as_vec() {
         if !options.iter().any(|o| to_json(o) == *value) {
             return Err(format!("{at}: {value} is not one of the enum"));
+        }
+    }
+    if let (Some(pattern), Some(text)) = (schema["pattern"].as_str(), value.as_str()) {
+        let re = regex::Regex::new(pattern).unwrap_or_else(|e| panic!("{at}: pattern {e}"));
+        if !re.is_match(text) {
+            return Err(format!("{at}: {text:?} does not match {pattern}"));
         }
     }
     if let Some(n) = value.as_u64() {
@@ -306,7 +313,8 @@ fn a_running_gateway_answers_every_documented_example_as_documented() {
     // What the description promises for everything else: JSON errors.
     let error = |resp: HttpResponse| {
         let body: Value = serde_json::from_str(&resp.body).expect("JSON error body");
-        assert!(body["error"].is_string(), "{}", resp.body);
+        check(&doc, &doc["components"]["schemas"]["Error"], &body, "error")
+            .unwrap_or_else(|e| panic!("{e}"));
         resp.status
     };
     assert_eq!(error(ask("GET", "/v1/nothing", "", Some(ADMIN_TOKEN))), 404);
@@ -334,4 +342,86 @@ fn a_running_gateway_answers_every_documented_example_as_documented() {
         error(ask("POST", "/v1/publish", &too_big, Some(ADMIN_TOKEN))),
         413
     );
+}
+
+/// Issue 22 item 5: every error code the server can answer is documented,
+/// and the file lists no code the server never answers.
+#[test]
+fn the_documented_error_codes_are_the_servers() {
+    let doc = spec();
+    let documented: BTreeSet<String> = doc["components"]["schemas"]["Error"]["properties"]["error"]
+        ["properties"]["code"]["enum"]
+        .as_vec()
+        .expect("the code enum")
+        .iter()
+        .map(|c| c.as_str().expect("a code").to_string())
+        .collect();
+    let served: BTreeSet<String> = ApiError::CODES.iter().map(|c| c.to_string()).collect();
+    assert_eq!(documented, served);
+}
+
+/// Issue 22 item 5: ids may be strings; the documented patterns accept
+/// exactly the strings the server accepts (checked at the boundaries).
+#[test]
+fn string_ids_are_accepted_exactly_as_documented() {
+    let doc = spec();
+    let server = TestServer::start(1, "");
+    let schema = |name: &str| &doc["components"]["schemas"][name];
+    /// (schema, field, the request body with the field's JSON value).
+    type Case = (&'static str, &'static str, fn(&str) -> String);
+    let cases: [Case; 3] = [
+        ("Id62", "user", |v| {
+            format!(r#"{{"user": {v}, "device": 1}}"#)
+        }),
+        ("Id64", "device", |v| {
+            format!(r#"{{"user": 1, "device": {v}}}"#)
+        }),
+        ("Id63", "id", |v| {
+            format!(r#"{{"to": 1, "payload": "x", "id": {v}}}"#)
+        }),
+    ];
+    let mut accepted = 0;
+    for (name, field, body) in cases {
+        let path = if field == "id" {
+            "/v1/publish"
+        } else {
+            "/v1/tokens"
+        };
+        for value in [
+            "0",
+            "42",
+            "4611686018427387903",
+            "4611686018427387904",
+            "9223372036854775807",
+            "9223372036854775808",
+            "18446744073709551615",
+            "18446744073709551616",
+            "042",
+            "-1",
+            " 1",
+            "1.0",
+            "",
+        ] {
+            let json = Value::String(value.to_string());
+            let documented = check(&doc, schema(name), &json, field).is_ok();
+            let resp = http_exchange(
+                server.admin,
+                "POST",
+                path,
+                &body(&json.to_string()),
+                Some(ADMIN_TOKEN),
+                Duration::from_secs(10),
+            )
+            .expect("admin HTTP");
+            assert_eq!(
+                resp.status == 200,
+                documented,
+                "{field} = {json}: documented {documented}, answered {} {}",
+                resp.status,
+                resp.body
+            );
+            accepted += usize::from(documented);
+        }
+    }
+    assert!(accepted >= 8, "{accepted}");
 }

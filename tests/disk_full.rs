@@ -109,11 +109,14 @@ fn disk_full_stops_acks_then_recovers_when_space_returns_losing_nothing() {
     // Space returns: the node restarts its shards from the log by itself.
     std::fs::remove_file(&filler).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
+    // Ready, not only alive: `/healthz` answers 200 again as soon as the
+    // failed flags are cleared for the restart, before the shards have
+    // recovered (and reset their gauges); `/readyz` waits for every shard.
     let healthy = || {
         common::http_exchange(
             server.admin,
             "GET",
-            "/healthz",
+            "/readyz",
             "",
             None,
             Duration::from_secs(1),

@@ -32,7 +32,7 @@ fn group_sends_reach_every_member_across_shards_and_survive_restarts() {
     let (status, body) = members(&server, &format!(r#"{{"add": [{a}, {b}, {c}]}}"#));
     assert_eq!(status, 200, "{body}");
     assert!(
-        body.contains(&format!("\"members\":[{a},{b},{c}]")),
+        body.contains(&format!(r#""members":["{a}","{b}","{c}"]"#)),
         "{body}"
     );
     assert_eq!(server.http("POST", "/v1/groups/7", "{}", false).0, 401);
@@ -99,7 +99,10 @@ fn group_sends_reach_every_member_across_shards_and_survive_restarts() {
     server.spawn();
     let (status, body) = server.http("GET", &format!("/v1/groups/{GROUP_NO}"), "", true);
     assert_eq!(status, 200);
-    assert!(body.contains(&format!("\"members\":[{a},{b}]")), "{body}");
+    assert!(
+        body.contains(&format!(r#""members":["{a}","{b}"]"#)),
+        "{body}"
+    );
     let (mut sa, _) = server.connect(a, 1, Some(Seq(2)));
     sa.send(
         GROUP,

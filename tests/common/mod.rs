@@ -35,6 +35,8 @@ pub struct TestServer {
     /// ERROR lines containing one of these do not fail a start (a test
     /// that expects the server to report something at ERROR and serve).
     pub tolerated_errors: Vec<&'static str>,
+    /// Arguments after `serve --config FILE`.
+    pub extra_args: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -61,9 +63,18 @@ impl TestServer {
         extra_config: &str,
         prepare: impl FnOnce(&Path),
     ) -> TestServer {
+        let mut s = Self::unstarted(shards, top, extra_config);
+        prepare(&s.dir.join("data"));
+        s.spawn();
+        s
+    }
+
+    /// As [`TestServer::start_full`], not started: set fields, then
+    /// [`TestServer::spawn`].
+    pub fn unstarted(shards: u16, top: &str, extra_config: &str) -> TestServer {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
-        let mut s = TestServer {
+        TestServer {
             child: None,
             addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
             admin: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
@@ -76,10 +87,8 @@ impl TestServer {
             rust_log: std::env::var("TEST_SERVER_RUST_LOG").unwrap_or_else(|_| "info".into()),
             log: Default::default(),
             tolerated_errors: Vec::new(),
-        };
-        prepare(&s.dir.join("data"));
-        s.spawn();
-        s
+            extra_args: Vec::new(),
+        }
     }
 
     /// A second server with this one's config (same ports; the same data
@@ -101,6 +110,7 @@ impl TestServer {
             rust_log: self.rust_log.clone(),
             log: Default::default(),
             tolerated_errors: self.tolerated_errors.clone(),
+            extra_args: self.extra_args.clone(),
         }
     }
 
@@ -150,6 +160,7 @@ impl TestServer {
         command
             .args(["serve", "--config"])
             .arg(self.write_config())
+            .args(&self.extra_args)
             .env("RUST_LOG", &self.rust_log)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -1,13 +1,14 @@
 //! Limits and timings of the delivery core. One struct, documented defaults;
-//! the server embeds it in its TOML config.
+//! the server embeds it in its TOML config. Durations are numbers in the
+//! unit their name ends in, or strings such as `"30s"` ([`crate::durations`]).
 
 use serde::{Deserialize, Serialize};
 
 use crate::DedupConfig;
 use surepush_proto::DEFAULT_MAX_FRAME;
 
-/// Delivery limits and timings (all durations in milliseconds).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Delivery limits and timings (`[core]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct CoreConfig {
     /// Unacknowledged pushes kept in flight per connection; further messages
@@ -18,27 +19,35 @@ pub struct CoreConfig {
     /// Largest frame accepted or sent, header included (bytes).
     pub max_frame: u32,
     /// First retransmit after this long without ACK.
+    #[serde(deserialize_with = "crate::durations::millis")]
     pub ack_timeout_ms: u64,
     /// Backoff doubles per retry up to this.
+    #[serde(deserialize_with = "crate::durations::millis")]
     pub max_backoff_ms: u64,
     /// Retransmits before the connection is declared dead (the message stays
     /// stored for the next session).
     pub max_retries: u32,
     /// Keepalive granted to clients that ask for 0 (MQTT: no keep alive);
     /// a session silent for 1.5x its keepalive is closed.
+    #[serde(deserialize_with = "crate::durations::millis")]
     pub keepalive_ms: u64,
     /// Largest keepalive granted (default 65,535 s, MQTT's largest: an MQTT
     /// 3.1.1 server cannot lower a client's keep alive).
+    #[serde(deserialize_with = "crate::durations::millis")]
     pub max_keepalive_ms: u64,
     /// Time a new connection has to send CONNECT.
+    #[serde(deserialize_with = "crate::durations::millis")]
     pub connect_timeout_ms: u64,
-    /// Concurrent connections (devices) per user.
+    /// Concurrent connections (devices) per user. SIGHUP applies a change
+    /// (to CONNECTs from then on).
     pub max_connections_per_user: u32,
     /// Largest SYNC page (messages).
     pub max_sync_limit: u32,
     /// Frames per second a connection may send before it is closed.
+    /// SIGHUP applies a change.
     pub max_frames_per_sec: u32,
     /// Device cursors are written to the log in batches this often.
+    #[serde(deserialize_with = "crate::durations::millis")]
     pub cursor_flush_ms: u64,
     /// Room messages each shard keeps for resuming subscribers, and the
     /// oldest point a subscriber can resume from (count).
@@ -50,6 +59,7 @@ pub struct CoreConfig {
     pub room_page: u32,
     /// Room messages older than this (ms) are not replayed to resuming
     /// subscribers (0: bounded only by the log's retention age).
+    #[serde(deserialize_with = "crate::durations::millis")]
     pub room_max_age_ms: u64,
     /// Whether a room without members is open to every authenticated
     /// user (read and write). `false`: every room needs a grant in the
@@ -59,6 +69,7 @@ pub struct CoreConfig {
     /// Retry recognition window (`[core.dedup]`).
     pub dedup: DedupConfig,
     /// Timer wheel granularity (microseconds).
+    #[serde(deserialize_with = "crate::durations::micros")]
     pub timer_tick_us: u64,
 }
 
@@ -85,6 +96,31 @@ impl Default for CoreConfig {
             rooms_open: true,
             dedup: DedupConfig::default(),
             timer_tick_us: 1_000,
+        }
+    }
+}
+
+/// The limits a running shard takes without a restart (SIGHUP): each is
+/// checked where it applies (a CONNECT, each frame) and none is announced
+/// to clients, so a change binds every connection from its next check on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveLimits {
+    /// [`CoreConfig::max_connections_per_user`].
+    pub max_connections_per_user: u32,
+    /// [`CoreConfig::max_frames_per_sec`].
+    pub max_frames_per_sec: u32,
+}
+
+impl LiveLimits {
+    /// Their paths in the TOML config.
+    pub const SETTINGS: &'static [&'static str] =
+        &["core.max_connections_per_user", "core.max_frames_per_sec"];
+
+    /// The live limits of `config`.
+    pub fn of(config: &CoreConfig) -> LiveLimits {
+        LiveLimits {
+            max_connections_per_user: config.max_connections_per_user,
+            max_frames_per_sec: config.max_frames_per_sec,
         }
     }
 }

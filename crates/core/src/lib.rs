@@ -28,6 +28,7 @@ mod action;
 pub use surepush_token as auth;
 mod config;
 mod deliver;
+pub mod durations;
 mod group;
 pub mod hashing;
 mod keyed;
@@ -52,7 +53,7 @@ pub use action::{
 };
 pub use auth::{Acl, AclAction, AclError, MAX_ACL_FILTERS, MAX_ACL_FILTER_LEN};
 pub use auth::{AuthError, Claims, TokenVerifier};
-pub use config::CoreConfig;
+pub use config::{CoreConfig, LiveLimits};
 pub use keyed::{StateDurability, StateReport};
 pub use peer::{
     Ephemeral, GroupEphemeral, GroupStore, GroupStored, MembersUpdate, MembersUpdated, PeerMsg,

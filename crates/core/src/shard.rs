@@ -19,7 +19,7 @@ use std::time::Duration;
 use slab::Slab;
 
 use super::action::{Action, AppendToken, ConnId, ReadId};
-use super::config::CoreConfig;
+use super::config::{CoreConfig, LiveLimits};
 use super::stats::CoreStats;
 use super::storage::Storage;
 pub(super) use super::storage::{AppendPurpose, ReadPurpose};
@@ -269,6 +269,12 @@ impl Shard {
     /// The configuration in force.
     pub fn config(&self) -> &CoreConfig {
         &self.config
+    }
+
+    /// Replaces the limits that may change while running (SIGHUP).
+    pub fn set_live_limits(&mut self, limits: LiveLimits) {
+        self.config.max_connections_per_user = limits.max_connections_per_user;
+        self.config.max_frames_per_sec = limits.max_frames_per_sec;
     }
 
     /// Highest durable sequence of `user`'s inbox (0 if unknown here).

@@ -36,16 +36,20 @@ use surepush_proto::{DeviceId, Qos, Seq, UserId};
 
 /// How much send history the gateway remembers to recognise retries
 /// (TOML: `[core.dedup]`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(default, deny_unknown_fields)]
 pub struct DedupConfig {
     /// QoS 1 entries kept at most (oldest evicted first); released QoS 2
     /// entries are counted apart, with the same limit.
     pub max_entries: usize,
     /// QoS 1 entries older than this (ms, relative to the newest message) are evicted.
+    #[serde(deserialize_with = "crate::durations::millis")]
     pub max_age_ms: u64,
     /// Unreleased QoS 2 entries are kept this long at most (ms), so a sender
     /// that never sends REL cannot grow the window without bound.
+    #[serde(deserialize_with = "crate::durations::millis")]
     pub qos2_max_age_ms: u64,
 }
 

@@ -37,7 +37,17 @@ use surepush_proto::{Seq, UserId};
 pub type Lsn = u64;
 
 /// What to do with a damaged log on open (TOML `log.recovery`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum RecoveryMode {
     /// Any damage, a torn tail included, is an error (for audits and tests).

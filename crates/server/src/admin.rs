@@ -1,21 +1,29 @@
-//! The admin HTTP server: `/healthz`, `/metrics`, and the backend API
-//! (publish, tokens, group and room members). The routes are listed once, in [`routes`];
+//! The admin HTTP server: `/healthz`, `/readyz`, `/metrics`, and the
+//! backend API (publish, tokens, group and room members). It listens
+//! before the shards have recovered their logs: health, readiness and
+//! metrics answer at once ([`NodeStatus`]); the API answers 503
+//! `not_ready` until its backend is attached ([`BackendSlot`]). The routes
+//! are listed once, in [`routes`];
 //! docs/openapi.yaml is their description for client authors.
 //!
 //! hyper 1 (HTTP/1.1 server) runs on the shard's glommio executor through
-//! smol-hyper's `FuturesIo` adapter; nothing needs `Send`. hyper's own
-//! header timeout needs a thread-safe timer glommio lacks, so the deadline
-//! is enforced here: each connection serves one request (no keep-alive)
-//! and is dropped when `request_timeout` passes, which also bounds a
-//! slowloris client. Bodies are read through a size limit, never beyond it.
-//! The API is meant for a private interface; publish and token minting
+//! smol-hyper's `FuturesIo` adapter; nothing needs `Send`. Connections are
+//! kept alive between requests, with deadlines enforced on the glommio
+//! side ([`connection`]), which also bounds a slowloris client. Bodies are
+//! read through a size limit, never beyond it. Every error answer is
+//! `{"error": {"code", "message"}}` ([`ApiError`]). Ids in answers are
+//! decimal strings; requests may give them as numbers or such strings.
+//! The API is meant for a private interface; the `/v1/` routes
 //! additionally require the admin bearer token, compared in constant time.
 
+mod connection;
+mod error;
 mod json_body;
 pub mod routes;
 
+pub use error::ApiError;
+
 use std::cell::Cell;
-use std::convert::Infallible;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -25,13 +33,15 @@ use futures_lite::future;
 use glommio::net::TcpListener;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 
-use self::json_body::{object, present, JsonInt};
+use self::json_body::{id_text, object, present, JsonId, JsonInt};
 use self::routes::{Endpoint, RouteMatch};
-use super::admin_api::{AdminBackend, Health, PublishError, PublishRequest};
+use super::admin_api::{
+    AdminBackend, BackendSlot, Health, NodeStatus, PublishError, PublishRequest,
+};
 use surepush_proto::{DeviceId, Qos, UserId, ROOM_BIT};
 
 /// Admin HTTP limits.
@@ -41,7 +51,8 @@ pub struct AdminHttpConfig {
     pub admin_token: Option<String>,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
-    /// A connection (one request) must complete within this.
+    /// A request must arrive within this after the connection opened or
+    /// the previous answer, and is then given this long again.
     pub request_timeout: Duration,
 }
 
@@ -58,10 +69,12 @@ impl Default for AdminHttpConfig {
 /// Longest token lifetime `POST /v1/tokens` grants.
 const MAX_TOKEN_TTL_S: u64 = 30 * 24 * 3600;
 
-/// Serves until `stop` becomes true (checked between connections).
-pub async fn serve<B: AdminBackend>(
+/// Serves until `stop` becomes true (then closes the listener and every
+/// idle connection; busy ones finish their request).
+pub async fn serve<S: NodeStatus, B: AdminBackend>(
     listener: TcpListener,
-    backend: Rc<B>,
+    status: Rc<S>,
+    backend: Rc<BackendSlot<B>>,
     config: AdminHttpConfig,
     stop: Rc<Cell<bool>>,
 ) {
@@ -86,30 +99,18 @@ pub async fn serve<B: AdminBackend>(
                 continue;
             }
         };
-        let backend = backend.clone();
-        let config = config.clone();
-        glommio::spawn_local(async move {
-            let io = smol_hyper::rt::FuturesIo::new(stream);
-            let timeout = config.request_timeout;
-            let service = hyper::service::service_fn(move |req| {
-                let backend = backend.clone();
-                let config = config.clone();
-                async move { Ok::<_, Infallible>(route(req, &*backend, &config).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .keep_alive(false)
-                .serve_connection(io, service);
-            let done = future::or(async { Some(conn.await) }, async {
-                glommio::timer::sleep(timeout).await;
-                None
-            })
-            .await;
-            match done {
-                None => tracing::debug!("admin connection timed out"),
-                Some(Err(e)) => tracing::debug!(error = %e, "admin connection error"),
-                Some(Ok(())) => {}
-            }
-        })
+        let (status, backend, handler_config) = (status.clone(), backend.clone(), config.clone());
+        let handle = move |req| {
+            let (status, backend) = (status.clone(), backend.clone());
+            let config = handler_config.clone();
+            async move { route(req, &*status, &backend, &config).await }
+        };
+        glommio::spawn_local(connection::serve(
+            stream,
+            handle,
+            config.request_timeout,
+            stop.clone(),
+        ))
         .detach();
     }
 }
@@ -124,72 +125,82 @@ fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes
     r
 }
 
-fn json_error(status: StatusCode, message: &str) -> Resp {
-    respond(
-        status,
-        "application/json",
-        serde_json::json!({ "error": message }).to_string(),
-    )
+fn json(value: serde_json::Value) -> Resp {
+    respond(StatusCode::OK, "application/json", value.to_string())
 }
 
-async fn route<B: AdminBackend>(
+async fn route<S: NodeStatus, B: AdminBackend>(
     req: Request<Incoming>,
-    backend: &B,
+    status: &S,
+    backend: &BackendSlot<B>,
     config: &AdminHttpConfig,
 ) -> Resp {
+    handle(req, status, backend, config)
+        .await
+        .unwrap_or_else(|e| e.response())
+}
+
+/// `/healthz` and `/readyz` answers: plain text, the reason on 503.
+fn health_answer(health: Health, ok: &'static str) -> Resp {
+    match health {
+        Health::Ok => respond(StatusCode::OK, "text/plain", ok),
+        Health::Degraded(why) => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("{why}\n"),
+        ),
+    }
+}
+
+async fn handle<S: NodeStatus, B: AdminBackend>(
+    req: Request<Incoming>,
+    status: &S,
+    backend: &BackendSlot<B>,
+    config: &AdminHttpConfig,
+) -> Result<Resp, ApiError> {
     let path = req.uri().path().to_string();
     let (route, params) = match routes::find(req.method().as_str(), &path) {
         RouteMatch::Found(route, params) => (route, params),
-        RouteMatch::WrongMethod(allowed) => {
-            // RFC 9110: a 405 lists the methods the resource has.
-            let mut resp = json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-            let allow = HeaderValue::from_str(&allowed.join(", ")).expect("method names are ASCII");
-            resp.headers_mut().insert(ALLOW, allow);
-            return resp;
-        }
-        RouteMatch::NotFound => return json_error(StatusCode::NOT_FOUND, "not found"),
+        RouteMatch::WrongMethod(allowed) => return Err(ApiError::MethodNotAllowed(allowed)),
+        RouteMatch::NotFound => return Err(ApiError::NotFound),
     };
     if route.needs_token && !authorized(&req, config) {
-        return json_error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong admin bearer token",
-        );
+        return Err(ApiError::Unauthorized);
     }
     let number = params.first().copied().unwrap_or_default();
     match route.endpoint {
-        Endpoint::Health => match backend.health() {
-            Health::Ok => respond(StatusCode::OK, "text/plain", "ok\n"),
-            Health::Degraded(why) => respond(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                format!("{why}\n"),
-            ),
-        },
-        Endpoint::Metrics => respond(
+        Endpoint::Health => Ok(health_answer(status.health(), "ok\n")),
+        Endpoint::Ready => Ok(health_answer(status.readiness(), "ready\n")),
+        Endpoint::Metrics => Ok(respond(
             StatusCode::OK,
-            "text/plain; version=0.0.4",
-            backend.metrics_text(),
-        ),
+            super::metrics::CONTENT_TYPE,
+            status.metrics_text(),
+        )),
         // A read never changes the members, whatever body it carries.
-        Endpoint::ReadGroup => members(Membership::Group, number, b"", backend).await,
-        Endpoint::ReadRoom => members(Membership::Room, number, b"", backend).await,
+        Endpoint::ReadGroup => members(Membership::Group, number, b"", &*attached(backend)?).await,
+        Endpoint::ReadRoom => members(Membership::Room, number, b"", &*attached(backend)?).await,
         Endpoint::Publish | Endpoint::MintToken | Endpoint::UpdateGroup | Endpoint::UpdateRoom => {
-            let body = match read_body(req, config).await {
-                Ok(b) => b,
-                Err(resp) => return resp,
-            };
+            let backend = attached(backend)?;
+            let body = read_body(req, config).await?;
             match route.endpoint {
-                Endpoint::Publish => publish(&body, backend).await,
-                Endpoint::MintToken => token(&body, backend),
-                Endpoint::UpdateGroup => members(Membership::Group, number, &body, backend).await,
-                _ => members(Membership::Room, number, &body, backend).await,
+                Endpoint::Publish => publish(&body, &*backend).await,
+                Endpoint::MintToken => token(&body, &*backend),
+                Endpoint::UpdateGroup => members(Membership::Group, number, &body, &*backend).await,
+                _ => members(Membership::Room, number, &body, &*backend).await,
             }
         }
     }
 }
 
+/// The API backend, or 503 `not_ready` while the node starts.
+fn attached<B>(slot: &BackendSlot<B>) -> Result<Rc<B>, ApiError> {
+    slot.get().ok_or_else(|| {
+        ApiError::NotReady("the node is starting: its logs are being recovered".into())
+    })
+}
+
 /// The request body, at most `max_body_bytes`.
-async fn read_body(req: Request<Incoming>, config: &AdminHttpConfig) -> Result<Bytes, Resp> {
+async fn read_body(req: Request<Incoming>, config: &AdminHttpConfig) -> Result<Bytes, ApiError> {
     match Limited::new(req.into_body(), config.max_body_bytes)
         .collect()
         .await
@@ -199,15 +210,31 @@ async fn read_body(req: Request<Incoming>, config: &AdminHttpConfig) -> Result<B
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            Err(json_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large",
-            ))
+            Err(ApiError::BodyTooLarge)
         }
-        Err(_) => Err(json_error(
-            StatusCode::BAD_REQUEST,
-            "could not read the request body",
+        Err(_) => Err(ApiError::InvalidRequest(
+            "could not read the request body".into(),
         )),
+    }
+}
+
+/// A request body of the route's shape.
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    object(body).map_err(|e| ApiError::InvalidJson(e.to_string()))
+}
+
+fn invalid(why: &str) -> ApiError {
+    ApiError::InvalidRequest(why.to_string())
+}
+
+/// A backend failure as an answer.
+fn backend_error(e: PublishError) -> ApiError {
+    match e {
+        PublishError::Invalid(why) => ApiError::InvalidRequest(why),
+        PublishError::NoSuchGroup => ApiError::NoSuchGroup,
+        PublishError::Conflict => ApiError::IdConflict,
+        PublishError::StorageUnavailable => ApiError::Unavailable,
+        PublishError::ShuttingDown => ApiError::ShuttingDown,
     }
 }
 
@@ -241,13 +268,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 struct PublishBody {
     /// A user id (below 2^62).
     #[serde(default, deserialize_with = "present")]
-    to: Option<JsonInt>,
+    to: Option<JsonId>,
     /// A group number (below 2^62; the wire id sets the top bit).
     #[serde(default, deserialize_with = "present")]
-    group: Option<JsonInt>,
+    group: Option<JsonId>,
     /// A room number (below 2^62; the wire id sets bit 62).
     #[serde(default, deserialize_with = "present")]
-    room: Option<JsonInt>,
+    room: Option<JsonId>,
     #[serde(default, deserialize_with = "present")]
     payload: Option<String>,
     #[serde(default, deserialize_with = "present")]
@@ -255,45 +282,36 @@ struct PublishBody {
     #[serde(default = "default_qos")]
     qos: JsonInt,
     #[serde(default)]
-    from: JsonInt,
+    from: JsonId,
     #[serde(default, deserialize_with = "present")]
-    id: Option<JsonInt>,
+    id: Option<JsonId>,
 }
 
 fn default_qos() -> JsonInt {
     JsonInt(1)
 }
 
-async fn publish<B: AdminBackend>(body: &[u8], backend: &B) -> Resp {
-    let b: PublishBody = match object(body) {
-        Ok(b) => b,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
-    };
+async fn publish<B: AdminBackend>(body: &[u8], backend: &B) -> Result<Resp, ApiError> {
+    let b: PublishBody = parse(body)?;
     let payload = match (b.payload, b.payload_b64) {
         (Some(text), None) => Bytes::from(text),
         (None, Some(b64)) => match base64::engine::general_purpose::STANDARD.decode(b64) {
             Ok(raw) => Bytes::from(raw),
-            Err(_) => return json_error(StatusCode::BAD_REQUEST, "payload_b64 is not base64"),
+            Err(_) => return Err(invalid("payload_b64 is not base64")),
         },
-        _ => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "give exactly one of payload and payload_b64",
-            )
-        }
+        _ => return Err(invalid("give exactly one of payload and payload_b64")),
     };
     let Some(qos) = u8::try_from(b.qos.0).ok().and_then(Qos::from_u8) else {
-        return json_error(StatusCode::BAD_REQUEST, "qos must be 0, 1 or 2");
+        return Err(invalid("qos must be 0, 1 or 2"));
     };
     let to = match (b.to.map(|n| n.0), b.group.map(|n| n.0), b.room.map(|n| n.0)) {
         (Some(user), None, None) if user < ROOM_BIT => UserId(user),
         (None, Some(n), None) if n < ROOM_BIT => Membership::Group.id(n),
         (None, None, Some(n)) if n < ROOM_BIT => Membership::Room.id(n),
         _ => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
+            return Err(invalid(
                 "give exactly one of to (a user id), group or room (numbers), each below 2^62",
-            )
+            ))
         }
     };
     let req = PublishRequest {
@@ -303,17 +321,10 @@ async fn publish<B: AdminBackend>(body: &[u8], backend: &B) -> Resp {
         payload,
         id: b.id.map(|id| id.0),
     };
-    match backend.publish(req).await {
-        Ok(r) => respond(
-            StatusCode::OK,
-            "application/json",
-            serde_json::json!({ "seq": r.seq.0, "duplicate": r.duplicate }).to_string(),
-        ),
-        Err(PublishError::Invalid(why)) => json_error(StatusCode::BAD_REQUEST, &why),
-        Err(PublishError::NoSuchGroup) => json_error(StatusCode::NOT_FOUND, "no such group"),
-        Err(e @ PublishError::Conflict) => json_error(StatusCode::CONFLICT, &e.to_string()),
-        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-    }
+    let r = backend.publish(req).await.map_err(backend_error)?;
+    Ok(json(
+        serde_json::json!({ "seq": r.seq.0, "duplicate": r.duplicate }),
+    ))
 }
 
 /// Whose members a route manages: a group's (they get its messages) or a
@@ -346,61 +357,56 @@ impl Membership {
 #[serde(deny_unknown_fields)]
 struct MembersBody {
     #[serde(default)]
-    add: Vec<JsonInt>,
+    add: Vec<JsonId>,
     #[serde(default)]
-    remove: Vec<JsonInt>,
+    remove: Vec<JsonId>,
 }
 
 /// `GET /v1/{groups,rooms}/{n}` (members) or `POST` with
 /// `{"add": [..], "remove": [..]}`.
-async fn members<B: AdminBackend>(kind: Membership, n: &str, body: &[u8], backend: &B) -> Resp {
+async fn members<B: AdminBackend>(
+    kind: Membership,
+    n: &str,
+    body: &[u8],
+    backend: &B,
+) -> Result<Resp, ApiError> {
     let Some(n) = n.parse::<u64>().ok().filter(|n| *n < ROOM_BIT) else {
-        let why = format!("the {} number must be below 2^62", kind.key());
-        return json_error(StatusCode::BAD_REQUEST, &why);
+        return Err(invalid(&format!(
+            "the {} number must be below 2^62",
+            kind.key()
+        )));
     };
     let b: MembersBody = if body.is_empty() {
         MembersBody::default()
     } else {
-        match object(body) {
-            Ok(b) => b,
-            Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
-        }
+        parse(body)?
     };
-    let users = |v: Vec<JsonInt>| -> Option<Vec<UserId>> {
+    let users = |v: Vec<JsonId>| -> Option<Vec<UserId>> {
         v.into_iter()
-            .map(|JsonInt(u)| (u < ROOM_BIT).then_some(UserId(u)))
+            .map(|JsonId(u)| (u < ROOM_BIT).then_some(UserId(u)))
             .collect()
     };
     let (Some(add), Some(remove)) = (users(b.add), users(b.remove)) else {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "member ids must be user ids below 2^62",
-        );
+        return Err(invalid("member ids must be user ids below 2^62"));
     };
     let id = kind.id(n);
-    match backend.update_members(id, add, remove).await {
-        Ok(members) => {
-            let mut answer = serde_json::Map::new();
-            answer.insert(kind.key().into(), n.into());
-            answer.insert("id".into(), id.0.into());
-            let members: Vec<u64> = members.iter().map(|m| m.0).collect();
-            answer.insert("members".into(), members.into());
-            respond(
-                StatusCode::OK,
-                "application/json",
-                serde_json::Value::Object(answer).to_string(),
-            )
-        }
-        Err(PublishError::Invalid(why)) => json_error(StatusCode::BAD_REQUEST, &why),
-        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-    }
+    let members = backend
+        .update_members(id, add, remove)
+        .await
+        .map_err(backend_error)?;
+    let mut answer = serde_json::Map::new();
+    answer.insert(kind.key().into(), id_text(n).into());
+    answer.insert("id".into(), id_text(id.0).into());
+    let members: Vec<String> = members.iter().map(|m| id_text(m.0)).collect();
+    answer.insert("members".into(), members.into());
+    Ok(json(serde_json::Value::Object(answer)))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TokenBody {
-    user: JsonInt,
-    device: JsonInt,
+    user: JsonId,
+    device: JsonId,
     #[serde(default = "default_ttl")]
     ttl_s: JsonInt,
 }
@@ -409,29 +415,19 @@ fn default_ttl() -> JsonInt {
     JsonInt(86_400)
 }
 
-fn token<B: AdminBackend>(body: &[u8], backend: &B) -> Resp {
-    let (user, device, ttl_s) = match object::<TokenBody>(body) {
-        Ok(b) => (b.user.0, b.device.0, b.ttl_s.0),
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
-    };
+fn token<B: AdminBackend>(body: &[u8], backend: &B) -> Result<Resp, ApiError> {
+    let b: TokenBody = parse(body)?;
+    let (user, device, ttl_s) = (b.user.0, b.device.0, b.ttl_s.0);
     if user >= ROOM_BIT {
-        return json_error(
-            StatusCode::BAD_REQUEST,
+        return Err(invalid(
             "user must be below 2^62 (higher ids name groups and rooms)",
-        );
+        ));
     }
     if ttl_s == 0 || ttl_s > MAX_TOKEN_TTL_S {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "ttl_s must be within 1 ..= 2592000",
-        );
+        return Err(invalid("ttl_s must be within 1 ..= 2592000"));
     }
     let token = backend.mint_token(UserId(user), DeviceId(device), ttl_s);
-    respond(
-        StatusCode::OK,
-        "application/json",
-        serde_json::json!({ "token": token }).to_string(),
-    )
+    Ok(json(serde_json::json!({ "token": token })))
 }
 
 #[cfg(test)]

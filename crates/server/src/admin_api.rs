@@ -1,7 +1,11 @@
 //! The seam between the admin HTTP front end and the shards.
 //!
-//! The HTTP layer (`admin.rs`) parses and authenticates requests; an
-//! [`AdminBackend`] (implemented by the shard runtime) carries them out.
+//! The HTTP layer (`admin.rs`) parses and authenticates requests. A
+//! [`NodeStatus`] answers health, readiness and metrics from the moment
+//! the admin port listens, before any shard has recovered its log; an
+//! [`AdminBackend`] (implemented by the shard runtime) carries out the API
+//! requests once it is attached to the [`BackendSlot`] (after shard 0
+//! recovered); until then they answer 503 `not_ready`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -55,22 +59,55 @@ pub enum PublishError {
     Conflict,
 }
 
-/// Health of the node for /healthz.
+/// Health or readiness of the node (/healthz, /readyz).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Health {
-    /// Serving and storing.
+    /// Yes.
     Ok,
-    /// Up but not storing (HTTP 503 with the reason).
+    /// No (HTTP 503 with the reason).
     Degraded(String),
 }
 
-/// What the admin HTTP server needs from the node. Lives on one executor
-/// (not `Send`); futures are local.
-pub trait AdminBackend: 'static {
-    /// Prometheus text exposition of every metric.
+/// What the admin server answers without the shards: available from the
+/// moment it listens. Lives on one executor (not `Send`).
+pub trait NodeStatus: 'static {
+    /// OpenMetrics text exposition of every metric (`# EOF` included).
     fn metrics_text(&self) -> String;
-    /// Node health.
+    /// Liveness (/healthz): up, and not failed or stopping.
     fn health(&self) -> Health;
+    /// Readiness (/readyz): every shard recovered its log and serves.
+    fn readiness(&self) -> Health;
+}
+
+/// Where the [`AdminBackend`] is put once it exists.
+pub struct BackendSlot<B>(std::cell::RefCell<Option<std::rc::Rc<B>>>);
+
+impl<B> Default for BackendSlot<B> {
+    fn default() -> Self {
+        BackendSlot(std::cell::RefCell::new(None))
+    }
+}
+
+impl<B> BackendSlot<B> {
+    /// A slot holding `backend` already.
+    pub fn with(backend: std::rc::Rc<B>) -> Self {
+        BackendSlot(std::cell::RefCell::new(Some(backend)))
+    }
+
+    /// Puts the backend in.
+    pub fn attach(&self, backend: std::rc::Rc<B>) {
+        *self.0.borrow_mut() = Some(backend);
+    }
+
+    /// The backend, once attached.
+    pub fn get(&self) -> Option<std::rc::Rc<B>> {
+        self.0.borrow().clone()
+    }
+}
+
+/// What the admin HTTP server needs from the node to carry out API
+/// requests. Lives on one executor (not `Send`); futures are local.
+pub trait AdminBackend: 'static {
     /// Stores (QoS 1/2) or pushes (QoS 0) a message; resolves when durable.
     fn publish(
         &self,

@@ -1,6 +1,7 @@
 //! The node's side of the admin API: publishes enter the core on shard 0
-//! (which routes them to the owner shard like any send), metrics come from
-//! the shared registry, health from the shards' storage flags.
+//! (which routes them to the owner shard like any send); metrics come from
+//! the shared registry, health and readiness from the shards' flags
+//! ([`NodeStatusView`], available before any log is recovered).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -9,7 +10,9 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::admin_api::{AdminBackend, Health, PublishError, PublishRequest, PublishResult};
+use super::admin_api::{
+    AdminBackend, Health, NodeStatus, PublishError, PublishRequest, PublishResult,
+};
 use super::metrics::Metrics;
 use super::runtime::{NodeShared, ShardRuntime};
 use surepush_core::{Claims, MembersOutcome, Publisher, StoreOutcome, TokenVerifier};
@@ -23,10 +26,33 @@ pub const API_DEVICE: DeviceId = DeviceId(u64::MAX);
 /// backends must not use for their own keys.
 const AUTO_ID_BASE: u64 = 1 << 63;
 
+/// Health, readiness and metrics of the node.
+pub(crate) struct NodeStatusView {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) shared: Arc<NodeShared>,
+}
+
+fn as_health(state: Result<(), String>) -> Health {
+    state.map_or_else(Health::Degraded, |()| Health::Ok)
+}
+
+impl NodeStatus for NodeStatusView {
+    fn metrics_text(&self) -> String {
+        self.metrics.encode()
+    }
+
+    fn health(&self) -> Health {
+        as_health(self.shared.health())
+    }
+
+    fn readiness(&self) -> Health {
+        as_health(self.shared.readiness())
+    }
+}
+
 /// Admin backend of a running node.
 pub(crate) struct NodeAdmin {
     rt: Rc<ShardRuntime>,
-    metrics: Arc<Metrics>,
     shared: Arc<NodeShared>,
     verifier: TokenVerifier,
     next_auto_id: Cell<u64>,
@@ -35,7 +61,6 @@ pub(crate) struct NodeAdmin {
 impl NodeAdmin {
     pub(crate) fn new(
         rt: Rc<ShardRuntime>,
-        metrics: Arc<Metrics>,
         shared: Arc<NodeShared>,
         verifier: TokenVerifier,
     ) -> Self {
@@ -44,7 +69,6 @@ impl NodeAdmin {
         let start = ShardRuntime::wall_ms_now() * 1000;
         NodeAdmin {
             rt,
-            metrics,
             shared,
             verifier,
             next_auto_id: Cell::new(AUTO_ID_BASE | start),
@@ -53,29 +77,6 @@ impl NodeAdmin {
 }
 
 impl AdminBackend for NodeAdmin {
-    fn metrics_text(&self) -> String {
-        self.metrics.encode()
-    }
-
-    fn health(&self) -> Health {
-        if self.shared.shutdown.load(Ordering::Relaxed) {
-            return Health::Degraded("shutting down".into());
-        }
-        let failed: Vec<usize> = self
-            .shared
-            .storage_failed
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| f.load(Ordering::Relaxed))
-            .map(|(i, _)| i)
-            .collect();
-        if failed.is_empty() {
-            Health::Ok
-        } else {
-            Health::Degraded(format!("log failure on shard(s) {failed:?}: not storing"))
-        }
-    }
-
     fn publish(
         &self,
         req: PublishRequest,
@@ -145,5 +146,61 @@ impl AdminBackend for NodeAdmin {
             expires_s: self.rt.wall_s() + ttl_s,
             acl: Default::default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+
+    fn view(shards: u16) -> NodeStatusView {
+        NodeStatusView {
+            metrics: Metrics::new(shards),
+            shared: NodeShared::new(shards),
+        }
+    }
+
+    fn reason(h: Health) -> String {
+        match h {
+            Health::Ok => "ok".into(),
+            Health::Degraded(why) => why,
+        }
+    }
+
+    /// Issue 22 item 6: ready only once every shard serves; alive meanwhile.
+    #[test]
+    fn readiness_waits_for_every_shard_and_health_does_not() {
+        let v = view(3);
+        assert_eq!(v.health(), Health::Ok);
+        assert!(reason(v.readiness()).contains("[0, 1, 2] of 3 not serving yet"));
+        v.shared.serving[0].store(true, Ordering::Relaxed);
+        v.shared.serving[2].store(true, Ordering::Relaxed);
+        assert!(reason(v.readiness()).contains("[1] of 3 not serving yet"));
+        v.shared.serving[1].store(true, Ordering::Relaxed);
+        assert_eq!(v.readiness(), Health::Ok);
+    }
+
+    #[test]
+    fn a_failed_log_or_a_shutdown_withdraws_both() {
+        let v = view(2);
+        v.shared
+            .serving
+            .iter()
+            .for_each(|s| s.store(true, Ordering::Relaxed));
+        v.shared.storage_failed[1].store(true, Ordering::Relaxed);
+        assert_eq!(
+            reason(v.health()),
+            "log failure on shard(s) [1]: not storing"
+        );
+        assert_eq!(
+            reason(v.readiness()),
+            "log failure on shard(s) [1]: not storing"
+        );
+        v.shared.storage_failed[1].store(false, Ordering::Relaxed);
+        v.shared.shutdown.store(true, Ordering::Relaxed);
+        assert_eq!(reason(v.readiness()), "shutting down");
+        assert_eq!(reason(v.health()), "shutting down");
     }
 }

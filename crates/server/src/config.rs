@@ -1,20 +1,34 @@
-//! The server's configuration: one struct, documented defaults, loaded from
-//! TOML (`--config`) and overridden by command-line flags.
+//! The server's configuration: one struct, documented defaults.
+//!
+//! Where values come from, each overriding the one before
+//! ([`ConfigSources`]): the defaults, the TOML file (`--config`),
+//! `SUREPUSH_*` environment variables (`SUREPUSH_LOG__SEGMENT_MIB=64` sets
+//! `log.segment_mib`), then command-line flags. Durations are numbers in
+//! the unit their name ends in, or strings such as `"30s"`
+//! ([`surepush_core::durations`]). `surepush config defaults` prints every
+//! setting with its default and its doc comment ([`annotated`]).
 //!
 //! The defaults run on a laptop: loopback listeners, a `./data` directory,
 //! one shard per core, secrets generated into the data directory on first
 //! start.
 
+pub mod annotated;
+mod sources;
+
+pub use sources::{ConfigSources, Loaded};
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use surepush_core::durations;
 use surepush_core::CoreConfig;
 use surepush_log::{LogConfig, RecoveryMode};
 
 /// Storage settings of each shard's segment log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
     /// Maximum segment file size (MiB); segments are preallocated.
@@ -24,16 +38,19 @@ pub struct LogSettings {
     /// ...or this long after the first pending append (µs). 0: commit as
     /// soon as the previous commit is done (appends arriving during a sync
     /// form the next batch), the lowest latency on fast disks.
+    #[serde(deserialize_with = "durations::micros")]
     pub sync_interval_us: u64,
     /// Write a recovery checkpoint every this many MiB of log.
     pub checkpoint_mib: u64,
     /// Delete acknowledged segments once the send dedup window no longer
     /// reaches them (it is rebuilt from the log on restart), and any
     /// segment older than this (hours).
+    #[serde(deserialize_with = "durations::hours")]
     pub retention_hours: u64,
     /// How often each shard looks for segments retention may delete
     /// (seconds; at least 1). Until then acknowledged segments stay on disk
     /// and their messages in the in-memory index.
+    #[serde(deserialize_with = "durations::secs")]
     pub retention_interval_s: u64,
     /// Cache of recent records for replay (MiB per shard).
     pub cache_mib: u64,
@@ -46,6 +63,7 @@ pub struct LogSettings {
     /// which lets recovery tell a torn tail from damage) rides with the
     /// next commit; with nothing else to commit for this long (ms), it is
     /// committed alone. 0: only with the next commit.
+    #[serde(deserialize_with = "durations::millis")]
     pub marker_delay_ms: u64,
     /// What recovery does with damage to durable records:
     /// `"tolerate-tail-corruption"` (default: cut a torn tail, refuse to
@@ -73,7 +91,7 @@ impl Default for LogSettings {
 }
 
 /// Everything `surepush serve` needs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Client listener (every shard binds it with SO_REUSEPORT).
@@ -107,10 +125,12 @@ pub struct Config {
     /// How long a closing connection may take to read its last frames (an
     /// ERROR, an MQTT 5 DISCONNECT) before its socket is shut down (ms): a
     /// client that does not read cannot hold a closed connection open.
+    #[serde(deserialize_with = "durations::millis")]
     pub close_grace_ms: u64,
     /// Capacity of each shard-to-shard channel (batches).
     pub mesh_channel_size: usize,
     /// On shutdown, wait this long for clients to receive DISCONNECT (ms).
+    #[serde(deserialize_with = "durations::millis")]
     pub shutdown_grace_ms: u64,
     /// Redirect sent in DISCONNECT on shutdown (`host:port`, or empty).
     pub shutdown_redirect: String,
@@ -120,10 +140,67 @@ pub struct Config {
     pub log: LogSettings,
     /// The MQTT front end (docs/MQTT.md).
     pub mqtt: MqttSettings,
+    /// The gateway's own log lines.
+    pub logging: LoggingSettings,
+}
+
+/// `[logging]`: the gateway's own log lines (on stderr).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingSettings {
+    /// Which lines are written: a tracing filter, such as `"info"` or
+    /// `"warn,surepush_log=debug"`. SIGHUP applies a changed value. The
+    /// `RUST_LOG` variable, when set, replaces this setting and pins it
+    /// (SIGHUP then leaves the level alone).
+    pub level: String,
+    /// `"text"` (lines for people) or `"json"` (one JSON object per line,
+    /// for log collectors). Also the `--log-format` flag. Needs a restart.
+    pub format: LogFormat,
+}
+
+impl Default for LoggingSettings {
+    fn default() -> Self {
+        LoggingSettings {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (tracing-subscriber's JSON format).
+    Json,
+}
+
+impl LogFormat {
+    /// Its name in the config file and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("{other:?}: the log format is \"text\" or \"json\"")),
+        }
+    }
 }
 
 /// `[mqtt]`: the MQTT 3.1.1/5.0 listener.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttSettings {
     /// Serve MQTT at all.
@@ -167,6 +244,7 @@ impl Default for Config {
             core: CoreConfig::default(),
             log: LogSettings::default(),
             mqtt: MqttSettings::default(),
+            logging: LoggingSettings::default(),
         }
     }
 }
@@ -190,6 +268,22 @@ pub enum ConfigError {
         /// Cause.
         source: toml::de::Error,
     },
+    /// A `SUREPUSH_*` environment variable could not be applied.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A command-line flag could not be applied.
+    #[error("flag for {setting}: {message}")]
+    Flag {
+        /// The setting the flag sets.
+        setting: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A value is out of range.
     #[error("invalid setting: {0}")]
     Invalid(String),
@@ -204,16 +298,14 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads a TOML file (missing keys take their defaults).
+    /// Reads a TOML file alone (missing keys take their defaults; no
+    /// environment, no flags: [`ConfigSources`] layers those).
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source,
-        })
+        let sources = ConfigSources {
+            file: Some(path.to_owned()),
+            ..ConfigSources::default()
+        };
+        sources.load().map(|loaded| loaded.config)
     }
 
     /// Shards to run: the setting, or one per available core.
@@ -265,6 +357,9 @@ impl Config {
         }
         if u64::from(c.max_frame) > self.log.segment_mib << 20 {
             return bad("log.segment_mib must hold at least one maximum-size frame");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
+            return bad(&format!("logging.level {:?}: {e}", self.logging.level));
         }
         let m = &self.mqtt;
         if m.enabled && (m.page == 0 || m.page > c.max_sync_limit) {

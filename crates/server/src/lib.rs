@@ -20,14 +20,16 @@ pub mod layout;
 pub use surepush_host::limits;
 mod listeners;
 mod log_every;
+pub mod logging;
 mod mesh;
 pub mod metrics;
 mod mqtt;
 mod mqtt_legacy;
 mod node;
 pub mod offline;
+pub mod reload;
 mod runtime;
 
-pub use config::{Config, ConfigError, LogSettings};
-pub use node::{serve, ServeError};
+pub use config::{Config, ConfigError, ConfigSources, LogSettings};
+pub use node::{serve, Reload, ServeError};
 pub use runtime::NodeShared;

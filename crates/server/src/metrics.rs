@@ -1,4 +1,13 @@
-//! Node metrics in Prometheus text format (prometheus-client).
+//! Node metrics in the OpenMetrics text format (prometheus-client), served
+//! as `application/openmetrics-text` ([`CONTENT_TYPE`]): counters are
+//! declared `# TYPE x counter` with `x_total` samples and the body ends in
+//! `# EOF`, which only an OpenMetrics parser reads right (Prometheus's
+//! classic text parser, chosen by the 0.0.4 content type, mislabelled
+//! them: issue 22 item 6).
+//!
+//! Besides the gateway's own `surepush_*` series: `surepush_build_info`
+//! (version, git commit, compiler) and the standard `process_*` series
+//! (read from `/proc` at each scrape, [`surepush_host::process`]).
 //!
 //! One [`Metrics`] registry per node, shared by all shards. Each shard holds
 //! a [`ShardMetrics`] whose series carry its `shard` label; updates are
@@ -10,14 +19,93 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use surepush_core::CoreStats;
+use surepush_host::process::ProcessStats;
+
+/// The media type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What `surepush_build_info` says about the binary.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    /// The crate version (Cargo.toml).
+    version: &'static str,
+    /// The git commit built from (`unknown` outside a checkout).
+    git_sha: &'static str,
+    /// `rustc --version` of the compiler.
+    rustc: &'static str,
+}
+
+const BUILD: BuildLabels = BuildLabels {
+    version: env!("CARGO_PKG_VERSION"),
+    git_sha: env!("SUREPUSH_GIT_SHA"),
+    rustc: env!("SUREPUSH_RUSTC_VERSION"),
+};
+
+/// The standard `process_*` series, read at each scrape (the names and
+/// units of Prometheus's process collector).
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // A failed read leaves the series out of this scrape rather than
+        // reporting zeros that look like figures.
+        let Ok(s) = ProcessStats::read() else {
+            return Ok(());
+        };
+        let counter = ConstCounter::new(s.cpu_seconds);
+        counter.encode(encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            None,
+            counter.metric_type(),
+        )?)?;
+        let gauges: [(&str, &str, f64); 5] = [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                s.resident_bytes as f64,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                s.virtual_bytes as f64,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                s.open_fds as f64,
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                s.max_fds as f64,
+            ),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds",
+                s.start_time_seconds,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
 
 /// The label every series carries.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -136,7 +224,14 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     /// A registry for `shards` shards.
     pub fn new(shards: u16) -> Arc<Metrics> {
-        let mut registry = Registry::with_prefix("surepush");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessCollector));
+        let registry = root.sub_registry_with_prefix("surepush");
+        registry.register(
+            "build",
+            "The running binary: crate version, git commit, compiler",
+            Info::new(BUILD),
+        );
         let mut counter = |name: &str, help: &str| {
             let f = Counters::default();
             registry.register(name, help, f.clone());
@@ -186,7 +281,7 @@ impl Metrics {
             "Time from append to durable (group commit wait)",
         );
         let m = Metrics {
-            registry,
+            registry: root,
             core_counters,
             core_gauges,
             connections,
@@ -207,10 +302,16 @@ impl Metrics {
                 .iter()
                 .for_each(|f| drop(f.get_or_create(&l)));
             m.core_gauges.iter().for_each(|f| drop(f.get_or_create(&l)));
-            drop(m.connections.get_or_create(&l));
-            drop(m.storage_failed.get_or_create(&l));
-            drop(m.salvaged.get_or_create(&l));
-            drop(m.unacked_expired.get_or_create(&l));
+            for f in [&m.auth_refused_at_accept, &m.log_bytes, &m.log_syncs]
+                .into_iter()
+                .chain([&m.salvaged, &m.unacked_expired])
+            {
+                drop(f.get_or_create(&l));
+            }
+            for f in [&m.connections, &m.log_segments, &m.storage_failed] {
+                drop(f.get_or_create(&l));
+            }
+            drop(m.fsync.get_or_create(&l));
             for action in [SLOW_LAGGED, SLOW_DROPPED] {
                 drop(m.slow_consumers.get_or_create(&SlowLabel { shard, action }));
             }
@@ -227,7 +328,7 @@ impl Metrics {
         }
     }
 
-    /// Prometheus text exposition.
+    /// OpenMetrics text exposition ([`CONTENT_TYPE`]), `# EOF` included.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
@@ -439,6 +540,35 @@ mod tests {
         };
         assert_eq!(series("lagged"), Some(3.0), "{text}");
         assert_eq!(series("dropped"), Some(1.0), "{text}");
+    }
+
+    /// Issue 22 item 6: the body is OpenMetrics (a parser of that format
+    /// is checked against a live node in tests/ops.rs); the shape the
+    /// format requires is checked here.
+    #[test]
+    fn the_exposition_is_openmetrics_with_build_and_process_series() {
+        let text = Metrics::new(1).encode();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1);
+        assert!(text.contains("# TYPE surepush_sends counter\n"), "{text}");
+        assert!(text.contains("# TYPE surepush_build info\n"), "{text}");
+        let build = format!(
+            "surepush_build_info{{version=\"{}\",git_sha=\"{}\",rustc=\"{}\"}} 1",
+            BUILD.version, BUILD.git_sha, BUILD.rustc
+        );
+        assert!(text.contains(&build), "{text}");
+        assert!(BUILD.rustc.starts_with("rustc "), "{}", BUILD.rustc);
+        for series in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+        ] {
+            let v = value(&text, &format!("{series} ")).unwrap_or(-1.0);
+            assert!(v >= 0.0, "{series}: {text}");
+        }
+        assert!(value(&text, "process_resident_memory_bytes ").unwrap() > 0.0);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Starting and stopping a node: one glommio executor per shard, the mesh
-//! between them, the listeners, and graceful shutdown on SIGTERM/SIGINT.
+//! between them, the listeners, graceful shutdown on SIGTERM/SIGINT, and
+//! configuration reloads on SIGHUP ([`crate::reload`]).
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -11,14 +12,17 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use super::admin::{self, AdminHttpConfig};
-use super::admin_backend::NodeAdmin;
-use super::config::{Config, ConfigError};
+use super::admin_api::BackendSlot;
+use super::admin_backend::{NodeAdmin, NodeStatusView};
+use super::config::{Config, ConfigError, ConfigSources};
 use super::conn;
 use super::data_dir::{DataDirError, DataDirLock};
 use super::limits;
 use super::listeners::BoundListeners;
+use super::logging::LogControl;
 use super::mesh::{MeshMsg, PeerQueue};
 use super::metrics::Metrics;
+use super::reload::{self, LimitsPart, LogLevelPart, Reloader};
 use super::runtime::{NodeShared, ShardRuntime};
 use surepush_core::{Shard, ShardParams, TokenVerifier};
 use surepush_log::SegmentLog;
@@ -68,8 +72,28 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeErr
     move |source| ServeError::Io { context, source }
 }
 
-/// Runs a node until SIGTERM/SIGINT (then shuts down gracefully) or a shard fails.
-pub fn serve(config: Config) -> Result<(), ServeError> {
+/// What a node reloads on SIGHUP: the sources its settings came from (read
+/// again) and the log filter (if this process installed one).
+#[derive(Debug, Default)]
+pub struct Reload {
+    /// Where `config` was loaded from.
+    pub sources: ConfigSources,
+    /// The log filter to change.
+    pub log: Option<LogControl>,
+}
+
+/// Ends the SIGHUP thread when the node stops.
+struct SighupThread(signal_hook::iterator::Handle);
+
+impl Drop for SighupThread {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// Runs a node until SIGTERM/SIGINT (then shuts down gracefully) or a shard
+/// fails; SIGHUP reloads `config` from `reload.sources`.
+pub fn serve(config: Config, reload: Reload) -> Result<(), ServeError> {
     config.validate()?;
     let shards = config.shard_count();
     std::fs::create_dir_all(&config.data_dir)
@@ -92,6 +116,14 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
                 .map_err(io_err("install signal handler"))?;
         }
     }
+    shared.set_live_limits(surepush_core::LiveLimits::of(&config.core));
+    let mut reloader =
+        Reloader::new(reload.sources, config.clone()).with(Box::new(LimitsPart(shared.clone())));
+    if let Some(log) = reload.log {
+        reloader = reloader.with(Box::new(LogLevelPart(log)));
+    }
+    let _sighup =
+        SighupThread(reload::on_sighup(reloader).map_err(io_err("install the SIGHUP handler"))?);
     let metrics = Metrics::new(shards);
     let config = Arc::new(config);
     loop {
@@ -242,6 +274,13 @@ async fn shard_main(
         .await
         .map_err(|_| "mesh join failed".to_string())?;
     let id = senders.peer_id() as u16;
+    // Shard 0 serves the admin port from before recovery: liveness,
+    // readiness (no, with the reason) and metrics answer while logs are
+    // recovered; the API once its backend is attached below.
+    let admin = match id {
+        0 => Some(AdminTask::start(&ctx)?),
+        _ => None,
+    };
     let config = Rc::new(ctx.config);
     let (log, mut recovered, report) = SegmentLog::open(config.log_config(id))
         .await
@@ -302,6 +341,7 @@ async fn shard_main(
         mqtt,
     );
     rt.metrics.set_storage_failed(false);
+    rt.refresh_live_limits();
     if let Some(salvage) = &report.salvage {
         rt.metrics.count_salvaged(salvage.lost.len() as u64);
     }
@@ -334,22 +374,9 @@ async fn shard_main(
         ))),
         None => None,
     };
-    let mut admin_task = None;
-    if id == 0 {
-        let listener = ctx.listeners.admin.take()?;
-        let backend = Rc::new(NodeAdmin::new(
-            rt.clone(),
-            ctx.metrics.clone(),
-            ctx.shared.clone(),
-            verifier,
-        ));
-        let http = AdminHttpConfig {
-            admin_token: Some(ctx.admin_token.clone()),
-            ..AdminHttpConfig::default()
-        };
-        let stop = Rc::new(std::cell::Cell::new(false));
-        let serving = glommio::spawn_local(admin::serve(listener, backend, http, stop.clone()));
-        admin_task = Some((serving, stop));
+    if let Some(admin) = &admin {
+        let backend = NodeAdmin::new(rt.clone(), ctx.shared.clone(), verifier);
+        admin.backend.attach(Rc::new(backend));
         let need = 2 * (config.log.segment_mib << 20) + (1 << 20);
         glommio::spawn_local(watch_storage(
             ctx.shared.clone(),
@@ -358,25 +385,28 @@ async fn shard_main(
         ))
         .detach();
     }
+    ctx.shared.serving[usize::from(id)].store(true, Ordering::Relaxed);
     tracing::info!(shard = id, "serving");
     run_timers(&rt).await;
+    ctx.shared.serving[usize::from(id)].store(false, Ordering::Relaxed);
     // Graceful shutdown: stop accepting, tell clients, flush, close the log.
     accepting.cancel().await;
     if let Some(task) = mqtt_accepting {
         task.cancel().await;
     }
     rt.begin_shutdown();
+    // The admin port answers through the grace period (readiness: no,
+    // "shutting down"), so a balancer sees the node leave.
+    let grace = Instant::now() + Duration::from_millis(config.shutdown_grace_ms);
+    while rt.open_connections() > 0 && Instant::now() < grace {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
     // Close the listening sockets before this generation ends: a listener
     // left open (tasks of a finished executor are never run again) would
     // take a share of new connections under SO_REUSEPORT after an
     // in-process restart, and never answer them.
-    if let Some((serving, stop)) = admin_task {
-        stop.set(true);
-        serving.await;
-    }
-    let grace = Instant::now() + Duration::from_millis(config.shutdown_grace_ms);
-    while rt.open_connections() > 0 && Instant::now() < grace {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+    if let Some(admin) = admin {
+        admin.stop().await;
     }
     rt.shutdown_connections();
     rt.record_metrics();
@@ -403,6 +433,49 @@ async fn shard_main(
     Ok(())
 }
 
+/// The admin HTTP server of a generation (on shard 0).
+struct AdminTask {
+    serving: glommio::Task<()>,
+    stop: Rc<std::cell::Cell<bool>>,
+    /// Where the API backend goes once shard 0 recovered.
+    backend: Rc<BackendSlot<NodeAdmin>>,
+}
+
+impl AdminTask {
+    /// Serves the admin listener: status at once, the API once attached.
+    fn start(ctx: &ShardContext) -> Result<AdminTask, String> {
+        let listener = ctx.listeners.admin.take()?;
+        let status = Rc::new(NodeStatusView {
+            metrics: ctx.metrics.clone(),
+            shared: ctx.shared.clone(),
+        });
+        let backend = Rc::new(BackendSlot::default());
+        let http = AdminHttpConfig {
+            admin_token: Some(ctx.admin_token.clone()),
+            ..AdminHttpConfig::default()
+        };
+        let stop = Rc::new(std::cell::Cell::new(false));
+        let serving = glommio::spawn_local(admin::serve(
+            listener,
+            status,
+            backend.clone(),
+            http,
+            stop.clone(),
+        ));
+        Ok(AdminTask {
+            serving,
+            stop,
+            backend,
+        })
+    }
+
+    /// Stops accepting, closes idle connections, waits for the server.
+    async fn stop(self) {
+        self.stop.set(true);
+        self.serving.await;
+    }
+}
+
 /// The shard's tick task: fires the core's timers (retransmits, keepalive,
 /// cursor flushes), refreshes metrics and runs retention, until shutdown.
 async fn run_timers(rt: &Rc<ShardRuntime>) {
@@ -413,6 +486,7 @@ async fn run_timers(rt: &Rc<ShardRuntime>) {
     let mut last_retention = Instant::now();
     let retention_every = Duration::from_secs(rt.config.log.retention_interval_s.max(1));
     while !rt.shared.shutdown.load(Ordering::Relaxed) {
+        rt.refresh_live_limits();
         let now = rt.now();
         let wait = rt
             .poll_timeout()

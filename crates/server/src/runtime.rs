@@ -10,8 +10,8 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -23,8 +23,8 @@ use super::log_every::LogEvery;
 use super::mesh::{MeshMsg, PeerQueue};
 use super::metrics::ShardMetrics;
 use surepush_core::{
-    Action, AppendToken, ConnId, MembersOutcome, PeerMsg, Shard, StateDurability, StateKey,
-    StoreOutcome, TokenVerifier,
+    Action, AppendToken, ConnId, CoreConfig, LiveLimits, MembersOutcome, PeerMsg, Shard,
+    StateDurability, StateKey, StoreOutcome, TokenVerifier,
 };
 use surepush_log::{InboxQuery, Lsn, SegmentLog};
 use surepush_proto::{Frame, ProtoError, UserId};
@@ -41,6 +41,13 @@ pub struct NodeShared {
     pub restart: AtomicBool,
     /// Per shard: the log failed and the shard no longer stores.
     pub storage_failed: Vec<AtomicBool>,
+    /// Per shard: recovered its log and serves (until it begins to stop).
+    pub serving: Vec<AtomicBool>,
+    /// The limits shards apply while running (SIGHUP, [`crate::reload`]).
+    live_limits: Mutex<LiveLimits>,
+    /// Bumped on each change of `live_limits`: a shard compares it with
+    /// the generation it applied, once per timer tick.
+    live_generation: AtomicU64,
 }
 
 impl NodeShared {
@@ -51,8 +58,71 @@ impl NodeShared {
             signalled: Arc::new(AtomicBool::new(false)),
             restart: AtomicBool::new(false),
             storage_failed: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+            serving: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+            live_limits: Mutex::new(LiveLimits::of(&CoreConfig::default())),
+            live_generation: AtomicU64::new(0),
         })
     }
+
+    /// Liveness: `Err(why)` while the node stops or a shard's log has
+    /// failed (it restarts the shards once the disk has room).
+    pub fn health(&self) -> Result<(), String> {
+        if self.shutdown.load(Ordering::Relaxed) {
+            return Err("shutting down".into());
+        }
+        let failed = flagged(&self.storage_failed);
+        if !failed.is_empty() {
+            return Err(format!("log failure on shard(s) {failed:?}: not storing"));
+        }
+        Ok(())
+    }
+
+    /// Readiness: healthy, and every shard recovered its log and serves.
+    pub fn readiness(&self) -> Result<(), String> {
+        self.health()?;
+        let waiting: Vec<usize> = (0..self.serving.len())
+            .filter(|i| !self.serving[*i].load(Ordering::Relaxed))
+            .collect();
+        match waiting.is_empty() {
+            true => Ok(()),
+            false => Err(format!(
+                "shard(s) {waiting:?} of {} not serving yet (recovering their logs)",
+                self.serving.len()
+            )),
+        }
+    }
+
+    /// Hands new live limits to every shard (each applies them at its
+    /// next timer tick).
+    pub fn set_live_limits(&self, limits: LiveLimits) {
+        *self
+            .live_limits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = limits;
+        self.live_generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The live limits in force and their generation.
+    pub fn live_limits(&self) -> (LiveLimits, u64) {
+        let generation = self.live_generation.load(Ordering::Acquire);
+        let limits = *self
+            .live_limits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        (limits, generation)
+    }
+
+    /// The generation of the live limits (cheap: one atomic load).
+    pub fn live_generation(&self) -> u64 {
+        self.live_generation.load(Ordering::Acquire)
+    }
+}
+
+/// The indices of the set flags.
+fn flagged(flags: &[AtomicBool]) -> Vec<usize> {
+    (0..flags.len())
+        .filter(|i| flags[*i].load(Ordering::Relaxed))
+        .collect()
 }
 
 /// Mesh backlog (queued messages to one peer) above which readers pause.
@@ -92,6 +162,8 @@ pub(crate) struct ShardRuntime {
     slow_drops_log: LogEvery,
     /// Failed log reads, likewise.
     read_failures_log: LogEvery,
+    /// The generation of the node's live limits this shard applied.
+    live_applied: Cell<Option<u64>>,
 }
 
 impl ShardRuntime {
@@ -134,8 +206,22 @@ impl ShardRuntime {
             slow: RefCell::new(Vec::new()),
             slow_drops_log: LogEvery::new(LOG_REPEATS_EVERY),
             read_failures_log: LogEvery::new(LOG_REPEATS_EVERY),
+            live_applied: Cell::new(None),
         });
         (rt, rx)
+    }
+
+    /// Applies the node's live limits (SIGHUP) if they changed since this
+    /// shard last looked: one atomic load when they did not.
+    pub(crate) fn refresh_live_limits(&self) {
+        if self.live_applied.get() == Some(self.shared.live_generation()) {
+            return;
+        }
+        let (limits, generation) = self.shared.live_limits();
+        self.core.borrow_mut().set_live_limits(limits);
+        if self.live_applied.replace(Some(generation)).is_some() {
+            tracing::info!(shard = self.id, ?limits, "live limits applied");
+        }
     }
 
     /// Monotonic ns since the node's origin: the core's clock.

@@ -13,6 +13,10 @@
 //!   spelling of a non-negative whole number is accepted, up to 2^53 when
 //!   it has a fraction or exponent part (beyond that a float no longer
 //!   names one integer, and guessing which would be worse than refusing).
+//! - Ids (users, devices, groups, rooms, idempotency keys) may also be
+//!   strings of decimal digits ([`JsonId`]): a JavaScript number cannot
+//!   hold every 64-bit id, so a client may send `"4611686018427387903"`.
+//!   Answers write ids as such strings (issue 22 item 5).
 
 use serde::de::{Deserialize, DeserializeOwned, Deserializer, Error};
 use serde_json::{Map, Value};
@@ -44,18 +48,59 @@ pub(super) struct JsonInt(pub(super) u64);
 impl<'de> Deserialize<'de> for JsonInt {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let n = serde_json::Number::deserialize(d)?;
-        if let Some(v) = n.as_u64() {
-            return Ok(JsonInt(v));
-        }
-        match n.as_f64() {
-            Some(f) if f.fract() == 0.0 && (0.0..=EXACT_IN_F64).contains(&f) => {
-                Ok(JsonInt(f as u64))
-            }
-            _ => Err(D::Error::custom(format!(
-                "{n} is not a non-negative integer (at most 2^53 when written with a fraction or exponent)"
+        whole_number(&n).map(JsonInt).map_err(D::Error::custom)
+    }
+}
+
+/// The integer a JSON number names, if it is a whole non-negative one.
+fn whole_number(n: &serde_json::Number) -> Result<u64, String> {
+    if let Some(v) = n.as_u64() {
+        return Ok(v);
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..=EXACT_IN_F64).contains(&f) => Ok(f as u64),
+        _ => Err(format!(
+            "{n} is not a non-negative integer (at most 2^53 when written with a fraction or exponent)"
+        )),
+    }
+}
+
+/// An id: a whole JSON number (as [`JsonInt`]) or a string of decimal
+/// digits without sign, spaces or leading zeros (`"42"`, `"0"`), up to
+/// 2^64 - 1.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct JsonId(pub(super) u64);
+
+impl<'de> Deserialize<'de> for JsonId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Number(n) => whole_number(&n).map(JsonId).map_err(D::Error::custom),
+            Value::String(s) => decimal_id(&s).map(JsonId).ok_or_else(|| {
+                D::Error::custom(format!(
+                    "{s:?} is not an id (decimal digits, no sign or leading zeros, below 2^64)"
+                ))
+            }),
+            other => Err(D::Error::custom(format!(
+                "{other} is not an id (a number or a string of digits)"
             ))),
         }
     }
+}
+
+/// `"42"` -> 42; refuses signs, spaces, leading zeros and overflow.
+fn decimal_id(s: &str) -> Option<u64> {
+    let canonical = s == "0" || s.starts_with(|c: char| matches!(c, '1'..='9'));
+    let digits = s.bytes().all(|b| b.is_ascii_digit());
+    if canonical && digits {
+        s.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// An id as answers write it: a decimal string (exact in any JSON reader).
+pub(super) fn id_text(id: u64) -> String {
+    id.to_string()
 }
 
 #[cfg(test)]
@@ -90,6 +135,37 @@ mod tests {
         serde_json::from_str::<JsonInt>(text)
             .map(|n| n.0)
             .map_err(|e| e.to_string())
+    }
+
+    /// Issue 22 item 5: ids may be strings (JavaScript numbers cannot hold
+    /// 64-bit ids), written canonically as answers write them.
+    #[test]
+    fn ids_are_numbers_or_strings_of_digits() {
+        let id = |t: &str| serde_json::from_str::<JsonId>(t).map(|n| n.0);
+        assert_eq!(id("42").ok(), Some(42));
+        assert_eq!(id("4.2e1").ok(), Some(42));
+        assert_eq!(id(r#""42""#).ok(), Some(42));
+        assert_eq!(id(r#""0""#).ok(), Some(0));
+        assert_eq!(id(r#""18446744073709551615""#).ok(), Some(u64::MAX));
+        for bad in [
+            r#""""#,
+            r#""042""#,
+            r#""-1""#,
+            r#""+1""#,
+            r#"" 1""#,
+            r#""1 ""#,
+            r#""1\n""#,
+            r#""1.0""#,
+            r#""0x10""#,
+            r#""18446744073709551616""#,
+            "null",
+            "true",
+            "[1]",
+        ] {
+            assert!(id(bad).is_err(), "{bad}");
+        }
+        let big = format!("\"{}\"", id_text((1 << 62) + 1));
+        assert_eq!(id(&big).ok(), Some((1 << 62) + 1), "beyond 2^53, exactly");
     }
 
     /// Found by schemathesis against docs/openapi.yaml (issue 16 item 8):

@@ -11,8 +11,10 @@
 /// What a route does (the router maps each to its handler).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Endpoint {
-    /// `GET /healthz`: is the node storing.
+    /// `GET /healthz`: liveness (up, not failed, not stopping).
     Health,
+    /// `GET /readyz`: readiness (every shard recovered and serves).
+    Ready,
     /// `GET /metrics`: Prometheus text exposition.
     Metrics,
     /// `POST /v1/publish`: a backend message to a user, group or room.
@@ -49,6 +51,12 @@ pub const ROUTES: &[Route] = &[
         path: "/healthz",
         needs_token: false,
         endpoint: Endpoint::Health,
+    },
+    Route {
+        method: "GET",
+        path: "/readyz",
+        needs_token: false,
+        endpoint: Endpoint::Ready,
     },
     Route {
         method: "GET",

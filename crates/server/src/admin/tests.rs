@@ -15,11 +15,13 @@ use crate::admin_api::PublishResult;
 #[derive(Default)]
 struct TestBackend {
     degraded: bool,
+    /// Answer API requests (false: as while the node recovers).
+    attached: bool,
     published: RefCell<Vec<PublishRequest>>,
     groups: RefCell<std::collections::HashMap<UserId, Vec<UserId>>>,
 }
 
-impl AdminBackend for TestBackend {
+impl NodeStatus for TestBackend {
     fn metrics_text(&self) -> String {
         "surepush_test_total 7\n".into()
     }
@@ -30,6 +32,16 @@ impl AdminBackend for TestBackend {
             Health::Ok
         }
     }
+    fn readiness(&self) -> Health {
+        if self.attached {
+            Health::Ok
+        } else {
+            Health::Degraded("shard 1 is recovering its log".into())
+        }
+    }
+}
+
+impl AdminBackend for TestBackend {
     fn publish(
         &self,
         req: PublishRequest,
@@ -68,6 +80,12 @@ impl AdminBackend for TestBackend {
 
 /// Runs the server on its own executor; returns its address.
 fn start(degraded: bool, timeout: Duration) -> SocketAddr {
+    start_with(degraded, true, timeout)
+}
+
+/// As [`start`]; `attached: false` serves without an API backend, as
+/// while the node recovers its logs.
+fn start_with(degraded: bool, attached: bool, timeout: Duration) -> SocketAddr {
     let (tx, rx) = mpsc::channel();
     glommio::LocalExecutorBuilder::default()
         .io_memory(512 << 10)
@@ -76,20 +94,30 @@ fn start(degraded: bool, timeout: Duration) -> SocketAddr {
             tx.send(listener.local_addr().unwrap()).unwrap();
             let backend = Rc::new(TestBackend {
                 degraded,
+                attached,
                 ..TestBackend::default()
             });
+            let slot = match attached {
+                true => BackendSlot::with(backend.clone()),
+                false => BackendSlot::default(),
+            };
             let config = AdminHttpConfig {
                 admin_token: Some("sekret".into()),
                 max_body_bytes: 1024,
                 request_timeout: timeout,
             };
-            serve(listener, backend, config, Rc::new(Cell::new(false))).await;
+            let stop = Rc::new(Cell::new(false));
+            serve(listener, backend, Rc::new(slot), config, stop).await;
         })
         .unwrap();
     rx.recv().unwrap()
 }
 
+/// One request on its own connection (`Connection: close` is added, so
+/// the answer ends at EOF).
 fn request(addr: SocketAddr, raw: &str) -> (u16, String) {
+    let (line, rest) = raw.split_once("\r\n").expect("a request line");
+    let raw = format!("{line}\r\nConnection: close\r\n{rest}");
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(raw.as_bytes()).unwrap();
     let mut out = String::new();
@@ -238,7 +266,7 @@ fn groups_and_fan_out_addresses_are_validated() {
     let token = Some("sekret");
     let (status, body) = post(addr, "/v1/groups/5", r#"{"add": [3, 1, 2]}"#, token);
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("\"members\":[1,2,3]"), "{body}");
+    assert!(body.contains(r#""members":["1","2","3"]"#), "{body}");
     let (status, _) = post(addr, "/v1/groups/5", r#"{"remove": [2]}"#, None);
     assert_eq!(status, 401, "membership needs the admin token");
     let too_big = 1u64 << 62;
@@ -285,7 +313,182 @@ fn reading_a_group_never_changes_it() {
         ),
     );
     assert_eq!(status, 200, "{resp}");
-    assert!(resp.contains(r#""members":[1]"#), "{resp}");
+    assert!(resp.contains(r#""members":["1"]"#), "{resp}");
+}
+
+/// Reads one HTTP/1.1 answer with a Content-Length body from `s`.
+fn read_answer(s: &mut TcpStream) -> (u16, Vec<(String, String)>, String) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "EOF inside a head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .map(|(_, v)| v.parse().unwrap())
+        .expect("content-length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    (status, headers, String::from_utf8(body).unwrap())
+}
+
+/// Issue 22 item 5: the admin port keeps connections alive (it closed
+/// after every answer).
+#[test]
+fn two_requests_share_one_connection() {
+    let addr = start(false, Duration::from_secs(5));
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let (status, _, body) = read_answer(&mut s);
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let publish = r#"{"to": "9", "payload": "hi", "id": "5"}"#;
+    write!(
+        s,
+        "POST /v1/publish HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer sekret\r\n\
+         Content-Length: {}\r\n\r\n{publish}",
+        publish.len()
+    )
+    .unwrap();
+    let (status, _, body) = read_answer(&mut s);
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"duplicate":false,"seq":1}"#)
+    );
+    // A third on the same socket, asking to close: answered, then EOF.
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_answer(&mut s).0, 200);
+    let mut rest = Vec::new();
+    assert_eq!(s.read_to_end(&mut rest).unwrap(), 0);
+}
+
+/// An idle kept-alive connection is closed at the request deadline, so
+/// idle clients cannot hold the admin port's connections forever.
+#[test]
+fn an_idle_kept_alive_connection_closes_at_the_deadline() {
+    let addr = start(false, Duration::from_millis(300));
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_answer(&mut s).0, 200);
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    assert_eq!(s.read(&mut buf).unwrap(), 0, "closed, not timed out");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// Issue 22 item 5: error answers carry a machine-readable code.
+#[test]
+fn errors_carry_their_code() {
+    let addr = start(false, Duration::from_secs(5));
+    let code = |(status, body): (u16, String)| {
+        let v: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert!(v["error"]["message"].is_string(), "{body}");
+        (status, v["error"]["code"].as_str().unwrap().to_string())
+    };
+    let token = Some("sekret");
+    let expect = |got: (u16, String), status: u16, c: &str| {
+        assert_eq!((got.0, got.1.as_str()), (status, c));
+    };
+    expect(
+        code(post(addr, "/v1/publish", "{}", None)),
+        401,
+        "unauthorized",
+    );
+    expect(
+        code(post(addr, "/v1/publish", "not json", token)),
+        400,
+        "invalid_json",
+    );
+    expect(
+        code(post(
+            addr,
+            "/v1/publish",
+            r#"{"to": 1, "payload": "x", "qos": 7}"#,
+            token,
+        )),
+        400,
+        "invalid_request",
+    );
+    expect(code(post(addr, "/v1/nothing", "", token)), 404, "not_found");
+    expect(
+        code(post(addr, "/healthz", "", token)),
+        405,
+        "method_not_allowed",
+    );
+    let big = format!(r#"{{"to": 1, "payload": "{}"}}"#, "x".repeat(4096));
+    expect(
+        code(post(addr, "/v1/publish", &big, token)),
+        413,
+        "body_too_large",
+    );
+}
+
+/// Issue 22 item 5: ids above 2^53 travel exactly as strings, both ways.
+#[test]
+fn large_ids_travel_as_strings() {
+    let addr = start(false, Duration::from_secs(5));
+    let big = (1u64 << 62) - 1; // not a double
+    let (status, body) = post(
+        addr,
+        "/v1/groups/4611686018427387903",
+        &format!(r#"{{"add": ["{big}", 7]}}"#),
+        Some("sekret"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["group"], big.to_string());
+    assert_eq!(v["id"], (big | (1 << 63)).to_string());
+    assert_eq!(v["members"], serde_json::json!(["7", big.to_string()]));
+}
+
+/// Issue 22 item 6: while the node recovers, the admin port answers:
+/// liveness yes, readiness no (with the reason), the API 503 `not_ready`.
+#[test]
+fn before_the_backend_is_attached_only_status_answers() {
+    let addr = start_with(false, false, Duration::from_secs(5));
+    assert_eq!(
+        request(addr, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"),
+        (200, "ok\n".into())
+    );
+    let (status, body) = request(addr, "GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "shard 1 is recovering its log\n")
+    );
+    assert_eq!(
+        request(addr, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").0,
+        200
+    );
+    let (status, body) = post(
+        addr,
+        "/v1/tokens",
+        r#"{"user": 1, "device": 1}"#,
+        Some("sekret"),
+    );
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains(r#""code":"not_ready""#), "{body}");
+    // Authentication still comes first.
+    assert_eq!(post(addr, "/v1/tokens", "{}", None).0, 401);
+    let ready = start(false, Duration::from_secs(5));
+    assert_eq!(
+        request(ready, "GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n"),
+        (200, "ready\n".into())
+    );
 }
 
 /// Issue 16 item 6: room members are managed like group members, under the
@@ -297,7 +500,7 @@ fn room_members_are_kept_under_the_rooms_wire_id() {
     let (status, body) = post(addr, "/v1/rooms/9", r#"{"add": [42, 1]}"#, token);
     assert_eq!(status, 200, "{body}");
     let room_id = 9 | surepush_proto::ROOM_BIT;
-    let want = format!(r#"{{"id":{room_id},"members":[1,42],"room":9}}"#);
+    let want = format!(r#"{{"id":"{room_id}","members":["1","42"],"room":"9"}}"#);
     let got: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(
         got,
