@@ -18,6 +18,7 @@
 //! | `surepush-host`    | host checks and process limits                              | std     |
 //! | `surepush-log`     | per-shard append-only segment log, group commit, recovery   | glommio |
 //! | `surepush-server`  | glommio shards, transports, mesh, admin HTTP                | glommio |
+//! | `surepush-cluster` | partitions, placement and registry in NATS KV, node links   | tokio (own thread) |
 //!
 //! This package is the `surepush` binary; its library re-exports the layers
 //! under short names for the integration tests, the simulator and the fuzz
@@ -26,6 +27,7 @@
 #![deny(missing_docs)]
 
 pub use surepush_client as client;
+pub use surepush_cluster as cluster;
 pub use surepush_core as core;
 pub use surepush_core::{hashing, timer};
 pub use surepush_host::hostcheck;

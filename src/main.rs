@@ -1,11 +1,15 @@
 //! The `surepush` binary: the gateway (`serve`), a host checker
 //! (`check-host`), offline log tools (`log verify`, `log salvage`), the
-//! default configuration (`config defaults`), and a small example client
-//! (`token`, `send`, `recv`).
+//! default configuration (`config defaults`), the cluster's state in NATS
+//! (`cluster init`, `cluster status`), and a small example client (`token`,
+//! `send`, `recv`).
 //!
 //! Settings come from the defaults, the `--config` TOML file, `SUREPUSH_*`
 //! environment variables and the flags, each overriding the ones before
 //! (`surepush::server::ConfigSources`).
+
+#[cfg(feature = "cluster")]
+mod cluster_cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +55,12 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// The cluster's state in NATS JetStream KV (docs/CLUSTER.md).
+    #[cfg(feature = "cluster")]
+    Cluster {
+        #[command(subcommand)]
+        command: cluster_cli::ClusterCommand,
     },
     /// Report the host limits that cap connections and throughput.
     CheckHost {
@@ -194,6 +204,8 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Log { command } => log_tool(command),
+        #[cfg(feature = "cluster")]
+        Command::Cluster { command } => cluster_cli::run(command),
         Command::CheckHost { json } => surepush::hostcheck::run(json)
             .map(|_| ())
             .map_err(|e| e.to_string()),

@@ -1,0 +1,34 @@
+//! NATS subject names, built in one place.
+
+use crate::node_id::NodeId;
+
+/// Prefix of every subject this crate uses.
+pub const PREFIX: &str = "surepush";
+
+/// Where node `id` receives request batches.
+pub fn requests(id: &NodeId) -> String {
+    format!("{PREFIX}.node.{id}.req")
+}
+
+/// Where node `id` receives the replies to its batches.
+pub fn replies(id: &NodeId) -> String {
+    format!("{PREFIX}.node.{id}.rep")
+}
+
+/// Where a room's pushes are published once for every node.
+pub fn room(room: u64) -> String {
+    format!("{PREFIX}.room.{room}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_the_documented_ones() {
+        let id = NodeId::parse("n1").unwrap();
+        assert_eq!(requests(&id), "surepush.node.n1.req");
+        assert_eq!(replies(&id), "surepush.node.n1.rep");
+        assert_eq!(room(42), "surepush.room.42");
+    }
+}

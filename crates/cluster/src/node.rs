@@ -1,0 +1,310 @@
+//! [`ClusterNode`]: one surepush node's membership in the cluster.
+//!
+//! [`ClusterNode::start`] returns at once; on the cluster thread it then
+//! connects to NATS (retrying forever), starts messaging, and joins:
+//! creates the buckets and the cluster record if they do not exist yet,
+//! refuses to join a cluster with another partition count, names the
+//! initial node and assigns every unplaced partition to it (both by
+//! compare-and-set, so nodes starting together agree), registers the node
+//! and keeps its entry alive, and follows both buckets into the
+//! [`Placement`] and [`Nodes`] views. If NATS is down, joining waits and
+//! retries; nothing here blocks the caller's threads.
+//!
+//! Dropping the node stops the thread without any goodbye, as a crash
+//! does: its registry entry stays until the TTL expires. [`ClusterNode::
+//! shutdown`] deletes the entry first.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, kv};
+
+use crate::error::ClusterError;
+use crate::messaging::service::Service;
+use crate::messaging::{self, Lane, LaneWiring, MessagingConfig, MessagingStats};
+use crate::node_id::NodeId;
+use crate::partition::{PartitionCount, PartitionId};
+use crate::placement::record::ClusterMeta;
+use crate::placement::{store, Placement};
+use crate::registry::record::NodeRecord;
+use crate::registry::{heartbeat, Nodes};
+use crate::runtime::connect::{connect, InitialConnect, NatsConfig};
+use crate::runtime::kv::{follow, nodes_bucket, open_or_create, placement_bucket};
+use crate::runtime::latch::Latch;
+use crate::runtime::thread::{ClusterThread, Pending};
+
+/// Where clients and operators reach a node (advertised in the registry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addresses {
+    /// Native protocol listener (`host:port`).
+    pub client: String,
+    /// MQTT listener, if enabled.
+    pub mqtt: Option<String>,
+    /// WebSocket listener, if enabled.
+    pub websocket: Option<String>,
+    /// Admin HTTP listener.
+    pub admin: String,
+}
+
+/// Everything a node needs to join.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's id.
+    pub id: NodeId,
+    /// NATS connection.
+    pub nats: NatsConfig,
+    /// The partition count this node is built for: a new cluster gets it,
+    /// an existing one must have it.
+    pub partitions: PartitionCount,
+    /// How long a registry entry outlives its last heartbeat (applies when
+    /// this node creates the bucket; an existing bucket keeps its own).
+    pub registry_ttl: Duration,
+    /// Advertised addresses.
+    pub addresses: Addresses,
+    /// Lanes and links.
+    pub messaging: MessagingConfig,
+}
+
+/// Pause between join attempts while NATS is unreachable.
+const JOIN_RETRY: Duration = Duration::from_millis(200);
+
+/// A running cluster member (see the module doc).
+pub struct ClusterNode {
+    id: NodeId,
+    incarnation: u64,
+    partitions: PartitionCount,
+    thread: Option<ClusterThread>,
+    placement: Placement,
+    nodes: Nodes,
+    lanes: Vec<Lane>,
+    joined: Arc<Latch<Result<ClusterMeta, ClusterError>>>,
+    stores: Arc<OnceLock<Stores>>,
+    record: NodeRecord,
+    stats: Arc<MessagingStats>,
+}
+
+#[derive(Clone)]
+struct Stores {
+    placement: kv::Store,
+    nodes: kv::Store,
+}
+
+/// Microseconds since the Unix epoch: a restarted node's incarnation is
+/// larger than its previous one's.
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+impl ClusterNode {
+    /// Starts the cluster thread and the join (see the module doc).
+    pub fn start(config: NodeConfig) -> Result<ClusterNode, ClusterError> {
+        let incarnation = now_us();
+        let partitions = config.partitions;
+        let record = NodeRecord {
+            id: config.id.clone(),
+            incarnation,
+            started_at_ms: incarnation / 1000,
+            wire_version: crate::WIRE_VERSION,
+            client_addr: config.addresses.client.clone(),
+            mqtt_addr: config.addresses.mqtt.clone(),
+            websocket_addr: config.addresses.websocket.clone(),
+            admin_addr: config.addresses.admin.clone(),
+        };
+        let thread = ClusterThread::spawn(&format!("cluster-{}", config.id))?;
+        let placement = Placement::new(config.partitions);
+        let nodes = Nodes::new();
+        let joined = Arc::new(Latch::new());
+        let stores = Arc::new(OnceLock::new());
+        let stats = Arc::new(MessagingStats::default());
+
+        let (lanes, wiring) = messaging::lanes(&config.messaging);
+
+        let task = JoinTask {
+            config,
+            record: record.clone(),
+            placement: placement.clone(),
+            nodes: nodes.clone(),
+            joined: joined.clone(),
+            stores: stores.clone(),
+            stats: stats.clone(),
+        };
+        thread.spawn_task(move || task.run(wiring));
+        Ok(ClusterNode {
+            id: record.id.clone(),
+            incarnation,
+            partitions,
+            thread: Some(thread),
+            placement,
+            nodes,
+            lanes,
+            joined,
+            stores,
+            record,
+            stats,
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// This process's incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// The placement view.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    /// The registry view.
+    pub fn nodes(&self) -> &Nodes {
+        &self.nodes
+    }
+
+    /// Messaging counters.
+    pub fn stats(&self) -> &MessagingStats {
+        &self.stats
+    }
+
+    /// The lanes, for the shards to take (once).
+    pub fn take_lanes(&mut self) -> Vec<Lane> {
+        std::mem::take(&mut self.lanes)
+    }
+
+    /// The join's outcome, if it is known.
+    pub fn joined(&self) -> Option<Result<ClusterMeta, ClusterError>> {
+        self.joined.get()
+    }
+
+    /// Waits up to `timeout` for the join: the cluster record, or why the
+    /// node may not join.
+    pub fn wait_joined(&self, timeout: Duration) -> Result<ClusterMeta, ClusterError> {
+        self.joined
+            .wait(timeout)
+            .unwrap_or(Err(ClusterError::Timeout("joining the cluster")))
+    }
+
+    fn thread(&self) -> &ClusterThread {
+        self.thread.as_ref().expect("present until drop")
+    }
+
+    /// Gives partition `p` to `to` if its entry is still at
+    /// `expected_revision` (compare-and-set); returns the new revision.
+    /// Only after the join.
+    pub fn reassign(
+        &self,
+        p: PartitionId,
+        expected_revision: u64,
+        to: NodeId,
+    ) -> Pending<Result<u64, ClusterError>> {
+        let stores = self.stores.clone();
+        let partitions = self.partitions;
+        self.thread().run(move || async move {
+            let store = stores.get().ok_or(ClusterError::NotInitialized)?;
+            store::reassign(&store.placement, partitions, p, expected_revision, &to).await
+        })
+    }
+
+    /// Leaves cleanly: deletes the registry entry (peers see the node go
+    /// at once), then stops. Waits at most `timeout` for NATS.
+    pub fn shutdown(mut self, timeout: Duration) {
+        let stores = self.stores.clone();
+        let record = self.record.clone();
+        let done = self.thread().run(move || async move {
+            if let Some(s) = stores.get() {
+                if let Err(error) = heartbeat::deregister(&s.nodes, &record).await {
+                    tracing::warn!(%error, "could not deregister");
+                }
+            }
+        });
+        let _ = done.wait_timeout(timeout);
+        if let Some(t) = self.thread.take() {
+            t.stop();
+        }
+    }
+}
+
+/// The join, run on the cluster thread.
+struct JoinTask {
+    config: NodeConfig,
+    record: NodeRecord,
+    placement: Placement,
+    nodes: Nodes,
+    joined: Arc<Latch<Result<ClusterMeta, ClusterError>>>,
+    stores: Arc<OnceLock<Stores>>,
+    stats: Arc<MessagingStats>,
+}
+
+impl JoinTask {
+    async fn run(self, wiring: LaneWiring) {
+        let name = format!("surepush-{}", self.config.id);
+        let (client, js) = match connect(&self.config.nats, &name, InitialConnect::Background).await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                // Only for a malformed URL: background connects retry.
+                self.joined.set(Err(e));
+                return;
+            }
+        };
+        // Messaging first: peers can reach this node while it joins.
+        if let Err(e) = Service::start(
+            client,
+            &self.record,
+            self.config.messaging.clone(),
+            wiring,
+            self.stats.clone(),
+        )
+        .await
+        {
+            self.joined.set(Err(e));
+            return;
+        }
+        let (stores, meta) = loop {
+            match self.join_once(&js).await {
+                Ok(joined) => break joined,
+                Err(e @ ClusterError::PartitionCountMismatch { .. }) => {
+                    tracing::error!(error = %e, "this node may not join");
+                    self.joined.set(Err(e));
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "joining the cluster failed; retrying");
+                    tokio::time::sleep(JOIN_RETRY).await;
+                }
+            }
+        };
+        let interval = heartbeat::interval(&stores.nodes);
+        let _ = self.stores.set(stores.clone());
+        let mut placement = self.placement.follower();
+        let placement_store = stores.placement.clone();
+        tokio::task::spawn_local(async move { follow(placement_store, &mut placement).await });
+        let mut nodes = self.nodes.follower();
+        let nodes_store = stores.nodes.clone();
+        tokio::task::spawn_local(async move { follow(nodes_store, &mut nodes).await });
+        tokio::task::spawn_local(heartbeat::run(stores.nodes, self.record.clone(), interval));
+        self.joined.set(Ok(meta));
+    }
+
+    async fn join_once(
+        &self,
+        js: &jetstream::Context,
+    ) -> Result<(Stores, ClusterMeta), ClusterError> {
+        let replicas = self.config.nats.kv_replicas;
+        let placement = open_or_create(js, placement_bucket(replicas)).await?;
+        store::ensure_cluster(&placement, self.config.partitions).await?;
+        let meta = store::claim_initial_node(&placement, &self.config.id).await?;
+        let written = store::assign_unplaced(&placement, &meta).await?;
+        if written > 0 {
+            tracing::info!(written, initial = ?meta.initial_node, "assigned unplaced partitions");
+        }
+        let nodes = open_or_create(js, nodes_bucket(replicas, self.config.registry_ttl)).await?;
+        heartbeat::register(&nodes, &self.record).await?;
+        Ok((Stores { placement, nodes }, meta))
+    }
+}

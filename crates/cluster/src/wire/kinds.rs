@@ -1,0 +1,25 @@
+//! The registry of message kind numbers. A number, once used, is never
+//! given to another struct (old nodes and KV history still hold it).
+//!
+//! | range       | owner                                               |
+//! |-------------|-----------------------------------------------------|
+//! | 1 – 99      | this crate: KV records, batches, room publishes     |
+//! | 100 – 999   | the core's node-to-node messages (`StoreCopy`, ...) |
+//! | 60000 –     | tests and benchmarks                                |
+
+use super::MessageKind;
+
+/// `ClusterMeta`: the cluster record in the placement bucket.
+pub const CLUSTER_META: MessageKind = MessageKind(1);
+/// `PlacementRecord`: one partition's owner.
+pub const PLACEMENT_RECORD: MessageKind = MessageKind(2);
+/// `NodeRecord`: one node's registry entry.
+pub const NODE_RECORD: MessageKind = MessageKind(3);
+/// `BatchRequest`: messages from one node to another.
+pub const BATCH_REQUEST: MessageKind = MessageKind(4);
+/// `BatchReply`: the answer to one `BatchRequest`.
+pub const BATCH_REPLY: MessageKind = MessageKind(5);
+/// `RoomPublish`: one room push on a room subject.
+pub const ROOM_PUBLISH: MessageKind = MessageKind(6);
+/// First number for test and benchmark messages.
+pub const FIRST_TEST_KIND: u16 = 60_000;
