@@ -36,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let params = BridgeParams {
         page: 4,
+        inflight: 6,
         max_packet: 64 * 1024,
         receive_max: 8,
         room_window: 4,

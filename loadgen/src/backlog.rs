@@ -26,28 +26,43 @@ use crate::fleet::Fleet;
 use crate::raw::new_histogram;
 use crate::Latency;
 
-/// What to run.
-#[derive(Clone, Debug)]
+/// What to run (`backlog`'s options; the secret and the first user are
+/// filled in by the command).
+#[derive(Clone, Debug, clap::Args)]
 pub struct BacklogScenario {
     /// Gateway address.
+    #[arg(long, default_value = "127.0.0.1:7400")]
     pub server: SocketAddr,
     /// The gateway's token secret.
+    #[arg(skip)]
     pub secret: Vec<u8>,
     /// Offline receivers (users), each one connection when replaying.
+    #[arg(long, default_value_t = 1000)]
     pub receivers: u32,
-    /// Messages stored for each receiver before it connects.
+    /// Messages stored for each receiver while it is offline.
+    #[arg(long, default_value_t = 100)]
     pub messages: u32,
-    /// Sender connections (each serves `receivers / senders` receivers).
+    /// Sender connections (pipelined QoS 1; each serves `receivers /
+    /// senders` receivers). Each sender's SENDs and the ACKs of its own
+    /// echoes count against the gateway's `max_frames_per_sec` (10,000 by
+    /// default): with 8 senders at about 75,000 msgs/s one was cut off
+    /// (RateLimited), hence 32.
+    #[arg(long, default_value_t = 32)]
     pub senders: u32,
-    /// Payload bytes (at least 16).
+    /// Payload bytes (>= 16).
+    #[arg(long, default_value_t = 64)]
     pub payload: usize,
     /// SYNC page size the receivers ask for (the gateway caps it).
+    #[arg(long, default_value_t = 200)]
     pub page: u32,
     /// Receiver threads (one epoll loop each).
+    #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Give up after this long (each phase).
+    /// Seconds before giving up (each phase).
+    #[arg(long = "timeout-s", value_name = "SECONDS", default_value = "120", value_parser = crate::cli::parse_seconds)]
     pub timeout: Duration,
     /// First user id used.
+    #[arg(skip = crate::fresh_user_base())]
     pub first_user: u64,
 }
 

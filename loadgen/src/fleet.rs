@@ -21,7 +21,7 @@ use surepush_proto::{Decoder, DEFAULT_MAX_FRAME};
 use crate::poller::Poller;
 
 /// How a connection is dropped on purpose.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum DropMode {
     /// A reset (SO_LINGER 0): the gateway sees the error at once, and

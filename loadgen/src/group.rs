@@ -18,28 +18,39 @@ use crate::fleet::Fleet;
 use crate::raw::new_histogram;
 use crate::Latency;
 
-/// What to run.
-#[derive(Clone, Debug)]
+/// What to run (`group`'s options; the admin token, the secret and the
+/// first user are filled in by the command).
+#[derive(Clone, Debug, clap::Args)]
 pub struct GroupScenario {
     /// Gateway address.
+    #[arg(long, default_value = "127.0.0.1:7400")]
     pub server: SocketAddr,
-    /// Admin HTTP address (to create the group).
+    /// Admin HTTP address (the group is created there).
+    #[arg(long, default_value = "127.0.0.1:7401")]
     pub admin: SocketAddr,
     /// Admin bearer token.
+    #[arg(skip)]
     pub admin_token: String,
     /// The gateway's token secret.
+    #[arg(skip)]
     pub secret: Vec<u8>,
-    /// Members (the publisher is one of them).
+    /// Group members (the publisher is one of them).
+    #[arg(long, default_value_t = 10)]
     pub members: u32,
-    /// Messages the publisher sends.
+    /// Messages published.
+    #[arg(long, default_value_t = 1000)]
     pub messages: u32,
-    /// Payload bytes (at least 16).
+    /// Payload bytes (>= 16).
+    #[arg(long, default_value_t = 64)]
     pub payload: usize,
-    /// Member threads.
+    /// Member threads (one epoll loop each).
+    #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Give up after this long.
+    /// Seconds before giving up.
+    #[arg(long = "timeout-s", value_name = "SECONDS", default_value = "60", value_parser = crate::cli::parse_seconds)]
     pub timeout: Duration,
     /// First user id used; also the group number.
+    #[arg(skip = crate::fresh_user_base())]
     pub first_user: u64,
 }
 

@@ -27,26 +27,38 @@ use surepush_proto::{DeviceId, Seq};
 use crate::fleet::Fleet;
 use crate::procfs::rss_kib;
 
-/// What to run.
-#[derive(Clone, Debug)]
+/// What to run (`idle`'s options; the secret, the first user and the
+/// gateway's pid are filled in by the command).
+#[derive(Clone, Debug, clap::Args)]
 pub struct IdleScenario {
     /// Gateway address.
+    #[arg(long, default_value = "127.0.0.1:7400")]
     pub server: SocketAddr,
     /// The gateway's token secret.
+    #[arg(skip)]
     pub secret: Vec<u8>,
-    /// Connections to hold.
+    /// Idle connections to hold (each one open file here and one in the
+    /// gateway; the limit is per process, see `ulimit -n`).
+    #[arg(long, default_value_t = 1000)]
     pub connections: u32,
     /// The gateway's process (its RSS is sampled).
+    #[arg(skip)]
     pub server_pid: u32,
-    /// How long to hold them idle once all are live.
+    /// Seconds to hold them idle once all are live.
+    #[arg(long = "hold-s", value_name = "SECONDS", default_value = "10", value_parser = crate::cli::parse_seconds)]
     pub hold: Duration,
     /// Client threads (one epoll loop each).
+    #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Handshakes in flight at once, over all threads.
+    /// Handshakes in flight at once, over all threads (keeps the accept
+    /// queues from overflowing).
+    #[arg(long, default_value_t = 512)]
     pub connecting: usize,
-    /// Give up on connections not live after this long.
+    /// Seconds to get every connection live before giving up.
+    #[arg(long = "timeout-s", value_name = "SECONDS", default_value = "120", value_parser = crate::cli::parse_seconds)]
     pub timeout: Duration,
     /// First user id used.
+    #[arg(skip = crate::fresh_user_base())]
     pub first_user: u64,
 }
 

@@ -28,17 +28,21 @@ use surepush_token::{Claims, TokenVerifier};
 
 mod backlog;
 mod check;
+pub mod cli;
 mod fleet;
 mod group;
 mod progress;
 pub use progress::{latency_chart_svg, Progress};
+pub mod compare;
 mod idle;
 mod mqtt_peer;
 mod nats_peer;
+pub mod nats_server;
 mod poller;
 pub mod procfs;
 mod raw;
 mod room;
+mod rumqtt_peer;
 mod storm;
 pub use backlog::{run_backlog, BacklogReport, BacklogScenario};
 pub use check::DeliveryCheck;
@@ -47,40 +51,58 @@ pub use group::{run_group, GroupReport, GroupScenario};
 pub use idle::{run_idle, IdleReport, IdleScenario};
 pub use mqtt_peer::{run_mqtt, MqttTarget};
 pub use nats_peer::run_jetstream;
-pub use raw::{run_raw, start_relay, RawReport, Relay};
+pub use raw::{run_raw, start_relay, PairLoad, RawReport, Relay};
 pub use room::{run_room, run_room_with_frozen, FrozenComparison, RoomReport, RoomScenario};
+pub use rumqtt_peer::run_rumqttc;
 pub use storm::{run_storm, StormReport, StormRound, StormScenario};
 
-/// What to run.
-#[derive(Clone, Debug)]
+/// What to run (`one-to-one`'s options; the secret and the first user are
+/// filled in by the command, not given as options).
+#[derive(Clone, Debug, clap::Args)]
 pub struct Scenario {
     /// Gateway address.
+    #[arg(long, default_value = "127.0.0.1:7400")]
     pub server: SocketAddr,
     /// The gateway's token secret.
+    #[arg(skip)]
     pub secret: Vec<u8>,
     /// Sender/receiver pairs.
+    #[arg(long, default_value_t = 4)]
     pub pairs: u32,
     /// Messages per sender.
+    #[arg(long, default_value_t = 1000)]
     pub messages: u32,
-    /// QoS of every message.
+    /// QoS 0, 1 or 2 (QoS 0: no SENDACK; losses are counted, not failed).
+    #[arg(long, default_value = "1", value_parser = cli::parse_qos)]
     pub qos: Qos,
-    /// Messages per second per sender (0: closed loop, next after SENDACK).
+    /// Messages per second per sender; 0 = closed loop (next after SENDACK).
+    #[arg(long, default_value_t = 0)]
     pub rate: u32,
     /// Payload bytes (at least 16: timestamp and index).
+    #[arg(long, default_value_t = 256)]
     pub payload: usize,
-    /// Give up waiting for deliveries after this long.
+    /// Seconds to wait for stragglers.
+    #[arg(long = "timeout-s", value_name = "SECONDS", default_value = "30", value_parser = cli::parse_seconds)]
     pub timeout: Duration,
     /// First user id used (runs use fresh users so old inboxes do not interfere).
+    #[arg(skip = fresh_user_base())]
     pub first_user: u64,
     /// Print a progress line to stderr every second.
+    #[arg(skip)]
     pub progress: bool,
-    /// Fault: once half the messages are acknowledged, run this shell
-    /// command (e.g. one that kills the gateway with SIGKILL and starts it
-    /// again); every client reconnects and resumes its session.
+    /// Fault: when half the messages are acknowledged, run this shell
+    /// command (e.g. kill the gateway with SIGKILL and start it again);
+    /// clients reconnect and resume, and the checker still applies.
+    #[arg(long)]
     pub restart_cmd: Option<String>,
-    /// Fault: receivers pause this long after each event, so their ACKs
-    /// come late (past `ack_timeout_ms` the gateway retransmits).
+    /// Fault: receivers pause this long after every event, so their ACKs
+    /// are late (past the gateway's ack timeout it retransmits).
+    #[arg(long = "ack-delay-ms", value_name = "MS", default_value = "0", value_parser = cli::parse_millis)]
     pub ack_delay: Duration,
+    /// The gateway's pid, for its CPU time per message; default: the
+    /// process listening on the `--server` port, if one is found.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
 }
 
 /// A client that, when the gateway goes away, reconnects and resumes its
@@ -150,6 +172,16 @@ pub struct Latency {
     pub max_ms: f64,
 }
 
+impl Latency {
+    /// `p50 … ms  p99 … ms  p99.9 … ms  max … ms`.
+    pub fn to_text(&self) -> String {
+        format!(
+            "p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms",
+            self.p50_ms, self.p99_ms, self.p999_ms, self.max_ms
+        )
+    }
+}
+
 /// What a run measured and checked.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -173,6 +205,10 @@ pub struct Report {
     pub acked_per_sec: f64,
     /// Wall time of the run (s).
     pub seconds: f64,
+    /// The gateway's CPU time (user + system, all threads, from /proc)
+    /// over the run per acknowledged message (µs); none when its process
+    /// was not found or changed (a restart).
+    pub server_cpu_us_per_msg: Option<f64>,
     /// Send to SENDACK, every sample (ns).
     #[serde(skip)]
     pub ack_histogram: Histogram<u64>,
@@ -198,8 +234,9 @@ impl Report {
         format!(
             "sent {}  acked {}  delivered {}  duplicates {}  lost {}  out-of-order {}\n\
              acked/s {:.0} over {:.2} s\n\
-             send->ack     p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms\n\
-             send->deliver p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms\n",
+             send->ack     {}\n\
+             send->deliver {}\n\
+             gateway CPU {} per message\n",
             self.sent,
             self.acked,
             self.delivered,
@@ -208,14 +245,9 @@ impl Report {
             self.out_of_order,
             self.acked_per_sec,
             self.seconds,
-            self.ack_latency.p50_ms,
-            self.ack_latency.p99_ms,
-            self.ack_latency.p999_ms,
-            self.ack_latency.max_ms,
-            self.deliver_latency.p50_ms,
-            self.deliver_latency.p99_ms,
-            self.deliver_latency.p999_ms,
-            self.deliver_latency.max_ms,
+            self.ack_latency.to_text(),
+            self.deliver_latency.to_text(),
+            procfs::format_cpu(self.server_cpu_us_per_msg),
         )
     }
 }
@@ -327,6 +359,10 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
     }
     drop(deliveries_tx);
     let started = Instant::now();
+    let cpu = procfs::CpuMeter::start(
+        s.server_pid
+            .or_else(|| procfs::listener_pid(s.server.port()).ok()),
+    );
     let senders_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let fault = s.restart_cmd.clone().map(|cmd| {
         let (progress, done) = (progress.clone(), senders_done.clone());
@@ -452,6 +488,7 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
     for r in receivers {
         let _ = r.join();
     }
+    let server_cpu_us_per_msg = cpu.and_then(|m| m.per_message(acked));
     if let Some(printer) = printer {
         progress.finish(printer);
     }
@@ -469,6 +506,7 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
         deliver_latency: latency(&deliver_h),
         acked_per_sec: acked as f64 / acked_at.as_secs_f64(),
         seconds: started.elapsed().as_secs_f64(),
+        server_cpu_us_per_msg,
         ack_histogram: ack_h,
         deliver_histogram: deliver_h,
     })

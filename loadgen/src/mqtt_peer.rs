@@ -1,15 +1,19 @@
 //! The one-to-one workload over MQTT 3.1.1, against a broker (mosquitto, or
 //! any MQTT server) or surepush's own MQTT listener, for side-by-side
-//! numbers: `pairs` receivers each
-//! subscribe at QoS 1 to their own topic with a persistent session; each
-//! sender publishes `messages` QoS 1 messages there, the next one after the
-//! previous PUBACK (the same closed loop as `one-to-one`). Receivers
-//! acknowledge every delivery and check order. Spoken with surepush's own
-//! MQTT codec.
+//! numbers: `pairs` receivers each subscribe at QoS 1 to their own topic
+//! with a persistent session; each sender publishes `messages` QoS 1
+//! messages there, either the next one after the previous PUBACK (closed
+//! loop, as `compare` runs it) or on a fixed timetable of `rate` messages
+//! per second (open loop, as `one-to-one --rate --mqtt` runs it: latency is
+//! measured from the timetable, and PUBACKs are read by a thread of their
+//! own). Receivers acknowledge every delivery and check order. Spoken with
+//! surepush's own MQTT codec; `rumqtt_peer` runs the same with an
+//! independent client.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -18,7 +22,8 @@ use surepush_mqtt::{
     Subscribe, Subscription, SubscriptionOptions,
 };
 
-use crate::raw::{collect, new_histogram, PeerResult};
+use crate::procfs::CpuMeter;
+use crate::raw::{collect, new_histogram, InOrder, PairLoad, PeerResult};
 use crate::{now_ns, RawReport};
 
 const LEVEL: ProtocolLevel = ProtocolLevel::V311;
@@ -102,12 +107,29 @@ pub enum MqttTarget {
 }
 
 impl MqttTarget {
-    fn topic(&self, run: u64, pair: u64) -> MqttString {
-        let t = match self {
+    /// The topic pair `pair`'s receiver subscribes to.
+    pub(crate) fn topic(&self, run: u64, pair: u64) -> String {
+        match self {
             MqttTarget::Broker => format!("surepush-lg/{run}/{pair}"),
             MqttTarget::Surepush { .. } => format!("user/{}", run + 2 * pair + 1),
-        };
-        MqttString::from(t)
+        }
+    }
+
+    /// The client id of a pair's receiver (`receiver`) or sender.
+    pub(crate) fn client_id(&self, run: u64, pair: u64, receiver: bool) -> String {
+        let role = if receiver { "r" } else { "s" };
+        format!("lg-{run}-{role}{pair}")
+    }
+
+    /// The password (a token for surepush; none for a plain broker).
+    pub(crate) fn password(&self, run: u64, pair: u64, receiver: bool) -> Option<String> {
+        match self {
+            MqttTarget::Broker => None,
+            MqttTarget::Surepush { secret } => Some(crate::mint_token(
+                secret,
+                run + 2 * pair + u64::from(receiver),
+            )),
+        }
     }
 
     /// Connects the sender (`receiver` false) or receiver of a pair.
@@ -118,28 +140,52 @@ impl MqttTarget {
         pair: u64,
         receiver: bool,
     ) -> Result<Peer, String> {
-        let role = if receiver { "r" } else { "s" };
-        let password = match self {
-            MqttTarget::Broker => None,
-            MqttTarget::Surepush { secret } => Some(crate::mint_token(
-                secret,
-                run + 2 * pair + u64::from(receiver),
-            )),
-        };
-        Peer::connect(addr, format!("lg-{run}-{role}{pair}"), password)
+        Peer::connect(
+            addr,
+            self.client_id(run, pair, receiver),
+            self.password(run, pair, receiver),
+        )
     }
 }
 
-/// Runs the workload against `target` at `addr`; `run` keeps client ids,
-/// users and topics of different runs apart.
+/// The next packet id after `k` messages (1..=65535, wrapping).
+fn packet_id(k: u64) -> PacketId {
+    PacketId::new((k % 65_535 + 1) as u16).expect("nonzero")
+}
+
+/// A QoS 1 PUBLISH of `body` to `topic` with packet id `id`.
+fn publish(topic: &MqttString, id: PacketId, body: Vec<u8>) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: topic.clone(),
+        packet_id: Some(id),
+        payload: Bytes::from(body),
+        properties: Default::default(),
+    })
+}
+
+/// A payload of `size` bytes carrying the send time and the index `k`.
+fn timed_body(size: usize, sent_ns: u64, k: u64) -> Vec<u8> {
+    let mut body = vec![0u8; size.max(16)];
+    body[..8].copy_from_slice(&sent_ns.to_le_bytes());
+    body[8..16].copy_from_slice(&k.to_le_bytes());
+    body
+}
+
+/// Runs the workload against `target` at `addr`.
 pub fn run_mqtt(
     addr: SocketAddr,
     target: &MqttTarget,
-    pairs: u32,
-    messages: u32,
-    payload: usize,
-    run: u64,
+    load: &PairLoad,
 ) -> Result<RawReport, String> {
+    let PairLoad {
+        pairs,
+        messages,
+        run,
+        ..
+    } = *load;
     let (tx, rx) = mpsc::channel::<PeerResult>();
     let mut receivers = Vec::new();
     for pair in 0..u64::from(pairs) {
@@ -147,7 +193,7 @@ pub fn run_mqtt(
         r.send(&Packet::Subscribe(Subscribe {
             packet_id: PacketId::new(1).expect("nonzero"),
             filters: vec![Subscription {
-                filter: target.topic(run, pair),
+                filter: MqttString::from(target.topic(run, pair).as_str()),
                 options: SubscriptionOptions::qos(QoS::AtLeastOnce),
             }],
             properties: Default::default(),
@@ -158,65 +204,152 @@ pub fn run_mqtt(
         }
         let tx = tx.clone();
         receivers.push(std::thread::spawn(move || {
-            let mut h = new_histogram();
-            let mut next = 0u64;
-            while next < u64::from(messages) {
+            let mut got = InOrder::new();
+            while got.next < u64::from(messages) {
                 let Ok(Packet::Publish(p)) = r.next() else {
                     break;
                 };
-                if p.payload.len() >= 16 {
-                    let sent = u64::from_le_bytes(p.payload[..8].try_into().expect("8"));
-                    let k = u64::from_le_bytes(p.payload[8..16].try_into().expect("8"));
-                    if k == next {
-                        next += 1;
-                        h.saturating_record(now_ns().saturating_sub(sent));
-                    }
-                }
+                got.take(&p.payload);
                 if let Some(id) = p.packet_id {
                     if r.send(&Packet::PubAck(PubReply::success(id))).is_err() {
                         break;
                     }
                 }
             }
-            let _ = tx.send((new_histogram(), h, 0, next));
+            let _ = tx.send(got.result());
         }));
     }
     let started = Instant::now();
+    let cpu = CpuMeter::start(load.server_pid);
     for pair in 0..u64::from(pairs) {
-        let mut s = target.connect(addr, run, pair, false)?;
-        let topic = target.topic(run, pair);
-        let tx = tx.clone();
+        let s = target.connect(addr, run, pair, false)?;
+        let topic = MqttString::from(target.topic(run, pair).as_str());
+        let (tx, load) = (tx.clone(), *load);
         std::thread::spawn(move || {
-            let mut h = new_histogram();
-            let mut acked = 0u64;
-            for k in 0..u64::from(messages) {
-                let t = now_ns();
-                let mut body = vec![0u8; payload];
-                body[..8].copy_from_slice(&t.to_le_bytes());
-                body[8..16].copy_from_slice(&k.to_le_bytes());
-                let id = PacketId::new((k % 65_535 + 1) as u16).expect("nonzero");
-                let publish = Packet::Publish(Publish {
-                    dup: false,
-                    qos: QoS::AtLeastOnce,
-                    retain: false,
-                    topic: topic.clone(),
-                    packet_id: Some(id),
-                    payload: Bytes::from(body),
-                    properties: Default::default(),
-                });
-                if s.send(&publish).is_err() {
-                    break;
-                }
-                match s.next() {
-                    Ok(Packet::PubAck(a)) if a.packet_id == id => {}
-                    _ => break,
-                }
-                acked += 1;
-                h.saturating_record(now_ns().saturating_sub(t));
-            }
-            let _ = tx.send((h, new_histogram(), acked, 0));
+            let result = if load.rate == 0 {
+                closed_loop(s, &topic, &load)
+            } else {
+                open_loop(s, &topic, &load)
+            };
+            let _ = tx.send(result);
         });
     }
     drop(tx);
-    Ok(collect(rx, receivers, started))
+    Ok(collect(rx, receivers, started, cpu))
+}
+
+/// Publishes each message after the previous one's PUBACK.
+fn closed_loop(mut s: Peer, topic: &MqttString, load: &PairLoad) -> PeerResult {
+    let mut h = new_histogram();
+    let mut acked = 0u64;
+    for k in 0..u64::from(load.messages) {
+        let t = now_ns();
+        let id = packet_id(k);
+        if s.send(&publish(topic, id, timed_body(load.payload, t, k)))
+            .is_err()
+        {
+            break;
+        }
+        match s.next() {
+            Ok(Packet::PubAck(a)) if a.packet_id == id => {}
+            _ => break,
+        }
+        acked += 1;
+        h.saturating_record(now_ns().saturating_sub(t));
+    }
+    (h, new_histogram(), acked, 0)
+}
+
+/// Publishes on a fixed timetable of `load.rate` messages per second;
+/// a thread of its own reads the PUBACKs. Latency counts from the
+/// timetable (a stalled broker shows as latency, not as a lower rate).
+fn open_loop(s: Peer, topic: &MqttString, load: &PairLoad) -> PeerResult {
+    let messages = u64::from(load.messages);
+    // The intended send time of the message in flight under each packet id.
+    let intended: Arc<Vec<AtomicU64>> = Arc::new((0..=65_535).map(|_| AtomicU64::new(0)).collect());
+    let Ok(mut writer) = s.stream.try_clone() else {
+        return (new_histogram(), new_histogram(), 0, 0);
+    };
+    let acks = {
+        let (intended, mut reader) = (intended.clone(), s);
+        std::thread::spawn(move || {
+            let mut h = new_histogram();
+            let mut acked = 0u64;
+            while acked < messages {
+                let Ok(Packet::PubAck(a)) = reader.next() else {
+                    break;
+                };
+                let t = intended[usize::from(a.packet_id.get())].load(Ordering::Acquire);
+                h.saturating_record(now_ns().saturating_sub(t));
+                acked += 1;
+            }
+            (h, acked)
+        })
+    };
+    let interval_ns = 1_000_000_000 / u64::from(load.rate.max(1));
+    let (start, start_ns) = (Instant::now(), now_ns());
+    for k in 0..messages {
+        let due = Duration::from_nanos(k * interval_ns);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait); // the timetable, not synchronisation
+        }
+        let t = start_ns + k * interval_ns;
+        let id = packet_id(k);
+        intended[usize::from(id.get())].store(t, Ordering::Release);
+        let mut out = BytesMut::new();
+        let written = encode(
+            &publish(topic, id, timed_body(load.payload, t, k)),
+            LEVEL,
+            &mut out,
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|()| writer.write_all(&out).map_err(|e| e.to_string()));
+        if written.is_err() {
+            let _ = writer.shutdown(std::net::Shutdown::Both); // ends the reader
+            break;
+        }
+    }
+    let (h, acked) = acks.join().unwrap_or_else(|_| (new_histogram(), 0));
+    (h, new_histogram(), acked, 0)
+}
+
+/// Publishes are pipelined with at most this many awaiting their PUBACK.
+const PUBLISH_WINDOW: u64 = 256;
+
+/// Connects as `client_id` (with `password`, if any) and publishes
+/// `messages` QoS 1 messages of `payload` bytes to `topic`, message `k`
+/// carrying its send time and the index `k`, with up to
+/// [`PUBLISH_WINDOW`] awaiting their PUBACK; waits for the PUBACKs until
+/// `deadline`. Returns how many were acknowledged.
+pub(crate) fn publish_pipelined(
+    addr: SocketAddr,
+    client_id: String,
+    password: Option<String>,
+    topic: &str,
+    messages: u32,
+    payload: usize,
+    deadline: Instant,
+) -> Result<u64, String> {
+    let mut p = Peer::connect(addr, client_id, password)?;
+    let topic = MqttString::from(topic);
+    let (messages, mut sent, mut acked) = (u64::from(messages), 0u64, 0u64);
+    while acked < messages && Instant::now() < deadline {
+        let mut out = BytesMut::new();
+        while sent < messages && sent - acked < PUBLISH_WINDOW {
+            let packet = publish(&topic, packet_id(sent), timed_body(payload, now_ns(), sent));
+            encode(&packet, LEVEL, &mut out).map_err(|e| e.to_string())?;
+            sent += 1;
+        }
+        if !out.is_empty() {
+            p.stream
+                .write_all(&out)
+                .map_err(|e| format!("publisher: {e}"))?;
+        }
+        match p.next()? {
+            Packet::PubAck(a) if a.reason.0 < 0x80 => acked += 1,
+            Packet::PubAck(a) => return Err(format!("publish refused: {:?}", a.reason)),
+            _ => {}
+        }
+    }
+    Ok(acked)
 }

@@ -15,7 +15,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::raw::{collect, new_histogram, PeerResult};
+use crate::procfs::CpuMeter;
+use crate::raw::{collect, new_histogram, PairLoad, PeerResult};
 use crate::{now_ns, RawReport};
 
 /// A message delivered to one of our subscriptions.
@@ -221,13 +222,9 @@ fn check_reply(reply: &str) -> Result<(), String> {
 /// Runs the workload against the NATS server at `addr` (JetStream
 /// enabled); `run` keeps streams, consumers and subjects of different runs
 /// apart.
-pub fn run_jetstream(
-    addr: SocketAddr,
-    pairs: u32,
-    messages: u32,
-    payload: usize,
-    run: u64,
-) -> Result<RawReport, String> {
+pub fn run_jetstream(addr: SocketAddr, load: &PairLoad) -> Result<RawReport, String> {
+    load.closed_loop_only("the JetStream peer")?;
+    let run = load.run;
     let stream = format!("LG{run}");
     let mut control = Conn::connect(addr)?;
     control.api(
@@ -236,7 +233,7 @@ pub fn run_jetstream(
             r#"{{"name":"{stream}","subjects":["lg.{run}.>"],"storage":"file","retention":"limits"}}"#
         ),
     )?;
-    let result = run_pairs(&mut control, addr, &stream, pairs, messages, payload, run);
+    let result = run_pairs(&mut control, addr, &stream, load);
     let deleted = control.api(&format!("$JS.API.STREAM.DELETE.{stream}"), "");
     let report = result?;
     deleted?;
@@ -247,12 +244,15 @@ fn run_pairs(
     control: &mut Conn,
     addr: SocketAddr,
     stream: &str,
-    pairs: u32,
-    messages: u32,
-    payload: usize,
-    run: u64,
+    load: &PairLoad,
 ) -> Result<RawReport, String> {
-    let payload = payload.max(16);
+    let PairLoad {
+        pairs,
+        messages,
+        run,
+        ..
+    } = *load;
+    let payload = load.payload.max(16);
     let (tx, rx) = mpsc::channel::<PeerResult>();
     let mut receivers = Vec::new();
     for pair in 0..u64::from(pairs) {
@@ -307,6 +307,7 @@ fn run_pairs(
         senders.push((s, inbox, sid, pair));
     }
     let started = Instant::now();
+    let cpu = CpuMeter::start(load.server_pid);
     for (mut s, inbox, sid, pair) in senders {
         let subject = format!("lg.{run}.{pair}");
         let tx = tx.clone();
@@ -341,5 +342,5 @@ fn run_pairs(
         });
     }
     drop(tx);
-    Ok(collect(rx, receivers, started))
+    Ok(collect(rx, receivers, started, cpu))
 }

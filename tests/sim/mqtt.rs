@@ -666,6 +666,8 @@ impl World {
         let token = self.mqtt.clients[client].token.clone();
         let params = BridgeParams {
             page: 3,
+            // Above the page, so replay reads ahead several pages.
+            inflight: 7,
             max_packet: 1 << 20,
             receive_max: 4,
             room_window: self.config.room_window,

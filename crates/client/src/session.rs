@@ -442,6 +442,7 @@ impl ClientSession {
             request_id: req.id,
             direction: req.direction,
             limit: req.limit,
+            read_ahead: false,
         }));
     }
 

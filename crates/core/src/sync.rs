@@ -5,6 +5,11 @@
 //!   the last seq of page N acknowledges page N) and returns the messages
 //!   after `a`; an empty `After` page acknowledges the last page and turns
 //!   the connection live, so new messages are pushed from then on;
+//! - a SYNC that reads ahead (`read_ahead`, issue #24) is the same read
+//!   without the acknowledgement: a client that hands items on slowly (an
+//!   MQTT client's PUBACKs) fetches the next page at once and acknowledges
+//!   with ACK as items are taken, so the cursor never passes what the
+//!   client holds and the replay does not stop and wait per page;
 //! - `Latest` and `Before(a)` page backwards for a device without history
 //!   and acknowledge nothing;
 //! - while a SYNC is being served, the connection is not live: the replay
@@ -80,7 +85,9 @@ impl Shard {
                     );
                     return;
                 }
-                self.advance_cursor(user, device, anchor);
+                if !request.read_ahead {
+                    self.advance_cursor(user, device, anchor);
+                }
                 self.stop_live(conn);
                 InboxQuery::After {
                     after: anchor,

@@ -125,6 +125,7 @@ impl Harness {
                 request_id: after as u32 + 1,
                 direction: SyncDirection::After(Seq(after)),
                 limit: 100,
+                read_ahead: false,
             }),
         );
         self.take(conn);
@@ -267,6 +268,7 @@ fn sync_with_absurd_limit_is_typed_but_keeps_the_session() {
                 request_id: id,
                 direction: SyncDirection::Latest,
                 limit,
+                read_ahead: false,
             }),
         );
         let frames = h.take(c);
@@ -601,6 +603,7 @@ fn a_read_racing_a_durability_report_shows_nothing_the_core_has_not_counted() {
             request_id,
             direction: SyncDirection::After(Seq(after)),
             limit: 100,
+            read_ahead: false,
         })
     };
     h.frame(rx, sync(1, 0));
@@ -623,6 +626,7 @@ fn a_read_racing_a_durability_report_shows_nothing_the_core_has_not_counted() {
 
 mod gone;
 mod keyed;
+mod read_ahead;
 mod retry;
 mod room_access;
 

@@ -102,8 +102,14 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
         })),
         arb_push(true).prop_map(Frame::Push),
         any::<u64>().prop_map(|s| Frame::Ack(Seq(s))),
-        (any::<u32>(), any::<u64>(), any::<u32>(), 0u8..3).prop_map(|(r, a, l, d)| Frame::Sync(
-            Sync {
+        (
+            any::<u32>(),
+            any::<u64>(),
+            any::<u32>(),
+            0u8..3,
+            any::<bool>()
+        )
+            .prop_map(|(r, a, l, d, read_ahead)| Frame::Sync(Sync {
                 request_id: r,
                 direction: match d {
                     0 => SyncDirection::After(Seq(a)),
@@ -111,8 +117,8 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                     _ => SyncDirection::Before(Seq(a)),
                 },
                 limit: l,
-            }
-        )),
+                read_ahead,
+            })),
         (
             any::<u32>(),
             any::<u64>(),

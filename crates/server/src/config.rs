@@ -209,6 +209,11 @@ pub struct MqttSettings {
     pub listen: SocketAddr,
     /// Inbox messages per replay page when a session resumes.
     pub page: u32,
+    /// Replayed messages a session holds unacknowledged before it stops
+    /// reading ahead (sent to the client, or waiting for its Receive
+    /// Maximum): the replay window. The next page is read while PUBACKs of
+    /// earlier ones are outstanding (issue #24).
+    pub inflight: u32,
     /// Largest MQTT packet accepted, in bytes (advertised to v5 clients).
     pub max_packet: u32,
 }
@@ -219,6 +224,10 @@ impl Default for MqttSettings {
             enabled: true,
             listen: "127.0.0.1:1883".parse().expect("valid literal"),
             page: 64,
+            // Four pages: a stream stays busy while a client's PUBACKs of
+            // the oldest ones are on their way (the core's `room_window`
+            // plays the same part for rooms and has the same default).
+            inflight: 256,
             max_packet: 1 << 20,
         }
     }
@@ -364,6 +373,9 @@ impl Config {
         let m = &self.mqtt;
         if m.enabled && (m.page == 0 || m.page > c.max_sync_limit) {
             return bad("mqtt.page must be within 1 ..= core.max_sync_limit");
+        }
+        if m.enabled && (m.inflight == 0 || m.inflight > u32::from(u16::MAX)) {
+            return bad("mqtt.inflight must be within 1 ..= 65535");
         }
         if m.enabled && (m.max_packet < 1024 || m.max_packet > c.max_frame) {
             return bad("mqtt.max_packet must be within 1 KiB ..= core.max_frame");

@@ -5,7 +5,12 @@
 
 use super::*;
 
-fn connect_with(h: &mut Harness, user: u64, device: u64, last_seq: Option<u64>) -> ConnId {
+pub(super) fn connect_with(
+    h: &mut Harness,
+    user: u64,
+    device: u64,
+    last_seq: Option<u64>,
+) -> ConnId {
     let c = h.open();
     let token = Harness::token(user, device, u64::MAX / 2);
     h.frame(
@@ -25,6 +30,7 @@ fn sync_after(request_id: u32, after: u64) -> Frame {
         request_id,
         direction: SyncDirection::After(Seq(after)),
         limit: 100,
+        read_ahead: false,
     })
 }
 

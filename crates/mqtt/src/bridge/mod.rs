@@ -14,8 +14,12 @@
 //!   QoS 2), or when this session was never going to get it (no matching
 //!   subscription, or its own send); so a message is never acknowledged to
 //!   the core before the client has it;
-//! - a replay page is acknowledged (by asking for the next one) only when
-//!   every item in it is acknowledged in that sense;
+//! - replay streams (issue #24): the next page is read ahead (SYNC with
+//!   `read_ahead`, which acknowledges nothing) as soon as fewer than
+//!   `BridgeParams::inflight` replayed messages are unacknowledged, and the
+//!   acknowledged prefix goes to the core as a cumulative ACK, replay or
+//!   live alike; so the bridge holds at most that window plus one page of
+//!   a replay, and a page never waits for the previous page's PUBACKs;
 //! - QoS 1/2 PUBACK/PUBREC leave only after the core's SENDACK, i.e. after
 //!   the message is durable;
 //! - the session's own durable state is in the segment log, and a packet
@@ -57,6 +61,10 @@ use topics::{room_filter, Target};
 pub struct BridgeParams {
     /// Items per replay page asked of the core.
     pub page: u32,
+    /// Replayed inbox messages a session holds unacknowledged (sent, or
+    /// waiting for the client's Receive Maximum) before it stops reading
+    /// ahead (`mqtt.inflight`, docs/MQTT.md).
+    pub inflight: u32,
     /// Largest MQTT packet accepted (advertised to v5 clients).
     pub max_packet: u32,
     /// Unacknowledged PUBLISHes a client may send (v5 Receive Maximum).
@@ -111,8 +119,11 @@ enum Mode {
     Connecting,
     /// Replaying the inbox page by page.
     Replay {
+        /// The SYNC whose page is awaited (or came last).
         request: u32,
+        /// The read position: the last item read (or the anchor).
         last: Seq,
+        /// The page of `request` has not come yet.
         asked: bool,
     },
     /// Live pushes.
@@ -725,14 +736,17 @@ impl Bridge {
                 .push_back(Packet::PubRel(PubReply::success(pid)));
         }
         self.resubscribe_rooms();
-        self.ask_page(from);
+        // The first SYNC acknowledges `from`: the session holds it already.
+        self.ask_page(from, false);
         // Packets the client sent before this CONNACK, in order.
         while let Some(p) = self.early.pop_front() {
             self.on_packet(p);
         }
     }
 
-    fn ask_page(&mut self, after: Seq) {
+    /// Asks for the inbox page after `after`; `read_ahead`: without
+    /// acknowledging `after` (the client has not acknowledged it yet).
+    fn ask_page(&mut self, after: Seq, read_ahead: bool) {
         self.next_request += 1;
         self.mode = Mode::Replay {
             request: self.next_request,
@@ -743,6 +757,7 @@ impl Bridge {
             request_id: self.next_request,
             direction: SyncDirection::After(after),
             limit: self.params.page,
+            read_ahead,
         }));
     }
 
@@ -1013,16 +1028,18 @@ impl Bridge {
             self.state.done.retain(|&s| s > seq.0);
             self.changed(Change::Bookkeeping);
         }
-        match self.mode {
-            Mode::Live => {
-                if let Some(seq) = last {
-                    self.ack_to_core(Frame::Ack(seq));
-                }
+        if let Some(seq) = last.filter(|_| self.mode != Mode::Connecting) {
+            self.ack_to_core(Frame::Ack(seq));
+        }
+        if let Mode::Replay {
+            last, asked: false, ..
+        } = self.mode
+        {
+            // Read ahead while the window has room (one page may overshoot
+            // it): the client's PUBACKs need not come first.
+            if self.inbox.len() < self.params.inflight.max(1) as usize {
+                self.ask_page(last, true);
             }
-            Mode::Replay {
-                last, asked: false, ..
-            } if self.inbox.is_empty() => self.ask_page(last),
-            _ => {}
         }
         self.advance_rooms();
     }

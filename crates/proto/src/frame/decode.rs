@@ -107,6 +107,7 @@ impl Frame {
                     request_id: f.request_id.get(),
                     direction,
                     limit: f.limit.get(),
+                    read_ahead: flags & SYNC_READ_AHEAD != 0,
                 })
             }
             FrameKind::SyncPage => decode_sync_page(flags, body)?,
@@ -155,6 +156,7 @@ fn allowed_flags(kind: FrameKind) -> u8 {
         FrameKind::ConnAck => CONNACK_CURSOR_KNOWN,
         FrameKind::Send => SEND_CONFIRM,
         FrameKind::Push => PUSH_ECHO | PUSH_RETRANSMIT,
+        FrameKind::Sync => SYNC_READ_AHEAD,
         FrameKind::SyncPage => SYNCPAGE_END | SYNCPAGE_GAP,
         _ => 0,
     }

@@ -170,6 +170,7 @@ impl Frame {
                 (if p.echo { PUSH_ECHO } else { 0 })
                     | (if p.retransmit { PUSH_RETRANSMIT } else { 0 })
             }
+            Frame::Sync(s) if s.read_ahead => SYNC_READ_AHEAD,
             Frame::SyncPage(p) => {
                 (if p.end { SYNCPAGE_END } else { 0 }) | (if p.gap { SYNCPAGE_GAP } else { 0 })
             }

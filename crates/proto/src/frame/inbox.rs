@@ -134,7 +134,8 @@ pub struct Push {
 /// Which part of the inbox a SYNC asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncDirection {
-    /// Messages with `seq > anchor`, oldest first. Also acknowledges `anchor`.
+    /// Messages with `seq > anchor`, oldest first. Also acknowledges
+    /// `anchor`, unless the SYNC reads ahead ([`Sync::read_ahead`]).
     After(Seq),
     /// The newest messages.
     Latest,
@@ -151,6 +152,10 @@ pub struct Sync {
     pub direction: SyncDirection,
     /// Page size (1..=gateway maximum).
     pub limit: u32,
+    /// Read only: an `After` SYNC does not acknowledge its anchor
+    /// ([`SYNC_READ_AHEAD`](super::SYNC_READ_AHEAD)); no effect on `Latest`
+    /// and `Before`.
+    pub read_ahead: bool,
 }
 
 /// SYNCPAGE: one page of the inbox, ascending by seq.

@@ -121,3 +121,7 @@ pub const SYNCPAGE_END: u8 = 0x01;
 /// by retention) between the anchor and the first item, between items,
 /// or, for an empty `After` page, between the anchor and `head`.
 pub const SYNCPAGE_GAP: u8 = 0x02;
+/// SYNC flag: read ahead. An `After` page is read without acknowledging
+/// its anchor; the client acknowledges with ACK as its application takes
+/// the items (issue #24: reading ahead is not acknowledging).
+pub const SYNC_READ_AHEAD: u8 = 0x01;

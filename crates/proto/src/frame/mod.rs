@@ -20,7 +20,7 @@ pub use inbox::{
 };
 pub use kind::{
     FrameKind, CONNACK_CURSOR_KNOWN, CONNECT_HAS_CURSOR, PUSH_ECHO, PUSH_RETRANSMIT, SEND_CONFIRM,
-    SYNCPAGE_END, SYNCPAGE_GAP,
+    SYNCPAGE_END, SYNCPAGE_GAP, SYNC_READ_AHEAD,
 };
 
 use super::error::ErrorCode;

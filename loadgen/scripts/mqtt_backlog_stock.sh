@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Offline backlog drained by stock mosquitto clients (issue #24), surepush's
+# MQTT listener and mosquitto 2.x side by side in one run.
+#
+#   loadgen/scripts/mqtt_backlog_stock.sh [MESSAGES] [QOS]   # defaults 50000 1
+#
+# For each broker: a persistent session (`mosquitto_sub -c -q QOS -i rx`)
+# subscribes and leaves; MESSAGES ~8-byte messages are published to it at
+# QOS (`mosquitto_pub -q QOS -l`, stdin kept open for a while after the last
+# line: at EOF it drops what is not acknowledged yet); then the session
+# reconnects and drains them (`-C MESSAGES`). Printed: the drain time, the
+# rate, and the broker's CPU (utime+stime of all its threads, /proc) during
+# the drain. The drain is checked: every message once and in order.
+# mosquitto runs with max_queued_messages 0 and max_inflight_messages 0 (its
+# defaults, 1000 and 20, drop or throttle a QoS 1 backlog); surepush with
+# its defaults (shards 2, mqtt.page 64, mqtt.inflight 256) except
+# core.max_frames_per_sec (see gw.toml below). Ports below 32768.
+set -euo pipefail
+N=${1:-50000}
+QOS=${2:-1}
+HOLD_S=${HOLD_S:-8}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BIN=${SUREPUSH_BIN:-$ROOT/target/release/surepush}
+WORK=$(mktemp -d /tmp/mqtt-backlog.XXXXXX)
+trap 'kill $SP_PID $MQ_PID 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
+
+cat > "$WORK/gw.toml" <<TOML
+listen = "127.0.0.1:17400"
+admin_listen = "127.0.0.1:17401"
+data_dir = "$WORK/data"
+shards = 2
+pin_cores = false
+token_secret = "bench-secret"
+[core]
+# mosquitto_pub -l sends far more than the default 10,000 frames/s; over it
+# the publisher is closed, reconnects and resends with DUP, and QoS 1 stores
+# those again (at least once): the drain check would see duplicates.
+max_frames_per_sec = 1000000
+[mqtt]
+listen = "127.0.0.1:17883"
+TOML
+cat > "$WORK/mosquitto.conf" <<CONF
+user root
+listener 17884 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location $WORK/mq/
+max_queued_messages 0
+max_inflight_messages 0
+CONF
+mkdir -p "$WORK/mq"
+"$BIN" serve --config "$WORK/gw.toml" > "$WORK/gw.log" 2>&1 & SP_PID=$!
+mosquitto -c "$WORK/mosquitto.conf" > "$WORK/mq.log" 2>&1 & MQ_PID=$!
+for _ in $(seq 100); do
+  (exec 3<>/dev/tcp/127.0.0.1/17883) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/17884) 2>/dev/null && break
+  sleep 0.1
+done
+RX_TOKEN=$("$BIN" token --config "$WORK/gw.toml" --user 2 --device 1)
+TX_TOKEN=$("$BIN" token --config "$WORK/gw.toml" --user 1 --device 1)
+
+cpu_ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
+all_ticks() { local t=0; for s in /proc/"$1"/task/*/stat; do t=$((t + $(awk '{print $14 + $15}' "$s"))); done; echo $t; }
+
+run() { # name port topic pid rx_auth... -- tx_auth...
+  local name=$1 port=$2 topic=$3 pid=$4; shift 4
+  local rx=() tx=()
+  while [ "$1" != -- ]; do rx+=("$1"); shift; done; shift; tx=("$@")
+  mosquitto_sub -h 127.0.0.1 -p "$port" "${rx[@]}" -c -q "$QOS" -i rx -t "$topic" -W 1 > /dev/null 2>&1 || true
+  { seq 1 "$N" | sed 's/^/msg-/'; sleep "$HOLD_S"; } |
+    mosquitto_pub -h 127.0.0.1 -p "$port" "${tx[@]}" -q "$QOS" -t "$topic" -l
+  local c0 t0 t1 c1
+  c0=$(all_ticks "$pid"); t0=$(date +%s.%N)
+  mosquitto_sub -h 127.0.0.1 -p "$port" "${rx[@]}" -c -q "$QOS" -i rx -t "$topic" -C "$N" -W 300 > "$WORK/out.$port"
+  t1=$(date +%s.%N); c1=$(all_ticks "$pid")
+  if ! seq 1 "$N" | sed 's/^/msg-/' | cmp -s - "$WORK/out.$port"; then
+    echo "$name: NOT each once in order ($(wc -l < "$WORK/out.$port") lines)"; return 1
+  fi
+  awk -v n="$N" -v a="$t0" -v b="$t1" -v c=$(( (c1 - c0) * 10 )) -v name="$name" -v q="$QOS" \
+    'BEGIN { d = b - a; printf "%-28s QoS %s  %d msgs  drain %.3f s  %.0f msgs/s  server CPU %d ms\n", name, q, n, d, n / d, c }'
+}
+
+run "mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}') (bk/t)" 17884 bk/t "$MQ_PID" -- 
+run "surepush MQTT (user/2)" 17883 user/2 "$SP_PID" -u x -P "$RX_TOKEN" -- -u x -P "$TX_TOKEN"
