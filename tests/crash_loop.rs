@@ -30,7 +30,7 @@ use common::TestServer;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use surepush::client::{BlockingClient, ClientSession, Event};
-use surepush::core::shard_of;
+use surepush::core::Router;
 use surepush::proto::{DeviceId, Push, Qos, SendResult, Seq, UserId};
 
 /// Senders and receivers each (half of them on each shard).
@@ -205,7 +205,7 @@ fn users_on_both_shards(n: usize, skip: &[u64]) -> Vec<u64> {
     for shard in [0, 1] {
         picked.extend(
             (1..1000u64)
-                .filter(|u| shard_of(UserId(*u), 2) == shard && !skip.contains(u))
+                .filter(|u| Router::of_node(2).owner(UserId(*u)).0 == shard && !skip.contains(u))
                 .take(n / 2),
         );
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{next_message, TestServer};
 use surepush::client::Event;
-use surepush::core::shard_of;
+use surepush::core::Router;
 use surepush::proto::{Qos, SendResult, Seq, UserId};
 
 const GROUP_NO: u64 = 7;
@@ -24,7 +24,10 @@ fn group_sends_reach_every_member_across_shards_and_survive_restarts() {
     let mut server = TestServer::start(2, "");
     // Members on both shards (the test needs that to mean anything).
     let (a, b, c, outsider) = (1, 2, 3, 4);
-    let shards: Vec<u16> = [a, b, c].iter().map(|u| shard_of(UserId(*u), 2)).collect();
+    let shards: Vec<u16> = [a, b, c]
+        .iter()
+        .map(|u| Router::of_node(2).owner(UserId(*u)).0)
+        .collect();
     assert!(shards.contains(&0) && shards.contains(&1), "{shards:?}");
     let (status, body) = members(&server, &format!(r#"{{"add": [{a}, {b}, {c}]}}"#));
     assert_eq!(status, 200, "{body}");

@@ -37,7 +37,7 @@ use common::TestServer;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use surepush::client::Event;
-use surepush::core::shard_of;
+use surepush::core::Router;
 use surepush::mqtt::{
     encode, Connect, Decoder, MqttString, Packet, PacketId, Properties, ProtocolLevel, PubReply,
     Publish, QoS, ReasonCode, Subscribe, Subscription, SubscriptionOptions,
@@ -420,7 +420,7 @@ fn users_on_both_shards(n: usize, from: u64) -> Vec<u64> {
     for shard in [0, 1] {
         picked.extend(
             (from..from + 1000)
-                .filter(|u| shard_of(UserId(*u), 2) == shard)
+                .filter(|u| Router::of_node(2).owner(UserId(*u)).0 == shard)
                 .take(n / 2),
         );
     }
@@ -433,7 +433,7 @@ fn rooms_on_both_shards() -> Vec<u64> {
         .iter()
         .map(|&shard| {
             (70..)
-                .find(|n| shard_of(UserId(n | ROOM_BIT), 2) == shard)
+                .find(|n| Router::of_node(2).owner(UserId(n | ROOM_BIT)).0 == shard)
                 .expect("a room there")
         })
         .collect()

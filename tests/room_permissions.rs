@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::TestServer;
 use surepush::client::{BlockingClient, Event};
-use surepush::core::{shard_of, Acl};
+use surepush::core::{Acl, Router};
 use surepush::proto::{Qos, RoomPush, SendResult, Seq, SubResult, UserId, ROOM_BIT};
 
 const CLOSED: &str = "[core]\nrooms_open = false\n";
@@ -26,7 +26,7 @@ fn room(n: u64) -> u64 {
 /// A room number homed on `shard` of two, from `from` up.
 fn room_on(shard: u16, from: u64) -> u64 {
     (from..)
-        .find(|n| shard_of(UserId(room(*n)), 2) == shard)
+        .find(|n| Router::of_node(2).owner(UserId(room(*n))).0 == shard)
         .expect("rooms live on every shard")
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{next_message, read_until_closed, TestServer};
 use surepush::client::{BlockingClient, Event};
-use surepush::core::shard_of;
+use surepush::core::Router;
 use surepush::proto::{Connect, DeviceId, ErrorCode, Frame, Qos, SendResult, Seq, UserId};
 
 fn error_code(frames: &[Frame]) -> Option<u16> {
@@ -132,8 +132,12 @@ fn every_device_sees_the_inbox_and_own_sends_sync_to_other_devices() {
 #[test]
 fn users_on_different_shards_talk_through_the_mesh() {
     let server = TestServer::start(2, "");
-    let a = (1..100u64).find(|u| shard_of(UserId(*u), 2) == 0).unwrap();
-    let b = (1..100u64).find(|u| shard_of(UserId(*u), 2) == 1).unwrap();
+    let a = (1..100u64)
+        .find(|u| Router::of_node(2).owner(UserId(*u)).0 == 0)
+        .unwrap();
+    let b = (1..100u64)
+        .find(|u| Router::of_node(2).owner(UserId(*u)).0 == 1)
+        .unwrap();
     // Several connections each, so some land on the non-owner shard and are handed off.
     let mut receivers: Vec<BlockingClient> = (1..=3)
         .map(|d| server.connect(b, d, Some(Seq::ZERO)).0)
@@ -156,7 +160,9 @@ fn users_on_different_shards_talk_through_the_mesh() {
 #[test]
 fn kill_9_loses_nothing_that_was_acknowledged() {
     let mut server = TestServer::start(2, "");
-    let receiver = (1..100u64).find(|u| shard_of(UserId(*u), 2) == 1).unwrap();
+    let receiver = (1..100u64)
+        .find(|u| Router::of_node(2).owner(UserId(*u)).0 == 1)
+        .unwrap();
     let (mut tx, _) = server.connect(1, 1, Some(Seq::ZERO));
     let mut acked = Vec::new();
     for i in 0..200u32 {

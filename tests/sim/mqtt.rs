@@ -41,7 +41,7 @@ use rand::{Rng, SeedableRng};
 
 use surepush::bridge::topics::Target;
 use surepush::bridge::{Bridge, BridgeParams, SessionState};
-use surepush::core::{shard_of, Claims, ConnId, StateDurability, TokenVerifier};
+use surepush::core::{Claims, ConnId, Router, StateDurability, TokenVerifier};
 use surepush::log::{MessageRecord, StateKey};
 use surepush::mqtt::{
     self, Connect, MqttString, Packet, PacketId, Properties, ProtocolLevel, PubReply, Publish, QoS,
@@ -649,7 +649,7 @@ impl World {
             let p = &self.mqtt.clients[client].plan;
             (p.user, p.device)
         };
-        let shard = shard_of(user, self.plan.shards);
+        let shard = Router::of_node(self.plan.shards).owner(user).0;
         let now = self.now;
         let conn = self.shards[shard as usize].handle_open(now);
         let open = self
@@ -920,7 +920,7 @@ impl World {
 
     /// Durable head of an inbox or a room.
     pub fn durable_head(&self, id: UserId) -> Seq {
-        let shard = shard_of(id, self.plan.shards) as usize;
+        let shard = Router::of_node(self.plan.shards).owner(id).0 as usize;
         self.shards[shard].durable_head(id)
     }
 

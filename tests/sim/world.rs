@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 
 use surepush::client::{ClientConfig, ClientSession, Event};
 use surepush::core::{
-    shard_of, Action, Claims, ConnId, CoreConfig, PeerMsg, Shard, ShardParams, TokenVerifier,
+    Action, Claims, ConnId, CoreConfig, PeerMsg, Router, Shard, ShardId, ShardParams, TokenVerifier,
 };
 use surepush::log::{InboxQuery, Record, RecoveredState};
 use surepush::mqtt::Packet;
@@ -258,7 +258,7 @@ impl World {
             plan,
         };
         // The group exists (durably, on its home shard) before any traffic.
-        let home = shard_of(GROUP, w.plan.shards) as usize;
+        let home = Router::of_node(w.plan.shards).owner(GROUP).0 as usize;
         for &user in &w.plan.group_members {
             let joined = Record::Member {
                 group: GROUP,
@@ -365,7 +365,7 @@ impl World {
                     self.storage[id as usize].recover(&self.config.dedup);
                 Shard::new(
                     ShardParams {
-                        id,
+                        id: ShardId(id),
                         shards: self.plan.shards,
                         wall_ms_at_zero: WALL_MS_AT_ZERO,
                     },
@@ -663,7 +663,9 @@ impl World {
             return;
         }
         let now = self.now;
-        let shard = shard_of(self.clients[client].user, self.plan.shards);
+        let shard = Router::of_node(self.plan.shards)
+            .owner(self.clients[client].user)
+            .0;
         let conn = self.shards[shard as usize].handle_open(now);
         self.next_link += 1;
         let link = self.next_link;
@@ -877,7 +879,7 @@ impl World {
                 self.schedule(
                     now + 20 * US,
                     Ev::Peer {
-                        shard: to,
+                        shard: to.0,
                         epoch,
                         msg,
                     },
@@ -891,7 +893,7 @@ impl World {
     pub fn quiescent(&self) -> bool {
         self.mqtt_quiescent()
             && self.clients.iter().all(|c| {
-                let shard = shard_of(c.user, self.plan.shards) as usize;
+                let shard = Router::of_node(self.plan.shards).owner(c.user).0 as usize;
                 let head = self.shards[shard].durable_head(c.user);
                 let oldest = c
                     .older
@@ -905,7 +907,7 @@ impl World {
                     && c.sends_left == 0
                     && c.follows.iter().all(|f| {
                         let room = UserId(f.plan.room);
-                        let home = shard_of(room, self.plan.shards) as usize;
+                        let home = Router::of_node(self.plan.shards).owner(room).0 as usize;
                         !f.following || f.pos == Some(self.shards[home].durable_head(room))
                     })
             })
@@ -916,7 +918,7 @@ impl World {
         self.clients
             .iter()
             .map(|c| {
-                let shard = shard_of(c.user, self.plan.shards) as usize;
+                let shard = Router::of_node(self.plan.shards).owner(c.user).0 as usize;
                 format!(
                     "{}/{}: link={:?} live={} unfinished={} delivered={:?} head={} oldest={:?} sends_left={}",
                     c.user,
@@ -940,7 +942,7 @@ impl World {
                             f.pos,
                             {
                                 let room = UserId(f.plan.room);
-                                let home = shard_of(room, self.plan.shards) as usize;
+                                let home = Router::of_node(self.plan.shards).owner(room).0 as usize;
                                 self.shards[home].durable_head(room).0
                             },
                             f.lags,

@@ -2,7 +2,8 @@
 
 use bytes::Bytes;
 
-use crate::{InboxQuery, Record, SendKey, StateKey};
+use crate::router::ShardId;
+use crate::{InboxQuery, PeerMsg, Record, SendKey, StateKey};
 use surepush_proto::{Frame, Qos, Seq, UserId};
 
 /// A connection on this shard. Allocated by [`super::Shard::handle_open`];
@@ -91,7 +92,7 @@ pub enum Action {
     /// Deliver `msg` to shard `shard` ([`super::Shard::handle_peer`] there).
     Peer {
         /// Destination shard.
-        shard: u16,
+        shard: ShardId,
         /// The message.
         msg: PeerMsg,
     },
@@ -145,6 +146,15 @@ pub enum MembersOutcome {
     Failed,
 }
 
+impl MembersOutcome {
+    /// Every reason an [`MembersOutcome::Invalid`] gives (the peer wire
+    /// format sends the index).
+    pub const INVALID_REASONS: [&'static str; 2] = [
+        "not a group or room id",
+        "members must be user ids (below 2^62)",
+    ];
+}
+
 impl StoreOutcome {
     /// The sequence, 0 when failed.
     pub fn seq(self) -> Seq {
@@ -155,258 +165,21 @@ impl StoreOutcome {
     }
 }
 
-/// Messages between shards (through the channel mesh in the server).
+/// A publish not made by a session ([`super::Shard::handle_publish`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PeerMsg {
-    /// Store a copy of a send in `inbox` (owned by the receiving shard) and
-    /// answer `origin` with [`PeerMsg::Stored`] once durable.
-    Store {
-        /// Shard holding the sender's session.
-        origin: u16,
-        /// The send.
-        key: SendKey,
-        /// Inbox to store into.
-        inbox: UserId,
-        /// Addressee of the send.
-        to: UserId,
-        /// QoS (1 or 2).
-        qos: Qos,
-        /// Gateway receive time (ms since the epoch).
-        ts_ms: u64,
-        /// Payload.
-        payload: Bytes,
-    },
-    /// Answer to `Store`.
-    Stored {
-        /// The send.
-        key: SendKey,
-        /// The inbox stored into.
-        inbox: UserId,
-        /// Outcome.
-        outcome: StoreOutcome,
-    },
-    /// A message into a room, to the room's home shard (QoS 1/2: stored
-    /// there; QoS 0: handed to the live subscribers).
-    RoomPublish(RoomPublish),
-    /// A QoS 0 message for the online devices of `inbox`; never stored.
-    Ephemeral {
-        /// The send.
-        key: SendKey,
-        /// Inbox owner to push to.
-        inbox: UserId,
-        /// Addressee.
-        to: UserId,
-        /// Receive time.
-        ts_ms: u64,
-        /// Payload.
-        payload: Bytes,
-    },
-    /// QoS 2 release of `key` for the copy in `inbox`.
-    Release {
-        /// The send.
-        key: SendKey,
-        /// Addressee of the send.
-        to: UserId,
-    },
-    /// To a group's home shard: store `key` in every member's inbox, then
-    /// answer `origin` with one `Stored { inbox: group }`.
-    GroupStore {
-        /// Shard awaiting the answer.
-        origin: u16,
-        /// The send.
-        key: SendKey,
-        /// The group.
-        group: UserId,
-        /// QoS of the send.
-        qos: Qos,
-        /// Receive time (ms since the epoch).
-        ts_ms: u64,
-        /// Body.
-        payload: Bytes,
-        /// Refuse senders that are not members (false for backend publishes).
-        members_only: bool,
-    },
-    /// From a group's home shard to a member shard: one copy per inbox
-    /// (one message per shard, not per member).
-    StoreMany {
-        /// The group's home shard (gets a `GroupStored` per inbox).
-        home: u16,
-        /// The send.
-        key: SendKey,
-        /// The group (the copies' addressee).
-        group: UserId,
-        /// Member inboxes owned by the receiving shard.
-        inboxes: Vec<UserId>,
-        /// QoS of the send.
-        qos: Qos,
-        /// Receive time (ms since the epoch).
-        ts_ms: u64,
-        /// Body.
-        payload: Bytes,
-    },
-    /// Answer to `StoreMany`, per member copy.
-    GroupStored {
-        /// The send.
-        key: SendKey,
-        /// The group.
-        group: UserId,
-        /// The member inbox.
-        inbox: UserId,
-        /// Outcome.
-        outcome: StoreOutcome,
-    },
-    /// QoS 0 to a group: pushed to the members' live devices.
-    GroupEphemeral {
-        /// The send.
-        key: SendKey,
-        /// The group.
-        group: UserId,
-        /// Receive time (ms since the epoch).
-        ts_ms: u64,
-        /// Body.
-        payload: Bytes,
-        /// Answer this shard with `Stored` (a SEND with CONFIRM).
-        confirm_to: Option<u16>,
-        /// Refuse senders that are not members (false for backend publishes).
-        members_only: bool,
-    },
-    /// QoS 2 release of the member copies of `key` in `inboxes`.
-    ReleaseMany {
-        /// The send.
-        key: SendKey,
-        /// Member inboxes owned by the receiving shard.
-        inboxes: Vec<UserId>,
-    },
-    /// To a group's or room's home shard: change membership, answer
-    /// `origin`.
-    MembersUpdate {
-        /// Shard awaiting the answer.
-        origin: u16,
-        /// Echo for the answer.
-        request: u64,
-        /// The group or room.
-        id: UserId,
-        /// Users to add.
-        add: Vec<UserId>,
-        /// Users to remove.
-        remove: Vec<UserId>,
-    },
-    /// Answer to `MembersUpdate`.
-    MembersUpdated {
-        /// Echo of the request.
-        request: u64,
-        /// Outcome.
-        outcome: MembersOutcome,
-    },
-    /// To a room's home shard: a subscriber on `shard` wants the room from
-    /// `from` (registers `shard` for fan-out, then replays).
-    RoomSubscribe {
-        /// The room.
-        room: u64,
-        /// The subscriber's shard.
-        shard: u16,
-        /// The subscriber's connection there.
-        conn: ConnId,
-        /// The subscription (echoed in its pages).
-        sub: u64,
-        /// Where to start.
-        from: surepush_proto::SubscribeFrom,
-        /// The subscribing user.
-        user: UserId,
-        /// The session's token grants reading the room.
-        granted: bool,
-    },
-    /// To a subscriber's shard: the room refused subscription `sub`.
-    RoomRefused {
-        /// The room.
-        room: u64,
-        /// The subscriber's connection.
-        conn: ConnId,
-        /// The subscription.
-        sub: u64,
-    },
-    /// To a shard with subscribers: a membership change took users'
-    /// permission to read the room away (`room_access.rs`).
-    RoomRevoke {
-        /// The room.
-        room: u64,
-        /// Whose.
-        revoked: Revoked,
-    },
-    /// To a room's home shard: `shard` has no subscribers left.
-    RoomLeave {
-        /// The room.
-        room: u64,
-        /// The shard.
-        shard: u16,
-    },
-    /// Replay page for one subscriber (the first one answers SUBSCRIBE).
-    RoomPage {
-        /// The room.
-        room: u64,
-        /// The subscriber.
-        conn: ConnId,
-        /// The subscription the page is for.
-        sub: u64,
-        /// Room head at subscription.
-        head: Seq,
-        /// First sequence delivered.
-        first: Seq,
-        /// History did not reach back to the requested point.
-        gap: bool,
-        /// Encoded ROOMPUSH frames, ascending.
-        frames: Vec<(Seq, Bytes)>,
-        /// Sequences below this are gone (age or retention); 0: none.
-        skip_to: Seq,
-        /// The replay reached `head`: go live.
-        done: bool,
-    },
-    /// One durable room message, encoded once, for a subscribed shard.
-    RoomFanout {
-        /// The room.
-        room: u64,
-        /// Its sequence (0: a QoS 0 publish, outside the sequence).
-        seq: Seq,
-        /// The encoded ROOMPUSH frame.
-        frame: Bytes,
-    },
-    /// To a key's owner shard: append this state write
-    /// ([`super::Shard::handle_state`]).
-    StoreState {
-        /// The key.
-        key: StateKey,
-        /// Its new value, or `None` to delete it.
-        value: Option<Bytes>,
-        /// Who hears when it is durable.
-        report: Option<super::StateReport>,
-    },
-    /// Answer to `StoreState`, for the asking connection.
-    StateStored {
-        /// The asking connection.
-        conn: ConnId,
-        /// The id it gave.
-        id: u64,
-        /// Durable (false: the owner's log failed).
-        ok: bool,
-    },
-    /// To a key's owner shard: what is its value?
-    QueryState {
-        /// The asking connection's shard.
-        origin: u16,
-        /// The asking connection.
-        conn: ConnId,
-        /// The key.
-        key: StateKey,
-    },
-    /// Answer to `QueryState`.
-    StateValue {
-        /// The asking connection.
-        conn: ConnId,
-        /// The key.
-        key: StateKey,
-        /// Its value (`None`: not set).
-        value: Option<Bytes>,
-    },
+pub struct Publish {
+    /// Echoed in [`Action::Published`].
+    pub request: u64,
+    /// Identifies the message for dedup (the API's idempotency key).
+    pub key: SendKey,
+    /// Addressee: a user, a group or a room.
+    pub to: UserId,
+    /// QoS.
+    pub qos: Qos,
+    /// Body.
+    pub payload: Bytes,
+    /// Who publishes.
+    pub by: Publisher,
 }
 
 /// Who publishes through [`super::Shard::handle_publish`] (not a session).
@@ -422,48 +195,4 @@ pub enum Publisher {
         /// The token's grant for the addressee (rooms).
         room_grant: bool,
     },
-}
-
-/// A publish into a room, on its way to the room's home shard, which
-/// decides with its own state whether the publisher may (`room_access.rs`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RoomPublish {
-    /// Shard awaiting the answer (`Stored { inbox: room }`).
-    pub origin: u16,
-    /// The send.
-    pub key: SendKey,
-    /// The room.
-    pub room: UserId,
-    /// QoS of the send.
-    pub qos: Qos,
-    /// Receive time (ms since the epoch).
-    pub ts_ms: u64,
-    /// Body.
-    pub payload: Bytes,
-    /// The publisher's token grants writing the room (the backend always
-    /// does).
-    pub granted: bool,
-    /// Answer a QoS 0 publish too (SEND CONFIRM); QoS 1/2 always are.
-    pub confirm: bool,
-}
-
-/// Whose permission to read a room a membership change took away.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Revoked {
-    /// These users are no longer members (the room has members left, or
-    /// is not open).
-    Users(Vec<UserId>),
-    /// The room was open to everyone and now has members: everyone but
-    /// these (sorted).
-    AllBut(Vec<UserId>),
-}
-
-impl Revoked {
-    /// Whether `user` lost the permission.
-    pub fn covers(&self, user: UserId) -> bool {
-        match self {
-            Revoked::Users(users) => users.contains(&user),
-            Revoked::AllBut(members) => members.binary_search(&user).is_err(),
-        }
-    }
 }

@@ -230,7 +230,7 @@ impl Shard {
             }
             d.persisted = d.cursor;
             let seq = d.cursor;
-            if !self.storage_failed {
+            if !self.storage.failed() {
                 self.append(
                     Record::Cursor { user, device, seq },
                     AppendPurpose::Bookkeeping,

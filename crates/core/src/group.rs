@@ -1,7 +1,7 @@
 //! Groups: write diffusion on top of the inbox path.
 //!
 //! A group is an id with [`UserId::GROUP_BIT`] set. Its member list lives on
-//! its home shard (`shard_of(group)`, `members.rs`) and in that shard's log,
+//! its home shard (`Router::owner(group)`, `members.rs`) and in that shard's log,
 //! so membership survives restarts.
 //!
 //! A QoS 1/2 SEND to a group goes from the sender's shard to the home shard
@@ -21,31 +21,98 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
-
-use super::action::{PeerMsg, StoreOutcome};
+use super::action::StoreOutcome;
+use super::send::NewCopy;
 use super::shard::{AppendPurpose, Shard};
+use crate::hashing::FastHashMap;
+use crate::peer::{
+    Ephemeral, GroupEphemeral, GroupStore, GroupStored, Release, ReleaseMany, StoreMany, Stored,
+};
+use crate::router::ShardId;
 use crate::{Record, SendKey};
-use surepush_proto::{Qos, UserId};
+use surepush_proto::{Seq, UserId};
 
 /// A group send waiting for its member copies (on the home shard).
 #[derive(Debug)]
-pub(super) struct Fanout {
-    origin: u16,
+struct Fanout {
+    origin: ShardId,
     remaining: usize,
     failed: bool,
     stored_any: bool,
+}
+
+/// The group sends homed here that wait for member copies.
+///
+/// Invariant: one entry per `(send, group)` until its last member copy
+/// answered; the entry then yields the sender's answer once.
+#[derive(Debug, Default)]
+pub(super) struct Fanouts {
+    waiting: FastHashMap<(SendKey, UserId), Fanout>,
+}
+
+impl Fanouts {
+    /// Starts waiting for `copies` member answers; false if this send is
+    /// already waiting (a late duplicate: the first fan-out answers).
+    fn start(&mut self, key: SendKey, group: UserId, origin: ShardId, copies: usize) -> bool {
+        if self.waiting.contains_key(&(key, group)) {
+            return false;
+        }
+        let fanout = Fanout {
+            origin,
+            remaining: copies,
+            failed: false,
+            stored_any: false,
+        };
+        self.waiting.insert((key, group), fanout);
+        true
+    }
+
+    /// One member copy answered; the last one gives the sender's shard and
+    /// the send's outcome: `Failed` if any copy failed, `Stored` if any was
+    /// new, else `Duplicate`.
+    fn answered(
+        &mut self,
+        key: SendKey,
+        group: UserId,
+        outcome: StoreOutcome,
+    ) -> Option<(ShardId, StoreOutcome)> {
+        let Some(f) = self.waiting.get_mut(&(key, group)) else {
+            debug_assert!(false, "answer for an unknown group send {key:?}");
+            return None;
+        };
+        f.remaining -= 1;
+        match outcome {
+            StoreOutcome::Stored(_) => f.stored_any = true,
+            StoreOutcome::Duplicate(_) => {}
+            // Member copies are never compared (see `retry`): no conflict here.
+            StoreOutcome::Failed | StoreOutcome::Rejected | StoreOutcome::Conflict => {
+                f.failed = true
+            }
+        }
+        if f.remaining > 0 {
+            return None;
+        }
+        let f = self.waiting.remove(&(key, group)).expect("present above");
+        let outcome = if f.failed {
+            StoreOutcome::Failed
+        } else if f.stored_any {
+            StoreOutcome::Stored(Seq::ZERO)
+        } else {
+            StoreOutcome::Duplicate(Seq::ZERO)
+        };
+        Some((f.origin, outcome))
+    }
 }
 
 /// Where the outcome of a stored copy goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Reply {
     /// A direct send: `Stored` to this shard.
-    Send(u16),
+    Send(ShardId),
     /// A group member copy: `GroupStored` to the group's home shard.
     Group {
         /// The home shard.
-        home: u16,
+        home: ShardId,
         /// The group.
         group: UserId,
     },
@@ -54,37 +121,38 @@ pub(super) enum Reply {
 impl Shard {
     /// The members of `group` homed here, if `key.from` may send to it.
     fn members_for(&self, group: UserId, key: &SendKey, members_only: bool) -> Option<Vec<UserId>> {
-        let members = self.members.get(&group)?;
-        if members_only && members.binary_search(&key.from).is_err() {
+        if !self.members.has_any(group) {
             return None;
         }
-        Some(members.clone())
+        if members_only && !self.members.contains(group, key.from) {
+            return None;
+        }
+        Some(self.members.of(group).to_vec())
     }
 
-    fn by_shard(&self, members: Vec<UserId>) -> BTreeMap<u16, Vec<UserId>> {
-        let mut out: BTreeMap<u16, Vec<UserId>> = BTreeMap::new();
+    fn by_shard(&self, members: Vec<UserId>) -> BTreeMap<ShardId, Vec<UserId>> {
+        let mut out: BTreeMap<ShardId, Vec<UserId>> = BTreeMap::new();
         for m in members {
-            out.entry(self.owner_of(m)).or_default().push(m);
+            out.entry(self.router.owner(m)).or_default().push(m);
         }
         out
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn on_group_store(
-        &mut self,
-        origin: u16,
-        key: SendKey,
-        group: UserId,
-        qos: Qos,
-        ts_ms: u64,
-        payload: Bytes,
-        members_only: bool,
-    ) {
+    pub(super) fn on_group_store(&mut self, m: GroupStore) {
+        let GroupStore {
+            origin,
+            key,
+            group,
+            qos,
+            ts_ms,
+            payload,
+            members_only,
+        } = m;
         let Some(members) = self.members_for(group, &key, members_only) else {
             let outcome = StoreOutcome::Rejected;
             self.route_to(
                 origin,
-                PeerMsg::Stored {
+                Stored {
                     key,
                     inbox: group,
                     outcome,
@@ -92,23 +160,14 @@ impl Shard {
             );
             return;
         };
-        if self.fanouts.contains_key(&(key, group)) {
-            // The sender's shard merges retries of an unfinished send, so
-            // this is a late duplicate: the first fan-out answers.
+        // The sender's shard merges retries of an unfinished send, so a
+        // send already waiting is a late duplicate: the first fan-out answers.
+        if !self.fanouts.start(key, group, origin, members.len()) {
             return;
         }
-        self.fanouts.insert(
-            (key, group),
-            Fanout {
-                origin,
-                remaining: members.len(),
-                failed: false,
-                stored_any: false,
-            },
-        );
         let home = self.params.id;
         for (shard, inboxes) in self.by_shard(members) {
-            let msg = PeerMsg::StoreMany {
+            let msg = StoreMany {
                 home,
                 key,
                 group,
@@ -121,51 +180,37 @@ impl Shard {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn on_store_many(
-        &mut self,
-        home: u16,
-        key: SendKey,
-        group: UserId,
-        inboxes: Vec<UserId>,
-        qos: Qos,
-        ts_ms: u64,
-        payload: Bytes,
-    ) {
-        let reply = Reply::Group { home, group };
-        for inbox in inboxes {
-            self.store_copy(reply, key, inbox, group, qos, ts_ms, payload.clone());
+    pub(super) fn on_store_many(&mut self, m: StoreMany) {
+        let reply = Reply::Group {
+            home: m.home,
+            group: m.group,
+        };
+        for inbox in m.inboxes {
+            let copy = NewCopy {
+                key: m.key,
+                inbox,
+                to: m.group,
+                qos: m.qos,
+                ts_ms: m.ts_ms,
+                payload: m.payload.clone(),
+            };
+            self.store_copy(reply, copy);
         }
     }
 
-    pub(super) fn on_group_stored(&mut self, key: SendKey, group: UserId, outcome: StoreOutcome) {
-        let Some(f) = self.fanouts.get_mut(&(key, group)) else {
-            debug_assert!(false, "answer for an unknown group send {key:?}");
+    pub(super) fn on_group_stored(&mut self, m: GroupStored) {
+        let GroupStored {
+            key,
+            group,
+            inbox: _,
+            outcome,
+        } = m;
+        let Some((origin, outcome)) = self.fanouts.answered(key, group, outcome) else {
             return;
-        };
-        f.remaining -= 1;
-        match outcome {
-            StoreOutcome::Stored(_) => f.stored_any = true,
-            StoreOutcome::Duplicate(_) => {}
-            // Member copies are never compared (see `retry`): no conflict here.
-            StoreOutcome::Failed | StoreOutcome::Rejected | StoreOutcome::Conflict => {
-                f.failed = true
-            }
-        }
-        if f.remaining > 0 {
-            return;
-        }
-        let f = self.fanouts.remove(&(key, group)).expect("present above");
-        let outcome = if f.failed {
-            StoreOutcome::Failed
-        } else if f.stored_any {
-            StoreOutcome::Stored(surepush_proto::Seq::ZERO)
-        } else {
-            StoreOutcome::Duplicate(surepush_proto::Seq::ZERO)
         };
         self.route_to(
-            f.origin,
-            PeerMsg::Stored {
+            origin,
+            Stored {
                 key,
                 inbox: group,
                 outcome,
@@ -175,14 +220,15 @@ impl Shard {
 
     /// QoS 0 to a group (on its home shard): pushed to the members' live
     /// devices; answered when the SEND asked (CONFIRM, `confirm_to`).
-    pub(super) fn on_group_ephemeral(
-        &mut self,
-        key: SendKey,
-        group: UserId,
-        ts_ms: u64,
-        payload: Bytes,
-        (confirm_to, members_only): (Option<u16>, bool),
-    ) {
+    pub(super) fn on_group_ephemeral(&mut self, m: GroupEphemeral) {
+        let GroupEphemeral {
+            key,
+            group,
+            ts_ms,
+            payload,
+            confirm_to,
+            members_only,
+        } = m;
         let members = self.members_for(group, &key, members_only);
         if let Some(origin) = confirm_to {
             let outcome = match members {
@@ -192,30 +238,30 @@ impl Shard {
             self.answer(Reply::Send(origin), key, group, outcome);
         }
         for m in members.unwrap_or_default() {
-            let msg = PeerMsg::Ephemeral {
+            let msg = Ephemeral {
                 key,
                 inbox: m,
                 to: group,
                 ts_ms,
                 payload: payload.clone(),
             };
-            self.route_to(self.owner_of(m), msg);
+            self.route_to_owner(m, msg);
         }
     }
 
     /// QoS 2 release of a group send: on the home shard, split by member shard.
-    pub(super) fn release_group(&mut self, key: SendKey, group: UserId) {
-        let Some(members) = self.members.get(&group).cloned() else {
-            return;
-        };
+    pub(super) fn release_group(&mut self, m: Release) {
+        let Release { key, to: group } = m;
+        let members = self.members.of(group).to_vec();
         for (shard, inboxes) in self.by_shard(members) {
-            self.route_to(shard, PeerMsg::ReleaseMany { key, inboxes });
+            self.route_to(shard, ReleaseMany { key, inboxes });
         }
     }
 
-    pub(super) fn on_release_many(&mut self, key: SendKey, inboxes: Vec<UserId>) {
+    pub(super) fn on_release_many(&mut self, m: ReleaseMany) {
+        let ReleaseMany { key, inboxes } = m;
         for inbox in inboxes {
-            if self.dedup.release_copy(&key, inbox, &self.config.dedup) && !self.storage_failed {
+            if self.dedup.release_copy(&key, inbox, &self.config.dedup) && !self.storage.failed() {
                 self.append(
                     Record::Release {
                         from: key.from,

@@ -28,9 +28,11 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use super::action::{Action, ConnId, PeerMsg};
+use super::action::{Action, ConnId};
 use super::shard::{AppendPurpose, Shard};
 use crate::hashing::FastHashMap;
+use crate::peer::{QueryState, StateStored, StateValue, StoreState};
+use crate::router::ShardId;
 use crate::{Record, StateKey};
 
 /// When a state write must be durable ([`Shard::handle_state`]).
@@ -50,11 +52,11 @@ pub enum StateDurability {
     Deferred,
 }
 
-/// Who hears about a state append (carried by [`PeerMsg::StoreState`]).
+/// Who hears about a state append (carried by [`StoreState`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StateReport {
     /// The asking connection's shard.
-    pub origin: u16,
+    pub origin: ShardId,
     /// The asking connection.
     pub conn: ConnId,
     /// The id it gave.
@@ -109,10 +111,9 @@ impl Shard {
             }),
             StateDurability::Now | StateDurability::Deferred => None,
         };
-        let owner = self.owner_of(key.owner());
-        if owner != self.params.id {
-            let msg = PeerMsg::StoreState { key, value, report };
-            self.route_to(owner, msg);
+        if !self.router.is_mine(key.owner()) {
+            let msg = StoreState { key, value, report };
+            self.route_to_owner(key.owner(), msg);
             return;
         }
         if durability == StateDurability::Deferred {
@@ -134,12 +135,12 @@ impl Shard {
     /// [`Action::StateValue`].
     pub fn handle_state_query(&mut self, conn: ConnId, key: StateKey, now: u64) {
         self.set_now(now);
-        let msg = PeerMsg::QueryState {
+        let msg = QueryState {
             origin: self.params.id,
             conn,
             key,
         };
-        self.route_to(self.owner_of(key.owner()), msg);
+        self.route_to_owner(key.owner(), msg);
     }
 
     /// Appends a write of a key owned here (from this shard or another).
@@ -151,7 +152,7 @@ impl Shard {
     ) {
         // A newer write replaces a deferred one still waiting.
         self.keyed.deferred.remove(&key);
-        if self.storage_failed {
+        if self.storage.failed() {
             if let Some(r) = report {
                 self.state_stored(r, false);
             }
@@ -175,14 +176,15 @@ impl Shard {
         if origin == self.params.id {
             self.actions.push_back(Action::StateStored { conn, id, ok });
         } else {
-            self.route_to(origin, PeerMsg::StateStored { conn, id, ok });
+            self.route_to(origin, StateStored { conn, id, ok });
         }
     }
 
     /// A query for a key owned here: answer the asking connection.
-    pub(super) fn answer_state_query(&mut self, origin: u16, conn: ConnId, key: StateKey) {
+    pub(super) fn answer_state_query(&mut self, m: QueryState) {
+        let QueryState { origin, conn, key } = m;
         let value = self.keyed.values.get(&key).cloned();
-        let msg = PeerMsg::StateValue { conn, key, value };
+        let msg = StateValue { conn, key, value };
         self.route_to(origin, msg);
     }
 }

@@ -1,7 +1,8 @@
 //! The sans-IO delivery core: one [`Shard`] state machine per shard, the
-//! hierarchical timer wheel it keeps its deadlines in, and the record model
-//! the segment log stores (`surepush-log` persists it; the state folded
-//! from it is the core's).
+//! hierarchical timer wheel it keeps its deadlines in, the [`Router`] that
+//! says which shard owns an id, the messages shards send each other
+//! ([`PeerMsg`]), and the record model the segment log stores
+//! (`surepush-log` persists it; the state folded from it is the core's).
 //!
 //! This crate depends on no runtime and holds no `unsafe`: sans-IO is a
 //! compiler fact here, as in quinn-proto.
@@ -11,10 +12,33 @@
 //!   with `now` (monotonic ns) and every effect leaves as an [`Action`];
 //! - all state of a user (inbox head, device cursors, pending ACKs, the send
 //!   dedup window for copies stored here) is touched by its owner shard only
-//!   ([`routing::shard_of`]); other shards reach it with [`PeerMsg`]s;
+//!   ([`Router::owner`]); other shards reach it with [`PeerMsg`]s;
 //! - a SENDACK leaves only after every copy it covers is durable, and a
 //!   PUSH only carries durable messages, so nothing acknowledged can be lost
 //!   by a crash and nothing lost can have been seen.
+//!
+//! # Parts and call order
+//!
+//! [`Shard`] (`shard.rs`) is the dispatcher: the driver calls its
+//! `handle_*` methods with `now`, drains [`Shard::poll_action`], and sleeps
+//! until [`Shard::poll_timeout`]. It routes each input to the code of its
+//! concern and each completion back to whoever started it:
+//!
+//! | part | file | owns |
+//! |---|---|---|
+//! | [`Router`] | `router.rs` | who owns a user, group or room; its [`Address`] |
+//! | `Storage` | `storage.rs` | append tokens and reads in flight with their purposes; the failed flag |
+//! | `Members` | `members.rs` | member lists of the groups and rooms homed here |
+//! | `Fanouts` | `group.rs` | group sends waiting for their member copies |
+//! | `RoomShards` | `room.rs` | per room homed here, the shards with subscribers |
+//! | `KeyedState` | `keyed.rs` | keyed state of the layers above (MQTT sessions, retained) |
+//! | messages | `peer/` | one struct per shard-to-shard message, and its wire encoding |
+//!
+//! Sessions and limits (`session.rs`), the send path and dedup (`send.rs`,
+//! `retry.rs`), delivery (`deliver.rs`, `sync.rs`), group and room fan-out
+//! (`group.rs`, `room.rs`, `room_access.rs`) are still `impl Shard` blocks
+//! over the dispatcher's remaining fields; they move into parts of their own
+//! the same way (issue #18 item 3).
 //!
 //! The deterministic simulator in `tests/sim/` drives shards and clients
 //! with an injected clock over a lossy network; it is the main test of this
@@ -33,29 +57,36 @@ mod group;
 pub mod hashing;
 mod keyed;
 mod members;
+mod peer;
 pub mod record;
 mod retry;
 mod room;
 mod room_access;
-pub mod routing;
+pub mod router;
 mod send;
 mod session;
 mod shard;
 pub mod state;
 mod stats;
+mod storage;
 mod sync;
 pub mod timer;
 
 pub use action::{
-    Action, AppendToken, ConnId, MembersOutcome, PeerMsg, Publisher, ReadId, Revoked, RoomPublish,
-    StoreOutcome,
+    Action, AppendToken, ConnId, MembersOutcome, Publish, Publisher, ReadId, StoreOutcome,
 };
 pub use auth::{Acl, AclAction, AclError, MAX_ACL_FILTERS, MAX_ACL_FILTER_LEN};
 pub use auth::{AuthError, Claims, TokenVerifier};
 pub use config::{CoreConfig, LiveLimits};
 pub use keyed::{StateDurability, StateReport};
+pub use peer::{
+    Ephemeral, GroupEphemeral, GroupStore, GroupStored, MembersUpdate, MembersUpdated, PeerMsg,
+    PeerWireError, QueryState, Release, ReleaseMany, Revoked, RoomFanout, RoomLeave, RoomPage,
+    RoomPublish, RoomRefused, RoomRevoke, RoomSubscribe, StateStored, StateValue, StoreCopy,
+    StoreMany, StoreState, Stored, PEER_WIRE_VERSION,
+};
 pub use record::{InboxQuery, MessageRecord, Record, StateKey};
-pub use routing::shard_of;
+pub use router::{Address, Router, ShardId};
 pub use shard::{Shard, ShardParams};
 pub use state::{apply_membership, DedupConfig, DedupEntry, DedupWindow, RecoveredState, SendKey};
 pub use stats::CoreStats;

@@ -2,7 +2,7 @@
 //!
 //! A group's members get its messages (`group.rs`); a room's members may
 //! read and write it (`room_access.rs`). Both lists live on the home shard
-//! (`shard_of(id)`), change only through [`Shard::handle_members_update`]
+//! (`Router::owner(id)`), change only through [`Shard::handle_members_update`]
 //! (the admin API), and are written to that shard's log as `Member` records
 //! (folded into checkpoints) before the change is answered, so they survive
 //! restarts.
@@ -11,10 +11,53 @@
 //! shard after it (a send, a subscription) sees it; for a room, the
 //! subscriptions in place that lose their permission are ended too.
 
-use super::action::{Action, MembersOutcome, PeerMsg};
+use super::action::MembersOutcome;
 use super::shard::{AppendPurpose, Shard};
+use crate::hashing::FastHashMap;
+use crate::peer::{MembersUpdate, MembersUpdated};
+use crate::router::ShardId;
 use crate::{apply_membership, Record};
 use surepush_proto::{is_room, UserId};
+
+/// The member lists of the groups and rooms homed on this shard.
+///
+/// Invariant: every list is sorted, without repeats, and not empty (a
+/// group or room without members has no entry).
+#[derive(Debug, Default)]
+pub(super) struct Members {
+    lists: FastHashMap<UserId, Vec<UserId>>,
+}
+
+impl Members {
+    /// The lists recovery folded from the log.
+    pub(super) fn recovered(lists: FastHashMap<UserId, Vec<UserId>>) -> Members {
+        Members { lists }
+    }
+
+    /// The members of `id`, sorted (empty if it has none).
+    pub(super) fn of(&self, id: UserId) -> &[UserId] {
+        self.lists.get(&id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether `id` has any members.
+    pub(super) fn has_any(&self, id: UserId) -> bool {
+        self.lists.contains_key(&id)
+    }
+
+    /// Whether `user` is a member of `id`.
+    pub(super) fn contains(&self, id: UserId, user: UserId) -> bool {
+        self.of(id).binary_search(&user).is_ok()
+    }
+
+    /// Adds (`joined`) or removes `user`; true if that changed the list.
+    fn apply(&mut self, id: UserId, user: UserId, joined: bool) -> bool {
+        if self.contains(id, user) == joined {
+            return false;
+        }
+        apply_membership(&mut self.lists, id, user, joined);
+        true
+    }
+}
 
 impl Shard {
     /// Changes the members of the group or room `id` (adds first, then
@@ -30,44 +73,39 @@ impl Shard {
         now: u64,
     ) {
         self.set_now(now);
-        let origin = self.params.id;
-        let msg = PeerMsg::MembersUpdate {
-            origin,
+        let msg = MembersUpdate {
+            origin: self.params.id,
             request,
             id,
             add,
             remove,
         };
-        self.route_to(self.owner_of(id), msg);
+        self.route_to_owner(id, msg);
     }
 
-    /// The members of the group or room `id` homed here, sorted.
-    pub(super) fn members_of(&self, id: UserId) -> &[UserId] {
-        self.members.get(&id).map_or(&[], Vec::as_slice)
-    }
-
-    pub(super) fn on_members_update(
-        &mut self,
-        origin: u16,
-        request: u64,
-        id: UserId,
-        add: Vec<UserId>,
-        remove: Vec<UserId>,
-    ) {
+    pub(super) fn on_members_update(&mut self, m: MembersUpdate) {
+        let MembersUpdate {
+            origin,
+            request,
+            id,
+            add,
+            remove,
+        } = m;
         let is_user = |u: &UserId| !u.is_group() && !is_room(u.0);
+        let [not_group_or_room, not_users] = MembersOutcome::INVALID_REASONS;
         let invalid = if is_user(&id) {
-            Some("not a group or room id")
+            Some(not_group_or_room)
         } else if !add.iter().chain(&remove).all(is_user) {
-            Some("members must be user ids (below 2^62)")
+            Some(not_users)
         } else {
             None
         };
-        let answer = |outcome| PeerMsg::MembersUpdated { request, outcome };
+        let answer = |outcome| MembersUpdated { request, outcome };
         if let Some(why) = invalid {
             self.route_to(origin, answer(MembersOutcome::Invalid(why)));
             return;
         }
-        if self.storage_failed {
+        if self.storage.failed() {
             self.route_to(origin, answer(MembersOutcome::Failed));
             return;
         }
@@ -80,11 +118,9 @@ impl Shard {
         let mut left = Vec::new();
         let mut last = None;
         for (user, joined) in changes {
-            let present = self.members_of(id).binary_search(&user).is_ok();
-            if present == joined {
+            if !self.members.apply(id, user, joined) {
                 continue; // no change, nothing to log
             }
-            apply_membership(&mut self.members, id, user, joined);
             if !joined {
                 left.push(user);
             }
@@ -99,7 +135,7 @@ impl Shard {
         if is_room(id.0) {
             self.room_members_changed(id.0, was_open, left);
         }
-        let members = self.members_of(id).to_vec();
+        let members = self.members.of(id).to_vec();
         match last {
             // Appends complete in order: the last one durable means all are.
             Some(record) => self.append(
@@ -116,7 +152,7 @@ impl Shard {
 
     pub(super) fn on_membership_durable(
         &mut self,
-        origin: u16,
+        origin: ShardId,
         request: u64,
         members: Vec<UserId>,
         ok: bool,
@@ -126,11 +162,6 @@ impl Shard {
         } else {
             MembersOutcome::Failed
         };
-        self.route_to(origin, PeerMsg::MembersUpdated { request, outcome });
-    }
-
-    pub(super) fn on_members_updated(&mut self, request: u64, outcome: MembersOutcome) {
-        self.actions
-            .push_back(Action::MembersUpdated { request, outcome });
+        self.route_to(origin, MembersUpdated { request, outcome });
     }
 }

@@ -25,6 +25,7 @@ use bytes::Bytes;
 
 use super::action::{ConnId, StoreOutcome};
 use super::group::Reply;
+use super::send::NewCopy;
 use super::shard::{ReadPurpose, Shard};
 use crate::{InboxQuery, MessageRecord, SendKey};
 use surepush_proto::{Frame, Qos, Send, SendAck, SendResult, Seq, UserId};
@@ -72,11 +73,7 @@ pub(super) struct RetryCheck {
 #[derive(Debug)]
 pub(super) struct CopyCheck {
     pub(super) reply: Reply,
-    pub(super) key: SendKey,
-    pub(super) inbox: UserId,
-    pub(super) to: UserId,
-    pub(super) qos: Qos,
-    pub(super) payload: Bytes,
+    pub(super) copy: NewCopy,
     pub(super) seq: Seq,
 }
 
@@ -171,7 +168,7 @@ impl Shard {
     /// Reads back a copy the dedup window holds before a retry is answered
     /// `Duplicate`; continues in [`Shard::on_copy_check_read`].
     pub(super) fn check_copy(&mut self, check: CopyCheck) {
-        let inbox = check.inbox;
+        let inbox = check.copy.inbox;
         self.read(inbox, copy_at(check.seq), ReadPurpose::Copy(check));
     }
 
@@ -181,7 +178,9 @@ impl Shard {
         result: Result<Vec<MessageRecord>, ()>,
     ) {
         let outcome = match found(&result, check.seq) {
-            Some(stored) if !same_send(stored, check.to, check.qos, &check.payload) => {
+            Some(stored)
+                if !same_send(stored, check.copy.to, check.copy.qos, &check.copy.payload) =>
+            {
                 self.stats.send_conflicts += 1;
                 StoreOutcome::Conflict
             }
@@ -190,6 +189,6 @@ impl Shard {
         if outcome != StoreOutcome::Conflict {
             self.stats.send_duplicates += 1;
         }
-        self.answer(check.reply, check.key, check.inbox, outcome);
+        self.answer(check.reply, check.copy.key, check.copy.inbox, outcome);
     }
 }

@@ -1,7 +1,7 @@
 //! Rooms: read diffusion with one shared buffer per shard.
 //!
 //! A room is an id with [`ROOM_BIT`] set. Its messages are stored once, in
-//! the room's own sequence, on its home shard (`shard_of(room)`): a QoS 1/2
+//! the room's own sequence, on its home shard (`Router::owner(room)`): a QoS 1/2
 //! SEND to a room is an ordinary copy whose "inbox" is the room, so dedup,
 //! durability and replay reads are the inbox machinery's. Subscribers read
 //! the same messages:
@@ -33,8 +33,10 @@ use std::collections::{BTreeSet, VecDeque};
 
 use bytes::Bytes;
 
-use super::action::{Action, ConnId, PeerMsg, Revoked};
+use super::action::{Action, ConnId};
 use super::shard::{ReadPurpose, Shard};
+use crate::peer::{RoomFanout, RoomLeave, RoomPage, RoomRefused, RoomRevoke, RoomSubscribe};
+use crate::router::ShardId;
 use crate::{InboxQuery, MessageRecord};
 use surepush_proto::{
     is_room, Frame, Qos, RoomPush, Seq, SubAck, SubResult, Subscribe, SubscribeFrom, UserId,
@@ -119,7 +121,7 @@ impl Shard {
         if let Some(c) = self.conn_mut(conn).filter(|c| !c.rooms.contains(&s.room)) {
             c.rooms.push(s.room);
         }
-        let msg = PeerMsg::RoomSubscribe {
+        let msg = RoomSubscribe {
             room: s.room,
             shard: self.params.id,
             conn,
@@ -128,7 +130,7 @@ impl Shard {
             user,
             granted,
         };
-        self.route_to(self.owner_of(UserId(s.room)), msg);
+        self.route_to_owner(UserId(s.room), msg);
     }
 
     pub(super) fn on_unsubscribe(&mut self, conn: ConnId, room: u64) {
@@ -168,7 +170,8 @@ impl Shard {
     }
 
     /// The room's home shard refused subscription `sub` (`room_access.rs`).
-    pub(super) fn on_room_refused(&mut self, room: u64, conn: ConnId, sub: u64) {
+    pub(super) fn on_room_refused(&mut self, m: RoomRefused) {
+        let RoomRefused { room, conn, sub } = m;
         if self.sub_mut(room, conn).is_some_and(|s| s.id == sub) {
             self.forbid(conn, room);
         }
@@ -176,7 +179,8 @@ impl Shard {
 
     /// A membership change took `revoked`'s permission to read `room`:
     /// their subscriptions here end, except those their token grants.
-    pub(super) fn on_room_revoke(&mut self, room: u64, revoked: Revoked) {
+    pub(super) fn on_room_revoke(&mut self, m: RoomRevoke) {
+        let RoomRevoke { room, revoked } = m;
         let Some(replica) = self.rooms.get(&room) else {
             return;
         };
@@ -237,11 +241,11 @@ impl Shard {
         }
         if self.rooms[&room].subs.is_empty() {
             self.rooms.remove(&room);
-            let msg = PeerMsg::RoomLeave {
+            let msg = RoomLeave {
                 room,
                 shard: self.params.id,
             };
-            self.route_to(self.owner_of(UserId(room)), msg);
+            self.route_to_owner(UserId(room), msg);
         }
     }
 
@@ -296,17 +300,18 @@ impl Shard {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn on_room_page(
-        &mut self,
-        room: u64,
-        conn: ConnId,
-        sub_id: u64,
-        head: Seq,
-        (first, gap, skip_to): (Seq, bool, Seq),
-        frames: Frames,
-        done: bool,
-    ) {
+    pub(super) fn on_room_page(&mut self, page: RoomPage) {
+        let RoomPage {
+            room,
+            conn,
+            sub: sub_id,
+            head,
+            first,
+            gap,
+            frames,
+            skip_to,
+            done,
+        } = page;
         let Some(sub) = self.sub_mut(room, conn) else {
             return; // unsubscribed meanwhile
         };
@@ -349,7 +354,8 @@ impl Shard {
         }
     }
 
-    pub(super) fn on_room_fanout(&mut self, room: u64, seq: Seq, frame: Bytes) {
+    pub(super) fn on_room_fanout(&mut self, m: RoomFanout) {
+        let RoomFanout { room, seq, frame } = m;
         let history = self.config.room_history as usize;
         let Some(replica) = self.rooms.get_mut(&room) else {
             return; // the last subscriber left
@@ -383,21 +389,22 @@ impl Shard {
 
     // ----- home side ---------------------------------------------------------
 
-    pub(super) fn on_room_subscribe(
-        &mut self,
-        room: u64,
-        shard: u16,
-        conn: ConnId,
-        sub: u64,
-        from: SubscribeFrom,
-        (user, granted): (UserId, bool),
-    ) {
+    pub(super) fn on_room_subscribe(&mut self, m: RoomSubscribe) {
+        let RoomSubscribe {
+            room,
+            shard,
+            conn,
+            sub,
+            from,
+            user,
+            granted,
+        } = m;
         if !self.room_allows(room, user, granted) {
             // Counted where the subscription ends (`forbid`).
-            self.route_to(shard, PeerMsg::RoomRefused { room, conn, sub });
+            self.route_to(shard, RoomRefused { room, conn, sub });
             return;
         }
-        self.room_shards.entry(room).or_default().insert(shard);
+        self.room_shards.join(room, shard);
         let head = self
             .users
             .get(&UserId(room))
@@ -441,7 +448,7 @@ impl Shard {
     }
 
     fn send_page(&mut self, t: ReplayTarget, frames: Frames, skip_to: Seq, done: bool) {
-        let msg = PeerMsg::RoomPage {
+        let msg = RoomPage {
             room: t.room,
             conn: t.conn,
             sub: t.sub,
@@ -503,13 +510,9 @@ impl Shard {
         }
     }
 
-    pub(super) fn on_room_leave(&mut self, room: u64, shard: u16) {
-        if let Some(shards) = self.room_shards.get_mut(&room) {
-            shards.remove(&shard);
-            if shards.is_empty() {
-                self.room_shards.remove(&room);
-            }
-        }
+    pub(super) fn on_room_leave(&mut self, m: RoomLeave) {
+        let RoomLeave { room, shard } = m;
+        self.room_shards.leave(room, shard);
     }
 
     /// Hands a room message to every shard with subscribers (on the room's
@@ -517,13 +520,13 @@ impl Shard {
     /// durable, or a QoS 0 publish (seq 0, nothing stored).
     pub(super) fn room_fan_out(&mut self, record: &MessageRecord) {
         let room = record.inbox.0;
-        let Some(shards) = self.room_shards.get(&room) else {
+        let shards = self.room_shards.of(room);
+        if shards.is_empty() {
             return;
-        };
-        let shards: Vec<u16> = shards.iter().copied().collect();
+        }
         let frame = encode(room, record);
         for shard in shards {
-            let msg = PeerMsg::RoomFanout {
+            let msg = RoomFanout {
                 room,
                 seq: record.seq,
                 frame: frame.clone(),
@@ -537,7 +540,7 @@ impl Shard {
 #[derive(Clone, Copy, Debug)]
 pub(super) struct ReplayTarget {
     room: u64,
-    shard: u16,
+    shard: ShardId,
     conn: ConnId,
     sub: u64,
     head: Seq,
@@ -551,4 +554,33 @@ pub(super) struct ReplayTarget {
 }
 
 /// Which shards have subscribers, per room homed here.
-pub(super) type RoomShards = crate::hashing::FastHashMap<u64, BTreeSet<u16>>;
+///
+/// Invariant: a room has an entry only while some shard has subscribers.
+#[derive(Debug, Default)]
+pub(super) struct RoomShards {
+    by_room: crate::hashing::FastHashMap<u64, BTreeSet<ShardId>>,
+}
+
+impl RoomShards {
+    /// `shard` has a subscriber to `room`.
+    fn join(&mut self, room: u64, shard: ShardId) {
+        self.by_room.entry(room).or_default().insert(shard);
+    }
+
+    /// `shard` has no subscribers to `room` left.
+    fn leave(&mut self, room: u64, shard: ShardId) {
+        if let Some(shards) = self.by_room.get_mut(&room) {
+            shards.remove(&shard);
+            if shards.is_empty() {
+                self.by_room.remove(&room);
+            }
+        }
+    }
+
+    /// The shards with subscribers to `room`, ascending.
+    pub(super) fn of(&self, room: u64) -> Vec<ShardId> {
+        self.by_room
+            .get(&room)
+            .map_or_else(Vec::new, |s| s.iter().copied().collect())
+    }
+}

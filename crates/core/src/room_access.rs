@@ -21,14 +21,16 @@
 //!
 //! Revocation: a membership change that takes users' permission away (they
 //! left the members, or the first members closed an open room) is sent by
-//! the home shard to every shard with subscribers ([`PeerMsg::RoomRevoke`]);
+//! the home shard to every shard with subscribers ([`RoomRevoke`]);
 //! each ends those users' subscriptions that their token does not grant
 //! (`room.rs`, an unasked SUBACK `Forbidden`). A token grant lasts as long
 //! as its session, like the token itself.
 
-use super::action::{ConnId, PeerMsg, Revoked, RoomPublish, StoreOutcome};
+use super::action::{ConnId, StoreOutcome};
 use super::group::Reply;
+use super::send::NewCopy;
 use super::shard::Shard;
+use crate::peer::{Revoked, RoomPublish, RoomRevoke};
 use crate::MessageRecord;
 use surepush_proto::{Qos, Seq, UserId};
 use surepush_token::AclAction;
@@ -47,17 +49,16 @@ impl Shard {
         if granted {
             return true;
         }
-        match self.members.get(&UserId(room)) {
-            Some(members) => members.binary_search(&user).is_ok(),
-            None => self.config.rooms_open,
+        if self.members.has_any(UserId(room)) {
+            self.members.contains(UserId(room), user)
+        } else {
+            self.config.rooms_open
         }
     }
 
     /// True for a room (homed here) that everyone may read and write.
     pub(super) fn room_open_to_all(&self, room: UserId) -> bool {
-        surepush_proto::is_room(room.0)
-            && self.config.rooms_open
-            && !self.members.contains_key(&room)
+        surepush_proto::is_room(room.0) && self.config.rooms_open && !self.members.has_any(room)
     }
 
     /// A publish reaching the room's home shard.
@@ -101,7 +102,15 @@ impl Shard {
             self.answer(reply, p.key, room, StoreOutcome::Rejected);
             return;
         }
-        self.store_copy(reply, p.key, room, room, p.qos, p.ts_ms, p.payload);
+        let copy = NewCopy {
+            key: p.key,
+            inbox: room,
+            to: room,
+            qos: p.qos,
+            ts_ms: p.ts_ms,
+            payload: p.payload,
+        };
+        self.store_copy(reply, copy);
     }
 
     /// After a membership change of `room` (homed here; `was_open`: open to
@@ -111,19 +120,15 @@ impl Shard {
         let revoked = if self.room_open_to_all(UserId(room)) {
             return; // everyone may read it now
         } else if was_open {
-            Revoked::AllBut(self.members_of(UserId(room)).to_vec())
+            Revoked::AllBut(self.members.of(UserId(room)).to_vec())
         } else if left.is_empty() {
             return;
         } else {
             Revoked::Users(left)
         };
-        let Some(shards) = self.room_shards.get(&room) else {
-            return;
-        };
-        let shards: Vec<u16> = shards.iter().copied().collect();
-        for shard in shards {
+        for shard in self.room_shards.of(room) {
             let revoked = revoked.clone();
-            self.route_to(shard, PeerMsg::RoomRevoke { room, revoked });
+            self.route_to(shard, RoomRevoke { room, revoked });
         }
     }
 }

@@ -12,15 +12,44 @@
 
 use bytes::Bytes;
 
-use super::action::{Action, ConnId, PeerMsg, Publisher, RoomPublish, StoreOutcome};
+use super::action::{Action, ConnId, Publish, Publisher, StoreOutcome};
 use super::group::Reply;
 use super::retry::{CopyCheck, RetryCheck, SendFingerprint};
 use super::shard::{AppendPurpose, InFlightCopy, PendingSend, SendOrigin, Shard};
+use crate::peer::{Ephemeral, GroupEphemeral, GroupStore, PeerMsg, RoomPublish, StoreCopy, Stored};
 use crate::{DedupEntry, MessageRecord, Record, SendKey};
 use surepush_proto::{
     DeviceId, ErrorCode, Frame, Push, Qos, Send, SendAck, SendResult, Seq, UserId,
 };
 use surepush_token::AclAction;
+
+/// A copy of a send to store in an inbox owned by this shard (from a
+/// [`StoreCopy`], a group's [`crate::StoreMany`], a room publish, or the
+/// sender's own copy).
+#[derive(Clone, Debug)]
+pub(super) struct NewCopy {
+    pub(super) key: SendKey,
+    pub(super) inbox: UserId,
+    /// Addressee of the send (the group for a member copy, the room for a
+    /// room message).
+    pub(super) to: UserId,
+    pub(super) qos: Qos,
+    pub(super) ts_ms: u64,
+    pub(super) payload: Bytes,
+}
+
+impl From<StoreCopy> for NewCopy {
+    fn from(m: StoreCopy) -> NewCopy {
+        NewCopy {
+            key: m.key,
+            inbox: m.inbox,
+            to: m.to,
+            qos: m.qos,
+            ts_ms: m.ts_ms,
+            payload: m.payload,
+        }
+    }
+}
 
 impl Shard {
     pub(super) fn on_send(&mut self, conn: ConnId, user: UserId, device: DeviceId, send: Send) {
@@ -52,7 +81,7 @@ impl Shard {
             self.route_ephemeral(conn, key, send, ts_ms, false);
             return;
         }
-        if Self::qos_needs_store(send.qos) && (self.storage_failed || self.shutting_down) {
+        if Self::qos_needs_store(send.qos) && (self.storage.failed() || self.shutting_down) {
             self.send_frame(
                 conn,
                 Frame::SendAck(SendAck {
@@ -146,9 +175,8 @@ impl Shard {
         confirm: bool,
     ) {
         let origin = self.params.id;
-        let target = self.owner_of(send.to);
         if send.to.is_group() {
-            let msg = PeerMsg::GroupEphemeral {
+            let msg = GroupEphemeral {
                 key,
                 group: send.to,
                 ts_ms,
@@ -156,24 +184,34 @@ impl Shard {
                 confirm_to: confirm.then_some(origin),
                 members_only: true,
             };
-            self.route_to(target, msg);
+            self.route_to_owner(send.to, msg);
         } else if surepush_proto::is_room(send.to.0) {
             self.publish_to_room(conn, key, send, ts_ms, confirm);
         } else {
-            let msg = PeerMsg::Ephemeral {
+            let msg = Ephemeral {
                 key,
                 inbox: send.to,
                 to: send.to,
                 ts_ms,
-                payload: send.payload.clone(),
+                payload: send.payload,
             };
-            self.route_to(target, msg);
             if send.to != key.from {
-                self.push_ephemeral(key, key.from, send.to, ts_ms, send.payload);
+                let own = Ephemeral {
+                    inbox: key.from,
+                    ..msg.clone()
+                };
+                self.route_to_owner(send.to, msg);
+                self.push_ephemeral(own);
+            } else {
+                self.route_to_owner(send.to, msg);
             }
             if confirm {
                 // Nothing can refuse a message to a user.
-                self.on_stored(key, send.to, StoreOutcome::Stored(Seq::ZERO));
+                self.on_stored(Stored {
+                    key,
+                    inbox: send.to,
+                    outcome: StoreOutcome::Stored(Seq::ZERO),
+                });
             }
         }
     }
@@ -188,7 +226,7 @@ impl Shard {
         ts_ms: u64,
         confirm: bool,
     ) {
-        let msg = PeerMsg::RoomPublish(RoomPublish {
+        let msg = RoomPublish {
             origin: self.params.id,
             key,
             room: send.to,
@@ -197,8 +235,8 @@ impl Shard {
             payload: send.payload,
             granted: self.token_grants(conn, AclAction::Publish, send.to.0),
             confirm,
-        });
-        self.route_to(self.owner_of(send.to), msg);
+        };
+        self.route_to_owner(send.to, msg);
     }
 
     /// Sends the store requests of an accepted SEND (registered in `sends`,
@@ -209,9 +247,8 @@ impl Shard {
         let to_group = send.to.is_group();
         let to_room = surepush_proto::is_room(send.to.0);
         let origin = self.params.id;
-        let target = self.owner_of(send.to);
         if to_group {
-            let msg = PeerMsg::GroupStore {
+            let msg = GroupStore {
                 origin,
                 key,
                 group: send.to,
@@ -220,65 +257,60 @@ impl Shard {
                 payload: send.payload,
                 members_only: true,
             };
-            self.route_to(target, msg);
+            self.route_to_owner(send.to, msg);
             return;
         }
         if to_room {
             self.publish_to_room(conn, key, send, ts_ms, false);
             return;
         }
-        self.route_to(
-            target,
-            PeerMsg::Store {
-                origin,
-                key,
-                inbox: send.to,
-                to: send.to,
-                qos: send.qos,
-                ts_ms,
-                payload: send.payload.clone(),
-            },
-        );
+        let own = NewCopy {
+            key,
+            inbox: user,
+            to: send.to,
+            qos: send.qos,
+            ts_ms,
+            payload: send.payload.clone(),
+        };
+        let msg = StoreCopy {
+            origin,
+            key,
+            inbox: send.to,
+            to: send.to,
+            qos: send.qos,
+            ts_ms,
+            payload: send.payload,
+        };
+        self.route_to_owner(send.to, msg);
         if !to_self {
-            self.store_copy(
-                Reply::Send(origin),
-                key,
-                user,
-                send.to,
-                send.qos,
-                ts_ms,
-                send.payload,
-            );
+            self.store_copy(Reply::Send(origin), own);
         }
     }
 
     /// A message published by the application backend, or on behalf of a
-    /// user whose session is gone (`by`): stored in `to`'s inbox only (or
-    /// the room, or the group's members), answered with
-    /// [`Action::Published`]. `key` identifies it for dedup (the API's
-    /// idempotency key).
-    #[allow(clippy::too_many_arguments)]
-    pub fn handle_publish(
-        &mut self,
-        request: u64,
-        key: SendKey,
-        to: UserId,
-        qos: Qos,
-        payload: Bytes,
-        by: Publisher,
-        now: u64,
-    ) {
+    /// user whose session is gone ([`Publish::by`]): stored in the
+    /// addressee's inbox only (or the room, or the group's members),
+    /// answered with [`Action::Published`]. [`Publish::key`] identifies it
+    /// for dedup (the API's idempotency key).
+    pub fn handle_publish(&mut self, publish: Publish, now: u64) {
         self.set_now(now);
+        let Publish {
+            request,
+            key,
+            to,
+            qos,
+            payload,
+            by,
+        } = publish;
         let ts_ms = self.wall_ms();
-        let target = self.owner_of(to);
         let (members_only, room_grant) = match by {
             Publisher::Backend => (false, true),
             Publisher::User { room_grant } => (true, room_grant),
         };
         let origin = self.params.id;
-        let msg = if to.is_group() {
+        let msg: PeerMsg = if to.is_group() {
             if Self::qos_needs_store(qos) {
-                PeerMsg::GroupStore {
+                GroupStore {
                     origin,
                     key,
                     group: to,
@@ -287,8 +319,9 @@ impl Shard {
                     payload,
                     members_only,
                 }
+                .into()
             } else {
-                PeerMsg::GroupEphemeral {
+                GroupEphemeral {
                     key,
                     group: to,
                     ts_ms,
@@ -296,9 +329,10 @@ impl Shard {
                     confirm_to: None,
                     members_only,
                 }
+                .into()
             }
         } else if surepush_proto::is_room(to.0) {
-            PeerMsg::RoomPublish(RoomPublish {
+            RoomPublish {
                 origin,
                 key,
                 room: to,
@@ -307,9 +341,10 @@ impl Shard {
                 payload,
                 granted: room_grant,
                 confirm: false,
-            })
+            }
+            .into()
         } else if Self::qos_needs_store(qos) {
-            PeerMsg::Store {
+            StoreCopy {
                 origin,
                 key,
                 inbox: to,
@@ -318,24 +353,26 @@ impl Shard {
                 ts_ms,
                 payload,
             }
+            .into()
         } else {
-            PeerMsg::Ephemeral {
+            Ephemeral {
                 key,
                 inbox: to,
                 to,
                 ts_ms,
                 payload,
             }
+            .into()
         };
         if !Self::qos_needs_store(qos) {
-            self.route_to(target, msg);
+            self.route_to_owner(to, msg);
             self.actions.push_back(Action::Published {
                 request,
                 outcome: StoreOutcome::Stored(Seq::ZERO),
             });
             return;
         }
-        if self.storage_failed || self.shutting_down || self.sends.contains_key(&key) {
+        if self.storage.failed() || self.shutting_down || self.sends.contains_key(&key) {
             // A concurrent publish with the same id is refused rather than
             // merged: the API caller retries and then gets Duplicate.
             self.actions.push_back(Action::Published {
@@ -354,21 +391,12 @@ impl Shard {
                 own: Some(StoreOutcome::Stored(Seq::ZERO)),
             },
         );
-        self.route_to(target, msg);
+        self.route_to_owner(to, msg);
     }
 
-    /// Stores one copy of `key` in `inbox` (owned here), answering `origin`.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn store_copy(
-        &mut self,
-        origin: Reply,
-        key: SendKey,
-        inbox: UserId,
-        to: UserId,
-        qos: Qos,
-        ts_ms: u64,
-        payload: Bytes,
-    ) {
+    /// Stores `copy` (its inbox is owned here), answering `origin`.
+    pub(super) fn store_copy(&mut self, origin: Reply, copy: NewCopy) {
+        let (key, inbox) = (copy.key, copy.inbox);
         if let Some(entry) = self.dedup.get(&key, inbox) {
             let seq = entry.seq;
             if matches!(origin, Reply::Send(_)) && inbox != key.from {
@@ -377,11 +405,7 @@ impl Shard {
                 // member copies through the sender's member copy).
                 self.check_copy(CopyCheck {
                     reply: origin,
-                    key,
-                    inbox,
-                    to,
-                    qos,
-                    payload,
+                    copy,
                     seq,
                 });
                 return;
@@ -394,7 +418,7 @@ impl Shard {
             copy.waiters.push(origin);
             return;
         }
-        if self.storage_failed {
+        if self.storage.failed() {
             self.answer(origin, key, inbox, StoreOutcome::Failed);
             return;
         }
@@ -405,11 +429,11 @@ impl Shard {
             seq: state.assigned,
             from: key.from,
             from_device: key.from_device,
-            to,
+            to: copy.to,
             client_msg_id: key.client_msg_id,
-            qos,
-            ts_ms,
-            payload,
+            qos: copy.qos,
+            ts_ms: copy.ts_ms,
+            payload: copy.payload,
         };
         self.append(
             Record::Message(record.clone()),
@@ -431,23 +455,25 @@ impl Shard {
         inbox: UserId,
         outcome: StoreOutcome,
     ) {
-        let (shard, msg) = match reply {
+        let (shard, msg): (_, PeerMsg) = match reply {
             Reply::Send(origin) => (
                 origin,
-                PeerMsg::Stored {
+                Stored {
                     key,
                     inbox,
                     outcome,
-                },
+                }
+                .into(),
             ),
             Reply::Group { home, group } => (
                 home,
-                PeerMsg::GroupStored {
+                crate::peer::GroupStored {
                     key,
                     group,
                     inbox,
                     outcome,
-                },
+                }
+                .into(),
             ),
         };
         self.route_to(shard, msg);
@@ -484,7 +510,12 @@ impl Shard {
         }
     }
 
-    pub(super) fn on_stored(&mut self, key: SendKey, inbox: UserId, outcome: StoreOutcome) {
+    pub(super) fn on_stored(&mut self, stored: Stored) {
+        let Stored {
+            key,
+            inbox,
+            outcome,
+        } = stored;
         let Some(p) = self.sends.get_mut(&key) else {
             return; // answered already (a duplicate answer for a merged retry)
         };
@@ -533,15 +564,15 @@ impl Shard {
         );
     }
 
-    /// Pushes a QoS 0 message to the online devices of `inbox` (owned here).
-    pub(super) fn push_ephemeral(
-        &mut self,
-        key: SendKey,
-        inbox: UserId,
-        to: UserId,
-        ts_ms: u64,
-        payload: Bytes,
-    ) {
+    /// Pushes a QoS 0 message to the online devices of its inbox (owned here).
+    pub(super) fn push_ephemeral(&mut self, msg: Ephemeral) {
+        let Ephemeral {
+            key,
+            inbox,
+            to,
+            ts_ms,
+            payload,
+        } = msg;
         let Some(state) = self.users.get(&inbox) else {
             return;
         };
@@ -589,8 +620,7 @@ impl Shard {
             from_device: device,
             client_msg_id,
         };
-        let target = self.owner_of(to);
-        self.route_to(target, PeerMsg::Release { key, to });
+        self.route_to_owner(to, crate::peer::Release { key, to });
         if to != user && !to.is_group() {
             self.release(key, to);
         }
@@ -599,7 +629,7 @@ impl Shard {
 
     /// Forgets the QoS 2 dedup entries of `key` held here and logs it.
     pub(super) fn release(&mut self, key: SendKey, to: UserId) {
-        if self.dedup.release(&key, to, &self.config.dedup) > 0 && !self.storage_failed {
+        if self.dedup.release(&key, to, &self.config.dedup) > 0 && !self.storage.failed() {
             self.append(
                 Record::Release {
                     from: key.from,

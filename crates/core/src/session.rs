@@ -136,8 +136,8 @@ impl Shard {
             return;
         }
         let user = claims.user;
-        if self.owner_of(user) != self.params.id {
-            tracing::error!(%user, shard = self.params.id, "session reached a shard that does not own its user");
+        if !self.router.is_mine(user) {
+            tracing::error!(%user, shard = self.params.id.0, "session reached a shard that does not own its user");
             self.fail(
                 conn,
                 ErrorCode::Internal,
@@ -161,7 +161,7 @@ impl Shard {
                 );
                 return;
             }
-            if self.storage_failed {
+            if self.storage.failed() {
                 self.fail(
                     conn,
                     ErrorCode::StorageUnavailable,

@@ -18,9 +18,13 @@ use std::time::Duration;
 
 use slab::Slab;
 
-use super::action::{Action, AppendToken, ConnId, PeerMsg, ReadId};
+use super::action::{Action, AppendToken, ConnId, ReadId};
 use super::config::{CoreConfig, LiveLimits};
 use super::stats::CoreStats;
+use super::storage::Storage;
+pub(super) use super::storage::{AppendPurpose, ReadPurpose};
+use crate::peer::PeerMsg;
+use crate::router::{Address, Router, ShardId};
 use crate::timer::{TimerId, TimerWheel};
 use crate::{DedupWindow, InboxQuery, MessageRecord, Record, RecoveredState, SendKey};
 use surepush_proto::{ConnAck, DeviceId, Frame, Qos, Seq, UserId};
@@ -32,8 +36,8 @@ pub(super) const NS_PER_MS: u64 = 1_000_000;
 /// Static facts about one shard.
 #[derive(Clone, Debug)]
 pub struct ShardParams {
-    /// This shard's index.
-    pub id: u16,
+    /// This shard.
+    pub id: ShardId,
     /// Number of shards in the node.
     pub shards: u16,
     /// Wall-clock time (ms since the Unix epoch) at monotonic time 0; used
@@ -136,52 +140,6 @@ pub(super) enum TimerEvent {
     FlushCursors,
 }
 
-/// Why an append was issued.
-#[derive(Debug)]
-pub(super) enum AppendPurpose {
-    /// A message copy: completes the in-flight copy `(key, inbox)`.
-    Copy { key: SendKey, inbox: UserId },
-    /// Cursor or release bookkeeping.
-    Bookkeeping,
-    /// A device's cursor beyond the inbox head (CONNECT `last_seq`): once
-    /// durable, the head is raised to it and the CONNACK goes out.
-    Raise {
-        conn: ConnId,
-        user: UserId,
-        seq: Seq,
-    },
-    /// The last record of a membership change: answer `origin`.
-    Membership {
-        origin: u16,
-        request: u64,
-        members: Vec<UserId>,
-    },
-    /// Keyed state (`keyed.rs`): tell whoever asked, if anyone.
-    State(Option<super::keyed::StateReport>),
-}
-
-/// Why a read was issued.
-#[derive(Debug)]
-pub(super) enum ReadPurpose {
-    /// `head`: the durable head when the read was issued; every record up
-    /// to it is in the result (up to the limit), so what is missing below
-    /// it is gone.
-    Sync {
-        conn: ConnId,
-        request: surepush_proto::Sync,
-        head: Seq,
-    },
-    Refill {
-        conn: ConnId,
-        head: Seq,
-    },
-    RoomReplay(super::room::ReplayTarget),
-    /// The stored original of a retried SEND, read back before routing it.
-    Retry(super::retry::RetryCheck),
-    /// A stored copy, read back before a retry is called a duplicate.
-    Copy(super::retry::CopyCheck),
-}
-
 /// A copy appended but not yet durable, with the shards awaiting it.
 #[derive(Debug)]
 pub(super) struct InFlightCopy {
@@ -215,6 +173,7 @@ pub(super) struct PendingSend {
 #[derive(Debug)]
 pub struct Shard {
     pub(super) params: ShardParams,
+    pub(super) router: Router,
     pub(super) config: CoreConfig,
     pub(super) auth: TokenVerifier,
     pub(super) now_ns: u64,
@@ -225,9 +184,9 @@ pub struct Shard {
     pub(super) copies: FastHashMap<(SendKey, UserId), InFlightCopy>,
     pub(super) sends: FastHashMap<SendKey, PendingSend>,
     /// Members of the groups and rooms homed here (`members.rs`).
-    pub(super) members: FastHashMap<UserId, Vec<UserId>>,
+    pub(super) members: super::members::Members,
     /// Group sends waiting for their member copies (home shard).
-    pub(super) fanouts: FastHashMap<(SendKey, UserId), super::group::Fanout>,
+    pub(super) fanouts: super::group::Fanouts,
     /// Rooms with subscribers on this shard.
     pub(super) rooms: FastHashMap<u64, super::room::RoomReplica>,
     /// Rooms homed here: which shards have subscribers.
@@ -237,13 +196,10 @@ pub struct Shard {
     pub(super) next_sub_id: u64,
     pub(super) timers: TimerWheel<TimerEvent>,
     pub(super) actions: VecDeque<Action>,
-    pub(super) appends: VecDeque<(AppendToken, AppendPurpose)>,
-    pub(super) next_token: AppendToken,
-    pub(super) reads: FastHashMap<ReadId, ReadPurpose>,
-    pub(super) next_read: ReadId,
+    /// Appends and reads in flight, and whether the log failed.
+    pub(super) storage: Storage,
     pub(super) dirty_cursors: Vec<(UserId, DeviceId)>,
     pub(super) flush_armed: bool,
-    pub(super) storage_failed: bool,
     pub(super) shutting_down: bool,
     pub(super) stats: CoreStats,
 }
@@ -273,6 +229,7 @@ impl Shard {
         }
         let tick = Duration::from_micros(config.timer_tick_us.max(1));
         Shard {
+            router: Router::new(params.id, params.shards),
             params,
             auth,
             now_ns: 0,
@@ -282,29 +239,25 @@ impl Shard {
             dedup: recovered.dedup,
             copies: FastHashMap::default(),
             sends: FastHashMap::default(),
-            members: recovered.groups,
-            fanouts: FastHashMap::default(),
+            members: super::members::Members::recovered(recovered.groups),
+            fanouts: Default::default(),
             rooms: FastHashMap::default(),
-            room_shards: FastHashMap::default(),
+            room_shards: Default::default(),
             keyed: super::keyed::KeyedState::recovered(recovered.keyed),
             next_sub_id: 0,
             timers: TimerWheel::new(tick),
             actions: VecDeque::new(),
-            appends: VecDeque::new(),
-            next_token: 0,
-            reads: FastHashMap::default(),
-            next_read: 0,
+            storage: Storage::default(),
             dirty_cursors: Vec::new(),
             flush_armed: false,
-            storage_failed: false,
             shutting_down: false,
             stats: CoreStats::default(),
             config,
         }
     }
 
-    /// This shard's index.
-    pub fn id(&self) -> u16 {
+    /// This shard.
+    pub fn id(&self) -> ShardId {
         self.params.id
     }
 
@@ -341,7 +294,7 @@ impl Shard {
 
     /// True once a log append failed: the shard refuses QoS 1/2 sends.
     pub fn storage_failed(&self) -> bool {
-        self.storage_failed
+        self.storage.failed()
     }
 
     // ----- inputs -----------------------------------------------------------
@@ -387,11 +340,7 @@ impl Shard {
     /// is durable, or failed.
     pub fn handle_appended(&mut self, token: AppendToken, result: Result<(), ()>, now: u64) {
         self.set_now(now);
-        while let Some((t, _)) = self.appends.front() {
-            if *t > token {
-                break;
-            }
-            let (_, purpose) = self.appends.pop_front().expect("front exists");
+        while let Some(purpose) = self.storage.complete_append(token) {
             self.on_appended(purpose, result.is_ok());
         }
     }
@@ -399,7 +348,7 @@ impl Shard {
     /// Result of [`Action::Read`] `id`: records in ascending seq order.
     pub fn handle_read(&mut self, id: ReadId, result: Result<Vec<MessageRecord>, ()>, now: u64) {
         self.set_now(now);
-        let Some(purpose) = self.reads.remove(&id) else {
+        let Some(purpose) = self.storage.complete_read(id) else {
             return;
         };
         match purpose {
@@ -468,10 +417,6 @@ impl Shard {
         self.params.wall_ms_at_zero + self.now_ns / NS_PER_MS
     }
 
-    pub(super) fn owner_of(&self, user: UserId) -> u16 {
-        super::routing::shard_of(user, self.params.shards)
-    }
-
     pub(super) fn conn_id(&self, index: usize, conn: &Conn) -> ConnId {
         ConnId {
             index: index as u32,
@@ -500,22 +445,19 @@ impl Shard {
     }
 
     pub(super) fn append(&mut self, record: Record, purpose: AppendPurpose) {
-        self.next_token += 1;
-        let token = self.next_token;
-        self.appends.push_back((token, purpose));
+        let token = self.storage.start_append(purpose);
         self.actions.push_back(Action::Append { token, record });
     }
 
     pub(super) fn read(&mut self, user: UserId, query: InboxQuery, purpose: ReadPurpose) -> ReadId {
-        self.next_read += 1;
-        let id = self.next_read;
-        self.reads.insert(id, purpose);
+        let id = self.storage.start_read(purpose);
         self.actions.push_back(Action::Read { id, user, query });
         id
     }
 
     /// Sends `msg` to `shard`, or handles it here when it is this shard.
-    pub(super) fn route_to(&mut self, shard: u16, msg: PeerMsg) {
+    pub(super) fn route_to(&mut self, shard: ShardId, msg: impl Into<PeerMsg>) {
+        let msg = msg.into();
         if shard == self.params.id {
             self.on_peer(msg);
         } else {
@@ -523,119 +465,60 @@ impl Shard {
         }
     }
 
+    /// Sends `msg` to the owner of `id` (see [`Router`]).
+    pub(super) fn route_to_owner(&mut self, id: UserId, msg: impl Into<PeerMsg>) {
+        match self.router.address(id) {
+            Address::Shard(shard) => self.route_to(shard, msg),
+        }
+    }
+
     fn on_peer(&mut self, msg: PeerMsg) {
         match msg {
-            PeerMsg::Store {
-                origin,
-                key,
-                inbox,
-                to,
-                qos,
-                ts_ms,
-                payload,
-            } => {
-                let reply = super::group::Reply::Send(origin);
-                self.store_copy(reply, key, inbox, to, qos, ts_ms, payload)
+            PeerMsg::StoreCopy(m) => {
+                let reply = super::group::Reply::Send(m.origin);
+                self.store_copy(reply, super::send::NewCopy::from(m))
             }
-            PeerMsg::Stored {
-                key,
-                inbox,
-                outcome,
-            } => self.on_stored(key, inbox, outcome),
-            PeerMsg::RoomPublish(p) => self.on_room_publish(p),
-            PeerMsg::Ephemeral {
-                key,
-                inbox,
-                to,
-                ts_ms,
-                payload,
-            } => self.push_ephemeral(key, inbox, to, ts_ms, payload),
-            PeerMsg::Release { key, to } if to.is_group() => self.release_group(key, to),
-            PeerMsg::Release { key, to } => self.release(key, to),
-            PeerMsg::GroupStore {
-                origin,
-                key,
-                group,
-                qos,
-                ts_ms,
-                payload,
-                members_only,
-            } => self.on_group_store(origin, key, group, qos, ts_ms, payload, members_only),
-            PeerMsg::StoreMany {
-                home,
-                key,
-                group,
-                inboxes,
-                qos,
-                ts_ms,
-                payload,
-            } => self.on_store_many(home, key, group, inboxes, qos, ts_ms, payload),
-            PeerMsg::GroupStored {
-                key,
-                group,
-                inbox: _,
-                outcome,
-            } => self.on_group_stored(key, group, outcome),
-            PeerMsg::GroupEphemeral {
-                key,
-                group,
-                ts_ms,
-                payload,
-                confirm_to,
-                members_only,
-            } => self.on_group_ephemeral(key, group, ts_ms, payload, (confirm_to, members_only)),
-            PeerMsg::ReleaseMany { key, inboxes } => self.on_release_many(key, inboxes),
-            PeerMsg::MembersUpdate {
-                origin,
-                request,
-                id,
-                add,
-                remove,
-            } => self.on_members_update(origin, request, id, add, remove),
-            PeerMsg::MembersUpdated { request, outcome } => {
-                self.on_members_updated(request, outcome)
-            }
-            PeerMsg::RoomSubscribe {
-                room,
-                shard,
-                conn,
-                sub,
-                from,
-                user,
-                granted,
-            } => self.on_room_subscribe(room, shard, conn, sub, from, (user, granted)),
-            PeerMsg::RoomRefused { room, conn, sub } => self.on_room_refused(room, conn, sub),
-            PeerMsg::RoomRevoke { room, revoked } => self.on_room_revoke(room, revoked),
-            PeerMsg::RoomLeave { room, shard } => self.on_room_leave(room, shard),
-            PeerMsg::RoomPage {
-                room,
-                conn,
-                sub,
-                head,
-                first,
-                gap,
-                frames,
-                skip_to,
-                done,
-            } => self.on_room_page(room, conn, sub, head, (first, gap, skip_to), frames, done),
-            PeerMsg::RoomFanout { room, seq, frame } => self.on_room_fanout(room, seq, frame),
-            PeerMsg::StoreState { key, value, report } => self.store_state(key, value, report),
-            PeerMsg::StateStored { conn, id, ok } => {
-                self.actions.push_back(Action::StateStored { conn, id, ok })
-            }
-            PeerMsg::QueryState { origin, conn, key } => self.answer_state_query(origin, conn, key),
-            PeerMsg::StateValue { conn, key, value } => self
-                .actions
-                .push_back(Action::StateValue { conn, key, value }),
+            PeerMsg::Stored(m) => self.on_stored(m),
+            PeerMsg::RoomPublish(m) => self.on_room_publish(m),
+            PeerMsg::Ephemeral(m) => self.push_ephemeral(m),
+            PeerMsg::Release(m) if m.to.is_group() => self.release_group(m),
+            PeerMsg::Release(m) => self.release(m.key, m.to),
+            PeerMsg::GroupStore(m) => self.on_group_store(m),
+            PeerMsg::StoreMany(m) => self.on_store_many(m),
+            PeerMsg::GroupStored(m) => self.on_group_stored(m),
+            PeerMsg::GroupEphemeral(m) => self.on_group_ephemeral(m),
+            PeerMsg::ReleaseMany(m) => self.on_release_many(m),
+            PeerMsg::MembersUpdate(m) => self.on_members_update(m),
+            PeerMsg::MembersUpdated(m) => self.actions.push_back(Action::MembersUpdated {
+                request: m.request,
+                outcome: m.outcome,
+            }),
+            PeerMsg::RoomSubscribe(m) => self.on_room_subscribe(m),
+            PeerMsg::RoomRefused(m) => self.on_room_refused(m),
+            PeerMsg::RoomRevoke(m) => self.on_room_revoke(m),
+            PeerMsg::RoomLeave(m) => self.on_room_leave(m),
+            PeerMsg::RoomPage(m) => self.on_room_page(m),
+            PeerMsg::RoomFanout(m) => self.on_room_fanout(m),
+            PeerMsg::StoreState(m) => self.store_state(m.key, m.value, m.report),
+            PeerMsg::StateStored(m) => self.actions.push_back(Action::StateStored {
+                conn: m.conn,
+                id: m.id,
+                ok: m.ok,
+            }),
+            PeerMsg::QueryState(m) => self.answer_state_query(m),
+            PeerMsg::StateValue(m) => self.actions.push_back(Action::StateValue {
+                conn: m.conn,
+                key: m.key,
+                value: m.value,
+            }),
         }
     }
 
     fn on_appended(&mut self, purpose: AppendPurpose, ok: bool) {
-        if !ok && !self.storage_failed {
-            self.storage_failed = true;
+        if !ok && self.storage.mark_failed() {
             self.stats.storage_failures += 1;
             tracing::error!(
-                shard = self.params.id,
+                shard = self.params.id.0,
                 "log append failed: refusing QoS 1/2 sends from now on"
             );
         }

@@ -24,7 +24,7 @@ struct Harness {
 impl Harness {
     fn new(config: CoreConfig) -> Harness {
         let params = ShardParams {
-            id: 0,
+            id: crate::ShardId(0),
             shards: 1,
             wall_ms_at_zero: 1_700_000_000_000,
         };
@@ -544,15 +544,15 @@ fn backend_publish_is_stored_once_per_id_and_pushed() {
         (1, StoreOutcome::Stored(Seq(1))),
         (2, StoreOutcome::Duplicate(Seq(1))),
     ] {
-        h.shard.handle_publish(
+        let publish = crate::Publish {
             request,
             key,
-            UserId(2),
-            Qos::AtLeastOnce,
-            Bytes::from_static(b"x"),
-            Publisher::Backend,
-            h.now,
-        );
+            to: UserId(2),
+            qos: Qos::AtLeastOnce,
+            payload: Bytes::from_static(b"x"),
+            by: Publisher::Backend,
+        };
+        h.shard.handle_publish(publish, h.now);
         h.run();
         let done: Vec<_> = h
             .out

@@ -2,7 +2,8 @@
 //!
 //! Ground rules:
 //! - one glommio executor per shard, pinned to a core; a user's whole state
-//!   lives on its owner shard (`transport::owner_shard`);
+//!   lives on its owner shard (`transport::owner_shard`, which asks
+//!   [`surepush_core::Router`]);
 //! - every shard listens on the same port (SO_REUSEPORT); the accepting
 //!   shard runs the protocol's handshake, checks the token, and hands the
 //!   socket to the owner shard through the channel mesh — one path for

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use surepush_core::{Router, ShardId};
 use surepush_log::storage::{StdStorage, Storage};
 use surepush_log::{Record, RecoveredState, SegmentLog, StateKey};
 use surepush_mqtt::bridge::{Retained, SessionState};
@@ -118,8 +119,9 @@ impl LegacyMqttState {
         stopping: &AtomicBool,
     ) -> Result<(), String> {
         let shards = u16::try_from(self.shards).map_err(|e| e.to_string())?;
+        let router = Router::new(ShardId(shard), shards);
         for (key, value) in &self.records {
-            if super::transport::owner_shard(key.owner(), shards) != shard {
+            if !router.is_mine(key.owner()) {
                 continue;
             }
             let record = Record::State {

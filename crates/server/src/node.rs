@@ -22,7 +22,7 @@ use super::logging::LogControl;
 use super::mesh::{MeshMsg, PeerQueue};
 use super::metrics::Metrics;
 use super::reload::{self, LimitsPart, LogLevelPart, Reloader};
-use super::runtime::{NodeShared, ShardRuntime};
+use super::runtime::{NodeShared, RuntimeParts, ShardRuntime};
 use super::transport::{self, mqtt::MqttHandshake, NativeHandshake};
 use surepush_core::{Shard, ShardParams, TokenVerifier};
 use surepush_log::SegmentLog;
@@ -296,7 +296,7 @@ async fn shard_main(
     }
     let verifier = TokenVerifier::new(&ctx.secret);
     let params = ShardParams {
-        id,
+        id: surepush_core::ShardId(id),
         shards: ctx.shards,
         wall_ms_at_zero: ctx.wall_ms,
     };
@@ -327,20 +327,20 @@ async fn shard_main(
         glommio::spawn_local(queue.clone().forward(senders.clone(), p as usize, wake)).detach();
         peers.push(Some(queue));
     }
-    let (rt, durability_wake) = ShardRuntime::new(
+    let (rt, durability_wake) = ShardRuntime::new(RuntimeParts {
         id,
-        ctx.shards,
-        config.clone(),
-        verifier.clone(),
-        ctx.shared.clone(),
-        ctx.metrics.shard(id),
+        shards: ctx.shards,
+        config: config.clone(),
+        verifier: verifier.clone(),
+        shared: ctx.shared.clone(),
+        metrics: ctx.metrics.shard(id),
         core,
-        Rc::new(log),
+        log: Rc::new(log),
         peers,
-        ctx.origin,
-        ctx.wall_ms,
+        origin: ctx.origin,
+        wall_ms_at_origin: ctx.wall_ms,
         mqtt,
-    );
+    });
     rt.metrics.set_storage_failed(false);
     rt.refresh_live_limits();
     if let Some(salvage) = &report.salvage {

@@ -164,22 +164,51 @@ pub(crate) struct ShardRuntime {
     live_applied: Cell<Option<u64>>,
 }
 
+/// What a shard's runtime is made of (named, so a new part is one field
+/// here and one at the call site, not another positional argument).
+pub(crate) struct RuntimeParts {
+    /// This shard.
+    pub id: u16,
+    /// Shards of the node.
+    pub shards: u16,
+    /// The node's configuration.
+    pub config: Rc<Config>,
+    /// Verifies client tokens.
+    pub verifier: TokenVerifier,
+    /// State shared by every shard of the node.
+    pub shared: Arc<NodeShared>,
+    /// This shard's metrics.
+    pub metrics: ShardMetrics,
+    /// The delivery core, recovered.
+    pub core: Shard,
+    /// This shard's segment log.
+    pub log: Rc<SegmentLog>,
+    /// Queues to the other shards (`None` at this shard's own index).
+    pub peers: Vec<Option<Rc<PeerQueue>>>,
+    /// The node's monotonic origin.
+    pub origin: Instant,
+    /// Wall-clock ms at `origin`.
+    pub wall_ms_at_origin: u64,
+    /// The MQTT side, when the listener is enabled.
+    pub mqtt: Option<MqttShard>,
+}
+
 impl ShardRuntime {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        id: u16,
-        shards: u16,
-        config: Rc<Config>,
-        verifier: TokenVerifier,
-        shared: Arc<NodeShared>,
-        metrics: ShardMetrics,
-        core: Shard,
-        log: Rc<SegmentLog>,
-        peers: Vec<Option<Rc<PeerQueue>>>,
-        origin: Instant,
-        wall_ms_at_origin: u64,
-        mqtt: Option<MqttShard>,
-    ) -> (Rc<ShardRuntime>, LocalReceiver<()>) {
+    pub(crate) fn new(parts: RuntimeParts) -> (Rc<ShardRuntime>, LocalReceiver<()>) {
+        let RuntimeParts {
+            id,
+            shards,
+            config,
+            verifier,
+            shared,
+            metrics,
+            core,
+            log,
+            peers,
+            origin,
+            wall_ms_at_origin,
+            mqtt,
+        } = parts;
         let (durability_wake, rx) = local_channel::new_bounded(1);
         let rt = Rc::new(ShardRuntime {
             id,
@@ -430,9 +459,15 @@ impl ShardRuntime {
         let (tx, rx) = local_channel::new_bounded(1);
         self.publishes.borrow_mut().insert(request, tx);
         let now = self.now();
-        self.core
-            .borrow_mut()
-            .handle_publish(request, key, to, qos, payload, by, now);
+        let publish = surepush_core::Publish {
+            request,
+            key,
+            to,
+            qos,
+            payload,
+            by,
+        };
+        self.core.borrow_mut().handle_publish(publish, now);
         self.drive();
         rx.recv().await.unwrap_or(StoreOutcome::Failed)
     }
@@ -525,7 +560,7 @@ impl ShardRuntime {
                     }
                 },
                 Action::Read { id, user, query } => self.spawn_read(id, user, query),
-                Action::Peer { shard, msg } => match &self.peers[shard as usize] {
+                Action::Peer { shard, msg } => match &self.peers[shard.index()] {
                     Some(q) => q.push(msg),
                     None => self.peer(msg),
                 },

@@ -89,7 +89,7 @@ fn live_delivery_steps_over_lost_sequences_and_prev_seq_shows_the_gap() {
     let mut h = Harness::new(CoreConfig::default());
     h.shard = Shard::new(
         ShardParams {
-            id: 0,
+            id: crate::ShardId(0),
             shards: 1,
             wall_ms_at_zero: 1_700_000_000_000,
         },

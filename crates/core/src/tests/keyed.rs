@@ -24,7 +24,7 @@ impl Pair {
         let shards = (0..2)
             .map(|id| {
                 let params = ShardParams {
-                    id,
+                    id: crate::ShardId(id),
                     shards: 2,
                     wall_ms_at_zero: 1_700_000_000_000,
                 };
@@ -57,7 +57,7 @@ impl Pair {
                             self.unsynced[s].push_back((token, record))
                         }
                         Action::Peer { shard, msg } => {
-                            self.shards[usize::from(shard)].handle_peer(msg, self.now)
+                            self.shards[shard.index()].handle_peer(msg, self.now)
                         }
                         other => self.out.push(other),
                     }
@@ -101,14 +101,14 @@ impl Pair {
 fn on_shard(shard: u16) -> UserId {
     (1..)
         .map(UserId)
-        .find(|u| shard_of(*u, 2) == shard)
+        .find(|u| crate::Router::of_node(2).owner(*u).0 == shard)
         .expect("a user there")
 }
 
 fn room_on(shard: u16) -> UserId {
     (1..)
         .map(|n| UserId(n | ROOM_BIT))
-        .find(|r| shard_of(*r, 2) == shard)
+        .find(|r| crate::Router::of_node(2).owner(*r).0 == shard)
         .expect("a room there")
 }
 

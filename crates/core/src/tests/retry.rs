@@ -141,15 +141,15 @@ fn a_backend_publish_reusing_an_id_for_another_message_is_a_conflict() {
         client_msg_id: 5,
     };
     let publish = |h: &mut Harness, request, payload: &'static [u8]| {
-        h.shard.handle_publish(
+        let publish = crate::Publish {
             request,
             key,
-            UserId(2),
-            Qos::AtLeastOnce,
-            Bytes::from_static(payload),
-            Publisher::Backend,
-            h.now,
-        );
+            to: UserId(2),
+            qos: Qos::AtLeastOnce,
+            payload: Bytes::from_static(payload),
+            by: Publisher::Backend,
+        };
+        h.shard.handle_publish(publish, h.now);
         h.run();
         h.out
             .iter()

@@ -245,8 +245,15 @@ fn backend_publishes_are_never_refused_and_wills_carry_their_sessions_grant() {
             client_msg_id: cmid,
         };
         let payload = Bytes::from_static(b"p");
-        h.shard
-            .handle_publish(cmid, key, UserId(to), Qos::AtLeastOnce, payload, by, h.now);
+        let publish = crate::Publish {
+            request: cmid,
+            key,
+            to: UserId(to),
+            qos: Qos::AtLeastOnce,
+            payload,
+            by,
+        };
+        h.shard.handle_publish(publish, h.now);
         h.run();
         let at = h
             .out
@@ -290,7 +297,7 @@ fn room_membership_survives_a_restart() {
     let mut again = closed_rooms();
     again.shard = Shard::new(
         ShardParams {
-            id: 0,
+            id: crate::ShardId(0),
             shards: 1,
             wall_ms_at_zero: 1_700_000_000_000,
         },
@@ -364,15 +371,15 @@ fn qos0_confirm_and_backend_qos0_to_groups() {
         client_msg_id: 9,
     };
     let payload = Bytes::from_static(b"from the backend");
-    h.shard.handle_publish(
-        1,
+    let publish = crate::Publish {
+        request: 1,
         key,
-        UserId(group),
-        Qos::AtMostOnce,
+        to: UserId(group),
+        qos: Qos::AtMostOnce,
         payload,
-        Publisher::Backend,
-        h.now,
-    );
+        by: Publisher::Backend,
+    };
+    h.shard.handle_publish(publish, h.now);
     h.run();
     let frames = h.take(member);
     assert!(

@@ -78,9 +78,9 @@ pub(crate) use output::ConnIo;
 pub(crate) use port::{LastWill, ShardLoop, ShardPort};
 
 /// Which shard owns `user`: the one place the server asks (the accept path
-/// of every protocol, the MQTT state migration). The core's router answers.
+/// of every protocol). The core's router answers.
 pub(crate) fn owner_shard(user: UserId, shards: u16) -> u16 {
-    surepush_core::shard_of(user, shards)
+    surepush_core::Router::of_node(shards).owner(user).0
 }
 
 /// What a handshake made of the bytes so far.

@@ -14,7 +14,8 @@
 use std::collections::VecDeque;
 
 use super::*;
-use surepush_core::{shard_of, Action, Claims, ConnId, CoreConfig, PeerMsg, Shard, ShardParams};
+use surepush_core::ShardParams;
+use surepush_core::{Action, Claims, ConnId, CoreConfig, PeerMsg, Router, Shard, ShardId};
 use surepush_core::{AppendToken, ReadId, TokenVerifier};
 use surepush_core::{InboxQuery, MessageRecord, Record, RecoveredState};
 
@@ -27,14 +28,14 @@ const OTHER: UserId = UserId(1_000_001);
 fn mqtt_user(shard: u16) -> UserId {
     (1..)
         .map(UserId)
-        .find(|u| shard_of(*u, SHARDS) == shard)
+        .find(|u| Router::of_node(SHARDS).owner(*u).0 == shard)
         .expect("some user lives there")
 }
 
 /// A room homed on `shard`.
 fn room_on(shard: u16) -> u64 {
     (1..)
-        .find(|n| shard_of(UserId(n | ROOM_BIT), SHARDS) == shard)
+        .find(|n| Router::of_node(SHARDS).owner(UserId(n | ROOM_BIT)).0 == shard)
         .expect("some room lives there")
 }
 
@@ -97,7 +98,7 @@ impl World {
         let mut shards: Vec<Shard> = (0..SHARDS)
             .map(|id| {
                 let params = ShardParams {
-                    id,
+                    id: ShardId(id),
                     shards: SHARDS,
                     wall_ms_at_zero: 1_700_000_000_000,
                 };
@@ -232,9 +233,7 @@ impl World {
                 Action::Close { conn } => assert_ne!(conn, self.conn, "the session was closed"),
                 Action::Append { token, record } => self.appends[shard].push_back((token, record)),
                 Action::Read { id, user, query } => self.reads[shard].push((id, user, query)),
-                Action::Peer { shard: to, msg } => {
-                    self.links[shard][usize::from(to)].push_back(msg)
-                }
+                Action::Peer { shard: to, msg } => self.links[shard][to.index()].push_back(msg),
                 Action::Published { .. } | Action::MembersUpdated { .. } => {}
                 Action::StateStored { .. } | Action::StateValue { .. } => {}
             }
