@@ -18,13 +18,30 @@ struct Held {
 }
 
 impl Held {
-    fn new(stored: Option<SessionState>, head: u64, cursor: Option<u64>) -> Held {
-        let mut h = Held {
-            b: persistent_bridge(stored, 1_000),
+    fn of(b: Bridge) -> Held {
+        Held {
+            b,
             pending: Vec::new(),
             deferred: Vec::new(),
             all: Vec::new(),
-        };
+        }
+    }
+
+    /// A persistent session of `level` (5.0: expiring after 600 s), its
+    /// native CONNACK in, its writes not yet reported.
+    fn persistent(level: ProtocolLevel) -> Held {
+        let mut c = connect(level, false);
+        if level.is_v5() {
+            c.properties.session_expiry_interval = Some(600);
+        }
+        let mut h = Held::of(Bridge::new(c, "t".into(), me(), None, 1, params()));
+        h.core();
+        h.b.on_frame(native_connack(0, None));
+        h
+    }
+
+    fn new(stored: Option<SessionState>, head: u64, cursor: Option<u64>) -> Held {
+        let mut h = Held::of(persistent_bridge(stored, 1_000));
         h.core();
         h.b.on_frame(native_connack(head, cursor));
         h
@@ -213,16 +230,7 @@ fn qos1_deliveries_and_room_positions_are_written_deferred_and_hold_nothing() {
 /// DISCONNECT 0x80), and the session ends.
 #[test]
 fn a_failed_state_write_withdraws_what_waited_for_it_and_ends_the_session() {
-    let mut c = connect(ProtocolLevel::V5, false);
-    c.properties.session_expiry_interval = Some(600);
-    let mut h = Held {
-        b: Bridge::new(c, "t".into(), me(), None, 1, params()),
-        pending: Vec::new(),
-        deferred: Vec::new(),
-        all: Vec::new(),
-    };
-    h.core();
-    h.b.on_frame(native_connack(0, None));
+    let mut h = Held::persistent(ProtocolLevel::V5);
     h.durable();
     h.packets();
     h.core();
@@ -333,19 +341,14 @@ fn a_pubrel_after_a_restart_releases_an_entry_whose_stored_hint_was_lost() {
 /// crash cannot resume what the client was told is gone.
 #[test]
 fn a_clean_session_deletes_a_stored_one_before_its_connack() {
-    let mut h = Held {
-        b: Bridge::new(
-            connect(ProtocolLevel::V311, true),
-            "t".into(),
-            me(),
-            Some(SessionState::new(1)),
-            1,
-            params(),
-        ),
-        pending: Vec::new(),
-        deferred: Vec::new(),
-        all: Vec::new(),
-    };
+    let mut h = Held::of(Bridge::new(
+        connect(ProtocolLevel::V311, true),
+        "t".into(),
+        me(),
+        Some(SessionState::new(1)),
+        1,
+        params(),
+    ));
     h.core();
     h.b.on_frame(native_connack(0, None));
     assert_eq!(h.packets(), vec![]);
@@ -369,18 +372,7 @@ fn a_connack_whose_session_could_not_be_stored_is_a_refusal() {
         (ProtocolLevel::V311, ReasonCode(0x03)),
         (ProtocolLevel::V5, ReasonCode::SERVER_UNAVAILABLE),
     ] {
-        let mut c = connect(level, false);
-        if level.is_v5() {
-            c.properties.session_expiry_interval = Some(600);
-        }
-        let mut h = Held {
-            b: Bridge::new(c, "t".into(), me(), None, 1, params()),
-            pending: Vec::new(),
-            deferred: Vec::new(),
-            all: Vec::new(),
-        };
-        h.core();
-        h.b.on_frame(native_connack(0, None));
+        let mut h = Held::persistent(level);
         h.take_writes();
         let id = h.pending[0].report.expect("the CONNACK waits for it");
         h.b.on_state_stored(id, false);
@@ -410,18 +402,7 @@ fn a_connack_whose_session_could_not_be_stored_is_a_refusal() {
 #[test]
 fn a_qos2_publish_stored_in_part_keeps_its_native_id_for_the_resend() {
     for level in [ProtocolLevel::V5, ProtocolLevel::V311] {
-        let mut c = connect(level, false);
-        if level.is_v5() {
-            c.properties.session_expiry_interval = Some(600);
-        }
-        let mut h = Held {
-            b: Bridge::new(c, "t".into(), me(), None, 1, params()),
-            pending: Vec::new(),
-            deferred: Vec::new(),
-            all: Vec::new(),
-        };
-        h.core();
-        h.b.on_frame(native_connack(0, None));
+        let mut h = Held::persistent(level);
         h.durable();
         h.packets();
         h.core();
