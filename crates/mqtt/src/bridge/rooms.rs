@@ -34,10 +34,10 @@
 use std::collections::VecDeque;
 
 use super::persist::Change;
-use super::{room_subscribe, Bridge, Delivery, Reader};
+use super::{native_qos, Bridge, Delivery, Reader};
 use crate::QoS;
 use surepush_proto as proto;
-use surepush_proto::{RoomPush, Seq, SubResult, SubscribeFrom, ROOM_BIT};
+use surepush_proto::{Frame, RoomPush, Seq, SubResult, SubscribeFrom, ROOM_BIT};
 
 /// Flag bit of a room entry in [`super::SessionState::encode`] (version 2
 /// on): the position is known. Bits 0-1 hold the QoS, bit 2 No Local.
@@ -336,4 +336,12 @@ impl Bridge {
         }
         self.room_suback_arrived(n, a.result);
     }
+}
+
+fn room_subscribe(n: u64, from: SubscribeFrom, qos: QoS) -> Frame {
+    Frame::Subscribe(proto::Subscribe {
+        room: n | ROOM_BIT,
+        from,
+        qos: native_qos(qos),
+    })
 }

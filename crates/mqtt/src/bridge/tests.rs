@@ -5,9 +5,13 @@ use std::num::NonZeroU16;
 use bytes::Bytes;
 
 use super::rooms::RoomSub;
+use super::state::Inbound;
 use super::*;
-use crate::{Subscribe, Subscription, SubscriptionOptions, Unsubscribe};
-use surepush_proto::{RoomPush, Sync, SyncPage};
+use crate::{Properties, Subscribe, Subscription, SubscriptionOptions, Unsubscribe};
+use surepush_proto::{
+    ConnAck as NativeConnAck, Push, RoomPush, SendAck, SendResult, SubResult, SubscribeFrom, Sync,
+    SyncDirection, SyncPage,
+};
 
 const ME: UserId = UserId(7);
 const DEV: DeviceId = DeviceId(1);

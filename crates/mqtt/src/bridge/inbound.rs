@@ -1,0 +1,232 @@
+//! Client → core: PUBLISH (topic aliases, retained changes, QoS 2
+//! inbound state) becomes a native SEND, and PUBREL a REL; the core's
+//! SENDACK becomes the client's PUBACK or PUBREC, so those leave only once
+//! the message is durable.
+
+use super::persist::Change;
+use super::state::{Inbound, Retained};
+use super::topics::Target;
+use super::{native_qos, Bridge, PendingPub};
+use crate::{Packet, PacketId, Properties, PubReply, Publish, QoS, ReasonCode};
+use surepush_proto as proto;
+use surepush_proto::{Frame, SendAck, SendResult};
+
+impl Bridge {
+    fn next_msg_id(&mut self) -> u64 {
+        let id = self.state.next_msg_id;
+        self.state.next_msg_id += 1;
+        id
+    }
+
+    pub(super) fn on_publish(&mut self, mut p: Publish) {
+        if let Some(alias) = p.properties.topic_alias {
+            // MQTT 5 topic alias (MQTT-3.3.2-7 .. -12): a name sets it, an
+            // empty name uses it.
+            let slot = usize::from(alias.get()) - 1;
+            if slot >= self.aliases.len() {
+                return self.close_session(
+                    ReasonCode::TOPIC_ALIAS_INVALID,
+                    "topic alias above the maximum",
+                );
+            }
+            if p.topic.is_empty() {
+                match &self.aliases[slot] {
+                    Some(t) => p.topic = t.clone(),
+                    None => return self.protocol_error("topic alias not set"),
+                }
+            } else {
+                self.aliases[slot] = Some(p.topic.clone());
+            }
+        }
+        let Some(target) = Target::parse(p.topic.as_str()) else {
+            let why = "topic must be user/{id}, group/{n} or room/{n}";
+            match (p.packet_id, self.level.is_v5()) {
+                (Some(pid), true) => {
+                    let reply = PubReply {
+                        packet_id: pid,
+                        reason: ReasonCode::TOPIC_NAME_INVALID,
+                        properties: Properties::default(),
+                    };
+                    self.to_client.push_back(if p.qos == QoS::ExactlyOnce {
+                        Packet::PubRec(reply)
+                    } else {
+                        Packet::PubAck(reply)
+                    });
+                }
+                (None, true) => self.close_session(ReasonCode::TOPIC_NAME_INVALID, why),
+                (_, false) => self.protocol_error(why),
+            }
+            return;
+        };
+        let to = target.wire_id();
+        let qos = native_qos(p.qos);
+        let retain = match target {
+            Target::Room(n) if p.retain => {
+                let msg = (!p.payload.is_empty()).then(|| Retained {
+                    from: self.user,
+                    qos: p.qos,
+                    payload: p.payload.clone(),
+                });
+                Some((n, msg))
+            }
+            _ => None,
+        };
+        let pending = |packet_id| PendingPub {
+            packet_id,
+            qos: p.qos,
+            retain: retain.clone(),
+        };
+        // A QoS 0 retained PUBLISH changes the retained message only once
+        // the room has accepted it (its permissions): the core confirms it.
+        let confirm = p.qos == QoS::AtMostOnce && retain.is_some();
+        let id = match (p.qos, p.packet_id) {
+            (QoS::AtMostOnce, _) | (_, None) => {
+                let id = self.next_msg_id();
+                if confirm {
+                    self.sends.insert(id, pending(None));
+                }
+                id
+            }
+            (QoS::AtLeastOnce, Some(pid)) => {
+                let id = self.next_msg_id();
+                self.sends.insert(id, pending(Some(pid)));
+                id
+            }
+            (QoS::ExactlyOnce, Some(pid)) => match self.state.inbound.get(&pid.get()).copied() {
+                Some(i) if i.stored => {
+                    // A resend after PUBREC was lost: stored already. Its
+                    // retained-message change is made again (idempotent),
+                    // in case writing it failed the first time.
+                    if let Some(change) = retain {
+                        self.retains.push_back(change);
+                    }
+                    self.to_client
+                        .push_back(Packet::PubRec(PubReply::success(pid)));
+                    return;
+                }
+                Some(i) if self.sends.contains_key(&i.client_msg_id) => return,
+                Some(i) => {
+                    // Sent on an earlier connection, outcome unknown: the
+                    // same id lets the core recognise a stored copy.
+                    self.sends.insert(i.client_msg_id, pending(Some(pid)));
+                    i.client_msg_id
+                }
+                None => {
+                    let id = self.next_msg_id();
+                    self.state.inbound.insert(
+                        pid.get(),
+                        Inbound {
+                            client_msg_id: id,
+                            to,
+                            stored: false,
+                        },
+                    );
+                    self.changed(Change::InboundAccepted);
+                    self.sends.insert(id, pending(Some(pid)));
+                    id
+                }
+            },
+        };
+        self.to_core.push_back(Frame::Send(proto::Send {
+            client_msg_id: id,
+            to,
+            qos,
+            confirm,
+            payload: p.payload,
+        }));
+    }
+
+    pub(super) fn on_sendack(&mut self, a: SendAck) {
+        let Some(pending) = self.sends.remove(&a.client_msg_id) else {
+            return;
+        };
+        let ok = matches!(a.result, SendResult::Stored | SendResult::Duplicate);
+        if ok {
+            if let Some(change) = pending.retain {
+                self.retains.push_back(change);
+            }
+        }
+        let (Some(pid), qos) = (pending.packet_id, pending.qos) else {
+            return;
+        };
+        let reason = match a.result {
+            SendResult::Stored | SendResult::Duplicate => ReasonCode::SUCCESS,
+            SendResult::Forbidden => ReasonCode::NOT_AUTHORIZED,
+            _ => ReasonCode::UNSPECIFIED_ERROR,
+        };
+        if qos == QoS::ExactlyOnce && a.result == SendResult::StorageUnavailable {
+            // Perhaps stored in part (one copy durable, another failed):
+            // the packet id keeps its native id, and the client's resend
+            // with it on its next connection completes the message once.
+            // A refusal would free the id and make the retry a second
+            // message (found by the simulator: a QoS 2 message stored
+            // twice in the sender's own inbox).
+            self.close_session(ReasonCode::UNSPECIFIED_ERROR, "not stored");
+            return;
+        }
+        if qos == QoS::ExactlyOnce {
+            if ok {
+                if let Some(i) = self.state.inbound.get_mut(&pid.get()) {
+                    i.stored = true;
+                    self.changed(Change::InboundStored);
+                }
+            } else if self.state.inbound.remove(&pid.get()).is_some() {
+                self.changed(Change::InboundDropped);
+            }
+        }
+        if !ok && !self.level.is_v5() {
+            if a.result == SendResult::Forbidden {
+                // v3.1.1 cannot say "refused": acknowledge (MQTT-3.3.5-2).
+                // The client's doing, per publish: not the operator's log.
+                tracing::debug!(user = self.user.0, "MQTT publish refused (forbidden)");
+            } else {
+                // Nothing stored and no way to say so: close, the client
+                // resends on its next connection.
+                self.close_session(ReasonCode::UNSPECIFIED_ERROR, "not stored");
+                return;
+            }
+        }
+        let reply = PubReply {
+            packet_id: pid,
+            reason: if self.level.is_v5() {
+                reason
+            } else {
+                ReasonCode::SUCCESS
+            },
+            properties: Properties::default(),
+        };
+        self.to_client.push_back(if qos == QoS::ExactlyOnce {
+            Packet::PubRec(reply)
+        } else {
+            Packet::PubAck(reply)
+        });
+    }
+
+    pub(super) fn on_pubrel(&mut self, pid: PacketId) {
+        match self.state.inbound.get(&pid.get()).copied() {
+            // The client releases only what it got PUBREC for, which left
+            // after the SENDACK: stored, even if the state written before a
+            // crash did not say so yet (unless its SEND is still under way
+            // on this connection: then PUBREL came before PUBREC).
+            Some(i) if !self.sends.contains_key(&i.client_msg_id) => {
+                self.releases.insert(i.client_msg_id, pid);
+                self.to_core.push_back(Frame::Rel {
+                    client_msg_id: i.client_msg_id,
+                    to: i.to,
+                });
+            }
+            _ => {
+                let reason = if self.level.is_v5() {
+                    ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+                } else {
+                    ReasonCode::SUCCESS
+                };
+                self.to_client.push_back(Packet::PubComp(PubReply {
+                    packet_id: pid,
+                    reason,
+                    properties: Properties::default(),
+                }));
+            }
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! Core → client: inbox pushes and replay pages become PUBLISHes, held
+//! within the client's Receive Maximum; the client's PUBACK/PUBREC/PUBCOMP
+//! complete them, and the acknowledged prefix goes to the core as one
+//! cumulative ACK. Replay reads ahead (SYNC with `read_ahead`) while fewer
+//! than `BridgeParams::inflight` replayed messages are unacknowledged
+//! (issue #24; see the module docs of `bridge`).
+
+use bytes::Bytes;
+
+use super::persist::Change;
+use super::state::Retained;
+use super::topics::Target;
+use super::{mqtt_qos, Bridge, Delivery, Mode, Outbound, Stage};
+use crate::{MqttString, Packet, PacketId, Properties, PubReply, Publish, QoS};
+use surepush_proto as proto;
+use surepush_proto::{Frame, Push, Seq, SyncDirection, UserId};
+
+impl Bridge {
+    /// Queues a cumulative acknowledgement (ACK, or ROOMACK of one room)
+    /// for the core, replacing an earlier one of the same kind among the
+    /// acknowledgements at the end of the queue.
+    pub(super) fn ack_to_core(&mut self, ack: Frame) {
+        let same = |f: &Frame| match (f, &ack) {
+            (Frame::Ack(_), Frame::Ack(_)) => true,
+            (Frame::RoomAck { room: a, .. }, Frame::RoomAck { room: b, .. }) => a == b,
+            _ => false,
+        };
+        let trailing_acks = self
+            .to_core
+            .iter_mut()
+            .rev()
+            .take_while(|f| matches!(f, Frame::Ack(_) | Frame::RoomAck { .. }));
+        for f in trailing_acks {
+            if same(f) {
+                *f = ack;
+                return;
+            }
+        }
+        self.to_core.push_back(ack);
+    }
+
+    /// Asks for the inbox page after `after`; `read_ahead`: without
+    /// acknowledging `after` (the client has not acknowledged it yet).
+    pub(super) fn ask_page(&mut self, after: Seq, read_ahead: bool) {
+        self.next_request += 1;
+        self.mode = Mode::Replay {
+            request: self.next_request,
+            last: after,
+            asked: true,
+        };
+        self.to_core.push_back(Frame::Sync(proto::Sync {
+            request_id: self.next_request,
+            direction: SyncDirection::After(after),
+            limit: self.params.page,
+            read_ahead,
+        }));
+    }
+
+    pub(super) fn deliver_inbox(&mut self, p: Push, dup: bool) {
+        let topic = Target::from_wire(p.to.0).topic();
+        // This device's own sends come back live as ECHO and in replay
+        // pages as ordinary items: neither goes to the client.
+        let own = p.echo || (p.from == self.user && p.from_device == self.device);
+        let granted = if own { None } else { self.inbox_qos(&topic) };
+        if p.seq == Seq::ZERO {
+            // QoS 0: live devices only, nothing to acknowledge.
+            if granted.is_some() {
+                self.publish(&topic, QoS::AtMostOnce, p.payload, p.from, None, false);
+            }
+            return;
+        }
+        if p.seq <= self.seen {
+            return; // a retransmission of something in flight or done
+        }
+        self.seen = p.seq;
+        if self.state.done.contains(&p.seq.0) {
+            // Acknowledged (out of order) before a restart: not again.
+            self.inbox.push_back((p.seq, true));
+            return;
+        }
+        let qos = granted.map(|g| g.min(mqtt_qos(p.qos)));
+        match qos {
+            None => self.inbox.push_back((p.seq, true)),
+            Some(QoS::AtMostOnce) => {
+                self.publish(&topic, QoS::AtMostOnce, p.payload, p.from, None, false);
+                self.inbox.push_back((p.seq, true));
+            }
+            Some(q) => {
+                self.inbox.push_back((p.seq, false));
+                let what = Delivery::Inbox(p.seq);
+                self.publish(&topic, q, p.payload, p.from, Some(what), dup);
+            }
+        }
+    }
+
+    /// Queues a PUBLISH; QoS 1/2 ones wait while the client's Receive
+    /// Maximum is reached.
+    pub(super) fn publish(
+        &mut self,
+        topic: &str,
+        qos: QoS,
+        payload: Bytes,
+        from: UserId,
+        what: Option<Delivery>,
+        dup: bool,
+    ) {
+        let retain = what == Some(Delivery::Retained);
+        let mut p = self.make_publish(topic, qos, payload, from, retain);
+        match what {
+            None => self.send_publish(p),
+            Some(what) => {
+                p.dup = dup;
+                self.waiting_bytes += p.payload.len();
+                self.waiting.push_back((p, what));
+            }
+        }
+    }
+
+    /// A PUBLISH without packet id (v5: with the sender as user property).
+    fn make_publish(
+        &self,
+        topic: &str,
+        qos: QoS,
+        payload: Bytes,
+        from: UserId,
+        retain: bool,
+    ) -> Publish {
+        let mut properties = Properties::default();
+        if self.level.is_v5() {
+            properties.user_properties.push((
+                MqttString::from_static("from"),
+                MqttString::from(from.0.to_string()),
+            ));
+        }
+        Publish {
+            dup: false,
+            qos,
+            retain,
+            topic: MqttString::from(topic),
+            packet_id: None,
+            payload,
+            properties,
+        }
+    }
+
+    /// Sends waiting PUBLISHes while the client has room for them.
+    pub(super) fn pump(&mut self) {
+        while self.inflight.len() < self.client_receive_max {
+            let Some((mut p, what)) = self.waiting.pop_front() else {
+                break;
+            };
+            self.waiting_bytes -= p.payload.len();
+            let reused = match what {
+                Delivery::Inbox(seq) => self.state.out_pids.get(&seq.0).copied(),
+                _ => None,
+            };
+            let pid = match reused.and_then(PacketId::new) {
+                Some(pid) if !self.inflight.contains_key(&pid.get()) => pid,
+                _ => self.alloc_pid(),
+            };
+            if let Delivery::Inbox(seq) = what {
+                if self.state.out_pids.insert(seq.0, pid.get()) != Some(pid.get()) {
+                    self.changed(if p.qos == QoS::ExactlyOnce {
+                        Change::OutboundQos2Sent
+                    } else {
+                        Change::Bookkeeping
+                    });
+                }
+            }
+            p.packet_id = Some(pid);
+            let stage = if p.qos == QoS::ExactlyOnce {
+                Stage::Rec
+            } else {
+                Stage::Ack
+            };
+            if !self.fits(&Packet::Publish(p.clone())) {
+                // Too big for the client (MQTT-3.1.2-25): dropped as if
+                // acknowledged.
+                self.complete(what);
+                continue;
+            }
+            self.inflight.insert(pid.get(), Outbound { what, stage });
+            self.to_client.push_back(Packet::Publish(p));
+        }
+        self.advance();
+    }
+
+    fn send_publish(&mut self, p: Publish) {
+        let packet = Packet::Publish(p);
+        if self.fits(&packet) {
+            self.to_client.push_back(packet);
+        }
+    }
+
+    fn alloc_pid(&mut self) -> PacketId {
+        loop {
+            self.next_pid = self.next_pid.wrapping_add(1);
+            let Some(pid) = PacketId::new(self.next_pid) else {
+                continue;
+            };
+            let id = pid.get();
+            let reserved = self.inflight.contains_key(&id)
+                || self.state.rel_pending.contains(&id)
+                || self.state.out_pids.values().any(|&p| p == id);
+            if !reserved {
+                return pid;
+            }
+        }
+    }
+
+    /// The client has (or will never get) the message.
+    fn complete(&mut self, what: Delivery) {
+        match what {
+            Delivery::Inbox(seq) => {
+                self.state.out_pids.remove(&seq.0);
+                if seq > self.state.inbox_acked {
+                    // Until the prefix passes it: never sent again.
+                    self.state.done.insert(seq.0);
+                }
+                self.changed(Change::Bookkeeping);
+                if let Some(e) = self.inbox.iter_mut().find(|e| e.0 == seq) {
+                    e.1 = true;
+                }
+            }
+            Delivery::Room(n, seq) => {
+                if let Some(t) = self.rooms.get_mut(&n) {
+                    t.complete(seq);
+                }
+            }
+            Delivery::Retained => {}
+        }
+    }
+
+    /// Tells the core what the client now holds, in order.
+    fn advance(&mut self) {
+        let mut last = None;
+        while let Some(&(seq, true)) = self.inbox.front() {
+            self.inbox.pop_front();
+            last = Some(seq);
+        }
+        if let Some(seq) = last.filter(|s| *s > self.state.inbox_acked) {
+            self.state.inbox_acked = seq;
+            self.state.done.retain(|&s| s > seq.0);
+            self.changed(Change::Bookkeeping);
+        }
+        if let Some(seq) = last.filter(|_| self.mode != Mode::Connecting) {
+            self.ack_to_core(Frame::Ack(seq));
+        }
+        if let Mode::Replay {
+            last, asked: false, ..
+        } = self.mode
+        {
+            // Read ahead while the window has room (one page may overshoot
+            // it): the client's PUBACKs need not come first.
+            if self.inbox.len() < self.params.inflight.max(1) as usize {
+                self.ask_page(last, true);
+            }
+        }
+        self.advance_rooms();
+    }
+
+    pub(super) fn on_puback(&mut self, pid: PacketId) {
+        match self.inflight.get(&pid.get()) {
+            Some(o) if o.stage == Stage::Ack => {
+                let what = o.what;
+                self.inflight.remove(&pid.get());
+                self.complete(what);
+            }
+            _ => tracing::debug!(pid = pid.get(), "PUBACK for no QoS 1 PUBLISH in flight"),
+        }
+    }
+
+    pub(super) fn on_pubrec(&mut self, r: PubReply) {
+        let pid = r.packet_id;
+        match self.inflight.get_mut(&pid.get()) {
+            Some(o) if o.stage == Stage::Rec => {
+                let what = o.what;
+                if r.reason.is_error() {
+                    self.inflight.remove(&pid.get());
+                } else {
+                    o.stage = Stage::Comp;
+                    self.state.rel_pending.insert(pid.get());
+                    self.changed(Change::OutboundReceived);
+                    self.to_client
+                        .push_back(Packet::PubRel(PubReply::success(pid)));
+                }
+                self.complete(what);
+            }
+            Some(o) if o.stage == Stage::Comp => {
+                self.to_client
+                    .push_back(Packet::PubRel(PubReply::success(pid)));
+            }
+            _ => tracing::debug!(pid = pid.get(), "PUBREC for no QoS 2 PUBLISH in flight"),
+        }
+    }
+
+    pub(super) fn on_pubcomp(&mut self, pid: PacketId) {
+        if matches!(self.inflight.get(&pid.get()), Some(o) if o.stage == Stage::Comp) {
+            self.inflight.remove(&pid.get());
+        }
+        if self.state.rel_pending.remove(&pid.get()) {
+            self.changed(Change::Bookkeeping);
+        }
+    }
+
+    /// Sends room `room`'s retained message (RETAIN set) to the client.
+    pub fn deliver_retained(&mut self, room: u64, msg: Retained) {
+        let Some(sub) = self.state.rooms.get(&room).copied() else {
+            return;
+        };
+        let qos = sub.qos.min(msg.qos);
+        let topic = Target::Room(room).topic();
+        if qos == QoS::AtMostOnce {
+            let p = self.make_publish(&topic, qos, msg.payload, msg.from, true);
+            self.send_publish(p);
+        } else {
+            let what = Some(Delivery::Retained);
+            self.publish(&topic, qos, msg.payload, msg.from, what, false);
+        }
+        self.pump();
+    }
+}

@@ -1,0 +1,136 @@
+//! SUBSCRIBE and UNSUBSCRIBE: inbox filters are kept in the session state,
+//! room filters go to `rooms.rs`; a SUBACK leaves once every room it names
+//! has its native SUBACK, in the order the SUBSCRIBEs came.
+
+use super::persist::Change;
+use super::topics::room_filter;
+use super::{Bridge, PendingSubAck};
+use crate as mqtt;
+use crate::{Packet, Properties, QoS, ReasonCode, SubAck, UnsubAck};
+use surepush_proto::SubResult;
+
+impl Bridge {
+    /// The highest QoS among the inbox subscriptions matching `topic`.
+    pub(super) fn inbox_qos(&self, topic: &str) -> Option<QoS> {
+        self.state
+            .subs
+            .iter()
+            .filter(|s| mqtt::topic_matches(s.filter.as_str(), topic))
+            .map(|s| s.options.qos)
+            .max()
+    }
+
+    /// Room `n`'s native SUBACK came: its MQTT SUBACK may go.
+    pub(super) fn room_suback_arrived(&mut self, n: u64, result: SubResult) {
+        for pending in self.subacks.iter_mut() {
+            if let Some(i) = pending.rooms.iter().position(|&(r, _)| r == n) {
+                let (_, index) = pending.rooms.swap_remove(i);
+                pending.reasons[index] = match (result, self.level.is_v5()) {
+                    (SubResult::Ok | SubResult::Gap, _) => pending.reasons[index],
+                    (SubResult::Forbidden, true) => ReasonCode::NOT_AUTHORIZED,
+                    // 3.1.1 has one failure code for everything (MQTT-3.9.3-2).
+                    (SubResult::Forbidden | SubResult::Refused, _) => ReasonCode::UNSPECIFIED_ERROR,
+                };
+                break;
+            }
+        }
+        self.flush_subacks();
+        if result.subscribed() && self.retained_wanted.remove(&n) {
+            self.retained_queries.push_back(n);
+        } else if !result.subscribed() {
+            // Not allowed to read it: not its retained message either.
+            self.retained_wanted.remove(&n);
+        }
+    }
+
+    pub(super) fn on_subscribe(&mut self, s: mqtt::Subscribe) {
+        let mut reasons = Vec::with_capacity(s.filters.len());
+        let mut rooms = Vec::new();
+        for sub in s.filters {
+            let filter = sub.filter.as_str();
+            if filter.starts_with(mqtt::SHARED_PREFIX) {
+                reasons.push(if self.level.is_v5() {
+                    ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
+                } else {
+                    ReasonCode(0x80)
+                });
+                continue;
+            }
+            if let Some(n) = room_filter(filter) {
+                let (qos, existed) = self.subscribe_room(n, &sub.options);
+                let wants_retained = match sub.options.retain_handling {
+                    mqtt::RetainHandling::SendAtSubscribe => true,
+                    mqtt::RetainHandling::SendIfNewSubscription => !existed,
+                    mqtt::RetainHandling::DoNotSend => false,
+                };
+                if wants_retained {
+                    self.retained_wanted.insert(n);
+                }
+                if !rooms.iter().any(|&(r, _)| r == n) {
+                    rooms.push((n, reasons.len()));
+                }
+                reasons.push(ReasonCode(qos as u8));
+                continue;
+            }
+            let qos = sub.options.qos;
+            match self
+                .state
+                .subs
+                .iter_mut()
+                .find(|e| e.filter.as_str() == filter)
+            {
+                Some(existing) => existing.options = sub.options,
+                None => self.state.subs.push(sub),
+            }
+            reasons.push(ReasonCode(qos as u8));
+        }
+        self.changed(Change::Subscriptions);
+        self.subacks.push_back(PendingSubAck {
+            packet_id: s.packet_id,
+            reasons,
+            rooms,
+        });
+        // Answer at once when no room subscription is outstanding.
+        self.flush_subacks();
+    }
+
+    fn flush_subacks(&mut self) {
+        while self.subacks.front().is_some_and(|p| p.rooms.is_empty()) {
+            let p = self.subacks.pop_front().expect("checked");
+            self.to_client.push_back(Packet::SubAck(SubAck {
+                packet_id: p.packet_id,
+                reasons: p.reasons,
+                properties: Properties::default(),
+            }));
+        }
+    }
+
+    pub(super) fn on_unsubscribe(&mut self, u: mqtt::Unsubscribe) {
+        let mut reasons = Vec::with_capacity(u.filters.len());
+        for f in u.filters {
+            let filter = f.as_str();
+            let existed = if let Some(n) = room_filter(filter) {
+                self.unsubscribe_room(n)
+            } else {
+                let before = self.state.subs.len();
+                self.state.subs.retain(|s| s.filter.as_str() != filter);
+                self.state.subs.len() != before
+            };
+            reasons.push(if existed {
+                ReasonCode::SUCCESS
+            } else {
+                ReasonCode::NO_SUBSCRIPTION_EXISTED
+            });
+        }
+        self.changed(Change::Subscriptions);
+        self.to_client.push_back(Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            reasons: if self.level.is_v5() {
+                reasons
+            } else {
+                Vec::new()
+            },
+            properties: Properties::default(),
+        }));
+    }
+}
