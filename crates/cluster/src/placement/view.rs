@@ -77,11 +77,7 @@ impl Placement {
         timeout: Duration,
         pred: impl Fn(&PlacementTable) -> bool,
     ) -> Result<(), ClusterError> {
-        if self.cell.wait_until(timeout, |t, ready| ready && pred(t)) {
-            Ok(())
-        } else {
-            Err(ClusterError::Timeout("the placement view"))
-        }
+        self.cell.wait_until(timeout, "the placement view", pred)
     }
 
     /// The follower that keeps this view up to date.

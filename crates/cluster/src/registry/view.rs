@@ -54,11 +54,8 @@ impl Nodes {
         timeout: Duration,
         pred: impl Fn(&NodesTable) -> bool,
     ) -> Result<(), ClusterError> {
-        if self.cell.wait_until(timeout, |t, ready| ready && pred(t)) {
-            Ok(())
-        } else {
-            Err(ClusterError::Timeout("the node registry view"))
-        }
+        self.cell
+            .wait_until(timeout, "the node registry view", pred)
     }
 
     pub(crate) fn follower(&self) -> NodesFollower {

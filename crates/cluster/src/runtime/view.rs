@@ -10,6 +10,8 @@
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::ClusterError;
+
 /// Changes a subscriber may have queued before the follower waits.
 pub const CHANGE_QUEUE: usize = 4096;
 
@@ -92,18 +94,24 @@ impl<T: Clone, C: Clone> ViewCell<T, C> {
         (state.table.clone(), rx)
     }
 
-    /// Waits (blocking this thread) until `pred(table, ready)` holds;
-    /// false on timeout.
-    pub fn wait_until(&self, timeout: Duration, pred: impl Fn(&T, bool) -> bool) -> bool {
+    /// Waits (blocking this thread) until the view is loaded and
+    /// `pred(table)` holds; on timeout, [`ClusterError::Timeout`] naming
+    /// `what` (the view).
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        what: &'static str,
+        pred: impl Fn(&T) -> bool,
+    ) -> Result<(), ClusterError> {
         let deadline = Instant::now() + timeout;
         let mut state = self.lock();
         loop {
-            if pred(&state.table, state.ready) {
-                return true;
+            if state.ready && pred(&state.table) {
+                return Ok(());
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return false;
+                return Err(ClusterError::Timeout(what));
             }
             state = self
                 .changed
