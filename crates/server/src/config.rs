@@ -142,6 +142,8 @@ pub struct Config {
     pub mqtt: MqttSettings,
     /// The gateway's own log lines.
     pub logging: LoggingSettings,
+    /// Events for the backend (docs/WEBHOOKS.md).
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 /// `[logging]`: the gateway's own log lines (on stderr).
@@ -254,6 +256,7 @@ impl Default for Config {
             log: LogSettings::default(),
             mqtt: MqttSettings::default(),
             logging: LoggingSettings::default(),
+            webhooks: Default::default(),
         }
     }
 }
@@ -380,6 +383,7 @@ impl Config {
         if m.enabled && (m.max_packet < 1024 || m.max_packet > c.max_frame) {
             return bad("mqtt.max_packet must be within 1 KiB ..= core.max_frame");
         }
+        self.webhooks.check(c).map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

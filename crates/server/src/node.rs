@@ -2,6 +2,7 @@
 //! between them, the listeners, graceful shutdown on SIGTERM/SIGINT, and
 //! configuration reloads on SIGHUP ([`crate::reload`]).
 
+use crate::webhooks::{Dispatcher, ShardLink};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -125,10 +126,26 @@ pub fn serve(config: Config, reload: Reload) -> Result<(), ServeError> {
     let _sighup =
         SighupThread(reload::on_sighup(reloader).map_err(io_err("install the SIGHUP handler"))?);
     let metrics = Metrics::new(shards);
+    // Lives as long as the node: shards restarted after a storage failure
+    // keep their links (reports of the old generation are ignored by the
+    // new one, which hands its recovered events out again).
+    let (_dispatcher, webhook_links) = match config.webhooks.enabled() {
+        true => {
+            if config.webhooks.secret.is_empty() {
+                tracing::warn!("webhooks.secret is empty: webhook requests are not signed");
+            }
+            let (d, links) = Dispatcher::start(&config.webhooks, shards, metrics.webhooks())
+                .map_err(io_err("start the webhook dispatcher"))?;
+            tracing::info!(url = %config.webhooks.url, "webhooks on");
+            (Some(d), Some(Arc::new(links)))
+        }
+        false => (None, None),
+    };
     let config = Arc::new(config);
     loop {
         let keys = (secret.clone(), admin_token.clone());
-        run_shards(&config, shards, keys, io_memory, &shared, &metrics)?;
+        let ends = (&shared, &metrics, &webhook_links);
+        run_shards(&config, shards, keys, io_memory, ends)?;
         if !shared.restart.load(Ordering::Relaxed) || shared.signalled.load(Ordering::Relaxed) {
             tracing::info!("stopped cleanly");
             return Ok(());
@@ -152,8 +169,7 @@ fn run_shards(
     shards: u16,
     (secret, admin_token): (Vec<u8>, String),
     io_memory: usize,
-    shared: &Arc<NodeShared>,
-    metrics: &Arc<Metrics>,
+    (shared, metrics, webhooks): (&Arc<NodeShared>, &Arc<Metrics>, &WebhookLinks),
 ) -> Result<(), ServeError> {
     let mesh = MeshBuilder::<MeshMsg, _>::full(shards as usize, config.mesh_channel_size);
     let origin = Instant::now();
@@ -195,6 +211,7 @@ fn run_shards(
         admin: BoundListeners::bind("admin", config.admin_listen, 1)?,
     });
     let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
+    let webhooks = webhooks.clone();
     let handles = LocalExecutorPoolBuilder::new(placement)
         .name("surepush")
         .io_memory(io_memory)
@@ -210,6 +227,7 @@ fn run_shards(
                 metrics,
                 origin,
                 wall_ms,
+                webhooks,
             };
             async move {
                 let shared = ctx.shared.clone();
@@ -263,7 +281,11 @@ struct ShardContext {
     metrics: Arc<Metrics>,
     origin: Instant,
     wall_ms: u64,
+    webhooks: WebhookLinks,
 }
+
+/// Each shard's link to the webhook dispatcher, when `[webhooks]` is on.
+type WebhookLinks = Option<Arc<Vec<ShardLink>>>;
 
 async fn shard_main(
     ctx: ShardContext,
@@ -305,7 +327,9 @@ async fn shard_main(
             .move_into(id, &log, &mut recovered, &ctx.shared.shutdown)
             .await?;
     }
-    let core = Shard::new(params, config.core.clone(), verifier.clone(), recovered);
+    let mut core = Shard::new(params, config.core.clone(), verifier.clone(), recovered);
+    core.set_webhook_rules(config.webhooks.rules(&config.core));
+    let webhooks = ctx.webhooks.as_ref().map(|l| l[id as usize].clone());
     let mqtt = config.mqtt.enabled.then(|| {
         let params = surepush_mqtt::bridge::BridgeParams {
             page: config.mqtt.page,
@@ -340,6 +364,7 @@ async fn shard_main(
         origin: ctx.origin,
         wall_ms_at_origin: ctx.wall_ms,
         mqtt,
+        webhooks: webhooks.clone(),
     });
     rt.metrics.set_storage_failed(false);
     rt.refresh_live_limits();
@@ -347,6 +372,11 @@ async fn shard_main(
         rt.metrics.count_salvaged(salvage.lost.len() as u64);
     }
     glommio::spawn_local(rt.clone().durability_loop(durability_wake)).detach();
+    if let Some(link) = webhooks {
+        glommio::spawn_local(crate::webhooks::report_loop(rt.clone(), link)).detach();
+        rt.hand_out_webhooks();
+        rt.drive();
+    }
     for (_, rx) in receivers.streams() {
         let rt = rt.clone();
         glommio::spawn_local(async move {

@@ -162,6 +162,8 @@ pub(crate) struct ShardRuntime {
     read_failures_log: LogEvery,
     /// The generation of the node's live limits this shard applied.
     live_applied: Cell<Option<u64>>,
+    /// The webhook dispatcher, when `[webhooks]` is on.
+    webhooks: Option<crate::webhooks::ShardLink>,
 }
 
 /// What a shard's runtime is made of (named, so a new part is one field
@@ -191,6 +193,8 @@ pub(crate) struct RuntimeParts {
     pub wall_ms_at_origin: u64,
     /// The MQTT side, when the listener is enabled.
     pub mqtt: Option<MqttShard>,
+    /// The webhook dispatcher, when `[webhooks]` is on.
+    pub webhooks: Option<crate::webhooks::ShardLink>,
 }
 
 impl ShardRuntime {
@@ -208,6 +212,7 @@ impl ShardRuntime {
             origin,
             wall_ms_at_origin,
             mqtt,
+            webhooks,
         } = parts;
         let (durability_wake, rx) = local_channel::new_bounded(1);
         let rt = Rc::new(ShardRuntime {
@@ -233,6 +238,7 @@ impl ShardRuntime {
             mqtt,
             read_failures_log: LogEvery::new(LOG_REPEATS_EVERY),
             live_applied: Cell::new(None),
+            webhooks,
         });
         (rt, rx)
     }
@@ -273,9 +279,9 @@ impl ShardRuntime {
             .map_or(0, |d| d.as_millis() as u64)
     }
 
-    pub(crate) fn open_connection(&self, io: Rc<ConnIo>) -> ConnId {
+    pub(crate) fn open_connection(&self, io: Rc<ConnIo>, transport: &'static str) -> ConnId {
         let now = self.now();
-        let conn = self.core.borrow_mut().handle_open(now);
+        let conn = self.core.borrow_mut().handle_open_via(transport, now);
         self.conns.borrow_mut().insert(conn, io);
         conn
     }
@@ -574,6 +580,13 @@ impl ShardRuntime {
                         let _ = tx.try_send(outcome);
                     }
                 }
+                Action::Webhook(event) => {
+                    // Without a dispatcher (webhooks turned off) the event
+                    // stays in the log and in the core's window.
+                    if let Some(link) = &self.webhooks {
+                        link.send(event);
+                    }
+                }
             }
         }
         for io in dirty {
@@ -613,6 +626,18 @@ impl ShardRuntime {
             self.shared.storage_failed[self.id as usize].store(true, Ordering::Relaxed);
             self.metrics.set_storage_failed(true);
         }
+    }
+
+    /// The dispatcher finished with webhook event `id` (the caller drives).
+    pub(crate) fn webhook_done(&self, id: u64, outcome: surepush_core::WebhookOutcome) {
+        let now = self.now();
+        self.core.borrow_mut().handle_webhook_done(id, outcome, now);
+    }
+
+    /// Hands the webhook events recovered from the log to the dispatcher
+    /// (the caller drives).
+    pub(crate) fn hand_out_webhooks(&self) {
+        self.core.borrow_mut().hand_out_webhooks();
     }
 
     /// Reports durability to the core as group commits complete.
@@ -709,8 +734,8 @@ impl ShardLoop for ShardRuntime {
         self.handoff(owner, MeshMsg::Handoff(Box::new(handoff)));
     }
 
-    fn open_connection(&self, io: Rc<ConnIo>) -> ConnId {
-        ShardRuntime::open_connection(self, io)
+    fn open_connection(&self, io: Rc<ConnIo>, transport: &'static str) -> ConnId {
+        ShardRuntime::open_connection(self, io, transport)
     }
 
     fn decode_error(self: &Rc<Self>, conn: ConnId, e: &ProtoError) {
