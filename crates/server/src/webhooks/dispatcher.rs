@@ -12,16 +12,23 @@
 //! `ureq` is the field's small, well-kept blocking client (rustls, no
 //! tokio).
 //!
+//! A failed event waits for its next attempt in a queue the workers share
+//! (soonest first), not in the worker that tried it: an event a receiver
+//! keeps refusing does not hold up the others.
+//!
 //! Bounds: each shard hands out at most `window` events before it hears
-//! back (the core's rule), so the job channel holds at most shards x
-//! window events and each report channel at most `window`; a receiver
-//! that is down costs retries, not memory: the rest wait in the log.
+//! back (the core's rule), so the job channel and the retry queue hold at
+//! most shards x window events and each report channel at most `window`;
+//! a receiver that is down costs retries, not memory: the rest wait in
+//! the log.
 //! Events are not acknowledged at shutdown: what is in flight then is
 //! delivered again after the restart, with the same id.
 
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -121,6 +128,7 @@ impl Dispatcher {
             give_up_after: Duration::from_secs(settings.give_up_after_s),
         };
         let stop = Arc::new(AtomicBool::new(false));
+        let retries = Arc::new(Mutex::new(Retries::default()));
         let mut workers = Vec::new();
         for n in 0..settings.concurrency {
             let worker = Worker {
@@ -130,6 +138,7 @@ impl Dispatcher {
                 reports: reports_tx.clone(),
                 stop: stop.clone(),
                 wake: wake_rx.clone(),
+                retries: retries.clone(),
                 metrics: metrics.clone(),
             };
             let handle = std::thread::Builder::new()
@@ -190,8 +199,55 @@ struct Worker {
     reports: Vec<flume::Sender<Report>>,
     stop: Arc<AtomicBool>,
     wake: flume::Receiver<()>,
+    retries: Arc<Mutex<Retries>>,
     metrics: Arc<WebhookMetrics>,
 }
+
+/// An event between attempts.
+struct Retry {
+    job: Job,
+    /// When its first attempt started (the give-up age counts from here).
+    first: Instant,
+    attempt: u32,
+    /// The delay before the next attempt after this one fails.
+    delay: Duration,
+}
+
+/// Events waiting for their next attempt, shared by the workers, soonest
+/// first. A failing event waits here rather than in a worker, so one
+/// event a receiver keeps refusing never holds a worker (and the events
+/// behind it) until its give-up age. At most the events handed out
+/// (shards x window).
+#[derive(Default)]
+struct Retries {
+    due: BinaryHeap<Reverse<(Instant, u64)>>,
+    waiting: HashMap<u64, Retry>,
+    next: u64,
+}
+
+impl Retries {
+    fn push(&mut self, at: Instant, retry: Retry) {
+        self.next += 1;
+        self.due.push(Reverse((at, self.next)));
+        self.waiting.insert(self.next, retry);
+    }
+
+    /// The soonest retry if due at `now`, else when the soonest is due.
+    fn pop_due(&mut self, now: Instant) -> Result<Retry, Option<Instant>> {
+        match self.due.peek() {
+            Some(Reverse((at, _))) if *at <= now => {
+                let Reverse((_, key)) = self.due.pop().expect("peeked");
+                Ok(self.waiting.remove(&key).expect("every key waits"))
+            }
+            Some(Reverse((at, _))) => Err(Some(*at)),
+            None => Err(None),
+        }
+    }
+}
+
+/// How long an idle worker waits before it looks at the retries again
+/// (another worker may have queued one due sooner meanwhile).
+const IDLE_LOOK: Duration = Duration::from_millis(100);
 
 /// How one attempt went.
 enum Attempt {
@@ -203,54 +259,56 @@ enum Attempt {
 impl Worker {
     fn run(self) {
         loop {
-            // A job, or the dispatcher stopped (the wake channel closed).
-            let job = flume::Selector::new()
-                .recv(&self.jobs, Result::ok)
-                .recv(&self.wake, |_| None)
-                .wait();
-            let Some(job) = job else { return };
-            let Some(outcome) = self.deliver(&job) else {
-                return; // stopping: the event stays in the log
+            if self.stop.load(Ordering::Acquire) {
+                return; // events in flight stay in the log
+            }
+            let due = self
+                .retries
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop_due(Instant::now());
+            let wait = match due {
+                Ok(retry) => {
+                    self.try_once(retry);
+                    continue;
+                }
+                Err(Some(at)) => at.saturating_duration_since(Instant::now()).min(IDLE_LOOK),
+                Err(None) => IDLE_LOOK,
             };
-            let report = Report {
-                id: job.event.id,
-                outcome,
-            };
-            if let Some(tx) = self.reports.get(usize::from(job.shard)) {
-                let _ = tx.send(report);
+            // A new event, or the dispatcher stopped (the wake channel
+            // closed), or time to look at the retries again.
+            let next = flume::Selector::new()
+                .recv(&self.jobs, |r| r.map_err(|_| ()))
+                .recv(&self.wake, |_| Err(()))
+                .wait_timeout(wait);
+            match next {
+                Ok(Ok(job)) => self.try_once(Retry {
+                    job,
+                    first: Instant::now(),
+                    attempt: 0,
+                    delay: self.policy.retry_initial,
+                }),
+                Ok(Err(())) => return,
+                Err(_timeout) => {}
             }
         }
     }
 
-    /// Tries until delivered or given up; `None` when stopping.
-    fn deliver(&self, job: &Job) -> Option<WebhookOutcome> {
-        let first = Instant::now();
-        let mut delay = self.policy.retry_initial;
+    /// One attempt: reported when delivered or given up, else queued for
+    /// the next one.
+    fn try_once(&self, mut retry: Retry) {
+        retry.attempt += 1;
+        let job = &retry.job;
         let event_id = format!("{}-{}", job.shard, job.event.id);
-        let mut attempt = 0u32;
-        loop {
-            if self.stop.load(Ordering::Acquire) {
-                return None;
+        let outcome = match self.attempt(job, &event_id) {
+            Attempt::Delivered => {
+                self.metrics.delivered(retry.first.elapsed());
+                WebhookOutcome::Delivered
             }
-            attempt += 1;
-            match self.attempt(job, &event_id) {
-                Attempt::Delivered => {
-                    self.metrics.delivered(first.elapsed());
-                    return Some(WebhookOutcome::Delivered);
-                }
-                Attempt::Failed(why) => {
-                    self.metrics.failed_attempt();
-                    if first.elapsed() + delay > self.policy.give_up_after {
-                        self.metrics.gave_up();
-                        tracing::warn!(
-                            event_id,
-                            event = job.event.kind.name(),
-                            attempt,
-                            error = why,
-                            "webhook: giving up on an event"
-                        );
-                        return Some(WebhookOutcome::GaveUp);
-                    }
+            Attempt::Failed(why) => {
+                self.metrics.failed_attempt();
+                let attempt = retry.attempt;
+                if retry.first.elapsed() + retry.delay <= self.policy.give_up_after {
                     if attempt == 1 || attempt.is_power_of_two() {
                         tracing::warn!(
                             event_id,
@@ -259,14 +317,32 @@ impl Worker {
                             "webhook delivery failed; retrying"
                         );
                     }
+                    let at =
+                        Instant::now() + jittered(retry.delay, job.event.id ^ u64::from(attempt));
+                    retry.delay = (retry.delay * 2).min(self.policy.retry_max);
+                    self.retries
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(at, retry);
+                    return;
                 }
+                self.metrics.gave_up();
+                tracing::warn!(
+                    event_id,
+                    event = job.event.kind.name(),
+                    attempt,
+                    error = why,
+                    "webhook: giving up on an event"
+                );
+                WebhookOutcome::GaveUp
             }
-            // Sleep with jitter; wakes at once when the dispatcher stops.
-            let sleep = jittered(delay, job.event.id ^ u64::from(attempt));
-            if let Err(flume::RecvTimeoutError::Disconnected) = self.wake.recv_timeout(sleep) {
-                return None;
-            }
-            delay = (delay * 2).min(self.policy.retry_max);
+        };
+        let report = Report {
+            id: job.event.id,
+            outcome,
+        };
+        if let Some(tx) = self.reports.get(usize::from(job.shard)) {
+            let _ = tx.send(report);
         }
     }
 
