@@ -18,6 +18,7 @@ use common::TestServer;
 use hmac::{Hmac, Mac};
 use receiver::{Receiver, Request};
 use sha2::Sha256;
+use surepush::client::BlockingClient;
 use surepush::proto::{Connect, DeviceId, Frame, Qos, Seq, Sync, SyncDirection, UserId};
 
 const SECRET: &str = "webhook-test-secret";
@@ -59,20 +60,39 @@ fn of_kind<'a>(requests: &'a [Request], event: &str) -> Vec<&'a Request> {
         .collect()
 }
 
-/// (user, sender, client_msg_id) of each `message.offline` delivered (2xx).
-fn offline_delivered(requests: &[Request]) -> BTreeMap<(String, String, String), String> {
+/// What identifies a message event: (user, sender, client_msg_id).
+type MessageKey = (String, String, String);
+
+fn message_key(body: &serde_json::Value) -> MessageKey {
+    let field = |name: &str| body[name].as_str().expect(name).to_string();
+    (field("user"), field("sender"), field("client_msg_id"))
+}
+
+/// The event id of each `message.offline` delivered (2xx), by message.
+fn offline_delivered(requests: &[Request]) -> BTreeMap<MessageKey, String> {
     requests
         .iter()
         .filter(|r| r.answered == 200)
         .map(Request::json)
         .filter(|b| b["event"] == "message.offline")
-        .map(|b| {
-            let key = (
-                b["user"].as_str().unwrap().to_string(),
-                b["sender"].as_str().unwrap().to_string(),
-                b["client_msg_id"].as_str().unwrap().to_string(),
-            );
-            (key, b["id"].as_str().unwrap().to_string())
+        .map(|b| (message_key(&b), b["id"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// `count` QoS 1 sends from `sender` (user 1) to the never-connected
+/// users `first ..first + users`, round robin; their keys.
+fn send_to_offline_users(
+    sender: &mut BlockingClient,
+    count: u64,
+    first: u64,
+    users: u64,
+) -> BTreeSet<MessageKey> {
+    (0..count)
+        .map(|i| {
+            let to = first + i % users;
+            let payload = Bytes::from(vec![i as u8]);
+            let cmid = sender.send(UserId(to), Qos::AtLeastOnce, payload).unwrap();
+            (to.to_string(), "1".to_string(), cmid.to_string())
         })
         .collect()
 }
@@ -196,14 +216,7 @@ fn a_receiver_down_for_a_while_gets_every_event_once_it_is_back() {
     let mut server = TestServer::start_full(2, &webhooks_config(addr, ""), "", |_| {});
     server.tolerated_errors.push("webhook");
     let (mut sender, _) = server.connect(1, 1, None);
-    let mut sent = BTreeSet::new();
-    for i in 0..20u64 {
-        let to = 100 + i % 5;
-        let cmid = sender
-            .send(UserId(to), Qos::AtLeastOnce, Bytes::from(vec![i as u8]))
-            .unwrap();
-        sent.insert((to.to_string(), "1".to_string(), cmid.to_string()));
-    }
+    let sent = send_to_offline_users(&mut sender, 20, 100, 5);
     // Failed attempts are counted before the receiver comes back.
     let deadline = std::time::Instant::now() + WAIT;
     loop {
@@ -239,14 +252,7 @@ fn events_undelivered_at_a_kill_9_are_delivered_after_the_restart_with_the_same_
     let config = webhooks_config(hooks.addr, "events = [\"message.offline\"]\n");
     let mut server = TestServer::start_full(2, &config, "", |_| {});
     let (mut sender, _) = server.connect(1, 1, None);
-    let mut sent = BTreeSet::new();
-    for i in 0..10u64 {
-        let to = 200 + i % 4;
-        let cmid = sender
-            .send(UserId(to), Qos::AtLeastOnce, Bytes::from(vec![i as u8]))
-            .unwrap();
-        sent.insert((to.to_string(), "1".to_string(), cmid.to_string()));
-    }
+    let sent = send_to_offline_users(&mut sender, 10, 200, 4);
     // Every event was tried (and refused) at least once: all are durable.
     let tried = hooks.wait_until("an attempt of each event", WAIT, |r| {
         r.iter()
@@ -259,12 +265,7 @@ fn events_undelivered_at_a_kill_9_are_delivered_after_the_restart_with_the_same_
         .iter()
         .map(|r| {
             let b = r.json();
-            let key = (
-                b["user"].as_str().unwrap().to_string(),
-                b["sender"].as_str().unwrap().to_string(),
-                b["client_msg_id"].as_str().unwrap().to_string(),
-            );
-            (key, b["id"].as_str().unwrap().to_string())
+            (message_key(&b), b["id"].as_str().unwrap().to_string())
         })
         .collect();
     drop(sender);

@@ -100,15 +100,6 @@ impl Receiver {
         }
     }
 
-    /// Every request so far.
-    pub fn requests(&self) -> Vec<Request> {
-        self.shared
-            .requests
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
     /// Waits (up to `timeout`) until `done` holds for the requests so far;
     /// returns them, or panics with `what` and what arrived.
     pub fn wait_until(
