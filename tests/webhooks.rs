@@ -217,25 +217,12 @@ fn a_receiver_down_for_a_while_gets_every_event_once_it_is_back() {
     server.tolerated_errors.push("webhook");
     let (mut sender, _) = server.connect(1, 1, None);
     let sent = send_to_offline_users(&mut sender, 20, 100, 5);
-    // Failed attempts are counted before the receiver comes back.
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let (_, metrics) = server.http("GET", "/metrics", "", false);
-        let failed = metrics
-            .lines()
-            .find(|l| l.starts_with("surepush_webhook_deliveries_total{result=\"failed\"}"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if failed > 0.0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no failed attempt counted"
-        );
-        std::thread::sleep(Duration::from_millis(50)); // polling a metric
-    }
+    // Failed attempts are counted, and the events kept, before the
+    // receiver comes back.
+    wait_for_metrics(&server, "failed attempts and 20 pending", |m| {
+        metric_sum(m, "surepush_webhook_deliveries_total{", "result=\"failed\"") > 0.0
+            && metric_sum(m, "surepush_webhook_pending{", "") >= 20.0
+    });
     let hooks = Receiver::start(addr);
     let got = hooks.wait_until("all 20 message.offline events", WAIT, |r| {
         offline_delivered(r).len() == sent.len()
@@ -243,6 +230,45 @@ fn a_receiver_down_for_a_while_gets_every_event_once_it_is_back() {
     let delivered = offline_delivered(&got);
     assert_eq!(delivered.keys().cloned().collect::<BTreeSet<_>>(), sent);
     got.iter().for_each(assert_signed);
+    wait_for_metrics(&server, "nothing pending, 20 offline events counted", |m| {
+        metric_sum(m, "surepush_webhook_pending{", "") == 0.0
+            && metric_sum(
+                m,
+                "surepush_webhook_events_total{",
+                "event=\"message.offline\"",
+            ) == 20.0
+            && metric_sum(
+                m,
+                "surepush_webhook_deliveries_total{",
+                "result=\"delivered\"",
+            ) >= 20.0
+            && metric_sum(m, "surepush_webhook_delivery_seconds_count", "") >= 20.0
+    });
+}
+
+/// The sum of the samples of `series` whose labels include `label`.
+fn metric_sum(metrics: &str, series: &str, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(series) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Polls `/metrics` until `done` holds (or panics after [`WAIT`]).
+fn wait_for_metrics(server: &TestServer, what: &str, done: impl Fn(&str) -> bool) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, metrics) = server.http("GET", "/metrics", "", false);
+        if done(&metrics) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metrics never showed {what}:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(50)); // polling a metric
+    }
 }
 
 #[test]
