@@ -13,14 +13,13 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use common::{next_message, TestServer};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
-use surepush::client::{ClientConfig, ClientSession, Event};
-use surepush::proto::{Decoder, Push, Qos, UserId, DEFAULT_MAX_FRAME};
+use surepush::client::{BlockingClient, Event, Gateway, TlsGateway};
+use surepush::proto::{Push, Qos, UserId};
 
 /// A CA that signs test certificates.
 struct TestCa {
@@ -64,7 +63,7 @@ impl TestCa {
 }
 
 /// A gateway with TLS listeners next to the plain ones.
-struct TlsGateway {
+struct TlsNode {
     server: TestServer,
     /// The native protocol over TLS.
     tls: SocketAddr,
@@ -85,9 +84,9 @@ fn port() -> SocketAddr {
     format!("127.0.0.1:{port}").parse().unwrap()
 }
 
-impl TlsGateway {
+impl TlsNode {
     /// `admin`: extra lines of the `[tls]` table for the admin port.
-    fn start(shards: u16, admin: &str) -> TlsGateway {
+    fn start(shards: u16, admin: &str) -> TlsNode {
         let dir = tempfile::tempdir().unwrap();
         let ca = TestCa::new("surepush test CA");
         let ca_file = ca.write(dir.path(), "ca.pem");
@@ -105,7 +104,7 @@ impl TlsGateway {
         );
         let mut server = TestServer::unstarted(shards, &top, "");
         server.spawn();
-        TlsGateway {
+        TlsNode {
             server,
             tls,
             mqtt_tls,
@@ -118,172 +117,50 @@ impl TlsGateway {
         }
     }
 
-    fn client_tls(&self) -> Arc<rustls::ClientConfig> {
-        client_config(&self.ca)
+    /// How our SDK reaches the native TLS listener.
+    fn gateway(&self) -> Gateway {
+        Gateway {
+            addr: self.tls,
+            tls: Some(TlsGateway::with_ca_file(&self.ca_file, "localhost").unwrap()),
+        }
     }
 
-    /// A native session over TLS, live (replay done).
-    fn connect(&self, user: u64, device: u64) -> TlsNative {
-        let mut c = TlsNative::connect(
-            self.tls,
-            self.client_tls(),
+    /// Our SDK's client over TLS, live (replay done).
+    fn connect(&self, user: u64, device: u64) -> BlockingClient {
+        let mut c = BlockingClient::connect(
+            self.gateway(),
             self.server.client_config(user, device),
+            None,
+            Duration::from_secs(5),
         )
         .expect("TLS connect");
-        match c.wait_for(|e| matches!(e, Event::CaughtUp | Event::Error(_))) {
-            Some(Event::CaughtUp) => c,
+        match c.wait_for(Duration::from_secs(10), |e| {
+            matches!(e, Event::CaughtUp | Event::Error(_))
+        }) {
+            Ok(Some(Event::CaughtUp)) => c,
             other => panic!("expected a live session, got {other:?}"),
         }
     }
 }
 
-fn client_config(ca: &TestCa) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert.der().clone()).unwrap();
-    Arc::new(
-        rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
+/// The certificate the gateway presented to `c`.
+fn server_cert(c: &BlockingClient) -> Vec<u8> {
+    c.peer_certificate().expect("a TLS session").to_vec()
+}
+
+/// Sends a QoS 1 message (its delivery, checked by the receiver, proves
+/// it was stored).
+fn send(c: &mut BlockingClient, to: u64, payload: &str) {
+    c.send(
+        UserId(to),
+        Qos::AtLeastOnce,
+        Bytes::copy_from_slice(payload.as_bytes()),
     )
+    .expect("send");
 }
 
-/// Our native client session ([`ClientSession`], sans IO) driven over a
-/// blocking rustls client stream.
-struct TlsNative {
-    tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
-    session: ClientSession,
-    /// Events [`TlsNative::wait_for`] passed over, for later calls.
-    skipped: std::collections::VecDeque<Event>,
-    decoder: Decoder,
-    origin: Instant,
-}
-
-impl TlsNative {
-    fn connect(
-        addr: SocketAddr,
-        tls: Arc<rustls::ClientConfig>,
-        config: ClientConfig,
-    ) -> std::io::Result<TlsNative> {
-        let tcp = TcpStream::connect(addr)?;
-        tcp.set_read_timeout(Some(Duration::from_millis(50)))?;
-        let conn = rustls::ClientConnection::new(tls, "localhost".try_into().unwrap())
-            .map_err(std::io::Error::other)?;
-        let mut c = TlsNative {
-            tls: rustls::StreamOwned::new(conn, tcp),
-            session: ClientSession::new(config, None),
-            skipped: Default::default(),
-            decoder: Decoder::new(DEFAULT_MAX_FRAME),
-            origin: Instant::now(),
-        };
-        c.session.connect(0);
-        c.flush()?;
-        Ok(c)
-    }
-
-    fn now(&self) -> u64 {
-        self.origin.elapsed().as_nanos() as u64
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        let mut out = BytesMut::new();
-        while let Some(f) = self.session.poll_transmit() {
-            f.encode(&mut out);
-        }
-        if !out.is_empty() {
-            self.tls.write_all(&out)?;
-        }
-        self.tls.flush()
-    }
-
-    /// The next event within 10 s (`None`: none came, or the connection
-    /// closed).
-    fn next_event(&mut self) -> Option<Event> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            if let Some(e) = self.session.poll_event() {
-                self.flush().ok()?;
-                return Some(e);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            match self.tls.read(&mut buf) {
-                Ok(0) => return None,
-                Ok(n) => {
-                    self.decoder.feed(&buf[..n]);
-                    while let Some(frame) = self.decoder.decode().expect("valid frames") {
-                        let now = self.now();
-                        self.session.handle_frame(frame, now);
-                    }
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    let now = self.now();
-                    self.session.handle_timeout(now);
-                }
-                Err(_) => return None,
-            }
-            self.flush().ok()?;
-        }
-    }
-
-    /// The first event matching `pred`, earlier skipped ones included;
-    /// the others are kept for later calls.
-    fn wait_for(&mut self, pred: impl Fn(&Event) -> bool) -> Option<Event> {
-        if let Some(i) = self.skipped.iter().position(&pred) {
-            return self.skipped.remove(i);
-        }
-        loop {
-            let e = self.next_event()?;
-            if pred(&e) {
-                return Some(e);
-            }
-            self.skipped.push_back(e);
-        }
-    }
-
-    fn send(&mut self, to: u64, payload: &str) -> u64 {
-        let now = self.now();
-        let id = self.session.send(
-            UserId(to),
-            Qos::AtLeastOnce,
-            Bytes::copy_from_slice(payload.as_bytes()),
-            now,
-        );
-        self.flush().expect("send");
-        id
-    }
-
-    /// Sends and waits for the gateway's acknowledgement.
-    fn send_stored(&mut self, to: u64, payload: &str) {
-        let id = self.send(to, payload);
-        match self.wait_for(|e| matches!(e, Event::SendAcked(_) | Event::SendFailed(_))) {
-            Some(Event::SendAcked(ack)) => assert_eq!(ack.client_msg_id, id),
-            other => panic!("send {payload:?} not stored: {other:?}"),
-        }
-    }
-
-    /// The next message from someone else (own sends come back as echoes).
-    fn next_message(&mut self) -> Push {
-        match self.wait_for(|e| matches!(e, Event::Message(p) if !p.echo)) {
-            Some(Event::Message(p)) => p,
-            other => panic!("expected a message, got {other:?}"),
-        }
-    }
-
-    /// DER of the certificate the gateway presented.
-    fn server_cert(&self) -> Vec<u8> {
-        self.tls.conn.peer_certificates().expect("handshake done")[0].to_vec()
-    }
-}
-
-/// The next message from someone else on a plain client.
-fn plain_message(c: &mut surepush::client::BlockingClient) -> Push {
+/// The next message from someone else (own sends come back as echoes).
+fn message(c: &mut BlockingClient) -> Push {
     loop {
         let p = next_message(c);
         if !p.echo {
@@ -308,18 +185,18 @@ fn assert_message(p: &Push, from: u64, payload: &str) {
 /// each other through the same core.
 #[test]
 fn native_clients_over_tls_talk_across_shards_and_with_plain_clients() {
-    let gw = TlsGateway::start(2, "");
+    let gw = TlsNode::start(2, "");
     let users: Vec<u64> = (7001..7007).collect();
-    let mut clients: Vec<TlsNative> = users.iter().map(|&u| gw.connect(u, 1)).collect();
+    let mut clients: Vec<BlockingClient> = users.iter().map(|&u| gw.connect(u, 1)).collect();
     for (i, &to) in users.iter().enumerate() {
         let from = users[(i + 1) % users.len()];
         let sender = &mut clients[(i + 1) % users.len()];
-        assert_eq!(sender.server_cert(), gw.first_cert);
-        sender.send_stored(to, &format!("tls {from} to {to}"));
+        assert_eq!(server_cert(sender), gw.first_cert);
+        send(sender, to, &format!("tls {from} to {to}"));
     }
     for (i, &to) in users.iter().enumerate() {
         let from = users[(i + 1) % users.len()];
-        let p = clients[i].next_message();
+        let p = message(&mut clients[i]);
         assert_message(&p, from, &format!("tls {from} to {to}"));
         assert_eq!(p.to, UserId(to));
     }
@@ -332,16 +209,16 @@ fn native_clients_over_tls_talk_across_shards_and_with_plain_clients() {
             Bytes::from_static(b"from plain"),
         )
         .unwrap();
-    assert_message(&clients[0].next_message(), 7100, "from plain");
-    clients[1].send_stored(7100, "from tls");
-    assert_message(&plain_message(&mut plain), 7002, "from tls");
+    assert_message(&message(&mut clients[0]), 7100, "from plain");
+    send(&mut clients[1], 7100, "from tls");
+    assert_message(&message(&mut plain), 7002, "from tls");
 }
 
 /// A large message and many small ones interleaved: the writer's gathered
 /// chunks go through TLS records in order (no chunk lost or reordered).
 #[test]
 fn large_and_small_messages_over_tls_arrive_whole_and_in_order() {
-    let gw = TlsGateway::start(1, "");
+    let gw = TlsNode::start(1, "");
     let mut rx = gw.connect(7201, 1);
     let mut tx = gw.connect(7202, 1);
     let big: String = (0..200_000)
@@ -353,11 +230,11 @@ fn large_and_small_messages_over_tls_arrive_whole_and_in_order() {
             0 => format!("{i}:{big}"),
             _ => format!("{i}:small"),
         };
-        tx.send(7201, &payload);
+        send(&mut tx, 7201, &payload);
         sent.push(payload);
     }
     for payload in &sent {
-        assert_message(&rx.next_message(), 7202, payload);
+        assert_message(&message(&mut rx), 7202, payload);
     }
 }
 
@@ -366,10 +243,10 @@ fn large_and_small_messages_over_tls_arrive_whole_and_in_order() {
 /// refused with its reason and the one in force stays.
 #[test]
 fn sighup_reloads_the_certificate_without_dropping_connections() {
-    let gw = TlsGateway::start(2, "");
+    let gw = TlsNode::start(2, "");
     let mut old = gw.connect(7301, 1);
     let mut peer = gw.connect(7302, 1);
-    assert_eq!(old.server_cert(), gw.first_cert);
+    assert_eq!(server_cert(&old), gw.first_cert);
 
     let (cert, key, second) = gw.ca.server_cert("second");
     std::fs::write(&gw.cert_file, cert).unwrap();
@@ -380,15 +257,15 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
         .wait_for_line(before, |l| l.contains("reloaded for new connections"));
 
     let mut new = gw.connect(7303, 1);
-    assert_eq!(new.server_cert(), second);
+    assert_eq!(server_cert(&new), second);
     assert_ne!(second, gw.first_cert);
     // The session opened before the reload still carries messages both ways.
-    old.send_stored(7302, "after reload, old session");
-    assert_message(&peer.next_message(), 7301, "after reload, old session");
-    peer.send_stored(7301, "to the old session");
-    assert_message(&old.next_message(), 7302, "to the old session");
-    new.send_stored(7301, "from the new session");
-    assert_message(&old.next_message(), 7303, "from the new session");
+    send(&mut old, 7302, "after reload, old session");
+    assert_message(&message(&mut peer), 7301, "after reload, old session");
+    send(&mut peer, 7301, "to the old session");
+    assert_message(&message(&mut old), 7302, "to the old session");
+    send(&mut new, 7301, "from the new session");
+    assert_message(&message(&mut old), 7303, "from the new session");
 
     // A broken key: refused, named, and the second certificate stays.
     std::fs::write(&gw.key_file, "-----BEGIN PRIVATE KEY-----\nnot base64\n").unwrap();
@@ -400,9 +277,9 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
     let line = gw.server.log.lock().unwrap()[line].clone();
     assert!(line.contains("tls.key"), "{line}");
     let mut after = gw.connect(7304, 1);
-    assert_eq!(after.server_cert(), second);
-    after.send_stored(7301, "still served");
-    assert_message(&old.next_message(), 7304, "still served");
+    assert_eq!(server_cert(&after), second);
+    send(&mut after, 7301, "still served");
+    assert_message(&message(&mut old), 7304, "still served");
 }
 
 /// Reads what the gateway writes until it closes (or 10 s pass); how long
@@ -463,7 +340,7 @@ fn tls10_client_hello() -> Vec<u8> {
 /// goes on serving TLS and plain clients.
 #[test]
 fn bad_input_on_tls_ports_is_refused_and_closed() {
-    let gw = TlsGateway::start(1, "");
+    let gw = TlsNode::start(1, "");
     for addr in [gw.tls, gw.mqtt_tls] {
         // A plain MQTT CONNECT / native bytes where a ClientHello belongs.
         let mut plain = TcpStream::connect(addr).unwrap();
@@ -494,8 +371,8 @@ fn bad_input_on_tls_ports_is_refused_and_closed() {
     }
     let mut a = gw.connect(7401, 1);
     let (mut b, _) = gw.server.connect(7402, 1, None);
-    a.send_stored(7402, "still serving");
-    assert_message(&plain_message(&mut b), 7401, "still serving");
+    send(&mut a, 7402, "still serving");
+    assert_message(&message(&mut b), 7401, "still serving");
 }
 
 fn assert_ok(out: &std::process::Output, what: &str) {
@@ -511,7 +388,7 @@ fn assert_ok(out: &std::process::Output, what: &str) {
 /// a publisher on the plain MQTT listener.
 #[test]
 fn mosquitto_clients_over_tls_verify_the_gateway_and_round_trip() {
-    let gw = TlsGateway::start(2, "");
+    let gw = TlsNode::start(2, "");
     let tls_port = gw.mqtt_tls.port().to_string();
     let plain_port = gw.server.mqtt.port().to_string();
     let ca = gw.ca_file.to_str().unwrap().to_string();
@@ -607,7 +484,7 @@ fn admin_https_with_client_certificates_serves_only_trusted_clients() {
     let dir = tempfile::tempdir().unwrap();
     let clients = TestCa::new("admin clients CA");
     let clients_file = clients.write(dir.path(), "clients-ca.pem");
-    let gw = TlsGateway::start(
+    let gw = TlsNode::start(
         1,
         &format!(
             "admin = true\nadmin_client_ca = \"{}\"",
@@ -648,7 +525,7 @@ fn admin_https_with_client_certificates_serves_only_trusted_clients() {
 /// HTTPS on the admin port without client certificates: `curl --cacert`.
 #[test]
 fn admin_https_serves_curl_with_the_ca() {
-    let gw = TlsGateway::start(1, "admin = true");
+    let gw = TlsNode::start(1, "admin = true");
     let url = format!("https://localhost:{}/healthz", gw.server.admin.port());
     let ca = gw.ca_file.to_str().unwrap();
     assert_eq!(curl(&url, &["--cacert", ca]), (true, "200".to_string()));
