@@ -89,9 +89,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsIo<IO> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
             result => result?,
         };
+        let handshaking = self.conn.is_handshaking();
         if let Err(e) = self.conn.process_new_packets() {
-            // The alert rustls queued for the peer: best effort.
-            let _ = self.poll_write_tls(cx);
+            // The alert rustls queued for the peer, best effort, while the
+            // handshake runs (one task owns the stream then; after it a
+            // read never writes, see `poll_read`).
+            if handshaking {
+                let _ = self.poll_write_tls(cx);
+            }
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
         }
         Poll::Ready(Ok(n))
@@ -124,16 +129,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsIo<IO> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 result => return Poll::Ready(result),
             }
+            // What the session owes the peer after this (a key update's
+            // answer) goes out with the next write: a read never writes,
+            // so a split stream's writer is the only task waiting for
+            // room in the socket.
             ready!(this.poll_read_tls(cx))?;
-            // Answers the session owes the peer (a key update): sent when
-            // the socket takes them now, else with the next write.
-            while this.conn.wants_write() {
-                match this.poll_write_tls(cx) {
-                    Poll::Ready(Ok(_)) => {}
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => break,
-                }
-            }
         }
     }
 }
