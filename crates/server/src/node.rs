@@ -396,40 +396,22 @@ async fn shard_main(
         })
         .detach();
     }
-    let tls = || match &ctx.keys.tls {
-        Some(tls) => Ok(Opening::Tls(tls.clone())),
-        None => Err("a TLS listener without TLS settings".to_string()),
-    };
-    let mut accepting = vec![glommio::spawn_local(accept_loop(
-        rt.clone(),
-        ctx.listeners.client.take()?,
-        Opening::Plain,
-        transport::accept::<NativeHandshake, ShardRuntime>,
-    ))];
-    if let Some(l) = &ctx.listeners.mqtt {
-        accepting.push(glommio::spawn_local(accept_loop(
-            rt.clone(),
-            l.take()?,
-            Opening::Plain,
-            transport::accept::<MqttHandshake, ShardRuntime>,
-        )));
-    }
-    if let Some(l) = &ctx.listeners.tls {
-        accepting.push(glommio::spawn_local(accept_loop(
-            rt.clone(),
-            l.take()?,
-            tls()?,
-            transport::accept::<NativeHandshake, ShardRuntime>,
-        )));
-    }
-    if let Some(l) = &ctx.listeners.mqtt_tls {
-        accepting.push(glommio::spawn_local(accept_loop(
-            rt.clone(),
-            l.take()?,
-            tls()?,
-            transport::accept::<MqttHandshake, ShardRuntime>,
-        )));
-    }
+    let tls = ctx.keys.tls.clone().map(Opening::Tls);
+    let l = &ctx.listeners;
+    let mut accepting = spawn_accepting::<NativeHandshake>(
+        &rt,
+        [
+            (Some(&l.client), Some(Opening::Plain)),
+            (l.tls.as_ref(), tls.clone()),
+        ],
+    )?;
+    accepting.extend(spawn_accepting::<MqttHandshake>(
+        &rt,
+        [
+            (l.mqtt.as_ref(), Some(Opening::Plain)),
+            (l.mqtt_tls.as_ref(), tls),
+        ],
+    )?);
     if let Some(admin) = &admin {
         let backend = NodeAdmin::new(rt.clone(), ctx.shared.clone(), verifier);
         admin.backend.attach(Rc::new(backend));
@@ -575,6 +557,26 @@ async fn run_timers(rt: &Rc<ShardRuntime>) {
             .detach();
         }
     }
+}
+
+/// The accept tasks of protocol `H` on each of its listeners that is
+/// bound (plain, TLS), each with its stream layer.
+fn spawn_accepting<H: transport::Handshake + 'static>(
+    rt: &Rc<ShardRuntime>,
+    listeners: [(Option<&BoundListeners>, Option<Opening>); 2],
+) -> Result<Vec<glommio::Task<()>>, String> {
+    let mut tasks = Vec::new();
+    for (listener, opening) in listeners {
+        let Some(listener) = listener else { continue };
+        let opening = opening.ok_or("a TLS listener without TLS settings")?;
+        tasks.push(glommio::spawn_local(accept_loop(
+            rt.clone(),
+            listener.take()?,
+            opening,
+            transport::accept::<H, ShardRuntime>,
+        )));
+    }
+    Ok(tasks)
 }
 
 async fn accept_loop<F, Fut>(
