@@ -161,6 +161,9 @@ pub(crate) async fn accept<H: Handshake, S: ShardLoop>(
     match opening {
         Opening::Plain => accept_on(rt, stream::Tcp::new(tcp), hs, deadline).await,
         Opening::Tls(node_tls) => {
+            // Before the handshake: its flights are several writes, and
+            // Nagle would hold each behind the peer's delayed ACK (40 ms).
+            stream::set_nodelay(std::os::fd::AsRawFd::as_raw_fd(&tcp));
             let opened = future::or(
                 async { Some(tls::open(tcp, node_tls.streams()).await) },
                 async {
