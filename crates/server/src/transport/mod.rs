@@ -19,7 +19,11 @@
 //!   [`owner_shard`], the server's one question "which shard owns this
 //!   user" (the core's router answers it).
 //! - The mesh carries one transport-neutral [`Handoff`]: the socket, the
-//!   protocol's hello, and the bytes that came after it.
+//!   stream layer's state ([`Layer`]: a TLS session), the protocol's
+//!   hello, and the bytes that came after it.
+//! - A listener names its stream layer ([`Opening`]): plain TCP, or TLS
+//!   ([`tls`]), whose handshake runs first and shares the connect timeout
+//!   with the protocol's hello.
 //! - On the owner, a connection is an output queue plus a protocol
 //!   [`Session`] ([`ConnIo`]), one read loop generic over the protocol's
 //!   [`Inbound`] decoder and one write loop ([`loops`]); both loops are
