@@ -177,26 +177,6 @@ fn config_defaults_prints_a_file_that_reads_back_as_the_defaults() {
     assert!(text.contains("\n[core.dedup]\n"), "{text}");
 }
 
-/// Polls the server's stderr (collected by the harness) for a line
-/// matching `want` after line `from`; returns its index.
-fn wait_for_line(server: &TestServer, from: usize, want: impl Fn(&str) -> bool) -> usize {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        {
-            let log = server.log.lock().unwrap();
-            if let Some(i) = log.iter().skip(from).position(|l| want(l)) {
-                return from + i;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no such line; the log:\n{}",
-                log.join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20)); // polling a log file
-    }
-}
-
 /// Issue 22 item 6: `--log-format json` writes one JSON object per line.
 #[test]
 fn json_logs_are_one_object_per_line() {
@@ -259,23 +239,21 @@ fn sighup_reloads_the_level_and_limits_and_names_the_rest() {
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(server.pid() as i32, libc::SIGHUP) };
 
-    let restart = wait_for_line(&server, before, |l| l.contains("need a restart"));
+    let restart = server.wait_for_line(before, |l| l.contains("need a restart"));
     let line = server.log.lock().unwrap()[restart].clone();
     assert!(line.contains("shutdown_grace_ms"), "{line}");
     assert!(!line.contains("logging.level"), "{line}");
-    let reloaded = wait_for_line(&server, before, |l| l.contains("configuration reloaded"));
+    let reloaded = server.wait_for_line(before, |l| l.contains("configuration reloaded"));
     let line = server.log.lock().unwrap()[reloaded].clone();
     assert!(
         line.contains("core.max_connections_per_user") && line.contains("logging.level"),
         "{line}"
     );
     // The new filter: the shards' debug lines (retention, every second).
-    wait_for_line(&server, reloaded, |l| {
-        l.contains("DEBUG") && l.contains("retention")
-    });
+    server.wait_for_line(reloaded, |l| l.contains("DEBUG") && l.contains("retention"));
     // Each shard applied the limit (its signal, not a sleep).
     for shard in 0..2 {
-        wait_for_line(&server, before, |l| {
+        server.wait_for_line(before, |l| {
             l.contains("live limits applied") && l.contains(&format!("shard={shard}"))
         });
     }

@@ -19,8 +19,8 @@ use surepush_proto::Qos;
 
 use crate::nats_server::{JetStreamSync, NatsServer};
 use crate::{cli, procfs, Latency, PairLoad, RawReport, Scenario};
+use crate::{connect_rate, ConnectRate, MqttTarget, Report, TlsOptions};
 use crate::{fresh_user_base, run, run_jetstream, run_mqtt, run_raw, run_rumqttc, start_relay};
-use crate::{MqttTarget, Report};
 
 /// Which MQTT client drives the MQTT systems.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -64,6 +64,18 @@ pub struct CompareScenario {
     /// (same node as `--server`), e.g. 127.0.0.1:1883.
     #[arg(long)]
     pub surepush_mqtt: Option<SocketAddr>,
+    /// Also run the native workload over TLS against the same gateway's
+    /// TLS listener (`tls.listen`), e.g. 127.0.0.1:7443, verified with
+    /// `--ca`; and time connections plain and over TLS (`--connects`).
+    #[arg(long, requires = "ca")]
+    pub surepush_tls: Option<SocketAddr>,
+    /// The CA certificate (PEM) that signed the gateway's certificate.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// With `--surepush-tls`: connections opened one after another
+    /// (connect, CONNECT, CONNACK, replay done, close), plain and TLS.
+    #[arg(long, default_value_t = 200)]
+    pub connects: u32,
     /// Which MQTT client drives the MQTT systems.
     #[arg(long, value_enum, default_value = "both")]
     pub mqtt_client: MqttClients,
@@ -151,10 +163,10 @@ impl SystemResult {
         Self::from_parts(name, durability, r.acked_per_sec, ack, deliver, counts, cpu)
     }
 
-    fn from_native(durability: &str, r: &Report) -> Self {
+    fn from_native(name: &str, durability: &str, r: &Report) -> Self {
         let counts = (r.acked, r.delivered, r.passed(Qos::AtLeastOnce));
         let (ack, deliver) = (&r.ack_latency, &r.deliver_latency);
-        let name = "surepush native QoS 1".to_string();
+        let name = name.to_string();
         let cpu = r.server_cpu_us_per_msg;
         Self::from_parts(name, durability, r.acked_per_sec, ack, deliver, counts, cpu)
     }
@@ -183,7 +195,12 @@ pub struct CompareReport {
     pub payload: usize,
     /// One row per system.
     pub systems: Vec<SystemResult>,
+    /// Connection set-up, plain and TLS (with `--surepush-tls`).
+    pub connects: Vec<ConnectRate>,
 }
+
+const NATIVE: &str = "surepush native QoS 1";
+const NATIVE_TLS: &str = "surepush native QoS 1 over TLS";
 
 const NO_SYNC: &str = "acknowledged from memory (no fsync)";
 const SUREPUSH: &str = "acknowledged after fdatasync (both copies)";
@@ -233,6 +250,24 @@ impl CompareReport {
                 if s.passed { "PASS" } else { "FAIL" },
                 s.delivered,
                 s.acked,
+            );
+        }
+        for c in &self.connects {
+            out += &format!(
+                "{:<36} {:>9.0} connections/s, {} server CPU per connection\n",
+                c.name,
+                c.per_s,
+                procfs::format_cpu(c.server_cpu_us_per_connect),
+            );
+        }
+        if let (Some(tcp), Some(tls)) = (self.system(NATIVE), self.system(NATIVE_TLS)) {
+            let cpu = match (tcp.server_cpu_us_per_msg, tls.server_cpu_us_per_msg) {
+                (Some(a), Some(b)) if a > 0.0 => format!("{:.2}", b / a),
+                _ => "n/a".into(),
+            };
+            out += &format!(
+                "  TLS / TCP (native QoS 1): msgs/s {:.2}, CPU per message {cpu}\n",
+                tls.msgs_per_s / tcp.msgs_per_s.max(1.0),
             );
         }
         let ours: Vec<&SystemResult> = self
@@ -347,11 +382,39 @@ pub fn run_compare(s: &CompareScenario) -> Result<CompareReport, String> {
         restart_cmd: None,
         ack_delay: Duration::ZERO,
         server_pid: s.server_pid,
+        tls: Default::default(),
     };
     systems.push(match run(&native) {
-        Ok(r) => SystemResult::from_native(SUREPUSH, &r),
-        Err(e) => SystemResult::failed("surepush native QoS 1".into(), SUREPUSH, e),
+        Ok(r) => SystemResult::from_native(NATIVE, SUREPUSH, &r),
+        Err(e) => SystemResult::failed(NATIVE.into(), SUREPUSH, e),
     });
+    let mut connects = Vec::new();
+    if let Some(addr) = s.surepush_tls {
+        let tls = TlsOptions {
+            tls: true,
+            ca: s.ca.clone(),
+            tls_name: "localhost".into(),
+        };
+        let over_tls = Scenario {
+            server: addr,
+            first_user: fresh_user_base(),
+            tls: tls.clone(),
+            ..native.clone()
+        };
+        systems.push(match run(&over_tls) {
+            Ok(r) => SystemResult::from_native(NATIVE_TLS, SUREPUSH, &r),
+            Err(e) => SystemResult::failed(NATIVE_TLS.into(), SUREPUSH, e),
+        });
+        for (name, gateway) in [
+            (
+                "surepush native connect (TCP)",
+                TlsOptions::default().gateway(s.server)?,
+            ),
+            ("surepush native connect (TLS)", tls.gateway(addr)?),
+        ] {
+            connects.push(connect_rate(name, &gateway, &s.secret, s.connects)?);
+        }
+    }
     if let Some(addr) = s.surepush_mqtt {
         let target = MqttTarget::Surepush {
             secret: s.secret.clone(),
@@ -399,5 +462,6 @@ pub fn run_compare(s: &CompareScenario) -> Result<CompareReport, String> {
         messages: s.messages,
         payload: s.payload,
         systems,
+        connects,
     })
 }

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use surepush_client::{BlockingClient, ClientConfig, Event};
+use surepush_client::{BlockingClient, ClientConfig, Event, Gateway, TlsGateway};
 use surepush_proto::{DeviceId, Qos, Seq, UserId};
 use surepush_token::{Claims, TokenVerifier};
 
@@ -103,13 +104,45 @@ pub struct Scenario {
     /// process listening on the `--server` port, if one is found.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// TLS to the gateway (`--tls --ca FILE`).
+    #[command(flatten)]
+    pub tls: TlsOptions,
+}
+
+/// TLS to the gateway: `--server` is a TLS listener (`tls.listen`).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct TlsOptions {
+    /// The `--server` address is the gateway's TLS listener.
+    #[arg(long, requires = "ca")]
+    pub tls: bool,
+    /// The CA certificate (PEM) that signed the gateway's certificate.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// The name the gateway's certificate must carry.
+    #[arg(long, default_value = "localhost")]
+    pub tls_name: String,
+}
+
+impl TlsOptions {
+    /// How to reach `addr`: plain, or TLS verified with the CA.
+    pub fn gateway(&self, addr: SocketAddr) -> Result<Gateway, String> {
+        let tls = match (&self.tls, &self.ca) {
+            (false, _) => None,
+            (true, None) => return Err("--tls needs --ca".into()),
+            (true, Some(ca)) => Some(
+                TlsGateway::with_ca_file(ca, &self.tls_name)
+                    .map_err(|e| format!("--ca {}: {e}", ca.display()))?,
+            ),
+        };
+        Ok(Gateway { addr, tls })
+    }
 }
 
 /// A client that, when the gateway goes away, reconnects and resumes its
 /// session (outbox and position carry over), trying for up to `patience`.
 struct Reconnecting {
     c: Option<BlockingClient>,
-    addr: SocketAddr,
+    addr: Gateway,
     patience: Duration,
 }
 
@@ -122,7 +155,7 @@ impl Reconnecting {
         let mut session = self.c.take().expect("present between calls").into_session();
         let deadline = Instant::now() + self.patience;
         loop {
-            match BlockingClient::try_resume(self.addr, session, Duration::from_secs(1)) {
+            match BlockingClient::try_resume(self.addr.clone(), session, Duration::from_secs(1)) {
                 Ok(c) => {
                     self.c = Some(c);
                     return Ok(());
@@ -290,8 +323,50 @@ pub(crate) fn mint_token(secret: &[u8], user: u64) -> String {
 fn client(s: &Scenario, user: u64) -> Result<BlockingClient, String> {
     let mut config = ClientConfig::new(mint_token(&s.secret, user), DeviceId(1));
     config.page = 500;
-    BlockingClient::connect(s.server, config, Some(Seq::ZERO), Duration::from_secs(10))
-        .map_err(|e| format!("connect as {user}: {e}"))
+    BlockingClient::connect(
+        s.tls.gateway(s.server)?,
+        config,
+        Some(Seq::ZERO),
+        Duration::from_secs(10),
+    )
+    .map_err(|e| format!("connect as {user}: {e}"))
+}
+
+/// How fast connections are set up, one after another.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ConnectRate {
+    /// What was connected to.
+    pub name: String,
+    /// Connections per second (each: connect, CONNECT, CONNACK, replay
+    /// done, close; one at a time).
+    pub per_s: f64,
+    /// Server CPU time per connection (µs); none when its process could
+    /// not be read.
+    pub server_cpu_us_per_connect: Option<f64>,
+}
+
+/// Opens `count` sessions of fresh users one after another and times them.
+pub fn connect_rate(
+    name: &str,
+    gateway: &Gateway,
+    secret: &[u8],
+    count: u32,
+) -> Result<ConnectRate, String> {
+    let first = fresh_user_base();
+    let cpu = procfs::CpuMeter::start(procfs::listener_pid(gateway.addr.port()).ok());
+    let started = Instant::now();
+    for i in 0..u64::from(count) {
+        let config = ClientConfig::new(mint_token(secret, first + i), DeviceId(1));
+        let mut c = BlockingClient::connect(gateway.clone(), config, None, Duration::from_secs(10))
+            .map_err(|e| format!("{name}: connect: {e}"))?;
+        wait_live(&mut c)?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(ConnectRate {
+        name: name.to_string(),
+        per_s: f64::from(count) / elapsed.max(1e-9),
+        server_cpu_us_per_connect: cpu.and_then(|m| m.per_message(u64::from(count))),
+    })
 }
 
 fn wait_live(c: &mut BlockingClient) -> Result<(), String> {
@@ -327,7 +402,7 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
         let deadline = Instant::now() + timeout;
         let mut c = Reconnecting {
             c: Some(c),
-            addr: s.server,
+            addr: s.tls.gateway(s.server)?,
             patience: timeout,
         };
         receivers.push(std::thread::spawn(move || {
@@ -379,7 +454,7 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
         let progress = progress.clone();
         let mut c = Reconnecting {
             c: Some(c),
-            addr: s.server,
+            addr: s.tls.gateway(s.server)?,
             patience: timeout,
         };
         senders.push(std::thread::spawn(

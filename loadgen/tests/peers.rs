@@ -42,11 +42,15 @@ fn compare_reports_every_system_with_percentiles_and_server_cpu() {
         mqtt_client: MqttClients::Both,
         jetstream: None,
         nats_server_bin: nats.clone(),
+        surepush_tls: Some(gw.tls_addr()),
+        ca: Some(gw.ca()),
+        connects: 20,
     };
     let r = run_compare(&s).unwrap();
     let mut expected = vec![
         "raw relay",
         "surepush native QoS 1",
+        "surepush native QoS 1 over TLS",
         "surepush MQTT QoS 1 (own codec)",
         "surepush MQTT QoS 1 (rumqttc)",
         "mosquitto (MQTT) QoS 1 (own codec)",
@@ -58,6 +62,21 @@ fn compare_reports_every_system_with_percentiles_and_server_cpu() {
     let names: Vec<&str> = r.systems.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, expected, "{}", r.to_text());
     assert!(r.passed(), "{}", r.to_text());
+    // Issue #19 item 6: TCP and TLS connection set-up side by side.
+    let connects: Vec<&str> = r.connects.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        connects,
+        [
+            "surepush native connect (TCP)",
+            "surepush native connect (TLS)"
+        ]
+    );
+    assert!(r.connects.iter().all(|c| c.per_s > 0.0), "{}", r.to_text());
+    assert!(
+        r.to_text().contains("TLS / TCP (native QoS 1)"),
+        "{}",
+        r.to_text()
+    );
     for system in &r.systems {
         assert_eq!(
             (system.acked, system.delivered),
@@ -197,6 +216,7 @@ fn one_to_one_reports_the_gateways_cpu_per_message() {
         restart_cmd: None,
         ack_delay: Duration::ZERO,
         server_pid: None, // found from the port
+        tls: Default::default(),
     };
     let r = surepush_loadgen::run(&s).unwrap();
     assert!(r.passed(s.qos), "{}", r.to_text());

@@ -315,6 +315,32 @@ impl TestServer {
     pub fn data_dir(&self) -> &Path {
         &self.dir
     }
+
+    /// Waits (up to 20 s) for a log line from index `from` on that
+    /// satisfies `want`; its index.
+    pub fn wait_for_line(&self, from: usize, want: impl Fn(&str) -> bool) -> usize {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            {
+                let log = self.log.lock().unwrap();
+                if let Some(i) = log.iter().skip(from).position(|l| want(l)) {
+                    return from + i;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no such line; the log:\n{}",
+                    log.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20)); // polling a log file
+        }
+    }
+
+    /// SIGHUP: reload the configuration.
+    pub fn sighup(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGHUP) };
+    }
 }
 
 impl Drop for TestServer {

@@ -1,14 +1,16 @@
-//! A blocking TCP driver for [`ClientSession`]: one socket, one thread.
+//! A blocking driver for [`ClientSession`]: one socket (plain TCP or TLS,
+//! [`Gateway`]), one thread.
 //!
 //! Good for tests, examples and scripts; the load generator drives many
 //! sessions itself.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use super::link::{Gateway, Link};
 use super::session::{ClientConfig, ClientSession, Event};
 use surepush_host::poll::Readiness;
 use surepush_proto::{Decoder, DeviceId, Qos, Seq, UserId, DEFAULT_MAX_FRAME};
@@ -30,7 +32,7 @@ impl ClientConfig {
 /// A connected client session over a blocking socket.
 #[derive(Debug)]
 pub struct BlockingClient {
-    stream: TcpStream,
+    link: Link,
     session: ClientSession,
     decoder: Decoder,
     origin: Instant,
@@ -41,42 +43,43 @@ impl BlockingClient {
     /// Connects, sends CONNECT and waits (up to `timeout`) for the session
     /// to be live (replay finished). Events seen on the way stay queued.
     pub fn connect(
-        addr: SocketAddr,
+        gateway: impl Into<Gateway>,
         config: ClientConfig,
         delivered: Option<Seq>,
         timeout: Duration,
     ) -> io::Result<BlockingClient> {
-        Self::resume(addr, ClientSession::new(config, delivered), timeout)
+        Self::resume(gateway, ClientSession::new(config, delivered), timeout)
     }
 
     /// Reconnects an existing session (its outbox and position carry over).
     pub fn resume(
-        addr: SocketAddr,
+        gateway: impl Into<Gateway>,
         session: ClientSession,
         timeout: Duration,
     ) -> io::Result<BlockingClient> {
-        Self::try_resume(addr, session, timeout).map_err(|failed| failed.0)
+        Self::try_resume(gateway, session, timeout).map_err(|failed| failed.0)
     }
 
     /// As [`BlockingClient::resume`], giving the session back when the
     /// gateway cannot be reached (to try again later).
     pub fn try_resume(
-        addr: SocketAddr,
+        gateway: impl Into<Gateway>,
         mut session: ClientSession,
         timeout: Duration,
     ) -> Result<BlockingClient, Box<(io::Error, ClientSession)>> {
-        let stream = match TcpStream::connect_timeout(&addr, timeout).and_then(|s| {
+        let gateway = gateway.into();
+        let link = match TcpStream::connect_timeout(&gateway.addr, timeout).and_then(|s| {
             s.set_nodelay(true)?;
             s.set_nonblocking(true)?;
-            Ok(s)
+            Link::new(s, &gateway)
         }) {
-            Ok(s) => s,
+            Ok(link) => link,
             Err(e) => return Err(Box::new((e, session))),
         };
         let origin = Instant::now();
         session.connect(0);
         let mut client = BlockingClient {
-            stream,
+            link,
             session,
             decoder: Decoder::new(DEFAULT_MAX_FRAME),
             origin,
@@ -168,9 +171,11 @@ impl BlockingClient {
             // The socket is non-blocking; waiting is ppoll's, whose timeout
             // is precise (a socket read timeout is rounded up to a
             // scheduler tick, 1-4 ms, which skews paced senders).
-            wait_readable(&self.stream, wait)?;
+            if !self.link.has_buffered() {
+                wait_readable(self.link.tcp(), wait)?;
+            }
             let mut buf = [0u8; 16 * 1024];
-            match self.stream.read(&mut buf) {
+            match self.link.read(&mut buf) {
                 Ok(0) => {
                     let now = self.now();
                     self.session.handle_disconnect(now);
@@ -230,29 +235,29 @@ impl BlockingClient {
 
     /// Local address of the socket.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.local_addr()
+        self.link.tcp().local_addr()
     }
 
     fn flush(&mut self) -> io::Result<()> {
         while let Some(f) = self.session.poll_transmit() {
             f.encode(&mut self.out);
         }
-        let mut written = 0;
-        while written < self.out.len() {
-            match self.stream.write(&self.out[written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_writable(&self.stream)?,
-                Err(e) => return Err(e),
-            }
+        if !self.out.is_empty() {
+            self.link.write_all(&self.out, wait_writable)?;
         }
         self.out.clear();
         Ok(())
     }
 
+    /// The certificate (DER) a TLS gateway presented, once the handshake
+    /// is done (after the first event); `None` over plain TCP.
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        self.link.peer_certificate()
+    }
+
     /// Addr `peer` of the socket.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.peer_addr()
+        self.link.tcp().peer_addr()
     }
 
     /// Writes raw bytes (for bad-input tests).

@@ -1,5 +1,6 @@
-//! Client SDK: a sans-IO [`ClientSession`] plus a blocking TCP driver
-//! ([`BlockingClient`]) for tests, examples and simple tools.
+//! Client SDK: a sans-IO [`ClientSession`] plus a blocking driver
+//! ([`BlockingClient`], over TCP or TLS: [`Gateway`]) for tests, examples
+//! and simple tools.
 //!
 //! The session reads no clock and does no I/O (time comes in as `now`);
 //! the driver owns the socket and the clock.
@@ -7,10 +8,12 @@
 #![deny(missing_docs)]
 
 mod blocking;
+mod link;
 mod rooms;
 mod session;
 
 pub use blocking::BlockingClient;
+pub use link::{Gateway, TlsGateway};
 pub use session::{ClientConfig, ClientSession, Event};
 
 #[cfg(test)]

@@ -52,8 +52,12 @@ pub struct AdminHttpConfig {
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     /// A request must arrive within this after the connection opened or
-    /// the previous answer, and is then given this long again.
+    /// the previous answer, and is then given this long again. A TLS
+    /// handshake must end within it too.
     pub request_timeout: Duration,
+    /// HTTPS: the node's TLS configs (the admin one is used); `None`:
+    /// plain HTTP.
+    pub tls: Option<std::sync::Arc<super::tls::NodeTls>>,
 }
 
 impl Default for AdminHttpConfig {
@@ -62,6 +66,7 @@ impl Default for AdminHttpConfig {
             admin_token: None,
             max_body_bytes: 1 << 20,
             request_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -105,13 +110,32 @@ pub async fn serve<S: NodeStatus, B: AdminBackend>(
             let config = handler_config.clone();
             async move { route(req, &*status, &backend, &config).await }
         };
-        glommio::spawn_local(connection::serve(
-            stream,
-            handle,
-            config.request_timeout,
-            stop.clone(),
-        ))
-        .detach();
+        let (timeout, stop) = (config.request_timeout, stop.clone());
+        match config.tls.as_ref().and_then(|t| t.admin()) {
+            None => {
+                glommio::spawn_local(connection::serve(stream, handle, timeout, stop)).detach();
+            }
+            Some(tls) => {
+                glommio::spawn_local(async move {
+                    let opened = future::or(
+                        async { Some(crate::transport::tls::handshake(stream, tls).await) },
+                        async {
+                            glommio::timer::sleep(timeout).await;
+                            None
+                        },
+                    )
+                    .await;
+                    match opened {
+                        Some(Ok(stream)) => connection::serve(stream, handle, timeout, stop).await,
+                        // rustls sent its alert (no or a wrong client
+                        // certificate, not TLS, an old version).
+                        Some(Err(e)) => tracing::debug!(error = %e, "admin TLS handshake failed"),
+                        None => tracing::debug!("admin TLS handshake timed out"),
+                    }
+                })
+                .detach();
+            }
+        }
     }
 }
 

@@ -140,6 +140,8 @@ pub struct Config {
     pub log: LogSettings,
     /// The MQTT front end (docs/MQTT.md).
     pub mqtt: MqttSettings,
+    /// TLS listeners next to the plain ones, and HTTPS for the admin port.
+    pub tls: TlsSettings,
     /// The gateway's own log lines.
     pub logging: LoggingSettings,
     /// Events for the backend (docs/WEBHOOKS.md).
@@ -235,6 +237,37 @@ impl Default for MqttSettings {
     }
 }
 
+/// `[tls]`: TLS 1.2/1.3 (rustls) on listeners of their own, so plain and
+/// TLS clients connect side by side; and HTTPS for the admin port. One
+/// certificate serves every TLS listener; SIGHUP reads the files again
+/// (new handshakes use the new certificate, open sessions keep theirs).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// Certificate chain, PEM, the server's certificate first.
+    pub cert: PathBuf,
+    /// Private key of the certificate, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// The native protocol over TLS on this address (every shard binds
+    /// it), next to the plain `listen`. Unset: off.
+    pub listen: Option<SocketAddr>,
+    /// MQTT over TLS on this address (the 8883 of other brokers), next to
+    /// the plain `mqtt.listen`. Unset: off.
+    pub mqtt_listen: Option<SocketAddr>,
+    /// The admin port (`admin_listen`) speaks HTTPS only.
+    pub admin: bool,
+    /// With `admin`: CA certificates (PEM) that admin clients must present
+    /// a certificate from (mutual TLS). Empty: no client certificate asked.
+    pub admin_client_ca: PathBuf,
+}
+
+impl TlsSettings {
+    /// Whether any listener speaks TLS (then `cert` and `key` are needed).
+    pub fn used(&self) -> bool {
+        self.listen.is_some() || self.mqtt_listen.is_some() || self.admin
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -255,6 +288,7 @@ impl Default for Config {
             core: CoreConfig::default(),
             log: LogSettings::default(),
             mqtt: MqttSettings::default(),
+            tls: TlsSettings::default(),
             logging: LoggingSettings::default(),
             webhooks: Default::default(),
         }
@@ -384,6 +418,16 @@ impl Config {
             return bad("mqtt.max_packet must be within 1 KiB ..= core.max_frame");
         }
         self.webhooks.check(c).map_err(ConfigError::Invalid)?;
+        let t = &self.tls;
+        if t.used() && (t.cert.as_os_str().is_empty() || t.key.as_os_str().is_empty()) {
+            return bad("tls.cert and tls.key are needed by a TLS listener (tls.listen, tls.mqtt_listen or tls.admin)");
+        }
+        if !t.admin && !t.admin_client_ca.as_os_str().is_empty() {
+            return bad("tls.admin_client_ca needs tls.admin = true");
+        }
+        if t.mqtt_listen.is_some() && !m.enabled {
+            return bad("tls.mqtt_listen needs mqtt.enabled = true");
+        }
         Ok(())
     }
 

@@ -29,6 +29,7 @@ mod node;
 pub mod offline;
 pub mod reload;
 mod runtime;
+pub mod tls;
 mod transport;
 pub mod webhooks;
 

@@ -24,7 +24,8 @@ use super::mesh::{MeshMsg, PeerQueue};
 use super::metrics::Metrics;
 use super::reload::{self, LimitsPart, LogLevelPart, Reloader};
 use super::runtime::{NodeShared, RuntimeParts, ShardRuntime};
-use super::transport::{self, mqtt::MqttHandshake, NativeHandshake};
+use super::tls::{NodeTls, TlsPart};
+use super::transport::{self, mqtt::MqttHandshake, NativeHandshake, Opening};
 use surepush_core::{Shard, ShardParams, TokenVerifier};
 use surepush_log::SegmentLog;
 
@@ -34,6 +35,9 @@ pub enum ServeError {
     /// Configuration problem.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A TLS certificate, key or CA file cannot be used.
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsError),
     /// The data directory holds logs of a different shard count.
     #[error("{0}")]
     Layout(String),
@@ -105,6 +109,7 @@ pub fn serve(config: Config, reload: Reload) -> Result<(), ServeError> {
     super::layout::check(&config.data_dir, shards)?;
     let secret = config.load_token_secret()?;
     let admin_token = config.load_admin_token()?;
+    let tls = NodeTls::load(&config.tls)?;
     match limits::raise_nofile() {
         Ok(l) => tracing::info!(nofile = l.soft, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
@@ -122,6 +127,9 @@ pub fn serve(config: Config, reload: Reload) -> Result<(), ServeError> {
         Reloader::new(reload.sources, config.clone()).with(Box::new(LimitsPart(shared.clone())));
     if let Some(log) = reload.log {
         reloader = reloader.with(Box::new(LogLevelPart(log)));
+    }
+    if let Some(tls) = &tls {
+        reloader = reloader.with(Box::new(TlsPart(tls.clone())));
     }
     let _sighup =
         SighupThread(reload::on_sighup(reloader).map_err(io_err("install the SIGHUP handler"))?);
@@ -143,7 +151,11 @@ pub fn serve(config: Config, reload: Reload) -> Result<(), ServeError> {
     };
     let config = Arc::new(config);
     loop {
-        let keys = (secret.clone(), admin_token.clone());
+        let keys = NodeKeys {
+            secret: secret.clone(),
+            admin_token: admin_token.clone(),
+            tls: tls.clone(),
+        };
         let ends = (&shared, &metrics, &webhook_links);
         run_shards(&config, shards, keys, io_memory, ends)?;
         if !shared.restart.load(Ordering::Relaxed) || shared.signalled.load(Ordering::Relaxed) {
@@ -167,7 +179,7 @@ pub fn serve(config: Config, reload: Reload) -> Result<(), ServeError> {
 fn run_shards(
     config: &Arc<Config>,
     shards: u16,
-    (secret, admin_token): (Vec<u8>, String),
+    keys: NodeKeys,
     io_memory: usize,
     (shared, metrics, webhooks): (&Arc<NodeShared>, &Arc<Metrics>, &WebhookLinks),
 ) -> Result<(), ServeError> {
@@ -209,6 +221,14 @@ fn run_shards(
             false => None,
         },
         admin: BoundListeners::bind("admin", config.admin_listen, 1)?,
+        tls: match config.tls.listen {
+            Some(addr) => Some(BoundListeners::bind("TLS client", addr, shards as usize)?),
+            None => None,
+        },
+        mqtt_tls: match config.tls.mqtt_listen {
+            Some(addr) => Some(BoundListeners::bind("MQTT TLS", addr, shards as usize)?),
+            None => None,
+        },
     });
     let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
     let webhooks = webhooks.clone();
@@ -221,8 +241,7 @@ fn run_shards(
                 listeners: listeners.clone(),
                 legacy: legacy.clone(),
                 shards,
-                secret,
-                admin_token,
+                keys: keys.clone(),
                 shared,
                 metrics,
                 origin,
@@ -268,6 +287,20 @@ struct NodeListeners {
     mqtt: Option<BoundListeners>,
     /// Served by shard 0 only.
     admin: BoundListeners,
+    /// The native protocol over TLS (`tls.listen`).
+    tls: Option<BoundListeners>,
+    /// MQTT over TLS (`tls.mqtt_listen`).
+    mqtt_tls: Option<BoundListeners>,
+}
+
+/// The node's secrets and certificates, loaded once before the first
+/// generation of shards.
+#[derive(Clone)]
+struct NodeKeys {
+    secret: Vec<u8>,
+    admin_token: String,
+    /// The TLS configs in force, when a listener speaks TLS.
+    tls: Option<Arc<NodeTls>>,
 }
 
 struct ShardContext {
@@ -275,8 +308,7 @@ struct ShardContext {
     listeners: Arc<NodeListeners>,
     legacy: Option<Arc<super::mqtt_legacy::LegacyMqttState>>,
     shards: u16,
-    secret: Vec<u8>,
-    admin_token: String,
+    keys: NodeKeys,
     shared: Arc<NodeShared>,
     metrics: Arc<Metrics>,
     origin: Instant,
@@ -316,7 +348,7 @@ async fn shard_main(
             "log salvaged (log.recovery = \"salvage\"):\n{salvage}"
         );
     }
-    let verifier = TokenVerifier::new(&ctx.secret);
+    let verifier = TokenVerifier::new(&ctx.keys.secret);
     let params = ShardParams {
         id: surepush_core::ShardId(id),
         shards: ctx.shards,
@@ -394,20 +426,22 @@ async fn shard_main(
         })
         .detach();
     }
-    let listener = ctx.listeners.client.take()?;
-    let accepting = glommio::spawn_local(accept_loop(
-        rt.clone(),
-        listener,
-        transport::accept::<NativeHandshake, ShardRuntime>,
-    ));
-    let mqtt_accepting = match &ctx.listeners.mqtt {
-        Some(l) => Some(glommio::spawn_local(accept_loop(
-            rt.clone(),
-            l.take()?,
-            transport::accept::<MqttHandshake, ShardRuntime>,
-        ))),
-        None => None,
-    };
+    let tls = ctx.keys.tls.clone().map(Opening::Tls);
+    let l = &ctx.listeners;
+    let mut accepting = spawn_accepting::<NativeHandshake>(
+        &rt,
+        [
+            (Some(&l.client), Some(Opening::Plain)),
+            (l.tls.as_ref(), tls.clone()),
+        ],
+    )?;
+    accepting.extend(spawn_accepting::<MqttHandshake>(
+        &rt,
+        [
+            (l.mqtt.as_ref(), Some(Opening::Plain)),
+            (l.mqtt_tls.as_ref(), tls),
+        ],
+    )?);
     if let Some(admin) = &admin {
         let backend = NodeAdmin::new(rt.clone(), ctx.shared.clone(), verifier);
         admin.backend.attach(Rc::new(backend));
@@ -424,8 +458,7 @@ async fn shard_main(
     run_timers(&rt).await;
     ctx.shared.serving[usize::from(id)].store(false, Ordering::Relaxed);
     // Graceful shutdown: stop accepting, tell clients, flush, close the log.
-    accepting.cancel().await;
-    if let Some(task) = mqtt_accepting {
+    for task in accepting {
         task.cancel().await;
     }
     rt.begin_shutdown();
@@ -485,7 +518,12 @@ impl AdminTask {
         });
         let backend = Rc::new(BackendSlot::default());
         let http = AdminHttpConfig {
-            admin_token: Some(ctx.admin_token.clone()),
+            admin_token: Some(ctx.keys.admin_token.clone()),
+            tls: ctx
+                .keys
+                .tls
+                .as_ref()
+                .and_then(|t| t.admin().map(|_| t.clone())),
             ..AdminHttpConfig::default()
         };
         let stop = Rc::new(std::cell::Cell::new(false));
@@ -551,16 +589,40 @@ async fn run_timers(rt: &Rc<ShardRuntime>) {
     }
 }
 
-async fn accept_loop<F, Fut>(rt: Rc<ShardRuntime>, listener: TcpListener, serve: F)
-where
-    F: Fn(Rc<ShardRuntime>, glommio::net::TcpStream) -> Fut,
+/// The accept tasks of protocol `H` on each of its listeners that is
+/// bound (plain, TLS), each with its stream layer.
+fn spawn_accepting<H: transport::Handshake + 'static>(
+    rt: &Rc<ShardRuntime>,
+    listeners: [(Option<&BoundListeners>, Option<Opening>); 2],
+) -> Result<Vec<glommio::Task<()>>, String> {
+    let mut tasks = Vec::new();
+    for (listener, opening) in listeners {
+        let Some(listener) = listener else { continue };
+        let opening = opening.ok_or("a TLS listener without TLS settings")?;
+        tasks.push(glommio::spawn_local(accept_loop(
+            rt.clone(),
+            listener.take()?,
+            opening,
+            transport::accept::<H, ShardRuntime>,
+        )));
+    }
+    Ok(tasks)
+}
+
+async fn accept_loop<F, Fut>(
+    rt: Rc<ShardRuntime>,
+    listener: TcpListener,
+    opening: Opening,
+    serve: F,
+) where
+    F: Fn(Rc<ShardRuntime>, glommio::net::TcpStream, Opening) -> Fut,
     Fut: std::future::Future<Output = ()> + 'static,
 {
     let failures_log = super::log_every::LogEvery::new(Duration::from_secs(10));
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(serve(rt.clone(), stream)).detach();
+                glommio::spawn_local(serve(rt.clone(), stream, opening.clone())).detach();
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning, and

@@ -34,20 +34,45 @@ pub struct Gateway {
     pub port: u16,
     pub admin_port: u16,
     pub mqtt_port: u16,
+    /// The native protocol over TLS (a certificate for `localhost` signed
+    /// by the CA in [`Gateway::ca`]).
+    pub tls_port: u16,
+}
+
+/// A CA (`ca.pem`) and a certificate for `localhost` it signed
+/// (`cert.pem`, `key.pem`) in `dir`.
+fn write_test_certificates(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
 }
 
 impl Gateway {
     pub fn start() -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let (port, admin_port, mqtt_port) = (free_port(), free_port(), free_port());
+        let tls_port = free_port();
+        write_test_certificates(dir.path());
         let config = dir.path().join("c.toml");
         std::fs::write(
             &config,
             format!(
                 "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\ndata_dir = \"{}\"\n\
                  shards = 2\npin_cores = false\nio_memory_kib = 1024\ntoken_secret = \"smoke\"\n[log]\n\
-                 segment_mib = 8\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n",
-                dir.path().join("data").display()
+                 segment_mib = 8\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n\
+                 [tls]\ncert = \"{dir}/cert.pem\"\nkey = \"{dir}/key.pem\"\nlisten = \"127.0.0.1:{tls_port}\"\n",
+                dir.path().join("data").display(),
+                dir = dir.path().display(),
             ),
         )
         .unwrap();
@@ -71,6 +96,7 @@ impl Gateway {
             port,
             admin_port,
             mqtt_port,
+            tls_port,
         };
         let mut serving = 0;
         while serving < 2 {
@@ -79,6 +105,15 @@ impl Gateway {
         }
         std::thread::spawn(move || for _ in lines {});
         gateway
+    }
+
+    /// The CA file that verifies the TLS listener.
+    pub fn ca(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    pub fn tls_addr(&self) -> std::net::SocketAddr {
+        format!("127.0.0.1:{}", self.tls_port).parse().unwrap()
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {

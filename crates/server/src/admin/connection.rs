@@ -37,12 +37,13 @@ struct Deadline {
 
 /// Serves requests on `stream` with `handle` until the client closes, a
 /// deadline passes or `stop` is set.
-pub(super) async fn serve<H, F>(
-    stream: glommio::net::TcpStream,
+pub(super) async fn serve<S, H, F>(
+    stream: S,
     handle: H,
     request_timeout: Duration,
     stop: Rc<Cell<bool>>,
 ) where
+    S: futures_lite::io::AsyncRead + futures_lite::io::AsyncWrite + Unpin + 'static,
     H: Fn(Request<Incoming>) -> F + 'static,
     F: Future<Output = Response<http_body_util::Full<bytes::Bytes>>> + 'static,
 {

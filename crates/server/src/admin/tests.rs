@@ -105,6 +105,7 @@ fn start_with(degraded: bool, attached: bool, timeout: Duration) -> SocketAddr {
                 admin_token: Some("sekret".into()),
                 max_body_bytes: 1024,
                 request_timeout: timeout,
+                tls: None,
             };
             let stop = Rc::new(Cell::new(false));
             serve(listener, backend, Rc::new(slot), config, stop).await;

@@ -15,6 +15,8 @@ pub(crate) struct Handoff {
     /// The socket (a duplicate of the accepting shard's descriptor, which
     /// that shard closed).
     pub(crate) fd: OwnedFd,
+    /// The stream layer's state over the socket (a TLS session).
+    pub(crate) layer: super::Layer,
     /// The protocol's first message, authenticated.
     pub(crate) hello: Hello,
     /// Bytes received after the hello.

@@ -19,7 +19,11 @@
 //!   [`owner_shard`], the server's one question "which shard owns this
 //!   user" (the core's router answers it).
 //! - The mesh carries one transport-neutral [`Handoff`]: the socket, the
-//!   protocol's hello, and the bytes that came after it.
+//!   stream layer's state ([`Layer`]: a TLS session), the protocol's
+//!   hello, and the bytes that came after it.
+//! - A listener names its stream layer ([`Opening`]): plain TCP, or TLS
+//!   ([`tls`]), whose handshake runs first and shares the connect timeout
+//!   with the protocol's hello.
 //! - On the owner, a connection is an output queue plus a protocol
 //!   [`Session`] ([`ConnIo`]), one read loop generic over the protocol's
 //!   [`Inbound`] decoder and one write loop ([`loops`]); both loops are
@@ -59,14 +63,17 @@ mod output;
 mod port;
 pub(crate) mod slow;
 mod stream;
+pub(crate) mod tls;
 
 use std::rc::Rc;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::future;
-use futures_lite::io::AsyncReadExt;
 use glommio::net::TcpStream;
+
+use stream::ByteStream;
 
 use surepush_core::{Claims, ConnId};
 use surepush_proto::{Frame, ProtoError, UserId};
@@ -123,30 +130,86 @@ pub(crate) trait Handshake: Sized {
 /// Bytes read per `read` during the handshake.
 const HANDSHAKE_READ: usize = 4096;
 
-/// Accepting side, for every protocol: reads the hello within the connect
-/// timeout, authenticates it, then serves the connection here or hands it
-/// to the owner shard.
-pub(crate) async fn accept<H: Handshake, S: ShardLoop>(rt: Rc<S>, mut stream: TcpStream) {
-    let Some(mut hs) = H::new(rt.as_ref()) else {
+/// The stream layer a listener puts under its protocol.
+#[derive(Clone)]
+pub(crate) enum Opening {
+    /// Plain TCP.
+    Plain,
+    /// TLS, with the node's configs (the one in force is taken per
+    /// connection, so a reload reaches new handshakes).
+    Tls(Arc<crate::tls::NodeTls>),
+}
+
+/// A stream layer's state that travels with a handed-off socket.
+#[derive(Debug)]
+pub(crate) enum Layer {
+    /// Plain TCP: the socket is all.
+    Plain,
+    /// A TLS session, established on the accepting shard.
+    Tls(Box<tls::TlsSession>),
+}
+
+/// Accepting side, for every protocol and stream layer: opens the layer
+/// and reads the hello within the connect timeout, authenticates it, then
+/// serves the connection here or hands it to the owner shard.
+pub(crate) async fn accept<H: Handshake, S: ShardLoop>(
+    rt: Rc<S>,
+    tcp: TcpStream,
+    opening: Opening,
+) {
+    let Some(hs) = H::new(rt.as_ref()) else {
         return;
     };
     let timeout = Duration::from_millis(rt.config().core.connect_timeout_ms);
+    let deadline = Instant::now() + timeout;
+    match opening {
+        Opening::Plain => accept_on(rt, stream::Tcp::new(tcp), hs, deadline).await,
+        Opening::Tls(node_tls) => {
+            // Before the handshake: its flights are several writes, and
+            // Nagle would hold each behind the peer's delayed ACK (40 ms).
+            stream::set_nodelay(std::os::fd::AsRawFd::as_raw_fd(&tcp));
+            let opened = future::or(
+                async { Some(tls::open(tcp, node_tls.streams()).await) },
+                async {
+                    glommio::timer::sleep(timeout).await;
+                    None
+                },
+            )
+            .await;
+            match opened {
+                Some(Ok(stream)) => accept_on(rt, stream, hs, deadline).await,
+                // The socket is closed with the attempt (rustls sent its
+                // alert when the peer spoke something else).
+                Some(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                None => tracing::debug!("TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+/// The protocol's part of [`accept`], over an opened stream.
+async fn accept_on<H: Handshake, S: ShardLoop, B: ByteStream>(
+    rt: Rc<S>,
+    mut stream: B,
+    mut hs: H,
+    deadline: Instant,
+) {
     let first = future::or(read_hello(&mut stream, &mut hs), async {
-        glommio::timer::sleep(timeout).await;
+        glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
         None
     })
     .await;
     let hello = match first {
         Some(Step::Hello(hello)) => hello,
-        Some(Step::Refuse(reply)) => return refuse_with(stream, &reply).await,
+        Some(Step::Refuse(reply)) => return stream.refuse(&reply).await,
         Some(Step::More) => return, // the peer left before a whole hello
-        None => return refuse_with(stream, &hs.timed_out()).await,
+        None => return stream.refuse(&hs.timed_out()).await,
     };
     let claims = match rt.verify(H::token(&hello)) {
         Ok(c) => c,
         Err(e) => {
             rt.count_auth_failure();
-            return refuse_with(stream, &H::refuse_auth(&hello, &e)).await;
+            return stream.refuse(&H::refuse_auth(&hello, &e)).await;
         }
     };
     let owner = owner_shard(claims.user, rt.shard_count());
@@ -154,11 +217,11 @@ pub(crate) async fn accept<H: Handshake, S: ShardLoop>(rt: Rc<S>, mut stream: Tc
         let hello = H::into_hello(hello, claims);
         return serve(&rt, stream, hello, hs.rest());
     }
-    match stream::duplicate(&stream) {
+    match stream::duplicate(stream.raw_fd()) {
         Ok(fd) => {
-            drop(stream);
             let handoff = Handoff {
                 fd,
+                layer: stream.into_layer(),
                 hello: H::into_hello(hello, claims),
                 rest: hs.rest(),
             };
@@ -166,14 +229,17 @@ pub(crate) async fn accept<H: Handshake, S: ShardLoop>(rt: Rc<S>, mut stream: Tc
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot duplicate a socket for handoff");
-            refuse_with(stream, &H::refuse_unavailable(&hello)).await;
+            stream.refuse(&H::refuse_unavailable(&hello)).await;
         }
     }
 }
 
 /// Reads until the handshake has a hello or a refusal; `Step::More` if the
 /// peer left first.
-async fn read_hello<H: Handshake>(stream: &mut TcpStream, hs: &mut H) -> Option<Step<H::Hello>> {
+async fn read_hello<H: Handshake, B: ByteStream>(
+    stream: &mut B,
+    hs: &mut H,
+) -> Option<Step<H::Hello>> {
     let mut buf = [0u8; HANDSHAKE_READ];
     loop {
         match hs.poll_hello() {
@@ -187,25 +253,23 @@ async fn read_hello<H: Handshake>(stream: &mut TcpStream, hs: &mut H) -> Option<
     }
 }
 
-/// Writes `bytes` (if any) and closes.
-pub(crate) async fn refuse_with(mut stream: TcpStream, bytes: &[u8]) {
-    use futures_lite::io::AsyncWriteExt;
-    if !bytes.is_empty() {
-        let _ = stream.write_all(bytes).await;
-        let _ = stream.flush().await;
-    }
-    let _ = stream.close().await;
-}
-
 /// The owner's side of a handoff.
 pub(crate) fn adopt<S: ShardLoop>(rt: &Rc<S>, handoff: Handoff) {
-    let Handoff { fd, hello, rest } = handoff;
-    serve(rt, stream::adopt_fd(fd), hello, rest);
+    let Handoff {
+        fd,
+        layer,
+        hello,
+        rest,
+    } = handoff;
+    match layer {
+        Layer::Plain => serve(rt, stream::Tcp::new(stream::adopt_fd(fd)), hello, rest),
+        Layer::Tls(session) => serve(rt, tls::Tls::resume(fd, *session), hello, rest),
+    }
 }
 
 /// Serves an authenticated connection on the shard that owns its user: its
 /// protocol's session and inbound decoder, then the two loops.
-fn serve<S: ShardLoop>(rt: &Rc<S>, stream: TcpStream, hello: Hello, rest: Bytes) {
+fn serve<S: ShardLoop, B: ByteStream>(rt: &Rc<S>, stream: B, hello: Hello, rest: Bytes) {
     match hello {
         Hello::Native(connect) => {
             let (session, inbound) = native::open(rt.as_ref(), connect, rest);
@@ -221,20 +285,19 @@ fn serve<S: ShardLoop>(rt: &Rc<S>, stream: TcpStream, hello: Hello, rest: Bytes)
 }
 
 /// `transport` names the protocol for the session webhooks.
-fn start<S: ShardLoop, I: Inbound>(
+fn start<S: ShardLoop, I: Inbound, B: ByteStream>(
     rt: &Rc<S>,
-    stream: TcpStream,
+    stream: B,
     transport: &'static str,
     session: Box<dyn Session>,
     inbound: I,
     opened: impl FnOnce(&dyn ShardPort, &Rc<ConnIo>),
 ) {
-    let _ = stream.set_nodelay(true);
-    let stream = stream::Tcp::new(stream);
-    let (io, signals) = ConnIo::new(stream::ByteStream::raw_fd(&stream), session);
+    stream::set_nodelay(stream.raw_fd());
+    let (io, signals) = ConnIo::new(stream.raw_fd(), session);
     let conn = rt.open_connection(io.clone(), transport);
     opened(rt.as_ref(), &io);
-    let (reader, writer) = stream::ByteStream::split(stream);
+    let (reader, writer) = stream.split();
     glommio::spawn_local(loops::write_loop(
         rt.clone(),
         conn,

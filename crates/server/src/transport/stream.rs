@@ -1,8 +1,8 @@
 //! The byte stream under a protocol: what the read and write loops use.
 //!
-//! A plain TCP socket ([`Tcp`]) is the only stream today. A stream layer
-//! (TLS) or a framing layer (WebSocket) implements [`ByteStream`] over
-//! another stream: its reader hands the protocol plain bytes (decrypted,
+//! A plain TCP socket ([`Tcp`]) and TLS over one (`tls::Tls`) are the
+//! streams today. A stream layer (TLS) or a framing layer (WebSocket)
+//! implements [`ByteStream`] over another stream: its reader hands the protocol plain bytes (decrypted,
 //! unframed and unmasked), its writer takes the queue of chunks the
 //! connection gathered (own bytes and shared room buffers, in order) and
 //! writes them in its own envelope — so the protocols and the loops do not
@@ -13,11 +13,15 @@ use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use bytes::Bytes;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use glommio::net::TcpStream;
 
-/// A connected byte stream, split between the read and the write loop.
-pub(crate) trait ByteStream: 'static {
+use super::Layer;
+
+/// A connected byte stream: whole while the accept path reads the hello
+/// (then refused or handed over), split between the read and the write
+/// loop once served.
+pub(crate) trait ByteStream: Sized + 'static {
     /// The read half.
     type Reader: StreamReader;
     /// The write half.
@@ -26,6 +30,13 @@ pub(crate) trait ByteStream: 'static {
     fn raw_fd(&self) -> RawFd;
     /// The two halves.
     fn split(self) -> (Self::Reader, Self::Writer);
+    /// Reads what is there (the accept path, before a hello).
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize>;
+    /// Writes `bytes` (if any) and closes: a refused connection.
+    async fn refuse(self, bytes: &[u8]);
+    /// The layer's state for the owner shard, which gets a duplicate of
+    /// the socket ([`duplicate`]); this stream closes its own descriptor.
+    fn into_layer(self) -> Layer;
 }
 
 /// The read half of a [`ByteStream`].
@@ -68,9 +79,25 @@ impl ByteStream for Tcp {
         let (reader, writer) = futures_lite::io::split(self.stream);
         (reader, TcpWriter { writer, fd })
     }
+
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        AsyncReadExt::read(&mut self.stream, buf).await
+    }
+
+    async fn refuse(mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            let _ = self.stream.write_all(bytes).await;
+            let _ = self.stream.flush().await;
+        }
+        let _ = self.stream.close().await;
+    }
+
+    fn into_layer(self) -> Layer {
+        Layer::Plain
+    }
 }
 
-impl StreamReader for ReadHalf<TcpStream> {
+impl<T: AsyncRead + Unpin + 'static> StreamReader for ReadHalf<T> {
     async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         AsyncReadExt::read(self, buf).await
     }
@@ -83,7 +110,7 @@ pub(crate) struct TcpWriter {
 }
 
 /// Most chunks handed to one `sendmsg`.
-const MAX_IOV: usize = 64;
+pub(crate) const MAX_IOV: usize = 64;
 
 impl StreamWriter for TcpWriter {
     /// Gather writes without waiting while the socket takes them, then one
@@ -121,19 +148,7 @@ impl StreamWriter for TcpWriter {
                     _ => return Err(e),
                 }
             }
-            let mut n = n as usize;
-            while n > 0 {
-                let front = chunks
-                    .front_mut()
-                    .expect("sendmsg wrote no more than given");
-                if n >= front.len() {
-                    n -= front.len();
-                    chunks.pop_front();
-                } else {
-                    let _ = front.split_to(n);
-                    n = 0;
-                }
-            }
+            consume(chunks, n as usize);
         }
         Ok(())
     }
@@ -142,6 +157,30 @@ impl StreamWriter for TcpWriter {
         self.writer.flush().await?;
         shutdown(self.fd, std::net::Shutdown::Write);
         Ok(())
+    }
+}
+
+/// Sets TCP_NODELAY on the socket `fd` (our writes are gathered already).
+pub(crate) fn set_nodelay(fd: RawFd) {
+    // SAFETY: callers pass the fd of a socket owned by a stream alive for
+    // the duration of the call; the borrow ends with it.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let _ = socket2::SockRef::from(&fd).set_nodelay(true);
+}
+
+/// Takes the first `n` bytes out of `chunks` (they were written).
+pub(crate) fn consume(chunks: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let front = chunks
+            .front_mut()
+            .expect("a write takes no more than it was given");
+        if n >= front.len() {
+            n -= front.len();
+            chunks.pop_front();
+        } else {
+            let _ = front.split_to(n);
+            n = 0;
+        }
     }
 }
 
@@ -157,9 +196,10 @@ pub(crate) fn shutdown(fd: RawFd, how: std::net::Shutdown) {
 /// Duplicates the socket's descriptor for a handoff to the owner shard:
 /// the duplicate travels and this shard drops its stream, closing only its
 /// own copy.
-pub(crate) fn duplicate(stream: &TcpStream) -> std::io::Result<OwnedFd> {
-    // SAFETY: the fd is open and owned by `stream`, which outlives the borrow.
-    unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned()
+pub(crate) fn duplicate(fd: RawFd) -> std::io::Result<OwnedFd> {
+    // SAFETY: callers pass the fd of a stream they hold, open for the
+    // duration of the call; the borrow ends with it.
+    unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()
 }
 
 /// Takes over a descriptor received in a handoff.
