@@ -142,6 +142,52 @@ pub struct Config {
     pub mqtt: MqttSettings,
     /// The gateway's own log lines.
     pub logging: LoggingSettings,
+    /// Token verification beyond the HS256 `token_secret`.
+    pub auth: AuthSettings,
+}
+
+/// `[auth]`: which tokens are accepted (docs/PROTOCOL.md section 4).
+/// HS256 tokens are always checked with `token_secret`; these settings add
+/// public keys (RS256, ES256, EdDSA) and claim checks. SIGHUP applies
+/// every one of them (the PEM files and the JWKS document are read again).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Required `iss` claim; empty: not checked.
+    pub issuer: String,
+    /// A value the `aud` claim must hold; empty: not checked.
+    pub audience: String,
+    /// Clock skew allowed on `exp` and `nbf` (seconds).
+    #[serde(deserialize_with = "durations::secs")]
+    pub leeway_s: u64,
+    /// PEM public keys (RSA -> RS256, EC P-256 -> ES256, Ed25519 ->
+    /// EdDSA), tried for tokens of their algorithm whatever their `kid`.
+    pub public_keys: Vec<PathBuf>,
+    /// A JWKS document (`https://...` or `http://...`) fetched off the
+    /// shards; its keys are found by the token's `kid`. Empty: none.
+    pub jwks_url: String,
+    /// Fetch the JWKS document again this often (seconds).
+    #[serde(deserialize_with = "durations::secs")]
+    pub jwks_refresh_s: u64,
+    /// A token naming a `kid` the cached document lacks makes the
+    /// document be fetched again, at most once per this interval
+    /// (seconds); also the retry interval after a failed fetch.
+    #[serde(deserialize_with = "durations::secs")]
+    pub jwks_min_refetch_s: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            issuer: String::new(),
+            audience: String::new(),
+            leeway_s: 0,
+            public_keys: Vec::new(),
+            jwks_url: String::new(),
+            jwks_refresh_s: 300,
+            jwks_min_refetch_s: 10,
+        }
+    }
 }
 
 /// `[logging]`: the gateway's own log lines (on stderr).
@@ -254,6 +300,7 @@ impl Default for Config {
             log: LogSettings::default(),
             mqtt: MqttSettings::default(),
             logging: LoggingSettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -379,6 +426,15 @@ impl Config {
         }
         if m.enabled && (m.max_packet < 1024 || m.max_packet > c.max_frame) {
             return bad("mqtt.max_packet must be within 1 KiB ..= core.max_frame");
+        }
+        let a = &self.auth;
+        if !a.jwks_url.is_empty()
+            && !(a.jwks_url.starts_with("https://") || a.jwks_url.starts_with("http://"))
+        {
+            return bad("auth.jwks_url must start with https:// or http://");
+        }
+        if a.jwks_refresh_s == 0 || a.jwks_min_refetch_s == 0 {
+            return bad("auth.jwks_refresh_s and auth.jwks_min_refetch_s must be > 0");
         }
         Ok(())
     }
