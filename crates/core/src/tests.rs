@@ -488,11 +488,12 @@ fn newer_connection_of_the_same_device_replaces_the_older() {
 fn disconnect_user_kicks_one_device_or_all_of_the_user() {
     let mut h = Harness::new(CoreConfig::default());
     let (a1, a2, b1) = (h.connect(1, 1), h.connect(1, 2), h.connect(2, 1));
-    let kicked = |frames: Vec<Frame>| {
-        matches!(frames.as_slice(), [Frame::Disconnect(d)] if d.reason == ErrorCode::Kicked as u16)
-    };
+    let kicked = |frames: Vec<Frame>| matches!(frames.as_slice(), [Frame::Disconnect(d)] if d.reason == ErrorCode::Kicked as u16);
     let now = h.now;
-    assert_eq!(h.shard.disconnect_user(UserId(1), Some(DeviceId(2)), now), 1);
+    assert_eq!(
+        h.shard.disconnect_user(UserId(1), Some(DeviceId(2)), now),
+        1
+    );
     h.run();
     assert!(kicked(h.take(a2)));
     assert!(h.closed(a2) && !h.closed(a1) && !h.closed(b1));

@@ -14,6 +14,7 @@ use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use super::admin::{self, AdminHttpConfig};
 use super::admin_api::BackendSlot;
 use super::admin_backend::{NodeAdmin, NodeStatusView};
+use super::auth::{AuthPart, NodeAuth};
 use super::config::{Config, ConfigError, ConfigSources};
 use super::data_dir::{DataDirError, DataDirLock};
 use super::limits;
@@ -24,7 +25,7 @@ use super::metrics::Metrics;
 use super::reload::{self, LimitsPart, LogLevelPart, Reloader};
 use super::runtime::{NodeShared, RuntimeParts, ShardRuntime};
 use super::transport::{self, mqtt::MqttHandshake, NativeHandshake};
-use surepush_core::{Shard, ShardParams, TokenVerifier};
+use surepush_core::{Shard, ShardParams};
 use surepush_log::SegmentLog;
 
 /// Why the node could not start or stopped with an error.
@@ -57,6 +58,9 @@ pub enum ServeError {
         /// Cause.
         source: std::io::Error,
     },
+    /// Token keys or revocations could not be loaded.
+    #[error(transparent)]
+    Auth(#[from] super::auth::AuthStartError),
     /// A shard failed.
     #[error("shard {shard}: {message}")]
     Shard {
@@ -103,6 +107,7 @@ pub fn serve(config: Config, reload: Reload) -> Result<(), ServeError> {
     let _lock = DataDirLock::acquire(&config.data_dir)?;
     super::layout::check(&config.data_dir, shards)?;
     let secret = config.load_token_secret()?;
+    let auth = NodeAuth::start(&config, &secret)?;
     let admin_token = config.load_admin_token()?;
     match limits::raise_nofile() {
         Ok(l) => tracing::info!(nofile = l.soft, "open-file limit"),
@@ -117,8 +122,9 @@ pub fn serve(config: Config, reload: Reload) -> Result<(), ServeError> {
         }
     }
     shared.set_live_limits(surepush_core::LiveLimits::of(&config.core));
-    let mut reloader =
-        Reloader::new(reload.sources, config.clone()).with(Box::new(LimitsPart(shared.clone())));
+    let mut reloader = Reloader::new(reload.sources, config.clone())
+        .with(Box::new(LimitsPart(shared.clone())))
+        .with(Box::new(AuthPart(auth.clone())));
     if let Some(log) = reload.log {
         reloader = reloader.with(Box::new(LogLevelPart(log)));
     }
@@ -127,7 +133,7 @@ pub fn serve(config: Config, reload: Reload) -> Result<(), ServeError> {
     let metrics = Metrics::new(shards);
     let config = Arc::new(config);
     loop {
-        let keys = (secret.clone(), admin_token.clone());
+        let keys = (auth.clone(), admin_token.clone());
         run_shards(&config, shards, keys, io_memory, &shared, &metrics)?;
         if !shared.restart.load(Ordering::Relaxed) || shared.signalled.load(Ordering::Relaxed) {
             tracing::info!("stopped cleanly");
@@ -150,7 +156,7 @@ pub fn serve(config: Config, reload: Reload) -> Result<(), ServeError> {
 fn run_shards(
     config: &Arc<Config>,
     shards: u16,
-    (secret, admin_token): (Vec<u8>, String),
+    (auth, admin_token): (Arc<NodeAuth>, String),
     io_memory: usize,
     shared: &Arc<NodeShared>,
     metrics: &Arc<Metrics>,
@@ -204,7 +210,7 @@ fn run_shards(
                 listeners: listeners.clone(),
                 legacy: legacy.clone(),
                 shards,
-                secret,
+                auth,
                 admin_token,
                 shared,
                 metrics,
@@ -257,7 +263,7 @@ struct ShardContext {
     listeners: Arc<NodeListeners>,
     legacy: Option<Arc<super::mqtt_legacy::LegacyMqttState>>,
     shards: u16,
-    secret: Vec<u8>,
+    auth: Arc<NodeAuth>,
     admin_token: String,
     shared: Arc<NodeShared>,
     metrics: Arc<Metrics>,
@@ -294,7 +300,7 @@ async fn shard_main(
             "log salvaged (log.recovery = \"salvage\"):\n{salvage}"
         );
     }
-    let verifier = TokenVerifier::new(&ctx.secret);
+    let verifier = ctx.auth.verifier().clone();
     let params = ShardParams {
         id: surepush_core::ShardId(id),
         shards: ctx.shards,
@@ -332,6 +338,7 @@ async fn shard_main(
         shards: ctx.shards,
         config: config.clone(),
         verifier: verifier.clone(),
+        auth: ctx.auth.clone(),
         shared: ctx.shared.clone(),
         metrics: ctx.metrics.shard(id),
         core,
@@ -359,6 +366,10 @@ async fn shard_main(
                         rt.drive();
                     }
                     MeshMsg::Handoff(handoff) => transport::adopt(&rt, *handoff),
+                    MeshMsg::Kick(kick) => {
+                        let closed = rt.kick_here(kick.user, kick.device);
+                        let _ = kick.reply.try_send(closed);
+                    }
                 }
             }
         })
@@ -379,7 +390,7 @@ async fn shard_main(
         None => None,
     };
     if let Some(admin) = &admin {
-        let backend = NodeAdmin::new(rt.clone(), ctx.shared.clone(), verifier);
+        let backend = NodeAdmin::new(rt.clone(), ctx.shared.clone(), ctx.auth.clone());
         admin.backend.attach(Rc::new(backend));
         let need = 2 * (config.log.segment_mib << 20) + (1 << 20);
         glommio::spawn_local(watch_storage(

@@ -10,7 +10,8 @@ use std::rc::Rc;
 use std::sync::mpsc;
 
 use super::*;
-use crate::admin_api::PublishResult;
+use crate::admin_api::{PublishResult, RevokeError};
+use surepush_core::auth::Revocation;
 
 #[derive(Default)]
 struct TestBackend {
@@ -19,6 +20,7 @@ struct TestBackend {
     attached: bool,
     published: RefCell<Vec<PublishRequest>>,
     groups: RefCell<std::collections::HashMap<UserId, Vec<UserId>>>,
+    revoked: RefCell<Vec<Revocation>>,
 }
 
 impl NodeStatus for TestBackend {
@@ -75,6 +77,27 @@ impl AdminBackend for TestBackend {
         members.dedup();
         let members = members.clone();
         Box::pin(async move { Ok(members) })
+    }
+    fn revoke(&self, r: Revocation) -> Pin<Box<dyn Future<Output = Result<usize, RevokeError>>>> {
+        let held = {
+            let mut revoked = self.revoked.borrow_mut();
+            revoked.push(r);
+            revoked.len()
+        };
+        Box::pin(async move { Ok(held) })
+    }
+    fn disconnect(
+        &self,
+        user: UserId,
+        device: Option<DeviceId>,
+    ) -> Pin<Box<dyn Future<Output = usize>>> {
+        // Says what it was asked: one device, or (user 7 has two) all.
+        let closed = match device {
+            Some(_) => 1,
+            None if user == UserId(7) => 2,
+            None => 0,
+        };
+        Box::pin(async move { closed })
     }
 }
 
