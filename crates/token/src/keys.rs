@@ -142,6 +142,8 @@ impl PublicKey {
 }
 
 /// What a token must say besides a good signature (`[auth]` settings).
+/// The leeway applies to every token, `iss` and `aud` to tokens signed
+/// with a public key (the identity provider's).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Policy {
     /// Required `iss`, if set.
@@ -224,7 +226,8 @@ impl KeySet {
 
     /// Checks `token` at wall-clock time `now_ms` (ms since the epoch):
     /// signature, then `exp` (valid while after `now` minus the leeway),
-    /// `nbf` (at most `now` plus the leeway), `iss`, `aud`, `sub`, `acl`.
+    /// `nbf` (at most `now` plus the leeway), `iss` and `aud` (tokens of a
+    /// public key only), `sub`, `acl`.
     pub fn verify(&self, token: &str, now_ms: u64) -> Result<(Claims, TokenId), AuthError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::Malformed("too long"));
@@ -245,7 +248,7 @@ impl KeySet {
         let signed = &token[..h.len() + 1 + c.len()];
         self.check_signature(alg, header.kid.as_deref(), signed.as_bytes(), s)?;
         let claims: JwtClaims = decode_json(c)?;
-        self.check_claims(claims, now_ms)
+        self.check_claims(claims, alg != Alg::Hs256, now_ms)
     }
 
     fn check_signature(
@@ -296,7 +299,15 @@ impl KeySet {
         Err(AuthError::BadSignature)
     }
 
-    fn check_claims(&self, claims: JwtClaims, now_ms: u64) -> Result<(Claims, TokenId), AuthError> {
+    /// `from_issuer`: signed with a public key, so `iss`/`aud` apply (an
+    /// HS256 token is the gateway's own: minted with its secret by the
+    /// backend or `POST /v1/tokens`, which set neither).
+    fn check_claims(
+        &self,
+        claims: JwtClaims,
+        from_issuer: bool,
+        now_ms: u64,
+    ) -> Result<(Claims, TokenId), AuthError> {
         let leeway_ms = self.policy.leeway_s.saturating_mul(1000);
         let user = claims
             .sub
@@ -315,12 +326,14 @@ impl KeySet {
                 return Err(AuthError::NotYetValid);
             }
         }
-        if let Some(wanted) = &self.policy.issuer {
+        let policy = Policy::default();
+        let policy = if from_issuer { &self.policy } else { &policy };
+        if let Some(wanted) = &policy.issuer {
             if claims.iss.as_deref() != Some(wanted.as_str()) {
                 return Err(AuthError::WrongIssuer);
             }
         }
-        if let Some(wanted) = &self.policy.audience {
+        if let Some(wanted) = &policy.audience {
             if !claims.aud.as_ref().is_some_and(|a| a.contains(wanted)) {
                 return Err(AuthError::WrongAudience);
             }

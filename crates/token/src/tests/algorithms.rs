@@ -207,6 +207,10 @@ fn issuer_and_audience_are_required_when_configured() {
     // Unconfigured, neither is looked at.
     let open = set(&[EC_PUBLIC], Policy::default());
     assert!(open.verify(&with(None, Some("other")), NOW_MS).is_ok());
+    // HS256 tokens are the gateway's own (its secret, `POST /v1/tokens`):
+    // no iss/aud required of them.
+    let own = TokenVerifier::new(b"secret").mint(&claims());
+    assert!(keys.verify(&own, NOW_MS).is_ok());
 }
 
 /// A token of `signer` whose claims part is `claims_json`.
