@@ -143,6 +143,15 @@ impl Revocations {
         Ok(next)
     }
 
+    /// A set of `n` token entries (for tests of the bound).
+    #[cfg(test)]
+    pub(crate) fn filled(n: usize) -> Revocations {
+        Revocations {
+            tokens: (0..n).map(|i| (i.to_string(), u64::MAX)).collect(),
+            subjects: HashMap::new(),
+        }
+    }
+
     /// Entries held.
     pub fn len(&self) -> usize {
         self.tokens.len() + self.subjects.len()

@@ -547,3 +547,72 @@ fn room_members_are_kept_under_the_rooms_wire_id() {
     }
     assert_eq!(post(addr, "/v1/rooms/9", "{}", None).0, 401);
 }
+
+/// Issue 22 item 4: `POST /v1/revoke` takes a jti with its exp, or a user
+/// (maybe a device, maybe a time), nothing else; `POST
+/// /v1/users/{n}/disconnect` a user below 2^62 and an optional device.
+#[test]
+fn revoke_and_disconnect_requests_are_validated() {
+    let addr = start(false, Duration::from_secs(5));
+    let t = Some("sekret");
+    assert_eq!(
+        post(addr, "/v1/revoke", r#"{"jti": "a", "exp": 5}"#, None).0,
+        401
+    );
+    for (body, held) in [
+        (r#"{"jti": "a", "exp": 5}"#, 1),
+        (r#"{"user": "42"}"#, 2),
+        (r#"{"user": 42, "device": "7", "issued_before": 9}"#, 3),
+    ] {
+        let (status, answer) = post(addr, "/v1/revoke", body, t);
+        assert_eq!(
+            (status, answer),
+            (200, format!(r#"{{"revocations":{held}}}"#)),
+            "{body}"
+        );
+    }
+    for bad in [
+        "{}",
+        r#"{"jti": "a"}"#,
+        r#"{"exp": 5}"#,
+        r#"{"jti": "a", "exp": 5, "user": 1}"#,
+        r#"{"jti": "a", "exp": 5, "device": 1}"#,
+        r#"{"user": 4611686018427387904}"#,
+        r#"{"user": null}"#,
+        r#"{"user": 1, "dev": 2}"#,
+        "[]",
+    ] {
+        assert_eq!(post(addr, "/v1/revoke", bad, t).0, 400, "{bad}");
+    }
+    for (path, body, answer) in [
+        (
+            "/v1/users/7/disconnect",
+            "",
+            r#"{"disconnected":2,"user":"7"}"#,
+        ),
+        (
+            "/v1/users/7/disconnect",
+            "{}",
+            r#"{"disconnected":2,"user":"7"}"#,
+        ),
+        (
+            "/v1/users/9/disconnect",
+            r#"{"device": "3"}"#,
+            r#"{"disconnected":1,"user":"9"}"#,
+        ),
+    ] {
+        assert_eq!(
+            post(addr, path, body, t),
+            (200, answer.to_string()),
+            "{path} {body}"
+        );
+    }
+    for (path, bad) in [
+        ("/v1/users/4611686018427387904/disconnect", ""),
+        ("/v1/users/x/disconnect", ""),
+        ("/v1/users/7/disconnect", r#"{"device": null}"#),
+        ("/v1/users/7/disconnect", r#"{"dev": 1}"#),
+    ] {
+        assert_eq!(post(addr, path, bad, t).0, 400, "{path} {bad}");
+    }
+}

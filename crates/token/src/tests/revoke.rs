@@ -137,6 +137,23 @@ fn bad_jti_and_a_full_set_are_refused() {
             Err(RevokeError::BadJti)
         );
     }
+    let full = Revocations::filled(MAX_REVOCATIONS);
+    let subject = Revocation::Subject {
+        user: UserId(1),
+        device: None,
+        issued_before_s: 5,
+    };
+    assert_eq!(full.with(subject, 0), Err(RevokeError::Full));
+    let token = |jti: &str| Revocation::Token {
+        jti: jti.into(),
+        expires_s: 9,
+    };
+    assert_eq!(full.with(token("new"), 0), Err(RevokeError::Full));
+    // Revoking a held jti again is no new entry.
+    assert_eq!(
+        full.with(token("7"), 0).map(|r| r.len()),
+        Ok(MAX_REVOCATIONS)
+    );
 }
 
 /// The verifier applies revocations swapped in on any clone.
