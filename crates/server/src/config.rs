@@ -428,9 +428,8 @@ impl Config {
             return bad("mqtt.max_packet must be within 1 KiB ..= core.max_frame");
         }
         let a = &self.auth;
-        if !a.jwks_url.is_empty()
-            && !(a.jwks_url.starts_with("https://") || a.jwks_url.starts_with("http://"))
-        {
+        let url = &a.jwks_url;
+        if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
             return bad("auth.jwks_url must start with https:// or http://");
         }
         if a.jwks_refresh_s == 0 || a.jwks_min_refetch_s == 0 {
