@@ -2,7 +2,9 @@
 //! and never accepted without the key. The same text is also signed with
 //! the key as a token's claims, so the claims' parser (`exp`, the `acl`
 //! claim and its limits) is reached too: what it accepts must mint back
-//! into a token that verifies to the same claims.
+//! into a token that verifies to the same claims. A key set that also
+//! holds RS256, ES256 and EdDSA public keys (whose private keys the fuzzer
+//! does not have) must accept nothing the HS256 secret alone does not.
 #![no_main]
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -11,6 +13,7 @@ use hmac::{Hmac, Mac};
 use libfuzzer_sys::fuzz_target;
 use sha2::Sha256;
 use surepush::core::TokenVerifier;
+use surepush::token::{KeySet, Policy, PublicKey};
 
 const SECRET: &[u8] = b"fuzz secret";
 
@@ -19,8 +22,26 @@ fuzz_target!(|data: &[u8]| {
         let v = TokenVerifier::new(SECRET);
         round_trips(&v, text);
         round_trips(&v, &signed(text));
+        no_public_key_forgery(text);
     }
 });
+
+/// Public keys add no way in for a peer without their private keys.
+fn no_public_key_forgery(token: &str) {
+    let pem = [
+        &include_bytes!("../../crates/token/testdata/rsa_public.pem")[..],
+        include_bytes!("../../crates/token/testdata/ec_public.pem"),
+        include_bytes!("../../crates/token/testdata/ed_public.pem"),
+    ];
+    let keys = pem
+        .iter()
+        .map(|p| PublicKey::from_pem(p).expect("test key"))
+        .collect();
+    let with_public = KeySet::hs256(SECRET).with_configured(keys, Policy::default());
+    if let Ok(got) = with_public.verify(token, 0) {
+        assert_eq!(KeySet::hs256(SECRET).verify(token, 0), Ok(got));
+    }
+}
 
 /// Only a token minted with this key can verify: re-minting the claims must
 /// give a token that verifies to the same claims.

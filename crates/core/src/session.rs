@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 use super::action::{Action, ConnId};
 use super::shard::{AppendPurpose, Conn, Device, Shard, SyncState, TimerEvent, NS_PER_MS};
 use crate::Record;
-use surepush_proto::{ConnAck, Connect, ErrorCode, Frame, Seq, UserId};
+use surepush_proto::{ConnAck, Connect, DeviceId, ErrorCode, Frame, Seq, UserId};
 
 impl Shard {
     pub(super) fn open_connection(&mut self, transport: &'static str) -> ConnId {
@@ -301,6 +301,27 @@ impl Shard {
         } else {
             self.arm_idle(conn);
         }
+    }
+
+    /// Closes the sessions of `user` (only `device`'s, if given) with
+    /// DISCONNECT `Kicked` (the admin's disconnect call); returns how many.
+    /// Stored messages and cursors stay; the devices may reconnect (a
+    /// revocation is what keeps a token out).
+    pub fn disconnect_user(&mut self, user: UserId, device: Option<DeviceId>, now: u64) -> usize {
+        self.set_now(now);
+        let Some(inbox) = self.users.get(&user) else {
+            return 0;
+        };
+        let conns: Vec<ConnId> = inbox
+            .devices
+            .iter()
+            .filter(|d| device.is_none_or(|want| d.id == want))
+            .filter_map(|d| d.conn)
+            .collect();
+        for &conn in &conns {
+            self.close_with(conn, Frame::disconnect(ErrorCode::Kicked, ""));
+        }
+        conns.len()
     }
 
     /// Answers a violation with ERROR `code` and closes the connection.

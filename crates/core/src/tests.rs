@@ -507,6 +507,30 @@ fn newer_connection_of_the_same_device_replaces_the_older() {
     assert!(!h.closed(new));
 }
 
+/// Issue 22 item 4: the admin's disconnect closes one device's session,
+/// or every session of the user, with DISCONNECT `Kicked`; other users and
+/// devices stay connected.
+#[test]
+fn disconnect_user_kicks_one_device_or_all_of_the_user() {
+    let mut h = Harness::new(CoreConfig::default());
+    let (a1, a2, b1) = (h.connect(1, 1), h.connect(1, 2), h.connect(2, 1));
+    let kicked = |frames: Vec<Frame>| matches!(frames.as_slice(), [Frame::Disconnect(d)] if d.reason == ErrorCode::Kicked as u16);
+    let now = h.now;
+    assert_eq!(
+        h.shard.disconnect_user(UserId(1), Some(DeviceId(2)), now),
+        1
+    );
+    h.run();
+    assert!(kicked(h.take(a2)));
+    assert!(h.closed(a2) && !h.closed(a1) && !h.closed(b1));
+    assert_eq!(h.shard.disconnect_user(UserId(1), None, now), 1);
+    h.run();
+    assert!(kicked(h.take(a1)));
+    assert!(h.closed(a1) && !h.closed(b1));
+    assert_eq!(h.shard.disconnect_user(UserId(1), None, now), 0);
+    assert_eq!(h.shard.disconnect_user(UserId(3), None, now), 0);
+}
+
 #[test]
 fn too_many_devices_per_user_are_refused() {
     let mut h = Harness::new(CoreConfig {

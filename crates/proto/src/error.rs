@@ -58,11 +58,14 @@ pub enum ErrorCode {
     Internal = 23,
     /// Client closed the session normally.
     Normal = 24,
+    /// The backend disconnected this user or device (admin
+    /// `POST /v1/users/{n}/disconnect`).
+    Kicked = 25,
 }
 
 impl ErrorCode {
     /// Every code, for docs and tests.
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::Malformed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownFrameType,
@@ -87,6 +90,7 @@ impl ErrorCode {
         ErrorCode::InflightExceeded,
         ErrorCode::Internal,
         ErrorCode::Normal,
+        ErrorCode::Kicked,
     ];
 
     /// Parses a wire code; unknown codes map to `None` (a newer peer).

@@ -16,6 +16,7 @@
 //! The API is meant for a private interface; the `/v1/` routes
 //! additionally require the admin bearer token, compared in constant time.
 
+mod auth;
 mod connection;
 mod error;
 mod json_body;
@@ -203,17 +204,31 @@ async fn handle<S: NodeStatus, B: AdminBackend>(
         // A read never changes the members, whatever body it carries.
         Endpoint::ReadGroup => members(Membership::Group, number, b"", &*attached(backend)?).await,
         Endpoint::ReadRoom => members(Membership::Room, number, b"", &*attached(backend)?).await,
-        Endpoint::Publish | Endpoint::MintToken | Endpoint::UpdateGroup | Endpoint::UpdateRoom => {
+        Endpoint::Publish
+        | Endpoint::MintToken
+        | Endpoint::UpdateGroup
+        | Endpoint::UpdateRoom
+        | Endpoint::Revoke
+        | Endpoint::Disconnect => {
             let backend = attached(backend)?;
             let body = read_body(req, config).await?;
             match route.endpoint {
                 Endpoint::Publish => publish(&body, &*backend).await,
                 Endpoint::MintToken => token(&body, &*backend),
                 Endpoint::UpdateGroup => members(Membership::Group, number, &body, &*backend).await,
+                Endpoint::Revoke => auth::revoke(&body, &*backend, wall_s()).await,
+                Endpoint::Disconnect => auth::disconnect(number, &body, &*backend).await,
                 _ => members(Membership::Room, number, &body, &*backend).await,
             }
         }
     }
+}
+
+/// Wall-clock seconds (a revocation's default `issued_before`).
+fn wall_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The API backend, or 503 `not_ready` while the node starts.

@@ -12,6 +12,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 
+use surepush_core::auth::Revocation;
 use surepush_proto::{DeviceId, Qos, Seq, UserId};
 
 /// A message published by an application backend (POST /v1/publish).
@@ -57,6 +58,20 @@ pub enum PublishError {
     /// The `id` was used before for a different message (HTTP 409).
     #[error("id used before for a different message")]
     Conflict,
+}
+
+/// Why a revocation was not taken.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RevokeError {
+    /// Invalid (a bad `jti`) (HTTP 400).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// As many revocations are held as allowed (HTTP 507).
+    #[error("too many revocations held")]
+    Full,
+    /// Not stored (HTTP 503); nothing changed.
+    #[error("revocation not stored: {0}")]
+    StorageUnavailable(String),
 }
 
 /// Health or readiness of the node (/healthz, /readyz).
@@ -123,4 +138,14 @@ pub trait AdminBackend: 'static {
         add: Vec<UserId>,
         remove: Vec<UserId>,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<UserId>, PublishError>>>>;
+    /// Stores a revocation durably and puts it in force on every shard;
+    /// resolves with the number of revocations held.
+    fn revoke(&self, r: Revocation) -> Pin<Box<dyn Future<Output = Result<usize, RevokeError>>>>;
+    /// Closes the sessions of `user` (only `device`'s, if given) with
+    /// DISCONNECT `Kicked`; resolves with how many were closed.
+    fn disconnect(
+        &self,
+        user: UserId,
+        device: Option<DeviceId>,
+    ) -> Pin<Box<dyn Future<Output = usize>>>;
 }

@@ -11,11 +11,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::admin_api::{
-    AdminBackend, Health, NodeStatus, PublishError, PublishRequest, PublishResult,
+    AdminBackend, Health, NodeStatus, PublishError, PublishRequest, PublishResult, RevokeError,
 };
+use super::auth::{NodeAuth, RevokeFailure};
 use super::metrics::Metrics;
 use super::runtime::{NodeShared, ShardRuntime};
-use surepush_core::{Claims, MembersOutcome, Publisher, StoreOutcome, TokenVerifier};
+use surepush_core::auth::{Revocation, RevokeError as Refused};
+use surepush_core::{Claims, MembersOutcome, Publisher, StoreOutcome};
 use surepush_log::SendKey;
 use surepush_proto::{DeviceId, UserId};
 
@@ -54,23 +56,19 @@ impl NodeStatus for NodeStatusView {
 pub(crate) struct NodeAdmin {
     rt: Rc<ShardRuntime>,
     shared: Arc<NodeShared>,
-    verifier: TokenVerifier,
+    auth: Arc<NodeAuth>,
     next_auto_id: Cell<u64>,
 }
 
 impl NodeAdmin {
-    pub(crate) fn new(
-        rt: Rc<ShardRuntime>,
-        shared: Arc<NodeShared>,
-        verifier: TokenVerifier,
-    ) -> Self {
+    pub(crate) fn new(rt: Rc<ShardRuntime>, shared: Arc<NodeShared>, auth: Arc<NodeAuth>) -> Self {
         // Start automatic ids at the current time in µs so ids stay unique
         // across restarts without persisting a counter.
         let start = ShardRuntime::wall_ms_now() * 1000;
         NodeAdmin {
             rt,
             shared,
-            verifier,
+            auth,
             next_auto_id: Cell::new(AUTO_ID_BASE | start),
         }
     }
@@ -140,12 +138,41 @@ impl AdminBackend for NodeAdmin {
     }
 
     fn mint_token(&self, user: UserId, device: DeviceId, ttl_s: u64) -> String {
-        self.verifier.mint(&Claims {
+        self.auth.verifier().mint(&Claims {
             user,
             device,
             expires_s: self.rt.wall_s() + ttl_s,
             acl: Default::default(),
         })
+    }
+
+    fn revoke(&self, r: Revocation) -> Pin<Box<dyn Future<Output = Result<usize, RevokeError>>>> {
+        let auth = self.auth.clone();
+        let now_s = self.rt.wall_s();
+        Box::pin(async move {
+            // The file write and its syncs run on glommio's blocking
+            // thread, not on the admin shard's event loop.
+            let stored = glommio::executor()
+                .spawn_blocking(move || auth.revoke(r, now_s))
+                .await;
+            stored.map_err(|e| match e {
+                RevokeFailure::Refused(Refused::Full) => RevokeError::Full,
+                RevokeFailure::Refused(why) => RevokeError::Invalid(why.to_string()),
+                RevokeFailure::Storage(e) => {
+                    tracing::error!(error = %e, "cannot store a revocation");
+                    RevokeError::StorageUnavailable(e.to_string())
+                }
+            })
+        })
+    }
+
+    fn disconnect(
+        &self,
+        user: UserId,
+        device: Option<DeviceId>,
+    ) -> Pin<Box<dyn Future<Output = usize>>> {
+        let rt = self.rt.clone();
+        Box::pin(async move { rt.disconnect_user(user, device).await })
     }
 }
 

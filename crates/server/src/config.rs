@@ -146,6 +146,52 @@ pub struct Config {
     pub logging: LoggingSettings,
     /// Events for the backend (docs/WEBHOOKS.md).
     pub webhooks: crate::webhooks::WebhookSettings,
+    /// Token verification beyond the HS256 `token_secret`.
+    pub auth: AuthSettings,
+}
+
+/// `[auth]`: which tokens are accepted (docs/PROTOCOL.md section 4).
+/// HS256 tokens are always checked with `token_secret`; these settings add
+/// public keys (RS256, ES256, EdDSA) and claim checks. SIGHUP applies
+/// every one of them (the PEM files and the JWKS document are read again).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Required `iss` claim; empty: not checked.
+    pub issuer: String,
+    /// A value the `aud` claim must hold; empty: not checked.
+    pub audience: String,
+    /// Clock skew allowed on `exp` and `nbf` (seconds).
+    #[serde(deserialize_with = "durations::secs")]
+    pub leeway_s: u64,
+    /// PEM public keys (RSA -> RS256, EC P-256 -> ES256, Ed25519 ->
+    /// EdDSA), tried for tokens of their algorithm whatever their `kid`.
+    pub public_keys: Vec<PathBuf>,
+    /// A JWKS document (`https://...` or `http://...`) fetched off the
+    /// shards; its keys are found by the token's `kid`. Empty: none.
+    pub jwks_url: String,
+    /// Fetch the JWKS document again this often (seconds).
+    #[serde(deserialize_with = "durations::secs")]
+    pub jwks_refresh_s: u64,
+    /// A token naming a `kid` the cached document lacks makes the
+    /// document be fetched again, at most once per this interval
+    /// (seconds); also the retry interval after a failed fetch.
+    #[serde(deserialize_with = "durations::secs")]
+    pub jwks_min_refetch_s: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            issuer: String::new(),
+            audience: String::new(),
+            leeway_s: 0,
+            public_keys: Vec::new(),
+            jwks_url: String::new(),
+            jwks_refresh_s: 300,
+            jwks_min_refetch_s: 10,
+        }
+    }
 }
 
 /// `[logging]`: the gateway's own log lines (on stderr).
@@ -291,6 +337,7 @@ impl Default for Config {
             tls: TlsSettings::default(),
             logging: LoggingSettings::default(),
             webhooks: Default::default(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -427,6 +474,14 @@ impl Config {
         }
         if t.mqtt_listen.is_some() && !m.enabled {
             return bad("tls.mqtt_listen needs mqtt.enabled = true");
+        }
+        let a = &self.auth;
+        let url = &a.jwks_url;
+        if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
+            return bad("auth.jwks_url must start with https:// or http://");
+        }
+        if a.jwks_refresh_s == 0 || a.jwks_min_refetch_s == 0 {
+            return bad("auth.jwks_refresh_s and auth.jwks_min_refetch_s must be > 0");
         }
         Ok(())
     }

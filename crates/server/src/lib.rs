@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod admin_api;
 mod admin_backend;
+pub mod auth;
 pub mod config;
 pub mod data_dir;
 pub mod layout;

@@ -23,6 +23,19 @@ pub enum MeshMsg {
     /// A client connection whose user this shard owns, whatever its
     /// protocol (`transport/handoff.rs`); boxed, so core batches stay small.
     Handoff(Box<Handoff>),
+    /// Close a user's (or one device's) sessions on their owner shard.
+    Kick(Kick),
+}
+
+/// The admin's disconnect call, for the owner shard of `user`.
+#[derive(Debug)]
+pub struct Kick {
+    /// Whose sessions.
+    pub user: surepush_proto::UserId,
+    /// Only this device's, if given.
+    pub device: Option<surepush_proto::DeviceId>,
+    /// Gets the number of sessions closed.
+    pub reply: flume::Sender<usize>,
 }
 
 /// Messages queued for one peer shard.
@@ -86,7 +99,7 @@ impl PeerQueue {
                 for msg in msgs {
                     let n = match &msg {
                         MeshMsg::Batch(b) => b.len(),
-                        MeshMsg::Handoff(_) => 1,
+                        MeshMsg::Handoff(_) | MeshMsg::Kick(_) => 1,
                     };
                     if let Err(lost) = senders.send_to(peer, msg).await {
                         tracing::error!(peer, ?lost, "mesh channel closed; message to peer lost");

@@ -15,6 +15,7 @@ use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use super::admin::{self, AdminHttpConfig};
 use super::admin_api::BackendSlot;
 use super::admin_backend::{NodeAdmin, NodeStatusView};
+use super::auth::{AuthPart, NodeAuth};
 use super::config::{Config, ConfigError, ConfigSources};
 use super::data_dir::{DataDirError, DataDirLock};
 use super::limits;
@@ -26,7 +27,7 @@ use super::reload::{self, LimitsPart, LogLevelPart, Reloader};
 use super::runtime::{NodeShared, RuntimeParts, ShardRuntime};
 use super::tls::{NodeTls, TlsPart};
 use super::transport::{self, mqtt::MqttHandshake, NativeHandshake, Opening};
-use surepush_core::{Shard, ShardParams, TokenVerifier};
+use surepush_core::{Shard, ShardParams};
 use surepush_log::SegmentLog;
 
 /// Why the node could not start or stopped with an error.
@@ -62,6 +63,9 @@ pub enum ServeError {
         /// Cause.
         source: std::io::Error,
     },
+    /// Token keys or revocations could not be loaded.
+    #[error(transparent)]
+    Auth(#[from] super::auth::AuthStartError),
     /// A shard failed.
     #[error("shard {shard}: {message}")]
     Shard {
@@ -108,6 +112,7 @@ pub fn serve(config: Config, reload: Reload) -> Result<(), ServeError> {
     let _lock = DataDirLock::acquire(&config.data_dir)?;
     super::layout::check(&config.data_dir, shards)?;
     let secret = config.load_token_secret()?;
+    let auth = NodeAuth::start(&config, &secret)?;
     let admin_token = config.load_admin_token()?;
     let tls = NodeTls::load(&config.tls)?;
     match limits::raise_nofile() {
@@ -123,8 +128,9 @@ pub fn serve(config: Config, reload: Reload) -> Result<(), ServeError> {
         }
     }
     shared.set_live_limits(surepush_core::LiveLimits::of(&config.core));
-    let mut reloader =
-        Reloader::new(reload.sources, config.clone()).with(Box::new(LimitsPart(shared.clone())));
+    let mut reloader = Reloader::new(reload.sources, config.clone())
+        .with(Box::new(LimitsPart(shared.clone())))
+        .with(Box::new(AuthPart(auth.clone())));
     if let Some(log) = reload.log {
         reloader = reloader.with(Box::new(LogLevelPart(log)));
     }
@@ -152,7 +158,7 @@ pub fn serve(config: Config, reload: Reload) -> Result<(), ServeError> {
     let config = Arc::new(config);
     loop {
         let keys = NodeKeys {
-            secret: secret.clone(),
+            auth: auth.clone(),
             admin_token: admin_token.clone(),
             tls: tls.clone(),
         };
@@ -297,7 +303,8 @@ struct NodeListeners {
 /// generation of shards.
 #[derive(Clone)]
 struct NodeKeys {
-    secret: Vec<u8>,
+    /// Token verification (secret, public keys, revocations).
+    auth: Arc<NodeAuth>,
     admin_token: String,
     /// The TLS configs in force, when a listener speaks TLS.
     tls: Option<Arc<NodeTls>>,
@@ -348,7 +355,7 @@ async fn shard_main(
             "log salvaged (log.recovery = \"salvage\"):\n{salvage}"
         );
     }
-    let verifier = TokenVerifier::new(&ctx.keys.secret);
+    let verifier = ctx.keys.auth.verifier().clone();
     let params = ShardParams {
         id: surepush_core::ShardId(id),
         shards: ctx.shards,
@@ -388,6 +395,7 @@ async fn shard_main(
         shards: ctx.shards,
         config: config.clone(),
         verifier: verifier.clone(),
+        auth: ctx.keys.auth.clone(),
         shared: ctx.shared.clone(),
         metrics: ctx.metrics.shard(id),
         core,
@@ -421,6 +429,10 @@ async fn shard_main(
                         rt.drive();
                     }
                     MeshMsg::Handoff(handoff) => transport::adopt(&rt, *handoff),
+                    MeshMsg::Kick(kick) => {
+                        let closed = rt.kick_here(kick.user, kick.device);
+                        let _ = kick.reply.try_send(closed);
+                    }
                 }
             }
         })
@@ -443,7 +455,7 @@ async fn shard_main(
         ],
     )?);
     if let Some(admin) = &admin {
-        let backend = NodeAdmin::new(rt.clone(), ctx.shared.clone(), verifier);
+        let backend = NodeAdmin::new(rt.clone(), ctx.shared.clone(), ctx.keys.auth.clone());
         admin.backend.attach(Rc::new(backend));
         let need = 2 * (config.log.segment_mib << 20) + (1 << 20);
         glommio::spawn_local(watch_storage(

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
+use super::auth::NodeAuth;
 use super::config::Config;
 use super::log_every::LogEvery;
 use super::mesh::{MeshMsg, PeerQueue};
@@ -139,6 +140,7 @@ pub(crate) struct ShardRuntime {
     pub(crate) shards: u16,
     pub(crate) config: Rc<Config>,
     pub(crate) verifier: TokenVerifier,
+    auth: Arc<NodeAuth>,
     pub(crate) shared: Arc<NodeShared>,
     pub(crate) metrics: ShardMetrics,
     core: RefCell<Shard>,
@@ -177,6 +179,8 @@ pub(crate) struct RuntimeParts {
     pub config: Rc<Config>,
     /// Verifies client tokens.
     pub verifier: TokenVerifier,
+    /// The node's keys and revocations (asked for a JWKS refetch).
+    pub auth: Arc<NodeAuth>,
     /// State shared by every shard of the node.
     pub shared: Arc<NodeShared>,
     /// This shard's metrics.
@@ -204,6 +208,7 @@ impl ShardRuntime {
             shards,
             config,
             verifier,
+            auth,
             shared,
             metrics,
             core,
@@ -220,6 +225,7 @@ impl ShardRuntime {
             shards,
             config: config.clone(),
             verifier,
+            auth,
             shared,
             metrics,
             core: RefCell::new(core),
@@ -480,6 +486,42 @@ impl ShardRuntime {
 
     /// Changes a group's or room's members (see
     /// `Shard::handle_members_update`).
+    /// Closes the sessions of `user` (or of one device) wherever its
+    /// owner shard is; resolves with how many were closed.
+    pub(crate) async fn disconnect_user(
+        self: &Rc<Self>,
+        user: UserId,
+        device: Option<surepush_proto::DeviceId>,
+    ) -> usize {
+        let owner = super::transport::owner_shard(user, self.shards);
+        if owner == self.id {
+            return self.kick_here(user, device);
+        }
+        let (reply, closed) = flume::bounded(1);
+        self.handoff(
+            owner,
+            MeshMsg::Kick(super::mesh::Kick {
+                user,
+                device,
+                reply,
+            }),
+        );
+        // A shard that stops first drops the sender: nothing was closed.
+        closed.recv_async().await.unwrap_or(0)
+    }
+
+    /// [`ShardRuntime::disconnect_user`] on the owner shard.
+    pub(crate) fn kick_here(
+        self: &Rc<Self>,
+        user: UserId,
+        device: Option<surepush_proto::DeviceId>,
+    ) -> usize {
+        let now = self.now();
+        let closed = self.core.borrow_mut().disconnect_user(user, device, now);
+        self.drive();
+        closed
+    }
+
     pub(crate) async fn update_members(
         self: &Rc<Self>,
         id: UserId,
@@ -723,7 +765,11 @@ impl ShardLoop for ShardRuntime {
     }
 
     fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        self.verifier.verify(token, self.wall_ms())
+        let verified = self.verifier.verify(token, self.wall_ms());
+        if verified == Err(AuthError::UnknownKey) {
+            self.auth.key_missing();
+        }
+        verified
     }
 
     fn count_auth_failure(&self) {

@@ -500,6 +500,7 @@ impl Bridge {
                 let reason = match ErrorCode::from_u16(d.reason) {
                     Some(ErrorCode::Replaced) => ReasonCode::SESSION_TAKEN_OVER,
                     Some(ErrorCode::ShuttingDown) => ReasonCode::SERVER_SHUTTING_DOWN,
+                    Some(ErrorCode::Kicked) => ReasonCode::ADMINISTRATIVE_ACTION,
                     Some(ErrorCode::Normal) => return,
                     _ => ReasonCode::UNSPECIFIED_ERROR,
                 };

@@ -38,6 +38,8 @@ pub enum ApiError {
     IdConflict,
     /// 413 `body_too_large`: the body is over the limit.
     BodyTooLarge,
+    /// 507 `revocations_full`: as many revocations are held as allowed.
+    RevocationsFull,
     /// 503 `unavailable`: nothing was stored (a shard's log has failed, or
     /// a request with the same key is in progress); retry.
     Unavailable,
@@ -58,6 +60,7 @@ impl ApiError {
         "method_not_allowed",
         "id_conflict",
         "body_too_large",
+        "revocations_full",
         "unavailable",
         "shutting_down",
         "not_ready",
@@ -72,6 +75,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::IdConflict => StatusCode::CONFLICT,
             ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RevocationsFull => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Unavailable | ApiError::ShuttingDown | ApiError::NotReady(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -89,6 +93,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::IdConflict => "id_conflict",
             ApiError::BodyTooLarge => "body_too_large",
+            ApiError::RevocationsFull => "revocations_full",
             ApiError::Unavailable => "unavailable",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::NotReady(_) => "not_ready",
@@ -106,6 +111,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method not allowed".into(),
             ApiError::IdConflict => "id used before for a different message".into(),
             ApiError::BodyTooLarge => "request body too large".into(),
+            ApiError::RevocationsFull => "too many revocations held".into(),
             ApiError::Unavailable => "not stored: storage unavailable, or a request with the same key is in progress; retry".into(),
             ApiError::ShuttingDown => "shutting down".into(),
         }
@@ -143,6 +149,7 @@ mod tests {
             ApiError::MethodNotAllowed(vec!["GET"]),
             ApiError::IdConflict,
             ApiError::BodyTooLarge,
+            ApiError::RevocationsFull,
             ApiError::Unavailable,
             ApiError::ShuttingDown,
             ApiError::NotReady("x".into()),

@@ -29,6 +29,10 @@ pub enum Endpoint {
     ReadRoom,
     /// `POST /v1/rooms/{n}`: add and remove members.
     UpdateRoom,
+    /// `POST /v1/revoke`: withdraw a token or a user's/device's tokens.
+    Revoke,
+    /// `POST /v1/users/{n}/disconnect`: close a user's or device's sessions.
+    Disconnect,
 }
 
 /// One route of the admin API.
@@ -99,6 +103,18 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/rooms/{n}",
         needs_token: true,
         endpoint: Endpoint::UpdateRoom,
+    },
+    Route {
+        method: "POST",
+        path: "/v1/revoke",
+        needs_token: true,
+        endpoint: Endpoint::Revoke,
+    },
+    Route {
+        method: "POST",
+        path: "/v1/users/{n}/disconnect",
+        needs_token: true,
+        endpoint: Endpoint::Disconnect,
     },
 ];
 

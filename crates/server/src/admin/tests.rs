@@ -10,7 +10,8 @@ use std::rc::Rc;
 use std::sync::mpsc;
 
 use super::*;
-use crate::admin_api::PublishResult;
+use crate::admin_api::{PublishResult, RevokeError};
+use surepush_core::auth::Revocation;
 
 #[derive(Default)]
 struct TestBackend {
@@ -19,6 +20,7 @@ struct TestBackend {
     attached: bool,
     published: RefCell<Vec<PublishRequest>>,
     groups: RefCell<std::collections::HashMap<UserId, Vec<UserId>>>,
+    revoked: RefCell<Vec<Revocation>>,
 }
 
 impl NodeStatus for TestBackend {
@@ -75,6 +77,27 @@ impl AdminBackend for TestBackend {
         members.dedup();
         let members = members.clone();
         Box::pin(async move { Ok(members) })
+    }
+    fn revoke(&self, r: Revocation) -> Pin<Box<dyn Future<Output = Result<usize, RevokeError>>>> {
+        let held = {
+            let mut revoked = self.revoked.borrow_mut();
+            revoked.push(r);
+            revoked.len()
+        };
+        Box::pin(async move { Ok(held) })
+    }
+    fn disconnect(
+        &self,
+        user: UserId,
+        device: Option<DeviceId>,
+    ) -> Pin<Box<dyn Future<Output = usize>>> {
+        // Says what it was asked: one device, or (user 7 has two) all.
+        let closed = match device {
+            Some(_) => 1,
+            None if user == UserId(7) => 2,
+            None => 0,
+        };
+        Box::pin(async move { closed })
     }
 }
 
@@ -524,4 +547,73 @@ fn room_members_are_kept_under_the_rooms_wire_id() {
         assert_eq!(status, 400, "{path} {body}: {resp}");
     }
     assert_eq!(post(addr, "/v1/rooms/9", "{}", None).0, 401);
+}
+
+/// Issue 22 item 4: `POST /v1/revoke` takes a jti with its exp, or a user
+/// (maybe a device, maybe a time), nothing else; `POST
+/// /v1/users/{n}/disconnect` a user below 2^62 and an optional device.
+#[test]
+fn revoke_and_disconnect_requests_are_validated() {
+    let addr = start(false, Duration::from_secs(5));
+    let t = Some("sekret");
+    assert_eq!(
+        post(addr, "/v1/revoke", r#"{"jti": "a", "exp": 5}"#, None).0,
+        401
+    );
+    for (body, held) in [
+        (r#"{"jti": "a", "exp": 5}"#, 1),
+        (r#"{"user": "42"}"#, 2),
+        (r#"{"user": 42, "device": "7", "issued_before": 9}"#, 3),
+    ] {
+        let (status, answer) = post(addr, "/v1/revoke", body, t);
+        assert_eq!(
+            (status, answer),
+            (200, format!(r#"{{"revocations":{held}}}"#)),
+            "{body}"
+        );
+    }
+    for bad in [
+        "{}",
+        r#"{"jti": "a"}"#,
+        r#"{"exp": 5}"#,
+        r#"{"jti": "a", "exp": 5, "user": 1}"#,
+        r#"{"jti": "a", "exp": 5, "device": 1}"#,
+        r#"{"user": 4611686018427387904}"#,
+        r#"{"user": null}"#,
+        r#"{"user": 1, "dev": 2}"#,
+        "[]",
+    ] {
+        assert_eq!(post(addr, "/v1/revoke", bad, t).0, 400, "{bad}");
+    }
+    for (path, body, answer) in [
+        (
+            "/v1/users/7/disconnect",
+            "",
+            r#"{"disconnected":2,"user":"7"}"#,
+        ),
+        (
+            "/v1/users/7/disconnect",
+            "{}",
+            r#"{"disconnected":2,"user":"7"}"#,
+        ),
+        (
+            "/v1/users/9/disconnect",
+            r#"{"device": "3"}"#,
+            r#"{"disconnected":1,"user":"9"}"#,
+        ),
+    ] {
+        assert_eq!(
+            post(addr, path, body, t),
+            (200, answer.to_string()),
+            "{path} {body}"
+        );
+    }
+    for (path, bad) in [
+        ("/v1/users/4611686018427387904/disconnect", ""),
+        ("/v1/users/x/disconnect", ""),
+        ("/v1/users/7/disconnect", r#"{"device": null}"#),
+        ("/v1/users/7/disconnect", r#"{"dev": 1}"#),
+    ] {
+        assert_eq!(post(addr, path, bad, t).0, 400, "{path} {bad}");
+    }
 }
