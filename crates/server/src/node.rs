@@ -310,6 +310,7 @@ async fn shard_main(
         let params = surepush_mqtt::bridge::BridgeParams {
             page: config.mqtt.page,
             inflight: config.mqtt.inflight,
+            inflight_bytes: config.mqtt.inflight_bytes,
             max_packet: config.mqtt.max_packet,
             receive_max: config.core.max_pending_sends.min(u32::from(u16::MAX)) as u16,
             room_window: config.core.room_window,
