@@ -11,10 +11,11 @@
 # reconnects and drains them (`-C MESSAGES`). Printed: the drain time, the
 # rate, and the broker's CPU (utime+stime of all its threads, /proc) during
 # the drain. The drain is checked: every message once and in order.
-# mosquitto runs with max_queued_messages 0 and max_inflight_messages $MQ_INFLIGHT (its
-# defaults, 1000 and 20, drop or throttle a QoS 1 backlog); surepush with
-# its defaults (shards 2, mqtt.page 64, mqtt.inflight 256) except
-# core.max_frames_per_sec (see gw.toml below). Ports below 32768.
+# mosquitto runs with max_queued_messages 0 (its default, 1000, drops a
+# backlog) and max_inflight_messages 0 (MQ_INFLIGHT; its default is 20);
+# surepush with its defaults (shards 2, mqtt.page 64, mqtt.inflight 256)
+# except core.max_frames_per_sec (see gw.toml below). Ports below 32768;
+# PORT_BASE, MQ_INFLIGHT, SP_MQTT_CONF, KILL9 and HOLD_S below.
 set -euo pipefail
 N=${1:-50000}
 QOS=${2:-1}
@@ -67,6 +68,17 @@ kill -0 "$SP_PID" && kill -0 "$MQ_PID" || { echo "a broker did not start: see $W
 RX_TOKEN=$("$BIN" token --config "$WORK/gw.toml" --user 2 --device 1)
 TX_TOKEN=$("$BIN" token --config "$WORK/gw.toml" --user 1 --device 1)
 
+# KILL9=1: surepush is killed with SIGKILL once the backlog is stored and
+# started again, so the drain reads from the log files (nothing cached).
+restart_surepush() {
+  kill -9 "$SP_PID"; wait "$SP_PID" 2>/dev/null || true
+  "$BIN" serve --config "$WORK/gw.toml" >> "$WORK/gw.log" 2>&1 & SP_PID=$!
+  for _ in $(seq 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/$SP_MQTT) 2>/dev/null && break
+    sleep 0.1
+  done
+}
+
 cpu_ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
 all_ticks() { local t=0; for s in /proc/"$1"/task/*/stat; do t=$((t + $(awk '{print $14 + $15}' "$s"))); done; echo $t; }
 
@@ -77,6 +89,9 @@ run() { # name port topic pid rx_auth... -- tx_auth...
   mosquitto_sub -h 127.0.0.1 -p "$port" "${rx[@]}" -c -q "$QOS" -i rx -t "$topic" -W 1 > /dev/null 2>&1 || true
   { seq 1 "$N" | sed 's/^/msg-/'; sleep "$HOLD_S"; } |
     mosquitto_pub -h 127.0.0.1 -p "$port" "${tx[@]}" -q "$QOS" -t "$topic" -l
+  if [ -n "${KILL9:-}" ] && [ "$pid" = "$SP_PID" ]; then
+    restart_surepush; pid=$SP_PID; name="$name, kill -9"
+  fi
   local c0 t0 t1 c1
   c0=$(all_ticks "$pid"); t0=$(date +%s.%N)
   mosquitto_sub -h 127.0.0.1 -p "$port" "${rx[@]}" -c -q "$QOS" -i rx -t "$topic" -C "$N" -W 300 > "$WORK/out.$port"
