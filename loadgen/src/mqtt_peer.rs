@@ -41,8 +41,13 @@ impl Peer {
         client_id: String,
         password: Option<String>,
     ) -> Result<Peer, String> {
+        Peer::handshake(Peer::open(addr, client_id, password)?)
+    }
+
+    /// Reads the CONNACK on a stream [`Peer::open`] returned.
+    fn handshake(stream: TcpStream) -> Result<Peer, String> {
         let mut p = Peer {
-            stream: Peer::open(addr, client_id, password)?,
+            stream,
             decoder: Decoder::new(Some(LEVEL), 1 << 20),
             buf: BytesMut::new(),
         };
@@ -169,11 +174,7 @@ impl MqttTarget {
         pair: u64,
         receiver: bool,
     ) -> Result<Peer, String> {
-        Peer::connect(
-            addr,
-            self.client_id(run, pair, receiver),
-            self.password(run, pair, receiver),
-        )
+        Peer::handshake(self.connect_nowait(addr, run, pair, receiver)?)
     }
 }
 
