@@ -217,9 +217,9 @@ pub struct MqttSettings {
     pub inflight: u32,
     /// The replay window in payload bytes: a session stops reading ahead
     /// once the replayed messages it holds carry this much (the page read
-    /// last may pass it by up to `core.max_frame`). Below
-    /// `max_write_buffer_bytes`, so a replay alone never makes a reading
-    /// client a slow consumer.
+    /// last may pass it by up to `core.max_frame`). At most half of
+    /// `max_write_buffer_bytes` is used, so a replay alone never makes a
+    /// reading client a slow consumer.
     pub inflight_bytes: usize,
     /// Largest MQTT packet accepted, in bytes (advertised to v5 clients).
     pub max_packet: u32,
@@ -387,8 +387,8 @@ impl Config {
         if m.enabled && (m.inflight == 0 || m.inflight > u32::from(u16::MAX)) {
             return bad("mqtt.inflight must be within 1 ..= 65535");
         }
-        if m.enabled && (m.inflight_bytes == 0 || m.inflight_bytes >= self.max_write_buffer_bytes) {
-            return bad("mqtt.inflight_bytes must be within 1 .. max_write_buffer_bytes");
+        if m.enabled && m.inflight_bytes == 0 {
+            return bad("mqtt.inflight_bytes must be > 0");
         }
         if m.enabled && (m.max_packet < 1024 || m.max_packet > c.max_frame) {
             return bad("mqtt.max_packet must be within 1 KiB ..= core.max_frame");

@@ -157,7 +157,13 @@ impl Bridge {
 
     /// Sends waiting PUBLISHes while the send window has room for them.
     pub(super) fn pump(&mut self) {
-        let send_max = self.window.send_max(self.client_receive_max);
+        // The reserve matters while replaying (`window.rs`); live pushes
+        // come within the core's push window, room pushes within the
+        // room window.
+        let send_max = match self.mode {
+            Mode::Replay { .. } => self.window.send_max(self.client_receive_max),
+            _ => self.client_receive_max,
+        };
         while self.inflight.len() < send_max {
             let Some((mut p, what)) = self.waiting.pop_front() else {
                 break;

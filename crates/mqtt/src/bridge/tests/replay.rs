@@ -173,8 +173,9 @@ fn every_puback_of_a_full_window_is_answered_by_the_next_publish_at_once() {
             assert!(!answer.is_empty(), "PUBACK {} unanswered", delivered.len());
         }
         on_wire.extend(answer);
-        // The core answers a SYNC at once: up to seq 60, then an empty page.
-        if let Some(Frame::Sync(s)) = h.core().last() {
+        // The core answers a SYNC at once, up to seq 60 (the last SYNC,
+        // after 60, stays unanswered: the replay is not over).
+        if let Some(Frame::Sync(s)) = h.core().last().filter(|_| last_read < 60) {
             let to = (last_read + u64::from(s.limit)).min(60);
             h.b.on_frame(replay_page(s.request_id, last_read + 1..=to));
             last_read = to;
