@@ -11,22 +11,30 @@
 # reconnects and drains them (`-C MESSAGES`). Printed: the drain time, the
 # rate, and the broker's CPU (utime+stime of all its threads, /proc) during
 # the drain. The drain is checked: every message once and in order.
-# mosquitto runs with max_queued_messages 0 and max_inflight_messages 0 (its
-# defaults, 1000 and 20, drop or throttle a QoS 1 backlog); surepush with
-# its defaults (shards 2, mqtt.page 64, mqtt.inflight 256) except
-# core.max_frames_per_sec (see gw.toml below). Ports below 32768.
+# mosquitto runs with max_queued_messages 0 (its default, 1000, drops a
+# backlog) and max_inflight_messages 0 (MQ_INFLIGHT; its default is 20);
+# surepush with its defaults (shards 2, mqtt.page 64, mqtt.inflight 256)
+# except core.max_frames_per_sec (see gw.toml below). Ports below 32768;
+# PORT_BASE, MQ_INFLIGHT, SP_MQTT_CONF, KILL9 and HOLD_S below.
 set -euo pipefail
 N=${1:-50000}
 QOS=${2:-1}
 HOLD_S=${HOLD_S:-8}
+# Ports: PORT_BASE (native), +1 (admin), +2 (surepush MQTT), +3 (mosquitto).
+PORT_BASE=${PORT_BASE:-17400}
+SP_MQTT=$((PORT_BASE + 2)) MQ_PORT=$((PORT_BASE + 3))
+# mosquitto's max_inflight_messages (its default is 20) and extra lines for
+# surepush's [mqtt] table (e.g. SP_MQTT_CONF='inflight = 8192').
+MQ_INFLIGHT=${MQ_INFLIGHT:-0}
+SP_MQTT_CONF=${SP_MQTT_CONF:-}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${SUREPUSH_BIN:-$ROOT/target/release/surepush}
 WORK=$(mktemp -d /tmp/mqtt-backlog.XXXXXX)
 trap 'kill $SP_PID $MQ_PID 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
 
 cat > "$WORK/gw.toml" <<TOML
-listen = "127.0.0.1:17400"
-admin_listen = "127.0.0.1:17401"
+listen = "127.0.0.1:$PORT_BASE"
+admin_listen = "127.0.0.1:$((PORT_BASE + 1))"
 data_dir = "$WORK/data"
 shards = 2
 pin_cores = false
@@ -37,26 +45,39 @@ token_secret = "bench-secret"
 # those again (at least once): the drain check would see duplicates.
 max_frames_per_sec = 1000000
 [mqtt]
-listen = "127.0.0.1:17883"
+listen = "127.0.0.1:$SP_MQTT"
+$SP_MQTT_CONF
 TOML
 cat > "$WORK/mosquitto.conf" <<CONF
 user root
-listener 17884 127.0.0.1
+listener $MQ_PORT 127.0.0.1
 allow_anonymous true
 persistence true
 persistence_location $WORK/mq/
 max_queued_messages 0
-max_inflight_messages 0
+max_inflight_messages $MQ_INFLIGHT
 CONF
 mkdir -p "$WORK/mq"
 "$BIN" serve --config "$WORK/gw.toml" > "$WORK/gw.log" 2>&1 & SP_PID=$!
 mosquitto -c "$WORK/mosquitto.conf" > "$WORK/mq.log" 2>&1 & MQ_PID=$!
 for _ in $(seq 100); do
-  (exec 3<>/dev/tcp/127.0.0.1/17883) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/17884) 2>/dev/null && break
+  (exec 3<>/dev/tcp/127.0.0.1/$SP_MQTT) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/$MQ_PORT) 2>/dev/null && break
   sleep 0.1
 done
+kill -0 "$SP_PID" && kill -0 "$MQ_PID" || { echo "a broker did not start: see $WORK/*.log"; KEEP=1; exit 1; }
 RX_TOKEN=$("$BIN" token --config "$WORK/gw.toml" --user 2 --device 1)
 TX_TOKEN=$("$BIN" token --config "$WORK/gw.toml" --user 1 --device 1)
+
+# KILL9=1: surepush is killed with SIGKILL once the backlog is stored and
+# started again, so the drain reads from the log files (nothing cached).
+restart_surepush() {
+  kill -9 "$SP_PID"; wait "$SP_PID" 2>/dev/null || true
+  "$BIN" serve --config "$WORK/gw.toml" >> "$WORK/gw.log" 2>&1 & SP_PID=$!
+  for _ in $(seq 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/$SP_MQTT) 2>/dev/null && break
+    sleep 0.1
+  done
+}
 
 cpu_ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
 all_ticks() { local t=0; for s in /proc/"$1"/task/*/stat; do t=$((t + $(awk '{print $14 + $15}' "$s"))); done; echo $t; }
@@ -68,6 +89,9 @@ run() { # name port topic pid rx_auth... -- tx_auth...
   mosquitto_sub -h 127.0.0.1 -p "$port" "${rx[@]}" -c -q "$QOS" -i rx -t "$topic" -W 1 > /dev/null 2>&1 || true
   { seq 1 "$N" | sed 's/^/msg-/'; sleep "$HOLD_S"; } |
     mosquitto_pub -h 127.0.0.1 -p "$port" "${tx[@]}" -q "$QOS" -t "$topic" -l
+  if [ -n "${KILL9:-}" ] && [ "$pid" = "$SP_PID" ]; then
+    restart_surepush; pid=$SP_PID; name="$name, kill -9"
+  fi
   local c0 t0 t1 c1
   c0=$(all_ticks "$pid"); t0=$(date +%s.%N)
   mosquitto_sub -h 127.0.0.1 -p "$port" "${rx[@]}" -c -q "$QOS" -i rx -t "$topic" -C "$N" -W 300 > "$WORK/out.$port"
@@ -79,5 +103,5 @@ run() { # name port topic pid rx_auth... -- tx_auth...
     'BEGIN { d = b - a; printf "%-28s QoS %s  %d msgs  drain %.3f s  %.0f msgs/s  server CPU %d ms\n", name, q, n, d, n / d, c }'
 }
 
-run "mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}') (bk/t)" 17884 bk/t "$MQ_PID" -- 
-run "surepush MQTT (user/2)" 17883 user/2 "$SP_PID" -u x -P "$RX_TOKEN" -- -u x -P "$TX_TOKEN"
+run "mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}') (bk/t)" "$MQ_PORT" bk/t "$MQ_PID" -- 
+run "surepush MQTT (user/2)" "$SP_MQTT" user/2 "$SP_PID" -u x -P "$RX_TOKEN" -- -u x -P "$TX_TOKEN"

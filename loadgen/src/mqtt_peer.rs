@@ -28,29 +28,48 @@ use crate::{now_ns, RawReport};
 
 const LEVEL: ProtocolLevel = ProtocolLevel::V311;
 
-struct Peer {
-    stream: TcpStream,
+/// One MQTT 3.1.1 client connection (persistent session), blocking.
+pub(crate) struct Peer {
+    pub(crate) stream: TcpStream,
     decoder: Decoder,
     buf: BytesMut,
 }
 
 impl Peer {
-    fn connect(
+    pub(crate) fn connect(
         addr: SocketAddr,
         client_id: String,
         password: Option<String>,
     ) -> Result<Peer, String> {
-        let stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .map_err(|e| e.to_string())?;
+        Peer::handshake(Peer::open(addr, client_id, password)?)
+    }
+
+    /// Reads the CONNACK on a stream [`Peer::open`] returned.
+    fn handshake(stream: TcpStream) -> Result<Peer, String> {
         let mut p = Peer {
             stream,
             decoder: Decoder::new(Some(LEVEL), 1 << 20),
             buf: BytesMut::new(),
         };
-        p.send(&Packet::Connect(Box::new(Connect {
+        match p.next()? {
+            Packet::ConnAck(a) if a.code.0 == 0 => Ok(p),
+            other => Err(format!("expected CONNACK, got {other:?}")),
+        }
+    }
+
+    /// Connects and sends CONNECT (a persistent session); the CONNACK is
+    /// the caller's to read.
+    pub(crate) fn open(
+        addr: SocketAddr,
+        client_id: String,
+        password: Option<String>,
+    ) -> Result<TcpStream, String> {
+        let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        let connect = Packet::Connect(Box::new(Connect {
             protocol_level: LEVEL,
             clean_start: false, // a persistent session, like a surepush device
             keep_alive: 60,
@@ -60,20 +79,20 @@ impl Peer {
             username: password.as_ref().map(|_| MqttString::from("loadgen")),
             password: password.map(Bytes::from),
             properties: Default::default(),
-        })))?;
-        match p.next()? {
-            Packet::ConnAck(a) if a.code.0 == 0 => Ok(p),
-            other => Err(format!("expected CONNACK, got {other:?}")),
-        }
+        }));
+        let mut out = BytesMut::new();
+        encode(&connect, LEVEL, &mut out).map_err(|e| e.to_string())?;
+        stream.write_all(&out).map_err(|e| e.to_string())?;
+        Ok(stream)
     }
 
-    fn send(&mut self, packet: &Packet) -> Result<(), String> {
+    pub(crate) fn send(&mut self, packet: &Packet) -> Result<(), String> {
         let mut out = BytesMut::new();
         encode(packet, LEVEL, &mut out).map_err(|e| e.to_string())?;
         self.stream.write_all(&out).map_err(|e| e.to_string())
     }
 
-    fn next(&mut self) -> Result<Packet, String> {
+    pub(crate) fn next(&mut self) -> Result<Packet, String> {
         loop {
             if let Some(p) = self
                 .decoder
@@ -132,19 +151,30 @@ impl MqttTarget {
         }
     }
 
+    /// As [`MqttTarget::connect`] without waiting for the CONNACK.
+    pub(crate) fn connect_nowait(
+        &self,
+        addr: SocketAddr,
+        run: u64,
+        pair: u64,
+        receiver: bool,
+    ) -> Result<TcpStream, String> {
+        Peer::open(
+            addr,
+            self.client_id(run, pair, receiver),
+            self.password(run, pair, receiver),
+        )
+    }
+
     /// Connects the sender (`receiver` false) or receiver of a pair.
-    fn connect(
+    pub(crate) fn connect(
         &self,
         addr: SocketAddr,
         run: u64,
         pair: u64,
         receiver: bool,
     ) -> Result<Peer, String> {
-        Peer::connect(
-            addr,
-            self.client_id(run, pair, receiver),
-            self.password(run, pair, receiver),
-        )
+        Peer::handshake(self.connect_nowait(addr, run, pair, receiver)?)
     }
 }
 

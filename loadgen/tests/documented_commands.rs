@@ -7,7 +7,7 @@
 use clap::Parser;
 use surepush_loadgen::cli::Cli;
 
-const SUBCOMMANDS: [&str; 8] = [
+const SUBCOMMANDS: [&str; 9] = [
     "one-to-one",
     "room",
     "compare",
@@ -16,6 +16,7 @@ const SUBCOMMANDS: [&str; 8] = [
     "storm",
     "idle",
     "mixed",
+    "mqtt-backlog",
 ];
 
 /// The command lines in `text`: after `surepush-loadgen` (and cargo's

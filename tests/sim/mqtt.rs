@@ -668,6 +668,7 @@ impl World {
             page: 3,
             // Above the page, so replay reads ahead several pages.
             inflight: 7,
+            inflight_bytes: 1 << 20,
             max_packet: 1 << 20,
             receive_max: 4,
             room_window: self.config.room_window,

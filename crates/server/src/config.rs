@@ -259,11 +259,18 @@ pub struct MqttSettings {
     pub listen: SocketAddr,
     /// Inbox messages per replay page when a session resumes.
     pub page: u32,
-    /// Replayed messages a session holds unacknowledged before it stops
-    /// reading ahead (sent to the client, or waiting for its Receive
-    /// Maximum): the replay window. The next page is read while PUBACKs of
-    /// earlier ones are outstanding (issue #24).
+    /// The replay window: replayed messages a session holds unacknowledged
+    /// at most (sent to the client, or read and waiting for the next
+    /// PUBACK). Up to a page of it (at most half) waits in the server, the
+    /// rest is on the wire; the next page is read while PUBACKs of earlier
+    /// ones are outstanding (issue #24, docs/MQTT.md).
     pub inflight: u32,
+    /// The replay window in payload bytes: a session stops reading ahead
+    /// once the replayed messages it holds carry this much (the page read
+    /// last may pass it by up to `core.max_frame`). At most half of
+    /// `max_write_buffer_bytes` is used, so a replay alone never makes a
+    /// reading client a slow consumer.
+    pub inflight_bytes: usize,
     /// Largest MQTT packet accepted, in bytes (advertised to v5 clients).
     pub max_packet: u32,
 }
@@ -278,6 +285,9 @@ impl Default for MqttSettings {
             // the oldest ones are on their way (the core's `room_window`
             // plays the same part for rooms and has the same default).
             inflight: 256,
+            // With `core.max_frame` (1 MiB) at most 2 MiB of replay per
+            // session, a quarter of the default `max_write_buffer_bytes`.
+            inflight_bytes: 1 << 20,
             max_packet: 1 << 20,
         }
     }
@@ -460,6 +470,9 @@ impl Config {
         }
         if m.enabled && (m.inflight == 0 || m.inflight > u32::from(u16::MAX)) {
             return bad("mqtt.inflight must be within 1 ..= 65535");
+        }
+        if m.enabled && m.inflight_bytes == 0 {
+            return bad("mqtt.inflight_bytes must be > 0");
         }
         if m.enabled && (m.max_packet < 1024 || m.max_packet > c.max_frame) {
             return bad("mqtt.max_packet must be within 1 KiB ..= core.max_frame");

@@ -373,6 +373,13 @@ async fn shard_main(
         let params = surepush_mqtt::bridge::BridgeParams {
             page: config.mqtt.page,
             inflight: config.mqtt.inflight,
+            // Half the output budget at most: a replay alone never makes
+            // a reading client a slow consumer.
+            inflight_bytes: config
+                .mqtt
+                .inflight_bytes
+                .min(config.max_write_buffer_bytes / 2)
+                .max(1),
             max_packet: config.mqtt.max_packet,
             receive_max: config.core.max_pending_sends.min(u32::from(u16::MAX)) as u16,
             room_window: config.core.room_window,

@@ -14,6 +14,7 @@ use surepush_proto::Qos;
 
 mod compare;
 mod mixed;
+mod mqtt_backlog;
 mod one_to_one;
 mod scenarios;
 
@@ -46,6 +47,10 @@ enum Command {
     /// Receivers get messages while offline, then all connect at once and
     /// replay them in SYNC pages; checks every message once, in order.
     Backlog(scenarios::BacklogArgs),
+    /// MQTT persistent sessions (surepush or a broker, same client code)
+    /// get messages while offline, then all reconnect at once and drain;
+    /// reports the aggregate drain rate and the server's CPU per message.
+    MqttBacklog(mqtt_backlog::MqttBacklogArgs),
     /// Clients drop their connections at once and reconnect, round after
     /// round, while messages are sent to them; checks nothing is lost or
     /// duplicated.
@@ -67,6 +72,7 @@ impl Cli {
             Command::Group(args) => scenarios::group(args),
             Command::Compare(args) => compare::run(args),
             Command::Backlog(args) => scenarios::backlog(args),
+            Command::MqttBacklog(args) => mqtt_backlog::run(args),
             Command::Storm(args) => scenarios::storm(args),
             Command::Idle(args) => scenarios::idle(args),
             Command::Mixed(args) => mixed::run_mixed(args),

@@ -15,11 +15,13 @@
 //!   subscription, or its own send); so a message is never acknowledged to
 //!   the core before the client has it;
 //! - replay streams (issue #24): the next page is read ahead (SYNC with
-//!   `read_ahead`, which acknowledges nothing) as soon as fewer than
-//!   `BridgeParams::inflight` replayed messages are unacknowledged, and the
+//!   `read_ahead`, which acknowledges nothing) while the replay window has
+//!   room (`window.rs`: `BridgeParams::inflight` messages, and
+//!   `inflight_bytes` of payload give or take a page), and the
 //!   acknowledged prefix goes to the core as a cumulative ACK, replay or
-//!   live alike; so the bridge holds at most that window plus one page of
-//!   a replay, and a page never waits for the previous page's PUBACKs;
+//!   live alike; part of the window waits in the bridge, so a PUBACK is
+//!   answered by the next PUBLISH at once; a page never waits for the
+//!   previous page's PUBACKs;
 //! - QoS 1/2 PUBACK/PUBREC leave only after the core's SENDACK, i.e. after
 //!   the message is durable;
 //! - the session's own durable state is in the segment log, and a packet
@@ -42,6 +44,7 @@ mod session;
 mod state;
 mod subscriptions;
 pub mod topics;
+mod window;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -62,16 +65,20 @@ use surepush_proto as proto;
 use surepush_proto::{DeviceId, ErrorCode, Frame, Qos, Seq, UserId, ROOM_BIT};
 use surepush_token::{Acl, Claims};
 use topics::Target;
+use window::ReplayWindow;
 
 /// Limits the bridge works with.
 #[derive(Clone, Copy, Debug)]
 pub struct BridgeParams {
     /// Items per replay page asked of the core.
     pub page: u32,
-    /// Replayed inbox messages a session holds unacknowledged (sent, or
-    /// waiting for the client's Receive Maximum) before it stops reading
-    /// ahead (`mqtt.inflight`, docs/MQTT.md).
+    /// The replay window: inbox messages a session holds unacknowledged
+    /// (sent, or read and waiting to be sent), at most (`mqtt.inflight`,
+    /// docs/MQTT.md; `window.rs`).
     pub inflight: u32,
+    /// The replay window in payload bytes: reading ahead stops once the
+    /// held messages carry this much (`mqtt.inflight_bytes`).
+    pub inflight_bytes: usize,
     /// Largest MQTT packet accepted (advertised to v5 clients).
     pub max_packet: u32,
     /// Unacknowledged PUBLISHes a client may send (v5 Receive Maximum).
@@ -118,6 +125,17 @@ enum Stage {
 struct Outbound {
     what: Delivery,
     stage: Stage,
+}
+
+/// An inbox message delivered (or skipped) and not yet acknowledged to
+/// the core.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    seq: Seq,
+    /// The client has it (or never gets it): only the prefix waits.
+    done: bool,
+    /// Payload bytes held for it (0 once done).
+    bytes: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,8 +189,12 @@ pub struct Bridge {
     closed: bool,
     mode: Mode,
     next_request: u32,
-    /// Inbox messages delivered and not yet acknowledged: (seq, done).
-    inbox: VecDeque<(Seq, bool)>,
+    /// The replay window's bounds.
+    window: ReplayWindow,
+    /// Inbox messages delivered and not yet acknowledged, in seq order.
+    inbox: VecDeque<Held>,
+    /// Payload bytes of the `inbox` entries not done.
+    inbox_bytes: usize,
     /// Highest inbox seq seen.
     seen: Seq,
     rooms: BTreeMap<u64, RoomTrack>,
@@ -273,7 +295,9 @@ impl Bridge {
             closed: false,
             mode: Mode::Connecting,
             next_request: 0,
+            window: ReplayWindow::new(params.inflight, params.inflight_bytes, params.page),
             inbox: VecDeque::new(),
+            inbox_bytes: 0,
             seen: Seq::ZERO,
             rooms: BTreeMap::new(),
             inflight: FastHashMap::default(),

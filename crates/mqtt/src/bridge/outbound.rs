@@ -1,16 +1,16 @@
 //! Core → client: inbox pushes and replay pages become PUBLISHes, held
 //! within the client's Receive Maximum; the client's PUBACK/PUBREC/PUBCOMP
 //! complete them, and the acknowledged prefix goes to the core as one
-//! cumulative ACK. Replay reads ahead (SYNC with `read_ahead`) while fewer
-//! than `BridgeParams::inflight` replayed messages are unacknowledged
-//! (issue #24; see the module docs of `bridge`).
+//! cumulative ACK. Replay reads ahead (SYNC with `read_ahead`) while the
+//! replay window has room, and keeps part of it waiting here for the next
+//! PUBACK (issue #24; `window.rs`).
 
 use bytes::Bytes;
 
 use super::persist::Change;
 use super::state::Retained;
 use super::topics::Target;
-use super::{mqtt_qos, Bridge, Delivery, Mode, Outbound, Stage};
+use super::{mqtt_qos, Bridge, Delivery, Held, Mode, Outbound, Stage};
 use crate::{MqttString, Packet, PacketId, Properties, PubReply, Publish, QoS};
 use surepush_proto as proto;
 use surepush_proto::{Frame, Push, Seq, SyncDirection, UserId};
@@ -39,9 +39,10 @@ impl Bridge {
         self.to_core.push_back(ack);
     }
 
-    /// Asks for the inbox page after `after`; `read_ahead`: without
-    /// acknowledging `after` (the client has not acknowledged it yet).
-    pub(super) fn ask_page(&mut self, after: Seq, read_ahead: bool) {
+    /// Asks for up to `limit` inbox messages after `after`; `read_ahead`:
+    /// without acknowledging `after` (the client has not acknowledged it
+    /// yet).
+    pub(super) fn ask_page(&mut self, after: Seq, read_ahead: bool, limit: u32) {
         self.next_request += 1;
         self.mode = Mode::Replay {
             request: self.next_request,
@@ -51,7 +52,7 @@ impl Bridge {
         self.to_core.push_back(Frame::Sync(proto::Sync {
             request_id: self.next_request,
             direction: SyncDirection::After(after),
-            limit: self.params.page,
+            limit,
             read_ahead,
         }));
     }
@@ -75,26 +76,37 @@ impl Bridge {
         self.seen = p.seq;
         if self.state.done.contains(&p.seq.0) {
             // Acknowledged (out of order) before a restart: not again.
-            self.inbox.push_back((p.seq, true));
+            self.hold(p.seq, 0);
             return;
         }
         let qos = granted.map(|g| g.min(mqtt_qos(p.qos)));
         match qos {
-            None => self.inbox.push_back((p.seq, true)),
+            None => self.hold(p.seq, 0),
             Some(QoS::AtMostOnce) => {
                 self.publish(&topic, QoS::AtMostOnce, p.payload, p.from, None, false);
-                self.inbox.push_back((p.seq, true));
+                self.hold(p.seq, 0);
             }
             Some(q) => {
-                self.inbox.push_back((p.seq, false));
+                self.hold(p.seq, p.payload.len());
                 let what = Delivery::Inbox(p.seq);
                 self.publish(&topic, q, p.payload, p.from, Some(what), dup);
             }
         }
     }
 
-    /// Queues a PUBLISH; QoS 1/2 ones wait while the client's Receive
-    /// Maximum is reached.
+    /// Records inbox message `seq` as held until acknowledged; `bytes` of
+    /// payload, 0: done already (the client never gets it).
+    fn hold(&mut self, seq: Seq, bytes: usize) {
+        self.inbox_bytes += bytes;
+        self.inbox.push_back(Held {
+            seq,
+            done: bytes == 0,
+            bytes,
+        });
+    }
+
+    /// Queues a PUBLISH; QoS 1/2 ones wait while the send window (the
+    /// client's Receive Maximum, `window.rs`) is full.
     pub(super) fn publish(
         &mut self,
         topic: &str,
@@ -143,9 +155,16 @@ impl Bridge {
         }
     }
 
-    /// Sends waiting PUBLISHes while the client has room for them.
+    /// Sends waiting PUBLISHes while the send window has room for them.
     pub(super) fn pump(&mut self) {
-        while self.inflight.len() < self.client_receive_max {
+        // The reserve matters while replaying (`window.rs`); live pushes
+        // come within the core's push window, room pushes within the
+        // room window.
+        let send_max = match self.mode {
+            Mode::Replay { .. } => self.window.send_max(self.client_receive_max),
+            _ => self.client_receive_max,
+        };
+        while self.inflight.len() < send_max {
             let Some((mut p, what)) = self.waiting.pop_front() else {
                 break;
             };
@@ -218,8 +237,13 @@ impl Bridge {
                     self.state.done.insert(seq.0);
                 }
                 self.changed(Change::Bookkeeping);
-                if let Some(e) = self.inbox.iter_mut().find(|e| e.0 == seq) {
-                    e.1 = true;
+                // `inbox` is in seq order.
+                if let Ok(i) = self.inbox.binary_search_by_key(&seq, |e| e.seq) {
+                    let e = &mut self.inbox[i];
+                    if !e.done {
+                        e.done = true;
+                        self.inbox_bytes -= std::mem::take(&mut e.bytes);
+                    }
                 }
             }
             Delivery::Room(n, seq) => {
@@ -234,7 +258,10 @@ impl Bridge {
     /// Tells the core what the client now holds, in order.
     fn advance(&mut self) {
         let mut last = None;
-        while let Some(&(seq, true)) = self.inbox.front() {
+        while let Some(&Held {
+            seq, done: true, ..
+        }) = self.inbox.front()
+        {
             self.inbox.pop_front();
             last = Some(seq);
         }
@@ -250,10 +277,10 @@ impl Bridge {
             last, asked: false, ..
         } = self.mode
         {
-            // Read ahead while the window has room (one page may overshoot
-            // it): the client's PUBACKs need not come first.
-            if self.inbox.len() < self.params.inflight.max(1) as usize {
-                self.ask_page(last, true);
+            // Read ahead while the window has room: the client's PUBACKs
+            // need not come first.
+            if let Some(limit) = self.window.next_page(self.inbox.len(), self.inbox_bytes) {
+                self.ask_page(last, true, limit);
             }
         }
         self.advance_rooms();

@@ -243,7 +243,11 @@ impl Bridge {
         }
         self.resubscribe_rooms();
         // The first SYNC acknowledges `from`: the session holds it already.
-        self.ask_page(from, false);
+        let limit = self
+            .window
+            .next_page(0, 0)
+            .expect("an empty window has room");
+        self.ask_page(from, false, limit);
         // Packets the client sent before this CONNACK, in order.
         while let Some(p) = self.early.pop_front() {
             self.on_packet(p);

@@ -30,6 +30,7 @@ fn params() -> BridgeParams {
     BridgeParams {
         page: 10,
         inflight: 25,
+        inflight_bytes: 1 << 20,
         max_packet: 1 << 20,
         receive_max: 100,
         room_window: 8,
@@ -317,96 +318,6 @@ fn the_clients_receive_maximum_bounds_publishes_in_flight() {
     let next = h.publishes();
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].payload, Bytes::from_static(b"m3"));
-}
-
-/// A replay page of `seqs`, all QoS 1 to `user/7`, answering `request`.
-fn replay_page(request: u32, head: u64, seqs: std::ops::RangeInclusive<u64>) -> Frame {
-    Frame::SyncPage(SyncPage {
-        request_id: request,
-        head: Seq(head),
-        end: false,
-        gap: false,
-        items: seqs.map(|s| push(s, ME.0, Qos::AtLeastOnce)).collect(),
-    })
-}
-
-/// Issue #24: the bridge asked for page N+1 only once every item of page
-/// N was acknowledged by the client, and that SYNC acknowledged page N:
-/// replay stopped and waited for PUBACKs (and a delayed TCP ACK) per page.
-/// Now the next page is read ahead before any PUBACK, without
-/// acknowledging; acknowledgements reach the core as cumulative ACKs of
-/// the prefix the client holds, and reading ahead stops at the window.
-#[test]
-fn replay_reads_the_next_page_before_the_previous_pages_pubacks() {
-    let stored = SessionState {
-        subs: vec![Subscription {
-            filter: MqttString::from("user/7"),
-            options: SubscriptionOptions::qos(QoS::AtLeastOnce),
-        }],
-        ..SessionState::new(1)
-    };
-    let mut h = Harness::of(persistent_bridge(Some(stored), 1));
-    h.core();
-    h.b.on_frame(native_connack(100, Some(2)));
-    match h.packets().as_slice() {
-        [Packet::ConnAck(a)] => assert!(a.session_present),
-        other => panic!("{other:?}"),
-    }
-    let request = match h.core().as_slice() {
-        [Frame::Sync(s)] => {
-            // The session holds 2 already: this one may acknowledge it.
-            assert_eq!(
-                (s.direction, s.read_ahead),
-                (SyncDirection::After(Seq(2)), false)
-            );
-            s.request_id
-        }
-        other => panic!("{other:?}"),
-    };
-    // params(): pages of 10, a window of 25 replayed messages.
-    h.b.on_frame(replay_page(request, 100, 3..=12));
-    let request = match h.core().as_slice() {
-        [Frame::Sync(s)] => {
-            assert_eq!(
-                (s.direction, s.read_ahead),
-                (SyncDirection::After(Seq(12)), true)
-            );
-            s.request_id
-        }
-        other => panic!("the next page must be asked before any PUBACK: {other:?}"),
-    };
-    h.b.on_frame(replay_page(request, 100, 13..=22));
-    let request = h.sync_request();
-    h.b.on_frame(replay_page(request, 100, 23..=32));
-    // 30 unacknowledged >= the window of 25: no further read.
-    assert_eq!(h.core(), vec![]);
-    let sent = h.publishes();
-    let seqs: Vec<_> = sent.iter().map(|p| p.payload.clone()).collect();
-    let expected: Vec<_> = (3..=32).map(|s| Bytes::from(format!("m{s}"))).collect();
-    assert_eq!(seqs, expected, "every replayed message once, in order");
-    // PUBACKs of the first six (one batch): one cumulative ACK, and the
-    // window (24 unacknowledged) reads the next page.
-    for p in &sent[..6] {
-        h.b.on_packet(Packet::PubAck(PubReply::success(p.packet_id.unwrap())));
-    }
-    match h.core().as_slice() {
-        [Frame::Ack(Seq(8)), Frame::Sync(s)] => {
-            assert_eq!(
-                (s.direction, s.read_ahead),
-                (SyncDirection::After(Seq(32)), true)
-            );
-        }
-        other => panic!("{other:?}"),
-    }
-    // An acknowledgement out of order moves nothing in the core.
-    h.b.on_packet(Packet::PubAck(PubReply::success(
-        sent[7].packet_id.unwrap(),
-    )));
-    assert_eq!(h.core(), vec![]);
-    h.b.on_packet(Packet::PubAck(PubReply::success(
-        sent[6].packet_id.unwrap(),
-    )));
-    assert_eq!(h.core(), vec![Frame::Ack(Seq(10))]);
 }
 
 #[test]
@@ -1018,6 +929,7 @@ fn a_malformed_packet_before_the_connack_is_refused_with_a_connack() {
 
 mod permissions;
 mod persist;
+mod replay;
 mod rooms;
 mod with_core;
 
