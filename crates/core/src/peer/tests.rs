@@ -365,3 +365,39 @@ fn fuzz_seeds_are_current() {
         assert_eq!(PeerMsg::decode(&Bytes::from(stored)), Ok(msg), "{path:?}");
     }
 }
+
+/// Issue #20: a reply body carrying several answers decodes to the same
+/// answers, and a body cut inside an answer is an error.
+#[test]
+fn answers_round_trip_and_a_cut_body_is_refused() {
+    let answers = every_kind();
+    let body = encode_answers(&answers);
+    assert_eq!(decode_answers(&body), Ok(answers.clone()));
+    assert_eq!(decode_answers(&Bytes::new()), Ok(Vec::new()));
+    let mut ends = Vec::new();
+    for n in 0..=answers.len() {
+        ends.push(encode_answers(&answers[..n]).len());
+    }
+    for cut in (1..body.len()).filter(|c| !ends.contains(c)) {
+        let short = body.slice(..cut);
+        if let Ok(got) = decode_answers(&short) {
+            panic!("a body cut at {cut} decoded to {} answers", got.len());
+        }
+    }
+}
+
+/// Issue #20: every message whose receiver answers has a return address
+/// for the receiving node to substitute; a message that can cross nodes
+/// names how many answers it gets.
+#[test]
+fn answered_messages_name_their_return_address() {
+    for mut msg in every_kind() {
+        match msg.answers() {
+            Some(n) if n > 0 => assert!(
+                msg.return_address_mut().is_some(),
+                "{msg:?} is answered {n} times but has no return address"
+            ),
+            _ => {}
+        }
+    }
+}
