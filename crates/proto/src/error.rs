@@ -58,11 +58,14 @@ pub enum ErrorCode {
     Internal = 23,
     /// Client closed the session normally.
     Normal = 24,
+    /// (DISCONNECT) the user lives on another node of the cluster: connect
+    /// to the redirect (issue #20).
+    WrongNode = 25,
 }
 
 impl ErrorCode {
     /// Every code, for docs and tests.
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::Malformed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownFrameType,
@@ -87,6 +90,7 @@ impl ErrorCode {
         ErrorCode::InflightExceeded,
         ErrorCode::Internal,
         ErrorCode::Normal,
+        ErrorCode::WrongNode,
     ];
 
     /// Parses a wire code; unknown codes map to `None` (a newer peer).

@@ -13,8 +13,10 @@
 //! start.
 
 pub mod annotated;
+mod cluster;
 mod sources;
 
+pub use cluster::ClusterSettings;
 pub use sources::{ConfigSources, Loaded};
 
 use std::net::SocketAddr;
@@ -142,6 +144,8 @@ pub struct Config {
     pub mqtt: MqttSettings,
     /// The gateway's own log lines.
     pub logging: LoggingSettings,
+    /// Membership of a cluster on NATS (docs/CLUSTER.md); off by default.
+    pub cluster: ClusterSettings,
 }
 
 /// `[logging]`: the gateway's own log lines (on stderr).
@@ -254,6 +258,7 @@ impl Default for Config {
             log: LogSettings::default(),
             mqtt: MqttSettings::default(),
             logging: LoggingSettings::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -369,6 +374,9 @@ impl Config {
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
             return bad(&format!("logging.level {:?}: {e}", self.logging.level));
+        }
+        if let Some(problem) = self.cluster.problem() {
+            return bad(&problem);
         }
         let m = &self.mqtt;
         if m.enabled && (m.page == 0 || m.page > c.max_sync_limit) {

@@ -14,6 +14,7 @@ use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use super::admin::{self, AdminHttpConfig};
 use super::admin_api::BackendSlot;
 use super::admin_backend::{NodeAdmin, NodeStatusView};
+use super::cluster::{send_replies, ClusterLink, JoinError, LinkTasks, NodeCluster};
 use super::config::{Config, ConfigError, ConfigSources};
 use super::data_dir::{DataDirError, DataDirLock};
 use super::limits;
@@ -57,6 +58,9 @@ pub enum ServeError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The node could not join its cluster (`[cluster]`).
+    #[error(transparent)]
+    Cluster(#[from] JoinError),
     /// A shard failed.
     #[error("shard {shard}: {message}")]
     Shard {
@@ -125,11 +129,26 @@ pub fn serve(config: Config, reload: Reload) -> Result<(), ServeError> {
     let _sighup =
         SighupThread(reload::on_sighup(reloader).map_err(io_err("install the SIGHUP handler"))?);
     let metrics = Metrics::new(shards);
+    // Before any shard serves: a cluster node routes by a complete
+    // placement from its first connection on.
+    let cluster = match config.cluster.enabled() {
+        true => Some(NodeCluster::join(&config, shards)?),
+        false => None,
+    };
     let config = Arc::new(config);
     loop {
         let keys = (secret.clone(), admin_token.clone());
-        run_shards(&config, shards, keys, io_memory, &shared, &metrics)?;
-        if !shared.restart.load(Ordering::Relaxed) || shared.signalled.load(Ordering::Relaxed) {
+        let run = run_shards(
+            &config, shards, keys, io_memory, &shared, &metrics, &cluster,
+        );
+        if run.is_err()
+            || !shared.restart.load(Ordering::Relaxed)
+            || shared.signalled.load(Ordering::Relaxed)
+        {
+            if let Some(cluster) = &cluster {
+                cluster.leave();
+            }
+            run?;
             tracing::info!("stopped cleanly");
             return Ok(());
         }
@@ -154,6 +173,7 @@ fn run_shards(
     io_memory: usize,
     shared: &Arc<NodeShared>,
     metrics: &Arc<Metrics>,
+    cluster: &Option<Arc<NodeCluster>>,
 ) -> Result<(), ServeError> {
     let mesh = MeshBuilder::<MeshMsg, _>::full(shards as usize, config.mesh_channel_size);
     let origin = Instant::now();
@@ -195,6 +215,7 @@ fn run_shards(
         admin: BoundListeners::bind("admin", config.admin_listen, 1)?,
     });
     let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
+    let cluster = cluster.clone();
     let handles = LocalExecutorPoolBuilder::new(placement)
         .name("surepush")
         .io_memory(io_memory)
@@ -210,6 +231,7 @@ fn run_shards(
                 metrics,
                 origin,
                 wall_ms,
+                cluster,
             };
             async move {
                 let shared = ctx.shared.clone();
@@ -263,6 +285,7 @@ struct ShardContext {
     metrics: Arc<Metrics>,
     origin: Instant,
     wall_ms: u64,
+    cluster: Option<Arc<NodeCluster>>,
 }
 
 async fn shard_main(
@@ -327,9 +350,17 @@ async fn shard_main(
         glommio::spawn_local(queue.clone().forward(senders.clone(), p as usize, wake)).detach();
         peers.push(Some(queue));
     }
+    let link = match &ctx.cluster {
+        Some(cluster) => Some(
+            ClusterLink::new(surepush_core::ShardId(id), cluster.clone()).ok_or(
+                "this shard's cluster lane is gone (after a storage failure a cluster node \
+                 restarts as a process)",
+            )?,
+        ),
+        None => None,
+    };
     let (rt, durability_wake) = ShardRuntime::new(RuntimeParts {
         id,
-        shards: ctx.shards,
         config: config.clone(),
         verifier: verifier.clone(),
         shared: ctx.shared.clone(),
@@ -340,7 +371,11 @@ async fn shard_main(
         origin: ctx.origin,
         wall_ms_at_origin: ctx.wall_ms,
         mqtt,
+        cluster: link.as_ref().map(|(link, _)| link.clone()),
     });
+    if let Some((link, tasks)) = link {
+        start_link_tasks(&rt, link, tasks);
+    }
     rt.metrics.set_storage_failed(false);
     rt.refresh_live_limits();
     if let Some(salvage) = &report.salvage {
@@ -482,6 +517,39 @@ impl AdminTask {
 
 /// The shard's tick task: fires the core's timers (retransmits, keepalive,
 /// cursor flushes), refreshes metrics and runs retention, until shutdown.
+/// Runs a cluster shard's lane: requests and replies from other nodes go
+/// to the core as if from the mesh; the backlog and replies drain.
+fn start_link_tasks(rt: &Rc<ShardRuntime>, link: Rc<ClusterLink>, tasks: LinkTasks) {
+    let LinkTasks {
+        events,
+        backlog,
+        replies: (replier, replies),
+        ticket_freed,
+    } = tasks;
+    glommio::spawn_local(link.clone().drain_backlog(backlog)).detach();
+    glommio::spawn_local(send_replies(replier, replies)).detach();
+    let rt = rt.clone();
+    glommio::spawn_local(async move {
+        loop {
+            // Every return ticket is taken: take no more requests until
+            // answers free one (the peers' queues hold the rest).
+            while link.tickets_exhausted() {
+                if ticket_freed.recv().await.is_none() {
+                    return;
+                }
+            }
+            let Ok(event) = events.recv_async().await else {
+                return; // the cluster thread stopped
+            };
+            for msg in link.receive(event) {
+                rt.peer(msg);
+            }
+            rt.drive();
+        }
+    })
+    .detach();
+}
+
 async fn run_timers(rt: &Rc<ShardRuntime>) {
     // New timers can be armed while this task sleeps; waking at least this
     // often bounds how late such a timer fires.

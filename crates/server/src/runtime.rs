@@ -17,15 +17,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
+use super::cluster::{ClusterLink, Redirect};
 use super::config::Config;
 use super::log_every::LogEvery;
 use super::mesh::{MeshMsg, PeerQueue};
 use super::metrics::ShardMetrics;
 use super::transport::slow::{RoomLags, SlowConsumers};
-use super::transport::{ConnIo, Handoff, LastWill, MqttShard, ShardLoop, ShardPort};
+use super::transport::{
+    ConnIo, Handoff, LastWill, Listener, MqttShard, Owner, ShardLoop, ShardPort,
+};
 use surepush_core::{
-    Action, AppendToken, AuthError, Claims, ConnId, CoreConfig, LiveLimits, MembersOutcome,
-    PeerMsg, Shard, StateDurability, StateKey, StoreOutcome, TokenVerifier,
+    Action, Address, AppendToken, AuthError, Claims, ConnId, CoreConfig, LiveLimits,
+    MembersOutcome, PeerMsg, PeerTarget, Shard, StateDurability, StateKey, StoreOutcome,
+    TokenVerifier,
 };
 use surepush_log::{InboxQuery, Lsn, SegmentLog};
 use surepush_proto::{Frame, ProtoError, UserId};
@@ -136,7 +140,6 @@ const LOG_REPEATS_EVERY: Duration = Duration::from_secs(1);
 /// One shard's runtime state.
 pub(crate) struct ShardRuntime {
     pub(crate) id: u16,
-    pub(crate) shards: u16,
     pub(crate) config: Rc<Config>,
     pub(crate) verifier: TokenVerifier,
     pub(crate) shared: Arc<NodeShared>,
@@ -162,6 +165,8 @@ pub(crate) struct ShardRuntime {
     read_failures_log: LogEvery,
     /// The generation of the node's live limits this shard applied.
     live_applied: Cell<Option<u64>>,
+    /// This shard's lane to the other nodes, in a cluster.
+    pub(crate) cluster: Option<Rc<ClusterLink>>,
 }
 
 /// What a shard's runtime is made of (named, so a new part is one field
@@ -169,8 +174,6 @@ pub(crate) struct ShardRuntime {
 pub(crate) struct RuntimeParts {
     /// This shard.
     pub id: u16,
-    /// Shards of the node.
-    pub shards: u16,
     /// The node's configuration.
     pub config: Rc<Config>,
     /// Verifies client tokens.
@@ -191,13 +194,14 @@ pub(crate) struct RuntimeParts {
     pub wall_ms_at_origin: u64,
     /// The MQTT side, when the listener is enabled.
     pub mqtt: Option<MqttShard>,
+    /// This shard's lane to the other nodes, in a cluster.
+    pub cluster: Option<Rc<ClusterLink>>,
 }
 
 impl ShardRuntime {
     pub(crate) fn new(parts: RuntimeParts) -> (Rc<ShardRuntime>, LocalReceiver<()>) {
         let RuntimeParts {
             id,
-            shards,
             config,
             verifier,
             shared,
@@ -208,11 +212,11 @@ impl ShardRuntime {
             origin,
             wall_ms_at_origin,
             mqtt,
+            cluster,
         } = parts;
         let (durability_wake, rx) = local_channel::new_bounded(1);
         let rt = Rc::new(ShardRuntime {
             id,
-            shards,
             config: config.clone(),
             verifier,
             shared,
@@ -233,6 +237,7 @@ impl ShardRuntime {
             mqtt,
             read_failures_log: LogEvery::new(LOG_REPEATS_EVERY),
             live_applied: Cell::new(None),
+            cluster,
         });
         (rt, rx)
     }
@@ -494,6 +499,9 @@ impl ShardRuntime {
 
     /// Carries out every action the core has queued.
     pub(crate) fn drive(self: &Rc<Self>) {
+        if let Some(link) = &self.cluster {
+            link.refresh_routes(&mut self.core.borrow_mut());
+        }
         let mut dirty: Vec<Rc<ConnIo>> = Vec::new();
         let mut lagged = RoomLags::default();
         loop {
@@ -560,9 +568,19 @@ impl ShardRuntime {
                     }
                 },
                 Action::Read { id, user, query } => self.spawn_read(id, user, query),
-                Action::Peer { shard, msg } => match &self.peers[shard.index()] {
-                    Some(q) => q.push(msg),
-                    None => self.peer(msg),
+                Action::Peer { shard, msg } => match (shard.target(), &self.cluster) {
+                    (PeerTarget::Local(_), _) => match &self.peers[shard.index()] {
+                        Some(q) => q.push(msg),
+                        None => self.peer(msg),
+                    },
+                    (target, Some(link)) => link.send(target, msg),
+                    (target, None) => {
+                        tracing::error!(
+                            ?target,
+                            ?msg,
+                            "a message for another node on a single node"
+                        );
+                    }
                 },
                 Action::Published { request, outcome } => {
                     if let Some(tx) = self.publishes.borrow_mut().remove(&request) {
@@ -693,8 +711,18 @@ impl ShardLoop for ShardRuntime {
         self.id
     }
 
-    fn shard_count(&self) -> u16 {
-        self.shards
+    fn owner(&self, user: UserId, listener: Listener) -> Owner {
+        let address = self.core.borrow().router().address(user);
+        match (address, &self.cluster) {
+            (Address::Shard(shard), _) => Owner::Shard(shard.0),
+            (Address::Node(node, _), Some(link)) => {
+                match link.redirect(&node, listener == Listener::Mqtt) {
+                    Redirect::To(to) => Owner::Redirect(to),
+                    Redirect::Unavailable => Owner::Unavailable,
+                }
+            }
+            (Address::Node(..) | Address::Unplaced(_), _) => Owner::Unavailable,
+        }
     }
 
     fn verify(&self, token: &str) -> Result<Claims, AuthError> {

@@ -112,6 +112,7 @@ export const ErrorCode = {
   InflightExceeded: 22,
   Internal: 23,
   Normal: 24,
+  WrongNode: 25,
 } as const;
 /** One of the known {@link ErrorCode} values. */
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
