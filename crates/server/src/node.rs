@@ -328,7 +328,19 @@ async fn shard_main(
             .move_into(id, &log, &mut recovered, &ctx.shared.shutdown)
             .await?;
     }
-    let core = Shard::new(params, config.core.clone(), verifier.clone(), recovered);
+    let mut core = Shard::new(params, config.core.clone(), verifier.clone(), recovered);
+    let link = match &ctx.cluster {
+        Some(cluster) => Some(
+            ClusterLink::new(surepush_core::ShardId(id), cluster.clone()).ok_or(
+                "this shard's cluster lane is gone (after a storage failure a cluster node \
+                 restarts as a process)",
+            )?,
+        ),
+        None => None,
+    };
+    if let Some((link, _)) = &link {
+        link.refresh_routes(&mut core); // before the first connection is routed
+    }
     let mqtt = config.mqtt.enabled.then(|| {
         let params = surepush_mqtt::bridge::BridgeParams {
             page: config.mqtt.page,
@@ -350,15 +362,6 @@ async fn shard_main(
         glommio::spawn_local(queue.clone().forward(senders.clone(), p as usize, wake)).detach();
         peers.push(Some(queue));
     }
-    let link = match &ctx.cluster {
-        Some(cluster) => Some(
-            ClusterLink::new(surepush_core::ShardId(id), cluster.clone()).ok_or(
-                "this shard's cluster lane is gone (after a storage failure a cluster node \
-                 restarts as a process)",
-            )?,
-        ),
-        None => None,
-    };
     let (rt, durability_wake) = ShardRuntime::new(RuntimeParts {
         id,
         config: config.clone(),

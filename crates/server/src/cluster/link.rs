@@ -95,7 +95,7 @@ impl ClusterLink {
         cluster: Arc<NodeCluster>,
     ) -> Option<(Rc<ClusterLink>, LinkTasks)> {
         let lane = cluster.take_lane(me.0)?;
-        let (seen, routes) = cluster.routes_after(0)?;
+        let (_, routes) = cluster.routes_after(0)?;
         let (backlog_wake, backlog) = local_channel::new_bounded(1);
         let (replies, reply_rx) = local_channel::new_unbounded();
         let (ticket_freed, freed_rx) = local_channel::new_bounded(1);
@@ -110,7 +110,8 @@ impl ClusterLink {
             cluster,
             lane: RefCell::new(lane),
             routes: RefCell::new(routes),
-            routes_seen: Cell::new(seen),
+            // The core has none yet: the first refresh hands them over.
+            routes_seen: Cell::new(0),
             backlog: RefCell::new(VecDeque::new()),
             backlog_wake,
             replies,
