@@ -361,3 +361,54 @@ fn a_receiving_node_killed_mid_traffic_loses_and_repeats_nothing() {
         "a message beyond the sent ones"
     );
 }
+
+/// A paho-mqtt 1.6.1 MQTT 5 client (Debian's python3-paho-mqtt) connects
+/// to `port`; prints the CONNACK's reason code and Server Reference.
+const PAHO_CONNACK: &str = r#"
+import sys, threading
+import paho.mqtt.client as mqtt
+port, token = int(sys.argv[1]), sys.argv[2]
+done = threading.Event()
+def on_connect(c, userdata, flags, rc, properties=None):
+    ref = getattr(properties, "ServerReference", "") if properties else ""
+    print(f"{int(rc.value) if hasattr(rc, 'value') else int(rc)} {ref}", flush=True)
+    done.set()
+c = mqtt.Client(client_id="redirected", protocol=mqtt.MQTTv5)
+c.username_pw_set("u", token)
+c.on_connect = on_connect
+c.connect("127.0.0.1", port, keepalive=30)
+c.loop_start()
+ok = done.wait(10)
+c.loop_stop()
+sys.exit(0 if ok else 3)
+"#;
+
+/// Issue #20: an MQTT 5 client whose user lives on another node gets
+/// CONNACK 0x9C (Use another server) with that node's MQTT address as the
+/// Server Reference; on its own node it is accepted.
+#[test]
+fn mqtt5_clients_are_sent_to_their_users_node() {
+    let cluster = Cluster::start();
+    let user = Cluster::users_on(2, 1, 1)[0];
+    let paho = |node: &TestServer| {
+        let out = Command::new("/usr/bin/python3")
+            .args(["-c", PAHO_CONNACK])
+            .arg(node.mqtt.port().to_string())
+            .arg(node.token(user, 1))
+            .output()
+            .expect("run /usr/bin/python3 (install python3-paho-mqtt)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let elsewhere = paho(&cluster.nodes[0]);
+    assert_eq!(
+        elsewhere,
+        format!("156 {}", cluster.nodes[2].mqtt),
+        "0x9C with the owner's MQTT address"
+    );
+    assert_eq!(paho(&cluster.nodes[2]), "0", "accepted on its own node");
+}
