@@ -5,7 +5,6 @@
 //! acknowledged message and stores none twice.
 
 #[path = "../crates/cluster/tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 mod common;

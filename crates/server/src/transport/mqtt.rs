@@ -147,9 +147,11 @@ impl Handshake for MqttHandshake {
         if !level.is_v5() {
             return connack(level, ReasonCode(0x03));
         }
-        let mut properties = mqtt::Properties::default();
-        properties.server_reference =
-            mqtt::MqttString::from_utf8(Bytes::copy_from_slice(to.as_bytes())).ok();
+        let properties = mqtt::Properties {
+            server_reference: mqtt::MqttString::from_utf8(Bytes::copy_from_slice(to.as_bytes()))
+                .ok(),
+            ..Default::default()
+        };
         let packet = Packet::ConnAck(mqtt::ConnAck {
             session_present: false,
             code: ReasonCode::USE_ANOTHER_SERVER,
