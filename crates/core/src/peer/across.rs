@@ -3,7 +3,7 @@
 //!
 //! Across nodes a message is a request on the sending shard's lane; the
 //! receiving node hands it to the owning shard as if from the mesh, and the
-//! lane's reply carries every answer that shard sends back (a [`super::Stored`]
+//! lane's reply carries every answer that shard sends back (a [`Stored`]
 //! once the copy is durable, one [`super::GroupStored`] per member inbox, ...).
 //! So a request is acknowledged only when its answers exist, and a
 //! receiver that dies before answering gets the request again from the
@@ -17,8 +17,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::PeerMsg;
-use super::PeerWireError;
+use super::{PeerMsg, PeerWireError, Stored};
+use crate::action::StoreOutcome;
 use crate::router::ShardId;
 use surepush_proto::Qos;
 
@@ -75,6 +75,27 @@ impl PeerMsg {
             | PeerMsg::StateStored(_)
             | PeerMsg::QueryState(_)
             | PeerMsg::StateValue(_) => None,
+        }
+    }
+}
+
+impl PeerMsg {
+    /// What the sending shard hands its own core in place of the owner's
+    /// answer when this message cannot cross nodes yet ([`PeerMsg::answers`]
+    /// is `None`), so a waiting send ends instead of hanging: a room publish
+    /// is answered `Failed` (the client may retry; rooms across nodes are
+    /// next). `None` when nothing waits for an answer.
+    pub fn refusal(&self) -> Option<PeerMsg> {
+        match self {
+            PeerMsg::RoomPublish(m) if m.qos != Qos::AtMostOnce || m.confirm => Some(
+                Stored {
+                    key: m.key,
+                    inbox: m.room,
+                    outcome: StoreOutcome::Failed,
+                }
+                .into(),
+            ),
+            _ => None,
         }
     }
 }

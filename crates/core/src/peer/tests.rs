@@ -401,3 +401,35 @@ fn answered_messages_name_their_return_address() {
         }
     }
 }
+
+/// Issue #20: a room publish that cannot reach its room's node yet is
+/// answered `Failed` on the sender's shard (the SEND ends; the client may
+/// retry) rather than waiting for an answer that never comes.
+#[test]
+fn a_room_publish_that_cannot_cross_is_refused_with_its_key() {
+    let mut sample = every_kind();
+    for m in sample.iter_mut() {
+        if let PeerMsg::RoomPublish(p) = m {
+            p.qos = Qos::AtLeastOnce; // a publish that awaits its SENDACK
+        }
+    }
+    for msg in &sample {
+        let Some(refusal) = msg.refusal() else {
+            continue;
+        };
+        assert_eq!(msg.answers(), None, "{msg:?} crosses, yet has a refusal");
+        match (msg, refusal) {
+            (PeerMsg::RoomPublish(p), PeerMsg::Stored(s)) => {
+                assert_eq!(
+                    (s.key, s.inbox, s.outcome),
+                    (p.key, p.room, StoreOutcome::Failed)
+                );
+            }
+            (m, r) => panic!("unexpected refusal {r:?} of {m:?}"),
+        }
+    }
+    assert!(
+        sample.iter().any(|m| m.refusal().is_some()),
+        "the sample holds a room publish that needs an answer"
+    );
+}

@@ -138,25 +138,28 @@ impl ClusterLink {
         }
     }
 
-    /// The core sent `msg` to `target` (not a local shard).
-    pub(crate) fn send(&self, target: PeerTarget, msg: PeerMsg) {
+    /// The core sent `msg` to `target` (not a local shard). Returns what
+    /// the core must take back at once: the refusal of a message that
+    /// cannot cross nodes yet ([`PeerMsg::refusal`]).
+    pub(crate) fn send(&self, target: PeerTarget, msg: PeerMsg) -> Option<PeerMsg> {
         match target {
             PeerTarget::Local(_) => debug_assert!(false, "local messages take the mesh"),
             PeerTarget::Ticket(t) => self.answer(t, msg),
-            PeerTarget::Partition(p) => self.send_to_partition(p, msg),
+            PeerTarget::Partition(p) => return self.send_to_partition(p, msg),
         }
+        None
     }
 
-    fn send_to_partition(&self, partition: PartitionId, mut msg: PeerMsg) {
+    fn send_to_partition(&self, partition: PartitionId, mut msg: PeerMsg) -> Option<PeerMsg> {
         if msg.answers().is_none() {
             if let Some(count) = self.refused.tick() {
                 tracing::error!(
                     count,
                     ?msg,
-                    "messages that cannot cross nodes yet (rooms, keyed state) dropped"
+                    "messages that cannot cross nodes yet (rooms, keyed state) refused"
                 );
             }
-            return;
+            return msg.refusal();
         }
         if let Some(origin) = msg.return_address_mut() {
             // Answers come back on this lane, to this shard.
@@ -181,6 +184,7 @@ impl ClusterLink {
         if !self.flush() {
             let _ = self.backlog_wake.try_send(());
         }
+        None
     }
 
     /// Sends what the backlog holds, in order, until a peer queue is full
