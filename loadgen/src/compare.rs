@@ -347,6 +347,7 @@ pub fn run_compare(s: &CompareScenario) -> Result<CompareReport, String> {
         restart_cmd: None,
         ack_delay: Duration::ZERO,
         server_pid: s.server_pid,
+        servers: Vec::new(),
     };
     systems.push(match run(&native) {
         Ok(r) => SystemResult::from_native(SUREPUSH, &r),

@@ -38,6 +38,7 @@ fn one_to_one_smoke_passes_the_checker() {
             restart_cmd: None,
             ack_delay: Duration::ZERO,
             server_pid: None,
+            servers: Vec::new(),
         };
         let r = run(&s).unwrap();
         assert!(r.passed(qos), "{qos:?}/{rate}: {}", r.to_text());
@@ -278,6 +279,7 @@ fn one_to_one_survives_a_kill_9_and_restart_of_the_gateway_midway() {
         restart_cmd: Some(format!("bash {}", script.display())),
         ack_delay: Duration::ZERO,
         server_pid: None,
+        servers: Vec::new(),
     };
     let r = run(&s);
     // Whatever happened, stop the restarted gateway.

@@ -83,6 +83,7 @@ pub(super) fn run_mixed(args: MixedArgs) -> Result<ExitCode, String> {
         restart_cmd: None,
         ack_delay: Duration::ZERO,
         server_pid: None,
+        servers: Vec::new(),
     };
     let room = RoomScenario {
         server,
