@@ -874,6 +874,7 @@ impl World {
             Action::StateStored { .. } | Action::StateValue { .. } => {
                 unreachable!("only MQTT connections write state")
             }
+            Action::Webhook(_) => unreachable!("the simulation turns no webhooks on"),
             Action::Peer { shard: to, msg } => {
                 // The mesh is reliable and FIFO per pair: a fixed delay keeps order.
                 self.schedule(

@@ -115,6 +115,9 @@ pub enum Action {
         /// Its newest value (`None`: not set).
         value: Option<Bytes>,
     },
+    /// Deliver a webhook event (it is durable); report the outcome with
+    /// [`super::Shard::handle_webhook_done`].
+    Webhook(crate::WebhookEvent),
 }
 
 /// Result of storing one copy of a send in one inbox.

@@ -241,12 +241,17 @@ impl Shard {
 
     pub(super) fn on_retransmit_timer(&mut self, conn: ConnId, seq: Seq) {
         let max_retries = self.config.max_retries;
-        let Some(c) = self.conn_mut(conn) else { return };
+        let Some(c) = self.conn(conn) else { return };
         let Some(pos) = c.pending.iter().position(|p| p.record.seq == seq) else {
             return;
         };
         let (_, device) = c.session.expect("pending pushes imply a session");
         let tries = c.pending[pos].tries + 1;
+        // `tries - 1` retransmissions went unanswered.
+        if self.wants_unacked_webhook(tries - 1) {
+            let record = c.pending[pos].record.clone();
+            self.webhook_unacked(&record, device, tries - 1);
+        }
         if tries > max_retries {
             self.stats.dead_connections += 1;
             self.fail(
@@ -259,6 +264,7 @@ impl Shard {
             );
             return;
         }
+        let c = self.conn_mut(conn).expect("checked above");
         let pending = &c.pending[pos];
         let frame = push_frame(&pending.record, device, true, pending.prev);
         let deadline = self.now_ns + self.config.backoff_ms(tries + 1) * NS_PER_MS;

@@ -111,9 +111,15 @@ impl Shard {
             }),
             StateDurability::Now | StateDurability::Deferred => None,
         };
-        if !self.router.is_mine(key.owner()) {
+        let Some(owner) = key.owner() else {
+            // The shard's own keys (webhook events) are the core's alone.
+            debug_assert!(false, "{key:?} written from above the core");
+            tracing::warn!(?key, "refusing a write of a key only the core writes");
+            return;
+        };
+        if !self.router.is_mine(owner) {
             let msg = StoreState { key, value, report };
-            self.route_to_owner(key.owner(), msg);
+            self.route_to_owner(owner, msg);
             return;
         }
         if durability == StateDurability::Deferred {
@@ -140,7 +146,10 @@ impl Shard {
             conn,
             key,
         };
-        self.route_to_owner(key.owner(), msg);
+        match key.owner() {
+            Some(owner) => self.route_to_owner(owner, msg),
+            None => self.answer_state_query(msg),
+        }
     }
 
     /// Appends a write of a key owned here (from this shard or another).

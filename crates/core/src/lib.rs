@@ -32,6 +32,7 @@
 //! | `Fanouts` | `group.rs` | group sends waiting for their member copies |
 //! | `RoomShards` | `room.rs` | per room homed here, the shards with subscribers |
 //! | `KeyedState` | `keyed.rs` | keyed state of the layers above (MQTT sessions, retained) |
+//! | `Webhooks` | `webhook/` | webhook events until delivered: numbering, window, backlog cap |
 //! | messages | `peer/` | one struct per shard-to-shard message, and its wire encoding |
 //!
 //! Sessions and limits (`session.rs`), the send path and dedup (`send.rs`,
@@ -71,6 +72,7 @@ mod stats;
 mod storage;
 mod sync;
 pub mod timer;
+mod webhook;
 
 pub use action::{
     Action, AppendToken, ConnId, MembersOutcome, Publish, Publisher, ReadId, StoreOutcome,
@@ -91,6 +93,7 @@ pub use router::{Address, ClusterRoutes, PeerTarget, Router, RoutesError, ShardI
 pub use shard::{Shard, ShardParams};
 pub use state::{apply_membership, DedupConfig, DedupEntry, DedupWindow, RecoveredState, SendKey};
 pub use stats::CoreStats;
+pub use webhook::{WebhookEvent, WebhookKind, WebhookOutcome, WebhookRules};
 
 #[cfg(test)]
 mod tests;

@@ -439,6 +439,8 @@ impl Shard {
             Record::Message(record.clone()),
             AppendPurpose::Copy { key, inbox },
         );
+        // Right behind the copy: the same group commit.
+        self.webhook_copy_appended(&record);
         self.copies.insert(
             (key, inbox),
             InFlightCopy {

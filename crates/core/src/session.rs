@@ -25,7 +25,7 @@ use crate::Record;
 use surepush_proto::{ConnAck, Connect, ErrorCode, Frame, Seq, UserId};
 
 impl Shard {
-    pub(super) fn open_connection(&mut self) -> ConnId {
+    pub(super) fn open_connection(&mut self, transport: &'static str) -> ConnId {
         self.next_generation = self.next_generation.wrapping_add(1);
         let generation = self.next_generation;
         let idle_limit_ns = self.config.connect_timeout_ms * NS_PER_MS;
@@ -49,6 +49,7 @@ impl Shard {
             verifying: false,
             deferred: VecDeque::new(),
             acl: Default::default(),
+            transport,
         });
         let id = ConnId {
             index: index as u32,
@@ -225,6 +226,7 @@ impl Shard {
         c.idle_limit_ns = keepalive_ms * NS_PER_MS * 3 / 2;
         self.stats.sessions_opened += 1;
         self.stats.sessions_live += 1;
+        self.webhook_connected(conn, user, connect.device);
         let ack = ConnAck {
             user,
             device: connect.device,
@@ -318,13 +320,20 @@ impl Shard {
         for frame in held {
             self.send_frame(conn, frame);
         }
+        let reason = close_reason(&last);
         self.send_frame(conn, last);
-        self.forget_connection(conn);
+        self.forget_connection_because(conn, &reason);
         self.actions.push_back(Action::Close { conn });
     }
 
-    /// Drops every trace of `conn` (its stored messages stay in the log).
+    /// The transport of `conn` is gone: drops every trace of it.
     pub(super) fn forget_connection(&mut self, conn: ConnId) {
+        self.forget_connection_because(conn, "closed");
+    }
+
+    /// Drops every trace of `conn` (its stored messages stay in the log);
+    /// `reason` goes into the `session.disconnected` webhook.
+    fn forget_connection_because(&mut self, conn: ConnId, reason: &str) {
         if self.conn(conn).is_none() {
             return;
         }
@@ -340,6 +349,7 @@ impl Shard {
         self.stats.pending_acks -= c.pending.len() as u64;
         if let Some((user, device)) = c.session {
             self.stats.sessions_live -= 1;
+            self.webhook_disconnected(user, device, c.transport, reason);
             if let Some(d) = self.users.get_mut(&user).and_then(|i| i.device_mut(device)) {
                 if d.conn == Some(conn) {
                     d.conn = None;
@@ -347,4 +357,34 @@ impl Shard {
             }
         }
     }
+}
+
+/// Why a connection closed with `last` (ERROR or DISCONNECT), as the
+/// `session.disconnected` webhook says it: the wire code's name in
+/// snake case (`ack_timeout`, `replaced`, `normal`, ...), or `code_<n>`.
+fn close_reason(last: &Frame) -> String {
+    let code = match last {
+        Frame::Error(e) => e.code,
+        Frame::Disconnect(d) => d.reason,
+        _ => return "closed".into(),
+    };
+    match ErrorCode::from_u16(code) {
+        Some(known) => snake_case(&format!("{known:?}")),
+        None => format!("code_{code}"),
+    }
+}
+
+fn snake_case(camel: &str) -> String {
+    let mut out = String::with_capacity(camel.len() + 4);
+    for (i, ch) in camel.chars().enumerate() {
+        if ch.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(ch.to_ascii_lowercase());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
 }

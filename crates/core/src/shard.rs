@@ -131,6 +131,9 @@ pub(super) struct Conn {
     pub(super) deferred: VecDeque<surepush_proto::Send>,
     /// What the session's token grants (empty before CONNECT).
     pub(super) acl: surepush_token::Acl,
+    /// How the client reached the gateway (`"native"`, `"mqtt"`, ...), for
+    /// the session webhooks.
+    pub(super) transport: &'static str,
 }
 
 /// What a timer means when it fires.
@@ -194,6 +197,8 @@ pub struct Shard {
     pub(super) room_shards: super::room::RoomShards,
     /// Keyed state of the layers above owned here (`keyed.rs`).
     pub(super) keyed: super::keyed::KeyedState,
+    /// Webhook events not delivered yet (`webhook/`).
+    pub(super) webhooks: super::webhook::Webhooks,
     pub(super) next_sub_id: u64,
     pub(super) timers: TimerWheel<TimerEvent>,
     pub(super) actions: VecDeque<Action>,
@@ -211,8 +216,9 @@ impl Shard {
         params: ShardParams,
         config: CoreConfig,
         auth: TokenVerifier,
-        recovered: RecoveredState,
+        mut recovered: RecoveredState,
     ) -> Shard {
+        let webhooks = super::webhook::Webhooks::recovered(&mut recovered.keyed);
         let mut users: FastHashMap<UserId, Inbox> =
             FastHashMap::with_capacity_and_hasher(recovered.heads.len(), Default::default());
         for (user, head) in recovered.heads {
@@ -245,6 +251,7 @@ impl Shard {
             rooms: FastHashMap::default(),
             room_shards: Default::default(),
             keyed: super::keyed::KeyedState::recovered(recovered.keyed),
+            webhooks,
             next_sub_id: 0,
             timers: TimerWheel::new(tick),
             actions: VecDeque::new(),
@@ -325,8 +332,14 @@ impl Shard {
 
     /// A connection was accepted (or handed over); returns its id.
     pub fn handle_open(&mut self, now: u64) -> ConnId {
+        self.handle_open_via("native", now)
+    }
+
+    /// As [`Shard::handle_open`], naming the transport the client came over
+    /// (reported in the session webhooks).
+    pub fn handle_open_via(&mut self, transport: &'static str, now: u64) -> ConnId {
         self.set_now(now);
-        self.open_connection()
+        self.open_connection(transport)
     }
 
     /// A frame arrived on `conn`.
@@ -398,6 +411,7 @@ impl Shard {
                 TimerEvent::FlushCursors => {
                     self.flush_cursors();
                     self.flush_deferred_state();
+                    self.flush_webhooks();
                 }
             }
         }
@@ -417,6 +431,7 @@ impl Shard {
         }
         self.flush_cursors();
         self.flush_deferred_state();
+        self.flush_webhooks();
     }
 
     // ----- outputs ----------------------------------------------------------
@@ -555,6 +570,7 @@ impl Shard {
             } => self.on_membership_durable(origin, request, members, ok),
             AppendPurpose::Raise { conn, user, seq } => self.on_raise_durable(conn, user, seq, ok),
             AppendPurpose::State(Some(report)) => self.state_stored(report, ok),
+            AppendPurpose::Webhook(id) => self.on_webhook_durable(id, ok),
             AppendPurpose::State(None) | AppendPurpose::Bookkeeping => {}
         }
     }

@@ -40,4 +40,12 @@ pub struct CoreStats {
     pub auth_failures: u64,
     /// Log failures observed.
     pub storage_failures: u64,
+    /// Webhook events emitted, per [`crate::WebhookKind`] (in `ALL` order).
+    pub webhook_events: [u64; 4],
+    /// Webhook events dropped because the shard's backlog was full.
+    pub webhooks_dropped: u64,
+    /// Webhook events the dispatcher gave up on (past the give-up age).
+    pub webhooks_given_up: u64,
+    /// Webhook events stored and not delivered yet (gauge).
+    pub webhooks_pending: u64,
 }

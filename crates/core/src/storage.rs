@@ -93,6 +93,8 @@ pub(super) enum AppendPurpose {
     },
     /// Keyed state (`keyed.rs`): tell whoever asked, if anyone.
     State(Option<crate::keyed::StateReport>),
+    /// Webhook event `id` (`webhook/`): hand it out once durable.
+    Webhook(u64),
 }
 
 /// Why a read was issued.

@@ -655,6 +655,7 @@ mod keyed;
 mod read_ahead;
 mod retry;
 mod room_access;
+mod webhook;
 
 /// Room frames (SUBACK, ROOMLAG and the shared ROOMPUSH bytes) sent to
 /// `conn` so far, drained.

@@ -218,7 +218,8 @@ struct MemberBody {
 
 /// The key of a [`Record::State`], in front of its value:
 /// `tag` 1 = MQTT session (`a` user, `b` device), 2 = retained message
-/// (`a` room wire id, `b` 0).
+/// (`a` room wire id, `b` 0), 3 = webhook event (`a` event number, `b` 0),
+/// 4 = webhook cursor (`a` 0, `b` 0).
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
 #[repr(C)]
 struct StateKeyBody {
@@ -229,12 +230,16 @@ struct StateKeyBody {
 
 const STATE_TAG_MQTT_SESSION: u8 = 1;
 const STATE_TAG_RETAINED: u8 = 2;
+const STATE_TAG_WEBHOOK_EVENT: u8 = 3;
+const STATE_TAG_WEBHOOK_CURSOR: u8 = 4;
 
 impl StateKeyBody {
     fn of(key: StateKey) -> StateKeyBody {
         let (tag, a, b) = match key {
             StateKey::MqttSession { user, device } => (STATE_TAG_MQTT_SESSION, user.0, device.0),
             StateKey::Retained { room } => (STATE_TAG_RETAINED, room.0, 0),
+            StateKey::WebhookEvent { id } => (STATE_TAG_WEBHOOK_EVENT, id, 0),
+            StateKey::WebhookCursor => (STATE_TAG_WEBHOOK_CURSOR, 0, 0),
         };
         StateKeyBody {
             tag,
@@ -254,6 +259,8 @@ impl StateKeyBody {
             STATE_TAG_RETAINED if b == 0 && surepush_proto::is_room(a) => {
                 Some(StateKey::Retained { room: UserId(a) })
             }
+            STATE_TAG_WEBHOOK_EVENT if b == 0 => Some(StateKey::WebhookEvent { id: a }),
+            STATE_TAG_WEBHOOK_CURSOR if a == 0 && b == 0 => Some(StateKey::WebhookCursor),
             _ => None,
         }
     }

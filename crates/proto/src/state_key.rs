@@ -21,14 +21,28 @@ pub enum StateKey {
         /// The room's wire id (with [`crate::ROOM_BIT`]).
         room: UserId,
     },
+    /// A webhook event not delivered yet, in the log of the shard that
+    /// emitted it (the core's `webhook.rs`); `id` is that shard's event
+    /// number. A tombstone marks it delivered (or given up).
+    WebhookEvent {
+        /// The shard's event number (never reused: see `WebhookCursor`).
+        id: u64,
+    },
+    /// The highest webhook event number of this shard that was delivered
+    /// or given up, written before the tombstones it covers, so a restart
+    /// never numbers an event again.
+    WebhookCursor,
 }
 
 impl StateKey {
-    /// The id whose owner shard keeps this key.
-    pub fn owner(self) -> UserId {
+    /// The id whose owner shard keeps this key; `None` for a key of the
+    /// shard itself (webhook events), which stays in the log it was
+    /// written to and is never routed.
+    pub fn owner(self) -> Option<UserId> {
         match self {
-            StateKey::MqttSession { user, .. } => user,
-            StateKey::Retained { room } => room,
+            StateKey::MqttSession { user, .. } => Some(user),
+            StateKey::Retained { room } => Some(room),
+            StateKey::WebhookEvent { .. } | StateKey::WebhookCursor => None,
         }
     }
 }

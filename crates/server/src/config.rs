@@ -146,6 +146,8 @@ pub struct Config {
     pub logging: LoggingSettings,
     /// Membership of a cluster on NATS (docs/CLUSTER.md); off by default.
     pub cluster: ClusterSettings,
+    /// Events for the backend (docs/WEBHOOKS.md).
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 /// `[logging]`: the gateway's own log lines (on stderr).
@@ -259,6 +261,7 @@ impl Default for Config {
             mqtt: MqttSettings::default(),
             logging: LoggingSettings::default(),
             cluster: ClusterSettings::default(),
+            webhooks: Default::default(),
         }
     }
 }
@@ -388,6 +391,7 @@ impl Config {
         if m.enabled && (m.max_packet < 1024 || m.max_packet > c.max_frame) {
             return bad("mqtt.max_packet must be within 1 KiB ..= core.max_frame");
         }
+        self.webhooks.check(c).map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

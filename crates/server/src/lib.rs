@@ -31,6 +31,7 @@ pub mod offline;
 pub mod reload;
 mod runtime;
 mod transport;
+pub mod webhooks;
 
 pub use config::{Config, ConfigError, ConfigSources, LogSettings};
 pub use node::{serve, Reload, ServeError};

@@ -214,6 +214,7 @@ pub struct Metrics {
     unacked_expired: Counters,
     fsync: Histograms,
     slow_consumers: Family<SlowLabel, Counter>,
+    webhooks: Arc<crate::webhooks::WebhookMetrics>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -285,7 +286,9 @@ impl Metrics {
             "log_fsync_seconds",
             "Time from append to durable (group commit wait)",
         );
+        let webhooks = Arc::new(crate::webhooks::WebhookMetrics::register(registry, shards));
         let m = Metrics {
+            webhooks,
             registry: root,
             core_counters,
             core_gauges,
@@ -330,6 +333,11 @@ impl Metrics {
         Arc::new(m)
     }
 
+    /// The webhook series (the dispatcher updates them).
+    pub fn webhooks(&self) -> Arc<crate::webhooks::WebhookMetrics> {
+        self.webhooks.clone()
+    }
+
     /// The handle one shard updates.
     pub fn shard(self: &Arc<Self>, shard: u16) -> ShardMetrics {
         ShardMetrics {
@@ -367,7 +375,7 @@ const SLOW_DROPPED: &str = "dropped";
 
 /// Increment for a monotonic counter from two snapshots; a lower value
 /// means the source restarted from zero.
-fn delta(now: u64, before: u64) -> u64 {
+pub(crate) fn delta(now: u64, before: u64) -> u64 {
     if now >= before {
         now - before
     } else {
@@ -393,6 +401,9 @@ impl ShardMetrics {
         if lags > 0 {
             self.slow(SLOW_LAGGED).inc_by(lags);
         }
+        self.metrics
+            .webhooks
+            .record_core(self.label.shard, stats, &last.core);
         last.core = stats.clone();
     }
 

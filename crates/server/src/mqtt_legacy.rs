@@ -121,7 +121,7 @@ impl LegacyMqttState {
         let shards = u16::try_from(self.shards).map_err(|e| e.to_string())?;
         let router = Router::new(ShardId(shard), shards);
         for (key, value) in &self.records {
-            if !router.is_mine(key.owner()) {
+            if key.owner().is_none_or(|owner| !router.is_mine(owner)) {
                 continue;
             }
             let record = Record::State {

@@ -2,6 +2,7 @@
 //! between them, the listeners, graceful shutdown on SIGTERM/SIGINT, and
 //! configuration reloads on SIGHUP ([`crate::reload`]).
 
+use crate::webhooks::{Dispatcher, ShardLink};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -135,12 +136,26 @@ pub fn serve(config: Config, reload: Reload) -> Result<(), ServeError> {
         true => Some(NodeCluster::join(&config, shards)?),
         false => None,
     };
+    // Lives as long as the node: shards restarted after a storage failure
+    // keep their links (reports of the old generation are ignored by the
+    // new one, which hands its recovered events out again).
+    let (_dispatcher, webhook_links) = match config.webhooks.enabled() {
+        true => {
+            if config.webhooks.secret.is_empty() {
+                tracing::warn!("webhooks.secret is empty: webhook requests are not signed");
+            }
+            let (d, links) = Dispatcher::start(&config.webhooks, shards, metrics.webhooks())
+                .map_err(io_err("start the webhook dispatcher"))?;
+            tracing::info!(url = %config.webhooks.url, "webhooks on");
+            (Some(d), Some(Arc::new(links)))
+        }
+        false => (None, None),
+    };
     let config = Arc::new(config);
     loop {
         let keys = (secret.clone(), admin_token.clone());
-        let run = run_shards(
-            &config, shards, keys, io_memory, &shared, &metrics, &cluster,
-        );
+        let ends = (&shared, &metrics, &webhook_links, &cluster);
+        let run = run_shards(&config, shards, keys, io_memory, ends);
         if run.is_err()
             || !shared.restart.load(Ordering::Relaxed)
             || shared.signalled.load(Ordering::Relaxed)
@@ -171,9 +186,12 @@ fn run_shards(
     shards: u16,
     (secret, admin_token): (Vec<u8>, String),
     io_memory: usize,
-    shared: &Arc<NodeShared>,
-    metrics: &Arc<Metrics>,
-    cluster: &Option<Arc<NodeCluster>>,
+    (shared, metrics, webhooks, cluster): (
+        &Arc<NodeShared>,
+        &Arc<Metrics>,
+        &WebhookLinks,
+        &Option<Arc<NodeCluster>>,
+    ),
 ) -> Result<(), ServeError> {
     let mesh = MeshBuilder::<MeshMsg, _>::full(shards as usize, config.mesh_channel_size);
     let origin = Instant::now();
@@ -216,6 +234,7 @@ fn run_shards(
     });
     let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
     let cluster = cluster.clone();
+    let webhooks = webhooks.clone();
     let handles = LocalExecutorPoolBuilder::new(placement)
         .name("surepush")
         .io_memory(io_memory)
@@ -232,6 +251,7 @@ fn run_shards(
                 origin,
                 wall_ms,
                 cluster,
+                webhooks,
             };
             async move {
                 let shared = ctx.shared.clone();
@@ -286,7 +306,11 @@ struct ShardContext {
     origin: Instant,
     wall_ms: u64,
     cluster: Option<Arc<NodeCluster>>,
+    webhooks: WebhookLinks,
 }
+
+/// Each shard's link to the webhook dispatcher, when `[webhooks]` is on.
+type WebhookLinks = Option<Arc<Vec<ShardLink>>>;
 
 async fn shard_main(
     ctx: ShardContext,
@@ -341,6 +365,8 @@ async fn shard_main(
     if let Some((link, _)) = &link {
         link.refresh_routes(&mut core); // before the first connection is routed
     }
+    core.set_webhook_rules(config.webhooks.rules(&config.core));
+    let webhooks = ctx.webhooks.as_ref().map(|l| l[id as usize].clone());
     let mqtt = config.mqtt.enabled.then(|| {
         let params = surepush_mqtt::bridge::BridgeParams {
             page: config.mqtt.page,
@@ -375,6 +401,7 @@ async fn shard_main(
         wall_ms_at_origin: ctx.wall_ms,
         mqtt,
         cluster: link.as_ref().map(|(link, _)| link.clone()),
+        webhooks: webhooks.clone(),
     });
     if let Some((link, tasks)) = link {
         start_link_tasks(&rt, link, tasks);
@@ -385,6 +412,11 @@ async fn shard_main(
         rt.metrics.count_salvaged(salvage.lost.len() as u64);
     }
     glommio::spawn_local(rt.clone().durability_loop(durability_wake)).detach();
+    if let Some(link) = webhooks {
+        glommio::spawn_local(crate::webhooks::report_loop(rt.clone(), link)).detach();
+        rt.hand_out_webhooks();
+        rt.drive();
+    }
     for (_, rx) in receivers.streams() {
         let rt = rt.clone();
         glommio::spawn_local(async move {

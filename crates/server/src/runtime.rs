@@ -167,6 +167,8 @@ pub(crate) struct ShardRuntime {
     live_applied: Cell<Option<u64>>,
     /// This shard's lane to the other nodes, in a cluster.
     pub(crate) cluster: Option<Rc<ClusterLink>>,
+    /// The webhook dispatcher, when `[webhooks]` is on.
+    webhooks: Option<crate::webhooks::ShardLink>,
 }
 
 /// What a shard's runtime is made of (named, so a new part is one field
@@ -196,6 +198,8 @@ pub(crate) struct RuntimeParts {
     pub mqtt: Option<MqttShard>,
     /// This shard's lane to the other nodes, in a cluster.
     pub cluster: Option<Rc<ClusterLink>>,
+    /// The webhook dispatcher, when `[webhooks]` is on.
+    pub webhooks: Option<crate::webhooks::ShardLink>,
 }
 
 impl ShardRuntime {
@@ -213,6 +217,7 @@ impl ShardRuntime {
             wall_ms_at_origin,
             mqtt,
             cluster,
+            webhooks,
         } = parts;
         let (durability_wake, rx) = local_channel::new_bounded(1);
         let rt = Rc::new(ShardRuntime {
@@ -238,6 +243,7 @@ impl ShardRuntime {
             read_failures_log: LogEvery::new(LOG_REPEATS_EVERY),
             live_applied: Cell::new(None),
             cluster,
+            webhooks,
         });
         (rt, rx)
     }
@@ -278,9 +284,9 @@ impl ShardRuntime {
             .map_or(0, |d| d.as_millis() as u64)
     }
 
-    pub(crate) fn open_connection(&self, io: Rc<ConnIo>) -> ConnId {
+    pub(crate) fn open_connection(&self, io: Rc<ConnIo>, transport: &'static str) -> ConnId {
         let now = self.now();
-        let conn = self.core.borrow_mut().handle_open(now);
+        let conn = self.core.borrow_mut().handle_open_via(transport, now);
         self.conns.borrow_mut().insert(conn, io);
         conn
     }
@@ -596,6 +602,13 @@ impl ShardRuntime {
                         let _ = tx.try_send(outcome);
                     }
                 }
+                Action::Webhook(event) => {
+                    // Without a dispatcher (webhooks turned off) the event
+                    // stays in the log and in the core's window.
+                    if let Some(link) = &self.webhooks {
+                        link.send(event);
+                    }
+                }
             }
         }
         for io in dirty {
@@ -635,6 +648,18 @@ impl ShardRuntime {
             self.shared.storage_failed[self.id as usize].store(true, Ordering::Relaxed);
             self.metrics.set_storage_failed(true);
         }
+    }
+
+    /// The dispatcher finished with webhook event `id` (the caller drives).
+    pub(crate) fn webhook_done(&self, id: u64, outcome: surepush_core::WebhookOutcome) {
+        let now = self.now();
+        self.core.borrow_mut().handle_webhook_done(id, outcome, now);
+    }
+
+    /// Hands the webhook events recovered from the log to the dispatcher
+    /// (the caller drives).
+    pub(crate) fn hand_out_webhooks(&self) {
+        self.core.borrow_mut().hand_out_webhooks();
     }
 
     /// Reports durability to the core as group commits complete.
@@ -741,8 +766,8 @@ impl ShardLoop for ShardRuntime {
         self.handoff(owner, MeshMsg::Handoff(Box::new(handoff)));
     }
 
-    fn open_connection(&self, io: Rc<ConnIo>) -> ConnId {
-        ShardRuntime::open_connection(self, io)
+    fn open_connection(&self, io: Rc<ConnIo>, transport: &'static str) -> ConnId {
+        ShardRuntime::open_connection(self, io, transport)
     }
 
     fn decode_error(self: &Rc<Self>, conn: ConnId, e: &ProtoError) {

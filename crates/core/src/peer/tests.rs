@@ -433,3 +433,29 @@ fn a_room_publish_that_cannot_cross_is_refused_with_its_key() {
         "the sample holds a room publish that needs an answer"
     );
 }
+
+/// Every state key has its encoding (the webhook keys never cross shards,
+/// but the encoding of a `StateKey` is total; issue #22 item 3).
+#[test]
+fn every_state_key_round_trips() {
+    let keys = [
+        StateKey::MqttSession {
+            user: UserId(5),
+            device: DeviceId(6),
+        },
+        StateKey::Retained {
+            room: UserId(surepush_proto::ROOM_BIT | 3),
+        },
+        StateKey::WebhookEvent { id: u64::MAX },
+        StateKey::WebhookCursor,
+    ];
+    for key in keys {
+        let msg: PeerMsg = StateValue {
+            conn: conn(),
+            key,
+            value: None,
+        }
+        .into();
+        assert_eq!(PeerMsg::decode(&msg.to_bytes()), Ok(msg));
+    }
+}

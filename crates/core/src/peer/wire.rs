@@ -507,6 +507,11 @@ impl Wire for StateKey {
                 out.put_u8(1);
                 room.put(out);
             }
+            StateKey::WebhookEvent { id } => {
+                out.put_u8(2);
+                id.put(out);
+            }
+            StateKey::WebhookCursor => out.put_u8(3),
         }
     }
     fn get(r: &mut Reader) -> Result<Self, PeerWireError> {
@@ -518,6 +523,8 @@ impl Wire for StateKey {
             1 => Ok(StateKey::Retained {
                 room: Wire::get(r)?,
             }),
+            2 => Ok(StateKey::WebhookEvent { id: Wire::get(r)? }),
+            3 => Ok(StateKey::WebhookCursor),
             _ => Err(PeerWireError::Invalid("state key")),
         }
     }

@@ -58,6 +58,19 @@ fn every_kind_round_trips() {
             },
             value: None,
         },
+        // Webhook events and their cursor (issue #22 item 3).
+        Record::State {
+            key: StateKey::WebhookEvent { id: u64::MAX - 1 },
+            value: Some(Bytes::from_static(b"{\"event\":\"message.offline\"}")),
+        },
+        Record::State {
+            key: StateKey::WebhookEvent { id: 7 },
+            value: None,
+        },
+        Record::State {
+            key: StateKey::WebhookCursor,
+            value: Some(Bytes::copy_from_slice(&7u64.to_le_bytes())),
+        },
     ];
     for r in records {
         let mut b = BytesMut::new();

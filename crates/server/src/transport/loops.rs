@@ -66,6 +66,9 @@ pub(crate) async fn read_loop<S: ShardLoop, R: StreamReader, I: Inbound>(
             // Let the big buffer go (messages sliced from it keep their part).
             *buf = BytesMut::new();
         }
+        if idle {
+            io.with_session(|s| s.release_idle_memory());
+        }
         let want = if idle {
             IDLE_READ
         } else {

@@ -234,20 +234,22 @@ fn serve<S: ShardLoop>(rt: &Rc<S>, stream: TcpStream, hello: Hello, rest: Bytes)
     match hello {
         Hello::Native(connect) => {
             let (session, inbound) = native::open(rt.as_ref(), connect, rest);
-            start(rt, stream, session, inbound, |_, _| {});
+            start(rt, stream, "native", session, inbound, |_, _| {});
         }
         Hello::Mqtt(hello) => {
             let Some((session, inbound)) = mqtt::open(rt.as_ref(), *hello, rest) else {
                 return;
             };
-            start(rt, stream, session, inbound, mqtt::opened);
+            start(rt, stream, "mqtt", session, inbound, mqtt::opened);
         }
     }
 }
 
+/// `transport` names the protocol for the session webhooks.
 fn start<S: ShardLoop, I: Inbound>(
     rt: &Rc<S>,
     stream: TcpStream,
+    transport: &'static str,
     session: Box<dyn Session>,
     inbound: I,
     opened: impl FnOnce(&dyn ShardPort, &Rc<ConnIo>),
@@ -255,7 +257,7 @@ fn start<S: ShardLoop, I: Inbound>(
     let _ = stream.set_nodelay(true);
     let stream = stream::Tcp::new(stream);
     let (io, signals) = ConnIo::new(stream::ByteStream::raw_fd(&stream), session);
-    let conn = rt.open_connection(io.clone());
+    let conn = rt.open_connection(io.clone(), transport);
     opened(rt.as_ref(), &io);
     let (reader, writer) = stream::ByteStream::split(stream);
     glommio::spawn_local(loops::write_loop(
@@ -324,6 +326,10 @@ pub(crate) trait Session: std::any::Any {
     fn output_drained(&mut self, _rt: &dyn ShardPort, _conn: ConnId, _io: &ConnIo) -> bool {
         false
     }
+    /// The connection went idle (nothing buffered to read): give back the
+    /// memory its queues grew to while busy (thousands of idle connections
+    /// must each cost little).
+    fn release_idle_memory(&mut self) {}
     /// The connection is gone (whatever the reason): what to publish on
     /// its behalf, if anything.
     fn finish(self: Box<Self>, _rt: &dyn ShardPort, _io: &Rc<ConnIo>) -> Option<LastWill> {

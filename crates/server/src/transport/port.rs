@@ -49,7 +49,7 @@ pub(crate) trait ShardLoop: ShardPort + 'static {
     /// Sends a connection to the shard that owns its user.
     fn hand_off(&self, owner: u16, handoff: Handoff);
     /// Registers a new connection with the core.
-    fn open_connection(&self, io: Rc<ConnIo>) -> ConnId;
+    fn open_connection(&self, io: Rc<ConnIo>, transport: &'static str) -> ConnId;
     /// The input of `conn` is not its protocol (then drives).
     fn decode_error(self: &Rc<Self>, conn: ConnId, e: &ProtoError);
     /// Carries out what the core queued.

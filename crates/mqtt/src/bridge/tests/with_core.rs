@@ -234,7 +234,7 @@ impl World {
                 Action::Append { token, record } => self.appends[shard].push_back((token, record)),
                 Action::Read { id, user, query } => self.reads[shard].push((id, user, query)),
                 Action::Peer { shard: to, msg } => self.links[shard][to.index()].push_back(msg),
-                Action::Published { .. } | Action::MembersUpdated { .. } => {}
+                Action::Published { .. } | Action::MembersUpdated { .. } | Action::Webhook(_) => {}
                 Action::StateStored { .. } | Action::StateValue { .. } => {}
             }
         }
