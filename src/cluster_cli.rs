@@ -5,12 +5,13 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use surepush::cluster::admin::{self, InitOutcome};
 use surepush::cluster::runtime::connect::NatsConfig;
-use surepush::cluster::PartitionCount;
+use surepush::cluster::{NodeId, PartitionCount};
 
 #[derive(Subcommand)]
 pub enum ClusterCommand {
     /// Create the cluster: its KV buckets and its partition count (fixed
-    /// for its lifetime). The first node to join then owns every
+    /// for its lifetime). With `--nodes`, the partitions are spread over
+    /// those nodes round-robin; without, the first node to join owns every
     /// partition. Running it again with the same count changes nothing.
     Init {
         #[command(flatten)]
@@ -19,6 +20,10 @@ pub enum ClusterCommand {
         /// them by hash, and whole partitions move between nodes.
         #[arg(long)]
         partitions: u64,
+        /// Node ids to spread the partitions over (comma-separated), for a
+        /// new cluster whose nodes are known.
+        #[arg(long, value_delimiter = ',')]
+        nodes: Vec<String>,
         /// Seconds a node stays registered after its last heartbeat.
         #[arg(long, default_value_t = admin::DEFAULT_REGISTRY_TTL.as_secs())]
         registry_ttl_s: u64,
@@ -57,14 +62,21 @@ pub fn run(command: ClusterCommand) -> Result<(), String> {
         ClusterCommand::Init {
             nats,
             partitions,
+            nodes,
             registry_ttl_s,
             replicas,
         } => {
+            let nodes = nodes
+                .iter()
+                .map(|n| NodeId::parse(n).map_err(|e| format!("--nodes {n:?}: {e}")))
+                .collect::<Result<Vec<_>, _>>()?;
             let (mut config, timeout) = nats.config();
             config.kv_replicas = replicas.max(1);
             let partitions = PartitionCount::new(partitions).map_err(|e| e.to_string())?;
             let ttl = Duration::from_secs(registry_ttl_s.max(1));
-            match admin::init(&config, partitions, ttl, timeout).map_err(|e| e.to_string())? {
+            match admin::init(&config, partitions, &nodes, ttl, timeout)
+                .map_err(|e| e.to_string())?
+            {
                 InitOutcome::Created(m) => {
                     println!("created a cluster with {} partitions", m.partitions.get())
                 }

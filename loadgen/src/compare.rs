@@ -383,6 +383,7 @@ pub fn run_compare(s: &CompareScenario) -> Result<CompareReport, String> {
         ack_delay: Duration::ZERO,
         server_pid: s.server_pid,
         tls: Default::default(),
+        servers: Vec::new(),
     };
     systems.push(match run(&native) {
         Ok(r) => SystemResult::from_native(NATIVE, SUREPUSH, &r),

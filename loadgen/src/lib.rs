@@ -106,6 +106,12 @@ pub struct Scenario {
     /// process listening on the `--server` port, if one is found.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// The nodes of a cluster (comma-separated): the client of user `u`
+    /// connects to the `u mod n`-th and follows the gateway's redirect to
+    /// its user's node (docs/CLUSTER.md); server CPU is the sum over every
+    /// node found listening. Empty: everything goes to `--server`.
+    #[arg(long, value_delimiter = ',')]
+    pub servers: Vec<SocketAddr>,
     /// TLS to the gateway (`--tls --ca FILE`).
     #[command(flatten)]
     pub tls: TlsOptions,
@@ -325,13 +331,20 @@ pub(crate) fn mint_token(secret: &[u8], user: u64) -> String {
 fn client(s: &Scenario, user: u64) -> Result<BlockingClient, String> {
     let mut config = ClientConfig::new(mint_token(&s.secret, user), DeviceId(1));
     config.page = 500;
-    BlockingClient::connect(
-        s.tls.gateway(s.server)?,
-        config,
-        Some(Seq::ZERO),
-        Duration::from_secs(10),
-    )
-    .map_err(|e| format!("connect as {user}: {e}"))
+    let timeout = Duration::from_secs(10);
+    let connected = match s.servers.len() {
+        0 => BlockingClient::connect(s.tls.gateway(s.server)?, config, Some(Seq::ZERO), timeout),
+        n => {
+            let first = s.servers[(user % n as u64) as usize];
+            BlockingClient::connect_routed(first, config, Some(Seq::ZERO), timeout)
+        }
+    };
+    connected.map_err(|e| format!("connect as {user}: {e}"))
+}
+
+/// Where a connected client landed (its user's node in a cluster).
+fn landed(c: &BlockingClient, s: &Scenario) -> SocketAddr {
+    c.peer_addr().unwrap_or(s.server)
 }
 
 /// How fast connections are set up, one after another.
@@ -395,16 +408,19 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
         .then(|| progress.print_every(Duration::from_secs(1)));
     let (deliveries_tx, deliveries_rx) = mpsc::channel::<(u32, Vec<Delivery>)>();
     let mut receivers = Vec::new();
+    let mut receiver_nodes = Vec::new();
     for pair in 0..s.pairs {
         let mut c = client(s, s.first_user + 2 * u64::from(pair) + 1)?;
         wait_live(&mut c)?;
+        let addr = landed(&c, s);
+        receiver_nodes.push(addr);
         let tx = deliveries_tx.clone();
         let (expect, timeout, ack_delay) = (s.messages, s.timeout, s.ack_delay);
         let progress = progress.clone();
         let deadline = Instant::now() + timeout;
         let mut c = Reconnecting {
             c: Some(c),
-            addr: s.tls.gateway(s.server)?,
+            addr: s.tls.gateway(addr)?,
             patience: timeout,
         };
         receivers.push(std::thread::spawn(move || {
@@ -436,10 +452,19 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
     }
     drop(deliveries_tx);
     let started = Instant::now();
-    let cpu = procfs::CpuMeter::start(
-        s.server_pid
-            .or_else(|| procfs::listener_pid(s.server.port()).ok()),
-    );
+    let cpu = match s.servers.is_empty() {
+        true => procfs::CpuMeter::start(
+            s.server_pid
+                .or_else(|| procfs::listener_pid(s.server.port()).ok()),
+        ),
+        false => procfs::CpuMeter::start_all(
+            s.servers
+                .iter()
+                .filter_map(|a| procfs::listener_pid(a.port()).ok())
+                .collect(),
+        ),
+    };
+    let mut cross_pairs = 0;
     let senders_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let fault = s.restart_cmd.clone().map(|cmd| {
         let (progress, done) = (progress.clone(), senders_done.clone());
@@ -450,13 +475,15 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
     for pair in 0..s.pairs {
         let mut c = client(s, s.first_user + 2 * u64::from(pair))?;
         wait_live(&mut c)?;
+        let addr = landed(&c, s);
+        cross_pairs += u32::from(addr != receiver_nodes[pair as usize]);
         let to = UserId(s.first_user + 2 * u64::from(pair) + 1);
         let (messages, qos, rate, size, timeout) =
             (s.messages, s.qos, s.rate, s.payload, s.timeout);
         let progress = progress.clone();
         let mut c = Reconnecting {
             c: Some(c),
-            addr: s.tls.gateway(s.server)?,
+            addr: s.tls.gateway(addr)?,
             patience: timeout,
         };
         senders.push(std::thread::spawn(
@@ -566,6 +593,14 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
         let _ = r.join();
     }
     let server_cpu_us_per_msg = cpu.and_then(|m| m.per_message(acked));
+    if !s.servers.is_empty() {
+        // Which pairs crossed nodes, to tell cross-node from node-local cost.
+        eprintln!(
+            "cluster: {cross_pairs} of {} pairs cross nodes ({} nodes measured)",
+            s.pairs,
+            s.servers.len()
+        );
+    }
     if let Some(printer) = printer {
         progress.finish(printer);
     }

@@ -40,27 +40,36 @@ pub fn cpu_time_us(pid: u32) -> Result<u64, String> {
 }
 
 /// A process's CPU time from one point on.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct CpuMeter {
-    pid: u32,
-    start_us: u64,
+    /// Each measured process and its CPU µs at the start.
+    pids: Vec<(u32, u64)>,
 }
 
 impl CpuMeter {
     /// Starts measuring `pid`; `None` without a pid or when its /proc
     /// entry is unreadable.
     pub fn start(pid: Option<u32>) -> Option<CpuMeter> {
-        let pid = pid?;
-        let start_us = cpu_time_us(pid).ok()?;
-        Some(CpuMeter { pid, start_us })
+        CpuMeter::start_all(vec![pid?])
     }
 
-    /// CPU µs used since the start; `None` if the process is gone (a
+    /// Starts measuring the sum over `pids` (the nodes of a cluster);
+    /// `None` if there are none or one is unreadable.
+    pub fn start_all(pids: Vec<u32>) -> Option<CpuMeter> {
+        let pids = pids
+            .into_iter()
+            .map(|pid| cpu_time_us(pid).ok().map(|us| (pid, us)))
+            .collect::<Option<Vec<_>>>()?;
+        (!pids.is_empty()).then_some(CpuMeter { pids })
+    }
+
+    /// CPU µs used since the start; `None` if a process is gone (a
     /// restarted server is another process).
     pub fn used_us(&self) -> Option<u64> {
-        cpu_time_us(self.pid)
-            .ok()
-            .map(|now| now.saturating_sub(self.start_us))
+        self.pids.iter().try_fold(0, |sum, (pid, start_us)| {
+            let now = cpu_time_us(*pid).ok()?;
+            Some(sum + now.saturating_sub(*start_us))
+        })
     }
 
     /// CPU µs since the start per message, over `messages` messages.

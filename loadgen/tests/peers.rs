@@ -217,6 +217,7 @@ fn one_to_one_reports_the_gateways_cpu_per_message() {
         ack_delay: Duration::ZERO,
         server_pid: None, // found from the port
         tls: Default::default(),
+        servers: Vec::new(),
     };
     let r = surepush_loadgen::run(&s).unwrap();
     assert!(r.passed(s.qos), "{}", r.to_text());

@@ -39,6 +39,7 @@ fn one_to_one_smoke_passes_the_checker() {
             ack_delay: Duration::ZERO,
             server_pid: None,
             tls: Default::default(),
+            servers: Vec::new(),
         };
         let r = run(&s).unwrap();
         assert!(r.passed(qos), "{qos:?}/{rate}: {}", r.to_text());
@@ -296,6 +297,7 @@ fn one_to_one_survives_a_kill_9_and_restart_of_the_gateway_midway() {
         ack_delay: Duration::ZERO,
         server_pid: None,
         tls: Default::default(),
+        servers: Vec::new(),
     };
     let r = run(&s);
     // Whatever happened, stop the restarted gateway.

@@ -4,6 +4,7 @@
 //! Good for tests, examples and scripts; the load generator drives many
 //! sessions itself.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use super::link::{Gateway, Link};
 use super::session::{ClientConfig, ClientSession, Event};
 use surepush_host::poll::Readiness;
-use surepush_proto::{Decoder, DeviceId, Qos, Seq, UserId, DEFAULT_MAX_FRAME};
+use surepush_proto::{Decoder, DeviceId, ErrorCode, Qos, Seq, UserId, DEFAULT_MAX_FRAME};
 
 impl ClientConfig {
     /// Defaults for `token` / `device`, numbering sends from the wall clock
@@ -37,7 +38,14 @@ pub struct BlockingClient {
     decoder: Decoder,
     origin: Instant,
     out: BytesMut,
+    /// Events read while following a redirect, handed out first.
+    early: VecDeque<Event>,
 }
+
+/// Redirects [`BlockingClient::connect_routed`] follows before giving up
+/// (a cluster answers with the owner's address at once; more hops mean the
+/// placement is moving).
+pub const MAX_REDIRECTS: usize = 3;
 
 impl BlockingClient {
     /// Connects, sends CONNECT and waits (up to `timeout`) for the session
@@ -49,6 +57,40 @@ impl BlockingClient {
         timeout: Duration,
     ) -> io::Result<BlockingClient> {
         Self::resume(gateway, ClientSession::new(config, delivered), timeout)
+    }
+
+    /// Connects like [`BlockingClient::connect`] to any node of a cluster
+    /// and follows the gateway to the node that owns the user (DISCONNECT
+    /// `WrongNode` with its address, issue #20), at most
+    /// [`MAX_REDIRECTS`] times. Returns once the first answer came (the
+    /// CONNECT was taken); events seen stay queued.
+    pub fn connect_routed(
+        addr: SocketAddr,
+        config: ClientConfig,
+        delivered: Option<Seq>,
+        timeout: Duration,
+    ) -> io::Result<BlockingClient> {
+        let mut session = ClientSession::new(config, delivered);
+        let mut addr = addr;
+        for _ in 0..=MAX_REDIRECTS {
+            let mut client = Self::resume(addr, session, timeout)?;
+            let first = client
+                .next_event(timeout)?
+                .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "no answer to CONNECT"))?;
+            match first {
+                Event::Disconnected(code, to) if code == ErrorCode::WrongNode as u16 => {
+                    addr = resolve(&to)?;
+                    session = client.into_session();
+                }
+                other => {
+                    client.early.push_back(other);
+                    return Ok(client);
+                }
+            }
+        }
+        Err(io::Error::other(format!(
+            "more than {MAX_REDIRECTS} redirects"
+        )))
     }
 
     /// Reconnects an existing session (its outbox and position carry over).
@@ -84,6 +126,7 @@ impl BlockingClient {
             decoder: Decoder::new(DEFAULT_MAX_FRAME),
             origin,
             out: BytesMut::new(),
+            early: VecDeque::new(),
         };
         match client.flush() {
             Ok(()) => Ok(client),
@@ -153,6 +196,9 @@ impl BlockingClient {
     pub fn next_event(&mut self, timeout: Duration) -> io::Result<Option<Event>> {
         let deadline = Instant::now() + timeout;
         let mut first = true;
+        if let Some(e) = self.early.pop_front() {
+            return Ok(Some(e));
+        }
         loop {
             if let Some(e) = self.session.poll_event() {
                 self.flush()?;
@@ -265,6 +311,17 @@ impl BlockingClient {
         self.out.extend_from_slice(bytes);
         self.flush()
     }
+}
+
+/// The address in a redirect (`host:port`).
+fn resolve(to: &str) -> io::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    to.to_socket_addrs()?.next().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("redirect {to:?} names no address"),
+        )
+    })
 }
 
 /// Waits until `stream` is readable (or has an error/EOF pending), at most

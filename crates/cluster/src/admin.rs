@@ -31,15 +31,19 @@ pub enum InitOutcome {
 }
 
 /// Creates the buckets and the cluster record with `partitions`
-/// partitions (no partition is assigned until the first node joins).
+/// partitions. With `spread` nodes, every unplaced partition is given to
+/// them round-robin (a new cluster whose nodes are known); without, no
+/// partition is assigned until the first node joins, which takes them all.
 /// Fails with [`ClusterError::PartitionCountMismatch`] if a cluster with
 /// another count exists.
 pub fn init(
     nats: &NatsConfig,
     partitions: PartitionCount,
+    spread: &[NodeId],
     registry_ttl: Duration,
     timeout: Duration,
 ) -> Result<InitOutcome, ClusterError> {
+    let spread = spread.to_vec();
     let thread = ClusterThread::spawn("cluster-cli")?;
     let nats = nats.clone();
     let out = thread.run(move || async move {
@@ -48,6 +52,7 @@ pub fn init(
         open_or_create(&js, nodes_bucket(nats.kv_replicas, registry_ttl)).await?;
         let existed = store::read_cluster(&placement).await?.is_some();
         let meta = store::ensure_cluster(&placement, partitions).await?;
+        store::spread_unplaced(&placement, partitions, &spread).await?;
         Ok(if existed {
             InitOutcome::Existed(meta)
         } else {

@@ -67,6 +67,7 @@ fn a_node_configured_for_another_partition_count_is_refused() {
     let err = admin::init(
         &nats_config(&nats),
         PartitionCount::new(32).unwrap(),
+        &[],
         Duration::from_secs(2),
         WAIT,
     );
@@ -291,10 +292,10 @@ fn init_then_status_reports_nodes_partitions_and_revisions() {
     let nats = NatsServer::start();
     let cfg = nats_config(&nats);
     let p = PartitionCount::new(16).unwrap();
-    let created = admin::init(&cfg, p, Duration::from_secs(2), WAIT).unwrap();
+    let created = admin::init(&cfg, p, &[], Duration::from_secs(2), WAIT).unwrap();
     assert!(matches!(created, admin::InitOutcome::Created(ref m) if m.initial_node.is_none()));
     assert!(matches!(
-        admin::init(&cfg, p, Duration::from_secs(2), WAIT).unwrap(),
+        admin::init(&cfg, p, &[], Duration::from_secs(2), WAIT).unwrap(),
         admin::InitOutcome::Existed(_)
     ));
     // Before any node: nothing assigned.
@@ -330,4 +331,30 @@ fn status_without_a_cluster_says_so() {
         admin::status(&nats_config(&nats), WAIT),
         Err(ClusterError::NotInitialized)
     );
+}
+
+/// Issue #20: `init` with the cluster's nodes spreads the partitions over
+/// them round-robin, so a new cluster needs no partition moves; running it
+/// again changes nothing.
+#[test]
+fn init_with_nodes_spreads_the_partitions() {
+    let nats = NatsServer::start();
+    let cfg = nats_config(&nats);
+    let p = PartitionCount::new(9).unwrap();
+    let nodes = [node_id("x"), node_id("y"), node_id("z")];
+    admin::init(&cfg, p, &nodes, Duration::from_secs(2), WAIT).unwrap();
+    admin::init(&cfg, p, &nodes[..1], Duration::from_secs(2), WAIT).unwrap();
+    let status = admin::status(&cfg, WAIT).unwrap();
+    assert_eq!(status.unassigned, 0);
+    for n in &nodes {
+        assert_eq!(status.partitions_per_node.get(n), Some(&3), "{status:?}");
+    }
+    let x = join(node_config(&nats, "x", 9, 1));
+    x.placement().wait_until(WAIT, |t| t.is_complete()).unwrap();
+    for part in p.iter() {
+        assert_eq!(
+            x.placement().owner(part),
+            Some(nodes[part.0 as usize % 3].clone())
+        );
+    }
 }

@@ -81,6 +81,7 @@ pub use auth::{Acl, AclAction, AclError, MAX_ACL_FILTERS, MAX_ACL_FILTER_LEN};
 pub use auth::{AuthError, Claims, TokenVerifier};
 pub use config::{CoreConfig, LiveLimits};
 pub use keyed::{StateDurability, StateReport};
+pub use peer::{decode_answers, encode_answers};
 pub use peer::{
     Ephemeral, GroupEphemeral, GroupStore, GroupStored, MembersUpdate, MembersUpdated, PeerMsg,
     PeerWireError, QueryState, Release, ReleaseMany, Revoked, RoomFanout, RoomLeave, RoomPage,
@@ -88,7 +89,7 @@ pub use peer::{
     StoreMany, StoreState, Stored, PEER_WIRE_VERSION,
 };
 pub use record::{InboxQuery, MessageRecord, Record, StateKey};
-pub use router::{Address, Router, ShardId};
+pub use router::{Address, ClusterRoutes, PeerTarget, Router, RoutesError, ShardId};
 pub use shard::{Shard, ShardParams};
 pub use state::{apply_membership, DedupConfig, DedupEntry, DedupWindow, RecoveredState, SendKey};
 pub use stats::CoreStats;

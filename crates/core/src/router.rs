@@ -12,16 +12,42 @@
 //! 1/(n+1) of the ids move, which keeps a later resharding of a node's log
 //! cheap.
 //!
-//! Tomorrow (issue #20, `surepush-cluster`) an id belongs to a partition
-//! placed on some node: [`Router::address`] then answers
-//! `Address::Node(node, shard)` for ids placed elsewhere, from a placement
-//! table the router holds. The parts already route through
-//! [`Address`] and never compare shard numbers themselves, so that change
-//! stays inside this file and the driver's handling of the new address.
+//! In a cluster (issue #20, `surepush-cluster`) an id belongs to a
+//! partition placed on some node. The router then holds a
+//! [`ClusterRoutes`] snapshot (immutable; a placement change is a new
+//! snapshot swapped in whole, so the hot path takes no lock) and answers
+//! `Address::Node(node, partition)` for ids placed elsewhere. Inside a node
+//! a whole partition lives on one shard (jump hash of the partition), so
+//! the receiving node maps a partition to its shard without knowing the
+//! sender's shard count.
+//!
+//! The parts of the core address peers by [`ShardId`]; a [`ShardId`] is
+//! one of three things ([`PeerTarget`]), so messages to another node take
+//! the same path (`Action::Peer`) as messages to another shard:
+//!
+//! | range             | meaning                                              |
+//! |-------------------|------------------------------------------------------|
+//! | `0 .. 0x4000`     | a shard of this node                                 |
+//! | `0x4000 .. 0x8000`| a return ticket: the driver's name for "the node and shard that sent the request being answered" |
+//! | `0x8000 ..`       | the owner of partition `id - 0x8000` on another node |
+//!
+//! So a cluster has at most 32,768 partitions and a node at most 16,384
+//! shards (checked by [`ClusterRoutes::new`]).
 
 use std::fmt;
+use std::sync::Arc;
 
+use surepush_cluster::{NodeId, PartitionCount, PartitionId};
 use surepush_proto::UserId;
+
+/// First [`ShardId`] that names a return ticket.
+const FIRST_TICKET: u16 = 0x4000;
+/// First [`ShardId`] that names a partition on another node.
+const FIRST_REMOTE: u16 = 0x8000;
+/// Most return tickets a shard can have outstanding.
+pub const MAX_TICKETS: u16 = FIRST_REMOTE - FIRST_TICKET;
+/// Most partitions a cluster routed by this router may have.
+pub const MAX_CLUSTER_PARTITIONS: u32 = (u16::MAX - FIRST_REMOTE) as u32 + 1;
 
 /// One shard of this node, `0..shards`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,6 +58,37 @@ impl ShardId {
     pub fn index(self) -> usize {
         usize::from(self.0)
     }
+
+    /// The return ticket `n` (`< MAX_TICKETS`), a name the driver gives the
+    /// sender of a request from another node while it is being answered.
+    pub fn ticket(n: u16) -> ShardId {
+        debug_assert!(n < MAX_TICKETS, "ticket {n} out of range");
+        ShardId(FIRST_TICKET + n)
+    }
+
+    /// Where a message addressed to this id goes.
+    pub fn target(self) -> PeerTarget {
+        match self.0 {
+            n if n < FIRST_TICKET => PeerTarget::Local(self),
+            n if n < FIRST_REMOTE => PeerTarget::Ticket(n - FIRST_TICKET),
+            n => PeerTarget::Partition(PartitionId(u32::from(n - FIRST_REMOTE))),
+        }
+    }
+
+    fn remote(p: PartitionId) -> ShardId {
+        ShardId(FIRST_REMOTE + p.0 as u16)
+    }
+}
+
+/// What a [`ShardId`] addresses (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerTarget {
+    /// A shard of this node.
+    Local(ShardId),
+    /// The sender of a request from another node (the driver's ticket).
+    Ticket(u16),
+    /// The owner of this partition, on another node.
+    Partition(PartitionId),
 }
 
 impl fmt::Display for ShardId {
@@ -41,19 +98,87 @@ impl fmt::Display for ShardId {
 }
 
 /// Where the owner of an id is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Address {
-    /// A shard of this node (the only kind while a node is alone; a cluster
-    /// adds a node-qualified variant).
+    /// A shard of this node.
     Shard(ShardId),
+    /// Another node of the cluster, and the id's partition (which that
+    /// node maps to one of its shards).
+    Node(NodeId, PartitionId),
+    /// A partition no node holds yet (the placement is still loading).
+    Unplaced(PartitionId),
+}
+
+/// Why a placement cannot be routed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RoutesError {
+    /// More partitions than shard ids can name (see the module doc).
+    #[error("{0} partitions; a routed cluster has at most {MAX_CLUSTER_PARTITIONS}")]
+    TooManyPartitions(u32),
+    /// More shards than shard ids can name.
+    #[error("{0} shards; a cluster node has at most {FIRST_TICKET}")]
+    TooManyShards(u16),
+}
+
+/// Which node holds each partition, as this node last saw the placement.
+/// Immutable: a change is a new snapshot.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ClusterRoutes {
+    me: NodeId,
+    partitions: PartitionCount,
+    owners: Vec<Option<NodeId>>,
+}
+
+impl ClusterRoutes {
+    /// The routes of node `me` (of `shards` shards) given each partition's
+    /// owner.
+    pub fn new(
+        me: NodeId,
+        partitions: PartitionCount,
+        shards: u16,
+        owner: impl Fn(PartitionId) -> Option<NodeId>,
+    ) -> Result<ClusterRoutes, RoutesError> {
+        if partitions.get() > MAX_CLUSTER_PARTITIONS {
+            return Err(RoutesError::TooManyPartitions(partitions.get()));
+        }
+        if shards > FIRST_TICKET {
+            return Err(RoutesError::TooManyShards(shards));
+        }
+        Ok(ClusterRoutes {
+            me,
+            partitions,
+            owners: partitions.iter().map(owner).collect(),
+        })
+    }
+
+    /// This node.
+    pub fn me(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// The partition of `id` (a user, group or room).
+    pub fn partition_of(&self, id: UserId) -> PartitionId {
+        self.partitions.partition_of_wire_id(id.0)
+    }
+
+    /// The node holding partition `p`, if any.
+    pub fn owner(&self, p: PartitionId) -> Option<&NodeId> {
+        self.owners.get(p.0 as usize).and_then(Option::as_ref)
+    }
+
+    fn is_local(&self, p: PartitionId) -> bool {
+        self.owner(p) == Some(&self.me)
+    }
 }
 
 /// Answers "who owns this id" for one shard (`me`) of a node of `shards`
-/// shards. Cheap to copy: the driver and the tools build their own.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// shards, and in a cluster which node. Cheap to clone: the driver and the
+/// tools build their own.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Router {
     me: ShardId,
     shards: u16,
+    cluster: Option<Arc<ClusterRoutes>>,
 }
 
 impl Router {
@@ -62,7 +187,25 @@ impl Router {
         Router {
             me,
             shards: shards.max(1),
+            cluster: None,
         }
+    }
+
+    /// This router, routing by `routes` from now on (a cluster node).
+    pub fn with_cluster(mut self, routes: Arc<ClusterRoutes>) -> Router {
+        self.cluster = Some(routes);
+        self
+    }
+
+    /// The cluster routes, on a cluster node.
+    pub fn cluster(&self) -> Option<&Arc<ClusterRoutes>> {
+        self.cluster.as_ref()
+    }
+
+    /// The shard of this node that holds partition `p` (a cluster node
+    /// keeps a whole partition on one shard).
+    pub fn shard_of_partition(&self, p: PartitionId) -> ShardId {
+        ShardId(jump_hash(splitmix64(u64::from(p.0)), self.shards))
     }
 
     /// A router for code that is on no shard (the accept path, tools): it
@@ -81,14 +224,30 @@ impl Router {
         self.shards
     }
 
-    /// Owner shard of the user, group or room `id`.
+    /// Owner of the user, group or room `id`: a shard of this node, or
+    /// (in a cluster) the [`ShardId`] naming its partition elsewhere.
     pub fn owner(&self, id: UserId) -> ShardId {
-        ShardId(jump_hash(splitmix64(id.0), self.shards))
+        let Some(routes) = &self.cluster else {
+            return ShardId(jump_hash(splitmix64(id.0), self.shards));
+        };
+        let p = routes.partition_of(id);
+        if routes.is_local(p) {
+            self.shard_of_partition(p)
+        } else {
+            ShardId::remote(p)
+        }
     }
 
     /// Where the owner of `id` is.
     pub fn address(&self, id: UserId) -> Address {
-        Address::Shard(self.owner(id))
+        let shard = self.owner(id);
+        match (shard.target(), &self.cluster) {
+            (PeerTarget::Partition(p), Some(routes)) => match routes.owner(p) {
+                Some(node) => Address::Node(node.clone(), p),
+                None => Address::Unplaced(p),
+            },
+            _ => Address::Shard(shard),
+        }
     }
 
     /// Whether this shard owns `id`.
@@ -178,5 +337,99 @@ mod tests {
                 assert_eq!(r.address(UserId(u)), Address::Shard(r.owner(UserId(u))));
             }
         }
+    }
+
+    fn cluster_router(
+        me: u16,
+        shards: u16,
+        partitions: u64,
+        owner: fn(u32) -> &'static str,
+    ) -> Router {
+        let routes = ClusterRoutes::new(
+            NodeId::parse("a").expect("valid"),
+            PartitionCount::new(partitions).expect("valid"),
+            shards,
+            |p| Some(NodeId::parse(owner(p.0)).expect("valid")),
+        )
+        .expect("routable");
+        Router::new(ShardId(me), shards).with_cluster(Arc::new(routes))
+    }
+
+    /// Issue #20: in a cluster, an id whose partition is on another node is
+    /// addressed to that node and partition; the rest stay on this node's
+    /// shards, a whole partition on one shard.
+    #[test]
+    fn a_cluster_router_addresses_other_nodes_by_partition() {
+        let r = cluster_router(0, 2, 64, |p| if p % 2 == 0 { "a" } else { "b" });
+        let routes = r.cluster().expect("cluster").clone();
+        let (mut local, mut remote) = (0, 0);
+        for u in 0..2_000u64 {
+            let id = UserId(u);
+            let p = routes.partition_of(id);
+            match r.address(id) {
+                Address::Shard(s) => {
+                    local += 1;
+                    assert_eq!(p.0 % 2, 0, "user {u} local but partition {p:?} is b's");
+                    assert_eq!(s, r.shard_of_partition(p));
+                    assert_eq!(r.owner(id).target(), PeerTarget::Local(s));
+                }
+                Address::Node(node, q) => {
+                    remote += 1;
+                    assert_eq!(node.as_str(), "b");
+                    assert_eq!(q, p);
+                    assert_eq!(r.owner(id).target(), PeerTarget::Partition(p));
+                    assert!(!r.is_mine(id));
+                }
+                Address::Unplaced(p) => panic!("{p:?} is placed"),
+            }
+        }
+        assert!(
+            local > 800 && remote > 800,
+            "{local} local, {remote} remote"
+        );
+    }
+
+    #[test]
+    fn shard_ids_name_shards_tickets_and_partitions_apart() {
+        assert_eq!(ShardId(3).target(), PeerTarget::Local(ShardId(3)));
+        assert_eq!(ShardId::ticket(0).target(), PeerTarget::Ticket(0));
+        assert_eq!(
+            ShardId::ticket(MAX_TICKETS - 1).target(),
+            PeerTarget::Ticket(MAX_TICKETS - 1)
+        );
+        let last = PartitionId(MAX_CLUSTER_PARTITIONS - 1);
+        assert_eq!(ShardId::remote(last).target(), PeerTarget::Partition(last));
+        assert_eq!(
+            ShardId::remote(PartitionId(0)).target(),
+            PeerTarget::Partition(PartitionId(0))
+        );
+    }
+
+    #[test]
+    fn a_placement_too_large_for_shard_ids_is_refused() {
+        let me = NodeId::parse("a").expect("valid");
+        let big = PartitionCount::new(u64::from(MAX_CLUSTER_PARTITIONS) + 1).expect("valid");
+        assert_eq!(
+            ClusterRoutes::new(me.clone(), big, 2, |_| None),
+            Err(RoutesError::TooManyPartitions(MAX_CLUSTER_PARTITIONS + 1))
+        );
+        let ok = PartitionCount::new(1024).expect("valid");
+        assert!(ClusterRoutes::new(me, ok, FIRST_TICKET + 1, |_| None).is_err());
+    }
+
+    #[test]
+    fn unplaced_partitions_are_named_not_guessed() {
+        let r = cluster_router(1, 2, 8, |_| "a");
+        let routes = ClusterRoutes::new(
+            NodeId::parse("a").expect("valid"),
+            PartitionCount::new(8).expect("valid"),
+            2,
+            |_| None,
+        )
+        .expect("routable");
+        let empty = Router::new(ShardId(1), 2).with_cluster(Arc::new(routes));
+        let id = UserId(42);
+        assert!(matches!(empty.address(id), Address::Unplaced(_)));
+        assert!(matches!(r.address(id), Address::Shard(_)));
     }
 }

@@ -12,6 +12,7 @@
 //! `deliver.rs` (push window, ACK, retransmit) and `sync.rs` (paged replay).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use crate::hashing::FastHashMap;
 use std::time::Duration;
@@ -24,7 +25,7 @@ use super::stats::CoreStats;
 use super::storage::Storage;
 pub(super) use super::storage::{AppendPurpose, ReadPurpose};
 use crate::peer::PeerMsg;
-use crate::router::{Address, Router, ShardId};
+use crate::router::{ClusterRoutes, Router, ShardId};
 use crate::timer::{TimerId, TimerWheel};
 use crate::{DedupWindow, InboxQuery, MessageRecord, Record, RecoveredState, SendKey};
 use surepush_proto::{ConnAck, DeviceId, Frame, Qos, Seq, UserId};
@@ -268,6 +269,17 @@ impl Shard {
         self.params.id
     }
 
+    /// Routes by `routes` from now on (a cluster node; a new placement is
+    /// a new snapshot).
+    pub fn set_cluster_routes(&mut self, routes: Arc<ClusterRoutes>) {
+        self.router = self.router.clone().with_cluster(routes);
+    }
+
+    /// The router in force.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
     /// Counters for metrics.
     pub fn stats(&self) -> &CoreStats {
         &self.stats
@@ -492,11 +504,11 @@ impl Shard {
         }
     }
 
-    /// Sends `msg` to the owner of `id` (see [`Router`]).
+    /// Sends `msg` to the owner of `id` (see [`Router`]): a shard of this
+    /// node, or another node, whose [`ShardId`] the driver recognises.
     pub(super) fn route_to_owner(&mut self, id: UserId, msg: impl Into<PeerMsg>) {
-        match self.router.address(id) {
-            Address::Shard(shard) => self.route_to(shard, msg),
-        }
+        let owner = self.router.owner(id);
+        self.route_to(owner, msg)
     }
 
     fn on_peer(&mut self, msg: PeerMsg) {

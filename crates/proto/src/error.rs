@@ -61,11 +61,14 @@ pub enum ErrorCode {
     /// The backend disconnected this user or device (admin
     /// `POST /v1/users/{n}/disconnect`).
     Kicked = 25,
+    /// (DISCONNECT) the user lives on another node of the cluster: connect
+    /// to the redirect (issue #20).
+    WrongNode = 26,
 }
 
 impl ErrorCode {
     /// Every code, for docs and tests.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::Malformed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownFrameType,
@@ -91,6 +94,7 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::Normal,
         ErrorCode::Kicked,
+        ErrorCode::WrongNode,
     ];
 
     /// Parses a wire code; unknown codes map to `None` (a newer peer).

@@ -13,8 +13,10 @@
 //! start.
 
 pub mod annotated;
+mod cluster;
 mod sources;
 
+pub use cluster::ClusterSettings;
 pub use sources::{ConfigSources, Loaded};
 
 use std::net::SocketAddr;
@@ -144,6 +146,8 @@ pub struct Config {
     pub tls: TlsSettings,
     /// The gateway's own log lines.
     pub logging: LoggingSettings,
+    /// Membership of a cluster on NATS (docs/CLUSTER.md); off by default.
+    pub cluster: ClusterSettings,
     /// Events for the backend (docs/WEBHOOKS.md).
     pub webhooks: crate::webhooks::WebhookSettings,
     /// Token verification beyond the HS256 `token_secret`.
@@ -346,6 +350,7 @@ impl Default for Config {
             mqtt: MqttSettings::default(),
             tls: TlsSettings::default(),
             logging: LoggingSettings::default(),
+            cluster: ClusterSettings::default(),
             webhooks: Default::default(),
             auth: AuthSettings::default(),
         }
@@ -463,6 +468,9 @@ impl Config {
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
             return bad(&format!("logging.level {:?}: {e}", self.logging.level));
+        }
+        if let Some(problem) = self.cluster.problem() {
+            return bad(&problem);
         }
         let m = &self.mqtt;
         if m.enabled && (m.page == 0 || m.page > c.max_sync_limit) {

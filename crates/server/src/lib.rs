@@ -2,7 +2,7 @@
 //!
 //! Ground rules:
 //! - one glommio executor per shard, pinned to a core; a user's whole state
-//!   lives on its owner shard (`transport::owner_shard`, which asks
+//!   lives on its owner shard (`ShardLoop::owner`, which asks
 //!   [`surepush_core::Router`]);
 //! - every shard listens on the same port (SO_REUSEPORT); the accepting
 //!   shard runs the protocol's handshake, checks the token, and hands the
@@ -15,6 +15,7 @@ pub mod admin;
 pub mod admin_api;
 mod admin_backend;
 pub mod auth;
+mod cluster;
 pub mod config;
 pub mod data_dir;
 pub mod layout;

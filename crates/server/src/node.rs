@@ -16,6 +16,7 @@ use super::admin::{self, AdminHttpConfig};
 use super::admin_api::BackendSlot;
 use super::admin_backend::{NodeAdmin, NodeStatusView};
 use super::auth::{AuthPart, NodeAuth};
+use super::cluster::{send_replies, ClusterLink, JoinError, LinkTasks, NodeCluster};
 use super::config::{Config, ConfigError, ConfigSources};
 use super::data_dir::{DataDirError, DataDirLock};
 use super::limits;
@@ -66,6 +67,9 @@ pub enum ServeError {
     /// Token keys or revocations could not be loaded.
     #[error(transparent)]
     Auth(#[from] super::auth::AuthStartError),
+    /// The node could not join its cluster (`[cluster]`).
+    #[error(transparent)]
+    Cluster(#[from] JoinError),
     /// A shard failed.
     #[error("shard {shard}: {message}")]
     Shard {
@@ -140,6 +144,12 @@ pub fn serve(config: Config, reload: Reload) -> Result<(), ServeError> {
     let _sighup =
         SighupThread(reload::on_sighup(reloader).map_err(io_err("install the SIGHUP handler"))?);
     let metrics = Metrics::new(shards);
+    // Before any shard serves: a cluster node routes by a complete
+    // placement from its first connection on.
+    let cluster = match config.cluster.enabled() {
+        true => Some(NodeCluster::join(&config, shards)?),
+        false => None,
+    };
     // Lives as long as the node: shards restarted after a storage failure
     // keep their links (reports of the old generation are ignored by the
     // new one, which hands its recovered events out again).
@@ -162,9 +172,16 @@ pub fn serve(config: Config, reload: Reload) -> Result<(), ServeError> {
             admin_token: admin_token.clone(),
             tls: tls.clone(),
         };
-        let ends = (&shared, &metrics, &webhook_links);
-        run_shards(&config, shards, keys, io_memory, ends)?;
-        if !shared.restart.load(Ordering::Relaxed) || shared.signalled.load(Ordering::Relaxed) {
+        let ends = (&shared, &metrics, &webhook_links, &cluster);
+        let run = run_shards(&config, shards, keys, io_memory, ends);
+        if run.is_err()
+            || !shared.restart.load(Ordering::Relaxed)
+            || shared.signalled.load(Ordering::Relaxed)
+        {
+            if let Some(cluster) = &cluster {
+                cluster.leave();
+            }
+            run?;
             tracing::info!("stopped cleanly");
             return Ok(());
         }
@@ -187,7 +204,12 @@ fn run_shards(
     shards: u16,
     keys: NodeKeys,
     io_memory: usize,
-    (shared, metrics, webhooks): (&Arc<NodeShared>, &Arc<Metrics>, &WebhookLinks),
+    (shared, metrics, webhooks, cluster): (
+        &Arc<NodeShared>,
+        &Arc<Metrics>,
+        &WebhookLinks,
+        &Option<Arc<NodeCluster>>,
+    ),
 ) -> Result<(), ServeError> {
     let mesh = MeshBuilder::<MeshMsg, _>::full(shards as usize, config.mesh_channel_size);
     let origin = Instant::now();
@@ -237,6 +259,7 @@ fn run_shards(
         },
     });
     let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
+    let cluster = cluster.clone();
     let webhooks = webhooks.clone();
     let handles = LocalExecutorPoolBuilder::new(placement)
         .name("surepush")
@@ -252,6 +275,7 @@ fn run_shards(
                 metrics,
                 origin,
                 wall_ms,
+                cluster,
                 webhooks,
             };
             async move {
@@ -320,6 +344,7 @@ struct ShardContext {
     metrics: Arc<Metrics>,
     origin: Instant,
     wall_ms: u64,
+    cluster: Option<Arc<NodeCluster>>,
     webhooks: WebhookLinks,
 }
 
@@ -367,6 +392,18 @@ async fn shard_main(
             .await?;
     }
     let mut core = Shard::new(params, config.core.clone(), verifier.clone(), recovered);
+    let link = match &ctx.cluster {
+        Some(cluster) => Some(
+            ClusterLink::new(surepush_core::ShardId(id), cluster.clone()).ok_or(
+                "this shard's cluster lane is gone (after a storage failure a cluster node \
+                 restarts as a process)",
+            )?,
+        ),
+        None => None,
+    };
+    if let Some((link, _)) = &link {
+        link.refresh_routes(&mut core); // before the first connection is routed
+    }
     core.set_webhook_rules(config.webhooks.rules(&config.core));
     let webhooks = ctx.webhooks.as_ref().map(|l| l[id as usize].clone());
     let mqtt = config.mqtt.enabled.then(|| {
@@ -399,7 +436,6 @@ async fn shard_main(
     }
     let (rt, durability_wake) = ShardRuntime::new(RuntimeParts {
         id,
-        shards: ctx.shards,
         config: config.clone(),
         verifier: verifier.clone(),
         auth: ctx.keys.auth.clone(),
@@ -411,8 +447,12 @@ async fn shard_main(
         origin: ctx.origin,
         wall_ms_at_origin: ctx.wall_ms,
         mqtt,
+        cluster: link.as_ref().map(|(link, _)| link.clone()),
         webhooks: webhooks.clone(),
     });
+    if let Some((link, tasks)) = link {
+        start_link_tasks(&rt, link, tasks);
+    }
     rt.metrics.set_storage_failed(false);
     rt.refresh_live_limits();
     if let Some(salvage) = &report.salvage {
@@ -569,6 +609,39 @@ impl AdminTask {
 
 /// The shard's tick task: fires the core's timers (retransmits, keepalive,
 /// cursor flushes), refreshes metrics and runs retention, until shutdown.
+/// Runs a cluster shard's lane: requests and replies from other nodes go
+/// to the core as if from the mesh; the backlog and replies drain.
+fn start_link_tasks(rt: &Rc<ShardRuntime>, link: Rc<ClusterLink>, tasks: LinkTasks) {
+    let LinkTasks {
+        events,
+        backlog,
+        replies: (replier, replies),
+        ticket_freed,
+    } = tasks;
+    glommio::spawn_local(link.clone().drain_backlog(backlog)).detach();
+    glommio::spawn_local(send_replies(replier, replies)).detach();
+    let rt = rt.clone();
+    glommio::spawn_local(async move {
+        loop {
+            // Every return ticket is taken: take no more requests until
+            // answers free one (the peers' queues hold the rest).
+            while link.tickets_exhausted() {
+                if ticket_freed.recv().await.is_none() {
+                    return;
+                }
+            }
+            let Ok(event) = events.recv_async().await else {
+                return; // the cluster thread stopped
+            };
+            for msg in link.receive(event) {
+                rt.peer(msg);
+            }
+            rt.drive();
+        }
+    })
+    .detach();
+}
+
 async fn run_timers(rt: &Rc<ShardRuntime>) {
     // New timers can be armed while this task sleeps; waking at least this
     // often bounds how late such a timer fires.

@@ -18,15 +18,19 @@ use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
 use super::auth::NodeAuth;
+use super::cluster::{ClusterLink, Redirect};
 use super::config::Config;
 use super::log_every::LogEvery;
 use super::mesh::{MeshMsg, PeerQueue};
 use super::metrics::ShardMetrics;
 use super::transport::slow::{RoomLags, SlowConsumers};
-use super::transport::{ConnIo, Handoff, LastWill, MqttShard, ShardLoop, ShardPort};
+use super::transport::{
+    ConnIo, Handoff, LastWill, Listener, MqttShard, Owner, ShardLoop, ShardPort,
+};
 use surepush_core::{
-    Action, AppendToken, AuthError, Claims, ConnId, CoreConfig, LiveLimits, MembersOutcome,
-    PeerMsg, Shard, StateDurability, StateKey, StoreOutcome, TokenVerifier,
+    Action, Address, AppendToken, AuthError, Claims, ConnId, CoreConfig, LiveLimits,
+    MembersOutcome, PeerMsg, PeerTarget, Shard, StateDurability, StateKey, StoreOutcome,
+    TokenVerifier,
 };
 use surepush_log::{InboxQuery, Lsn, SegmentLog};
 use surepush_proto::{Frame, ProtoError, UserId};
@@ -137,7 +141,6 @@ const LOG_REPEATS_EVERY: Duration = Duration::from_secs(1);
 /// One shard's runtime state.
 pub(crate) struct ShardRuntime {
     pub(crate) id: u16,
-    pub(crate) shards: u16,
     pub(crate) config: Rc<Config>,
     pub(crate) verifier: TokenVerifier,
     auth: Arc<NodeAuth>,
@@ -164,6 +167,8 @@ pub(crate) struct ShardRuntime {
     read_failures_log: LogEvery,
     /// The generation of the node's live limits this shard applied.
     live_applied: Cell<Option<u64>>,
+    /// This shard's lane to the other nodes, in a cluster.
+    pub(crate) cluster: Option<Rc<ClusterLink>>,
     /// The webhook dispatcher, when `[webhooks]` is on.
     webhooks: Option<crate::webhooks::ShardLink>,
 }
@@ -173,8 +178,6 @@ pub(crate) struct ShardRuntime {
 pub(crate) struct RuntimeParts {
     /// This shard.
     pub id: u16,
-    /// Shards of the node.
-    pub shards: u16,
     /// The node's configuration.
     pub config: Rc<Config>,
     /// Verifies client tokens.
@@ -197,6 +200,8 @@ pub(crate) struct RuntimeParts {
     pub wall_ms_at_origin: u64,
     /// The MQTT side, when the listener is enabled.
     pub mqtt: Option<MqttShard>,
+    /// This shard's lane to the other nodes, in a cluster.
+    pub cluster: Option<Rc<ClusterLink>>,
     /// The webhook dispatcher, when `[webhooks]` is on.
     pub webhooks: Option<crate::webhooks::ShardLink>,
 }
@@ -205,7 +210,6 @@ impl ShardRuntime {
     pub(crate) fn new(parts: RuntimeParts) -> (Rc<ShardRuntime>, LocalReceiver<()>) {
         let RuntimeParts {
             id,
-            shards,
             config,
             verifier,
             auth,
@@ -217,12 +221,12 @@ impl ShardRuntime {
             origin,
             wall_ms_at_origin,
             mqtt,
+            cluster,
             webhooks,
         } = parts;
         let (durability_wake, rx) = local_channel::new_bounded(1);
         let rt = Rc::new(ShardRuntime {
             id,
-            shards,
             config: config.clone(),
             verifier,
             auth,
@@ -244,6 +248,7 @@ impl ShardRuntime {
             mqtt,
             read_failures_log: LogEvery::new(LOG_REPEATS_EVERY),
             live_applied: Cell::new(None),
+            cluster,
             webhooks,
         });
         (rt, rx)
@@ -493,7 +498,12 @@ impl ShardRuntime {
         user: UserId,
         device: Option<surepush_proto::DeviceId>,
     ) -> usize {
-        let owner = super::transport::owner_shard(user, self.shards);
+        let address = self.core.borrow().router().address(user);
+        let owner = match address {
+            Address::Shard(shard) => shard.0,
+            // Owned by another node of the cluster: not connected here.
+            Address::Node(..) | Address::Unplaced(_) => return 0,
+        };
         if owner == self.id {
             return self.kick_here(user, device);
         }
@@ -542,6 +552,9 @@ impl ShardRuntime {
 
     /// Carries out every action the core has queued.
     pub(crate) fn drive(self: &Rc<Self>) {
+        if let Some(link) = &self.cluster {
+            link.refresh_routes(&mut self.core.borrow_mut());
+        }
         let mut dirty: Vec<Rc<ConnIo>> = Vec::new();
         let mut lagged = RoomLags::default();
         loop {
@@ -608,9 +621,23 @@ impl ShardRuntime {
                     }
                 },
                 Action::Read { id, user, query } => self.spawn_read(id, user, query),
-                Action::Peer { shard, msg } => match &self.peers[shard.index()] {
-                    Some(q) => q.push(msg),
-                    None => self.peer(msg),
+                Action::Peer { shard, msg } => match (shard.target(), &self.cluster) {
+                    (PeerTarget::Local(_), _) => match &self.peers[shard.index()] {
+                        Some(q) => q.push(msg),
+                        None => self.peer(msg),
+                    },
+                    (target, Some(link)) => {
+                        if let Some(refusal) = link.send(target, msg) {
+                            self.peer(refusal);
+                        }
+                    }
+                    (target, None) => {
+                        tracing::error!(
+                            ?target,
+                            ?msg,
+                            "a message for another node on a single node"
+                        );
+                    }
                 },
                 Action::Published { request, outcome } => {
                     if let Some(tx) = self.publishes.borrow_mut().remove(&request) {
@@ -760,8 +787,18 @@ impl ShardLoop for ShardRuntime {
         self.id
     }
 
-    fn shard_count(&self) -> u16 {
-        self.shards
+    fn owner(&self, user: UserId, listener: Listener) -> Owner {
+        let address = self.core.borrow().router().address(user);
+        match (address, &self.cluster) {
+            (Address::Shard(shard), _) => Owner::Shard(shard.0),
+            (Address::Node(node, _), Some(link)) => {
+                match link.redirect(&node, listener == Listener::Mqtt) {
+                    Redirect::To(to) => Owner::Redirect(to),
+                    Redirect::Unavailable => Owner::Unavailable,
+                }
+            }
+            (Address::Node(..) | Address::Unplaced(_), _) => Owner::Unavailable,
+        }
     }
 
     fn verify(&self, token: &str) -> Result<Claims, AuthError> {

@@ -84,6 +84,7 @@ pub(super) fn run_mixed(args: MixedArgs) -> Result<ExitCode, String> {
         ack_delay: Duration::ZERO,
         server_pid: None,
         tls: Default::default(),
+        servers: Vec::new(),
     };
     let room = RoomScenario {
         server,

@@ -190,6 +190,23 @@ pub(crate) fn lanes(config: &super::MessagingConfig) -> (Vec<Lane>, LaneWiring) 
     (lanes, wiring)
 }
 
+/// Answers a lane's requests from a task that does not hold the [`Lane`]
+/// (a shard keeps its lane for sending and answers from another task).
+#[derive(Clone)]
+pub struct Replier {
+    commands: flume::Sender<Command>,
+}
+
+impl Replier {
+    /// Answers a [`LaneEvent::Request`], as [`Lane::reply`].
+    pub async fn reply(&self, reply: ReplyTo, body: Bytes) -> Result<(), ClusterError> {
+        self.commands
+            .send_async(Command::Reply { reply, body })
+            .await
+            .map_err(|_| ClusterError::Stopped)
+    }
+}
+
 /// One lane of a node (see the module doc).
 pub struct Lane {
     index: u16,
@@ -274,6 +291,13 @@ impl Lane {
                 flume::TrySendError::Full(o) => TrySendError::Full(o.envelope),
                 flume::TrySendError::Disconnected(o) => TrySendError::Stopped(o.envelope),
             })
+    }
+
+    /// A [`Replier`] for this lane's requests.
+    pub fn replier(&self) -> Replier {
+        Replier {
+            commands: self.commands.clone(),
+        }
     }
 
     /// Answers a [`LaneEvent::Request`].

@@ -23,7 +23,7 @@ pub(crate) mod service;
 #[cfg(feature = "nats")]
 pub(crate) use lane::{lanes, LaneWiring};
 #[cfg(feature = "nats")]
-pub use lane::{FailReason, Lane, LaneEvent, ReplyTo, TrySendError};
+pub use lane::{FailReason, Lane, LaneEvent, Replier, ReplyTo, TrySendError};
 #[cfg(feature = "nats")]
 pub use service::MessagingStats;
 

@@ -111,6 +111,33 @@ pub async fn assign_unplaced(store: &kv::Store, meta: &ClusterMeta) -> Result<u3
         .initial_node
         .clone()
         .ok_or(ClusterError::NotInitialized)?;
+    create_missing(store, meta.partitions, |_| initial.clone()).await
+}
+
+/// Writes an entry for every partition that has none, spread round-robin
+/// over `nodes` (partition `n` to `nodes[n % len]`) at epoch 1: the
+/// initial placement of a new cluster whose nodes are known, so no
+/// partition has to move later. Returns how many this call wrote.
+pub async fn spread_unplaced(
+    store: &kv::Store,
+    partitions: PartitionCount,
+    nodes: &[NodeId],
+) -> Result<u32, ClusterError> {
+    if nodes.is_empty() {
+        return Ok(0);
+    }
+    create_missing(store, partitions, |p| {
+        nodes[p.0 as usize % nodes.len()].clone()
+    })
+    .await
+}
+
+/// Creates `p.<n>` for every partition without one, owned by `owner(p)`.
+async fn create_missing(
+    store: &kv::Store,
+    partitions: PartitionCount,
+    owner: impl Fn(PartitionId) -> NodeId,
+) -> Result<u32, ClusterError> {
     let mut present = HashSet::new();
     let mut keys = store
         .keys()
@@ -119,17 +146,17 @@ pub async fn assign_unplaced(store: &kv::Store, meta: &ClusterMeta) -> Result<u3
     while let Some(key) = keys.next().await {
         present.insert(key.map_err(|e| ClusterError::nats("list placement keys", e))?);
     }
-    let value = wire::to_bytes(&PlacementRecord {
-        node: initial,
-        epoch: 1,
-    });
     let mut written = 0;
-    for p in meta.partitions.iter() {
+    for p in partitions.iter() {
         let key = partition_key(p);
         if present.contains(&key) {
             continue;
         }
-        match store.create(&key, value.clone()).await {
+        let value = wire::to_bytes(&PlacementRecord {
+            node: owner(p),
+            epoch: 1,
+        });
+        match store.create(&key, value).await {
             Ok(_) => written += 1,
             Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
             Err(e) => return Err(ClusterError::nats("assign partition", e)),

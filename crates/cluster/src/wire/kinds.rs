@@ -21,5 +21,9 @@ pub const BATCH_REQUEST: MessageKind = MessageKind(4);
 pub const BATCH_REPLY: MessageKind = MessageKind(5);
 /// `RoomPublish`: one room push on a room subject.
 pub const ROOM_PUBLISH: MessageKind = MessageKind(6);
+/// A message between shards of different nodes: the core's `PeerMsg`
+/// encoding (which carries its own version and message kind), in an
+/// envelope routed by the partition it is about.
+pub const CORE_PEER_MSG: MessageKind = MessageKind(100);
 /// First number for test and benchmark messages.
 pub const FIRST_TEST_KIND: u16 = 60_000;

@@ -13,9 +13,11 @@
 //!   encoding, round-trip tested, and decoding untrusted bytes never panics
 //!   (fuzz target `peer_msg`).
 
+mod across;
 mod messages;
 mod wire;
 
+pub use across::{decode_answers, encode_answers};
 pub use messages::{
     Ephemeral, GroupEphemeral, GroupStore, GroupStored, MembersUpdate, MembersUpdated, QueryState,
     Release, ReleaseMany, Revoked, RoomFanout, RoomLeave, RoomPage, RoomPublish, RoomRefused,

@@ -366,6 +366,74 @@ fn fuzz_seeds_are_current() {
     }
 }
 
+/// Issue #20: a reply body carrying several answers decodes to the same
+/// answers, and a body cut inside an answer is an error.
+#[test]
+fn answers_round_trip_and_a_cut_body_is_refused() {
+    let answers = every_kind();
+    let body = encode_answers(&answers);
+    assert_eq!(decode_answers(&body), Ok(answers.clone()));
+    assert_eq!(decode_answers(&Bytes::new()), Ok(Vec::new()));
+    let mut ends = Vec::new();
+    for n in 0..=answers.len() {
+        ends.push(encode_answers(&answers[..n]).len());
+    }
+    for cut in (1..body.len()).filter(|c| !ends.contains(c)) {
+        let short = body.slice(..cut);
+        if let Ok(got) = decode_answers(&short) {
+            panic!("a body cut at {cut} decoded to {} answers", got.len());
+        }
+    }
+}
+
+/// Issue #20: every message whose receiver answers has a return address
+/// for the receiving node to substitute; a message that can cross nodes
+/// names how many answers it gets.
+#[test]
+fn answered_messages_name_their_return_address() {
+    for mut msg in every_kind() {
+        match msg.answers() {
+            Some(n) if n > 0 => assert!(
+                msg.return_address_mut().is_some(),
+                "{msg:?} is answered {n} times but has no return address"
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// Issue #20: a room publish that cannot reach its room's node yet is
+/// answered `Failed` on the sender's shard (the SEND ends; the client may
+/// retry) rather than waiting for an answer that never comes.
+#[test]
+fn a_room_publish_that_cannot_cross_is_refused_with_its_key() {
+    let mut sample = every_kind();
+    for m in sample.iter_mut() {
+        if let PeerMsg::RoomPublish(p) = m {
+            p.qos = Qos::AtLeastOnce; // a publish that awaits its SENDACK
+        }
+    }
+    for msg in &sample {
+        let Some(refusal) = msg.refusal() else {
+            continue;
+        };
+        assert_eq!(msg.answers(), None, "{msg:?} crosses, yet has a refusal");
+        match (msg, refusal) {
+            (PeerMsg::RoomPublish(p), PeerMsg::Stored(s)) => {
+                assert_eq!(
+                    (s.key, s.inbox, s.outcome),
+                    (p.key, p.room, StoreOutcome::Failed)
+                );
+            }
+            (m, r) => panic!("unexpected refusal {r:?} of {m:?}"),
+        }
+    }
+    assert!(
+        sample.iter().any(|m| m.refusal().is_some()),
+        "the sample holds a room publish that needs an answer"
+    );
+}
+
 /// Every state key has its encoding (the webhook keys never cross shards,
 /// but the encoding of a `StateKey` is total; issue #22 item 3).
 #[test]

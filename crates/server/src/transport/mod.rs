@@ -6,7 +6,7 @@
 //! ```text
 //! accept (any shard)                         owner shard
 //! ──────────────────                         ───────────
-//! socket ─► Handshake::feed/poll_hello ─► authenticate ─► owner_shard(user)
+//! socket ─► Handshake::feed/poll_hello ─► authenticate ─► ShardLoop::owner(user)
 //!                                                 │ here ─► serve
 //!                                                 └ else ─► mesh: Handoff ─► adopt ─► serve
 //! serve: ConnIo { output queue, Box<dyn Session> } + read_loop(Inbound) + write_loop
@@ -16,7 +16,7 @@
 //! - [`accept`] is the only place a new socket is read before it has an
 //!   owner: it runs a protocol's [`Handshake`] until an authenticated hello
 //!   or a refusal (bytes to write, then close), and routes by
-//!   [`owner_shard`], the server's one question "which shard owns this
+//!   `ShardLoop::owner`, the server's one question "which shard owns this
 //!   user" (the core's router answers it).
 //! - The mesh carries one transport-neutral [`Handoff`]: the socket, the
 //!   stream layer's state ([`Layer`]: a TLS session), the protocol's
@@ -76,7 +76,7 @@ use glommio::net::TcpStream;
 use stream::ByteStream;
 
 use surepush_core::{Claims, ConnId};
-use surepush_proto::{Frame, ProtoError, UserId};
+use surepush_proto::{Frame, ProtoError};
 
 pub(crate) use handoff::{Handoff, Hello};
 pub(crate) use mqtt::MqttShard;
@@ -84,10 +84,26 @@ pub(crate) use native::NativeHandshake;
 pub(crate) use output::ConnIo;
 pub(crate) use port::{LastWill, ShardLoop, ShardPort};
 
-/// Which shard owns `user`: the one place the server asks (the accept path
-/// of every protocol). The core's router answers.
-pub(crate) fn owner_shard(user: UserId, shards: u16) -> u16 {
-    surepush_core::Router::of_node(shards).owner(user).0
+/// Where the owner of an authenticated connection's user is (the shard's
+/// router answers: `ShardLoop::owner`, the one place the accept path asks).
+pub(crate) enum Owner {
+    /// A shard of this node.
+    Shard(u16),
+    /// Another node: send the client there (its address for the
+    /// connection's protocol).
+    Redirect(String),
+    /// Another node that cannot be reached now, or a partition not placed
+    /// yet: the client retries later.
+    Unavailable,
+}
+
+/// Which listener of another node a redirect names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Listener {
+    /// The native protocol.
+    Native,
+    /// MQTT.
+    Mqtt,
 }
 
 /// What a handshake made of the bytes so far.
@@ -121,6 +137,11 @@ pub(crate) trait Handshake: Sized {
     fn refuse_auth(hello: &Self::Hello, e: &surepush_core::AuthError) -> Vec<u8>;
     /// What to write when the socket cannot be handed to its owner.
     fn refuse_unavailable(hello: &Self::Hello) -> Vec<u8>;
+    /// Which listener of another node this protocol is redirected to.
+    const LISTENER: Listener;
+    /// What to write to send the client to `to`, the owner node's address
+    /// for this protocol (a cluster).
+    fn redirect(hello: &Self::Hello, to: &str) -> Vec<u8>;
     /// Bytes received after the hello (the decoder's leftover).
     fn rest(self) -> Bytes;
     /// The hello as the mesh and the owner shard carry it.
@@ -212,7 +233,11 @@ async fn accept_on<H: Handshake, S: ShardLoop, B: ByteStream>(
             return stream.refuse(&H::refuse_auth(&hello, &e)).await;
         }
     };
-    let owner = owner_shard(claims.user, rt.shard_count());
+    let owner = match rt.owner(claims.user, H::LISTENER) {
+        Owner::Shard(shard) => shard,
+        Owner::Redirect(to) => return stream.refuse(&H::redirect(&hello, &to)).await,
+        Owner::Unavailable => return stream.refuse(&H::refuse_unavailable(&hello)).await,
+    };
     if owner == rt.shard_id() {
         let hello = H::into_hello(hello, claims);
         return serve(&rt, stream, hello, hs.rest());

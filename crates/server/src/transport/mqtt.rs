@@ -25,7 +25,7 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{ConnIo, Handshake, Hello, Inbound, LastWill, Session, ShardPort, Step};
+use super::{ConnIo, Handshake, Hello, Inbound, LastWill, Listener, Session, ShardPort, Step};
 use surepush_core::hashing::FastHashMap;
 use surepush_core::{AuthError, Claims, ConnId, StateDurability, StateKey};
 use surepush_mqtt as mqtt;
@@ -135,6 +135,31 @@ impl Handshake for MqttHandshake {
             ReasonCode(0x03)
         };
         connack(level, code)
+    }
+
+    const LISTENER: Listener = Listener::Mqtt;
+
+    /// MQTT 5: CONNACK 0x9C (Use another server) with a Server Reference.
+    /// MQTT 3.1.1 cannot redirect: "server unavailable" (relaying its bytes
+    /// to the owner node is not built yet).
+    fn redirect(hello: &MqttConnect, to: &str) -> Vec<u8> {
+        let level = hello.connect.protocol_level;
+        if !level.is_v5() {
+            return connack(level, ReasonCode(0x03));
+        }
+        let properties = mqtt::Properties {
+            server_reference: mqtt::MqttString::from_utf8(Bytes::copy_from_slice(to.as_bytes()))
+                .ok(),
+            ..Default::default()
+        };
+        let packet = Packet::ConnAck(mqtt::ConnAck {
+            session_present: false,
+            code: ReasonCode::USE_ANOTHER_SERVER,
+            properties,
+        });
+        let mut out = BytesMut::new();
+        let _ = mqtt::encode(&packet, level, &mut out);
+        out.to_vec()
     }
 
     fn rest(self) -> Bytes {

@@ -3,7 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::{ConnIo, Handshake, Hello, Inbound, Session, ShardPort, Step};
+use super::{ConnIo, Handshake, Hello, Inbound, Listener, Session, ShardPort, Step};
 use surepush_core::{AuthError, Claims, ConnId};
 use surepush_proto::{Connect, Decoder, ErrorCode, Frame, ProtoError};
 
@@ -51,6 +51,12 @@ impl Handshake for NativeHandshake {
 
     fn refuse_unavailable(_: &Connect) -> Vec<u8> {
         frame_bytes(Frame::error(ErrorCode::Internal, "handoff failed"))
+    }
+
+    const LISTENER: Listener = Listener::Native;
+
+    fn redirect(_: &Connect, to: &str) -> Vec<u8> {
+        frame_bytes(Frame::disconnect(ErrorCode::WrongNode, to))
     }
 
     fn rest(mut self) -> Bytes {

@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::{ConnIo, Handoff, MqttShard};
+use super::{ConnIo, Handoff, Listener, MqttShard, Owner};
 use crate::config::Config;
 use surepush_core::{AuthError, Claims, ConnId, Publisher, SendKey, StateDurability, StateKey};
 use surepush_proto::{Frame, ProtoError, Qos, UserId};
@@ -39,8 +39,9 @@ pub(crate) trait ShardPort {
 pub(crate) trait ShardLoop: ShardPort + 'static {
     /// This shard's index.
     fn shard_id(&self) -> u16;
-    /// Shards of the node.
-    fn shard_count(&self) -> u16;
+    /// Where `user`'s owner is: a shard here, or another node to redirect
+    /// a client of `listener` to.
+    fn owner(&self, user: UserId, listener: Listener) -> Owner;
     /// Verifies a session token.
     fn verify(&self, token: &str) -> Result<Claims, AuthError>;
     /// Counts a refused token.

@@ -112,6 +112,8 @@ export const ErrorCode = {
   InflightExceeded: 22,
   Internal: 23,
   Normal: 24,
+  Kicked: 25,
+  WrongNode: 26,
 } as const;
 /** One of the known {@link ErrorCode} values. */
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];

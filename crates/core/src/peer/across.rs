@@ -1,0 +1,138 @@
+//! What a node needs to carry a [`PeerMsg`] to another node and its
+//! answers back (issue #20).
+//!
+//! Across nodes a message is a request on the sending shard's lane; the
+//! receiving node hands it to the owning shard as if from the mesh, and the
+//! lane's reply carries every answer that shard sends back (a [`Stored`]
+//! once the copy is durable, one [`super::GroupStored`] per member inbox, ...).
+//! So a request is acknowledged only when its answers exist, and a
+//! receiver that dies before answering gets the request again from the
+//! sender's link when it returns (its log's dedup window covers a repeat).
+//!
+//! For that the receiving driver must know, per message, which field names
+//! the shard awaiting the answers (it substitutes its own return ticket)
+//! and how many answers the receiving shard sends there. Messages whose
+//! answers are a stream (room subscriptions, keyed state queries) do not
+//! cross nodes yet: [`PeerMsg::answers`] is `None` for them.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{PeerMsg, PeerWireError, Stored};
+use crate::action::StoreOutcome;
+use crate::router::ShardId;
+use surepush_proto::Qos;
+
+impl PeerMsg {
+    /// The field naming the shard that awaits this message's answers, if
+    /// the message has one.
+    pub fn return_address_mut(&mut self) -> Option<&mut ShardId> {
+        match self {
+            PeerMsg::StoreCopy(m) => Some(&mut m.origin),
+            PeerMsg::RoomPublish(m) => Some(&mut m.origin),
+            PeerMsg::GroupStore(m) => Some(&mut m.origin),
+            PeerMsg::StoreMany(m) => Some(&mut m.home),
+            PeerMsg::GroupEphemeral(m) => m.confirm_to.as_mut(),
+            PeerMsg::MembersUpdate(m) => Some(&mut m.origin),
+            PeerMsg::RoomSubscribe(m) => Some(&mut m.shard),
+            PeerMsg::RoomLeave(m) => Some(&mut m.shard),
+            PeerMsg::QueryState(m) => Some(&mut m.origin),
+            PeerMsg::Stored(_)
+            | PeerMsg::Ephemeral(_)
+            | PeerMsg::Release(_)
+            | PeerMsg::GroupStored(_)
+            | PeerMsg::ReleaseMany(_)
+            | PeerMsg::MembersUpdated(_)
+            | PeerMsg::RoomRefused(_)
+            | PeerMsg::RoomRevoke(_)
+            | PeerMsg::RoomPage(_)
+            | PeerMsg::RoomFanout(_)
+            | PeerMsg::StoreState(_)
+            | PeerMsg::StateStored(_)
+            | PeerMsg::StateValue(_) => None,
+        }
+    }
+
+    /// How many answers the owner sends to the return address for this
+    /// message; `None` if the message cannot cross nodes yet (its answers
+    /// are a stream: rooms, keyed state).
+    pub fn answers(&self) -> Option<usize> {
+        match self {
+            PeerMsg::StoreCopy(_) | PeerMsg::GroupStore(_) | PeerMsg::MembersUpdate(_) => Some(1),
+            PeerMsg::StoreMany(m) => Some(m.inboxes.len()),
+            PeerMsg::GroupEphemeral(m) => Some(usize::from(m.confirm_to.is_some())),
+            PeerMsg::Ephemeral(_) | PeerMsg::Release(_) | PeerMsg::ReleaseMany(_) => Some(0),
+            // Answers travel inside replies, never as requests.
+            PeerMsg::Stored(_) | PeerMsg::GroupStored(_) | PeerMsg::MembersUpdated(_) => Some(0),
+            PeerMsg::RoomPublish(m) if m.qos == Qos::AtMostOnce && !m.confirm => None,
+            PeerMsg::RoomPublish(_)
+            | PeerMsg::RoomSubscribe(_)
+            | PeerMsg::RoomRefused(_)
+            | PeerMsg::RoomRevoke(_)
+            | PeerMsg::RoomLeave(_)
+            | PeerMsg::RoomPage(_)
+            | PeerMsg::RoomFanout(_)
+            | PeerMsg::StoreState(_)
+            | PeerMsg::StateStored(_)
+            | PeerMsg::QueryState(_)
+            | PeerMsg::StateValue(_) => None,
+        }
+    }
+}
+
+impl PeerMsg {
+    /// What the sending shard hands its own core in place of the owner's
+    /// answer when this message cannot cross nodes yet ([`PeerMsg::answers`]
+    /// is `None`), so a waiting send ends instead of hanging: a room publish
+    /// is answered `Failed` (the client may retry; rooms across nodes are
+    /// next). `None` when nothing waits for an answer.
+    pub fn refusal(&self) -> Option<PeerMsg> {
+        match self {
+            PeerMsg::RoomPublish(m) if m.qos != Qos::AtMostOnce || m.confirm => Some(
+                Stored {
+                    key: m.key,
+                    inbox: m.room,
+                    outcome: StoreOutcome::Failed,
+                }
+                .into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// The answers to one request, as one reply body:
+/// `(len u32 LE, PeerMsg encoding)*`.
+pub fn encode_answers(answers: &[PeerMsg]) -> Bytes {
+    let mut out = BytesMut::new();
+    for a in answers {
+        let start = out.len();
+        out.put_u32_le(0); // patched below
+        a.encode(&mut out);
+        let len = (out.len() - start - 4) as u32;
+        out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    }
+    out.freeze()
+}
+
+/// Reads a reply body written by [`encode_answers`]; payloads share
+/// `body`'s buffer.
+pub fn decode_answers(body: &Bytes) -> Result<Vec<PeerMsg>, PeerWireError> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at < body.len() {
+        let len_bytes = body
+            .get(at..at + 4)
+            .ok_or(PeerWireError::Truncated)?
+            .try_into()
+            .map_err(|_| PeerWireError::Truncated)?;
+        let len = u32::from_le_bytes(len_bytes) as usize;
+        at += 4;
+        let end = at.checked_add(len).ok_or(PeerWireError::Truncated)?;
+        if end > body.len() {
+            return Err(PeerWireError::Truncated);
+        }
+        out.push(PeerMsg::decode(&body.slice(at..end))?);
+        at = end;
+    }
+    Ok(out)
+}

@@ -1,0 +1,210 @@
+//! A node's membership of a cluster (issue #20, docs/CLUSTER.md), on the
+//! server side: joining at startup, the placement snapshot the shards
+//! route by, and each shard's lane to the other nodes (`link.rs`).
+//!
+//! Only when `[cluster] nats` is set: a node without it starts no cluster
+//! thread and routes as a single node.
+//!
+//! Startup ([`NodeCluster::join`]) waits, bounded by
+//! `cluster.join_timeout_ms`, for NATS, the join and a complete placement
+//! before any shard serves, so no shard routes by a half-loaded placement.
+//! Later placement changes are rebuilt into a new [`ClusterRoutes`]
+//! snapshot by a watcher thread; shards pick it up by comparing one atomic
+//! generation per turn (no lock on the hot path).
+
+mod link;
+
+pub(crate) use link::{send_replies, ClusterLink, LinkTasks};
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use surepush_cluster::messaging::{Lane, MessagingConfig};
+use surepush_cluster::placement::table::PlacementTable;
+use surepush_cluster::placement::Placement;
+use surepush_cluster::registry::Nodes;
+use surepush_cluster::runtime::connect::NatsConfig;
+use surepush_cluster::{Addresses, ClusterNode, NodeConfig, NodeId, PartitionCount, PartitionId};
+use surepush_core::{ClusterRoutes, Router};
+
+use crate::config::Config;
+
+/// Why a node could not join its cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The settings do not make a node (checked by `Config::validate` too).
+    #[error("cluster settings: {0}")]
+    Settings(String),
+    /// NATS, the join or the placement did not answer in time, or the
+    /// cluster refused this node.
+    #[error("joining the cluster: {0}")]
+    Cluster(#[from] surepush_cluster::ClusterError),
+}
+
+/// Where other nodes send this node's clients.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Redirect {
+    /// The owner node's address for this protocol.
+    To(String),
+    /// The owner is not reachable now (down, or no address for this
+    /// protocol): the client should retry later.
+    Unavailable,
+}
+
+/// The placement as the shards route by it: the newest snapshot and its
+/// generation.
+struct RoutesCell {
+    generation: AtomicU64,
+    routes: Mutex<Arc<ClusterRoutes>>,
+}
+
+/// This node in its cluster, shared by every shard (see the module doc).
+pub(crate) struct NodeCluster {
+    routes: RoutesCell,
+    lanes: Mutex<Vec<Option<Lane>>>,
+    nodes: Nodes,
+    node: Mutex<Option<ClusterNode>>,
+}
+
+impl NodeCluster {
+    /// Joins the cluster configured in `config.cluster` with `shards`
+    /// lanes; blocks until the placement is complete or the join timeout.
+    pub(crate) fn join(config: &Config, shards: u16) -> Result<Arc<NodeCluster>, JoinError> {
+        let settings = &config.cluster;
+        let id = NodeId::parse(&settings.node_id)
+            .map_err(|e| JoinError::Settings(format!("node_id: {e}")))?;
+        let partitions = PartitionCount::new(u64::from(settings.partitions))
+            .map_err(|e| JoinError::Settings(format!("partitions: {e}")))?;
+        let mut messaging = MessagingConfig::new(shards);
+        let lanes_of = Router::of_node(shards);
+        messaging.route_to_lane =
+            Arc::new(move |route| lanes_of.shard_of_partition(PartitionId(route)).0);
+        let or_listen = |advertised: &str, listen: std::net::SocketAddr| match advertised {
+            "" => listen.to_string(),
+            a => a.to_string(),
+        };
+        let node_config = NodeConfig {
+            id: id.clone(),
+            nats: NatsConfig::new(settings.nats.clone()),
+            partitions,
+            registry_ttl: Duration::from_millis(settings.registry_ttl_ms),
+            addresses: Addresses {
+                client: or_listen(&settings.advertise, config.listen),
+                mqtt: config
+                    .mqtt
+                    .enabled
+                    .then(|| or_listen(&settings.advertise_mqtt, config.mqtt.listen)),
+                websocket: None,
+                admin: config.admin_listen.to_string(),
+            },
+            messaging,
+        };
+        let timeout = Duration::from_millis(settings.join_timeout_ms);
+        let mut node = ClusterNode::start(node_config)?;
+        let meta = node.wait_joined(timeout)?;
+        node.placement()
+            .wait_until(timeout, PlacementTable::is_complete)?;
+        tracing::info!(node = %id, partitions = meta.partitions.get(), "joined the cluster");
+        let routes = routes_of(&id, partitions, shards, node.placement())?;
+        let cluster = Arc::new(NodeCluster {
+            routes: RoutesCell {
+                generation: AtomicU64::new(1),
+                routes: Mutex::new(Arc::new(routes)),
+            },
+            lanes: Mutex::new(node.take_lanes().into_iter().map(Some).collect()),
+            nodes: node.nodes().clone(),
+            node: Mutex::new(None),
+        });
+        watch_placement(&cluster, id, partitions, shards, node.placement().clone());
+        *cluster.node.lock().unwrap_or_else(|p| p.into_inner()) = Some(node);
+        Ok(cluster)
+    }
+
+    /// Shard `shard`'s lane (once).
+    pub(crate) fn take_lane(&self, shard: u16) -> Option<Lane> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        lanes.get_mut(usize::from(shard)).and_then(Option::take)
+    }
+
+    /// The newest routes if they are newer than `seen` (a generation).
+    pub(crate) fn routes_after(&self, seen: u64) -> Option<(u64, Arc<ClusterRoutes>)> {
+        let generation = self.routes.generation.load(Ordering::Acquire);
+        if generation == seen {
+            return None;
+        }
+        let routes = self.routes.routes.lock().unwrap_or_else(|p| p.into_inner());
+        Some((generation, routes.clone()))
+    }
+
+    /// Where a client of `node` goes: its native or MQTT address.
+    pub(crate) fn redirect(&self, node: &NodeId, mqtt: bool) -> Redirect {
+        let Some(record) = self.nodes.get(node) else {
+            return Redirect::Unavailable;
+        };
+        let to = if mqtt {
+            record.mqtt_addr
+        } else {
+            Some(record.client_addr)
+        };
+        to.filter(|a| !a.is_empty())
+            .map_or(Redirect::Unavailable, Redirect::To)
+    }
+
+    /// Leaves the cluster cleanly (deletes the registry entry).
+    pub(crate) fn leave(&self) {
+        let node = self.node.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(node) = node {
+            node.shutdown(Duration::from_secs(2));
+        }
+    }
+}
+
+fn routes_of(
+    me: &NodeId,
+    partitions: PartitionCount,
+    shards: u16,
+    placement: &Placement,
+) -> Result<ClusterRoutes, JoinError> {
+    let table = placement.snapshot();
+    ClusterRoutes::new(me.clone(), partitions, shards, |p| table.owner(p).cloned())
+        .map_err(|e| JoinError::Settings(e.to_string()))
+}
+
+/// Rebuilds the routes on every placement change (a thread of its own: it
+/// blocks on the view's change channel; changes are rare).
+fn watch_placement(
+    cluster: &Arc<NodeCluster>,
+    me: NodeId,
+    partitions: PartitionCount,
+    shards: u16,
+    placement: Placement,
+) {
+    let weak = Arc::downgrade(cluster);
+    let (_, changes) = placement.changes();
+    let spawned = std::thread::Builder::new()
+        .name("placement-watch".into())
+        .spawn(move || {
+            while changes.recv().is_ok() {
+                while changes.try_recv().is_ok() {} // one rebuild per burst
+                let Some(cluster) = weak.upgrade() else {
+                    return;
+                };
+                match routes_of(&me, partitions, shards, &placement) {
+                    Ok(routes) => {
+                        *cluster
+                            .routes
+                            .routes
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
+                        cluster.routes.generation.fetch_add(1, Ordering::AcqRel);
+                        tracing::info!(revision = placement.revision(), "placement changed");
+                    }
+                    Err(error) => tracing::error!(%error, "cannot route the new placement"),
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot watch the placement; routing by the one at startup");
+    }
+}
