@@ -366,3 +366,81 @@ fn pings_close_and_split_messages_follow_the_rfc() {
     let frames = raw::frames_until_closed(&mut s);
     assert_eq!(raw::close_code(&frames), 4000, "the client's code echoed");
 }
+
+// Issue #19 item 1: room messages reach WebSocket subscribers on both
+// shards (one shared buffer per shard, a WebSocket header in front), next
+// to native TCP subscribers, each in room order with publisher and payload.
+#[test]
+fn room_messages_reach_websocket_and_tcp_subscribers_alike() {
+    use surepush::proto::{SubResult, ROOM_BIT};
+    const ROOM: u64 = ROOM_BIT | 19;
+    let (server, addr) = start(2, "");
+    let subscribe = |c: &mut BlockingClient| {
+        c.subscribe(ROOM, Qos::AtLeastOnce).unwrap();
+        match c
+            .wait_for(Duration::from_secs(10), |e| {
+                matches!(e, Event::Subscribed(_))
+            })
+            .unwrap()
+        {
+            Some(Event::Subscribed(a)) => assert_eq!(a.result, SubResult::Ok),
+            other => panic!("no SUBACK: {other:?}"),
+        }
+    };
+    let mut subs: Vec<BlockingClient> = (100..112)
+        .map(|u| {
+            let mut c = match u % 3 {
+                0 => server.connect(u, 1, None).0,
+                _ => connect_ws(&server, addr, u, 1),
+            };
+            subscribe(&mut c);
+            c
+        })
+        .collect();
+    let mut publisher = connect_ws(&server, addr, 1, 1);
+    let payload = |n: u64| Bytes::from(format!("room message {n} {}", "x".repeat(n as usize * 37)));
+    for n in 1..=40 {
+        publisher
+            .send(UserId(ROOM), Qos::AtLeastOnce, payload(n))
+            .unwrap();
+    }
+    for c in &mut subs {
+        let mut got = Vec::new();
+        while got.len() < 40 {
+            match c.next_event(Duration::from_secs(10)).unwrap() {
+                Some(Event::RoomMessage(p)) => got.push(p),
+                Some(_) => {}
+                None => panic!("room messages stopped after {}", got.len()),
+            }
+        }
+        for (n, p) in (1..).zip(&got) {
+            assert_eq!((p.room, p.seq, p.from), (ROOM, Seq(n), UserId(1)));
+            assert_eq!(p.payload, payload(n));
+        }
+    }
+}
+
+// Issue #19 item 1: MQTT over WebSocket (subprotocol `mqtt`) with a real
+// client (paho-mqtt, `transport="websockets"`), 3.1.1 and 5, two shards.
+#[test]
+fn paho_clients_speak_mqtt_over_websocket() {
+    let (server, addr) = start(2, "");
+    for scenario in ["roundtrip", "room", "retained", "will"] {
+        let extra = [
+            "--room",
+            "31",
+            "--transport",
+            "websockets",
+            "--ws-path",
+            "/",
+        ];
+        let out = common::paho_check(&server, addr.port(), scenario, &extra);
+        assert!(
+            out.status.success(),
+            "{scenario} over WebSocket failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -394,3 +394,93 @@ impl<W: StreamWriter> StreamWriter for WsWriter<W> {
 fn shut(fd: RawFd) {
     super::stream::shutdown(fd, std::net::Shutdown::Both);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The socket's side of the writer: records what it is given.
+    #[derive(Default)]
+    struct Recorder {
+        written: Rc<RefCell<Vec<Bytes>>>,
+    }
+
+    impl StreamWriter for Recorder {
+        async fn write_chunks(&mut self, chunks: &mut VecDeque<Bytes>) -> std::io::Result<()> {
+            self.written.borrow_mut().extend(chunks.drain(..));
+            Ok(())
+        }
+        async fn end(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    struct NoInput;
+
+    impl StreamReader for NoInput {
+        async fn read(&mut self, _buf: &mut [u8]) -> std::io::Result<usize> {
+            Ok(0)
+        }
+        fn suspend(self) -> Framing {
+            Framing::Tcp
+        }
+    }
+
+    fn writer() -> (WsWriter<Recorder>, Rc<RefCell<Vec<Bytes>>>) {
+        let params = WsParams {
+            max_message: 1 << 20,
+            ping_interval: None,
+            idle_timeout: None,
+            close_grace: Duration::ZERO,
+        };
+        let recorder = Recorder::default();
+        let written = recorder.written.clone();
+        let (_, writer) = wrap(-1, NoInput, recorder, &[], params);
+        (writer, written)
+    }
+
+    // Issue #19 item 1: a room payload shared by every subscriber is
+    // written as the same buffer, behind one header per gathered write.
+    #[test]
+    fn a_gathered_write_is_one_message_around_the_same_shared_buffers() {
+        let (mut w, written) = writer();
+        let shared = Bytes::from(vec![7u8; 300]);
+        let own = Bytes::from_static(b"own frame");
+        let mut chunks = VecDeque::from([own.clone(), shared.clone()]);
+        future::block_on(w.write_chunks(&mut chunks)).unwrap();
+        let written = written.borrow();
+        assert_eq!(written.len(), 3, "a header, then the two chunks");
+        assert_eq!(
+            &written[0][..],
+            &[0x82, 126, 0x01, 0x35],
+            "binary, 309 bytes"
+        );
+        assert_eq!(written[2].as_ptr(), shared.as_ptr(), "not copied");
+        assert_eq!(written[1].as_ptr(), own.as_ptr());
+    }
+
+    #[test]
+    fn control_frames_go_first_and_nothing_follows_a_close() {
+        let (mut w, written) = writer();
+        w.shared
+            .queue(codec::control_frame(Control::Pong, b"p"), false);
+        assert!(
+            w.has_own_output(),
+            "the write loop must call even with nothing queued"
+        );
+        future::block_on(w.write_chunks(&mut VecDeque::from([Bytes::from_static(b"x")]))).unwrap();
+        future::block_on(w.end()).unwrap();
+        future::block_on(w.write_chunks(&mut VecDeque::from([Bytes::from_static(b"late")])))
+            .unwrap();
+        let written: Vec<Vec<u8>> = written.borrow().iter().map(|b| b.to_vec()).collect();
+        assert_eq!(
+            written,
+            vec![
+                vec![0x8a, 1, b'p'],
+                vec![0x82, 1],
+                b"x".to_vec(),
+                vec![0x88, 2, 0x03, 0xe8],
+            ]
+        );
+    }
+}
