@@ -444,3 +444,86 @@ fn paho_clients_speak_mqtt_over_websocket() {
         );
     }
 }
+
+// Issue #19 item 1: a client that stops sending is pinged after
+// `ping_interval_ms` of quiet and, still silent, closed with 1008 at
+// `idle_timeout_ms`; one that answers the pings stays.
+#[test]
+fn a_silent_websocket_client_is_pinged_then_closed_with_1008() {
+    use std::io::Write;
+    let (server, addr) = start(1, "ping_interval_ms = 100\nidle_timeout_ms = 600");
+    let request = raw::request("/", "Sec-WebSocket-Protocol: surepush.v1\r\n");
+    // Answers every ping for a while: still open.
+    let (mut alive, _) = raw::upgrade(addr, &request);
+    alive
+        .write_all(&raw::frame(BINARY, &connect_frame(&server, 7)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut pings = 0;
+    while started.elapsed() < Duration::from_millis(1500) {
+        let (opcode, payload) = raw::read_frame(&mut alive).expect("open");
+        assert_ne!(opcode, 0x8, "closed although it answered every ping");
+        if opcode == 0x9 {
+            pings += 1;
+            alive.write_all(&raw::frame(0x8a, &payload)).unwrap();
+        }
+    }
+    assert!(pings >= 2, "pinged while quiet: {pings}");
+    // Silent: pinged, then closed with 1008.
+    let (mut silent, _) = raw::upgrade(addr, &request);
+    silent
+        .write_all(&raw::frame(BINARY, &connect_frame(&server, 8)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let frames = raw::frames_until_closed(&mut silent);
+    assert!(
+        frames.iter().any(|(op, _)| *op == 0x9),
+        "a ping first: {frames:?}"
+    );
+    assert_eq!(raw::close_code(&frames), 1008);
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "not before the idle timeout"
+    );
+}
+
+// Issue #19 item 1: the WebSocket state travels with the socket in the
+// hand-off: a native frame whose bytes the accepting shard had only partly
+// read (inside a WebSocket frame it had begun to unmask) completes on the
+// owner. 8 users on 2 shards: most are accepted by a shard that does not
+// own them.
+#[test]
+fn a_websocket_frame_begun_on_the_accepting_shard_completes_on_the_owner() {
+    use std::io::Write;
+    use surepush::proto::{Decoder, Frame};
+    let (server, addr) = start(2, "");
+    let request = raw::request("/", "Sec-WebSocket-Protocol: surepush.v1\r\n");
+    for user in 1..=8 {
+        let (mut s, _) = raw::upgrade(addr, &request);
+        let connect = connect_frame(&server, user);
+        let mut ping = bytes::BytesMut::new();
+        Frame::Ping(0xfeed_0000 + user).encode(&mut ping);
+        // Message 1: the start of CONNECT; message 2: its rest and a PING,
+        // cut 5 bytes before its end.
+        let mut wire = raw::frame(0x82, &connect[..10]);
+        wire.extend(raw::frame(0x82, &[&connect[10..], &ping[..]].concat()));
+        let (first, last) = wire.split_at(wire.len() - 5);
+        s.write_all(first).unwrap();
+        let mut decoder = Decoder::new(1 << 20);
+        let mut next = |s: &mut std::net::TcpStream| loop {
+            if let Some(frame) = decoder.decode().unwrap() {
+                return frame;
+            }
+            let (opcode, payload) = raw::read_frame(s).expect("open");
+            assert_eq!(opcode, 0x2);
+            decoder.feed(&payload);
+        };
+        // The CONNACK comes from the owner: the hand-off is done.
+        assert!(matches!(next(&mut s), Frame::ConnAck(_)), "user {user}");
+        s.write_all(last).unwrap();
+        match next(&mut s) {
+            Frame::Pong(n) => assert_eq!(n, 0xfeed_0000 + user, "user {user}"),
+            other => panic!("user {user}: expected PONG, got {other:?}"),
+        }
+    }
+}

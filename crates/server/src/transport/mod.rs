@@ -41,15 +41,18 @@
 //!   `node.rs` that calls `accept::<YourHandshake>`. The loops, the mesh,
 //!   the output budgets and the runtime stay as they are.
 //! - **A framing layer** (WebSocket: bytes ↔ messages) or **a stream
-//!   layer** (TLS): a type implementing [`stream::ByteStream`] over another
-//!   one (its reader unframes or decrypts, its writer frames or encrypts the
+//!   layer** (TLS): a reader and a writer wrapping another stream's halves
+//!   ([`StreamReader`], [`StreamWriter`]; its reader unframes or decrypts, its writer frames or encrypts the
 //!   gathered chunks — a WebSocket server frame is an unmasked header in
 //!   front of the chunks, so shared room payloads stay shared), plus its own
 //!   opening step (HTTP upgrade, TLS handshake) run in [`accept`] before the
 //!   protocol's handshake. Any protocol then runs over it unchanged:
 //!   `ws + native`, `ws + mqtt`, `tls + ...` are compositions. A layer with
-//!   state of its own (a TLS session) adds it to [`Handoff`] next to the
-//!   descriptor.
+//!   state of its own (a TLS session, a WebSocket's partial frame) adds it
+//!   to [`Handoff`] next to the descriptor ([`Framing`]). WebSocket is
+//!   built so: [`accept_ws`] runs the upgrade (`ws::open`) on the TCP
+//!   halves, wraps them (`ws::wrap`) and runs the subprotocol's
+//!   [`Handshake`] on top.
 
 mod handoff;
 mod loops;
