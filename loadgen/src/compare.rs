@@ -64,6 +64,11 @@ pub struct CompareScenario {
     /// (same node as `--server`), e.g. 127.0.0.1:1883.
     #[arg(long)]
     pub surepush_mqtt: Option<SocketAddr>,
+    /// Also run the native workload over the gateway's WebSocket listener
+    /// (same node as `--server`), e.g. 127.0.0.1:7402: the row right
+    /// after native TCP.
+    #[arg(long)]
+    pub surepush_ws: Option<SocketAddr>,
     /// Which MQTT client drives the MQTT systems.
     #[arg(long, value_enum, default_value = "both")]
     pub mqtt_client: MqttClients,
@@ -151,10 +156,10 @@ impl SystemResult {
         Self::from_parts(name, durability, r.acked_per_sec, ack, deliver, counts, cpu)
     }
 
-    fn from_native(durability: &str, r: &Report) -> Self {
+    fn from_native(name: &str, durability: &str, r: &Report) -> Self {
         let counts = (r.acked, r.delivered, r.passed(Qos::AtLeastOnce));
         let (ack, deliver) = (&r.ack_latency, &r.deliver_latency);
-        let name = "surepush native QoS 1".to_string();
+        let name = name.to_string();
         let cpu = r.server_cpu_us_per_msg;
         Self::from_parts(name, durability, r.acked_per_sec, ack, deliver, counts, cpu)
     }
@@ -347,11 +352,21 @@ pub fn run_compare(s: &CompareScenario) -> Result<CompareReport, String> {
         restart_cmd: None,
         ack_delay: Duration::ZERO,
         server_pid: s.server_pid,
+        ws: None,
     };
-    systems.push(match run(&native) {
-        Ok(r) => SystemResult::from_native(SUREPUSH, &r),
-        Err(e) => SystemResult::failed("surepush native QoS 1".into(), SUREPUSH, e),
+    let over_ws = s.surepush_ws.map(|ws| Scenario {
+        ws: Some(ws),
+        first_user: fresh_user_base(),
+        ..native.clone()
     });
+    for (name, scenario) in std::iter::once(("surepush native QoS 1", native))
+        .chain(over_ws.map(|scenario| ("surepush native over WebSocket QoS 1", scenario)))
+    {
+        systems.push(match run(&scenario) {
+            Ok(r) => SystemResult::from_native(name, SUREPUSH, &r),
+            Err(e) => SystemResult::failed(name.into(), SUREPUSH, e),
+        });
+    }
     if let Some(addr) = s.surepush_mqtt {
         let target = MqttTarget::Surepush {
             secret: s.secret.clone(),

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use surepush_client::{BlockingClient, ClientConfig, Event};
+use surepush_client::{BlockingClient, ClientConfig, Event, Transport};
 use surepush_proto::{DeviceId, Qos, Seq, UserId};
 use surepush_token::{Claims, TokenVerifier};
 
@@ -44,6 +44,7 @@ mod raw;
 mod room;
 mod rumqtt_peer;
 mod storm;
+mod ws;
 pub use backlog::{run_backlog, BacklogReport, BacklogScenario};
 pub use check::DeliveryCheck;
 pub use fleet::DropMode;
@@ -103,6 +104,26 @@ pub struct Scenario {
     /// process listening on the `--server` port, if one is found.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Connect over the gateway's WebSocket listener at this address
+    /// (native protocol in binary messages, subprotocol `surepush.v1`)
+    /// instead of `--server` (same node).
+    #[arg(long)]
+    pub ws: Option<SocketAddr>,
+}
+
+impl Scenario {
+    /// Where the clients connect, and how.
+    fn endpoint(&self) -> (SocketAddr, Transport) {
+        match self.ws {
+            Some(ws) => (ws, websocket()),
+            None => (self.server, Transport::Tcp),
+        }
+    }
+}
+
+/// The gateway's WebSocket listener, on its default path.
+fn websocket() -> Transport {
+    Transport::WebSocket { path: "/".into() }
 }
 
 /// A client that, when the gateway goes away, reconnects and resumes its
@@ -110,6 +131,7 @@ pub struct Scenario {
 struct Reconnecting {
     c: Option<BlockingClient>,
     addr: SocketAddr,
+    transport: Transport,
     patience: Duration,
 }
 
@@ -122,7 +144,8 @@ impl Reconnecting {
         let mut session = self.c.take().expect("present between calls").into_session();
         let deadline = Instant::now() + self.patience;
         loop {
-            match BlockingClient::try_resume(self.addr, session, Duration::from_secs(1)) {
+            let wait = Duration::from_secs(1);
+            match BlockingClient::try_resume_over(self.addr, &self.transport, session, wait) {
                 Ok(c) => {
                     self.c = Some(c);
                     return Ok(());
@@ -290,7 +313,9 @@ pub(crate) fn mint_token(secret: &[u8], user: u64) -> String {
 fn client(s: &Scenario, user: u64) -> Result<BlockingClient, String> {
     let mut config = ClientConfig::new(mint_token(&s.secret, user), DeviceId(1));
     config.page = 500;
-    BlockingClient::connect(s.server, config, Some(Seq::ZERO), Duration::from_secs(10))
+    let (addr, transport) = s.endpoint();
+    let timeout = Duration::from_secs(10);
+    BlockingClient::connect_over(addr, &transport, config, Some(Seq::ZERO), timeout)
         .map_err(|e| format!("connect as {user}: {e}"))
 }
 
@@ -325,9 +350,11 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
         let (expect, timeout, ack_delay) = (s.messages, s.timeout, s.ack_delay);
         let progress = progress.clone();
         let deadline = Instant::now() + timeout;
+        let (addr, transport) = s.endpoint();
         let mut c = Reconnecting {
             c: Some(c),
-            addr: s.server,
+            addr,
+            transport,
             patience: timeout,
         };
         receivers.push(std::thread::spawn(move || {
@@ -377,9 +404,11 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
         let (messages, qos, rate, size, timeout) =
             (s.messages, s.qos, s.rate, s.payload, s.timeout);
         let progress = progress.clone();
+        let (addr, transport) = s.endpoint();
         let mut c = Reconnecting {
             c: Some(c),
-            addr: s.server,
+            addr,
+            transport,
             patience: timeout,
         };
         senders.push(std::thread::spawn(

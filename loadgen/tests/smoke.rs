@@ -38,6 +38,7 @@ fn one_to_one_smoke_passes_the_checker() {
             restart_cmd: None,
             ack_delay: Duration::ZERO,
             server_pid: None,
+            ws: None,
         };
         let r = run(&s).unwrap();
         assert!(r.passed(qos), "{qos:?}/{rate}: {}", r.to_text());
@@ -76,9 +77,63 @@ fn one_to_one_smoke_passes_the_checker() {
             mqtt_broker: false,
             mqtt_publish: false,
             server_pid: None,
+            ws: None,
         };
         let r = run_room(&s).unwrap();
         assert!(r.passed(), "{}", r.to_text());
+        assert_eq!((r.subscribers, r.published, r.pushes), (100, 200, 20_000));
+    }
+    // Issue #19 item 6: one-to-one and the room over the WebSocket
+    // listener (native protocol in binary messages), the same checkers.
+    let ws: std::net::SocketAddr = format!("127.0.0.1:{}", gw.ws_port).parse().unwrap();
+    let s = Scenario {
+        server: format!("127.0.0.1:{port}").parse().unwrap(),
+        secret: b"smoke".to_vec(),
+        pairs: 3,
+        messages: 150,
+        qos: Qos::AtLeastOnce,
+        rate: 0,
+        payload: 64,
+        timeout: Duration::from_secs(30),
+        first_user: fresh_user_base() + 3_000_000,
+        progress: false,
+        restart_cmd: None,
+        ack_delay: Duration::ZERO,
+        server_pid: None,
+        ws: Some(ws),
+    };
+    let r = run(&s).unwrap();
+    assert!(
+        r.passed(Qos::AtLeastOnce),
+        "over WebSocket: {}",
+        r.to_text()
+    );
+    assert_eq!(
+        (r.sent, r.acked, r.delivered),
+        (450, 450, 450),
+        "{}",
+        r.to_text()
+    );
+    for sub_qos in [Qos::AtMostOnce, Qos::AtLeastOnce] {
+        let s = RoomScenario {
+            server: format!("127.0.0.1:{port}").parse().unwrap(),
+            secret: b"smoke".to_vec(),
+            subscribers: 100,
+            messages: 200,
+            payload: 64,
+            sub_qos,
+            threads: 2,
+            timeout: Duration::from_secs(30),
+            first_user: fresh_user_base() + 4_000_000 + sub_qos as u64 * 100_000,
+            frozen: 0,
+            mqtt: None,
+            mqtt_broker: false,
+            mqtt_publish: false,
+            server_pid: None,
+            ws: Some(ws),
+        };
+        let r = run_room(&s).unwrap();
+        assert!(r.passed(), "room over WebSocket: {}", r.to_text());
         assert_eq!((r.subscribers, r.published, r.pushes), (100, 200, 20_000));
     }
     // With a subscriber that stops reading: run twice, compared.
@@ -97,6 +152,7 @@ fn one_to_one_smoke_passes_the_checker() {
         mqtt_broker: false,
         mqtt_publish: false,
         server_pid: None,
+        ws: None,
     };
     let r = run_room_with_frozen(&s).unwrap();
     assert!(r.passed(), "{}", r.to_text());
@@ -278,6 +334,7 @@ fn one_to_one_survives_a_kill_9_and_restart_of_the_gateway_midway() {
         restart_cmd: Some(format!("bash {}", script.display())),
         ack_delay: Duration::ZERO,
         server_pid: None,
+        ws: None,
     };
     let r = run(&s);
     // Whatever happened, stop the restarted gateway.

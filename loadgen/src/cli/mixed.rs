@@ -83,6 +83,7 @@ pub(super) fn run_mixed(args: MixedArgs) -> Result<ExitCode, String> {
         restart_cmd: None,
         ack_delay: Duration::ZERO,
         server_pid: None,
+        ws: None,
     };
     let room = RoomScenario {
         server,
@@ -99,6 +100,7 @@ pub(super) fn run_mixed(args: MixedArgs) -> Result<ExitCode, String> {
         mqtt_broker: false,
         mqtt_publish: false,
         server_pid: None,
+        ws: None,
     };
     let group = GroupScenario {
         server,

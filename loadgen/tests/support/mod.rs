@@ -34,19 +34,23 @@ pub struct Gateway {
     pub port: u16,
     pub admin_port: u16,
     pub mqtt_port: u16,
+    /// The WebSocket listener.
+    pub ws_port: u16,
 }
 
 impl Gateway {
     pub fn start() -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let (port, admin_port, mqtt_port) = (free_port(), free_port(), free_port());
+        let ws_port = free_port();
         let config = dir.path().join("c.toml");
         std::fs::write(
             &config,
             format!(
                 "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\ndata_dir = \"{}\"\n\
                  shards = 2\npin_cores = false\nio_memory_kib = 1024\ntoken_secret = \"smoke\"\n[log]\n\
-                 segment_mib = 8\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n",
+                 segment_mib = 8\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n\
+                 [websocket]\nenabled = true\nlisten = \"127.0.0.1:{ws_port}\"\n",
                 dir.path().join("data").display()
             ),
         )
@@ -71,6 +75,7 @@ impl Gateway {
             port,
             admin_port,
             mqtt_port,
+            ws_port,
         };
         let mut serving = 0;
         while serving < 2 {
