@@ -326,6 +326,9 @@ impl<R: StreamReader> StreamReader for WsReader<R> {
     }
 }
 
+/// Frame headers cut from one allocation of the writer's header buffer.
+const HEADERS_PER_ALLOCATION: usize = 64;
+
 /// The writing half: each gathered write becomes one binary message.
 pub(crate) struct WsWriter<W> {
     inner: W,
@@ -363,7 +366,12 @@ impl<W: StreamWriter> StreamWriter for WsWriter<W> {
         }
         let len: usize = chunks.iter().map(Bytes::len).sum();
         if len > 0 {
-            self.headers.reserve(codec::MAX_HEADER);
+            if self.headers.capacity() < codec::MAX_HEADER {
+                // Room for many headers at once: one allocation per
+                // `HEADERS_PER_ALLOCATION` messages, not one each.
+                self.headers
+                    .reserve(codec::MAX_HEADER * HEADERS_PER_ALLOCATION);
+            }
             codec::put_header(&mut self.headers, OpCode::Data(Data::Binary), len as u64);
             chunks.push_front(self.headers.split().freeze());
         }
