@@ -132,15 +132,6 @@ fn paho(server: &TestServer, scenario: &str, extra: &[&str]) -> Output {
     common::paho_check(server, server.mqtt.port(), scenario, extra)
 }
 
-fn assert_ok(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[test]
 fn paho_clients_get_qos_0_1_2_wildcards_rooms_retained_and_wills() {
@@ -148,7 +139,7 @@ fn paho_clients_get_qos_0_1_2_wildcards_rooms_retained_and_wills() {
     let server = TestServer::start(2, "");
     for scenario in ["roundtrip", "wildcard", "room", "retained", "will"] {
         let out = paho(&server, scenario, &["--room", "31"]);
-        assert_ok(&out, scenario);
+        common::assert_ok(&out, scenario);
     }
 }
 
@@ -161,7 +152,7 @@ fn a_persistent_session_gets_what_arrived_while_away_also_across_kill_9() {
             "persistent",
             &["--phase", "1", "--version", version],
         );
-        assert_ok(&phase1, "persistent phase 1");
+        common::assert_ok(&phase1, "persistent phase 1");
         let line = String::from_utf8_lossy(&phase1.stdout).to_string();
         let sent: Vec<String> = line
             .split('"')
@@ -176,7 +167,7 @@ fn a_persistent_session_gets_what_arrived_while_away_also_across_kill_9() {
         let expect = sent.join(",");
         let args = ["--phase", "2", "--version", version, "--expect", &expect];
         let phase2 = paho(&server, "persistent", &args);
-        assert_ok(
+        common::assert_ok(
             &phase2,
             &format!("persistent phase 2 (v{version}, kill -9: {kill})"),
         );
@@ -204,7 +195,7 @@ fn mosquitto_command_line_clients_round_trip_at_every_qos() {
             .args(["-t", "user/5002", "-q", qos, "-m", msg])
             .output()
             .expect("mosquitto_pub");
-        assert_ok(&out, "mosquitto_pub");
+        common::assert_ok(&out, "mosquitto_pub");
     };
     // A persistent session: registered, then offline while QoS 1 and 2
     // messages arrive, then collected.
@@ -267,7 +258,7 @@ fn a_persistent_mosquitto_session_on_an_empty_room_gets_what_came_while_it_was_a
             .args(["-t", "room/42", "-q", "1", "-m", msg])
             .output()
             .expect("mosquitto_pub");
-        assert_ok(&out, "mosquitto_pub");
+        common::assert_ok(&out, "mosquitto_pub");
     }
     let out = sub(&["-C", "3", "-W", "20"]);
     assert_eq!(
@@ -724,7 +715,7 @@ fn paho_clients_see_room_refusals_and_refused_publishes_reach_no_one() {
         "permissions",
         &["--room", "77", "--token-b", &granted],
     );
-    assert_ok(&out, "permissions");
+    common::assert_ok(&out, "permissions");
 }
 
 /// Issue #16 item 4: the MQTT state files of an earlier build (a version 2

@@ -435,13 +435,7 @@ fn paho_clients_speak_mqtt_over_websocket() {
             "/",
         ];
         let out = common::paho_check(&server, addr.port(), scenario, &extra);
-        assert!(
-            out.status.success(),
-            "{scenario} over WebSocket failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_ok(&out, &format!("{scenario} over WebSocket"));
     }
 }
 

@@ -51,13 +51,16 @@ fn one_to_one_smoke_passes_the_checker() {
         assert!(r.ack_latency.p50_ms > 0.0 && r.deliver_latency.p99_ms >= r.deliver_latency.p50_ms);
     }
     // The room scenario: every subscriber gets every message in order,
-    // native and MQTT subscribers alike.
+    // native, MQTT and WebSocket (issue #19 item 6) subscribers alike.
     let mqtt_addr: std::net::SocketAddr = format!("127.0.0.1:{mqtt_port}").parse().unwrap();
-    for (sub_qos, mqtt) in [
-        (Qos::AtMostOnce, None),
-        (Qos::AtLeastOnce, None),
-        (Qos::AtMostOnce, Some(mqtt_addr)),
-        (Qos::AtLeastOnce, Some(mqtt_addr)),
+    let ws: std::net::SocketAddr = format!("127.0.0.1:{}", gw.ws_port).parse().unwrap();
+    for (sub_qos, mqtt, over_ws) in [
+        (Qos::AtMostOnce, None, None),
+        (Qos::AtLeastOnce, None, None),
+        (Qos::AtMostOnce, Some(mqtt_addr), None),
+        (Qos::AtLeastOnce, Some(mqtt_addr), None),
+        (Qos::AtMostOnce, None, Some(ws)),
+        (Qos::AtLeastOnce, None, Some(ws)),
     ] {
         let s = RoomScenario {
             server: format!("127.0.0.1:{port}").parse().unwrap(),
@@ -71,21 +74,21 @@ fn one_to_one_smoke_passes_the_checker() {
             first_user: fresh_user_base()
                 + 1_000_000
                 + sub_qos as u64 * 100_000
-                + u64::from(mqtt.is_some()) * 10_000,
+                + u64::from(mqtt.is_some()) * 10_000
+                + u64::from(over_ws.is_some()) * 20_000,
             frozen: 0,
             mqtt,
             mqtt_broker: false,
             mqtt_publish: false,
             server_pid: None,
-            ws: None,
+            ws: over_ws,
         };
         let r = run_room(&s).unwrap();
         assert!(r.passed(), "{}", r.to_text());
         assert_eq!((r.subscribers, r.published, r.pushes), (100, 200, 20_000));
     }
-    // Issue #19 item 6: one-to-one and the room over the WebSocket
-    // listener (native protocol in binary messages), the same checkers.
-    let ws: std::net::SocketAddr = format!("127.0.0.1:{}", gw.ws_port).parse().unwrap();
+    // Issue #19 item 6: one-to-one over the WebSocket listener (native
+    // protocol in binary messages), the same checker.
     let s = Scenario {
         server: format!("127.0.0.1:{port}").parse().unwrap(),
         secret: b"smoke".to_vec(),
@@ -114,28 +117,6 @@ fn one_to_one_smoke_passes_the_checker() {
         "{}",
         r.to_text()
     );
-    for sub_qos in [Qos::AtMostOnce, Qos::AtLeastOnce] {
-        let s = RoomScenario {
-            server: format!("127.0.0.1:{port}").parse().unwrap(),
-            secret: b"smoke".to_vec(),
-            subscribers: 100,
-            messages: 200,
-            payload: 64,
-            sub_qos,
-            threads: 2,
-            timeout: Duration::from_secs(30),
-            first_user: fresh_user_base() + 4_000_000 + sub_qos as u64 * 100_000,
-            frozen: 0,
-            mqtt: None,
-            mqtt_broker: false,
-            mqtt_publish: false,
-            server_pid: None,
-            ws: Some(ws),
-        };
-        let r = run_room(&s).unwrap();
-        assert!(r.passed(), "room over WebSocket: {}", r.to_text());
-        assert_eq!((r.subscribers, r.published, r.pushes), (100, 200, 20_000));
-    }
     // With a subscriber that stops reading: run twice, compared.
     let s = RoomScenario {
         server: format!("127.0.0.1:{port}").parse().unwrap(),

@@ -471,3 +471,14 @@ pub fn paho_check(
     );
     out
 }
+
+/// Asserts a checker script exited 0, showing its output otherwise.
+pub fn assert_ok(out: &std::process::Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -180,26 +180,22 @@ fn run_shards(
     )
     .map_err(io_err("read the MQTT state files of an earlier build"))?
     .map(Arc::new);
+    let bind_if = |enabled: bool, what, addr| -> Result<_, ServeError> {
+        match enabled {
+            true => Ok(Some(BoundListeners::bind(what, addr, shards as usize)?)),
+            false => Ok(None),
+        }
+    };
     // Bound here, before any shard runs, so a taken address stops the node
     // with its name instead of failing one shard (see `listeners`).
     let listeners = Arc::new(NodeListeners {
         client: BoundListeners::bind("client", config.listen, shards as usize)?,
-        mqtt: match config.mqtt.enabled {
-            true => Some(BoundListeners::bind(
-                "MQTT",
-                config.mqtt.listen,
-                shards as usize,
-            )?),
-            false => None,
-        },
-        websocket: match config.websocket.enabled {
-            true => Some(BoundListeners::bind(
-                "WebSocket",
-                config.websocket.listen,
-                shards as usize,
-            )?),
-            false => None,
-        },
+        mqtt: bind_if(config.mqtt.enabled, "MQTT", config.mqtt.listen)?,
+        websocket: bind_if(
+            config.websocket.enabled,
+            "WebSocket",
+            config.websocket.listen,
+        )?,
         admin: BoundListeners::bind("admin", config.admin_listen, 1)?,
     });
     let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
