@@ -25,6 +25,7 @@ use surepush_client::{ClientConfig, ClientSession, Event};
 use surepush_proto::{DeviceId, Seq};
 
 use crate::fleet::Fleet;
+use crate::mqtt_peer::{idle_receiver, MqttTarget};
 use crate::procfs::rss_kib;
 
 /// What to run (`idle`'s options; the secret, the first user and the
@@ -60,6 +61,17 @@ pub struct IdleScenario {
     /// First user id used.
     #[arg(skip = crate::fresh_user_base())]
     pub first_user: u64,
+    /// Hold MQTT 3.1.1 connections instead of native ones (`--server` is
+    /// then an MQTT listener): each connects with a persistent session
+    /// (keep alive 60 s, so hold at most ~80 s) and subscribes to its own
+    /// topic at QoS 1 — on surepush `user/{id}` with its token as password.
+    #[arg(long)]
+    pub mqtt: bool,
+    /// With `--mqtt`: the server is a plain MQTT broker (mosquitto, ...):
+    /// no credentials, topics `surepush-lg/{run}/{n}`. Same client code, so
+    /// the per-connection figures compare.
+    #[arg(long, requires = "mqtt")]
+    pub mqtt_broker: bool,
 }
 
 /// What an idle run measured and checked.
@@ -170,6 +182,42 @@ fn holder_thread(
     Ok((live as u64, closed as u64))
 }
 
+/// Opens the MQTT connections `pairs` one after the other (connect,
+/// subscribe), keeps them open until released; returns (went live,
+/// closed). A connection counts as closed when, at the end, its socket
+/// reads end of stream or an error instead of "nothing to read".
+fn mqtt_holder_thread(
+    s: IdleScenario,
+    pairs: Vec<u64>,
+    shared: Arc<Shared>,
+) -> Result<(u64, u64), String> {
+    let target = if s.mqtt_broker {
+        MqttTarget::Broker
+    } else {
+        MqttTarget::Surepush {
+            secret: s.secret.clone(),
+        }
+    };
+    let mut held = Vec::with_capacity(pairs.len());
+    for &pair in &pairs {
+        held.push(idle_receiver(&target, s.server, s.first_user, pair)?);
+    }
+    shared.ready.fetch_add(1, Ordering::SeqCst);
+    while !shared.release.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let closed = held.iter().filter(|socket| !still_open(socket)).count();
+    Ok((held.len() as u64, closed as u64))
+}
+
+/// Whether the peer still holds `socket` open (nothing to read, no end).
+fn still_open(socket: &std::net::TcpStream) -> bool {
+    use std::io::Read;
+    socket.set_nonblocking(true).is_ok()
+        && matches!((&*socket).read(&mut [0u8; 1]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
 /// Raises this process's open-file soft limit to the hard one and checks
 /// that `connections` fit; returns the limit in force.
 fn fit_nofile(connections: u32) -> Result<u64, String> {
@@ -209,7 +257,12 @@ pub fn run_idle(s: &IdleScenario) -> Result<IdleReport, String> {
                 .collect();
             let (s2, shared) = (s.clone(), shared.clone());
             let budget = s.connecting / threads;
-            std::thread::spawn(move || holder_thread(s2, users, budget, shared))
+            if s.mqtt {
+                let pairs = users.iter().map(|u| u - s.first_user).collect();
+                std::thread::spawn(move || mqtt_holder_thread(s2, pairs, shared))
+            } else {
+                std::thread::spawn(move || holder_thread(s2, users, budget, shared))
+            }
         })
         .collect();
     let deadline = started + s.timeout;

@@ -148,6 +148,41 @@ impl MqttTarget {
     }
 }
 
+/// Connects pair `pair`'s receiver with a persistent session, subscribes it
+/// to its topic at QoS 1 and returns its socket, to be held idle
+/// (`idle --mqtt`).
+pub(crate) fn idle_receiver(
+    target: &MqttTarget,
+    addr: SocketAddr,
+    run: u64,
+    pair: u64,
+) -> Result<TcpStream, String> {
+    Ok(subscribed_receiver(target, addr, run, pair)?.stream)
+}
+
+/// Pair `pair`'s receiver, connected (persistent session) and subscribed
+/// to its topic at QoS 1.
+fn subscribed_receiver(
+    target: &MqttTarget,
+    addr: SocketAddr,
+    run: u64,
+    pair: u64,
+) -> Result<Peer, String> {
+    let mut r = target.connect(addr, run, pair, true)?;
+    r.send(&Packet::Subscribe(Subscribe {
+        packet_id: PacketId::new(1).expect("nonzero"),
+        filters: vec![Subscription {
+            filter: MqttString::from(target.topic(run, pair).as_str()),
+            options: SubscriptionOptions::qos(QoS::AtLeastOnce),
+        }],
+        properties: Default::default(),
+    }))?;
+    match r.next()? {
+        Packet::SubAck(_) => Ok(r),
+        other => Err(format!("expected SUBACK, got {other:?}")),
+    }
+}
+
 /// The next packet id after `k` messages (1..=65535, wrapping).
 fn packet_id(k: u64) -> PacketId {
     PacketId::new((k % 65_535 + 1) as u16).expect("nonzero")
@@ -189,19 +224,7 @@ pub fn run_mqtt(
     let (tx, rx) = mpsc::channel::<PeerResult>();
     let mut receivers = Vec::new();
     for pair in 0..u64::from(pairs) {
-        let mut r = target.connect(addr, run, pair, true)?;
-        r.send(&Packet::Subscribe(Subscribe {
-            packet_id: PacketId::new(1).expect("nonzero"),
-            filters: vec![Subscription {
-                filter: MqttString::from(target.topic(run, pair).as_str()),
-                options: SubscriptionOptions::qos(QoS::AtLeastOnce),
-            }],
-            properties: Default::default(),
-        }))?;
-        match r.next()? {
-            Packet::SubAck(_) => {}
-            other => return Err(format!("expected SUBACK, got {other:?}")),
-        }
+        let mut r = subscribed_receiver(target, addr, run, pair)?;
         let tx = tx.clone();
         receivers.push(std::thread::spawn(move || {
             let mut got = InOrder::new();

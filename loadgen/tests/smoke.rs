@@ -200,6 +200,8 @@ fn backlog_storm_and_idle_smoke_pass_their_checkers() {
         connecting: 64,
         timeout: Duration::from_secs(30),
         first_user: fresh_user_base() + 1_000_000,
+        mqtt: false,
+        mqtt_broker: false,
     };
     let r = run_idle(&s).unwrap();
     eprint!("{}", r.to_text());
@@ -215,6 +217,20 @@ fn backlog_storm_and_idle_smoke_pass_their_checkers() {
     );
     assert!(r.kib_per_connection < 256.0, "{}", r.to_text());
     assert!(r.hold_seconds >= 2.0 && r.loadgen_kib_per_connection > 0.0);
+
+    // The same over MQTT (issue #21 item 5): persistent sessions, each
+    // subscribed to its own inbox, held open.
+    let mqtt = IdleScenario {
+        server: format!("127.0.0.1:{}", gw.mqtt_port).parse().unwrap(),
+        connections: 200,
+        first_user: fresh_user_base() + 3_000_000,
+        mqtt: true,
+        ..s
+    };
+    let r = run_idle(&mqtt).unwrap();
+    eprint!("{}", r.to_text());
+    assert_eq!((r.live, r.closed), (200, 0), "{}", r.to_text());
+    assert!(r.passed(), "{}", r.to_text());
 
     // Backlog: 50 offline receivers x 40 messages, replayed in pages of 16.
     let s = BacklogScenario {

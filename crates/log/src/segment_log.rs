@@ -173,6 +173,9 @@ pub struct LogStats {
     pub segments: u64,
     /// Reads served from the file (not the cache).
     pub file_reads: u64,
+    /// Bytes held by the cache of recent commits (at most
+    /// [`LogConfig::cache_bytes`], past it only the newest commit).
+    pub cached_bytes: u64,
 }
 
 /// What recovery found.
@@ -484,6 +487,7 @@ impl SegmentLog {
         let st = self.inner.st.borrow();
         LogStats {
             segments: st.segments.len() as u64,
+            cached_bytes: st.tail_bytes as u64,
             ..st.stats.clone()
         }
     }

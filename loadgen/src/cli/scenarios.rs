@@ -148,7 +148,9 @@ pub(super) struct IdleArgs {
 
 pub(super) fn idle(args: IdleArgs) -> Result<ExitCode, String> {
     let mut s = args.scenario;
-    s.secret = args.secret.load()?;
+    if !s.mqtt_broker {
+        s.secret = args.secret.load()?;
+    }
     s.server_pid = match args.server_pid {
         Some(pid) => pid,
         None => procfs::listener_pid(s.server.port())?,

@@ -137,11 +137,11 @@ pub(super) struct Gate {
     /// Writes handed out and not yet reported durable.
     pending: BTreeSet<u64>,
     /// Writes to hand out.
-    writes: VecDeque<StateWrite>,
+    pub(super) writes: VecDeque<StateWrite>,
     /// Packets for the client waiting for every write up to their id.
-    client: VecDeque<(u64, Packet)>,
+    pub(super) client: VecDeque<(u64, Packet)>,
     /// Frames for the core, likewise.
-    core: VecDeque<(u64, Frame)>,
+    pub(super) core: VecDeque<(u64, Frame)>,
 }
 
 impl Gate {
@@ -179,6 +179,14 @@ impl Gate {
     /// Whether frames for the core are held (the keep-alive waits too).
     pub(super) fn core_held(&self) -> bool {
         !self.core.is_empty() || self.need >= Need::BeforeCore
+    }
+
+    /// Frees the buffers of the gate's empty queues (see
+    /// [`Bridge::release_idle_memory`]).
+    pub(super) fn release_idle_memory(&mut self) {
+        super::release_if_empty(&mut self.writes);
+        super::release_if_empty(&mut self.client);
+        super::release_if_empty(&mut self.core);
     }
 
     fn report(&mut self) -> u64 {

@@ -1020,3 +1020,28 @@ mod permissions;
 mod persist;
 mod rooms;
 mod with_core;
+
+/// #21 item 5: a connection's queues keep the buffers its first packets
+/// grew (a queue of packets is 456 bytes a slot); an idle connection gives
+/// them back, and what is still queued stays.
+#[test]
+fn an_idle_bridge_gives_back_its_empty_queues() {
+    let mut h = Harness::of(persistent_bridge(None, 1000));
+    h.core();
+    h.b.on_frame(native_connack(0, None));
+    h.packets();
+    h.core();
+    assert!(
+        h.b.to_client.capacity() + h.b.to_core.capacity() > 0,
+        "the CONNACK and the SYNC grew the queues"
+    );
+    h.b.on_frame(Frame::Ping(7)); // the core's answer: nothing for the client
+    h.b.release_idle_memory();
+    assert_eq!(h.b.to_client.capacity(), 0);
+    assert_eq!(h.b.to_core.capacity(), 0);
+    assert_eq!(h.b.gate.client.capacity() + h.b.gate.writes.capacity(), 0);
+    // Something queued survives the release.
+    h.b.on_packet(Packet::PingReq);
+    h.b.release_idle_memory();
+    assert!(matches!(h.packets().as_slice(), [Packet::PingResp]));
+}

@@ -52,6 +52,11 @@ pub(crate) async fn read_loop<S: ShardLoop, R: StreamReader, I: Inbound>(
             // Polling: the mesh forwarders do not signal each send.
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
+        if let Some(pause) = rt.read_pause(conn) {
+            // Over its frames per second: read nothing more this second;
+            // the client's socket buffer fills and TCP slows it down.
+            glommio::timer::sleep(pause).await;
+        }
         // Read straight into the decoder's buffer: a message's payload is
         // copied once, from the kernel, and sliced out of it afterwards.
         let missing = inbound.missing();
@@ -60,6 +65,9 @@ pub(crate) async fn read_loop<S: ShardLoop, R: StreamReader, I: Inbound>(
         if idle && buf.capacity() > IDLE_READ {
             // Let the big buffer go (messages sliced from it keep their part).
             *buf = BytesMut::new();
+        }
+        if idle {
+            io.with_session(|s| s.release_idle_memory());
         }
         let want = if idle {
             IDLE_READ

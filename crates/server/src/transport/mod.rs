@@ -406,6 +406,10 @@ pub(crate) trait Session: std::any::Any {
     fn output_drained(&mut self, _rt: &dyn ShardPort, _conn: ConnId, _io: &ConnIo) -> bool {
         false
     }
+    /// The connection went idle (nothing buffered to read): give back the
+    /// memory its queues grew to while busy (thousands of idle connections
+    /// must each cost little).
+    fn release_idle_memory(&mut self) {}
     /// The connection is gone (whatever the reason): what to publish on
     /// its behalf, if anything.
     fn finish(self: Box<Self>, _rt: &dyn ShardPort, _io: &Rc<ConnIo>) -> Option<LastWill> {

@@ -376,6 +376,10 @@ impl Session for MqttSession {
         }
     }
 
+    fn release_idle_memory(&mut self) {
+        self.bridge.release_idle_memory();
+    }
+
     fn state_stored(&mut self, rt: &dyn ShardPort, conn: ConnId, io: &ConnIo, id: u64, ok: bool) {
         self.bridge.on_state_stored(id, ok);
         self.pump(rt, conn, io);
@@ -403,6 +407,10 @@ impl Session for MqttSession {
     /// A room out of live fan-out after ROOMLAG catches up now.
     fn output_drained(&mut self, rt: &dyn ShardPort, conn: ConnId, io: &ConnIo) -> bool {
         if !self.bridge.wants_drain() {
+            // Written out and nothing to follow: the packets that went
+            // after the reader last idled (a CONNACK held for its state
+            // write) leave their queue slots behind otherwise.
+            self.bridge.release_idle_memory();
             return false;
         }
         self.bridge.on_output_drained();
