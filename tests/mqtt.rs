@@ -132,7 +132,6 @@ fn paho(server: &TestServer, scenario: &str, extra: &[&str]) -> Output {
     common::paho_check(server, server.mqtt.port(), scenario, extra)
 }
 
-
 #[test]
 fn paho_clients_get_qos_0_1_2_wildcards_rooms_retained_and_wills() {
     // Two shards: the accepting shard hands most connections over.
