@@ -1,4 +1,5 @@
-//! A blocking TCP driver for [`ClientSession`]: one socket, one thread.
+//! A blocking driver for [`ClientSession`] over TCP or WebSocket
+//! ([`Transport`]): one socket, one thread.
 //!
 //! Good for tests, examples and scripts; the load generator drives many
 //! sessions itself.

@@ -1,4 +1,4 @@
-//! Client SDK: a sans-IO [`ClientSession`] plus a blocking TCP driver
+//! Client SDK: a sans-IO [`ClientSession`] plus a blocking driver (TCP or WebSocket)
 //! ([`BlockingClient`]) for tests, examples and simple tools.
 //!
 //! The session reads no clock and does no I/O (time comes in as `now`);
