@@ -14,7 +14,7 @@
 //! | `surepush-token`   | session tokens (JWT)                                        | none    |
 //! | `surepush-core`    | sans-IO delivery state machines, timer wheel, record model  | none    |
 //! | `surepush-mqtt`    | MQTT 3.1.1/5.0 codec and the sans-IO bridge                 | none    |
-//! | `surepush-client`  | sans-IO client session plus a blocking TCP driver           | std     |
+//! | `surepush-client`  | sans-IO client session plus a blocking TCP/WebSocket driver | std     |
 //! | `surepush-host`    | host checks and process limits                              | std     |
 //! | `surepush-log`     | per-shard append-only segment log, group commit, recovery   | glommio |
 //! | `surepush-server`  | glommio shards, transports, mesh, admin HTTP                | glommio |

@@ -129,39 +129,7 @@ fn publish(topic: &str, qos: QoS, id: Option<u16>, payload: &'static [u8]) -> Pa
 }
 
 fn paho(server: &TestServer, scenario: &str, extra: &[&str]) -> Output {
-    let (a, b) = (4001, 4002);
-    let out = Command::new("/usr/bin/python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/mqtt/paho_check.py"
-        ))
-        .args(["--port", &server.mqtt.port().to_string()])
-        .args(["--scenario", scenario])
-        .args([
-            "--token-a",
-            &server.token(a, 1),
-            "--token-b",
-            &server.token(b, 1),
-        ])
-        .args(["--user-a", &a.to_string(), "--user-b", &b.to_string()])
-        .args(extra)
-        .output()
-        .expect("run /usr/bin/python3 (install python3-paho-mqtt)");
-    assert!(
-        !String::from_utf8_lossy(&out.stderr).contains("No module named 'paho'"),
-        "paho-mqtt missing: apt-get install python3-paho-mqtt"
-    );
-    out
-}
-
-fn assert_ok(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::paho_check(server, server.mqtt.port(), scenario, extra)
 }
 
 #[test]
@@ -170,7 +138,7 @@ fn paho_clients_get_qos_0_1_2_wildcards_rooms_retained_and_wills() {
     let server = TestServer::start(2, "");
     for scenario in ["roundtrip", "wildcard", "room", "retained", "will"] {
         let out = paho(&server, scenario, &["--room", "31"]);
-        assert_ok(&out, scenario);
+        common::assert_ok(&out, scenario);
     }
 }
 
@@ -183,7 +151,7 @@ fn a_persistent_session_gets_what_arrived_while_away_also_across_kill_9() {
             "persistent",
             &["--phase", "1", "--version", version],
         );
-        assert_ok(&phase1, "persistent phase 1");
+        common::assert_ok(&phase1, "persistent phase 1");
         let line = String::from_utf8_lossy(&phase1.stdout).to_string();
         let sent: Vec<String> = line
             .split('"')
@@ -198,7 +166,7 @@ fn a_persistent_session_gets_what_arrived_while_away_also_across_kill_9() {
         let expect = sent.join(",");
         let args = ["--phase", "2", "--version", version, "--expect", &expect];
         let phase2 = paho(&server, "persistent", &args);
-        assert_ok(
+        common::assert_ok(
             &phase2,
             &format!("persistent phase 2 (v{version}, kill -9: {kill})"),
         );
@@ -226,7 +194,7 @@ fn mosquitto_command_line_clients_round_trip_at_every_qos() {
             .args(["-t", "user/5002", "-q", qos, "-m", msg])
             .output()
             .expect("mosquitto_pub");
-        assert_ok(&out, "mosquitto_pub");
+        common::assert_ok(&out, "mosquitto_pub");
     };
     // A persistent session: registered, then offline while QoS 1 and 2
     // messages arrive, then collected.
@@ -289,7 +257,7 @@ fn a_persistent_mosquitto_session_on_an_empty_room_gets_what_came_while_it_was_a
             .args(["-t", "room/42", "-q", "1", "-m", msg])
             .output()
             .expect("mosquitto_pub");
-        assert_ok(&out, "mosquitto_pub");
+        common::assert_ok(&out, "mosquitto_pub");
     }
     let out = sub(&["-C", "3", "-W", "20"]);
     assert_eq!(
@@ -746,7 +714,7 @@ fn paho_clients_see_room_refusals_and_refused_publishes_reach_no_one() {
         "permissions",
         &["--room", "77", "--token-b", &granted],
     );
-    assert_ok(&out, "permissions");
+    common::assert_ok(&out, "permissions");
 }
 
 /// Issue #16 item 4: the MQTT state files of an earlier build (a version 2

@@ -76,6 +76,11 @@ pub struct CompareScenario {
     /// (connect, CONNECT, CONNACK, replay done, close), plain and TLS.
     #[arg(long, default_value_t = 200)]
     pub connects: u32,
+    /// Also run the native workload over the gateway's WebSocket listener
+    /// (same node as `--server`), e.g. 127.0.0.1:7402: the row right
+    /// after native TCP.
+    #[arg(long)]
+    pub surepush_ws: Option<SocketAddr>,
     /// Which MQTT client drives the MQTT systems.
     #[arg(long, value_enum, default_value = "both")]
     pub mqtt_client: MqttClients,
@@ -201,6 +206,7 @@ pub struct CompareReport {
 
 const NATIVE: &str = "surepush native QoS 1";
 const NATIVE_TLS: &str = "surepush native QoS 1 over TLS";
+const NATIVE_WS: &str = "surepush native over WebSocket QoS 1";
 
 const NO_SYNC: &str = "acknowledged from memory (no fsync)";
 const SUREPUSH: &str = "acknowledged after fdatasync (both copies)";
@@ -384,11 +390,23 @@ pub fn run_compare(s: &CompareScenario) -> Result<CompareReport, String> {
         server_pid: s.server_pid,
         tls: Default::default(),
         servers: Vec::new(),
+        ws: None,
     };
     systems.push(match run(&native) {
         Ok(r) => SystemResult::from_native(NATIVE, SUREPUSH, &r),
         Err(e) => SystemResult::failed(NATIVE.into(), SUREPUSH, e),
     });
+    if let Some(ws) = s.surepush_ws {
+        let over_ws = Scenario {
+            ws: Some(ws),
+            first_user: fresh_user_base(),
+            ..native.clone()
+        };
+        systems.push(match run(&over_ws) {
+            Ok(r) => SystemResult::from_native(NATIVE_WS, SUREPUSH, &r),
+            Err(e) => SystemResult::failed(NATIVE_WS.into(), SUREPUSH, e),
+        });
+    }
     let mut connects = Vec::new();
     if let Some(addr) = s.surepush_tls {
         let tls = TlsOptions {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use surepush_client::{BlockingClient, ClientConfig, Event, Gateway, TlsGateway};
+use surepush_client::{BlockingClient, ClientConfig, Event, Gateway, TlsGateway, Transport};
 use surepush_proto::{DeviceId, Qos, Seq, UserId};
 use surepush_token::{Claims, TokenVerifier};
 
@@ -46,6 +46,7 @@ mod raw;
 mod room;
 mod rumqtt_peer;
 mod storm;
+mod ws;
 pub use backlog::{run_backlog, BacklogReport, BacklogScenario};
 pub use check::DeliveryCheck;
 pub use fleet::DropMode;
@@ -115,6 +116,11 @@ pub struct Scenario {
     /// TLS to the gateway (`--tls --ca FILE`).
     #[command(flatten)]
     pub tls: TlsOptions,
+    /// Connect over the gateway's WebSocket listener at this address
+    /// (native protocol in binary messages, subprotocol `surepush.v1`)
+    /// instead of `--server` (same node).
+    #[arg(long)]
+    pub ws: Option<SocketAddr>,
 }
 
 /// TLS to the gateway: `--server` is a TLS listener (`tls.listen`).
@@ -146,11 +152,28 @@ impl TlsOptions {
     }
 }
 
+impl Scenario {
+    /// Where the clients connect, and how.
+    fn endpoint(&self) -> (SocketAddr, Transport) {
+        match self.ws {
+            Some(ws) => (ws, websocket()),
+            None => (self.server, Transport::Tcp),
+        }
+    }
+}
+
+/// The gateway's WebSocket listener, on its default path.
+fn websocket() -> Transport {
+    Transport::WebSocket { path: "/".into() }
+}
+
 /// A client that, when the gateway goes away, reconnects and resumes its
 /// session (outbox and position carry over), trying for up to `patience`.
 struct Reconnecting {
     c: Option<BlockingClient>,
     addr: Gateway,
+    /// TCP (plain or TLS, as `addr` says) or WebSocket.
+    transport: Transport,
     patience: Duration,
 }
 
@@ -163,7 +186,12 @@ impl Reconnecting {
         let mut session = self.c.take().expect("present between calls").into_session();
         let deadline = Instant::now() + self.patience;
         loop {
-            match BlockingClient::try_resume(self.addr.clone(), session, Duration::from_secs(1)) {
+            let wait = Duration::from_secs(1);
+            let resumed = match &self.transport {
+                Transport::Tcp => BlockingClient::try_resume(self.addr.clone(), session, wait),
+                ws => BlockingClient::try_resume_over(self.addr.addr, ws, session, wait),
+            };
+            match resumed {
                 Ok(c) => {
                     self.c = Some(c);
                     return Ok(());
@@ -333,6 +361,10 @@ fn client(s: &Scenario, user: u64) -> Result<BlockingClient, String> {
     config.page = 500;
     let timeout = Duration::from_secs(10);
     let connected = match s.servers.len() {
+        _ if s.ws.is_some() => {
+            let (addr, transport) = s.endpoint();
+            BlockingClient::connect_over(addr, &transport, config, Some(Seq::ZERO), timeout)
+        }
         0 => BlockingClient::connect(s.tls.gateway(s.server)?, config, Some(Seq::ZERO), timeout),
         n => {
             let first = s.servers[(user % n as u64) as usize];
@@ -421,6 +453,7 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
         let mut c = Reconnecting {
             c: Some(c),
             addr: s.tls.gateway(addr)?,
+            transport: s.endpoint().1,
             patience: timeout,
         };
         receivers.push(std::thread::spawn(move || {
@@ -484,6 +517,7 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
         let mut c = Reconnecting {
             c: Some(c),
             addr: s.tls.gateway(addr)?,
+            transport: s.endpoint().1,
             patience: timeout,
         };
         senders.push(std::thread::spawn(

@@ -35,7 +35,7 @@ use crate::{cli, now_ns};
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use surepush_client::{BlockingClient, ClientConfig};
+use surepush_client::{BlockingClient, ClientConfig, Transport};
 use surepush_proto::{
     Connect, Decoder, DeviceId, Frame, Qos, Seq, SubResult, Subscribe, SubscribeFrom, UserId,
     ROOM_BIT,
@@ -97,6 +97,11 @@ pub struct RoomScenario {
     /// listening on the `--mqtt` port, else on the `--server` port.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Subscribe and publish over the gateway's WebSocket listener at this
+    /// address (native protocol in binary messages, subprotocol
+    /// `surepush.v1`) instead of `--server` (same node).
+    #[arg(long, conflicts_with = "mqtt")]
+    pub ws: Option<SocketAddr>,
 }
 
 impl RoomScenario {
@@ -207,6 +212,8 @@ enum Wire {
 struct Sub {
     stream: TcpStream,
     wire: Wire,
+    /// Over WebSocket: the frames around the protocol's bytes.
+    ws: Option<crate::ws::Unframer>,
     /// Native: the next room seq; MQTT: the next message index.
     next: u64,
     got: u64,
@@ -232,8 +239,17 @@ fn open_sub(s: &RoomScenario, room: u64, user: u64, frozen: bool) -> Result<Sub,
     if let Some(addr) = s.mqtt {
         return open_mqtt_sub(s, addr, room, user, frozen);
     }
-    let mut stream = TcpStream::connect(s.server).map_err(|e| format!("connect: {e}"))?;
+    let addr = s.ws.unwrap_or(s.server);
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut decoder = Decoder::new(1 << 20);
+    let mut ws = None;
+    if s.ws.is_some() {
+        let rest = crate::ws::upgrade(&mut stream, addr)?;
+        let mut unframer = crate::ws::Unframer::default();
+        unframer.feed(&rest, |bytes| decoder.feed(bytes));
+        ws = Some(unframer);
+    }
     let mut out = BytesMut::new();
     Frame::Connect(Connect {
         device: DeviceId(1),
@@ -248,10 +264,15 @@ fn open_sub(s: &RoomScenario, room: u64, user: u64, frozen: bool) -> Result<Sub,
         qos: s.sub_qos,
     })
     .encode(&mut out);
+    let out = match ws {
+        Some(_) => crate::ws::binary(&out),
+        None => out.to_vec(),
+    };
     stream.write_all(&out).map_err(|e| format!("write: {e}"))?;
     Ok(Sub {
         stream,
-        wire: Wire::Native(Decoder::new(1 << 20)),
+        wire: Wire::Native(decoder),
+        ws,
         next: 1,
         got: 0,
         out_of_order: 0,
@@ -304,6 +325,7 @@ fn open_mqtt_sub(
             decoder: surepush_mqtt::Decoder::new(Some(level), 1 << 20),
             buf: BytesMut::new(),
         },
+        ws: None,
         next: 0,
         got: 0,
         out_of_order: 0,
@@ -318,15 +340,36 @@ fn read_into(sub: &mut Sub, buf: &mut [u8]) -> bool {
     loop {
         match sub.stream.read(buf) {
             Ok(0) => return false,
-            Ok(n) => match &mut sub.wire {
-                Wire::Native(d) => d.feed(&buf[..n]),
-                Wire::Mqtt { buf: b, .. } => b.extend_from_slice(&buf[..n]),
+            Ok(n) => match (&mut sub.wire, &mut sub.ws) {
+                (Wire::Native(d), Some(ws)) => {
+                    ws.feed(&buf[..n], |bytes| d.feed(bytes));
+                    if !ws.replies.is_empty() {
+                        let pongs = std::mem::take(&mut ws.replies);
+                        let _ = sub.stream.write_all(&pongs);
+                    }
+                    if ws.closed {
+                        return false;
+                    }
+                }
+                (Wire::Native(d), None) => d.feed(&buf[..n]),
+                (Wire::Mqtt { buf: b, .. }, _) => b.extend_from_slice(&buf[..n]),
             },
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return false,
         }
     }
+}
+
+/// Writes a native frame to `sub` (inside a WebSocket message over
+/// WebSocket). Small and rare: a full socket buffer here would mean the
+/// gateway stopped reading, which the run reports.
+fn write_frame(sub: &mut Sub, frame: &Frame) {
+    let bytes = frame.to_bytes();
+    let _ = match sub.ws {
+        Some(_) => sub.stream.write_all(&crate::ws::binary(&bytes)),
+        None => sub.stream.write_all(&bytes),
+    };
 }
 
 /// Counts one message received by `sub` (native seq or MQTT index `at`).
@@ -446,14 +489,10 @@ fn pump(sub: &mut Sub, buf: &mut [u8], r: &mut ThreadResult, qos: Qos, room: u64
             from: SubscribeFrom::After(Seq(sub.next - 1)),
             qos,
         });
-        let _ = sub.stream.write_all(&frame.to_bytes());
+        write_frame(sub, &frame);
     }
     if let Some(seq) = ack {
-        // Small and rare (every 32 messages): a full socket buffer here
-        // would mean the gateway stopped reading, which the run reports.
-        let _ = sub
-            .stream
-            .write_all(&Frame::RoomAck { room, seq }.to_bytes());
+        write_frame(sub, &Frame::RoomAck { room, seq });
     }
     alive
 }
@@ -628,7 +667,12 @@ fn run_room_in(s: &RoomScenario, room_no: u64) -> Result<RoomReport, String> {
             let mut config =
                 ClientConfig::new(crate::mint_token(&s.secret, s.first_user), DeviceId(1));
             config.send_timeout_ms = 10_000;
-            let mut p = BlockingClient::connect(s.server, config, None, Duration::from_secs(5))
+            let (addr, transport) = match s.ws {
+                Some(ws) => (ws, crate::websocket()),
+                None => (s.server, Transport::Tcp),
+            };
+            let timeout = Duration::from_secs(5);
+            let mut p = BlockingClient::connect_over(addr, &transport, config, None, timeout)
                 .map_err(|e| format!("publisher: {e}"))?;
             let started = Instant::now();
             let room = UserId(room);

@@ -39,6 +39,7 @@ fn compare_reports_every_system_with_percentiles_and_server_cpu() {
         payload: 64,
         mqtt: vec![("mosquitto".into(), mosquitto.addr)],
         surepush_mqtt: Some(format!("127.0.0.1:{}", gw.mqtt_port).parse().unwrap()),
+        surepush_ws: Some(format!("127.0.0.1:{}", gw.ws_port).parse().unwrap()),
         mqtt_client: MqttClients::Both,
         jetstream: None,
         nats_server_bin: nats.clone(),
@@ -50,6 +51,7 @@ fn compare_reports_every_system_with_percentiles_and_server_cpu() {
     let mut expected = vec![
         "raw relay",
         "surepush native QoS 1",
+        "surepush native over WebSocket QoS 1",
         "surepush native QoS 1 over TLS",
         "surepush MQTT QoS 1 (own codec)",
         "surepush MQTT QoS 1 (rumqttc)",
@@ -166,6 +168,7 @@ fn room(server: std::net::SocketAddr, mqtt: std::net::SocketAddr) -> RoomScenari
         mqtt_broker: false,
         mqtt_publish: false,
         server_pid: None,
+        ws: None,
     }
 }
 
@@ -218,6 +221,7 @@ fn one_to_one_reports_the_gateways_cpu_per_message() {
         server_pid: None, // found from the port
         tls: Default::default(),
         servers: Vec::new(),
+        ws: None,
     };
     let r = surepush_loadgen::run(&s).unwrap();
     assert!(r.passed(s.qos), "{}", r.to_text());

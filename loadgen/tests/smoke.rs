@@ -40,6 +40,7 @@ fn one_to_one_smoke_passes_the_checker() {
             server_pid: None,
             tls: Default::default(),
             servers: Vec::new(),
+            ws: None,
         };
         let r = run(&s).unwrap();
         assert!(r.passed(qos), "{qos:?}/{rate}: {}", r.to_text());
@@ -52,13 +53,16 @@ fn one_to_one_smoke_passes_the_checker() {
         assert!(r.ack_latency.p50_ms > 0.0 && r.deliver_latency.p99_ms >= r.deliver_latency.p50_ms);
     }
     // The room scenario: every subscriber gets every message in order,
-    // native and MQTT subscribers alike.
+    // native, MQTT and WebSocket (issue #19 item 6) subscribers alike.
     let mqtt_addr: std::net::SocketAddr = format!("127.0.0.1:{mqtt_port}").parse().unwrap();
-    for (sub_qos, mqtt) in [
-        (Qos::AtMostOnce, None),
-        (Qos::AtLeastOnce, None),
-        (Qos::AtMostOnce, Some(mqtt_addr)),
-        (Qos::AtLeastOnce, Some(mqtt_addr)),
+    let ws: std::net::SocketAddr = format!("127.0.0.1:{}", gw.ws_port).parse().unwrap();
+    for (sub_qos, mqtt, over_ws) in [
+        (Qos::AtMostOnce, None, None),
+        (Qos::AtLeastOnce, None, None),
+        (Qos::AtMostOnce, Some(mqtt_addr), None),
+        (Qos::AtLeastOnce, Some(mqtt_addr), None),
+        (Qos::AtMostOnce, None, Some(ws)),
+        (Qos::AtLeastOnce, None, Some(ws)),
     ] {
         let s = RoomScenario {
             server: format!("127.0.0.1:{port}").parse().unwrap(),
@@ -72,17 +76,51 @@ fn one_to_one_smoke_passes_the_checker() {
             first_user: fresh_user_base()
                 + 1_000_000
                 + sub_qos as u64 * 100_000
-                + u64::from(mqtt.is_some()) * 10_000,
+                + u64::from(mqtt.is_some()) * 10_000
+                + u64::from(over_ws.is_some()) * 20_000,
             frozen: 0,
             mqtt,
             mqtt_broker: false,
             mqtt_publish: false,
             server_pid: None,
+            ws: over_ws,
         };
         let r = run_room(&s).unwrap();
         assert!(r.passed(), "{}", r.to_text());
         assert_eq!((r.subscribers, r.published, r.pushes), (100, 200, 20_000));
     }
+    // Issue #19 item 6: one-to-one over the WebSocket listener (native
+    // protocol in binary messages), the same checker.
+    let s = Scenario {
+        server: format!("127.0.0.1:{port}").parse().unwrap(),
+        secret: b"smoke".to_vec(),
+        pairs: 3,
+        messages: 150,
+        qos: Qos::AtLeastOnce,
+        rate: 0,
+        payload: 64,
+        timeout: Duration::from_secs(30),
+        first_user: fresh_user_base() + 3_000_000,
+        progress: false,
+        restart_cmd: None,
+        ack_delay: Duration::ZERO,
+        server_pid: None,
+        tls: Default::default(),
+        servers: Vec::new(),
+        ws: Some(ws),
+    };
+    let r = run(&s).unwrap();
+    assert!(
+        r.passed(Qos::AtLeastOnce),
+        "over WebSocket: {}",
+        r.to_text()
+    );
+    assert_eq!(
+        (r.sent, r.acked, r.delivered),
+        (450, 450, 450),
+        "{}",
+        r.to_text()
+    );
     // With a subscriber that stops reading: run twice, compared.
     let s = RoomScenario {
         server: format!("127.0.0.1:{port}").parse().unwrap(),
@@ -99,6 +137,7 @@ fn one_to_one_smoke_passes_the_checker() {
         mqtt_broker: false,
         mqtt_publish: false,
         server_pid: None,
+        ws: None,
     };
     let r = run_room_with_frozen(&s).unwrap();
     assert!(r.passed(), "{}", r.to_text());
@@ -298,6 +337,7 @@ fn one_to_one_survives_a_kill_9_and_restart_of_the_gateway_midway() {
         server_pid: None,
         tls: Default::default(),
         servers: Vec::new(),
+        ws: None,
     };
     let r = run(&s);
     // Whatever happened, stop the restarted gateway.

@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::link::{Gateway, Link};
 use super::session::{ClientConfig, ClientSession, Event};
+use super::wire::{wait_writable, Transport, WsLink};
 use surepush_host::poll::Readiness;
 use surepush_proto::{Decoder, DeviceId, ErrorCode, Qos, Seq, UserId, DEFAULT_MAX_FRAME};
 
@@ -106,7 +107,7 @@ impl BlockingClient {
     /// gateway cannot be reached (to try again later).
     pub fn try_resume(
         gateway: impl Into<Gateway>,
-        mut session: ClientSession,
+        session: ClientSession,
         timeout: Duration,
     ) -> Result<BlockingClient, Box<(io::Error, ClientSession)>> {
         let gateway = gateway.into();
@@ -118,6 +119,43 @@ impl BlockingClient {
             Ok(link) => link,
             Err(e) => return Err(Box::new((e, session))),
         };
+        Self::over(link, session)
+    }
+
+    /// As [`BlockingClient::connect`], over `transport` (plain TCP or the
+    /// gateway's WebSocket listener).
+    pub fn connect_over(
+        addr: SocketAddr,
+        transport: &Transport,
+        config: ClientConfig,
+        delivered: Option<Seq>,
+        timeout: Duration,
+    ) -> io::Result<BlockingClient> {
+        let session = ClientSession::new(config, delivered);
+        Self::try_resume_over(addr, transport, session, timeout).map_err(|failed| failed.0)
+    }
+
+    /// As [`BlockingClient::try_resume`], over `transport`.
+    pub fn try_resume_over(
+        addr: SocketAddr,
+        transport: &Transport,
+        session: ClientSession,
+        timeout: Duration,
+    ) -> Result<BlockingClient, Box<(io::Error, ClientSession)>> {
+        match transport {
+            Transport::Tcp => Self::try_resume(addr, session, timeout),
+            Transport::WebSocket { path } => match WsLink::open(addr, path, timeout) {
+                Ok(ws) => Self::over(Link::Ws(Box::new(ws)), session),
+                Err(e) => Err(Box::new((e, session))),
+            },
+        }
+    }
+
+    /// Starts the session on a connected link.
+    fn over(
+        link: Link,
+        mut session: ClientSession,
+    ) -> Result<BlockingClient, Box<(io::Error, ClientSession)>> {
         let origin = Instant::now();
         session.connect(0);
         let mut client = BlockingClient {
@@ -328,9 +366,4 @@ fn resolve(to: &str) -> io::Result<SocketAddr> {
 /// `timeout`; a zero timeout only checks.
 fn wait_readable(stream: &TcpStream, timeout: Duration) -> io::Result<()> {
     surepush_host::poll::wait(stream, Readiness::Readable, Some(timeout))
-}
-
-/// Waits until `stream` can take more bytes.
-fn wait_writable(stream: &TcpStream) -> io::Result<()> {
-    surepush_host::poll::wait(stream, Readiness::Writable, None)
 }

@@ -77,6 +77,8 @@ pub(crate) enum Link {
     Plain(TcpStream),
     /// TLS over TCP.
     Tls(Box<TlsLink>),
+    /// WebSocket over TCP ([`crate::Transport::WebSocket`]).
+    Ws(Box<crate::wire::WsLink>),
 }
 
 /// A rustls client session over its socket.
@@ -113,6 +115,7 @@ impl Link {
         match self {
             Link::Plain(tcp) => tcp,
             Link::Tls(tls) => &tls.tcp,
+            Link::Ws(ws) => ws.tcp(),
         }
     }
 
@@ -120,14 +123,18 @@ impl Link {
     /// handshake is done.
     pub(crate) fn peer_certificate(&self) -> Option<&[u8]> {
         match self {
-            Link::Plain(_) => None,
+            Link::Plain(_) | Link::Ws(_) => None,
             Link::Tls(tls) => tls.conn.peer_certificates()?.first().map(|c| c.as_ref()),
         }
     }
 
     /// Whether bytes can be read without waiting on the socket.
     pub(crate) fn has_buffered(&self) -> bool {
-        matches!(self, Link::Tls(tls) if tls.buffered > 0)
+        match self {
+            Link::Plain(_) => false,
+            Link::Tls(tls) => tls.buffered > 0,
+            Link::Ws(ws) => ws.has_buffered(),
+        }
     }
 
     /// Reads what is there: 0 at the end of the stream, `WouldBlock` when
@@ -136,6 +143,7 @@ impl Link {
         match self {
             Link::Plain(tcp) => tcp.read(buf),
             Link::Tls(tls) => tls.read(buf),
+            Link::Ws(ws) => ws.read(buf),
         }
     }
 
@@ -159,6 +167,7 @@ impl Link {
                 }
                 Ok(())
             }
+            Link::Ws(ws) => ws.write_all(bytes),
             Link::Tls(tls) => {
                 tls.conn.writer().write_all(bytes)?;
                 while tls.conn.wants_write() {

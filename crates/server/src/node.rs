@@ -236,18 +236,22 @@ fn run_shards(
     )
     .map_err(io_err("read the MQTT state files of an earlier build"))?
     .map(Arc::new);
+    let bind_if = |enabled: bool, what, addr| -> Result<_, ServeError> {
+        match enabled {
+            true => Ok(Some(BoundListeners::bind(what, addr, shards as usize)?)),
+            false => Ok(None),
+        }
+    };
     // Bound here, before any shard runs, so a taken address stops the node
     // with its name instead of failing one shard (see `listeners`).
     let listeners = Arc::new(NodeListeners {
         client: BoundListeners::bind("client", config.listen, shards as usize)?,
-        mqtt: match config.mqtt.enabled {
-            true => Some(BoundListeners::bind(
-                "MQTT",
-                config.mqtt.listen,
-                shards as usize,
-            )?),
-            false => None,
-        },
+        mqtt: bind_if(config.mqtt.enabled, "MQTT", config.mqtt.listen)?,
+        websocket: bind_if(
+            config.websocket.enabled,
+            "WebSocket",
+            config.websocket.listen,
+        )?,
         admin: BoundListeners::bind("admin", config.admin_listen, 1)?,
         tls: match config.tls.listen {
             Some(addr) => Some(BoundListeners::bind("TLS client", addr, shards as usize)?),
@@ -315,6 +319,7 @@ fn run_shards(
 struct NodeListeners {
     client: BoundListeners,
     mqtt: Option<BoundListeners>,
+    websocket: Option<BoundListeners>,
     /// Served by shard 0 only.
     admin: BoundListeners,
     /// The native protocol over TLS (`tls.listen`).
@@ -501,6 +506,15 @@ async fn shard_main(
             (l.mqtt_tls.as_ref(), tls),
         ],
     )?);
+    if let Some(l) = &ctx.listeners.websocket {
+        // WebSocket over plain TCP (WSS is not composed yet).
+        accepting.push(glommio::spawn_local(accept_loop(
+            rt.clone(),
+            l.take()?,
+            Opening::Plain,
+            |rt, tcp, _| transport::accept_ws::<ShardRuntime>(rt, tcp),
+        )));
+    }
     if let Some(admin) = &admin {
         let backend = NodeAdmin::new(rt.clone(), ctx.shared.clone(), ctx.keys.auth.clone());
         admin.backend.attach(Rc::new(backend));

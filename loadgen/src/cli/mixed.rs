@@ -85,6 +85,7 @@ pub(super) fn run_mixed(args: MixedArgs) -> Result<ExitCode, String> {
         server_pid: None,
         tls: Default::default(),
         servers: Vec::new(),
+        ws: None,
     };
     let room = RoomScenario {
         server,
@@ -101,6 +102,7 @@ pub(super) fn run_mixed(args: MixedArgs) -> Result<ExitCode, String> {
         mqtt_broker: false,
         mqtt_publish: false,
         server_pid: None,
+        ws: None,
     };
     let group = GroupScenario {
         server,

@@ -37,6 +37,8 @@ pub struct Gateway {
     /// The native protocol over TLS (a certificate for `localhost` signed
     /// by the CA in [`Gateway::ca`]).
     pub tls_port: u16,
+    /// The WebSocket listener.
+    pub ws_port: u16,
 }
 
 /// A CA (`ca.pem`) and a certificate for `localhost` it signed
@@ -63,6 +65,7 @@ impl Gateway {
         let (port, admin_port, mqtt_port) = (free_port(), free_port(), free_port());
         let tls_port = free_port();
         write_test_certificates(dir.path());
+        let ws_port = free_port();
         let config = dir.path().join("c.toml");
         std::fs::write(
             &config,
@@ -70,7 +73,8 @@ impl Gateway {
                 "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\ndata_dir = \"{}\"\n\
                  shards = 2\npin_cores = false\nio_memory_kib = 1024\ntoken_secret = \"smoke\"\n[log]\n\
                  segment_mib = 8\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n\
-                 [tls]\ncert = \"{dir}/cert.pem\"\nkey = \"{dir}/key.pem\"\nlisten = \"127.0.0.1:{tls_port}\"\n",
+                 [tls]\ncert = \"{dir}/cert.pem\"\nkey = \"{dir}/key.pem\"\nlisten = \"127.0.0.1:{tls_port}\"\n\
+                 [websocket]\nenabled = true\nlisten = \"127.0.0.1:{ws_port}\"\n",
                 dir.path().join("data").display(),
                 dir = dir.path().display(),
             ),
@@ -97,6 +101,7 @@ impl Gateway {
             admin_port,
             mqtt_port,
             tls_port,
+            ws_port,
         };
         let mut serving = 0;
         while serving < 2 {

@@ -53,7 +53,12 @@
 //!   protocol's handshake. Any protocol then runs over it unchanged:
 //!   `ws + native`, `ws + mqtt`, `tls + ...` are compositions. A layer with
 //!   state of its own (a TLS session) adds it to [`Handoff`] next to the
-//!   descriptor.
+//!   descriptor ([`Layer`]). WebSocket is a framing layer over a stream's
+//!   halves instead: [`accept_ws`] runs the upgrade (`ws::open`) on the
+//!   TCP halves, wraps them (`ws::wrap`) and runs the subprotocol's
+//!   [`Handshake`] on top; its partial frame travels as [`Framing`].
+//!   WebSocket over TLS (WSS) is not composed yet: a WebSocket listener is
+//!   plain TCP (put a TLS terminator in front for `wss://`).
 
 mod handoff;
 mod loops;
@@ -64,22 +69,26 @@ mod port;
 pub(crate) mod slow;
 mod stream;
 pub(crate) mod tls;
+mod ws;
 
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::future;
+use futures_lite::io::ReadHalf;
 use glommio::net::TcpStream;
 
-use stream::ByteStream;
+use stream::{ByteStream, StreamReader, StreamWriter};
 
 use surepush_core::{Claims, ConnId};
 use surepush_proto::{Frame, ProtoError};
 
-pub(crate) use handoff::{Handoff, Hello};
-pub(crate) use mqtt::MqttShard;
+pub(crate) use handoff::{Framing, Handoff, Hello};
+pub(crate) use mqtt::{MqttHandshake, MqttShard};
 pub(crate) use native::NativeHandshake;
 pub(crate) use output::ConnIo;
 pub(crate) use port::{LastWill, ShardLoop, ShardPort};
@@ -240,7 +249,7 @@ async fn accept_on<H: Handshake, S: ShardLoop, B: ByteStream>(
     };
     if owner == rt.shard_id() {
         let hello = H::into_hello(hello, claims);
-        return serve(&rt, stream, hello, hs.rest());
+        return serve(&rt, halves(stream), hello, hs.rest());
     }
     match stream::duplicate(stream.raw_fd()) {
         Ok(fd) => {
@@ -249,6 +258,7 @@ async fn accept_on<H: Handshake, S: ShardLoop, B: ByteStream>(
                 layer: stream.into_layer(),
                 hello: H::into_hello(hello, claims),
                 rest: hs.rest(),
+                framing: Framing::Tcp,
             };
             rt.hand_off(owner, handoff);
         }
@@ -278,6 +288,152 @@ async fn read_hello<H: Handshake, B: ByteStream>(
     }
 }
 
+/// A connection's stream before it is served: its socket and the two
+/// halves of whatever layers wrap it.
+struct Opened<R, W> {
+    fd: RawFd,
+    reader: R,
+    writer: W,
+}
+
+/// A new TCP connection, split.
+fn opened(tcp: TcpStream) -> Opened<ReadHalf<TcpStream>, stream::TcpWriter> {
+    let _ = tcp.set_nodelay(true);
+    let fd = tcp.as_raw_fd();
+    let (reader, writer) = stream::ByteStream::split(stream::Tcp::new(tcp));
+    Opened { fd, reader, writer }
+}
+
+/// Accepting side of the WebSocket listener: the HTTP upgrade, then the
+/// protocol its subprotocol names, inside WebSocket messages. One connect
+/// timeout covers both (a slow upgrade request gets 408).
+pub(crate) async fn accept_ws<S: ShardLoop>(rt: Rc<S>, tcp: TcpStream) {
+    let deadline = Instant::now() + Duration::from_millis(rt.config().core.connect_timeout_ms);
+    let Opened {
+        fd,
+        mut reader,
+        mut writer,
+    } = opened(tcp);
+    let mqtt = rt.mqtt().is_some();
+    let upgraded = within(
+        deadline,
+        ws::open(&mut reader, &mut writer, rt.config(), mqtt),
+    )
+    .await;
+    let (subprotocol, rest) = match upgraded {
+        Some(Ok(upgraded)) => upgraded,
+        Some(Err(ws::NotOpened::Refuse(response))) => return refuse_with(writer, &response).await,
+        Some(Err(ws::NotOpened::Gone)) => return,
+        None => return refuse_with(writer, &ws::timed_out()).await,
+    };
+    let params = ws::WsParams::new(rt.config());
+    let (reader, writer) = ws::wrap(fd, reader, writer, &rest, params);
+    let opened = Opened { fd, reader, writer };
+    match subprotocol {
+        ws::Subprotocol::Native => {
+            accept_over::<NativeHandshake, S, _, _>(rt, opened, deadline).await
+        }
+        ws::Subprotocol::Mqtt => accept_over::<MqttHandshake, S, _, _>(rt, opened, deadline).await,
+    }
+}
+
+/// `fut`, unless `deadline` passes first (`None`).
+async fn within<T>(deadline: Instant, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    future::or(async { Some(fut.await) }, async {
+        glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+        None
+    })
+    .await
+}
+
+/// Accepting side, for every protocol over any stream: reads the hello
+/// before `deadline`, authenticates it, then serves the connection here or
+/// hands it to the owner shard.
+async fn accept_over<H: Handshake, S: ShardLoop, R: StreamReader, W: StreamWriter>(
+    rt: Rc<S>,
+    stream: Opened<R, W>,
+    deadline: Instant,
+) {
+    let Opened {
+        fd,
+        mut reader,
+        writer,
+    } = stream;
+    let Some(mut hs) = H::new(rt.as_ref()) else {
+        return;
+    };
+    let hello = match within(deadline, read_hello_halves(&mut reader, &mut hs)).await {
+        Some(Step::Hello(hello)) => hello,
+        Some(Step::Refuse(reply)) => return refuse_with(writer, &reply).await,
+        Some(Step::More) => return refuse_with(writer, &[]).await, // the peer left
+        None => return refuse_with(writer, &hs.timed_out()).await,
+    };
+    let claims = match rt.verify(H::token(&hello)) {
+        Ok(c) => c,
+        Err(e) => {
+            rt.count_auth_failure();
+            return refuse_with(writer, &H::refuse_auth(&hello, &e)).await;
+        }
+    };
+    let owner = match rt.owner(claims.user, H::LISTENER) {
+        Owner::Shard(shard) => shard,
+        Owner::Redirect(to) => return refuse_with(writer, &H::redirect(&hello, &to)).await,
+        Owner::Unavailable => return refuse_with(writer, &H::refuse_unavailable(&hello)).await,
+    };
+    if owner == rt.shard_id() {
+        let hello = H::into_hello(hello, claims);
+        let stream = Opened { fd, reader, writer };
+        return serve(&rt, stream, hello, hs.rest());
+    }
+    match stream::duplicate(fd) {
+        Ok(dup) => {
+            let framing = reader.suspend();
+            drop(writer);
+            let handoff = Handoff {
+                fd: dup,
+                layer: Layer::Plain,
+                hello: H::into_hello(hello, claims),
+                rest: hs.rest(),
+                framing,
+            };
+            rt.hand_off(owner, handoff);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot duplicate a socket for handoff");
+            refuse_with(writer, &H::refuse_unavailable(&hello)).await;
+        }
+    }
+}
+
+/// Reads until the handshake has a hello or a refusal; `Step::More` if the
+/// peer left first.
+async fn read_hello_halves<H: Handshake, R: StreamReader>(
+    reader: &mut R,
+    hs: &mut H,
+) -> Step<H::Hello> {
+    let mut buf = [0u8; HANDSHAKE_READ];
+    loop {
+        match hs.poll_hello() {
+            Step::More => {}
+            step => return step,
+        }
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => return Step::More,
+            Ok(n) => hs.feed(&buf[..n]),
+        }
+    }
+}
+
+/// Writes `bytes` (if any), ends the stream (a WebSocket sends its close
+/// frame) and closes: the halves are dropped.
+async fn refuse_with<W: StreamWriter>(mut writer: W, bytes: &[u8]) {
+    if !bytes.is_empty() {
+        let mut chunks = VecDeque::from([Bytes::copy_from_slice(bytes)]);
+        let _ = writer.write_chunks(&mut chunks).await;
+    }
+    let _ = writer.end().await;
+}
+
 /// The owner's side of a handoff.
 pub(crate) fn adopt<S: ShardLoop>(rt: &Rc<S>, handoff: Handoff) {
     let Handoff {
@@ -285,16 +441,37 @@ pub(crate) fn adopt<S: ShardLoop>(rt: &Rc<S>, handoff: Handoff) {
         layer,
         hello,
         rest,
+        framing,
     } = handoff;
-    match layer {
-        Layer::Plain => serve(rt, stream::Tcp::new(stream::adopt_fd(fd)), hello, rest),
-        Layer::Tls(session) => serve(rt, tls::Tls::resume(fd, *session), hello, rest),
+    match (layer, framing) {
+        (Layer::Tls(session), _) => serve(rt, halves(tls::Tls::resume(fd, *session)), hello, rest),
+        (Layer::Plain, Framing::Tcp) => serve(rt, opened(stream::adopt_fd(fd)), hello, rest),
+        (Layer::Plain, Framing::Ws(state)) => {
+            let tcp = opened(stream::adopt_fd(fd));
+            let params = ws::WsParams::new(rt.config());
+            let (reader, writer) = ws::resume(tcp.fd, tcp.reader, tcp.writer, *state, params);
+            let fd = tcp.fd;
+            serve(rt, Opened { fd, reader, writer }, hello, rest)
+        }
     }
+}
+
+/// A whole stream (plain or TLS) as the halves the loops use.
+fn halves<B: ByteStream>(stream: B) -> Opened<B::Reader, B::Writer> {
+    let fd = stream.raw_fd();
+    stream::set_nodelay(fd);
+    let (reader, writer) = stream.split();
+    Opened { fd, reader, writer }
 }
 
 /// Serves an authenticated connection on the shard that owns its user: its
 /// protocol's session and inbound decoder, then the two loops.
-fn serve<S: ShardLoop, B: ByteStream>(rt: &Rc<S>, stream: B, hello: Hello, rest: Bytes) {
+fn serve<S: ShardLoop, R: StreamReader, W: StreamWriter>(
+    rt: &Rc<S>,
+    stream: Opened<R, W>,
+    hello: Hello,
+    rest: Bytes,
+) {
     match hello {
         Hello::Native(connect) => {
             let (session, inbound) = native::open(rt.as_ref(), connect, rest);
@@ -310,19 +487,31 @@ fn serve<S: ShardLoop, B: ByteStream>(rt: &Rc<S>, stream: B, hello: Hello, rest:
 }
 
 /// `transport` names the protocol for the session webhooks.
-fn start<S: ShardLoop, I: Inbound, B: ByteStream>(
+fn start<S: ShardLoop, I: Inbound, R: StreamReader, W: StreamWriter>(
     rt: &Rc<S>,
-    stream: B,
+    stream: Opened<R, W>,
     transport: &'static str,
     session: Box<dyn Session>,
     inbound: I,
     opened: impl FnOnce(&dyn ShardPort, &Rc<ConnIo>),
 ) {
-    stream::set_nodelay(stream.raw_fd());
-    let (io, signals) = ConnIo::new(stream.raw_fd(), session);
+    let Opened {
+        fd,
+        reader,
+        mut writer,
+    } = stream;
+    let (io, signals) = ConnIo::new(fd, session);
     let conn = rt.open_connection(io.clone(), transport);
     opened(rt.as_ref(), &io);
-    let (reader, writer) = stream.split();
+    let weak = Rc::downgrade(&io);
+    writer.set_wake(Box::new(move || {
+        if let Some(io) = weak.upgrade() {
+            io.wake();
+        }
+    }));
+    if writer.has_own_output() {
+        io.wake();
+    }
     glommio::spawn_local(loops::write_loop(
         rt.clone(),
         conn,

@@ -1,8 +1,8 @@
 //! The byte stream under a protocol: what the read and write loops use.
 //!
 //! A plain TCP socket ([`Tcp`]) and TLS over one (`tls::Tls`) are the
-//! streams today. A stream layer (TLS) or a framing layer (WebSocket)
-//! implements [`ByteStream`] over another stream: its reader hands the protocol plain bytes (decrypted,
+//! streams; a framing layer (WebSocket, `ws/`) wraps a stream's halves.
+//! A layer's reader hands the protocol plain bytes (decrypted,
 //! unframed and unmasked), its writer takes the queue of chunks the
 //! connection gathered (own bytes and shared room buffers, in order) and
 //! writes them in its own envelope — so the protocols and the loops do not
@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use glommio::net::TcpStream;
 
+pub(crate) use super::handoff::Framing;
 use super::Layer;
 
 /// A connected byte stream: whole while the accept path reads the hello
@@ -43,6 +44,9 @@ pub(crate) trait ByteStream: Sized + 'static {
 pub(crate) trait StreamReader: 'static {
     /// Reads what is there into `buf` (0: the peer ended its side).
     async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize>;
+    /// What a hand-off to another shard carries of the layers' state (the
+    /// socket travels next to it).
+    fn suspend(self) -> Framing;
 }
 
 /// The write half of a [`ByteStream`].
@@ -53,6 +57,14 @@ pub(crate) trait StreamWriter: 'static {
     /// Ends our side of the stream once everything is written (TCP: a
     /// write shutdown; TLS would send close_notify first).
     async fn end(&mut self) -> std::io::Result<()>;
+    /// How a layer with output of its own (WebSocket pongs) wakes the
+    /// connection's write loop; set once the loop runs.
+    fn set_wake(&mut self, _wake: Box<dyn Fn()>) {}
+    /// The layer has output of its own waiting: the write loop calls
+    /// [`StreamWriter::write_chunks`] even with nothing queued.
+    fn has_own_output(&self) -> bool {
+        false
+    }
 }
 
 /// A plain TCP socket.
@@ -100,6 +112,10 @@ impl ByteStream for Tcp {
 impl<T: AsyncRead + Unpin + 'static> StreamReader for ReadHalf<T> {
     async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         AsyncReadExt::read(self, buf).await
+    }
+
+    fn suspend(self) -> Framing {
+        Framing::Tcp
     }
 }
 
@@ -197,8 +213,8 @@ pub(crate) fn shutdown(fd: RawFd, how: std::net::Shutdown) {
 /// the duplicate travels and this shard drops its stream, closing only its
 /// own copy.
 pub(crate) fn duplicate(fd: RawFd) -> std::io::Result<OwnedFd> {
-    // SAFETY: callers pass the fd of a stream they hold, open for the
-    // duration of the call; the borrow ends with it.
+    // SAFETY: callers pass the fd of a socket whose halves they hold, open
+    // for the duration of the call.
     unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()
 }
 
