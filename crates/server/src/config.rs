@@ -142,6 +142,41 @@ pub struct Config {
     pub mqtt: MqttSettings,
     /// The gateway's own log lines.
     pub logging: LoggingSettings,
+    /// Extras of the admin HTTP server: static files, demo tokens.
+    pub admin: AdminSettings,
+}
+
+/// `[admin]`: what the admin HTTP server (`admin_listen`) serves besides
+/// the API. Both are off by default. Changes need a restart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Serve the files of this directory (e.g. `examples/web-chat`) under
+    /// `static_path`, without authentication; empty = off.
+    pub static_dir: PathBuf,
+    /// The URL path the files appear under: starts and ends with `/`, is
+    /// not `/` and is outside the API's `/v1/` and `/demo/`.
+    pub static_path: String,
+    /// DEMOS ONLY: `POST /demo/token {user, device}` mints a client token
+    /// for ANY user and device WITHOUT authentication, so anyone who can
+    /// reach the admin port can act as any user. Never turn it on where
+    /// someone else can reach the port.
+    pub demo_tokens: bool,
+    /// Lifetime of a demo token (seconds, 1 ..= 86400; clients fetch a new
+    /// one for every connection).
+    #[serde(deserialize_with = "durations::secs")]
+    pub demo_token_ttl_s: u64,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            static_dir: PathBuf::new(),
+            static_path: "/web/".into(),
+            demo_tokens: false,
+            demo_token_ttl_s: 600,
+        }
+    }
 }
 
 /// `[logging]`: the gateway's own log lines (on stderr).
@@ -254,6 +289,7 @@ impl Default for Config {
             log: LogSettings::default(),
             mqtt: MqttSettings::default(),
             logging: LoggingSettings::default(),
+            admin: AdminSettings::default(),
         }
     }
 }
@@ -380,6 +416,22 @@ impl Config {
         if m.enabled && (m.max_packet < 1024 || m.max_packet > c.max_frame) {
             return bad("mqtt.max_packet must be within 1 KiB ..= core.max_frame");
         }
+        let a = &self.admin;
+        let api_path = ["/v1/", "/demo/"]
+            .iter()
+            .any(|api| a.static_path.starts_with(api));
+        if a.static_path.len() < 3
+            || !a.static_path.starts_with('/')
+            || !a.static_path.ends_with('/')
+            || api_path
+        {
+            return bad(
+                "admin.static_path must start and end with / (not just /), outside /v1/ and /demo/",
+            );
+        }
+        if a.demo_token_ttl_s == 0 || a.demo_token_ttl_s > 86_400 {
+            return bad("admin.demo_token_ttl_s must be within 1 ..= 86400");
+        }
         Ok(())
     }
 
@@ -470,6 +522,26 @@ mod tests {
         let mut c = Config::default();
         c.core.max_frame = 8 << 20;
         c.log.segment_mib = 4;
+        assert!(c.validate().is_err());
+    }
+
+    /// Issue #19 item 4: the demo token route is never on unless asked
+    /// for, and static files cannot shadow the API.
+    #[test]
+    fn demo_tokens_are_off_by_default_and_static_files_stay_off_the_api() {
+        assert!(!Config::default().admin.demo_tokens);
+        let on: Config = toml::from_str("[admin]\ndemo_tokens = true\n").unwrap();
+        assert!(on.admin.demo_tokens);
+        on.validate().unwrap();
+        for bad in ["/", "web/", "/web", "/v1/", "/v1/web/", "/demo/"] {
+            let mut c = Config::default();
+            c.admin.static_path = bad.into();
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        let mut c = Config::default();
+        c.admin.static_path = "/chat/".into();
+        c.validate().unwrap();
+        c.admin.demo_token_ttl_s = 0;
         assert!(c.validate().is_err());
     }
 

@@ -12,6 +12,8 @@ use std::sync::mpsc;
 use super::*;
 use crate::admin_api::PublishResult;
 
+mod web;
+
 #[derive(Default)]
 struct TestBackend {
     degraded: bool,
@@ -86,6 +88,17 @@ fn start(degraded: bool, timeout: Duration) -> SocketAddr {
 /// As [`start`]; `attached: false` serves without an API backend, as
 /// while the node recovers its logs.
 fn start_with(degraded: bool, attached: bool, timeout: Duration) -> SocketAddr {
+    let config = AdminHttpConfig {
+        admin_token: Some("sekret".into()),
+        max_body_bytes: 1024,
+        request_timeout: timeout,
+        ..AdminHttpConfig::default()
+    };
+    start_configured(degraded, attached, config)
+}
+
+/// As [`start_with`], with the whole HTTP config given.
+fn start_configured(degraded: bool, attached: bool, config: AdminHttpConfig) -> SocketAddr {
     let (tx, rx) = mpsc::channel();
     glommio::LocalExecutorBuilder::default()
         .io_memory(512 << 10)
@@ -100,11 +113,6 @@ fn start_with(degraded: bool, attached: bool, timeout: Duration) -> SocketAddr {
             let slot = match attached {
                 true => BackendSlot::with(backend.clone()),
                 false => BackendSlot::default(),
-            };
-            let config = AdminHttpConfig {
-                admin_token: Some("sekret".into()),
-                max_body_bytes: 1024,
-                request_timeout: timeout,
             };
             let stop = Rc::new(Cell::new(false));
             serve(listener, backend, Rc::new(slot), config, stop).await;
