@@ -129,29 +129,7 @@ fn publish(topic: &str, qos: QoS, id: Option<u16>, payload: &'static [u8]) -> Pa
 }
 
 fn paho(server: &TestServer, scenario: &str, extra: &[&str]) -> Output {
-    let (a, b) = (4001, 4002);
-    let out = Command::new("/usr/bin/python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/mqtt/paho_check.py"
-        ))
-        .args(["--port", &server.mqtt.port().to_string()])
-        .args(["--scenario", scenario])
-        .args([
-            "--token-a",
-            &server.token(a, 1),
-            "--token-b",
-            &server.token(b, 1),
-        ])
-        .args(["--user-a", &a.to_string(), "--user-b", &b.to_string()])
-        .args(extra)
-        .output()
-        .expect("run /usr/bin/python3 (install python3-paho-mqtt)");
-    assert!(
-        !String::from_utf8_lossy(&out.stderr).contains("No module named 'paho'"),
-        "paho-mqtt missing: apt-get install python3-paho-mqtt"
-    );
-    out
+    common::paho_check(server, server.mqtt.port(), scenario, extra)
 }
 
 fn assert_ok(out: &Output, what: &str) {

@@ -437,3 +437,37 @@ pub fn read_until_closed(stream: &mut TcpStream) -> Vec<surepush::proto::Frame> 
         }
     }
 }
+
+/// Runs a scenario of tests/mqtt/paho_check.py (paho-mqtt, a real MQTT
+/// client) against `port` as users 4001 and 4002; `extra`: more flags
+/// (`--transport websockets` for the WebSocket listener).
+pub fn paho_check(
+    server: &TestServer,
+    port: u16,
+    scenario: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let (a, b) = (4001, 4002);
+    let out = Command::new("/usr/bin/python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/mqtt/paho_check.py"
+        ))
+        .args(["--port", &port.to_string()])
+        .args(["--scenario", scenario])
+        .args([
+            "--token-a",
+            &server.token(a, 1),
+            "--token-b",
+            &server.token(b, 1),
+        ])
+        .args(["--user-a", &a.to_string(), "--user-b", &b.to_string()])
+        .args(extra)
+        .output()
+        .expect("run /usr/bin/python3 (install python3-paho-mqtt)");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("No module named 'paho'"),
+        "paho-mqtt missing: apt-get install python3-paho-mqtt"
+    );
+    out
+}

@@ -6,6 +6,10 @@ Run with the Debian interpreter (/usr/bin/python3), which has python3-paho-mqtt:
   /usr/bin/python3 tests/mqtt/paho_check.py --host H --port P --scenario NAME \
       --token-a TA --token-b TB --user-a UA --user-b UB \
       [--room N] [--version 311|5|both] [--phase 1|2] [--expect p1,p2,...]
+      [--transport tcp|websockets --ws-path /]
+
+With --transport websockets, every client speaks MQTT over WebSocket
+(subprotocol "mqtt") to the gateway's [websocket] listener at --port.
 
 Exit 0 on success; non-zero with a message on stderr on failure. Every wait is
 bounded, and a watchdog kills the process if a scenario run overruns.
@@ -41,12 +45,15 @@ def nonce():
 class Conn:
     """A paho client with a background loop and Event-based bookkeeping."""
 
-    def __init__(self, version, token, client_id, will=None, clean=True):
+    def __init__(self, version, token, client_id, will=None, clean=True,
+                 transport="tcp", ws_path="/"):
         self.version, self.name, self.clean = version, client_id, clean
         self.v5 = version == "5"
         kw = {} if self.v5 else {"clean_session": clean}   # v5: clean_start at connect
         self.c = mqtt.Client(client_id=client_id, protocol=PROTO[version],
-                             reconnect_on_failure=False, **kw)
+                             reconnect_on_failure=False, transport=transport, **kw)
+        if transport == "websockets":
+            self.c.ws_set_options(path=ws_path)
         self.c.username_pw_set("u", token)
         if will:
             self.c.will_set(*will)
@@ -158,6 +165,8 @@ class Conn:
         """Stop the network loop and close the TCP socket without sending DISCONNECT."""
         self.c.loop_stop()
         sock = self.c.socket()
+        # Over WebSocket paho hands out its wrapper; the TCP socket is inside.
+        sock = getattr(sock, "_socket", sock)
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
@@ -168,7 +177,8 @@ class Conn:
 
 def conn(args, version, which, tag, will=None, client_id=None, clean=True):
     token = args.token_a if which == "a" else args.token_b
-    return Conn(version, token, client_id or f"{which}-{tag}-{nonce()}", will, clean)
+    return Conn(version, token, client_id or f"{which}-{tag}-{nonce()}", will, clean,
+                transport=args.transport, ws_path=args.ws_path)
 
 
 def require(cond, msg):
@@ -383,6 +393,8 @@ def main():
     ap.add_argument("--version", choices=["311", "5", "both"], default="both")
     ap.add_argument("--phase", type=int, choices=[1, 2])
     ap.add_argument("--expect", help="persistent phase 2: comma-separated payloads")
+    ap.add_argument("--transport", choices=["tcp", "websockets"], default="tcp")
+    ap.add_argument("--ws-path", default="/")
     args = ap.parse_args()
 
     if args.scenario == "persistent":

@@ -3,13 +3,14 @@
 //! Good for tests, examples and scripts; the load generator drives many
 //! sessions itself.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
 use super::session::{ClientConfig, ClientSession, Event};
+use super::wire::{Transport, Wire};
 use surepush_host::poll::Readiness;
 use surepush_proto::{Decoder, DeviceId, Qos, Seq, UserId, DEFAULT_MAX_FRAME};
 
@@ -30,11 +31,13 @@ impl ClientConfig {
 /// A connected client session over a blocking socket.
 #[derive(Debug)]
 pub struct BlockingClient {
-    stream: TcpStream,
+    wire: Wire,
     session: ClientSession,
     decoder: Decoder,
     origin: Instant,
     out: BytesMut,
+    /// What the last read brought (reused).
+    input: Vec<u8>,
 }
 
 impl BlockingClient {
@@ -62,25 +65,44 @@ impl BlockingClient {
     /// gateway cannot be reached (to try again later).
     pub fn try_resume(
         addr: SocketAddr,
+        session: ClientSession,
+        timeout: Duration,
+    ) -> Result<BlockingClient, Box<(io::Error, ClientSession)>> {
+        Self::try_resume_over(addr, &Transport::Tcp, session, timeout)
+    }
+
+    /// As [`BlockingClient::connect`], over `transport`.
+    pub fn connect_over(
+        addr: SocketAddr,
+        transport: &Transport,
+        config: ClientConfig,
+        delivered: Option<Seq>,
+        timeout: Duration,
+    ) -> io::Result<BlockingClient> {
+        let session = ClientSession::new(config, delivered);
+        Self::try_resume_over(addr, transport, session, timeout).map_err(|failed| failed.0)
+    }
+
+    /// As [`BlockingClient::try_resume`], over `transport`.
+    pub fn try_resume_over(
+        addr: SocketAddr,
+        transport: &Transport,
         mut session: ClientSession,
         timeout: Duration,
     ) -> Result<BlockingClient, Box<(io::Error, ClientSession)>> {
-        let stream = match TcpStream::connect_timeout(&addr, timeout).and_then(|s| {
-            s.set_nodelay(true)?;
-            s.set_nonblocking(true)?;
-            Ok(s)
-        }) {
-            Ok(s) => s,
+        let wire = match Wire::open(addr, transport, timeout) {
+            Ok(w) => w,
             Err(e) => return Err(Box::new((e, session))),
         };
         let origin = Instant::now();
         session.connect(0);
         let mut client = BlockingClient {
-            stream,
+            wire,
             session,
             decoder: Decoder::new(DEFAULT_MAX_FRAME),
             origin,
             out: BytesMut::new(),
+            input: Vec::new(),
         };
         match client.flush() {
             Ok(()) => Ok(client),
@@ -168,9 +190,9 @@ impl BlockingClient {
             // The socket is non-blocking; waiting is ppoll's, whose timeout
             // is precise (a socket read timeout is rounded up to a
             // scheduler tick, 1-4 ms, which skews paced senders).
-            wait_readable(&self.stream, wait)?;
-            let mut buf = [0u8; 16 * 1024];
-            match self.stream.read(&mut buf) {
+            wait_readable(self.wire.socket(), wait)?;
+            self.input.clear();
+            match self.wire.read_into(&mut self.input) {
                 Ok(0) => {
                     let now = self.now();
                     self.session.handle_disconnect(now);
@@ -179,8 +201,8 @@ impl BlockingClient {
                         "gateway closed the connection",
                     ));
                 }
-                Ok(n) => {
-                    self.decoder.feed(&buf[..n]);
+                Ok(_) => {
+                    self.decoder.feed(&self.input);
                     loop {
                         match self.decoder.decode() {
                             Ok(Some(frame)) => {
@@ -230,21 +252,15 @@ impl BlockingClient {
 
     /// Local address of the socket.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.local_addr()
+        self.wire.socket().local_addr()
     }
 
     fn flush(&mut self) -> io::Result<()> {
         while let Some(f) = self.session.poll_transmit() {
             f.encode(&mut self.out);
         }
-        let mut written = 0;
-        while written < self.out.len() {
-            match self.stream.write(&self.out[written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_writable(&self.stream)?,
-                Err(e) => return Err(e),
-            }
+        if !self.out.is_empty() {
+            self.wire.write_all(&self.out)?;
         }
         self.out.clear();
         Ok(())
@@ -252,7 +268,7 @@ impl BlockingClient {
 
     /// Addr `peer` of the socket.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.peer_addr()
+        self.wire.socket().peer_addr()
     }
 
     /// Writes raw bytes (for bad-input tests).
@@ -266,9 +282,4 @@ impl BlockingClient {
 /// `timeout`; a zero timeout only checks.
 fn wait_readable(stream: &TcpStream, timeout: Duration) -> io::Result<()> {
     surepush_host::poll::wait(stream, Readiness::Readable, Some(timeout))
-}
-
-/// Waits until `stream` can take more bytes.
-fn wait_writable(stream: &TcpStream) -> io::Result<()> {
-    surepush_host::poll::wait(stream, Readiness::Writable, None)
 }

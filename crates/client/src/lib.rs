@@ -9,9 +9,11 @@
 mod blocking;
 mod rooms;
 mod session;
+mod wire;
 
 pub use blocking::BlockingClient;
 pub use session::{ClientConfig, ClientSession, Event};
+pub use wire::{Transport, WEBSOCKET_SUBPROTOCOL};
 
 #[cfg(test)]
 mod tests;

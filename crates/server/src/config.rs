@@ -140,6 +140,8 @@ pub struct Config {
     pub log: LogSettings,
     /// The MQTT front end (docs/MQTT.md).
     pub mqtt: MqttSettings,
+    /// The WebSocket listener (docs/PROTOCOL.md "WebSocket mapping").
+    pub websocket: WebSocketSettings,
     /// The gateway's own log lines.
     pub logging: LoggingSettings,
     /// Extras of the admin HTTP server: static files, demo tokens.
@@ -268,6 +270,50 @@ impl Default for MqttSettings {
     }
 }
 
+/// `[websocket]`: native protocol (subprotocol `surepush.v1`) and MQTT
+/// (subprotocol `mqtt`) over WebSocket (RFC 6455), for browsers and
+/// anything else that can only speak WebSocket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketSettings {
+    /// Serve WebSocket at all.
+    pub enabled: bool,
+    /// WebSocket listener (every shard binds it with SO_REUSEPORT).
+    pub listen: SocketAddr,
+    /// The request path upgrades are accepted on (others get 404).
+    pub path: String,
+    /// `Origin` values allowed to connect, compared exactly (such as
+    /// `"https://chat.example.com"`); empty: any origin, and requests
+    /// without one. Otherwise a request whose `Origin` is missing or not
+    /// listed gets 403.
+    pub allowed_origins: Vec<String>,
+    /// Largest WebSocket message a client may send, in bytes (the payloads
+    /// of all its fragments); a larger one closes the connection with 1009.
+    pub max_message_size: usize,
+    /// Send a WebSocket ping after this long without input (ms; 0: never),
+    /// so proxies keep an idle connection open and a dead peer is found.
+    #[serde(deserialize_with = "durations::millis")]
+    pub ping_interval_ms: u64,
+    /// Close a connection (1008) that sent nothing, not even a pong, for
+    /// this long (ms; 0: never).
+    #[serde(deserialize_with = "durations::millis")]
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for WebSocketSettings {
+    fn default() -> Self {
+        WebSocketSettings {
+            enabled: false,
+            listen: "127.0.0.1:7402".parse().expect("valid literal"),
+            path: "/".into(),
+            allowed_origins: Vec::new(),
+            max_message_size: 1 << 20,
+            ping_interval_ms: 30_000,
+            idle_timeout_ms: 90_000,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -288,6 +334,7 @@ impl Default for Config {
             core: CoreConfig::default(),
             log: LogSettings::default(),
             mqtt: MqttSettings::default(),
+            websocket: WebSocketSettings::default(),
             logging: LoggingSettings::default(),
             admin: AdminSettings::default(),
         }
@@ -431,6 +478,13 @@ impl Config {
         }
         if a.demo_token_ttl_s == 0 || a.demo_token_ttl_s > 86_400 {
             return bad("admin.demo_token_ttl_s must be within 1 ..= 86400");
+        }
+        let w = &self.websocket;
+        if w.enabled && !w.path.starts_with('/') {
+            return bad("websocket.path must start with '/'");
+        }
+        if w.enabled && w.max_message_size < 125 {
+            return bad("websocket.max_message_size must be at least 125 bytes");
         }
         Ok(())
     }

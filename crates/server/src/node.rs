@@ -192,6 +192,14 @@ fn run_shards(
             )?),
             false => None,
         },
+        websocket: match config.websocket.enabled {
+            true => Some(BoundListeners::bind(
+                "WebSocket",
+                config.websocket.listen,
+                shards as usize,
+            )?),
+            false => None,
+        },
         admin: BoundListeners::bind("admin", config.admin_listen, 1)?,
     });
     let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
@@ -248,6 +256,7 @@ fn run_shards(
 struct NodeListeners {
     client: BoundListeners,
     mqtt: Option<BoundListeners>,
+    websocket: Option<BoundListeners>,
     /// Served by shard 0 only.
     admin: BoundListeners,
 }
@@ -378,6 +387,14 @@ async fn shard_main(
         ))),
         None => None,
     };
+    let ws_accepting = match &ctx.listeners.websocket {
+        Some(l) => Some(glommio::spawn_local(accept_loop(
+            rt.clone(),
+            l.take()?,
+            transport::accept_ws::<ShardRuntime>,
+        ))),
+        None => None,
+    };
     if let Some(admin) = &admin {
         let backend = NodeAdmin::new(rt.clone(), ctx.shared.clone(), verifier);
         admin.backend.attach(Rc::new(backend));
@@ -395,7 +412,7 @@ async fn shard_main(
     ctx.shared.serving[usize::from(id)].store(false, Ordering::Relaxed);
     // Graceful shutdown: stop accepting, tell clients, flush, close the log.
     accepting.cancel().await;
-    if let Some(task) = mqtt_accepting {
+    for task in [mqtt_accepting, ws_accepting].into_iter().flatten() {
         task.cancel().await;
     }
     rt.begin_shutdown();

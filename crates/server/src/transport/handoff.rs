@@ -17,8 +17,20 @@ pub(crate) struct Handoff {
     pub(crate) fd: OwnedFd,
     /// The protocol's first message, authenticated.
     pub(crate) hello: Hello,
-    /// Bytes received after the hello.
+    /// Bytes received after the hello (the protocol's, unframed).
     pub(crate) rest: Bytes,
+    /// The layers between the socket and the protocol, with their state.
+    pub(crate) framing: Framing,
+}
+
+/// What wraps the socket of a handed-off connection.
+#[derive(Debug)]
+pub(crate) enum Framing {
+    /// Plain TCP.
+    Tcp,
+    /// WebSocket over TCP: frame bytes read and not decoded yet, a frame
+    /// or a fragmented message begun.
+    Ws(Box<super::ws::DecoderState>),
 }
 
 /// An authenticated first message, per protocol (the variant is the

@@ -109,7 +109,7 @@ pub(crate) async fn write_loop<S: ShardLoop, W: StreamWriter>(
     while signals.wake.recv().await.is_some() {
         loop {
             let mut chunks = io.take_queued();
-            if chunks.is_empty() {
+            if chunks.is_empty() && !writer.has_own_output() {
                 break;
             }
             // A write is never abandoned half way (the stream would lose

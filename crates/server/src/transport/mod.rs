@@ -41,15 +41,18 @@
 //!   `node.rs` that calls `accept::<YourHandshake>`. The loops, the mesh,
 //!   the output budgets and the runtime stay as they are.
 //! - **A framing layer** (WebSocket: bytes ↔ messages) or **a stream
-//!   layer** (TLS): a type implementing [`stream::ByteStream`] over another
-//!   one (its reader unframes or decrypts, its writer frames or encrypts the
+//!   layer** (TLS): a reader and a writer wrapping another stream's halves
+//!   ([`StreamReader`], [`StreamWriter`]; its reader unframes or decrypts, its writer frames or encrypts the
 //!   gathered chunks — a WebSocket server frame is an unmasked header in
 //!   front of the chunks, so shared room payloads stay shared), plus its own
 //!   opening step (HTTP upgrade, TLS handshake) run in [`accept`] before the
 //!   protocol's handshake. Any protocol then runs over it unchanged:
 //!   `ws + native`, `ws + mqtt`, `tls + ...` are compositions. A layer with
-//!   state of its own (a TLS session) adds it to [`Handoff`] next to the
-//!   descriptor.
+//!   state of its own (a TLS session, a WebSocket's partial frame) adds it
+//!   to [`Handoff`] next to the descriptor ([`Framing`]). WebSocket is
+//!   built so: [`accept_ws`] runs the upgrade (`ws::open`) on the TCP
+//!   halves, wraps them (`ws::wrap`) and runs the subprotocol's
+//!   [`Handshake`] on top.
 
 mod handoff;
 mod loops;
@@ -59,23 +62,27 @@ mod output;
 mod port;
 pub(crate) mod slow;
 mod stream;
+mod ws;
 
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::future;
-use futures_lite::io::AsyncReadExt;
+use futures_lite::io::ReadHalf;
 use glommio::net::TcpStream;
 
 use surepush_core::{Claims, ConnId};
 use surepush_proto::{Frame, ProtoError, UserId};
 
-pub(crate) use handoff::{Handoff, Hello};
-pub(crate) use mqtt::MqttShard;
+pub(crate) use handoff::{Framing, Handoff, Hello};
+pub(crate) use mqtt::{MqttHandshake, MqttShard};
 pub(crate) use native::NativeHandshake;
 pub(crate) use output::ConnIo;
 pub(crate) use port::{LastWill, ShardLoop, ShardPort};
+use stream::{StreamReader, StreamWriter};
 
 /// Which shard owns `user`: the one place the server asks (the accept path
 /// of every protocol). The core's router answers.
@@ -123,89 +130,178 @@ pub(crate) trait Handshake: Sized {
 /// Bytes read per `read` during the handshake.
 const HANDSHAKE_READ: usize = 4096;
 
-/// Accepting side, for every protocol: reads the hello within the connect
-/// timeout, authenticates it, then serves the connection here or hands it
-/// to the owner shard.
-pub(crate) async fn accept<H: Handshake, S: ShardLoop>(rt: Rc<S>, mut stream: TcpStream) {
+/// A connection's stream before it is served: its socket and the two
+/// halves of whatever layers wrap it.
+struct Opened<R, W> {
+    fd: RawFd,
+    reader: R,
+    writer: W,
+}
+
+/// A new TCP connection, split.
+fn opened(tcp: TcpStream) -> Opened<ReadHalf<TcpStream>, stream::TcpWriter> {
+    let _ = tcp.set_nodelay(true);
+    let fd = tcp.as_raw_fd();
+    let (reader, writer) = stream::ByteStream::split(stream::Tcp::new(tcp));
+    Opened { fd, reader, writer }
+}
+
+/// Accepting side of a plain TCP listener speaking the protocol `H`.
+pub(crate) async fn accept<H: Handshake, S: ShardLoop>(rt: Rc<S>, tcp: TcpStream) {
+    let deadline = Instant::now() + Duration::from_millis(rt.config().core.connect_timeout_ms);
+    accept_over::<H, S, _, _>(rt, opened(tcp), deadline).await
+}
+
+/// Accepting side of the WebSocket listener: the HTTP upgrade, then the
+/// protocol its subprotocol names, inside WebSocket messages. One connect
+/// timeout covers both (a slow upgrade request gets 408).
+pub(crate) async fn accept_ws<S: ShardLoop>(rt: Rc<S>, tcp: TcpStream) {
+    let deadline = Instant::now() + Duration::from_millis(rt.config().core.connect_timeout_ms);
+    let Opened {
+        fd,
+        mut reader,
+        mut writer,
+    } = opened(tcp);
+    let mqtt = rt.mqtt().is_some();
+    let upgraded = within(
+        deadline,
+        ws::open(&mut reader, &mut writer, rt.config(), mqtt),
+    )
+    .await;
+    let (subprotocol, rest) = match upgraded {
+        Some(Ok(upgraded)) => upgraded,
+        Some(Err(ws::NotOpened::Refuse(response))) => return refuse_with(writer, &response).await,
+        Some(Err(ws::NotOpened::Gone)) => return,
+        None => return refuse_with(writer, &ws::timed_out()).await,
+    };
+    let params = ws::WsParams::new(rt.config());
+    let (reader, writer) = ws::wrap(fd, reader, writer, &rest, params);
+    let opened = Opened { fd, reader, writer };
+    match subprotocol {
+        ws::Subprotocol::Native => {
+            accept_over::<NativeHandshake, S, _, _>(rt, opened, deadline).await
+        }
+        ws::Subprotocol::Mqtt => accept_over::<MqttHandshake, S, _, _>(rt, opened, deadline).await,
+    }
+}
+
+/// `fut`, unless `deadline` passes first (`None`).
+async fn within<T>(deadline: Instant, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    future::or(async { Some(fut.await) }, async {
+        glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+        None
+    })
+    .await
+}
+
+/// Accepting side, for every protocol over any stream: reads the hello
+/// before `deadline`, authenticates it, then serves the connection here or
+/// hands it to the owner shard.
+async fn accept_over<H: Handshake, S: ShardLoop, R: StreamReader, W: StreamWriter>(
+    rt: Rc<S>,
+    stream: Opened<R, W>,
+    deadline: Instant,
+) {
+    let Opened {
+        fd,
+        mut reader,
+        writer,
+    } = stream;
     let Some(mut hs) = H::new(rt.as_ref()) else {
         return;
     };
-    let timeout = Duration::from_millis(rt.config().core.connect_timeout_ms);
-    let first = future::or(read_hello(&mut stream, &mut hs), async {
-        glommio::timer::sleep(timeout).await;
-        None
-    })
-    .await;
-    let hello = match first {
+    let hello = match within(deadline, read_hello(&mut reader, &mut hs)).await {
         Some(Step::Hello(hello)) => hello,
-        Some(Step::Refuse(reply)) => return refuse_with(stream, &reply).await,
-        Some(Step::More) => return, // the peer left before a whole hello
-        None => return refuse_with(stream, &hs.timed_out()).await,
+        Some(Step::Refuse(reply)) => return refuse_with(writer, &reply).await,
+        Some(Step::More) => return refuse_with(writer, &[]).await, // the peer left
+        None => return refuse_with(writer, &hs.timed_out()).await,
     };
     let claims = match rt.verify(H::token(&hello)) {
         Ok(c) => c,
         Err(e) => {
             rt.count_auth_failure();
-            return refuse_with(stream, &H::refuse_auth(&hello, &e)).await;
+            return refuse_with(writer, &H::refuse_auth(&hello, &e)).await;
         }
     };
     let owner = owner_shard(claims.user, rt.shard_count());
     if owner == rt.shard_id() {
         let hello = H::into_hello(hello, claims);
+        let stream = Opened { fd, reader, writer };
         return serve(&rt, stream, hello, hs.rest());
     }
-    match stream::duplicate(&stream) {
-        Ok(fd) => {
-            drop(stream);
+    match stream::duplicate(fd) {
+        Ok(dup) => {
+            let framing = reader.suspend();
+            drop(writer);
             let handoff = Handoff {
-                fd,
+                fd: dup,
                 hello: H::into_hello(hello, claims),
                 rest: hs.rest(),
+                framing,
             };
             rt.hand_off(owner, handoff);
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot duplicate a socket for handoff");
-            refuse_with(stream, &H::refuse_unavailable(&hello)).await;
+            refuse_with(writer, &H::refuse_unavailable(&hello)).await;
         }
     }
 }
 
 /// Reads until the handshake has a hello or a refusal; `Step::More` if the
 /// peer left first.
-async fn read_hello<H: Handshake>(stream: &mut TcpStream, hs: &mut H) -> Option<Step<H::Hello>> {
+async fn read_hello<H: Handshake, R: StreamReader>(reader: &mut R, hs: &mut H) -> Step<H::Hello> {
     let mut buf = [0u8; HANDSHAKE_READ];
     loop {
         match hs.poll_hello() {
             Step::More => {}
-            step => return Some(step),
+            step => return step,
         }
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return Some(Step::More),
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => return Step::More,
             Ok(n) => hs.feed(&buf[..n]),
         }
     }
 }
 
-/// Writes `bytes` (if any) and closes.
-pub(crate) async fn refuse_with(mut stream: TcpStream, bytes: &[u8]) {
-    use futures_lite::io::AsyncWriteExt;
+/// Writes `bytes` (if any), ends the stream (a WebSocket sends its close
+/// frame) and closes: the halves are dropped.
+async fn refuse_with<W: StreamWriter>(mut writer: W, bytes: &[u8]) {
     if !bytes.is_empty() {
-        let _ = stream.write_all(bytes).await;
-        let _ = stream.flush().await;
+        let mut chunks = VecDeque::from([Bytes::copy_from_slice(bytes)]);
+        let _ = writer.write_chunks(&mut chunks).await;
     }
-    let _ = stream.close().await;
+    let _ = writer.end().await;
 }
 
 /// The owner's side of a handoff.
 pub(crate) fn adopt<S: ShardLoop>(rt: &Rc<S>, handoff: Handoff) {
-    let Handoff { fd, hello, rest } = handoff;
-    serve(rt, stream::adopt_fd(fd), hello, rest);
+    let Handoff {
+        fd,
+        hello,
+        rest,
+        framing,
+    } = handoff;
+    let tcp = opened(stream::adopt_fd(fd));
+    match framing {
+        Framing::Tcp => serve(rt, tcp, hello, rest),
+        Framing::Ws(state) => {
+            let params = ws::WsParams::new(rt.config());
+            let (reader, writer) = ws::resume(tcp.fd, tcp.reader, tcp.writer, *state, params);
+            let fd = tcp.fd;
+            serve(rt, Opened { fd, reader, writer }, hello, rest)
+        }
+    }
 }
 
 /// Serves an authenticated connection on the shard that owns its user: its
 /// protocol's session and inbound decoder, then the two loops.
-fn serve<S: ShardLoop>(rt: &Rc<S>, stream: TcpStream, hello: Hello, rest: Bytes) {
+fn serve<S: ShardLoop, R: StreamReader, W: StreamWriter>(
+    rt: &Rc<S>,
+    stream: Opened<R, W>,
+    hello: Hello,
+    rest: Bytes,
+) {
     match hello {
         Hello::Native(connect) => {
             let (session, inbound) = native::open(rt.as_ref(), connect, rest);
@@ -220,19 +316,30 @@ fn serve<S: ShardLoop>(rt: &Rc<S>, stream: TcpStream, hello: Hello, rest: Bytes)
     }
 }
 
-fn start<S: ShardLoop, I: Inbound>(
+fn start<S: ShardLoop, I: Inbound, R: StreamReader, W: StreamWriter>(
     rt: &Rc<S>,
-    stream: TcpStream,
+    stream: Opened<R, W>,
     session: Box<dyn Session>,
     inbound: I,
     opened: impl FnOnce(&dyn ShardPort, &Rc<ConnIo>),
 ) {
-    let _ = stream.set_nodelay(true);
-    let stream = stream::Tcp::new(stream);
-    let (io, signals) = ConnIo::new(stream::ByteStream::raw_fd(&stream), session);
+    let Opened {
+        fd,
+        reader,
+        mut writer,
+    } = stream;
+    let (io, signals) = ConnIo::new(fd, session);
     let conn = rt.open_connection(io.clone());
     opened(rt.as_ref(), &io);
-    let (reader, writer) = stream::ByteStream::split(stream);
+    let weak = Rc::downgrade(&io);
+    writer.set_wake(Box::new(move || {
+        if let Some(io) = weak.upgrade() {
+            io.wake();
+        }
+    }));
+    if writer.has_own_output() {
+        io.wake();
+    }
     glommio::spawn_local(loops::write_loop(
         rt.clone(),
         conn,

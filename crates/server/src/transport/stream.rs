@@ -1,8 +1,8 @@
 //! The byte stream under a protocol: what the read and write loops use.
 //!
-//! A plain TCP socket ([`Tcp`]) is the only stream today. A stream layer
-//! (TLS) or a framing layer (WebSocket) implements [`ByteStream`] over
-//! another stream: its reader hands the protocol plain bytes (decrypted,
+//! A plain TCP socket ([`Tcp`]) is the base stream. A stream layer (TLS)
+//! or a framing layer (WebSocket, `ws/`) wraps another stream's halves:
+//! its reader hands the protocol plain bytes (decrypted,
 //! unframed and unmasked), its writer takes the queue of chunks the
 //! connection gathered (own bytes and shared room buffers, in order) and
 //! writes them in its own envelope — so the protocols and the loops do not
@@ -16,14 +16,14 @@ use bytes::Bytes;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use glommio::net::TcpStream;
 
+pub(crate) use super::handoff::Framing;
+
 /// A connected byte stream, split between the read and the write loop.
 pub(crate) trait ByteStream: 'static {
     /// The read half.
     type Reader: StreamReader;
     /// The write half.
     type Writer: StreamWriter;
-    /// The TCP socket under the stream.
-    fn raw_fd(&self) -> RawFd;
     /// The two halves.
     fn split(self) -> (Self::Reader, Self::Writer);
 }
@@ -32,6 +32,9 @@ pub(crate) trait ByteStream: 'static {
 pub(crate) trait StreamReader: 'static {
     /// Reads what is there into `buf` (0: the peer ended its side).
     async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize>;
+    /// What a hand-off to another shard carries of the layers' state (the
+    /// socket travels next to it).
+    fn suspend(self) -> Framing;
 }
 
 /// The write half of a [`ByteStream`].
@@ -42,6 +45,14 @@ pub(crate) trait StreamWriter: 'static {
     /// Ends our side of the stream once everything is written (TCP: a
     /// write shutdown; TLS would send close_notify first).
     async fn end(&mut self) -> std::io::Result<()>;
+    /// How a layer with output of its own (WebSocket pongs) wakes the
+    /// connection's write loop; set once the loop runs.
+    fn set_wake(&mut self, _wake: Box<dyn Fn()>) {}
+    /// The layer has output of its own waiting: the write loop calls
+    /// [`StreamWriter::write_chunks`] even with nothing queued.
+    fn has_own_output(&self) -> bool {
+        false
+    }
 }
 
 /// A plain TCP socket.
@@ -59,10 +70,6 @@ impl ByteStream for Tcp {
     type Reader = ReadHalf<TcpStream>;
     type Writer = TcpWriter;
 
-    fn raw_fd(&self) -> RawFd {
-        self.stream.as_raw_fd()
-    }
-
     fn split(self) -> (Self::Reader, Self::Writer) {
         let fd = self.stream.as_raw_fd();
         let (reader, writer) = futures_lite::io::split(self.stream);
@@ -73,6 +80,10 @@ impl ByteStream for Tcp {
 impl StreamReader for ReadHalf<TcpStream> {
     async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         AsyncReadExt::read(self, buf).await
+    }
+
+    fn suspend(self) -> Framing {
+        Framing::Tcp
     }
 }
 
@@ -157,9 +168,10 @@ pub(crate) fn shutdown(fd: RawFd, how: std::net::Shutdown) {
 /// Duplicates the socket's descriptor for a handoff to the owner shard:
 /// the duplicate travels and this shard drops its stream, closing only its
 /// own copy.
-pub(crate) fn duplicate(stream: &TcpStream) -> std::io::Result<OwnedFd> {
-    // SAFETY: the fd is open and owned by `stream`, which outlives the borrow.
-    unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned()
+pub(crate) fn duplicate(fd: RawFd) -> std::io::Result<OwnedFd> {
+    // SAFETY: callers pass the fd of a socket whose halves they hold, open
+    // for the duration of the call.
+    unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()
 }
 
 /// Takes over a descriptor received in a handoff.
