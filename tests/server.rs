@@ -511,3 +511,61 @@ fn a_restart_binds_ports_held_only_by_time_wait_sockets() {
     let (mut tx, _) = server.connect(1, 1, Some(Seq::ZERO));
     assert_eq!(send_stored(&mut tx, 2, "after restart").seq, Seq(1));
 }
+
+/// #17: a client over `core.max_frames_per_sec` is throttled, not closed:
+/// the gateway stops reading it for the rest of each second, so 251 frames
+/// at 100 a second take at least two seconds, and every send is stored and
+/// delivered (before, the connection was closed with `RateLimited` and a
+/// QoS 1 resend after reconnecting could be stored twice). The sends are
+/// 1 KiB each so that they span many reads: what one read holds is served
+/// whole.
+#[test]
+fn a_client_over_the_frame_rate_is_slowed_down_not_closed() {
+    let server = TestServer::start(1, "[core]\nmax_frames_per_sec = 100\n");
+    let (mut rx, _) = server.connect(2, 1, Some(Seq::ZERO));
+    let started = std::time::Instant::now();
+    let (mut tx, _) = server.connect(1, 1, None);
+    let ids: Vec<u64> = (0..250)
+        .map(|i| {
+            tx.send(UserId(2), Qos::AtLeastOnce, kib_payload(i))
+                .unwrap()
+        })
+        .collect();
+    let mut acked = std::collections::HashSet::new();
+    while acked.len() < ids.len() {
+        match tx.wait_for(Duration::from_secs(20), |e| {
+            matches!(
+                e,
+                Event::SendAcked(_) | Event::Error(_) | Event::Disconnected(..)
+            )
+        }) {
+            Ok(Some(Event::SendAcked(a))) => {
+                assert_eq!(a.result, SendResult::Stored);
+                acked.insert(a.client_msg_id);
+            }
+            other => panic!("sender: {other:?} after {} SENDACKs", acked.len()),
+        }
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_900),
+        "251 frames at 100/s went through in {:?}: not throttled",
+        started.elapsed()
+    );
+    for i in 0..250 {
+        let p = next_message(&mut rx);
+        assert_eq!((p.from, p.payload), (UserId(1), kib_payload(i)));
+    }
+    let (_, metrics) = server.http("GET", "/metrics", "", false);
+    let pauses: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("surepush_read_pauses_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(pauses >= 2, "read pauses counted: {pauses}");
+}
+
+fn kib_payload(i: usize) -> Bytes {
+    let mut p = format!("m{i} ").into_bytes();
+    p.resize(1024, b'.');
+    Bytes::from(p)
+}

@@ -60,7 +60,6 @@ impl Shard {
 
     pub(super) fn on_frame(&mut self, conn: ConnId, frame: Frame) {
         let now = self.now_ns;
-        let max_rate = self.config.max_frames_per_sec;
         let Some(c) = self.conn_mut(conn) else {
             return; // closed by us; the driver may still deliver buffered frames
         };
@@ -69,15 +68,11 @@ impl Shard {
             c.rate_window_start_ns = now;
             c.rate_count = 0;
         }
-        c.rate_count += 1;
-        if c.rate_count > max_rate {
-            self.fail(
-                conn,
-                ErrorCode::RateLimited,
-                "more frames per second than allowed",
-            );
-            return;
-        }
+        // Over the allowance the frame is still served (it was read and
+        // may be a SEND the client waits on): the driver stops reading
+        // this connection for the rest of the second instead
+        // (`Shard::read_pause`), so TCP slows the client down.
+        c.rate_count = c.rate_count.saturating_add(1);
         let session = c.session;
         match (session, frame) {
             (None, Frame::Connect(connect)) => self.on_connect(conn, connect),

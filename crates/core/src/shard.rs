@@ -292,6 +292,18 @@ impl Shard {
             .map(|d| d.cursor)
     }
 
+    /// How long (ns) the driver should stop reading `conn`: the rest of the
+    /// current one-second window once the connection has sent
+    /// `max_frames_per_sec` frames in it, else `None`. Frames already read
+    /// are served; pausing the reads lets TCP flow control slow the client
+    /// (a publisher over the limit is throttled, not closed).
+    pub fn read_pause(&self, conn: ConnId, now: u64) -> Option<u64> {
+        let c = self.conn(conn)?;
+        let window_end = c.rate_window_start_ns.saturating_add(1_000 * NS_PER_MS);
+        (c.rate_count >= self.config.max_frames_per_sec && now < window_end)
+            .then(|| window_end - now)
+    }
+
     /// True once a log append failed: the shard refuses QoS 1/2 sends.
     pub fn storage_failed(&self) -> bool {
         self.storage.failed()

@@ -340,17 +340,43 @@ fn bad_room_requests_are_refused_or_ignored_and_the_session_stays() {
     assert!(!h.closed(c));
 }
 
+/// #17: a client over `max_frames_per_sec` is throttled (its reads pause
+/// for the rest of the second), not closed: every frame already read is
+/// still served.
 #[test]
-fn frame_flood_is_rate_limited() {
+fn frame_flood_pauses_reading_for_the_rest_of_the_second() {
     let mut h = Harness::new(CoreConfig {
         max_frames_per_sec: 10,
         ..CoreConfig::default()
     });
     let c = h.connect(1, 1);
-    for i in 0..20 {
+    h.take(c);
+    // CONNECT counted as the window's first frame.
+    for i in 0..8 {
+        h.frame(c, Frame::Ping(i));
+        assert_eq!(h.shard.read_pause(c, h.now), None, "frame {i}");
+    }
+    h.advance(300);
+    h.frame(c, Frame::Ping(8));
+    let pause = h.shard.read_pause(c, h.now).expect("paused at the limit");
+    assert_eq!(pause, 700 * 1_000_000);
+    for i in 9..20 {
         h.frame(c, Frame::Ping(i));
     }
-    h.assert_failed(c, ErrorCode::RateLimited);
+    let pongs: Vec<u64> = h
+        .take(c)
+        .into_iter()
+        .filter_map(|f| match f {
+            Frame::Pong(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pongs, (0..20).collect::<Vec<_>>());
+    assert!(!h.closed(c));
+    h.advance(700);
+    assert_eq!(h.shard.read_pause(c, h.now), None, "a new second");
+    h.frame(c, Frame::Ping(20));
+    assert_eq!(h.shard.read_pause(c, h.now), None);
 }
 
 #[test]

@@ -205,6 +205,7 @@ pub struct Metrics {
     core_gauges: Vec<Gauges>,
     connections: Gauges,
     auth_refused_at_accept: Counters,
+    read_pauses: Counters,
     log_bytes: Counters,
     log_syncs: Counters,
     log_segments: Gauges,
@@ -243,6 +244,10 @@ impl Metrics {
             .collect();
         let auth_refused_at_accept =
             counter("accept_auth_failures", "Tokens refused before handoff");
+        let read_pauses = counter(
+            "read_pauses",
+            "Times a connection's reads paused for the rest of a second (over core.max_frames_per_sec)",
+        );
         let log_bytes = counter("log_appended_bytes", "Bytes appended to the segment log");
         let log_syncs = counter("log_syncs", "Group commits (fdatasync) completed");
         let salvaged = counter(
@@ -286,6 +291,7 @@ impl Metrics {
             core_gauges,
             connections,
             auth_refused_at_accept,
+            read_pauses,
             log_bytes,
             log_syncs,
             log_segments,
@@ -302,9 +308,14 @@ impl Metrics {
                 .iter()
                 .for_each(|f| drop(f.get_or_create(&l)));
             m.core_gauges.iter().for_each(|f| drop(f.get_or_create(&l)));
-            for f in [&m.auth_refused_at_accept, &m.log_bytes, &m.log_syncs]
-                .into_iter()
-                .chain([&m.salvaged, &m.unacked_expired])
+            for f in [
+                &m.auth_refused_at_accept,
+                &m.read_pauses,
+                &m.log_bytes,
+                &m.log_syncs,
+            ]
+            .into_iter()
+            .chain([&m.salvaged, &m.unacked_expired])
             {
                 drop(f.get_or_create(&l));
             }
@@ -436,6 +447,11 @@ impl ShardMetrics {
             .auth_refused_at_accept
             .get_or_create(&self.label)
             .inc();
+    }
+
+    /// A connection's reads paused: it was over its frames per second.
+    pub fn count_read_pause(&self) {
+        self.metrics.read_pauses.get_or_create(&self.label).inc();
     }
 
     /// Copies the log's totals.

@@ -732,4 +732,11 @@ impl ShardLoop for ShardRuntime {
     fn mesh_congested(&self) -> bool {
         ShardRuntime::mesh_congested(self)
     }
+
+    fn read_pause(&self, conn: ConnId) -> Option<Duration> {
+        let now = self.now();
+        let pause = self.core.borrow().read_pause(conn, now)?;
+        self.metrics.count_read_pause();
+        Some(Duration::from_nanos(pause))
+    }
 }

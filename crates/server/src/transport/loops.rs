@@ -52,6 +52,11 @@ pub(crate) async fn read_loop<S: ShardLoop, R: StreamReader, I: Inbound>(
             // Polling: the mesh forwarders do not signal each send.
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
+        if let Some(pause) = rt.read_pause(conn) {
+            // Over its frames per second: read nothing more this second;
+            // the client's socket buffer fills and TCP slows it down.
+            glommio::timer::sleep(pause).await;
+        }
         // Read straight into the decoder's buffer: a message's payload is
         // copied once, from the kernel, and sliced out of it afterwards.
         let missing = inbound.missing();

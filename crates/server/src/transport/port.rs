@@ -59,6 +59,9 @@ pub(crate) trait ShardLoop: ShardPort + 'static {
     fn output_drained(self: &Rc<Self>, conn: ConnId, io: &Rc<ConnIo>);
     /// Readers pause while this holds (the mesh is backed up).
     fn mesh_congested(&self) -> bool;
+    /// How long to stop reading `conn`: it sent its frames for this second
+    /// (`core.max_frames_per_sec`).
+    fn read_pause(&self, conn: ConnId) -> Option<std::time::Duration>;
 }
 
 /// A message to publish on behalf of a connection that is gone (an MQTT
