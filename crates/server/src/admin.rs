@@ -171,13 +171,13 @@ async fn handle<S: NodeStatus, B: AdminBackend>(
     let (route, params) = match routes::find(req.method().as_str(), &path) {
         RouteMatch::Found(route, params) => (route, params),
         RouteMatch::WrongMethod(allowed) => return Err(ApiError::MethodNotAllowed(allowed)),
+        // Not an API path: a static file, if they are served.
         RouteMatch::NotFound => {
-            let files = config.static_files.as_ref();
-            return match files {
-                Some(files) => match files.answer(req.method(), &path).await {
-                    Some(answer) => answer,
-                    None => Err(ApiError::NotFound),
-                },
+            return match &config.static_files {
+                Some(files) => files
+                    .answer(req.method(), &path)
+                    .await
+                    .unwrap_or(Err(ApiError::NotFound)),
                 None => Err(ApiError::NotFound),
             };
         }
