@@ -269,7 +269,8 @@ fn the_openapi_file_documents_exactly_the_routes_the_router_serves() {
 #[test]
 fn a_running_gateway_answers_every_documented_example_as_documented() {
     let doc = spec();
-    let server = TestServer::start(2, "");
+    // Demo tokens on: the documented 200 of POST /demo/token (off by default).
+    let server = TestServer::start(2, "[admin]\ndemo_tokens = true");
     let ask = |method: &str, path: &str, body: &str, token: Option<&str>| {
         http_exchange(
             server.admin,

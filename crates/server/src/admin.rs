@@ -21,8 +21,10 @@ mod connection;
 mod error;
 mod json_body;
 pub mod routes;
+mod static_files;
 
 pub use error::ApiError;
+pub use static_files::{StaticFiles, StaticTarget};
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -59,6 +61,11 @@ pub struct AdminHttpConfig {
     /// HTTPS: the node's TLS configs (the admin one is used); `None`:
     /// plain HTTP.
     pub tls: Option<std::sync::Arc<super::tls::NodeTls>>,
+    /// Static files under a URL path (`None`: none).
+    pub static_files: Option<StaticFiles>,
+    /// Lifetime (s) of the tokens `POST /demo/token` mints without
+    /// authentication (`None`: the route is off and answers 404).
+    pub demo_token_ttl_s: Option<u64>,
 }
 
 impl Default for AdminHttpConfig {
@@ -68,6 +75,8 @@ impl Default for AdminHttpConfig {
             max_body_bytes: 1 << 20,
             request_timeout: Duration::from_secs(10),
             tls: None,
+            static_files: None,
+            demo_token_ttl_s: None,
         }
     }
 }
@@ -187,7 +196,16 @@ async fn handle<S: NodeStatus, B: AdminBackend>(
     let (route, params) = match routes::find(req.method().as_str(), &path) {
         RouteMatch::Found(route, params) => (route, params),
         RouteMatch::WrongMethod(allowed) => return Err(ApiError::MethodNotAllowed(allowed)),
-        RouteMatch::NotFound => return Err(ApiError::NotFound),
+        // Not an API path: a static file, if they are served.
+        RouteMatch::NotFound => {
+            return match &config.static_files {
+                Some(files) => files
+                    .answer(req.method(), &path)
+                    .await
+                    .unwrap_or(Err(ApiError::NotFound)),
+                None => Err(ApiError::NotFound),
+            };
+        }
     };
     if route.needs_token && !authorized(&req, config) {
         return Err(ApiError::Unauthorized);
@@ -204,8 +222,10 @@ async fn handle<S: NodeStatus, B: AdminBackend>(
         // A read never changes the members, whatever body it carries.
         Endpoint::ReadGroup => members(Membership::Group, number, b"", &*attached(backend)?).await,
         Endpoint::ReadRoom => members(Membership::Room, number, b"", &*attached(backend)?).await,
+        Endpoint::DemoToken if config.demo_token_ttl_s.is_none() => Err(ApiError::NotFound),
         Endpoint::Publish
         | Endpoint::MintToken
+        | Endpoint::DemoToken
         | Endpoint::UpdateGroup
         | Endpoint::UpdateRoom
         | Endpoint::Revoke
@@ -215,6 +235,7 @@ async fn handle<S: NodeStatus, B: AdminBackend>(
             match route.endpoint {
                 Endpoint::Publish => publish(&body, &*backend).await,
                 Endpoint::MintToken => token(&body, &*backend),
+                Endpoint::DemoToken => demo_token(&body, &*backend, config),
                 Endpoint::UpdateGroup => members(Membership::Group, number, &body, &*backend).await,
                 Endpoint::Revoke => auth::revoke(&body, &*backend, wall_s()).await,
                 Endpoint::Disconnect => auth::disconnect(number, &body, &*backend).await,
@@ -456,17 +477,46 @@ fn default_ttl() -> JsonInt {
 
 fn token<B: AdminBackend>(body: &[u8], backend: &B) -> Result<Resp, ApiError> {
     let b: TokenBody = parse(body)?;
-    let (user, device, ttl_s) = (b.user.0, b.device.0, b.ttl_s.0);
-    if user >= ROOM_BIT {
+    let (user, ttl_s) = (client_user(b.user)?, b.ttl_s.0);
+    if ttl_s == 0 || ttl_s > MAX_TOKEN_TTL_S {
+        return Err(invalid("ttl_s must be within 1 ..= 2592000"));
+    }
+    let token = backend.mint_token(user, DeviceId(b.device.0), ttl_s);
+    Ok(json(serde_json::json!({ "token": token })))
+}
+
+/// A user id a client token may carry (below 2^62).
+fn client_user(user: JsonId) -> Result<UserId, ApiError> {
+    if user.0 >= ROOM_BIT {
         return Err(invalid(
             "user must be below 2^62 (higher ids name groups and rooms)",
         ));
     }
-    if ttl_s == 0 || ttl_s > MAX_TOKEN_TTL_S {
-        return Err(invalid("ttl_s must be within 1 ..= 2592000"));
-    }
-    let token = backend.mint_token(UserId(user), DeviceId(device), ttl_s);
-    Ok(json(serde_json::json!({ "token": token })))
+    Ok(UserId(user.0))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DemoTokenBody {
+    user: JsonId,
+    device: JsonId,
+}
+
+/// `POST /demo/token {user, device}`: a short-lived client token for
+/// anyone who asks (`[admin] demo_tokens`, off by default; the route only
+/// reaches here when it is on).
+fn demo_token<B: AdminBackend>(
+    body: &[u8],
+    backend: &B,
+    config: &AdminHttpConfig,
+) -> Result<Resp, ApiError> {
+    let Some(ttl_s) = config.demo_token_ttl_s else {
+        return Err(ApiError::NotFound);
+    };
+    let b: DemoTokenBody = parse(body)?;
+    let user = client_user(b.user)?;
+    let token = backend.mint_token(user, DeviceId(b.device.0), ttl_s);
+    Ok(json(serde_json::json!({ "token": token, "ttl_s": ttl_s })))
 }
 
 #[cfg(test)]

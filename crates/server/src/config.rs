@@ -154,6 +154,8 @@ pub struct Config {
     pub webhooks: crate::webhooks::WebhookSettings,
     /// Token verification beyond the HS256 `token_secret`.
     pub auth: AuthSettings,
+    /// Extras of the admin HTTP server: static files, demo tokens.
+    pub admin: AdminSettings,
 }
 
 /// `[auth]`: which tokens are accepted (docs/PROTOCOL.md section 4).
@@ -196,6 +198,39 @@ impl Default for AuthSettings {
             jwks_url: String::new(),
             jwks_refresh_s: 300,
             jwks_min_refetch_s: 10,
+        }
+    }
+}
+
+/// `[admin]`: what the admin HTTP server (`admin_listen`) serves besides
+/// the API. Both are off by default. Changes need a restart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Serve the files of this directory (e.g. `examples/web-chat`) under
+    /// `static_path`, without authentication; empty = off.
+    pub static_dir: PathBuf,
+    /// The URL path the files appear under: starts and ends with `/`, is
+    /// not `/` and is outside the API's `/v1/` and `/demo/`.
+    pub static_path: String,
+    /// DEMOS ONLY: `POST /demo/token {user, device}` mints a client token
+    /// for ANY user and device WITHOUT authentication, so anyone who can
+    /// reach the admin port can act as any user. Never turn it on where
+    /// someone else can reach the port.
+    pub demo_tokens: bool,
+    /// Lifetime of a demo token (seconds, 1 ..= 86400; clients fetch a new
+    /// one for every connection).
+    #[serde(deserialize_with = "durations::secs")]
+    pub demo_token_ttl_s: u64,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            static_dir: PathBuf::new(),
+            static_path: "/web/".into(),
+            demo_tokens: false,
+            demo_token_ttl_s: 600,
         }
     }
 }
@@ -400,6 +435,7 @@ impl Default for Config {
             cluster: ClusterSettings::default(),
             webhooks: Default::default(),
             auth: AuthSettings::default(),
+            admin: AdminSettings::default(),
         }
     }
 }
@@ -551,6 +587,22 @@ impl Config {
         if a.jwks_refresh_s == 0 || a.jwks_min_refetch_s == 0 {
             return bad("auth.jwks_refresh_s and auth.jwks_min_refetch_s must be > 0");
         }
+        let a = &self.admin;
+        let api_path = ["/v1/", "/demo/"]
+            .iter()
+            .any(|api| a.static_path.starts_with(api));
+        if a.static_path.len() < 3
+            || !a.static_path.starts_with('/')
+            || !a.static_path.ends_with('/')
+            || api_path
+        {
+            return bad(
+                "admin.static_path must start and end with / (not just /), outside /v1/ and /demo/",
+            );
+        }
+        if a.demo_token_ttl_s == 0 || a.demo_token_ttl_s > 86_400 {
+            return bad("admin.demo_token_ttl_s must be within 1 ..= 86400");
+        }
         let w = &self.websocket;
         if w.enabled && !w.path.starts_with('/') {
             return bad("websocket.path must start with '/'");
@@ -648,6 +700,26 @@ mod tests {
         let mut c = Config::default();
         c.core.max_frame = 8 << 20;
         c.log.segment_mib = 4;
+        assert!(c.validate().is_err());
+    }
+
+    /// Issue #19 item 4: the demo token route is never on unless asked
+    /// for, and static files cannot shadow the API.
+    #[test]
+    fn demo_tokens_are_off_by_default_and_static_files_stay_off_the_api() {
+        assert!(!Config::default().admin.demo_tokens);
+        let on: Config = toml::from_str("[admin]\ndemo_tokens = true\n").unwrap();
+        assert!(on.admin.demo_tokens);
+        on.validate().unwrap();
+        for bad in ["/", "web/", "/web", "/v1/", "/v1/web/", "/demo/"] {
+            let mut c = Config::default();
+            c.admin.static_path = bad.into();
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        let mut c = Config::default();
+        c.admin.static_path = "/chat/".into();
+        c.validate().unwrap();
+        c.admin.demo_token_ttl_s = 0;
         assert!(c.validate().is_err());
     }
 

@@ -12,7 +12,7 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
-use super::admin::{self, AdminHttpConfig};
+use super::admin::{self, AdminHttpConfig, StaticFiles};
 use super::admin_api::BackendSlot;
 use super::admin_backend::{NodeAdmin, NodeStatusView};
 use super::auth::{AuthPart, NodeAuth};
@@ -590,6 +590,15 @@ impl AdminTask {
             shared: ctx.shared.clone(),
         });
         let backend = Rc::new(BackendSlot::default());
+        let settings = &ctx.config.admin;
+        let static_files = (!settings.static_dir.as_os_str().is_empty())
+            .then(|| StaticFiles::new(settings.static_dir.clone(), settings.static_path.clone()));
+        if settings.demo_tokens {
+            tracing::warn!(
+                admin = %ctx.config.admin_listen,
+                "[admin] demo_tokens is on: POST /demo/token gives anyone who reaches the admin port a token for any user (demos only)"
+            );
+        }
         let http = AdminHttpConfig {
             admin_token: Some(ctx.keys.admin_token.clone()),
             tls: ctx
@@ -597,6 +606,8 @@ impl AdminTask {
                 .tls
                 .as_ref()
                 .and_then(|t| t.admin().map(|_| t.clone())),
+            static_files,
+            demo_token_ttl_s: settings.demo_tokens.then_some(settings.demo_token_ttl_s),
             ..AdminHttpConfig::default()
         };
         let stop = Rc::new(std::cell::Cell::new(false));

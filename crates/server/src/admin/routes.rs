@@ -21,6 +21,9 @@ pub enum Endpoint {
     Publish,
     /// `POST /v1/tokens`: mint a client token.
     MintToken,
+    /// `POST /demo/token`: a short-lived client token without
+    /// authentication, for demos (`[admin] demo_tokens`; 404 when off).
+    DemoToken,
     /// `GET /v1/groups/{n}`: a group's members.
     ReadGroup,
     /// `POST /v1/groups/{n}`: add and remove members.
@@ -79,6 +82,12 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/tokens",
         needs_token: true,
         endpoint: Endpoint::MintToken,
+    },
+    Route {
+        method: "POST",
+        path: "/demo/token",
+        needs_token: false,
+        endpoint: Endpoint::DemoToken,
     },
     Route {
         method: "GET",

@@ -13,6 +13,8 @@ use super::*;
 use crate::admin_api::{PublishResult, RevokeError};
 use surepush_core::auth::Revocation;
 
+mod web;
+
 #[derive(Default)]
 struct TestBackend {
     degraded: bool,
@@ -109,6 +111,17 @@ fn start(degraded: bool, timeout: Duration) -> SocketAddr {
 /// As [`start`]; `attached: false` serves without an API backend, as
 /// while the node recovers its logs.
 fn start_with(degraded: bool, attached: bool, timeout: Duration) -> SocketAddr {
+    let config = AdminHttpConfig {
+        admin_token: Some("sekret".into()),
+        max_body_bytes: 1024,
+        request_timeout: timeout,
+        ..AdminHttpConfig::default()
+    };
+    start_configured(degraded, attached, config)
+}
+
+/// As [`start_with`], with the whole HTTP config given.
+fn start_configured(degraded: bool, attached: bool, config: AdminHttpConfig) -> SocketAddr {
     let (tx, rx) = mpsc::channel();
     glommio::LocalExecutorBuilder::default()
         .io_memory(512 << 10)
@@ -123,12 +136,6 @@ fn start_with(degraded: bool, attached: bool, timeout: Duration) -> SocketAddr {
             let slot = match attached {
                 true => BackendSlot::with(backend.clone()),
                 false => BackendSlot::default(),
-            };
-            let config = AdminHttpConfig {
-                admin_token: Some("sekret".into()),
-                max_body_bytes: 1024,
-                request_timeout: timeout,
-                tls: None,
             };
             let stop = Rc::new(Cell::new(false));
             serve(listener, backend, Rc::new(slot), config, stop).await;

@@ -36,7 +36,8 @@ const usedPorts = new Set<number>();
 const RECORD_HEADER_LEN = 9;
 const MESSAGE_PAYLOAD_AT = RECORD_HEADER_LEN + 7 * 8 + 1;
 
-const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../../../..");
+/** The repository's root directory. */
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../../../..");
 
 /** The gateway binary to run. */
 export function gatewayBinary(): string {
@@ -87,6 +88,14 @@ export interface GatewayOptions {
   readonly core?: string;
   /** Top-level TOML lines (e.g. `shutdown_redirect = "..."`). */
   readonly top?: string;
+  /**
+   * Serve the native protocol over WebSocket too (`[websocket]`, path `/`,
+   * on {@link Gateway.wsPort}). `onlyAdminOrigin`: only pages served by
+   * the admin listener may connect (`allowed_origins`); else any origin.
+   */
+  readonly websocket?: { readonly onlyAdminOrigin?: boolean };
+  /** TOML tables appended to the config (e.g. `[admin]` settings). */
+  readonly tables?: string;
 }
 
 /** A running (or killed) gateway process. */
@@ -99,13 +108,15 @@ export class Gateway {
     readonly dir: string,
     readonly port: number,
     readonly adminPort: number,
+    /** The WebSocket listener's port (listening when `options.websocket`). */
+    readonly wsPort: number,
     private readonly options: GatewayOptions,
   ) {}
 
   /** Starts a gateway on a fresh data dir. */
   static async start(options: GatewayOptions = {}): Promise<Gateway> {
     const dir = await mkdtemp(join(tmpdir(), "surepush-ts-e2e-"));
-    const g = new Gateway(dir, await freePort(), await freePort(), options);
+    const g = new Gateway(dir, await freePort(), await freePort(), await freePort(), options);
     await g.spawn();
     return g;
   }
@@ -113,6 +124,16 @@ export class Gateway {
   /** `host:port` of the native TCP listener. */
   get endpoint(): string {
     return `127.0.0.1:${this.port}`;
+  }
+
+  /** URL of the WebSocket listener (`options.websocket`). */
+  get wsUrl(): string {
+    return `ws://127.0.0.1:${this.wsPort}/`;
+  }
+
+  /** Base URL of the admin HTTP listener. */
+  get adminUrl(): string {
+    return `http://127.0.0.1:${this.adminPort}`;
   }
 
   get running(): boolean {
@@ -222,6 +243,13 @@ export class Gateway {
     await exited;
   }
 
+  private websocketTable(): string[] {
+    const ws = this.options.websocket;
+    if (!ws) return [];
+    const origins = ws.onlyAdminOrigin ? JSON.stringify(this.adminUrl) : "";
+    return ["[websocket]", "enabled = true", `listen = "127.0.0.1:${this.wsPort}"`, 'path = "/"', `allowed_origins = [${origins}]`];
+  }
+
   private async spawn(): Promise<void> {
     const shards = this.options.shards ?? 1;
     const config = this.configPath;
@@ -244,6 +272,8 @@ export class Gateway {
         this.options.core ?? "",
         "[log]",
         "segment_mib = 8",
+        ...this.websocketTable(),
+        this.options.tables ?? "",
         "",
       ].join("\n"),
     );
