@@ -13,8 +13,8 @@
 # the drain. The drain is checked: every message once and in order.
 # mosquitto runs with max_queued_messages 0 (its default, 1000, drops a
 # backlog) and max_inflight_messages 0 (MQ_INFLIGHT; its default is 20);
-# surepush with its defaults (shards 2, mqtt.page 64, mqtt.inflight 256)
-# except core.max_frames_per_sec (see gw.toml below). Ports below 32768;
+# surepush with its defaults (shards 2, mqtt.page 64, mqtt.inflight 256).
+# Ports below 32768;
 # PORT_BASE, MQ_INFLIGHT, SP_MQTT_CONF, KILL9 and HOLD_S below.
 set -euo pipefail
 N=${1:-50000}
@@ -39,11 +39,6 @@ data_dir = "$WORK/data"
 shards = 2
 pin_cores = false
 token_secret = "bench-secret"
-[core]
-# mosquitto_pub -l sends far more than the default 10,000 frames/s; over it
-# the publisher is closed, reconnects and resends with DUP, and QoS 1 stores
-# those again (at least once): the drain check would see duplicates.
-max_frames_per_sec = 1000000
 [mqtt]
 listen = "127.0.0.1:$SP_MQTT"
 $SP_MQTT_CONF

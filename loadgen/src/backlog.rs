@@ -43,10 +43,10 @@ pub struct BacklogScenario {
     #[arg(long, default_value_t = 100)]
     pub messages: u32,
     /// Sender connections (pipelined QoS 1; each serves `receivers /
-    /// senders` receivers). Each sender's SENDs and the ACKs of its own
-    /// echoes count against the gateway's `max_frames_per_sec` (10,000 by
-    /// default): with 8 senders at about 75,000 msgs/s one was cut off
-    /// (RateLimited), hence 32.
+    /// senders` receivers). Each sender's SENDs count against the gateway's
+    /// `max_frames_per_sec` (10,000 by default; above it the gateway pauses
+    /// reading the connection): with 8 senders at about 75,000 msgs/s one
+    /// was over it, hence 32.
     #[arg(long, default_value_t = 32)]
     pub senders: u32,
     /// Payload bytes (>= 16).

@@ -375,6 +375,11 @@ fn frame_flood_pauses_reading_for_the_rest_of_the_second() {
     assert!(!h.closed(c));
     h.advance(700);
     assert_eq!(h.shard.read_pause(c, h.now), None, "a new second");
+    // Acknowledgements do not count (a consumer keeping up is not slowed).
+    for _ in 0..20 {
+        h.frame(c, Frame::Ack(surepush_proto::Seq::ZERO));
+    }
+    assert_eq!(h.shard.read_pause(c, h.now), None, "ACKs are not counted");
     h.frame(c, Frame::Ping(20));
     assert_eq!(h.shard.read_pause(c, h.now), None);
 }
