@@ -162,17 +162,11 @@ impl Follower for PlacementFollower {
                 self.shadow = Some(PlacementTable::new(count));
             }
             BucketEvent::Current => {
-                if let Some(fresh) = self.shadow.take() {
-                    self.view
-                        .cell
-                        .update(|t| {
-                            let changes = t.diff(&fresh);
-                            *t = fresh;
-                            changes
-                        })
-                        .await;
-                }
-                self.view.cell.set_ready();
+                let rebuilt = self.shadow.take();
+                self.view
+                    .cell
+                    .caught_up(rebuilt, PlacementTable::diff)
+                    .await;
             }
         }
     }

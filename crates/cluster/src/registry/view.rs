@@ -114,17 +114,8 @@ impl Follower for NodesFollower {
             BucketEvent::Entry(entry) => self.apply(entry).await,
             BucketEvent::Resync => self.shadow = Some(NodesTable::default()),
             BucketEvent::Current => {
-                if let Some(fresh) = self.shadow.take() {
-                    self.view
-                        .cell
-                        .update(|t| {
-                            let changes = t.diff(&fresh);
-                            *t = fresh;
-                            changes
-                        })
-                        .await;
-                }
-                self.view.cell.set_ready();
+                let rebuilt = self.shadow.take();
+                self.view.cell.caught_up(rebuilt, NodesTable::diff).await;
             }
         }
     }

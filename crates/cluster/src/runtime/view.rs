@@ -80,6 +80,21 @@ impl<T: Clone, C: Clone> ViewCell<T, C> {
         }
     }
 
+    /// The bucket's watch is current again: the table rebuilt since a
+    /// resync (if any) replaces the view's, its differences (`diff(old,
+    /// new)`) going to the subscribers, and the view is ready.
+    pub async fn caught_up(&self, rebuilt: Option<T>, diff: fn(&T, &T) -> Vec<C>) {
+        if let Some(fresh) = rebuilt {
+            self.update(|t| {
+                let changes = diff(t, &fresh);
+                *t = fresh;
+                changes
+            })
+            .await;
+        }
+        self.set_ready();
+    }
+
     /// Marks the view ready (wakes waiters).
     pub fn set_ready(&self) {
         self.lock().ready = true;
