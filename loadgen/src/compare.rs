@@ -375,22 +375,14 @@ pub fn run_compare(s: &CompareScenario) -> Result<CompareReport, String> {
         raw,
     ));
     let native = Scenario {
-        server: s.server,
-        secret: s.secret.clone(),
         pairs: s.pairs,
         messages: s.messages,
         qos: Qos::AtLeastOnce,
-        rate: 0,
         payload: s.payload,
         timeout: Duration::from_secs(60),
         first_user: fresh_user_base(),
-        progress: false,
-        restart_cmd: None,
-        ack_delay: Duration::ZERO,
         server_pid: s.server_pid,
-        tls: Default::default(),
-        servers: Vec::new(),
-        ws: None,
+        ..Scenario::new(s.server, s.secret.clone())
     };
     systems.push(match run(&native) {
         Ok(r) => SystemResult::from_native(NATIVE, SUREPUSH, &r),

@@ -153,6 +153,21 @@ impl TlsOptions {
 }
 
 impl Scenario {
+    /// `one-to-one` with its documented defaults (every option left out)
+    /// against `server` with `secret`: the one place those defaults live
+    /// (the command's own) for callers that set a few fields.
+    pub fn new(server: SocketAddr, secret: Vec<u8>) -> Scenario {
+        use clap::{Args, FromArgMatches};
+        let command = Scenario::augment_args(clap::Command::new("one-to-one"));
+        let matches = command.get_matches_from(["one-to-one"]);
+        let defaults = Scenario::from_arg_matches(&matches).expect("the defaults parse");
+        Scenario {
+            server,
+            secret,
+            ..defaults
+        }
+    }
+
     /// Where the clients connect, and how.
     fn endpoint(&self) -> (SocketAddr, Transport) {
         match self.ws {

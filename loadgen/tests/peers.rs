@@ -206,22 +206,13 @@ fn room_over_mqtt_fans_out_through_surepush_and_mosquitto() {
 fn one_to_one_reports_the_gateways_cpu_per_message() {
     let gw = Gateway::start();
     let s = Scenario {
-        server: gw.addr(),
-        secret: b"smoke".to_vec(),
         pairs: 2,
         messages: 300,
         qos: surepush_proto::Qos::AtLeastOnce,
-        rate: 0,
         payload: 64,
         timeout: Duration::from_secs(30),
         first_user: fresh_user_base(),
-        progress: false,
-        restart_cmd: None,
-        ack_delay: Duration::ZERO,
-        server_pid: None, // found from the port
-        tls: Default::default(),
-        servers: Vec::new(),
-        ws: None,
+        ..Scenario::new(gw.addr(), b"smoke".to_vec())
     };
     let r = surepush_loadgen::run(&s).unwrap();
     assert!(r.passed(s.qos), "{}", r.to_text());

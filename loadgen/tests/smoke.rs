@@ -25,8 +25,6 @@ fn one_to_one_smoke_passes_the_checker() {
         (Qos::AtLeastOnce, 500),
     ] {
         let s = Scenario {
-            server: format!("127.0.0.1:{port}").parse().unwrap(),
-            secret: b"smoke".to_vec(),
             pairs: 3,
             messages: 150,
             qos,
@@ -34,13 +32,10 @@ fn one_to_one_smoke_passes_the_checker() {
             payload: 64,
             timeout: Duration::from_secs(30),
             first_user: fresh_user_base() + u64::from(rate) * 10_000 + qos as u64 * 100_000,
-            progress: false,
-            restart_cmd: None,
-            ack_delay: Duration::ZERO,
-            server_pid: None,
-            tls: Default::default(),
-            servers: Vec::new(),
-            ws: None,
+            ..Scenario::new(
+                format!("127.0.0.1:{port}").parse().unwrap(),
+                b"smoke".to_vec(),
+            )
         };
         let r = run(&s).unwrap();
         assert!(r.passed(qos), "{qos:?}/{rate}: {}", r.to_text());
@@ -92,22 +87,17 @@ fn one_to_one_smoke_passes_the_checker() {
     // Issue #19 item 6: one-to-one over the WebSocket listener (native
     // protocol in binary messages), the same checker.
     let s = Scenario {
-        server: format!("127.0.0.1:{port}").parse().unwrap(),
-        secret: b"smoke".to_vec(),
         pairs: 3,
         messages: 150,
         qos: Qos::AtLeastOnce,
-        rate: 0,
         payload: 64,
         timeout: Duration::from_secs(30),
         first_user: fresh_user_base() + 3_000_000,
-        progress: false,
-        restart_cmd: None,
-        ack_delay: Duration::ZERO,
-        server_pid: None,
-        tls: Default::default(),
-        servers: Vec::new(),
         ws: Some(ws),
+        ..Scenario::new(
+            format!("127.0.0.1:{port}").parse().unwrap(),
+            b"smoke".to_vec(),
+        )
     };
     let r = run(&s).unwrap();
     assert!(
@@ -322,22 +312,14 @@ fn one_to_one_survives_a_kill_9_and_restart_of_the_gateway_midway() {
     )
     .unwrap();
     let s = Scenario {
-        server: gw.addr(),
-        secret: b"smoke".to_vec(),
         pairs: 3,
         messages: 300,
         qos: Qos::ExactlyOnce,
-        rate: 0,
         payload: 64,
         timeout: Duration::from_secs(60),
         first_user: fresh_user_base() + 9_000_000,
-        progress: false,
         restart_cmd: Some(format!("bash {}", script.display())),
-        ack_delay: Duration::ZERO,
-        server_pid: None,
-        tls: Default::default(),
-        servers: Vec::new(),
-        ws: None,
+        ..Scenario::new(gw.addr(), b"smoke".to_vec())
     };
     let r = run(&s);
     // Whatever happened, stop the restarted gateway.

@@ -70,8 +70,6 @@ pub(super) fn run_mixed(args: MixedArgs) -> Result<ExitCode, String> {
     let timeout = Duration::from_secs(timeout_s);
     let base = fresh_user_base();
     let one = Scenario {
-        server,
-        secret: secret.clone(),
         pairs,
         messages,
         qos: Qos::AtLeastOnce,
@@ -79,13 +77,7 @@ pub(super) fn run_mixed(args: MixedArgs) -> Result<ExitCode, String> {
         payload,
         timeout,
         first_user: base,
-        progress: false,
-        restart_cmd: None,
-        ack_delay: Duration::ZERO,
-        server_pid: None,
-        tls: Default::default(),
-        servers: Vec::new(),
-        ws: None,
+        ..Scenario::new(server, secret.clone())
     };
     let room = RoomScenario {
         server,
