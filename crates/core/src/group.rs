@@ -35,7 +35,9 @@ use surepush_proto::{Seq, UserId};
 /// A group send waiting for its member copies (on the home shard).
 #[derive(Debug)]
 struct Fanout {
-    origin: ShardId,
+    /// Who waits for the send's answer: the first sender, then any other
+    /// that sent the same send while this one was waiting.
+    origins: Vec<ShardId>,
     remaining: usize,
     failed: bool,
     stored_any: bool,
@@ -52,13 +54,21 @@ pub(super) struct Fanouts {
 
 impl Fanouts {
     /// Starts waiting for `copies` member answers; false if this send is
-    /// already waiting (a late duplicate: the first fan-out answers).
+    /// already waiting (a late duplicate: the first fan-out answers it too).
+    ///
+    /// A duplicate from the same origin (the sender's shard merges its own
+    /// retries) needs no second answer. One from another origin does: a
+    /// sender node that restarted resends under a new return ticket, and
+    /// that ticket is freed only by its answer (issue #20, a leaked ticket).
     fn start(&mut self, key: SendKey, group: UserId, origin: ShardId, copies: usize) -> bool {
-        if self.waiting.contains_key(&(key, group)) {
+        if let Some(f) = self.waiting.get_mut(&(key, group)) {
+            if !f.origins.contains(&origin) {
+                f.origins.push(origin);
+            }
             return false;
         }
         let fanout = Fanout {
-            origin,
+            origins: vec![origin],
             remaining: copies,
             failed: false,
             stored_any: false,
@@ -67,15 +77,15 @@ impl Fanouts {
         true
     }
 
-    /// One member copy answered; the last one gives the sender's shard and
-    /// the send's outcome: `Failed` if any copy failed, `Stored` if any was
-    /// new, else `Duplicate`.
+    /// One member copy answered; the last one gives who waits for the
+    /// send and its outcome: `Failed` if any copy failed, `Stored` if any
+    /// was new, else `Duplicate`.
     fn answered(
         &mut self,
         key: SendKey,
         group: UserId,
         outcome: StoreOutcome,
-    ) -> Option<(ShardId, StoreOutcome)> {
+    ) -> Option<(Vec<ShardId>, StoreOutcome)> {
         let Some(f) = self.waiting.get_mut(&(key, group)) else {
             debug_assert!(false, "answer for an unknown group send {key:?}");
             return None;
@@ -100,7 +110,7 @@ impl Fanouts {
         } else {
             StoreOutcome::Duplicate(Seq::ZERO)
         };
-        Some((f.origin, outcome))
+        Some((f.origins, outcome))
     }
 }
 
@@ -205,17 +215,17 @@ impl Shard {
             inbox: _,
             outcome,
         } = m;
-        let Some((origin, outcome)) = self.fanouts.answered(key, group, outcome) else {
+        let Some((origins, outcome)) = self.fanouts.answered(key, group, outcome) else {
             return;
         };
-        self.route_to(
-            origin,
-            Stored {
+        for origin in origins {
+            let stored = Stored {
                 key,
                 inbox: group,
                 outcome,
-            },
-        );
+            };
+            self.route_to(origin, stored);
+        }
     }
 
     /// QoS 0 to a group (on its home shard): pushed to the members' live
