@@ -171,6 +171,12 @@ impl ClusterNode {
         &self.stats
     }
 
+    /// The messaging counters, for a reader that outlives this borrow
+    /// (a metrics collector).
+    pub fn stats_handle(&self) -> Arc<MessagingStats> {
+        self.stats.clone()
+    }
+
     /// The lanes, for the shards to take (once).
     pub fn take_lanes(&mut self) -> Vec<Lane> {
         std::mem::take(&mut self.lanes)

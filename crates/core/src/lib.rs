@@ -81,7 +81,7 @@ pub use auth::{Acl, AclAction, AclError, MAX_ACL_FILTERS, MAX_ACL_FILTER_LEN};
 pub use auth::{AuthError, Claims, TokenVerifier};
 pub use config::{CoreConfig, LiveLimits};
 pub use keyed::{StateDurability, StateReport};
-pub use peer::{decode_answers, encode_answers};
+pub use peer::{decode_answers, encode_answers, Answers};
 pub use peer::{
     Ephemeral, GroupEphemeral, GroupStore, GroupStored, MembersUpdate, MembersUpdated, PeerMsg,
     PeerWireError, QueryState, Release, ReleaseMany, Revoked, RoomFanout, RoomLeave, RoomPage,

@@ -13,8 +13,14 @@
 //!   frames (a ring of `Bytes`) and its subscribers. A frame goes to every
 //!   subscriber as the same `Bytes` ([`Action::SendShared`]): no
 //!   per-subscriber encode or copy.
+//!   In a cluster the home shard also sends each frame once to
+//!   [`ShardId::ROOM_SUBJECTS`]: the driver publishes it on the room's NATS
+//!   subject, and each other node with subscribers hands it to its shards
+//!   as a `RoomFanout` (docs/CLUSTER.md "Rooms across nodes").
 //! - Every subscription has a `next` sequence and receives only
 //!   `seq == next`, so it sees the room in order without gaps or repeats.
+//!   A ring that holds later frames but not `next` (a push lost between
+//!   nodes) makes the subscription replay from the home shard (`resync`).
 //!   A (re)subscription after `last_seq` is replayed by the home shard from
 //!   the log in pages (`RoomPage`), then caught up from the ring, then live.
 //!   A point older than the room's history (count-bounded) starts at the
@@ -36,7 +42,7 @@ use bytes::Bytes;
 use super::action::{Action, ConnId};
 use super::shard::{ReadPurpose, Shard};
 use crate::peer::{RoomFanout, RoomLeave, RoomPage, RoomRefused, RoomRevoke, RoomSubscribe};
-use crate::router::ShardId;
+use crate::router::{PeerTarget, ShardId};
 use crate::{InboxQuery, MessageRecord};
 use surepush_proto::{
     is_room, Frame, Qos, RoomPush, Seq, SubAck, SubResult, Subscribe, SubscribeFrom, UserId,
@@ -294,10 +300,43 @@ impl Shard {
             return;
         }
         let from = replica.ring.partition_point(|(s, _)| *s < next);
+        if replica.ring.get(from).is_some_and(|(s, _)| *s > next) {
+            // A hole: later messages are here but `next` is not (a push
+            // lost between nodes, or a room subject joined late).
+            self.resync(room, conn);
+            return;
+        }
         let frames: Frames = replica.ring.iter().skip(from).cloned().collect();
         for (seq, frame) in frames {
             self.deliver(room, conn, seq, &frame);
         }
+    }
+
+    /// Asks the room's home shard again for what `conn` misses, from its
+    /// next sequence: a new replay of the live subscription, which keeps
+    /// its position (no new SUBACK) and continues live when it is done.
+    fn resync(&mut self, room: u64, conn: ConnId) {
+        let Some((user, _)) = self.conn(conn).and_then(|c| c.session) else {
+            return;
+        };
+        self.next_sub_id += 1;
+        let (id, shard) = (self.next_sub_id, self.params.id);
+        let Some(sub) = self.sub_mut(room, conn) else {
+            return;
+        };
+        sub.id = id;
+        sub.replaying = true;
+        let msg = RoomSubscribe {
+            room,
+            shard,
+            conn,
+            sub: id,
+            from: SubscribeFrom::After(Seq(sub.next.0.saturating_sub(1))),
+            user,
+            granted: sub.granted,
+        };
+        self.stats.room_resyncs += 1;
+        self.route_to_owner(UserId(room), msg);
     }
 
     pub(super) fn on_room_page(&mut self, page: RoomPage) {
@@ -324,6 +363,12 @@ impl Shard {
         } else {
             (first, gap)
         };
+        if sub.next != Seq::ZERO && gap && first > sub.next {
+            // A resync (above) found the messages it missed older than the
+            // room's history: the subscriber resumes and learns of the gap.
+            self.lag(conn, room);
+            return;
+        }
         if sub.next != Seq::ZERO && skip_to > sub.next {
             sub.next = skip_to;
         }
@@ -404,7 +449,11 @@ impl Shard {
             self.route_to(shard, RoomRefused { room, conn, sub });
             return;
         }
-        self.room_shards.join(room, shard);
+        if !matches!(shard.target(), PeerTarget::Ticket(_)) {
+            // Another node's subscribers get every push on the room's
+            // subject (`room_fan_out`); the ticket only names this replay.
+            self.room_shards.join(room, shard);
+        }
         let head = self
             .users
             .get(&UserId(room))
@@ -520,7 +569,12 @@ impl Shard {
     /// durable, or a QoS 0 publish (seq 0, nothing stored).
     pub(super) fn room_fan_out(&mut self, record: &MessageRecord) {
         let room = record.inbox.0;
-        let shards = self.room_shards.of(room);
+        let mut shards = self.room_shards.of(room);
+        if self.router.cluster().is_some() {
+            // Once for every other node: those with subscribers listen on
+            // the room's subject (nobody may be listening: NATS drops it).
+            shards.push(ShardId::ROOM_SUBJECTS);
+        }
         if shards.is_empty() {
             return;
         }

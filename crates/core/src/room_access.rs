@@ -31,6 +31,7 @@ use super::group::Reply;
 use super::send::NewCopy;
 use super::shard::Shard;
 use crate::peer::{Revoked, RoomPublish, RoomRevoke};
+use crate::router::ShardId;
 use crate::MessageRecord;
 use surepush_proto::{Qos, Seq, UserId};
 use surepush_token::AclAction;
@@ -126,7 +127,11 @@ impl Shard {
         } else {
             Revoked::Users(left)
         };
-        for shard in self.room_shards.of(room) {
+        let mut shards = self.room_shards.of(room);
+        if self.router.cluster().is_some() {
+            shards.push(ShardId::ROOM_SUBJECTS); // other nodes' subscribers
+        }
+        for shard in shards {
             let revoked = revoked.clone();
             self.route_to(shard, RoomRevoke { room, revoked });
         }

@@ -28,7 +28,8 @@
 //! | range             | meaning                                              |
 //! |-------------------|------------------------------------------------------|
 //! | `0 .. 0x4000`     | a shard of this node                                 |
-//! | `0x4000 .. 0x8000`| a return ticket: the driver's name for "the node and shard that sent the request being answered" |
+//! | `0x4000 .. 0x7fff`| a return ticket: the driver's name for "the node and shard that sent the request being answered" |
+//! | `0x7fff`          | [`ShardId::ROOM_SUBJECTS`]: every other node with subscribers of a room (its NATS subject) |
 //! | `0x8000 ..`       | the owner of partition `id - 0x8000` on another node |
 //!
 //! So a cluster has at most 32,768 partitions and a node at most 16,384
@@ -44,8 +45,10 @@ use surepush_proto::UserId;
 const FIRST_TICKET: u16 = 0x4000;
 /// First [`ShardId`] that names a partition on another node.
 const FIRST_REMOTE: u16 = 0x8000;
+/// The [`ShardId`] naming every other node's subscribers of a room.
+const ROOM_SUBJECTS: u16 = FIRST_REMOTE - 1;
 /// Most return tickets a shard can have outstanding.
-pub const MAX_TICKETS: u16 = FIRST_REMOTE - FIRST_TICKET;
+pub const MAX_TICKETS: u16 = ROOM_SUBJECTS - FIRST_TICKET;
 /// Most partitions a cluster routed by this router may have.
 pub const MAX_CLUSTER_PARTITIONS: u32 = (u16::MAX - FIRST_REMOTE) as u32 + 1;
 
@@ -54,6 +57,11 @@ pub const MAX_CLUSTER_PARTITIONS: u32 = (u16::MAX - FIRST_REMOTE) as u32 + 1;
 pub struct ShardId(pub u16);
 
 impl ShardId {
+    /// The other nodes of the cluster with subscribers of a room: a room's
+    /// home shard sends each room push (and each revocation) here once, and
+    /// the driver publishes it once on the room's NATS subject.
+    pub const ROOM_SUBJECTS: ShardId = ShardId(ROOM_SUBJECTS);
+
     /// The index into per-shard tables (mesh queues, metrics).
     pub fn index(self) -> usize {
         usize::from(self.0)
@@ -70,6 +78,7 @@ impl ShardId {
     pub fn target(self) -> PeerTarget {
         match self.0 {
             n if n < FIRST_TICKET => PeerTarget::Local(self),
+            ROOM_SUBJECTS => PeerTarget::RoomSubjects,
             n if n < FIRST_REMOTE => PeerTarget::Ticket(n - FIRST_TICKET),
             n => PeerTarget::Partition(PartitionId(u32::from(n - FIRST_REMOTE))),
         }
@@ -87,6 +96,9 @@ pub enum PeerTarget {
     Local(ShardId),
     /// The sender of a request from another node (the driver's ticket).
     Ticket(u16),
+    /// Every other node with subscribers of the room the message is about
+    /// (published once on the room's subject).
+    RoomSubjects,
     /// The owner of this partition, on another node.
     Partition(PartitionId),
 }
@@ -396,6 +408,11 @@ mod tests {
         assert_eq!(
             ShardId::ticket(MAX_TICKETS - 1).target(),
             PeerTarget::Ticket(MAX_TICKETS - 1)
+        );
+        assert_eq!(ShardId::ROOM_SUBJECTS.target(), PeerTarget::RoomSubjects);
+        assert_eq!(
+            ShardId::ROOM_SUBJECTS.target(),
+            ShardId(ShardId::ticket(MAX_TICKETS - 1).0 + 1).target()
         );
         let last = PartitionId(MAX_CLUSTER_PARTITIONS - 1);
         assert_eq!(ShardId::remote(last).target(), PeerTarget::Partition(last));

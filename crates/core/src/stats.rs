@@ -10,6 +10,9 @@ pub struct CoreStats {
     /// Room subscriptions and publishes refused, and subscriptions ended,
     /// by room permissions.
     pub room_forbidden: u64,
+    /// Live room subscriptions that found a hole in their shard's ring (a
+    /// push lost between nodes) and asked the home shard again.
+    pub room_resyncs: u64,
     /// Sessions established (CONNACK sent).
     pub sessions_opened: u64,
     /// Sessions currently established (gauge).

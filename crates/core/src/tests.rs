@@ -684,6 +684,7 @@ mod group_tickets;
 mod keyed;
 mod read_ahead;
 mod retry;
+mod room_resync;
 mod room_access;
 mod webhook;
 

@@ -156,6 +156,11 @@ const CORE_COUNTERS: &[CoreSeries] = &[
         |s| s.room_forbidden,
     ),
     (
+        "room_resyncs",
+        "Live room subscriptions that found a hole (a push lost between nodes) and replayed it from the room's home node",
+        |s| s.room_resyncs,
+    ),
+    (
         "send_conflicts",
         "SENDs refused: their client_msg_id was used before for a different message",
         |s| s.send_conflicts,
@@ -226,9 +231,21 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     /// A registry for `shards` shards.
     pub fn new(shards: u16) -> Arc<Metrics> {
+        Metrics::with_cluster(shards, None)
+    }
+
+    /// A registry for `shards` shards of a cluster node, whose series
+    /// `cluster` reads at each scrape (`surepush_cluster_*`).
+    pub(crate) fn with_cluster(
+        shards: u16,
+        cluster: Option<crate::cluster::ClusterCollector>,
+    ) -> Arc<Metrics> {
         let mut root = Registry::default();
         root.register_collector(Box::new(ProcessCollector));
         let registry = root.sub_registry_with_prefix("surepush");
+        if let Some(cluster) = cluster {
+            registry.register_collector(Box::new(cluster));
+        }
         registry.register(
             "build",
             "The running binary: crate version, git commit, compiler",

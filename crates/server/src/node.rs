@@ -16,7 +16,7 @@ use super::admin::{self, AdminHttpConfig, StaticFiles};
 use super::admin_api::BackendSlot;
 use super::admin_backend::{NodeAdmin, NodeStatusView};
 use super::auth::{AuthPart, NodeAuth};
-use super::cluster::{send_replies, ClusterLink, JoinError, LinkTasks, NodeCluster};
+use super::cluster::{run_link_commands, ClusterLink, JoinError, LinkTasks, NodeCluster};
 use super::config::{Config, ConfigError, ConfigSources};
 use super::data_dir::{DataDirError, DataDirLock};
 use super::limits;
@@ -143,13 +143,14 @@ pub fn serve(config: Config, reload: Reload) -> Result<(), ServeError> {
     }
     let _sighup =
         SighupThread(reload::on_sighup(reloader).map_err(io_err("install the SIGHUP handler"))?);
-    let metrics = Metrics::new(shards);
     // Before any shard serves: a cluster node routes by a complete
     // placement from its first connection on.
     let cluster = match config.cluster.enabled() {
         true => Some(NodeCluster::join(&config, shards)?),
         false => None,
     };
+    let collector = cluster.as_ref().and_then(|c| c.take_collector());
+    let metrics = Metrics::with_cluster(shards, collector);
     // Lives as long as the node: shards restarted after a storage failure
     // keep their links (reports of the old generation are ignored by the
     // new one, which hands its recovered events out again).
@@ -640,11 +641,11 @@ fn start_link_tasks(rt: &Rc<ShardRuntime>, link: Rc<ClusterLink>, tasks: LinkTas
     let LinkTasks {
         events,
         backlog,
-        replies: (replier, replies),
+        commands: (replier, commands),
         ticket_freed,
     } = tasks;
     glommio::spawn_local(link.clone().drain_backlog(backlog)).detach();
-    glommio::spawn_local(send_replies(replier, replies)).detach();
+    glommio::spawn_local(run_link_commands(replier, commands)).detach();
     let rt = rt.clone();
     glommio::spawn_local(async move {
         loop {

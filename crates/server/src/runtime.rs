@@ -626,11 +626,7 @@ impl ShardRuntime {
                         Some(q) => q.push(msg),
                         None => self.peer(msg),
                     },
-                    (target, Some(link)) => {
-                        if let Some(refusal) = link.send(target, msg) {
-                            self.peer(refusal);
-                        }
-                    }
+                    (target, Some(link)) => link.send(target, msg),
                     (target, None) => {
                         tracing::error!(
                             ?target,

@@ -190,18 +190,41 @@ pub(crate) fn lanes(config: &super::MessagingConfig) -> (Vec<Lane>, LaneWiring) 
     (lanes, wiring)
 }
 
-/// Answers a lane's requests from a task that does not hold the [`Lane`]
-/// (a shard keeps its lane for sending and answers from another task).
+/// A lane's commands from a task that does not hold the [`Lane`] (a shard
+/// keeps its lane for sending and answers, publishes and (un)subscribes
+/// rooms from another task, in the order it queued them).
 #[derive(Clone)]
 pub struct Replier {
+    lane: u16,
     commands: flume::Sender<Command>,
 }
 
 impl Replier {
     /// Answers a [`LaneEvent::Request`], as [`Lane::reply`].
     pub async fn reply(&self, reply: ReplyTo, body: Bytes) -> Result<(), ClusterError> {
+        self.command(Command::Reply { reply, body }).await
+    }
+
+    /// As [`Lane::subscribe_room`].
+    pub async fn subscribe_room(&self, room: u64) -> Result<(), ClusterError> {
+        let lane = self.lane;
+        self.command(Command::Subscribe { room, lane }).await
+    }
+
+    /// As [`Lane::unsubscribe_room`].
+    pub async fn unsubscribe_room(&self, room: u64) -> Result<(), ClusterError> {
+        let lane = self.lane;
+        self.command(Command::Unsubscribe { room, lane }).await
+    }
+
+    /// As [`Lane::publish_room`].
+    pub async fn publish_room(&self, room: u64, payload: Bytes) -> Result<(), ClusterError> {
+        self.command(Command::Publish { room, payload }).await
+    }
+
+    async fn command(&self, c: Command) -> Result<(), ClusterError> {
         self.commands
-            .send_async(Command::Reply { reply, body })
+            .send_async(c)
             .await
             .map_err(|_| ClusterError::Stopped)
     }
@@ -296,6 +319,7 @@ impl Lane {
     /// A [`Replier`] for this lane's requests.
     pub fn replier(&self) -> Replier {
         Replier {
+            lane: self.index,
             commands: self.commands.clone(),
         }
     }

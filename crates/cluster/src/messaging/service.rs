@@ -41,6 +41,12 @@ pub struct MessagingStats {
     pub messages_sent: AtomicU64,
     /// Batches sent again (timeouts, gaps).
     pub batches_resent: AtomicU64,
+    /// Bytes of request batches published (first sends and resends).
+    pub request_bytes_sent: AtomicU64,
+    /// Reply batches received from peers.
+    pub replies_received: AtomicU64,
+    /// Bytes of them.
+    pub reply_bytes_received: AtomicU64,
     /// Request batches received and handed on.
     pub batches_received: AtomicU64,
     /// NATS messages that did not decode (skipped).
@@ -49,6 +55,13 @@ pub struct MessagingStats {
     pub publishes_dropped: AtomicU64,
     /// Room pushes handed to lanes.
     pub room_pushes_received: AtomicU64,
+    /// Messages received on room subjects from other nodes (one per room
+    /// push per node, whatever its subscriber count).
+    pub room_messages_received: AtomicU64,
+    /// Room pushes this node published on room subjects (once each).
+    pub room_messages_published: AtomicU64,
+    /// Bytes of those published pushes.
+    pub room_bytes_published: AtomicU64,
 }
 
 /// Replies sent to a peer's link task before they are dropped (the peer
@@ -174,6 +187,10 @@ impl Service {
 
     async fn run_replies(self: Rc<Self>, mut sub: async_nats::Subscriber) {
         while let Some(msg) = sub.next().await {
+            self.stats.replies_received.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .reply_bytes_received
+                .fetch_add(msg.payload.len() as u64, Ordering::Relaxed);
             let reply = match wire::decode::<BatchReply>(&msg.payload) {
                 Ok(r) => r,
                 Err(error) => {
@@ -218,7 +235,14 @@ impl Service {
                         room,
                         payload,
                     };
-                    self.publish_lossy(subjects::room(room), wire::to_bytes(&msg));
+                    let bytes = wire::to_bytes(&msg);
+                    self.stats
+                        .room_messages_published
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .room_bytes_published
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    self.publish_lossy(subjects::room(room), bytes);
                 }
                 Command::Ping { lane, token } => {
                     if let Some(lane) = self.lane(lane) {
@@ -276,6 +300,9 @@ impl Service {
             if push.origin == self.me {
                 continue; // local subscribers are served by the home shard
             }
+            self.stats
+                .room_messages_received
+                .fetch_add(1, Ordering::Relaxed);
             let lanes: Vec<u16> = match self.rooms.borrow().get(&room) {
                 Some(r) => r.lanes.iter().copied().collect(),
                 None => return,
@@ -318,6 +345,9 @@ impl Service {
             }
             let before = link.stats();
             while let Some(payload) = link.poll_transmit(Instant::now()) {
+                self.stats
+                    .request_bytes_sent
+                    .fetch_add(payload.len() as u64, Ordering::Relaxed);
                 if let Err(error) = self
                     .client
                     .publish_with_reply(to.clone(), reply_to.clone(), payload)

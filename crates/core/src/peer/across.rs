@@ -11,14 +11,14 @@
 //!
 //! For that the receiving driver must know, per message, which field names
 //! the shard awaiting the answers (it substitutes its own return ticket)
-//! and how many answers the receiving shard sends there. Messages whose
-//! answers are a stream (room subscriptions, keyed state queries) do not
-//! cross nodes yet: [`PeerMsg::answers`] is `None` for them.
+//! and how many answers the receiving shard sends there
+//! ([`PeerMsg::answers`]): a count, or for a room subscription the stream
+//! of its replay pages up to the last ([`PeerMsg::ends_answers`]). Keyed
+//! state queries do not cross nodes yet (`None`).
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{PeerMsg, PeerWireError, Stored};
-use crate::action::StoreOutcome;
+use super::{PeerMsg, PeerWireError};
 use crate::router::ShardId;
 use surepush_proto::Qos;
 
@@ -53,20 +53,28 @@ impl PeerMsg {
     }
 
     /// How many answers the owner sends to the return address for this
-    /// message; `None` if the message cannot cross nodes yet (its answers
-    /// are a stream: rooms, keyed state).
-    pub fn answers(&self) -> Option<usize> {
+    /// message; `None` if the message cannot cross nodes yet (keyed
+    /// state; a room's pushes take its subject instead, and a room leave
+    /// is the subscriber node's own business).
+    pub fn answers(&self) -> Option<Answers> {
         match self {
-            PeerMsg::StoreCopy(_) | PeerMsg::GroupStore(_) | PeerMsg::MembersUpdate(_) => Some(1),
-            PeerMsg::StoreMany(m) => Some(m.inboxes.len()),
-            PeerMsg::GroupEphemeral(m) => Some(usize::from(m.confirm_to.is_some())),
-            PeerMsg::Ephemeral(_) | PeerMsg::Release(_) | PeerMsg::ReleaseMany(_) => Some(0),
+            PeerMsg::StoreCopy(_) | PeerMsg::GroupStore(_) | PeerMsg::MembersUpdate(_) => {
+                Some(Answers::Count(1))
+            }
+            PeerMsg::StoreMany(m) => Some(Answers::Count(m.inboxes.len())),
+            PeerMsg::GroupEphemeral(m) => Some(Answers::Count(usize::from(m.confirm_to.is_some()))),
+            PeerMsg::RoomPublish(m) => Some(Answers::Count(usize::from(
+                m.qos != Qos::AtMostOnce || m.confirm,
+            ))),
+            PeerMsg::RoomSubscribe(_) => Some(Answers::Stream),
+            PeerMsg::Ephemeral(_) | PeerMsg::Release(_) | PeerMsg::ReleaseMany(_) => {
+                Some(Answers::Count(0))
+            }
             // Answers travel inside replies, never as requests.
-            PeerMsg::Stored(_) | PeerMsg::GroupStored(_) | PeerMsg::MembersUpdated(_) => Some(0),
-            PeerMsg::RoomPublish(m) if m.qos == Qos::AtMostOnce && !m.confirm => None,
-            PeerMsg::RoomPublish(_)
-            | PeerMsg::RoomSubscribe(_)
-            | PeerMsg::RoomRefused(_)
+            PeerMsg::Stored(_) | PeerMsg::GroupStored(_) | PeerMsg::MembersUpdated(_) => {
+                Some(Answers::Count(0))
+            }
+            PeerMsg::RoomRefused(_)
             | PeerMsg::RoomRevoke(_)
             | PeerMsg::RoomLeave(_)
             | PeerMsg::RoomPage(_)
@@ -77,27 +85,29 @@ impl PeerMsg {
             | PeerMsg::StateValue(_) => None,
         }
     }
-}
 
-impl PeerMsg {
-    /// What the sending shard hands its own core in place of the owner's
-    /// answer when this message cannot cross nodes yet ([`PeerMsg::answers`]
-    /// is `None`), so a waiting send ends instead of hanging: a room publish
-    /// is answered `Failed` (the client may retry; rooms across nodes are
-    /// next). `None` when nothing waits for an answer.
-    pub fn refusal(&self) -> Option<PeerMsg> {
+    /// Whether this answer is the last of an [`Answers::Stream`]: a replay
+    /// page that is `done`, a page that failed (no frames, not done, no
+    /// skip: the subscriber re-subscribes), or a refusal.
+    pub fn ends_answers(&self) -> bool {
         match self {
-            PeerMsg::RoomPublish(m) if m.qos != Qos::AtMostOnce || m.confirm => Some(
-                Stored {
-                    key: m.key,
-                    inbox: m.room,
-                    outcome: StoreOutcome::Failed,
-                }
-                .into(),
-            ),
-            _ => None,
+            PeerMsg::RoomPage(p) => p.done || (p.frames.is_empty() && p.skip_to.0 == 0),
+            PeerMsg::RoomRefused(_) => true,
+            _ => false,
         }
     }
+}
+
+/// How a request's answers end (see [`PeerMsg::answers`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answers {
+    /// Exactly this many.
+    Count(usize),
+    /// A stream that ends with the answer for which
+    /// [`PeerMsg::ends_answers`] is true: a room subscription's replay
+    /// pages (the last one `done`, or an empty one that failed) or its
+    /// refusal.
+    Stream,
 }
 
 /// The answers to one request, as one reply body:

@@ -17,7 +17,7 @@ mod across;
 mod messages;
 mod wire;
 
-pub use across::{decode_answers, encode_answers};
+pub use across::{decode_answers, encode_answers, Answers};
 pub use messages::{
     Ephemeral, GroupEphemeral, GroupStore, GroupStored, MembersUpdate, MembersUpdated, QueryState,
     Release, ReleaseMany, Revoked, RoomFanout, RoomLeave, RoomPage, RoomPublish, RoomRefused,

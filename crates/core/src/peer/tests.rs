@@ -393,7 +393,8 @@ fn answers_round_trip_and_a_cut_body_is_refused() {
 fn answered_messages_name_their_return_address() {
     for mut msg in every_kind() {
         match msg.answers() {
-            Some(n) if n > 0 => assert!(
+            Some(Answers::Stream) => assert!(msg.return_address_mut().is_some(), "{msg:?}"),
+            Some(Answers::Count(n)) if n > 0 => assert!(
                 msg.return_address_mut().is_some(),
                 "{msg:?} is answered {n} times but has no return address"
             ),
@@ -402,36 +403,43 @@ fn answered_messages_name_their_return_address() {
     }
 }
 
-/// Issue #20: a room publish that cannot reach its room's node yet is
-/// answered `Failed` on the sender's shard (the SEND ends; the client may
-/// retry) rather than waiting for an answer that never comes.
+/// Issue #20: a room subscription crosses nodes; its answers are a stream
+/// that ends with the last replay page or a refusal, never with a middle
+/// page.
 #[test]
-fn a_room_publish_that_cannot_cross_is_refused_with_its_key() {
-    let mut sample = every_kind();
-    for m in sample.iter_mut() {
-        if let PeerMsg::RoomPublish(p) = m {
-            p.qos = Qos::AtLeastOnce; // a publish that awaits its SENDACK
-        }
+fn a_room_subscription_is_answered_by_a_stream_of_pages() {
+    for msg in every_kind() {
+        let streams = msg.answers() == Some(Answers::Stream);
+        assert_eq!(streams, matches!(msg, PeerMsg::RoomSubscribe(_)), "{msg:?}");
     }
-    for msg in &sample {
-        let Some(refusal) = msg.refusal() else {
-            continue;
-        };
-        assert_eq!(msg.answers(), None, "{msg:?} crosses, yet has a refusal");
-        match (msg, refusal) {
-            (PeerMsg::RoomPublish(p), PeerMsg::Stored(s)) => {
-                assert_eq!(
-                    (s.key, s.inbox, s.outcome),
-                    (p.key, p.room, StoreOutcome::Failed)
-                );
-            }
-            (m, r) => panic!("unexpected refusal {r:?} of {m:?}"),
-        }
-    }
+    let page = |done, frames: u64, skip_to| {
+        PeerMsg::from(RoomPage {
+            room: surepush_proto::ROOM_BIT | 7,
+            conn: conn(),
+            sub: 1,
+            head: Seq(10),
+            first: Seq(1),
+            gap: false,
+            frames: (1..=frames)
+                .map(|i| (Seq(i), Bytes::from_static(b"f")))
+                .collect(),
+            skip_to: Seq(skip_to),
+            done,
+        })
+    };
+    assert!(!page(false, 3, 0).ends_answers(), "a middle page");
     assert!(
-        sample.iter().any(|m| m.refusal().is_some()),
-        "the sample holds a room publish that needs an answer"
+        !page(false, 0, 4).ends_answers(),
+        "an empty page that skips"
     );
+    assert!(page(true, 3, 0).ends_answers(), "the last page");
+    assert!(page(false, 0, 0).ends_answers(), "a failed read");
+    let refused = RoomRefused {
+        room: surepush_proto::ROOM_BIT | 7,
+        conn: conn(),
+        sub: 1,
+    };
+    assert!(PeerMsg::from(refused).ends_answers());
 }
 
 /// Every state key has its encoding (the webhook keys never cross shards,

@@ -16,6 +16,16 @@
 //! durable, and the sender's link resends it to a receiver that died
 //! first. Replies to this shard's own requests carry the answers, which
 //! the core takes as if from the mesh.
+//!
+//! Rooms (docs/CLUSTER.md "Rooms across nodes"): a room's home shard sends
+//! each push once to [`ShardId::ROOM_SUBJECTS`], which this link publishes
+//! on the room's NATS subject; a shard with subscribers of a room homed
+//! elsewhere subscribes its lane to that subject (on the core's
+//! `RoomSubscribe`; off on its `RoomLeave`) and takes each push as a
+//! `RoomFanout` from the mesh. The `RoomSubscribe` itself is a request
+//! whose answers are the replay pages up to the last; a reply carries at
+//! most [`ROOM_REPLY_BYTES`] of frames, and the subscriber's link asks
+//! again from the last frame it got (`Continuation`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -32,9 +42,10 @@ use surepush_cluster::wire::kinds::CORE_PEER_MSG;
 use surepush_cluster::PartitionId;
 use surepush_core::router::MAX_TICKETS;
 use surepush_core::{
-    decode_answers, encode_answers, ClusterRoutes, PeerMsg, PeerTarget, Shard, ShardId,
-    PEER_WIRE_VERSION,
+    decode_answers, encode_answers, Answers, ClusterRoutes, PeerMsg, PeerTarget, RoomPage,
+    RoomSubscribe, Shard, ShardId, PEER_WIRE_VERSION,
 };
+use surepush_proto::{Seq, SubscribeFrom};
 
 use super::NodeCluster;
 use crate::log_every::LogEvery;
@@ -46,17 +57,47 @@ const BACKLOG_RETRY: Duration = Duration::from_millis(1);
 /// At most one log line per this interval for a repeating condition.
 const LOG_REPEATS_EVERY: Duration = Duration::from_secs(1);
 
+/// Most bytes of room frames one reply to a room subscription carries
+/// (at least one frame): replies of a batch travel as one NATS message,
+/// which must stay under the server's `max_payload` (1 MiB by default).
+pub(crate) const ROOM_REPLY_BYTES: usize = 32 * 1024;
+
+/// What a shard's command task does for the link, in the order queued.
+pub(crate) enum LinkCommand {
+    /// Answer a request from another node.
+    Reply(ReplyTo, Bytes),
+    /// Receive the pushes of a room homed elsewhere on this lane.
+    Subscribe(u64),
+    /// Stop receiving them.
+    Unsubscribe(u64),
+    /// Publish one push (an encoded `PeerMsg`) on a room homed here.
+    Publish(u64, Bytes),
+}
+
 /// A message waiting for room in its peer's queue or for an owner.
 struct Outgoing {
     partition: PartitionId,
     envelope: Envelope,
+    /// The room subscription it carries, to ask again from where a
+    /// truncated reply stopped.
+    subscribe: Option<RoomSubscribe>,
+}
+
+/// A room subscription sent to another node, by its token.
+struct Continuation {
+    partition: PartitionId,
+    subscribe: RoomSubscribe,
 }
 
 /// A request from another node being answered.
 struct Pending {
-    reply: ReplyTo,
-    expected: usize,
+    /// `None` once answered (a stream's reply went early, at
+    /// [`ROOM_REPLY_BYTES`]; the ticket lives until the stream ends).
+    reply: Option<ReplyTo>,
+    expected: Answers,
     answers: Vec<PeerMsg>,
+    /// Bytes of room frames in `answers`.
+    frame_bytes: usize,
 }
 
 /// One shard's lane and its bookkeeping (see the module doc).
@@ -68,7 +109,8 @@ pub(crate) struct ClusterLink {
     routes_seen: Cell<u64>,
     backlog: RefCell<VecDeque<Outgoing>>,
     backlog_wake: LocalSender<()>,
-    replies: LocalSender<(ReplyTo, Bytes)>,
+    commands: LocalSender<LinkCommand>,
+    subscribes: RefCell<std::collections::HashMap<u64, Continuation>>,
     tickets: RefCell<Vec<Option<Pending>>>,
     free_tickets: RefCell<Vec<u16>>,
     ticket_freed: LocalSender<()>,
@@ -82,8 +124,8 @@ pub(crate) struct LinkTasks {
     pub(crate) events: flume::Receiver<LaneEvent>,
     /// Wakes the backlog retry.
     pub(crate) backlog: LocalReceiver<()>,
-    /// Replies to send.
-    pub(crate) replies: (Replier, LocalReceiver<(ReplyTo, Bytes)>),
+    /// Replies, room publishes and room (un)subscriptions to carry out.
+    pub(crate) commands: (Replier, LocalReceiver<LinkCommand>),
     /// Wakes the receiver when a ticket is free again.
     pub(crate) ticket_freed: LocalReceiver<()>,
 }
@@ -97,12 +139,12 @@ impl ClusterLink {
         let lane = cluster.take_lane(me.0)?;
         let (_, routes) = cluster.routes_after(0)?;
         let (backlog_wake, backlog) = local_channel::new_bounded(1);
-        let (replies, reply_rx) = local_channel::new_unbounded();
+        let (commands, command_rx) = local_channel::new_unbounded();
         let (ticket_freed, freed_rx) = local_channel::new_bounded(1);
         let tasks = LinkTasks {
             events: lane.events().clone(),
             backlog,
-            replies: (lane.replier(), reply_rx),
+            commands: (lane.replier(), command_rx),
             ticket_freed: freed_rx,
         };
         let link = Rc::new(ClusterLink {
@@ -114,7 +156,8 @@ impl ClusterLink {
             routes_seen: Cell::new(0),
             backlog: RefCell::new(VecDeque::new()),
             backlog_wake,
-            replies,
+            commands,
+            subscribes: RefCell::default(),
             tickets: RefCell::new(Vec::new()),
             free_tickets: RefCell::new(Vec::new()),
             ticket_freed,
@@ -138,28 +181,61 @@ impl ClusterLink {
         }
     }
 
-    /// The core sent `msg` to `target` (not a local shard). Returns what
-    /// the core must take back at once: the refusal of a message that
-    /// cannot cross nodes yet ([`PeerMsg::refusal`]).
-    pub(crate) fn send(&self, target: PeerTarget, msg: PeerMsg) -> Option<PeerMsg> {
+    /// The core sent `msg` to `target` (not a local shard).
+    pub(crate) fn send(&self, target: PeerTarget, msg: PeerMsg) {
         match target {
             PeerTarget::Local(_) => debug_assert!(false, "local messages take the mesh"),
             PeerTarget::Ticket(t) => self.answer(t, msg),
-            PeerTarget::Partition(p) => return self.send_to_partition(p, msg),
+            PeerTarget::RoomSubjects => self.publish_room(msg),
+            PeerTarget::Partition(p) => self.send_to_partition(p, msg),
         }
-        None
     }
 
-    fn send_to_partition(&self, partition: PartitionId, mut msg: PeerMsg) -> Option<PeerMsg> {
+    /// A push (or revocation) of a room homed here, once for every other
+    /// node with subscribers.
+    fn publish_room(&self, msg: PeerMsg) {
+        let room = match &msg {
+            PeerMsg::RoomFanout(m) => m.room,
+            PeerMsg::RoomRevoke(m) => m.room,
+            other => {
+                debug_assert!(false, "{other:?} on a room subject");
+                return;
+            }
+        };
+        let mut body = BytesMut::new();
+        msg.encode(&mut body);
+        self.command(LinkCommand::Publish(room, body.freeze()));
+    }
+
+    fn command(&self, c: LinkCommand) {
+        // Unbounded: the command task drains it into the cluster thread's
+        // bounded queue, in order.
+        let _ = self.commands.try_send(c);
+    }
+
+    fn send_to_partition(&self, partition: PartitionId, mut msg: PeerMsg) {
+        let subscribe = match &msg {
+            PeerMsg::RoomLeave(m) => {
+                // The last subscriber of this shard left: the home node
+                // publishes on the subject whoever listens.
+                self.command(LinkCommand::Unsubscribe(m.room));
+                return;
+            }
+            PeerMsg::RoomSubscribe(m) => {
+                self.command(LinkCommand::Subscribe(m.room));
+                Some(*m)
+            }
+            _ => None,
+        };
         if msg.answers().is_none() {
             if let Some(count) = self.refused.tick() {
                 tracing::error!(
                     count,
                     ?msg,
-                    "messages that cannot cross nodes yet (rooms, keyed state) refused"
+                    "messages that cannot cross nodes yet (keyed state) dropped"
                 );
             }
-            return msg.refusal();
+            return;
         }
         if let Some(origin) = msg.return_address_mut() {
             // Answers come back on this lane, to this shard.
@@ -180,11 +256,11 @@ impl ClusterLink {
         self.backlog.borrow_mut().push_back(Outgoing {
             partition,
             envelope,
+            subscribe,
         });
         if !self.flush() {
             let _ = self.backlog_wake.try_send(());
         }
-        None
     }
 
     /// Sends what the backlog holds, in order, until a peer queue is full
@@ -201,11 +277,21 @@ impl ClusterLink {
             let token = self.next_token.get();
             self.next_token.set(token + 1);
             match lane.try_send(owner, next.envelope, token) {
-                Ok(()) => {}
+                Ok(()) => {
+                    if let Some(subscribe) = next.subscribe {
+                        let partition = next.partition;
+                        let c = Continuation {
+                            partition,
+                            subscribe,
+                        };
+                        self.subscribes.borrow_mut().insert(token, c);
+                    }
+                }
                 Err(TrySendError::Full(envelope)) => {
                     backlog.push_front(Outgoing {
                         partition: next.partition,
                         envelope,
+                        subscribe: next.subscribe,
                     });
                     return false;
                 }
@@ -246,14 +332,21 @@ impl ClusterLink {
                 envelope,
                 reply,
             } => self.request(&from, envelope, reply),
-            LaneEvent::Reply { from, body, .. } => match decode_answers(&body) {
-                Ok(answers) => answers,
+            LaneEvent::Reply { from, body, token } => match decode_answers(&body) {
+                Ok(answers) => {
+                    let subscribe = self.subscribes.borrow_mut().remove(&token);
+                    if let Some(c) = subscribe {
+                        self.continue_replay(c, &answers);
+                    }
+                    answers
+                }
                 Err(error) => {
                     tracing::error!(%from, %error, "undecodable answers from another node");
                     Vec::new()
                 }
             },
             LaneEvent::Failed { to, reason, token } => {
+                let subscribe = self.subscribes.borrow_mut().remove(&token);
                 match reason {
                     FailReason::Stale => tracing::error!(
                         %to,
@@ -265,10 +358,45 @@ impl ClusterLink {
                         "a request's answers were lost by its receiver; the client's retry resends it"
                     ),
                 }
-                Vec::new()
+                // A subscription whose replay is lost: the failed page
+                // ends it with ROOMLAG, and the client resumes.
+                subscribe
+                    .map(|c| vec![failed_page(&c.subscribe)])
+                    .unwrap_or_default()
             }
-            LaneEvent::Room { .. } | LaneEvent::Pong { .. } => Vec::new(),
+            LaneEvent::Room { room, payload } => match PeerMsg::decode(&payload) {
+                Ok(msg @ PeerMsg::RoomFanout(_)) | Ok(msg @ PeerMsg::RoomRevoke(_))
+                    if room_of(&msg) == room =>
+                {
+                    vec![msg]
+                }
+                Ok(_) | Err(_) => {
+                    tracing::error!(room, "a room push from another node that is not ours");
+                    Vec::new()
+                }
+            },
+            LaneEvent::Pong { .. } => Vec::new(),
         }
+    }
+
+    /// A reply to room subscription `c` that stopped at
+    /// [`ROOM_REPLY_BYTES`] (its last page is not the last): asks again
+    /// from the last frame it carried, for the same subscription.
+    fn continue_replay(&self, c: Continuation, answers: &[PeerMsg]) {
+        let Some(PeerMsg::RoomPage(page)) = answers.last() else {
+            return;
+        };
+        if answers.last().is_some_and(PeerMsg::ends_answers) {
+            return;
+        }
+        let Some((last, _)) = page.frames.last() else {
+            return;
+        };
+        let subscribe = RoomSubscribe {
+            from: SubscribeFrom::After(*last),
+            ..c.subscribe
+        };
+        self.send_to_partition(c.partition, subscribe.into());
     }
 
     fn request(
@@ -294,14 +422,15 @@ impl ClusterLink {
             self.reply(reply, Vec::new());
             return Vec::new();
         };
-        if expected == 0 {
+        if expected == Answers::Count(0) {
             self.reply(reply, Vec::new());
             return vec![msg];
         }
         let ticket = self.take_ticket(Pending {
-            reply,
+            reply: Some(reply),
             expected,
-            answers: Vec::with_capacity(expected),
+            answers: Vec::new(),
+            frame_bytes: 0,
         });
         if let Some(origin) = msg.return_address_mut() {
             *origin = ShardId::ticket(ticket);
@@ -335,27 +464,107 @@ impl ClusterLink {
             tracing::error!(ticket, ?msg, "an answer for no request from another node");
             return;
         };
-        pending.answers.push(msg);
-        if pending.answers.len() < pending.expected {
+        let last = match pending.expected {
+            Answers::Count(n) => {
+                pending.answers.push(msg);
+                pending.answers.len() >= n
+            }
+            Answers::Stream => {
+                let last = msg.ends_answers();
+                if pending.reply.is_some() {
+                    pending.push_page(msg);
+                }
+                if !last && pending.frame_bytes >= ROOM_REPLY_BYTES {
+                    // Enough for one reply: it goes now; the rest of the
+                    // stream is dropped (the subscriber asks again).
+                    if let Some(reply) = pending.reply.take() {
+                        let answers = std::mem::take(&mut pending.answers);
+                        drop(tickets);
+                        self.reply(reply, answers);
+                        return;
+                    }
+                }
+                last
+            }
+        };
+        if !last {
             return;
         }
         let done = tickets[usize::from(ticket)].take().expect("checked above");
         drop(tickets);
         self.free_tickets.borrow_mut().push(ticket);
         let _ = self.ticket_freed.try_send(());
-        self.reply(done.reply, done.answers);
+        if let Some(reply) = done.reply {
+            self.reply(reply, done.answers);
+        }
     }
 
     fn reply(&self, reply: ReplyTo, answers: Vec<PeerMsg>) {
-        let _ = self.replies.try_send((reply, encode_answers(&answers)));
+        self.command(LinkCommand::Reply(reply, encode_answers(&answers)));
     }
 }
 
-/// Sends the replies a shard queued (a task of the shard: `Replier::reply`
-/// may wait for the cluster thread's command queue).
-pub(crate) async fn send_replies(replier: Replier, queued: LocalReceiver<(ReplyTo, Bytes)>) {
-    while let Some((reply, body)) = queued.recv().await {
-        if replier.reply(reply, body).await.is_err() {
+impl Pending {
+    /// Adds one answer of a room subscription's stream, keeping at most
+    /// [`ROOM_REPLY_BYTES`] of frames (at least one frame): a page cut
+    /// short is no longer the last.
+    fn push_page(&mut self, mut msg: PeerMsg) {
+        if let PeerMsg::RoomPage(page) = &mut msg {
+            let mut keep = 0;
+            for (_, frame) in &page.frames {
+                if self.frame_bytes > 0 && self.frame_bytes + frame.len() > ROOM_REPLY_BYTES {
+                    break;
+                }
+                self.frame_bytes += frame.len();
+                keep += 1;
+            }
+            if keep < page.frames.len() {
+                page.frames.truncate(keep);
+                page.done = false;
+                self.frame_bytes = self.frame_bytes.max(ROOM_REPLY_BYTES);
+            }
+        }
+        self.answers.push(msg);
+    }
+}
+
+/// The room a pushed message is about.
+fn room_of(msg: &PeerMsg) -> u64 {
+    match msg {
+        PeerMsg::RoomFanout(m) => m.room,
+        PeerMsg::RoomRevoke(m) => m.room,
+        _ => 0,
+    }
+}
+
+/// The page that ends a subscription whose replay was lost (the core
+/// answers it with ROOMLAG, as a failed log read).
+fn failed_page(s: &RoomSubscribe) -> PeerMsg {
+    RoomPage {
+        room: s.room,
+        conn: s.conn,
+        sub: s.sub,
+        head: Seq::ZERO,
+        first: Seq::ZERO,
+        gap: false,
+        frames: Vec::new(),
+        skip_to: Seq::ZERO,
+        done: false,
+    }
+    .into()
+}
+
+/// Carries out what the link queued (a task of the shard: the cluster
+/// thread's command queue may make it wait).
+pub(crate) async fn run_link_commands(replier: Replier, queued: LocalReceiver<LinkCommand>) {
+    while let Some(command) = queued.recv().await {
+        let sent = match command {
+            LinkCommand::Reply(reply, body) => replier.reply(reply, body).await,
+            LinkCommand::Subscribe(room) => replier.subscribe_room(room).await,
+            LinkCommand::Unsubscribe(room) => replier.unsubscribe_room(room).await,
+            LinkCommand::Publish(room, body) => replier.publish_room(room, body).await,
+        };
+        if sent.is_err() {
             return; // the cluster thread stopped: the node is going down
         }
     }

@@ -13,10 +13,13 @@
 //! generation per turn (no lock on the hot path).
 
 mod link;
+mod metrics;
 
-pub(crate) use link::{send_replies, ClusterLink, LinkTasks};
+pub(crate) use link::{run_link_commands, ClusterLink, LinkTasks};
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+pub(crate) use metrics::ClusterCollector;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -65,6 +68,9 @@ pub(crate) struct NodeCluster {
     lanes: Mutex<Vec<Option<Lane>>>,
     nodes: Nodes,
     node: Mutex<Option<ClusterNode>>,
+    /// Clients sent to another node (or told it is unavailable).
+    redirects: Arc<AtomicU64>,
+    collector: Mutex<Option<ClusterCollector>>,
 }
 
 impl NodeCluster {
@@ -107,6 +113,12 @@ impl NodeCluster {
             .wait_until(timeout, PlacementTable::is_complete)?;
         tracing::info!(node = %id, partitions = meta.partitions.get(), "joined the cluster");
         let routes = routes_of(&id, partitions, shards, node.placement())?;
+        let redirects = Arc::new(AtomicU64::new(0));
+        let collector = ClusterCollector::new(
+            node.stats_handle(),
+            node.placement().clone(),
+            redirects.clone(),
+        );
         let cluster = Arc::new(NodeCluster {
             routes: RoutesCell {
                 generation: AtomicU64::new(1),
@@ -115,6 +127,8 @@ impl NodeCluster {
             lanes: Mutex::new(node.take_lanes().into_iter().map(Some).collect()),
             nodes: node.nodes().clone(),
             node: Mutex::new(None),
+            redirects,
+            collector: Mutex::new(Some(collector)),
         });
         watch_placement(&cluster, id, partitions, shards, node.placement().clone());
         *cluster.node.lock().unwrap_or_else(|p| p.into_inner()) = Some(node);
@@ -137,8 +151,17 @@ impl NodeCluster {
         Some((generation, routes.clone()))
     }
 
+    /// The node's series for `/metrics` (once).
+    pub(crate) fn take_collector(&self) -> Option<ClusterCollector> {
+        self.collector
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
     /// Where a client of `node` goes: its native or MQTT address.
     pub(crate) fn redirect(&self, node: &NodeId, mqtt: bool) -> Redirect {
+        self.redirects.fetch_add(1, Ordering::Relaxed);
         let Some(record) = self.nodes.get(node) else {
             return Redirect::Unavailable;
         };

@@ -1,0 +1,145 @@
+//! The cluster's series in `/metrics` (docs/CLUSTER.md "What to watch"),
+//! read at each scrape from the counters the cluster thread keeps
+//! ([`MessagingStats`]), the placement view and this node's redirects.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use surepush_cluster::messaging::MessagingStats;
+use surepush_cluster::placement::Placement;
+
+/// A counter of the cluster: (name without `_total`, help, accessor).
+type Series = (
+    &'static str,
+    &'static str,
+    fn(&MessagingStats) -> &AtomicU64,
+);
+
+/// Counters copied from [`MessagingStats`].
+const COUNTERS: &[Series] = &[
+    (
+        "cluster_request_batches_sent",
+        "Request batches sent to other nodes for the first time",
+        |s| &s.batches_sent,
+    ),
+    (
+        "cluster_requests_sent",
+        "Messages in them (requests / batches = mean batch size)",
+        |s| &s.messages_sent,
+    ),
+    (
+        "cluster_request_batches_resent",
+        "Request batches sent again after a timeout or a gap (NATS or a peer down)",
+        |s| &s.batches_resent,
+    ),
+    (
+        "cluster_request_bytes_sent",
+        "Bytes of request batches published, resends included",
+        |s| &s.request_bytes_sent,
+    ),
+    (
+        "cluster_request_batches_received",
+        "Request batches from other nodes handed to the shards",
+        |s| &s.batches_received,
+    ),
+    (
+        "cluster_reply_batches_received",
+        "Reply batches received from other nodes",
+        |s| &s.replies_received,
+    ),
+    (
+        "cluster_reply_bytes_received",
+        "Bytes of them",
+        |s| &s.reply_bytes_received,
+    ),
+    (
+        "cluster_room_messages_published",
+        "Room pushes published on room subjects by this node (each once, whatever the subscriber count)",
+        |s| &s.room_messages_published,
+    ),
+    (
+        "cluster_room_bytes_published",
+        "Bytes of them",
+        |s| &s.room_bytes_published,
+    ),
+    (
+        "cluster_room_messages_received",
+        "Room pushes received from other nodes on room subjects (one per push per node)",
+        |s| &s.room_messages_received,
+    ),
+    (
+        "cluster_room_pushes_to_shards",
+        "Those pushes handed to shards with subscribers (one per push per shard)",
+        |s| &s.room_pushes_received,
+    ),
+    (
+        "cluster_decode_errors",
+        "NATS messages from other nodes that did not decode (skipped)",
+        |s| &s.decode_errors,
+    ),
+    (
+        "cluster_publishes_dropped",
+        "Replies and room pushes dropped because NATS could not take them (recovered by resends and room resyncs)",
+        |s| &s.publishes_dropped,
+    ),
+];
+
+/// The cluster series (one per node, registered when it joined).
+pub(crate) struct ClusterCollector {
+    stats: Arc<MessagingStats>,
+    placement: Placement,
+    redirects: Arc<AtomicU64>,
+}
+
+impl ClusterCollector {
+    pub(crate) fn new(
+        stats: Arc<MessagingStats>,
+        placement: Placement,
+        redirects: Arc<AtomicU64>,
+    ) -> ClusterCollector {
+        ClusterCollector {
+            stats,
+            placement,
+            redirects,
+        }
+    }
+}
+
+impl std::fmt::Debug for ClusterCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterCollector")
+    }
+}
+
+impl Collector for ClusterCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for (name, help, get) in COUNTERS {
+            let counter = ConstCounter::new(get(&self.stats).load(Ordering::Relaxed));
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let redirects = ConstCounter::new(self.redirects.load(Ordering::Relaxed));
+        redirects.encode(encoder.encode_descriptor(
+            "cluster_redirects",
+            "Clients refused with the address of their user's node (native WrongNode, MQTT 5 0x9C) or told it is unavailable",
+            None,
+            redirects.metric_type(),
+        )?)?;
+        let revision = ConstGauge::new(self.placement.revision() as i64);
+        revision.encode(encoder.encode_descriptor(
+            "cluster_placement_revision",
+            "Revision of the placement bucket this node routes by (equal on every node once a change has spread)",
+            None,
+            revision.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
