@@ -27,7 +27,12 @@ impl Two {
                     wall_ms_at_zero: 1_700_000_000_000,
                 };
                 let verifier = TokenVerifier::new(SECRET);
-                Shard::new(params, CoreConfig::default(), verifier, RecoveredState::default())
+                Shard::new(
+                    params,
+                    CoreConfig::default(),
+                    verifier,
+                    RecoveredState::default(),
+                )
             })
             .collect();
         Two {
@@ -105,15 +110,17 @@ impl Two {
     }
 }
 
+/// The first of `ids` that shard `shard` of two owns.
+fn owned_by(shard: u16, mut ids: impl Iterator<Item = u64>) -> u64 {
+    let router = Router::of_node(2);
+    ids.find(|id| router.owner(UserId(*id)).0 == shard)
+        .expect("ids spread over both shards")
+}
+
 #[test]
 fn a_room_push_lost_on_the_way_is_replayed_from_the_home_shard() {
-    let router = Router::of_node(2);
-    let on = |shard: u16, ids: &mut dyn Iterator<Item = u64>| {
-        ids.find(|id| router.owner(UserId(*id)).0 == shard)
-            .expect("ids spread over both shards")
-    };
-    let room = on(0, &mut (1..).map(|n| ROOM_BIT | n));
-    let (reader, writer) = (on(1, &mut (100..)), on(0, &mut (200..)));
+    let room = owned_by(0, (1..).map(|n| ROOM_BIT | n));
+    let (reader, writer) = (owned_by(1, 100..), owned_by(0, 200..));
     let mut two = Two::new();
     let r = two.connect(1, reader);
     let w = two.connect(0, writer);
@@ -132,9 +139,8 @@ fn a_room_push_lost_on_the_way_is_replayed_from_the_home_shard() {
     );
 
     // Message 2's push to the reader's shard is lost.
-    let lose_2 = |to: usize, m: &PeerMsg| {
-        to == 1 && matches!(m, PeerMsg::RoomFanout(f) if f.seq == Seq(2))
-    };
+    let lose_2 =
+        |to: usize, m: &PeerMsg| to == 1 && matches!(m, PeerMsg::RoomFanout(f) if f.seq == Seq(2));
     for cmid in 1..=3 {
         two.shards[0].handle_frame(w, send(cmid, room, Qos::AtLeastOnce), 0);
         two.run(&lose_2);
