@@ -102,6 +102,12 @@ pub struct RoomScenario {
     /// `surepush.v1`) instead of `--server` (same node).
     #[arg(long, conflicts_with = "mqtt")]
     pub ws: Option<SocketAddr>,
+    /// Cluster nodes (comma-separated) instead of `--server`: each
+    /// subscriber and the publisher connect to `servers[user % n]` and
+    /// follow its redirect to their user's node; CPU is summed over the
+    /// nodes (native protocol only).
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["mqtt", "ws"])]
+    pub servers: Vec<SocketAddr>,
 }
 
 impl RoomScenario {
@@ -118,6 +124,24 @@ impl RoomScenario {
     /// The MQTT password of `user`: a token for surepush, none for a broker.
     fn mqtt_password(&self, user: u64) -> Option<String> {
         (!self.mqtt_broker).then(|| crate::mint_token(&self.secret, user))
+    }
+
+    /// Meters the CPU time of the server process, or of every node.
+    fn cpu_meter(&self) -> Option<CpuMeter> {
+        if self.servers.is_empty() {
+            return CpuMeter::start(self.measured_pid());
+        }
+        let pids = self.servers.iter();
+        let pids = pids.filter_map(|a| crate::procfs::listener_pid(a.port()).ok());
+        CpuMeter::start_all(pids.collect())
+    }
+
+    /// Where `user` connects first.
+    fn entry(&self, user: u64) -> SocketAddr {
+        match self.servers.len() {
+            0 => self.ws.unwrap_or(self.server),
+            n => self.servers[(user % n as u64) as usize],
+        }
     }
 
     /// The server process whose CPU time is measured.
@@ -239,10 +263,24 @@ fn open_sub(s: &RoomScenario, room: u64, user: u64, frozen: bool) -> Result<Sub,
     if let Some(addr) = s.mqtt {
         return open_mqtt_sub(s, addr, room, user, frozen);
     }
-    let addr = s.ws.unwrap_or(s.server);
-    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    let addr = s.entry(user);
+    let connect = Frame::Connect(Connect {
+        device: DeviceId(1),
+        last_seq: None,
+        keepalive_ms: 0,
+        token: crate::mint_token(&s.secret, user),
+    });
+    let (mut stream, mut decoder, connected) = match s.servers.is_empty() {
+        true => {
+            let stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+            (stream, Decoder::new(1 << 20), false)
+        }
+        false => {
+            let (stream, decoder) = connect_routed(addr, &connect)?;
+            (stream, decoder, true)
+        }
+    };
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut decoder = Decoder::new(1 << 20);
     let mut ws = None;
     if s.ws.is_some() {
         let rest = crate::ws::upgrade(&mut stream, addr)?;
@@ -251,13 +289,9 @@ fn open_sub(s: &RoomScenario, room: u64, user: u64, frozen: bool) -> Result<Sub,
         ws = Some(unframer);
     }
     let mut out = BytesMut::new();
-    Frame::Connect(Connect {
-        device: DeviceId(1),
-        last_seq: None,
-        keepalive_ms: 0,
-        token: crate::mint_token(&s.secret, user),
-    })
-    .encode(&mut out);
+    if !connected {
+        connect.encode(&mut out);
+    }
     Frame::Subscribe(Subscribe {
         room,
         from: SubscribeFrom::Now,
@@ -280,6 +314,42 @@ fn open_sub(s: &RoomScenario, room: u64, user: u64, frozen: bool) -> Result<Sub,
         subscribed: false,
         frozen,
     })
+}
+
+/// Connects with `connect` to `addr` and follows the gateway's
+/// DISCONNECT `WrongNode` to the user's node (at most 3 times); returns
+/// the connection after its CONNACK and the decoder holding what followed.
+fn connect_routed(addr: SocketAddr, connect: &Frame) -> Result<(TcpStream, Decoder), String> {
+    let mut out = BytesMut::new();
+    connect.encode(&mut out);
+    let mut to = addr;
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(to).map_err(|e| format!("connect {to}: {e}"))?;
+        stream.write_all(&out).map_err(|e| format!("write: {e}"))?;
+        let mut decoder = Decoder::new(1 << 20);
+        let mut buf = [0u8; 4096];
+        let first = loop {
+            if let Some(frame) = decoder.decode().map_err(|e| format!("decode: {e}"))? {
+                break frame;
+            }
+            let n = stream.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err(format!("{to} closed before CONNACK"));
+            }
+            decoder.feed(&buf[..n]);
+        };
+        match first {
+            Frame::ConnAck(_) => return Ok((stream, decoder)),
+            Frame::Disconnect(d) if !d.redirect.is_empty() => {
+                to = d
+                    .redirect
+                    .parse()
+                    .map_err(|e| format!("redirect {}: {e}", d.redirect))?;
+            }
+            other => return Err(format!("{to} answered CONNECT with {other:?}")),
+        }
+    }
+    Err(format!("more than 3 redirects from {addr}"))
 }
 
 /// An MQTT 3.1.1 subscriber (clean session, the token as password) to
@@ -648,7 +718,7 @@ fn run_room_in(s: &RoomScenario, room_no: u64) -> Result<RoomReport, String> {
         }));
     }
     ready.wait(); // every subscriber has its SUBACK
-    let cpu = CpuMeter::start(s.measured_pid());
+    let cpu = s.cpu_meter();
     let (acked, started) = match s.mqtt {
         Some(addr) if s.mqtt_broker || s.mqtt_publish => {
             let started = Instant::now();
@@ -669,11 +739,14 @@ fn run_room_in(s: &RoomScenario, room_no: u64) -> Result<RoomReport, String> {
             config.send_timeout_ms = 10_000;
             let (addr, transport) = match s.ws {
                 Some(ws) => (ws, crate::websocket()),
-                None => (s.server, Transport::Tcp),
+                None => (s.entry(s.first_user), Transport::Tcp),
             };
             let timeout = Duration::from_secs(5);
-            let mut p = BlockingClient::connect_over(addr, &transport, config, None, timeout)
-                .map_err(|e| format!("publisher: {e}"))?;
+            let mut p = match s.servers.is_empty() {
+                true => BlockingClient::connect_over(addr, &transport, config, None, timeout),
+                false => BlockingClient::connect_routed(addr, config, None, timeout),
+            }
+            .map_err(|e| format!("publisher: {e}"))?;
             let started = Instant::now();
             let room = UserId(room);
             let acked = crate::publish_timed(&mut p, s.messages, s.payload, deadline, |i| {

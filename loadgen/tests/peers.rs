@@ -169,6 +169,7 @@ fn room(server: std::net::SocketAddr, mqtt: std::net::SocketAddr) -> RoomScenari
         mqtt_publish: false,
         server_pid: None,
         ws: None,
+        servers: Vec::new(),
     }
 }
 

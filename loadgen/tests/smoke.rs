@@ -79,6 +79,7 @@ fn one_to_one_smoke_passes_the_checker() {
             mqtt_publish: false,
             server_pid: None,
             ws: over_ws,
+            servers: Vec::new(),
         };
         let r = run_room(&s).unwrap();
         assert!(r.passed(), "{}", r.to_text());
@@ -128,6 +129,7 @@ fn one_to_one_smoke_passes_the_checker() {
         mqtt_publish: false,
         server_pid: None,
         ws: None,
+        servers: Vec::new(),
     };
     let r = run_room_with_frozen(&s).unwrap();
     assert!(r.passed(), "{}", r.to_text());

@@ -95,6 +95,7 @@ pub(super) fn run_mixed(args: MixedArgs) -> Result<ExitCode, String> {
         mqtt_publish: false,
         server_pid: None,
         ws: None,
+        servers: Vec::new(),
     };
     let group = GroupScenario {
         server,
