@@ -684,8 +684,8 @@ mod group_tickets;
 mod keyed;
 mod read_ahead;
 mod retry;
-mod room_resync;
 mod room_access;
+mod room_resync;
 mod webhook;
 
 /// Room frames (SUBACK, ROOMLAG and the shared ROOMPUSH bytes) sent to
