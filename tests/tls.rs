@@ -1,8 +1,10 @@
 //! TLS on every listener (issue #19 item 2) against real clients: our
 //! native client session over a rustls client, `mosquitto_pub`/`_sub
 //! --cafile` on the MQTT TLS listener, `curl --cacert` (and `--cert`) on the
-//! admin port; bad input (plain bytes, TLS 1.0, a stalled handshake, a
-//! wrong client certificate); certificates reloaded on SIGHUP.
+//! admin port, our SDK and paho-mqtt over WebSocket over TLS (WSS); bad
+//! input (plain bytes, TLS 1.0, a stalled handshake, a wrong client
+//! certificate, bad upgrades and frames inside TLS); certificates reloaded
+//! on SIGHUP.
 //!
 //! Certificates are minted per test with rcgen: a CA, and leaves for
 //! `localhost` / 127.0.0.1 that it signs.
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{next_message, TestServer};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
-use surepush::client::{BlockingClient, Event, Gateway, TlsGateway};
+use surepush::client::{BlockingClient, Event, Gateway, TlsGateway, Transport};
 use surepush::proto::{Push, Qos, UserId};
 
 /// A CA that signs test certificates.
@@ -69,6 +71,8 @@ struct TlsNode {
     tls: SocketAddr,
     /// MQTT over TLS.
     mqtt_tls: SocketAddr,
+    /// WebSocket over TLS (`wss://`).
+    wss: SocketAddr,
     ca: TestCa,
     /// The CA file clients trust.
     ca_file: PathBuf,
@@ -95,10 +99,11 @@ impl TlsNode {
         let key_file = dir.path().join("key.pem");
         std::fs::write(&cert_file, cert).unwrap();
         std::fs::write(&key_file, key).unwrap();
-        let (tls, mqtt_tls) = (port(), port());
+        let (tls, mqtt_tls, ws, wss) = (port(), port(), port(), port());
         let top = format!(
-            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nlisten = \"{tls}\"\nmqtt_listen = \"{mqtt_tls}\"\n{admin}\n\
-             [core]\nconnect_timeout_ms = 1000\n",
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nlisten = \"{tls}\"\nmqtt_listen = \"{mqtt_tls}\"\n\
+             ws_listen = \"{wss}\"\n{admin}\n\
+             [websocket]\nenabled = true\nlisten = \"{ws}\"\n[core]\nconnect_timeout_ms = 1000\n",
             cert_file.display(),
             key_file.display(),
         );
@@ -108,6 +113,7 @@ impl TlsNode {
             server,
             tls,
             mqtt_tls,
+            wss,
             ca,
             ca_file,
             cert_file,
@@ -117,29 +123,52 @@ impl TlsNode {
         }
     }
 
-    /// How our SDK reaches the native TLS listener.
-    fn gateway(&self) -> Gateway {
+    /// How our SDK reaches the TLS listener at `addr`.
+    fn gateway_at(&self, addr: SocketAddr) -> Gateway {
         Gateway {
-            addr: self.tls,
+            addr,
             tls: Some(TlsGateway::with_ca_file(&self.ca_file, "localhost").unwrap()),
         }
     }
 
+    /// How our SDK reaches the native TLS listener.
+    fn gateway(&self) -> Gateway {
+        self.gateway_at(self.tls)
+    }
+
     /// Our SDK's client over TLS, live (replay done).
     fn connect(&self, user: u64, device: u64) -> BlockingClient {
-        let mut c = BlockingClient::connect(
+        let c = BlockingClient::connect(
             self.gateway(),
             self.server.client_config(user, device),
             None,
             Duration::from_secs(5),
         )
         .expect("TLS connect");
-        match c.wait_for(Duration::from_secs(10), |e| {
-            matches!(e, Event::CaughtUp | Event::Error(_))
-        }) {
-            Ok(Some(Event::CaughtUp)) => c,
-            other => panic!("expected a live session, got {other:?}"),
-        }
+        live(c)
+    }
+
+    /// Our SDK's client over WebSocket over TLS (`wss://`), live.
+    fn connect_wss(&self, user: u64, device: u64) -> BlockingClient {
+        let c = BlockingClient::connect_over(
+            self.gateway_at(self.wss),
+            &Transport::WebSocket { path: "/".into() },
+            self.server.client_config(user, device),
+            None,
+            Duration::from_secs(5),
+        )
+        .expect("WSS connect");
+        live(c)
+    }
+}
+
+/// `c` once its replay is done.
+fn live(mut c: BlockingClient) -> BlockingClient {
+    match c.wait_for(Duration::from_secs(10), |e| {
+        matches!(e, Event::CaughtUp | Event::Error(_))
+    }) {
+        Ok(Some(Event::CaughtUp)) => c,
+        other => panic!("expected a live session, got {other:?}"),
     }
 }
 
@@ -246,7 +275,9 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
     let gw = TlsNode::start(2, "");
     let mut old = gw.connect(7301, 1);
     let mut peer = gw.connect(7302, 1);
+    let mut old_wss = gw.connect_wss(7305, 1);
     assert_eq!(server_cert(&old), gw.first_cert);
+    assert_eq!(server_cert(&old_wss), gw.first_cert);
 
     let (cert, key, second) = gw.ca.server_cert("second");
     std::fs::write(&gw.cert_file, cert).unwrap();
@@ -266,6 +297,13 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
     assert_message(&message(&mut old), 7302, "to the old session");
     send(&mut new, 7301, "from the new session");
     assert_message(&message(&mut old), 7303, "from the new session");
+    // WSS: the same certificate for new handshakes, the old session lives.
+    let mut new_wss = gw.connect_wss(7306, 1);
+    assert_eq!(server_cert(&new_wss), second);
+    send(&mut old_wss, 7306, "old wss to new wss");
+    assert_message(&message(&mut new_wss), 7305, "old wss to new wss");
+    send(&mut new_wss, 7305, "new wss to old wss");
+    assert_message(&message(&mut old_wss), 7306, "new wss to old wss");
 
     // A broken key: refused, named, and the second certificate stays.
     std::fs::write(&gw.key_file, "-----BEGIN PRIVATE KEY-----\nnot base64\n").unwrap();
@@ -531,4 +569,318 @@ fn admin_https_serves_curl_with_the_ca() {
     assert_eq!(curl(&url, &["--cacert", ca]), (true, "200".to_string()));
     // Without the CA, curl refuses the gateway's certificate.
     assert!(!curl(&url, &[]).0);
+}
+
+/// Issue #19 item 1/2: WebSocket over TLS (`tls.ws_listen`). Users on two
+/// shards over WSS: most are accepted by a shard that does not own them,
+/// and their TLS session and WebSocket state move together to the owner
+/// (`connections_adopted_total{layers="wss"}` counts it). WSS, TLS and
+/// plain TCP clients talk to each other through the same core.
+#[test]
+fn native_clients_over_wss_talk_across_shards_with_tls_and_plain_clients() {
+    let gw = TlsNode::start(2, "");
+    // 16 users: all accepted by their owner has odds of 2^-16.
+    let users: Vec<u64> = (7601..7617).collect();
+    let mut clients: Vec<BlockingClient> = users.iter().map(|&u| gw.connect_wss(u, 1)).collect();
+    for (i, &to) in users.iter().enumerate() {
+        let sender = &mut clients[(i + 1) % users.len()];
+        assert_eq!(server_cert(sender), gw.first_cert, "verified over WSS");
+        let from = users[(i + 1) % users.len()];
+        for n in 0..2 {
+            send(sender, to, &format!("wss {from} to {to} #{n}"));
+        }
+    }
+    for (i, &to) in users.iter().enumerate() {
+        let from = users[(i + 1) % users.len()];
+        for n in 0..2 {
+            let p = message(&mut clients[i]);
+            assert_message(&p, from, &format!("wss {from} to {to} #{n}"));
+            assert_eq!(p.to, UserId(to));
+        }
+    }
+    // WSS ↔ TLS ↔ plain.
+    let mut tls = gw.connect(7650, 1);
+    let (mut plain, _) = gw.server.connect(7651, 1, None);
+    send(&mut clients[0], 7650, "wss to tls");
+    assert_message(&message(&mut tls), 7601, "wss to tls");
+    send(&mut tls, 7602, "tls to wss");
+    assert_message(&message(&mut clients[1]), 7650, "tls to wss");
+    plain
+        .send(
+            UserId(7603),
+            Qos::AtLeastOnce,
+            Bytes::from_static(b"plain to wss"),
+        )
+        .unwrap();
+    assert_message(&message(&mut clients[2]), 7651, "plain to wss");
+    let (_, metrics) = gw.server.http("GET", "/metrics", "", true);
+    let adopted = |layers: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("surepush_connections_adopted_total{"))
+            .filter(|l| l.contains(&format!("layers=\"{layers}\"")))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    let wss = adopted("wss");
+    assert!(
+        wss > 0 && wss <= users.len() as u64,
+        "WSS connections handed to their owner: {wss}\n{metrics}"
+    );
+    assert_eq!(adopted("ws"), 0, "no plain WebSocket client here");
+}
+
+// Issue #19: MQTT over WebSocket over TLS with a real client (paho-mqtt,
+// `transport="websockets"` and `tls_set` with the test CA), 3.1.1 and 5,
+// on two shards.
+#[test]
+fn paho_clients_speak_mqtt_over_wss() {
+    let gw = TlsNode::start(2, "");
+    let ca = gw.ca_file.to_str().unwrap().to_string();
+    for scenario in ["roundtrip", "room", "will"] {
+        let extra = [
+            "--room",
+            "31",
+            "--transport",
+            "websockets",
+            "--ws-path",
+            "/",
+            "--cafile",
+            &ca,
+        ];
+        let out = common::paho_check(&gw.server, gw.wss.port(), scenario, &extra);
+        common::assert_ok(&out, &format!("{scenario} over WSS"));
+    }
+}
+
+/// A raw WebSocket client inside TLS, for bad input and hand-off edges.
+mod raw_wss {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use rustls::{ClientConfig, ClientConnection, StreamOwned};
+
+    pub type Tls = StreamOwned<ClientConnection, TcpStream>;
+
+    /// A TLS connection to `addr` trusting the CA in `ca` (handshake done).
+    pub fn connect(addr: SocketAddr, ca: &Path) -> Tls {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        #[allow(deprecated)] // ring, as the gateway
+        let provider = rustls::crypto::ring::default_provider();
+        let config = ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").unwrap();
+        let conn = ClientConnection::new(Arc::new(config), name).unwrap();
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_nodelay(true).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut tls = StreamOwned::new(conn, tcp);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock).expect("TLS handshake");
+        }
+        tls
+    }
+
+    /// An upgrade request for subprotocol `protocol` on `path`.
+    pub fn request(path: &str, protocol: &str) -> String {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Protocol: {protocol}\r\n\r\n"
+        )
+    }
+
+    /// The HTTP response head (through the blank line); "" if closed first.
+    pub fn read_head(s: &mut Tls) -> String {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match s.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => break,
+            }
+        }
+        String::from_utf8_lossy(&head).into_owned()
+    }
+
+    /// A client frame (masked unless `masked` is false).
+    pub fn frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+        const MASK: [u8; 4] = [0x3c, 0x91, 0x07, 0xe2];
+        let bit = if masked { 0x80 } else { 0 };
+        let mut out = vec![first];
+        match payload.len() {
+            n @ 0..=125 => out.push(bit | n as u8),
+            n => {
+                out.push(bit | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        if masked {
+            out.extend_from_slice(&MASK);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+        } else {
+            out.extend_from_slice(payload);
+        }
+        out
+    }
+
+    /// The next server frame (opcode, payload); `None` once closed.
+    pub fn read_frame(s: &mut Tls) -> Option<(u8, Vec<u8>)> {
+        let mut head = [0u8; 2];
+        s.read_exact(&mut head).ok()?;
+        assert_eq!(head[1] & 0x80, 0, "server frames are not masked");
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut b = [0u8; 2];
+                s.read_exact(&mut b).unwrap();
+                u16::from_be_bytes(b) as usize
+            }
+            127 => {
+                let mut b = [0u8; 8];
+                s.read_exact(&mut b).unwrap();
+                u64::from_be_bytes(b) as usize
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).expect("a whole frame");
+        Some((head[0] & 0x0f, payload))
+    }
+
+    /// Writes `bytes` and sends them now.
+    pub fn write(s: &mut Tls, bytes: &[u8]) {
+        s.write_all(bytes).unwrap();
+        s.flush().unwrap();
+    }
+}
+
+/// The CONNECT frame of `user`, encoded.
+fn connect_frame(server: &TestServer, user: u64) -> Vec<u8> {
+    let mut session = surepush::client::ClientSession::new(server.client_config(user, 1), None);
+    session.connect(0);
+    let mut out = bytes::BytesMut::new();
+    session.poll_transmit().expect("CONNECT").encode(&mut out);
+    out.to_vec()
+}
+
+/// Issue #19 items 1 and 3: what the accepting shard had begun travels
+/// with a WSS connection to the owner: a WebSocket ping sent before the
+/// hello is answered (its pong was queued on the accepting shard), and a
+/// native frame whose bytes were only partly read completes there. 8 users
+/// on 2 shards: most are accepted by a shard that does not own them.
+#[test]
+fn a_wss_connection_keeps_its_pong_and_partial_frame_across_the_handoff() {
+    use surepush::proto::{Decoder, Frame};
+    let gw = TlsNode::start(2, "");
+    for user in 7701..=7708u64 {
+        let mut s = raw_wss::connect(gw.wss, &gw.ca_file);
+        raw_wss::write(&mut s, raw_wss::request("/", "surepush.v1").as_bytes());
+        let head = raw_wss::read_head(&mut s);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head:?}");
+        let ping_payload = format!("ping {user}");
+        let connect = connect_frame(&gw.server, user);
+        let mut native_ping = bytes::BytesMut::new();
+        Frame::Ping(0xbeef_0000 + user).encode(&mut native_ping);
+        // A WebSocket ping, then CONNECT and a native PING in one binary
+        // message, cut 3 bytes before its end.
+        let mut wire = raw_wss::frame(0x89, ping_payload.as_bytes(), true);
+        wire.extend(raw_wss::frame(
+            0x82,
+            &[&connect[..], &native_ping[..]].concat(),
+            true,
+        ));
+        let (first, last) = wire.split_at(wire.len() - 3);
+        raw_wss::write(&mut s, first);
+        let mut decoder = Decoder::new(1 << 20);
+        let mut pong = None;
+        let mut next = |s: &mut raw_wss::Tls, pong: &mut Option<Vec<u8>>| loop {
+            if let Some(frame) = decoder.decode().unwrap() {
+                return frame;
+            }
+            match raw_wss::read_frame(s).expect("open") {
+                (0x2, payload) => decoder.feed(&payload),
+                (0xa, payload) => *pong = Some(payload),
+                other => panic!("user {user}: unexpected frame {other:?}"),
+            }
+        };
+        assert!(
+            matches!(next(&mut s, &mut pong), Frame::ConnAck(_)),
+            "user {user}"
+        );
+        raw_wss::write(&mut s, last);
+        match next(&mut s, &mut pong) {
+            Frame::Pong(n) => assert_eq!(n, 0xbeef_0000 + user, "user {user}"),
+            other => panic!("user {user}: expected PONG, got {other:?}"),
+        }
+        assert_eq!(
+            pong.as_deref(),
+            Some(ping_payload.as_bytes()),
+            "user {user}: the WebSocket ping before the hello is answered"
+        );
+    }
+}
+
+/// docs/BAD_INPUT.md (WSS rows): on the WSS port, bytes that are not TLS
+/// are refused in the handshake; inside TLS a bad upgrade gets its HTTP
+/// status, a frame that breaks RFC 6455 its close code, and an upgrade
+/// that never comes 408 at the connect timeout; the gateway goes on
+/// serving WSS.
+#[test]
+fn bad_input_on_the_wss_port_is_refused_inside_tls() {
+    let gw = TlsNode::start(1, "");
+    // A plain WebSocket upgrade where a ClientHello belongs.
+    let mut plain = TcpStream::connect(gw.wss).unwrap();
+    plain
+        .write_all(raw_wss::request("/", "surepush.v1").as_bytes())
+        .unwrap();
+    let (got, _) = read_until_closed(&mut plain);
+    assert!(
+        got.is_empty() || alert(&got).is_some(),
+        "only an alert, if anything: {got:?}"
+    );
+    // TLS fine, then a bad upgrade: its status, inside TLS.
+    for (path, protocol, status) in [("/other", "surepush.v1", "404"), ("/", "chat", "400")] {
+        let mut s = raw_wss::connect(gw.wss, &gw.ca_file);
+        raw_wss::write(&mut s, raw_wss::request(path, protocol).as_bytes());
+        let head = raw_wss::read_head(&mut s);
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status}")),
+            "{path} {protocol}: {head:?}"
+        );
+    }
+    // Upgraded, then an unmasked client frame: 1002.
+    let mut s = raw_wss::connect(gw.wss, &gw.ca_file);
+    raw_wss::write(&mut s, raw_wss::request("/", "surepush.v1").as_bytes());
+    assert!(raw_wss::read_head(&mut s).starts_with("HTTP/1.1 101"));
+    raw_wss::write(&mut s, &raw_wss::frame(0x82, b"x", false));
+    let frames: Vec<_> = std::iter::from_fn(|| raw_wss::read_frame(&mut s)).collect();
+    let (opcode, payload) = frames.last().expect("a close frame");
+    assert_eq!(*opcode, 0x8, "{frames:?}");
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1002);
+    // TLS done, no upgrade request: 408 at the connect timeout (1 s).
+    let started = Instant::now();
+    let mut idle = raw_wss::connect(gw.wss, &gw.ca_file);
+    let head = raw_wss::read_head(&mut idle);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    // Still serving.
+    let mut a = gw.connect_wss(7801, 1);
+    let mut b = gw.connect_wss(7802, 1);
+    send(&mut a, 7802, "still serving wss");
+    assert_message(&message(&mut b), 7801, "still serving wss");
 }

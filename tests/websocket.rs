@@ -41,12 +41,13 @@ fn connect_ws(server: &TestServer, addr: SocketAddr, user: u64, device: u64) -> 
 }
 
 // Issue #19 item 1: native frames in binary WebSocket messages, across the
-// shard hand-off (8 users on 2 shards: most land on a shard that does not
-// own them and are handed over with their WebSocket state).
+// shard hand-off (16 users on 2 shards: most land on a shard that does not
+// own them and are handed over with their WebSocket state, which
+// `connections_adopted_total{layers="ws"}` counts).
 #[test]
 fn native_protocol_over_websocket_delivers_with_identity_on_every_shard() {
     let (server, addr) = start(2, "");
-    let users: Vec<u64> = (1..=8).collect();
+    let users: Vec<u64> = (1..=16).collect();
     let mut clients: Vec<BlockingClient> = users
         .iter()
         .map(|&u| connect_ws(&server, addr, u, 1))
@@ -94,6 +95,20 @@ fn native_protocol_over_websocket_delivers_with_identity_on_every_shard() {
             );
         }
     }
+    // Issue #19 item 3: the hand-offs are visible (all 16 accepted by
+    // their owner has odds of 2^-16).
+    let (_, metrics) = server.http("GET", "/metrics", "", true);
+    let adopted = |layers: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("surepush_connections_adopted_total{"))
+            .filter(|l| l.contains(&format!("layers=\"{layers}\"")))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    let ws = adopted("ws");
+    assert!(ws > 0 && ws <= 16, "handed over: {ws}\n{metrics}");
+    assert_eq!(adopted("tcp") + adopted("wss"), 0, "WebSocket clients only");
 }
 
 /// A raw WebSocket client for bad input: hand-made requests and frames.

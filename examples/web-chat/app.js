@@ -22,8 +22,12 @@ const $ = (selector) => document.querySelector(selector);
 const params = new URLSearchParams(location.search);
 const utf8 = new TextDecoder();
 
-/** The WebSocket URL the gateway's example config listens on. */
-const DEFAULT_WS = `ws://${location.hostname || "127.0.0.1"}:7402/`;
+/**
+ * The WebSocket URL the gateway's example config listens on: `wss://` on
+ * `[tls] ws_listen` for a page served over https (it may open no `ws://`).
+ */
+const DEFAULT_WS =
+  location.protocol === "https:" ? `wss://${location.hostname}:7403/` : `ws://${location.hostname || "127.0.0.1"}:7402/`;
 /** Where demo tokens come from (the admin listener serving this page). */
 const TOKEN_URL = params.get("token_url") ?? "/demo/token";
 

@@ -81,6 +81,11 @@ pub struct CompareScenario {
     /// after native TCP.
     #[arg(long)]
     pub surepush_ws: Option<SocketAddr>,
+    /// Also run the native workload over WebSocket over TLS against the
+    /// gateway's `tls.ws_listen` (same node), e.g. 127.0.0.1:7403,
+    /// verified with `--ca`.
+    #[arg(long, requires = "ca")]
+    pub surepush_wss: Option<SocketAddr>,
     /// Which MQTT client drives the MQTT systems.
     #[arg(long, value_enum, default_value = "both")]
     pub mqtt_client: MqttClients,
@@ -207,6 +212,7 @@ pub struct CompareReport {
 const NATIVE: &str = "surepush native QoS 1";
 const NATIVE_TLS: &str = "surepush native QoS 1 over TLS";
 const NATIVE_WS: &str = "surepush native over WebSocket QoS 1";
+const NATIVE_WSS: &str = "surepush native over WSS QoS 1";
 
 const NO_SYNC: &str = "acknowledged from memory (no fsync)";
 const SUREPUSH: &str = "acknowledged after fdatasync (both copies)";
@@ -266,14 +272,21 @@ impl CompareReport {
                 procfs::format_cpu(c.server_cpu_us_per_connect),
             );
         }
-        if let (Some(tcp), Some(tls)) = (self.system(NATIVE), self.system(NATIVE_TLS)) {
-            let cpu = match (tcp.server_cpu_us_per_msg, tls.server_cpu_us_per_msg) {
+        for (label, layered) in [
+            ("WebSocket", NATIVE_WS),
+            ("TLS", NATIVE_TLS),
+            ("WSS", NATIVE_WSS),
+        ] {
+            let (Some(tcp), Some(other)) = (self.system(NATIVE), self.system(layered)) else {
+                continue;
+            };
+            let cpu = match (tcp.server_cpu_us_per_msg, other.server_cpu_us_per_msg) {
                 (Some(a), Some(b)) if a > 0.0 => format!("{:.2}", b / a),
                 _ => "n/a".into(),
             };
             out += &format!(
-                "  TLS / TCP (native QoS 1): msgs/s {:.2}, CPU per message {cpu}\n",
-                tls.msgs_per_s / tcp.msgs_per_s.max(1.0),
+                "  {label} / TCP (native QoS 1): msgs/s {:.2}, CPU per message {cpu}\n",
+                other.msgs_per_s / tcp.msgs_per_s.max(1.0),
             );
         }
         let ours: Vec<&SystemResult> = self
@@ -399,13 +412,13 @@ pub fn run_compare(s: &CompareScenario) -> Result<CompareReport, String> {
             Err(e) => SystemResult::failed(NATIVE_WS.into(), SUREPUSH, e),
         });
     }
+    let tls = TlsOptions {
+        tls: true,
+        ca: s.ca.clone(),
+        tls_name: "localhost".into(),
+    };
     let mut connects = Vec::new();
     if let Some(addr) = s.surepush_tls {
-        let tls = TlsOptions {
-            tls: true,
-            ca: s.ca.clone(),
-            tls_name: "localhost".into(),
-        };
         let over_tls = Scenario {
             server: addr,
             first_user: fresh_user_base(),
@@ -425,6 +438,18 @@ pub fn run_compare(s: &CompareScenario) -> Result<CompareReport, String> {
         ] {
             connects.push(connect_rate(name, &gateway, &s.secret, s.connects)?);
         }
+    }
+    if let Some(wss) = s.surepush_wss {
+        let over_wss = Scenario {
+            ws: Some(wss),
+            tls: tls.clone(),
+            first_user: fresh_user_base(),
+            ..native.clone()
+        };
+        systems.push(match run(&over_wss) {
+            Ok(r) => SystemResult::from_native(NATIVE_WSS, SUREPUSH, &r),
+            Err(e) => SystemResult::failed(NATIVE_WSS.into(), SUREPUSH, e),
+        });
     }
     if let Some(addr) = s.surepush_mqtt {
         let target = MqttTarget::Surepush {

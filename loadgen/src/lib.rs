@@ -123,7 +123,8 @@ pub struct Scenario {
     pub ws: Option<SocketAddr>,
 }
 
-/// TLS to the gateway: `--server` is a TLS listener (`tls.listen`).
+/// TLS to the gateway: `--server` is a TLS listener (`tls.listen`), or
+/// with `--ws` the WebSocket one is (`tls.ws_listen`, `wss://`).
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct TlsOptions {
     /// The `--server` address is the gateway's TLS listener.
@@ -204,7 +205,7 @@ impl Reconnecting {
             let wait = Duration::from_secs(1);
             let resumed = match &self.transport {
                 Transport::Tcp => BlockingClient::try_resume(self.addr.clone(), session, wait),
-                ws => BlockingClient::try_resume_over(self.addr.addr, ws, session, wait),
+                ws => BlockingClient::try_resume_over(self.addr.clone(), ws, session, wait),
             };
             match resumed {
                 Ok(c) => {
@@ -378,7 +379,8 @@ fn client(s: &Scenario, user: u64) -> Result<BlockingClient, String> {
     let connected = match s.servers.len() {
         _ if s.ws.is_some() => {
             let (addr, transport) = s.endpoint();
-            BlockingClient::connect_over(addr, &transport, config, Some(Seq::ZERO), timeout)
+            let gateway = s.tls.gateway(addr)?;
+            BlockingClient::connect_over(gateway, &transport, config, Some(Seq::ZERO), timeout)
         }
         0 => BlockingClient::connect(s.tls.gateway(s.server)?, config, Some(Seq::ZERO), timeout),
         n => {

@@ -40,6 +40,7 @@ fn compare_reports_every_system_with_percentiles_and_server_cpu() {
         mqtt: vec![("mosquitto".into(), mosquitto.addr)],
         surepush_mqtt: Some(format!("127.0.0.1:{}", gw.mqtt_port).parse().unwrap()),
         surepush_ws: Some(format!("127.0.0.1:{}", gw.ws_port).parse().unwrap()),
+        surepush_wss: Some(format!("127.0.0.1:{}", gw.wss_port).parse().unwrap()),
         mqtt_client: MqttClients::Both,
         jetstream: None,
         nats_server_bin: nats.clone(),
@@ -53,6 +54,7 @@ fn compare_reports_every_system_with_percentiles_and_server_cpu() {
         "surepush native QoS 1",
         "surepush native over WebSocket QoS 1",
         "surepush native QoS 1 over TLS",
+        "surepush native over WSS QoS 1",
         "surepush MQTT QoS 1 (own codec)",
         "surepush MQTT QoS 1 (rumqttc)",
         "mosquitto (MQTT) QoS 1 (own codec)",
@@ -74,11 +76,14 @@ fn compare_reports_every_system_with_percentiles_and_server_cpu() {
         ]
     );
     assert!(r.connects.iter().all(|c| c.per_s > 0.0), "{}", r.to_text());
-    assert!(
-        r.to_text().contains("TLS / TCP (native QoS 1)"),
-        "{}",
-        r.to_text()
-    );
+    for layered in ["WebSocket", "TLS", "WSS"] {
+        assert!(
+            r.to_text()
+                .contains(&format!("{layered} / TCP (native QoS 1)")),
+            "{}",
+            r.to_text()
+        );
+    }
     for system in &r.systems {
         assert_eq!(
             (system.acked, system.delivered),

@@ -6,10 +6,12 @@ Run with the Debian interpreter (/usr/bin/python3), which has python3-paho-mqtt:
   /usr/bin/python3 tests/mqtt/paho_check.py --host H --port P --scenario NAME \
       --token-a TA --token-b TB --user-a UA --user-b UB \
       [--room N] [--version 311|5|both] [--phase 1|2] [--expect p1,p2,...]
-      [--transport tcp|websockets --ws-path /]
+      [--transport tcp|websockets --ws-path /] [--cafile CA.pem]
 
 With --transport websockets, every client speaks MQTT over WebSocket
-(subprotocol "mqtt") to the gateway's [websocket] listener at --port.
+(subprotocol "mqtt") to the gateway's [websocket] listener at --port. With
+--cafile, every client speaks TLS (verifying the gateway with that CA), to a
+TLS listener: tls.mqtt_listen, or tls.ws_listen with --transport websockets.
 
 Exit 0 on success; non-zero with a message on stderr on failure. Every wait is
 bounded, and a watchdog kills the process if a scenario run overruns.
@@ -46,7 +48,7 @@ class Conn:
     """A paho client with a background loop and Event-based bookkeeping."""
 
     def __init__(self, version, token, client_id, will=None, clean=True,
-                 transport="tcp", ws_path="/"):
+                 transport="tcp", ws_path="/", cafile=None):
         self.version, self.name, self.clean = version, client_id, clean
         self.v5 = version == "5"
         kw = {} if self.v5 else {"clean_session": clean}   # v5: clean_start at connect
@@ -54,6 +56,8 @@ class Conn:
                              reconnect_on_failure=False, transport=transport, **kw)
         if transport == "websockets":
             self.c.ws_set_options(path=ws_path)
+        if cafile:
+            self.c.tls_set(ca_certs=cafile)
         self.c.username_pw_set("u", token)
         if will:
             self.c.will_set(*will)
@@ -178,7 +182,7 @@ class Conn:
 def conn(args, version, which, tag, will=None, client_id=None, clean=True):
     token = args.token_a if which == "a" else args.token_b
     return Conn(version, token, client_id or f"{which}-{tag}-{nonce()}", will, clean,
-                transport=args.transport, ws_path=args.ws_path)
+                transport=args.transport, ws_path=args.ws_path, cafile=args.cafile)
 
 
 def require(cond, msg):
@@ -395,6 +399,7 @@ def main():
     ap.add_argument("--expect", help="persistent phase 2: comma-separated payloads")
     ap.add_argument("--transport", choices=["tcp", "websockets"], default="tcp")
     ap.add_argument("--ws-path", default="/")
+    ap.add_argument("--cafile", help="speak TLS, trusting this CA (PEM)")
     args = ap.parse_args()
 
     if args.scenario == "persistent":

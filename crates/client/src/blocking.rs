@@ -122,29 +122,31 @@ impl BlockingClient {
         Self::over(link, session)
     }
 
-    /// As [`BlockingClient::connect`], over `transport` (plain TCP or the
-    /// gateway's WebSocket listener).
+    /// As [`BlockingClient::connect`], over `transport` (TCP or the
+    /// gateway's WebSocket listener; either over TLS when `gateway` has
+    /// TLS settings: `tls.listen`, `tls.ws_listen`).
     pub fn connect_over(
-        addr: SocketAddr,
+        gateway: impl Into<Gateway>,
         transport: &Transport,
         config: ClientConfig,
         delivered: Option<Seq>,
         timeout: Duration,
     ) -> io::Result<BlockingClient> {
         let session = ClientSession::new(config, delivered);
-        Self::try_resume_over(addr, transport, session, timeout).map_err(|failed| failed.0)
+        Self::try_resume_over(gateway, transport, session, timeout).map_err(|failed| failed.0)
     }
 
     /// As [`BlockingClient::try_resume`], over `transport`.
     pub fn try_resume_over(
-        addr: SocketAddr,
+        gateway: impl Into<Gateway>,
         transport: &Transport,
         session: ClientSession,
         timeout: Duration,
     ) -> Result<BlockingClient, Box<(io::Error, ClientSession)>> {
+        let gateway = gateway.into();
         match transport {
-            Transport::Tcp => Self::try_resume(addr, session, timeout),
-            Transport::WebSocket { path } => match WsLink::open(addr, path, timeout) {
+            Transport::Tcp => Self::try_resume(gateway, session, timeout),
+            Transport::WebSocket { path } => match WsLink::open(&gateway, path, timeout) {
                 Ok(ws) => Self::over(Link::Ws(Box::new(ws)), session),
                 Err(e) => Err(Box::new((e, session))),
             },

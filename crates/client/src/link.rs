@@ -36,8 +36,8 @@ impl From<SocketAddr> for Gateway {
 /// the name the certificate must carry.
 #[derive(Clone, Debug)]
 pub struct TlsGateway {
-    config: Arc<rustls::ClientConfig>,
-    name: ServerName<'static>,
+    pub(crate) config: Arc<rustls::ClientConfig>,
+    pub(crate) name: ServerName<'static>,
 }
 
 impl TlsGateway {
@@ -77,7 +77,7 @@ pub(crate) enum Link {
     Plain(TcpStream),
     /// TLS over TCP.
     Tls(Box<TlsLink>),
-    /// WebSocket over TCP ([`crate::Transport::WebSocket`]).
+    /// WebSocket over TCP or TLS ([`crate::Transport::WebSocket`]).
     Ws(Box<crate::wire::WsLink>),
 }
 
@@ -123,7 +123,8 @@ impl Link {
     /// handshake is done.
     pub(crate) fn peer_certificate(&self) -> Option<&[u8]> {
         match self {
-            Link::Plain(_) | Link::Ws(_) => None,
+            Link::Plain(_) => None,
+            Link::Ws(ws) => ws.peer_certificate(),
             Link::Tls(tls) => tls.conn.peer_certificates()?.first().map(|c| c.as_ref()),
         }
     }

@@ -1,19 +1,23 @@
 //! What a [`BlockingClient`](crate::BlockingClient) speaks over: plain TCP,
 //! or WebSocket (subprotocol `surepush.v1`, docs/PROTOCOL.md "WebSocket
 //! mapping"), where the payloads of binary messages carry the same byte
-//! stream as TCP.
+//! stream as TCP; WebSocket over TLS (`wss://`) when the [`Gateway`] has
+//! TLS settings.
 //!
 //! The socket is non-blocking either way; waiting is the caller's (ppoll
 //! on its TCP socket). tungstenite frames and masks the client's
 //! messages and answers the gateway's pings by itself.
 
-use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
+use rustls::{ClientConnection, StreamOwned};
 use surepush_host::poll::Readiness;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};
+
+use crate::link::Gateway;
 
 /// The WebSocket subprotocol of the native protocol.
 pub const WEBSOCKET_SUBPROTOCOL: &str = "surepush.v1";
@@ -35,7 +39,7 @@ pub enum Transport {
 /// messages are the protocol's byte stream.
 #[derive(Debug)]
 pub(crate) struct WsLink {
-    ws: WebSocket<TcpStream>,
+    ws: WebSocket<WsStream>,
     /// Bytes of received messages not read yet.
     input: Vec<u8>,
     /// How much of `input` was read.
@@ -43,16 +47,28 @@ pub(crate) struct WsLink {
 }
 
 impl WsLink {
-    /// Connects and upgrades within `timeout`, then turns non-blocking.
-    pub(crate) fn open(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<WsLink> {
-        let stream = TcpStream::connect_timeout(&addr, timeout)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        let ws = upgrade(stream, addr, path)?;
-        ws.get_ref().set_read_timeout(None)?;
-        ws.get_ref().set_write_timeout(None)?;
-        ws.get_ref().set_nonblocking(true)?;
+    /// Connects (and opens TLS if `gateway` says so) and upgrades within
+    /// `timeout`, then turns non-blocking.
+    pub(crate) fn open(gateway: &Gateway, path: &str, timeout: Duration) -> io::Result<WsLink> {
+        let tcp = TcpStream::connect_timeout(&gateway.addr, timeout)?;
+        tcp.set_nodelay(true)?;
+        tcp.set_read_timeout(Some(timeout))?;
+        tcp.set_write_timeout(Some(timeout))?;
+        let stream = match &gateway.tls {
+            None => WsStream::Plain(tcp),
+            Some(tls) => {
+                let conn = ClientConnection::new(tls.config.clone(), tls.name.clone())
+                    .map_err(io::Error::other)?;
+                WsStream::Tls(Box::new(StreamOwned::new(conn, tcp)))
+            }
+        };
+        let scheme = if gateway.tls.is_some() { "wss" } else { "ws" };
+        let url = format!("{scheme}://{}{path}", gateway.addr);
+        let ws = upgrade(stream, &url)?;
+        let tcp = ws.get_ref().tcp();
+        tcp.set_read_timeout(None)?;
+        tcp.set_write_timeout(None)?;
+        tcp.set_nonblocking(true)?;
         Ok(WsLink {
             ws,
             input: Vec::new(),
@@ -62,7 +78,15 @@ impl WsLink {
 
     /// The TCP socket under it (to wait on, for its addresses).
     pub(crate) fn tcp(&self) -> &TcpStream {
-        self.ws.get_ref()
+        self.ws.get_ref().tcp()
+    }
+
+    /// The certificate the gateway presented (DER), over TLS.
+    pub(crate) fn peer_certificate(&self) -> Option<&[u8]> {
+        match self.ws.get_ref() {
+            WsStream::Plain(_) => None,
+            WsStream::Tls(tls) => tls.conn.peer_certificates()?.first().map(|c| c.as_ref()),
+        }
     }
 
     /// Whether received bytes wait to be read.
@@ -123,8 +147,9 @@ impl WsLink {
             match result {
                 Ok(()) => return Ok(()),
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // The message is queued in tungstenite: flush it.
-                    wait_writable(self.ws.get_ref())?;
+                    // The message is queued in tungstenite (or rustls):
+                    // flush it.
+                    wait_writable(self.ws.get_ref().tcp())?;
                     result = self.ws.flush();
                 }
                 Err(tungstenite::Error::Io(e)) => return Err(e),
@@ -134,12 +159,60 @@ impl WsLink {
     }
 }
 
-/// The opening handshake, blocking: asks for `surepush.v1` and insists on
-/// getting it.
-fn upgrade(stream: TcpStream, addr: SocketAddr, path: &str) -> io::Result<WebSocket<TcpStream>> {
-    let mut request = format!("ws://{addr}{path}")
-        .into_client_request()
-        .map_err(io::Error::other)?;
+/// The socket under a WebSocket: plain TCP, or a rustls session over it
+/// (its reads and writes drive the TLS handshake, and return
+/// `WouldBlock` when the non-blocking socket does).
+#[derive(Debug)]
+pub(crate) enum WsStream {
+    /// `ws://`.
+    Plain(TcpStream),
+    /// `wss://`.
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl WsStream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            WsStream::Plain(tcp) => tcp,
+            WsStream::Tls(tls) => &tls.sock,
+        }
+    }
+}
+
+impl Read for WsStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            WsStream::Plain(tcp) => tcp.read(buf),
+            // The socket closed without close_notify: the gateway shuts
+            // connections down that way too.
+            WsStream::Tls(tls) => match tls.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                other => other,
+            },
+        }
+    }
+}
+
+impl Write for WsStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            WsStream::Plain(tcp) => tcp.write(buf),
+            WsStream::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            WsStream::Plain(tcp) => tcp.flush(),
+            WsStream::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
+/// The opening handshake to `url`, blocking: asks for `surepush.v1` and
+/// insists on getting it.
+fn upgrade(stream: WsStream, url: &str) -> io::Result<WebSocket<WsStream>> {
+    let mut request = url.into_client_request().map_err(io::Error::other)?;
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
         tungstenite::http::HeaderValue::from_static(WEBSOCKET_SUBPROTOCOL),

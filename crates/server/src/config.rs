@@ -351,6 +351,10 @@ pub struct TlsSettings {
     /// MQTT over TLS on this address (the 8883 of other brokers), next to
     /// the plain `mqtt.listen`. Unset: off.
     pub mqtt_listen: Option<SocketAddr>,
+    /// WebSocket over TLS (`wss://`) on this address, next to the plain
+    /// `websocket.listen`, with the same `[websocket]` settings (path,
+    /// origins, sizes, pings). Needs `websocket.enabled`. Unset: off.
+    pub ws_listen: Option<SocketAddr>,
     /// The admin port (`admin_listen`) speaks HTTPS only.
     pub admin: bool,
     /// With `admin`: CA certificates (PEM) that admin clients must present
@@ -361,7 +365,10 @@ pub struct TlsSettings {
 impl TlsSettings {
     /// Whether any listener speaks TLS (then `cert` and `key` are needed).
     pub fn used(&self) -> bool {
-        self.listen.is_some() || self.mqtt_listen.is_some() || self.admin
+        self.listen.is_some()
+            || self.mqtt_listen.is_some()
+            || self.ws_listen.is_some()
+            || self.admin
     }
 }
 
@@ -571,13 +578,16 @@ impl Config {
         self.webhooks.check(c).map_err(ConfigError::Invalid)?;
         let t = &self.tls;
         if t.used() && (t.cert.as_os_str().is_empty() || t.key.as_os_str().is_empty()) {
-            return bad("tls.cert and tls.key are needed by a TLS listener (tls.listen, tls.mqtt_listen or tls.admin)");
+            return bad("tls.cert and tls.key are needed by a TLS listener (tls.listen, tls.mqtt_listen, tls.ws_listen or tls.admin)");
         }
         if !t.admin && !t.admin_client_ca.as_os_str().is_empty() {
             return bad("tls.admin_client_ca needs tls.admin = true");
         }
         if t.mqtt_listen.is_some() && !m.enabled {
             return bad("tls.mqtt_listen needs mqtt.enabled = true");
+        }
+        if t.ws_listen.is_some() && !self.websocket.enabled {
+            return bad("tls.ws_listen needs websocket.enabled = true");
         }
         let a = &self.auth;
         let url = &a.jwks_url;

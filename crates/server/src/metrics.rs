@@ -122,6 +122,17 @@ struct SlowLabel {
     action: &'static str,
 }
 
+/// How a connection adopted from another shard is wrapped.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AdoptedLabel {
+    shard: u16,
+    /// The layers under its protocol: `tcp`, `tls`, `ws`, `wss`.
+    layers: &'static str,
+}
+
+/// Every `layers` value of `connections_adopted`.
+const ADOPTED_LAYERS: [&str; 4] = ["tcp", "tls", "ws", "wss"];
+
 type Counters = Family<ShardLabel, Counter>;
 type Gauges = Family<ShardLabel, Gauge>;
 type Histograms = Family<ShardLabel, Histogram, fn() -> Histogram>;
@@ -219,6 +230,7 @@ pub struct Metrics {
     unacked_expired: Counters,
     fsync: Histograms,
     slow_consumers: Family<SlowLabel, Counter>,
+    adopted: Family<AdoptedLabel, Counter>,
     webhooks: Arc<crate::webhooks::WebhookMetrics>,
 }
 
@@ -282,6 +294,12 @@ impl Metrics {
             "Slow consumers: room subscriptions lagged (out of live fan-out) and connections dropped for unsent output",
             slow_consumers.clone(),
         );
+        let adopted = Family::<AdoptedLabel, Counter>::default();
+        registry.register(
+            "connections_adopted",
+            "Connections handed to this shard, the owner of their user, by the shard that accepted them, by the layers under the protocol (tcp, tls, ws, wss)",
+            adopted.clone(),
+        );
         let mut gauge = |name: &str, help: &str| {
             let f = Gauges::default();
             registry.register(name, help, f.clone());
@@ -320,6 +338,7 @@ impl Metrics {
             unacked_expired,
             fsync,
             slow_consumers,
+            adopted,
         };
         // Create every series up front so a scrape shows all shards at zero.
         for shard in 0..shards {
@@ -345,6 +364,9 @@ impl Metrics {
             drop(m.fsync.get_or_create(&l));
             for action in [SLOW_LAGGED, SLOW_DROPPED] {
                 drop(m.slow_consumers.get_or_create(&SlowLabel { shard, action }));
+            }
+            for layers in ADOPTED_LAYERS {
+                drop(m.adopted.get_or_create(&AdoptedLabel { shard, layers }));
             }
         }
         Arc::new(m)
@@ -474,6 +496,16 @@ impl ShardMetrics {
         self.metrics
             .auth_refused_at_accept
             .get_or_create(&self.label)
+            .inc();
+    }
+
+    /// A connection handed over by another shard (`layers`: one of
+    /// `ADOPTED_LAYERS`).
+    pub fn count_adopted(&self, layers: &'static str) {
+        let shard = self.label.shard;
+        self.metrics
+            .adopted
+            .get_or_create(&AdoptedLabel { shard, layers })
             .inc();
     }
 

@@ -237,31 +237,21 @@ fn run_shards(
     )
     .map_err(io_err("read the MQTT state files of an earlier build"))?
     .map(Arc::new);
-    let bind_if = |enabled: bool, what, addr| -> Result<_, ServeError> {
-        match enabled {
-            true => Ok(Some(BoundListeners::bind(what, addr, shards as usize)?)),
-            false => Ok(None),
-        }
+    let bind_at = |what, addr: Option<std::net::SocketAddr>| {
+        addr.map(|addr| BoundListeners::bind(what, addr, shards as usize))
+            .transpose()
     };
     // Bound here, before any shard runs, so a taken address stops the node
     // with its name instead of failing one shard (see `listeners`).
+    let (mqtt, ws) = (&config.mqtt, &config.websocket);
     let listeners = Arc::new(NodeListeners {
         client: BoundListeners::bind("client", config.listen, shards as usize)?,
-        mqtt: bind_if(config.mqtt.enabled, "MQTT", config.mqtt.listen)?,
-        websocket: bind_if(
-            config.websocket.enabled,
-            "WebSocket",
-            config.websocket.listen,
-        )?,
+        mqtt: bind_at("MQTT", mqtt.enabled.then_some(mqtt.listen))?,
+        websocket: bind_at("WebSocket", ws.enabled.then_some(ws.listen))?,
         admin: BoundListeners::bind("admin", config.admin_listen, 1)?,
-        tls: match config.tls.listen {
-            Some(addr) => Some(BoundListeners::bind("TLS client", addr, shards as usize)?),
-            None => None,
-        },
-        mqtt_tls: match config.tls.mqtt_listen {
-            Some(addr) => Some(BoundListeners::bind("MQTT TLS", addr, shards as usize)?),
-            None => None,
-        },
+        tls: bind_at("TLS client", config.tls.listen)?,
+        mqtt_tls: bind_at("MQTT TLS", config.tls.mqtt_listen)?,
+        ws_tls: bind_at("WebSocket TLS", config.tls.ws_listen)?,
     });
     let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
     let cluster = cluster.clone();
@@ -327,6 +317,8 @@ struct NodeListeners {
     tls: Option<BoundListeners>,
     /// MQTT over TLS (`tls.mqtt_listen`).
     mqtt_tls: Option<BoundListeners>,
+    /// WebSocket over TLS (`tls.ws_listen`).
+    ws_tls: Option<BoundListeners>,
 }
 
 /// The node's secrets and certificates, loaded once before the first
@@ -504,16 +496,17 @@ async fn shard_main(
         &rt,
         [
             (l.mqtt.as_ref(), Some(Opening::Plain)),
-            (l.mqtt_tls.as_ref(), tls),
+            (l.mqtt_tls.as_ref(), tls.clone()),
         ],
     )?);
-    if let Some(l) = &ctx.listeners.websocket {
-        // WebSocket over plain TCP (WSS is not composed yet).
+    for (l, opening) in [(&l.websocket, Some(Opening::Plain)), (&l.ws_tls, tls)] {
+        let Some(l) = l else { continue };
+        let opening = opening.ok_or("a TLS listener without TLS settings")?;
         accepting.push(glommio::spawn_local(accept_loop(
             rt.clone(),
             l.take()?,
-            Opening::Plain,
-            |rt, tcp, _| transport::accept_ws::<ShardRuntime>(rt, tcp),
+            opening,
+            transport::accept_ws::<ShardRuntime>,
         )));
     }
     if let Some(admin) = &admin {

@@ -813,6 +813,10 @@ impl ShardLoop for ShardRuntime {
         self.handoff(owner, MeshMsg::Handoff(Box::new(handoff)));
     }
 
+    fn count_adopted(&self, layers: &'static str) {
+        self.metrics.count_adopted(layers);
+    }
+
     fn open_connection(&self, io: Rc<ConnIo>, transport: &'static str) -> ConnId {
         ShardRuntime::open_connection(self, io, transport)
     }

@@ -63,7 +63,7 @@ pub enum TlsError {
 /// The TLS configs in force, shared by every shard.
 #[derive(Debug)]
 pub struct NodeTls {
-    /// For the native and MQTT TLS listeners.
+    /// For the native, MQTT and WebSocket TLS listeners.
     streams: RwLock<Arc<ServerConfig>>,
     /// For the admin port, when it speaks HTTPS.
     admin: Option<RwLock<Arc<ServerConfig>>>,
@@ -93,7 +93,7 @@ impl NodeTls {
         Ok(())
     }
 
-    /// The config for a new native or MQTT TLS connection.
+    /// The config for a new native, MQTT or WebSocket TLS connection.
     pub fn streams(&self) -> Arc<ServerConfig> {
         self.streams
             .read()

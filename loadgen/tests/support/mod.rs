@@ -39,6 +39,8 @@ pub struct Gateway {
     pub tls_port: u16,
     /// The WebSocket listener.
     pub ws_port: u16,
+    /// The WebSocket listener over TLS (`wss://`, same certificate).
+    pub wss_port: u16,
 }
 
 /// A CA (`ca.pem`) and a certificate for `localhost` it signed
@@ -65,7 +67,7 @@ impl Gateway {
         let (port, admin_port, mqtt_port) = (free_port(), free_port(), free_port());
         let tls_port = free_port();
         write_test_certificates(dir.path());
-        let ws_port = free_port();
+        let (ws_port, wss_port) = (free_port(), free_port());
         let config = dir.path().join("c.toml");
         std::fs::write(
             &config,
@@ -74,7 +76,7 @@ impl Gateway {
                  shards = 2\npin_cores = false\nio_memory_kib = 1024\ntoken_secret = \"smoke\"\n[log]\n\
                  segment_mib = 8\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n\
                  [tls]\ncert = \"{dir}/cert.pem\"\nkey = \"{dir}/key.pem\"\nlisten = \"127.0.0.1:{tls_port}\"\n\
-                 [websocket]\nenabled = true\nlisten = \"127.0.0.1:{ws_port}\"\n",
+                 ws_listen = \"127.0.0.1:{wss_port}\"\n[websocket]\nenabled = true\nlisten = \"127.0.0.1:{ws_port}\"\n",
                 dir.path().join("data").display(),
                 dir = dir.path().display(),
             ),
@@ -102,6 +104,7 @@ impl Gateway {
             mqtt_port,
             tls_port,
             ws_port,
+            wss_port,
         };
         let mut serving = 0;
         while serving < 2 {

@@ -28,11 +28,12 @@ pub(crate) struct Handoff {
 /// What wraps the socket of a handed-off connection.
 #[derive(Debug)]
 pub(crate) enum Framing {
-    /// Plain TCP.
+    /// None: the protocol's bytes are the stream's (plain TCP or TLS).
     Tcp,
-    /// WebSocket over TCP: frame bytes read and not decoded yet, a frame
-    /// or a fragmented message begun.
-    Ws(Box<super::ws::DecoderState>),
+    /// WebSocket over the stream (plain TCP or TLS, as `layer` says):
+    /// frame bytes read and not decoded yet, a frame or a fragmented
+    /// message begun, control frames (pongs) not sent yet.
+    Ws(Box<super::ws::WsState>),
 }
 
 /// An authenticated first message, per protocol (the variant is the

@@ -57,8 +57,11 @@
 //!   halves instead: [`accept_ws`] runs the upgrade (`ws::open`) on the
 //!   TCP halves, wraps them (`ws::wrap`) and runs the subprotocol's
 //!   [`Handshake`] on top; its partial frame travels as [`Framing`].
-//!   WebSocket over TLS (WSS) is not composed yet: a WebSocket listener is
-//!   plain TCP (put a TLS terminator in front for `wss://`).
+//!   WebSocket over TLS (WSS, `tls.ws_listen`) is the same composition
+//!   over the TLS stream's halves: [`accept_ws`] opens TLS first, and a
+//!   hand-off carries both the TLS session ([`Layer`]) and the WebSocket
+//!   state ([`Framing`]), which the read half gives back together
+//!   ([`stream::StreamReader::suspend`]).
 
 mod handoff;
 mod loops;
@@ -304,16 +307,37 @@ fn opened(tcp: TcpStream) -> Opened<ReadHalf<TcpStream>, stream::TcpWriter> {
     Opened { fd, reader, writer }
 }
 
-/// Accepting side of the WebSocket listener: the HTTP upgrade, then the
-/// protocol its subprotocol names, inside WebSocket messages. One connect
-/// timeout covers both (a slow upgrade request gets 408).
-pub(crate) async fn accept_ws<S: ShardLoop>(rt: Rc<S>, tcp: TcpStream) {
+/// Accepting side of a WebSocket listener, plain (`ws://`) or over TLS
+/// (`wss://`, `opening`): the TLS handshake if any, the HTTP upgrade, then
+/// the protocol its subprotocol names, inside WebSocket messages. One
+/// connect timeout covers all of it (a slow upgrade request gets 408).
+pub(crate) async fn accept_ws<S: ShardLoop>(rt: Rc<S>, tcp: TcpStream, opening: Opening) {
     let deadline = Instant::now() + Duration::from_millis(rt.config().core.connect_timeout_ms);
+    match opening {
+        Opening::Plain => upgrade_ws(rt, opened(tcp), deadline).await,
+        Opening::Tls(node_tls) => {
+            // As in `accept`: the handshake's flights are several writes.
+            stream::set_nodelay(tcp.as_raw_fd());
+            match within(deadline, tls::open(tcp, node_tls.streams())).await {
+                Some(Ok(tls)) => upgrade_ws(rt, halves(tls), deadline).await,
+                Some(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed (WebSocket)"),
+                None => tracing::debug!("TLS handshake timed out (WebSocket)"),
+            }
+        }
+    }
+}
+
+/// The WebSocket part of [`accept_ws`], over an opened stream's halves.
+async fn upgrade_ws<S: ShardLoop, R: StreamReader, W: StreamWriter>(
+    rt: Rc<S>,
+    stream: Opened<R, W>,
+    deadline: Instant,
+) {
     let Opened {
         fd,
         mut reader,
         mut writer,
-    } = opened(tcp);
+    } = stream;
     let mqtt = rt.mqtt().is_some();
     let upgraded = within(
         deadline,
@@ -385,24 +409,29 @@ async fn accept_over<H: Handshake, S: ShardLoop, R: StreamReader, W: StreamWrite
         let stream = Opened { fd, reader, writer };
         return serve(&rt, stream, hello, hs.rest());
     }
-    match stream::duplicate(fd) {
-        Ok(dup) => {
-            let framing = reader.suspend();
-            drop(writer);
-            let handoff = Handoff {
-                fd: dup,
-                layer: Layer::Plain,
-                hello: H::into_hello(hello, claims),
-                rest: hs.rest(),
-                framing,
-            };
-            rt.hand_off(owner, handoff);
-        }
+    let dup = match stream::duplicate(fd) {
+        Ok(dup) => dup,
         Err(e) => {
             tracing::error!(error = %e, "cannot duplicate a socket for handoff");
-            refuse_with(writer, &H::refuse_unavailable(&hello)).await;
+            return refuse_with(writer, &H::refuse_unavailable(&hello)).await;
         }
-    }
+    };
+    // The writer first: a TLS session shared by the halves goes back to
+    // the reader.
+    drop(writer);
+    let Some((layer, framing)) = reader.suspend() else {
+        // Not reached (nothing else holds the session); the socket closes.
+        tracing::error!("a stream layer kept its state from a handoff");
+        return;
+    };
+    let handoff = Handoff {
+        fd: dup,
+        layer,
+        hello: H::into_hello(hello, claims),
+        rest: hs.rest(),
+        framing,
+    };
+    rt.hand_off(owner, handoff);
 }
 
 /// Reads until the handshake has a hello or a refusal; `Step::More` if the
@@ -444,16 +473,37 @@ pub(crate) fn adopt<S: ShardLoop>(rt: &Rc<S>, handoff: Handoff) {
         framing,
     } = handoff;
     match (layer, framing) {
-        (Layer::Tls(session), _) => serve(rt, halves(tls::Tls::resume(fd, *session)), hello, rest),
-        (Layer::Plain, Framing::Tcp) => serve(rt, opened(stream::adopt_fd(fd)), hello, rest),
+        (Layer::Plain, Framing::Tcp) => {
+            rt.count_adopted("tcp");
+            serve(rt, opened(stream::adopt_fd(fd)), hello, rest)
+        }
+        (Layer::Tls(session), Framing::Tcp) => {
+            rt.count_adopted("tls");
+            serve(rt, halves(tls::Tls::resume(fd, *session)), hello, rest)
+        }
         (Layer::Plain, Framing::Ws(state)) => {
-            let tcp = opened(stream::adopt_fd(fd));
-            let params = ws::WsParams::new(rt.config());
-            let (reader, writer) = ws::resume(tcp.fd, tcp.reader, tcp.writer, *state, params);
-            let fd = tcp.fd;
-            serve(rt, Opened { fd, reader, writer }, hello, rest)
+            rt.count_adopted("ws");
+            let stream = resume_ws(rt, opened(stream::adopt_fd(fd)), *state);
+            serve(rt, stream, hello, rest)
+        }
+        (Layer::Tls(session), Framing::Ws(state)) => {
+            rt.count_adopted("wss");
+            let tls = halves(tls::Tls::resume(fd, *session));
+            serve(rt, resume_ws(rt, tls, *state), hello, rest)
         }
     }
+}
+
+/// A handed-off WebSocket's layer over the stream it arrived on.
+fn resume_ws<S: ShardLoop, R: StreamReader, W: StreamWriter>(
+    rt: &Rc<S>,
+    stream: Opened<R, W>,
+    state: ws::WsState,
+) -> Opened<ws::WsReader<R>, ws::WsWriter<W>> {
+    let params = ws::WsParams::new(rt.config());
+    let Opened { fd, reader, writer } = stream;
+    let (reader, writer) = ws::resume(fd, reader, writer, state, params);
+    Opened { fd, reader, writer }
 }
 
 /// A whole stream (plain or TLS) as the halves the loops use.

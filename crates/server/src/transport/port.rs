@@ -48,6 +48,9 @@ pub(crate) trait ShardLoop: ShardPort + 'static {
     fn count_auth_failure(&self);
     /// Sends a connection to the shard that owns its user.
     fn hand_off(&self, owner: u16, handoff: Handoff);
+    /// Counts a connection adopted from another shard; `layers`: what
+    /// wraps its protocol (`tcp`, `tls`, `ws`, `wss`).
+    fn count_adopted(&self, layers: &'static str);
     /// Registers a new connection with the core.
     fn open_connection(&self, io: Rc<ConnIo>, transport: &'static str) -> ConnId;
     /// The input of `conn` is not its protocol (then drives).

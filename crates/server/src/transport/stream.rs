@@ -45,8 +45,11 @@ pub(crate) trait StreamReader: 'static {
     /// Reads what is there into `buf` (0: the peer ended its side).
     async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize>;
     /// What a hand-off to another shard carries of the layers' state (the
-    /// socket travels next to it).
-    fn suspend(self) -> Framing;
+    /// socket travels next to it): the stream layer's (a TLS session) and
+    /// the framing's (a WebSocket frame begun). The writer half is dropped
+    /// first: `None` if a layer whose halves share state (TLS) could not
+    /// take it back.
+    fn suspend(self) -> Option<(Layer, Framing)>;
 }
 
 /// The write half of a [`ByteStream`].
@@ -114,8 +117,8 @@ impl<T: AsyncRead + Unpin + 'static> StreamReader for ReadHalf<T> {
         AsyncReadExt::read(self, buf).await
     }
 
-    fn suspend(self) -> Framing {
-        Framing::Tcp
+    fn suspend(self) -> Option<(Layer, Framing)> {
+        Some((Layer::Plain, Framing::Tcp))
     }
 }
 

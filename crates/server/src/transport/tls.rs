@@ -19,17 +19,20 @@
 //! - Errors: a peer that does not speak TLS (plain bytes, SSL 3.0, TLS
 //!   1.0/1.1) fails the handshake with rustls's alert; the caller closes.
 
+use std::cell::RefCell;
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use futures_lite::future;
+use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use rustls::{ServerConfig, ServerConnection};
 
-use super::stream::{self, ByteStream, StreamWriter, MAX_IOV};
+use super::stream::{self, ByteStream, Framing, StreamReader, StreamWriter, MAX_IOV};
 
 /// A TLS session over the stream `IO`.
 pub(crate) struct TlsIo<IO> {
@@ -269,16 +272,19 @@ pub(crate) async fn open(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Resul
 }
 
 impl ByteStream for Tls {
-    type Reader = ReadHalf<TlsIo<TcpStream>>;
+    type Reader = TlsReader;
     type Writer = TlsWriter;
 
     fn raw_fd(&self) -> RawFd {
         self.io.io.as_raw_fd()
     }
 
+    /// Both halves share the session (one shard, so a `RefCell`: each
+    /// borrow lasts one poll); the reader takes it back for a hand-off
+    /// once the writer is gone ([`TlsReader::suspend`]).
     fn split(self) -> (Self::Reader, Self::Writer) {
-        let (reader, writer) = futures_lite::io::split(self.io);
-        (reader, TlsWriter { writer })
+        let io = Rc::new(RefCell::new(self.io));
+        (TlsReader { io: io.clone() }, TlsWriter { io })
     }
 
     async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -297,9 +303,30 @@ impl ByteStream for Tls {
     }
 }
 
+/// The read half of a [`Tls`] stream.
+pub(crate) struct TlsReader {
+    io: Rc<RefCell<TlsIo<TcpStream>>>,
+}
+
+impl StreamReader for TlsReader {
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        future::poll_fn(|cx| Pin::new(&mut *self.io.borrow_mut()).poll_read(cx, buf)).await
+    }
+
+    /// The session, for a layer above (WebSocket) handed off after its
+    /// opening step: its writer half must be dropped first.
+    fn suspend(self) -> Option<(super::Layer, Framing)> {
+        let io = Rc::try_unwrap(self.io).ok()?.into_inner();
+        Some((
+            super::Layer::Tls(Box::new(TlsSession(io.conn))),
+            Framing::Tcp,
+        ))
+    }
+}
+
 /// The write half of a [`Tls`] stream.
 pub(crate) struct TlsWriter {
-    writer: WriteHalf<TlsIo<TcpStream>>,
+    io: Rc<RefCell<TlsIo<TcpStream>>>,
 }
 
 impl StreamWriter for TlsWriter {
@@ -315,18 +342,22 @@ impl StreamWriter for TlsWriter {
                 .take(MAX_IOV)
                 .map(|c| IoSlice::new(c))
                 .collect();
-            let n = self.writer.write_vectored(&iov).await?;
+            let n = future::poll_fn(|cx| {
+                Pin::new(&mut *self.io.borrow_mut()).poll_write_vectored(cx, &iov)
+            })
+            .await?;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
+            drop(iov);
             stream::consume(chunks, n);
         }
-        self.writer.flush().await
+        future::poll_fn(|cx| Pin::new(&mut *self.io.borrow_mut()).poll_flush(cx)).await
     }
 
     /// close_notify, then a write shutdown of the socket (glommio's close
     /// of a `TcpStream` is a write shutdown).
     async fn end(&mut self) -> io::Result<()> {
-        self.writer.close().await
+        future::poll_fn(|cx| Pin::new(&mut *self.io.borrow_mut()).poll_close(cx)).await
     }
 }

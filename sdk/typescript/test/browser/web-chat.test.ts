@@ -3,7 +3,9 @@
  * #19 item 4): Debian's `/usr/bin/chromium` driven by puppeteer-core (no
  * browser is downloaded), the real gateway binary serving the page from
  * its admin listener (`[admin] static_dir`, demo tokens on) and the SDK's
- * native protocol over its WebSocket listener.
+ * native protocol over its WebSocket listener over TLS (`wss://`,
+ * `[tls] ws_listen`, a certificate minted for the run that Chromium
+ * trusts by its key: `--ignore-certificate-errors-spki-list`).
  *
  * Checked through what the pages show (each line carries its sender,
  * addressee, sequence and client_msg_id): two users exchange messages with
@@ -13,8 +15,8 @@
  * screenshot goes to target/web-chat-screenshot.png.
  *
  * Needs `cargo build` (target/debug/surepush), `npm run build` (the SDK's
- * browser build in examples/web-chat/sdk) and Chromium
- * (`apt-get install chromium`; `CHROMIUM=/path` for another one).
+ * browser build in examples/web-chat/sdk), Chromium (`apt-get install
+ * chromium`; `CHROMIUM=/path` for another one) and the openssl CLI.
  */
 
 import assert from "node:assert/strict";
@@ -27,6 +29,7 @@ import puppeteer, { type Browser, type Page } from "puppeteer-core";
 
 import { gatewayForThisFile } from "../support/device.js";
 import { REPO_ROOT } from "../support/gateway.js";
+import { testCertificate } from "../support/tls.js";
 
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const WEB_CHAT = join(REPO_ROOT, "examples", "web-chat");
@@ -34,9 +37,11 @@ const SCREENSHOT = join(REPO_ROOT, "target", "web-chat-screenshot.png");
 /** Longest wait for what a page should show. */
 const SHOWN_MS = 15_000;
 
+const certificate = testCertificate();
 const gateway = gatewayForThisFile({
   // The pages come from the admin listener: only that origin may connect.
   websocket: { onlyAdminOrigin: true },
+  wss: certificate,
   tables: ["[admin]", `static_dir = ${JSON.stringify(WEB_CHAT)}`, 'static_path = "/web/"', "demo_tokens = true"].join("\n"),
 });
 
@@ -57,6 +62,9 @@ before(async () => {
       "--disable-background-timer-throttling",
       "--disable-renderer-backgrounding",
       "--disable-backgrounding-occluded-windows",
+      // The gateway's test certificate, pinned by its key: no CA to
+      // install, and any other certificate error still fails.
+      `--ignore-certificate-errors-spki-list=${certificate.spki}`,
     ],
   });
 });
@@ -87,7 +95,7 @@ async function openChat(user: number): Promise<Page> {
 }
 
 function chatUrl(user: number): string {
-  return `${gateway().adminUrl}/web/?user=${user}&ws=${encodeURIComponent(gateway().wsUrl)}`;
+  return `${gateway().adminUrl}/web/?user=${user}&ws=${encodeURIComponent(gateway().wssUrl)}`;
 }
 
 async function live(page: Page): Promise<void> {
@@ -172,6 +180,8 @@ test("web chat in Chromium: 1:1 with identity, reloads without loss or duplicate
   const [ANN, BOB, CAT, DAN] = [1001, 1002, 1003, 1004];
   const ann = await openChat(ANN);
   const bob = await openChat(BOB);
+  // Live over TLS: the pages know only the wss:// address.
+  for (const page of [ann, bob]) assert.match(await page.$eval("#ws", (e) => (e as HTMLInputElement).value), /^wss:\/\/127\.0\.0\.1:\d+\/$/);
 
   // 1:1 both ways, typed into the page like a person would.
   for (const text of ["hi bob", "how are you?"]) {

@@ -94,6 +94,11 @@ export interface GatewayOptions {
    * the admin listener may connect (`allowed_origins`); else any origin.
    */
   readonly websocket?: { readonly onlyAdminOrigin?: boolean };
+  /**
+   * With `websocket`: WebSocket over TLS too (`[tls] ws_listen`, on
+   * {@link Gateway.wssPort}) with this certificate and key (PEM files).
+   */
+  readonly wss?: { readonly certFile: string; readonly keyFile: string };
   /** TOML tables appended to the config (e.g. `[admin]` settings). */
   readonly tables?: string;
 }
@@ -110,13 +115,15 @@ export class Gateway {
     readonly adminPort: number,
     /** The WebSocket listener's port (listening when `options.websocket`). */
     readonly wsPort: number,
+    /** The WebSocket TLS listener's port (listening when `options.wss`). */
+    readonly wssPort: number,
     private readonly options: GatewayOptions,
   ) {}
 
   /** Starts a gateway on a fresh data dir. */
   static async start(options: GatewayOptions = {}): Promise<Gateway> {
     const dir = await mkdtemp(join(tmpdir(), "surepush-ts-e2e-"));
-    const g = new Gateway(dir, await freePort(), await freePort(), await freePort(), options);
+    const g = new Gateway(dir, await freePort(), await freePort(), await freePort(), await freePort(), options);
     await g.spawn();
     return g;
   }
@@ -129,6 +136,11 @@ export class Gateway {
   /** URL of the WebSocket listener (`options.websocket`). */
   get wsUrl(): string {
     return `ws://127.0.0.1:${this.wsPort}/`;
+  }
+
+  /** URL of the WebSocket TLS listener (`options.wss`). */
+  get wssUrl(): string {
+    return `wss://127.0.0.1:${this.wssPort}/`;
   }
 
   /** Base URL of the admin HTTP listener. */
@@ -247,7 +259,11 @@ export class Gateway {
     const ws = this.options.websocket;
     if (!ws) return [];
     const origins = ws.onlyAdminOrigin ? JSON.stringify(this.adminUrl) : "";
-    return ["[websocket]", "enabled = true", `listen = "127.0.0.1:${this.wsPort}"`, 'path = "/"', `allowed_origins = [${origins}]`];
+    const table = ["[websocket]", "enabled = true", `listen = "127.0.0.1:${this.wsPort}"`, 'path = "/"', `allowed_origins = [${origins}]`];
+    const wss = this.options.wss;
+    if (!wss) return table;
+    const tls = ["[tls]", `cert = ${JSON.stringify(wss.certFile)}`, `key = ${JSON.stringify(wss.keyFile)}`, `ws_listen = "127.0.0.1:${this.wssPort}"`];
+    return [...table, ...tls];
   }
 
   private async spawn(): Promise<void> {

@@ -38,9 +38,9 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
 use super::stream::{Framing, StreamReader, StreamWriter};
+use super::Layer;
 use crate::config::Config;
-pub(crate) use codec::DecoderState;
-use codec::{CloseCode, Decoded, Decoder};
+use codec::{CloseCode, Decoded, Decoder, DecoderState};
 pub(crate) use upgrade::Subprotocol;
 
 /// The layer's settings, from `[websocket]` and `close_grace_ms`.
@@ -129,16 +129,28 @@ pub(crate) fn wrap<R: StreamReader, W: StreamWriter>(
     halves(fd, reader, writer, decoder, params)
 }
 
+/// The layer's state as it travels between shards in a hand-off.
+#[derive(Debug)]
+pub(crate) struct WsState {
+    /// Frame bytes read and not decoded, a frame or message begun.
+    decoder: DecoderState,
+    /// Control frames queued and not sent yet (pongs to pings that came
+    /// before the hello): the owner's writer sends them first.
+    control: Vec<Bytes>,
+}
+
 /// As [`wrap`], continuing a connection handed off from another shard.
 pub(crate) fn resume<R: StreamReader, W: StreamWriter>(
     fd: RawFd,
     reader: R,
     writer: W,
-    state: DecoderState,
+    state: WsState,
     params: WsParams,
 ) -> (WsReader<R>, WsWriter<W>) {
-    let decoder = Decoder::resume(params.max_message, state);
-    halves(fd, reader, writer, decoder, params)
+    let decoder = Decoder::resume(params.max_message, state.decoder);
+    let (reader, writer) = halves(fd, reader, writer, decoder, params);
+    *reader.shared.control.borrow_mut() = state.control;
+    (reader, writer)
 }
 
 fn halves<R: StreamReader, W: StreamWriter>(
@@ -270,10 +282,17 @@ pub(crate) struct WsReader<R> {
 }
 
 impl<R: StreamReader> StreamReader for WsReader<R> {
-    /// Bytes read past the hello, a partial frame, a message begun. (Over
-    /// TCP only today: a layer under it would travel inside.)
-    fn suspend(self) -> Framing {
-        Framing::Ws(Box::new(self.decoder.suspend()))
+    /// Bytes read past the hello, a partial frame, a message begun, and
+    /// the control frames the writer has not sent; the layer under it
+    /// (TLS) travels next to them.
+    fn suspend(self) -> Option<(Layer, Framing)> {
+        let control = std::mem::take(&mut *self.shared.control.borrow_mut());
+        let (layer, _) = self.inner.suspend()?;
+        let state = WsState {
+            decoder: self.decoder.suspend(),
+            control,
+        };
+        Some((layer, Framing::Ws(Box::new(state))))
     }
 
     async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -429,8 +448,8 @@ mod tests {
         async fn read(&mut self, _buf: &mut [u8]) -> std::io::Result<usize> {
             Ok(0)
         }
-        fn suspend(self) -> Framing {
-            Framing::Tcp
+        fn suspend(self) -> Option<(Layer, Framing)> {
+            Some((Layer::Plain, Framing::Tcp))
         }
     }
 
