@@ -160,7 +160,10 @@ impl Shard {
     pub(super) fn flush_presence(&mut self) {
         for user in self.presence.take_dirty() {
             let devices = self.online_devices(user);
-            let shards = self.presence.to_send(user, fingerprint(&devices)).to_vec();
+            let shards = self
+                .presence
+                .shards_to_tell(user, fingerprint(&devices))
+                .to_vec();
             self.stats.presence_events += shards.len() as u64;
             for shard in shards {
                 let devices = devices.clone();

@@ -178,7 +178,7 @@ impl Watches {
 
     /// The shards to send `user`'s state fingerprinted `fingerprint` to:
     /// none if it equals the last one sent (a flap within the window).
-    pub(crate) fn to_send(&mut self, user: UserId, fingerprint: u64) -> &[ShardId] {
+    pub(crate) fn shards_to_tell(&mut self, user: UserId, fingerprint: u64) -> &[ShardId] {
         match self.owned.get_mut(&user) {
             Some(w) if w.sent != fingerprint => {
                 w.sent = fingerprint;
