@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use surepush_client::{ClientConfig, ClientSession, Event};
-use surepush_proto::{DeviceId, Seq};
+use surepush_proto::{DeviceId, Seq, UserId};
+use surepush_token::Acl;
 
 use crate::fleet::Fleet;
 use crate::mqtt_peer::{idle_receiver, MqttTarget};
@@ -72,6 +73,12 @@ pub struct IdleScenario {
     /// the per-connection figures compare.
     #[arg(long, requires = "mqtt")]
     pub mqtt_broker: bool,
+    /// Native only: each connection also watches the presence of this many
+    /// users (the next user ids after its own; its token grants
+    /// `presence/+`), so a run with and one without tell the memory per
+    /// watch (docs/PROTOCOL.md section 6c).
+    #[arg(long, default_value_t = 0, conflicts_with = "mqtt")]
+    pub watch: u32,
 }
 
 /// What an idle run measured and checked.
@@ -105,12 +112,22 @@ pub struct IdleReport {
     pub loadgen_kib_per_connection: f64,
     /// This process's open-file limit in force.
     pub nofile_limit: u64,
+    /// Users each connection watched (`--watch`).
+    pub watch: u32,
+    /// WATCHes answered with code 0.
+    pub watches_accepted: u64,
+    /// WATCHes refused (any error code).
+    pub watches_refused: u64,
 }
 
 impl IdleReport {
     /// Every connection went live and stayed open.
     pub fn passed(&self) -> bool {
-        self.connections > 0 && self.live == self.connections && self.closed == 0
+        self.connections > 0
+            && self.live == self.connections
+            && self.closed == 0
+            && self.watches_refused == 0
+            && (self.watch == 0 || self.watches_accepted == self.live)
     }
 
     /// Human-readable summary.
@@ -119,6 +136,7 @@ impl IdleReport {
             "idle: {} of {} connections live after {:.2} s, held {:.1} s, closed by the gateway {}\n  \
              gateway (pid {}) RSS: before {} KiB, live {} KiB, end of hold {} KiB, after close {} KiB\n  \
              per connection: {:.2} KiB live, {:.2} KiB at the end of the hold (load generator: {:.2} KiB)\n  \
+             presence: {} users watched per connection, WATCH accepted {}, refused {}\n  \
              verdict: {}\n",
             self.live,
             self.connections,
@@ -133,6 +151,9 @@ impl IdleReport {
             self.kib_per_connection,
             self.kib_per_connection_held,
             self.loadgen_kib_per_connection,
+            self.watch,
+            self.watches_accepted,
+            self.watches_refused,
             if self.passed() { "PASS" } else { "FAIL" }
         )
     }
@@ -146,21 +167,40 @@ struct Shared {
     release: AtomicBool,
 }
 
+/// What one holder thread saw.
+#[derive(Default)]
+struct Held {
+    live: u64,
+    closed: u64,
+    watches_accepted: u64,
+    watches_refused: u64,
+}
+
 /// Opens `users` (at most `budget` handshakes at a time), keeps them open
-/// until released; returns (went live, closed).
+/// until released.
 fn holder_thread(
     s: IdleScenario,
     users: Vec<u64>,
     budget: usize,
     shared: Arc<Shared>,
-) -> Result<(u64, u64), String> {
+) -> Result<Held, String> {
+    let everyone = Acl::new(&["presence/+"], &[]).expect("a valid filter");
     let sessions = users.iter().map(|&u| {
-        let config = ClientConfig::new(crate::mint_token(&s.secret, u), DeviceId(1));
-        ClientSession::new(config, Some(Seq::ZERO))
+        let token = match s.watch {
+            0 => crate::mint_token(&s.secret, u),
+            _ => crate::mint_token_granting(&s.secret, u, everyone.clone()),
+        };
+        let mut session =
+            ClientSession::new(ClientConfig::new(token, DeviceId(1)), Some(Seq::ZERO));
+        let watched: Vec<UserId> = (1..=u64::from(s.watch)).map(|i| UserId(u + i)).collect();
+        // Sent with the CONNACK (the session watches on every connect).
+        session.watch(&watched, 0);
+        session
     });
     let mut fleet = Fleet::new(s.server, sessions, Instant::now())?;
     let n = fleet.len();
     let (mut opened, mut live, mut closed) = (0usize, 0usize, 0usize);
+    let (mut accepted, mut refused) = (0u64, 0u64);
     let mut signalled = false;
     while !shared.release.load(Ordering::SeqCst) {
         while opened < n && opened.saturating_sub(live + closed) < budget.max(1) {
@@ -171,15 +211,23 @@ fn holder_thread(
             signalled = true;
             shared.ready.fetch_add(1, Ordering::SeqCst);
         }
-        let gone = fleet.turn(50, |_, e| {
+        let gone = fleet.turn(50, |_, e| match e {
             // Once per connection: it is never reconnected.
-            live += usize::from(matches!(e, Event::CaughtUp));
+            Event::CaughtUp => live += 1,
+            Event::Watched(a) if a.code == 0 => accepted += 1,
+            Event::Watched(_) => refused += 1,
+            _ => {}
         });
         // Not reopened: an idle connection must simply stay.
         closed += gone.len();
     }
     fleet.close_all();
-    Ok((live as u64, closed as u64))
+    Ok(Held {
+        live: live as u64,
+        closed: closed as u64,
+        watches_accepted: accepted,
+        watches_refused: refused,
+    })
 }
 
 /// Opens the MQTT connections `pairs` one after the other (connect,
@@ -259,7 +307,13 @@ pub fn run_idle(s: &IdleScenario) -> Result<IdleReport, String> {
             let budget = s.connecting / threads;
             if s.mqtt {
                 let pairs = users.iter().map(|u| u - s.first_user).collect();
-                std::thread::spawn(move || mqtt_holder_thread(s2, pairs, shared))
+                std::thread::spawn(move || {
+                    mqtt_holder_thread(s2, pairs, shared).map(|(live, closed)| Held {
+                        live,
+                        closed,
+                        ..Held::default()
+                    })
+                })
             } else {
                 std::thread::spawn(move || holder_thread(s2, users, budget, shared))
             }
@@ -285,10 +339,13 @@ pub fn run_idle(s: &IdleScenario) -> Result<IdleReport, String> {
     let rss_held_kib = rss_kib(s.server_pid)?;
     shared.release.store(true, Ordering::SeqCst);
     let (mut live, mut closed) = (0, 0);
+    let (mut watches_accepted, mut watches_refused) = (0, 0);
     for h in handles {
-        let (l, c) = h.join().map_err(|_| "a client thread panicked")??;
-        live += l;
-        closed += c;
+        let held = h.join().map_err(|_| "a client thread panicked")??;
+        live += held.live;
+        closed += held.closed;
+        watches_accepted += held.watches_accepted;
+        watches_refused += held.watches_refused;
     }
     std::thread::sleep(Duration::from_secs(1));
     let rss_closed_kib = rss_kib(s.server_pid)?;
@@ -308,5 +365,8 @@ pub fn run_idle(s: &IdleScenario) -> Result<IdleReport, String> {
         kib_per_connection_held: per(rss_held_kib, rss_before_kib),
         loadgen_kib_per_connection: per(own_live, own_before),
         nofile_limit,
+        watch: s.watch,
+        watches_accepted,
+        watches_refused,
     })
 }

@@ -361,6 +361,11 @@ pub fn fresh_user_base() -> u64 {
 
 /// A token for `user`, device 1, valid for an hour.
 pub(crate) fn mint_token(secret: &[u8], user: u64) -> String {
+    mint_token_granting(secret, user, Default::default())
+}
+
+/// [`mint_token`] with an `acl` claim.
+pub(crate) fn mint_token_granting(secret: &[u8], user: u64, acl: surepush_token::Acl) -> String {
     TokenVerifier::new(secret).mint(&Claims {
         user: UserId(user),
         device: DeviceId(1),
@@ -368,7 +373,7 @@ pub(crate) fn mint_token(secret: &[u8], user: u64) -> String {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
             + 3600,
-        acl: Default::default(),
+        acl,
     })
 }
 

@@ -198,6 +198,7 @@ fn backlog_storm_and_idle_smoke_pass_their_checkers() {
         first_user: fresh_user_base() + 1_000_000,
         mqtt: false,
         mqtt_broker: false,
+        watch: 0,
     };
     let r = run_idle(&s).unwrap();
     eprint!("{}", r.to_text());

@@ -217,6 +217,22 @@ impl BlockingClient {
         self.flush()
     }
 
+    /// Watches the presence of `users` (answered with [`Event::Watched`],
+    /// then [`Event::Presence`]); returns the WATCH's request id, if one
+    /// was sent.
+    pub fn watch(&mut self, users: &[UserId]) -> io::Result<Option<u32>> {
+        let now = self.now();
+        let request = self.session.watch(users, now);
+        self.flush().map(|()| request)
+    }
+
+    /// Stops watching the presence of `users`.
+    pub fn unwatch(&mut self, users: &[UserId]) -> io::Result<()> {
+        let now = self.now();
+        self.session.unwatch(users, now);
+        self.flush()
+    }
+
     /// Acknowledges what was delivered in QoS 1 rooms.
     pub fn ack_rooms(&mut self) -> io::Result<()> {
         self.session.ack_rooms();

@@ -9,6 +9,7 @@
 
 mod blocking;
 mod link;
+mod presence;
 mod rooms;
 mod session;
 mod wire;

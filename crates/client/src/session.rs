@@ -129,6 +129,12 @@ pub enum Event {
         /// Last sequence delivered, if any.
         last: Option<Seq>,
     },
+    /// The answer to a WATCH ([`ClientSession::watch`]): `code` 0, or the
+    /// refusal (`Forbidden`, `TooManyWatches`; none of its users is
+    /// watched then).
+    Watched(surepush_proto::WatchAck),
+    /// A watched user's online devices (all of them; empty: offline).
+    Presence(surepush_proto::Presence),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,6 +190,7 @@ pub struct ClientSession {
     transmit: VecDeque<Frame>,
     events: VecDeque<Event>,
     pub(super) rooms: super::rooms::Follows,
+    pub(super) watching: super::presence::Watching,
 }
 
 impl ClientSession {
@@ -207,6 +214,7 @@ impl ClientSession {
             sync: None,
             older: None,
             rooms: Default::default(),
+            watching: Default::default(),
             last_tx_ns: 0,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
@@ -325,6 +333,8 @@ impl ClientSession {
             Frame::SubAck(ack) => self.on_suback(ack),
             Frame::RoomPush(p) => self.on_room_push(p),
             Frame::RoomLag { room, .. } => self.on_room_lag(room),
+            Frame::WatchAck(ack) => self.on_watch_ack(ack),
+            Frame::Presence(p) => self.events.push_back(Event::Presence(p)),
             Frame::Error(e) => self.events.push_back(Event::Error(e)),
             Frame::Disconnect(d) => {
                 self.phase = Phase::Disconnected;
@@ -449,6 +459,7 @@ impl ClientSession {
     fn on_connack(&mut self, ack: ConnAck) {
         self.phase = Phase::Syncing;
         self.resubscribe_all();
+        self.rewatch_all();
         self.max_pending_sends = ack.max_pending_sends.max(1) as usize;
         self.max_sync_limit = ack.max_sync_limit.max(1);
         self.acked = ack.cursor.unwrap_or_default();

@@ -68,6 +68,13 @@ pub struct CoreConfig {
     pub rooms_open: bool,
     /// Retry recognition window (`[core.dedup]`).
     pub dedup: DedupConfig,
+    /// Users one connection may watch the presence of (WATCH beyond it:
+    /// WATCHACK `TooManyWatches`).
+    pub max_watches_per_conn: u32,
+    /// Presence changes of a user are coalesced over this window: at most
+    /// one PRESENCE per watched user per window, with the state at its end.
+    #[serde(deserialize_with = "crate::durations::millis")]
+    pub presence_debounce_ms: u64,
     /// Timer wheel granularity (microseconds).
     #[serde(deserialize_with = "crate::durations::micros")]
     pub timer_tick_us: u64,
@@ -95,6 +102,8 @@ impl Default for CoreConfig {
             room_max_age_ms: 24 * 60 * 60 * 1000,
             rooms_open: true,
             dedup: DedupConfig::default(),
+            max_watches_per_conn: 1_000,
+            presence_debounce_ms: 500,
             timer_tick_us: 1_000,
         }
     }

@@ -59,6 +59,7 @@ pub mod hashing;
 mod keyed;
 mod members;
 mod peer;
+mod presence;
 pub mod record;
 mod retry;
 mod room;
@@ -84,9 +85,10 @@ pub use keyed::{StateDurability, StateReport};
 pub use peer::{decode_answers, encode_answers, Answers};
 pub use peer::{
     Ephemeral, GroupEphemeral, GroupStore, GroupStored, MembersUpdate, MembersUpdated, PeerMsg,
-    PeerWireError, QueryState, Release, ReleaseMany, Revoked, RoomFanout, RoomLeave, RoomPage,
-    RoomPublish, RoomRefused, RoomRevoke, RoomSubscribe, StateStored, StateValue, StoreCopy,
-    StoreMany, StoreState, Stored, PEER_WIRE_VERSION,
+    PeerWireError, PresenceChanged, PresenceUnwatch, PresenceWatch, QueryState, Release,
+    ReleaseMany, Revoked, RoomFanout, RoomLeave, RoomPage, RoomPublish, RoomRefused, RoomRevoke,
+    RoomSubscribe, StateStored, StateValue, StoreCopy, StoreMany, StoreState, Stored,
+    PEER_WIRE_VERSION,
 };
 pub use record::{InboxQuery, MessageRecord, Record, StateKey};
 pub use router::{Address, ClusterRoutes, PeerTarget, Router, RoutesError, ShardId};

@@ -50,6 +50,7 @@ impl Shard {
             deferred: VecDeque::new(),
             acl: Default::default(),
             transport,
+            since_ms: 0,
         });
         let id = ConnId {
             index: index as u32,
@@ -95,6 +96,8 @@ impl Shard {
             (Some(_), Frame::Subscribe(s)) => self.on_subscribe(conn, s),
             (Some(_), Frame::Unsubscribe { room }) => self.on_unsubscribe(conn, room),
             (Some(_), Frame::RoomAck { room, seq }) => self.on_room_ack(conn, room, seq),
+            (Some((user, _)), Frame::Watch(w)) => self.on_watch(conn, user, w),
+            (Some(_), Frame::Unwatch(users)) => self.on_unwatch(conn, users),
             (Some((user, device)), Frame::Rel { client_msg_id, to }) => {
                 self.on_rel(conn, user, device, client_msg_id, to)
             }
@@ -223,16 +226,19 @@ impl Shard {
             0 => self.config.keepalive_ms,
             k => u64::from(k).min(self.config.max_keepalive_ms),
         };
+        let since_ms = self.wall_ms();
         let c = self
             .conn_mut(conn)
             .expect("connection exists while handling its frame");
         c.session = Some((user, connect.device));
+        c.since_ms = since_ms;
         c.acl = claims.acl;
         c.sent_up_to = cursor;
         c.idle_limit_ns = keepalive_ms * NS_PER_MS * 3 / 2;
         self.stats.sessions_opened += 1;
         self.stats.sessions_live += 1;
         self.webhook_connected(conn, user, connect.device);
+        self.presence_changed(user);
         let ack = ConnAck {
             user,
             device: connect.device,
@@ -367,6 +373,7 @@ impl Shard {
         let mut c = self.conns.remove(conn.index as usize);
         let rooms = std::mem::take(&mut c.rooms);
         self.drop_room_subs(conn, rooms);
+        self.presence_on_close(conn, c.session.map(|(user, _)| user));
         if let Some(t) = c.idle_timer {
             self.timers.cancel(t);
         }

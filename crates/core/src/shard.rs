@@ -132,16 +132,25 @@ pub(super) struct Conn {
     /// What the session's token grants (empty before CONNECT).
     pub(super) acl: surepush_token::Acl,
     /// How the client reached the gateway (`"native"`, `"mqtt"`, ...), for
-    /// the session webhooks.
+    /// the session webhooks and presence.
     pub(super) transport: &'static str,
+    /// When the session opened (ms since the epoch; presence).
+    pub(super) since_ms: u64,
 }
 
 /// What a timer means when it fires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum TimerEvent {
-    Retransmit { conn: ConnId, seq: Seq },
-    Idle { conn: ConnId },
+    Retransmit {
+        conn: ConnId,
+        seq: Seq,
+    },
+    Idle {
+        conn: ConnId,
+    },
     FlushCursors,
+    /// The presence coalescing window ended (`presence/`).
+    PresenceFlush,
 }
 
 /// A copy appended but not yet durable, with the shards awaiting it.
@@ -199,6 +208,8 @@ pub struct Shard {
     pub(super) keyed: super::keyed::KeyedState,
     /// Webhook events not delivered yet (`webhook/`).
     pub(super) webhooks: super::webhook::Webhooks,
+    /// Presence watches, as owner and as watcher (`presence/`).
+    pub(super) presence: super::presence::Watches,
     pub(super) next_sub_id: u64,
     pub(super) timers: TimerWheel<TimerEvent>,
     pub(super) actions: VecDeque<Action>,
@@ -252,6 +263,7 @@ impl Shard {
             room_shards: Default::default(),
             keyed: super::keyed::KeyedState::recovered(recovered.keyed),
             webhooks,
+            presence: Default::default(),
             next_sub_id: 0,
             timers: TimerWheel::new(tick),
             actions: VecDeque::new(),
@@ -413,6 +425,7 @@ impl Shard {
                     self.flush_deferred_state();
                     self.flush_webhooks();
                 }
+                TimerEvent::PresenceFlush => self.flush_presence(),
             }
         }
     }
@@ -550,6 +563,9 @@ impl Shard {
                 key: m.key,
                 value: m.value,
             }),
+            PeerMsg::PresenceWatch(m) => self.on_presence_watch(m),
+            PeerMsg::PresenceUnwatch(m) => self.on_presence_unwatch(m),
+            PeerMsg::PresenceChanged(m) => self.on_presence_changed(m),
         }
     }
 

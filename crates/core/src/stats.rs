@@ -51,4 +51,7 @@ pub struct CoreStats {
     pub webhooks_given_up: u64,
     /// Webhook events stored and not delivered yet (gauge).
     pub webhooks_pending: u64,
+    /// Presence changes sent to watching shards (one per shard per
+    /// coalesced change).
+    pub presence_events: u64,
 }

@@ -682,6 +682,7 @@ fn a_read_racing_a_durability_report_shows_nothing_the_core_has_not_counted() {
 mod gone;
 mod group_tickets;
 mod keyed;
+mod presence;
 mod read_ahead;
 mod retry;
 mod room_access;

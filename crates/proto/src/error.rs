@@ -64,11 +64,14 @@ pub enum ErrorCode {
     /// (DISCONNECT) the user lives on another node of the cluster: connect
     /// to the redirect (issue #20).
     WrongNode = 26,
+    /// (WATCHACK) the WATCH would take the session above
+    /// `max_watches_per_conn` watched users.
+    TooManyWatches = 29,
 }
 
 impl ErrorCode {
     /// Every code, for docs and tests.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::Malformed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownFrameType,
@@ -95,6 +98,7 @@ impl ErrorCode {
         ErrorCode::Normal,
         ErrorCode::Kicked,
         ErrorCode::WrongNode,
+        ErrorCode::TooManyWatches,
     ];
 
     /// Parses a wire code; unknown codes map to `None` (a newer peer).

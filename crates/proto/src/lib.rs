@@ -14,6 +14,7 @@ mod codec;
 mod error;
 mod frame;
 mod header;
+mod presence;
 mod room;
 mod state_key;
 pub mod topic;
@@ -27,6 +28,7 @@ pub use frame::{
     PUSH_RETRANSMIT, SEND_CONFIRM, SYNCPAGE_END, SYNC_READ_AHEAD,
 };
 pub use header::{FrameHeader, DEFAULT_MAX_FRAME, HEADER_LEN, MAGIC, VERSION};
+pub use presence::{OnlineDevice, Presence, Watch, WatchAck, MAX_TRANSPORT_LEN};
 pub use room::{is_room, RoomPush, SubAck, SubResult, Subscribe, SubscribeFrom, ROOM_BIT};
 pub use state_key::StateKey;
 pub use types::{DeviceId, Qos, Seq, UserId};

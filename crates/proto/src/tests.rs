@@ -147,6 +147,38 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
             reason: c,
             redirect: m
         })),
+        arb_presence_frame(),
+    ]
+}
+
+/// WATCH, WATCHACK, UNWATCH and PRESENCE (section 6c).
+fn arb_presence_frame() -> impl Strategy<Value = Frame> {
+    let users = || proptest::collection::vec(any::<u64>().prop_map(UserId), 0..6);
+    let device = (any::<u64>(), any::<u64>(), any::<u16>(), "[a-z]{0,12}").prop_map(
+        |(d, since_ms, shard, transport)| OnlineDevice {
+            device: DeviceId(d),
+            since_ms,
+            shard,
+            transport,
+        },
+    );
+    prop_oneof![
+        (any::<u32>(), users()).prop_map(|(request, users)| Frame::Watch(Watch { request, users })),
+        (any::<u32>(), any::<u16>(), any::<u32>(), any::<u64>()).prop_map(
+            |(request, code, watching, refused)| Frame::WatchAck(WatchAck {
+                request,
+                code,
+                watching,
+                refused: UserId(refused),
+            })
+        ),
+        users().prop_map(Frame::Unwatch),
+        (any::<u64>(), proptest::collection::vec(device, 0..4)).prop_map(|(user, devices)| {
+            Frame::Presence(Presence {
+                user: UserId(user),
+                devices,
+            })
+        }),
     ]
 }
 
@@ -458,4 +490,69 @@ fn decode_shared_refuses_anything_but_one_whole_frame() {
     assert!(decode_shared(&two.freeze()).is_err());
     assert!(decode_shared(&bytes.slice(..bytes.len() - 1)).is_err());
     assert!(decode_shared(&Bytes::from_static(b"xx")).is_err());
+}
+
+/// Issue 22 item 2: the presence frames' counts are checked against the
+/// body (a forged count is `Malformed` and allocates nothing), and a
+/// transport name must be UTF-8.
+#[test]
+fn presence_frames_with_forged_counts_or_bad_names_are_typed() {
+    // WATCH claiming 3 users with 1 in the body.
+    let mut b = header(FrameKind::Watch as u8, 0, 4 + 2 + 8);
+    b.put_u32_le(1);
+    b.put_u16_le(3);
+    b.put_u64_le(42);
+    assert_eq!(decode_err(&b, 1024).code(), ErrorCode::Malformed);
+    // UNWATCH with a partial user id.
+    let mut b = header(FrameKind::Unwatch as u8, 0, 2 + 4);
+    b.put_u16_le(1);
+    b.put_u32_le(7);
+    assert_eq!(decode_err(&b, 1024).code(), ErrorCode::Malformed);
+    // PRESENCE claiming 65535 devices in an empty list.
+    let mut b = header(FrameKind::Presence as u8, 0, 8 + 2);
+    b.put_u64_le(5);
+    b.put_u16_le(u16::MAX);
+    assert_eq!(decode_err(&b, 1024).code(), ErrorCode::Malformed);
+    // PRESENCE whose transport name runs past the body.
+    let mut b = header(FrameKind::Presence as u8, 0, 8 + 2 + 19);
+    b.put_u64_le(5);
+    b.put_u16_le(1);
+    b.put_slice(&[0u8; 18]);
+    b.put_u8(4);
+    assert_eq!(decode_err(&b, 1024).code(), ErrorCode::Malformed);
+    // ... and one that is not UTF-8.
+    let mut b = header(FrameKind::Presence as u8, 0, 8 + 2 + 19 + 2);
+    b.put_u64_le(5);
+    b.put_u16_le(1);
+    b.put_slice(&[0u8; 18]);
+    b.put_u8(2);
+    b.put_slice(&[0xFF, 0xFE]);
+    assert_eq!(decode_err(&b, 1024).code(), ErrorCode::InvalidUtf8);
+}
+
+/// The presence frames' wire values (docs/PROTOCOL.md section 6c).
+#[test]
+fn presence_frames_have_their_wire_values() {
+    let ack = Frame::WatchAck(WatchAck {
+        request: 9,
+        code: ErrorCode::TooManyWatches as u16,
+        watching: 3,
+        refused: UserId(0),
+    });
+    let bytes = ack.to_bytes();
+    assert_eq!(bytes[2], 0x1A);
+    assert_eq!(u16::from_le_bytes([bytes[12], bytes[13]]), 29);
+    let presence = Frame::Presence(Presence {
+        user: UserId(7),
+        devices: vec![OnlineDevice {
+            device: DeviceId(2),
+            since_ms: 1,
+            shard: 1,
+            transport: "native".into(),
+        }],
+    });
+    let bytes = presence.to_bytes();
+    assert_eq!(bytes[2], 0x1C);
+    assert_eq!(bytes.len(), HEADER_LEN + 8 + 2 + 8 + 8 + 2 + 1 + 6);
+    assert_eq!(&bytes[bytes.len() - 6..], b"native");
 }

@@ -20,6 +20,7 @@ mod auth;
 mod connection;
 mod error;
 mod json_body;
+mod presence;
 pub mod routes;
 mod static_files;
 
@@ -222,6 +223,7 @@ async fn handle<S: NodeStatus, B: AdminBackend>(
         // A read never changes the members, whatever body it carries.
         Endpoint::ReadGroup => members(Membership::Group, number, b"", &*attached(backend)?).await,
         Endpoint::ReadRoom => members(Membership::Room, number, b"", &*attached(backend)?).await,
+        Endpoint::UserPresence => presence::one(number, &*attached(backend)?).await,
         Endpoint::DemoToken if config.demo_token_ttl_s.is_none() => Err(ApiError::NotFound),
         Endpoint::Publish
         | Endpoint::MintToken
@@ -229,7 +231,8 @@ async fn handle<S: NodeStatus, B: AdminBackend>(
         | Endpoint::UpdateGroup
         | Endpoint::UpdateRoom
         | Endpoint::Revoke
-        | Endpoint::Disconnect => {
+        | Endpoint::Disconnect
+        | Endpoint::Presence => {
             let backend = attached(backend)?;
             let body = read_body(req, config).await?;
             match route.endpoint {
@@ -239,6 +242,7 @@ async fn handle<S: NodeStatus, B: AdminBackend>(
                 Endpoint::UpdateGroup => members(Membership::Group, number, &body, &*backend).await,
                 Endpoint::Revoke => auth::revoke(&body, &*backend, wall_s()).await,
                 Endpoint::Disconnect => auth::disconnect(number, &body, &*backend).await,
+                Endpoint::Presence => presence::batch(&body, &*backend).await,
                 _ => members(Membership::Room, number, &body, &*backend).await,
             }
         }

@@ -148,4 +148,10 @@ pub trait AdminBackend: 'static {
         user: UserId,
         device: Option<DeviceId>,
     ) -> Pin<Box<dyn Future<Output = usize>>>;
+    /// The online devices of each of `users`, in the order asked (users
+    /// of another cluster node: none).
+    fn presence(&self, users: Vec<UserId>) -> Pin<Box<dyn Future<Output = UserPresences>>>;
 }
+
+/// Users with their online devices, as [`AdminBackend::presence`] answers.
+pub type UserPresences = Vec<(UserId, Vec<surepush_proto::OnlineDevice>)>;

@@ -174,6 +174,14 @@ impl AdminBackend for NodeAdmin {
         let rt = self.rt.clone();
         Box::pin(async move { rt.disconnect_user(user, device).await })
     }
+
+    fn presence(
+        &self,
+        users: Vec<UserId>,
+    ) -> Pin<Box<dyn Future<Output = crate::admin_api::UserPresences>>> {
+        let rt = self.rt.clone();
+        Box::pin(async move { rt.presence_of(users).await })
+    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,17 @@ pub enum MeshMsg {
     Handoff(Box<Handoff>),
     /// Close a user's (or one device's) sessions on their owner shard.
     Kick(Kick),
+    /// The admin's presence read, for the owner shard of the users.
+    Presence(PresenceQuery),
+}
+
+/// The admin's presence read of `users`, all owned by the receiving shard.
+#[derive(Debug)]
+pub struct PresenceQuery {
+    /// Whose presence.
+    pub users: Vec<surepush_proto::UserId>,
+    /// Gets each user with its online devices.
+    pub reply: flume::Sender<crate::admin_api::UserPresences>,
 }
 
 /// The admin's disconnect call, for the owner shard of `user`.
@@ -99,7 +110,7 @@ impl PeerQueue {
                 for msg in msgs {
                     let n = match &msg {
                         MeshMsg::Batch(b) => b.len(),
-                        MeshMsg::Handoff(_) | MeshMsg::Kick(_) => 1,
+                        MeshMsg::Handoff(_) | MeshMsg::Kick(_) | MeshMsg::Presence(_) => 1,
                     };
                     if let Err(lost) = senders.send_to(peer, msg).await {
                         tracing::error!(peer, ?lost, "mesh channel closed; message to peer lost");

@@ -206,6 +206,11 @@ const CORE_COUNTERS: &[CoreSeries] = &[
     ("storage_failures", "Log failures observed", |s| {
         s.storage_failures
     }),
+    (
+        "presence_events",
+        "Coalesced presence changes sent to watching shards",
+        |s| s.presence_events,
+    ),
 ];
 
 /// Gauges copied from [`CoreStats`].

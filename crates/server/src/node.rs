@@ -478,6 +478,9 @@ async fn shard_main(
                         let closed = rt.kick_here(kick.user, kick.device);
                         let _ = kick.reply.try_send(closed);
                     }
+                    MeshMsg::Presence(q) => {
+                        let _ = q.reply.try_send(rt.presence_here(q.users));
+                    }
                 }
             }
         })

@@ -7,6 +7,8 @@
 //! drives, and the runtime turns each action into a socket write, a log
 //! append, a log read, a mesh message or a publish answer.
 
+mod presence;
+
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;

@@ -36,6 +36,8 @@ impl PeerMsg {
             PeerMsg::RoomSubscribe(m) => Some(&mut m.shard),
             PeerMsg::RoomLeave(m) => Some(&mut m.shard),
             PeerMsg::QueryState(m) => Some(&mut m.origin),
+            PeerMsg::PresenceWatch(m) => Some(&mut m.shard),
+            PeerMsg::PresenceUnwatch(m) => Some(&mut m.shard),
             PeerMsg::Stored(_)
             | PeerMsg::Ephemeral(_)
             | PeerMsg::Release(_)
@@ -48,7 +50,8 @@ impl PeerMsg {
             | PeerMsg::RoomFanout(_)
             | PeerMsg::StoreState(_)
             | PeerMsg::StateStored(_)
-            | PeerMsg::StateValue(_) => None,
+            | PeerMsg::StateValue(_)
+            | PeerMsg::PresenceChanged(_) => None,
         }
     }
 
@@ -82,7 +85,11 @@ impl PeerMsg {
             | PeerMsg::StoreState(_)
             | PeerMsg::StateStored(_)
             | PeerMsg::QueryState(_)
-            | PeerMsg::StateValue(_) => None,
+            | PeerMsg::StateValue(_)
+            // Presence answers are a stream too: watches stay on one node.
+            | PeerMsg::PresenceWatch(_)
+            | PeerMsg::PresenceUnwatch(_)
+            | PeerMsg::PresenceChanged(_) => None,
         }
     }
 

@@ -11,7 +11,7 @@ use crate::action::{ConnId, MembersOutcome, StoreOutcome};
 use crate::keyed::StateReport;
 use crate::router::ShardId;
 use crate::{SendKey, StateKey};
-use surepush_proto::{Qos, Seq, SubscribeFrom, UserId};
+use surepush_proto::{OnlineDevice, Qos, Seq, SubscribeFrom, UserId};
 
 /// Store a copy of a send in `inbox` (owned by the receiving shard) and
 /// answer `origin` with [`Stored`] once durable.
@@ -347,4 +347,33 @@ pub struct StateValue {
     pub key: StateKey,
     /// Its value (`None`: not set).
     pub value: Option<Bytes>,
+}
+
+/// To a user's owner shard: `shard` has connections watching `user`'s
+/// presence; answer with [`PresenceChanged`] now and after each
+/// (coalesced) change until [`PresenceUnwatch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PresenceWatch {
+    /// The watched user.
+    pub user: UserId,
+    /// The watchers' shard.
+    pub shard: ShardId,
+}
+
+/// To a user's owner shard: `shard` has no watchers of `user` left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PresenceUnwatch {
+    /// The watched user.
+    pub user: UserId,
+    /// The watchers' shard.
+    pub shard: ShardId,
+}
+
+/// To a watching shard: `user`'s online devices (all of them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresenceChanged {
+    /// The watched user.
+    pub user: UserId,
+    /// Its online devices, by device id (empty: offline).
+    pub devices: Vec<OnlineDevice>,
 }

@@ -19,9 +19,10 @@ mod wire;
 
 pub use across::{decode_answers, encode_answers, Answers};
 pub use messages::{
-    Ephemeral, GroupEphemeral, GroupStore, GroupStored, MembersUpdate, MembersUpdated, QueryState,
-    Release, ReleaseMany, Revoked, RoomFanout, RoomLeave, RoomPage, RoomPublish, RoomRefused,
-    RoomRevoke, RoomSubscribe, StateStored, StateValue, StoreCopy, StoreMany, StoreState, Stored,
+    Ephemeral, GroupEphemeral, GroupStore, GroupStored, MembersUpdate, MembersUpdated,
+    PresenceChanged, PresenceUnwatch, PresenceWatch, QueryState, Release, ReleaseMany, Revoked,
+    RoomFanout, RoomLeave, RoomPage, RoomPublish, RoomRefused, RoomRevoke, RoomSubscribe,
+    StateStored, StateValue, StoreCopy, StoreMany, StoreState, Stored,
 };
 pub use wire::{PeerWireError, PEER_WIRE_VERSION};
 
@@ -73,6 +74,12 @@ pub enum PeerMsg {
     QueryState(QueryState),
     /// See [`StateValue`].
     StateValue(StateValue),
+    /// See [`PresenceWatch`].
+    PresenceWatch(PresenceWatch),
+    /// See [`PresenceUnwatch`].
+    PresenceUnwatch(PresenceUnwatch),
+    /// See [`PresenceChanged`].
+    PresenceChanged(PresenceChanged),
 }
 
 /// `impl From<Struct> for PeerMsg` for each variant, so a sender writes
@@ -110,6 +117,9 @@ peer_msg_from!(
     StateStored,
     QueryState,
     StateValue,
+    PresenceWatch,
+    PresenceUnwatch,
+    PresenceChanged,
 );
 
 #[cfg(test)]

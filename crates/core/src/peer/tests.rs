@@ -202,13 +202,41 @@ fn every_kind() -> Vec<PeerMsg> {
             value: None,
         }
         .into(),
+        PresenceWatch {
+            user: UserId(91),
+            shard: ShardId(2),
+        }
+        .into(),
+        PresenceUnwatch {
+            user: UserId(92),
+            shard: ShardId(1),
+        }
+        .into(),
+        PresenceChanged {
+            user: UserId(93),
+            devices: vec![
+                surepush_proto::OnlineDevice {
+                    device: DeviceId(4),
+                    since_ms: 1_700_000_000_123,
+                    shard: 1,
+                    transport: "native".into(),
+                },
+                surepush_proto::OnlineDevice {
+                    device: DeviceId(5),
+                    since_ms: 1_700_000_000_456,
+                    shard: 1,
+                    transport: "mqtt".into(),
+                },
+            ],
+        }
+        .into(),
     ]
 }
 
 #[test]
 fn every_kind_round_trips() {
     let all = every_kind();
-    assert_eq!(all.len(), 22, "a message kind is missing from the sample");
+    assert_eq!(all.len(), 25, "a message kind is missing from the sample");
     for msg in all {
         let bytes = msg.to_bytes();
         assert_eq!(bytes[0], PEER_WIRE_VERSION);
@@ -466,4 +494,19 @@ fn every_state_key_round_trips() {
         .into();
         assert_eq!(PeerMsg::decode(&msg.to_bytes()), Ok(msg));
     }
+}
+
+/// Issue 22 item 2: a PresenceChanged whose transport name is not UTF-8 is
+/// a typed error, not a panic.
+#[test]
+fn a_presence_transport_name_must_be_utf8() {
+    let msg = every_kind().pop().expect("PresenceChanged is last");
+    let mut v = msg.to_bytes().to_vec();
+    // The last device's name ("mqtt") ends the message.
+    let n = v.len();
+    v[n - 4..].copy_from_slice(&[0xFF, 0xFE, 0xFD, 0xFC]);
+    assert_eq!(
+        PeerMsg::decode(&Bytes::from(v)),
+        Err(PeerWireError::Invalid("transport name"))
+    );
 }

@@ -25,7 +25,7 @@ use crate::action::{ConnId, MembersOutcome, StoreOutcome};
 use crate::keyed::StateReport;
 use crate::router::ShardId;
 use crate::{SendKey, StateKey};
-use surepush_proto::{DeviceId, Qos, Seq, SubscribeFrom, UserId};
+use surepush_proto::{DeviceId, OnlineDevice, Qos, Seq, SubscribeFrom, UserId};
 
 /// The version this build writes and the only one it reads.
 pub const PEER_WIRE_VERSION: u8 = 1;
@@ -78,6 +78,9 @@ impl PeerMsg {
             PeerMsg::StateStored(m) => m.put(out),
             PeerMsg::QueryState(m) => m.put(out),
             PeerMsg::StateValue(m) => m.put(out),
+            PeerMsg::PresenceWatch(m) => m.put(out),
+            PeerMsg::PresenceUnwatch(m) => m.put(out),
+            PeerMsg::PresenceChanged(m) => m.put(out),
         }
     }
 
@@ -120,6 +123,9 @@ impl PeerMsg {
             kind::STATE_STORED => PeerMsg::StateStored(Wire::get(&mut r)?),
             kind::QUERY_STATE => PeerMsg::QueryState(Wire::get(&mut r)?),
             kind::STATE_VALUE => PeerMsg::StateValue(Wire::get(&mut r)?),
+            kind::PRESENCE_WATCH => PeerMsg::PresenceWatch(Wire::get(&mut r)?),
+            kind::PRESENCE_UNWATCH => PeerMsg::PresenceUnwatch(Wire::get(&mut r)?),
+            kind::PRESENCE_CHANGED => PeerMsg::PresenceChanged(Wire::get(&mut r)?),
             other => return Err(PeerWireError::Kind(other)),
         };
         match r.bytes.len() {
@@ -152,6 +158,9 @@ impl PeerMsg {
             PeerMsg::StateStored(_) => kind::STATE_STORED,
             PeerMsg::QueryState(_) => kind::QUERY_STATE,
             PeerMsg::StateValue(_) => kind::STATE_VALUE,
+            PeerMsg::PresenceWatch(_) => kind::PRESENCE_WATCH,
+            PeerMsg::PresenceUnwatch(_) => kind::PRESENCE_UNWATCH,
+            PeerMsg::PresenceChanged(_) => kind::PRESENCE_CHANGED,
         }
     }
 }
@@ -180,6 +189,11 @@ mod kind {
     pub(super) const STATE_STORED: u8 = 20;
     pub(super) const QUERY_STATE: u8 = 21;
     pub(super) const STATE_VALUE: u8 = 22;
+    // 23..=39 are left to other features in flight (conversation
+    // summaries); presence starts at 40.
+    pub(super) const PRESENCE_WATCH: u8 = 40;
+    pub(super) const PRESENCE_UNWATCH: u8 = 41;
+    pub(super) const PRESENCE_CHANGED: u8 = 42;
 }
 
 /// The unread rest of the input.
@@ -545,6 +559,25 @@ impl Wire for StateReport {
     }
 }
 
+impl Wire for OnlineDevice {
+    fn put(&self, out: &mut BytesMut) {
+        self.device.put(out);
+        self.since_ms.put(out);
+        self.shard.put(out);
+        Bytes::copy_from_slice(self.transport.as_bytes()).put(out);
+    }
+    fn get(r: &mut Reader) -> Result<Self, PeerWireError> {
+        Ok(OnlineDevice {
+            device: Wire::get(r)?,
+            since_ms: Wire::get(r)?,
+            shard: Wire::get(r)?,
+            transport: std::str::from_utf8(&Bytes::get(r)?)
+                .map_err(|_| PeerWireError::Invalid("transport name"))?
+                .to_owned(),
+        })
+    }
+}
+
 /// `Wire` for a message struct: its fields in order (the order is the
 /// format; the struct literal in `get` checks every field is named).
 macro_rules! wire_struct {
@@ -661,3 +694,6 @@ wire_struct!(StoreState { key, value, report });
 wire_struct!(StateStored { conn, id, ok });
 wire_struct!(QueryState { origin, conn, key });
 wire_struct!(StateValue { conn, key, value });
+wire_struct!(PresenceWatch { user, shard });
+wire_struct!(PresenceUnwatch { user, shard });
+wire_struct!(PresenceChanged { user, devices });

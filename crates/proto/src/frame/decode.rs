@@ -6,8 +6,8 @@ use zerocopy::{FromBytes, Immutable, KnownLayout};
 use super::*;
 use crate::error::ProtoError;
 use crate::header::*;
-use crate::room;
 use crate::types::{DeviceId, Qos, UserId};
+use crate::{presence, room};
 
 impl Frame {
     /// Decodes one complete frame (`frame` holds exactly header + body; the
@@ -146,6 +146,10 @@ impl Frame {
                 let (room, next) = room::decode_room_seq(&body, name)?;
                 Frame::RoomLag { room, next }
             }
+            FrameKind::Watch => Frame::Watch(presence::decode_watch(&body)?),
+            FrameKind::WatchAck => Frame::WatchAck(presence::decode_watch_ack(&body)?),
+            FrameKind::Unwatch => Frame::Unwatch(presence::decode_unwatch(&body)?),
+            FrameKind::Presence => Frame::Presence(presence::decode_presence(&body)?),
         })
     }
 }

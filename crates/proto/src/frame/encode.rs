@@ -5,7 +5,7 @@ use zerocopy::IntoBytes;
 
 use super::*;
 use crate::header::*;
-use crate::room;
+use crate::{presence, room};
 
 impl Frame {
     /// Encoded size in bytes, header included.
@@ -39,6 +39,10 @@ impl Frame {
             Frame::Unsubscribe { .. } => fixed_len::<U64Body>(),
             Frame::RoomPush(p) => room::ROOMPUSH_FIXED_LEN + p.payload.len(),
             Frame::RoomAck { .. } | Frame::RoomLag { .. } => room::ROOM_SEQ_LEN,
+            Frame::Watch(w) => presence::watch_len(w),
+            Frame::WatchAck(_) => presence::WATCHACK_LEN,
+            Frame::Unwatch(users) => presence::unwatch_len(users),
+            Frame::Presence(p) => presence::presence_len(p),
         }
     }
 
@@ -151,6 +155,10 @@ impl Frame {
             Frame::RoomPush(p) => room::encode_room_push(p, dst),
             Frame::RoomAck { room, seq } => room::encode_room_seq(*room, *seq, dst),
             Frame::RoomLag { room, next } => room::encode_room_seq(*room, *next, dst),
+            Frame::Watch(w) => presence::encode_watch(w, dst),
+            Frame::WatchAck(a) => presence::encode_watch_ack(a, dst),
+            Frame::Unwatch(users) => presence::encode_unwatch(users, dst),
+            Frame::Presence(p) => presence::encode_presence(p, dst),
         }
     }
 

@@ -44,6 +44,14 @@ pub enum FrameKind {
     RoomAck = 0x13,
     /// Gateway dropped a slow subscription from live delivery.
     RoomLag = 0x14,
+    /// Client starts watching users' presence.
+    Watch = 0x19,
+    /// Gateway answers a WATCH.
+    WatchAck = 0x1A,
+    /// Client stops watching users' presence.
+    Unwatch = 0x1B,
+    /// Gateway reports a watched user's online devices.
+    Presence = 0x1C,
 }
 
 impl FrameKind {
@@ -71,6 +79,10 @@ impl FrameKind {
             0x12 => RoomPush,
             0x13 => RoomAck,
             0x14 => RoomLag,
+            0x19 => Watch,
+            0x1A => WatchAck,
+            0x1B => Unwatch,
+            0x1C => Presence,
             _ => return None,
         })
     }
@@ -99,6 +111,10 @@ impl FrameKind {
             RoomPush => "ROOMPUSH",
             RoomAck => "ROOMACK",
             RoomLag => "ROOMLAG",
+            Watch => "WATCH",
+            WatchAck => "WATCHACK",
+            Unwatch => "UNWATCH",
+            Presence => "PRESENCE",
         }
     }
 }

@@ -24,6 +24,7 @@ pub use kind::{
 };
 
 use super::error::ErrorCode;
+use super::presence::{Presence, Watch, WatchAck};
 use super::room::{RoomPush, SubAck, Subscribe};
 use super::types::{Seq, UserId};
 
@@ -92,6 +93,14 @@ pub enum Frame {
         /// The next sequence the subscriber would have received.
         next: Seq,
     },
+    /// Watch users' presence.
+    Watch(Watch),
+    /// Outcome of a WATCH.
+    WatchAck(WatchAck),
+    /// Stop watching these users.
+    Unwatch(Vec<UserId>),
+    /// A watched user's online devices.
+    Presence(Presence),
 }
 
 impl Frame {
@@ -134,6 +143,10 @@ impl Frame {
             Frame::RoomPush(_) => FrameKind::RoomPush,
             Frame::RoomAck { .. } => FrameKind::RoomAck,
             Frame::RoomLag { .. } => FrameKind::RoomLag,
+            Frame::Watch(_) => FrameKind::Watch,
+            Frame::WatchAck(_) => FrameKind::WatchAck,
+            Frame::Unwatch(_) => FrameKind::Unwatch,
+            Frame::Presence(_) => FrameKind::Presence,
         }
     }
 }

@@ -36,6 +36,10 @@ pub enum Endpoint {
     Revoke,
     /// `POST /v1/users/{n}/disconnect`: close a user's or device's sessions.
     Disconnect,
+    /// `GET /v1/users/{n}/presence`: a user's online devices.
+    UserPresence,
+    /// `POST /v1/presence`: the online devices of a batch of users.
+    Presence,
 }
 
 /// One route of the admin API.
@@ -124,6 +128,18 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/users/{n}/disconnect",
         needs_token: true,
         endpoint: Endpoint::Disconnect,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/users/{n}/presence",
+        needs_token: true,
+        endpoint: Endpoint::UserPresence,
+    },
+    Route {
+        method: "POST",
+        path: "/v1/presence",
+        needs_token: true,
+        endpoint: Endpoint::Presence,
     },
 ];
 

@@ -101,6 +101,31 @@ impl AdminBackend for TestBackend {
         };
         Box::pin(async move { closed })
     }
+
+    fn presence(
+        &self,
+        users: Vec<UserId>,
+    ) -> Pin<Box<dyn Future<Output = crate::admin_api::UserPresences>>> {
+        // User 7 has two devices online, everyone else none.
+        let answer = users
+            .into_iter()
+            .map(|u| {
+                let devices = match u {
+                    UserId(7) => (1..=2)
+                        .map(|d| surepush_proto::OnlineDevice {
+                            device: DeviceId(d),
+                            since_ms: 1_000 * d,
+                            shard: 0,
+                            transport: "native".into(),
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                (u, devices)
+            })
+            .collect();
+        Box::pin(async move { answer })
+    }
 }
 
 /// Runs the server on its own executor; returns its address.
@@ -623,4 +648,33 @@ fn revoke_and_disconnect_requests_are_validated() {
     ] {
         assert_eq!(post(addr, path, bad, t).0, 400, "{path} {bad}");
     }
+}
+
+/// Issue 22 item 2: `GET /v1/users/{n}/presence` answers one user, `POST
+/// /v1/presence` up to 1,000 in the order asked; ids are strings, a user
+/// id at or above 2^62 or a larger batch is refused.
+#[test]
+fn presence_batches_are_bounded() {
+    let addr = start(false, Duration::from_secs(5));
+    let t = Some("sekret");
+    let (status, answer) = post(addr, "/v1/presence", r#"{"users": ["7", 8]}"#, t);
+    assert_eq!(status, 200, "{answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+    assert_eq!(v["users"][0]["user"], "7");
+    assert_eq!(v["users"][0]["online"], true);
+    assert_eq!(v["users"][0]["devices"][1]["device"], "2");
+    assert_eq!(v["users"][0]["devices"][1]["since_ms"], 2_000);
+    assert_eq!(v["users"][1]["user"], "8");
+    assert_eq!(v["users"][1]["devices"], serde_json::json!([]));
+    // (More than MAX_PRESENCE_BATCH users do not fit this server's 1 KiB
+    // body limit: they are refused 413 here, 400 with a larger limit.)
+    for bad in [
+        r#"{"users": [4611686018427387904]}"#,
+        r#"{"users": "7"}"#,
+        r#"{"user": [7]}"#,
+        "{}",
+    ] {
+        assert_eq!(post(addr, "/v1/presence", bad, t).0, 400, "{bad}");
+    }
+    assert_eq!(post(addr, "/v1/presence", "{}", None).0, 401);
 }

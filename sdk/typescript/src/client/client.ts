@@ -267,6 +267,21 @@ export class Client {
     return this.pump();
   }
 
+  /**
+   * Watches the presence of `users` (`watched`, then `presence` events);
+   * kept across reconnects until {@link unwatch}.
+   */
+  watch(users: readonly bigint[]): Promise<void> {
+    this.running().watch(users, this.clock());
+    return this.pump();
+  }
+
+  /** Stops watching the presence of `users`. */
+  unwatch(users: readonly bigint[]): Promise<void> {
+    this.running().unwatch(users, this.clock());
+    return this.pump();
+  }
+
   /** Acknowledges what was delivered in every QoS 1 room now (otherwise batched). */
   ackRooms(): Promise<void> {
     this.running().ackRooms(this.clock());

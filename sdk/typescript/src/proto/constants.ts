@@ -39,6 +39,10 @@ export const FrameType = {
   RoomPush: 0x12,
   RoomAck: 0x13,
   RoomLag: 0x14,
+  Watch: 0x19,
+  WatchAck: 0x1a,
+  Unwatch: 0x1b,
+  Presence: 0x1c,
 } as const;
 /** One of the {@link FrameType} bytes. */
 export type FrameTypeByte = (typeof FrameType)[keyof typeof FrameType];
@@ -81,6 +85,15 @@ export const BodyLen = {
   roomPush: 33,
   /** ROOMACK and ROOMLAG: room, seq. */
   roomSeq: 16,
+  /** WATCH: request u32, count u16, then the user ids. */
+  watch: 6,
+  watchAck: 18,
+  /** UNWATCH: count u16, then the user ids. */
+  unwatch: 2,
+  /** PRESENCE: user u64, count u16, then the devices. */
+  presence: 10,
+  /** A PRESENCE device: device, since_ms, shard, transport length; then the name. */
+  presenceDevice: 19,
 } as const;
 
 /** Largest CONNECT token accepted (bytes). */
@@ -114,6 +127,7 @@ export const ErrorCode = {
   Normal: 24,
   Kicked: 25,
   WrongNode: 26,
+  TooManyWatches: 29,
 } as const;
 /** One of the known {@link ErrorCode} values. */
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];

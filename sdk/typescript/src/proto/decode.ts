@@ -36,7 +36,7 @@ import {
 } from "./constants.js";
 import { BodyReader } from "./bytes.js";
 import { malformed, ProtocolError } from "./errors.js";
-import type { Frame, InboxMessage } from "./frames.js";
+import type { Frame, InboxMessage, OnlineDevice } from "./frames.js";
 
 /** A validated frame header. */
 export interface FrameHeader {
@@ -248,10 +248,60 @@ export function decodeBody(header: FrameHeader, body: Uint8Array): Frame {
       exact(BodyLen.roomSeq);
       return { type: "roomlag", room: r.u64(), next: r.u64() };
     }
+    case FrameType.Watch: {
+      atLeast(BodyLen.watch);
+      const request = r.u32();
+      return { type: "watch", request, users: userList(r, r.u16(), name) };
+    }
+    case FrameType.WatchAck: {
+      exact(BodyLen.watchAck);
+      return { type: "watchack", request: r.u32(), code: r.u16(), watching: r.u32(), refused: r.u64() };
+    }
+    case FrameType.Unwatch:
+      atLeast(BodyLen.unwatch);
+      return { type: "unwatch", users: userList(r, r.u16(), name) };
+    case FrameType.Presence:
+      atLeast(BodyLen.presence);
+      return decodePresence(r, name);
     default:
       throw new ProtocolError(ErrorCode.UnknownFrameType, "stream", `type 0x${header.type.toString(16)}`);
   }
 }
+
+/** `count` user ids filling the rest of the body exactly. */
+function userList(r: BodyReader, count: number, name: string): bigint[] {
+  if (r.remaining !== 8 * count) throw malformed(name, "user count differs from the body");
+  const users: bigint[] = [];
+  for (let i = 0; i < count; i++) users.push(r.u64());
+  return users;
+}
+
+function decodePresence(r: BodyReader, name: string): Frame {
+  const user = r.u64();
+  const count = r.u16();
+  if (count > Math.floor(r.remaining / BodyLen.presenceDevice)) throw malformed(name, "count exceeds body");
+  const devices: OnlineDevice[] = [];
+  for (let i = 0; i < count; i++) {
+    if (r.remaining < BodyLen.presenceDevice) throw malformed(name, "truncated device");
+    const device = r.u64();
+    const sinceMs = r.u64();
+    const shard = r.u16();
+    const len = r.u8();
+    if (len > r.remaining) throw malformed(name, "transport name exceeds body");
+    const raw = r.bytes(len);
+    let transport: string;
+    try {
+      transport = strictUtf8.decode(raw);
+    } catch {
+      throw new ProtocolError(ErrorCode.InvalidUtf8, name, "PRESENCE transport is not valid UTF-8");
+    }
+    devices.push({ device, sinceMs, shard, transport });
+  }
+  if (r.remaining !== 0) throw malformed(name, "trailing bytes");
+  return { type: "presence", user, devices };
+}
+
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 
 function decodeSyncPage(r: BodyReader, name: string, flags: number): Frame {
   const requestId = r.u32();

@@ -146,6 +146,43 @@ export function encodeFrame(frame: Frame): Uint8Array {
       return roomSeqFrame(frame, frame.room, frame.seq);
     case "roomlag":
       return roomSeqFrame(frame, frame.room, frame.next);
+    case "watch": {
+      const w = start(frame, BodyLen.watch + 8 * frame.users.length);
+      w.u32(frame.request);
+      w.u16(frame.users.length);
+      for (const u of frame.users) w.u64(u);
+      return w.bytes;
+    }
+    case "watchack": {
+      const w = start(frame, BodyLen.watchAck);
+      w.u32(frame.request);
+      w.u16(frame.code);
+      w.u32(frame.watching);
+      w.u64(frame.refused);
+      return w.bytes;
+    }
+    case "unwatch": {
+      const w = start(frame, BodyLen.unwatch + 8 * frame.users.length);
+      w.u16(frame.users.length);
+      for (const u of frame.users) w.u64(u);
+      return w.bytes;
+    }
+    case "presence": {
+      const names = frame.devices.map((d) => utf8(d.transport));
+      const len = names.reduce((n, name) => n + BodyLen.presenceDevice + name.length, 0);
+      const w = start(frame, BodyLen.presence + len);
+      w.u64(frame.user);
+      w.u16(frame.devices.length);
+      frame.devices.forEach((d, i) => {
+        const name = names[i]!;
+        w.u64(d.device);
+        w.u64(d.sinceMs);
+        w.u16(d.shard);
+        w.u8(name.length);
+        w.raw(name);
+      });
+      return w.bytes;
+    }
   }
 }
 
@@ -175,6 +212,10 @@ const FRAME_TYPE_BYTES: Record<Frame["type"], number> = {
   roompush: FrameType.RoomPush,
   roomack: FrameType.RoomAck,
   roomlag: FrameType.RoomLag,
+  watch: FrameType.Watch,
+  watchack: FrameType.WatchAck,
+  unwatch: FrameType.Unwatch,
+  presence: FrameType.Presence,
 };
 
 function flagsOf(frame: Frame): number {

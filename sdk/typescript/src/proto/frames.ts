@@ -226,6 +226,50 @@ export interface RoomLagFrame {
   readonly next: bigint;
 }
 
+/** WATCH: watch these users' presence (PROTOCOL.md §6c). */
+export interface WatchFrame {
+  readonly type: "watch";
+  /** Echoed in the WATCHACK. */
+  readonly request: number;
+  readonly users: readonly bigint[];
+}
+
+/** WATCHACK: the outcome of a WATCH, all or nothing. */
+export interface WatchAckFrame {
+  readonly type: "watchack";
+  readonly request: number;
+  /** 0: accepted; else an error code (Forbidden, TooManyWatches). */
+  readonly code: number;
+  /** Users the session watches after this WATCH. */
+  readonly watching: number;
+  /** With Forbidden: the first user refused; else 0. */
+  readonly refused: bigint;
+}
+
+/** UNWATCH: stop watching these users. */
+export interface UnwatchFrame {
+  readonly type: "unwatch";
+  readonly users: readonly bigint[];
+}
+
+/** One online device of a user. */
+export interface OnlineDevice {
+  readonly device: bigint;
+  /** When its session opened, ms since the Unix epoch. */
+  readonly sinceMs: bigint;
+  /** The gateway shard holding its session. */
+  readonly shard: number;
+  /** `native` or `mqtt`. */
+  readonly transport: string;
+}
+
+/** PRESENCE: all online devices of a watched user (empty: offline). */
+export interface PresenceFrame {
+  readonly type: "presence";
+  readonly user: bigint;
+  readonly devices: readonly OnlineDevice[];
+}
+
 /** Any frame of the protocol, either direction. */
 export type Frame =
   | ConnectFrame
@@ -247,4 +291,8 @@ export type Frame =
   | UnsubscribeFrame
   | RoomPushFrame
   | RoomAckFrame
-  | RoomLagFrame;
+  | RoomLagFrame
+  | WatchFrame
+  | WatchAckFrame
+  | UnwatchFrame
+  | PresenceFrame;

@@ -6,7 +6,15 @@
  */
 
 import type { ProtocolError } from "../proto/errors.js";
-import type { ConnAckFrame, InboxMessage, RoomMessage, SendAckFrame, SubAckFrame } from "../proto/frames.js";
+import type {
+  ConnAckFrame,
+  InboxMessage,
+  PresenceFrame,
+  RoomMessage,
+  SendAckFrame,
+  SubAckFrame,
+  WatchAckFrame,
+} from "../proto/frames.js";
 
 /**
  * Why a send was given up: the gateway refused it (`forbidden`), its id was
@@ -81,7 +89,11 @@ export type SessionEvent =
    * the last sequence delivered from it, for `resume` once it is allowed
    * again.
    */
-  | { readonly type: "room-forbidden"; readonly room: bigint; readonly last: bigint | undefined };
+  | { readonly type: "room-forbidden"; readonly room: bigint; readonly last: bigint | undefined }
+  /** The answer to a WATCH: `code` 0, or its refusal (Forbidden, TooManyWatches; none of its users is watched). */
+  | { readonly type: "watched"; readonly ack: WatchAckFrame }
+  /** A watched user's online devices (all of them; empty: offline). */
+  | { readonly type: "presence"; readonly presence: PresenceFrame };
 
 /** The `type` names of {@link SessionEvent}. */
 export type SessionEventType = SessionEvent["type"];

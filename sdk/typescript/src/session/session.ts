@@ -44,6 +44,7 @@ import { type Delivery, Inbox } from "./inbox.js";
 import { maxSendPayload, Outbox } from "./outbox.js";
 import type { SessionOutput } from "./output.js";
 import { Replay } from "./replay.js";
+import { Watches } from "./presence.js";
 import { Rooms } from "./rooms.js";
 import { NEW_DEVICE, type RoomPosition, type SessionState, type StoreChange } from "./state.js";
 
@@ -80,6 +81,7 @@ export class ClientSession {
   private readonly outbox: Outbox;
   private readonly replay = new Replay();
   private readonly rooms: Rooms;
+  private readonly watches = new Watches();
   private decoder = new FrameDecoder();
   private nextClientMsgId: bigint;
   private maxPending = 16;
@@ -249,6 +251,10 @@ export class ClientSession {
         return this.rooms.onRoomPush(frame, this.nowMs, this.out);
       case "roomlag":
         return this.rooms.onRoomLag(frame.room, this.out);
+      case "watchack":
+        return this.watches.onWatchAck(frame, this.out);
+      case "presence":
+        return this.out.event({ type: "presence", presence: frame });
       case "error":
         this.out.event({ type: "gateway-error", code: frame.code, message: frame.message });
         // Every error but BadSyncRequest is followed by a close.
@@ -264,6 +270,8 @@ export class ClientSession {
       case "subscribe":
       case "unsubscribe":
       case "roomack":
+      case "watch":
+      case "unwatch":
         return this.protocolError(malformed(frame.type.toUpperCase(), "a client-only frame from the gateway"));
     }
   }
@@ -355,6 +363,28 @@ export class ClientSession {
     this.rooms.unfollow(room, this.isOpen(), this.out);
   }
 
+  /**
+   * Watches the presence of `users` (answered by a `watched` event, then
+   * `presence` events per user now and after each change); kept across
+   * reconnects until {@link unwatch}. Returns the WATCH's request id, if
+   * one was sent now (while disconnected it is sent on connect).
+   */
+  watch(users: readonly bigint[], nowMs: number): number | undefined {
+    this.setNow(nowMs);
+    return this.watches.watch(users, this.isOpen(), this.out);
+  }
+
+  /** Stops watching the presence of `users`. */
+  unwatch(users: readonly bigint[], nowMs: number): void {
+    this.setNow(nowMs);
+    this.watches.unwatch(users, this.isOpen(), this.out);
+  }
+
+  /** The users whose presence this session watches. */
+  watched(): bigint[] {
+    return this.watches.watched();
+  }
+
   /** Acknowledges every QoS 1 room up to what was delivered, now. */
   ackRooms(nowMs: number): void {
     this.setNow(nowMs);
@@ -439,6 +469,7 @@ export class ClientSession {
     this.inbox.onConnAck(ack.cursor);
     this.out.event({ type: "connected", connack: ack });
     this.rooms.resubscribeAll(this.out);
+    this.watches.rewatchAll(this.out);
     const delivered = this.inbox.delivered;
     this.queue(
       delivered === undefined

@@ -90,6 +90,17 @@ export const SAMPLES: readonly Frame[] = [
   { type: "roompush", room: ROOM, seq: 77n, from: BIG, tsMs: 1_700_000_000_000n, qos: 1, payload: enc.encode("r") },
   { type: "roomack", room: ROOM, seq: 77n },
   { type: "roomlag", room: ROOM, next: 78n },
+  { type: "watch", request: 3, users: [42n, BIG] },
+  { type: "watchack", request: 3, code: 29, watching: 2, refused: 0n },
+  { type: "unwatch", users: [BIG] },
+  {
+    type: "presence",
+    user: 42n,
+    devices: [
+      { device: 7n, sinceMs: 1_700_000_000_000n, shard: 1, transport: "native" },
+      { device: BIG, sinceMs: 1_700_000_000_001n, shard: 0, transport: "mqtt" },
+    ],
+  },
 ];
 
 /** A field of a layout: its width in bytes and value. */
@@ -116,6 +127,10 @@ const TYPE_BYTE: Record<Frame["type"], number> = {
   roompush: 0x12,
   roomack: 0x13,
   roomlag: 0x14,
+  watch: 0x19,
+  watchack: 0x1a,
+  unwatch: 0x1b,
+  presence: 0x1c,
 };
 
 const messageFields = (m: InboxMessage): Field[] => [
@@ -198,6 +213,27 @@ function layout(f: Frame): { flags: number; fields: Field[] } {
       return { flags: 0, fields: [[8, f.room], [8, f.seq]] };
     case "roomlag":
       return { flags: 0, fields: [[8, f.room], [8, f.next]] };
+    case "watch":
+      return { flags: 0, fields: [[4, f.request], [2, f.users.length], ...f.users.map((u): Field => [8, u])] };
+    case "watchack":
+      return { flags: 0, fields: [[4, f.request], [2, f.code], [4, f.watching], [8, f.refused]] };
+    case "unwatch":
+      return { flags: 0, fields: [[2, f.users.length], ...f.users.map((u): Field => [8, u])] };
+    case "presence":
+      return {
+        flags: 0,
+        fields: [
+          [8, f.user],
+          [2, f.devices.length],
+          ...f.devices.flatMap((d): Field[] => [
+            [8, d.device],
+            [8, d.sinceMs],
+            [2, d.shard],
+            [1, enc.encode(d.transport).length],
+            enc.encode(d.transport),
+          ]),
+        ],
+      };
   }
 }
 

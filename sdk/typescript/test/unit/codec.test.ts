@@ -56,6 +56,7 @@ const FIXED_SIZE: Partial<Record<Frame["type"], number>> = {
   unsubscribe: BodyLen.u64,
   roomack: BodyLen.roomSeq,
   roomlag: BodyLen.roomSeq,
+  watchack: BodyLen.watchAck,
 };
 
 const FIXED_PART: Partial<Record<Frame["type"], number>> = {
@@ -66,11 +67,14 @@ const FIXED_PART: Partial<Record<Frame["type"], number>> = {
   error: BodyLen.code,
   disconnect: BodyLen.code,
   roompush: BodyLen.roomPush,
+  watch: BodyLen.watch,
+  unwatch: BodyLen.unwatch,
+  presence: BodyLen.presence,
 };
 
 describe("codec: every frame", () => {
-  test("covers all 20 frame types of the document", () => {
-    assert.equal(new Set(SAMPLES.map((f) => f.type)).size, 20);
+  test("covers all 24 frame types of the document", () => {
+    assert.equal(new Set(SAMPLES.map((f) => f.type)).size, 24);
   });
 
   for (const frame of SAMPLES) {
@@ -292,5 +296,33 @@ describe("codec: stream decoder", () => {
       }
     }
     assert.ok(decoded > 0 && refused > 0, `decoded ${decoded}, refused ${refused}`);
+  });
+});
+
+// Issue 22 item 2: the presence frames' counts are checked against the
+// body, and a transport name must be UTF-8 (as the gateway's decoder).
+describe("codec: presence frames", () => {
+  const presence = SAMPLES.find((f) => f.type === "presence")!;
+  const watch = SAMPLES.find((f) => f.type === "watch")!;
+
+  test("a WATCH whose count differs from its body is Malformed", () => {
+    const bytes = encodeFrame(watch);
+    const body = Uint8Array.from(bytes.subarray(HEADER));
+    body[4] = 3; // count 3, two users in the body
+    assertProtocolError(rebuilt(bytes, body), ErrorCode.Malformed, "count 3");
+  });
+
+  test("a PRESENCE with a forged count or a bad transport name is typed", () => {
+    const bytes = encodeFrame(presence);
+    const body = Uint8Array.from(bytes.subarray(HEADER));
+    const forged = Uint8Array.from(body);
+    forged[8] = 0xff;
+    forged[9] = 0xff;
+    assertProtocolError(rebuilt(bytes, forged), ErrorCode.Malformed, "count 65535");
+    const badName = Uint8Array.from(body);
+    badName[BodyLen.presence + BodyLen.presenceDevice] = 0xff; // first byte of "native"
+    assertProtocolError(rebuilt(bytes, badName), ErrorCode.InvalidUtf8, "not UTF-8");
+    const cut = body.subarray(0, body.length - 1);
+    assertProtocolError(rebuilt(bytes, cut), ErrorCode.Malformed, "name past the body");
   });
 });
