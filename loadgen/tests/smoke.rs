@@ -77,6 +77,7 @@ fn one_to_one_smoke_passes_the_checker() {
             mqtt,
             mqtt_broker: false,
             mqtt_publish: false,
+            mqtt_topic: false,
             server_pid: None,
             ws: over_ws,
         };
@@ -126,6 +127,7 @@ fn one_to_one_smoke_passes_the_checker() {
         mqtt: None,
         mqtt_broker: false,
         mqtt_publish: false,
+        mqtt_topic: false,
         server_pid: None,
         ws: None,
     };

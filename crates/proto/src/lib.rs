@@ -17,6 +17,7 @@ mod header;
 mod room;
 mod state_key;
 pub mod topic;
+pub mod topic_stream;
 mod types;
 
 pub use codec::{decode_shared, Decoder};
