@@ -469,7 +469,7 @@ fn bad_input_gets_the_reaction_the_specs_require_and_the_server_keeps_serving() 
     }
     // v5: a topic outside the mapping gets PUBACK 0x90; the session stays.
     let (mut v5, _) = Raw::connect(server.mqtt, V5, &server.token(8002, 1), true);
-    v5.send(&publish("sensors/1", QoS::AtLeastOnce, Some(3), b"x"));
+    v5.send(&publish("user/01", QoS::AtLeastOnce, Some(3), b"x"));
     match v5.recv() {
         Some(Packet::PubAck(r)) => assert_eq!(r.reason, ReasonCode::TOPIC_NAME_INVALID),
         other => panic!("expected PUBACK 0x90, got {other:?}"),
@@ -485,7 +485,7 @@ fn bad_input_gets_the_reaction_the_specs_require_and_the_server_keeps_serving() 
     assert_eq!(v5.recv(), None);
     // v3.1.1: a topic outside the mapping closes the connection.
     let (mut v3, _) = Raw::connect(server.mqtt, V311, &server.token(8003, 1), true);
-    v3.send(&publish("sensors/1", QoS::AtLeastOnce, Some(3), b"x"));
+    v3.send(&publish("user/01", QoS::AtLeastOnce, Some(3), b"x"));
     assert_eq!(v3.recv(), None);
     // And the node still serves.
     let (mut ok, ack) = Raw::connect(server.mqtt, V5, &server.token(8004, 1), true);

@@ -40,6 +40,7 @@ fuzz_target!(|data: &[u8]| {
         max_packet: 64 * 1024,
         receive_max: 8,
         room_window: 4,
+        topics_open: true,
         // Small, so the byte window stops read-ahead too.
         inflight_bytes: 256,
     };

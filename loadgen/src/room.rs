@@ -93,6 +93,12 @@ pub struct RoomScenario {
     /// flight) instead of the native protocol, as against a broker.
     #[arg(long, requires = "mqtt")]
     pub mqtt_publish: bool,
+    /// With `--mqtt` and `--mqtt-publish` on surepush: a free-form topic
+    /// of this run's own (`surepush-lg/{first user}/room/{n}`, a topic
+    /// stream, issue #21) instead of `room/{n}`; the gateway needs
+    /// `mqtt.topics_open = true`.
+    #[arg(long, requires = "mqtt_publish")]
+    pub mqtt_topic: bool,
     /// The server's pid, for its CPU time per push; default: the process
     /// listening on the `--mqtt` port, else on the `--server` port.
     #[arg(long)]
@@ -114,7 +120,7 @@ impl RoomScenario {
     /// The MQTT topic of room `room` (with its room bit).
     fn mqtt_topic(&self, room: u64) -> String {
         let n = room & !ROOM_BIT;
-        if self.mqtt_broker {
+        if self.mqtt_broker || self.mqtt_topic {
             format!("surepush-lg/{}/room/{n}", self.first_user)
         } else {
             format!("room/{n}")

@@ -172,6 +172,7 @@ fn room(server: std::net::SocketAddr, mqtt: std::net::SocketAddr) -> RoomScenari
         mqtt: Some(mqtt),
         mqtt_broker: false,
         mqtt_publish: false,
+        mqtt_topic: false,
         server_pid: None,
         ws: None,
         servers: Vec::new(),
@@ -185,10 +186,12 @@ fn room_over_mqtt_fans_out_through_surepush_and_mosquitto() {
         return;
     };
     let surepush_mqtt = format!("127.0.0.1:{}", gw.mqtt_port).parse().unwrap();
-    // surepush: MQTT subscribers, native publisher, then an MQTT publisher.
-    for mqtt_publish in [false, true] {
+    // surepush: MQTT subscribers, native publisher, then an MQTT
+    // publisher, then a free-form topic (issue #21) over MQTT.
+    for (mqtt_publish, mqtt_topic) in [(false, false), (true, false), (true, true)] {
         let s = RoomScenario {
             mqtt_publish,
+            mqtt_topic,
             ..room(gw.addr(), surepush_mqtt)
         };
         let r = run_room(&s).unwrap();

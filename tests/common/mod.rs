@@ -37,6 +37,8 @@ pub struct TestServer {
     pub tolerated_errors: Vec<&'static str>,
     /// Arguments after `serve --config FILE`.
     pub extra_args: Vec<String>,
+    /// Settings appended to the `[mqtt]` table (`key = value` lines).
+    pub mqtt_config: String,
 }
 
 fn free_port() -> u16 {
@@ -88,6 +90,7 @@ impl TestServer {
             log: Default::default(),
             tolerated_errors: Vec::new(),
             extra_args: Vec::new(),
+            mqtt_config: String::new(),
         }
     }
 
@@ -111,6 +114,7 @@ impl TestServer {
             log: Default::default(),
             tolerated_errors: self.tolerated_errors.clone(),
             extra_args: self.extra_args.clone(),
+            mqtt_config: self.mqtt_config.clone(),
         }
     }
 
@@ -143,6 +147,7 @@ impl TestServer {
         text.push_str(&self.top_config);
         if !self.top_config.contains("[mqtt]") {
             text.push_str(&format!("[mqtt]\nlisten = \"{}\"\n", self.mqtt));
+            text.push_str(&self.mqtt_config);
         }
         // Extra config lands in the [log] table; it may set its own size.
         text.push_str("[log]\n");

@@ -672,6 +672,7 @@ impl World {
             max_packet: 1 << 20,
             receive_max: 4,
             room_window: self.config.room_window,
+            topics_open: true,
         };
         let msg_id_base = (WALL_MS_AT_ZERO + now / MS) * 1000;
         let claims = Claims {

@@ -78,6 +78,10 @@ mod webhook;
 pub use action::{
     Action, AppendToken, ConnId, MembersOutcome, Publish, Publisher, ReadId, StoreOutcome,
 };
+/// The transport name of MQTT connections (plain, WebSocket or TLS): the
+/// bridge that checks topic-stream permissions by name (`room_access.rs`).
+pub const MQTT_TRANSPORT: &str = "mqtt";
+
 pub use auth::{Acl, AclAction, AclError, MAX_ACL_FILTERS, MAX_ACL_FILTER_LEN};
 pub use auth::{AuthError, Claims, TokenVerifier};
 pub use config::{CoreConfig, LiveLimits};

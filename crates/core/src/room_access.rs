@@ -33,15 +33,24 @@ use super::shard::Shard;
 use crate::peer::{Revoked, RoomPublish, RoomRevoke};
 use crate::router::ShardId;
 use crate::MessageRecord;
+use surepush_proto::topic_stream::is_topic_stream;
 use surepush_proto::{Qos, Seq, UserId};
 use surepush_token::AclAction;
 
 impl Shard {
     /// Whether `conn`'s token grants `action` on the room `room` (false
     /// once the connection is gone: a grant lives as long as its session).
+    ///
+    /// A topic stream's grant is by topic name, which only the MQTT bridge
+    /// knows: it checks the name (token ACL, `mqtt.topics_open`) before it
+    /// sends anything for a stream, so an MQTT connection's request is
+    /// granted here. A native connection cannot name a topic: it reaches a
+    /// stream only through the stream's members.
     pub(super) fn token_grants(&self, conn: ConnId, action: AclAction, room: u64) -> bool {
-        self.conn(conn)
-            .is_some_and(|c| c.acl.grants_room(action, room))
+        self.conn(conn).is_some_and(|c| {
+            c.acl.grants_room(action, room)
+                || (is_topic_stream(room) && c.transport == crate::MQTT_TRANSPORT)
+        })
     }
 
     /// The policy, on the room's home shard: `granted` is the token's (or
@@ -53,13 +62,17 @@ impl Shard {
         if self.members.has_any(UserId(room)) {
             self.members.contains(UserId(room), user)
         } else {
-            self.config.rooms_open
+            // Topic streams are opened by the MQTT bridge (`token_grants`).
+            self.config.rooms_open && !is_topic_stream(room)
         }
     }
 
     /// True for a room (homed here) that everyone may read and write.
     pub(super) fn room_open_to_all(&self, room: UserId) -> bool {
-        surepush_proto::is_room(room.0) && self.config.rooms_open && !self.members.has_any(room)
+        surepush_proto::is_room(room.0)
+            && !is_topic_stream(room.0)
+            && self.config.rooms_open
+            && !self.members.has_any(room)
     }
 
     /// A publish reaching the room's home shard.

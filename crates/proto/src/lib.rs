@@ -18,6 +18,7 @@ mod presence;
 mod room;
 mod state_key;
 pub mod topic;
+pub mod topic_stream;
 mod types;
 
 pub use codec::{decode_shared, Decoder};

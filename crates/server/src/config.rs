@@ -314,6 +314,11 @@ pub struct MqttSettings {
     pub inflight_bytes: usize,
     /// Largest MQTT packet accepted, in bytes (advertised to v5 clients).
     pub max_packet: u32,
+    /// Free-form topics (every name outside `user/`, `group/`, `room/`
+    /// and `$`) may be published and subscribed by every user. When false
+    /// (the default) only what a token's `acl` claim grants is allowed
+    /// (docs/MQTT.md 2.2).
+    pub topics_open: bool,
 }
 
 impl Default for MqttSettings {
@@ -330,6 +335,7 @@ impl Default for MqttSettings {
             // session, a quarter of the default `max_write_buffer_bytes`.
             inflight_bytes: 1 << 20,
             max_packet: 1 << 20,
+            topics_open: false,
         }
     }
 }

@@ -418,6 +418,7 @@ async fn shard_main(
             max_packet: config.mqtt.max_packet,
             receive_max: config.core.max_pending_sends.min(u32::from(u16::MAX)) as u16,
             room_window: config.core.room_window,
+            topics_open: config.mqtt.topics_open,
         };
         transport::MqttShard::new(params, ctx.wall_ms)
     });

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use surepush_proto::topic::{filter_error, topic_matches, RoomName};
+use surepush_proto::topic_stream::is_topic_stream;
 use surepush_proto::ROOM_BIT;
 
 /// Most filters in one list (`sub` or `pub`) of an `acl` claim.
@@ -119,9 +120,13 @@ impl Acl {
     }
 
     /// Whether the ACL grants `action` on the room with wire id `room`
-    /// (the name `room/{n}`); allocates nothing.
+    /// (the name `room/{n}`); allocates nothing. Never for a topic stream:
+    /// its grant is by topic name, which only the MQTT bridge knows
+    /// (`surepush_proto::topic_stream`).
     pub fn grants_room(&self, action: AclAction, room: u64) -> bool {
-        !self.is_empty() && self.grants(action, RoomName::new(room & !ROOM_BIT).as_str())
+        !self.is_empty()
+            && !is_topic_stream(room)
+            && self.grants(action, RoomName::new(room & !ROOM_BIT).as_str())
     }
 
     pub(super) fn from_claim(claim: AclClaim) -> Result<Acl, AclError> {
@@ -173,7 +178,14 @@ mod tests {
     fn filters_grant_rooms_by_name() {
         let acl = Acl::new(&["room/+"], &["room/42", "room/7/#"]).expect("valid");
         assert!(acl.grants_room(AclAction::Subscribe, room(0)));
-        assert!(acl.grants_room(AclAction::Subscribe, room((1 << 62) - 1)));
+        assert!(acl.grants_room(AclAction::Subscribe, room((1 << 61) - 1)));
+        // Issue #21: a topic stream's id is a hash, not a room number:
+        // `room/+` must not grant it.
+        assert!(!acl.grants_room(AclAction::Subscribe, room((1 << 62) - 1)));
+        let stream = surepush_proto::topic_stream::stream_id("chat/general");
+        assert!(!Acl::new(&["#"], &["#"])
+            .expect("valid")
+            .grants_room(AclAction::Subscribe, stream));
         assert!(acl.grants_room(AclAction::Publish, room(42)));
         assert!(
             acl.grants_room(AclAction::Publish, room(7)),

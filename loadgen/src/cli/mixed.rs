@@ -93,6 +93,7 @@ pub(super) fn run_mixed(args: MixedArgs) -> Result<ExitCode, String> {
         mqtt: None,
         mqtt_broker: false,
         mqtt_publish: false,
+        mqtt_topic: false,
         server_pid: None,
         ws: None,
         servers: Vec::new(),

@@ -74,7 +74,7 @@ impl Gateway {
             format!(
                 "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\ndata_dir = \"{}\"\n\
                  shards = 2\npin_cores = false\nio_memory_kib = 1024\ntoken_secret = \"smoke\"\n[log]\n\
-                 segment_mib = 8\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n\
+                 segment_mib = 8\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\ntopics_open = true\n\
                  [tls]\ncert = \"{dir}/cert.pem\"\nkey = \"{dir}/key.pem\"\nlisten = \"127.0.0.1:{tls_port}\"\n\
                  ws_listen = \"127.0.0.1:{wss_port}\"\n[websocket]\nenabled = true\nlisten = \"127.0.0.1:{ws_port}\"\n",
                 dir.path().join("data").display(),

@@ -387,3 +387,43 @@ fn qos0_confirm_and_backend_qos0_to_groups() {
         "{frames:?}"
     );
 }
+
+/// Issue #21: a topic stream (a free-form MQTT topic, a room number with
+/// bit 61) is granted by name in the MQTT bridge. Here an MQTT connection's
+/// requests are granted; a native connection gets one only as a member,
+/// even with `rooms_open` and a token granting `#`.
+#[test]
+fn topic_streams_open_to_mqtt_connections_and_to_native_ones_only_as_members() {
+    let stream = surepush_proto::topic_stream::stream_id("chat/general");
+    let mut h = Harness::new(CoreConfig::default());
+    let native = h.connect_granted(1, 1, Acl::new(&["#"], &["#"]).expect("valid"));
+    let sub = |h: &mut Harness, conn| {
+        let s = Subscribe {
+            room: stream,
+            from: SubscribeFrom::After(Seq::ZERO),
+            qos: Qos::AtLeastOnce,
+        };
+        h.frame(conn, Frame::Subscribe(s));
+        sub_result(&take_room(h, conn))
+    };
+    assert_eq!(sub(&mut h, native), SubResult::Forbidden);
+    assert_eq!(h.publish(native, 1, stream), SendResult::Forbidden);
+    let mqtt = h.shard.handle_open_via(crate::MQTT_TRANSPORT, h.now);
+    h.run();
+    let token = Harness::token_granting(2, 1, u64::MAX / 2, Acl::default());
+    h.frame(
+        mqtt,
+        Frame::Connect(Connect {
+            device: DeviceId(1),
+            last_seq: Some(Seq::ZERO),
+            keepalive_ms: 0,
+            token,
+        }),
+    );
+    assert!(matches!(h.take(mqtt).first(), Some(Frame::ConnAck(_))));
+    assert_eq!(sub(&mut h, mqtt), SubResult::Ok);
+    assert_eq!(h.publish(mqtt, 1, stream), SendResult::Stored);
+    assert_eq!(pushed(&take_room(&mut h, mqtt)), [1]);
+    assert_eq!(h.change_members(stream, &[1], &[]), [UserId(1)]);
+    assert_eq!(sub(&mut h, native), SubResult::Ok);
+}

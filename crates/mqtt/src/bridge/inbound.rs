@@ -9,7 +9,7 @@ use super::topics::Target;
 use super::{native_qos, Bridge, PendingPub};
 use crate::{Packet, PacketId, Properties, PubReply, Publish, QoS, ReasonCode};
 use surepush_proto as proto;
-use surepush_proto::{Frame, SendAck, SendResult};
+use surepush_proto::{Frame, SendAck, SendResult, Seq};
 
 impl Bridge {
     fn next_msg_id(&mut self) -> u64 {
@@ -38,8 +38,14 @@ impl Bridge {
                 self.aliases[slot] = Some(p.topic.clone());
             }
         }
-        let Some(target) = Target::parse(p.topic.as_str()) else {
-            let why = "topic must be user/{id}, group/{n} or room/{n}";
+        // A free-form topic is a topic stream (streams.rs).
+        let stream = self.stream_publish(&mut p);
+        let target = match stream {
+            Some(s) => Some(Target::Room(s.room)),
+            None => Target::parse(p.topic.as_str()),
+        };
+        let Some(target) = target else {
+            let why = "topic must be user/{id}, group/{n}, room/{n} or not start with $";
             match (p.packet_id, self.level.is_v5()) {
                 (Some(pid), true) => {
                     let reply = PubReply {
@@ -127,6 +133,16 @@ impl Bridge {
                 }
             },
         };
+        if stream.is_some_and(|s| !s.allowed) {
+            // Refused by name, here (streams.rs): answered as the core
+            // answers a refused room publish.
+            return self.on_sendack(SendAck {
+                client_msg_id: id,
+                seq: Seq::ZERO,
+                own_seq: Seq::ZERO,
+                result: SendResult::Forbidden,
+            });
+        }
         self.to_core.push_back(Frame::Send(proto::Send {
             client_msg_id: id,
             to,

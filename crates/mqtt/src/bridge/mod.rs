@@ -42,6 +42,7 @@ mod persist;
 mod rooms;
 mod session;
 mod state;
+mod streams;
 mod subscriptions;
 pub mod topics;
 mod window;
@@ -86,6 +87,9 @@ pub struct BridgeParams {
     /// The core's `room_window`: unacknowledged messages of a QoS 1 room
     /// subscription before it counts as slow.
     pub room_window: u32,
+    /// Every user may publish and subscribe free-form topics
+    /// (`mqtt.topics_open`); else only what the token grants (`streams.rs`).
+    pub topics_open: bool,
 }
 
 /// Packets a client may pipeline behind CONNECT before our CONNACK.

@@ -33,10 +33,13 @@
 
 use std::collections::VecDeque;
 
+use bytes::Bytes;
+
 use super::persist::Change;
 use super::{native_qos, Bridge, Delivery, Reader};
 use crate::QoS;
 use surepush_proto as proto;
+use surepush_proto::topic_stream::is_topic_stream;
 use surepush_proto::{Frame, RoomPush, Seq, SubResult, SubscribeFrom, ROOM_BIT};
 
 /// Flag bit of a room entry in [`super::SessionState::encode`] (version 2
@@ -199,8 +202,18 @@ impl Bridge {
         let Some(sub) = self.state.rooms.get(&n).copied() else {
             return;
         };
-        let topic = super::Target::Room(n).topic();
-        let own = sub.no_local && p.from == self.user;
+        // A topic stream carries its name (streams.rs): a name this
+        // session does not subscribe (a hash collision) is skipped like
+        // its own message.
+        let (topic, payload, wanted) = if is_topic_stream(p.room) {
+            match self.stream_message(&p.payload) {
+                Some((name, payload)) => (name, payload, true),
+                None => (String::new(), Bytes::new(), false),
+            }
+        } else {
+            (super::Target::Room(n).topic(), p.payload, true)
+        };
+        let own = (sub.no_local && p.from == self.user) || !wanted;
         let Some(track) = self.rooms.get_mut(&n) else {
             return;
         };
@@ -210,7 +223,7 @@ impl Bridge {
         }
         if p.seq == Seq::ZERO {
             if !own {
-                self.publish(&topic, QoS::AtMostOnce, p.payload, p.from, None, false);
+                self.publish(&topic, QoS::AtMostOnce, payload, p.from, None, false);
             }
             return;
         }
@@ -223,11 +236,11 @@ impl Bridge {
             track.order.push_back((p.seq, true));
         } else if qos == QoS::AtMostOnce {
             track.order.push_back((p.seq, true));
-            self.publish(&topic, qos, p.payload, p.from, None, false);
+            self.publish(&topic, qos, payload, p.from, None, false);
         } else {
             track.order.push_back((p.seq, false));
             let what = Some(Delivery::Room(n, p.seq));
-            self.publish(&topic, qos, p.payload, p.from, what, false);
+            self.publish(&topic, qos, payload, p.from, what, false);
         }
     }
 
@@ -316,6 +329,7 @@ impl Bridge {
                 // messages just stop.
                 self.state.rooms.remove(&n);
                 self.rooms.remove(&n);
+                self.forget_stream(n);
                 self.changed(Change::Subscriptions);
             } else if sub.position.is_none() || a.result == SubResult::Gap {
                 // Started from "now" (or history is gone): the position is

@@ -17,7 +17,6 @@ use crate::{
     ConnAck, MqttString, Packet, PacketId, Properties, ProtocolLevel, PubReply, ReasonCode,
 };
 use surepush_proto::{ConnAck as NativeConnAck, ErrorCode, Frame, Qos, Seq, UserId};
-use surepush_token::AclAction;
 
 /// How a connection's session ends, for the server.
 #[derive(Debug)]
@@ -70,7 +69,8 @@ pub fn refuse_connect(c: &mqtt::Connect) -> Option<ReasonCode> {
         return Some(ReasonCode(0x02)); // v3.1.1: identifier rejected
     }
     if let Some(w) = &c.will {
-        if Target::parse(w.topic.as_str()).is_none() {
+        let topic = w.topic.as_str();
+        if Target::parse(topic).is_none() && super::streams::stream_room(topic).is_none() {
             return Some(if v5 {
                 ReasonCode::TOPIC_NAME_INVALID
             } else {
@@ -143,15 +143,15 @@ impl Bridge {
             None
         } else {
             self.will.take().and_then(|w| {
-                let to = Target::parse(w.topic.as_str())?.wire_id();
+                let route = self.will_route(&w)?;
                 let id = self.state.next_msg_id;
                 self.state.next_msg_id += 1;
                 Some(WillMessage {
-                    to,
+                    to: route.to,
                     qos: native_qos(w.qos),
-                    payload: w.payload,
+                    payload: route.payload,
                     client_msg_id: id,
-                    room_grant: self.acl.grants_room(AclAction::Publish, to.0),
+                    room_grant: route.granted,
                 })
             })
         };

@@ -1,13 +1,16 @@
 //! SUBSCRIBE and UNSUBSCRIBE: inbox filters are kept in the session state,
-//! room filters go to `rooms.rs`; a SUBACK leaves once every room it names
+//! room filters go to `rooms.rs`, exact free-form topics to both (their
+//! permission checked first, `streams.rs`); a SUBACK leaves once every room it names
 //! has its native SUBACK, in the order the SUBSCRIBEs came.
 
 use super::persist::Change;
+use super::streams::stream_room;
 use super::topics::room_filter;
 use super::{Bridge, PendingSubAck};
 use crate as mqtt;
 use crate::{Packet, Properties, QoS, ReasonCode, SubAck, UnsubAck};
 use surepush_proto::SubResult;
+use surepush_token::AclAction;
 
 impl Bridge {
     /// The highest QoS among the inbox subscriptions matching `topic`.
@@ -56,6 +59,26 @@ impl Bridge {
                 });
                 continue;
             }
+            let stream = stream_room(filter);
+            if stream.is_some() && !self.topic_allowed(AclAction::Subscribe, filter) {
+                reasons.push(if self.level.is_v5() {
+                    ReasonCode::NOT_AUTHORIZED
+                } else {
+                    ReasonCode::UNSPECIFIED_ERROR
+                });
+                continue;
+            }
+            if let Some(n) = stream {
+                // An exact free-form topic (streams.rs): a room by its
+                // hashed name; the filter names it durably.
+                let (qos, _) = self.subscribe_room(n, &sub.options);
+                self.keep_filter(sub);
+                if !rooms.iter().any(|&(r, _)| r == n) {
+                    rooms.push((n, reasons.len()));
+                }
+                reasons.push(ReasonCode(qos as u8));
+                continue;
+            }
             if let Some(n) = room_filter(filter) {
                 let (qos, existed) = self.subscribe_room(n, &sub.options);
                 let wants_retained = match sub.options.retain_handling {
@@ -73,15 +96,7 @@ impl Bridge {
                 continue;
             }
             let qos = sub.options.qos;
-            match self
-                .state
-                .subs
-                .iter_mut()
-                .find(|e| e.filter.as_str() == filter)
-            {
-                Some(existing) => existing.options = sub.options,
-                None => self.state.subs.push(sub),
-            }
+            self.keep_filter(sub);
             reasons.push(ReasonCode(qos as u8));
         }
         self.changed(Change::Subscriptions);
@@ -109,7 +124,13 @@ impl Bridge {
         let mut reasons = Vec::with_capacity(u.filters.len());
         for f in u.filters {
             let filter = f.as_str();
-            let existed = if let Some(n) = room_filter(filter) {
+            let existed = if let Some(n) = stream_room(filter) {
+                let had = self.state.subs.iter().any(|s| s.filter.as_str() == filter);
+                if !self.drop_stream_filter(filter, n) {
+                    self.unsubscribe_room(n);
+                }
+                had
+            } else if let Some(n) = room_filter(filter) {
                 self.unsubscribe_room(n)
             } else {
                 let before = self.state.subs.len();

@@ -34,6 +34,7 @@ fn params() -> BridgeParams {
         max_packet: 1 << 20,
         receive_max: 100,
         room_window: 8,
+        topics_open: true,
     }
 }
 
@@ -424,7 +425,7 @@ fn unknown_topics_are_refused_per_protocol_level() {
             dup: false,
             qos,
             retain: false,
-            topic: MqttString::from("sensors/1"),
+            topic: MqttString::from("user/01"),
             packet_id,
             payload: Bytes::new(),
             properties: Properties::default(),
@@ -614,7 +615,7 @@ fn connects_the_spec_refuses_are_refused() {
     assert_eq!(refuse_connect(&c), Some(ReasonCode(0x02)));
     let mut c = connect(ProtocolLevel::V5, true);
     c.will = Some(Will {
-        topic: MqttString::from("nowhere"),
+        topic: MqttString::from("$SYS/nowhere"),
         payload: Bytes::new(),
         qos: QoS::AtMostOnce,
         retain: false,
@@ -957,3 +958,5 @@ fn an_idle_bridge_gives_back_its_empty_queues() {
     h.b.release_idle_memory();
     assert!(matches!(h.packets().as_slice(), [Packet::PingResp]));
 }
+
+mod streams;

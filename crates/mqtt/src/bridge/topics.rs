@@ -6,14 +6,20 @@
 //! | `group/{n}`  | group `n` (wire id `n \| 1 << 63`)  |
 //! | `room/{n}`   | room `n` (wire id `n \| 1 << 62`)   |
 //!
-//! Numbers are decimal without sign or leading zeros and below 2^62, so
-//! every addressee has exactly one topic name.
+//! Numbers are decimal without sign or leading zeros and below 2^62 (2^61
+//! for rooms: room numbers with bit 61 are topic streams), so every
+//! addressee has exactly one topic name. Every other name not starting
+//! with `$` is a free-form topic (`streams.rs`).
 
 use surepush_proto::topic::RoomName;
+use surepush_proto::topic_stream::TOPIC_BIT;
 use surepush_proto::{is_room, UserId, ROOM_BIT};
 
-/// Largest user, group or room number (exclusive).
+/// Largest user or group number (exclusive).
 const ID_LIMIT: u64 = 1 << 62;
+
+/// Largest room number (exclusive): those above are topic streams.
+const ROOM_LIMIT: u64 = TOPIC_BIT;
 
 /// What a topic name addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +40,7 @@ impl Target {
         match kind {
             "user" => Some(Target::User(n)),
             "group" => Some(Target::Group(n)),
-            "room" => Some(Target::Room(n)),
+            "room" if n < ROOM_LIMIT => Some(Target::Room(n)),
             _ => None,
         }
     }
@@ -94,7 +100,7 @@ mod tests {
             Target::User(0),
             Target::User(42),
             Target::Group(7),
-            Target::Room(ID_LIMIT - 1),
+            Target::Room(ROOM_LIMIT - 1),
         ] {
             assert_eq!(Target::parse(&t.topic()), Some(t));
             assert_eq!(Target::from_wire(t.wire_id().0), t);
@@ -110,6 +116,7 @@ mod tests {
             "user/1/x",
             "users/1",
             "room/4611686018427387904",
+            "room/2305843009213693952",
             "user/18446744073709551616",
             "user",
             "/user/1",

@@ -531,7 +531,14 @@ fn serve<S: ShardLoop, R: StreamReader, W: StreamWriter>(
             let Some((session, inbound)) = mqtt::open(rt.as_ref(), *hello, rest) else {
                 return;
             };
-            start(rt, stream, "mqtt", session, inbound, mqtt::opened);
+            start(
+                rt,
+                stream,
+                surepush_core::MQTT_TRANSPORT,
+                session,
+                inbound,
+                mqtt::opened,
+            );
         }
     }
 }

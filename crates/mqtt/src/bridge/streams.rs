@@ -1,0 +1,132 @@
+//! Free-form topics (issue #21): every topic name outside `user/…`,
+//! `group/…`, `room/…` and `$…` is a **topic stream**, a room whose id is a
+//! hash of the name (`surepush_proto::topic_stream`, docs/MQTT.md 2.2).
+//!
+//! Rules:
+//! - Permission is by name and decided here, where the name is known: the
+//!   token's `acl` claim (`sub`/`pub` filters) or `mqtt.topics_open`. The
+//!   core grants an MQTT connection's request for a stream (it cannot see
+//!   names) and refuses native connections unless they are members.
+//! - A PUBLISH stores `[name][payload]` in the stream (the name travels
+//!   with the message, so a hash collision is detected by the reader).
+//! - An exact SUBSCRIBE (no wildcard) keeps its filter among the session's
+//!   filters (`SessionState::subs`, durable: it names the subscription)
+//!   and subscribes the stream as a room (`rooms.rs`: position, resume,
+//!   lag). A message is delivered only when the session holds a filter
+//!   equal to the name it carries; others (a colliding name) are
+//!   acknowledged unseen.
+//! - Delivery is at most QoS 1, as for rooms. The RETAIN flag of a PUBLISH
+//!   to a free-form topic is ignored (no retained messages for streams).
+
+use bytes::Bytes;
+
+use super::topics::Target;
+use super::Bridge;
+use crate::{Publish, Subscription, Will};
+use surepush_proto::topic_stream::{frame_payload, is_free_form, split_payload, stream_id};
+use surepush_proto::{UserId, ROOM_BIT};
+use surepush_token::AclAction;
+
+/// A PUBLISH to a free-form topic, rewritten for its stream.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct StreamPublish {
+    /// The stream's room number (wire id without the room bit).
+    pub(super) room: u64,
+    /// The session may publish to the topic.
+    pub(super) allowed: bool,
+}
+
+/// Where a will goes: its addressee, stored payload and the token's grant.
+#[derive(Clone, Debug)]
+pub(super) struct WillRoute {
+    pub(super) to: UserId,
+    pub(super) payload: Bytes,
+    /// The session may publish there (a room or stream; see
+    /// `core::Publisher::User`).
+    pub(super) granted: bool,
+}
+
+/// The room number of a free-form topic's stream, if `name` is one.
+pub(super) fn stream_room(name: &str) -> Option<u64> {
+    is_free_form(name).then(|| stream_id(name) & !ROOM_BIT)
+}
+
+impl Bridge {
+    /// Whether this session may `action` the free-form topic (or exact
+    /// filter) `name`.
+    pub(super) fn topic_allowed(&self, action: AclAction, name: &str) -> bool {
+        self.params.topics_open || self.acl.grants(action, name)
+    }
+
+    /// A PUBLISH to a free-form topic: frames its payload with the name and
+    /// clears RETAIN; `None` for the reserved forms.
+    pub(super) fn stream_publish(&self, p: &mut Publish) -> Option<StreamPublish> {
+        let name = p.topic.as_str();
+        let room = stream_room(name)?;
+        let allowed = self.topic_allowed(AclAction::Publish, name);
+        p.payload = frame_payload(name, &p.payload);
+        p.retain = false;
+        Some(StreamPublish { room, allowed })
+    }
+
+    /// Where the will `w` goes; `None` for a topic that names nothing.
+    pub(super) fn will_route(&self, w: &Will) -> Option<WillRoute> {
+        let name = w.topic.as_str();
+        if let Some(room) = stream_room(name) {
+            return Some(WillRoute {
+                to: UserId(room | ROOM_BIT),
+                payload: frame_payload(name, &w.payload),
+                granted: self.topic_allowed(AclAction::Publish, name),
+            });
+        }
+        let to = Target::parse(name)?.wire_id();
+        Some(WillRoute {
+            to,
+            payload: w.payload.clone(),
+            granted: self.acl.grants_room(AclAction::Publish, to.0),
+        })
+    }
+
+    /// Keeps `sub` among the session's filters, replacing the options of
+    /// an equal filter (inbox filters and exact free-form topics alike).
+    pub(super) fn keep_filter(&mut self, sub: Subscription) {
+        match self
+            .state
+            .subs
+            .iter_mut()
+            .find(|e| e.filter.as_str() == sub.filter.as_str())
+        {
+            Some(existing) => existing.options = sub.options,
+            None => self.state.subs.push(sub),
+        }
+    }
+
+    /// Drops the exact free-form filter `name`; returns whether the stream
+    /// is still wanted by another name of the session (a hash collision).
+    pub(super) fn drop_stream_filter(&mut self, name: &str, room: u64) -> bool {
+        self.state.subs.retain(|s| s.filter.as_str() != name);
+        self.state
+            .subs
+            .iter()
+            .any(|s| stream_room(s.filter.as_str()) == Some(room))
+    }
+
+    /// The stream `room` ended for this session (refused by the core):
+    /// its names leave the session's filters.
+    pub(super) fn forget_stream(&mut self, room: u64) {
+        self.state
+            .subs
+            .retain(|s| stream_room(s.filter.as_str()) != Some(room));
+    }
+
+    /// A stream message's topic and application payload, when this session
+    /// subscribes the name it carries.
+    pub(super) fn stream_message(&self, stored: &Bytes) -> Option<(String, Bytes)> {
+        let (name, payload) = split_payload(stored)?;
+        self.state
+            .subs
+            .iter()
+            .any(|s| s.filter.as_str() == name)
+            .then(|| (name.to_string(), payload))
+    }
+}
