@@ -39,25 +39,16 @@ impl Bridge {
             }
         }
         let Some(target) = Target::parse(p.topic.as_str()) else {
-            let why = "topic must be user/{id}, group/{n} or room/{n}";
-            match (p.packet_id, self.level.is_v5()) {
-                (Some(pid), true) => {
-                    let reply = PubReply {
-                        packet_id: pid,
-                        reason: ReasonCode::TOPIC_NAME_INVALID,
-                        properties: Properties::default(),
-                    };
-                    self.to_client.push_back(if p.qos == QoS::ExactlyOnce {
-                        Packet::PubRec(reply)
-                    } else {
-                        Packet::PubAck(reply)
-                    });
-                }
-                (None, true) => self.close_session(ReasonCode::TOPIC_NAME_INVALID, why),
-                (_, false) => self.protocol_error(why),
-            }
-            return;
+            return self.refuse_topic(&p);
         };
+        if let Some(pid) = p.packet_id {
+            if self.level.is_v5() && !self.count_unanswered(pid) {
+                return self.close_session(
+                    ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                    "more unacknowledged QoS 1/2 PUBLISHes than Receive Maximum",
+                );
+            }
+        }
         let to = target.wire_id();
         let qos = native_qos(p.qos);
         let retain = match target {
@@ -136,6 +127,54 @@ impl Bridge {
         }));
     }
 
+    /// Counts a v5 QoS 1/2 PUBLISH against the Receive Maximum the CONNACK
+    /// advertised until it is answered (`Bridge::unanswered`); `false`: one
+    /// too many. A resend of an id already counted counts once.
+    fn count_unanswered(&mut self, pid: PacketId) -> bool {
+        let id = pid.get();
+        if self.unanswered.contains(&id) {
+            return true;
+        }
+        if self.unanswered.len() >= usize::from(self.params.receive_max) {
+            return false;
+        }
+        self.unanswered.insert(id);
+        true
+    }
+
+    /// A PUBLISH to a valid topic name this server does not serve: stored
+    /// nowhere. v5 says why (PUBACK/PUBREC `0x90`; QoS 0 has no answer, so
+    /// DISCONNECT `0x90`). v3.1.1 cannot say it and need not close
+    /// (MQTT-3.3.5-2: a positive acknowledgement or a close), so the
+    /// message is acknowledged as its QoS requires and dropped (issue #21
+    /// item 4); its PUBREL then finds no id and still gets PUBCOMP.
+    fn refuse_topic(&mut self, p: &Publish) {
+        let v5 = self.level.is_v5();
+        if v5 && p.packet_id.is_none() {
+            let why = "topic must be user/{id}, group/{n} or room/{n}";
+            return self.close_session(ReasonCode::TOPIC_NAME_INVALID, why);
+        }
+        tracing::debug!(
+            user = self.user.0,
+            "MQTT publish to an unserved topic dropped"
+        );
+        let Some(pid) = p.packet_id else { return };
+        let reply = PubReply {
+            packet_id: pid,
+            reason: if v5 {
+                ReasonCode::TOPIC_NAME_INVALID
+            } else {
+                ReasonCode::SUCCESS
+            },
+            properties: Properties::default(),
+        };
+        self.to_client.push_back(if p.qos == QoS::ExactlyOnce {
+            Packet::PubRec(reply)
+        } else {
+            Packet::PubAck(reply)
+        });
+    }
+
     pub(super) fn on_sendack(&mut self, a: SendAck) {
         let Some(pending) = self.sends.remove(&a.client_msg_id) else {
             return;
@@ -186,6 +225,10 @@ impl Bridge {
                 return;
             }
         }
+        if qos == QoS::AtLeastOnce || reason.is_error() {
+            // Answered: PUBACK, or a PUBREC refusing the message.
+            self.unanswered.remove(&pid.get());
+        }
         let reply = PubReply {
             packet_id: pid,
             reason: if self.level.is_v5() {
@@ -216,6 +259,7 @@ impl Bridge {
                 });
             }
             _ => {
+                self.unanswered.remove(&pid.get());
                 let reason = if self.level.is_v5() {
                     ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
                 } else {

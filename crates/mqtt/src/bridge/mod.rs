@@ -54,7 +54,7 @@ use crate as mqtt;
 use crate::{
     MqttString, Packet, PacketId, ProtocolLevel, PubReply, Publish, QoS, ReasonCode, Will,
 };
-use foldhash::HashMap as FastHashMap;
+use foldhash::{HashMap as FastHashMap, HashSet as FastHashSet};
 pub use persist::StateWrite;
 use persist::{Change, Gate};
 use rooms::RoomTrack;
@@ -220,6 +220,12 @@ pub struct Bridge {
     retained_queries: VecDeque<u64>,
     /// Inbound QoS 2 releases awaiting COMP: client_msg_id → packet id.
     releases: FastHashMap<u64, PacketId>,
+    /// v5: packet ids of QoS 1/2 PUBLISHes received on this connection
+    /// and not yet answered by PUBACK, PUBCOMP or an error PUBREC: what the
+    /// advertised Receive Maximum bounds (MQTT-3.3.4-7/-8; a QoS 2 message
+    /// counts until PUBCOMP, issue #21 item 4). The core counts only SENDs
+    /// awaiting storage.
+    unanswered: FastHashSet<u16>,
     subacks: VecDeque<PendingSubAck>,
     /// Packets that arrived before the CONNACK, handled after it.
     early: VecDeque<Packet>,
@@ -310,6 +316,7 @@ impl Bridge {
             retained_wanted: BTreeSet::new(),
             retained_queries: VecDeque::new(),
             releases: FastHashMap::default(),
+            unanswered: FastHashSet::default(),
             subacks: VecDeque::new(),
             early: VecDeque::new(),
             aliases: vec![None; if v5 { usize::from(TOPIC_ALIAS_MAX) } else { 0 }],
@@ -321,7 +328,11 @@ impl Bridge {
         b.to_core.push_back(Frame::Connect(proto::Connect {
             device,
             last_seq: None,
-            keepalive_ms: u32::from(connect.keep_alive) * 1000,
+            // Keep alive 0 switches it off (section 3.1.2.10 of both).
+            keepalive_ms: match connect.keep_alive {
+                0 => proto::KEEPALIVE_OFF,
+                k => u32::from(k) * 1000,
+            },
             token,
         }));
         b.gate.logged = had_stored;
@@ -343,6 +354,9 @@ impl Bridge {
         release_if_empty(&mut self.retains);
         release_if_empty(&mut self.retained_queries);
         release_if_empty(&mut self.inbox);
+        if self.unanswered.is_empty() && self.unanswered.capacity() > 0 {
+            self.unanswered = FastHashSet::default();
+        }
         self.gate.release_idle_memory();
     }
 
@@ -492,6 +506,7 @@ impl Bridge {
             }
             Frame::Comp { client_msg_id } => {
                 if let Some(pid) = self.releases.remove(&client_msg_id) {
+                    self.unanswered.remove(&pid.get());
                     self.state.inbound.remove(&pid.get());
                     self.changed(Change::InboundDropped);
                     self.to_client

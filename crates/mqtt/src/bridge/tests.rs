@@ -444,11 +444,28 @@ fn unknown_topics_are_refused_per_protocol_level() {
         other => panic!("{other:?}"),
     }
     assert!(h.b.wants_close());
+    // v3.1.1 (issue #21 item 4): acknowledged as the QoS requires,
+    // dropped, and the session stays (MQTT-3.3.5-2 allows either).
     let mut h = Harness::live(ProtocolLevel::V311, &[]);
     h.packets();
+    h.core();
+    h.b.on_packet(bad(QoS::AtMostOnce, None));
     h.b.on_packet(bad(QoS::AtLeastOnce, Some(pid(4))));
-    assert_eq!(h.packets(), vec![]);
-    assert!(h.b.wants_close());
+    h.b.on_packet(bad(QoS::ExactlyOnce, Some(pid(5))));
+    h.b.on_packet(Packet::PubRel(PubReply::success(pid(5))));
+    assert_eq!(
+        h.packets(),
+        vec![
+            Packet::PubAck(PubReply::success(pid(4))),
+            Packet::PubRec(PubReply::success(pid(5))),
+            Packet::PubComp(PubReply::success(pid(5))),
+        ]
+    );
+    assert!(!h.b.wants_close());
+    assert!(
+        !h.core().iter().any(|f| matches!(f, Frame::Send(_))),
+        "nothing reaches the core"
+    );
 }
 
 #[test]
@@ -927,6 +944,7 @@ fn a_malformed_packet_before_the_connack_is_refused_with_a_connack() {
     );
 }
 
+mod flow_control;
 mod permissions;
 mod persist;
 mod replay;
