@@ -933,3 +933,108 @@ fn keep_alive_0_connections_are_never_closed_for_silence() {
     v5.send(&publish("user/9101", QoS::AtLeastOnce, Some(1), b"awake"));
     assert!(matches!(v5.recv(), Some(Packet::PubAck(r)) if r.reason == ReasonCode::SUCCESS));
 }
+
+/// Issue #21 item 3: MQTT 5 message properties are stored with the
+/// message. mosquitto_pub (5.0) sends every message property to a
+/// persistent mosquitto_sub (5.0) session that is away; the gateway is
+/// killed with -9 and restarted; the subscriber comes back and gets the
+/// message with the same payload, topic, sender and properties, the
+/// Message Expiry Interval less the wait. A message whose interval (1 s)
+/// passed while it waited is not delivered; the one after it is.
+#[test]
+fn v5_message_properties_survive_an_offline_wait_and_a_kill_9() {
+    let mut server = TestServer::start(2, "");
+    let (sender, receiver) = (server.token(9201, 1), server.token(9202, 1));
+    let sub = |server: &TestServer, extra: &[&str]| {
+        let mut args = vec!["-V", "5", "-c", "-i", "props-sub", "-x", "3600"];
+        args.extend(["-q", "1", "-t", "user/9202"]);
+        args.extend(extra);
+        mosquitto("mosquitto_sub", server, &receiver, &args)
+    };
+    // The persistent session and its subscription, then away.
+    let out = sub(&server, &["-E"]);
+    assert!(out.trim().is_empty(), "{out}");
+    let publish = |server: &TestServer, payload: &str, expiry: &str| {
+        let out = mosquitto(
+            "mosquitto_pub",
+            server,
+            &sender,
+            &[
+                "-V",
+                "5",
+                "-q",
+                "1",
+                "-t",
+                "user/9202",
+                "-m",
+                payload,
+                "-D",
+                "publish",
+                "content-type",
+                "text/plain",
+                "-D",
+                "publish",
+                "response-topic",
+                "user/9201",
+                "-D",
+                "publish",
+                "correlation-data",
+                "corr-1",
+                "-D",
+                "publish",
+                "payload-format-indicator",
+                "1",
+                "-D",
+                "publish",
+                "user-property",
+                "k",
+                "v1",
+                "-D",
+                "publish",
+                "user-property",
+                "k",
+                "v2",
+                "-D",
+                "publish",
+                "message-expiry-interval",
+                expiry,
+            ],
+        );
+        assert!(out.trim().is_empty(), "mosquitto_pub: {out}");
+    };
+    publish(&server, "kept", "3600");
+    publish(&server, "expires", "1");
+    publish(&server, "after", "3600");
+    let published = Instant::now();
+    server.kill9();
+    server.spawn();
+    // The second message's 1 s must have passed (the point of the test,
+    // not a synchronisation).
+    if let Some(rest) = Duration::from_millis(2_100).checked_sub(published.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    let out = sub(
+        &server,
+        &["-C", "2", "-W", "20", "-F", "%t|%p|%C|%R|%D|%F|%E|%P"],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for (line, payload) in lines.iter().zip(["kept", "after"]) {
+        let f: Vec<&str> = line.split('|').collect();
+        assert_eq!(
+            f[..6],
+            [
+                "user/9202",
+                payload,
+                "text/plain",
+                "user/9201",
+                "corr-1",
+                "1"
+            ],
+            "{line}"
+        );
+        let left: u32 = f[6].parse().expect("an expiry interval");
+        assert!((3_500..=3_599).contains(&left), "{line}: waited, so less");
+        assert_eq!(f[7], "k:v1 k:v2 from:9201", "{line}");
+    }
+}

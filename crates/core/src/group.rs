@@ -145,6 +145,7 @@ impl Shard {
             group,
             qos,
             ts_ms,
+            attrs,
             payload,
             members_only,
         } = m;
@@ -174,6 +175,7 @@ impl Shard {
                 inboxes,
                 qos,
                 ts_ms,
+                attrs: attrs.clone(),
                 payload: payload.clone(),
             };
             self.route_to(shard, msg);
@@ -192,6 +194,7 @@ impl Shard {
                 to: m.group,
                 qos: m.qos,
                 ts_ms: m.ts_ms,
+                attrs: m.attrs.clone(),
                 payload: m.payload.clone(),
             };
             self.store_copy(reply, copy);
@@ -225,6 +228,7 @@ impl Shard {
             key,
             group,
             ts_ms,
+            attrs,
             payload,
             confirm_to,
             members_only,
@@ -243,6 +247,7 @@ impl Shard {
                 inbox: m,
                 to: group,
                 ts_ms,
+                attrs: attrs.clone(),
                 payload: payload.clone(),
             };
             self.route_to_owner(m, msg);

@@ -177,6 +177,7 @@ fn send(cmid: u64, to: u64, qos: Qos) -> Frame {
         to: UserId(to),
         qos,
         confirm: false,
+        attrs: Bytes::new(),
         payload: Bytes::from_static(b"hi"),
     })
 }

@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod attrs;
 mod codec;
 mod error;
 mod frame;
@@ -19,6 +20,7 @@ mod state_key;
 pub mod topic;
 mod types;
 
+pub use attrs::{ATTRS_LEN_SIZE, QOS_HAS_ATTRS};
 pub use codec::{decode_shared, Decoder};
 pub use error::{ErrorCode, ProtoError};
 pub use frame::{

@@ -27,8 +27,9 @@ use crate::router::ShardId;
 use crate::{SendKey, StateKey};
 use surepush_proto::{DeviceId, Qos, Seq, SubscribeFrom, UserId};
 
-/// The version this build writes and the only one it reads.
-pub const PEER_WIRE_VERSION: u8 = 1;
+/// The version this build writes and the only one it reads (2: message
+/// attributes next to every payload, issue #21).
+pub const PEER_WIRE_VERSION: u8 = 2;
 
 /// Why bytes are not a peer message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -567,6 +568,7 @@ wire_struct!(StoreCopy {
     to,
     qos,
     ts_ms,
+    attrs,
     payload
 });
 wire_struct!(Stored {
@@ -580,6 +582,7 @@ wire_struct!(RoomPublish {
     room,
     qos,
     ts_ms,
+    attrs,
     payload,
     granted,
     confirm
@@ -589,6 +592,7 @@ wire_struct!(Ephemeral {
     inbox,
     to,
     ts_ms,
+    attrs,
     payload
 });
 wire_struct!(Release { key, to });
@@ -598,6 +602,7 @@ wire_struct!(GroupStore {
     group,
     qos,
     ts_ms,
+    attrs,
     payload,
     members_only
 });
@@ -608,6 +613,7 @@ wire_struct!(StoreMany {
     inboxes,
     qos,
     ts_ms,
+    attrs,
     payload
 });
 wire_struct!(GroupStored {
@@ -620,6 +626,7 @@ wire_struct!(GroupEphemeral {
     key,
     group,
     ts_ms,
+    attrs,
     payload,
     confirm_to,
     members_only

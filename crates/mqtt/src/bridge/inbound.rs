@@ -3,6 +3,8 @@
 //! SENDACK becomes the client's PUBACK or PUBREC, so those leave only once
 //! the message is durable.
 
+use bytes::Bytes;
+
 use super::persist::Change;
 use super::state::{Inbound, Retained};
 use super::topics::Target;
@@ -123,8 +125,22 @@ impl Bridge {
             to,
             qos,
             confirm,
+            attrs: self.message_attrs(&p.properties),
             payload: p.payload,
         }));
+    }
+
+    /// The message attributes stored with a PUBLISH: its MQTT 5 message
+    /// properties (docs/MQTT.md 2.4); none from v3.1.1, which has none.
+    fn message_attrs(&self, properties: &Properties) -> Bytes {
+        if !self.level.is_v5() {
+            return Bytes::new();
+        }
+        properties.encode_message_block().unwrap_or_else(|e| {
+            // Decoded from the wire, so within the limits it checks.
+            tracing::debug!(error = %e, "message properties not stored");
+            Bytes::new()
+        })
     }
 
     /// Counts a v5 QoS 1/2 PUBLISH against the Receive Maximum the CONNACK

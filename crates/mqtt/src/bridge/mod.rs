@@ -34,8 +34,10 @@
 //! file that owns each concern: `session.rs` (CONNACK, takeover, closing,
 //! the end of the connection), `inbound.rs` (client → core), `outbound.rs`
 //! (core → client, acknowledgements, replay paging), `subscriptions.rs`,
-//! `rooms.rs` (room subscriptions), `persist.rs` (durable session state).
+//! `rooms.rs` (room subscriptions), `persist.rs` (durable session state),
+//! `expiry.rs` (the Message Expiry Interval of stored messages).
 
+mod expiry;
 mod inbound;
 mod outbound;
 mod persist;
@@ -233,6 +235,12 @@ pub struct Bridge {
     aliases: Vec<Option<MqttString>>,
     /// What the durable state's changes hold back (`persist.rs`).
     gate: Gate,
+    /// The wall clock (ms since the epoch) as of the last
+    /// [`Bridge::set_clock`]: message expiry counts against it.
+    now_ms: u64,
+    /// Messages not sent because their expiry interval had passed, since
+    /// the last [`Bridge::take_expired`].
+    expired: u64,
     next_pid: u16,
     to_core: VecDeque<Frame>,
     to_client: VecDeque<Packet>,
@@ -321,6 +329,8 @@ impl Bridge {
             early: VecDeque::new(),
             aliases: vec![None; if v5 { usize::from(TOPIC_ALIAS_MAX) } else { 0 }],
             gate: Gate::default(),
+            now_ms: 0,
+            expired: 0,
             next_pid: 0,
             to_core: VecDeque::new(),
             to_client: VecDeque::new(),
@@ -358,6 +368,19 @@ impl Bridge {
             self.unanswered = FastHashSet::default();
         }
         self.gate.release_idle_memory();
+    }
+
+    /// The wall clock, ms since the Unix epoch: set it before handing the
+    /// bridge frames ([`Bridge::on_frame`]), whose messages' expiry counts
+    /// against it (`expiry.rs`). Until set it is 0: nothing expires.
+    pub fn set_clock(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+    }
+
+    /// Messages dropped because their Message Expiry Interval passed
+    /// before they could be sent, since the last call (for the metrics).
+    pub fn take_expired(&mut self) -> u64 {
+        std::mem::take(&mut self.expired)
     }
 
     /// The protocol level of the connection.

@@ -210,7 +210,7 @@ impl Bridge {
         }
         if p.seq == Seq::ZERO {
             if !own {
-                self.publish(&topic, QoS::AtMostOnce, p.payload, p.from, None, false);
+                self.publish(&topic, QoS::AtMostOnce, p.into(), None, false);
             }
             return;
         }
@@ -223,11 +223,11 @@ impl Bridge {
             track.order.push_back((p.seq, true));
         } else if qos == QoS::AtMostOnce {
             track.order.push_back((p.seq, true));
-            self.publish(&topic, qos, p.payload, p.from, None, false);
+            self.publish(&topic, qos, p.into(), None, false);
         } else {
             track.order.push_back((p.seq, false));
             let what = Some(Delivery::Room(n, p.seq));
-            self.publish(&topic, qos, p.payload, p.from, what, false);
+            self.publish(&topic, qos, p.into(), what, false);
         }
     }
 

@@ -96,6 +96,7 @@ fn push(seq: u64, to: u64, qos: Qos) -> Push {
         qos,
         echo: false,
         retransmit: false,
+        attrs: Bytes::new(),
         payload: Bytes::from(format!("m{seq}")),
     }
 }
@@ -507,6 +508,7 @@ fn room_subscriptions_go_to_the_core_and_suback_waits_for_them() {
         from: UserId(3),
         ts_ms: 0,
         qos: Qos::AtLeastOnce,
+        attrs: Bytes::new(),
         payload: Bytes::from_static(b"hi"),
     }));
     let sent = h.publishes();
@@ -865,6 +867,7 @@ fn no_local_room_subscriptions_skip_this_users_publishes_but_acknowledge_them() 
             from,
             ts_ms: 0,
             qos: Qos::AtLeastOnce,
+            attrs: Bytes::new(),
             payload: Bytes::from_static(b"r"),
         }));
     }
@@ -947,6 +950,7 @@ fn a_malformed_packet_before_the_connack_is_refused_with_a_connack() {
 mod flow_control;
 mod permissions;
 mod persist;
+mod properties;
 mod replay;
 mod rooms;
 mod with_core;

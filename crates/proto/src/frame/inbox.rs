@@ -60,6 +60,9 @@ pub struct Send {
     pub qos: Qos,
     /// QoS 0: answer with a SENDACK all the same ([`SEND_CONFIRM`]).
     pub confirm: bool,
+    /// Message attributes stored and delivered with the payload (empty:
+    /// none; `attrs.rs`, e.g. MQTT 5 message properties).
+    pub attrs: Bytes,
     /// Opaque payload.
     pub payload: Bytes,
 }
@@ -135,6 +138,8 @@ pub struct Push {
     pub echo: bool,
     /// A retransmission.
     pub retransmit: bool,
+    /// Message attributes the sender gave (empty: none; empty when `echo`).
+    pub attrs: Bytes,
     /// Opaque payload (empty when `echo`).
     pub payload: Bytes,
 }
