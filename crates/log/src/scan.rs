@@ -386,7 +386,7 @@ fn plausible_kind(kind: u8, len: u32) -> bool {
     let body = len as usize - 1;
     match kind {
         k if k == Kind::Message as u8 => body >= 57,
-        k if k == Kind::MessageWithAttrs as u8 => body >= 57 + format::ATTRS_LEN_SIZE + 1,
+        k if k == Kind::MessageWithAttrs as u8 => body > 57 + format::ATTRS_LEN_SIZE,
         k if k == Kind::Cursor as u8 => body == 24,
         k if k == Kind::Release as u8 => body == 32,
         k if k == Kind::Member as u8 => body == 17,
