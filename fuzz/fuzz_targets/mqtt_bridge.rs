@@ -144,6 +144,7 @@ fuzz_target!(|data: &[u8]| {
                     from: UserId(1),
                     ts_ms: 0,
                     qos: Qos::AtLeastOnce,
+                    attrs: Bytes::new(),
                     payload: Bytes::from_static(b"r"),
                 }));
             }
@@ -199,6 +200,7 @@ fn push(seq: Seq, n: u64) -> Push {
         },
         echo: n & 32 != 0,
         retransmit: false,
+        attrs: Bytes::new(),
         payload: Bytes::from_static(b"p"),
     }
 }

@@ -281,6 +281,8 @@ impl ClientSession {
                     to,
                     qos,
                     confirm: false,
+                    // This client sends no message attributes.
+                    attrs: Bytes::new(),
                     payload,
                 }));
             }
@@ -661,6 +663,7 @@ impl ClientSession {
                         to: m.to,
                         qos: m.qos,
                         confirm: false,
+                        attrs: Bytes::new(),
                         payload: m.payload.clone(),
                     }));
                 }

@@ -56,6 +56,7 @@ fn push(seq: u64) -> Frame {
         from: UserId(2),
         ts_ms: 0,
         qos: Qos::AtLeastOnce,
+        attrs: Bytes::new(),
         payload: Bytes::from(format!("m{seq}")),
     })
 }

@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::DedupConfig;
 use surepush_proto::DEFAULT_MAX_FRAME;
 
+/// MQTT's largest keep alive (65,535 s), the default `max_keepalive_ms`.
+pub const MQTT_MAX_KEEPALIVE_MS: u64 = 65_535_000;
+
 /// Delivery limits and timings (`[core]`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -32,7 +35,9 @@ pub struct CoreConfig {
     #[serde(deserialize_with = "crate::durations::millis")]
     pub keepalive_ms: u64,
     /// Largest keepalive granted (default 65,535 s, MQTT's largest: an MQTT
-    /// 3.1.1 server cannot lower a client's keep alive).
+    /// 3.1.1 server cannot lower a client's keep alive). At this default
+    /// (or above) a client may also ask for none (`KEEPALIVE_OFF`, MQTT
+    /// keep alive 0); below it, that request gets this maximum too.
     #[serde(deserialize_with = "crate::durations::millis")]
     pub max_keepalive_ms: u64,
     /// Time a new connection has to send CONNECT.
@@ -90,7 +95,7 @@ impl Default for CoreConfig {
             max_backoff_ms: 30_000,
             max_retries: 5,
             keepalive_ms: 30_000,
-            max_keepalive_ms: 65_535_000,
+            max_keepalive_ms: MQTT_MAX_KEEPALIVE_MS,
             connect_timeout_ms: 10_000,
             max_connections_per_user: 8,
             max_sync_limit: 1_000,

@@ -40,6 +40,11 @@ pub(super) fn push_frame(
         qos: record.qos,
         echo,
         retransmit,
+        attrs: if echo {
+            Default::default()
+        } else {
+            record.attrs.clone()
+        },
         payload: if echo {
             Default::default()
         } else {

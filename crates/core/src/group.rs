@@ -155,6 +155,7 @@ impl Shard {
             group,
             qos,
             ts_ms,
+            attrs,
             payload,
             members_only,
         } = m;
@@ -184,6 +185,7 @@ impl Shard {
                 inboxes,
                 qos,
                 ts_ms,
+                attrs: attrs.clone(),
                 payload: payload.clone(),
             };
             self.route_to(shard, msg);
@@ -202,6 +204,7 @@ impl Shard {
                 to: m.group,
                 qos: m.qos,
                 ts_ms: m.ts_ms,
+                attrs: m.attrs.clone(),
                 payload: m.payload.clone(),
             };
             self.store_copy(reply, copy);
@@ -235,6 +238,7 @@ impl Shard {
             key,
             group,
             ts_ms,
+            attrs,
             payload,
             confirm_to,
             members_only,
@@ -253,6 +257,7 @@ impl Shard {
                 inbox: m,
                 to: group,
                 ts_ms,
+                attrs: attrs.clone(),
                 payload: payload.clone(),
             };
             self.route_to_owner(m, msg);

@@ -32,6 +32,10 @@ pub struct MessageRecord {
     pub qos: Qos,
     /// Gateway receive time, milliseconds since the Unix epoch.
     pub ts_ms: u64,
+    /// Message attributes the sender gave, opaque to the gateway (empty:
+    /// none; e.g. MQTT 5 message properties, docs/PROTOCOL.md "Message
+    /// attributes").
+    pub attrs: Bytes,
     /// Application payload, opaque to the gateway.
     pub payload: Bytes,
 }

@@ -86,6 +86,7 @@ fn encode(room: u64, m: &MessageRecord) -> Bytes {
         from: m.from,
         ts_ms: m.ts_ms,
         qos: m.qos,
+        attrs: m.attrs.clone(),
         payload: m.payload.clone(),
     })
     .to_bytes()

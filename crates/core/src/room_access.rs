@@ -91,6 +91,7 @@ impl Shard {
                     client_msg_id: p.key.client_msg_id,
                     qos: Qos::AtMostOnce,
                     ts_ms: p.ts_ms,
+                    attrs: p.attrs,
                     payload: p.payload,
                 };
                 self.room_fan_out(&record);
@@ -122,6 +123,7 @@ impl Shard {
             to: room,
             qos: p.qos,
             ts_ms: p.ts_ms,
+            attrs: p.attrs,
             payload: p.payload,
         };
         self.store_copy(reply, copy);

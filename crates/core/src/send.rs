@@ -35,6 +35,7 @@ pub(super) struct NewCopy {
     pub(super) to: UserId,
     pub(super) qos: Qos,
     pub(super) ts_ms: u64,
+    pub(super) attrs: Bytes,
     pub(super) payload: Bytes,
 }
 
@@ -46,6 +47,7 @@ impl From<StoreCopy> for NewCopy {
             to: m.to,
             qos: m.qos,
             ts_ms: m.ts_ms,
+            attrs: m.attrs,
             payload: m.payload,
         }
     }
@@ -180,6 +182,7 @@ impl Shard {
                 key,
                 group: send.to,
                 ts_ms,
+                attrs: send.attrs,
                 payload: send.payload,
                 confirm_to: confirm.then_some(origin),
                 members_only: true,
@@ -193,6 +196,7 @@ impl Shard {
                 inbox: send.to,
                 to: send.to,
                 ts_ms,
+                attrs: send.attrs,
                 payload: send.payload,
             };
             if send.to != key.from {
@@ -232,6 +236,7 @@ impl Shard {
             room: send.to,
             qos: send.qos,
             ts_ms,
+            attrs: send.attrs,
             payload: send.payload,
             granted: self.token_grants(conn, AclAction::Publish, send.to.0),
             confirm,
@@ -254,6 +259,7 @@ impl Shard {
                 group: send.to,
                 qos: send.qos,
                 ts_ms,
+                attrs: send.attrs,
                 payload: send.payload,
                 members_only: true,
             };
@@ -270,6 +276,7 @@ impl Shard {
             to: send.to,
             qos: send.qos,
             ts_ms,
+            attrs: send.attrs.clone(),
             payload: send.payload.clone(),
         };
         let msg = StoreCopy {
@@ -279,6 +286,7 @@ impl Shard {
             to: send.to,
             qos: send.qos,
             ts_ms,
+            attrs: send.attrs,
             payload: send.payload,
         };
         self.route_to_owner(send.to, msg);
@@ -302,6 +310,8 @@ impl Shard {
             payload,
             by,
         } = publish;
+        // API publishes and wills carry no message attributes.
+        let attrs = Bytes::new();
         let ts_ms = self.wall_ms();
         let (members_only, room_grant) = match by {
             Publisher::Backend => (false, true),
@@ -316,6 +326,7 @@ impl Shard {
                     group: to,
                     qos,
                     ts_ms,
+                    attrs: attrs.clone(),
                     payload,
                     members_only,
                 }
@@ -325,6 +336,7 @@ impl Shard {
                     key,
                     group: to,
                     ts_ms,
+                    attrs: attrs.clone(),
                     payload,
                     confirm_to: None,
                     members_only,
@@ -338,6 +350,7 @@ impl Shard {
                 room: to,
                 qos,
                 ts_ms,
+                attrs: attrs.clone(),
                 payload,
                 granted: room_grant,
                 confirm: false,
@@ -351,6 +364,7 @@ impl Shard {
                 to,
                 qos,
                 ts_ms,
+                attrs: attrs.clone(),
                 payload,
             }
             .into()
@@ -360,6 +374,7 @@ impl Shard {
                 inbox: to,
                 to,
                 ts_ms,
+                attrs: attrs.clone(),
                 payload,
             }
             .into()
@@ -433,6 +448,7 @@ impl Shard {
             client_msg_id: key.client_msg_id,
             qos: copy.qos,
             ts_ms: copy.ts_ms,
+            attrs: copy.attrs,
             payload: copy.payload,
         };
         self.append(
@@ -573,6 +589,7 @@ impl Shard {
             inbox,
             to,
             ts_ms,
+            attrs,
             payload,
         } = msg;
         let Some(state) = self.users.get(&inbox) else {
@@ -602,6 +619,7 @@ impl Shard {
                         qos: Qos::AtMostOnce,
                         echo: false,
                         retransmit: false,
+                        attrs: attrs.clone(),
                         payload: payload.clone(),
                     }),
                 );

@@ -21,8 +21,12 @@ use std::collections::VecDeque;
 
 use super::action::{Action, ConnId};
 use super::shard::{AppendPurpose, Conn, Device, Shard, SyncState, TimerEvent, NS_PER_MS};
+use crate::config::MQTT_MAX_KEEPALIVE_MS;
 use crate::Record;
-use surepush_proto::{ConnAck, Connect, DeviceId, ErrorCode, Frame, Seq, UserId};
+use surepush_proto::{ConnAck, Connect, DeviceId, ErrorCode, Frame, Seq, UserId, KEEPALIVE_OFF};
+
+/// `Conn::idle_limit_ns` of a session without keepalive: never idle.
+const IDLE_NEVER: u64 = u64::MAX;
 
 impl Shard {
     pub(super) fn open_connection(&mut self, transport: &'static str) -> ConnId {
@@ -222,10 +226,7 @@ impl Shard {
             self.advance_cursor(user, connect.device, last);
         }
         let cursor = cursor.max(connect.last_seq.unwrap_or_default());
-        let keepalive_ms = match connect.keepalive_ms {
-            0 => self.config.keepalive_ms,
-            k => u64::from(k).min(self.config.max_keepalive_ms),
-        };
+        let keepalive_ms = self.grant_keepalive(connect.keepalive_ms);
         let since_ms = self.wall_ms();
         let c = self
             .conn_mut(conn)
@@ -234,7 +235,10 @@ impl Shard {
         c.since_ms = since_ms;
         c.acl = claims.acl;
         c.sent_up_to = cursor;
-        c.idle_limit_ns = keepalive_ms * NS_PER_MS * 3 / 2;
+        c.idle_limit_ns = match keepalive_ms {
+            KEEPALIVE_OFF => IDLE_NEVER,
+            k => u64::from(k) * NS_PER_MS * 3 / 2,
+        };
         self.stats.sessions_opened += 1;
         self.stats.sessions_live += 1;
         self.webhook_connected(conn, user, connect.device);
@@ -247,7 +251,7 @@ impl Shard {
             max_frame: self.config.max_frame,
             push_window: self.config.push_window,
             max_pending_sends: self.config.max_pending_sends,
-            keepalive_ms: keepalive_ms as u32,
+            keepalive_ms,
             max_sync_limit: self.config.max_sync_limit,
         };
         match raise {
@@ -286,12 +290,36 @@ impl Shard {
         }
     }
 
+    /// The keepalive granted for a CONNECT's `keepalive_ms` (PROTOCOL.md
+    /// 5a): 0 gets the default, [`KEEPALIVE_OFF`] none while
+    /// `max_keepalive_ms` is at MQTT's largest (else that maximum), and
+    /// anything else at most the maximum.
+    fn grant_keepalive(&self, asked_ms: u32) -> u32 {
+        let max = self.config.max_keepalive_ms;
+        let granted = match asked_ms {
+            0 => self.config.keepalive_ms,
+            KEEPALIVE_OFF if max >= MQTT_MAX_KEEPALIVE_MS => return KEEPALIVE_OFF,
+            k => u64::from(k).min(max),
+        };
+        // Never KEEPALIVE_OFF by accident: a configured value that large is
+        // 49 days, granted as the largest finite one.
+        granted.min(u64::from(KEEPALIVE_OFF - 1)) as u32
+    }
+
     pub(super) fn arm_idle(&mut self, conn: ConnId) {
         let Some(c) = self.conn(conn) else { return };
-        let deadline = c.last_rx_ns + c.idle_limit_ns;
+        let deadline = c.last_rx_ns.saturating_add(c.idle_limit_ns);
+        let never = c.idle_limit_ns == IDLE_NEVER;
         let old = c.idle_timer;
         if let Some(t) = old {
             self.timers.cancel(t);
+        }
+        if never {
+            // Keepalive off (MQTT keep alive 0): no timer at all.
+            if let Some(c) = self.conn_mut(conn) {
+                c.idle_timer = None;
+            }
+            return;
         }
         let t = self.timers.insert(deadline, TimerEvent::Idle { conn });
         if let Some(c) = self.conn_mut(conn) {

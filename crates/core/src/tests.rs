@@ -177,6 +177,7 @@ fn send(cmid: u64, to: u64, qos: Qos) -> Frame {
         to: UserId(to),
         qos,
         confirm: false,
+        attrs: Bytes::new(),
         payload: Bytes::from_static(b"hi"),
     })
 }
@@ -407,6 +408,58 @@ fn idle_session_is_closed_after_one_and_a_half_keepalives() {
     assert!(!h.closed(c), "activity restarted the idle clock");
     h.advance(200);
     h.assert_failed(c, ErrorCode::IdleTimeout);
+}
+
+/// Issue #21 item 4: MQTT keep alive 0 switches keep alive off (3.1.1
+/// and 5.0 section 3.1.2.10); the bridge asks for `KEEPALIVE_OFF`.
+#[test]
+fn a_session_asking_for_no_keepalive_is_never_closed_for_silence() {
+    let connect = |h: &mut Harness, device: u64, keepalive_ms: u32| {
+        let c = h.open();
+        let token = Harness::token(1, device, u64::MAX / 2);
+        h.frame(
+            c,
+            Frame::Connect(Connect {
+                device: DeviceId(device),
+                last_seq: None,
+                keepalive_ms,
+                token,
+            }),
+        );
+        match h.take(c).first() {
+            Some(Frame::ConnAck(a)) => (c, a.keepalive_ms),
+            other => panic!("{other:?}"),
+        }
+    };
+    let config = CoreConfig {
+        keepalive_ms: 1_000,
+        ..CoreConfig::default()
+    };
+    let mut h = Harness::new(config.clone());
+    let (off, granted) = connect(&mut h, 1, surepush_proto::KEEPALIVE_OFF);
+    assert_eq!(granted, surepush_proto::KEEPALIVE_OFF, "granted as asked");
+    let (default, granted) = connect(&mut h, 2, 0);
+    assert_eq!(granted, 1_000);
+    h.advance(1_500);
+    h.assert_failed(default, ErrorCode::IdleTimeout);
+    for _ in 0..48 {
+        h.advance(3_600_000);
+    }
+    assert!(!h.closed(off), "silent for two days and still open");
+    h.frame(off, Frame::Ping(7));
+    assert_eq!(h.take(off), vec![Frame::Pong(7)]);
+
+    // An operator who lowers the maximum keeps a keepalive on everybody.
+    let mut h = Harness::new(CoreConfig {
+        max_keepalive_ms: 10_000,
+        ..config
+    });
+    let (capped, granted) = connect(&mut h, 1, surepush_proto::KEEPALIVE_OFF);
+    assert_eq!(granted, 10_000);
+    h.advance(14_999);
+    assert!(!h.closed(capped));
+    h.advance(1);
+    h.assert_failed(capped, ErrorCode::IdleTimeout);
 }
 
 #[test]

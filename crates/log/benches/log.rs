@@ -89,6 +89,7 @@ fn record(inbox: u64, seq: u64, payload: &Bytes) -> Record {
         client_msg_id: seq,
         qos: Qos::AtLeastOnce,
         ts_ms: 1_700_000_000_000 + seq,
+        attrs: Bytes::new(),
         payload: payload.clone(),
     })
 }

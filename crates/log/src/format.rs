@@ -124,7 +124,18 @@ pub enum Kind {
     State = 8,
     /// [`Record::State`] without a value: the key is deleted.
     StateDeleted = 9,
+    /// [`Record::Message`] with attributes (issue #21: MQTT 5 message
+    /// properties): the [`Kind::Message`] body, then the attributes'
+    /// length ([`ATTRS_LEN_SIZE`] bytes) and the attributes, then the
+    /// payload. Added after kind 1 without changing it: a message without
+    /// attributes is still written as kind 1, so logs without them stay
+    /// readable by earlier builds, and kind 1 records of earlier builds
+    /// read as messages without attributes.
+    MessageWithAttrs = 10,
 }
+
+/// Size of the attributes' length in a [`Kind::MessageWithAttrs`] body.
+pub const ATTRS_LEN_SIZE: usize = 4;
 
 /// Records the log writes for itself; the delivery core never sees them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -283,13 +294,35 @@ pub fn encoded_len(record: &Record) -> usize {
     RECORD_HEADER_LEN
         + 1
         + match record {
-            Record::Message(m) => std::mem::size_of::<MessageBody>() + m.payload.len(),
+            Record::Message(m) => {
+                std::mem::size_of::<MessageBody>() + attrs_field_len(&m.attrs) + m.payload.len()
+            }
             Record::Cursor { .. } => std::mem::size_of::<CursorBody>(),
             Record::Release { .. } => std::mem::size_of::<ReleaseBody>(),
             Record::Member { .. } => std::mem::size_of::<MemberBody>(),
             Record::Checkpoint(b) => b.len(),
             Record::State { value, .. } => STATE_KEY_LEN + value.as_ref().map_or(0, Bytes::len),
         }
+}
+
+/// Bytes the attributes take in a message body (none when empty).
+fn attrs_field_len(attrs: &Bytes) -> usize {
+    if attrs.is_empty() {
+        0
+    } else {
+        ATTRS_LEN_SIZE + attrs.len()
+    }
+}
+
+/// Splits what follows a [`Kind::MessageWithAttrs`] fixed body into
+/// (attributes, payload); `None` if the length does not fit or is 0.
+fn split_attrs(rest: Bytes) -> Option<(Bytes, Bytes)> {
+    let len: [u8; ATTRS_LEN_SIZE] = rest.get(..ATTRS_LEN_SIZE)?.try_into().ok()?;
+    let len = u32::from_le_bytes(len) as usize;
+    let end = ATTRS_LEN_SIZE
+        .checked_add(len)
+        .filter(|&e| e <= rest.len())?;
+    (len > 0).then(|| (rest.slice(ATTRS_LEN_SIZE..end), rest.slice(end..)))
 }
 
 /// Appends the framed record to `out`.
@@ -300,7 +333,12 @@ pub fn encode(record: &Record, out: &mut BytesMut) {
     out.put_u32_le(0); // crc, filled below
     match record {
         Record::Message(m) => {
-            out.put_u8(Kind::Message as u8);
+            let kind = if m.attrs.is_empty() {
+                Kind::Message
+            } else {
+                Kind::MessageWithAttrs
+            };
+            out.put_u8(kind as u8);
             let b = MessageBody {
                 inbox: m.inbox.0.into(),
                 seq: m.seq.0.into(),
@@ -313,17 +351,18 @@ pub fn encode(record: &Record, out: &mut BytesMut) {
             };
             // The CRC over the sources, not the bytes just copied: a large
             // copy may bypass the cache, and reading it back would miss.
-            let crc = crc32c::crc32c_append(
-                crc32c::crc32c_append(
-                    crc32c::crc32c_append(
-                        crc32c::crc32c(&len.to_le_bytes()),
-                        &[Kind::Message as u8],
-                    ),
-                    b.as_bytes(),
-                ),
-                &m.payload,
+            let mut crc = crc32c::crc32c_append(
+                crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), &[kind as u8]),
+                b.as_bytes(),
             );
             out.put_slice(b.as_bytes());
+            if !m.attrs.is_empty() {
+                let attrs_len = (m.attrs.len() as u32).to_le_bytes();
+                crc = crc32c::crc32c_append(crc32c::crc32c_append(crc, &attrs_len), &m.attrs);
+                out.put_slice(&attrs_len);
+                out.put_slice(&m.attrs);
+            }
+            let crc = crc32c::crc32c_append(crc, &m.payload);
             out.put_slice(&m.payload);
             out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
             return;
@@ -433,12 +472,21 @@ pub fn decode(buf: &Bytes) -> Decoded {
     let kind = buf[RECORD_HEADER_LEN];
     let body = buf.slice(RECORD_HEADER_LEN + 1..total);
     let record = match kind {
-        k if k == Kind::Message as u8 => {
+        k if k == Kind::Message as u8 || k == Kind::MessageWithAttrs as u8 => {
             let Ok((b, _)) = MessageBody::read_from_prefix(&body[..]) else {
                 return Decoded::Corrupt("short message body");
             };
             let Some(qos) = Qos::from_u8(b.qos) else {
                 return Decoded::Corrupt("bad qos");
+            };
+            let rest = body.slice(std::mem::size_of::<MessageBody>()..);
+            let (attrs, payload) = if k == Kind::MessageWithAttrs as u8 {
+                match split_attrs(rest) {
+                    Some(parts) => parts,
+                    None => return Decoded::Corrupt("bad message attributes"),
+                }
+            } else {
+                (Bytes::new(), rest)
             };
             Record::Message(MessageRecord {
                 inbox: UserId(b.inbox.get()),
@@ -449,7 +497,8 @@ pub fn decode(buf: &Bytes) -> Decoded {
                 client_msg_id: b.client_msg_id.get(),
                 qos,
                 ts_ms: b.ts_ms.get(),
-                payload: body.slice(std::mem::size_of::<MessageBody>()..),
+                attrs,
+                payload,
             })
         }
         k if k == Kind::Cursor as u8 => {

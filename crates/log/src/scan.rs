@@ -386,6 +386,7 @@ fn plausible_kind(kind: u8, len: u32) -> bool {
     let body = len as usize - 1;
     match kind {
         k if k == Kind::Message as u8 => body >= 57,
+        k if k == Kind::MessageWithAttrs as u8 => body > 57 + format::ATTRS_LEN_SIZE,
         k if k == Kind::Cursor as u8 => body == 24,
         k if k == Kind::Release as u8 => body == 32,
         k if k == Kind::Member as u8 => body == 17,
@@ -532,13 +533,17 @@ pub fn guess_records(bytes: &[u8], lsn: u64) -> Vec<Guess> {
         let kind = rest[RECORD_HEADER_LEN];
         let body = &rest[RECORD_HEADER_LEN + 1..RECORD_HEADER_LEN + len];
         out.push(match kind {
-            k if k == Kind::Message as u8 && body.len() >= 57 => Guess::Message {
-                lsn: at,
-                inbox: u64_at(body, 0),
-                seq: u64_at(body, 8),
-                from: u64_at(body, 16),
-                payload_len: body.len() - 57,
-            },
+            k if (k == Kind::Message as u8 || k == Kind::MessageWithAttrs as u8)
+                && body.len() >= 57 =>
+            {
+                Guess::Message {
+                    lsn: at,
+                    inbox: u64_at(body, 0),
+                    seq: u64_at(body, 8),
+                    from: u64_at(body, 16),
+                    payload_len: body.len() - 57,
+                }
+            }
             k if k == Kind::Cursor as u8 && body.len() == 24 => Guess::Cursor {
                 lsn: at,
                 user: u64_at(body, 0),

@@ -61,6 +61,7 @@ pub(super) fn msg(inbox: u64, seq: u64, payload_len: usize) -> Record {
         client_msg_id: inbox * 1_000_000 + seq,
         qos: Qos::AtLeastOnce,
         ts_ms: 1_700_000_000_000 + seq,
+        attrs: Bytes::new(),
         payload: Bytes::from(vec![(seq % 251) as u8; payload_len]),
     })
 }
@@ -975,6 +976,7 @@ fn check_window_ops(ops: Vec<WindowOp>) {
                                 Qos::AtLeastOnce
                             },
                             ts_ms: now,
+                            attrs: Bytes::new(),
                             payload: Bytes::from(vec![7u8; payload]),
                         });
                         end = log.append(&r).unwrap();

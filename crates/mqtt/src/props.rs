@@ -283,7 +283,11 @@ impl Properties {
     pub(crate) fn decode(r: &mut Reader, scope: PropertyScope) -> Result<Properties, MqttError> {
         let len = r.varint("property length")?;
         let block = r.take(len as usize, "properties")?;
-        let mut r = Reader::new(block, r.packet());
+        Properties::decode_entries(Reader::new(block, r.packet()), scope)
+    }
+
+    /// Reads properties up to the end of `r`.
+    fn decode_entries(mut r: Reader, scope: PropertyScope) -> Result<Properties, MqttError> {
         let mut p = Properties::default();
         while r.remaining() > 0 {
             let id = r.varint("property identifier")?;
@@ -292,6 +296,51 @@ impl Properties {
             p.read_value(&mut r, info, scope)?;
         }
         Ok(p)
+    }
+
+    /// The message properties only: those a server forwards with an
+    /// application message unchanged (MQTT 5.0 section 3.3.2.3: Payload
+    /// Format Indicator, Message Expiry Interval, Content Type, Response
+    /// Topic, Correlation Data, User Properties in their order). Topic
+    /// aliases and subscription identifiers belong to one connection.
+    pub fn message_properties(&self) -> Properties {
+        Properties {
+            payload_format: self.payload_format,
+            message_expiry_interval: self.message_expiry_interval,
+            content_type: self.content_type.clone(),
+            response_topic: self.response_topic.clone(),
+            correlation_data: self.correlation_data.clone(),
+            user_properties: self.user_properties.clone(),
+            ..Properties::default()
+        }
+    }
+
+    /// The message properties ([`Properties::message_properties`]) as a
+    /// block of MQTT 5 property entries without the length in front (the
+    /// message attributes the bridge stores, docs/MQTT.md 2.4); empty when
+    /// there are none.
+    pub fn encode_message_block(&self) -> Result<Bytes, EncodeError> {
+        let m = self.message_properties();
+        if m.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let mut out = bytes::BytesMut::new();
+        m.encode_entries(PropertyScope::Publish, &mut out)?;
+        Ok(out.freeze())
+    }
+
+    /// Reads a block [`Properties::encode_message_block`] wrote. Anything
+    /// else (another sender's attributes) is checked as a PUBLISH's
+    /// properties would be, and only the message properties are kept.
+    pub fn decode_message_block(block: Bytes) -> Result<Properties, MqttError> {
+        let p = Properties::decode_entries(
+            Reader::new(block, super::packet::PacketType::Publish),
+            PropertyScope::Publish,
+        )?;
+        if let Some(t) = &p.response_topic {
+            super::topic::validate_topic_name(t.as_str())?;
+        }
+        Ok(p.message_properties())
     }
 
     fn read_value(

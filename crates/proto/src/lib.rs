@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod attrs;
 mod codec;
 mod error;
 mod frame;
@@ -21,12 +22,13 @@ pub mod topic;
 pub mod topic_stream;
 mod types;
 
+pub use attrs::{ATTRS_LEN_SIZE, QOS_HAS_ATTRS};
 pub use codec::{decode_shared, Decoder};
 pub use error::{ErrorCode, ProtoError};
 pub use frame::{
     ConnAck, Connect, Disconnect, ErrorFrame, Frame, FrameKind, Push, Send, SendAck, SendResult,
-    Sync, SyncDirection, SyncPage, CONNACK_CURSOR_KNOWN, CONNECT_HAS_CURSOR, PUSH_ECHO,
-    PUSH_RETRANSMIT, SEND_CONFIRM, SYNCPAGE_END, SYNC_READ_AHEAD,
+    Sync, SyncDirection, SyncPage, CONNACK_CURSOR_KNOWN, CONNECT_HAS_CURSOR, KEEPALIVE_OFF,
+    PUSH_ECHO, PUSH_RETRANSMIT, SEND_CONFIRM, SYNCPAGE_END, SYNC_READ_AHEAD,
 };
 pub use header::{FrameHeader, DEFAULT_MAX_FRAME, HEADER_LEN, MAGIC, VERSION};
 pub use presence::{OnlineDevice, Presence, Watch, WatchAck, MAX_TRANSPORT_LEN};

@@ -3,6 +3,8 @@
 //! same messages, and the gateway encodes each ROOMPUSH once per shard.
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::attrs;
 use zerocopy::little_endian::U64;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -88,6 +90,8 @@ pub struct RoomPush {
     pub ts_ms: u64,
     /// QoS of the publish.
     pub qos: Qos,
+    /// Message attributes the publisher gave (empty: none).
+    pub attrs: Bytes,
     /// Opaque payload.
     pub payload: Bytes,
 }
@@ -164,9 +168,10 @@ pub(crate) fn encode_room_push(p: &RoomPush, dst: &mut BytesMut) {
         seq: p.seq.0.into(),
         from: p.from.0.into(),
         ts_ms: p.ts_ms.into(),
-        qos: p.qos as u8,
+        qos: attrs::qos_byte(p.qos, &p.attrs),
     };
     dst.put_slice(f.as_bytes());
+    attrs::put(&p.attrs, dst);
     dst.put_slice(&p.payload);
 }
 
@@ -218,13 +223,16 @@ pub(crate) fn decode_suback(body: &[u8]) -> Result<SubAck, ProtoError> {
 pub(crate) fn decode_room_push(body: &Bytes) -> Result<RoomPush, ProtoError> {
     let (f, rest) = RoomPushFixed::ref_from_prefix(body)
         .map_err(|_| malformed("ROOMPUSH", "body shorter than its fixed part"))?;
+    let field = body.slice(body.len() - rest.len()..);
+    let (qos, attrs, payload) = attrs::split(f.qos, field, "ROOMPUSH")?;
     Ok(RoomPush {
         room: f.room.get(),
         seq: Seq(f.seq.get()),
         from: UserId(f.from.get()),
         ts_ms: f.ts_ms.get(),
-        qos: Qos::from_u8(f.qos).ok_or(ProtoError::InvalidQos(f.qos))?,
-        payload: body.slice(body.len() - rest.len()..),
+        qos,
+        attrs,
+        payload,
     })
 }
 

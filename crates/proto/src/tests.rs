@@ -22,10 +22,10 @@ fn arb_push(allow_flags: bool) -> impl Strategy<Value = Push> {
     (
         (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
         (any::<u64>(), any::<u64>(), any::<u64>(), arb_qos()),
-        (any::<bool>(), any::<bool>(), arb_bytes(64)),
+        (any::<bool>(), any::<bool>(), arb_bytes(16), arb_bytes(64)),
     )
         .prop_map(
-            move |((seq, prev, from, dev), (to, cmid, ts, qos), (echo, rt, payload))| Push {
+            move |((seq, prev, from, dev), (to, cmid, ts, qos), (echo, rt, attrs, payload))| Push {
                 seq: Seq(seq),
                 prev_seq: Seq(prev),
                 from: UserId(from),
@@ -36,6 +36,7 @@ fn arb_push(allow_flags: bool) -> impl Strategy<Value = Push> {
                 qos,
                 echo: echo && allow_flags,
                 retransmit: rt && allow_flags,
+                attrs,
                 payload,
             },
         )
@@ -78,14 +79,16 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
             any::<u64>(),
             arb_qos(),
             any::<bool>(),
+            arb_bytes(16),
             arb_bytes(200)
         )
-            .prop_map(|(c, t, q, confirm, p)| {
+            .prop_map(|(c, t, q, confirm, a, p)| {
                 Frame::Send(Send {
                     client_msg_id: c,
                     to: UserId(t),
                     qos: q,
                     confirm,
+                    attrs: a,
                     payload: p,
                 })
             }),
@@ -137,6 +140,17 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
             to: UserId(t)
         }),
         any::<u64>().prop_map(|c| Frame::Comp { client_msg_id: c }),
+        (any::<[u64; 4]>(), arb_qos(), arb_bytes(16), arb_bytes(64)).prop_map(
+            |(a, qos, attrs, payload)| Frame::RoomPush(RoomPush {
+                room: a[0] | ROOM_BIT,
+                seq: Seq(a[1]),
+                from: UserId(a[2]),
+                ts_ms: a[3],
+                qos,
+                attrs,
+                payload,
+            })
+        ),
         any::<u64>().prop_map(Frame::Ping),
         any::<u64>().prop_map(Frame::Pong),
         (any::<u16>(), ".{0,30}").prop_map(|(c, m)| Frame::Error(ErrorFrame {
@@ -358,6 +372,7 @@ fn payload_is_a_slice_of_the_receive_buffer_not_a_copy() {
         to: UserId(2),
         qos: Qos::AtLeastOnce,
         confirm: false,
+        attrs: Bytes::new(),
         payload,
     });
     let mut d = Decoder::default();
@@ -448,6 +463,7 @@ fn suback_forbidden_and_send_confirm_have_their_wire_values() {
             to: UserId(ROOM_BIT | 5),
             qos: Qos::AtMostOnce,
             confirm,
+            attrs: Bytes::new(),
             payload: Bytes::from_static(b"x"),
         })
     };

@@ -233,6 +233,7 @@ pub struct Metrics {
     storage_failed: Gauges,
     salvaged: Counters,
     unacked_expired: Counters,
+    mqtt_expired: Counters,
     fsync: Histograms,
     slow_consumers: Family<SlowLabel, Counter>,
     adopted: Family<AdoptedLabel, Counter>,
@@ -293,6 +294,10 @@ impl Metrics {
             "log_unacked_expired",
             "Unacknowledged inbox messages deleted by retention (older than retention_hours)",
         );
+        let mqtt_expired = counter(
+            "mqtt_messages_expired",
+            "MQTT 5 messages not sent to a subscriber because their Message Expiry Interval passed while stored",
+        );
         let slow_consumers = Family::<SlowLabel, Counter>::default();
         registry.register(
             "slow_consumers",
@@ -341,6 +346,7 @@ impl Metrics {
             storage_failed,
             salvaged,
             unacked_expired,
+            mqtt_expired,
             fsync,
             slow_consumers,
             adopted,
@@ -359,7 +365,7 @@ impl Metrics {
                 &m.log_syncs,
             ]
             .into_iter()
-            .chain([&m.salvaged, &m.unacked_expired])
+            .chain([&m.salvaged, &m.unacked_expired, &m.mqtt_expired])
             {
                 drop(f.get_or_create(&l));
             }
@@ -492,6 +498,14 @@ impl ShardMetrics {
     pub fn count_unacked_expired(&self, n: u64) {
         self.metrics
             .unacked_expired
+            .get_or_create(&self.label)
+            .inc_by(n);
+    }
+
+    /// MQTT messages dropped for their Message Expiry Interval.
+    pub fn count_mqtt_expired(&self, n: u64) {
+        self.metrics
+            .mqtt_expired
             .get_or_create(&self.label)
             .inc_by(n);
     }

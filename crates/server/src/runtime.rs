@@ -777,6 +777,10 @@ impl ShardPort for ShardRuntime {
     fn is_open(&self, conn: ConnId) -> bool {
         self.conns.borrow().contains_key(&conn)
     }
+
+    fn count_mqtt_expired(&self, n: u64) {
+        self.metrics.count_mqtt_expired(n);
+    }
 }
 
 /// What the accept path and the connection loops ask of the shard.

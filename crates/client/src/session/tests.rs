@@ -17,6 +17,7 @@ fn push(seq: u64, prev: u64) -> Push {
         qos: Qos::AtLeastOnce,
         echo: false,
         retransmit: false,
+        attrs: Bytes::new(),
         payload: bytes::Bytes::from_static(b"m"),
     }
 }

@@ -29,6 +29,9 @@ pub struct StoreCopy {
     pub qos: Qos,
     /// Gateway receive time (ms since the epoch).
     pub ts_ms: u64,
+    /// Message attributes (empty: none; docs/PROTOCOL.md "Message
+    /// attributes").
+    pub attrs: Bytes,
     /// Payload.
     pub payload: Bytes,
 }
@@ -60,6 +63,9 @@ pub struct RoomPublish {
     pub qos: Qos,
     /// Receive time (ms since the epoch).
     pub ts_ms: u64,
+    /// Message attributes (empty: none; docs/PROTOCOL.md "Message
+    /// attributes").
+    pub attrs: Bytes,
     /// Body.
     pub payload: Bytes,
     /// The publisher's token grants writing the room (the backend always
@@ -80,6 +86,9 @@ pub struct Ephemeral {
     pub to: UserId,
     /// Receive time (ms since the epoch).
     pub ts_ms: u64,
+    /// Message attributes (empty: none; docs/PROTOCOL.md "Message
+    /// attributes").
+    pub attrs: Bytes,
     /// Payload.
     pub payload: Bytes,
 }
@@ -108,6 +117,9 @@ pub struct GroupStore {
     pub qos: Qos,
     /// Receive time (ms since the epoch).
     pub ts_ms: u64,
+    /// Message attributes (empty: none; docs/PROTOCOL.md "Message
+    /// attributes").
+    pub attrs: Bytes,
     /// Body.
     pub payload: Bytes,
     /// Refuse senders that are not members (false for backend publishes).
@@ -130,6 +142,9 @@ pub struct StoreMany {
     pub qos: Qos,
     /// Receive time (ms since the epoch).
     pub ts_ms: u64,
+    /// Message attributes (empty: none; docs/PROTOCOL.md "Message
+    /// attributes").
+    pub attrs: Bytes,
     /// Body.
     pub payload: Bytes,
 }
@@ -157,6 +172,9 @@ pub struct GroupEphemeral {
     pub group: UserId,
     /// Receive time (ms since the epoch).
     pub ts_ms: u64,
+    /// Message attributes (empty: none; docs/PROTOCOL.md "Message
+    /// attributes").
+    pub attrs: Bytes,
     /// Body.
     pub payload: Bytes,
     /// Answer this shard with [`Stored`] (a SEND with CONFIRM).

@@ -37,6 +37,7 @@ fn every_kind() -> Vec<PeerMsg> {
             to: UserId(10),
             qos: Qos::ExactlyOnce,
             ts_ms: 1_700_000_000_123,
+            attrs: Bytes::new(),
             payload: payload.clone(),
         }
         .into(),
@@ -52,6 +53,7 @@ fn every_kind() -> Vec<PeerMsg> {
             room: UserId(room),
             qos: Qos::AtMostOnce,
             ts_ms: 5,
+            attrs: Bytes::new(),
             payload: payload.clone(),
             granted: true,
             confirm: false,
@@ -62,6 +64,7 @@ fn every_kind() -> Vec<PeerMsg> {
             inbox: UserId(2),
             to: UserId(UserId::GROUP_BIT | 5),
             ts_ms: 6,
+            attrs: Bytes::new(),
             payload: Bytes::new(),
         }
         .into(),
@@ -76,6 +79,7 @@ fn every_kind() -> Vec<PeerMsg> {
             group: UserId(UserId::GROUP_BIT | 5),
             qos: Qos::AtLeastOnce,
             ts_ms: 7,
+            attrs: Bytes::new(),
             payload: payload.clone(),
             members_only: true,
         }
@@ -87,6 +91,7 @@ fn every_kind() -> Vec<PeerMsg> {
             inboxes: vec![UserId(1), UserId(4), UserId(u64::MAX >> 2)],
             qos: Qos::ExactlyOnce,
             ts_ms: 8,
+            attrs: Bytes::new(),
             payload: payload.clone(),
         }
         .into(),
@@ -101,6 +106,7 @@ fn every_kind() -> Vec<PeerMsg> {
             key: key(),
             group: UserId(UserId::GROUP_BIT | 5),
             ts_ms: 9,
+            attrs: Bytes::new(),
             payload: payload.clone(),
             confirm_to: Some(ShardId(65_535)),
             members_only: false,

@@ -27,8 +27,9 @@ use crate::router::ShardId;
 use crate::{SendKey, StateKey};
 use surepush_proto::{DeviceId, OnlineDevice, Qos, Seq, SubscribeFrom, UserId};
 
-/// The version this build writes and the only one it reads.
-pub const PEER_WIRE_VERSION: u8 = 1;
+/// The version this build writes and the only one it reads (2: message
+/// attributes next to every payload, issue #21).
+pub const PEER_WIRE_VERSION: u8 = 2;
 
 /// Why bytes are not a peer message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -600,6 +601,7 @@ wire_struct!(StoreCopy {
     to,
     qos,
     ts_ms,
+    attrs,
     payload
 });
 wire_struct!(Stored {
@@ -613,6 +615,7 @@ wire_struct!(RoomPublish {
     room,
     qos,
     ts_ms,
+    attrs,
     payload,
     granted,
     confirm
@@ -622,6 +625,7 @@ wire_struct!(Ephemeral {
     inbox,
     to,
     ts_ms,
+    attrs,
     payload
 });
 wire_struct!(Release { key, to });
@@ -631,6 +635,7 @@ wire_struct!(GroupStore {
     group,
     qos,
     ts_ms,
+    attrs,
     payload,
     members_only
 });
@@ -641,6 +646,7 @@ wire_struct!(StoreMany {
     inboxes,
     qos,
     ts_ms,
+    attrs,
     payload
 });
 wire_struct!(GroupStored {
@@ -653,6 +659,7 @@ wire_struct!(GroupEphemeral {
     key,
     group,
     ts_ms,
+    attrs,
     payload,
     confirm_to,
     members_only

@@ -107,6 +107,7 @@ fn live_delivery_steps_over_lost_sequences_and_prev_seq_shows_the_gap() {
             client_msg_id: seq,
             qos: Qos::AtLeastOnce,
             ts_ms: 1,
+            attrs: Bytes::new(),
             payload: Bytes::from_static(b"old"),
         }));
     }

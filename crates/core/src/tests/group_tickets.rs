@@ -66,6 +66,7 @@ fn a_duplicate_group_send_from_another_origin_is_answered_too() {
         group,
         qos: Qos::AtLeastOnce,
         ts_ms: 1,
+        attrs: Bytes::new(),
         payload: Bytes::from_static(b"to the group"),
         members_only: true,
     };

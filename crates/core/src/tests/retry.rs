@@ -10,6 +10,7 @@ fn send_with(cmid: u64, to: u64, qos: Qos, payload: &'static [u8]) -> Frame {
         to: UserId(to),
         qos,
         confirm: false,
+        attrs: Bytes::new(),
         payload: Bytes::from_static(payload),
     })
 }

@@ -154,6 +154,7 @@ fn qos0_publishes_are_dropped_or_with_confirm_answered_forbidden() {
             to: UserId(ROOM),
             qos: Qos::AtMostOnce,
             confirm,
+            attrs: Bytes::new(),
             payload: Bytes::from_static(b"q0"),
         })
     };
@@ -354,6 +355,7 @@ fn qos0_confirm_and_backend_qos0_to_groups() {
                 to: UserId(to),
                 qos: Qos::AtMostOnce,
                 confirm: true,
+                attrs: Bytes::new(),
                 payload: Bytes::from_static(b"c"),
             }),
         );

@@ -14,6 +14,7 @@ fn msg(seq: u64, payload: &'static [u8]) -> Record {
         client_msg_id: 99,
         qos: Qos::ExactlyOnce,
         ts_ms: 123,
+        attrs: Bytes::new(),
         payload: Bytes::from_static(payload),
     })
 }
@@ -79,6 +80,42 @@ fn every_kind_round_trips() {
         assert_eq!(
             decode(&b.freeze()),
             Decoded::Record(r.clone(), encoded_len(&r))
+        );
+    }
+}
+
+/// Issue #21 item 3: a message with attributes is its own kind (10), one
+/// without is still kind 1, byte for byte as before, so both old records
+/// and old readers of attribute-free logs keep working; a bad attributes
+/// length is damage.
+#[test]
+fn message_attributes_round_trip_in_their_own_kind() {
+    let Record::Message(mut m) = msg(5, b"payload") else {
+        unreachable!()
+    };
+    let plain = Record::Message(m.clone());
+    let mut b = BytesMut::new();
+    encode(&plain, &mut b);
+    assert_eq!(b[RECORD_HEADER_LEN], Kind::Message as u8);
+    assert_eq!(b.len(), RECORD_HEADER_LEN + 1 + 57 + 7, "the old layout");
+    m.attrs = Bytes::from_static(b"\x01\x01\x03\x00\x04text");
+    let with = Record::Message(m);
+    let mut b = BytesMut::new();
+    encode(&with, &mut b);
+    assert_eq!(b[RECORD_HEADER_LEN], Kind::MessageWithAttrs as u8);
+    assert_eq!(b.len(), encoded_len(&with));
+    let bytes = b.freeze();
+    assert_eq!(decode(&bytes), Decoded::Record(with.clone(), bytes.len()));
+    // The attributes' length pointing past the body, or 0: damage.
+    for bad_len in [u32::MAX, 1_000, 0] {
+        let mut raw = BytesMut::from(&bytes[..]);
+        let at = RECORD_HEADER_LEN + 1 + 57;
+        raw[at..at + 4].copy_from_slice(&bad_len.to_le_bytes());
+        seal_crc(&mut raw, 0);
+        assert_eq!(
+            decode(&raw.freeze()),
+            Decoded::Corrupt("bad message attributes"),
+            "{bad_len}"
         );
     }
 }

@@ -18,6 +18,7 @@ fn message(seq: u64, payload: Vec<u8>) -> Record {
         client_msg_id: seq,
         qos: Qos::AtLeastOnce,
         ts_ms: 1_000 + seq,
+        attrs: Bytes::new(),
         payload: Bytes::from(payload),
     })
 }

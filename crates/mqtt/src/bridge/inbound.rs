@@ -3,6 +3,8 @@
 //! SENDACK becomes the client's PUBACK or PUBREC, so those leave only once
 //! the message is durable.
 
+use bytes::Bytes;
+
 use super::persist::Change;
 use super::state::{Inbound, Retained};
 use super::topics::Target;
@@ -45,25 +47,16 @@ impl Bridge {
             None => Target::parse(p.topic.as_str()),
         };
         let Some(target) = target else {
-            let why = "topic must be user/{id}, group/{n}, room/{n} or not start with $";
-            match (p.packet_id, self.level.is_v5()) {
-                (Some(pid), true) => {
-                    let reply = PubReply {
-                        packet_id: pid,
-                        reason: ReasonCode::TOPIC_NAME_INVALID,
-                        properties: Properties::default(),
-                    };
-                    self.to_client.push_back(if p.qos == QoS::ExactlyOnce {
-                        Packet::PubRec(reply)
-                    } else {
-                        Packet::PubAck(reply)
-                    });
-                }
-                (None, true) => self.close_session(ReasonCode::TOPIC_NAME_INVALID, why),
-                (_, false) => self.protocol_error(why),
-            }
-            return;
+            return self.refuse_topic(&p);
         };
+        if let Some(pid) = p.packet_id {
+            if self.level.is_v5() && !self.count_unanswered(pid) {
+                return self.close_session(
+                    ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                    "more unacknowledged QoS 1/2 PUBLISHes than Receive Maximum",
+                );
+            }
+        }
         let to = target.wire_id();
         let qos = native_qos(p.qos);
         let retain = match target {
@@ -148,8 +141,70 @@ impl Bridge {
             to,
             qos,
             confirm,
+            attrs: self.message_attrs(&p.properties),
             payload: p.payload,
         }));
+    }
+
+    /// The message attributes stored with a PUBLISH: its MQTT 5 message
+    /// properties (docs/MQTT.md 2.4); none from v3.1.1, which has none.
+    fn message_attrs(&self, properties: &Properties) -> Bytes {
+        if !self.level.is_v5() {
+            return Bytes::new();
+        }
+        properties.encode_message_block().unwrap_or_else(|e| {
+            // Decoded from the wire, so within the limits it checks.
+            tracing::debug!(error = %e, "message properties not stored");
+            Bytes::new()
+        })
+    }
+
+    /// Counts a v5 QoS 1/2 PUBLISH against the Receive Maximum the CONNACK
+    /// advertised until it is answered (`Bridge::unanswered`); `false`: one
+    /// too many. A resend of an id already counted counts once.
+    fn count_unanswered(&mut self, pid: PacketId) -> bool {
+        let id = pid.get();
+        if self.unanswered.contains(&id) {
+            return true;
+        }
+        if self.unanswered.len() >= usize::from(self.params.receive_max) {
+            return false;
+        }
+        self.unanswered.insert(id);
+        true
+    }
+
+    /// A PUBLISH to a valid topic name this server does not serve: stored
+    /// nowhere. v5 says why (PUBACK/PUBREC `0x90`; QoS 0 has no answer, so
+    /// DISCONNECT `0x90`). v3.1.1 cannot say it and need not close
+    /// (MQTT-3.3.5-2: a positive acknowledgement or a close), so the
+    /// message is acknowledged as its QoS requires and dropped (issue #21
+    /// item 4); its PUBREL then finds no id and still gets PUBCOMP.
+    fn refuse_topic(&mut self, p: &Publish) {
+        let v5 = self.level.is_v5();
+        if v5 && p.packet_id.is_none() {
+            let why = "topic must be user/{id}, group/{n}, room/{n} or not start with $";
+            return self.close_session(ReasonCode::TOPIC_NAME_INVALID, why);
+        }
+        tracing::debug!(
+            user = self.user.0,
+            "MQTT publish to an unserved topic dropped"
+        );
+        let Some(pid) = p.packet_id else { return };
+        let reply = PubReply {
+            packet_id: pid,
+            reason: if v5 {
+                ReasonCode::TOPIC_NAME_INVALID
+            } else {
+                ReasonCode::SUCCESS
+            },
+            properties: Properties::default(),
+        };
+        self.to_client.push_back(if p.qos == QoS::ExactlyOnce {
+            Packet::PubRec(reply)
+        } else {
+            Packet::PubAck(reply)
+        });
     }
 
     pub(super) fn on_sendack(&mut self, a: SendAck) {
@@ -202,6 +257,10 @@ impl Bridge {
                 return;
             }
         }
+        if qos == QoS::AtLeastOnce || reason.is_error() {
+            // Answered: PUBACK, or a PUBREC refusing the message.
+            self.unanswered.remove(&pid.get());
+        }
         let reply = PubReply {
             packet_id: pid,
             reason: if self.level.is_v5() {
@@ -232,6 +291,7 @@ impl Bridge {
                 });
             }
             _ => {
+                self.unanswered.remove(&pid.get());
                 let reason = if self.level.is_v5() {
                     ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
                 } else {

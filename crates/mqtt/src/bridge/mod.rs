@@ -34,8 +34,10 @@
 //! file that owns each concern: `session.rs` (CONNACK, takeover, closing,
 //! the end of the connection), `inbound.rs` (client → core), `outbound.rs`
 //! (core → client, acknowledgements, replay paging), `subscriptions.rs`,
-//! `rooms.rs` (room subscriptions), `persist.rs` (durable session state).
+//! `rooms.rs` (room subscriptions), `persist.rs` (durable session state),
+//! `expiry.rs` (the Message Expiry Interval of stored messages).
 
+mod expiry;
 mod inbound;
 mod outbound;
 mod persist;
@@ -55,7 +57,7 @@ use crate as mqtt;
 use crate::{
     MqttString, Packet, PacketId, ProtocolLevel, PubReply, Publish, QoS, ReasonCode, Will,
 };
-use foldhash::HashMap as FastHashMap;
+use foldhash::{HashMap as FastHashMap, HashSet as FastHashSet};
 pub use persist::StateWrite;
 use persist::{Change, Gate};
 use rooms::RoomTrack;
@@ -224,6 +226,12 @@ pub struct Bridge {
     retained_queries: VecDeque<u64>,
     /// Inbound QoS 2 releases awaiting COMP: client_msg_id → packet id.
     releases: FastHashMap<u64, PacketId>,
+    /// v5: packet ids of QoS 1/2 PUBLISHes received on this connection
+    /// and not yet answered by PUBACK, PUBCOMP or an error PUBREC: what the
+    /// advertised Receive Maximum bounds (MQTT-3.3.4-7/-8; a QoS 2 message
+    /// counts until PUBCOMP, issue #21 item 4). The core counts only SENDs
+    /// awaiting storage.
+    unanswered: FastHashSet<u16>,
     subacks: VecDeque<PendingSubAck>,
     /// Packets that arrived before the CONNACK, handled after it.
     early: VecDeque<Packet>,
@@ -231,6 +239,12 @@ pub struct Bridge {
     aliases: Vec<Option<MqttString>>,
     /// What the durable state's changes hold back (`persist.rs`).
     gate: Gate,
+    /// The wall clock (ms since the epoch) as of the last
+    /// [`Bridge::set_clock`]: message expiry counts against it.
+    now_ms: u64,
+    /// Messages not sent because their expiry interval had passed, since
+    /// the last [`Bridge::take_expired`].
+    expired: u64,
     next_pid: u16,
     to_core: VecDeque<Frame>,
     to_client: VecDeque<Packet>,
@@ -314,10 +328,13 @@ impl Bridge {
             retained_wanted: BTreeSet::new(),
             retained_queries: VecDeque::new(),
             releases: FastHashMap::default(),
+            unanswered: FastHashSet::default(),
             subacks: VecDeque::new(),
             early: VecDeque::new(),
             aliases: vec![None; if v5 { usize::from(TOPIC_ALIAS_MAX) } else { 0 }],
             gate: Gate::default(),
+            now_ms: 0,
+            expired: 0,
             next_pid: 0,
             to_core: VecDeque::new(),
             to_client: VecDeque::new(),
@@ -325,7 +342,11 @@ impl Bridge {
         b.to_core.push_back(Frame::Connect(proto::Connect {
             device,
             last_seq: None,
-            keepalive_ms: u32::from(connect.keep_alive) * 1000,
+            // Keep alive 0 switches it off (section 3.1.2.10 of both).
+            keepalive_ms: match connect.keep_alive {
+                0 => proto::KEEPALIVE_OFF,
+                k => u32::from(k) * 1000,
+            },
             token,
         }));
         b.gate.logged = had_stored;
@@ -347,7 +368,23 @@ impl Bridge {
         release_if_empty(&mut self.retains);
         release_if_empty(&mut self.retained_queries);
         release_if_empty(&mut self.inbox);
+        if self.unanswered.is_empty() && self.unanswered.capacity() > 0 {
+            self.unanswered = FastHashSet::default();
+        }
         self.gate.release_idle_memory();
+    }
+
+    /// The wall clock, ms since the Unix epoch: set it before handing the
+    /// bridge frames ([`Bridge::on_frame`]), whose messages' expiry counts
+    /// against it (`expiry.rs`). Until set it is 0: nothing expires.
+    pub fn set_clock(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+    }
+
+    /// Messages dropped because their Message Expiry Interval passed
+    /// before they could be sent, since the last call (for the metrics).
+    pub fn take_expired(&mut self) -> u64 {
+        std::mem::take(&mut self.expired)
     }
 
     /// The protocol level of the connection.
@@ -496,6 +533,7 @@ impl Bridge {
             }
             Frame::Comp { client_msg_id } => {
                 if let Some(pid) = self.releases.remove(&client_msg_id) {
+                    self.unanswered.remove(&pid.get());
                     self.state.inbound.remove(&pid.get());
                     self.changed(Change::InboundDropped);
                     self.to_client

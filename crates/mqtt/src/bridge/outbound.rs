@@ -7,13 +7,55 @@
 
 use bytes::Bytes;
 
+use super::expiry::remaining_expiry;
 use super::persist::Change;
 use super::state::Retained;
 use super::topics::Target;
 use super::{mqtt_qos, Bridge, Delivery, Held, Mode, Outbound, Stage};
 use crate::{MqttString, Packet, PacketId, Properties, PubReply, Publish, QoS};
 use surepush_proto as proto;
-use surepush_proto::{Frame, Push, Seq, SyncDirection, UserId};
+use surepush_proto::{Frame, Push, RoomPush, Seq, SyncDirection, UserId};
+
+/// An application message for the client: what its PUBLISH carries
+/// besides the topic, QoS and flags.
+#[derive(Clone, Debug)]
+pub(super) struct Outgoing {
+    /// The sender (v5: the `from` user property).
+    pub(super) from: UserId,
+    /// Gateway receive time (ms since the epoch): the Message Expiry
+    /// Interval counts from it.
+    pub(super) ts_ms: u64,
+    /// Message attributes: the v5 sender's message properties.
+    pub(super) attrs: Bytes,
+    pub(super) payload: Bytes,
+    /// Sent to this session before (a DUP re-send): onward delivery has
+    /// started, so it no longer expires (MQTT-4.3.3-7).
+    pub(super) sent_before: bool,
+}
+
+impl From<Push> for Outgoing {
+    fn from(p: Push) -> Outgoing {
+        Outgoing {
+            from: p.from,
+            ts_ms: p.ts_ms,
+            attrs: p.attrs,
+            payload: p.payload,
+            sent_before: false,
+        }
+    }
+}
+
+impl From<RoomPush> for Outgoing {
+    fn from(p: RoomPush) -> Outgoing {
+        Outgoing {
+            from: p.from,
+            ts_ms: p.ts_ms,
+            attrs: p.attrs,
+            payload: p.payload,
+            sent_before: false,
+        }
+    }
+}
 
 impl Bridge {
     /// Queues a cumulative acknowledgement (ACK, or ROOMACK of one room)
@@ -66,7 +108,7 @@ impl Bridge {
         if p.seq == Seq::ZERO {
             // QoS 0: live devices only, nothing to acknowledge.
             if granted.is_some() {
-                self.publish(&topic, QoS::AtMostOnce, p.payload, p.from, None, false);
+                self.publish(&topic, QoS::AtMostOnce, p.into(), None, false);
             }
             return;
         }
@@ -83,13 +125,17 @@ impl Bridge {
         match qos {
             None => self.hold(p.seq, 0),
             Some(QoS::AtMostOnce) => {
-                self.publish(&topic, QoS::AtMostOnce, p.payload, p.from, None, false);
                 self.hold(p.seq, 0);
+                self.publish(&topic, QoS::AtMostOnce, p.into(), None, false);
             }
             Some(q) => {
                 self.hold(p.seq, p.payload.len());
                 let what = Delivery::Inbox(p.seq);
-                self.publish(&topic, q, p.payload, p.from, Some(what), dup);
+                let msg = Outgoing {
+                    sent_before: dup,
+                    ..p.into()
+                };
+                self.publish(&topic, q, msg, Some(what), dup);
             }
         }
     }
@@ -106,18 +152,25 @@ impl Bridge {
     }
 
     /// Queues a PUBLISH; QoS 1/2 ones wait while the send window (the
-    /// client's Receive Maximum, `window.rs`) is full.
+    /// client's Receive Maximum, `window.rs`) is full. A message whose
+    /// Message Expiry Interval has passed is not sent (MQTT-3.3.2-5): it
+    /// counts as acknowledged, and as expired.
     pub(super) fn publish(
         &mut self,
         topic: &str,
         qos: QoS,
-        payload: Bytes,
-        from: UserId,
+        msg: Outgoing,
         what: Option<Delivery>,
         dup: bool,
     ) {
         let retain = what == Some(Delivery::Retained);
-        let mut p = self.make_publish(topic, qos, payload, from, retain);
+        let Some(mut p) = self.make_publish(topic, qos, msg, retain) else {
+            self.expired += 1;
+            if let Some(what) = what {
+                self.complete(what);
+            }
+            return;
+        };
         match what {
             None => self.send_publish(p),
             Some(what) => {
@@ -128,31 +181,40 @@ impl Bridge {
         }
     }
 
-    /// A PUBLISH without packet id (v5: with the sender as user property).
-    fn make_publish(
-        &self,
-        topic: &str,
-        qos: QoS,
-        payload: Bytes,
-        from: UserId,
-        retain: bool,
-    ) -> Publish {
+    /// A PUBLISH without packet id. v5: with the sender's message
+    /// properties (the Message Expiry Interval less the time the message
+    /// waited, MQTT-3.3.2-6) and the sender as the last user property;
+    /// `None` once that interval has passed. v3.1.1: the payload only.
+    fn make_publish(&self, topic: &str, qos: QoS, msg: Outgoing, retain: bool) -> Option<Publish> {
         let mut properties = Properties::default();
         if self.level.is_v5() {
+            if !msg.attrs.is_empty() {
+                match Properties::decode_message_block(msg.attrs) {
+                    Ok(p) => properties = p,
+                    // Another sender's attributes that are no MQTT
+                    // properties: the message goes without them.
+                    Err(e) => tracing::debug!(error = %e, "message attributes not forwarded"),
+                }
+            }
+            if let Some(expiry) = properties.message_expiry_interval {
+                let left = remaining_expiry(expiry, msg.ts_ms, self.now_ms)
+                    .or(msg.sent_before.then_some(1))?;
+                properties.message_expiry_interval = Some(left);
+            }
             properties.user_properties.push((
                 MqttString::from_static("from"),
-                MqttString::from(from.0.to_string()),
+                MqttString::from(msg.from.0.to_string()),
             ));
         }
-        Publish {
+        Some(Publish {
             dup: false,
             qos,
             retain,
             topic: MqttString::from(topic),
             packet_id: None,
-            payload,
+            payload: msg.payload,
             properties,
-        }
+        })
     }
 
     /// Sends waiting PUBLISHes while the send window has room for them.
@@ -337,12 +399,20 @@ impl Bridge {
         };
         let qos = sub.qos.min(msg.qos);
         let topic = Target::Room(room).topic();
+        let out = Outgoing {
+            from: msg.from,
+            ts_ms: 0,
+            attrs: Bytes::new(),
+            payload: msg.payload,
+            sent_before: false,
+        };
         if qos == QoS::AtMostOnce {
-            let p = self.make_publish(&topic, qos, msg.payload, msg.from, true);
-            self.send_publish(p);
+            if let Some(p) = self.make_publish(&topic, qos, out, true) {
+                self.send_publish(p);
+            }
         } else {
             let what = Some(Delivery::Retained);
-            self.publish(&topic, qos, msg.payload, msg.from, what, false);
+            self.publish(&topic, qos, out, what, false);
         }
         self.pump();
     }

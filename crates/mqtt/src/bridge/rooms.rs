@@ -35,6 +35,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use super::outbound::Outgoing;
 use super::persist::Change;
 use super::{native_qos, Bridge, Delivery, Reader};
 use crate::QoS;
@@ -211,9 +212,14 @@ impl Bridge {
                 None => (String::new(), Bytes::new(), false),
             }
         } else {
-            (super::Target::Room(n).topic(), p.payload, true)
+            (super::Target::Room(n).topic(), p.payload.clone(), true)
         };
         let own = (sub.no_local && p.from == self.user) || !wanted;
+        let (seq, push_qos) = (p.seq, p.qos);
+        let msg = Outgoing {
+            payload,
+            ..Outgoing::from(p)
+        };
         let Some(track) = self.rooms.get_mut(&n) else {
             return;
         };
@@ -221,26 +227,26 @@ impl Bridge {
             // Behind the ROOMLAG: comes again from the log on resume.
             return;
         }
-        if p.seq == Seq::ZERO {
+        if seq == Seq::ZERO {
             if !own {
-                self.publish(&topic, QoS::AtMostOnce, payload, p.from, None, false);
+                self.publish(&topic, QoS::AtMostOnce, msg, None, false);
             }
             return;
         }
-        if p.seq <= track.seen {
+        if seq <= track.seen {
             return; // sent already on this connection (a re-subscription)
         }
-        track.seen = p.seq;
-        let qos = sub.qos.min(super::mqtt_qos(p.qos));
+        track.seen = seq;
+        let qos = sub.qos.min(super::mqtt_qos(push_qos));
         if own {
-            track.order.push_back((p.seq, true));
+            track.order.push_back((seq, true));
         } else if qos == QoS::AtMostOnce {
-            track.order.push_back((p.seq, true));
-            self.publish(&topic, qos, payload, p.from, None, false);
+            track.order.push_back((seq, true));
+            self.publish(&topic, qos, msg, None, false);
         } else {
-            track.order.push_back((p.seq, false));
-            let what = Some(Delivery::Room(n, p.seq));
-            self.publish(&topic, qos, payload, p.from, what, false);
+            track.order.push_back((seq, false));
+            let what = Some(Delivery::Room(n, seq));
+            self.publish(&topic, qos, msg, what, false);
         }
     }
 

@@ -192,7 +192,10 @@ impl Bridge {
             props.subscription_identifier_available = Some(false);
             props.wildcard_subscription_available = Some(true);
             props.topic_alias_maximum = Some(TOPIC_ALIAS_MAX);
-            let keep_alive = (a.keepalive_ms / 1000).min(u32::from(u16::MAX)) as u16;
+            let keep_alive = match a.keepalive_ms {
+                surepush_proto::KEEPALIVE_OFF => 0,
+                ms => (ms / 1000).min(u32::from(u16::MAX)) as u16,
+            };
             if keep_alive != self.client_keep_alive {
                 props.server_keep_alive = Some(keep_alive);
             }

@@ -4,9 +4,10 @@ use bytes::Bytes;
 use zerocopy::{FromBytes, Immutable, KnownLayout};
 
 use super::*;
+use crate::attrs;
 use crate::error::ProtoError;
 use crate::header::*;
-use crate::types::{DeviceId, Qos, UserId};
+use crate::types::{DeviceId, UserId};
 use crate::{presence, room};
 
 impl Frame {
@@ -58,12 +59,15 @@ impl Frame {
             }
             FrameKind::Send => {
                 let (f, rest) = fixed::<SendFixed>(&body, name)?;
+                let field = body.slice(body.len() - rest.len()..);
+                let (qos, attrs, payload) = attrs::split(f.qos, field, name)?;
                 Frame::Send(Send {
                     client_msg_id: f.client_msg_id.get(),
                     to: UserId(f.to.get()),
-                    qos: qos(f.qos)?,
+                    qos,
                     confirm: flags & SEND_CONFIRM != 0,
-                    payload: body.slice(body.len() - rest.len()..),
+                    attrs,
+                    payload,
                 })
             }
             FrameKind::SendAck => {
@@ -166,7 +170,8 @@ fn allowed_flags(kind: FrameKind) -> u8 {
     }
 }
 
-fn push_from(f: &PushFixed, flags: u8, payload: Bytes) -> Result<Push, ProtoError> {
+fn push_from(f: &PushFixed, flags: u8, field: Bytes) -> Result<Push, ProtoError> {
+    let (qos, attrs, payload) = attrs::split(f.qos, field, "PUSH")?;
     Ok(Push {
         seq: Seq(f.seq.get()),
         prev_seq: Seq(f.prev_seq.get()),
@@ -175,9 +180,10 @@ fn push_from(f: &PushFixed, flags: u8, payload: Bytes) -> Result<Push, ProtoErro
         to: UserId(f.to.get()),
         client_msg_id: f.client_msg_id.get(),
         ts_ms: f.ts_ms.get(),
-        qos: qos(f.qos)?,
+        qos,
         echo: flags & PUSH_ECHO != 0,
         retransmit: flags & PUSH_RETRANSMIT != 0,
+        attrs,
         payload,
     })
 }
@@ -231,10 +237,6 @@ fn decode_sync_page(flags: u8, body: Bytes) -> Result<Frame, ProtoError> {
         gap: flags & SYNCPAGE_GAP != 0,
         items,
     }))
-}
-
-fn qos(v: u8) -> Result<Qos, ProtoError> {
-    Qos::from_u8(v).ok_or(ProtoError::InvalidQos(v))
 }
 
 /// Reads a fixed part at the start of `body`, returning it and the rest.

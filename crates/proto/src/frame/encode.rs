@@ -4,6 +4,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use zerocopy::IntoBytes;
 
 use super::*;
+use crate::attrs;
 use crate::header::*;
 use crate::{presence, room};
 
@@ -17,9 +18,13 @@ impl Frame {
         match self {
             Frame::Connect(c) => fixed_len::<ConnectFixed>() + c.token.len(),
             Frame::ConnAck(_) => fixed_len::<ConnAckFixed>(),
-            Frame::Send(s) => fixed_len::<SendFixed>() + s.payload.len(),
+            Frame::Send(s) => {
+                fixed_len::<SendFixed>() + attrs::encoded_len(&s.attrs) + s.payload.len()
+            }
             Frame::SendAck(_) => fixed_len::<SendAckFixed>(),
-            Frame::Push(p) => fixed_len::<PushFixed>() + p.payload.len(),
+            Frame::Push(p) => {
+                fixed_len::<PushFixed>() + attrs::encoded_len(&p.attrs) + p.payload.len()
+            }
             Frame::Ack(_) | Frame::Comp { .. } | Frame::Ping(_) | Frame::Pong(_) => {
                 fixed_len::<U64Body>()
             }
@@ -28,7 +33,12 @@ impl Frame {
                 fixed_len::<SyncPageFixed>()
                     + p.items
                         .iter()
-                        .map(|i| fixed_len::<PushFixed>() + 4 + i.payload.len())
+                        .map(|i| {
+                            fixed_len::<PushFixed>()
+                                + 4
+                                + attrs::encoded_len(&i.attrs)
+                                + i.payload.len()
+                        })
                         .sum::<usize>()
             }
             Frame::Rel { .. } => fixed_len::<RelFixed>(),
@@ -37,7 +47,9 @@ impl Frame {
             Frame::Subscribe(_) => room::SUBSCRIBE_LEN,
             Frame::SubAck(_) => room::SUBACK_LEN,
             Frame::Unsubscribe { .. } => fixed_len::<U64Body>(),
-            Frame::RoomPush(p) => room::ROOMPUSH_FIXED_LEN + p.payload.len(),
+            Frame::RoomPush(p) => {
+                room::ROOMPUSH_FIXED_LEN + attrs::encoded_len(&p.attrs) + p.payload.len()
+            }
             Frame::RoomAck { .. } | Frame::RoomLag { .. } => room::ROOM_SEQ_LEN,
             Frame::Watch(w) => presence::watch_len(w),
             Frame::WatchAck(_) => presence::WATCHACK_LEN,
@@ -86,9 +98,10 @@ impl Frame {
                 let f = SendFixed {
                     client_msg_id: s.client_msg_id.into(),
                     to: s.to.0.into(),
-                    qos: s.qos as u8,
+                    qos: attrs::qos_byte(s.qos, &s.attrs),
                 };
                 dst.put_slice(f.as_bytes());
+                attrs::put(&s.attrs, dst);
                 dst.put_slice(&s.payload);
             }
             Frame::SendAck(a) => {
@@ -102,6 +115,7 @@ impl Frame {
             }
             Frame::Push(p) => {
                 dst.put_slice(push_fixed(p).as_bytes());
+                attrs::put(&p.attrs, dst);
                 dst.put_slice(&p.payload);
             }
             Frame::Ack(seq) => put_u64(dst, seq.0),
@@ -130,7 +144,9 @@ impl Frame {
                 dst.put_slice(f.as_bytes());
                 for item in &p.items {
                     dst.put_slice(push_fixed(item).as_bytes());
-                    dst.put_u32_le(item.payload.len() as u32);
+                    let field = attrs::encoded_len(&item.attrs) + item.payload.len();
+                    dst.put_u32_le(field as u32);
+                    attrs::put(&item.attrs, dst);
                     dst.put_slice(&item.payload);
                 }
             }
@@ -196,7 +212,7 @@ fn push_fixed(p: &Push) -> PushFixed {
         to: p.to.0.into(),
         client_msg_id: p.client_msg_id.into(),
         ts_ms: p.ts_ms.into(),
-        qos: p.qos as u8,
+        qos: attrs::qos_byte(p.qos, &p.attrs),
     }
 }
 

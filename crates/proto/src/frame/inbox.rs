@@ -12,11 +12,19 @@ pub struct Connect {
     pub device: DeviceId,
     /// Highest inbox sequence the device holds, `None` for a new device.
     pub last_seq: Option<Seq>,
-    /// Keepalive the client intends (ms); the gateway may lower it.
+    /// Keepalive the client intends (ms); the gateway may lower it. 0: the
+    /// gateway's default; [`KEEPALIVE_OFF`]: none (MQTT keep alive 0).
     pub keepalive_ms: u32,
     /// Signed token (JWT HS256 compact form).
     pub token: String,
 }
+
+/// `Connect::keepalive_ms` (and `ConnAck::keepalive_ms`) asking for (and
+/// granting) no keepalive at all: the gateway never closes the session for
+/// silence. MQTT's keep alive 0 (3.1.1 and 5.0 section 3.1.2.10); granted
+/// unless the gateway's `max_keepalive_ms` is below its default, which then
+/// applies as to any request above it.
+pub const KEEPALIVE_OFF: u32 = u32::MAX;
 
 /// CONNACK: the session is open.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,7 +43,7 @@ pub struct ConnAck {
     pub push_window: u32,
     /// SENDs the client may have awaiting SENDACK.
     pub max_pending_sends: u32,
-    /// Keepalive in force (ms).
+    /// Keepalive in force (ms); [`KEEPALIVE_OFF`]: none.
     pub keepalive_ms: u32,
     /// Largest SYNC `limit` accepted.
     pub max_sync_limit: u32,
@@ -52,6 +60,9 @@ pub struct Send {
     pub qos: Qos,
     /// QoS 0: answer with a SENDACK all the same ([`SEND_CONFIRM`]).
     pub confirm: bool,
+    /// Message attributes stored and delivered with the payload (empty:
+    /// none; `attrs.rs`, e.g. MQTT 5 message properties).
+    pub attrs: Bytes,
     /// Opaque payload.
     pub payload: Bytes,
 }
@@ -127,6 +138,8 @@ pub struct Push {
     pub echo: bool,
     /// A retransmission.
     pub retransmit: bool,
+    /// Message attributes the sender gave (empty: none; empty when `echo`).
+    pub attrs: Bytes,
     /// Opaque payload (empty when `echo`).
     pub payload: Bytes,
 }

@@ -16,7 +16,7 @@ mod kind;
 
 pub use inbox::{
     ConnAck, Connect, Disconnect, ErrorFrame, Push, Send, SendAck, SendResult, Sync, SyncDirection,
-    SyncPage,
+    SyncPage, KEEPALIVE_OFF,
 };
 pub use kind::{
     FrameKind, CONNACK_CURSOR_KNOWN, CONNECT_HAS_CURSOR, PUSH_ECHO, PUSH_RETRANSMIT, SEND_CONFIRM,

@@ -311,6 +311,7 @@ impl Inbound for MqttInbound {
                 return;
             };
             loop {
+                m.bridge.set_clock(rt.wall_ms_now());
                 match decoder.decode(buf) {
                     Ok(Some(p)) => m.bridge.on_packet(p),
                     Ok(None) => break,
@@ -350,6 +351,10 @@ impl MqttSession {
         while let Some(p) = b.poll_packet() {
             queue_packet(b, &p, io);
         }
+        let expired = b.take_expired();
+        if expired > 0 {
+            rt.count_mqtt_expired(expired);
+        }
         io.set_held(b.held_bytes());
         rt.check_budget(conn, io);
         // Also when nothing was queued: a writer that finds its queue
@@ -386,6 +391,7 @@ fn write_bridge_state(rt: &dyn ShardPort, conn: ConnId, w: StateWrite) {
 
 impl Session for MqttSession {
     fn send(&mut self, rt: &dyn ShardPort, conn: ConnId, io: &ConnIo, frame: Frame) {
+        self.bridge.set_clock(rt.wall_ms_now());
         self.bridge.on_frame(frame);
         self.pump(rt, conn, io);
     }

@@ -33,6 +33,9 @@ pub(crate) trait ShardPort {
     fn check_budget(&self, conn: ConnId, io: &ConnIo);
     /// Whether `conn` is still open.
     fn is_open(&self, conn: ConnId) -> bool;
+    /// MQTT messages not sent because their Message Expiry Interval
+    /// passed while they were stored.
+    fn count_mqtt_expired(&self, n: u64);
 }
 
 /// What the accept path and the loops ask of their shard, on top.

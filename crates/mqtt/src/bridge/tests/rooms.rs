@@ -13,6 +13,7 @@ fn room_push(seq: u64) -> Frame {
         from: UserId(3),
         ts_ms: 0,
         qos: Qos::AtLeastOnce,
+        attrs: Bytes::new(),
         payload: Bytes::from(format!("r{seq}")),
     })
 }

@@ -41,6 +41,7 @@ fn stream_push(topic: &str, stored_name: &str, seq: u64, payload: &'static [u8])
         from: UserId(3),
         ts_ms: 0,
         qos: Qos::AtLeastOnce,
+        attrs: Default::default(),
         payload: frame_payload(stored_name, payload),
     })
 }

@@ -180,6 +180,7 @@ impl World {
                 to: UserId(room | ROOM_BIT),
                 qos: Qos::AtLeastOnce,
                 confirm: false,
+                attrs: Bytes::new(),
                 payload: Bytes::from(payload),
             }),
             0,
