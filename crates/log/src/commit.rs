@@ -14,7 +14,10 @@
 //!   blocking thread, which writes them O_DIRECT at once. A commit hands
 //!   what they do not cover to the same thread straight away (queued behind
 //!   them, not after they came back), takes all the bytes back (no copy)
-//!   and issues its fdatasync once every write completed. The block a
+//!   and issues its fdatasync once every write completed. A commit that is
+//!   one write to one file with no piece in flight (the usual small
+//!   commit) has that thread fdatasync right after its write: one hand-off
+//!   per commit, no io_uring FSYNC on a kernel worker (issue #17). The block a
 //!   commit in flight writes is never written by a piece; the piece keeps a
 //!   copy of it for the next commit.
 //! - Sidecars, new segment files and the checkpoint pointer are written on
@@ -412,6 +415,8 @@ struct Share {
     pieces: Vec<(Lsn, Lsn)>,
     /// Whether the segment gets any write (then it is synced).
     writes: bool,
+    /// Whether its write synced it too ([`LogFile::write_synced`]).
+    synced: bool,
     /// Ranges to write from the whole chunk once the pieces are back
     /// (file layers without write-behind).
     late: Vec<(Lsn, Lsn)>,
@@ -431,6 +436,7 @@ impl Share {
             start,
             rest_start,
             writes: !(rest.is_empty() && pieces.is_empty()),
+            synced: false,
             rest: Some(rest),
             pieces,
             late: Vec::new(),
@@ -511,6 +517,11 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
         .collect();
     // This commit's own bytes (what no piece writes) go to the disk now,
     // queued behind the pieces still in flight rather than after them.
+    // A commit that is one write to one file, with no piece in flight, has
+    // the blocking thread sync the file right after writing it: one
+    // hand-off instead of a write there and then an io_uring FSYNC that
+    // the kernel runs on a worker thread of its own (issue #17).
+    let fuse = behind.is_empty() && shares.iter().filter(|s| s.writes).count() == 1;
     let mut own: Vec<(usize, Option<usize>, WriteBehind)> = Vec::new();
     for (i, share) in shares.iter_mut().enumerate() {
         let file = file_of(share.base).0;
@@ -522,8 +533,17 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
                 let len = rest.len();
                 let skip = (from - share.rest_start) as usize;
                 rest.resize(skip + (len - skip).next_multiple_of(BLOCK as usize), 0);
-                match file.write_behind(rest, skip, pos) {
-                    Ok(done) => own.push((i, Some(len), done)),
+                let synced = match fuse {
+                    true => file.write_synced(rest, skip, pos).map(|done| (done, true)),
+                    false => Err(rest),
+                };
+                let handed = synced
+                    .or_else(|rest| file.write_behind(rest, skip, pos).map(|done| (done, false)));
+                match handed {
+                    Ok((done, synced)) => {
+                        share.synced = synced;
+                        own.push((i, Some(len), done));
+                    }
                     Err(mut rest) => {
                         rest.truncate(len);
                         share.rest = Some(rest);
@@ -555,7 +575,12 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
     for (i, len, done) in own {
         let (written, mut bytes) = done.await;
         let share = &mut shares[i];
-        written.map_err(|e| io_error("write", &file_of(share.base).1, e))?;
+        let op = if share.synced {
+            "write and fdatasync"
+        } else {
+            "write"
+        };
+        written.map_err(|e| io_error(op, &file_of(share.base).1, e))?;
         if let Some(len) = len {
             bytes.truncate(len);
             share.rest = Some(bytes);
@@ -580,7 +605,9 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
                     .await
                     .map_err(|e| io_error("write", &path, e))?;
             }
-            synced.push((file, path));
+            if !share.synced {
+                synced.push((file, path));
+            }
         }
         let held = whole.capacity();
         chunks.push(Chunk {

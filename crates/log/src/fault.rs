@@ -41,6 +41,9 @@ pub(crate) enum Op {
     Sync,
     /// [`LogFile::write_behind`].
     WriteBehind,
+    /// [`LogFile::write_synced`], checked before the [`Op::WriteBehind`]
+    /// and [`Op::Sync`] rules, which it honours too (it is both).
+    WriteSynced,
 }
 
 /// What a matching operation does.
@@ -237,6 +240,23 @@ impl LogFile for FaultyFile {
             return Ok(Box::pin(async move { (Err(e), part) }));
         }
         self.inner.write_behind(part, from, pos)
+    }
+    fn write_synced(&self, part: BytesMut, from: usize, pos: u64) -> Result<WriteBehind, BytesMut> {
+        let failed =
+            |e: io::Error, part| -> WriteBehind { Box::pin(async move { (Err(e), part) }) };
+        for op in [Op::WriteSynced, Op::WriteBehind] {
+            if let Err(e) = self.faults.check(op, &self.path) {
+                return Ok(failed(e, part));
+            }
+        }
+        match self.faults.check(Op::Sync, &self.path) {
+            Ok(_) => self.inner.write_synced(part, from, pos),
+            // The write happens, its sync fails (or the process dies there).
+            Err(e) => match self.inner.write_behind(part, from, pos) {
+                Ok(done) => Ok(Box::pin(async move { (Err(e), done.await.1) })),
+                Err(part) => Ok(failed(e, part)),
+            },
+        }
     }
 }
 

@@ -60,9 +60,24 @@ pub trait LogFile {
     ) -> Result<WriteBehind, BytesMut> {
         Err(part)
     }
+    /// [`LogFile::write_behind`] followed by an fdatasync on the same
+    /// thread: when it completes, these bytes and every write to this file
+    /// that completed before the call are durable. A commit with nothing
+    /// else in flight uses it, so its bytes cross to the disk and back in
+    /// one hand-off (issue #17). `Err(part)` if this file cannot (then the
+    /// log writes and syncs separately).
+    fn write_synced(
+        &self,
+        part: BytesMut,
+        _from: usize,
+        _pos: u64,
+    ) -> Result<WriteBehind, BytesMut> {
+        Err(part)
+    }
 }
 
-/// Completion of a [`LogFile::write_behind`]: the result and the bytes.
+/// Completion of a [`LogFile::write_behind`] or [`LogFile::write_synced`]:
+/// the result and the bytes.
 pub type WriteBehind = LocalFuture<'static, (io::Result<()>, BytesMut)>;
 
 /// Creates and opens segment files, and hands out the [`Storage`] that
@@ -180,6 +195,15 @@ impl AlignedBuf {
     }
 }
 
+/// What the blocking thread does after a hand-off's write.
+#[derive(Clone, Copy)]
+enum AfterWrite {
+    Nothing,
+    /// fdatasync the file: the write and every one completed before it
+    /// are durable when the completion arrives.
+    Sync,
+}
+
 /// Write-behind buffers kept per log (each is a write in flight at most).
 const BEHIND_POOL: usize = 32;
 
@@ -187,6 +211,67 @@ const BEHIND_POOL: usize = 32;
 const WRITE_PIECE: usize = 256 << 10;
 
 impl Dma {
+    /// Writes `part[from..]` at `pos` on glommio's blocking thread (then
+    /// syncs, if asked), started at once; the completion hands `part` back.
+    fn hand_off(&self, part: BytesMut, from: usize, pos: u64, then: AfterWrite) -> WriteBehind {
+        debug_assert!(pos % BLOCK == 0 && (part.len() - from) as u64 % BLOCK == 0);
+        let path = self.path.clone();
+        // Opens the segment O_DIRECT, writes `data` at `pos`, and syncs
+        // through the same descriptor (fdatasync acts on the file, so it
+        // covers writes made through the shard's descriptor too).
+        let write = move |data: &[u8]| -> io::Result<()> {
+            use std::os::unix::fs::{FileExt, OpenOptionsExt};
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&*path)?;
+            file.write_all_at(data, pos)?;
+            match then {
+                AfterWrite::Nothing => Ok(()),
+                AfterWrite::Sync => file.sync_data(),
+            }
+        };
+        let mut future: WriteBehind = if part[from..].as_ptr().align_offset(BLOCK as usize) == 0 {
+            // The log's buffer is block-aligned in memory: write from it.
+            let written = glommio::executor().spawn_blocking(move || {
+                let result = write(&part[from..]);
+                (result, part)
+            });
+            Box::pin(written)
+        } else {
+            // Not aligned (a buffer that had to grow): copy it.
+            let mut buf = self
+                .behind_pool
+                .borrow_mut()
+                .pop()
+                .filter(|b| b.capacity() >= part.len() - from)
+                .unwrap_or_else(|| AlignedBuf::new(part.len() - from));
+            buf.fill(&part[from..]);
+            let pool = self.behind_pool.clone();
+            let written = glommio::executor().spawn_blocking(move || {
+                let result = write(buf.as_slice());
+                (result, buf)
+            });
+            Box::pin(async move {
+                let (result, buf) = written.await;
+                let mut pool = pool.borrow_mut();
+                if pool.len() < BEHIND_POOL {
+                    pool.push(buf);
+                }
+                (result, part)
+            })
+        };
+        // Poll once now: that hands the write to the blocking thread at
+        // once, while this shard goes on appending (glommio submits its own
+        // I/O only when the task queue yields). Whoever awaits the
+        // completion later registers the real waker.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if let std::task::Poll::Ready(done) = future.as_mut().poll(&mut cx) {
+            future = Box::pin(std::future::ready(done));
+        }
+        future
+    }
+
     async fn write_piece(&self, data: &[u8], pos: u64) -> io::Result<()> {
         let padded = (data.len() as u64).div_ceil(BLOCK) * BLOCK;
         let full = padded as usize == WRITE_PIECE;
@@ -275,56 +360,11 @@ impl LogFile for Dma {
     }
 
     fn write_behind(&self, part: BytesMut, from: usize, pos: u64) -> Result<WriteBehind, BytesMut> {
-        debug_assert!(pos % BLOCK == 0 && (part.len() - from) as u64 % BLOCK == 0);
-        let path = self.path.clone();
-        let open = move || {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(&*path)
-        };
-        let mut future: WriteBehind = if part[from..].as_ptr().align_offset(BLOCK as usize) == 0 {
-            // The log's buffer is block-aligned in memory: write from it.
-            let written = glommio::executor().spawn_blocking(move || {
-                use std::os::unix::fs::FileExt;
-                let result = open().and_then(|f| f.write_all_at(&part[from..], pos));
-                (result, part)
-            });
-            Box::pin(written)
-        } else {
-            // Not aligned (a buffer that had to grow): copy it.
-            let mut buf = self
-                .behind_pool
-                .borrow_mut()
-                .pop()
-                .filter(|b| b.capacity() >= part.len() - from)
-                .unwrap_or_else(|| AlignedBuf::new(part.len() - from));
-            buf.fill(&part[from..]);
-            let pool = self.behind_pool.clone();
-            let written = glommio::executor().spawn_blocking(move || {
-                use std::os::unix::fs::FileExt;
-                let result = open().and_then(|f| f.write_all_at(buf.as_slice(), pos));
-                (result, buf)
-            });
-            Box::pin(async move {
-                let (result, buf) = written.await;
-                let mut pool = pool.borrow_mut();
-                if pool.len() < BEHIND_POOL {
-                    pool.push(buf);
-                }
-                (result, part)
-            })
-        };
-        // Poll once now: that hands the write to the blocking thread at
-        // once, while this shard goes on appending (glommio submits its own
-        // I/O only when the task queue yields). Whoever awaits the
-        // completion later registers the real waker.
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        if let std::task::Poll::Ready(done) = future.as_mut().poll(&mut cx) {
-            future = Box::pin(std::future::ready(done));
-        }
-        Ok(future)
+        Ok(self.hand_off(part, from, pos, AfterWrite::Nothing))
+    }
+
+    fn write_synced(&self, part: BytesMut, from: usize, pos: u64) -> Result<WriteBehind, BytesMut> {
+        Ok(self.hand_off(part, from, pos, AfterWrite::Sync))
     }
 
     fn next_data(&self, pos: u64) -> io::Result<Option<u64>> {

@@ -420,6 +420,39 @@ fn a_failed_sync_reaches_every_waiter_and_poisons_the_log() {
     });
 }
 
+/// Issue #17: a small commit with no write-behind piece in flight goes to
+/// the disk through `write_synced` (write and fdatasync in one hand-off),
+/// not a write and then a separate sync; its failure poisons the log like
+/// a failed sync, and what was durable before stays readable.
+#[test]
+fn a_lone_commit_writes_and_syncs_in_one_hand_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let fs = Rc::new(FaultyFs::new());
+        let faults = fs.faults.clone();
+        let (log, _, _) = SegmentLog::open_with(config(&path), fs).await.unwrap();
+        let ok = log.append(&msg(1, 1, 10)).unwrap();
+        log.wait_durable(ok).await.unwrap();
+        faults.set(Op::WriteSynced, ".seg", Fault::Fail);
+        let a = log.append(&msg(1, 2, 10)).unwrap();
+        let e = log.wait_durable(a).await.unwrap_err();
+        assert!(e.to_string().contains("write and fdatasync"), "{e}");
+        assert!(matches!(
+            log.append(&msg(1, 3, 10)),
+            Err(LogError::Poisoned(_))
+        ));
+        drop(log);
+        let (log, _, _) = SegmentLog::open(config(&path)).await.unwrap();
+        let got = read_from_start(&log, 1, 10).await;
+        assert_eq!(seqs(&got), vec![1]);
+        let Record::Message(first) = msg(1, 1, 10) else {
+            unreachable!("msg makes messages")
+        };
+        assert_eq!(got[0], first, "the acknowledged record, whole");
+    });
+}
+
 /// A write-behind piece that fails poisons the log like a failed commit:
 /// nothing it carried is acknowledged, and what was durable stays readable.
 #[test]

@@ -106,6 +106,13 @@ pub struct Config {
     pub shards: u16,
     /// Pin each shard to its own core.
     pub pin_cores: bool,
+    /// How long a shard with nothing to do keeps polling for work before
+    /// it sleeps (µs; 0 = sleep at once). Each sleep costs a membarrier
+    /// (an interrupt to every core) and a wake-up; spinning saves both when
+    /// work returns within this time, but burns the core meanwhile. Only
+    /// pinned shards spin (`pin_cores`). Measured in BENCHMARKS.md (#17).
+    #[serde(deserialize_with = "durations::micros")]
+    pub spin_before_park_us: u64,
     /// io_uring registered buffer memory per shard (KiB); 0 = automatic
     /// (fits the locked-memory limit, see `surepush check-host`).
     pub io_memory_kib: u64,
@@ -430,6 +437,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             shards: 0,
             pin_cores: true,
+            spin_before_park_us: 0,
             io_memory_kib: 0,
             token_secret: String::new(),
             admin_token: String::new(),

@@ -256,9 +256,13 @@ fn run_shards(
     let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
     let cluster = cluster.clone();
     let webhooks = webhooks.clone();
-    let handles = LocalExecutorPoolBuilder::new(placement)
+    let mut builder = LocalExecutorPoolBuilder::new(placement)
         .name("surepush")
-        .io_memory(io_memory)
+        .io_memory(io_memory);
+    if config.spin_before_park_us > 0 {
+        builder = builder.spin_before_park(Duration::from_micros(config.spin_before_park_us));
+    }
+    let handles = builder
         .on_all_shards(move || {
             let ctx = ShardContext {
                 config: (*config).clone(),
