@@ -64,11 +64,14 @@ pub enum ErrorCode {
     /// (DISCONNECT) the user lives on another node of the cluster: connect
     /// to the redirect (issue #20).
     WrongNode = 26,
+    /// A CONVLIST or CONVFETCH asked for a page size outside
+    /// `1..=max_sync_limit` (issue #22).
+    BadConversationRequest = 27,
 }
 
 impl ErrorCode {
     /// Every code, for docs and tests.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::Malformed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownFrameType,
@@ -95,6 +98,7 @@ impl ErrorCode {
         ErrorCode::Normal,
         ErrorCode::Kicked,
         ErrorCode::WrongNode,
+        ErrorCode::BadConversationRequest,
     ];
 
     /// Parses a wire code; unknown codes map to `None` (a newer peer).

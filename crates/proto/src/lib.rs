@@ -26,6 +26,11 @@ pub use frame::{
     Sync, SyncDirection, SyncPage, CONNACK_CURSOR_KNOWN, CONNECT_HAS_CURSOR, PUSH_ECHO,
     PUSH_RETRANSMIT, SEND_CONFIRM, SYNCPAGE_END, SYNC_READ_AHEAD,
 };
+pub use frame::{
+    ConvFetch, ConvList, ConvMsgs, ConvPage, ConvSummary, CONVLIST_UNREAD_ONLY, CONVMSGS_FIXED_LEN,
+    CONVMSGS_TRUNCATED, CONVPAGE_FIXED_LEN, CONV_END, MSG_ITEM_FIXED_LEN, SUMMARY_FIXED_LEN,
+    SUMMARY_UNREAD_AT_LEAST,
+};
 pub use header::{FrameHeader, DEFAULT_MAX_FRAME, HEADER_LEN, MAGIC, VERSION};
 pub use room::{is_room, RoomPush, SubAck, SubResult, Subscribe, SubscribeFrom, ROOM_BIT};
 pub use state_key::StateKey;

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use zerocopy::{FromBytes, Immutable, KnownLayout};
 
+use super::conversation;
 use super::*;
 use crate::error::ProtoError;
 use crate::header::*;
@@ -146,6 +147,10 @@ impl Frame {
                 let (room, next) = room::decode_room_seq(&body, name)?;
                 Frame::RoomLag { room, next }
             }
+            FrameKind::ConvList => Frame::ConvList(conversation::decode_convlist(flags, &body)?),
+            FrameKind::ConvPage => Frame::ConvPage(conversation::decode_convpage(flags, body)?),
+            FrameKind::ConvFetch => Frame::ConvFetch(conversation::decode_convfetch(&body)?),
+            FrameKind::ConvMsgs => Frame::ConvMsgs(conversation::decode_convmsgs(flags, body)?),
         })
     }
 }
@@ -158,6 +163,9 @@ fn allowed_flags(kind: FrameKind) -> u8 {
         FrameKind::Push => PUSH_ECHO | PUSH_RETRANSMIT,
         FrameKind::Sync => SYNC_READ_AHEAD,
         FrameKind::SyncPage => SYNCPAGE_END | SYNCPAGE_GAP,
+        FrameKind::ConvList => conversation::CONVLIST_UNREAD_ONLY,
+        FrameKind::ConvPage => conversation::CONV_END,
+        FrameKind::ConvMsgs => conversation::CONV_END | conversation::CONVMSGS_TRUNCATED,
         _ => 0,
     }
 }
@@ -180,8 +188,25 @@ fn push_from(f: &PushFixed, flags: u8, payload: Bytes) -> Result<Push, ProtoErro
 
 fn decode_sync_page(flags: u8, body: Bytes) -> Result<Frame, ProtoError> {
     let name = FrameKind::SyncPage.name();
-    let (f, mut rest) = fixed::<SyncPageFixed>(&body, name)?;
-    let count = f.count.get() as usize;
+    let (f, rest) = fixed::<SyncPageFixed>(&body, name)?;
+    let items = decode_items(name, f.count.get() as usize, &body, rest)?;
+    Ok(Frame::SyncPage(SyncPage {
+        request_id: f.request_id.get(),
+        head: Seq(f.head.get()),
+        end: flags & SYNCPAGE_END != 0,
+        gap: flags & SYNCPAGE_GAP != 0,
+        items,
+    }))
+}
+
+/// Decodes `count` message items (PUSH fixed part, u32 length, payload)
+/// that fill `rest`, the tail of `body`: payloads are slices of `body`.
+pub(super) fn decode_items(
+    name: &'static str,
+    count: usize,
+    body: &Bytes,
+    mut rest: &[u8],
+) -> Result<Vec<Push>, ProtoError> {
     // Each item takes at least its fixed part and length: bound the
     // allocation by what the body can actually hold.
     let min_item = fixed_len::<PushFixed>() + 4;
@@ -220,13 +245,7 @@ fn decode_sync_page(flags: u8, body: Bytes) -> Result<Frame, ProtoError> {
             what: "trailing bytes",
         });
     }
-    Ok(Frame::SyncPage(SyncPage {
-        request_id: f.request_id.get(),
-        head: Seq(f.head.get()),
-        end: flags & SYNCPAGE_END != 0,
-        gap: flags & SYNCPAGE_GAP != 0,
-        items,
-    }))
+    Ok(items)
 }
 
 fn qos(v: u8) -> Result<Qos, ProtoError> {

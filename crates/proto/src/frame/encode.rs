@@ -3,6 +3,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use zerocopy::IntoBytes;
 
+use super::conversation as conv;
 use super::*;
 use crate::header::*;
 use crate::room;
@@ -39,6 +40,10 @@ impl Frame {
             Frame::Unsubscribe { .. } => fixed_len::<U64Body>(),
             Frame::RoomPush(p) => room::ROOMPUSH_FIXED_LEN + p.payload.len(),
             Frame::RoomAck { .. } | Frame::RoomLag { .. } => room::ROOM_SEQ_LEN,
+            Frame::ConvList(_) => conv::CONVLIST_LEN,
+            Frame::ConvPage(p) => conv::convpage_len(p),
+            Frame::ConvFetch(_) => conv::CONVFETCH_LEN,
+            Frame::ConvMsgs(p) => conv::convmsgs_len(p),
         }
     }
 
@@ -151,6 +156,10 @@ impl Frame {
             Frame::RoomPush(p) => room::encode_room_push(p, dst),
             Frame::RoomAck { room, seq } => room::encode_room_seq(*room, *seq, dst),
             Frame::RoomLag { room, next } => room::encode_room_seq(*room, *next, dst),
+            Frame::ConvList(l) => conv::encode_convlist(l, dst),
+            Frame::ConvPage(p) => conv::encode_convpage(p, dst),
+            Frame::ConvFetch(c) => conv::encode_convfetch(c, dst),
+            Frame::ConvMsgs(p) => conv::encode_convmsgs(p, dst),
         }
     }
 
@@ -174,12 +183,22 @@ impl Frame {
             Frame::SyncPage(p) => {
                 (if p.end { SYNCPAGE_END } else { 0 }) | (if p.gap { SYNCPAGE_GAP } else { 0 })
             }
+            Frame::ConvList(l) if l.unread_only => conv::CONVLIST_UNREAD_ONLY,
+            Frame::ConvPage(p) if p.end => conv::CONV_END,
+            Frame::ConvMsgs(p) => {
+                (if p.end { conv::CONV_END } else { 0 })
+                    | (if p.truncated {
+                        conv::CONVMSGS_TRUNCATED
+                    } else {
+                        0
+                    })
+            }
             _ => 0,
         }
     }
 }
 
-fn push_fixed(p: &Push) -> PushFixed {
+pub(super) fn push_fixed(p: &Push) -> PushFixed {
     PushFixed {
         seq: p.seq.0.into(),
         prev_seq: p.prev_seq.0.into(),
