@@ -68,6 +68,8 @@ pub struct CoreConfig {
     pub rooms_open: bool,
     /// Retry recognition window (`[core.dedup]`).
     pub dedup: DedupConfig,
+    /// Conversation summaries (`[core.conversations]`, issue #22).
+    pub conversations: crate::conversation::ConversationConfig,
     /// Timer wheel granularity (microseconds).
     #[serde(deserialize_with = "crate::durations::micros")]
     pub timer_tick_us: u64,
@@ -95,6 +97,7 @@ impl Default for CoreConfig {
             room_max_age_ms: 24 * 60 * 60 * 1000,
             rooms_open: true,
             dedup: DedupConfig::default(),
+            conversations: Default::default(),
             timer_tick_us: 1_000,
         }
     }
