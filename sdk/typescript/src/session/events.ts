@@ -6,7 +6,15 @@
  */
 
 import type { ProtocolError } from "../proto/errors.js";
-import type { ConnAckFrame, InboxMessage, RoomMessage, SendAckFrame, SubAckFrame } from "../proto/frames.js";
+import type {
+  ConnAckFrame,
+  ConvMsgsFrame,
+  ConvPageFrame,
+  InboxMessage,
+  RoomMessage,
+  SendAckFrame,
+  SubAckFrame,
+} from "../proto/frames.js";
 
 /**
  * Why a send was given up: the gateway refused it (`forbidden`), its id was
@@ -81,7 +89,11 @@ export type SessionEvent =
    * the last sequence delivered from it, for `resume` once it is allowed
    * again.
    */
-  | { readonly type: "room-forbidden"; readonly room: bigint; readonly last: bigint | undefined };
+  | { readonly type: "room-forbidden"; readonly room: bigint; readonly last: bigint | undefined }
+  /** A page of conversation summaries ({@link Session.listConversations}, PROTOCOL.md §7a). */
+  | { readonly type: "conversations"; readonly page: ConvPageFrame }
+  /** A page of one conversation ({@link Session.fetchConversation}). */
+  | { readonly type: "conversation-page"; readonly page: ConvMsgsFrame };
 
 /** The `type` names of {@link SessionEvent}. */
 export type SessionEventType = SessionEvent["type"];
