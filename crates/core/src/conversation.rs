@@ -68,9 +68,7 @@ impl Default for ConversationConfig {
 /// owner's own send, the sender of anything received; the owner itself
 /// for a note to self).
 pub fn conversation_of(inbox: UserId, m: &MessageRecord) -> UserId {
-    if m.to.is_group() {
-        m.to
-    } else if m.from == inbox {
+    if m.to.is_group() || m.from == inbox {
         m.to
     } else {
         m.from

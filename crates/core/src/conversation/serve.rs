@@ -194,21 +194,18 @@ impl Shard {
         let mut prev = first_prev;
         let items = records
             .into_iter()
-            .map(|r| {
-                let item = Push {
-                    seq: r.seq,
-                    prev_seq: std::mem::replace(&mut prev, r.seq),
-                    from: r.from,
-                    from_device: r.from_device,
-                    to: r.to,
-                    client_msg_id: r.client_msg_id,
-                    ts_ms: r.ts_ms,
-                    qos: r.qos,
-                    echo: false,
-                    retransmit: false,
-                    payload: r.payload,
-                };
-                item
+            .map(|r| Push {
+                seq: r.seq,
+                prev_seq: std::mem::replace(&mut prev, r.seq),
+                from: r.from,
+                from_device: r.from_device,
+                to: r.to,
+                client_msg_id: r.client_msg_id,
+                ts_ms: r.ts_ms,
+                qos: r.qos,
+                echo: false,
+                retransmit: false,
+                payload: r.payload,
             })
             .collect();
         self.stats.conversation_pages += 1;
