@@ -142,11 +142,13 @@ fn memory_per_conversation() {
     let tracked = state.conversations.tracked();
     let bytes = (after - before) as f64;
     // The state also holds heads and the dedup window: measure them alone.
-    let mut bare = RecoveredState::default();
-    bare.conversations = surepush_core::Conversations::new(surepush_core::ConversationConfig {
-        max_per_user: 0,
+    let mut bare = RecoveredState {
+        conversations: surepush_core::Conversations::new(surepush_core::ConversationConfig {
+            max_per_user: 0,
+            ..Default::default()
+        }),
         ..Default::default()
-    });
+    };
     let before_bare = LIVE.load(Ordering::Relaxed);
     let config = CoreConfig::default();
     for r in inbox() {

@@ -193,8 +193,10 @@ fn a_shard_rebuilt_from_its_log_answers_the_same_summaries() {
     h.frame(one, Frame::Ack(Seq(2)));
     h.advance(1_000); // cursor flush
     let before = page(&mut h, one, list(1, 0, 10, false));
-    let mut recovered = RecoveredState::default();
-    recovered.conversations = Conversations::new(config().conversations);
+    let mut recovered = RecoveredState {
+        conversations: Conversations::new(config().conversations),
+        ..Default::default()
+    };
     for r in &h.log {
         recovered.apply(r, &config().dedup);
     }
