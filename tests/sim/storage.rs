@@ -59,6 +59,7 @@ impl Storage {
             InboxQuery::Before { before, limit } => {
                 last_n(inbox.filter(|m| m.seq < before).collect(), limit)
             }
+            InboxQuery::Seqs(seqs) => inbox.filter(|m| seqs.contains(&m.seq)).collect(),
         }
     }
 

@@ -239,6 +239,40 @@ impl BlockingClient {
         self.flush()
     }
 
+    /// Asks for a page of conversation summaries (answered as
+    /// [`Event::Conversations`] with the returned request id).
+    pub fn list_conversations(
+        &mut self,
+        before: Seq,
+        limit: u32,
+        unread_only: bool,
+    ) -> io::Result<u32> {
+        let now = self.now();
+        let id = self
+            .session
+            .list_conversations(before, limit, unread_only, now)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "not connected"))?;
+        self.flush()?;
+        Ok(id)
+    }
+
+    /// Asks for a page of one conversation (answered as
+    /// [`Event::ConversationPage`] with the returned request id).
+    pub fn fetch_conversation(
+        &mut self,
+        peer: UserId,
+        direction: surepush_proto::SyncDirection,
+        limit: u32,
+    ) -> io::Result<u32> {
+        let now = self.now();
+        let id = self
+            .session
+            .fetch_conversation(peer, direction, limit, now)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "not connected"))?;
+        self.flush()?;
+        Ok(id)
+    }
+
     /// Asks for older history (answered as [`Event::Older`]).
     pub fn fetch_older(&mut self, before: Seq, limit: u32) -> io::Result<()> {
         let now = self.now();

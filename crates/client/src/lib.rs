@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 mod blocking;
+mod conversations;
 mod link;
 mod presence;
 mod rooms;

@@ -98,6 +98,10 @@ pub enum Event {
     },
     /// Older history requested with [`ClientSession::fetch_older`].
     Older(Vec<Push>),
+    /// A page of conversation summaries ([`ClientSession::list_conversations`]).
+    Conversations(surepush_proto::ConvPage),
+    /// A page of one conversation ([`ClientSession::fetch_conversation`]).
+    ConversationPage(surepush_proto::ConvMsgs),
     /// Replay finished: the session is live.
     CaughtUp,
     /// A send is stored (QoS 1: done; QoS 2: release in progress).
@@ -335,6 +339,8 @@ impl ClientSession {
             Frame::SubAck(ack) => self.on_suback(ack),
             Frame::RoomPush(p) => self.on_room_push(p),
             Frame::RoomLag { room, .. } => self.on_room_lag(room),
+            Frame::ConvPage(p) => self.events.push_back(Event::Conversations(p)),
+            Frame::ConvMsgs(p) => self.events.push_back(Event::ConversationPage(p)),
             Frame::WatchAck(ack) => self.on_watch_ack(ack),
             Frame::Presence(p) => self.events.push_back(Event::Presence(p)),
             Frame::Error(e) => self.events.push_back(Event::Error(e)),
@@ -426,7 +432,7 @@ impl ClientSession {
         self.now_ns = self.now_ns.max(now);
     }
 
-    fn queue(&mut self, frame: Frame) {
+    pub(super) fn queue(&mut self, frame: Frame) {
         self.last_tx_ns = self.now_ns;
         self.transmit.push_back(frame);
     }
@@ -437,6 +443,17 @@ impl ClientSession {
 
     pub(super) fn push_event(&mut self, event: Event) {
         self.events.push_back(event);
+    }
+
+    /// A request id for a CONVLIST or CONVFETCH, if connected (ids are
+    /// shared with SYNC, which needs them increasing).
+    pub(super) fn conversation_request(&mut self, now: u64) -> Option<u32> {
+        self.set_now(now);
+        if self.phase == Phase::Disconnected || self.phase == Phase::AwaitConnAck {
+            return None;
+        }
+        self.next_request += 1;
+        Some(self.next_request)
     }
 
     fn new_request(&mut self, direction: SyncDirection, limit: u32) -> SyncReq {

@@ -73,6 +73,8 @@ pub struct CoreConfig {
     pub rooms_open: bool,
     /// Retry recognition window (`[core.dedup]`).
     pub dedup: DedupConfig,
+    /// Conversation summaries (`[core.conversations]`, issue #22).
+    pub conversations: crate::conversation::ConversationConfig,
     /// Users one connection may watch the presence of (WATCH beyond it:
     /// WATCHACK `TooManyWatches`).
     pub max_watches_per_conn: u32,
@@ -107,6 +109,7 @@ impl Default for CoreConfig {
             room_max_age_ms: 24 * 60 * 60 * 1000,
             rooms_open: true,
             dedup: DedupConfig::default(),
+            conversations: Default::default(),
             max_watches_per_conn: 1_000,
             presence_debounce_ms: 500,
             timer_tick_us: 1_000,

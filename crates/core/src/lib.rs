@@ -33,6 +33,7 @@
 //! | `RoomShards` | `room.rs` | per room homed here, the shards with subscribers |
 //! | `KeyedState` | `keyed.rs` | keyed state of the layers above (MQTT sessions, retained) |
 //! | `Webhooks` | `webhook/` | webhook events until delivered: numbering, window, backlog cap |
+//! | [`Conversations`] | `conversation.rs`, `conversation/serve.rs` | per inbox: conversation summaries and each conversation's sequence index (CONVLIST, CONVFETCH) |
 //! | messages | `peer/` | one struct per shard-to-shard message, and its wire encoding |
 //!
 //! Sessions and limits (`session.rs`), the send path and dedup (`send.rs`,
@@ -52,6 +53,7 @@ mod action;
 /// Session tokens (the `surepush-token` crate): what the core verifies.
 pub use surepush_token as auth;
 mod config;
+pub mod conversation;
 mod deliver;
 pub mod durations;
 mod group;
@@ -85,6 +87,7 @@ pub const MQTT_TRANSPORT: &str = "mqtt";
 pub use auth::{Acl, AclAction, AclError, MAX_ACL_FILTERS, MAX_ACL_FILTER_LEN};
 pub use auth::{AuthError, Claims, TokenVerifier};
 pub use config::{CoreConfig, LiveLimits};
+pub use conversation::{ConversationConfig, Conversations};
 pub use keyed::{StateDurability, StateReport};
 pub use peer::{decode_answers, encode_answers, Answers};
 pub use peer::{

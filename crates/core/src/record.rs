@@ -92,7 +92,7 @@ pub enum Record {
 
 /// Which part of one inbox a read wants. Results are always in ascending
 /// sequence order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InboxQuery {
     /// Up to `limit` messages with `seq > after`, oldest first (replay).
     After {
@@ -113,4 +113,7 @@ pub enum InboxQuery {
         /// Page size.
         limit: u32,
     },
+    /// Exactly these sequences (ascending; a page of one conversation):
+    /// those stored and durable, skipping any that are gone.
+    Seqs(Vec<Seq>),
 }

@@ -517,6 +517,7 @@ impl Shard {
             if surepush_proto::is_room(inbox.0) {
                 self.room_fan_out(&copy.record);
             } else {
+                self.conversations.note(&copy.record);
                 self.on_durable(&copy.record);
             }
             StoreOutcome::Stored(seq)

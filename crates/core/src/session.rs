@@ -97,6 +97,8 @@ impl Shard {
             (Some((user, device)), Frame::Send(s)) => self.on_send(conn, user, device, s),
             (Some((user, device)), Frame::Ack(seq)) => self.on_ack(conn, user, device, seq),
             (Some((user, device)), Frame::Sync(s)) => self.on_sync(conn, user, device, s),
+            (Some((user, device)), Frame::ConvList(l)) => self.on_conv_list(conn, user, device, l),
+            (Some((user, _)), Frame::ConvFetch(f)) => self.on_conv_fetch(conn, user, f),
             (Some(_), Frame::Subscribe(s)) => self.on_subscribe(conn, s),
             (Some(_), Frame::Unsubscribe { room }) => self.on_unsubscribe(conn, room),
             (Some(_), Frame::RoomAck { room, seq }) => self.on_room_ack(conn, room, seq),

@@ -208,6 +208,8 @@ pub struct Shard {
     pub(super) keyed: super::keyed::KeyedState,
     /// Webhook events not delivered yet (`webhook/`).
     pub(super) webhooks: super::webhook::Webhooks,
+    /// Conversation summaries of the inboxes here (`conversation.rs`).
+    pub(super) conversations: super::conversation::Conversations,
     /// Presence watches, as owner and as watcher (`presence/`).
     pub(super) presence: super::presence::Watches,
     pub(super) next_sub_id: u64,
@@ -263,6 +265,11 @@ impl Shard {
             room_shards: Default::default(),
             keyed: super::keyed::KeyedState::recovered(recovered.keyed),
             webhooks,
+            conversations: {
+                let mut c = recovered.conversations;
+                c.set_limits(config.conversations);
+                c
+            },
             presence: Default::default(),
             next_sub_id: 0,
             timers: TimerWheel::new(tick),
@@ -410,6 +417,7 @@ impl Shard {
             ReadPurpose::RoomReplay(target) => self.on_room_read(target, result),
             ReadPurpose::Retry(check) => self.on_retry_read(check, result),
             ReadPurpose::Copy(check) => self.on_copy_check_read(check, result),
+            ReadPurpose::Conversation(read) => self.on_conv_read(read, result),
         }
     }
 

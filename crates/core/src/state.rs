@@ -420,6 +420,8 @@ pub struct RecoveredState {
     /// value of each key. Ordered, so a checkpoint's bytes are a function
     /// of the state.
     pub keyed: BTreeMap<StateKey, Bytes>,
+    /// Conversation summaries of the inboxes (issue #22).
+    pub conversations: crate::conversation::Conversations,
 }
 
 impl RecoveredState {
@@ -437,6 +439,9 @@ impl RecoveredState {
             Record::Message(m) => {
                 self.note_head(m.inbox, m.seq);
                 self.dedup.insert(DedupEntry::of(m), config);
+                if !surepush_proto::is_room(m.inbox.0) {
+                    self.conversations.note(m);
+                }
             }
             Record::Cursor { user, device, seq } => {
                 let c = self.cursors.entry((*user, *device)).or_default();

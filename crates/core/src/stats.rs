@@ -37,6 +37,8 @@ pub struct CoreStats {
     pub dead_connections: u64,
     /// SYNC pages sent.
     pub sync_pages: u64,
+    /// CONVPAGE and CONVMSGS frames sent (issue #22).
+    pub conversation_pages: u64,
     /// ERROR frames caused by peer protocol violations.
     pub protocol_errors: u64,
     /// Authentication failures.

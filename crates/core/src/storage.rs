@@ -117,4 +117,6 @@ pub(super) enum ReadPurpose {
     Retry(crate::retry::RetryCheck),
     /// A stored copy, read back before a retry is called a duplicate.
     Copy(crate::retry::CopyCheck),
+    /// A page of one conversation (CONVFETCH).
+    Conversation(crate::conversation::FetchRead),
 }

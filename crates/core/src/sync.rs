@@ -148,7 +148,8 @@ impl Shard {
         // keep their newest (the next one continues before them).
         let mut budget = max_frame.saturating_sub(PAGE_OVERHEAD);
         let fits = |r: &MessageRecord, budget: &mut usize| {
-            let need = ITEM_OVERHEAD + r.payload.len();
+            let need =
+                ITEM_OVERHEAD + r.payload.len() + surepush_proto::attrs_encoded_len(&r.attrs);
             let ok = need <= *budget;
             if ok {
                 *budget -= need;

@@ -70,12 +70,13 @@ impl Harness {
                             Record::Message(m) if m.inbox == user => Some(m.clone()),
                             _ => None,
                         })
-                        .filter(|m| match query {
-                            InboxQuery::After { after, .. } => m.seq > after,
+                        .filter(|m| match &query {
+                            InboxQuery::After { after, .. } => m.seq > *after,
+                            InboxQuery::Seqs(seqs) => seqs.contains(&m.seq),
                             _ => true,
                         })
-                        .take(match query {
-                            InboxQuery::After { limit, .. } => limit as usize,
+                        .take(match &query {
+                            InboxQuery::After { limit, .. } => *limit as usize,
                             _ => usize::MAX,
                         })
                         .collect();
@@ -732,6 +733,7 @@ fn a_read_racing_a_durability_report_shows_nothing_the_core_has_not_counted() {
     assert!(!h.closed(rx), "acknowledging what was pushed is allowed");
 }
 
+mod conversations;
 mod gone;
 mod group_tickets;
 mod keyed;

@@ -33,7 +33,7 @@ pub use checkpoint::{
     CHECKPOINT_POINTER,
 };
 #[cfg(test)]
-pub use checkpoint::{encode_checkpoint_v1, encode_checkpoint_v2};
+pub use checkpoint::{encode_checkpoint_v1, encode_checkpoint_v2, encode_checkpoint_v3};
 pub use sidecar::{
     decode_sidecar, encode_sidecar, sidecar_count, sidecar_len, write_sidecar_to, Sidecar,
     SidecarEntry, SidecarKey, SIDECAR_HEADER_LEN, SIDECAR_MAGIC, SIDECAR_VERSION,

@@ -111,6 +111,7 @@ impl Rebuild {
                 };
                 // Heads never go back, whatever a checkpoint says.
                 let mut state = state;
+                state.conversations.set_limits(config.conversations);
                 for (inbox, head) in &self.tracked.state.heads {
                     state.note_head(*inbox, *head);
                 }
@@ -292,7 +293,7 @@ async fn scan_pass(
     let mut pass = Pass {
         rebuild: Rebuild {
             index: Index::default(),
-            tracked: Tracked::default(),
+            tracked: Tracked::with_conversations(config.conversations),
             fold: QosOneFold::new(window),
             checkpoint: None,
             fold_from: pointer.map(|p| p.lsn),

@@ -32,6 +32,7 @@ use super::segment::{self, Segment};
 use super::state::{DedupConfig, RecoveredState};
 use super::storage::{self, Storage};
 use super::window::{Tracked, WindowStart};
+use surepush_core::ConversationConfig;
 use surepush_proto::{Seq, UserId};
 
 /// A position in the log (byte offset in the log's address space; each
@@ -89,6 +90,9 @@ pub struct LogConfig {
     pub retention_max_age: Duration,
     /// Send dedup window (shared with the delivery core).
     pub dedup: DedupConfig,
+    /// Conversation summaries' limits (shared with the delivery core): the
+    /// log keeps the summaries too, for its checkpoints.
+    pub conversations: ConversationConfig,
     /// Damage policy on open.
     pub recovery: RecoveryMode,
     /// Recent message records kept in memory for reads.
@@ -113,6 +117,7 @@ impl Default for LogConfig {
             checkpoint_bytes: 256 << 20,
             retention_max_age: Duration::from_secs(7 * 24 * 3600),
             dedup: DedupConfig::default(),
+            conversations: ConversationConfig::default(),
             recovery: RecoveryMode::default(),
             cache_bytes: 16 << 20,
             write_behind_bytes: 1 << 20,
@@ -498,7 +503,7 @@ impl SegmentLog {
         user: UserId,
         query: InboxQuery,
     ) -> Result<Vec<MessageRecord>, LogError> {
-        let plan: Vec<(Seq, Location)> = {
+        let plan: Vec<(Seq, Location)> = 'plan: {
             let st = self.inner.st.borrow();
             let Some(idx) = st.index.get(user) else {
                 return Ok(Vec::new());
@@ -513,32 +518,33 @@ impl SegmentLog {
             }
             let first = idx.first.0;
             let last = first + durable_count as u64 - 1;
-            let (lo, hi) = match query {
+            let stored = |s: Seq| idx.get(s).filter(|l| l.lsn != u64::MAX).map(|l| (s, l));
+            let (lo, hi) = match &query {
+                InboxQuery::Seqs(seqs) => {
+                    // A conversation page: exactly these, if stored and durable.
+                    let wanted = seqs.iter().filter(|s| (first..=last).contains(&s.0));
+                    break 'plan wanted.filter_map(|s| stored(*s)).collect();
+                }
                 InboxQuery::After { after, limit } => {
                     let lo = first.max(after.0 + 1);
                     (
                         lo,
-                        last.min(lo.saturating_add(u64::from(limit)).saturating_sub(1)),
+                        last.min(lo.saturating_add(u64::from(*limit)).saturating_sub(1)),
                     )
                 }
-                InboxQuery::Latest { limit } => {
-                    (first.max((last + 1).saturating_sub(u64::from(limit))), last)
-                }
+                InboxQuery::Latest { limit } => (
+                    first.max((last + 1).saturating_sub(u64::from(*limit))),
+                    last,
+                ),
                 InboxQuery::Before { before, limit } => {
                     let hi = last.min(before.0.saturating_sub(1));
-                    (first.max((hi + 1).saturating_sub(u64::from(limit))), hi)
+                    (first.max((hi + 1).saturating_sub(u64::from(*limit))), hi)
                 }
             };
             if lo > hi || hi < first {
                 return Ok(Vec::new());
             }
-            (lo..=hi)
-                .filter_map(|s| {
-                    idx.get(Seq(s))
-                        .filter(|l| l.lsn != u64::MAX)
-                        .map(|l| (Seq(s), l))
-                })
-                .collect()
+            (lo..=hi).filter_map(|s| stored(Seq(s))).collect()
         };
         let mut out = Vec::with_capacity(plan.len());
         let mut pending_reads = Vec::new();

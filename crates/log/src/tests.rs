@@ -845,7 +845,7 @@ fn reads_from_the_committed_tail_equal_reads_from_the_files() {
             limit: 1000,
         };
         let before = log.stats().file_reads;
-        let served = log.read_inbox(UserId(3), query).await.unwrap();
+        let served = log.read_inbox(UserId(3), query.clone()).await.unwrap();
         let from_files = log.stats().file_reads - before;
         assert_eq!(served, expected);
         assert!(

@@ -32,6 +32,7 @@ use super::format::SidecarKey;
 use super::record::{MessageRecord, Record};
 use super::segment_log::Lsn;
 use super::state::{DedupConfig, DedupEntry, DedupWindow, RecoveredState, SendKey};
+use surepush_core::conversation::{ConversationConfig, Conversations};
 use surepush_proto::{DeviceId, Qos, Seq, UserId};
 
 /// Where the QoS 1 dedup window began when a checkpoint was written.
@@ -130,11 +131,21 @@ pub struct Tracked {
 }
 
 impl Tracked {
+    /// Nothing folded yet; conversation summaries kept within `limits`.
+    pub fn with_conversations(limits: ConversationConfig) -> Tracked {
+        let mut t = Tracked::default();
+        t.state.conversations = Conversations::new(limits);
+        t
+    }
+
     /// Folds the record at `lsn`.
     pub fn apply(&mut self, record: &Record, lsn: Lsn, config: &DedupConfig) {
         match record {
             Record::Message(m) if m.qos != Qos::ExactlyOnce => {
                 self.state.note_head(m.inbox, m.seq);
+                if !surepush_proto::is_room(m.inbox.0) {
+                    self.state.conversations.note(m);
+                }
                 let newest = self.state.dedup.newest_ts_ms();
                 self.marks.note(lsn, m.ts_ms, newest, config);
                 self.state.dedup.observe(m.ts_ms);

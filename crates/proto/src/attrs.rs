@@ -28,7 +28,7 @@ pub(crate) fn qos_byte(qos: Qos, attrs: &Bytes) -> u8 {
 }
 
 /// Bytes the attributes add to a payload field.
-pub(crate) fn encoded_len(attrs: &Bytes) -> usize {
+pub fn encoded_len(attrs: &Bytes) -> usize {
     if attrs.is_empty() {
         0
     } else {

@@ -64,6 +64,9 @@ pub enum ErrorCode {
     /// (DISCONNECT) the user lives on another node of the cluster: connect
     /// to the redirect (issue #20).
     WrongNode = 26,
+    /// A CONVLIST or CONVFETCH asked for a page size outside
+    /// `1..=max_sync_limit` (issue #22).
+    BadConversationRequest = 27,
     /// (WATCHACK) the WATCH would take the session above
     /// `max_watches_per_conn` watched users.
     TooManyWatches = 29,
@@ -71,7 +74,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for docs and tests.
-    pub const ALL: [ErrorCode; 27] = [
+    pub const ALL: [ErrorCode; 28] = [
         ErrorCode::Malformed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownFrameType,
@@ -98,6 +101,7 @@ impl ErrorCode {
         ErrorCode::Normal,
         ErrorCode::Kicked,
         ErrorCode::WrongNode,
+        ErrorCode::BadConversationRequest,
         ErrorCode::TooManyWatches,
     ];
 

@@ -22,13 +22,18 @@ pub mod topic;
 pub mod topic_stream;
 mod types;
 
-pub use attrs::{ATTRS_LEN_SIZE, QOS_HAS_ATTRS};
+pub use attrs::{encoded_len as attrs_encoded_len, ATTRS_LEN_SIZE, QOS_HAS_ATTRS};
 pub use codec::{decode_shared, Decoder};
 pub use error::{ErrorCode, ProtoError};
 pub use frame::{
     ConnAck, Connect, Disconnect, ErrorFrame, Frame, FrameKind, Push, Send, SendAck, SendResult,
     Sync, SyncDirection, SyncPage, CONNACK_CURSOR_KNOWN, CONNECT_HAS_CURSOR, KEEPALIVE_OFF,
     PUSH_ECHO, PUSH_RETRANSMIT, SEND_CONFIRM, SYNCPAGE_END, SYNC_READ_AHEAD,
+};
+pub use frame::{
+    ConvFetch, ConvList, ConvMsgs, ConvPage, ConvSummary, CONVLIST_UNREAD_ONLY, CONVMSGS_FIXED_LEN,
+    CONVMSGS_TRUNCATED, CONVPAGE_FIXED_LEN, CONV_END, MSG_ITEM_FIXED_LEN, SUMMARY_FIXED_LEN,
+    SUMMARY_UNREAD_AT_LEAST,
 };
 pub use header::{FrameHeader, DEFAULT_MAX_FRAME, HEADER_LEN, MAGIC, VERSION};
 pub use presence::{OnlineDevice, Presence, Watch, WatchAck, MAX_TRANSPORT_LEN};

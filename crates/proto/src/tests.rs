@@ -162,6 +162,87 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
             redirect: m
         })),
         arb_presence_frame(),
+        arb_conversation_frame(),
+    ]
+}
+
+fn arb_direction() -> impl Strategy<Value = SyncDirection> {
+    (0u8..3, any::<u64>()).prop_map(|(d, a)| match d {
+        0 => SyncDirection::After(Seq(a)),
+        1 => SyncDirection::Latest,
+        _ => SyncDirection::Before(Seq(a)),
+    })
+}
+
+fn arb_summary() -> impl Strategy<Value = ConvSummary> {
+    (
+        (any::<u64>(), any::<u32>(), any::<bool>(), any::<u64>()),
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
+        (any::<u32>(), arb_bytes(80)),
+    )
+        .prop_map(
+            |((peer, unread, at_least, total), (seq, from, dev, ts), (len, preview))| ConvSummary {
+                peer: UserId(peer),
+                unread,
+                unread_at_least: at_least,
+                total,
+                last_seq: Seq(seq),
+                last_from: UserId(from),
+                last_from_device: DeviceId(dev),
+                last_ts_ms: ts,
+                last_len: len,
+                preview,
+            },
+        )
+}
+
+/// The conversation frames (issue #22).
+fn arb_conversation_frame() -> impl Strategy<Value = Frame> {
+    prop_oneof![
+        (any::<u32>(), any::<u64>(), any::<u32>(), any::<bool>()).prop_map(|(r, b, l, u)| {
+            Frame::ConvList(ConvList {
+                request_id: r,
+                before: Seq(b),
+                limit: l,
+                unread_only: u,
+            })
+        }),
+        (
+            (any::<u32>(), any::<u64>(), any::<u64>(), any::<u64>()),
+            any::<bool>(),
+            proptest::collection::vec(arb_summary(), 0..5)
+        )
+            .prop_map(|((r, c, h, o), end, items)| Frame::ConvPage(ConvPage {
+                request_id: r,
+                cursor: Seq(c),
+                head: Seq(h),
+                older: o,
+                end,
+                items,
+            })),
+        (any::<u32>(), any::<u64>(), arb_direction(), any::<u32>()).prop_map(|(r, p, d, l)| {
+            Frame::ConvFetch(ConvFetch {
+                request_id: r,
+                peer: UserId(p),
+                direction: d,
+                limit: l,
+            })
+        }),
+        (
+            (any::<u32>(), any::<u64>(), any::<u64>()),
+            (any::<bool>(), any::<bool>()),
+            proptest::collection::vec(arb_push(false), 0..5)
+        )
+            .prop_map(
+                |((r, p, h), (end, truncated), items)| Frame::ConvMsgs(ConvMsgs {
+                    request_id: r,
+                    peer: UserId(p),
+                    head: Seq(h),
+                    end,
+                    truncated,
+                    items,
+                })
+            ),
     ]
 }
 
@@ -571,4 +652,144 @@ fn presence_frames_have_their_wire_values() {
     assert_eq!(bytes[2], 0x1C);
     assert_eq!(bytes.len(), HEADER_LEN + 8 + 2 + 8 + 8 + 2 + 1 + 6);
     assert_eq!(&bytes[bytes.len() - 6..], b"native");
+}
+
+/// The conversation frames' sizes as docs/PROTOCOL.md section 7a gives them.
+#[test]
+fn conversation_frame_sizes_match_the_protocol_document() {
+    assert_eq!(CONVPAGE_FIXED_LEN, 32);
+    assert_eq!(SUMMARY_FIXED_LEN, 59);
+    assert_eq!(CONVMSGS_FIXED_LEN, 24);
+    assert_eq!(MSG_ITEM_FIXED_LEN, 61);
+    let list = Frame::ConvList(ConvList {
+        request_id: 1,
+        before: Seq(2),
+        limit: 3,
+        unread_only: false,
+    });
+    assert_eq!(list.encoded_len(), HEADER_LEN + 16);
+    let fetch = Frame::ConvFetch(ConvFetch {
+        request_id: 1,
+        peer: UserId(2),
+        direction: SyncDirection::Latest,
+        limit: 3,
+    });
+    assert_eq!(fetch.encoded_len(), HEADER_LEN + 25);
+}
+
+/// Issue #22: a CONVPAGE or CONVMSGS whose count is larger than its body
+/// can hold is refused before anything is allocated for it.
+#[test]
+fn conversation_page_counts_beyond_body_are_refused_without_allocating() {
+    let mut b = header(FrameKind::ConvPage as u8, 0, CONVPAGE_FIXED_LEN as u32);
+    b.put_u32_le(1);
+    b.put_u64_le(1);
+    b.put_u64_le(1);
+    b.put_u64_le(0);
+    b.put_u32_le(u32::MAX);
+    assert_eq!(decode_err(&b, 1024).code(), ErrorCode::Malformed);
+    let mut b = header(FrameKind::ConvMsgs as u8, 0, CONVMSGS_FIXED_LEN as u32);
+    b.put_u32_le(1);
+    b.put_u64_le(7);
+    b.put_u64_le(1);
+    b.put_u32_le(u32::MAX);
+    assert_eq!(decode_err(&b, 1024).code(), ErrorCode::Malformed);
+}
+
+/// Issue #22: every proper prefix of a conversation frame's body is a
+/// typed error (never a panic, never a frame), and so is a preview length
+/// past the body's end.
+#[test]
+fn truncated_conversation_frames_are_malformed() {
+    let page = Frame::ConvPage(ConvPage {
+        request_id: 9,
+        cursor: Seq(3),
+        head: Seq(10),
+        older: 2,
+        end: true,
+        items: vec![ConvSummary {
+            peer: UserId(5),
+            unread: 4,
+            unread_at_least: false,
+            total: 6,
+            last_seq: Seq(10),
+            last_from: UserId(5),
+            last_from_device: DeviceId(1),
+            last_ts_ms: 1_700_000_000_000,
+            last_len: 300,
+            preview: Bytes::from_static(b"hello there"),
+        }],
+    });
+    let fetch = Frame::ConvFetch(ConvFetch {
+        request_id: 1,
+        peer: UserId(5),
+        direction: SyncDirection::Before(Seq(9)),
+        limit: 20,
+    });
+    let list = Frame::ConvList(ConvList {
+        request_id: 1,
+        before: Seq::ZERO,
+        limit: 50,
+        unread_only: true,
+    });
+    let msgs = Frame::ConvMsgs(ConvMsgs {
+        request_id: 2,
+        peer: UserId(5),
+        head: Seq(10),
+        end: false,
+        truncated: true,
+        items: vec![Push {
+            seq: Seq(10),
+            prev_seq: Seq(9),
+            from: UserId(5),
+            from_device: DeviceId(1),
+            to: UserId(1),
+            client_msg_id: 77,
+            ts_ms: 1,
+            qos: Qos::AtLeastOnce,
+            echo: false,
+            retransmit: false,
+            attrs: Bytes::new(),
+            payload: Bytes::from_static(b"hello there, how are you"),
+        }],
+    });
+    for frame in [page, fetch, list, msgs] {
+        let whole = frame.to_bytes();
+        let body = &whole[HEADER_LEN..];
+        for cut in 0..body.len() {
+            let mut b = header(whole[2], whole[3], cut as u32);
+            b.put_slice(&body[..cut]);
+            assert_eq!(
+                decode_err(&b, 4096).code(),
+                ErrorCode::Malformed,
+                "{} cut at {cut}",
+                frame.kind().name()
+            );
+        }
+    }
+    // A preview length beyond the body.
+    let whole = Frame::ConvPage(ConvPage {
+        request_id: 1,
+        cursor: Seq(0),
+        head: Seq(1),
+        older: 0,
+        end: false,
+        items: vec![ConvSummary {
+            peer: UserId(2),
+            unread: 1,
+            unread_at_least: false,
+            total: 1,
+            last_seq: Seq(1),
+            last_from: UserId(2),
+            last_from_device: DeviceId(1),
+            last_ts_ms: 1,
+            last_len: 1,
+            preview: Bytes::from_static(b"x"),
+        }],
+    })
+    .to_bytes();
+    let mut forged = BytesMut::from(&whole[..]);
+    let at = HEADER_LEN + CONVPAGE_FIXED_LEN + SUMMARY_FIXED_LEN - 2;
+    forged[at] = 0xFF;
+    assert_eq!(decode_err(&forged, 4096).code(), ErrorCode::Malformed);
 }

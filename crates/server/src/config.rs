@@ -540,6 +540,7 @@ impl Config {
             checkpoint_bytes: self.log.checkpoint_mib << 20,
             retention_max_age: std::time::Duration::from_secs(self.log.retention_hours * 3600),
             dedup: self.core.dedup,
+            conversations: self.core.conversations,
             recovery: self.log.recovery,
             cache_bytes: (self.log.cache_mib << 20) as usize,
             write_behind_bytes: self.log.write_behind_kib << 10,

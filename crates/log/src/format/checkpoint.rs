@@ -7,8 +7,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::{StateKeyBody, STATE_KEY_LEN};
+use std::collections::VecDeque;
+
 use crate::state::{DedupConfig, DedupEntry, RecoveredState, SendKey};
 use crate::window::WindowStart;
+use surepush_core::conversation::{Conversation, LastMessage};
 use surepush_proto::{DeviceId, Qos, Seq, UserId};
 
 /// Name of the file that says where the newest durable checkpoint is.
@@ -63,9 +66,10 @@ pub fn parse_pointer(text: &str) -> Option<Pointer> {
 /// First word of a version 2 checkpoint body (a version 1 body starts
 /// with its head count, which is never this).
 const CHECKPOINT_MARK: u32 = u32::MAX;
-/// Checkpoint body version written by this build (3: with keyed state;
-/// version 2 bodies, without it, still load).
-const CHECKPOINT_VERSION: u32 = 3;
+/// Checkpoint body version written by this build (4: with conversation
+/// summaries; 3: with keyed state; versions 2 and 3 still load, with no
+/// summaries: they are tracked from the checkpoint on).
+const CHECKPOINT_VERSION: u32 = 4;
 
 /// A decoded checkpoint.
 #[derive(Debug, PartialEq, Eq)]
@@ -83,7 +87,12 @@ pub struct Checkpoint {
 ///  [n_heads u32][(user u64, seq u64)]* [n_cursors u32][(user, device, seq)]*
 ///  [n_dedup u32][(from, device, cmid, inbox, seq, ts u64; qos u8; released u8)]*
 ///  [n_groups u32][(group u64, n u32, members u64 * n)]*
-///  [n_keyed u32][(key: tag u8, a u64, b u64; len u32; value)]*`.
+///  [n_keyed u32][(key: tag u8, a u64, b u64; len u32; value)]*
+///  [n_users u32][(user u64, older u64, n u32,
+///     [(peer u64, total u64, trimmed u8, last seq u64, from u64, device u64,
+///       ts u64, len u32, preview_len u16, preview, n_seqs u32, seq u64 * n_seqs,
+///       n_own u32, seq u64 * n_own)]*)]*`
+/// (version 4; the last section is the conversation summaries).
 /// Version 2 (still read) has no keyed section. Version 1 (still read) is
 /// version 2 without the first three fields, with the whole window in the
 /// dedup section, and the groups section optional.
@@ -96,7 +105,94 @@ pub fn encode_checkpoint(state: &RecoveredState) -> Bytes {
     out.put_u64_le(state.dedup.newest_ts_ms());
     encode_state(state, &mut out);
     encode_keyed(state, &mut out);
+    encode_conversations(state, &mut out);
     out.freeze()
+}
+
+/// The conversations section of a version 4 checkpoint.
+fn encode_conversations(state: &RecoveredState, out: &mut BytesMut) {
+    let users: Vec<_> = state.conversations.users().collect();
+    out.put_u32_le(users.len() as u32);
+    for (user, u) in users {
+        out.put_u64_le(user.0);
+        out.put_u64_le(u.older);
+        out.put_u32_le(u.peers.len() as u32);
+        for (peer, c) in &u.peers {
+            out.put_u64_le(peer.0);
+            out.put_u64_le(c.total);
+            out.put_u8(u8::from(c.trimmed));
+            out.put_u64_le(c.last.seq.0);
+            out.put_u64_le(c.last.from.0);
+            out.put_u64_le(c.last.from_device.0);
+            out.put_u64_le(c.last.ts_ms);
+            out.put_u32_le(c.last.len);
+            let preview = &c.last.preview[..c.last.preview.len().min(usize::from(u16::MAX))];
+            out.put_u16_le(preview.len() as u16);
+            out.put_slice(preview);
+            for list in [&c.seqs, &c.own] {
+                out.put_u32_le(list.len() as u32);
+                for s in list {
+                    out.put_u64_le(s.0);
+                }
+            }
+        }
+    }
+}
+
+/// A list of ascending sequences: `[n u32][seq u64 * n]`.
+fn read_seqs(r: &mut Reader<'_>) -> Option<VecDeque<Seq>> {
+    let n = r.u32()? as usize;
+    let mut seqs = VecDeque::with_capacity(n.min(r.0.len() / 8));
+    for _ in 0..n {
+        let s = Seq(r.u64()?);
+        if seqs.back().is_some_and(|b| *b >= s) {
+            return None;
+        }
+        seqs.push_back(s);
+    }
+    Some(seqs)
+}
+
+/// Reads the conversations section into `state`; `None` if malformed.
+fn decode_conversations(r: &mut Reader<'_>, state: &mut RecoveredState) -> Option<()> {
+    for _ in 0..r.u32()? {
+        let user = UserId(r.u64()?);
+        state.conversations.restore_older(user, r.u64()?);
+        for _ in 0..r.u32()? {
+            let peer = UserId(r.u64()?);
+            let total = r.u64()?;
+            let trimmed = r.u8()? != 0;
+            let last = LastMessage {
+                seq: Seq(r.u64()?),
+                from: UserId(r.u64()?),
+                from_device: DeviceId(r.u64()?),
+                ts_ms: r.u64()?,
+                len: r.u32()?,
+                preview: {
+                    let n = usize::from(r.u16()?);
+                    Bytes::copy_from_slice(r.bytes(n)?)
+                },
+            };
+            let seqs = read_seqs(r)?;
+            let own = read_seqs(r)?;
+            if seqs.back().is_some_and(|s| *s != last.seq)
+                || own.iter().any(|s| seqs.binary_search(s).is_err())
+            {
+                return None; // ending at the last message; own ones among them
+            }
+            let c = Conversation {
+                last,
+                total,
+                seqs,
+                own,
+                trimmed,
+            };
+            if !state.conversations.restore(user, peer, c) {
+                return None;
+            }
+        }
+    }
+    Some(())
 }
 
 fn encode_state(state: &RecoveredState, out: &mut BytesMut) {
@@ -213,6 +309,9 @@ pub fn decode_checkpoint(body: &[u8], config: &DedupConfig) -> Option<Checkpoint
             }
         }
     }
+    if version >= 4 {
+        decode_conversations(&mut r, &mut state)?;
+    }
     if !r.0.is_empty() {
         return None;
     }
@@ -228,6 +327,19 @@ pub fn decode_checkpoint(body: &[u8], config: &DedupConfig) -> Option<Checkpoint
         state,
         whole_window: !v2,
     })
+}
+
+/// Version 3 encoding (no conversations section), kept for the tests
+/// that check old checkpoints still load.
+#[cfg(test)]
+pub fn encode_checkpoint_v3(state: &RecoveredState) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_u32_le(CHECKPOINT_MARK);
+    out.put_u32_le(3);
+    out.put_u64_le(state.dedup.newest_ts_ms());
+    encode_state(state, &mut out);
+    encode_keyed(state, &mut out);
+    out.freeze()
 }
 
 /// Version 2 encoding (no keyed section), kept for the tests that check
@@ -261,6 +373,10 @@ impl Reader<'_> {
     fn u8(&mut self) -> Option<u8> {
         self.take::<1>().map(|b| b[0])
     }
+    fn u16(&mut self) -> Option<u16> {
+        self.take().map(u16::from_le_bytes)
+    }
+
     fn u32(&mut self) -> Option<u32> {
         self.take::<4>().map(u32::from_le_bytes)
     }

@@ -372,12 +372,43 @@ fn checkpoint_round_trips_the_state() {
         vec![(&session(1), &Bytes::from_static(b"c"))],
         "the last value wins; a deletion removes the key"
     );
+    // Conversation summaries (issue #22): an own send (the own-inbox
+    // copy) and a group message besides the two from user 1.
+    let own = MessageRecord {
+        inbox: UserId(7),
+        seq: Seq(3),
+        from: UserId(7),
+        from_device: DeviceId(1),
+        to: UserId(1),
+        client_msg_id: 5,
+        qos: Qos::AtLeastOnce,
+        ts_ms: 200,
+        attrs: Bytes::new(),
+        payload: Bytes::from_static(b"reply"),
+    };
+    let group = MessageRecord {
+        seq: Seq(4),
+        from: UserId(8),
+        to: UserId(UserId::GROUP_BIT | 1),
+        client_msg_id: 6,
+        ..own.clone()
+    };
+    state.apply(&Record::Message(own), &config);
+    state.apply(&Record::Message(group), &config);
+    let convs = state.conversations.of(UserId(7)).expect("tracked");
+    assert_eq!(convs.peers.len(), 2);
+    assert_eq!(convs.peers[&UserId(1)].own, [Seq(3)]);
     let back = decode_checkpoint(&encode_checkpoint(&state), &config).unwrap();
     assert!(!back.whole_window);
     assert_eq!(back.state, state);
     assert_eq!(back.state.dedup.newest_ts_ms(), 5_000, "the clock is kept");
+    // Version 3 (no conversations) still loads, without summaries.
+    let mut untracked = state.clone();
+    untracked.conversations = Default::default();
+    let v3 = decode_checkpoint(&encode_checkpoint_v3(&state), &config).unwrap();
+    assert_eq!(v3.state, untracked);
     // Version 2 (no keyed section) still loads, without keyed state.
-    let mut unkeyed = state.clone();
+    let mut unkeyed = untracked.clone();
     unkeyed.keyed.clear();
     let v2 = decode_checkpoint(&encode_checkpoint_v2(&state), &config).unwrap();
     assert_eq!(v2.state, unkeyed);
@@ -395,7 +426,9 @@ fn checkpoint_round_trips_the_state() {
     );
     assert!(decode_checkpoint(b"\x01\x00\x00", &config).is_none());
     // A body cut short is malformed (its sections are not optional).
-    let v3 = encode_checkpoint(&state);
+    let v4 = encode_checkpoint(&state);
+    assert!(decode_checkpoint(&v4[..v4.len() - 4], &config).is_none());
+    let v3 = encode_checkpoint_v3(&state);
     assert!(decode_checkpoint(&v3[..v3.len() - 4], &config).is_none());
     let v2 = encode_checkpoint_v2(&old);
     assert!(decode_checkpoint(&v2[..v2.len() - 4], &config).is_none());

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use zerocopy::{FromBytes, Immutable, KnownLayout};
 
+use super::conversation;
 use super::*;
 use crate::attrs;
 use crate::error::ProtoError;
@@ -150,6 +151,10 @@ impl Frame {
                 let (room, next) = room::decode_room_seq(&body, name)?;
                 Frame::RoomLag { room, next }
             }
+            FrameKind::ConvList => Frame::ConvList(conversation::decode_convlist(flags, &body)?),
+            FrameKind::ConvPage => Frame::ConvPage(conversation::decode_convpage(flags, body)?),
+            FrameKind::ConvFetch => Frame::ConvFetch(conversation::decode_convfetch(&body)?),
+            FrameKind::ConvMsgs => Frame::ConvMsgs(conversation::decode_convmsgs(flags, body)?),
             FrameKind::Watch => Frame::Watch(presence::decode_watch(&body)?),
             FrameKind::WatchAck => Frame::WatchAck(presence::decode_watch_ack(&body)?),
             FrameKind::Unwatch => Frame::Unwatch(presence::decode_unwatch(&body)?),
@@ -166,6 +171,9 @@ fn allowed_flags(kind: FrameKind) -> u8 {
         FrameKind::Push => PUSH_ECHO | PUSH_RETRANSMIT,
         FrameKind::Sync => SYNC_READ_AHEAD,
         FrameKind::SyncPage => SYNCPAGE_END | SYNCPAGE_GAP,
+        FrameKind::ConvList => conversation::CONVLIST_UNREAD_ONLY,
+        FrameKind::ConvPage => conversation::CONV_END,
+        FrameKind::ConvMsgs => conversation::CONV_END | conversation::CONVMSGS_TRUNCATED,
         _ => 0,
     }
 }
@@ -190,8 +198,25 @@ fn push_from(f: &PushFixed, flags: u8, field: Bytes) -> Result<Push, ProtoError>
 
 fn decode_sync_page(flags: u8, body: Bytes) -> Result<Frame, ProtoError> {
     let name = FrameKind::SyncPage.name();
-    let (f, mut rest) = fixed::<SyncPageFixed>(&body, name)?;
-    let count = f.count.get() as usize;
+    let (f, rest) = fixed::<SyncPageFixed>(&body, name)?;
+    let items = decode_items(name, f.count.get() as usize, &body, rest)?;
+    Ok(Frame::SyncPage(SyncPage {
+        request_id: f.request_id.get(),
+        head: Seq(f.head.get()),
+        end: flags & SYNCPAGE_END != 0,
+        gap: flags & SYNCPAGE_GAP != 0,
+        items,
+    }))
+}
+
+/// Decodes `count` message items (PUSH fixed part, u32 length, payload)
+/// that fill `rest`, the tail of `body`: payloads are slices of `body`.
+pub(super) fn decode_items(
+    name: &'static str,
+    count: usize,
+    body: &Bytes,
+    mut rest: &[u8],
+) -> Result<Vec<Push>, ProtoError> {
     // Each item takes at least its fixed part and length: bound the
     // allocation by what the body can actually hold.
     let min_item = fixed_len::<PushFixed>() + 4;
@@ -230,13 +255,7 @@ fn decode_sync_page(flags: u8, body: Bytes) -> Result<Frame, ProtoError> {
             what: "trailing bytes",
         });
     }
-    Ok(Frame::SyncPage(SyncPage {
-        request_id: f.request_id.get(),
-        head: Seq(f.head.get()),
-        end: flags & SYNCPAGE_END != 0,
-        gap: flags & SYNCPAGE_GAP != 0,
-        items,
-    }))
+    Ok(items)
 }
 
 /// Reads a fixed part at the start of `body`, returning it and the rest.

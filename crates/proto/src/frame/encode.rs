@@ -3,6 +3,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use zerocopy::IntoBytes;
 
+use super::conversation as conv;
 use super::*;
 use crate::attrs;
 use crate::header::*;
@@ -51,6 +52,10 @@ impl Frame {
                 room::ROOMPUSH_FIXED_LEN + attrs::encoded_len(&p.attrs) + p.payload.len()
             }
             Frame::RoomAck { .. } | Frame::RoomLag { .. } => room::ROOM_SEQ_LEN,
+            Frame::ConvList(_) => conv::CONVLIST_LEN,
+            Frame::ConvPage(p) => conv::convpage_len(p),
+            Frame::ConvFetch(_) => conv::CONVFETCH_LEN,
+            Frame::ConvMsgs(p) => conv::convmsgs_len(p),
             Frame::Watch(w) => presence::watch_len(w),
             Frame::WatchAck(_) => presence::WATCHACK_LEN,
             Frame::Unwatch(users) => presence::unwatch_len(users),
@@ -171,6 +176,10 @@ impl Frame {
             Frame::RoomPush(p) => room::encode_room_push(p, dst),
             Frame::RoomAck { room, seq } => room::encode_room_seq(*room, *seq, dst),
             Frame::RoomLag { room, next } => room::encode_room_seq(*room, *next, dst),
+            Frame::ConvList(l) => conv::encode_convlist(l, dst),
+            Frame::ConvPage(p) => conv::encode_convpage(p, dst),
+            Frame::ConvFetch(c) => conv::encode_convfetch(c, dst),
+            Frame::ConvMsgs(p) => conv::encode_convmsgs(p, dst),
             Frame::Watch(w) => presence::encode_watch(w, dst),
             Frame::WatchAck(a) => presence::encode_watch_ack(a, dst),
             Frame::Unwatch(users) => presence::encode_unwatch(users, dst),
@@ -198,12 +207,22 @@ impl Frame {
             Frame::SyncPage(p) => {
                 (if p.end { SYNCPAGE_END } else { 0 }) | (if p.gap { SYNCPAGE_GAP } else { 0 })
             }
+            Frame::ConvList(l) if l.unread_only => conv::CONVLIST_UNREAD_ONLY,
+            Frame::ConvPage(p) if p.end => conv::CONV_END,
+            Frame::ConvMsgs(p) => {
+                (if p.end { conv::CONV_END } else { 0 })
+                    | (if p.truncated {
+                        conv::CONVMSGS_TRUNCATED
+                    } else {
+                        0
+                    })
+            }
             _ => 0,
         }
     }
 }
 
-fn push_fixed(p: &Push) -> PushFixed {
+pub(super) fn push_fixed(p: &Push) -> PushFixed {
     PushFixed {
         seq: p.seq.0.into(),
         prev_seq: p.prev_seq.0.into(),

@@ -44,6 +44,14 @@ pub enum FrameKind {
     RoomAck = 0x13,
     /// Gateway dropped a slow subscription from live delivery.
     RoomLag = 0x14,
+    /// Client asks for its conversations' summaries (a page).
+    ConvList = 0x15,
+    /// Gateway answers a CONVLIST.
+    ConvPage = 0x16,
+    /// Client asks for a page of one conversation.
+    ConvFetch = 0x17,
+    /// Gateway answers a CONVFETCH.
+    ConvMsgs = 0x18,
     /// Client starts watching users' presence.
     Watch = 0x19,
     /// Gateway answers a WATCH.
@@ -79,6 +87,10 @@ impl FrameKind {
             0x12 => RoomPush,
             0x13 => RoomAck,
             0x14 => RoomLag,
+            0x15 => ConvList,
+            0x16 => ConvPage,
+            0x17 => ConvFetch,
+            0x18 => ConvMsgs,
             0x19 => Watch,
             0x1A => WatchAck,
             0x1B => Unwatch,
@@ -111,6 +123,10 @@ impl FrameKind {
             RoomPush => "ROOMPUSH",
             RoomAck => "ROOMACK",
             RoomLag => "ROOMLAG",
+            ConvList => "CONVLIST",
+            ConvPage => "CONVPAGE",
+            ConvFetch => "CONVFETCH",
+            ConvMsgs => "CONVMSGS",
             Watch => "WATCH",
             WatchAck => "WATCHACK",
             Unwatch => "UNWATCH",

@@ -6,14 +6,20 @@
 //!
 //! By concern: `kind.rs` (frame types and flag bits), `inbox.rs` (the
 //! inbox frames' structs: session, send, push, sync), `../room.rs` (room
-//! frames), `encode.rs` and `decode.rs` (the two directions, each one
+//! frames), `conversation.rs` (conversation summaries and pages), `encode.rs` and `decode.rs` (the two directions, each one
 //! `impl Frame` block over every kind).
 
+mod conversation;
 mod decode;
 mod encode;
 mod inbox;
 mod kind;
 
+pub use conversation::{
+    ConvFetch, ConvList, ConvMsgs, ConvPage, ConvSummary, CONVLIST_UNREAD_ONLY, CONVMSGS_FIXED_LEN,
+    CONVMSGS_TRUNCATED, CONVPAGE_FIXED_LEN, CONV_END, MSG_ITEM_FIXED_LEN, SUMMARY_FIXED_LEN,
+    SUMMARY_UNREAD_AT_LEAST,
+};
 pub use inbox::{
     ConnAck, Connect, Disconnect, ErrorFrame, Push, Send, SendAck, SendResult, Sync, SyncDirection,
     SyncPage, KEEPALIVE_OFF,
@@ -93,6 +99,14 @@ pub enum Frame {
         /// The next sequence the subscriber would have received.
         next: Seq,
     },
+    /// Ask for a page of conversation summaries.
+    ConvList(ConvList),
+    /// A page of conversation summaries.
+    ConvPage(ConvPage),
+    /// Ask for a page of one conversation.
+    ConvFetch(ConvFetch),
+    /// A page of one conversation.
+    ConvMsgs(ConvMsgs),
     /// Watch users' presence.
     Watch(Watch),
     /// Outcome of a WATCH.
@@ -143,6 +157,10 @@ impl Frame {
             Frame::RoomPush(_) => FrameKind::RoomPush,
             Frame::RoomAck { .. } => FrameKind::RoomAck,
             Frame::RoomLag { .. } => FrameKind::RoomLag,
+            Frame::ConvList(_) => FrameKind::ConvList,
+            Frame::ConvPage(_) => FrameKind::ConvPage,
+            Frame::ConvFetch(_) => FrameKind::ConvFetch,
+            Frame::ConvMsgs(_) => FrameKind::ConvMsgs,
             Frame::Watch(_) => FrameKind::Watch,
             Frame::WatchAck(_) => FrameKind::WatchAck,
             Frame::Unwatch(_) => FrameKind::Unwatch,

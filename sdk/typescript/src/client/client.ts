@@ -16,9 +16,9 @@
  * @module
  */
 
-import { ErrorCode, type QosLevel, SendResult } from "../proto/constants.js";
+import { ErrorCode, type QosLevel, SendResult, type SyncDirection } from "../proto/constants.js";
 import { encodeFrame } from "../proto/encode.js";
-import type { InboxMessage } from "../proto/frames.js";
+import type { ConvMsgsFrame, ConvPageFrame, InboxMessage } from "../proto/frames.js";
 import { defaultSessionConfig, type SessionConfig } from "../session/config.js";
 import type { SendFailure, SessionEvent } from "../session/events.js";
 import { ClientSession } from "../session/session.js";
@@ -145,6 +145,11 @@ export class Client {
   /** Sends of this run whose outcome is not settled yet. */
   private readonly outcomes = new Map<bigint, PendingOutcome>();
   private older: { resolve: (p: OlderPage) => void; reject: (e: Error) => void } | undefined;
+  /** CONVLIST / CONVFETCH requests awaiting their page, by request id. */
+  private readonly conversationRequests = new Map<
+    number,
+    { resolve: (page: ConvPageFrame | ConvMsgsFrame) => void; reject: (e: Error) => void }
+  >();
   private olderChain: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly options: ClientOptions) {
@@ -289,6 +294,41 @@ export class Client {
   }
 
   /**
+   * A page of conversation summaries, newest first (PROTOCOL.md §7a):
+   * per conversation the unread count for this device, the last
+   * message's seq, sender, time and preview. Page on with `before` = the
+   * last item's `lastSeq`. Rejects when not connected, or when the
+   * connection drops before the answer (ask again).
+   */
+  async listConversations(options: { limit: number; before?: bigint; unreadOnly?: boolean }): Promise<ConvPageFrame> {
+    const id = this.running().listConversations(options, this.clock());
+    return (await this.conversationAnswer(id)) as ConvPageFrame;
+  }
+
+  /**
+   * A page of the conversation with `peer` (a user or a group id):
+   * `latest`, `before` an anchor (paging back) or `after` one; items
+   * ascending by seq. Acknowledges nothing. Rejects as
+   * {@link listConversations} does.
+   */
+  async fetchConversation(
+    peer: bigint,
+    options: { direction: SyncDirection; anchor?: bigint; limit: number },
+  ): Promise<ConvMsgsFrame> {
+    const id = this.running().fetchConversation(peer, options, this.clock());
+    return (await this.conversationAnswer(id)) as ConvMsgsFrame;
+  }
+
+  private async conversationAnswer(id: number | undefined): Promise<ConvPageFrame | ConvMsgsFrame> {
+    if (id === undefined) throw new Error("not connected");
+    const answer = new Promise<ConvPageFrame | ConvMsgsFrame>((resolve, reject) =>
+      this.conversationRequests.set(id, { resolve, reject }),
+    );
+    await this.pump();
+    return answer;
+  }
+
+  /**
    * Fetches up to `limit` messages older than `before` (default: the oldest
    * seen in this session). One request at a time; calls queue up.
    */
@@ -429,6 +469,11 @@ export class Client {
         this.older?.resolve({ items: event.items, end: event.end });
         this.older = undefined;
         break;
+      case "conversations":
+      case "conversation-page":
+        this.conversationRequests.get(event.page.requestId)?.resolve(event.page);
+        this.conversationRequests.delete(event.page.requestId);
+        break;
       case "disconnected":
         this.onDisconnected(event.reason, event.redirect);
         break;
@@ -449,6 +494,9 @@ export class Client {
 
   /** The session ended the connection (DISCONNECT, ERROR, timeout, bad bytes). */
   private onDisconnected(reason: number, redirect: string): void {
+    // Conversation requests are not resent: the caller asks again.
+    for (const waiting of this.conversationRequests.values()) waiting.reject(new Error("disconnected"));
+    this.conversationRequests.clear();
     const transport = this.transport;
     this.transport = undefined;
     this.generation++; // the old transport's close is not news any more

@@ -39,6 +39,10 @@ export const FrameType = {
   RoomPush: 0x12,
   RoomAck: 0x13,
   RoomLag: 0x14,
+  ConvList: 0x15,
+  ConvPage: 0x16,
+  ConvFetch: 0x17,
+  ConvMsgs: 0x18,
   Watch: 0x19,
   WatchAck: 0x1a,
   Unwatch: 0x1b,
@@ -64,6 +68,15 @@ export const SYNCPAGE_END = 0x01;
  */
 export const SYNCPAGE_GAP = 0x02;
 
+/** CONVLIST flag: only conversations with unread messages (PROTOCOL.md §7a). */
+export const CONVLIST_UNREAD_ONLY = 0x01;
+/** CONVPAGE / CONVMSGS flag: nothing further in the requested direction. */
+export const CONV_END = 0x01;
+/** CONVMSGS flag: older messages exist beyond the gateway's index (page on with SYNC `before`). */
+export const CONVMSGS_TRUNCATED = 0x02;
+/** CONVPAGE item flag: `unread` is a lower bound. */
+export const SUMMARY_UNREAD_AT_LEAST = 0x01;
+
 /** Fixed body sizes in bytes (variable data follows where the frame has any). */
 export const BodyLen = {
   connect: 20,
@@ -85,6 +98,12 @@ export const BodyLen = {
   roomPush: 33,
   /** ROOMACK and ROOMLAG: room, seq. */
   roomSeq: 16,
+  convList: 16,
+  convPage: 32,
+  /** A CONVPAGE item before its preview. */
+  convSummary: 59,
+  convFetch: 25,
+  convMsgs: 24,
   /** WATCH: request u32, count u16, then the user ids. */
   watch: 6,
   watchAck: 18,
@@ -127,6 +146,7 @@ export const ErrorCode = {
   Normal: 24,
   Kicked: 25,
   WrongNode: 26,
+  BadConversationRequest: 27,
   TooManyWatches: 29,
 } as const;
 /** One of the known {@link ErrorCode} values. */

@@ -15,6 +15,9 @@ import {
   BodyLen,
   CONNACK_CURSOR_KNOWN,
   CONNECT_HAS_CURSOR,
+  CONV_END,
+  CONVLIST_UNREAD_ONLY,
+  CONVMSGS_TRUNCATED,
   DEFAULT_MAX_FRAME,
   ErrorCode,
   FrameType,
@@ -28,6 +31,7 @@ import {
   SubResult,
   type SubResultValue,
   SubscribeMode,
+  SUMMARY_UNREAD_AT_LEAST,
   SYNCPAGE_END,
   SYNCPAGE_GAP,
   type SyncDirection,
@@ -36,6 +40,7 @@ import {
 } from "./constants.js";
 import { BodyReader } from "./bytes.js";
 import { malformed, ProtocolError } from "./errors.js";
+import type { ConversationSummary, Frame, InboxMessage } from "./frames.js";
 import type { Frame, InboxMessage, OnlineDevice } from "./frames.js";
 
 /** A validated frame header. */
@@ -101,6 +106,9 @@ const ALLOWED_FLAGS: ReadonlyMap<number, number> = new Map([
   [FrameType.ConnAck, CONNACK_CURSOR_KNOWN],
   [FrameType.Push, PUSH_ECHO | PUSH_RETRANSMIT],
   [FrameType.SyncPage, SYNCPAGE_END | SYNCPAGE_GAP],
+  [FrameType.ConvList, CONVLIST_UNREAD_ONLY],
+  [FrameType.ConvPage, CONV_END],
+  [FrameType.ConvMsgs, CONV_END | CONVMSGS_TRUNCATED],
 ]);
 
 /** Decodes a body whose header was validated by {@link readHeader}. */
@@ -248,6 +256,41 @@ export function decodeBody(header: FrameHeader, body: Uint8Array): Frame {
       exact(BodyLen.roomSeq);
       return { type: "roomlag", room: r.u64(), next: r.u64() };
     }
+    case FrameType.ConvList: {
+      exact(BodyLen.convList);
+      const requestId = r.u32();
+      const before = r.u64();
+      const limit = r.u32();
+      return { type: "convlist", requestId, before, limit, unreadOnly: (flags & CONVLIST_UNREAD_ONLY) !== 0 };
+    }
+    case FrameType.ConvPage:
+      return decodeConvPage(atLeast(BodyLen.convPage), name, flags);
+    case FrameType.ConvFetch: {
+      exact(BodyLen.convFetch);
+      const requestId = r.u32();
+      const peer = r.u64();
+      const anchor = r.u64();
+      const limit = r.u32();
+      const direction = directionOf(r.u8(), name);
+      return {
+        type: "convfetch",
+        requestId,
+        peer,
+        direction,
+        anchor: direction === "latest" ? 0n : anchor,
+        limit,
+      };
+    }
+    case FrameType.ConvMsgs: {
+      atLeast(BodyLen.convMsgs);
+      const requestId = r.u32();
+      const peer = r.u64();
+      const head = r.u64();
+      const items = readItems(r, name, r.u32());
+      const end = (flags & CONV_END) !== 0;
+      const truncated = (flags & CONVMSGS_TRUNCATED) !== 0;
+      return { type: "convmsgs", requestId, peer, head, end, truncated, items };
+    }
     case FrameType.Watch: {
       atLeast(BodyLen.watch);
       const request = r.u32();
@@ -306,7 +349,14 @@ const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 function decodeSyncPage(r: BodyReader, name: string, flags: number): Frame {
   const requestId = r.u32();
   const head = r.u64();
-  const count = r.u32();
+  const items = readItems(r, name, r.u32());
+  const end = (flags & SYNCPAGE_END) !== 0;
+  const gap = (flags & SYNCPAGE_GAP) !== 0;
+  return { type: "syncpage", requestId, head, end, gap, items };
+}
+
+/** `count` message items (PUSH fixed part, u32 length, payload) filling the rest of the body. */
+function readItems(r: BodyReader, name: string, count: number): InboxMessage[] {
   // Each item takes at least its fixed part and its length field: bound
   // the work by what the body can actually hold before looping.
   const minItem = BodyLen.push + BodyLen.itemPayloadLen;
@@ -320,9 +370,46 @@ function decodeSyncPage(r: BodyReader, name: string, flags: number): Frame {
     items.push({ ...fixed, echo: false, retransmit: false, payload: r.bytes(len) });
   }
   if (r.remaining !== 0) throw malformed(name, "trailing bytes");
-  const end = (flags & SYNCPAGE_END) !== 0;
-  const gap = (flags & SYNCPAGE_GAP) !== 0;
-  return { type: "syncpage", requestId, head, end, gap, items };
+  return items;
+}
+
+function decodeConvPage(r: BodyReader, name: string, flags: number): Frame {
+  const requestId = r.u32();
+  const cursor = r.u64();
+  const head = r.u64();
+  const older = r.u64();
+  const count = r.u32();
+  if (count > Math.floor(r.remaining / BodyLen.convSummary)) throw malformed(name, "count exceeds body");
+  const items: ConversationSummary[] = [];
+  for (let i = 0; i < count; i++) {
+    if (r.remaining < BodyLen.convSummary) throw malformed(name, "truncated item");
+    const peer = r.u64();
+    const unread = r.u32();
+    const total = r.u64();
+    const lastSeq = r.u64();
+    const lastFrom = r.u64();
+    const lastFromDevice = r.u64();
+    const lastTsMs = r.u64();
+    const lastLen = r.u32();
+    const itemFlags = r.u8();
+    if ((itemFlags & ~SUMMARY_UNREAD_AT_LEAST) !== 0) throw malformed(name, "unknown item flag bits set");
+    const len = r.u16();
+    if (len > r.remaining) throw malformed(name, "preview exceeds body");
+    items.push({
+      peer,
+      unread,
+      unreadAtLeast: (itemFlags & SUMMARY_UNREAD_AT_LEAST) !== 0,
+      total,
+      lastSeq,
+      lastFrom,
+      lastFromDevice,
+      lastTsMs,
+      lastLen,
+      preview: r.bytes(len),
+    });
+  }
+  if (r.remaining !== 0) throw malformed(name, "trailing bytes");
+  return { type: "convpage", requestId, cursor, head, older, end: (flags & CONV_END) !== 0, items };
 }
 
 type MessageFixed = Omit<InboxMessage, "echo" | "retransmit" | "payload">;

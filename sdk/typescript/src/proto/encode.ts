@@ -12,7 +12,11 @@ import {
   BodyLen,
   CONNACK_CURSOR_KNOWN,
   CONNECT_HAS_CURSOR,
+  CONV_END,
+  CONVLIST_UNREAD_ONLY,
+  CONVMSGS_TRUNCATED,
   FrameType,
+  SUMMARY_UNREAD_AT_LEAST,
   HEADER_LEN,
   MAGIC,
   PUSH_ECHO,
@@ -146,6 +150,60 @@ export function encodeFrame(frame: Frame): Uint8Array {
       return roomSeqFrame(frame, frame.room, frame.seq);
     case "roomlag":
       return roomSeqFrame(frame, frame.room, frame.next);
+    case "convlist": {
+      const w = start(frame, BodyLen.convList);
+      w.u32(frame.requestId);
+      w.u64(frame.before);
+      w.u32(frame.limit);
+      return w.bytes;
+    }
+    case "convpage": {
+      const itemsLen = frame.items.reduce((sum, i) => sum + BodyLen.convSummary + i.preview.length, 0);
+      const w = start(frame, BodyLen.convPage + itemsLen);
+      w.u32(frame.requestId);
+      w.u64(frame.cursor);
+      w.u64(frame.head);
+      w.u64(frame.older);
+      w.u32(frame.items.length);
+      for (const i of frame.items) {
+        w.u64(i.peer);
+        w.u32(i.unread);
+        w.u64(i.total);
+        w.u64(i.lastSeq);
+        w.u64(i.lastFrom);
+        w.u64(i.lastFromDevice);
+        w.u64(i.lastTsMs);
+        w.u32(i.lastLen);
+        w.u8(i.unreadAtLeast ? SUMMARY_UNREAD_AT_LEAST : 0);
+        w.u16(i.preview.length);
+        w.raw(i.preview);
+      }
+      return w.bytes;
+    }
+    case "convfetch": {
+      const w = start(frame, BodyLen.convFetch);
+      w.u32(frame.requestId);
+      w.u64(frame.peer);
+      w.u64(frame.direction === "latest" ? 0n : frame.anchor);
+      w.u32(frame.limit);
+      w.u8(SyncDirectionByte[frame.direction]);
+      return w.bytes;
+    }
+    case "convmsgs": {
+      const itemsLen = frame.items.reduce(
+        (sum, i) => sum + BodyLen.push + BodyLen.itemPayloadLen + i.payload.length,
+        0,
+      );
+      const w = start(frame, BodyLen.convMsgs + itemsLen);
+      w.u32(frame.requestId);
+      w.u64(frame.peer);
+      w.u64(frame.head);
+      w.u32(frame.items.length);
+      for (const item of frame.items) {
+        writeMessageFixed(w, item);
+        w.u32(item.payload.length);
+        w.raw(item.payload);
+      }
     case "watch": {
       const w = start(frame, BodyLen.watch + 8 * frame.users.length);
       w.u32(frame.request);
@@ -212,6 +270,10 @@ const FRAME_TYPE_BYTES: Record<Frame["type"], number> = {
   roompush: FrameType.RoomPush,
   roomack: FrameType.RoomAck,
   roomlag: FrameType.RoomLag,
+  convlist: FrameType.ConvList,
+  convpage: FrameType.ConvPage,
+  convfetch: FrameType.ConvFetch,
+  convmsgs: FrameType.ConvMsgs,
   watch: FrameType.Watch,
   watchack: FrameType.WatchAck,
   unwatch: FrameType.Unwatch,
@@ -228,6 +290,12 @@ function flagsOf(frame: Frame): number {
       return (frame.echo ? PUSH_ECHO : 0) | (frame.retransmit ? PUSH_RETRANSMIT : 0);
     case "syncpage":
       return (frame.end ? SYNCPAGE_END : 0) | (frame.gap ? SYNCPAGE_GAP : 0);
+    case "convlist":
+      return frame.unreadOnly ? CONVLIST_UNREAD_ONLY : 0;
+    case "convpage":
+      return frame.end ? CONV_END : 0;
+    case "convmsgs":
+      return (frame.end ? CONV_END : 0) | (frame.truncated ? CONVMSGS_TRUNCATED : 0);
     default:
       return 0;
   }

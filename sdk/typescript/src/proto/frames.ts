@@ -226,6 +226,71 @@ export interface RoomLagFrame {
   readonly next: bigint;
 }
 
+/** CONVLIST: ask for a page of conversation summaries (PROTOCOL.md §7a). */
+export interface ConvListFrame {
+  readonly type: "convlist";
+  readonly requestId: number;
+  /** Conversations whose last message is below this sequence; 0n: from the newest. */
+  readonly before: bigint;
+  readonly limit: number;
+  /** Only conversations with unread messages. */
+  readonly unreadOnly: boolean;
+}
+
+/** One conversation of a CONVPAGE. */
+export interface ConversationSummary {
+  /** The peer user, or the group id. */
+  readonly peer: bigint;
+  /** Messages from others after the asking device's cursor. */
+  readonly unread: number;
+  /** `unread` is a lower bound (more than the gateway indexes). */
+  readonly unreadAtLeast: boolean;
+  /** Messages in the conversation since the gateway tracks it. */
+  readonly total: bigint;
+  readonly lastSeq: bigint;
+  readonly lastFrom: bigint;
+  readonly lastFromDevice: bigint;
+  readonly lastTsMs: bigint;
+  /** The whole payload's length. */
+  readonly lastLen: number;
+  /** The first bytes of the last message's payload. */
+  readonly preview: Uint8Array;
+}
+
+/** CONVPAGE: a page of conversation summaries, newest first. */
+export interface ConvPageFrame {
+  readonly type: "convpage";
+  readonly requestId: number;
+  /** The device cursor `unread` counts from. */
+  readonly cursor: bigint;
+  readonly head: bigint;
+  /** Conversations no longer tracked (evicted beyond the per-user limit). */
+  readonly older: bigint;
+  readonly end: boolean;
+  readonly items: readonly ConversationSummary[];
+}
+
+/** CONVFETCH: ask for a page of one conversation. */
+export interface ConvFetchFrame {
+  readonly type: "convfetch";
+  readonly requestId: number;
+  readonly peer: bigint;
+  readonly direction: SyncDirection;
+  /** `after`: messages above it; `before`: below it; ignored by `latest`. */
+  readonly anchor: bigint;
+  readonly limit: number;
+}
+
+/** CONVMSGS: a page of one conversation, ascending by seq. */
+export interface ConvMsgsFrame {
+  readonly type: "convmsgs";
+  readonly requestId: number;
+  readonly peer: bigint;
+  readonly head: bigint;
+  readonly end: boolean;
+  /** Older messages exist beyond the gateway's index. */
+  readonly truncated: boolean;
+  readonly items: readonly InboxMessage[];
 /** WATCH: watch these users' presence (PROTOCOL.md §6c). */
 export interface WatchFrame {
   readonly type: "watch";
@@ -292,6 +357,10 @@ export type Frame =
   | RoomPushFrame
   | RoomAckFrame
   | RoomLagFrame
+  | ConvListFrame
+  | ConvPageFrame
+  | ConvFetchFrame
+  | ConvMsgsFrame;
   | WatchFrame
   | WatchAckFrame
   | UnwatchFrame

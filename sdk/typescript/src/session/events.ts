@@ -8,6 +8,12 @@
 import type { ProtocolError } from "../proto/errors.js";
 import type {
   ConnAckFrame,
+  ConvMsgsFrame,
+  ConvPageFrame,
+  InboxMessage,
+  RoomMessage,
+  SendAckFrame,
+  SubAckFrame,
   InboxMessage,
   PresenceFrame,
   RoomMessage,
@@ -90,6 +96,10 @@ export type SessionEvent =
    * again.
    */
   | { readonly type: "room-forbidden"; readonly room: bigint; readonly last: bigint | undefined }
+  /** A page of conversation summaries ({@link Session.listConversations}, PROTOCOL.md §7a). */
+  | { readonly type: "conversations"; readonly page: ConvPageFrame }
+  /** A page of one conversation ({@link Session.fetchConversation}). */
+  | { readonly type: "conversation-page"; readonly page: ConvMsgsFrame };
   /** The answer to a WATCH: `code` 0, or its refusal (Forbidden, TooManyWatches; none of its users is watched). */
   | { readonly type: "watched"; readonly ack: WatchAckFrame }
   /** A watched user's online devices (all of them; empty: offline). */

@@ -96,6 +96,12 @@ export class Replay {
     return frames;
   }
 
+  /** A fresh request id for a request outside the replay (CONVLIST, CONVFETCH): one id space, always increasing. */
+  nextId(): number {
+    this.lastId = Math.min(this.lastId + 1, MAX_REQUEST_ID);
+    return this.lastId;
+  }
+
   /** When the next page is overdue, if a request is out. */
   nextDeadline(timeoutMs: number): number | undefined {
     let t: number | undefined;

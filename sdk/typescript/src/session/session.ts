@@ -32,6 +32,7 @@ import {
   MAX_TOKEN_LEN,
   type QosLevel,
   SendResult,
+  type SyncDirection,
   U64_MAX,
 } from "../proto/constants.js";
 import { utf8 } from "../proto/bytes.js";
@@ -251,14 +252,20 @@ export class ClientSession {
         return this.rooms.onRoomPush(frame, this.nowMs, this.out);
       case "roomlag":
         return this.rooms.onRoomLag(frame.room, this.out);
+      case "convpage":
+        return this.out.event({ type: "conversations", page: frame });
+      case "convmsgs":
+        return this.out.event({ type: "conversation-page", page: frame });
       case "watchack":
         return this.watches.onWatchAck(frame, this.out);
       case "presence":
         return this.out.event({ type: "presence", presence: frame });
       case "error":
         this.out.event({ type: "gateway-error", code: frame.code, message: frame.message });
-        // Every error but BadSyncRequest is followed by a close.
-        if (frame.code !== ErrorCode.BadSyncRequest) this.lose(frame.code, "", true);
+        // Every error but a bad page size is followed by a close.
+        if (frame.code !== ErrorCode.BadSyncRequest && frame.code !== ErrorCode.BadConversationRequest) {
+          this.lose(frame.code, "", true);
+        }
         return;
       case "disconnect":
         return this.lose(frame.reason, frame.redirect, true);
@@ -270,6 +277,8 @@ export class ClientSession {
       case "subscribe":
       case "unsubscribe":
       case "roomack":
+      case "convlist":
+      case "convfetch":
       case "watch":
       case "unwatch":
         return this.protocolError(malformed(frame.type.toUpperCase(), "a client-only frame from the gateway"));
@@ -389,6 +398,54 @@ export class ClientSession {
   ackRooms(nowMs: number): void {
     this.setNow(nowMs);
     if (this.isOpen()) this.rooms.ackAll(this.out);
+  }
+
+  /**
+   * Asks for a page of conversation summaries (PROTOCOL.md §7a), newest
+   * first, below `before` (default: from the newest); answered by a
+   * `conversations` event carrying the returned request id. Only while a
+   * session is open (`undefined` otherwise); not resent after a reconnect.
+   */
+  listConversations(
+    options: { limit: number; before?: bigint; unreadOnly?: boolean },
+    nowMs: number,
+  ): number | undefined {
+    this.setNow(nowMs);
+    if (!this.isOpen()) return undefined;
+    const requestId = this.replay.nextId();
+    this.queue({
+      type: "convlist",
+      requestId,
+      before: options.before ?? 0n,
+      limit: options.limit,
+      unreadOnly: options.unreadOnly ?? false,
+    });
+    return requestId;
+  }
+
+  /**
+   * Asks for a page of the conversation with `peer` (a user or group id):
+   * `latest`, `before` an anchor (paging back) or `after` one (catching
+   * up); answered by a `conversation-page` event carrying the returned
+   * request id. Only while a session is open (`undefined` otherwise).
+   */
+  fetchConversation(
+    peer: bigint,
+    options: { direction: SyncDirection; anchor?: bigint; limit: number },
+    nowMs: number,
+  ): number | undefined {
+    this.setNow(nowMs);
+    if (!this.isOpen()) return undefined;
+    const requestId = this.replay.nextId();
+    this.queue({
+      type: "convfetch",
+      requestId,
+      peer,
+      direction: options.direction,
+      anchor: options.anchor ?? 0n,
+      limit: options.limit,
+    });
+    return requestId;
   }
 
   /**

@@ -90,6 +90,44 @@ export const SAMPLES: readonly Frame[] = [
   { type: "roompush", room: ROOM, seq: 77n, from: BIG, tsMs: 1_700_000_000_000n, qos: 1, payload: enc.encode("r") },
   { type: "roomack", room: ROOM, seq: 77n },
   { type: "roomlag", room: ROOM, next: 78n },
+  { type: "convlist", requestId: 5, before: 0n, limit: 50, unreadOnly: true },
+  { type: "convlist", requestId: 6, before: 99n, limit: 10, unreadOnly: false },
+  {
+    type: "convpage",
+    requestId: 5,
+    cursor: 40n,
+    head: 120n,
+    older: 3n,
+    end: true,
+    items: [
+      {
+        peer: GROUP_TO,
+        unread: 7,
+        unreadAtLeast: true,
+        total: 300n,
+        lastSeq: 120n,
+        lastFrom: BIG,
+        lastFromDevice: 2n,
+        lastTsMs: 1_700_000_000_456n,
+        lastLen: 1000,
+        preview: enc.encode("the start of it"),
+      },
+      {
+        peer: 0x0102_0304_0506_0708n,
+        unread: 0,
+        unreadAtLeast: false,
+        total: 1n,
+        lastSeq: 3n,
+        lastFrom: 0x0102_0304_0506_0708n,
+        lastFromDevice: 1n,
+        lastTsMs: 1_700_000_000_000n,
+        lastLen: 0,
+        preview: new Uint8Array(0),
+      },
+    ],
+  },
+  { type: "convfetch", requestId: 7, peer: GROUP_TO, direction: "before", anchor: 120n, limit: 20 },
+  { type: "convmsgs", requestId: 7, peer: GROUP_TO, head: 120n, end: false, truncated: true, items: [item(118n), item(119n, "")] },
   { type: "watch", request: 3, users: [42n, BIG] },
   { type: "watchack", request: 3, code: 29, watching: 2, refused: 0n },
   { type: "unwatch", users: [BIG] },
@@ -127,6 +165,10 @@ const TYPE_BYTE: Record<Frame["type"], number> = {
   roompush: 0x12,
   roomack: 0x13,
   roomlag: 0x14,
+  convlist: 0x15,
+  convpage: 0x16,
+  convfetch: 0x17,
+  convmsgs: 0x18,
   watch: 0x19,
   watchack: 0x1a,
   unwatch: 0x1b,
@@ -213,6 +255,54 @@ function layout(f: Frame): { flags: number; fields: Field[] } {
       return { flags: 0, fields: [[8, f.room], [8, f.seq]] };
     case "roomlag":
       return { flags: 0, fields: [[8, f.room], [8, f.next]] };
+    case "convlist":
+      return { flags: f.unreadOnly ? 1 : 0, fields: [[4, f.requestId], [8, f.before], [4, f.limit]] };
+    case "convpage":
+      return {
+        flags: f.end ? 1 : 0,
+        fields: [
+          [4, f.requestId],
+          [8, f.cursor],
+          [8, f.head],
+          [8, f.older],
+          [4, f.items.length],
+          ...f.items.flatMap((i): Field[] => [
+            [8, i.peer],
+            [4, i.unread],
+            [8, i.total],
+            [8, i.lastSeq],
+            [8, i.lastFrom],
+            [8, i.lastFromDevice],
+            [8, i.lastTsMs],
+            [4, i.lastLen],
+            [1, i.unreadAtLeast ? 1 : 0],
+            [2, i.preview.length],
+            i.preview,
+          ]),
+        ],
+      };
+    case "convfetch":
+      return {
+        flags: 0,
+        fields: [
+          [4, f.requestId],
+          [8, f.peer],
+          [8, f.anchor],
+          [4, f.limit],
+          [1, { after: 0, latest: 1, before: 2 }[f.direction]],
+        ],
+      };
+    case "convmsgs":
+      return {
+        flags: (f.end ? 1 : 0) | (f.truncated ? 2 : 0),
+        fields: [
+          [4, f.requestId],
+          [8, f.peer],
+          [8, f.head],
+          [4, f.items.length],
+          ...f.items.flatMap((i): Field[] => [...messageFields(i), [4, i.payload.length], i.payload]),
+        ],
+      };
     case "watch":
       return { flags: 0, fields: [[4, f.request], [2, f.users.length], ...f.users.map((u): Field => [8, u])] };
     case "watchack":

@@ -56,6 +56,8 @@ const FIXED_SIZE: Partial<Record<Frame["type"], number>> = {
   unsubscribe: BodyLen.u64,
   roomack: BodyLen.roomSeq,
   roomlag: BodyLen.roomSeq,
+  convlist: BodyLen.convList,
+  convfetch: BodyLen.convFetch,
   watchack: BodyLen.watchAck,
 };
 
@@ -67,6 +69,8 @@ const FIXED_PART: Partial<Record<Frame["type"], number>> = {
   error: BodyLen.code,
   disconnect: BodyLen.code,
   roompush: BodyLen.roomPush,
+  convpage: BodyLen.convPage,
+  convmsgs: BodyLen.convMsgs,
   watch: BodyLen.watch,
   unwatch: BodyLen.unwatch,
   presence: BodyLen.presence,
@@ -75,6 +79,27 @@ const FIXED_PART: Partial<Record<Frame["type"], number>> = {
 describe("codec: every frame", () => {
   test("covers all 24 frame types of the document", () => {
     assert.equal(new Set(SAMPLES.map((f) => f.type)).size, 24);
+  });
+
+  test("CONVPAGE / CONVMSGS: a count beyond the body, a preview past its end, every truncation", () => {
+    for (const frame of SAMPLES.filter((f) => f.type === "convpage" || f.type === "convmsgs")) {
+      const bytes = encodeFrame(frame);
+      const body = bytes.subarray(HEADER);
+      const forged = Uint8Array.from(body);
+      // The count field: after request_id, cursor, head, older (CONVPAGE) or request_id, peer, head (CONVMSGS).
+      const countAt = frame.type === "convpage" ? 28 : 20;
+      new DataView(forged.buffer).setUint32(countAt, 0xffff_ffff, true);
+      assertProtocolError(rebuilt(bytes, forged), ErrorCode.Malformed, `${frame.type} count`);
+      for (let cut = 0; cut < body.length; cut++) {
+        assertProtocolError(rebuilt(bytes, body.subarray(0, cut)), ErrorCode.Malformed, `${frame.type} cut at ${cut}`);
+      }
+    }
+    const page = SAMPLES.find((f) => f.type === "convpage")!;
+    const bytes = encodeFrame(page);
+    const body = Uint8Array.from(bytes.subarray(HEADER));
+    // The first item's preview_len (item at 32, its u16 at 32 + 57).
+    new DataView(body.buffer).setUint16(32 + 57, 0xffff, true);
+    assertProtocolError(rebuilt(bytes, body), ErrorCode.Malformed, "preview past the end");
   });
 
   for (const frame of SAMPLES) {
@@ -112,7 +137,7 @@ describe("codec: malformed input is a typed error", () => {
 
   test("flag bit 0 on a frame type without flags", () => {
     for (const frame of SAMPLES) {
-      if (["connect", "connack", "push", "syncpage"].includes(frame.type)) continue;
+      if (["connect", "connack", "push", "syncpage", "convlist", "convpage", "convmsgs"].includes(frame.type)) continue;
       const bytes = encodeFrame(frame);
       assertProtocolError(rebuilt(bytes, bytes.subarray(HEADER), 0x01), ErrorCode.Malformed, frame.type);
     }
@@ -220,7 +245,7 @@ describe("codec: malformed input is a typed error", () => {
     };
     assertProtocolError(mutate(0, 0xb4), ErrorCode.UnsupportedVersion, "magic");
     assertProtocolError(mutate(1, 2), ErrorCode.UnsupportedVersion, "version");
-    assertProtocolError(mutate(2, 0x15), ErrorCode.UnknownFrameType, "type 0x15");
+    assertProtocolError(mutate(2, 0x7f), ErrorCode.UnknownFrameType, "type 0x7f");
     assertProtocolError(mutate(2, 0x00), ErrorCode.UnknownFrameType, "type 0x00");
     const huge = ping.slice();
     new DataView(huge.buffer).setUint32(4, (1 << 20) - HEADER + 1, true);
