@@ -44,6 +44,7 @@ mod poller;
 pub mod procfs;
 mod raw;
 mod room;
+mod routed;
 mod rumqtt_peer;
 mod storm;
 mod ws;

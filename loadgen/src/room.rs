@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use crate::poller::Poller;
 use crate::procfs::CpuMeter;
 use crate::raw::new_histogram;
+use crate::routed::connect_routed;
 use crate::{cli, now_ns};
 
 use bytes::BytesMut;
@@ -320,42 +321,6 @@ fn open_sub(s: &RoomScenario, room: u64, user: u64, frozen: bool) -> Result<Sub,
         subscribed: false,
         frozen,
     })
-}
-
-/// Connects with `connect` to `addr` and follows the gateway's
-/// DISCONNECT `WrongNode` to the user's node (at most 3 times); returns
-/// the connection after its CONNACK and the decoder holding what followed.
-fn connect_routed(addr: SocketAddr, connect: &Frame) -> Result<(TcpStream, Decoder), String> {
-    let mut out = BytesMut::new();
-    connect.encode(&mut out);
-    let mut to = addr;
-    for _ in 0..4 {
-        let mut stream = TcpStream::connect(to).map_err(|e| format!("connect {to}: {e}"))?;
-        stream.write_all(&out).map_err(|e| format!("write: {e}"))?;
-        let mut decoder = Decoder::new(1 << 20);
-        let mut buf = [0u8; 4096];
-        let first = loop {
-            if let Some(frame) = decoder.decode().map_err(|e| format!("decode: {e}"))? {
-                break frame;
-            }
-            let n = stream.read(&mut buf).map_err(|e| format!("read: {e}"))?;
-            if n == 0 {
-                return Err(format!("{to} closed before CONNACK"));
-            }
-            decoder.feed(&buf[..n]);
-        };
-        match first {
-            Frame::ConnAck(_) => return Ok((stream, decoder)),
-            Frame::Disconnect(d) if !d.redirect.is_empty() => {
-                to = d
-                    .redirect
-                    .parse()
-                    .map_err(|e| format!("redirect {}: {e}", d.redirect))?;
-            }
-            other => return Err(format!("{to} answered CONNECT with {other:?}")),
-        }
-    }
-    Err(format!("more than 3 redirects from {addr}"))
 }
 
 /// An MQTT 3.1.1 subscriber (clean session, the token as password) to

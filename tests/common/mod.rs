@@ -167,6 +167,10 @@ impl TestServer {
             .arg(self.write_config())
             .args(&self.extra_args)
             .env("RUST_LOG", &self.rust_log)
+            // The test harness's own variable (which nats-server binary the
+            // cluster tests run) is not a gateway setting: the gateway
+            // would warn about it, and several tests forbid warnings.
+            .env_remove("SUREPUSH_NATS_SERVER")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         command

@@ -13,7 +13,6 @@ use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::decode::decode_items;
-use super::encode::push_fixed;
 use super::{Push, SyncDirection};
 use crate::error::ProtoError;
 use crate::header::{fixed_len, PushFixed};
@@ -197,11 +196,7 @@ pub(crate) fn convpage_len(p: &ConvPage) -> usize {
 }
 
 pub(crate) fn convmsgs_len(p: &ConvMsgs) -> usize {
-    CONVMSGS_FIXED_LEN
-        + p.items
-            .iter()
-            .map(|i| MSG_ITEM_FIXED_LEN + i.payload.len())
-            .sum::<usize>()
+    CONVMSGS_FIXED_LEN + p.items.iter().map(super::encode::item_len).sum::<usize>()
 }
 
 pub(crate) fn encode_convlist(l: &ConvList, dst: &mut BytesMut) {
@@ -349,9 +344,7 @@ pub(crate) fn encode_convmsgs(p: &ConvMsgs, dst: &mut BytesMut) {
     };
     dst.put_slice(f.as_bytes());
     for item in &p.items {
-        dst.put_slice(push_fixed(item).as_bytes());
-        dst.put_u32_le(item.payload.len() as u32);
-        dst.put_slice(&item.payload);
+        super::encode::encode_item(item, dst);
     }
 }
 

@@ -31,16 +31,7 @@ impl Frame {
             }
             Frame::Sync(_) => fixed_len::<SyncFixed>(),
             Frame::SyncPage(p) => {
-                fixed_len::<SyncPageFixed>()
-                    + p.items
-                        .iter()
-                        .map(|i| {
-                            fixed_len::<PushFixed>()
-                                + 4
-                                + attrs::encoded_len(&i.attrs)
-                                + i.payload.len()
-                        })
-                        .sum::<usize>()
+                fixed_len::<SyncPageFixed>() + p.items.iter().map(item_len).sum::<usize>()
             }
             Frame::Rel { .. } => fixed_len::<RelFixed>(),
             Frame::Error(e) => fixed_len::<CodeFixed>() + e.message.len(),
@@ -148,11 +139,7 @@ impl Frame {
                 };
                 dst.put_slice(f.as_bytes());
                 for item in &p.items {
-                    dst.put_slice(push_fixed(item).as_bytes());
-                    let field = attrs::encoded_len(&item.attrs) + item.payload.len();
-                    dst.put_u32_le(field as u32);
-                    attrs::put(&item.attrs, dst);
-                    dst.put_slice(&item.payload);
+                    encode_item(item, dst);
                 }
             }
             Frame::Rel { client_msg_id, to } => {
@@ -237,4 +224,19 @@ pub(super) fn push_fixed(p: &Push) -> PushFixed {
 
 fn put_u64(dst: &mut BytesMut, v: u64) {
     dst.put_u64_le(v);
+}
+
+/// Encoded size of one message item of a SYNCPAGE or CONVMSGS.
+pub(super) fn item_len(i: &Push) -> usize {
+    fixed_len::<PushFixed>() + 4 + attrs::encoded_len(&i.attrs) + i.payload.len()
+}
+
+/// Writes one message item of a SYNCPAGE or CONVMSGS: the PUSH fixed part,
+/// the payload field's length, the attributes (if any), the payload.
+pub(super) fn encode_item(item: &Push, dst: &mut BytesMut) {
+    dst.put_slice(push_fixed(item).as_bytes());
+    let field = attrs::encoded_len(&item.attrs) + item.payload.len();
+    dst.put_u32_le(field as u32);
+    attrs::put(&item.attrs, dst);
+    dst.put_slice(&item.payload);
 }

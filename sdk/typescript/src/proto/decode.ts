@@ -40,8 +40,7 @@ import {
 } from "./constants.js";
 import { BodyReader } from "./bytes.js";
 import { malformed, ProtocolError } from "./errors.js";
-import type { ConversationSummary, Frame, InboxMessage } from "./frames.js";
-import type { Frame, InboxMessage, OnlineDevice } from "./frames.js";
+import type { ConversationSummary, Frame, InboxMessage, OnlineDevice } from "./frames.js";
 
 /** A validated frame header. */
 export interface FrameHeader {
@@ -179,13 +178,13 @@ export function decodeBody(header: FrameHeader, body: Uint8Array): Frame {
     }
     case FrameType.Push: {
       atLeast(BodyLen.push);
-      const fixed = readMessageFixed(r, name);
+      const { hasAttrs, ...fixed } = readMessageFixed(r, name);
       return {
         type: "push",
         ...fixed,
         echo: (flags & PUSH_ECHO) !== 0,
         retransmit: (flags & PUSH_RETRANSMIT) !== 0,
-        payload: r.rest(),
+        ...splitAttrs(r.rest(), hasAttrs, name),
       };
     }
     case FrameType.Ack:
@@ -245,8 +244,8 @@ export function decodeBody(header: FrameHeader, body: Uint8Array): Frame {
       const seq = r.u64();
       const from = r.u64();
       const tsMs = r.u64();
-      const qos = qosOf(r.u8(), name);
-      return { type: "roompush", room, seq, from, tsMs, qos, payload: r.rest() };
+      const { qos, hasAttrs } = qosAndAttrs(r.u8(), name);
+      return { type: "roompush", room, seq, from, tsMs, qos, ...splitAttrs(r.rest(), hasAttrs, name) };
     }
     case FrameType.RoomAck: {
       exact(BodyLen.roomSeq);
@@ -364,10 +363,10 @@ function readItems(r: BodyReader, name: string, count: number): InboxMessage[] {
   const items: InboxMessage[] = [];
   for (let i = 0; i < count; i++) {
     if (r.remaining < minItem) throw malformed(name, "truncated item");
-    const fixed = readMessageFixed(r, name);
+    const { hasAttrs, ...fixed } = readMessageFixed(r, name);
     const len = r.u32();
     if (len > r.remaining) throw malformed(name, "item payload exceeds body");
-    items.push({ ...fixed, echo: false, retransmit: false, payload: r.bytes(len) });
+    items.push({ ...fixed, echo: false, retransmit: false, ...splitAttrs(r.bytes(len), hasAttrs, name) });
   }
   if (r.remaining !== 0) throw malformed(name, "trailing bytes");
   return items;
@@ -414,17 +413,37 @@ function decodeConvPage(r: BodyReader, name: string, flags: number): Frame {
 
 type MessageFixed = Omit<InboxMessage, "echo" | "retransmit" | "payload">;
 
-function readMessageFixed(r: BodyReader, name: string): MessageFixed {
-  return {
-    seq: r.u64(),
-    prevSeq: r.u64(),
-    from: r.u64(),
-    fromDevice: r.u64(),
-    to: r.u64(),
-    clientMsgId: r.u64(),
-    tsMs: r.u64(),
-    qos: qosOf(r.u8(), name),
-  };
+function readMessageFixed(r: BodyReader, name: string): MessageFixed & { hasAttrs: boolean } {
+  const seq = r.u64();
+  const prevSeq = r.u64();
+  const from = r.u64();
+  const fromDevice = r.u64();
+  const to = r.u64();
+  const clientMsgId = r.u64();
+  const tsMs = r.u64();
+  const { qos, hasAttrs } = qosAndAttrs(r.u8(), name);
+  return { seq, prevSeq, from, fromDevice, to, clientMsgId, tsMs, qos, hasAttrs };
+}
+
+/** Bit 7 of a message's qos byte: the payload field starts with attributes. */
+const QOS_HAS_ATTRS = 0x80;
+
+/** The QoS of a message's qos byte and whether it has attributes. */
+function qosAndAttrs(v: number, frame: string): { qos: QosLevel; hasAttrs: boolean } {
+  return { qos: qosOf(v & ~QOS_HAS_ATTRS, frame), hasAttrs: (v & QOS_HAS_ATTRS) !== 0 };
+}
+
+/**
+ * A message's payload field: with attributes, a u32 (little endian, at
+ * least 1) length, the attributes, then the payload (PROTOCOL.md "Message
+ * attributes").
+ */
+function splitAttrs(field: Uint8Array, hasAttrs: boolean, frame: string): { attrs?: Uint8Array; payload: Uint8Array } {
+  if (!hasAttrs) return { payload: field };
+  if (field.length < 4) throw malformed(frame, "attributes length truncated");
+  const len = new DataView(field.buffer, field.byteOffset, 4).getUint32(0, true);
+  if (len === 0 || len > field.length - 4) throw malformed(frame, "attributes exceed the payload field");
+  return { attrs: field.subarray(4, 4 + len), payload: field.subarray(4 + len) };
 }
 
 function qosOf(v: number, frame: string): QosLevel {

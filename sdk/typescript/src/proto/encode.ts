@@ -204,6 +204,8 @@ export function encodeFrame(frame: Frame): Uint8Array {
         w.u32(item.payload.length);
         w.raw(item.payload);
       }
+      return w.bytes;
+    }
     case "watch": {
       const w = start(frame, BodyLen.watch + 8 * frame.users.length);
       w.u32(frame.request);

@@ -84,6 +84,12 @@ export interface InboxMessage {
   readonly echo: boolean;
   /** A retransmission of an unacknowledged push. Never set in pages. */
   readonly retransmit: boolean;
+  /**
+   * Message attributes (PROTOCOL.md "Message attributes"): set when another
+   * sender (an MQTT 5 publisher: its message properties) gave the message
+   * some; absent otherwise. This SDK never sends any.
+   */
+  readonly attrs?: Uint8Array;
   readonly payload: Uint8Array;
 }
 
@@ -203,6 +209,8 @@ export interface RoomMessage {
   readonly from: bigint;
   readonly tsMs: bigint;
   readonly qos: QosLevel;
+  /** Message attributes, as on an inbox message. */
+  readonly attrs?: Uint8Array;
   readonly payload: Uint8Array;
 }
 
@@ -291,6 +299,8 @@ export interface ConvMsgsFrame {
   /** Older messages exist beyond the gateway's index. */
   readonly truncated: boolean;
   readonly items: readonly InboxMessage[];
+}
+
 /** WATCH: watch these users' presence (PROTOCOL.md §6c). */
 export interface WatchFrame {
   readonly type: "watch";
@@ -360,7 +370,7 @@ export type Frame =
   | ConvListFrame
   | ConvPageFrame
   | ConvFetchFrame
-  | ConvMsgsFrame;
+  | ConvMsgsFrame
   | WatchFrame
   | WatchAckFrame
   | UnwatchFrame

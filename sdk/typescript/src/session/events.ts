@@ -13,11 +13,7 @@ import type {
   InboxMessage,
   RoomMessage,
   SendAckFrame,
-  SubAckFrame,
-  InboxMessage,
   PresenceFrame,
-  RoomMessage,
-  SendAckFrame,
   SubAckFrame,
   WatchAckFrame,
 } from "../proto/frames.js";
@@ -99,7 +95,7 @@ export type SessionEvent =
   /** A page of conversation summaries ({@link Session.listConversations}, PROTOCOL.md §7a). */
   | { readonly type: "conversations"; readonly page: ConvPageFrame }
   /** A page of one conversation ({@link Session.fetchConversation}). */
-  | { readonly type: "conversation-page"; readonly page: ConvMsgsFrame };
+  | { readonly type: "conversation-page"; readonly page: ConvMsgsFrame }
   /** The answer to a WATCH: `code` 0, or its refusal (Forbidden, TooManyWatches; none of its users is watched). */
   | { readonly type: "watched"; readonly ack: WatchAckFrame }
   /** A watched user's online devices (all of them; empty: offline). */

@@ -77,8 +77,8 @@ const FIXED_PART: Partial<Record<Frame["type"], number>> = {
 };
 
 describe("codec: every frame", () => {
-  test("covers all 24 frame types of the document", () => {
-    assert.equal(new Set(SAMPLES.map((f) => f.type)).size, 24);
+  test("covers all 28 frame types of the document", () => {
+    assert.equal(new Set(SAMPLES.map((f) => f.type)).size, 28);
   });
 
   test("CONVPAGE / CONVMSGS: a count beyond the body, a preview past its end, every truncation", () => {
@@ -349,5 +349,42 @@ describe("codec: presence frames", () => {
     assertProtocolError(rebuilt(bytes, badName), ErrorCode.InvalidUtf8, "not UTF-8");
     const cut = body.subarray(0, body.length - 1);
     assertProtocolError(rebuilt(bytes, cut), ErrorCode.Malformed, "name past the body");
+  });
+});
+
+// Issue 21: a message an MQTT 5 publisher sent carries its properties as
+// message attributes (PROTOCOL.md "Message attributes"): bit 7 of the qos
+// byte, then a u32 length and the attributes in front of the payload.
+describe("codec: message attributes", () => {
+  const push = SAMPLES.find((f) => f.type === "push" && f.payload.length > 0)!;
+
+  function withAttrs(attrs: Uint8Array, lenField = attrs.length): Uint8Array {
+    const bytes = encodeFrame(push);
+    const body = bytes.subarray(HEADER);
+    const qosAt = BodyLen.push - 1;
+    const payload = body.subarray(BodyLen.push);
+    const out = new Uint8Array(BodyLen.push + 4 + attrs.length + payload.length);
+    out.set(body.subarray(0, BodyLen.push));
+    out[qosAt] = body[qosAt]! | 0x80;
+    new DataView(out.buffer).setUint32(BodyLen.push, lenField, true);
+    out.set(attrs, BodyLen.push + 4);
+    out.set(payload, BodyLen.push + 4 + attrs.length);
+    return rebuilt(bytes, out);
+  }
+
+  test("a PUSH with attributes splits them from its payload and keeps its QoS", () => {
+    const attrs = Uint8Array.from([0x03, 0x00, 0x04, 0x74, 0x65, 0x78, 0x74]);
+    const f = decodeFrame(withAttrs(attrs));
+    assert.equal(f.type, "push");
+    if (f.type !== "push" || push.type !== "push") return;
+    assert.equal(f.qos, push.qos);
+    assert.deepEqual(f.attrs, attrs);
+    assert.deepEqual(f.payload, push.payload);
+    assert.equal(f.seq, push.seq);
+  });
+
+  test("attributes of length 0 or beyond the field are Malformed", () => {
+    assertProtocolError(withAttrs(new Uint8Array(0)), ErrorCode.Malformed, "length 0");
+    assertProtocolError(withAttrs(Uint8Array.from([1, 2]), 4096), ErrorCode.Malformed, "beyond the field");
   });
 });

@@ -1,0 +1,104 @@
+//! What the admin API and the backend ask of a shard: publishes on a
+//! user's behalf, member changes, disconnects (the futures behind
+//! [`crate::admin_api`]).
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::channels::local_channel;
+
+use super::ShardRuntime;
+use crate::mesh::MeshMsg;
+use surepush_core::{Address, MembersOutcome, StoreOutcome};
+use surepush_proto::UserId;
+
+impl ShardRuntime {
+    /// Starts a publish by the backend or on a gone session's behalf (`by`,
+    /// see `Shard::handle_publish`); resolves with its outcome.
+    pub(crate) async fn publish(
+        self: &Rc<Self>,
+        key: surepush_log::SendKey,
+        to: UserId,
+        qos: surepush_proto::Qos,
+        payload: Bytes,
+        by: surepush_core::Publisher,
+    ) -> StoreOutcome {
+        let request = self.next_publish.get() + 1;
+        self.next_publish.set(request);
+        let (tx, rx) = local_channel::new_bounded(1);
+        self.publishes.borrow_mut().insert(request, tx);
+        let now = self.now();
+        let publish = surepush_core::Publish {
+            request,
+            key,
+            to,
+            qos,
+            payload,
+            by,
+        };
+        self.core.borrow_mut().handle_publish(publish, now);
+        self.drive();
+        rx.recv().await.unwrap_or(StoreOutcome::Failed)
+    }
+
+    /// Closes the sessions of `user` (or of one device) wherever its
+    /// owner shard is; resolves with how many were closed.
+    pub(crate) async fn disconnect_user(
+        self: &Rc<Self>,
+        user: UserId,
+        device: Option<surepush_proto::DeviceId>,
+    ) -> usize {
+        let address = self.core.borrow().router().address(user);
+        let owner = match address {
+            Address::Shard(shard) => shard.0,
+            // Owned by another node of the cluster: not connected here.
+            Address::Node(..) | Address::Unplaced(_) => return 0,
+        };
+        if owner == self.id {
+            return self.kick_here(user, device);
+        }
+        let (reply, closed) = flume::bounded(1);
+        self.handoff(
+            owner,
+            MeshMsg::Kick(crate::mesh::Kick {
+                user,
+                device,
+                reply,
+            }),
+        );
+        // A shard that stops first drops the sender: nothing was closed.
+        closed.recv_async().await.unwrap_or(0)
+    }
+
+    /// [`ShardRuntime::disconnect_user`] on the owner shard.
+    pub(crate) fn kick_here(
+        self: &Rc<Self>,
+        user: UserId,
+        device: Option<surepush_proto::DeviceId>,
+    ) -> usize {
+        let now = self.now();
+        let closed = self.core.borrow_mut().disconnect_user(user, device, now);
+        self.drive();
+        closed
+    }
+
+    /// Changes a group's or room's members (see
+    /// `Shard::handle_members_update`); resolves with the outcome.
+    pub(crate) async fn update_members(
+        self: &Rc<Self>,
+        id: UserId,
+        add: Vec<UserId>,
+        remove: Vec<UserId>,
+    ) -> MembersOutcome {
+        let request = self.next_publish.get() + 1;
+        self.next_publish.set(request);
+        let (tx, rx) = local_channel::new_bounded(1);
+        self.member_updates.borrow_mut().insert(request, tx);
+        let now = self.now();
+        self.core
+            .borrow_mut()
+            .handle_members_update(request, id, add, remove, now);
+        self.drive();
+        rx.recv().await.unwrap_or(MembersOutcome::Failed)
+    }
+}
