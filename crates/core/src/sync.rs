@@ -29,9 +29,8 @@ use surepush_proto::{
     DeviceId, ErrorCode, Frame, Seq, Sync, SyncDirection, SyncPage, UserId, HEADER_LEN,
 };
 
-/// Bytes of a SYNCPAGE before its items, and per item before the payload.
+/// Bytes of a SYNCPAGE before its items.
 const PAGE_OVERHEAD: usize = HEADER_LEN + 16;
-const ITEM_OVERHEAD: usize = 57 + 4;
 
 impl Shard {
     pub(super) fn on_sync(
@@ -146,33 +145,9 @@ impl Shard {
         // Keep the page within the frame limit. Forward pages keep their
         // oldest items (the next page continues after them); backward pages
         // keep their newest (the next one continues before them).
-        let mut budget = max_frame.saturating_sub(PAGE_OVERHEAD);
-        let fits = |r: &MessageRecord, budget: &mut usize| {
-            let need =
-                ITEM_OVERHEAD + r.payload.len() + surepush_proto::attrs_encoded_len(&r.attrs);
-            let ok = need <= *budget;
-            if ok {
-                *budget -= need;
-            }
-            ok
-        };
         let full = records.len() as u32 >= request.limit;
-        let before_trim = records.len();
-        match request.direction {
-            SyncDirection::After(_) => {
-                let keep = records.iter().take_while(|r| fits(r, &mut budget)).count();
-                records.truncate(keep);
-            }
-            _ => {
-                let keep = records
-                    .iter()
-                    .rev()
-                    .take_while(|r| fits(r, &mut budget))
-                    .count();
-                records.drain(..records.len() - keep);
-            }
-        }
-        let trimmed = records.len() < before_trim;
+        let budget = max_frame.saturating_sub(PAGE_OVERHEAD);
+        let trimmed = trim_to_budget(&mut records, budget, request.direction);
         let end = match request.direction {
             SyncDirection::After(_) => records.last().is_none_or(|r| r.seq >= head),
             _ => !full && !trimmed,
@@ -232,4 +207,34 @@ impl Shard {
             self.start_sync(conn, next);
         }
     }
+}
+
+/// Cuts `records` (ascending) to the message items that fit in `budget`
+/// bytes: a forward page (`After`) keeps its oldest, a backward one its
+/// newest, so the next page continues from the kept end. Whether anything
+/// was cut. SYNCPAGE and CONVMSGS items have the same size.
+pub(super) fn trim_to_budget(
+    records: &mut Vec<MessageRecord>,
+    mut budget: usize,
+    direction: SyncDirection,
+) -> bool {
+    let mut fits = |r: &MessageRecord| {
+        let need = surepush_proto::MSG_ITEM_FIXED_LEN
+            + r.payload.len()
+            + surepush_proto::attrs_encoded_len(&r.attrs);
+        let ok = need <= budget;
+        if ok {
+            budget -= need;
+        }
+        ok
+    };
+    let before = records.len();
+    if matches!(direction, SyncDirection::After(_)) {
+        let keep = records.iter().take_while(|r| fits(r)).count();
+        records.truncate(keep);
+    } else {
+        let keep = records.iter().rev().take_while(|r| fits(r)).count();
+        records.drain(..records.len() - keep);
+    }
+    records.len() < before
 }

@@ -10,8 +10,7 @@
 
 use surepush_proto::{
     ConvFetch, ConvList, ConvMsgs, ConvPage, ConvSummary, DeviceId, ErrorCode, Frame, Push, Seq,
-    UserId, CONVMSGS_FIXED_LEN, CONVPAGE_FIXED_LEN, HEADER_LEN, MSG_ITEM_FIXED_LEN,
-    SUMMARY_FIXED_LEN,
+    UserId, CONVMSGS_FIXED_LEN, CONVPAGE_FIXED_LEN, HEADER_LEN, SUMMARY_FIXED_LEN,
 };
 
 use crate::action::ConnId;
@@ -167,30 +166,9 @@ impl Shard {
             return;
         };
         records.retain(|r| r.seq <= head);
-        let mut budget =
+        let budget =
             (self.config.max_frame as usize).saturating_sub(HEADER_LEN + CONVMSGS_FIXED_LEN);
-        let fits = |r: &MessageRecord, budget: &mut usize| {
-            let need =
-                MSG_ITEM_FIXED_LEN + r.payload.len() + surepush_proto::attrs_encoded_len(&r.attrs);
-            let ok = need <= *budget;
-            if ok {
-                *budget -= need;
-            }
-            ok
-        };
-        let before = records.len();
-        if matches!(request.direction, surepush_proto::SyncDirection::After(_)) {
-            let keep = records.iter().take_while(|r| fits(r, &mut budget)).count();
-            records.truncate(keep);
-        } else {
-            let keep = records
-                .iter()
-                .rev()
-                .take_while(|r| fits(r, &mut budget))
-                .count();
-            records.drain(..records.len() - keep);
-        }
-        let cut = records.len() < before;
+        let cut = crate::sync::trim_to_budget(&mut records, budget, request.direction);
         end &= !cut;
         let mut prev = first_prev;
         let items = records

@@ -72,9 +72,9 @@ export function encodeFrame(frame: Frame): Uint8Array {
       return w.bytes;
     }
     case "push": {
-      const w = start(frame, BodyLen.push + frame.payload.length);
+      const w = start(frame, BodyLen.push + payloadFieldLen(frame));
       writeMessageFixed(w, frame);
-      w.raw(frame.payload);
+      writePayloadField(w, frame);
       return w.bytes;
     }
     case "ack":
@@ -88,19 +88,12 @@ export function encodeFrame(frame: Frame): Uint8Array {
       return w.bytes;
     }
     case "syncpage": {
-      const itemsLen = frame.items.reduce(
-        (sum, i) => sum + BodyLen.push + BodyLen.itemPayloadLen + i.payload.length,
-        0,
-      );
+      const itemsLen = frame.items.reduce((sum, i) => sum + itemLen(i), 0);
       const w = start(frame, BodyLen.syncPage + itemsLen);
       w.u32(frame.requestId);
       w.u64(frame.head);
       w.u32(frame.items.length);
-      for (const item of frame.items) {
-        writeMessageFixed(w, item);
-        w.u32(item.payload.length);
-        w.raw(item.payload);
-      }
+      for (const item of frame.items) writeItem(w, item);
       return w.bytes;
     }
     case "rel": {
@@ -137,13 +130,13 @@ export function encodeFrame(frame: Frame): Uint8Array {
     case "unsubscribe":
       return u64Frame(frame, frame.room);
     case "roompush": {
-      const w = start(frame, BodyLen.roomPush + frame.payload.length);
+      const w = start(frame, BodyLen.roomPush + payloadFieldLen(frame));
       w.u64(frame.room);
       w.u64(frame.seq);
       w.u64(frame.from);
       w.u64(frame.tsMs);
-      w.u8(frame.qos);
-      w.raw(frame.payload);
+      w.u8(qosByte(frame));
+      writePayloadField(w, frame);
       return w.bytes;
     }
     case "roomack":
@@ -190,20 +183,13 @@ export function encodeFrame(frame: Frame): Uint8Array {
       return w.bytes;
     }
     case "convmsgs": {
-      const itemsLen = frame.items.reduce(
-        (sum, i) => sum + BodyLen.push + BodyLen.itemPayloadLen + i.payload.length,
-        0,
-      );
+      const itemsLen = frame.items.reduce((sum, i) => sum + itemLen(i), 0);
       const w = start(frame, BodyLen.convMsgs + itemsLen);
       w.u32(frame.requestId);
       w.u64(frame.peer);
       w.u64(frame.head);
       w.u32(frame.items.length);
-      for (const item of frame.items) {
-        writeMessageFixed(w, item);
-        w.u32(item.payload.length);
-        w.raw(item.payload);
-      }
+      for (const item of frame.items) writeItem(w, item);
       return w.bytes;
     }
     case "watch": {
@@ -343,5 +329,39 @@ function writeMessageFixed(w: BodyWriter, m: InboxMessage): void {
   w.u64(m.to);
   w.u64(m.clientMsgId);
   w.u64(m.tsMs);
-  w.u8(m.qos);
+  w.u8(qosByte(m));
+}
+
+/** Bit 7 of a message's qos byte: the payload field starts with attributes. */
+const QOS_HAS_ATTRS = 0x80;
+
+type Attributed = { readonly qos: number; readonly attrs?: Uint8Array; readonly payload: Uint8Array };
+
+function qosByte(m: Attributed): number {
+  return m.qos | (m.attrs?.length ? QOS_HAS_ATTRS : 0);
+}
+
+/** A message's payload field: [attributes length, attributes,] payload (PROTOCOL.md "Message attributes"). */
+function payloadFieldLen(m: Attributed): number {
+  return (m.attrs?.length ? 4 + m.attrs.length : 0) + m.payload.length;
+}
+
+function writePayloadField(w: BodyWriter, m: Attributed): void {
+  if (m.attrs?.length) {
+    w.u32(m.attrs.length);
+    w.raw(m.attrs);
+  }
+  w.raw(m.payload);
+}
+
+/** Encoded size of one SYNCPAGE / CONVMSGS item. */
+function itemLen(m: InboxMessage): number {
+  return BodyLen.push + BodyLen.itemPayloadLen + payloadFieldLen(m);
+}
+
+/** One SYNCPAGE / CONVMSGS item: the PUSH fixed part, the payload field's length, the field. */
+function writeItem(w: BodyWriter, m: InboxMessage): void {
+  writeMessageFixed(w, m);
+  w.u32(payloadFieldLen(m));
+  writePayloadField(w, m);
 }

@@ -381,6 +381,19 @@ describe("codec: message attributes", () => {
     assert.deepEqual(f.attrs, attrs);
     assert.deepEqual(f.payload, push.payload);
     assert.equal(f.seq, push.seq);
+    // And the encoder writes them back byte for byte.
+    assert.deepEqual(encodeFrame(f), withAttrs(attrs));
+  });
+
+  test("SYNCPAGE items and ROOMPUSH carry attributes through a round trip", () => {
+    const attrs = Uint8Array.from([0x01, 0x01]);
+    for (const frame of SAMPLES.filter((s) => s.type === "syncpage" || s.type === "roompush")) {
+      const withA =
+        frame.type === "syncpage"
+          ? { ...frame, items: frame.items.map((i) => ({ ...i, attrs })) }
+          : { ...frame, attrs };
+      assert.deepEqual(decodeFrame(encodeFrame(withA as Frame)), withA, frame.type);
+    }
   });
 
   test("attributes of length 0 or beyond the field are Malformed", () => {
