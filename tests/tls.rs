@@ -655,7 +655,7 @@ fn paho_clients_speak_mqtt_over_wss() {
 
 /// A raw WebSocket client inside TLS, for bad input and hand-off edges.
 mod raw_wss {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::net::{SocketAddr, TcpStream};
     use std::path::Path;
     use std::sync::Arc;
@@ -701,61 +701,15 @@ mod raw_wss {
         )
     }
 
-    /// The HTTP response head (through the blank line); "" if closed first.
-    pub fn read_head(s: &mut Tls) -> String {
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match s.read(&mut byte) {
-                Ok(1) => head.push(byte[0]),
-                _ => break,
-            }
-        }
-        String::from_utf8_lossy(&head).into_owned()
-    }
+    pub use crate::common::ws_wire::{read_frame, read_head};
 
     /// A client frame (masked unless `masked` is false).
     pub fn frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
-        const MASK: [u8; 4] = [0x3c, 0x91, 0x07, 0xe2];
-        let bit = if masked { 0x80 } else { 0 };
-        let mut out = vec![first];
-        match payload.len() {
-            n @ 0..=125 => out.push(bit | n as u8),
-            n => {
-                out.push(bit | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-        }
-        if masked {
-            out.extend_from_slice(&MASK);
-            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
-        } else {
-            out.extend_from_slice(payload);
-        }
-        out
-    }
-
-    /// The next server frame (opcode, payload); `None` once closed.
-    pub fn read_frame(s: &mut Tls) -> Option<(u8, Vec<u8>)> {
-        let mut head = [0u8; 2];
-        s.read_exact(&mut head).ok()?;
-        assert_eq!(head[1] & 0x80, 0, "server frames are not masked");
-        let len = match head[1] & 0x7f {
-            126 => {
-                let mut b = [0u8; 2];
-                s.read_exact(&mut b).unwrap();
-                u16::from_be_bytes(b) as usize
-            }
-            127 => {
-                let mut b = [0u8; 8];
-                s.read_exact(&mut b).unwrap();
-                u64::from_be_bytes(b) as usize
-            }
-            n => n as usize,
-        };
-        let mut payload = vec![0u8; len];
-        s.read_exact(&mut payload).expect("a whole frame");
-        Some((head[0] & 0x0f, payload))
+        crate::common::ws_wire::masked(
+            first,
+            payload,
+            masked.then_some(crate::common::ws_wire::MASK),
+        )
     }
 
     /// Writes `bytes` and sends them now.

@@ -2,6 +2,8 @@
 //! data dir, and talks to it with the SDK and raw HTTP.
 #![allow(dead_code)]
 
+pub mod ws_wire;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
