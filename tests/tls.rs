@@ -719,14 +719,7 @@ mod raw_wss {
     }
 }
 
-/// The CONNECT frame of `user`, encoded.
-fn connect_frame(server: &TestServer, user: u64) -> Vec<u8> {
-    let mut session = surepush::client::ClientSession::new(server.client_config(user, 1), None);
-    session.connect(0);
-    let mut out = bytes::BytesMut::new();
-    session.poll_transmit().expect("CONNECT").encode(&mut out);
-    out.to_vec()
-}
+use common::connect_frame;
 
 /// Issue #19 items 1 and 3: what the accepting shard had begun travels
 /// with a WSS connection to the owner: a WebSocket ping sent before the

@@ -158,14 +158,7 @@ mod raw {
 
 const BINARY: u8 = 0x82;
 
-/// The CONNECT frame of `user`, encoded.
-fn connect_frame(server: &TestServer, user: u64) -> Vec<u8> {
-    let mut session = surepush::client::ClientSession::new(server.client_config(user, 1), None);
-    session.connect(0);
-    let mut out = bytes::BytesMut::new();
-    session.poll_transmit().expect("CONNECT").encode(&mut out);
-    out.to_vec()
-}
+use common::connect_frame;
 
 // Issue #19 item 1 (docs/BAD_INPUT.md, WebSocket rows): a bad upgrade gets
 // the HTTP status the RFC or the config gives, and no WebSocket.

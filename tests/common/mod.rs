@@ -519,3 +519,13 @@ pub fn assert_ok(out: &std::process::Output, what: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The CONNECT frame of `user` (device 1), encoded, for tests that write
+/// it by hand (inside a WebSocket frame, after a TLS handshake).
+pub fn connect_frame(server: &TestServer, user: u64) -> Vec<u8> {
+    let mut session = surepush::client::ClientSession::new(server.client_config(user, 1), None);
+    session.connect(0);
+    let mut out = bytes::BytesMut::new();
+    session.poll_transmit().expect("CONNECT").encode(&mut out);
+    out.to_vec()
+}
