@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use surepush::cluster::admin::{self, InitOutcome};
 use surepush::cluster::runtime::connect::NatsConfig;
-use surepush::cluster::{NodeId, PartitionCount};
+use surepush::cluster::{NodeId, PartitionCount, PartitionId};
 
 #[derive(Subcommand)]
 pub enum ClusterCommand {
@@ -36,6 +36,40 @@ pub enum ClusterCommand {
         #[command(flatten)]
         nats: NatsArgs,
     },
+    /// Move one partition to a node: the node copies the partition's
+    /// messages, cursors, dedup entries, members and keyed state from its
+    /// owner, then flips the placement entry (docs/CLUSTER.md "Moving a
+    /// partition"). Writes to the partition pause while it moves.
+    Move {
+        #[command(flatten)]
+        nats: NatsArgs,
+        /// The partition.
+        #[arg(long)]
+        partition: u32,
+        /// The node that takes it (must be running).
+        #[arg(long)]
+        to: String,
+    },
+    /// Spread the partitions evenly over the live nodes (e.g. after a node
+    /// joined), one move at a time.
+    Rebalance {
+        #[command(flatten)]
+        nats: NatsArgs,
+        /// Print the plan only.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Move every partition of a node to the other live nodes (before
+    /// taking it out of the cluster).
+    Leave {
+        #[command(flatten)]
+        nats: NatsArgs,
+        /// The node that leaves.
+        node: String,
+        /// Print the plan only.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Args)]
@@ -46,6 +80,9 @@ pub struct NatsArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 10)]
     timeout_s: u64,
+    /// Give up on one partition move after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    move_timeout_s: u64,
 }
 
 impl NatsArgs {
@@ -54,6 +91,11 @@ impl NatsArgs {
         let mut config = NatsConfig::new(self.nats.clone());
         config.request_timeout = timeout;
         (config, timeout)
+    }
+
+    fn move_config(&self) -> (NatsConfig, Duration) {
+        let (config, _) = self.config();
+        (config, Duration::from_secs(self.move_timeout_s.max(1)))
     }
 }
 
@@ -93,5 +135,68 @@ pub fn run(command: ClusterCommand) -> Result<(), String> {
             print!("{status}");
             Ok(())
         }
+        ClusterCommand::Move {
+            nats,
+            partition,
+            to,
+        } => {
+            let to = NodeId::parse(&to).map_err(|e| format!("--to {to:?}: {e}"))?;
+            let (config, timeout) = nats.move_config();
+            move_one(&config, PartitionId(partition), &to, timeout)
+        }
+        ClusterCommand::Rebalance { nats, dry_run } => run_plan(&nats, None, dry_run),
+        ClusterCommand::Leave {
+            nats,
+            node,
+            dry_run,
+        } => {
+            let node = NodeId::parse(&node).map_err(|e| format!("{node:?}: {e}"))?;
+            run_plan(&nats, Some(&node), dry_run)
+        }
     }
+}
+
+fn move_one(
+    config: &NatsConfig,
+    p: PartitionId,
+    to: &NodeId,
+    timeout: Duration,
+) -> Result<(), String> {
+    let r = admin::move_partition(config, p, to, timeout).map_err(|e| e.to_string())?;
+    if !r.moved {
+        return Err(format!(
+            "partition {} not moved to {to}: {}",
+            p.0, r.message
+        ));
+    }
+    println!(
+        "partition {} moved to {to}: {} records in {} ms, placement revision {}{}",
+        p.0,
+        r.records,
+        r.elapsed_ms,
+        r.revision,
+        if r.message.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", r.message)
+        }
+    );
+    Ok(())
+}
+
+fn run_plan(nats: &NatsArgs, leaving: Option<&NodeId>, dry_run: bool) -> Result<(), String> {
+    let (config, timeout) = nats.config();
+    let plan = admin::plan(&config, leaving, timeout).map_err(|e| e.to_string())?;
+    if plan.is_empty() {
+        println!("nothing to move");
+        return Ok(());
+    }
+    let (move_config, move_timeout) = nats.move_config();
+    for m in &plan {
+        println!("partition {}: {} -> {}", m.partition.0, m.from, m.to);
+        if !dry_run {
+            move_one(&move_config, m.partition, &m.to, move_timeout)?;
+        }
+    }
+    Ok(())
 }

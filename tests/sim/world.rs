@@ -875,6 +875,11 @@ impl World {
                 unreachable!("only MQTT connections write state")
             }
             Action::Webhook(_) => unreachable!("the simulation turns no webhooks on"),
+            Action::MoveImported { .. }
+            | Action::MoveFailed { .. }
+            | Action::MoveStalled { .. } => {
+                unreachable!("the simulation runs no cluster")
+            }
             Action::Peer { shard: to, msg } => {
                 // The mesh is reliable and FIFO per pair: a fixed delay keeps order.
                 self.schedule(

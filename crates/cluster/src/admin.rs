@@ -1,13 +1,15 @@
-//! Cluster operations outside a node: `surepush cluster init` and
-//! `surepush cluster status`.
+//! Cluster operations outside a node: `surepush cluster init`, `status`,
+//! `move`, `rebalance` and `leave`.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
 use crate::error::ClusterError;
+use crate::moves::{plan_rebalance, MoveOrder, MoveResult, PlannedMove};
 use crate::node_id::NodeId;
 use crate::partition::PartitionCount;
+use crate::partition::PartitionId;
 use crate::placement::record::ClusterMeta;
 use crate::placement::{store, Placement};
 use crate::registry::record::NodeRecord;
@@ -17,6 +19,7 @@ use crate::runtime::kv::{
     follow, nodes_bucket, open, open_or_create, placement_bucket, NODES_BUCKET, PLACEMENT_BUCKET,
 };
 use crate::runtime::thread::ClusterThread;
+use crate::wire;
 
 /// Registry TTL used when `init` creates the registry bucket.
 pub const DEFAULT_REGISTRY_TTL: Duration = Duration::from_secs(10);
@@ -81,8 +84,15 @@ pub struct ClusterStatus {
     pub unassigned: u32,
 }
 
-/// Reads the cluster's state: the record, both buckets, as of now.
-pub fn status(nats: &NatsConfig, timeout: Duration) -> Result<ClusterStatus, ClusterError> {
+/// The placement and registry as one reader sees them (loaded).
+struct Views {
+    thread: ClusterThread,
+    meta: ClusterMeta,
+    placement: Placement,
+    nodes: Nodes,
+}
+
+fn open_views(nats: &NatsConfig, timeout: Duration) -> Result<Views, ClusterError> {
     let thread = ClusterThread::spawn("cluster-cli")?;
     let nats = nats.clone();
     let opened = thread.run(move || async move {
@@ -112,6 +122,22 @@ pub fn status(nats: &NatsConfig, timeout: Duration) -> Result<ClusterStatus, Clu
     let (meta, placement, nodes) = opened.wait_timeout(timeout)??;
     placement.wait_ready(timeout)?;
     nodes.wait_until(timeout, |_| true)?;
+    Ok(Views {
+        thread,
+        meta,
+        placement,
+        nodes,
+    })
+}
+
+/// Reads the cluster's state: the record, both buckets, as of now.
+pub fn status(nats: &NatsConfig, timeout: Duration) -> Result<ClusterStatus, ClusterError> {
+    let Views {
+        thread,
+        meta,
+        placement,
+        nodes,
+    } = open_views(nats, timeout)?;
     let table = placement.snapshot();
     let unassigned = table.partitions() - table.counts().values().sum::<u32>();
     let status = ClusterStatus {
@@ -124,6 +150,58 @@ pub fn status(nats: &NatsConfig, timeout: Duration) -> Result<ClusterStatus, Clu
     };
     thread.stop();
     Ok(status)
+}
+
+/// Asks node `to` to take partition `p` and waits up to `timeout` for the
+/// move to end (docs/CLUSTER.md "Moving a partition").
+pub fn move_partition(
+    nats: &NatsConfig,
+    p: PartitionId,
+    to: &NodeId,
+    timeout: Duration,
+) -> Result<MoveResult, ClusterError> {
+    let thread = ClusterThread::spawn("cluster-cli")?;
+    let nats = nats.clone();
+    let subject = crate::messaging::subjects::moves(to);
+    let body = wire::to_bytes(&MoveOrder { partition: p });
+    let asked = thread.run(move || async move {
+        let (client, _js) = connect(&nats, "surepush-cli", InitialConnect::Fail).await?;
+        let request = async_nats::Request::new()
+            .payload(body)
+            .timeout(Some(timeout));
+        let reply = client
+            .send_request(subject, request)
+            .await
+            .map_err(|e| ClusterError::nats("move order (is the target node up?)", e))?;
+        wire::decode::<MoveResult>(&reply.payload).map_err(|error| ClusterError::Decode {
+            key: "move result".into(),
+            error,
+        })
+    });
+    let result = asked.wait_timeout(timeout + Duration::from_secs(1))?;
+    thread.stop();
+    result
+}
+
+/// The moves that spread the partitions evenly over the live nodes, minus
+/// `leaving` (whose partitions all move): `surepush cluster rebalance` and
+/// `leave`.
+pub fn plan(
+    nats: &NatsConfig,
+    leaving: Option<&NodeId>,
+    timeout: Duration,
+) -> Result<Vec<PlannedMove>, ClusterError> {
+    let views = open_views(nats, timeout)?;
+    let nodes: Vec<NodeId> = views
+        .nodes
+        .all()
+        .into_iter()
+        .map(|n| n.id)
+        .filter(|id| Some(id) != leaving)
+        .collect();
+    let plan = plan_rebalance(&views.placement.snapshot(), &nodes);
+    views.thread.stop();
+    Ok(plan)
 }
 
 impl fmt::Display for ClusterStatus {

@@ -31,6 +31,7 @@ pub mod admin;
 #[cfg(feature = "nats")]
 mod error;
 pub mod messaging;
+pub mod moves;
 #[cfg(feature = "nats")]
 mod node;
 pub mod node_id;

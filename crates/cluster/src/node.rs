@@ -21,7 +21,8 @@ use async_nats::jetstream::{self, kv};
 
 use crate::error::ClusterError;
 use crate::messaging::service::Service;
-use crate::messaging::{self, Lane, LaneWiring, MessagingConfig, MessagingStats};
+use crate::messaging::{self, subjects, Lane, LaneWiring, MessagingConfig, MessagingStats};
+use crate::moves::{IncomingMove, MoveOrder, MoveResult};
 use crate::node_id::NodeId;
 use crate::partition::{PartitionCount, PartitionId};
 use crate::placement::record::ClusterMeta;
@@ -81,6 +82,7 @@ pub struct ClusterNode {
     stores: Arc<OnceLock<Stores>>,
     record: NodeRecord,
     stats: Arc<MessagingStats>,
+    move_orders: Option<flume::Receiver<IncomingMove>>,
 }
 
 #[derive(Clone)]
@@ -120,6 +122,8 @@ impl ClusterNode {
         let stats = Arc::new(MessagingStats::default());
 
         let (lanes, wiring) = messaging::lanes(&config.messaging);
+        // Orders wait here until the owner takes them (one at a time).
+        let (move_tx, move_rx) = flume::bounded(16);
 
         let task = JoinTask {
             config,
@@ -129,6 +133,7 @@ impl ClusterNode {
             joined: joined.clone(),
             stores: stores.clone(),
             stats: stats.clone(),
+            move_orders: move_tx,
         };
         thread.spawn_task(move || task.run(wiring));
         Ok(ClusterNode {
@@ -143,7 +148,14 @@ impl ClusterNode {
             stores,
             record,
             stats,
+            move_orders: Some(move_rx),
         })
+    }
+
+    /// Partition move orders sent to this node (`surepush cluster move`),
+    /// for its owner to carry out (once).
+    pub fn take_move_orders(&mut self) -> Option<flume::Receiver<IncomingMove>> {
+        self.move_orders.take()
     }
 
     /// This node's id.
@@ -244,6 +256,7 @@ struct JoinTask {
     joined: Arc<Latch<Result<ClusterMeta, ClusterError>>>,
     stores: Arc<OnceLock<Stores>>,
     stats: Arc<MessagingStats>,
+    move_orders: flume::Sender<IncomingMove>,
 }
 
 impl JoinTask {
@@ -258,6 +271,7 @@ impl JoinTask {
                 return;
             }
         };
+        let orders_client = client.clone();
         // Messaging first: peers can reach this node while it joins.
         if let Err(e) = Service::start(
             client,
@@ -294,6 +308,11 @@ impl JoinTask {
         let nodes_store = stores.nodes.clone();
         tokio::task::spawn_local(async move { follow(nodes_store, &mut nodes).await });
         tokio::task::spawn_local(heartbeat::run(stores.nodes, self.record.clone(), interval));
+        tokio::task::spawn_local(serve_move_orders(
+            orders_client,
+            self.config.id.clone(),
+            self.move_orders.clone(),
+        ));
         self.joined.set(Ok(meta));
     }
 
@@ -312,5 +331,57 @@ impl JoinTask {
         let nodes = open_or_create(js, nodes_bucket(replicas, self.config.registry_ttl)).await?;
         heartbeat::register(&nodes, &self.record).await?;
         Ok((Stores { placement, nodes }, meta))
+    }
+}
+
+/// Hands each move order on this node's subject to the node's owner and
+/// publishes its result as the reply (a task of the cluster thread).
+async fn serve_move_orders(
+    client: async_nats::Client,
+    me: NodeId,
+    orders: flume::Sender<IncomingMove>,
+) {
+    use futures_lite::StreamExt;
+    let mut sub = match client.subscribe(subjects::moves(&me)).await {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::error!(%error, "cannot take partition move orders");
+            return;
+        }
+    };
+    while let Some(msg) = sub.next().await {
+        let Some(reply) = msg.reply.clone() else {
+            continue;
+        };
+        let order = match crate::wire::decode::<MoveOrder>(&msg.payload) {
+            Ok(o) => o,
+            Err(error) => {
+                tracing::warn!(%error, "a move order that does not decode; ignored");
+                continue;
+            }
+        };
+        let partition = order.partition;
+        let (done, result) = flume::bounded(1);
+        if orders
+            .send_async(IncomingMove { order, done })
+            .await
+            .is_err()
+        {
+            return; // nobody takes orders: the node is going down
+        }
+        let client = client.clone();
+        tokio::task::spawn_local(async move {
+            let result = result.recv_async().await.unwrap_or_else(|_| MoveResult {
+                partition,
+                moved: false,
+                revision: 0,
+                records: 0,
+                elapsed_ms: 0,
+                message: "the node stopped before the move ended".into(),
+            });
+            if let Err(error) = client.publish(reply, crate::wire::to_bytes(&result)).await {
+                tracing::warn!(%error, "could not answer a move order");
+            }
+        });
     }
 }

@@ -118,6 +118,27 @@ pub enum Action {
     /// Deliver a webhook event (it is durable); report the outcome with
     /// [`super::Shard::handle_webhook_done`].
     Webhook(crate::WebhookEvent),
+    /// Every page of `partition` is durable here (a move's target,
+    /// `moving.rs`): flip the placement entry by CAS.
+    MoveImported {
+        /// The partition.
+        partition: u32,
+        /// Records copied.
+        records: u64,
+    },
+    /// A move's import stopped (the partition stays where it was).
+    MoveFailed {
+        /// The partition.
+        partition: u32,
+        /// Why.
+        why: &'static str,
+    },
+    /// A fenced partition's target went quiet (a move's source): reclaim
+    /// the partition by CAS, then call `Shard::handle_move_reclaimed`.
+    MoveStalled {
+        /// The partition.
+        partition: u32,
+    },
 }
 
 /// Result of storing one copy of a send in one inbox.

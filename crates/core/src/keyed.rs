@@ -82,6 +82,22 @@ impl KeyedState {
         }
     }
 
+    /// The keys with a value here.
+    pub(super) fn keys(&self) -> impl Iterator<Item = StateKey> + '_ {
+        self.values.keys().copied()
+    }
+
+    /// Every value here.
+    pub(super) fn values(&self) -> impl Iterator<Item = (&StateKey, &Bytes)> {
+        self.values.iter()
+    }
+
+    /// Sets or deletes (`None`) a value in memory only (a move's import
+    /// appends the record itself).
+    pub(super) fn set_value(&mut self, key: StateKey, value: &Option<Bytes>) {
+        self.set(key, value);
+    }
+
     fn set(&mut self, key: StateKey, value: &Option<Bytes>) {
         match value {
             Some(v) => self.values.insert(key, v.clone()),
@@ -161,7 +177,8 @@ impl Shard {
     ) {
         // A newer write replaces a deferred one still waiting.
         self.keyed.deferred.remove(&key);
-        if self.storage.failed() {
+        let fenced = key.owner().is_some_and(|o| self.refuses_writes(o));
+        if self.storage.failed() || fenced {
             if let Some(r) = report {
                 self.state_stored(r, false);
             }

@@ -60,6 +60,7 @@ mod group;
 pub mod hashing;
 mod keyed;
 mod members;
+mod moving;
 mod peer;
 mod presence;
 pub mod record;
@@ -89,6 +90,7 @@ pub use auth::{AuthError, Claims, TokenVerifier};
 pub use config::{CoreConfig, LiveLimits};
 pub use conversation::{ConversationConfig, Conversations};
 pub use keyed::{StateDurability, StateReport};
+pub use moving::{MOVE_IDLE_NS, PAGE_BYTES as MOVE_PAGE_BYTES};
 pub use peer::{decode_answers, encode_answers, Answers};
 pub use peer::{
     Ephemeral, GroupEphemeral, GroupStore, GroupStored, MembersUpdate, MembersUpdated, PeerMsg,
@@ -97,6 +99,7 @@ pub use peer::{
     RoomSubscribe, StateStored, StateValue, StoreCopy, StoreMany, StoreState, Stored,
     PEER_WIRE_VERSION,
 };
+pub use peer::{MoveCursor, MoveFetch, MovePage, MoveStatus};
 pub use record::{InboxQuery, MessageRecord, Record, StateKey};
 pub use router::{Address, ClusterRoutes, PeerTarget, Router, RoutesError, ShardId};
 pub use shard::{Shard, ShardParams};

@@ -49,6 +49,21 @@ impl Members {
         self.of(id).binary_search(&user).is_ok()
     }
 
+    /// The groups and rooms with members here.
+    pub(super) fn ids(&self) -> impl Iterator<Item = UserId> + '_ {
+        self.lists.keys().copied()
+    }
+
+    /// Adds (`joined`) or removes `user` (a partition move's import).
+    pub(super) fn set(&mut self, id: UserId, user: UserId, joined: bool) {
+        self.apply(id, user, joined);
+    }
+
+    /// Forgets every member of `id` (its partition moved away).
+    pub(super) fn forget(&mut self, id: UserId) {
+        self.lists.remove(&id);
+    }
+
     /// Adds (`joined`) or removes `user`; true if that changed the list.
     fn apply(&mut self, id: UserId, user: UserId, joined: bool) -> bool {
         if self.contains(id, user) == joined {
@@ -105,7 +120,7 @@ impl Shard {
             self.route_to(origin, answer(MembersOutcome::Invalid(why)));
             return;
         }
-        if self.storage.failed() {
+        if self.storage.failed() || self.refuses_writes(id) {
             self.route_to(origin, answer(MembersOutcome::Failed));
             return;
         }

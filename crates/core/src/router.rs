@@ -178,6 +178,11 @@ impl ClusterRoutes {
         self.owners.get(p.0 as usize).and_then(Option::as_ref)
     }
 
+    /// The partitions placed on this node.
+    pub fn owned_partitions(&self) -> impl Iterator<Item = PartitionId> + '_ {
+        self.partitions.iter().filter(|p| self.is_local(*p))
+    }
+
     fn is_local(&self, p: PartitionId) -> bool {
         self.owner(p) == Some(&self.me)
     }
@@ -234,6 +239,15 @@ impl Router {
     /// Number of shards of the node.
     pub fn shards(&self) -> u16 {
         self.shards
+    }
+
+    /// Where partition `p` lives: this node's shard for it, or the
+    /// partition's [`ShardId`] on another node.
+    pub fn owner_of_partition(&self, p: PartitionId) -> ShardId {
+        match &self.cluster {
+            Some(routes) if !routes.is_local(p) => ShardId::remote(p),
+            _ => self.shard_of_partition(p),
+        }
     }
 
     /// Owner of the user, group or room `id`: a shard of this node, or

@@ -433,7 +433,9 @@ impl Shard {
             copy.waiters.push(origin);
             return;
         }
-        if self.storage.failed() {
+        if self.storage.failed() || self.refuses_writes(inbox) {
+            // Its partition is moving or moved: the sender retries (and
+            // its routes catch up).
             self.answer(origin, key, inbox, StoreOutcome::Failed);
             return;
         }

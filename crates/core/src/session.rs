@@ -156,6 +156,15 @@ impl Shard {
             );
             return;
         }
+        if self.is_fenced(user) {
+            // Its partition is moving: come back when it has landed.
+            self.fail(
+                conn,
+                ErrorCode::StorageUnavailable,
+                "this user's partition is moving; retry",
+            );
+            return;
+        }
         let max_conns = self.config.max_connections_per_user as usize;
         let inbox = self.users.entry(user).or_default();
         let durable = inbox.durable;

@@ -151,6 +151,10 @@ pub(super) enum TimerEvent {
     FlushCursors,
     /// The presence coalescing window ended (`presence/`).
     PresenceFlush,
+    /// Check whether the target of a fenced partition went quiet (`moving.rs`).
+    MoveIdle {
+        partition: u32,
+    },
 }
 
 /// A copy appended but not yet durable, with the shards awaiting it.
@@ -212,6 +216,8 @@ pub struct Shard {
     pub(super) conversations: super::conversation::Conversations,
     /// Presence watches, as owner and as watcher (`presence/`).
     pub(super) presence: super::presence::Watches,
+    /// Partition moves this shard exports or imports (`moving.rs`).
+    pub(super) moves: super::moving::Moves,
     pub(super) next_sub_id: u64,
     pub(super) timers: TimerWheel<TimerEvent>,
     pub(super) actions: VecDeque<Action>,
@@ -271,6 +277,7 @@ impl Shard {
                 c
             },
             presence: Default::default(),
+            moves: Default::default(),
             next_sub_id: 0,
             timers: TimerWheel::new(tick),
             actions: VecDeque::new(),
@@ -290,8 +297,18 @@ impl Shard {
 
     /// Routes by `routes` from now on (a cluster node; a new placement is
     /// a new snapshot).
+    /// Partitions this node no longer owns drop their state here (a move
+    /// ended, `moving.rs`).
     pub fn set_cluster_routes(&mut self, routes: Arc<ClusterRoutes>) {
+        let lost: Vec<surepush_cluster::PartitionId> = match self.router.cluster() {
+            Some(old) => old
+                .owned_partitions()
+                .filter(|p| routes.owner(*p) != Some(routes.me()))
+                .collect(),
+            None => Vec::new(),
+        };
         self.router = self.router.clone().with_cluster(routes);
+        self.drop_moved_partitions(&lost);
     }
 
     /// The router in force.
@@ -399,6 +416,7 @@ impl Shard {
         while let Some(purpose) = self.storage.complete_append(token) {
             self.on_appended(purpose, result.is_ok());
         }
+        self.resume_moves();
     }
 
     /// Result of [`Action::Read`] `id`: records in ascending seq order.
@@ -418,6 +436,7 @@ impl Shard {
             ReadPurpose::Retry(check) => self.on_retry_read(check, result),
             ReadPurpose::Copy(check) => self.on_copy_check_read(check, result),
             ReadPurpose::Conversation(read) => self.on_conv_read(read, result),
+            ReadPurpose::Move(serving) => self.on_move_read(serving, result),
         }
     }
 
@@ -434,6 +453,7 @@ impl Shard {
                     self.flush_webhooks();
                 }
                 TimerEvent::PresenceFlush => self.flush_presence(),
+                TimerEvent::MoveIdle { partition } => self.on_move_idle(partition),
             }
         }
     }
@@ -574,6 +594,8 @@ impl Shard {
             PeerMsg::PresenceWatch(m) => self.on_presence_watch(m),
             PeerMsg::PresenceUnwatch(m) => self.on_presence_unwatch(m),
             PeerMsg::PresenceChanged(m) => self.on_presence_changed(m),
+            PeerMsg::MoveFetch(m) => self.on_move_fetch(m),
+            PeerMsg::MovePage(m) => self.on_move_page(m),
         }
     }
 

@@ -56,4 +56,8 @@ pub struct CoreStats {
     /// Presence changes sent to watching shards (one per shard per
     /// coalesced change).
     pub presence_events: u64,
+    /// Partitions fenced here for a move (as its source).
+    pub moves_fenced: u64,
+    /// Records this shard exported to move targets.
+    pub move_records_exported: u64,
 }

@@ -48,6 +48,16 @@ impl Storage {
         self.appends.pop_front().map(|(_, purpose)| purpose)
     }
 
+    /// The token of the newest append issued (0: none yet).
+    pub(super) fn last_token(&self) -> AppendToken {
+        self.next_token
+    }
+
+    /// True once every append up to `token` has completed.
+    pub(super) fn durable_through(&self, token: AppendToken) -> bool {
+        self.appends.front().is_none_or(|(t, _)| *t > token)
+    }
+
     /// Registers a read; returns the id its `Action::Read` carries.
     pub(super) fn start_read(&mut self, purpose: ReadPurpose) -> ReadId {
         self.next_read += 1;
@@ -119,4 +129,6 @@ pub(super) enum ReadPurpose {
     Copy(crate::retry::CopyCheck),
     /// A page of one conversation (CONVFETCH).
     Conversation(crate::conversation::FetchRead),
+    /// Part of an inbox exported for a partition move (`moving.rs`).
+    Move(crate::moving::Serving),
 }

@@ -648,6 +648,15 @@ fn start_link_tasks(rt: &Rc<ShardRuntime>, link: Rc<ClusterLink>, tasks: LinkTas
         ticket_freed,
     } = tasks;
     glommio::spawn_local(link.clone().drain_backlog(backlog)).detach();
+    if let Some(moves) = link.take_move_commands() {
+        let rt = rt.clone();
+        glommio::spawn_local(async move {
+            while let Ok(command) = moves.recv_async().await {
+                rt.move_command(command);
+            }
+        })
+        .detach();
+    }
     glommio::spawn_local(run_link_commands(replier, commands)).detach();
     let rt = rt.clone();
     glommio::spawn_local(async move {

@@ -559,6 +559,13 @@ impl ShardRuntime {
                         let _ = tx.try_send(outcome);
                     }
                 }
+                a @ (Action::MoveImported { .. }
+                | Action::MoveFailed { .. }
+                | Action::MoveStalled { .. }) => {
+                    if let Some(link) = &self.cluster {
+                        link.move_action(a);
+                    }
+                }
                 Action::Webhook(event) => {
                     // Without a dispatcher (webhooks turned off) the event
                     // stays in the log and in the core's window.
@@ -571,6 +578,13 @@ impl ShardRuntime {
         for io in dirty {
             io.wake();
         }
+    }
+
+    /// A partition move command for the core (`cluster/moves.rs`).
+    pub(crate) fn move_command(self: &Rc<Self>, command: crate::cluster::MoveCommand) {
+        let now = self.now();
+        command.apply(&mut self.core.borrow_mut(), now);
+        self.drive();
     }
 
     fn spawn_read(self: &Rc<Self>, id: u64, user: UserId, query: InboxQuery) {

@@ -15,6 +15,11 @@ pub fn replies(id: &NodeId) -> String {
     format!("{PREFIX}.node.{id}.rep")
 }
 
+/// Where node `id` takes partition move orders (`moves.rs`).
+pub fn moves(id: &NodeId) -> String {
+    format!("{PREFIX}.node.{id}.move")
+}
+
 /// Where a room's pushes are published once for every node.
 pub fn room(room: u64) -> String {
     format!("{PREFIX}.room.{room}")
@@ -30,5 +35,6 @@ mod tests {
         assert_eq!(requests(&id), "surepush.node.n1.req");
         assert_eq!(replies(&id), "surepush.node.n1.rep");
         assert_eq!(room(42), "surepush.room.42");
+        assert_eq!(moves(&id), "surepush.node.n1.move");
     }
 }

@@ -38,6 +38,7 @@ impl PeerMsg {
             PeerMsg::QueryState(m) => Some(&mut m.origin),
             PeerMsg::PresenceWatch(m) => Some(&mut m.shard),
             PeerMsg::PresenceUnwatch(m) => Some(&mut m.shard),
+            PeerMsg::MoveFetch(m) => Some(&mut m.origin),
             PeerMsg::Stored(_)
             | PeerMsg::Ephemeral(_)
             | PeerMsg::Release(_)
@@ -51,7 +52,8 @@ impl PeerMsg {
             | PeerMsg::StoreState(_)
             | PeerMsg::StateStored(_)
             | PeerMsg::StateValue(_)
-            | PeerMsg::PresenceChanged(_) => None,
+            | PeerMsg::PresenceChanged(_)
+            | PeerMsg::MovePage(_) => None,
         }
     }
 
@@ -61,7 +63,10 @@ impl PeerMsg {
     /// is the subscriber node's own business).
     pub fn answers(&self) -> Option<Answers> {
         match self {
-            PeerMsg::StoreCopy(_) | PeerMsg::GroupStore(_) | PeerMsg::MembersUpdate(_) => {
+            PeerMsg::StoreCopy(_)
+            | PeerMsg::GroupStore(_)
+            | PeerMsg::MembersUpdate(_)
+            | PeerMsg::MoveFetch(_) => {
                 Some(Answers::Count(1))
             }
             PeerMsg::StoreMany(m) => Some(Answers::Count(m.inboxes.len())),
@@ -74,9 +79,10 @@ impl PeerMsg {
                 Some(Answers::Count(0))
             }
             // Answers travel inside replies, never as requests.
-            PeerMsg::Stored(_) | PeerMsg::GroupStored(_) | PeerMsg::MembersUpdated(_) => {
-                Some(Answers::Count(0))
-            }
+            PeerMsg::Stored(_)
+            | PeerMsg::GroupStored(_)
+            | PeerMsg::MembersUpdated(_)
+            | PeerMsg::MovePage(_) => Some(Answers::Count(0)),
             PeerMsg::RoomRefused(_)
             | PeerMsg::RoomRevoke(_)
             | PeerMsg::RoomLeave(_)

@@ -15,6 +15,7 @@
 
 mod across;
 mod messages;
+mod moving;
 mod wire;
 
 pub use across::{decode_answers, encode_answers, Answers};
@@ -24,6 +25,8 @@ pub use messages::{
     RoomFanout, RoomLeave, RoomPage, RoomPublish, RoomRefused, RoomRevoke, RoomSubscribe,
     StateStored, StateValue, StoreCopy, StoreMany, StoreState, Stored,
 };
+pub use moving::{MoveCursor, MoveFetch, MovePage, MoveStatus};
+pub(crate) use wire::encoded_len;
 pub use wire::{PeerWireError, PEER_WIRE_VERSION};
 
 /// One message between shards (through the channel mesh in the server).
@@ -80,6 +83,10 @@ pub enum PeerMsg {
     PresenceUnwatch(PresenceUnwatch),
     /// See [`PresenceChanged`].
     PresenceChanged(PresenceChanged),
+    /// See [`MoveFetch`].
+    MoveFetch(MoveFetch),
+    /// See [`MovePage`].
+    MovePage(MovePage),
 }
 
 /// `impl From<Struct> for PeerMsg` for each variant, so a sender writes
@@ -120,6 +127,8 @@ peer_msg_from!(
     PresenceWatch,
     PresenceUnwatch,
     PresenceChanged,
+    MoveFetch,
+    MovePage,
 );
 
 #[cfg(test)]

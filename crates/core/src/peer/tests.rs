@@ -6,7 +6,7 @@ use super::*;
 use crate::action::{ConnId, MembersOutcome, StoreOutcome};
 use crate::keyed::StateReport;
 use crate::router::ShardId;
-use crate::{SendKey, StateKey};
+use crate::{Record, SendKey, StateKey};
 use surepush_proto::{DeviceId, Qos, Seq, SubscribeFrom, UserId};
 
 fn key() -> SendKey {
@@ -208,6 +208,62 @@ fn every_kind() -> Vec<PeerMsg> {
             value: None,
         }
         .into(),
+        MoveFetch {
+            origin: ShardId(2),
+            partition: 7,
+            from: MoveCursor {
+                position: 3,
+                after: Seq(41),
+            },
+        }
+        .into(),
+        MovePage {
+            partition: 7,
+            status: MoveStatus::Page,
+            records: vec![
+                Record::Message(crate::MessageRecord {
+                    inbox: UserId(5),
+                    seq: Seq(9),
+                    from: UserId(6),
+                    from_device: DeviceId(2),
+                    to: UserId(5),
+                    client_msg_id: 77,
+                    qos: Qos::ExactlyOnce,
+                    ts_ms: 1_700_000_000_000,
+                    attrs: Bytes::from_static(b"a"),
+                    payload: Bytes::from_static(b"moved"),
+                }),
+                Record::Cursor {
+                    user: UserId(5),
+                    device: DeviceId(2),
+                    seq: Seq(8),
+                },
+                Record::Release {
+                    from: UserId(6),
+                    from_device: DeviceId(2),
+                    client_msg_id: 77,
+                    to: UserId(5),
+                },
+                Record::Member {
+                    group: UserId(UserId::GROUP_BIT | 3),
+                    user: UserId(5),
+                    joined: true,
+                },
+                Record::State {
+                    key: StateKey::Retained { room: UserId(4) },
+                    value: Some(Bytes::from_static(b"r")),
+                },
+                Record::State {
+                    key: StateKey::WebhookCursor,
+                    value: None,
+                },
+            ],
+            next: Some(MoveCursor {
+                position: 4,
+                after: Seq::ZERO,
+            }),
+        }
+        .into(),
         PresenceWatch {
             user: UserId(91),
             shard: ShardId(2),
@@ -242,7 +298,7 @@ fn every_kind() -> Vec<PeerMsg> {
 #[test]
 fn every_kind_round_trips() {
     let all = every_kind();
-    assert_eq!(all.len(), 25, "a message kind is missing from the sample");
+    assert_eq!(all.len(), 27, "a message kind is missing from the sample");
     for msg in all {
         let bytes = msg.to_bytes();
         assert_eq!(bytes[0], PEER_WIRE_VERSION);

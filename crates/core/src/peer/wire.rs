@@ -82,6 +82,8 @@ impl PeerMsg {
             PeerMsg::PresenceWatch(m) => m.put(out),
             PeerMsg::PresenceUnwatch(m) => m.put(out),
             PeerMsg::PresenceChanged(m) => m.put(out),
+            PeerMsg::MoveFetch(m) => m.put(out),
+            PeerMsg::MovePage(m) => m.put(out),
         }
     }
 
@@ -127,6 +129,8 @@ impl PeerMsg {
             kind::PRESENCE_WATCH => PeerMsg::PresenceWatch(Wire::get(&mut r)?),
             kind::PRESENCE_UNWATCH => PeerMsg::PresenceUnwatch(Wire::get(&mut r)?),
             kind::PRESENCE_CHANGED => PeerMsg::PresenceChanged(Wire::get(&mut r)?),
+            kind::MOVE_FETCH => PeerMsg::MoveFetch(Wire::get(&mut r)?),
+            kind::MOVE_PAGE => PeerMsg::MovePage(Wire::get(&mut r)?),
             other => return Err(PeerWireError::Kind(other)),
         };
         match r.bytes.len() {
@@ -162,11 +166,16 @@ impl PeerMsg {
             PeerMsg::PresenceWatch(_) => kind::PRESENCE_WATCH,
             PeerMsg::PresenceUnwatch(_) => kind::PRESENCE_UNWATCH,
             PeerMsg::PresenceChanged(_) => kind::PRESENCE_CHANGED,
+            PeerMsg::MoveFetch(_) => kind::MOVE_FETCH,
+            PeerMsg::MovePage(_) => kind::MOVE_PAGE,
         }
     }
 }
 
 /// Message kinds on the wire: never renumber, only add.
+mod moving;
+pub(crate) use moving::encoded_len;
+
 mod kind {
     pub(super) const STORE_COPY: u8 = 1;
     pub(super) const STORED: u8 = 2;
@@ -195,6 +204,9 @@ mod kind {
     pub(super) const PRESENCE_WATCH: u8 = 40;
     pub(super) const PRESENCE_UNWATCH: u8 = 41;
     pub(super) const PRESENCE_CHANGED: u8 = 42;
+    // 50-59: partition moves between nodes (issue #20).
+    pub(super) const MOVE_FETCH: u8 = 50;
+    pub(super) const MOVE_PAGE: u8 = 51;
 }
 
 /// The unread rest of the input.
@@ -593,6 +605,8 @@ macro_rules! wire_struct {
         }
     };
 }
+
+use wire_struct;
 
 wire_struct!(StoreCopy {
     origin,

@@ -172,6 +172,16 @@ impl ClusterLink {
         self.cluster.redirect(node, mqtt)
     }
 
+    /// A partition move action of the core (`moves.rs`).
+    pub(crate) fn move_action(&self, action: surepush_core::Action) {
+        self.cluster.on_move_action(self.me.0, action);
+    }
+
+    /// This shard's partition move commands (once).
+    pub(crate) fn take_move_commands(&self) -> Option<flume::Receiver<super::MoveCommand>> {
+        self.cluster.take_move_commands(self.me.0)
+    }
+
     /// Hands `core` the newest placement if it changed (one atomic load).
     pub(crate) fn refresh_routes(&self, core: &mut Shard) {
         if let Some((generation, routes)) = self.cluster.routes_after(self.routes_seen.get()) {

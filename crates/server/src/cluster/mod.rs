@@ -14,12 +14,14 @@
 
 mod link;
 mod metrics;
+mod moves;
 
 pub(crate) use link::{run_link_commands, ClusterLink, LinkTasks};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub(crate) use metrics::ClusterCollector;
+pub(crate) use moves::MoveCommand;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -71,6 +73,12 @@ pub(crate) struct NodeCluster {
     /// Clients sent to another node (or told it is unavailable).
     redirects: Arc<AtomicU64>,
     collector: Mutex<Option<ClusterCollector>>,
+    /// This node.
+    me: NodeId,
+    /// The placement view (assignments with revisions, for moves).
+    placement: Placement,
+    /// Partition moves (`moves.rs`).
+    moves: moves::Moves,
 }
 
 impl NodeCluster {
@@ -129,10 +137,28 @@ impl NodeCluster {
             node: Mutex::new(None),
             redirects,
             collector: Mutex::new(Some(collector)),
+            me: id.clone(),
+            placement: node.placement().clone(),
+            moves: moves::Moves::new(shards),
         });
+        if let Some(orders) = node.take_move_orders() {
+            let weak = Arc::downgrade(&cluster);
+            let me = id.clone();
+            let spawned = std::thread::Builder::new()
+                .name("partition-moves".into())
+                .spawn(move || moves::serve_orders(weak, orders, me, shards));
+            if let Err(error) = spawned {
+                tracing::error!(%error, "cannot take partition move orders");
+            }
+        }
         watch_placement(&cluster, id, partitions, shards, node.placement().clone());
         *cluster.node.lock().unwrap_or_else(|p| p.into_inner()) = Some(node);
         Ok(cluster)
+    }
+
+    /// Shard `shard`'s partition move commands (once).
+    pub(crate) fn take_move_commands(&self, shard: u16) -> Option<flume::Receiver<MoveCommand>> {
+        self.moves.take_commands(shard)
     }
 
     /// Shard `shard`'s lane (once).

@@ -237,6 +237,9 @@ impl World {
                 Action::Peer { shard: to, msg } => self.links[shard][to.index()].push_back(msg),
                 Action::Published { .. } | Action::MembersUpdated { .. } | Action::Webhook(_) => {}
                 Action::StateStored { .. } | Action::StateValue { .. } => {}
+                Action::MoveImported { .. }
+                | Action::MoveFailed { .. }
+                | Action::MoveStalled { .. } => {}
             }
         }
     }

