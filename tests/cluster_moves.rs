@@ -541,3 +541,97 @@ fn the_source_killed_mid_move_keeps_or_hands_over_everything() {
         }
     }
 }
+
+/// Fills `to`'s inbox with `count` messages of `size` bytes from `senders`
+/// users of partition 1 (through n1), 16 in flight each.
+fn fill(nodes: &Arc<Nodes>, to: u64, count: usize, size: usize, senders: usize) {
+    let per = count / senders;
+    let handles: Vec<_> = users_in(1, 1, senders)
+        .into_iter()
+        .map(|from| {
+            let n = nodes.clone();
+            thread::spawn(move || {
+                let mut c = n.connect(1, from, Some(Seq::ZERO));
+                let body = Bytes::from(vec![b'x'; size]);
+                let (mut queued, mut acked) = (0, 0);
+                while acked < per {
+                    while queued < per && queued - acked < 16 {
+                        c.send(UserId(to), Qos::AtLeastOnce, body.clone())
+                            .expect("send");
+                        queued += 1;
+                    }
+                    if let Some(Event::SendAcked(_)) = c.next_event(WAIT).expect("io") {
+                        acked += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("filler");
+    }
+}
+
+/// Issue #20 figure: the time to move a partition holding N stored
+/// messages and the longest a closed-loop sender to it waited for a
+/// SENDACK meanwhile. Not a unit test (no timed assertion): run it in
+/// release with `SUREPUSH_MOVE_BENCH=N[,SIZE]` and read what it prints
+/// (BENCHMARKS.md "Partition move").
+#[test]
+#[ignore]
+fn move_benchmark() {
+    let spec = std::env::var("SUREPUSH_MOVE_BENCH").unwrap_or_else(|_| "100000".into());
+    let mut spec = spec
+        .split(',')
+        .map(|s| s.parse::<usize>().expect("N[,SIZE]"));
+    let count = spec.next().expect("N");
+    let size = spec.next().unwrap_or(100);
+    let nodes = Arc::new(Nodes::start(3));
+    let to = users_in(0, 1, 1)[0];
+    let filled = Instant::now();
+    fill(&nodes, to, count, size, 8);
+    println!("filled {count} x {size} B in {:?}", filled.elapsed());
+    // The probe: one send at a time to the moving partition, retried every
+    // 10 ms while refused.
+    let stop = Arc::new(AtomicBool::new(false));
+    let probe = {
+        let (n, stop) = (nodes.clone(), stop.clone());
+        thread::spawn(move || {
+            let from = users_in(2, 1, 1)[0];
+            let mut config = n.config(from);
+            config.send_timeout_ms = 10;
+            let mut c =
+                BlockingClient::connect_routed(n.nodes[2].addr, config, Some(Seq::ZERO), WAIT)
+                    .expect("probe connects");
+            let (mut worst, mut sent) = (Duration::ZERO, 0u64);
+            while !stop.load(Ordering::Acquire) {
+                let t = Instant::now();
+                let id = c
+                    .send(UserId(to), Qos::AtLeastOnce, Bytes::from_static(b"probe"))
+                    .expect("send");
+                loop {
+                    match c.next_event(WAIT).expect("io") {
+                        Some(Event::SendAcked(a)) if a.client_msg_id == id => break,
+                        Some(_) => {}
+                        None => panic!("probe: no SENDACK within {WAIT:?}"),
+                    }
+                }
+                worst = worst.max(t.elapsed());
+                sent += 1;
+            }
+            (worst, sent)
+        })
+    };
+    thread::sleep(Duration::from_millis(300)); // the probe's steady state before the move
+    let started = Instant::now();
+    let out = nodes.move_partition(0, "n1");
+    let wall = started.elapsed();
+    let text = assert_ok(&out);
+    thread::sleep(Duration::from_millis(300)); // and after it
+    stop.store(true, Ordering::Release);
+    let (worst, probes) = probe.join().expect("probe");
+    println!(
+        "move of {count} messages x {size} B: {} (CLI wall {wall:?}); probe: {probes} sends, longest wait for a SENDACK {worst:?}",
+        text.trim()
+    );
+}
