@@ -171,8 +171,12 @@ fn example_path(doc: &Yaml, op: &Operation) -> String {
         let p = resolve(doc, p);
         if p["in"].as_str() == Some("path") {
             let name = p["name"].as_str().expect("parameter name");
-            let example = to_json(&p["example"]);
-            path = path.replace(&format!("{{{name}}}"), &example.to_string());
+            // A string example goes into the path as it is, not quoted.
+            let example = match to_json(&p["example"]) {
+                Value::String(text) => text,
+                other => other.to_string(),
+            };
+            path = path.replace(&format!("{{{name}}}"), &example);
         }
     }
     assert!(

@@ -6,6 +6,10 @@
 //! The reading device speaks raw frames: the SDK's connect replays and
 //! acknowledges the whole inbox, and this test needs a device that has
 //! read nothing.
+//!
+//! The admin API's reads (`GET /v1/users/{n}/conversations` and
+//! `.../{kind}/{peer}/messages`) answer the same pages for a user owned
+//! by the shard that does not serve the admin port, also after kill -9.
 
 mod common;
 
@@ -13,9 +17,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use base64::Engine;
 use bytes::Bytes;
 use common::TestServer;
+use serde_json::Value;
 use surepush::client::{BlockingClient, Event};
+use surepush::core::Router;
 use surepush::proto::{
     Connect, ConvFetch, ConvList, ConvMsgs, ConvPage, Decoder, DeviceId, Frame, Qos, SendResult,
     Seq, SyncDirection, UserId,
@@ -254,4 +261,239 @@ fn summaries_and_conversation_pages_survive_kill_9_and_a_clean_restart() {
         Some(Event::ConversationPage(p)) => assert_eq!(p.items, newest.items),
         other => panic!("no CONVMSGS: {other:?}"),
     }
+}
+
+/// The first user id from `from` up owned by `shard` of two.
+fn user_on(shard: u16, from: u64) -> u64 {
+    (from..)
+        .find(|n| Router::of_node(2).owner(UserId(*n)).0 == shard)
+        .expect("users live on every shard")
+}
+
+fn admin_get(server: &TestServer, path: &str) -> Value {
+    let (status, body) = server.http("GET", path, "", true);
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).expect("JSON")
+}
+
+fn unbase64(v: &Value) -> Bytes {
+    let text = v.as_str().expect("base64 text");
+    let raw = base64::engine::general_purpose::STANDARD.decode(text);
+    Bytes::from(raw.expect("valid base64"))
+}
+
+fn number(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("{v} is not a number"))
+}
+
+fn id(v: &Value) -> u64 {
+    let text = v
+        .as_str()
+        .unwrap_or_else(|| panic!("{v} is not a string id"));
+    text.parse().expect("decimal id")
+}
+
+/// The conversation key a JSON summary or page names.
+fn peer_key(item: &Value) -> u64 {
+    match item["kind"].as_str() {
+        Some("group") => id(&item["peer"]) | UserId::GROUP_BIT,
+        Some("user") => id(&item["peer"]),
+        other => panic!("kind {other:?}"),
+    }
+}
+
+/// The admin summaries as [`Row`]s (what [`rows`] takes from a CONVPAGE),
+/// with each item's sender device and payload length.
+fn json_rows(v: &Value) -> Vec<(Row, u64, u64)> {
+    v["conversations"]
+        .as_array()
+        .expect("conversations")
+        .iter()
+        .map(|c| {
+            let row = (
+                peer_key(c),
+                number(&c["unread"]) as u32,
+                number(&c["total"]),
+                number(&c["last_seq"]),
+                id(&c["last_from"]),
+                unbase64(&c["preview"]),
+            );
+            (row, id(&c["last_from_device"]), number(&c["last_len"]))
+        })
+        .collect()
+}
+
+/// (seq, prev_seq, sender, addressee, payload) of each message of an admin
+/// page.
+fn json_messages(v: &Value) -> Vec<(u64, u64, u64, u64, Bytes)> {
+    v["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            assert_eq!(
+                number(&m["payload_len"]) as usize,
+                unbase64(&m["payload"]).len()
+            );
+            (
+                number(&m["seq"]),
+                number(&m["prev_seq"]),
+                id(&m["from"]),
+                id(&m["to"]),
+                unbase64(&m["payload"]),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_admin_api_reads_summaries_and_pages_from_the_owner_shard_also_after_kill_9() {
+    let mut server = TestServer::start(2, "[core.conversations]\npreview_bytes = 8\n");
+    // The admin port is served by shard 0; the reader lives on shard 1.
+    let reader = user_on(1, 1_000);
+    let (a, b) = (user_on(0, 2_000), user_on(1, 3_000));
+    let (mut ca, _) = server.connect(a, 1, Some(Seq::ZERO));
+    let (mut cb, _) = server.connect(b, 2, Some(Seq::ZERO));
+    assert_eq!(send_stored(&mut ca, reader, "a: one"), Seq(1));
+    assert_eq!(send_stored(&mut cb, reader, "b: hello there"), Seq(2));
+    assert_eq!(send_stored(&mut ca, reader, "a: two"), Seq(3));
+    // A group message: group 5 of the reader and a, published as a.
+    let members = format!(r#"{{"add": [{reader}, {a}]}}"#);
+    assert_eq!(server.http("POST", "/v1/groups/5", &members, true).0, 200);
+    let publish = format!(r#"{{"group": 5, "from": {a}, "payload": "group hi!"}}"#);
+    let (status, body) = server.http("POST", "/v1/publish", &publish, true);
+    assert_eq!(status, 200, "{body}");
+    drop((ca, cb));
+    let group = 5 | UserId::GROUP_BIT;
+
+    // Device 1 has read nothing: the admin page with its cursor is the
+    // CONVPAGE it gets over the protocol.
+    let base = format!("/v1/users/{reader}/conversations");
+    let mut device = Raw::connect(&server, reader, 1);
+    let page = device.list(1, false);
+    let v = admin_get(&server, &format!("{base}?device=1&limit=100"));
+    assert_eq!(
+        (v["user"].as_str(), v["device"].as_str()),
+        (Some(&*reader.to_string()), Some("1"))
+    );
+    let got = json_rows(&v);
+    let want: Vec<Row> = vec![
+        (group, 1, 1, 4, a, Bytes::from_static(b"group hi")),
+        (a, 2, 2, 3, a, Bytes::from_static(b"a: two")),
+        (b, 1, 1, 2, b, Bytes::from_static(b"b: hello")),
+    ];
+    assert_eq!(got.iter().map(|r| r.0.clone()).collect::<Vec<_>>(), want);
+    assert_eq!(rows(&page), want, "the frame's page agrees");
+    let devices_and_lengths: Vec<(u64, u64)> = got.iter().map(|r| (r.1, r.2)).collect();
+    let from_frames: Vec<(u64, u64)> = page
+        .items
+        .iter()
+        .map(|i| (i.last_from_device.0, u64::from(i.last_len)))
+        .collect();
+    assert_eq!(devices_and_lengths, from_frames);
+    assert_eq!(
+        (devices_and_lengths[1], devices_and_lengths[2]),
+        ((1, 6), (2, 14))
+    );
+    assert_eq!(
+        (
+            number(&v["cursor"]),
+            number(&v["head"]),
+            number(&v["older"]),
+            v["end"].as_bool()
+        ),
+        (0, 4, 0, Some(true))
+    );
+    // Paging: two, then the rest below the second's last_seq.
+    let first = admin_get(&server, &format!("{base}?device=1&limit=2"));
+    assert_eq!(
+        (json_rows(&first).len(), first["end"].as_bool()),
+        (2, Some(false))
+    );
+    let rest = admin_get(&server, &format!("{base}?device=1&limit=2&before=3"));
+    assert_eq!(
+        json_rows(&rest).iter().map(|r| r.0 .0).collect::<Vec<_>>(),
+        [b]
+    );
+    assert_eq!(rest["end"], true);
+
+    // Pages of one conversation, as CONVFETCH reads them.
+    let convs = format!("/v1/users/{reader}/conversations");
+    let latest = admin_get(&server, &format!("{convs}/user/{a}/messages?limit=2"));
+    let a_messages = vec![
+        (1, 0, a, reader, Bytes::from_static(b"a: one")),
+        (3, 1, a, reader, Bytes::from_static(b"a: two")),
+    ];
+    assert_eq!(json_messages(&latest), a_messages);
+    assert_eq!(
+        (latest["kind"].as_str(), id(&latest["peer"])),
+        (Some("user"), a)
+    );
+    assert_eq!(
+        (latest["end"].as_bool(), number(&latest["head"])),
+        (Some(true), 4)
+    );
+    let framed = device.fetch(2, a, SyncDirection::Latest);
+    let framed: Vec<_> = framed
+        .items
+        .iter()
+        .map(|p| (p.seq.0, p.prev_seq.0, p.from.0, p.to.0, p.payload.clone()))
+        .collect();
+    assert_eq!(json_messages(&latest), framed, "the frame's page agrees");
+    let back = admin_get(
+        &server,
+        &format!("{convs}/user/{a}/messages?direction=before&anchor=3&limit=1"),
+    );
+    assert_eq!(json_messages(&back), a_messages[..1]);
+    assert_eq!(back["end"], true);
+    let after = admin_get(
+        &server,
+        &format!("{convs}/user/{a}/messages?direction=after&anchor=1&limit=1"),
+    );
+    assert_eq!(json_messages(&after), a_messages[1..]);
+    let in_group = admin_get(&server, &format!("{convs}/group/5/messages"));
+    assert_eq!(
+        json_messages(&in_group),
+        [(4, 0, a, group, Bytes::from_static(b"group hi!"))]
+    );
+    assert_eq!(
+        (in_group["kind"].as_str(), in_group["peer"].as_str()),
+        (Some("group"), Some("5"))
+    );
+    let untracked = admin_get(&server, &format!("{convs}/user/{}/messages", a + 1));
+    assert_eq!(
+        (json_messages(&untracked).len(), untracked["end"].as_bool()),
+        (0, Some(true))
+    );
+
+    // Without a device, unread counts from the highest cursor of any
+    // device: device 1 acknowledges 2 (its next CONVPAGE shows the ACK
+    // was handled first).
+    device.send(Frame::Ack(Seq(2)));
+    assert_eq!(device.list(3, false).cursor, Seq(2));
+    let read = admin_get(&server, &base);
+    assert_eq!(number(&read["cursor"]), 2);
+    let unread: Vec<(u64, u32)> = json_rows(&read).iter().map(|r| (r.0 .0, r.0 .1)).collect();
+    assert_eq!(unread, [(group, 1), (a, 1), (b, 0)]);
+    let only = admin_get(&server, &format!("{base}?unread_only=true"));
+    assert_eq!(json_rows(&only).len(), 2);
+    drop(device);
+
+    // kill -9: a device that never acknowledged sees the same summaries,
+    // and the pages read the same messages, from the rebuilt state.
+    let unknown = format!("{base}?device=99&limit=100");
+    let before_kill = (
+        admin_get(&server, &unknown),
+        admin_get(&server, &format!("{convs}/user/{a}/messages?limit=2")),
+        admin_get(&server, &format!("{convs}/group/5/messages")),
+    );
+    assert_eq!(json_rows(&before_kill.0), got);
+    server.kill9();
+    server.spawn();
+    let after_kill = (
+        admin_get(&server, &unknown),
+        admin_get(&server, &format!("{convs}/user/{a}/messages?limit=2")),
+        admin_get(&server, &format!("{convs}/group/5/messages")),
+    );
+    assert_eq!(after_kill, before_kill, "identical after kill -9");
 }

@@ -868,7 +868,9 @@ impl World {
                     },
                 );
             }
-            Action::Published { .. } | Action::MembersUpdated { .. } => {
+            Action::Published { .. }
+            | Action::MembersUpdated { .. }
+            | Action::ConversationMessages { .. } => {
                 unreachable!("the simulation uses no API requests")
             }
             Action::StateStored { .. } | Action::StateValue { .. } => {

@@ -115,6 +115,14 @@ pub enum Action {
         /// Its newest value (`None`: not set).
         value: Option<Bytes>,
     },
+    /// The page [`super::Shard::handle_conversation_fetch`] `request`
+    /// asked for; `None`: the log could not be read.
+    ConversationMessages {
+        /// Echo of the request id.
+        request: u64,
+        /// The page (ascending by seq, within `max_frame`).
+        page: Option<surepush_proto::ConvMsgs>,
+    },
     /// Deliver a webhook event (it is durable); report the outcome with
     /// [`super::Shard::handle_webhook_done`].
     Webhook(crate::WebhookEvent),

@@ -399,6 +399,7 @@ fn evict_least_recent(user: &mut UserConversations) {
 
 mod serve;
 pub(crate) use serve::FetchRead;
+pub use serve::{BadConversationLimit, UnreadFrom};
 
 #[cfg(test)]
 mod tests;

@@ -88,7 +88,7 @@ pub const MQTT_TRANSPORT: &str = "mqtt";
 pub use auth::{Acl, AclAction, AclError, MAX_ACL_FILTERS, MAX_ACL_FILTER_LEN};
 pub use auth::{AuthError, Claims, TokenVerifier};
 pub use config::{CoreConfig, LiveLimits};
-pub use conversation::{ConversationConfig, Conversations};
+pub use conversation::{BadConversationLimit, ConversationConfig, Conversations, UnreadFrom};
 pub use keyed::{StateDurability, StateReport};
 pub use moving::{MOVE_IDLE_NS, PAGE_BYTES as MOVE_PAGE_BYTES};
 pub use peer::{decode_answers, encode_answers, Answers};

@@ -347,6 +347,13 @@ impl Shard {
             .map(|d| d.cursor)
     }
 
+    /// The highest acknowledged position of any of `user`'s devices, if
+    /// one is known.
+    pub fn highest_cursor(&self, user: UserId) -> Option<Seq> {
+        let inbox = self.users.get(&user)?;
+        inbox.devices.iter().map(|d| d.cursor).max()
+    }
+
     /// How long (ns) the driver should stop reading `conn`: the rest of the
     /// current one-second window once the connection has sent
     /// `max_frames_per_sec` frames in it, else `None`. Frames already read

@@ -287,6 +287,11 @@ impl DedupWindow {
     /// Releases the QoS 2 copy of `key` in `inbox` only (a group member's
     /// copy). Returns whether it was newly released.
     pub fn release_copy(&mut self, key: &SendKey, inbox: UserId, config: &DedupConfig) -> bool {
+        // An entry past its age at the window's clock is gone, even when
+        // only `observe` moved the clock (which evicts nothing): releasing
+        // it would keep it alive, as a released entry, past its eviction
+        // in a window that saw the same messages as inserts (the core's).
+        self.evict(config);
         let hash = self.hash(key, inbox);
         let Some(e) = self
             .index
@@ -568,5 +573,58 @@ mod tests {
         // QoS 1 churn does not push released entries out: the FIFOs are apart.
         assert!(w.get(&key(5000), UserId(2)).is_some_and(|e| e.released));
         assert_eq!(w.len(), 2001);
+    }
+
+    /// A window whose clock only `observe`d newer messages (the log's
+    /// QoS 2 window: it folds QoS 1 messages as times, not entries) does
+    /// not release a copy that aged out at that clock: it ends like a
+    /// window that saw the same messages as inserts.
+    #[test]
+    fn a_release_after_observe_does_not_revive_an_aged_out_copy() {
+        let config = DedupConfig {
+            max_entries: 12,
+            max_age_ms: 60,
+            qos2_max_age_ms: 300,
+        };
+        let key = SendKey {
+            from: UserId(2),
+            from_device: DeviceId(1),
+            client_msg_id: 7,
+        };
+        let copy = |inbox: u64, ts_ms: u64| DedupEntry {
+            key,
+            inbox: UserId(inbox),
+            seq: Seq(1),
+            qos: Qos::ExactlyOnce,
+            ts_ms,
+            released: false,
+        };
+        let mut observed = DedupWindow::default();
+        observed.insert(copy(2, 1_000), &config);
+        observed.insert(copy(1, 1_206), &config);
+        let mut inserted = observed.clone();
+        observed.observe(1_308);
+        inserted.insert(
+            DedupEntry {
+                key: SendKey {
+                    client_msg_id: 13,
+                    ..key
+                },
+                inbox: UserId(9),
+                qos: Qos::AtLeastOnce,
+                ..copy(9, 1_308)
+            },
+            &config,
+        );
+        assert!(
+            inserted.get(&key, UserId(2)).is_none(),
+            "aged out on insert"
+        );
+        // Only the copy in inbox 1 is released, in both windows.
+        assert_eq!(observed.release(&key, UserId(1), &config), 1);
+        assert_eq!(inserted.release(&key, UserId(1), &config), 1);
+        assert!(observed.get(&key, UserId(2)).is_none());
+        assert_eq!(observed.queued_slots().1, 1);
+        assert_eq!(observed.get(&key, UserId(1)), inserted.get(&key, UserId(1)));
     }
 }

@@ -951,16 +951,15 @@ proptest! {
     }
 }
 
-/// A case proptest found on 2026-12-07 (the fresh-clone CI run of that
-/// session; it fails the same way at 1cea96e, before that session's
-/// changes): a QoS 2 send from one sender to two inboxes with the same
-/// `client_msg_id` 206 ms apart, the second released, then a restart:
-/// the recovered window holds one released QoS 2 entry more than the fold
-/// (`released_slots` 2 vs 1). Not fixed yet; kept here so the bug stays
-/// reproducible: `cargo nextest run -p surepush-log --run-ignored only
-/// a_released_qos2_send_to_two_inboxes`.
+/// A case proptest found on 2026-12-07 (it failed the same way at
+/// 1cea96e): a QoS 2 send from one sender to two inboxes with the same
+/// `client_msg_id` 206 ms apart, then a QoS 1 send that ages the first
+/// copy out, then a release of the second. The log's QoS 2 window only
+/// *observes* QoS 1 message times (it evicts nothing on them), so it still
+/// held the aged-out first copy when the release came and released it
+/// too, keeping one released entry more than the fold (`released_slots` 2
+/// vs 1). A release now evicts at the window's clock first.
 #[test]
-#[ignore = "known bug: recovery keeps a released QoS 2 entry the fold evicts (see doc)"]
 fn a_released_qos2_send_to_two_inboxes_recovers_as_its_fold() {
     use WindowOp::*;
     let send = |from, to, cmid, qos2, own_copy, payload| Send {

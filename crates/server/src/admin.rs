@@ -18,6 +18,7 @@
 
 mod auth;
 mod connection;
+mod conversations;
 mod error;
 mod json_body;
 mod presence;
@@ -194,6 +195,7 @@ async fn handle<S: NodeStatus, B: AdminBackend>(
     config: &AdminHttpConfig,
 ) -> Result<Resp, ApiError> {
     let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
     let (route, params) = match routes::find(req.method().as_str(), &path) {
         RouteMatch::Found(route, params) => (route, params),
         RouteMatch::WrongMethod(allowed) => return Err(ApiError::MethodNotAllowed(allowed)),
@@ -224,6 +226,12 @@ async fn handle<S: NodeStatus, B: AdminBackend>(
         Endpoint::ReadGroup => members(Membership::Group, number, b"", &*attached(backend)?).await,
         Endpoint::ReadRoom => members(Membership::Room, number, b"", &*attached(backend)?).await,
         Endpoint::UserPresence => presence::one(number, &*attached(backend)?).await,
+        Endpoint::Conversations => {
+            conversations::summaries(number, query.as_deref(), &*attached(backend)?).await
+        }
+        Endpoint::ConversationMessages => {
+            conversations::messages(&params, query.as_deref(), &*attached(backend)?).await
+        }
         Endpoint::DemoToken if config.demo_token_ttl_s.is_none() => Err(ApiError::NotFound),
         Endpoint::Publish
         | Endpoint::MintToken

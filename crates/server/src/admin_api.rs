@@ -151,7 +151,56 @@ pub trait AdminBackend: 'static {
     /// The online devices of each of `users`, in the order asked (users
     /// of another cluster node: none).
     fn presence(&self, users: Vec<UserId>) -> Pin<Box<dyn Future<Output = UserPresences>>>;
+    /// Reads `user`'s conversation summaries or one conversation's
+    /// messages on the user's owner shard.
+    fn conversations(
+        &self,
+        user: UserId,
+        read: ConversationRead,
+    ) -> Pin<Box<dyn Future<Output = ConversationAnswer>>>;
 }
 
 /// Users with their online devices, as [`AdminBackend::presence`] answers.
 pub type UserPresences = Vec<(UserId, Vec<surepush_proto::OnlineDevice>)>;
+
+/// A read of one user's conversations (docs/PROTOCOL.md "Conversations"),
+/// as the CONVLIST and CONVFETCH frames ask it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConversationRead {
+    /// A page of summaries, unread counted from `from`'s cursor
+    /// (`request_id` unused).
+    Summaries {
+        /// Whose cursor.
+        from: surepush_core::UnreadFrom,
+        /// Which page.
+        list: surepush_proto::ConvList,
+    },
+    /// A page of one conversation's messages (`request_id` unused).
+    Messages(surepush_proto::ConvFetch),
+}
+
+/// The answer to a [`ConversationRead`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConversationPage {
+    /// Summaries, newest first.
+    Summaries(surepush_proto::ConvPage),
+    /// Messages, ascending by sequence.
+    Messages(surepush_proto::ConvMsgs),
+}
+
+/// What [`AdminBackend::conversations`] resolves with.
+pub type ConversationAnswer = Result<ConversationPage, ConversationError>;
+
+/// Why a conversation read was not answered.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConversationError {
+    /// The page size is outside 1..=max_sync_limit (HTTP 400).
+    #[error(transparent)]
+    Limit(#[from] surepush_core::BadConversationLimit),
+    /// The owner shard could not read its log, or stopped (HTTP 503).
+    #[error("the inbox could not be read")]
+    Unavailable,
+    /// The user is placed on another node of the cluster (HTTP 421).
+    #[error("the user is placed on another node")]
+    OtherNode,
+}

@@ -182,6 +182,15 @@ impl AdminBackend for NodeAdmin {
         let rt = self.rt.clone();
         Box::pin(async move { rt.presence_of(users).await })
     }
+
+    fn conversations(
+        &self,
+        user: UserId,
+        read: crate::admin_api::ConversationRead,
+    ) -> Pin<Box<dyn Future<Output = crate::admin_api::ConversationAnswer>>> {
+        let rt = self.rt.clone();
+        Box::pin(async move { rt.conversations_of(user, read).await })
+    }
 }
 
 #[cfg(test)]

@@ -27,6 +27,20 @@ pub enum MeshMsg {
     Kick(Kick),
     /// The admin's presence read, for the owner shard of the users.
     Presence(PresenceQuery),
+    /// The admin's conversation read, for the owner shard of the user.
+    Conversations(ConversationQuery),
+}
+
+/// The admin's read of `user`'s conversations, owned by the receiving
+/// shard.
+#[derive(Debug)]
+pub struct ConversationQuery {
+    /// Whose conversations.
+    pub user: surepush_proto::UserId,
+    /// Which page.
+    pub read: crate::admin_api::ConversationRead,
+    /// Gets the page.
+    pub reply: flume::Sender<crate::admin_api::ConversationAnswer>,
 }
 
 /// The admin's presence read of `users`, all owned by the receiving shard.
@@ -110,7 +124,10 @@ impl PeerQueue {
                 for msg in msgs {
                     let n = match &msg {
                         MeshMsg::Batch(b) => b.len(),
-                        MeshMsg::Handoff(_) | MeshMsg::Kick(_) | MeshMsg::Presence(_) => 1,
+                        MeshMsg::Handoff(_)
+                        | MeshMsg::Kick(_)
+                        | MeshMsg::Presence(_)
+                        | MeshMsg::Conversations(_) => 1,
                     };
                     if let Err(lost) = senders.send_to(peer, msg).await {
                         tracing::error!(peer, ?lost, "mesh channel closed; message to peer lost");

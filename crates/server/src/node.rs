@@ -488,6 +488,7 @@ async fn shard_main(
                     MeshMsg::Presence(q) => {
                         let _ = q.reply.try_send(rt.presence_here(q.users));
                     }
+                    MeshMsg::Conversations(q) => rt.answer_conversations(q),
                 }
             }
         })

@@ -8,6 +8,7 @@
 //! append, a log read, a mesh message or a publish answer.
 
 mod backend;
+mod conversations;
 mod presence;
 
 use std::cell::{Cell, RefCell};
@@ -157,6 +158,7 @@ pub(crate) struct ShardRuntime {
     durability_wake: LocalSender<()>,
     publishes: RefCell<HashMap<u64, LocalSender<StoreOutcome>>>,
     member_updates: RefCell<HashMap<u64, LocalSender<MembersOutcome>>>,
+    conversation_reads: RefCell<HashMap<u64, LocalSender<Option<surepush_proto::ConvMsgs>>>>,
     next_publish: Cell<u64>,
     origin: Instant,
     wall_ms_at_origin: u64,
@@ -243,6 +245,7 @@ impl ShardRuntime {
             durability_wake,
             publishes: RefCell::new(HashMap::new()),
             member_updates: RefCell::new(HashMap::new()),
+            conversation_reads: RefCell::new(HashMap::new()),
             next_publish: Cell::new(0),
             origin,
             wall_ms_at_origin,
@@ -564,6 +567,11 @@ impl ShardRuntime {
                 | Action::MoveStalled { .. }) => {
                     if let Some(link) = &self.cluster {
                         link.move_action(a);
+                    }
+                }
+                Action::ConversationMessages { request, page } => {
+                    if let Some(tx) = self.conversation_reads.borrow_mut().remove(&request) {
+                        let _ = tx.try_send(page);
                     }
                 }
                 Action::Webhook(event) => {

@@ -7,20 +7,56 @@
 //! page's messages, `InboxQuery::Seqs`) and answers when the read
 //! completes; like a SYNC page, it never exceeds `max_frame` and holds
 //! only durable messages. Neither acknowledges anything.
+//!
+//! The admin API asks the same two reads of the owner shard
+//! ([`Shard::conversation_summaries`], [`Shard::handle_conversation_fetch`]):
+//! the same pages, built by the same code, the fetch answered with
+//! [`Action::ConversationMessages`] instead of a frame.
 
 use surepush_proto::{
     ConvFetch, ConvList, ConvMsgs, ConvPage, ConvSummary, DeviceId, ErrorCode, Frame, Push, Seq,
     UserId, CONVMSGS_FIXED_LEN, CONVPAGE_FIXED_LEN, HEADER_LEN, SUMMARY_FIXED_LEN,
 };
 
-use crate::action::ConnId;
+use crate::action::{Action, ConnId};
 use crate::shard::{ReadPurpose, Shard};
 use crate::{InboxQuery, MessageRecord};
+
+/// A conversation read asked with a page size outside
+/// `1..=max_sync_limit` (ERROR `BadConversationRequest` on the wire, 400
+/// over the admin API).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("limit {limit} outside 1..={max}")]
+pub struct BadConversationLimit {
+    /// The page size asked for.
+    pub limit: u32,
+    /// The largest allowed (`max_sync_limit`).
+    pub max: u32,
+}
+
+/// Who gets a conversation page.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum PageFor {
+    /// A client connection: a CONVMSGS frame.
+    Conn(ConnId),
+    /// The admin API's request: [`Action::ConversationMessages`].
+    Admin(u64),
+}
+
+/// Whose cursor a summary page counts unread from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnreadFrom {
+    /// One device's acknowledged position (0 for a device never seen).
+    Device(DeviceId),
+    /// The highest acknowledged position of any of the user's devices:
+    /// what the user has read somewhere.
+    AnyDevice,
+}
 
 /// A CONVFETCH whose read is in flight.
 #[derive(Debug)]
 pub(crate) struct FetchRead {
-    pub(crate) conn: ConnId,
+    pub(crate) to: PageFor,
     pub(crate) request: ConvFetch,
     pub(crate) head: Seq,
     pub(crate) first_prev: Seq,
@@ -29,19 +65,24 @@ pub(crate) struct FetchRead {
 }
 
 impl Shard {
-    fn conversation_limit_ok(&mut self, conn: ConnId, limit: u32) -> bool {
+    /// Whether `limit` is a page size a conversation read may ask for.
+    fn check_conversation_limit(&self, limit: u32) -> Result<(), BadConversationLimit> {
         let max = self.config.max_sync_limit;
-        if limit == 0 || limit > max {
-            self.send_frame(
-                conn,
-                Frame::error(
-                    ErrorCode::BadConversationRequest,
-                    format!("limit {limit} outside 1..={max}"),
-                ),
-            );
-            return false;
+        match limit == 0 || limit > max {
+            true => Err(BadConversationLimit { limit, max }),
+            false => Ok(()),
         }
-        true
+    }
+
+    fn conversation_limit_ok(&mut self, conn: ConnId, limit: u32) -> bool {
+        match self.check_conversation_limit(limit) {
+            Ok(()) => true,
+            Err(e) => {
+                let error = Frame::error(ErrorCode::BadConversationRequest, e.to_string());
+                self.send_frame(conn, error);
+                false
+            }
+        }
     }
 
     pub(crate) fn on_conv_list(
@@ -54,20 +95,33 @@ impl Shard {
         if !self.conversation_limit_ok(conn, request.limit) {
             return;
         }
-        let page = self.conversation_page(user, device, &request);
+        let page = self.conversation_page(user, UnreadFrom::Device(device), &request);
         self.stats.conversation_pages += 1;
         self.send_frame(conn, Frame::ConvPage(page));
     }
 
-    /// The CONVPAGE answering `request` for `device` of `user` (also the
-    /// admin API's view, with a device's cursor or none).
-    pub fn conversation_page(
-        &self,
+    /// The admin API's CONVLIST: the page a device would get (unread from
+    /// `from`'s cursor), or why the request is refused. Answered at once,
+    /// from memory.
+    pub fn conversation_summaries(
+        &mut self,
         user: UserId,
-        device: DeviceId,
+        from: UnreadFrom,
         request: &ConvList,
-    ) -> ConvPage {
-        let cursor = self.device_cursor(user, device).unwrap_or(Seq::ZERO);
+    ) -> Result<ConvPage, BadConversationLimit> {
+        self.check_conversation_limit(request.limit)?;
+        self.stats.conversation_pages += 1;
+        Ok(self.conversation_page(user, from, request))
+    }
+
+    /// The CONVPAGE answering `request` for `user`, unread counted from
+    /// `from`'s cursor.
+    fn conversation_page(&self, user: UserId, from: UnreadFrom, request: &ConvList) -> ConvPage {
+        let cursor = match from {
+            UnreadFrom::Device(device) => self.device_cursor(user, device),
+            UnreadFrom::AnyDevice => self.highest_cursor(user),
+        }
+        .unwrap_or(Seq::ZERO);
         let page = self.conversations.summaries(
             user,
             cursor,
@@ -112,30 +166,48 @@ impl Shard {
     }
 
     pub(crate) fn on_conv_fetch(&mut self, conn: ConnId, user: UserId, request: ConvFetch) {
-        if !self.conversation_limit_ok(conn, request.limit) {
-            return;
+        if self.conversation_limit_ok(conn, request.limit) {
+            self.start_conv_fetch(PageFor::Conn(conn), user, request);
         }
+    }
+
+    /// The admin API's CONVFETCH, tagged `request`: the page comes as
+    /// [`Action::ConversationMessages`] once read from the log (at once
+    /// for a conversation not tracked), unless the page size is refused.
+    /// `fetch.request_id` is echoed in the page.
+    pub fn handle_conversation_fetch(
+        &mut self,
+        request: u64,
+        user: UserId,
+        fetch: ConvFetch,
+        now: u64,
+    ) -> Result<(), BadConversationLimit> {
+        self.set_now(now);
+        self.check_conversation_limit(fetch.limit)?;
+        self.start_conv_fetch(PageFor::Admin(request), user, fetch);
+        Ok(())
+    }
+
+    fn start_conv_fetch(&mut self, to: PageFor, user: UserId, request: ConvFetch) {
         let head = self.durable_head(user);
         let Some(plan) =
             self.conversations
                 .plan(user, request.peer, request.direction, request.limit)
         else {
             // Not tracked (never, or evicted): an empty last page.
-            self.send_frame(
-                conn,
-                Frame::ConvMsgs(ConvMsgs {
-                    request_id: request.request_id,
-                    peer: request.peer,
-                    head,
-                    end: true,
-                    truncated: self.conversations.of(user).is_some_and(|u| u.older > 0),
-                    items: Vec::new(),
-                }),
-            );
+            let page = ConvMsgs {
+                request_id: request.request_id,
+                peer: request.peer,
+                head,
+                end: true,
+                truncated: self.conversations.of(user).is_some_and(|u| u.older > 0),
+                items: Vec::new(),
+            };
+            self.answer_conv_fetch(to, Some(page));
             return;
         };
         let purpose = ReadPurpose::Conversation(FetchRead {
-            conn,
+            to,
             request,
             head,
             first_prev: plan.first_prev,
@@ -145,24 +217,43 @@ impl Shard {
         self.read(user, InboxQuery::Seqs(plan.seqs), purpose);
     }
 
+    /// Hands a conversation page (`None`: the log could not be read) to
+    /// whoever asked.
+    fn answer_conv_fetch(&mut self, to: PageFor, page: Option<ConvMsgs>) {
+        match (to, page) {
+            (PageFor::Conn(conn), Some(page)) => {
+                self.stats.conversation_pages += 1;
+                self.send_frame(conn, Frame::ConvMsgs(page));
+            }
+            (PageFor::Conn(conn), None) => self.fail(
+                conn,
+                ErrorCode::StorageUnavailable,
+                "could not read the inbox",
+            ),
+            (PageFor::Admin(request), page) => {
+                self.stats.conversation_pages += u64::from(page.is_some());
+                self.actions
+                    .push_back(Action::ConversationMessages { request, page });
+            }
+        }
+    }
+
     pub(crate) fn on_conv_read(&mut self, read: FetchRead, result: Result<Vec<MessageRecord>, ()>) {
         let FetchRead {
-            conn,
+            to,
             request,
             head,
             first_prev,
             mut end,
             truncated,
         } = read;
-        if self.conn(conn).is_none() {
-            return;
+        if let PageFor::Conn(conn) = to {
+            if self.conn(conn).is_none() {
+                return;
+            }
         }
         let Ok(mut records) = result else {
-            self.fail(
-                conn,
-                ErrorCode::StorageUnavailable,
-                "could not read the inbox",
-            );
+            self.answer_conv_fetch(to, None);
             return;
         };
         records.retain(|r| r.seq <= head);
@@ -188,17 +279,14 @@ impl Shard {
                 payload: r.payload,
             })
             .collect();
-        self.stats.conversation_pages += 1;
-        self.send_frame(
-            conn,
-            Frame::ConvMsgs(ConvMsgs {
-                request_id: request.request_id,
-                peer: request.peer,
-                head,
-                end,
-                truncated: truncated && !cut,
-                items,
-            }),
-        );
+        let page = ConvMsgs {
+            request_id: request.request_id,
+            peer: request.peer,
+            head,
+            end,
+            truncated: truncated && !cut,
+            items,
+        };
+        self.answer_conv_fetch(to, Some(page));
     }
 }

@@ -47,6 +47,9 @@ pub enum ApiError {
     ShuttingDown,
     /// 503 `not_ready`: the node is starting (recovering its logs).
     NotReady(String),
+    /// 421 `wrong_node`: the user is placed on another node of the
+    /// cluster, which holds its data; ask that node.
+    WrongNode,
 }
 
 impl ApiError {
@@ -64,6 +67,7 @@ impl ApiError {
         "unavailable",
         "shutting_down",
         "not_ready",
+        "wrong_node",
     ];
 
     /// The HTTP status.
@@ -76,6 +80,7 @@ impl ApiError {
             ApiError::IdConflict => StatusCode::CONFLICT,
             ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RevocationsFull => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::WrongNode => StatusCode::MISDIRECTED_REQUEST,
             ApiError::Unavailable | ApiError::ShuttingDown | ApiError::NotReady(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -97,6 +102,7 @@ impl ApiError {
             ApiError::Unavailable => "unavailable",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::NotReady(_) => "not_ready",
+            ApiError::WrongNode => "wrong_node",
         }
     }
 
@@ -114,6 +120,9 @@ impl ApiError {
             ApiError::RevocationsFull => "too many revocations held".into(),
             ApiError::Unavailable => "not stored: storage unavailable, or a request with the same key is in progress; retry".into(),
             ApiError::ShuttingDown => "shutting down".into(),
+            ApiError::WrongNode => {
+                "the user is placed on another node of the cluster; ask that node".into()
+            }
         }
     }
 
@@ -153,6 +162,7 @@ mod tests {
             ApiError::Unavailable,
             ApiError::ShuttingDown,
             ApiError::NotReady("x".into()),
+            ApiError::WrongNode,
         ]
     }
 

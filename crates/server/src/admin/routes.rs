@@ -40,6 +40,12 @@ pub enum Endpoint {
     UserPresence,
     /// `POST /v1/presence`: the online devices of a batch of users.
     Presence,
+    /// `GET /v1/users/{n}/conversations`: a page of a user's conversation
+    /// summaries.
+    Conversations,
+    /// `GET /v1/users/{n}/conversations/{kind}/{peer}/messages`: a page of
+    /// one conversation's messages.
+    ConversationMessages,
 }
 
 /// One route of the admin API.
@@ -140,6 +146,18 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/presence",
         needs_token: true,
         endpoint: Endpoint::Presence,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/users/{n}/conversations",
+        needs_token: true,
+        endpoint: Endpoint::Conversations,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/users/{n}/conversations/{kind}/{peer}/messages",
+        needs_token: true,
+        endpoint: Endpoint::ConversationMessages,
     },
 ];
 

@@ -126,6 +126,73 @@ impl AdminBackend for TestBackend {
             .collect();
         Box::pin(async move { answer })
     }
+
+    fn conversations(
+        &self,
+        user: UserId,
+        read: crate::admin_api::ConversationRead,
+    ) -> Pin<Box<dyn Future<Output = crate::admin_api::ConversationAnswer>>> {
+        use crate::admin_api::{ConversationError, ConversationPage, ConversationRead};
+        use surepush_proto::{ConvMsgs, ConvPage, ConvSummary, Push, Qos, Seq};
+        // User 8's shard cannot read, user 9 lives on another node; the
+        // others have one conversation with group 5 (a page of one
+        // message), whatever the page asked. Limits above 1000 are refused.
+        let limit = match &read {
+            ConversationRead::Summaries { list, .. } => list.limit,
+            ConversationRead::Messages(fetch) => fetch.limit,
+        };
+        let group = UserId(5 | UserId::GROUP_BIT);
+        let answer = match (user, read) {
+            _ if limit == 0 || limit > 1000 => Err(ConversationError::Limit(
+                surepush_core::BadConversationLimit { limit, max: 1000 },
+            )),
+            (UserId(8), _) => Err(ConversationError::Unavailable),
+            (UserId(9), _) => Err(ConversationError::OtherNode),
+            (_, ConversationRead::Summaries { list, .. }) => {
+                Ok(ConversationPage::Summaries(ConvPage {
+                    request_id: list.request_id,
+                    cursor: Seq(1),
+                    head: Seq(3),
+                    older: 0,
+                    end: true,
+                    items: vec![ConvSummary {
+                        peer: group,
+                        unread: 2,
+                        unread_at_least: false,
+                        total: 3,
+                        last_seq: Seq(3),
+                        last_from: UserId(1 << 61),
+                        last_from_device: DeviceId(u64::MAX),
+                        last_ts_ms: 1_700_000_000_000,
+                        last_len: 5,
+                        preview: bytes::Bytes::from_static(b"hel"),
+                    }],
+                }))
+            }
+            (_, ConversationRead::Messages(fetch)) => Ok(ConversationPage::Messages(ConvMsgs {
+                request_id: fetch.request_id,
+                peer: fetch.peer,
+                head: Seq(3),
+                end: false,
+                truncated: true,
+                items: vec![Push {
+                    seq: Seq(3),
+                    prev_seq: Seq(2),
+                    from: UserId(1 << 61),
+                    from_device: DeviceId(u64::MAX),
+                    to: group,
+                    client_msg_id: u64::MAX,
+                    ts_ms: 1_700_000_000_000,
+                    qos: Qos::AtLeastOnce,
+                    echo: false,
+                    retransmit: false,
+                    attrs: bytes::Bytes::new(),
+                    payload: bytes::Bytes::from_static(b"hello"),
+                }],
+            })),
+        };
+        Box::pin(async move { answer })
+    }
 }
 
 /// Runs the server on its own executor; returns its address.
@@ -677,4 +744,130 @@ fn presence_batches_are_bounded() {
         assert_eq!(post(addr, "/v1/presence", bad, t).0, 400, "{bad}");
     }
     assert_eq!(post(addr, "/v1/presence", "{}", None).0, 401);
+}
+
+fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: t\r\n{auth}\r\n"),
+    )
+}
+
+/// Issue 22 items 1 and 5: conversation summaries and pages as JSON, ids
+/// as strings, bytes as base64, groups by their number; the query is read
+/// strictly and the backend's refusals keep their codes.
+#[test]
+fn conversation_reads_are_json_with_string_ids_and_typed_errors() {
+    let addr = start(false, Duration::from_secs(5));
+    let t = Some("sekret");
+    let (status, answer) = get(
+        addr,
+        "/v1/users/7/conversations?limit=10&unread_only=true",
+        t,
+    );
+    assert_eq!(status, 200, "{answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+    let item = &v["conversations"][0];
+    assert_eq!(
+        (item["kind"].as_str(), item["peer"].as_str()),
+        (Some("group"), Some("5"))
+    );
+    assert_eq!(item["last_from"], (1u64 << 61).to_string());
+    assert_eq!(item["last_from_device"], u64::MAX.to_string());
+    assert_eq!(item["preview"], "aGVs");
+    assert_eq!(
+        (item["unread"].as_u64(), item["last_seq"].as_u64()),
+        (Some(2), Some(3))
+    );
+    assert_eq!(v["user"], "7");
+    assert!(v.get("device").is_none(), "no device asked");
+    let (status, answer) = get(
+        addr,
+        "/v1/users/7/conversations?device=18446744073709551615",
+        t,
+    );
+    assert_eq!(status, 200, "{answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+    assert_eq!(v["device"], u64::MAX.to_string());
+
+    let path = "/v1/users/7/conversations/group/5/messages?direction=before&anchor=4&limit=1";
+    let (status, answer) = get(addr, path, t);
+    assert_eq!(status, 200, "{answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+    assert_eq!(
+        (v["kind"].as_str(), v["peer"].as_str()),
+        (Some("group"), Some("5"))
+    );
+    assert_eq!(v["truncated"], true);
+    let m = &v["messages"][0];
+    assert_eq!(m["payload"], "aGVsbG8=");
+    assert_eq!(m["to"], (5 | UserId::GROUP_BIT).to_string());
+    assert_eq!(m["client_msg_id"], u64::MAX.to_string());
+    assert_eq!((m["seq"].as_u64(), m["qos"].as_u64()), (Some(3), Some(1)));
+
+    for (path, status, code) in [
+        (
+            "/v1/users/7/conversations?limit=1001",
+            400,
+            "invalid_request",
+        ),
+        ("/v1/users/7/conversations?limit=0", 400, "invalid_request"),
+        ("/v1/users/7/conversations?limit=x", 400, "invalid_request"),
+        (
+            "/v1/users/7/conversations?before=1&before=2",
+            400,
+            "invalid_request",
+        ),
+        ("/v1/users/7/conversations?after=1", 400, "invalid_request"),
+        (
+            "/v1/users/7/conversations?unread_only=yes",
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/users/4611686018427387904/conversations",
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/users/7/conversations/room/5/messages",
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/users/7/conversations/user/4611686018427387904/messages",
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/users/7/conversations/user/5/messages?direction=up",
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/users/7/conversations/user/5/messages?anchor=-1",
+            400,
+            "invalid_request",
+        ),
+        ("/v1/users/8/conversations", 503, "unavailable"),
+        (
+            "/v1/users/8/conversations/user/5/messages",
+            503,
+            "unavailable",
+        ),
+        ("/v1/users/9/conversations", 421, "wrong_node"),
+        ("/v1/users/7/conversations/user/5", 404, "not_found"),
+    ] {
+        let (got, answer) = get(addr, path, t);
+        let v: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+        assert_eq!(
+            (got, v["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{path}"
+        );
+    }
+    assert_eq!(get(addr, "/v1/users/7/conversations", None).0, 401);
 }

@@ -236,6 +236,7 @@ impl World {
                 Action::Read { id, user, query } => self.reads[shard].push((id, user, query)),
                 Action::Peer { shard: to, msg } => self.links[shard][to.index()].push_back(msg),
                 Action::Published { .. } | Action::MembersUpdated { .. } | Action::Webhook(_) => {}
+                Action::ConversationMessages { .. } => {}
                 Action::StateStored { .. } | Action::StateValue { .. } => {}
                 Action::MoveImported { .. }
                 | Action::MoveFailed { .. }

@@ -1,0 +1,93 @@
+//! The admin API's conversation reads (`GET /v1/users/{n}/conversations`
+//! and `.../conversations/{kind}/{peer}/messages`): a user's summaries
+//! and pages live on its owner shard, asked over the mesh
+//! ([`MeshMsg::Conversations`]) when that is another shard, as presence
+//! is. The owner serves them with the same core code as the CONVLIST and
+//! CONVFETCH frames ([`surepush_core::Shard::conversation_summaries`],
+//! [`surepush_core::Shard::handle_conversation_fetch`]); a page of
+//! messages is one log read there.
+
+use std::rc::Rc;
+
+use glommio::channels::local_channel;
+
+use super::ShardRuntime;
+use crate::admin_api::{ConversationAnswer, ConversationError, ConversationPage, ConversationRead};
+use crate::mesh::{ConversationQuery, MeshMsg};
+use surepush_core::Address;
+use surepush_proto::UserId;
+
+impl ShardRuntime {
+    /// Carries out `read` of `user`'s conversations on the user's owner
+    /// shard, this one or another.
+    pub(crate) async fn conversations_of(
+        self: &Rc<Self>,
+        user: UserId,
+        read: ConversationRead,
+    ) -> ConversationAnswer {
+        let owner = match self.core.borrow().router().address(user) {
+            Address::Shard(shard) => shard.0,
+            Address::Node(..) | Address::Unplaced(_) => return Err(ConversationError::OtherNode),
+        };
+        if owner == self.id {
+            return self.conversations_here(user, read).await;
+        }
+        let (reply, answer) = flume::bounded(1);
+        self.handoff(
+            owner,
+            MeshMsg::Conversations(ConversationQuery { user, read, reply }),
+        );
+        // A shard that stops first drops the sender.
+        answer
+            .recv_async()
+            .await
+            .unwrap_or(Err(ConversationError::Unavailable))
+    }
+
+    /// Answers another shard's [`ConversationQuery`] (a page of messages
+    /// waits for its log read, so in a task of its own).
+    pub(crate) fn answer_conversations(self: &Rc<Self>, q: ConversationQuery) {
+        let rt = self.clone();
+        glommio::spawn_local(async move {
+            let answer = rt.conversations_here(q.user, q.read).await;
+            let _ = q.reply.send_async(answer).await;
+        })
+        .detach();
+    }
+
+    /// [`ShardRuntime::conversations_of`] for a user this shard owns.
+    async fn conversations_here(
+        self: &Rc<Self>,
+        user: UserId,
+        read: ConversationRead,
+    ) -> ConversationAnswer {
+        let fetch = match read {
+            ConversationRead::Summaries { from, list } => {
+                let page = self
+                    .core
+                    .borrow_mut()
+                    .conversation_summaries(user, from, &list)?;
+                return Ok(ConversationPage::Summaries(page));
+            }
+            ConversationRead::Messages(fetch) => fetch,
+        };
+        let request = self.next_publish.get() + 1;
+        self.next_publish.set(request);
+        let (tx, rx) = local_channel::new_bounded(1);
+        self.conversation_reads.borrow_mut().insert(request, tx);
+        let now = self.now();
+        let started = self
+            .core
+            .borrow_mut()
+            .handle_conversation_fetch(request, user, fetch, now);
+        if let Err(refused) = started {
+            self.conversation_reads.borrow_mut().remove(&request);
+            return Err(refused.into());
+        }
+        self.drive();
+        match rx.recv().await.flatten() {
+            Some(page) => Ok(ConversationPage::Messages(page)),
+            None => Err(ConversationError::Unavailable),
+        }
+    }
+}
