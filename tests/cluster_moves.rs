@@ -471,14 +471,17 @@ fn the_source_killed_mid_move_keeps_or_hands_over_everything() {
     let mut s = nodes.connect(1, from, Some(Seq::ZERO));
     let mut sent: Sent = BTreeMap::new();
     let mut ids = BTreeMap::new();
-    for i in 0..3000 {
-        let payload = Bytes::from(format!("k-{i}-{}", "x".repeat(200)));
-        let id = s
-            .send(UserId(to), Qos::AtLeastOnce, payload.clone())
-            .expect("send");
-        ids.insert(id, payload);
-    }
-    while sent.len() < ids.len() {
+    let mut i = 0;
+    while sent.len() < 3000 {
+        // At most 16 in flight, reading as we go.
+        while i < 3000 && ids.len() - sent.len() < 16 {
+            let payload = Bytes::from(format!("k-{i}-{}", "x".repeat(200)));
+            let id = s
+                .send(UserId(to), Qos::AtLeastOnce, payload.clone())
+                .expect("send");
+            ids.insert(id, payload);
+            i += 1;
+        }
         match s.next_event(WAIT).expect("io") {
             Some(Event::SendAcked(a)) => {
                 sent.insert(a.client_msg_id, (ids[&a.client_msg_id].clone(), a.seq));
