@@ -14,9 +14,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_lite::future;
-use glommio::channels::local_channel::LocalReceiver;
 
-use super::output::WriterSignals;
+use super::signal::Signal;
 use super::stream::{StreamReader, StreamWriter};
 use super::{ConnIo, Inbound, ShardLoop};
 use surepush_core::ConnId;
@@ -111,10 +110,10 @@ pub(crate) async fn write_loop<S: ShardLoop, W: StreamWriter>(
     conn: ConnId,
     io: Rc<ConnIo>,
     mut writer: W,
-    signals: WriterSignals,
 ) {
-    let grace = CloseGrace::new(&signals.closed, rt.config().close_grace_ms);
-    while signals.wake.recv().await.is_some() {
+    let grace = CloseGrace::new(&io.closed, rt.config().close_grace_ms);
+    loop {
+        io.wake.take().await;
         loop {
             let mut chunks = io.take_queued();
             if chunks.is_empty() && !writer.has_own_output() {
@@ -149,13 +148,7 @@ pub(crate) async fn write_loop<S: ShardLoop, W: StreamWriter>(
             // has ended its own (see `drain_until_closed`) or the grace is
             // over.
             let _ = writer.end().await;
-            future::or(
-                async {
-                    let _ = signals.reader_gone.recv().await;
-                },
-                grace.expired(),
-            )
-            .await;
+            future::or(io.reader_gone.raised(), grace.expired()).await;
             io.shutdown();
             return;
         }
@@ -166,13 +159,13 @@ pub(crate) async fn write_loop<S: ShardLoop, W: StreamWriter>(
 /// The writer's view of `close_grace_ms`: from the close signal on, what
 /// is still queued has that long to be written.
 struct CloseGrace<'a> {
-    closed: &'a LocalReceiver<()>,
+    closed: &'a Signal,
     grace: Duration,
     since: Cell<Option<std::time::Instant>>,
 }
 
 impl<'a> CloseGrace<'a> {
-    fn new(closed: &'a LocalReceiver<()>, grace_ms: u64) -> CloseGrace<'a> {
+    fn new(closed: &'a Signal, grace_ms: u64) -> CloseGrace<'a> {
         CloseGrace {
             closed,
             grace: Duration::from_millis(grace_ms),
@@ -186,7 +179,7 @@ impl<'a> CloseGrace<'a> {
             Some(since) => since,
             None => {
                 // The signal comes once; a write racing it may finish first.
-                let _ = self.closed.recv().await;
+                self.closed.raised().await;
                 let now = std::time::Instant::now();
                 self.since.set(Some(now));
                 now
