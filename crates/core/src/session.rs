@@ -206,6 +206,9 @@ impl Shard {
         let inbox = self.users.get_mut(&user).expect("inserted above");
         let known = inbox.device_mut(connect.device).is_some();
         if !known {
+            // Most users have one device: a new device grows the list by
+            // one, not to Vec's first four (160 bytes per user).
+            inbox.devices.reserve_exact(1);
             inbox.devices.push(Device {
                 id: connect.device,
                 cursor: Default::default(),
@@ -268,7 +271,7 @@ impl Shard {
         match raise {
             Some(_) => {
                 let c = self.conn_mut(conn).expect("connection exists");
-                c.held = Some((ack, Vec::new()));
+                c.held = Some(Box::new((ack, Vec::new())));
             }
             None => self.send_frame(conn, Frame::ConnAck(ack)),
         }
@@ -283,9 +286,10 @@ impl Shard {
             inbox.durable = inbox.durable.max(seq);
         }
         let head = self.durable_head(user);
-        let Some((mut ack, queued)) = self.conn_mut(conn).and_then(|c| c.held.take()) else {
+        let Some(held) = self.conn_mut(conn).and_then(|c| c.held.take()) else {
             return; // the connection is gone
         };
+        let (mut ack, queued) = *held;
         if !ok {
             self.fail(
                 conn,
@@ -388,7 +392,7 @@ impl Shard {
         };
         // Frames held behind a CONNACK go out first (without it: the
         // session never opened).
-        let held = c.held.take().map(|(_, queued)| queued).unwrap_or_default();
+        let held = c.held.take().map(|held| held.1).unwrap_or_default();
         for frame in held {
             self.send_frame(conn, frame);
         }

@@ -92,8 +92,9 @@ pub(super) struct SyncState {
     pub(super) last_request: Option<u32>,
     /// The read serving the current request.
     pub(super) in_flight: Option<ReadId>,
-    /// A request that arrived while another was being read.
-    pub(super) queued: Option<surepush_proto::Sync>,
+    /// A request that arrived while another was being read (boxed: rare,
+    /// and every connection's slot holds a `SyncState`).
+    pub(super) queued: Option<Box<surepush_proto::Sync>>,
 }
 
 /// One connection.
@@ -111,8 +112,9 @@ pub(super) struct Conn {
     /// salvage, or past a raised head): live delivery skips them.
     pub(super) gone_to: Seq,
     /// A CONNACK held until the head its CONNECT raised is durable, and the
-    /// frames queued behind it meanwhile (`session.rs`).
-    pub(super) held: Option<(ConnAck, Vec<Frame>)>,
+    /// frames queued behind it meanwhile (`session.rs`). Rare, so boxed: a
+    /// `Conn` is in every open connection's slab slot.
+    pub(super) held: Option<Box<(ConnAck, Vec<Frame>)>>,
     pub(super) pending: VecDeque<PendingPush>,
     pub(super) refill: Option<ReadId>,
     pub(super) sync: SyncState,
@@ -246,7 +248,10 @@ impl Shard {
             inbox.durable = head;
         }
         for ((user, device), seq) in recovered.cursors {
-            users.entry(user).or_default().devices.push(Device {
+            let devices = &mut users.entry(user).or_default().devices;
+            // Most users have one device: grow by one, not to Vec's four.
+            devices.reserve_exact(1);
+            devices.push(Device {
                 id: device,
                 cursor: seq,
                 persisted: seq,
@@ -524,7 +529,7 @@ impl Shard {
     }
 
     pub(super) fn send_frame(&mut self, conn: ConnId, frame: Frame) {
-        if let Some((_, queued)) = self.conn_mut(conn).and_then(|c| c.held.as_mut()) {
+        if let Some((_, queued)) = self.conn_mut(conn).and_then(|c| c.held.as_deref_mut()) {
             queued.push(frame); // behind a CONNACK not sent yet
             return;
         }

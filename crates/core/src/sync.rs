@@ -60,7 +60,7 @@ impl Shard {
             return;
         }
         if c.sync.in_flight.is_some() {
-            c.sync.queued = Some(request);
+            c.sync.queued = Some(Box::new(request));
             return;
         }
         self.start_sync(conn, request);
@@ -204,7 +204,7 @@ impl Shard {
         }
         let queued = self.conn_mut(conn).and_then(|c| c.sync.queued.take());
         if let Some(next) = queued {
-            self.start_sync(conn, next);
+            self.start_sync(conn, *next);
         }
     }
 }

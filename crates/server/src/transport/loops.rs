@@ -14,9 +14,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_lite::future;
-use glommio::channels::local_channel::LocalReceiver;
 
-use super::output::WriterSignals;
+use super::signal::Signal;
 use super::stream::{StreamReader, StreamWriter};
 use super::{ConnIo, Inbound, ShardLoop};
 use surepush_core::ConnId;
@@ -24,8 +23,9 @@ use surepush_core::ConnId;
 /// Read size per `read` call while data keeps coming.
 const READ_CHUNK: usize = 16 * 1024;
 /// Read size of a connection with nothing buffered whose last read was
-/// small: an idle connection waits on this much memory, not `READ_CHUNK`
-/// (thousands of idle subscribers were 32 KiB each).
+/// small: an idle connection waits on at most this much memory, not
+/// `READ_CHUNK` (thousands of idle subscribers were 32 KiB each); on plain
+/// TCP it waits on none (`StreamReader::read_appending`).
 const IDLE_READ: usize = 512;
 /// Largest read size a message in progress can ask for.
 const MAX_READ: usize = 1 << 20;
@@ -74,18 +74,12 @@ pub(crate) async fn read_loop<S: ShardLoop, R: StreamReader, I: Inbound>(
         } else {
             READ_CHUNK.max(missing.min(MAX_READ))
         };
-        let old = buf.len();
-        buf.resize(old + want, 0);
-        let n = reader.read(&mut buf[old..]).await;
-        let buf = inbound.buffer();
-        match n {
+        match reader.read_appending(buf, want).await {
             Ok(n) if n > 0 => {
-                buf.truncate(old + n);
                 // A full read means more is waiting: read big next time.
                 busy = n == want;
             }
             _ => {
-                buf.truncate(old);
                 rt.transport_closed(conn);
                 io.shutdown();
                 return io.reader_done();
@@ -111,10 +105,10 @@ pub(crate) async fn write_loop<S: ShardLoop, W: StreamWriter>(
     conn: ConnId,
     io: Rc<ConnIo>,
     mut writer: W,
-    signals: WriterSignals,
 ) {
-    let grace = CloseGrace::new(&signals.closed, rt.config().close_grace_ms);
-    while signals.wake.recv().await.is_some() {
+    let grace = CloseGrace::new(&io.closed, rt.config().close_grace_ms);
+    loop {
+        io.wake.take().await;
         loop {
             let mut chunks = io.take_queued();
             if chunks.is_empty() && !writer.has_own_output() {
@@ -149,13 +143,7 @@ pub(crate) async fn write_loop<S: ShardLoop, W: StreamWriter>(
             // has ended its own (see `drain_until_closed`) or the grace is
             // over.
             let _ = writer.end().await;
-            future::or(
-                async {
-                    let _ = signals.reader_gone.recv().await;
-                },
-                grace.expired(),
-            )
-            .await;
+            future::or(io.reader_gone.raised(), grace.expired()).await;
             io.shutdown();
             return;
         }
@@ -166,13 +154,13 @@ pub(crate) async fn write_loop<S: ShardLoop, W: StreamWriter>(
 /// The writer's view of `close_grace_ms`: from the close signal on, what
 /// is still queued has that long to be written.
 struct CloseGrace<'a> {
-    closed: &'a LocalReceiver<()>,
+    closed: &'a Signal,
     grace: Duration,
     since: Cell<Option<std::time::Instant>>,
 }
 
 impl<'a> CloseGrace<'a> {
-    fn new(closed: &'a LocalReceiver<()>, grace_ms: u64) -> CloseGrace<'a> {
+    fn new(closed: &'a Signal, grace_ms: u64) -> CloseGrace<'a> {
         CloseGrace {
             closed,
             grace: Duration::from_millis(grace_ms),
@@ -186,7 +174,7 @@ impl<'a> CloseGrace<'a> {
             Some(since) => since,
             None => {
                 // The signal comes once; a write racing it may finish first.
-                let _ = self.closed.recv().await;
+                self.closed.raised().await;
                 let now = std::time::Instant::now();
                 self.since.set(Some(now));
                 now

@@ -69,6 +69,7 @@ pub(crate) mod mqtt;
 mod native;
 mod output;
 mod port;
+mod signal;
 pub(crate) mod slow;
 mod stream;
 pub(crate) mod tls;
@@ -557,7 +558,7 @@ fn start<S: ShardLoop, I: Inbound, R: StreamReader, W: StreamWriter>(
         reader,
         mut writer,
     } = stream;
-    let (io, signals) = ConnIo::new(fd, session);
+    let io = ConnIo::new(fd, session);
     let conn = rt.open_connection(io.clone(), transport);
     opened(rt.as_ref(), &io);
     let weak = Rc::downgrade(&io);
@@ -569,14 +570,7 @@ fn start<S: ShardLoop, I: Inbound, R: StreamReader, W: StreamWriter>(
     if writer.has_own_output() {
         io.wake();
     }
-    glommio::spawn_local(loops::write_loop(
-        rt.clone(),
-        conn,
-        io.clone(),
-        writer,
-        signals,
-    ))
-    .detach();
+    glommio::spawn_local(loops::write_loop(rt.clone(), conn, io.clone(), writer)).detach();
     glommio::spawn_local(loops::read_loop(rt.clone(), conn, io, reader, inbound)).detach();
 }
 

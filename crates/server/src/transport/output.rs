@@ -15,8 +15,8 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
+use super::signal::Signal;
 use super::Session;
 
 /// The runtime's handle on a connection.
@@ -29,14 +29,16 @@ pub(crate) struct ConnIo {
     /// Receive Maximum), set by the session after each change; it counts
     /// against the output budgets as if it were queued.
     held: Cell<usize>,
-    wake: LocalSender<()>,
+    /// Something was queued (or the connection is closing): the writer
+    /// wakes.
+    pub(super) wake: Signal,
     /// The reader task is done (the peer closed, or the socket failed).
-    reader_gone: LocalSender<()>,
+    pub(super) reader_gone: Signal,
     /// Tells a writer blocked on a full socket that the connection closes:
     /// it gets `close_grace_ms` more, then the socket is shut down, so a
     /// client that does not read cannot pin a closed connection's socket
     /// and output for as long as it stays frozen.
-    closed: LocalSender<()>,
+    pub(super) closed: Signal,
     /// Flush what is queued (within `close_grace_ms`), then close.
     pub(crate) closing: Cell<bool>,
     /// Dropped for its unsent output (see `slow.rs`).
@@ -46,42 +48,23 @@ pub(crate) struct ConnIo {
     session: RefCell<Option<Box<dyn Session>>>,
 }
 
-/// What a connection's writer task waits on.
-pub(crate) struct WriterSignals {
-    /// Something was queued (or the connection is closing).
-    pub(super) wake: LocalReceiver<()>,
-    /// The connection closes ([`ConnIo::close`]).
-    pub(super) closed: LocalReceiver<()>,
-    /// The reader saw the end of the peer's input.
-    pub(super) reader_gone: LocalReceiver<()>,
-}
-
 impl ConnIo {
-    /// The output side of the socket `fd`, and the signals its writer
-    /// waits on.
-    pub(crate) fn new(fd: RawFd, session: Box<dyn Session>) -> (Rc<ConnIo>, WriterSignals) {
-        let (wake, wake_rx) = local_channel::new_bounded(1);
-        let (closed, closed_rx) = local_channel::new_bounded(1);
-        let (reader_gone, reader_gone_rx) = local_channel::new_bounded(1);
-        let io = Rc::new(ConnIo {
+    /// The output side of the socket `fd` (its writer waits on the
+    /// signals inside).
+    pub(crate) fn new(fd: RawFd, session: Box<dyn Session>) -> Rc<ConnIo> {
+        Rc::new(ConnIo {
             out: RefCell::new(BytesMut::new()),
             chunks: RefCell::new(VecDeque::new()),
             chunk_bytes: Cell::new(0),
             held: Cell::new(0),
-            wake,
-            reader_gone,
-            closed,
+            wake: Signal::default(),
+            reader_gone: Signal::default(),
+            closed: Signal::default(),
             closing: Cell::new(false),
             dropped: Cell::new(false),
             fd,
             session: RefCell::new(Some(session)),
-        });
-        let signals = WriterSignals {
-            wake: wake_rx,
-            closed: closed_rx,
-            reader_gone: reader_gone_rx,
-        };
-        (io, signals)
+        })
     }
 
     /// Runs `f` on the connection's session (`None` once finished). Not
@@ -138,7 +121,7 @@ impl ConnIo {
     /// reads it within `close_grace_ms`, then shuts the socket down.
     pub(crate) fn close(&self) {
         self.closing.set(true);
-        let _ = self.closed.try_send(());
+        self.closed.raise();
         self.wake();
     }
 
@@ -155,7 +138,7 @@ impl ConnIo {
 
     /// Wakes the writer (no-op if it is already awake).
     pub(crate) fn wake(&self) {
-        let _ = self.wake.try_send(());
+        self.wake.raise();
     }
 
     /// Shuts the socket down in both directions so the reader returns.
@@ -165,6 +148,6 @@ impl ConnIo {
 
     /// The reader task is done (the peer's input ended, or failed).
     pub(crate) fn reader_done(&self) {
-        let _ = self.reader_gone.try_send(());
+        self.reader_gone.raise();
     }
 }
