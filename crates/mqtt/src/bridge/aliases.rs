@@ -16,7 +16,8 @@
 //!   client, after its size check), so the client always learns an alias
 //!   from the PUBLISH that sets it before one that uses it.
 //!
-//! Memory: both tables start empty and allocate at the first alias (an
+//! Memory: the bridge holds this boxed, and only for a client that allows
+//! aliases or has set one; both tables allocate at their first alias (an
 //! idle connection holds none; issue #21 item 5).
 
 use std::num::NonZeroU16;
@@ -50,13 +51,17 @@ pub(super) struct TopicAliases {
 }
 
 impl TopicAliases {
-    /// A connection's aliases; `client_max` is the Topic Alias Maximum of
-    /// its CONNECT (0 or absent: the server sends none).
-    pub(super) fn new(client_max: Option<u16>) -> TopicAliases {
-        TopicAliases {
-            outbound_max: client_max.unwrap_or(0).min(TOPIC_ALIAS_MAX),
-            ..TopicAliases::default()
-        }
+    /// The aliases of a connection whose CONNECT has Topic Alias Maximum
+    /// `client_max`: `None` (nothing allocated) unless the server may send
+    /// aliases; the bridge creates them at the first inbound alias then.
+    pub(super) fn for_client(client_max: Option<u16>) -> Option<Box<TopicAliases>> {
+        let outbound_max = client_max.unwrap_or(0).min(TOPIC_ALIAS_MAX);
+        (outbound_max > 0).then(|| {
+            Box::new(TopicAliases {
+                outbound_max,
+                ..TopicAliases::default()
+            })
+        })
     }
 
     /// Resolves the alias of an inbound PUBLISH (MQTT-3.3.2-7 .. -12):

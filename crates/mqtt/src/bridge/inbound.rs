@@ -22,7 +22,13 @@ impl Bridge {
     }
 
     pub(super) fn on_publish(&mut self, mut p: Publish) {
-        match self.aliases.resolve(&mut p) {
+        let aliased = p.properties.topic_alias.is_some();
+        let resolved = match &mut self.aliases {
+            Some(a) => a.resolve(&mut p),
+            None if aliased => self.aliases.insert(Box::default()).resolve(&mut p),
+            None => Ok(()),
+        };
+        match resolved {
             Ok(()) => {}
             Err(AliasError::AboveMaximum) => {
                 return self.close_session(

@@ -232,8 +232,9 @@ pub struct Bridge {
     subacks: VecDeque<PendingSubAck>,
     /// Packets that arrived before the CONNACK, handled after it.
     early: VecDeque<Packet>,
-    /// Topic aliases of this connection, both ways (MQTT 5, `aliases.rs`).
-    aliases: aliases::TopicAliases,
+    /// Topic aliases of this connection, both ways (MQTT 5, `aliases.rs`);
+    /// `None` while there are none to keep.
+    aliases: Option<Box<aliases::TopicAliases>>,
     /// What the durable state's changes hold back (`persist.rs`).
     gate: Gate,
     /// The wall clock (ms since the epoch) as of the last
@@ -328,7 +329,7 @@ impl Bridge {
             unanswered: FastHashSet::default(),
             subacks: VecDeque::new(),
             early: VecDeque::new(),
-            aliases: aliases::TopicAliases::new(connect.properties.topic_alias_maximum),
+            aliases: aliases::TopicAliases::for_client(connect.properties.topic_alias_maximum),
             gate: Gate::default(),
             now_ms: 0,
             expired: 0,
@@ -365,6 +366,8 @@ impl Bridge {
         release_if_empty(&mut self.retains);
         release_if_empty(&mut self.retained_queries);
         release_if_empty(&mut self.inbox);
+        // One filter in a Vec grown for four (40 bytes each).
+        self.state.subs.shrink_to_fit();
         if self.unanswered.is_empty() && self.unanswered.capacity() > 0 {
             self.unanswered = FastHashSet::default();
         }

@@ -262,7 +262,9 @@ impl Bridge {
                 continue;
             }
             self.inflight.insert(pid.get(), Outbound { what, stage });
-            self.aliases.apply(&mut p);
+            if let Some(a) = &mut self.aliases {
+                a.apply(&mut p);
+            }
             self.to_client.push_back(Packet::Publish(p));
         }
         self.advance();
@@ -274,7 +276,9 @@ impl Bridge {
             if let Packet::Publish(p) = &mut packet {
                 // After the size check: a packet too big is never sent, so
                 // it must not take an alias (`aliases.rs`).
-                self.aliases.apply(p);
+                if let Some(a) = &mut self.aliases {
+                    a.apply(p);
+                }
             }
             self.to_client.push_back(packet);
         }
