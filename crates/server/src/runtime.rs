@@ -380,7 +380,17 @@ impl ShardRuntime {
                     qos,
                     payload,
                     by,
+                    delay,
                 } = will;
+                if let Some(d) = delay {
+                    // MQTT 5 Will Delay Interval: dropped if the session
+                    // connected again meanwhile.
+                    glommio::timer::sleep(d.after).await;
+                    let session = (key.from, key.from_device);
+                    if !rt.mqtt().is_some_and(|m| m.will_due(session, d.ticket)) {
+                        return;
+                    }
+                }
                 let outcome = rt.publish(key, to, qos, payload, by).await;
                 tracing::debug!(user = key.from.0, ?outcome, "will published");
             })

@@ -5,6 +5,7 @@
 
 use bytes::Bytes;
 
+use super::aliases::AliasError;
 use super::persist::Change;
 use super::state::{Inbound, Retained};
 use super::topics::Target;
@@ -21,24 +22,21 @@ impl Bridge {
     }
 
     pub(super) fn on_publish(&mut self, mut p: Publish) {
-        if let Some(alias) = p.properties.topic_alias {
-            // MQTT 5 topic alias (MQTT-3.3.2-7 .. -12): a name sets it, an
-            // empty name uses it.
-            let slot = usize::from(alias.get()) - 1;
-            if slot >= self.aliases.len() {
+        let aliased = p.properties.topic_alias.is_some();
+        let resolved = match &mut self.aliases {
+            Some(a) => a.resolve(&mut p),
+            None if aliased => self.aliases.insert(Box::default()).resolve(&mut p),
+            None => Ok(()),
+        };
+        match resolved {
+            Ok(()) => {}
+            Err(AliasError::AboveMaximum) => {
                 return self.close_session(
                     ReasonCode::TOPIC_ALIAS_INVALID,
                     "topic alias above the maximum",
-                );
+                )
             }
-            if p.topic.is_empty() {
-                match &self.aliases[slot] {
-                    Some(t) => p.topic = t.clone(),
-                    None => return self.protocol_error("topic alias not set"),
-                }
-            } else {
-                self.aliases[slot] = Some(p.topic.clone());
-            }
+            Err(AliasError::NotSet) => return self.protocol_error("topic alias not set"),
         }
         // A free-form topic is a topic stream (streams.rs).
         let stream = self.stream_publish(&mut p);

@@ -37,7 +37,9 @@
 //! `rooms.rs` (room subscriptions), `persist.rs` (durable session state),
 //! `expiry.rs` (the Message Expiry Interval of stored messages).
 
+mod aliases;
 mod expiry;
+mod identifiers;
 mod inbound;
 mod outbound;
 mod persist;
@@ -54,9 +56,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 
 use crate as mqtt;
-use crate::{
-    MqttString, Packet, PacketId, ProtocolLevel, PubReply, Publish, QoS, ReasonCode, Will,
-};
+use crate::{Packet, PacketId, ProtocolLevel, PubReply, Publish, QoS, ReasonCode, Will};
 use foldhash::{HashMap as FastHashMap, HashSet as FastHashSet};
 pub use persist::StateWrite;
 use persist::{Change, Gate};
@@ -96,9 +96,6 @@ pub struct BridgeParams {
 
 /// Packets a client may pipeline behind CONNECT before our CONNACK.
 const EARLY_PACKETS_MAX: usize = 1024;
-
-/// Topic aliases a v5 client may set (Topic Alias Maximum).
-const TOPIC_ALIAS_MAX: u16 = 32;
 
 #[derive(Clone, Debug)]
 struct PendingPub {
@@ -235,8 +232,9 @@ pub struct Bridge {
     subacks: VecDeque<PendingSubAck>,
     /// Packets that arrived before the CONNACK, handled after it.
     early: VecDeque<Packet>,
-    /// Inbound topic aliases (MQTT 5), index = alias - 1.
-    aliases: Vec<Option<MqttString>>,
+    /// Topic aliases of this connection, both ways (MQTT 5, `aliases.rs`);
+    /// `None` while there are none to keep.
+    aliases: Option<Box<aliases::TopicAliases>>,
     /// What the durable state's changes hold back (`persist.rs`).
     gate: Gate,
     /// The wall clock (ms since the epoch) as of the last
@@ -331,7 +329,7 @@ impl Bridge {
             unanswered: FastHashSet::default(),
             subacks: VecDeque::new(),
             early: VecDeque::new(),
-            aliases: vec![None; if v5 { usize::from(TOPIC_ALIAS_MAX) } else { 0 }],
+            aliases: aliases::TopicAliases::for_client(connect.properties.topic_alias_maximum),
             gate: Gate::default(),
             now_ms: 0,
             expired: 0,
@@ -368,6 +366,8 @@ impl Bridge {
         release_if_empty(&mut self.retains);
         release_if_empty(&mut self.retained_queries);
         release_if_empty(&mut self.inbox);
+        // One filter in a Vec grown for four (40 bytes each).
+        self.state.subs.shrink_to_fit();
         if self.unanswered.is_empty() && self.unanswered.capacity() > 0 {
             self.unanswered = FastHashSet::default();
         }

@@ -201,6 +201,7 @@ impl Bridge {
                     .or(msg.sent_before.then_some(1))?;
                 properties.message_expiry_interval = Some(left);
             }
+            properties.subscription_identifiers = self.subscription_ids(topic);
             properties.user_properties.push((
                 MqttString::from_static("from"),
                 MqttString::from(msg.from.0.to_string()),
@@ -261,14 +262,24 @@ impl Bridge {
                 continue;
             }
             self.inflight.insert(pid.get(), Outbound { what, stage });
+            if let Some(a) = &mut self.aliases {
+                a.apply(&mut p);
+            }
             self.to_client.push_back(Packet::Publish(p));
         }
         self.advance();
     }
 
     fn send_publish(&mut self, p: Publish) {
-        let packet = Packet::Publish(p);
+        let mut packet = Packet::Publish(p);
         if self.fits(&packet) {
+            if let Packet::Publish(p) = &mut packet {
+                // After the size check: a packet too big is never sent, so
+                // it must not take an alias (`aliases.rs`).
+                if let Some(a) = &mut self.aliases {
+                    a.apply(p);
+                }
+            }
             self.to_client.push_back(packet);
         }
     }

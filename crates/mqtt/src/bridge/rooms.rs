@@ -335,6 +335,7 @@ impl Bridge {
                 // messages just stop.
                 self.state.rooms.remove(&n);
                 self.rooms.remove(&n);
+                self.forget_room_subscription_ids(n);
                 self.forget_stream(n);
                 self.changed(Change::Subscriptions);
             } else if sub.position.is_none() || a.result == SubResult::Gap {

@@ -8,10 +8,11 @@
 
 use bytes::Bytes;
 
+use super::aliases::TOPIC_ALIAS_MAX;
 use super::persist::{Change, StateWrite};
 use super::state::SessionState;
 use super::topics::Target;
-use super::{native_qos, Bridge, Delivery, Mode, Outbound, Stage, TOPIC_ALIAS_MAX};
+use super::{native_qos, Bridge, Delivery, Mode, Outbound, Stage};
 use crate as mqtt;
 use crate::{
     ConnAck, MqttString, Packet, PacketId, Properties, ProtocolLevel, PubReply, ReasonCode,
@@ -33,8 +34,9 @@ pub struct Finished {
 /// What becomes of a session when its connection ends.
 #[derive(Debug)]
 pub enum Keep {
-    /// A persistent session: keep this state for the next connection.
-    Save(SessionState),
+    /// A persistent session: keep this state for the next connection
+    /// (boxed: the other variants are empty).
+    Save(Box<SessionState>),
     /// A clean session: forget any stored state.
     Forget,
     /// Another connection took the session over: leave its state alone.
@@ -55,6 +57,12 @@ pub struct WillMessage {
     /// The session's token granted publishing to `to` (a room; see
     /// `core::Publisher::User`).
     pub room_grant: bool,
+    /// Seconds to wait before publishing it (v5 Will Delay Interval, at
+    /// most the Session Expiry Interval: the will goes when the session
+    /// ends if that comes first, MQTT 5.0 section 3.1.3.2.2); 0: at once.
+    /// A new connection of the session before then cancels it
+    /// (MQTT-3.1.3-9): that is the server's to watch.
+    pub delay_s: u32,
 }
 
 /// Checks a CONNECT before the session starts; `Some(code)` refuses it with
@@ -108,9 +116,37 @@ impl Bridge {
     /// ends (its will is published: it did not DISCONNECT, MQTT-3.1.2-8)
     /// and keeps nothing; its state moves on if the session was persistent
     /// (a clean session ends with its connection, MQTT-3.1.2-6).
-    pub fn take_over(&mut self) -> Option<SessionState> {
+    /// `resumes`: the new connection continues the session (no clean
+    /// start); then a will with a delay is never published, a new
+    /// connection having come within its delay (MQTT-3.1.3-9).
+    pub fn take_over(&mut self, resumes: bool) -> Option<SessionState> {
         self.taken_over = true;
-        self.persistent.then(|| self.state.clone())
+        if resumes && self.will_delay_s() > 0 {
+            self.will = None;
+        }
+        let state = self.persistent.then(|| self.state.clone());
+        if !resumes {
+            // The session ends here (the new connection starts clean): a
+            // will goes at once, whatever its delay.
+            self.persistent = false;
+        }
+        state
+    }
+
+    /// How long the will waits after the connection ends (see
+    /// [`WillMessage::delay_s`]).
+    fn will_delay_s(&self) -> u32 {
+        let asked = self
+            .will
+            .as_ref()
+            .and_then(|w| w.properties.will_delay_interval)
+            .unwrap_or(0);
+        let session = if self.persistent {
+            self.state.expiry_s
+        } else {
+            0
+        };
+        asked.min(session)
     }
 
     /// CONNACK with a failure code (already in the connection's protocol's
@@ -139,6 +175,7 @@ impl Bridge {
     /// keep and what to publish.
     pub fn finish(mut self, now_ms: u64) -> Finished {
         self.state.ended_ms = now_ms.max(1);
+        let delay_s = self.will_delay_s();
         let will = if self.graceful {
             None
         } else {
@@ -152,6 +189,7 @@ impl Bridge {
                     payload: route.payload,
                     client_msg_id: id,
                     room_grant: route.granted,
+                    delay_s,
                 })
             })
         };
@@ -168,7 +206,7 @@ impl Bridge {
                 value,
                 report: None,
             };
-            (Keep::Save(self.state), Some(write))
+            (Keep::Save(Box::new(self.state)), Some(write))
         } else {
             // A session that was persistent earlier on this connection (or
             // was stored before it) may have a record to delete.
@@ -189,7 +227,7 @@ impl Bridge {
             props.maximum_packet_size = std::num::NonZeroU32::new(self.params.max_packet);
             props.retain_available = Some(true);
             props.shared_subscription_available = Some(false);
-            props.subscription_identifier_available = Some(false);
+            props.subscription_identifier_available = Some(true);
             props.wildcard_subscription_available = Some(true);
             props.topic_alias_maximum = Some(TOPIC_ALIAS_MAX);
             let keep_alive = match a.keepalive_ms {

@@ -7,6 +7,7 @@
 //! packet is decided in `persist.rs`, not here.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroU32;
 
 use bytes::Bytes;
 
@@ -46,13 +47,17 @@ pub struct SessionState {
     pub(super) expiry_s: u32,
     /// When the last connection ended (ms since the epoch; 0: connected).
     pub(super) ended_ms: u64,
+    /// MQTT 5 Subscription Identifiers by the filter they were given with
+    /// (`identifiers.rs`; version 4).
+    pub(super) sub_ids: BTreeMap<String, NonZeroU32>,
 }
 
 /// Version byte of [`SessionState::encode`]. Version 2 marks whether a
 /// room position is known (issue #16 item 2); version 3 adds the inbox
-/// position and the out-of-order acknowledgements (issue #16 item 4).
-/// Versions 1 and 2 (the files of earlier builds) still load.
-pub(super) const STATE_VERSION: u8 = 3;
+/// position and the out-of-order acknowledgements (issue #16 item 4);
+/// version 4 the subscription identifiers (issue #21 item 3). Earlier
+/// versions (the records and files of earlier builds) still load.
+pub(super) const STATE_VERSION: u8 = 4;
 
 impl SessionState {
     /// The durable part of the session (subscriptions, room positions,
@@ -62,7 +67,8 @@ impl SessionState {
         let mut out = Vec::with_capacity(
             64 + 32 * (self.subs.len() + self.rooms.len() + self.inbound.len())
                 + 10 * self.out_pids.len()
-                + 8 * self.done.len(),
+                + 8 * self.done.len()
+                + 40 * self.sub_ids.len(),
         );
         out.push(STATE_VERSION);
         out.extend_from_slice(&(self.subs.len() as u32).to_le_bytes());
@@ -100,6 +106,12 @@ impl SessionState {
         out.extend_from_slice(&(self.done.len() as u32).to_le_bytes());
         for &seq in &self.done {
             out.extend_from_slice(&seq.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.sub_ids.len() as u32).to_le_bytes());
+        for (filter, id) in &self.sub_ids {
+            out.extend_from_slice(&(filter.len() as u16).to_le_bytes());
+            out.extend_from_slice(filter.as_bytes());
+            out.extend_from_slice(&id.get().to_le_bytes());
         }
         out
     }
@@ -185,6 +197,15 @@ impl SessionState {
             state.inbox_acked = Seq(r.u64()?);
             for _ in 0..r.u32()? {
                 state.done.insert(r.u64()?);
+            }
+        }
+        if version >= 4 {
+            for _ in 0..r.u32()? {
+                let len = usize::from(r.u16()?);
+                let filter = std::str::from_utf8(r.take(len)?).ok()?;
+                mqtt::validate_topic_filter(filter, false).ok()?;
+                let id = NonZeroU32::new(r.u32()?)?;
+                state.sub_ids.insert(filter.to_string(), id);
             }
         }
         r.0.is_empty().then_some(state)

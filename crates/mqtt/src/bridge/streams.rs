@@ -22,7 +22,7 @@ use bytes::Bytes;
 
 use super::topics::Target;
 use super::Bridge;
-use crate::{Publish, Subscription, Will};
+use crate::{MqttString, Publish, Subscription, Will};
 use surepush_proto::topic_stream::{frame_payload, is_free_form, split_payload, stream_id};
 use surepush_proto::{UserId, ROOM_BIT};
 use surepush_token::AclAction;
@@ -89,7 +89,10 @@ impl Bridge {
 
     /// Keeps `sub` among the session's filters, replacing the options of
     /// an equal filter (inbox filters and exact free-form topics alike).
-    pub(super) fn keep_filter(&mut self, sub: Subscription) {
+    pub(super) fn keep_filter(&mut self, mut sub: Subscription) {
+        // Copied: a decoded filter is a slice of the receive buffer, which
+        // it would keep alive for as long as the session (issue #21 item 5).
+        sub.filter = MqttString::from(sub.filter.as_str());
         match self
             .state
             .subs

@@ -8,7 +8,7 @@ use super::streams::stream_room;
 use super::topics::room_filter;
 use super::{Bridge, PendingSubAck};
 use crate as mqtt;
-use crate::{Packet, Properties, QoS, ReasonCode, SubAck, UnsubAck};
+use crate::{MqttString, Packet, Properties, QoS, ReasonCode, SubAck, UnsubAck};
 use surepush_proto::SubResult;
 use surepush_token::AclAction;
 
@@ -47,6 +47,8 @@ impl Bridge {
     }
 
     pub(super) fn on_subscribe(&mut self, s: mqtt::Subscribe) {
+        let id = s.properties.subscription_identifiers.first().copied();
+        let names: Vec<MqttString> = s.filters.iter().map(|f| f.filter.clone()).collect();
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut rooms = Vec::new();
         for sub in s.filters {
@@ -99,6 +101,7 @@ impl Bridge {
             self.keep_filter(sub);
             reasons.push(ReasonCode(qos as u8));
         }
+        self.remember_subscription_ids(&names, &reasons, id);
         self.changed(Change::Subscriptions);
         self.subacks.push_back(PendingSubAck {
             packet_id: s.packet_id,
@@ -124,6 +127,7 @@ impl Bridge {
         let mut reasons = Vec::with_capacity(u.filters.len());
         for f in u.filters {
             let filter = f.as_str();
+            self.forget_subscription_id(filter);
             let existed = if let Some(n) = stream_room(filter) {
                 let had = self.state.subs.iter().any(|s| s.filter.as_str() == filter);
                 if !self.drop_stream_filter(filter, n) {

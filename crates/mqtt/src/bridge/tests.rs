@@ -4,10 +4,11 @@ use std::num::NonZeroU16;
 
 use bytes::Bytes;
 
+use super::aliases::TOPIC_ALIAS_MAX;
 use super::rooms::RoomSub;
 use super::state::Inbound;
 use super::*;
-use crate::{Properties, Subscribe, Subscription, SubscriptionOptions, Unsubscribe};
+use crate::{MqttString, Properties, Subscribe, Subscription, SubscriptionOptions, Unsubscribe};
 use surepush_proto::{
     ConnAck as NativeConnAck, Push, RoomPush, SendAck, SendResult, SubResult, SubscribeFrom, Sync,
     SyncDirection, SyncPage,
@@ -569,6 +570,9 @@ fn session_state_round_trips_and_garbage_is_refused() {
     state.done.extend([43, 46]);
     state.expiry_s = 60;
     state.ended_ms = 1_000;
+    state
+        .sub_ids
+        .insert("user/+".into(), std::num::NonZeroU32::new(77).unwrap());
     assert!(!state.expired(60_999));
     assert!(state.expired(61_000));
     let bytes = state.encode();
@@ -576,9 +580,17 @@ fn session_state_round_trips_and_garbage_is_refused() {
     assert_eq!(back.encode(), bytes);
     assert_eq!(back.inbox_start, Seq(17));
     assert_eq!((back.inbox_acked, &back.done), (Seq(40), &state.done));
+    assert_eq!(back.sub_ids, state.sub_ids);
+    // Version 3 (without the subscription identifiers) still loads.
+    let ids_len = 4 + 2 + "user/+".len() + 4;
+    let mut v3 = bytes[..bytes.len() - ids_len].to_vec();
+    v3[0] = 3;
+    let old = SessionState::decode(&v3).expect("version 3 decodes");
+    assert!(old.sub_ids.is_empty());
+    assert_eq!(old.done, state.done);
     // Version 2 (without the position and the out-of-order
     // acknowledgements) still loads.
-    let mut v2 = bytes[..bytes.len() - (8 + 4 + 2 * 8)].to_vec();
+    let mut v2 = bytes[..bytes.len() - ids_len - (8 + 4 + 2 * 8)].to_vec();
     v2[0] = 2;
     let old = SessionState::decode(&v2).expect("version 2 decodes");
     assert_eq!((old.inbox_acked, old.done.len()), (Seq::ZERO, 0));
@@ -828,14 +840,14 @@ fn a_taken_over_session_publishes_its_will_and_hands_on_only_persistent_state() 
     });
     let mut clean = Bridge::new(c, "t".into(), me(), None, 1, params());
     assert!(
-        clean.take_over().is_none(),
+        clean.take_over(true).is_none(),
         "a clean session ends with its connection"
     );
     let done = clean.finish(1);
     assert!(done.will.is_some());
     assert!(matches!(done.keep, Keep::Nothing));
     let mut persistent = persistent_bridge(None, 1);
-    assert!(persistent.take_over().is_some());
+    assert!(persistent.take_over(true).is_some());
 }
 
 #[test]
@@ -982,3 +994,5 @@ fn an_idle_bridge_gives_back_its_empty_queues() {
 }
 
 mod streams;
+
+mod v5;

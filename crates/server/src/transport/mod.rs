@@ -95,7 +95,7 @@ pub(crate) use handoff::{Framing, Handoff, Hello};
 pub(crate) use mqtt::{MqttHandshake, MqttShard};
 pub(crate) use native::NativeHandshake;
 pub(crate) use output::ConnIo;
-pub(crate) use port::{LastWill, ShardLoop, ShardPort};
+pub(crate) use port::{LastWill, ShardLoop, ShardPort, WillDelay};
 
 /// Where the owner of an authenticated connection's user is (the shard's
 /// router answers: `ShardLoop::owner`, the one place the accept path asks).

@@ -20,12 +20,14 @@
 //! shared between shards. The files of earlier builds are moved into the
 //! log on the first start (`mqtt_legacy.rs`).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{ConnIo, Handshake, Hello, Inbound, LastWill, Listener, Session, ShardPort, Step};
+use super::{
+    ConnIo, Handshake, Hello, Inbound, LastWill, Listener, Session, ShardPort, Step, WillDelay,
+};
 use surepush_core::hashing::FastHashMap;
 use surepush_core::{AuthError, Claims, ConnId, StateDurability, StateKey};
 use surepush_mqtt as mqtt;
@@ -47,6 +49,11 @@ pub(crate) struct MqttShard {
     opened_ms: u64,
     /// Open MQTT connections by session (for takeover).
     live: RefCell<FastHashMap<(UserId, DeviceId), Rc<ConnIo>>>,
+    /// Wills waiting for their Will Delay Interval, by session: the ticket
+    /// of the pending one. A new connection of the session removes it
+    /// (MQTT-3.1.3-9); not durable (docs/MQTT.md 2.7).
+    delayed_wills: RefCell<FastHashMap<(UserId, DeviceId), u64>>,
+    next_will_ticket: Cell<u64>,
 }
 
 impl MqttShard {
@@ -55,7 +62,32 @@ impl MqttShard {
             params,
             opened_ms,
             live: RefCell::new(FastHashMap::default()),
+            delayed_wills: RefCell::new(FastHashMap::default()),
+            next_will_ticket: Cell::new(0),
         }
+    }
+
+    /// A will of `key` waits for its delay: its ticket.
+    fn delay_will(&self, key: (UserId, DeviceId)) -> u64 {
+        let ticket = self.next_will_ticket.get() + 1;
+        self.next_will_ticket.set(ticket);
+        self.delayed_wills.borrow_mut().insert(key, ticket);
+        ticket
+    }
+
+    /// The delay of will `ticket` of `key` is over: whether to publish it
+    /// now (no connection of the session came meanwhile). It is no longer
+    /// pending either way.
+    pub(crate) fn will_due(&self, key: (UserId, DeviceId), ticket: u64) -> bool {
+        let mut wills = self.delayed_wills.borrow_mut();
+        if wills.get(&key) != Some(&ticket) {
+            return false;
+        }
+        wills.remove(&key);
+        if wills.is_empty() {
+            *wills = FastHashMap::default();
+        }
+        true
     }
 }
 
@@ -231,12 +263,18 @@ pub(super) fn open(
     // Take the session over from a connection still open for it, else from
     // where the last connection left it (the log's record of it). The
     // bridge decides what to do with it (resume, replace or delete).
+    let resumes = !h.connect.clean_start;
+    if resumes {
+        // A new connection of the session: a will waiting for its delay is
+        // not published (MQTT-3.1.3-9).
+        mqtt.delayed_wills.borrow_mut().remove(&key);
+    }
     let previous = mqtt.live.borrow().get(&key).cloned();
     let mut stored = previous.and_then(|io| {
         io.with_session(|s| {
             s.as_any()
                 .downcast_mut::<MqttSession>()
-                .and_then(|m| m.bridge.take_over())
+                .and_then(|m| m.bridge.take_over(resumes))
         })
         .flatten()
     });
@@ -468,6 +506,13 @@ impl Session for MqttSession {
             rt.write_state(w.key, w.value, StateDurability::Now);
         }
         let will = done.will?;
+        let delay = match (will.delay_s, rt.mqtt()) {
+            (0, _) | (_, None) => None,
+            (s, Some(mqtt)) => Some(WillDelay {
+                after: std::time::Duration::from_secs(u64::from(s)),
+                ticket: mqtt.delay_will(key),
+            }),
+        };
         Some(LastWill {
             key: surepush_core::SendKey {
                 from: key.0,
@@ -480,6 +525,7 @@ impl Session for MqttSession {
             by: surepush_core::Publisher::User {
                 room_grant: will.room_grant,
             },
+            delay,
         })
     }
 

@@ -84,4 +84,15 @@ pub(crate) struct LastWill {
     pub(crate) payload: Bytes,
     /// On whose authority.
     pub(crate) by: Publisher,
+    /// Published only after this wait, and only if still due then
+    /// (`MqttShard::will_due`); `None`: at once.
+    pub(crate) delay: Option<WillDelay>,
+}
+
+/// The wait of a delayed will (MQTT 5 Will Delay Interval).
+pub(crate) struct WillDelay {
+    /// How long.
+    pub(crate) after: std::time::Duration,
+    /// Which pending will of its session this is.
+    pub(crate) ticket: u64,
 }

@@ -73,7 +73,7 @@ fn a_subscription_ended_by_a_membership_change_leaves_the_persistent_session() {
     let Keep::Save(state) = b.finish(5).keep else {
         panic!("a persistent session is kept");
     };
-    let mut h = Harness::of(persistent_bridge(Some(state), 2000));
+    let mut h = Harness::of(persistent_bridge(Some(*state), 2000));
     h.core();
     h.b.on_frame(native_connack(0, None));
     let resubscribed = h

@@ -428,7 +428,7 @@ fn a_qos2_publish_stored_in_part_keeps_its_native_id_for_the_resend() {
             panic!("a persistent session is kept");
         };
         // The next connection: the resend goes to the core with the same id.
-        let mut next = Held::new(Some(state), 0, None);
+        let mut next = Held::new(Some(*state), 0, None);
         next.durable();
         next.packets();
         next.core();
