@@ -172,6 +172,11 @@ impl ClusterLink {
         self.cluster.redirect(node, mqtt)
     }
 
+    /// A client relayed to its user's node opened (`true`) or closed.
+    pub(crate) fn count_relay(&self, open: bool) {
+        self.cluster.relays.count(open);
+    }
+
     /// Hands `core` the newest placement if it changed (one atomic load).
     pub(crate) fn refresh_routes(&self, core: &mut Shard) {
         if let Some((generation, routes)) = self.cluster.routes_after(self.routes_seen.get()) {

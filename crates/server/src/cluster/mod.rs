@@ -19,7 +19,7 @@ pub(crate) use link::{run_link_commands, ClusterLink, LinkTasks};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub(crate) use metrics::ClusterCollector;
+pub(crate) use metrics::{ClusterCollector, RelayStats};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -70,6 +70,8 @@ pub(crate) struct NodeCluster {
     node: Mutex<Option<ClusterNode>>,
     /// Clients sent to another node (or told it is unavailable).
     redirects: Arc<AtomicU64>,
+    /// Clients relayed to their user's node (MQTT 3.1.1).
+    relays: Arc<RelayStats>,
     collector: Mutex<Option<ClusterCollector>>,
 }
 
@@ -114,10 +116,12 @@ impl NodeCluster {
         tracing::info!(node = %id, partitions = meta.partitions.get(), "joined the cluster");
         let routes = routes_of(&id, partitions, shards, node.placement())?;
         let redirects = Arc::new(AtomicU64::new(0));
+        let relays = Arc::new(RelayStats::default());
         let collector = ClusterCollector::new(
             node.stats_handle(),
             node.placement().clone(),
             redirects.clone(),
+            relays.clone(),
         );
         let cluster = Arc::new(NodeCluster {
             routes: RoutesCell {
@@ -128,6 +132,7 @@ impl NodeCluster {
             nodes: node.nodes().clone(),
             node: Mutex::new(None),
             redirects,
+            relays,
             collector: Mutex::new(Some(collector)),
         });
         watch_placement(&cluster, id, partitions, shards, node.placement().clone());
@@ -159,7 +164,8 @@ impl NodeCluster {
             .take()
     }
 
-    /// Where a client of `node` goes: its native or MQTT address.
+    /// Where a client of `node` goes: its native or MQTT address (counted
+    /// as a redirect, also when the client is relayed there).
     pub(crate) fn redirect(&self, node: &NodeId, mqtt: bool) -> Redirect {
         self.redirects.fetch_add(1, Ordering::Relaxed);
         let Some(record) = self.nodes.get(node) else {
