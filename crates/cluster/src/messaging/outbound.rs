@@ -129,6 +129,10 @@ pub struct OutboundLink {
     deadline: Option<Instant>,
     stale: bool,
     stats: LinkStats,
+    /// Most bytes of envelopes in a batch the transport takes now (NATS
+    /// `max_payload` less a batch's own fields); see
+    /// [`OutboundLink::cap_batch_bytes`].
+    batch_cap: usize,
 }
 
 impl OutboundLink {
@@ -149,14 +153,27 @@ impl OutboundLink {
             deadline: None,
             stale: false,
             stats: LinkStats::default(),
+            batch_cap: usize::MAX,
         }
+    }
+
+    /// Cuts new batches at `cap` bytes of envelopes if that is below
+    /// `max_batch_bytes` (the transport's limit, which the driver learns
+    /// from the NATS server and may change on a reconnect).
+    pub fn cap_batch_bytes(&mut self, cap: usize) {
+        self.batch_cap = cap.max(1);
+    }
+
+    /// Bytes of envelopes at which a batch is cut.
+    fn batch_bytes(&self) -> usize {
+        self.config.max_batch_bytes.min(self.batch_cap)
     }
 
     /// True while the link takes more messages: less than one batch of
     /// bytes waits for a window slot, and the peer has not declared this
     /// process stale.
     pub fn accepts(&self) -> bool {
-        !self.stale && self.queued_bytes < self.config.max_batch_bytes
+        !self.stale && self.queued_bytes < self.batch_bytes()
     }
 
     /// True if this process turned out to be a stale incarnation.
@@ -219,7 +236,7 @@ impl OutboundLink {
         let mut bytes = 0;
         while let Some((env, _)) = self.queued.front() {
             let len = env.encoded_len();
-            if !items.is_empty() && bytes + len > self.config.max_batch_bytes {
+            if !items.is_empty() && bytes + len > self.batch_bytes() {
                 break;
             }
             let (env, target) = self.queued.pop_front().expect("front exists");

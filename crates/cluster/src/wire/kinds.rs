@@ -21,6 +21,8 @@ pub const BATCH_REQUEST: MessageKind = MessageKind(4);
 pub const BATCH_REPLY: MessageKind = MessageKind(5);
 /// `RoomPublish`: one room push on a room subject.
 pub const ROOM_PUBLISH: MessageKind = MessageKind(6);
+/// `ReplyChunk`: a slice of a `BatchReply` larger than one NATS message.
+pub const REPLY_CHUNK: MessageKind = MessageKind(10);
 /// A message between shards of different nodes: the core's `PeerMsg`
 /// encoding (which carries its own version and message kind), in an
 /// envelope routed by the partition it is about.

@@ -57,6 +57,11 @@ const COUNTERS: &[Series] = &[
         |s| &s.reply_bytes_received,
     ),
     (
+        "cluster_replies_chunked",
+        "Reply batches sent in chunks because they outgrew the NATS server's max_payload",
+        |s| &s.replies_chunked,
+    ),
+    (
         "cluster_room_messages_published",
         "Room pushes published on room subjects by this node (each once, whatever the subscriber count)",
         |s| &s.room_messages_published,
