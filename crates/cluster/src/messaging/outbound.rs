@@ -48,6 +48,13 @@ pub struct LinkConfig {
     pub retry_initial: Duration,
     /// Cap of the doubling retry interval.
     pub retry_max: Duration,
+    /// How long messages wait for company while a batch is in flight
+    /// (Nagle's rule for batches): a message finding the link idle goes
+    /// at once; while a batch waits for its reply, new messages are held
+    /// until a batch's worth of bytes is queued, the replies are all in,
+    /// or this long has passed since the first of them was looked at.
+    /// Zero: every message goes as soon as the window has room.
+    pub linger: Duration,
 }
 
 impl Default for LinkConfig {
@@ -57,6 +64,7 @@ impl Default for LinkConfig {
             max_batch_bytes: 64 * 1024,
             retry_initial: Duration::from_millis(500),
             retry_max: Duration::from_secs(5),
+            linger: Duration::ZERO,
         }
     }
 }
@@ -129,6 +137,8 @@ pub struct OutboundLink {
     deadline: Option<Instant>,
     stale: bool,
     stats: LinkStats,
+    /// Until when queued messages wait for more ([`LinkConfig::linger`]).
+    linger_until: Option<Instant>,
     /// Most bytes of envelopes in a batch the transport takes now (NATS
     /// `max_payload` less a batch's own fields); see
     /// [`OutboundLink::cap_batch_bytes`].
@@ -154,6 +164,7 @@ impl OutboundLink {
             stale: false,
             stats: LinkStats::default(),
             batch_cap: usize::MAX,
+            linger_until: None,
         }
     }
 
@@ -231,6 +242,9 @@ impl OutboundLink {
         if self.stale || self.queued.is_empty() || self.inflight.len() >= self.config.window {
             return None;
         }
+        if self.lingers(now) {
+            return None;
+        }
         let mut items = Vec::new();
         let mut targets = Vec::new();
         let mut bytes = 0;
@@ -262,6 +276,29 @@ impl OutboundLink {
         let (payload, items) = self.encode(seq, items);
         self.inflight.back_mut().expect("just pushed").items = items;
         Some(payload)
+    }
+
+    /// Whether queued messages keep waiting for company (see
+    /// [`LinkConfig::linger`]); starts the wait on first sight.
+    fn lingers(&mut self, now: Instant) -> bool {
+        let hold = !self.config.linger.is_zero()
+            && !self.inflight.is_empty()
+            && self.queued_bytes < self.batch_bytes();
+        if !hold {
+            self.linger_until = None;
+            return false;
+        }
+        match self.linger_until {
+            None => {
+                self.linger_until = Some(now + self.config.linger);
+                true
+            }
+            Some(until) if now < until => true,
+            Some(_) => {
+                self.linger_until = None;
+                false
+            }
+        }
     }
 
     /// Applies the peer's reply; returns the replies now available to
@@ -344,7 +381,10 @@ impl OutboundLink {
     /// When [`OutboundLink::handle_timeout`] is due, if anything is in
     /// flight.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadline
+        match (self.deadline, self.linger_until) {
+            (Some(d), Some(l)) => Some(d.min(l)),
+            (d, l) => d.or(l),
+        }
     }
 
     /// No reply came in time: resend everything in flight, back off.

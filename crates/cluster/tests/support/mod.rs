@@ -138,6 +138,7 @@ pub fn node_config(server: &NatsServer, name: &str, partitions: u64, lanes: u16)
         max_batch_bytes: 16 * 1024,
         retry_initial: Duration::from_millis(100),
         retry_max: Duration::from_millis(400),
+        linger: Duration::ZERO,
     };
     NodeConfig {
         id: node_id(name),

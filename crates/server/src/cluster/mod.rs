@@ -85,6 +85,7 @@ impl NodeCluster {
         let partitions = PartitionCount::new(u64::from(settings.partitions))
             .map_err(|e| JoinError::Settings(format!("partitions: {e}")))?;
         let mut messaging = MessagingConfig::new(shards);
+        messaging.link.linger = Duration::from_micros(settings.batch_linger_us);
         let lanes_of = Router::of_node(shards);
         messaging.route_to_lane =
             Arc::new(move |route| lanes_of.shard_of_partition(PartitionId(route)).0);
