@@ -8,6 +8,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use surepush::cluster::messaging::batch::{BatchReply, BatchRequest, RoomPublish};
+use surepush::cluster::messaging::chunks::{ReplyAssembly, ReplyChunk};
 use surepush::cluster::messaging::inbound::{InboundLinks, Verdict};
 use surepush::cluster::placement::record::{ClusterMeta, PlacementRecord};
 use surepush::cluster::registry::record::NodeRecord;
@@ -25,9 +26,20 @@ fuzz_target!(|data: &[u8]| {
     round_trip::<BatchRequest>(&input);
     round_trip::<BatchReply>(&input);
     round_trip::<RoomPublish>(&input);
+    round_trip::<ReplyChunk>(&input);
     round_trip::<NodeRecord>(&input);
     round_trip::<ClusterMeta>(&input);
     round_trip::<PlacementRecord>(&input);
+
+    // The same bytes as a stream of reply chunks for the requester's
+    // assembly: whatever comes out is bounded and never panics.
+    let mut assembly = ReplyAssembly::default();
+    for frame in Frames::new(&input) {
+        let Ok(frame) = frame else { break };
+        if let Ok(chunk) = frame.decode::<ReplyChunk>() {
+            let _ = assembly.push(chunk);
+        }
+    }
 
     // The same bytes as a stream of frames: each a batch for the receiver.
     let mut links = InboundLinks::new(NodeId::parse("fuzz").expect("valid id"));

@@ -434,3 +434,76 @@ fn a_node_restarted_under_a_new_incarnation_fences_the_old_one() {
         "stale message delivered"
     );
 }
+
+/// Issue #20: with a NATS `max_payload` (8 KiB) below the link's batch
+/// size (16 KiB) and replies three times their requests, request batches
+/// are cut below the limit and each batch's reply goes in chunks; every
+/// probe gets its own reply, whole, once.
+#[test]
+fn batches_and_replies_stay_within_a_small_max_payload() {
+    const COUNT: u64 = 200;
+    const PAD: usize = 3000;
+    let nats = NatsServer::start_with("max_payload: 8192\n");
+    let mut a = join(node_config(&nats, "a", 16, 1));
+    let mut b = join(node_config(&nats, "b", 16, 1));
+    let lane = b.take_lanes().remove(0);
+    let (stop, stopped) = flume::bounded::<()>(1);
+    let server = thread::spawn(move || loop {
+        match lane.events().recv_timeout(Duration::from_millis(50)) {
+            Ok(LaneEvent::Request {
+                envelope, reply, ..
+            }) => {
+                let p: Probe = envelope.decode().expect("a probe");
+                let mut body = answer(&p).to_vec();
+                body.resize(body.len() + PAD, b'r');
+                block_on(lane.reply(reply, Bytes::from(body))).expect("reply");
+            }
+            Ok(other) => panic!("unexpected event {other:?}"),
+            Err(_) if stopped.try_recv().is_ok() => return,
+            Err(_) => {}
+        }
+    });
+    let mut lane = a.take_lanes().remove(0);
+    let to = node_id("b");
+    let mut replies: HashMap<u64, Bytes> = HashMap::new();
+    let mut sent = 0;
+    while replies.len() < COUNT as usize {
+        while sent < COUNT {
+            match lane.try_send(&to, probe("a", 0, sent, 1024), sent) {
+                Ok(()) => sent += 1,
+                Err(TrySendError::Full(_)) => break,
+                Err(TrySendError::Stopped(_)) => panic!("stopped"),
+            }
+        }
+        match lane.events().recv_timeout(WAIT) {
+            Ok(LaneEvent::Reply { token, body, .. }) => {
+                assert!(replies.insert(token, body).is_none(), "token {token} twice");
+            }
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(e) => panic!(
+                "no reply ({e}); {} of {COUNT}; a {:?} b {:?}",
+                replies.len(),
+                a.stats(),
+                b.stats()
+            ),
+        }
+    }
+    for seq in 0..COUNT {
+        let name = format!("a/0/{seq}");
+        let body = &replies[&seq];
+        assert_eq!(body.len(), name.len() + PAD, "reply {seq} whole");
+        assert_eq!(&body[..name.len()], name.as_bytes(), "reply identity");
+    }
+    stop.send(()).unwrap();
+    server.join().expect("server");
+    let batches = a.stats().batches_sent.load(Ordering::Relaxed);
+    let bytes = a.stats().request_bytes_sent.load(Ordering::Relaxed);
+    assert!(batches > 1, "{batches} batches");
+    assert!(
+        bytes / batches <= 8192,
+        "{bytes} bytes in {batches} batches"
+    );
+    assert_eq!(a.stats().batches_resent.load(Ordering::Relaxed), 0);
+    let chunked = b.stats().replies_chunked.load(Ordering::Relaxed);
+    assert!(chunked > 0, "no reply needed chunks");
+}

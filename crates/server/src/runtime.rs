@@ -763,6 +763,12 @@ impl ShardLoop for ShardRuntime {
         self.handoff(owner, MeshMsg::Handoff(Box::new(handoff)));
     }
 
+    fn count_relay(&self, open: bool) {
+        if let Some(link) = &self.cluster {
+            link.count_relay(open);
+        }
+    }
+
     fn count_adopted(&self, layers: &'static str) {
         self.metrics.count_adopted(layers);
     }

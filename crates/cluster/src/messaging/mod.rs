@@ -11,6 +11,7 @@
 //!   service running the links on the cluster thread.
 
 pub mod batch;
+pub mod chunks;
 pub mod inbound;
 pub mod outbound;
 pub mod subjects;

@@ -48,6 +48,13 @@ pub struct LinkConfig {
     pub retry_initial: Duration,
     /// Cap of the doubling retry interval.
     pub retry_max: Duration,
+    /// How long messages wait for company while a batch is in flight
+    /// (Nagle's rule for batches): a message finding the link idle goes
+    /// at once; while a batch waits for its reply, new messages are held
+    /// until a batch's worth of bytes is queued, the replies are all in,
+    /// or this long has passed since the first of them was looked at.
+    /// Zero: every message goes as soon as the window has room.
+    pub linger: Duration,
 }
 
 impl Default for LinkConfig {
@@ -57,6 +64,7 @@ impl Default for LinkConfig {
             max_batch_bytes: 64 * 1024,
             retry_initial: Duration::from_millis(500),
             retry_max: Duration::from_secs(5),
+            linger: Duration::ZERO,
         }
     }
 }
@@ -129,6 +137,12 @@ pub struct OutboundLink {
     deadline: Option<Instant>,
     stale: bool,
     stats: LinkStats,
+    /// Until when queued messages wait for more ([`LinkConfig::linger`]).
+    linger_until: Option<Instant>,
+    /// Most bytes of envelopes in a batch the transport takes now (NATS
+    /// `max_payload` less a batch's own fields); see
+    /// [`OutboundLink::cap_batch_bytes`].
+    batch_cap: usize,
 }
 
 impl OutboundLink {
@@ -149,14 +163,28 @@ impl OutboundLink {
             deadline: None,
             stale: false,
             stats: LinkStats::default(),
+            batch_cap: usize::MAX,
+            linger_until: None,
         }
+    }
+
+    /// Cuts new batches at `cap` bytes of envelopes if that is below
+    /// `max_batch_bytes` (the transport's limit, which the driver learns
+    /// from the NATS server and may change on a reconnect).
+    pub fn cap_batch_bytes(&mut self, cap: usize) {
+        self.batch_cap = cap.max(1);
+    }
+
+    /// Bytes of envelopes at which a batch is cut.
+    fn batch_bytes(&self) -> usize {
+        self.config.max_batch_bytes.min(self.batch_cap)
     }
 
     /// True while the link takes more messages: less than one batch of
     /// bytes waits for a window slot, and the peer has not declared this
     /// process stale.
     pub fn accepts(&self) -> bool {
-        !self.stale && self.queued_bytes < self.config.max_batch_bytes
+        !self.stale && self.queued_bytes < self.batch_bytes()
     }
 
     /// True if this process turned out to be a stale incarnation.
@@ -214,12 +242,15 @@ impl OutboundLink {
         if self.stale || self.queued.is_empty() || self.inflight.len() >= self.config.window {
             return None;
         }
+        if self.lingers(now) {
+            return None;
+        }
         let mut items = Vec::new();
         let mut targets = Vec::new();
         let mut bytes = 0;
         while let Some((env, _)) = self.queued.front() {
             let len = env.encoded_len();
-            if !items.is_empty() && bytes + len > self.config.max_batch_bytes {
+            if !items.is_empty() && bytes + len > self.batch_bytes() {
                 break;
             }
             let (env, target) = self.queued.pop_front().expect("front exists");
@@ -245,6 +276,29 @@ impl OutboundLink {
         let (payload, items) = self.encode(seq, items);
         self.inflight.back_mut().expect("just pushed").items = items;
         Some(payload)
+    }
+
+    /// Whether queued messages keep waiting for company (see
+    /// [`LinkConfig::linger`]); starts the wait on first sight.
+    fn lingers(&mut self, now: Instant) -> bool {
+        let hold = !self.config.linger.is_zero()
+            && !self.inflight.is_empty()
+            && self.queued_bytes < self.batch_bytes();
+        if !hold {
+            self.linger_until = None;
+            return false;
+        }
+        match self.linger_until {
+            None => {
+                self.linger_until = Some(now + self.config.linger);
+                true
+            }
+            Some(until) if now < until => true,
+            Some(_) => {
+                self.linger_until = None;
+                false
+            }
+        }
     }
 
     /// Applies the peer's reply; returns the replies now available to
@@ -327,7 +381,10 @@ impl OutboundLink {
     /// When [`OutboundLink::handle_timeout`] is due, if anything is in
     /// flight.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadline
+        match (self.deadline, self.linger_until) {
+            (Some(d), Some(l)) => Some(d.min(l)),
+            (d, l) => d.or(l),
+        }
     }
 
     /// No reply came in time: resend everything in flight, back off.

@@ -11,6 +11,10 @@
 //!   pushes go through a bounded publisher queue and are dropped when it
 //!   is full. Both are safe to lose: the sender resends the batch and gets
 //!   the cached reply; a room gap is repaired from the room's home node.
+//!
+//! Sizes: every NATS message stays within the server's `max_payload`
+//! (from its INFO, which the client keeps): request batches are cut below
+//! it, and a reply above it goes as chunks (`chunks.rs`).
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -23,6 +27,7 @@ use bytes::Bytes;
 use futures_lite::StreamExt;
 
 use super::batch::{BatchReply, BatchRequest, RoomPublish};
+use super::chunks::{reply_chunks, ReplyAssembly, ReplyChunk};
 use super::inbound::{InboundLinks, Verdict};
 use super::lane::{Command, FailReason, LaneEvent, LaneWiring, NewLink, Outbound};
 use super::outbound::{LinkFailure, OutboundLink, ReplyTarget};
@@ -30,7 +35,7 @@ use super::subjects;
 use super::MessagingConfig;
 use crate::node_id::NodeId;
 use crate::registry::record::NodeRecord;
-use crate::wire;
+use crate::wire::{self, Wire};
 
 /// Counters of the messaging service, readable from any thread.
 #[derive(Debug, Default)]
@@ -62,7 +67,13 @@ pub struct MessagingStats {
     pub room_messages_published: AtomicU64,
     /// Bytes of those published pushes.
     pub room_bytes_published: AtomicU64,
+    /// Replies sent as chunks because they outgrew NATS `max_payload`.
+    pub replies_chunked: AtomicU64,
 }
+
+/// Bytes a request batch adds around its envelopes (frame header, the
+/// longest node id, incarnation, seq, first unacked, item count).
+const BATCH_OVERHEAD: usize = wire::FRAME_HEADER + 2 + NodeId::MAX_LEN + 3 * 8 + 4;
 
 /// Replies sent to a peer's link task before they are dropped (the peer
 /// resends and gets the cached copy).
@@ -80,6 +91,8 @@ pub(crate) struct Service {
     links: RefCell<HashMap<NodeId, flume::Sender<BatchReply>>>,
     rooms: RefCell<HashMap<u64, Room>>,
     publish: flume::Sender<(String, Bytes)>,
+    /// Chunked replies being put back together.
+    assembly: RefCell<ReplyAssembly>,
     stats: Arc<MessagingStats>,
 }
 
@@ -122,6 +135,7 @@ impl Service {
             links: RefCell::default(),
             rooms: RefCell::default(),
             publish,
+            assembly: RefCell::new(ReplyAssembly::default()),
             stats,
         });
         tokio::task::spawn_local(run_publisher(client, publish_rx));
@@ -144,6 +158,38 @@ impl Service {
     fn publish_lossy(&self, subject: String, payload: Bytes) {
         if self.publish.try_send((subject, payload)).is_err() {
             self.stats.publishes_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues a reply to `to`, in chunks if it outgrew `max_payload` (lossy
+    /// as every reply: a lost chunk is repaired by the sender's resend).
+    fn publish_reply(&self, to: &NodeId, reply: Bytes) {
+        let subject = subjects::replies(to);
+        let max_payload = self.client.max_payload();
+        if reply.len() <= max_payload {
+            return self.publish_lossy(subject, reply);
+        }
+        self.stats.replies_chunked.fetch_add(1, Ordering::Relaxed);
+        for chunk in reply_chunks(&self.me, reply, max_payload) {
+            self.publish_lossy(subject.clone(), chunk);
+        }
+    }
+
+    /// A reply batch, or the whole reply once `payload`, a chunk of one,
+    /// completes it; `None` while chunks are missing.
+    fn reply_of(&self, payload: &Bytes) -> Result<Option<BatchReply>, wire::WireError> {
+        let frame = wire::Frames::new(payload)
+            .next()
+            .ok_or(wire::WireError::Truncated {
+                needed: wire::FRAME_HEADER,
+            })??;
+        if frame.kind != ReplyChunk::KIND {
+            return wire::decode::<BatchReply>(payload).map(Some);
+        }
+        let chunk = wire::decode::<ReplyChunk>(payload)?;
+        match self.assembly.borrow_mut().push(chunk) {
+            Some(whole) => wire::decode::<BatchReply>(&whole).map(Some),
+            None => Ok(None),
         }
     }
 
@@ -179,7 +225,7 @@ impl Service {
                         }
                     }
                 }
-                Verdict::Answer(bytes) => self.publish_lossy(subjects::replies(&from), bytes),
+                Verdict::Answer(bytes) => self.publish_reply(&from, bytes),
                 Verdict::InProgress => {}
             }
         }
@@ -187,18 +233,19 @@ impl Service {
 
     async fn run_replies(self: Rc<Self>, mut sub: async_nats::Subscriber) {
         while let Some(msg) = sub.next().await {
-            self.stats.replies_received.fetch_add(1, Ordering::Relaxed);
             self.stats
                 .reply_bytes_received
                 .fetch_add(msg.payload.len() as u64, Ordering::Relaxed);
-            let reply = match wire::decode::<BatchReply>(&msg.payload) {
-                Ok(r) => r,
+            let reply = match self.reply_of(&msg.payload) {
+                Ok(Some(r)) => r,
+                Ok(None) => continue, // a chunk of a reply not yet whole
                 Err(error) => {
                     self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%error, "reply batch does not decode; skipped");
                     continue;
                 }
             };
+            self.stats.replies_received.fetch_add(1, Ordering::Relaxed);
             let link = self.links.borrow().get(&reply.from).cloned();
             if let Some(link) = link {
                 // Full: dropped; the link resends and gets it again.
@@ -224,7 +271,7 @@ impl Service {
                             .borrow_mut()
                             .complete(&reply.key, reply.index as usize, body);
                     if let Some(bytes) = done {
-                        self.publish_lossy(subjects::replies(&reply.key.from), bytes);
+                        self.publish_reply(&reply.key.from, bytes);
                     }
                 }
                 Command::Subscribe { room, lane } => self.subscribe(room, lane).await,
@@ -343,6 +390,8 @@ impl Service {
                     Err(flume::TryRecvError::Disconnected) => queue_open = false,
                 }
             }
+            // The server's limit, from its INFO (one atomic load).
+            link.cap_batch_bytes(self.client.max_payload().saturating_sub(BATCH_OVERHEAD));
             let before = link.stats();
             while let Some(payload) = link.poll_transmit(Instant::now()) {
                 self.stats

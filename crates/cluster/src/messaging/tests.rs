@@ -49,6 +49,7 @@ fn config() -> LinkConfig {
         max_batch_bytes: 200,
         retry_initial: Duration::from_millis(100),
         retry_max: Duration::from_millis(800),
+        linger: Duration::ZERO,
     }
 }
 
@@ -233,6 +234,57 @@ fn batches_are_cut_at_the_byte_limit_and_the_window_bounds_what_is_in_flight() {
     assert_eq!(req.items.iter().map(number).collect::<Vec<_>>(), [2, 3]);
     sim.settle();
     sim.check_exactly_once();
+}
+
+/// Issue #20 (cross-node cost): with a linger, a message finding the link
+/// idle goes at once; those arriving while its batch is in flight wait
+/// together until the linger ends or the reply comes back, then leave as
+/// one batch.
+#[test]
+fn with_a_linger_messages_behind_a_batch_in_flight_leave_together() {
+    let linger = Duration::from_micros(200);
+    let t0 = Instant::now();
+    let target = |token| ReplyTarget { lane: 0, token };
+    let mut link = OutboundLink::new(
+        node("a"),
+        1,
+        LinkConfig {
+            linger,
+            max_batch_bytes: 10_000,
+            ..config()
+        },
+    );
+    link.push(message(0, 10), target(0));
+    let first: BatchRequest = wire::decode(&link.poll_transmit(t0).expect("at once")).unwrap();
+    assert_eq!(first.items.len(), 1);
+    for n in 1..=3 {
+        link.push(message(n, 10), target(n));
+        assert_eq!(link.poll_transmit(t0), None, "message {n} waits");
+    }
+    assert_eq!(link.poll_timeout(), Some(t0 + linger));
+    let t1 = t0 + linger;
+    link.handle_timeout(t1);
+    let second: BatchRequest = wire::decode(&link.poll_transmit(t1).expect("linger over")).unwrap();
+    assert_eq!(
+        second.items.iter().map(number).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+
+    // The reply of every batch in flight ends the wait at once.
+    link.push(message(4, 10), target(4));
+    assert_eq!(link.poll_transmit(t1), None);
+    for seq in [1, 2] {
+        let items = if seq == 1 { 1 } else { 3 };
+        let reply = BatchReply {
+            from: node("b"),
+            incarnation: 1,
+            seq,
+            outcome: super::batch::BatchOutcome::Done(vec![Bytes::new(); items]),
+        };
+        link.handle_reply(reply, t1).expect("replies");
+    }
+    let third: BatchRequest = wire::decode(&link.poll_transmit(t1).expect("link idle")).unwrap();
+    assert_eq!(third.items.iter().map(number).collect::<Vec<_>>(), [4]);
 }
 
 #[test]

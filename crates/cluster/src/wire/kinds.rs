@@ -25,6 +25,8 @@ pub const ROOM_PUBLISH: MessageKind = MessageKind(6);
 pub const MOVE_ORDER: MessageKind = MessageKind(7);
 /// `MoveResult`: how a `MoveOrder` ended.
 pub const MOVE_RESULT: MessageKind = MessageKind(8);
+/// `ReplyChunk`: a slice of a `BatchReply` larger than one NATS message.
+pub const REPLY_CHUNK: MessageKind = MessageKind(10);
 /// A message between shards of different nodes: the core's `PeerMsg`
 /// encoding (which carries its own version and message kind), in an
 /// envelope routed by the partition it is about.

@@ -48,6 +48,12 @@ pub struct NatsServer {
 
 impl NatsServer {
     pub fn start() -> NatsServer {
+        NatsServer::start_with("")
+    }
+
+    /// [`NatsServer::start`] with more lines in its config file
+    /// (`max_payload: 8192`).
+    pub fn start_with(extra: &str) -> NatsServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = surepush_host::limits::free_loopback_port().expect("a free port");
         let config = dir.path().join("nats.conf");
@@ -56,7 +62,7 @@ impl NatsServer {
             &config,
             format!(
                 "listen: 127.0.0.1:{port}\n\
-                 jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
+                 jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n{extra}",
                 store.display()
             ),
         )
@@ -132,6 +138,7 @@ pub fn node_config(server: &NatsServer, name: &str, partitions: u64, lanes: u16)
         max_batch_bytes: 16 * 1024,
         retry_initial: Duration::from_millis(100),
         retry_max: Duration::from_millis(400),
+        linger: Duration::ZERO,
     };
     NodeConfig {
         id: node_id(name),

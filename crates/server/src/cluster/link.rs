@@ -58,8 +58,9 @@ const BACKLOG_RETRY: Duration = Duration::from_millis(1);
 const LOG_REPEATS_EVERY: Duration = Duration::from_secs(1);
 
 /// Most bytes of room frames one reply to a room subscription carries
-/// (at least one frame): replies of a batch travel as one NATS message,
-/// which must stay under the server's `max_payload` (1 MiB by default).
+/// (at least one frame): replies of a batch travel as one reply, which is
+/// chunked above the NATS server's `max_payload` (the cluster crate's
+/// `chunks.rs`) — this keeps replies, and so chunking, rare.
 pub(crate) const ROOM_REPLY_BYTES: usize = 32 * 1024;
 
 /// What a shard's command task does for the link, in the order queued.
@@ -180,6 +181,11 @@ impl ClusterLink {
     /// This shard's partition move commands (once).
     pub(crate) fn take_move_commands(&self) -> Option<flume::Receiver<super::MoveCommand>> {
         self.cluster.take_move_commands(self.me.0)
+    }
+
+    /// A client relayed to its user's node opened (`true`) or closed.
+    pub(crate) fn count_relay(&self, open: bool) {
+        self.cluster.relays.count(open);
     }
 
     /// Hands `core` the newest placement if it changed (one atomic load).

@@ -57,6 +57,11 @@ const COUNTERS: &[Series] = &[
         |s| &s.reply_bytes_received,
     ),
     (
+        "cluster_replies_chunked",
+        "Reply batches sent in chunks because they outgrew the NATS server's max_payload",
+        |s| &s.replies_chunked,
+    ),
+    (
         "cluster_room_messages_published",
         "Room pushes published on room subjects by this node (each once, whatever the subscriber count)",
         |s| &s.room_messages_published,
@@ -88,11 +93,34 @@ const COUNTERS: &[Series] = &[
     ),
 ];
 
+/// Clients this node relays to their user's node (MQTT 3.1.1), counted
+/// by the shards that relay them.
+#[derive(Debug, Default)]
+pub(crate) struct RelayStats {
+    /// Relayed connections open now.
+    open: AtomicU64,
+    /// Relayed connections opened since the start.
+    opened: AtomicU64,
+}
+
+impl RelayStats {
+    /// A relayed connection opened (`true`) or closed.
+    pub(crate) fn count(&self, open: bool) {
+        if open {
+            self.opened.fetch_add(1, Ordering::Relaxed);
+            self.open.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The cluster series (one per node, registered when it joined).
 pub(crate) struct ClusterCollector {
     stats: Arc<MessagingStats>,
     placement: Placement,
     redirects: Arc<AtomicU64>,
+    relays: Arc<RelayStats>,
 }
 
 impl ClusterCollector {
@@ -100,11 +128,13 @@ impl ClusterCollector {
         stats: Arc<MessagingStats>,
         placement: Placement,
         redirects: Arc<AtomicU64>,
+        relays: Arc<RelayStats>,
     ) -> ClusterCollector {
         ClusterCollector {
             stats,
             placement,
             redirects,
+            relays,
         }
     }
 }
@@ -132,6 +162,20 @@ impl Collector for ClusterCollector {
             "Clients refused with the address of their user's node (native WrongNode, MQTT 5 0x9C) or told it is unavailable",
             None,
             redirects.metric_type(),
+        )?)?;
+        let relayed = ConstGauge::new(self.relays.open.load(Ordering::Relaxed) as i64);
+        relayed.encode(encoder.encode_descriptor(
+            "cluster_relayed_connections",
+            "MQTT 3.1.1 clients of other nodes' users relayed byte for byte to their node, open now",
+            None,
+            relayed.metric_type(),
+        )?)?;
+        let opened = ConstCounter::new(self.relays.opened.load(Ordering::Relaxed));
+        opened.encode(encoder.encode_descriptor(
+            "cluster_relayed_connections_opened",
+            "Relayed connections opened since the start (each also counted in cluster_redirects)",
+            None,
+            opened.metric_type(),
         )?)?;
         let revision = ConstGauge::new(self.placement.revision() as i64);
         revision.encode(encoder.encode_descriptor(

@@ -20,7 +20,7 @@ pub(crate) use link::{run_link_commands, ClusterLink, LinkTasks};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub(crate) use metrics::ClusterCollector;
+pub(crate) use metrics::{ClusterCollector, RelayStats};
 pub(crate) use moves::MoveCommand;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -72,6 +72,8 @@ pub(crate) struct NodeCluster {
     node: Mutex<Option<ClusterNode>>,
     /// Clients sent to another node (or told it is unavailable).
     redirects: Arc<AtomicU64>,
+    /// Clients relayed to their user's node (MQTT 3.1.1).
+    relays: Arc<RelayStats>,
     collector: Mutex<Option<ClusterCollector>>,
     /// This node.
     me: NodeId,
@@ -91,6 +93,7 @@ impl NodeCluster {
         let partitions = PartitionCount::new(u64::from(settings.partitions))
             .map_err(|e| JoinError::Settings(format!("partitions: {e}")))?;
         let mut messaging = MessagingConfig::new(shards);
+        messaging.link.linger = Duration::from_micros(settings.batch_linger_us);
         let lanes_of = Router::of_node(shards);
         messaging.route_to_lane =
             Arc::new(move |route| lanes_of.shard_of_partition(PartitionId(route)).0);
@@ -122,10 +125,12 @@ impl NodeCluster {
         tracing::info!(node = %id, partitions = meta.partitions.get(), "joined the cluster");
         let routes = routes_of(&id, partitions, shards, node.placement())?;
         let redirects = Arc::new(AtomicU64::new(0));
+        let relays = Arc::new(RelayStats::default());
         let collector = ClusterCollector::new(
             node.stats_handle(),
             node.placement().clone(),
             redirects.clone(),
+            relays.clone(),
         );
         let cluster = Arc::new(NodeCluster {
             routes: RoutesCell {
@@ -136,6 +141,7 @@ impl NodeCluster {
             nodes: node.nodes().clone(),
             node: Mutex::new(None),
             redirects,
+            relays,
             collector: Mutex::new(Some(collector)),
             me: id.clone(),
             placement: node.placement().clone(),
@@ -185,7 +191,8 @@ impl NodeCluster {
             .take()
     }
 
-    /// Where a client of `node` goes: its native or MQTT address.
+    /// Where a client of `node` goes: its native or MQTT address (counted
+    /// as a redirect, also when the client is relayed there).
     pub(crate) fn redirect(&self, node: &NodeId, mqtt: bool) -> Redirect {
         self.redirects.fetch_add(1, Ordering::Relaxed);
         let Some(record) = self.nodes.get(node) else {

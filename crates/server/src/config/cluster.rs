@@ -33,6 +33,11 @@ pub struct ClusterSettings {
     /// applies when this node creates the registry bucket).
     #[serde(deserialize_with = "durations::millis")]
     pub registry_ttl_ms: u64,
+    /// How long messages for another node wait for company while a batch
+    /// to it is in flight (µs; 0 = send at once): fewer, larger NATS
+    /// messages for closed-loop senders, at most this much added latency
+    /// (docs/CLUSTER.md "Cross-node cost").
+    pub batch_linger_us: u64,
 }
 
 impl Default for ClusterSettings {
@@ -45,6 +50,7 @@ impl Default for ClusterSettings {
             advertise_mqtt: String::new(),
             join_timeout_ms: 30_000,
             registry_ttl_ms: 10_000,
+            batch_linger_us: 0,
         }
     }
 }
@@ -66,6 +72,9 @@ impl ClusterSettings {
         let max = surepush_core::router::MAX_CLUSTER_PARTITIONS;
         if self.partitions == 0 || self.partitions > max {
             return Some(format!("cluster.partitions must be within 1 ..= {max}"));
+        }
+        if self.batch_linger_us > 100_000 {
+            return Some("cluster.batch_linger_us must be at most 100000 (100 ms)".into());
         }
         if self.join_timeout_ms == 0 || self.registry_ttl_ms < 1_000 {
             return Some(

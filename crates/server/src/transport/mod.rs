@@ -69,6 +69,7 @@ pub(crate) mod mqtt;
 mod native;
 mod output;
 mod port;
+mod relay;
 mod signal;
 pub(crate) mod slow;
 mod stream;
@@ -155,6 +156,12 @@ pub(crate) trait Handshake: Sized {
     /// What to write to send the client to `to`, the owner node's address
     /// for this protocol (a cluster).
     fn redirect(hello: &Self::Hello, to: &str) -> Vec<u8>;
+    /// The hello's bytes as the client sent them, when this protocol's
+    /// client of another node's user is relayed there ([`relay`]) instead
+    /// of redirected.
+    fn relayed(_hello: &Self::Hello) -> Option<Bytes> {
+        None
+    }
     /// Bytes received after the hello (the decoder's leftover).
     fn rest(self) -> Bytes;
     /// The hello as the mesh and the owner shard carry it.
@@ -248,7 +255,13 @@ async fn accept_on<H: Handshake, S: ShardLoop, B: ByteStream>(
     };
     let owner = match rt.owner(claims.user, H::LISTENER) {
         Owner::Shard(shard) => shard,
-        Owner::Redirect(to) => return stream.refuse(&H::redirect(&hello, &to)).await,
+        Owner::Redirect(to) => match H::relayed(&hello) {
+            Some(raw) => {
+                let target = relay_to(&hello, to, raw, hs);
+                return relay::relay(rt, halves(stream), target).await;
+            }
+            None => return stream.refuse(&H::redirect(&hello, &to)).await,
+        },
         Owner::Unavailable => return stream.refuse(&H::refuse_unavailable(&hello)).await,
     };
     if owner == rt.shard_id() {
@@ -270,6 +283,15 @@ async fn accept_on<H: Handshake, S: ShardLoop, B: ByteStream>(
             tracing::error!(error = %e, "cannot duplicate a socket for handoff");
             stream.refuse(&H::refuse_unavailable(&hello)).await;
         }
+    }
+}
+
+/// What [`relay::relay`] needs of an authenticated hello for `to`.
+fn relay_to<H: Handshake>(hello: &H::Hello, to: String, raw: Bytes, hs: H) -> relay::RelayTo {
+    relay::RelayTo {
+        to,
+        replay: [raw, hs.rest()],
+        unavailable: H::refuse_unavailable(hello),
     }
 }
 
@@ -402,7 +424,14 @@ async fn accept_over<H: Handshake, S: ShardLoop, R: StreamReader, W: StreamWrite
     };
     let owner = match rt.owner(claims.user, H::LISTENER) {
         Owner::Shard(shard) => shard,
-        Owner::Redirect(to) => return refuse_with(writer, &H::redirect(&hello, &to)).await,
+        Owner::Redirect(to) => match H::relayed(&hello) {
+            Some(raw) => {
+                let target = relay_to(&hello, to, raw, hs);
+                let stream = Opened { fd, reader, writer };
+                return relay::relay(rt, stream, target).await;
+            }
+            None => return refuse_with(writer, &H::redirect(&hello, &to)).await,
+        },
         Owner::Unavailable => return refuse_with(writer, &H::refuse_unavailable(&hello)).await,
     };
     if owner == rt.shard_id() {

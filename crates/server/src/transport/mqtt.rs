@@ -95,6 +95,9 @@ impl MqttShard {
 pub(crate) struct MqttConnect {
     connect: mqtt::Connect,
     token: String,
+    /// The CONNECT packet's bytes as the client sent them, on a cluster
+    /// node (a 3.1.1 client of another node's user is relayed with them).
+    raw: Option<Bytes>,
 }
 
 /// An authenticated MQTT CONNECT on its way to the owner shard.
@@ -109,6 +112,8 @@ pub(crate) struct MqttHello {
 pub(crate) struct MqttHandshake {
     decoder: mqtt::Decoder,
     buf: BytesMut,
+    /// Every byte fed, on a cluster node (the CONNECT's bytes to relay).
+    fed: Option<BytesMut>,
 }
 
 impl Handshake for MqttHandshake {
@@ -119,11 +124,15 @@ impl Handshake for MqttHandshake {
         Some(MqttHandshake {
             decoder: mqtt::Decoder::new(None, mqtt.params.max_packet),
             buf: BytesMut::new(),
+            fed: rt.config().cluster.enabled().then(BytesMut::new),
         })
     }
 
     fn feed(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
+        if let Some(fed) = &mut self.fed {
+            fed.extend_from_slice(bytes);
+        }
     }
 
     fn poll_hello(&mut self) -> Step<MqttConnect> {
@@ -143,7 +152,18 @@ impl Handshake for MqttHandshake {
             .and_then(|p| std::str::from_utf8(p).ok())
             .unwrap_or("")
             .to_string();
-        Step::Hello(MqttConnect { connect, token })
+        // The decoder took the CONNECT off the front of `buf`: what was fed
+        // minus what is left is its bytes.
+        let left = self.buf.len();
+        let raw = self.fed.take().map(|mut fed| {
+            let len = fed.len() - left;
+            fed.split_to(len).freeze()
+        });
+        Step::Hello(MqttConnect {
+            connect,
+            token,
+            raw,
+        })
     }
 
     fn timed_out(&self) -> Vec<u8> {
@@ -172,8 +192,8 @@ impl Handshake for MqttHandshake {
     const LISTENER: Listener = Listener::Mqtt;
 
     /// MQTT 5: CONNACK 0x9C (Use another server) with a Server Reference.
-    /// MQTT 3.1.1 cannot redirect: "server unavailable" (relaying its bytes
-    /// to the owner node is not built yet).
+    /// MQTT 3.1.1 is relayed instead ([`Handshake::relayed`]); without
+    /// the CONNECT's bytes it gets "server unavailable".
     fn redirect(hello: &MqttConnect, to: &str) -> Vec<u8> {
         let level = hello.connect.protocol_level;
         if !level.is_v5() {
@@ -194,12 +214,20 @@ impl Handshake for MqttHandshake {
         out.to_vec()
     }
 
+    /// MQTT 3.1.1 cannot follow a redirect: its CONNECT is relayed.
+    fn relayed(hello: &MqttConnect) -> Option<Bytes> {
+        match hello.connect.protocol_level {
+            ProtocolLevel::V311 => hello.raw.clone(),
+            ProtocolLevel::V5 => None,
+        }
+    }
+
     fn rest(self) -> Bytes {
         self.buf.freeze()
     }
 
     fn into_hello(hello: MqttConnect, claims: Claims) -> Hello {
-        let MqttConnect { connect, token } = hello;
+        let MqttConnect { connect, token, .. } = hello;
         Hello::Mqtt(Box::new(MqttHello {
             connect,
             token,

@@ -1,0 +1,307 @@
+//! MQTT 3.1.1 clients of another node's user are relayed byte for byte to
+//! that node (issue #20, docs/CLUSTER.md "Connections land anywhere"):
+//! two surepush processes and a real nats-server 2.15 on 127.0.0.1, every
+//! user owned by node 1, every MQTT client connected to node 0. Real
+//! clients (mosquitto_pub/sub -V mqttv311, paho-mqtt) publish and
+//! subscribe through the relay with their identities checked, a QoS 1
+//! persistent session resumes through it, and killing the owner node
+//! closes the relayed connections.
+
+#[path = "../crates/cluster/tests/support/mod.rs"]
+mod support;
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::TestServer;
+use support::NatsServer;
+use surepush::client::{BlockingClient, Event};
+use surepush::cluster::PartitionCount;
+use surepush::proto::{Qos, SendResult, UserId};
+
+const PARTITIONS: u64 = 64;
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A nats-server and two nodes, partition `p` on node `p % 2`; node 0
+/// has a WebSocket listener too.
+struct Cluster {
+    nodes: Vec<TestServer>,
+    ws_port: u16,
+    _nats: NatsServer,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let nats = NatsServer::start();
+        let names = ["n0", "n1"];
+        let out = Command::new(env!("CARGO_BIN_EXE_surepush"))
+            .args(["cluster", "init", "--nats", &nats.url()])
+            .args(["--partitions", &PARTITIONS.to_string()])
+            .args(["--nodes", &names.join(",")])
+            .output()
+            .expect("run surepush cluster init");
+        common::assert_ok(&out, "cluster init");
+        let ws_port = surepush::server::limits::free_loopback_port().expect("a free port");
+        let nodes = names
+            .iter()
+            .map(|name| {
+                let ws = match *name {
+                    "n0" => format!("[websocket]\nenabled = true\nlisten = \"127.0.0.1:{ws_port}\"\n"),
+                    _ => String::new(),
+                };
+                let top = format!(
+                    "{ws}[cluster]\nnats = \"{}\"\nnode_id = \"{name}\"\npartitions = {PARTITIONS}\n",
+                    nats.url()
+                );
+                let mut node = TestServer::unstarted(2, &top, "");
+                node.spawn();
+                node
+            })
+            .collect();
+        Cluster {
+            nodes,
+            ws_port,
+            _nats: nats,
+        }
+    }
+
+    /// `count` users owned by node `node`, from `from` up.
+    fn users_on(node: usize, from: u64, count: usize) -> Vec<u64> {
+        let partitions = PartitionCount::new(PARTITIONS).expect("valid");
+        (from..)
+            .filter(|u| partitions.partition_of_wire_id(*u).0 as usize % 2 == node)
+            .take(count)
+            .collect()
+    }
+}
+
+/// A node's metric (first sample of `name`).
+fn metric(node: &TestServer, name: &str) -> u64 {
+    let (status, text) = node.http("GET", "/metrics", "", true);
+    assert_eq!(status, 200);
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics")) as u64
+}
+
+/// Runs tests/mqtt/paho_check.py's `scenario` at MQTT 3.1.1 against
+/// `port` as users `a` and `b` of `owner`.
+fn paho(
+    owner: &TestServer,
+    port: u16,
+    scenario: &str,
+    (a, b): (u64, u64),
+    extra: &[&str],
+) -> String {
+    let out = Command::new("/usr/bin/python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/mqtt/paho_check.py"
+        ))
+        .args(["--port", &port.to_string(), "--scenario", scenario])
+        .args(["--version", "311"])
+        .args([
+            "--token-a",
+            &owner.token(a, 1),
+            "--token-b",
+            &owner.token(b, 1),
+        ])
+        .args(["--user-a", &a.to_string(), "--user-b", &b.to_string()])
+        .args(extra)
+        .output()
+        .expect("run /usr/bin/python3 (install python3-paho-mqtt)");
+    common::assert_ok(&out, scenario);
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A hand-written MQTT 3.1.1 CONNECT (clean session, keep alive 60 s)
+/// with the token as the password.
+fn connect_311(client_id: &str, token: &str) -> Vec<u8> {
+    let field = |out: &mut Vec<u8>, s: &[u8]| {
+        out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        out.extend_from_slice(s);
+    };
+    let mut body = Vec::new();
+    field(&mut body, b"MQTT");
+    body.extend_from_slice(&[4, 0xC2, 0, 60]); // level 4, user+password+clean
+    field(&mut body, client_id.as_bytes());
+    field(&mut body, b"x");
+    field(&mut body, token.as_bytes());
+    let mut packet = vec![0x10];
+    let mut len = body.len();
+    loop {
+        let byte = (len % 128) as u8;
+        len /= 128;
+        packet.push(if len > 0 { byte | 0x80 } else { byte });
+        if len == 0 {
+            break;
+        }
+    }
+    packet.extend_from_slice(&body);
+    packet
+}
+
+/// Issue #20: MQTT 3.1.1 clients whose users live on node 1 connect to
+/// node 0 and are served through its relay: paho's round trip at QoS
+/// 0/1/2, a mosquitto_sub following a user's inbox gets exactly what
+/// mosquitto_pub (relayed as well) and a native client on the other node
+/// sent it, in order, paho over WebSocket as well, and a QoS 1 persistent session created through the
+/// relay resumes through it with what arrived while it was away.
+#[test]
+fn mqtt311_clients_are_relayed_to_their_users_node() {
+    let cluster = Cluster::start();
+    let (relay, owner) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let users = Cluster::users_on(1, 1, 3);
+    let (a, b, c) = (users[0], users[1], users[2]);
+    let port = relay.mqtt.port();
+
+    paho(owner, port, "roundtrip", (a, b), &[]);
+    // MQTT over WebSocket: the relay carries the unframed MQTT bytes to
+    // the owner's plain MQTT listener.
+    let ws = ["--transport", "websockets"];
+    paho(owner, cluster.ws_port, "roundtrip", (a, b), &ws);
+
+    // A subscriber on b's inbox, through the relay; line-buffered so its
+    // debug lines (the SUBACK) reach the pipe at once.
+    let topic = format!("user/{b}");
+    let mut sub = Command::new("stdbuf")
+        .args(["-oL", "mosquitto_sub", "-V", "mqttv311"])
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-u", "x", "-P", &owner.token(b, 1), "-i", "relayed-sub"])
+        .args(["-t", &topic, "-q", "1", "-v", "-d", "-C", "6"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run mosquitto_sub (apt-get install mosquitto-clients)");
+    let lines = lines_of(sub.stdout.take().expect("piped"));
+    let next_line = || lines.recv_timeout(WAIT).expect("mosquitto_sub output");
+    while !next_line().contains("received SUBACK") {}
+    assert_eq!(metric(relay, "surepush_cluster_relayed_connections"), 1);
+
+    let publish = |payload: &str| {
+        let out = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "mqttv311"])
+            .args(["-u", "x", "-P", &owner.token(a, 1), "-i", "relayed-pub"])
+            .args(["-t", &topic, "-q", "1", "-m", payload])
+            .output()
+            .expect("run mosquitto_pub");
+        common::assert_ok(&out, "mosquitto_pub");
+    };
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        let p = format!("from-a-{i}");
+        publish(&p);
+        sent.push(p);
+    }
+    // A native sender on node 0 (its user lives there) to b on node 1.
+    let native = Cluster::users_on(0, 1, 1)[0];
+    let mut n =
+        BlockingClient::connect_routed(relay.addr, relay.client_config(native, 1), None, WAIT)
+            .expect("native sender");
+    for i in 0..3u64 {
+        let p = format!("from-native-{i}");
+        n.send(UserId(b), Qos::AtLeastOnce, Bytes::from(p.clone()))
+            .expect("send");
+        loop {
+            match n.next_event(WAIT).expect("io") {
+                Some(Event::SendAcked(ack)) => {
+                    assert_eq!(ack.result, SendResult::Stored);
+                    break;
+                }
+                Some(Event::SendFailed(ack)) => panic!("refused: {ack:?}"),
+                Some(_) => {}
+                None => panic!("no SENDACK"),
+            }
+        }
+        sent.push(p);
+    }
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        let line = next_line();
+        if line.starts_with(&format!("{topic} ")) {
+            got.push(line);
+        }
+    }
+    let want: Vec<String> = sent.iter().map(|p| format!("{topic} {p}")).collect();
+    assert_eq!(got, want, "b's inbox through the relay, in order");
+    assert!(sub.wait().expect("mosquitto_sub").success());
+    assert!(metric(relay, "surepush_cluster_relayed_connections_opened_total") >= 5);
+
+    // A persistent QoS 1 session created through the relay, messages while
+    // it is away, and its resumption through the relay.
+    let phase1 = paho(owner, port, "persistent", (a, c), &["--phase", "1"]);
+    let sent: Vec<String> = phase1
+        .lines()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .and_then(|v| serde_json::from_value(v["sent"].clone()).ok())
+        .expect("phase 1 prints what it sent");
+    assert_eq!(sent.len(), 5, "{phase1}");
+    paho(
+        owner,
+        port,
+        "persistent",
+        (a, c),
+        &["--phase", "2", "--expect", &sent.join(",")],
+    );
+}
+
+/// The lines a child writes, as they come.
+fn lines_of(out: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    lines
+}
+
+/// Issue #20: killing the owner node closes the connections relayed to it
+/// (the client reconnects and is told the node is unavailable), and the
+/// relay's gauge goes back to zero.
+#[test]
+fn a_relayed_client_is_closed_when_its_node_dies() {
+    let mut cluster = Cluster::start();
+    let user = Cluster::users_on(1, 1, 1)[0];
+    let token = cluster.nodes[1].token(user, 1);
+    let mut socket =
+        std::net::TcpStream::connect(cluster.nodes[0].mqtt).expect("connect to node 0");
+    socket.set_read_timeout(Some(WAIT)).expect("timeout");
+    socket
+        .write_all(&connect_311("relayed-raw", &token))
+        .expect("CONNECT");
+    let mut connack = [0u8; 4];
+    socket.read_exact(&mut connack).expect("CONNACK");
+    assert_eq!(
+        connack,
+        [0x20, 2, 0, 0],
+        "accepted by the owner through the relay"
+    );
+    assert_eq!(
+        metric(&cluster.nodes[0], "surepush_cluster_relayed_connections"),
+        1
+    );
+
+    cluster.nodes[1].kill9();
+    let mut rest = Vec::new();
+    match socket.read_to_end(&mut rest) {
+        Ok(_) => assert!(rest.is_empty(), "nothing after the CONNACK: {rest:?}"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    let deadline = Instant::now() + WAIT;
+    while metric(&cluster.nodes[0], "surepush_cluster_relayed_connections") != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the relay still counts the closed connection"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
