@@ -658,7 +658,7 @@ impl World {
             .values_mut()
             .find(|b| b.bridge.session() == (user, device));
         let stored = match open {
-            Some(b) => b.bridge.take_over(),
+            Some(b) => b.bridge.take_over(!connect.clean_start),
             None => self.shards[shard as usize]
                 .state(&StateKey::MqttSession { user, device })
                 .and_then(|v| SessionState::from_record(v, WALL_MS_AT_ZERO)),
