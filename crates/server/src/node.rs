@@ -8,7 +8,7 @@ use crate::webhooks::{Dispatcher, ShardLink};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
@@ -215,8 +215,7 @@ fn run_shards(
     ),
 ) -> Result<(), ServeError> {
     let mesh = MeshBuilder::<MeshMsg, _>::full(shards as usize, config.mesh_channel_size);
-    let origin = Instant::now();
-    let wall_ms = ShardRuntime::wall_ms_now();
+    let (origin, wall_ms) = clock_origin();
     let placement = if config.pin_cores {
         PoolPlacement::MaxSpread(shards as usize, None)
     } else {
@@ -765,4 +764,19 @@ async fn accept_loop<F, Fut>(
             }
         }
     }
+}
+
+/// The node's monotonic origin and the wall-clock ms at that instant. The
+/// origin is put on the wall clock's last whole millisecond, so the
+/// node's wall time (`wall_ms_at_origin + elapsed ms`, message and
+/// presence timestamps) is the wall clock's floor, not up to 2 ms behind
+/// it from truncating both terms.
+fn clock_origin() -> (Instant, u64) {
+    let now = Instant::now();
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let past_ms = Duration::from_nanos(u64::from(wall.subsec_nanos() % 1_000_000));
+    let origin = now.checked_sub(past_ms).unwrap_or(now);
+    (origin, wall.as_millis() as u64)
 }
