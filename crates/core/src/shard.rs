@@ -212,6 +212,9 @@ pub struct Shard {
     pub(super) conversations: super::conversation::Conversations,
     /// Presence watches, as owner and as watcher (`presence/`).
     pub(super) presence: super::presence::Watches,
+    /// Wildcard topic filters and the stream names homed here
+    /// (`topic_filters.rs`).
+    pub(super) topics: super::topic_filters::Topics,
     pub(super) next_sub_id: u64,
     pub(super) timers: TimerWheel<TimerEvent>,
     pub(super) actions: VecDeque<Action>,
@@ -271,6 +274,7 @@ impl Shard {
                 c
             },
             presence: Default::default(),
+            topics: Default::default(),
             next_sub_id: 0,
             timers: TimerWheel::new(tick),
             actions: VecDeque::new(),
@@ -280,6 +284,25 @@ impl Shard {
             shutting_down: false,
             stats: CoreStats::default(),
             config,
+        }
+    }
+
+    /// Reads back the names of the topic streams homed here (a new
+    /// wildcard filter must find them; `topic_filters.rs`). Call once,
+    /// after [`Shard::new`] with a recovered log.
+    pub fn load_topic_names(&mut self) {
+        let streams: Vec<UserId> = self
+            .users
+            .iter()
+            .filter(|(id, inbox)| {
+                surepush_proto::topic_stream::is_topic_stream(id.0) && inbox.durable != Seq::ZERO
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in streams {
+            self.topics.loading += 1;
+            let query = InboxQuery::Latest { limit: 1 };
+            self.read(id, query, ReadPurpose::TopicName);
         }
     }
 
@@ -418,6 +441,7 @@ impl Shard {
             ReadPurpose::Retry(check) => self.on_retry_read(check, result),
             ReadPurpose::Copy(check) => self.on_copy_check_read(check, result),
             ReadPurpose::Conversation(read) => self.on_conv_read(read, result),
+            ReadPurpose::TopicName => self.on_topic_name_read(result),
         }
     }
 
@@ -574,6 +598,10 @@ impl Shard {
             PeerMsg::PresenceWatch(m) => self.on_presence_watch(m),
             PeerMsg::PresenceUnwatch(m) => self.on_presence_unwatch(m),
             PeerMsg::PresenceChanged(m) => self.on_presence_changed(m),
+            PeerMsg::FilterJoin(m) => self.on_filter_join(m),
+            PeerMsg::FilterLeave(m) => self.on_filter_leave(m),
+            PeerMsg::TopicNotice(m) => self.on_topic_notice(m),
+            PeerMsg::FilterJoined(m) => self.on_filter_joined(m),
         }
     }
 

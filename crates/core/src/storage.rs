@@ -119,4 +119,7 @@ pub(super) enum ReadPurpose {
     Copy(crate::retry::CopyCheck),
     /// A page of one conversation (CONVFETCH).
     Conversation(crate::conversation::FetchRead),
+    /// The newest message of a topic stream homed here, for its name
+    /// (`topic_filters.rs`, after a restart).
+    TopicName,
 }

@@ -19,10 +19,11 @@ mod wire;
 
 pub use across::{decode_answers, encode_answers, Answers};
 pub use messages::{
-    Ephemeral, GroupEphemeral, GroupStore, GroupStored, MembersUpdate, MembersUpdated,
-    PresenceChanged, PresenceUnwatch, PresenceWatch, QueryState, Release, ReleaseMany, Revoked,
-    RoomFanout, RoomLeave, RoomPage, RoomPublish, RoomRefused, RoomRevoke, RoomSubscribe,
-    StateStored, StateValue, StoreCopy, StoreMany, StoreState, Stored,
+    Ephemeral, FilterJoin, FilterJoined, FilterLeave, GroupEphemeral, GroupStore, GroupStored,
+    MembersUpdate, MembersUpdated, PresenceChanged, PresenceUnwatch, PresenceWatch, QueryState,
+    Release, ReleaseMany, Revoked, RoomFanout, RoomLeave, RoomPage, RoomPublish, RoomRefused,
+    RoomRevoke, RoomSubscribe, StateStored, StateValue, StoreCopy, StoreMany, StoreState, Stored,
+    TopicNotice,
 };
 pub use wire::{PeerWireError, PEER_WIRE_VERSION};
 
@@ -80,6 +81,14 @@ pub enum PeerMsg {
     PresenceUnwatch(PresenceUnwatch),
     /// See [`PresenceChanged`].
     PresenceChanged(PresenceChanged),
+    /// See [`FilterJoin`].
+    FilterJoin(FilterJoin),
+    /// See [`FilterLeave`].
+    FilterLeave(FilterLeave),
+    /// See [`TopicNotice`].
+    TopicNotice(TopicNotice),
+    /// See [`FilterJoined`].
+    FilterJoined(FilterJoined),
 }
 
 /// `impl From<Struct> for PeerMsg` for each variant, so a sender writes
@@ -120,6 +129,10 @@ peer_msg_from!(
     PresenceWatch,
     PresenceUnwatch,
     PresenceChanged,
+    FilterJoin,
+    FilterLeave,
+    TopicNotice,
+    FilterJoined,
 );
 
 #[cfg(test)]

@@ -82,6 +82,10 @@ impl PeerMsg {
             PeerMsg::PresenceWatch(m) => m.put(out),
             PeerMsg::PresenceUnwatch(m) => m.put(out),
             PeerMsg::PresenceChanged(m) => m.put(out),
+            PeerMsg::FilterJoin(m) => m.put(out),
+            PeerMsg::FilterLeave(m) => m.put(out),
+            PeerMsg::TopicNotice(m) => m.put(out),
+            PeerMsg::FilterJoined(m) => m.put(out),
         }
     }
 
@@ -127,6 +131,10 @@ impl PeerMsg {
             kind::PRESENCE_WATCH => PeerMsg::PresenceWatch(Wire::get(&mut r)?),
             kind::PRESENCE_UNWATCH => PeerMsg::PresenceUnwatch(Wire::get(&mut r)?),
             kind::PRESENCE_CHANGED => PeerMsg::PresenceChanged(Wire::get(&mut r)?),
+            kind::FILTER_JOIN => PeerMsg::FilterJoin(Wire::get(&mut r)?),
+            kind::FILTER_LEAVE => PeerMsg::FilterLeave(Wire::get(&mut r)?),
+            kind::TOPIC_NOTICE => PeerMsg::TopicNotice(Wire::get(&mut r)?),
+            kind::FILTER_JOINED => PeerMsg::FilterJoined(Wire::get(&mut r)?),
             other => return Err(PeerWireError::Kind(other)),
         };
         match r.bytes.len() {
@@ -162,6 +170,10 @@ impl PeerMsg {
             PeerMsg::PresenceWatch(_) => kind::PRESENCE_WATCH,
             PeerMsg::PresenceUnwatch(_) => kind::PRESENCE_UNWATCH,
             PeerMsg::PresenceChanged(_) => kind::PRESENCE_CHANGED,
+            PeerMsg::FilterJoin(_) => kind::FILTER_JOIN,
+            PeerMsg::FilterLeave(_) => kind::FILTER_LEAVE,
+            PeerMsg::TopicNotice(_) => kind::TOPIC_NOTICE,
+            PeerMsg::FilterJoined(_) => kind::FILTER_JOINED,
         }
     }
 }
@@ -195,6 +207,11 @@ mod kind {
     pub(super) const PRESENCE_WATCH: u8 = 40;
     pub(super) const PRESENCE_UNWATCH: u8 = 41;
     pub(super) const PRESENCE_CHANGED: u8 = 42;
+    // 43..=45 are left to other features; wildcard topic filters use 46-49.
+    pub(super) const FILTER_JOIN: u8 = 46;
+    pub(super) const FILTER_LEAVE: u8 = 47;
+    pub(super) const TOPIC_NOTICE: u8 = 48;
+    pub(super) const FILTER_JOINED: u8 = 49;
 }
 
 /// The unread rest of the input.
@@ -339,6 +356,19 @@ impl<A: Wire, B: Wire> Wire for (A, B) {
     }
     fn get(r: &mut Reader) -> Result<Self, PeerWireError> {
         Ok((A::get(r)?, B::get(r)?))
+    }
+}
+
+/// UTF-8 text: as bytes, checked on decode.
+impl Wire for String {
+    fn put(&self, out: &mut BytesMut) {
+        Bytes::copy_from_slice(self.as_bytes()).put(out);
+    }
+    fn get(r: &mut Reader) -> Result<Self, PeerWireError> {
+        let bytes = Bytes::get(r)?;
+        std::str::from_utf8(&bytes)
+            .map(str::to_owned)
+            .map_err(|_| PeerWireError::Invalid("text"))
     }
 }
 
@@ -704,3 +734,17 @@ wire_struct!(StateValue { conn, key, value });
 wire_struct!(PresenceWatch { user, shard });
 wire_struct!(PresenceUnwatch { user, shard });
 wire_struct!(PresenceChanged { user, devices });
+wire_struct!(FilterJoin {
+    filter,
+    shard,
+    conn
+});
+wire_struct!(FilterLeave { filter, shard });
+wire_struct!(TopicNotice {
+    room,
+    seq,
+    name,
+    conn,
+    frame
+});
+wire_struct!(FilterJoined { conn, filter });

@@ -47,6 +47,7 @@ mod state;
 mod streams;
 mod subscriptions;
 pub mod topics;
+mod wildcards;
 mod window;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -168,6 +169,9 @@ struct PendingSubAck {
     /// Rooms whose native SUBACK is outstanding, with the index of their
     /// filter's reason code.
     rooms: Vec<(u64, usize)>,
+    /// Wildcard topic filters whose registration is outstanding
+    /// (`wildcards.rs`), with the index of their reason code.
+    filters: Vec<(String, usize)>,
 }
 
 /// One MQTT connection's bridge. See the module docs.
@@ -246,6 +250,10 @@ pub struct Bridge {
     /// the last [`Bridge::take_expired`].
     expired: u64,
     next_pid: u16,
+    /// When this connection's session began (ms since the epoch, at
+    /// CONNACK): wildcard filters subscribed before are resumed ones
+    /// (`wildcards.rs`).
+    started_ms: u64,
     to_core: VecDeque<Frame>,
     to_client: VecDeque<Packet>,
 }
@@ -334,6 +342,7 @@ impl Bridge {
             aliases: vec![None; if v5 { usize::from(TOPIC_ALIAS_MAX) } else { 0 }],
             gate: Gate::default(),
             now_ms: 0,
+            started_ms: 0,
             expired: 0,
             next_pid: 0,
             to_core: VecDeque::new(),
@@ -543,6 +552,7 @@ impl Bridge {
             Frame::SubAck(a) => self.on_room_suback(a),
             Frame::RoomPush(p) => self.deliver_room(p),
             Frame::RoomLag { room, .. } => self.on_room_lag(room & !ROOM_BIT),
+            Frame::Topic(t) => self.on_topic(t),
             Frame::Error(e) => {
                 let reason = match ErrorCode::from_u16(e.code) {
                     Some(ErrorCode::IdleTimeout) => ReasonCode::KEEP_ALIVE_TIMEOUT,

@@ -244,7 +244,9 @@ impl Bridge {
             self.to_client
                 .push_back(Packet::PubRel(PubReply::success(pid)));
         }
+        self.started_ms = self.now_ms;
         self.resubscribe_rooms();
+        self.register_filters();
         // The first SYNC acknowledges `from`: the session holds it already.
         let limit = self
             .window
