@@ -84,11 +84,11 @@ fn bench(c: &mut Criterion) {
     );
     let filters: Vec<String> = (0..SUBSCRIPTIONS).map(filter).collect();
     // Names that match: a device reading (`dev/N/+/temp`, and `+/N/...`
-    // does not), a site subtree (100 `site/7/#` filters), a status (one
-    // `+/N/status`); and one that matches nothing.
+    // does not), a site subtree (100 subscribers of `site/9/#`), a status
+    // (one `+/N/status`); and one that matches nothing.
     let names = [
         ("device reading", "dev/4242/x/temp"),
-        ("site subtree", "site/7/a/b/c"),
+        ("site subtree", "site/9/a/b/c"),
         ("status", "fleet/4242/status"),
         ("no match", "other/topic/name"),
     ];
