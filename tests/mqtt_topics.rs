@@ -8,72 +8,9 @@ mod common;
 
 use std::process::Command;
 
+use common::mosquitto::{messages, publish, session, sorted};
 use common::TestServer;
 use surepush::core::Acl;
-
-/// Runs a mosquitto command-line client (`bin`) against `server` with
-/// `token` and `args`; returns (stdout, stdout and stderr).
-fn mosquitto(bin: &str, server: &TestServer, token: &str, args: &[&str]) -> (String, String) {
-    let out = Command::new(bin)
-        .args(["-h", "127.0.0.1", "-p", &server.mqtt.port().to_string()])
-        .args(["-u", "x", "-P", token])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{bin} (apt-get install mosquitto-clients): {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    (stdout, all)
-}
-
-/// Publishes `msg` to `topic` at `qos` and returns the client's debug
-/// output (`-d`: the acknowledgement and its reason code).
-fn publish(
-    server: &TestServer,
-    token: &str,
-    version: &str,
-    topic: &str,
-    qos: &str,
-    msg: &str,
-) -> String {
-    let args = ["-t", topic, "-q", qos, "-V", version, "-m", msg, "-d"];
-    mosquitto("mosquitto_pub", server, token, &args).1
-}
-
-/// A persistent session (`-c -i id`) on `topics` at QoS 1: `extra` says
-/// what to wait for (`-W 1` to register, `-C n -W 20` to collect).
-fn session(
-    server: &TestServer,
-    token: &str,
-    version: &str,
-    id: &str,
-    topics: &[&str],
-    extra: &[&str],
-) -> (String, String) {
-    let mut args = vec!["-c", "-i", id, "-q", "1", "-V", version, "-v", "-d"];
-    for t in topics {
-        args.extend(["-t", t]);
-    }
-    args.extend(extra);
-    mosquitto("mosquitto_sub", server, token, &args)
-}
-
-/// The `topic payload` lines a subscriber printed (its `-d` lines left
-/// out), sorted: streams are ordered each on its own, not among each other.
-fn messages(stdout: &str) -> Vec<String> {
-    let mut lines: Vec<String> = stdout
-        .lines()
-        .filter(|l| !l.starts_with("Client ") && !l.starts_with("Subscribed"))
-        .map(str::to_string)
-        .collect();
-    lines.sort();
-    lines
-}
-
-fn sorted(lines: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
-    v.sort();
-    v
-}
 
 /// Item 1: any topic name outside the reserved forms can be published to
 /// and subscribed to by name, at QoS 0, 1 and 2 on the publishing side;

@@ -100,6 +100,11 @@ pub struct RoomScenario {
     /// `mqtt.topics_open = true`.
     #[arg(long, requires = "mqtt_publish")]
     pub mqtt_topic: bool,
+    /// With a free-form topic (`--mqtt-topic`, or `--mqtt-broker`): the
+    /// subscribers subscribe the wildcard filter `surepush-lg/{first
+    /// user}/room/+` instead of the topic itself (issue #21 item 1).
+    #[arg(long)]
+    pub mqtt_wildcard: bool,
     /// The server's pid, for its CPU time per push; default: the process
     /// listening on the `--mqtt` port, else on the `--server` port.
     #[arg(long)]
@@ -125,6 +130,16 @@ impl RoomScenario {
             format!("surepush-lg/{}/room/{n}", self.first_user)
         } else {
             format!("room/{n}")
+        }
+    }
+
+    /// What the MQTT subscribers of room `room` subscribe: its topic, or
+    /// with `--mqtt-wildcard` a filter whose last level is `+`.
+    fn mqtt_filter(&self, room: u64) -> String {
+        let topic = self.mqtt_topic(room);
+        match topic.rsplit_once('/') {
+            Some((parent, _)) if self.mqtt_wildcard => format!("{parent}/+"),
+            _ => topic,
         }
     }
 
@@ -351,7 +366,7 @@ fn open_mqtt_sub(
     let subscribe = Packet::Subscribe(surepush_mqtt::Subscribe {
         packet_id: PacketId::new(1).expect("nonzero"),
         filters: vec![Subscription {
-            filter: MqttString::from(s.mqtt_topic(room).as_str()),
+            filter: MqttString::from(s.mqtt_filter(room).as_str()),
             options: surepush_mqtt::SubscriptionOptions::qos(qos),
         }],
         properties: Default::default(),

@@ -173,6 +173,7 @@ fn room(server: std::net::SocketAddr, mqtt: std::net::SocketAddr) -> RoomScenari
         mqtt_broker: false,
         mqtt_publish: false,
         mqtt_topic: false,
+        mqtt_wildcard: false,
         server_pid: None,
         ws: None,
         servers: Vec::new(),
@@ -187,11 +188,19 @@ fn room_over_mqtt_fans_out_through_surepush_and_mosquitto() {
     };
     let surepush_mqtt = format!("127.0.0.1:{}", gw.mqtt_port).parse().unwrap();
     // surepush: MQTT subscribers, native publisher, then an MQTT
-    // publisher, then a free-form topic (issue #21) over MQTT.
-    for (mqtt_publish, mqtt_topic) in [(false, false), (true, false), (true, true)] {
+    // publisher, then a free-form topic (issue #21) over MQTT, subscribed
+    // by name and by a wildcard filter.
+    let runs = [
+        (false, false, false),
+        (true, false, false),
+        (true, true, false),
+        (true, true, true),
+    ];
+    for (mqtt_publish, mqtt_topic, mqtt_wildcard) in runs {
         let s = RoomScenario {
             mqtt_publish,
             mqtt_topic,
+            mqtt_wildcard,
             ..room(gw.addr(), surepush_mqtt)
         };
         let r = run_room(&s).unwrap();
@@ -199,16 +208,20 @@ fn room_over_mqtt_fans_out_through_surepush_and_mosquitto() {
         assert_eq!((r.subscribers, r.published, r.pushes), (20, 100, 2_000));
         assert!(r.server_cpu_us_per_push.is_some(), "{}", r.to_text());
     }
-    // mosquitto: a topic of the run's own, publisher over MQTT.
-    let s = RoomScenario {
-        mqtt_broker: true,
-        secret: Vec::new(),
-        ..room(gw.addr(), mosquitto.addr)
-    };
-    let r = run_room(&s).unwrap();
-    assert!(r.passed(), "{}", r.to_text());
-    assert_eq!((r.subscribers, r.published, r.pushes), (20, 100, 2_000));
-    assert!(r.server_cpu_us_per_push.is_some(), "{}", r.to_text());
+    // mosquitto: a topic of the run's own, publisher over MQTT; by name
+    // and by a wildcard filter.
+    for mqtt_wildcard in [false, true] {
+        let s = RoomScenario {
+            mqtt_broker: true,
+            mqtt_wildcard,
+            secret: Vec::new(),
+            ..room(gw.addr(), mosquitto.addr)
+        };
+        let r = run_room(&s).unwrap();
+        assert!(r.passed(), "{}", r.to_text());
+        assert_eq!((r.subscribers, r.published, r.pushes), (20, 100, 2_000));
+        assert!(r.server_cpu_us_per_push.is_some(), "{}", r.to_text());
+    }
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! data dir, and talks to it with the SDK and raw HTTP.
 #![allow(dead_code)]
 
+pub mod mosquitto;
 pub mod ws_wire;
 
 use std::io::{BufRead, BufReader, Read, Write};

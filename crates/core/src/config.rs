@@ -85,6 +85,17 @@ pub struct CoreConfig {
     /// Timer wheel granularity (microseconds).
     #[serde(deserialize_with = "crate::durations::micros")]
     pub timer_tick_us: u64,
+    /// Distinct wildcard topic filters the connections of one shard may
+    /// hold (FILTER beyond it: refused, docs/PROTOCOL.md "FILTER and
+    /// TOPIC"). Every shard of the node matches each topic stream message
+    /// against the filters of all shards.
+    pub max_topic_filters: u32,
+    /// Wildcard topic filters one connection may hold.
+    pub max_filters_per_conn: u32,
+    /// Topic stream names each shard remembers for the streams it homes
+    /// (so a new filter finds the streams that exist); beyond it, streams
+    /// are found by their next message only.
+    pub max_topic_names: u32,
 }
 
 impl Default for CoreConfig {
@@ -113,6 +124,9 @@ impl Default for CoreConfig {
             max_watches_per_conn: 1_000,
             presence_debounce_ms: 500,
             timer_tick_us: 1_000,
+            max_topic_filters: 100_000,
+            max_filters_per_conn: 64,
+            max_topic_names: 100_000,
         }
     }
 }

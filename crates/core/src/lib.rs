@@ -56,6 +56,7 @@ mod config;
 pub mod conversation;
 mod deliver;
 pub mod durations;
+pub mod filter_trie;
 mod group;
 pub mod hashing;
 mod keyed;
@@ -76,6 +77,7 @@ mod stats;
 mod storage;
 mod sync;
 pub mod timer;
+mod topic_filters;
 mod webhook;
 
 pub use action::{

@@ -570,6 +570,10 @@ impl Shard {
     /// durable, or a QoS 0 publish (seq 0, nothing stored).
     pub(super) fn room_fan_out(&mut self, record: &MessageRecord) {
         let room = record.inbox.0;
+        if surepush_proto::topic_stream::is_topic_stream(room) {
+            // Wildcard filters may not know the stream yet.
+            self.topic_published(record);
+        }
         let mut shards = self.room_shards.of(room);
         if self.router.cluster().is_some() {
             // Once for every other node: those with subscribers listen on

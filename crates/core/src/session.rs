@@ -104,6 +104,7 @@ impl Shard {
             (Some(_), Frame::RoomAck { room, seq }) => self.on_room_ack(conn, room, seq),
             (Some((user, _)), Frame::Watch(w)) => self.on_watch(conn, user, w),
             (Some(_), Frame::Unwatch(users)) => self.on_unwatch(conn, users),
+            (Some(_), Frame::Filter(f)) => self.on_filter(conn, f),
             (Some((user, device)), Frame::Rel { client_msg_id, to }) => {
                 self.on_rel(conn, user, device, client_msg_id, to)
             }
@@ -416,6 +417,7 @@ impl Shard {
         let mut c = self.conns.remove(conn.index as usize);
         let rooms = std::mem::take(&mut c.rooms);
         self.drop_room_subs(conn, rooms);
+        self.drop_conn_filters(conn);
         self.presence_on_close(conn, c.session.map(|(user, _)| user));
         if let Some(t) = c.idle_timer {
             self.timers.cancel(t);

@@ -220,6 +220,9 @@ pub struct Shard {
     pub(super) presence: super::presence::Watches,
     /// Partition moves this shard exports or imports (`moving.rs`).
     pub(super) moves: super::moving::Moves,
+    /// Wildcard topic filters and the stream names homed here
+    /// (`topic_filters.rs`).
+    pub(super) topics: super::topic_filters::Topics,
     pub(super) next_sub_id: u64,
     pub(super) timers: TimerWheel<TimerEvent>,
     pub(super) actions: VecDeque<Action>,
@@ -283,6 +286,7 @@ impl Shard {
             },
             presence: Default::default(),
             moves: Default::default(),
+            topics: Default::default(),
             next_sub_id: 0,
             timers: TimerWheel::new(tick),
             actions: VecDeque::new(),
@@ -292,6 +296,25 @@ impl Shard {
             shutting_down: false,
             stats: CoreStats::default(),
             config,
+        }
+    }
+
+    /// Reads back the names of the topic streams homed here (a new
+    /// wildcard filter must find them; `topic_filters.rs`). Call once,
+    /// after [`Shard::new`] with a recovered log.
+    pub fn load_topic_names(&mut self) {
+        let streams: Vec<UserId> = self
+            .users
+            .iter()
+            .filter(|(id, inbox)| {
+                surepush_proto::topic_stream::is_topic_stream(id.0) && inbox.durable != Seq::ZERO
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in streams {
+            self.topics.loading += 1;
+            let query = InboxQuery::Latest { limit: 1 };
+            self.read(id, query, ReadPurpose::TopicName);
         }
     }
 
@@ -449,6 +472,7 @@ impl Shard {
             ReadPurpose::Copy(check) => self.on_copy_check_read(check, result),
             ReadPurpose::Conversation(read) => self.on_conv_read(read, result),
             ReadPurpose::Move(serving) => self.on_move_read(serving, result),
+            ReadPurpose::TopicName => self.on_topic_name_read(result),
         }
     }
 
@@ -608,6 +632,10 @@ impl Shard {
             PeerMsg::PresenceChanged(m) => self.on_presence_changed(m),
             PeerMsg::MoveFetch(m) => self.on_move_fetch(m),
             PeerMsg::MovePage(m) => self.on_move_page(m),
+            PeerMsg::FilterJoin(m) => self.on_filter_join(m),
+            PeerMsg::FilterLeave(m) => self.on_filter_leave(m),
+            PeerMsg::TopicNotice(m) => self.on_topic_notice(m),
+            PeerMsg::FilterJoined(m) => self.on_filter_joined(m),
         }
     }
 

@@ -13,6 +13,11 @@ pub struct CoreStats {
     /// Live room subscriptions that found a hole in their shard's ring (a
     /// push lost between nodes) and asked the home shard again.
     pub room_resyncs: u64,
+    /// TOPIC notices sent between shards: a topic stream message matched
+    /// a shard's wildcard filters (`topic_filters.rs`).
+    pub topic_notices: u64,
+    /// FILTERs refused (a limit, or not an MQTT connection).
+    pub topic_filters_refused: u64,
     /// Sessions established (CONNACK sent).
     pub sessions_opened: u64,
     /// Sessions currently established (gauge).

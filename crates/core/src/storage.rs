@@ -131,4 +131,7 @@ pub(super) enum ReadPurpose {
     Conversation(crate::conversation::FetchRead),
     /// Part of an inbox exported for a partition move (`moving.rs`).
     Move(crate::moving::Serving),
+    /// The newest message of a topic stream homed here, for its name
+    /// (`topic_filters.rs`, after a restart).
+    TopicName,
 }

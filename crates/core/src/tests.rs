@@ -742,6 +742,7 @@ mod read_ahead;
 mod retry;
 mod room_access;
 mod room_resync;
+mod topic_filters;
 mod webhook;
 
 /// Room frames (SUBACK, ROOMLAG and the shared ROOMPUSH bytes) sent to

@@ -167,6 +167,16 @@ const CORE_COUNTERS: &[CoreSeries] = &[
         |s| s.room_forbidden,
     ),
     (
+        "topic_notices",
+        "Topic stream messages matched against another shard's wildcard filters (notices sent between shards)",
+        |s| s.topic_notices,
+    ),
+    (
+        "topic_filters_refused",
+        "Wildcard topic filters refused (core.max_topic_filters, core.max_filters_per_conn)",
+        |s| s.topic_filters_refused,
+    ),
+    (
         "room_resyncs",
         "Live room subscriptions that found a hole (a push lost between nodes) and replayed it from the room's home node",
         |s| s.room_resyncs,

@@ -408,6 +408,9 @@ async fn shard_main(
         link.refresh_routes(&mut core); // before the first connection is routed
     }
     core.set_webhook_rules(config.webhooks.rules(&config.core));
+    // Names of the topic streams homed here, for wildcard filters: read
+    // back by the first actions this shard carries out.
+    core.load_topic_names();
     let webhooks = ctx.webhooks.as_ref().map(|l| l[id as usize].clone());
     let mqtt = config.mqtt.enabled.then(|| {
         let params = surepush_mqtt::bridge::BridgeParams {

@@ -94,6 +94,7 @@ pub(super) fn run_mixed(args: MixedArgs) -> Result<ExitCode, String> {
         mqtt_broker: false,
         mqtt_publish: false,
         mqtt_topic: false,
+        mqtt_wildcard: false,
         server_pid: None,
         ws: None,
         servers: Vec::new(),

@@ -53,7 +53,12 @@ impl PeerMsg {
             | PeerMsg::StateStored(_)
             | PeerMsg::StateValue(_)
             | PeerMsg::PresenceChanged(_)
-            | PeerMsg::MovePage(_) => None,
+            | PeerMsg::MovePage(_)
+            // Wildcard filters stay on one node (`topic_filters.rs`).
+            | PeerMsg::FilterJoin(_)
+            | PeerMsg::FilterLeave(_)
+            | PeerMsg::TopicNotice(_)
+            | PeerMsg::FilterJoined(_) => None,
         }
     }
 
@@ -95,7 +100,11 @@ impl PeerMsg {
             // Presence answers are a stream too: watches stay on one node.
             | PeerMsg::PresenceWatch(_)
             | PeerMsg::PresenceUnwatch(_)
-            | PeerMsg::PresenceChanged(_) => None,
+            | PeerMsg::PresenceChanged(_)
+            | PeerMsg::FilterJoin(_)
+            | PeerMsg::FilterLeave(_)
+            | PeerMsg::TopicNotice(_)
+            | PeerMsg::FilterJoined(_) => None,
         }
     }
 

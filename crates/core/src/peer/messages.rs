@@ -395,3 +395,53 @@ pub struct PresenceChanged {
     /// Its online devices, by device id (empty: offline).
     pub devices: Vec<OnlineDevice>,
 }
+
+/// A shard's connection registered a wildcard topic filter (issue #21
+/// item 1): the receiver (every shard of the node) matches the topic
+/// streams homed there against it from now on, tells `conn` of those that
+/// already exist ([`TopicNotice`]), then answers [`FilterJoined`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilterJoin {
+    /// The filter (a valid MQTT topic filter).
+    pub filter: String,
+    /// The shard of the connection.
+    pub shard: ShardId,
+    /// The connection.
+    pub conn: ConnId,
+}
+
+/// `shard` holds one registration of `filter` fewer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilterLeave {
+    /// The filter.
+    pub filter: String,
+    /// The shard.
+    pub shard: ShardId,
+}
+
+/// A topic stream homed on the sender has message `seq` (0: a QoS 0
+/// message, whose ROOMPUSH is `frame`), and its name `name` matches a
+/// filter the receiver registered; or (`conn` set) it exists and matches
+/// the filter `conn` just registered (`seq` is the stream's head + 1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicNotice {
+    /// The stream's room id.
+    pub room: u64,
+    /// The first message to read.
+    pub seq: Seq,
+    /// The stream's topic name.
+    pub name: String,
+    /// Only this connection (an answer to its [`FilterJoin`]).
+    pub conn: Option<ConnId>,
+    /// The encoded ROOMPUSH of a QoS 0 message (empty otherwise).
+    pub frame: Bytes,
+}
+
+/// The sender registered `filter` for `conn` ([`FilterJoin`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilterJoined {
+    /// The connection.
+    pub conn: ConnId,
+    /// The filter.
+    pub filter: String,
+}

@@ -20,10 +20,11 @@ mod wire;
 
 pub use across::{decode_answers, encode_answers, Answers};
 pub use messages::{
-    Ephemeral, GroupEphemeral, GroupStore, GroupStored, MembersUpdate, MembersUpdated,
-    PresenceChanged, PresenceUnwatch, PresenceWatch, QueryState, Release, ReleaseMany, Revoked,
-    RoomFanout, RoomLeave, RoomPage, RoomPublish, RoomRefused, RoomRevoke, RoomSubscribe,
-    StateStored, StateValue, StoreCopy, StoreMany, StoreState, Stored,
+    Ephemeral, FilterJoin, FilterJoined, FilterLeave, GroupEphemeral, GroupStore, GroupStored,
+    MembersUpdate, MembersUpdated, PresenceChanged, PresenceUnwatch, PresenceWatch, QueryState,
+    Release, ReleaseMany, Revoked, RoomFanout, RoomLeave, RoomPage, RoomPublish, RoomRefused,
+    RoomRevoke, RoomSubscribe, StateStored, StateValue, StoreCopy, StoreMany, StoreState, Stored,
+    TopicNotice,
 };
 pub use moving::{MoveCursor, MoveFetch, MovePage, MoveStatus};
 pub(crate) use wire::encoded_len;
@@ -87,6 +88,14 @@ pub enum PeerMsg {
     MoveFetch(MoveFetch),
     /// See [`MovePage`].
     MovePage(MovePage),
+    /// See [`FilterJoin`].
+    FilterJoin(FilterJoin),
+    /// See [`FilterLeave`].
+    FilterLeave(FilterLeave),
+    /// See [`TopicNotice`].
+    TopicNotice(TopicNotice),
+    /// See [`FilterJoined`].
+    FilterJoined(FilterJoined),
 }
 
 /// `impl From<Struct> for PeerMsg` for each variant, so a sender writes
@@ -129,6 +138,10 @@ peer_msg_from!(
     PresenceChanged,
     MoveFetch,
     MovePage,
+    FilterJoin,
+    FilterLeave,
+    TopicNotice,
+    FilterJoined,
 );
 
 #[cfg(test)]

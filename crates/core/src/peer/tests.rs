@@ -274,6 +274,30 @@ fn every_kind() -> Vec<PeerMsg> {
             shard: ShardId(1),
         }
         .into(),
+        FilterJoin {
+            filter: "sensors/+/temp".into(),
+            shard: ShardId(1),
+            conn: conn(),
+        }
+        .into(),
+        FilterLeave {
+            filter: "#".into(),
+            shard: ShardId(2),
+        }
+        .into(),
+        TopicNotice {
+            room: surepush_proto::topic_stream::stream_id("sensors/1/temp"),
+            seq: Seq(12),
+            name: "sensors/1/temp".into(),
+            conn: Some(conn()),
+            frame: payload.clone(),
+        }
+        .into(),
+        FilterJoined {
+            conn: conn(),
+            filter: "a/#".into(),
+        }
+        .into(),
         PresenceChanged {
             user: UserId(93),
             devices: vec![
@@ -298,7 +322,7 @@ fn every_kind() -> Vec<PeerMsg> {
 #[test]
 fn every_kind_round_trips() {
     let all = every_kind();
-    assert_eq!(all.len(), 27, "a message kind is missing from the sample");
+    assert_eq!(all.len(), 31, "a message kind is missing from the sample");
     for msg in all {
         let bytes = msg.to_bytes();
         assert_eq!(bytes[0], PEER_WIRE_VERSION);

@@ -84,6 +84,10 @@ impl PeerMsg {
             PeerMsg::PresenceChanged(m) => m.put(out),
             PeerMsg::MoveFetch(m) => m.put(out),
             PeerMsg::MovePage(m) => m.put(out),
+            PeerMsg::FilterJoin(m) => m.put(out),
+            PeerMsg::FilterLeave(m) => m.put(out),
+            PeerMsg::TopicNotice(m) => m.put(out),
+            PeerMsg::FilterJoined(m) => m.put(out),
         }
     }
 
@@ -131,6 +135,10 @@ impl PeerMsg {
             kind::PRESENCE_CHANGED => PeerMsg::PresenceChanged(Wire::get(&mut r)?),
             kind::MOVE_FETCH => PeerMsg::MoveFetch(Wire::get(&mut r)?),
             kind::MOVE_PAGE => PeerMsg::MovePage(Wire::get(&mut r)?),
+            kind::FILTER_JOIN => PeerMsg::FilterJoin(Wire::get(&mut r)?),
+            kind::FILTER_LEAVE => PeerMsg::FilterLeave(Wire::get(&mut r)?),
+            kind::TOPIC_NOTICE => PeerMsg::TopicNotice(Wire::get(&mut r)?),
+            kind::FILTER_JOINED => PeerMsg::FilterJoined(Wire::get(&mut r)?),
             other => return Err(PeerWireError::Kind(other)),
         };
         match r.bytes.len() {
@@ -168,6 +176,10 @@ impl PeerMsg {
             PeerMsg::PresenceChanged(_) => kind::PRESENCE_CHANGED,
             PeerMsg::MoveFetch(_) => kind::MOVE_FETCH,
             PeerMsg::MovePage(_) => kind::MOVE_PAGE,
+            PeerMsg::FilterJoin(_) => kind::FILTER_JOIN,
+            PeerMsg::FilterLeave(_) => kind::FILTER_LEAVE,
+            PeerMsg::TopicNotice(_) => kind::TOPIC_NOTICE,
+            PeerMsg::FilterJoined(_) => kind::FILTER_JOINED,
         }
     }
 }
@@ -207,6 +219,11 @@ mod kind {
     // 50-59: partition moves between nodes (issue #20).
     pub(super) const MOVE_FETCH: u8 = 50;
     pub(super) const MOVE_PAGE: u8 = 51;
+    // 43..=45 are left to other features; wildcard topic filters use 46-49.
+    pub(super) const FILTER_JOIN: u8 = 46;
+    pub(super) const FILTER_LEAVE: u8 = 47;
+    pub(super) const TOPIC_NOTICE: u8 = 48;
+    pub(super) const FILTER_JOINED: u8 = 49;
 }
 
 /// The unread rest of the input.
@@ -351,6 +368,19 @@ impl<A: Wire, B: Wire> Wire for (A, B) {
     }
     fn get(r: &mut Reader) -> Result<Self, PeerWireError> {
         Ok((A::get(r)?, B::get(r)?))
+    }
+}
+
+/// UTF-8 text: as bytes, checked on decode.
+impl Wire for String {
+    fn put(&self, out: &mut BytesMut) {
+        Bytes::copy_from_slice(self.as_bytes()).put(out);
+    }
+    fn get(r: &mut Reader) -> Result<Self, PeerWireError> {
+        let bytes = Bytes::get(r)?;
+        std::str::from_utf8(&bytes)
+            .map(str::to_owned)
+            .map_err(|_| PeerWireError::Invalid("text"))
     }
 }
 
@@ -718,3 +748,17 @@ wire_struct!(StateValue { conn, key, value });
 wire_struct!(PresenceWatch { user, shard });
 wire_struct!(PresenceUnwatch { user, shard });
 wire_struct!(PresenceChanged { user, devices });
+wire_struct!(FilterJoin {
+    filter,
+    shard,
+    conn
+});
+wire_struct!(FilterLeave { filter, shard });
+wire_struct!(TopicNotice {
+    room,
+    seq,
+    name,
+    conn,
+    frame
+});
+wire_struct!(FilterJoined { conn, filter });

@@ -49,6 +49,7 @@ mod state;
 mod streams;
 mod subscriptions;
 pub mod topics;
+mod wildcards;
 mod window;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -165,6 +166,9 @@ struct PendingSubAck {
     /// Rooms whose native SUBACK is outstanding, with the index of their
     /// filter's reason code.
     rooms: Vec<(u64, usize)>,
+    /// Wildcard topic filters whose registration is outstanding
+    /// (`wildcards.rs`), with the index of their reason code.
+    filters: Vec<(String, usize)>,
 }
 
 /// One MQTT connection's bridge. See the module docs.
@@ -181,7 +185,7 @@ pub struct Bridge {
     persistent: bool,
     taken_over: bool,
     session_present: bool,
-    client_id_assigned: Option<String>,
+    client_id_assigned: bool,
     client_keep_alive: u16,
     client_receive_max: usize,
     client_max_packet: usize,
@@ -244,6 +248,10 @@ pub struct Bridge {
     /// the last [`Bridge::take_expired`].
     expired: u64,
     next_pid: u16,
+    /// When this connection's session began (ms since the epoch, at
+    /// CONNACK): wildcard filters subscribed before are resumed ones
+    /// (`wildcards.rs`).
+    started_ms: u64,
     to_core: VecDeque<Frame>,
     to_client: VecDeque<Packet>,
 }
@@ -280,10 +288,7 @@ impl Bridge {
         state.next_msg_id = state.next_msg_id.max(msg_id_base);
         state.expiry_s = expiry_s;
         state.ended_ms = 0;
-        let client_id_assigned = connect
-            .client_id
-            .is_empty()
-            .then(|| format!("surepush-{}-{}", user.0, device.0));
+        let client_id_assigned = connect.client_id.is_empty();
         let client_receive_max = connect
             .properties
             .receive_maximum
@@ -332,6 +337,7 @@ impl Bridge {
             aliases: aliases::TopicAliases::for_client(connect.properties.topic_alias_maximum),
             gate: Gate::default(),
             now_ms: 0,
+            started_ms: 0,
             expired: 0,
             next_pid: 0,
             to_core: VecDeque::new(),
@@ -543,6 +549,7 @@ impl Bridge {
             Frame::SubAck(a) => self.on_room_suback(a),
             Frame::RoomPush(p) => self.deliver_room(p),
             Frame::RoomLag { room, .. } => self.on_room_lag(room & !ROOM_BIT),
+            Frame::Topic(t) => self.on_topic(t),
             Frame::Error(e) => {
                 let reason = match ErrorCode::from_u16(e.code) {
                     Some(ErrorCode::IdleTimeout) => ReasonCode::KEEP_ALIVE_TIMEOUT,

@@ -234,7 +234,8 @@ impl Bridge {
             self.waiting_bytes -= p.payload.len();
             let reused = match what {
                 Delivery::Inbox(seq) => self.state.out_pids.get(&seq.0).copied(),
-                _ => None,
+                Delivery::Room(n, seq) => self.state.wild().room_pids.get(&(n, seq.0)).copied(),
+                Delivery::Retained => None,
             };
             let pid = match reused.and_then(PacketId::new) {
                 Some(pid) if !self.inflight.contains_key(&pid.get()) => pid,
@@ -247,6 +248,18 @@ impl Bridge {
                     } else {
                         Change::Bookkeeping
                     });
+                }
+            }
+            if let (Delivery::Room(n, seq), QoS::ExactlyOnce) = (what, p.qos) {
+                // A resend after a crash must carry this id (wildcards.rs).
+                if self
+                    .state
+                    .wild_mut()
+                    .room_pids
+                    .insert((n, seq.0), pid.get())
+                    != Some(pid.get())
+                {
+                    self.changed(Change::OutboundQos2Sent);
                 }
             }
             p.packet_id = Some(pid);
@@ -293,7 +306,8 @@ impl Bridge {
             let id = pid.get();
             let reserved = self.inflight.contains_key(&id)
                 || self.state.rel_pending.contains(&id)
-                || self.state.out_pids.values().any(|&p| p == id);
+                || self.state.out_pids.values().any(|&p| p == id)
+                || self.state.wild().room_pids.values().any(|&p| p == id);
             if !reserved {
                 return pid;
             }
@@ -320,6 +334,14 @@ impl Bridge {
                 }
             }
             Delivery::Room(n, seq) => {
+                if let Some(w) = self.state.wild.as_deref_mut() {
+                    if w.room_pids.remove(&(n, seq.0)).is_some() {
+                        // QoS 2 received: never again, even after a
+                        // restart, until the room's position passes it.
+                        w.room_done.insert((n, seq.0));
+                        self.changed(Change::Bookkeeping);
+                    }
+                }
                 if let Some(t) = self.rooms.get_mut(&n) {
                     t.complete(seq);
                 }

@@ -50,7 +50,8 @@ const POSITION_KNOWN: u8 = 1 << 3;
 /// A room subscription of a session (the durable part).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct RoomSub {
-    /// Granted QoS (at most 1).
+    /// Granted QoS (at most 1 for rooms; topic streams up to 2, their
+    /// native subscription being QoS 1).
     pub(super) qos: QoS,
     /// The last room sequence acknowledged, every earlier one included;
     /// `None` until the subscription's first SUBACK (see the module docs).
@@ -151,8 +152,13 @@ impl Bridge {
         n: u64,
         options: &crate::SubscriptionOptions,
     ) -> (QoS, bool) {
-        // Rooms deliver at most QoS 1 (ROOMACK is cumulative).
-        let qos = options.qos.min(QoS::AtLeastOnce);
+        // Rooms deliver at most QoS 1 (ROOMACK is cumulative); topic
+        // streams up to QoS 2 (`wildcards.rs`).
+        let qos = if is_topic_stream(n | ROOM_BIT) {
+            options.qos
+        } else {
+            options.qos.min(QoS::AtLeastOnce)
+        };
         let previous = self.state.rooms.get(&n).copied();
         let sub = RoomSub {
             qos,
@@ -173,6 +179,17 @@ impl Bridge {
             self.to_core.push_back(room_subscribe(n, sub.from(), qos));
         }
         (qos, previous.is_some())
+    }
+
+    /// Starts the subscription `sub` of room `n` the session did not have
+    /// (a topic stream found through a wildcard filter).
+    pub(super) fn start_room(&mut self, n: u64, sub: RoomSub) {
+        self.state.rooms.insert(n, sub);
+        let mut track = RoomTrack::starting_at(sub.position);
+        track.starting = sub.position.is_none();
+        self.rooms.insert(n, track);
+        self.to_core
+            .push_back(room_subscribe(n, sub.from(), sub.qos));
     }
 
     /// Subscribes every room of a resumed session (after CONNACK).
@@ -206,15 +223,23 @@ impl Bridge {
         // A topic stream carries its name (streams.rs): a name this
         // session does not subscribe (a hash collision) is skipped like
         // its own message.
-        let (topic, payload, wanted) = if is_topic_stream(p.room) {
-            match self.stream_message(&p.payload) {
-                Some((name, payload)) => (name, payload, true),
-                None => (String::new(), Bytes::new(), false),
+        let (topic, payload, grant) = if is_topic_stream(p.room) {
+            match self.stream_message(&p.payload, p.ts_ms) {
+                Some((name, payload, grant)) => (name, payload, Some(grant)),
+                None => (String::new(), Bytes::new(), None),
             }
         } else {
-            (super::Target::Room(n).topic(), p.payload.clone(), true)
+            let grant = (sub.qos, sub.no_local);
+            (
+                super::Target::Room(n).topic(),
+                p.payload.clone(),
+                Some(grant),
+            )
         };
-        let own = (sub.no_local && p.from == self.user) || !wanted;
+        let done = self.state.wild().room_done.contains(&(n, p.seq.0));
+        let own = grant.is_none_or(|(_, no_local)| no_local && p.from == self.user) || done;
+        let granted = grant.map_or(QoS::AtMostOnce, |(q, _)| q);
+        let dup = self.state.wild().room_pids.contains_key(&(n, p.seq.0));
         let (seq, push_qos) = (p.seq, p.qos);
         let msg = Outgoing {
             payload,
@@ -237,7 +262,7 @@ impl Bridge {
             return; // sent already on this connection (a re-subscription)
         }
         track.seen = seq;
-        let qos = sub.qos.min(super::mqtt_qos(push_qos));
+        let qos = granted.min(super::mqtt_qos(push_qos));
         if own {
             track.order.push_back((seq, true));
         } else if qos == QoS::AtMostOnce {
@@ -246,7 +271,11 @@ impl Bridge {
         } else {
             track.order.push_back((seq, false));
             let what = Some(Delivery::Room(n, seq));
-            self.publish(&topic, qos, msg, what, false);
+            let msg = Outgoing {
+                sent_before: dup,
+                ..msg
+            };
+            self.publish(&topic, qos, msg, what, dup);
         }
     }
 
@@ -303,11 +332,13 @@ impl Bridge {
     pub(super) fn advance_rooms(&mut self) {
         let mut acks = Vec::new();
         let mut moved = false;
+        let mut passed = Vec::new();
         for (&n, track) in self.rooms.iter_mut() {
             let Some(seq) = track.advance() else { continue };
             if let Some(entry) = self.state.rooms.get_mut(&n) {
                 entry.position = Some(seq);
                 moved = true;
+                passed.push((n, seq));
                 if entry.qos != QoS::AtMostOnce {
                     acks.push(proto::Frame::RoomAck {
                         room: n | ROOM_BIT,
@@ -318,6 +349,11 @@ impl Bridge {
         }
         if moved {
             self.changed(Change::RoomProgress);
+        }
+        if let Some(w) = self.state.wild.as_deref_mut() {
+            for (n, seq) in passed {
+                w.room_done.retain(|&(r, s)| r != n || s > seq.0);
+            }
         }
         for ack in acks {
             self.ack_to_core(ack);
@@ -337,6 +373,7 @@ impl Bridge {
                 self.rooms.remove(&n);
                 self.forget_room_subscription_ids(n);
                 self.forget_stream(n);
+                self.state.wild_mut().streams.remove(&n);
                 self.changed(Change::Subscriptions);
             } else if sub.position.is_none() || a.result == SubResult::Gap {
                 // Started from "now" (or history is gone): the position is
@@ -363,6 +400,7 @@ fn room_subscribe(n: u64, from: SubscribeFrom, qos: QoS) -> Frame {
     Frame::Subscribe(proto::Subscribe {
         room: n | ROOM_BIT,
         from,
-        qos: native_qos(qos),
+        // QoS 2 is the bridge's (`wildcards.rs`): ROOMACK is cumulative.
+        qos: native_qos(qos.min(QoS::AtLeastOnce)),
     })
 }

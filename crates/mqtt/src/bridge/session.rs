@@ -237,7 +237,8 @@ impl Bridge {
             if keep_alive != self.client_keep_alive {
                 props.server_keep_alive = Some(keep_alive);
             }
-            if let Some(id) = &self.client_id_assigned {
+            if self.client_id_assigned {
+                let id = format!("surepush-{}-{}", self.user.0, self.device.0);
                 props.assigned_client_identifier = Some(MqttString::from(id.as_str()));
             }
         }
@@ -282,7 +283,9 @@ impl Bridge {
             self.to_client
                 .push_back(Packet::PubRel(PubReply::success(pid)));
         }
+        self.started_ms = self.now_ms;
         self.resubscribe_rooms();
+        self.register_filters();
         // The first SYNC acknowledges `from`: the session holds it already.
         let limit = self
             .window

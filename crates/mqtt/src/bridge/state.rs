@@ -50,16 +50,65 @@ pub struct SessionState {
     /// MQTT 5 Subscription Identifiers by the filter they were given with
     /// (`identifiers.rs`; version 4).
     pub(super) sub_ids: BTreeMap<String, NonZeroU32>,
+    /// What wildcard filters and QoS 2 on topic streams keep (version 4);
+    /// boxed and absent in sessions that use neither.
+    pub(super) wild: Option<Box<StreamState>>,
+}
+
+/// The topic stream part of a session (`wildcards.rs`, version 4).
+#[derive(Clone, Debug, Default)]
+pub(super) struct StreamState {
+    /// Topic streams found through wildcard filters: room number → the
+    /// names its TOPIC notices carried.
+    pub(super) streams: BTreeMap<u64, Vec<String>>,
+    /// Topic stream messages sent at QoS 2 and not yet received (PUBREC):
+    /// (room, seq) → packet id, resent with the same id and DUP after a
+    /// reconnect or a restart.
+    pub(super) room_pids: BTreeMap<(u64, u64), u16>,
+    /// Topic stream messages received (PUBREC) above their room's
+    /// position: never sent again, not even after a restart.
+    pub(super) room_done: BTreeSet<(u64, u64)>,
+    /// When each wildcard topic filter was subscribed (ms since the
+    /// epoch): a stream found later delivers no message stored before.
+    pub(super) filter_since: BTreeMap<String, u64>,
+}
+
+static NO_STREAMS: StreamState = StreamState {
+    streams: BTreeMap::new(),
+    room_pids: BTreeMap::new(),
+    room_done: BTreeSet::new(),
+    filter_since: BTreeMap::new(),
+};
+
+impl StreamState {
+    fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+            && self.room_pids.is_empty()
+            && self.room_done.is_empty()
+            && self.filter_since.is_empty()
+    }
 }
 
 /// Version byte of [`SessionState::encode`]. Version 2 marks whether a
 /// room position is known (issue #16 item 2); version 3 adds the inbox
-/// position and the out-of-order acknowledgements (issue #16 item 4);
-/// version 4 the subscription identifiers (issue #21 item 3). Earlier
-/// versions (the records and files of earlier builds) still load.
+/// position and the out-of-order acknowledgements (issue #16 item 4).
+/// Version 4 adds the subscription identifiers (issue #21 item 3), the
+/// topic streams found through wildcard filters and the QoS 2 bookkeeping
+/// of topic streams (issue #21 item 1). Versions 1 to 3 (the files of
+/// earlier builds) still load.
 pub(super) const STATE_VERSION: u8 = 4;
 
 impl SessionState {
+    /// The topic stream part (empty when there is none).
+    pub(super) fn wild(&self) -> &StreamState {
+        self.wild.as_deref().unwrap_or(&NO_STREAMS)
+    }
+
+    /// The topic stream part, made if there is none.
+    pub(super) fn wild_mut(&mut self) -> &mut StreamState {
+        self.wild.get_or_insert_with(Box::default)
+    }
+
     /// The durable part of the session (subscriptions, room positions,
     /// inbound QoS 2 awaiting PUBREL, outbound packet ids, where the session
     /// began and what it acknowledged, expiry) in a versioned binary form.
@@ -112,6 +161,33 @@ impl SessionState {
             out.extend_from_slice(&(filter.len() as u16).to_le_bytes());
             out.extend_from_slice(filter.as_bytes());
             out.extend_from_slice(&id.get().to_le_bytes());
+        }
+        let w = self.wild();
+        out.extend_from_slice(&(w.streams.len() as u32).to_le_bytes());
+        for (&n, names) in &w.streams {
+            out.extend_from_slice(&n.to_le_bytes());
+            out.extend_from_slice(&(names.len() as u32).to_le_bytes());
+            for name in names {
+                out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+                out.extend_from_slice(name.as_bytes());
+            }
+        }
+        out.extend_from_slice(&(w.room_pids.len() as u32).to_le_bytes());
+        for (&(n, seq), &pid) in &w.room_pids {
+            out.extend_from_slice(&n.to_le_bytes());
+            out.extend_from_slice(&seq.to_le_bytes());
+            out.extend_from_slice(&pid.to_le_bytes());
+        }
+        out.extend_from_slice(&(w.room_done.len() as u32).to_le_bytes());
+        for &(n, seq) in &w.room_done {
+            out.extend_from_slice(&n.to_le_bytes());
+            out.extend_from_slice(&seq.to_le_bytes());
+        }
+        out.extend_from_slice(&(w.filter_since.len() as u32).to_le_bytes());
+        for (f, &since) in &w.filter_since {
+            out.extend_from_slice(&(f.len() as u16).to_le_bytes());
+            out.extend_from_slice(f.as_bytes());
+            out.extend_from_slice(&since.to_le_bytes());
         }
         out
     }
@@ -207,6 +283,30 @@ impl SessionState {
                 let id = NonZeroU32::new(r.u32()?)?;
                 state.sub_ids.insert(filter.to_string(), id);
             }
+            let mut w = StreamState::default();
+            for _ in 0..r.u32()? {
+                let n = r.u64()?;
+                let mut names = Vec::new();
+                for _ in 0..r.u32()? {
+                    let len = usize::from(r.u16()?);
+                    names.push(std::str::from_utf8(r.take(len)?).ok()?.to_owned());
+                }
+                w.streams.insert(n, names);
+            }
+            for _ in 0..r.u32()? {
+                let (n, seq, pid) = (r.u64()?, r.u64()?, r.u16()?);
+                PacketId::new(pid)?;
+                w.room_pids.insert((n, seq), pid);
+            }
+            for _ in 0..r.u32()? {
+                w.room_done.insert((r.u64()?, r.u64()?));
+            }
+            for _ in 0..r.u32()? {
+                let len = usize::from(r.u16()?);
+                let f = std::str::from_utf8(r.take(len)?).ok()?.to_owned();
+                w.filter_since.insert(f, r.u64()?);
+            }
+            state.wild = (!w.is_empty()).then(|| Box::new(w));
         }
         r.0.is_empty().then_some(state)
     }

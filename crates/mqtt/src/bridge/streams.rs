@@ -15,14 +15,14 @@
 //!   lag). A message is delivered only when the session holds a filter
 //!   equal to the name it carries; others (a colliding name) are
 //!   acknowledged unseen.
-//! - Delivery is at most QoS 1, as for rooms. The RETAIN flag of a PUBLISH
+//! - Delivery is up to QoS 2 (`wildcards.rs`). The RETAIN flag of a PUBLISH
 //!   to a free-form topic is ignored (no retained messages for streams).
 
 use bytes::Bytes;
 
 use super::topics::Target;
 use super::Bridge;
-use crate::{MqttString, Publish, Subscription, Will};
+use crate::{MqttString, Publish, QoS, Subscription, Will};
 use surepush_proto::topic_stream::{frame_payload, is_free_form, split_payload, stream_id};
 use surepush_proto::{UserId, ROOM_BIT};
 use surepush_token::AclAction;
@@ -112,6 +112,8 @@ impl Bridge {
             .subs
             .iter()
             .any(|s| stream_room(s.filter.as_str()) == Some(room))
+            || self.stream_grant(name, None).is_some()
+            || self.stream_still_wanted(room)
     }
 
     /// The stream `room` ended for this session (refused by the core):
@@ -122,14 +124,16 @@ impl Bridge {
             .retain(|s| stream_room(s.filter.as_str()) != Some(room));
     }
 
-    /// A stream message's topic and application payload, when this session
-    /// subscribes the name it carries.
-    pub(super) fn stream_message(&self, stored: &Bytes) -> Option<(String, Bytes)> {
+    /// A stream message's topic and application payload, and the QoS and
+    /// No Local it is delivered with, when one of the session's filters
+    /// matches the name it carries (`wildcards.rs`).
+    pub(super) fn stream_message(
+        &self,
+        stored: &Bytes,
+        ts_ms: u64,
+    ) -> Option<(String, Bytes, (QoS, bool))> {
         let (name, payload) = split_payload(stored)?;
-        self.state
-            .subs
-            .iter()
-            .any(|s| s.filter.as_str() == name)
-            .then(|| (name.to_string(), payload))
+        let grant = self.stream_grant(name, Some(ts_ms))?;
+        Some((name.to_string(), payload, grant))
     }
 }

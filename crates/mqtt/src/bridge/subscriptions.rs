@@ -1,14 +1,18 @@
 //! SUBSCRIBE and UNSUBSCRIBE: inbox filters are kept in the session state,
 //! room filters go to `rooms.rs`, exact free-form topics to both (their
-//! permission checked first, `streams.rs`); a SUBACK leaves once every room it names
-//! has its native SUBACK, in the order the SUBSCRIBEs came.
+//! permission checked first, `streams.rs`), wildcard filters over
+//! free-form topics are kept and registered with the core
+//! (`wildcards.rs`); a SUBACK leaves once every room it names has its
+//! native SUBACK and every such filter is registered, in the order the
+//! SUBSCRIBEs came.
 
 use super::persist::Change;
 use super::streams::stream_room;
 use super::topics::room_filter;
+use super::wildcards::is_topic_wildcard;
 use super::{Bridge, PendingSubAck};
 use crate as mqtt;
-use crate::{MqttString, Packet, Properties, QoS, ReasonCode, SubAck, UnsubAck};
+use crate::{MqttString, Packet, Properties, QoS, ReasonCode, UnsubAck};
 use surepush_proto::SubResult;
 use surepush_token::AclAction;
 
@@ -51,6 +55,7 @@ impl Bridge {
         let names: Vec<MqttString> = s.filters.iter().map(|f| f.filter.clone()).collect();
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut rooms = Vec::new();
+        let mut filters = Vec::new();
         for sub in s.filters {
             let filter = sub.filter.as_str();
             if filter.starts_with(mqtt::SHARED_PREFIX) {
@@ -98,6 +103,26 @@ impl Bridge {
                 continue;
             }
             let qos = sub.options.qos;
+            if is_topic_wildcard(filter) {
+                // A wildcard over free-form topics (wildcards.rs).
+                if !self.topic_filter_allowed(filter) {
+                    reasons.push(if self.level.is_v5() {
+                        ReasonCode::NOT_AUTHORIZED
+                    } else {
+                        ReasonCode::UNSPECIFIED_ERROR
+                    });
+                    continue;
+                }
+                let filter = filter.to_string();
+                let now = self.now_ms;
+                self.state
+                    .wild_mut()
+                    .filter_since
+                    .entry(filter.clone())
+                    .or_insert(now);
+                self.register_filter(&filter);
+                filters.push((filter, reasons.len()));
+            }
             self.keep_filter(sub);
             reasons.push(ReasonCode(qos as u8));
         }
@@ -107,20 +132,10 @@ impl Bridge {
             packet_id: s.packet_id,
             reasons,
             rooms,
+            filters,
         });
         // Answer at once when no room subscription is outstanding.
         self.flush_subacks();
-    }
-
-    fn flush_subacks(&mut self) {
-        while self.subacks.front().is_some_and(|p| p.rooms.is_empty()) {
-            let p = self.subacks.pop_front().expect("checked");
-            self.to_client.push_back(Packet::SubAck(SubAck {
-                packet_id: p.packet_id,
-                reasons: p.reasons,
-                properties: Properties::default(),
-            }));
-        }
     }
 
     pub(super) fn on_unsubscribe(&mut self, u: mqtt::Unsubscribe) {
@@ -139,7 +154,11 @@ impl Bridge {
             } else {
                 let before = self.state.subs.len();
                 self.state.subs.retain(|s| s.filter.as_str() != filter);
-                self.state.subs.len() != before
+                let existed = self.state.subs.len() != before;
+                if existed && is_topic_wildcard(filter) {
+                    self.drop_topic_filter(filter);
+                }
+                existed
             };
             reasons.push(if existed {
                 ReasonCode::SUCCESS

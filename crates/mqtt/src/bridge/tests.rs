@@ -581,16 +581,17 @@ fn session_state_round_trips_and_garbage_is_refused() {
     assert_eq!(back.inbox_start, Seq(17));
     assert_eq!((back.inbox_acked, &back.done), (Seq(40), &state.done));
     assert_eq!(back.sub_ids, state.sub_ids);
-    // Version 3 (without the subscription identifiers) still loads.
-    let ids_len = 4 + 2 + "user/+".len() + 4;
-    let mut v3 = bytes[..bytes.len() - ids_len].to_vec();
+    // Version 3 (without the subscription identifiers and the topic
+    // stream part, four empty lists here) still loads.
+    let v4_tail = (4 + 2 + "user/+".len() + 4) + 4 * 4;
+    let mut v3 = bytes[..bytes.len() - v4_tail].to_vec();
     v3[0] = 3;
     let old = SessionState::decode(&v3).expect("version 3 decodes");
     assert!(old.sub_ids.is_empty());
     assert_eq!(old.done, state.done);
     // Version 2 (without the position and the out-of-order
     // acknowledgements) still loads.
-    let mut v2 = bytes[..bytes.len() - ids_len - (8 + 4 + 2 * 8)].to_vec();
+    let mut v2 = bytes[..bytes.len() - v4_tail - (8 + 4 + 2 * 8)].to_vec();
     v2[0] = 2;
     let old = SessionState::decode(&v2).expect("version 2 decodes");
     assert_eq!((old.inbox_acked, old.done.len()), (Seq::ZERO, 0));
@@ -607,6 +608,27 @@ fn session_state_round_trips_and_garbage_is_refused() {
     let mut bad_version = bytes;
     bad_version[0] = 9;
     assert!(SessionState::decode(&bad_version).is_none());
+    // The topic stream part (version 4) round-trips, and a state without
+    // one carries none.
+    assert!(state.wild.is_none());
+    let w = state.wild_mut();
+    w.streams.insert(77, vec!["a/b".into(), "a/c".into()]);
+    w.room_pids.insert((77, 5), 9);
+    w.room_done.insert((77, 6));
+    w.filter_since.insert("a/+".into(), 1_700_000_000_000);
+    let bytes = state.encode();
+    let back = SessionState::decode(&bytes).expect("decodes");
+    assert_eq!(back.encode(), bytes);
+    let w = back.wild();
+    assert_eq!(w.streams[&77], vec!["a/b".to_string(), "a/c".to_string()]);
+    assert_eq!((w.room_pids[&(77, 5)], w.room_done.len()), (9, 1));
+    assert_eq!(w.filter_since["a/+"], 1_700_000_000_000);
+    for cut in 0..bytes.len() {
+        assert!(
+            SessionState::decode(&bytes[..cut]).is_none(),
+            "prefix {cut}"
+        );
+    }
 }
 
 #[test]

@@ -159,6 +159,8 @@ impl Frame {
             FrameKind::WatchAck => Frame::WatchAck(presence::decode_watch_ack(&body)?),
             FrameKind::Unwatch => Frame::Unwatch(presence::decode_unwatch(&body)?),
             FrameKind::Presence => Frame::Presence(presence::decode_presence(&body)?),
+            FrameKind::Filter => Frame::Filter(crate::filter::decode_filter(flags, &body)?),
+            FrameKind::Topic => Frame::Topic(crate::filter::decode_topic(&body)?),
         })
     }
 }
@@ -170,6 +172,7 @@ fn allowed_flags(kind: FrameKind) -> u8 {
         FrameKind::Send => SEND_CONFIRM,
         FrameKind::Push => PUSH_ECHO | PUSH_RETRANSMIT,
         FrameKind::Sync => SYNC_READ_AHEAD,
+        FrameKind::Filter => crate::FILTER_REMOVE,
         FrameKind::SyncPage => SYNCPAGE_END | SYNCPAGE_GAP,
         FrameKind::ConvList => conversation::CONVLIST_UNREAD_ONLY,
         FrameKind::ConvPage => conversation::CONV_END,

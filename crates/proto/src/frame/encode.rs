@@ -51,6 +51,8 @@ impl Frame {
             Frame::WatchAck(_) => presence::WATCHACK_LEN,
             Frame::Unwatch(users) => presence::unwatch_len(users),
             Frame::Presence(p) => presence::presence_len(p),
+            Frame::Filter(f) => f.filter.len(),
+            Frame::Topic(t) => crate::filter::TOPIC_FIXED_LEN + t.name.len(),
         }
     }
 
@@ -171,6 +173,8 @@ impl Frame {
             Frame::WatchAck(a) => presence::encode_watch_ack(a, dst),
             Frame::Unwatch(users) => presence::encode_unwatch(users, dst),
             Frame::Presence(p) => presence::encode_presence(p, dst),
+            Frame::Filter(f) => dst.put_slice(f.filter.as_bytes()),
+            Frame::Topic(t) => crate::filter::encode_topic(t, dst),
         }
     }
 
@@ -196,6 +200,7 @@ impl Frame {
             }
             Frame::ConvList(l) if l.unread_only => conv::CONVLIST_UNREAD_ONLY,
             Frame::ConvPage(p) if p.end => conv::CONV_END,
+            Frame::Filter(f) if f.remove => crate::FILTER_REMOVE,
             Frame::ConvMsgs(p) => {
                 (if p.end { conv::CONV_END } else { 0 })
                     | (if p.truncated {

@@ -60,6 +60,10 @@ pub enum FrameKind {
     Unwatch = 0x1B,
     /// Gateway reports a watched user's online devices.
     Presence = 0x1C,
+    /// Client registers or drops a wildcard topic filter.
+    Filter = 0x1D,
+    /// Gateway names a topic stream matching a registered filter.
+    Topic = 0x1E,
 }
 
 impl FrameKind {
@@ -95,6 +99,8 @@ impl FrameKind {
             0x1A => WatchAck,
             0x1B => Unwatch,
             0x1C => Presence,
+            0x1D => Filter,
+            0x1E => Topic,
             _ => return None,
         })
     }
@@ -131,6 +137,8 @@ impl FrameKind {
             WatchAck => "WATCHACK",
             Unwatch => "UNWATCH",
             Presence => "PRESENCE",
+            Filter => "FILTER",
+            Topic => "TOPIC",
         }
     }
 }

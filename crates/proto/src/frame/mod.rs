@@ -115,6 +115,10 @@ pub enum Frame {
     Unwatch(Vec<UserId>),
     /// A watched user's online devices.
     Presence(Presence),
+    /// Register or drop a wildcard topic filter.
+    Filter(crate::FilterReq),
+    /// A topic stream matching a registered filter.
+    Topic(crate::TopicSeen),
 }
 
 impl Frame {
@@ -165,6 +169,8 @@ impl Frame {
             Frame::WatchAck(_) => FrameKind::WatchAck,
             Frame::Unwatch(_) => FrameKind::Unwatch,
             Frame::Presence(_) => FrameKind::Presence,
+            Frame::Filter(_) => FrameKind::Filter,
+            Frame::Topic(_) => FrameKind::Topic,
         }
     }
 }

@@ -88,8 +88,10 @@ fn a_stream_subscriber_gets_its_names_messages_and_skips_a_colliding_name() {
         first: Seq(1),
         result: SubResult::Ok,
     }));
+    // Topics grant QoS 2 (exactly once by the bridge; the native
+    // subscription is QoS 1).
     match h.packets().as_slice() {
-        [Packet::SubAck(a)] => assert_eq!(a.reasons, vec![ReasonCode(1)]),
+        [Packet::SubAck(a)] => assert_eq!(a.reasons, vec![ReasonCode(2)]),
         other => panic!("{other:?}"),
     }
     assert_eq!(
