@@ -651,7 +651,7 @@ impl World {
         };
         let shard = Router::of_node(self.plan.shards).owner(user).0;
         let now = self.now;
-        let conn = self.shards[shard as usize].handle_open(now);
+        let conn = self.shards[shard as usize].handle_open_via(surepush_core::MQTT_TRANSPORT, now);
         let open = self
             .mqtt
             .bridges
@@ -959,12 +959,18 @@ impl World {
     }
 
     pub fn describe_mqtt(&self) -> String {
+        let stored = self.mqtt_stored();
         self.mqtt
             .clients
             .iter()
             .map(|c| {
+                let missing: Vec<String> = expected(self, c, &stored)
+                    .iter()
+                    .filter(|(payload, _)| !c.got.iter().any(|g| g.payload == *payload))
+                    .map(|(payload, _)| format!("{:?}", String::from_utf8_lossy(payload)))
+                    .collect();
                 format!(
-                    "\n{}: link={:?} connected={} subscribed={} outgoing={} sends_left={} got={}",
+                    "\n{}: link={:?} connected={} subscribed={} outgoing={} sends_left={} got={} missing={missing:?}",
                     c.who(),
                     c.link,
                     c.connected,
