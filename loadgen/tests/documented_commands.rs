@@ -70,7 +70,9 @@ fn concrete(command: &str) -> Vec<String> {
     command
         .split_whitespace()
         .map(|w| match w {
-            "P" | "N" | "M" | "Q" | "K" | "GATEWAY_PID" => "1".to_string(),
+            "P" | "N" | "M" | "Q" | "K" | "GATEWAY_PID" | "SUREPUSH_PID" | "MOSQUITTO_PID" => {
+                "1".to_string()
+            }
             "8|64" => "8".to_string(),
             "DATA" => "data".to_string(),
             w => w.to_string(),
