@@ -56,17 +56,7 @@ impl Nodes {
     fn start(count: usize) -> Nodes {
         let nats = NatsServer::start();
         let names: Vec<String> = (0..3).map(|n| format!("n{n}")).collect();
-        let out = Command::new(env!("CARGO_BIN_EXE_surepush"))
-            .args(["cluster", "init", "--nats", &nats.url()])
-            .args(["--partitions", &PARTITIONS.to_string()])
-            .args(["--nodes", &names.join(",")])
-            .output()
-            .expect("run surepush cluster init");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::cluster_init(&nats.url(), PARTITIONS, &names);
         let mut nodes = Nodes {
             nodes: Vec::new(),
             nats,

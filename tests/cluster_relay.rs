@@ -38,13 +38,7 @@ impl Cluster {
     fn start() -> Cluster {
         let nats = NatsServer::start();
         let names = ["n0", "n1"];
-        let out = Command::new(env!("CARGO_BIN_EXE_surepush"))
-            .args(["cluster", "init", "--nats", &nats.url()])
-            .args(["--partitions", &PARTITIONS.to_string()])
-            .args(["--nodes", &names.join(",")])
-            .output()
-            .expect("run surepush cluster init");
-        common::assert_ok(&out, "cluster init");
+        common::cluster_init(&nats.url(), PARTITIONS, &names);
         let ws_port = surepush::server::limits::free_loopback_port().expect("a free port");
         let nodes = names
             .iter()

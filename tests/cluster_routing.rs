@@ -36,17 +36,7 @@ impl Cluster {
     fn start() -> Cluster {
         let nats = NatsServer::start();
         let names: Vec<String> = (0..NODES).map(|n| format!("n{n}")).collect();
-        let out = Command::new(env!("CARGO_BIN_EXE_surepush"))
-            .args(["cluster", "init", "--nats", &nats.url()])
-            .args(["--partitions", &PARTITIONS.to_string()])
-            .args(["--nodes", &names.join(",")])
-            .output()
-            .expect("run surepush cluster init");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::cluster_init(&nats.url(), PARTITIONS, &names);
         let nodes = names
             .iter()
             .map(|name| {

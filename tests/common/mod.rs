@@ -530,3 +530,16 @@ pub fn connect_frame(server: &TestServer, user: u64) -> Vec<u8> {
     session.poll_transmit().expect("CONNECT").encode(&mut out);
     out.to_vec()
 }
+
+/// `surepush cluster init` on the NATS server at `nats_url`: `partitions`
+/// spread over `nodes` (partition `p` to the `p mod n`-th node).
+pub fn cluster_init<S: AsRef<str>>(nats_url: &str, partitions: u64, nodes: &[S]) {
+    let names: Vec<&str> = nodes.iter().map(AsRef::as_ref).collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_surepush"))
+        .args(["cluster", "init", "--nats", nats_url])
+        .args(["--partitions", &partitions.to_string()])
+        .args(["--nodes", &names.join(",")])
+        .output()
+        .expect("run surepush cluster init");
+    assert_ok(&out, "cluster init");
+}
