@@ -460,6 +460,41 @@ fn the_admin_api_reads_summaries_and_pages_from_the_owner_shard_also_after_kill_
         (in_group["kind"].as_str(), in_group["peer"].as_str()),
         (Some("group"), Some("5"))
     );
+    // The whole inbox history, every conversation, in pages.
+    let inbox = format!("/v1/users/{reader}/messages");
+    let everything: Vec<(u64, u64, u64, u64, Bytes)> = [
+        (1, 0, a, reader, &b"a: one"[..]),
+        (2, 1, b, reader, b"b: hello there"),
+        (3, 2, a, reader, b"a: two"),
+        (4, 3, a, group, b"group hi!"),
+    ]
+    .into_iter()
+    .map(|(seq, prev, from, to, text)| (seq, prev, from, to, Bytes::from_static(text)))
+    .collect();
+    let first = admin_get(
+        &server,
+        &format!("{inbox}?direction=after&anchor=0&limit=3"),
+    );
+    assert_eq!(json_messages(&first), everything[..3]);
+    assert_eq!(
+        (first["end"].as_bool(), number(&first["head"])),
+        (Some(false), 4)
+    );
+    let next = admin_get(
+        &server,
+        &format!("{inbox}?direction=after&anchor=3&limit=3"),
+    );
+    assert_eq!(json_messages(&next), everything[3..]);
+    assert_eq!(next["end"], true);
+    let newest = admin_get(&server, &format!("{inbox}?limit=2"));
+    assert_eq!(json_messages(&newest), everything[2..]);
+    assert_eq!(newest["end"], false);
+    let older = admin_get(
+        &server,
+        &format!("{inbox}?direction=before&anchor=3&limit=5"),
+    );
+    assert_eq!(json_messages(&older), everything[..2]);
+    assert_eq!(older["end"], true);
     let untracked = admin_get(&server, &format!("{convs}/user/{}/messages", a + 1));
     assert_eq!(
         (json_messages(&untracked).len(), untracked["end"].as_bool()),
@@ -486,14 +521,17 @@ fn the_admin_api_reads_summaries_and_pages_from_the_owner_shard_also_after_kill_
         admin_get(&server, &unknown),
         admin_get(&server, &format!("{convs}/user/{a}/messages?limit=2")),
         admin_get(&server, &format!("{convs}/group/5/messages")),
+        admin_get(&server, &inbox),
     );
     assert_eq!(json_rows(&before_kill.0), got);
+    assert_eq!(json_messages(&before_kill.3), everything);
     server.kill9();
     server.spawn();
     let after_kill = (
         admin_get(&server, &unknown),
         admin_get(&server, &format!("{convs}/user/{a}/messages?limit=2")),
         admin_get(&server, &format!("{convs}/group/5/messages")),
+        admin_get(&server, &inbox),
     );
     assert_eq!(after_kill, before_kill, "identical after kill -9");
 }

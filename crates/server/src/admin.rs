@@ -232,6 +232,9 @@ async fn handle<S: NodeStatus, B: AdminBackend>(
         Endpoint::ConversationMessages => {
             conversations::messages(&params, query.as_deref(), &*attached(backend)?).await
         }
+        Endpoint::InboxMessages => {
+            conversations::inbox(number, query.as_deref(), &*attached(backend)?).await
+        }
         Endpoint::DemoToken if config.demo_token_ttl_s.is_none() => Err(ApiError::NotFound),
         Endpoint::Publish
         | Endpoint::MintToken

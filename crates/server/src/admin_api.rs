@@ -177,6 +177,9 @@ pub enum ConversationRead {
     },
     /// A page of one conversation's messages (`request_id` unused).
     Messages(surepush_proto::ConvFetch),
+    /// A page of the user's whole inbox, as a conversation page over every
+    /// sequence (`request_id` and `peer` unused).
+    Inbox(surepush_proto::ConvFetch),
 }
 
 /// The answer to a [`ConversationRead`].

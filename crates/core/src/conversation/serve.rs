@@ -15,9 +15,10 @@
 
 use surepush_proto::{
     ConvFetch, ConvList, ConvMsgs, ConvPage, ConvSummary, DeviceId, ErrorCode, Frame, Push, Seq,
-    UserId, CONVMSGS_FIXED_LEN, CONVPAGE_FIXED_LEN, HEADER_LEN, SUMMARY_FIXED_LEN,
+    SyncDirection, UserId, CONVMSGS_FIXED_LEN, CONVPAGE_FIXED_LEN, HEADER_LEN, SUMMARY_FIXED_LEN,
 };
 
+use super::PagePlan;
 use crate::action::{Action, ConnId};
 use crate::shard::{ReadPurpose, Shard};
 use crate::{InboxQuery, MessageRecord};
@@ -188,6 +189,26 @@ impl Shard {
         Ok(())
     }
 
+    /// The admin API's page of a user's whole inbox (`GET
+    /// /v1/users/{n}/messages`), tagged `request`: like
+    /// [`Shard::handle_conversation_fetch`], over every sequence of the
+    /// inbox up to its durable head instead of one conversation's
+    /// (`fetch.peer` is unused). Messages the log no longer holds
+    /// (retention) are left out of the page.
+    pub fn handle_inbox_fetch(
+        &mut self,
+        request: u64,
+        user: UserId,
+        fetch: ConvFetch,
+        now: u64,
+    ) -> Result<(), BadConversationLimit> {
+        self.set_now(now);
+        self.check_conversation_limit(fetch.limit)?;
+        let plan = inbox_plan(self.durable_head(user), fetch.direction, fetch.limit);
+        self.read_page(PageFor::Admin(request), user, fetch, plan);
+        Ok(())
+    }
+
     fn start_conv_fetch(&mut self, to: PageFor, user: UserId, request: ConvFetch) {
         let head = self.durable_head(user);
         let Some(plan) =
@@ -206,10 +227,15 @@ impl Shard {
             self.answer_conv_fetch(to, Some(page));
             return;
         };
+        self.read_page(to, user, request, plan);
+    }
+
+    /// Reads the sequences of `plan` for the page `request` asked.
+    fn read_page(&mut self, to: PageFor, user: UserId, request: ConvFetch, plan: PagePlan) {
         let purpose = ReadPurpose::Conversation(FetchRead {
             to,
             request,
-            head,
+            head: self.durable_head(user),
             first_prev: plan.first_prev,
             end: plan.end,
             truncated: plan.truncated,
@@ -288,5 +314,69 @@ impl Shard {
             items,
         };
         self.answer_conv_fetch(to, Some(page));
+    }
+}
+
+/// The sequences of an inbox page: the newest `limit` up to `head`, the
+/// `limit` before an anchor, or the `limit` after one (an inbox's
+/// sequences are contiguous from 1).
+fn inbox_plan(head: Seq, direction: SyncDirection, limit: u32) -> PagePlan {
+    let (head, limit) = (head.0, u64::from(limit));
+    // The page is `lo..=hi`; empty when `lo > hi`.
+    let (lo, hi) = match direction {
+        SyncDirection::Latest => (head.saturating_sub(limit) + 1, head),
+        SyncDirection::Before(a) => {
+            let hi = a.0.saturating_sub(1).min(head);
+            (hi.saturating_sub(limit) + 1, hi)
+        }
+        SyncDirection::After(a) => (a.0.saturating_add(1), a.0.saturating_add(limit).min(head)),
+    };
+    let backward = !matches!(direction, SyncDirection::After(_));
+    PagePlan {
+        seqs: (lo..=hi).map(Seq).collect(),
+        first_prev: Seq(lo.saturating_sub(1).min(head)),
+        end: if backward { lo <= 1 } else { hi >= head },
+        truncated: false,
+    }
+}
+
+#[cfg(test)]
+mod inbox_plan_tests {
+    use super::*;
+
+    fn seqs(p: &PagePlan) -> Vec<u64> {
+        p.seqs.iter().map(|s| s.0).collect()
+    }
+
+    #[test]
+    fn inbox_pages_cover_the_inbox_in_order_and_say_where_it_ends() {
+        let p = inbox_plan(Seq(10), SyncDirection::Latest, 4);
+        assert_eq!(
+            (seqs(&p), p.first_prev, p.end),
+            (vec![7, 8, 9, 10], Seq(6), false)
+        );
+        let p = inbox_plan(Seq(10), SyncDirection::Before(Seq(7)), 4);
+        assert_eq!(
+            (seqs(&p), p.first_prev, p.end),
+            (vec![3, 4, 5, 6], Seq(2), false)
+        );
+        let p = inbox_plan(Seq(10), SyncDirection::Before(Seq(3)), 4);
+        assert_eq!((seqs(&p), p.first_prev, p.end), (vec![1, 2], Seq(0), true));
+        let p = inbox_plan(Seq(10), SyncDirection::After(Seq(0)), 4);
+        assert_eq!(
+            (seqs(&p), p.first_prev, p.end),
+            (vec![1, 2, 3, 4], Seq(0), false)
+        );
+        let p = inbox_plan(Seq(10), SyncDirection::After(Seq(8)), 4);
+        assert_eq!((seqs(&p), p.first_prev, p.end), (vec![9, 10], Seq(8), true));
+        // Past the head, an empty inbox, an anchor beyond the head.
+        let p = inbox_plan(Seq(10), SyncDirection::After(Seq(10)), 4);
+        assert_eq!((seqs(&p), p.end), (vec![], true));
+        let p = inbox_plan(Seq(0), SyncDirection::Latest, 4);
+        assert_eq!((seqs(&p), p.end), (vec![], true));
+        let p = inbox_plan(Seq(10), SyncDirection::Before(Seq(u64::MAX)), 3);
+        assert_eq!((seqs(&p), p.end), (vec![8, 9, 10], false));
+        let p = inbox_plan(Seq(5), SyncDirection::After(Seq(u64::MAX)), 3);
+        assert_eq!((seqs(&p), p.end), (vec![], true));
     }
 }

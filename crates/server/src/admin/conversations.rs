@@ -2,8 +2,9 @@
 //! docs/PROTOCOL.md "Conversations"): `GET /v1/users/{n}/conversations`
 //! (a page of summaries, as CONVLIST/CONVPAGE) and
 //! `GET /v1/users/{n}/conversations/{kind}/{peer}/messages` (a page of one
-//! conversation, as CONVFETCH/CONVMSGS). Both are answered by the user's
-//! owner shard with the frames' own code; this file only reads the query
+//! conversation, as CONVFETCH/CONVMSGS), and `GET /v1/users/{n}/messages`
+//! (a page of the whole inbox, the same page over every sequence). All are
+//! answered by the user's owner shard with the frames' own code; this file only reads the query
 //! and writes JSON (docs/openapi.yaml describes both).
 //!
 //! Query parameters are those of the frames. Every combination the file
@@ -63,6 +64,33 @@ pub(super) async fn messages<B: AdminBackend>(
     let Some(number) = decimal(peer).filter(|n| *n < ROOM_BIT) else {
         return Err(invalid("the peer must be a number below 2^62"));
     };
+    let fetch = page_request(query, kind.id(number))?;
+    let page = message_page(backend, user, ConversationRead::Messages(fetch)).await?;
+    Ok(json(messages_json(user, &page)))
+}
+
+/// `GET /v1/users/{n}/messages?direction=&anchor=&limit=`: a page of the
+/// user's whole inbox history, with the same parameters and items as a
+/// conversation's page.
+pub(super) async fn inbox<B: AdminBackend>(
+    user: &str,
+    query: Option<&str>,
+    backend: &B,
+) -> Result<Resp, ApiError> {
+    let user = user_id(user)?;
+    let fetch = page_request(query, UserId(0))?;
+    let page = message_page(backend, user, ConversationRead::Inbox(fetch)).await?;
+    let messages: Vec<serde_json::Value> = page.items.iter().map(message_json).collect();
+    Ok(json(serde_json::json!({
+        "user": id_text(user.0),
+        "head": page.head.0,
+        "end": page.end,
+        "messages": messages,
+    })))
+}
+
+/// The CONVFETCH a page request asks (`direction`, `anchor`, `limit`).
+fn page_request(query: Option<&str>, peer: UserId) -> Result<ConvFetch, ApiError> {
     let q = Query::parse(query, &["direction", "anchor", "limit"])?;
     let anchor = Seq(q.number("anchor")?.unwrap_or(0));
     let direction = match q.get("direction") {
@@ -71,17 +99,21 @@ pub(super) async fn messages<B: AdminBackend>(
         Some("after") => SyncDirection::After(anchor),
         Some(_) => return Err(invalid("direction must be latest, before or after")),
     };
-    let fetch = ConvFetch {
+    Ok(ConvFetch {
         request_id: 0,
-        peer: kind.id(number),
+        peer,
         direction,
         limit: q.limit()?,
-    };
-    match backend
-        .conversations(user, ConversationRead::Messages(fetch))
-        .await
-    {
-        Ok(ConversationPage::Messages(page)) => Ok(json(messages_json(user, &page))),
+    })
+}
+
+async fn message_page<B: AdminBackend>(
+    backend: &B,
+    user: UserId,
+    read: ConversationRead,
+) -> Result<ConvMsgs, ApiError> {
+    match backend.conversations(user, read).await {
+        Ok(ConversationPage::Messages(page)) => Ok(page),
         Ok(ConversationPage::Summaries(_)) => unreachable!("a message read answers messages"),
         Err(e) => Err(read_error(e)),
     }

@@ -46,6 +46,8 @@ pub enum Endpoint {
     /// `GET /v1/users/{n}/conversations/{kind}/{peer}/messages`: a page of
     /// one conversation's messages.
     ConversationMessages,
+    /// `GET /v1/users/{n}/messages`: a page of a user's inbox history.
+    InboxMessages,
 }
 
 /// One route of the admin API.
@@ -158,6 +160,12 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/users/{n}/conversations/{kind}/{peer}/messages",
         needs_token: true,
         endpoint: Endpoint::ConversationMessages,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/users/{n}/messages",
+        needs_token: true,
+        endpoint: Endpoint::InboxMessages,
     },
 ];
 

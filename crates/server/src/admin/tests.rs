@@ -139,7 +139,7 @@ impl AdminBackend for TestBackend {
         // message), whatever the page asked. Limits above 1000 are refused.
         let limit = match &read {
             ConversationRead::Summaries { list, .. } => list.limit,
-            ConversationRead::Messages(fetch) => fetch.limit,
+            ConversationRead::Messages(fetch) | ConversationRead::Inbox(fetch) => fetch.limit,
         };
         let group = UserId(5 | UserId::GROUP_BIT);
         let answer = match (user, read) {
@@ -169,27 +169,29 @@ impl AdminBackend for TestBackend {
                     }],
                 }))
             }
-            (_, ConversationRead::Messages(fetch)) => Ok(ConversationPage::Messages(ConvMsgs {
-                request_id: fetch.request_id,
-                peer: fetch.peer,
-                head: Seq(3),
-                end: false,
-                truncated: true,
-                items: vec![Push {
-                    seq: Seq(3),
-                    prev_seq: Seq(2),
-                    from: UserId(1 << 61),
-                    from_device: DeviceId(u64::MAX),
-                    to: group,
-                    client_msg_id: u64::MAX,
-                    ts_ms: 1_700_000_000_000,
-                    qos: Qos::AtLeastOnce,
-                    echo: false,
-                    retransmit: false,
-                    attrs: bytes::Bytes::new(),
-                    payload: bytes::Bytes::from_static(b"hello"),
-                }],
-            })),
+            (_, ConversationRead::Messages(fetch) | ConversationRead::Inbox(fetch)) => {
+                Ok(ConversationPage::Messages(ConvMsgs {
+                    request_id: fetch.request_id,
+                    peer: fetch.peer,
+                    head: Seq(3),
+                    end: false,
+                    truncated: true,
+                    items: vec![Push {
+                        seq: Seq(3),
+                        prev_seq: Seq(2),
+                        from: UserId(1 << 61),
+                        from_device: DeviceId(u64::MAX),
+                        to: group,
+                        client_msg_id: u64::MAX,
+                        ts_ms: 1_700_000_000_000,
+                        qos: Qos::AtLeastOnce,
+                        echo: false,
+                        retransmit: false,
+                        attrs: bytes::Bytes::new(),
+                        payload: bytes::Bytes::from_static(b"hello"),
+                    }],
+                }))
+            }
         };
         Box::pin(async move { answer })
     }
@@ -808,7 +810,23 @@ fn conversation_reads_are_json_with_string_ids_and_typed_errors() {
     assert_eq!(m["client_msg_id"], u64::MAX.to_string());
     assert_eq!((m["seq"].as_u64(), m["qos"].as_u64()), (Some(3), Some(1)));
 
+    // The whole inbox: the same page, without a conversation.
+    let (status, answer) = get(addr, "/v1/users/7/messages?direction=after&anchor=2", t);
+    assert_eq!(status, 200, "{answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+    assert!(v.get("kind").is_none() && v.get("peer").is_none(), "{v}");
+    assert_eq!(
+        (v["user"].as_str(), v["head"].as_u64()),
+        (Some("7"), Some(3))
+    );
+    assert_eq!(v["messages"][0]["from"], (1u64 << 61).to_string());
+
     for (path, status, code) in [
+        ("/v1/users/7/messages?limit=1001", 400, "invalid_request"),
+        ("/v1/users/7/messages?direction=up", 400, "invalid_request"),
+        ("/v1/users/7/messages?peer=5", 400, "invalid_request"),
+        ("/v1/users/8/messages", 503, "unavailable"),
+        ("/v1/users/9/messages", 421, "wrong_node"),
         (
             "/v1/users/7/conversations?limit=1001",
             400,

@@ -1,6 +1,7 @@
-//! The admin API's conversation reads (`GET /v1/users/{n}/conversations`
-//! and `.../conversations/{kind}/{peer}/messages`): a user's summaries
-//! and pages live on its owner shard, asked over the mesh
+//! The admin API's conversation and inbox reads (`GET
+//! /v1/users/{n}/conversations`, `.../conversations/{kind}/{peer}/messages`
+//! and `/v1/users/{n}/messages`): a user's summaries and pages live on its
+//! owner shard, asked over the mesh
 //! ([`MeshMsg::Conversations`]) when that is another shard, as presence
 //! is. The owner serves them with the same core code as the CONVLIST and
 //! CONVFETCH frames ([`surepush_core::Shard::conversation_summaries`],
@@ -61,7 +62,7 @@ impl ShardRuntime {
         user: UserId,
         read: ConversationRead,
     ) -> ConversationAnswer {
-        let fetch = match read {
+        let (fetch, whole_inbox) = match read {
             ConversationRead::Summaries { from, list } => {
                 let page = self
                     .core
@@ -69,17 +70,23 @@ impl ShardRuntime {
                     .conversation_summaries(user, from, &list)?;
                 return Ok(ConversationPage::Summaries(page));
             }
-            ConversationRead::Messages(fetch) => fetch,
+            ConversationRead::Messages(fetch) => (fetch, false),
+            ConversationRead::Inbox(fetch) => (fetch, true),
         };
         let request = self.next_publish.get() + 1;
         self.next_publish.set(request);
         let (tx, rx) = local_channel::new_bounded(1);
         self.conversation_reads.borrow_mut().insert(request, tx);
         let now = self.now();
-        let started = self
-            .core
-            .borrow_mut()
-            .handle_conversation_fetch(request, user, fetch, now);
+        let started = if whole_inbox {
+            self.core
+                .borrow_mut()
+                .handle_inbox_fetch(request, user, fetch, now)
+        } else {
+            self.core
+                .borrow_mut()
+                .handle_conversation_fetch(request, user, fetch, now)
+        };
         if let Err(refused) = started {
             self.conversation_reads.borrow_mut().remove(&request);
             return Err(refused.into());
