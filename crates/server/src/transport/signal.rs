@@ -67,42 +67,45 @@ impl Signal {
 mod tests {
     use super::Signal;
     use futures_lite::future;
+    use std::future::Future;
     use std::rc::Rc;
 
-    #[test]
-    fn take_lowers_the_flag_and_coalesces_raises() {
+    /// Runs `f` on a glommio executor of its own (a signal's waiter is a
+    /// task).
+    fn on_executor(f: impl Future<Output = ()> + 'static) {
         glommio::LocalExecutorBuilder::default()
             .io_memory(512 << 10)
             .make()
             .expect("executor")
-            .run(async {
-                let s = Rc::new(Signal::default());
-                s.raise();
-                s.raise();
-                s.take().await;
-                // Lowered: the next take waits for the next raise.
-                assert!(future::poll_once(s.take()).await.is_none());
-                let raiser = s.clone();
-                glommio::spawn_local(async move { raiser.raise() }).detach();
-                s.take().await;
-                assert!(future::poll_once(s.take()).await.is_none());
-            });
+            .run(f);
+    }
+
+    #[test]
+    fn take_lowers_the_flag_and_coalesces_raises() {
+        on_executor(async {
+            let s = Rc::new(Signal::default());
+            s.raise();
+            s.raise();
+            s.take().await;
+            // Lowered: the next take waits for the next raise.
+            assert!(future::poll_once(s.take()).await.is_none());
+            let raiser = s.clone();
+            glommio::spawn_local(async move { raiser.raise() }).detach();
+            s.take().await;
+            assert!(future::poll_once(s.take()).await.is_none());
+        });
     }
 
     #[test]
     fn raised_stays_raised() {
-        glommio::LocalExecutorBuilder::default()
-            .io_memory(512 << 10)
-            .make()
-            .expect("executor")
-            .run(async {
-                let s = Rc::new(Signal::default());
-                assert!(future::poll_once(s.raised()).await.is_none());
-                let raiser = s.clone();
-                glommio::spawn_local(async move { raiser.raise() }).detach();
-                s.raised().await;
-                s.raised().await;
-                assert!(future::poll_once(s.raised()).await.is_some());
-            });
+        on_executor(async {
+            let s = Rc::new(Signal::default());
+            assert!(future::poll_once(s.raised()).await.is_none());
+            let raiser = s.clone();
+            glommio::spawn_local(async move { raiser.raise() }).detach();
+            s.raised().await;
+            s.raised().await;
+            assert!(future::poll_once(s.raised()).await.is_some());
+        });
     }
 }
