@@ -924,6 +924,20 @@ enum WindowOp {
     Reopen,
 }
 
+impl WindowOp {
+    /// A [`WindowOp::Send`] from its fields in order (the cases below).
+    fn send(from: u64, to: u64, cmid: u64, qos2: bool, own_copy: bool, payload: usize) -> WindowOp {
+        WindowOp::Send {
+            from,
+            to,
+            cmid,
+            qos2,
+            own_copy,
+            payload,
+        }
+    }
+}
+
 fn window_op() -> impl Strategy<Value = WindowOp> {
     prop_oneof![
         6 => (1u64..4, 1u64..5, 0u64..30, any::<bool>(), any::<bool>(), 0usize..1500).prop_map(
@@ -962,14 +976,7 @@ proptest! {
 #[test]
 fn a_released_qos2_send_to_two_inboxes_recovers_as_its_fold() {
     use WindowOp::*;
-    let send = |from, to, cmid, qos2, own_copy, payload| Send {
-        from,
-        to,
-        cmid,
-        qos2,
-        own_copy,
-        payload,
-    };
+    let send = WindowOp::send;
     check_window_ops(vec![
         send(2, 2, 7, true, true, 1423),
         Advance(33),
@@ -1141,14 +1148,7 @@ fn refolded_segments(path: &Path) -> u64 {
 #[test]
 fn retention_keeps_the_segments_the_dedup_window_is_rebuilt_from() {
     use WindowOp::*;
-    let s = |from, to, cmid, qos2, own_copy, payload| Send {
-        from,
-        to,
-        cmid,
-        qos2,
-        own_copy,
-        payload,
-    };
+    let s = WindowOp::send;
     check_window_ops(vec![
         s(1, 1, 0, false, false, 1195),
         s(1, 1, 1, false, false, 1410),
