@@ -39,14 +39,6 @@ fn sample(pid: u32) -> (u64, u64) {
     (rss_kib * 1024, fds)
 }
 
-fn metric_sum(server: &TestServer, name: &str) -> f64 {
-    let (_, body) = server.http("GET", "/metrics", "", true);
-    body.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// One sender/receiver pair: each round connects the sender, sends a batch,
 /// waits for every SENDACK, disconnects; then connects the receiver from
 /// its cursor, takes the batch, disconnects. Counts each finished round in
@@ -118,7 +110,7 @@ fn churn_keeps_memory_flat_and_leaks_no_descriptors() {
     ));
     let pid = server.child.as_ref().unwrap().id();
     let (_, fds_idle) = sample(pid);
-    let segments_idle = metric_sum(&server, "surepush_log_segments");
+    let segments_idle = server.metric("surepush_log_segments");
     let stop = Arc::new(AtomicBool::new(false));
     let messages = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
@@ -148,14 +140,14 @@ fn churn_keeps_memory_flat_and_leaks_no_descriptors() {
     // Wait until the server has closed every connection (a signal: its
     // connection gauge), then count descriptors.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric_sum(&server, "surepush_connections") > 0.0 {
+    while server.metric("surepush_connections") > 0.0 {
         assert!(Instant::now() < deadline, "connections never closed");
         std::thread::sleep(Duration::from_millis(50)); // polling a gauge
     }
     let (rss_end, fds_end) = sample(pid);
     let connections = done.load(Ordering::Relaxed) * 2;
     samples.push((rss_end, connections));
-    let segments_end = metric_sum(&server, "surepush_log_segments");
+    let segments_end = server.metric("surepush_log_segments");
     let messages = messages.load(Ordering::Relaxed);
     // Memory is judged by its floor in an early and a late window after
     // warm-up. RSS swings by tens of MiB from one second to the next while

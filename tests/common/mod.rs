@@ -324,6 +324,16 @@ impl TestServer {
         http(self.admin, method, path, body, auth.then_some(ADMIN_TOKEN))
     }
 
+    /// The sum of the samples of `series` in `/metrics`: a metric name
+    /// (every label set) or a name with its labels as the exposition writes
+    /// them (`name{shard="0"}`). Only that series: `surepush_connections`
+    /// does not match `surepush_connections_adopted_total`.
+    pub fn metric(&self, series: &str) -> f64 {
+        let (status, text) = self.http("GET", "/metrics", "", true);
+        assert_eq!(status, 200, "{text}");
+        metric_sum(&text, series)
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.dir
     }
@@ -359,6 +369,19 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The sum of the samples of `series` in an OpenMetrics text (see
+/// [`TestServer::metric`]).
+pub fn metric_sum(text: &str, series: &str) -> f64 {
+    let labelled = series.contains('{');
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(series)
+                .is_some_and(|rest| rest.starts_with(' ') || (!labelled && rest.starts_with('{')))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 pub fn http(
