@@ -23,8 +23,9 @@ use surepush_core::ConnId;
 /// Read size per `read` call while data keeps coming.
 const READ_CHUNK: usize = 16 * 1024;
 /// Read size of a connection with nothing buffered whose last read was
-/// small: an idle connection waits on this much memory, not `READ_CHUNK`
-/// (thousands of idle subscribers were 32 KiB each).
+/// small: an idle connection waits on at most this much memory, not
+/// `READ_CHUNK` (thousands of idle subscribers were 32 KiB each); on plain
+/// TCP it waits on none (`StreamReader::read_appending`).
 const IDLE_READ: usize = 512;
 /// Largest read size a message in progress can ask for.
 const MAX_READ: usize = 1 << 20;
@@ -73,18 +74,12 @@ pub(crate) async fn read_loop<S: ShardLoop, R: StreamReader, I: Inbound>(
         } else {
             READ_CHUNK.max(missing.min(MAX_READ))
         };
-        let old = buf.len();
-        buf.resize(old + want, 0);
-        let n = reader.read(&mut buf[old..]).await;
-        let buf = inbound.buffer();
-        match n {
+        match reader.read_appending(buf, want).await {
             Ok(n) if n > 0 => {
-                buf.truncate(old + n);
                 // A full read means more is waiting: read big next time.
                 busy = n == want;
             }
             _ => {
-                buf.truncate(old);
                 rt.transport_closed(conn);
                 io.shutdown();
                 return io.reader_done();
