@@ -45,7 +45,22 @@ pub fn session_at(
     topics: &[&str],
     extra: &[&str],
 ) -> (String, String) {
-    let mut args = vec!["-c", "-i", id, "-q", qos, "-V", version, "-v", "-d"];
+    // --nodelay: a client that exits right after its last message (`-C`)
+    // closes with the late SUBACK unread, and the kernel then resets the
+    // connection and drops what Nagle still held back: its last PUBACKs
+    // and its DISCONNECT (seen in tests/mqtt_topics.rs).
+    let mut args = vec![
+        "-c",
+        "-i",
+        id,
+        "-q",
+        qos,
+        "-V",
+        version,
+        "-v",
+        "-d",
+        "--nodelay",
+    ];
     for t in topics {
         args.extend(["-t", t]);
     }

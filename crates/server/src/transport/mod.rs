@@ -558,19 +558,39 @@ fn serve<S: ShardLoop, R: StreamReader, W: StreamWriter>(
             start(rt, stream, "native", session, inbound, |_, _| {});
         }
         Hello::Mqtt(hello) => {
-            let Some((session, inbound)) = mqtt::open(rt.as_ref(), *hello, rest) else {
-                return;
-            };
-            start(
-                rt,
-                stream,
-                surepush_core::MQTT_TRANSPORT,
-                session,
-                inbound,
-                mqtt::opened,
-            );
+            let key = mqtt::session_of(&hello);
+            if !mqtt::takeover_unsettled(rt.as_ref(), key) {
+                return serve_mqtt(rt, stream, *hello, rest);
+            }
+            // The connection it takes over has its client's last packets
+            // still unread: those first (`mqtt::settle_takeover`).
+            let rt = rt.clone();
+            glommio::spawn_local(async move {
+                mqtt::settle_takeover(rt.as_ref(), key).await;
+                serve_mqtt(&rt, stream, *hello, rest);
+            })
+            .detach();
         }
     }
+}
+
+fn serve_mqtt<S: ShardLoop, R: StreamReader, W: StreamWriter>(
+    rt: &Rc<S>,
+    stream: Opened<R, W>,
+    hello: mqtt::MqttHello,
+    rest: Bytes,
+) {
+    let Some((session, inbound)) = mqtt::open(rt.as_ref(), hello, rest) else {
+        return;
+    };
+    start(
+        rt,
+        stream,
+        surepush_core::MQTT_TRANSPORT,
+        session,
+        inbound,
+        mqtt::opened,
+    );
 }
 
 /// `transport` names the protocol for the session webhooks.

@@ -270,6 +270,44 @@ fn connack(level: ProtocolLevel, code: ReasonCode) -> Vec<u8> {
     out.to_vec()
 }
 
+/// The longest a new connection of a session waits for the connection it
+/// takes over to read what its client sent before (see [`settle_takeover`]).
+/// A reader pauses at most for the rest of a second (a connection over
+/// `core.max_frames_per_sec`); twice that covers a timer firing late on a
+/// busy shard. Without a pause the wait is one turn of the shard.
+const TAKEOVER_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The session an authenticated CONNECT opens.
+pub(super) fn session_of(h: &MqttHello) -> (UserId, DeviceId) {
+    (h.claims.user, h.claims.device)
+}
+
+/// Whether a connection still open for `key` has input its reader has not
+/// read yet (its client's last PUBACKs, its DISCONNECT).
+pub(super) fn takeover_unsettled(rt: &dyn ShardPort, key: (UserId, DeviceId)) -> bool {
+    rt.mqtt().is_some_and(|mqtt| {
+        mqtt.live
+            .borrow()
+            .get(&key)
+            .is_some_and(|io| io.unread_input() > 0)
+    })
+}
+
+/// Waits until the connection a new one takes over for `key` has read
+/// what its client sent before the new connection came (or is gone), at
+/// most [`TAKEOVER_SETTLE`]. A takeover copies the session as the old
+/// connection holds it: taken while PUBACKs still sat in the old socket,
+/// it repeated every message they acknowledged on the next connection
+/// (and a client that acknowledged, disconnected and reconnected got them
+/// again).
+pub(super) async fn settle_takeover(rt: &dyn ShardPort, key: (UserId, DeviceId)) {
+    let deadline = std::time::Instant::now() + TAKEOVER_SETTLE;
+    while takeover_unsettled(rt, key) && std::time::Instant::now() < deadline {
+        // Polling: a reader tells nobody when it has read.
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
 /// An authenticated MQTT connection on the owner shard: its session (the
 /// bridge, with the session taken over from a connection still open for it
 /// or resumed from the log) and its decoder.

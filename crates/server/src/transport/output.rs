@@ -146,6 +146,12 @@ impl ConnIo {
         super::stream::shutdown(self.fd, std::net::Shutdown::Both);
     }
 
+    /// Bytes the peer sent that the reader has not read yet (in the
+    /// socket's receive queue).
+    pub(crate) fn unread_input(&self) -> usize {
+        super::stream::unread_bytes(self.fd)
+    }
+
     /// The reader task is done (the peer's input ended, or failed).
     pub(crate) fn reader_done(&self) {
         self.reader_gone.raise();

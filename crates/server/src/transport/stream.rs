@@ -246,6 +246,20 @@ pub(crate) fn shutdown(fd: RawFd, how: std::net::Shutdown) {
     let _ = socket2::SockRef::from(&fd).shutdown(how);
 }
 
+/// Bytes in the socket's receive queue (`FIONREAD`); 0 if it cannot be
+/// asked.
+pub(crate) fn unread_bytes(fd: RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: callers pass the fd of a socket owned by a connection's tasks,
+    // alive for the duration of the call; `n` is a valid c_int to write.
+    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    if rc < 0 {
+        0
+    } else {
+        n.max(0) as usize
+    }
+}
+
 /// Duplicates the socket's descriptor for a handoff to the owner shard:
 /// the duplicate travels and this shard drops its stream, closing only its
 /// own copy.
