@@ -265,6 +265,26 @@ impl Bridge {
         }
     }
 
+    /// Queues `p` for the client behind every state write already handed
+    /// out and not yet durable. For a packet made after the change it
+    /// confirms was written: a SUBACK that waited for the core (a room's
+    /// SUBACK, a wildcard filter's registration) could otherwise overtake
+    /// the write of its subscription, and a client holding the SUBACK of a
+    /// subscription whose write then failed never subscribes again. A
+    /// change not yet written holds `p` anyway (`seal_writes`).
+    pub(super) fn queue_after_writes(&mut self, p: Packet) {
+        if self.gate.need < Need::BeforeClient {
+            if let Some(&last) = self.gate.pending.last() {
+                // Behind it too: what was queued before `p` (order kept).
+                let queued = self.to_client.drain(..).map(|q| (last, q));
+                self.gate.client.extend(queued);
+                self.gate.client.push_back((last, p));
+                return;
+            }
+        }
+        self.to_client.push_back(p);
+    }
+
     /// The state write `id` is durable (`ok`), or could not be stored: then
     /// what waited for it is withdrawn and the session ends; the client
     /// retries on its next connection. A CONNACK that waited becomes a

@@ -267,7 +267,7 @@ impl Bridge {
             .is_some_and(|p| p.rooms.is_empty() && p.filters.is_empty())
         {
             let p = self.subacks.pop_front().expect("checked");
-            self.to_client.push_back(Packet::SubAck(SubAck {
+            self.queue_after_writes(Packet::SubAck(SubAck {
                 packet_id: p.packet_id,
                 reasons: p.reasons,
                 properties: Properties::default(),

@@ -440,3 +440,55 @@ fn a_qos2_publish_stored_in_part_keeps_its_native_id_for_the_resend() {
         }
     }
 }
+
+/// A SUBACK that waits for the core (here a wildcard filter's
+/// registration; a room's SUBACK likewise) leaves only once the state
+/// write of its subscription is durable, however late the core answers,
+/// and not at all when that write fails. Found by the simulator: the core
+/// answered before the write's outcome, the SUBACK went out, the write
+/// failed and the session (reconnected) no longer had the filter, while
+/// the client, holding its SUBACK, never subscribed again and missed every
+/// message.
+#[test]
+fn a_suback_the_core_confirms_late_still_waits_for_the_subscriptions_write() {
+    for fails in [false, true] {
+        let mut h = Held::persistent(ProtocolLevel::V5);
+        h.durable();
+        h.packets();
+        h.core();
+        h.b.on_packet(subscribe(1, "#", QoS::AtLeastOnce));
+        h.take_writes();
+        assert_eq!(
+            h.pending.len(),
+            1,
+            "the subscription's write, not durable yet"
+        );
+        let registered = h.core();
+        assert!(
+            registered
+                .iter()
+                .any(|f| matches!(f, Frame::Filter(r) if r.filter == "#" && !r.remove)),
+            "{registered:?}"
+        );
+        h.b.on_frame(Frame::Topic(surepush_proto::TopicSeen {
+            room: 0,
+            seq: Seq(1),
+            name: "#".into(),
+        }));
+        assert_eq!(h.packets(), vec![], "the SUBACK waits for the write");
+        let id = h.pending.remove(0).report.expect("reported");
+        h.b.on_state_stored(id, !fails);
+        let packets = h.packets();
+        if fails {
+            assert!(
+                matches!(packets.as_slice(), [Packet::Disconnect(_)]),
+                "no SUBACK for a subscription that was not stored: {packets:?}"
+            );
+        } else {
+            assert!(
+                matches!(packets.as_slice(), [Packet::SubAck(a)] if a.reasons == vec![ReasonCode(1)]),
+                "{packets:?}"
+            );
+        }
+    }
+}
