@@ -45,6 +45,8 @@ struct Summary {
     mqtt_publishes: u64,
     mqtt_deliveries: u64,
     mqtt_qos2_repeats: u64,
+    /// Of the MQTT deliveries, those on free-form topics (topic streams).
+    mqtt_topic_deliveries: u64,
 }
 
 fn run_seed(seed: u64) -> Result<Summary, String> {
@@ -72,11 +74,13 @@ fn run_seed(seed: u64) -> Result<Summary, String> {
         .and_then(|()| mqtt::check(&w))
         .map_err(|e| format!("{e}\nplan: {:?}", w.plan))?;
     let follows = || w.clients.iter().flat_map(|c| &c.follows);
-    let (mqtt_publishes, mqtt_deliveries, mqtt_qos2_repeats) = mqtt::summary(&w);
+    let (mqtt_publishes, mqtt_deliveries, mqtt_qos2_repeats, mqtt_topic_deliveries) =
+        mqtt::summary(&w);
     Ok(Summary {
         mqtt_publishes,
         mqtt_deliveries,
         mqtt_qos2_repeats,
+        mqtt_topic_deliveries,
         sends: w.sent.len() as u64,
         deliveries: w.clients.iter().map(|c| c.delivered.len() as u64).sum(),
         crashes: u64::from(w.crashes),
@@ -206,6 +210,7 @@ fn run_range(seeds: std::ops::Range<u64>) {
                 total.mqtt_publishes += s.mqtt_publishes;
                 total.mqtt_deliveries += s.mqtt_deliveries;
                 total.mqtt_qos2_repeats += s.mqtt_qos2_repeats;
+                total.mqtt_topic_deliveries += s.mqtt_topic_deliveries;
             }
             Err(e) => {
                 eprintln!("seed {seed} FAILED: {e}");
@@ -217,7 +222,7 @@ fn run_range(seeds: std::ops::Range<u64>) {
         }
     }
     println!(
-        "seeds {}..{}: {} sends, {} deliveries, {} crashes, {} steps; rooms: {} deliveries, {} lags ({} by the driver), {} gaps; MQTT: {} publishes, {} deliveries, {} QoS 2 repeats recognised by packet id",
+        "seeds {}..{}: {} sends, {} deliveries, {} crashes, {} steps; rooms: {} deliveries, {} lags ({} by the driver), {} gaps; MQTT: {} publishes, {} deliveries ({} on free-form topics), {} QoS 2 repeats recognised by packet id",
         seeds.start,
         seeds.end,
         total.sends,
@@ -230,6 +235,7 @@ fn run_range(seeds: std::ops::Range<u64>) {
         total.room_gaps,
         total.mqtt_publishes,
         total.mqtt_deliveries,
+        total.mqtt_topic_deliveries,
         total.mqtt_qos2_repeats
     );
     assert!(

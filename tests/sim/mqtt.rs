@@ -14,8 +14,11 @@
 //! PUBREL with PUBREC without delivering it again. It subscribes once (to
 //! `user/{id}` or `#` at QoS 1 or 2, and to some rooms at QoS 0 or 1),
 //! again only if no SUBACK came, and publishes QoS 0/1/2 to MQTT users
-//! (itself included) and rooms. MQTT connections are TCP: in order, no
-//! loss inside a connection; a kill or a crash ends one.
+//! (itself included) and rooms. Some seeds add free-form topics (issue
+//! #21): topic streams the devices publish to at QoS 0/1/2 and subscribe
+//! to by name or through wildcard filters (`t/+/x`, `t/#`; `#` matches
+//! them too), up to QoS 2. MQTT connections are TCP: in order, no loss
+//! inside a connection; a kill or a crash ends one.
 //!
 //! The checker ([`check`]), after quiescence:
 //! - every QoS 1/2 publish was acknowledged (PUBACK/PUBREC) and is stored
@@ -47,6 +50,7 @@ use surepush::mqtt::{
     self, Connect, MqttString, Packet, PacketId, Properties, ProtocolLevel, PubReply, Publish, QoS,
     Subscribe, Subscription, SubscriptionOptions,
 };
+use surepush::proto::topic_stream::{is_free_form, is_topic_stream, split_payload, stream_id};
 use surepush::proto::{is_room, DeviceId, Frame, Seq, UserId, ROOM_BIT};
 
 use super::world::{Ev, World, MS, SECRET, WALL_MS_AT_ZERO};
@@ -60,6 +64,8 @@ pub struct MqttPlan {
     pub clients: Vec<MqttClientPlan>,
     /// MQTT rooms (wire ids; never used by the SDK clients).
     pub rooms: Vec<u64>,
+    /// Free-form topic names published to (each a topic stream).
+    pub topics: Vec<String>,
     /// Publishes per device.
     pub publishes: u32,
 }
@@ -73,7 +79,8 @@ pub struct MqttClientPlan {
     /// 5.0 Receive Maximum asked of the server (small: the bridge holds
     /// PUBLISHes back).
     pub receive_max: Option<u16>,
-    /// Subscriptions: `user/{id}` or `#`, and rooms.
+    /// Subscriptions: `user/{id}` or `#`, rooms, free-form topics by name
+    /// and wildcard filters over them.
     pub filters: Vec<(String, QoS)>,
 }
 
@@ -98,6 +105,10 @@ fn mqtt_seed_share() -> f64 {
 const FIRST_USER: u64 = 101;
 /// First MQTT room number (the SDK rooms are 1 and 2).
 const FIRST_ROOM: u64 = 51;
+/// Free-form topic names a seed picks from, and wildcard filters over
+/// them (two share `t/+/x`, one is outside `t/#`).
+const TOPICS: [&str; 4] = ["t/a/x", "t/b/x", "t/a/y", "s/a"];
+const TOPIC_FILTERS: [&str; 4] = ["t/+/x", "t/#", "t/a/+", "+/a"];
 
 impl MqttPlan {
     pub fn from_seed(seed: u64) -> Option<MqttPlan> {
@@ -111,6 +122,15 @@ impl MqttPlan {
         let rooms: Vec<u64> = (0..rng.random_range(0..=2u64))
             .map(|i| ROOM_BIT | (FIRST_ROOM + i))
             .collect();
+        let topics: Vec<String> = if rng.random_bool(0.5) {
+            TOPICS
+                .iter()
+                .filter(|_| rng.random_bool(0.6))
+                .map(|t| t.to_string())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut clients = Vec::new();
         for &user in &users {
             for d in 1..=rng.random_range(1..=2u64) {
@@ -140,6 +160,24 @@ impl MqttPlan {
                         filters.push((format!("room/{}", room & !ROOM_BIT), q));
                     }
                 }
+                if !topics.is_empty() {
+                    let any_qos = |rng: &mut SmallRng| match rng.random_range(0..5) {
+                        0 => QoS::AtMostOnce,
+                        1 | 2 => QoS::AtLeastOnce,
+                        _ => QoS::ExactlyOnce,
+                    };
+                    for t in &topics {
+                        if rng.random_bool(0.4) {
+                            let q = any_qos(&mut rng);
+                            filters.push((t.clone(), q));
+                        }
+                    }
+                    if rng.random_bool(0.5) {
+                        let f = TOPIC_FILTERS[rng.random_range(0..TOPIC_FILTERS.len())];
+                        let q = any_qos(&mut rng);
+                        filters.push((f.to_string(), q));
+                    }
+                }
                 let receive_max =
                     (level.is_v5() && rng.random_bool(0.3)).then(|| rng.random_range(1..=3u16));
                 clients.push(MqttClientPlan {
@@ -155,6 +193,7 @@ impl MqttPlan {
             users,
             clients,
             rooms,
+            topics,
             publishes: rng.random_range(1..=8),
         })
     }
@@ -165,8 +204,10 @@ impl MqttPlan {
 pub struct MqttSent {
     pub user: UserId,
     pub device: DeviceId,
-    /// The addressee's wire id (a user or a room).
+    /// The addressee's wire id (a user, a room or a topic stream).
     pub to: UserId,
+    /// The topic it was published to.
+    pub topic: String,
     pub qos: QoS,
 }
 
@@ -207,6 +248,11 @@ pub struct SimMqtt {
     awaiting_rel: BTreeSet<u16>,
     /// SUBACK received.
     pub subscribed: bool,
+    /// When the SUBSCRIBE was first sent and its SUBACK came (wall ms): a
+    /// wildcard filter over free-form topics matches messages stored since
+    /// the gateway took it, somewhere in between.
+    subscribe_sent_ms: Option<u64>,
+    suback_ms: Option<u64>,
     pub got: Vec<Got>,
     pub sends_left: u32,
     next: u32,
@@ -241,6 +287,8 @@ impl SimMqtt {
             outgoing: BTreeMap::new(),
             awaiting_rel: BTreeSet::new(),
             subscribed: false,
+            subscribe_sent_ms: None,
+            suback_ms: None,
             got: Vec::new(),
             sends_left: publishes,
             next: 0,
@@ -280,7 +328,7 @@ impl SimMqtt {
 
     /// The next publish of the plan (sent now if connected, else on the
     /// next connection).
-    pub fn publish(&mut self, to: UserId, qos: QoS, n: usize) -> (Bytes, Option<Packet>) {
+    pub fn publish(&mut self, topic: &str, qos: QoS, n: usize) -> (Bytes, Option<Packet>) {
         self.sends_left -= 1;
         self.next += 1;
         let payload = Bytes::from(format!("mq{n}/{}", self.next));
@@ -294,7 +342,7 @@ impl SimMqtt {
             dup: false,
             qos,
             retain: false,
-            topic: MqttString::from(Target::from_wire(to.0).topic()),
+            topic: MqttString::from(topic),
             packet_id,
             payload: payload.clone(),
             properties: Properties::default(),
@@ -315,7 +363,10 @@ impl SimMqtt {
     }
 
     /// A packet from the gateway; returns the answers.
-    pub fn handle(&mut self, p: Packet, heads: impl Fn(UserId) -> Seq) -> Vec<Packet> {
+    /// `heads`: the durable head of every inbox, room and stream its
+    /// subscriptions watch (where completeness starts at the SUBACK).
+    /// `now_ms`: the wall clock.
+    pub fn handle(&mut self, p: Packet, heads: &HashMap<UserId, Seq>, now_ms: u64) -> Vec<Packet> {
         let mut out = Vec::new();
         match p {
             Packet::ConnAck(a) => {
@@ -348,6 +399,7 @@ impl SimMqtt {
                     }
                 }
                 if !self.subscribed {
+                    self.subscribe_sent_ms.get_or_insert(now_ms);
                     out.push(self.subscribe_packet());
                 }
             }
@@ -357,13 +409,9 @@ impl SimMqtt {
                 }
                 if !self.subscribed {
                     self.subscribed = true;
-                    self.starts.insert(self.plan.user, heads(self.plan.user));
-                    for (f, _) in &self.plan.filters {
-                        if let Some(Target::Room(n)) = Target::parse(f) {
-                            let room = UserId(n | ROOM_BIT);
-                            self.starts.insert(room, heads(room));
-                        }
-                    }
+                    self.suback_ms = Some(now_ms);
+                    self.starts
+                        .extend(heads.iter().map(|(&id, &seq)| (id, seq)));
                 }
             }
             Packet::PubAck(r) => {
@@ -586,10 +634,16 @@ impl World {
         if self.mqtt.clients[client].sends_left == 0 {
             return;
         }
-        let to = if !plan.rooms.is_empty() && self.rng.random_bool(0.35) {
-            UserId(plan.rooms[self.rng.random_range(0..plan.rooms.len())])
+        let (to, topic) = if !plan.topics.is_empty() && self.rng.random_bool(0.35) {
+            let name = plan.topics[self.rng.random_range(0..plan.topics.len())].clone();
+            (UserId(stream_id(&name)), name)
         } else {
-            plan.users[self.rng.random_range(0..plan.users.len())]
+            let to = if !plan.rooms.is_empty() && self.rng.random_bool(0.35) {
+                UserId(plan.rooms[self.rng.random_range(0..plan.rooms.len())])
+            } else {
+                plan.users[self.rng.random_range(0..plan.users.len())]
+            };
+            (to, Target::from_wire(to.0).topic())
         };
         let qos = match self.rng.random_range(0..10) {
             0 => QoS::AtMostOnce,
@@ -597,11 +651,12 @@ impl World {
             _ => QoS::ExactlyOnce,
         };
         let c = &mut self.mqtt.clients[client];
-        let (payload, packet) = c.publish(to, qos, client);
+        let (payload, packet) = c.publish(&topic, qos, client);
         let sent = MqttSent {
             user: c.plan.user,
             device: c.plan.device,
             to,
+            topic,
             qos,
         };
         let link = c.link;
@@ -633,6 +688,7 @@ impl World {
             return;
         };
         if let Some(b) = self.mqtt.bridges.get_mut(&(shard, conn)) {
+            b.bridge.set_clock(WALL_MS_AT_ZERO + self.now / MS);
             b.bridge.on_packet(packet);
             self.mqtt_pump(shard, conn);
         }
@@ -681,7 +737,8 @@ impl World {
             expires_s: u64::MAX / 2,
             acl: Default::default(),
         };
-        let bridge = Bridge::new(connect, token, claims, stored, msg_id_base, params);
+        let mut bridge = Bridge::new(connect, token, claims, stored, msg_id_base, params);
+        bridge.set_clock(WALL_MS_AT_ZERO + now / MS);
         self.mqtt.links.insert(link, (self.epoch, shard, conn));
         self.mqtt.bridges.insert(
             (shard, conn),
@@ -779,8 +836,20 @@ impl World {
             };
         }
         let b = self.mqtt.bridges.get_mut(&(shard, conn)).expect("checked");
+        // The wall clock, as the server sets it before every input.
+        b.bridge.set_clock(WALL_MS_AT_ZERO + self.now / MS);
         match action {
-            Action::Send { frame, .. } => b.bridge.on_frame(frame),
+            Action::Send { frame, .. } => {
+                if self.trace {
+                    let f = format!("{frame:?}");
+                    eprintln!(
+                        "{}ms s{shard} {conn:?} frame {}",
+                        self.now / MS,
+                        &f[..f.len().min(240)]
+                    );
+                }
+                b.bridge.on_frame(frame)
+            }
             Action::SendShared { bytes, .. } => {
                 b.bridge.on_frame(super::link::decode_shared(&bytes))
             }
@@ -855,15 +924,23 @@ impl World {
         if let Packet::Disconnect(_) = packet {
             return self.mqtt_drop_link(client, None);
         }
-        let plan = &self.mqtt.clients[client].plan;
-        let watched = std::iter::once(plan.user).chain(plan.filters.iter().filter_map(|(f, _)| {
-            match Target::parse(f) {
+        let c = &self.mqtt.clients[client];
+        let rooms = c
+            .plan
+            .filters
+            .iter()
+            .filter_map(|(f, _)| match Target::parse(f) {
                 Some(Target::Room(n)) => Some(UserId(n | ROOM_BIT)),
                 _ => None,
-            }
-        }));
+            });
+        let topics = self.plan.mqtt.iter().flat_map(|p| &p.topics);
+        let streams = topics
+            .filter(|t| grants(c, t, None).1.is_some())
+            .map(|t| UserId(stream_id(t)));
+        let watched = std::iter::once(c.plan.user).chain(rooms).chain(streams);
         let heads: HashMap<UserId, Seq> = watched.map(|id| (id, self.durable_head(id))).collect();
-        let answers = self.mqtt.clients[client].handle(packet, |id| heads[&id]);
+        let now_ms = WALL_MS_AT_ZERO + self.now / MS;
+        let answers = self.mqtt.clients[client].handle(packet, &heads, now_ms);
         for a in answers {
             self.mqtt_transmit(link, None, a);
         }
@@ -945,17 +1022,41 @@ impl World {
         let Some(plan) = &self.plan.mqtt else {
             return HashMap::new();
         };
-        let mine = |id: UserId| plan.users.contains(&id) || plan.rooms.contains(&id.0);
+        let mine = |id: UserId| {
+            plan.users.contains(&id)
+                || plan.rooms.contains(&id.0)
+                || plan.topics.iter().any(|t| stream_id(t) == id.0)
+        };
         let mut out: HashMap<UserId, Vec<MessageRecord>> = HashMap::new();
         for s in &self.storage {
             for m in s.durable_messages().filter(|m| mine(m.inbox)) {
-                out.entry(m.inbox).or_default().push(m.clone());
+                out.entry(m.inbox)
+                    .or_default()
+                    .push(self.application_view(m));
             }
         }
         for v in out.values_mut() {
             v.sort_by_key(|m| m.seq);
         }
         out
+    }
+
+    /// A stored message as the publisher made it: a topic stream's record
+    /// carries the name before the payload (`proto::topic_stream`), taken
+    /// off when it is the name the payload was published to (else the
+    /// record stays as stored, and `check_stored` reports it).
+    fn application_view(&self, m: &MessageRecord) -> MessageRecord {
+        let mut m = m.clone();
+        if !is_topic_stream(m.to.0) {
+            return m;
+        }
+        if let Some((name, payload)) = split_payload(&m.payload) {
+            let published = self.mqtt.sent.get(&payload);
+            if published.is_some_and(|s| s.topic == name && stream_id(name) == m.to.0) {
+                m.payload = payload;
+            }
+        }
+        m
     }
 
     pub fn describe_mqtt(&self) -> String {
@@ -992,19 +1093,58 @@ fn rooms_complete(w: &World) -> bool {
         && (w.config.room_max_age_ms == 0 || w.config.room_max_age_ms >= day_ms)
 }
 
+/// Rooms deliver at most QoS 1 (ROOMACK is cumulative); topic streams and
+/// inboxes up to the subscription's QoS.
+fn qos_cap(id: UserId, sub: QoS) -> QoS {
+    if is_room(id.0) && !is_topic_stream(id.0) {
+        sub.min(QoS::AtLeastOnce)
+    } else {
+        sub
+    }
+}
+
 /// The QoS a device's subscriptions grant a topic (the highest matching
-/// filter), `None` if none matches.
-fn granted(c: &SimMqtt, topic: &str) -> Option<QoS> {
+/// filter), `None` if none matches; `wild`: whether wildcard filters count
+/// for a free-form topic.
+fn granted(c: &SimMqtt, topic: &str, wild: bool) -> Option<QoS> {
+    let free_form = is_free_form(topic);
     c.plan
         .filters
         .iter()
         .filter(|(f, _)| match Target::parse(f) {
             // A room is joined by naming it; wildcards never match rooms.
             Some(Target::Room(_)) => f == topic,
+            _ if free_form && !wild && f.contains(['+', '#']) => false,
             _ => !topic.starts_with("room/") && mqtt::topic_matches(f, topic),
         })
         .map(|(_, q)| *q)
         .max()
+}
+
+/// The grants a message on `topic` stored at `ts_ms` may get: (certain,
+/// possible). A wildcard filter over free-form topics matches only
+/// messages stored since the gateway took the SUBSCRIBE (`wildcards.rs`),
+/// a moment the client knows only within [sent, SUBACK]: a message stored
+/// in between may be matched or not (`ts_ms` unknown: a QoS 0 message,
+/// never stored).
+fn grants(c: &SimMqtt, topic: &str, ts_ms: Option<u64>) -> (Option<QoS>, Option<QoS>) {
+    let (without, with) = (granted(c, topic, false), granted(c, topic, true));
+    match (ts_ms, c.subscribe_sent_ms, c.suback_ms) {
+        _ if !is_free_form(topic) => (with, with),
+        (Some(ts), _, Some(suback)) if ts >= suback => (with, with),
+        (Some(ts), Some(sent), _) if ts < sent => (without, without),
+        (Some(_), None, _) => (without, without),
+        _ => (without, with),
+    }
+}
+
+/// The stored time of the message with `payload` (`None`: not stored).
+fn stored_ts(stored: &HashMap<UserId, Vec<MessageRecord>>, payload: &Bytes) -> Option<u64> {
+    stored
+        .values()
+        .flatten()
+        .find(|m| m.payload == *payload)
+        .map(|m| m.ts_ms)
 }
 
 /// What must reach the device's application at least once: every stored
@@ -1026,12 +1166,13 @@ fn expected(
         }
         for m in log.iter().filter(|m| m.seq > start) {
             let own = m.from == c.plan.user && m.from_device == c.plan.device;
-            let topic = Target::from_wire(m.to.0).topic();
-            let Some(sub) = granted(c, &topic) else {
+            let Some(sent) = w.mqtt.sent.get(&m.payload) else {
+                continue; // check_stored reports it
+            };
+            let Some(sub) = grants(c, &sent.topic, Some(m.ts_ms)).0 else {
                 continue;
             };
-            let cap = if is_room(id.0) { QoS::AtLeastOnce } else { sub };
-            let qos = sub.min(cap).min(mqtt_qos(m.qos));
+            let qos = qos_cap(id, sub).min(mqtt_qos(m.qos));
             if (own && !is_room(id.0)) || qos == QoS::AtMostOnce {
                 continue;
             }
@@ -1050,16 +1191,23 @@ fn mqtt_qos(q: surepush::proto::Qos) -> QoS {
 }
 
 /// Counts for the run's summary: (publishes, deliveries, QoS 2 repeats
-/// recognised by packet id).
-pub fn summary(w: &World) -> (u64, u64, u64) {
+/// recognised by packet id, deliveries on free-form topics).
+pub fn summary(w: &World) -> (u64, u64, u64, u64) {
     let deliveries = w.mqtt.clients.iter().map(|c| c.got.len() as u64).sum();
+    let on_topics = w
+        .mqtt
+        .clients
+        .iter()
+        .flat_map(|c| &c.got)
+        .filter(|g| is_free_form(&g.topic))
+        .count() as u64;
     let repeats = w
         .mqtt
         .clients
         .iter()
         .map(|c| u64::from(c.qos2_repeats))
         .sum();
-    (w.mqtt.sent.len() as u64, deliveries, repeats)
+    (w.mqtt.sent.len() as u64, deliveries, repeats, on_topics)
 }
 
 /// The MQTT guarantees, checked after quiescence (see the module docs).
@@ -1140,6 +1288,7 @@ fn check_deliveries(
     stored: &HashMap<UserId, Vec<MessageRecord>>,
 ) -> Result<(), String> {
     let mut count: HashMap<&Bytes, u32> = HashMap::new();
+    let mut at_qos2: BTreeSet<&Bytes> = BTreeSet::new();
     // Per (connection, topic): the index in the stored order last used.
     let mut last: HashMap<(u32, &str), usize> = HashMap::new();
     for g in &c.got {
@@ -1148,27 +1297,31 @@ fn check_deliveries(
             .sent
             .get(&g.payload)
             .ok_or_else(|| format!("got {g:?}, never published"))?;
-        let topic = Target::from_wire(sent.to.0).topic();
+        let topic = sent.topic.as_str();
         if g.topic != topic {
             return Err(format!("got {g:?} on the wrong topic ({topic})"));
         }
         if c.plan.level.is_v5() && g.from != Some(sent.user.0) {
             return Err(format!("got {g:?}, published by {}", sent.user));
         }
-        let sub = granted(c, &topic).ok_or_else(|| format!("got {g:?}, not subscribed"))?;
-        let cap = if is_room(sent.to.0) {
-            QoS::AtLeastOnce
-        } else {
-            sub
-        };
-        let qos = sub.min(cap).min(sent.qos);
-        if g.qos != qos {
-            return Err(format!("got {g:?} at {:?}, expected {qos:?}", g.qos));
+        let (certain, possible) = grants(c, topic, stored_ts(stored, &g.payload));
+        let possible = possible.ok_or_else(|| format!("got {g:?}, not subscribed"))?;
+        let at = |sub: QoS| qos_cap(sent.to, sub).min(sent.qos);
+        if g.qos != at(possible) && certain.map(at) != Some(g.qos) {
+            return Err(format!(
+                "got {g:?} at {:?}, expected {:?} (or {:?})",
+                g.qos,
+                at(possible),
+                certain.map(at)
+            ));
         }
         if !is_room(sent.to.0) && sent.user == c.plan.user && sent.device == c.plan.device {
             return Err(format!("got its own {g:?}"));
         }
         *count.entry(&g.payload).or_default() += 1;
+        if g.qos == QoS::ExactlyOnce {
+            at_qos2.insert(&g.payload);
+        }
         if sent.qos == QoS::AtMostOnce {
             continue; // outside the sequence
         }
@@ -1188,9 +1341,8 @@ fn check_deliveries(
     }
     for (payload, n) in &count {
         let sent = &w.mqtt.sent[*payload];
-        let topic = Target::from_wire(sent.to.0).topic();
-        let delivered_at = granted(c, &topic).map(|g| g.min(sent.qos));
-        if delivered_at == Some(QoS::ExactlyOnce) && *n != 1 {
+        // A message delivered at QoS 2 (once) is delivered exactly once.
+        if at_qos2.contains(payload) && *n != 1 {
             return Err(format!("QoS 2 {sent:?} delivered {n} times"));
         }
     }

@@ -363,7 +363,7 @@ impl World {
             .map(|id| {
                 let recovered: RecoveredState =
                     self.storage[id as usize].recover(&self.config.dedup);
-                Shard::new(
+                let mut shard = Shard::new(
                     ShardParams {
                         id: ShardId(id),
                         shards: self.plan.shards,
@@ -372,7 +372,11 @@ impl World {
                     self.config.clone(),
                     verifier.clone(),
                     recovered,
-                )
+                );
+                // As the node does: the topic streams' names are read back
+                // (a wildcard filter registered later must find them).
+                shard.load_topic_names();
+                shard
             })
             .collect();
     }
