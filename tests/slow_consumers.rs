@@ -54,7 +54,12 @@ fn server_with(top: &str) -> TestServer {
         "room_lag_bytes = {ROOM_LAG_BYTES}\nmax_write_buffer_bytes = {MAX_WRITE_BUFFER_BYTES}\n{top}"
     );
     // History long enough that a thawed subscriber can catch up on all.
-    TestServer::start_full(2, &top, "[core]\nroom_history = 100000\n", |_| {})
+    TestServer::start_full(
+        2,
+        &top,
+        "cache_mib = 1\n[core]\nroom_history = 100000\n",
+        |_| {},
+    )
 }
 
 /// Message `n`: its number first (`000042-xxxx...`), `size` bytes.
