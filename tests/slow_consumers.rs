@@ -150,6 +150,9 @@ impl Process {
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("Client ") {
+                    continue; // mosquitto_sub -d: one line per packet
+                }
                 if tx.send(line).is_err() {
                     break;
                 }
@@ -193,12 +196,19 @@ impl Drop for Process {
 }
 
 fn mosquitto_sub(server: &TestServer, topic: &str, qos: &str, extra: &[&str]) -> Process {
-    let mut c = Command::new("mosquitto_sub");
-    c.args(["-h", "127.0.0.1", "-p", &server.mqtt.port().to_string()])
+    // Line-buffered (stdbuf execs it: same pid, for SIGSTOP): its `-d`
+    // lines would otherwise sit in a pipe's block buffer.
+    let mut c = Command::new("stdbuf");
+    c.args(["-oL", "mosquitto_sub"])
+        .args(["-h", "127.0.0.1", "-p", &server.mqtt.port().to_string()])
         .args(["-u", "x", "-P", &server.token(2, 1)])
-        .args(["-t", topic, "-q", qos])
+        .args(["-t", topic, "-q", qos, "-d"])
         .args(extra);
-    Process::spawn(c)
+    let sub = Process::spawn(c);
+    // `-d` prints the SUBACK: messages published from now on are its.
+    let line = sub.next_line();
+    assert!(line.starts_with("Subscribed"), "{line}");
+    sub
 }
 
 /// `mosquitto_pub -l` as user 1: one message per line written to its
@@ -260,7 +270,7 @@ fn frozen_mosquitto_subscriber(topic: &str, qos: &str, extra: &[&str], copies: u
     args.extend_from_slice(extra);
     let sub = mosquitto_sub(&server, topic, qos, &args);
     let mut publisher = Publisher::start(&server, topic);
-    // Warm-up: the subscription is in place once message 0 arrives.
+    // Warm-up (the subscription is in place: `mosquitto_sub`).
     publisher.send(0..=0, SIZE);
     assert_eq!(number(sub.next_line().as_bytes()), 0);
     let mut got = Vec::new();
