@@ -96,6 +96,11 @@ pub struct CoreConfig {
     /// (so a new filter finds the streams that exist); beyond it, streams
     /// are found by their next message only.
     pub max_topic_names: u32,
+    /// Retained messages of free-form topics each shard keeps for the
+    /// topic streams it homes (one per topic name, in memory and in the
+    /// log): a retained PUBLISH that would add one more is refused
+    /// (docs/MQTT.md 2.6). Replacing or clearing one is always allowed.
+    pub max_retained_topics: u32,
 }
 
 impl Default for CoreConfig {
@@ -127,6 +132,7 @@ impl Default for CoreConfig {
             max_topic_filters: 100_000,
             max_filters_per_conn: 64,
             max_topic_names: 100_000,
+            max_retained_topics: 100_000,
         }
     }
 }

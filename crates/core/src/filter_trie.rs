@@ -206,6 +206,159 @@ fn remove_at<V: Copy + PartialEq>(
     }
 }
 
+/// Topic names (levels split at `/`), each held with the values
+/// registered under it, walked by a filter ([`NameTrie::matching`]): a
+/// new wildcard filter finds the names it matches by visiting only the
+/// branches its levels allow (`sensors/+/temp` never enters `fleet/…`),
+/// so its cost grows with the names it matches and their depth, not with
+/// every name held (`#` matches them all, and so visits them all).
+#[derive(Debug)]
+pub struct NameTrie<V> {
+    root: NameNode<V>,
+    len: usize,
+}
+
+#[derive(Debug)]
+struct NameNode<V> {
+    children: FastHashMap<Box<str>, NameNode<V>>,
+    /// Values of the name ending exactly here.
+    here: Vec<V>,
+}
+
+impl<V> Default for NameNode<V> {
+    fn default() -> Self {
+        NameNode {
+            children: FastHashMap::default(),
+            here: Vec::new(),
+        }
+    }
+}
+
+impl<V> Default for NameTrie<V> {
+    fn default() -> Self {
+        NameTrie {
+            root: NameNode::default(),
+            len: 0,
+        }
+    }
+}
+
+impl<V: Copy + PartialEq> NameTrie<V> {
+    /// (name, value) pairs held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether `value` is held under `name`.
+    pub fn contains(&self, name: &str, value: V) -> bool {
+        let mut node = &self.root;
+        for level in name.split('/') {
+            match node.children.get(level) {
+                Some(n) => node = n,
+                None => return false,
+            }
+        }
+        node.here.contains(&value)
+    }
+
+    /// Holds `value` under the topic name `name`; true when it was not.
+    pub fn insert(&mut self, name: &str, value: V) -> bool {
+        let mut node = &mut self.root;
+        for level in name.split('/') {
+            node = node.children.entry(level.into()).or_default();
+        }
+        if node.here.contains(&value) {
+            return false;
+        }
+        node.here.push(value);
+        self.len += 1;
+        true
+    }
+
+    /// Calls `f` with every (name, value) whose name the valid plain
+    /// filter `filter` matches (a filter starting with a wildcard skips
+    /// names starting with `$`, [MQTT-4.7.2-1]).
+    pub fn matching(&self, filter: &str, mut f: impl FnMut(&str, V)) {
+        let levels: Vec<&str> = filter.split('/').collect();
+        let mut path = String::new();
+        walk_names(&self.root, &levels, true, &mut path, &mut f);
+    }
+}
+
+fn walk_names<V: Copy>(
+    node: &NameNode<V>,
+    levels: &[&str],
+    root: bool,
+    path: &mut String,
+    f: &mut impl FnMut(&str, V),
+) {
+    let Some((level, rest)) = levels.split_first() else {
+        node.here.iter().for_each(|&v| f(path, v));
+        return;
+    };
+    let system = |name: &str| root && name.starts_with('$');
+    match *level {
+        "#" => {
+            if !root {
+                // `a/#` matches `a` itself.
+                node.here.iter().for_each(|&v| f(path, v));
+            }
+            for (name, child) in &node.children {
+                if !system(name) {
+                    descend(child, name, root, path, f, |c, p, f| all_names(c, p, f));
+                }
+            }
+        }
+        "+" => {
+            for (name, child) in &node.children {
+                if !system(name) {
+                    descend(child, name, root, path, f, |c, p, f| {
+                        walk_names(c, rest, false, p, f)
+                    });
+                }
+            }
+        }
+        literal => {
+            if let Some(child) = node.children.get(literal) {
+                descend(child, literal, root, path, f, |c, p, f| {
+                    walk_names(c, rest, false, p, f)
+                });
+            }
+        }
+    }
+}
+
+/// Appends the level `name` to `path`, runs `go` on `child`, and takes
+/// the level off again.
+fn descend<V, F>(
+    child: &NameNode<V>,
+    name: &str,
+    root: bool,
+    path: &mut String,
+    f: &mut F,
+    go: impl FnOnce(&NameNode<V>, &mut String, &mut F),
+) {
+    let len = path.len();
+    if !root {
+        path.push('/');
+    }
+    path.push_str(name);
+    go(child, path, f);
+    path.truncate(len);
+}
+
+fn all_names<V: Copy>(node: &NameNode<V>, path: &mut String, f: &mut impl FnMut(&str, V)) {
+    node.here.iter().for_each(|&v| f(path, v));
+    for (name, child) in &node.children {
+        descend(child, name, false, path, f, |c, p, f| all_names(c, p, f));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,5 +412,51 @@ mod tests {
         assert!(t.insert("x/#", 3));
         assert!(t.remove("x/#", 3));
         assert!(t.root.is_empty());
+    }
+
+    #[test]
+    fn names_walked_by_a_filter_are_those_topic_matches_matches() {
+        let names = [
+            "a", "a/b", "a/b/c", "a/b/c/d", "/", "/x", "a//c", "b/b", "x", "a/", "$SYS/x", "$SYS",
+        ];
+        let mut t = NameTrie::default();
+        for (i, n) in names.iter().enumerate() {
+            assert!(t.insert(n, i as u32));
+        }
+        assert!(!t.insert("a/b", 1));
+        assert_eq!(t.len(), names.len());
+        assert!(t.contains("a/b", 1) && !t.contains("a/b", 2) && !t.contains("a/b/x", 1));
+        for filter in [
+            "#",
+            "+",
+            "a",
+            "a/#",
+            "a/+",
+            "a/+/c",
+            "+/b/#",
+            "a/b/c",
+            "/#",
+            "+/+",
+            "a//c",
+            "$SYS/#",
+            "+/x",
+            "$SYS/+",
+            "q/#",
+            "a/b/c/d/#",
+        ] {
+            let mut got = Vec::new();
+            t.matching(filter, |name, v| {
+                assert_eq!(name, names[v as usize], "{filter}: name rebuilt");
+                got.push(v);
+            });
+            got.sort_unstable();
+            let want: Vec<u32> = names
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| topic_matches(filter, n))
+                .map(|(i, _)| i as u32)
+                .collect();
+            assert_eq!(got, want, "{filter}");
+        }
     }
 }

@@ -22,7 +22,15 @@
 //!   reported. Deferred is for state whose loss in a crash costs a repeat
 //!   the protocol allows (a QoS 1 message delivered again), never a loss;
 //! - once the log failed, nothing is appended: a reported write answers
-//!   failed at once.
+//!   failed at once;
+//! - the retained messages of a topic stream (`StateKey::Retained` with a
+//!   topic stream's id) are a list, one entry per topic name
+//!   (`surepush_proto::topic_stream::retained_entry`): a write carries one
+//!   entry and is **merged** here by name, so two names sharing a stream
+//!   id never replace each other's. The entries held are counted and
+//!   bounded by `core.max_retained_topics`: a write that would add one more
+//!   is refused (answered failed, counted in
+//!   `Stats::retained_topics_refused`); replacing or clearing never is.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +42,13 @@ use crate::hashing::FastHashMap;
 use crate::peer::{QueryState, StateStored, StateValue, StoreState};
 use crate::router::ShardId;
 use crate::{Record, StateKey};
+use surepush_proto::topic_stream::{is_topic_stream, merge_retained, retained_entries};
+
+/// Whether `key` holds the retained messages of a topic stream (merged by
+/// name, see the module docs).
+fn topic_retained_key(key: &StateKey) -> bool {
+    matches!(key, StateKey::Retained { room } if is_topic_stream(room.0))
+}
 
 /// When a state write must be durable ([`Shard::handle_state`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,14 +86,23 @@ pub(super) struct KeyedState {
     /// Deferred writes not appended yet (newest per key; `None` deletes).
     /// Ordered, so a flush appends in the same order on every run.
     deferred: BTreeMap<StateKey, Option<Bytes>>,
+    /// Topic names with a retained message among `values`.
+    retained_topics: usize,
 }
 
 impl KeyedState {
     /// The state recovery folded.
     pub(super) fn recovered(keyed: BTreeMap<StateKey, Bytes>) -> KeyedState {
+        let retained_topics = keyed
+            .iter()
+            .filter(|(k, _)| topic_retained_key(k))
+            .filter_map(|(_, v)| retained_entries(v))
+            .map(|e| e.len())
+            .sum();
         KeyedState {
             values: keyed.into_iter().collect(),
             deferred: BTreeMap::new(),
+            retained_topics,
         }
     }
 
@@ -99,6 +123,11 @@ impl KeyedState {
     }
 
     fn set(&mut self, key: StateKey, value: &Option<Bytes>) {
+        if topic_retained_key(&key) {
+            let count = |v: Option<&Bytes>| v.and_then(retained_entries).map_or(0, |e| e.len());
+            let old = count(self.values.get(&key));
+            self.retained_topics = self.retained_topics - old + count(value.as_ref());
+        }
         match value {
             Some(v) => self.values.insert(key, v.clone()),
             None => self.values.remove(&key),
@@ -184,8 +213,51 @@ impl Shard {
             }
             return;
         }
+        let value = if topic_retained_key(&key) {
+            match self.merge_topic_retained(key, value) {
+                Some(v) => v,
+                None => {
+                    if let Some(r) = report {
+                        self.state_stored(r, false);
+                    }
+                    return;
+                }
+            }
+        } else {
+            value
+        };
         self.keyed.set(key, &value);
         self.append(Record::State { key, value }, AppendPurpose::State(report));
+    }
+
+    /// The value a retained write to a topic stream leaves (its entry
+    /// merged by name into the current list); `None` when it is refused:
+    /// it would add a name beyond `core.max_retained_topics`, or it is no
+    /// single entry (a writer's bug: nothing is changed).
+    fn merge_topic_retained(
+        &mut self,
+        key: StateKey,
+        value: Option<Bytes>,
+    ) -> Option<Option<Bytes>> {
+        let Some(write) = value else {
+            return Some(None); // the whole stream's list (a move's cleanup)
+        };
+        let Some(merged) = merge_retained(self.keyed.values.get(&key), &write) else {
+            tracing::warn!(?key, "refusing a retained write that is no single entry");
+            return None;
+        };
+        if merged.added && self.keyed.retained_topics >= self.config.max_retained_topics as usize {
+            self.stats.retained_topics_refused += 1;
+            return None;
+        }
+        if merged.added {
+            if let (StateKey::Retained { room }, Some(entries)) = (key, retained_entries(&write)) {
+                if let Some((name, _)) = entries.first() {
+                    self.remember_topic_name(room.0, name);
+                }
+            }
+        }
+        Some(merged.value)
     }
 
     /// Appends the deferred writes (the bookkeeping flush).

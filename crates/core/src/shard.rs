@@ -316,6 +316,7 @@ impl Shard {
             let query = InboxQuery::Latest { limit: 1 };
             self.read(id, query, ReadPurpose::TopicName);
         }
+        self.load_retained_names();
     }
 
     /// This shard.

@@ -18,6 +18,9 @@ pub struct CoreStats {
     pub topic_notices: u64,
     /// FILTERs refused (a limit, or not an MQTT connection).
     pub topic_filters_refused: u64,
+    /// Retained messages of free-form topics refused: the shard holds
+    /// `core.max_retained_topics` already (`keyed.rs`).
+    pub retained_topics_refused: u64,
     /// Sessions established (CONNACK sent).
     pub sessions_opened: u64,
     /// Sessions currently established (gauge).

@@ -25,6 +25,11 @@
 //!   that exist. They are learnt from messages, and after a restart read
 //!   back (the newest message of each stream homed here,
 //!   [`Shard::load_topic_names`]); registrations wait for those reads.
+//!   Names with a retained message are remembered too (`keyed.rs`; after a
+//!   restart from the recovered keyed state), so a new filter finds a
+//!   retained topic whose stream history has aged out. The names are a
+//!   trie of levels ([`NameTrie`]): a new filter visits the branches it
+//!   can match, not every name of the shard.
 //! - **Bounds.** `core.max_topic_filters` distinct filters per shard and
 //!   `core.max_filters_per_conn` per connection: a FILTER beyond them is
 //!   refused (TOPIC room 0 with seq 0). Only MQTT connections may register
@@ -37,12 +42,12 @@ use bytes::Bytes;
 
 use super::action::{Action, ConnId};
 use super::shard::Shard;
-use crate::filter_trie::FilterTrie;
+use crate::filter_trie::{FilterTrie, NameTrie};
 use crate::hashing::FastHashMap;
 use crate::peer::{FilterJoin, FilterJoined, FilterLeave, TopicNotice};
 use crate::router::ShardId;
 use crate::MessageRecord;
-use surepush_proto::topic_stream::split_payload;
+use surepush_proto::topic_stream::{is_topic_stream, retained_entries, split_payload};
 use surepush_proto::{FilterReq, Frame, RoomPush, Seq, TopicSeen, UserId};
 
 /// The wildcard filter state of one shard. See the module docs.
@@ -56,10 +61,9 @@ pub(super) struct Topics {
     by_conn: FastHashMap<ConnId, Vec<String>>,
     /// Registrations waiting for shards' [`FilterJoined`]: how many.
     joining: FastHashMap<(ConnId, String), u16>,
-    /// Names of the streams homed here (more than one: a hash collision).
-    names: FastHashMap<u64, Vec<Box<str>>>,
-    /// Names held in `names`.
-    name_count: usize,
+    /// Names of the streams homed here, with their stream ids (two names
+    /// may share one: a hash collision).
+    names: NameTrie<u64>,
     /// Reads of stream names after a restart still out: registrations
     /// wait in `deferred` until they are done (else a filter would miss a
     /// stream that exists).
@@ -154,7 +158,7 @@ impl Shard {
         if let Some(m) = result.ok().and_then(|r| r.into_iter().last()) {
             if let Some((name, _)) = split_payload(&m.payload) {
                 let name = name.to_string();
-                self.remember_name(m.inbox.0, &name);
+                self.remember_topic_name(m.inbox.0, &name);
             }
         }
         self.topics.loading = self.topics.loading.saturating_sub(1);
@@ -165,15 +169,38 @@ impl Shard {
         }
     }
 
-    fn remember_name(&mut self, room: u64, name: &str) {
+    /// Remembers that the stream `room` homed here carries `name` (at most
+    /// `core.max_topic_names`).
+    pub(super) fn remember_topic_name(&mut self, room: u64, name: &str) {
         let t = &mut self.topics;
-        let known = t
-            .names
-            .get(&room)
-            .is_some_and(|n| n.iter().any(|n| &**n == name));
-        if !known && t.name_count < self.config.max_topic_names as usize {
-            t.names.entry(room).or_default().push(name.into());
-            t.name_count += 1;
+        if t.names.len() < self.config.max_topic_names as usize {
+            t.names.insert(name, room);
+        }
+    }
+
+    /// Remembers the names of the retained messages recovered here (their
+    /// streams' history may be gone). Part of [`Shard::load_topic_names`].
+    pub(super) fn load_retained_names(&mut self) {
+        let names: Vec<(u64, String)> = self
+            .keyed
+            .values()
+            .filter_map(|(key, value)| match key {
+                crate::StateKey::Retained { room } if is_topic_stream(room.0) => {
+                    Some((room.0, value))
+                }
+                _ => None,
+            })
+            .filter_map(|(room, value)| Some((room, retained_entries(value)?)))
+            .flat_map(|(room, entries)| {
+                let names: Vec<(u64, String)> = entries
+                    .into_iter()
+                    .map(|(n, _)| (room, n.to_string()))
+                    .collect();
+                names
+            })
+            .collect();
+        for (room, name) in names {
+            self.remember_topic_name(room, &name);
         }
     }
 
@@ -188,14 +215,10 @@ impl Shard {
             conn,
         } = m;
         self.topics.homes.insert(&filter, shard);
-        let found: Vec<(u64, String)> = self
-            .topics
+        let mut found: Vec<(u64, String)> = Vec::new();
+        self.topics
             .names
-            .iter()
-            .flat_map(|(&room, names)| names.iter().map(move |n| (room, n)))
-            .filter(|(_, n)| surepush_proto::topic::topic_matches(&filter, n))
-            .map(|(room, n)| (room, n.to_string()))
-            .collect();
+            .matching(&filter, |name, room| found.push((room, name.to_string())));
         for (room, name) in found {
             let head = self
                 .users
@@ -239,7 +262,7 @@ impl Shard {
             return;
         };
         let name = name.to_string();
-        self.remember_name(room, &name);
+        self.remember_topic_name(room, &name);
         let mut shards: Vec<ShardId> = Vec::new();
         self.topics.homes.matches(&name, |s| {
             if !shards.contains(&s) {
@@ -293,8 +316,13 @@ impl Shard {
                 }
             }),
         }
+        let joining = conn.is_some();
         for conn in conns {
-            let told = self.conn(conn).is_some_and(|c| !c.rooms.contains(&room));
+            // A registration hears of every matching stream, subscribed or
+            // not: the bridge sends a new filter's retained messages.
+            let told = self
+                .conn(conn)
+                .is_some_and(|c| joining || !c.rooms.contains(&room));
             if !told {
                 continue; // gone, or subscribes the stream already
             }

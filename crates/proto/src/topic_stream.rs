@@ -73,6 +73,88 @@ pub fn split_payload(stored: &Bytes) -> Option<(&str, Bytes)> {
     Some((name, stored.slice(2 + len..)))
 }
 
+/// Retained messages of a topic stream (issue #21: retained messages for
+/// any topic): the value of its keyed state record (`StateKey::Retained`
+/// with the stream's id) is a list of entries, one per topic name, each
+/// `[name length u16 BE][name][body length u32 BE][body]`. A list because
+/// two names may share a stream id: each keeps its own retained message.
+/// The body is the MQTT bridge's; the core only merges entries by name
+/// ([`merge_retained`]) and reads names back after a restart.
+pub fn retained_entry(name: &str, body: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(6 + name.len() + body.len());
+    put_retained_entry(&mut out, name, body);
+    out.freeze()
+}
+
+fn put_retained_entry(out: &mut BytesMut, name: &str, body: &[u8]) {
+    let len = u16::try_from(name.len()).expect("MQTT topic names are at most 65,535 bytes");
+    let body_len = u32::try_from(body.len()).expect("retained bodies fit in a frame");
+    out.put_u16(len);
+    out.put_slice(name.as_bytes());
+    out.put_u32(body_len);
+    out.put_slice(body);
+}
+
+/// The entries of a retained value (name, body as a slice of `value`);
+/// `None` when `value` is not such a list.
+pub fn retained_entries(value: &Bytes) -> Option<Vec<(&str, Bytes)>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < value.len() {
+        let len = usize::from(u16::from_be_bytes(value.get(at..at + 2)?.try_into().ok()?));
+        let name = std::str::from_utf8(value.get(at + 2..at + 2 + len)?).ok()?;
+        at += 2 + len;
+        let body_len = u32::from_be_bytes(value.get(at..at + 4)?.try_into().ok()?);
+        let end = at + 4 + usize::try_from(body_len).ok()?;
+        if end > value.len() {
+            return None;
+        }
+        out.push((name, value.slice(at + 4..end)));
+        at = end;
+    }
+    Some(out)
+}
+
+/// A retained write merged into the stream's current value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetainedMerge {
+    /// The new value (`None`: no entry left, delete the record).
+    pub value: Option<Bytes>,
+    /// The write adds a name that had no retained message.
+    pub added: bool,
+    /// The write removes a name's retained message.
+    pub removed: bool,
+}
+
+/// Merges `write` (one entry; an empty body deletes that name's retained
+/// message) into `old`: the entry of the same name is replaced, the others
+/// kept in order. `None` when either is not an entry list (an unreadable
+/// old value is replaced, never appended to).
+pub fn merge_retained(old: Option<&Bytes>, write: &Bytes) -> Option<RetainedMerge> {
+    let new = retained_entries(write)?;
+    let [(name, body)] = new.as_slice() else {
+        return None;
+    };
+    let kept = old.and_then(retained_entries).unwrap_or_default();
+    let mut out = BytesMut::new();
+    let mut had = false;
+    for (n, b) in &kept {
+        if n == name {
+            had = true;
+        } else {
+            put_retained_entry(&mut out, n, b);
+        }
+    }
+    if !body.is_empty() {
+        put_retained_entry(&mut out, name, body);
+    }
+    Some(RetainedMerge {
+        value: (!out.is_empty()).then(|| out.freeze()),
+        added: !had && !body.is_empty(),
+        removed: had && body.is_empty(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +195,48 @@ mod tests {
         assert_eq!((name, &payload[..]), ("chat/general", &b"hello"[..]));
         assert_eq!(split_payload(&Bytes::from_static(b"\x00\x05ab")), None);
         assert_eq!(split_payload(&Bytes::from_static(b"\x00")), None);
+    }
+
+    #[test]
+    fn retained_entries_merge_by_name() {
+        let a = retained_entry("a/b", b"one");
+        let m = merge_retained(None, &a).unwrap();
+        assert!(m.added && !m.removed);
+        let v = m.value.unwrap();
+        let b = retained_entry("x", b"two");
+        let m = merge_retained(Some(&v), &b).unwrap();
+        assert!(m.added);
+        let v = m.value.unwrap();
+        let names: Vec<_> = retained_entries(&v)
+            .unwrap()
+            .into_iter()
+            .map(|(n, b)| (n.to_string(), b))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("a/b".into(), Bytes::from_static(b"one")),
+                ("x".into(), Bytes::from_static(b"two"))
+            ]
+        );
+        // Replacing keeps the count; deleting removes the name.
+        let m = merge_retained(Some(&v), &retained_entry("a/b", b"three")).unwrap();
+        assert!(!m.added && !m.removed);
+        let v = m.value.unwrap();
+        let m = merge_retained(Some(&v), &retained_entry("x", b"")).unwrap();
+        assert!(m.removed);
+        let v = m.value.unwrap();
+        assert_eq!(
+            retained_entries(&v).unwrap(),
+            vec![("a/b", Bytes::from_static(b"three"))]
+        );
+        let m = merge_retained(Some(&v), &retained_entry("a/b", b"")).unwrap();
+        assert_eq!(m.value, None);
+        // Deleting what is not there changes nothing.
+        let m = merge_retained(None, &retained_entry("a/b", b"")).unwrap();
+        assert!(!m.removed && !m.added && m.value.is_none());
+        // Not entry lists.
+        assert!(retained_entries(&Bytes::from_static(b"\x00\x05ab")).is_none());
+        assert!(merge_retained(None, &Bytes::from_static(b"\x01")).is_none());
     }
 }

@@ -177,6 +177,11 @@ const CORE_COUNTERS: &[CoreSeries] = &[
         |s| s.topic_filters_refused,
     ),
     (
+        "retained_topics_refused",
+        "Retained messages of free-form topics refused (core.max_retained_topics)",
+        |s| s.retained_topics_refused,
+    ),
+    (
         "room_resyncs",
         "Live room subscriptions that found a hole (a push lost between nodes) and replayed it from the room's home node",
         |s| s.room_resyncs,

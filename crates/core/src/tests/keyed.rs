@@ -21,6 +21,10 @@ struct Pair {
 
 impl Pair {
     fn new() -> Pair {
+        Pair::with(CoreConfig::default())
+    }
+
+    fn with(config: CoreConfig) -> Pair {
         let shards = (0..2)
             .map(|id| {
                 let params = ShardParams {
@@ -30,7 +34,7 @@ impl Pair {
                 };
                 Shard::new(
                     params,
-                    CoreConfig::default(),
+                    config.clone(),
                     TokenVerifier::new(SECRET),
                     RecoveredState::default(),
                 )
@@ -222,4 +226,85 @@ fn a_failed_log_answers_state_writes_not_stored() {
     p.run();
     assert_eq!(p.reports(), vec![(2, false)]);
     assert!(p.unsynced[1].is_empty());
+}
+
+/// Retained messages of topic streams (issue #21): writes are merged by
+/// topic name on the owner (two names sharing a stream id keep one each),
+/// and a write that would hold more names than `max_retained_topics` is
+/// refused, while replacing and clearing are not.
+#[test]
+fn topic_retained_writes_merge_by_name_and_are_bounded() {
+    use surepush_proto::topic_stream::{retained_entries, retained_entry, stream_id};
+    let mut p = Pair::with(CoreConfig {
+        max_retained_topics: 2,
+        ..CoreConfig::default()
+    });
+    let key = |name: &str| StateKey::Retained {
+        room: UserId(stream_id(name)),
+    };
+    let shared = key("t/1");
+    let owner = crate::Router::of_node(2)
+        .owner(UserId(stream_id("t/1")))
+        .index();
+    let mut id = 0;
+    let mut write = |p: &mut Pair, k: StateKey, name: &str, body: &'static [u8]| {
+        id += 1;
+        let report = StateDurability::Report { conn: conn(), id };
+        let value = Some(retained_entry(name, body));
+        p.shards[0].handle_state(k, value, report, 0);
+        p.run();
+        p.commit(owner, true);
+        p.commit(1 - owner, true);
+        let got = p.reports();
+        assert_eq!(got.len(), 1, "{got:?}");
+        got[0].1
+    };
+    let names = |p: &Pair| -> Vec<(String, Bytes)> {
+        p.shards[owner]
+            .state(&shared)
+            .map(|v| {
+                retained_entries(v)
+                    .expect("entries")
+                    .into_iter()
+                    .map(|(n, b)| (n.to_string(), b))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // "t/other" stands for a name colliding with "t/1": same key.
+    assert!(write(&mut p, shared, "t/1", b"a"));
+    assert!(write(&mut p, shared, "t/other", b"b"));
+    let b = |s: &'static [u8]| Bytes::from_static(s);
+    assert_eq!(
+        names(&p),
+        vec![("t/1".into(), b(b"a")), ("t/other".into(), b(b"b"))]
+    );
+    // A third name is beyond the bound, wherever its stream lives.
+    let third = (0..)
+        .map(|i| format!("t/x{i}"))
+        .find(|n| {
+            crate::Router::of_node(2)
+                .owner(UserId(stream_id(n)))
+                .index()
+                == owner
+        })
+        .expect("a name on the same shard");
+    assert!(!write(&mut p, key(&third), &third, b"c"), "refused");
+    assert_eq!(p.shards[owner].stats().retained_topics_refused, 1);
+    assert_eq!(p.shards[owner].state(&key(&third)), None);
+    // Replacing and clearing are always allowed; then there is room.
+    assert!(write(&mut p, shared, "t/1", b"a2"));
+    assert!(write(&mut p, shared, "t/other", b""));
+    assert_eq!(names(&p), vec![("t/1".into(), b(b"a2"))]);
+    assert!(write(&mut p, key(&third), &third, b"c"));
+    // The log holds the merged lists: recovery folds the newest.
+    let last = p.log[owner]
+        .iter()
+        .rev()
+        .find_map(|r| match r {
+            Record::State { key, value } if *key == shared => Some(value.clone()),
+            _ => None,
+        })
+        .expect("a record of the shared key");
+    assert_eq!(last, Some(retained_entry("t/1", b"a2")));
 }

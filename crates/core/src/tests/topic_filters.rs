@@ -91,3 +91,38 @@ fn filters_beyond_the_limits_are_refused() {
         vec![topic(0, 0, "a/#")]
     );
 }
+
+/// A retained topic whose stream holds no message any more (its history
+/// aged out) is still found by a new filter after a restart: its name is
+/// read back from the recovered retained record (issue #21, retained
+/// messages of free-form topics); a filter that does not match it is not
+/// told of it.
+#[test]
+fn a_new_filter_finds_retained_topics_recovered_without_history() {
+    use surepush_proto::topic_stream::retained_entry;
+    let mut h = Harness::new(CoreConfig::default());
+    let room = stream_id("r/kept");
+    let mut recovered = RecoveredState::default();
+    recovered.keyed.insert(
+        crate::StateKey::Retained { room: UserId(room) },
+        retained_entry("r/kept", b"body"),
+    );
+    let params = ShardParams {
+        id: crate::ShardId(0),
+        shards: 1,
+        wall_ms_at_zero: 1_700_000_000_000,
+    };
+    let verifier = TokenVerifier::new(SECRET);
+    h.shard = Shard::new(params, CoreConfig::default(), verifier, recovered);
+    h.shard.load_topic_names();
+    h.run();
+    let subscriber = mqtt_session(&mut h, 2);
+    assert_eq!(
+        filter(&mut h, subscriber, "r/#", false),
+        vec![topic(room, 1, "r/kept"), topic(0, 1, "r/#")]
+    );
+    assert_eq!(
+        filter(&mut h, subscriber, "q/+", false),
+        vec![topic(0, 1, "q/+")]
+    );
+}

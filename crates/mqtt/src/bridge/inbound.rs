@@ -7,12 +7,14 @@ use bytes::Bytes;
 
 use super::aliases::AliasError;
 use super::persist::Change;
+use super::retained::{topic_change, RetainChange, TopicRetained};
 use super::state::{Inbound, Retained};
+use super::streams::stream_room;
 use super::topics::Target;
 use super::{native_qos, Bridge, PendingPub};
 use crate::{Packet, PacketId, Properties, PubReply, Publish, QoS, ReasonCode};
 use surepush_proto as proto;
-use surepush_proto::{Frame, SendAck, SendResult, Seq};
+use surepush_proto::{Frame, SendAck, SendResult, Seq, StateKey, ROOM_BIT};
 
 impl Bridge {
     fn next_msg_id(&mut self) -> u64 {
@@ -38,7 +40,19 @@ impl Bridge {
             }
             Err(AliasError::NotSet) => return self.protocol_error("topic alias not set"),
         }
-        // A free-form topic is a topic stream (streams.rs).
+        // A free-form topic is a topic stream (streams.rs); its retained
+        // message is made of the PUBLISH as it came (retained.rs).
+        let topic_retain = (p.retain && stream_room(p.topic.as_str()).is_some()).then(|| {
+            let msg = (!p.payload.is_empty()).then(|| TopicRetained {
+                from: self.user,
+                qos: p.qos,
+                ts_ms: self.now_ms,
+                attrs: self.message_attrs(&p.properties),
+                payload: p.payload.clone(),
+            });
+            let ack = p.packet_id.filter(|_| p.qos == QoS::AtLeastOnce);
+            topic_change(p.topic.as_str(), msg, ack.map(PacketId::get))
+        });
         let stream = self.stream_publish(&mut p);
         let target = match stream {
             Some(s) => Some(Target::Room(s.room)),
@@ -64,9 +78,15 @@ impl Bridge {
                     qos: p.qos,
                     payload: p.payload.clone(),
                 });
-                Some((n, msg))
+                Some(RetainChange {
+                    key: StateKey::Retained {
+                        room: proto::UserId(n | ROOM_BIT),
+                    },
+                    value: msg.as_ref().map(Retained::encode),
+                    ack: None,
+                })
             }
-            _ => None,
+            _ => topic_retain,
         };
         let pending = |packet_id| PendingPub {
             packet_id,

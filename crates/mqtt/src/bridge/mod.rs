@@ -43,6 +43,7 @@ mod identifiers;
 mod inbound;
 mod outbound;
 mod persist;
+mod retained;
 mod rooms;
 mod session;
 mod state;
@@ -61,6 +62,8 @@ use crate::{Packet, PacketId, ProtocolLevel, PubReply, Publish, QoS, ReasonCode,
 use foldhash::{HashMap as FastHashMap, HashSet as FastHashSet};
 pub use persist::StateWrite;
 use persist::{Change, Gate};
+use retained::RetainChange;
+pub use retained::TopicRetained;
 use rooms::RoomTrack;
 pub use session::{bad_credentials, refuse_connect, Finished, Keep, WillMessage};
 use state::Reader;
@@ -102,8 +105,8 @@ const EARLY_PACKETS_MAX: usize = 1024;
 struct PendingPub {
     packet_id: Option<PacketId>,
     qos: QoS,
-    /// Room and retained message to set once stored.
-    retain: Option<(u64, Option<Retained>)>,
+    /// The retained-message change to make once stored.
+    retain: Option<RetainChange>,
 }
 
 /// What an outbound PUBLISH carries, for when it is acknowledged.
@@ -218,13 +221,16 @@ pub struct Bridge {
     /// Inbound PUBLISHes awaiting the core's SENDACK, by native id.
     sends: FastHashMap<u64, PendingPub>,
     /// Retained-message changes to make durable before the packets queued
-    /// after them go out: (room, message or `None` to clear).
-    retains: VecDeque<(u64, Option<Retained>)>,
+    /// after them go out.
+    retains: VecDeque<RetainChange>,
     /// Rooms whose retained message the new subscription should get.
     retained_wanted: BTreeSet<u64>,
     /// Rooms whose retained message the server should hand in
     /// ([`Bridge::deliver_retained`]).
     retained_queries: VecDeque<u64>,
+    /// Free-form topics' retained messages to ask for and send
+    /// (`retained.rs`; `None` while there are none).
+    topic_asks: Option<Box<retained::TopicAsks>>,
     /// Inbound QoS 2 releases awaiting COMP: client_msg_id → packet id.
     releases: FastHashMap<u64, PacketId>,
     /// v5: packet ids of QoS 1/2 PUBLISHes received on this connection
@@ -330,6 +336,7 @@ impl Bridge {
             retains: VecDeque::new(),
             retained_wanted: BTreeSet::new(),
             retained_queries: VecDeque::new(),
+            topic_asks: None,
             releases: FastHashMap::default(),
             unanswered: FastHashSet::default(),
             subacks: VecDeque::new(),

@@ -185,7 +185,13 @@ impl Bridge {
     /// properties (the Message Expiry Interval less the time the message
     /// waited, MQTT-3.3.2-6) and the sender as the last user property;
     /// `None` once that interval has passed. v3.1.1: the payload only.
-    fn make_publish(&self, topic: &str, qos: QoS, msg: Outgoing, retain: bool) -> Option<Publish> {
+    pub(super) fn make_publish(
+        &self,
+        topic: &str,
+        qos: QoS,
+        msg: Outgoing,
+        retain: bool,
+    ) -> Option<Publish> {
         let mut properties = Properties::default();
         if self.level.is_v5() {
             if !msg.attrs.is_empty() {
@@ -283,7 +289,7 @@ impl Bridge {
         self.advance();
     }
 
-    fn send_publish(&mut self, p: Publish) {
+    pub(super) fn send_publish(&mut self, p: Publish) {
         let mut packet = Packet::Publish(p);
         if self.fits(&packet) {
             if let Packet::Publish(p) = &mut packet {
@@ -439,14 +445,6 @@ impl Bridge {
             payload: msg.payload,
             sent_before: false,
         };
-        if qos == QoS::AtMostOnce {
-            if let Some(p) = self.make_publish(&topic, qos, out, true) {
-                self.send_publish(p);
-            }
-        } else {
-            let what = Some(Delivery::Retained);
-            self.publish(&topic, qos, out, what, false);
-        }
-        self.pump();
+        self.send_retained(&topic, qos, out);
     }
 }

@@ -243,14 +243,13 @@ impl Bridge {
                 report,
             });
         }
-        while let Some((room, msg)) = self.retains.pop_front() {
+        while let Some(change) = self.retains.pop_front() {
             let id = self.gate.report();
             barrier = Some(id);
+            self.retained_written(id, &change);
             self.gate.writes.push_back(StateWrite {
-                key: StateKey::Retained {
-                    room: surepush_proto::UserId(room | ROOM_BIT),
-                },
-                value: msg.as_ref().map(Retained::encode),
+                key: change.key,
+                value: change.value,
                 report: Some(id),
             });
         }
@@ -293,8 +292,12 @@ impl Bridge {
     /// client its session existed, and the next connection found none).
     /// Once the CONNACK is out, a 5.0 client gets DISCONNECT 0x80.
     pub fn on_state_stored(&mut self, id: u64, ok: bool) {
+        let topic_retained = self.topic_retained_reported(id);
         if !self.gate.pending.remove(&id) || ok {
             return;
+        }
+        if let Some(ack) = topic_retained {
+            return self.topic_retained_refused(ack);
         }
         tracing::error!(
             user = self.user.0,
@@ -325,7 +328,9 @@ impl Bridge {
     /// message for a new subscription); answer with
     /// [`Bridge::on_state_value`].
     pub fn poll_state_query(&mut self) -> Option<StateKey> {
-        let room = self.retained_queries.pop_front()?;
+        let Some(room) = self.retained_queries.pop_front() else {
+            return self.poll_topic_query();
+        };
         Some(StateKey::Retained {
             room: surepush_proto::UserId(room | ROOM_BIT),
         })
@@ -336,6 +341,9 @@ impl Bridge {
         let StateKey::Retained { room } = key else {
             return;
         };
+        if surepush_proto::topic_stream::is_topic_stream(room.0) {
+            return self.on_topic_retained(room.0 & !ROOM_BIT, value);
+        }
         match value.as_deref().map(Retained::decode) {
             Some(Some(msg)) => self.deliver_retained(room.0 & !ROOM_BIT, msg),
             Some(None) => tracing::warn!(

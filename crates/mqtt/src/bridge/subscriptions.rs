@@ -7,6 +7,7 @@
 //! SUBSCRIBEs came.
 
 use super::persist::Change;
+use super::retained::wants_retained;
 use super::streams::stream_room;
 use super::topics::room_filter;
 use super::wildcards::is_topic_wildcard;
@@ -42,6 +43,7 @@ impl Bridge {
             }
         }
         self.flush_subacks();
+        self.topic_stream_confirmed(n, result.subscribed());
         if result.subscribed() && self.retained_wanted.remove(&n) {
             self.retained_queries.push_back(n);
         } else if !result.subscribed() {
@@ -78,6 +80,10 @@ impl Bridge {
             if let Some(n) = stream {
                 // An exact free-form topic (streams.rs): a room by its
                 // hashed name; the filter names it durably.
+                let existed = self.state.subs.iter().any(|s| s.filter.as_str() == filter);
+                if wants_retained(&sub.options, existed) {
+                    self.want_topic_retained(n, filter);
+                }
                 let (qos, _) = self.subscribe_room(n, &sub.options);
                 self.keep_filter(sub);
                 if !rooms.iter().any(|&(r, _)| r == n) {
@@ -88,12 +94,7 @@ impl Bridge {
             }
             if let Some(n) = room_filter(filter) {
                 let (qos, existed) = self.subscribe_room(n, &sub.options);
-                let wants_retained = match sub.options.retain_handling {
-                    mqtt::RetainHandling::SendAtSubscribe => true,
-                    mqtt::RetainHandling::SendIfNewSubscription => !existed,
-                    mqtt::RetainHandling::DoNotSend => false,
-                };
-                if wants_retained {
+                if wants_retained(&sub.options, existed) {
                     self.retained_wanted.insert(n);
                 }
                 if !rooms.iter().any(|&(r, _)| r == n) {
@@ -112,6 +113,10 @@ impl Bridge {
                         ReasonCode::UNSPECIFIED_ERROR
                     });
                     continue;
+                }
+                let existed = self.state.subs.iter().any(|s| s.filter.as_str() == filter);
+                if wants_retained(&sub.options, existed) {
+                    self.want_filter_retained(filter, existed);
                 }
                 let filter = filter.to_string();
                 let now = self.now_ms;

@@ -170,6 +170,10 @@ impl Bridge {
             return self.filter_registered(&t.name, t.seq != Seq::ZERO);
         }
         let n = t.room & !ROOM_BIT;
+        if stream_room(&t.name) == Some(n) {
+            // A filter being registered may want its retained message.
+            self.topic_seen_for_retained(n, &t.name);
+        }
         if stream_room(&t.name) != Some(n) || self.state.rooms.contains_key(&n) {
             return; // not this name's stream, or subscribed already
         }
@@ -224,6 +228,7 @@ impl Bridge {
             self.changed(Change::Subscriptions);
         }
         self.flush_subacks();
+        self.filter_registered_for_retained(filter, ok);
     }
 
     /// Drops the topic filter `filter` (UNSUBSCRIBE) and the streams no

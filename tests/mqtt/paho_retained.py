@@ -1,0 +1,180 @@
+#!/usr/bin/python3
+"""Retained messages of free-form topics with paho-mqtt 1.6.1 (issue #21).
+
+  /usr/bin/python3 tests/mqtt/paho_retained.py --port P --token-a TA --token-b TB
+
+Token A publishes, token B subscribes; the server has mqtt.topics_open. Checks,
+at 3.1.1 and 5.0: a new subscription gets the retained message (RETAIN 1, exact
+payload and topic); 5.0: its message properties (content type, user
+properties, the remaining Message Expiry Interval), an expired one is not sent,
+Retain Handling 1 (only for a new subscription) and 2 (never), and a live
+message published with RETAIN 1 is forwarded with RETAIN 0 (Retain As
+Published 0). Exit 0 and "all retained checks passed" on success.
+"""
+import argparse
+import os
+import queue
+import sys
+import threading
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+WAIT = 10.0
+NEGATIVE_WAIT = 1.5
+PROTO = {"311": mqtt.MQTTv311, "5": mqtt.MQTTv5}
+
+
+def fail(msg):
+    print("FAIL: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+
+class Conn:
+    def __init__(self, port, version, token):
+        self.version = version
+        self.c = mqtt.Client(client_id="r" + uuid.uuid4().hex[:10], protocol=PROTO[version])
+        self.c.username_pw_set("x", token)
+        self.msgs = queue.Queue()
+        self.acks = queue.Queue()
+        self.subacks = queue.Queue()
+        self.connected = threading.Event()
+        self.c.on_connect = lambda *a: self.connected.set()
+        self.c.on_message = lambda c, u, m: self.msgs.put(m)
+        self.c.on_publish = lambda c, u, mid: self.acks.put(mid)
+        self.c.on_subscribe = lambda c, u, mid, *rest: self.subacks.put(mid)
+        if version == "5":
+            self.c.connect("127.0.0.1", port, clean_start=True)
+        else:
+            self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+        if not self.connected.wait(WAIT):
+            fail("no CONNACK")
+
+    def publish(self, topic, payload, retain, props=None):
+        info = self.c.publish(topic, payload, qos=1, retain=retain, properties=props)
+        got = self.acks.get(timeout=WAIT)
+        if got != info.mid:
+            fail("PUBACK for %s, wanted %s" % (got, info.mid))
+
+    def subscribe(self, topic, rh=0):
+        if self.version == "5":
+            opts = SubscribeOptions(qos=1, retainHandling=rh)
+            _, mid = self.c.subscribe(topic, options=opts)
+        else:
+            _, mid = self.c.subscribe(topic, qos=1)
+        if self.subacks.get(timeout=WAIT) != mid:
+            fail("SUBACK mismatch")
+
+    def take(self, n):
+        out = []
+        for _ in range(n):
+            try:
+                out.append(self.msgs.get(timeout=WAIT))
+            except queue.Empty:
+                fail("wanted %d messages, got %s" % (n, [(m.topic, m.payload) for m in out]))
+        return out
+
+    def nothing(self, what):
+        try:
+            m = self.msgs.get(timeout=NEGATIVE_WAIT)
+            fail("%s: unexpected %s %r retain=%s" % (what, m.topic, m.payload, m.retain))
+        except queue.Empty:
+            pass
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def user_props(m):
+    return list(getattr(m.properties, "UserProperty", []) or [])
+
+
+def check(port, version, ta, tb):
+    pub = Conn(port, version, ta)
+    top = "pr%s" % version
+    props = None
+    if version == "5":
+        props = Properties(PacketTypes.PUBLISH)
+        props.ContentType = "text/plain"
+        props.UserProperty = [("k", "v")]
+        props.MessageExpiryInterval = 100
+        short = Properties(PacketTypes.PUBLISH)
+        short.MessageExpiryInterval = 1
+        pub.publish(top + "/short", b"expires", True, short)
+    pub.publish(top + "/x", b"rx", True, props)
+    pub.publish(top + "/y/z", b"ryz", True)
+    if version == "5":
+        # Waiting for time itself: the short message must expire.
+        time.sleep(2.2)
+    sub = Conn(port, version, tb)
+    sub.subscribe(top + "/#")
+    got = sorted(sub.take(2), key=lambda m: m.topic)
+    want = [(top + "/x", b"rx"), (top + "/y/z", b"ryz")]
+    if [(m.topic, m.payload) for m in got] != want:
+        fail("v%s retained: %s" % (version, [(m.topic, m.payload) for m in got]))
+    if not all(m.retain for m in got):
+        fail("v%s: RETAIN 0 on a retained message" % version)
+    sub.nothing("v%s expired or extra" % version)
+    if version == "5":
+        m = got[0]
+        if getattr(m.properties, "ContentType", None) != "text/plain":
+            fail("content type lost: %s" % m.properties)
+        if ("k", "v") not in user_props(m):
+            fail("user property lost: %s" % m.properties)
+        left = getattr(m.properties, "MessageExpiryInterval", None)
+        if left is None or not (90 <= left <= 99):
+            fail("remaining expiry %s, wanted 90..99 after >= 2 s" % left)
+    # A live message published with RETAIN 1: forwarded with RETAIN 0.
+    pub.publish(top + "/x", b"live", True, props)
+    m = sub.take(1)[0]
+    if (m.topic, m.payload, m.retain) != (top + "/x", b"live", False):
+        fail("v%s live: %s %r retain=%s" % (version, m.topic, m.payload, m.retain))
+    sub.close()
+    if version == "5":
+        # Retain Handling 1: only when the subscription is new.
+        s = Conn(port, version, tb)
+        s.subscribe(top + "/+", rh=1)
+        m = s.take(1)[0]
+        if (m.topic, m.payload, m.retain) != (top + "/x", b"live", True):
+            fail("rh 1 new: %s %r retain=%s" % (m.topic, m.payload, m.retain))
+        s.subscribe(top + "/+", rh=1)
+        s.nothing("rh 1 on an existing subscription")
+        s.subscribe(top + "/+", rh=0)
+        m = s.take(1)[0]
+        if (m.topic, m.payload, m.retain) != (top + "/x", b"live", True):
+            fail("rh 0 again: %s %r" % (m.topic, m.payload))
+        s.close()
+        # Retain Handling 2: never; live messages still come.
+        s = Conn(port, version, tb)
+        s.subscribe(top + "/#", rh=2)
+        s.nothing("rh 2")
+        pub.publish(top + "/y/z", b"after", False)
+        m = s.take(1)[0]
+        if (m.topic, m.payload, m.retain) != (top + "/y/z", b"after", False):
+            fail("rh 2 live: %s %r" % (m.topic, m.payload))
+        s.close()
+    pub.close()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--token-a", required=True)
+    ap.add_argument("--token-b", required=True)
+    a = ap.parse_args()
+    watchdog = threading.Timer(60.0, lambda: (print("FAIL: watchdog", file=sys.stderr), os._exit(2)))
+    watchdog.daemon = True
+    watchdog.start()
+    for version in ["311", "5"]:
+        check(a.port, version, a.token_a, a.token_b)
+    print("all retained checks passed")
+
+
+if __name__ == "__main__":
+    main()
