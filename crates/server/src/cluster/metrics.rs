@@ -101,16 +101,21 @@ pub(crate) struct RelayStats {
     open: AtomicU64,
     /// Relayed connections opened since the start.
     opened: AtomicU64,
+    /// Connections that arrived relayed for a user not owned here, refused.
+    refused: AtomicU64,
 }
 
 impl RelayStats {
-    /// A relayed connection opened (`true`) or closed.
-    pub(crate) fn count(&self, open: bool) {
-        if open {
-            self.opened.fetch_add(1, Ordering::Relaxed);
-            self.open.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.open.fetch_sub(1, Ordering::Relaxed);
+    /// A relayed connection opened, closed, or was refused.
+    pub(crate) fn count(&self, event: crate::transport::RelayEvent) {
+        use crate::transport::RelayEvent;
+        match event {
+            RelayEvent::Opened => {
+                self.opened.fetch_add(1, Ordering::Relaxed);
+                self.open.fetch_add(1, Ordering::Relaxed);
+            }
+            RelayEvent::Closed => drop(self.open.fetch_sub(1, Ordering::Relaxed)),
+            RelayEvent::Refused => drop(self.refused.fetch_add(1, Ordering::Relaxed)),
         }
     }
 }
@@ -176,6 +181,13 @@ impl Collector for ClusterCollector {
             "Relayed connections opened since the start (each also counted in cluster_redirects)",
             None,
             opened.metric_type(),
+        )?)?;
+        let refused = ConstCounter::new(self.relays.refused.load(Ordering::Relaxed));
+        refused.encode(encoder.encode_descriptor(
+            "cluster_relays_refused",
+            "Connections that arrived relayed by another node for a user not placed here, refused rather than relayed again",
+            None,
+            refused.metric_type(),
         )?)?;
         let revision = ConstGauge::new(self.placement.revision() as i64);
         revision.encode(encoder.encode_descriptor(

@@ -12,9 +12,14 @@
 //! snapshot by a watcher thread; shards pick it up by comparing one atomic
 //! generation per turn (no lock on the hot path).
 
+mod admin_calls;
 mod link;
 mod metrics;
 mod moves;
+
+pub(crate) use admin_calls::{
+    conversation_answer, conversation_call, disconnect_answer, presence_answer, serve_admin_calls,
+};
 
 pub(crate) use link::{run_link_commands, ClusterLink, LinkTasks};
 
@@ -81,6 +86,10 @@ pub(crate) struct NodeCluster {
     placement: Placement,
     /// Partition moves (`moves.rs`).
     moves: moves::Moves,
+    /// Sends admin calls to other nodes (`admin_calls.rs`).
+    admin_calls: surepush_cluster::admin_calls::AdminCalls,
+    /// Admin calls from other nodes, until a shard takes them.
+    incoming_calls: Mutex<Option<flume::Receiver<surepush_cluster::admin_calls::IncomingCall>>>,
 }
 
 impl NodeCluster {
@@ -146,6 +155,8 @@ impl NodeCluster {
             me: id.clone(),
             placement: node.placement().clone(),
             moves: moves::Moves::new(shards),
+            admin_calls: node.admin_calls(),
+            incoming_calls: Mutex::new(node.take_incoming_calls()),
         });
         if let Some(orders) = node.take_move_orders() {
             let weak = Arc::downgrade(&cluster);
