@@ -93,6 +93,51 @@ const COUNTERS: &[Series] = &[
     ),
 ];
 
+/// Partition moves this node carried out as their target (orders of
+/// `surepush cluster move|rebalance|leave`), counted as each order ends.
+#[derive(Debug, Default)]
+pub(crate) struct MoveStats {
+    started: AtomicU64,
+    finished: AtomicU64,
+    failed: AtomicU64,
+    records: AtomicU64,
+    elapsed_ms: AtomicU64,
+}
+
+impl MoveStats {
+    /// An order arrived.
+    pub(crate) fn started(&self) {
+        self.started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An order ended with `result`.
+    pub(crate) fn ended(&self, result: &surepush_cluster::moves::MoveResult) {
+        let outcome = if result.moved {
+            &self.finished
+        } else {
+            &self.failed
+        };
+        outcome.fetch_add(1, Ordering::Relaxed);
+        if result.moved {
+            self.records.fetch_add(result.records, Ordering::Relaxed);
+        }
+        self.elapsed_ms
+            .fetch_add(result.elapsed_ms, Ordering::Relaxed);
+    }
+
+    /// (name without `_total`, help, value) of each counter.
+    fn series(&self) -> [(&'static str, &'static str, u64); 5] {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("cluster_moves_started", "Partition move orders this node took as the target", get(&self.started)),
+            ("cluster_moves_finished", "Of them, partitions now placed here (or already were)", get(&self.finished)),
+            ("cluster_moves_failed", "Of them, moves that ended without the partition here", get(&self.failed)),
+            ("cluster_move_records_copied", "Log records imported by the moves that finished", get(&self.records)),
+            ("cluster_move_milliseconds", "Milliseconds from order to flip (or failure), summed over moves; the source's fence lasts about as long", get(&self.elapsed_ms)),
+        ]
+    }
+}
+
 /// Clients this node relays to their user's node (MQTT 3.1.1), counted
 /// by the shards that relay them.
 #[derive(Debug, Default)]
@@ -126,6 +171,7 @@ pub(crate) struct ClusterCollector {
     placement: Placement,
     redirects: Arc<AtomicU64>,
     relays: Arc<RelayStats>,
+    moves: Arc<MoveStats>,
 }
 
 impl ClusterCollector {
@@ -134,12 +180,14 @@ impl ClusterCollector {
         placement: Placement,
         redirects: Arc<AtomicU64>,
         relays: Arc<RelayStats>,
+        moves: Arc<MoveStats>,
     ) -> ClusterCollector {
         ClusterCollector {
             stats,
             placement,
             redirects,
             relays,
+            moves,
         }
     }
 }
@@ -154,6 +202,15 @@ impl Collector for ClusterCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         for (name, help, get) in COUNTERS {
             let counter = ConstCounter::new(get(&self.stats).load(Ordering::Relaxed));
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        for (name, help, value) in self.moves.series() {
+            let counter = ConstCounter::new(value);
             counter.encode(encoder.encode_descriptor(
                 name,
                 help,

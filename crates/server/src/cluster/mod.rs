@@ -25,7 +25,7 @@ pub(crate) use link::{run_link_commands, ClusterLink, LinkTasks};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub(crate) use metrics::{ClusterCollector, RelayStats};
+pub(crate) use metrics::{ClusterCollector, MoveStats, RelayStats};
 pub(crate) use moves::MoveCommand;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -86,6 +86,8 @@ pub(crate) struct NodeCluster {
     placement: Placement,
     /// Partition moves (`moves.rs`).
     moves: moves::Moves,
+    /// Their counters in /metrics.
+    move_stats: Arc<MoveStats>,
     /// Sends admin calls to other nodes (`admin_calls.rs`).
     admin_calls: surepush_cluster::admin_calls::AdminCalls,
     /// Admin calls from other nodes, until a shard takes them.
@@ -135,11 +137,13 @@ impl NodeCluster {
         let routes = routes_of(&id, partitions, shards, node.placement())?;
         let redirects = Arc::new(AtomicU64::new(0));
         let relays = Arc::new(RelayStats::default());
+        let move_stats = Arc::new(MoveStats::default());
         let collector = ClusterCollector::new(
             node.stats_handle(),
             node.placement().clone(),
             redirects.clone(),
             relays.clone(),
+            move_stats.clone(),
         );
         let cluster = Arc::new(NodeCluster {
             routes: RoutesCell {
@@ -155,6 +159,7 @@ impl NodeCluster {
             me: id.clone(),
             placement: node.placement().clone(),
             moves: moves::Moves::new(shards),
+            move_stats,
             admin_calls: node.admin_calls(),
             incoming_calls: Mutex::new(node.take_incoming_calls()),
         });
