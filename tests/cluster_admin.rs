@@ -30,7 +30,7 @@ const WAIT: Duration = Duration::from_secs(20);
 /// A nats-server and two nodes, partition `p` on node `p % 2`.
 struct Cluster {
     nodes: Vec<TestServer>,
-    _nats: NatsServer,
+    nats: NatsServer,
 }
 
 impl Cluster {
@@ -50,7 +50,7 @@ impl Cluster {
                 node
             })
             .collect();
-        Cluster { nodes, _nats: nats }
+        Cluster { nodes, nats }
     }
 
     /// The first user from `from` up owned by node `node`.
@@ -281,4 +281,83 @@ fn an_admin_read_of_a_killed_owner_is_a_typed_503_then_the_answer() {
     assert_eq!(status, 200, "{page}");
     assert_messages(&page, sender, receiver, &sent);
     drop(s);
+}
+
+/// Runs `future` to its end on this thread (the admin call's answer comes
+/// from the cluster thread through a channel that wakes this one).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
+/// Issue #20 (no loops): a node asked about a user it does not own —
+/// as a node with a stale placement would ask — refuses with `NotOwner`
+/// and asks no one further; about its own user it answers.
+#[test]
+fn a_node_asked_about_a_user_it_does_not_own_refuses_and_asks_no_one() {
+    use surepush::cluster::admin_calls::{AdminAnswer, AdminCall, Refusal, UserPresence};
+    let cluster = Cluster::start();
+    let on_n0 = Cluster::user_on(0, 1);
+    let on_n1 = Cluster::user_on(1, 1);
+    let _device = cluster.connect(1, on_n1, 4);
+    // A member that owns no partition, asking node n1 directly.
+    let probe = support::join(support::node_config(&cluster.nats, "probe", PARTITIONS, 1));
+    let calls = probe.admin_calls();
+    let n1 = support::node_id("n1");
+    let ask = |call| block_on(calls.call(n1.clone(), call, WAIT)).expect("n1 answers");
+
+    let answer = ask(AdminCall::Presence {
+        users: vec![on_n0, on_n1].into_iter().map(UserId).collect(),
+    });
+    let AdminAnswer::Presence(users) = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(
+        users[0],
+        UserPresence {
+            user: UserId(on_n0),
+            owned: false,
+            devices: Vec::new()
+        }
+    );
+    assert_eq!((users[1].user, users[1].owned), (UserId(on_n1), true));
+    assert_eq!(users[1].devices.len(), 1, "{users:?}");
+    assert_eq!(users[1].devices[0].device.0, 4);
+    for call in [
+        AdminCall::Disconnect {
+            user: UserId(on_n0),
+            device: None,
+        },
+        AdminCall::Inbox {
+            user: UserId(on_n0),
+            fetch: surepush::proto::ConvFetch {
+                request_id: 0,
+                peer: UserId(0),
+                direction: surepush::proto::SyncDirection::Latest,
+                limit: 10,
+            },
+        },
+    ] {
+        match ask(call) {
+            AdminAnswer::Refused {
+                why: Refusal::NotOwner,
+                ..
+            } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    probe.shutdown(Duration::from_secs(2));
 }
