@@ -349,6 +349,28 @@ fn a_partition_moves_under_traffic_without_loss_or_duplicates() {
     let counts = nodes.counts();
     assert_eq!(counts.get("n0"), Some(&5), "{counts:?}");
     assert_eq!(counts.get("n2"), Some(&6), "{counts:?}");
+    // The move in the target's /metrics: one order, finished, with the
+    // records the CLI reported.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let records: f64 = stdout
+        .split(": ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("records in {stdout:?}"));
+    let target = &nodes.nodes[2];
+    assert_eq!(target.metric("surepush_cluster_moves_started_total"), 1.0);
+    assert_eq!(target.metric("surepush_cluster_moves_finished_total"), 1.0);
+    assert_eq!(target.metric("surepush_cluster_moves_failed_total"), 0.0);
+    assert!(records >= 300.0, "{stdout}");
+    assert_eq!(
+        target.metric("surepush_cluster_move_records_copied_total"),
+        records
+    );
+    assert_eq!(
+        nodes.nodes[0].metric("surepush_cluster_moves_started_total"),
+        0.0
+    );
 }
 
 /// Starts a receiver of `to` (through node 0) and senders from a user of

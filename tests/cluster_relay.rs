@@ -299,3 +299,52 @@ fn a_relayed_client_is_closed_when_its_node_dies() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The relay preamble (docs/CLUSTER.md "Connections land anywhere"): a
+/// PROXY protocol v2 header with the `surepush-relay` TLV, which a relaying
+/// node writes before the client's bytes.
+const RELAY_PREAMBLE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n\x21\x00\x00\x11\xE5\x00\x0Esurepush-relay";
+
+/// Writes `bytes` to `node`'s MQTT listener; returns the 4-byte CONNACK.
+fn connack_for(node: &TestServer, bytes: &[u8]) -> [u8; 4] {
+    let mut socket = std::net::TcpStream::connect(node.mqtt).expect("connect");
+    socket.set_read_timeout(Some(WAIT)).expect("timeout");
+    socket.write_all(bytes).expect("write");
+    let mut connack = [0u8; 4];
+    socket.read_exact(&mut connack).expect("CONNACK");
+    connack
+}
+
+/// Issue #20 (relay loop guard): a connection relayed to a node that does
+/// not own its user — two nodes disagreeing on the owner while a move is
+/// half seen — is refused with CONNACK 0x03 and never relayed again; the
+/// owner serves a relayed connection as any other, and a client's own
+/// connection to the wrong node is still relayed.
+#[test]
+fn a_relayed_connection_for_a_user_not_owned_here_is_refused_not_relayed_again() {
+    let cluster = Cluster::start();
+    let user = Cluster::users_on(0, 1, 1)[0];
+    let token = cluster.nodes[0].token(user, 1);
+    let connect = connect_311("loop", &token);
+    let relayed: Vec<u8> = [RELAY_PREAMBLE, &connect].concat();
+
+    // As a node that wrongly believed node 1 owns the user would relay it.
+    assert_eq!(
+        connack_for(&cluster.nodes[1], &relayed),
+        [0x20, 2, 0, 0x03],
+        "refused as unavailable"
+    );
+    let refused = "surepush_cluster_relays_refused_total";
+    let opened = "surepush_cluster_relayed_connections_opened_total";
+    assert_eq!(metric(&cluster.nodes[1], refused), 1);
+    assert_eq!(metric(&cluster.nodes[1], opened), 0, "not relayed again");
+    assert_eq!(metric(&cluster.nodes[0], opened), 0);
+
+    // The owner takes a relayed connection as any other.
+    assert_eq!(connack_for(&cluster.nodes[0], &relayed), [0x20, 2, 0, 0]);
+    // A client's own connection to node 1 is relayed once, to node 0.
+    assert_eq!(connack_for(&cluster.nodes[1], &connect), [0x20, 2, 0, 0]);
+    assert_eq!(metric(&cluster.nodes[1], opened), 1);
+    assert_eq!(metric(&cluster.nodes[1], refused), 1);
+    assert_eq!(metric(&cluster.nodes[0], refused), 0);
+}

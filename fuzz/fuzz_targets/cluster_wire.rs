@@ -1,12 +1,14 @@
 //! Arbitrary bytes as a NATS message from another node or a KV value
-//! (issue #20): every cluster decoder returns a value or an error, never
-//! panics; what decodes re-encodes to the same bytes; and decoded request
+//! (issue #20; admin calls and answers included): every cluster decoder
+//! returns a value or an error, never panics; what decodes re-encodes to
+//! the same bytes; and decoded request
 //! batches go through the receiver's link state machine (dedup, order,
 //! reply cache) without a panic, as a forged or replayed batch would.
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
+use surepush::cluster::admin_calls::{AdminAnswer, AdminCall};
 use surepush::cluster::messaging::batch::{BatchReply, BatchRequest, RoomPublish};
 use surepush::cluster::messaging::chunks::{ReplyAssembly, ReplyChunk};
 use surepush::cluster::messaging::inbound::{InboundLinks, Verdict};
@@ -30,6 +32,8 @@ fuzz_target!(|data: &[u8]| {
     round_trip::<NodeRecord>(&input);
     round_trip::<ClusterMeta>(&input);
     round_trip::<PlacementRecord>(&input);
+    round_trip::<AdminCall>(&input);
+    round_trip::<AdminAnswer>(&input);
 
     // The same bytes as a stream of reply chunks for the requester's
     // assembly: whatever comes out is bounded and never panics.

@@ -13,6 +13,8 @@
 //! - **Messaging** ([`messaging`]): batched, ordered, deduplicated
 //!   request/reply between nodes over NATS subjects, and publish-once room
 //!   fan-out.
+//! - **Admin calls** ([`admin_calls`]): the admin API's reads and actions
+//!   about one user, asked of the node it is placed on.
 //! - **Wire** ([`wire`]): the binary encoding of everything above.
 //!
 //! With the `nats` feature (the default) the crate also runs the NATS side:
@@ -28,6 +30,7 @@
 
 #[cfg(feature = "nats")]
 pub mod admin;
+pub mod admin_calls;
 #[cfg(feature = "nats")]
 mod error;
 pub mod messaging;

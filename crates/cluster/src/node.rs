@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, kv};
 
+use crate::admin_calls::{self, AdminCalls, IncomingCall, OutgoingCall};
 use crate::error::ClusterError;
 use crate::messaging::service::Service;
 use crate::messaging::{self, subjects, Lane, LaneWiring, MessagingConfig, MessagingStats};
@@ -83,7 +84,13 @@ pub struct ClusterNode {
     record: NodeRecord,
     stats: Arc<MessagingStats>,
     move_orders: Option<flume::Receiver<IncomingMove>>,
+    admin_calls: AdminCalls,
+    incoming_calls: Option<flume::Receiver<IncomingCall>>,
 }
+
+/// Admin calls from other nodes waiting for the owner (which answers
+/// several at once).
+const INCOMING_CALLS: usize = 64;
 
 #[derive(Clone)]
 struct Stores {
@@ -124,6 +131,8 @@ impl ClusterNode {
         let (lanes, wiring) = messaging::lanes(&config.messaging);
         // Orders wait here until the owner takes them (one at a time).
         let (move_tx, move_rx) = flume::bounded(16);
+        let (admin_calls, outgoing_calls) = AdminCalls::new();
+        let (incoming_tx, incoming_rx) = flume::bounded(INCOMING_CALLS);
 
         let task = JoinTask {
             config,
@@ -134,6 +143,8 @@ impl ClusterNode {
             stores: stores.clone(),
             stats: stats.clone(),
             move_orders: move_tx,
+            outgoing_calls,
+            incoming_calls: incoming_tx,
         };
         thread.spawn_task(move || task.run(wiring));
         Ok(ClusterNode {
@@ -149,7 +160,20 @@ impl ClusterNode {
             record,
             stats,
             move_orders: Some(move_rx),
+            admin_calls,
+            incoming_calls: Some(incoming_rx),
         })
+    }
+
+    /// Sends admin calls to other nodes (`admin_calls`).
+    pub fn admin_calls(&self) -> AdminCalls {
+        self.admin_calls.clone()
+    }
+
+    /// Admin calls other nodes sent here, for the node's owner to answer
+    /// (once).
+    pub fn take_incoming_calls(&mut self) -> Option<flume::Receiver<IncomingCall>> {
+        self.incoming_calls.take()
     }
 
     /// Partition move orders sent to this node (`surepush cluster move`),
@@ -257,6 +281,8 @@ struct JoinTask {
     stores: Arc<OnceLock<Stores>>,
     stats: Arc<MessagingStats>,
     move_orders: flume::Sender<IncomingMove>,
+    outgoing_calls: flume::Receiver<OutgoingCall>,
+    incoming_calls: flume::Sender<IncomingCall>,
 }
 
 impl JoinTask {
@@ -272,6 +298,17 @@ impl JoinTask {
             }
         };
         let orders_client = client.clone();
+        // Admin calls both ways from the start: a read of a user placed
+        // elsewhere waits for NATS, not for this node's join.
+        tokio::task::spawn_local(admin_calls::send_calls(
+            client.clone(),
+            self.outgoing_calls.clone(),
+        ));
+        tokio::task::spawn_local(admin_calls::serve_calls(
+            client.clone(),
+            self.config.id.clone(),
+            self.incoming_calls.clone(),
+        ));
         // Messaging first: peers can reach this node while it joins.
         if let Err(e) = Service::start(
             client,

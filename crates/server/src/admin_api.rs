@@ -142,17 +142,18 @@ pub trait AdminBackend: 'static {
     /// resolves with the number of revocations held.
     fn revoke(&self, r: Revocation) -> Pin<Box<dyn Future<Output = Result<usize, RevokeError>>>>;
     /// Closes the sessions of `user` (only `device`'s, if given) with
-    /// DISCONNECT `Kicked`; resolves with how many were closed.
+    /// DISCONNECT `Kicked` on the user's owner shard (in a cluster, on its
+    /// node, asked over NATS); resolves with how many were closed.
     fn disconnect(
         &self,
         user: UserId,
         device: Option<DeviceId>,
-    ) -> Pin<Box<dyn Future<Output = usize>>>;
-    /// The online devices of each of `users`, in the order asked (users
-    /// of another cluster node: none).
+    ) -> Pin<Box<dyn Future<Output = Result<usize, OwnerError>>>>;
+    /// The online devices of each of `users`, in the order asked, from
+    /// each user's owner shard (in a cluster, on its node).
     fn presence(&self, users: Vec<UserId>) -> Pin<Box<dyn Future<Output = UserPresences>>>;
     /// Reads `user`'s conversation summaries or one conversation's
-    /// messages on the user's owner shard.
+    /// messages on the user's owner shard (in a cluster, on its node).
     fn conversations(
         &self,
         user: UserId,
@@ -160,8 +161,27 @@ pub trait AdminBackend: 'static {
     ) -> Pin<Box<dyn Future<Output = ConversationAnswer>>>;
 }
 
-/// Users with their online devices, as [`AdminBackend::presence`] answers.
-pub type UserPresences = Vec<(UserId, Vec<surepush_proto::OnlineDevice>)>;
+/// Users with their online devices (or why the owner could not say), as
+/// [`AdminBackend::presence`] answers.
+pub type UserPresences = Vec<(
+    UserId,
+    Result<Vec<surepush_proto::OnlineDevice>, OwnerError>,
+)>;
+
+/// Why a user's owner node did not carry out a read or action about the
+/// user (a cluster only; docs/CLUSTER.md "Admin reads on any node").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OwnerError {
+    /// The node asked does not own the user either: two nodes disagree
+    /// on the placement while a partition moves (HTTP 421 `wrong_node`;
+    /// retry).
+    #[error("the user is placed on another node")]
+    OtherNode,
+    /// The owner node is down, not answering, or the partition has no
+    /// owner yet (HTTP 503 `owner_unavailable`; retry).
+    #[error("the user's node is not reachable")]
+    Unavailable,
+}
 
 /// A read of one user's conversations (docs/PROTOCOL.md "Conversations"),
 /// as the CONVLIST and CONVFETCH frames ask it.
@@ -200,10 +220,14 @@ pub enum ConversationError {
     /// The page size is outside 1..=max_sync_limit (HTTP 400).
     #[error(transparent)]
     Limit(#[from] surepush_core::BadConversationLimit),
+    /// The owner node refused the page size (HTTP 400; the message is
+    /// the owner's).
+    #[error("{0}")]
+    Invalid(String),
     /// The owner shard could not read its log, or stopped (HTTP 503).
     #[error("the inbox could not be read")]
     Unavailable,
-    /// The user is placed on another node of the cluster (HTTP 421).
-    #[error("the user is placed on another node")]
-    OtherNode,
+    /// The owner node could not be asked (see [`OwnerError`]).
+    #[error(transparent)]
+    Owner(#[from] OwnerError),
 }

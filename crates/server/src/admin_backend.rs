@@ -170,7 +170,7 @@ impl AdminBackend for NodeAdmin {
         &self,
         user: UserId,
         device: Option<DeviceId>,
-    ) -> Pin<Box<dyn Future<Output = usize>>> {
+    ) -> Pin<Box<dyn Future<Output = Result<usize, crate::admin_api::OwnerError>>>> {
         let rt = self.rt.clone();
         Box::pin(async move { rt.disconnect_user(user, device).await })
     }

@@ -49,7 +49,7 @@ pub struct PresenceQuery {
     /// Whose presence.
     pub users: Vec<surepush_proto::UserId>,
     /// Gets each user with its online devices.
-    pub reply: flume::Sender<crate::admin_api::UserPresences>,
+    pub reply: flume::Sender<Vec<(surepush_proto::UserId, Vec<surepush_proto::OnlineDevice>)>>,
 }
 
 /// The admin's disconnect call, for the owner shard of `user`.

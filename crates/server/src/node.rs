@@ -651,6 +651,9 @@ fn start_link_tasks(rt: &Rc<ShardRuntime>, link: Rc<ClusterLink>, tasks: LinkTas
         ticket_freed,
     } = tasks;
     glommio::spawn_local(link.clone().drain_backlog(backlog)).detach();
+    if let Some(calls) = link.take_incoming_calls() {
+        glommio::spawn_local(crate::cluster::serve_admin_calls(rt.clone(), calls)).detach();
+    }
     if let Some(moves) = link.take_move_commands() {
         let rt = rt.clone();
         glommio::spawn_local(async move {

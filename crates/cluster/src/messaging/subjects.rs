@@ -20,6 +20,11 @@ pub fn moves(id: &NodeId) -> String {
     format!("{PREFIX}.node.{id}.move")
 }
 
+/// Where node `id` takes admin calls about its users (`admin_calls`).
+pub fn admin(id: &NodeId) -> String {
+    format!("{PREFIX}.node.{id}.admin")
+}
+
 /// Where a room's pushes are published once for every node.
 pub fn room(room: u64) -> String {
     format!("{PREFIX}.room.{room}")
@@ -36,5 +41,6 @@ mod tests {
         assert_eq!(replies(&id), "surepush.node.n1.rep");
         assert_eq!(room(42), "surepush.room.42");
         assert_eq!(moves(&id), "surepush.node.n1.move");
+        assert_eq!(admin(&id), "surepush.node.n1.admin");
     }
 }

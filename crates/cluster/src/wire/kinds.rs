@@ -27,6 +27,11 @@ pub const MOVE_ORDER: MessageKind = MessageKind(7);
 pub const MOVE_RESULT: MessageKind = MessageKind(8);
 /// `ReplyChunk`: a slice of a `BatchReply` larger than one NATS message.
 pub const REPLY_CHUNK: MessageKind = MessageKind(10);
+/// `AdminCall`: a node asks a user's owner node for an admin read or
+/// action (`admin_calls`).
+pub const ADMIN_CALL: MessageKind = MessageKind(11);
+/// `AdminAnswer`: the owner's answer to an `AdminCall`.
+pub const ADMIN_ANSWER: MessageKind = MessageKind(12);
 /// A message between shards of different nodes: the core's `PeerMsg`
 /// encoding (which carries its own version and message kind), in an
 /// envelope routed by the partition it is about.

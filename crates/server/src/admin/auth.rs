@@ -85,7 +85,7 @@ pub(super) async fn disconnect<B: AdminBackend>(
         false => parse(body)?,
     };
     let device = b.device.map(|d| DeviceId(d.0));
-    let closed = backend.disconnect(UserId(user), device).await;
+    let closed = backend.disconnect(UserId(user), device).await?;
     Ok(json(
         serde_json::json!({ "user": id_text(user), "disconnected": closed }),
     ))

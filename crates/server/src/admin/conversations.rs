@@ -221,8 +221,9 @@ impl<'a> Query<'a> {
 fn read_error(e: ConversationError) -> ApiError {
     match e {
         ConversationError::Limit(limit) => ApiError::InvalidRequest(limit.to_string()),
+        ConversationError::Invalid(why) => ApiError::InvalidRequest(why),
         ConversationError::Unavailable => ApiError::Unavailable,
-        ConversationError::OtherNode => ApiError::WrongNode,
+        ConversationError::Owner(e) => e.into(),
     }
 }
 

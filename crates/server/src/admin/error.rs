@@ -47,9 +47,21 @@ pub enum ApiError {
     ShuttingDown,
     /// 503 `not_ready`: the node is starting (recovering its logs).
     NotReady(String),
-    /// 421 `wrong_node`: the user is placed on another node of the
-    /// cluster, which holds its data; ask that node.
+    /// 421 `wrong_node`: the node asked about a user on this node's
+    /// behalf does not own it either (a partition is moving); retry.
     WrongNode,
+    /// 503 `owner_unavailable`: the user's node is down or not answering
+    /// (or its partition has no owner yet); retry.
+    OwnerUnavailable,
+}
+
+impl From<crate::admin_api::OwnerError> for ApiError {
+    fn from(e: crate::admin_api::OwnerError) -> ApiError {
+        match e {
+            crate::admin_api::OwnerError::OtherNode => ApiError::WrongNode,
+            crate::admin_api::OwnerError::Unavailable => ApiError::OwnerUnavailable,
+        }
+    }
 }
 
 impl ApiError {
@@ -68,6 +80,7 @@ impl ApiError {
         "shutting_down",
         "not_ready",
         "wrong_node",
+        "owner_unavailable",
     ];
 
     /// The HTTP status.
@@ -81,9 +94,10 @@ impl ApiError {
             ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RevocationsFull => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::WrongNode => StatusCode::MISDIRECTED_REQUEST,
-            ApiError::Unavailable | ApiError::ShuttingDown | ApiError::NotReady(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Unavailable
+            | ApiError::ShuttingDown
+            | ApiError::NotReady(_)
+            | ApiError::OwnerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -103,6 +117,7 @@ impl ApiError {
             ApiError::ShuttingDown => "shutting_down",
             ApiError::NotReady(_) => "not_ready",
             ApiError::WrongNode => "wrong_node",
+            ApiError::OwnerUnavailable => "owner_unavailable",
         }
     }
 
@@ -121,7 +136,10 @@ impl ApiError {
             ApiError::Unavailable => "not stored: storage unavailable, or a request with the same key is in progress; retry".into(),
             ApiError::ShuttingDown => "shutting down".into(),
             ApiError::WrongNode => {
-                "the user is placed on another node of the cluster; ask that node".into()
+                "the node this one asked does not own the user either (a partition is moving); retry".into()
+            }
+            ApiError::OwnerUnavailable => {
+                "the node the user is placed on is down or not answering; retry".into()
             }
         }
     }
@@ -163,6 +181,7 @@ mod tests {
             ApiError::ShuttingDown,
             ApiError::NotReady("x".into()),
             ApiError::WrongNode,
+            ApiError::OwnerUnavailable,
         ]
     }
 

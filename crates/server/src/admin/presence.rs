@@ -26,7 +26,7 @@ pub(super) async fn one<B: AdminBackend>(user: &str, backend: &B) -> Result<Resp
     };
     let mut answer = backend.presence(vec![UserId(user)]).await;
     let (user, devices) = answer.pop().expect("one answer per user asked");
-    Ok(json(user_json(user, &devices)))
+    Ok(json(user_json(user, &devices?)))
 }
 
 /// `POST /v1/presence` with `{"users": [ids]}`.
@@ -42,7 +42,15 @@ pub(super) async fn batch<B: AdminBackend>(body: &[u8], backend: &B) -> Result<R
     let answer = backend.presence(users).await;
     let users: Vec<serde_json::Value> = answer
         .iter()
-        .map(|(user, devices)| user_json(*user, devices))
+        .map(|(user, devices)| match devices {
+            Ok(devices) => user_json(*user, devices),
+            Err(e) => {
+                // Unknown, not offline: the owner node could not say.
+                let mut unknown = user_json(*user, &[]);
+                unknown["error"] = ApiError::from(*e).code().into();
+                unknown
+            }
+        })
         .collect();
     Ok(json(serde_json::json!({ "users": users })))
 }

@@ -92,12 +92,14 @@ impl AdminBackend for TestBackend {
         &self,
         user: UserId,
         device: Option<DeviceId>,
-    ) -> Pin<Box<dyn Future<Output = usize>>> {
-        // Says what it was asked: one device, or (user 7 has two) all.
+    ) -> Pin<Box<dyn Future<Output = Result<usize, crate::admin_api::OwnerError>>>> {
+        // Says what it was asked: one device, or (user 7 has two) all;
+        // user 10's node is down.
         let closed = match device {
-            Some(_) => 1,
-            None if user == UserId(7) => 2,
-            None => 0,
+            _ if user == UserId(10) => Err(crate::admin_api::OwnerError::Unavailable),
+            Some(_) => Ok(1),
+            None if user == UserId(7) => Ok(2),
+            None => Ok(0),
         };
         Box::pin(async move { closed })
     }
@@ -119,9 +121,11 @@ impl AdminBackend for TestBackend {
                             transport: "native".into(),
                         })
                         .collect(),
+                    // User 10's node is down.
+                    UserId(10) => return (u, Err(crate::admin_api::OwnerError::Unavailable)),
                     _ => Vec::new(),
                 };
-                (u, devices)
+                (u, Ok(devices))
             })
             .collect();
         Box::pin(async move { answer })
@@ -147,7 +151,8 @@ impl AdminBackend for TestBackend {
                 surepush_core::BadConversationLimit { limit, max: 1000 },
             )),
             (UserId(8), _) => Err(ConversationError::Unavailable),
-            (UserId(9), _) => Err(ConversationError::OtherNode),
+            (UserId(9), _) => Err(crate::admin_api::OwnerError::OtherNode.into()),
+            (UserId(10), _) => Err(crate::admin_api::OwnerError::Unavailable.into()),
             (_, ConversationRead::Summaries { list, .. }) => {
                 Ok(ConversationPage::Summaries(ConvPage {
                     request_id: list.request_id,
@@ -717,6 +722,10 @@ fn revoke_and_disconnect_requests_are_validated() {
     ] {
         assert_eq!(post(addr, path, bad, t).0, 400, "{path} {bad}");
     }
+    // A user whose node cannot be asked: a typed 503, not "0 closed".
+    let (status, answer) = post(addr, "/v1/users/10/disconnect", "", t);
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.contains("owner_unavailable"), "{answer}");
 }
 
 /// Issue 22 item 2: `GET /v1/users/{n}/presence` answers one user, `POST
@@ -735,6 +744,17 @@ fn presence_batches_are_bounded() {
     assert_eq!(v["users"][0]["devices"][1]["since_ms"], 2_000);
     assert_eq!(v["users"][1]["user"], "8");
     assert_eq!(v["users"][1]["devices"], serde_json::json!([]));
+    assert_eq!(v["users"][1].get("error"), None);
+    // A user whose node cannot be asked is unknown, not offline.
+    let (status, answer) = post(addr, "/v1/presence", r#"{"users": [10, 7]}"#, t);
+    assert_eq!(status, 200, "{answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+    assert_eq!(v["users"][0]["error"], "owner_unavailable");
+    assert_eq!(v["users"][0]["online"], false);
+    assert_eq!(v["users"][1]["online"], true);
+    let (status, answer) = get(addr, "/v1/users/10/presence", t);
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.contains("owner_unavailable"), "{answer}");
     // (More than MAX_PRESENCE_BATCH users do not fit this server's 1 KiB
     // body limit: they are refused 413 here, 400 with a larger limit.)
     for bad in [
@@ -827,6 +847,7 @@ fn conversation_reads_are_json_with_string_ids_and_typed_errors() {
         ("/v1/users/7/messages?peer=5", 400, "invalid_request"),
         ("/v1/users/8/messages", 503, "unavailable"),
         ("/v1/users/9/messages", 421, "wrong_node"),
+        ("/v1/users/10/messages", 503, "owner_unavailable"),
         (
             "/v1/users/7/conversations?limit=1001",
             400,
@@ -877,6 +898,7 @@ fn conversation_reads_are_json_with_string_ids_and_typed_errors() {
             "unavailable",
         ),
         ("/v1/users/9/conversations", 421, "wrong_node"),
+        ("/v1/users/10/conversations", 503, "owner_unavailable"),
         ("/v1/users/7/conversations/user/5", 404, "not_found"),
     ] {
         let (got, answer) = get(addr, path, t);

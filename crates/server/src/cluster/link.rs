@@ -104,7 +104,7 @@ struct Pending {
 /// One shard's lane and its bookkeeping (see the module doc).
 pub(crate) struct ClusterLink {
     me: ShardId,
-    cluster: Arc<NodeCluster>,
+    pub(super) cluster: Arc<NodeCluster>,
     lane: RefCell<Lane>,
     routes: RefCell<Arc<ClusterRoutes>>,
     routes_seen: Cell<u64>,
@@ -183,9 +183,9 @@ impl ClusterLink {
         self.cluster.take_move_commands(self.me.0)
     }
 
-    /// A client relayed to its user's node opened (`true`) or closed.
-    pub(crate) fn count_relay(&self, open: bool) {
-        self.cluster.relays.count(open);
+    /// A client relayed to its user's node opened, closed or was refused.
+    pub(crate) fn count_relay(&self, event: crate::transport::RelayEvent) {
+        self.cluster.relays.count(event);
     }
 
     /// Hands `core` the newest placement if it changed (one atomic load).

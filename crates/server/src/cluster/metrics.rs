@@ -93,6 +93,51 @@ const COUNTERS: &[Series] = &[
     ),
 ];
 
+/// Partition moves this node carried out as their target (orders of
+/// `surepush cluster move|rebalance|leave`), counted as each order ends.
+#[derive(Debug, Default)]
+pub(crate) struct MoveStats {
+    started: AtomicU64,
+    finished: AtomicU64,
+    failed: AtomicU64,
+    records: AtomicU64,
+    elapsed_ms: AtomicU64,
+}
+
+impl MoveStats {
+    /// An order arrived.
+    pub(crate) fn started(&self) {
+        self.started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An order ended with `result`.
+    pub(crate) fn ended(&self, result: &surepush_cluster::moves::MoveResult) {
+        let outcome = if result.moved {
+            &self.finished
+        } else {
+            &self.failed
+        };
+        outcome.fetch_add(1, Ordering::Relaxed);
+        if result.moved {
+            self.records.fetch_add(result.records, Ordering::Relaxed);
+        }
+        self.elapsed_ms
+            .fetch_add(result.elapsed_ms, Ordering::Relaxed);
+    }
+
+    /// (name without `_total`, help, value) of each counter.
+    fn series(&self) -> [(&'static str, &'static str, u64); 5] {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("cluster_moves_started", "Partition move orders this node took as the target", get(&self.started)),
+            ("cluster_moves_finished", "Of them, partitions now placed here (or already were)", get(&self.finished)),
+            ("cluster_moves_failed", "Of them, moves that ended without the partition here", get(&self.failed)),
+            ("cluster_move_records_copied", "Log records imported by the moves that finished", get(&self.records)),
+            ("cluster_move_milliseconds", "Milliseconds from order to flip (or failure), summed over moves; the source's fence lasts about as long", get(&self.elapsed_ms)),
+        ]
+    }
+}
+
 /// Clients this node relays to their user's node (MQTT 3.1.1), counted
 /// by the shards that relay them.
 #[derive(Debug, Default)]
@@ -101,16 +146,21 @@ pub(crate) struct RelayStats {
     open: AtomicU64,
     /// Relayed connections opened since the start.
     opened: AtomicU64,
+    /// Connections that arrived relayed for a user not owned here, refused.
+    refused: AtomicU64,
 }
 
 impl RelayStats {
-    /// A relayed connection opened (`true`) or closed.
-    pub(crate) fn count(&self, open: bool) {
-        if open {
-            self.opened.fetch_add(1, Ordering::Relaxed);
-            self.open.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.open.fetch_sub(1, Ordering::Relaxed);
+    /// A relayed connection opened, closed, or was refused.
+    pub(crate) fn count(&self, event: crate::transport::RelayEvent) {
+        use crate::transport::RelayEvent;
+        match event {
+            RelayEvent::Opened => {
+                self.opened.fetch_add(1, Ordering::Relaxed);
+                self.open.fetch_add(1, Ordering::Relaxed);
+            }
+            RelayEvent::Closed => drop(self.open.fetch_sub(1, Ordering::Relaxed)),
+            RelayEvent::Refused => drop(self.refused.fetch_add(1, Ordering::Relaxed)),
         }
     }
 }
@@ -121,6 +171,7 @@ pub(crate) struct ClusterCollector {
     placement: Placement,
     redirects: Arc<AtomicU64>,
     relays: Arc<RelayStats>,
+    moves: Arc<MoveStats>,
 }
 
 impl ClusterCollector {
@@ -129,12 +180,14 @@ impl ClusterCollector {
         placement: Placement,
         redirects: Arc<AtomicU64>,
         relays: Arc<RelayStats>,
+        moves: Arc<MoveStats>,
     ) -> ClusterCollector {
         ClusterCollector {
             stats,
             placement,
             redirects,
             relays,
+            moves,
         }
     }
 }
@@ -149,6 +202,15 @@ impl Collector for ClusterCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         for (name, help, get) in COUNTERS {
             let counter = ConstCounter::new(get(&self.stats).load(Ordering::Relaxed));
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        for (name, help, value) in self.moves.series() {
+            let counter = ConstCounter::new(value);
             counter.encode(encoder.encode_descriptor(
                 name,
                 help,
@@ -176,6 +238,13 @@ impl Collector for ClusterCollector {
             "Relayed connections opened since the start (each also counted in cluster_redirects)",
             None,
             opened.metric_type(),
+        )?)?;
+        let refused = ConstCounter::new(self.relays.refused.load(Ordering::Relaxed));
+        refused.encode(encoder.encode_descriptor(
+            "cluster_relays_refused",
+            "Connections that arrived relayed by another node for a user not placed here, refused rather than relayed again",
+            None,
+            refused.metric_type(),
         )?)?;
         let revision = ConstGauge::new(self.placement.revision() as i64);
         revision.encode(encoder.encode_descriptor(

@@ -12,15 +12,20 @@
 //! snapshot by a watcher thread; shards pick it up by comparing one atomic
 //! generation per turn (no lock on the hot path).
 
+mod admin_calls;
 mod link;
 mod metrics;
 mod moves;
+
+pub(crate) use admin_calls::{
+    conversation_answer, conversation_call, disconnect_answer, presence_answer, serve_admin_calls,
+};
 
 pub(crate) use link::{run_link_commands, ClusterLink, LinkTasks};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub(crate) use metrics::{ClusterCollector, RelayStats};
+pub(crate) use metrics::{ClusterCollector, MoveStats, RelayStats};
 pub(crate) use moves::MoveCommand;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -81,6 +86,12 @@ pub(crate) struct NodeCluster {
     placement: Placement,
     /// Partition moves (`moves.rs`).
     moves: moves::Moves,
+    /// Their counters in /metrics.
+    move_stats: Arc<MoveStats>,
+    /// Sends admin calls to other nodes (`admin_calls.rs`).
+    admin_calls: surepush_cluster::admin_calls::AdminCalls,
+    /// Admin calls from other nodes, until a shard takes them.
+    incoming_calls: Mutex<Option<flume::Receiver<surepush_cluster::admin_calls::IncomingCall>>>,
 }
 
 impl NodeCluster {
@@ -126,11 +137,13 @@ impl NodeCluster {
         let routes = routes_of(&id, partitions, shards, node.placement())?;
         let redirects = Arc::new(AtomicU64::new(0));
         let relays = Arc::new(RelayStats::default());
+        let move_stats = Arc::new(MoveStats::default());
         let collector = ClusterCollector::new(
             node.stats_handle(),
             node.placement().clone(),
             redirects.clone(),
             relays.clone(),
+            move_stats.clone(),
         );
         let cluster = Arc::new(NodeCluster {
             routes: RoutesCell {
@@ -146,6 +159,9 @@ impl NodeCluster {
             me: id.clone(),
             placement: node.placement().clone(),
             moves: moves::Moves::new(shards),
+            move_stats,
+            admin_calls: node.admin_calls(),
+            incoming_calls: Mutex::new(node.take_incoming_calls()),
         });
         if let Some(orders) = node.take_move_orders() {
             let weak = Arc::downgrade(&cluster);

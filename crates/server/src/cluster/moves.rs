@@ -210,7 +210,9 @@ pub(crate) fn serve_orders(
         let Some(cluster) = cluster.upgrade() else {
             return;
         };
+        cluster.move_stats.started();
         let result = cluster.take_partition(order.partition, &me, shards);
+        cluster.move_stats.ended(&result);
         if !result.moved {
             tracing::warn!(partition = order.partition.0, why = %result.message, "partition not moved");
         }

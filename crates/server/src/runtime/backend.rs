@@ -8,7 +8,9 @@ use bytes::Bytes;
 use glommio::channels::local_channel;
 
 use super::ShardRuntime;
+use crate::admin_api::OwnerError;
 use crate::mesh::MeshMsg;
+use surepush_cluster::admin_calls::AdminCall;
 use surepush_core::{Address, MembersOutcome, StoreOutcome};
 use surepush_proto::UserId;
 
@@ -42,20 +44,36 @@ impl ShardRuntime {
     }
 
     /// Closes the sessions of `user` (or of one device) wherever its
-    /// owner shard is; resolves with how many were closed.
+    /// owner shard is, on this node or another; resolves with how many
+    /// were closed.
     pub(crate) async fn disconnect_user(
         self: &Rc<Self>,
         user: UserId,
         device: Option<surepush_proto::DeviceId>,
-    ) -> usize {
+    ) -> Result<usize, OwnerError> {
         let address = self.core.borrow().router().address(user);
-        let owner = match address {
+        match (address, &self.cluster) {
+            (Address::Node(node, _), Some(link)) => {
+                let call = AdminCall::Disconnect { user, device };
+                crate::cluster::disconnect_answer(link.call(node, call).await)
+            }
+            _ => self.disconnect_on_node(user, device).await,
+        }
+    }
+
+    /// [`ShardRuntime::disconnect_user`] for a user of this node only.
+    pub(crate) async fn disconnect_on_node(
+        self: &Rc<Self>,
+        user: UserId,
+        device: Option<surepush_proto::DeviceId>,
+    ) -> Result<usize, OwnerError> {
+        let owner = match self.core.borrow().router().address(user) {
             Address::Shard(shard) => shard.0,
-            // Owned by another node of the cluster: not connected here.
-            Address::Node(..) | Address::Unplaced(_) => return 0,
+            Address::Node(..) => return Err(OwnerError::OtherNode),
+            Address::Unplaced(_) => return Err(OwnerError::Unavailable),
         };
         if owner == self.id {
-            return self.kick_here(user, device);
+            return Ok(self.kick_here(user, device));
         }
         let (reply, closed) = flume::bounded(1);
         self.handoff(
@@ -67,7 +85,7 @@ impl ShardRuntime {
             }),
         );
         // A shard that stops first drops the sender: nothing was closed.
-        closed.recv_async().await.unwrap_or(0)
+        Ok(closed.recv_async().await.unwrap_or(0))
     }
 
     /// [`ShardRuntime::disconnect_user`] on the owner shard.

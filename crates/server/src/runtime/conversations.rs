@@ -6,29 +6,50 @@
 //! is. The owner serves them with the same core code as the CONVLIST and
 //! CONVFETCH frames ([`surepush_core::Shard::conversation_summaries`],
 //! [`surepush_core::Shard::handle_conversation_fetch`]); a page of
-//! messages is one log read there.
+//! messages is one log read there. In a cluster, a user placed on another
+//! node is asked of that node (`cluster/admin_calls.rs`).
 
 use std::rc::Rc;
 
 use glommio::channels::local_channel;
 
 use super::ShardRuntime;
-use crate::admin_api::{ConversationAnswer, ConversationError, ConversationPage, ConversationRead};
+use crate::admin_api::{
+    ConversationAnswer, ConversationError, ConversationPage, ConversationRead, OwnerError,
+};
 use crate::mesh::{ConversationQuery, MeshMsg};
 use surepush_core::Address;
 use surepush_proto::UserId;
 
 impl ShardRuntime {
     /// Carries out `read` of `user`'s conversations on the user's owner
-    /// shard, this one or another.
+    /// shard, this one or another, or on its node.
     pub(crate) async fn conversations_of(
+        self: &Rc<Self>,
+        user: UserId,
+        read: ConversationRead,
+    ) -> ConversationAnswer {
+        let address = self.core.borrow().router().address(user);
+        match (address, &self.cluster) {
+            (Address::Node(node, _), Some(link)) => {
+                let call = crate::cluster::conversation_call(user, read);
+                crate::cluster::conversation_answer(link.call(node, call).await)
+            }
+            _ => self.conversations_on_node(user, read).await,
+        }
+    }
+
+    /// [`ShardRuntime::conversations_of`] for a user of this node only
+    /// (another node's call: never asked further).
+    pub(crate) async fn conversations_on_node(
         self: &Rc<Self>,
         user: UserId,
         read: ConversationRead,
     ) -> ConversationAnswer {
         let owner = match self.core.borrow().router().address(user) {
             Address::Shard(shard) => shard.0,
-            Address::Node(..) | Address::Unplaced(_) => return Err(ConversationError::OtherNode),
+            Address::Node(..) => return Err(OwnerError::OtherNode.into()),
+            Address::Unplaced(_) => return Err(OwnerError::Unavailable.into()),
         };
         if owner == self.id {
             return self.conversations_here(user, read).await;

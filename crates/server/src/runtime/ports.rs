@@ -83,9 +83,9 @@ impl ShardLoop for ShardRuntime {
         self.handoff(owner, MeshMsg::Handoff(Box::new(handoff)));
     }
 
-    fn count_relay(&self, open: bool) {
+    fn count_relay(&self, event: crate::transport::RelayEvent) {
         if let Some(link) = &self.cluster {
-            link.count_relay(open);
+            link.count_relay(event);
         }
     }
 

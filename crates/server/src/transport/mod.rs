@@ -97,6 +97,7 @@ pub(crate) use mqtt::{MqttHandshake, MqttShard};
 pub(crate) use native::NativeHandshake;
 pub(crate) use output::ConnIo;
 pub(crate) use port::{LastWill, ShardLoop, ShardPort, WillDelay};
+pub(crate) use relay::RelayEvent;
 
 /// Where the owner of an authenticated connection's user is (the shard's
 /// router answers: `ShardLoop::owner`, the one place the accept path asks).
@@ -161,6 +162,11 @@ pub(crate) trait Handshake: Sized {
     /// of redirected.
     fn relayed(_hello: &Self::Hello) -> Option<Bytes> {
         None
+    }
+    /// Whether the hello arrived relayed by another node
+    /// ([`relay::RELAY_PREAMBLE`]): it is then never relayed again.
+    fn arrived_relayed(_hello: &Self::Hello) -> bool {
+        false
     }
     /// Bytes received after the hello (the decoder's leftover).
     fn rest(self) -> Bytes;
@@ -255,6 +261,10 @@ async fn accept_on<H: Handshake, S: ShardLoop, B: ByteStream>(
     };
     let owner = match rt.owner(claims.user, H::LISTENER) {
         Owner::Shard(shard) => shard,
+        Owner::Redirect(_) if H::arrived_relayed(&hello) => {
+            rt.count_relay(RelayEvent::Refused);
+            return stream.refuse(&H::refuse_unavailable(&hello)).await;
+        }
         Owner::Redirect(to) => match H::relayed(&hello) {
             Some(raw) => {
                 let target = relay_to(&hello, to, raw, hs);
@@ -424,6 +434,10 @@ async fn accept_over<H: Handshake, S: ShardLoop, R: StreamReader, W: StreamWrite
     };
     let owner = match rt.owner(claims.user, H::LISTENER) {
         Owner::Shard(shard) => shard,
+        Owner::Redirect(_) if H::arrived_relayed(&hello) => {
+            rt.count_relay(RelayEvent::Refused);
+            return refuse_with(writer, &H::refuse_unavailable(&hello)).await;
+        }
         Owner::Redirect(to) => match H::relayed(&hello) {
             Some(raw) => {
                 let target = relay_to(&hello, to, raw, hs);

@@ -23,8 +23,9 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
+use super::relay::{Preamble, RELAY_PREAMBLE};
 use super::{
     ConnIo, Handshake, Hello, Inbound, LastWill, Listener, Session, ShardPort, Step, WillDelay,
 };
@@ -98,6 +99,8 @@ pub(crate) struct MqttConnect {
     /// The CONNECT packet's bytes as the client sent them, on a cluster
     /// node (a 3.1.1 client of another node's user is relayed with them).
     raw: Option<Bytes>,
+    /// It came relayed by another node (never relayed again).
+    relayed_in: bool,
 }
 
 /// An authenticated MQTT CONNECT on its way to the owner shard.
@@ -114,6 +117,9 @@ pub(crate) struct MqttHandshake {
     buf: BytesMut,
     /// Every byte fed, on a cluster node (the CONNECT's bytes to relay).
     fed: Option<BytesMut>,
+    /// On a cluster node: whether the stream opened with the relay
+    /// preamble (`None`: not known yet).
+    relayed_in: Option<bool>,
 }
 
 impl Handshake for MqttHandshake {
@@ -125,6 +131,9 @@ impl Handshake for MqttHandshake {
             decoder: mqtt::Decoder::new(None, mqtt.params.max_packet),
             buf: BytesMut::new(),
             fed: rt.config().cluster.enabled().then(BytesMut::new),
+            // Only another cluster node relays: elsewhere the preamble is
+            // not MQTT, and refused as such.
+            relayed_in: (!rt.config().cluster.enabled()).then_some(false),
         })
     }
 
@@ -136,6 +145,19 @@ impl Handshake for MqttHandshake {
     }
 
     fn poll_hello(&mut self) -> Step<MqttConnect> {
+        if self.relayed_in.is_none() {
+            match Preamble::of(&self.buf) {
+                Preamble::Incomplete => return Step::More,
+                Preamble::Absent => self.relayed_in = Some(false),
+                Preamble::Found => {
+                    self.relayed_in = Some(true);
+                    self.buf.advance(RELAY_PREAMBLE.len());
+                    if let Some(fed) = &mut self.fed {
+                        fed.advance(RELAY_PREAMBLE.len());
+                    }
+                }
+            }
+        }
         let connect = match self.decoder.decode(&mut self.buf) {
             Ok(None) => return Step::More,
             Ok(Some(Packet::Connect(c))) => *c,
@@ -163,6 +185,7 @@ impl Handshake for MqttHandshake {
             connect,
             token,
             raw,
+            relayed_in: self.relayed_in == Some(true),
         })
     }
 
@@ -220,6 +243,10 @@ impl Handshake for MqttHandshake {
             ProtocolLevel::V311 => hello.raw.clone(),
             ProtocolLevel::V5 => None,
         }
+    }
+
+    fn arrived_relayed(hello: &MqttConnect) -> bool {
+        hello.relayed_in
     }
 
     fn rest(self) -> Bytes {

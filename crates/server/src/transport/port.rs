@@ -51,8 +51,9 @@ pub(crate) trait ShardLoop: ShardPort + 'static {
     fn count_auth_failure(&self);
     /// Sends a connection to the shard that owns its user.
     fn hand_off(&self, owner: u16, handoff: Handoff);
-    /// A connection relayed to its user's node opened (`true`) or closed.
-    fn count_relay(&self, open: bool);
+    /// A connection relayed to its user's node opened, closed, or was
+    /// refused (it arrived relayed for a user this node does not own).
+    fn count_relay(&self, event: super::relay::RelayEvent);
     /// Counts a connection adopted from another shard; `layers`: what
     /// wraps its protocol (`tcp`, `tls`, `ws`, `wss`).
     fn count_adopted(&self, layers: &'static str);

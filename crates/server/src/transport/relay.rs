@@ -24,6 +24,13 @@
 //!   node that dies closes its relayed clients with it.
 //! - The owner not answering within the connect timeout: the client gets
 //!   the protocol's "unavailable" refusal, as for a node not registered.
+//! - Relayed once, never again: the relayed stream opens with
+//!   [`RELAY_PREAMBLE`], and a connection that arrived with it for a user
+//!   this node does not own is refused with "unavailable" (the client
+//!   retries) instead of relayed on. Two nodes that disagree on an owner
+//!   (a placement change half seen) thus cannot relay a client to each
+//!   other in a loop. The preamble grants nothing: a client that sends it
+//!   itself is only never relayed.
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -41,6 +48,50 @@ use super::{refuse_with, Opened, ShardLoop};
 /// Bytes one direction of a relayed connection reads at a time (and so
 /// the most it holds).
 pub(crate) const RELAY_BUFFER: usize = 16 * 1024;
+
+/// What a relayed stream opens with, before the client's bytes: a PROXY
+/// protocol v2 header (signature, PROXY command, address family
+/// unspecified, no addresses) carrying one application TLV (type 0xE5,
+/// `surepush-relay`). docs/CLUSTER.md documents it; no MQTT stream starts
+/// with 0x0D, so the owner's MQTT listener tells it apart at once.
+pub(crate) const RELAY_PREAMBLE: &[u8] =
+    b"\r\n\r\n\0\r\nQUIT\n\x21\x00\x00\x11\xE5\x00\x0Esurepush-relay";
+
+/// Whether a stream's first bytes are [`RELAY_PREAMBLE`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Preamble {
+    /// Too few bytes yet to tell.
+    Incomplete,
+    /// It opens the stream (and is this long).
+    Found,
+    /// The stream does not start with it.
+    Absent,
+}
+
+impl Preamble {
+    /// What `bytes`, the start of a stream, open with.
+    pub(crate) fn of(bytes: &[u8]) -> Preamble {
+        let n = bytes.len().min(RELAY_PREAMBLE.len());
+        if bytes[..n] != RELAY_PREAMBLE[..n] {
+            Preamble::Absent
+        } else if n == RELAY_PREAMBLE.len() {
+            Preamble::Found
+        } else {
+            Preamble::Incomplete
+        }
+    }
+}
+
+/// What happened to a relayed connection (counted in /metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RelayEvent {
+    /// Relayed to its user's node: open now.
+    Opened,
+    /// Closed.
+    Closed,
+    /// It arrived relayed for a user not owned here: refused.
+    Refused,
+}
 
 /// What the accept path hands over to relay a connection.
 pub(crate) struct RelayTo {
@@ -117,6 +168,7 @@ async fn open(to: &str, replay: &[Bytes; 2], timeout: Duration) -> std::io::Resu
         .await
         .map_err(std::io::Error::from)?;
     let _ = upstream.set_nodelay(true);
+    upstream.write_all(RELAY_PREAMBLE).await?;
     for bytes in replay.iter().filter(|b| !b.is_empty()) {
         upstream.write_all(bytes).await?;
     }
@@ -137,13 +189,13 @@ struct Relayed<S: ShardLoop> {
 
 impl<S: ShardLoop> Relayed<S> {
     fn count(rt: Rc<S>) -> Relayed<S> {
-        rt.count_relay(true);
+        rt.count_relay(RelayEvent::Opened);
         Relayed { rt }
     }
 }
 
 impl<S: ShardLoop> Drop for Relayed<S> {
     fn drop(&mut self) {
-        self.rt.count_relay(false);
+        self.rt.count_relay(RelayEvent::Closed);
     }
 }
