@@ -70,6 +70,7 @@ mod room;
 mod room_access;
 pub mod router;
 mod send;
+mod sends;
 mod session;
 mod shard;
 pub mod state;

@@ -38,7 +38,7 @@ use crate::peer::{encoded_len, MoveCursor, MoveFetch, MovePage, MoveStatus};
 use crate::record::{InboxQuery, MessageRecord, Record, StateKey};
 use crate::router::ShardId;
 use crate::shard::{AppendPurpose, Device, ReadPurpose, Shard, TimerEvent};
-use crate::state::{DedupEntry, SendKey};
+use crate::state::SendKey;
 use surepush_cluster::PartitionId;
 use surepush_proto::{ErrorCode, Frame, Seq, UserId};
 
@@ -246,7 +246,7 @@ impl Shard {
                 let inbox = self.users.entry(m.inbox).or_default();
                 inbox.assigned = inbox.assigned.max(m.seq);
                 inbox.durable = inbox.durable.max(m.seq);
-                self.dedup.insert(DedupEntry::of(m), &self.config.dedup);
+                self.sends.import_copy(m);
                 if !surepush_proto::is_room(m.inbox.0) {
                     self.conversations.note(m);
                 }
@@ -279,7 +279,7 @@ impl Shard {
                     from_device: *from_device,
                     client_msg_id: *client_msg_id,
                 };
-                self.dedup.release_copy(&key, *to, &self.config.dedup);
+                self.sends.release_copy(&key, *to);
             }
             Record::Member {
                 group,
@@ -387,7 +387,7 @@ impl Shard {
                 value: Some(value.clone()),
             });
         }
-        for e in self.dedup.entries() {
+        for e in self.sends.window_entries() {
             if e.released && in_p(self, e.inbox) {
                 ids.push(e.inbox);
                 extras.entry(e.inbox).or_default().push(Record::Release {

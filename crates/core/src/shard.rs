@@ -27,7 +27,7 @@ pub(super) use super::storage::{AppendPurpose, ReadPurpose};
 use crate::peer::PeerMsg;
 use crate::router::{ClusterRoutes, Router, ShardId};
 use crate::timer::{TimerId, TimerWheel};
-use crate::{DedupWindow, InboxQuery, MessageRecord, Record, RecoveredState, SendKey};
+use crate::{InboxQuery, MessageRecord, Record, RecoveredState};
 use surepush_proto::{ConnAck, DeviceId, Frame, Qos, Seq, UserId};
 use surepush_token::TokenVerifier;
 
@@ -159,35 +159,6 @@ pub(super) enum TimerEvent {
     },
 }
 
-/// A copy appended but not yet durable, with the shards awaiting it.
-#[derive(Debug)]
-pub(super) struct InFlightCopy {
-    pub(super) record: MessageRecord,
-    pub(super) waiters: Vec<super::group::Reply>,
-}
-
-/// Who awaits the outcome of a send.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum SendOrigin {
-    /// A client connection (answered with SENDACK).
-    Conn(ConnId),
-    /// A backend publish (answered with [`Action::Published`]).
-    Api(u64),
-}
-
-/// A SEND awaiting its copies.
-#[derive(Debug)]
-pub(super) struct PendingSend {
-    pub(super) origin: SendOrigin,
-    pub(super) to: UserId,
-    /// What a retry must repeat (client sends; backend publishes refuse
-    /// any concurrent reuse of their id instead).
-    pub(super) fingerprint: Option<super::retry::SendFingerprint>,
-    pub(super) remote: Option<super::action::StoreOutcome>,
-    /// `None` while awaited; equal to `remote` for a send to oneself.
-    pub(super) own: Option<super::action::StoreOutcome>,
-}
-
 /// The delivery state machine of one shard. See the module docs for the call order.
 #[derive(Debug)]
 pub struct Shard {
@@ -199,9 +170,9 @@ pub struct Shard {
     pub(super) users: FastHashMap<UserId, Inbox>,
     pub(super) conns: Slab<Conn>,
     pub(super) next_generation: u32,
-    pub(super) dedup: DedupWindow,
-    pub(super) copies: FastHashMap<(SendKey, UserId), InFlightCopy>,
-    pub(super) sends: FastHashMap<SendKey, PendingSend>,
+    /// The send path's dedup window, copies in flight and pending sends
+    /// (`sends.rs`).
+    pub(super) sends: super::sends::Sends,
     /// Members of the groups and rooms homed here (`members.rs`).
     pub(super) members: super::members::Members,
     /// Group sends waiting for their member copies (home shard).
@@ -270,9 +241,7 @@ impl Shard {
             users,
             conns: Slab::new(),
             next_generation: 0,
-            dedup: recovered.dedup,
-            copies: FastHashMap::default(),
-            sends: FastHashMap::default(),
+            sends: super::sends::Sends::recovered(recovered.dedup, config.dedup),
             members: super::members::Members::recovered(recovered.groups),
             fanouts: Default::default(),
             rooms: FastHashMap::default(),
