@@ -68,6 +68,7 @@ pub mod record;
 mod retry;
 mod room;
 mod room_access;
+mod room_replicas;
 pub mod router;
 mod send;
 mod sends;

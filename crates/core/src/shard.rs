@@ -178,7 +178,7 @@ pub struct Shard {
     /// Group sends waiting for their member copies (home shard).
     pub(super) fanouts: super::group::Fanouts,
     /// Rooms with subscribers on this shard.
-    pub(super) rooms: FastHashMap<u64, super::room::RoomReplica>,
+    pub(super) rooms: super::room_replicas::RoomReplicas,
     /// Rooms homed here: which shards have subscribers.
     pub(super) room_shards: super::room::RoomShards,
     /// Keyed state of the layers above owned here (`keyed.rs`).
@@ -194,7 +194,6 @@ pub struct Shard {
     /// Wildcard topic filters and the stream names homed here
     /// (`topic_filters.rs`).
     pub(super) topics: super::topic_filters::Topics,
-    pub(super) next_sub_id: u64,
     pub(super) timers: TimerWheel<TimerEvent>,
     pub(super) actions: VecDeque<Action>,
     /// Appends and reads in flight, and whether the log failed.
@@ -244,7 +243,7 @@ impl Shard {
             sends: super::sends::Sends::recovered(recovered.dedup, config.dedup),
             members: super::members::Members::recovered(recovered.groups),
             fanouts: Default::default(),
-            rooms: FastHashMap::default(),
+            rooms: Default::default(),
             room_shards: Default::default(),
             keyed: super::keyed::KeyedState::recovered(recovered.keyed),
             webhooks,
@@ -256,7 +255,6 @@ impl Shard {
             presence: Default::default(),
             moves: Default::default(),
             topics: Default::default(),
-            next_sub_id: 0,
             timers: TimerWheel::new(tick),
             actions: VecDeque::new(),
             storage: Storage::default(),
