@@ -73,6 +73,7 @@ pub mod router;
 mod send;
 mod sends;
 mod session;
+mod sessions;
 mod shard;
 pub mod state;
 mod stats;

@@ -37,7 +37,8 @@ use crate::hashing::FastHashMap;
 use crate::peer::{encoded_len, MoveCursor, MoveFetch, MovePage, MoveStatus};
 use crate::record::{InboxQuery, MessageRecord, Record, StateKey};
 use crate::router::ShardId;
-use crate::shard::{AppendPurpose, Device, ReadPurpose, Shard, TimerEvent};
+use crate::sessions::Device;
+use crate::shard::{AppendPurpose, ReadPurpose, Shard, TimerEvent};
 use crate::state::SendKey;
 use surepush_cluster::PartitionId;
 use surepush_proto::{ErrorCode, Frame, Seq, UserId};
@@ -243,7 +244,7 @@ impl Shard {
     fn apply_imported(&mut self, record: &Record) {
         match record {
             Record::Message(m) => {
-                let inbox = self.users.entry(m.inbox).or_default();
+                let inbox = self.sessions.inbox_entry(m.inbox);
                 inbox.assigned = inbox.assigned.max(m.seq);
                 inbox.durable = inbox.durable.max(m.seq);
                 self.sends.import_copy(m);
@@ -252,7 +253,7 @@ impl Shard {
                 }
             }
             Record::Cursor { user, device, seq } => {
-                let inbox = self.users.entry(*user).or_default();
+                let inbox = self.sessions.inbox_entry(*user);
                 inbox.assigned = inbox.assigned.max(*seq);
                 inbox.durable = inbox.durable.max(*seq);
                 match inbox.device_mut(*device) {
@@ -338,29 +339,29 @@ impl Shard {
         // Sessions of the partition's users go: their ACKs would move
         // cursors the export has already copied.
         let leaving: Vec<_> = self
-            .conns
-            .iter()
+            .sessions
+            .conns()
             .filter(|(_, c)| c.session.is_some_and(|(u, _)| in_p(self, u)))
-            .map(|(i, c)| self.conn_id(i, c))
+            .map(|(id, _)| id)
             .collect();
         for conn in leaving {
             self.close_with(conn, Frame::disconnect(ErrorCode::ShuttingDown, ""));
         }
         let mut ids: Vec<UserId> = self
-            .users
-            .keys()
-            .copied()
+            .sessions
+            .inboxes()
+            .map(|(u, _)| u)
             .filter(|u| in_p(self, *u))
             .collect();
         let mut extras: FastHashMap<UserId, Vec<Record>> = FastHashMap::default();
-        for (user, inbox) in &self.users {
-            if !in_p(self, *user) {
+        for (user, inbox) in self.sessions.inboxes() {
+            if !in_p(self, user) {
                 continue;
             }
-            let out = extras.entry(*user).or_default();
+            let out = extras.entry(user).or_default();
             for d in &inbox.devices {
                 out.push(Record::Cursor {
-                    user: *user,
+                    user,
                     device: d.id,
                     seq: d.cursor,
                 });
@@ -601,22 +602,22 @@ impl Shard {
                 .is_some_and(|p| lost.contains(&PartitionId(p)))
         };
         let leaving: Vec<_> = self
-            .conns
-            .iter()
+            .sessions
+            .conns()
             .filter(|(_, c)| c.session.is_some_and(|(u, _)| gone(self, u)))
-            .map(|(i, c)| self.conn_id(i, c))
+            .map(|(id, _)| id)
             .collect();
         for conn in leaving {
             self.close_with(conn, Frame::disconnect(ErrorCode::ShuttingDown, ""));
         }
         let users: Vec<UserId> = self
-            .users
-            .keys()
-            .copied()
+            .sessions
+            .inboxes()
+            .map(|(u, _)| u)
             .filter(|u| gone(self, *u))
             .collect();
         for u in users {
-            self.users.remove(&u);
+            self.sessions.forget_inbox(u);
         }
         let groups: Vec<UserId> = self.members.ids().filter(|g| gone(self, *g)).collect();
         for g in groups {

@@ -347,10 +347,7 @@ impl Shard {
             // subject (`room_fan_out`); the ticket only names this replay.
             self.room_shards.join(room, shard);
         }
-        let head = self
-            .users
-            .get(&UserId(room))
-            .map_or(Seq::ZERO, |i| i.durable);
+        let head = self.sessions.durable_head(UserId(room));
         let oldest = Seq(head
             .0
             .saturating_sub(u64::from(self.config.room_history))

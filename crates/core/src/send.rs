@@ -438,7 +438,7 @@ impl Shard {
             self.answer(origin, key, inbox, StoreOutcome::Failed);
             return;
         }
-        let state = self.users.entry(inbox).or_default();
+        let state = self.sessions.inbox_entry(inbox);
         state.assigned = state.assigned.next();
         let record = MessageRecord {
             inbox,
@@ -499,7 +499,7 @@ impl Shard {
         };
         let outcome = if ok {
             let seq = copy.record.seq;
-            let state = self.users.entry(inbox).or_default();
+            let state = self.sessions.inbox_entry(inbox);
             debug_assert_eq!(
                 state.durable.next(),
                 seq,
@@ -580,7 +580,7 @@ impl Shard {
             attrs,
             payload,
         } = msg;
-        let Some(state) = self.users.get(&inbox) else {
+        let Some(state) = self.sessions.inbox(inbox) else {
             return;
         };
         let targets: Vec<(ConnId, DeviceId)> = state

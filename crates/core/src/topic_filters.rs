@@ -197,10 +197,7 @@ impl Shard {
             .map(|(room, n)| (room, n.to_string()))
             .collect();
         for (room, name) in found {
-            let head = self
-                .users
-                .get(&UserId(room))
-                .map_or(Seq::ZERO, |i| i.durable);
+            let head = self.sessions.durable_head(UserId(room));
             let msg = TopicNotice {
                 room,
                 seq: head.next(),
