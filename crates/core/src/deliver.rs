@@ -16,7 +16,8 @@
 //!   connection (`AckTimeout`); the message stays stored for the next session.
 
 use super::action::{ConnId, ReadId};
-use super::shard::{AppendPurpose, PendingPush, ReadPurpose, Shard, TimerEvent, NS_PER_MS};
+use super::sessions::PendingPush;
+use super::shard::{AppendPurpose, ReadPurpose, Shard, TimerEvent, NS_PER_MS};
 use crate::{InboxQuery, MessageRecord, Record};
 use surepush_proto::{DeviceId, ErrorCode, Frame, Push, Seq, UserId};
 
@@ -56,7 +57,7 @@ pub(super) fn push_frame(
 impl Shard {
     /// A copy just became durable: push it to the inbox's live devices.
     pub(super) fn on_durable(&mut self, record: &MessageRecord) {
-        let Some(inbox) = self.users.get(&record.inbox) else {
+        let Some(inbox) = self.sessions.inbox(record.inbox) else {
             return;
         };
         let conns: Vec<ConnId> = inbox.devices.iter().filter_map(|d| d.conn).collect();
@@ -198,25 +199,15 @@ impl Shard {
 
     /// Moves a device's cursor forward (never back) and schedules its write.
     pub(super) fn advance_cursor(&mut self, user: UserId, device: DeviceId, seq: Seq) {
-        let Some(d) = self.users.get_mut(&user).and_then(|i| i.device_mut(device)) else {
-            return;
-        };
-        if seq <= d.cursor {
-            return;
+        if self.sessions.advance_cursor(user, device, seq) {
+            self.arm_bookkeeping_flush();
         }
-        let was_clean = d.cursor == d.persisted;
-        d.cursor = seq;
-        if was_clean {
-            self.dirty_cursors.push((user, device));
-        }
-        self.arm_bookkeeping_flush();
     }
 
     /// Arms the flush of cursors and deferred state (`cursor_flush_ms`
     /// from now), unless it is armed already.
     pub(super) fn arm_bookkeeping_flush(&mut self) {
-        if !self.flush_armed {
-            self.flush_armed = true;
+        if self.sessions.arm_flush() {
             let at = self.now_ns + self.config.cursor_flush_ms * NS_PER_MS;
             self.timers.insert(at, TimerEvent::FlushCursors);
         }
@@ -224,17 +215,11 @@ impl Shard {
 
     /// Writes every changed cursor to the log (one record each, one batch).
     pub(super) fn flush_cursors(&mut self) {
-        self.flush_armed = false;
-        let dirty = std::mem::take(&mut self.dirty_cursors);
+        let dirty = self.sessions.take_dirty_cursors();
         for (user, device) in dirty {
-            let Some(d) = self.users.get_mut(&user).and_then(|i| i.device_mut(device)) else {
+            let Some(seq) = self.sessions.persist_cursor(user, device) else {
                 continue;
             };
-            if d.cursor == d.persisted {
-                continue;
-            }
-            d.persisted = d.cursor;
-            let seq = d.cursor;
             if !self.storage.failed() {
                 self.append(
                     Record::Cursor { user, device, seq },

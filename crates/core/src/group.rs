@@ -276,7 +276,7 @@ impl Shard {
     pub(super) fn on_release_many(&mut self, m: ReleaseMany) {
         let ReleaseMany { key, inboxes } = m;
         for inbox in inboxes {
-            if self.dedup.release_copy(&key, inbox, &self.config.dedup) && !self.storage.failed() {
+            if self.sends.release_copy(&key, inbox) && !self.storage.failed() {
                 self.append(
                     Record::Release {
                         from: key.from,

@@ -37,8 +37,9 @@ use crate::hashing::FastHashMap;
 use crate::peer::{encoded_len, MoveCursor, MoveFetch, MovePage, MoveStatus};
 use crate::record::{InboxQuery, MessageRecord, Record, StateKey};
 use crate::router::ShardId;
-use crate::shard::{AppendPurpose, Device, ReadPurpose, Shard, TimerEvent};
-use crate::state::{DedupEntry, SendKey};
+use crate::sessions::Device;
+use crate::shard::{AppendPurpose, ReadPurpose, Shard, TimerEvent};
+use crate::state::SendKey;
 use surepush_cluster::PartitionId;
 use surepush_proto::{ErrorCode, Frame, Seq, UserId};
 
@@ -243,16 +244,16 @@ impl Shard {
     fn apply_imported(&mut self, record: &Record) {
         match record {
             Record::Message(m) => {
-                let inbox = self.users.entry(m.inbox).or_default();
+                let inbox = self.sessions.inbox_entry(m.inbox);
                 inbox.assigned = inbox.assigned.max(m.seq);
                 inbox.durable = inbox.durable.max(m.seq);
-                self.dedup.insert(DedupEntry::of(m), &self.config.dedup);
+                self.sends.import_copy(m);
                 if !surepush_proto::is_room(m.inbox.0) {
                     self.conversations.note(m);
                 }
             }
             Record::Cursor { user, device, seq } => {
-                let inbox = self.users.entry(*user).or_default();
+                let inbox = self.sessions.inbox_entry(*user);
                 inbox.assigned = inbox.assigned.max(*seq);
                 inbox.durable = inbox.durable.max(*seq);
                 match inbox.device_mut(*device) {
@@ -279,7 +280,7 @@ impl Shard {
                     from_device: *from_device,
                     client_msg_id: *client_msg_id,
                 };
-                self.dedup.release_copy(&key, *to, &self.config.dedup);
+                self.sends.release_copy(&key, *to);
             }
             Record::Member {
                 group,
@@ -338,29 +339,29 @@ impl Shard {
         // Sessions of the partition's users go: their ACKs would move
         // cursors the export has already copied.
         let leaving: Vec<_> = self
-            .conns
-            .iter()
+            .sessions
+            .conns()
             .filter(|(_, c)| c.session.is_some_and(|(u, _)| in_p(self, u)))
-            .map(|(i, c)| self.conn_id(i, c))
+            .map(|(id, _)| id)
             .collect();
         for conn in leaving {
             self.close_with(conn, Frame::disconnect(ErrorCode::ShuttingDown, ""));
         }
         let mut ids: Vec<UserId> = self
-            .users
-            .keys()
-            .copied()
+            .sessions
+            .inboxes()
+            .map(|(u, _)| u)
             .filter(|u| in_p(self, *u))
             .collect();
         let mut extras: FastHashMap<UserId, Vec<Record>> = FastHashMap::default();
-        for (user, inbox) in &self.users {
-            if !in_p(self, *user) {
+        for (user, inbox) in self.sessions.inboxes() {
+            if !in_p(self, user) {
                 continue;
             }
-            let out = extras.entry(*user).or_default();
+            let out = extras.entry(user).or_default();
             for d in &inbox.devices {
                 out.push(Record::Cursor {
-                    user: *user,
+                    user,
                     device: d.id,
                     seq: d.cursor,
                 });
@@ -387,7 +388,7 @@ impl Shard {
                 value: Some(value.clone()),
             });
         }
-        for e in self.dedup.entries() {
+        for e in self.sends.window_entries() {
             if e.released && in_p(self, e.inbox) {
                 ids.push(e.inbox);
                 extras.entry(e.inbox).or_default().push(Record::Release {
@@ -601,22 +602,22 @@ impl Shard {
                 .is_some_and(|p| lost.contains(&PartitionId(p)))
         };
         let leaving: Vec<_> = self
-            .conns
-            .iter()
+            .sessions
+            .conns()
             .filter(|(_, c)| c.session.is_some_and(|(u, _)| gone(self, u)))
-            .map(|(i, c)| self.conn_id(i, c))
+            .map(|(id, _)| id)
             .collect();
         for conn in leaving {
             self.close_with(conn, Frame::disconnect(ErrorCode::ShuttingDown, ""));
         }
         let users: Vec<UserId> = self
-            .users
-            .keys()
-            .copied()
+            .sessions
+            .inboxes()
+            .map(|(u, _)| u)
             .filter(|u| gone(self, *u))
             .collect();
         for u in users {
-            self.users.remove(&u);
+            self.sessions.forget_inbox(u);
         }
         let groups: Vec<UserId> = self.members.ids().filter(|g| gone(self, *g)).collect();
         for g in groups {

@@ -155,7 +155,7 @@ impl Shard {
             return;
         }
         tracing::debug!(key = ?check.key, "retry differs from the stored send");
-        if self.sends.remove(&check.key).is_some() {
+        if self.sends.forget(&check.key) {
             if let Some(c) = self.conn_mut(check.conn) {
                 c.pending_sends -= 1;
             }

@@ -35,11 +35,12 @@
 //!   is refused, or that a membership change later takes the permission
 //!   from, gets SUBACK `Forbidden` and ends.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
 use super::action::{Action, ConnId};
+use super::room_replicas::{CatchUp, Offer, PageFit};
 use super::shard::{ReadPurpose, Shard};
 use crate::peer::{RoomFanout, RoomLeave, RoomPage, RoomRefused, RoomRevoke, RoomSubscribe};
 use crate::router::{PeerTarget, ShardId};
@@ -49,34 +50,7 @@ use surepush_proto::{
 };
 use surepush_token::AclAction;
 
-/// One room as seen by a shard that has subscribers to it.
-#[derive(Debug, Default)]
-pub(super) struct RoomReplica {
-    /// Recent ROOMPUSH frames, ascending by seq.
-    ring: VecDeque<(Seq, Bytes)>,
-    subs: Vec<RoomSub>,
-}
-
-#[derive(Debug)]
-struct RoomSub {
-    /// Tells this subscription's replay pages from those of an earlier
-    /// one of the same connection (still in flight after a ROOMLAG).
-    id: u64,
-    conn: ConnId,
-    qos: Qos,
-    /// Next sequence to deliver (valid once the first page arrived).
-    next: Seq,
-    /// Highest sequence acknowledged (QoS 1).
-    acked: Seq,
-    /// Waiting for replay pages from the home shard.
-    replaying: bool,
-    /// The session's token grants reading the room: membership changes
-    /// cannot end this subscription.
-    granted: bool,
-}
-
-/// A page of replayed room frames, or the live fan-out of one frame.
-pub(super) type Frames = Vec<(Seq, Bytes)>;
+pub(super) use super::room_replicas::Frames;
 
 /// Encodes a room message once, as the bytes every subscriber gets.
 fn encode(room: u64, m: &MessageRecord) -> Bytes {
@@ -111,18 +85,7 @@ impl Shard {
         };
         let granted = self.token_grants(conn, AclAction::Subscribe, s.room);
         self.drop_sub(conn, s.room, false);
-        self.next_sub_id += 1;
-        let id = self.next_sub_id;
-        let replica = self.rooms.entry(s.room).or_default();
-        replica.subs.push(RoomSub {
-            id,
-            conn,
-            qos: s.qos,
-            next: Seq::ZERO,
-            acked: Seq::ZERO,
-            replaying: true,
-            granted,
-        });
+        let id = self.rooms.subscribe(s.room, conn, s.qos, granted);
         // Once per room: a SUBSCRIBE replacing the previous one (a resume
         // after ROOMLAG, a hole) must not grow the connection's list.
         if let Some(c) = self.conn_mut(conn).filter(|c| !c.rooms.contains(&s.room)) {
@@ -145,10 +108,7 @@ impl Shard {
     }
 
     pub(super) fn on_room_ack(&mut self, conn: ConnId, room: u64, seq: Seq) {
-        if let Some(sub) = self.sub_mut(room, conn) {
-            let top = Seq(sub.next.0.saturating_sub(1));
-            sub.acked = sub.acked.max(seq.min(top));
-        }
+        self.rooms.ack(room, conn, seq);
     }
 
     /// The driver could not queue a room frame for `conn` (its write buffer
@@ -168,7 +128,7 @@ impl Shard {
     /// `notice(room, next)`, `next` being the sequence it would have
     /// delivered next; false if there was none.
     fn end_sub(&mut self, conn: ConnId, room: u64, notice: fn(u64, Seq) -> Frame) -> bool {
-        let Some(next) = self.sub_mut(room, conn).map(|s| s.next) else {
+        let Some(next) = self.rooms.next_of(room, conn) else {
             return false;
         };
         self.drop_sub(conn, room, true);
@@ -179,7 +139,7 @@ impl Shard {
     /// The room's home shard refused subscription `sub` (`room_access.rs`).
     pub(super) fn on_room_refused(&mut self, m: RoomRefused) {
         let RoomRefused { room, conn, sub } = m;
-        if self.sub_mut(room, conn).is_some_and(|s| s.id == sub) {
+        if self.rooms.is_current(room, conn, sub) {
             self.forbid(conn, room);
         }
     }
@@ -188,18 +148,13 @@ impl Shard {
     /// their subscriptions here end, except those their token grants.
     pub(super) fn on_room_revoke(&mut self, m: RoomRevoke) {
         let RoomRevoke { room, revoked } = m;
-        let Some(replica) = self.rooms.get(&room) else {
-            return;
-        };
-        let ending: Vec<ConnId> = replica
-            .subs
-            .iter()
-            .filter(|s| !s.granted)
-            .filter(|s| {
-                let user = self.conn(s.conn).and_then(|c| c.session).map(|(u, _)| u);
+        let ending: Vec<ConnId> = self
+            .rooms
+            .ungranted(room)
+            .filter(|conn| {
+                let user = self.conn(*conn).and_then(|c| c.session).map(|(u, _)| u);
                 user.is_some_and(|u| revoked.covers(u))
             })
-            .map(|s| s.conn)
             .collect();
         for conn in ending {
             self.forbid(conn, room);
@@ -222,32 +177,18 @@ impl Shard {
         }
     }
 
-    fn sub_mut(&mut self, room: u64, conn: ConnId) -> Option<&mut RoomSub> {
-        self.rooms
-            .get_mut(&room)?
-            .subs
-            .iter_mut()
-            .find(|s| s.conn == conn)
-    }
-
     /// Removes `conn`'s subscription to `room`; the last one on this shard
     /// tells the home shard to stop sending here.
     fn drop_sub(&mut self, conn: ConnId, room: u64, forget_on_conn: bool) {
-        let Some(replica) = self.rooms.get_mut(&room) else {
+        let Some(last) = self.rooms.unsubscribe(room, conn) else {
             return;
         };
-        let before = replica.subs.len();
-        replica.subs.retain(|s| s.conn != conn);
-        if replica.subs.len() == before {
-            return;
-        }
         if forget_on_conn {
             if let Some(c) = self.conn_mut(conn) {
                 c.rooms.retain(|r| *r != room);
             }
         }
-        if self.rooms[&room].subs.is_empty() {
-            self.rooms.remove(&room);
+        if last {
             let msg = RoomLeave {
                 room,
                 shard: self.params.id,
@@ -266,17 +207,11 @@ impl Shard {
     /// Sends `frame` (seq `seq`) to `conn` if it is the next one it needs.
     fn deliver(&mut self, room: u64, conn: ConnId, seq: Seq, frame: &Bytes) {
         let window = u64::from(self.config.room_window);
-        let Some(sub) = self.sub_mut(room, conn) else {
-            return;
-        };
-        if sub.next != seq {
-            return;
+        match self.rooms.offer(room, conn, seq, window) {
+            Offer::Skip => return,
+            Offer::Lag => return self.lag(conn, room),
+            Offer::Send => {}
         }
-        if sub.qos == Qos::AtLeastOnce && seq.0.saturating_sub(sub.acked.0) > window {
-            self.lag(conn, room);
-            return;
-        }
-        sub.next = seq.next();
         self.stats.room_pushes += 1;
         self.actions.push_back(Action::SendShared {
             conn,
@@ -288,26 +223,12 @@ impl Shard {
     /// Delivers from the ring what `conn` still needs; lags it if the ring
     /// no longer reaches back to its next sequence.
     fn catch_up(&mut self, room: u64, conn: ConnId) {
-        let Some(next) = self.sub_mut(room, conn).map(|s| s.next) else {
-            return;
+        let frames = match self.rooms.catch_up(room, conn) {
+            CatchUp::Gone => return,
+            CatchUp::Lag => return self.lag(conn, room),
+            CatchUp::Hole => return self.resync(room, conn),
+            CatchUp::Frames(frames) => frames,
         };
-        let replica = &self.rooms[&room];
-        if replica
-            .ring
-            .front()
-            .is_some_and(|(oldest, _)| *oldest > next)
-        {
-            self.lag(conn, room);
-            return;
-        }
-        let from = replica.ring.partition_point(|(s, _)| *s < next);
-        if replica.ring.get(from).is_some_and(|(s, _)| *s > next) {
-            // A hole: later messages are here but `next` is not (a push
-            // lost between nodes, or a room subject joined late).
-            self.resync(room, conn);
-            return;
-        }
-        let frames: Frames = replica.ring.iter().skip(from).cloned().collect();
         for (seq, frame) in frames {
             self.deliver(room, conn, seq, &frame);
         }
@@ -320,21 +241,17 @@ impl Shard {
         let Some((user, _)) = self.conn(conn).and_then(|c| c.session) else {
             return;
         };
-        self.next_sub_id += 1;
-        let (id, shard) = (self.next_sub_id, self.params.id);
-        let Some(sub) = self.sub_mut(room, conn) else {
+        let Some(restart) = self.rooms.restart_replay(room, conn) else {
             return;
         };
-        sub.id = id;
-        sub.replaying = true;
         let msg = RoomSubscribe {
             room,
-            shard,
+            shard: self.params.id,
             conn,
-            sub: id,
-            from: SubscribeFrom::After(Seq(sub.next.0.saturating_sub(1))),
+            sub: restart.id,
+            from: SubscribeFrom::After(restart.after),
             user,
-            granted: sub.granted,
+            granted: restart.granted,
         };
         self.stats.room_resyncs += 1;
         self.route_to_owner(UserId(room), msg);
@@ -352,38 +269,27 @@ impl Shard {
             skip_to,
             done,
         } = page;
-        let Some(sub) = self.sub_mut(room, conn) else {
-            return; // unsubscribed meanwhile
-        };
-        if sub.id != sub_id || !sub.replaying {
-            return; // a page of an earlier subscription
-        }
-        // Sequences before `skip_to` no longer exist: start or move past them.
-        let (first, gap) = if skip_to > first {
-            (skip_to, true)
-        } else {
-            (first, gap)
-        };
-        if sub.next != Seq::ZERO && gap && first > sub.next {
+        match self
+            .rooms
+            .page_arrived(room, conn, sub_id, first, gap, skip_to)
+        {
+            PageFit::Stale => return,
             // A resync (above) found the messages it missed older than the
             // room's history: the subscriber resumes and learns of the gap.
-            self.lag(conn, room);
-            return;
-        }
-        if sub.next != Seq::ZERO && skip_to > sub.next {
-            sub.next = skip_to;
-        }
-        if sub.next == Seq::ZERO {
-            sub.next = first;
-            sub.acked = Seq(first.0.saturating_sub(1));
-            let result = if gap { SubResult::Gap } else { SubResult::Ok };
-            let ack = SubAck {
-                room,
-                head,
-                first,
-                result,
-            };
-            self.send_frame(conn, Frame::SubAck(ack));
+            PageFit::Lag => return self.lag(conn, room),
+            PageFit::Fits { first: None } => {}
+            PageFit::Fits {
+                first: Some((first, gap)),
+            } => {
+                let result = if gap { SubResult::Gap } else { SubResult::Ok };
+                let ack = SubAck {
+                    room,
+                    head,
+                    first,
+                    result,
+                };
+                self.send_frame(conn, Frame::SubAck(ack));
+            }
         }
         if frames.is_empty() && !done && skip_to == Seq::ZERO {
             self.lag(conn, room); // the home shard could not read the log
@@ -393,9 +299,7 @@ impl Shard {
             self.deliver(room, conn, *seq, frame);
         }
         if done {
-            if let Some(sub) = self.sub_mut(room, conn) {
-                sub.replaying = false;
-            }
+            self.rooms.replay_done(room, conn);
             self.catch_up(room, conn);
         }
     }
@@ -403,21 +307,9 @@ impl Shard {
     pub(super) fn on_room_fanout(&mut self, m: RoomFanout) {
         let RoomFanout { room, seq, frame } = m;
         let history = self.config.room_history as usize;
-        let Some(replica) = self.rooms.get_mut(&room) else {
+        let Some(live) = self.rooms.fanout(room, seq, &frame, history) else {
             return; // the last subscriber left
         };
-        if seq != Seq::ZERO {
-            replica.ring.push_back((seq, frame.clone()));
-            while replica.ring.len() > history {
-                replica.ring.pop_front();
-            }
-        }
-        let live: Vec<(ConnId, Seq)> = replica
-            .subs
-            .iter()
-            .filter(|s| !s.replaying)
-            .map(|s| (s.conn, s.next))
-            .collect();
         for (conn, next) in live {
             if seq == Seq::ZERO {
                 // QoS 0 publish: outside the sequence, live subscribers only.
@@ -455,10 +347,7 @@ impl Shard {
             // subject (`room_fan_out`); the ticket only names this replay.
             self.room_shards.join(room, shard);
         }
-        let head = self
-            .users
-            .get(&UserId(room))
-            .map_or(Seq::ZERO, |i| i.durable);
+        let head = self.sessions.durable_head(UserId(room));
         let oldest = Seq(head
             .0
             .saturating_sub(u64::from(self.config.room_history))

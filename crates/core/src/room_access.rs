@@ -110,8 +110,7 @@ impl Shard {
         }
         // A retry of a message stored while it was allowed is answered as
         // the duplicate it is, whatever the permission is now.
-        let known =
-            self.dedup.get(&p.key, room).is_some() || self.copies.contains_key(&(p.key, room));
+        let known = self.sends.knows_copy(&p.key, room);
         if !allowed && !known {
             self.stats.room_forbidden += 1;
             self.answer(reply, p.key, room, StoreOutcome::Rejected);

@@ -15,9 +15,10 @@ use bytes::Bytes;
 use super::action::{Action, ConnId, Publish, Publisher, StoreOutcome};
 use super::group::Reply;
 use super::retry::{CopyCheck, RetryCheck, SendFingerprint};
-use super::shard::{AppendPurpose, InFlightCopy, PendingSend, SendOrigin, Shard};
+use super::sends::{AnsweredSend, PendingMatch, PendingSend, SendOrigin};
+use super::shard::{AppendPurpose, Shard};
 use crate::peer::{Ephemeral, GroupEphemeral, GroupStore, PeerMsg, RoomPublish, StoreCopy, Stored};
-use crate::{DedupEntry, MessageRecord, Record, SendKey};
+use crate::{MessageRecord, Record, SendKey};
 use surepush_proto::{
     DeviceId, ErrorCode, Frame, Push, Qos, Send, SendAck, SendResult, Seq, UserId,
 };
@@ -96,27 +97,28 @@ impl Shard {
             return;
         }
         let fingerprint = SendFingerprint::of(send.to, send.qos, &send.payload);
-        if let Some(p) = self.sends.get(&key) {
-            if p.fingerprint != Some(fingerprint) {
+        match self.sends.match_pending(&key, fingerprint, conn) {
+            PendingMatch::New => {}
+            PendingMatch::Conflict => {
                 // Not a retry: another message under the same id.
                 self.refuse_conflicting_retry(conn, send.client_msg_id);
                 return;
             }
-            // A retry while the first attempt is still being stored: answer
-            // on the newest connection once it completes.
-            let old = p.origin;
-            if old != SendOrigin::Conn(conn) {
-                if let SendOrigin::Conn(old) = old {
-                    if let Some(c) = self.conn_mut(old) {
-                        c.pending_sends -= 1;
+            PendingMatch::Retry { previous } => {
+                // A retry while the first attempt is still being stored:
+                // answered on the newest connection once it completes.
+                if previous != SendOrigin::Conn(conn) {
+                    if let SendOrigin::Conn(old) = previous {
+                        if let Some(c) = self.conn_mut(old) {
+                            c.pending_sends -= 1;
+                        }
                     }
+                    self.conn_mut(conn)
+                        .expect("sender is connected")
+                        .pending_sends += 1;
                 }
-                self.conn_mut(conn)
-                    .expect("sender is connected")
-                    .pending_sends += 1;
-                self.sends.get_mut(&key).expect("present").origin = SendOrigin::Conn(conn);
+                return;
             }
-            return;
         }
         let max = self.config.max_pending_sends;
         let c = self.conn_mut(conn).expect("sender is connected");
@@ -132,7 +134,7 @@ impl Shard {
         let to_group = send.to.is_group();
         // A room message is stored once, in the room: no own copy.
         let to_room = surepush_proto::is_room(send.to.0);
-        self.sends.insert(
+        self.sends.start(
             key,
             PendingSend {
                 origin: SendOrigin::Conn(conn),
@@ -148,10 +150,9 @@ impl Shard {
             self.route_ephemeral(conn, key, send, ts_ms, true);
             return;
         }
-        if let Some(entry) = self.dedup.get(&key, user) {
+        if let Some(seq) = self.sends.durable_copy(&key, user) {
             // A retry of a send stored before (its own-inbox copy is known):
             // make sure it is the same SEND before anything is stored.
-            let seq = entry.seq;
             self.conn_mut(conn).expect("sender is connected").verifying = true;
             self.check_retry(RetryCheck {
                 conn,
@@ -387,7 +388,7 @@ impl Shard {
             });
             return;
         }
-        if self.storage.failed() || self.shutting_down || self.sends.contains_key(&key) {
+        if self.storage.failed() || self.shutting_down || self.sends.is_pending(&key) {
             // A concurrent publish with the same id is refused rather than
             // merged: the API caller retries and then gets Duplicate.
             self.actions.push_back(Action::Published {
@@ -396,7 +397,7 @@ impl Shard {
             });
             return;
         }
-        self.sends.insert(
+        self.sends.start(
             key,
             PendingSend {
                 origin: SendOrigin::Api(request),
@@ -412,8 +413,7 @@ impl Shard {
     /// Stores `copy` (its inbox is owned here), answering `origin`.
     pub(super) fn store_copy(&mut self, origin: Reply, copy: NewCopy) {
         let (key, inbox) = (copy.key, copy.inbox);
-        if let Some(entry) = self.dedup.get(&key, inbox) {
-            let seq = entry.seq;
+        if let Some(seq) = self.sends.durable_copy(&key, inbox) {
             if matches!(origin, Reply::Send(_)) && inbox != key.from {
                 // Compare with the stored copy before calling it a retry
                 // (the sender's own copy was compared on its shard; group
@@ -429,17 +429,16 @@ impl Shard {
             self.answer(origin, key, inbox, StoreOutcome::Duplicate(seq));
             return;
         }
-        if let Some(copy) = self.copies.get_mut(&(key, inbox)) {
-            copy.waiters.push(origin);
-            return;
-        }
+        let Err(origin) = self.sends.await_in_flight(key, inbox, origin) else {
+            return; // appended already: answered when durable
+        };
         if self.storage.failed() || self.refuses_writes(inbox) {
             // Its partition is moving or moved: the sender retries (and
             // its routes catch up).
             self.answer(origin, key, inbox, StoreOutcome::Failed);
             return;
         }
-        let state = self.users.entry(inbox).or_default();
+        let state = self.sessions.inbox_entry(inbox);
         state.assigned = state.assigned.next();
         let record = MessageRecord {
             inbox,
@@ -459,13 +458,7 @@ impl Shard {
         );
         // Right behind the copy: the same group commit.
         self.webhook_copy_appended(&record);
-        self.copies.insert(
-            (key, inbox),
-            InFlightCopy {
-                record,
-                waiters: vec![origin],
-            },
-        );
+        self.sends.copy_appended(key, record, origin);
     }
 
     pub(super) fn answer(
@@ -500,15 +493,13 @@ impl Shard {
     }
 
     pub(super) fn on_copy_durable(&mut self, key: SendKey, inbox: UserId, ok: bool) {
-        let Some(copy) = self.copies.remove(&(key, inbox)) else {
+        let Some(copy) = self.sends.copy_completed(key, inbox, ok) else {
             debug_assert!(false, "durable copy {key:?} in {inbox} was not in flight");
             return;
         };
         let outcome = if ok {
             let seq = copy.record.seq;
-            self.dedup
-                .insert(DedupEntry::of(&copy.record), &self.config.dedup);
-            let state = self.users.entry(inbox).or_default();
+            let state = self.sessions.inbox_entry(inbox);
             debug_assert_eq!(
                 state.durable.next(),
                 seq,
@@ -537,22 +528,16 @@ impl Shard {
             inbox,
             outcome,
         } = stored;
-        let Some(p) = self.sends.get_mut(&key) else {
-            return; // answered already (a duplicate answer for a merged retry)
-        };
-        if inbox == p.to {
-            p.remote = Some(outcome);
-            if p.to == key.from {
-                p.own = Some(outcome);
-            }
-        } else {
-            p.own = Some(outcome);
-        }
-        let (Some(remote), Some(own)) = (p.remote, p.own) else {
+        // `None`: copies still awaited, or answered already (a duplicate
+        // answer for a merged retry).
+        let Some(AnsweredSend {
+            origin,
+            remote,
+            own,
+        }) = self.sends.copy_answered(key, inbox, outcome)
+        else {
             return;
         };
-        let origin = p.origin;
-        self.sends.remove(&key);
         let result = match (remote, own) {
             (StoreOutcome::Rejected, _) | (_, StoreOutcome::Rejected) => SendResult::Forbidden,
             (StoreOutcome::Conflict, _) | (_, StoreOutcome::Conflict) => SendResult::Conflict,
@@ -595,7 +580,7 @@ impl Shard {
             attrs,
             payload,
         } = msg;
-        let Some(state) = self.users.get(&inbox) else {
+        let Some(state) = self.sessions.inbox(inbox) else {
             return;
         };
         let targets: Vec<(ConnId, DeviceId)> = state
@@ -652,7 +637,7 @@ impl Shard {
 
     /// Forgets the QoS 2 dedup entries of `key` held here and logs it.
     pub(super) fn release(&mut self, key: SendKey, to: UserId) {
-        if self.dedup.release(&key, to, &self.config.dedup) > 0 && !self.storage.failed() {
+        if self.sends.release(&key, to) && !self.storage.failed() {
             self.append(
                 Record::Release {
                     from: key.from,

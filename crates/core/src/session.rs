@@ -20,7 +20,8 @@ pub(super) const MAX_RAISE: u64 = 1 << 32;
 use std::collections::VecDeque;
 
 use super::action::{Action, ConnId};
-use super::shard::{AppendPurpose, Conn, Device, Shard, SyncState, TimerEvent, NS_PER_MS};
+use super::sessions::{Conn, Device, SyncState};
+use super::shard::{AppendPurpose, Shard, TimerEvent, NS_PER_MS};
 use crate::config::MQTT_MAX_KEEPALIVE_MS;
 use crate::Record;
 use surepush_proto::{ConnAck, Connect, DeviceId, ErrorCode, Frame, Seq, UserId, KEEPALIVE_OFF};
@@ -30,10 +31,9 @@ const IDLE_NEVER: u64 = u64::MAX;
 
 impl Shard {
     pub(super) fn open_connection(&mut self, transport: &'static str) -> ConnId {
-        self.next_generation = self.next_generation.wrapping_add(1);
-        let generation = self.next_generation;
         let idle_limit_ns = self.config.connect_timeout_ms * NS_PER_MS;
-        let index = self.conns.insert(Conn {
+        let now_ns = self.now_ns;
+        let id = self.sessions.open(|generation| Conn {
             generation,
             session: None,
             live: false,
@@ -43,11 +43,11 @@ impl Shard {
             pending: VecDeque::new(),
             refill: None,
             sync: SyncState::default(),
-            last_rx_ns: self.now_ns,
+            last_rx_ns: now_ns,
             idle_timer: None,
             idle_limit_ns,
             pending_sends: 0,
-            rate_window_start_ns: self.now_ns,
+            rate_window_start_ns: now_ns,
             rate_count: 0,
             rooms: Vec::new(),
             verifying: false,
@@ -56,10 +56,6 @@ impl Shard {
             transport,
             since_ms: 0,
         });
-        let id = ConnId {
-            index: index as u32,
-            generation,
-        };
         self.arm_idle(id);
         id
     }
@@ -167,7 +163,7 @@ impl Shard {
             return;
         }
         let max_conns = self.config.max_connections_per_user as usize;
-        let inbox = self.users.entry(user).or_default();
+        let inbox = self.sessions.inbox_entry(user);
         let durable = inbox.durable;
         let raise = connect.last_seq.filter(|last| *last > durable);
         if let Some(last) = raise {
@@ -204,7 +200,7 @@ impl Shard {
         if let Some(old) = replaced {
             self.close_with(old, Frame::disconnect(ErrorCode::Replaced, ""));
         }
-        let inbox = self.users.get_mut(&user).expect("inserted above");
+        let inbox = self.sessions.inbox_entry(user);
         let known = inbox.device_mut(connect.device).is_some();
         if !known {
             // Most users have one device: a new device grows the list by
@@ -283,7 +279,7 @@ impl Shard {
     /// failed): the head moves up and the held CONNACK goes out.
     pub(super) fn on_raise_durable(&mut self, conn: ConnId, user: UserId, seq: Seq, ok: bool) {
         if ok {
-            let inbox = self.users.entry(user).or_default();
+            let inbox = self.sessions.inbox_entry(user);
             inbox.durable = inbox.durable.max(seq);
         }
         let head = self.durable_head(user);
@@ -365,7 +361,7 @@ impl Shard {
     /// revocation is what keeps a token out).
     pub fn disconnect_user(&mut self, user: UserId, device: Option<DeviceId>, now: u64) -> usize {
         self.set_now(now);
-        let Some(inbox) = self.users.get(&user) else {
+        let Some(inbox) = self.sessions.inbox(user) else {
             return 0;
         };
         let conns: Vec<ConnId> = inbox
@@ -411,10 +407,9 @@ impl Shard {
     /// Drops every trace of `conn` (its stored messages stay in the log);
     /// `reason` goes into the `session.disconnected` webhook.
     fn forget_connection_because(&mut self, conn: ConnId, reason: &str) {
-        if self.conn(conn).is_none() {
+        let Some(mut c) = self.sessions.close(conn) else {
             return;
-        }
-        let mut c = self.conns.remove(conn.index as usize);
+        };
         let rooms = std::mem::take(&mut c.rooms);
         self.drop_room_subs(conn, rooms);
         self.drop_conn_filters(conn);
@@ -429,7 +424,7 @@ impl Shard {
         if let Some((user, device)) = c.session {
             self.stats.sessions_live -= 1;
             self.webhook_disconnected(user, device, c.transport, reason);
-            if let Some(d) = self.users.get_mut(&user).and_then(|i| i.device_mut(device)) {
+            if let Some(d) = self.sessions.device_mut(user, device) {
                 if d.conn == Some(conn) {
                     d.conn = None;
                 }

@@ -7,28 +7,35 @@
 //! 3. sleep until [`Shard::poll_timeout`] (or the next input), then call
 //!    [`Shard::handle_timeout`].
 //!
-//! The concern-specific halves of the state machine live in sibling files:
-//! `session.rs` (connect, limits, close), `send.rs` (dedup, store, SENDACK),
-//! `deliver.rs` (push window, ACK, retransmit) and `sync.rs` (paged replay).
+//! `Shard` is the dispatcher: it keeps the clock, timers, actions, router,
+//! configuration, auth and counters, and routes each input to the code of
+//! its concern, which works on parts that own their state: [`Sessions`]
+//! (`sessions.rs`: inboxes, devices, connections, dirty cursors),
+//! `Sends` (`sends.rs`: dedup window, copies in flight, pending sends),
+//! `RoomReplicas` (`room_replicas.rs`), `Storage`, `Members`, `Fanouts`,
+//! `RoomShards`, `KeyedState`, ... The concern-specific halves of the
+//! dispatcher live in sibling files: `session.rs` (connect, limits,
+//! close), `send.rs` (store, SENDACK), `deliver.rs` (push window, ACK,
+//! retransmit) and `sync.rs` (paged replay).
+//!
+//! [`Sessions`]: super::sessions::Sessions
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::hashing::FastHashMap;
 use std::time::Duration;
-
-use slab::Slab;
 
 use super::action::{Action, AppendToken, ConnId, ReadId};
 use super::config::{CoreConfig, LiveLimits};
+use super::sessions::Conn;
 use super::stats::CoreStats;
 use super::storage::Storage;
 pub(super) use super::storage::{AppendPurpose, ReadPurpose};
 use crate::peer::PeerMsg;
 use crate::router::{ClusterRoutes, Router, ShardId};
-use crate::timer::{TimerId, TimerWheel};
-use crate::{DedupWindow, InboxQuery, MessageRecord, Record, RecoveredState, SendKey};
-use surepush_proto::{ConnAck, DeviceId, Frame, Qos, Seq, UserId};
+use crate::timer::TimerWheel;
+use crate::{InboxQuery, MessageRecord, Record, RecoveredState};
+use surepush_proto::{DeviceId, Frame, Qos, Seq, UserId};
 use surepush_token::TokenVerifier;
 
 /// Nanoseconds per millisecond.
@@ -44,100 +51,6 @@ pub struct ShardParams {
     /// Wall-clock time (ms since the Unix epoch) at monotonic time 0; used
     /// for message timestamps and token expiry only.
     pub wall_ms_at_zero: u64,
-}
-
-/// One user's inbox as far as delivery is concerned.
-#[derive(Debug, Default)]
-pub(super) struct Inbox {
-    /// Highest sequence handed to an append (durable or not).
-    pub(super) assigned: Seq,
-    /// Highest durable sequence.
-    pub(super) durable: Seq,
-    /// Devices that ever connected or acknowledged.
-    pub(super) devices: Vec<Device>,
-}
-
-impl Inbox {
-    pub(super) fn device_mut(&mut self, id: DeviceId) -> Option<&mut Device> {
-        self.devices.iter_mut().find(|d| d.id == id)
-    }
-}
-
-/// One device's delivery position.
-#[derive(Debug)]
-pub(super) struct Device {
-    pub(super) id: DeviceId,
-    /// Highest acknowledged sequence.
-    pub(super) cursor: Seq,
-    /// Highest cursor written to the log.
-    pub(super) persisted: Seq,
-    /// The device's connection on this shard, if online.
-    pub(super) conn: Option<ConnId>,
-}
-
-/// A push awaiting its ACK.
-#[derive(Debug)]
-pub(super) struct PendingPush {
-    pub(super) record: MessageRecord,
-    /// The push before it on this connection (its PUSH `prev_seq`).
-    pub(super) prev: Seq,
-    pub(super) tries: u32,
-    pub(super) timer: TimerId,
-}
-
-/// State of one SYNC exchange on a connection.
-#[derive(Debug, Default)]
-pub(super) struct SyncState {
-    /// Highest request id processed (older ones are stale duplicates).
-    pub(super) last_request: Option<u32>,
-    /// The read serving the current request.
-    pub(super) in_flight: Option<ReadId>,
-    /// A request that arrived while another was being read (boxed: rare,
-    /// and every connection's slot holds a `SyncState`).
-    pub(super) queued: Option<Box<surepush_proto::Sync>>,
-}
-
-/// One connection.
-#[derive(Debug)]
-pub(super) struct Conn {
-    pub(super) generation: u32,
-    /// (user, device) once CONNECT succeeded.
-    pub(super) session: Option<(UserId, DeviceId)>,
-    /// Receiving live pushes (after a SYNC returned an empty page).
-    pub(super) live: bool,
-    /// Highest sequence pushed live (the push window's front edge), or
-    /// acknowledged beyond it by the device.
-    pub(super) sent_up_to: Seq,
-    /// Sequences up to here that the log no longer holds (lost to
-    /// salvage, or past a raised head): live delivery skips them.
-    pub(super) gone_to: Seq,
-    /// A CONNACK held until the head its CONNECT raised is durable, and the
-    /// frames queued behind it meanwhile (`session.rs`). Rare, so boxed: a
-    /// `Conn` is in every open connection's slab slot.
-    pub(super) held: Option<Box<(ConnAck, Vec<Frame>)>>,
-    pub(super) pending: VecDeque<PendingPush>,
-    pub(super) refill: Option<ReadId>,
-    pub(super) sync: SyncState,
-    pub(super) last_rx_ns: u64,
-    pub(super) idle_timer: Option<TimerId>,
-    pub(super) idle_limit_ns: u64,
-    pub(super) pending_sends: u32,
-    pub(super) rate_window_start_ns: u64,
-    pub(super) rate_count: u32,
-    /// Rooms this connection subscribes to.
-    pub(super) rooms: Vec<u64>,
-    /// A retried SEND of this connection is being compared with its stored
-    /// original (see `retry`): later SENDs wait in `deferred`, so sends
-    /// are stored in the order the connection sent them.
-    pub(super) verifying: bool,
-    pub(super) deferred: VecDeque<surepush_proto::Send>,
-    /// What the session's token grants (empty before CONNECT).
-    pub(super) acl: surepush_token::Acl,
-    /// How the client reached the gateway (`"native"`, `"mqtt"`, ...), for
-    /// the session webhooks and presence.
-    pub(super) transport: &'static str,
-    /// When the session opened (ms since the epoch; presence).
-    pub(super) since_ms: u64,
 }
 
 /// What a timer means when it fires.
@@ -159,35 +72,6 @@ pub(super) enum TimerEvent {
     },
 }
 
-/// A copy appended but not yet durable, with the shards awaiting it.
-#[derive(Debug)]
-pub(super) struct InFlightCopy {
-    pub(super) record: MessageRecord,
-    pub(super) waiters: Vec<super::group::Reply>,
-}
-
-/// Who awaits the outcome of a send.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum SendOrigin {
-    /// A client connection (answered with SENDACK).
-    Conn(ConnId),
-    /// A backend publish (answered with [`Action::Published`]).
-    Api(u64),
-}
-
-/// A SEND awaiting its copies.
-#[derive(Debug)]
-pub(super) struct PendingSend {
-    pub(super) origin: SendOrigin,
-    pub(super) to: UserId,
-    /// What a retry must repeat (client sends; backend publishes refuse
-    /// any concurrent reuse of their id instead).
-    pub(super) fingerprint: Option<super::retry::SendFingerprint>,
-    pub(super) remote: Option<super::action::StoreOutcome>,
-    /// `None` while awaited; equal to `remote` for a send to oneself.
-    pub(super) own: Option<super::action::StoreOutcome>,
-}
-
 /// The delivery state machine of one shard. See the module docs for the call order.
 #[derive(Debug)]
 pub struct Shard {
@@ -196,18 +80,17 @@ pub struct Shard {
     pub(super) config: CoreConfig,
     pub(super) auth: TokenVerifier,
     pub(super) now_ns: u64,
-    pub(super) users: FastHashMap<UserId, Inbox>,
-    pub(super) conns: Slab<Conn>,
-    pub(super) next_generation: u32,
-    pub(super) dedup: DedupWindow,
-    pub(super) copies: FastHashMap<(SendKey, UserId), InFlightCopy>,
-    pub(super) sends: FastHashMap<SendKey, PendingSend>,
+    /// Inboxes, devices, connections and dirty cursors (`sessions.rs`).
+    pub(super) sessions: super::sessions::Sessions,
+    /// The send path's dedup window, copies in flight and pending sends
+    /// (`sends.rs`).
+    pub(super) sends: super::sends::Sends,
     /// Members of the groups and rooms homed here (`members.rs`).
     pub(super) members: super::members::Members,
     /// Group sends waiting for their member copies (home shard).
     pub(super) fanouts: super::group::Fanouts,
     /// Rooms with subscribers on this shard.
-    pub(super) rooms: FastHashMap<u64, super::room::RoomReplica>,
+    pub(super) rooms: super::room_replicas::RoomReplicas,
     /// Rooms homed here: which shards have subscribers.
     pub(super) room_shards: super::room::RoomShards,
     /// Keyed state of the layers above owned here (`keyed.rs`).
@@ -223,13 +106,10 @@ pub struct Shard {
     /// Wildcard topic filters and the stream names homed here
     /// (`topic_filters.rs`).
     pub(super) topics: super::topic_filters::Topics,
-    pub(super) next_sub_id: u64,
     pub(super) timers: TimerWheel<TimerEvent>,
     pub(super) actions: VecDeque<Action>,
     /// Appends and reads in flight, and whether the log failed.
     pub(super) storage: Storage,
-    pub(super) dirty_cursors: Vec<(UserId, DeviceId)>,
-    pub(super) flush_armed: bool,
     pub(super) shutting_down: bool,
     pub(super) stats: CoreStats,
 }
@@ -243,39 +123,19 @@ impl Shard {
         mut recovered: RecoveredState,
     ) -> Shard {
         let webhooks = super::webhook::Webhooks::recovered(&mut recovered.keyed);
-        let mut users: FastHashMap<UserId, Inbox> =
-            FastHashMap::with_capacity_and_hasher(recovered.heads.len(), Default::default());
-        for (user, head) in recovered.heads {
-            let inbox = users.entry(user).or_default();
-            inbox.assigned = head;
-            inbox.durable = head;
-        }
-        for ((user, device), seq) in recovered.cursors {
-            let devices = &mut users.entry(user).or_default().devices;
-            // Most users have one device: grow by one, not to Vec's four.
-            devices.reserve_exact(1);
-            devices.push(Device {
-                id: device,
-                cursor: seq,
-                persisted: seq,
-                conn: None,
-            });
-        }
+        let sessions =
+            super::sessions::Sessions::recovered(recovered.heads.into_iter(), recovered.cursors);
         let tick = Duration::from_micros(config.timer_tick_us.max(1));
         Shard {
             router: Router::new(params.id, params.shards),
             params,
             auth,
             now_ns: 0,
-            users,
-            conns: Slab::new(),
-            next_generation: 0,
-            dedup: recovered.dedup,
-            copies: FastHashMap::default(),
-            sends: FastHashMap::default(),
+            sessions,
+            sends: super::sends::Sends::recovered(recovered.dedup, config.dedup),
             members: super::members::Members::recovered(recovered.groups),
             fanouts: Default::default(),
-            rooms: FastHashMap::default(),
+            rooms: Default::default(),
             room_shards: Default::default(),
             keyed: super::keyed::KeyedState::recovered(recovered.keyed),
             webhooks,
@@ -287,12 +147,9 @@ impl Shard {
             presence: Default::default(),
             moves: Default::default(),
             topics: Default::default(),
-            next_sub_id: 0,
             timers: TimerWheel::new(tick),
             actions: VecDeque::new(),
             storage: Storage::default(),
-            dirty_cursors: Vec::new(),
-            flush_armed: false,
             shutting_down: false,
             stats: CoreStats::default(),
             config,
@@ -304,12 +161,12 @@ impl Shard {
     /// after [`Shard::new`] with a recovered log.
     pub fn load_topic_names(&mut self) {
         let streams: Vec<UserId> = self
-            .users
-            .iter()
+            .sessions
+            .inboxes()
             .filter(|(id, inbox)| {
                 surepush_proto::topic_stream::is_topic_stream(id.0) && inbox.durable != Seq::ZERO
             })
-            .map(|(&id, _)| id)
+            .map(|(id, _)| id)
             .collect();
         for id in streams {
             self.topics.loading += 1;
@@ -363,12 +220,12 @@ impl Shard {
 
     /// Highest durable sequence of `user`'s inbox (0 if unknown here).
     pub fn durable_head(&self, user: UserId) -> Seq {
-        self.users.get(&user).map_or(Seq::ZERO, |i| i.durable)
+        self.sessions.durable_head(user)
     }
 
     /// Acknowledged position of one device, if the device is known.
     pub fn device_cursor(&self, user: UserId, device: DeviceId) -> Option<Seq> {
-        let inbox = self.users.get(&user)?;
+        let inbox = self.sessions.inbox(user)?;
         inbox
             .devices
             .iter()
@@ -379,7 +236,7 @@ impl Shard {
     /// The highest acknowledged position of any of `user`'s devices, if
     /// one is known.
     pub fn highest_cursor(&self, user: UserId) -> Option<Seq> {
-        let inbox = self.users.get(&user)?;
+        let inbox = self.sessions.inbox(user)?;
         inbox.devices.iter().map(|d| d.cursor).max()
     }
 
@@ -500,7 +357,7 @@ impl Shard {
     pub fn begin_shutdown(&mut self, redirect: &str, now: u64) {
         self.set_now(now);
         self.shutting_down = true;
-        let conns: Vec<ConnId> = self.conns.iter().map(|(i, c)| self.conn_id(i, c)).collect();
+        let conns: Vec<ConnId> = self.sessions.conns().map(|(id, _)| id).collect();
         for conn in conns {
             self.close_with(
                 conn,
@@ -534,23 +391,12 @@ impl Shard {
         self.params.wall_ms_at_zero + self.now_ns / NS_PER_MS
     }
 
-    pub(super) fn conn_id(&self, index: usize, conn: &Conn) -> ConnId {
-        ConnId {
-            index: index as u32,
-            generation: conn.generation,
-        }
-    }
-
     pub(super) fn conn(&self, id: ConnId) -> Option<&Conn> {
-        self.conns
-            .get(id.index as usize)
-            .filter(|c| c.generation == id.generation)
+        self.sessions.conn(id)
     }
 
     pub(super) fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
-        self.conns
-            .get_mut(id.index as usize)
-            .filter(|c| c.generation == id.generation)
+        self.sessions.conn_mut(id)
     }
 
     pub(super) fn send_frame(&mut self, conn: ConnId, frame: Frame) {

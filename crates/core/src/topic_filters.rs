@@ -220,10 +220,7 @@ impl Shard {
             .names
             .matching(&filter, |name, room| found.push((room, name.to_string())));
         for (room, name) in found {
-            let head = self
-                .users
-                .get(&UserId(room))
-                .map_or(Seq::ZERO, |i| i.durable);
+            let head = self.sessions.durable_head(UserId(room));
             let msg = TopicNotice {
                 room,
                 seq: head.next(),

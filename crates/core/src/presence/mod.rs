@@ -51,7 +51,7 @@ impl Shard {
     /// The online devices of `user` (owned by this shard), by device id;
     /// empty if none (or the user lives elsewhere).
     pub fn online_devices(&self, user: UserId) -> Vec<OnlineDevice> {
-        let Some(inbox) = self.users.get(&user) else {
+        let Some(inbox) = self.sessions.inbox(user) else {
             return Vec::new();
         };
         let mut out: Vec<OnlineDevice> = inbox

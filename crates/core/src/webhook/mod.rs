@@ -358,8 +358,8 @@ impl Shard {
             return;
         }
         let online = self
-            .users
-            .get(&inbox)
+            .sessions
+            .inbox(inbox)
             .is_some_and(|i| i.devices.iter().any(|d| d.conn.is_some()));
         if online {
             return;
