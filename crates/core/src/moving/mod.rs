@@ -71,7 +71,8 @@ pub const PAGE_BYTES: usize = 256 * 1024;
 const READ_LIMIT: u32 = 1024;
 
 /// A fenced partition whose target sent no fetch for this long is
-/// reported stalled ([`Action::MoveStalled`]).
+/// reported stalled ([`Action::MoveStalled`]); an unfenced copy is
+/// forgotten.
 pub const MOVE_IDLE_NS: u64 = 5_000_000_000;
 
 /// A copy round that carried at most this many messages is followed by
