@@ -14,6 +14,7 @@ mod support;
 mod common;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -69,12 +70,18 @@ impl Nodes {
 
     /// Starts the next node (`n<len>`) and waits until it is registered.
     fn add(&mut self) {
+        self.add_with(Vec::new());
+    }
+
+    /// [`Nodes::add`] with environment variables (test hooks).
+    fn add_with(&mut self, envs: Vec<(String, String)>) {
         let name = format!("n{}", self.nodes.len());
         let top = format!(
             "[cluster]\nnats = \"{}\"\nnode_id = \"{name}\"\npartitions = {PARTITIONS}\n",
             self.nats.url()
         );
         let mut node = TestServer::unstarted(1, &top, "");
+        node.envs = envs;
         node.spawn();
         self.nodes.push(node);
     }
@@ -263,6 +270,11 @@ fn wait_acked(traffic: &Traffic, n: usize) {
 /// acknowledged: each exactly once, at the acknowledged seq, with its
 /// sender and payload, sequences contiguous from 1.
 fn check_identity(to: u64, got: &[Push], senders: &[(u64, &Sent)]) {
+    check_identity_from(to, got, 1, senders);
+}
+
+/// [`check_identity`] for an inbox part that starts at seq `first`.
+fn check_identity_from(to: u64, got: &[Push], first: u64, senders: &[(u64, &Sent)]) {
     let mut expected: BTreeMap<(u64, u64), (Bytes, Seq)> = BTreeMap::new();
     for (from, sent) in senders {
         for (id, v) in sent.iter() {
@@ -272,7 +284,7 @@ fn check_identity(to: u64, got: &[Push], senders: &[(u64, &Sent)]) {
     for (k, p) in got.iter().enumerate() {
         assert_eq!(
             p.seq,
-            Seq(k as u64 + 1),
+            Seq(k as u64 + first),
             "contiguous inbox, no duplicate, no gap"
         );
         assert_eq!(p.to, UserId(to), "addressee");
@@ -558,10 +570,11 @@ fn the_source_killed_mid_move_keeps_or_hands_over_everything() {
 }
 
 /// Fills `to`'s inbox with `count` messages of `size` bytes from `senders`
-/// users of partition 1 (through n1), 16 in flight each.
+/// users of partition 4 (on n1; not the senders of `Load`, whose client
+/// message ids would repeat theirs), 16 in flight each.
 fn fill(nodes: &Arc<Nodes>, to: u64, count: usize, size: usize, senders: usize) {
     let per = count / senders;
-    let handles: Vec<_> = users_in(1, 1, senders)
+    let handles: Vec<_> = users_in(4, 1, senders)
         .into_iter()
         .map(|from| {
             let n = nodes.clone();
@@ -649,4 +662,158 @@ fn move_benchmark() {
         "move of {count} messages x {size} B: {} (CLI wall {wall:?}); probe: {probes} sends, longest wait for a SENDACK {worst:?}",
         text.trim()
     );
+}
+
+/// Reads `count` messages of `to` on a fresh device through node `via`
+/// (redirected to the owner); returns them and the owner's address.
+fn read_inbox(nodes: &Nodes, via: usize, to: u64, count: usize) -> (Vec<Push>, SocketAddr) {
+    let mut r = nodes.connect(via, to, Some(Seq::ZERO));
+    let owner = r.peer_addr().expect("connected");
+    let mut got = Vec::new();
+    while got.len() < count {
+        match r.next_event(WAIT).expect("io") {
+            Some(Event::Message(p)) => got.push(p),
+            Some(_) => {}
+            None => panic!("{} of {count} delivered", got.len()),
+        }
+    }
+    (got, owner)
+}
+
+/// Issue #20 (snapshot + tail): a partition holding 20,000 messages moves
+/// while two senders write to its user all along, so the snapshot is
+/// taken and copied under writes. Every acknowledged message is on the
+/// target once, in order, at its acknowledged seq with its sender and
+/// payload, after the stored ones; and a copy round after the snapshot
+/// carried messages (the writes made during the snapshot came in the tail).
+#[test]
+fn writes_during_the_snapshot_reach_the_target_once_in_order() {
+    let nodes = Arc::new(Nodes::start(3));
+    let to = users_in(0, 1, 1)[0];
+    let stored = 20_000;
+    fill(&nodes, to, stored, 100, 8);
+    let traffic = Arc::new(Traffic::default());
+    let senders: Vec<_> = [(1, 1, "a"), (0, 3, "b")]
+        .into_iter()
+        .map(|(via, p, tag)| {
+            let from = users_in(p, 1, 1)[0];
+            let (n, t) = (nodes.clone(), traffic.clone());
+            (
+                from,
+                thread::spawn(move || sender(n, via, from, to, t, tag)),
+            )
+        })
+        .collect();
+    wait_acked(&traffic, 100);
+    let mark = nodes.nodes[2].log.lock().unwrap().len();
+    assert_ok(&nodes.move_partition(0, "n2"));
+    let now = traffic.acked.load(Ordering::Acquire);
+    wait_acked(&traffic, now + 200);
+    traffic.stop.store(true, Ordering::Release);
+    let sent: Vec<(u64, Sent)> = senders
+        .into_iter()
+        .map(|(from, h)| (from, h.join().expect("sender")))
+        .collect();
+    let written: usize = sent.iter().map(|(_, s)| s.len()).sum();
+    let (got, owner) = read_inbox(&nodes, 1, to, stored + written);
+    assert_eq!(owner, nodes.nodes[2].addr, "the partition is on n2");
+    let fillers = users_in(4, 1, 8);
+    for (k, p) in got[..stored].iter().enumerate() {
+        assert_eq!(p.seq, Seq(k as u64 + 1), "stored messages first, in order");
+        assert_eq!(p.to, UserId(to), "addressee");
+        assert!(fillers.contains(&p.from.0), "sender of a stored message");
+        assert_eq!(p.payload.len(), 100, "payload of a stored message");
+    }
+    let refs: Vec<(u64, &Sent)> = sent.iter().map(|(f, s)| (*f, s)).collect();
+    check_identity_from(to, &got[stored..], stored as u64 + 1, &refs);
+    // The rounds the target copied: the snapshot, then at least one tail
+    // round that carried messages written during the copy.
+    let log = nodes.nodes[2].log.lock().unwrap();
+    let rounds: Vec<&String> = log[mark..]
+        .iter()
+        .filter(|l| l.contains("move round copied"))
+        .collect();
+    assert!(
+        rounds
+            .iter()
+            .any(|l| !l.contains("round=0") && !l.contains("messages=0")),
+        "no tail round carried messages: {rounds:?}"
+    );
+    assert!(
+        rounds.last().is_some_and(|l| l.contains("fenced=true")),
+        "the last round fences: {rounds:?}"
+    );
+}
+
+/// Issue #20 (CLUSTER.md "Crashes mid-move", the gap it closes): the
+/// source is killed with SIGKILL after it answered the last page and
+/// before the target's flip, restarts and takes writes; the flip (with
+/// the revision read before the move) then lands. The restarted source
+/// bumped its partitions' epochs before serving, so the flip fails and
+/// the partition stays on the source with every acknowledged message,
+/// those written after the restart included. (Without the bump the flip
+/// succeeds and strands those writes on the source.)
+#[test]
+fn a_source_restarted_before_the_flip_keeps_the_partition_and_its_writes() {
+    let gate_dir = tempfile::tempdir().expect("temp dir");
+    let gate = gate_dir.path().join("flip-gate");
+    let c_path = std::ffi::CString::new(gate.to_str().expect("utf-8 path")).expect("no NUL");
+    // SAFETY: mkfifo(3) on a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let mut nodes = Nodes::start(2);
+    let hook = (
+        "SUREPUSHTEST_MOVE_FLIP_GATE".to_string(),
+        gate.display().to_string(),
+    );
+    nodes.add_with(vec![hook]);
+    let to = users_in(0, 1, 1)[0];
+    let from = users_in(1, 1, 1)[0];
+    let mut s = nodes.connect(1, from, Some(Seq::ZERO));
+    let mut sent: Sent = BTreeMap::new();
+    let mut send = |s: &mut BlockingClient, tag: &str, n: usize| {
+        for i in 0..n {
+            let payload = Bytes::from(format!("{tag}-{i}"));
+            let id = s
+                .send(UserId(to), Qos::AtLeastOnce, payload.clone())
+                .expect("send");
+            loop {
+                match s.next_event(WAIT).expect("io") {
+                    Some(Event::SendAcked(a)) if a.client_msg_id == id => {
+                        sent.insert(id, (payload, a.seq));
+                        break;
+                    }
+                    Some(Event::Disconnected(..)) => panic!("sender closed"),
+                    Some(_) => {}
+                    None => panic!("no SENDACK for {tag}-{i}"),
+                }
+            }
+        }
+    };
+    send(&mut s, "before", 200);
+    let mark = nodes.nodes[2].log.lock().unwrap().len();
+    let url = nodes.nats.url();
+    let mover = thread::spawn(move || {
+        Command::new(env!("CARGO_BIN_EXE_surepush"))
+            .args(["cluster", "move", "--partition", "0", "--to", "n2"])
+            .args(["--nats", &url, "--move-timeout-s", "60"])
+            .output()
+            .expect("run surepush cluster move")
+    });
+    // The import is complete and durable on n2; the flip waits.
+    nodes.nodes[2].wait_for_line(mark, |l| l.contains("the flip waits for the test's gate"));
+    nodes.nodes[0].kill9();
+    nodes.nodes[0].spawn();
+    // The restarted source serves the partition and takes writes.
+    send(&mut s, "after", 50);
+    std::fs::write(&gate, b"go").expect("open the gate");
+    let out = mover.join().expect("mover");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "the stale flip must fail: {text}");
+    let (got, owner) = read_inbox(&nodes, 1, to, sent.len());
+    assert_eq!(owner, nodes.nodes[0].addr, "the partition stays on n0");
+    check_identity(to, &got, &[(from, &sent)]);
 }

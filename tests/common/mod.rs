@@ -42,6 +42,8 @@ pub struct TestServer {
     pub extra_args: Vec<String>,
     /// Settings appended to the `[mqtt]` table (`key = value` lines).
     pub mqtt_config: String,
+    /// Environment variables of the process (test hooks).
+    pub envs: Vec<(String, String)>,
 }
 
 fn free_port() -> u16 {
@@ -94,6 +96,7 @@ impl TestServer {
             tolerated_errors: Vec::new(),
             extra_args: Vec::new(),
             mqtt_config: String::new(),
+            envs: Vec::new(),
         }
     }
 
@@ -118,6 +121,7 @@ impl TestServer {
             tolerated_errors: self.tolerated_errors.clone(),
             extra_args: self.extra_args.clone(),
             mqtt_config: self.mqtt_config.clone(),
+            envs: self.envs.clone(),
         }
     }
 
@@ -170,6 +174,7 @@ impl TestServer {
             .arg(self.write_config())
             .args(&self.extra_args)
             .env("RUST_LOG", &self.rust_log)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             // The test harness's own variable (which nats-server binary the
             // cluster tests run) is not a gateway setting: the gateway
             // would warn about it, and several tests forbid warnings.

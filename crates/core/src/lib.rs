@@ -104,7 +104,7 @@ pub use peer::{
     RoomSubscribe, StateStored, StateValue, StoreCopy, StoreMany, StoreState, Stored,
     PEER_WIRE_VERSION,
 };
-pub use peer::{MoveCursor, MoveFetch, MovePage, MoveStatus};
+pub use peer::{MoveCursor, MoveFetch, MovePage, MoveRoundFetch, MoveStatus};
 pub use record::{InboxQuery, MessageRecord, Record, StateKey};
 pub use router::{Address, ClusterRoutes, PeerTarget, Router, RoutesError, ShardId};
 pub use shard::{Shard, ShardParams};

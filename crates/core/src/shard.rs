@@ -479,6 +479,7 @@ impl Shard {
             PeerMsg::PresenceChanged(m) => self.on_presence_changed(m),
             PeerMsg::MoveFetch(m) => self.on_move_fetch(m),
             PeerMsg::MovePage(m) => self.on_move_page(m),
+            PeerMsg::MoveRoundFetch(m) => self.on_move_round_fetch(m),
             PeerMsg::FilterJoin(m) => self.on_filter_join(m),
             PeerMsg::FilterLeave(m) => self.on_filter_leave(m),
             PeerMsg::TopicNotice(m) => self.on_topic_notice(m),

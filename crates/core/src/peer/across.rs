@@ -39,6 +39,7 @@ impl PeerMsg {
             PeerMsg::PresenceWatch(m) => Some(&mut m.shard),
             PeerMsg::PresenceUnwatch(m) => Some(&mut m.shard),
             PeerMsg::MoveFetch(m) => Some(&mut m.origin),
+            PeerMsg::MoveRoundFetch(m) => Some(&mut m.origin),
             PeerMsg::Stored(_)
             | PeerMsg::Ephemeral(_)
             | PeerMsg::Release(_)
@@ -71,7 +72,8 @@ impl PeerMsg {
             PeerMsg::StoreCopy(_)
             | PeerMsg::GroupStore(_)
             | PeerMsg::MembersUpdate(_)
-            | PeerMsg::MoveFetch(_) => {
+            | PeerMsg::MoveFetch(_)
+            | PeerMsg::MoveRoundFetch(_) => {
                 Some(Answers::Count(1))
             }
             PeerMsg::StoreMany(m) => Some(Answers::Count(m.inboxes.len())),

@@ -26,7 +26,7 @@ pub use messages::{
     RoomRevoke, RoomSubscribe, StateStored, StateValue, StoreCopy, StoreMany, StoreState, Stored,
     TopicNotice,
 };
-pub use moving::{MoveCursor, MoveFetch, MovePage, MoveStatus};
+pub use moving::{MoveCursor, MoveFetch, MovePage, MoveRoundFetch, MoveStatus};
 pub(crate) use wire::encoded_len;
 pub use wire::{PeerWireError, PEER_WIRE_VERSION};
 
@@ -88,6 +88,8 @@ pub enum PeerMsg {
     MoveFetch(MoveFetch),
     /// See [`MovePage`].
     MovePage(MovePage),
+    /// See [`MoveRoundFetch`].
+    MoveRoundFetch(MoveRoundFetch),
     /// See [`FilterJoin`].
     FilterJoin(FilterJoin),
     /// See [`FilterLeave`].
@@ -138,6 +140,7 @@ peer_msg_from!(
     PresenceChanged,
     MoveFetch,
     MovePage,
+    MoveRoundFetch,
     FilterJoin,
     FilterLeave,
     TopicNotice,

@@ -2,11 +2,17 @@
 //! docs/CLUSTER.md "Moving a partition").
 //!
 //! The target's shard for the partition pulls it page by page from the
-//! source's shard with [`MoveFetch`]; each answer is one [`MovePage`]. The
-//! first fetch fences the partition on the source; the source's page
+//! source's shard in rounds ([`MoveRoundFetch`]); each answer is one
+//! [`MovePage`]. Round 0 is a snapshot taken while the partition keeps
+//! taking writes; each later round copies the messages written since the
+//! round before; the last round fences the partition first and adds every
+//! cursor, member, keyed value and released QoS 2 entry. The source's page
 //! cursor ([`MoveCursor`]) travels with every fetch, so a fetch resent by
 //! the link is answered with the same page again (the source keeps no
-//! per-page state besides the fence and its list of ids).
+//! per-page state besides its round's lists and the fence).
+//!
+//! [`MoveFetch`] is the first version's fetch (one fenced round); a
+//! source still serves it for targets that send it.
 
 use crate::record::Record;
 use crate::router::ShardId;
@@ -29,6 +35,25 @@ pub struct MoveFetch {
     pub origin: ShardId,
     /// The partition being moved.
     pub partition: u32,
+    /// Where the page starts.
+    pub from: MoveCursor,
+}
+
+/// Target to source: the next page of copy round `round` of `partition`
+/// from `from`. A fetch at the default cursor starts the round: round 0
+/// (the snapshot) anew, a later one after the round before it ended. The
+/// round that `fence`s is the last: the source refuses the partition's
+/// writes from its start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MoveRoundFetch {
+    /// The importing shard (the driver's return ticket across nodes).
+    pub origin: ShardId,
+    /// The partition being moved.
+    pub partition: u32,
+    /// The copy round: 0 the snapshot, then one per tail.
+    pub round: u32,
+    /// This round fences the partition (the last round).
+    pub fence: bool,
     /// Where the page starts.
     pub from: MoveCursor,
 }

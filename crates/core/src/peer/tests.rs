@@ -316,13 +316,24 @@ fn every_kind() -> Vec<PeerMsg> {
             ],
         }
         .into(),
+        MoveRoundFetch {
+            origin: ShardId(2),
+            partition: 7,
+            round: 3,
+            fence: true,
+            from: MoveCursor {
+                position: 1,
+                after: Seq(12),
+            },
+        }
+        .into(),
     ]
 }
 
 #[test]
 fn every_kind_round_trips() {
     let all = every_kind();
-    assert_eq!(all.len(), 31, "a message kind is missing from the sample");
+    assert_eq!(all.len(), 32, "a message kind is missing from the sample");
     for msg in all {
         let bytes = msg.to_bytes();
         assert_eq!(bytes[0], PEER_WIRE_VERSION);
@@ -586,7 +597,10 @@ fn every_state_key_round_trips() {
 /// a typed error, not a panic.
 #[test]
 fn a_presence_transport_name_must_be_utf8() {
-    let msg = every_kind().pop().expect("PresenceChanged is last");
+    let msg = every_kind()
+        .into_iter()
+        .find(|m| matches!(m, PeerMsg::PresenceChanged(_)))
+        .expect("the sample has a PresenceChanged");
     let mut v = msg.to_bytes().to_vec();
     // The last device's name ("mqtt") ends the message.
     let n = v.len();

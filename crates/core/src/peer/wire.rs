@@ -84,6 +84,7 @@ impl PeerMsg {
             PeerMsg::PresenceChanged(m) => m.put(out),
             PeerMsg::MoveFetch(m) => m.put(out),
             PeerMsg::MovePage(m) => m.put(out),
+            PeerMsg::MoveRoundFetch(m) => m.put(out),
             PeerMsg::FilterJoin(m) => m.put(out),
             PeerMsg::FilterLeave(m) => m.put(out),
             PeerMsg::TopicNotice(m) => m.put(out),
@@ -135,6 +136,7 @@ impl PeerMsg {
             kind::PRESENCE_CHANGED => PeerMsg::PresenceChanged(Wire::get(&mut r)?),
             kind::MOVE_FETCH => PeerMsg::MoveFetch(Wire::get(&mut r)?),
             kind::MOVE_PAGE => PeerMsg::MovePage(Wire::get(&mut r)?),
+            kind::MOVE_ROUND_FETCH => PeerMsg::MoveRoundFetch(Wire::get(&mut r)?),
             kind::FILTER_JOIN => PeerMsg::FilterJoin(Wire::get(&mut r)?),
             kind::FILTER_LEAVE => PeerMsg::FilterLeave(Wire::get(&mut r)?),
             kind::TOPIC_NOTICE => PeerMsg::TopicNotice(Wire::get(&mut r)?),
@@ -176,6 +178,7 @@ impl PeerMsg {
             PeerMsg::PresenceChanged(_) => kind::PRESENCE_CHANGED,
             PeerMsg::MoveFetch(_) => kind::MOVE_FETCH,
             PeerMsg::MovePage(_) => kind::MOVE_PAGE,
+            PeerMsg::MoveRoundFetch(_) => kind::MOVE_ROUND_FETCH,
             PeerMsg::FilterJoin(_) => kind::FILTER_JOIN,
             PeerMsg::FilterLeave(_) => kind::FILTER_LEAVE,
             PeerMsg::TopicNotice(_) => kind::TOPIC_NOTICE,
@@ -219,6 +222,8 @@ mod kind {
     // 50-59: partition moves between nodes (issue #20).
     pub(super) const MOVE_FETCH: u8 = 50;
     pub(super) const MOVE_PAGE: u8 = 51;
+    // 52-55 are left to other features; snapshot + tail moves use 56-59.
+    pub(super) const MOVE_ROUND_FETCH: u8 = 56;
     // 43..=45 are left to other features; wildcard topic filters use 46-49.
     pub(super) const FILTER_JOIN: u8 = 46;
     pub(super) const FILTER_LEAVE: u8 = 47;

@@ -133,7 +133,9 @@ impl NodeCluster {
         let meta = node.wait_joined(timeout)?;
         node.placement()
             .wait_until(timeout, PlacementTable::is_complete)?;
-        tracing::info!(node = %id, partitions = meta.partitions.get(), "joined the cluster");
+        // Before any shard serves (docs/CLUSTER.md "Crashes mid-move").
+        let bumped = moves::bump_epochs(&node, &id, timeout)?;
+        tracing::info!(node = %id, partitions = meta.partitions.get(), bumped, "joined the cluster");
         let routes = routes_of(&id, partitions, shards, node.placement())?;
         let redirects = Arc::new(AtomicU64::new(0));
         let relays = Arc::new(RelayStats::default());

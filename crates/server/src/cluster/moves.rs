@@ -14,14 +14,20 @@
 //!   revision), the flip fails and the source keeps it;
 //! - a source shard reporting `MoveStalled` (its target went quiet) gets
 //!   its partition reclaimed by a CAS to this node (epoch + 1), then
-//!   [`MoveCommand::Reclaimed`] lifts the fence.
+//!   [`MoveCommand::Reclaimed`] lifts the fence;
+//! - a starting node bumps the epoch of every partition placed on it by
+//!   CAS before any shard serves ([`bump_epochs`]): a source killed after
+//!   its last page and restarted before its target's flip would otherwise
+//!   take writes that the flip (with the revision read before the move)
+//!   then strands on it. After the bump that flip fails and the partition
+//!   stays here with everything.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use surepush_cluster::moves::{IncomingMove, MoveResult};
-use surepush_cluster::{NodeId, PartitionId};
+use surepush_cluster::{ClusterError, ClusterNode, NodeId, PartitionId};
 use surepush_core::{Action, Router, Shard};
 
 use super::NodeCluster;
@@ -31,6 +37,12 @@ const IMPORT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Longest a placement CAS may take.
 const CAS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Test hook (`tests/cluster_moves.rs`): a FIFO (or file) this variable
+/// names is read before a finished import's flip, so a test holds the
+/// flip until it writes to it — to crash the source in the window between
+/// its last page and the flip. Unset, nothing waits.
+const FLIP_GATE_VAR: &str = "SUREPUSHTEST_MOVE_FLIP_GATE";
 
 /// What a shard's core is told about a move.
 #[derive(Debug, Clone, Copy)]
@@ -174,6 +186,13 @@ impl NodeCluster {
                 return result(false, 0, 0, "the import timed out");
             }
         };
+        if let Some(gate) = std::env::var_os(FLIP_GATE_VAR) {
+            tracing::info!(
+                partition = p.0,
+                "import done; the flip waits for the test's gate"
+            );
+            let _ = std::fs::read(gate); // blocks until the test writes
+        }
         let flipped = self.node_call(|node| {
             node.reassign(p, before.revision, me.clone())
                 .wait_timeout(CAS_TIMEOUT)
@@ -238,4 +257,52 @@ fn reclaim(cluster: Weak<NodeCluster>, shard: u16, partition: u32) {
     cluster
         .moves
         .command(shard, MoveCommand::Reclaimed(partition, ok));
+}
+
+/// Bumps the epoch of every partition placed on `me` by CAS (see the
+/// module doc), all at once, and waits until the placement view shows the
+/// bumps. A partition whose CAS lost (its entry changed meanwhile: a
+/// move's flip landed first) is looked at again once the view shows the
+/// change: it is bumped if it is still placed here. Returns how many were
+/// bumped.
+pub(crate) fn bump_epochs(
+    node: &ClusterNode,
+    me: &NodeId,
+    timeout: Duration,
+) -> Result<usize, ClusterError> {
+    let placement = node.placement();
+    let deadline = Instant::now() + timeout;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let table = placement.snapshot();
+    let mut todo: Vec<PartitionId> = table.partitions_of(me).collect();
+    let (mut bumped, mut newest) = (0, 0);
+    while !todo.is_empty() {
+        let table = placement.snapshot();
+        let pending: Vec<_> = todo
+            .iter()
+            .filter_map(|p| {
+                let a = table.assignment(*p).filter(|a| &a.node == me)?;
+                Some((*p, a.revision, node.reassign(*p, a.revision, me.clone())))
+            })
+            .collect();
+        let mut lost = Vec::new();
+        for (p, revision, done) in pending {
+            match done.wait_timeout(left())? {
+                Ok(now) => {
+                    bumped += 1;
+                    newest = newest.max(now);
+                }
+                Err(ClusterError::Conflict { .. }) => lost.push((p, revision)),
+                Err(error) => return Err(error),
+            }
+        }
+        placement.wait_until(left(), |t| {
+            t.revision() >= newest
+                && lost
+                    .iter()
+                    .all(|(p, r)| t.assignment(*p).is_some_and(|a| a.revision != *r))
+        })?;
+        todo = lost.into_iter().map(|(p, _)| p).collect();
+    }
+    Ok(bumped)
 }

@@ -5,7 +5,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{PeerWireError, Reader, Wire};
-use crate::peer::moving::{MoveCursor, MoveFetch, MovePage, MoveStatus};
+use crate::peer::moving::{MoveCursor, MoveFetch, MovePage, MoveRoundFetch, MoveStatus};
 use crate::record::{MessageRecord, Record};
 
 impl Wire for MoveStatus {
@@ -121,6 +121,13 @@ super::wire_struct!(MoveCursor { position, after });
 super::wire_struct!(MoveFetch {
     origin,
     partition,
+    from
+});
+super::wire_struct!(MoveRoundFetch {
+    origin,
+    partition,
+    round,
+    fence,
     from
 });
 super::wire_struct!(MovePage {
