@@ -187,6 +187,8 @@ impl Gate {
         super::release_if_empty(&mut self.writes);
         super::release_if_empty(&mut self.client);
         super::release_if_empty(&mut self.core);
+        // Every reported write leaves and empties this set.
+        super::release_tree_if_empty(&mut self.pending);
     }
 
     fn report(&mut self) -> u64 {

@@ -99,6 +99,22 @@ impl StreamState {
 pub(super) const STATE_VERSION: u8 = 4;
 
 impl SessionState {
+    /// Frees the nodes of the trees that emptied (see
+    /// [`super::release_tree_if_empty`]); called with the bridge's
+    /// `release_idle_memory`.
+    pub(super) fn release_idle_memory(&mut self) {
+        use super::release_tree_if_empty as release;
+        release(&mut self.rooms);
+        release(&mut self.inbound);
+        release(&mut self.out_pids);
+        release(&mut self.rel_pending);
+        release(&mut self.done);
+        release(&mut self.sub_ids);
+        if self.wild.as_ref().is_some_and(|w| w.is_empty()) {
+            self.wild = None;
+        }
+    }
+
     /// The topic stream part (empty when there is none).
     pub(super) fn wild(&self) -> &StreamState {
         self.wild.as_deref().unwrap_or(&NO_STREAMS)
@@ -189,6 +205,11 @@ impl SessionState {
             out.extend_from_slice(f.as_bytes());
             out.extend_from_slice(&since.to_le_bytes());
         }
+        // The core keeps the newest record of every session in memory for
+        // as long as the session lives (`Shard::state`): a `Bytes` made of
+        // a vector with spare room holds the room too, and a header of its
+        // own (issue #17 goal 4).
+        out.shrink_to_fit();
         out
     }
 

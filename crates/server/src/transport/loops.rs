@@ -148,6 +148,7 @@ pub(crate) async fn write_loop<S: ShardLoop, W: StreamWriter>(
             return;
         }
         rt.output_drained(conn, &io);
+        io.release_written();
     }
 }
 

@@ -136,6 +136,19 @@ impl ConnIo {
         chunks
     }
 
+    /// Gives back the output buffer once everything queued is written: the
+    /// writer splits the bytes it writes off `out`, which keeps the rest of
+    /// the allocation (and all of it again once the written part is
+    /// dropped), so an idle connection held the buffer its last burst grew
+    /// (issue #17 goal 4). Called when the writer is about to wait, not
+    /// between the writes of a burst.
+    pub(super) fn release_written(&self) {
+        let mut out = self.out.borrow_mut();
+        if out.is_empty() && out.capacity() > 0 {
+            *out = BytesMut::new();
+        }
+    }
+
     /// Wakes the writer (no-op if it is already awake).
     pub(crate) fn wake(&self) {
         self.wake.raise();
