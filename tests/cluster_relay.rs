@@ -44,16 +44,12 @@ impl Cluster {
             .iter()
             .map(|name| {
                 let ws = match *name {
-                    "n0" => format!("[websocket]\nenabled = true\nlisten = \"127.0.0.1:{ws_port}\"\n"),
+                    "n0" => {
+                        format!("[websocket]\nenabled = true\nlisten = \"127.0.0.1:{ws_port}\"\n")
+                    }
                     _ => String::new(),
                 };
-                let top = format!(
-                    "{ws}[cluster]\nnats = \"{}\"\nnode_id = \"{name}\"\npartitions = {PARTITIONS}\n",
-                    nats.url()
-                );
-                let mut node = TestServer::unstarted(2, &top, "");
-                node.spawn();
-                node
+                common::cluster_node(&nats.url(), name, PARTITIONS, &ws)
             })
             .collect();
         Cluster {

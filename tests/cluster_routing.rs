@@ -39,15 +39,7 @@ impl Cluster {
         common::cluster_init(&nats.url(), PARTITIONS, &names);
         let nodes = names
             .iter()
-            .map(|name| {
-                let top = format!(
-                    "[cluster]\nnats = \"{}\"\nnode_id = \"{name}\"\npartitions = {PARTITIONS}\n",
-                    nats.url()
-                );
-                let mut node = TestServer::unstarted(2, &top, "");
-                node.spawn();
-                node
-            })
+            .map(|name| common::cluster_node(&nats.url(), name, PARTITIONS, ""))
             .collect();
         Cluster { nodes, _nats: nats }
     }

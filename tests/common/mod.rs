@@ -559,6 +559,17 @@ pub fn connect_frame(server: &TestServer, user: u64) -> Vec<u8> {
     out.to_vec()
 }
 
+/// A started 2-shard node `name` of the cluster on the NATS at `nats_url`
+/// (`top`: more top-level configuration, before `[cluster]`).
+pub fn cluster_node(nats_url: &str, name: &str, partitions: u64, top: &str) -> TestServer {
+    let top = format!(
+        "{top}[cluster]\nnats = \"{nats_url}\"\nnode_id = \"{name}\"\npartitions = {partitions}\n"
+    );
+    let mut node = TestServer::unstarted(2, &top, "");
+    node.spawn();
+    node
+}
+
 /// `surepush cluster init` on the NATS server at `nats_url`: `partitions`
 /// spread over `nodes` (partition `p` to the `p mod n`-th node).
 pub fn cluster_init<S: AsRef<str>>(nats_url: &str, partitions: u64, nodes: &[S]) {

@@ -200,16 +200,28 @@ impl std::fmt::Debug for ClusterCollector {
 
 impl Collector for ClusterCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        for (name, help, get) in COUNTERS {
-            let counter = ConstCounter::new(get(&self.stats).load(Ordering::Relaxed));
-            counter.encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                counter.metric_type(),
-            )?)?;
-        }
-        for (name, help, value) in self.moves.series() {
+        let counters = COUNTERS
+            .iter()
+            .map(|&(name, help, get)| (name, help, get(&self.stats).load(Ordering::Relaxed)))
+            .chain(self.moves.series())
+            .chain([
+                (
+                    "cluster_redirects",
+                    "Clients refused with the address of their user's node (native WrongNode, MQTT 5 0x9C) or told it is unavailable",
+                    self.redirects.load(Ordering::Relaxed),
+                ),
+                (
+                    "cluster_relayed_connections_opened",
+                    "Relayed connections opened since the start (each also counted in cluster_redirects)",
+                    self.relays.opened.load(Ordering::Relaxed),
+                ),
+                (
+                    "cluster_relays_refused",
+                    "Connections that arrived relayed by another node for a user not placed here, refused rather than relayed again",
+                    self.relays.refused.load(Ordering::Relaxed),
+                ),
+            ]);
+        for (name, help, value) in counters {
             let counter = ConstCounter::new(value);
             counter.encode(encoder.encode_descriptor(
                 name,
@@ -218,41 +230,22 @@ impl Collector for ClusterCollector {
                 counter.metric_type(),
             )?)?;
         }
-        let redirects = ConstCounter::new(self.redirects.load(Ordering::Relaxed));
-        redirects.encode(encoder.encode_descriptor(
-            "cluster_redirects",
-            "Clients refused with the address of their user's node (native WrongNode, MQTT 5 0x9C) or told it is unavailable",
-            None,
-            redirects.metric_type(),
-        )?)?;
-        let relayed = ConstGauge::new(self.relays.open.load(Ordering::Relaxed) as i64);
-        relayed.encode(encoder.encode_descriptor(
-            "cluster_relayed_connections",
-            "MQTT 3.1.1 clients of other nodes' users relayed byte for byte to their node, open now",
-            None,
-            relayed.metric_type(),
-        )?)?;
-        let opened = ConstCounter::new(self.relays.opened.load(Ordering::Relaxed));
-        opened.encode(encoder.encode_descriptor(
-            "cluster_relayed_connections_opened",
-            "Relayed connections opened since the start (each also counted in cluster_redirects)",
-            None,
-            opened.metric_type(),
-        )?)?;
-        let refused = ConstCounter::new(self.relays.refused.load(Ordering::Relaxed));
-        refused.encode(encoder.encode_descriptor(
-            "cluster_relays_refused",
-            "Connections that arrived relayed by another node for a user not placed here, refused rather than relayed again",
-            None,
-            refused.metric_type(),
-        )?)?;
-        let revision = ConstGauge::new(self.placement.revision() as i64);
-        revision.encode(encoder.encode_descriptor(
-            "cluster_placement_revision",
-            "Revision of the placement bucket this node routes by (equal on every node once a change has spread)",
-            None,
-            revision.metric_type(),
-        )?)?;
+        let gauges = [
+            (
+                "cluster_relayed_connections",
+                "MQTT 3.1.1 clients of other nodes' users relayed byte for byte to their node, open now",
+                self.relays.open.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "cluster_placement_revision",
+                "Revision of the placement bucket this node routes by (equal on every node once a change has spread)",
+                self.placement.revision() as i64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
         Ok(())
     }
 }
