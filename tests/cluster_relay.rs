@@ -69,16 +69,6 @@ impl Cluster {
     }
 }
 
-/// A node's metric (first sample of `name`).
-fn metric(node: &TestServer, name: &str) -> u64 {
-    let (status, text) = node.http("GET", "/metrics", "", true);
-    assert_eq!(status, 200);
-    text.lines()
-        .find(|l| l.starts_with(&format!("{name} ")))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics")) as u64
-}
-
 /// Runs tests/mqtt/paho_check.py's `scenario` at MQTT 3.1.1 against
 /// `port` as users `a` and `b` of `owner`.
 fn paho(
@@ -170,7 +160,7 @@ fn mqtt311_clients_are_relayed_to_their_users_node() {
     let lines = lines_of(sub.stdout.take().expect("piped"));
     let next_line = || lines.recv_timeout(WAIT).expect("mosquitto_sub output");
     while !next_line().contains("received SUBACK") {}
-    assert_eq!(metric(relay, "surepush_cluster_relayed_connections"), 1);
+    assert_eq!(relay.counter("surepush_cluster_relayed_connections"), 1);
 
     let publish = |payload: &str| {
         let out = Command::new("mosquitto_pub")
@@ -219,7 +209,7 @@ fn mqtt311_clients_are_relayed_to_their_users_node() {
     let want: Vec<String> = sent.iter().map(|p| format!("{topic} {p}")).collect();
     assert_eq!(got, want, "b's inbox through the relay, in order");
     assert!(sub.wait().expect("mosquitto_sub").success());
-    assert!(metric(relay, "surepush_cluster_relayed_connections_opened_total") >= 5);
+    assert!(relay.counter("surepush_cluster_relayed_connections_opened_total") >= 5);
 
     // A persistent QoS 1 session created through the relay, messages while
     // it is away, and its resumption through the relay.
@@ -276,7 +266,7 @@ fn a_relayed_client_is_closed_when_its_node_dies() {
         "accepted by the owner through the relay"
     );
     assert_eq!(
-        metric(&cluster.nodes[0], "surepush_cluster_relayed_connections"),
+        cluster.nodes[0].counter("surepush_cluster_relayed_connections"),
         1
     );
 
@@ -287,7 +277,7 @@ fn a_relayed_client_is_closed_when_its_node_dies() {
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
     }
     let deadline = Instant::now() + WAIT;
-    while metric(&cluster.nodes[0], "surepush_cluster_relayed_connections") != 0 {
+    while cluster.nodes[0].counter("surepush_cluster_relayed_connections") != 0 {
         assert!(
             Instant::now() < deadline,
             "the relay still counts the closed connection"
@@ -332,15 +322,15 @@ fn a_relayed_connection_for_a_user_not_owned_here_is_refused_not_relayed_again()
     );
     let refused = "surepush_cluster_relays_refused_total";
     let opened = "surepush_cluster_relayed_connections_opened_total";
-    assert_eq!(metric(&cluster.nodes[1], refused), 1);
-    assert_eq!(metric(&cluster.nodes[1], opened), 0, "not relayed again");
-    assert_eq!(metric(&cluster.nodes[0], opened), 0);
+    assert_eq!(cluster.nodes[1].counter(refused), 1);
+    assert_eq!(cluster.nodes[1].counter(opened), 0, "not relayed again");
+    assert_eq!(cluster.nodes[0].counter(opened), 0);
 
     // The owner takes a relayed connection as any other.
     assert_eq!(connack_for(&cluster.nodes[0], &relayed), [0x20, 2, 0, 0]);
     // A client's own connection to node 1 is relayed once, to node 0.
     assert_eq!(connack_for(&cluster.nodes[1], &connect), [0x20, 2, 0, 0]);
-    assert_eq!(metric(&cluster.nodes[1], opened), 1);
-    assert_eq!(metric(&cluster.nodes[1], refused), 1);
-    assert_eq!(metric(&cluster.nodes[0], refused), 0);
+    assert_eq!(cluster.nodes[1].counter(opened), 1);
+    assert_eq!(cluster.nodes[1].counter(refused), 1);
+    assert_eq!(cluster.nodes[0].counter(refused), 0);
 }

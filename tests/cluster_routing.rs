@@ -557,16 +557,6 @@ impl Drop for MqttRoomReader {
     }
 }
 
-/// A node's `surepush_cluster_*` counter.
-fn cluster_metric(node: &TestServer, name: &str) -> u64 {
-    let (status, text) = node.http("GET", "/metrics", "", true);
-    assert_eq!(status, 200);
-    text.lines()
-        .find(|l| l.starts_with(&format!("{name} ")))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics")) as u64
-}
-
 /// Issue #20: a room homed on node 0 with native subscribers on every node
 /// and MQTT subscribers on the two others; publishers on the non-home
 /// nodes and the admin API of another node publish into it. Every
@@ -599,7 +589,7 @@ fn a_room_spans_nodes_and_crosses_nats_once_per_node() {
     let received_before: Vec<u64> = cluster
         .nodes
         .iter()
-        .map(|n| cluster_metric(n, "surepush_cluster_room_messages_received_total"))
+        .map(|n| n.counter("surepush_cluster_room_messages_received_total"))
         .collect();
 
     let (p1, p2) = (Cluster::users_on(1, 1, 1)[0], Cluster::users_on(2, 1, 1)[0]);
@@ -650,18 +640,13 @@ fn a_room_spans_nodes_and_crosses_nats_once_per_node() {
     // Node 0 published each message once; nodes 1 and 2 (four subscribers
     // each) received each once; node 0 takes none from the subject.
     for (n, before) in received_before.iter().enumerate() {
-        let received = cluster_metric(
-            &cluster.nodes[n],
-            "surepush_cluster_room_messages_received_total",
-        ) - before;
+        let received =
+            cluster.nodes[n].counter("surepush_cluster_room_messages_received_total") - before;
         let want = if n == 0 { 0 } else { TOTAL as u64 };
         assert_eq!(received, want, "node {n}: room messages from NATS");
     }
     assert_eq!(
-        cluster_metric(
-            &cluster.nodes[0],
-            "surepush_cluster_room_messages_published_total"
-        ),
+        cluster.nodes[0].counter("surepush_cluster_room_messages_published_total"),
         TOTAL as u64
     );
 }

@@ -44,14 +44,6 @@ fn free_bytes(path: &Path) -> u64 {
     surepush::server::limits::free_bytes(path).unwrap()
 }
 
-fn metric(server: &TestServer, name: &str) -> Option<f64> {
-    let (status, body) = server.http("GET", "/metrics", "", true);
-    assert_eq!(status, 200);
-    body.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 #[test]
 fn disk_full_stops_acks_then_recovers_when_space_returns_losing_nothing() {
     let mut mount = None;
@@ -71,7 +63,7 @@ fn disk_full_stops_acks_then_recovers_when_space_returns_losing_nothing() {
     let filler = data.join("filler");
     let fill = free_bytes(&data).saturating_sub(2 << 20);
     std::fs::write(&filler, vec![0u8; fill as usize]).unwrap();
-    assert_eq!(metric(&server, "surepush_storage_failed{"), Some(0.0));
+    assert_eq!(server.counter("surepush_storage_failed"), 0);
 
     let (mut sender, _) = server.connect(1, 1, None);
     let mut sent: BTreeMap<u64, Bytes> = BTreeMap::new();
@@ -94,7 +86,7 @@ fn disk_full_stops_acks_then_recovers_when_space_returns_losing_nothing() {
         drain(&mut sender, &mut acked, Duration::ZERO);
         if n % 20 == 19 {
             drain(&mut sender, &mut acked, Duration::from_millis(20));
-            if metric(&server, "surepush_storage_failed{") == Some(1.0) {
+            if server.counter("surepush_storage_failed") == 1 {
                 failed = true;
                 break;
             }
@@ -127,7 +119,7 @@ fn disk_full_stops_acks_then_recovers_when_space_returns_losing_nothing() {
         assert!(Instant::now() < deadline, "the node did not recover");
         std::thread::sleep(Duration::from_millis(100)); // polling an HTTP endpoint
     }
-    assert_eq!(metric(&server, "surepush_storage_failed{"), Some(0.0));
+    assert_eq!(server.counter("surepush_storage_failed"), 0);
 
     // The sender's SDK session retries every unacknowledged send.
     let session = sender.into_session();

@@ -339,6 +339,18 @@ impl TestServer {
         metric_sum(&text, series)
     }
 
+    /// A counter or gauge that must be in `/metrics` (its samples summed,
+    /// matched as [`TestServer::metric`] does), as an integer.
+    pub fn counter(&self, series: &str) -> u64 {
+        let (status, text) = self.http("GET", "/metrics", "", true);
+        assert_eq!(status, 200, "{text}");
+        assert!(
+            metric_samples(&text, series).next().is_some(),
+            "{series} not in /metrics"
+        );
+        metric_sum(&text, series) as u64
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.dir
     }
@@ -379,14 +391,19 @@ impl Drop for TestServer {
 /// The sum of the samples of `series` in an OpenMetrics text (see
 /// [`TestServer::metric`]).
 pub fn metric_sum(text: &str, series: &str) -> f64 {
+    metric_samples(text, series).sum()
+}
+
+/// The samples of `series` in an OpenMetrics text (see
+/// [`TestServer::metric`]).
+fn metric_samples<'a>(text: &'a str, series: &'a str) -> impl Iterator<Item = f64> + 'a {
     let labelled = series.contains('{');
     text.lines()
-        .filter(|l| {
+        .filter(move |l| {
             l.strip_prefix(series)
                 .is_some_and(|rest| rest.starts_with(' ') || (!labelled && rest.starts_with('{')))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 pub fn http(

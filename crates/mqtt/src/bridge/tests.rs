@@ -130,16 +130,22 @@ impl Harness {
         assert!(matches!(h.core().as_slice(), [Frame::Connect(_)]));
         h.b.on_frame(native_connack(0, None));
         assert!(matches!(h.packets().as_slice(), [Packet::ConnAck(_)]));
-        let request = h.sync_request();
-        h.b.on_frame(Frame::SyncPage(SyncPage {
+        h.empty_replay();
+        h.subscribe(1, filters);
+        h
+    }
+
+    /// Answers the session's first SYNC with the empty last page of an
+    /// empty inbox: the session goes live.
+    fn empty_replay(&mut self) {
+        let request = self.sync_request();
+        self.b.on_frame(Frame::SyncPage(SyncPage {
             request_id: request,
             head: Seq(0),
             end: true,
             gap: false,
             items: vec![],
         }));
-        h.subscribe(1, filters);
-        h
     }
 
     fn subscribe(&mut self, id: u16, filters: &[(&str, QoS)]) {
@@ -300,14 +306,7 @@ fn the_clients_receive_maximum_bounds_publishes_in_flight() {
     c.properties.receive_maximum = NonZeroU16::new(2);
     let mut h = Harness::of(Bridge::new(c, "t".into(), me(), None, 1, params()));
     h.b.on_frame(native_connack(0, None));
-    let request = h.sync_request();
-    h.b.on_frame(Frame::SyncPage(SyncPage {
-        request_id: request,
-        head: Seq(0),
-        end: true,
-        gap: false,
-        items: vec![],
-    }));
+    h.empty_replay();
     h.subscribe(1, &[("#", QoS::AtLeastOnce)]);
     h.packets();
     for seq in 1..=5 {

@@ -23,14 +23,7 @@ fn live_with(acl: surepush_token::Acl, topics_open: bool) -> Harness {
     h.core();
     h.b.on_frame(native_connack(0, None));
     h.packets();
-    let request = h.sync_request();
-    h.b.on_frame(Frame::SyncPage(SyncPage {
-        request_id: request,
-        head: Seq(0),
-        end: true,
-        gap: false,
-        items: vec![],
-    }));
+    h.empty_replay();
     h.core();
     h
 }

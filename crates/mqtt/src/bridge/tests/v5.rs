@@ -34,14 +34,7 @@ fn live_v5(aliases: Option<u16>) -> Harness {
     let mut h = Harness::of(Bridge::new(c, "token".into(), me(), None, 1000, params()));
     h.core();
     h.b.on_frame(native_connack(0, None));
-    let request = h.sync_request();
-    h.b.on_frame(Frame::SyncPage(SyncPage {
-        request_id: request,
-        head: Seq(0),
-        end: true,
-        gap: false,
-        items: vec![],
-    }));
+    h.empty_replay();
     match h.packets().as_slice() {
         [Packet::ConnAck(a)] => {
             assert_eq!(a.properties.subscription_identifier_available, Some(true));
