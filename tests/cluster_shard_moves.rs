@@ -570,3 +570,91 @@ fn a_node_restarted_with_another_shard_count_moves_partitions_with_their_data() 
     node.restart(2);
     check_readable(&node, 4, &stored);
 }
+
+/// Issue #20 figure: the time to move a partition holding N stored
+/// messages to the other shard of its node, and the longest a closed-loop
+/// sender to it waited for a SENDACK meanwhile. Not a unit test (no timed
+/// assertion): run it in release with `SUREPUSH_SHARD_MOVE_BENCH=N[,SIZE]`
+/// and read what it prints (BENCHMARKS.md "moving a partition between
+/// shards").
+#[test]
+#[ignore]
+fn shard_move_benchmark() {
+    let spec = std::env::var("SUREPUSH_SHARD_MOVE_BENCH").unwrap_or_else(|_| "100000".into());
+    let mut spec = spec
+        .split(',')
+        .map(|s| s.parse::<usize>().expect("N[,SIZE]"));
+    let count = spec.next().expect("N");
+    let size = spec.next().unwrap_or(100);
+    let node = Arc::new(Node::start(2));
+    let p = 5;
+    let to = users_in(p, 1, 1)[0];
+    let filled = Instant::now();
+    let fillers: Vec<_> = users_in(4, 1, 8)
+        .into_iter()
+        .map(|from| {
+            let n = node.clone();
+            let per = count / 8;
+            thread::spawn(move || {
+                let mut c = n.connect(from, 1, Some(Seq::ZERO));
+                let body = Bytes::from(vec![b'x'; size]);
+                let (mut queued, mut acked) = (0, 0);
+                while acked < per {
+                    while queued < per && queued - acked < 16 {
+                        c.send(UserId(to), Qos::AtLeastOnce, body.clone())
+                            .expect("send");
+                        queued += 1;
+                    }
+                    if let Some(Event::SendAcked(_)) = c.next_event(WAIT).expect("io") {
+                        acked += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    for f in fillers {
+        f.join().expect("filler");
+    }
+    println!("filled {count} x {size} B in {:?}", filled.elapsed());
+    // The probe: one send at a time to the moving partition, retried every
+    // 10 ms while refused.
+    let stop = Arc::new(AtomicBool::new(false));
+    let probe = {
+        let (n, stop) = (node.clone(), stop.clone());
+        thread::spawn(move || {
+            let from = users_in(2, 1, 1)[0];
+            let mut config = n.config(from, 1);
+            config.send_timeout_ms = 10;
+            let mut c = BlockingClient::connect(n.addr(), config, Some(Seq::ZERO), WAIT)
+                .expect("probe connects");
+            let (mut worst, mut sent) = (Duration::ZERO, 0u64);
+            while !stop.load(Ordering::Acquire) {
+                let t = Instant::now();
+                let id = c
+                    .send(UserId(to), Qos::AtLeastOnce, Bytes::from_static(b"probe"))
+                    .expect("send");
+                loop {
+                    match c.next_event(WAIT).expect("io") {
+                        Some(Event::SendAcked(a)) if a.client_msg_id == id => break,
+                        Some(_) => {}
+                        None => panic!("probe: no SENDACK within {WAIT:?}"),
+                    }
+                }
+                worst = worst.max(t.elapsed());
+                sent += 1;
+            }
+            (worst, sent)
+        })
+    };
+    thread::sleep(Duration::from_millis(300)); // the probe's steady state before the move
+    let started = Instant::now();
+    let text = node.move_shard(p, 1 - first_shard(p, 2));
+    let wall = started.elapsed();
+    thread::sleep(Duration::from_millis(300)); // and after it
+    stop.store(true, Ordering::Release);
+    let (worst, probes) = probe.join().expect("probe");
+    println!(
+        "shard move of {count} messages x {size} B: {} (CLI wall {wall:?}); probe: {probes} sends, longest wait for a SENDACK {worst:?}",
+        text.trim()
+    );
+}

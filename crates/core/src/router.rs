@@ -482,6 +482,53 @@ mod tests {
         );
     }
 
+    /// Issue #20: a cluster node routes each partition to the shard its
+    /// shard map names; without a map, to the partition's jump hash (what
+    /// data dirs from before shard maps were written with).
+    #[test]
+    fn a_cluster_router_routes_partitions_by_its_shard_map() {
+        let r = cluster_router(0, 2, 16, |_| "a");
+        let routes = r.cluster().expect("cluster").clone();
+        for p in PartitionCount::new(16).expect("valid").iter() {
+            assert_eq!(r.shard_of_partition(p), hashed_shard_of_partition(p, 2));
+        }
+        let moved = PartitionId(3);
+        let mut map = (**routes.shard_map()).clone();
+        let to = 1 - hashed_shard_of_partition(moved, 2).0;
+        map.move_to(moved, to).expect("held");
+        let routes = ClusterRoutes::new(
+            NodeId::parse("a").expect("valid"),
+            PartitionCount::new(16).expect("valid"),
+            2,
+            |_| Some(NodeId::parse("a").expect("valid")),
+        )
+        .and_then(|r| r.with_shard_map(2, Arc::new(map)))
+        .expect("routable");
+        let r = Router::new(ShardId(0), 2).with_cluster(Arc::new(routes));
+        assert_eq!(r.shard_of_partition(moved), ShardId(to));
+        for u in 0..2_000u64 {
+            let p = r.cluster().expect("cluster").partition_of(UserId(u));
+            assert_eq!(r.owner(UserId(u)), r.shard_of_partition(p));
+            if p == moved {
+                assert_eq!(r.owner(UserId(u)), ShardId(to));
+            }
+        }
+        // A map of another partition count, or of more shards, is refused.
+        let short = ShardMap::filled(PartitionCount::new(8).expect("valid"), 2, |_| 0);
+        let wide = ShardMap::filled(PartitionCount::new(16).expect("valid"), 3, |_| 2);
+        for map in [short, wide] {
+            let routes = ClusterRoutes::new(
+                NodeId::parse("a").expect("valid"),
+                PartitionCount::new(16).expect("valid"),
+                2,
+                |_| None,
+            )
+            .expect("routable");
+            let map = Arc::new(map.expect("map"));
+            assert!(routes.with_shard_map(2, map).is_err());
+        }
+    }
+
     #[test]
     fn shard_ids_name_shards_tickets_and_partitions_apart() {
         assert_eq!(ShardId(3).target(), PeerTarget::Local(ShardId(3)));
