@@ -64,6 +64,11 @@ struct Node {
 
 impl Node {
     fn start(shards: u16) -> Node {
+        Node::start_with(shards, Vec::new())
+    }
+
+    /// [`Node::start`] with environment variables (test hooks).
+    fn start_with(shards: u16, envs: Vec<(String, String)>) -> Node {
         let nats = NatsServer::start();
         common::cluster_init(&nats.url(), PARTITIONS, &["n0"]);
         let top = format!(
@@ -71,6 +76,7 @@ impl Node {
             nats.url()
         );
         let mut server = TestServer::unstarted(shards, &top, "");
+        server.envs = envs;
         server.spawn();
         Node {
             server: std::sync::Mutex::new(server),
@@ -431,7 +437,32 @@ fn a_partition_moves_between_shards_under_traffic_without_loss_or_duplicates() {
 /// (the target's partial import is replaced).
 #[test]
 fn a_node_killed_mid_shard_move_keeps_every_acknowledged_message() {
-    let node = Arc::new(Node::start(2));
+    killed_mid_shard_move(false);
+}
+
+/// As above, killed in the last window: every page is durable on the new
+/// shard, the shard map not flipped yet (held there by the test's gate,
+/// `SUREPUSHTEST_MOVE_FLIP_GATE`). The partition stays on its shard with
+/// everything, including what it takes after the restart.
+#[test]
+fn a_node_killed_before_the_shard_map_flip_keeps_every_acknowledged_message() {
+    killed_mid_shard_move(true);
+}
+
+fn killed_mid_shard_move(at_the_flip: bool) {
+    let gate_dir = tempfile::tempdir().expect("temp dir");
+    let gate = gate_dir.path().join("flip-gate");
+    let mut envs = Vec::new();
+    if at_the_flip {
+        let c_path = std::ffi::CString::new(gate.to_str().expect("utf-8 path")).expect("no NUL");
+        // SAFETY: mkfifo(3) on a NUL-terminated path we own.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+        envs.push((
+            "SUREPUSHTEST_MOVE_FLIP_GATE".to_string(),
+            gate.display().to_string(),
+        ));
+    }
+    let node = Arc::new(Node::start_with(2, envs));
     let p = 6;
     let [to, same] = users_in(p, 1, 2)[..] else {
         unreachable!()
@@ -444,6 +475,9 @@ fn a_node_killed_mid_shard_move_keeps_every_acknowledged_message() {
     let from = node.log_len();
     let mut cli = node.move_command(p, target).spawn().expect("run the cli");
     node.wait_for_line(from, "partition fenced for a move");
+    if at_the_flip {
+        node.wait_for_line(from, "the flip waits for the test's gate");
+    }
     {
         let mut s = node.server();
         s.kill9();
@@ -454,7 +488,14 @@ fn a_node_killed_mid_shard_move_keeps_every_acknowledged_message() {
     let after = load.traffic.acked.load(Ordering::Acquire);
     wait_acked(&load.traffic, after + 300);
     // The move, ordered again, completes over the partial import.
+    let opener = at_the_flip.then(|| {
+        let gate = gate.clone();
+        thread::spawn(move || std::fs::write(&gate, b"go").expect("open the gate"))
+    });
     let out = node.move_shard(p, target);
+    if let Some(opener) = opener {
+        opener.join().expect("gate opened");
+    }
     assert!(out.contains(&format!("moved to shard {target}")), "{out}");
     let after = load.traffic.acked.load(Ordering::Acquire);
     wait_acked(&load.traffic, after + 200);

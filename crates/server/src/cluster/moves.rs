@@ -42,7 +42,7 @@ const CAS_TIMEOUT: Duration = Duration::from_secs(10);
 /// names is read before a finished import's flip, so a test holds the
 /// flip until it writes to it — to crash the source in the window between
 /// its last page and the flip. Unset, nothing waits.
-const FLIP_GATE_VAR: &str = "SUREPUSHTEST_MOVE_FLIP_GATE";
+pub(super) const FLIP_GATE_VAR: &str = "SUREPUSHTEST_MOVE_FLIP_GATE";
 
 /// What a shard's core is told about a move.
 #[derive(Debug, Clone, Copy)]

@@ -162,6 +162,13 @@ impl NodeCluster {
         if outcome.is_err() {
             self.moves.stop_waiting(p.0);
         }
+        if let (Ok(Ok(_)), Some(gate)) = (&outcome, std::env::var_os(super::moves::FLIP_GATE_VAR)) {
+            tracing::info!(
+                partition = p.0,
+                "import done; the flip waits for the test's gate"
+            );
+            let _ = std::fs::read(gate); // blocks until the test writes
+        }
         // Held through the flip: a stalled source's abort either comes
         // first (no flip) or sees the partition gone from its shard.
         let mut active = lock(&self.shard_moves.active);
