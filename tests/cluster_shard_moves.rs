@@ -699,3 +699,86 @@ fn shard_move_benchmark() {
         text.trim()
     );
 }
+
+/// Issue #20: a partition moved between the shards of n0 then moves to
+/// n1 (a node move): n0's lanes hand the target's fetches to the shard
+/// the map names now, and every stored message arrives on n1, whose
+/// sequence continues.
+#[test]
+fn a_partition_moved_between_shards_then_moves_to_another_node_with_its_data() {
+    let nats = NatsServer::start();
+    common::cluster_init(&nats.url(), PARTITIONS, &["n0", "n1"]);
+    let n0 = common::cluster_node(&nats.url(), "n0", PARTITIONS, "");
+    let n1 = common::cluster_node(&nats.url(), "n1", PARTITIONS, "");
+    let p = 4; // even: on n0
+    let to = users_in(p, 1, 1)[0];
+    let from = users_in(p + 2, 1, 1)[0]; // also on n0
+    let node = Node {
+        server: std::sync::Mutex::new(n0),
+        nats,
+    };
+    let stored = store_messages(&node, from, &[to], 50);
+    let out = node.move_shard(p, 1 - first_shard(p, 2));
+    assert!(out.contains("moved to shard"), "{out}");
+    let cli = Command::new(env!("CARGO_BIN_EXE_surepush"))
+        .args([
+            "cluster",
+            "move",
+            "--partition",
+            &p.to_string(),
+            "--to",
+            "n1",
+        ])
+        .args(["--nats", &node.nats.url()])
+        .output()
+        .expect("run the cli");
+    assert!(
+        cli.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&cli.stdout),
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    // Read on n1 (redirected there through n0 once n0 sees the new
+    // placement; until then it refuses the fenced partition's CONNECT).
+    let deadline = Instant::now() + WAIT;
+    let mut c = loop {
+        assert!(Instant::now() < deadline, "user {to} cannot connect");
+        let config = node.config(to, 2);
+        let routed = BlockingClient::connect_routed(node.addr(), config, Some(Seq::ZERO), WAIT);
+        let Ok(mut c) = routed else {
+            thread::sleep(Duration::from_millis(50)); // backoff
+            continue;
+        };
+        match c.next_event(Duration::ZERO) {
+            Ok(Some(Event::Connected(_))) => break c,
+            Ok(Some(Event::Error(e))) if e.code == ErrorCode::StorageUnavailable as u16 => {
+                thread::sleep(Duration::from_millis(50)); // backoff
+            }
+            Ok(Some(Event::Disconnected(..))) | Err(_) => {}
+            other => panic!("unexpected first answer {other:?}"),
+        }
+    };
+    assert_eq!(
+        c.peer_addr().expect("connected"),
+        n1.addr,
+        "the partition is on n1"
+    );
+    let want = &stored[&to];
+    let mut got = Vec::new();
+    while got.len() < want.len() {
+        match c.next_event(WAIT).expect("event") {
+            Some(Event::Message(m)) => got.push((m.seq, m.payload.clone())),
+            Some(_) => {}
+            None => panic!("{} of {} messages on n1", got.len(), want.len()),
+        }
+    }
+    let mut sorted = want.clone();
+    sorted.sort();
+    assert_eq!(&got, &sorted, "every stored message, in order, on n1");
+    let more = store_messages(&node, from, &[to], 1);
+    assert_eq!(
+        more[&to][0].0,
+        Seq(want.len() as u64 + 1),
+        "the sequence continues on n1"
+    );
+}
