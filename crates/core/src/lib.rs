@@ -106,7 +106,9 @@ pub use peer::{
 };
 pub use peer::{MoveCursor, MoveFetch, MovePage, MoveRoundFetch, MoveStatus};
 pub use record::{InboxQuery, MessageRecord, Record, StateKey};
-pub use router::{Address, ClusterRoutes, PeerTarget, Router, RoutesError, ShardId};
+pub use router::{
+    hashed_shard_of_partition, Address, ClusterRoutes, PeerTarget, Router, RoutesError, ShardId,
+};
 pub use shard::{Shard, ShardParams};
 pub use state::{apply_membership, DedupConfig, DedupEntry, DedupWindow, RecoveredState, SendKey};
 pub use stats::CoreStats;

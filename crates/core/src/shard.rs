@@ -183,13 +183,16 @@ impl Shard {
 
     /// Routes by `routes` from now on (a cluster node; a new placement is
     /// a new snapshot).
-    /// Partitions this node no longer owns drop their state here (a move
-    /// ended, `moving.rs`).
+    /// Partitions this shard no longer holds (their node moved, or their
+    /// shard in the node's shard map) drop their state here (a move ended,
+    /// `moving.rs`).
     pub fn set_cluster_routes(&mut self, routes: Arc<ClusterRoutes>) {
+        let me = self.params.id;
         let lost: Vec<surepush_cluster::PartitionId> = match self.router.cluster() {
             Some(old) => old
                 .owned_partitions()
-                .filter(|p| routes.owner(*p) != Some(routes.me()))
+                .filter(|p| old.shard_of(*p) == me)
+                .filter(|p| routes.owner(*p) != Some(routes.me()) || routes.shard_of(*p) != me)
                 .collect(),
             None => Vec::new(),
         };
