@@ -103,6 +103,13 @@ pub enum PeerTarget {
     Partition(PartitionId),
 }
 
+impl PeerTarget {
+    /// Whether it is a shard of this node.
+    pub fn is_local(self) -> bool {
+        matches!(self, PeerTarget::Local(_))
+    }
+}
+
 impl fmt::Display for ShardId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
@@ -139,6 +146,9 @@ pub struct ClusterRoutes {
     me: NodeId,
     partitions: PartitionCount,
     owners: Vec<Option<NodeId>>,
+    /// Each other node holding a partition, with the lowest it holds: the
+    /// partition messages for the node as a whole are addressed to.
+    entries: Vec<(NodeId, PartitionId)>,
 }
 
 impl ClusterRoutes {
@@ -156,10 +166,20 @@ impl ClusterRoutes {
         if shards > FIRST_TICKET {
             return Err(RoutesError::TooManyShards(shards));
         }
+        let owners: Vec<Option<NodeId>> = partitions.iter().map(owner).collect();
+        let mut entries: Vec<(NodeId, PartitionId)> = Vec::new();
+        for (p, node) in partitions.iter().zip(&owners) {
+            if let Some(node) = node.as_ref().filter(|n| **n != me) {
+                if !entries.iter().any(|(n, _)| n == node) {
+                    entries.push((node.clone(), p));
+                }
+            }
+        }
         Ok(ClusterRoutes {
             me,
             partitions,
-            owners: partitions.iter().map(owner).collect(),
+            owners,
+            entries,
         })
     }
 
@@ -176,6 +196,21 @@ impl ClusterRoutes {
     /// The node holding partition `p`, if any.
     pub fn owner(&self, p: PartitionId) -> Option<&NodeId> {
         self.owners.get(p.0 as usize).and_then(Option::as_ref)
+    }
+
+    /// Every other node that holds a partition, with the partition a
+    /// message for the node as a whole goes to (its lowest).
+    pub fn other_nodes(&self) -> impl Iterator<Item = (&NodeId, PartitionId)> + '_ {
+        self.entries.iter().map(|(n, p)| (n, *p))
+    }
+
+    /// The partition a message for node `node` as a whole goes to, if it
+    /// holds any (and is not this node).
+    pub fn entry_of(&self, node: &NodeId) -> Option<PartitionId> {
+        self.entries
+            .iter()
+            .find(|(n, _)| n == node)
+            .map(|(_, p)| *p)
     }
 
     /// The partitions placed on this node.

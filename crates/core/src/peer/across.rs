@@ -55,7 +55,11 @@ impl PeerMsg {
             | PeerMsg::StateValue(_)
             | PeerMsg::PresenceChanged(_)
             | PeerMsg::MovePage(_)
-            // Wildcard filters stay on one node (`topic_filters.rs`).
+            // Notices between nodes, answered at once (`topic_nodes.rs`).
+            | PeerMsg::NodeFilters(_)
+            | PeerMsg::FilterQuery(_)
+            | PeerMsg::TopicRelay(_)
+            // A node's own shards register their filters among themselves.
             | PeerMsg::FilterJoin(_)
             | PeerMsg::FilterLeave(_)
             | PeerMsg::TopicNotice(_)
@@ -82,9 +86,12 @@ impl PeerMsg {
                 m.qos != Qos::AtMostOnce || m.confirm,
             ))),
             PeerMsg::RoomSubscribe(_) => Some(Answers::Stream),
-            PeerMsg::Ephemeral(_) | PeerMsg::Release(_) | PeerMsg::ReleaseMany(_) => {
-                Some(Answers::Count(0))
-            }
+            PeerMsg::Ephemeral(_)
+            | PeerMsg::Release(_)
+            | PeerMsg::ReleaseMany(_)
+            | PeerMsg::NodeFilters(_)
+            | PeerMsg::FilterQuery(_)
+            | PeerMsg::TopicRelay(_) => Some(Answers::Count(0)),
             // Answers travel inside replies, never as requests.
             PeerMsg::Stored(_)
             | PeerMsg::GroupStored(_)

@@ -241,6 +241,16 @@ impl ClusterLink {
                 self.command(LinkCommand::Subscribe(m.room));
                 Some(*m)
             }
+            PeerMsg::NodeFilters(_) | PeerMsg::FilterQuery(_) | PeerMsg::TopicRelay(_)
+                if !self.owner_alive(partition) =>
+            {
+                // Wildcard filter notices to a node that is down would
+                // only pile up here: it asks for every node's filters
+                // when it is back, and its sessions then learn of each
+                // stream at its next message (docs/CLUSTER.md "Wildcard
+                // filters across nodes").
+                return;
+            }
             _ => None,
         };
         if msg.answers().is_none() {
@@ -277,6 +287,14 @@ impl ClusterLink {
         if !self.flush() {
             let _ = self.backlog_wake.try_send(());
         }
+    }
+
+    /// Whether the node holding `partition` is in the registry (alive).
+    fn owner_alive(&self, partition: PartitionId) -> bool {
+        let routes = self.routes.borrow();
+        routes
+            .owner(partition)
+            .is_some_and(|node| self.cluster.nodes.get(node).is_some())
     }
 
     /// Sends what the backlog holds, in order, until a peer queue is full
