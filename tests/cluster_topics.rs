@@ -206,7 +206,13 @@ impl Drop for Sub {
 /// Publishes `payload` to `topic` through `node` as `user` (5.0, QoS 1);
 /// true when the PUBACK came.
 fn publish(node: &TestServer, user: u64, topic: &str, payload: &str) -> bool {
+    publish_with(node, user, topic, payload, &[])
+}
+
+/// [`publish`] with more `mosquitto_pub` arguments (`-r`).
+fn publish_with(node: &TestServer, user: u64, topic: &str, payload: &str, extra: &[&str]) -> bool {
     let out = Command::new("mosquitto_pub")
+        .args(extra)
         .args(["-h", "127.0.0.1", "-p", &node.mqtt.port().to_string()])
         .args(["-u", "x", "-P", &node.token(user, 1)])
         .args(["-i", &format!("pub-{user}"), "-V", "5", "-q", "1"])
@@ -321,6 +327,35 @@ fn wildcard_filters_match_topics_homed_on_every_node() {
     // whatever the number of subscribers there.
     let relays = cluster.total("surepush_topic_relays_total") - relays_before;
     assert_eq!(relays, 2 * sent.len() as u64, "relays per message per node");
+    // A retained message set through node 0 on a topic homed on node 2
+    // reaches a new exact subscriber on node 1 (its home answers the
+    // keyed read across nodes).
+    let far = topics
+        .iter()
+        .find(|t| t.starts_with("u/") && Cluster::node_of(stream_id(t)) == 2)
+        .expect("a u/ topic on node 2");
+    assert!(publish_with(
+        &cluster.nodes[0],
+        publishers[0],
+        far,
+        "kept",
+        &["-r"]
+    ));
+    let reader = Cluster::user_on(1, 5000);
+    let sub = Sub::start(
+        &cluster.nodes[1],
+        reader,
+        "retained",
+        &[far.as_str()],
+        false,
+    );
+    let got = sub.read_until(WAIT, |g| !g.is_empty());
+    assert_eq!(
+        got,
+        vec![line(far, "kept", publishers[0])],
+        "retained across nodes"
+    );
+
     let published = cluster.total("surepush_cluster_room_messages_published_total");
     let received = cluster.total("surepush_cluster_room_messages_received_total");
     let batches = cluster.total("surepush_cluster_request_batches_sent_total");

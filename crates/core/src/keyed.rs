@@ -192,19 +192,6 @@ impl Shard {
             key,
         };
         match key.owner() {
-            // Keyed state queries do not cross nodes (`peer/across.rs`):
-            // a key homed on another node (e.g. the retained message of a
-            // topic there) is answered "not set" rather than never.
-            Some(owner) if !self.router.owner(owner).target().is_local() => {
-                self.route_to(
-                    self.params.id,
-                    StateValue {
-                        conn,
-                        key,
-                        value: None,
-                    },
-                );
-            }
             Some(owner) => self.route_to_owner(owner, msg),
             None => self.answer_state_query(msg),
         }

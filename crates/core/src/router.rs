@@ -103,13 +103,6 @@ pub enum PeerTarget {
     Partition(PartitionId),
 }
 
-impl PeerTarget {
-    /// Whether it is a shard of this node.
-    pub fn is_local(self) -> bool {
-        matches!(self, PeerTarget::Local(_))
-    }
-}
-
 impl fmt::Display for ShardId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)

@@ -44,7 +44,8 @@
 //! on another node before this node's set reached it is not matched; the
 //! stream is found by the answer to the new filter, from its next
 //! message), and a new wildcard SUBSCRIBE gets no retained message of a
-//! topic homed on another node (keyed state queries do not cross nodes).
+//! topic homed on another node (those streams are named after its SUBACK,
+//! when the session no longer asks for retained messages).
 
 use std::collections::BTreeSet;
 

@@ -255,11 +255,7 @@ impl ClusterLink {
         };
         if msg.answers().is_none() {
             if let Some(count) = self.refused.tick() {
-                tracing::error!(
-                    count,
-                    ?msg,
-                    "messages that cannot cross nodes yet (keyed state) dropped"
-                );
+                tracing::error!(count, ?msg, "messages that cannot cross nodes dropped");
             }
             return;
         }
@@ -452,7 +448,7 @@ impl ClusterLink {
             }
         };
         let Some(expected) = msg.answers() else {
-            tracing::error!(%from, ?msg, "a message that cannot cross nodes yet; answered empty");
+            tracing::error!(%from, ?msg, "a message that cannot cross nodes; answered empty");
             self.reply(reply, Vec::new());
             return Vec::new();
         };
