@@ -23,7 +23,9 @@
 //!   when its version follows the one held; a duplicate is skipped; a gap
 //!   (or a delta of a newer epoch) asks the sender for its whole set, which
 //!   replaces what was held (idempotent). A newer epoch drops everything
-//!   the node's previous process had registered.
+//!   the node's previous process had registered, and a node gone from the
+//!   registry loses its filters ([`Shard::forget_node`], called by the
+//!   driver).
 //! - **Matching.** When a stream homed here has a message
 //!   (`topic_filters.rs` `topic_published`), its name is also matched in
 //!   `remote`: one [`TopicRelay`] per node with a matching filter. The
@@ -336,6 +338,22 @@ impl Shard {
                 t.add(i, f);
             }
         }
+        self.stats.remote_topic_filters = self.topics.across.remote_filters();
+    }
+
+    /// Node `node` is gone from the registry (down, or cut off): its
+    /// filters are dropped, so its streams' messages are no longer relayed
+    /// there. Whatever it sends next is checked against nothing: the same
+    /// process's next delta is a gap (its whole set is asked for), a new
+    /// process's whole set replaces.
+    pub fn forget_node(&mut self, node: &NodeId) {
+        let t = &mut self.topics.across;
+        let Some(i) = t.nodes.iter().position(|n| n.id == *node) else {
+            return;
+        };
+        t.drop_all(i as u16);
+        let n = &mut t.nodes[i];
+        (n.version, n.asked) = (0, false);
         self.stats.remote_topic_filters = self.topics.across.remote_filters();
     }
 

@@ -118,6 +118,16 @@ fn other_nodes_filter_sets_apply_in_version_order() {
     // b restarted: its new process's first delta drops the old filters.
     from_b(&mut h, 6, 1, false, &["new/#"], &[]);
     assert_eq!(remote(&h), 1);
+
+    // b left the registry: its filters go; if it was only cut off, its
+    // next delta asks for the whole set again.
+    h.shard.forget_node(&node("b"));
+    assert_eq!(remote(&h), 0);
+    from_b(&mut h, 6, 2, false, &["more/#"], &[]);
+    assert_eq!(remote(&h), 0);
+    assert!(whole_set_asked(&to_b(&mut h)));
+    from_b(&mut h, 6, 2, true, &["new/#", "more/#"], &[]);
+    assert_eq!(remote(&h), 2);
 }
 
 /// Issue #21/#20: a stream message whose name matches node b's filters is

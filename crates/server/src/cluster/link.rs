@@ -108,6 +108,8 @@ pub(crate) struct ClusterLink {
     lane: RefCell<Lane>,
     routes: RefCell<Arc<ClusterRoutes>>,
     routes_seen: Cell<u64>,
+    /// The registry revision last checked for nodes gone.
+    nodes_seen: Cell<u64>,
     backlog: RefCell<VecDeque<Outgoing>>,
     backlog_wake: LocalSender<()>,
     commands: LocalSender<LinkCommand>,
@@ -155,6 +157,7 @@ impl ClusterLink {
             routes: RefCell::new(routes),
             // The core has none yet: the first refresh hands them over.
             routes_seen: Cell::new(0),
+            nodes_seen: Cell::new(0),
             backlog: RefCell::new(VecDeque::new()),
             backlog_wake,
             commands,
@@ -194,6 +197,23 @@ impl ClusterLink {
             self.routes_seen.set(generation);
             *self.routes.borrow_mut() = routes.clone();
             core.set_cluster_routes(routes);
+        }
+    }
+
+    /// Tells `core` of the other nodes gone from the registry since the
+    /// last call (their wildcard filters go, docs/CLUSTER.md "Wildcard
+    /// filters across nodes"). Cheap when nothing changed (one read).
+    pub(crate) fn forget_dead_nodes(&self, core: &mut Shard) {
+        let revision = self.cluster.nodes.revision();
+        if revision == self.nodes_seen.get() {
+            return;
+        }
+        self.nodes_seen.set(revision);
+        let routes = self.routes.borrow().clone();
+        for (node, _) in routes.other_nodes() {
+            if self.cluster.nodes.get(node).is_none() {
+                core.forget_node(node);
+            }
         }
     }
 
