@@ -81,6 +81,7 @@ mod storage;
 mod sync;
 pub mod timer;
 mod topic_filters;
+mod topic_nodes;
 mod webhook;
 
 pub use action::{

@@ -159,6 +159,9 @@ pub struct ClusterRoutes {
     /// Partition → shard of this node (every partition: a node move's
     /// import lands on the shard named here before the node owns it).
     shard_map: Arc<ShardMap>,
+    /// Each other node holding a partition, with the lowest it holds: the
+    /// partition messages for the node as a whole are addressed to.
+    entries: Vec<(NodeId, PartitionId)>,
 }
 
 impl ClusterRoutes {
@@ -181,11 +184,21 @@ impl ClusterRoutes {
             hashed_shard_of_partition(p, shards).0
         })
         .expect("hashed shards are below the shard count");
+        let owners: Vec<Option<NodeId>> = partitions.iter().map(owner).collect();
+        let mut entries: Vec<(NodeId, PartitionId)> = Vec::new();
+        for (p, node) in partitions.iter().zip(&owners) {
+            if let Some(node) = node.as_ref().filter(|n| **n != me) {
+                if !entries.iter().any(|(n, _)| n == node) {
+                    entries.push((node.clone(), p));
+                }
+            }
+        }
         Ok(ClusterRoutes {
             me,
             partitions,
-            owners: partitions.iter().map(owner).collect(),
+            owners,
             shard_map: Arc::new(hashed),
+            entries,
         })
     }
 
@@ -233,6 +246,21 @@ impl ClusterRoutes {
     /// The node holding partition `p`, if any.
     pub fn owner(&self, p: PartitionId) -> Option<&NodeId> {
         self.owners.get(p.0 as usize).and_then(Option::as_ref)
+    }
+
+    /// Every other node that holds a partition, with the partition a
+    /// message for the node as a whole goes to (its lowest).
+    pub fn other_nodes(&self) -> impl Iterator<Item = (&NodeId, PartitionId)> + '_ {
+        self.entries.iter().map(|(n, p)| (n, *p))
+    }
+
+    /// The partition a message for node `node` as a whole goes to, if it
+    /// holds any (and is not this node).
+    pub fn entry_of(&self, node: &NodeId) -> Option<PartitionId> {
+        self.entries
+            .iter()
+            .find(|(n, _)| n == node)
+            .map(|(_, p)| *p)
     }
 
     /// The partitions placed on this node.

@@ -70,6 +70,8 @@ pub(super) enum TimerEvent {
     MoveIdle {
         partition: u32,
     },
+    /// Shard 0's window for its node's filter changes ended (`topic_nodes.rs`).
+    FilterAnnounce,
 }
 
 /// The delivery state machine of one shard. See the module docs for the call order.
@@ -198,6 +200,7 @@ impl Shard {
         };
         self.router = self.router.clone().with_cluster(routes);
         self.drop_moved_partitions(&lost);
+        self.greet_nodes();
     }
 
     /// The router in force.
@@ -351,6 +354,7 @@ impl Shard {
                 }
                 TimerEvent::PresenceFlush => self.flush_presence(),
                 TimerEvent::MoveIdle { partition } => self.on_move_idle(partition),
+                TimerEvent::FilterAnnounce => self.announce_filters(),
             }
         }
     }
@@ -487,6 +491,9 @@ impl Shard {
             PeerMsg::FilterLeave(m) => self.on_filter_leave(m),
             PeerMsg::TopicNotice(m) => self.on_topic_notice(m),
             PeerMsg::FilterJoined(m) => self.on_filter_joined(m),
+            PeerMsg::NodeFilters(m) => self.on_node_filters(m),
+            PeerMsg::FilterQuery(m) => self.on_filter_query(m),
+            PeerMsg::TopicRelay(m) => self.on_topic_relay(m),
         }
     }
 

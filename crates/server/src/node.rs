@@ -706,6 +706,7 @@ async fn run_timers(rt: &Rc<ShardRuntime>) {
         if last_metrics.elapsed() >= Duration::from_secs(1) {
             last_metrics = Instant::now();
             rt.record_metrics();
+            rt.forget_dead_nodes();
         }
         if last_retention.elapsed() >= retention_every {
             last_retention = Instant::now();
