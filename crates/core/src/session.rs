@@ -145,11 +145,15 @@ impl Shard {
         }
         let user = claims.user;
         if !self.router.is_mine(user) {
-            tracing::error!(%user, shard = self.params.id.0, "session reached a shard that does not own its user");
+            // The routes changed between the accepting shard's decision and
+            // this one's (a partition moved between shards or nodes: each
+            // shard swaps its routes snapshot on its own turn). Transient:
+            // the client retries and is routed by the new routes.
+            tracing::info!(%user, shard = self.params.id.0, "session reached a shard that no longer owns its user");
             self.fail(
                 conn,
-                ErrorCode::Internal,
-                "session routed to the wrong shard",
+                ErrorCode::StorageUnavailable,
+                "this user's partition just moved; retry",
             );
             return;
         }
