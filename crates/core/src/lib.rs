@@ -75,6 +75,7 @@ mod sends;
 mod session;
 mod sessions;
 mod shard;
+pub mod share_group;
 pub mod state;
 mod stats;
 mod storage;
