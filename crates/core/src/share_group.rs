@@ -354,10 +354,13 @@ impl ShareGroup {
         if let Some(m) = self.member_mut(member) {
             m.in_flight = m.in_flight.saturating_sub(1);
         }
-        let stream = self.streams.get_mut(&key.stream).expect("held above");
-        if stream.advance() {
-            self.actions.push_back(ShareAction::Persist);
-        }
+        // Finished is durable state, cursor moved or not: a QoS 2 message
+        // re-offered after a restart must not find a member again.
+        self.streams
+            .get_mut(&key.stream)
+            .expect("held above")
+            .advance();
+        self.actions.push_back(ShareAction::Persist);
         self.assign();
     }
 
@@ -419,7 +422,7 @@ impl ShareGroup {
                 dropped.push(MessageKey { stream, seq });
             }
         }
-        let moved = s.advance();
+        let moved = s.advance() || !dropped.is_empty();
         self.waiting.retain(|k| !dropped.contains(k));
         for key in dropped {
             self.actions.push_back(ShareAction::Dropped {

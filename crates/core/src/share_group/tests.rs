@@ -317,7 +317,10 @@ fn model(seed: u64) {
     let mut next = 1u64;
     let ctx = |s: &str| format!("seed {seed}: {s}");
 
+    // What the last Persist wrote: a crash restores this, not the memory.
+    let mut written = DurableShare::default();
     let apply = |g: &mut ShareGroup,
+                 written: &mut DurableShare,
                  holding: &mut BTreeMap<MemberId, BTreeMap<MessageKey, Qos>>,
                  dropped: &mut BTreeMap<MessageKey, DropReason>,
                  qos2_handed: &mut BTreeMap<MessageKey, MemberId>,
@@ -337,7 +340,7 @@ fn model(seed: u64) {
                 ShareAction::Dropped { key, reason } => {
                     assert!(dropped.insert(key, reason).is_none());
                 }
-                ShareAction::Persist => {}
+                ShareAction::Persist => *written = g.durable(),
             }
         }
     };
@@ -404,8 +407,7 @@ fn model(seed: u64) {
             }
             _ => {
                 // Restart: members' connections are gone with the process.
-                let state = g.durable();
-                g = ShareGroup::restore(&state);
+                g = ShareGroup::restore(&written);
                 connected.clear();
                 holding.clear();
                 for (&k, &q) in &qos_of {
@@ -415,6 +417,7 @@ fn model(seed: u64) {
         }
         apply(
             &mut g,
+            &mut written,
             &mut holding,
             &mut dropped,
             &mut qos2_handed,
@@ -431,6 +434,7 @@ fn model(seed: u64) {
     }
     apply(
         &mut g,
+        &mut written,
         &mut holding,
         &mut dropped,
         &mut qos2_handed,
@@ -447,6 +451,7 @@ fn model(seed: u64) {
         }
         apply(
             &mut g,
+            &mut written,
             &mut holding,
             &mut dropped,
             &mut qos2_handed,
