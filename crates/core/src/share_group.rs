@@ -57,6 +57,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use surepush_proto::{DeviceId, Qos, Seq, UserId};
 
+mod durable;
+pub use durable::{DurableShare, DurableStream, ShareStateError};
+
 /// A session that is a member of a share group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MemberId {
@@ -155,27 +158,6 @@ struct Member {
     connected: bool,
     capacity: u16,
     in_flight: u16,
-}
-
-/// The durable part of a share group.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DurableShare {
-    /// Per stream: the cursor, the messages finished above it, and the QoS
-    /// 2 messages sent to a member and not yet finished.
-    pub streams: Vec<DurableStream>,
-}
-
-/// One stream of [`DurableShare`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DurableStream {
-    /// The topic stream.
-    pub stream: u64,
-    /// Every message at or below it is finished for the group.
-    pub done_through: Seq,
-    /// Finished above the cursor.
-    pub done: Vec<Seq>,
-    /// QoS 2 messages handed to a member, unfinished.
-    pub sent_qos2: Vec<(Seq, MemberId)>,
 }
 
 /// One share group (group name + filter) on one node: see the module doc.

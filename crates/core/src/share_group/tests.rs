@@ -407,7 +407,8 @@ fn model(seed: u64) {
             }
             _ => {
                 // Restart: members' connections are gone with the process.
-                g = ShareGroup::restore(&written);
+                let bytes = written.encode();
+                g = ShareGroup::restore(&DurableShare::decode(&bytes).expect("own bytes"));
                 connected.clear();
                 holding.clear();
                 for (&k, &q) in &qos_of {
@@ -473,4 +474,76 @@ fn model(seed: u64) {
         }
     }
     assert_eq!(g.done_through(7), Seq(next - 1), "{}", ctx("cursor"));
+}
+
+fn sample_state() -> DurableShare {
+    DurableShare {
+        streams: vec![
+            DurableStream {
+                stream: 7,
+                done_through: Seq(41),
+                done: vec![Seq(43), Seq(44)],
+                sent_qos2: vec![(Seq(42), member(2)), (Seq(45), member(3))],
+            },
+            DurableStream {
+                stream: u64::MAX,
+                done_through: Seq::ZERO,
+                done: Vec::new(),
+                sent_qos2: Vec::new(),
+            },
+        ],
+    }
+}
+
+#[test]
+fn durable_state_round_trips() {
+    let state = sample_state();
+    assert_eq!(DurableShare::decode(&state.encode()), Ok(state));
+    let empty = DurableShare::default();
+    assert_eq!(DurableShare::decode(&empty.encode()), Ok(empty));
+}
+
+/// Bytes from the log are input: every cut, a trailing byte and another
+/// version are typed errors, never a panic.
+#[test]
+fn bad_durable_bytes_are_errors() {
+    let bytes = sample_state().encode();
+    for cut in 0..bytes.len() {
+        assert_eq!(
+            DurableShare::decode(&bytes[..cut]),
+            Err(ShareStateError::Truncated),
+            "cut at {cut}"
+        );
+    }
+    let mut long = bytes.clone();
+    long.push(0);
+    assert_eq!(
+        DurableShare::decode(&long),
+        Err(ShareStateError::Trailing(1))
+    );
+    let mut other = bytes;
+    other[0] = 9;
+    assert_eq!(
+        DurableShare::decode(&other),
+        Err(ShareStateError::Version(9))
+    );
+    // A huge count with nothing behind it allocates nothing up front.
+    let mut huge = vec![durable::VERSION];
+    huge.extend_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(DurableShare::decode(&huge), Err(ShareStateError::Truncated));
+}
+
+/// The model check's restarts go through the bytes too.
+#[test]
+fn a_group_restored_from_bytes_is_the_same() {
+    let mut g = ShareGroup::new();
+    g.join(member(1), 4);
+    for seq in 1..=6 {
+        g.offer(key(seq), Qos::ExactlyOnce);
+    }
+    let out = deliveries(&drain(&mut g));
+    g.finished(out[2].0, out[2].1);
+    let state = g.durable();
+    let back = DurableShare::decode(&state.encode()).expect("own bytes");
+    assert_eq!(ShareGroup::restore(&back).durable(), state);
 }
