@@ -76,6 +76,7 @@ mod session;
 mod sessions;
 mod shard;
 pub mod share_group;
+mod share_groups;
 pub mod state;
 mod stats;
 mod storage;

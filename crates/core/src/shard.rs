@@ -106,6 +106,9 @@ pub struct Shard {
     /// Wildcard topic filters and the stream names homed here
     /// (`topic_filters.rs`).
     pub(super) topics: super::topic_filters::Topics,
+    /// Share groups: memberships of connections here, and the groups'
+    /// state for the streams homed here (`share_groups.rs`).
+    pub(super) shares: super::share_groups::Shares,
     pub(super) timers: TimerWheel<TimerEvent>,
     pub(super) actions: VecDeque<Action>,
     /// Appends and reads in flight, and whether the log failed.
@@ -147,6 +150,7 @@ impl Shard {
             presence: Default::default(),
             moves: Default::default(),
             topics: Default::default(),
+            shares: Default::default(),
             timers: TimerWheel::new(tick),
             actions: VecDeque::new(),
             storage: Storage::default(),
@@ -174,6 +178,7 @@ impl Shard {
             self.read(id, query, ReadPurpose::TopicName);
         }
         self.load_retained_names();
+        self.load_share_groups();
     }
 
     /// This shard.
@@ -331,6 +336,7 @@ impl Shard {
             ReadPurpose::Conversation(read) => self.on_conv_read(read, result),
             ReadPurpose::Move(serving) => self.on_move_read(serving, result),
             ReadPurpose::TopicName => self.on_topic_name_read(result),
+            ReadPurpose::ShareReplay { key, stream } => self.on_share_replay(key, stream, result),
         }
     }
 
@@ -484,6 +490,10 @@ impl Shard {
             PeerMsg::FilterLeave(m) => self.on_filter_leave(m),
             PeerMsg::TopicNotice(m) => self.on_topic_notice(m),
             PeerMsg::FilterJoined(m) => self.on_filter_joined(m),
+            PeerMsg::ShareJoin(m) => self.on_share_join(m),
+            PeerMsg::ShareJoined(m) => self.on_share_joined(m),
+            PeerMsg::ShareDeliver(m) => self.on_share_deliver(m),
+            PeerMsg::ShareDone(m) => self.on_share_done(m),
         }
     }
 

@@ -258,7 +258,8 @@ impl ShareGroup {
     /// A stored (or, at QoS 0, fanned-out) message of a matched stream.
     /// Offers at or below the cursor, or of a message already held, are
     /// ignored, so re-reading a stream after a restart is harmless.
-    pub fn offer(&mut self, key: MessageKey, qos: Qos) {
+    /// Whether the group now holds it (QoS 0: never).
+    pub fn offer(&mut self, key: MessageKey, qos: Qos) -> bool {
         if qos == Qos::AtMostOnce {
             match self.choose() {
                 Some(member) => self.actions.push_back(ShareAction::Deliver {
@@ -272,15 +273,23 @@ impl ShareGroup {
                     reason: DropReason::NoMember,
                 }),
             }
-            return;
+            return false;
         }
+        let new_stream = !self.streams.contains_key(&key.stream);
         let stream = self.streams.entry(key.stream).or_default();
         if key.seq <= stream.done_through || stream.above.contains_key(&key.seq) {
-            return;
+            return false;
+        }
+        if new_stream {
+            // Durable from its first message: after a restart the stream
+            // is read again from here (module doc).
+            stream.done_through = Seq(key.seq.0 - 1);
+            self.actions.push_back(ShareAction::Persist);
         }
         stream.above.insert(key.seq, Held::Waiting(qos));
         self.waiting.push_back(key);
         self.assign();
+        true
     }
 
     /// `member` connected (or reconnected) with this Receive Maximum. Its
@@ -324,14 +333,15 @@ impl ShareGroup {
 
     /// `member` finished `key`: acknowledged it (PUBACK, PUBREC), or
     /// refused it with a reason code ≥ 0x80 — either way no other member
-    /// gets it ([MQTT-4.8.2-6]).
-    pub fn finished(&mut self, member: MemberId, key: MessageKey) {
+    /// gets it ([MQTT-4.8.2-6]). Whether it was `member`'s to finish (an
+    /// answer for a message handed to another member since is ignored).
+    pub fn finished(&mut self, member: MemberId, key: MessageKey) -> bool {
         let Some(held) = self.held_mut(key) else {
-            return;
+            return false;
         };
         match *held {
             Held::With { member: m, .. } if m == member => *held = Held::Done,
-            _ => return,
+            _ => return false,
         }
         if let Some(m) = self.member_mut(member) {
             m.in_flight = m.in_flight.saturating_sub(1);
@@ -344,6 +354,7 @@ impl ShareGroup {
             .advance();
         self.actions.push_back(ShareAction::Persist);
         self.assign();
+        true
     }
 
     /// `member`'s shard gives `key` back unsent (its connection closed

@@ -260,6 +260,7 @@ impl Shard {
         };
         let name = name.to_string();
         self.remember_topic_name(room, &name);
+        self.share_published(record, &name);
         let mut shards: Vec<ShardId> = Vec::new();
         self.topics.homes.matches(&name, |s| {
             if !shards.contains(&s) {

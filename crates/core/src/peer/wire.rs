@@ -89,6 +89,10 @@ impl PeerMsg {
             PeerMsg::FilterLeave(m) => m.put(out),
             PeerMsg::TopicNotice(m) => m.put(out),
             PeerMsg::FilterJoined(m) => m.put(out),
+            PeerMsg::ShareJoin(m) => m.put(out),
+            PeerMsg::ShareJoined(m) => m.put(out),
+            PeerMsg::ShareDeliver(m) => m.put(out),
+            PeerMsg::ShareDone(m) => m.put(out),
         }
     }
 
@@ -141,6 +145,10 @@ impl PeerMsg {
             kind::FILTER_LEAVE => PeerMsg::FilterLeave(Wire::get(&mut r)?),
             kind::TOPIC_NOTICE => PeerMsg::TopicNotice(Wire::get(&mut r)?),
             kind::FILTER_JOINED => PeerMsg::FilterJoined(Wire::get(&mut r)?),
+            kind::SHARE_JOIN => PeerMsg::ShareJoin(Wire::get(&mut r)?),
+            kind::SHARE_JOINED => PeerMsg::ShareJoined(Wire::get(&mut r)?),
+            kind::SHARE_DELIVER => PeerMsg::ShareDeliver(Wire::get(&mut r)?),
+            kind::SHARE_DONE => PeerMsg::ShareDone(Wire::get(&mut r)?),
             other => return Err(PeerWireError::Kind(other)),
         };
         match r.bytes.len() {
@@ -183,12 +191,17 @@ impl PeerMsg {
             PeerMsg::FilterLeave(_) => kind::FILTER_LEAVE,
             PeerMsg::TopicNotice(_) => kind::TOPIC_NOTICE,
             PeerMsg::FilterJoined(_) => kind::FILTER_JOINED,
+            PeerMsg::ShareJoin(_) => kind::SHARE_JOIN,
+            PeerMsg::ShareJoined(_) => kind::SHARE_JOINED,
+            PeerMsg::ShareDeliver(_) => kind::SHARE_DELIVER,
+            PeerMsg::ShareDone(_) => kind::SHARE_DONE,
         }
     }
 }
 
 /// Message kinds on the wire: never renumber, only add.
 mod moving;
+mod share;
 pub(crate) use moving::encoded_len;
 
 mod kind {
@@ -229,6 +242,11 @@ mod kind {
     pub(super) const FILTER_LEAVE: u8 = 47;
     pub(super) const TOPIC_NOTICE: u8 = 48;
     pub(super) const FILTER_JOINED: u8 = 49;
+    // 60-63: share groups (MQTT shared subscriptions, issue #21).
+    pub(super) const SHARE_JOIN: u8 = 60;
+    pub(super) const SHARE_JOINED: u8 = 61;
+    pub(super) const SHARE_DELIVER: u8 = 62;
+    pub(super) const SHARE_DONE: u8 = 63;
 }
 
 /// The unread rest of the input.
@@ -574,6 +592,7 @@ impl Wire for StateKey {
                 id.put(out);
             }
             StateKey::WebhookCursor => out.put_u8(3),
+            StateKey::ShareGroup { key } => (4u8, *key).put(out),
         }
     }
     fn get(r: &mut Reader) -> Result<Self, PeerWireError> {
@@ -587,6 +606,7 @@ impl Wire for StateKey {
             }),
             2 => Ok(StateKey::WebhookEvent { id: Wire::get(r)? }),
             3 => Ok(StateKey::WebhookCursor),
+            4 => Ok(StateKey::ShareGroup { key: u64::get(r)? }),
             _ => Err(PeerWireError::Invalid("state key")),
         }
     }
