@@ -15,11 +15,19 @@ jobs/<i % 7> with payload "m<i>" and waits for every acknowledgement.
 - qos2: 3 paho members at QoS 2, QoS 2 publishes: exactly once across the
   group.
 - v311: 3.1.1 members and publisher, QoS 1 (`$share/` accepted at 3.1.1).
+- crash1 / crash2 (with --out DIR): a kill -9 of the gateway mid-stream.
+  crash1 starts 3 persistent members (session expiry 1 h, fixed client
+  ids) and publishes QoS 1, logging every message a member gets
+  (DIR/member-N.txt) and every PUBACK the publisher gets (DIR/acked.txt);
+  the test kills the gateway and this script, restarts the gateway, then
+  crash2 resumes the same sessions (no new SUBSCRIBE) and checks that every
+  acknowledged message reached a member (at least once).
 
 Prints "shared checks passed" and exits 0 on success.
 """
 import argparse
 import collections
+import os
 import socket
 import struct
 import sys
@@ -28,6 +36,8 @@ import time
 import uuid
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 WAIT = 30.0
 QUIET = 2.0
@@ -41,9 +51,10 @@ def fail(msg):
 class Member:
     """A paho member collecting (topic, payload) of what it receives."""
 
-    def __init__(self, port, token, filt, qos, v5=True):
+    def __init__(self, port, token, filt, qos, v5=True, client_id=None, log=None, delay=0.0):
         proto = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
-        self.c = mqtt.Client(client_id="s" + uuid.uuid4().hex[:10], protocol=proto)
+        client_id = client_id or "s" + uuid.uuid4().hex[:10]
+        self.c = mqtt.Client(client_id=client_id, protocol=proto)
         self.c.username_pw_set("x", token)
         self.got = []
         self.lock = threading.Lock()
@@ -54,9 +65,14 @@ class Member:
         self.c.on_connect = lambda *a: connected.set()
 
         def on_message(c, u, m):
+            if delay:
+                time.sleep(delay)  # a slow consumer: the group falls behind
             with self.lock:
                 self.got.append((m.topic, m.payload.decode()))
                 self.last = time.monotonic()
+                if log is not None:
+                    log.write("%s %s\n" % (m.topic, m.payload.decode()))
+                    log.flush()
 
         def on_subscribe(c, u, mid, granted, *rest):
             self.granted = granted
@@ -64,13 +80,20 @@ class Member:
 
         self.c.on_message = on_message
         self.c.on_subscribe = on_subscribe
-        if v5:
+        if log is not None:
+            # A persistent session (crash scenarios).
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600
+            self.c.connect("127.0.0.1", port, clean_start=False, properties=props)
+        elif v5:
             self.c.connect("127.0.0.1", port, clean_start=True)
         else:
             self.c.connect("127.0.0.1", port)
         self.c.loop_start()
         if not connected.wait(WAIT):
             fail("member: no CONNACK")
+        if filt is None:
+            return  # a resumed session keeps its subscriptions
         self.c.subscribe(filt, qos=qos)
         if not self.subacked.wait(WAIT):
             fail("member: no SUBACK")
@@ -168,6 +191,59 @@ class Silent:
         self.s.close()
 
 
+def crash1(a):
+    members = []
+    for i, t in enumerate(a.member_token[:3]):
+        log = open(os.path.join(a.out, "member-%d.txt" % i), "a")
+        # Slow members: when the gateway dies, acknowledged messages wait
+        # in the group (only its durable state brings them back).
+        members.append(
+            Member(a.port, t, "$share/gcrash/jobs/+", 1, True, "crash-m%d" % i, log, 0.005)
+        )
+    acked = open(os.path.join(a.out, "acked.txt"), "a")
+    c, _, _ = publisher(a.port, a.pub_token)
+
+    def line(i):
+        return "jobs/%d m%d" % (i % 7, i)
+
+    # paho numbers this client's messages 1, 2, ...: message i has mid i + 1.
+    c.on_publish = lambda cl, u, mid: (acked.write(line(mid - 1) + "\n"), acked.flush())
+    for i in range(a.count):
+        info = c.publish("jobs/%d" % (i % 7), "m%d" % i, qos=1)
+        if info.mid != i + 1:
+            fail("unexpected mid %d for message %d" % (info.mid, i))
+        time.sleep(0.001)
+    time.sleep(WAIT * 4)  # killed by the test before this ends
+
+
+def crash2(a):
+    members = []
+    for i, t in enumerate(a.member_token[:3]):
+        log = open(os.path.join(a.out, "member-%d.txt" % i), "a")
+        members.append(Member(a.port, t, None, 1, True, "crash-m%d" % i, log))
+    acked = [l.rstrip("\n") for l in open(os.path.join(a.out, "acked.txt"))]
+    if not acked:
+        fail("nothing was acknowledged before the crash")
+
+    def got():
+        seen = set()
+        for i in range(3):
+            seen.update(l.rstrip("\n") for l in open(os.path.join(a.out, "member-%d.txt" % i)))
+        return seen
+
+    deadline = time.monotonic() + WAIT * 2
+    while time.monotonic() < deadline:
+        if all(x in got() for x in acked):
+            break
+        time.sleep(0.2)
+    seen = got()
+    lost = [x for x in acked if x not in seen]
+    if lost:
+        fail("%d of %d acknowledged messages lost across the crash, e.g. %r"
+             % (len(lost), len(acked), lost[:5]))
+    print("acknowledged before the crash: %d; all reached a member" % len(acked))
+
+
 def publisher(port, token, v5=True):
     proto = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
     c = mqtt.Client(client_id="p" + uuid.uuid4().hex[:10], protocol=proto)
@@ -253,6 +329,7 @@ def main():
     ap.add_argument("--member-token", nargs="+", required=True)
     ap.add_argument("--scenario", required=True)
     ap.add_argument("--count", type=int, default=2000)
+    ap.add_argument("--out")
     a = ap.parse_args()
     group = "g" + uuid.uuid4().hex[:6]
     filt = "$share/%s/jobs/+" % group
@@ -290,6 +367,10 @@ def main():
             if not any(m in x.got for x in members):
                 fail("%r, sent to the lost member, reached nobody else" % (m,))
         print("lost member held %d; per member: %s" % (len(held), [len(m.got) for m in members]))
+    elif a.scenario == "crash1":
+        crash1(a)
+    elif a.scenario == "crash2":
+        crash2(a)
     else:
         fail("unknown scenario " + a.scenario)
     print("shared checks passed")
