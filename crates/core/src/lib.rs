@@ -75,6 +75,8 @@ mod sends;
 mod session;
 mod sessions;
 mod shard;
+pub mod share_group;
+mod share_groups;
 pub mod state;
 mod stats;
 mod storage;

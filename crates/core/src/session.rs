@@ -101,6 +101,8 @@ impl Shard {
             (Some((user, _)), Frame::Watch(w)) => self.on_watch(conn, user, w),
             (Some(_), Frame::Unwatch(users)) => self.on_unwatch(conn, users),
             (Some(_), Frame::Filter(f)) => self.on_filter(conn, f),
+            (Some(_), Frame::Share(s)) => self.on_share(conn, s),
+            (Some(_), Frame::ShareAck(a)) => self.on_share_ack(conn, a),
             (Some((user, device)), Frame::Rel { client_msg_id, to }) => {
                 self.on_rel(conn, user, device, client_msg_id, to)
             }
@@ -417,6 +419,7 @@ impl Shard {
         let rooms = std::mem::take(&mut c.rooms);
         self.drop_room_subs(conn, rooms);
         self.drop_conn_filters(conn);
+        self.drop_conn_shares(conn, c.session);
         self.presence_on_close(conn, c.session.map(|(user, _)| user));
         if let Some(t) = c.idle_timer {
             self.timers.cancel(t);

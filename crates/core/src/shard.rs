@@ -108,6 +108,9 @@ pub struct Shard {
     /// Wildcard topic filters and the stream names homed here
     /// (`topic_filters.rs`).
     pub(super) topics: super::topic_filters::Topics,
+    /// Share groups: memberships of connections here, and the groups'
+    /// state for the streams homed here (`share_groups.rs`).
+    pub(super) shares: super::share_groups::Shares,
     pub(super) timers: TimerWheel<TimerEvent>,
     pub(super) actions: VecDeque<Action>,
     /// Appends and reads in flight, and whether the log failed.
@@ -149,6 +152,7 @@ impl Shard {
             presence: Default::default(),
             moves: Default::default(),
             topics: Default::default(),
+            shares: Default::default(),
             timers: TimerWheel::new(tick),
             actions: VecDeque::new(),
             storage: Storage::default(),
@@ -176,6 +180,7 @@ impl Shard {
             self.read(id, query, ReadPurpose::TopicName);
         }
         self.load_retained_names();
+        self.load_share_groups();
     }
 
     /// This shard.
@@ -337,6 +342,7 @@ impl Shard {
             ReadPurpose::Conversation(read) => self.on_conv_read(read, result),
             ReadPurpose::Move(serving) => self.on_move_read(serving, result),
             ReadPurpose::TopicName => self.on_topic_name_read(result),
+            ReadPurpose::ShareReplay { key, stream } => self.on_share_replay(key, stream, result),
         }
     }
 
@@ -494,6 +500,10 @@ impl Shard {
             PeerMsg::NodeFilters(m) => self.on_node_filters(m),
             PeerMsg::FilterQuery(m) => self.on_filter_query(m),
             PeerMsg::TopicRelay(m) => self.on_topic_relay(m),
+            PeerMsg::ShareJoin(m) => self.on_share_join(m),
+            PeerMsg::ShareJoined(m) => self.on_share_joined(m),
+            PeerMsg::ShareDeliver(m) => self.on_share_deliver(m),
+            PeerMsg::ShareDone(m) => self.on_share_done(m),
         }
     }
 

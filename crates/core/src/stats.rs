@@ -23,6 +23,12 @@ pub struct CoreStats {
     /// Wildcard filters of other nodes this shard matches its streams
     /// against (gauge).
     pub remote_topic_filters: u64,
+    /// Messages of share groups handed to a member's connection
+    /// (SHAREPUSH, `share_groups.rs`).
+    pub share_deliveries: u64,
+    /// Messages of share groups dropped undelivered: waited past the
+    /// stream's history, or QoS 2 to a member whose session ended.
+    pub share_dropped: u64,
     /// FILTERs refused (a limit, or not an MQTT connection).
     pub topic_filters_refused: u64,
     /// Retained messages of free-form topics refused: the shard holds

@@ -134,4 +134,12 @@ pub(super) enum ReadPurpose {
     /// The newest message of a topic stream homed here, for its name
     /// (`topic_filters.rs`, after a restart).
     TopicName,
+    /// A stream of a share group restored after a restart, read again
+    /// after the group's cursor (`share_groups.rs`).
+    ShareReplay {
+        /// The group's key.
+        key: u64,
+        /// The stream.
+        stream: u64,
+    },
 }

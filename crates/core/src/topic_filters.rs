@@ -276,6 +276,7 @@ impl Shard {
         };
         let name = name.to_string();
         self.remember_topic_name(room, &name);
+        self.share_published(record, &name);
         let shards = self.matching_shards(&name);
         if shards.is_empty() && !self.relays_topic(&name) {
             return;

@@ -243,6 +243,7 @@ const STATE_TAG_MQTT_SESSION: u8 = 1;
 const STATE_TAG_RETAINED: u8 = 2;
 const STATE_TAG_WEBHOOK_EVENT: u8 = 3;
 const STATE_TAG_WEBHOOK_CURSOR: u8 = 4;
+const STATE_TAG_SHARE_GROUP: u8 = 5;
 
 impl StateKeyBody {
     fn of(key: StateKey) -> StateKeyBody {
@@ -251,6 +252,7 @@ impl StateKeyBody {
             StateKey::Retained { room } => (STATE_TAG_RETAINED, room.0, 0),
             StateKey::WebhookEvent { id } => (STATE_TAG_WEBHOOK_EVENT, id, 0),
             StateKey::WebhookCursor => (STATE_TAG_WEBHOOK_CURSOR, 0, 0),
+            StateKey::ShareGroup { key } => (STATE_TAG_SHARE_GROUP, key, 0),
         };
         StateKeyBody {
             tag,
@@ -272,6 +274,7 @@ impl StateKeyBody {
             }
             STATE_TAG_WEBHOOK_EVENT if b == 0 => Some(StateKey::WebhookEvent { id: a }),
             STATE_TAG_WEBHOOK_CURSOR if a == 0 && b == 0 => Some(StateKey::WebhookCursor),
+            STATE_TAG_SHARE_GROUP if b == 0 => Some(StateKey::ShareGroup { key: a }),
             _ => None,
         }
     }

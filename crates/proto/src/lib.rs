@@ -18,6 +18,7 @@ mod frame;
 mod header;
 mod presence;
 mod room;
+mod share;
 mod state_key;
 pub mod topic;
 pub mod topic_stream;
@@ -40,6 +41,9 @@ pub use frame::{
 pub use header::{FrameHeader, DEFAULT_MAX_FRAME, HEADER_LEN, MAGIC, VERSION};
 pub use presence::{OnlineDevice, Presence, Watch, WatchAck, MAX_TRANSPORT_LEN};
 pub use room::{is_room, RoomPush, SubAck, SubResult, Subscribe, SubscribeFrom, ROOM_BIT};
+pub use share::{
+    share_key, ShareAck, SharePush, ShareReq, MAX_SHARE_NAME_LEN, SHARE_LEAVE, SHARE_PERSISTENT,
+};
 pub use state_key::StateKey;
 pub use types::{DeviceId, Qos, Seq, UserId};
 

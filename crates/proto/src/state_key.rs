@@ -32,6 +32,13 @@ pub enum StateKey {
     /// or given up, written before the tombstones it covers, so a restart
     /// never numbers an event again.
     WebhookCursor,
+    /// A share group's state for the topic streams homed on a shard
+    /// (MQTT shared subscriptions, `core::share_groups`), in the log of
+    /// that shard; `key` is the group's [`crate::share_key`].
+    ShareGroup {
+        /// The group's key.
+        key: u64,
+    },
 }
 
 impl StateKey {
@@ -42,7 +49,9 @@ impl StateKey {
         match self {
             StateKey::MqttSession { user, .. } => Some(user),
             StateKey::Retained { room } => Some(room),
-            StateKey::WebhookEvent { .. } | StateKey::WebhookCursor => None,
+            StateKey::WebhookEvent { .. }
+            | StateKey::WebhookCursor
+            | StateKey::ShareGroup { .. } => None,
         }
     }
 }

@@ -177,6 +177,16 @@ const CORE_COUNTERS: &[CoreSeries] = &[
         |s| s.topic_relays,
     ),
     (
+        "share_deliveries",
+        "Messages of MQTT share groups handed to a member's connection",
+        |s| s.share_deliveries,
+    ),
+    (
+        "share_dropped",
+        "Messages of MQTT share groups dropped undelivered (past the stream's history, or QoS 2 sent to a member whose session ended)",
+        |s| s.share_dropped,
+    ),
+    (
         "topic_filters_refused",
         "Wildcard topic filters refused (core.max_topic_filters, core.max_filters_per_conn)",
         |s| s.topic_filters_refused,

@@ -64,7 +64,12 @@ impl PeerMsg {
             | PeerMsg::FilterJoin(_)
             | PeerMsg::FilterLeave(_)
             | PeerMsg::TopicNotice(_)
-            | PeerMsg::FilterJoined(_) => None,
+            | PeerMsg::FilterJoined(_)
+            // Share groups stay on one node too (`share_groups.rs`).
+            | PeerMsg::ShareJoin(_)
+            | PeerMsg::ShareJoined(_)
+            | PeerMsg::ShareDeliver(_)
+            | PeerMsg::ShareDone(_) => None,
         }
     }
 
@@ -114,7 +119,11 @@ impl PeerMsg {
             | PeerMsg::FilterJoin(_)
             | PeerMsg::FilterLeave(_)
             | PeerMsg::TopicNotice(_)
-            | PeerMsg::FilterJoined(_) => None,
+            | PeerMsg::FilterJoined(_)
+            | PeerMsg::ShareJoin(_)
+            | PeerMsg::ShareJoined(_)
+            | PeerMsg::ShareDeliver(_)
+            | PeerMsg::ShareDone(_) => None,
         }
     }
 

@@ -16,6 +16,7 @@
 mod across;
 mod messages;
 mod moving;
+mod share;
 mod wire;
 
 pub use across::{decode_answers, encode_answers, Answers};
@@ -27,6 +28,7 @@ pub use messages::{
     StateValue, StoreCopy, StoreMany, StoreState, Stored, TopicNotice, TopicRelay,
 };
 pub use moving::{MoveCursor, MoveFetch, MovePage, MoveRoundFetch, MoveStatus};
+pub use share::{ShareDeliver, ShareDone, ShareJoin, ShareJoined, ShareOp};
 pub(crate) use wire::encoded_len;
 pub use wire::{PeerWireError, PEER_WIRE_VERSION};
 
@@ -104,6 +106,14 @@ pub enum PeerMsg {
     FilterQuery(FilterQuery),
     /// See [`TopicRelay`].
     TopicRelay(TopicRelay),
+    /// See [`ShareJoin`].
+    ShareJoin(ShareJoin),
+    /// See [`ShareJoined`].
+    ShareJoined(ShareJoined),
+    /// See [`ShareDeliver`].
+    ShareDeliver(ShareDeliver),
+    /// See [`ShareDone`].
+    ShareDone(ShareDone),
 }
 
 /// `impl From<Struct> for PeerMsg` for each variant, so a sender writes
@@ -154,6 +164,10 @@ peer_msg_from!(
     NodeFilters,
     FilterQuery,
     TopicRelay,
+    ShareJoin,
+    ShareJoined,
+    ShareDeliver,
+    ShareDone,
 );
 
 #[cfg(test)]

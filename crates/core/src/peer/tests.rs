@@ -361,6 +361,48 @@ fn every_kind() -> Vec<PeerMsg> {
             to: Some((ShardId(1), conn())),
         }
         .into(),
+        ShareJoin {
+            group: "workers".into(),
+            filter: "jobs/+".into(),
+            user: UserId(94),
+            device: DeviceId(6),
+            shard: ShardId(1),
+            conn: conn(),
+            qos: Qos::ExactlyOnce,
+            receive_max: 20,
+            op: ShareOp::Disconnect,
+        }
+        .into(),
+        ShareJoined {
+            conn: conn(),
+            name: "$share/workers/jobs/+".into(),
+            ok: true,
+        }
+        .into(),
+        ShareDeliver {
+            key: 0x1234_5678_9abc_def0,
+            conn: conn(),
+            user: UserId(95),
+            device: DeviceId(7),
+            home: ShardId(2),
+            room: surepush_proto::topic_stream::stream_id("jobs/1"),
+            seq: Seq(13),
+            from: UserId(96),
+            ts_ms: 1_700_000_000_789,
+            qos: Qos::AtLeastOnce,
+            attrs: Bytes::from_static(b"\x01\x02"),
+            payload: payload.clone(),
+        }
+        .into(),
+        ShareDone {
+            key: 0x0fed_cba9_8765_4321,
+            user: UserId(97),
+            device: DeviceId(8),
+            room: surepush_proto::topic_stream::stream_id("jobs/2"),
+            seq: Seq(14),
+            returned: true,
+        }
+        .into(),
     ]
 }
 

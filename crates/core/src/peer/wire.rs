@@ -92,6 +92,10 @@ impl PeerMsg {
             PeerMsg::NodeFilters(m) => m.put(out),
             PeerMsg::FilterQuery(m) => m.put(out),
             PeerMsg::TopicRelay(m) => m.put(out),
+            PeerMsg::ShareJoin(m) => m.put(out),
+            PeerMsg::ShareJoined(m) => m.put(out),
+            PeerMsg::ShareDeliver(m) => m.put(out),
+            PeerMsg::ShareDone(m) => m.put(out),
         }
     }
 
@@ -147,6 +151,10 @@ impl PeerMsg {
             kind::NODE_FILTERS => PeerMsg::NodeFilters(Wire::get(&mut r)?),
             kind::FILTER_QUERY => PeerMsg::FilterQuery(Wire::get(&mut r)?),
             kind::TOPIC_RELAY => PeerMsg::TopicRelay(Wire::get(&mut r)?),
+            kind::SHARE_JOIN => PeerMsg::ShareJoin(Wire::get(&mut r)?),
+            kind::SHARE_JOINED => PeerMsg::ShareJoined(Wire::get(&mut r)?),
+            kind::SHARE_DELIVER => PeerMsg::ShareDeliver(Wire::get(&mut r)?),
+            kind::SHARE_DONE => PeerMsg::ShareDone(Wire::get(&mut r)?),
             other => return Err(PeerWireError::Kind(other)),
         };
         match r.bytes.len() {
@@ -192,12 +200,17 @@ impl PeerMsg {
             PeerMsg::NodeFilters(_) => kind::NODE_FILTERS,
             PeerMsg::FilterQuery(_) => kind::FILTER_QUERY,
             PeerMsg::TopicRelay(_) => kind::TOPIC_RELAY,
+            PeerMsg::ShareJoin(_) => kind::SHARE_JOIN,
+            PeerMsg::ShareJoined(_) => kind::SHARE_JOINED,
+            PeerMsg::ShareDeliver(_) => kind::SHARE_DELIVER,
+            PeerMsg::ShareDone(_) => kind::SHARE_DONE,
         }
     }
 }
 
 /// Message kinds on the wire: never renumber, only add.
 mod moving;
+mod share;
 pub(crate) use moving::encoded_len;
 mod topics;
 
@@ -224,25 +237,26 @@ mod kind {
     pub(super) const STATE_STORED: u8 = 20;
     pub(super) const QUERY_STATE: u8 = 21;
     pub(super) const STATE_VALUE: u8 = 22;
-    // 23..=39 are left to other features in flight (conversation
-    // summaries); presence starts at 40.
+    // 40-42 presence; 43-45 wildcard filters across nodes
+    // (`topic_nodes.rs`); 46-49 wildcard topic filters; 50-59 partition
+    // moves (52-55 presence across nodes); 60-63 share groups.
     pub(super) const PRESENCE_WATCH: u8 = 40;
     pub(super) const PRESENCE_UNWATCH: u8 = 41;
     pub(super) const PRESENCE_CHANGED: u8 = 42;
-    // 50-59: partition moves between nodes (issue #20).
-    pub(super) const MOVE_FETCH: u8 = 50;
-    pub(super) const MOVE_PAGE: u8 = 51;
-    // 52-55 are left to other features; snapshot + tail moves use 56-59.
-    pub(super) const MOVE_ROUND_FETCH: u8 = 56;
-    // 43..=45 are left to other features; wildcard topic filters use 46-49.
+    pub(super) const NODE_FILTERS: u8 = 43;
+    pub(super) const FILTER_QUERY: u8 = 44;
+    pub(super) const TOPIC_RELAY: u8 = 45;
     pub(super) const FILTER_JOIN: u8 = 46;
     pub(super) const FILTER_LEAVE: u8 = 47;
     pub(super) const TOPIC_NOTICE: u8 = 48;
     pub(super) const FILTER_JOINED: u8 = 49;
-    // Wildcard filters across nodes (`topic_nodes.rs`).
-    pub(super) const NODE_FILTERS: u8 = 43;
-    pub(super) const FILTER_QUERY: u8 = 44;
-    pub(super) const TOPIC_RELAY: u8 = 45;
+    pub(super) const MOVE_FETCH: u8 = 50;
+    pub(super) const MOVE_PAGE: u8 = 51;
+    pub(super) const MOVE_ROUND_FETCH: u8 = 56;
+    pub(super) const SHARE_JOIN: u8 = 60;
+    pub(super) const SHARE_JOINED: u8 = 61;
+    pub(super) const SHARE_DELIVER: u8 = 62;
+    pub(super) const SHARE_DONE: u8 = 63;
 }
 
 /// The unread rest of the input.
@@ -588,6 +602,7 @@ impl Wire for StateKey {
                 id.put(out);
             }
             StateKey::WebhookCursor => out.put_u8(3),
+            StateKey::ShareGroup { key } => (4u8, *key).put(out),
         }
     }
     fn get(r: &mut Reader) -> Result<Self, PeerWireError> {
@@ -601,6 +616,7 @@ impl Wire for StateKey {
             }),
             2 => Ok(StateKey::WebhookEvent { id: Wire::get(r)? }),
             3 => Ok(StateKey::WebhookCursor),
+            4 => Ok(StateKey::ShareGroup { key: u64::get(r)? }),
             _ => Err(PeerWireError::Invalid("state key")),
         }
     }

@@ -72,6 +72,11 @@ fn every_kind_round_trips() {
             key: StateKey::WebhookCursor,
             value: Some(Bytes::copy_from_slice(&7u64.to_le_bytes())),
         },
+        // A share group's state on its shard (issue #21).
+        Record::State {
+            key: StateKey::ShareGroup { key: u64::MAX - 2 },
+            value: Some(Bytes::from_static(b"\x01\x00\x00\x00\x00")),
+        },
     ];
     for r in records {
         let mut b = BytesMut::new();

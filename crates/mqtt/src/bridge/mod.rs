@@ -46,6 +46,7 @@ mod persist;
 mod retained;
 mod rooms;
 mod session;
+mod shared;
 mod state;
 mod streams;
 mod subscriptions;
@@ -116,6 +117,8 @@ enum Delivery {
     Room(u64, Seq),
     /// A retained message: nothing to acknowledge to the core.
     Retained,
+    /// A message of share group `.0` (stream `.1`, seq `.2`): SHAREACK.
+    Shared(u64, u64, Seq),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -563,6 +566,7 @@ impl Bridge {
             Frame::RoomPush(p) => self.deliver_room(p),
             Frame::RoomLag { room, .. } => self.on_room_lag(room & !ROOM_BIT),
             Frame::Topic(t) => self.on_topic(t),
+            Frame::SharePush(p) => self.deliver_shared(p),
             Frame::Error(e) => {
                 let reason = match ErrorCode::from_u16(e.code) {
                     Some(ErrorCode::IdleTimeout) => ReasonCode::KEEP_ALIVE_TIMEOUT,

@@ -247,7 +247,7 @@ impl Bridge {
             let reused = match what {
                 Delivery::Inbox(seq) => self.state.out_pids.get(&seq.0).copied(),
                 Delivery::Room(n, seq) => self.state.wild().room_pids.get(&(n, seq.0)).copied(),
-                Delivery::Retained => None,
+                Delivery::Retained | Delivery::Shared(..) => None,
             };
             let pid = match reused.and_then(PacketId::new) {
                 Some(pid) if !self.inflight.contains_key(&pid.get()) => pid,
@@ -359,6 +359,7 @@ impl Bridge {
                 }
             }
             Delivery::Retained => {}
+            Delivery::Shared(group, room, seq) => self.shared_done(group, room, seq),
         }
     }
 

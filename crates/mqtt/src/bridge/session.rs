@@ -226,7 +226,7 @@ impl Bridge {
             props.receive_maximum = std::num::NonZeroU16::new(self.params.receive_max);
             props.maximum_packet_size = std::num::NonZeroU32::new(self.params.max_packet);
             props.retain_available = Some(true);
-            props.shared_subscription_available = Some(false);
+            props.shared_subscription_available = Some(true);
             props.subscription_identifier_available = Some(true);
             props.wildcard_subscription_available = Some(true);
             props.topic_alias_maximum = Some(TOPIC_ALIAS_MAX);
@@ -286,6 +286,7 @@ impl Bridge {
         self.started_ms = self.now_ms;
         self.resubscribe_rooms();
         self.register_filters();
+        self.register_shares();
         // The first SYNC acknowledges `from`: the session holds it already.
         let limit = self
             .window

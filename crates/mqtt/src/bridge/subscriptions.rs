@@ -61,11 +61,15 @@ impl Bridge {
         for sub in s.filters {
             let filter = sub.filter.as_str();
             if filter.starts_with(mqtt::SHARED_PREFIX) {
-                reasons.push(if self.level.is_v5() {
-                    ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
-                } else {
-                    ReasonCode(0x80)
-                });
+                // A share group (shared.rs): the SUBACK waits for the core.
+                match self.subscribe_shared(&sub) {
+                    Ok(()) => {
+                        filters.push((filter.to_string(), reasons.len()));
+                        reasons.push(ReasonCode(sub.options.qos as u8));
+                        self.keep_filter(sub);
+                    }
+                    Err(code) => reasons.push(code),
+                }
                 continue;
             }
             let stream = stream_room(filter);
@@ -162,6 +166,8 @@ impl Bridge {
                 let existed = self.state.subs.len() != before;
                 if existed && is_topic_wildcard(filter) {
                     self.drop_topic_filter(filter);
+                } else if existed && filter.starts_with(mqtt::SHARED_PREFIX) {
+                    self.leave_shared(filter);
                 }
                 existed
             };

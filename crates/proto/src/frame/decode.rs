@@ -161,6 +161,9 @@ impl Frame {
             FrameKind::Presence => Frame::Presence(presence::decode_presence(&body)?),
             FrameKind::Filter => Frame::Filter(crate::filter::decode_filter(flags, &body)?),
             FrameKind::Topic => Frame::Topic(crate::filter::decode_topic(&body)?),
+            FrameKind::Share => Frame::Share(crate::share::decode_share(flags, &body)?),
+            FrameKind::SharePush => Frame::SharePush(crate::share::decode_share_push(&body)?),
+            FrameKind::ShareAck => Frame::ShareAck(crate::share::decode_share_ack(&body)?),
         })
     }
 }
@@ -173,6 +176,7 @@ fn allowed_flags(kind: FrameKind) -> u8 {
         FrameKind::Push => PUSH_ECHO | PUSH_RETRANSMIT,
         FrameKind::Sync => SYNC_READ_AHEAD,
         FrameKind::Filter => crate::FILTER_REMOVE,
+        FrameKind::Share => crate::SHARE_LEAVE | crate::SHARE_PERSISTENT,
         FrameKind::SyncPage => SYNCPAGE_END | SYNCPAGE_GAP,
         FrameKind::ConvList => conversation::CONVLIST_UNREAD_ONLY,
         FrameKind::ConvPage => conversation::CONV_END,

@@ -53,6 +53,14 @@ impl Frame {
             Frame::Presence(p) => presence::presence_len(p),
             Frame::Filter(f) => f.filter.len(),
             Frame::Topic(t) => crate::filter::TOPIC_FIXED_LEN + t.name.len(),
+            Frame::Share(s) => crate::share::share_len(s),
+            Frame::SharePush(p) => {
+                crate::share::SHAREPUSH_GROUP_LEN
+                    + room::ROOMPUSH_FIXED_LEN
+                    + attrs::encoded_len(&p.push.attrs)
+                    + p.push.payload.len()
+            }
+            Frame::ShareAck(_) => crate::share::SHAREACK_LEN,
         }
     }
 
@@ -175,6 +183,12 @@ impl Frame {
             Frame::Presence(p) => presence::encode_presence(p, dst),
             Frame::Filter(f) => dst.put_slice(f.filter.as_bytes()),
             Frame::Topic(t) => crate::filter::encode_topic(t, dst),
+            Frame::Share(s) => crate::share::encode_share(s, dst),
+            Frame::SharePush(p) => {
+                crate::share::encode_share_push_group(p, dst);
+                room::encode_room_push(&p.push, dst);
+            }
+            Frame::ShareAck(a) => crate::share::encode_share_ack(a, dst),
         }
     }
 
@@ -201,6 +215,7 @@ impl Frame {
             Frame::ConvList(l) if l.unread_only => conv::CONVLIST_UNREAD_ONLY,
             Frame::ConvPage(p) if p.end => conv::CONV_END,
             Frame::Filter(f) if f.remove => crate::FILTER_REMOVE,
+            Frame::Share(s) => crate::share::share_flags(s),
             Frame::ConvMsgs(p) => {
                 (if p.end { conv::CONV_END } else { 0 })
                     | (if p.truncated {

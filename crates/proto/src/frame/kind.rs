@@ -64,6 +64,12 @@ pub enum FrameKind {
     Filter = 0x1D,
     /// Gateway names a topic stream matching a registered filter.
     Topic = 0x1E,
+    /// Client joins or leaves a share group.
+    Share = 0x1F,
+    /// Gateway delivers one message of a share group to this member.
+    SharePush = 0x20,
+    /// Client finished a message of a share group.
+    ShareAck = 0x21,
 }
 
 impl FrameKind {
@@ -101,6 +107,9 @@ impl FrameKind {
             0x1C => Presence,
             0x1D => Filter,
             0x1E => Topic,
+            0x1F => Share,
+            0x20 => SharePush,
+            0x21 => ShareAck,
             _ => return None,
         })
     }
@@ -139,6 +148,9 @@ impl FrameKind {
             Presence => "PRESENCE",
             Filter => "FILTER",
             Topic => "TOPIC",
+            Share => "SHARE",
+            SharePush => "SHAREPUSH",
+            ShareAck => "SHAREACK",
         }
     }
 }

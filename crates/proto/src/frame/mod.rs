@@ -119,6 +119,12 @@ pub enum Frame {
     Filter(crate::FilterReq),
     /// A topic stream matching a registered filter.
     Topic(crate::TopicSeen),
+    /// Join or leave a share group.
+    Share(crate::ShareReq),
+    /// One message of a share group for this member.
+    SharePush(crate::SharePush),
+    /// A message of a share group finished by this member.
+    ShareAck(crate::ShareAck),
 }
 
 impl Frame {
@@ -171,6 +177,9 @@ impl Frame {
             Frame::Presence(_) => FrameKind::Presence,
             Frame::Filter(_) => FrameKind::Filter,
             Frame::Topic(_) => FrameKind::Topic,
+            Frame::Share(_) => FrameKind::Share,
+            Frame::SharePush(_) => FrameKind::SharePush,
+            Frame::ShareAck(_) => FrameKind::ShareAck,
         }
     }
 }

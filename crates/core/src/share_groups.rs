@@ -1,0 +1,595 @@
+//! Share groups on a node: MQTT 5 shared subscriptions
+//! (`$share/{group}/{filter}`, issue #21, docs/MQTT.md 2.3,
+//! docs/PROTOCOL.md "SHARE, SHAREPUSH and SHAREACK").
+//!
+//! A group is its name + filter ([`share_key`]). Its consumer state is kept
+//! **per stream home shard**: each shard holds, for every group with
+//! members on the node, a [`ShareGroup`] over the topic streams homed on
+//! that shard whose names match the filter. That shard already has each
+//! message the moment it is durable (`topic_published`), so the group needs
+//! no subscription, no replay and no extra hop for its messages, and its
+//! view of a stream's history is the stream's own. The price: members are
+//! balanced per home shard, not across the node.
+//!
+//! - **Membership.** SHARE from a connection: its shard keeps the
+//!   membership (`by_conn`) and sends [`ShareJoin`] to every shard of the
+//!   node; each adds the member (shard, connection, granted QoS, Receive
+//!   Maximum) and answers [`ShareJoined`]; when all have, the connection
+//!   gets TOPIC room 0 naming `$share/{group}/{filter}` (its SUBACK may go).
+//!   A closing connection sends `Disconnect` for a persistent member (its
+//!   QoS 2 messages wait for it, MQTT-4.8.2-4) and `Leave` otherwise; SHARE
+//!   with the leave flag sends `Leave`.
+//! - **Delivery.** A stream message matched by a group's filter is offered
+//!   to the home shard's [`ShareGroup`], which picks one member; the message
+//!   goes to the member's shard as [`ShareDeliver`] and to the connection as
+//!   SHAREPUSH, at the lower of its QoS and the member's granted QoS. The
+//!   member's SHAREACK comes back as [`ShareDone`]; a connection gone before
+//!   the SHAREPUSH left gives the message back (`returned`).
+//! - **Bounds.** Messages waiting for a member are bounded by the stream's
+//!   history (`core.room_history`): older ones are dropped for the group.
+//!   A member holds at most its Receive Maximum.
+//! - **Durability.** Each group's [`DurableShare`] for the streams homed
+//!   here (cursor per stream, messages finished above it, QoS 2 messages
+//!   handed to a member) is keyed state of this shard
+//!   (`StateKey::ShareGroup`), written whenever it changes, in the same
+//!   group commit as the messages' own records around it. After a restart
+//!   ([`Shard::load_share_groups`]) each group is restored without members
+//!   and reads its streams again after its cursors; live messages of a
+//!   stream being read again wait until that read is done, so the cursor
+//!   never passes a message not yet offered again.
+//! - Share groups stay on one node, like wildcard filters.
+
+use super::action::ConnId;
+use super::shard::Shard;
+use crate::filter_trie::FilterTrie;
+use crate::hashing::FastHashMap;
+use crate::peer::{ShareDeliver, ShareDone, ShareJoin, ShareJoined, ShareOp};
+use crate::router::ShardId;
+use crate::share_group::{DurableShare, MemberId, MessageKey, ShareAction, ShareGroup};
+use crate::storage::ReadPurpose;
+use crate::{InboxQuery, MessageRecord, StateKey};
+use bytes::{BufMut, Bytes, BytesMut};
+use surepush_proto::topic::topic_matches;
+use surepush_proto::topic_stream::split_payload;
+use surepush_proto::{
+    share_key, Frame, Qos, RoomPush, Seq, ShareAck, SharePush, ShareReq, TopicSeen, UserId,
+};
+
+/// The share group state of one shard. See the module docs.
+#[derive(Debug, Default)]
+pub(super) struct Shares {
+    /// The filters of the node's groups, matched against the names of the
+    /// streams homed here.
+    trie: FilterTrie<u64>,
+    /// The node's groups as this shard sees them (its streams).
+    groups: FastHashMap<u64, Homed>,
+    /// The memberships of this shard's connections.
+    by_conn: FastHashMap<ConnId, Vec<Membership>>,
+    /// Joins waiting for shards' [`ShareJoined`]: how many.
+    joining: FastHashMap<(ConnId, String), u16>,
+}
+
+#[derive(Debug)]
+struct Homed {
+    group: String,
+    filter: String,
+    state: ShareGroup,
+    /// Where each member is, and what it was granted.
+    seats: FastHashMap<MemberId, Seat>,
+    /// The messages waiting or handed out (a redelivery needs them).
+    held: FastHashMap<MessageKey, MessageRecord>,
+    /// Streams read again after a restart: their live messages wait here
+    /// until the read is done.
+    replaying: FastHashMap<u64, Vec<MessageRecord>>,
+}
+
+impl Homed {
+    fn new(group: String, filter: String, state: ShareGroup) -> Homed {
+        Homed {
+            group,
+            filter,
+            state,
+            seats: FastHashMap::default(),
+            held: FastHashMap::default(),
+            replaying: FastHashMap::default(),
+        }
+    }
+
+    /// The stored value: `[len u16][group][len u16][filter]` then the
+    /// [`DurableShare`] bytes.
+    fn value(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        for s in [&self.group, &self.filter] {
+            let len = u16::try_from(s.len()).expect("names and filters fit a SHARE frame");
+            out.put_u16_le(len);
+            out.put_slice(s.as_bytes());
+        }
+        out.put_slice(&self.state.durable().encode());
+        out.freeze()
+    }
+
+    /// Reads [`Homed::value`]; `None` for bytes it did not write.
+    fn from_value(value: &[u8]) -> Option<Homed> {
+        let mut rest = value;
+        let mut text = || -> Option<String> {
+            let len = usize::from(u16::from_le_bytes(rest.get(..2)?.try_into().ok()?));
+            let s = std::str::from_utf8(rest.get(2..2 + len)?).ok()?.to_string();
+            rest = &rest[2 + len..];
+            Some(s)
+        };
+        let (group, filter) = (text()?, text()?);
+        let durable = DurableShare::decode(rest).ok()?;
+        Some(Homed::new(group, filter, ShareGroup::restore(&durable)))
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Seat {
+    shard: ShardId,
+    conn: ConnId,
+    qos: Qos,
+}
+
+#[derive(Clone, Debug)]
+struct Membership {
+    key: u64,
+    req: ShareReq,
+}
+
+/// `$share/{group}/{filter}`: how the connection named the subscription.
+fn share_name(group: &str, filter: &str) -> String {
+    format!("$share/{group}/{filter}")
+}
+
+impl Shard {
+    // ----- member side --------------------------------------------------------
+
+    /// SHARE from `conn`.
+    pub(super) fn on_share(&mut self, conn: ConnId, req: ShareReq) {
+        let Some((user, device)) = self.conn(conn).and_then(|c| c.session) else {
+            return;
+        };
+        let mqtt = self
+            .conn(conn)
+            .is_some_and(|c| c.transport == crate::MQTT_TRANSPORT);
+        if !mqtt && !req.leave {
+            // Stream names and their permissions are the MQTT bridge's.
+            let name = share_name(&req.group, &req.filter);
+            let no = TopicSeen {
+                room: 0,
+                seq: Seq::ZERO,
+                name,
+            };
+            return self.send_frame(conn, Frame::Topic(no));
+        }
+        let key = req.key();
+        let held = self.shares.by_conn.entry(conn).or_default();
+        held.retain(|m| m.key != key);
+        let op = if req.leave {
+            if held.is_empty() {
+                self.shares.by_conn.remove(&conn);
+            }
+            ShareOp::Leave
+        } else {
+            held.push(Membership {
+                key,
+                req: req.clone(),
+            });
+            let name = share_name(&req.group, &req.filter);
+            self.shares
+                .joining
+                .insert((conn, name), self.router.shards());
+            ShareOp::Join
+        };
+        self.share_broadcast(conn, user, device, &req, op);
+    }
+
+    fn share_broadcast(
+        &mut self,
+        conn: ConnId,
+        user: UserId,
+        device: surepush_proto::DeviceId,
+        req: &ShareReq,
+        op: ShareOp,
+    ) {
+        let me = self.params.id;
+        for i in 0..self.router.shards() {
+            let msg = ShareJoin {
+                group: req.group.clone(),
+                filter: req.filter.clone(),
+                user,
+                device,
+                shard: me,
+                conn,
+                qos: req.qos,
+                receive_max: req.receive_max,
+                op,
+            };
+            self.route_to(ShardId(i), msg);
+        }
+    }
+
+    pub(super) fn on_share_joined(&mut self, m: ShareJoined) {
+        let ShareJoined { conn, name, ok } = m;
+        let key = (conn, name);
+        let Some(left) = self.shares.joining.get_mut(&key) else {
+            return; // answered (refused) or left meanwhile
+        };
+        *left -= 1;
+        if ok && *left > 0 {
+            return;
+        }
+        self.shares.joining.remove(&key);
+        let (conn, name) = key;
+        if !ok {
+            // Another group has this key here: the membership goes.
+            let gone = self.shares.by_conn.get_mut(&conn).and_then(|held| {
+                let i = held
+                    .iter()
+                    .position(|m| share_name(&m.req.group, &m.req.filter) == name)?;
+                Some(held.swap_remove(i))
+            });
+            if let (Some(m), Some((user, device))) = (gone, self.conn(conn).and_then(|c| c.session))
+            {
+                self.share_broadcast(conn, user, device, &m.req, ShareOp::Leave);
+            }
+        }
+        let answer = TopicSeen {
+            room: 0,
+            seq: Seq(u64::from(ok)),
+            name,
+        };
+        self.send_frame(conn, Frame::Topic(answer));
+    }
+
+    /// SHAREACK from `conn`: the member finished a message.
+    pub(super) fn on_share_ack(&mut self, conn: ConnId, ack: ShareAck) {
+        let Some((user, device)) = self.conn(conn).and_then(|c| c.session) else {
+            return;
+        };
+        let member = self
+            .shares
+            .by_conn
+            .get(&conn)
+            .is_some_and(|held| held.iter().any(|m| m.key == ack.group));
+        if !member {
+            return;
+        }
+        let done = ShareDone {
+            key: ack.group,
+            user,
+            device,
+            room: ack.room,
+            seq: ack.seq,
+            returned: false,
+        };
+        self.route_to_owner(UserId(ack.room), done);
+    }
+
+    /// Every membership of a closing connection.
+    pub(super) fn drop_conn_shares(
+        &mut self,
+        conn: ConnId,
+        session: Option<(UserId, surepush_proto::DeviceId)>,
+    ) {
+        self.shares.joining.retain(|(c, _), _| *c != conn);
+        let Some(held) = self.shares.by_conn.remove(&conn) else {
+            return;
+        };
+        let Some((user, device)) = session else {
+            return;
+        };
+        for m in held {
+            let op = if m.req.persistent {
+                ShareOp::Disconnect
+            } else {
+                ShareOp::Leave
+            };
+            self.share_broadcast(conn, user, device, &m.req, op);
+        }
+    }
+
+    pub(super) fn on_share_deliver(&mut self, m: ShareDeliver) {
+        let here = self
+            .conn(m.conn)
+            .is_some_and(|c| c.session == Some((m.user, m.device)))
+            && self
+                .shares
+                .by_conn
+                .get(&m.conn)
+                .is_some_and(|held| held.iter().any(|s| s.key == m.key));
+        if !here {
+            let back = ShareDone {
+                key: m.key,
+                user: m.user,
+                device: m.device,
+                room: m.room,
+                seq: m.seq,
+                returned: true,
+            };
+            return self.route_to(m.home, back);
+        }
+        self.stats.share_deliveries += 1;
+        let push = SharePush {
+            group: m.key,
+            push: RoomPush {
+                room: m.room,
+                seq: m.seq,
+                from: m.from,
+                ts_ms: m.ts_ms,
+                qos: m.qos,
+                attrs: m.attrs,
+                payload: m.payload,
+            },
+        };
+        self.send_frame(m.conn, Frame::SharePush(push));
+    }
+
+    // ----- stream home side -----------------------------------------------------
+
+    pub(super) fn on_share_join(&mut self, m: ShareJoin) {
+        let key = share_key(&m.group, &m.filter);
+        let member = MemberId {
+            user: m.user,
+            device: m.device,
+        };
+        let clash = self
+            .shares
+            .groups
+            .get(&key)
+            .map(|h| h.group != m.group || h.filter != m.filter);
+        let shares = &mut self.shares;
+        if clash == Some(true) {
+            if m.op == ShareOp::Join {
+                let name = share_name(&m.group, &m.filter);
+                let no = ShareJoined {
+                    conn: m.conn,
+                    name,
+                    ok: false,
+                };
+                self.route_to(m.shard, no);
+            }
+            return;
+        } else if clash.is_none() {
+            if m.op != ShareOp::Join {
+                return;
+            }
+            shares.trie.insert(&m.filter, key);
+            let h = Homed::new(m.group.clone(), m.filter.clone(), ShareGroup::new());
+            shares.groups.insert(key, h);
+        }
+        let h = shares.groups.get_mut(&key).expect("present or just made");
+        match m.op {
+            ShareOp::Join => {
+                let seat = Seat {
+                    shard: m.shard,
+                    conn: m.conn,
+                    qos: m.qos,
+                };
+                h.seats.insert(member, seat);
+                h.state.join(member, m.receive_max);
+            }
+            ShareOp::Disconnect => h.state.disconnect(member),
+            ShareOp::Leave => {
+                h.seats.remove(&member);
+                h.state.leave(member);
+            }
+        }
+        self.share_drain(key);
+        if m.op == ShareOp::Join {
+            let name = share_name(&m.group, &m.filter);
+            let yes = ShareJoined {
+                conn: m.conn,
+                name,
+                ok: true,
+            };
+            self.route_to(m.shard, yes);
+        }
+        let h = self.shares.groups.get(&key).expect("still there");
+        if h.seats.is_empty() && h.held.is_empty() && h.replaying.is_empty() {
+            // The last member left and nothing waits: the group ends here.
+            let filter = h.filter.clone();
+            self.shares.groups.remove(&key);
+            self.shares.trie.remove(&filter, key);
+            self.store_state(StateKey::ShareGroup { key }, None, None);
+        }
+    }
+
+    /// A topic stream message is durable (or, seq 0, a QoS 0 one is being
+    /// fanned out) on its home shard: each matching group gets it.
+    pub(super) fn share_published(&mut self, record: &MessageRecord, name: &str) {
+        let mut keys: Vec<u64> = Vec::new();
+        self.shares.trie.matches(name, |k| {
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        });
+        let stream = record.inbox.0;
+        let history = u64::from(self.config.room_history.max(1));
+        for key in keys {
+            let Some(h) = self.shares.groups.get_mut(&key) else {
+                continue;
+            };
+            if let Some(later) = h.replaying.get_mut(&stream) {
+                if record.seq != Seq::ZERO {
+                    later.push(record.clone());
+                }
+                continue;
+            }
+            let mk = MessageKey {
+                stream,
+                seq: record.seq,
+            };
+            h.held.insert(mk, record.clone());
+            let qos = if record.seq == Seq::ZERO {
+                Qos::AtMostOnce
+            } else {
+                record.qos
+            };
+            let kept = h.state.offer(mk, qos);
+            if record.seq.0 > history {
+                h.state.trim(stream, Seq(record.seq.0 - history + 1));
+            }
+            self.share_drain(key);
+            if !kept {
+                // QoS 0 (handed out or dropped by now), or known already.
+                if let Some(h) = self.shares.groups.get_mut(&key) {
+                    h.held.remove(&mk);
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_share_done(&mut self, m: ShareDone) {
+        let Some(h) = self.shares.groups.get_mut(&m.key) else {
+            return;
+        };
+        let member = MemberId {
+            user: m.user,
+            device: m.device,
+        };
+        let mk = MessageKey {
+            stream: m.room,
+            seq: m.seq,
+        };
+        if m.returned {
+            h.state.returned(member, mk);
+        } else if h.state.finished(member, mk) {
+            h.held.remove(&mk);
+        }
+        self.share_drain(m.key);
+    }
+
+    /// Carries out what group `key` decided.
+    fn share_drain(&mut self, key: u64) {
+        let me = self.params.id;
+        let mut persist = false;
+        while let Some(h) = self.shares.groups.get_mut(&key) {
+            let Some(action) = h.state.poll_action() else {
+                break;
+            };
+            match action {
+                ShareAction::Deliver {
+                    member,
+                    key: mk,
+                    qos,
+                    ..
+                } => {
+                    let seat = h.seats.get(&member).copied();
+                    let (Some(seat), Some(record)) = (seat, h.held.get(&mk)) else {
+                        continue;
+                    };
+                    let qos = qos.min(seat.qos);
+                    let msg = ShareDeliver {
+                        key,
+                        conn: seat.conn,
+                        user: member.user,
+                        device: member.device,
+                        home: me,
+                        room: mk.stream,
+                        seq: mk.seq,
+                        from: record.from,
+                        ts_ms: record.ts_ms,
+                        qos,
+                        attrs: record.attrs.clone(),
+                        payload: record.payload.clone(),
+                    };
+                    let shard = seat.shard;
+                    if qos == Qos::AtMostOnce && mk.seq != Seq::ZERO {
+                        // Delivered at QoS 0: no answer will come.
+                        h.state.finished(member, mk);
+                        h.held.remove(&mk);
+                    }
+                    self.route_to(shard, msg);
+                }
+                ShareAction::Dropped { key: mk, .. } => {
+                    h.held.remove(&mk);
+                    self.stats.share_dropped += 1;
+                }
+                ShareAction::Persist => persist = true,
+            }
+        }
+        if let Some(h) = self.shares.groups.get(&key).filter(|_| persist) {
+            // One write for everything this call changed.
+            let value = h.value();
+            self.store_state(StateKey::ShareGroup { key }, Some(value), None);
+        }
+    }
+
+    /// Restores the share groups of this shard's log (part of
+    /// [`Shard::load_topic_names`]): each without members, reading its
+    /// streams again after their cursors.
+    pub(super) fn load_share_groups(&mut self) {
+        let stored: Vec<(u64, Bytes)> = self
+            .keyed
+            .values()
+            .filter_map(|(k, v)| match k {
+                StateKey::ShareGroup { key } => Some((*key, v.clone())),
+                _ => None,
+            })
+            .collect();
+        let limit = self.config.room_history.max(1);
+        for (key, value) in stored {
+            let Some(mut h) = Homed::from_value(&value) else {
+                tracing::warn!(key, "share group state unreadable: the group starts afresh");
+                continue;
+            };
+            let streams: Vec<(u64, Seq)> = h
+                .state
+                .durable()
+                .streams
+                .iter()
+                .map(|s| (s.stream, s.done_through))
+                .collect();
+            for &(stream, _) in &streams {
+                h.replaying.insert(stream, Vec::new());
+            }
+            self.shares.trie.insert(&h.filter, key);
+            self.shares.groups.insert(key, h);
+            for (stream, after) in streams {
+                let query = InboxQuery::After { after, limit };
+                self.read(
+                    UserId(stream),
+                    query,
+                    ReadPurpose::ShareReplay { key, stream },
+                );
+            }
+        }
+    }
+
+    /// A stream of a restored group, read again after its cursor.
+    pub(super) fn on_share_replay(
+        &mut self,
+        key: u64,
+        stream: u64,
+        result: Result<Vec<MessageRecord>, ()>,
+    ) {
+        let Some(h) = self.shares.groups.get_mut(&key) else {
+            return;
+        };
+        let later = h.replaying.remove(&stream).unwrap_or_default();
+        let read = result.unwrap_or_else(|()| {
+            tracing::warn!(key, stream, "share group replay read failed");
+            Vec::new()
+        });
+        for record in read.into_iter().chain(later) {
+            let Some(h) = self.shares.groups.get_mut(&key) else {
+                return;
+            };
+            let name = split_payload(&record.payload).map(|(n, _)| n.to_string());
+            if !name.is_some_and(|n| topic_matches(&h.filter, &n)) {
+                continue; // another name with the same stream id
+            }
+            let mk = MessageKey {
+                stream,
+                seq: record.seq,
+            };
+            let qos = record.qos;
+            h.held.insert(mk, record);
+            if !h.state.offer(mk, qos) {
+                h.held.remove(&mk); // finished before the restart
+            }
+            self.share_drain(key);
+        }
+    }
+}

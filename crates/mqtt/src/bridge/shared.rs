@@ -1,0 +1,165 @@
+//! Shared subscriptions: `$share/{group}/{filter}` (issue #21, docs/MQTT.md
+//! 2.3). The session joins the share group with native SHARE; the core
+//! gives each message of the group to one member (SHAREPUSH), and the
+//! member's PUBACK (QoS 1) or PUBREC (QoS 2) goes back as SHAREACK, which
+//! lets the group hand that member more.
+//!
+//! Rules:
+//! - The filter must be over free-form topics (an exact name or a topic
+//!   wildcard, `wildcards.rs`) and covered by a `sub` grant of the token
+//!   (or `mqtt.topics_open`), wildcards at its start included: the core
+//!   does not check a shared message's name against the member's grants,
+//!   so a filter may not reach further than they do. Else SUBACK `0x87`
+//!   (5.0) / `0x80` (3.1.1); a room or inbox filter gets `0x9E` Shared
+//!   Subscriptions not supported / `0x80`.
+//! - 3.1.1 clients may subscribe `$share/...` too (as mosquitto allows).
+//! - No retained message is sent on a shared subscription (5.0 §4.8.2).
+//! - The SUBACK waits until every shard has the member (TOPIC room 0
+//!   naming the shared filter, as for a wildcard filter).
+//! - A resumed persistent session joins its groups again after CONNACK.
+
+use super::streams::stream_room;
+use super::wildcards::{covers, is_topic_wildcard};
+use super::{mqtt_qos, native_qos, Bridge, Delivery};
+use crate as mqtt;
+use crate::{QoS, ReasonCode, Subscription};
+use surepush_proto::topic_stream::split_payload;
+use surepush_proto::{share_key, Frame, ShareAck, SharePush, ShareReq};
+use surepush_token::AclAction;
+
+use super::outbound::Outgoing;
+
+/// `(group, filter)` of a shared subscription filter, if it is one and
+/// its share name is valid ([MQTT-4.8.2-1], [MQTT-4.8.2-2]; a 3.1.1
+/// client's filter is not checked by the codec for it).
+pub(super) fn split_shared(filter: &str) -> Option<(&str, &str)> {
+    let rest = filter.strip_prefix(mqtt::SHARED_PREFIX)?;
+    let (group, inner) = rest.split_once('/')?;
+    let valid = !group.is_empty()
+        && group.len() <= surepush_proto::MAX_SHARE_NAME_LEN
+        && !group.contains(['+', '#'])
+        && !inner.is_empty();
+    valid.then_some((group, inner))
+}
+
+impl Bridge {
+    /// SUBSCRIBE of a `$share/...` filter: `Ok` once SHARE is sent (the
+    /// SUBACK waits for the core), or the reason code refusing it.
+    pub(super) fn subscribe_shared(&mut self, sub: &Subscription) -> Result<(), ReasonCode> {
+        let v5 = self.level.is_v5();
+        let refused = |code: ReasonCode| if v5 { code } else { ReasonCode(0x80) };
+        let Some((group, inner)) = split_shared(sub.filter.as_str()) else {
+            return Err(ReasonCode(0x80));
+        };
+        if !is_topic_wildcard(inner) && stream_room(inner).is_none() {
+            return Err(refused(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED));
+        }
+        let allowed = if is_topic_wildcard(inner) {
+            self.params.topics_open
+                || self
+                    .acl
+                    .filters(AclAction::Subscribe)
+                    .iter()
+                    .any(|g| covers(g, inner))
+        } else {
+            self.topic_allowed(AclAction::Subscribe, inner)
+        };
+        if !allowed {
+            return Err(refused(ReasonCode::NOT_AUTHORIZED));
+        }
+        let req = self.share_req(group, inner, sub.options.qos, false);
+        self.to_core.push_back(Frame::Share(req));
+        Ok(())
+    }
+
+    fn share_req(&self, group: &str, filter: &str, qos: QoS, leave: bool) -> ShareReq {
+        ShareReq {
+            group: group.to_string(),
+            filter: filter.to_string(),
+            qos: native_qos(qos),
+            receive_max: u16::try_from(self.client_receive_max).unwrap_or(u16::MAX),
+            leave,
+            persistent: self.persistent,
+        }
+    }
+
+    /// UNSUBSCRIBE of a shared filter the session had.
+    pub(super) fn leave_shared(&mut self, filter: &str) {
+        if let Some((group, inner)) = split_shared(filter) {
+            let req = self.share_req(group, inner, QoS::AtMostOnce, true);
+            self.to_core.push_back(Frame::Share(req));
+        }
+    }
+
+    /// Joins every share group of a resumed session (after CONNACK).
+    pub(super) fn register_shares(&mut self) {
+        let reqs: Vec<ShareReq> = self
+            .state
+            .subs
+            .iter()
+            .filter_map(|s| {
+                let (group, inner) = split_shared(s.filter.as_str())?;
+                Some(self.share_req(group, inner, s.options.qos, false))
+            })
+            .collect();
+        for req in reqs {
+            self.to_core.push_back(Frame::Share(req));
+        }
+    }
+
+    /// SHAREPUSH: a message of one of the session's share groups.
+    pub(super) fn deliver_shared(&mut self, p: SharePush) {
+        let SharePush { group, push } = p;
+        let (room, seq) = (push.room, push.seq);
+        let done = Frame::ShareAck(ShareAck { group, room, seq });
+        let ours = self.state.subs.iter().any(|s| {
+            split_shared(s.filter.as_str()).is_some_and(|(g, f)| share_key(g, f) == group)
+        });
+        let Some((name, body)) = split_payload(&push.payload).filter(|_| ours) else {
+            // Not (or no longer) ours, or no topic: finished for the group.
+            if push.qos != surepush_proto::Qos::AtMostOnce {
+                self.to_core.push_back(done);
+            }
+            return;
+        };
+        let topic = name.to_string();
+        let qos = mqtt_qos(push.qos);
+        let msg = Outgoing {
+            payload: body,
+            ..Outgoing::from(push)
+        };
+        if qos == QoS::AtMostOnce {
+            self.publish(&topic, qos, msg, None, false);
+        } else {
+            let what = Some(Delivery::Shared(group, room, seq));
+            self.publish(&topic, qos, msg, what, false);
+        }
+    }
+
+    /// The client has (or will never get) a shared message.
+    pub(super) fn shared_done(&mut self, group: u64, room: u64, seq: surepush_proto::Seq) {
+        self.to_core
+            .push_back(Frame::ShareAck(ShareAck { group, room, seq }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_filters_split_into_group_and_filter() {
+        assert_eq!(split_shared("$share/g/a/+"), Some(("g", "a/+")));
+        assert_eq!(split_shared("$share/g/#"), Some(("g", "#")));
+        for no in [
+            "$share/g",
+            "$share//a",
+            "$share/g+/a",
+            "$share/g/",
+            "a/b",
+            "$SHARE/g/a",
+        ] {
+            assert_eq!(split_shared(no), None, "{no}");
+        }
+    }
+}

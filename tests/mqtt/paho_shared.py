@@ -1,0 +1,380 @@
+#!/usr/bin/python3
+"""MQTT 5 shared subscriptions with real clients (issue #21).
+
+  /usr/bin/python3 tests/mqtt/paho_shared.py --port P --pub-token T --member-token T1 T2 T3 \
+      --scenario spread|lost_member|qos2|v311 [--count N]
+
+Members subscribe `$share/<group>/jobs/+`; a publisher sends N messages to
+jobs/<i % 7> with payload "m<i>" and waits for every acknowledgement.
+
+- spread: 3 paho members, QoS 1: every message reaches exactly one member
+  (identity: topic and payload), none is lost, each member gets some.
+- lost_member: as spread, plus a fourth member (a raw socket client that
+  never acknowledges) that is cut off mid-stream like a kill -9 (socket
+  closed without DISCONNECT): everything it was sent reaches the others.
+- qos2: 3 paho members at QoS 2, QoS 2 publishes: exactly once across the
+  group.
+- v311: 3.1.1 members and publisher, QoS 1 (`$share/` accepted at 3.1.1).
+- crash1 / crash2 (with --out DIR): a kill -9 of the gateway mid-stream.
+  crash1 starts 3 persistent members (session expiry 1 h, fixed client
+  ids) and publishes QoS 1, logging every message a member gets
+  (DIR/member-N.txt) and every PUBACK the publisher gets (DIR/acked.txt);
+  the test kills the gateway and this script, restarts the gateway, then
+  crash2 resumes the same sessions (no new SUBSCRIBE) and checks that every
+  acknowledged message reached a member (at least once).
+
+Prints "shared checks passed" and exits 0 on success.
+"""
+import argparse
+import collections
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+WAIT = 30.0
+QUIET = 2.0
+
+
+def fail(msg):
+    print("FAIL: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+
+class Member:
+    """A paho member collecting (topic, payload) of what it receives."""
+
+    def __init__(self, port, token, filt, qos, v5=True, client_id=None, log=None, delay=0.0):
+        proto = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
+        client_id = client_id or "s" + uuid.uuid4().hex[:10]
+        self.c = mqtt.Client(client_id=client_id, protocol=proto)
+        self.c.username_pw_set("x", token)
+        self.got = []
+        self.lock = threading.Lock()
+        self.last = time.monotonic()
+        self.subacked = threading.Event()
+        self.granted = None
+        connected = threading.Event()
+        self.c.on_connect = lambda *a: connected.set()
+
+        def on_message(c, u, m):
+            if delay:
+                time.sleep(delay)  # a slow consumer: the group falls behind
+            with self.lock:
+                self.got.append((m.topic, m.payload.decode()))
+                self.last = time.monotonic()
+                if log is not None:
+                    log.write("%s %s\n" % (m.topic, m.payload.decode()))
+                    log.flush()
+
+        def on_subscribe(c, u, mid, granted, *rest):
+            self.granted = granted
+            self.subacked.set()
+
+        self.c.on_message = on_message
+        self.c.on_subscribe = on_subscribe
+        if log is not None:
+            # A persistent session (crash scenarios).
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600
+            self.c.connect("127.0.0.1", port, clean_start=False, properties=props)
+        elif v5:
+            self.c.connect("127.0.0.1", port, clean_start=True)
+        else:
+            self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+        if not connected.wait(WAIT):
+            fail("member: no CONNACK")
+        if filt is None:
+            return  # a resumed session keeps its subscriptions
+        self.c.subscribe(filt, qos=qos)
+        if not self.subacked.wait(WAIT):
+            fail("member: no SUBACK")
+        code = self.granted[0]
+        code = getattr(code, "value", code)
+        if code != qos:
+            fail("member: SUBACK %r for %s" % (self.granted, filt))
+
+    def stop(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n % 128
+        n //= 128
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def mstr(s):
+    b = s.encode()
+    return struct.pack(">H", len(b)) + b
+
+
+class Silent:
+    """A raw MQTT 5 member that reads PUBLISHes and never acknowledges them."""
+
+    def __init__(self, port, token, filt):
+        self.s = socket.create_connection(("127.0.0.1", port))
+        self.got = []
+        self.buf = b""
+        # Receive Maximum 5 (property 0x21) keeps the unacknowledged set small.
+        var = mstr("MQTT") + bytes([5, 0xC2]) + struct.pack(">H", 60) + varint(3) + b"\x21\x00\x05"
+        payload = mstr("q" + uuid.uuid4().hex[:10]) + mstr("x") + mstr(token)
+        body = var + payload
+        self.s.sendall(b"\x10" + varint(len(body)) + body)
+        t, _ = self.packet()
+        if t != 2:
+            fail("silent: no CONNACK")
+        sub = struct.pack(">H", 1) + varint(0) + mstr(filt) + bytes([1])
+        self.s.sendall(b"\x82" + varint(len(sub)) + sub)
+        while True:
+            t, body = self.packet()
+            if t == 9:
+                if body[3] != 1:
+                    fail("silent: SUBACK %r" % body)
+                break
+
+    def read(self, n):
+        while len(self.buf) < n:
+            chunk = self.s.recv(65536)
+            if not chunk:
+                fail("silent: closed")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def packet(self):
+        first = self.read(1)[0]
+        mult, length = 1, 0
+        while True:
+            b = self.read(1)[0]
+            length += (b & 0x7F) * mult
+            mult *= 128
+            if not b & 0x80:
+                break
+        return first >> 4, self.read(length)
+
+    def take(self, count):
+        """Reads PUBLISHes until `count` came (never acknowledging)."""
+        while len(self.got) < count:
+            t, body = self.packet()
+            if t != 3:
+                continue
+            tl = struct.unpack(">H", body[:2])[0]
+            topic = body[2:2 + tl].decode()
+            rest = body[2 + tl + 2:]  # packet id (QoS 1)
+            plen, mult, i = 0, 1, 0
+            while True:
+                b = rest[i]
+                plen += (b & 0x7F) * mult
+                mult *= 128
+                i += 1
+                if not b & 0x80:
+                    break
+            self.got.append((topic, rest[i + plen:].decode()))
+
+    def kill(self):
+        # Like a kill -9: the socket goes without DISCONNECT.
+        self.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.s.close()
+
+
+def crash1(a):
+    members = []
+    for i, t in enumerate(a.member_token[:3]):
+        log = open(os.path.join(a.out, "member-%d.txt" % i), "a")
+        # Slow members: when the gateway dies, acknowledged messages wait
+        # in the group (only its durable state brings them back).
+        members.append(
+            Member(a.port, t, "$share/gcrash/jobs/+", 1, True, "crash-m%d" % i, log, 0.005)
+        )
+    acked = open(os.path.join(a.out, "acked.txt"), "a")
+    c, _, _ = publisher(a.port, a.pub_token)
+
+    def line(i):
+        return "jobs/%d m%d" % (i % 7, i)
+
+    # paho numbers this client's messages 1, 2, ...: message i has mid i + 1.
+    c.on_publish = lambda cl, u, mid: (acked.write(line(mid - 1) + "\n"), acked.flush())
+    for i in range(a.count):
+        info = c.publish("jobs/%d" % (i % 7), "m%d" % i, qos=1)
+        if info.mid != i + 1:
+            fail("unexpected mid %d for message %d" % (info.mid, i))
+        time.sleep(0.001)
+    time.sleep(WAIT * 4)  # killed by the test before this ends
+
+
+def crash2(a):
+    members = []
+    for i, t in enumerate(a.member_token[:3]):
+        log = open(os.path.join(a.out, "member-%d.txt" % i), "a")
+        members.append(Member(a.port, t, None, 1, True, "crash-m%d" % i, log))
+    acked = [l.rstrip("\n") for l in open(os.path.join(a.out, "acked.txt"))]
+    if not acked:
+        fail("nothing was acknowledged before the crash")
+
+    def got():
+        seen = set()
+        for i in range(3):
+            seen.update(l.rstrip("\n") for l in open(os.path.join(a.out, "member-%d.txt" % i)))
+        return seen
+
+    deadline = time.monotonic() + WAIT * 2
+    while time.monotonic() < deadline:
+        if all(x in got() for x in acked):
+            break
+        time.sleep(0.2)
+    seen = got()
+    lost = [x for x in acked if x not in seen]
+    if lost:
+        fail("%d of %d acknowledged messages lost across the crash, e.g. %r"
+             % (len(lost), len(acked), lost[:5]))
+    print("acknowledged before the crash: %d; all reached a member" % len(acked))
+
+
+def publisher(port, token, v5=True):
+    proto = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
+    c = mqtt.Client(client_id="p" + uuid.uuid4().hex[:10], protocol=proto)
+    c.username_pw_set("x", token)
+    c.max_inflight_messages_set(50)
+    c.max_queued_messages_set(0)
+    connected = threading.Event()
+    c.on_connect = lambda *a: connected.set()
+    acked = set()
+    lock = threading.Lock()
+
+    def on_publish(c, u, mid):
+        with lock:
+            acked.add(mid)
+
+    c.on_publish = on_publish
+    if v5:
+        c.connect("127.0.0.1", port, clean_start=True)
+    else:
+        c.connect("127.0.0.1", port)
+    c.loop_start()
+    if not connected.wait(WAIT):
+        fail("publisher: no CONNACK")
+    return c, acked, lock
+
+
+def publish_all(port, token, n, qos, v5=True, midway=None):
+    c, acked, lock = publisher(port, token, v5)
+    want = []
+    mids = []
+    for i in range(n):
+        topic, payload = "jobs/%d" % (i % 7), "m%d" % i
+        want.append((topic, payload))
+        mids.append(c.publish(topic, payload, qos=qos).mid)
+        if midway is not None and i == n // 2:
+            midway()
+    deadline = time.monotonic() + WAIT * 4
+    while time.monotonic() < deadline:
+        with lock:
+            if all(m in acked for m in mids):
+                break
+        time.sleep(0.05)
+    else:
+        fail("publisher: not every message acknowledged")
+    c.disconnect()
+    c.loop_stop()
+    return want
+
+
+def settle(members, total):
+    """Waits until the members together hold `total` messages and are quiet."""
+    deadline = time.monotonic() + WAIT * 4
+    while time.monotonic() < deadline:
+        n = sum(len(m.got) for m in members)
+        quiet = all(time.monotonic() - m.last > QUIET for m in members)
+        if n >= total and quiet:
+            return
+        time.sleep(0.1)
+
+
+def check_once(want, members, allow_dup=()):
+    seen = collections.Counter()
+    for m in members:
+        seen.update(m.got)
+    lost = [w for w in want if seen[w] == 0]
+    if lost:
+        fail("%d messages lost, e.g. %r" % (len(lost), lost[:5]))
+    extra = [k for k in seen if k not in set(want)]
+    if extra:
+        fail("messages never published: %r" % extra[:5])
+    dup = [k for k, c in seen.items() if c > 1 and k not in allow_dup]
+    if dup:
+        fail("%d messages delivered twice in the group, e.g. %r" % (len(dup), dup[:5]))
+    for i, m in enumerate(members):
+        if not m.got:
+            fail("member %d got nothing" % i)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--pub-token", required=True)
+    ap.add_argument("--member-token", nargs="+", required=True)
+    ap.add_argument("--scenario", required=True)
+    ap.add_argument("--count", type=int, default=2000)
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    group = "g" + uuid.uuid4().hex[:6]
+    filt = "$share/%s/jobs/+" % group
+    n = a.count
+    if a.scenario in ("spread", "qos2", "v311"):
+        qos = 2 if a.scenario == "qos2" else 1
+        v5 = a.scenario != "v311"
+        members = [Member(a.port, t, filt, qos, v5) for t in a.member_token[:3]]
+        want = publish_all(a.port, a.pub_token, n, qos, v5)
+        settle(members, n)
+        check_once(want, members)
+        print("per member: %s" % [len(m.got) for m in members])
+    elif a.scenario == "lost_member":
+        members = [Member(a.port, t, filt, 1) for t in a.member_token[:3]]
+        silent = Silent(a.port, a.member_token[3], filt)
+        got_some = threading.Event()
+
+        def reader():
+            silent.take(5)
+            got_some.set()
+
+        threading.Thread(target=reader, daemon=True).start()
+
+        def midway():
+            if not got_some.wait(WAIT):
+                fail("the silent member got nothing")
+            silent.kill()
+
+        want = publish_all(a.port, a.pub_token, n, 1, True, midway)
+        settle(members, n)
+        held = set(silent.got)
+        # At least once: what the silent member was sent comes again.
+        check_once(want, members)
+        for m in held:
+            if not any(m in x.got for x in members):
+                fail("%r, sent to the lost member, reached nobody else" % (m,))
+        print("lost member held %d; per member: %s" % (len(held), [len(m.got) for m in members]))
+    elif a.scenario == "crash1":
+        crash1(a)
+    elif a.scenario == "crash2":
+        crash2(a)
+    else:
+        fail("unknown scenario " + a.scenario)
+    print("shared checks passed")
+
+
+if __name__ == "__main__":
+    main()

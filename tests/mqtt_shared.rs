@@ -1,0 +1,131 @@
+//! MQTT 5 shared subscriptions (`$share/{group}/{filter}`, issue #21) with
+//! real clients (`tests/mqtt/paho_shared.py`, paho-mqtt and a raw socket
+//! member): each message reaches exactly one member of the group, a member
+//! cut off mid-stream has its unacknowledged messages delivered to the
+//! others, QoS 2 is delivered exactly once across the group, and 3.1.1
+//! clients may share too. Two shards: the topics `jobs/0..6` are homed on
+//! both, and members on both.
+//!
+//! Needs `/usr/bin/python3` with paho-mqtt (Debian: python3-paho-mqtt).
+
+mod common;
+
+use std::process::Command;
+
+use common::TestServer;
+
+/// Runs one scenario of the script against a fresh 2-shard server whose
+/// free-form topics are open.
+fn scenario(name: &str, count: u32) {
+    let mut server = TestServer::unstarted(2, "", "");
+    server.mqtt_config = "topics_open = true\n".into();
+    server.spawn();
+    let publisher = server.token(8300, 1);
+    // Users 8301..8304: members spread over both shards.
+    let members: Vec<String> = (8301..=8304).map(|u| server.token(u, 1)).collect();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mqtt/paho_shared.py");
+    let out = Command::new("/usr/bin/python3")
+        .arg(script)
+        .args(["--port", &server.mqtt.port().to_string()])
+        .args(["--pub-token", &publisher])
+        .arg("--member-token")
+        .args(&members)
+        .args(["--scenario", name, "--count", &count.to_string()])
+        .output()
+        .expect("python3 (apt-get install python3-paho-mqtt)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("shared checks passed"), "{text}");
+    eprintln!("{text}");
+    server.terminate();
+}
+
+#[test]
+fn each_message_reaches_one_member_of_the_group() {
+    scenario("spread", 2000);
+}
+
+#[test]
+fn a_lost_members_unacknowledged_messages_reach_the_others() {
+    scenario("lost_member", 2000);
+}
+
+#[test]
+fn qos2_is_delivered_exactly_once_across_the_group() {
+    scenario("qos2", 1000);
+}
+
+#[test]
+fn mqtt_311_clients_share_too() {
+    scenario("v311", 500);
+}
+
+/// A kill -9 of the gateway while QoS 1 messages flow to three persistent
+/// members: after the restart, the members' resumed sessions get every
+/// message the publisher had an acknowledgement for (at least once).
+#[test]
+fn nothing_acknowledged_is_lost_for_the_group_across_a_gateway_kill_9() {
+    let mut server = TestServer::unstarted(2, "", "");
+    server.mqtt_config = "topics_open = true\n".into();
+    server.spawn();
+    let publisher = server.token(8310, 1);
+    let members: Vec<String> = (8311..=8313).map(|u| server.token(u, 1)).collect();
+    let out = tempfile_dir();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mqtt/paho_shared.py");
+    let run = |server: &TestServer, phase: &str| {
+        let mut c = Command::new("/usr/bin/python3");
+        c.arg(script)
+            .args(["--port", &server.mqtt.port().to_string()])
+            .args(["--pub-token", &publisher])
+            .arg("--member-token")
+            .args(&members)
+            .args(["--scenario", phase, "--count", "5000"])
+            .args(["--out", out.to_str().expect("utf-8 path")]);
+        c
+    };
+    let mut first = run(&server, "crash1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    // Mid-stream: once a third of the messages are acknowledged.
+    let acked = out.join("acked.txt");
+    let lines = || {
+        std::fs::read_to_string(&acked)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while lines() < 1500 {
+        assert!(std::time::Instant::now() < deadline, "publishing stalled");
+        if let Ok(Some(status)) = first.try_wait() {
+            panic!("crash1 ended early: {status}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    server.kill9();
+    first.kill().expect("kill crash1");
+    first.wait().expect("reap crash1");
+    server.spawn();
+    let second = run(&server, "crash2").output().expect("python3");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&second.stdout),
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(second.status.success(), "{text}");
+    eprintln!("{text}");
+    server.terminate();
+    std::fs::remove_dir_all(&out).ok();
+}
+
+/// A fresh directory for the scenario's logs.
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("surepush-shared-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
