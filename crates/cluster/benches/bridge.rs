@@ -114,9 +114,12 @@ fn shard_a(
                                 token += 1;
                                 lane.send(&b, message(token), token).await.unwrap();
                             }
-                            for _ in 0..per_iter {
+                            let mut replies = 0;
+                            while replies < per_iter {
                                 match lane.events().recv_async().await.unwrap() {
-                                    LaneEvent::Reply { .. } => {}
+                                    LaneEvent::Replies { replies: r, .. } => {
+                                        replies += r.len() as u64;
+                                    }
                                     other => panic!("unexpected {other:?}"),
                                 }
                             }
@@ -135,8 +138,9 @@ fn shard_b(lane: Lane) {
         .name("bench-shard-b")
         .spawn(move || async move {
             while let Ok(event) = lane.events().recv_async().await {
-                if let LaneEvent::Request { reply, .. } = event {
-                    lane.reply(reply, Bytes::new()).await.unwrap();
+                if let LaneEvent::Requests { requests, .. } = event {
+                    let replies = requests.into_iter().map(|r| (r.reply, Bytes::new()));
+                    lane.reply_all(replies.collect()).await.unwrap();
                 }
             }
         })

@@ -18,7 +18,7 @@ mod messages;
 mod moving;
 mod wire;
 
-pub use across::{decode_answers, encode_answers, Answers};
+pub use across::{decode_answers, encode_answers, encode_answers_into, Answers};
 pub use messages::{
     Ephemeral, FilterJoin, FilterJoined, FilterLeave, GroupEphemeral, GroupStore, GroupStored,
     MembersUpdate, MembersUpdated, PresenceChanged, PresenceUnwatch, PresenceWatch, QueryState,

@@ -105,6 +105,7 @@ impl NodeCluster {
             .map_err(|e| JoinError::Settings(format!("partitions: {e}")))?;
         let mut messaging = MessagingConfig::new(shards);
         messaging.link.linger = Duration::from_micros(settings.batch_linger_us);
+        messaging.spin_before_park = Duration::from_micros(settings.spin_before_park_us);
         let lanes_of = Router::of_node(shards);
         messaging.route_to_lane =
             Arc::new(move |route| lanes_of.shard_of_partition(PartitionId(route)).0);
