@@ -69,11 +69,14 @@ pub(crate) const ROOM_REPLY_BYTES: usize = 32 * 1024;
 /// #20): each message is a slice of it (`BytesMut::split`), so encoding
 /// costs an allocation per this many bytes, not one (or more, as the
 /// buffer grows) per message. The block is reused once every slice of it
-/// has been sent and dropped.
-const ENCODE_ARENA: usize = 64 * 1024;
+/// has been sent and dropped. A message that stays queued (its peer is
+/// down) keeps its whole block alive, so the block is small: a full peer
+/// queue (4,096 messages) pins at most 32 MiB, however the messages of
+/// other peers interleave with it.
+const ENCODE_ARENA: usize = 8 * 1024;
 
 /// Below this much room left, the arena takes a fresh block first.
-const ARENA_MIN_FREE: usize = 4 * 1024;
+const ARENA_MIN_FREE: usize = 1024;
 
 /// What a shard's command task does for the link, in the order queued.
 pub(crate) enum LinkCommand {
