@@ -14,7 +14,8 @@
 # local; 2 = spread over n1,n2); two nodes always run for one-to-one, NODES
 # for room. LINGER_US: [cluster] batch_linger_us.
 # Env: SUREPUSH (binary), LOADGEN (binary), NATS (nats-server binary),
-# SPIN_US ([cluster] spin_before_park_us; unset: the key is left out).
+# SPIN_US ([cluster] spin_before_park_us), LOG_SYNC_US ([log]
+# sync_interval_us); unset: the key is left out.
 set -euo pipefail
 scenario=$1 owners=$2 linger=$3
 shift 3
@@ -61,6 +62,8 @@ shards = 1
 pin_cores = false
 token_secret = "$secret"
 admin_token = "cluster-cost-admin"
+${LOG_SYNC_US:+[log]}
+${LOG_SYNC_US:+sync_interval_us = $LOG_SYNC_US}
 [mqtt]
 listen = "127.0.0.1:$mqtt"
 [cluster]
