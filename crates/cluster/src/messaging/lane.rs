@@ -318,8 +318,8 @@ impl Lane {
         Ok(&self.cache[peer])
     }
 
-    /// Sends `envelope` to `to`; its reply comes back as
-    /// a [`Reply`] with `token` in [`LaneEvent::Replies`]. Waits while the peer's queue is
+    /// Sends `envelope` to `to`; its reply comes back as a [`Reply`] with
+    /// `token` in [`LaneEvent::Replies`]. Waits while the peer's queue is
     /// full. Messages to one peer arrive in the order they were sent.
     pub async fn send(
         &mut self,

@@ -1,6 +1,10 @@
 //! The messaging service on the cluster thread: one task per peer link,
 //! one for arriving requests, one for arriving replies, one for lane
-//! commands, one publisher, one per subscribed room.
+//! commands, one publisher, one per subscribed room, and with
+//! `spin_before_park` a spinner (`spin.rs`).
+//!
+//! A batch reaches each lane it concerns as one event (its requests, or
+//! its replies), so a shard wakes once per batch, not per message.
 //!
 //! Waiting, by design:
 //! - a peer task waits on its NATS publishes and on lanes with full event
