@@ -50,6 +50,23 @@ pub enum ClusterCommand {
         #[arg(long)]
         to: String,
     },
+    /// Move one partition between the shards of the node holding it: the
+    /// new shard copies the partition's records from the old one (snapshot
+    /// and tail rounds, then a short fence), and the node's shard map flips
+    /// (docs/CLUSTER.md "Moving a partition between shards").
+    MoveShard {
+        #[command(flatten)]
+        nats: NatsArgs,
+        /// The partition.
+        #[arg(long)]
+        partition: u32,
+        /// The node holding it (must be running).
+        #[arg(long)]
+        node: String,
+        /// The shard of that node that takes it.
+        #[arg(long)]
+        shard: u16,
+    },
     /// Spread the partitions evenly over the live nodes (e.g. after a node
     /// joined), one move at a time.
     Rebalance {
@@ -143,6 +160,35 @@ pub fn run(command: ClusterCommand) -> Result<(), String> {
             let to = NodeId::parse(&to).map_err(|e| format!("--to {to:?}: {e}"))?;
             let (config, timeout) = nats.move_config();
             move_one(&config, PartitionId(partition), &to, timeout)
+        }
+        ClusterCommand::MoveShard {
+            nats,
+            partition,
+            node,
+            shard,
+        } => {
+            let node = NodeId::parse(&node).map_err(|e| format!("--node {node:?}: {e}"))?;
+            let (config, timeout) = nats.move_config();
+            let p = PartitionId(partition);
+            let r = admin::move_partition_to_shard(&config, p, &node, shard, timeout)
+                .map_err(|e| e.to_string())?;
+            if !r.moved {
+                return Err(format!(
+                    "partition {partition} not moved to shard {shard} of {node}: {}",
+                    r.message
+                ));
+            }
+            println!(
+                "partition {partition} moved to shard {shard} of {node}: {} records in {} ms{}",
+                r.records,
+                r.elapsed_ms,
+                if r.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", r.message)
+                }
+            );
+            Ok(())
         }
         ClusterCommand::Rebalance { nats, dry_run } => run_plan(&nats, None, dry_run),
         ClusterCommand::Leave {

@@ -124,7 +124,7 @@ fn retained_messages_of_free_form_topics_replace_clear_match_wildcards_and_survi
     server.terminate();
 }
 
-/// Retain Handling 1 and 2, Retain As Published 0 for live messages,
+/// Retain Handling 1 and 2, Retain As Published 0 and 1 for live messages,
 /// 3.1.1 delivery and the v5 properties of a retained message, with
 /// paho-mqtt.
 #[test]
@@ -132,12 +132,16 @@ fn paho_clients_get_retained_messages_by_retain_handling_with_their_properties()
     let mut server = TestServer::unstarted(2, "", "");
     server.mqtt_config = "topics_open = true\n".into();
     server.spawn();
-    let (a, b) = (server.token(8201, 1), server.token(8202, 1));
+    let (a, b, c) = (
+        server.token(8201, 1),
+        server.token(8202, 1),
+        server.token(8203, 1),
+    );
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mqtt/paho_retained.py");
     let out = Command::new("/usr/bin/python3")
         .arg(script)
         .args(["--port", &server.mqtt.port().to_string()])
-        .args(["--token-a", &a, "--token-b", &b])
+        .args(["--token-a", &a, "--token-b", &b, "--token-c", &c])
         .output()
         .expect("python3 (apt-get install python3-paho-mqtt)");
     let text = format!(

@@ -30,6 +30,7 @@ use surepush_token::{Claims, TokenVerifier};
 mod backlog;
 mod check;
 pub mod cli;
+mod cluster;
 mod fleet;
 mod group;
 mod progress;
@@ -50,6 +51,7 @@ mod storm;
 mod ws;
 pub use backlog::{run_backlog, BacklogReport, BacklogScenario};
 pub use check::DeliveryCheck;
+pub use cluster::{run_cluster, ClusterClass, ClusterReport};
 pub use fleet::DropMode;
 pub use group::{run_group, GroupReport, GroupScenario};
 pub use idle::{run_idle, IdleReport, IdleScenario};
@@ -92,6 +94,12 @@ pub struct Scenario {
     /// First user id used (runs use fresh users so old inboxes do not interfere).
     #[arg(skip = fresh_user_base())]
     pub first_user: u64,
+    /// The (sender, receiver) users of each pair, when chosen by the
+    /// caller (`cluster` picks node-local and cross-node pairs); empty:
+    /// pair `p` is `first_user + 2p` → `first_user + 2p + 1`. When set,
+    /// `pairs` is its length.
+    #[arg(skip)]
+    pub pair_users: Vec<(u64, u64)>,
     /// Print a progress line to stderr every second.
     #[arg(skip)]
     pub progress: bool,
@@ -167,6 +175,17 @@ impl Scenario {
             server,
             secret,
             ..defaults
+        }
+    }
+
+    /// The (sender, receiver) users of pair `p`.
+    fn pair(&self, p: u32) -> (u64, u64) {
+        match self.pair_users.get(p as usize) {
+            Some(&users) => users,
+            None => {
+                let sender = self.first_user + 2 * u64::from(p);
+                (sender, sender + 1)
+            }
         }
     }
 
@@ -378,7 +397,7 @@ pub(crate) fn mint_token_granting(secret: &[u8], user: u64, acl: surepush_token:
     })
 }
 
-fn client(s: &Scenario, user: u64) -> Result<BlockingClient, String> {
+pub(crate) fn client(s: &Scenario, user: u64) -> Result<BlockingClient, String> {
     let mut config = ClientConfig::new(mint_token(&s.secret, user), DeviceId(1));
     config.page = 500;
     let timeout = Duration::from_secs(10);
@@ -398,7 +417,7 @@ fn client(s: &Scenario, user: u64) -> Result<BlockingClient, String> {
 }
 
 /// Where a connected client landed (its user's node in a cluster).
-fn landed(c: &BlockingClient, s: &Scenario) -> SocketAddr {
+pub(crate) fn landed(c: &BlockingClient, s: &Scenario) -> SocketAddr {
     c.peer_addr().unwrap_or(s.server)
 }
 
@@ -456,6 +475,9 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
     if s.payload < 16 {
         return Err("payload must be at least 16 bytes".into());
     }
+    if !s.pair_users.is_empty() && s.pair_users.len() != s.pairs as usize {
+        return Err("pair_users must name every pair".into());
+    }
     let origin = Instant::now();
     let progress = Progress::new();
     let printer = s
@@ -465,7 +487,7 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
     let mut receivers = Vec::new();
     let mut receiver_nodes = Vec::new();
     for pair in 0..s.pairs {
-        let mut c = client(s, s.first_user + 2 * u64::from(pair) + 1)?;
+        let mut c = client(s, s.pair(pair).1)?;
         wait_live(&mut c)?;
         let addr = landed(&c, s);
         receiver_nodes.push(addr);
@@ -529,11 +551,12 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
     });
     let mut senders = Vec::new();
     for pair in 0..s.pairs {
-        let mut c = client(s, s.first_user + 2 * u64::from(pair))?;
+        let (from, to) = s.pair(pair);
+        let mut c = client(s, from)?;
         wait_live(&mut c)?;
         let addr = landed(&c, s);
         cross_pairs += u32::from(addr != receiver_nodes[pair as usize]);
-        let to = UserId(s.first_user + 2 * u64::from(pair) + 1);
+        let to = UserId(to);
         let (messages, qos, rate, size, timeout) =
             (s.messages, s.qos, s.rate, s.payload, s.timeout);
         let progress = progress.clone();

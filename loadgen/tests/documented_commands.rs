@@ -7,7 +7,7 @@
 use clap::Parser;
 use surepush_loadgen::cli::Cli;
 
-const SUBCOMMANDS: [&str; 9] = [
+const SUBCOMMANDS: [&str; 10] = [
     "one-to-one",
     "room",
     "compare",
@@ -17,6 +17,7 @@ const SUBCOMMANDS: [&str; 9] = [
     "idle",
     "mixed",
     "mqtt-backlog",
+    "cluster",
 ];
 
 /// The command lines in `text`: after `surepush-loadgen` (and cargo's

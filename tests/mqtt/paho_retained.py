@@ -1,15 +1,17 @@
 #!/usr/bin/python3
 """Retained messages of free-form topics with paho-mqtt 1.6.1 (issue #21).
 
-  /usr/bin/python3 tests/mqtt/paho_retained.py --port P --token-a TA --token-b TB
+  /usr/bin/python3 tests/mqtt/paho_retained.py --port P --token-a TA --token-b TB --token-c TC
 
-Token A publishes, token B subscribes; the server has mqtt.topics_open. Checks,
+Token A publishes, tokens B and C subscribe; the server has mqtt.topics_open. Checks,
 at 3.1.1 and 5.0: a new subscription gets the retained message (RETAIN 1, exact
 payload and topic); 5.0: its message properties (content type, user
 properties, the remaining Message Expiry Interval), an expired one is not sent,
 Retain Handling 1 (only for a new subscription) and 2 (never), and a live
 message published with RETAIN 1 is forwarded with RETAIN 0 (Retain As
-Published 0). Exit 0 and "all retained checks passed" on success.
+Published 0), but with RETAIN 1 to a 5.0 subscription with Retain As
+Published 1, from 3.1.1 and 5.0 publishers alike, its properties unchanged
+(no gateway-internal property shows). Exit 0 and "all retained checks passed" on success.
 """
 import argparse
 import os
@@ -61,9 +63,9 @@ class Conn:
         if got != info.mid:
             fail("PUBACK for %s, wanted %s" % (got, info.mid))
 
-    def subscribe(self, topic, rh=0):
+    def subscribe(self, topic, rh=0, rap=False):
         if self.version == "5":
-            opts = SubscribeOptions(qos=1, retainHandling=rh)
+            opts = SubscribeOptions(qos=1, retainHandling=rh, retainAsPublished=rap)
             _, mid = self.c.subscribe(topic, options=opts)
         else:
             _, mid = self.c.subscribe(topic, qos=1)
@@ -162,17 +164,49 @@ def check(port, version, ta, tb):
     pub.close()
 
 
+def check_retain_as_published(port, ta, tb, tc):
+    """Live messages keep the RETAIN flag they were published with on a
+    Retain As Published subscription (MQTT-3.3.1-13), and only there."""
+    keep = Conn(port, "5", tb)
+    keep.subscribe("rap/#", rh=2, rap=True)
+    zero = Conn(port, "5", tc)
+    zero.subscribe("rap/#", rh=2)
+    props = Properties(PacketTypes.PUBLISH)
+    props.UserProperty = [("k", "v")]
+    for version in ["311", "5"]:
+        pub = Conn(port, version, ta)
+        p = props if version == "5" else None
+        pub.publish("rap/" + version, b"kept", True, p)
+        pub.publish("rap/" + version, b"plain", False, p)
+        pub.close()
+        for who, c, want in [("rap 1", keep, [True, False]), ("rap 0", zero, [False, False])]:
+            got = c.take(2)
+            seen = [(m.topic, m.payload, m.retain) for m in got]
+            expect = [("rap/" + version, b"kept", want[0]), ("rap/" + version, b"plain", want[1])]
+            if seen != expect:
+                fail("%s from v%s: %s, wanted %s" % (who, version, seen, expect))
+            for m in got:
+                names = [k for k, _ in user_props(m)]
+                mine = [("k", "v")] if version == "5" else []
+                if user_props(m)[: len(mine)] != mine or names[len(mine):] != ["from"]:
+                    fail("%s from v%s: user properties %s" % (who, version, user_props(m)))
+    keep.close()
+    zero.close()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--token-a", required=True)
     ap.add_argument("--token-b", required=True)
+    ap.add_argument("--token-c", required=True)
     a = ap.parse_args()
     watchdog = threading.Timer(60.0, lambda: (print("FAIL: watchdog", file=sys.stderr), os._exit(2)))
     watchdog.daemon = True
     watchdog.start()
     for version in ["311", "5"]:
         check(a.port, version, a.token_a, a.token_b)
+    check_retain_as_published(a.port, a.token_a, a.token_b, a.token_c)
     print("all retained checks passed")
 
 

@@ -160,10 +160,44 @@ pub fn move_partition(
     to: &NodeId,
     timeout: Duration,
 ) -> Result<MoveResult, ClusterError> {
+    order_move(
+        nats,
+        MoveOrder {
+            partition: p,
+            shard: None,
+        },
+        to,
+        timeout,
+    )
+}
+
+/// Asks node `node`, which holds partition `p`, to move it to its shard
+/// `shard` and waits up to `timeout` for the move to end (docs/CLUSTER.md
+/// "Moving a partition between shards").
+pub fn move_partition_to_shard(
+    nats: &NatsConfig,
+    p: PartitionId,
+    node: &NodeId,
+    shard: u16,
+    timeout: Duration,
+) -> Result<MoveResult, ClusterError> {
+    let order = MoveOrder {
+        partition: p,
+        shard: Some(shard),
+    };
+    order_move(nats, order, node, timeout)
+}
+
+fn order_move(
+    nats: &NatsConfig,
+    order: MoveOrder,
+    to: &NodeId,
+    timeout: Duration,
+) -> Result<MoveResult, ClusterError> {
     let thread = ClusterThread::spawn("cluster-cli")?;
     let nats = nats.clone();
     let subject = crate::messaging::subjects::moves(to);
-    let body = wire::to_bytes(&MoveOrder { partition: p });
+    let body = wire::to_bytes(&order);
     let asked = thread.run(move || async move {
         let (client, _js) = connect(&nats, "surepush-cli", InitialConnect::Fail).await?;
         let request = async_nats::Request::new()

@@ -20,25 +20,48 @@ use crate::partition::PartitionId;
 use crate::placement::table::PlacementTable;
 use crate::wire::{kinds, put_str, MessageKind, Reader, Wire, WireError};
 
-/// Operator to target node: take `partition` from its current owner.
+/// Operator to target node: take `partition` from its current owner, or
+/// (with `shard`) move a partition the node holds onto that shard of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MoveOrder {
     /// The partition to move here.
     pub partition: PartitionId,
+    /// Version 2: move the partition, already on the node, to this shard of
+    /// it (`surepush cluster move-shard`); `None`: take it from its owner.
+    pub shard: Option<u16>,
 }
 
 impl Wire for MoveOrder {
     const KIND: MessageKind = kinds::MOVE_ORDER;
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
 
     fn encode_body(&self, out: &mut BytesMut) {
         out.put_u32_le(self.partition.0);
+        match self.shard {
+            None => out.put_u8(0),
+            Some(s) => {
+                out.put_u8(1);
+                out.put_u16_le(s);
+            }
+        }
     }
 
-    fn decode_body(_version: u8, body: &mut Reader<'_>) -> Result<Self, WireError> {
-        Ok(MoveOrder {
-            partition: PartitionId(body.u32()?),
-        })
+    fn decode_body(version: u8, body: &mut Reader<'_>) -> Result<Self, WireError> {
+        let partition = PartitionId(body.u32()?);
+        let shard = match version {
+            1 => None,
+            _ => match body.u8()? {
+                0 => None,
+                1 => Some(body.u16()?),
+                other => {
+                    return Err(WireError::Invalid {
+                        field: "shard",
+                        reason: format!("{other} is not an option tag"),
+                    })
+                }
+            },
+        };
+        Ok(MoveOrder { partition, shard })
     }
 }
 
@@ -252,12 +275,26 @@ mod tests {
 
     #[test]
     fn orders_and_results_round_trip() {
-        let order = MoveOrder {
-            partition: PartitionId(7),
-        };
+        for shard in [None, Some(0), Some(3)] {
+            let order = MoveOrder {
+                partition: PartitionId(7),
+                shard,
+            };
+            assert_eq!(
+                crate::wire::decode::<MoveOrder>(&crate::wire::to_bytes(&order)).unwrap(),
+                order
+            );
+        }
+        // A first-version order (no shard field) still reads: take it here.
+        let mut v1 = BytesMut::new();
+        v1.put_u32_le(7);
+        let v1 = crate::wire::decode_body::<MoveOrder>(kinds::MOVE_ORDER, 1, &v1.freeze());
         assert_eq!(
-            crate::wire::decode::<MoveOrder>(&crate::wire::to_bytes(&order)).unwrap(),
-            order
+            v1.unwrap(),
+            MoveOrder {
+                partition: PartitionId(7),
+                shard: None
+            }
         );
         let result = MoveResult {
             partition: PartitionId(7),

@@ -67,6 +67,53 @@ impl ShardMap {
         })
     }
 
+    /// A map of `shards` shards holding every partition, each on the shard
+    /// `shard_of` names (a node's first map: the hash it routed by before
+    /// the map existed).
+    pub fn filled(
+        partitions: PartitionCount,
+        shards: u16,
+        shard_of: impl Fn(PartitionId) -> u16,
+    ) -> Result<ShardMap, ShardMapError> {
+        let mut map = ShardMap::new(partitions, shards)?;
+        for p in partitions.iter() {
+            map.place(p, shard_of(p))?;
+        }
+        Ok(map)
+    }
+
+    /// Number of partitions the map covers (the cluster's).
+    pub fn partitions(&self) -> u32 {
+        self.shard_of.len() as u32
+    }
+
+    /// Every partition and its shard (`None` if not held), ascending.
+    pub fn entries(&self) -> impl Iterator<Item = (PartitionId, Option<u16>)> + '_ {
+        self.shard_of
+            .iter()
+            .enumerate()
+            .map(|(p, s)| (PartitionId(p as u32), *s))
+    }
+
+    /// Puts `p` on `shard`, held or not before.
+    pub fn place(&mut self, p: PartitionId, shard: u16) -> Result<(), ShardMapError> {
+        if usize::from(shard) >= self.load.len() {
+            return Err(ShardMapError::UnknownShard {
+                shard,
+                shards: self.shards(),
+            });
+        }
+        let slot = self
+            .shard_of
+            .get_mut(p.0 as usize)
+            .ok_or(ShardMapError::UnknownPartition(p))?;
+        if let Some(from) = slot.replace(shard) {
+            self.load[usize::from(from)] -= 1;
+        }
+        self.load[usize::from(shard)] += 1;
+        Ok(())
+    }
+
     /// Number of shards.
     pub fn shards(&self) -> u16 {
         self.load.len() as u16
@@ -308,6 +355,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_filled_map_holds_every_partition_where_told() {
+        let p = PartitionCount::new(10).unwrap();
+        let mut m = ShardMap::filled(p, 3, |q| (q.0 % 3) as u16).unwrap();
+        assert_eq!(m.partitions(), 10);
+        assert_eq!(m.load(), &[4, 3, 3]);
+        assert!(m.entries().all(|(q, s)| s == Some((q.0 % 3) as u16)));
+        m.place(PartitionId(0), 2).unwrap();
+        assert_eq!(m.load(), &[3, 3, 4]);
+        assert_eq!(
+            m.place(PartitionId(0), 3),
+            Err(ShardMapError::UnknownShard {
+                shard: 3,
+                shards: 3
+            })
+        );
+        assert!(ShardMap::filled(p, 2, |_| 2).is_err());
     }
 
     #[test]

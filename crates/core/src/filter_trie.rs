@@ -211,34 +211,34 @@ fn remove_at<V: Copy + PartialEq>(
 /// new wildcard filter finds the names it matches by visiting only the
 /// branches its levels allow (`sensors/+/temp` never enters `fleet/…`),
 /// so its cost grows with the names it matches and their depth, not with
-/// every name held (`#` matches them all, and so visits them all).
+/// every name held. The names themselves sit one after the other in one
+/// string the trie's leaves point into: a match hands out the stored name
+/// (no rebuilding from levels), and the filter `#`, which matches every
+/// name, reads them front to back instead of chasing the trie
+/// (BENCHMARKS.md, "Retained messages of free-form topics").
 #[derive(Debug)]
 pub struct NameTrie<V> {
-    root: NameNode<V>,
-    len: usize,
+    root: NameNode,
+    /// Every (end of its name in `text`, value) held, in insertion order;
+    /// a name starts where the one before it ends. Leaves index this.
+    names: Vec<(u32, V)>,
+    /// The names, back to back.
+    text: String,
 }
 
-#[derive(Debug)]
-struct NameNode<V> {
-    children: FastHashMap<Box<str>, NameNode<V>>,
-    /// Values of the name ending exactly here.
-    here: Vec<V>,
-}
-
-impl<V> Default for NameNode<V> {
-    fn default() -> Self {
-        NameNode {
-            children: FastHashMap::default(),
-            here: Vec::new(),
-        }
-    }
+#[derive(Debug, Default)]
+struct NameNode {
+    children: FastHashMap<Box<str>, NameNode>,
+    /// Indices into [`NameTrie::names`] of the name ending exactly here.
+    here: Vec<u32>,
 }
 
 impl<V> Default for NameTrie<V> {
     fn default() -> Self {
         NameTrie {
             root: NameNode::default(),
-            len: 0,
+            names: Vec::new(),
+            text: String::new(),
         }
     }
 }
@@ -246,12 +246,22 @@ impl<V> Default for NameTrie<V> {
 impl<V: Copy + PartialEq> NameTrie<V> {
     /// (name, value) pairs held.
     pub fn len(&self) -> usize {
-        self.len
+        self.names.len()
     }
 
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.names.is_empty()
+    }
+
+    /// The `i`th (name, value) held.
+    fn entry(&self, i: usize) -> (&str, V) {
+        let start = match i {
+            0 => 0,
+            _ => self.names[i - 1].0 as usize,
+        };
+        let (end, v) = self.names[i];
+        (&self.text[start..end as usize], v)
     }
 
     /// Whether `value` is held under `name`.
@@ -263,20 +273,28 @@ impl<V: Copy + PartialEq> NameTrie<V> {
                 None => return false,
             }
         }
-        node.here.contains(&value)
+        node.here.iter().any(|&i| self.names[i as usize].1 == value)
     }
 
-    /// Holds `value` under the topic name `name`; true when it was not.
+    /// Holds `value` under the topic name `name`; true when it was not
+    /// (false too, and nothing held, past 4 GiB of names).
     pub fn insert(&mut self, name: &str, value: V) -> bool {
+        let (Ok(index), Ok(end)) = (
+            u32::try_from(self.names.len()),
+            u32::try_from(self.text.len() + name.len()),
+        ) else {
+            return false;
+        };
         let mut node = &mut self.root;
         for level in name.split('/') {
             node = node.children.entry(level.into()).or_default();
         }
-        if node.here.contains(&value) {
+        if node.here.iter().any(|&i| self.names[i as usize].1 == value) {
             return false;
         }
-        node.here.push(value);
-        self.len += 1;
+        node.here.push(index);
+        self.text.push_str(name);
+        self.names.push((end, value));
         true
     }
 
@@ -284,21 +302,29 @@ impl<V: Copy + PartialEq> NameTrie<V> {
     /// filter `filter` matches (a filter starting with a wildcard skips
     /// names starting with `$`, [MQTT-4.7.2-1]).
     pub fn matching(&self, filter: &str, mut f: impl FnMut(&str, V)) {
+        if filter == "#" {
+            let mut start = 0;
+            for &(end, v) in &self.names {
+                let name = &self.text[start..end as usize];
+                if !name.starts_with('$') {
+                    f(name, v);
+                }
+                start = end as usize;
+            }
+            return;
+        }
         let levels: Vec<&str> = filter.split('/').collect();
-        let mut path = String::new();
-        walk_names(&self.root, &levels, true, &mut path, &mut f);
+        let mut found = |i: u32| {
+            let (name, v) = self.entry(i as usize);
+            f(name, v)
+        };
+        walk_names(&self.root, &levels, true, &mut found);
     }
 }
 
-fn walk_names<V: Copy>(
-    node: &NameNode<V>,
-    levels: &[&str],
-    root: bool,
-    path: &mut String,
-    f: &mut impl FnMut(&str, V),
-) {
+fn walk_names(node: &NameNode, levels: &[&str], root: bool, f: &mut impl FnMut(u32)) {
     let Some((level, rest)) = levels.split_first() else {
-        node.here.iter().for_each(|&v| f(path, v));
+        node.here.iter().for_each(|&i| f(i));
         return;
     };
     let system = |name: &str| root && name.starts_with('$');
@@ -306,56 +332,33 @@ fn walk_names<V: Copy>(
         "#" => {
             if !root {
                 // `a/#` matches `a` itself.
-                node.here.iter().for_each(|&v| f(path, v));
+                node.here.iter().for_each(|&i| f(i));
             }
             for (name, child) in &node.children {
                 if !system(name) {
-                    descend(child, name, root, path, f, |c, p, f| all_names(c, p, f));
+                    all_names(child, f);
                 }
             }
         }
         "+" => {
             for (name, child) in &node.children {
                 if !system(name) {
-                    descend(child, name, root, path, f, |c, p, f| {
-                        walk_names(c, rest, false, p, f)
-                    });
+                    walk_names(child, rest, false, f);
                 }
             }
         }
         literal => {
             if let Some(child) = node.children.get(literal) {
-                descend(child, literal, root, path, f, |c, p, f| {
-                    walk_names(c, rest, false, p, f)
-                });
+                walk_names(child, rest, false, f);
             }
         }
     }
 }
 
-/// Appends the level `name` to `path`, runs `go` on `child`, and takes
-/// the level off again.
-fn descend<V, F>(
-    child: &NameNode<V>,
-    name: &str,
-    root: bool,
-    path: &mut String,
-    f: &mut F,
-    go: impl FnOnce(&NameNode<V>, &mut String, &mut F),
-) {
-    let len = path.len();
-    if !root {
-        path.push('/');
-    }
-    path.push_str(name);
-    go(child, path, f);
-    path.truncate(len);
-}
-
-fn all_names<V: Copy>(node: &NameNode<V>, path: &mut String, f: &mut impl FnMut(&str, V)) {
-    node.here.iter().for_each(|&v| f(path, v));
-    for (name, child) in &node.children {
-        descend(child, name, false, path, f, |c, p, f| all_names(c, p, f));
+fn all_names(node: &NameNode, f: &mut impl FnMut(u32)) {
+    node.here.iter().for_each(|&i| f(i));
+    for child in node.children.values() {
+        all_names(child, f);
     }
 }
 

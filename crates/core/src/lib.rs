@@ -81,6 +81,7 @@ mod storage;
 mod sync;
 pub mod timer;
 mod topic_filters;
+mod topic_nodes;
 mod webhook;
 
 pub use action::{
@@ -106,7 +107,9 @@ pub use peer::{
 };
 pub use peer::{MoveCursor, MoveFetch, MovePage, MoveRoundFetch, MoveStatus};
 pub use record::{InboxQuery, MessageRecord, Record, StateKey};
-pub use router::{Address, ClusterRoutes, PeerTarget, Router, RoutesError, ShardId};
+pub use router::{
+    hashed_shard_of_partition, Address, ClusterRoutes, PeerTarget, Router, RoutesError, ShardId,
+};
 pub use shard::{Shard, ShardParams};
 pub use state::{apply_membership, DedupConfig, DedupEntry, DedupWindow, RecoveredState, SendKey};
 pub use stats::CoreStats;

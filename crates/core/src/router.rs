@@ -17,9 +17,12 @@
 //! [`ClusterRoutes`] snapshot (immutable; a placement change is a new
 //! snapshot swapped in whole, so the hot path takes no lock) and answers
 //! `Address::Node(node, partition)` for ids placed elsewhere. Inside a node
-//! a whole partition lives on one shard (jump hash of the partition), so
-//! the receiving node maps a partition to its shard without knowing the
-//! sender's shard count.
+//! a whole partition lives on one shard, the one the node's explicit
+//! [`ShardMap`] names (persisted with the data dir; a node's first map is
+//! the jump hash of the partition, [`hashed_shard_of_partition`]), so the
+//! receiving node maps a partition to its shard without knowing the
+//! sender's shard count, and a partition can move between the shards of a
+//! node (a new map in a new snapshot).
 //!
 //! The parts of the core address peers by [`ShardId`]; a [`ShardId`] is
 //! one of three things ([`PeerTarget`]), so messages to another node take
@@ -38,6 +41,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use surepush_cluster::shard_map::ShardMap;
 use surepush_cluster::{NodeId, PartitionCount, PartitionId};
 use surepush_proto::UserId;
 
@@ -130,6 +134,19 @@ pub enum RoutesError {
     /// More shards than shard ids can name.
     #[error("{0} shards; a cluster node has at most {FIRST_TICKET}")]
     TooManyShards(u16),
+    /// A shard map that does not fit the routes: another partition count,
+    /// or shards the node does not run.
+    #[error("the shard map has {map_partitions} partitions on {map_shards} shards; the node routes {partitions} on {shards}")]
+    ShardMapMismatch {
+        /// Partitions in the map.
+        map_partitions: u32,
+        /// Shards in the map.
+        map_shards: u16,
+        /// The cluster's partitions.
+        partitions: u32,
+        /// The node's shards.
+        shards: u16,
+    },
 }
 
 /// Which node holds each partition, as this node last saw the placement.
@@ -139,11 +156,18 @@ pub struct ClusterRoutes {
     me: NodeId,
     partitions: PartitionCount,
     owners: Vec<Option<NodeId>>,
+    /// Partition → shard of this node (every partition: a node move's
+    /// import lands on the shard named here before the node owns it).
+    shard_map: Arc<ShardMap>,
+    /// Each other node holding a partition, with the lowest it holds: the
+    /// partition messages for the node as a whole are addressed to.
+    entries: Vec<(NodeId, PartitionId)>,
 }
 
 impl ClusterRoutes {
     /// The routes of node `me` (of `shards` shards) given each partition's
-    /// owner.
+    /// owner, with each partition on its hashed shard
+    /// ([`hashed_shard_of_partition`]; see [`ClusterRoutes::with_shard_map`]).
     pub fn new(
         me: NodeId,
         partitions: PartitionCount,
@@ -156,11 +180,57 @@ impl ClusterRoutes {
         if shards > FIRST_TICKET {
             return Err(RoutesError::TooManyShards(shards));
         }
+        let hashed = ShardMap::filled(partitions, shards.max(1), |p| {
+            hashed_shard_of_partition(p, shards).0
+        })
+        .expect("hashed shards are below the shard count");
+        let owners: Vec<Option<NodeId>> = partitions.iter().map(owner).collect();
+        let mut entries: Vec<(NodeId, PartitionId)> = Vec::new();
+        for (p, node) in partitions.iter().zip(&owners) {
+            if let Some(node) = node.as_ref().filter(|n| **n != me) {
+                if !entries.iter().any(|(n, _)| n == node) {
+                    entries.push((node.clone(), p));
+                }
+            }
+        }
         Ok(ClusterRoutes {
             me,
             partitions,
-            owners: partitions.iter().map(owner).collect(),
+            owners,
+            shard_map: Arc::new(hashed),
+            entries,
         })
+    }
+
+    /// These routes with partitions on the shards `map` names (the node's
+    /// explicit, persisted map). The map must hold every partition, on
+    /// shards below `shards`.
+    pub fn with_shard_map(
+        mut self,
+        shards: u16,
+        map: Arc<ShardMap>,
+    ) -> Result<ClusterRoutes, RoutesError> {
+        let complete = map.entries().all(|(_, s)| s.is_some());
+        if map.partitions() != self.partitions.get() || map.shards() > shards || !complete {
+            return Err(RoutesError::ShardMapMismatch {
+                map_partitions: map.partitions(),
+                map_shards: map.shards(),
+                partitions: self.partitions.get(),
+                shards,
+            });
+        }
+        self.shard_map = map;
+        Ok(self)
+    }
+
+    /// The shard of this node that holds (or would hold) partition `p`.
+    pub fn shard_of(&self, p: PartitionId) -> ShardId {
+        ShardId(self.shard_map.shard_of(p).unwrap_or(0))
+    }
+
+    /// The shard map these routes use.
+    pub fn shard_map(&self) -> &Arc<ShardMap> {
+        &self.shard_map
     }
 
     /// This node.
@@ -176,6 +246,21 @@ impl ClusterRoutes {
     /// The node holding partition `p`, if any.
     pub fn owner(&self, p: PartitionId) -> Option<&NodeId> {
         self.owners.get(p.0 as usize).and_then(Option::as_ref)
+    }
+
+    /// Every other node that holds a partition, with the partition a
+    /// message for the node as a whole goes to (its lowest).
+    pub fn other_nodes(&self) -> impl Iterator<Item = (&NodeId, PartitionId)> + '_ {
+        self.entries.iter().map(|(n, p)| (n, *p))
+    }
+
+    /// The partition a message for node `node` as a whole goes to, if it
+    /// holds any (and is not this node).
+    pub fn entry_of(&self, node: &NodeId) -> Option<PartitionId> {
+        self.entries
+            .iter()
+            .find(|(n, _)| n == node)
+            .map(|(_, p)| *p)
     }
 
     /// The partitions placed on this node.
@@ -220,9 +305,12 @@ impl Router {
     }
 
     /// The shard of this node that holds partition `p` (a cluster node
-    /// keeps a whole partition on one shard).
+    /// keeps a whole partition on one shard, the one its shard map names).
     pub fn shard_of_partition(&self, p: PartitionId) -> ShardId {
-        ShardId(jump_hash(splitmix64(u64::from(p.0)), self.shards))
+        match &self.cluster {
+            Some(routes) => routes.shard_of(p),
+            None => hashed_shard_of_partition(p, self.shards),
+        }
     }
 
     /// A router for code that is on no shard (the accept path, tools): it
@@ -280,6 +368,13 @@ impl Router {
     pub fn is_mine(&self, id: UserId) -> bool {
         self.owner(id) == self.me
     }
+}
+
+/// The shard a node of `shards` shards put partition `p` on before shard
+/// maps existed (jump hash of the partition): a node's first shard map, so
+/// data dirs written before keep their layout.
+pub fn hashed_shard_of_partition(p: PartitionId, shards: u16) -> ShardId {
+    ShardId(jump_hash(splitmix64(u64::from(p.0)), shards))
 }
 
 /// Jump consistent hash of `key` into `0..buckets` (`buckets >= 1`).
@@ -413,6 +508,53 @@ mod tests {
             local > 800 && remote > 800,
             "{local} local, {remote} remote"
         );
+    }
+
+    /// Issue #20: a cluster node routes each partition to the shard its
+    /// shard map names; without a map, to the partition's jump hash (what
+    /// data dirs from before shard maps were written with).
+    #[test]
+    fn a_cluster_router_routes_partitions_by_its_shard_map() {
+        let r = cluster_router(0, 2, 16, |_| "a");
+        let routes = r.cluster().expect("cluster").clone();
+        for p in PartitionCount::new(16).expect("valid").iter() {
+            assert_eq!(r.shard_of_partition(p), hashed_shard_of_partition(p, 2));
+        }
+        let moved = PartitionId(3);
+        let mut map = (**routes.shard_map()).clone();
+        let to = 1 - hashed_shard_of_partition(moved, 2).0;
+        map.move_to(moved, to).expect("held");
+        let routes = ClusterRoutes::new(
+            NodeId::parse("a").expect("valid"),
+            PartitionCount::new(16).expect("valid"),
+            2,
+            |_| Some(NodeId::parse("a").expect("valid")),
+        )
+        .and_then(|r| r.with_shard_map(2, Arc::new(map)))
+        .expect("routable");
+        let r = Router::new(ShardId(0), 2).with_cluster(Arc::new(routes));
+        assert_eq!(r.shard_of_partition(moved), ShardId(to));
+        for u in 0..2_000u64 {
+            let p = r.cluster().expect("cluster").partition_of(UserId(u));
+            assert_eq!(r.owner(UserId(u)), r.shard_of_partition(p));
+            if p == moved {
+                assert_eq!(r.owner(UserId(u)), ShardId(to));
+            }
+        }
+        // A map of another partition count, or of more shards, is refused.
+        let short = ShardMap::filled(PartitionCount::new(8).expect("valid"), 2, |_| 0);
+        let wide = ShardMap::filled(PartitionCount::new(16).expect("valid"), 3, |_| 2);
+        for map in [short, wide] {
+            let routes = ClusterRoutes::new(
+                NodeId::parse("a").expect("valid"),
+                PartitionCount::new(16).expect("valid"),
+                2,
+                |_| None,
+            )
+            .expect("routable");
+            let map = Arc::new(map.expect("map"));
+            assert!(routes.with_shard_map(2, map).is_err());
+        }
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub(super) enum TimerEvent {
     MoveIdle {
         partition: u32,
     },
+    /// Shard 0's window for its node's filter changes ended (`topic_nodes.rs`).
+    FilterAnnounce,
 }
 
 /// The delivery state machine of one shard. See the module docs for the call order.
@@ -183,18 +185,22 @@ impl Shard {
 
     /// Routes by `routes` from now on (a cluster node; a new placement is
     /// a new snapshot).
-    /// Partitions this node no longer owns drop their state here (a move
-    /// ended, `moving.rs`).
+    /// Partitions this shard no longer holds (their node moved, or their
+    /// shard in the node's shard map) drop their state here (a move ended,
+    /// `moving.rs`).
     pub fn set_cluster_routes(&mut self, routes: Arc<ClusterRoutes>) {
+        let me = self.params.id;
         let lost: Vec<surepush_cluster::PartitionId> = match self.router.cluster() {
             Some(old) => old
                 .owned_partitions()
-                .filter(|p| routes.owner(*p) != Some(routes.me()))
+                .filter(|p| old.shard_of(*p) == me)
+                .filter(|p| routes.owner(*p) != Some(routes.me()) || routes.shard_of(*p) != me)
                 .collect(),
             None => Vec::new(),
         };
         self.router = self.router.clone().with_cluster(routes);
         self.drop_moved_partitions(&lost);
+        self.greet_nodes();
     }
 
     /// The router in force.
@@ -348,6 +354,7 @@ impl Shard {
                 }
                 TimerEvent::PresenceFlush => self.flush_presence(),
                 TimerEvent::MoveIdle { partition } => self.on_move_idle(partition),
+                TimerEvent::FilterAnnounce => self.announce_filters(),
             }
         }
     }
@@ -484,6 +491,9 @@ impl Shard {
             PeerMsg::FilterLeave(m) => self.on_filter_leave(m),
             PeerMsg::TopicNotice(m) => self.on_topic_notice(m),
             PeerMsg::FilterJoined(m) => self.on_filter_joined(m),
+            PeerMsg::NodeFilters(m) => self.on_node_filters(m),
+            PeerMsg::FilterQuery(m) => self.on_filter_query(m),
+            PeerMsg::TopicRelay(m) => self.on_topic_relay(m),
         }
     }
 

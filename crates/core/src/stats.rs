@@ -16,6 +16,13 @@ pub struct CoreStats {
     /// TOPIC notices sent between shards: a topic stream message matched
     /// a shard's wildcard filters (`topic_filters.rs`).
     pub topic_notices: u64,
+    /// TOPIC notices sent to other nodes: a topic stream message matched
+    /// another node's wildcard filters, once per message per node
+    /// (`topic_nodes.rs`).
+    pub topic_relays: u64,
+    /// Wildcard filters of other nodes this shard matches its streams
+    /// against (gauge).
+    pub remote_topic_filters: u64,
     /// FILTERs refused (a limit, or not an MQTT connection).
     pub topic_filters_refused: u64,
     /// Retained messages of free-form topics refused: the shard holds

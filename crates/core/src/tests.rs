@@ -743,6 +743,7 @@ mod retry;
 mod room_access;
 mod room_resync;
 mod topic_filters;
+mod topic_nodes;
 mod webhook;
 
 /// Room frames (SUBACK, ROOMLAG and the shared ROOMPUSH bytes) sent to

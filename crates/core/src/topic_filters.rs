@@ -36,7 +36,9 @@
 //!   (stream names are theirs; their permissions are checked by the MQTT
 //!   bridge).
 //! - The filters of a closing connection leave every trie ([`FilterLeave`]).
-//!   Across nodes of a cluster only this node's shards are matched.
+//! - Across the nodes of a cluster, shard 0 announces the node's set of
+//!   distinct filters to the other nodes, and a home shard relays each
+//!   matching message once per node (`topic_nodes.rs`).
 
 use bytes::Bytes;
 
@@ -69,6 +71,9 @@ pub(super) struct Topics {
     /// stream that exists).
     pub(super) loading: usize,
     deferred: Vec<FilterJoin>,
+    /// Other nodes' filters, and this node's as announced to them
+    /// (`topic_nodes.rs`).
+    pub(super) across: crate::topic_nodes::NodeTopics,
 }
 
 impl Shard {
@@ -110,6 +115,7 @@ impl Shard {
             };
             self.route_to(ShardId(i), msg);
         }
+        self.ask_nodes_for_streams(&filter, conn);
     }
 
     /// TOPIC room 0: the answer to FILTER `filter`.
@@ -214,12 +220,10 @@ impl Shard {
             shard,
             conn,
         } = m;
-        self.topics.homes.insert(&filter, shard);
-        let mut found: Vec<(u64, String)> = Vec::new();
-        self.topics
-            .names
-            .matching(&filter, |name, room| found.push((room, name.to_string())));
-        for (room, name) in found {
+        if self.topics.homes.insert(&filter, shard) {
+            self.node_filter_changed(&filter, true);
+        }
+        for (room, name) in self.streams_matching(&filter) {
             let head = self.sessions.durable_head(UserId(room));
             let msg = TopicNotice {
                 room,
@@ -233,8 +237,20 @@ impl Shard {
         self.route_to(shard, FilterJoined { conn, filter });
     }
 
+    /// The streams homed here whose names `filter` matches.
+    pub(super) fn streams_matching(&self, filter: &str) -> Vec<(u64, String)> {
+        let mut found: Vec<(u64, String)> = Vec::new();
+        self.topics
+            .names
+            .matching(filter, |name, room| found.push((room, name.to_string())));
+        found
+    }
+
     pub(super) fn on_filter_leave(&mut self, m: FilterLeave) {
         self.topics.homes.remove(&m.filter, m.shard);
+        if !self.topics.homes.contains(&m.filter) {
+            self.node_filter_changed(&m.filter, false);
+        }
     }
 
     pub(super) fn on_filter_joined(&mut self, m: FilterJoined) {
@@ -260,13 +276,8 @@ impl Shard {
         };
         let name = name.to_string();
         self.remember_topic_name(room, &name);
-        let mut shards: Vec<ShardId> = Vec::new();
-        self.topics.homes.matches(&name, |s| {
-            if !shards.contains(&s) {
-                shards.push(s);
-            }
-        });
-        if shards.is_empty() {
+        let shards = self.matching_shards(&name);
+        if shards.is_empty() && !self.relays_topic(&name) {
             return;
         }
         self.stats.topic_notices += shards.len() as u64;
@@ -284,6 +295,7 @@ impl Shard {
         } else {
             Bytes::new()
         };
+        self.relay_topic(room, record.seq, &name, &frame);
         for shard in shards {
             let msg = TopicNotice {
                 room,
@@ -294,6 +306,17 @@ impl Shard {
             };
             self.route_to(shard, msg);
         }
+    }
+
+    /// The shards of this node with a filter matching `name`, once each.
+    pub(super) fn matching_shards(&self, name: &str) -> Vec<ShardId> {
+        let mut shards: Vec<ShardId> = Vec::new();
+        self.topics.homes.matches(name, |s| {
+            if !shards.contains(&s) {
+                shards.push(s);
+            }
+        });
+        shards
     }
 
     pub(super) fn on_topic_notice(&mut self, m: TopicNotice) {

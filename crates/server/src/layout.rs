@@ -72,6 +72,46 @@ pub fn check(data_dir: &Path, shards: u16) -> Result<(), ServeError> {
     }
 }
 
+/// How many shards the node runs, with the data dir's layout checked (or,
+/// on a cluster node with a shard map, recorded): a cluster node restarted
+/// with another shard count moves partitions between its shards at start,
+/// and runs the old count once if it shrinks (`cluster/shard_moves.rs`).
+pub fn node_shards(config: &crate::config::Config) -> Result<u16, ServeError> {
+    let configured = config.shard_count();
+    let mapped = config.cluster.enabled()
+        && crate::cluster::has_shard_map(&config.data_dir).map_err(ServeError::Layout)?;
+    if !mapped {
+        check(&config.data_dir, configured)?;
+        return Ok(configured);
+    }
+    let shards =
+        crate::cluster::running_shards(&config.data_dir, configured).map_err(ServeError::Layout)?;
+    record(&config.data_dir, shards)?;
+    Ok(shards)
+}
+
+/// Records that the data dir's logs are now served with `shards` shards: a
+/// cluster node, whose shard map (not the shard count) says which shard
+/// holds what, so it may restart with another count (docs/CLUSTER.md
+/// "Moving a partition between shards").
+pub fn record(data_dir: &Path, shards: u16) -> Result<(), ServeError> {
+    let path = data_dir.join(LAYOUT_FILE);
+    if std::fs::read_to_string(&path)
+        .ok()
+        .as_deref()
+        .and_then(parse)
+        == Some(shards)
+    {
+        return Ok(());
+    }
+    let text = encode(shards);
+    let contents = |out: &mut dyn std::io::Write| out.write_all(text.as_bytes());
+    write_atomically(&StdStorage, &path, &NewFile::new(&contents)).map_err(|e| ServeError::Io {
+        context: format!("write {}", path.display()),
+        source: e,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

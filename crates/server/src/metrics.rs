@@ -172,6 +172,11 @@ const CORE_COUNTERS: &[CoreSeries] = &[
         |s| s.topic_notices,
     ),
     (
+        "topic_relays",
+        "Topic stream messages matched against another node's wildcard filters (one notice per message per node)",
+        |s| s.topic_relays,
+    ),
+    (
         "topic_filters_refused",
         "Wildcard topic filters refused (core.max_topic_filters, core.max_filters_per_conn)",
         |s| s.topic_filters_refused,
@@ -232,6 +237,11 @@ const CORE_COUNTERS: &[CoreSeries] = &[
 const CORE_GAUGES: &[CoreSeries] = &[
     ("sessions_live", "Established sessions", |s| s.sessions_live),
     ("pending_acks", "Pushes awaiting ACK", |s| s.pending_acks),
+    (
+        "remote_topic_filters",
+        "Wildcard filters of other cluster nodes this shard matches its topic streams against",
+        |s| s.remote_topic_filters,
+    ),
 ];
 
 /// The node's registry.

@@ -111,13 +111,12 @@ impl Drop for SighupThread {
 /// fails; SIGHUP reloads `config` from `reload.sources`.
 pub fn serve(config: Config, reload: Reload) -> Result<(), ServeError> {
     config.validate()?;
-    let shards = config.shard_count();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(io_err(format!("create {}", config.data_dir.display())))?;
     // Before anything in the data dir is read or written; held until the
     // process ends.
     let _lock = DataDirLock::acquire(&config.data_dir)?;
-    super::layout::check(&config.data_dir, shards)?;
+    let shards = super::layout::node_shards(&config)?;
     let secret = config.load_token_secret()?;
     let auth = NodeAuth::start(&config, &secret)?;
     let admin_token = config.load_admin_token()?;
@@ -716,6 +715,7 @@ async fn run_timers(rt: &Rc<ShardRuntime>) {
         if last_metrics.elapsed() >= Duration::from_secs(1) {
             last_metrics = Instant::now();
             rt.record_metrics();
+            rt.forget_dead_nodes();
         }
         if last_retention.elapsed() >= retention_every {
             last_retention = Instant::now();

@@ -478,6 +478,14 @@ impl ShardRuntime {
             .record_log(s.bytes_appended, s.syncs, s.segments);
     }
 
+    /// Other cluster nodes gone from the registry lose their wildcard
+    /// filters here (called once a second).
+    pub(crate) fn forget_dead_nodes(&self) {
+        if let Some(link) = &self.cluster {
+            link.forget_dead_nodes(&mut self.core.borrow_mut());
+        }
+    }
+
     /// Carries out every action the core has queued.
     pub(crate) fn drive(self: &Rc<Self>) {
         if let Some(link) = &self.cluster {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use surepush_proto::Qos;
 
+mod cluster;
 mod compare;
 mod mixed;
 mod mqtt_backlog;
@@ -61,6 +62,10 @@ enum Command {
     /// One-to-one (open loop), a room and a group at the same time, each
     /// with its own checker.
     Mixed(mixed::MixedArgs),
+    /// A running cluster (`--servers`): the one-to-one workload on pairs
+    /// whose users live on one node, then on pairs across nodes; prints
+    /// each class and what a cross-node message costs over a local one.
+    Cluster(cluster::ClusterArgs),
 }
 
 impl Cli {
@@ -76,6 +81,7 @@ impl Cli {
             Command::Storm(args) => scenarios::storm(args),
             Command::Idle(args) => scenarios::idle(args),
             Command::Mixed(args) => mixed::run_mixed(args),
+            Command::Cluster(args) => cluster::run(args),
         };
         result.unwrap_or_else(|e| {
             eprintln!("surepush-loadgen: {e}");

@@ -21,7 +21,8 @@ pub const BATCH_REQUEST: MessageKind = MessageKind(4);
 pub const BATCH_REPLY: MessageKind = MessageKind(5);
 /// `RoomPublish`: one room push on a room subject.
 pub const ROOM_PUBLISH: MessageKind = MessageKind(6);
-/// `MoveOrder`: an operator asks a node to take a partition (issue #20).
+/// `MoveOrder`: an operator asks a node to take a partition, or (version 2,
+/// with a shard) to move one it holds between its shards (issue #20).
 pub const MOVE_ORDER: MessageKind = MessageKind(7);
 /// `MoveResult`: how a `MoveOrder` ended.
 pub const MOVE_RESULT: MessageKind = MessageKind(8);

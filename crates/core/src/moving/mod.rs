@@ -1,5 +1,7 @@
 //! Partition moves between nodes (issue #20, docs/CLUSTER.md "Moving a
-//! partition"): the source's export and fence, the target's import.
+//! partition"): the source's export and fence, the target's import. A
+//! move between the shards of one node is the same exchange between two
+//! local shards (docs/CLUSTER.md "Moving a partition between shards").
 //!
 //! Owns: the partitions this shard exports (fenced) and imports.
 //!
@@ -145,7 +147,10 @@ impl Shard {
 
     /// Starts importing `partition` from its current owner (the target
     /// side, step 1 of the module doc). The partition must be placed on
-    /// another node and map to this shard.
+    /// another node and map to this shard, or (a move between the shards
+    /// of this node) be held by another shard here: the fetches and pages
+    /// then cross the shard mesh, and the driver flips the node's shard
+    /// map instead of the placement.
     pub fn handle_move_start(&mut self, partition: u32, now: u64) {
         self.set_now(now);
         let in_p = |s: &Shard, id: UserId| s.partition_of(id) == Some(partition);

@@ -14,7 +14,8 @@
 //! and how many answers the receiving shard sends there
 //! ([`PeerMsg::answers`]): a count, or for a room subscription the stream
 //! of its replay pages up to the last ([`PeerMsg::ends_answers`]). Keyed
-//! state queries do not cross nodes yet (`None`).
+//! state crosses too: a read is answered with one [`super::StateValue`],
+//! a write with its [`super::StateStored`] when it asked for one.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -36,6 +37,7 @@ impl PeerMsg {
             PeerMsg::RoomSubscribe(m) => Some(&mut m.shard),
             PeerMsg::RoomLeave(m) => Some(&mut m.shard),
             PeerMsg::QueryState(m) => Some(&mut m.origin),
+            PeerMsg::StoreState(m) => m.report.as_mut().map(|r| &mut r.origin),
             PeerMsg::PresenceWatch(m) => Some(&mut m.shard),
             PeerMsg::PresenceUnwatch(m) => Some(&mut m.shard),
             PeerMsg::MoveFetch(m) => Some(&mut m.origin),
@@ -50,12 +52,15 @@ impl PeerMsg {
             | PeerMsg::RoomRevoke(_)
             | PeerMsg::RoomPage(_)
             | PeerMsg::RoomFanout(_)
-            | PeerMsg::StoreState(_)
             | PeerMsg::StateStored(_)
             | PeerMsg::StateValue(_)
             | PeerMsg::PresenceChanged(_)
             | PeerMsg::MovePage(_)
-            // Wildcard filters stay on one node (`topic_filters.rs`).
+            // Notices between nodes, answered at once (`topic_nodes.rs`).
+            | PeerMsg::NodeFilters(_)
+            | PeerMsg::FilterQuery(_)
+            | PeerMsg::TopicRelay(_)
+            // A node's own shards register their filters among themselves.
             | PeerMsg::FilterJoin(_)
             | PeerMsg::FilterLeave(_)
             | PeerMsg::TopicNotice(_)
@@ -64,27 +69,32 @@ impl PeerMsg {
     }
 
     /// How many answers the owner sends to the return address for this
-    /// message; `None` if the message cannot cross nodes yet (keyed
-    /// state; a room's pushes take its subject instead, and a room leave
-    /// is the subscriber node's own business).
+    /// message; `None` if the message cannot cross nodes (a room's
+    /// pushes take its subject instead, and a room leave is the
+    /// subscriber node's own business).
     pub fn answers(&self) -> Option<Answers> {
         match self {
             PeerMsg::StoreCopy(_)
             | PeerMsg::GroupStore(_)
             | PeerMsg::MembersUpdate(_)
             | PeerMsg::MoveFetch(_)
-            | PeerMsg::MoveRoundFetch(_) => {
-                Some(Answers::Count(1))
-            }
+            | PeerMsg::MoveRoundFetch(_)
+            // A keyed read (a retained message): its value.
+            | PeerMsg::QueryState(_) => Some(Answers::Count(1)),
+            // A keyed write: its StateStored when asked for.
+            PeerMsg::StoreState(m) => Some(Answers::Count(usize::from(m.report.is_some()))),
             PeerMsg::StoreMany(m) => Some(Answers::Count(m.inboxes.len())),
             PeerMsg::GroupEphemeral(m) => Some(Answers::Count(usize::from(m.confirm_to.is_some()))),
             PeerMsg::RoomPublish(m) => Some(Answers::Count(usize::from(
                 m.qos != Qos::AtMostOnce || m.confirm,
             ))),
             PeerMsg::RoomSubscribe(_) => Some(Answers::Stream),
-            PeerMsg::Ephemeral(_) | PeerMsg::Release(_) | PeerMsg::ReleaseMany(_) => {
-                Some(Answers::Count(0))
-            }
+            PeerMsg::Ephemeral(_)
+            | PeerMsg::Release(_)
+            | PeerMsg::ReleaseMany(_)
+            | PeerMsg::NodeFilters(_)
+            | PeerMsg::FilterQuery(_)
+            | PeerMsg::TopicRelay(_) => Some(Answers::Count(0)),
             // Answers travel inside replies, never as requests.
             PeerMsg::Stored(_)
             | PeerMsg::GroupStored(_)
@@ -95,9 +105,7 @@ impl PeerMsg {
             | PeerMsg::RoomLeave(_)
             | PeerMsg::RoomPage(_)
             | PeerMsg::RoomFanout(_)
-            | PeerMsg::StoreState(_)
             | PeerMsg::StateStored(_)
-            | PeerMsg::QueryState(_)
             | PeerMsg::StateValue(_)
             // Presence answers are a stream too: watches stay on one node.
             | PeerMsg::PresenceWatch(_)

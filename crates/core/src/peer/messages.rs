@@ -11,6 +11,7 @@ use crate::action::{ConnId, MembersOutcome, StoreOutcome};
 use crate::keyed::StateReport;
 use crate::router::ShardId;
 use crate::{SendKey, StateKey};
+use surepush_cluster::NodeId;
 use surepush_proto::{OnlineDevice, Qos, Seq, SubscribeFrom, UserId};
 
 /// Store a copy of a send in `inbox` (owned by the receiving shard) and
@@ -444,4 +445,84 @@ pub struct FilterJoined {
     pub conn: ConnId,
     /// The filter.
     pub filter: String,
+}
+
+/// The wildcard filters of node `node` (issue #21/#20, `topic_nodes.rs`):
+/// its shard 0 sends each change of the node's set of distinct filters to
+/// every other node (`full` false: `joined` and `left` since `version -
+/// 1`), and the whole set (`full` true: `joined` is the set, `left` empty)
+/// when it starts and when a node asks ([`FilterSync`]). `epoch` names
+/// the sender's process (its start time, ms): a newer epoch replaces
+/// everything an older one said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeFilters {
+    /// The node whose filters these are.
+    pub node: NodeId,
+    /// Its process (start time, ms since the Unix epoch).
+    pub epoch: u64,
+    /// The set's version after this message (1, 2, ... per epoch; a full
+    /// set carries the version it is current at).
+    pub version: u64,
+    /// `joined` is the whole set.
+    pub full: bool,
+    /// Filters new to the node (or the whole set).
+    pub joined: Vec<String>,
+    /// Filters the node no longer holds.
+    pub left: Vec<String>,
+    /// Sent across nodes: the receiving shard hands a copy (`relay`
+    /// false) to every shard of its node.
+    pub relay: bool,
+}
+
+/// Node `node` asks the receiver node about its filters or streams
+/// (`topic_nodes.rs`). Whichever shard receives it hands it on: to shard
+/// 0 for the whole filter set, to every shard for streams.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilterQuery {
+    /// The node asking.
+    pub node: NodeId,
+    /// What it wants.
+    pub want: FilterWant,
+    /// Sent across nodes: the receiving shard hands it on (`relay` false).
+    pub relay: bool,
+}
+
+/// What a [`FilterQuery`] asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FilterWant {
+    /// The receiver node's whole filter set (a [`NodeFilters`] with
+    /// `full`): the asking node started, or saw a gap in the versions.
+    WholeSet,
+    /// The streams homed on the receiver node whose names match `filter`,
+    /// which connection `conn` of shard `shard` of the asking node just
+    /// registered: one [`TopicRelay`] each, addressed to it.
+    Streams {
+        /// The filter.
+        filter: String,
+        /// The connection's shard.
+        shard: ShardId,
+        /// The connection.
+        conn: ConnId,
+    },
+}
+
+/// A topic stream homed on the sender node has message `seq` (0: a QoS 0
+/// message, whose ROOMPUSH is `frame`) and its name matches a filter of
+/// the receiver node (or, `to` set, it exists and matches the filter
+/// that connection registered): the receiving shard tells each shard of its node
+/// with a matching filter ([`TopicNotice`]). Sent once per message per
+/// node, whatever the number of subscribers there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicRelay {
+    /// The stream's room id.
+    pub room: u64,
+    /// The message.
+    pub seq: Seq,
+    /// The stream's topic name.
+    pub name: String,
+    /// The encoded ROOMPUSH of a QoS 0 message (empty otherwise).
+    pub frame: Bytes,
+    /// Only this connection of this shard (an answer to its
+    /// [`FilterWant::Streams`]; `seq` is the stream's head + 1).
+    pub to: Option<(ShardId, ConnId)>,
 }

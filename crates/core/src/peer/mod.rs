@@ -20,11 +20,11 @@ mod wire;
 
 pub use across::{decode_answers, encode_answers, encode_answers_into, Answers};
 pub use messages::{
-    Ephemeral, FilterJoin, FilterJoined, FilterLeave, GroupEphemeral, GroupStore, GroupStored,
-    MembersUpdate, MembersUpdated, PresenceChanged, PresenceUnwatch, PresenceWatch, QueryState,
-    Release, ReleaseMany, Revoked, RoomFanout, RoomLeave, RoomPage, RoomPublish, RoomRefused,
-    RoomRevoke, RoomSubscribe, StateStored, StateValue, StoreCopy, StoreMany, StoreState, Stored,
-    TopicNotice,
+    Ephemeral, FilterJoin, FilterJoined, FilterLeave, FilterQuery, FilterWant, GroupEphemeral,
+    GroupStore, GroupStored, MembersUpdate, MembersUpdated, NodeFilters, PresenceChanged,
+    PresenceUnwatch, PresenceWatch, QueryState, Release, ReleaseMany, Revoked, RoomFanout,
+    RoomLeave, RoomPage, RoomPublish, RoomRefused, RoomRevoke, RoomSubscribe, StateStored,
+    StateValue, StoreCopy, StoreMany, StoreState, Stored, TopicNotice, TopicRelay,
 };
 pub use moving::{MoveCursor, MoveFetch, MovePage, MoveRoundFetch, MoveStatus};
 pub(crate) use wire::encoded_len;
@@ -98,6 +98,12 @@ pub enum PeerMsg {
     TopicNotice(TopicNotice),
     /// See [`FilterJoined`].
     FilterJoined(FilterJoined),
+    /// See [`NodeFilters`].
+    NodeFilters(NodeFilters),
+    /// See [`FilterQuery`].
+    FilterQuery(FilterQuery),
+    /// See [`TopicRelay`].
+    TopicRelay(TopicRelay),
 }
 
 /// `impl From<Struct> for PeerMsg` for each variant, so a sender writes
@@ -145,6 +151,9 @@ peer_msg_from!(
     FilterLeave,
     TopicNotice,
     FilterJoined,
+    NodeFilters,
+    FilterQuery,
+    TopicRelay,
 );
 
 #[cfg(test)]

@@ -327,13 +327,47 @@ fn every_kind() -> Vec<PeerMsg> {
             },
         }
         .into(),
+        NodeFilters {
+            node: surepush_cluster::NodeId::parse("n1").expect("valid"),
+            epoch: 1_700_000_000_000,
+            version: 7,
+            full: false,
+            joined: vec!["sensors/+/temp".into(), "#".into()],
+            left: vec!["a/#".into()],
+            relay: true,
+        }
+        .into(),
+        FilterQuery {
+            node: surepush_cluster::NodeId::parse("n2").expect("valid"),
+            want: FilterWant::WholeSet,
+            relay: true,
+        }
+        .into(),
+        FilterQuery {
+            node: surepush_cluster::NodeId::parse("n0").expect("valid"),
+            want: FilterWant::Streams {
+                filter: "t/+/x".into(),
+                shard: ShardId(1),
+                conn: conn(),
+            },
+            relay: false,
+        }
+        .into(),
+        TopicRelay {
+            room: surepush_proto::topic_stream::stream_id("sensors/1/temp"),
+            seq: Seq::ZERO,
+            name: "sensors/1/temp".into(),
+            frame: payload.clone(),
+            to: Some((ShardId(1), conn())),
+        }
+        .into(),
     ]
 }
 
 #[test]
 fn every_kind_round_trips() {
     let all = every_kind();
-    assert_eq!(all.len(), 32, "a message kind is missing from the sample");
+    assert_eq!(all.len(), 36, "a message kind is missing from the sample");
     for msg in all {
         let bytes = msg.to_bytes();
         assert_eq!(bytes[0], PEER_WIRE_VERSION);

@@ -89,6 +89,9 @@ impl PeerMsg {
             PeerMsg::FilterLeave(m) => m.put(out),
             PeerMsg::TopicNotice(m) => m.put(out),
             PeerMsg::FilterJoined(m) => m.put(out),
+            PeerMsg::NodeFilters(m) => m.put(out),
+            PeerMsg::FilterQuery(m) => m.put(out),
+            PeerMsg::TopicRelay(m) => m.put(out),
         }
     }
 
@@ -141,6 +144,9 @@ impl PeerMsg {
             kind::FILTER_LEAVE => PeerMsg::FilterLeave(Wire::get(&mut r)?),
             kind::TOPIC_NOTICE => PeerMsg::TopicNotice(Wire::get(&mut r)?),
             kind::FILTER_JOINED => PeerMsg::FilterJoined(Wire::get(&mut r)?),
+            kind::NODE_FILTERS => PeerMsg::NodeFilters(Wire::get(&mut r)?),
+            kind::FILTER_QUERY => PeerMsg::FilterQuery(Wire::get(&mut r)?),
+            kind::TOPIC_RELAY => PeerMsg::TopicRelay(Wire::get(&mut r)?),
             other => return Err(PeerWireError::Kind(other)),
         };
         match r.bytes.len() {
@@ -183,6 +189,9 @@ impl PeerMsg {
             PeerMsg::FilterLeave(_) => kind::FILTER_LEAVE,
             PeerMsg::TopicNotice(_) => kind::TOPIC_NOTICE,
             PeerMsg::FilterJoined(_) => kind::FILTER_JOINED,
+            PeerMsg::NodeFilters(_) => kind::NODE_FILTERS,
+            PeerMsg::FilterQuery(_) => kind::FILTER_QUERY,
+            PeerMsg::TopicRelay(_) => kind::TOPIC_RELAY,
         }
     }
 }
@@ -190,6 +199,7 @@ impl PeerMsg {
 /// Message kinds on the wire: never renumber, only add.
 mod moving;
 pub(crate) use moving::encoded_len;
+mod topics;
 
 mod kind {
     pub(super) const STORE_COPY: u8 = 1;
@@ -229,6 +239,10 @@ mod kind {
     pub(super) const FILTER_LEAVE: u8 = 47;
     pub(super) const TOPIC_NOTICE: u8 = 48;
     pub(super) const FILTER_JOINED: u8 = 49;
+    // Wildcard filters across nodes (`topic_nodes.rs`).
+    pub(super) const NODE_FILTERS: u8 = 43;
+    pub(super) const FILTER_QUERY: u8 = 44;
+    pub(super) const TOPIC_RELAY: u8 = 45;
 }
 
 /// The unread rest of the input.

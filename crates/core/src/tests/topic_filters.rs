@@ -6,7 +6,7 @@ use super::*;
 use surepush_proto::topic_stream::{frame_payload, stream_id};
 use surepush_proto::{FilterReq, TopicSeen};
 
-fn mqtt_session(h: &mut Harness, user: u64) -> ConnId {
+pub(super) fn mqtt_session(h: &mut Harness, user: u64) -> ConnId {
     let c = h.shard.handle_open_via(crate::MQTT_TRANSPORT, h.now);
     h.run();
     let token = Harness::token(user, 1, u64::MAX / 2);

@@ -6,6 +6,7 @@
 use bytes::Bytes;
 
 use super::aliases::AliasError;
+use super::outbound::retain_mark;
 use super::persist::Change;
 use super::retained::{topic_change, RetainChange, TopicRetained};
 use super::state::{Inbound, Retained};
@@ -47,12 +48,14 @@ impl Bridge {
                 from: self.user,
                 qos: p.qos,
                 ts_ms: self.now_ms,
-                attrs: self.message_attrs(&p.properties),
+                attrs: self.message_attrs(&p.properties, false),
                 payload: p.payload.clone(),
             });
             let ack = p.packet_id.filter(|_| p.qos == QoS::AtLeastOnce);
             topic_change(p.topic.as_str(), msg, ack.map(PacketId::get))
         });
+        // Cleared for a stream by `stream_publish`, kept for the message.
+        let published_retain = p.retain;
         let stream = self.stream_publish(&mut p);
         let target = match stream {
             Some(s) => Some(Target::Room(s.room)),
@@ -159,19 +162,30 @@ impl Bridge {
             to,
             qos,
             confirm,
-            attrs: self.message_attrs(&p.properties),
+            attrs: self.message_attrs(&p.properties, published_retain),
             payload: p.payload,
         }));
     }
 
     /// The message attributes stored with a PUBLISH: its MQTT 5 message
-    /// properties (docs/MQTT.md 2.4); none from v3.1.1, which has none.
-    fn message_attrs(&self, properties: &Properties) -> Bytes {
-        if !self.level.is_v5() {
+    /// properties (docs/MQTT.md 2.4; none from v3.1.1, which has none),
+    /// and last the [`RETAIN_MARK`] if it was published with RETAIN 1, for
+    /// subscriptions with Retain As Published (`outbound.rs`).
+    fn message_attrs(&self, properties: &Properties, retain: bool) -> Bytes {
+        if !self.level.is_v5() && !retain {
             return Bytes::new();
         }
-        properties.encode_message_block().unwrap_or_else(|e| {
-            // Decoded from the wire, so within the limits it checks.
+        let mut m = if self.level.is_v5() {
+            properties.message_properties()
+        } else {
+            Properties::default()
+        };
+        if retain {
+            m.user_properties.push(retain_mark());
+        }
+        m.encode_message_block().unwrap_or_else(|e| {
+            // Decoded from the wire, so within the limits it checks (the
+            // mark adds 21 bytes to a block of at most a packet's size).
             tracing::debug!(error = %e, "message properties not stored");
             Bytes::new()
         })

@@ -183,8 +183,10 @@ impl Bridge {
 
     /// A PUBLISH without packet id. v5: with the sender's message
     /// properties (the Message Expiry Interval less the time the message
-    /// waited, MQTT-3.3.2-6) and the sender as the last user property;
-    /// `None` once that interval has passed. v3.1.1: the payload only.
+    /// waited, MQTT-3.3.2-6) and the sender as the last user property, and
+    /// RETAIN 1 also for a message published with it when a subscription
+    /// matching `topic` has Retain As Published (MQTT-3.3.1-13); `None`
+    /// once that interval has passed. v3.1.1: the payload only.
     pub(super) fn make_publish(
         &self,
         topic: &str,
@@ -193,6 +195,7 @@ impl Bridge {
         retain: bool,
     ) -> Option<Publish> {
         let mut properties = Properties::default();
+        let mut retain = retain;
         if self.level.is_v5() {
             if !msg.attrs.is_empty() {
                 match Properties::decode_message_block(msg.attrs) {
@@ -201,6 +204,9 @@ impl Bridge {
                     // properties: the message goes without them.
                     Err(e) => tracing::debug!(error = %e, "message attributes not forwarded"),
                 }
+            }
+            if take_retain_mark(&mut properties) && !retain {
+                retain = self.retains_as_published(topic);
             }
             if let Some(expiry) = properties.message_expiry_interval {
                 let left = remaining_expiry(expiry, msg.ts_ms, self.now_ms)
@@ -446,5 +452,47 @@ impl Bridge {
             sent_before: false,
         };
         self.send_retained(&topic, qos, out);
+    }
+}
+
+/// The user property the bridge appends last to the stored attributes of a
+/// message published with RETAIN 1 (docs/MQTT.md 2.4): the flag is not
+/// otherwise kept with a message. Never forwarded to an MQTT client.
+const RETAIN_MARK: &str = "surepush:retain";
+
+/// [`RETAIN_MARK`] as the user property stored.
+pub(super) fn retain_mark() -> (MqttString, MqttString) {
+    (
+        MqttString::from_static(RETAIN_MARK),
+        MqttString::from_static("1"),
+    )
+}
+
+/// Removes [`RETAIN_MARK`] from the end of a stored message's properties;
+/// `true`: the message was published with RETAIN 1.
+fn take_retain_mark(p: &mut Properties) -> bool {
+    let marked = p
+        .user_properties
+        .last()
+        .is_some_and(|(k, v)| k.as_str() == RETAIN_MARK && v.as_str() == "1");
+    if marked {
+        p.user_properties.pop();
+    }
+    marked
+}
+
+impl Bridge {
+    /// Does a subscription matching `topic` have Retain As Published?
+    fn retains_as_published(&self, topic: &str) -> bool {
+        if let Some(n) = super::topics::room_filter(topic) {
+            return self
+                .state
+                .rooms
+                .get(&n)
+                .is_some_and(|r| r.retain_as_published);
+        }
+        self.state.subs.iter().any(|s| {
+            s.options.retain_as_published && crate::topic_matches(s.filter.as_str(), topic)
+        })
     }
 }

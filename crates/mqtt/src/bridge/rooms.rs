@@ -46,6 +46,9 @@ use surepush_proto::{Frame, RoomPush, Seq, SubResult, SubscribeFrom, ROOM_BIT};
 /// Flag bit of a room entry in [`super::SessionState::encode`] (version 2
 /// on): the position is known. Bits 0-1 hold the QoS, bit 2 No Local.
 const POSITION_KNOWN: u8 = 1 << 3;
+/// Flag of an encoded [`RoomSub`]: Retain As Published (0 in entries
+/// written before it existed).
+const RETAIN_AS_PUBLISHED: u8 = 1 << 4;
 
 /// A room subscription of a session (the durable part).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +61,9 @@ pub(super) struct RoomSub {
     pub(super) position: Option<Seq>,
     /// MQTT 5 No Local: skip messages this user published.
     pub(super) no_local: bool,
+    /// MQTT 5 Retain As Published of a `room/{n}` filter (free-form
+    /// topics keep theirs with the filter, `Bridge::retains_as_published`).
+    pub(super) retain_as_published: bool,
 }
 
 impl RoomSub {
@@ -75,7 +81,12 @@ impl RoomSub {
         } else {
             0
         };
-        out.push(self.qos as u8 | u8::from(self.no_local) << 2 | known);
+        let rap = if self.retain_as_published {
+            RETAIN_AS_PUBLISHED
+        } else {
+            0
+        };
+        out.push(self.qos as u8 | u8::from(self.no_local) << 2 | known | rap);
         out.extend_from_slice(&self.position.unwrap_or(Seq::ZERO).0.to_le_bytes());
     }
 
@@ -95,6 +106,7 @@ impl RoomSub {
             qos,
             position: known.then_some(seq),
             no_local: flags & 4 != 0,
+            retain_as_published: flags & RETAIN_AS_PUBLISHED != 0,
         };
         Some((n, sub))
     }
@@ -164,6 +176,7 @@ impl Bridge {
             qos,
             position: previous.and_then(|r| r.position),
             no_local: options.no_local,
+            retain_as_published: options.retain_as_published,
         };
         self.state.rooms.insert(n, sub);
         // Keep what this connection sent already: not sent twice.

@@ -16,7 +16,9 @@
 //!   equal to the name it carries; others (a colliding name) are
 //!   acknowledged unseen.
 //! - Delivery is up to QoS 2 (`wildcards.rs`). The RETAIN flag of a PUBLISH
-//!   to a free-form topic is ignored (no retained messages for streams).
+//!   to a free-form topic makes its retained message (`retained.rs`) and
+//!   is kept with the stored message only as a mark for Retain As
+//!   Published (`outbound.rs`).
 
 use bytes::Bytes;
 

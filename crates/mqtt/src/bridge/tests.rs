@@ -552,6 +552,7 @@ fn session_state_round_trips_and_garbage_is_refused() {
             qos: QoS::AtLeastOnce,
             position: Some(Seq(44)),
             no_local: true,
+            retain_as_published: true,
         },
     );
     state.out_pids.insert(45, 7);

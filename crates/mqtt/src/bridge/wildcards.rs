@@ -200,6 +200,7 @@ impl Bridge {
             qos,
             position,
             no_local,
+            retain_as_published: false, // kept with the filter
         };
         self.state.wild_mut().streams.insert(n, vec![t.name]);
         self.start_room(n, sub);

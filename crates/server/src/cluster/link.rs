@@ -123,6 +123,8 @@ pub(crate) struct ClusterLink {
     lane: RefCell<Lane>,
     routes: RefCell<Arc<ClusterRoutes>>,
     routes_seen: Cell<u64>,
+    /// The registry revision last checked for nodes gone.
+    nodes_seen: Cell<u64>,
     backlog: RefCell<VecDeque<Outgoing>>,
     backlog_wake: LocalSender<()>,
     commands: LocalSender<LinkCommand>,
@@ -172,6 +174,7 @@ impl ClusterLink {
             routes: RefCell::new(routes),
             // The core has none yet: the first refresh hands them over.
             routes_seen: Cell::new(0),
+            nodes_seen: Cell::new(0),
             backlog: RefCell::new(VecDeque::new()),
             backlog_wake,
             commands,
@@ -212,6 +215,23 @@ impl ClusterLink {
             self.routes_seen.set(generation);
             *self.routes.borrow_mut() = routes.clone();
             core.set_cluster_routes(routes);
+        }
+    }
+
+    /// Tells `core` of the other nodes gone from the registry since the
+    /// last call (their wildcard filters go, docs/CLUSTER.md "Wildcard
+    /// filters across nodes"). Cheap when nothing changed (one read).
+    pub(crate) fn forget_dead_nodes(&self, core: &mut Shard) {
+        let revision = self.cluster.nodes.revision();
+        if revision == self.nodes_seen.get() {
+            return;
+        }
+        self.nodes_seen.set(revision);
+        let routes = self.routes.borrow().clone();
+        for (node, _) in routes.other_nodes() {
+            if self.cluster.nodes.get(node).is_none() {
+                core.forget_node(node);
+            }
         }
     }
 
@@ -270,15 +290,21 @@ impl ClusterLink {
                 self.command(LinkCommand::Subscribe(m.room));
                 Some(*m)
             }
+            PeerMsg::NodeFilters(_) | PeerMsg::FilterQuery(_) | PeerMsg::TopicRelay(_)
+                if !self.owner_alive(partition) =>
+            {
+                // Wildcard filter notices to a node that is down would
+                // only pile up here: it asks for every node's filters
+                // when it is back, and its sessions then learn of each
+                // stream at its next message (docs/CLUSTER.md "Wildcard
+                // filters across nodes").
+                return;
+            }
             _ => None,
         };
         if msg.answers().is_none() {
             if let Some(count) = self.refused.tick() {
-                tracing::error!(
-                    count,
-                    ?msg,
-                    "messages that cannot cross nodes yet (keyed state) dropped"
-                );
+                tracing::error!(count, ?msg, "messages that cannot cross nodes dropped");
             }
             return;
         }
@@ -304,6 +330,14 @@ impl ClusterLink {
         if !self.flush() {
             let _ = self.backlog_wake.try_send(());
         }
+    }
+
+    /// Whether the node holding `partition` is in the registry (alive).
+    fn owner_alive(&self, partition: PartitionId) -> bool {
+        let routes = self.routes.borrow();
+        routes
+            .owner(partition)
+            .is_some_and(|node| self.cluster.nodes.get(node).is_some())
     }
 
     /// Sends what the backlog holds, in order, until a peer queue is full
@@ -469,7 +503,7 @@ impl ClusterLink {
             }
         };
         let Some(expected) = msg.answers() else {
-            tracing::error!(%from, ?msg, "a message that cannot cross nodes yet; answered empty");
+            tracing::error!(%from, ?msg, "a message that cannot cross nodes; answered empty");
             self.reply(reply, Vec::new());
             return Vec::new();
         };

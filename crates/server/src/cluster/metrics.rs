@@ -102,6 +102,8 @@ pub(crate) struct MoveStats {
     failed: AtomicU64,
     records: AtomicU64,
     elapsed_ms: AtomicU64,
+    shard_finished: AtomicU64,
+    shard_failed: AtomicU64,
 }
 
 impl MoveStats {
@@ -125,8 +127,17 @@ impl MoveStats {
             .fetch_add(result.elapsed_ms, Ordering::Relaxed);
     }
 
+    /// A move between this node's shards ended with `result` (not counted
+    /// as an order above).
+    pub(crate) fn shard_move_ended(&self, result: &surepush_cluster::moves::MoveResult) {
+        match result.moved {
+            true => self.shard_finished.fetch_add(1, Ordering::Relaxed),
+            false => self.shard_failed.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
     /// (name without `_total`, help, value) of each counter.
-    fn series(&self) -> [(&'static str, &'static str, u64); 5] {
+    fn series(&self) -> [(&'static str, &'static str, u64); 7] {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("cluster_moves_started", "Partition move orders this node took as the target", get(&self.started)),
@@ -134,6 +145,8 @@ impl MoveStats {
             ("cluster_moves_failed", "Of them, moves that ended without the partition here", get(&self.failed)),
             ("cluster_move_records_copied", "Log records imported by the moves that finished", get(&self.records)),
             ("cluster_move_milliseconds", "Milliseconds from order to flip (or failure), summed over moves; the source's fence lasts about as long", get(&self.elapsed_ms)),
+            ("cluster_shard_moves_finished", "Partitions moved between this node's shards (move-shard orders and resizes at start)", get(&self.shard_finished)),
+            ("cluster_shard_moves_failed", "Moves between this node's shards that ended with the partition where it was", get(&self.shard_failed)),
         ]
     }
 }

@@ -10,12 +10,16 @@
 //! before any shard serves, so no shard routes by a half-loaded placement.
 //! Later placement changes are rebuilt into a new [`ClusterRoutes`]
 //! snapshot by a watcher thread; shards pick it up by comparing one atomic
-//! generation per turn (no lock on the hot path).
+//! generation per turn (no lock on the hot path). The snapshot also carries
+//! the node's shard map (partition → shard, `shard_map_file.rs`), read
+//! before the join and changed by moves between shards (`shard_moves.rs`).
 
 mod admin_calls;
 mod link;
 mod metrics;
 mod moves;
+mod shard_map_file;
+mod shard_moves;
 
 pub(crate) use admin_calls::{
     conversation_answer, conversation_call, disconnect_answer, presence_answer, serve_admin_calls,
@@ -23,10 +27,11 @@ pub(crate) use admin_calls::{
 
 pub(crate) use link::{run_link_commands, ClusterLink, LinkTasks};
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 
 pub(crate) use metrics::{ClusterCollector, MoveStats, RelayStats};
 pub(crate) use moves::MoveCommand;
+pub(crate) use shard_moves::{has_shard_map, running_shards};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,8 +40,9 @@ use surepush_cluster::placement::table::PlacementTable;
 use surepush_cluster::placement::Placement;
 use surepush_cluster::registry::Nodes;
 use surepush_cluster::runtime::connect::NatsConfig;
-use surepush_cluster::{Addresses, ClusterNode, NodeConfig, NodeId, PartitionCount, PartitionId};
-use surepush_core::{ClusterRoutes, Router};
+use surepush_cluster::shard_map::ShardMap;
+use surepush_cluster::{Addresses, ClusterNode, NodeConfig, NodeId, PartitionCount};
+use surepush_core::ClusterRoutes;
 
 use crate::config::Config;
 
@@ -50,6 +56,9 @@ pub enum JoinError {
     /// cluster refused this node.
     #[error("joining the cluster: {0}")]
     Cluster(#[from] surepush_cluster::ClusterError),
+    /// The node's shard map cannot be read or written.
+    #[error("the node's shard map: {0}")]
+    ShardMap(String),
 }
 
 /// Where other nodes send this node's clients.
@@ -67,6 +76,15 @@ pub(crate) enum Redirect {
 struct RoutesCell {
     generation: AtomicU64,
     routes: Mutex<Arc<ClusterRoutes>>,
+}
+
+/// The node's shard map: the one in force (guarded: a move between shards
+/// and a placement change both publish routes under its lock), and each
+/// partition's shard for the lanes to hand requests from other nodes to.
+struct ShardMapCell {
+    map: Mutex<ShardMap>,
+    /// Indexed by partition; the cluster thread reads it per request.
+    lane_of: Arc<Vec<AtomicU16>>,
 }
 
 /// This node in its cluster, shared by every shard (see the module doc).
@@ -92,6 +110,15 @@ pub(crate) struct NodeCluster {
     admin_calls: surepush_cluster::admin_calls::AdminCalls,
     /// Admin calls from other nodes, until a shard takes them.
     incoming_calls: Mutex<Option<flume::Receiver<surepush_cluster::admin_calls::IncomingCall>>>,
+    /// Partition → shard of this node.
+    shard_map: ShardMapCell,
+    /// Where the shard map is persisted.
+    data_dir: std::path::PathBuf,
+    /// The cluster's partitions and this node's shards.
+    partitions: PartitionCount,
+    shards: u16,
+    /// Moves between this node's shards (`shard_moves.rs`).
+    shard_moves: shard_moves::ShardMoves,
 }
 
 impl NodeCluster {
@@ -103,12 +130,24 @@ impl NodeCluster {
             .map_err(|e| JoinError::Settings(format!("node_id: {e}")))?;
         let partitions = PartitionCount::new(u64::from(settings.partitions))
             .map_err(|e| JoinError::Settings(format!("partitions: {e}")))?;
+        let configured = config.shard_count();
+        let (shard_map, resize) =
+            shard_moves::open_map(&config.data_dir, partitions, shards, configured)?;
+        let lane_of: Arc<Vec<AtomicU16>> = Arc::new(
+            shard_map
+                .entries()
+                .map(|(_, s)| AtomicU16::new(s.unwrap_or(0)))
+                .collect(),
+        );
         let mut messaging = MessagingConfig::new(shards);
         messaging.link.linger = Duration::from_micros(settings.batch_linger_us);
         messaging.spin_before_park = Duration::from_micros(settings.spin_before_park_us);
-        let lanes_of = Router::of_node(shards);
-        messaging.route_to_lane =
-            Arc::new(move |route| lanes_of.shard_of_partition(PartitionId(route)).0);
+        let lanes_of = lane_of.clone();
+        messaging.route_to_lane = Arc::new(move |route| {
+            lanes_of
+                .get(route as usize)
+                .map_or(0, |s| s.load(Ordering::Acquire))
+        });
         let or_listen = |advertised: &str, listen: std::net::SocketAddr| match advertised {
             "" => listen.to_string(),
             a => a.to_string(),
@@ -137,7 +176,7 @@ impl NodeCluster {
         // Before any shard serves (docs/CLUSTER.md "Crashes mid-move").
         let bumped = moves::bump_epochs(&node, &id, timeout)?;
         tracing::info!(node = %id, partitions = meta.partitions.get(), bumped, "joined the cluster");
-        let routes = routes_of(&id, partitions, shards, node.placement())?;
+        let routes = routes_of(&id, partitions, shards, node.placement(), &shard_map)?;
         let redirects = Arc::new(AtomicU64::new(0));
         let relays = Arc::new(RelayStats::default());
         let move_stats = Arc::new(MoveStats::default());
@@ -165,19 +204,30 @@ impl NodeCluster {
             move_stats,
             admin_calls: node.admin_calls(),
             incoming_calls: Mutex::new(node.take_incoming_calls()),
+            shard_map: ShardMapCell {
+                map: Mutex::new(shard_map),
+                lane_of,
+            },
+            data_dir: config.data_dir.clone(),
+            partitions,
+            shards,
+            shard_moves: shard_moves::ShardMoves::default(),
         });
         if let Some(orders) = node.take_move_orders() {
             let weak = Arc::downgrade(&cluster);
             let me = id.clone();
             let spawned = std::thread::Builder::new()
                 .name("partition-moves".into())
-                .spawn(move || moves::serve_orders(weak, orders, me, shards));
+                .spawn(move || moves::serve_orders(weak, orders, me));
             if let Err(error) = spawned {
                 tracing::error!(%error, "cannot take partition move orders");
             }
         }
-        watch_placement(&cluster, id, partitions, shards, node.placement().clone());
+        watch_placement(&cluster, node.placement().clone());
         *cluster.node.lock().unwrap_or_else(|p| p.into_inner()) = Some(node);
+        if resize {
+            shard_moves::resize_in_background(&cluster, configured);
+        }
         Ok(cluster)
     }
 
@@ -240,21 +290,41 @@ fn routes_of(
     partitions: PartitionCount,
     shards: u16,
     placement: &Placement,
+    shard_map: &ShardMap,
 ) -> Result<ClusterRoutes, JoinError> {
     let table = placement.snapshot();
     ClusterRoutes::new(me.clone(), partitions, shards, |p| table.owner(p).cloned())
+        .and_then(|r| r.with_shard_map(shards, Arc::new(shard_map.clone())))
         .map_err(|e| JoinError::Settings(e.to_string()))
+}
+
+impl NodeCluster {
+    /// Builds the routes from the placement view and the shard map in
+    /// force and hands them to the shards (under the map's lock, so a
+    /// placement change and a move between shards never publish out of
+    /// order).
+    fn publish_routes(&self) -> Result<(), JoinError> {
+        let map = self.shard_map.map.lock().unwrap_or_else(|p| p.into_inner());
+        self.publish_routes_with(&map)
+    }
+
+    /// [`NodeCluster::publish_routes`] for a caller holding the map's lock.
+    fn publish_routes_with(&self, map: &ShardMap) -> Result<(), JoinError> {
+        let routes = routes_of(&self.me, self.partitions, self.shards, &self.placement, map)?;
+        for (p, shard) in map.entries() {
+            if let Some(lane) = self.shard_map.lane_of.get(p.0 as usize) {
+                lane.store(shard.unwrap_or(0), Ordering::Release);
+            }
+        }
+        *self.routes.routes.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
+        self.routes.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
 }
 
 /// Rebuilds the routes on every placement change (a thread of its own: it
 /// blocks on the view's change channel; changes are rare).
-fn watch_placement(
-    cluster: &Arc<NodeCluster>,
-    me: NodeId,
-    partitions: PartitionCount,
-    shards: u16,
-    placement: Placement,
-) {
+fn watch_placement(cluster: &Arc<NodeCluster>, placement: Placement) {
     let weak = Arc::downgrade(cluster);
     let (_, changes) = placement.changes();
     let spawned = std::thread::Builder::new()
@@ -265,15 +335,9 @@ fn watch_placement(
                 let Some(cluster) = weak.upgrade() else {
                     return;
                 };
-                match routes_of(&me, partitions, shards, &placement) {
-                    Ok(routes) => {
-                        *cluster
-                            .routes
-                            .routes
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
-                        cluster.routes.generation.fetch_add(1, Ordering::AcqRel);
-                        tracing::info!(revision = placement.revision(), "placement changed");
+                match cluster.publish_routes() {
+                    Ok(()) => {
+                        tracing::info!(revision = placement.revision(), "placement changed")
                     }
                     Err(error) => tracing::error!(%error, "cannot route the new placement"),
                 }

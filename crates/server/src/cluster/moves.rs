@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use surepush_cluster::moves::{IncomingMove, MoveResult};
 use surepush_cluster::{ClusterError, ClusterNode, NodeId, PartitionId};
-use surepush_core::{Action, Router, Shard};
+use surepush_core::{Action, Shard};
 
 use super::NodeCluster;
 
@@ -42,7 +42,7 @@ const CAS_TIMEOUT: Duration = Duration::from_secs(10);
 /// names is read before a finished import's flip, so a test holds the
 /// flip until it writes to it — to crash the source in the window between
 /// its last page and the flip. Unset, nothing waits.
-const FLIP_GATE_VAR: &str = "SUREPUSHTEST_MOVE_FLIP_GATE";
+pub(super) const FLIP_GATE_VAR: &str = "SUREPUSHTEST_MOVE_FLIP_GATE";
 
 /// What a shard's core is told about a move.
 #[derive(Debug, Clone, Copy)]
@@ -92,7 +92,19 @@ impl Moves {
         all.get_mut(usize::from(shard)).and_then(Option::take)
     }
 
-    fn command(&self, shard: u16, c: MoveCommand) -> bool {
+    /// `tx` gets the outcome of `partition`'s import.
+    pub(super) fn wait_for(&self, partition: u32, tx: flume::Sender<Result<u64, &'static str>>) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        waiting.insert(partition, tx);
+    }
+
+    /// Nobody waits for `partition`'s import any more.
+    pub(super) fn stop_waiting(&self, partition: u32) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        waiting.remove(&partition);
+    }
+
+    pub(super) fn command(&self, shard: u16, c: MoveCommand) -> bool {
         self.commands
             .get(usize::from(shard))
             .is_some_and(|tx| tx.send(c).is_ok())
@@ -139,7 +151,7 @@ impl NodeCluster {
     }
 
     /// Carries out one order as its target (see the module doc).
-    fn take_partition(&self, p: PartitionId, me: &NodeId, shards: u16) -> MoveResult {
+    fn take_partition(&self, p: PartitionId, me: &NodeId) -> MoveResult {
         let started = Instant::now();
         let result = |moved: bool, revision: u64, records: u64, message: &str| MoveResult {
             partition: p,
@@ -164,12 +176,8 @@ impl NodeCluster {
             );
         }
         let (tx, rx) = flume::bounded(1);
-        self.moves
-            .waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(p.0, tx);
-        let shard = Router::of_node(shards).shard_of_partition(p).0;
+        self.moves.wait_for(p.0, tx);
+        let shard = self.shard_of(p);
         tracing::info!(partition = p.0, from = %before.node, shard, "importing a partition");
         if !self.moves.command(shard, MoveCommand::Start(p.0)) {
             return result(false, 0, 0, "the partition's shard is gone");
@@ -178,11 +186,7 @@ impl NodeCluster {
             Ok(Ok(records)) => records,
             Ok(Err(why)) => return result(false, 0, 0, why),
             Err(_) => {
-                self.moves
-                    .waiting
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&p.0);
+                self.moves.stop_waiting(p.0);
                 return result(false, 0, 0, "the import timed out");
             }
         };
@@ -218,20 +222,37 @@ impl NodeCluster {
     }
 }
 
-/// Serves move orders, one at a time, until the node goes (a thread).
+/// Serves move orders, one at a time, until the node goes (a thread): a
+/// partition to take from its owner, or (with a shard) to move between
+/// this node's shards (`shard_moves.rs`).
 pub(crate) fn serve_orders(
     cluster: Weak<NodeCluster>,
     orders: flume::Receiver<IncomingMove>,
     me: NodeId,
-    shards: u16,
 ) {
     while let Ok(IncomingMove { order, done }) = orders.recv() {
         let Some(cluster) = cluster.upgrade() else {
             return;
         };
-        cluster.move_stats.started();
-        let result = cluster.take_partition(order.partition, &me, shards);
-        cluster.move_stats.ended(&result);
+        let one = cluster
+            .shard_moves
+            .one_at_a_time
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let result = match order.shard {
+            Some(shard) => {
+                let result = cluster.move_to_shard(order.partition, shard);
+                cluster.move_stats.shard_move_ended(&result);
+                result
+            }
+            None => {
+                cluster.move_stats.started();
+                let result = cluster.take_partition(order.partition, &me);
+                cluster.move_stats.ended(&result);
+                result
+            }
+        };
+        drop(one);
         if !result.moved {
             tracing::warn!(partition = order.partition.0, why = %result.message, "partition not moved");
         }
@@ -244,6 +265,13 @@ fn reclaim(cluster: Weak<NodeCluster>, shard: u16, partition: u32) {
     let Some(cluster) = cluster.upgrade() else {
         return;
     };
+    if let Some(lift) = cluster.stalled_on_shard(shard, partition) {
+        tracing::warn!(partition, lift, "a move between shards stalled");
+        cluster
+            .moves
+            .command(shard, MoveCommand::Reclaimed(partition, lift));
+        return;
+    }
     let p = PartitionId(partition);
     let me = cluster.me.clone();
     let ok = match cluster.placement.assignment(p) {
