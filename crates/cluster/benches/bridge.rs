@@ -12,6 +12,12 @@
 //! - `request/64`: 64 messages sent together, then their 64 replies (per
 //!   iteration: 64 messages; they share batches).
 //!
+//! - `allocations`: before the timed groups, heap allocations (every
+//!   thread of the process, through a counting global allocator) per
+//!   message for 10,000 messages sent one at a time and in groups of 64,
+//!   printed as `allocations per message`. Only that:
+//!   `cargo bench -p surepush-cluster --bench bridge -- allocations-only`.
+//!
 //! Run: `cargo bench -p surepush-cluster --bench bridge`. Needs
 //! nats-server 2.11+ (see tests/support: `target/nats-venv` or
 //! `SUREPUSH_NATS_SERVER`).
@@ -19,6 +25,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -29,6 +37,33 @@ use surepush_cluster::messaging::batch::Envelope;
 use surepush_cluster::messaging::{Lane, LaneEvent};
 use surepush_cluster::wire::MessageKind;
 use surepush_cluster::NodeId;
+
+/// The system allocator, counting allocations (issue #20: per-message
+/// allocations of the messaging path).
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 /// Work for the glommio shard of node a: how many iterations of what.
 enum Job {
@@ -79,9 +114,12 @@ fn shard_a(
                                 token += 1;
                                 lane.send(&b, message(token), token).await.unwrap();
                             }
-                            for _ in 0..per_iter {
+                            let mut replies = 0;
+                            while replies < per_iter {
                                 match lane.events().recv_async().await.unwrap() {
-                                    LaneEvent::Reply { .. } => {}
+                                    LaneEvent::Replies { replies: r, .. } => {
+                                        replies += r.len() as u64;
+                                    }
                                     other => panic!("unexpected {other:?}"),
                                 }
                             }
@@ -100,8 +138,9 @@ fn shard_b(lane: Lane) {
         .name("bench-shard-b")
         .spawn(move || async move {
             while let Ok(event) = lane.events().recv_async().await {
-                if let LaneEvent::Request { reply, .. } = event {
-                    lane.reply(reply, Bytes::new()).await.unwrap();
+                if let LaneEvent::Requests { requests, .. } = event {
+                    let replies = requests.into_iter().map(|r| (r.reply, Bytes::new()));
+                    lane.reply_all(replies.collect()).await.unwrap();
                 }
             }
         })
@@ -130,6 +169,25 @@ fn bridge(c: &mut Criterion) {
         spin_jobs.send(job).unwrap();
         spin_done.recv().unwrap()
     };
+
+    // Allocations per message (warm first: link creation, queues).
+    run(Job::Requests {
+        iters: 100,
+        per_iter: 64,
+    });
+    for per_iter in [1u64, 64] {
+        let messages = 10_240;
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        run(Job::Requests {
+            iters: messages / per_iter,
+            per_iter,
+        });
+        let n = ALLOCATIONS.load(Ordering::Relaxed) - before;
+        println!(
+            "allocations per message, groups of {per_iter}: {:.2} ({n} for {messages})",
+            n as f64 / messages as f64
+        );
+    }
 
     let mut g = c.benchmark_group("ping");
     g.throughput(Throughput::Elements(1));

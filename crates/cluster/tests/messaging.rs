@@ -14,7 +14,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_lite::future::block_on;
 use support::*;
 use surepush_cluster::messaging::batch::Envelope;
-use surepush_cluster::messaging::{Lane, LaneEvent, TrySendError};
+use surepush_cluster::messaging::{Lane, LaneEvent, Reply, Request, TrySendError};
 use surepush_cluster::wire::{kinds, MessageKind, Reader, Wire, WireError};
 use surepush_cluster::NodeId;
 
@@ -75,15 +75,16 @@ fn serve(lane: Lane, stop: flume::Receiver<()>) -> thread::JoinHandle<Vec<(Strin
         let mut seen = Vec::new();
         loop {
             match lane.events().recv_timeout(Duration::from_millis(50)) {
-                Ok(LaneEvent::Request {
-                    from,
-                    envelope,
-                    reply,
-                }) => {
-                    let p: Probe = envelope.decode().expect("a probe");
-                    assert_eq!(p.node, from.as_str(), "sender identity");
-                    seen.push((p.node.clone(), p.lane, p.seq));
-                    block_on(lane.reply(reply, answer(&p))).expect("reply");
+                Ok(LaneEvent::Requests { from, requests }) => {
+                    assert!(!requests.is_empty(), "an event carries requests");
+                    let mut answers = Vec::new();
+                    for Request { envelope, reply } in requests {
+                        let p: Probe = envelope.decode().expect("a probe");
+                        assert_eq!(p.node, from.as_str(), "sender identity");
+                        seen.push((p.node.clone(), p.lane, p.seq));
+                        answers.push((reply, answer(&p)));
+                    }
+                    block_on(lane.reply_all(answers)).expect("reply");
                 }
                 Ok(other) => panic!("unexpected event {other:?}"),
                 Err(_) if stop.try_recv().is_ok() => return seen,
@@ -116,9 +117,11 @@ fn send_and_collect(
                 }
             }
             match lane.events().recv_timeout(WAIT) {
-                Ok(LaneEvent::Reply { token, from, body }) => {
+                Ok(LaneEvent::Replies { from, replies: got }) => {
                     assert_eq!(from, to);
-                    assert!(replies.insert(token, body).is_none(), "token {token} twice");
+                    for Reply { token, body } in got {
+                        assert!(replies.insert(token, body).is_none(), "token {token} twice");
+                    }
                 }
                 Ok(other) => panic!("unexpected {other:?}"),
                 Err(e) => panic!("no reply ({e}); {} of {count}", replies.len()),
@@ -233,9 +236,11 @@ fn a_full_peer_queue_makes_senders_wait_and_loses_nothing() {
     let mut replies = std::collections::HashSet::new();
     while (replies.len() as u64) < total {
         match lane.events().recv_timeout(WAIT).expect("reply") {
-            LaneEvent::Reply { token, body, .. } => {
-                assert_eq!(body, Bytes::from(format!("a/0/{token}")));
-                assert!(replies.insert(token), "reply {token} twice");
+            LaneEvent::Replies { replies: got, .. } => {
+                for Reply { token, body } in got {
+                    assert_eq!(body, Bytes::from(format!("a/0/{token}")));
+                    assert!(replies.insert(token), "reply {token} twice");
+                }
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -364,13 +369,15 @@ fn lanes_work_from_glommio_executors() {
     let server = glommio::LocalExecutorBuilder::default()
         .name("shard-b")
         .spawn(move || async move {
-            for _ in 0..count {
+            let mut answered = 0;
+            while answered < count {
                 match b_lane.events().recv_async().await.unwrap() {
-                    LaneEvent::Request {
-                        envelope, reply, ..
-                    } => {
-                        let p: Probe = envelope.decode().unwrap();
-                        b_lane.reply(reply, answer(&p)).await.unwrap();
+                    LaneEvent::Requests { requests, .. } => {
+                        for Request { envelope, reply } in requests {
+                            let p: Probe = envelope.decode().unwrap();
+                            b_lane.reply(reply, answer(&p)).await.unwrap();
+                            answered += 1;
+                        }
                     }
                     other => panic!("unexpected {other:?}"),
                 }
@@ -387,9 +394,11 @@ fn lanes_work_from_glommio_executors() {
             let mut got = Vec::new();
             while got.len() < count as usize {
                 match a_lane.events().recv_async().await.unwrap() {
-                    LaneEvent::Reply { token, body, .. } => {
-                        assert_eq!(body, Bytes::from(format!("a/0/{token}")));
-                        got.push(token);
+                    LaneEvent::Replies { replies, .. } => {
+                        for Reply { token, body } in replies {
+                            assert_eq!(body, Bytes::from(format!("a/0/{token}")));
+                            got.push(token);
+                        }
                     }
                     other => panic!("unexpected {other:?}"),
                 }
@@ -450,13 +459,13 @@ fn batches_and_replies_stay_within_a_small_max_payload() {
     let (stop, stopped) = flume::bounded::<()>(1);
     let server = thread::spawn(move || loop {
         match lane.events().recv_timeout(Duration::from_millis(50)) {
-            Ok(LaneEvent::Request {
-                envelope, reply, ..
-            }) => {
-                let p: Probe = envelope.decode().expect("a probe");
-                let mut body = answer(&p).to_vec();
-                body.resize(body.len() + PAD, b'r');
-                block_on(lane.reply(reply, Bytes::from(body))).expect("reply");
+            Ok(LaneEvent::Requests { requests, .. }) => {
+                for Request { envelope, reply } in requests {
+                    let p: Probe = envelope.decode().expect("a probe");
+                    let mut body = answer(&p).to_vec();
+                    body.resize(body.len() + PAD, b'r');
+                    block_on(lane.reply(reply, Bytes::from(body))).expect("reply");
+                }
             }
             Ok(other) => panic!("unexpected event {other:?}"),
             Err(_) if stopped.try_recv().is_ok() => return,
@@ -476,8 +485,10 @@ fn batches_and_replies_stay_within_a_small_max_payload() {
             }
         }
         match lane.events().recv_timeout(WAIT) {
-            Ok(LaneEvent::Reply { token, body, .. }) => {
-                assert!(replies.insert(token, body).is_none(), "token {token} twice");
+            Ok(LaneEvent::Replies { replies: got, .. }) => {
+                for Reply { token, body } in got {
+                    assert!(replies.insert(token, body).is_none(), "token {token} twice");
+                }
             }
             Ok(other) => panic!("unexpected {other:?}"),
             Err(e) => panic!(

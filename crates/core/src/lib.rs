@@ -99,7 +99,7 @@ pub use config::{CoreConfig, LiveLimits};
 pub use conversation::{BadConversationLimit, ConversationConfig, Conversations, UnreadFrom};
 pub use keyed::{StateDurability, StateReport};
 pub use moving::{MOVE_IDLE_NS, PAGE_BYTES as MOVE_PAGE_BYTES};
-pub use peer::{decode_answers, encode_answers, Answers};
+pub use peer::{decode_answers, encode_answers, encode_answers_into, Answers};
 pub use peer::{
     Ephemeral, GroupEphemeral, GroupStore, GroupStored, MembersUpdate, MembersUpdated, PeerMsg,
     PeerWireError, PresenceChanged, PresenceUnwatch, PresenceWatch, QueryState, Release,

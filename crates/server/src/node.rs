@@ -30,6 +30,7 @@ use super::reload::{self, LimitsPart, LogLevelPart, Reloader};
 use super::runtime::{NodeShared, RuntimeParts, ShardRuntime};
 use super::tls::{NodeTls, TlsPart};
 use super::transport::{self, mqtt::MqttHandshake, NativeHandshake, Opening};
+use surepush_cluster::messaging::LaneEvent;
 use surepush_core::{Shard, ShardParams};
 use surepush_log::SegmentLog;
 
@@ -666,18 +667,26 @@ fn start_link_tasks(rt: &Rc<ShardRuntime>, link: Rc<ClusterLink>, tasks: LinkTas
     let rt = rt.clone();
     glommio::spawn_local(async move {
         loop {
-            // Every return ticket is taken: take no more requests until
-            // answers free one (the peers' queues hold the rest).
-            while link.tickets_exhausted() {
-                if ticket_freed.recv().await.is_none() {
-                    return;
-                }
-            }
             let Ok(event) = events.recv_async().await else {
                 return; // the cluster thread stopped
             };
-            for msg in link.receive(event) {
-                rt.peer(msg);
+            match event {
+                // A batch's requests: one wake-up for all (issue #20), a
+                // ticket each (all taken: the rest wait for answers).
+                LaneEvent::Requests { from, requests } => {
+                    for request in requests {
+                        while link.tickets_exhausted() {
+                            rt.drive();
+                            if ticket_freed.recv().await.is_none() {
+                                return;
+                            }
+                        }
+                        link.request(&from, request)
+                            .into_iter()
+                            .for_each(|m| rt.peer(m));
+                    }
+                }
+                event => link.receive(event).into_iter().for_each(|m| rt.peer(m)),
             }
             rt.drive();
         }

@@ -198,16 +198,26 @@ impl InboundLinks {
         if *remaining > 0 {
             return None;
         }
-        let bodies = replies
+        let bodies: Vec<Bytes> = replies
             .iter_mut()
             .map(|b| b.take().expect("every reply present"))
             .collect();
-        let reply = wire::to_bytes(&BatchReply {
-            from: self.me.clone(),
-            incarnation: key.incarnation,
-            seq: key.seq,
-            outcome: BatchOutcome::Done(bodies),
-        });
+        let size = wire::FRAME_HEADER
+            + 2
+            + self.me.as_str().len()
+            + 2 * 8
+            + 1
+            + 4
+            + bodies.iter().map(|b| 4 + b.len()).sum::<usize>();
+        let reply = wire::to_bytes_sized(
+            &BatchReply {
+                from: self.me.clone(),
+                incarnation: key.incarnation,
+                seq: key.seq,
+                outcome: BatchOutcome::Done(bodies),
+            },
+            size,
+        );
         *slot = Slot::Done(reply.clone());
         peer.trim();
         Some(reply)

@@ -43,26 +43,47 @@ pub enum FailReason {
     Forgotten,
 }
 
+/// One message from another node, inside [`LaneEvent::Requests`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The message.
+    pub envelope: Envelope,
+    /// Where its answer goes ([`Lane::reply`]).
+    pub reply: ReplyTo,
+}
+
+/// The reply to one message this lane sent, inside [`LaneEvent::Replies`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The token given to [`Lane::send`].
+    pub token: u64,
+    /// The receiver's reply body.
+    pub body: Bytes,
+}
+
 /// What arrives on a lane.
+///
+/// Requests and replies come a batch at a time (issue #20): the messages
+/// of one NATS batch for this lane are one event, so the lane's thread
+/// wakes once per batch, not once per message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LaneEvent {
-    /// A message from another node; answer with [`Lane::reply`].
-    Request {
+    /// Messages from another node (those of one batch routed to this
+    /// lane, in the sender's order); answer each with [`Lane::reply`] or
+    /// [`Lane::reply_all`].
+    Requests {
         /// The sending node.
         from: NodeId,
-        /// The message.
-        envelope: Envelope,
-        /// Where the answer goes.
-        reply: ReplyTo,
+        /// The messages, in order (never empty).
+        requests: Vec<Request>,
     },
-    /// The reply to a message this lane sent with `token`.
-    Reply {
-        /// The token given to [`Lane::send`].
-        token: u64,
+    /// Replies to messages this lane sent (those of one batch, in the
+    /// order they were sent).
+    Replies {
         /// The node that answered.
         from: NodeId,
-        /// Its reply body.
-        body: Bytes,
+        /// The replies (never empty).
+        replies: Vec<Reply>,
     },
     /// A message this lane sent will get no reply.
     Failed {
@@ -104,11 +125,25 @@ pub(crate) struct NewLink {
 /// Work for the cluster thread's messaging service.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Reply { reply: ReplyTo, body: Bytes },
-    Subscribe { room: u64, lane: u16 },
-    Unsubscribe { room: u64, lane: u16 },
-    Publish { room: u64, payload: Bytes },
-    Ping { lane: u16, token: u64 },
+    /// Answers, in the order given (one command for many: one wake-up of
+    /// the cluster thread).
+    Replies(Vec<(ReplyTo, Bytes)>),
+    Subscribe {
+        room: u64,
+        lane: u16,
+    },
+    Unsubscribe {
+        room: u64,
+        lane: u16,
+    },
+    Publish {
+        room: u64,
+        payload: Bytes,
+    },
+    Ping {
+        lane: u16,
+        token: u64,
+    },
 }
 
 /// Peer queues, shared by all lanes of a node: one queue (and one link)
@@ -200,9 +235,17 @@ pub struct Replier {
 }
 
 impl Replier {
-    /// Answers a [`LaneEvent::Request`], as [`Lane::reply`].
+    /// Answers a [`Request`], as [`Lane::reply`].
     pub async fn reply(&self, reply: ReplyTo, body: Bytes) -> Result<(), ClusterError> {
-        self.command(Command::Reply { reply, body }).await
+        self.command(Command::Replies(vec![(reply, body)])).await
+    }
+
+    /// Answers many requests in one command, as [`Lane::reply_all`].
+    pub async fn reply_all(&self, replies: Vec<(ReplyTo, Bytes)>) -> Result<(), ClusterError> {
+        if replies.is_empty() {
+            return Ok(());
+        }
+        self.command(Command::Replies(replies)).await
     }
 
     /// As [`Lane::subscribe_room`].
@@ -275,8 +318,8 @@ impl Lane {
         Ok(&self.cache[peer])
     }
 
-    /// Sends `envelope` to `to`; its reply comes back as
-    /// [`LaneEvent::Reply`] with `token`. Waits while the peer's queue is
+    /// Sends `envelope` to `to`; its reply comes back as a [`Reply`] with
+    /// `token` in [`LaneEvent::Replies`]. Waits while the peer's queue is
     /// full. Messages to one peer arrive in the order they were sent.
     pub async fn send(
         &mut self,
@@ -324,9 +367,18 @@ impl Lane {
         }
     }
 
-    /// Answers a [`LaneEvent::Request`].
+    /// Answers a [`Request`].
     pub async fn reply(&self, reply: ReplyTo, body: Bytes) -> Result<(), ClusterError> {
-        self.command(Command::Reply { reply, body }).await
+        self.command(Command::Replies(vec![(reply, body)])).await
+    }
+
+    /// Answers many requests at once (in order), one command for the
+    /// cluster thread instead of one per answer.
+    pub async fn reply_all(&self, replies: Vec<(ReplyTo, Bytes)>) -> Result<(), ClusterError> {
+        if replies.is_empty() {
+            return Ok(());
+        }
+        self.command(Command::Replies(replies)).await
     }
 
     /// Receives `room`'s pushes from other nodes on this lane.

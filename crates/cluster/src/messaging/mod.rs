@@ -20,11 +20,13 @@ pub mod subjects;
 mod lane;
 #[cfg(feature = "nats")]
 pub(crate) mod service;
+#[cfg(feature = "nats")]
+mod spin;
 
 #[cfg(feature = "nats")]
 pub(crate) use lane::{lanes, LaneWiring};
 #[cfg(feature = "nats")]
-pub use lane::{FailReason, Lane, LaneEvent, Replier, ReplyTo, TrySendError};
+pub use lane::{FailReason, Lane, LaneEvent, Replier, Reply, ReplyTo, Request, TrySendError};
 #[cfg(feature = "nats")]
 pub use service::MessagingStats;
 
@@ -35,6 +37,7 @@ pub use config::{MessagingConfig, RouteToLane};
 mod config {
     use std::fmt;
     use std::sync::Arc;
+    use std::time::Duration;
 
     use super::outbound::LinkConfig;
 
@@ -60,6 +63,11 @@ mod config {
         /// Replies and room pushes queued for NATS before they are dropped
         /// (both are recovered: see the service's doc).
         pub publish_queue: usize,
+        /// How long the cluster thread keeps polling after the last
+        /// message before it parks (zero: it parks at once). Saves the
+        /// wake-ups of a thread that would sleep between messages, at
+        /// the price of the CPU it spins (`spin.rs`).
+        pub spin_before_park: Duration,
     }
 
     impl MessagingConfig {
@@ -74,6 +82,7 @@ mod config {
                 lane_queue: 4096,
                 command_queue: 4096,
                 publish_queue: 4096,
+                spin_before_park: Duration::ZERO,
             }
         }
     }
@@ -87,6 +96,7 @@ mod config {
                 .field("lane_queue", &self.lane_queue)
                 .field("command_queue", &self.command_queue)
                 .field("publish_queue", &self.publish_queue)
+                .field("spin_before_park", &self.spin_before_park)
                 .finish_non_exhaustive()
         }
     }

@@ -220,7 +220,13 @@ impl OutboundLink {
             first_unacked: self.first_unacked().min(seq),
             items,
         };
-        let bytes = wire::to_bytes(&req);
+        let size = wire::FRAME_HEADER
+            + 2
+            + self.me.as_str().len()
+            + 3 * 8
+            + 4
+            + req.items.iter().map(Envelope::encoded_len).sum::<usize>();
+        let bytes = wire::to_bytes_sized(&req, size);
         (bytes, req.items)
     }
 

@@ -1,6 +1,10 @@
 //! The messaging service on the cluster thread: one task per peer link,
 //! one for arriving requests, one for arriving replies, one for lane
-//! commands, one publisher, one per subscribed room.
+//! commands, one publisher, one per subscribed room, and with
+//! `spin_before_park` a spinner (`spin.rs`).
+//!
+//! A batch reaches each lane it concerns as one event (its requests, or
+//! its replies), so a shard wakes once per batch, not per message.
 //!
 //! Waiting, by design:
 //! - a peer task waits on its NATS publishes and on lanes with full event
@@ -23,14 +27,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use async_nats::Subject;
 use bytes::Bytes;
 use futures_lite::StreamExt;
 
-use super::batch::{BatchReply, BatchRequest, RoomPublish};
+use super::batch::{BatchReply, BatchRequest, Envelope, RoomPublish};
 use super::chunks::{reply_chunks, ReplyAssembly, ReplyChunk};
-use super::inbound::{InboundLinks, Verdict};
-use super::lane::{Command, FailReason, LaneEvent, LaneWiring, NewLink, Outbound};
-use super::outbound::{LinkFailure, OutboundLink, ReplyTarget};
+use super::inbound::{BatchKey, InboundLinks, Verdict};
+use super::lane::{
+    Command, FailReason, LaneEvent, LaneWiring, NewLink, Outbound, Reply, ReplyTo, Request,
+};
+use super::outbound::{Completion, LinkFailure, OutboundLink, ReplyTarget};
+use super::spin::Activity;
 use super::subjects;
 use super::MessagingConfig;
 use crate::node_id::NodeId;
@@ -90,7 +98,13 @@ pub(crate) struct Service {
     /// Replies to each link task.
     links: RefCell<HashMap<NodeId, flume::Sender<BatchReply>>>,
     rooms: RefCell<HashMap<u64, Room>>,
-    publish: flume::Sender<(String, Bytes)>,
+    publish: flume::Sender<(Subject, Bytes)>,
+    /// Reply subjects of the peers answered so far (built once: a subject
+    /// per reply was an allocation per batch).
+    reply_subjects: RefCell<HashMap<NodeId, Subject>>,
+    /// Keeps the thread from parking while traffic flows
+    /// ([`MessagingConfig::spin_before_park`]).
+    activity: Rc<Activity>,
     /// Chunked replies being put back together.
     assembly: RefCell<ReplyAssembly>,
     stats: Arc<MessagingStats>,
@@ -125,6 +139,10 @@ impl Service {
             .await
             .map_err(|e| crate::error::ClusterError::nats("subscribe replies", e))?;
         let (publish, publish_rx) = flume::bounded(config.publish_queue);
+        let activity = Rc::new(Activity::new(config.spin_before_park));
+        if !config.spin_before_park.is_zero() {
+            tokio::task::spawn_local(activity.clone().spin());
+        }
         let service = Rc::new(Service {
             client: client.clone(),
             inbound: RefCell::new(InboundLinks::new(me.clone())),
@@ -135,6 +153,8 @@ impl Service {
             links: RefCell::default(),
             rooms: RefCell::default(),
             publish,
+            reply_subjects: RefCell::default(),
+            activity,
             assembly: RefCell::new(ReplyAssembly::default()),
             stats,
         });
@@ -155,7 +175,7 @@ impl Service {
     }
 
     /// Queues a publish that may be lost (see the module doc).
-    fn publish_lossy(&self, subject: String, payload: Bytes) {
+    fn publish_lossy(&self, subject: Subject, payload: Bytes) {
         if self.publish.try_send((subject, payload)).is_err() {
             self.stats.publishes_dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -164,7 +184,12 @@ impl Service {
     /// Queues a reply to `to`, in chunks if it outgrew `max_payload` (lossy
     /// as every reply: a lost chunk is repaired by the sender's resend).
     fn publish_reply(&self, to: &NodeId, reply: Bytes) {
-        let subject = subjects::replies(to);
+        let subject = self
+            .reply_subjects
+            .borrow_mut()
+            .entry(to.clone())
+            .or_insert_with(|| Subject::from(subjects::replies(to)))
+            .clone();
         let max_payload = self.client.max_payload();
         if reply.len() <= max_payload {
             return self.publish_lossy(subject, reply);
@@ -207,17 +232,12 @@ impl Service {
             let verdict = self.inbound.borrow_mut().handle(req);
             match verdict {
                 Verdict::Deliver { key, items } => {
+                    self.activity.touch();
                     self.stats.batches_received.fetch_add(1, Ordering::Relaxed);
-                    for (index, envelope) in items.into_iter().enumerate() {
-                        let lane = (self.config.route_to_lane)(envelope.route);
-                        let reply = super::lane::ReplyTo {
-                            key: key.clone(),
-                            index: index as u32,
-                        };
-                        let event = LaneEvent::Request {
+                    for (lane, requests) in requests_by_lane(&key, items, &self.config) {
+                        let event = LaneEvent::Requests {
                             from: key.from.clone(),
-                            envelope,
-                            reply,
+                            requests,
                         };
                         if let Some(lane) = self.lane(lane) {
                             // Err only if the lane was dropped (shutdown).
@@ -245,6 +265,7 @@ impl Service {
                     continue;
                 }
             };
+            self.activity.touch();
             self.stats.replies_received.fetch_add(1, Ordering::Relaxed);
             let link = self.links.borrow().get(&reply.from).cloned();
             if let Some(link) = link {
@@ -264,14 +285,18 @@ impl Service {
 
     async fn run_commands(self: Rc<Self>, commands: flume::Receiver<Command>) {
         while let Ok(command) = commands.recv_async().await {
+            self.activity.touch();
             match command {
-                Command::Reply { reply, body } => {
-                    let done =
-                        self.inbound
-                            .borrow_mut()
-                            .complete(&reply.key, reply.index as usize, body);
-                    if let Some(bytes) = done {
-                        self.publish_reply(&reply.key.from, bytes);
+                Command::Replies(replies) => {
+                    for (reply, body) in replies {
+                        let done = self.inbound.borrow_mut().complete(
+                            &reply.key,
+                            reply.index as usize,
+                            body,
+                        );
+                        if let Some(bytes) = done {
+                            self.publish_reply(&reply.key.from, bytes);
+                        }
                     }
                 }
                 Command::Subscribe { room, lane } => self.subscribe(room, lane).await,
@@ -289,7 +314,7 @@ impl Service {
                     self.stats
                         .room_bytes_published
                         .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    self.publish_lossy(subjects::room(room), bytes);
+                    self.publish_lossy(Subject::from(subjects::room(room)), bytes);
                 }
                 Command::Ping { lane, token } => {
                     if let Some(lane) = self.lane(lane) {
@@ -378,8 +403,9 @@ impl Service {
     ) {
         let mut link =
             OutboundLink::new(self.me.clone(), self.incarnation, self.config.link.clone());
-        let to = subjects::requests(&peer);
-        let reply_to = subjects::replies(&self.me);
+        // Subjects are shared bytes: a clone per publish, no allocation.
+        let to = Subject::from(subjects::requests(&peer));
+        let reply_to = Subject::from(subjects::replies(&self.me));
         let mut queue_open = true;
         loop {
             // Take what the lanes queued this turn, up to one batch.
@@ -416,19 +442,24 @@ impl Service {
             };
             tokio::select! {
                 item = queue.recv_async(), if queue_open && link.accepts() => match item {
-                    Ok(o) => link.push(o.envelope, o.target),
+                    Ok(o) => {
+                        self.activity.touch();
+                        link.push(o.envelope, o.target);
+                    }
                     Err(_) => queue_open = false,
                 },
                 reply = replies.recv_async() => {
                     let Ok(reply) = reply else { return };
                     match link.handle_reply(reply, Instant::now()) {
                         Ok(done) => {
-                            for c in done {
-                                self.deliver(c.target, LaneEvent::Reply {
-                                    token: c.target.token,
+                            for (lane, replies) in replies_by_lane(done) {
+                                let event = LaneEvent::Replies {
                                     from: peer.clone(),
-                                    body: c.body,
-                                }).await;
+                                    replies,
+                                };
+                                if let Some(lane) = self.lane(lane) {
+                                    let _ = lane.send_async(event).await;
+                                }
                             }
                         }
                         Err(failure) => self.fail(&peer, failure).await,
@@ -484,10 +515,199 @@ impl Service {
     }
 }
 
-async fn run_publisher(client: async_nats::Client, rx: flume::Receiver<(String, Bytes)>) {
+/// A delivered batch's messages grouped by the lane each is routed to, in
+/// order within a lane (one event per lane, not per message).
+fn requests_by_lane(
+    key: &BatchKey,
+    items: Vec<Envelope>,
+    config: &MessagingConfig,
+) -> Vec<(u16, Vec<Request>)> {
+    let mut groups: Vec<(u16, Vec<Request>)> = Vec::new();
+    for (index, envelope) in items.into_iter().enumerate() {
+        let lane = (config.route_to_lane)(envelope.route);
+        let request = Request {
+            envelope,
+            reply: ReplyTo {
+                key: key.clone(),
+                index: index as u32,
+            },
+        };
+        // Few lanes (one per shard): a linear search beats a map.
+        match groups.iter_mut().find(|(l, _)| *l == lane) {
+            Some((_, requests)) => requests.push(request),
+            None => groups.push((lane, vec![request])),
+        }
+    }
+    groups
+}
+
+/// A batch's replies grouped by the lane that sent each message, in the
+/// order sent.
+fn replies_by_lane(done: Vec<Completion>) -> Vec<(u16, Vec<Reply>)> {
+    let mut groups: Vec<(u16, Vec<Reply>)> = Vec::new();
+    for c in done {
+        let reply = Reply {
+            token: c.target.token,
+            body: c.body,
+        };
+        match groups.iter_mut().find(|(l, _)| *l == c.target.lane) {
+            Some((_, replies)) => replies.push(reply),
+            None => groups.push((c.target.lane, vec![reply])),
+        }
+    }
+    groups
+}
+
+async fn run_publisher(client: async_nats::Client, rx: flume::Receiver<(Subject, Bytes)>) {
     while let Ok((subject, payload)) = rx.recv_async().await {
         if let Err(error) = client.publish(subject, payload).await {
             tracing::warn!(%error, "publish failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The per-batch lane events (issue #20): a batch's requests reach
+    //! each lane as one event, its replies likewise, in order and matched.
+
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::messaging::outbound::LinkConfig;
+    use crate::wire::MessageKind;
+
+    fn message(n: u64) -> Envelope {
+        Envelope {
+            kind: MessageKind(crate::wire::kinds::FIRST_TEST_KIND),
+            version: 1,
+            route: (n % 3) as u32,
+            body: Bytes::from(n.to_le_bytes().to_vec()),
+        }
+    }
+
+    fn number(env: &Envelope) -> u64 {
+        u64::from_le_bytes(env.body[..8].try_into().unwrap())
+    }
+
+    /// Messages 0..12 from lanes 0 and 1 of node a, to node b with two
+    /// lanes (route % 2): through a's link and b's inbound state, one
+    /// batch; b's lanes answer in reverse order; the reply comes back.
+    #[test]
+    fn a_batch_reaches_each_lane_as_one_event_and_its_replies_find_their_senders() {
+        let (a, b) = (NodeId::parse("a").unwrap(), NodeId::parse("b").unwrap());
+        let now = Instant::now();
+        let mut link = OutboundLink::new(a.clone(), 7, LinkConfig::default());
+        for n in 0..12u64 {
+            let target = ReplyTarget {
+                lane: (n % 2) as u16,
+                token: 100 + n,
+            };
+            link.push(message(n), target);
+        }
+        let payload = link.poll_transmit(now).expect("one batch");
+        assert!(link.poll_transmit(now).is_none(), "all twelve in one batch");
+        let mut inbound = InboundLinks::new(b.clone());
+        let req = wire::decode::<BatchRequest>(&payload).unwrap();
+        let Verdict::Deliver { key, items } = inbound.handle(req) else {
+            panic!("a new batch is delivered");
+        };
+        let config = MessagingConfig::new(2);
+        let groups = requests_by_lane(&key, items, &config);
+        // Lane 0 gets routes 0 and 2, lane 1 route 1; each group in the
+        // batch's order, each reply address naming its message's place.
+        assert_eq!(groups.len(), 2, "one event per lane");
+        let mut all = Vec::new();
+        for (lane, requests) in &groups {
+            let numbers: Vec<u64> = requests.iter().map(|r| number(&r.envelope)).collect();
+            let mut sorted = numbers.clone();
+            sorted.sort_unstable();
+            assert_eq!(numbers, sorted, "lane {lane} keeps the sender's order");
+            for r in requests {
+                assert_eq!(u32::from(*lane), r.envelope.route % 2, "routed to its lane");
+                assert_eq!(u64::from(r.reply.index), number(&r.envelope), "reply index");
+                all.push((r.reply.clone(), number(&r.envelope)));
+            }
+        }
+        assert_eq!(all.len(), 12);
+        // Answers in reverse order: the batch completes with the last.
+        all.reverse();
+        let last = all.len() - 1;
+        let mut reply = None;
+        for (i, (to, n)) in all.into_iter().enumerate() {
+            let body = Bytes::from(format!("ok {n}"));
+            let done = inbound.complete(&to.key, to.index as usize, body);
+            assert_eq!(
+                done.is_some(),
+                i == last,
+                "complete only with the last answer"
+            );
+            reply = done.or(reply);
+        }
+        let reply = wire::decode::<BatchReply>(&reply.unwrap()).unwrap();
+        let done = link.handle_reply(reply, now).expect("answered");
+        let groups = replies_by_lane(done);
+        assert_eq!(groups.len(), 2, "one replies event per sending lane");
+        for (lane, replies) in groups {
+            let tokens: Vec<u64> = replies.iter().map(|r| r.token).collect();
+            let expected: Vec<u64> = (0..12).filter(|n| n % 2 == u64::from(lane)).collect();
+            assert_eq!(
+                tokens,
+                expected.iter().map(|n| 100 + n).collect::<Vec<_>>(),
+                "lane {lane}: its tokens, in the order sent"
+            );
+            for r in replies {
+                assert_eq!(
+                    r.body,
+                    Bytes::from(format!("ok {}", r.token - 100)),
+                    "matched"
+                );
+            }
+        }
+        assert_eq!(link.outstanding(), 0);
+    }
+
+    /// A batch whose reply is lost is sent again whole (the same number,
+    /// every message); the receiver hands it on once and answers the
+    /// resend from its cache with the same reply for every message.
+    #[test]
+    fn a_batch_whose_reply_is_lost_is_resent_whole_and_answered_once() {
+        let (a, b) = (NodeId::parse("a").unwrap(), NodeId::parse("b").unwrap());
+        let start = Instant::now();
+        let config = LinkConfig::default();
+        let retry = config.retry_initial;
+        let mut link = OutboundLink::new(a, 1, config);
+        for n in 0..5u64 {
+            link.push(message(n), ReplyTarget { lane: 0, token: n });
+        }
+        let first = link.poll_transmit(start).unwrap();
+        let mut inbound = InboundLinks::new(b);
+        let req = wire::decode::<BatchRequest>(&first).unwrap();
+        let Verdict::Deliver { key, items } = inbound.handle(req) else {
+            panic!("delivered");
+        };
+        let groups = requests_by_lane(&key, items, &MessagingConfig::new(1));
+        let mut reply = None;
+        for r in &groups[0].1 {
+            let body = Bytes::from(format!("ok {}", number(&r.envelope)));
+            reply = inbound.complete(&r.reply.key, r.reply.index as usize, body);
+        }
+        let lost = reply.expect("the batch completed");
+        // The reply is lost: after the retry interval the batch goes again.
+        let later = start + retry + Duration::from_millis(1);
+        link.handle_timeout(later);
+        let again = link.poll_transmit(later).expect("resent");
+        let resent = wire::decode::<BatchRequest>(&again).unwrap();
+        let original = wire::decode::<BatchRequest>(&first).unwrap();
+        assert_eq!(resent.seq, original.seq, "same batch number");
+        assert_eq!(resent.items, original.items, "every message, in order");
+        match inbound.handle(resent) {
+            Verdict::Answer(bytes) => assert_eq!(bytes, lost, "the cached reply"),
+            other => panic!("a resend is answered from the cache, got {other:?}"),
+        }
+        let reply = wire::decode::<BatchReply>(&lost).unwrap();
+        let groups = replies_by_lane(link.handle_reply(reply, later).unwrap());
+        let tokens: Vec<u64> = groups[0].1.iter().map(|r| r.token).collect();
+        assert_eq!(tokens, vec![0, 1, 2, 3, 4]);
     }
 }

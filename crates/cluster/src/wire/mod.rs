@@ -113,7 +113,14 @@ pub fn encode<T: Wire>(msg: &T, out: &mut BytesMut) {
 
 /// `msg` as one frame in a buffer of its own.
 pub fn to_bytes<T: Wire>(msg: &T) -> Bytes {
-    let mut out = BytesMut::new();
+    to_bytes_sized(msg, 0)
+}
+
+/// `msg` as one frame in a buffer of its own, allocated once for
+/// `capacity` bytes (the caller's estimate of the frame's size: a buffer
+/// grown field by field reallocates several times).
+pub fn to_bytes_sized<T: Wire>(msg: &T, capacity: usize) -> Bytes {
+    let mut out = BytesMut::with_capacity(capacity);
     encode(msg, &mut out);
     out.freeze()
 }

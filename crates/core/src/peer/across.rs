@@ -155,14 +155,20 @@ pub enum Answers {
 /// `(len u32 LE, PeerMsg encoding)*`.
 pub fn encode_answers(answers: &[PeerMsg]) -> Bytes {
     let mut out = BytesMut::new();
+    encode_answers_into(answers, &mut out);
+    out.freeze()
+}
+
+/// [`encode_answers`], appended to `out` (a caller's reused buffer, so a
+/// reply costs no allocation of its own).
+pub fn encode_answers_into(answers: &[PeerMsg], out: &mut BytesMut) {
     for a in answers {
         let start = out.len();
         out.put_u32_le(0); // patched below
-        a.encode(&mut out);
+        a.encode(out);
         let len = (out.len() - start - 4) as u32;
         out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     }
-    out.freeze()
 }
 
 /// Reads a reply body written by [`encode_answers`]; payloads share

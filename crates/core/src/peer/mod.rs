@@ -19,7 +19,7 @@ mod moving;
 mod share;
 mod wire;
 
-pub use across::{decode_answers, encode_answers, Answers};
+pub use across::{decode_answers, encode_answers, encode_answers_into, Answers};
 pub use messages::{
     Ephemeral, FilterJoin, FilterJoined, FilterLeave, FilterQuery, FilterWant, GroupEphemeral,
     GroupStore, GroupStored, MembersUpdate, MembersUpdated, NodeFilters, PresenceChanged,

@@ -37,12 +37,14 @@ use bytes::{Bytes, BytesMut};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
 use surepush_cluster::messaging::batch::Envelope;
-use surepush_cluster::messaging::{FailReason, Lane, LaneEvent, Replier, ReplyTo, TrySendError};
+use surepush_cluster::messaging::{
+    FailReason, Lane, LaneEvent, Replier, Reply, ReplyTo, Request, TrySendError,
+};
 use surepush_cluster::wire::kinds::CORE_PEER_MSG;
 use surepush_cluster::PartitionId;
 use surepush_core::router::MAX_TICKETS;
 use surepush_core::{
-    decode_answers, encode_answers, Answers, ClusterRoutes, PeerMsg, PeerTarget, RoomPage,
+    decode_answers, encode_answers_into, Answers, ClusterRoutes, PeerMsg, PeerTarget, RoomPage,
     RoomSubscribe, Shard, ShardId, PEER_WIRE_VERSION,
 };
 use surepush_proto::{Seq, SubscribeFrom};
@@ -62,6 +64,19 @@ const LOG_REPEATS_EVERY: Duration = Duration::from_secs(1);
 /// chunked above the NATS server's `max_payload` (the cluster crate's
 /// `chunks.rs`) — this keeps replies, and so chunking, rare.
 pub(crate) const ROOM_REPLY_BYTES: usize = 32 * 1024;
+
+/// Bytes of the buffer messages to other nodes are encoded into (issue
+/// #20): each message is a slice of it (`BytesMut::split`), so encoding
+/// costs an allocation per this many bytes, not one (or more, as the
+/// buffer grows) per message. The block is reused once every slice of it
+/// has been sent and dropped. A message that stays queued (its peer is
+/// down) keeps its whole block alive, so the block is small: a full peer
+/// queue (4,096 messages) pins at most 32 MiB, however the messages of
+/// other peers interleave with it.
+const ENCODE_ARENA: usize = 8 * 1024;
+
+/// Below this much room left, the arena takes a fresh block first.
+const ARENA_MIN_FREE: usize = 1024;
 
 /// What a shard's command task does for the link, in the order queued.
 pub(crate) enum LinkCommand {
@@ -119,6 +134,8 @@ pub(crate) struct ClusterLink {
     ticket_freed: LocalSender<()>,
     next_token: Cell<u64>,
     refused: LogEvery,
+    /// Where envelopes and replies are encoded ([`ENCODE_ARENA`]).
+    arena: RefCell<BytesMut>,
 }
 
 /// The tasks a link needs, for the shard to spawn once it has a runtime.
@@ -167,6 +184,7 @@ impl ClusterLink {
             ticket_freed,
             next_token: Cell::new(0),
             refused: LogEvery::new(LOG_REPEATS_EVERY),
+            arena: RefCell::new(BytesMut::new()),
         });
         Some((link, tasks))
     }
@@ -238,9 +256,20 @@ impl ClusterLink {
                 return;
             }
         };
-        let mut body = BytesMut::new();
-        msg.encode(&mut body);
-        self.command(LinkCommand::Publish(room, body.freeze()));
+        let body = self.encoded(|out| msg.encode(out));
+        self.command(LinkCommand::Publish(room, body));
+    }
+
+    /// What `write` appends, as a slice of the arena.
+    fn encoded(&self, write: impl FnOnce(&mut BytesMut)) -> Bytes {
+        let mut arena = self.arena.borrow_mut();
+        if arena.capacity() < ARENA_MIN_FREE {
+            // Reclaims the block if every slice of it is gone, else
+            // allocates a new one.
+            arena.reserve(ENCODE_ARENA);
+        }
+        write(&mut arena);
+        arena.split().freeze()
     }
 
     fn command(&self, c: LinkCommand) {
@@ -287,13 +316,11 @@ impl ClusterLink {
             );
             *origin = self.me;
         }
-        let mut body = BytesMut::new();
-        msg.encode(&mut body);
         let envelope = Envelope {
             kind: CORE_PEER_MSG,
             version: PEER_WIRE_VERSION,
             route: partition.0,
-            body: body.freeze(),
+            body: self.encoded(|out| msg.encode(out)),
         };
         self.backlog.borrow_mut().push_back(Outgoing {
             partition,
@@ -374,27 +401,33 @@ impl ClusterLink {
     }
 
     /// What the core must handle for one lane event (requests with their
-    /// return address replaced, or the answers a reply carries).
+    /// return address replaced, or the answers replies carry). Requests
+    /// take a ticket each: a receiver that must stay within the tickets
+    /// hands them over one at a time with [`ClusterLink::request`].
     pub(crate) fn receive(&self, event: LaneEvent) -> Vec<PeerMsg> {
         match event {
-            LaneEvent::Request {
-                from,
-                envelope,
-                reply,
-            } => self.request(&from, envelope, reply),
-            LaneEvent::Reply { from, body, token } => match decode_answers(&body) {
-                Ok(answers) => {
-                    let subscribe = self.subscribes.borrow_mut().remove(&token);
-                    if let Some(c) = subscribe {
-                        self.continue_replay(c, &answers);
+            LaneEvent::Requests { from, requests } => requests
+                .into_iter()
+                .flat_map(|r| self.request(&from, r))
+                .collect(),
+            LaneEvent::Replies { from, replies } => {
+                let mut msgs = Vec::new();
+                for Reply { token, body } in replies {
+                    match decode_answers(&body) {
+                        Ok(answers) => {
+                            let subscribe = self.subscribes.borrow_mut().remove(&token);
+                            if let Some(c) = subscribe {
+                                self.continue_replay(c, &answers);
+                            }
+                            msgs.extend(answers);
+                        }
+                        Err(error) => {
+                            tracing::error!(%from, %error, "undecodable answers from another node");
+                        }
                     }
-                    answers
                 }
-                Err(error) => {
-                    tracing::error!(%from, %error, "undecodable answers from another node");
-                    Vec::new()
-                }
-            },
+                msgs
+            }
             LaneEvent::Failed { to, reason, token } => {
                 let subscribe = self.subscribes.borrow_mut().remove(&token);
                 match reason {
@@ -449,11 +482,13 @@ impl ClusterLink {
         self.send_to_partition(c.partition, subscribe.into());
     }
 
-    fn request(
+    /// What the core must handle for one request from another node (its
+    /// return address replaced by a ticket; check
+    /// [`ClusterLink::tickets_exhausted`] first).
+    pub(crate) fn request(
         &self,
         from: &surepush_cluster::NodeId,
-        envelope: Envelope,
-        reply: ReplyTo,
+        Request { envelope, reply }: Request,
     ) -> Vec<PeerMsg> {
         let decoded = match envelope.kind {
             CORE_PEER_MSG => PeerMsg::decode(&envelope.body).map_err(|e| e.to_string()),
@@ -550,7 +585,8 @@ impl ClusterLink {
     }
 
     fn reply(&self, reply: ReplyTo, answers: Vec<PeerMsg>) {
-        self.command(LinkCommand::Reply(reply, encode_answers(&answers)));
+        let body = self.encoded(|out| encode_answers_into(&answers, out));
+        self.command(LinkCommand::Reply(reply, body));
     }
 }
 
@@ -605,17 +641,56 @@ fn failed_page(s: &RoomSubscribe) -> PeerMsg {
 }
 
 /// Carries out what the link queued (a task of the shard: the cluster
-/// thread's command queue may make it wait).
+/// thread's command queue may make it wait), in order. Replies queued
+/// back to back (a commit answers many requests at once) go to the
+/// cluster thread as one command: one wake-up of it, not one per reply.
 pub(crate) async fn run_link_commands(replier: Replier, queued: LocalReceiver<LinkCommand>) {
-    while let Some(command) = queued.recv().await {
-        let sent = match command {
-            LinkCommand::Reply(reply, body) => replier.reply(reply, body).await,
-            LinkCommand::Subscribe(room) => replier.subscribe_room(room).await,
-            LinkCommand::Unsubscribe(room) => replier.unsubscribe_room(room).await,
-            LinkCommand::Publish(room, body) => replier.publish_room(room, body).await,
-        };
-        if sent.is_err() {
-            return; // the cluster thread stopped: the node is going down
+    let mut replies = Vec::new();
+    while let Some(first) = queued.recv().await {
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            let sent = match command {
+                LinkCommand::Reply(reply, body) => {
+                    replies.push((reply, body));
+                    Ok(())
+                }
+                other => match flush_replies(&replier, &mut replies).await {
+                    Ok(()) => run_command(&replier, other).await,
+                    Err(e) => Err(e),
+                },
+            };
+            if sent.is_err() {
+                return; // the cluster thread stopped: the node is going down
+            }
+            // What else is queued now, without waiting.
+            next = futures_lite::future::poll_once(queued.recv())
+                .await
+                .flatten();
         }
+        if flush_replies(&replier, &mut replies).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn flush_replies(
+    replier: &Replier,
+    replies: &mut Vec<(ReplyTo, Bytes)>,
+) -> Result<(), surepush_cluster::ClusterError> {
+    if replies.is_empty() {
+        return Ok(());
+    }
+    replier.reply_all(std::mem::take(replies)).await
+}
+
+async fn run_command(
+    replier: &Replier,
+    command: LinkCommand,
+) -> Result<(), surepush_cluster::ClusterError> {
+    match command {
+        LinkCommand::Reply(reply, body) => replier.reply(reply, body).await,
+        LinkCommand::Subscribe(room) => replier.subscribe_room(room).await,
+        LinkCommand::Unsubscribe(room) => replier.unsubscribe_room(room).await,
+        LinkCommand::Publish(room, body) => replier.publish_room(room, body).await,
     }
 }

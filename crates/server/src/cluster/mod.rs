@@ -141,6 +141,7 @@ impl NodeCluster {
         );
         let mut messaging = MessagingConfig::new(shards);
         messaging.link.linger = Duration::from_micros(settings.batch_linger_us);
+        messaging.spin_before_park = Duration::from_micros(settings.spin_before_park_us);
         let lanes_of = lane_of.clone();
         messaging.route_to_lane = Arc::new(move |route| {
             lanes_of

@@ -38,6 +38,11 @@ pub struct ClusterSettings {
     /// messages for closed-loop senders, at most this much added latency
     /// (docs/CLUSTER.md "Cross-node cost").
     pub batch_linger_us: u64,
+    /// How long the cluster thread keeps polling after its last message
+    /// before it sleeps (µs; 0 = it sleeps at once): fewer wake-ups while
+    /// cross-node traffic flows, paid in CPU; only for hosts with a core
+    /// to spare (docs/CLUSTER.md "Cross-node cost").
+    pub spin_before_park_us: u64,
 }
 
 impl Default for ClusterSettings {
@@ -51,6 +56,7 @@ impl Default for ClusterSettings {
             join_timeout_ms: 30_000,
             registry_ttl_ms: 10_000,
             batch_linger_us: 0,
+            spin_before_park_us: 0,
         }
     }
 }
@@ -75,6 +81,9 @@ impl ClusterSettings {
         }
         if self.batch_linger_us > 100_000 {
             return Some("cluster.batch_linger_us must be at most 100000 (100 ms)".into());
+        }
+        if self.spin_before_park_us > 10_000 {
+            return Some("cluster.spin_before_park_us must be at most 10000 (10 ms)".into());
         }
         if self.join_timeout_ms == 0 || self.registry_ttl_ms < 1_000 {
             return Some(
