@@ -409,7 +409,7 @@ fn every_kind() -> Vec<PeerMsg> {
 #[test]
 fn every_kind_round_trips() {
     let all = every_kind();
-    assert_eq!(all.len(), 36, "a message kind is missing from the sample");
+    assert_eq!(all.len(), 40, "a message kind is missing from the sample");
     for msg in all {
         let bytes = msg.to_bytes();
         assert_eq!(bytes[0], PEER_WIRE_VERSION);
