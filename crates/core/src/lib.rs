@@ -99,14 +99,14 @@ pub use moving::{MOVE_IDLE_NS, PAGE_BYTES as MOVE_PAGE_BYTES};
 pub use peer::{decode_answers, encode_answers, Answers};
 pub use peer::{
     Ephemeral, GroupEphemeral, GroupStore, GroupStored, MembersUpdate, MembersUpdated, PeerMsg,
-    PeerWireError, PresenceChanged, PresenceUnwatch, PresenceWatch, QueryState, Release,
-    ReleaseMany, Revoked, RoomFanout, RoomLeave, RoomPage, RoomPublish, RoomRefused, RoomRevoke,
-    RoomSubscribe, StateStored, StateValue, StoreCopy, StoreMany, StoreState, Stored,
-    PEER_WIRE_VERSION,
+    PeerWireError, PresenceChanged, PresenceNodeUnwatch, PresenceNodeWatch, PresenceUnwatch,
+    PresenceUpdate, PresenceWatch, QueryState, Release, ReleaseMany, Revoked, RoomFanout,
+    RoomLeave, RoomPage, RoomPublish, RoomRefused, RoomRevoke, RoomSubscribe, StateStored,
+    StateValue, StoreCopy, StoreMany, StoreState, Stored, PEER_WIRE_VERSION,
 };
 pub use peer::{MoveCursor, MoveFetch, MovePage, MoveRoundFetch, MoveStatus};
 pub use record::{InboxQuery, MessageRecord, Record, StateKey};
-pub use router::{Address, ClusterRoutes, PeerTarget, Router, RoutesError, ShardId};
+pub use router::{Address, ClusterRoutes, Liveness, PeerTarget, Router, RoutesError, ShardId};
 pub use shard::{Shard, ShardParams};
 pub use state::{apply_membership, DedupConfig, DedupEntry, DedupWindow, RecoveredState, SendKey};
 pub use stats::CoreStats;

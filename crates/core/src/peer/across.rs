@@ -40,6 +40,7 @@ impl PeerMsg {
             PeerMsg::PresenceUnwatch(m) => Some(&mut m.shard),
             PeerMsg::MoveFetch(m) => Some(&mut m.origin),
             PeerMsg::MoveRoundFetch(m) => Some(&mut m.origin),
+            PeerMsg::PresenceNodeWatch(m) => Some(&mut m.origin),
             PeerMsg::Stored(_)
             | PeerMsg::Ephemeral(_)
             | PeerMsg::Release(_)
@@ -55,6 +56,8 @@ impl PeerMsg {
             | PeerMsg::StateValue(_)
             | PeerMsg::PresenceChanged(_)
             | PeerMsg::MovePage(_)
+            | PeerMsg::PresenceNodeUnwatch(_)
+            | PeerMsg::PresenceUpdate(_)
             // Wildcard filters stay on one node (`topic_filters.rs`).
             | PeerMsg::FilterJoin(_)
             | PeerMsg::FilterLeave(_)
@@ -73,23 +76,24 @@ impl PeerMsg {
             | PeerMsg::GroupStore(_)
             | PeerMsg::MembersUpdate(_)
             | PeerMsg::MoveFetch(_)
-            | PeerMsg::MoveRoundFetch(_) => {
-                Some(Answers::Count(1))
-            }
+            | PeerMsg::MoveRoundFetch(_)
+            | PeerMsg::PresenceNodeWatch(_) => Some(Answers::Count(1)),
             PeerMsg::StoreMany(m) => Some(Answers::Count(m.inboxes.len())),
             PeerMsg::GroupEphemeral(m) => Some(Answers::Count(usize::from(m.confirm_to.is_some()))),
             PeerMsg::RoomPublish(m) => Some(Answers::Count(usize::from(
                 m.qos != Qos::AtMostOnce || m.confirm,
             ))),
             PeerMsg::RoomSubscribe(_) => Some(Answers::Stream),
-            PeerMsg::Ephemeral(_) | PeerMsg::Release(_) | PeerMsg::ReleaseMany(_) => {
-                Some(Answers::Count(0))
-            }
+            PeerMsg::Ephemeral(_)
+            | PeerMsg::Release(_)
+            | PeerMsg::ReleaseMany(_)
+            | PeerMsg::PresenceNodeUnwatch(_) => Some(Answers::Count(0)),
             // Answers travel inside replies, never as requests.
             PeerMsg::Stored(_)
             | PeerMsg::GroupStored(_)
             | PeerMsg::MembersUpdated(_)
-            | PeerMsg::MovePage(_) => Some(Answers::Count(0)),
+            | PeerMsg::MovePage(_)
+            | PeerMsg::PresenceUpdate(_) => Some(Answers::Count(0)),
             PeerMsg::RoomRefused(_)
             | PeerMsg::RoomRevoke(_)
             | PeerMsg::RoomLeave(_)
@@ -99,7 +103,7 @@ impl PeerMsg {
             | PeerMsg::StateStored(_)
             | PeerMsg::QueryState(_)
             | PeerMsg::StateValue(_)
-            // Presence answers are a stream too: watches stay on one node.
+            // Between nodes presence takes its own messages (52-54).
             | PeerMsg::PresenceWatch(_)
             | PeerMsg::PresenceUnwatch(_)
             | PeerMsg::PresenceChanged(_)

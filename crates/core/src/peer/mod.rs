@@ -16,6 +16,7 @@
 mod across;
 mod messages;
 mod moving;
+mod presence;
 mod wire;
 
 pub use across::{decode_answers, encode_answers, Answers};
@@ -27,6 +28,7 @@ pub use messages::{
     TopicNotice,
 };
 pub use moving::{MoveCursor, MoveFetch, MovePage, MoveRoundFetch, MoveStatus};
+pub use presence::{PresenceNodeUnwatch, PresenceNodeWatch, PresenceUpdate};
 pub(crate) use wire::encoded_len;
 pub use wire::{PeerWireError, PEER_WIRE_VERSION};
 
@@ -98,6 +100,12 @@ pub enum PeerMsg {
     TopicNotice(TopicNotice),
     /// See [`FilterJoined`].
     FilterJoined(FilterJoined),
+    /// See [`PresenceNodeWatch`].
+    PresenceNodeWatch(PresenceNodeWatch),
+    /// See [`PresenceNodeUnwatch`].
+    PresenceNodeUnwatch(PresenceNodeUnwatch),
+    /// See [`PresenceUpdate`].
+    PresenceUpdate(PresenceUpdate),
 }
 
 /// `impl From<Struct> for PeerMsg` for each variant, so a sender writes
@@ -145,6 +153,9 @@ peer_msg_from!(
     FilterLeave,
     TopicNotice,
     FilterJoined,
+    PresenceNodeWatch,
+    PresenceNodeUnwatch,
+    PresenceUpdate,
 );
 
 #[cfg(test)]

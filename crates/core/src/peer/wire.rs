@@ -89,6 +89,9 @@ impl PeerMsg {
             PeerMsg::FilterLeave(m) => m.put(out),
             PeerMsg::TopicNotice(m) => m.put(out),
             PeerMsg::FilterJoined(m) => m.put(out),
+            PeerMsg::PresenceNodeWatch(m) => m.put(out),
+            PeerMsg::PresenceNodeUnwatch(m) => m.put(out),
+            PeerMsg::PresenceUpdate(m) => m.put(out),
         }
     }
 
@@ -141,6 +144,9 @@ impl PeerMsg {
             kind::FILTER_LEAVE => PeerMsg::FilterLeave(Wire::get(&mut r)?),
             kind::TOPIC_NOTICE => PeerMsg::TopicNotice(Wire::get(&mut r)?),
             kind::FILTER_JOINED => PeerMsg::FilterJoined(Wire::get(&mut r)?),
+            kind::PRESENCE_NODE_WATCH => PeerMsg::PresenceNodeWatch(Wire::get(&mut r)?),
+            kind::PRESENCE_NODE_UNWATCH => PeerMsg::PresenceNodeUnwatch(Wire::get(&mut r)?),
+            kind::PRESENCE_UPDATE => PeerMsg::PresenceUpdate(Wire::get(&mut r)?),
             other => return Err(PeerWireError::Kind(other)),
         };
         match r.bytes.len() {
@@ -183,12 +189,16 @@ impl PeerMsg {
             PeerMsg::FilterLeave(_) => kind::FILTER_LEAVE,
             PeerMsg::TopicNotice(_) => kind::TOPIC_NOTICE,
             PeerMsg::FilterJoined(_) => kind::FILTER_JOINED,
+            PeerMsg::PresenceNodeWatch(_) => kind::PRESENCE_NODE_WATCH,
+            PeerMsg::PresenceNodeUnwatch(_) => kind::PRESENCE_NODE_UNWATCH,
+            PeerMsg::PresenceUpdate(_) => kind::PRESENCE_UPDATE,
         }
     }
 }
 
 /// Message kinds on the wire: never renumber, only add.
 mod moving;
+mod presence;
 pub(crate) use moving::encoded_len;
 
 mod kind {
@@ -222,7 +232,11 @@ mod kind {
     // 50-59: partition moves between nodes (issue #20).
     pub(super) const MOVE_FETCH: u8 = 50;
     pub(super) const MOVE_PAGE: u8 = 51;
-    // 52-55 are left to other features; snapshot + tail moves use 56-59.
+    // 52-55: presence watches between nodes (issue #20).
+    pub(super) const PRESENCE_NODE_WATCH: u8 = 52;
+    pub(super) const PRESENCE_NODE_UNWATCH: u8 = 53;
+    pub(super) const PRESENCE_UPDATE: u8 = 54;
+    // Snapshot + tail moves use 56-59.
     pub(super) const MOVE_ROUND_FETCH: u8 = 56;
     // 43..=45 are left to other features; wildcard topic filters use 46-49.
     pub(super) const FILTER_JOIN: u8 = 46;

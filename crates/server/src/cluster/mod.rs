@@ -36,7 +36,7 @@ use surepush_cluster::placement::Placement;
 use surepush_cluster::registry::Nodes;
 use surepush_cluster::runtime::connect::NatsConfig;
 use surepush_cluster::{Addresses, ClusterNode, NodeConfig, NodeId, PartitionCount, PartitionId};
-use surepush_core::{ClusterRoutes, Router};
+use surepush_core::{ClusterRoutes, Liveness, Router};
 
 use crate::config::Config;
 
@@ -136,7 +136,15 @@ impl NodeCluster {
         // Before any shard serves (docs/CLUSTER.md "Crashes mid-move").
         let bumped = moves::bump_epochs(&node, &id, timeout)?;
         tracing::info!(node = %id, partitions = meta.partitions.get(), bumped, "joined the cluster");
-        let routes = routes_of(&id, partitions, shards, node.placement())?;
+        let sources = RouteSources {
+            me: id.clone(),
+            incarnation: node.incarnation(),
+            partitions,
+            shards,
+            placement: node.placement().clone(),
+            nodes: node.nodes().clone(),
+        };
+        let routes = sources.routes(0)?;
         let redirects = Arc::new(AtomicU64::new(0));
         let relays = Arc::new(RelayStats::default());
         let move_stats = Arc::new(MoveStats::default());
@@ -175,7 +183,7 @@ impl NodeCluster {
                 tracing::error!(%error, "cannot take partition move orders");
             }
         }
-        watch_placement(&cluster, id, partitions, shards, node.placement().clone());
+        watch_placement(&cluster, sources, node.take_reconnects());
         *cluster.node.lock().unwrap_or_else(|p| p.into_inner()) = Some(node);
         Ok(cluster)
     }
@@ -234,37 +242,79 @@ impl NodeCluster {
     }
 }
 
-fn routes_of(
-    me: &NodeId,
-    partitions: PartitionCount,
-    shards: u16,
-    placement: &Placement,
-) -> Result<ClusterRoutes, JoinError> {
-    let table = placement.snapshot();
-    ClusterRoutes::new(me.clone(), partitions, shards, |p| table.owner(p).cloned())
-        .map_err(|e| JoinError::Settings(e.to_string()))
-}
-
-/// Rebuilds the routes on every placement change (a thread of its own: it
-/// blocks on the view's change channel; changes are rare).
-fn watch_placement(
-    cluster: &Arc<NodeCluster>,
+/// What a routes snapshot is built from.
+struct RouteSources {
     me: NodeId,
+    incarnation: u64,
     partitions: PartitionCount,
     shards: u16,
     placement: Placement,
+    nodes: Nodes,
+}
+
+impl RouteSources {
+    /// The routes now: owners and epochs from the placement, live nodes
+    /// from the registry, `reconnects` of the NATS connection so far.
+    fn routes(&self, reconnects: u64) -> Result<ClusterRoutes, JoinError> {
+        let table = self.placement.snapshot();
+        let liveness = Liveness {
+            nodes: self
+                .nodes
+                .all()
+                .into_iter()
+                .map(|n| (n.id, n.incarnation))
+                .collect(),
+            me: self.incarnation,
+            reconnects,
+        };
+        let routes = ClusterRoutes::new(self.me.clone(), self.partitions, self.shards, |p| {
+            table.owner(p).cloned()
+        })
+        .map_err(|e| JoinError::Settings(e.to_string()))?;
+        Ok(routes
+            .with_epochs(|p| table.assignment(p).map_or(0, |a| a.epoch))
+            .with_liveness(liveness))
+    }
+}
+
+/// Rebuilds the routes on every placement change, registry change (a
+/// node joined, restarted or left: presence watches follow it) and NATS
+/// reconnect (a thread of its own: it blocks on the change channels;
+/// changes are rare).
+fn watch_placement(
+    cluster: &Arc<NodeCluster>,
+    sources: RouteSources,
+    reconnects: Option<flume::Receiver<()>>,
 ) {
     let weak = Arc::downgrade(cluster);
-    let (_, changes) = placement.changes();
+    let (_, placement_changes) = sources.placement.changes();
+    let (_, node_changes) = sources.nodes.changes();
+    // Never sends when the node gave none: the thread just never wakes on it.
+    let (keep, idle) = flume::bounded::<()>(1);
+    let reconnects = reconnects.unwrap_or(idle);
     let spawned = std::thread::Builder::new()
         .name("placement-watch".into())
         .spawn(move || {
-            while changes.recv().is_ok() {
-                while changes.try_recv().is_ok() {} // one rebuild per burst
+            let _keep = keep;
+            let mut reconnected = 0u64;
+            loop {
+                let woke = flume::Selector::new()
+                    .recv(&placement_changes, |r| r.is_ok())
+                    .recv(&node_changes, |r| r.is_ok())
+                    .recv(&reconnects, |r| r.map(|()| reconnected += 1).is_ok())
+                    .wait();
+                if !woke {
+                    return;
+                }
+                // One rebuild per burst.
+                while placement_changes.try_recv().is_ok() || node_changes.try_recv().is_ok() {}
+                while reconnects.try_recv().is_ok() {
+                    reconnected += 1;
+                }
                 let Some(cluster) = weak.upgrade() else {
                     return;
                 };
-                match routes_of(&me, partitions, shards, &placement) {
+                match sources.routes(reconnected) {
                     Ok(routes) => {
                         *cluster
                             .routes
@@ -272,7 +322,11 @@ fn watch_placement(
                             .lock()
                             .unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
                         cluster.routes.generation.fetch_add(1, Ordering::AcqRel);
-                        tracing::info!(revision = placement.revision(), "placement changed");
+                        tracing::info!(
+                            revision = sources.placement.revision(),
+                            reconnected,
+                            "placement, registry or NATS connection changed"
+                        );
                     }
                     Err(error) => tracing::error!(%error, "cannot route the new placement"),
                 }
