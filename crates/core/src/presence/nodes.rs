@@ -17,8 +17,9 @@
 //! - **Placement, registry and NATS changes** arrive as new routes
 //!   ([`Shard::set_cluster_routes`]): a watcher re-registers every user
 //!   whose owner changed (a move), whose owner's incarnation changed (a
-//!   restart: its registrations were in memory) or after NATS reconnected
-//!   (a publish may have been lost), and the answer re-reads the state; a
+//!   restart: its registrations were in memory), after NATS reconnected
+//!   (a publish may have been lost) or after this node's own registry
+//!   entry came back (owners dropped it), and the answer re-reads the state; a
 //!   user whose owner left the registry (dead) shows offline to its
 //!   watchers until the owner is back. An owner drops the registrations of
 //!   a node incarnation that left the registry or was replaced, and of
@@ -152,7 +153,12 @@ impl Shard {
         let Some(new) = self.router.cluster().cloned() else {
             return;
         };
-        let reconnected = old.is_none_or(|o| o.reconnects() != new.reconnects());
+        // After a NATS reconnect a publish may have been lost; after this
+        // node's own registry entry expired and came back, the owners
+        // dropped its registrations.
+        let me_back = old.is_some_and(|o| o.incarnation_of(o.me()).is_none())
+            && new.incarnation_of(new.me()).is_some();
+        let reconnected = me_back || old.is_none_or(|o| o.reconnects() != new.reconnects());
         for user in self.presence.watched() {
             let p = new.partition_of(user);
             let owner = new.owner(p);

@@ -257,4 +257,10 @@ fn watches_follow_owner_restarts_deaths_and_nats_reconnects() {
     // NATS came back: what was published meanwhile is read again.
     h.set_routes(routes(&[("a", 1), ("b", 3)], 1));
     assert_eq!(node_watches(&h.sent()), [(watched, 1)]);
+    // This node's own entry expired (the owners dropped its
+    // registrations) and came back: registered again.
+    h.set_routes(routes(&[("b", 3)], 1));
+    assert!(h.sent().is_empty());
+    h.set_routes(routes(&[("a", 1), ("b", 3)], 1));
+    assert_eq!(node_watches(&h.sent()), [(watched, 1)]);
 }
