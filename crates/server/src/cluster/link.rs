@@ -250,8 +250,11 @@ impl ClusterLink {
                 Some(*m)
             }
             PeerMsg::PresenceNodeWatch(m) => {
-                // Subscribed before the owner hears of the watch, so no
-                // change it publishes after answering is missed.
+                // The subscription is asked for first. It takes the command
+                // path and the request the lane's, so it is not ordered
+                // with the request: normally NATS has the SUB long before
+                // the owner's first publish; a change published in between
+                // waits for the next change or re-read (docs/CLUSTER.md).
                 self.command(LinkCommand::Subscribe(m.user.0));
                 None
             }
