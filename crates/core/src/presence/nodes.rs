@@ -22,8 +22,8 @@
 //!   entry came back (owners dropped it), and the answer re-reads the state; a
 //!   user whose owner left the registry (dead) shows offline to its
 //!   watchers until the owner is back. An owner drops the registrations of
-//!   a node incarnation that left the registry or was replaced, and of
-//!   users no longer placed on it.
+//!   a node incarnation once the registry shows a newer one, and of users
+//!   no longer placed on it.
 
 use surepush_proto::{Frame, Presence, UserId};
 
@@ -184,11 +184,15 @@ impl Shard {
             }
         }
         let router = self.router.clone();
+        // A registration ends with its node's incarnation: when the node
+        // registers a new one. Not when its entry merely expires: the same
+        // incarnation may come back (NATS restarted, a slow heartbeat)
+        // with no reason to register again while this shard's view of it
+        // lags.
         self.presence.retain_owned(
-            |node, incarnation| match new.incarnation_of(node) {
-                Some(live) => live == incarnation,
-                // Not seen yet, or gone: dropped once it was seen alive.
-                None => old.is_none_or(|o| o.incarnation_of(node) != Some(incarnation)),
+            |node, incarnation| {
+                new.incarnation_of(node)
+                    .is_none_or(|live| live == incarnation)
             },
             |user| router.is_mine(user),
         );

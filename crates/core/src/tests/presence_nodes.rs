@@ -224,8 +224,18 @@ fn an_owner_publishes_each_change_once_for_all_watching_nodes() {
         [(ShardId::ROOM_SUBJECTS, update(watched, 3, 4, &[]).into())]
     );
 
-    // "c" leaves the registry: nobody to tell any more.
+    // "c"'s entry expires: it may come back as it was; still told.
     h.set_routes(routes(&[("a", 1), ("b", 1)], 0));
+    h.connect(watched, 12);
+    h.advance(DEBOUNCE_MS);
+    let sent = h.sent();
+    assert!(
+        matches!(&sent[..], [(ShardId::ROOM_SUBJECTS, PeerMsg::PresenceUpdate(u))]
+            if u.version == 5 && u.devices.iter().map(|d| d.device.0).eq([12])),
+        "{sent:?}"
+    );
+    // "c" restarted (a new incarnation): its registration is gone.
+    h.set_routes(routes(&[("a", 1), ("b", 1), ("c", 8)], 0));
     h.connect(watched, 11);
     h.advance(DEBOUNCE_MS);
     assert!(h.sent().is_empty());
