@@ -93,16 +93,20 @@ impl Shard {
 
     /// On the owner: another node watches `m.user` from now on; it gets
     /// the state now. An owner that does not hold the user (a placement
-    /// change under way) registers nothing and answers with the empty
-    /// stamp `(0, 0)`, which the watcher ignores: it re-registers with the
-    /// owner its new routes name.
+    /// change under way, its routes lagging the watcher's) registers it
+    /// all the same and answers with the empty stamp `(0, 0)`, which the
+    /// watcher ignores; once this shard's routes catch up, its changes
+    /// reach the watcher.
     pub(crate) fn on_presence_node_watch(&mut self, m: PresenceNodeWatch) {
         let user = m.user;
+        let devices = self.online_devices(user);
+        let sent = fingerprint(&devices);
+        // Registered even when the routes here do not (yet) name this
+        // shard the owner: they may lag the watcher's, which sends no
+        // second registration when they catch up.
+        self.presence
+            .watch_from_node(user, m.node, m.incarnation, sent);
         let update = if self.router.is_mine(user) {
-            let devices = self.online_devices(user);
-            let sent = fingerprint(&devices);
-            self.presence
-                .watch_from_node(user, m.node, m.incarnation, sent);
             self.presence_update(user, devices)
         } else {
             PresenceUpdate {
@@ -124,7 +128,12 @@ impl Shard {
     /// On a watcher's shard: an update from the owner's node, taken if it
     /// is newer than the last.
     pub(crate) fn on_presence_update(&mut self, m: PresenceUpdate) {
-        if m.stamp() == (0, 0) || !self.presence.take_stamp(m.user, m.stamp()) {
+        // An owner on this node now speaks through the mesh; a late
+        // publish of the node that had the user must not overtake it.
+        if m.stamp() == (0, 0)
+            || !self.owned_elsewhere(m.user)
+            || !self.presence.take_stamp(m.user, m.stamp())
+        {
             return;
         }
         self.tell_watchers(m.user, m.devices);
@@ -183,7 +192,6 @@ impl Shard {
                 }
             }
         }
-        let router = self.router.clone();
         // A registration ends with its node's incarnation: when the node
         // registers a new one. Not when its entry merely expires: the same
         // incarnation may come back (NATS restarted, a slow heartbeat)
@@ -194,7 +202,13 @@ impl Shard {
                 new.incarnation_of(node)
                     .is_none_or(|live| live == incarnation)
             },
-            |user| router.is_mine(user),
+            // Dropped for users placed on another node now (a move away);
+            // kept while the placement names no owner (a KV resync after
+            // NATS restarted shows that for a moment).
+            |user| {
+                new.owner(new.partition_of(user))
+                    .is_none_or(|n| n == new.me())
+            },
         );
     }
 }
