@@ -86,6 +86,7 @@ pub struct ClusterNode {
     move_orders: Option<flume::Receiver<IncomingMove>>,
     admin_calls: AdminCalls,
     incoming_calls: Option<flume::Receiver<IncomingCall>>,
+    reconnects: Option<flume::Receiver<()>>,
 }
 
 /// Admin calls from other nodes waiting for the owner (which answers
@@ -133,6 +134,7 @@ impl ClusterNode {
         let (move_tx, move_rx) = flume::bounded(16);
         let (admin_calls, outgoing_calls) = AdminCalls::new();
         let (incoming_tx, incoming_rx) = flume::bounded(INCOMING_CALLS);
+        let (reconnect_tx, reconnect_rx) = flume::unbounded();
 
         let task = JoinTask {
             config,
@@ -145,6 +147,7 @@ impl ClusterNode {
             move_orders: move_tx,
             outgoing_calls,
             incoming_calls: incoming_tx,
+            reconnects: reconnect_tx,
         };
         thread.spawn_task(move || task.run(wiring));
         Ok(ClusterNode {
@@ -162,7 +165,14 @@ impl ClusterNode {
             move_orders: Some(move_rx),
             admin_calls,
             incoming_calls: Some(incoming_rx),
+            reconnects: Some(reconnect_rx),
         })
+    }
+
+    /// One item each time the NATS connection comes back after it was
+    /// lost (what was published meanwhile may be lost), once.
+    pub fn take_reconnects(&mut self) -> Option<flume::Receiver<()>> {
+        self.reconnects.take()
     }
 
     /// Sends admin calls to other nodes (`admin_calls`).
@@ -283,6 +293,25 @@ struct JoinTask {
     move_orders: flume::Sender<IncomingMove>,
     outgoing_calls: flume::Receiver<OutgoingCall>,
     incoming_calls: flume::Sender<IncomingCall>,
+    reconnects: flume::Sender<()>,
+}
+
+/// How often the NATS connection's state is looked at for reconnects.
+const RECONNECT_POLL: Duration = Duration::from_millis(100);
+
+/// Sends one item on `to` each time `client` is connected again after it
+/// was not (a task of the cluster thread; ends with the receiver).
+async fn watch_reconnects(client: async_nats::Client, to: flume::Sender<()>) {
+    use async_nats::connection::State;
+    let mut was_connected = client.connection_state() == State::Connected;
+    loop {
+        tokio::time::sleep(RECONNECT_POLL).await;
+        let connected = client.connection_state() == State::Connected;
+        if connected && !was_connected && to.send(()).is_err() {
+            return;
+        }
+        was_connected = connected;
+    }
 }
 
 impl JoinTask {
@@ -298,6 +327,7 @@ impl JoinTask {
             }
         };
         let orders_client = client.clone();
+        tokio::task::spawn_local(watch_reconnects(client.clone(), self.reconnects.clone()));
         // Admin calls both ways from the start: a read of a user placed
         // elsewhere waits for NATS, not for this node's join.
         tokio::task::spawn_local(admin_calls::send_calls(

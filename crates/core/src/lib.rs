@@ -102,15 +102,16 @@ pub use moving::{MOVE_IDLE_NS, PAGE_BYTES as MOVE_PAGE_BYTES};
 pub use peer::{decode_answers, encode_answers, encode_answers_into, Answers};
 pub use peer::{
     Ephemeral, GroupEphemeral, GroupStore, GroupStored, MembersUpdate, MembersUpdated, PeerMsg,
-    PeerWireError, PresenceChanged, PresenceUnwatch, PresenceWatch, QueryState, Release,
-    ReleaseMany, Revoked, RoomFanout, RoomLeave, RoomPage, RoomPublish, RoomRefused, RoomRevoke,
-    RoomSubscribe, StateStored, StateValue, StoreCopy, StoreMany, StoreState, Stored,
-    PEER_WIRE_VERSION,
+    PeerWireError, PresenceChanged, PresenceNodeUnwatch, PresenceNodeWatch, PresenceUnwatch,
+    PresenceUpdate, PresenceWatch, QueryState, Release, ReleaseMany, Revoked, RoomFanout,
+    RoomLeave, RoomPage, RoomPublish, RoomRefused, RoomRevoke, RoomSubscribe, StateStored,
+    StateValue, StoreCopy, StoreMany, StoreState, Stored, PEER_WIRE_VERSION,
 };
 pub use peer::{MoveCursor, MoveFetch, MovePage, MoveRoundFetch, MoveStatus};
 pub use record::{InboxQuery, MessageRecord, Record, StateKey};
 pub use router::{
-    hashed_shard_of_partition, Address, ClusterRoutes, PeerTarget, Router, RoutesError, ShardId,
+    hashed_shard_of_partition, Address, ClusterRoutes, Liveness, PeerTarget, Router, RoutesError,
+    ShardId,
 };
 pub use shard::{Shard, ShardParams};
 pub use state::{apply_membership, DedupConfig, DedupEntry, DedupWindow, RecoveredState, SendKey};

@@ -61,9 +61,11 @@ pub const MAX_CLUSTER_PARTITIONS: u32 = (u16::MAX - FIRST_REMOTE) as u32 + 1;
 pub struct ShardId(pub u16);
 
 impl ShardId {
-    /// The other nodes of the cluster with subscribers of a room: a room's
-    /// home shard sends each room push (and each revocation) here once, and
-    /// the driver publishes it once on the room's NATS subject.
+    /// The other nodes of the cluster listening to the subject of the id a
+    /// message is about: a room's home shard sends each room push (and each
+    /// revocation) here once, a user's owner shard each presence change of
+    /// a user other nodes watch (`PresenceUpdate`), and the driver
+    /// publishes it once on the room's or the user's NATS subject.
     pub const ROOM_SUBJECTS: ShardId = ShardId(ROOM_SUBJECTS);
 
     /// The index into per-shard tables (mesh queues, metrics).
@@ -162,6 +164,23 @@ pub struct ClusterRoutes {
     /// Each other node holding a partition, with the lowest it holds: the
     /// partition messages for the node as a whole are addressed to.
     entries: Vec<(NodeId, PartitionId)>,
+    /// Each partition's placement epoch (0 if not given).
+    epochs: Vec<u64>,
+    /// Which nodes are alive (in the registry), if known.
+    liveness: Option<Liveness>,
+}
+
+/// The registry as routes see it: the live nodes' incarnations, this
+/// node's own, and how many times the NATS connection came back.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Liveness {
+    /// Each live node's incarnation (its registry entry's).
+    pub nodes: std::collections::BTreeMap<NodeId, u64>,
+    /// This process's incarnation.
+    pub me: u64,
+    /// Counts the NATS connection's reconnects (what was published while
+    /// it was away may be lost).
+    pub reconnects: u64,
 }
 
 impl ClusterRoutes {
@@ -199,6 +218,8 @@ impl ClusterRoutes {
             owners,
             shard_map: Arc::new(hashed),
             entries,
+            epochs: vec![0; partitions.get() as usize],
+            liveness: None,
         })
     }
 
@@ -231,6 +252,43 @@ impl ClusterRoutes {
     /// The shard map these routes use.
     pub fn shard_map(&self) -> &Arc<ShardMap> {
         &self.shard_map
+    }
+
+    /// These routes with each partition's placement epoch.
+    pub fn with_epochs(mut self, epoch: impl Fn(PartitionId) -> u64) -> ClusterRoutes {
+        self.epochs = self.partitions.iter().map(epoch).collect();
+        self
+    }
+
+    /// These routes with the registry's live nodes.
+    pub fn with_liveness(mut self, liveness: Liveness) -> ClusterRoutes {
+        self.liveness = Some(liveness);
+        self
+    }
+
+    /// Partition `p`'s placement epoch: larger after each move and each
+    /// restart of its owner (0 if unknown).
+    pub fn epoch(&self, p: PartitionId) -> u64 {
+        self.epochs.get(p.0 as usize).copied().unwrap_or(0)
+    }
+
+    /// The incarnation of `node` if it is alive; without registry
+    /// knowledge every node counts as alive (incarnation 0).
+    pub fn incarnation_of(&self, node: &NodeId) -> Option<u64> {
+        match &self.liveness {
+            Some(l) => l.nodes.get(node).copied(),
+            None => Some(0),
+        }
+    }
+
+    /// This process's incarnation (0 if unknown).
+    pub fn my_incarnation(&self) -> u64 {
+        self.liveness.as_ref().map_or(0, |l| l.me)
+    }
+
+    /// How many times the NATS connection came back (0 if unknown).
+    pub fn reconnects(&self) -> u64 {
+        self.liveness.as_ref().map_or(0, |l| l.reconnects)
     }
 
     /// This node.

@@ -203,9 +203,11 @@ impl Shard {
                 .collect(),
             None => Vec::new(),
         };
+        let old = self.router.cluster().cloned();
         self.router = self.router.clone().with_cluster(routes);
         self.drop_moved_partitions(&lost);
         self.greet_nodes();
+        self.presence_routes_changed(old.as_deref());
     }
 
     /// The router in force.
@@ -490,6 +492,9 @@ impl Shard {
             PeerMsg::PresenceWatch(m) => self.on_presence_watch(m),
             PeerMsg::PresenceUnwatch(m) => self.on_presence_unwatch(m),
             PeerMsg::PresenceChanged(m) => self.on_presence_changed(m),
+            PeerMsg::PresenceNodeWatch(m) => self.on_presence_node_watch(m),
+            PeerMsg::PresenceNodeUnwatch(m) => self.on_presence_node_unwatch(m),
+            PeerMsg::PresenceUpdate(m) => self.on_presence_update(m),
             PeerMsg::MoveFetch(m) => self.on_move_fetch(m),
             PeerMsg::MovePage(m) => self.on_move_page(m),
             PeerMsg::MoveRoundFetch(m) => self.on_move_round_fetch(m),

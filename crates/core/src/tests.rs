@@ -738,6 +738,7 @@ mod gone;
 mod group_tickets;
 mod keyed;
 mod presence;
+mod presence_nodes;
 mod read_ahead;
 mod retry;
 mod room_access;

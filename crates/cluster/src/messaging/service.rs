@@ -1,7 +1,9 @@
 //! The messaging service on the cluster thread: one task per peer link,
 //! one for arriving requests, one for arriving replies, one for lane
-//! commands, one publisher, one per subscribed room, and with
-//! `spin_before_park` a spinner (`spin.rs`).
+//! commands, one publisher, one per subscribed room (or watched user:
+//! a lane's "room" subscriptions and publishes take the subject of the id,
+//! `subjects::of_id`, so a user's presence travels like a room's pushes),
+//! and with `spin_before_park` a spinner (`spin.rs`).
 //!
 //! A batch reaches each lane it concerns as one event (its requests, or
 //! its replies), so a shard wakes once per batch, not per message.
@@ -77,6 +79,12 @@ pub struct MessagingStats {
     pub room_bytes_published: AtomicU64,
     /// Replies sent as chunks because they outgrew NATS `max_payload`.
     pub replies_chunked: AtomicU64,
+    /// Presence changes this node published on user subjects (once per
+    /// change, whatever the number of watching nodes).
+    pub presence_messages_published: AtomicU64,
+    /// Presence changes received on user subjects from other nodes (one
+    /// per change per node, whatever its watcher count).
+    pub presence_messages_received: AtomicU64,
 }
 
 /// Bytes a request batch adds around its envelopes (frame header, the
@@ -308,13 +316,19 @@ impl Service {
                         payload,
                     };
                     let bytes = wire::to_bytes(&msg);
-                    self.stats
-                        .room_messages_published
-                        .fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .room_bytes_published
-                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    self.publish_lossy(Subject::from(subjects::room(room)), bytes);
+                    if surepush_proto::is_room(room) {
+                        self.stats
+                            .room_messages_published
+                            .fetch_add(1, Ordering::Relaxed);
+                        self.stats
+                            .room_bytes_published
+                            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    } else {
+                        self.stats
+                            .presence_messages_published
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.publish_lossy(Subject::from(subjects::of_id(room)), bytes);
                 }
                 Command::Ping { lane, token } => {
                     if let Some(lane) = self.lane(lane) {
@@ -330,7 +344,7 @@ impl Service {
             r.lanes.insert(lane);
             return;
         }
-        let sub = match self.client.subscribe(subjects::room(room)).await {
+        let sub = match self.client.subscribe(subjects::of_id(room)).await {
             Ok(s) => s,
             Err(error) => {
                 // Only when the client is closed (the thread is stopping).
@@ -372,9 +386,15 @@ impl Service {
             if push.origin == self.me {
                 continue; // local subscribers are served by the home shard
             }
-            self.stats
-                .room_messages_received
-                .fetch_add(1, Ordering::Relaxed);
+            if surepush_proto::is_room(room) {
+                self.stats
+                    .room_messages_received
+                    .fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.stats
+                    .presence_messages_received
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             let lanes: Vec<u16> = match self.rooms.borrow().get(&room) {
                 Some(r) => r.lanes.iter().copied().collect(),
                 None => return,

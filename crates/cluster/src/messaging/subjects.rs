@@ -30,6 +30,22 @@ pub fn room(room: u64) -> String {
     format!("{PREFIX}.room.{room}")
 }
 
+/// Where a user's presence changes are published once for every node
+/// watching it (docs/CLUSTER.md "Presence across nodes").
+pub fn presence(user: u64) -> String {
+    format!("{PREFIX}.presence.{user}")
+}
+
+/// The subject of a wire id a lane subscribes to or publishes on: a
+/// room's pushes, or (any other id) a user's presence.
+pub fn of_id(id: u64) -> String {
+    if surepush_proto::is_room(id) {
+        room(id)
+    } else {
+        presence(id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,6 +56,10 @@ mod tests {
         assert_eq!(requests(&id), "surepush.node.n1.req");
         assert_eq!(replies(&id), "surepush.node.n1.rep");
         assert_eq!(room(42), "surepush.room.42");
+        assert_eq!(presence(42), "surepush.presence.42");
+        assert_eq!(of_id(42), "surepush.presence.42");
+        let a_room = surepush_proto::ROOM_BIT | 7;
+        assert_eq!(of_id(a_room), room(a_room));
         assert_eq!(moves(&id), "surepush.node.n1.move");
         assert_eq!(admin(&id), "surepush.node.n1.admin");
     }

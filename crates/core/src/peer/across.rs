@@ -42,6 +42,7 @@ impl PeerMsg {
             PeerMsg::PresenceUnwatch(m) => Some(&mut m.shard),
             PeerMsg::MoveFetch(m) => Some(&mut m.origin),
             PeerMsg::MoveRoundFetch(m) => Some(&mut m.origin),
+            PeerMsg::PresenceNodeWatch(m) => Some(&mut m.origin),
             PeerMsg::Stored(_)
             | PeerMsg::Ephemeral(_)
             | PeerMsg::Release(_)
@@ -56,6 +57,8 @@ impl PeerMsg {
             | PeerMsg::StateValue(_)
             | PeerMsg::PresenceChanged(_)
             | PeerMsg::MovePage(_)
+            | PeerMsg::PresenceNodeUnwatch(_)
+            | PeerMsg::PresenceUpdate(_)
             // Notices between nodes, answered at once (`topic_nodes.rs`).
             | PeerMsg::NodeFilters(_)
             | PeerMsg::FilterQuery(_)
@@ -84,6 +87,7 @@ impl PeerMsg {
             | PeerMsg::MembersUpdate(_)
             | PeerMsg::MoveFetch(_)
             | PeerMsg::MoveRoundFetch(_)
+            | PeerMsg::PresenceNodeWatch(_)
             // A keyed read (a retained message): its value.
             | PeerMsg::QueryState(_) => Some(Answers::Count(1)),
             // A keyed write: its StateStored when asked for.
@@ -99,12 +103,14 @@ impl PeerMsg {
             | PeerMsg::ReleaseMany(_)
             | PeerMsg::NodeFilters(_)
             | PeerMsg::FilterQuery(_)
-            | PeerMsg::TopicRelay(_) => Some(Answers::Count(0)),
+            | PeerMsg::TopicRelay(_)
+            | PeerMsg::PresenceNodeUnwatch(_) => Some(Answers::Count(0)),
             // Answers travel inside replies, never as requests.
             PeerMsg::Stored(_)
             | PeerMsg::GroupStored(_)
             | PeerMsg::MembersUpdated(_)
-            | PeerMsg::MovePage(_) => Some(Answers::Count(0)),
+            | PeerMsg::MovePage(_)
+            | PeerMsg::PresenceUpdate(_) => Some(Answers::Count(0)),
             PeerMsg::RoomRefused(_)
             | PeerMsg::RoomRevoke(_)
             | PeerMsg::RoomLeave(_)
@@ -112,7 +118,7 @@ impl PeerMsg {
             | PeerMsg::RoomFanout(_)
             | PeerMsg::StateStored(_)
             | PeerMsg::StateValue(_)
-            // Presence answers are a stream too: watches stay on one node.
+            // Between nodes presence takes its own messages (52-54).
             | PeerMsg::PresenceWatch(_)
             | PeerMsg::PresenceUnwatch(_)
             | PeerMsg::PresenceChanged(_)

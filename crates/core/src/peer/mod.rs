@@ -16,6 +16,7 @@
 mod across;
 mod messages;
 mod moving;
+mod presence;
 mod share;
 mod wire;
 
@@ -28,6 +29,7 @@ pub use messages::{
     StateValue, StoreCopy, StoreMany, StoreState, Stored, TopicNotice, TopicRelay,
 };
 pub use moving::{MoveCursor, MoveFetch, MovePage, MoveRoundFetch, MoveStatus};
+pub use presence::{PresenceNodeUnwatch, PresenceNodeWatch, PresenceUpdate};
 pub use share::{ShareDeliver, ShareDone, ShareJoin, ShareJoined, ShareOp};
 pub(crate) use wire::encoded_len;
 pub use wire::{PeerWireError, PEER_WIRE_VERSION};
@@ -114,6 +116,12 @@ pub enum PeerMsg {
     ShareDeliver(ShareDeliver),
     /// See [`ShareDone`].
     ShareDone(ShareDone),
+    /// See [`PresenceNodeWatch`].
+    PresenceNodeWatch(PresenceNodeWatch),
+    /// See [`PresenceNodeUnwatch`].
+    PresenceNodeUnwatch(PresenceNodeUnwatch),
+    /// See [`PresenceUpdate`].
+    PresenceUpdate(PresenceUpdate),
 }
 
 /// `impl From<Struct> for PeerMsg` for each variant, so a sender writes
@@ -168,6 +176,9 @@ peer_msg_from!(
     ShareJoined,
     ShareDeliver,
     ShareDone,
+    PresenceNodeWatch,
+    PresenceNodeUnwatch,
+    PresenceUpdate,
 );
 
 #[cfg(test)]

@@ -403,13 +403,38 @@ fn every_kind() -> Vec<PeerMsg> {
             returned: true,
         }
         .into(),
+        PresenceNodeWatch {
+            user: UserId(94),
+            node: surepush_cluster::NodeId::parse("n-2").expect("valid"),
+            incarnation: 1_700_000_000_000_001,
+            origin: ShardId(1),
+        }
+        .into(),
+        PresenceNodeUnwatch {
+            user: UserId(95),
+            node: surepush_cluster::NodeId::parse("n_1").expect("valid"),
+            incarnation: 7,
+        }
+        .into(),
+        PresenceUpdate {
+            user: UserId(96),
+            epoch: 3,
+            version: 41,
+            devices: vec![surepush_proto::OnlineDevice {
+                device: DeviceId(6),
+                since_ms: 1_700_000_000_789,
+                shard: 0,
+                transport: "websocket".into(),
+            }],
+        }
+        .into(),
     ]
 }
 
 #[test]
 fn every_kind_round_trips() {
     let all = every_kind();
-    assert_eq!(all.len(), 40, "a message kind is missing from the sample");
+    assert_eq!(all.len(), 43, "a message kind is missing from the sample");
     for msg in all {
         let bytes = msg.to_bytes();
         assert_eq!(bytes[0], PEER_WIRE_VERSION);
@@ -685,4 +710,27 @@ fn a_presence_transport_name_must_be_utf8() {
         PeerMsg::decode(&Bytes::from(v)),
         Err(PeerWireError::Invalid("transport name"))
     );
+}
+
+/// Issue #20: a presence watch between nodes whose node id is not a
+/// valid one (empty, or characters a NATS subject cannot hold) is refused
+/// as invalid, not taken.
+#[test]
+fn a_presence_node_watch_names_a_valid_node() {
+    let msg = every_kind()
+        .into_iter()
+        .find(|m| matches!(m, PeerMsg::PresenceNodeUnwatch(_)))
+        .expect("the sample has a PresenceNodeUnwatch");
+    let bytes = msg.to_bytes();
+    // version, kind, user (8), then the node id's length and text "n_1".
+    let at = 2 + 8 + 4;
+    assert_eq!(&bytes[at..at + 3], b"n_1");
+    for bad in [b"n.1", b"n 1", b"n*1"] {
+        let mut forged = BytesMut::from(&bytes[..]);
+        forged[at..at + 3].copy_from_slice(bad);
+        assert_eq!(
+            PeerMsg::decode(&forged.freeze()),
+            Err(PeerWireError::Invalid("node id"))
+        );
+    }
 }

@@ -96,6 +96,9 @@ impl PeerMsg {
             PeerMsg::ShareJoined(m) => m.put(out),
             PeerMsg::ShareDeliver(m) => m.put(out),
             PeerMsg::ShareDone(m) => m.put(out),
+            PeerMsg::PresenceNodeWatch(m) => m.put(out),
+            PeerMsg::PresenceNodeUnwatch(m) => m.put(out),
+            PeerMsg::PresenceUpdate(m) => m.put(out),
         }
     }
 
@@ -155,6 +158,9 @@ impl PeerMsg {
             kind::SHARE_JOINED => PeerMsg::ShareJoined(Wire::get(&mut r)?),
             kind::SHARE_DELIVER => PeerMsg::ShareDeliver(Wire::get(&mut r)?),
             kind::SHARE_DONE => PeerMsg::ShareDone(Wire::get(&mut r)?),
+            kind::PRESENCE_NODE_WATCH => PeerMsg::PresenceNodeWatch(Wire::get(&mut r)?),
+            kind::PRESENCE_NODE_UNWATCH => PeerMsg::PresenceNodeUnwatch(Wire::get(&mut r)?),
+            kind::PRESENCE_UPDATE => PeerMsg::PresenceUpdate(Wire::get(&mut r)?),
             other => return Err(PeerWireError::Kind(other)),
         };
         match r.bytes.len() {
@@ -204,12 +210,16 @@ impl PeerMsg {
             PeerMsg::ShareJoined(_) => kind::SHARE_JOINED,
             PeerMsg::ShareDeliver(_) => kind::SHARE_DELIVER,
             PeerMsg::ShareDone(_) => kind::SHARE_DONE,
+            PeerMsg::PresenceNodeWatch(_) => kind::PRESENCE_NODE_WATCH,
+            PeerMsg::PresenceNodeUnwatch(_) => kind::PRESENCE_NODE_UNWATCH,
+            PeerMsg::PresenceUpdate(_) => kind::PRESENCE_UPDATE,
         }
     }
 }
 
 /// Message kinds on the wire: never renumber, only add.
 mod moving;
+mod presence;
 mod share;
 pub(crate) use moving::encoded_len;
 mod topics;
@@ -252,6 +262,9 @@ mod kind {
     pub(super) const FILTER_JOINED: u8 = 49;
     pub(super) const MOVE_FETCH: u8 = 50;
     pub(super) const MOVE_PAGE: u8 = 51;
+    pub(super) const PRESENCE_NODE_WATCH: u8 = 52;
+    pub(super) const PRESENCE_NODE_UNWATCH: u8 = 53;
+    pub(super) const PRESENCE_UPDATE: u8 = 54;
     pub(super) const MOVE_ROUND_FETCH: u8 = 56;
     pub(super) const SHARE_JOIN: u8 = 60;
     pub(super) const SHARE_JOINED: u8 = 61;

@@ -10,7 +10,12 @@
 //!   last one to go a [`PresenceUnwatch`]; the owner answers each watch
 //!   with the current state and sends every watching shard a
 //!   [`PresenceChanged`] after changes; the watcher's shard hands each of
-//!   its watching connections a PRESENCE frame.
+//!   its watching connections a PRESENCE frame;
+//! - across nodes (`nodes.rs`, docs/CLUSTER.md "Presence across nodes"):
+//!   a watcher's shard registers its node with the owner
+//!   ([`PresenceNodeWatch`], answered with a stamped [`PresenceUpdate`]),
+//!   and the owner publishes each change once on the user's subject for
+//!   every watching node.
 //!
 //! Rules:
 //! - permission: a session may watch its own user, and a user `u` its
@@ -29,6 +34,7 @@
 //!   they reconnect, and watches are re-made by the clients that
 //!   reconnect.
 
+mod nodes;
 mod table;
 
 pub(crate) use table::Watches;
@@ -38,6 +44,9 @@ use std::hash::BuildHasher;
 use super::action::ConnId;
 use super::shard::{Shard, TimerEvent, NS_PER_MS};
 use crate::peer::{PresenceChanged, PresenceUnwatch, PresenceWatch};
+#[cfg(doc)]
+use crate::peer::{PresenceNodeWatch, PresenceUpdate};
+use crate::router::ShardId;
 use surepush_proto::{is_room, ErrorCode, Frame, OnlineDevice, Presence, UserId, Watch, WatchAck};
 use surepush_token::AclAction;
 use table::Added;
@@ -109,13 +118,7 @@ impl Shard {
         }
         for user in new {
             match self.presence.add(conn, user) {
-                Added::First => self.route_to_owner(
-                    user,
-                    PresenceWatch {
-                        user,
-                        shard: self.params.id,
-                    },
-                ),
+                Added::First => self.watch_owner(user),
                 Added::Known(Some(devices)) => {
                     self.send_frame(conn, Frame::Presence(Presence { user, devices }))
                 }
@@ -142,8 +145,23 @@ impl Shard {
 
     fn tell_owners_unwatched(&mut self, users: Vec<UserId>) {
         for user in users {
+            if self.owned_elsewhere(user) {
+                self.unwatch_node_owner(user);
+            } else {
+                let shard = self.params.id;
+                self.route_to_owner(user, PresenceUnwatch { user, shard });
+            }
+        }
+    }
+
+    /// The first watcher of `user` here: ask its owner, on this node or
+    /// another.
+    fn watch_owner(&mut self, user: UserId) {
+        if self.owned_elsewhere(user) {
+            self.watch_node_owner(user);
+        } else {
             let shard = self.params.id;
-            self.route_to_owner(user, PresenceUnwatch { user, shard });
+            self.route_to_owner(user, PresenceWatch { user, shard });
         }
     }
 
@@ -160,14 +178,17 @@ impl Shard {
     pub(super) fn flush_presence(&mut self) {
         for user in self.presence.take_dirty() {
             let devices = self.online_devices(user);
-            let shards = self
-                .presence
-                .shards_to_tell(user, fingerprint(&devices))
-                .to_vec();
-            self.stats.presence_events += shards.len() as u64;
+            let (shards, nodes) = self.presence.recipients(user, fingerprint(&devices));
+            let shards = shards.to_vec();
+            self.stats.presence_events += shards.len() as u64 + u64::from(nodes);
             for shard in shards {
                 let devices = devices.clone();
                 self.route_to(shard, PresenceChanged { user, devices });
+            }
+            if nodes {
+                // Once for every watching node: the user's subject.
+                let update = self.presence_update(user, devices);
+                self.route_to(ShardId::ROOM_SUBJECTS, update);
             }
         }
     }

@@ -17,6 +17,7 @@
 use crate::action::ConnId;
 use crate::hashing::FastHashMap;
 use crate::router::ShardId;
+use surepush_cluster::NodeId;
 use surepush_proto::{OnlineDevice, UserId};
 
 /// Watched users owned here.
@@ -24,6 +25,9 @@ use surepush_proto::{OnlineDevice, UserId};
 struct Watched {
     /// Shards with watchers, each once.
     shards: Vec<ShardId>,
+    /// Other nodes with watchers (incarnations), each once: they hear
+    /// every change from one publish on the user's subject.
+    nodes: Vec<(NodeId, u64)>,
     /// Fingerprint of the last state sent to them.
     sent: u64,
     /// A change waits for the next flush.
@@ -36,6 +40,9 @@ struct Local {
     conns: Vec<ConnId>,
     /// The last state received from the owner (`None`: not yet).
     last: Option<Vec<OnlineDevice>>,
+    /// The `(epoch, version)` of the last update from an owner on another
+    /// node (older or repeated ones are ignored).
+    stamp: Option<(u64, u64)>,
 }
 
 /// The presence watches of one shard (see the module docs).
@@ -45,6 +52,8 @@ pub(crate) struct Watches {
     dirty: Vec<UserId>,
     local: FastHashMap<UserId, Local>,
     by_conn: FastHashMap<ConnId, Vec<UserId>>,
+    /// Counter of the updates this shard sent to other nodes.
+    version: u64,
 }
 
 /// What adding a connection's watch of a user asks for.
@@ -127,25 +136,93 @@ impl Watches {
         &local.conns
     }
 
+    /// An update stamped `stamp` from an owner on another node: true if it
+    /// is newer than the last one taken for `user` (and is taken now).
+    pub(crate) fn take_stamp(&mut self, user: UserId, stamp: (u64, u64)) -> bool {
+        match self.local.get_mut(&user) {
+            Some(local) if local.stamp.is_none_or(|s| s < stamp) => {
+                local.stamp = Some(stamp);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The users connections of this shard watch.
+    pub(crate) fn watched(&self) -> Vec<UserId> {
+        self.local.keys().copied().collect()
+    }
+
     // ----- owner side --------------------------------------------------------
 
     /// `shard` watches `user` (owned here); `sent` fingerprints the state
     /// it is about to be sent.
     pub(crate) fn watch_from(&mut self, user: UserId, shard: ShardId, sent: u64) {
-        let w = self.owned.entry(user).or_default();
+        let w = self.owned_entry(user, sent);
         if !w.shards.contains(&shard) {
             w.shards.push(shard);
         }
-        if w.shards.len() == 1 {
-            w.sent = sent;
+    }
+
+    /// Node `node` (incarnation `incarnation`) watches `user` (owned here);
+    /// `sent` as for [`Watches::watch_from`]. An older incarnation of the
+    /// node is replaced.
+    pub(crate) fn watch_from_node(
+        &mut self,
+        user: UserId,
+        node: NodeId,
+        incarnation: u64,
+        sent: u64,
+    ) {
+        let w = self.owned_entry(user, sent);
+        match w.nodes.iter_mut().find(|(n, _)| *n == node) {
+            Some(entry) => entry.1 = entry.1.max(incarnation),
+            None => w.nodes.push((node, incarnation)),
         }
+    }
+
+    /// `user`'s entry, made with `sent` as the last state sent if new.
+    fn owned_entry(&mut self, user: UserId, sent: u64) -> &mut Watched {
+        self.owned.entry(user).or_insert_with(|| Watched {
+            sent,
+            ..Watched::default()
+        })
+    }
+
+    /// Node `node` (incarnation `incarnation`) no longer watches `user`.
+    pub(crate) fn unwatch_from_node(&mut self, user: UserId, node: &NodeId, incarnation: u64) {
+        if let Some(w) = self.owned.get_mut(&user) {
+            w.nodes.retain(|(n, i)| !(n == node && *i == incarnation));
+            if w.shards.is_empty() && w.nodes.is_empty() {
+                self.owned.remove(&user);
+            }
+        }
+    }
+
+    /// Keeps only the watching nodes `keep` accepts and the users `mine`
+    /// accepts (after a placement or registry change).
+    pub(crate) fn retain_owned(
+        &mut self,
+        keep: impl Fn(&NodeId, u64) -> bool,
+        mine: impl Fn(UserId) -> bool,
+    ) {
+        self.owned.retain(|user, w| {
+            w.nodes.retain(|(n, i)| keep(n, *i));
+            mine(*user) && !(w.shards.is_empty() && w.nodes.is_empty())
+        });
+    }
+
+    /// The next version of an update this shard sends to other nodes.
+    pub(crate) fn next_version(&mut self) -> u64 {
+        self.version += 1;
+        self.version
     }
 
     /// `shard` no longer watches `user`.
     pub(crate) fn unwatch_from(&mut self, user: UserId, shard: ShardId) {
         if let Some(w) = self.owned.get_mut(&user) {
             w.shards.retain(|s| *s != shard);
-            if w.shards.is_empty() {
+            if w.shards.is_empty() && w.nodes.is_empty() {
                 self.owned.remove(&user);
             }
         }
@@ -176,15 +253,16 @@ impl Watches {
         users
     }
 
-    /// The shards to send `user`'s state fingerprinted `fingerprint` to:
-    /// none if it equals the last one sent (a flap within the window).
-    pub(crate) fn shards_to_tell(&mut self, user: UserId, fingerprint: u64) -> &[ShardId] {
+    /// The shards to send `user`'s state fingerprinted `fingerprint` to,
+    /// and whether other nodes watch it (one publish on its subject):
+    /// nothing if it equals the last one sent (a flap within the window).
+    pub(crate) fn recipients(&mut self, user: UserId, fingerprint: u64) -> (&[ShardId], bool) {
         match self.owned.get_mut(&user) {
             Some(w) if w.sent != fingerprint => {
                 w.sent = fingerprint;
-                &w.shards
+                (&w.shards, !w.nodes.is_empty())
             }
-            _ => &[],
+            _ => (&[], false),
         }
     }
 

@@ -26,6 +26,13 @@
 //! whose answers are the replay pages up to the last; a reply carries at
 //! most [`ROOM_REPLY_BYTES`] of frames, and the subscriber's link asks
 //! again from the last frame it got (`Continuation`).
+//!
+//! Presence (docs/CLUSTER.md "Presence across nodes") takes the same
+//! subjects keyed by the user's id (`surepush.presence.<user>`): a
+//! `PresenceNodeWatch` subscribes this lane to the watched user's subject
+//! before it goes to the owner, a `PresenceNodeUnwatch` unsubscribes it,
+//! and the owner's `PresenceUpdate`s to [`ShardId::ROOM_SUBJECTS`] are
+//! published there once for every watching node.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -251,6 +258,7 @@ impl ClusterLink {
         let room = match &msg {
             PeerMsg::RoomFanout(m) => m.room,
             PeerMsg::RoomRevoke(m) => m.room,
+            PeerMsg::PresenceUpdate(m) => m.user.0,
             other => {
                 debug_assert!(false, "{other:?} on a room subject");
                 return;
@@ -299,6 +307,19 @@ impl ClusterLink {
                 // stream at its next message (docs/CLUSTER.md "Wildcard
                 // filters across nodes").
                 return;
+            }
+            PeerMsg::PresenceNodeWatch(m) => {
+                // The subscription is asked for first. It takes the command
+                // path and the request the lane's, so it is not ordered
+                // with the request: normally NATS has the SUB long before
+                // the owner's first publish; a change published in between
+                // waits for the next change or re-read (docs/CLUSTER.md).
+                self.command(LinkCommand::Subscribe(m.user.0));
+                None
+            }
+            PeerMsg::PresenceNodeUnwatch(m) => {
+                self.command(LinkCommand::Unsubscribe(m.user.0));
+                None
             }
             _ => None,
         };
@@ -448,9 +469,11 @@ impl ClusterLink {
                     .unwrap_or_default()
             }
             LaneEvent::Room { room, payload } => match PeerMsg::decode(&payload) {
-                Ok(msg @ PeerMsg::RoomFanout(_)) | Ok(msg @ PeerMsg::RoomRevoke(_))
-                    if room_of(&msg) == room =>
-                {
+                Ok(
+                    msg @ (PeerMsg::RoomFanout(_)
+                    | PeerMsg::RoomRevoke(_)
+                    | PeerMsg::PresenceUpdate(_)),
+                ) if room_of(&msg) == room => {
                     vec![msg]
                 }
                 Ok(_) | Err(_) => {
@@ -614,11 +637,12 @@ impl Pending {
     }
 }
 
-/// The room a pushed message is about.
+/// The room (or user, for presence) a pushed message is about.
 fn room_of(msg: &PeerMsg) -> u64 {
     match msg {
         PeerMsg::RoomFanout(m) => m.room,
         PeerMsg::RoomRevoke(m) => m.room,
+        PeerMsg::PresenceUpdate(m) => m.user.0,
         _ => 0,
     }
 }

@@ -77,6 +77,16 @@ const COUNTERS: &[Series] = &[
         |s| &s.room_messages_received,
     ),
     (
+        "cluster_presence_messages_published",
+        "Presence changes published on user subjects by this node (each once, whatever the number of watching nodes)",
+        |s| &s.presence_messages_published,
+    ),
+    (
+        "cluster_presence_messages_received",
+        "Presence changes received from other nodes on user subjects (one per change per node)",
+        |s| &s.presence_messages_received,
+    ),
+    (
         "cluster_room_pushes_to_shards",
         "Those pushes handed to shards with subscribers (one per push per shard)",
         |s| &s.room_pushes_received,

@@ -42,7 +42,7 @@ use surepush_cluster::registry::Nodes;
 use surepush_cluster::runtime::connect::NatsConfig;
 use surepush_cluster::shard_map::ShardMap;
 use surepush_cluster::{Addresses, ClusterNode, NodeConfig, NodeId, PartitionCount};
-use surepush_core::ClusterRoutes;
+use surepush_core::{ClusterRoutes, Liveness};
 
 use crate::config::Config;
 
@@ -119,6 +119,11 @@ pub(crate) struct NodeCluster {
     shards: u16,
     /// Moves between this node's shards (`shard_moves.rs`).
     shard_moves: shard_moves::ShardMoves,
+    /// This process's incarnation (its registry entry's).
+    incarnation: u64,
+    /// The NATS connection's reconnects so far (routes carry it: presence
+    /// watches re-register after one).
+    reconnects: AtomicU64,
 }
 
 impl NodeCluster {
@@ -176,7 +181,16 @@ impl NodeCluster {
         // Before any shard serves (docs/CLUSTER.md "Crashes mid-move").
         let bumped = moves::bump_epochs(&node, &id, timeout)?;
         tracing::info!(node = %id, partitions = meta.partitions.get(), bumped, "joined the cluster");
-        let routes = routes_of(&id, partitions, shards, node.placement(), &shard_map)?;
+        let incarnation = node.incarnation();
+        let liveness = liveness_of(node.nodes(), incarnation, 0);
+        let routes = routes_of(
+            &id,
+            partitions,
+            shards,
+            node.placement(),
+            &shard_map,
+            liveness,
+        )?;
         let redirects = Arc::new(AtomicU64::new(0));
         let relays = Arc::new(RelayStats::default());
         let move_stats = Arc::new(MoveStats::default());
@@ -212,6 +226,8 @@ impl NodeCluster {
             partitions,
             shards,
             shard_moves: shard_moves::ShardMoves::default(),
+            incarnation,
+            reconnects: AtomicU64::new(0),
         });
         if let Some(orders) = node.take_move_orders() {
             let weak = Arc::downgrade(&cluster);
@@ -223,7 +239,7 @@ impl NodeCluster {
                 tracing::error!(%error, "cannot take partition move orders");
             }
         }
-        watch_placement(&cluster, node.placement().clone());
+        watch_placement(&cluster, node.take_reconnects());
         *cluster.node.lock().unwrap_or_else(|p| p.into_inner()) = Some(node);
         if resize {
             shard_moves::resize_in_background(&cluster, configured);
@@ -291,18 +307,37 @@ fn routes_of(
     shards: u16,
     placement: &Placement,
     shard_map: &ShardMap,
+    liveness: Liveness,
 ) -> Result<ClusterRoutes, JoinError> {
     let table = placement.snapshot();
     ClusterRoutes::new(me.clone(), partitions, shards, |p| table.owner(p).cloned())
         .and_then(|r| r.with_shard_map(shards, Arc::new(shard_map.clone())))
+        .map(|r| {
+            r.with_epochs(|p| table.assignment(p).map_or(0, |a| a.epoch))
+                .with_liveness(liveness)
+        })
         .map_err(|e| JoinError::Settings(e.to_string()))
 }
 
+/// The registry as routes see it: the live nodes' incarnations, this
+/// process's, and the NATS connection's reconnects so far.
+fn liveness_of(nodes: &Nodes, me: u64, reconnects: u64) -> Liveness {
+    Liveness {
+        nodes: nodes
+            .all()
+            .into_iter()
+            .map(|n| (n.id, n.incarnation))
+            .collect(),
+        me,
+        reconnects,
+    }
+}
+
 impl NodeCluster {
-    /// Builds the routes from the placement view and the shard map in
-    /// force and hands them to the shards (under the map's lock, so a
-    /// placement change and a move between shards never publish out of
-    /// order).
+    /// Builds the routes from the placement view, the registry and the
+    /// shard map in force and hands them to the shards (under the map's
+    /// lock, so a placement change and a move between shards never
+    /// publish out of order).
     fn publish_routes(&self) -> Result<(), JoinError> {
         let map = self.shard_map.map.lock().unwrap_or_else(|p| p.into_inner());
         self.publish_routes_with(&map)
@@ -310,7 +345,19 @@ impl NodeCluster {
 
     /// [`NodeCluster::publish_routes`] for a caller holding the map's lock.
     fn publish_routes_with(&self, map: &ShardMap) -> Result<(), JoinError> {
-        let routes = routes_of(&self.me, self.partitions, self.shards, &self.placement, map)?;
+        let liveness = liveness_of(
+            &self.nodes,
+            self.incarnation,
+            self.reconnects.load(Ordering::Acquire),
+        );
+        let routes = routes_of(
+            &self.me,
+            self.partitions,
+            self.shards,
+            &self.placement,
+            map,
+            liveness,
+        )?;
         for (p, shard) in map.entries() {
             if let Some(lane) = self.shard_map.lane_of.get(p.0 as usize) {
                 lane.store(shard.unwrap_or(0), Ordering::Release);
@@ -322,22 +369,47 @@ impl NodeCluster {
     }
 }
 
-/// Rebuilds the routes on every placement change (a thread of its own: it
-/// blocks on the view's change channel; changes are rare).
-fn watch_placement(cluster: &Arc<NodeCluster>, placement: Placement) {
+/// Rebuilds the routes on every placement change, registry change (a
+/// node joined, restarted or left: presence watches follow it) and NATS
+/// reconnect (a thread of its own: it blocks on the change channels;
+/// changes are rare).
+fn watch_placement(cluster: &Arc<NodeCluster>, reconnects: Option<flume::Receiver<()>>) {
     let weak = Arc::downgrade(cluster);
-    let (_, changes) = placement.changes();
+    let (_, placement_changes) = cluster.placement.changes();
+    let (_, node_changes) = cluster.nodes.changes();
+    // Never sends when the node gave none: the thread just never wakes on it.
+    let (keep, idle) = flume::bounded::<()>(1);
+    let reconnects = reconnects.unwrap_or(idle);
     let spawned = std::thread::Builder::new()
         .name("placement-watch".into())
         .spawn(move || {
-            while changes.recv().is_ok() {
-                while changes.try_recv().is_ok() {} // one rebuild per burst
+            let _keep = keep;
+            let mut reconnected = 0u64;
+            loop {
+                let woke = flume::Selector::new()
+                    .recv(&placement_changes, |r| r.is_ok())
+                    .recv(&node_changes, |r| r.is_ok())
+                    .recv(&reconnects, |r| r.map(|()| reconnected += 1).is_ok())
+                    .wait();
+                if !woke {
+                    return;
+                }
+                // One rebuild per burst.
+                while placement_changes.try_recv().is_ok() || node_changes.try_recv().is_ok() {}
+                while reconnects.try_recv().is_ok() {
+                    reconnected += 1;
+                }
                 let Some(cluster) = weak.upgrade() else {
                     return;
                 };
+                cluster.reconnects.store(reconnected, Ordering::Release);
                 match cluster.publish_routes() {
                     Ok(()) => {
-                        tracing::info!(revision = placement.revision(), "placement changed")
+                        tracing::info!(
+                            revision = cluster.placement.revision(),
+                            reconnected,
+                            "placement, registry or NATS connection changed"
+                        );
                     }
                     Err(error) => tracing::error!(%error, "cannot route the new placement"),
                 }
