@@ -186,6 +186,15 @@ fn a_watcher_registers_its_node_once_and_takes_only_newer_updates() {
 fn an_owner_publishes_each_change_once_for_all_watching_nodes() {
     let mut h = harness();
     h.set_routes(routes(&[("a", 1), ("b", 1), ("c", 7)], 0));
+    // New routes greet the other nodes with this node's wildcard filters
+    // (`topic_nodes.rs`): not what this test counts.
+    let greetings = h.sent();
+    assert!(
+        greetings
+            .iter()
+            .all(|(_, m)| matches!(m, PeerMsg::NodeFilters(_) | PeerMsg::FilterQuery(_))),
+        "{greetings:?}"
+    );
     let watched = user_on("a", 1);
     for (name, incarnation, ticket) in [("b", 1, 3), ("c", 7, 4)] {
         h.peer(PresenceNodeWatch {
