@@ -631,23 +631,7 @@ fn move_benchmark() {
             let mut c =
                 BlockingClient::connect_routed(n.nodes[2].addr, config, Some(Seq::ZERO), WAIT)
                     .expect("probe connects");
-            let (mut worst, mut sent) = (Duration::ZERO, 0u64);
-            while !stop.load(Ordering::Acquire) {
-                let t = Instant::now();
-                let id = c
-                    .send(UserId(to), Qos::AtLeastOnce, Bytes::from_static(b"probe"))
-                    .expect("send");
-                loop {
-                    match c.next_event(WAIT).expect("io") {
-                        Some(Event::SendAcked(a)) if a.client_msg_id == id => break,
-                        Some(_) => {}
-                        None => panic!("probe: no SENDACK within {WAIT:?}"),
-                    }
-                }
-                worst = worst.max(t.elapsed());
-                sent += 1;
-            }
-            (worst, sent)
+            common::probe_sends(&mut c, to, &stop, WAIT)
         })
     };
     thread::sleep(Duration::from_millis(300)); // the probe's steady state before the move

@@ -599,3 +599,35 @@ pub fn cluster_init<S: AsRef<str>>(nats_url: &str, partitions: u64, nodes: &[S])
         .expect("run surepush cluster init");
     assert_ok(&out, "cluster init");
 }
+
+/// A move benchmark's probe: sends to `to` one message at a time (QoS 1),
+/// each after the last one's SENDACK, until `stop`; the longest wait for a
+/// SENDACK and how many were sent.
+pub fn probe_sends(
+    c: &mut BlockingClient,
+    to: u64,
+    stop: &std::sync::atomic::AtomicBool,
+    wait: Duration,
+) -> (Duration, u64) {
+    let (mut worst, mut sent) = (Duration::ZERO, 0u64);
+    while !stop.load(std::sync::atomic::Ordering::Acquire) {
+        let t = std::time::Instant::now();
+        let id = c
+            .send(
+                UserId(to),
+                surepush::proto::Qos::AtLeastOnce,
+                bytes::Bytes::from_static(b"probe"),
+            )
+            .expect("send");
+        loop {
+            match c.next_event(wait).expect("io") {
+                Some(Event::SendAcked(a)) if a.client_msg_id == id => break,
+                Some(_) => {}
+                None => panic!("probe: no SENDACK within {wait:?}"),
+            }
+        }
+        worst = worst.max(t.elapsed());
+        sent += 1;
+    }
+    (worst, sent)
+}
