@@ -11,8 +11,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::mosquitto::{messages, mosquitto, sorted};
 use common::TestServer;
 use surepush::core::{Router, ShardId};
@@ -137,19 +135,20 @@ fn paho_clients_get_retained_messages_by_retain_handling_with_their_properties()
         server.token(8202, 1),
         server.token(8203, 1),
     );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mqtt/paho_retained.py");
-    let out = Command::new("/usr/bin/python3")
-        .arg(script)
-        .args(["--port", &server.mqtt.port().to_string()])
-        .args(["--token-a", &a, "--token-b", &b, "--token-c", &c])
-        .output()
-        .expect("python3 (apt-get install python3-paho-mqtt)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let port = server.mqtt.port().to_string();
+    common::run_paho_script(
+        "paho_retained.py",
+        &[
+            "--port",
+            &port,
+            "--token-a",
+            &a,
+            "--token-b",
+            &b,
+            "--token-c",
+            &c,
+        ],
+        "all retained checks passed",
     );
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains("all retained checks passed"), "{text}");
     server.terminate();
 }

@@ -23,23 +23,12 @@ fn scenario(name: &str, count: u32) {
     let publisher = server.token(8300, 1);
     // Users 8301..8304: members spread over both shards.
     let members: Vec<String> = (8301..=8304).map(|u| server.token(u, 1)).collect();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mqtt/paho_shared.py");
-    let out = Command::new("/usr/bin/python3")
-        .arg(script)
-        .args(["--port", &server.mqtt.port().to_string()])
-        .args(["--pub-token", &publisher])
-        .arg("--member-token")
-        .args(&members)
-        .args(["--scenario", name, "--count", &count.to_string()])
-        .output()
-        .expect("python3 (apt-get install python3-paho-mqtt)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains("shared checks passed"), "{text}");
+    let port = server.mqtt.port().to_string();
+    let count = count.to_string();
+    let mut args = vec!["--port", &port, "--pub-token", &publisher, "--member-token"];
+    args.extend(members.iter().map(String::as_str));
+    args.extend(["--scenario", name, "--count", &count]);
+    let text = common::run_paho_script("paho_shared.py", &args, "shared checks passed");
     eprintln!("{text}");
     server.terminate();
 }

@@ -631,3 +631,25 @@ pub fn probe_sends(
     }
     (worst, sent)
 }
+
+/// Runs the paho-mqtt script `tests/mqtt/<script>` with `args`, asserts it
+/// exited 0 and printed `passed`, and returns what it printed (stdout,
+/// then stderr).
+pub fn run_paho_script(script: &str, args: &[&str], passed: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/mqtt")
+        .join(script);
+    let out = Command::new("/usr/bin/python3")
+        .arg(path)
+        .args(args)
+        .output()
+        .expect("python3 (apt-get install python3-paho-mqtt)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(passed), "{text}");
+    text
+}
