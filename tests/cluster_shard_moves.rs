@@ -638,18 +638,7 @@ fn shard_move_benchmark() {
             let per = count / 8;
             thread::spawn(move || {
                 let mut c = n.connect(from, 1, Some(Seq::ZERO));
-                let body = Bytes::from(vec![b'x'; size]);
-                let (mut queued, mut acked) = (0, 0);
-                while acked < per {
-                    while queued < per && queued - acked < 16 {
-                        c.send(UserId(to), Qos::AtLeastOnce, body.clone())
-                            .expect("send");
-                        queued += 1;
-                    }
-                    if let Some(Event::SendAcked(_)) = c.next_event(WAIT).expect("io") {
-                        acked += 1;
-                    }
-                }
+                common::send_pipelined(&mut c, to, per, Bytes::from(vec![b'x'; size]), 16, WAIT);
             })
         })
         .collect();

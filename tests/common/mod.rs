@@ -653,3 +653,27 @@ pub fn run_paho_script(script: &str, args: &[&str], passed: &str) -> String {
     assert!(text.contains(passed), "{text}");
     text
 }
+
+/// Sends `count` copies of `body` to `to` (QoS 1) with up to `window` in
+/// flight, until every one is acknowledged (each event within `wait`): how
+/// the move benchmarks fill an inbox.
+pub fn send_pipelined(
+    c: &mut BlockingClient,
+    to: u64,
+    count: usize,
+    body: bytes::Bytes,
+    window: usize,
+    wait: Duration,
+) {
+    let (mut queued, mut acked) = (0, 0);
+    while acked < count {
+        while queued < count && queued - acked < window {
+            c.send(UserId(to), surepush::proto::Qos::AtLeastOnce, body.clone())
+                .expect("send");
+            queued += 1;
+        }
+        if let Some(Event::SendAcked(_)) = c.next_event(wait).expect("io") {
+            acked += 1;
+        }
+    }
+}
