@@ -3,7 +3,7 @@
 //! Where they live: in the keyed state of the topic's stream, on the
 //! stream's home shard (`StateKey::Retained` with the stream's id), the
 //! place rooms keep theirs. Why there and not in the stream's history:
-//! the history is bounded (`core.room_history`, `core.room_max_age_ms`)
+//! the history is bounded (`core.room_max_age_ms`, the log's retention)
 //! and a retained message must outlive it; the keyed state is in the same
 //! segment log, durable by the same group commit (so before the
 //! PUBACK/PUBREC, and across a kill -9), folded by recovery, and already
