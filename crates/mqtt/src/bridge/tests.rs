@@ -1016,5 +1016,6 @@ fn an_idle_bridge_gives_back_its_empty_queues() {
 }
 
 mod streams;
+mod wild_retained;
 
 mod v5;
