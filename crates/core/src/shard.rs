@@ -535,6 +535,7 @@ impl Shard {
             AppendPurpose::Raise { conn, user, seq } => self.on_raise_durable(conn, user, seq, ok),
             AppendPurpose::State(Some(report)) => self.state_stored(report, ok),
             AppendPurpose::Webhook(id) => self.on_webhook_durable(id, ok),
+            AppendPurpose::ShareHandout(sends) => self.share_handout_stored(sends, ok),
             AppendPurpose::State(None) | AppendPurpose::Bookkeeping => {}
         }
     }

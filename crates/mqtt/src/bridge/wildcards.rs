@@ -212,6 +212,7 @@ impl Bridge {
 
     /// The core answered the registration of `filter`.
     fn filter_registered(&mut self, filter: &str, ok: bool) {
+        self.shared_joined(filter);
         let v5 = self.level.is_v5();
         for pending in self.subacks.iter_mut() {
             if let Some(i) = pending.filters.iter().position(|(f, _)| f == filter) {
