@@ -73,10 +73,14 @@ pub(super) struct Chunk {
 /// Emptied write buffers kept for reuse.
 const SPARE_BUFFERS: usize = 4;
 
-/// Smallest write buffer: appends made while a commit is in flight all go
-/// into one, so it should rarely need to grow (growing means a new
-/// allocation whose pages the kernel zeroes as they are touched).
-const MIN_WRITE_BUFFER: usize = 1 << 20;
+/// Smallest write buffer. A log starts with buffers this small and grows
+/// them on demand ([`note_buffer_use`]): a quiet log (idle sessions'
+/// state records) then holds a few of these instead of a few MiB (issue
+/// #17 goal 4: 1 MiB buffers were 0.4 KiB per idle connection at 10,000).
+/// A busy log's buffers follow what its commits carry, so they rarely
+/// grow within a commit (growing means a new allocation whose pages the
+/// kernel zeroes as they are touched).
+const MIN_WRITE_BUFFER: usize = 64 << 10;
 
 /// Largest write buffer chosen up front: a log whose commits carry more
 /// grows its buffers (a copy) rather than keep more memory per shard.
@@ -336,8 +340,9 @@ pub(super) async fn committer(inner: Rc<Inner>, wake: LocalReceiver<()>) {
     }
 }
 
-/// Adds a committed buffer to the read tail, evicting the oldest beyond
-/// `limit` bytes of memory, and recycles emptied buffers.
+/// Adds a committed buffer that carries message records to the read tail
+/// (reads decode only those from it, `from_tail`), evicting the oldest
+/// beyond `limit` bytes of memory, and recycles emptied buffers.
 fn keep_in_tail(st: &mut State, chunk: Chunk, limit: usize) {
     if chunk.bytes.is_empty() {
         recycle(st, chunk.bytes);
@@ -470,10 +475,11 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
         seg.file = file;
         seg.path = path;
     }
-    let (sealed, active, target, behind, data_end) = {
+    let (sealed, active, target, behind, data_end, messages) = {
         let mut st = inner.st.borrow_mut();
         st.first_pending_at = None;
         let sealed = std::mem::take(&mut st.sealed);
+        let messages = std::mem::take(&mut st.pending_messages);
         append_marker(&mut st);
         let data_end = st.marks.appended;
         // Take the active buffer whole (no copy); the next one starts with
@@ -501,7 +507,7 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
             debug_assert!(st.behind_from <= keep_from + BLOCK);
             st.behind_from = st.behind_from.max(keep_from + BLOCK);
         }
-        (sealed, active, target, behind, data_end)
+        (sealed, active, target, behind, data_end, messages)
     };
     let sealed_bases: Vec<u64> = sealed.iter().map(|(b, _, _)| *b).collect();
     let file_of = |base: u64| {
@@ -666,7 +672,14 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
         st.marks.durable = st.marks.durable.max(data_end);
         st.stats.syncs += 1;
         for chunk in chunks {
-            keep_in_tail(&mut st, chunk, inner.config.cache_bytes);
+            if messages {
+                keep_in_tail(&mut st, chunk, inner.config.cache_bytes);
+            } else {
+                // Only state records, markers or checkpoints: nothing a
+                // read takes from the tail (issue #17 goal 4: ~400 bytes
+                // per idle MQTT session).
+                recycle(&mut st, chunk.bytes);
+            }
         }
         // Into a kept vector: no allocation per commit.
         let mut ready = std::mem::take(&mut st.ready);
