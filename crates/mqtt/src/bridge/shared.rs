@@ -77,7 +77,7 @@ impl Bridge {
             group: group.to_string(),
             filter: filter.to_string(),
             qos: native_qos(qos),
-            receive_max: u16::try_from(self.client_receive_max).unwrap_or(u16::MAX),
+            receive_max: self.client_receive_max,
             leave,
             persistent: self.persistent,
         }
