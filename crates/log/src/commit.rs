@@ -105,20 +105,25 @@ pub(super) fn note_buffer_use(st: &mut State, used: usize) {
 /// grow it by doubling and copying.
 fn fresh_buffer(st: &mut State) -> BytesMut {
     let want = st.buffer_size.max(MIN_WRITE_BUFFER);
-    // A spare is good while it holds what a commit carried (`want` has a
-    // quarter on top): demanding the full `want` would throw away every
-    // spare whenever commits grow a little, and a new buffer of this size
-    // comes as fresh pages the kernel zeroes first.
-    let enough = want / 5 * 4;
     let mut buf = loop {
         match st.spare.pop() {
-            Some(b) if b.capacity() >= enough => break b,
+            Some(b) if reusable(st, b.capacity()) => break b,
             Some(_) => continue, // too small now: freed
             None => break BytesMut::with_capacity(want + BLOCK as usize),
         }
     };
     align_empty(&mut buf);
     buf
+}
+
+/// Whether a buffer of `capacity` is worth keeping for the next write
+/// buffer: it holds what a commit carried (the wanted size has a quarter
+/// on top). Demanding the full size would throw away every spare whenever
+/// commits grow a little, and a new buffer of this size comes as fresh
+/// pages the kernel zeroes first; keeping smaller ones (copies made for
+/// the cache) would take the spare slots a busy log's buffers need.
+fn reusable(st: &State, capacity: usize) -> bool {
+    capacity >= st.buffer_size.max(MIN_WRITE_BUFFER) / 5 * 4
 }
 
 /// Moves the start of an empty buffer to the next block boundary in memory
@@ -382,12 +387,13 @@ fn keep_in_tail(st: &mut State, chunk: Chunk, limit: usize) {
 }
 
 /// Keeps an emptied write buffer for reuse, unless a reader still holds a
-/// record of it (then it is freed once the reader drops it) or it is a
-/// small copy (reusing it would mean growing it).
+/// record of it (then it is freed once the reader drops it) or it is too
+/// small for the next write buffer ([`reusable`]: a copy made for the
+/// cache, or a buffer of quieter times).
 fn recycle(st: &mut State, bytes: Bytes) {
     if st.spare.len() < SPARE_BUFFERS {
         if let Ok(mut buf) = bytes.try_into_mut() {
-            if buf.capacity() >= MIN_WRITE_BUFFER / 2 {
+            if reusable(st, buf.capacity()) {
                 buf.clear();
                 align_empty(&mut buf);
                 st.spare.push(buf);
