@@ -6,10 +6,13 @@
 //! on every node, once, with its identity (topic, payload, sender); each
 //! matching message crosses to another node once per node, not once per
 //! subscriber. Persistent QoS 1 wildcard sessions survive a kill -9 of
-//! their node mid-traffic: nothing acknowledged is lost.
+//! their node mid-traffic: nothing acknowledged is lost. A new wildcard
+//! subscription on any node gets the retained messages of the topics it
+//! matches on every node, once each (and none with Retain Handling 2).
 //!
-//! Needs `mosquitto_pub`/`mosquitto_sub` (Debian: mosquitto-clients) and
-//! `SUREPUSH_NATS_SERVER` (or `nats-server` on the PATH).
+//! Needs `mosquitto_pub`/`mosquitto_sub` (Debian: mosquitto-clients),
+//! python3-paho-mqtt and `SUREPUSH_NATS_SERVER` (or `nats-server` on the
+//! PATH).
 
 #[path = "../crates/cluster/tests/support/mod.rs"]
 mod support;
@@ -125,12 +128,24 @@ impl Sub {
     /// Starts it on `node` as `user` with client id `id` (persistent when
     /// `persistent`) and returns once its SUBACK came.
     fn start(node: &TestServer, user: u64, id: &str, filters: &[&str], persistent: bool) -> Sub {
+        Sub::start_printing(node, user, id, filters, persistent, "MSG %t %p %P")
+    }
+
+    /// [`Sub::start`] printing `format` (`mosquitto_sub -F`).
+    fn start_printing(
+        node: &TestServer,
+        user: u64,
+        id: &str,
+        filters: &[&str],
+        persistent: bool,
+        format: &str,
+    ) -> Sub {
         let mut cmd = Command::new("stdbuf");
         cmd.args(["-oL", "mosquitto_sub"])
             .args(["-h", "127.0.0.1", "-p", &node.mqtt.port().to_string()])
             .args(["-u", "x", "-P", &node.token(user, 1)])
             .args(["-i", id, "-q", "1", "-V", "5", "-d", "--nodelay"])
-            .args(["-F", "MSG %t %p %P"]);
+            .args(["-F", format]);
         if persistent {
             cmd.arg("-c");
         }
@@ -364,6 +379,123 @@ fn wildcard_filters_match_topics_homed_on_every_node() {
         vec![line(far, "kept", publishers[0])],
         "retained across nodes"
     );
+}
+
+/// Clears the retained message of `topic` through `node` as `user` (a
+/// zero-length retained PUBLISH, 5.0, QoS 1); true when the PUBACK came.
+fn clear_retained(node: &TestServer, user: u64, topic: &str) -> bool {
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &node.mqtt.port().to_string()])
+        .args(["-u", "x", "-P", &node.token(user, 1)])
+        .args(["-i", &format!("clear-{user}"), "-V", "5", "-q", "1"])
+        .args(["-t", topic, "-r", "-n"])
+        .output()
+        .expect("run mosquitto_pub");
+    out.status.success()
+}
+
+/// Issue #21/#20 (MQTT 5.0 and 3.1.1 section 3.3.1.3): retained messages
+/// set on topics homed on each of the three nodes (through another node)
+/// reach a NEW wildcard subscription on every node: `#` and `t/+/x`
+/// (mosquitto_sub, Retain Handling 0) get exactly the retained messages
+/// they match, each once, RETAIN 1, with topic, payload and sender; `t/#`
+/// with Retain Handling 1 at QoS 0 (paho) gets them at the granted QoS 0
+/// with their stored content type; `#` with Retain Handling 2 gets none;
+/// a topic whose retained message was cleared gives nothing. Before the
+/// fix a new filter got only the retained messages of its own node's
+/// topics (the other nodes' streams were named after its SUBACK).
+#[test]
+fn new_wildcard_subscriptions_get_retained_messages_of_every_node() {
+    let cluster = Cluster::start();
+    let setters: Vec<u64> = (0..NODES).map(|n| Cluster::user_on(n, 1)).collect();
+    let kept = topics();
+    // Per node one more `t/{k}/x`: set, then cleared.
+    let cleared: Vec<String> = (0..NODES)
+        .map(|n| Cluster::topics_on(n, 3, |k| format!("t/{k}/x"))[2].clone())
+        .collect();
+    // Each set through the node after its home: the keyed write crosses.
+    let via = |t: &str| (Cluster::node_of(stream_id(t)) + 1) % NODES;
+    for t in kept.iter().chain(&cleared) {
+        let n = via(t);
+        let extra = ["-r", "-D", "publish", "content-type", "text/r"];
+        let payload = format!("ret-{t}");
+        assert!(
+            publish_with(&cluster.nodes[n], setters[n], t, &payload, &extra),
+            "{t}"
+        );
+    }
+    for t in &cleared {
+        let n = via(t);
+        assert!(clear_retained(&cluster.nodes[n], setters[n], t), "{t}");
+    }
+    let want = |filter: &str, suffix: &str| -> Vec<String> {
+        sorted(
+            kept.iter()
+                .filter(|t| surepush::proto::topic::topic_matches(filter, t))
+                .map(|t| {
+                    format!(
+                        "{t} ret-{t}{}",
+                        suffix.replace("{from}", &setters[via(t)].to_string())
+                    )
+                })
+                .collect(),
+        )
+    };
+
+    let mut users = 1000;
+    for n in 0..NODES {
+        let node = &cluster.nodes[n];
+        // Retain Handling 0 (mosquitto_sub), QoS 1.
+        for filter in ["#", "t/+/x"] {
+            let user = Cluster::user_on(n, users);
+            users = user + 1;
+            let requests_before = cluster.total("surepush_cluster_requests_sent_total");
+            let sub = Sub::start_printing(
+                node,
+                user,
+                &format!("rsub-{user}"),
+                &[filter],
+                false,
+                "MSG %t %p %P r%r",
+            );
+            let want = want(filter, " from:{from} r1");
+            let got = sorted(sub.read(want.len()));
+            assert_eq!(got, want, "node {n}, new {filter} (Retain Handling 0)");
+            // What one new filter cost between the nodes (docs/CLUSTER.md).
+            let requests = cluster.total("surepush_cluster_requests_sent_total") - requests_before;
+            eprintln!(
+                "node {n}, new {filter}: {} retained messages, {requests} cross-node requests",
+                want.len()
+            );
+        }
+        // Retain Handling 1 at QoS 0, and 2 (paho).
+        for (filter, rh, qos, suffix) in
+            [("t/#", "1", "0", " r1 q0 ct:text/r"), ("#", "2", "1", "")]
+        {
+            let user = Cluster::user_on(n, users);
+            users = user + 1;
+            let want = if rh == "2" {
+                Vec::new()
+            } else {
+                want(filter, suffix)
+            };
+            let count = want.len().to_string();
+            let port = node.mqtt.port().to_string();
+            let token = node.token(user, 1);
+            let args = [
+                "--port", &port, "--token", &token, "--filter", filter, "--rh", rh, "--qos", qos,
+                "--count", &count,
+            ];
+            let out = common::run_paho_script("paho_wild_retained.py", &args, "wild retained done");
+            let got = sorted(
+                out.lines()
+                    .filter_map(|l| l.strip_prefix("MSG "))
+                    .map(str::to_string)
+                    .collect(),
+            );
+            assert_eq!(got, want, "node {n}, new {filter} (Retain Handling {rh})");
+        }
+    }
 }
 
 /// Issue #21/#20: persistent QoS 1 sessions with wildcard filters on node

@@ -3,14 +3,18 @@
 //! member): each message reaches exactly one member of the group, a member
 //! cut off mid-stream has its unacknowledged messages delivered to the
 //! others, QoS 2 is delivered exactly once across the group, and 3.1.1
-//! clients may share too. Two shards: the topics `jobs/0..6` are homed on
-//! both, and members on both.
+//! clients may share too, and QoS 2 stays exactly once across kill -9s of
+//! the gateway. Two shards: the topics `jobs/0..6` are homed on both, and
+//! members on both.
 //!
 //! Needs `/usr/bin/python3` with paho-mqtt (Debian: python3-paho-mqtt).
 
 mod common;
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use common::TestServer;
 
@@ -109,6 +113,95 @@ fn nothing_acknowledged_is_lost_for_the_group_across_a_gateway_kill_9() {
     eprintln!("{text}");
     server.terminate();
     std::fs::remove_dir_all(&out).ok();
+}
+
+/// QoS 2 exactly once across kill -9 of the gateway (MQTT.md 2.3a): the
+/// paho members and publisher (persistent sessions) live through
+/// `SHARE_CRASH_CYCLES` kills (default 10) and restarts on the same port
+/// and data, each at a point of the publisher's progress drawn from
+/// `SHARE_CRASH_SEED`; every message gets PUBCOMP and reaches the group's
+/// applications exactly once (checked by the script).
+#[test]
+fn qos2_is_delivered_exactly_once_across_gateway_kill_9s() {
+    let cycles = env_u64("SHARE_CRASH_CYCLES", 10);
+    let mut seed = env_u64("SHARE_CRASH_SEED", 1);
+    let count: u64 = 3000;
+    let mut server = TestServer::unstarted(2, "", "");
+    server.mqtt_config = "topics_open = true\n".into();
+    server.spawn();
+    let publisher = server.token(8319, 1);
+    let members: Vec<String> = (8320..=8322).map(|u| server.token(u, 1)).collect();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mqtt/paho_shared.py");
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(script)
+        .args(["--port", &server.mqtt.port().to_string()])
+        .args(["--pub-token", &publisher])
+        .arg("--member-token")
+        .args(&members)
+        .args(["--scenario", "crashq2", "--count", &count.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    // The script's progress ("acked K") is the signal for each kill.
+    let (tx, rx) = mpsc::channel::<u64>();
+    let stdout = child.stdout.take().expect("piped");
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(n) = line.strip_prefix("acked ").and_then(|n| n.parse().ok()) {
+                tx.send(n).ok();
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    let mut stderr = child.stderr.take().expect("piped");
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        stderr.read_to_string(&mut text).ok();
+        text
+    });
+    let step = count / (cycles + 1);
+    let mut acked = 0;
+    for cycle in 1..=cycles {
+        // A point in the cycle's stretch of the stream, never its end.
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let at = step * cycle - (seed >> 33) % (step / 2);
+        while acked < at {
+            match rx.recv_timeout(Duration::from_secs(90)) {
+                Ok(n) => acked = acked.max(n),
+                Err(_) => {
+                    child.kill().ok();
+                    child.wait().ok();
+                    panic!(
+                        "cycle {cycle}: stalled at {acked} acknowledged\n{}{}",
+                        out.join().unwrap(),
+                        err.join().unwrap()
+                    );
+                }
+            }
+        }
+        server.kill9();
+        server.spawn();
+        eprintln!("kill -9 #{cycle} at {acked} acknowledged");
+    }
+    let status = child.wait().expect("python3");
+    let text = format!("{}{}", out.join().unwrap(), err.join().unwrap());
+    assert!(status.success(), "{text}");
+    assert!(text.contains("shared checks passed"), "{text}");
+    eprintln!("{text}");
+    server.terminate();
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// A fresh directory for the scenario's logs.

@@ -142,7 +142,7 @@ fn every_subscriber_gets_every_message_in_order_and_resumes_after_its_last() {
 
 #[test]
 fn a_resume_older_than_the_history_starts_at_the_oldest_kept_with_a_gap() {
-    let server = TestServer::start(1, "[core]\nroom_history = 20\n");
+    let server = TestServer::start(1, "[core]\nroom_resume_limit = 20\n");
     publish(&server, 1..=60);
     let (mut c, _) = server.connect(7, 1, None);
     c.resume_room(ROOM, Qos::AtLeastOnce, Seq(10)).unwrap();
@@ -282,9 +282,27 @@ fn a_room_message_larger_than_the_lag_allowance_still_reaches_readers() {
     }
 }
 
+/// The in-memory ring (`room_history`) is not the history: by default a
+/// resume reaches back as far as the log and `room_max_age_ms` hold
+/// (before 2026-12-07 the ring's size bounded it, and a subscriber that a
+/// fast publisher outran by more than 1,000 messages lost the rest).
+#[test]
+fn a_resume_reaches_back_past_the_memory_ring_to_the_log() {
+    let server = TestServer::start(1, "[core]\nroom_history = 20\n");
+    publish(&server, 1..=1500);
+    let (mut c, _) = server.connect(7, 1, None);
+    c.resume_room(ROOM, Qos::AtLeastOnce, Seq(10)).unwrap();
+    let ack = subscribed(&mut c);
+    assert_eq!(
+        (ack.result, ack.head, ack.first),
+        (SubResult::Ok, Seq(1500), Seq(11))
+    );
+    assert_in_order(&collect(&mut c, 1500), 11, 1500);
+}
+
 #[test]
 fn a_long_replay_in_one_message_pages_does_not_nest() {
-    let server = TestServer::start(1, "[core]\nroom_history = 5000\nroom_page = 1\n");
+    let server = TestServer::start(1, "[core]\nroom_page = 1\n");
     publish(&server, 1..=3000);
     let (mut c, _) = server.connect(9, 1, None);
     c.resume_room(ROOM, Qos::AtMostOnce, Seq::ZERO).unwrap();

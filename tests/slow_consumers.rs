@@ -53,13 +53,10 @@ fn server_with(top: &str) -> TestServer {
     let top = format!(
         "room_lag_bytes = {ROOM_LAG_BYTES}\nmax_write_buffer_bytes = {MAX_WRITE_BUFFER_BYTES}\n{top}"
     );
-    // History long enough that a thawed subscriber can catch up on all.
-    TestServer::start_full(
-        2,
-        &top,
-        "cache_mib = 1\n[core]\nroom_history = 100000\n",
-        |_| {},
-    )
+    // The default history: a thawed subscriber catches up on all from the
+    // log (no count bound since 2026-12-07; this test needed
+    // `room_history = 100000` before).
+    TestServer::start_full(2, &top, "cache_mib = 1\n", |_| {})
 }
 
 /// Message `n`: its number first (`000042-xxxx...`), `size` bytes.

@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::Serialize;
 use surepush_proto::Qos;
 
+use crate::floor::{measure_floor, Floor, FLOOR_ROUND_TRIPS, FLOOR_SYNCS};
 use crate::nats_server::{JetStreamSync, NatsServer};
 use crate::{cli, procfs, Latency, PairLoad, RawReport, Scenario};
 use crate::{connect_rate, ConnectRate, MqttTarget, Report, TlsOptions};
@@ -102,6 +103,11 @@ pub struct CompareScenario {
     /// PubAck, as surepush before its SENDACK).
     #[arg(long)]
     pub nats_server_bin: Option<PathBuf>,
+    /// Measure the durable floor (`fdatasync` + loopback round trip) in
+    /// this directory before the systems run (the command sets it to the
+    /// gateway's data dir).
+    #[arg(skip)]
+    pub floor_dir: Option<PathBuf>,
 }
 
 /// One system's row.
@@ -207,6 +213,8 @@ pub struct CompareReport {
     pub systems: Vec<SystemResult>,
     /// Connection set-up, plain and TLS (with `--surepush-tls`).
     pub connects: Vec<ConnectRate>,
+    /// The durable floor measured before the systems ran, if asked.
+    pub floor: Option<Floor>,
 }
 
 const NATIVE: &str = "surepush native QoS 1";
@@ -264,6 +272,9 @@ impl CompareReport {
                 s.acked,
             );
         }
+        if let Some(f) = &self.floor {
+            out += &format!("{}\n", f.to_text());
+        }
         for c in &self.connects {
             out += &format!(
                 "{:<36} {:>9.0} connections/s, {} server CPU per connection\n",
@@ -295,6 +306,13 @@ impl CompareReport {
             .filter(|s| s.name.starts_with("surepush") && s.error.is_none())
             .collect();
         for o in &ours {
+            if let Some(f) = &self.floor {
+                out += &format!(
+                    "  {}: ack p50 = {:.2}x the durable floor\n",
+                    o.name,
+                    f.ratio(o.ack_p50_ms)
+                );
+            }
             let others = self
                 .systems
                 .iter()
@@ -376,6 +394,10 @@ fn mqtt_rows(
 
 /// Runs every system asked for.
 pub fn run_compare(s: &CompareScenario) -> Result<CompareReport, String> {
+    let floor = match &s.floor_dir {
+        Some(dir) => Some(measure_floor(dir, FLOOR_SYNCS, FLOOR_ROUND_TRIPS)?),
+        None => None,
+    };
     let mut systems = Vec::new();
     let load = s.load(None);
     let raw = start_relay()
@@ -499,5 +521,6 @@ pub fn run_compare(s: &CompareScenario) -> Result<CompareReport, String> {
         payload: s.payload,
         systems,
         connects,
+        floor,
     })
 }

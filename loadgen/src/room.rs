@@ -210,6 +210,9 @@ pub struct RoomReport {
     /// from the first publish to the last push, per push (µs); none when
     /// its process was not found.
     pub server_cpu_us_per_push: Option<f64>,
+    /// The load generator's own CPU time over the same span, per push
+    /// (µs): it shares the machine, so the sum bounds the rate there.
+    pub client_cpu_us_per_push: Option<f64>,
 }
 
 impl RoomReport {
@@ -223,7 +226,7 @@ impl RoomReport {
         format!(
             "room: {} subscribers ({} frozen) x {} messages\n  pushes delivered {} of {} in {:.2} s = {:.0} pushes/s, {:.0} messages/s\n  \
              out of order {}, lagged and resumed {}, resumed past a gap {}\n  publish->receive p50 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms max {:.2} ms\n  \
-             server CPU {} per push\n  verdict: {}\n",
+             server CPU {} per push, load generator CPU {} per push\n  verdict: {}\n",
             self.subscribers,
             self.frozen,
             self.published,
@@ -240,6 +243,7 @@ impl RoomReport {
             self.latency.p999_ms,
             self.latency.max_ms,
             crate::procfs::format_cpu(self.server_cpu_us_per_push),
+            crate::procfs::format_cpu(self.client_cpu_us_per_push),
             if self.passed() { "PASS" } else { "FAIL" }
         )
     }
@@ -704,7 +708,7 @@ fn run_room_in(s: &RoomScenario, room_no: u64) -> Result<RoomReport, String> {
         }));
     }
     ready.wait(); // every subscriber has its SUBACK
-    let cpu = s.cpu_meter();
+    let (cpu, own) = (s.cpu_meter(), CpuMeter::start(Some(std::process::id())));
     let (acked, started) = match s.mqtt {
         Some(addr) if s.mqtt_broker || s.mqtt_publish => {
             let started = Instant::now();
@@ -787,5 +791,6 @@ fn run_room_in(s: &RoomScenario, room_no: u64) -> Result<RoomReport, String> {
         },
         latency: crate::latency(&total.latency),
         server_cpu_us_per_push: cpu.and_then(|m| m.per_message(total.pushes)),
+        client_cpu_us_per_push: own.and_then(|m| m.per_message(total.pushes)),
     })
 }

@@ -47,8 +47,19 @@ fn compare_reports_every_system_with_percentiles_and_server_cpu() {
         surepush_tls: Some(gw.tls_addr()),
         ca: Some(gw.ca()),
         connects: 20,
+        floor_dir: Some(gw.dir.path().to_path_buf()),
     };
     let r = run_compare(&s).unwrap();
+    // Issue #17 goal 2: the durable floor beside the run, and every
+    // surepush row read against it.
+    let floor = r.floor.as_ref().expect("the floor was asked for");
+    assert!(floor.fdatasync.p50_ms > 0.0 && floor.round_trip.p50_ms > 0.0);
+    assert!(r.to_text().contains("durable floor: fdatasync p50"));
+    assert!(
+        r.to_text().contains("surepush native QoS 1: ack p50 = "),
+        "{}",
+        r.to_text()
+    );
     let mut expected = vec![
         "raw relay",
         "surepush native QoS 1",

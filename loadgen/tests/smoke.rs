@@ -86,6 +86,10 @@ fn one_to_one_smoke_passes_the_checker() {
         let r = run_room(&s).unwrap();
         assert!(r.passed(), "{}", r.to_text());
         assert_eq!((r.subscribers, r.published, r.pushes), (100, 200, 20_000));
+        // Both sides of the machine are metered (issue #17 goal 6): the
+        // load generator's receive work is not free.
+        assert!(r.server_cpu_us_per_push.is_some(), "{}", r.to_text());
+        assert!(r.client_cpu_us_per_push.unwrap() > 0.0, "{}", r.to_text());
     }
     // Issue #19 item 6: one-to-one over the WebSocket listener (native
     // protocol in binary messages), the same checker.

@@ -349,7 +349,7 @@ fn room_checker_catches_lost_repeated_reordered_altered_and_skipped_room_message
         .find_map(|seed| {
             let w = healed_world(seed);
             let rooms = w.plan.rooms.as_ref()?;
-            if rooms.history < 1_000 || rooms.max_age_ms > 0 {
+            if rooms.resume_limit() > 0 || rooms.max_age_ms > 0 {
                 return None;
             }
             w.clients.iter().enumerate().find_map(|(c, client)| {

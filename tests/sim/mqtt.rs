@@ -1089,7 +1089,7 @@ impl World {
 /// run (then a room subscriber must get all of them).
 fn rooms_complete(w: &World) -> bool {
     let day_ms = 24 * 60 * 60 * 1000;
-    w.config.room_history >= 1_000
+    (w.config.room_resume_limit == 0 || w.config.room_resume_limit >= 1_000)
         && (w.config.room_max_age_ms == 0 || w.config.room_max_age_ms >= day_ms)
 }
 

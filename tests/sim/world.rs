@@ -177,6 +177,7 @@ impl World {
         let rooms = plan.rooms.as_ref();
         let config = CoreConfig {
             room_history: rooms.map_or(defaults.room_history, |r| r.history),
+            room_resume_limit: rooms.map_or(defaults.room_resume_limit, |r| r.resume_limit()),
             room_window: rooms.map_or(defaults.room_window, |r| r.window),
             room_page: rooms.map_or(defaults.room_page, |r| r.page),
             room_max_age_ms: rooms.map_or(defaults.room_max_age_ms, |r| r.max_age_ms),

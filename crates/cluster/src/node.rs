@@ -296,21 +296,33 @@ struct JoinTask {
     reconnects: flume::Sender<()>,
 }
 
-/// How often the NATS connection's state is looked at for reconnects.
+/// How often the NATS client's connect count is looked at for reconnects.
 const RECONNECT_POLL: Duration = Duration::from_millis(100);
 
-/// Sends one item on `to` each time `client` is connected again after it
-/// was not (a task of the cluster thread; ends with the receiver).
+/// Sends one item on `to` for each connect of `client` after its first
+/// (a task of the cluster thread; ends with the receiver).
+///
+/// Counted, not sampled: the client's `connects` statistic grows by one
+/// on every successful (re)connect, so a NATS restart shorter than the
+/// poll (tens of ms when the server comes straight back) is still seen.
+/// Sampling the connection state missed those (issue #20: the watchers
+/// on other nodes then never re-read a presence change lost meanwhile).
+/// What is published after the report reaches NATS after the client's
+/// resubscriptions: the client sends them before any later command.
 async fn watch_reconnects(client: async_nats::Client, to: flume::Sender<()>) {
-    use async_nats::connection::State;
-    let mut was_connected = client.connection_state() == State::Connected;
+    use std::sync::atomic::Ordering;
+    let stats = client.statistics();
+    // The first connect (maybe still to come) is no reconnect.
+    let mut seen = stats.connects.load(Ordering::Relaxed).max(1);
     loop {
         tokio::time::sleep(RECONNECT_POLL).await;
-        let connected = client.connection_state() == State::Connected;
-        if connected && !was_connected && to.send(()).is_err() {
-            return;
+        let connects = stats.connects.load(Ordering::Relaxed);
+        while seen < connects {
+            if to.send(()).is_err() {
+                return;
+            }
+            seen += 1;
         }
-        was_connected = connected;
     }
 }
 

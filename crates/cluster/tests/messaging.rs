@@ -1,7 +1,8 @@
 //! Node-to-node messaging over a real nats-server (issue #20): batching,
 //! order per peer, exactly-once delivery with identity checks, back-
-//! pressure, a NATS restart mid-traffic, room fan-out, and lanes driven
-//! from glommio executors.
+//! pressure, a NATS restart mid-traffic, room fan-out, subject
+//! subscriptions across a NATS restart, and lanes driven from glommio
+//! executors.
 
 mod support;
 
@@ -356,6 +357,71 @@ fn a_room_push_reaches_each_subscribed_lane_once_and_not_its_origin() {
     );
     assert_eq!(on_b % 2, 0);
     assert!(on_c >= 200 && on_b >= 400, "b {on_b}, c {on_c}");
+}
+
+/// Publishes probes on `id`'s subject from `from` until `to` gets one
+/// (NATS takes a SUB asynchronously), then `count` pushes that must
+/// follow complete and in order.
+fn pushes_reach(from: &Lane, to: &Lane, id: u64, count: u32) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "subject of {id} never delivered");
+        block_on(from.publish_room(id, Bytes::from_static(b"probe"))).unwrap();
+        match to.events().recv_timeout(Duration::from_millis(20)) {
+            Ok(LaneEvent::Room { room, .. }) if room == id => break,
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(_) => {}
+        }
+    }
+    for i in 0..count {
+        block_on(from.publish_room(id, Bytes::from(format!("{id} push {i}")))).unwrap();
+    }
+    let mut next = 0;
+    while next < count {
+        match to.events().recv_timeout(WAIT).expect("push") {
+            LaneEvent::Room { room, payload } if room == id => {
+                if payload == Bytes::from_static(b"probe") && next == 0 {
+                    continue;
+                }
+                assert_eq!(payload, Bytes::from(format!("{id} push {next}")));
+                next += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Issue #20: a NATS restart loses no subject subscription of a lane (a
+/// room's, a watched user's presence subject), nor one asked for while
+/// NATS is down; the subscriber's node reports the reconnect.
+#[test]
+fn subject_subscriptions_survive_a_nats_restart() {
+    let mut nats = NatsServer::start();
+    let mut a = join(node_config(&nats, "a", 16, 1));
+    let mut b = join(node_config(&nats, "b", 16, 1));
+    let reconnects = b.take_reconnects().expect("reconnects, once");
+    let (from, to) = (a.take_lanes().remove(0), b.take_lanes().remove(0));
+    let (room, user, later) = ((1u64 << 62) | 9, 77u64, (1u64 << 62) | 10);
+    for id in [room, user] {
+        block_on(to.subscribe_room(id)).unwrap();
+        pushes_reach(&from, &to, id, 10);
+    }
+
+    nats.kill();
+    block_on(to.subscribe_room(later)).unwrap();
+    // The subscribe went through the lane's command queue before the ping.
+    block_on(to.ping(1)).unwrap();
+    assert_eq!(
+        to.events().recv_timeout(WAIT).unwrap(),
+        LaneEvent::Pong { token: 1 }
+    );
+    nats.restart();
+    reconnects
+        .recv_timeout(WAIT)
+        .expect("the reconnect reported");
+    for id in [room, user, later] {
+        pushes_reach(&from, &to, id, 50);
+    }
 }
 
 #[test]

@@ -223,6 +223,25 @@ fn placement_survives_a_nats_restart() {
         .unwrap();
 }
 
+/// Issue #20 (presence watches re-read on a reconnect): a NATS restart
+/// quicker than any polling interval (kill, start again: tens of ms) is
+/// still reported, and the first connect is not.
+#[test]
+fn every_nats_restart_is_reported_as_a_reconnect_however_short() {
+    let mut nats = NatsServer::start();
+    let mut a = join(node_config(&nats, "a", 8, 1));
+    let reconnects = a.take_reconnects().expect("reconnects, once");
+    assert!(reconnects.is_empty(), "the first connect is no reconnect");
+    for i in 0..3 {
+        nats.restart();
+        assert_eq!(
+            reconnects.recv_timeout(WAIT),
+            Ok(()),
+            "restart {i} not reported"
+        );
+    }
+}
+
 #[test]
 fn a_node_that_stops_heartbeating_is_seen_gone_within_the_ttl() {
     let nats = NatsServer::start();

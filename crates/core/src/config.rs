@@ -54,9 +54,19 @@ pub struct CoreConfig {
     /// Device cursors are written to the log in batches this often.
     #[serde(deserialize_with = "crate::durations::millis")]
     pub cursor_flush_ms: u64,
-    /// Room messages each shard keeps for resuming subscribers, and the
-    /// oldest point a subscriber can resume from (count).
+    /// Room (and topic stream) messages each shard with subscribers keeps
+    /// in memory, a ring of encoded frames, to catch subscribers up
+    /// without reading the log. A subscriber further behind is replayed
+    /// from the log (see `room_resume_limit`).
     pub room_history: u32,
+    /// How many messages back a room or topic (re)subscription can reach:
+    /// one from an older point starts at the oldest reachable message with
+    /// SUBACK `Gap`. 0 (the default): no count bound, only
+    /// `room_max_age_ms` and the log's retention. A lagging subscriber
+    /// (ROOMLAG) or a resuming session reads what it missed from the log,
+    /// so a count bound loses messages for a connected QoS 1 subscriber
+    /// that a fast publisher outruns by more than it.
+    pub room_resume_limit: u32,
     /// Unacknowledged room messages a QoS 1 subscription may have before
     /// it is dropped from live delivery (ROOMLAG).
     pub room_window: u32,
@@ -120,6 +130,7 @@ impl Default for CoreConfig {
             max_frames_per_sec: 10_000,
             cursor_flush_ms: 100,
             room_history: 1_000,
+            room_resume_limit: 0,
             room_window: 256,
             room_page: 100,
             room_max_age_ms: 24 * 60 * 60 * 1000,

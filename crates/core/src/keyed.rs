@@ -204,30 +204,42 @@ impl Shard {
         value: Option<Bytes>,
         report: Option<StateReport>,
     ) {
+        self.store_state_for(key, value, AppendPurpose::State(report));
+    }
+
+    /// [`Shard::store_state`] with what completes once the write is
+    /// durable (`purpose`); a write refused here completes it as failed.
+    pub(super) fn store_state_for(
+        &mut self,
+        key: StateKey,
+        value: Option<Bytes>,
+        purpose: AppendPurpose,
+    ) {
         // A newer write replaces a deferred one still waiting.
         self.keyed.deferred.remove(&key);
         let fenced = key.owner().is_some_and(|o| self.refuses_writes(o));
         if self.storage.failed() || fenced {
-            if let Some(r) = report {
-                self.state_stored(r, false);
-            }
-            return;
+            return self.state_refused(purpose);
         }
         let value = if topic_retained_key(&key) {
             match self.merge_topic_retained(key, value) {
                 Some(v) => v,
-                None => {
-                    if let Some(r) = report {
-                        self.state_stored(r, false);
-                    }
-                    return;
-                }
+                None => return self.state_refused(purpose),
             }
         } else {
             value
         };
         self.keyed.set(key, &value);
-        self.append(Record::State { key, value }, AppendPurpose::State(report));
+        self.append(Record::State { key, value }, purpose);
+    }
+
+    /// A state write that was not appended: whoever waits for it hears so.
+    fn state_refused(&mut self, purpose: AppendPurpose) {
+        match purpose {
+            AppendPurpose::State(Some(r)) => self.state_stored(r, false),
+            AppendPurpose::ShareHandout(sends) => self.share_handout_stored(sends, false),
+            _ => {}
+        }
     }
 
     /// The value a retained write to a topic stream leaves (its entry

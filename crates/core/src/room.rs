@@ -10,7 +10,7 @@
 //!   is durable it encodes the ROOMPUSH frame **once** and sends the bytes
 //!   to each of those shards (`RoomFanout`).
 //! - Each such shard keeps a [`RoomReplica`]: the last `room_history`
-//!   frames (a ring of `Bytes`) and its subscribers. A frame goes to every
+//!   frames (a ring of `Bytes`, memory only) and its subscribers. A frame goes to every
 //!   subscriber as the same `Bytes` ([`Action::SendShared`]): no
 //!   per-subscriber encode or copy.
 //!   In a cluster the home shard also sends each frame once to
@@ -23,8 +23,9 @@
 //!   nodes) makes the subscription replay from the home shard (`resync`).
 //!   A (re)subscription after `last_seq` is replayed by the home shard from
 //!   the log in pages (`RoomPage`), then caught up from the ring, then live.
-//!   A point older than the room's history (count-bounded) starts at the
-//!   oldest kept message with SUBACK `Gap`.
+//!   A point older than the room's history (`room_resume_limit` messages
+//!   if set, `room_max_age_ms`, the log's retention) starts at the oldest
+//!   kept message with SUBACK `Gap`.
 //! - A subscriber that cannot keep up (QoS 1: `room_window` unacknowledged;
 //!   any QoS: its connection's write buffer over the limit, reported by the
 //!   driver with [`Shard::handle_room_lagged`]) is dropped from live fan-out
@@ -348,10 +349,13 @@ impl Shard {
             self.room_shards.join(room, shard);
         }
         let head = self.sessions.durable_head(UserId(room));
-        let oldest = Seq(head
-            .0
-            .saturating_sub(u64::from(self.config.room_history))
-            .saturating_add(1));
+        // Older messages are read from the log in pages: only the count
+        // bound asked for (if any) limits how far back; age and the log's
+        // retention are applied as the pages are read.
+        let oldest = match self.config.room_resume_limit {
+            0 => Seq(1),
+            limit => Seq(head.0.saturating_sub(u64::from(limit)).saturating_add(1)),
+        };
         let wanted = match from {
             SubscribeFrom::Now => head.next(),
             SubscribeFrom::After(s) => s.next().min(head.next()),

@@ -72,6 +72,9 @@ pub(super) enum TimerEvent {
     },
     /// Shard 0's window for its node's filter changes ended (`topic_nodes.rs`).
     FilterAnnounce,
+    /// New filters' waits for other nodes' answers may be over
+    /// (`topic_nodes.rs`).
+    NodeAnswers,
 }
 
 /// The delivery state machine of one shard. See the module docs for the call order.
@@ -363,6 +366,7 @@ impl Shard {
                 TimerEvent::PresenceFlush => self.flush_presence(),
                 TimerEvent::MoveIdle { partition } => self.on_move_idle(partition),
                 TimerEvent::FilterAnnounce => self.announce_filters(),
+                TimerEvent::NodeAnswers => self.expire_node_waits(),
             }
         }
     }
@@ -505,6 +509,7 @@ impl Shard {
             PeerMsg::NodeFilters(m) => self.on_node_filters(m),
             PeerMsg::FilterQuery(m) => self.on_filter_query(m),
             PeerMsg::TopicRelay(m) => self.on_topic_relay(m),
+            PeerMsg::StreamsAnswered(m) => self.on_streams_answered(m),
             PeerMsg::ShareJoin(m) => self.on_share_join(m),
             PeerMsg::ShareJoined(m) => self.on_share_joined(m),
             PeerMsg::ShareDeliver(m) => self.on_share_deliver(m),
@@ -530,6 +535,7 @@ impl Shard {
             AppendPurpose::Raise { conn, user, seq } => self.on_raise_durable(conn, user, seq, ok),
             AppendPurpose::State(Some(report)) => self.state_stored(report, ok),
             AppendPurpose::Webhook(id) => self.on_webhook_durable(id, ok),
+            AppendPurpose::ShareHandout(sends) => self.share_handout_stored(sends, ok),
             AppendPurpose::State(None) | AppendPurpose::Bookkeeping => {}
         }
     }

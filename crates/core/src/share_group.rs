@@ -258,7 +258,9 @@ impl ShareGroup {
     /// A stored (or, at QoS 0, fanned-out) message of a matched stream.
     /// Offers at or below the cursor, or of a message already held, are
     /// ignored, so re-reading a stream after a restart is harmless.
-    /// Whether the group now holds it (QoS 0: never).
+    /// Whether the group holds it (QoS 0: never; a QoS 2 message restored
+    /// as sent to a member: yes), so the caller keeps the message for a
+    /// redelivery.
     pub fn offer(&mut self, key: MessageKey, qos: Qos) -> bool {
         if qos == Qos::AtMostOnce {
             match self.choose() {
@@ -277,8 +279,13 @@ impl ShareGroup {
         }
         let new_stream = !self.streams.contains_key(&key.stream);
         let stream = self.streams.entry(key.stream).or_default();
-        if key.seq <= stream.done_through || stream.above.contains_key(&key.seq) {
+        if key.seq <= stream.done_through {
             return false;
+        }
+        match stream.above.get(&key.seq).copied() {
+            None => {}
+            Some(Held::Done) => return false,
+            Some(_) => return true,
         }
         if new_stream {
             // Durable from its first message: after a restart the stream
@@ -329,6 +336,23 @@ impl ShareGroup {
             });
         }
         self.assign();
+    }
+
+    /// Sends `key` again to the member it is with, if that member is
+    /// connected: the caller could not send it when the member joined
+    /// (after a restart, before reading the message again).
+    pub fn resend(&mut self, key: MessageKey) {
+        let Some(&mut Held::With { member, qos }) = self.held_mut(key) else {
+            return;
+        };
+        if self.members.iter().any(|m| m.id == member && m.connected) {
+            self.actions.push_back(ShareAction::Deliver {
+                member,
+                key,
+                qos,
+                dup: true,
+            });
+        }
     }
 
     /// `member` finished `key`: acknowledged it (PUBACK, PUBREC), or

@@ -32,7 +32,9 @@
 //!   here (cursor per stream, messages finished above it, QoS 2 messages
 //!   handed to a member) is keyed state of this shard
 //!   (`StateKey::ShareGroup`), written whenever it changes, in the same
-//!   group commit as the messages' own records around it. After a restart
+//!   group commit as the messages' own records around it. A QoS 2 message
+//!   handed to a member goes to it only once that write is durable
+//!   ([`AppendPurpose::ShareHandout`]; no write of its own). After a restart
 //!   ([`Shard::load_share_groups`]) each group is restored without members
 //!   and reads its streams again after its cursors; live messages of a
 //!   stream being read again wait until that read is done, so the cursor
@@ -40,7 +42,7 @@
 //! - Share groups stay on one node, like wildcard filters.
 
 use super::action::ConnId;
-use super::shard::Shard;
+use super::shard::{AppendPurpose, Shard};
 use crate::filter_trie::FilterTrie;
 use crate::hashing::FastHashMap;
 use crate::peer::{ShareDeliver, ShareDone, ShareJoin, ShareJoined, ShareOp};
@@ -81,6 +83,13 @@ struct Homed {
     /// Streams read again after a restart: their live messages wait here
     /// until the read is done.
     replaying: FastHashMap<u64, Vec<MessageRecord>>,
+    /// Messages to send again to a member that joined before they were
+    /// read again after a restart: sent when they are.
+    unread: Vec<MessageKey>,
+    /// Joins answered once the streams are read again: a member learns
+    /// its join is done only after it was given again what the group
+    /// counts as its own (the MQTT bridge forgets completed messages then).
+    joined_later: Vec<(ShardId, ShareJoined)>,
 }
 
 impl Homed {
@@ -92,6 +101,8 @@ impl Homed {
             seats: FastHashMap::default(),
             held: FastHashMap::default(),
             replaying: FastHashMap::default(),
+            unread: Vec::new(),
+            joined_later: Vec::new(),
         }
     }
 
@@ -383,7 +394,12 @@ impl Shard {
                 name,
                 ok: true,
             };
-            self.route_to(m.shard, yes);
+            let h = self.shares.groups.get_mut(&key).expect("still there");
+            if h.replaying.is_empty() {
+                self.route_to(m.shard, yes);
+            } else {
+                h.joined_later.push((m.shard, yes));
+            }
         }
         let h = self.shares.groups.get(&key).expect("still there");
         if h.seats.is_empty() && h.held.is_empty() && h.replaying.is_empty() {
@@ -460,10 +476,14 @@ impl Shard {
         self.share_drain(m.key);
     }
 
-    /// Carries out what group `key` decided.
+    /// Carries out what group `key` decided. A QoS 2 hand-out leaves only
+    /// once the state write recording it is durable (it rides the write of
+    /// this call, in the shard's next group commit): a restart never finds
+    /// a message a member may hold waiting for another member.
     fn share_drain(&mut self, key: u64) {
         let me = self.params.id;
         let mut persist = false;
+        let mut after_write: Vec<(ShardId, ShareDeliver)> = Vec::new();
         while let Some(h) = self.shares.groups.get_mut(&key) {
             let Some(action) = h.state.poll_action() else {
                 break;
@@ -473,12 +493,17 @@ impl Shard {
                     member,
                     key: mk,
                     qos,
-                    ..
+                    dup,
                 } => {
                     let seat = h.seats.get(&member).copied();
+                    let unread = !h.held.contains_key(&mk) && h.replaying.contains_key(&mk.stream);
+                    if dup && seat.is_some() && unread {
+                        h.unread.push(mk);
+                    }
                     let (Some(seat), Some(record)) = (seat, h.held.get(&mk)) else {
                         continue;
                     };
+                    let first_qos2 = qos == Qos::ExactlyOnce && !dup;
                     let qos = qos.min(seat.qos);
                     let msg = ShareDeliver {
                         key,
@@ -500,7 +525,15 @@ impl Shard {
                         h.state.finished(member, mk);
                         h.held.remove(&mk);
                     }
-                    self.route_to(shard, msg);
+                    // A first QoS 2 hand-out waits for its record (a DUP
+                    // one was recorded before it was first sent). QoS 1
+                    // does not: a restart that forgets the hand-out sends
+                    // it again, which at least once allows.
+                    if first_qos2 && qos != Qos::AtMostOnce {
+                        after_write.push((shard, msg));
+                    } else {
+                        self.route_to(shard, msg);
+                    }
                 }
                 ShareAction::Dropped { key: mk, .. } => {
                     h.held.remove(&mk);
@@ -509,10 +542,26 @@ impl Shard {
                 ShareAction::Persist => persist = true,
             }
         }
-        if let Some(h) = self.shares.groups.get(&key).filter(|_| persist) {
+        let value = self.shares.groups.get(&key).filter(|_| persist);
+        if let Some(value) = value.map(Homed::value) {
             // One write for everything this call changed.
-            let value = h.value();
-            self.store_state(StateKey::ShareGroup { key }, Some(value), None);
+            let purpose = AppendPurpose::ShareHandout(after_write);
+            self.store_state_for(StateKey::ShareGroup { key }, Some(value), purpose);
+        } else {
+            // Every first QoS 2 hand-out changes the state: nothing here.
+            self.share_handout_stored(after_write, true);
+        }
+    }
+
+    /// The write recording these QoS 2 hand-outs is durable (`ok`), or
+    /// failed: then they are not sent, and the restart from the log that
+    /// follows a storage failure (MQTT.md 2.13) finds them waiting.
+    pub(super) fn share_handout_stored(&mut self, sends: Vec<(ShardId, ShareDeliver)>, ok: bool) {
+        if !ok {
+            return;
+        }
+        for (shard, msg) in sends {
+            self.route_to(shard, msg);
         }
     }
 
@@ -588,8 +637,21 @@ impl Shard {
             h.held.insert(mk, record);
             if !h.state.offer(mk, qos) {
                 h.held.remove(&mk); // finished before the restart
+            } else if let Some(i) = h.unread.iter().position(|k| *k == mk) {
+                h.unread.swap_remove(i);
+                h.state.resend(mk);
             }
             self.share_drain(key);
+        }
+        let Some(h) = self.shares.groups.get_mut(&key) else {
+            return;
+        };
+        // Not in the stream any more (older than its history).
+        h.unread.retain(|k| k.stream != stream);
+        if h.replaying.is_empty() {
+            for (shard, yes) in std::mem::take(&mut h.joined_later) {
+                self.route_to(shard, yes);
+            }
         }
     }
 }

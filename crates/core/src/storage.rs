@@ -105,6 +105,9 @@ pub(super) enum AppendPurpose {
     State(Option<crate::keyed::StateReport>),
     /// Webhook event `id` (`webhook/`): hand it out once durable.
     Webhook(u64),
+    /// A share group's state recording QoS 2 hand-outs: the messages go
+    /// to their members' shards once it is durable (`share_groups.rs`).
+    ShareHandout(Vec<(crate::router::ShardId, crate::peer::ShareDeliver)>),
 }
 
 /// Why a read was issued.

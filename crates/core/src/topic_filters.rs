@@ -104,6 +104,9 @@ impl Shard {
             .or_default()
             .push(filter.clone());
         self.topics.local.insert(&filter, conn);
+        // Other nodes first: a wait recorded after this node's shards
+        // answered (at once, on one shard) would tell the connection twice.
+        self.ask_nodes_for_streams(&filter, conn);
         let shards = self.router.shards();
         self.topics.joining.insert((conn, filter.clone()), shards);
         let me = self.params.id;
@@ -115,17 +118,30 @@ impl Shard {
             };
             self.route_to(ShardId(i), msg);
         }
-        self.ask_nodes_for_streams(&filter, conn);
     }
 
-    /// TOPIC room 0: the answer to FILTER `filter`.
+    /// TOPIC room 0: the answer to FILTER `filter`; when registered and
+    /// no other node is still to answer, TOPIC room 0
+    /// `TOPIC_NODES_ANSWERED` follows (`topic_nodes.rs`).
     fn filter_answer(&mut self, conn: ConnId, filter: String, ok: bool) {
+        let done = ok && !self.waits_for_nodes(conn, &filter);
         let frame = Frame::Topic(TopicSeen {
             room: 0,
             seq: Seq(u64::from(ok)),
-            name: filter,
+            name: filter.clone(),
         });
         self.send_frame(conn, frame);
+        if done {
+            self.nodes_answered(conn, filter);
+        }
+    }
+
+    /// Whether this node's shards have not all answered `conn`'s
+    /// registration of `filter` yet.
+    pub(super) fn filter_joining(&self, conn: ConnId, filter: &str) -> bool {
+        self.topics
+            .joining
+            .contains_key(&(conn, filter.to_string()))
     }
 
     fn drop_filter(&mut self, conn: ConnId, filter: &str) {
@@ -141,6 +157,7 @@ impl Shard {
         }
         self.topics.local.remove(&filter, conn);
         self.topics.joining.remove(&(conn, filter.clone()));
+        self.drop_node_wait(conn, &filter);
         let me = self.params.id;
         for i in 0..self.router.shards() {
             let msg = FilterLeave {

@@ -42,12 +42,18 @@
 //!   So a persistent session that comes back finds the streams created on
 //!   other nodes while it was away, as it does on its own node.
 //!
+//!   After its answers each of their shards sends [`StreamsAnswered`]
+//!   (on the same path, so after them); once every shard of every node
+//!   asked has (or a node is forgotten, or [`NODE_ANSWERS_TIMEOUT_NS`]
+//!   passed), and the node's own shards have answered, the connection
+//!   gets TOPIC room 0 `seq` [`TOPIC_NODES_ANSWERED`]: the MQTT bridge
+//!   asks the retained messages of the streams named until then (a new
+//!   wildcard SUBSCRIBE gets those of every node, docs/MQTT.md 2.6).
+//!
 //! Not here: the SUBACK does not wait for other nodes (a message stored
 //! on another node before this node's set reached it is not matched; the
 //! stream is found by the answer to the new filter, from its next
-//! message), and a new wildcard SUBSCRIBE gets no retained message of a
-//! topic homed on another node (those streams are named after its SUBACK,
-//! when the session no longer asks for retained messages).
+//! message).
 
 use std::collections::BTreeSet;
 
@@ -57,11 +63,11 @@ use super::shard::{Shard, TimerEvent, NS_PER_MS};
 use crate::action::ConnId;
 use crate::filter_trie::FilterTrie;
 use crate::hashing::FastHashMap;
-use crate::peer::{FilterQuery, FilterWant, NodeFilters, TopicNotice, TopicRelay};
+use crate::peer::{FilterQuery, FilterWant, NodeFilters, StreamsAnswered, TopicNotice, TopicRelay};
 use crate::router::ShardId;
 use surepush_cluster::NodeId;
 use surepush_proto::topic::filter_error;
-use surepush_proto::Seq;
+use surepush_proto::{Frame, Seq, TopicSeen, TOPIC_NODES_ANSWERED};
 
 /// How long shard 0 gathers changes of its node's filter set before
 /// sending them (one [`NodeFilters`] per node per window).
@@ -69,6 +75,12 @@ pub(super) const ANNOUNCE_WINDOW_NS: u64 = 2 * NS_PER_MS;
 
 /// The announcing shard.
 const ANNOUNCER: ShardId = ShardId(0);
+
+/// How long a new filter waits for other nodes' answers
+/// ([`StreamsAnswered`]) before its connection is told they are all in
+/// (a node that is down but not yet gone from the registry never answers:
+/// its link drops the question).
+pub(super) const NODE_ANSWERS_TIMEOUT_NS: u64 = 5_000 * NS_PER_MS;
 
 /// What a shard knows of other nodes' filters, and (shard 0) what it told
 /// them of its own node's. See the module docs.
@@ -87,6 +99,27 @@ pub(super) struct NodeTopics {
     armed: bool,
     /// Shard 0: the nodes it has sent its whole set to and asked for theirs.
     greeted: Vec<NodeId>,
+    /// New filters of this shard's connections waiting for other nodes'
+    /// answers.
+    waits: FastHashMap<(ConnId, String), NodeWait>,
+    /// The timer that ends waits past [`NODE_ANSWERS_TIMEOUT_NS`] is armed.
+    waits_armed: bool,
+}
+
+/// A new filter's wait for the other nodes' answers.
+#[derive(Debug)]
+struct NodeWait {
+    /// When it was asked (shard clock, ns).
+    since_ns: u64,
+    /// Each node asked: its shards that answered, and how many it has (0:
+    /// none answered yet).
+    nodes: Vec<(NodeId, u16, u16)>,
+}
+
+impl NodeWait {
+    fn done(&self) -> bool {
+        self.nodes.iter().all(|&(_, got, of)| of > 0 && got >= of)
+    }
 }
 
 /// One other node's filters as this shard holds them.
@@ -347,6 +380,7 @@ impl Shard {
     /// process's next delta is a gap (its whole set is asked for), a new
     /// process's whole set replaces.
     pub fn forget_node(&mut self, node: &NodeId) {
+        self.stop_waiting_for(node);
         let t = &mut self.topics.across;
         let Some(i) = t.nodes.iter().position(|n| n.id == *node) else {
             return;
@@ -355,6 +389,21 @@ impl Shard {
         let n = &mut t.nodes[i];
         (n.version, n.asked) = (0, false);
         self.stats.remote_topic_filters = self.topics.across.remote_filters();
+    }
+
+    /// Node `node` will not answer: the waits for it end when nothing else
+    /// is missing.
+    fn stop_waiting_for(&mut self, node: &NodeId) {
+        let mut over = Vec::new();
+        for (key, wait) in self.topics.across.waits.iter_mut() {
+            wait.nodes.retain(|n| n.0 != *node);
+            if wait.done() {
+                over.push(key.clone());
+            }
+        }
+        for key in over {
+            self.end_wait(key);
+        }
     }
 
     pub(super) fn on_filter_query(&mut self, m: FilterQuery) {
@@ -392,6 +441,17 @@ impl Shard {
                     };
                     self.route_to(target, msg);
                 }
+                let Some(me) = self.me_node() else {
+                    return;
+                };
+                let done = StreamsAnswered {
+                    filter,
+                    shard,
+                    conn,
+                    node: me,
+                    shards: self.router.shards(),
+                };
+                self.route_to(target, done);
             }
         }
     }
@@ -412,8 +472,103 @@ impl Shard {
             },
             relay: true,
         };
-        for target in self.other_node_entries() {
+        let Some(routes) = self.router.cluster() else {
+            return;
+        };
+        let targets: Vec<(NodeId, ShardId)> = routes
+            .other_nodes()
+            .map(|(n, p)| (n.clone(), self.router.owner_of_partition(p)))
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let wait = NodeWait {
+            since_ns: self.now_ns,
+            nodes: targets.iter().map(|(n, _)| (n.clone(), 0, 0)).collect(),
+        };
+        let t = &mut self.topics.across;
+        t.waits.insert((conn, filter.to_string()), wait);
+        if !std::mem::replace(&mut t.waits_armed, true) {
+            let at = self.now_ns + NODE_ANSWERS_TIMEOUT_NS;
+            self.timers.insert(at, TimerEvent::NodeAnswers);
+        }
+        for (_, target) in targets {
             self.route_to(target, query.clone());
+        }
+    }
+
+    /// Whether `conn`'s new `filter` still waits for other nodes' answers.
+    pub(super) fn waits_for_nodes(&self, conn: ConnId, filter: &str) -> bool {
+        self.topics
+            .across
+            .waits
+            .contains_key(&(conn, filter.to_string()))
+    }
+
+    /// `conn`'s `filter` left (or the connection closed): its wait ends
+    /// unanswered.
+    pub(super) fn drop_node_wait(&mut self, conn: ConnId, filter: &str) {
+        self.topics.across.waits.remove(&(conn, filter.to_string()));
+    }
+
+    /// TOPIC room 0 [`TOPIC_NODES_ANSWERED`] to `conn`.
+    pub(super) fn nodes_answered(&mut self, conn: ConnId, filter: String) {
+        let frame = Frame::Topic(TopicSeen {
+            room: 0,
+            seq: Seq(TOPIC_NODES_ANSWERED),
+            name: filter,
+        });
+        self.send_frame(conn, frame);
+    }
+
+    /// The wait of `key` is over: its connection is told, unless this
+    /// node's shards have not answered yet (their answer tells it then).
+    fn end_wait(&mut self, key: (ConnId, String)) {
+        self.topics.across.waits.remove(&key);
+        if !self.filter_joining(key.0, &key.1) {
+            self.nodes_answered(key.0, key.1);
+        }
+    }
+
+    pub(super) fn on_streams_answered(&mut self, m: StreamsAnswered) {
+        if m.shard != self.params.id {
+            if m.shard.index() < usize::from(self.router.shards()) {
+                self.route_to(m.shard, m); // the node's entry shard
+            }
+            return;
+        }
+        let key = (m.conn, m.filter);
+        let Some(wait) = self.topics.across.waits.get_mut(&key) else {
+            return; // dropped meanwhile, or timed out
+        };
+        if let Some(n) = wait.nodes.iter_mut().find(|n| n.0 == m.node) {
+            n.1 = n.1.saturating_add(1);
+            n.2 = m.shards;
+        }
+        if wait.done() {
+            self.end_wait(key);
+        }
+    }
+
+    /// The timer of the waits: those past [`NODE_ANSWERS_TIMEOUT_NS`] end.
+    pub(super) fn expire_node_waits(&mut self) {
+        let now = self.now_ns;
+        let t = &mut self.topics.across;
+        t.waits_armed = false;
+        let over: Vec<(ConnId, String)> = t
+            .waits
+            .iter()
+            .filter(|(_, w)| w.since_ns + NODE_ANSWERS_TIMEOUT_NS <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in over {
+            self.end_wait(key);
+        }
+        let t = &mut self.topics.across;
+        if let Some(first) = t.waits.values().map(|w| w.since_ns).min() {
+            t.waits_armed = true;
+            let at = first + NODE_ANSWERS_TIMEOUT_NS;
+            self.timers.insert(at, TimerEvent::NodeAnswers);
         }
     }
 

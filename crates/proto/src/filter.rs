@@ -7,7 +7,9 @@
 //! FILTER body: the filter (UTF-8, a valid MQTT filter, at most
 //! [`MAX_FILTER_LEN`] bytes). TOPIC body: `room u64, seq u64` then the name
 //! (UTF-8). A TOPIC with `room` 0 says the filter `name` is registered on
-//! every shard: stream messages stored from then on are matched against it.
+//! every shard: stream messages stored from then on are matched against it
+//! (`seq` 1; 0: refused), then, `seq` [`TOPIC_NODES_ANSWERED`], that every
+//! other node of a cluster has named its matching streams.
 
 use bytes::{BufMut, BytesMut};
 
@@ -19,6 +21,11 @@ pub const FILTER_REMOVE: u8 = 0x01;
 
 /// Longest filter a FILTER may carry, in bytes.
 pub const MAX_FILTER_LEN: usize = 1024;
+
+/// TOPIC room 0 `seq` after the registration's answer (`seq` 1): every
+/// other node of a cluster has named the streams it homes that match the
+/// filter (or did not answer in time). Always sent, also on one node.
+pub const TOPIC_NODES_ANSWERED: u64 = 2;
 
 /// FILTER: register or drop a wildcard topic filter.
 #[derive(Clone, Debug, PartialEq, Eq)]

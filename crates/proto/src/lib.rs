@@ -27,7 +27,7 @@ mod types;
 pub use attrs::{encoded_len as attrs_encoded_len, ATTRS_LEN_SIZE, QOS_HAS_ATTRS};
 pub use codec::{decode_shared, Decoder};
 pub use error::{ErrorCode, ProtoError};
-pub use filter::{FilterReq, TopicSeen, FILTER_REMOVE, MAX_FILTER_LEN};
+pub use filter::{FilterReq, TopicSeen, FILTER_REMOVE, MAX_FILTER_LEN, TOPIC_NODES_ANSWERED};
 pub use frame::{
     ConnAck, Connect, Disconnect, ErrorFrame, Frame, FrameKind, Push, Send, SendAck, SendResult,
     Sync, SyncDirection, SyncPage, CONNACK_CURSOR_KNOWN, CONNECT_HAS_CURSOR, KEEPALIVE_OFF,

@@ -12,7 +12,8 @@ use crate::compare::{run_compare, CompareScenario};
 pub(super) struct CompareArgs {
     #[command(flatten)]
     scenario: CompareScenario,
-    /// The gateway's data dir (for token.secret).
+    /// The gateway's data dir (for token.secret; the durable floor's
+    /// `fdatasync`s are timed in it too).
     #[arg(long, default_value = "data")]
     data_dir: PathBuf,
     /// Print JSON (every system's row) instead of a table.
@@ -23,6 +24,7 @@ pub(super) struct CompareArgs {
 pub(super) fn run(args: CompareArgs) -> Result<ExitCode, String> {
     let mut s = args.scenario;
     s.secret = read_data_file(&args.data_dir, "token.secret")?.into_bytes();
+    s.floor_dir = Some(args.data_dir.clone());
     Ok(finish(
         run_compare(&s)?,
         args.json,

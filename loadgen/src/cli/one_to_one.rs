@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::{finish, verdict, SecretArgs};
+use crate::floor::{FLOOR_ROUND_TRIPS, FLOOR_SYNCS};
 use crate::{fresh_user_base, latency_chart_svg, procfs, run, run_mqtt, MqttTarget, PairLoad};
-use crate::{RawReport, Scenario};
+use crate::{measure_floor, Floor, Latency, RawReport, Scenario};
 
 #[derive(Args)]
 pub(super) struct OneToOneArgs {
@@ -40,6 +41,12 @@ pub(super) struct OneToOneArgs {
     /// Seconds per ramp step.
     #[arg(long, default_value_t = 5)]
     step_s: u32,
+    /// Measure the durable floor (`fdatasync` of a small append in this
+    /// directory, e.g. the gateway's data dir, plus a loopback round trip)
+    /// before the run, and read the run's latencies against it (issue #17
+    /// goal 2). Printed to stderr with `--json`.
+    #[arg(long)]
+    floor_dir: Option<PathBuf>,
 }
 
 pub(super) fn run_one_to_one(args: OneToOneArgs) -> Result<ExitCode, String> {
@@ -52,7 +59,16 @@ pub(super) fn run_one_to_one(args: OneToOneArgs) -> Result<ExitCode, String> {
         chart,
         ramp,
         step_s,
+        floor_dir,
     } = args;
+    let floor = match &floor_dir {
+        Some(dir) => {
+            let f = measure_floor(dir, FLOOR_SYNCS, FLOOR_ROUND_TRIPS)?;
+            say(json, &f.to_text());
+            Some(f)
+        }
+        None => None,
+    };
     if let Some(addr) = mqtt {
         let target = if mqtt_broker {
             MqttTarget::Broker
@@ -65,10 +81,16 @@ pub(super) fn run_one_to_one(args: OneToOneArgs) -> Result<ExitCode, String> {
     }
     scenario.secret = secret.load()?;
     if !ramp.is_empty() {
-        return ramp_steps(&scenario, &ramp, step_s, json);
+        return ramp_steps(&scenario, &ramp, step_s, json, floor.as_ref());
     }
     scenario.progress = !json;
     let report = run(&scenario)?;
+    if let Some(f) = &floor {
+        say(
+            json,
+            &against_floor(f, &report.ack_latency, &report.deliver_latency),
+        );
+    }
     if let Some(path) = chart {
         let title = format!(
             "one-to-one, {} pairs x {} msgs, QoS {}, {}",
@@ -101,7 +123,13 @@ pub(super) fn run_one_to_one(args: OneToOneArgs) -> Result<ExitCode, String> {
 }
 
 /// A step ramp: one open-loop run per rate, fresh users each.
-fn ramp_steps(base: &Scenario, ramp: &[u32], step_s: u32, json: bool) -> Result<ExitCode, String> {
+fn ramp_steps(
+    base: &Scenario,
+    ramp: &[u32],
+    step_s: u32,
+    json: bool,
+    floor: Option<&Floor>,
+) -> Result<ExitCode, String> {
     let mut steps = Vec::new();
     for &rate in ramp {
         let step = Scenario {
@@ -126,6 +154,12 @@ fn ramp_steps(base: &Scenario, ramp: &[u32], step_s: u32, json: bool) -> Result<
                 if r.passed(step.qos) { "PASS" } else { "FAIL" }
             );
         }
+        if let Some(f) = floor {
+            say(
+                json,
+                &format!("  {}", against_floor(f, &r.ack_latency, &r.deliver_latency)),
+            );
+        }
         steps.push((rate, r));
     }
     let passed = steps.iter().all(|(_, r)| r.passed(base.qos));
@@ -140,6 +174,26 @@ fn ramp_steps(base: &Scenario, ramp: &[u32], step_s: u32, json: bool) -> Result<
         );
     }
     Ok(verdict(passed, "delivery guarantees violated at a step"))
+}
+
+/// A line to stdout, or to stderr when stdout carries JSON.
+fn say(json: bool, line: &str) {
+    if json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
+
+/// A run's medians and tails read against the durable floor.
+fn against_floor(f: &Floor, ack: &Latency, deliver: &Latency) -> String {
+    format!(
+        "against the durable floor: ack p50 {:.2}x its p50; deliver p99 {:.3} ms vs its p99 {:.3} ms ({:.2}x)",
+        f.ratio(ack.p50_ms),
+        deliver.p99_ms,
+        f.p99_ms,
+        deliver.p99_ms / f.p99_ms.max(f64::MIN_POSITIVE),
+    )
 }
 
 /// The scenario's workload over MQTT QoS 1 (our codec), at its rate.

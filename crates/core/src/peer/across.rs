@@ -63,6 +63,7 @@ impl PeerMsg {
             | PeerMsg::NodeFilters(_)
             | PeerMsg::FilterQuery(_)
             | PeerMsg::TopicRelay(_)
+            | PeerMsg::StreamsAnswered(_)
             // A node's own shards register their filters among themselves.
             | PeerMsg::FilterJoin(_)
             | PeerMsg::FilterLeave(_)
@@ -104,6 +105,7 @@ impl PeerMsg {
             | PeerMsg::NodeFilters(_)
             | PeerMsg::FilterQuery(_)
             | PeerMsg::TopicRelay(_)
+            | PeerMsg::StreamsAnswered(_)
             | PeerMsg::PresenceNodeUnwatch(_) => Some(Answers::Count(0)),
             // Answers travel inside replies, never as requests.
             PeerMsg::Stored(_)

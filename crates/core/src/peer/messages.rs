@@ -526,3 +526,23 @@ pub struct TopicRelay {
     /// [`FilterWant::Streams`]; `seq` is the stream's head + 1).
     pub to: Option<(ShardId, ConnId)>,
 }
+
+/// One shard of node `node` has sent its answers ([`TopicRelay`] with
+/// `to`) to the [`FilterWant::Streams`] of connection `conn` of shard
+/// `shard` for `filter`; `shards`: how many shards `node` has (so the
+/// asking shard knows when the whole node has answered, and the MQTT
+/// bridge stops asking the named streams' retained messages). Sent after
+/// the answers, on the same path, so it arrives after them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamsAnswered {
+    /// The filter asked about.
+    pub filter: String,
+    /// The asking connection's shard.
+    pub shard: ShardId,
+    /// The asking connection.
+    pub conn: ConnId,
+    /// The answering node.
+    pub node: NodeId,
+    /// Its number of shards.
+    pub shards: u16,
+}

@@ -26,7 +26,7 @@ pub use messages::{
     GroupStore, GroupStored, MembersUpdate, MembersUpdated, NodeFilters, PresenceChanged,
     PresenceUnwatch, PresenceWatch, QueryState, Release, ReleaseMany, Revoked, RoomFanout,
     RoomLeave, RoomPage, RoomPublish, RoomRefused, RoomRevoke, RoomSubscribe, StateStored,
-    StateValue, StoreCopy, StoreMany, StoreState, Stored, TopicNotice, TopicRelay,
+    StateValue, StoreCopy, StoreMany, StoreState, Stored, StreamsAnswered, TopicNotice, TopicRelay,
 };
 pub use moving::{MoveCursor, MoveFetch, MovePage, MoveRoundFetch, MoveStatus};
 pub use presence::{PresenceNodeUnwatch, PresenceNodeWatch, PresenceUpdate};
@@ -108,6 +108,8 @@ pub enum PeerMsg {
     FilterQuery(FilterQuery),
     /// See [`TopicRelay`].
     TopicRelay(TopicRelay),
+    /// See [`StreamsAnswered`].
+    StreamsAnswered(StreamsAnswered),
     /// See [`ShareJoin`].
     ShareJoin(ShareJoin),
     /// See [`ShareJoined`].
@@ -172,6 +174,7 @@ peer_msg_from!(
     NodeFilters,
     FilterQuery,
     TopicRelay,
+    StreamsAnswered,
     ShareJoin,
     ShareJoined,
     ShareDeliver,

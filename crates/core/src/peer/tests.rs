@@ -428,13 +428,21 @@ fn every_kind() -> Vec<PeerMsg> {
             }],
         }
         .into(),
+        StreamsAnswered {
+            filter: "t/+/x".into(),
+            shard: ShardId(1),
+            conn: conn(),
+            node: surepush_cluster::NodeId::parse("n2").expect("valid"),
+            shards: 4,
+        }
+        .into(),
     ]
 }
 
 #[test]
 fn every_kind_round_trips() {
     let all = every_kind();
-    assert_eq!(all.len(), 43, "a message kind is missing from the sample");
+    assert_eq!(all.len(), 44, "a message kind is missing from the sample");
     for msg in all {
         let bytes = msg.to_bytes();
         assert_eq!(bytes[0], PEER_WIRE_VERSION);
@@ -513,7 +521,7 @@ fn unknown_version_and_kind_are_refused() {
         PeerMsg::decode(&Bytes::from(v)),
         Err(PeerWireError::Version(PEER_WIRE_VERSION + 1))
     );
-    for kind in [0u8, 23, 255] {
+    for kind in [0u8, 39, 255] {
         let mut v = good.to_vec();
         v[1] = kind;
         assert_eq!(

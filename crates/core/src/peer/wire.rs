@@ -92,6 +92,7 @@ impl PeerMsg {
             PeerMsg::NodeFilters(m) => m.put(out),
             PeerMsg::FilterQuery(m) => m.put(out),
             PeerMsg::TopicRelay(m) => m.put(out),
+            PeerMsg::StreamsAnswered(m) => m.put(out),
             PeerMsg::ShareJoin(m) => m.put(out),
             PeerMsg::ShareJoined(m) => m.put(out),
             PeerMsg::ShareDeliver(m) => m.put(out),
@@ -154,6 +155,7 @@ impl PeerMsg {
             kind::NODE_FILTERS => PeerMsg::NodeFilters(Wire::get(&mut r)?),
             kind::FILTER_QUERY => PeerMsg::FilterQuery(Wire::get(&mut r)?),
             kind::TOPIC_RELAY => PeerMsg::TopicRelay(Wire::get(&mut r)?),
+            kind::STREAMS_ANSWERED => PeerMsg::StreamsAnswered(Wire::get(&mut r)?),
             kind::SHARE_JOIN => PeerMsg::ShareJoin(Wire::get(&mut r)?),
             kind::SHARE_JOINED => PeerMsg::ShareJoined(Wire::get(&mut r)?),
             kind::SHARE_DELIVER => PeerMsg::ShareDeliver(Wire::get(&mut r)?),
@@ -206,6 +208,7 @@ impl PeerMsg {
             PeerMsg::NodeFilters(_) => kind::NODE_FILTERS,
             PeerMsg::FilterQuery(_) => kind::FILTER_QUERY,
             PeerMsg::TopicRelay(_) => kind::TOPIC_RELAY,
+            PeerMsg::StreamsAnswered(_) => kind::STREAMS_ANSWERED,
             PeerMsg::ShareJoin(_) => kind::SHARE_JOIN,
             PeerMsg::ShareJoined(_) => kind::SHARE_JOINED,
             PeerMsg::ShareDeliver(_) => kind::SHARE_DELIVER,
@@ -248,6 +251,8 @@ mod kind {
     pub(super) const STATE_STORED: u8 = 20;
     pub(super) const QUERY_STATE: u8 = 21;
     pub(super) const STATE_VALUE: u8 = 22;
+    // 23: a node answered a new wildcard filter (`topic_nodes.rs`).
+    pub(super) const STREAMS_ANSWERED: u8 = 23;
     // 40-42 presence; 43-45 wildcard filters across nodes
     // (`topic_nodes.rs`); 46-49 wildcard topic filters; 50-59 partition
     // moves (52-55 presence across nodes); 60-63 share groups.

@@ -547,3 +547,29 @@ fn a_group_restored_from_bytes_is_the_same() {
     let back = DurableShare::decode(&state.encode()).expect("own bytes");
     assert_eq!(ShareGroup::restore(&back).durable(), state);
 }
+
+/// After a restart the caller reads each stream again and keeps what the
+/// group holds: a QoS 2 message restored as sent to a member is held (the
+/// member's join must find it to give it again), and one read again only
+/// after that member joined goes to it on [`ShareGroup::resend`].
+#[test]
+fn a_restored_qos2_message_is_held_and_resent_to_a_member_that_joined_first() {
+    let mut g = ShareGroup::new();
+    g.join(member(1), 10);
+    g.offer(key(1), Qos::ExactlyOnce);
+    drain(&mut g);
+    let mut r = ShareGroup::restore(&g.durable());
+    r.join(member(1), 10);
+    // The join gives it again, but the caller has not read it yet.
+    assert_eq!(deliveries(&drain(&mut r)), vec![(member(1), key(1), true)]);
+    assert!(r.offer(key(1), Qos::ExactlyOnce), "held: keep the message");
+    assert!(drain(&mut r).is_empty(), "an offer alone sends nothing");
+    r.resend(key(1));
+    assert_eq!(deliveries(&drain(&mut r)), vec![(member(1), key(1), true)]);
+    // Finished: not held any more, nothing to resend.
+    assert!(r.finished(member(1), key(1)));
+    assert!(!r.offer(key(1), Qos::ExactlyOnce));
+    drain(&mut r);
+    r.resend(key(1));
+    assert!(drain(&mut r).is_empty());
+}

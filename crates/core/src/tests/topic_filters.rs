@@ -1,6 +1,8 @@
 //! Wildcard topic filters (issue #21 item 1, `topic_filters.rs`): a
 //! registered filter is told of the streams that exist and of every
-//! stream a message is stored in; limits refuse with TOPIC room 0 seq 0.
+//! stream a message is stored in; limits refuse with TOPIC room 0 seq 0;
+//! a registration's answer (seq 1) is followed by seq 2 (every other node
+//! answered: at once on one node).
 
 use super::*;
 use surepush_proto::topic_stream::{frame_payload, stream_id};
@@ -58,7 +60,11 @@ fn a_filter_learns_of_existing_and_new_matching_streams_only() {
     let got = filter(&mut h, subscriber, "a/+", false);
     assert_eq!(
         got,
-        vec![topic(stream_id("a/old"), 2, "a/old"), topic(0, 1, "a/+")]
+        vec![
+            topic(stream_id("a/old"), 2, "a/old"),
+            topic(0, 1, "a/+"),
+            topic(0, 2, "a/+") // one node: no other node to wait for
+        ]
     );
     publish(&mut h, publisher, 2, "a/new");
     publish(&mut h, publisher, 3, "b/other");
@@ -81,7 +87,10 @@ fn filters_beyond_the_limits_are_refused() {
         ..CoreConfig::default()
     });
     let c = mqtt_session(&mut h, 1);
-    assert_eq!(filter(&mut h, c, "a/#", false), vec![topic(0, 1, "a/#")]);
+    assert_eq!(
+        filter(&mut h, c, "a/#", false),
+        vec![topic(0, 1, "a/#"), topic(0, 2, "a/#")]
+    );
     assert_eq!(filter(&mut h, c, "b/#", false), vec![topic(0, 0, "b/#")]);
     assert_eq!(h.shard.stats().topic_filters_refused, 1);
     // A native session may not register at all.
@@ -119,10 +128,14 @@ fn a_new_filter_finds_retained_topics_recovered_without_history() {
     let subscriber = mqtt_session(&mut h, 2);
     assert_eq!(
         filter(&mut h, subscriber, "r/#", false),
-        vec![topic(room, 1, "r/kept"), topic(0, 1, "r/#")]
+        vec![
+            topic(room, 1, "r/kept"),
+            topic(0, 1, "r/#"),
+            topic(0, 2, "r/#")
+        ]
     );
     assert_eq!(
         filter(&mut h, subscriber, "q/+", false),
-        vec![topic(0, 1, "q/+")]
+        vec![topic(0, 1, "q/+"), topic(0, 2, "q/+")]
     );
 }

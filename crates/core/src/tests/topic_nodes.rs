@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::topic_filters::mqtt_session;
 use super::*;
-use crate::peer::{FilterQuery, FilterWant, NodeFilters, PeerMsg, TopicRelay};
+use crate::peer::{FilterQuery, FilterWant, NodeFilters, PeerMsg, StreamsAnswered, TopicRelay};
 use crate::{ClusterRoutes, PeerTarget};
 use surepush_cluster::{NodeId, PartitionCount, PartitionId};
 use surepush_proto::topic_stream::{frame_payload, stream_id};
@@ -183,4 +183,116 @@ fn a_matching_stream_message_is_relayed_once_per_node() {
         )),
         "{asked:?}"
     );
+}
+
+fn topic(room: u64, seq: u64, name: &str) -> Frame {
+    Frame::Topic(surepush_proto::TopicSeen {
+        room,
+        seq: Seq(seq),
+        name: name.into(),
+    })
+}
+
+fn register(h: &mut Harness, c: ConnId, f: &str) -> Vec<Frame> {
+    let req = surepush_proto::FilterReq {
+        filter: f.into(),
+        remove: false,
+    };
+    h.frame(c, Frame::Filter(req));
+    h.take(c)
+}
+
+fn answered(filter: &str, conn: ConnId) -> PeerMsg {
+    StreamsAnswered {
+        filter: filter.into(),
+        shard: crate::ShardId(0),
+        conn,
+        node: node("b"),
+        shards: 2,
+    }
+    .into()
+}
+
+/// Issue #21/#20 (retained messages of a new wildcard filter across
+/// nodes): a new filter's connection gets TOPIC room 0 seq 2 once every
+/// shard of every other node has answered its question (after their
+/// streams), or the node is forgotten, or the wait timed out; a node asked
+/// names its streams, then says it answered.
+#[test]
+fn a_new_filter_is_told_when_every_other_node_answered() {
+    let mut h = cluster_harness();
+    to_b(&mut h);
+    let c = mqtt_session(&mut h, 2);
+    assert_eq!(register(&mut h, c, "t/#"), vec![topic(0, 1, "t/#")]);
+    to_b(&mut h);
+    // b's two shards answer: one stream, then each says it is done.
+    let relay = TopicRelay {
+        room: stream_id("t/far"),
+        seq: Seq(4),
+        name: "t/far".into(),
+        frame: Bytes::new(),
+        to: Some((crate::ShardId(0), c)),
+    };
+    h.shard.handle_peer(relay.into(), h.now);
+    h.shard.handle_peer(answered("t/#", c), h.now);
+    h.run();
+    assert_eq!(h.take(c), vec![topic(stream_id("t/far"), 4, "t/far")]);
+    h.shard.handle_peer(answered("t/#", c), h.now);
+    h.run();
+    assert_eq!(h.take(c), vec![topic(0, 2, "t/#")]);
+    h.shard.handle_peer(answered("t/#", c), h.now);
+    h.run();
+    assert_eq!(h.take(c), vec![], "told once");
+
+    // b never answers: the wait ends after the timeout, or when b is
+    // forgotten.
+    assert_eq!(register(&mut h, c, "u/#"), vec![topic(0, 1, "u/#")]);
+    h.advance(crate::topic_nodes::NODE_ANSWERS_TIMEOUT_NS / crate::shard::NS_PER_MS - 1);
+    assert_eq!(h.take(c), vec![]);
+    h.advance(1);
+    assert_eq!(h.take(c), vec![topic(0, 2, "u/#")]);
+    assert_eq!(register(&mut h, c, "v/#"), vec![topic(0, 1, "v/#")]);
+    h.shard.forget_node(&node("b"));
+    h.run();
+    assert_eq!(h.take(c), vec![topic(0, 2, "v/#")]);
+
+    // Asked by b: this node names its matching stream, then answers.
+    let publisher = mqtt_session(&mut h, 1);
+    let name = local_topic("w");
+    let mut s = send(1, stream_id(&name), Qos::AtLeastOnce);
+    if let Frame::Send(s) = &mut s {
+        s.payload = frame_payload(&name, b"x");
+    }
+    h.frame(publisher, s);
+    to_b(&mut h);
+    let query = FilterQuery {
+        node: node("b"),
+        want: FilterWant::Streams {
+            filter: "w/#".into(),
+            shard: crate::ShardId(1),
+            conn: c,
+        },
+        relay: false,
+    };
+    h.shard.handle_peer(query.into(), h.now);
+    let sent = to_b(&mut h);
+    let want: Vec<PeerMsg> = vec![
+        TopicRelay {
+            room: stream_id(&name),
+            seq: Seq(2),
+            name: name.clone(),
+            frame: Bytes::new(),
+            to: Some((crate::ShardId(1), c)),
+        }
+        .into(),
+        StreamsAnswered {
+            filter: "w/#".into(),
+            shard: crate::ShardId(1),
+            conn: c,
+            node: node("a"),
+            shards: 1,
+        }
+        .into(),
+    ];
+    assert_eq!(sent, want);
 }

@@ -248,7 +248,10 @@ impl Bridge {
             let reused = match what {
                 Delivery::Inbox(seq) => self.state.out_pids.get(&seq.0).copied(),
                 Delivery::Room(n, seq) => self.state.wild().room_pids.get(&(n, seq.0)).copied(),
-                Delivery::Retained | Delivery::Shared(..) => None,
+                Delivery::Shared(g, n, seq) => {
+                    self.state.wild().shared_pids.get(&(g, n, seq.0)).copied()
+                }
+                Delivery::Retained => None,
             };
             let pid = match reused.and_then(PacketId::new) {
                 Some(pid) if !self.busy.inflight.contains_key(&pid.get()) => pid,
@@ -272,6 +275,13 @@ impl Bridge {
                     .insert((n, seq.0), pid.get())
                     != Some(pid.get())
                 {
+                    self.changed(Change::OutboundQos2Sent);
+                }
+            }
+            if let (Delivery::Shared(g, n, seq), QoS::ExactlyOnce) = (what, p.qos) {
+                // The same for a share group's message (shared.rs).
+                let pids = &mut self.state.wild_mut().shared_pids;
+                if pids.insert((g, n, seq.0), pid.get()) != Some(pid.get()) {
                     self.changed(Change::OutboundQos2Sent);
                 }
             }
@@ -319,10 +329,13 @@ impl Bridge {
                 continue;
             };
             let id = pid.get();
+            let w = self.state.wild();
             let reserved = self.busy.inflight.contains_key(&id)
                 || self.state.rel_pending.contains(&id)
                 || self.state.out_pids.values().any(|&p| p == id)
-                || self.state.wild().room_pids.values().any(|&p| p == id);
+                || w.room_pids.values().any(|&p| p == id)
+                || w.shared_pids.values().any(|&p| p == id)
+                || w.shared_done.values().any(|&p| p == id);
             if !reserved {
                 return pid;
             }
@@ -362,7 +375,15 @@ impl Bridge {
                 }
             }
             Delivery::Retained => {}
-            Delivery::Shared(group, room, seq) => self.shared_done(group, room, seq),
+            Delivery::Shared(group, room, seq) => {
+                // Refused, expired or too big: forgotten with the group's
+                // record (received ones left `shared_pids` in on_pubrec).
+                let w = self.state.wild.as_deref_mut();
+                if w.is_some_and(|w| w.shared_pids.remove(&(group, room, seq.0)).is_some()) {
+                    self.changed(Change::Bookkeeping);
+                }
+                self.shared_done(group, room, seq);
+            }
         }
     }
 
@@ -422,6 +443,9 @@ impl Bridge {
                     o.stage = Stage::Comp;
                     self.state.rel_pending.insert(pid.get());
                     self.changed(Change::OutboundReceived);
+                    if let Delivery::Shared(g, n, seq) = what {
+                        self.shared_received((g, n, seq.0), pid.get());
+                    }
                     self.to_client
                         .push_back(Packet::PubRel(PubReply::success(pid)));
                 }
@@ -442,6 +466,7 @@ impl Bridge {
         if self.state.rel_pending.remove(&pid.get()) {
             self.changed(Change::Bookkeeping);
         }
+        self.shared_completed(pid.get());
     }
 
     /// Sends room `room`'s retained message (RETAIN set) to the client.

@@ -59,6 +59,9 @@ pub(super) enum Change {
     OutboundQos2Sent,
     /// The client received an outbound QoS 2 message (PUBREC).
     OutboundReceived,
+    /// The client received a share group's QoS 2 message (PUBREC): its
+    /// SHAREACK follows.
+    SharedReceived,
     /// Outbound QoS 1 packet ids, PUBCOMP, the inbox position.
     Bookkeeping,
 }
@@ -107,6 +110,11 @@ pub(super) fn need(change: Change) -> Need {
         // After PUBREL the client forgets the packet id: the message must
         // never be sent again, so "received" is durable first.
         Change::OutboundReceived => Need::BeforeClient,
+        // The SHAREACK lets the group forget the message: a restart that
+        // loses the group's record of it gives it to this session again
+        // (DUP), which must know that its client has it, or the client
+        // would get it twice.
+        Change::SharedReceived => Need::BeforeCore,
         // QoS 1 allows a repeat; a lost PUBCOMP only repeats the PUBREL.
         Change::Bookkeeping => Need::Deferred,
     }

@@ -3,7 +3,7 @@
 //! Where they live: in the keyed state of the topic's stream, on the
 //! stream's home shard (`StateKey::Retained` with the stream's id), the
 //! place rooms keep theirs. Why there and not in the stream's history:
-//! the history is bounded (`core.room_history`, `core.room_max_age_ms`)
+//! the history is bounded (`core.room_max_age_ms`, the log's retention)
 //! and a retained message must outlive it; the keyed state is in the same
 //! segment log, durable by the same group commit (so before the
 //! PUBACK/PUBREC, and across a kill -9), folded by recovery, and already
@@ -22,9 +22,16 @@
 //!   its stream once the core confirms the stream's subscription; a
 //!   wildcard filter asks each stream the core names while registering it
 //!   (the home shard walks its trie of names, `core/topic_filters.rs`),
-//!   after the SUBACK. Retain Handling 0 sends them on every SUBSCRIBE, 1
-//!   only when the filter is new to the session, 2 never. Only names the
-//!   session may subscribe to are sent; `$` names are never free-form.
+//!   after the SUBACK, and in a cluster each stream another node names
+//!   after the SUBACK, until the core says every node has answered (TOPIC
+//!   room 0 `TOPIC_NODES_ANSWERED`; the keyed read crosses nodes). Each
+//!   stream is asked once per filter. Retain Handling 0 sends them on every
+//!   SUBSCRIBE, 1 only when the filter is new to the session, 2 never.
+//!   Only names the session may subscribe to are sent; `$` names are never
+//!   free-form.
+//! - A retained message never follows a live message of its stream
+//!   delivered to the session (that stream's retained message is then
+//!   skipped: the live one is newer).
 //! - Delivered at the lower of the message's QoS and the highest QoS the
 //!   session's filters grant the name, with the remaining Message Expiry
 //!   Interval; an expired one is not sent.
@@ -144,6 +151,14 @@ pub(super) struct TopicAsks {
     queries: VecDeque<u64>,
     /// Streams asked for: stream → the filters whose names to send.
     asked: BTreeMap<u64, Vec<String>>,
+    /// Filters whose SUBACK is out, still taking streams other nodes of a
+    /// cluster name (until TOPIC room 0 `TOPIC_NODES_ANSWERED`).
+    waiting: BTreeSet<String>,
+    /// (stream, filter) asked for a filter of `waiting` (each once).
+    named: BTreeSet<(u64, String)>,
+    /// Streams held or asked of which a live message was delivered: their
+    /// retained message is not sent.
+    live: BTreeSet<u64>,
     /// Retained writes not reported yet: report id → the QoS 1 PUBLISH's
     /// packet id.
     writes: BTreeMap<u64, Option<u16>>,
@@ -167,6 +182,12 @@ impl TopicAsks {
             && self.queries.is_empty()
             && self.asked.is_empty()
             && self.writes.is_empty()
+            && self.waiting.is_empty()
+    }
+
+    /// Whether stream `room`'s retained message is still to come.
+    fn pending(&self, room: u64) -> bool {
+        self.asked.contains_key(&room) || self.held.iter().any(|(r, _)| *r == room)
     }
 }
 
@@ -305,6 +326,43 @@ impl Bridge {
                 asks.held.push((room, f));
             }
         }
+        // Another node's answer to a filter whose SUBACK is out.
+        let after: Vec<String> = asks
+            .waiting
+            .iter()
+            .filter(|f| topic_matches(f, name))
+            .cloned()
+            .collect();
+        for f in after {
+            if asks.named.insert((room, f.clone())) {
+                asks.ask(room, f);
+            }
+        }
+    }
+
+    /// TOPIC room 0 `TOPIC_NODES_ANSWERED` (every other node has named its
+    /// streams matching `filter`), or `filter` left the session: the
+    /// filter takes no more.
+    pub(super) fn filter_nodes_answered(&mut self, filter: &str) {
+        let Some(asks) = self.topic_asks.as_deref_mut() else {
+            return;
+        };
+        if asks.waiting.remove(filter) {
+            asks.named.retain(|(_, f)| f != filter);
+            if asks.is_empty() {
+                self.topic_asks = None;
+            }
+        }
+    }
+
+    /// A live message of stream `room` went to the client: a retained
+    /// message of it still to come would be older.
+    pub(super) fn topic_live(&mut self, room: u64) {
+        if let Some(asks) = self.topic_asks.as_deref_mut() {
+            if asks.pending(room) {
+                asks.live.insert(room);
+            }
+        }
     }
 
     /// The registration of `filter` is answered (`ok`) and its SUBACK
@@ -322,8 +380,10 @@ impl Bridge {
         asks.held = rest;
         if ok {
             for (room, f) in mine {
+                asks.named.insert((room, f.clone()));
                 asks.ask(room, f);
             }
+            asks.waiting.insert(filter.to_string());
         }
     }
 
@@ -343,8 +403,15 @@ impl Bridge {
             return;
         };
         let filters = asks.asked.remove(&room).unwrap_or_default();
+        let live = asks.live.contains(&room);
+        if !asks.pending(room) {
+            asks.live.remove(&room);
+        }
         if asks.is_empty() {
             self.topic_asks = None;
+        }
+        if live {
+            return; // a newer message of it was delivered already
         }
         let Some(value) = value else { return };
         let Some(entries) = retained_entries(&value) else {

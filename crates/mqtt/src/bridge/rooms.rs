@@ -236,7 +236,8 @@ impl Bridge {
         // A topic stream carries its name (streams.rs): a name this
         // session does not subscribe (a hash collision) is skipped like
         // its own message.
-        let (topic, payload, grant) = if is_topic_stream(p.room) {
+        let stream = is_topic_stream(p.room);
+        let (topic, payload, grant) = if stream {
             match self.stream_message(&p.payload, p.ts_ms) {
                 Some((name, payload, grant)) => (name, payload, Some(grant)),
                 None => (String::new(), Bytes::new(), None),
@@ -267,6 +268,9 @@ impl Bridge {
         }
         if seq == Seq::ZERO {
             if !own {
+                if stream {
+                    self.topic_live(n);
+                }
                 self.publish(&topic, QoS::AtMostOnce, msg, None, false);
             }
             return;
@@ -289,6 +293,10 @@ impl Bridge {
                 ..msg
             };
             self.publish(&topic, qos, msg, what, dup);
+        }
+        if stream && !own {
+            // Its retained message, if still to come, is older.
+            self.topic_live(n);
         }
     }
 

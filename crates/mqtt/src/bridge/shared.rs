@@ -28,6 +28,8 @@ use surepush_proto::{share_key, Frame, ShareAck, SharePush, ShareReq};
 use surepush_token::AclAction;
 
 use super::outbound::Outgoing;
+use super::persist::Change;
+use super::state::{SharedKey, SHARED_COMPLETED_KEPT};
 
 /// `(group, filter)` of a shared subscription filter, if it is one and
 /// its share name is valid ([MQTT-4.8.2-1], [MQTT-4.8.2-2]; a 3.1.1
@@ -88,6 +90,16 @@ impl Bridge {
         if let Some((group, inner)) = split_shared(filter) {
             let req = self.share_req(group, inner, QoS::AtMostOnce, true);
             self.to_core.push_back(Frame::Share(req));
+            // The group drops what it sent this session and did not see
+            // received ([MQTT-4.8.2-5]): it never comes again.
+            let key = share_key(group, inner);
+            if let Some(w) = self.state.wild.as_deref_mut() {
+                let before = w.shared_pids.len();
+                w.shared_pids.retain(|k, _| k.0 != key);
+                if w.shared_pids.len() != before {
+                    self.changed(Change::Bookkeeping);
+                }
+            }
         }
     }
 
@@ -122,17 +134,93 @@ impl Bridge {
             }
             return;
         };
+        let key = (group, room, seq.0);
+        let w = self.state.wild();
+        if w.shared_done.contains_key(&key) || w.shared_completed.contains(&key) {
+            // Received before a restart lost the group's record of it:
+            // never again; finished for the group.
+            self.to_core.push_back(done);
+            return;
+        }
+        let what = Delivery::Shared(group, room, seq);
+        let pid = w.shared_pids.get(&key).copied();
+        let sending = pid
+            .is_some_and(|p| self.busy.inflight.get(&p).is_some_and(|o| o.what == what))
+            || self.busy.waiting.iter().any(|(_, d)| *d == what);
+        if sending {
+            return; // given twice (a join racing a give-back): once is enough
+        }
+        // Sent before (the group gives it again after a reconnect or a
+        // restart): the same packet id, DUP, so the client's QoS 2 state
+        // knows it (MQTT 4.3.3).
+        let dup = pid.is_some();
         let topic = name.to_string();
         let qos = mqtt_qos(push.qos);
         let msg = Outgoing {
             payload: body,
+            sent_before: dup,
             ..Outgoing::from(push)
         };
         if qos == QoS::AtMostOnce {
             self.publish(&topic, qos, msg, None, false);
         } else {
-            let what = Some(Delivery::Shared(group, room, seq));
-            self.publish(&topic, qos, msg, what, false);
+            self.publish(&topic, qos, msg, Some(what), dup);
+        }
+    }
+
+    /// The client sent PUBREC for a share group's QoS 2 message (packet id
+    /// `pid`): durable before its SHAREACK leaves (`persist.rs`).
+    pub(super) fn shared_received(&mut self, key: SharedKey, pid: u16) {
+        let w = self.state.wild_mut();
+        w.shared_pids.remove(&key);
+        w.shared_done.insert(key, pid);
+        self.changed(Change::SharedReceived);
+    }
+
+    /// PUBCOMP for `pid`: a share group message received with it is
+    /// completed. Still remembered (see [`SHARED_COMPLETED_KEPT`]): the
+    /// group records it finished when the SHAREACK reaches the stream's
+    /// shard, in that shard's next group commit, which a kill -9 may beat;
+    /// the restarted group then gives it to this session again.
+    pub(super) fn shared_completed(&mut self, pid: u16) {
+        let Some(w) = self.state.wild.as_deref_mut() else {
+            return;
+        };
+        let done: Vec<SharedKey> = w
+            .shared_done
+            .iter()
+            .filter(|(_, &p)| p == pid)
+            .map(|(&k, _)| k)
+            .collect();
+        if done.is_empty() {
+            return;
+        }
+        for key in done {
+            w.shared_done.remove(&key);
+            w.shared_completed.push_back(key);
+        }
+        while w.shared_completed.len() > SHARED_COMPLETED_KEPT {
+            w.shared_completed.pop_front();
+        }
+        self.changed(Change::Bookkeeping);
+    }
+
+    /// The core confirmed (or refused) this connection's join of `filter`
+    /// (TOPIC room 0). A group answers a join only after giving the member
+    /// again all it counts as the member's (`share_groups.rs`): the
+    /// completed messages of that group are forgotten.
+    pub(super) fn shared_joined(&mut self, filter: &str) {
+        let Some((group, inner)) = split_shared(filter) else {
+            return;
+        };
+        let key = share_key(group, inner);
+        let Some(w) = self.state.wild.as_deref_mut() else {
+            return;
+        };
+        let before = w.shared_completed.len();
+        w.shared_completed.retain(|k| k.0 != key);
+        if w.shared_completed.len() != before {
+            self.changed(Change::Bookkeeping);
         }
     }
 

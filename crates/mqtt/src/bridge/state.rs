@@ -6,7 +6,7 @@
 //! parse is not a session). Which change must be durable before which
 //! packet is decided in `persist.rs`, not here.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::num::NonZeroU32;
 
 use bytes::Bytes;
@@ -71,13 +71,35 @@ pub(super) struct StreamState {
     /// When each wildcard topic filter was subscribed (ms since the
     /// epoch): a stream found later delivers no message stored before.
     pub(super) filter_since: BTreeMap<String, u64>,
+    /// Share group messages sent at QoS 2 and not yet received (PUBREC):
+    /// (group, stream, seq) → packet id, resent with the same id and DUP
+    /// when the group gives them again after a reconnect or a restart
+    /// (`shared.rs`, version 5).
+    pub(super) shared_pids: BTreeMap<SharedKey, u16>,
+    /// Share group messages received (PUBREC) whose PUBCOMP has not come:
+    /// (group, stream, seq) → packet id. One the group gives again (a
+    /// restart lost its SHAREACK) is not sent again (version 5).
+    pub(super) shared_done: BTreeMap<SharedKey, u16>,
+    /// Share group messages completed (PUBCOMP), newest last, at most
+    /// [`SHARED_COMPLETED_KEPT`], until the group's next join is confirmed:
+    /// not sent again either (`shared.rs`, version 5).
+    pub(super) shared_completed: VecDeque<SharedKey>,
 }
+
+/// How many completed share group messages a session remembers.
+pub(super) const SHARED_COMPLETED_KEPT: usize = 64;
+
+/// A share group message: (group key, stream, seq).
+pub(super) type SharedKey = (u64, u64, u64);
 
 static NO_STREAMS: StreamState = StreamState {
     streams: BTreeMap::new(),
     room_pids: BTreeMap::new(),
     room_done: BTreeSet::new(),
     filter_since: BTreeMap::new(),
+    shared_pids: BTreeMap::new(),
+    shared_done: BTreeMap::new(),
+    shared_completed: VecDeque::new(),
 };
 
 impl StreamState {
@@ -86,6 +108,9 @@ impl StreamState {
             && self.room_pids.is_empty()
             && self.room_done.is_empty()
             && self.filter_since.is_empty()
+            && self.shared_pids.is_empty()
+            && self.shared_done.is_empty()
+            && self.shared_completed.is_empty()
     }
 }
 
@@ -94,9 +119,10 @@ impl StreamState {
 /// position and the out-of-order acknowledgements (issue #16 item 4).
 /// Version 4 adds the subscription identifiers (issue #21 item 3), the
 /// topic streams found through wildcard filters and the QoS 2 bookkeeping
-/// of topic streams (issue #21 item 1). Versions 1 to 3 (the files of
-/// earlier builds) still load.
-pub(super) const STATE_VERSION: u8 = 4;
+/// of topic streams (issue #21 item 1). Version 5 adds the QoS 2
+/// bookkeeping of share group messages (issue #21, shared subscriptions).
+/// Versions 1 to 4 (the files of earlier builds) still load.
+pub(super) const STATE_VERSION: u8 = 5;
 
 impl SessionState {
     /// Frees the nodes of the trees that emptied (see
@@ -204,6 +230,21 @@ impl SessionState {
             out.extend_from_slice(&(f.len() as u16).to_le_bytes());
             out.extend_from_slice(f.as_bytes());
             out.extend_from_slice(&since.to_le_bytes());
+        }
+        for map in [&w.shared_pids, &w.shared_done] {
+            out.extend_from_slice(&(map.len() as u32).to_le_bytes());
+            for (&(group, stream, seq), &pid) in map {
+                out.extend_from_slice(&group.to_le_bytes());
+                out.extend_from_slice(&stream.to_le_bytes());
+                out.extend_from_slice(&seq.to_le_bytes());
+                out.extend_from_slice(&pid.to_le_bytes());
+            }
+        }
+        out.extend_from_slice(&(w.shared_completed.len() as u32).to_le_bytes());
+        for &(group, stream, seq) in &w.shared_completed {
+            out.extend_from_slice(&group.to_le_bytes());
+            out.extend_from_slice(&stream.to_le_bytes());
+            out.extend_from_slice(&seq.to_le_bytes());
         }
         // The core keeps the newest record of every session in memory for
         // as long as the session lives (`Shard::state`): a `Bytes` made of
@@ -326,6 +367,19 @@ impl SessionState {
                 let len = usize::from(r.u16()?);
                 let f = std::str::from_utf8(r.take(len)?).ok()?.to_owned();
                 w.filter_since.insert(f, r.u64()?);
+            }
+            if version >= 5 {
+                for map in [&mut w.shared_pids, &mut w.shared_done] {
+                    for _ in 0..r.u32()? {
+                        let key = (r.u64()?, r.u64()?, r.u64()?);
+                        let pid = r.u16()?;
+                        PacketId::new(pid)?;
+                        map.insert(key, pid);
+                    }
+                }
+                for _ in 0..r.u32()? {
+                    w.shared_completed.push_back((r.u64()?, r.u64()?, r.u64()?));
+                }
             }
             state.wild = (!w.is_empty()).then(|| Box::new(w));
         }

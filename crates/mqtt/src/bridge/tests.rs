@@ -583,9 +583,16 @@ fn session_state_round_trips_and_garbage_is_refused() {
     assert_eq!(back.inbox_start, Seq(17));
     assert_eq!((back.inbox_acked, &back.done), (Seq(40), &state.done));
     assert_eq!(back.sub_ids, state.sub_ids);
+    // Version 4 (without the share group part, three empty lists here)
+    // still loads.
+    let v5_tail = 3 * 4;
+    let mut v4 = bytes[..bytes.len() - v5_tail].to_vec();
+    v4[0] = 4;
+    let old = SessionState::decode(&v4).expect("version 4 decodes");
+    assert_eq!(old.sub_ids, state.sub_ids);
     // Version 3 (without the subscription identifiers and the topic
     // stream part, four empty lists here) still loads.
-    let v4_tail = (4 + 2 + "user/+".len() + 4) + 4 * 4;
+    let v4_tail = v5_tail + (4 + 2 + "user/+".len() + 4) + 4 * 4;
     let mut v3 = bytes[..bytes.len() - v4_tail].to_vec();
     v3[0] = 3;
     let old = SessionState::decode(&v3).expect("version 3 decodes");
@@ -618,6 +625,9 @@ fn session_state_round_trips_and_garbage_is_refused() {
     w.room_pids.insert((77, 5), 9);
     w.room_done.insert((77, 6));
     w.filter_since.insert("a/+".into(), 1_700_000_000_000);
+    w.shared_pids.insert((3, 77, 7), 10);
+    w.shared_done.insert((3, 77, 8), 11);
+    w.shared_completed.push_back((3, 77, 2));
     let bytes = state.encode();
     let back = SessionState::decode(&bytes).expect("decodes");
     assert_eq!(back.encode(), bytes);
@@ -625,6 +635,11 @@ fn session_state_round_trips_and_garbage_is_refused() {
     assert_eq!(w.streams[&77], vec!["a/b".to_string(), "a/c".to_string()]);
     assert_eq!((w.room_pids[&(77, 5)], w.room_done.len()), (9, 1));
     assert_eq!(w.filter_since["a/+"], 1_700_000_000_000);
+    assert_eq!(
+        (w.shared_pids[&(3, 77, 7)], w.shared_done[&(3, 77, 8)]),
+        (10, 11)
+    );
+    assert_eq!(w.shared_completed, [(3, 77, 2)]);
     for cut in 0..bytes.len() {
         assert!(
             SessionState::decode(&bytes[..cut]).is_none(),
@@ -1019,5 +1034,6 @@ fn an_idle_bridge_gives_back_its_empty_queues() {
 }
 
 mod streams;
+mod wild_retained;
 
 mod v5;

@@ -42,7 +42,7 @@ use super::Bridge;
 use crate::{Packet, Properties, QoS, ReasonCode, SubAck};
 use surepush_proto::topic::{topic_matches, MULTI_LEVEL, SINGLE_LEVEL};
 use surepush_proto::topic_stream::RESERVED_FIRST_LEVELS;
-use surepush_proto::{FilterReq, Frame, Seq, TopicSeen, ROOM_BIT};
+use surepush_proto::{FilterReq, Frame, Seq, TopicSeen, ROOM_BIT, TOPIC_NODES_ANSWERED};
 use surepush_token::AclAction;
 
 /// Whether `filter` (a valid plain filter) is a topic filter: it has a
@@ -166,6 +166,9 @@ impl Bridge {
     /// TOPIC from the core: a filter's registration (room 0), or a topic
     /// stream whose name matches one of the session's filters.
     pub(super) fn on_topic(&mut self, t: TopicSeen) {
+        if t.room == 0 && t.seq == Seq(TOPIC_NODES_ANSWERED) {
+            return self.filter_nodes_answered(&t.name);
+        }
         if t.room == 0 {
             return self.filter_registered(&t.name, t.seq != Seq::ZERO);
         }
@@ -209,6 +212,7 @@ impl Bridge {
 
     /// The core answered the registration of `filter`.
     fn filter_registered(&mut self, filter: &str, ok: bool) {
+        self.shared_joined(filter);
         let v5 = self.level.is_v5();
         for pending in self.busy.subacks.iter_mut() {
             if let Some(i) = pending.filters.iter().position(|(f, _)| f == filter) {
@@ -240,6 +244,8 @@ impl Bridge {
             remove: true,
         }));
         self.state.wild_mut().filter_since.remove(filter);
+        // The core ends its wait for other nodes unanswered.
+        self.filter_nodes_answered(filter);
         let orphans: Vec<u64> = self
             .state
             .wild()

@@ -298,7 +298,10 @@ impl ClusterLink {
                 self.command(LinkCommand::Subscribe(m.room));
                 Some(*m)
             }
-            PeerMsg::NodeFilters(_) | PeerMsg::FilterQuery(_) | PeerMsg::TopicRelay(_)
+            PeerMsg::NodeFilters(_)
+            | PeerMsg::FilterQuery(_)
+            | PeerMsg::TopicRelay(_)
+            | PeerMsg::StreamsAnswered(_)
                 if !self.owner_alive(partition) =>
             {
                 // Wildcard filter notices to a node that is down would

@@ -4,7 +4,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{wire_struct, PeerWireError, Reader, Wire};
-use crate::peer::messages::{FilterQuery, FilterWant, NodeFilters, TopicRelay};
+use crate::peer::messages::{FilterQuery, FilterWant, NodeFilters, StreamsAnswered, TopicRelay};
 
 /// A node id: its name as text, checked on decode.
 impl Wire for surepush_cluster::NodeId {
@@ -62,4 +62,11 @@ wire_struct!(TopicRelay {
     name,
     frame,
     to
+});
+wire_struct!(StreamsAnswered {
+    filter,
+    shard,
+    conn,
+    node,
+    shards
 });

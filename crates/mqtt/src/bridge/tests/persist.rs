@@ -492,3 +492,140 @@ fn a_suback_the_core_confirms_late_still_waits_for_the_subscriptions_write() {
         }
     }
 }
+
+/// A persistent session with `$share/g/jobs/+` at QoS 2, resumed from
+/// `stored` (or made with it) and live.
+fn shared_member(stored: Option<SessionState>) -> Held {
+    let stored = stored.unwrap_or_else(|| {
+        let mut s = SessionState::new(1);
+        s.subs.push(Subscription {
+            filter: MqttString::from("$share/g/jobs/+"),
+            options: SubscriptionOptions::qos(QoS::ExactlyOnce),
+        });
+        s
+    });
+    let mut h = Held::new(Some(stored), 0, None);
+    h.durable();
+    h.packets();
+    let request = h
+        .core()
+        .into_iter()
+        .find_map(|f| match f {
+            Frame::Sync(s) => Some(s.request_id),
+            _ => None,
+        })
+        .expect("a SYNC");
+    h.b.on_frame(Frame::SyncPage(SyncPage {
+        request_id: request,
+        head: Seq(0),
+        end: true,
+        gap: false,
+        items: vec![],
+    }));
+    h
+}
+
+fn share_push() -> Frame {
+    use surepush_proto::topic_stream::{frame_payload, stream_id};
+    Frame::SharePush(surepush_proto::SharePush {
+        group: surepush_proto::share_key("g", "jobs/+"),
+        push: surepush_proto::RoomPush {
+            room: stream_id("jobs/1"),
+            seq: Seq(4),
+            from: UserId(9),
+            ts_ms: 0,
+            qos: Qos::ExactlyOnce,
+            attrs: Bytes::new(),
+            payload: frame_payload("jobs/1", b"m4"),
+        },
+    })
+}
+
+fn share_acks(frames: Vec<Frame>) -> usize {
+    frames
+        .iter()
+        .filter(|f| matches!(f, Frame::ShareAck(a) if a.seq == Seq(4)))
+        .count()
+}
+
+/// Issue #21, gap (2) of MQTT.md 3.3: a share group gives a QoS 2
+/// message again after a restart lost its record (DUP). The session
+/// resends it with the packet id it had (durable before it first left),
+/// so the client's QoS 2 state knows it; and once the client sent PUBREC
+/// (durable before the SHAREACK and the PUBREL leave) it is not sent again
+/// at all, only finished for the group.
+#[test]
+fn a_shared_qos2_message_given_again_after_a_restart_keeps_its_packet_id_or_is_not_sent() {
+    let mut h = shared_member(None);
+    h.b.on_frame(share_push());
+    assert_eq!(h.packets(), vec![], "the PUBLISH waits for its packet id");
+    let pid1 = *h
+        .last_state()
+        .wild()
+        .shared_pids
+        .values()
+        .next()
+        .expect("kept");
+    h.durable();
+    let first = h.packets();
+    let [Packet::Publish(p)] = first.as_slice() else {
+        panic!("{first:?}")
+    };
+    assert_eq!((p.packet_id.map(|p| p.get()), p.dup), (Some(pid1), false));
+
+    // A kill -9 before the PUBREC: the group gives it again.
+    let mut h = shared_member(Some(h.last_state()));
+    h.b.on_frame(share_push());
+    h.durable();
+    let again = h.packets();
+    let [Packet::Publish(p)] = again.as_slice() else {
+        panic!("{again:?}")
+    };
+    assert_eq!((p.packet_id.map(|p| p.get()), p.dup), (Some(pid1), true));
+
+    h.b.on_packet(Packet::PubRec(PubReply::success(pid(pid1))));
+    assert_eq!(h.packets(), vec![], "the PUBREL waits for the receipt");
+    assert_eq!(share_acks(h.core()), 0, "and so does the SHAREACK");
+    let state = h.last_state();
+    assert!(state.wild().shared_pids.is_empty());
+    assert_eq!(state.wild().shared_done.values().next(), Some(&pid1));
+    h.durable();
+    assert_eq!(
+        h.packets(),
+        vec![Packet::PubRel(PubReply::success(pid(pid1)))]
+    );
+    assert_eq!(share_acks(h.core()), 1);
+
+    // A kill -9 before the group's record of that SHAREACK was durable:
+    // the group gives it again; the client does not get it again.
+    let mut h = shared_member(Some(h.last_state()));
+    h.b.on_frame(share_push());
+    h.durable();
+    let publishes = h
+        .packets()
+        .into_iter()
+        .filter(|p| matches!(p, Packet::Publish(_)))
+        .count();
+    assert_eq!(publishes, 0);
+    assert_eq!(share_acks(h.core()), 1, "finished for the group");
+    // PUBCOMP (for the PUBREL the resumed session sent again) completes
+    // it; the session still knows it (the group may not have recorded its
+    // SHAREACK durably yet, and a restart gives it again) ...
+    h.b.on_packet(Packet::PubComp(PubReply::success(pid(pid1))));
+    h.packets();
+    assert_eq!(h.last_state().wild().shared_completed.len(), 1);
+    let mut h = shared_member(Some(h.last_state()));
+    h.b.on_frame(share_push());
+    h.durable();
+    assert!(!h.packets().iter().any(|p| matches!(p, Packet::Publish(_))));
+    assert_eq!(share_acks(h.core()), 1);
+    // ... until the group confirms the join: it gives everything it
+    // counts as the member's before that.
+    h.b.on_frame(Frame::Topic(surepush_proto::TopicSeen {
+        room: 0,
+        seq: Seq(1),
+        name: "$share/g/jobs/+".into(),
+    }));
+    h.packets();
+    assert!(h.last_state().wild.is_none());
+}

@@ -6,7 +6,7 @@ use surepush_proto::StateKey;
 
 /// A live v5 bridge of `ME` whose token grants `acl`, free-form topics
 /// open or not.
-fn live_with(acl: surepush_token::Acl, topics_open: bool) -> Harness {
+pub(super) fn live_with(acl: surepush_token::Acl, topics_open: bool) -> Harness {
     let mut claims = me();
     claims.acl = acl;
     let mut h = Harness::of(Bridge::new(

@@ -1,0 +1,130 @@
+//! Share groups and the log (issue #21, docs/MQTT.md 2.3a): a QoS 2
+//! message handed to a member is sent (SHAREPUSH) only once the group's
+//! state recording the hand-out is durable, so a kill -9 in between can
+//! never leave a member holding a message the restarted group gives to
+//! another member. QoS 1 does not wait.
+
+use super::topic_filters::mqtt_session;
+use super::*;
+use crate::AppendToken;
+use surepush_proto::topic_stream::{frame_payload, stream_id};
+use surepush_proto::{ShareReq, StateKey};
+
+/// Runs the shard, holding every append of a share group's state (they
+/// are "written, not yet durable") and completing every other one.
+fn run_holding_share_state(h: &mut Harness) -> Vec<(AppendToken, Record)> {
+    let mut held = Vec::new();
+    while let Some(a) = h.shard.poll_action() {
+        match a {
+            Action::Append { token, record } => {
+                if matches!(
+                    record,
+                    Record::State {
+                        key: StateKey::ShareGroup { .. },
+                        ..
+                    }
+                ) {
+                    held.push((token, record));
+                } else {
+                    h.log.push(record);
+                    h.shard.handle_appended(token, Ok(()), h.now);
+                }
+            }
+            other => h.out.push(other),
+        }
+    }
+    held
+}
+
+fn share(h: &mut Harness, member: ConnId) {
+    let req = ShareReq {
+        group: "g".into(),
+        filter: "jobs/+".into(),
+        qos: Qos::ExactlyOnce,
+        receive_max: 10,
+        leave: false,
+        persistent: true,
+    };
+    h.frame(member, Frame::Share(req));
+    // Joined on every shard: TOPIC room 0 names the shared filter.
+    let joined = h.take(member);
+    assert!(
+        joined
+            .iter()
+            .any(|f| matches!(f, Frame::Topic(t) if t.room == 0 && t.seq == Seq(1))),
+        "{joined:?}"
+    );
+}
+
+fn publish(h: &mut Harness, publisher: ConnId, cmid: u64, qos: Qos) {
+    let name = "jobs/1";
+    let mut s = send(cmid, stream_id(name), qos);
+    if let Frame::Send(s) = &mut s {
+        s.payload = frame_payload(name, format!("m{cmid}").as_bytes());
+    }
+    h.shard.handle_frame(publisher, s, h.now);
+}
+
+fn pushes(h: &mut Harness, member: ConnId) -> Vec<(Seq, Qos)> {
+    h.take(member)
+        .into_iter()
+        .filter_map(|f| match f {
+            Frame::SharePush(p) => Some((p.push.seq, p.push.qos)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_qos2_shared_message_leaves_only_once_its_hand_out_is_durable() {
+    let mut h = Harness::new(CoreConfig::default());
+    let publisher = mqtt_session(&mut h, 1);
+    let member = mqtt_session(&mut h, 2);
+    share(&mut h, member);
+
+    publish(&mut h, publisher, 1, Qos::ExactlyOnce);
+    let held = run_holding_share_state(&mut h);
+    assert!(!held.is_empty(), "the hand-out is written");
+    // Written, not durable: a kill -9 now must find the message unsent.
+    assert_eq!(pushes(&mut h, member), vec![]);
+    for (token, record) in held {
+        h.log.push(record);
+        h.shard.handle_appended(token, Ok(()), h.now);
+    }
+    h.run();
+    assert_eq!(pushes(&mut h, member), vec![(Seq(1), Qos::ExactlyOnce)]);
+}
+
+#[test]
+fn a_qos1_shared_message_does_not_wait_for_the_groups_state() {
+    let mut h = Harness::new(CoreConfig::default());
+    let publisher = mqtt_session(&mut h, 1);
+    let member = mqtt_session(&mut h, 2);
+    share(&mut h, member);
+
+    publish(&mut h, publisher, 1, Qos::AtLeastOnce);
+    let held = run_holding_share_state(&mut h);
+    assert!(
+        !held.is_empty(),
+        "the stream's first message writes the cursor"
+    );
+    assert_eq!(pushes(&mut h, member), vec![(Seq(1), Qos::AtLeastOnce)]);
+}
+
+#[test]
+fn a_failed_hand_out_write_sends_nothing() {
+    let mut h = Harness::new(CoreConfig::default());
+    let publisher = mqtt_session(&mut h, 1);
+    let member = mqtt_session(&mut h, 2);
+    share(&mut h, member);
+
+    publish(&mut h, publisher, 1, Qos::ExactlyOnce);
+    let held = run_holding_share_state(&mut h);
+    for (token, _) in held {
+        h.shard.handle_appended(token, Err(()), h.now);
+    }
+    h.run();
+    // The restart from the log that follows a storage failure finds it
+    // waiting for a member (MQTT.md 2.13).
+    assert_eq!(pushes(&mut h, member), vec![]);
+}
