@@ -73,10 +73,14 @@ pub(super) struct Chunk {
 /// Emptied write buffers kept for reuse.
 const SPARE_BUFFERS: usize = 4;
 
-/// Smallest write buffer: appends made while a commit is in flight all go
-/// into one, so it should rarely need to grow (growing means a new
-/// allocation whose pages the kernel zeroes as they are touched).
-const MIN_WRITE_BUFFER: usize = 1 << 20;
+/// Smallest write buffer. A log starts with buffers this small and grows
+/// them on demand ([`note_buffer_use`]): a quiet log (idle sessions'
+/// state records) then holds a few of these instead of a few MiB (issue
+/// #17 goal 4: 1 MiB buffers were 0.4 KiB per idle connection at 10,000).
+/// A busy log's buffers follow what its commits carry, so they rarely
+/// grow within a commit (growing means a new allocation whose pages the
+/// kernel zeroes as they are touched).
+const MIN_WRITE_BUFFER: usize = 64 << 10;
 
 /// Largest write buffer chosen up front: a log whose commits carry more
 /// grows its buffers (a copy) rather than keep more memory per shard.
@@ -101,20 +105,25 @@ pub(super) fn note_buffer_use(st: &mut State, used: usize) {
 /// grow it by doubling and copying.
 fn fresh_buffer(st: &mut State) -> BytesMut {
     let want = st.buffer_size.max(MIN_WRITE_BUFFER);
-    // A spare is good while it holds what a commit carried (`want` has a
-    // quarter on top): demanding the full `want` would throw away every
-    // spare whenever commits grow a little, and a new buffer of this size
-    // comes as fresh pages the kernel zeroes first.
-    let enough = want / 5 * 4;
     let mut buf = loop {
         match st.spare.pop() {
-            Some(b) if b.capacity() >= enough => break b,
+            Some(b) if reusable(st, b.capacity()) => break b,
             Some(_) => continue, // too small now: freed
             None => break BytesMut::with_capacity(want + BLOCK as usize),
         }
     };
     align_empty(&mut buf);
     buf
+}
+
+/// Whether a buffer of `capacity` is worth keeping for the next write
+/// buffer: it holds what a commit carried (the wanted size has a quarter
+/// on top). Demanding the full size would throw away every spare whenever
+/// commits grow a little, and a new buffer of this size comes as fresh
+/// pages the kernel zeroes first; keeping smaller ones (copies made for
+/// the cache) would take the spare slots a busy log's buffers need.
+fn reusable(st: &State, capacity: usize) -> bool {
+    capacity >= st.buffer_size.max(MIN_WRITE_BUFFER) / 5 * 4
 }
 
 /// Moves the start of an empty buffer to the next block boundary in memory
@@ -336,8 +345,9 @@ pub(super) async fn committer(inner: Rc<Inner>, wake: LocalReceiver<()>) {
     }
 }
 
-/// Adds a committed buffer to the read tail, evicting the oldest beyond
-/// `limit` bytes of memory, and recycles emptied buffers.
+/// Adds a committed buffer that carries message records to the read tail
+/// (reads decode only those from it, `from_tail`), evicting the oldest
+/// beyond `limit` bytes of memory, and recycles emptied buffers.
 fn keep_in_tail(st: &mut State, chunk: Chunk, limit: usize) {
     if chunk.bytes.is_empty() {
         recycle(st, chunk.bytes);
@@ -377,12 +387,13 @@ fn keep_in_tail(st: &mut State, chunk: Chunk, limit: usize) {
 }
 
 /// Keeps an emptied write buffer for reuse, unless a reader still holds a
-/// record of it (then it is freed once the reader drops it) or it is a
-/// small copy (reusing it would mean growing it).
+/// record of it (then it is freed once the reader drops it) or it is too
+/// small for the next write buffer ([`reusable`]: a copy made for the
+/// cache, or a buffer of quieter times).
 fn recycle(st: &mut State, bytes: Bytes) {
     if st.spare.len() < SPARE_BUFFERS {
         if let Ok(mut buf) = bytes.try_into_mut() {
-            if buf.capacity() >= MIN_WRITE_BUFFER / 2 {
+            if reusable(st, buf.capacity()) {
                 buf.clear();
                 align_empty(&mut buf);
                 st.spare.push(buf);
@@ -470,10 +481,11 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
         seg.file = file;
         seg.path = path;
     }
-    let (sealed, active, target, behind, data_end) = {
+    let (sealed, active, target, behind, data_end, messages) = {
         let mut st = inner.st.borrow_mut();
         st.first_pending_at = None;
         let sealed = std::mem::take(&mut st.sealed);
+        let messages = std::mem::take(&mut st.pending_messages);
         append_marker(&mut st);
         let data_end = st.marks.appended;
         // Take the active buffer whole (no copy); the next one starts with
@@ -501,7 +513,7 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
             debug_assert!(st.behind_from <= keep_from + BLOCK);
             st.behind_from = st.behind_from.max(keep_from + BLOCK);
         }
-        (sealed, active, target, behind, data_end)
+        (sealed, active, target, behind, data_end, messages)
     };
     let sealed_bases: Vec<u64> = sealed.iter().map(|(b, _, _)| *b).collect();
     let file_of = |base: u64| {
@@ -666,7 +678,14 @@ async fn commit(inner: &Inner) -> Result<(), LogError> {
         st.marks.durable = st.marks.durable.max(data_end);
         st.stats.syncs += 1;
         for chunk in chunks {
-            keep_in_tail(&mut st, chunk, inner.config.cache_bytes);
+            if messages {
+                keep_in_tail(&mut st, chunk, inner.config.cache_bytes);
+            } else {
+                // Only state records, markers or checkpoints: nothing a
+                // read takes from the tail (issue #17 goal 4: ~400 bytes
+                // per idle MQTT session).
+                recycle(&mut st, chunk.bytes);
+            }
         }
         // Into a kept vector: no allocation per commit.
         let mut ready = std::mem::take(&mut st.ready);

@@ -567,6 +567,7 @@ async fn finish(
         tracked,
         tail: VecDeque::new(),
         tail_bytes: 0,
+        pending_messages: false,
         spare: Vec::new(),
         buffer_size: 0,
         sidecar_tasks: Vec::new(),

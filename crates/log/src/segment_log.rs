@@ -270,6 +270,11 @@ pub(super) struct State {
     pub(super) tail: VecDeque<Chunk>,
     /// Memory the tail holds (allocations, not just lengths).
     pub(super) tail_bytes: usize,
+    /// A message record was appended since the last commit took the
+    /// pending bytes: only such commits go to the tail (reads decode only
+    /// message records from it; the core keeps every state record's newest
+    /// value itself, so a cached copy of one is never read).
+    pub(super) pending_messages: bool,
     /// Emptied write buffers for reuse: a commit allocates nothing once warm.
     pub(super) spare: Vec<BytesMut>,
     /// Capacity of the next write buffer (see [`super::commit::note_buffer_use`]).
@@ -396,6 +401,8 @@ impl SegmentLog {
         let seg = st.segments.get_mut(&active).expect("active segment exists");
         seg.end = end;
         if let Record::Message(m) = record {
+            st.pending_messages = true;
+            let seg = st.segments.get_mut(&active).expect("active segment exists");
             seg.note_message(m, lsn, len);
             st.index.add(
                 m.inbox,

@@ -898,6 +898,70 @@ fn small_commits_keep_each_byte_once_in_the_cache() {
     });
 }
 
+/// Issue #17 goal 4: reads take only message records from the cache, and
+/// the core keeps every state record's newest value itself, so commits of
+/// state records alone (an MQTT session's record: ~400 bytes of cache per
+/// idle session) stay out of it; message commits are still cached and
+/// read from it, and state records still come back on reopen.
+#[test]
+fn commits_of_state_records_alone_are_not_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let key = |device| StateKey::MqttSession {
+            user: UserId(9),
+            device: DeviceId(device),
+        };
+        let (log, _, _) = SegmentLog::open(config(&path)).await.unwrap();
+        for d in 1..=200u64 {
+            let end = log
+                .append(&Record::State {
+                    key: key(d),
+                    value: Some(Bytes::from(vec![d as u8; 300])),
+                })
+                .unwrap();
+            log.wait_durable(end).await.unwrap(); // one commit each
+        }
+        assert_eq!(log.stats().cached_bytes, 0, "state records cached");
+        // A message after them (its commit rewrites the last partial block
+        // of state records): cached, and read from the cache.
+        let record = msg(5, 1, 100);
+        let end = log.append(&record).unwrap();
+        log.wait_durable(end).await.unwrap();
+        let cached = log.stats().cached_bytes;
+        assert!(cached > 0, "the message commit is cached");
+        assert!(cached < 8 << 10, "{cached} bytes cached for one message");
+        let before = log.stats().file_reads;
+        let query = InboxQuery::After {
+            after: Seq(0),
+            limit: 10,
+        };
+        let Record::Message(m) = record else {
+            unreachable!()
+        };
+        let read = log.read_inbox(UserId(5), query.clone()).await.unwrap();
+        assert_eq!(read, vec![m.clone()]);
+        assert_eq!(log.stats().file_reads, before, "served from the cache");
+        // More state records: the cache keeps what it had.
+        let end = log
+            .append(&Record::State {
+                key: key(1),
+                value: None,
+            })
+            .unwrap();
+        log.wait_durable(end).await.unwrap();
+        assert_eq!(log.stats().cached_bytes, cached);
+        log.close().await.unwrap();
+        let (log, state, _) = SegmentLog::open(config(&path)).await.unwrap();
+        assert_eq!(state.keyed.len(), 199);
+        assert_eq!(
+            state.keyed.get(&key(2)).map(|v| v.to_vec()),
+            Some(vec![2u8; 300])
+        );
+        assert_eq!(log.read_inbox(UserId(5), query).await.unwrap(), vec![m]);
+    });
+}
+
 /// One step of [`recovered_dedup_window_equals_a_fold_of_every_record`].
 #[derive(Clone, Debug)]
 enum WindowOp {

@@ -103,13 +103,13 @@ impl Bridge {
             (QoS::AtMostOnce, _) | (_, None) => {
                 let id = self.next_msg_id();
                 if confirm {
-                    self.sends.insert(id, pending(None));
+                    self.busy.sends.insert(id, pending(None));
                 }
                 id
             }
             (QoS::AtLeastOnce, Some(pid)) => {
                 let id = self.next_msg_id();
-                self.sends.insert(id, pending(Some(pid)));
+                self.busy.sends.insert(id, pending(Some(pid)));
                 id
             }
             (QoS::ExactlyOnce, Some(pid)) => match self.state.inbound.get(&pid.get()).copied() {
@@ -118,17 +118,17 @@ impl Bridge {
                     // retained-message change is made again (idempotent),
                     // in case writing it failed the first time.
                     if let Some(change) = retain {
-                        self.retains.push_back(change);
+                        self.busy.retains.push_back(change);
                     }
                     self.to_client
                         .push_back(Packet::PubRec(PubReply::success(pid)));
                     return;
                 }
-                Some(i) if self.sends.contains_key(&i.client_msg_id) => return,
+                Some(i) if self.busy.sends.contains_key(&i.client_msg_id) => return,
                 Some(i) => {
                     // Sent on an earlier connection, outcome unknown: the
                     // same id lets the core recognise a stored copy.
-                    self.sends.insert(i.client_msg_id, pending(Some(pid)));
+                    self.busy.sends.insert(i.client_msg_id, pending(Some(pid)));
                     i.client_msg_id
                 }
                 None => {
@@ -142,7 +142,7 @@ impl Bridge {
                         },
                     );
                     self.changed(Change::InboundAccepted);
-                    self.sends.insert(id, pending(Some(pid)));
+                    self.busy.sends.insert(id, pending(Some(pid)));
                     id
                 }
             },
@@ -196,13 +196,13 @@ impl Bridge {
     /// too many. A resend of an id already counted counts once.
     fn count_unanswered(&mut self, pid: PacketId) -> bool {
         let id = pid.get();
-        if self.unanswered.contains(&id) {
+        if self.busy.unanswered.contains(&id) {
             return true;
         }
-        if self.unanswered.len() >= usize::from(self.params.receive_max) {
+        if self.busy.unanswered.len() >= usize::from(self.params.receive_max) {
             return false;
         }
-        self.unanswered.insert(id);
+        self.busy.unanswered.insert(id);
         true
     }
 
@@ -240,13 +240,13 @@ impl Bridge {
     }
 
     pub(super) fn on_sendack(&mut self, a: SendAck) {
-        let Some(pending) = self.sends.remove(&a.client_msg_id) else {
+        let Some(pending) = self.busy.sends.remove(&a.client_msg_id) else {
             return;
         };
         let ok = matches!(a.result, SendResult::Stored | SendResult::Duplicate);
         if ok {
             if let Some(change) = pending.retain {
-                self.retains.push_back(change);
+                self.busy.retains.push_back(change);
             }
         }
         let (Some(pid), qos) = (pending.packet_id, pending.qos) else {
@@ -291,7 +291,7 @@ impl Bridge {
         }
         if qos == QoS::AtLeastOnce || reason.is_error() {
             // Answered: PUBACK, or a PUBREC refusing the message.
-            self.unanswered.remove(&pid.get());
+            self.busy.unanswered.remove(&pid.get());
         }
         let reply = PubReply {
             packet_id: pid,
@@ -315,15 +315,15 @@ impl Bridge {
             // after the SENDACK: stored, even if the state written before a
             // crash did not say so yet (unless its SEND is still under way
             // on this connection: then PUBREL came before PUBREC).
-            Some(i) if !self.sends.contains_key(&i.client_msg_id) => {
-                self.releases.insert(i.client_msg_id, pid);
+            Some(i) if !self.busy.sends.contains_key(&i.client_msg_id) => {
+                self.busy.releases.insert(i.client_msg_id, pid);
                 self.to_core.push_back(Frame::Rel {
                     client_msg_id: i.client_msg_id,
                     to: i.to,
                 });
             }
             _ => {
-                self.unanswered.remove(&pid.get());
+                self.busy.unanswered.remove(&pid.get());
                 let reason = if self.level.is_v5() {
                     ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
                 } else {

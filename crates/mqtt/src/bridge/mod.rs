@@ -38,6 +38,7 @@
 //! `expiry.rs` (the Message Expiry Interval of stored messages).
 
 mod aliases;
+mod busy;
 mod expiry;
 mod identifiers;
 mod inbound;
@@ -59,8 +60,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 
 use crate as mqtt;
-use crate::{Packet, PacketId, ProtocolLevel, PubReply, Publish, QoS, ReasonCode, Will};
-use foldhash::{HashMap as FastHashMap, HashSet as FastHashSet};
+use crate::{Packet, PacketId, ProtocolLevel, PubReply, QoS, ReasonCode, Will};
+use foldhash::HashMap as FastHashMap;
 pub use persist::StateWrite;
 use persist::{Change, Gate};
 use retained::RetainChange;
@@ -193,8 +194,11 @@ pub struct Bridge {
     session_present: bool,
     client_id_assigned: bool,
     client_keep_alive: u16,
-    client_receive_max: usize,
-    client_max_packet: usize,
+    /// The client's Receive Maximum (65,535 if it set none).
+    client_receive_max: u16,
+    /// The client's Maximum Packet Size (`u32::MAX` if it set none: more
+    /// than any MQTT packet can be).
+    client_max_packet: u32,
     /// Boxed: a will is 456 bytes (its v5 properties) and most sessions
     /// have none (issue #21 item 5).
     will: Option<Box<Will>>,
@@ -204,47 +208,20 @@ pub struct Bridge {
     next_request: u32,
     /// The replay window's bounds.
     window: ReplayWindow,
-    /// Inbox messages delivered and not yet acknowledged, in seq order.
-    inbox: VecDeque<Held>,
-    /// Payload bytes of the `inbox` entries not done.
-    inbox_bytes: usize,
     /// Highest inbox seq seen.
     seen: Seq,
     rooms: BTreeMap<u64, RoomTrack>,
-    inflight: FastHashMap<u16, Outbound>,
-    /// PUBLISHes beyond the client's Receive Maximum.
-    waiting: VecDeque<(Publish, Delivery)>,
-    /// Payload bytes in `waiting` (output held here, not yet in the
-    /// connection's buffer: it counts against the same budgets).
-    waiting_bytes: usize,
     /// The connection's output drained since the last ROOMLAG.
     output_drained: bool,
     /// A packet came since the last frame for the core (keep alive).
     heard: bool,
-    /// Inbound PUBLISHes awaiting the core's SENDACK, by native id.
-    sends: FastHashMap<u64, PendingPub>,
-    /// Retained-message changes to make durable before the packets queued
-    /// after them go out.
-    retains: VecDeque<RetainChange>,
-    /// Rooms whose retained message the new subscription should get.
-    retained_wanted: BTreeSet<u64>,
-    /// Rooms whose retained message the server should hand in
-    /// ([`Bridge::deliver_retained`]).
-    retained_queries: VecDeque<u64>,
     /// Free-form topics' retained messages to ask for and send
     /// (`retained.rs`; `None` while there are none).
     topic_asks: Option<Box<retained::TopicAsks>>,
-    /// Inbound QoS 2 releases awaiting COMP: client_msg_id → packet id.
-    releases: FastHashMap<u64, PacketId>,
-    /// v5: packet ids of QoS 1/2 PUBLISHes received on this connection
-    /// and not yet answered by PUBACK, PUBCOMP or an error PUBREC: what the
-    /// advertised Receive Maximum bounds (MQTT-3.3.4-7/-8; a QoS 2 message
-    /// counts until PUBCOMP, issue #21 item 4). The core counts only SENDs
-    /// awaiting storage.
-    unanswered: FastHashSet<u16>,
-    subacks: VecDeque<PendingSubAck>,
-    /// Packets that arrived before the CONNACK, handled after it.
-    early: VecDeque<Packet>,
+    /// Every queue, table and tree of packets and messages in flight
+    /// (`busy.rs`): made on first use, dropped when the connection idles
+    /// (issue #17 goal 4: the bridge was 1 KiB with them as fields).
+    busy: busy::Lazy<busy::Busy>,
     /// Topic aliases of this connection, both ways (MQTT 5, `aliases.rs`);
     /// `None` while there are none to keep.
     aliases: Option<Box<aliases::TopicAliases>>,
@@ -301,11 +278,11 @@ impl Bridge {
         let client_receive_max = connect
             .properties
             .receive_maximum
-            .map_or(65_535, |n| usize::from(n.get()));
+            .map_or(u16::MAX, |n| n.get());
         let client_max_packet = connect
             .properties
             .maximum_packet_size
-            .map_or(usize::MAX, |n| n.get() as usize);
+            .map_or(u32::MAX, |n| n.get());
         let mut b = Bridge {
             level: connect.protocol_level,
             user,
@@ -326,24 +303,12 @@ impl Bridge {
             mode: Mode::Connecting,
             next_request: 0,
             window: ReplayWindow::new(params.inflight, params.inflight_bytes, params.page),
-            inbox: VecDeque::new(),
-            inbox_bytes: 0,
             seen: Seq::ZERO,
             rooms: BTreeMap::new(),
-            inflight: FastHashMap::default(),
-            waiting: VecDeque::new(),
-            waiting_bytes: 0,
             output_drained: true,
             heard: false,
-            sends: FastHashMap::default(),
-            retains: VecDeque::new(),
-            retained_wanted: BTreeSet::new(),
-            retained_queries: VecDeque::new(),
             topic_asks: None,
-            releases: FastHashMap::default(),
-            unanswered: FastHashSet::default(),
-            subacks: VecDeque::new(),
-            early: VecDeque::new(),
+            busy: busy::Lazy::new(),
             aliases: aliases::TopicAliases::for_client(connect.properties.topic_alias_maximum),
             gate: Gate::default(),
             now_ms: 0,
@@ -376,22 +341,10 @@ impl Bridge {
     pub fn release_idle_memory(&mut self) {
         release_if_empty(&mut self.to_client);
         release_if_empty(&mut self.to_core);
-        release_if_empty(&mut self.waiting);
-        release_if_empty(&mut self.early);
-        release_if_empty(&mut self.subacks);
-        release_if_empty(&mut self.retains);
-        release_if_empty(&mut self.retained_queries);
-        release_if_empty(&mut self.inbox);
+        self.busy.release_idle_memory();
         // One filter in a Vec grown for four (40 bytes each).
         self.state.subs.shrink_to_fit();
-        release_map_if_empty(&mut self.inflight);
-        release_map_if_empty(&mut self.sends);
-        release_map_if_empty(&mut self.releases);
-        if self.unanswered.is_empty() && self.unanswered.capacity() > 0 {
-            self.unanswered = FastHashSet::default();
-        }
         release_tree_if_empty(&mut self.rooms);
-        release_tree_if_empty(&mut self.retained_wanted);
         self.state.release_idle_memory();
         self.gate.release_idle_memory();
     }
@@ -443,7 +396,7 @@ impl Bridge {
     /// Maximum), in payload bytes: it counts against the connection's
     /// output budgets as if it were queued on the socket.
     pub fn held_bytes(&self) -> usize {
-        self.waiting_bytes
+        self.busy.waiting_bytes
     }
 
     /// The client sent bytes that are not MQTT: DISCONNECT with the
@@ -476,10 +429,10 @@ impl Bridge {
         if self.mode == Mode::Connecting {
             // Sent behind CONNECT before our CONNACK: answered after it
             // (MQTT-3.2.0-1), in order.
-            if self.early.len() >= EARLY_PACKETS_MAX {
+            if self.busy.early.len() >= EARLY_PACKETS_MAX {
                 return self.protocol_error("too many packets before CONNACK");
             }
-            self.early.push_back(packet);
+            self.busy.early.push_back(packet);
             return;
         }
         match packet {
@@ -554,8 +507,8 @@ impl Bridge {
                 };
             }
             Frame::Comp { client_msg_id } => {
-                if let Some(pid) = self.releases.remove(&client_msg_id) {
-                    self.unanswered.remove(&pid.get());
+                if let Some(pid) = self.busy.releases.remove(&client_msg_id) {
+                    self.busy.unanswered.remove(&pid.get());
                     self.state.inbound.remove(&pid.get());
                     self.changed(Change::InboundDropped);
                     self.to_client
@@ -619,7 +572,7 @@ impl Bridge {
     }
 
     fn fits(&self, packet: &Packet) -> bool {
-        mqtt::encoded_len(packet, self.level).is_ok_and(|n| n <= self.client_max_packet)
+        mqtt::encoded_len(packet, self.level).is_ok_and(|n| n <= self.client_max_packet as usize)
     }
 }
 

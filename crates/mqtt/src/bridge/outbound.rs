@@ -143,8 +143,8 @@ impl Bridge {
     /// Records inbox message `seq` as held until acknowledged; `bytes` of
     /// payload, 0: done already (the client never gets it).
     fn hold(&mut self, seq: Seq, bytes: usize) {
-        self.inbox_bytes += bytes;
-        self.inbox.push_back(Held {
+        self.busy.inbox_bytes += bytes;
+        self.busy.inbox.push_back(Held {
             seq,
             done: bytes == 0,
             bytes,
@@ -175,8 +175,8 @@ impl Bridge {
             None => self.send_publish(p),
             Some(what) => {
                 p.dup = dup;
-                self.waiting_bytes += p.payload.len();
-                self.waiting.push_back((p, what));
+                self.busy.waiting_bytes += p.payload.len();
+                self.busy.waiting.push_back((p, what));
             }
         }
     }
@@ -236,14 +236,15 @@ impl Bridge {
         // come within the core's push window, room pushes within the
         // room window.
         let send_max = match self.mode {
-            Mode::Replay { .. } => self.window.send_max(self.client_receive_max),
-            _ => self.client_receive_max,
+            Mode::Replay { .. } => self.window.send_max(usize::from(self.client_receive_max)),
+            _ => usize::from(self.client_receive_max),
         };
-        while self.inflight.len() < send_max {
-            let Some((mut p, what)) = self.waiting.pop_front() else {
+        while self.busy.inflight.len() < send_max {
+            let Some((mut p, what)) = self.busy.made_mut().and_then(|b| b.waiting.pop_front())
+            else {
                 break;
             };
-            self.waiting_bytes -= p.payload.len();
+            self.busy.waiting_bytes -= p.payload.len();
             let reused = match what {
                 Delivery::Inbox(seq) => self.state.out_pids.get(&seq.0).copied(),
                 Delivery::Room(n, seq) => self.state.wild().room_pids.get(&(n, seq.0)).copied(),
@@ -253,7 +254,7 @@ impl Bridge {
                 Delivery::Retained => None,
             };
             let pid = match reused.and_then(PacketId::new) {
-                Some(pid) if !self.inflight.contains_key(&pid.get()) => pid,
+                Some(pid) if !self.busy.inflight.contains_key(&pid.get()) => pid,
                 _ => self.alloc_pid(),
             };
             if let Delivery::Inbox(seq) = what {
@@ -296,7 +297,9 @@ impl Bridge {
                 self.complete(what);
                 continue;
             }
-            self.inflight.insert(pid.get(), Outbound { what, stage });
+            self.busy
+                .inflight
+                .insert(pid.get(), Outbound { what, stage });
             if let Some(a) = &mut self.aliases {
                 a.apply(&mut p);
             }
@@ -327,7 +330,7 @@ impl Bridge {
             };
             let id = pid.get();
             let w = self.state.wild();
-            let reserved = self.inflight.contains_key(&id)
+            let reserved = self.busy.inflight.contains_key(&id)
                 || self.state.rel_pending.contains(&id)
                 || self.state.out_pids.values().any(|&p| p == id)
                 || w.room_pids.values().any(|&p| p == id)
@@ -350,11 +353,11 @@ impl Bridge {
                 }
                 self.changed(Change::Bookkeeping);
                 // `inbox` is in seq order.
-                if let Ok(i) = self.inbox.binary_search_by_key(&seq, |e| e.seq) {
-                    let e = &mut self.inbox[i];
+                if let Ok(i) = self.busy.inbox.binary_search_by_key(&seq, |e| e.seq) {
+                    let e = &mut self.busy.inbox[i];
                     if !e.done {
                         e.done = true;
-                        self.inbox_bytes -= std::mem::take(&mut e.bytes);
+                        self.busy.inbox_bytes -= std::mem::take(&mut e.bytes);
                     }
                 }
             }
@@ -389,9 +392,9 @@ impl Bridge {
         let mut last = None;
         while let Some(&Held {
             seq, done: true, ..
-        }) = self.inbox.front()
+        }) = self.busy.inbox.front()
         {
-            self.inbox.pop_front();
+            self.busy.inbox.pop_front();
             last = Some(seq);
         }
         if let Some(seq) = last.filter(|s| *s > self.state.inbox_acked) {
@@ -408,7 +411,10 @@ impl Bridge {
         {
             // Read ahead while the window has room: the client's PUBACKs
             // need not come first.
-            if let Some(limit) = self.window.next_page(self.inbox.len(), self.inbox_bytes) {
+            if let Some(limit) = self
+                .window
+                .next_page(self.busy.inbox.len(), self.busy.inbox_bytes)
+            {
                 self.ask_page(last, true, limit);
             }
         }
@@ -416,10 +422,10 @@ impl Bridge {
     }
 
     pub(super) fn on_puback(&mut self, pid: PacketId) {
-        match self.inflight.get(&pid.get()) {
+        match self.busy.inflight.get(&pid.get()) {
             Some(o) if o.stage == Stage::Ack => {
                 let what = o.what;
-                self.inflight.remove(&pid.get());
+                self.busy.inflight.remove(&pid.get());
                 self.complete(what);
             }
             _ => tracing::debug!(pid = pid.get(), "PUBACK for no QoS 1 PUBLISH in flight"),
@@ -428,11 +434,11 @@ impl Bridge {
 
     pub(super) fn on_pubrec(&mut self, r: PubReply) {
         let pid = r.packet_id;
-        match self.inflight.get_mut(&pid.get()) {
+        match self.busy.inflight.get_mut(&pid.get()) {
             Some(o) if o.stage == Stage::Rec => {
                 let what = o.what;
                 if r.reason.is_error() {
-                    self.inflight.remove(&pid.get());
+                    self.busy.inflight.remove(&pid.get());
                 } else {
                     o.stage = Stage::Comp;
                     self.state.rel_pending.insert(pid.get());
@@ -454,8 +460,8 @@ impl Bridge {
     }
 
     pub(super) fn on_pubcomp(&mut self, pid: PacketId) {
-        if matches!(self.inflight.get(&pid.get()), Some(o) if o.stage == Stage::Comp) {
-            self.inflight.remove(&pid.get());
+        if matches!(self.busy.inflight.get(&pid.get()), Some(o) if o.stage == Stage::Comp) {
+            self.busy.inflight.remove(&pid.get());
         }
         if self.state.rel_pending.remove(&pid.get()) {
             self.changed(Change::Bookkeeping);

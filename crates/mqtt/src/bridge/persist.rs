@@ -28,6 +28,7 @@ use std::collections::{BTreeSet, VecDeque};
 
 use bytes::Bytes;
 
+use super::busy::{Lazy, OnDemand};
 use super::{Bridge, Retained};
 use crate::{Packet, ReasonCode};
 use surepush_proto::StateKey;
@@ -142,6 +143,14 @@ pub(super) struct Gate {
     /// it).
     pub(super) logged: bool,
     next_id: u64,
+    /// The queues, made on first use and dropped when they empty out
+    /// ([`Gate::release_idle_memory`]; issue #17 goal 4).
+    pub(super) q: Lazy<GateQueues>,
+}
+
+/// What a [`Gate`] holds while state writes are under way.
+#[derive(Debug, Default)]
+pub(super) struct GateQueues {
     /// Writes handed out and not yet reported durable.
     pending: BTreeSet<u64>,
     /// Writes to hand out.
@@ -152,18 +161,46 @@ pub(super) struct Gate {
     pub(super) core: VecDeque<(u64, Frame)>,
 }
 
+static NO_QUEUES: GateQueues = GateQueues {
+    pending: BTreeSet::new(),
+    writes: VecDeque::new(),
+    client: VecDeque::new(),
+    core: VecDeque::new(),
+};
+
+impl OnDemand for GateQueues {
+    fn empty() -> &'static GateQueues {
+        &NO_QUEUES
+    }
+
+    fn is_idle(&self) -> bool {
+        self.pending.is_empty()
+            && self.writes.is_empty()
+            && self.client.is_empty()
+            && self.core.is_empty()
+    }
+
+    fn shrink(&mut self) {
+        super::release_if_empty(&mut self.writes);
+        super::release_if_empty(&mut self.client);
+        super::release_if_empty(&mut self.core);
+        // Every reported write leaves and empties this set.
+        super::release_tree_if_empty(&mut self.pending);
+    }
+}
+
 impl Gate {
     fn open(&self, barrier: u64) -> bool {
-        self.pending.first().is_none_or(|&p| p > barrier)
+        self.q.pending.first().is_none_or(|&p| p > barrier)
     }
 
     /// The next packet for the client: held ones first, in order; `queued`
     /// only when nothing is held and no gating change awaits its write.
     pub(super) fn next_packet(&mut self, queued: &mut VecDeque<Packet>) -> Option<Packet> {
-        if let Some(&(barrier, _)) = self.client.front() {
+        if let Some(&(barrier, _)) = self.q.client.front() {
             return self
                 .open(barrier)
-                .then(|| self.client.pop_front().expect("checked").1);
+                .then(|| self.q.client.pop_front().expect("checked").1);
         }
         if self.need >= Need::BeforeClient {
             return None;
@@ -173,10 +210,10 @@ impl Gate {
 
     /// The next frame for the core, as [`Gate::next_packet`].
     pub(super) fn next_frame(&mut self, queued: &mut VecDeque<Frame>) -> Option<Frame> {
-        if let Some(&(barrier, _)) = self.core.front() {
+        if let Some(&(barrier, _)) = self.q.core.front() {
             return self
                 .open(barrier)
-                .then(|| self.core.pop_front().expect("checked").1);
+                .then(|| self.q.core.pop_front().expect("checked").1);
         }
         if self.need >= Need::BeforeCore {
             return None;
@@ -186,22 +223,18 @@ impl Gate {
 
     /// Whether frames for the core are held (the keep-alive waits too).
     pub(super) fn core_held(&self) -> bool {
-        !self.core.is_empty() || self.need >= Need::BeforeCore
+        !self.q.core.is_empty() || self.need >= Need::BeforeCore
     }
 
     /// Frees the buffers of the gate's empty queues (see
     /// [`Bridge::release_idle_memory`]).
     pub(super) fn release_idle_memory(&mut self) {
-        super::release_if_empty(&mut self.writes);
-        super::release_if_empty(&mut self.client);
-        super::release_if_empty(&mut self.core);
-        // Every reported write leaves and empties this set.
-        super::release_tree_if_empty(&mut self.pending);
+        self.q.release_idle_memory();
     }
 
     fn report(&mut self) -> u64 {
         self.next_id += 1;
-        self.pending.insert(self.next_id);
+        self.q.pending.insert(self.next_id);
         self.next_id
     }
 }
@@ -226,7 +259,10 @@ impl Bridge {
     /// order). A write with an id holds what was queued before it.
     pub fn poll_state(&mut self) -> Option<StateWrite> {
         self.seal_writes();
-        self.gate.writes.pop_front()
+        if self.gate.q.writes.is_empty() {
+            return None; // nothing to make the queues for
+        }
+        self.gate.q.writes.pop_front()
     }
 
     /// Turns the changes since the last call into writes, and holds what
@@ -238,7 +274,7 @@ impl Bridge {
         if std::mem::take(&mut self.gate.discard) && !self.persistent {
             let id = self.gate.report();
             barrier = Some(id);
-            self.gate.writes.push_back(StateWrite {
+            self.gate.q.writes.push_back(StateWrite {
                 key,
                 value: None,
                 report: Some(id),
@@ -247,17 +283,17 @@ impl Bridge {
             let report = (need >= Need::BeforeClient).then(|| self.gate.report());
             barrier = barrier.max(report);
             self.gate.logged = true;
-            self.gate.writes.push_back(StateWrite {
+            self.gate.q.writes.push_back(StateWrite {
                 key,
                 value: Some(Bytes::from(self.state.encode())),
                 report,
             });
         }
-        while let Some(change) = self.retains.pop_front() {
+        while let Some(change) = self.busy.made_mut().and_then(|b| b.retains.pop_front()) {
             let id = self.gate.report();
             barrier = Some(id);
             self.retained_written(id, &change);
-            self.gate.writes.push_back(StateWrite {
+            self.gate.q.writes.push_back(StateWrite {
                 key: change.key,
                 value: change.value,
                 report: Some(id),
@@ -265,10 +301,12 @@ impl Bridge {
         }
         let Some(barrier) = barrier else { return };
         self.gate
+            .q
             .client
             .extend(self.to_client.drain(..).map(|p| (barrier, p)));
         if need >= Need::BeforeCore {
             self.gate
+                .q
                 .core
                 .extend(self.to_core.drain(..).map(|f| (barrier, f)));
         }
@@ -283,11 +321,11 @@ impl Bridge {
     /// change not yet written holds `p` anyway (`seal_writes`).
     pub(super) fn queue_after_writes(&mut self, p: Packet) {
         if self.gate.need < Need::BeforeClient {
-            if let Some(&last) = self.gate.pending.last() {
+            if let Some(&last) = self.gate.q.pending.last() {
                 // Behind it too: what was queued before `p` (order kept).
                 let queued = self.to_client.drain(..).map(|q| (last, q));
-                self.gate.client.extend(queued);
-                self.gate.client.push_back((last, p));
+                self.gate.q.client.extend(queued);
+                self.gate.q.client.push_back((last, p));
                 return;
             }
         }
@@ -303,7 +341,7 @@ impl Bridge {
     /// Once the CONNACK is out, a 5.0 client gets DISCONNECT 0x80.
     pub fn on_state_stored(&mut self, id: u64, ok: bool) {
         let topic_retained = self.topic_retained_reported(id);
-        if !self.gate.pending.remove(&id) || ok {
+        if !self.gate.q.pending.remove(&id) || ok {
             return;
         }
         if let Some(ack) = topic_retained {
@@ -314,9 +352,9 @@ impl Bridge {
             device = self.device.0,
             "cannot store MQTT session state or a retained message: closing the session"
         );
-        self.gate.pending.clear();
-        self.gate.core.clear();
-        let held = std::mem::take(&mut self.gate.client)
+        self.gate.q.pending.clear();
+        self.gate.q.core.clear();
+        let held = std::mem::take(&mut self.gate.q.client)
             .into_iter()
             .map(|(_, p)| p);
         let connack_held = held
@@ -338,7 +376,11 @@ impl Bridge {
     /// message for a new subscription); answer with
     /// [`Bridge::on_state_value`].
     pub fn poll_state_query(&mut self) -> Option<StateKey> {
-        let Some(room) = self.retained_queries.pop_front() else {
+        let Some(room) = self
+            .busy
+            .made_mut()
+            .and_then(|b| b.retained_queries.pop_front())
+        else {
             return self.poll_topic_query();
         };
         Some(StateKey::Retained {

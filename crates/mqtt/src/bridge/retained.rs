@@ -241,7 +241,7 @@ impl Bridge {
         let (Some(pid), true) = (ack, self.level.is_v5()) else {
             return;
         };
-        let held = self.gate.client.iter_mut().map(|(_, p)| p);
+        let held = self.gate.q.client.iter_mut().map(|(_, p)| p);
         for p in held.chain(self.to_client.iter_mut()) {
             if let Packet::PubAck(a) = p {
                 if a.packet_id.get() == pid {

@@ -273,7 +273,7 @@ impl Bridge {
         self.state.done.retain(|&seq| seq > from.0);
         for &pid in &self.state.rel_pending {
             let pid = PacketId::new(pid).expect("stored ids are non-zero");
-            self.inflight.insert(
+            self.busy.inflight.insert(
                 pid.get(),
                 Outbound {
                     what: Delivery::Retained,
@@ -294,7 +294,7 @@ impl Bridge {
             .expect("an empty window has room");
         self.ask_page(from, false, limit);
         // Packets the client sent before this CONNACK, in order.
-        while let Some(p) = self.early.pop_front() {
+        while let Some(p) = self.busy.made_mut().and_then(|b| b.early.pop_front()) {
             self.on_packet(p);
         }
     }

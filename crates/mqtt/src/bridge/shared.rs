@@ -79,7 +79,7 @@ impl Bridge {
             group: group.to_string(),
             filter: filter.to_string(),
             qos: native_qos(qos),
-            receive_max: u16::try_from(self.client_receive_max).unwrap_or(u16::MAX),
+            receive_max: self.client_receive_max,
             leave,
             persistent: self.persistent,
         }
@@ -144,8 +144,9 @@ impl Bridge {
         }
         let what = Delivery::Shared(group, room, seq);
         let pid = w.shared_pids.get(&key).copied();
-        let sending = pid.is_some_and(|p| self.inflight.get(&p).is_some_and(|o| o.what == what))
-            || self.waiting.iter().any(|(_, d)| *d == what);
+        let sending = pid
+            .is_some_and(|p| self.busy.inflight.get(&p).is_some_and(|o| o.what == what))
+            || self.busy.waiting.iter().any(|(_, d)| *d == what);
         if sending {
             return; // given twice (a join racing a give-back): once is enough
         }

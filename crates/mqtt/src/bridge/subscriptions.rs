@@ -30,7 +30,7 @@ impl Bridge {
 
     /// Room `n`'s native SUBACK came: its MQTT SUBACK may go.
     pub(super) fn room_suback_arrived(&mut self, n: u64, result: SubResult) {
-        for pending in self.subacks.iter_mut() {
+        for pending in self.busy.subacks.iter_mut() {
             if let Some(i) = pending.rooms.iter().position(|&(r, _)| r == n) {
                 let (_, index) = pending.rooms.swap_remove(i);
                 pending.reasons[index] = match (result, self.level.is_v5()) {
@@ -44,11 +44,11 @@ impl Bridge {
         }
         self.flush_subacks();
         self.topic_stream_confirmed(n, result.subscribed());
-        if result.subscribed() && self.retained_wanted.remove(&n) {
-            self.retained_queries.push_back(n);
+        if result.subscribed() && self.busy.retained_wanted.remove(&n) {
+            self.busy.retained_queries.push_back(n);
         } else if !result.subscribed() {
             // Not allowed to read it: not its retained message either.
-            self.retained_wanted.remove(&n);
+            self.busy.retained_wanted.remove(&n);
         }
     }
 
@@ -99,7 +99,7 @@ impl Bridge {
             if let Some(n) = room_filter(filter) {
                 let (qos, existed) = self.subscribe_room(n, &sub.options);
                 if wants_retained(&sub.options, existed) {
-                    self.retained_wanted.insert(n);
+                    self.busy.retained_wanted.insert(n);
                 }
                 if !rooms.iter().any(|&(r, _)| r == n) {
                     rooms.push((n, reasons.len()));
@@ -137,7 +137,7 @@ impl Bridge {
         }
         self.remember_subscription_ids(&names, &reasons, id);
         self.changed(Change::Subscriptions);
-        self.subacks.push_back(PendingSubAck {
+        self.busy.subacks.push_back(PendingSubAck {
             packet_id: s.packet_id,
             reasons,
             rooms,

@@ -214,7 +214,7 @@ impl Bridge {
     fn filter_registered(&mut self, filter: &str, ok: bool) {
         self.shared_joined(filter);
         let v5 = self.level.is_v5();
-        for pending in self.subacks.iter_mut() {
+        for pending in self.busy.subacks.iter_mut() {
             if let Some(i) = pending.filters.iter().position(|(f, _)| f == filter) {
                 let (_, index) = pending.filters.swap_remove(i);
                 if !ok {
@@ -274,11 +274,12 @@ impl Bridge {
     /// confirmed, in order.
     pub(super) fn flush_subacks(&mut self) {
         while self
+            .busy
             .subacks
             .front()
             .is_some_and(|p| p.rooms.is_empty() && p.filters.is_empty())
         {
-            let p = self.subacks.pop_front().expect("checked");
+            let p = self.busy.subacks.pop_front().expect("checked");
             self.queue_after_writes(Packet::SubAck(SubAck {
                 packet_id: p.packet_id,
                 reasons: p.reasons,
