@@ -153,7 +153,9 @@ pub(crate) struct ShardRuntime {
     pub(crate) metrics: ShardMetrics,
     core: RefCell<Shard>,
     pub(crate) log: Rc<SegmentLog>,
-    conns: RefCell<HashMap<ConnId, Rc<ConnIo>>>,
+    /// Looked up once per frame sent (a room message: once per
+    /// subscriber), so hashed with foldhash rather than SipHash.
+    conns: RefCell<surepush_core::hashing::FastHashMap<ConnId, Rc<ConnIo>>>,
     peers: Vec<Option<Rc<PeerQueue>>>,
     durability: RefCell<VecDeque<(AppendToken, Lsn)>>,
     durability_wake: LocalSender<()>,
@@ -240,7 +242,7 @@ impl ShardRuntime {
             metrics,
             core: RefCell::new(core),
             log,
-            conns: RefCell::new(HashMap::new()),
+            conns: RefCell::default(),
             peers,
             durability: RefCell::new(VecDeque::new()),
             durability_wake,
