@@ -32,27 +32,10 @@ BIN=${SUREPUSH_BIN:-$ROOT/target/release/surepush}
 WORK=$(mktemp -d /tmp/mqtt-backlog.XXXXXX)
 trap 'kill $SP_PID $MQ_PID 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
 
-cat > "$WORK/gw.toml" <<TOML
-listen = "127.0.0.1:$PORT_BASE"
-admin_listen = "127.0.0.1:$((PORT_BASE + 1))"
-data_dir = "$WORK/data"
-shards = 2
-pin_cores = false
-token_secret = "bench-secret"
-[mqtt]
-listen = "127.0.0.1:$SP_MQTT"
-$SP_MQTT_CONF
-TOML
-cat > "$WORK/mosquitto.conf" <<CONF
-user root
-listener $MQ_PORT 127.0.0.1
-allow_anonymous true
-persistence true
-persistence_location $WORK/mq/
-max_queued_messages 0
-max_inflight_messages $MQ_INFLIGHT
-CONF
-mkdir -p "$WORK/mq"
+# shellcheck source=loadgen/scripts/stock_brokers.sh
+. "$ROOT/loadgen/scripts/stock_brokers.sh"
+write_surepush_config "$SP_MQTT_CONF"
+write_mosquitto_config "$MQ_PORT" "$MQ_INFLIGHT"
 "$BIN" serve --config "$WORK/gw.toml" > "$WORK/gw.log" 2>&1 & SP_PID=$!
 mosquitto -c "$WORK/mosquitto.conf" > "$WORK/mq.log" 2>&1 & MQ_PID=$!
 for _ in $(seq 100); do
@@ -75,7 +58,6 @@ restart_surepush() {
 }
 
 cpu_ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
-all_ticks() { local t=0; for s in /proc/"$1"/task/*/stat; do t=$((t + $(awk '{print $14 + $15}' "$s"))); done; echo $t; }
 
 run() { # name port topic pid rx_auth... -- tx_auth...
   local name=$1 port=$2 topic=$3 pid=$4; shift 4

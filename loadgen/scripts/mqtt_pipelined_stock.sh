@@ -39,7 +39,8 @@ wait_port() { # port pid name
   echo "$3 did not start: see $WORK/$3.log"; KEEP=1; exit 1
 }
 
-all_ticks() { local t=0; for s in /proc/"$1"/task/*/stat; do t=$((t + $(awk '{print $14 + $15}' "$s"))); done; echo $t; }
+# shellcheck source=loadgen/scripts/stock_brokers.sh
+. "$ROOT/loadgen/scripts/stock_brokers.sh"
 
 seq 0 $((N - 1)) | awk '{print "m" $1}' > "$WORK/lines"
 
@@ -86,17 +87,7 @@ run() { # name port pid sub-auth pub-auth
 }
 
 # surepush
-cat > "$WORK/gw.toml" <<TOML
-listen = "127.0.0.1:$PORT_BASE"
-admin_listen = "127.0.0.1:$((PORT_BASE + 1))"
-data_dir = "$WORK/data"
-shards = 2
-pin_cores = false
-token_secret = "bench-secret"
-[mqtt]
-listen = "127.0.0.1:$SP_MQTT"
-topics_open = true
-TOML
+write_surepush_config "topics_open = true"
 "$BIN" serve --config "$WORK/gw.toml" > "$WORK/surepush.log" 2>&1 & SP_PID=$!; PIDS+=("$SP_PID")
 wait_port "$SP_MQTT" "$SP_PID" surepush
 token() { "$BIN" token --config "$WORK/gw.toml" --user "$1" --device 1; }
@@ -104,16 +95,7 @@ run "surepush (fdatasync)" "$SP_MQTT" "$SP_PID" "-u x -P $(token 11)" "-u x -P $
 kill "$SP_PID"; wait "$SP_PID" 2>/dev/null || true
 
 # mosquitto
-mkdir -p "$WORK/mq"
-cat > "$WORK/mosquitto.conf" <<CONF
-user root
-listener $MQ_PORT 127.0.0.1
-allow_anonymous true
-persistence true
-persistence_location $WORK/mq/
-max_queued_messages 0
-max_inflight_messages 0
-CONF
+write_mosquitto_config "$MQ_PORT"
 mosquitto -c "$WORK/mosquitto.conf" > "$WORK/mosquitto.log" 2>&1 & MQ_PID=$!; PIDS+=("$MQ_PID")
 wait_port "$MQ_PORT" "$MQ_PID" mosquitto
 run "mosquitto (no fsync)" "$MQ_PORT" "$MQ_PID" "" ""

@@ -25,27 +25,10 @@ BIN=${SUREPUSH_BIN:-$ROOT/target/release/surepush}
 WORK=$(mktemp -d /tmp/mqtt-shared.XXXXXX)
 trap 'kill $SP_PID $MQ_PID 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
 
-cat > "$WORK/gw.toml" <<TOML
-listen = "127.0.0.1:$PORT_BASE"
-admin_listen = "127.0.0.1:$((PORT_BASE + 1))"
-data_dir = "$WORK/data"
-shards = 2
-pin_cores = false
-token_secret = "bench-secret"
-[mqtt]
-listen = "127.0.0.1:$SP_MQTT"
-topics_open = true
-TOML
-cat > "$WORK/mosquitto.conf" <<CONF
-user root
-listener $MQ_PORT 127.0.0.1
-allow_anonymous true
-persistence true
-persistence_location $WORK/mq/
-max_queued_messages 0
-max_inflight_messages 0
-CONF
-mkdir -p "$WORK/mq"
+# shellcheck source=loadgen/scripts/stock_brokers.sh
+. "$ROOT/loadgen/scripts/stock_brokers.sh"
+write_surepush_config "topics_open = true"
+write_mosquitto_config "$MQ_PORT"
 "$BIN" serve --config "$WORK/gw.toml" > "$WORK/gw.log" 2>&1 & SP_PID=$!
 mosquitto -c "$WORK/mosquitto.conf" > "$WORK/mq.log" 2>&1 & MQ_PID=$!
 for _ in $(seq 100); do
@@ -54,8 +37,6 @@ for _ in $(seq 100); do
 done
 kill -0 "$SP_PID" && kill -0 "$MQ_PID" || { echo "a broker did not start: see $WORK/*.log"; KEEP=1; exit 1; }
 token() { "$BIN" token --config "$WORK/gw.toml" --user "$1" --device 1; }
-
-all_ticks() { local t=0; for s in /proc/"$1"/task/*/stat; do t=$((t + $(awk '{print $14 + $15}' "$s"))); done; echo $t; }
 
 run() { # name port pid auth-args-of-members (3); PUB_AUTH: the 7 publishers'
   local name=$1 port=$2 pid=$3
