@@ -259,24 +259,13 @@ def crashq2(a):
         m = Member(a.port, t, "$share/gq2/jobs/+", 2, True, "q2-m%d" % i, log=False)
         m.c.reconnect_delay_set(0.05, 0.5)
         members.append(m)
-    c = mqtt.Client(client_id="q2-pub", protocol=mqtt.MQTTv5)
-    c.username_pw_set("x", a.pub_token)
-    c.max_inflight_messages_set(20)
-    c.max_queued_messages_set(0)
-    c.reconnect_delay_set(0.05, 0.5)
-    connected = threading.Event()
-    c.on_connect = lambda *x: connected.set()
-    acked = set()
-    lock = threading.Lock()
 
-    def on_publish(cl, u, mid):
-        with lock:
-            acked.add(mid)
-            n = len(acked)
+    def progress(n):
         if n % 25 == 0:
             print("acked %d" % n, flush=True)
 
-    c.on_publish = on_publish
+    c, connected, acked, lock = new_publisher(a.pub_token, "q2-pub", True, 20, progress)
+    c.reconnect_delay_set(0.05, 0.5)
     # What paho sent: a PUBLISH of a packet id after its PUBREL is a new
     # message to the gateway (MQTT 4.3.3), stored again. paho 1.6 does that
     # when publish() races its reconnect; such a message may be delivered
@@ -316,13 +305,7 @@ def crashq2(a):
         # Sent on reconnect when the gateway is down; paho resends what
         # it had in flight (DUP, same packet id) on reconnect.
         mids.append(c.publish(topic, payload, qos=2).mid)
-    deadline = time.monotonic() + WAIT * 10
-    while time.monotonic() < deadline:
-        with lock:
-            if all(m in acked for m in mids):
-                break
-        time.sleep(0.05)
-    else:
+    if not all_completed(mids, acked, lock, WAIT * 10):
         with lock:
             fail("publisher: %d of %d messages without PUBCOMP" % (len(mids) - len(acked), len(mids)))
     print("all %d published messages completed (PUBCOMP)" % len(mids), flush=True)
@@ -335,22 +318,43 @@ def crashq2(a):
     print("per member: %s" % [len(m.got) for m in members])
 
 
-def publisher(port, token, v5=True):
+def new_publisher(token, client_id, v5, inflight, on_count=None):
+    """A paho publisher (not connected yet) that records the packet ids
+    completed (PUBACK/PUBCOMP) and calls on_count with their number."""
     proto = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
-    c = mqtt.Client(client_id="p" + uuid.uuid4().hex[:10], protocol=proto)
+    c = mqtt.Client(client_id=client_id, protocol=proto)
     c.username_pw_set("x", token)
-    c.max_inflight_messages_set(50)
+    c.max_inflight_messages_set(inflight)
     c.max_queued_messages_set(0)
     connected = threading.Event()
     c.on_connect = lambda *a: connected.set()
     acked = set()
     lock = threading.Lock()
 
-    def on_publish(c, u, mid):
+    def on_publish(cl, u, mid):
         with lock:
             acked.add(mid)
+            n = len(acked)
+        if on_count is not None:
+            on_count(n)
 
     c.on_publish = on_publish
+    return c, connected, acked, lock
+
+
+def all_completed(mids, acked, lock, seconds):
+    """Waits up to `seconds` until every packet id in mids is in acked."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with lock:
+            if all(m in acked for m in mids):
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def publisher(port, token, v5=True):
+    c, connected, acked, lock = new_publisher(token, "p" + uuid.uuid4().hex[:10], v5, 50)
     if v5:
         c.connect("127.0.0.1", port, clean_start=True)
     else:
@@ -371,13 +375,7 @@ def publish_all(port, token, n, qos, v5=True, midway=None):
         mids.append(c.publish(topic, payload, qos=qos).mid)
         if midway is not None and i == n // 2:
             midway()
-    deadline = time.monotonic() + WAIT * 4
-    while time.monotonic() < deadline:
-        with lock:
-            if all(m in acked for m in mids):
-                break
-        time.sleep(0.05)
-    else:
+    if not all_completed(mids, acked, lock, WAIT * 4):
         fail("publisher: not every message acknowledged")
     c.disconnect()
     c.loop_stop()

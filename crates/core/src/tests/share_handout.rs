@@ -65,6 +65,15 @@ fn publish(h: &mut Harness, publisher: ConnId, cmid: u64, qos: Qos) {
     h.shard.handle_frame(publisher, s, h.now);
 }
 
+/// A fresh shard with a publisher's session and a member of group `g`.
+fn a_publisher_and_a_member() -> (Harness, ConnId, ConnId) {
+    let mut h = Harness::new(CoreConfig::default());
+    let publisher = mqtt_session(&mut h, 1);
+    let member = mqtt_session(&mut h, 2);
+    share(&mut h, member);
+    (h, publisher, member)
+}
+
 fn pushes(h: &mut Harness, member: ConnId) -> Vec<(Seq, Qos)> {
     h.take(member)
         .into_iter()
@@ -77,10 +86,7 @@ fn pushes(h: &mut Harness, member: ConnId) -> Vec<(Seq, Qos)> {
 
 #[test]
 fn a_qos2_shared_message_leaves_only_once_its_hand_out_is_durable() {
-    let mut h = Harness::new(CoreConfig::default());
-    let publisher = mqtt_session(&mut h, 1);
-    let member = mqtt_session(&mut h, 2);
-    share(&mut h, member);
+    let (mut h, publisher, member) = a_publisher_and_a_member();
 
     publish(&mut h, publisher, 1, Qos::ExactlyOnce);
     let held = run_holding_share_state(&mut h);
@@ -97,10 +103,7 @@ fn a_qos2_shared_message_leaves_only_once_its_hand_out_is_durable() {
 
 #[test]
 fn a_qos1_shared_message_does_not_wait_for_the_groups_state() {
-    let mut h = Harness::new(CoreConfig::default());
-    let publisher = mqtt_session(&mut h, 1);
-    let member = mqtt_session(&mut h, 2);
-    share(&mut h, member);
+    let (mut h, publisher, member) = a_publisher_and_a_member();
 
     publish(&mut h, publisher, 1, Qos::AtLeastOnce);
     let held = run_holding_share_state(&mut h);
@@ -113,10 +116,7 @@ fn a_qos1_shared_message_does_not_wait_for_the_groups_state() {
 
 #[test]
 fn a_failed_hand_out_write_sends_nothing() {
-    let mut h = Harness::new(CoreConfig::default());
-    let publisher = mqtt_session(&mut h, 1);
-    let member = mqtt_session(&mut h, 2);
-    share(&mut h, member);
+    let (mut h, publisher, member) = a_publisher_and_a_member();
 
     publish(&mut h, publisher, 1, Qos::ExactlyOnce);
     let held = run_holding_share_state(&mut h);

@@ -17,7 +17,9 @@ import { after, before, describe, test } from "node:test";
 import { FileStore, roomId, type SendReceipt } from "../../src/node.js";
 import { Device, gatewayForThisFile, text } from "../support/device.js";
 
-const gateway = gatewayForThisFile({ shards: 2, core: "room_history = 30" });
+// A count bound on how far back a resume reaches (none by default: the
+// gap test needs one).
+const gateway = gatewayForThisFile({ shards: 2, core: "room_history = 30\nroom_resume_limit = 30" });
 
 let dir: string;
 before(async () => {

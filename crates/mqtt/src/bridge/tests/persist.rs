@@ -56,13 +56,7 @@ impl Held {
             [Frame::Sync(s)] => s.request_id,
             other => panic!("{other:?}"),
         };
-        h.b.on_frame(Frame::SyncPage(SyncPage {
-            request_id: request,
-            head: Seq(0),
-            end: true,
-            gap: false,
-            items: vec![],
-        }));
+        h.b.on_frame(empty_sync_page(request));
         h
     }
 
@@ -515,14 +509,19 @@ fn shared_member(stored: Option<SessionState>) -> Held {
             _ => None,
         })
         .expect("a SYNC");
-    h.b.on_frame(Frame::SyncPage(SyncPage {
+    h.b.on_frame(empty_sync_page(request));
+    h
+}
+
+/// The answer to SYNC `request` of a session whose inbox is empty.
+fn empty_sync_page(request: u32) -> Frame {
+    Frame::SyncPage(SyncPage {
         request_id: request,
         head: Seq(0),
         end: true,
         gap: false,
         items: vec![],
-    }));
-    h
+    })
 }
 
 fn share_push() -> Frame {
