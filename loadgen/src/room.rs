@@ -194,8 +194,9 @@ pub struct RoomReport {
     /// caught up from the log).
     pub lags: u64,
     /// Re-subscriptions answered with SUBACK `Gap`: the subscriber fell
-    /// further behind than the room's history (`room_max_age_ms`, the log's retention, `room_resume_limit` if set), and the
-    /// messages in between are gone for it.
+    /// further behind than the room's history (`room_max_age_ms`, the
+    /// log's retention, `room_resume_limit` if set), and the messages in
+    /// between are gone for it.
     pub gaps: u64,
     /// Seconds from the first publish to the last push received.
     pub seconds: f64,
