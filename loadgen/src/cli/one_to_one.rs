@@ -77,7 +77,7 @@ pub(super) fn run_one_to_one(args: OneToOneArgs) -> Result<ExitCode, String> {
                 secret: secret.load()?,
             }
         };
-        return over_mqtt(&scenario, addr, &target, json);
+        return over_mqtt(&scenario, addr, &target, json, floor.as_ref());
     }
     scenario.secret = secret.load()?;
     if !ramp.is_empty() {
@@ -202,6 +202,7 @@ fn over_mqtt(
     addr: SocketAddr,
     target: &MqttTarget,
     json: bool,
+    floor: Option<&Floor>,
 ) -> Result<ExitCode, String> {
     let load = PairLoad {
         pairs: s.pairs,
@@ -214,6 +215,12 @@ fn over_mqtt(
             .or_else(|| procfs::listener_pid(addr.port()).ok()),
     };
     let report = run_mqtt(addr, target, &load)?;
+    if let Some(f) = floor {
+        say(
+            json,
+            &against_floor(f, &report.ack_latency, &report.deliver_latency),
+        );
+    }
     Ok(finish(
         report,
         json,
