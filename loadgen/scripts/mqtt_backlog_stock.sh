@@ -36,13 +36,7 @@ trap 'kill $SP_PID $MQ_PID 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$W
 . "$ROOT/loadgen/scripts/stock_brokers.sh"
 write_surepush_config "$SP_MQTT_CONF"
 write_mosquitto_config "$MQ_PORT" "$MQ_INFLIGHT"
-"$BIN" serve --config "$WORK/gw.toml" > "$WORK/gw.log" 2>&1 & SP_PID=$!
-mosquitto -c "$WORK/mosquitto.conf" > "$WORK/mq.log" 2>&1 & MQ_PID=$!
-for _ in $(seq 100); do
-  (exec 3<>/dev/tcp/127.0.0.1/$SP_MQTT) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/$MQ_PORT) 2>/dev/null && break
-  sleep 0.1
-done
-kill -0 "$SP_PID" && kill -0 "$MQ_PID" || { echo "a broker did not start: see $WORK/*.log"; KEEP=1; exit 1; }
+start_both_brokers
 RX_TOKEN=$("$BIN" token --config "$WORK/gw.toml" --user 2 --device 1)
 TX_TOKEN=$("$BIN" token --config "$WORK/gw.toml" --user 1 --device 1)
 

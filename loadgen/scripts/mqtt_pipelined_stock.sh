@@ -30,15 +30,6 @@ WORK=$(mktemp -d /tmp/mqtt-pipelined.XXXXXX)
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
 
-wait_port() { # port pid name
-  for _ in $(seq 100); do
-    (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-    kill -0 "$2" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "$3 did not start: see $WORK/$3.log"; KEEP=1; exit 1
-}
-
 # shellcheck source=loadgen/scripts/stock_brokers.sh
 . "$ROOT/loadgen/scripts/stock_brokers.sh"
 

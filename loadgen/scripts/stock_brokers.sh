@@ -34,5 +34,25 @@ max_inflight_messages ${2:-0}
 CONF
 }
 
+# Waits until port $1 accepts connections, or gives up when process $2
+# ends or after 10 s (pointing at $WORK/$3.log).
+wait_port() {
+  for _ in $(seq 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+    kill -0 "$2" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "$3 did not start: see $WORK/$3.log"; KEEP=1; exit 1
+}
+
+# Starts surepush ($BIN, $WORK/gw.toml) and mosquitto ($WORK/mosquitto.conf)
+# as SP_PID and MQ_PID, and waits for their MQTT ports SP_MQTT and MQ_PORT.
+start_both_brokers() {
+  "$BIN" serve --config "$WORK/gw.toml" > "$WORK/gw.log" 2>&1 & SP_PID=$!
+  mosquitto -c "$WORK/mosquitto.conf" > "$WORK/mq.log" 2>&1 & MQ_PID=$!
+  wait_port "$SP_MQTT" "$SP_PID" gw
+  wait_port "$MQ_PORT" "$MQ_PID" mq
+}
+
 # CPU ticks (utime + stime, 10 ms each) of every thread of process $1.
 all_ticks() { local t=0; for s in /proc/"$1"/task/*/stat; do t=$((t + $(awk '{print $14 + $15}' "$s"))); done; echo $t; }
