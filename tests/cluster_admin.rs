@@ -21,7 +21,6 @@ use bytes::Bytes;
 use common::TestServer;
 use support::NatsServer;
 use surepush::client::{BlockingClient, Event};
-use surepush::cluster::PartitionCount;
 use surepush::proto::{Qos, SendResult, Seq, UserId};
 
 const PARTITIONS: u64 = 64;
@@ -47,10 +46,7 @@ impl Cluster {
 
     /// The first user from `from` up owned by node `node`.
     fn user_on(node: usize, from: u64) -> u64 {
-        let partitions = PartitionCount::new(PARTITIONS).expect("valid");
-        (from..)
-            .find(|u| partitions.partition_of_wire_id(*u).0 as usize % 2 == node)
-            .expect("some user")
+        common::ids_where(PARTITIONS, from, 1, |p| p as usize % 2 == node)[0]
     }
 
     /// `user`'s device connected to its own node `node`, live.

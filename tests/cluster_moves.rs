@@ -25,7 +25,6 @@ use bytes::Bytes;
 use common::TestServer;
 use support::NatsServer;
 use surepush::client::{BlockingClient, ClientConfig, Event};
-use surepush::cluster::PartitionCount;
 use surepush::proto::{ErrorCode, Push, Qos, Seq, UserId};
 
 const PARTITIONS: u64 = 16;
@@ -38,19 +37,9 @@ struct Nodes {
     nats: NatsServer,
 }
 
-fn partition_of(user: u64) -> u32 {
-    PartitionCount::new(PARTITIONS)
-        .expect("valid")
-        .partition_of_wire_id(user)
-        .0
-}
-
 /// `count` users of partition `p`, from `from` up.
 fn users_in(p: u32, from: u64, count: usize) -> Vec<u64> {
-    (from..)
-        .filter(|u| partition_of(*u) == p)
-        .take(count)
-        .collect()
+    common::ids_where(PARTITIONS, from, count, |q| q == p)
 }
 
 impl Nodes {
@@ -76,11 +65,8 @@ impl Nodes {
     /// [`Nodes::add`] with environment variables (test hooks).
     fn add_with(&mut self, envs: Vec<(String, String)>) {
         let name = format!("n{}", self.nodes.len());
-        let top = format!(
-            "[cluster]\nnats = \"{}\"\nnode_id = \"{name}\"\npartitions = {PARTITIONS}\n",
-            self.nats.url()
-        );
-        let mut node = TestServer::unstarted(1, &top, "");
+        let url = self.nats.url();
+        let mut node = common::cluster_node_unstarted(&url, &name, PARTITIONS, 1, "", "");
         node.envs = envs;
         node.spawn();
         self.nodes.push(node);

@@ -19,7 +19,6 @@ use std::time::Duration;
 use common::TestServer;
 use support::NatsServer;
 use surepush::client::{BlockingClient, Event};
-use surepush::cluster::PartitionCount;
 use surepush::core::Acl;
 use surepush::proto::{Presence, UserId};
 
@@ -42,12 +41,11 @@ impl Cluster {
             .map(|name| {
                 // A short coalescing window and registry TTL, so each step
                 // and a dead owner show quickly.
-                let top = format!(
-                    "[core]\npresence_debounce_ms = 20\n[cluster]\nnats = \"{}\"\nnode_id = \"{name}\"\n\
-                     partitions = {PARTITIONS}\nregistry_ttl_ms = 3000\n",
-                    nats.url()
-                );
-                let mut node = TestServer::unstarted(2, &top, "");
+                let top = "[core]\npresence_debounce_ms = 20\n";
+                let cluster = "registry_ttl_ms = 3000\n";
+                let url = nats.url();
+                let mut node =
+                    common::cluster_node_unstarted(&url, name, PARTITIONS, 2, top, cluster);
                 node.spawn();
                 node
             })
@@ -56,16 +54,12 @@ impl Cluster {
     }
 
     fn partition_of(user: u64) -> u32 {
-        let partitions = PartitionCount::new(PARTITIONS).expect("valid");
-        partitions.partition_of_wire_id(user).0
+        common::partition_of(PARTITIONS, user)
     }
 
     /// `count` users from `from` up placed on node `node`.
     fn users_on(node: usize, from: u64, count: usize) -> Vec<u64> {
-        (from..)
-            .filter(|u| Self::partition_of(*u) as usize % 3 == node)
-            .take(count)
-            .collect()
+        common::ids_where(PARTITIONS, from, count, |p| p as usize % 3 == node)
     }
 
     /// `count` watchers of `watched` on node `node`, each past its first

@@ -20,7 +20,6 @@ use bytes::Bytes;
 use common::TestServer;
 use support::NatsServer;
 use surepush::client::{BlockingClient, Event};
-use surepush::cluster::PartitionCount;
 use surepush::proto::{Qos, SendResult, UserId};
 
 const PARTITIONS: u64 = 64;
@@ -61,11 +60,7 @@ impl Cluster {
 
     /// `count` users owned by node `node`, from `from` up.
     fn users_on(node: usize, from: u64, count: usize) -> Vec<u64> {
-        let partitions = PartitionCount::new(PARTITIONS).expect("valid");
-        (from..)
-            .filter(|u| partitions.partition_of_wire_id(*u).0 as usize % 2 == node)
-            .take(count)
-            .collect()
+        common::ids_where(PARTITIONS, from, count, |p| p as usize % 2 == node)
     }
 }
 

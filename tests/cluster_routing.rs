@@ -19,7 +19,6 @@ use bytes::Bytes;
 use common::TestServer;
 use support::NatsServer;
 use surepush::client::{BlockingClient, Event};
-use surepush::cluster::PartitionCount;
 use surepush::proto::{ErrorCode, Qos, RoomPush, SendResult, Seq, SubResult, UserId, ROOM_BIT};
 
 const PARTITIONS: u64 = 64;
@@ -46,18 +45,12 @@ impl Cluster {
 
     /// The node that owns `user` (the placement `init --nodes` wrote).
     fn node_of(user: u64) -> usize {
-        let p = PartitionCount::new(PARTITIONS)
-            .expect("valid")
-            .partition_of_wire_id(user);
-        p.0 as usize % NODES
+        common::node_of(PARTITIONS, NODES, user)
     }
 
     /// `count` users owned by node `node`, from `from` up.
     fn users_on(node: usize, from: u64, count: usize) -> Vec<u64> {
-        (from..)
-            .filter(|u| Cluster::node_of(*u) == node)
-            .take(count)
-            .collect()
+        common::ids_where(PARTITIONS, from, count, |p| p as usize % NODES == node)
     }
 
     /// Connects `user` through node `via` and follows the redirect to its

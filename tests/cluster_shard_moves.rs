@@ -35,19 +35,9 @@ use surepush::proto::{ErrorCode, Push, Qos, Seq, UserId};
 const PARTITIONS: u64 = 16;
 const WAIT: Duration = Duration::from_secs(30);
 
-fn partition_of(user: u64) -> u32 {
-    PartitionCount::new(PARTITIONS)
-        .expect("valid")
-        .partition_of_wire_id(user)
-        .0
-}
-
 /// `count` users of partition `p`, from `from` up.
 fn users_in(p: u32, from: u64, count: usize) -> Vec<u64> {
-    (from..)
-        .filter(|u| partition_of(*u) == p)
-        .take(count)
-        .collect()
+    common::ids_where(PARTITIONS, from, count, |q| q == p)
 }
 
 /// The shard a fresh node of `shards` shards puts partition `p` on.
@@ -71,11 +61,8 @@ impl Node {
     fn start_with(shards: u16, envs: Vec<(String, String)>) -> Node {
         let nats = NatsServer::start();
         common::cluster_init(&nats.url(), PARTITIONS, &["n0"]);
-        let top = format!(
-            "[cluster]\nnats = \"{}\"\nnode_id = \"n0\"\npartitions = {PARTITIONS}\n",
-            nats.url()
-        );
-        let mut server = TestServer::unstarted(shards, &top, "");
+        let url = nats.url();
+        let mut server = common::cluster_node_unstarted(&url, "n0", PARTITIONS, shards, "", "");
         server.envs = envs;
         server.spawn();
         Node {

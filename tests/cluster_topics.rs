@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use common::TestServer;
 use support::NatsServer;
-use surepush::cluster::PartitionCount;
 use surepush::proto::topic_stream::stream_id;
 
 const PARTITIONS: u64 = 64;
@@ -52,11 +51,9 @@ impl Cluster {
         let nodes = names
             .iter()
             .map(|name| {
-                let top = format!(
-                    "[cluster]\nnats = \"{}\"\nnode_id = \"{name}\"\npartitions = {PARTITIONS}\n",
-                    nats.url()
-                );
-                let mut node = TestServer::unstarted(SHARDS, &top, "");
+                let url = nats.url();
+                let mut node =
+                    common::cluster_node_unstarted(&url, name, PARTITIONS, SHARDS, "", "");
                 node.mqtt_config = "topics_open = true\n".into();
                 node.spawn();
                 node
@@ -67,10 +64,7 @@ impl Cluster {
 
     /// The node that owns the user, or homes the stream, `id`.
     fn node_of(id: u64) -> usize {
-        let p = PartitionCount::new(PARTITIONS)
-            .expect("valid")
-            .partition_of_wire_id(id);
-        p.0 as usize % NODES
+        common::node_of(PARTITIONS, NODES, id)
     }
 
     /// A user owned by `node`, the `nth` from `from` up.

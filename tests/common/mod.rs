@@ -579,12 +579,27 @@ pub fn connect_frame(server: &TestServer, user: u64) -> Vec<u8> {
 /// A started 2-shard node `name` of the cluster on the NATS at `nats_url`
 /// (`top`: more top-level configuration, before `[cluster]`).
 pub fn cluster_node(nats_url: &str, name: &str, partitions: u64, top: &str) -> TestServer {
-    let top = format!(
-        "{top}[cluster]\nnats = \"{nats_url}\"\nnode_id = \"{name}\"\npartitions = {partitions}\n"
-    );
-    let mut node = TestServer::unstarted(2, &top, "");
+    let mut node = cluster_node_unstarted(nats_url, name, partitions, 2, top, "");
     node.spawn();
     node
+}
+
+/// Node `name` of `shards` shards of the cluster on the NATS at
+/// `nats_url`, not started yet (set its environment or MQTT options, then
+/// `spawn`): `top` is more top-level configuration (and tables) before
+/// `[cluster]`, `cluster` more lines inside it.
+pub fn cluster_node_unstarted(
+    nats_url: &str,
+    name: &str,
+    partitions: u64,
+    shards: u16,
+    top: &str,
+    cluster: &str,
+) -> TestServer {
+    let top = format!(
+        "{top}[cluster]\nnats = \"{nats_url}\"\nnode_id = \"{name}\"\npartitions = {partitions}\n{cluster}"
+    );
+    TestServer::unstarted(shards, &top, "")
 }
 
 /// `surepush cluster init` on the NATS server at `nats_url`: `partitions`
@@ -598,6 +613,29 @@ pub fn cluster_init<S: AsRef<str>>(nats_url: &str, partitions: u64, nodes: &[S])
         .output()
         .expect("run surepush cluster init");
     assert_ok(&out, "cluster init");
+}
+
+/// The partition of `id` (a user, group or room) among `partitions`.
+pub fn partition_of(partitions: u64, id: u64) -> u32 {
+    surepush::cluster::PartitionCount::new(partitions)
+        .expect("valid")
+        .partition_of_wire_id(id)
+        .0
+}
+
+/// The node (index in the list given to [`cluster_init`]) that owns `id`
+/// in a cluster of `nodes` nodes just made by [`cluster_init`].
+pub fn node_of(partitions: u64, nodes: usize, id: u64) -> usize {
+    partition_of(partitions, id) as usize % nodes
+}
+
+/// `count` ids from `from` up whose partition among `partitions` `keep`
+/// accepts.
+pub fn ids_where(partitions: u64, from: u64, count: usize, keep: impl Fn(u32) -> bool) -> Vec<u64> {
+    (from..)
+        .filter(|id| keep(partition_of(partitions, *id)))
+        .take(count)
+        .collect()
 }
 
 /// A move benchmark's probe: sends to `to` one message at a time (QoS 1),
