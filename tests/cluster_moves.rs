@@ -16,12 +16,14 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::traffic::{self, check_identity, check_identity_from, receive_until_quiet};
+use common::traffic::{send_until_stopped, Load, SendErrors, Sent, Traffic};
 use common::TestServer;
 use support::NatsServer;
 use surepush::client::{BlockingClient, ClientConfig, Event};
@@ -138,22 +140,10 @@ impl Nodes {
     }
 }
 
-/// What a sender thread sent: client message id -> (payload, acked seq).
-type Sent = BTreeMap<u64, (Bytes, Seq)>;
-
-/// Traffic control shared by the senders and the test.
-#[derive(Default)]
-struct Traffic {
-    /// Stop sending new messages (then wait for the SENDACKs).
-    stop: AtomicBool,
-    /// SENDACKs received so far, all senders.
-    acked: AtomicUsize,
-}
-
-/// Sends QoS 1 messages from `from` (connected through `via`) to `to`, a
-/// few in flight, until `traffic.stop`, and waits for every SENDACK (sends
-/// refused while the partition moves are retried by the client session).
-/// Reconnects when the gateway closes the session.
+/// Sends from `from` (connected through `via`) to `to`, 4 in flight
+/// ([`send_until_stopped`]; sends refused while the partition moves are
+/// retried by the client session); resumes through `via` when the gateway
+/// closes the session.
 fn sender(
     nodes: Arc<Nodes>,
     via: usize,
@@ -162,128 +152,34 @@ fn sender(
     traffic: Arc<Traffic>,
     tag: &str,
 ) -> Sent {
-    let mut c = nodes.connect(via, from, Some(Seq::ZERO));
-    let mut sent: BTreeMap<u64, Bytes> = BTreeMap::new();
-    let mut acked: Sent = BTreeMap::new();
-    let mut next = 0;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !traffic.stop.load(Ordering::Acquire) || acked.len() < sent.len() {
-        assert!(
-            Instant::now() < deadline,
-            "{tag}: {} of {} acked",
-            acked.len(),
-            sent.len()
-        );
-        while !traffic.stop.load(Ordering::Acquire) && sent.len() - acked.len() < 4 {
-            let payload = Bytes::from(format!("{tag}-{next}"));
-            let id = c
-                .send(UserId(to), Qos::AtLeastOnce, payload.clone())
-                .expect("send");
-            sent.insert(id, payload);
-            next += 1;
-        }
-        match c.next_event(Duration::from_millis(50)) {
-            Ok(Some(Event::SendAcked(a))) => {
-                let payload = sent[&a.client_msg_id].clone();
-                let first = acked.insert(a.client_msg_id, (payload, a.seq));
-                assert!(
-                    first.is_none(),
-                    "{tag}: a second SENDACK for {}",
-                    a.client_msg_id
-                );
-                traffic.acked.fetch_add(1, Ordering::AcqRel);
-            }
-            Ok(Some(Event::SendFailed(a))) => panic!("{tag}: {a:?}"),
-            Ok(Some(Event::Disconnected(..))) | Err(_) => {
-                let session = c.into_session();
-                c = reconnect(&nodes, via, from, session);
-            }
-            Ok(_) => {}
-        }
-    }
-    acked
+    let c = nodes.connect(via, from, Some(Seq::ZERO));
+    let limit = Duration::from_secs(120);
+    send_until_stopped(
+        c,
+        to,
+        4,
+        &traffic,
+        tag,
+        limit,
+        SendErrors::Fail,
+        |session| BlockingClient::resume(nodes.nodes[via].addr, session, WAIT).expect("reconnect"),
+    )
 }
 
-/// Resumes `session` (its outbox and position) through node `via`.
-fn reconnect(
-    nodes: &Nodes,
-    via: usize,
-    user: u64,
-    session: surepush::client::ClientSession,
-) -> BlockingClient {
-    let _ = user;
-    BlockingClient::resume(nodes.nodes[via].addr, session, WAIT).expect("reconnect")
-}
-
-/// Receives on `user`'s device 1 until `stop` and nothing more arrives,
-/// reconnecting (through node `via`, following redirects) from the last
-/// sequence it got when the gateway closes the session.
+/// Receives on `user`'s device 1, reconnecting (through node `via`,
+/// following redirects) from the last sequence it got.
 fn receiver(nodes: Arc<Nodes>, via: usize, user: u64, stop: Arc<AtomicBool>) -> Vec<Push> {
-    let mut got: Vec<Push> = Vec::new();
-    let mut c = nodes.connect(via, user, Some(Seq::ZERO));
-    let mut idle_since = Instant::now();
-    loop {
-        match c.next_event(Duration::from_millis(100)) {
-            Ok(Some(Event::Message(p))) => {
-                got.push(p);
-                idle_since = Instant::now();
-            }
-            Ok(Some(Event::Disconnected(..))) | Err(_) => {
-                let last = got.last().map_or(Seq::ZERO, |p| p.seq);
-                eprintln!("receiver: reconnecting after {last:?}");
-                c = nodes.connect(via, user, Some(last));
-                eprintln!("receiver: reconnected to {:?}", c.peer_addr());
-            }
-            Ok(_) => {}
-        }
-        // Done once the senders are done and the inbox stayed quiet.
-        if stop.load(Ordering::Acquire) && idle_since.elapsed() > Duration::from_secs(2) {
-            return got;
-        }
-    }
+    let c = nodes.connect(via, user, Some(Seq::ZERO));
+    receive_until_quiet(c, &stop, |last| {
+        eprintln!("receiver: reconnecting after {last:?}");
+        let c = nodes.connect(via, user, Some(last));
+        eprintln!("receiver: reconnected to {:?}", c.peer_addr());
+        c
+    })
 }
 
-/// Waits until the senders have `n` SENDACKs between them.
 fn wait_acked(traffic: &Traffic, n: usize) {
-    let deadline = Instant::now() + WAIT;
-    while traffic.acked.load(Ordering::Acquire) < n {
-        assert!(Instant::now() < deadline, "senders stuck");
-        thread::sleep(Duration::from_millis(10)); // polls a counter the senders raise
-    }
-}
-
-/// Checks the receiver's messages against what the senders had
-/// acknowledged: each exactly once, at the acknowledged seq, with its
-/// sender and payload, sequences contiguous from 1.
-fn check_identity(to: u64, got: &[Push], senders: &[(u64, &Sent)]) {
-    check_identity_from(to, got, 1, senders);
-}
-
-/// [`check_identity`] for an inbox part that starts at seq `first`.
-fn check_identity_from(to: u64, got: &[Push], first: u64, senders: &[(u64, &Sent)]) {
-    let mut expected: BTreeMap<(u64, u64), (Bytes, Seq)> = BTreeMap::new();
-    for (from, sent) in senders {
-        for (id, v) in sent.iter() {
-            expected.insert((*from, *id), v.clone());
-        }
-    }
-    for (k, p) in got.iter().enumerate() {
-        assert_eq!(
-            p.seq,
-            Seq(k as u64 + first),
-            "contiguous inbox, no duplicate, no gap"
-        );
-        assert_eq!(p.to, UserId(to), "addressee");
-        let Some((payload, seq)) = expected.remove(&(p.from.0, p.client_msg_id)) else {
-            panic!("a message nobody sent, or twice: {p:?}");
-        };
-        assert_eq!(p.payload, payload, "payload");
-        assert_eq!(p.seq, seq, "the seq the SENDACK named");
-    }
-    assert!(
-        expected.is_empty(),
-        "acknowledged but not delivered: {expected:?}"
-    );
+    traffic::wait_acked(traffic, n, WAIT);
 }
 
 /// Issue #20: partition P moves from n0 to n2 while a sender on n1 and a
@@ -371,16 +267,8 @@ fn a_partition_moves_under_traffic_without_loss_or_duplicates() {
     );
 }
 
-/// Starts a receiver of `to` (through node 0) and senders from a user of
-/// partition 1 (on n1) and of partition 3 (on n0); returns their handles.
-struct Load {
-    traffic: Arc<Traffic>,
-    stop_rx: Arc<AtomicBool>,
-    rx: thread::JoinHandle<Vec<Push>>,
-    senders: Vec<(u64, thread::JoinHandle<Sent>)>,
-    to: u64,
-}
-
+/// A receiver of `to` (through node 0) and senders from a user of
+/// partition 1 (on n1) and of partition 3 (on n0).
 impl Load {
     fn start(nodes: &Arc<Nodes>, to: u64) -> Load {
         let traffic = Arc::new(Traffic::default());
@@ -405,20 +293,6 @@ impl Load {
             senders,
             to,
         }
-    }
-
-    /// Stops the senders, waits for everything, checks identities.
-    fn finish(self) {
-        self.traffic.stop.store(true, Ordering::Release);
-        let sent: Vec<(u64, Sent)> = self
-            .senders
-            .into_iter()
-            .map(|(from, h)| (from, h.join().expect("sender")))
-            .collect();
-        self.stop_rx.store(true, Ordering::Release);
-        let got = self.rx.join().expect("receiver");
-        let refs: Vec<(u64, &Sent)> = sent.iter().map(|(f, s)| (*f, s)).collect();
-        check_identity(self.to, &got, &refs);
     }
 }
 

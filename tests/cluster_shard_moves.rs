@@ -18,12 +18,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::traffic::{self, receive_until_quiet};
+use common::traffic::{send_until_stopped, Load, SendErrors, Sent, Traffic};
 use common::TestServer;
 use support::NatsServer;
 use surepush::client::{BlockingClient, ClientConfig, Event};
@@ -175,20 +177,8 @@ impl Node {
     }
 }
 
-/// What a sender sent: client message id -> (payload, acked seq).
-type Sent = BTreeMap<u64, (Bytes, Seq)>;
-
-#[derive(Default)]
-struct Traffic {
-    stop: AtomicBool,
-    acked: AtomicUsize,
-    /// Longest time between two SENDACKs of one sender, in ms.
-    longest_gap_ms: AtomicUsize,
-}
-
-/// Sends QoS 1 messages from `from` to `to`, `window` in flight, until
-/// `traffic.stop`, then waits for every SENDACK; resumes its session when
-/// the gateway closes it or the node restarts.
+/// Sends from `from` to `to`, `window` in flight ([`send_until_stopped`]);
+/// resumes its session when the gateway closes it or the node restarts.
 fn sender(
     node: Arc<Node>,
     from: u64,
@@ -197,119 +187,32 @@ fn sender(
     traffic: Arc<Traffic>,
     tag: &str,
 ) -> Sent {
-    let mut c = node.connect(from, 1, Some(Seq::ZERO));
-    let mut sent: BTreeMap<u64, Bytes> = BTreeMap::new();
-    let mut acked: Sent = BTreeMap::new();
-    let mut next = 0;
-    let mut last_ack = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !traffic.stop.load(Ordering::Acquire) || acked.len() < sent.len() {
-        assert!(
-            Instant::now() < deadline,
-            "{tag}: {} of {} acked",
-            acked.len(),
-            sent.len()
-        );
-        while !traffic.stop.load(Ordering::Acquire) && sent.len() - acked.len() < window {
-            let payload = Bytes::from(format!("{tag}-{next}"));
-            let Ok(id) = c.send(UserId(to), Qos::AtLeastOnce, payload.clone()) else {
-                break; // the connection broke: the next event says so
-            };
-            sent.insert(id, payload);
-            next += 1;
-        }
-        match c.next_event(Duration::from_millis(50)) {
-            Ok(Some(Event::SendAcked(a))) => {
-                let payload = sent[&a.client_msg_id].clone();
-                let first = acked.insert(a.client_msg_id, (payload, a.seq));
-                assert!(
-                    first.is_none(),
-                    "{tag}: a second SENDACK for {}",
-                    a.client_msg_id
-                );
-                let gap = last_ack.elapsed().as_millis() as usize;
-                traffic.longest_gap_ms.fetch_max(gap, Ordering::AcqRel);
-                last_ack = Instant::now();
-                traffic.acked.fetch_add(1, Ordering::AcqRel);
-            }
-            Ok(Some(Event::SendFailed(a))) => panic!("{tag}: {a:?}"),
-            Ok(Some(Event::Disconnected(..))) | Err(_) => c = node.resume(c.into_session()),
-            Ok(_) => {}
-        }
-    }
-    acked
+    let c = node.connect(from, 1, Some(Seq::ZERO));
+    let limit = Duration::from_secs(300);
+    send_until_stopped(
+        c,
+        to,
+        window,
+        &traffic,
+        tag,
+        limit,
+        SendErrors::Resume,
+        |session| node.resume(session),
+    )
 }
 
-/// Receives on `user`'s device 1 until `stop` and 2 s of quiet, resuming
-/// from the last sequence it got whenever the session closes.
+/// Receives on `user`'s device 1, resuming from the last sequence it got.
 fn receiver(node: Arc<Node>, user: u64, stop: Arc<AtomicBool>) -> Vec<Push> {
-    let mut got: Vec<Push> = Vec::new();
-    let mut c = node.connect(user, 1, Some(Seq::ZERO));
-    let mut idle_since = Instant::now();
-    loop {
-        match c.next_event(Duration::from_millis(100)) {
-            Ok(Some(Event::Message(p))) => {
-                got.push(p);
-                idle_since = Instant::now();
-            }
-            Ok(Some(Event::Disconnected(..))) | Err(_) => {
-                let last = got.last().map_or(Seq::ZERO, |p| p.seq);
-                c = node.connect(user, 1, Some(last));
-            }
-            Ok(_) => {}
-        }
-        if stop.load(Ordering::Acquire) && idle_since.elapsed() > Duration::from_secs(2) {
-            return got;
-        }
-    }
+    let c = node.connect(user, 1, Some(Seq::ZERO));
+    receive_until_quiet(c, &stop, |last| node.connect(user, 1, Some(last)))
 }
 
 fn wait_acked(traffic: &Traffic, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while traffic.acked.load(Ordering::Acquire) < n {
-        assert!(Instant::now() < deadline, "senders stuck");
-        thread::sleep(Duration::from_millis(10)); // polls a counter the senders raise
-    }
-}
-
-/// Each acknowledged message delivered exactly once at its acknowledged
-/// seq with its sender and payload; sequences contiguous from 1.
-fn check_identity(to: u64, got: &[Push], senders: &[(u64, &Sent)]) {
-    let mut expected: BTreeMap<(u64, u64), (Bytes, Seq)> = BTreeMap::new();
-    for (from, sent) in senders {
-        for (id, v) in sent.iter() {
-            expected.insert((*from, *id), v.clone());
-        }
-    }
-    for (k, p) in got.iter().enumerate() {
-        assert_eq!(
-            p.seq,
-            Seq(k as u64 + 1),
-            "contiguous inbox, no duplicate, no gap"
-        );
-        assert_eq!(p.to, UserId(to), "addressee");
-        let Some((payload, seq)) = expected.remove(&(p.from.0, p.client_msg_id)) else {
-            panic!("a message nobody sent, or twice: {p:?}");
-        };
-        assert_eq!(p.payload, payload, "payload");
-        assert_eq!(p.seq, seq, "the seq the SENDACK named");
-    }
-    assert!(
-        expected.is_empty(),
-        "acknowledged but not delivered: {expected:?}"
-    );
+    traffic::wait_acked(traffic, n, Duration::from_secs(60));
 }
 
 /// A receiver of `to` and two senders: `same` (a user of `to`'s
 /// partition: its own-inbox copies move too) and `other`.
-struct Load {
-    traffic: Arc<Traffic>,
-    stop_rx: Arc<AtomicBool>,
-    rx: thread::JoinHandle<Vec<Push>>,
-    senders: Vec<(u64, thread::JoinHandle<Sent>)>,
-    to: u64,
-}
-
 impl Load {
     fn start(node: &Arc<Node>, to: u64, same: u64, other: u64) -> Load {
         let traffic = Arc::new(Traffic::default());
@@ -332,22 +235,6 @@ impl Load {
             senders,
             to,
         }
-    }
-
-    /// Stops, and checks every acknowledged message's identity; returns
-    /// the receiver's messages.
-    fn finish(self) -> Vec<Push> {
-        self.traffic.stop.store(true, Ordering::Release);
-        let sent: Vec<(u64, Sent)> = self
-            .senders
-            .into_iter()
-            .map(|(from, h)| (from, h.join().expect("sender")))
-            .collect();
-        self.stop_rx.store(true, Ordering::Release);
-        let got = self.rx.join().expect("receiver");
-        let refs: Vec<(u64, &Sent)> = sent.iter().map(|(f, s)| (*f, s)).collect();
-        check_identity(self.to, &got, &refs);
-        got
     }
 }
 

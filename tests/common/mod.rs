@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod mosquitto;
+pub mod traffic;
 pub mod ws_wire;
 
 use std::io::{BufRead, BufReader, Read, Write};
