@@ -457,12 +457,7 @@ fn fill(nodes: &Arc<Nodes>, to: u64, count: usize, size: usize, senders: usize) 
 #[test]
 #[ignore]
 fn move_benchmark() {
-    let spec = std::env::var("SUREPUSH_MOVE_BENCH").unwrap_or_else(|_| "100000".into());
-    let mut spec = spec
-        .split(',')
-        .map(|s| s.parse::<usize>().expect("N[,SIZE]"));
-    let count = spec.next().expect("N");
-    let size = spec.next().unwrap_or(100);
+    let (count, size) = traffic::bench_spec("SUREPUSH_MOVE_BENCH");
     let nodes = Arc::new(Nodes::start(3));
     let to = users_in(0, 1, 1)[0];
     let filled = Instant::now();

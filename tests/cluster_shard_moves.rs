@@ -495,12 +495,7 @@ fn a_node_restarted_with_another_shard_count_moves_partitions_with_their_data() 
 #[test]
 #[ignore]
 fn shard_move_benchmark() {
-    let spec = std::env::var("SUREPUSH_SHARD_MOVE_BENCH").unwrap_or_else(|_| "100000".into());
-    let mut spec = spec
-        .split(',')
-        .map(|s| s.parse::<usize>().expect("N[,SIZE]"));
-    let count = spec.next().expect("N");
-    let size = spec.next().unwrap_or(100);
+    let (count, size) = traffic::bench_spec("SUREPUSH_SHARD_MOVE_BENCH");
     let node = Arc::new(Node::start(2));
     let p = 5;
     let to = users_in(p, 1, 1)[0];

@@ -167,6 +167,17 @@ pub fn check_identity_from(to: u64, got: &[Push], first: u64, senders: &[(u64, &
     );
 }
 
+/// A move benchmark's size from the environment variable `var`, `N[,SIZE]`:
+/// N stored messages (default 100,000) of SIZE bytes (default 100).
+pub fn bench_spec(var: &str) -> (usize, usize) {
+    let spec = std::env::var(var).unwrap_or_else(|_| "100000".into());
+    let mut spec = spec
+        .split(',')
+        .map(|s| s.parse::<usize>().expect("N[,SIZE]"));
+    let count = spec.next().expect("N");
+    (count, spec.next().unwrap_or(100))
+}
+
 /// A receiver of `to` and its senders, running.
 pub struct Load {
     pub traffic: Arc<Traffic>,
