@@ -18,6 +18,7 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::raw::new_histogram;
 use crate::{latency, Latency};
 
 /// `fdatasync`s timed per floor measurement (~0.1–0.5 s on a VM disk).
@@ -73,10 +74,6 @@ pub fn measure_floor(dir: &Path, syncs: u32, round_trips: u32) -> Result<Floor, 
     })
 }
 
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(100, 60_000_000_000, 3).expect("valid bounds")
-}
-
 fn nanos(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
@@ -85,7 +82,7 @@ fn sync_times(dir: &Path, syncs: u32) -> Result<Histogram<u64>, String> {
     let what = |e: std::io::Error| format!("fdatasync floor in {}: {e}", dir.display());
     let mut file = tempfile::tempfile_in(dir).map_err(what)?;
     let record = [0x5a_u8; 256];
-    let mut h = histogram();
+    let mut h = new_histogram();
     for _ in 0..syncs {
         let t = Instant::now();
         file.write_all(&record).map_err(what)?;
@@ -114,7 +111,7 @@ fn round_trip_times(round_trips: u32) -> Result<Histogram<u64>, String> {
     let mut s = TcpStream::connect(addr).map_err(what)?;
     s.set_nodelay(true).map_err(what)?;
     let (ping, mut pong) = ([0x33_u8; 64], [0u8; 64]);
-    let mut h = histogram();
+    let mut h = new_histogram();
     for _ in 0..round_trips {
         let t = Instant::now();
         s.write_all(&ping).map_err(what)?;
