@@ -19,6 +19,15 @@ impl ConnId {
     pub fn as_u64(self) -> u64 {
         (u64::from(self.generation) << 32) | u64::from(self.index)
     }
+
+    /// The id [`ConnId::as_u64`] made this number of (an id that was never
+    /// handed out matches no connection).
+    pub fn from_u64(n: u64) -> ConnId {
+        ConnId {
+            index: n as u32,
+            generation: (n >> 32) as u32,
+        }
+    }
 }
 
 /// Identifies an append until its durability is reported back.

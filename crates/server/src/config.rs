@@ -136,6 +136,12 @@ pub struct Config {
     /// client that does not read cannot hold a closed connection open.
     #[serde(deserialize_with = "durations::millis")]
     pub close_grace_ms: u64,
+    /// A plain TCP connection idle this long (nothing read, nothing to
+    /// write) parks: its tasks end and its socket waits in the shard's
+    /// epoll set until input or output resumes it, so an idle connection
+    /// costs a fraction of a busy one's memory (ms; 0 = never park).
+    #[serde(deserialize_with = "durations::millis")]
+    pub park_idle_ms: u64,
     /// Capacity of each shard-to-shard channel (batches).
     pub mesh_channel_size: usize,
     /// On shutdown, wait this long for clients to receive DISCONNECT (ms).
@@ -444,6 +450,7 @@ impl Default for Config {
             max_write_buffer_bytes: 8 << 20,
             room_lag_bytes: 1 << 20,
             close_grace_ms: 1_000,
+            park_idle_ms: 5_000,
             mesh_channel_size: 1024,
             shutdown_grace_ms: 2_000,
             shutdown_redirect: String::new(),

@@ -260,6 +260,8 @@ pub struct Metrics {
     core_counters: Vec<Counters>,
     core_gauges: Vec<Gauges>,
     connections: Gauges,
+    parked: Gauges,
+    resumed: Counters,
     auth_refused_at_accept: Counters,
     read_pauses: Counters,
     log_bytes: Counters,
@@ -313,6 +315,10 @@ impl Metrics {
             .iter()
             .map(|(n, h, _)| counter(n, h))
             .collect();
+        let resumed = counter(
+            "connections_resumed",
+            "Parked connections resumed by input or output (each one restarts its two loops)",
+        );
         let auth_refused_at_accept =
             counter("accept_auth_failures", "Tokens refused before handoff");
         let read_pauses = counter(
@@ -352,6 +358,10 @@ impl Metrics {
         };
         let core_gauges = CORE_GAUGES.iter().map(|(n, h, _)| gauge(n, h)).collect();
         let connections = gauge("connections", "Open client TCP connections");
+        let parked = gauge(
+            "connections_parked",
+            "Open connections parked while idle: no tasks, their sockets watched by the shard's epoll thread (park_idle_ms)",
+        );
         let log_segments = gauge("log_segments", "Segment files in the log");
         let storage_failed = gauge(
             "storage_failed",
@@ -373,6 +383,8 @@ impl Metrics {
             core_counters,
             core_gauges,
             connections,
+            parked,
+            resumed,
             auth_refused_at_accept,
             read_pauses,
             log_bytes,
@@ -400,11 +412,16 @@ impl Metrics {
                 &m.log_syncs,
             ]
             .into_iter()
-            .chain([&m.salvaged, &m.unacked_expired, &m.mqtt_expired])
+            .chain([&m.salvaged, &m.unacked_expired, &m.mqtt_expired, &m.resumed])
             {
                 drop(f.get_or_create(&l));
             }
-            for f in [&m.connections, &m.log_segments, &m.storage_failed] {
+            for f in [
+                &m.connections,
+                &m.parked,
+                &m.log_segments,
+                &m.storage_failed,
+            ] {
                 drop(f.get_or_create(&l));
             }
             drop(m.fsync.get_or_create(&l));
@@ -511,6 +528,16 @@ impl ShardMetrics {
             .connections
             .get_or_create(&self.label)
             .set(n as i64);
+    }
+
+    /// Open connections parked while idle on this shard.
+    pub fn set_parked(&self, n: u64) {
+        self.metrics.parked.get_or_create(&self.label).set(n as i64);
+    }
+
+    /// Parked connections resumed.
+    pub fn count_resumed(&self, n: u64) {
+        self.metrics.resumed.get_or_create(&self.label).inc_by(n);
     }
 
     /// Whether this shard's log has failed.

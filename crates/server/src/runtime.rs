@@ -143,6 +143,20 @@ const MESH_BACKLOG_LIMIT: usize = 64 * 1024;
 /// per message or per connection.
 const LOG_REPEATS_EVERY: Duration = Duration::from_secs(1);
 
+/// Shard `id`'s parker, if idle connections park.
+fn parker(id: u16, config: &Config) -> Option<crate::transport::park::Parker> {
+    if config.park_idle_ms == 0 {
+        return None;
+    }
+    match crate::transport::park::Parker::new(id) {
+        Ok(parker) => Some(parker),
+        Err(e) => {
+            tracing::warn!(shard = id, error = %e, "idle connections will not park");
+            None
+        }
+    }
+}
+
 /// One shard's runtime state.
 pub(crate) struct ShardRuntime {
     pub(crate) id: u16,
@@ -179,6 +193,8 @@ pub(crate) struct ShardRuntime {
     pub(crate) cluster: Option<Rc<ClusterLink>>,
     /// The webhook dispatcher, when `[webhooks]` is on.
     webhooks: Option<crate::webhooks::ShardLink>,
+    /// Where idle connections park (`park_idle_ms > 0`).
+    pub(crate) parker: Option<crate::transport::park::Parker>,
 }
 
 /// What a shard's runtime is made of (named, so a new part is one field
@@ -259,6 +275,7 @@ impl ShardRuntime {
             live_applied: Cell::new(None),
             cluster,
             webhooks,
+            parker: parker(id, &config),
         });
         (rt, rx)
     }
@@ -475,6 +492,10 @@ impl ShardRuntime {
     pub(crate) fn record_metrics(&self) {
         self.metrics.record_core(self.core.borrow().stats());
         self.metrics.set_connections(self.open_connections() as u64);
+        if let Some(parker) = &self.parker {
+            self.metrics.set_parked(parker.parked() as u64);
+            self.metrics.count_resumed(parker.take_resumed());
+        }
         let s = self.log.stats();
         self.metrics
             .record_log(s.bytes_appended, s.syncs, s.segments);

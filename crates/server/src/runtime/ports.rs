@@ -123,4 +123,12 @@ impl ShardLoop for ShardRuntime {
         self.metrics.count_read_pause();
         Some(Duration::from_nanos(pause))
     }
+
+    fn parker(&self) -> Option<&crate::transport::park::Parker> {
+        self.parker.as_ref()
+    }
+
+    fn conn_by_token(&self, token: u64) -> Option<Rc<ConnIo>> {
+        self.conn_io(ConnId::from_u64(token))
+    }
 }

@@ -30,7 +30,8 @@ const IDLE_READ: usize = 512;
 /// Largest read size a message in progress can ask for.
 const MAX_READ: usize = 1 << 20;
 
-/// Reads the connection's input until it ends or the connection closes.
+/// Reads the connection's input until it ends, the connection closes or
+/// it parks (idle for `park_idle_ms`: `park.rs`).
 pub(crate) async fn read_loop<S: ShardLoop, R: StreamReader, I: Inbound>(
     rt: Rc<S>,
     conn: ConnId,
@@ -38,6 +39,10 @@ pub(crate) async fn read_loop<S: ShardLoop, R: StreamReader, I: Inbound>(
     mut reader: R,
     mut inbound: I,
 ) {
+    let park_after = match rt.parker() {
+        Some(_) if reader.parks() => Some(Duration::from_millis(rt.config().park_idle_ms)),
+        _ => None,
+    };
     let mut busy = false;
     loop {
         if let Err(e) = inbound.on_input(rt.as_ref(), conn, &io) {
@@ -74,7 +79,32 @@ pub(crate) async fn read_loop<S: ShardLoop, R: StreamReader, I: Inbound>(
         } else {
             READ_CHUNK.max(missing.min(MAX_READ))
         };
-        match reader.read_appending(buf, want).await {
+        let read = match park_after {
+            Some(after) if idle => {
+                let read = future::or(
+                    async { Some(reader.read_appending(buf, want).await) },
+                    async {
+                        glommio::timer::sleep(after).await;
+                        None
+                    },
+                );
+                match read.await {
+                    Some(read) => read,
+                    None => {
+                        // Nothing came for `park_idle_ms`.
+                        if io.can_park() {
+                            match super::park::park(&rt, conn, &io, reader, inbound) {
+                                Ok(()) => return io.stop_writer(),
+                                Err(back) => (reader, inbound) = back,
+                            }
+                        }
+                        continue;
+                    }
+                }
+            }
+            _ => reader.read_appending(buf, want).await,
+        };
+        match read {
             Ok(n) if n > 0 => {
                 // A full read means more is waiting: read big next time.
                 busy = n == want;
@@ -107,8 +137,11 @@ pub(crate) async fn write_loop<S: ShardLoop, W: StreamWriter>(
     mut writer: W,
 ) {
     let grace = CloseGrace::new(&io.closed, rt.config().close_grace_ms);
+    let writer_id = io.writer_id();
     loop {
-        io.wake.take().await;
+        if !io.writer_wait(writer_id).await {
+            return; // the connection parked (`park.rs`)
+        }
         loop {
             let mut chunks = io.take_queued();
             if chunks.is_empty() && !writer.has_own_output() {

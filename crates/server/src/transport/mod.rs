@@ -68,6 +68,7 @@ mod loops;
 pub(crate) mod mqtt;
 mod native;
 mod output;
+pub(crate) mod park;
 mod port;
 mod relay;
 mod signal;
@@ -335,6 +336,14 @@ struct Opened<R, W> {
 /// A new TCP connection, split.
 fn opened(tcp: TcpStream) -> Opened<ReadHalf<TcpStream>, stream::TcpWriter> {
     let _ = tcp.set_nodelay(true);
+    let fd = tcp.as_raw_fd();
+    let (reader, writer) = stream::ByteStream::split(stream::Tcp::new(tcp));
+    Opened { fd, reader, writer }
+}
+
+/// A parked connection's socket, split again (its options were set when
+/// it was first served).
+fn resumed(tcp: TcpStream) -> Opened<ReadHalf<TcpStream>, stream::TcpWriter> {
     let fd = tcp.as_raw_fd();
     let (reader, writer) = stream::ByteStream::split(stream::Tcp::new(tcp));
     Opened { fd, reader, writer }
@@ -616,14 +625,24 @@ fn start<S: ShardLoop, I: Inbound, R: StreamReader, W: StreamWriter>(
     inbound: I,
     opened: impl FnOnce(&dyn ShardPort, &Rc<ConnIo>),
 ) {
-    let Opened {
-        fd,
-        reader,
-        mut writer,
-    } = stream;
-    let io = ConnIo::new(fd, session);
+    let io = ConnIo::new(stream.fd, session);
     let conn = rt.open_connection(io.clone(), transport);
     opened(rt.as_ref(), &io);
+    spawn_loops(rt, conn, io, stream, inbound);
+}
+
+/// Starts a connection's two loops (a new one, or a parked one resuming:
+/// `park.rs`).
+fn spawn_loops<S: ShardLoop, I: Inbound, R: StreamReader, W: StreamWriter>(
+    rt: &Rc<S>,
+    conn: ConnId,
+    io: Rc<ConnIo>,
+    stream: Opened<R, W>,
+    inbound: I,
+) {
+    let Opened {
+        reader, mut writer, ..
+    } = stream;
     let weak = Rc::downgrade(&io);
     writer.set_wake(Box::new(move || {
         if let Some(io) = weak.upgrade() {

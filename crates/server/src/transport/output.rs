@@ -43,7 +43,16 @@ pub(crate) struct ConnIo {
     pub(crate) closing: Cell<bool>,
     /// Dropped for its unsent output (see `slow.rs`).
     pub(crate) dropped: Cell<bool>,
-    fd: RawFd,
+    /// The write loop waits for [`ConnIo::wake`] with nothing in hand: it
+    /// may be stopped there (the connection parks, `park.rs`).
+    writer_waiting: Cell<bool>,
+    /// Which write loop may run: one started before this number moved on
+    /// returns at its next wake-up ([`ConnIo::stop_writer`]).
+    writer_id: Cell<u32>,
+    /// The socket (a duplicate once the connection has parked).
+    fd: Cell<RawFd>,
+    /// A parked connection's loops, ready to start again (`park.rs`).
+    parked: Cell<Option<Box<dyn FnOnce()>>>,
     /// The protocol's state; `None` once the connection is finished.
     session: RefCell<Option<Box<dyn Session>>>,
 }
@@ -62,7 +71,10 @@ impl ConnIo {
             closed: Signal::default(),
             closing: Cell::new(false),
             dropped: Cell::new(false),
-            fd,
+            writer_waiting: Cell::new(false),
+            writer_id: Cell::new(0),
+            fd: Cell::new(fd),
+            parked: Cell::new(None),
             session: RefCell::new(Some(session)),
         })
     }
@@ -149,20 +161,90 @@ impl ConnIo {
         }
     }
 
-    /// Wakes the writer (no-op if it is already awake).
+    /// Wakes the writer (no-op if it is already awake); a parked
+    /// connection resumes first.
     pub(crate) fn wake(&self) {
         self.wake.raise();
+        self.resume();
+    }
+
+    /// Starts a parked connection's loops again (no-op if it is not
+    /// parked).
+    pub(crate) fn resume(&self) {
+        if let Some(resume) = self.parked.take() {
+            self.writer_waiting.set(false);
+            resume();
+        }
+    }
+
+    /// Whether the connection has nothing in flight in either direction
+    /// but its reader's wait: the writer waits with nothing queued, nothing
+    /// is held back, and it is not closing (the reader checks its own
+    /// side).
+    pub(super) fn can_park(&self) -> bool {
+        self.writer_waiting.get()
+            && !self.wake.is_raised()
+            && self.queued() == 0
+            && self.held.get() == 0
+            && !self.closing.get()
+            && !self.dropped.get()
+    }
+
+    /// The id a new write loop runs under ([`ConnIo::writer_wait`]).
+    pub(super) fn writer_id(&self) -> u32 {
+        self.writer_id.get()
+    }
+
+    /// The write loop `id`'s wait for something to write: `false` once the
+    /// connection has parked and that loop is to return. A stopped task
+    /// must end by itself, not be cancelled: cancelling a glommio 0.9 task
+    /// that waits leaks its memory (`JoinHandle::cancel` counts one
+    /// reference twice), which a heap profile of parked connections showed.
+    pub(super) async fn writer_wait(&self, id: u32) -> bool {
+        self.writer_waiting.set(true);
+        let go_on = std::future::poll_fn(|cx| {
+            if self.writer_id.get() != id {
+                return std::task::Poll::Ready(false);
+            }
+            self.wake.poll_take(cx).map(|()| true)
+        })
+        .await;
+        self.writer_waiting.set(false);
+        go_on
+    }
+
+    /// Ends the write loop waiting in [`ConnIo::writer_wait`] (the
+    /// connection parked; [`ConnIo::can_park`] held): it returns when it
+    /// runs next, dropping its half of glommio's socket.
+    pub(super) fn stop_writer(&self) {
+        self.writer_id.set(self.writer_id.get().wrapping_add(1));
+        self.wake.nudge();
+    }
+
+    /// The connection is parked: `resume` starts its loops again.
+    pub(super) fn set_parked(&self, resume: Box<dyn FnOnce()>) {
+        self.parked.set(Some(resume));
+    }
+
+    /// The connection's socket.
+    pub(super) fn fd(&self) -> RawFd {
+        self.fd.get()
+    }
+
+    /// The socket is now `fd` (a parked connection's duplicate).
+    pub(super) fn set_fd(&self, fd: RawFd) {
+        self.fd.set(fd);
     }
 
     /// Shuts the socket down in both directions so the reader returns.
     pub(crate) fn shutdown(&self) {
-        super::stream::shutdown(self.fd, std::net::Shutdown::Both);
+        super::stream::shutdown(self.fd(), std::net::Shutdown::Both);
     }
 
     /// Bytes the peer sent that the reader has not read yet (in the
     /// socket's receive queue).
     pub(crate) fn unread_input(&self) -> usize {
-        super::stream::unread_bytes(self.fd)
+        super::stream::unread_bytes(self.fd())
     }
 
     /// The reader task is done (the peer's input ended, or failed).

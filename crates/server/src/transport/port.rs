@@ -72,6 +72,11 @@ pub(crate) trait ShardLoop: ShardPort + 'static {
     /// How long to stop reading `conn`: it sent its frames for this second
     /// (`core.max_frames_per_sec`).
     fn read_pause(&self, conn: ConnId) -> Option<std::time::Duration>;
+    /// Where idle connections park (`park.rs`); `None` when they do not
+    /// (`park_idle_ms = 0`).
+    fn parker(&self) -> Option<&super::park::Parker>;
+    /// The open connection a parker report names.
+    fn conn_by_token(&self, token: u64) -> Option<Rc<ConnIo>>;
 }
 
 /// A message to publish on behalf of a connection that is gone (an MQTT

@@ -13,7 +13,7 @@
 
 use std::cell::Cell;
 use std::future::poll_fn;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 /// A flag raised by one side and awaited by one task.
 #[derive(Default)]
@@ -31,8 +31,23 @@ impl Signal {
         }
     }
 
+    /// Wakes the waiter without raising the flag (it has another reason
+    /// to look: [`super::ConnIo::stop_writer`]).
+    pub(crate) fn nudge(&self) {
+        if let Some(waker) = self.waiter.take() {
+            waker.wake();
+        }
+    }
+
+    /// Whether the flag is raised (and not yet taken).
+    pub(crate) fn is_raised(&self) -> bool {
+        self.raised.get()
+    }
+
     /// Waits until the flag is raised and lowers it again: a later
     /// [`Signal::raise`] wakes the next wait (raises in between coalesce).
+    /// (The write loop uses [`Signal::poll_take`] inside its own wait.)
+    #[cfg(test)]
     pub(crate) async fn take(&self) {
         self.wait(true).await
     }
@@ -44,22 +59,28 @@ impl Signal {
     }
 
     async fn wait(&self, lower: bool) {
-        poll_fn(|cx| {
-            if self.raised.get() {
-                if lower {
-                    self.raised.set(false);
-                }
-                self.waiter.set(None);
-                return Poll::Ready(());
+        poll_fn(|cx| self.poll_wait(cx, lower)).await
+    }
+
+    /// [`Signal::take`] as a poll.
+    pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_wait(cx, true)
+    }
+
+    fn poll_wait(&self, cx: &mut Context<'_>, lower: bool) -> Poll<()> {
+        if self.raised.get() {
+            if lower {
+                self.raised.set(false);
             }
-            let waker = match self.waiter.take() {
-                Some(w) if w.will_wake(cx.waker()) => w,
-                _ => cx.waker().clone(),
-            };
-            self.waiter.set(Some(waker));
-            Poll::Pending
-        })
-        .await
+            self.waiter.set(None);
+            return Poll::Ready(());
+        }
+        let waker = match self.waiter.take() {
+            Some(w) if w.will_wake(cx.waker()) => w,
+            _ => cx.waker().clone(),
+        };
+        self.waiter.set(Some(waker));
+        Poll::Pending
     }
 }
 

@@ -61,6 +61,12 @@ pub(crate) trait StreamReader: 'static {
     /// first: `None` if a layer whose halves share state (TLS) could not
     /// take it back.
     fn suspend(self) -> Option<(Layer, Framing)>;
+    /// Whether an idle connection on this stream can park (`park.rs`):
+    /// its socket alone is its state, so the loops can be stopped and
+    /// started again on it. Layers with state of their own cannot.
+    fn parks(&self) -> bool {
+        false
+    }
 }
 
 /// The write half of a [`ByteStream`].
@@ -123,7 +129,7 @@ impl ByteStream for Tcp {
     }
 }
 
-impl<T: AsyncRead + Unpin + 'static> StreamReader for ReadHalf<T> {
+impl StreamReader for ReadHalf<TcpStream> {
     async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         AsyncReadExt::read(self, buf).await
     }
@@ -153,6 +159,10 @@ impl<T: AsyncRead + Unpin + 'static> StreamReader for ReadHalf<T> {
 
     fn suspend(self) -> Option<(Layer, Framing)> {
         Some((Layer::Plain, Framing::Tcp))
+    }
+
+    fn parks(&self) -> bool {
+        true
     }
 }
 
