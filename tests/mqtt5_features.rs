@@ -191,3 +191,43 @@ fn a_delayed_will_goes_after_its_delay_unless_the_session_comes_back() {
     let (got, out) = mosquitto("mosquitto_sub", &server, &r, &args);
     assert_eq!(messages(&got), Vec::<String>::new(), "{out}");
 }
+
+/// Will Retain (MQTT-3.1.2-17, 5.0 MQTT-3.1.2-15) and the will's
+/// properties (MQTT-3.1.3-10) with paho-mqtt (`tests/mqtt/paho_will.py`):
+/// a killed client's retained will becomes the retained message of its
+/// free-form topic or room (a new subscriber gets it, RETAIN 1, the same
+/// payload), a will with retain 0 does not, and a 5.0 will's message
+/// properties reach its subscribers in their order, live and retained.
+#[test]
+fn paho_wills_are_retained_and_keep_their_properties() {
+    let mut server = TestServer::unstarted(2, "", "");
+    server.mqtt_config = "topics_open = true\n".into();
+    server.spawn();
+    let (a, b, c) = (
+        server.token(7801, 1),
+        server.token(7802, 1),
+        server.token(7803, 1),
+    );
+    let port = server.mqtt.port().to_string();
+    common::run_paho_script(
+        "paho_will.py",
+        &[
+            "--port",
+            &port,
+            "--room",
+            "78",
+            "--token-a",
+            &a,
+            "--user-a",
+            "7801",
+            "--token-b",
+            &b,
+            "--user-b",
+            "7802",
+            "--token-c",
+            &c,
+        ],
+        "all will checks passed",
+    );
+    server.terminate();
+}

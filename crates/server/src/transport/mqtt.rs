@@ -614,10 +614,12 @@ impl Session for MqttSession {
             },
             to: will.to,
             qos: will.qos,
+            attrs: will.attrs,
             payload: will.payload,
             by: surepush_core::Publisher::User {
                 room_grant: will.room_grant,
             },
+            retain: will.retain,
             delay,
         })
     }
