@@ -231,3 +231,60 @@ fn paho_wills_are_retained_and_keep_their_properties() {
     );
     server.terminate();
 }
+
+/// A will waiting for its Will Delay Interval survives a kill -9 of the
+/// gateway (docs/MQTT.md 2.7): stored as a keyed record when its
+/// connection ends, it is published after the restart once its delay is
+/// over; one whose session resumes after the restart, within its delay,
+/// is never published.
+#[test]
+fn a_delayed_will_survives_kill_9_unless_its_session_resumes() {
+    let mut server = TestServer::unstarted(2, "", "");
+    server.rust_log = "info,surepush_server::transport::mqtt=debug".into();
+    server.spawn();
+    let (w1, w2, r) = (
+        server.token(7901, 1),
+        server.token(7903, 1),
+        server.token(7902, 1),
+    );
+    let receiver = [
+        "-c", "-i", "will-rx9", "-q", "1", "-t", "user/+", "-v", "-d",
+    ];
+    let mut args = receiver.to_vec();
+    args.extend(["-W", "1"]);
+    mosquitto("mosquitto_sub", &server, &r, &args);
+    let waiting = |l: &str| l.contains("MQTT will waits for its delay");
+    let mark = server.log.lock().unwrap().len();
+    connect_with_will_and_die(&server, &w1, "will-kill9", "user/7902", 4);
+    let at = server.wait_for_line(mark, waiting);
+    connect_with_will_and_die(&server, &w2, "will-resumes", "user/7902", 10);
+    server.wait_for_line(at + 1, waiting);
+    // Each will's record is in its user's shard log before a message
+    // stored there after it: once these are acknowledged, both are
+    // durable.
+    let sync = server.token(7904, 1);
+    publish(&server, &sync, "user/7901", "sync");
+    publish(&server, &sync, "user/7903", "sync");
+    server.kill9();
+    server.spawn();
+    // The second session comes back within its delay: no will.
+    let (_, out) = mosquitto(
+        "mosquitto_sub",
+        &server,
+        &w2,
+        &["-c", "-i", "will-resumes", "-t", "user/1", "-W", "1", "-d"],
+    );
+    assert!(out.contains("received CONNACK (0)"), "{out}");
+    // The first is published after the restart, once its delay is over.
+    let mut args = receiver.to_vec();
+    args.extend(["-C", "1", "-W", "20"]);
+    let (got, out) = mosquitto("mosquitto_sub", &server, &r, &args);
+    assert_eq!(messages(&got), vec!["user/7902 will-kill9"], "{out}");
+    // The resumed session's will stays unpublished past its delay (a
+    // negative check: nothing signals that a will was not published).
+    let mut args = receiver.to_vec();
+    args.extend(["-W", "8"]);
+    let (got, out) = mosquitto("mosquitto_sub", &server, &r, &args);
+    assert_eq!(messages(&got), Vec::<String>::new(), "{out}");
+    server.terminate();
+}

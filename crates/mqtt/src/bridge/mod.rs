@@ -76,7 +76,7 @@ use surepush_proto as proto;
 use surepush_proto::{DeviceId, ErrorCode, Frame, Qos, Seq, UserId, ROOM_BIT};
 use surepush_token::{Acl, Claims};
 use topics::Target;
-pub use will::{WillMessage, WillRetain};
+pub use will::{PendingWill, WillMessage, WillRetain};
 use window::ReplayWindow;
 
 /// Limits the bridge works with.

@@ -19,12 +19,16 @@
 //!   it). To `user/…` and `group/…` nothing is retained, as for a PUBLISH.
 //! - The server publishes it ([`WillMessage`]), waits for its delay, and
 //!   makes the retained write: the connection is gone by then.
+//! - A will that waits for its delay is kept durably meanwhile
+//!   ([`PendingWill`], the value of `StateKey::MqttWill` on the user's
+//!   shard), so a restart publishes it when its delay is over; a resumed
+//!   session or the published will deletes it.
 
 use bytes::Bytes;
 
 use super::persist::StateWrite;
 use super::retained::{topic_change, TopicRetained};
-use super::state::Retained;
+use super::state::{Reader, Retained};
 use super::streams::stream_room;
 use super::topics::Target;
 use super::{native_qos, Bridge};
@@ -120,6 +124,119 @@ impl WillRetain {
                 }
             }
         }
+    }
+}
+
+/// A will waiting for its delay: the value of its `StateKey::MqttWill`
+/// record.
+#[derive(Clone, Debug)]
+pub struct PendingWill {
+    /// When it is due, ms since the epoch (the connection's end plus its
+    /// delay).
+    pub due_ms: u64,
+    /// The will.
+    pub will: WillMessage,
+}
+
+/// Layout version of [`PendingWill::encode`].
+const PENDING_WILL_V1: u8 = 1;
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    let len = u32::try_from(b.len()).expect("a will fits in a packet");
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn get_bytes(r: &mut Reader) -> Option<Bytes> {
+    let len = usize::try_from(r.u32()?).ok()?;
+    Some(Bytes::copy_from_slice(r.take(len)?))
+}
+
+impl PendingWill {
+    /// `[version u8][due_ms u64][to u64][qos u8][client_msg_id u64]
+    /// [room_grant u8][attrs][payload][retain]`, each byte string with its
+    /// u32 length in front; `retain` is `0`, or `1` and `[where][from
+    /// u64][qos u8][attrs][payload]` with `where` `0` and a room's wire id
+    /// (u64), or `1` and a topic name; little-endian.
+    pub fn encode(&self) -> Bytes {
+        let w = &self.will;
+        let mut out = Vec::with_capacity(64 + 2 * (w.attrs.len() + w.payload.len()));
+        out.push(PENDING_WILL_V1);
+        out.extend_from_slice(&self.due_ms.to_le_bytes());
+        out.extend_from_slice(&w.to.0.to_le_bytes());
+        out.push(w.qos as u8);
+        out.extend_from_slice(&w.client_msg_id.to_le_bytes());
+        out.push(u8::from(w.room_grant));
+        put_bytes(&mut out, &w.attrs);
+        put_bytes(&mut out, &w.payload);
+        match &w.retain {
+            None => out.push(0),
+            Some(r) => {
+                out.push(1);
+                match &r.at {
+                    RetainedAt::Room(room) => {
+                        out.push(0);
+                        out.extend_from_slice(&room.0.to_le_bytes());
+                    }
+                    RetainedAt::Topic(name) => {
+                        out.push(1);
+                        put_bytes(&mut out, name.as_bytes());
+                    }
+                }
+                out.extend_from_slice(&r.from.0.to_le_bytes());
+                out.push(r.qos as u8);
+                put_bytes(&mut out, &r.attrs);
+                put_bytes(&mut out, &r.payload);
+            }
+        }
+        Bytes::from(out)
+    }
+
+    /// Parses [`PendingWill::encode`]'s output; `None` if it is not that.
+    /// Its `delay_s` is 0: [`PendingWill::due_ms`] says when it is due.
+    pub fn decode(b: &[u8]) -> Option<PendingWill> {
+        let mut r = Reader(b);
+        if r.u8()? != PENDING_WILL_V1 {
+            return None;
+        }
+        let due_ms = r.u64()?;
+        let to = UserId(r.u64()?);
+        let qos = Qos::from_u8(r.u8()?)?;
+        let client_msg_id = r.u64()?;
+        let room_grant = r.u8()? != 0;
+        let attrs = get_bytes(&mut r)?;
+        let payload = get_bytes(&mut r)?;
+        let retain = match r.u8()? {
+            0 => None,
+            1 => {
+                let at = match r.u8()? {
+                    0 => RetainedAt::Room(UserId(r.u64()?)),
+                    1 => RetainedAt::Topic(String::from_utf8(get_bytes(&mut r)?.to_vec()).ok()?),
+                    _ => return None,
+                };
+                Some(WillRetain {
+                    at,
+                    from: UserId(r.u64()?),
+                    qos: QoS::from_u8(r.u8()?)?,
+                    attrs: get_bytes(&mut r)?,
+                    payload: get_bytes(&mut r)?,
+                })
+            }
+            _ => return None,
+        };
+        r.0.is_empty().then_some(PendingWill {
+            due_ms,
+            will: WillMessage {
+                to,
+                qos,
+                payload,
+                attrs,
+                client_msg_id,
+                room_grant,
+                delay_s: 0,
+                retain,
+            },
+        })
     }
 }
 

@@ -118,3 +118,45 @@ fn will_retain_on_an_inbox_or_a_group_retains_nothing() {
         assert_eq!(stored_names(&will), ["k", "a", "surepush:retain"]);
     }
 }
+
+/// A will waiting for its delay is a keyed record (`StateKey::MqttWill`):
+/// what a restart reads back is the will that was waiting, retained
+/// change included; anything else is not a will.
+#[test]
+fn a_pending_will_reads_back_as_it_was_stored() {
+    for (topic, retain) in [("room/4", true), ("a/b", true), ("user/8", false)] {
+        let will = will_of(topic, b"gone", retain);
+        let pending = PendingWill {
+            due_ms: 1234,
+            will: will.clone(),
+        };
+        let back = PendingWill::decode(&pending.encode()).expect("a pending will");
+        assert_eq!(back.due_ms, 1234);
+        let (a, b) = (&back.will, &will);
+        assert_eq!(
+            (
+                a.to,
+                a.qos,
+                &a.payload,
+                &a.attrs,
+                a.client_msg_id,
+                a.room_grant
+            ),
+            (
+                b.to,
+                b.qos,
+                &b.payload,
+                &b.attrs,
+                b.client_msg_id,
+                b.room_grant
+            ),
+            "{topic}"
+        );
+        assert_eq!(a.retain, b.retain, "{topic}");
+        let bytes = pending.encode();
+        assert!(PendingWill::decode(&bytes[..bytes.len() - 1]).is_none());
+        let mut longer = bytes.to_vec();
+        longer.push(0);
+        assert!(PendingWill::decode(&longer).is_none());
+    }
+}
