@@ -9,10 +9,11 @@
 //! is queued as this connection's own header followed by that same shared
 //! payload, gathered by the write loop — no copy per subscriber.
 //!
-//! Two small pieces of state are MQTT's own: a persistent session's state
-//! ([`SessionState`]: subscriptions, room positions, QoS 2 and packet-id
-//! state) and a room's retained message. Both are keyed state records in
-//! the segment log (`StateKey::MqttSession` on the user's shard,
+//! Three small pieces of state are MQTT's own: a persistent session's
+//! state ([`SessionState`]: subscriptions, room positions, QoS 2 and
+//! packet-id state), a room's retained message and a will waiting for its
+//! delay ([`PendingWill`]). All are keyed state records in the segment log
+//! (`StateKey::MqttSession` and `StateKey::MqttWill` on the user's shard,
 //! `StateKey::Retained` on the room's home shard), written through the core
 //! ([`surepush_core::Shard::handle_state`]) in log order with the messages.
 //! The bridge says which packet waits for which write (`bridge/persist.rs`);
