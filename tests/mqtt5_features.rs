@@ -1,9 +1,11 @@
 //! MQTT 5 features against the mosquitto command-line clients (issue #21
 //! item 3): subscription identifiers stored with a persistent session
 //! across a kill -9, topic aliases from the server, and the Will Delay
-//! Interval.
+//! Interval (also across a kill -9); with paho-mqtt, Will Retain (3.1.1
+//! and 5.0) and the will's properties (`tests/mqtt/paho_will.py`).
 //!
-//! Needs `mosquitto_pub`/`mosquitto_sub` (Debian: mosquitto-clients).
+//! Needs `mosquitto_pub`/`mosquitto_sub` (Debian: mosquitto-clients) and
+//! python3-paho-mqtt.
 
 mod common;
 
