@@ -1,9 +1,11 @@
 //! MQTT 5 features against the mosquitto command-line clients (issue #21
 //! item 3): subscription identifiers stored with a persistent session
 //! across a kill -9, topic aliases from the server, and the Will Delay
-//! Interval.
+//! Interval (also across a kill -9); with paho-mqtt, Will Retain (3.1.1
+//! and 5.0) and the will's properties (`tests/mqtt/paho_will.py`).
 //!
-//! Needs `mosquitto_pub`/`mosquitto_sub` (Debian: mosquitto-clients).
+//! Needs `mosquitto_pub`/`mosquitto_sub` (Debian: mosquitto-clients) and
+//! python3-paho-mqtt.
 
 mod common;
 
@@ -190,4 +192,101 @@ fn a_delayed_will_goes_after_its_delay_unless_the_session_comes_back() {
     args.extend(["-W", "4"]);
     let (got, out) = mosquitto("mosquitto_sub", &server, &r, &args);
     assert_eq!(messages(&got), Vec::<String>::new(), "{out}");
+}
+
+/// Will Retain (MQTT-3.1.2-17, 5.0 MQTT-3.1.2-15) and the will's
+/// properties (MQTT-3.1.3-10) with paho-mqtt (`tests/mqtt/paho_will.py`):
+/// a killed client's retained will becomes the retained message of its
+/// free-form topic or room (a new subscriber gets it, RETAIN 1, the same
+/// payload), a will with retain 0 does not, and a 5.0 will's message
+/// properties reach its subscribers in their order, live and retained.
+#[test]
+fn paho_wills_are_retained_and_keep_their_properties() {
+    let mut server = TestServer::unstarted(2, "", "");
+    server.mqtt_config = "topics_open = true\n".into();
+    server.spawn();
+    let (a, b, c) = (
+        server.token(7801, 1),
+        server.token(7802, 1),
+        server.token(7803, 1),
+    );
+    let port = server.mqtt.port().to_string();
+    common::run_paho_script(
+        "paho_will.py",
+        &[
+            "--port",
+            &port,
+            "--room",
+            "78",
+            "--token-a",
+            &a,
+            "--user-a",
+            "7801",
+            "--token-b",
+            &b,
+            "--user-b",
+            "7802",
+            "--token-c",
+            &c,
+        ],
+        "all will checks passed",
+    );
+    server.terminate();
+}
+
+/// A will waiting for its Will Delay Interval survives a kill -9 of the
+/// gateway (docs/MQTT.md 2.7): stored as a keyed record when its
+/// connection ends, it is published after the restart once its delay is
+/// over; one whose session resumes after the restart, within its delay,
+/// is never published.
+#[test]
+fn a_delayed_will_survives_kill_9_unless_its_session_resumes() {
+    let mut server = TestServer::unstarted(2, "", "");
+    server.rust_log = "info,surepush_server::transport::mqtt=debug".into();
+    server.spawn();
+    let (w1, w2, r) = (
+        server.token(7901, 1),
+        server.token(7903, 1),
+        server.token(7902, 1),
+    );
+    let receiver = [
+        "-c", "-i", "will-rx9", "-q", "1", "-t", "user/+", "-v", "-d",
+    ];
+    let mut args = receiver.to_vec();
+    args.extend(["-W", "1"]);
+    mosquitto("mosquitto_sub", &server, &r, &args);
+    let waiting = |l: &str| l.contains("MQTT will waits for its delay");
+    let mark = server.log.lock().unwrap().len();
+    connect_with_will_and_die(&server, &w1, "will-kill9", "user/7902", 4);
+    let at = server.wait_for_line(mark, waiting);
+    connect_with_will_and_die(&server, &w2, "will-resumes", "user/7902", 10);
+    server.wait_for_line(at + 1, waiting);
+    // Each will's record is in its user's shard log before a message
+    // stored there after it: once these are acknowledged, both are
+    // durable.
+    let sync = server.token(7904, 1);
+    publish(&server, &sync, "user/7901", "sync");
+    publish(&server, &sync, "user/7903", "sync");
+    server.kill9();
+    server.spawn();
+    // The second session comes back within its delay: no will.
+    let (_, out) = mosquitto(
+        "mosquitto_sub",
+        &server,
+        &w2,
+        &["-c", "-i", "will-resumes", "-t", "user/1", "-W", "1", "-d"],
+    );
+    assert!(out.contains("received CONNACK (0)"), "{out}");
+    // The first is published after the restart, once its delay is over.
+    let mut args = receiver.to_vec();
+    args.extend(["-C", "1", "-W", "20"]);
+    let (got, out) = mosquitto("mosquitto_sub", &server, &r, &args);
+    assert_eq!(messages(&got), vec!["user/7902 will-kill9"], "{out}");
+    // The resumed session's will stays unpublished past its delay (a
+    // negative check: nothing signals that a will was not published).
+    let mut args = receiver.to_vec();
+    args.extend(["-W", "8"]);
+    let (got, out) = mosquitto("mosquitto_sub", &server, &r, &args);
+    assert_eq!(messages(&got), Vec::<String>::new(), "{out}");
+    server.terminate();
 }

@@ -217,10 +217,19 @@ pub struct Publish {
     pub to: UserId,
     /// QoS.
     pub qos: Qos,
+    /// Message attributes stored with it (PROTOCOL.md "Message
+    /// attributes"; an MQTT will's properties), empty for none.
+    pub attrs: Bytes,
     /// Body.
     pub payload: Bytes,
     /// Who publishes.
     pub by: Publisher,
+    /// QoS 0 to a room or group: answered once its home shard accepted it
+    /// (its permissions), `Rejected` if it did not, like a SEND with
+    /// CONFIRM; otherwise QoS 0 is answered `Stored` at once. Ignored for
+    /// QoS 1/2 (answered when durable) and for a user's inbox (nothing
+    /// refuses a message to a user).
+    pub confirm: bool,
 }
 
 /// Who publishes through [`super::Shard::handle_publish`] (not a session).

@@ -182,6 +182,12 @@ impl Shard {
         self.keyed.values.get(key)
     }
 
+    /// Every key this shard owns with its newest value (for the layers
+    /// above, at start: the MQTT wills still waiting for their delay).
+    pub fn states(&self) -> impl Iterator<Item = (&StateKey, &Bytes)> {
+        self.keyed.values()
+    }
+
     /// Asks for the value of `key` wherever it lives; `conn` hears
     /// [`Action::StateValue`].
     pub fn handle_state_query(&mut self, conn: ConnId, key: StateKey, now: u64) {

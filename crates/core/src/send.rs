@@ -308,16 +308,20 @@ impl Shard {
             key,
             to,
             qos,
+            attrs,
             payload,
             by,
+            confirm,
         } = publish;
-        // API publishes and wills carry no message attributes.
-        let attrs = Bytes::new();
         let ts_ms = self.wall_ms();
         let (members_only, room_grant) = match by {
             Publisher::Backend => (false, true),
             Publisher::User { room_grant } => (true, room_grant),
         };
+        // QoS 0 answered by the room's or group's home shard (`confirm`).
+        let confirm = confirm
+            && !Self::qos_needs_store(qos)
+            && (to.is_group() || surepush_proto::is_room(to.0));
         let origin = self.params.id;
         let msg: PeerMsg = if to.is_group() {
             if Self::qos_needs_store(qos) {
@@ -327,7 +331,7 @@ impl Shard {
                     group: to,
                     qos,
                     ts_ms,
-                    attrs: attrs.clone(),
+                    attrs,
                     payload,
                     members_only,
                 }
@@ -337,9 +341,9 @@ impl Shard {
                     key,
                     group: to,
                     ts_ms,
-                    attrs: attrs.clone(),
+                    attrs,
                     payload,
-                    confirm_to: None,
+                    confirm_to: confirm.then_some(origin),
                     members_only,
                 }
                 .into()
@@ -351,10 +355,10 @@ impl Shard {
                 room: to,
                 qos,
                 ts_ms,
-                attrs: attrs.clone(),
+                attrs,
                 payload,
                 granted: room_grant,
-                confirm: false,
+                confirm,
             }
             .into()
         } else if Self::qos_needs_store(qos) {
@@ -365,7 +369,7 @@ impl Shard {
                 to,
                 qos,
                 ts_ms,
-                attrs: attrs.clone(),
+                attrs,
                 payload,
             }
             .into()
@@ -375,12 +379,12 @@ impl Shard {
                 inbox: to,
                 to,
                 ts_ms,
-                attrs: attrs.clone(),
+                attrs,
                 payload,
             }
             .into()
         };
-        if !Self::qos_needs_store(qos) {
+        if !Self::qos_needs_store(qos) && !confirm {
             self.route_to_owner(to, msg);
             self.actions.push_back(Action::Published {
                 request,
@@ -388,7 +392,8 @@ impl Shard {
             });
             return;
         }
-        if self.storage.failed() || self.shutting_down || self.sends.is_pending(&key) {
+        let refused = Self::qos_needs_store(qos) && (self.storage.failed() || self.shutting_down);
+        if refused || self.sends.is_pending(&key) {
             // A concurrent publish with the same id is refused rather than
             // merged: the API caller retries and then gets Duplicate.
             self.actions.push_back(Action::Published {

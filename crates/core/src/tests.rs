@@ -658,8 +658,10 @@ fn backend_publish_is_stored_once_per_id_and_pushed() {
             key,
             to: UserId(2),
             qos: Qos::AtLeastOnce,
+            attrs: Bytes::new(),
             payload: Bytes::from_static(b"x"),
             by: Publisher::Backend,
+            confirm: false,
         };
         h.shard.handle_publish(publish, h.now);
         h.run();

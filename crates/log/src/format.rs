@@ -244,6 +244,7 @@ const STATE_TAG_RETAINED: u8 = 2;
 const STATE_TAG_WEBHOOK_EVENT: u8 = 3;
 const STATE_TAG_WEBHOOK_CURSOR: u8 = 4;
 const STATE_TAG_SHARE_GROUP: u8 = 5;
+const STATE_TAG_MQTT_WILL: u8 = 6;
 
 impl StateKeyBody {
     fn of(key: StateKey) -> StateKeyBody {
@@ -253,6 +254,7 @@ impl StateKeyBody {
             StateKey::WebhookEvent { id } => (STATE_TAG_WEBHOOK_EVENT, id, 0),
             StateKey::WebhookCursor => (STATE_TAG_WEBHOOK_CURSOR, 0, 0),
             StateKey::ShareGroup { key } => (STATE_TAG_SHARE_GROUP, key, 0),
+            StateKey::MqttWill { user, device } => (STATE_TAG_MQTT_WILL, user.0, device.0),
         };
         StateKeyBody {
             tag,
@@ -275,6 +277,10 @@ impl StateKeyBody {
             STATE_TAG_WEBHOOK_EVENT if b == 0 => Some(StateKey::WebhookEvent { id: a }),
             STATE_TAG_WEBHOOK_CURSOR if a == 0 && b == 0 => Some(StateKey::WebhookCursor),
             STATE_TAG_SHARE_GROUP if b == 0 => Some(StateKey::ShareGroup { key: a }),
+            STATE_TAG_MQTT_WILL => Some(StateKey::MqttWill {
+                user: UserId(a),
+                device: DeviceId(b),
+            }),
             _ => None,
         }
     }

@@ -32,6 +32,16 @@ pub enum StateKey {
     /// or given up, written before the tombstones it covers, so a restart
     /// never numbers an event again.
     WebhookCursor,
+    /// An MQTT will waiting for its Will Delay Interval after the
+    /// connection of session (user, device) ended, on the user's shard
+    /// (docs/MQTT.md 2.7): published when its delay is over, also after a
+    /// restart, unless the session resumed first.
+    MqttWill {
+        /// The session's user.
+        user: UserId,
+        /// The session's device.
+        device: DeviceId,
+    },
     /// A share group's state for the topic streams homed on a shard
     /// (MQTT shared subscriptions, `core::share_groups`), in the log of
     /// that shard; `key` is the group's [`crate::share_key`].
@@ -47,7 +57,7 @@ impl StateKey {
     /// written to and is never routed.
     pub fn owner(self) -> Option<UserId> {
         match self {
-            StateKey::MqttSession { user, .. } => Some(user),
+            StateKey::MqttSession { user, .. } | StateKey::MqttWill { user, .. } => Some(user),
             StateKey::Retained { room } => Some(room),
             StateKey::WebhookEvent { .. }
             | StateKey::WebhookCursor

@@ -10,6 +10,8 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use super::admin_api::{
     AdminBackend, Health, NodeStatus, PublishError, PublishRequest, PublishResult, RevokeError,
 };
@@ -17,7 +19,7 @@ use super::auth::{NodeAuth, RevokeFailure};
 use super::metrics::Metrics;
 use super::runtime::{NodeShared, ShardRuntime};
 use surepush_core::auth::{Revocation, RevokeError as Refused};
-use surepush_core::{Claims, MembersOutcome, Publisher, StoreOutcome};
+use surepush_core::{Claims, MembersOutcome, Publish, Publisher, StoreOutcome};
 use surepush_log::SendKey;
 use surepush_proto::{DeviceId, UserId};
 
@@ -99,7 +101,16 @@ impl AdminBackend for NodeAdmin {
                 return Err(PublishError::ShuttingDown);
             }
             match rt
-                .publish(key, req.to, req.qos, req.payload, Publisher::Backend)
+                .publish(Publish {
+                    request: 0,
+                    key,
+                    to: req.to,
+                    qos: req.qos,
+                    attrs: Bytes::new(),
+                    payload: req.payload,
+                    by: Publisher::Backend,
+                    confirm: false,
+                })
                 .await
             {
                 StoreOutcome::Stored(seq) => Ok(PublishResult {

@@ -462,6 +462,7 @@ async fn shard_main(
     }
     rt.metrics.set_storage_failed(false);
     rt.refresh_live_limits();
+    rt.resume_delayed_wills();
     if let Some(salvage) = &report.salvage {
         rt.metrics.count_salvaged(salvage.lost.len() as u64);
     }

@@ -11,6 +11,7 @@ mod backend;
 mod conversations;
 mod ports;
 mod presence;
+mod wills;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -29,9 +30,7 @@ use super::log_every::LogEvery;
 use super::mesh::{MeshMsg, PeerQueue};
 use super::metrics::ShardMetrics;
 use super::transport::slow::{RoomLags, SlowConsumers};
-use super::transport::{
-    ConnIo, Handoff, LastWill, Listener, MqttShard, Owner, ShardLoop, ShardPort,
-};
+use super::transport::{ConnIo, Handoff, Listener, MqttShard, Owner, ShardLoop, ShardPort};
 use surepush_core::{
     Action, Address, AppendToken, AuthError, Claims, ConnId, CoreConfig, LiveLimits,
     MembersOutcome, PeerMsg, PeerTarget, Shard, StateDurability, StateKey, StoreOutcome,
@@ -392,29 +391,7 @@ impl ShardRuntime {
             return;
         };
         if let Some(will) = session.finish(self.as_ref(), io) {
-            let rt = self.clone();
-            glommio::spawn_local(async move {
-                let LastWill {
-                    key,
-                    to,
-                    qos,
-                    payload,
-                    by,
-                    delay,
-                } = will;
-                if let Some(d) = delay {
-                    // MQTT 5 Will Delay Interval: dropped if the session
-                    // connected again meanwhile.
-                    glommio::timer::sleep(d.after).await;
-                    let session = (key.from, key.from_device);
-                    if !rt.mqtt().is_some_and(|m| m.will_due(session, d.ticket)) {
-                        return;
-                    }
-                }
-                let outcome = rt.publish(key, to, qos, payload, by).await;
-                tracing::debug!(user = key.from.0, ?outcome, "will published");
-            })
-            .detach();
+            self.publish_will(will);
         }
     }
 

@@ -690,6 +690,10 @@ fn every_state_key_round_trips() {
         },
         StateKey::WebhookEvent { id: u64::MAX },
         StateKey::WebhookCursor,
+        StateKey::MqttWill {
+            user: UserId(5),
+            device: DeviceId(7),
+        },
     ];
     for key in keys {
         let msg: PeerMsg = StateValue {

@@ -501,6 +501,11 @@ impl Wire for StateKey {
             }
             StateKey::WebhookCursor => out.put_u8(3),
             StateKey::ShareGroup { key } => (4u8, *key).put(out),
+            StateKey::MqttWill { user, device } => {
+                out.put_u8(5);
+                user.put(out);
+                device.put(out);
+            }
         }
     }
     fn get(r: &mut Reader) -> Result<Self, PeerWireError> {
@@ -515,6 +520,10 @@ impl Wire for StateKey {
             2 => Ok(StateKey::WebhookEvent { id: Wire::get(r)? }),
             3 => Ok(StateKey::WebhookCursor),
             4 => Ok(StateKey::ShareGroup { key: u64::get(r)? }),
+            5 => Ok(StateKey::MqttWill {
+                user: Wire::get(r)?,
+                device: Wire::get(r)?,
+            }),
             _ => Err(PeerWireError::Invalid("state key")),
         }
     }

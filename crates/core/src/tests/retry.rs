@@ -147,8 +147,10 @@ fn a_backend_publish_reusing_an_id_for_another_message_is_a_conflict() {
             key,
             to: UserId(2),
             qos: Qos::AtLeastOnce,
+            attrs: Bytes::new(),
             payload: Bytes::from_static(payload),
             by: Publisher::Backend,
+            confirm: false,
         };
         h.shard.handle_publish(publish, h.now);
         h.run();

@@ -251,8 +251,10 @@ fn backend_publishes_are_never_refused_and_wills_carry_their_sessions_grant() {
             key,
             to: UserId(to),
             qos: Qos::AtLeastOnce,
+            attrs: Bytes::new(),
             payload,
             by,
+            confirm: false,
         };
         h.shard.handle_publish(publish, h.now);
         h.run();
@@ -284,6 +286,63 @@ fn backend_publishes_are_never_refused_and_wills_carry_their_sessions_grant() {
     assert_eq!(publish_to(&mut h, group, 5, will), StoreOutcome::Rejected);
     let backend = publish_to(&mut h, group, 6, Publisher::Backend);
     assert_eq!(backend, StoreOutcome::Stored(Seq::ZERO));
+}
+
+/// Runs `publish` and takes its answer out of the actions.
+fn published(h: &mut Harness, publish: crate::Publish) -> StoreOutcome {
+    h.shard.handle_publish(publish, h.now);
+    h.run();
+    let at = h
+        .out
+        .iter()
+        .position(|a| matches!(a, Action::Published { .. }))
+        .expect("answered");
+    match h.out.remove(at) {
+        Action::Published { outcome, .. } => outcome,
+        _ => unreachable!(),
+    }
+}
+
+/// Issue #21 (Will Retain): a QoS 0 will that asks for confirmation is
+/// answered by the room's home shard, `Rejected` when the room refuses
+/// it, so its retained message is set only for a will the room took;
+/// without confirmation QoS 0 is answered `Stored` at once, as before.
+#[test]
+fn a_confirmed_qos_0_publish_hears_whether_the_room_or_group_took_it() {
+    let mut h = closed_rooms();
+    let group = UserId::GROUP_BIT | 9;
+    h.change_members(group, &[5], &[]);
+    let will = |cmid, to: u64, room_grant, confirm| crate::Publish {
+        request: cmid,
+        key: crate::SendKey {
+            from: UserId(5),
+            from_device: DeviceId(1),
+            client_msg_id: cmid,
+        },
+        to: UserId(to),
+        qos: Qos::AtMostOnce,
+        attrs: Bytes::new(),
+        payload: Bytes::from_static(b"p"),
+        by: Publisher::User { room_grant },
+        confirm,
+    };
+    let stored = StoreOutcome::Stored(Seq::ZERO);
+    assert_eq!(published(&mut h, will(1, ROOM, false, false)), stored);
+    assert_eq!(
+        published(&mut h, will(2, ROOM, false, true)),
+        StoreOutcome::Rejected
+    );
+    assert_eq!(published(&mut h, will(3, ROOM, true, true)), stored);
+    h.change_members(ROOM, &[5], &[]);
+    assert_eq!(published(&mut h, will(4, ROOM, false, true)), stored);
+    assert_eq!(published(&mut h, will(5, group, false, true)), stored);
+    h.change_members(group, &[], &[5]);
+    assert_eq!(
+        published(&mut h, will(6, group, false, true)),
+        StoreOutcome::Rejected
+    );
+    // To a user nothing can refuse it: answered at once.
+    assert_eq!(published(&mut h, will(7, 2, false, true)), stored);
 }
 
 #[test]
@@ -378,8 +437,10 @@ fn qos0_confirm_and_backend_qos0_to_groups() {
         key,
         to: UserId(group),
         qos: Qos::AtMostOnce,
+        attrs: Bytes::new(),
         payload,
         by: Publisher::Backend,
+        confirm: false,
     };
     h.shard.handle_publish(publish, h.now);
     h.run();

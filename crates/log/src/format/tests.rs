@@ -77,6 +77,14 @@ fn every_kind_round_trips() {
             key: StateKey::ShareGroup { key: u64::MAX - 2 },
             value: Some(Bytes::from_static(b"\x01\x00\x00\x00\x00")),
         },
+        // An MQTT will waiting for its delay (issue #21).
+        Record::State {
+            key: StateKey::MqttWill {
+                user: UserId(3),
+                device: DeviceId(u64::MAX),
+            },
+            value: Some(Bytes::from_static(b"will")),
+        },
     ];
     for r in records {
         let mut b = BytesMut::new();

@@ -171,7 +171,7 @@ impl Bridge {
     /// properties (docs/MQTT.md 2.4; none from v3.1.1, which has none),
     /// and last the [`RETAIN_MARK`] if it was published with RETAIN 1, for
     /// subscriptions with Retain As Published (`outbound.rs`).
-    fn message_attrs(&self, properties: &Properties, retain: bool) -> Bytes {
+    pub(super) fn message_attrs(&self, properties: &Properties, retain: bool) -> Bytes {
         if !self.level.is_v5() && !retain {
             return Bytes::new();
         }

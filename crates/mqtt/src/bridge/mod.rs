@@ -32,8 +32,9 @@
 //!
 //! This file holds the bridge's state and routes packets and frames to the
 //! file that owns each concern: `session.rs` (CONNACK, takeover, closing,
-//! the end of the connection), `inbound.rs` (client → core), `outbound.rs`
-//! (core → client, acknowledgements, replay paging), `subscriptions.rs`,
+//! the end of the connection), `will.rs` (what a will publishes),
+//! `inbound.rs` (client → core), `outbound.rs` (core → client,
+//! acknowledgements, replay paging), `subscriptions.rs`,
 //! `rooms.rs` (room subscriptions), `persist.rs` (durable session state),
 //! `expiry.rs` (the Message Expiry Interval of stored messages).
 
@@ -53,6 +54,7 @@ mod streams;
 mod subscriptions;
 pub mod topics;
 mod wildcards;
+mod will;
 mod window;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -67,13 +69,14 @@ use persist::{Change, Gate};
 use retained::RetainChange;
 pub use retained::TopicRetained;
 use rooms::RoomTrack;
-pub use session::{bad_credentials, refuse_connect, Finished, Keep, WillMessage};
+pub use session::{bad_credentials, refuse_connect, Finished, Keep};
 use state::Reader;
 pub use state::{Retained, SessionState};
 use surepush_proto as proto;
 use surepush_proto::{DeviceId, ErrorCode, Frame, Qos, Seq, UserId, ROOM_BIT};
 use surepush_token::{Acl, Claims};
 use topics::Target;
+pub use will::{PendingWill, WillMessage, WillRetain};
 use window::ReplayWindow;
 
 /// Limits the bridge works with.

@@ -12,12 +12,13 @@ use super::aliases::TOPIC_ALIAS_MAX;
 use super::persist::{Change, StateWrite};
 use super::state::SessionState;
 use super::topics::Target;
-use super::{native_qos, Bridge, Delivery, Mode, Outbound, Stage};
+use super::will::WillMessage;
+use super::{Bridge, Delivery, Mode, Outbound, Stage};
 use crate as mqtt;
 use crate::{
     ConnAck, MqttString, Packet, PacketId, Properties, ProtocolLevel, PubReply, ReasonCode,
 };
-use surepush_proto::{ConnAck as NativeConnAck, ErrorCode, Frame, Qos, Seq, UserId};
+use surepush_proto::{ConnAck as NativeConnAck, ErrorCode, Frame, Seq};
 
 /// How a connection's session ends, for the server.
 #[derive(Debug)]
@@ -41,28 +42,6 @@ pub enum Keep {
     Forget,
     /// Another connection took the session over: leave its state alone.
     Nothing,
-}
-
-/// A will message to publish on the session's behalf.
-#[derive(Clone, Debug)]
-pub struct WillMessage {
-    /// Addressee.
-    pub to: UserId,
-    /// QoS.
-    pub qos: Qos,
-    /// Body.
-    pub payload: Bytes,
-    /// Native id for the send (unique for the device).
-    pub client_msg_id: u64,
-    /// The session's token granted publishing to `to` (a room; see
-    /// `core::Publisher::User`).
-    pub room_grant: bool,
-    /// Seconds to wait before publishing it (v5 Will Delay Interval, at
-    /// most the Session Expiry Interval: the will goes when the session
-    /// ends if that comes first, MQTT 5.0 section 3.1.3.2.2); 0: at once.
-    /// A new connection of the session before then cancels it
-    /// (MQTT-3.1.3-9): that is the server's to watch.
-    pub delay_s: u32,
 }
 
 /// Checks a CONNECT before the session starts; `Some(code)` refuses it with
@@ -179,19 +158,9 @@ impl Bridge {
         let will = if self.graceful {
             None
         } else {
-            self.will.take().and_then(|w| {
-                let route = self.will_route(&w)?;
-                let id = self.state.next_msg_id;
-                self.state.next_msg_id += 1;
-                Some(WillMessage {
-                    to: route.to,
-                    qos: native_qos(w.qos),
-                    payload: route.payload,
-                    client_msg_id: id,
-                    room_grant: route.granted,
-                    delay_s,
-                })
-            })
+            self.will
+                .take()
+                .and_then(|w| self.will_message(&w, delay_s))
         };
         let key = surepush_proto::StateKey::MqttSession {
             user: self.user,

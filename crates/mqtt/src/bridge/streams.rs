@@ -22,11 +22,10 @@
 
 use bytes::Bytes;
 
-use super::topics::Target;
 use super::Bridge;
-use crate::{MqttString, Publish, QoS, Subscription, Will};
+use crate::{MqttString, Publish, QoS, Subscription};
 use surepush_proto::topic_stream::{frame_payload, is_free_form, split_payload, stream_id};
-use surepush_proto::{UserId, ROOM_BIT};
+use surepush_proto::ROOM_BIT;
 use surepush_token::AclAction;
 
 /// A PUBLISH to a free-form topic, rewritten for its stream.
@@ -36,16 +35,6 @@ pub(super) struct StreamPublish {
     pub(super) room: u64,
     /// The session may publish to the topic.
     pub(super) allowed: bool,
-}
-
-/// Where a will goes: its addressee, stored payload and the token's grant.
-#[derive(Clone, Debug)]
-pub(super) struct WillRoute {
-    pub(super) to: UserId,
-    pub(super) payload: Bytes,
-    /// The session may publish there (a room or stream; see
-    /// `core::Publisher::User`).
-    pub(super) granted: bool,
 }
 
 /// The room number of a free-form topic's stream, if `name` is one.
@@ -69,24 +58,6 @@ impl Bridge {
         p.payload = frame_payload(name, &p.payload);
         p.retain = false;
         Some(StreamPublish { room, allowed })
-    }
-
-    /// Where the will `w` goes; `None` for a topic that names nothing.
-    pub(super) fn will_route(&self, w: &Will) -> Option<WillRoute> {
-        let name = w.topic.as_str();
-        if let Some(room) = stream_room(name) {
-            return Some(WillRoute {
-                to: UserId(room | ROOM_BIT),
-                payload: frame_payload(name, &w.payload),
-                granted: self.topic_allowed(AclAction::Publish, name),
-            });
-        }
-        let to = Target::parse(name)?.wire_id();
-        Some(WillRoute {
-            to,
-            payload: w.payload.clone(),
-            granted: self.acl.grants_room(AclAction::Publish, to.0),
-        })
     }
 
     /// Keeps `sub` among the session's filters, replacing the options of

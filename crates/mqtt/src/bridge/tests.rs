@@ -1037,3 +1037,4 @@ mod streams;
 mod wild_retained;
 
 mod v5;
+mod wills;

@@ -4,40 +4,26 @@
 
 use std::rc::Rc;
 
-use bytes::Bytes;
 use glommio::channels::local_channel;
 
 use super::ShardRuntime;
 use crate::admin_api::OwnerError;
 use crate::mesh::MeshMsg;
 use surepush_cluster::admin_calls::AdminCall;
-use surepush_core::{Address, MembersOutcome, StoreOutcome};
+use surepush_core::{Address, MembersOutcome, Publish, StoreOutcome};
 use surepush_proto::UserId;
 
 impl ShardRuntime {
-    /// Starts a publish by the backend or on a gone session's behalf (`by`,
-    /// see `Shard::handle_publish`); resolves with its outcome.
-    pub(crate) async fn publish(
-        self: &Rc<Self>,
-        key: surepush_log::SendKey,
-        to: UserId,
-        qos: surepush_proto::Qos,
-        payload: Bytes,
-        by: surepush_core::Publisher,
-    ) -> StoreOutcome {
+    /// Starts a publish by the backend or on a gone session's behalf
+    /// (`Publish::by`, see `Shard::handle_publish`); resolves with its
+    /// outcome. Its `request` is numbered here.
+    pub(crate) async fn publish(self: &Rc<Self>, mut publish: Publish) -> StoreOutcome {
         let request = self.next_publish.get() + 1;
         self.next_publish.set(request);
+        publish.request = request;
         let (tx, rx) = local_channel::new_bounded(1);
         self.publishes.borrow_mut().insert(request, tx);
         let now = self.now();
-        let publish = surepush_core::Publish {
-            request,
-            key,
-            to,
-            qos,
-            payload,
-            by,
-        };
         self.core.borrow_mut().handle_publish(publish, now);
         self.drive();
         rx.recv().await.unwrap_or(StoreOutcome::Failed)

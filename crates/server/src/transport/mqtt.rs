@@ -9,10 +9,11 @@
 //! is queued as this connection's own header followed by that same shared
 //! payload, gathered by the write loop — no copy per subscriber.
 //!
-//! Two small pieces of state are MQTT's own: a persistent session's state
-//! ([`SessionState`]: subscriptions, room positions, QoS 2 and packet-id
-//! state) and a room's retained message. Both are keyed state records in
-//! the segment log (`StateKey::MqttSession` on the user's shard,
+//! Three small pieces of state are MQTT's own: a persistent session's
+//! state ([`SessionState`]: subscriptions, room positions, QoS 2 and
+//! packet-id state), a room's retained message and a will waiting for its
+//! delay ([`PendingWill`]). All are keyed state records in the segment log
+//! (`StateKey::MqttSession` and `StateKey::MqttWill` on the user's shard,
 //! `StateKey::Retained` on the room's home shard), written through the core
 //! ([`surepush_core::Shard::handle_state`]) in log order with the messages.
 //! The bridge says which packet waits for which write (`bridge/persist.rs`);
@@ -32,7 +33,9 @@ use super::{
 use surepush_core::hashing::FastHashMap;
 use surepush_core::{AuthError, Claims, ConnId, StateDurability, StateKey};
 use surepush_mqtt as mqtt;
-use surepush_mqtt::bridge::{self, Bridge, BridgeParams, SessionState, StateWrite};
+use surepush_mqtt::bridge::{
+    self, Bridge, BridgeParams, PendingWill, SessionState, StateWrite, WillMessage,
+};
 use surepush_mqtt::{Packet, ProtocolLevel, ReasonCode};
 use surepush_proto::{DeviceId, Frame, ProtoError, UserId};
 
@@ -52,7 +55,9 @@ pub(crate) struct MqttShard {
     live: RefCell<FastHashMap<(UserId, DeviceId), Rc<ConnIo>>>,
     /// Wills waiting for their Will Delay Interval, by session: the ticket
     /// of the pending one. A new connection of the session removes it
-    /// (MQTT-3.1.3-9); not durable (docs/MQTT.md 2.7).
+    /// (MQTT-3.1.3-9). Each is also a `StateKey::MqttWill` record
+    /// ([`PendingWill`]), so a restart waits for it again
+    /// ([`MqttShard::stored_wills`]; docs/MQTT.md 2.7).
     delayed_wills: RefCell<FastHashMap<(UserId, DeviceId), u64>>,
     next_will_ticket: Cell<u64>,
 }
@@ -74,6 +79,34 @@ impl MqttShard {
         self.next_will_ticket.set(ticket);
         self.delayed_wills.borrow_mut().insert(key, ticket);
         ticket
+    }
+
+    /// The wills waiting for their delay that this shard's log holds
+    /// (`records`: its `StateKey::MqttWill` records), as a start after a
+    /// restart or a crash finds them: each waits for the rest of its delay
+    /// (none if it is over), and a connection that resumes its session
+    /// first cancels it, as before the restart.
+    pub(crate) fn stored_wills(
+        &self,
+        records: Vec<(StateKey, Bytes)>,
+        now_ms: u64,
+    ) -> Vec<LastWill> {
+        let mut wills = Vec::with_capacity(records.len());
+        for (key, value) in records {
+            let StateKey::MqttWill { user, device } = key else {
+                continue;
+            };
+            let Some(pending) = PendingWill::decode(&value) else {
+                tracing::warn!(user = user.0, "unreadable MQTT will record ignored");
+                continue;
+            };
+            let delay = WillDelay {
+                after: std::time::Duration::from_millis(pending.due_ms.saturating_sub(now_ms)),
+                ticket: self.delay_will((user, device)),
+            };
+            wills.push(last_will((user, device), pending.will, Some(delay)));
+        }
+        wills
     }
 
     /// The delay of will `ticket` of `key` is over: whether to publish it
@@ -359,8 +392,17 @@ pub(super) fn open(
     let resumes = !h.connect.clean_start;
     if resumes {
         // A new connection of the session: a will waiting for its delay is
-        // not published (MQTT-3.1.3-9).
+        // not published (MQTT-3.1.3-9), nor after a restart. Deleted before
+        // this connection's own state writes, so in log order before its
+        // CONNACK's.
         mqtt.delayed_wills.borrow_mut().remove(&key);
+        let will_key = StateKey::MqttWill {
+            user: key.0,
+            device: key.1,
+        };
+        if rt.stored_state(&will_key).is_some() {
+            rt.write_state(will_key, None, StateDurability::Now);
+        }
     }
     let previous = mqtt.live.borrow().get(&key).cloned();
     let mut stored = previous.and_then(|io| {
@@ -498,6 +540,26 @@ impl MqttSession {
     }
 }
 
+/// What the runtime publishes for `will` of session `key`.
+fn last_will(key: (UserId, DeviceId), will: WillMessage, delay: Option<WillDelay>) -> LastWill {
+    LastWill {
+        key: surepush_core::SendKey {
+            from: key.0,
+            from_device: key.1,
+            client_msg_id: will.client_msg_id,
+        },
+        to: will.to,
+        qos: will.qos,
+        attrs: will.attrs,
+        payload: will.payload,
+        by: surepush_core::Publisher::User {
+            room_grant: will.room_grant,
+        },
+        retain: will.retain,
+        delay,
+    }
+}
+
 /// Encodes `p` into the connection's queue; a large PUBLISH payload is
 /// gathered after the header, not copied.
 fn queue_packet(b: &Bridge, p: &Packet, io: &ConnIo) {
@@ -601,25 +663,32 @@ impl Session for MqttSession {
         let will = done.will?;
         let delay = match (will.delay_s, rt.mqtt()) {
             (0, _) | (_, None) => None,
-            (s, Some(mqtt)) => Some(WillDelay {
-                after: std::time::Duration::from_secs(u64::from(s)),
-                ticket: mqtt.delay_will(key),
-            }),
+            (s, Some(mqtt)) => {
+                // Kept durably while it waits: a restart publishes it when
+                // its delay is over. Appended now; nobody waits for it.
+                let after = std::time::Duration::from_secs(u64::from(s));
+                let pending = PendingWill {
+                    due_ms: rt.wall_ms_now() + after.as_millis() as u64,
+                    will: will.clone(),
+                };
+                let will_key = StateKey::MqttWill {
+                    user: key.0,
+                    device: key.1,
+                };
+                rt.write_state(will_key, Some(pending.encode()), StateDurability::Now);
+                tracing::debug!(
+                    user = key.0 .0,
+                    device = key.1 .0,
+                    delay_s = s,
+                    "MQTT will waits for its delay"
+                );
+                Some(WillDelay {
+                    after,
+                    ticket: mqtt.delay_will(key),
+                })
+            }
         };
-        Some(LastWill {
-            key: surepush_core::SendKey {
-                from: key.0,
-                from_device: key.1,
-                client_msg_id: will.client_msg_id,
-            },
-            to: will.to,
-            qos: will.qos,
-            payload: will.payload,
-            by: surepush_core::Publisher::User {
-                room_grant: will.room_grant,
-            },
-            delay,
-        })
+        Some(last_will(key, will, delay))
     }
 
     fn as_any(&mut self) -> &mut dyn std::any::Any {

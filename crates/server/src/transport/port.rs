@@ -88,10 +88,15 @@ pub(crate) struct LastWill {
     pub(crate) to: UserId,
     /// QoS.
     pub(crate) qos: Qos,
+    /// Message attributes stored with it (the will's MQTT 5 properties).
+    pub(crate) attrs: Bytes,
     /// Payload.
     pub(crate) payload: Bytes,
     /// On whose authority.
     pub(crate) by: Publisher,
+    /// Will Retain 1 to a room or free-form topic: the retained message to
+    /// set once the will is stored.
+    pub(crate) retain: Option<surepush_mqtt::bridge::WillRetain>,
     /// Published only after this wait, and only if still due then
     /// (`MqttShard::will_due`); `None`: at once.
     pub(crate) delay: Option<WillDelay>,
