@@ -52,6 +52,15 @@ fn qos2_is_delivered_exactly_once_across_the_group() {
     scenario("qos2", 1000);
 }
 
+/// Issue #21 (shared subscriptions, the rest): a PUBLISH a share group
+/// hands a member carries the Subscription Identifier of that member's
+/// shared subscription, and only it (not those of the member's other
+/// matching subscriptions, whose own copies carry theirs).
+#[test]
+fn a_share_groups_publish_carries_the_shared_subscription_identifier() {
+    scenario("subid", 700);
+}
+
 #[test]
 fn mqtt_311_clients_share_too() {
     scenario("v311", 500);

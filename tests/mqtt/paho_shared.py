@@ -15,6 +15,7 @@ jobs/<i % 7> with payload "m<i>" and waits for every acknowledgement.
 - qos2: 3 paho members at QoS 2, QoS 2 publishes: exactly once across the
   group.
 - v311: 3.1.1 members and publisher, QoS 1 (`$share/` accepted at 3.1.1).
+- subid: Subscription Identifiers of shared subscriptions (see subid()).
 - crash1 / crash2 (with --out DIR): a kill -9 of the gateway mid-stream.
   crash1 starts 3 persistent members (session expiry 1 h, fixed client
   ids) and publishes QoS 1, logging every message a member gets
@@ -60,12 +61,15 @@ def fail(msg):
 class Member:
     """A paho member collecting (topic, payload) of what it receives."""
 
-    def __init__(self, port, token, filt, qos, v5=True, client_id=None, log=None, delay=0.0):
+    def __init__(self, port, token, filt, qos, v5=True, client_id=None, log=None, delay=0.0,
+                 sub_id=None, expiry=3600):
         proto = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
         client_id = client_id or "s" + uuid.uuid4().hex[:10]
         self.c = mqtt.Client(client_id=client_id, protocol=proto)
         self.c.username_pw_set("x", token)
         self.got = []
+        # (topic, payload, subscription identifiers) of every PUBLISH.
+        self.ids = []
         self.lock = threading.Lock()
         self.last = time.monotonic()
         self.subacked = threading.Event()
@@ -76,7 +80,9 @@ class Member:
         def on_message(c, u, m):
             if delay:
                 time.sleep(delay)  # a slow consumer: the group falls behind
+            ids = getattr(m.properties, "SubscriptionIdentifier", None) if v5 else None
             with self.lock:
+                self.ids.append((m.topic, m.payload.decode(), tuple(ids or ())))
                 self.got.append((m.topic, m.payload.decode()))
                 self.last = time.monotonic()
                 if log:
@@ -92,7 +98,7 @@ class Member:
         if log is not None:
             # A persistent session (crash scenarios).
             props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = 3600
+            props.SessionExpiryInterval = expiry
             self.c.connect("127.0.0.1", port, clean_start=False, properties=props)
         elif v5:
             self.c.connect("127.0.0.1", port, clean_start=True)
@@ -103,7 +109,15 @@ class Member:
             fail("member: no CONNACK")
         if filt is None:
             return  # a resumed session keeps its subscriptions
-        self.c.subscribe(filt, qos=qos)
+        self.subscribe(filt, qos, sub_id)
+
+    def subscribe(self, filt, qos, sub_id=None):
+        self.subacked.clear()
+        props = None
+        if sub_id is not None:
+            props = Properties(PacketTypes.SUBSCRIBE)
+            props.SubscriptionIdentifier = sub_id
+        self.c.subscribe(filt, qos=qos, properties=props)
         if not self.subacked.wait(WAIT):
             fail("member: no SUBACK")
         code = self.granted[0]
@@ -318,6 +332,118 @@ def crashq2(a):
     print("per member: %s" % [len(m.got) for m in members])
 
 
+def subid(a, filt):
+    """Two members of a group with Subscription Identifiers 7 and 8; the
+    first also subscribes jobs/0 (not shared) with identifier 99. Every
+    PUBLISH the group hands a member carries that member's shared
+    identifier only; the first member's own copies of jobs/0 carry 99
+    only (MQTT 5 3.3.4, 4.8.2: the shared copy is a copy of its own)."""
+    ids = (7, 8)
+    members = [Member(a.port, t, filt, 1, sub_id=i) for t, i in zip(a.member_token[:2], ids)]
+    members[0].subscribe("jobs/0", 1, 99)
+    want = publish_all(a.port, a.pub_token, a.count, 1)
+    own = [w for w in want if w[0] == "jobs/0"]
+    settle(members, len(want) + len(own))
+    shared = []
+    for m, i in zip(members, ids):
+        with m.lock:
+            got = list(m.ids)
+        mine = [(t, p) for t, p, x in got if x == (i,)]
+        plain = [(t, p) for t, p, x in got if x == (99,)]
+        odd = [(t, p, x) for t, p, x in got if x not in ((i,), (99,))]
+        if odd:
+            fail("member with identifier %d: PUBLISHes with other identifiers, e.g. %r"
+                 % (i, odd[:5]))
+        if i == 7:
+            if sorted(plain) != sorted(own):
+                fail("non-shared jobs/0: %d copies, %d published" % (len(plain), len(own)))
+        elif plain:
+            fail("member 8 got non-shared copies: %r" % plain[:5])
+        if not mine:
+            fail("member with identifier %d got nothing from the group" % i)
+        shared.append(mine)
+    seen = collections.Counter(x for mine in shared for x in mine)
+    lost = [w for w in want if seen[w] == 0]
+    twice = [w for w, c in seen.items() if c > 1]
+    extra = [w for w in seen if w not in set(want)]
+    if lost or twice or extra:
+        fail("group copies: %d lost, %d twice, %d never published (e.g. %r %r %r)"
+             % (len(lost), len(twice), len(extra), lost[:3], twice[:3], extra[:3]))
+    print("group copies per member (ids 7, 8): %s; non-shared jobs/0 copies: %d"
+          % ([len(x) for x in shared], len(own)))
+
+
+def subid(a, filt):
+    """Two members of a group with Subscription Identifiers 7 and 8; the
+    first also subscribes jobs/0 (not shared) with identifier 99. Every
+    PUBLISH the group hands a member carries that member's shared
+    identifier only; the first member's own copies of jobs/0 carry 99
+    only (MQTT 5 3.3.4, 4.8.2: the shared copy is a copy of its own)."""
+    ids = (7, 8)
+    members = [Member(a.port, t, filt, 1, sub_id=i) for t, i in zip(a.member_token[:2], ids)]
+    members[0].subscribe("jobs/0", 1, 99)
+    want = publish_all(a.port, a.pub_token, a.count, 1)
+    own = [w for w in want if w[0] == "jobs/0"]
+    settle(members, len(want) + len(own))
+    shared = []
+    for m, i in zip(members, ids):
+        with m.lock:
+            got = list(m.ids)
+        mine = [(t, p) for t, p, x in got if x == (i,)]
+        plain = [(t, p) for t, p, x in got if x == (99,)]
+        odd = [(t, p, x) for t, p, x in got if x not in ((i,), (99,))]
+        if odd:
+            fail("member with identifier %d: PUBLISHes with other identifiers, e.g. %r"
+                 % (i, odd[:5]))
+        if i == 7:
+            if sorted(plain) != sorted(own):
+                fail("non-shared jobs/0: %d copies, %d published" % (len(plain), len(own)))
+        elif plain:
+            fail("member 8 got non-shared copies: %r" % plain[:5])
+        if not mine:
+            fail("member with identifier %d got nothing from the group" % i)
+        shared.append(mine)
+    seen = collections.Counter(x for mine in shared for x in mine)
+    lost = [w for w in want if seen[w] == 0]
+    twice = [w for w, c in seen.items() if c > 1]
+    extra = [w for w in seen if w not in set(want)]
+    if lost or twice or extra:
+        fail("group copies: %d lost, %d twice, %d never published (e.g. %r %r %r)"
+             % (len(lost), len(twice), len(extra), lost[:3], twice[:3], extra[:3]))
+    print("group copies per member (ids 7, 8): %s; non-shared jobs/0 copies: %d"
+          % ([len(x) for x in shared], len(own)))
+
+
+def backlog(a, filt):
+    """A group whose only member (a persistent session) is gone while
+    --count QoS 1 messages are published (more than the server's
+    core.room_history), then comes back: it gets every message exactly
+    once, in order within each topic."""
+    cid = "backlog-" + uuid.uuid4().hex[:8]
+    m = Member(a.port, a.member_token[0], filt, 1, client_id=cid, log=False)
+    m.stop()
+    want = publish_all(a.port, a.pub_token, a.count, 1)
+    m = Member(a.port, a.member_token[0], None, 1, client_id=cid, log=False)
+    settle([m], len(want))
+    m.stop()
+    with m.lock:
+        got = list(m.got)
+    seen = collections.Counter(got)
+    lost = [w for w in want if seen[w] == 0]
+    twice = [w for w, c in seen.items() if c > 1]
+    extra = [w for w in seen if w not in set(want)]
+    if lost or twice or extra:
+        fail("%d of %d lost, %d twice, %d never published (e.g. %r %r %r)"
+             % (len(lost), len(want), len(twice), len(extra), lost[:3], twice[:3], extra[:3]))
+    last = {}
+    for topic, payload in got:
+        i = int(payload[1:])
+        if i <= last.get(topic, -1):
+            fail("%s: m%d after m%d" % (topic, i, last[topic]))
+        last[topic] = i
+    print("the returning member got all %d, in order per topic" % len(got))
+
+
 def new_publisher(token, client_id, v5, inflight, on_count=None):
     """A paho publisher (not connected yet) that records the packet ids
     completed (PUBACK/PUBCOMP) and calls on_count with their number."""
@@ -458,6 +584,8 @@ def main():
             if not any(m in x.got for x in members):
                 fail("%r, sent to the lost member, reached nobody else" % (m,))
         print("lost member held %d; per member: %s" % (len(held), [len(m.got) for m in members]))
+    elif a.scenario == "subid":
+        subid(a, filt)
     elif a.scenario == "crash1":
         crash1(a)
     elif a.scenario == "crash2":

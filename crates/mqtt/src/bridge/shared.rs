@@ -159,6 +159,7 @@ impl Bridge {
         let msg = Outgoing {
             payload: body,
             sent_before: dup,
+            share: Some(group),
             ..Outgoing::from(push)
         };
         if qos == QoS::AtMostOnce {
