@@ -21,7 +21,17 @@ use common::TestServer;
 /// Runs one scenario of the script against a fresh 2-shard server whose
 /// free-form topics are open.
 fn scenario(name: &str, count: u32) {
-    let mut server = TestServer::unstarted(2, "", "");
+    scenario_with(name, count, "");
+}
+
+/// As [`scenario`], with `core` settings (the `[core]` table).
+fn scenario_with(name: &str, count: u32, core: &str) {
+    let extra = if core.is_empty() {
+        String::new()
+    } else {
+        format!("[core]\n{core}")
+    };
+    let mut server = TestServer::unstarted(2, "", &extra);
     server.mqtt_config = "topics_open = true\n".into();
     server.spawn();
     let publisher = server.token(8300, 1);
@@ -59,6 +69,16 @@ fn qos2_is_delivered_exactly_once_across_the_group() {
 #[test]
 fn a_share_groups_publish_carries_the_shared_subscription_identifier() {
     scenario("subid", 700);
+}
+
+/// Issue #21 (shared subscriptions, the rest): a group whose members are
+/// all gone kept at most `core.room_history` waiting messages and dropped
+/// older ones; it now leaves the rest in the log and reads them back when
+/// a member can take them. History ring 20, 1,500 QoS 1 messages while the
+/// only (persistent) member is away: it gets all 1,500 when it comes back.
+#[test]
+fn a_group_without_members_keeps_more_than_the_room_history() {
+    scenario_with("backlog", 1500, "room_history = 20\nroom_page = 50\n");
 }
 
 #[test]

@@ -15,6 +15,8 @@ jobs/<i % 7> with payload "m<i>" and waits for every acknowledgement.
 - qos2: 3 paho members at QoS 2, QoS 2 publishes: exactly once across the
   group.
 - v311: 3.1.1 members and publisher, QoS 1 (`$share/` accepted at 3.1.1).
+- backlog: the group's only member is away while N messages are
+  published, more than the group keeps in memory (see backlog()).
 - subid: Subscription Identifiers of shared subscriptions (see subid()).
 - crash1 / crash2 (with --out DIR): a kill -9 of the gateway mid-stream.
   crash1 starts 3 persistent members (session expiry 1 h, fixed client
@@ -373,47 +375,6 @@ def subid(a, filt):
           % ([len(x) for x in shared], len(own)))
 
 
-def subid(a, filt):
-    """Two members of a group with Subscription Identifiers 7 and 8; the
-    first also subscribes jobs/0 (not shared) with identifier 99. Every
-    PUBLISH the group hands a member carries that member's shared
-    identifier only; the first member's own copies of jobs/0 carry 99
-    only (MQTT 5 3.3.4, 4.8.2: the shared copy is a copy of its own)."""
-    ids = (7, 8)
-    members = [Member(a.port, t, filt, 1, sub_id=i) for t, i in zip(a.member_token[:2], ids)]
-    members[0].subscribe("jobs/0", 1, 99)
-    want = publish_all(a.port, a.pub_token, a.count, 1)
-    own = [w for w in want if w[0] == "jobs/0"]
-    settle(members, len(want) + len(own))
-    shared = []
-    for m, i in zip(members, ids):
-        with m.lock:
-            got = list(m.ids)
-        mine = [(t, p) for t, p, x in got if x == (i,)]
-        plain = [(t, p) for t, p, x in got if x == (99,)]
-        odd = [(t, p, x) for t, p, x in got if x not in ((i,), (99,))]
-        if odd:
-            fail("member with identifier %d: PUBLISHes with other identifiers, e.g. %r"
-                 % (i, odd[:5]))
-        if i == 7:
-            if sorted(plain) != sorted(own):
-                fail("non-shared jobs/0: %d copies, %d published" % (len(plain), len(own)))
-        elif plain:
-            fail("member 8 got non-shared copies: %r" % plain[:5])
-        if not mine:
-            fail("member with identifier %d got nothing from the group" % i)
-        shared.append(mine)
-    seen = collections.Counter(x for mine in shared for x in mine)
-    lost = [w for w in want if seen[w] == 0]
-    twice = [w for w, c in seen.items() if c > 1]
-    extra = [w for w in seen if w not in set(want)]
-    if lost or twice or extra:
-        fail("group copies: %d lost, %d twice, %d never published (e.g. %r %r %r)"
-             % (len(lost), len(twice), len(extra), lost[:3], twice[:3], extra[:3]))
-    print("group copies per member (ids 7, 8): %s; non-shared jobs/0 copies: %d"
-          % ([len(x) for x in shared], len(own)))
-
-
 def backlog(a, filt):
     """A group whose only member (a persistent session) is gone while
     --count QoS 1 messages are published (more than the server's
@@ -584,6 +545,8 @@ def main():
             if not any(m in x.got for x in members):
                 fail("%r, sent to the lost member, reached nobody else" % (m,))
         print("lost member held %d; per member: %s" % (len(held), [len(m.got) for m in members]))
+    elif a.scenario == "backlog":
+        backlog(a, filt)
     elif a.scenario == "subid":
         subid(a, filt)
     elif a.scenario == "crash1":
