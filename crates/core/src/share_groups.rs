@@ -18,7 +18,8 @@
 //!   gets TOPIC room 0 naming `$share/{group}/{filter}` (its SUBACK may go).
 //!   A closing connection sends `Disconnect` for a persistent member (its
 //!   QoS 2 messages wait for it, MQTT-4.8.2-4) and `Leave` otherwise; SHARE
-//!   with the leave flag sends `Leave`.
+//!   with the leave flag sends `Leave`. A persistent member whose session
+//!   expires before it comes back leaves then (`expiry.rs`).
 //! - **Delivery.** A stream message matched by a group's filter is offered
 //!   to the home shard's [`ShareGroup`], which picks one member; the message
 //!   goes to the member's shard as [`ShareDeliver`] and to the connection as
@@ -57,14 +58,17 @@ use crate::hashing::FastHashMap;
 use crate::peer::{ShareDeliver, ShareDone, ShareJoin, ShareJoined, ShareOp};
 use crate::router::ShardId;
 use crate::share_group::{DurableShare, MemberId, MessageKey, ShareAction, ShareGroup};
-
-mod backlog;
 use crate::{MessageRecord, StateKey};
-use backlog::Behind;
 use bytes::{BufMut, Bytes, BytesMut};
 use surepush_proto::{
     share_key, Frame, Qos, RoomPush, Seq, ShareAck, SharePush, ShareReq, TopicSeen, UserId,
 };
+
+mod backlog;
+mod expiry;
+
+use backlog::Behind;
+use expiry::Expiring;
 
 /// The share group state of one shard. See the module docs.
 #[derive(Debug, Default)]
@@ -78,6 +82,9 @@ pub(super) struct Shares {
     by_conn: FastHashMap<ConnId, Vec<Membership>>,
     /// Joins waiting for shards' [`ShareJoined`]: how many.
     joining: FastHashMap<(ConnId, String), u16>,
+    /// Persistent members of this shard whose connection is gone, until
+    /// they come back or their session expires (`expiry.rs`).
+    expiring: Expiring,
 }
 
 #[derive(Debug)]
@@ -186,6 +193,8 @@ impl Shard {
             return self.send_frame(conn, Frame::Topic(no));
         }
         let key = req.key();
+        // Back (or gone for good): its session's expiry no longer counts.
+        self.shares.expiring.remove(user, device, key);
         let held = self.shares.by_conn.entry(conn).or_default();
         held.retain(|m| m.key != key);
         let op = if req.leave {
@@ -304,6 +313,7 @@ impl Shard {
         };
         for m in held {
             let op = if m.req.persistent {
+                self.share_expire_later(conn, user, device, &m.req);
                 ShareOp::Disconnect
             } else {
                 ShareOp::Leave

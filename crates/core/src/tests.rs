@@ -744,6 +744,7 @@ mod retry;
 mod room_access;
 mod room_resync;
 mod share_backlog;
+mod share_expiry;
 mod share_handout;
 mod topic_filters;
 mod topic_nodes;

@@ -35,6 +35,7 @@ fn share(h: &mut Harness, member: ConnId) -> Vec<Frame> {
         receive_max: 4,
         leave: false,
         persistent: true,
+        expiry_s: None,
     };
     h.frame(member, Frame::Share(req));
     h.take(member)
