@@ -15,6 +15,11 @@ jobs/<i % 7> with payload "m<i>" and waits for every acknowledgement.
 - qos2: 3 paho members at QoS 2, QoS 2 publishes: exactly once across the
   group.
 - v311: 3.1.1 members and publisher, QoS 1 (`$share/` accepted at 3.1.1).
+- backlog: the group's only member is away while N messages are
+  published, more than the group keeps in memory (see backlog()).
+- expiry: a member with Session Expiry 1 s lost while holding QoS 2
+  messages (see expiry()).
+- subid: Subscription Identifiers of shared subscriptions (see subid()).
 - crash1 / crash2 (with --out DIR): a kill -9 of the gateway mid-stream.
   crash1 starts 3 persistent members (session expiry 1 h, fixed client
   ids) and publishes QoS 1, logging every message a member gets
@@ -60,12 +65,15 @@ def fail(msg):
 class Member:
     """A paho member collecting (topic, payload) of what it receives."""
 
-    def __init__(self, port, token, filt, qos, v5=True, client_id=None, log=None, delay=0.0):
+    def __init__(self, port, token, filt, qos, v5=True, client_id=None, log=None, delay=0.0,
+                 sub_id=None, expiry=3600):
         proto = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
         client_id = client_id or "s" + uuid.uuid4().hex[:10]
         self.c = mqtt.Client(client_id=client_id, protocol=proto)
         self.c.username_pw_set("x", token)
         self.got = []
+        # (topic, payload, subscription identifiers) of every PUBLISH.
+        self.ids = []
         self.lock = threading.Lock()
         self.last = time.monotonic()
         self.subacked = threading.Event()
@@ -76,7 +84,9 @@ class Member:
         def on_message(c, u, m):
             if delay:
                 time.sleep(delay)  # a slow consumer: the group falls behind
+            ids = getattr(m.properties, "SubscriptionIdentifier", None) if v5 else None
             with self.lock:
+                self.ids.append((m.topic, m.payload.decode(), tuple(ids or ())))
                 self.got.append((m.topic, m.payload.decode()))
                 self.last = time.monotonic()
                 if log:
@@ -92,7 +102,7 @@ class Member:
         if log is not None:
             # A persistent session (crash scenarios).
             props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = 3600
+            props.SessionExpiryInterval = expiry
             self.c.connect("127.0.0.1", port, clean_start=False, properties=props)
         elif v5:
             self.c.connect("127.0.0.1", port, clean_start=True)
@@ -103,7 +113,15 @@ class Member:
             fail("member: no CONNACK")
         if filt is None:
             return  # a resumed session keeps its subscriptions
-        self.c.subscribe(filt, qos=qos)
+        self.subscribe(filt, qos, sub_id)
+
+    def subscribe(self, filt, qos, sub_id=None):
+        self.subacked.clear()
+        props = None
+        if sub_id is not None:
+            props = Properties(PacketTypes.SUBSCRIBE)
+            props.SubscriptionIdentifier = sub_id
+        self.c.subscribe(filt, qos=qos, properties=props)
         if not self.subacked.wait(WAIT):
             fail("member: no SUBACK")
         code = self.granted[0]
@@ -132,26 +150,31 @@ def mstr(s):
 
 
 class Silent:
-    """A raw MQTT 5 member that reads PUBLISHes and never acknowledges them."""
+    """A raw MQTT 5 member that reads PUBLISHes and never acknowledges them
+    (subscribed at `qos`; with `expiry`, a persistent session of that
+    Session Expiry Interval)."""
 
-    def __init__(self, port, token, filt):
+    def __init__(self, port, token, filt, qos=1, expiry=0):
         self.s = socket.create_connection(("127.0.0.1", port))
         self.got = []
         self.buf = b""
         # Receive Maximum 5 (property 0x21) keeps the unacknowledged set small.
-        var = mstr("MQTT") + bytes([5, 0xC2]) + struct.pack(">H", 60) + varint(3) + b"\x21\x00\x05"
+        props = b"\x21\x00\x05"
+        if expiry:
+            props += b"\x11" + struct.pack(">I", expiry)
+        var = mstr("MQTT") + bytes([5, 0xC2]) + struct.pack(">H", 60) + varint(len(props)) + props
         payload = mstr("q" + uuid.uuid4().hex[:10]) + mstr("x") + mstr(token)
         body = var + payload
         self.s.sendall(b"\x10" + varint(len(body)) + body)
         t, _ = self.packet()
         if t != 2:
             fail("silent: no CONNACK")
-        sub = struct.pack(">H", 1) + varint(0) + mstr(filt) + bytes([1])
+        sub = struct.pack(">H", 1) + varint(0) + mstr(filt) + bytes([qos])
         self.s.sendall(b"\x82" + varint(len(sub)) + sub)
         while True:
             t, body = self.packet()
             if t == 9:
-                if body[3] != 1:
+                if body[3] != qos:
                     fail("silent: SUBACK %r" % body)
                 break
 
@@ -183,7 +206,7 @@ class Silent:
                 continue
             tl = struct.unpack(">H", body[:2])[0]
             topic = body[2:2 + tl].decode()
-            rest = body[2 + tl + 2:]  # packet id (QoS 1)
+            rest = body[2 + tl + 2:]  # packet id (QoS 1 and 2)
             plen, mult, i = 0, 1, 0
             while True:
                 b = rest[i]
@@ -316,6 +339,119 @@ def crashq2(a):
         print("published twice by paho (PUBLISH after its PUBREL): %r" % sorted(again))
     check_once(want, members, allow_dup=again)
     print("per member: %s" % [len(m.got) for m in members])
+
+
+def subid(a, filt):
+    """Two members of a group with Subscription Identifiers 7 and 8; the
+    first also subscribes jobs/0 (not shared) with identifier 99. Every
+    PUBLISH the group hands a member carries that member's shared
+    identifier only; the first member's own copies of jobs/0 carry 99
+    only (MQTT 5 3.3.4, 4.8.2: the shared copy is a copy of its own)."""
+    ids = (7, 8)
+    members = [Member(a.port, t, filt, 1, sub_id=i) for t, i in zip(a.member_token[:2], ids)]
+    members[0].subscribe("jobs/0", 1, 99)
+    want = publish_all(a.port, a.pub_token, a.count, 1)
+    own = [w for w in want if w[0] == "jobs/0"]
+    settle(members, len(want) + len(own))
+    shared = []
+    for m, i in zip(members, ids):
+        with m.lock:
+            got = list(m.ids)
+        mine = [(t, p) for t, p, x in got if x == (i,)]
+        plain = [(t, p) for t, p, x in got if x == (99,)]
+        odd = [(t, p, x) for t, p, x in got if x not in ((i,), (99,))]
+        if odd:
+            fail("member with identifier %d: PUBLISHes with other identifiers, e.g. %r"
+                 % (i, odd[:5]))
+        if i == 7:
+            if sorted(plain) != sorted(own):
+                fail("non-shared jobs/0: %d copies, %d published" % (len(plain), len(own)))
+        elif plain:
+            fail("member 8 got non-shared copies: %r" % plain[:5])
+        if not mine:
+            fail("member with identifier %d got nothing from the group" % i)
+        shared.append(mine)
+    seen = collections.Counter(x for mine in shared for x in mine)
+    lost = [w for w in want if seen[w] == 0]
+    twice = [w for w, c in seen.items() if c > 1]
+    extra = [w for w in seen if w not in set(want)]
+    if lost or twice or extra:
+        fail("group copies: %d lost, %d twice, %d never published (e.g. %r %r %r)"
+             % (len(lost), len(twice), len(extra), lost[:3], twice[:3], extra[:3]))
+    print("group copies per member (ids 7, 8): %s; non-shared jobs/0 copies: %d"
+          % ([len(x) for x in shared], len(own)))
+
+
+def backlog(a, filt):
+    """A group whose only member (a persistent session) is gone while
+    --count QoS 1 messages are published (more than the server's
+    core.room_history), then comes back: it gets every message exactly
+    once, in order within each topic."""
+    cid = "backlog-" + uuid.uuid4().hex[:8]
+    m = Member(a.port, a.member_token[0], filt, 1, client_id=cid, log=False)
+    m.stop()
+    want = publish_all(a.port, a.pub_token, a.count, 1)
+    m = Member(a.port, a.member_token[0], None, 1, client_id=cid, log=False)
+    settle([m], len(want))
+    m.stop()
+    with m.lock:
+        got = list(m.got)
+    seen = collections.Counter(got)
+    lost = [w for w in want if seen[w] == 0]
+    twice = [w for w, c in seen.items() if c > 1]
+    extra = [w for w in seen if w not in set(want)]
+    if lost or twice or extra:
+        fail("%d of %d lost, %d twice, %d never published (e.g. %r %r %r)"
+             % (len(lost), len(want), len(twice), len(extra), lost[:3], twice[:3], extra[:3]))
+    last = {}
+    for topic, payload in got:
+        i = int(payload[1:])
+        if i <= last.get(topic, -1):
+            fail("%s: m%d after m%d" % (topic, i, last[topic]))
+        last[topic] = i
+    print("the returning member got all %d, in order per topic" % len(got))
+
+
+def expiry(a, filt):
+    """A raw member with Session Expiry 1 s gets QoS 2 messages and never
+    answers (no PUBREC), then its connection is cut like a kill -9; a paho
+    member takes the rest. The lost member's messages wait for it and never
+    reach the other member (MQTT-4.8.2-4, -5), which gets every other
+    message exactly once. Prints "held K" (what the other member did not
+    get: sent to the lost one) for the test, which then waits for the
+    session's expiry to release them (share_expired, share_dropped)."""
+    b = Member(a.port, a.member_token[0], filt, 2)
+    silent = Silent(a.port, a.member_token[1], filt, qos=2, expiry=1)
+    got_some = threading.Event()
+
+    def reader():
+        silent.take(3)
+        got_some.set()
+
+    threading.Thread(target=reader, daemon=True).start()
+
+    def midway():
+        if not got_some.wait(WAIT):
+            fail("the expiring member got nothing")
+        silent.kill()
+
+    want = publish_all(a.port, a.pub_token, a.count, 2, True, midway)
+    # The lost member may have been sent more than it read: up to its
+    # Receive Maximum (5) per stream home shard (2 shards).
+    settle([b], len(want) - 10)
+    seen = collections.Counter(b.got)
+    twice = [m for m, c in seen.items() if c > 1]
+    extra = [m for m in seen if m not in set(want)]
+    if twice or extra:
+        fail("the other member: %r twice, %r never published" % (twice[:5], extra[:5]))
+    given = [m for m in silent.got if m in seen]
+    if given:
+        fail("QoS 2 messages sent to the lost member reached another: %r" % given[:5])
+    held = [w for w in want if w not in seen]
+    if not 3 <= len(held) <= 10:
+        fail("the lost member held %d messages" % len(held))
+    print("held %d" % len(held), flush=True)
+    print("the other member got the other %d exactly once" % len(seen))
 
 
 def new_publisher(token, client_id, v5, inflight, on_count=None):
@@ -458,6 +594,12 @@ def main():
             if not any(m in x.got for x in members):
                 fail("%r, sent to the lost member, reached nobody else" % (m,))
         print("lost member held %d; per member: %s" % (len(held), [len(m.got) for m in members]))
+    elif a.scenario == "backlog":
+        backlog(a, filt)
+    elif a.scenario == "expiry":
+        expiry(a, filt)
+    elif a.scenario == "subid":
+        subid(a, filt)
     elif a.scenario == "crash1":
         crash1(a)
     elif a.scenario == "crash2":

@@ -57,7 +57,9 @@ pub struct CoreConfig {
     /// Room (and topic stream) messages each shard with subscribers keeps
     /// in memory, a ring of encoded frames, to catch subscribers up
     /// without reading the log. A subscriber further behind is replayed
-    /// from the log (see `room_resume_limit`).
+    /// from the log (see `room_resume_limit`). Also the messages a share
+    /// group holds waiting for a member in memory; its further ones stay
+    /// in the log and are read back in pages (`room_page`).
     pub room_history: u32,
     /// How many messages back a room or topic (re)subscription can reach:
     /// one from an older point starts at the oldest reachable message with

@@ -75,6 +75,13 @@ pub(super) enum TimerEvent {
     /// New filters' waits for other nodes' answers may be over
     /// (`topic_nodes.rs`).
     NodeAnswers,
+    /// A persistent share group member's session may have expired
+    /// (`share_groups.rs`).
+    ShareExpiry {
+        user: UserId,
+        device: surepush_proto::DeviceId,
+        key: u64,
+    },
 }
 
 /// The delivery state machine of one shard. See the module docs for the call order.
@@ -367,6 +374,9 @@ impl Shard {
                 TimerEvent::MoveIdle { partition } => self.on_move_idle(partition),
                 TimerEvent::FilterAnnounce => self.announce_filters(),
                 TimerEvent::NodeAnswers => self.expire_node_waits(),
+                TimerEvent::ShareExpiry { user, device, key } => {
+                    self.on_share_expiry(user, device, key)
+                }
             }
         }
     }

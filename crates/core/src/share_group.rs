@@ -39,9 +39,11 @@
 //!   ([`DropReason::Abandoned`]), never sent to another member
 //!   ([MQTT-4.8.2-5]): exactly once wins over delivery where both cannot
 //!   hold.
-//! - **No member connected**: messages wait, in order, bounded by the
-//!   stream's history; those the history drops first are lost for the group
-//!   ([`ShareGroup::trim`], [`DropReason::TooOld`]).
+//! - **No member connected**: messages wait, in order. The caller bounds
+//!   how many it offers (the rest stay in its log, [`ShareGroup::track`]
+//!   keeps such a stream's cursor) and how far back they reach: older
+//!   ones are lost for the group ([`ShareGroup::trim`],
+//!   [`DropReason::TooOld`]).
 //! - **Durability**: [`ShareGroup::durable`] is what survives a restart
 //!   (the cursor, messages finished above it, and the QoS 2 messages handed
 //!   to a member). A [`ShareAction::Persist`] says it changed; a QoS 2
@@ -81,7 +83,7 @@ pub struct MessageKey {
 /// Why a message leaves the group without being delivered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
-    /// It waited for a member longer than the stream keeps history.
+    /// It waited for a member further back than a subscriber may resume.
     TooOld,
     /// QoS 2, sent to a member whose session ended before PUBREC: it may
     /// hold it, so no other member gets it ([MQTT-4.8.2-5]).
@@ -297,6 +299,39 @@ impl ShareGroup {
         self.waiting.push_back(key);
         self.assign();
         true
+    }
+
+    /// Makes `stream` part of the group's durable state from `first` on
+    /// (its cursor just below it), if it is not yet: the caller keeps its
+    /// messages in the log and offers them later (a group with more
+    /// waiting than it holds in memory).
+    pub fn track(&mut self, stream: u64, first: Seq) {
+        if self.streams.contains_key(&stream) {
+            return;
+        }
+        let s = Stream {
+            done_through: Seq(first.0.saturating_sub(1)),
+            above: BTreeMap::new(),
+        };
+        self.streams.insert(stream, s);
+        self.actions.push_back(ShareAction::Persist);
+    }
+
+    /// Whether the group has seen `key` (finished, or offered and held):
+    /// an offer of it would change nothing but a resend.
+    pub fn knows(&self, key: MessageKey) -> bool {
+        self.streams
+            .get(&key.stream)
+            .is_some_and(|s| key.seq <= s.done_through || s.above.contains_key(&key.seq))
+    }
+
+    /// Whether a message of `stream` after `seq` is handed to a member.
+    pub fn handed_after(&self, stream: u64, seq: Seq) -> bool {
+        self.streams.get(&stream).is_some_and(|s| {
+            s.above
+                .range(Seq(seq.0.saturating_add(1))..)
+                .any(|(_, h)| matches!(h, Held::With { .. }))
+        })
     }
 
     /// `member` connected (or reconnected) with this Receive Maximum. Its

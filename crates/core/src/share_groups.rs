@@ -18,16 +18,23 @@
 //!   gets TOPIC room 0 naming `$share/{group}/{filter}` (its SUBACK may go).
 //!   A closing connection sends `Disconnect` for a persistent member (its
 //!   QoS 2 messages wait for it, MQTT-4.8.2-4) and `Leave` otherwise; SHARE
-//!   with the leave flag sends `Leave`.
+//!   with the leave flag sends `Leave`. A persistent member whose session
+//!   expires before it comes back leaves then (`expiry.rs`).
 //! - **Delivery.** A stream message matched by a group's filter is offered
 //!   to the home shard's [`ShareGroup`], which picks one member; the message
 //!   goes to the member's shard as [`ShareDeliver`] and to the connection as
 //!   SHAREPUSH, at the lower of its QoS and the member's granted QoS. The
 //!   member's SHAREACK comes back as [`ShareDone`]; a connection gone before
 //!   the SHAREPUSH left gives the message back (`returned`).
-//! - **Bounds.** Messages waiting for a member are bounded by the stream's
-//!   history (`core.room_history`): older ones are dropped for the group.
-//!   A member holds at most its Receive Maximum.
+//! - **Bounds.** A group holds at most `core.room_history` messages
+//!   waiting in memory (about half as many again while a page comes in);
+//!   further ones of a stream wait in the log, where the stream's position
+//!   in the group is all it keeps (`backlog.rs`), and are read back in
+//!   pages as members take what the group holds: a group whose members
+//!   are all gone or slow loses nothing to memory. How far back a group
+//!   reaches is a subscriber's: `core.room_resume_limit` messages (if
+//!   set), `core.room_max_age_ms`, the log's retention; older ones are
+//!   dropped for the group. A member holds at most its Receive Maximum.
 //! - **Durability.** Each group's [`DurableShare`] for the streams homed
 //!   here (cursor per stream, messages finished above it, QoS 2 messages
 //!   handed to a member) is keyed state of this shard
@@ -36,10 +43,13 @@
 //!   handed to a member goes to it only once that write is durable
 //!   ([`AppendPurpose::ShareHandout`]; no write of its own). After a restart
 //!   ([`Shard::load_share_groups`]) each group is restored without members
-//!   and reads its streams again after its cursors; live messages of a
-//!   stream being read again wait until that read is done, so the cursor
-//!   never passes a message not yet offered again.
+//!   and reads its streams again after its cursors, as a backlog: live
+//!   messages of a stream being read again stay in the log until the
+//!   reads reach them, so the cursor never passes a message not yet
+//!   offered again.
 //! - Share groups stay on one node, like wildcard filters.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::action::ConnId;
 use super::shard::{AppendPurpose, Shard};
@@ -48,14 +58,17 @@ use crate::hashing::FastHashMap;
 use crate::peer::{ShareDeliver, ShareDone, ShareJoin, ShareJoined, ShareOp};
 use crate::router::ShardId;
 use crate::share_group::{DurableShare, MemberId, MessageKey, ShareAction, ShareGroup};
-use crate::storage::ReadPurpose;
-use crate::{InboxQuery, MessageRecord, StateKey};
+use crate::{MessageRecord, StateKey};
 use bytes::{BufMut, Bytes, BytesMut};
-use surepush_proto::topic::topic_matches;
-use surepush_proto::topic_stream::split_payload;
 use surepush_proto::{
     share_key, Frame, Qos, RoomPush, Seq, ShareAck, SharePush, ShareReq, TopicSeen, UserId,
 };
+
+mod backlog;
+mod expiry;
+
+use backlog::Behind;
+use expiry::Expiring;
 
 /// The share group state of one shard. See the module docs.
 #[derive(Debug, Default)]
@@ -69,6 +82,9 @@ pub(super) struct Shares {
     by_conn: FastHashMap<ConnId, Vec<Membership>>,
     /// Joins waiting for shards' [`ShareJoined`]: how many.
     joining: FastHashMap<(ConnId, String), u16>,
+    /// Persistent members of this shard whose connection is gone, until
+    /// they come back or their session expires (`expiry.rs`).
+    expiring: Expiring,
 }
 
 #[derive(Debug)]
@@ -80,9 +96,11 @@ struct Homed {
     seats: FastHashMap<MemberId, Seat>,
     /// The messages waiting or handed out (a redelivery needs them).
     held: FastHashMap<MessageKey, MessageRecord>,
-    /// Streams read again after a restart: their live messages wait here
-    /// until the read is done.
-    replaying: FastHashMap<u64, Vec<MessageRecord>>,
+    /// Streams whose newer messages wait in the log (`backlog.rs`).
+    behind: BTreeMap<u64, Behind>,
+    /// Streams read again after a restart whose reads have not yet passed
+    /// every message the group counts as handed to a member.
+    replaying: BTreeSet<u64>,
     /// Messages to send again to a member that joined before they were
     /// read again after a restart: sent when they are.
     unread: Vec<MessageKey>,
@@ -100,7 +118,8 @@ impl Homed {
             state,
             seats: FastHashMap::default(),
             held: FastHashMap::default(),
-            replaying: FastHashMap::default(),
+            behind: BTreeMap::new(),
+            replaying: BTreeSet::new(),
             unread: Vec::new(),
             joined_later: Vec::new(),
         }
@@ -174,6 +193,8 @@ impl Shard {
             return self.send_frame(conn, Frame::Topic(no));
         }
         let key = req.key();
+        // Back (or gone for good): its session's expiry no longer counts.
+        self.shares.expiring.remove(user, device, key);
         let held = self.shares.by_conn.entry(conn).or_default();
         held.retain(|m| m.key != key);
         let op = if req.leave {
@@ -292,6 +313,7 @@ impl Shard {
         };
         for m in held {
             let op = if m.req.persistent {
+                self.share_expire_later(conn, user, device, &m.req);
                 ShareOp::Disconnect
             } else {
                 ShareOp::Leave
@@ -402,7 +424,7 @@ impl Shard {
             }
         }
         let h = self.shares.groups.get(&key).expect("still there");
-        if h.seats.is_empty() && h.held.is_empty() && h.replaying.is_empty() {
+        if h.seats.is_empty() && h.held.is_empty() && h.behind.is_empty() {
             // The last member left and nothing waits: the group ends here.
             let filter = h.filter.clone();
             self.shares.groups.remove(&key);
@@ -412,7 +434,8 @@ impl Shard {
     }
 
     /// A topic stream message is durable (or, seq 0, a QoS 0 one is being
-    /// fanned out) on its home shard: each matching group gets it.
+    /// fanned out) on its home shard: each matching group gets it, or
+    /// leaves it in the log when it holds all it may (`backlog.rs`).
     pub(super) fn share_published(&mut self, record: &MessageRecord, name: &str) {
         let mut keys: Vec<u64> = Vec::new();
         self.shares.trie.matches(name, |k| {
@@ -421,21 +444,34 @@ impl Shard {
             }
         });
         let stream = record.inbox.0;
-        let history = u64::from(self.config.room_history.max(1));
+        let cap = self.share_cap();
+        let resume = u64::from(self.config.room_resume_limit);
         for key in keys {
             let Some(h) = self.shares.groups.get_mut(&key) else {
                 continue;
             };
-            if let Some(later) = h.replaying.get_mut(&stream) {
-                if record.seq != Seq::ZERO {
-                    later.push(record.clone());
-                }
-                continue;
-            }
             let mk = MessageKey {
                 stream,
                 seq: record.seq,
             };
+            if record.seq != Seq::ZERO {
+                if resume != 0 && record.seq.0 > resume {
+                    // Older ones are out of a subscriber's reach too.
+                    h.state.trim(stream, Seq(record.seq.0 - resume + 1));
+                }
+                if h.behind.contains_key(&stream) {
+                    // Read back from the log in its turn.
+                    self.share_drain(key);
+                    continue;
+                }
+                if h.state.waiting() >= cap {
+                    h.state.track(stream, record.seq);
+                    h.behind
+                        .insert(stream, Behind::after(Seq(record.seq.0 - 1)));
+                    self.share_drain(key);
+                    continue;
+                }
+            }
             h.held.insert(mk, record.clone());
             let qos = if record.seq == Seq::ZERO {
                 Qos::AtMostOnce
@@ -443,9 +479,6 @@ impl Shard {
                 record.qos
             };
             let kept = h.state.offer(mk, qos);
-            if record.seq.0 > history {
-                h.state.trim(stream, Seq(record.seq.0 - history + 1));
-            }
             self.share_drain(key);
             if !kept {
                 // QoS 0 (handed out or dropped by now), or known already.
@@ -496,7 +529,7 @@ impl Shard {
                     dup,
                 } => {
                     let seat = h.seats.get(&member).copied();
-                    let unread = !h.held.contains_key(&mk) && h.replaying.contains_key(&mk.stream);
+                    let unread = !h.held.contains_key(&mk) && h.behind.contains_key(&mk.stream);
                     if dup && seat.is_some() && unread {
                         h.unread.push(mk);
                     }
@@ -551,6 +584,7 @@ impl Shard {
             // Every first QoS 2 hand-out changes the state: nothing here.
             self.share_handout_stored(after_write, true);
         }
+        self.share_refill(key);
     }
 
     /// The write recording these QoS 2 hand-outs is durable (`ok`), or
@@ -562,96 +596,6 @@ impl Shard {
         }
         for (shard, msg) in sends {
             self.route_to(shard, msg);
-        }
-    }
-
-    /// Restores the share groups of this shard's log (part of
-    /// [`Shard::load_topic_names`]): each without members, reading its
-    /// streams again after their cursors.
-    pub(super) fn load_share_groups(&mut self) {
-        let stored: Vec<(u64, Bytes)> = self
-            .keyed
-            .values()
-            .filter_map(|(k, v)| match k {
-                StateKey::ShareGroup { key } => Some((*key, v.clone())),
-                _ => None,
-            })
-            .collect();
-        let limit = self.config.room_history.max(1);
-        for (key, value) in stored {
-            let Some(mut h) = Homed::from_value(&value) else {
-                tracing::warn!(key, "share group state unreadable: the group starts afresh");
-                continue;
-            };
-            let streams: Vec<(u64, Seq)> = h
-                .state
-                .durable()
-                .streams
-                .iter()
-                .map(|s| (s.stream, s.done_through))
-                .collect();
-            for &(stream, _) in &streams {
-                h.replaying.insert(stream, Vec::new());
-            }
-            self.shares.trie.insert(&h.filter, key);
-            self.shares.groups.insert(key, h);
-            for (stream, after) in streams {
-                let query = InboxQuery::After { after, limit };
-                self.read(
-                    UserId(stream),
-                    query,
-                    ReadPurpose::ShareReplay { key, stream },
-                );
-            }
-        }
-    }
-
-    /// A stream of a restored group, read again after its cursor.
-    pub(super) fn on_share_replay(
-        &mut self,
-        key: u64,
-        stream: u64,
-        result: Result<Vec<MessageRecord>, ()>,
-    ) {
-        let Some(h) = self.shares.groups.get_mut(&key) else {
-            return;
-        };
-        let later = h.replaying.remove(&stream).unwrap_or_default();
-        let read = result.unwrap_or_else(|()| {
-            tracing::warn!(key, stream, "share group replay read failed");
-            Vec::new()
-        });
-        for record in read.into_iter().chain(later) {
-            let Some(h) = self.shares.groups.get_mut(&key) else {
-                return;
-            };
-            let name = split_payload(&record.payload).map(|(n, _)| n.to_string());
-            if !name.is_some_and(|n| topic_matches(&h.filter, &n)) {
-                continue; // another name with the same stream id
-            }
-            let mk = MessageKey {
-                stream,
-                seq: record.seq,
-            };
-            let qos = record.qos;
-            h.held.insert(mk, record);
-            if !h.state.offer(mk, qos) {
-                h.held.remove(&mk); // finished before the restart
-            } else if let Some(i) = h.unread.iter().position(|k| *k == mk) {
-                h.unread.swap_remove(i);
-                h.state.resend(mk);
-            }
-            self.share_drain(key);
-        }
-        let Some(h) = self.shares.groups.get_mut(&key) else {
-            return;
-        };
-        // Not in the stream any more (older than its history).
-        h.unread.retain(|k| k.stream != stream);
-        if h.replaying.is_empty() {
-            for (shard, yes) in std::mem::take(&mut h.joined_later) {
-                self.route_to(shard, yes);
-            }
         }
     }
 }

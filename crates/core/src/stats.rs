@@ -26,9 +26,12 @@ pub struct CoreStats {
     /// Messages of share groups handed to a member's connection
     /// (SHAREPUSH, `share_groups.rs`).
     pub share_deliveries: u64,
-    /// Messages of share groups dropped undelivered: waited past the
-    /// stream's history, or QoS 2 to a member whose session ended.
+    /// Messages of share groups dropped undelivered: further back than a
+    /// subscriber may resume, or QoS 2 to a member whose session ended.
     pub share_dropped: u64,
+    /// Persistent share group members whose session expired before they
+    /// came back: they left their group (docs/MQTT.md 2.3a).
+    pub share_expired: u64,
     /// FILTERs refused (a limit, or not an MQTT connection).
     pub topic_filters_refused: u64,
     /// Retained messages of free-form topics refused: the shard holds

@@ -137,8 +137,9 @@ pub(super) enum ReadPurpose {
     /// The newest message of a topic stream homed here, for its name
     /// (`topic_filters.rs`, after a restart).
     TopicName,
-    /// A stream of a share group restored after a restart, read again
-    /// after the group's cursor (`share_groups.rs`).
+    /// A page of a share group's backlog: a stream's messages the group
+    /// had no room for in memory, or all after its cursor after a restart
+    /// (`share_groups/backlog.rs`).
     ShareReplay {
         /// The group's key.
         key: u64,

@@ -745,6 +745,8 @@ mod read_ahead;
 mod retry;
 mod room_access;
 mod room_resync;
+mod share_backlog;
+mod share_expiry;
 mod share_handout;
 mod topic_filters;
 mod topic_nodes;

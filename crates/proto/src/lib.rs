@@ -42,7 +42,8 @@ pub use header::{FrameHeader, DEFAULT_MAX_FRAME, HEADER_LEN, MAGIC, VERSION};
 pub use presence::{OnlineDevice, Presence, Watch, WatchAck, MAX_TRANSPORT_LEN};
 pub use room::{is_room, RoomPush, SubAck, SubResult, Subscribe, SubscribeFrom, ROOM_BIT};
 pub use share::{
-    share_key, ShareAck, SharePush, ShareReq, MAX_SHARE_NAME_LEN, SHARE_LEAVE, SHARE_PERSISTENT,
+    share_key, ShareAck, SharePush, ShareReq, MAX_SHARE_NAME_LEN, SHARE_EXPIRES, SHARE_LEAVE,
+    SHARE_PERSISTENT,
 };
 pub use state_key::StateKey;
 pub use types::{DeviceId, Qos, Seq, UserId};

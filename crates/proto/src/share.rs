@@ -9,7 +9,7 @@
 //! finished with it (QoS 1 PUBACK, QoS 2 PUBREC, or a refusal).
 //!
 //! SHARE body: `qos u8, receive_max u16, group_len u16`, the group name,
-//! then the filter (UTF-8). SHAREPUSH body: `group u64` then a ROOMPUSH
+//! then the filter (UTF-8), then, with [`SHARE_EXPIRES`], `expiry_s u32`. SHAREPUSH body: `group u64` then a ROOMPUSH
 //! body. SHAREACK body: `group u64, room u64, seq u64`.
 
 use bytes::{BufMut, BytesMut};
@@ -23,6 +23,10 @@ pub const SHARE_LEAVE: u8 = 0x01;
 /// SHARE flag: the member's session outlives its connection, so a lost
 /// connection keeps its QoS 2 messages for it (docs/MQTT.md 2.3).
 pub const SHARE_PERSISTENT: u8 = 0x02;
+/// SHARE flag: the body ends with the persistent member's Session Expiry
+/// Interval (`expiry_s u32`, seconds): once its connection has been gone
+/// that long, its session has ended and it leaves the group.
+pub const SHARE_EXPIRES: u8 = 0x04;
 /// Longest share group name, in bytes.
 pub const MAX_SHARE_NAME_LEN: usize = 256;
 
@@ -41,6 +45,9 @@ pub struct ShareReq {
     pub leave: bool,
     /// The session outlives the connection.
     pub persistent: bool,
+    /// A persistent session's Session Expiry Interval (seconds), if it
+    /// ever expires ([`SHARE_EXPIRES`]).
+    pub expiry_s: Option<u32>,
 }
 
 impl ShareReq {
@@ -86,17 +93,30 @@ pub fn share_key(group: &str, filter: &str) -> u64 {
 pub(crate) const SHARE_FIXED_LEN: usize = 5;
 pub(crate) const SHAREPUSH_GROUP_LEN: usize = 8;
 pub(crate) const SHAREACK_LEN: usize = 24;
+/// Bytes of the trailing `expiry_s` ([`SHARE_EXPIRES`]).
+const SHARE_EXPIRY_LEN: usize = size_of::<u32>();
 
 fn malformed(frame: &'static str, what: &'static str) -> ProtoError {
     ProtoError::Malformed { frame, what }
 }
 
 pub(crate) fn share_len(s: &ShareReq) -> usize {
-    SHARE_FIXED_LEN + s.group.len() + s.filter.len()
+    let expiry = if s.expiry_s.is_some() {
+        SHARE_EXPIRY_LEN
+    } else {
+        0
+    };
+    SHARE_FIXED_LEN + s.group.len() + s.filter.len() + expiry
 }
 
 pub(crate) fn share_flags(s: &ShareReq) -> u8 {
-    (if s.leave { SHARE_LEAVE } else { 0 }) | (if s.persistent { SHARE_PERSISTENT } else { 0 })
+    (if s.leave { SHARE_LEAVE } else { 0 })
+        | (if s.persistent { SHARE_PERSISTENT } else { 0 })
+        | (if s.expiry_s.is_some() {
+            SHARE_EXPIRES
+        } else {
+            0
+        })
 }
 
 pub(crate) fn encode_share(s: &ShareReq, dst: &mut BytesMut) {
@@ -106,6 +126,9 @@ pub(crate) fn encode_share(s: &ShareReq, dst: &mut BytesMut) {
     dst.put_u16_le(len);
     dst.put_slice(s.group.as_bytes());
     dst.put_slice(s.filter.as_bytes());
+    if let Some(expiry_s) = s.expiry_s {
+        dst.put_u32_le(expiry_s);
+    }
 }
 
 pub(crate) fn decode_share(flags: u8, body: &[u8]) -> Result<ShareReq, ProtoError> {
@@ -116,7 +139,16 @@ pub(crate) fn decode_share(flags: u8, body: &[u8]) -> Result<ShareReq, ProtoErro
     let qos = Qos::from_u8(body[0]).ok_or(malformed(NAME, "unknown qos"))?;
     let receive_max = u16::from_le_bytes([body[1], body[2]]);
     let group_len = usize::from(u16::from_le_bytes([body[3], body[4]]));
-    let rest = &body[SHARE_FIXED_LEN..];
+    let mut rest = &body[SHARE_FIXED_LEN..];
+    let mut expiry_s = None;
+    if flags & SHARE_EXPIRES != 0 {
+        let Some(at) = rest.len().checked_sub(SHARE_EXPIRY_LEN) else {
+            return Err(malformed(NAME, "no expiry at the end"));
+        };
+        let (head, tail) = rest.split_at(at);
+        expiry_s = Some(u32::from_le_bytes(tail.try_into().expect("4 bytes")));
+        rest = head;
+    }
     if group_len > rest.len() {
         return Err(malformed(NAME, "group name past the end"));
     }
@@ -140,6 +172,7 @@ pub(crate) fn decode_share(flags: u8, body: &[u8]) -> Result<ShareReq, ProtoErro
         receive_max,
         leave: flags & SHARE_LEAVE != 0,
         persistent: flags & SHARE_PERSISTENT != 0,
+        expiry_s,
     })
 }
 
@@ -190,7 +223,13 @@ mod tests {
 
     #[test]
     fn share_frames_round_trip() {
-        for (leave, persistent) in [(false, false), (true, false), (false, true)] {
+        for (leave, persistent, expiry_s) in [
+            (false, false, None),
+            (true, false, None),
+            (false, true, None),
+            (false, true, Some(1)),
+            (false, true, Some(u32::MAX - 1)),
+        ] {
             round_trip(Frame::Share(ShareReq {
                 group: "workers".into(),
                 filter: "jobs/+/new".into(),
@@ -198,6 +237,7 @@ mod tests {
                 receive_max: 20,
                 leave,
                 persistent,
+                expiry_s,
             }));
         }
         round_trip(Frame::SharePush(SharePush {
@@ -228,6 +268,7 @@ mod tests {
             receive_max: 1,
             leave: false,
             persistent: false,
+            expiry_s: None,
         };
         let mut body = BytesMut::new();
         encode_share(&good, &mut body);
@@ -255,6 +296,10 @@ mod tests {
         let mut b = body.clone();
         b[0] = 3;
         assert!(decode_share(0, &b).is_err(), "qos 3");
+        // The expiry flag without room for it.
+        for cut in 0..SHARE_EXPIRY_LEN {
+            assert!(decode_share(SHARE_EXPIRES, &body[..SHARE_FIXED_LEN + cut]).is_err());
+        }
         assert!(decode_share_ack(&[0; 23]).is_err());
         assert!(decode_share_push(&Bytes::from_static(&[0; 7])).is_err());
     }

@@ -183,8 +183,13 @@ const CORE_COUNTERS: &[CoreSeries] = &[
     ),
     (
         "share_dropped",
-        "Messages of MQTT share groups dropped undelivered (past the stream's history, or QoS 2 sent to a member whose session ended)",
+        "Messages of MQTT share groups dropped undelivered (further back than a subscriber may resume, or QoS 2 sent to a member whose session ended)",
         |s| s.share_dropped,
+    ),
+    (
+        "share_expired",
+        "Persistent MQTT share group members whose session expired before they came back (they left the group; their unfinished QoS 2 messages count in share_dropped)",
+        |s| s.share_expired,
     ),
     (
         "topic_filters_refused",

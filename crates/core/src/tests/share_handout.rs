@@ -44,6 +44,7 @@ fn share(h: &mut Harness, member: ConnId) {
         receive_max: 10,
         leave: false,
         persistent: true,
+        expiry_s: None,
     };
     h.frame(member, Frame::Share(req));
     // Joined on every shard: TOPIC room 0 names the shared filter.

@@ -12,17 +12,24 @@
 //!   session's subscriptions whose filter matches its topic
 //!   (MQTT-3.3.4-3, -4: several when several match), retained messages
 //!   included. A 3.1.1 session never has any.
+//! - A share group's message is a copy of its own (MQTT 5 4.8.2: a
+//!   client with a shared and a non-shared subscription matching a topic
+//!   gets a copy by each): it carries the identifier of that shared
+//!   subscription only (MQTT-3.3.4-5), and the others never carry a
+//!   shared subscription's identifier.
 //! - Filters are kept as copies: a decoded filter is a slice of the
 //!   receive buffer and would keep all of it alive (issue #21 item 5).
 
 use std::num::NonZeroU32;
 
 use super::persist::Change;
+use super::shared::split_shared;
 use super::streams::stream_room;
 use super::topics::Target;
 use super::Bridge;
 use crate as mqtt;
 use crate::{MqttString, ReasonCode};
+use surepush_proto::share_key;
 
 impl Bridge {
     /// After a SUBSCRIBE: `id` now names each of `filters` the server
@@ -75,11 +82,20 @@ impl Bridge {
             .state
             .sub_ids
             .iter()
-            .filter(|(f, _)| mqtt::topic_matches(f, topic))
+            .filter(|(f, _)| !f.starts_with(mqtt::SHARED_PREFIX) && mqtt::topic_matches(f, topic))
             .map(|(_, &id)| id)
             .collect();
         ids.sort_unstable();
         ids.dedup();
         ids
+    }
+
+    /// The identifier a PUBLISH from share group `group` (its key)
+    /// carries: that of the session's shared subscription of the group.
+    pub(super) fn shared_subscription_id(&self, group: u64) -> Option<NonZeroU32> {
+        self.state.sub_ids.iter().find_map(|(f, &id)| {
+            let (name, filter) = split_shared(f)?;
+            (share_key(name, filter) == group).then_some(id)
+        })
     }
 }

@@ -31,6 +31,9 @@ pub(super) struct Outgoing {
     /// Sent to this session before (a DUP re-send): onward delivery has
     /// started, so it no longer expires (MQTT-4.3.3-7).
     pub(super) sent_before: bool,
+    /// The key of the share group that gave it (`shared.rs`): it carries
+    /// that shared subscription's identifier only (`identifiers.rs`).
+    pub(super) share: Option<u64>,
 }
 
 impl From<Push> for Outgoing {
@@ -41,6 +44,7 @@ impl From<Push> for Outgoing {
             attrs: p.attrs,
             payload: p.payload,
             sent_before: false,
+            share: None,
         }
     }
 }
@@ -53,6 +57,7 @@ impl From<RoomPush> for Outgoing {
             attrs: p.attrs,
             payload: p.payload,
             sent_before: false,
+            share: None,
         }
     }
 }
@@ -213,7 +218,10 @@ impl Bridge {
                     .or(msg.sent_before.then_some(1))?;
                 properties.message_expiry_interval = Some(left);
             }
-            properties.subscription_identifiers = self.subscription_ids(topic);
+            properties.subscription_identifiers = match msg.share {
+                Some(group) => self.shared_subscription_id(group).into_iter().collect(),
+                None => self.subscription_ids(topic),
+            };
             properties.user_properties.push((
                 MqttString::from_static("from"),
                 MqttString::from(msg.from.0.to_string()),
@@ -482,6 +490,7 @@ impl Bridge {
             attrs: Bytes::new(),
             payload: msg.payload,
             sent_before: false,
+            share: None,
         };
         self.send_retained(&topic, qos, out);
     }

@@ -443,6 +443,7 @@ impl Bridge {
             attrs: msg.attrs,
             payload: msg.payload,
             sent_before: false,
+            share: None,
         };
         self.send_retained(name, qos, out);
     }

@@ -82,6 +82,9 @@ impl Bridge {
             receive_max: self.client_receive_max,
             leave,
             persistent: self.persistent,
+            // 0xFFFFFFFF: the session never expires (MQTT 5 3.1.2.11.2).
+            expiry_s: (self.persistent && self.state.expiry_s != u32::MAX)
+                .then_some(self.state.expiry_s),
         }
     }
 
@@ -159,6 +162,7 @@ impl Bridge {
         let msg = Outgoing {
             payload: body,
             sent_before: dup,
+            share: Some(group),
             ..Outgoing::from(push)
         };
         if qos == QoS::AtMostOnce {

@@ -176,7 +176,7 @@ fn allowed_flags(kind: FrameKind) -> u8 {
         FrameKind::Push => PUSH_ECHO | PUSH_RETRANSMIT,
         FrameKind::Sync => SYNC_READ_AHEAD,
         FrameKind::Filter => crate::FILTER_REMOVE,
-        FrameKind::Share => crate::SHARE_LEAVE | crate::SHARE_PERSISTENT,
+        FrameKind::Share => crate::SHARE_LEAVE | crate::SHARE_PERSISTENT | crate::SHARE_EXPIRES,
         FrameKind::SyncPage => SYNCPAGE_END | SYNCPAGE_GAP,
         FrameKind::ConvList => conversation::CONVLIST_UNREAD_ONLY,
         FrameKind::ConvPage => conversation::CONV_END,

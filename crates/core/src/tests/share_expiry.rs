@@ -1,0 +1,140 @@
+//! A persistent share group member whose session expires before it comes
+//! back (issue #21, docs/MQTT.md 2.3a): its QoS 2 messages waited for it;
+//! at its Session Expiry Interval after the close it leaves the group,
+//! they are dropped for the group (never sent to another member,
+//! MQTT-4.8.2-5) and the group goes on without it. Before, they stayed
+//! with it for as long as the gateway kept the group.
+
+use super::topic_filters::mqtt_session;
+use super::*;
+use surepush_proto::topic_stream::{frame_payload, stream_id};
+use surepush_proto::{ShareAck, ShareReq};
+
+fn share(h: &mut Harness, member: ConnId, expiry_s: Option<u32>) -> Vec<Frame> {
+    let req = ShareReq {
+        group: "g".into(),
+        filter: "jobs/+".into(),
+        qos: Qos::ExactlyOnce,
+        receive_max: 10,
+        leave: false,
+        persistent: true,
+        expiry_s,
+    };
+    h.frame(member, Frame::Share(req));
+    h.take(member)
+}
+
+fn publish(h: &mut Harness, publisher: ConnId, from: u64, n: u64) {
+    for i in from..from + n {
+        let mut s = send(i + 1, stream_id("jobs/1"), Qos::ExactlyOnce);
+        if let Frame::Send(s) = &mut s {
+            s.payload = frame_payload("jobs/1", format!("m{i}").as_bytes());
+        }
+        h.frame(publisher, s);
+    }
+}
+
+fn pushes(frames: Vec<Frame>) -> Vec<Seq> {
+    frames
+        .into_iter()
+        .filter_map(|f| match f {
+            Frame::SharePush(p) => Some(p.push.seq),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Acknowledges every SHAREPUSH in `frames` (B keeps up); their seqs.
+fn ack_all(h: &mut Harness, member: ConnId, frames: Vec<Frame>) -> Vec<Seq> {
+    let mut seqs = Vec::new();
+    for f in frames {
+        if let Frame::SharePush(p) = f {
+            seqs.push(p.push.seq);
+            let ack = ShareAck {
+                group: p.group,
+                room: p.push.room,
+                seq: p.push.seq,
+            };
+            h.frame(member, Frame::ShareAck(ack));
+        }
+    }
+    seqs
+}
+
+/// A publisher, member A (user 2, Session Expiry 1 s) holding some QoS 2
+/// messages unfinished, member B (user 3) finishing the rest; A's
+/// connection then closes. What A holds, and B's connection.
+fn a_member_gone_with_qos2_messages(h: &mut Harness) -> (Vec<Seq>, ConnId, ConnId) {
+    let publisher = mqtt_session(h, 1);
+    let a = mqtt_session(h, 2);
+    share(h, a, Some(1));
+    let b = mqtt_session(h, 3);
+    share(h, b, None);
+    publish(h, publisher, 0, 6);
+    let held = pushes(h.take(a));
+    let frames = h.take(b);
+    let finished = ack_all(h, b, frames);
+    assert!(
+        !held.is_empty() && !finished.is_empty(),
+        "{held:?} {finished:?}"
+    );
+    assert_eq!(held.len() + finished.len(), 6);
+    h.shard.handle_closed(a, h.now);
+    h.run();
+    (held, b, publisher)
+}
+
+#[test]
+fn an_expired_members_qos2_messages_are_dropped_for_the_group() {
+    let mut h = Harness::new(CoreConfig::default());
+    let (held, b, publisher) = a_member_gone_with_qos2_messages(&mut h);
+    let dropped = h.shard.stats().share_dropped;
+
+    h.advance(999);
+    assert_eq!(h.shard.stats().share_expired, 0, "not yet");
+    assert!(
+        pushes(h.take(b)).is_empty(),
+        "A's QoS 2 messages wait for A"
+    );
+    h.advance(1);
+    assert_eq!(h.shard.stats().share_expired, 1);
+    assert_eq!(
+        h.shard.stats().share_dropped - dropped,
+        held.len() as u64,
+        "A's unfinished QoS 2 messages leave the group"
+    );
+    // Never to another member (MQTT-4.8.2-5); the group goes on with B.
+    assert!(pushes(h.take(b)).is_empty());
+    publish(&mut h, publisher, 6, 3);
+    let frames = h.take(b);
+    let next = ack_all(&mut h, b, frames);
+    assert_eq!(next.len(), 3, "B gets every new message: A is no member");
+}
+
+#[test]
+fn a_member_back_before_its_expiry_keeps_its_messages() {
+    let mut h = Harness::new(CoreConfig::default());
+    let (held, _, _) = a_member_gone_with_qos2_messages(&mut h);
+    h.advance(500);
+    let a = mqtt_session(&mut h, 2);
+    let again = pushes(share(&mut h, a, Some(1)));
+    assert_eq!(again, held, "given again to A (DUP)");
+    h.advance(2_000);
+    assert_eq!(h.shard.stats().share_expired, 0);
+}
+
+#[test]
+fn a_later_close_pushes_the_expiry_back() {
+    let mut h = Harness::new(CoreConfig::default());
+    a_member_gone_with_qos2_messages(&mut h);
+    h.advance(800);
+    let a = mqtt_session(&mut h, 2);
+    share(&mut h, a, Some(1));
+    h.shard.handle_closed(a, h.now);
+    h.run();
+    // The first close's deadline passes: the session lives on.
+    h.advance(500);
+    assert_eq!(h.shard.stats().share_expired, 0);
+    h.advance(500);
+    assert_eq!(h.shard.stats().share_expired, 1);
+}
