@@ -159,10 +159,12 @@ fn a_parked_mqtt_connection_past_its_keep_alive_is_closed() {
     wait_parked(&server, 0);
 }
 
-/// A mosquitto command-line client for `server`.
+/// A mosquitto command-line client for `server`, its output line-buffered
+/// (`-d` prints the SUBACK on stdout, which a pipe would hold back).
 fn mosquitto(bin: &str, server: &TestServer, user: u64, args: &[&str]) -> Command {
-    let mut c = Command::new(bin);
-    c.args(["-h", "127.0.0.1", "-p", &server.mqtt.port().to_string()])
+    let mut c = Command::new("stdbuf");
+    c.args(["-oL", bin])
+        .args(["-h", "127.0.0.1", "-p", &server.mqtt.port().to_string()])
         .args(["-u", "x", "-P", &server.token(user, 1)])
         .args(args);
     c
@@ -193,10 +195,30 @@ impl Sub {
         Sub { child, lines }
     }
 
+    /// The next message line (`-d` debug lines skipped).
     fn next(&self) -> String {
-        self.lines
-            .recv_timeout(Duration::from_secs(10))
-            .expect("a message within 10 s")
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a message within 10 s");
+            if !line.starts_with("Client ") && !line.starts_with("Subscribed") {
+                return line;
+            }
+        }
+    }
+
+    /// Waits for the SUBACK (`-d` prints "Subscribed").
+    fn subscribed(self) -> Sub {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(10))
+                .expect("SUBACK within 10 s");
+            if line.starts_with("Subscribed") {
+                return self;
+            }
+        }
     }
 }
 
@@ -237,8 +259,9 @@ fn parked_mqtt_subscribers_receive_and_a_killed_one_leaves_its_will() {
         "mosquitto_sub",
         &server,
         9301,
-        &["-t", "park/#", "-q", "1", "-v"],
-    ));
+        &["-t", "park/#", "-q", "1", "-v", "-d"],
+    ))
+    .subscribed();
     let mut willing = Sub::start(mosquitto(
         "mosquitto_sub",
         &server,
@@ -267,4 +290,56 @@ fn parked_mqtt_subscribers_receive_and_a_killed_one_leaves_its_will() {
     let _ = willing.child.wait();
     assert_eq!(watcher.next(), "park/will gone 9302");
     wait_metric(&server, "surepush_connections", 1);
+}
+
+/// Output counts as activity: a QoS 0 subscriber that only receives (it
+/// never writes to the gateway) is not parked between messages that come
+/// more often than `park_idle_ms`, so it does not churn between parking
+/// and resuming; the publisher feeding it does not either. Once the
+/// stream stops, both park.
+#[test]
+fn a_connection_that_only_receives_stays_unparked_while_messages_flow() {
+    let mut server = TestServer::unstarted(1, "park_idle_ms = 100\n", "");
+    server.mqtt_config = "topics_open = true\n".into();
+    server.spawn();
+    let sub = Sub::start(mosquitto(
+        "mosquitto_sub",
+        &server,
+        9401,
+        &["-t", "flow/#", "-q", "0", "-v", "-d"],
+    ))
+    .subscribed();
+    let mut publisher = mosquitto(
+        "mosquitto_pub",
+        &server,
+        9402,
+        &["-t", "flow/x", "-q", "0", "-l"],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("mosquitto_pub");
+    let mut lines = publisher.stdin.take().unwrap();
+    // The publisher is connected once its first line comes back.
+    writeln!(lines, "0").unwrap();
+    assert_eq!(sub.next(), "flow/x 0");
+    let resumed_before = server.counter("surepush_connections_resumed_total");
+    for n in 1..=60 {
+        // Pacing the publisher (every 25 ms, a quarter of park_idle_ms).
+        std::thread::sleep(Duration::from_millis(25));
+        writeln!(lines, "{n}").unwrap();
+        assert_eq!(sub.next(), format!("flow/x {n}"));
+    }
+    assert_eq!(
+        server.counter("surepush_connections_resumed_total"),
+        resumed_before,
+        "a connection parked and resumed while messages flowed"
+    );
+    // Quiet now: both park (and the stream still works after).
+    wait_parked(&server, 2);
+    writeln!(lines, "last").unwrap();
+    assert_eq!(sub.next(), "flow/x last");
+    drop(lines);
+    let _ = publisher.wait();
 }

@@ -136,10 +136,11 @@ pub struct Config {
     /// client that does not read cannot hold a closed connection open.
     #[serde(deserialize_with = "durations::millis")]
     pub close_grace_ms: u64,
-    /// A plain TCP connection idle this long (nothing read, nothing to
-    /// write) parks: its tasks end and its socket waits in the shard's
-    /// epoll set until input or output resumes it, so an idle connection
-    /// costs a fraction of a busy one's memory (ms; 0 = never park).
+    /// A plain TCP connection with nothing read or written for this long
+    /// (a sweep every period: parked after one to two) parks: its tasks
+    /// end and its socket waits in the shard's epoll set until input or
+    /// output resumes it, so an idle connection costs less memory (ms;
+    /// 0 = never park).
     #[serde(deserialize_with = "durations::millis")]
     pub park_idle_ms: u64,
     /// Capacity of each shard-to-shard channel (batches).

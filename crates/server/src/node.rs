@@ -467,7 +467,7 @@ async fn shard_main(
         rt.metrics.count_salvaged(salvage.lost.len() as u64);
     }
     glommio::spawn_local(rt.clone().durability_loop(durability_wake)).detach();
-    glommio::spawn_local(transport::park::resume_ready(rt.clone())).detach();
+    glommio::spawn_local(transport::park::run(rt.clone())).detach();
     if let Some(link) = webhooks {
         glommio::spawn_local(crate::webhooks::report_loop(rt.clone(), link)).detach();
         rt.hand_out_webhooks();

@@ -131,4 +131,10 @@ impl ShardLoop for ShardRuntime {
     fn conn_by_token(&self, token: u64) -> Option<Rc<ConnIo>> {
         self.conn_io(ConnId::from_u64(token))
     }
+
+    fn sweep_idle(&self) {
+        for io in self.conns.borrow().values() {
+            io.sweep();
+        }
+    }
 }

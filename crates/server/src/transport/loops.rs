@@ -39,10 +39,8 @@ pub(crate) async fn read_loop<S: ShardLoop, R: StreamReader, I: Inbound>(
     mut reader: R,
     mut inbound: I,
 ) {
-    let park_after = match rt.parker() {
-        Some(_) if reader.parks() => Some(Duration::from_millis(rt.config().park_idle_ms)),
-        _ => None,
-    };
+    let parks = rt.parker().is_some() && reader.parks();
+    io.set_parkable(parks);
     let mut busy = false;
     loop {
         if let Err(e) = inbound.on_input(rt.as_ref(), conn, &io) {
@@ -79,19 +77,20 @@ pub(crate) async fn read_loop<S: ShardLoop, R: StreamReader, I: Inbound>(
         } else {
             READ_CHUNK.max(missing.min(MAX_READ))
         };
-        let read = match park_after {
-            Some(after) if idle => {
+        let read = match parks {
+            true if idle => {
                 let read = future::or(
                     async { Some(reader.read_appending(buf, want).await) },
                     async {
-                        glommio::timer::sleep(after).await;
+                        io.park_asked.take().await;
                         None
                     },
                 );
                 match read.await {
                     Some(read) => read,
                     None => {
-                        // Nothing came for `park_idle_ms`.
+                        // Nothing read or written for `park_idle_ms`
+                        // (`park::sweep_idle`).
                         if io.can_park() {
                             match super::park::park(&rt, conn, &io, reader, inbound) {
                                 Ok(()) => return io.stop_writer(),
@@ -108,6 +107,7 @@ pub(crate) async fn read_loop<S: ShardLoop, R: StreamReader, I: Inbound>(
             Ok(n) if n > 0 => {
                 // A full read means more is waiting: read big next time.
                 busy = n == want;
+                io.mark_active();
             }
             _ => {
                 rt.transport_closed(conn);
@@ -158,7 +158,7 @@ pub(crate) async fn write_loop<S: ShardLoop, W: StreamWriter>(
             )
             .await;
             match written {
-                Some(Ok(())) => {}
+                Some(Ok(())) => io.mark_active(),
                 Some(Err(_)) => {
                     rt.transport_closed(conn);
                     io.shutdown();

@@ -49,6 +49,13 @@ pub(crate) struct ConnIo {
     /// Which write loop may run: one started before this number moved on
     /// returns at its next wake-up ([`ConnIo::stop_writer`]).
     writer_id: Cell<u32>,
+    /// Something was read or written since the last idle sweep.
+    active: Cell<bool>,
+    /// The read loop can park this connection (plain TCP, parking on).
+    parkable: Cell<bool>,
+    /// An idle sweep found nothing read or written for a whole period:
+    /// the read loop parks the connection if it can (`park.rs`).
+    pub(super) park_asked: Signal,
     /// The socket (a duplicate once the connection has parked).
     fd: Cell<RawFd>,
     /// A parked connection's loops, ready to start again (`park.rs`).
@@ -73,6 +80,9 @@ impl ConnIo {
             dropped: Cell::new(false),
             writer_waiting: Cell::new(false),
             writer_id: Cell::new(0),
+            active: Cell::new(true),
+            parkable: Cell::new(false),
+            park_asked: Signal::default(),
             fd: Cell::new(fd),
             parked: Cell::new(None),
             session: RefCell::new(Some(session)),
@@ -173,6 +183,7 @@ impl ConnIo {
     pub(crate) fn resume(&self) {
         if let Some(resume) = self.parked.take() {
             self.writer_waiting.set(false);
+            self.mark_active();
             resume();
         }
     }
@@ -188,6 +199,30 @@ impl ConnIo {
             && self.held.get() == 0
             && !self.closing.get()
             && !self.dropped.get()
+    }
+
+    /// Something was read or written (a sweep will not ask it to park).
+    pub(super) fn mark_active(&self) {
+        self.active.set(true);
+        self.park_asked.lower();
+    }
+
+    /// Whether the read loop may park the connection (set by each read
+    /// loop as it starts; cleared when it parks).
+    pub(super) fn set_parkable(&self, parkable: bool) {
+        self.parkable.set(parkable);
+    }
+
+    /// One idle sweep (`park::sweep_idle`, every `park_idle_ms`): a
+    /// connection with nothing read or written since the last one, its
+    /// writer waiting, is asked to park.
+    pub(crate) fn sweep(&self) {
+        if self.active.replace(false) {
+            return;
+        }
+        if self.parkable.get() && self.writer_waiting.get() {
+            self.park_asked.raise();
+        }
     }
 
     /// The id a new write loop runs under ([`ConnIo::writer_wait`]).

@@ -3,13 +3,16 @@
 //! A served connection is two glommio tasks (the read loop and the write
 //! loop), glommio's readiness `Source` for its socket and the stream's
 //! split halves: ~1.5 KiB that a connection with nothing to do holds for
-//! as long as it is idle, which for a push gateway is most of its life. A
-//! plain TCP connection whose read loop has waited `park_idle_ms` with
-//! nothing buffered, nothing queued to write and its writer waiting is
-//! **parked**: both tasks end, the socket (a duplicate of its descriptor:
-//! glommio closes its own) is registered with this shard's [`Parker`], and
-//! what the read loop owned (the protocol's decoder) waits in the
-//! connection's [`ConnIo`] as a closure that starts the loops again.
+//! as long as it is idle, which for a push gateway is most of its life.
+//! Every `park_idle_ms` a sweep asks each plain TCP connection that read
+//! and wrote nothing since the last sweep to park; its read loop does if
+//! nothing is buffered, nothing queued to write and its writer waits
+//! (`ConnIo::can_park`): both tasks end, the socket (a duplicate of its
+//! descriptor: glommio closes its own) is registered with this shard's
+//! [`Parker`], and what the read loop owned (the protocol's decoder) waits
+//! in the connection's [`ConnIo`] as a closure that starts the loops
+//! again. Output counts as activity, so a subscriber that only receives
+//! does not park between messages.
 //!
 //! A parked connection wakes on either side:
 //! - **input or hang-up**: the parker's thread, blocked in `epoll_wait`,
@@ -200,8 +203,29 @@ fn wait_loop(epoll: &OwnedFd, tx: &flume::Sender<Vec<u64>>) {
     }
 }
 
-/// The shard's task that resumes parked connections the parker reports.
-pub(crate) async fn resume_ready<S: ShardLoop>(rt: Rc<S>) {
+/// The shard's parking task, when idle connections park: the idle sweep
+/// and the resumes the parker reports.
+pub(crate) async fn run<S: ShardLoop>(rt: Rc<S>) {
+    if rt.parker().is_none() {
+        return;
+    }
+    let every = std::time::Duration::from_millis(rt.config().park_idle_ms);
+    futures_lite::future::zip(sweep_idle(rt.clone(), every), resume_ready(rt)).await;
+}
+
+/// Every `every`, asks each connection with nothing read or written since
+/// the last sweep to park (`ConnIo::sweep`): a connection parks after
+/// between one and two periods of silence both ways. A sweep is one pass
+/// over the shard's connections; no timer is armed per read.
+async fn sweep_idle<S: ShardLoop>(rt: Rc<S>, every: std::time::Duration) {
+    loop {
+        glommio::timer::sleep(every).await;
+        rt.sweep_idle();
+    }
+}
+
+/// Resumes the parked connections the parker reports.
+async fn resume_ready<S: ShardLoop>(rt: Rc<S>) {
     loop {
         let Some(ready) = (match rt.parker() {
             Some(parker) => parker.ready().await,
@@ -246,6 +270,7 @@ pub(super) fn park<S: ShardLoop, R: StreamReader, I: Inbound>(
     // The reader (and then the writer) close glommio's descriptor; the
     // duplicate is the connection's socket from here on.
     drop(reader);
+    io.set_parkable(false);
     io.set_fd(fd.as_raw_fd());
     let watched = Watched {
         rt: rt.clone(),

@@ -77,6 +77,8 @@ pub(crate) trait ShardLoop: ShardPort + 'static {
     fn parker(&self) -> Option<&super::park::Parker>;
     /// The open connection a parker report names.
     fn conn_by_token(&self, token: u64) -> Option<Rc<ConnIo>>;
+    /// One idle sweep over every open connection (`ConnIo::sweep`).
+    fn sweep_idle(&self);
 }
 
 /// A message to publish on behalf of a connection that is gone (an MQTT

@@ -39,6 +39,11 @@ impl Signal {
         }
     }
 
+    /// Lowers the flag (what it said no longer holds).
+    pub(crate) fn lower(&self) {
+        self.raised.set(false);
+    }
+
     /// Whether the flag is raised (and not yet taken).
     pub(crate) fn is_raised(&self) -> bool {
         self.raised.get()
@@ -46,8 +51,6 @@ impl Signal {
 
     /// Waits until the flag is raised and lowers it again: a later
     /// [`Signal::raise`] wakes the next wait (raises in between coalesce).
-    /// (The write loop uses [`Signal::poll_take`] inside its own wait.)
-    #[cfg(test)]
     pub(crate) async fn take(&self) {
         self.wait(true).await
     }
