@@ -147,16 +147,14 @@ pub(crate) async fn write_loop<S: ShardLoop, W: StreamWriter>(
             if chunks.is_empty() && !writer.has_own_output() {
                 break;
             }
-            // A write is never abandoned half way (the stream would lose
-            // its message boundaries), only when the close grace is over.
-            let written = future::or(
-                async { Some(writer.write_chunks(&mut chunks).await) },
-                async {
-                    grace.expired().await;
-                    None
-                },
-            )
-            .await;
+            // Most writes complete at once; waiting for room is the rare
+            // path, and its state is boxed so the loop's own future (held
+            // by every connection for its life) stays small.
+            let written = match writer.write_now(&mut chunks) {
+                Ok(true) => Some(Ok(())),
+                Ok(false) => Box::pin(write_within_grace(&mut writer, &mut chunks, &grace)).await,
+                Err(e) => Some(Err(e)),
+            };
             match written {
                 Some(Ok(())) => io.mark_active(),
                 Some(Err(_)) => {
@@ -172,17 +170,36 @@ pub(crate) async fn write_loop<S: ShardLoop, W: StreamWriter>(
             }
         }
         if io.closing.get() {
-            // Everything is written: end our side, and close once the peer
-            // has ended its own (see `drain_until_closed`) or the grace is
-            // over.
-            let _ = writer.end().await;
-            future::or(io.reader_gone.raised(), grace.expired()).await;
-            io.shutdown();
-            return;
+            return Box::pin(end_and_close(&mut writer, &io, &grace)).await;
         }
         rt.output_drained(conn, &io);
         io.release_written();
     }
+}
+
+/// Writes `chunks`, waiting for room; `None` if the connection is closing
+/// and the close grace ran out first. A write is never abandoned half way
+/// (the stream would lose its message boundaries), only when the grace is
+/// over.
+async fn write_within_grace<W: StreamWriter>(
+    writer: &mut W,
+    chunks: &mut std::collections::VecDeque<bytes::Bytes>,
+    grace: &CloseGrace<'_>,
+) -> Option<std::io::Result<()>> {
+    future::or(async { Some(writer.write_chunks(chunks).await) }, async {
+        grace.expired().await;
+        None
+    })
+    .await
+}
+
+/// Everything is written and the connection closes: end our side, and
+/// close once the peer has ended its own (see `drain_until_closed`) or the
+/// grace is over.
+async fn end_and_close<W: StreamWriter>(writer: &mut W, io: &ConnIo, grace: &CloseGrace<'_>) {
+    let _ = writer.end().await;
+    future::or(io.reader_gone.raised(), grace.expired()).await;
+    io.shutdown();
 }
 
 /// The writer's view of `close_grace_ms`: from the close signal on, what

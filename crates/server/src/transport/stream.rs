@@ -74,6 +74,12 @@ pub(crate) trait StreamWriter: 'static {
     /// Writes every chunk in order, taking each out of `chunks` once it is
     /// written; never abandons a chunk half written unless it fails.
     async fn write_chunks(&mut self, chunks: &mut VecDeque<Bytes>) -> std::io::Result<()>;
+    /// Writes what the stream takes without waiting: `Ok(true)` if every
+    /// chunk went, `Ok(false)` if the rest needs
+    /// [`StreamWriter::write_chunks`] (the default: nothing tried).
+    fn write_now(&mut self, _chunks: &mut VecDeque<Bytes>) -> std::io::Result<bool> {
+        Ok(false)
+    }
     /// Ends our side of the stream once everything is written (TCP: a
     /// write shutdown; TLS would send close_notify first).
     async fn end(&mut self) -> std::io::Result<()>;
@@ -179,6 +185,17 @@ impl StreamWriter for TcpWriter {
     /// Gather writes without waiting while the socket takes them, then one
     /// awaited write through glommio when it is full.
     async fn write_chunks(&mut self, chunks: &mut VecDeque<Bytes>) -> std::io::Result<()> {
+        while !self.write_now(chunks)? {
+            // Full: let glommio wait for room and write one chunk.
+            let front = chunks.pop_front().expect("not empty");
+            self.writer.write_all(&front).await?;
+        }
+        Ok(())
+    }
+
+    /// `sendmsg` with up to [`MAX_IOV`] chunks at a time until the socket
+    /// is full (`Ok(false)`) or every chunk is written.
+    fn write_now(&mut self, chunks: &mut VecDeque<Bytes>) -> std::io::Result<bool> {
         while !chunks.is_empty() {
             let iov: Vec<libc::iovec> = chunks
                 .iter()
@@ -202,18 +219,13 @@ impl StreamWriter for TcpWriter {
                 let e = std::io::Error::last_os_error();
                 match e.kind() {
                     std::io::ErrorKind::Interrupted => continue,
-                    std::io::ErrorKind::WouldBlock => {
-                        // Full: let glommio wait for room and write one chunk.
-                        let front = chunks.pop_front().expect("not empty");
-                        self.writer.write_all(&front).await?;
-                        continue;
-                    }
+                    std::io::ErrorKind::WouldBlock => return Ok(false),
                     _ => return Err(e),
                 }
             }
             consume(chunks, n as usize);
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn end(&mut self) -> std::io::Result<()> {
