@@ -94,33 +94,6 @@ fn paho(
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-/// A hand-written MQTT 3.1.1 CONNECT (clean session, keep alive 60 s)
-/// with the token as the password.
-fn connect_311(client_id: &str, token: &str) -> Vec<u8> {
-    let field = |out: &mut Vec<u8>, s: &[u8]| {
-        out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-        out.extend_from_slice(s);
-    };
-    let mut body = Vec::new();
-    field(&mut body, b"MQTT");
-    body.extend_from_slice(&[4, 0xC2, 0, 60]); // level 4, user+password+clean
-    field(&mut body, client_id.as_bytes());
-    field(&mut body, b"x");
-    field(&mut body, token.as_bytes());
-    let mut packet = vec![0x10];
-    let mut len = body.len();
-    loop {
-        let byte = (len % 128) as u8;
-        len /= 128;
-        packet.push(if len > 0 { byte | 0x80 } else { byte });
-        if len == 0 {
-            break;
-        }
-    }
-    packet.extend_from_slice(&body);
-    packet
-}
-
 /// Issue #20: MQTT 3.1.1 clients whose users live on node 1 connect to
 /// node 0 and are served through its relay: paho's round trip at QoS
 /// 0/1/2, a mosquitto_sub following a user's inbox gets exactly what
@@ -251,7 +224,7 @@ fn a_relayed_client_is_closed_when_its_node_dies() {
         std::net::TcpStream::connect(cluster.nodes[0].mqtt).expect("connect to node 0");
     socket.set_read_timeout(Some(WAIT)).expect("timeout");
     socket
-        .write_all(&connect_311("relayed-raw", &token))
+        .write_all(&common::mqtt311_connect("relayed-raw", &token, 60))
         .expect("CONNECT");
     let mut connack = [0u8; 4];
     socket.read_exact(&mut connack).expect("CONNACK");
@@ -306,7 +279,7 @@ fn a_relayed_connection_for_a_user_not_owned_here_is_refused_not_relayed_again()
     let cluster = Cluster::start();
     let user = Cluster::users_on(0, 1, 1)[0];
     let token = cluster.nodes[0].token(user, 1);
-    let connect = connect_311("loop", &token);
+    let connect = common::mqtt311_connect("loop", &token, 60);
     let relayed: Vec<u8> = [RELAY_PREAMBLE, &connect].concat();
 
     // As a node that wrongly believed node 1 owns the user would relay it.

@@ -95,36 +95,6 @@ fn parked_native_connections_send_receive_and_park_again() {
     wait_parked(&server, 1);
 }
 
-/// A raw MQTT 3.1.1 CONNECT (clean session) for `token` with keep alive
-/// `keepalive` seconds.
-fn mqtt_connect(token: &str, client_id: &str, keepalive: u16) -> Vec<u8> {
-    let mut body = Vec::new();
-    body.extend_from_slice(&[0, 4]);
-    body.extend_from_slice(b"MQTT");
-    body.push(4); // 3.1.1
-    body.push(0b1100_0010); // user name, password, clean session
-    body.extend_from_slice(&keepalive.to_be_bytes());
-    for field in [client_id.as_bytes(), b"x", token.as_bytes()] {
-        body.extend_from_slice(&(field.len() as u16).to_be_bytes());
-        body.extend_from_slice(field);
-    }
-    let mut packet = vec![0x10];
-    let mut len = body.len();
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        packet.push(byte);
-        if len == 0 {
-            break;
-        }
-    }
-    packet.extend_from_slice(&body);
-    packet
-}
-
 /// A parked MQTT connection's keep alive still runs: a client silent past
 /// 1.5 times its keep alive is closed by the gateway, parked or not
 /// (MQTT-3.1.2-24), and nothing stays behind.
@@ -133,7 +103,11 @@ fn a_parked_mqtt_connection_past_its_keep_alive_is_closed() {
     let server = server();
     let mut socket = TcpStream::connect(server.mqtt).expect("connect");
     socket
-        .write_all(&mqtt_connect(&server.token(9201, 1), "park-ka", 2))
+        .write_all(&common::mqtt311_connect(
+            "park-ka",
+            &server.token(9201, 1),
+            2,
+        ))
         .unwrap();
     let mut connack = [0u8; 4];
     socket.read_exact(&mut connack).expect("CONNACK");

@@ -567,6 +567,34 @@ pub fn assert_ok(out: &std::process::Output, what: &str) {
     );
 }
 
+/// A hand-written MQTT 3.1.1 CONNECT (clean session, keep alive
+/// `keepalive` seconds) with the token as the password.
+pub fn mqtt311_connect(client_id: &str, token: &str, keepalive: u16) -> Vec<u8> {
+    let field = |out: &mut Vec<u8>, s: &[u8]| {
+        out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        out.extend_from_slice(s);
+    };
+    let mut body = Vec::new();
+    field(&mut body, b"MQTT");
+    body.extend_from_slice(&[4, 0xC2]); // level 4, user+password+clean
+    body.extend_from_slice(&keepalive.to_be_bytes());
+    field(&mut body, client_id.as_bytes());
+    field(&mut body, b"x");
+    field(&mut body, token.as_bytes());
+    let mut packet = vec![0x10];
+    let mut len = body.len();
+    loop {
+        let byte = (len % 128) as u8;
+        len /= 128;
+        packet.push(if len > 0 { byte | 0x80 } else { byte });
+        if len == 0 {
+            break;
+        }
+    }
+    packet.extend_from_slice(&body);
+    packet
+}
+
 /// The CONNECT frame of `user` (device 1), encoded, for tests that write
 /// it by hand (inside a WebSocket frame, after a TLS handshake).
 pub fn connect_frame(server: &TestServer, user: u64) -> Vec<u8> {
