@@ -244,7 +244,11 @@ impl ConnIo {
             self.wake.poll_take(cx).map(|()| true)
         })
         .await;
-        self.writer_waiting.set(false);
+        if go_on {
+            // A stopped loop leaves the flag alone: the next one (the
+            // connection resumed) may be waiting already.
+            self.writer_waiting.set(false);
+        }
         go_on
     }
 
