@@ -256,17 +256,7 @@ fn backend_publishes_are_never_refused_and_wills_carry_their_sessions_grant() {
             by,
             confirm: false,
         };
-        h.shard.handle_publish(publish, h.now);
-        h.run();
-        let at = h
-            .out
-            .iter()
-            .position(|a| matches!(a, Action::Published { .. }))
-            .expect("answered");
-        match h.out.remove(at) {
-            Action::Published { outcome, .. } => outcome,
-            _ => unreachable!(),
-        }
+        published(h, publish)
     };
     let publish = |h: &mut Harness, cmid, by| publish_to(h, ROOM, cmid, by);
     assert_eq!(

@@ -5,24 +5,11 @@
 //! MQTT-4.8.2-5) and the group goes on without it. Before, they stayed
 //! with it for as long as the gateway kept the group.
 
+use super::share_handout::join_persistent as share;
 use super::topic_filters::mqtt_session;
 use super::*;
 use surepush_proto::topic_stream::{frame_payload, stream_id};
-use surepush_proto::{ShareAck, ShareReq};
-
-fn share(h: &mut Harness, member: ConnId, expiry_s: Option<u32>) -> Vec<Frame> {
-    let req = ShareReq {
-        group: "g".into(),
-        filter: "jobs/+".into(),
-        qos: Qos::ExactlyOnce,
-        receive_max: 10,
-        leave: false,
-        persistent: true,
-        expiry_s,
-    };
-    h.frame(member, Frame::Share(req));
-    h.take(member)
-}
+use surepush_proto::ShareAck;
 
 fn publish(h: &mut Harness, publisher: ConnId, from: u64, n: u64) {
     for i in from..from + n {

@@ -36,7 +36,13 @@ fn run_holding_share_state(h: &mut Harness) -> Vec<(AppendToken, Record)> {
     held
 }
 
-fn share(h: &mut Harness, member: ConnId) {
+/// `member` (a persistent session, `expiry_s` its Session Expiry) joins
+/// group `g` on `jobs/+` at QoS 2; the frames it got.
+pub(super) fn join_persistent(
+    h: &mut Harness,
+    member: ConnId,
+    expiry_s: Option<u32>,
+) -> Vec<Frame> {
     let req = ShareReq {
         group: "g".into(),
         filter: "jobs/+".into(),
@@ -44,11 +50,15 @@ fn share(h: &mut Harness, member: ConnId) {
         receive_max: 10,
         leave: false,
         persistent: true,
-        expiry_s: None,
+        expiry_s,
     };
     h.frame(member, Frame::Share(req));
+    h.take(member)
+}
+
+fn share(h: &mut Harness, member: ConnId) {
     // Joined on every shard: TOPIC room 0 names the shared filter.
-    let joined = h.take(member);
+    let joined = join_persistent(h, member, None);
     assert!(
         joined
             .iter()
