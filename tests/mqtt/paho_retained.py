@@ -15,82 +15,14 @@ Published 1, from 3.1.1 and 5.0 publishers alike, its properties unchanged
 """
 import argparse
 import os
-import queue
 import sys
 import threading
 import time
-import uuid
 
-import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
-WAIT = 10.0
-NEGATIVE_WAIT = 1.5
-PROTO = {"311": mqtt.MQTTv311, "5": mqtt.MQTTv5}
-
-
-def fail(msg):
-    print("FAIL: " + msg, file=sys.stderr)
-    sys.exit(1)
-
-
-class Conn:
-    def __init__(self, port, version, token):
-        self.version = version
-        self.c = mqtt.Client(client_id="r" + uuid.uuid4().hex[:10], protocol=PROTO[version])
-        self.c.username_pw_set("x", token)
-        self.msgs = queue.Queue()
-        self.acks = queue.Queue()
-        self.subacks = queue.Queue()
-        self.connected = threading.Event()
-        self.c.on_connect = lambda *a: self.connected.set()
-        self.c.on_message = lambda c, u, m: self.msgs.put(m)
-        self.c.on_publish = lambda c, u, mid: self.acks.put(mid)
-        self.c.on_subscribe = lambda c, u, mid, *rest: self.subacks.put(mid)
-        if version == "5":
-            self.c.connect("127.0.0.1", port, clean_start=True)
-        else:
-            self.c.connect("127.0.0.1", port)
-        self.c.loop_start()
-        if not self.connected.wait(WAIT):
-            fail("no CONNACK")
-
-    def publish(self, topic, payload, retain, props=None):
-        info = self.c.publish(topic, payload, qos=1, retain=retain, properties=props)
-        got = self.acks.get(timeout=WAIT)
-        if got != info.mid:
-            fail("PUBACK for %s, wanted %s" % (got, info.mid))
-
-    def subscribe(self, topic, rh=0, rap=False):
-        if self.version == "5":
-            opts = SubscribeOptions(qos=1, retainHandling=rh, retainAsPublished=rap)
-            _, mid = self.c.subscribe(topic, options=opts)
-        else:
-            _, mid = self.c.subscribe(topic, qos=1)
-        if self.subacks.get(timeout=WAIT) != mid:
-            fail("SUBACK mismatch")
-
-    def take(self, n):
-        out = []
-        for _ in range(n):
-            try:
-                out.append(self.msgs.get(timeout=WAIT))
-            except queue.Empty:
-                fail("wanted %d messages, got %s" % (n, [(m.topic, m.payload) for m in out]))
-        return out
-
-    def nothing(self, what):
-        try:
-            m = self.msgs.get(timeout=NEGATIVE_WAIT)
-            fail("%s: unexpected %s %r retain=%s" % (what, m.topic, m.payload, m.retain))
-        except queue.Empty:
-            pass
-
-    def close(self):
-        self.c.disconnect()
-        self.c.loop_stop()
+from paho_conn import Conn, fail
 
 
 def user_props(m):

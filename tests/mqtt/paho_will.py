@@ -24,90 +24,12 @@ Exit 0 and "all will checks passed" on success.
 """
 import argparse
 import queue
-import socket
-import sys
-import threading
 import time
-import uuid
 
-import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-WAIT = 10.0
-NEGATIVE_WAIT = 1.5
-PROTO = {"311": mqtt.MQTTv311, "5": mqtt.MQTTv5}
-
-
-def fail(msg):
-    print("FAIL: " + msg, file=sys.stderr)
-    sys.exit(1)
-
-
-def nonce():
-    return uuid.uuid4().hex[:8]
-
-
-class Conn:
-    """One paho client; `will` = (topic, payload, qos, retain, properties)."""
-
-    def __init__(self, port, version, token, will=None, session_expiry=0):
-        self.version = version
-        self.c = mqtt.Client(client_id="w" + nonce(), protocol=PROTO[version])
-        self.c.username_pw_set("x", token)
-        self.msgs = queue.Queue()
-        self.subacks = queue.Queue()
-        self.connected = threading.Event()
-        self.c.on_connect = lambda *a: self.connected.set()
-        self.c.on_message = lambda c, u, m: self.msgs.put(m)
-        self.c.on_subscribe = lambda c, u, mid, *rest: self.subacks.put(mid)
-        if will:
-            topic, payload, qos, retain, props = will
-            self.c.will_set(topic, payload, qos, retain, properties=props)
-        if version == "5":
-            cp = None
-            if session_expiry:
-                cp = Properties(PacketTypes.CONNECT)
-                cp.SessionExpiryInterval = session_expiry
-            self.c.connect("127.0.0.1", port, clean_start=True, properties=cp)
-        else:
-            self.c.connect("127.0.0.1", port)
-        self.c.loop_start()
-        if not self.connected.wait(WAIT):
-            fail("no CONNACK")
-
-    def subscribe(self, topic):
-        _, mid = self.c.subscribe(topic, qos=1)
-        if self.subacks.get(timeout=WAIT) != mid:
-            fail("SUBACK mismatch")
-
-    def take(self, what, wait=WAIT):
-        try:
-            return self.msgs.get(timeout=wait)
-        except queue.Empty:
-            fail("%s: no message" % what)
-
-    def nothing(self, what):
-        try:
-            m = self.msgs.get(timeout=NEGATIVE_WAIT)
-            fail("%s: unexpected %s %r retain=%s" % (what, m.topic, m.payload, m.retain))
-        except queue.Empty:
-            pass
-
-    def kill_socket(self):
-        """Stop the network loop and close the socket without DISCONNECT."""
-        self.c.loop_stop()
-        sock = self.c.socket()
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-
-    def close(self):
-        self.c.disconnect()
-        self.c.loop_stop()
+from paho_conn import NEGATIVE_WAIT, WAIT, Conn, fail, nonce
 
 
 def die_with_will(args, version, will, session_expiry=0):
@@ -117,7 +39,7 @@ def die_with_will(args, version, will, session_expiry=0):
 
 def live(sub, topic, payload, what):
     """`sub` gets the will `payload` on `topic`: the will was published."""
-    m = sub.take(what)
+    m = sub.take_one(what)
     if (m.topic, m.payload) != (topic, payload):
         fail("%s: got %s %r, wanted %s %r" % (what, m.topic, m.payload, topic, payload))
     return m
