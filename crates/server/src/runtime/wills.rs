@@ -16,7 +16,7 @@ use std::rc::Rc;
 
 use super::ShardRuntime;
 use crate::transport::{LastWill, ShardPort};
-use surepush_core::{Publish, StateDurability, StateKey, StoreOutcome};
+use surepush_core::{StateDurability, StateKey, StoreOutcome};
 use surepush_mqtt::bridge::PendingWill;
 
 impl ShardRuntime {
@@ -26,15 +26,11 @@ impl ShardRuntime {
         let rt = self.clone();
         glommio::spawn_local(async move {
             let LastWill {
-                key,
-                to,
-                qos,
-                attrs,
-                payload,
-                by,
+                publish,
                 retain,
                 delay,
             } = will;
+            let key = publish.key;
             let delayed = delay.is_some();
             if let Some(d) = delay {
                 // MQTT 5 Will Delay Interval: dropped if the session
@@ -46,16 +42,6 @@ impl ShardRuntime {
                 }
             }
             let published_ms = ShardRuntime::wall_ms_now();
-            let publish = Publish {
-                request: 0,
-                key,
-                to,
-                qos,
-                attrs,
-                payload,
-                by,
-                confirm: retain.is_some(),
-            };
             let outcome = rt.publish(publish).await;
             tracing::debug!(user = key.from.0, ?outcome, "will published");
             let stored = matches!(

@@ -542,7 +542,8 @@ impl MqttSession {
 
 /// What the runtime publishes for `will` of session `key`.
 fn last_will(key: (UserId, DeviceId), will: WillMessage, delay: Option<WillDelay>) -> LastWill {
-    LastWill {
+    let publish = surepush_core::Publish {
+        request: 0,
         key: surepush_core::SendKey {
             from: key.0,
             from_device: key.1,
@@ -555,6 +556,10 @@ fn last_will(key: (UserId, DeviceId), will: WillMessage, delay: Option<WillDelay
         by: surepush_core::Publisher::User {
             room_grant: will.room_grant,
         },
+        confirm: will.retain.is_some(),
+    };
+    LastWill {
+        publish,
         retain: will.retain,
         delay,
     }

@@ -8,8 +8,8 @@ use bytes::Bytes;
 
 use super::{ConnIo, Handoff, Listener, MqttShard, Owner};
 use crate::config::Config;
-use surepush_core::{AuthError, Claims, ConnId, Publisher, SendKey, StateDurability, StateKey};
-use surepush_proto::{Frame, ProtoError, Qos, UserId};
+use surepush_core::{AuthError, Claims, ConnId, StateDurability, StateKey};
+use surepush_proto::{Frame, ProtoError, UserId};
 
 /// A connection's protocol talking to its shard (object safe: sessions are
 /// trait objects). Nothing here drives the shard: the caller does, after.
@@ -84,18 +84,10 @@ pub(crate) trait ShardLoop: ShardPort + 'static {
 /// A message to publish on behalf of a connection that is gone (an MQTT
 /// will), as the backend would.
 pub(crate) struct LastWill {
-    /// Sender and dedup key.
-    pub(crate) key: SendKey,
-    /// Addressee (user or room).
-    pub(crate) to: UserId,
-    /// QoS.
-    pub(crate) qos: Qos,
-    /// Message attributes stored with it (the will's MQTT 5 properties).
-    pub(crate) attrs: Bytes,
-    /// Payload.
-    pub(crate) payload: Bytes,
-    /// On whose authority.
-    pub(crate) by: Publisher,
+    /// The message, as the backend would publish it: the session's dedup
+    /// key, the will's MQTT 5 properties as its attributes, on the
+    /// session's authority; confirmed when it sets a retained message.
+    pub(crate) publish: surepush_core::Publish,
     /// Will Retain 1 to a room or free-form topic: the retained message to
     /// set once the will is stored.
     pub(crate) retain: Option<surepush_mqtt::bridge::WillRetain>,
