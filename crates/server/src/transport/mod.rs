@@ -336,9 +336,7 @@ struct Opened<R, W> {
 /// A new TCP connection, split.
 fn opened(tcp: TcpStream) -> Opened<ReadHalf<TcpStream>, stream::TcpWriter> {
     let _ = tcp.set_nodelay(true);
-    let fd = tcp.as_raw_fd();
-    let (reader, writer) = stream::ByteStream::split(stream::Tcp::new(tcp));
-    Opened { fd, reader, writer }
+    resumed(tcp)
 }
 
 /// A parked connection's socket, split again (its options were set when
