@@ -177,6 +177,22 @@ fn config_defaults_prints_a_file_that_reads_back_as_the_defaults() {
     assert!(text.contains("\n[core.dedup]\n"), "{text}");
 }
 
+/// Issue 21 item 5: the gateway turns transparent huge pages off for its
+/// process unless `transparent_huge_pages = true` (the kernel's own view,
+/// `THP_enabled` in /proc/PID/status, set by `PR_SET_THP_DISABLE`).
+#[test]
+fn transparent_huge_pages_are_off_unless_configured() {
+    let thp_enabled = |server: &TestServer| {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("THP_enabled:"));
+        line.expect("a THP_enabled line").split_whitespace().nth(1) == Some("1")
+    };
+    let default = TestServer::start(1, "");
+    assert!(!thp_enabled(&default));
+    let allowed = TestServer::start_full(1, "transparent_huge_pages = true\n", "", |_| {});
+    assert!(thp_enabled(&allowed));
+}
+
 /// Issue 22 item 6: `--log-format json` writes one JSON object per line.
 #[test]
 fn json_logs_are_one_object_per_line() {

@@ -27,7 +27,7 @@ use surepush_token::Acl;
 
 use crate::fleet::Fleet;
 use crate::mqtt_peer::{idle_receiver, MqttTarget};
-use crate::procfs::rss_kib;
+use crate::procfs::{anon_huge_pages_kib, rss_kib};
 
 /// What to run (`idle`'s options; the secret, the first user and the
 /// gateway's pid are filled in by the command).
@@ -104,6 +104,11 @@ pub struct IdleReport {
     pub rss_held_kib: u64,
     /// Gateway RSS 1 s after the connections were closed (KiB).
     pub rss_closed_kib: u64,
+    /// Of the RSS at the end of the hold, what transparent huge pages back
+    /// (KiB; `None` where /proc does not say). A 2 MiB page stays resident
+    /// while any block in it lives, so a heap on huge pages does not shrink
+    /// when connections free memory.
+    pub huge_pages_held_kib: Option<u64>,
     /// `(rss_live - rss_before) / live`.
     pub kib_per_connection: f64,
     /// `(rss_held - rss_before) / live`.
@@ -134,7 +139,7 @@ impl IdleReport {
     pub fn to_text(&self) -> String {
         format!(
             "idle: {} of {} connections live after {:.2} s, held {:.1} s, closed by the gateway {}\n  \
-             gateway (pid {}) RSS: before {} KiB, live {} KiB, end of hold {} KiB, after close {} KiB\n  \
+             gateway (pid {}) RSS: before {} KiB, live {} KiB, end of hold {} KiB ({} on huge pages), after close {} KiB\n  \
              per connection: {:.2} KiB live, {:.2} KiB at the end of the hold (load generator: {:.2} KiB)\n  \
              presence: {} users watched per connection, WATCH accepted {}, refused {}\n  \
              verdict: {}\n",
@@ -147,6 +152,8 @@ impl IdleReport {
             self.rss_before_kib,
             self.rss_live_kib,
             self.rss_held_kib,
+            self.huge_pages_held_kib
+                .map_or_else(|| "unknown".to_string(), |k| format!("{k} KiB")),
             self.rss_closed_kib,
             self.kib_per_connection,
             self.kib_per_connection_held,
@@ -337,6 +344,7 @@ pub fn run_idle(s: &IdleScenario) -> Result<IdleReport, String> {
     }
     let hold_seconds = held_from.elapsed().as_secs_f64();
     let rss_held_kib = rss_kib(s.server_pid)?;
+    let huge_pages_held_kib = anon_huge_pages_kib(s.server_pid).ok();
     shared.release.store(true, Ordering::SeqCst);
     let (mut live, mut closed) = (0, 0);
     let (mut watches_accepted, mut watches_refused) = (0, 0);
@@ -361,6 +369,7 @@ pub fn run_idle(s: &IdleScenario) -> Result<IdleReport, String> {
         rss_live_kib,
         rss_held_kib,
         rss_closed_kib,
+        huge_pages_held_kib,
         kib_per_connection: per(rss_live_kib, rss_before_kib),
         kib_per_connection_held: per(rss_held_kib, rss_before_kib),
         loadgen_kib_per_connection: per(own_live, own_before),

@@ -14,6 +14,18 @@ pub fn rss_kib(pid: u32) -> Result<u64, String> {
         .ok_or_else(|| format!("{path}: no VmRSS line"))
 }
 
+/// Memory of process `pid` backed by transparent huge pages
+/// (AnonHugePages in /proc/PID/smaps_rollup), in KiB.
+pub fn anon_huge_pages_kib(pid: u32) -> Result<u64, String> {
+    let path = format!("/proc/{pid}/smaps_rollup");
+    let rollup = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("AnonHugePages:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| format!("{path}: no AnonHugePages line"))
+}
+
 /// CPU time process `pid` has used, user + system, summed over all its
 /// threads (io_uring kernel workers included: they are threads of the
 /// process), in µs; /proc counts it in clock ticks (10 ms here).

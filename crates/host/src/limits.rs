@@ -54,6 +54,30 @@ pub fn raise_nofile() -> io::Result<Limit> {
     nofile()
 }
 
+/// Lets the kernel back this process's memory with transparent huge pages
+/// (`allow = true`) or not (`prctl(PR_SET_THP_DISABLE)`). The flag holds
+/// for pages faulted from now on, whatever `madvise(MADV_HUGEPAGE)` the
+/// allocator put on its arenas, and children inherit it.
+pub fn allow_transparent_huge_pages(allow: bool) -> io::Result<()> {
+    let disable = libc::c_ulong::from(!allow);
+    // SAFETY: PR_SET_THP_DISABLE takes one integer argument and the rest
+    // zero; it changes only this process's flags.
+    if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, disable, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether transparent huge pages are disabled for this process
+/// (`PR_GET_THP_DISABLE`).
+pub fn transparent_huge_pages_disabled() -> io::Result<bool> {
+    // SAFETY: PR_GET_THP_DISABLE takes no arguments and only reads a flag.
+    match unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) } {
+        -1 => Err(io::Error::last_os_error()),
+        flag => Ok(flag != 0),
+    }
+}
+
 /// glommio refuses io memory below this.
 pub const MIN_IO_MEMORY: usize = 512 << 10;
 /// Enough registered buffer memory for one shard's DMA log writes.
@@ -134,6 +158,14 @@ mod tests {
         let after = raise_nofile().unwrap();
         assert!(after.soft >= before.soft);
         assert_eq!(after.soft, after.hard);
+    }
+
+    #[test]
+    fn transparent_huge_pages_follow_the_setting() {
+        allow_transparent_huge_pages(false).unwrap();
+        assert!(transparent_huge_pages_disabled().unwrap());
+        allow_transparent_huge_pages(true).unwrap();
+        assert!(!transparent_huge_pages_disabled().unwrap());
     }
 
     #[test]

@@ -116,6 +116,13 @@ pub struct Config {
     /// io_uring registered buffer memory per shard (KiB); 0 = automatic
     /// (fits the locked-memory limit, see `surepush check-host`).
     pub io_memory_kib: u64,
+    /// Let the kernel back the gateway's heap with transparent huge pages
+    /// (where /sys/kernel/mm/transparent_hugepage allows them). Off: the
+    /// allocator asks for them on its arenas, and a 2 MiB page stays
+    /// resident while any block in it lives, which about doubled what an
+    /// idle connection costs (BENCHMARKS.md "Idle connections and huge
+    /// pages"). On trades that memory for fewer TLB misses.
+    pub transparent_huge_pages: bool,
     /// HMAC secret for client tokens; empty = read or create
     /// `<data_dir>/token.secret`.
     pub token_secret: String,
@@ -446,6 +453,7 @@ impl Default for Config {
             pin_cores: true,
             spin_before_park_us: 0,
             io_memory_kib: 0,
+            transparent_huge_pages: false,
             token_secret: String::new(),
             admin_token: String::new(),
             max_write_buffer_bytes: 8 << 20,

@@ -2,6 +2,7 @@
 //! between them, the listeners, graceful shutdown on SIGTERM/SIGINT, and
 //! configuration reloads on SIGHUP ([`crate::reload`]).
 
+mod process;
 mod storage_watch;
 
 use crate::webhooks::{Dispatcher, ShardLink};
@@ -111,6 +112,8 @@ impl Drop for SighupThread {
 /// fails; SIGHUP reloads `config` from `reload.sources`.
 pub fn serve(config: Config, reload: Reload) -> Result<(), ServeError> {
     config.validate()?;
+    // Before the node allocates most of what it keeps.
+    process::tune(&config);
     std::fs::create_dir_all(&config.data_dir)
         .map_err(io_err(format!("create {}", config.data_dir.display())))?;
     // Before anything in the data dir is read or written; held until the
@@ -121,10 +124,6 @@ pub fn serve(config: Config, reload: Reload) -> Result<(), ServeError> {
     let auth = NodeAuth::start(&config, &secret)?;
     let admin_token = config.load_admin_token()?;
     let tls = NodeTls::load(&config.tls)?;
-    match limits::raise_nofile() {
-        Ok(l) => tracing::info!(nofile = l.soft, "open-file limit"),
-        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
-    }
     let io_memory = limits::io_memory_per_shard(config.io_memory_kib, shards);
     let shared = NodeShared::new(shards);
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
