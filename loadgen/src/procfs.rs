@@ -5,25 +5,22 @@ use std::collections::HashSet;
 
 /// Resident set size of process `pid` (VmRSS), in KiB.
 pub fn rss_kib(pid: u32) -> Result<u64, String> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+    kib_line(&format!("/proc/{pid}/status"), "VmRSS:")
+}
+
+/// The `key  N kB` line of a /proc file, in KiB.
+fn kib_line(path: &str, key: &str) -> Result<u64, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| format!("{path}: no VmRSS line"))
+        .ok_or_else(|| format!("{path}: no {key} line"))
 }
 
 /// Memory of process `pid` backed by transparent huge pages
 /// (AnonHugePages in /proc/PID/smaps_rollup), in KiB.
 pub fn anon_huge_pages_kib(pid: u32) -> Result<u64, String> {
-    let path = format!("/proc/{pid}/smaps_rollup");
-    let rollup = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-    rollup
-        .lines()
-        .find_map(|l| l.strip_prefix("AnonHugePages:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| format!("{path}: no AnonHugePages line"))
+    kib_line(&format!("/proc/{pid}/smaps_rollup"), "AnonHugePages:")
 }
 
 /// CPU time process `pid` has used, user + system, summed over all its
