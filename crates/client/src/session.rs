@@ -162,6 +162,24 @@ struct OutMsg {
     payload: Bytes,
     state: OutState,
     last_tx_ns: Option<u64>,
+    /// StorageUnavailable answers in a row (each retried sooner than a
+    /// send timeout: [`refused_retry_ns`]).
+    refusals: u32,
+}
+
+/// The first retry of a send refused with StorageUnavailable (ms); it
+/// doubles with each refusal in a row, up to the send timeout. A partition
+/// that moves between nodes refuses for well under a second.
+pub const REFUSED_RETRY_MS: u64 = 50;
+
+/// How long after its last transmission `m` is sent again.
+fn retry_after_ns(m: &OutMsg, send_timeout_ns: u64) -> u64 {
+    match m.refusals {
+        0 => send_timeout_ns,
+        n => (REFUSED_RETRY_MS * NS_PER_MS)
+            .saturating_mul(1 << (n - 1).min(20))
+            .min(send_timeout_ns),
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -300,6 +318,7 @@ impl ClientSession {
                 payload,
                 state: OutState::AwaitAck,
                 last_tx_ns: None,
+                refusals: 0,
             },
         );
         self.pump_outbox();
@@ -396,7 +415,7 @@ impl ClientSession {
         let retry = self.config.send_timeout_ms * NS_PER_MS;
         for m in self.outbox.values() {
             if let Some(tx) = m.last_tx_ns {
-                t = t.min(tx + retry);
+                t = t.min(tx + retry_after_ns(m, retry));
             }
         }
         Some(t)
@@ -624,6 +643,7 @@ impl ClientSession {
         }
         match ack.result {
             SendResult::Stored | SendResult::Duplicate => {
+                m.refusals = 0;
                 if m.qos == Qos::ExactlyOnce {
                     m.state = OutState::AwaitComp;
                     m.last_tx_ns = Some(self.now_ns);
@@ -638,7 +658,9 @@ impl ClientSession {
                 self.events.push_back(Event::SendAcked(ack));
             }
             SendResult::StorageUnavailable => {
-                // Retried after send_timeout by pump_outbox.
+                // Retried by pump_outbox, soon, then backing off.
+                m.refusals = m.refusals.saturating_add(1);
+                m.last_tx_ns = Some(self.now_ns);
             }
             SendResult::Forbidden | SendResult::Conflict => {
                 self.outbox.remove(&ack.client_msg_id);
@@ -663,7 +685,9 @@ impl ClientSession {
             .count();
         let mut frames = Vec::new();
         for (&cmid, m) in self.outbox.iter_mut() {
-            let due = m.last_tx_ns.is_none_or(|t| now >= t + retry);
+            let due = m
+                .last_tx_ns
+                .is_none_or(|t| now >= t + retry_after_ns(m, retry));
             if !due {
                 continue;
             }
@@ -697,5 +721,7 @@ impl ClientSession {
     }
 }
 
+#[cfg(test)]
+mod refusal_tests;
 #[cfg(test)]
 mod tests;

@@ -74,7 +74,7 @@ fn told(s: &mut ClientSession) -> Vec<String> {
     out
 }
 
-fn live(delivered: u64) -> ClientSession {
+pub(super) fn live(delivered: u64) -> ClientSession {
     let (mut s, id) = replaying(delivered);
     s.handle_frame(page(id, delivered, false, vec![]), 0);
     told(&mut s);

@@ -6,7 +6,9 @@
  * Invariants: at most `maxPending` SENDs await SENDACK on a connection; an
  * entry leaves only on a final answer (Stored/Duplicate for QoS 1, COMP for
  * QoS 2, Forbidden, or a payload that can never fit); StorageUnavailable
- * keeps it for a retry after the send timeout.
+ * keeps it for a retry after {@link REFUSED_RETRY_MS}, doubling with each
+ * refusal in a row up to the send timeout (a partition that moves refuses
+ * for well under a second).
  *
  * @module
  */
@@ -32,6 +34,17 @@ interface Pending {
   entry: OutboxEntry;
   /** When the SEND/REL went out on this connection; absent: not yet. */
   lastTxMs: number | undefined;
+  /** StorageUnavailable answers in a row. */
+  refusals: number;
+}
+
+/** The first retry of a send refused with StorageUnavailable (ms). */
+export const REFUSED_RETRY_MS = 50;
+
+/** How long after its last transmission a send is retried. */
+function retryAfter(p: Pending, retryMs: number): number {
+  if (p.refusals === 0) return retryMs;
+  return Math.min(REFUSED_RETRY_MS * 2 ** Math.min(p.refusals - 1, 20), retryMs);
 }
 
 /** The largest payload a SEND can carry in a frame of `maxFrame` bytes. */
@@ -45,7 +58,9 @@ export class Outbox {
 
   constructor(restored: readonly OutboxEntry[]) {
     const sorted = [...restored].sort((a, b) => (a.clientMsgId < b.clientMsgId ? -1 : 1));
-    for (const entry of sorted) this.pending.set(entry.clientMsgId, { entry, lastTxMs: undefined });
+    for (const entry of sorted) {
+      this.pending.set(entry.clientMsgId, { entry, lastTxMs: undefined, refusals: 0 });
+    }
   }
 
   get size(): number {
@@ -65,7 +80,7 @@ export class Outbox {
   }
 
   add(entry: OutboxEntry): void {
-    this.pending.set(entry.clientMsgId, { entry, lastTxMs: undefined });
+    this.pending.set(entry.clientMsgId, { entry, lastTxMs: undefined, refusals: 0 });
   }
 
   /** A new connection: everything goes out again. */
@@ -82,12 +97,14 @@ export class Outbox {
         if (p.entry.qos === 2) {
           p.entry = { ...p.entry, stage: "release" };
           p.lastTxMs = undefined; // REL goes out now
+          p.refusals = 0;
           return { kind: "release", entry: p.entry };
         }
         this.pending.delete(ack.clientMsgId);
         return { kind: "done", entry: p.entry };
       case SendResult.StorageUnavailable:
-        p.lastTxMs = nowMs; // the retry waits a send timeout
+        p.lastTxMs = nowMs; // retried soon, later after each refusal
+        p.refusals++;
         return { kind: "retry" };
       case SendResult.Forbidden:
       case SendResult.Conflict:
@@ -124,7 +141,7 @@ export class Outbox {
       if (p.entry.stage === "send" && p.lastTxMs !== undefined) outstanding++;
     }
     for (const p of this.pending.values()) {
-      if (p.lastTxMs !== undefined && nowMs < p.lastTxMs + retryMs) continue;
+      if (p.lastTxMs !== undefined && nowMs < p.lastTxMs + retryAfter(p, retryMs)) continue;
       const e = p.entry;
       if (e.stage === "release") {
         frames.push({ type: "rel", clientMsgId: e.clientMsgId, to: e.to });
@@ -149,7 +166,7 @@ export class Outbox {
   nextDeadline(retryMs: number): number | undefined {
     let t: number | undefined;
     for (const p of this.pending.values()) {
-      if (p.lastTxMs !== undefined) t = Math.min(t ?? Infinity, p.lastTxMs + retryMs);
+      if (p.lastTxMs !== undefined) t = Math.min(t ?? Infinity, p.lastTxMs + retryAfter(p, retryMs));
     }
     return t;
   }

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import { PayloadTooLargeError, SendResult, type SendAckFrame } from "../../src/index.js";
+import { REFUSED_RETRY_MS } from "../../src/session/outbox.js";
 import { connack, Harness, ofType } from "../support/harness.js";
 
 const enc = new TextEncoder();
@@ -62,7 +63,7 @@ describe("QoS 1", () => {
     assert.equal(h.session.unfinishedSends, 0);
   });
 
-  test("StorageUnavailable keeps the send and retries it after the timeout; Forbidden gives up", () => {
+  test("StorageUnavailable keeps the send and retries it soon, backing off; Forbidden gives up", () => {
     const h = liveHarness();
     const a = h.session.send(9n, enc.encode("a"), 1, h.now);
     const b = h.session.send(9n, enc.encode("b"), 1, h.now);
@@ -71,8 +72,21 @@ describe("QoS 1", () => {
     const events = h.events();
     assert.deepEqual(events.map((e) => e.type), ["send-failed"]);
     assert.deepEqual(events[0], { type: "send-failed", clientMsgId: b, reason: "forbidden", ack: ack(b, SendResult.Forbidden) });
-    const retried = ofType(h.advance(3_000), "send").map((s) => s.clientMsgId);
-    assert.deepEqual(retried, [a], "only the unavailable one is retried");
+    assert.deepEqual(ofType(h.advance(REFUSED_RETRY_MS - 1), "send"), []);
+    const retried = ofType(h.advance(1), "send").map((s) => s.clientMsgId);
+    assert.deepEqual(retried, [a], "only the unavailable one is retried, after 50 ms");
+    // Refused again: twice as long; then a timeout's worth at most.
+    h.gateway(ack(a, SendResult.StorageUnavailable));
+    assert.deepEqual(ofType(h.advance(2 * REFUSED_RETRY_MS - 1), "send"), []);
+    assert.deepEqual(ofType(h.advance(1), "send").map((s) => s.clientMsgId), [a]);
+    for (let i = 0; i < 10; i++) {
+      h.gateway(ack(a, SendResult.StorageUnavailable));
+      h.advance(3_000);
+    }
+    h.frames();
+    h.gateway(ack(a, SendResult.StorageUnavailable));
+    assert.deepEqual(ofType(h.advance(2_999), "send"), [], "never later than the send timeout");
+    assert.deepEqual(ofType(h.advance(1), "send").map((s) => s.clientMsgId), [a]);
   });
 
   test("Conflict (an id reused for another message) gives up and says so", () => {
