@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use surepush::cluster::admin::{self, InitOutcome};
 use surepush::cluster::runtime::connect::NatsConfig;
-use surepush::cluster::{NodeId, PartitionCount, PartitionId};
+use surepush::cluster::{EntityKind, NodeId, PartitionCount, PartitionId};
 
 #[derive(Subcommand)]
 pub enum ClusterCommand {
@@ -44,8 +44,12 @@ pub enum ClusterCommand {
         #[command(flatten)]
         nats: NatsArgs,
         /// The partition.
+        #[arg(long, required_unless_present = "user", conflicts_with = "user")]
+        partition: Option<u32>,
+        /// ... or the partition that holds this user (its inbox, cursors
+        /// and sessions).
         #[arg(long)]
-        partition: u32,
+        user: Option<u64>,
         /// The node that takes it (must be running).
         #[arg(long)]
         to: String,
@@ -155,11 +159,23 @@ pub fn run(command: ClusterCommand) -> Result<(), String> {
         ClusterCommand::Move {
             nats,
             partition,
+            user,
             to,
         } => {
             let to = NodeId::parse(&to).map_err(|e| format!("--to {to:?}: {e}"))?;
+            let p = match (partition, user) {
+                (Some(p), _) => PartitionId(p),
+                (None, Some(user)) => {
+                    let (config, timeout) = nats.config();
+                    let status = admin::status(&config, timeout).map_err(|e| e.to_string())?;
+                    let p = status.meta.partitions.partition_of(EntityKind::User, user);
+                    println!("user {user} is in partition {}", p.0);
+                    p
+                }
+                (None, None) => return Err("--partition or --user is required".into()),
+            };
             let (config, timeout) = nats.move_config();
-            move_one(&config, PartitionId(partition), &to, timeout)
+            move_one(&config, p, &to, timeout)
         }
         ClusterCommand::MoveShard {
             nats,
