@@ -1,7 +1,9 @@
 //! `surepush-loadgen cluster` against two real nodes and a real
 //! nats-server 2.15 (issue #20): it finds where users live by where the
 //! gateway redirects them, runs node-local and cross-node pairs with the
-//! delivery checker, and reports each class's cost and the ratio.
+//! delivery checker, and reports each class's cost and the ratio; with
+//! `--move-cmd`, a third class runs while a receiver's partition moves
+//! (`surepush cluster move --user`), and the report times the move.
 
 #[path = "../crates/cluster/tests/support/mod.rs"]
 mod support;
@@ -36,12 +38,28 @@ fn the_cluster_report_runs_local_and_cross_node_pairs_and_checks_both() {
         .map(|name| common::cluster_node(&nats.url(), name, PARTITIONS, ""))
         .collect();
     let servers: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
+    // The moving class: the first receiver's partition moves to the node
+    // it is not on, while its sender sends.
+    let move_to = |target: &str| {
+        format!(
+            "{} cluster move --nats {} --user {{receiver}} --to {target}",
+            env!("CARGO_BIN_EXE_surepush"),
+            nats.url()
+        )
+    };
+    let move_cmd = format!(
+        "if [ {{receiver_node}} = {} ]; then {}; else {}; fi",
+        servers[0],
+        move_to("n1"),
+        move_to("n0")
+    );
     let out = Command::new(loadgen())
         .arg("cluster")
         .args(["--servers", &servers.join(",")])
         .args(["--secret", common::SECRET])
         .args(["--pairs", "3", "--messages", "40", "--payload", "64"])
         .args(["--nats", &format!("127.0.0.1:{}", nats.port)])
+        .args(["--move-cmd", &move_cmd])
         .arg("--json")
         .output()
         .expect("run surepush-loadgen");
@@ -56,7 +74,7 @@ fn the_cluster_report_runs_local_and_cross_node_pairs_and_checks_both() {
     // (partition p on node p mod 2), not from the load generator.
     let count = PartitionCount::new(PARTITIONS).expect("valid");
     let node_of = |user: u64| count.partition_of_wire_id(user).0 % 2;
-    for (class, same) in [("local", true), ("cross", false)] {
+    for (class, same) in [("local", true), ("cross", false), ("moving", false)] {
         let c = &report[class];
         let pairs = c["pairs"].as_array().expect("pairs");
         assert_eq!(pairs.len(), 3, "{class}: {c}");
@@ -82,6 +100,24 @@ fn the_cluster_report_runs_local_and_cross_node_pairs_and_checks_both() {
         );
         assert!(c["nats_cpu_us_per_msg"].as_f64().is_some(), "{class}: {c}");
     }
+    // The move happened, to the other node, with records, and the checker
+    // above saw every message of the moving class exactly once.
+    let moving = &report["moving"];
+    let receiver = moving["pairs"][0][1].as_u64().expect("a receiver");
+    let p = count.partition_of_wire_id(receiver).0;
+    let fault = &moving["report"]["fault"];
+    let output = fault["output"].as_str().expect("the move's output");
+    let target = format!("n{}", 1 - node_of(receiver));
+    assert!(
+        output.contains(&format!("partition {p} moved to {target}: ")),
+        "{fault}"
+    );
+    assert!(!output.contains(" 0 records"), "{fault}");
+    assert!(fault["wall_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{fault}");
+    assert_eq!(
+        moving["report"]["ack_max_ms_by_pair"].as_array().map(Vec::len),
+        Some(3)
+    );
     assert!(report["gateway_cpu_ratio"]
         .as_f64()
         .is_some_and(|r| r > 0.0));

@@ -54,6 +54,10 @@ pub struct ClusterReport {
     pub local: ClusterClass,
     /// Sender and receiver on different nodes.
     pub cross: ClusterClass,
+    /// With a move command: more cross-node pairs, during whose run the
+    /// partition of the first pair's receiver moves (its report's `fault`
+    /// has the command's time).
+    pub moving: Option<ClusterClass>,
     /// Cross over local: gateways' CPU per message.
     pub gateway_cpu_ratio: Option<f64>,
     /// Cross over local: gateways' plus nats-server's CPU per message.
@@ -65,7 +69,10 @@ pub struct ClusterReport {
 impl ClusterReport {
     /// Every message of both classes delivered as the QoS promises.
     pub fn passed(&self, s: &Scenario) -> bool {
-        self.local.report.passed(s.qos) && self.cross.report.passed(s.qos)
+        [&self.local, &self.cross]
+            .into_iter()
+            .chain(&self.moving)
+            .all(|c| c.report.passed(s.qos))
     }
 
     /// A table for people.
@@ -83,7 +90,7 @@ impl ClusterReport {
             "gateways",
             "nats",
         );
-        for c in [&self.local, &self.cross] {
+        for c in [&self.local, &self.cross].into_iter().chain(&self.moving) {
             let r = &c.report;
             out += &format!(
                 "{:<6} {:>6} {:>9.0} {:>10} {:>10} {:>12} {:>10} {:>10}  sent {} acked {} delivered {} lost {} dup {} out-of-order {}\n",
@@ -110,31 +117,55 @@ impl ClusterReport {
             ratio(self.total_cpu_ratio),
             self.throughput_ratio,
         );
+        if let Some(m) = &self.moving {
+            out += &m.report.fault_text();
+        }
         out
     }
 }
 
 /// Finds where users live and runs the local class, then the cross
 /// class, `s.pairs` pairs each (the rest of `s` as for `one-to-one`).
-/// `nats`: the nats-server's client address, for its CPU.
-pub fn run_cluster(s: &Scenario, nats: Option<SocketAddr>) -> Result<ClusterReport, String> {
+/// `nats`: the nats-server's client address, for its CPU. With
+/// `move_cmd`, a third class of fresh cross-node pairs runs with it as
+/// its `--restart-cmd` (`{receiver}`: the first pair's receiver).
+pub fn run_cluster(
+    s: &Scenario,
+    nats: Option<SocketAddr>,
+    move_cmd: Option<&str>,
+) -> Result<ClusterReport, String> {
     if s.servers.len() < 2 {
         return Err("cluster needs --servers with at least two nodes".into());
     }
     if s.pairs == 0 {
         return Err("cluster needs --pairs above 0".into());
     }
-    let homes = find_homes(s)?;
+    let want = s.pairs as usize;
+    // Twice the pairs when moving: the second half of the cross pairs.
+    let pick = want * (1 + usize::from(move_cmd.is_some()));
+    let homes = find_homes(s, pick)?;
     let nodes: Vec<SocketAddr> = homes.keys().copied().collect();
-    let (local, cross) = choose_pairs(&homes, s.pairs as usize).ok_or_else(|| {
+    let (mut local, mut cross) = choose_pairs(&homes, pick).ok_or_else(|| {
         format!(
             "users of {} nodes found ({:?}): at least two are needed, with a few users each",
             nodes.len(),
             nodes
         )
     })?;
+    local.truncate(want);
+    let moving_pairs = cross.split_off(want);
     let local = run_class(s, "local", local, nats)?;
     let cross = run_class(s, "cross", cross, nats)?;
+    let moving = match move_cmd {
+        Some(cmd) => {
+            let with_move = Scenario {
+                restart_cmd: Some(cmd.to_string()),
+                ..s.clone()
+            };
+            Some(run_class(&with_move, "moving", moving_pairs, nats)?)
+        }
+        None => None,
+    };
     let over = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
         _ => None,
@@ -150,13 +181,13 @@ pub fn run_cluster(s: &Scenario, nats: Option<SocketAddr>) -> Result<ClusterRepo
             / local.report.acked_per_sec.max(f64::MIN_POSITIVE),
         local,
         cross,
+        moving,
     })
 }
 
 /// Connects fresh users one at a time until every class can be filled,
 /// and groups them by the node they landed on.
-fn find_homes(s: &Scenario) -> Result<BTreeMap<SocketAddr, Vec<u64>>, String> {
-    let want = s.pairs as usize;
+fn find_homes(s: &Scenario, want: usize) -> Result<BTreeMap<SocketAddr, Vec<u64>>, String> {
     let first = fresh_user_base();
     let mut homes: BTreeMap<SocketAddr, Vec<u64>> = BTreeMap::new();
     for user in first..first + 8 * want as u64 + 64 {

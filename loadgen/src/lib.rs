@@ -24,13 +24,14 @@ use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use surepush_client::{BlockingClient, ClientConfig, Event, Gateway, TlsGateway, Transport};
-use surepush_proto::{DeviceId, Qos, Seq, UserId};
+use surepush_proto::{DeviceId, ErrorCode, Qos, Seq, UserId};
 use surepush_token::{Claims, TokenVerifier};
 
 mod backlog;
 mod check;
 pub mod cli;
 mod cluster;
+mod fault;
 mod fleet;
 mod floor;
 mod group;
@@ -53,6 +54,7 @@ mod ws;
 pub use backlog::{run_backlog, BacklogReport, BacklogScenario};
 pub use check::DeliveryCheck;
 pub use cluster::{run_cluster, ClusterClass, ClusterReport};
+pub use fault::FaultRun;
 pub use fleet::DropMode;
 pub use floor::{measure_floor, Floor};
 pub use group::{run_group, GroupReport, GroupScenario};
@@ -108,6 +110,9 @@ pub struct Scenario {
     /// Fault: when half the messages are acknowledged, run this shell
     /// command (e.g. kill the gateway with SIGKILL and start it again);
     /// clients reconnect and resume, and the checker still applies.
+    /// `{receiver}` in it becomes the first pair's receiver (e.g.
+    /// `surepush cluster move --user {receiver} --to n1`) and
+    /// `{receiver_node}` the address that receiver is connected to.
     #[arg(long)]
     pub restart_cmd: Option<String>,
     /// Fault: receivers pause this long after every event, so their ACKs
@@ -247,9 +252,17 @@ impl Reconnecting {
         }
     }
 
-    /// The next event; `Ok(None)` on timeout or after a reconnect.
+    /// The next event; `Ok(None)` on timeout or after a reconnect. A
+    /// DISCONNECT `WrongNode` (the user's partition moved to another node
+    /// of a cluster) reconnects to the node it names.
     fn next_event(&mut self, timeout: Duration) -> Result<Option<Event>, String> {
         match self.client().next_event(timeout) {
+            Ok(Some(Event::Disconnected(code, to))) if code == ErrorCode::WrongNode as u16 => {
+                use std::net::ToSocketAddrs;
+                let to = to.to_socket_addrs().ok().and_then(|mut a| a.next());
+                self.addr.addr = to.ok_or("a redirect names no address")?;
+                self.recover().map(|()| None)
+            }
             Ok(e) => Ok(e),
             Err(_) => self.recover().map(|()| None),
         }
@@ -322,6 +335,10 @@ pub struct Report {
     /// Send to delivery, every sample (ns).
     #[serde(skip)]
     pub deliver_histogram: Histogram<u64>,
+    /// Each pair's longest send to SENDACK (ms), in pair order.
+    pub ack_max_ms_by_pair: Vec<f64>,
+    /// The `--restart-cmd` fault, when one ran.
+    pub fault: Option<FaultRun>,
 }
 
 impl Report {
@@ -355,7 +372,7 @@ impl Report {
             self.ack_latency.to_text(),
             self.deliver_latency.to_text(),
             procfs::format_cpu(self.server_cpu_us_per_msg),
-        )
+        ) + &self.fault_text()
     }
 }
 
@@ -546,10 +563,11 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
     };
     let mut cross_pairs = 0;
     let senders_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let fault = s.restart_cmd.clone().map(|cmd| {
+    let fault = s.restart_cmd.as_ref().map(|cmd| {
         let (progress, done) = (progress.clone(), senders_done.clone());
         let half = u64::from(s.pairs) * u64::from(s.messages) / 2;
-        std::thread::spawn(move || restart_at(&progress, half, &done, &cmd))
+        let cmd = fault::fill(cmd, s.pair(0).1, receiver_nodes[0]);
+        std::thread::spawn(move || fault::run_at(&progress, half, &done, cmd))
     });
     let mut senders = Vec::new();
     for pair in 0..s.pairs {
@@ -644,8 +662,10 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
     }
     let mut ack_h = histogram();
     let (mut sent, mut acked) = (0, 0);
+    let mut ack_max_ms_by_pair = Vec::with_capacity(senders.len());
     for t in senders {
         let (h, s_, a) = t.join().map_err(|_| "sender thread panicked")??;
+        ack_max_ms_by_pair.push(h.max() as f64 / 1e6);
         ack_h.add(h).map_err(|e| e.to_string())?;
         sent += s_;
         acked += a;
@@ -686,9 +706,10 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
     if let Some(printer) = printer {
         progress.finish(printer);
     }
-    if let Some(fault) = fault {
-        fault.join().map_err(|_| "fault thread panicked")??;
-    }
+    let fault = match fault {
+        Some(f) => Some(f.join().map_err(|_| "fault thread panicked")??),
+        None => None,
+    };
     Ok(Report {
         sent,
         acked,
@@ -703,34 +724,9 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
         server_cpu_us_per_msg,
         ack_histogram: ack_h,
         deliver_histogram: deliver_h,
+        ack_max_ms_by_pair,
+        fault,
     })
-}
-
-/// Runs `cmd` with `sh -c` once `progress` has `at` acknowledged messages
-/// (not at all if the senders finish first).
-fn restart_at(
-    progress: &Progress,
-    at: u64,
-    senders_done: &std::sync::atomic::AtomicBool,
-    cmd: &str,
-) -> Result<(), String> {
-    while progress.acked.load(Ordering::Relaxed) < at {
-        if senders_done.load(Ordering::Relaxed) {
-            return Err("the run ended before the restart point".into());
-        }
-        // Polls counters the scenario threads bump (no signal to wait on).
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    eprintln!("surepush-loadgen: fault: running {cmd:?}");
-    let status = std::process::Command::new("sh")
-        .args(["-c", cmd])
-        .status()
-        .map_err(|e| format!("restart command: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("restart command failed: {status}"))
-    }
 }
 
 /// Wall clock in ns since the Unix epoch (timestamps carried in payloads).

@@ -20,6 +20,16 @@ pub(super) struct ClusterArgs {
     /// per message is reported too (the process listening there).
     #[arg(long)]
     nats: Option<SocketAddr>,
+    /// After the two classes, run a third (`moving`: fresh cross-node
+    /// pairs) and, when half its messages are acknowledged, this shell
+    /// command, timed; `{receiver}` in it becomes the first pair's
+    /// receiver and `{receiver_node}` the node address it is on, e.g.
+    /// `surepush cluster move --nats URL --user {receiver} --to n1` moves
+    /// that user's partition while its sender sends. The
+    /// report gives the command's time and that pair's longest wait for a
+    /// SENDACK; the checker covers every message.
+    #[arg(long)]
+    move_cmd: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -30,10 +40,11 @@ pub(super) fn run(args: ClusterArgs) -> Result<ExitCode, String> {
         mut scenario,
         secret,
         nats,
+        move_cmd,
         json,
     } = args;
     scenario.secret = secret.load()?;
-    let report = run_cluster(&scenario, nats)?;
+    let report = run_cluster(&scenario, nats, move_cmd.as_deref())?;
     Ok(finish(
         report,
         json,
