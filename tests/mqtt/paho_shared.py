@@ -19,6 +19,8 @@ jobs/<i % 7> with payload "m<i>" and waits for every acknowledgement.
   published, more than the group keeps in memory (see backlog()).
 - expiry: a member with Session Expiry 1 s lost while holding QoS 2
   messages (see expiry()).
+- expiry_restart1 / expiry_restart2 (with --group G): the same across a
+  kill -9 of the gateway between the two (see expiry_restart1()).
 - subid: Subscription Identifiers of shared subscriptions (see subid()).
 - crash1 / crash2 (with --out DIR): a kill -9 of the gateway mid-stream.
   crash1 starts 3 persistent members (session expiry 1 h, fixed client
@@ -454,6 +456,64 @@ def expiry(a, filt):
     print("the other member got the other %d exactly once" % len(seen))
 
 
+def expiry_restart1(a, filt):
+    """Before a kill -9 of the gateway: a raw member with Session Expiry 2 s
+    gets QoS 2 messages and never answers (no PUBREC); a paho member takes
+    the rest, none of the raw member's (MQTT-4.8.2-4). Then the raw
+    member's connection is cut like a kill -9 and the paho member leaves;
+    the test kills the gateway at once (well within the 2 s) and restarts
+    it. Prints "held K": what the raw member holds."""
+    b = Member(a.port, a.member_token[0], filt, 2)
+    silent = Silent(a.port, a.member_token[1], filt, qos=2, expiry=2)
+    got_some = threading.Event()
+
+    def reader():
+        silent.take(3)
+        got_some.set()
+
+    threading.Thread(target=reader, daemon=True).start()
+    want = publish_all(a.port, a.pub_token, a.count, 2, True)
+    if not got_some.wait(WAIT):
+        fail("the expiring member got nothing")
+    # Up to its Receive Maximum (5) per stream home shard (2 shards).
+    settle([b], len(want) - 10)
+    seen = collections.Counter(b.got)
+    twice = [m for m, c in seen.items() if c > 1]
+    extra = [m for m in seen if m not in set(want)]
+    if twice or extra:
+        fail("the other member: %r twice, %r never published" % (twice[:5], extra[:5]))
+    given = [m for m in silent.got if m in seen]
+    if given:
+        fail("QoS 2 messages sent to the raw member reached another: %r" % given[:5])
+    held = [w for w in want if w not in seen]
+    if not 3 <= len(held) <= 10:
+        fail("the raw member held %d messages" % len(held))
+    silent.kill()
+    b.stop()
+    print("held %d" % len(held), flush=True)
+
+
+def expiry_restart2(a, filt):
+    """After the restart: a new paho member joins the group and says
+    "joined"; once the test saw the raw member's session expire (its
+    restored deadline) and writes "go", N more QoS 2 messages are
+    published ("n<i>"): the new member gets each exactly once, and never
+    one of the messages the raw member held ("m<i>", MQTT-4.8.2-5)."""
+    b = Member(a.port, a.member_token[0], filt, 2)
+    print("joined", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        fail("no go from the test")
+    want = publish_all(a.port, a.pub_token, a.count, 2, True, prefix="n")
+    settle([b], len(want))
+    if sorted(b.got) != sorted(want):
+        lost = [w for w in want if w not in b.got]
+        extra = [g for g in b.got if g not in want]
+        fail("after the expiry: %d lost (%r), %d others (%r)"
+             % (len(lost), lost[:5], len(extra), extra[:5]))
+    b.stop()
+    print("the remaining member got all %d new messages exactly once" % len(want))
+
+
 def new_publisher(token, client_id, v5, inflight, on_count=None):
     """A paho publisher (not connected yet) that records the packet ids
     completed (PUBACK/PUBCOMP) and calls on_count with their number."""
@@ -501,12 +561,12 @@ def publisher(port, token, v5=True):
     return c, acked, lock
 
 
-def publish_all(port, token, n, qos, v5=True, midway=None):
+def publish_all(port, token, n, qos, v5=True, midway=None, prefix="m"):
     c, acked, lock = publisher(port, token, v5)
     want = []
     mids = []
     for i in range(n):
-        topic, payload = "jobs/%d" % (i % 7), "m%d" % i
+        topic, payload = "jobs/%d" % (i % 7), "%s%d" % (prefix, i)
         want.append((topic, payload))
         mids.append(c.publish(topic, payload, qos=qos).mid)
         if midway is not None and i == n // 2:
@@ -557,8 +617,9 @@ def main():
     ap.add_argument("--scenario", required=True)
     ap.add_argument("--count", type=int, default=2000)
     ap.add_argument("--out")
+    ap.add_argument("--group")
     a = ap.parse_args()
-    group = "g" + uuid.uuid4().hex[:6]
+    group = a.group or "g" + uuid.uuid4().hex[:6]
     filt = "$share/%s/jobs/+" % group
     n = a.count
     if a.scenario in ("spread", "qos2", "v311"):
@@ -598,6 +659,10 @@ def main():
         backlog(a, filt)
     elif a.scenario == "expiry":
         expiry(a, filt)
+    elif a.scenario == "expiry_restart1":
+        expiry_restart1(a, filt)
+    elif a.scenario == "expiry_restart2":
+        expiry_restart2(a, filt)
     elif a.scenario == "subid":
         subid(a, filt)
     elif a.scenario == "crash1":

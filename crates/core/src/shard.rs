@@ -524,6 +524,7 @@ impl Shard {
             PeerMsg::ShareJoined(m) => self.on_share_joined(m),
             PeerMsg::ShareDeliver(m) => self.on_share_deliver(m),
             PeerMsg::ShareDone(m) => self.on_share_done(m),
+            PeerMsg::ShareAway(m) => self.on_share_away(m),
         }
     }
 

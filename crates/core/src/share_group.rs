@@ -45,8 +45,10 @@
 //!   ones are lost for the group ([`ShareGroup::trim`],
 //!   [`DropReason::TooOld`]).
 //! - **Durability**: [`ShareGroup::durable`] is what survives a restart
-//!   (the cursor, messages finished above it, and the QoS 2 messages handed
-//!   to a member). A [`ShareAction::Persist`] says it changed; a QoS 2
+//!   (the cursor, messages finished above it, the QoS 2 messages handed
+//!   to a member, and those members' sessions: [`MemberSession`], so the
+//!   caller can end one that does not come back, [`ShareGroup::away`]).
+//!   A [`ShareAction::Persist`] says it changed; a QoS 2
 //!   [`ShareAction::Deliver`] always comes after the `Persist` that records
 //!   it, and the caller lets it leave only once that write is durable, so a
 //!   restarted group never gives a QoS 2 message sent to one member to
@@ -60,7 +62,7 @@ use std::collections::{BTreeMap, VecDeque};
 use surepush_proto::{DeviceId, Qos, Seq, UserId};
 
 mod durable;
-pub use durable::{DurableShare, DurableStream, ShareStateError};
+pub use durable::{DurableMember, DurableShare, DurableStream, ShareStateError};
 
 /// A session that is a member of a share group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -154,12 +156,27 @@ impl Stream {
     }
 }
 
+/// How long a member's session outlives its connection, as the group
+/// knows it: durable along with the QoS 2 messages handed to the member,
+/// so a restarted group can end a session that never comes back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemberSession {
+    /// Its Session Expiry Interval in seconds (0: the session ends with
+    /// its connection); `None`: it never expires, or it is not known (a
+    /// state written before version 2).
+    pub expiry_s: Option<u32>,
+    /// When its connection closed (wall clock, ms since the epoch), if the
+    /// group heard of it since the member last joined.
+    pub gone_ms: Option<u64>,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Member {
     id: MemberId,
     connected: bool,
     capacity: u16,
     in_flight: u16,
+    session: MemberSession,
 }
 
 /// One share group (group name + filter) on one node: see the module doc.
@@ -202,10 +219,16 @@ impl ShareGroup {
                         connected: false,
                         capacity: 0,
                         in_flight: 1,
+                        session: MemberSession::default(),
                     }),
                 }
             }
             group.streams.insert(s.stream, stream);
+        }
+        for d in &state.members {
+            if let Some(m) = group.member_mut(d.id) {
+                m.session = d.session;
+            }
         }
         group
     }
@@ -236,8 +259,33 @@ impl ShareGroup {
                     })
                     .collect(),
             })
+            .collect::<Vec<DurableStream>>();
+        // The sessions of the members the group waits for: those holding
+        // a QoS 2 message (a member holding none is not waited for).
+        let members = self
+            .members
+            .iter()
+            .filter(|m| {
+                streams
+                    .iter()
+                    .any(|s| s.sent_qos2.iter().any(|&(_, id)| id == m.id))
+            })
+            .map(|m| DurableMember {
+                id: m.id,
+                session: m.session,
+            })
             .collect();
-        DurableShare { streams }
+        DurableShare { streams, members }
+    }
+
+    /// Members not connected whose session expires (restored after a
+    /// restart: the caller ends each one's session at its deadline unless
+    /// it joins again, [`ShareGroup::leave`]).
+    pub fn away(&self) -> impl Iterator<Item = (MemberId, MemberSession)> + '_ {
+        self.members
+            .iter()
+            .filter(|m| !m.connected && m.session.expiry_s.is_some())
+            .map(|m| (m.id, m.session))
     }
 
     /// The next thing to do, if any. Drain after every other call.
@@ -334,20 +382,28 @@ impl ShareGroup {
         })
     }
 
-    /// `member` connected (or reconnected) with this Receive Maximum. Its
-    /// QoS 2 messages already sent go to it again first ([MQTT-4.8.2-4]).
-    pub fn join(&mut self, member: MemberId, receive_max: u16) {
+    /// `member` connected (or reconnected) with this Receive Maximum, its
+    /// session expiring `expiry_s` after its connection closes (`None`:
+    /// never). Its QoS 2 messages already sent go to it again first
+    /// ([MQTT-4.8.2-4]).
+    pub fn join(&mut self, member: MemberId, receive_max: u16, expiry_s: Option<u32>) {
         let capacity = receive_max.max(1);
+        let session = MemberSession {
+            expiry_s,
+            gone_ms: None,
+        };
         match self.member_mut(member) {
             Some(m) => {
                 m.connected = true;
                 m.capacity = capacity;
+                m.session = session;
             }
             None => self.members.push(Member {
                 id: member,
                 connected: true,
                 capacity,
                 in_flight: 0,
+                session,
             }),
         }
         let mine: Vec<(MessageKey, Qos)> = self
@@ -442,12 +498,24 @@ impl ShareGroup {
         self.assign();
     }
 
-    /// `member`'s connection is gone; its session may come back.
-    pub fn disconnect(&mut self, member: MemberId) {
+    /// `member`'s connection is gone (at `now_ms`, wall clock); its
+    /// session may come back. When the member holds QoS 2 messages, the
+    /// time is durable state: a restart counts its session's expiry from
+    /// it.
+    pub fn disconnect(&mut self, member: MemberId, now_ms: u64) {
         if let Some(m) = self.member_mut(member) {
             m.connected = false;
+            m.session.gone_ms = Some(now_ms);
         }
         self.release(member, false);
+        let holds_qos2 = self.streams.values().any(|s| {
+            s.above.values().any(
+                |h| matches!(h, Held::With { member: m, qos: Qos::ExactlyOnce } if *m == member),
+            )
+        });
+        if holds_qos2 {
+            self.actions.push_back(ShareAction::Persist);
+        }
         self.assign();
     }
 

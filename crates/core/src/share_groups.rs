@@ -19,7 +19,8 @@
 //!   A closing connection sends `Disconnect` for a persistent member (its
 //!   QoS 2 messages wait for it, MQTT-4.8.2-4) and `Leave` otherwise; SHARE
 //!   with the leave flag sends `Leave`. A persistent member whose session
-//!   expires before it comes back leaves then (`expiry.rs`).
+//!   expires before it comes back leaves then (`expiry.rs`), also after a
+//!   restart (the session's expiry is in the group's durable state).
 //! - **Delivery.** A stream message matched by a group's filter is offered
 //!   to the home shard's [`ShareGroup`], which picks one member; the message
 //!   goes to the member's shard as [`ShareDeliver`] and to the connection as
@@ -42,7 +43,9 @@
 //!   group commit as the messages' own records around it. A QoS 2 message
 //!   handed to a member goes to it only once that write is durable
 //!   ([`AppendPurpose::ShareHandout`]; no write of its own). After a restart
-//!   ([`Shard::load_share_groups`]) each group is restored without members
+//!   ([`Shard::load_share_groups`]) each group is restored without
+//!   connected members (those holding QoS 2 messages are known, with
+//!   their sessions' expiry: `expiry.rs` ends those that do not come back)
 //!   and reads its streams again after its cursors, as a backlog: live
 //!   messages of a stream being read again stay in the log until the
 //!   reads reach them, so the cursor never passes a message not yet
@@ -225,6 +228,12 @@ impl Shard {
         op: ShareOp,
     ) {
         let me = self.params.id;
+        // A session that is not persistent ends with its connection.
+        let expiry_s = if req.persistent {
+            req.expiry_s
+        } else {
+            Some(0)
+        };
         for i in 0..self.router.shards() {
             let msg = ShareJoin {
                 group: req.group.clone(),
@@ -236,6 +245,7 @@ impl Shard {
                 qos: req.qos,
                 receive_max: req.receive_max,
                 op,
+                expiry_s,
             };
             self.route_to(ShardId(i), msg);
         }
@@ -371,6 +381,7 @@ impl Shard {
             .groups
             .get(&key)
             .map(|h| h.group != m.group || h.filter != m.filter);
+        let wall_ms = self.wall_ms();
         let shares = &mut self.shares;
         if clash == Some(true) {
             if m.op == ShareOp::Join {
@@ -400,9 +411,9 @@ impl Shard {
                     qos: m.qos,
                 };
                 h.seats.insert(member, seat);
-                h.state.join(member, m.receive_max);
+                h.state.join(member, m.receive_max, m.expiry_s);
             }
-            ShareOp::Disconnect => h.state.disconnect(member),
+            ShareOp::Disconnect => h.state.disconnect(member, wall_ms),
             ShareOp::Leave => {
                 h.seats.remove(&member);
                 h.state.leave(member);

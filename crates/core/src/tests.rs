@@ -748,6 +748,7 @@ mod room_resync;
 mod share_backlog;
 mod share_expiry;
 mod share_handout;
+mod share_restart_expiry;
 mod topic_filters;
 mod topic_nodes;
 mod webhook;

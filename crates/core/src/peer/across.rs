@@ -73,7 +73,8 @@ impl PeerMsg {
             | PeerMsg::ShareJoin(_)
             | PeerMsg::ShareJoined(_)
             | PeerMsg::ShareDeliver(_)
-            | PeerMsg::ShareDone(_) => None,
+            | PeerMsg::ShareDone(_)
+            | PeerMsg::ShareAway(_) => None,
         }
     }
 
@@ -131,7 +132,8 @@ impl PeerMsg {
             | PeerMsg::ShareJoin(_)
             | PeerMsg::ShareJoined(_)
             | PeerMsg::ShareDeliver(_)
-            | PeerMsg::ShareDone(_) => None,
+            | PeerMsg::ShareDone(_)
+            | PeerMsg::ShareAway(_) => None,
         }
     }
 

@@ -30,7 +30,7 @@ pub use messages::{
 };
 pub use moving::{MoveCursor, MoveFetch, MovePage, MoveRoundFetch, MoveStatus};
 pub use presence::{PresenceNodeUnwatch, PresenceNodeWatch, PresenceUpdate};
-pub use share::{ShareDeliver, ShareDone, ShareJoin, ShareJoined, ShareOp};
+pub use share::{ShareAway, ShareDeliver, ShareDone, ShareJoin, ShareJoined, ShareOp};
 pub(crate) use wire::encoded_len;
 pub use wire::{PeerWireError, PEER_WIRE_VERSION};
 
@@ -118,6 +118,8 @@ pub enum PeerMsg {
     ShareDeliver(ShareDeliver),
     /// See [`ShareDone`].
     ShareDone(ShareDone),
+    /// See [`ShareAway`].
+    ShareAway(ShareAway),
     /// See [`PresenceNodeWatch`].
     PresenceNodeWatch(PresenceNodeWatch),
     /// See [`PresenceNodeUnwatch`].
@@ -179,6 +181,7 @@ peer_msg_from!(
     ShareJoined,
     ShareDeliver,
     ShareDone,
+    ShareAway,
     PresenceNodeWatch,
     PresenceNodeUnwatch,
     PresenceUpdate,

@@ -2,7 +2,8 @@
 //! a member's shard tells every shard of a join or loss ([`ShareJoin`]) and
 //! hears back ([`ShareJoined`]); a stream's home shard hands a message to
 //! the member's shard ([`ShareDeliver`]) and hears what became of it
-//! ([`ShareDone`]).
+//! ([`ShareDone`]). After a restart, a home shard tells a member's shard
+//! when the session of a member it waits for ends ([`ShareAway`]).
 
 use bytes::Bytes;
 
@@ -44,6 +45,27 @@ pub struct ShareJoin {
     pub receive_max: u16,
     /// Join, disconnect or leave.
     pub op: ShareOp,
+    /// The member's session ends this many seconds after its connection
+    /// closes (0: with it); `None`: never.
+    pub expiry_s: Option<u32>,
+}
+
+/// A restored group (home shard) waits for member (`user`, `device`), not
+/// connected, whose session ends at `deadline_ms` (wall clock) unless it
+/// joins again: sent to the member's shard, which ends its membership
+/// then, as for a live expiry (`share_groups/expiry.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShareAway {
+    /// The group name.
+    pub group: String,
+    /// The group's filter.
+    pub filter: String,
+    /// The member's user.
+    pub user: UserId,
+    /// The member's device.
+    pub device: DeviceId,
+    /// When its session ends (ms since the epoch).
+    pub deadline_ms: u64,
 }
 
 /// The sender registered `conn` in the group named `name`

@@ -371,6 +371,7 @@ fn every_kind() -> Vec<PeerMsg> {
             qos: Qos::ExactlyOnce,
             receive_max: 20,
             op: ShareOp::Disconnect,
+            expiry_s: Some(7_200),
         }
         .into(),
         ShareJoined {
@@ -436,13 +437,21 @@ fn every_kind() -> Vec<PeerMsg> {
             shards: 4,
         }
         .into(),
+        ShareAway {
+            group: "workers".into(),
+            filter: "jobs/+".into(),
+            user: UserId(98),
+            device: DeviceId(9),
+            deadline_ms: 1_700_000_002_000,
+        }
+        .into(),
     ]
 }
 
 #[test]
 fn every_kind_round_trips() {
     let all = every_kind();
-    assert_eq!(all.len(), 44, "a message kind is missing from the sample");
+    assert_eq!(all.len(), 45, "a message kind is missing from the sample");
     for msg in all {
         let bytes = msg.to_bytes();
         assert_eq!(bytes[0], PEER_WIRE_VERSION);

@@ -97,6 +97,7 @@ impl PeerMsg {
             PeerMsg::ShareJoined(m) => m.put(out),
             PeerMsg::ShareDeliver(m) => m.put(out),
             PeerMsg::ShareDone(m) => m.put(out),
+            PeerMsg::ShareAway(m) => m.put(out),
             PeerMsg::PresenceNodeWatch(m) => m.put(out),
             PeerMsg::PresenceNodeUnwatch(m) => m.put(out),
             PeerMsg::PresenceUpdate(m) => m.put(out),
@@ -160,6 +161,7 @@ impl PeerMsg {
             kind::SHARE_JOINED => PeerMsg::ShareJoined(Wire::get(&mut r)?),
             kind::SHARE_DELIVER => PeerMsg::ShareDeliver(Wire::get(&mut r)?),
             kind::SHARE_DONE => PeerMsg::ShareDone(Wire::get(&mut r)?),
+            kind::SHARE_AWAY => PeerMsg::ShareAway(Wire::get(&mut r)?),
             kind::PRESENCE_NODE_WATCH => PeerMsg::PresenceNodeWatch(Wire::get(&mut r)?),
             kind::PRESENCE_NODE_UNWATCH => PeerMsg::PresenceNodeUnwatch(Wire::get(&mut r)?),
             kind::PRESENCE_UPDATE => PeerMsg::PresenceUpdate(Wire::get(&mut r)?),
@@ -213,6 +215,7 @@ impl PeerMsg {
             PeerMsg::ShareJoined(_) => kind::SHARE_JOINED,
             PeerMsg::ShareDeliver(_) => kind::SHARE_DELIVER,
             PeerMsg::ShareDone(_) => kind::SHARE_DONE,
+            PeerMsg::ShareAway(_) => kind::SHARE_AWAY,
             PeerMsg::PresenceNodeWatch(_) => kind::PRESENCE_NODE_WATCH,
             PeerMsg::PresenceNodeUnwatch(_) => kind::PRESENCE_NODE_UNWATCH,
             PeerMsg::PresenceUpdate(_) => kind::PRESENCE_UPDATE,
@@ -276,6 +279,7 @@ mod kind {
     pub(super) const SHARE_JOINED: u8 = 61;
     pub(super) const SHARE_DELIVER: u8 = 62;
     pub(super) const SHARE_DONE: u8 = 63;
+    pub(super) const SHARE_AWAY: u8 = 64;
 }
 
 /// The unread rest of the input.

@@ -3,16 +3,28 @@
 //!
 //! Format (little-endian), version [`VERSION`]:
 //! `[version u8][streams u32]` then per stream
-//! `[stream u64][done_through u64][done u32][seq u64]*[sent u32]([seq u64][user u64][device u64])*`.
+//! `[stream u64][done_through u64][done u32][seq u64]*[sent u32]([seq u64][user u64][device u64])*`,
+//! then (version 2 on) the sessions of the members holding a QoS 2
+//! message: `[members u32]([user u64][device u64][has u8][expiry_s u32][gone_ms u64])*`,
+//! `has` bit 0: `expiry_s` is set, bit 1: `gone_ms` is set (an unset one
+//! is written as 0). Version 1 (no member sessions) still reads: its
+//! members never expire, as before.
 //! Decoding bytes from the log never panics: anything short, long or of
 //! another version is a [`ShareStateError`].
 
 use surepush_proto::{DeviceId, Seq, UserId};
 
-use super::MemberId;
+use super::{MemberId, MemberSession};
 
-/// The version byte this build writes and reads.
-pub const VERSION: u8 = 1;
+/// The version byte this build writes.
+pub const VERSION: u8 = 2;
+
+/// The first version, without member sessions: still read.
+const VERSION_1: u8 = 1;
+
+/// `has` bits of a member session.
+const HAS_EXPIRY: u8 = 1;
+const HAS_GONE: u8 = 2;
 
 /// Bytes of one sequence, id or count field.
 const U64: usize = size_of::<u64>();
@@ -24,6 +36,17 @@ pub struct DurableShare {
     /// Per stream: the cursor, the messages finished above it, and the QoS
     /// 2 messages sent to a member and not yet finished.
     pub streams: Vec<DurableStream>,
+    /// The sessions of the members holding a QoS 2 message above.
+    pub members: Vec<DurableMember>,
+}
+
+/// A member's session in [`DurableShare`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DurableMember {
+    /// The member.
+    pub id: MemberId,
+    /// Its session's expiry and, if it is away, since when.
+    pub session: MemberSession,
 }
 
 /// One stream of [`DurableShare`].
@@ -51,6 +74,9 @@ pub enum ShareStateError {
     /// Written by a version this build does not read.
     #[error("share group state version {0} unknown")]
     Version(u8),
+    /// A member session's `has` byte with unknown bits.
+    #[error("share group member flags {0:#04x} unknown")]
+    Flags(u8),
 }
 
 impl DurableShare {
@@ -72,6 +98,17 @@ impl DurableShare {
                 out.extend_from_slice(&m.device.0.to_le_bytes());
             }
         }
+        put32(&mut out, self.members.len());
+        for m in &self.members {
+            out.extend_from_slice(&m.id.user.0.to_le_bytes());
+            out.extend_from_slice(&m.id.device.0.to_le_bytes());
+            let MemberSession { expiry_s, gone_ms } = m.session;
+            let has = if expiry_s.is_some() { HAS_EXPIRY } else { 0 }
+                | if gone_ms.is_some() { HAS_GONE } else { 0 };
+            out.push(has);
+            out.extend_from_slice(&expiry_s.unwrap_or(0).to_le_bytes());
+            out.extend_from_slice(&gone_ms.unwrap_or(0).to_le_bytes());
+        }
         out
     }
 
@@ -79,7 +116,7 @@ impl DurableShare {
     pub fn decode(bytes: &[u8]) -> Result<DurableShare, ShareStateError> {
         let mut r = Reader(bytes);
         let version = r.take(1)?[0];
-        if version != VERSION {
+        if version != VERSION && version != VERSION_1 {
             return Err(ShareStateError::Version(version));
         }
         let n = r.u32()?;
@@ -108,8 +145,28 @@ impl DurableShare {
                 sent_qos2,
             });
         }
+        let mut members = Vec::new();
+        if version != VERSION_1 {
+            for _ in 0..r.u32()? {
+                let id = MemberId {
+                    user: UserId(r.u64()?),
+                    device: DeviceId(r.u64()?),
+                };
+                let has = r.take(1)?[0];
+                if has & !(HAS_EXPIRY | HAS_GONE) != 0 {
+                    return Err(ShareStateError::Flags(has));
+                }
+                let expiry_s = r.u32()?;
+                let gone_ms = r.u64()?;
+                let session = MemberSession {
+                    expiry_s: (has & HAS_EXPIRY != 0).then_some(expiry_s),
+                    gone_ms: (has & HAS_GONE != 0).then_some(gone_ms),
+                };
+                members.push(DurableMember { id, session });
+            }
+        }
         match r.0.len() {
-            0 => Ok(DurableShare { streams }),
+            0 => Ok(DurableShare { streams, members }),
             left => Err(ShareStateError::Trailing(left)),
         }
     }

@@ -44,7 +44,7 @@ fn deliveries(actions: &[ShareAction]) -> Vec<(MemberId, MessageKey, bool)> {
 fn each_message_reaches_one_member() {
     let mut g = ShareGroup::new();
     for m in 1..=3 {
-        g.join(member(m), 10);
+        g.join(member(m), 10, None);
     }
     let mut got: BTreeMap<MessageKey, MemberId> = BTreeMap::new();
     let mut per: BTreeMap<MemberId, u32> = BTreeMap::new();
@@ -74,8 +74,8 @@ fn each_message_reaches_one_member() {
 #[test]
 fn a_stalled_member_is_bounded_by_its_receive_maximum() {
     let mut g = ShareGroup::new();
-    g.join(member(1), 3);
-    g.join(member(2), 100);
+    g.join(member(1), 3, None);
+    g.join(member(2), 100, None);
     let mut to_one = 0;
     for seq in 1..=50 {
         g.offer(key(seq), Qos::AtLeastOnce);
@@ -108,7 +108,7 @@ fn a_stalled_member_is_bounded_by_its_receive_maximum() {
 fn a_lost_members_qos1_messages_go_to_the_others() {
     let mut g = ShareGroup::new();
     for m in 1..=3 {
-        g.join(member(m), 5);
+        g.join(member(m), 5, None);
     }
     let mut held_by_1 = BTreeSet::new();
     for seq in 1..=12 {
@@ -123,7 +123,7 @@ fn a_lost_members_qos1_messages_go_to_the_others() {
     }
     drain(&mut g);
     assert_eq!(held_by_1.len(), 4);
-    g.disconnect(member(1));
+    g.disconnect(member(1), 0);
     let again = deliveries(&drain(&mut g));
     let keys: BTreeSet<MessageKey> = again.iter().map(|&(_, k, _)| k).collect();
     assert_eq!(keys, held_by_1);
@@ -158,7 +158,7 @@ fn messages_wait_for_the_first_member() {
     assert_eq!(dropped, vec![1, 2, 3]);
     assert!(acts.contains(&ShareAction::Persist));
     assert_eq!(g.done_through(7), Seq(3));
-    g.join(member(2), 100);
+    g.join(member(2), 100, None);
     let seqs: Vec<u64> = deliveries(&drain(&mut g))
         .iter()
         .map(|d| d.1.seq.0)
@@ -172,17 +172,17 @@ fn messages_wait_for_the_first_member() {
 #[test]
 fn qos2_stays_with_its_member() {
     let mut g = ShareGroup::new();
-    g.join(member(1), 10);
+    g.join(member(1), 10, None);
     g.offer(key(1), Qos::ExactlyOnce);
     g.offer(key(2), Qos::ExactlyOnce);
     let first = drain(&mut g);
     // Recorded before it may leave.
     assert_eq!(first[0], ShareAction::Persist);
     assert_eq!(deliveries(&first).len(), 2);
-    g.disconnect(member(1));
-    g.join(member(2), 10);
+    g.disconnect(member(1), 0);
+    g.join(member(2), 10, None);
     assert!(deliveries(&drain(&mut g)).is_empty());
-    g.join(member(1), 10);
+    g.join(member(1), 10, None);
     let again = deliveries(&drain(&mut g));
     assert_eq!(
         again,
@@ -205,10 +205,10 @@ fn qos2_stays_with_its_member() {
 #[test]
 fn returned_messages_go_elsewhere() {
     let mut g = ShareGroup::new();
-    g.join(member(1), 10);
+    g.join(member(1), 10, None);
     g.offer(key(1), Qos::ExactlyOnce);
     drain(&mut g);
-    g.join(member(2), 10);
+    g.join(member(2), 10, None);
     g.returned(member(1), key(1));
     let acts = drain(&mut g);
     assert_eq!(deliveries(&acts), vec![(member(2), key(1), false)]);
@@ -219,12 +219,12 @@ fn returned_messages_go_elsewhere() {
 #[test]
 fn a_refused_message_is_not_resent() {
     let mut g = ShareGroup::new();
-    g.join(member(1), 10);
-    g.join(member(2), 10);
+    g.join(member(1), 10, None);
+    g.join(member(2), 10, None);
     g.offer(key(1), Qos::AtLeastOnce);
     let (m, k, _) = deliveries(&drain(&mut g))[0];
     g.finished(m, k);
-    g.disconnect(m);
+    g.disconnect(m, 0);
     assert!(deliveries(&drain(&mut g)).is_empty());
     assert_eq!(g.done_through(7), Seq(1));
 }
@@ -235,8 +235,8 @@ fn a_refused_message_is_not_resent() {
 #[test]
 fn restore_keeps_finished_and_pinned() {
     let mut g = ShareGroup::new();
-    g.join(member(1), 10);
-    g.join(member(2), 10);
+    g.join(member(1), 10, None);
+    g.join(member(2), 10, None);
     for seq in 1..=6 {
         g.offer(
             key(seq),
@@ -273,14 +273,14 @@ fn restore_keeps_finished_and_pinned() {
         r.offer(key(seq), qos);
     }
     assert!(drain(&mut r).is_empty(), "nobody connected yet");
-    r.join(member(3), 10);
+    r.join(member(3), 10, None);
     let to3: BTreeSet<u64> = deliveries(&drain(&mut r))
         .iter()
         .map(|d| d.1.seq.0)
         .collect();
     assert_eq!(to3, BTreeSet::from([5]));
     for (k, m) in pinned {
-        r.join(m, 10);
+        r.join(m, 10, None);
         let again = deliveries(&drain(&mut r));
         assert!(again.contains(&(m, k, true)), "{k:?} back to {m:?}");
     }
@@ -374,14 +374,14 @@ fn model(seed: u64) {
                     connected.insert(m);
                     // A reconnect is sent its QoS 2 again: forget the old.
                     holding.remove(&m);
-                    g.join(m, rng.random_range(1..6));
+                    g.join(m, rng.random_range(1..6), None);
                 }
             }
             78..86 => {
                 let m = members[rng.random_range(0..3)];
                 connected.remove(&m);
                 holding.remove(&m);
-                g.disconnect(m);
+                g.disconnect(m, 0);
             }
             86..90 => {
                 let m = members[rng.random_range(0..3)];
@@ -399,7 +399,7 @@ fn model(seed: u64) {
                         }
                         // Given back because its connection closed.
                         g.returned(m, k);
-                        g.disconnect(m);
+                        g.disconnect(m, 0);
                         connected.remove(&m);
                         holding.remove(&m);
                     }
@@ -430,7 +430,7 @@ fn model(seed: u64) {
         if !connected.contains(&m) {
             connected.insert(m);
             holding.remove(&m);
-            g.join(m, 5);
+            g.join(m, 5, None);
         }
     }
     apply(
@@ -492,6 +492,19 @@ fn sample_state() -> DurableShare {
                 sent_qos2: Vec::new(),
             },
         ],
+        members: vec![
+            DurableMember {
+                id: member(2),
+                session: MemberSession {
+                    expiry_s: Some(2),
+                    gone_ms: Some(1_700_000_000_123),
+                },
+            },
+            DurableMember {
+                id: member(3),
+                session: MemberSession::default(),
+            },
+        ],
     }
 }
 
@@ -527,17 +540,75 @@ fn bad_durable_bytes_are_errors() {
         DurableShare::decode(&other),
         Err(ShareStateError::Version(9))
     );
+    let mut flags = sample_state().encode();
+    let has = flags.len() - 13 - 29; // member 2's `has` byte
+    flags[has] = 4;
+    assert_eq!(DurableShare::decode(&flags), Err(ShareStateError::Flags(4)));
     // A huge count with nothing behind it allocates nothing up front.
     let mut huge = vec![durable::VERSION];
     huge.extend_from_slice(&u32::MAX.to_le_bytes());
     assert_eq!(DurableShare::decode(&huge), Err(ShareStateError::Truncated));
 }
 
+/// A state written by version 1 (no member sessions) still reads: its
+/// members never expire, as before.
+#[test]
+fn version_1_state_reads_without_member_sessions() {
+    let mut state = sample_state();
+    let mut bytes = state.encode();
+    bytes[0] = 1;
+    bytes.truncate(bytes.len() - 4 - 2 * 29);
+    state.members.clear();
+    assert_eq!(DurableShare::decode(&bytes), Ok(state.clone()));
+    let restored = ShareGroup::restore(&state);
+    assert_eq!(restored.away().count(), 0, "nothing expires");
+}
+
+/// A member holding a QoS 2 message has its session in the durable state
+/// (its expiry, and when its connection closed): a restored group knows
+/// when it ends. One holding nothing is not waited for.
+#[test]
+fn a_restored_group_knows_when_an_away_members_session_ends() {
+    let mut g = ShareGroup::new();
+    g.join(member(1), 10, Some(2));
+    g.join(member(2), 10, Some(5));
+    g.offer(key(1), Qos::ExactlyOnce);
+    let out = deliveries(&drain(&mut g));
+    let holder = out[0].0;
+    let idle = if holder == member(1) {
+        member(2)
+    } else {
+        member(1)
+    };
+    g.disconnect(idle, 7);
+    assert!(drain(&mut g).is_empty(), "nothing held: nothing to write");
+    g.disconnect(holder, 1_000);
+    assert!(
+        drain(&mut g).contains(&ShareAction::Persist),
+        "the close of a member holding a QoS 2 message is durable"
+    );
+    let back = DurableShare::decode(&g.durable().encode()).expect("own bytes");
+    let r = ShareGroup::restore(&back);
+    let expiry_s = if holder == member(1) { 2 } else { 5 };
+    let session = MemberSession {
+        expiry_s: Some(expiry_s),
+        gone_ms: Some(1_000),
+    };
+    assert_eq!(r.away().collect::<Vec<_>>(), vec![(holder, session)]);
+    // A member that never expires is not away for good.
+    let mut g = ShareGroup::new();
+    g.join(member(1), 10, None);
+    g.offer(key(1), Qos::ExactlyOnce);
+    drain(&mut g);
+    g.disconnect(member(1), 1);
+    assert_eq!(ShareGroup::restore(&g.durable()).away().count(), 0);
+}
+
 /// The model check's restarts go through the bytes too.
 #[test]
 fn a_group_restored_from_bytes_is_the_same() {
     let mut g = ShareGroup::new();
-    g.join(member(1), 4);
+    g.join(member(1), 4, None);
     for seq in 1..=6 {
         g.offer(key(seq), Qos::ExactlyOnce);
     }
@@ -555,11 +626,11 @@ fn a_group_restored_from_bytes_is_the_same() {
 #[test]
 fn a_restored_qos2_message_is_held_and_resent_to_a_member_that_joined_first() {
     let mut g = ShareGroup::new();
-    g.join(member(1), 10);
+    g.join(member(1), 10, None);
     g.offer(key(1), Qos::ExactlyOnce);
     drain(&mut g);
     let mut r = ShareGroup::restore(&g.durable());
-    r.join(member(1), 10);
+    r.join(member(1), 10, None);
     // The join gives it again, but the caller has not read it yet.
     assert_eq!(deliveries(&drain(&mut r)), vec![(member(1), key(1), true)]);
     assert!(r.offer(key(1), Qos::ExactlyOnce), "held: keep the message");

@@ -234,6 +234,7 @@ impl Shard {
             }
             self.shares.trie.insert(&h.filter, key);
             self.shares.groups.insert(key, h);
+            self.share_expire_restored(key);
             self.share_refill(key);
         }
     }

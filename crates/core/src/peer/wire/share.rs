@@ -3,7 +3,7 @@
 use bytes::{BufMut, BytesMut};
 
 use super::{wire_struct, PeerWireError, Reader, Wire};
-use crate::peer::share::{ShareDeliver, ShareDone, ShareJoin, ShareJoined, ShareOp};
+use crate::peer::share::{ShareAway, ShareDeliver, ShareDone, ShareJoin, ShareJoined, ShareOp};
 
 impl Wire for ShareOp {
     fn put(&self, out: &mut BytesMut) {
@@ -32,7 +32,15 @@ wire_struct!(ShareJoin {
     conn,
     qos,
     receive_max,
-    op
+    op,
+    expiry_s
+});
+wire_struct!(ShareAway {
+    group,
+    filter,
+    user,
+    device,
+    deadline_ms
 });
 wire_struct!(ShareJoined { conn, name, ok });
 wire_struct!(ShareDeliver {
