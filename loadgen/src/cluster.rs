@@ -67,7 +67,7 @@ pub struct ClusterReport {
 }
 
 impl ClusterReport {
-    /// Every message of both classes delivered as the QoS promises.
+    /// Every message of every class delivered as the QoS promises.
     pub fn passed(&self, s: &Scenario) -> bool {
         [&self.local, &self.cross]
             .into_iter()
