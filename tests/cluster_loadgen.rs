@@ -113,9 +113,14 @@ fn the_cluster_report_runs_local_and_cross_node_pairs_and_checks_both() {
         "{fault}"
     );
     assert!(!output.contains(" 0 records"), "{fault}");
-    assert!(fault["wall_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{fault}");
+    assert!(
+        fault["wall_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{fault}"
+    );
     assert_eq!(
-        moving["report"]["ack_max_ms_by_pair"].as_array().map(Vec::len),
+        moving["report"]["ack_max_ms_by_pair"]
+            .as_array()
+            .map(Vec::len),
         Some(3)
     );
     assert!(report["gateway_cpu_ratio"]
