@@ -5,11 +5,11 @@
 //! MQTT-4.8.2-5) and the group goes on without it. Before, they stayed
 //! with it for as long as the gateway kept the group.
 
+use super::share_handout::ack_share_pushes;
 use super::share_handout::join_persistent as share;
 use super::topic_filters::mqtt_session;
 use super::*;
 use surepush_proto::topic_stream::{frame_payload, stream_id};
-use surepush_proto::ShareAck;
 
 fn publish(h: &mut Harness, publisher: ConnId, from: u64, n: u64) {
     for i in from..from + n {
@@ -33,19 +33,14 @@ fn pushes(frames: Vec<Frame>) -> Vec<Seq> {
 
 /// Acknowledges every SHAREPUSH in `frames` (B keeps up); their seqs.
 fn ack_all(h: &mut Harness, member: ConnId, frames: Vec<Frame>) -> Vec<Seq> {
-    let mut seqs = Vec::new();
-    for f in frames {
-        if let Frame::SharePush(p) = f {
-            seqs.push(p.push.seq);
-            let ack = ShareAck {
-                group: p.group,
-                room: p.push.room,
-                seq: p.push.seq,
-            };
-            h.frame(member, Frame::ShareAck(ack));
-        }
-    }
-    seqs
+    ack_share_pushes(h, member, &frames);
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::SharePush(p) => Some(p.push.seq),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A publisher, member A (user 2, Session Expiry 1 s) holding some QoS 2

@@ -8,7 +8,7 @@ use super::topic_filters::mqtt_session;
 use super::*;
 use crate::AppendToken;
 use surepush_proto::topic_stream::{frame_payload, stream_id};
-use surepush_proto::{ShareReq, StateKey};
+use surepush_proto::{ShareAck, ShareReq, StateKey};
 
 /// Runs the shard, holding every append of a share group's state (they
 /// are "written, not yet durable") and completing every other one.
@@ -54,6 +54,20 @@ pub(super) fn join_persistent(
     };
     h.frame(member, Frame::Share(req));
     h.take(member)
+}
+
+/// `member` acknowledges every SHAREPUSH in `frames` (it keeps up).
+pub(super) fn ack_share_pushes(h: &mut Harness, member: ConnId, frames: &[Frame]) {
+    for f in frames {
+        if let Frame::SharePush(p) = f {
+            let ack = ShareAck {
+                group: p.group,
+                room: p.push.room,
+                seq: p.push.seq,
+            };
+            h.frame(member, Frame::ShareAck(ack));
+        }
+    }
 }
 
 fn share(h: &mut Harness, member: ConnId) {

@@ -6,11 +6,11 @@
 //! Before, the timer was memory only: after a restart the group kept such
 //! a member's QoS 2 messages for ever (`share_expired` stayed 0).
 
+use super::share_handout::ack_share_pushes;
 use super::share_handout::join_persistent as share;
 use super::topic_filters::mqtt_session;
 use super::*;
 use surepush_proto::topic_stream::{frame_payload, split_payload, stream_id};
-use surepush_proto::ShareAck;
 
 const WALL_AT_ZERO: u64 = 1_700_000_000_000;
 
@@ -42,18 +42,8 @@ fn pushes(frames: Vec<Frame>) -> Vec<(Seq, String)> {
 
 /// Acknowledges every SHAREPUSH in `frames`; what they were.
 fn ack_all(h: &mut Harness, member: ConnId, frames: Vec<Frame>) -> Vec<(Seq, String)> {
-    let got = pushes(frames.clone());
-    for f in frames {
-        if let Frame::SharePush(p) = f {
-            let ack = ShareAck {
-                group: p.group,
-                room: p.push.room,
-                seq: p.push.seq,
-            };
-            h.frame(member, Frame::ShareAck(ack));
-        }
-    }
-    got
+    ack_share_pushes(h, member, &frames);
+    pushes(frames)
 }
 
 /// A publisher, member A (user 2, Session Expiry 2 s) holding QoS 2
