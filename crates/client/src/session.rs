@@ -163,7 +163,7 @@ struct OutMsg {
     state: OutState,
     last_tx_ns: Option<u64>,
     /// StorageUnavailable answers in a row (each retried sooner than a
-    /// send timeout: [`refused_retry_ns`]).
+    /// send timeout: [`retry_after_ns`]).
     refusals: u32,
 }
 
