@@ -123,6 +123,26 @@ fn the_cluster_report_runs_local_and_cross_node_pairs_and_checks_both() {
             .map(Vec::len),
         Some(3)
     );
+    // Each shard's link queues are in /metrics, and empty once the
+    // traffic is over (sampled every second).
+    for node in &nodes {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let queued: Vec<u64> = [
+                "surepush_cluster_tickets_in_use",
+                "surepush_cluster_backlog",
+                "surepush_cluster_lane_events",
+            ]
+            .iter()
+            .map(|series| node.counter(series))
+            .collect();
+            if queued == [0, 0, 0] {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{queued:?}");
+            std::thread::sleep(std::time::Duration::from_millis(100)); // the gauges' sampling period is 1 s
+        }
+    }
     assert!(report["gateway_cpu_ratio"]
         .as_f64()
         .is_some_and(|r| r > 0.0));

@@ -131,6 +131,8 @@ fn metrics_are_openmetrics_that_a_real_parser_reads() {
     assert_eq!(shards, BTreeSet::from(["0", "1"]), "{sends:?}");
     assert_eq!(families["surepush_log_fsync_seconds"].kind, "histogram");
     assert_eq!(families["surepush_connections"].kind, "gauge");
+    // A single node has no cluster link to report.
+    assert!(!families.contains_key("surepush_cluster_tickets_in_use"));
 
     let build = &families["surepush_build"];
     assert_eq!(build.kind, "info");

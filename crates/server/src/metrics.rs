@@ -280,6 +280,15 @@ pub struct Metrics {
     slow_consumers: Family<SlowLabel, Counter>,
     adopted: Family<AdoptedLabel, Counter>,
     webhooks: Arc<crate::webhooks::WebhookMetrics>,
+    /// A cluster node's per-shard link gauges.
+    link: Option<LinkGauges>,
+}
+
+/// How loaded each shard's cluster link is ([`crate::cluster::LinkLoad`]).
+struct LinkGauges {
+    tickets: Gauges,
+    backlog: Gauges,
+    lane_events: Gauges,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -303,6 +312,7 @@ impl Metrics {
         let mut root = Registry::default();
         root.register_collector(Box::new(ProcessCollector));
         let registry = root.sub_registry_with_prefix("surepush");
+        let is_cluster = cluster.is_some();
         if let Some(cluster) = cluster {
             registry.register_collector(Box::new(cluster));
         }
@@ -368,6 +378,20 @@ impl Metrics {
             "Open connections parked while idle: no tasks, their sockets watched by the shard's epoll thread (park_idle_ms)",
         );
         let log_segments = gauge("log_segments", "Segment files in the log");
+        let link = is_cluster.then(|| LinkGauges {
+            tickets: gauge(
+                "cluster_tickets_in_use",
+                "Requests from other nodes this shard is serving (at the router's MAX_TICKETS it takes no more until replies go out)",
+            ),
+            backlog: gauge(
+                "cluster_backlog",
+                "Messages for other nodes waiting on this shard because their peer queue was full",
+            ),
+            lane_events: gauge(
+                "cluster_lane_events",
+                "Requests, replies and failures the cluster thread queued for this shard, not yet taken",
+            ),
+        });
         let storage_failed = gauge(
             "storage_failed",
             "1 while the shard's log has failed (sends refused until the node restarts it)",
@@ -402,6 +426,7 @@ impl Metrics {
             fsync,
             slow_consumers,
             adopted,
+            link,
         };
         // Create every series up front so a scrape shows all shards at zero.
         for shard in 0..shards {
@@ -430,6 +455,11 @@ impl Metrics {
                 drop(f.get_or_create(&l));
             }
             drop(m.fsync.get_or_create(&l));
+            if let Some(link) = &m.link {
+                for f in [&link.tickets, &link.backlog, &link.lane_events] {
+                    drop(f.get_or_create(&l));
+                }
+            }
             for action in [SLOW_LAGGED, SLOW_DROPPED] {
                 drop(m.slow_consumers.get_or_create(&SlowLabel { shard, action }));
             }
@@ -538,6 +568,20 @@ impl ShardMetrics {
     /// Open connections parked while idle on this shard.
     pub fn set_parked(&self, n: u64) {
         self.metrics.parked.get_or_create(&self.label).set(n as i64);
+    }
+
+    /// This shard's cluster link queues (cluster nodes only).
+    pub(crate) fn set_link_load(&self, load: crate::cluster::LinkLoad) {
+        let Some(link) = &self.metrics.link else {
+            return;
+        };
+        for (f, n) in [
+            (&link.tickets, load.tickets_in_use),
+            (&link.backlog, load.backlog),
+            (&link.lane_events, load.lane_events),
+        ] {
+            f.get_or_create(&self.label).set(n as i64);
+        }
     }
 
     /// Parked connections resumed.

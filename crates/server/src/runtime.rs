@@ -473,6 +473,9 @@ impl ShardRuntime {
             self.metrics.set_parked(parker.parked() as u64);
             self.metrics.count_resumed(parker.take_resumed());
         }
+        if let Some(link) = &self.cluster {
+            self.metrics.set_link_load(link.load());
+        }
         let s = self.log.stats();
         self.metrics
             .record_log(s.bytes_appended, s.syncs, s.segments);

@@ -145,6 +145,19 @@ pub(crate) struct ClusterLink {
     arena: RefCell<BytesMut>,
 }
 
+/// A link's queues at one moment ([`ClusterLink::load`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LinkLoad {
+    /// Requests from other nodes being served (each holds a ticket until
+    /// its reply is sent; at `MAX_TICKETS` the shard takes no more).
+    pub(crate) tickets_in_use: usize,
+    /// Messages for other nodes waiting because their peer queue was full.
+    pub(crate) backlog: usize,
+    /// Requests, replies and failures the cluster thread queued for this
+    /// shard, not yet taken.
+    pub(crate) lane_events: usize,
+}
+
 /// The tasks a link needs, for the shard to spawn once it has a runtime.
 pub(crate) struct LinkTasks {
     /// Requests, replies and failures arriving on the lane.
@@ -560,6 +573,15 @@ impl ClusterLink {
                 tickets.push(Some(pending));
                 (tickets.len() - 1) as u16
             }
+        }
+    }
+
+    /// How loaded the link is now (the shard's `/metrics` gauges).
+    pub(crate) fn load(&self) -> LinkLoad {
+        LinkLoad {
+            tickets_in_use: self.tickets.borrow().len() - self.free_tickets.borrow().len(),
+            backlog: self.backlog.borrow().len(),
+            lane_events: self.lane.borrow().events().len(),
         }
     }
 

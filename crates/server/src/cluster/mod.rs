@@ -25,7 +25,7 @@ pub(crate) use admin_calls::{
     conversation_answer, conversation_call, disconnect_answer, presence_answer, serve_admin_calls,
 };
 
-pub(crate) use link::{run_link_commands, ClusterLink, LinkTasks};
+pub(crate) use link::{run_link_commands, ClusterLink, LinkLoad, LinkTasks};
 
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 
