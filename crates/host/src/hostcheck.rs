@@ -83,6 +83,13 @@ pub fn port_range(text: &str) -> Option<(u64, u64)> {
     Some((it.next()??, it.next()??))
 }
 
+/// The selected mode of `/sys/kernel/mm/transparent_hugepage/enabled`
+/// (`always [madvise] never` -> `madvise`).
+pub fn thp_mode(text: &str) -> Option<&str> {
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix('[')?.strip_suffix(']'))
+}
+
 fn human_bytes(b: u64) -> String {
     if b == u64::MAX {
         "unlimited".into()
@@ -260,6 +267,19 @@ pub fn probe() -> HostReport {
         _ => unknown("kernel", "unparsable release"),
     });
 
+    let thp = read_sys("/sys/kernel/mm/transparent_hugepage/enabled");
+    checks.push(match thp.as_deref().and_then(thp_mode) {
+        Some(mode) => Check {
+            name: "transparent huge pages",
+            value: mode.to_string(),
+            status: Status::Ok,
+            advice: "the gateway turns them off for its own process (transparent_huge_pages = \
+                     false): idle connections then give back what they free"
+                .into(),
+        },
+        None => unknown("transparent huge pages", "unreadable"),
+    });
+
     HostReport {
         cores,
         max_connections: if max_connections == u64::MAX {
@@ -322,6 +342,13 @@ pub fn run(json: bool) -> std::io::Result<HostReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_selected_huge_page_mode_is_the_bracketed_one() {
+        assert_eq!(thp_mode("always [madvise] never"), Some("madvise"));
+        assert_eq!(thp_mode("[always] madvise never\n"), Some("always"));
+        assert_eq!(thp_mode("always madvise never"), None);
+    }
 
     #[test]
     fn parses_proc_texts() {
