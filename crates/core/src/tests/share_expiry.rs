@@ -5,21 +5,10 @@
 //! MQTT-4.8.2-5) and the group goes on without it. Before, they stayed
 //! with it for as long as the gateway kept the group.
 
-use super::share_handout::ack_share_pushes;
 use super::share_handout::join_persistent as share;
+use super::share_handout::{ack_share_pushes, publish_jobs as publish};
 use super::topic_filters::mqtt_session;
 use super::*;
-use surepush_proto::topic_stream::{frame_payload, stream_id};
-
-fn publish(h: &mut Harness, publisher: ConnId, from: u64, n: u64) {
-    for i in from..from + n {
-        let mut s = send(i + 1, stream_id("jobs/1"), Qos::ExactlyOnce);
-        if let Frame::Send(s) = &mut s {
-            s.payload = frame_payload("jobs/1", format!("m{i}").as_bytes());
-        }
-        h.frame(publisher, s);
-    }
-}
 
 fn pushes(frames: Vec<Frame>) -> Vec<Seq> {
     frames
@@ -34,13 +23,7 @@ fn pushes(frames: Vec<Frame>) -> Vec<Seq> {
 /// Acknowledges every SHAREPUSH in `frames` (B keeps up); their seqs.
 fn ack_all(h: &mut Harness, member: ConnId, frames: Vec<Frame>) -> Vec<Seq> {
     ack_share_pushes(h, member, &frames);
-    frames
-        .iter()
-        .filter_map(|f| match f {
-            Frame::SharePush(p) => Some(p.push.seq),
-            _ => None,
-        })
-        .collect()
+    pushes(frames)
 }
 
 /// A publisher, member A (user 2, Session Expiry 1 s) holding some QoS 2

@@ -56,6 +56,17 @@ pub(super) fn join_persistent(
     h.take(member)
 }
 
+/// QoS 2 messages `m{from}..` to `jobs/1` from `publisher`.
+pub(super) fn publish_jobs(h: &mut Harness, publisher: ConnId, from: u64, n: u64) {
+    for i in from..from + n {
+        let mut s = send(i + 1, stream_id("jobs/1"), Qos::ExactlyOnce);
+        if let Frame::Send(s) = &mut s {
+            s.payload = frame_payload("jobs/1", format!("m{i}").as_bytes());
+        }
+        h.frame(publisher, s);
+    }
+}
+
 /// `member` acknowledges every SHAREPUSH in `frames` (it keeps up).
 pub(super) fn ack_share_pushes(h: &mut Harness, member: ConnId, frames: &[Frame]) {
     for f in frames {

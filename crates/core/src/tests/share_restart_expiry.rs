@@ -6,24 +6,13 @@
 //! Before, the timer was memory only: after a restart the group kept such
 //! a member's QoS 2 messages for ever (`share_expired` stayed 0).
 
-use super::share_handout::ack_share_pushes;
 use super::share_handout::join_persistent as share;
+use super::share_handout::{ack_share_pushes, publish_jobs as publish};
 use super::topic_filters::mqtt_session;
 use super::*;
-use surepush_proto::topic_stream::{frame_payload, split_payload, stream_id};
+use surepush_proto::topic_stream::split_payload;
 
 const WALL_AT_ZERO: u64 = 1_700_000_000_000;
-
-/// QoS 2 messages `m{from}..` to `jobs/1`.
-fn publish(h: &mut Harness, publisher: ConnId, from: u64, n: u64) {
-    for i in from..from + n {
-        let mut s = send(i + 1, stream_id("jobs/1"), Qos::ExactlyOnce);
-        if let Frame::Send(s) = &mut s {
-            s.payload = frame_payload("jobs/1", format!("m{i}").as_bytes());
-        }
-        h.frame(publisher, s);
-    }
-}
 
 /// The SHAREPUSHes in `frames`: `(seq, payload, dup-free topic)`.
 fn pushes(frames: Vec<Frame>) -> Vec<(Seq, String)> {
