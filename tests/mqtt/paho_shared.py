@@ -224,6 +224,27 @@ class Silent:
         self.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.s.close()
 
+    def reading(self, count):
+        """Takes `count` PUBLISHes on a thread; the Event is set once they came."""
+        got = threading.Event()
+
+        def reader():
+            self.take(count)
+            got.set()
+
+        threading.Thread(target=reader, daemon=True).start()
+        return got
+
+    def killed_after(self, got, who):
+        """A `midway` for publish_all: cuts this member once `got` is set."""
+
+        def midway():
+            if not got.wait(WAIT):
+                fail("%s got nothing" % who)
+            self.kill()
+
+        return midway
+
 
 def crash1(a):
     members = []
@@ -424,19 +445,7 @@ def expiry(a, filt):
     session's expiry to release them (share_expired, share_dropped)."""
     b = Member(a.port, a.member_token[0], filt, 2)
     silent = Silent(a.port, a.member_token[1], filt, qos=2, expiry=1)
-    got_some = threading.Event()
-
-    def reader():
-        silent.take(3)
-        got_some.set()
-
-    threading.Thread(target=reader, daemon=True).start()
-
-    def midway():
-        if not got_some.wait(WAIT):
-            fail("the expiring member got nothing")
-        silent.kill()
-
+    midway = silent.killed_after(silent.reading(3), "the expiring member")
     want = publish_all(a.port, a.pub_token, a.count, 2, True, midway)
     held, seen = held_by_silent(b, silent, want, "the lost member")
     print("held %d" % len(held), flush=True)
@@ -473,13 +482,7 @@ def expiry_restart1(a, filt):
     it. Prints "held K": what the raw member holds."""
     b = Member(a.port, a.member_token[0], filt, 2)
     silent = Silent(a.port, a.member_token[1], filt, qos=2, expiry=2)
-    got_some = threading.Event()
-
-    def reader():
-        silent.take(3)
-        got_some.set()
-
-    threading.Thread(target=reader, daemon=True).start()
+    got_some = silent.reading(3)
     want = publish_all(a.port, a.pub_token, a.count, 2, True)
     if not got_some.wait(WAIT):
         fail("the expiring member got nothing")
@@ -629,19 +632,7 @@ def main():
     elif a.scenario == "lost_member":
         members = [Member(a.port, t, filt, 1) for t in a.member_token[:3]]
         silent = Silent(a.port, a.member_token[3], filt)
-        got_some = threading.Event()
-
-        def reader():
-            silent.take(5)
-            got_some.set()
-
-        threading.Thread(target=reader, daemon=True).start()
-
-        def midway():
-            if not got_some.wait(WAIT):
-                fail("the silent member got nothing")
-            silent.kill()
-
+        midway = silent.killed_after(silent.reading(5), "the silent member")
         want = publish_all(a.port, a.pub_token, n, 1, True, midway)
         settle(members, n)
         held = set(silent.got)
