@@ -19,7 +19,6 @@ bounded, and a watchdog kills the process if a scenario run overruns.
 import argparse
 import json
 import os
-import socket
 import sys
 import threading
 import time
@@ -28,6 +27,8 @@ import uuid
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+import paho_conn
 
 WAIT = 10.0            # bound for any single positive wait (CONNACK, SUBACK, PUBACK, message)
 GRACE = 0.5            # bounded window for catching duplicates
@@ -167,16 +168,7 @@ class Conn:
 
     def kill_socket(self):
         """Stop the network loop and close the TCP socket without sending DISCONNECT."""
-        self.c.loop_stop()
-        sock = self.c.socket()
-        # Over WebSocket paho hands out its wrapper; the TCP socket is inside.
-        sock = getattr(sock, "_socket", sock)
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
+        paho_conn.kill_socket(self.c)
 
 
 def conn(args, version, which, tag, will=None, client_id=None, clean=True):

@@ -1,5 +1,5 @@
 """One paho-mqtt 1.6.1 client for the test scripts next to this file
-(paho_retained.py, paho_will.py): connect (optionally with a will and a
+(paho_retained.py, paho_will.py; paho_check.py uses its kill_socket): connect (optionally with a will and a
 5.0 Session Expiry), publish at QoS 1 and wait for the PUBACK, subscribe
 and wait for the SUBACK, take messages, check that none comes, die
 without DISCONNECT, close."""
@@ -26,6 +26,21 @@ def fail(msg):
 
 def nonce():
     return uuid.uuid4().hex[:8]
+
+
+def kill_socket(client):
+    """Stops paho `client`'s network loop and closes its TCP socket without
+    sending DISCONNECT, as a killed client would."""
+    client.loop_stop()
+    sock = client.socket()
+    # Over WebSocket paho hands out its wrapper; the TCP socket is inside.
+    sock = getattr(sock, "_socket", sock)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
 
 
 class Conn:
@@ -100,14 +115,7 @@ class Conn:
 
     def kill_socket(self):
         """Stop the network loop and close the socket without DISCONNECT."""
-        self.c.loop_stop()
-        sock = self.c.socket()
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
+        kill_socket(self.c)
 
     def close(self):
         self.c.disconnect()
