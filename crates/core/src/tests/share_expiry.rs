@@ -6,7 +6,7 @@
 //! with it for as long as the gateway kept the group.
 
 use super::share_handout::join_persistent as share;
-use super::share_handout::{ack_share_pushes, publish_jobs as publish};
+use super::share_handout::{a_member_holding_qos2, ack_share_pushes, publish_jobs as publish};
 use super::topic_filters::mqtt_session;
 use super::*;
 
@@ -30,20 +30,8 @@ fn ack_all(h: &mut Harness, member: ConnId, frames: Vec<Frame>) -> Vec<Seq> {
 /// messages unfinished, member B (user 3) finishing the rest; A's
 /// connection then closes. What A holds, and B's connection.
 fn a_member_gone_with_qos2_messages(h: &mut Harness) -> (Vec<Seq>, ConnId, ConnId) {
-    let publisher = mqtt_session(h, 1);
-    let a = mqtt_session(h, 2);
-    share(h, a, Some(1));
-    let b = mqtt_session(h, 3);
-    share(h, b, None);
-    publish(h, publisher, 0, 6);
-    let held = pushes(h.take(a));
-    let frames = h.take(b);
-    let finished = ack_all(h, b, frames);
-    assert!(
-        !held.is_empty() && !finished.is_empty(),
-        "{held:?} {finished:?}"
-    );
-    assert_eq!(held.len() + finished.len(), 6);
+    let (publisher, a, b, frames) = a_member_holding_qos2(h, 1);
+    let held = pushes(frames);
     h.shard.handle_closed(a, h.now);
     h.run();
     (held, b, publisher)

@@ -67,6 +67,35 @@ pub(super) fn publish_jobs(h: &mut Harness, publisher: ConnId, from: u64, n: u64
     }
 }
 
+/// A publisher (user 1), member A (user 2, Session Expiry `a_expiry_s`)
+/// and member B (user 3, never expires) of group `g`; six QoS 2 messages
+/// to `jobs/1`, of which B finishes what it is sent and A holds the rest
+/// unanswered (both get some). The publisher, A, B and the frames A got.
+pub(super) fn a_member_holding_qos2(
+    h: &mut Harness,
+    a_expiry_s: u32,
+) -> (ConnId, ConnId, ConnId, Vec<Frame>) {
+    let publisher = mqtt_session(h, 1);
+    let a = mqtt_session(h, 2);
+    join_persistent(h, a, Some(a_expiry_s));
+    let b = mqtt_session(h, 3);
+    join_persistent(h, b, None);
+    publish_jobs(h, publisher, 0, 6);
+    let held = h.take(a);
+    let finished = h.take(b);
+    ack_share_pushes(h, b, &finished);
+    let count = |frames: &[Frame]| {
+        frames
+            .iter()
+            .filter(|f| matches!(f, Frame::SharePush(_)))
+            .count()
+    };
+    let (held_n, finished_n) = (count(&held), count(&finished));
+    assert!(held_n > 0 && finished_n > 0, "{held:?} {finished:?}");
+    assert_eq!(held_n + finished_n, 6);
+    (publisher, a, b, held)
+}
+
 /// `member` acknowledges every SHAREPUSH in `frames` (it keeps up).
 pub(super) fn ack_share_pushes(h: &mut Harness, member: ConnId, frames: &[Frame]) {
     for f in frames {

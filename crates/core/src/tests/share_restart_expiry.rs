@@ -7,7 +7,7 @@
 //! a member's QoS 2 messages for ever (`share_expired` stayed 0).
 
 use super::share_handout::join_persistent as share;
-use super::share_handout::{ack_share_pushes, publish_jobs as publish};
+use super::share_handout::{a_member_holding_qos2, ack_share_pushes, publish_jobs as publish};
 use super::topic_filters::mqtt_session;
 use super::*;
 use surepush_proto::topic_stream::split_payload;
@@ -39,17 +39,8 @@ fn ack_all(h: &mut Harness, member: ConnId, frames: Vec<Frame>) -> Vec<(Seq, Str
 /// messages unfinished, member B (user 3, never expires) finishing the
 /// rest. A's connection closes at 1 s if `a_closes`. What A holds.
 fn a_member_holding_qos2_messages(h: &mut Harness, a_closes: bool) -> Vec<(Seq, String)> {
-    let publisher = mqtt_session(h, 1);
-    let a = mqtt_session(h, 2);
-    share(h, a, Some(2));
-    let b = mqtt_session(h, 3);
-    share(h, b, None);
-    publish(h, publisher, 0, 6);
-    let held = pushes(h.take(a));
-    let frames = h.take(b);
-    let finished = ack_all(h, b, frames);
-    assert!(!held.is_empty() && !finished.is_empty());
-    assert_eq!(held.len() + finished.len(), 6);
+    let (_, a, _, frames) = a_member_holding_qos2(h, 2);
+    let held = pushes(frames);
     h.advance(1_000);
     if a_closes {
         h.shard.handle_closed(a, h.now);
