@@ -8,14 +8,14 @@ use bytes::Bytes;
 use super::aliases::AliasError;
 use super::outbound::retain_mark;
 use super::persist::Change;
-use super::retained::{topic_change, RetainChange, TopicRetained};
+use super::retained::{room_change, topic_change, TopicRetained};
 use super::state::{Inbound, Retained};
 use super::streams::stream_room;
 use super::topics::Target;
 use super::{native_qos, Bridge, PendingPub};
 use crate::{Packet, PacketId, Properties, PubReply, Publish, QoS, ReasonCode};
 use surepush_proto as proto;
-use surepush_proto::{Frame, SendAck, SendResult, Seq, StateKey, ROOM_BIT};
+use surepush_proto::{Frame, SendAck, SendResult, Seq, ROOM_BIT};
 
 impl Bridge {
     fn next_msg_id(&mut self) -> u64 {
@@ -81,13 +81,7 @@ impl Bridge {
                     qos: p.qos,
                     payload: p.payload.clone(),
                 });
-                Some(RetainChange {
-                    key: StateKey::Retained {
-                        room: proto::UserId(n | ROOM_BIT),
-                    },
-                    value: msg.as_ref().map(Retained::encode),
-                    ack: None,
-                })
+                Some(room_change(proto::UserId(n | ROOM_BIT), msg.as_ref()))
             }
             _ => topic_retain,
         };

@@ -41,7 +41,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 
 use super::outbound::Outgoing;
-use super::state::Reader;
+use super::state::{Reader, Retained};
 use super::streams::stream_room;
 use super::{Bridge, Delivery};
 use crate::{Packet, QoS, ReasonCode};
@@ -115,6 +115,16 @@ impl TopicRetained {
             attrs,
             payload,
         })
+    }
+}
+
+/// The change a retained PUBLISH to `room` (wire id) makes: `retained`
+/// becomes its retained message, `None` clears it.
+pub(super) fn room_change(room: UserId, retained: Option<&Retained>) -> RetainChange {
+    RetainChange {
+        key: StateKey::Retained { room },
+        value: retained.map(Retained::encode),
+        ack: None,
     }
 }
 

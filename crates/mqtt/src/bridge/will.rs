@@ -27,14 +27,14 @@
 use bytes::Bytes;
 
 use super::persist::StateWrite;
-use super::retained::{topic_change, TopicRetained};
+use super::retained::{room_change, topic_change, TopicRetained};
 use super::state::{Reader, Retained};
 use super::streams::stream_room;
 use super::topics::Target;
 use super::{native_qos, Bridge};
 use crate::{QoS, Will};
 use surepush_proto::topic_stream::frame_payload;
-use surepush_proto::{Qos, StateKey, UserId, ROOM_BIT};
+use surepush_proto::{Qos, UserId, ROOM_BIT};
 use surepush_token::AclAction;
 
 /// A will message to publish on the session's behalf.
@@ -95,19 +95,15 @@ impl WillRetain {
     /// Interval counts from then).
     pub fn write(&self, ts_ms: u64) -> StateWrite {
         let set = !self.payload.is_empty();
-        match &self.at {
-            RetainedAt::Room(room) => StateWrite {
-                key: StateKey::Retained { room: *room },
-                value: set.then(|| {
-                    Retained {
-                        from: self.from,
-                        qos: self.qos,
-                        payload: self.payload.clone(),
-                    }
-                    .encode()
-                }),
-                report: None,
-            },
+        let change = match &self.at {
+            RetainedAt::Room(room) => {
+                let msg = set.then(|| Retained {
+                    from: self.from,
+                    qos: self.qos,
+                    payload: self.payload.clone(),
+                });
+                room_change(*room, msg.as_ref())
+            }
             RetainedAt::Topic(name) => {
                 let msg = set.then(|| TopicRetained {
                     from: self.from,
@@ -116,13 +112,13 @@ impl WillRetain {
                     attrs: self.attrs.clone(),
                     payload: self.payload.clone(),
                 });
-                let change = topic_change(name, msg, None);
-                StateWrite {
-                    key: change.key,
-                    value: change.value,
-                    report: None,
-                }
+                topic_change(name, msg, None)
             }
+        };
+        StateWrite {
+            key: change.key,
+            value: change.value,
+            report: None,
         }
     }
 }

@@ -26,9 +26,7 @@ impl Signal {
     /// Raises the flag and wakes the waiter, if one waits.
     pub(crate) fn raise(&self) {
         self.raised.set(true);
-        if let Some(waker) = self.waiter.take() {
-            waker.wake();
-        }
+        self.nudge();
     }
 
     /// Wakes the waiter without raising the flag (it has another reason
