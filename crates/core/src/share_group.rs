@@ -259,23 +259,28 @@ impl ShareGroup {
                     })
                     .collect(),
             })
-            .collect::<Vec<DurableStream>>();
+            .collect();
         // The sessions of the members the group waits for: those holding
         // a QoS 2 message (a member holding none is not waited for).
         let members = self
             .members
             .iter()
-            .filter(|m| {
-                streams
-                    .iter()
-                    .any(|s| s.sent_qos2.iter().any(|&(_, id)| id == m.id))
-            })
+            .filter(|m| self.holds_qos2(m.id))
             .map(|m| DurableMember {
                 id: m.id,
                 session: m.session,
             })
             .collect();
         DurableShare { streams, members }
+    }
+
+    /// Whether a QoS 2 message sent to `member` waits for it to finish.
+    fn holds_qos2(&self, member: MemberId) -> bool {
+        self.streams.values().any(|s| {
+            s.above.values().any(
+                |h| matches!(h, Held::With { member: m, qos: Qos::ExactlyOnce } if *m == member),
+            )
+        })
     }
 
     /// Members not connected whose session expires (restored after a
@@ -508,12 +513,7 @@ impl ShareGroup {
             m.session.gone_ms = Some(now_ms);
         }
         self.release(member, false);
-        let holds_qos2 = self.streams.values().any(|s| {
-            s.above.values().any(
-                |h| matches!(h, Held::With { member: m, qos: Qos::ExactlyOnce } if *m == member),
-            )
-        });
-        if holds_qos2 {
+        if self.holds_qos2(member) {
             self.actions.push_back(ShareAction::Persist);
         }
         self.assign();
