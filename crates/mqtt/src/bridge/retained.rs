@@ -41,7 +41,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 
 use super::outbound::Outgoing;
-use super::state::{Reader, Retained};
+use super::state::{put_bytes32, Reader, Retained};
 use super::streams::stream_room;
 use super::{Bridge, Delivery};
 use crate::{Packet, QoS, ReasonCode};
@@ -89,9 +89,7 @@ impl TopicRetained {
         out.push(self.qos as u8);
         out.extend_from_slice(&self.from.0.to_le_bytes());
         out.extend_from_slice(&self.ts_ms.to_le_bytes());
-        let attrs = u32::try_from(self.attrs.len()).expect("properties fit in a packet");
-        out.extend_from_slice(&attrs.to_le_bytes());
-        out.extend_from_slice(&self.attrs);
+        put_bytes32(&mut out, &self.attrs);
         out.extend_from_slice(&self.payload);
         Bytes::from(out)
     }
@@ -105,8 +103,7 @@ impl TopicRetained {
         let qos = QoS::from_u8(r.u8()?)?;
         let from = UserId(r.u64()?);
         let ts_ms = r.u64()?;
-        let len = usize::try_from(r.u32()?).ok()?;
-        let attrs = Bytes::copy_from_slice(r.take(len)?);
+        let attrs = r.bytes32()?;
         let payload = Bytes::copy_from_slice(r.0);
         (!payload.is_empty()).then_some(TopicRetained {
             from,

@@ -484,4 +484,16 @@ impl<'a> Reader<'a> {
     pub(super) fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
+    /// A byte string with its u32 length in front ([`put_bytes32`]).
+    pub(super) fn bytes32(&mut self) -> Option<Bytes> {
+        let len = usize::try_from(self.u32()?).ok()?;
+        Some(Bytes::copy_from_slice(self.take(len)?))
+    }
+}
+
+/// Writes `b` with its u32 length in front ([`Reader::bytes32`]).
+pub(super) fn put_bytes32(out: &mut Vec<u8>, b: &[u8]) {
+    let len = u32::try_from(b.len()).expect("a byte string of a packet fits");
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(b);
 }

@@ -28,7 +28,7 @@ use bytes::Bytes;
 
 use super::persist::StateWrite;
 use super::retained::{room_change, topic_change, TopicRetained};
-use super::state::{Reader, Retained};
+use super::state::{put_bytes32, Reader, Retained};
 use super::streams::stream_room;
 use super::topics::Target;
 use super::{native_qos, Bridge};
@@ -137,17 +137,6 @@ pub struct PendingWill {
 /// Layout version of [`PendingWill::encode`].
 const PENDING_WILL_V1: u8 = 1;
 
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    let len = u32::try_from(b.len()).expect("a will fits in a packet");
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(b);
-}
-
-fn get_bytes(r: &mut Reader) -> Option<Bytes> {
-    let len = usize::try_from(r.u32()?).ok()?;
-    Some(Bytes::copy_from_slice(r.take(len)?))
-}
-
 impl PendingWill {
     /// `[version u8][due_ms u64][to u64][qos u8][client_msg_id u64]
     /// [room_grant u8][attrs][payload][retain]`, each byte string with its
@@ -163,8 +152,8 @@ impl PendingWill {
         out.push(w.qos as u8);
         out.extend_from_slice(&w.client_msg_id.to_le_bytes());
         out.push(u8::from(w.room_grant));
-        put_bytes(&mut out, &w.attrs);
-        put_bytes(&mut out, &w.payload);
+        put_bytes32(&mut out, &w.attrs);
+        put_bytes32(&mut out, &w.payload);
         match &w.retain {
             None => out.push(0),
             Some(r) => {
@@ -176,13 +165,13 @@ impl PendingWill {
                     }
                     RetainedAt::Topic(name) => {
                         out.push(1);
-                        put_bytes(&mut out, name.as_bytes());
+                        put_bytes32(&mut out, name.as_bytes());
                     }
                 }
                 out.extend_from_slice(&r.from.0.to_le_bytes());
                 out.push(r.qos as u8);
-                put_bytes(&mut out, &r.attrs);
-                put_bytes(&mut out, &r.payload);
+                put_bytes32(&mut out, &r.attrs);
+                put_bytes32(&mut out, &r.payload);
             }
         }
         Bytes::from(out)
@@ -200,22 +189,22 @@ impl PendingWill {
         let qos = Qos::from_u8(r.u8()?)?;
         let client_msg_id = r.u64()?;
         let room_grant = r.u8()? != 0;
-        let attrs = get_bytes(&mut r)?;
-        let payload = get_bytes(&mut r)?;
+        let attrs = r.bytes32()?;
+        let payload = r.bytes32()?;
         let retain = match r.u8()? {
             0 => None,
             1 => {
                 let at = match r.u8()? {
                     0 => RetainedAt::Room(UserId(r.u64()?)),
-                    1 => RetainedAt::Topic(String::from_utf8(get_bytes(&mut r)?.to_vec()).ok()?),
+                    1 => RetainedAt::Topic(String::from_utf8(r.bytes32()?.to_vec()).ok()?),
                     _ => return None,
                 };
                 Some(WillRetain {
                     at,
                     from: UserId(r.u64()?),
                     qos: QoS::from_u8(r.u8()?)?,
-                    attrs: get_bytes(&mut r)?,
-                    payload: get_bytes(&mut r)?,
+                    attrs: r.bytes32()?,
+                    payload: r.bytes32()?,
                 })
             }
             _ => return None,
