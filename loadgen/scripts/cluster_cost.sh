@@ -58,7 +58,7 @@ for i in $(seq 1 "$running"); do
 listen = "127.0.0.1:$port"
 admin_listen = "127.0.0.1:$admin"
 data_dir = "$work/n$i/data"
-shards = 1
+shards = ${SHARDS:-1}
 pin_cores = false
 token_secret = "$secret"
 admin_token = "cluster-cost-admin"

@@ -2,10 +2,13 @@
 //!
 //! Sending: the core addresses a message to a partition on another node
 //! (`PeerTarget::Partition`); the link puts it in an envelope (kind
-//! `CORE_PEER_MSG`, routed by the partition) on this shard's lane with
-//! `Lane::try_send`, so the shard never waits. Messages the peer queue
-//! cannot take yet, or whose partition has no owner yet, wait in order in
-//! the link's backlog, which a task of the shard retries.
+//! `CORE_PEER_MSG`, routed by the partition) in its backlog, and a task of
+//! the shard moves the backlog onto this shard's lane with
+//! `Lane::try_send` once the loop turn's runnable tasks have run, so the
+//! shard never waits and the messages of one turn reach the cluster
+//! thread together (one wake-up of it, one NATS batch per peer). Messages
+//! the peer queue cannot take yet, or whose partition has no owner yet,
+//! stay in the backlog, in order, and the task retries them.
 //!
 //! Receiving: a request from another node goes to this shard (the lane is
 //! the partition's shard). Its return address is replaced by a ticket
@@ -364,9 +367,11 @@ impl ClusterLink {
             envelope,
             subscribe,
         });
-        if !self.flush() {
-            let _ = self.backlog_wake.try_send(());
-        }
+        // Sent by the backlog task after the tasks already runnable in
+        // this loop turn (issue #20): sent here, message by message, the
+        // cluster thread woke for the first and published it alone while
+        // the turn produced the next.
+        let _ = self.backlog_wake.try_send(());
     }
 
     /// Whether the node holding `partition` is in the registry (alive).
@@ -422,7 +427,8 @@ impl ClusterLink {
         true
     }
 
-    /// Retries the backlog whenever it is held up (a task of the shard).
+    /// Sends the backlog when woken (after the turn that queued it), and
+    /// retries it while it is held up (a task of the shard).
     pub(crate) async fn drain_backlog(self: Rc<Self>, wake: LocalReceiver<()>) {
         while wake.recv().await.is_some() {
             while !self.flush() {
