@@ -55,7 +55,9 @@ pub(super) fn push_frame(
 }
 
 impl Shard {
-    /// A copy just became durable: push it to the inbox's live devices.
+    /// A copy just became durable: push it to the inbox's live devices
+    /// (the sending device's echo of a send still waiting for its SENDACK
+    /// is held, see [`Shard::hold_echo`]).
     pub(super) fn on_durable(&mut self, record: &MessageRecord) {
         let Some(inbox) = self.sessions.inbox(record.inbox) else {
             return;
@@ -63,6 +65,10 @@ impl Shard {
         let conns: Vec<ConnId> = inbox.devices.iter().filter_map(|d| d.conn).collect();
         let window = self.config.push_window as usize;
         for conn in conns {
+            if self.hold_echo(conn, record) {
+                continue;
+            }
+            self.release_echoes(conn);
             let Some(c) = self.conn(conn) else { continue };
             if !c.live {
                 continue;
@@ -72,6 +78,65 @@ impl Shard {
                 self.push_now(conn, record.clone());
             } else {
                 self.refill(conn);
+            }
+        }
+    }
+
+    /// Holds `record` back from `conn` if it is the echo of a send this
+    /// connection still awaits the SENDACK of, next in line for it.
+    ///
+    /// Why (issue #20): a send's own-inbox copy and its addressee's copy
+    /// become durable together when both inboxes are on this shard (one
+    /// commit), and the echo and the SENDACK then leave in one write. When
+    /// the addressee is on another shard or node, the own copy is durable
+    /// first; pushed at once, the echo was a write of its own, and its ACK
+    /// a read of its own, a round trip before the SENDACK. Held, it goes
+    /// out just before the next frame to the connection (`send_frame`),
+    /// which is normally that SENDACK, or before any other push to it.
+    fn hold_echo(&mut self, conn: ConnId, record: &MessageRecord) -> bool {
+        let window = self.config.push_window as usize;
+        let Some(c) = self.conn(conn) else {
+            return false;
+        };
+        let Some((user, device)) = c.session else {
+            return false;
+        };
+        let echo = record.inbox == user && record.from == user && record.from_device == device;
+        let front = c
+            .held_echoes
+            .last()
+            .map_or(c.sent_up_to.max(c.gone_to), |r| r.seq);
+        let fits = c.live
+            && c.refill.is_none()
+            && front.next() == record.seq
+            && c.pending.len() + c.held_echoes.len() < window;
+        if !echo || !fits {
+            return false;
+        }
+        let key = crate::SendKey {
+            from: record.from,
+            from_device: record.from_device,
+            client_msg_id: record.client_msg_id,
+        };
+        if !self.sends.awaited_on(&key, conn) {
+            return false;
+        }
+        let c = self.conn_mut(conn).expect("checked above");
+        c.held_echoes.push(record.clone());
+        true
+    }
+
+    /// Pushes the echoes held for `conn` (those the device acknowledged
+    /// meanwhile are skipped).
+    pub(super) fn release_echoes(&mut self, conn: ConnId) {
+        let held = match self.conn_mut(conn) {
+            Some(c) if !c.held_echoes.is_empty() => std::mem::take(&mut c.held_echoes),
+            _ => return,
+        };
+        for record in held {
+            let c = self.conn(conn).expect("held by an open connection");
+            if record.seq > c.sent_up_to.max(c.gone_to) {
+                self.push_now(conn, record);
             }
         }
     }
@@ -103,6 +168,7 @@ impl Shard {
     /// If a live connection is behind the durable head and its window has
     /// room, reads the next messages from the log.
     pub(super) fn refill(&mut self, conn: ConnId) {
+        self.release_echoes(conn);
         let window = self.config.push_window as usize;
         let Some(c) = self.conn(conn) else { return };
         let Some((user, _)) = c.session else { return };

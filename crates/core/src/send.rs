@@ -112,6 +112,8 @@ impl Shard {
                         if let Some(c) = self.conn_mut(old) {
                             c.pending_sends -= 1;
                         }
+                        // Its SENDACK now goes elsewhere: nothing to wait for.
+                        self.release_echoes(old);
                     }
                     self.conn_mut(conn)
                         .expect("sender is connected")

@@ -106,6 +106,13 @@ impl Sends {
         self.pending.contains_key(key)
     }
 
+    /// Whether the pending send `key` is answered on connection `conn`.
+    pub(super) fn awaited_on(&self, key: &SendKey, conn: ConnId) -> bool {
+        self.pending
+            .get(key)
+            .is_some_and(|p| p.origin == SendOrigin::Conn(conn))
+    }
+
     /// Registers an accepted send (its key is not pending).
     pub(super) fn start(&mut self, key: SendKey, send: PendingSend) {
         let old = self.pending.insert(key, send);

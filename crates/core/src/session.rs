@@ -41,6 +41,7 @@ impl Shard {
             gone_to: Default::default(),
             held: None,
             pending: VecDeque::new(),
+            held_echoes: Vec::new(),
             refill: None,
             sync: SyncState::default(),
             last_rx_ns: now_ns,

@@ -102,6 +102,11 @@ pub(super) struct Conn {
     /// `Conn` is in every open connection's slab slot.
     pub(super) held: Option<Box<(ConnAck, Vec<Frame>)>>,
     pub(super) pending: VecDeque<PendingPush>,
+    /// The device's own-inbox copies of its sends that wait for their
+    /// SENDACK: durable, not pushed yet, in sequence order right after
+    /// `sent_up_to`. They are pushed just before the next frame to the
+    /// connection (normally that SENDACK), see `deliver.rs`.
+    pub(super) held_echoes: Vec<MessageRecord>,
     pub(super) refill: Option<ReadId>,
     pub(super) sync: SyncState,
     pub(super) last_rx_ns: u64,

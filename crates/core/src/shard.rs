@@ -429,6 +429,7 @@ impl Shard {
     }
 
     pub(super) fn send_frame(&mut self, conn: ConnId, frame: Frame) {
+        self.release_echoes(conn);
         if let Some((_, queued)) = self.conn_mut(conn).and_then(|c| c.held.as_deref_mut()) {
             queued.push(frame); // behind a CONNACK not sent yet
             return;

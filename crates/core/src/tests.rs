@@ -736,9 +736,11 @@ fn a_read_racing_a_durability_report_shows_nothing_the_core_has_not_counted() {
 }
 
 mod conversations;
+mod echo_hold;
 mod gone;
 mod group_tickets;
 mod keyed;
+mod pair;
 mod presence;
 mod presence_nodes;
 mod read_ahead;

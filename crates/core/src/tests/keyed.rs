@@ -4,116 +4,21 @@
 //! yields to a newer write, a failed log answers "not stored", and a query
 //! finds the value wherever it lives.
 
-use std::collections::VecDeque;
-
+use super::pair::{on_shard, room_on, Pair};
 use super::*;
 use crate::StateKey;
-use surepush_proto::ROOM_BIT;
 
-/// Two shards; appends wait in a per-shard queue until [`Pair::commit`].
-struct Pair {
-    shards: Vec<Shard>,
-    unsynced: Vec<VecDeque<(AppendToken, Record)>>,
-    log: Vec<Vec<Record>>,
-    out: Vec<Action>,
-    now: u64,
-}
-
-impl Pair {
-    fn new() -> Pair {
-        Pair::with(CoreConfig::default())
-    }
-
-    fn with(config: CoreConfig) -> Pair {
-        let shards = (0..2)
-            .map(|id| {
-                let params = ShardParams {
-                    id: crate::ShardId(id),
-                    shards: 2,
-                    wall_ms_at_zero: 1_700_000_000_000,
-                };
-                Shard::new(
-                    params,
-                    config.clone(),
-                    TokenVerifier::new(SECRET),
-                    RecoveredState::default(),
-                )
-            })
-            .collect();
-        Pair {
-            shards,
-            unsynced: vec![VecDeque::new(), VecDeque::new()],
-            log: vec![Vec::new(), Vec::new()],
-            out: Vec::new(),
-            now: 0,
+/// The write reports (id, stored) the shards sent so far (drained).
+fn reports(p: &mut Pair) -> Vec<(u64, bool)> {
+    let mut got = Vec::new();
+    p.out.retain(|a| match a {
+        Action::StateStored { id, ok, .. } => {
+            got.push((*id, *ok));
+            false
         }
-    }
-
-    /// Carries out actions (peer messages at once) until none are left.
-    fn run(&mut self) {
-        loop {
-            let mut idle = true;
-            for s in 0..2 {
-                while let Some(a) = self.shards[s].poll_action() {
-                    idle = false;
-                    match a {
-                        Action::Append { token, record } => {
-                            self.unsynced[s].push_back((token, record))
-                        }
-                        Action::Peer { shard, msg } => {
-                            self.shards[shard.index()].handle_peer(msg, self.now)
-                        }
-                        other => self.out.push(other),
-                    }
-                }
-            }
-            if idle {
-                return;
-            }
-        }
-    }
-
-    /// Makes shard `s`'s appends durable (`ok`) or failed.
-    fn commit(&mut self, s: usize, ok: bool) {
-        let mut last = None;
-        while let Some((token, record)) = self.unsynced[s].pop_front() {
-            if ok {
-                self.log[s].push(record);
-            }
-            last = Some(token);
-        }
-        if let Some(token) = last {
-            let result = if ok { Ok(()) } else { Err(()) };
-            self.shards[s].handle_appended(token, result, self.now);
-        }
-        self.run();
-    }
-
-    fn reports(&mut self) -> Vec<(u64, bool)> {
-        let mut got = Vec::new();
-        self.out.retain(|a| match a {
-            Action::StateStored { id, ok, .. } => {
-                got.push((*id, *ok));
-                false
-            }
-            _ => true,
-        });
-        got
-    }
-}
-
-fn on_shard(shard: u16) -> UserId {
-    (1..)
-        .map(UserId)
-        .find(|u| crate::Router::of_node(2).owner(*u).0 == shard)
-        .expect("a user there")
-}
-
-fn room_on(shard: u16) -> UserId {
-    (1..)
-        .map(|n| UserId(n | ROOM_BIT))
-        .find(|r| crate::Router::of_node(2).owner(*r).0 == shard)
-        .expect("a room there")
+        _ => true,
+    });
+    got
 }
 
 fn conn() -> ConnId {
@@ -137,7 +42,7 @@ fn a_reported_write_is_answered_once_durable_on_the_owner_shard() {
     p.shards[0].handle_state(session, Some(Bytes::from_static(b"s")), report(1), 0);
     p.shards[0].handle_state(retained, Some(Bytes::from_static(b"r")), report(2), 0);
     p.run();
-    assert!(p.reports().is_empty(), "nothing is durable yet");
+    assert!(reports(&mut p).is_empty(), "nothing is durable yet");
     assert_eq!(p.unsynced[0].len(), 1, "the session on shard 0");
     assert_eq!(
         p.unsynced[1].len(),
@@ -145,9 +50,9 @@ fn a_reported_write_is_answered_once_durable_on_the_owner_shard() {
         "the retained message on the room's shard"
     );
     p.commit(1, true);
-    assert_eq!(p.reports(), vec![(2, true)]);
+    assert_eq!(reports(&mut p), vec![(2, true)]);
     p.commit(0, true);
-    assert_eq!(p.reports(), vec![(1, true)]);
+    assert_eq!(reports(&mut p), vec![(1, true)]);
     assert_eq!(p.shards[0].state(&session), Some(&Bytes::from_static(b"s")));
     assert_eq!(
         p.shards[1].state(&retained),
@@ -191,7 +96,7 @@ fn a_deferred_write_waits_for_the_flush_and_yields_to_a_newer_write() {
     p.run();
     p.commit(0, true);
     assert_eq!(p.log[0], vec![Record::State { key, value: None }]);
-    assert_eq!(p.reports(), vec![(9, true)]);
+    assert_eq!(reports(&mut p), vec![(9, true)]);
     assert_eq!(p.shards[0].state(&key), None);
     // A deferred write alone reaches the log at the flush.
     p.shards[0].handle_state(
@@ -205,7 +110,10 @@ fn a_deferred_write_waits_for_the_flush_and_yields_to_a_newer_write() {
     p.run();
     p.commit(0, true);
     assert_eq!(p.log[0].len(), 2);
-    assert!(p.reports().is_empty(), "a deferred write is never reported");
+    assert!(
+        reports(&mut p).is_empty(),
+        "a deferred write is never reported"
+    );
 }
 
 /// A failed log answers the write "not stored", and every later write at
@@ -221,10 +129,10 @@ fn a_failed_log_answers_state_writes_not_stored() {
     p.shards[0].handle_state(key, Some(Bytes::from_static(b"a")), report(1), 0);
     p.run();
     p.commit(1, false);
-    assert_eq!(p.reports(), vec![(1, false)]);
+    assert_eq!(reports(&mut p), vec![(1, false)]);
     p.shards[0].handle_state(key, Some(Bytes::from_static(b"b")), report(2), 0);
     p.run();
-    assert_eq!(p.reports(), vec![(2, false)]);
+    assert_eq!(reports(&mut p), vec![(2, false)]);
     assert!(p.unsynced[1].is_empty());
 }
 
@@ -255,7 +163,7 @@ fn topic_retained_writes_merge_by_name_and_are_bounded() {
         p.run();
         p.commit(owner, true);
         p.commit(1 - owner, true);
-        let got = p.reports();
+        let got = reports(p);
         assert_eq!(got.len(), 1, "{got:?}");
         got[0].1
     };
