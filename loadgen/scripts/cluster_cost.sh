@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Cross-node cost and room fan-out across nodes (issue #20), one run each:
-# N surepush nodes (release, 1 shard each) on a fresh nats-server 2.15
+# N surepush nodes (release, 1 shard each unless SHARDS) on a fresh nats-server 2.15
 # (JetStream, sync_interval: always) per case, the partitions placed by
 # `surepush cluster init --nodes ...`, then surepush-loadgen against them.
 # Prints loadgen's report, nats-server CPU (utime+stime from /proc), each
@@ -9,13 +9,17 @@
 #
 #   loadgen/scripts/cluster_cost.sh one-to-one NODES LINGER_US [loadgen args...]
 #   loadgen/scripts/cluster_cost.sh room NODES LINGER_US [loadgen args...]
+#   loadgen/scripts/cluster_cost.sh cluster 2 LINGER_US [loadgen args...]
+#     (the `cluster` report: node-local pairs on both nodes, then
+#     cross-node pairs)
 #
 # NODES: how many nodes own partitions (1 = every user on node n1: all
 # local; 2 = spread over n1,n2); two nodes always run for one-to-one, NODES
 # for room. LINGER_US: [cluster] batch_linger_us.
 # Env: SUREPUSH (binary), LOADGEN (binary), NATS (nats-server binary),
-# SPIN_US ([cluster] spin_before_park_us), LOG_SYNC_US ([log]
-# sync_interval_us); unset: the key is left out.
+# SHARDS (shards per node, default 1), SPIN_US ([cluster]
+# spin_before_park_us), LOG_SYNC_US ([log] sync_interval_us); unset: the
+# key is left out.
 set -euo pipefail
 scenario=$1 owners=$2 linger=$3
 shift 3
