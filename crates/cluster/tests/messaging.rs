@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -422,6 +422,53 @@ fn subject_subscriptions_survive_a_nats_restart() {
     for id in [room, user, later] {
         pushes_reach(&from, &to, id, 50);
     }
+}
+
+/// Issue #20: a presence state the publish queue cannot take is not lost
+/// (a presence subject has no gap repair, unlike a room's): the latest
+/// state of each user is queued again as the queue drains.
+#[test]
+fn presence_states_a_full_publish_queue_cannot_take_still_arrive() {
+    let nats = NatsServer::start();
+    let mut a = join(node_config(&nats, "a", 16, 1));
+    let mut b = join(node_config(&nats, "b", 16, 1));
+    let mut tight = node_config(&nats, "c", 16, 1);
+    tight.messaging.publish_queue = 1;
+    let mut c = join(tight);
+    let (prober, to, from) = (
+        a.take_lanes().remove(0),
+        b.take_lanes().remove(0),
+        c.take_lanes().remove(0),
+    );
+    let users: Vec<u64> = (1000..1100).collect();
+    for &user in &users {
+        block_on(to.subscribe_room(user)).unwrap();
+        pushes_reach(&prober, &to, user, 0);
+    }
+    // One state per user, back to back: the cluster thread takes the
+    // commands faster than its publisher drains a queue of one.
+    for &user in &users {
+        block_on(from.publish_room(user, Bytes::from(format!("{user} online")))).unwrap();
+    }
+    let mut missing: BTreeSet<u64> = users.iter().copied().collect();
+    let deadline = Instant::now() + WAIT;
+    while !missing.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match to.events().recv_timeout(left) {
+            Ok(LaneEvent::Room { room, payload }) => {
+                if payload == format!("{room} online") {
+                    missing.remove(&room);
+                }
+            }
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(_) => panic!("states never arrived for {missing:?}"),
+        }
+    }
+    let kept = c.stats().presence_states_delayed.load(Ordering::Relaxed);
+    assert!(
+        kept > 0,
+        "the queue never overflowed: the test proved nothing"
+    );
 }
 
 #[test]

@@ -61,7 +61,8 @@ mod config {
         /// Lane commands (replies, room changes) queued before lanes wait.
         pub command_queue: usize,
         /// Replies and room pushes queued for NATS before they are dropped
-        /// (both are recovered: see the service's doc).
+        /// (both are recovered), presence states before they wait (the
+        /// latest per user: see the service's doc).
         pub publish_queue: usize,
         /// How long the cluster thread keeps polling after the last
         /// message before it parks (zero: it parks at once). Saves the

@@ -17,6 +17,9 @@
 //!   pushes go through a bounded publisher queue and are dropped when it
 //!   is full. Both are safe to lose: the sender resends the batch and gets
 //!   the cached reply; a room gap is repaired from the room's home node.
+//!   A presence state has no such repair: one that does not fit is kept,
+//!   the latest per user, and queued again as the queue drains (a watcher
+//!   drops a state older than one it has, by its stamp).
 //!
 //! Sizes: every NATS message stays within the server's `max_payload`
 //! (from its INFO, which the client keeps): request batches are cut below
@@ -73,6 +76,9 @@ pub struct MessagingStats {
     /// Messages received on room subjects from other nodes (one per room
     /// push per node, whatever its subscriber count).
     pub room_messages_received: AtomicU64,
+    /// Presence states the publish queue could not take at once, kept to
+    /// be queued again (the latest per user).
+    pub presence_states_delayed: AtomicU64,
     /// Room pushes this node published on room subjects (once each).
     pub room_messages_published: AtomicU64,
     /// Bytes of those published pushes.
@@ -107,6 +113,10 @@ pub(crate) struct Service {
     links: RefCell<HashMap<NodeId, flume::Sender<BatchReply>>>,
     rooms: RefCell<HashMap<u64, Room>>,
     publish: flume::Sender<(Subject, Bytes)>,
+    /// Presence states the publish queue could not take, the latest per
+    /// user, for [`Service::run_presence_later`].
+    presence_later: RefCell<HashMap<u64, Bytes>>,
+    presence_wake: tokio::sync::Notify,
     /// Reply subjects of the peers answered so far (built once: a subject
     /// per reply was an allocation per batch).
     reply_subjects: RefCell<HashMap<NodeId, Subject>>,
@@ -161,6 +171,8 @@ impl Service {
             links: RefCell::default(),
             rooms: RefCell::default(),
             publish,
+            presence_later: RefCell::default(),
+            presence_wake: tokio::sync::Notify::new(),
             reply_subjects: RefCell::default(),
             activity,
             assembly: RefCell::new(ReplyAssembly::default()),
@@ -170,6 +182,7 @@ impl Service {
         tokio::task::spawn_local(service.clone().run_requests(requests));
         tokio::task::spawn_local(service.clone().run_replies(replies));
         tokio::task::spawn_local(service.clone().run_commands(commands));
+        tokio::task::spawn_local(service.clone().run_presence_later());
         tokio::task::spawn_local(service.run_new_links(new_links));
         Ok(())
     }
@@ -186,6 +199,48 @@ impl Service {
     fn publish_lossy(&self, subject: Subject, payload: Bytes) {
         if self.publish.try_send((subject, payload)).is_err() {
             self.stats.publishes_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues a presence state of `user`; one the queue cannot take now is
+    /// kept (replacing an older one kept) and queued again later.
+    fn publish_presence(&self, user: u64, subject: Subject, state: Bytes) {
+        match self.publish.try_send((subject, state)) {
+            Ok(()) => {
+                // A state kept from before is older than this one.
+                let mut later = self.presence_later.borrow_mut();
+                if !later.is_empty() {
+                    later.remove(&user);
+                }
+            }
+            Err(e) => {
+                let (_, state) = e.into_inner();
+                self.stats
+                    .presence_states_delayed
+                    .fetch_add(1, Ordering::Relaxed);
+                self.presence_later.borrow_mut().insert(user, state);
+                self.presence_wake.notify_one();
+            }
+        }
+    }
+
+    /// Queues the presence states kept by [`Service::publish_presence`],
+    /// waiting for room in the publish queue.
+    async fn run_presence_later(self: Rc<Self>) {
+        loop {
+            self.presence_wake.notified().await;
+            loop {
+                let later = std::mem::take(&mut *self.presence_later.borrow_mut());
+                if later.is_empty() {
+                    break;
+                }
+                for (user, state) in later {
+                    let subject = Subject::from(subjects::of_id(user));
+                    if self.publish.send_async((subject, state)).await.is_err() {
+                        return; // the publisher is gone: the node stops
+                    }
+                }
+            }
         }
     }
 
@@ -316,6 +371,7 @@ impl Service {
                         payload,
                     };
                     let bytes = wire::to_bytes(&msg);
+                    let subject = Subject::from(subjects::of_id(room));
                     if surepush_proto::is_room(room) {
                         self.stats
                             .room_messages_published
@@ -323,12 +379,13 @@ impl Service {
                         self.stats
                             .room_bytes_published
                             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        self.publish_lossy(subject, bytes);
                     } else {
                         self.stats
                             .presence_messages_published
                             .fetch_add(1, Ordering::Relaxed);
+                        self.publish_presence(room, subject, bytes);
                     }
-                    self.publish_lossy(Subject::from(subjects::of_id(room)), bytes);
                 }
                 Command::Ping { lane, token } => {
                     if let Some(lane) = self.lane(lane) {

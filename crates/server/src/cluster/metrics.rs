@@ -101,6 +101,11 @@ const COUNTERS: &[Series] = &[
         "Replies and room pushes dropped because NATS could not take them (recovered by resends and room resyncs)",
         |s| &s.publishes_dropped,
     ),
+    (
+        "cluster_presence_states_delayed",
+        "Presence states NATS could not take at once, published again as it drained (the latest per user)",
+        |s| &s.presence_states_delayed,
+    ),
 ];
 
 /// Partition moves this node carried out as their target (orders of
