@@ -84,16 +84,19 @@ impl Node {
 
     /// Waits for a log line from `from` on containing `text`.
     fn wait_for_line(&self, from: usize, text: &str) {
+        self.wait_for_lines(from, text, 1);
+    }
+
+    /// Waits for `count` log lines from `from` on containing `text`.
+    fn wait_for_lines(&self, from: usize, text: &str, count: usize) {
         let log = self.server().log.clone();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !log
-            .lock()
-            .unwrap()
-            .iter()
-            .skip(from)
-            .any(|l| l.contains(text))
-        {
-            assert!(Instant::now() < deadline, "no line with {text:?}");
+        let seen = || {
+            let log = log.lock().unwrap();
+            log.iter().skip(from).filter(|l| l.contains(text)).count()
+        };
+        while seen() < count {
+            assert!(Instant::now() < deadline, "not {count} lines with {text:?}");
             thread::sleep(Duration::from_millis(20)); // polling the log
         }
     }
@@ -323,19 +326,44 @@ fn a_node_killed_before_the_shard_map_flip_keeps_every_acknowledged_message() {
     killed_mid_shard_move(true);
 }
 
+/// A FIFO for the flip gate (`SUREPUSHTEST_MOVE_FLIP_GATE`: each flip of
+/// a move waits until the test writes to it), and the variable naming it.
+fn flip_gate() -> (tempfile::TempDir, std::path::PathBuf, (String, String)) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let gate = dir.path().join("flip-gate");
+    let c_path = std::ffi::CString::new(gate.to_str().expect("utf-8 path")).expect("no NUL");
+    // SAFETY: mkfifo(3) on a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let var = (
+        "SUREPUSHTEST_MOVE_FLIP_GATE".to_string(),
+        gate.display().to_string(),
+    );
+    (dir, gate, var)
+}
+
+/// Lets every flip through the gate until `stop`: opens the FIFO for
+/// writing only while a flip has it open for reading.
+fn open_gate_until(gate: std::path::PathBuf, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        while !stop.load(Ordering::Acquire) {
+            let writer = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&gate);
+            match writer {
+                Ok(mut w) => w.write_all(b"go").expect("write to the gate"),
+                // ENXIO: no flip waits now; look again shortly.
+                Err(_) => thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    })
+}
+
 fn killed_mid_shard_move(at_the_flip: bool) {
-    let gate_dir = tempfile::tempdir().expect("temp dir");
-    let gate = gate_dir.path().join("flip-gate");
-    let mut envs = Vec::new();
-    if at_the_flip {
-        let c_path = std::ffi::CString::new(gate.to_str().expect("utf-8 path")).expect("no NUL");
-        // SAFETY: mkfifo(3) on a NUL-terminated path we own.
-        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
-        envs.push((
-            "SUREPUSHTEST_MOVE_FLIP_GATE".to_string(),
-            gate.display().to_string(),
-        ));
-    }
+    let (_gate_dir, gate, var) = flip_gate();
+    let envs = if at_the_flip { vec![var] } else { Vec::new() };
     let node = Arc::new(Node::start_with(2, envs));
     let p = 6;
     let [to, same] = users_in(p, 1, 2)[..] else {
@@ -484,6 +512,56 @@ fn a_node_restarted_with_another_shard_count_moves_partitions_with_their_data() 
     // And the next start runs 2 shards again, with everything.
     node.restart(2);
     check_readable(&node, 4, &stored);
+}
+
+/// Issue #20: a growth killed after its first move (the map already
+/// written with 3 shards, the partitions not yet spread over them)
+/// finishes at the next start, from the mark written before that move;
+/// every stored message stays readable, and the start after it plans
+/// nothing.
+#[test]
+fn a_growth_killed_after_its_first_move_finishes_at_the_next_start() {
+    let (_gate_dir, gate, var) = flip_gate();
+    let node = Node::start_with(2, vec![var]);
+    let users: Vec<u64> = (0..PARTITIONS as u32)
+        .map(|p| users_in(p, 1, 1)[0])
+        .collect();
+    let from = users_in(0, 10_000, 1)[0];
+    let stored = store_messages(&node, from, &users, 3);
+    let count = PartitionCount::new(PARTITIONS).expect("valid");
+    let two = ShardMap::filled(count, 2, |p| first_shard(p.0, 2)).expect("map");
+    let (moves_up, _) = resize_moves(&two, 3);
+    assert!(moves_up >= 2, "the growth takes {moves_up} moves");
+
+    let waits = "the flip waits for the test's gate";
+    let start = node.log_len();
+    node.restart(3);
+    node.wait_for_line(start, waits);
+    std::fs::write(&gate, b"go").expect("let the first flip through");
+    node.wait_for_lines(start, waits, 2);
+    let again = node.log_len();
+    {
+        let mut s = node.server();
+        s.kill9();
+        s.spawn();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let opener = open_gate_until(gate, stop.clone());
+    node.wait_for_line(again, "resized: the shard map names 3 shards");
+    stop.store(true, Ordering::Release);
+    opener.join().expect("the gate opener");
+    let mark = node.server().dir.join("data").join("shard-map.resizing");
+    assert!(!mark.exists(), "the finished resize removed its mark");
+    assert!(node.counter("surepush_cluster_shard_moves_finished_total") >= 1);
+    check_readable(&node, 2, &stored);
+
+    node.restart(3);
+    check_readable(&node, 3, &stored);
+    assert_eq!(
+        node.counter("surepush_cluster_shard_moves_finished_total"),
+        0,
+        "a start after a finished resize moves nothing"
+    );
 }
 
 /// Issue #20 figure: the time to move a partition holding N stored

@@ -120,6 +120,38 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<ShardMap, String> {
     Ok(map)
 }
 
+/// Name of the file that marks a resize of the node's shards as started
+/// and not finished (empty; see [`mark_resizing`]).
+pub(crate) const RESIZING_FILE: &str = "shard-map.resizing";
+
+/// Marks a resize of the node's shards as started, before its first move:
+/// a crash midway leaves the map naming the new count (each move writes
+/// it) with partitions not yet spread, and the next start finishes the
+/// resize because of this mark.
+pub(crate) fn mark_resizing(data_dir: &Path) -> Result<(), ShardMapFileError> {
+    let path = data_dir.join(RESIZING_FILE);
+    let contents = |_: &mut dyn std::io::Write| Ok(());
+    write_atomically(&StdStorage, &path, &NewFile::new(&contents))
+        .map_err(|source| ShardMapFileError::Io { path, source })
+}
+
+/// Whether a resize was started and not finished.
+pub(crate) fn resizing(data_dir: &Path) -> bool {
+    data_dir.join(RESIZING_FILE).exists()
+}
+
+/// The resize finished (its map is written). A crash before this removal
+/// is durable only makes the next start plan a resize with no moves.
+pub(crate) fn resize_done(data_dir: &Path) -> Result<(), ShardMapFileError> {
+    let path = data_dir.join(RESIZING_FILE);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(ShardMapFileError::Io { path, source: e })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The map in `data_dir`, `None` if there is none yet.
 pub(crate) fn load(data_dir: &Path) -> Result<Option<ShardMap>, ShardMapFileError> {
     let path = path_in(data_dir);
@@ -150,6 +182,18 @@ mod tests {
         let mut map = ShardMap::filled(p, 3, |q| (q.0 % 3) as u16).expect("valid");
         map.release(PartitionId(5));
         map
+    }
+
+    #[test]
+    fn the_resize_mark_stays_until_the_resize_is_done() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        assert!(!resizing(dir.path()));
+        mark_resizing(dir.path()).expect("marked");
+        mark_resizing(dir.path()).expect("marked again (a second start)");
+        assert!(resizing(dir.path()));
+        resize_done(dir.path()).expect("removed");
+        assert!(!resizing(dir.path()));
+        resize_done(dir.path()).expect("nothing to remove is fine");
     }
 
     #[test]

@@ -82,7 +82,10 @@ pub(super) fn open_map(
             partitions.get()
         )));
     }
-    let resize = map.shards() != configured;
+    let resize = map.shards() != configured || shard_map_file::resizing(data_dir);
+    if resize {
+        shard_map_file::mark_resizing(data_dir).map_err(|e| failed(&e))?;
+    }
     // A node that grows runs its new shards from the start (empty until
     // partitions move there); one that shrinks runs the old count until
     // the removed shards are empty (`running_shards`).
@@ -286,6 +289,9 @@ impl NodeCluster {
         *map = next;
         if let Err(error) = self.publish_routes_with(&map) {
             tracing::error!(%error, "cannot route the resized shard map");
+        }
+        if let Err(error) = shard_map_file::resize_done(&self.data_dir) {
+            tracing::warn!(%error, "the resize is done; its mark stays (the next start plans no move)");
         }
         tracing::info!(
             shards = target,
