@@ -7,6 +7,9 @@
 //! log's atomic small-file write (temporary file, fsync, rename, fsync of
 //! the directory): a crash leaves the old map or the new one.
 //!
+//! A resize of the node's shards that started and has not finished is
+//! marked by an empty `<data_dir>/shard-map.resizing` ([`mark_resizing`]).
+//!
 //! A data dir without the file (a node from before shard maps, or a new
 //! one) gets the jump hash of the partition the router used before
 //! ([`surepush_core::hashed_shard_of_partition`]), written at once, so
