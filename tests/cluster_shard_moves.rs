@@ -353,7 +353,11 @@ fn open_gate_until(gate: std::path::PathBuf, stop: Arc<AtomicBool>) -> thread::J
                 .custom_flags(libc::O_NONBLOCK)
                 .open(&gate);
             match writer {
-                Ok(mut w) => w.write_all(b"go").expect("write to the gate"),
+                // EPIPE: the reader was the last flip's, closing after
+                // its EOF; the next flip opens the gate again.
+                Ok(mut w) => {
+                    let _ = w.write_all(b"go");
+                }
                 // ENXIO: no flip waits now; look again shortly.
                 Err(_) => thread::sleep(Duration::from_millis(20)),
             }
