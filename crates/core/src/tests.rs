@@ -63,23 +63,7 @@ impl Harness {
                     self.shard.handle_appended(token, Ok(()), self.now);
                 }
                 Action::Read { id, user, query } => {
-                    let records = self
-                        .log
-                        .iter()
-                        .filter_map(|r| match r {
-                            Record::Message(m) if m.inbox == user => Some(m.clone()),
-                            _ => None,
-                        })
-                        .filter(|m| match &query {
-                            InboxQuery::After { after, .. } => m.seq > *after,
-                            InboxQuery::Seqs(seqs) => seqs.contains(&m.seq),
-                            _ => true,
-                        })
-                        .take(match &query {
-                            InboxQuery::After { limit, .. } => *limit as usize,
-                            _ => usize::MAX,
-                        })
-                        .collect();
+                    let records = read_log(&self.log, user, &query);
                     self.shard.handle_read(id, Ok(records), self.now);
                 }
                 other => self.out.push(other),
@@ -170,6 +154,25 @@ impl Harness {
             "connection must be closed after {code:?}"
         );
     }
+}
+
+/// What `query` reads of `user`'s inbox from a test's log.
+fn read_log(log: &[Record], user: UserId, query: &InboxQuery) -> Vec<MessageRecord> {
+    log.iter()
+        .filter_map(|r| match r {
+            Record::Message(m) if m.inbox == user => Some(m.clone()),
+            _ => None,
+        })
+        .filter(|m| match query {
+            InboxQuery::After { after, .. } => m.seq > *after,
+            InboxQuery::Seqs(seqs) => seqs.contains(&m.seq),
+            _ => true,
+        })
+        .take(match query {
+            InboxQuery::After { limit, .. } => *limit as usize,
+            _ => usize::MAX,
+        })
+        .collect()
 }
 
 fn send(cmid: u64, to: u64, qos: Qos) -> Frame {

@@ -66,7 +66,7 @@ impl Pair {
                             self.shards[shard.index()].handle_peer(msg, self.now)
                         }
                         Action::Read { id, user, query } => {
-                            let records = self.committed(s, user, &query);
+                            let records = read_log(&self.log[s], user, &query);
                             self.shards[s].handle_read(id, Ok(records), self.now);
                         }
                         Action::Send { conn, frame } => self.sent.push((s, conn, frame)),
@@ -78,26 +78,6 @@ impl Pair {
                 return;
             }
         }
-    }
-
-    /// What shard `s` committed for `user` that `query` asks for.
-    fn committed(&self, s: usize, user: UserId, query: &InboxQuery) -> Vec<MessageRecord> {
-        self.log[s]
-            .iter()
-            .filter_map(|r| match r {
-                Record::Message(m) if m.inbox == user => Some(m.clone()),
-                _ => None,
-            })
-            .filter(|m| match query {
-                InboxQuery::After { after, .. } => m.seq > *after,
-                InboxQuery::Seqs(seqs) => seqs.contains(&m.seq),
-                _ => true,
-            })
-            .take(match query {
-                InboxQuery::After { limit, .. } => *limit as usize,
-                _ => usize::MAX,
-            })
-            .collect()
     }
 
     /// Makes shard `s`'s appends durable (`ok`) or failed.

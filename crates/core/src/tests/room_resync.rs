@@ -54,16 +54,11 @@ impl Two {
                             self.shards[s].handle_appended(token, Ok(()), 0);
                         }
                         Action::Read { id, user, query } => {
-                            let InboxQuery::After { after, limit } = query else {
-                                panic!("rooms read pages: {query:?}");
-                            };
-                            let page = self.log[s].iter().filter_map(|r| match r {
-                                Record::Message(m) if m.inbox == user && m.seq > after => {
-                                    Some(m.clone())
-                                }
-                                _ => None,
-                            });
-                            let page = page.take(limit as usize).collect();
+                            assert!(
+                                matches!(query, InboxQuery::After { .. }),
+                                "rooms read pages: {query:?}"
+                            );
+                            let page = read_log(&self.log[s], user, &query);
                             self.shards[s].handle_read(id, Ok(page), 0);
                         }
                         Action::Peer { shard, msg } if !lose(shard.index(), &msg) => {
