@@ -7,7 +7,7 @@
 use super::topic_filters::mqtt_session;
 use super::*;
 use crate::AppendToken;
-use surepush_proto::topic_stream::{frame_payload, stream_id};
+use surepush_proto::topic_stream::{frame_payload, split_payload, stream_id};
 use surepush_proto::{ShareAck, ShareReq, StateKey};
 
 /// Runs the shard, holding every append of a share group's state (they
@@ -94,6 +94,32 @@ pub(super) fn a_member_holding_qos2(
     assert!(held_n > 0 && finished_n > 0, "{held:?} {finished:?}");
     assert_eq!(held_n + finished_n, 6);
     (publisher, a, b, held)
+}
+
+/// The publisher sends `m{from}..` (`n` messages); `member`, which the
+/// group now hands everything to, gets and acknowledges them. Their
+/// payloads, in the order `member` got them.
+pub(super) fn next_jobs_to(
+    h: &mut Harness,
+    publisher: ConnId,
+    member: ConnId,
+    from: u64,
+    n: u64,
+) -> Vec<String> {
+    publish_jobs(h, publisher, from, n);
+    let frames = h.take(member);
+    ack_share_pushes(h, member, &frames);
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::SharePush(p) => {
+                let (topic, body) = split_payload(&p.push.payload).expect("a topic message");
+                assert_eq!(topic, "jobs/1");
+                Some(String::from_utf8_lossy(&body).into_owned())
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// `member` acknowledges every SHAREPUSH in `frames` (it keeps up).

@@ -7,7 +7,7 @@
 //! a member's QoS 2 messages for ever (`share_expired` stayed 0).
 
 use super::share_handout::join_persistent as share;
-use super::share_handout::{a_member_holding_qos2, ack_share_pushes, publish_jobs as publish};
+use super::share_handout::{a_member_holding_qos2, next_jobs_to, publish_jobs as publish};
 use super::topic_filters::mqtt_session;
 use super::*;
 use surepush_proto::topic_stream::split_payload;
@@ -27,12 +27,6 @@ fn pushes(frames: Vec<Frame>) -> Vec<(Seq, String)> {
             _ => None,
         })
         .collect()
-}
-
-/// Acknowledges every SHAREPUSH in `frames`; what they were.
-fn ack_all(h: &mut Harness, member: ConnId, frames: Vec<Frame>) -> Vec<(Seq, String)> {
-    ack_share_pushes(h, member, &frames);
-    pushes(frames)
 }
 
 /// A publisher, member A (user 2, Session Expiry 2 s) holding QoS 2
@@ -91,11 +85,11 @@ fn a_restored_group_ends_a_session_at_its_recorded_close_plus_expiry() {
     );
     // Never to another member (MQTT-4.8.2-5); the group goes on with B.
     assert!(pushes(h.take(b)).is_empty());
-    publish(&mut h, publisher, 6, 3);
-    let frames = h.take(b);
-    let next = ack_all(&mut h, b, frames);
-    let names: Vec<&str> = next.iter().map(|(_, p)| p.as_str()).collect();
-    assert_eq!(names, ["m6", "m7", "m8"], "B gets every new message");
+    assert_eq!(
+        next_jobs_to(&mut h, publisher, b, 6, 3),
+        ["m6", "m7", "m8"],
+        "B gets every new message"
+    );
 }
 
 #[test]
