@@ -32,20 +32,55 @@ fn scenario_with(name: &str, count: u32, core: &str) {
     } else {
         format!("[core]\n{core}")
     };
-    let mut server = TestServer::unstarted(2, "", &extra);
-    server.mqtt_config = "topics_open = true\n".into();
-    server.spawn();
-    let publisher = server.token(8300, 1);
+    let mut server = topics_open_server(&extra);
     // Users 8301..8304: members spread over both shards.
-    let members: Vec<String> = (8301..=8304).map(|u| server.token(u, 1)).collect();
-    let port = server.mqtt.port().to_string();
-    let count = count.to_string();
-    let mut args = vec!["--port", &port, "--pub-token", &publisher, "--member-token"];
-    args.extend(members.iter().map(String::as_str));
-    args.extend(["--scenario", name, "--count", &count]);
-    let text = common::run_paho_script("paho_shared.py", &args, "shared checks passed");
+    let args = script_args(&server, 8300, 8301..=8304, name, count);
+    let text = run_script(&args);
     eprintln!("{text}");
     server.terminate();
+}
+
+/// A started 2-shard server whose free-form topics are open, with `extra`
+/// config.
+fn topics_open_server(extra: &str) -> TestServer {
+    let mut server = TestServer::unstarted(2, "", extra);
+    server.mqtt_config = "topics_open = true\n".into();
+    server.spawn();
+    server
+}
+
+/// The script's arguments for `scenario` of `count` messages, the
+/// publisher user `publisher` and the member users `members`.
+fn script_args(
+    server: &TestServer,
+    publisher: u64,
+    members: std::ops::RangeInclusive<u64>,
+    scenario: &str,
+    count: u32,
+) -> Vec<String> {
+    let mut args = vec![
+        "--port".to_string(),
+        server.mqtt.port().to_string(),
+        "--pub-token".to_string(),
+        server.token(publisher, 1),
+        "--member-token".to_string(),
+    ];
+    args.extend(members.map(|u| server.token(u, 1)));
+    args.extend(["--scenario", scenario, "--count", &count.to_string()].map(String::from));
+    args
+}
+
+/// Runs the script with `args` to its success line; what it printed.
+fn run_script(args: &[String]) -> String {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    common::run_paho_script("paho_shared.py", &args, "shared checks passed")
+}
+
+/// What the script says the lost member held (its "held N" line).
+fn held_by_lost_member(text: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix("held ")?.parse().ok())
+        .expect("the script says what the lost member held")
 }
 
 #[test]
@@ -91,21 +126,10 @@ fn a_group_without_members_keeps_more_than_the_room_history() {
 /// message exactly once).
 #[test]
 fn an_expired_members_qos2_messages_leave_the_group() {
-    let mut server = TestServer::unstarted(2, "", "");
-    server.mqtt_config = "topics_open = true\n".into();
-    server.spawn();
-    let publisher = server.token(8330, 1);
-    let members: Vec<String> = (8331..=8332).map(|u| server.token(u, 1)).collect();
-    let port = server.mqtt.port().to_string();
-    let mut args = vec!["--port", &port, "--pub-token", &publisher, "--member-token"];
-    args.extend(members.iter().map(String::as_str));
-    args.extend(["--scenario", "expiry", "--count", "300"]);
-    let text = common::run_paho_script("paho_shared.py", &args, "shared checks passed");
+    let mut server = topics_open_server("");
+    let text = run_script(&script_args(&server, 8330, 8331..=8332, "expiry", 300));
     eprintln!("{text}");
-    let held: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("held ")?.parse().ok())
-        .expect("the script says what the lost member held");
+    let held = held_by_lost_member(&text);
     assert!(held > 0, "{text}");
     // The session expires 1 s after the close.
     expired_and_dropped(&server, held);
@@ -146,33 +170,17 @@ fn expired_and_dropped(server: &TestServer, held: u64) {
 /// lost member's messages for ever (`share_expired` stayed 0).
 #[test]
 fn an_expiring_members_session_ends_across_a_gateway_kill_9() {
-    let mut server = TestServer::unstarted(2, "", "");
-    server.mqtt_config = "topics_open = true\n".into();
-    server.spawn();
-    let publisher = server.token(8340, 1);
-    let members: Vec<String> = (8341..=8342).map(|u| server.token(u, 1)).collect();
+    let mut server = topics_open_server("");
     let args = |server: &TestServer, phase: &str| -> Vec<String> {
-        let mut args: Vec<String> = vec![
-            "--port".into(),
-            server.mqtt.port().to_string(),
-            "--pub-token".into(),
-            publisher.clone(),
-            "--member-token".into(),
-        ];
-        args.extend(members.iter().cloned());
-        args.extend(["--scenario", phase, "--count", "100", "--group", "gexp"].map(String::from));
+        let mut args = script_args(server, 8340, 8341..=8342, phase, 100);
+        args.extend(["--group", "gexp"].map(String::from));
         args
     };
-    let first = args(&server, "expiry_restart1");
-    let first: Vec<&str> = first.iter().map(String::as_str).collect();
     // The script ends right after cutting the member off: kill at once.
-    let text = common::run_paho_script("paho_shared.py", &first, "shared checks passed");
+    let text = run_script(&args(&server, "expiry_restart1"));
     server.kill9();
     eprintln!("{text}");
-    let held: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("held ")?.parse().ok())
-        .expect("the script says what the lost member held");
+    let held = held_by_lost_member(&text);
     server.spawn();
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mqtt/paho_shared.py");
@@ -230,9 +238,7 @@ fn mqtt_311_clients_share_too() {
 /// message the publisher had an acknowledgement for (at least once).
 #[test]
 fn nothing_acknowledged_is_lost_for_the_group_across_a_gateway_kill_9() {
-    let mut server = TestServer::unstarted(2, "", "");
-    server.mqtt_config = "topics_open = true\n".into();
-    server.spawn();
+    let mut server = topics_open_server("");
     let publisher = server.token(8310, 1);
     let members: Vec<String> = (8311..=8313).map(|u| server.token(u, 1)).collect();
     let out = tempfile_dir();
@@ -294,9 +300,7 @@ fn qos2_is_delivered_exactly_once_across_gateway_kill_9s() {
     let cycles = env_u64("SHARE_CRASH_CYCLES", 10);
     let mut seed = env_u64("SHARE_CRASH_SEED", 1);
     let count: u64 = 3000;
-    let mut server = TestServer::unstarted(2, "", "");
-    server.mqtt_config = "topics_open = true\n".into();
-    server.spawn();
+    let mut server = topics_open_server("");
     let publisher = server.token(8319, 1);
     let members: Vec<String> = (8320..=8322).map(|u| server.token(u, 1)).collect();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mqtt/paho_shared.py");
