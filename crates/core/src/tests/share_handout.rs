@@ -96,10 +96,39 @@ pub(super) fn a_member_holding_qos2(
     (publisher, a, b, held)
 }
 
+/// Member A's session has just ended: counted once, the `held` QoS 2
+/// messages it had are dropped for the group (`share_dropped` counted from
+/// `dropped_before`), none of them goes to `b` (MQTT-4.8.2-5), and the
+/// group goes on with `b`, which gets every new message.
+pub(super) fn a_left_the_group_to(
+    h: &mut Harness,
+    publisher: ConnId,
+    b: ConnId,
+    dropped_before: u64,
+    held: usize,
+) {
+    assert_eq!(h.shard.stats().share_expired, 1);
+    assert_eq!(
+        h.shard.stats().share_dropped - dropped_before,
+        held as u64,
+        "A's unfinished QoS 2 messages leave the group"
+    );
+    let to_b = h.take(b);
+    assert!(
+        !to_b.iter().any(|f| matches!(f, Frame::SharePush(_))),
+        "never to another member: {to_b:?}"
+    );
+    assert_eq!(
+        next_jobs_to(h, publisher, b, 6, 3),
+        ["m6", "m7", "m8"],
+        "B gets every new message: A is no member"
+    );
+}
+
 /// The publisher sends `m{from}..` (`n` messages); `member`, which the
 /// group now hands everything to, gets and acknowledges them. Their
 /// payloads, in the order `member` got them.
-pub(super) fn next_jobs_to(
+fn next_jobs_to(
     h: &mut Harness,
     publisher: ConnId,
     member: ConnId,
