@@ -138,13 +138,18 @@ fn next_jobs_to(
     publish_jobs(h, publisher, from, n);
     let frames = h.take(member);
     ack_share_pushes(h, member, &frames);
+    job_pushes(frames).into_iter().map(|(_, m)| m).collect()
+}
+
+/// The SHAREPUSHes of `jobs/1` in `frames`: `(seq, payload)`.
+pub(super) fn job_pushes(frames: Vec<Frame>) -> Vec<(Seq, String)> {
     frames
-        .iter()
+        .into_iter()
         .filter_map(|f| match f {
             Frame::SharePush(p) => {
                 let (topic, body) = split_payload(&p.push.payload).expect("a topic message");
                 assert_eq!(topic, "jobs/1");
-                Some(String::from_utf8_lossy(&body).into_owned())
+                Some((p.push.seq, String::from_utf8_lossy(&body).into_owned()))
             }
             _ => None,
         })

@@ -6,28 +6,13 @@
 //! Before, the timer was memory only: after a restart the group kept such
 //! a member's QoS 2 messages for ever (`share_expired` stayed 0).
 
+use super::share_handout::job_pushes as pushes;
 use super::share_handout::join_persistent as share;
 use super::share_handout::{a_left_the_group_to, a_member_holding_qos2, publish_jobs as publish};
 use super::topic_filters::mqtt_session;
 use super::*;
-use surepush_proto::topic_stream::split_payload;
 
 const WALL_AT_ZERO: u64 = 1_700_000_000_000;
-
-/// The SHAREPUSHes in `frames`: `(seq, payload, dup-free topic)`.
-fn pushes(frames: Vec<Frame>) -> Vec<(Seq, String)> {
-    frames
-        .into_iter()
-        .filter_map(|f| match f {
-            Frame::SharePush(p) => {
-                let (topic, body) = split_payload(&p.push.payload).expect("a topic message");
-                assert_eq!(topic, "jobs/1");
-                Some((p.push.seq, String::from_utf8_lossy(&body).into_owned()))
-            }
-            _ => None,
-        })
-        .collect()
-}
 
 /// A publisher, member A (user 2, Session Expiry 2 s) holding QoS 2
 /// messages unfinished, member B (user 3, never expires) finishing the
